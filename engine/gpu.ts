@@ -1,0 +1,346 @@
+// GPU runtime: adapter/device acquisition, a pipeline cache, and a recorder that
+// batches every dispatch into one command encoder until something must be read back.
+//
+// Why batching: on Deno every mapAsync costs >= 10 ms, and one submit per dispatch is
+// 4x slower than many dispatches in one pass. So kernels are *recorded* (gpu.run) and
+// only submitted when a result is read (gpu.read) or gpu.flush() is called.
+//
+// WGSL lives in shaders/*.wgsl, one kernel family per file. A kernel's compile-time
+// parameters (tile sizes, flags) are prepended as `const NAME = value;` lines, so one
+// file yields a specialised pipeline per parameter set (cached by file+entry+params).
+
+export type KernelParams = Record<string, number | boolean>;
+
+/** A GPU tensor: one storage buffer holding f32 (or u32) values, row-major `shape`. */
+export class Tensor {
+  constructor(
+    readonly gpu: Gpu,
+    readonly buffer: GPUBuffer,
+    readonly shape: readonly number[],
+    readonly dtype: "f32" | "u32" = "f32",
+  ) {}
+  get size(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+  /** Copies the tensor to the CPU (flushes pending work). */
+  read(): Promise<Float32Array> {
+    return this.gpu.read(this);
+  }
+  destroy(): void {
+    this.buffer.destroy();
+  }
+}
+
+export interface AdapterSummary {
+  description: string;
+  vendor: string;
+  architecture: string;
+  isFallback: boolean;
+  backend: string;
+}
+
+const UNIFORM_SLOT = 256; // bytes per dispatch's uniform block (minUniformBufferOffsetAlignment <= 256)
+const UNIFORM_SLOTS = 4096; // dispatches per flush before an automatic flush
+
+/** Builds the little uniform block a kernel reads its sizes from (all fields 4 bytes). */
+export class Uniforms {
+  private view = new DataView(new ArrayBuffer(UNIFORM_SLOT));
+  private n = 0;
+  u32(...values: number[]): this {
+    for (const v of values) this.view.setUint32(4 * this.n++, v >>> 0, true);
+    return this;
+  }
+  i32(...values: number[]): this {
+    for (const v of values) this.view.setInt32(4 * this.n++, v | 0, true);
+    return this;
+  }
+  f32(...values: number[]): this {
+    for (const v of values) this.view.setFloat32(4 * this.n++, v, true);
+    return this;
+  }
+  bytes(): Uint8Array {
+    return new Uint8Array(this.view.buffer, 0, UNIFORM_SLOT);
+  }
+}
+
+export function uniforms(): Uniforms {
+  return new Uniforms();
+}
+
+export class NoAdapterError extends Error {}
+
+export class Gpu {
+  private pipelines = new Map<string, GPUComputePipeline>();
+  private shaderSources = new Map<string, string>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private uniformBuffer: GPUBuffer;
+  private uniformStaging = new Uint8Array(UNIFORM_SLOT * UNIFORM_SLOTS);
+  private uniformSlot = 0;
+  /** Number of dispatches recorded since the Gpu was opened (for benchmarks and tests). */
+  dispatchCount = 0;
+  submitCount = 0;
+
+  private constructor(
+    readonly adapter: GPUAdapter,
+    readonly device: GPUDevice,
+    readonly info: AdapterSummary,
+  ) {
+    this.uniformBuffer = device.createBuffer({
+      size: this.uniformStaging.byteLength,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+  }
+
+  /** Requests the adapter with its real limits. Throws NoAdapterError with a how-to when none exists. */
+  static async open(options: { powerPreference?: GPUPowerPreference } = {}): Promise<Gpu> {
+    if (typeof navigator === "undefined" || !("gpu" in navigator)) {
+      throw new NoAdapterError("This runtime has no WebGPU (navigator.gpu). Run Locus with Deno 2.x.");
+    }
+    const adapter = await navigator.gpu.requestAdapter({
+      powerPreference: options.powerPreference ?? "high-performance",
+    });
+    if (!adapter) {
+      throw new NoAdapterError(
+        "No WebGPU adapter found. On a machine without a GPU install Mesa's software Vulkan driver:\n" +
+          "  apt-get install -y mesa-vulkan-drivers   (Debian bookworm-backports has the ~5x faster Mesa 25)\n" +
+          "and make sure XDG_RUNTIME_DIR is set (e.g. export XDG_RUNTIME_DIR=/tmp). " +
+          "DENO_WEBGPU_BACKEND=vulkan|gl selects the backend.",
+      );
+    }
+    const wanted: Record<string, number> = {};
+    for (
+      const name of [
+        "maxStorageBufferBindingSize",
+        "maxBufferSize",
+        "maxComputeWorkgroupStorageSize",
+        "maxComputeInvocationsPerWorkgroup",
+        "maxComputeWorkgroupSizeX",
+        "maxComputeWorkgroupSizeY",
+        "maxComputeWorkgroupsPerDimension",
+        "maxStorageBuffersPerShaderStage",
+      ] as const
+    ) wanted[name] = adapter.limits[name];
+    const device = await adapter.requestDevice({ requiredLimits: wanted });
+    device.addEventListener?.("uncapturederror", (e: Event) => {
+      console.error("WebGPU error:", (e as GPUUncapturedErrorEvent).error.message);
+    });
+    const ai = adapter.info;
+    const info: AdapterSummary = {
+      description: ai.description || ai.device || "unknown adapter",
+      vendor: ai.vendor,
+      architecture: ai.architecture,
+      isFallback: (ai as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+      backend: Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default",
+    };
+    return new Gpu(adapter, device, info);
+  }
+
+  /** One line naming the adapter, for logs and result records. */
+  describe(): string {
+    const i = this.info;
+    return `${i.description}${i.isFallback ? " (software)" : ""} vendor=${i.vendor} backend=${i.backend}`;
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  // ---------------------------------------------------------------- tensors
+
+  /** Allocates a tensor; `data` (if given) is uploaded at creation, so it never races recorded work. */
+  tensor(shape: readonly number[], data?: ArrayLike<number>, dtype: "f32" | "u32" = "f32"): Tensor {
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (!Number.isInteger(size) || size < 0) throw new Error(`bad tensor shape [${shape}]`);
+    const bytes = Math.max(4, size * 4);
+    const limit = this.limits.maxStorageBufferBindingSize;
+    if (bytes > limit) {
+      throw new Error(
+        `tensor of shape [${shape}] needs ${bytes} bytes, over this adapter's maxStorageBufferBindingSize ` +
+          `(${limit}); split it (see ChunkedWeight in engine/model.ts)`,
+      );
+    }
+    const buffer = this.device.createBuffer({
+      size: Math.ceil(bytes / 4) * 4,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      mappedAtCreation: data !== undefined,
+    });
+    if (data !== undefined) {
+      if (data.length !== size) {
+        throw new Error(`tensor data has ${data.length} values, shape [${shape}] needs ${size}`);
+      }
+      const range = buffer.getMappedRange();
+      if (dtype === "u32") new Uint32Array(range).set(data);
+      else new Float32Array(range).set(data);
+      buffer.unmap();
+    }
+    return new Tensor(this, buffer, shape, dtype);
+  }
+
+  /** A zero-filled tensor (new buffers are zeroed by WebGPU). */
+  zeros(shape: readonly number[], dtype: "f32" | "u32" = "f32"): Tensor {
+    return this.tensor(shape, undefined, dtype);
+  }
+
+  /** Overwrites a tensor's contents. Flushes first so already-recorded kernels see the old values. */
+  write(t: Tensor, data: ArrayLike<number>, offsetElements = 0): void {
+    this.flush();
+    const arr = t.dtype === "u32" ? Uint32Array.from(data) : Float32Array.from(data);
+    this.device.queue.writeBuffer(t.buffer, offsetElements * 4, arr);
+  }
+
+  /** Records a copy of `count` elements between tensors (in stream order with dispatches). */
+  copy(src: Tensor, dst: Tensor, count = src.size, srcOffset = 0, dstOffset = 0): void {
+    this.endPass();
+    this.encoder!.copyBufferToBuffer(src.buffer, srcOffset * 4, dst.buffer, dstOffset * 4, count * 4);
+  }
+
+  /** Reads tensors back; one submit and one map for all of them. */
+  async readMany(tensors: Tensor[]): Promise<Float32Array[]> {
+    this.ensureEncoder();
+    this.endPass();
+    const total = tensors.reduce((s, t) => s + t.size * 4, 0);
+    const staging = this.device.createBuffer({
+      size: Math.max(4, total),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    let off = 0;
+    for (const t of tensors) {
+      if (t.size > 0) this.encoder!.copyBufferToBuffer(t.buffer, 0, staging, off, t.size * 4);
+      off += t.size * 4;
+    }
+    this.flush();
+    await staging.mapAsync(GPUMapMode.READ);
+    const all = staging.getMappedRange().slice(0);
+    staging.unmap();
+    staging.destroy();
+    const out: Float32Array[] = [];
+    off = 0;
+    for (const t of tensors) {
+      out.push(new Float32Array(all, off, t.size));
+      off += t.size * 4;
+    }
+    return out;
+  }
+
+  async read(t: Tensor): Promise<Float32Array> {
+    return (await this.readMany([t]))[0];
+  }
+
+  async readU32(t: Tensor): Promise<Uint32Array> {
+    const f = await this.read(t);
+    return new Uint32Array(f.buffer, f.byteOffset, f.length);
+  }
+
+  // ---------------------------------------------------------------- kernels
+
+  private source(file: string): string {
+    let src = this.shaderSources.get(file);
+    if (src === undefined) {
+      src = Deno.readTextFileSync(new URL(`../shaders/${file}`, import.meta.url));
+      this.shaderSources.set(file, src);
+    }
+    return src;
+  }
+
+  /** Compiles (once) the entry point `entry` of shaders/`file` specialised with `params`. */
+  pipeline(file: string, entry: string, params: KernelParams = {}): GPUComputePipeline {
+    const names = Object.keys(params).sort();
+    const key = `${file}:${entry}:${names.map((n) => `${n}=${params[n]}`).join(",")}`;
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const header = names.map((n) => {
+        const v = params[n];
+        return typeof v === "boolean" ? `const ${n} = ${v};` : `const ${n} = ${v}u;`;
+      }).join("\n");
+      const code = `${header}\n${this.source(file)}`;
+      const module = this.device.createShaderModule({ code, label: key });
+      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: entry }, label: key });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /**
+   * Records one dispatch. `buffers` bind to @group(0) @binding(0..n-1) in order; a uniform block,
+   * if given, binds to @binding(n) (the next index).
+   */
+  run(
+    pipeline: GPUComputePipeline,
+    buffers: Tensor[],
+    workgroups: [number, number?, number?],
+    u?: Uniforms,
+  ): void {
+    const [x, y = 1, z = 1] = workgroups;
+    if (x === 0 || y === 0 || z === 0) return;
+    const maxGroups = this.limits.maxComputeWorkgroupsPerDimension;
+    if (x > maxGroups || y > maxGroups || z > maxGroups) {
+      throw new Error(`dispatch of [${x},${y},${z}] workgroups exceeds the adapter limit ${maxGroups} per dimension`);
+    }
+    if (this.uniformSlot >= UNIFORM_SLOTS) this.flush();
+    this.ensureEncoder();
+    const entries: GPUBindGroupEntry[] = buffers.map((t, i) => ({ binding: i, resource: { buffer: t.buffer } }));
+    if (u) {
+      const off = this.uniformSlot * UNIFORM_SLOT;
+      this.uniformStaging.set(u.bytes(), off);
+      this.uniformSlot++;
+      entries.push({
+        binding: buffers.length,
+        resource: { buffer: this.uniformBuffer, offset: off, size: UNIFORM_SLOT },
+      });
+    }
+    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+    if (!this.pass) this.pass = this.encoder!.beginComputePass();
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(x, y, z);
+    this.dispatchCount++;
+  }
+
+  private ensureEncoder(): void {
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+  }
+
+  private endPass(): void {
+    this.ensureEncoder();
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+  }
+
+  /** Submits everything recorded so far. */
+  flush(): void {
+    if (!this.encoder) return;
+    this.endPass();
+    if (this.uniformSlot > 0) {
+      this.device.queue.writeBuffer(this.uniformBuffer, 0, this.uniformStaging, 0, this.uniformSlot * UNIFORM_SLOT);
+      this.uniformSlot = 0;
+    }
+    this.device.queue.submit([this.encoder!.finish()]);
+    this.encoder = null;
+    this.submitCount++;
+  }
+
+  /** Waits until the GPU has finished everything submitted (for timing). */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+  }
+
+  destroy(): void {
+    this.device.destroy();
+  }
+}
+
+let shared: Promise<Gpu> | null = null;
+/** The process-wide Gpu (tests and CLIs share one device). */
+export function getGpu(): Promise<Gpu> {
+  if (!shared) shared = Gpu.open();
+  return shared;
+}
+
+/** Ceil division, for workgroup counts. */
+export function cdiv(a: number, b: number): number {
+  return Math.ceil(a / b);
+}
