@@ -45,6 +45,9 @@ export interface MatmulOptions {
   /** Batched product: `batch` independent products with element strides (0 = shared operand). */
   batch?: number;
   strides?: { a: number; b: number; c: number };
+  /** Row stride of C (default N) and element offset of C[0,0]: write into a column slice. */
+  ldc?: number;
+  outOffset?: number;
 }
 
 /**
@@ -55,12 +58,14 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, M: number, N: number, K: 
   const batch = o.batch ?? 1;
   const strides = o.strides ?? { a: 0, b: 0, c: M * N };
   const out = o.out ?? gpu.zeros(batch > 1 ? [batch, M, N] : [M, N]);
-  if (a.size < M * K || b.size < K * N || out.size < M * N) {
+  const ldc = o.ldc ?? N;
+  const outOffset = o.outOffset ?? 0;
+  if (a.size < M * K || b.size < K * N || out.size < outOffset + (M - 1) * ldc + N) {
     throw new Error(`matmul: operands [${a.shape}] x [${b.shape}] -> [${out.shape}] too small for M=${M} N=${N} K=${K}`);
   }
   const t = matmulTiles(gpu);
   const params: KernelParams = { ...t, TRANS_A: !!o.transA, TRANS_B: !!o.transB };
-  const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0).u32(strides.a, strides.b, strides.c);
+  const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0).u32(strides.a, strides.b, strides.c, ldc, outOffset);
   gpu.run(
     gpu.pipeline("matmul.wgsl", "matmul", params),
     [a, b, o.bias ?? noBias(gpu), out],

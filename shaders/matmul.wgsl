@@ -3,7 +3,9 @@
 //   op(A) is [M,K]: A stored [M,K] (TRANS_A = false) or [K,M] (TRANS_A = true)
 //   op(B) is [K,N]: B stored [K,N] (TRANS_B = false) or [N,K] (TRANS_B = true)
 //   bias  is [N], read as bias[n * bias_stride] (bias_stride = 0 with a 1-element zero tensor = no bias)
-//   batched over workgroup z with element strides (0 = shared operand), for attention-free batched products.
+//   batched over workgroup z with element strides (0 = shared operand).
+//   C is written at C[c_offset + batch*stride_c + m*ldc + n], so a product can fill a column
+//   slice of a wider matrix (the unembedding of a vocabulary split into chunks does this).
 //
 // GPT-2 uses every variant: Conv1D forward x[M,in] W[in,out] (NN), the tied unembedding
 // h[M,d] wte[V,d]^T (NT), input gradients dY W^T (NT) and weight gradients X^T dY (TN).
@@ -13,12 +15,11 @@
 //   WG_X     : invocations per workgroup along rows; WG_Y along columns
 //   TRANS_A, TRANS_B : storage layouts above
 // Register blocking without workgroup memory is the fast shape on llvmpipe (see PERF-NOTES);
-// a tiled shared-memory variant for discrete GPUs lives in entry point `matmul_tiled`.
 
 struct Dims {
   M: u32, N: u32, K: u32, bias_stride: u32,
   alpha: f32, beta: f32, stride_a: u32, stride_b: u32,
-  stride_c: u32,
+  stride_c: u32, ldc: u32, c_offset: u32,
 }
 
 @group(0) @binding(0) var<storage, read> A: array<f32>;
@@ -46,7 +47,7 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (m0 >= d.M || n0 >= d.N) { return; }
   let base_a = gid.z * d.stride_a;
   let base_b = gid.z * d.stride_b;
-  let base_c = gid.z * d.stride_c;
+  let base_c = d.c_offset + gid.z * d.stride_c;
   // Clamp indices at the edges instead of branching in the inner loop; the clamped
   // lanes compute duplicates that are simply not stored.
   var rows: array<u32, TM>;
@@ -68,7 +69,7 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var j = 0u; j < TN; j++) {
       let n = n0 + j;
       if (n >= d.N) { break; }
-      let idx = base_c + m * d.N + n;
+      let idx = base_c + m * d.ldc + n;
       var v = d.alpha * acc[i * TN + j] + bias[n * d.bias_stride];
       if (d.beta != 0.0) { v += d.beta * C[idx]; }
       C[idx] = v;

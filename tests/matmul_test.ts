@@ -51,3 +51,18 @@ Deno.test("matmul tile parameters all give the same result", async () => {
     setMatmulTiles(gpu, saved);
   }
 });
+
+Deno.test("matmul writes a column slice of a wider output (ldc, offset)", async () => {
+  const [M, N, K, wide] = [3, 4, 5, 10];
+  const a = randomArray(M * K, 9), b = randomArray(K * N, 10);
+  const out = gpu.zeros([M, wide]);
+  matmul(gpu, gpu.tensor([M * K], a), gpu.tensor([K * N], b), M, N, K, { out, ldc: wide, outOffset: 3 });
+  const got = await out.read();
+  const ref = matmulRef(a, b, M, N, K);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < wide; n++) {
+      const expected = n >= 3 && n < 3 + N ? ref[m * N + n - 3] : 0;
+      assertClose([got[m * wide + n]], [expected], 1e-5, `C[${m},${n}]`);
+    }
+  }
+});
