@@ -26,7 +26,9 @@ export class Tensor {
   read(): Promise<Float32Array> {
     return this.gpu.read(this);
   }
+  /** Frees the buffer (after submitting recorded work that may use it). */
   destroy(): void {
+    this.gpu.flush();
     this.buffer.destroy();
   }
 }
@@ -71,6 +73,7 @@ export class NoAdapterError extends Error {}
 
 export class Gpu {
   private pipelines = new Map<string, GPUComputePipeline>();
+  private pool = new Map<number, GPUBuffer[]>();
   private shaderSources = new Map<string, string>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -180,6 +183,37 @@ export class Gpu {
   /** A zero-filled tensor (new buffers are zeroed by WebGPU). */
   zeros(shape: readonly number[], dtype: "f32" | "u32" = "f32"): Tensor {
     return this.tensor(shape, undefined, dtype);
+  }
+
+  /**
+   * A tensor with undefined contents, recycled from released buffers of the same byte size when
+   * possible (creating buffers per op per forward pass is the slow part otherwise). Use it for
+   * outputs that a kernel overwrites completely.
+   */
+  empty(shape: readonly number[], dtype: "f32" | "u32" = "f32"): Tensor {
+    const bytes = Math.max(4, shape.reduce((a, b) => a * b, 1) * 4);
+    const buffer = this.pool.get(bytes)?.pop();
+    return buffer ? new Tensor(this, buffer, shape, dtype) : this.tensor(shape, undefined, dtype);
+  }
+
+  /**
+   * Gives tensors back to the pool. Safe right away: any later kernel that reuses the buffer is
+   * recorded after the kernels that used it, and the GPU runs one stream in order.
+   */
+  release(...tensors: (Tensor | undefined)[]): void {
+    for (const t of tensors) {
+      if (!t) continue;
+      const list = this.pool.get(t.buffer.size) ?? [];
+      list.push(t.buffer);
+      this.pool.set(t.buffer.size, list);
+    }
+  }
+
+  /** Destroys every pooled buffer (after flushing work that may still use them). */
+  trimPool(): void {
+    this.flush();
+    for (const list of this.pool.values()) for (const b of list) b.destroy();
+    this.pool.clear();
   }
 
   /** Overwrites a tensor's contents. Flushes first so already-recorded kernels see the old values. */
