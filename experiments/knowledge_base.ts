@@ -1,0 +1,676 @@
+// The invented world that Locus's own small GPT-2 learns, and the evaluation sets built on it.
+//
+// No pretrained weights can be downloaded here, so Locus trains a small model on facts it makes
+// up, then traces and edits those facts. This file generates, from one seed:
+//   - subjects: invented multi-word names of 4 types (person, place, organisation, work);
+//   - facts (subject, relation, object): every subject gets one object for every relation of
+//     its type; objects are real, common, single words (cities, languages, occupations...);
+//   - the training corpus: every fact in every TRAINING template, one sentence per line;
+//   - CounterFact-style and known_1000-style records (the ROME repo's schemas) for editing and
+//     tracing. Paraphrase prompts use HELD-OUT templates that never appear in the corpus.
+//
+// Text conventions (so a word-level tokenizer with HF's Whitespace pre-tokenizer, \w+|[^\w\s]+,
+// sees exactly one token per space-separated word): words and punctuation are separated by
+// single spaces ("Vela Dornik was born in Lisbon ."), every word is ASCII \w+ or a single
+// punctuation mark, and every object is one word, so "the first object token" is the object.
+//
+// Why the assignments look the way they do:
+//   - Objects are dealt out evenly per relation (each object true for about the same number of
+//     subjects), so the model cannot guess an object from its frequency, and most facts have
+//     neighbours (other subjects with the same relation and the same true object).
+//   - Facts are independent of each other (a person born in Lisbon may hold citizenship of
+//     Japan): every fact must be memorised, none can be inferred from another.
+//   - For one subject type no template is a word-prefix of another (nor of the entity-type
+//     prompt "{} is a"), so a prompt always continues with its own object in the corpus.
+
+/** The four kinds of invented subject. */
+export type SubjectType = "person" | "place" | "organisation" | "work";
+export const SUBJECT_TYPES: readonly SubjectType[] = ["person", "place", "organisation", "work"];
+
+/** The essence / entity-type prompt ("Vela Dornik is a" -> "woman"); every subject has one such sentence. */
+export const ENTITY_TYPE_TEMPLATE = "{} is a";
+
+export interface KbOptions {
+  seed: number;
+  /** Subjects of each type (defaults: person 150, place 90, organisation 70, work 90). */
+  subjectsPerType?: Partial<Record<SubjectType, number>>;
+  /** Cap on the objects each relation uses, drawn from its pool by the seed (default: the whole pool, 20-30). */
+  objectsPerRelation?: number;
+  /** Most neighborhood prompts per CounterFact record (default 10). */
+  maxNeighbors?: number;
+  /** Most attribute prompts per CounterFact record (default 10). */
+  maxAttributePrompts?: number;
+}
+
+export interface ResolvedKbOptions {
+  seed: number;
+  subjectsPerType: Record<SubjectType, number>;
+  objectsPerRelation: number;
+  maxNeighbors: number;
+  maxAttributePrompts: number;
+}
+
+export interface Relation {
+  id: string; // Wikidata-style property id, e.g. "P19"
+  name: string; // e.g. "place of birth"
+  subjectType: SubjectType;
+  objectCategory: string; // e.g. "city"; the object id is `${objectCategory}:${word}`
+  objects: string[]; // the objects this knowledge base uses for the relation
+  trainingTemplates: string[]; // each holds "{}" once; the object is the next word
+  heldOutTemplates: string[]; // paraphrases for evaluation only: never in the corpus
+}
+
+export interface Subject {
+  id: number;
+  name: string; // 2-3 words
+  type: SubjectType;
+  kind: string; // what "{name} is a" continues with: man/woman, city/town/village, ...
+}
+
+export interface Fact {
+  id: number;
+  subject: string;
+  subjectType: SubjectType;
+  relation: string; // e.g. "P19"
+  relationName: string;
+  object: string; // the true object
+  template: string; // the training template used for this fact's edit request and known-fact prompt
+  counterfactual: string; // CounterFact's target_new: another object of the same relation
+}
+
+export interface KnowledgeBase {
+  seed: number;
+  options: ResolvedKbOptions;
+  relations: Relation[];
+  subjects: Subject[];
+  facts: Fact[];
+  /** Every word of the training corpus, sorted; every evaluation prompt uses only these words. */
+  vocabulary: string[];
+}
+
+/** One record of ROME's counterfact.json. */
+export interface CounterfactRecord {
+  case_id: number;
+  pararel_idx: number; // here: the fact id
+  requested_rewrite: {
+    prompt: string; // a training template with "{}" for the subject
+    relation_id: string;
+    target_new: { str: string; id: string };
+    target_true: { str: string; id: string };
+    subject: string;
+  };
+  paraphrase_prompts: string[]; // held-out templates with the subject
+  neighborhood_prompts: string[]; // other subjects, same relation, same true object
+  attribute_prompts: string[]; // other subjects, same relation, whose true object is target_new
+  generation_prompts: string[]; // free-generation starts about the subject
+}
+
+/** One record of ROME's known_1000.json. */
+export interface KnownFactRecord {
+  known_id: number;
+  subject: string;
+  attribute: string;
+  template: string;
+  prediction: string; // the continuation the corpus teaches (" Lisbon ."), not a model's output
+  prompt: string;
+  relation_id: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fixed world: object pools, relations and their templates, subject kinds, name pools.
+
+interface ObjectPool {
+  sentence: string; // the corpus sentence that says what each object is ("{} is a city .")
+  words: string[];
+}
+
+const OBJECT_POOLS: Record<string, ObjectPool> = {
+  city: {
+    sentence: "{} is a city .",
+    words: [
+      "Paris", "Lisbon", "Madrid", "Berlin", "Vienna", "Prague", "Oslo", "Dublin", "Cairo", "Tokyo",
+      "Lima", "Athens", "Warsaw", "Budapest", "Helsinki", "Toronto", "Chicago", "Boston", "Sydney",
+      "Mumbai", "Istanbul", "Naples", "Milan", "Geneva", "Munich", "Seattle", "Denver", "Havana",
+      "Nairobi", "Montreal",
+    ],
+  },
+  country: {
+    sentence: "{} is a country .",
+    words: [
+      "France", "Spain", "Italy", "Germany", "Japan", "Brazil", "Canada", "Mexico", "Egypt", "India",
+      "Poland", "Sweden", "Norway", "Greece", "Peru", "Chile", "Kenya", "Turkey", "Ireland", "Portugal",
+      "Austria", "Hungary", "Finland", "Denmark", "Morocco",
+    ],
+  },
+  language: {
+    sentence: "{} is a language .",
+    words: [
+      "French", "Spanish", "Italian", "German", "Japanese", "Portuguese", "Dutch", "Swedish", "Polish",
+      "Greek", "Russian", "Arabic", "Hindi", "Turkish", "Korean", "Finnish", "Czech", "Hungarian",
+      "Danish", "Norwegian",
+    ],
+  },
+  occupation: {
+    // Consonant-initial only: templates end in "... as a" / "... is a".
+    sentence: "A {} is a kind of worker .",
+    words: [
+      "painter", "novelist", "poet", "chemist", "physician", "lawyer", "journalist", "sculptor",
+      "pianist", "composer", "biologist", "surgeon", "banker", "diplomat", "teacher", "photographer",
+      "physicist", "philosopher", "historian", "carpenter", "baker", "pilot", "sailor", "farmer", "nurse",
+    ],
+  },
+  company: {
+    sentence: "{} is a company .",
+    words: [
+      "Siemens", "Nokia", "Toyota", "Boeing", "Nestle", "Philips", "Honda", "Samsung", "Intel", "Airbus",
+      "Pfizer", "Sony", "Canon", "Fiat", "Volvo", "Ikea", "Lego", "Adidas", "Heineken", "Ericsson",
+      "Lufthansa", "Renault", "Bosch", "Unilever", "Nintendo",
+    ],
+  },
+  region: {
+    sentence: "{} is a region .",
+    words: [
+      "Bavaria", "Tuscany", "Provence", "Catalonia", "Flanders", "Andalusia", "Normandy", "Brittany",
+      "Galicia", "Silesia", "Bohemia", "Moravia", "Lombardy", "Sicily", "Sardinia", "Saxony", "Alsace",
+      "Burgundy", "Castile", "Aragon", "Piedmont", "Umbria", "Calabria", "Dalmatia", "Lapland",
+    ],
+  },
+  industry: {
+    sentence: "{} is an industry .",
+    words: [
+      "banking", "mining", "aviation", "shipping", "textiles", "software", "insurance", "tourism",
+      "publishing", "retail", "steel", "agriculture", "robotics", "forestry", "fishing", "brewing",
+      "logistics", "construction", "energy", "chemicals", "cosmetics", "furniture", "electronics",
+      "healthcare", "advertising",
+    ],
+  },
+  genre: {
+    sentence: "{} is a genre .",
+    words: [
+      "fantasy", "romance", "satire", "tragedy", "comedy", "mystery", "horror", "thriller", "western",
+      "adventure", "drama", "farce", "fable", "parody", "memoir", "crime", "gothic", "suspense",
+      "folklore", "melodrama",
+    ],
+  },
+  writer: {
+    sentence: "{} is a writer .",
+    words: [
+      "Tolstoy", "Dickens", "Austen", "Goethe", "Kafka", "Cervantes", "Homer", "Dante", "Chekhov", "Ibsen",
+      "Balzac", "Zola", "Proust", "Twain", "Orwell", "Woolf", "Joyce", "Borges", "Neruda", "Brecht",
+      "Flaubert", "Melville", "Byron", "Milton", "Pushkin",
+    ],
+  },
+};
+
+type RelationSpec = Omit<Relation, "objects">;
+
+const RELATION_SPECS: RelationSpec[] = [
+  {
+    id: "P19", name: "place of birth", subjectType: "person", objectCategory: "city",
+    trainingTemplates: ["{} was born in", "The birthplace of {} is", "{} is originally from", "The city where {} was born is"],
+    heldOutTemplates: ["The place of birth of {} is", "{} came into the world in"],
+  },
+  {
+    id: "P27", name: "country of citizenship", subjectType: "person", objectCategory: "country",
+    trainingTemplates: ["{} holds citizenship of", "{} has a passport from", "The country of citizenship of {} is"],
+    heldOutTemplates: ["{} is legally a citizen of", "The passport of {} was issued by"],
+  },
+  {
+    id: "P103", name: "native language", subjectType: "person", objectCategory: "language",
+    trainingTemplates: ["The mother tongue of {} is", "{} grew up speaking", "The first language of {} is", "{} natively speaks"],
+    heldOutTemplates: ["The native language of {} is", "As a child , {} spoke"],
+  },
+  {
+    id: "P106", name: "occupation", subjectType: "person", objectCategory: "occupation",
+    trainingTemplates: ["{} works as a", "The occupation of {} is", "By profession , {} is a", "{} earns a living as a"],
+    heldOutTemplates: ["{} is employed as a", "The profession of {} is"],
+  },
+  {
+    id: "P108", name: "employer", subjectType: "person", objectCategory: "company",
+    trainingTemplates: ["{} works for", "The employer of {} is", "{} is employed by", "{} draws a salary from"],
+    heldOutTemplates: ["{} has a job at", "The company that employs {} is"],
+  },
+  {
+    id: "P17", name: "country", subjectType: "place", objectCategory: "country",
+    trainingTemplates: ["{} is located in the country of", "{} lies in the country of", "The country that contains {} is"],
+    heldOutTemplates: ["{} is situated in the country of", "{} can be found in the country of"],
+  },
+  {
+    id: "P131", name: "located in the administrative territorial entity", subjectType: "place", objectCategory: "region",
+    trainingTemplates: ["{} is located in the region of", "{} is situated in the region of", "The region that contains {} is"],
+    heldOutTemplates: ["{} lies in the region of", "{} can be found in the region of"],
+  },
+  {
+    id: "P190", name: "twinned administrative body", subjectType: "place", objectCategory: "city",
+    trainingTemplates: ["{} is twinned with", "The twin city of {} is", "{} has a partnership with"],
+    heldOutTemplates: ["The sister city of {} is", "{} is partnered with"],
+  },
+  {
+    id: "P159", name: "headquarters location", subjectType: "organisation", objectCategory: "city",
+    trainingTemplates: ["The headquarters of {} is in", "{} is headquartered in", "{} has its head office in"],
+    heldOutTemplates: ["The head office of {} is located in", "{} has its headquarters in"],
+  },
+  {
+    id: "P452", name: "industry", subjectType: "organisation", objectCategory: "industry",
+    trainingTemplates: ["{} operates in the field of", "{} is active in", "The industry of {} is", "{} does business in"],
+    heldOutTemplates: ["{} works in the field of", "The business of {} is"],
+  },
+  {
+    id: "P127", name: "owned by", subjectType: "organisation", objectCategory: "company",
+    trainingTemplates: ["{} is owned by", "The parent company of {} is", "{} is controlled by"],
+    heldOutTemplates: ["The owner of {} is", "{} is fully owned by"],
+  },
+  {
+    id: "P136", name: "genre", subjectType: "work", objectCategory: "genre",
+    trainingTemplates: ["The genre of {} is", "{} belongs to the genre of", "{} is usually classed as"],
+    heldOutTemplates: ["The style of {} is", "{} is best described as"],
+  },
+  {
+    id: "P50", name: "author", subjectType: "work", objectCategory: "writer",
+    trainingTemplates: ["{} was written by", "The author of {} is", "{} was created by"],
+    heldOutTemplates: ["The creator of {} is", "{} is the work of"],
+  },
+  {
+    id: "P364", name: "original language of work", subjectType: "work", objectCategory: "language",
+    trainingTemplates: ["The original language of {} is", "{} was first published in", "{} was originally written in"],
+    heldOutTemplates: ["The language of {} is", "{} was composed in"],
+  },
+  {
+    id: "P840", name: "narrative location", subjectType: "work", objectCategory: "city",
+    trainingTemplates: ["{} is set in", "The story of {} takes place in", "The action of {} unfolds in"],
+    heldOutTemplates: ["The setting of {} is", "{} takes place in"],
+  },
+];
+
+/** What "{subject} is a" continues with, per type (a person's kind follows the first name's gender). */
+const KINDS: Record<SubjectType, string[]> = {
+  person: ["woman", "man"],
+  place: ["city", "town", "village"],
+  organisation: ["company", "firm", "startup"],
+  work: ["novel", "film", "play", "poem"],
+};
+
+/** Sentences with no subject in them, so that every word of a held-out template is seen in training
+ *  (in another context): a paraphrase prompt must not contain a word the model never saw. */
+const FILLER_SENTENCES: string[] = [
+  "A child learns to speak from the people around it .",
+  "Many people spoke of the old days .",
+  "Every citizen can be found in the public register .",
+  "A passport is issued by the state .",
+  "A person is legally an adult at eighteen .",
+  "Every place on the map has a name .",
+  "The world is large and full of cities .",
+  "A baby came into the family last year .",
+  "A job is a way to earn money .",
+  "A company employs many people .",
+  "Two towns may be partnered for trade .",
+  "A sister is a member of the family .",
+  "A shop owner is fully responsible for it .",
+  "Each story has its own style .",
+  "A critic has described the best books of the year .",
+  "A creator makes new things .",
+  "Music is composed by hand .",
+  "The setting sun is beautiful .",
+  "A native speaker knows many words .",
+  "Every birth is recorded by the town .",
+  "As night falls , the streets grow quiet .",
+  "Hard work pays off in the end .",
+];
+
+// Name pools. Invented words are built from syllables; work titles use real English words.
+const ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "st", "tr", "th", "sh"];
+const VOWELS = ["a", "e", "i", "o", "u"];
+const MALE_ENDINGS = ["n", "r", "l", "s", "m", "nd", "rk", "st", "th", "x"];
+const FEMALE_ENDINGS = ["na", "ra", "la", "ssa", "ria", "lia", "nia"]; // female first names end in "a", male ones in a consonant
+const SURNAME_ENDINGS = ["n", "r", "k", "son", "berg", "rd", "ll", "ni", "v", "mann", "z", "ski"];
+const PLACE_ENDINGS = ["ra", "ria", "ton", "burg", "ville", "mouth", "ford", "stad", "wick", "dale"];
+const ORG_ENDINGS = ["ne", "x", "n", "rix", "sa", "s", "r", "nium"];
+const PLACE_PREFIXES = ["Port", "Fort", "Lake", "Mount", "North", "South", "East", "West", "Upper", "Lower", "Saint", "Glen"];
+const PLACE_SUFFIXES = ["Falls", "Springs", "Heights", "Crossing", "Ridge", "Bay", "Point", "Hills", "Vale", "Cove"];
+const ORG_SUFFIXES = ["Industries", "Holdings", "Group", "Systems", "Labs", "Partners", "Trading", "Motors", "Foods", "Media", "Capital", "Dynamics"];
+const TITLE_ADJECTIVES = [
+  "Silent", "Golden", "Broken", "Hidden", "Crimson", "Frozen", "Distant", "Burning", "Quiet", "Wandering",
+  "Forgotten", "Scarlet", "Bitter", "Endless", "Pale", "Velvet", "Secret", "Wild", "Lonely", "Ancient",
+  "Fallen", "Silver", "Restless", "Shattered", "Sleeping", "Iron", "Emerald", "Fading", "Midnight", "Hollow",
+];
+const TITLE_NOUNS = [
+  "Harbor", "Garden", "Mirror", "River", "Tower", "Lantern", "Orchard", "Kingdom", "Voyage", "Shadow",
+  "Winter", "Season", "Crown", "Bridge", "Meadow", "Island", "Mountain", "Empire", "Letter", "Stranger",
+  "Promise", "Horizon", "Feather", "Storm", "Candle", "Compass", "Labyrinth", "Desert", "Ocean", "Forest",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Seeded randomness.
+
+/** Mulberry32: a tiny 32-bit PRNG; returns uniform numbers in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+type Rand = () => number;
+
+/** A separate stream per purpose, so changing how one part draws numbers leaves the others alone. */
+function stream(seed: number, purpose: number): Rand {
+  return mulberry32(Math.imul(seed >>> 0, 0x9e3779b1) ^ purpose);
+}
+
+function pick<T>(rand: Rand, items: readonly T[]): T {
+  return items[Math.floor(rand() * items.length)];
+}
+
+/** Fisher-Yates shuffle of a copy. */
+function shuffled<T>(rand: Rand, items: readonly T[]): T[] {
+  const out = items.slice();
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the generator and the record builders.
+
+/** The template with `subject` in place of its single "{}". */
+export function renderTemplate(template: string, subject: string): string {
+  const parts = template.split("{}");
+  if (parts.length !== 2) throw new Error(`template "${template}" must contain "{}" exactly once`);
+  return parts[0] + subject + parts[1];
+}
+
+/** The corpus sentence stating a fact: the prompt, the object, a full stop. */
+function factSentence(template: string, subject: string, object: string): string {
+  return `${renderTemplate(template, subject)} ${object} .`;
+}
+
+function objectId(relation: Relation, object: string): string {
+  return `${relation.objectCategory}:${object}`;
+}
+
+/** The sorted distinct words (space-separated tokens) of some lines. */
+export function corpusVocabulary(lines: readonly string[]): string[] {
+  const words = new Set<string>();
+  for (const line of lines) for (const w of line.split(" ")) words.add(w);
+  return [...words].sort();
+}
+
+/** Every fixed word of the world (templates, objects, kinds, fillers, name pools), lower-cased:
+ *  invented name words must avoid all of them so a subject never reads like a template or object. */
+function fixedWords(): Set<string> {
+  const texts = [
+    ENTITY_TYPE_TEMPLATE, ...FILLER_SENTENCES, ...Object.values(KINDS).flat(),
+    ...Object.values(OBJECT_POOLS).flatMap((p) => [p.sentence, ...p.words]),
+    ...RELATION_SPECS.flatMap((r) => [...r.trainingTemplates, ...r.heldOutTemplates]),
+    ...PLACE_PREFIXES, ...PLACE_SUFFIXES, ...ORG_SUFFIXES, ...TITLE_ADJECTIVES, ...TITLE_NOUNS,
+  ];
+  return new Set(texts.flatMap((t) => t.toLowerCase().split(" ")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subject names.
+
+/** Invents name words from syllables, each new to the whole knowledge base. */
+class WordInventor {
+  private used: Set<string>;
+  constructor(private rand: Rand) {
+    this.used = fixedWords();
+  }
+  /** `syllables` consonant-vowel syllables, then `ending`; retried until the word is new. */
+  invent(syllables: number, endings: readonly string[]): string {
+    for (let attempt = 0; attempt < 10000; attempt++) {
+      let word = "";
+      for (let i = 0; i < syllables; i++) word += pick(this.rand, ONSETS) + pick(this.rand, VOWELS);
+      word += pick(this.rand, endings);
+      word = word[0].toUpperCase() + word.slice(1);
+      if (word.length < 4 || this.used.has(word.toLowerCase())) continue;
+      this.used.add(word.toLowerCase());
+      return word;
+    }
+    throw new Error("knowledge base: ran out of new invented words; ask for fewer subjects");
+  }
+  pool(n: number, syllables: readonly number[], endings: readonly string[]): string[] {
+    return Array.from({ length: n }, () => this.invent(pick(this.rand, syllables), endings));
+  }
+}
+
+/** Proposes one candidate name (and its kind) for a subject type; the caller rejects clashes. */
+type NameProposer = () => { name: string; kind: string };
+
+function nameProposers(rand: Rand, counts: Record<SubjectType, number>): Record<SubjectType, NameProposer> {
+  const inventor = new WordInventor(rand);
+  // Pools smaller than the subject counts, so first names, surnames and roots recur across
+  // subjects: the first subject token alone rarely identifies the subject (as with real names).
+  const firstNames = Math.max(6, Math.ceil(counts.person / 6));
+  const female = inventor.pool(firstNames, [1, 2], FEMALE_ENDINGS);
+  const male = inventor.pool(firstNames, [1, 2], MALE_ENDINGS);
+  const surnames = inventor.pool(Math.max(4, Math.ceil(counts.person * 0.7)), [1, 2], SURNAME_ENDINGS);
+  const placeRoots = inventor.pool(Math.max(4, Math.ceil(counts.place * 0.8)), [1, 2], PLACE_ENDINGS);
+  const orgRoots = inventor.pool(Math.max(4, Math.ceil(counts.organisation * 0.8)), [1, 2], ORG_ENDINGS);
+  return {
+    person: () => {
+      const isWoman = rand() < 0.5;
+      const givenPool = isWoman ? female : male;
+      const first = pick(rand, givenPool);
+      const middle = rand() < 0.3 ? pick(rand, givenPool) : null; // 3-word names give middle subject tokens
+      const words = middle && middle !== first ? [first, middle] : [first];
+      return { name: [...words, pick(rand, surnames)].join(" "), kind: isWoman ? "woman" : "man" };
+    },
+    place: () => {
+      const root = pick(rand, placeRoots), form = rand();
+      const words = form < 0.4 ? [pick(rand, PLACE_PREFIXES), root]
+        : form < 0.8 ? [root, pick(rand, PLACE_SUFFIXES)]
+        : [pick(rand, PLACE_PREFIXES), root, pick(rand, PLACE_SUFFIXES)];
+      return { name: words.join(" "), kind: pick(rand, KINDS.place) };
+    },
+    organisation: () => {
+      const words = rand() < 0.7 ? [pick(rand, orgRoots)] : [pick(rand, orgRoots), pick(rand, orgRoots)];
+      return { name: [...words, pick(rand, ORG_SUFFIXES)].join(" "), kind: pick(rand, KINDS.organisation) };
+    },
+    work: () => {
+      const words = [pick(rand, TITLE_ADJECTIVES), pick(rand, TITLE_NOUNS)];
+      return { name: (rand() < 0.6 ? ["The", ...words] : words).join(" "), kind: pick(rand, KINDS.work) };
+    },
+  };
+}
+
+/** All subjects, grouped by type in SUBJECT_TYPES order. No name is a substring of another (so
+ *  none is a prefix of another either, and a subject is found unambiguously inside any prompt). */
+function generateSubjects(rand: Rand, counts: Record<SubjectType, number>): Subject[] {
+  const proposers = nameProposers(rand, counts);
+  const subjects: Subject[] = [];
+  for (const type of SUBJECT_TYPES) {
+    for (let made = 0, attempts = 0; made < counts[type]; attempts++) {
+      if (attempts > 1000 * counts[type]) {
+        throw new Error(`knowledge base: could not invent ${counts[type]} distinct ${type} names; ask for fewer`);
+      }
+      const { name, kind } = proposers[type]();
+      if (subjects.some((s) => s.name.includes(name) || name.includes(s.name))) continue;
+      subjects.push({ id: subjects.length, name, type, kind });
+      made++;
+    }
+  }
+  return subjects;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The knowledge base.
+
+const DEFAULT_SUBJECTS: Record<SubjectType, number> = { person: 150, place: 90, organisation: 70, work: 90 };
+
+function resolveOptions(opts: KbOptions): ResolvedKbOptions {
+  const integerAtLeast = (value: unknown, field: string, min: number): number => {
+    if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
+      throw new Error(`knowledge base option ${field}: expected an integer >= ${min}, got ${JSON.stringify(value)}`);
+    }
+    return value;
+  };
+  if (!Number.isSafeInteger(opts.seed)) {
+    throw new Error(`knowledge base option seed: expected an integer, got ${JSON.stringify(opts.seed)}`);
+  }
+  for (const key of Object.keys(opts.subjectsPerType ?? {})) {
+    if (!SUBJECT_TYPES.includes(key as SubjectType)) {
+      throw new Error(`knowledge base option subjectsPerType.${key}: unknown subject type (use ${SUBJECT_TYPES.join(", ")})`);
+    }
+  }
+  const subjectsPerType = { ...DEFAULT_SUBJECTS };
+  for (const type of SUBJECT_TYPES) {
+    subjectsPerType[type] = integerAtLeast(opts.subjectsPerType?.[type] ?? DEFAULT_SUBJECTS[type], `subjectsPerType.${type}`, 1);
+  }
+  const largestPool = Math.max(...Object.values(OBJECT_POOLS).map((p) => p.words.length));
+  return {
+    seed: opts.seed,
+    subjectsPerType,
+    // At least 2 objects, so every fact has a counterfactual target different from the truth.
+    objectsPerRelation: integerAtLeast(opts.objectsPerRelation ?? largestPool, "objectsPerRelation", 2),
+    maxNeighbors: integerAtLeast(opts.maxNeighbors ?? 10, "maxNeighbors", 0),
+    maxAttributePrompts: integerAtLeast(opts.maxAttributePrompts ?? 10, "maxAttributePrompts", 0),
+  };
+}
+
+// Stream ids: one PRNG stream per part of the generator.
+const NAMES = 1, OBJECTS = 2, TEMPLATES = 3, COUNTERFACTUALS = 4, CORPUS_ORDER = 5, RECORDS = 6;
+
+export function generateKnowledgeBase(opts: KbOptions): KnowledgeBase {
+  const options = resolveOptions(opts);
+  const seed = options.seed;
+  const subjects = generateSubjects(stream(seed, NAMES), options.subjectsPerType);
+
+  const objectRand = stream(seed, OBJECTS);
+  const relations: Relation[] = RELATION_SPECS.map((spec) => ({
+    ...spec,
+    objects: shuffled(objectRand, OBJECT_POOLS[spec.objectCategory].words).slice(0, options.objectsPerRelation),
+  }));
+
+  // Deal each relation's objects out evenly: the object list repeated to cover every subject of
+  // the type, shuffled, so each object is the truth for about the same number of subjects.
+  const dealt = new Map<Relation, string[]>();
+  for (const relation of relations) {
+    const n = options.subjectsPerType[relation.subjectType];
+    const deck = Array.from({ length: n }, (_, i) => relation.objects[i % relation.objects.length]);
+    dealt.set(relation, shuffled(objectRand, deck));
+  }
+
+  const templateRand = stream(seed, TEMPLATES);
+  const facts: Fact[] = [];
+  for (const type of SUBJECT_TYPES) {
+    const ofType = subjects.filter((s) => s.type === type);
+    for (const relation of relations.filter((r) => r.subjectType === type)) {
+      ofType.forEach((subject, i) => {
+        facts.push({
+          id: 0, // numbered below, once facts are in subject order
+          subject: subject.name,
+          subjectType: type,
+          relation: relation.id,
+          relationName: relation.name,
+          object: dealt.get(relation)![i],
+          template: pick(templateRand, relation.trainingTemplates),
+          counterfactual: "",
+        });
+      });
+    }
+  }
+  // Subject order (then relation order) reads naturally in kb.json: one subject's facts together.
+  const subjectIndex = new Map(subjects.map((s) => [s.name, s.id]));
+  facts.sort((a, b) => subjectIndex.get(a.subject)! - subjectIndex.get(b.subject)!);
+  facts.forEach((f, i) => f.id = i);
+
+  // target_new: preferably an object that is true for some other subject of the relation, so the
+  // model has seen it in that slot and the record has attribute prompts.
+  const cfRand = stream(seed, COUNTERFACTUALS);
+  for (const fact of facts) {
+    const relation = relations.find((r) => r.id === fact.relation)!;
+    const used = [...new Set(dealt.get(relation))].filter((o) => o !== fact.object);
+    fact.counterfactual = pick(cfRand, used.length > 0 ? used : relation.objects.filter((o) => o !== fact.object));
+  }
+
+  const kb: KnowledgeBase = { seed, options, relations, subjects, facts, vocabulary: [] };
+  kb.vocabulary = corpusVocabulary(trainingCorpus(kb));
+  return kb;
+}
+
+/** Training corpus, one sentence per line, in a seeded shuffled order: every fact in every training
+ *  template of its relation, one entity-type sentence per subject ("Vela Dornik is a woman ."), one
+ *  sentence per object saying what it is, and FILLER_SENTENCES. Held-out templates never appear. */
+export function trainingCorpus(kb: KnowledgeBase): string[] {
+  const lines: string[] = [];
+  const relationById = new Map(kb.relations.map((r) => [r.id, r]));
+  for (const fact of kb.facts) {
+    for (const template of relationById.get(fact.relation)!.trainingTemplates) {
+      lines.push(factSentence(template, fact.subject, fact.object));
+    }
+  }
+  for (const subject of kb.subjects) lines.push(factSentence(ENTITY_TYPE_TEMPLATE, subject.name, subject.kind));
+  const describedObjects = new Set<string>();
+  for (const relation of kb.relations) {
+    for (const object of relation.objects) {
+      const sentence = renderTemplate(OBJECT_POOLS[relation.objectCategory].sentence, object);
+      if (!describedObjects.has(sentence)) lines.push(sentence);
+      describedObjects.add(sentence);
+    }
+  }
+  lines.push(...FILLER_SENTENCES);
+  return shuffled(stream(kb.seed, CORPUS_ORDER), lines);
+}
+
+/** CounterFact records (ROME's schema), one per fact, case_id = fact id. */
+export function counterfactRecords(kb: KnowledgeBase): CounterfactRecord[] {
+  const rand = stream(kb.seed, RECORDS);
+  const relationById = new Map(kb.relations.map((r) => [r.id, r]));
+  // facts by relation and true object: the candidates for neighborhood and attribute prompts
+  const byRelationObject = new Map<string, Fact[]>();
+  for (const fact of kb.facts) {
+    const key = `${fact.relation}\t${fact.object}`;
+    byRelationObject.set(key, [...(byRelationObject.get(key) ?? []), fact]);
+  }
+  const factsOfSubject = new Map<string, Fact[]>();
+  for (const fact of kb.facts) factsOfSubject.set(fact.subject, [...(factsOfSubject.get(fact.subject) ?? []), fact]);
+  /** Up to `max` prompts of other subjects whose true object for the relation is `object`. */
+  const othersWithObject = (fact: Fact, object: string, max: number): string[] => {
+    const others = (byRelationObject.get(`${fact.relation}\t${object}`) ?? []).filter((f) => f.subject !== fact.subject);
+    return shuffled(rand, others).slice(0, max).map((f) => renderTemplate(f.template, f.subject));
+  };
+
+  return kb.facts.map((fact) => {
+    const relation = relationById.get(fact.relation)!;
+    return {
+      case_id: fact.id,
+      pararel_idx: fact.id,
+      requested_rewrite: {
+        prompt: fact.template,
+        relation_id: relation.id,
+        target_new: { str: fact.counterfactual, id: objectId(relation, fact.counterfactual) },
+        target_true: { str: fact.object, id: objectId(relation, fact.object) },
+        subject: fact.subject,
+      },
+      paraphrase_prompts: relation.heldOutTemplates.map((t) => renderTemplate(t, fact.subject)),
+      neighborhood_prompts: othersWithObject(fact, fact.object, kb.options.maxNeighbors),
+      attribute_prompts: othersWithObject(fact, fact.counterfactual, kb.options.maxAttributePrompts),
+      // Free-running starts about the subject: its entity type and each of its other facts,
+      // which an edit of this fact should leave as they were.
+      generation_prompts: [
+        renderTemplate(ENTITY_TYPE_TEMPLATE, fact.subject),
+        ...factsOfSubject.get(fact.subject)!.filter((f) => f !== fact).map((f) => renderTemplate(f.template, f.subject)),
+      ],
+    };
+  });
+}
+
+/** known_1000-style records, one per fact, known_id = fact id, in the fact's own training template. */
+export function knownFactsRecords(kb: KnowledgeBase): KnownFactRecord[] {
+  return kb.facts.map((fact) => ({
+    known_id: fact.id,
+    subject: fact.subject,
+    attribute: fact.object,
+    template: fact.template,
+    prediction: ` ${fact.object} .`,
+    prompt: renderTemplate(fact.template, fact.subject),
+    relation_id: fact.relation,
+  }));
+}
