@@ -1,0 +1,326 @@
+// Backward ops: the gradients of the forward ops in engine/ops.ts, as thin wrappers that record
+// WGSL kernels (shaders/*_backward.wgsl, reduce.wgsl, crossentropy.wgsl); nothing is read back.
+//
+// Conventions:
+//  - Gradients of parameters (dgamma, dbeta, dbias, dwte, dwpe) and of the residual stream (the
+//    LayerNorm dx) ACCUMULATE into the tensor given, so micro-batches and branches add up; zero
+//    them (zeroGrads in engine/optimizer.ts) before a fresh backward pass.
+//  - Gradients of intermediate activations (GELU dx, attention dqkv, dlogits) are WRITTEN.
+//  - An output that is not given is allocated zero-filled and returned.
+//  - No float atomics: every reduction runs in a fixed order, so gradients are bit-reproducible.
+//  - Weight gradients of y = x W + b are matmuls (engine/ops.ts): dW += x^T dy (transA, beta 1),
+//    dx = dy W^T (transB); only the bias gradient needs a kernel here (biasBackward).
+import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
+
+/** Invocations per workgroup for row/column kernels: one llvmpipe SIMD vector. */
+const WG = 8;
+/** Invocations per workgroup for elementwise kernels (more work per workgroup, fewer workgroups). */
+export const WG_ELEMENTWISE = 64;
+/** Invocations of the first stage of a squared norm (each strides over the tensor). */
+const NORM_PARTS = 1024;
+
+/** Workgroups [x, y] covering n items; y > 1 only when x would pass the per-dimension limit. */
+export function elementwiseGrid(gpu: Gpu, n: number, wg: number): [number, number] {
+  const groups = cdiv(n, wg);
+  const maxX = gpu.limits.maxComputeWorkgroupsPerDimension;
+  return groups <= maxX ? [groups, 1] : [maxX, cdiv(groups, maxX)];
+}
+
+/** Throws a clear error when tensor `t` (named `what` in op `op`) is too small or of the wrong type. */
+export function need(op: string, what: string, t: Tensor, size: number, dtype: "f32" | "u32" = "f32"): void {
+  if (t.dtype !== dtype) throw new Error(`${op}: ${what} must be ${dtype}, got ${t.dtype}`);
+  if (t.size < size) throw new Error(`${op}: ${what} has ${t.size} values, needs ${size}`);
+}
+
+// Per-Gpu scratch buffers, grown on demand. Reusing one buffer across recorded kernels is safe:
+// dispatches run in recording order, and gpu.write flushes before it overwrites.
+const scratchByGpu = new WeakMap<Gpu, Map<string, Tensor>>();
+
+function scratch(gpu: Gpu, key: string, size: number, dtype: "f32" | "u32" = "f32"): Tensor {
+  let pool = scratchByGpu.get(gpu);
+  if (!pool) scratchByGpu.set(gpu, pool = new Map());
+  let t = pool.get(key);
+  if (!t || t.size < size) pool.set(key, t = gpu.zeros([Math.max(1, size)], dtype));
+  return t;
+}
+
+/** A scratch tensor holding `data` (uploaded in stream order). */
+function scratchWith(gpu: Gpu, key: string, data: Uint32Array): Tensor {
+  const t = scratch(gpu, key, data.length, "u32");
+  gpu.write(t, data);
+  return t;
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+export interface LayernormGrads {
+  dx: Tensor;
+  dgamma?: Tensor;
+  dbeta?: Tensor;
+}
+
+/**
+ * LayerNorm backward. dy, x [R,C]; gamma [C]; stats [R,2] = (mean, rstd) saved by the forward.
+ * dx [R,C] += input gradient. dgamma, dbeta [C] += parameter gradients (give both or neither;
+ * neither skips them, e.g. when only the input gradient is wanted).
+ */
+export function layernormBackward(
+  gpu: Gpu,
+  dy: Tensor,
+  x: Tensor,
+  gamma: Tensor,
+  stats: Tensor,
+  R: number,
+  C: number,
+  o: { dx?: Tensor; dgamma?: Tensor; dbeta?: Tensor } = {},
+): LayernormGrads {
+  const op = "layernormBackward";
+  const dx = o.dx ?? gpu.zeros([R, C]);
+  for (const [what, t, size] of [["dy", dy, R * C], ["x", x, R * C], ["gamma", gamma, C], ["stats", stats, 2 * R], ["dx", dx, R * C]] as const) {
+    need(op, what, t, size);
+  }
+  if (!o.dgamma !== !o.dbeta) throw new Error(`${op}: give both dgamma and dbeta, or neither`);
+  const u = () => uniforms().u32(R, C);
+  gpu.run(gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_input", { WG }), [dy, x, stats, gamma, dx], [cdiv(R, WG)], u());
+  if (o.dgamma && o.dbeta) {
+    need(op, "dgamma", o.dgamma, C);
+    need(op, "dbeta", o.dbeta, C);
+    gpu.run(
+      gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_params", { WG }),
+      [dy, x, stats, o.dgamma, o.dbeta],
+      [cdiv(C, WG)],
+      u(),
+    );
+  }
+  return { dx, dgamma: o.dgamma, dbeta: o.dbeta };
+}
+
+// ---------------------------------------------------------------- GELU
+
+/** GELU (tanh approximation) backward: dx[n] = dy * gelu'(x), x the pre-activation. Writes dx. */
+export function geluBackward(gpu: Gpu, dy: Tensor, x: Tensor, n: number, o: { dx?: Tensor } = {}): Tensor {
+  const dx = o.dx ?? gpu.zeros([n]);
+  need("geluBackward", "dy", dy, n);
+  need("geluBackward", "x", x, n);
+  need("geluBackward", "dx", dx, n);
+  gpu.run(
+    gpu.pipeline("gelu_backward.wgsl", "gelu_backward", { WG: WG_ELEMENTWISE }),
+    [dy, x, dx],
+    elementwiseGrid(gpu, n, WG_ELEMENTWISE),
+    uniforms().u32(n),
+  );
+  return dx;
+}
+
+// ---------------------------------------------------------------- attention
+
+/**
+ * Causal self-attention backward. dy [B*T,d] is the gradient of the attention output (heads
+ * concatenated, before the projection); qkv [B*T,3d] and probs [B,nHead,T,T] are the forward's
+ * input and saved probabilities. Writes dqkv [B*T,3d]. `dscores` [B,nHead,T,T] is scratch for
+ * the score gradients (a shared per-Gpu buffer when not given).
+ */
+export function attentionBackward(
+  gpu: Gpu,
+  dy: Tensor,
+  qkv: Tensor,
+  probs: Tensor,
+  B: number,
+  T: number,
+  d: number,
+  nHead: number,
+  o: { dqkv?: Tensor; dscores?: Tensor } = {},
+): Tensor {
+  const op = "attentionBackward";
+  if (!Number.isInteger(d / nHead)) throw new Error(`${op}: d=${d} is not a multiple of nHead=${nHead}`);
+  const hd = d / nHead;
+  const dqkv = o.dqkv ?? gpu.zeros([B * T, 3 * d]);
+  const dscores = o.dscores ?? scratch(gpu, "attention-dscores", B * nHead * T * T);
+  for (
+    const [what, t, size] of [
+      ["dy", dy, B * T * d],
+      ["qkv", qkv, B * T * 3 * d],
+      ["probs", probs, B * nHead * T * T],
+      ["dqkv", dqkv, B * T * 3 * d],
+      ["dscores", dscores, B * nHead * T * T],
+    ] as const
+  ) need(op, what, t, size);
+  const u = () => uniforms().u32(B, T, d, nHead, hd).f32(1 / Math.sqrt(hd));
+  gpu.run(
+    gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", { WG }),
+    [dy, qkv, probs, dscores],
+    [cdiv(B * nHead * T, WG)],
+    u(),
+  );
+  gpu.run(
+    gpu.pipeline("attention_backward.wgsl", "attention_backward_qkv", { WG }),
+    [dy, qkv, probs, dscores, dqkv],
+    [cdiv(d, WG), B * T],
+    u(),
+  );
+  return dqkv;
+}
+
+// ---------------------------------------------------------------- embeddings
+
+/**
+ * Groups rows by token for the deterministic embedding backward, as one u32 array
+ * [tokens: U | starts: U+1 | rows: R]: the U distinct tokens in increasing order, and token u's
+ * rows (increasing) at rows[starts[u] .. starts[u+1]). Throws if a token is not in [0, V).
+ */
+export function tokenRows(tokens: ArrayLike<number>, R: number, V: number): { csr: Uint32Array; distinct: number } {
+  if (tokens.length < R) throw new Error(`embeddingBackward: tokens has ${tokens.length} values, needs R=${R}`);
+  const count = new Map<number, number>();
+  for (let r = 0; r < R; r++) {
+    const t = tokens[r];
+    if (!Number.isInteger(t) || t < 0 || t >= V) {
+      throw new Error(`embeddingBackward: tokens[${r}] = ${t} is not a token id in [0, ${V})`);
+    }
+    count.set(t, (count.get(t) ?? 0) + 1);
+  }
+  const distinct = [...count.keys()].sort((a, b) => a - b);
+  const U = distinct.length;
+  const csr = new Uint32Array(2 * U + 1 + R);
+  const next = new Map<number, number>(); // token -> next free slot in rows
+  let start = 0;
+  distinct.forEach((t, u) => {
+    csr[u] = t;
+    csr[U + u] = start;
+    next.set(t, start);
+    start += count.get(t)!;
+  });
+  csr[2 * U] = R;
+  const rows = 2 * U + 1;
+  for (let r = 0; r < R; r++) {
+    const slot = next.get(tokens[r])!;
+    csr[rows + slot] = r;
+    next.set(tokens[r], slot + 1);
+  }
+  return { csr, distinct: U };
+}
+
+/**
+ * Embedding backward for out[r] = wte[tokens[r]] + wpe[r % T]. dout [R,C].
+ * dwte [V,C] and dwpe [P,C] (P >= min(T,R)) accumulate; each is computed only when given.
+ * tokens are a CPU array (the caller has them: they were uploaded for the forward) because the
+ * rows of each token are grouped on the CPU, which keeps the GPU sums race-free and ordered.
+ */
+export function embeddingBackward(
+  gpu: Gpu,
+  dout: Tensor,
+  tokens: ArrayLike<number>,
+  R: number,
+  T: number,
+  C: number,
+  o: { dwte?: Tensor; dwpe?: Tensor },
+): { dwte?: Tensor; dwpe?: Tensor } {
+  const op = "embeddingBackward";
+  if (!o.dwte && !o.dwpe) throw new Error(`${op}: give dwte and/or dwpe to accumulate into`);
+  need(op, "dout", dout, R * C);
+  if (o.dwte) {
+    const V = Math.floor(o.dwte.size / C);
+    need(op, "dwte", o.dwte, C);
+    const { csr, distinct } = tokenRows(tokens, R, V);
+    gpu.run(
+      gpu.pipeline("embedding_backward.wgsl", "embedding_backward_tokens", { WG }),
+      [dout, scratchWith(gpu, "embedding-csr", csr), o.dwte],
+      [cdiv(C, WG), distinct],
+      uniforms().u32(R, T, C, distinct),
+    );
+  }
+  if (o.dwpe) {
+    const P = Math.min(T, R);
+    need(op, "dwpe", o.dwpe, P * C);
+    gpu.run(
+      gpu.pipeline("embedding_backward.wgsl", "embedding_backward_positions", { WG }),
+      [dout, o.dwpe],
+      [cdiv(C, WG), P],
+      uniforms().u32(R, T, C, 0),
+    );
+  }
+  return { dwte: o.dwte, dwpe: o.dwpe };
+}
+
+// ---------------------------------------------------------------- reductions
+
+/** Bias gradient of y = xW + b: dbias[N] += column sums of dy [R,N] (rows in order). */
+export function biasBackward(gpu: Gpu, dy: Tensor, R: number, N: number, o: { dbias?: Tensor } = {}): Tensor {
+  const dbias = o.dbias ?? gpu.zeros([N]);
+  need("biasBackward", "dy", dy, R * N);
+  need("biasBackward", "dbias", dbias, N);
+  gpu.run(gpu.pipeline("reduce.wgsl", "column_sum", { WG }), [dy, dbias], [cdiv(N, WG)], uniforms().u32(R, N));
+  return dbias;
+}
+
+/**
+ * out[0] = sum of squares of the first `size` values of every tensor (a squared global L2 norm),
+ * in a fixed order: per tensor, min(size, 1024) strided partial sums, then one ordered total.
+ */
+export function sumOfSquares(gpu: Gpu, parts: { tensor: Tensor; size: number }[], o: { out?: Tensor } = {}): Tensor {
+  const out = o.out ?? gpu.zeros([1]);
+  need("sumOfSquares", "out", out, 1);
+  const counts = parts.map((p) => Math.min(NORM_PARTS, p.size));
+  const total = counts.reduce((a, b) => a + b, 0);
+  const partials = scratch(gpu, "norm-partials", total);
+  const squares = gpu.pipeline("reduce.wgsl", "sum_squares", { WG });
+  let offset = 0;
+  parts.forEach((p, i) => {
+    need("sumOfSquares", `tensor ${i}`, p.tensor, p.size);
+    gpu.run(squares, [p.tensor, partials], [cdiv(counts[i], WG)], uniforms().u32(p.size, counts[i], offset));
+    offset += counts[i];
+  });
+  gpu.run(gpu.pipeline("reduce.wgsl", "sum_all", { WG }), [partials, out], [1], uniforms().u32(total));
+  return out;
+}
+
+// ---------------------------------------------------------------- loss
+
+export interface CrossEntropyOptions {
+  /** [R] per-row losses -log softmax(logits)[target] (unweighted; 0 on masked rows). */
+  losses?: Tensor;
+  /** [R,V]: when given, written with scale * w_r * (softmax - onehot(target)). */
+  dlogits?: Tensor;
+  /** [R] per-row weights; 0 masks a row (its target is then never read). Default all 1. */
+  weights?: Tensor;
+  /** Gradient scale, e.g. 1/R for a mean loss. Default 1. */
+  scale?: number;
+}
+
+/**
+ * Fused softmax + cross-entropy over logits [R,V] with u32 targets [R]. A weighted row whose
+ * target is >= V yields NaN (loss and gradient) rather than reading out of bounds.
+ */
+export function crossEntropy(
+  gpu: Gpu,
+  logits: Tensor,
+  targets: Tensor,
+  R: number,
+  V: number,
+  o: CrossEntropyOptions = {},
+): { losses: Tensor; dlogits?: Tensor } {
+  const op = "crossEntropy";
+  const losses = o.losses ?? gpu.zeros([R]);
+  need(op, "logits", logits, R * V);
+  need(op, "targets", targets, R, "u32");
+  need(op, "losses", losses, R);
+  if (o.weights) need(op, "weights", o.weights, R);
+  if (o.dlogits) need(op, "dlogits", o.dlogits, R * V);
+  const weights = o.weights ?? scratchOne(gpu);
+  const u = uniforms().u32(R, V, o.weights ? 1 : 0, o.dlogits ? 1 : 0).f32(o.scale ?? 1);
+  gpu.run(
+    gpu.pipeline("crossentropy.wgsl", "cross_entropy", { WG }),
+    [logits, targets, weights, losses, o.dlogits ?? scratch(gpu, "unused", 1)],
+    [cdiv(R, WG)],
+    u,
+  );
+  return { losses, dlogits: o.dlogits };
+}
+
+/** A one-element tensor holding 1 (the default row weight, read with stride 0). */
+function scratchOne(gpu: Gpu): Tensor {
+  let pool = scratchByGpu.get(gpu);
+  if (!pool) scratchByGpu.set(gpu, pool = new Map());
+  let t = pool.get("one");
+  if (!t) pool.set("one", t = gpu.tensor([1], [1]));
+  return t;
+}

@@ -1,0 +1,176 @@
+// Adam / AdamW on the GPU, global-norm gradient clipping without a readback, L-infinity
+// projection for constrained fine-tuning, and gradient zeroing (kernels in shaders/optimizer.wgsl).
+//
+// A step records, in one command stream: the squared global gradient norm (engine/backward_ops.ts
+// sumOfSquares, a fixed-order reduction), then one `adam` kernel per parameter that reads that norm
+// to scale its gradient. Nothing is read back unless gradNorm() or saveState() is called.
+import { Gpu, Tensor, uniforms } from "./gpu.ts";
+import { elementwiseGrid, need, sumOfSquares, WG_ELEMENTWISE } from "./backward_ops.ts";
+
+export interface AdamParam {
+  name: string;
+  tensor: Tensor;
+  /** Number of values to optimise (the first `size` of the tensor). */
+  size: number;
+  /** Overrides the optimizer's weight decay for this parameter (e.g. 0 for biases and LayerNorm). */
+  weightDecay?: number;
+}
+
+export interface AdamOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Decoupled weight decay (AdamW); 0 = plain Adam. */
+  weightDecay?: number;
+  /** Rescale all gradients so their global L2 norm is at most clipNorm (PyTorch clip_grad_norm_). */
+  clipNorm?: number;
+}
+
+/** Optimizer state for checkpoints: step count and the moments, one array per parameter (in order). */
+export interface AdamState {
+  step: number;
+  names: string[];
+  m: Float32Array[];
+  v: Float32Array[];
+}
+
+export class Adam {
+  /** Learning rate of the next step; change it between steps for a schedule. */
+  lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  readonly clipNorm: number | undefined;
+  /** Steps taken so far (Adam's t; bias corrections use t+1 on the next step). */
+  stepCount = 0;
+  /** [1] squared global norm of the gradients given to the last step (before clipping). */
+  readonly normSq: Tensor;
+  private readonly m: Tensor[];
+  private readonly v: Tensor[];
+
+  constructor(readonly gpu: Gpu, readonly params: AdamParam[], o: AdamOptions) {
+    this.lr = o.lr;
+    this.beta1 = o.beta1 ?? 0.9;
+    this.beta2 = o.beta2 ?? 0.999;
+    this.eps = o.eps ?? 1e-8;
+    this.weightDecay = o.weightDecay ?? 0;
+    this.clipNorm = o.clipNorm;
+    if (!(this.lr >= 0)) throw new Error(`Adam: lr must be >= 0, got ${this.lr}`);
+    for (const [name, b] of [["beta1", this.beta1], ["beta2", this.beta2]] as const) {
+      if (!(b >= 0 && b < 1)) throw new Error(`Adam: ${name} must be in [0, 1), got ${b}`);
+    }
+    if (!(this.eps > 0)) throw new Error(`Adam: eps must be > 0, got ${this.eps}`);
+    if (this.clipNorm !== undefined && !(this.clipNorm > 0)) {
+      throw new Error(`Adam: clipNorm must be > 0 when given, got ${this.clipNorm}`);
+    }
+    const seen = new Set<string>();
+    for (const p of params) {
+      if (seen.has(p.name)) throw new Error(`Adam: parameter name "${p.name}" appears twice`);
+      seen.add(p.name);
+      need("Adam", `parameter "${p.name}"`, p.tensor, p.size);
+    }
+    this.m = params.map((p) => gpu.zeros([p.size]));
+    this.v = params.map((p) => gpu.zeros([p.size]));
+    this.normSq = gpu.zeros([1]);
+  }
+
+  /** Records one optimisation step; grads[i] is the gradient of params[i]. */
+  step(grads: Tensor[]): void {
+    if (grads.length !== this.params.length) {
+      throw new Error(`Adam.step: got ${grads.length} gradients for ${this.params.length} parameters`);
+    }
+    this.params.forEach((p, i) => need("Adam.step", `gradient of "${p.name}"`, grads[i], p.size));
+    sumOfSquares(this.gpu, grads.map((g, i) => ({ tensor: g, size: this.params[i].size })), { out: this.normSq });
+    this.stepCount++;
+    const t = this.stepCount;
+    const pipeline = this.gpu.pipeline("optimizer.wgsl", "adam", { WG: WG_ELEMENTWISE });
+    this.params.forEach((p, i) => {
+      const u = uniforms().u32(p.size).f32(
+        this.lr,
+        this.beta1,
+        this.beta2,
+        this.eps,
+        p.weightDecay ?? this.weightDecay,
+        1 - this.beta1 ** t,
+        1 - this.beta2 ** t,
+        this.clipNorm ?? 0,
+      );
+      this.gpu.run(
+        pipeline,
+        [p.tensor, grads[i], this.m[i], this.v[i], this.normSq],
+        elementwiseGrid(this.gpu, p.size, WG_ELEMENTWISE),
+        u,
+      );
+    });
+  }
+
+  /** Global L2 norm of the last step's gradients, before clipping (reads back: for logging). */
+  async gradNorm(): Promise<number> {
+    if (this.stepCount === 0) throw new Error("Adam.gradNorm: no step has been taken yet");
+    return Math.sqrt((await this.normSq.read())[0]);
+  }
+
+  /** Copies the optimizer state to the CPU (one readback). */
+  async saveState(): Promise<AdamState> {
+    const all = await this.gpu.readMany([...this.m, ...this.v]);
+    const n = this.params.length;
+    return { step: this.stepCount, names: this.params.map((p) => p.name), m: all.slice(0, n), v: all.slice(n) };
+  }
+
+  /** Restores a state saved by saveState (same parameters, same order). */
+  loadState(s: AdamState): void {
+    const n = this.params.length;
+    if (s.names.length !== n || s.m.length !== n || s.v.length !== n) {
+      throw new Error(`Adam.loadState: state has ${s.names.length} parameters, optimizer has ${n}`);
+    }
+    if (!(Number.isInteger(s.step) && s.step >= 0)) throw new Error(`Adam.loadState: bad step count ${s.step}`);
+    this.params.forEach((p, i) => {
+      if (s.names[i] !== p.name) {
+        throw new Error(`Adam.loadState: parameter ${i} is "${s.names[i]}" in the state, "${p.name}" here`);
+      }
+      for (const [what, arr] of [["m", s.m[i]], ["v", s.v[i]]] as const) {
+        if (arr.length !== p.size) {
+          throw new Error(`Adam.loadState: ${what} of "${p.name}" has ${arr.length} values, needs ${p.size}`);
+        }
+      }
+      this.gpu.write(this.m[i], s.m[i]);
+      this.gpu.write(this.v[i], s.v[i]);
+    });
+    this.stepCount = s.step;
+  }
+
+  destroy(): void {
+    for (const t of [...this.m, ...this.v, this.normSq]) t.destroy();
+  }
+}
+
+/** Records g = 0 for each (whole) gradient tensor. */
+export function zeroGrads(gpu: Gpu, grads: Tensor[]): void {
+  for (const g of grads) fill(gpu, g, 0, g.size);
+}
+
+/** Records x[0..n) = value. */
+export function fill(gpu: Gpu, x: Tensor, value: number, n = x.size): void {
+  need("fill", "x", x, n);
+  gpu.run(
+    gpu.pipeline("optimizer.wgsl", "fill", { WG: WG_ELEMENTWISE }),
+    [x],
+    elementwiseGrid(gpu, n, WG_ELEMENTWISE),
+    uniforms().u32(n).f32(value),
+  );
+}
+
+/** Records w = clamp(w, w0 - eps, w0 + eps) over the first n values: an L-infinity ball around w0. */
+export function projectLinf(gpu: Gpu, w: Tensor, w0: Tensor, eps: number, n = w.size): void {
+  if (!(eps >= 0)) throw new Error(`projectLinf: eps must be >= 0, got ${eps}`);
+  need("projectLinf", "w", w, n);
+  need("projectLinf", "w0", w0, n);
+  gpu.run(
+    gpu.pipeline("optimizer.wgsl", "project_linf", { WG: WG_ELEMENTWISE }),
+    [w, w0],
+    elementwiseGrid(gpu, n, WG_ELEMENTWISE),
+    uniforms().u32(n).f32(eps),
+  );
+}

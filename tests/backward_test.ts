@@ -1,0 +1,270 @@
+// Backward kernels vs float64 references, and the references vs finite differences.
+import assert from "node:assert/strict";
+import { getGpu } from "../engine/gpu.ts";
+import {
+  attentionBackward,
+  biasBackward,
+  crossEntropy,
+  embeddingBackward,
+  geluBackward,
+  layernormBackward,
+  sumOfSquares,
+  tokenRows,
+} from "../engine/backward_ops.ts";
+import {
+  attentionBackwardRef,
+  attentionForward64,
+  columnSumRef,
+  crossEntropyRef,
+  dot,
+  embeddingBackwardRef,
+  embedForward64,
+  finiteDifferenceGradient,
+  geluBackwardRef,
+  geluForward64,
+  layernormBackwardRef,
+  layernormForward64,
+  sumOfSquaresRef,
+} from "./reference_backward.ts";
+import { matmulRef } from "./reference.ts";
+import { assertClose, randomArray, rng } from "./util.ts";
+
+type Arr = ArrayLike<number>;
+
+const gpu = await getGpu();
+
+/** Expected value of an accumulated gradient: its initial contents plus the reference gradient. */
+function plus(initial: ArrayLike<number>, grad: ArrayLike<number>): Float64Array {
+  return Float64Array.from(grad, (g, i) => initial[i] + g);
+}
+
+function randomTokens(n: number, V: number, seed: number): number[] {
+  const r = rng(seed);
+  return Array.from({ length: n }, () => Math.floor(r() * V));
+}
+
+/** Same bits, not just close values. */
+function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  assert.equal(ua.length, ub.length);
+  for (let i = 0; i < ua.length; i++) assert.equal(ua[i], ub[i], `${what}: bits differ at ${i}`);
+}
+
+// ------------------------------------------------ float64 references vs finite differences
+
+Deno.test("reference: layernorm backward matches finite differences", () => {
+  const [R, C, eps] = [3, 5, 1e-5];
+  const x = randomArray(R * C, 1), gamma = randomArray(C, 2), beta = randomArray(C, 3), dy = randomArray(R * C, 4);
+  const { stats } = layernormForward64(x, gamma, beta, R, C, eps);
+  const g = layernormBackwardRef(dy, x, gamma, stats, R, C);
+  const loss = (xv: Arr, gv: Arr, bv: Arr) => dot(layernormForward64(xv, gv, bv, R, C, eps).y, dy);
+  assertClose(g.dx, finiteDifferenceGradient((v) => loss(v, gamma, beta), x), 1e-7, "dx");
+  assertClose(g.dgamma, finiteDifferenceGradient((v) => loss(x, v, beta), gamma), 1e-7, "dgamma");
+  assertClose(g.dbeta, finiteDifferenceGradient((v) => loss(x, gamma, v), beta), 1e-7, "dbeta");
+});
+
+Deno.test("reference: gelu backward matches finite differences", () => {
+  const x = [-6, -2.5, -1, -0.3, 0, 0.2, 1, 3, 7], dy = randomArray(x.length, 5);
+  assertClose(geluBackwardRef(dy, x), finiteDifferenceGradient((v) => dot(geluForward64(v), dy), x), 1e-8, "dx");
+});
+
+Deno.test("reference: attention backward matches finite differences", () => {
+  for (const [B, T, d, nHead] of [[1, 1, 2, 1], [2, 4, 6, 3], [1, 5, 8, 2]]) {
+    const qkv = randomArray(B * T * 3 * d, 6, 1.5), dy = randomArray(B * T * d, 7);
+    const { probs } = attentionForward64(qkv, B, T, d, nHead);
+    const fd = finiteDifferenceGradient((v) => dot(attentionForward64(v, B, T, d, nHead).y, dy), qkv);
+    assertClose(attentionBackwardRef(dy, qkv, probs, B, T, d, nHead), fd, 1e-7, `B=${B} T=${T} d=${d} nHead=${nHead}`);
+  }
+});
+
+Deno.test("reference: embedding backward matches finite differences", () => {
+  const [R, T, C, V, P] = [7, 3, 2, 4, 5];
+  const tokens = [1, 3, 1, 0, 1, 3, 2], wte = randomArray(V * C, 8), wpe = randomArray(P * C, 9);
+  const dout = randomArray(R * C, 10);
+  const g = embeddingBackwardRef(dout, tokens, R, T, C, V, P);
+  assertClose(g.dwte, finiteDifferenceGradient((v) => dot(embedForward64(tokens, v, wpe, R, T, C), dout), wte), 1e-8, "dwte");
+  assertClose(g.dwpe, finiteDifferenceGradient((v) => dot(embedForward64(tokens, wte, v, R, T, C), dout), wpe), 1e-8, "dwpe");
+});
+
+Deno.test("reference: bias gradient (column sums) matches finite differences", () => {
+  const [R, N, K] = [4, 3, 2];
+  const x = randomArray(R * K, 11), w = randomArray(K * N, 12), b = randomArray(N, 13), dy = randomArray(R * N, 14);
+  const fd = finiteDifferenceGradient((v) => dot(matmulRef(x, w, R, N, K, { bias: v }), dy), b);
+  assertClose(columnSumRef(dy, R, N), fd, 1e-8, "dbias");
+});
+
+Deno.test("reference: cross-entropy gradient matches finite differences", () => {
+  const [R, V] = [4, 6];
+  const logits = randomArray(R * V, 15, 3), targets = [2, 0, 5, 5], weights = [1, 0, 2.5, 0.5], scale = 0.25;
+  const { dlogits } = crossEntropyRef(logits, targets, R, V, weights, scale);
+  const loss = (v: Arr) => {
+    const { losses } = crossEntropyRef(v, targets, R, V, weights);
+    return scale * dot(losses, weights);
+  };
+  assertClose(dlogits, finiteDifferenceGradient(loss, logits), 1e-8, "dlogits");
+});
+
+// ------------------------------------------------ GPU kernels vs references
+
+Deno.test("layernormBackward accumulates dx, dgamma, dbeta like the float64 reference", async () => {
+  for (const [R, C] of [[1, 5], [7, 13], [33, 70], [4, 768]]) {
+    const x = randomArray(R * C, 20, 2), gamma = randomArray(C, 21), dy = randomArray(R * C, 22);
+    const stats = Float32Array.from(layernormForward64(x, gamma, new Float64Array(C), R, C, 1e-5).stats);
+    const dx0 = randomArray(R * C, 23), dgamma0 = randomArray(C, 24), dbeta0 = randomArray(C, 25);
+    const [dx, dgamma, dbeta] = [gpu.tensor([R, C], dx0), gpu.tensor([C], dgamma0), gpu.tensor([C], dbeta0)];
+    layernormBackward(gpu, gpu.tensor([R, C], dy), gpu.tensor([R, C], x), gpu.tensor([C], gamma), gpu.tensor([R, 2], stats), R, C, {
+      dx,
+      dgamma,
+      dbeta,
+    });
+    const [gdx, gdgamma, gdbeta] = await gpu.readMany([dx, dgamma, dbeta]);
+    const ref = layernormBackwardRef(dy, x, gamma, stats, R, C);
+    assertClose(gdx, plus(dx0, ref.dx), 1e-5, `dx R=${R} C=${C}`);
+    assertClose(gdgamma, plus(dgamma0, ref.dgamma), 1e-5 * R, `dgamma R=${R} C=${C}`);
+    assertClose(gdbeta, plus(dbeta0, ref.dbeta), 1e-5 * R, `dbeta R=${R} C=${C}`);
+  }
+});
+
+Deno.test("layernormBackward without dgamma/dbeta computes dx only; one of them alone is an error", async () => {
+  const [R, C] = [3, 9];
+  const x = randomArray(R * C, 26), gamma = randomArray(C, 27), dy = randomArray(R * C, 28);
+  const stats = Float32Array.from(layernormForward64(x, gamma, new Float64Array(C), R, C, 1e-5).stats);
+  const args = [gpu.tensor([R, C], dy), gpu.tensor([R, C], x), gpu.tensor([C], gamma), gpu.tensor([R, 2], stats)] as const;
+  const { dx } = layernormBackward(gpu, ...args, R, C);
+  assertClose(await dx.read(), layernormBackwardRef(dy, x, gamma, stats, R, C).dx, 1e-5, "dx");
+  assert.throws(() => layernormBackward(gpu, ...args, R, C, { dgamma: gpu.zeros([C]) }), /both dgamma and dbeta/);
+  assert.throws(() => layernormBackward(gpu, ...args, R, C + 1), /dy has 27 values, needs 30/);
+});
+
+Deno.test("geluBackward matches the float64 reference, including saturated inputs", async () => {
+  const extremes = [-100, -20, -8, -1, 0, 1e-3, 1, 8, 20, 100];
+  for (const x of [Float32Array.from(extremes), randomArray(1, 30, 4), randomArray(1003, 31, 5)]) {
+    const dy = randomArray(x.length, 32);
+    const dx = await geluBackward(gpu, gpu.tensor([x.length], dy), gpu.tensor([x.length], x), x.length).read();
+    assertClose(dx, geluBackwardRef(dy, x), 1e-6, `n=${x.length}`);
+  }
+});
+
+Deno.test("attentionBackward matches the float64 reference (T=1, T=7, several heads, B=2)", async () => {
+  const shapes = [[1, 1, 4, 1], [2, 7, 12, 3], [1, 7, 10, 2], [2, 5, 8, 4], [2, 16, 24, 2]];
+  for (const [B, T, d, nHead] of shapes) {
+    const qkv = randomArray(B * T * 3 * d, 40, 1.5), dy = randomArray(B * T * d, 41);
+    const probs = Float32Array.from(attentionForward64(qkv, B, T, d, nHead).probs);
+    const dqkv = await attentionBackward(
+      gpu,
+      gpu.tensor([B * T, d], dy),
+      gpu.tensor([B * T, 3 * d], qkv),
+      gpu.tensor([B, nHead, T, T], probs),
+      B,
+      T,
+      d,
+      nHead,
+    ).read();
+    assertClose(dqkv, attentionBackwardRef(dy, qkv, probs, B, T, d, nHead), 1e-5, `B=${B} T=${T} d=${d} nHead=${nHead}`);
+  }
+});
+
+Deno.test("attentionBackward overwrites a given dqkv and rejects d not divisible by nHead", async () => {
+  const [B, T, d, nHead] = [1, 3, 4, 2];
+  const qkv = randomArray(B * T * 3 * d, 42), dy = randomArray(B * T * d, 43);
+  const probs = Float32Array.from(attentionForward64(qkv, B, T, d, nHead).probs);
+  const dqkv = gpu.tensor([B * T, 3 * d], randomArray(B * T * 3 * d, 44, 100));
+  const inputs = [gpu.tensor([B * T, d], dy), gpu.tensor([B * T, 3 * d], qkv), gpu.tensor([B, nHead, T, T], probs)] as const;
+  attentionBackward(gpu, ...inputs, B, T, d, nHead, { dqkv });
+  assertClose(await dqkv.read(), attentionBackwardRef(dy, qkv, probs, B, T, d, nHead), 1e-5, "dqkv");
+  assert.throws(() => attentionBackward(gpu, ...inputs, B, T, d, 3), /d=4 is not a multiple of nHead=3/);
+});
+
+Deno.test("embeddingBackward accumulates dwte and dwpe like the float64 reference", async () => {
+  // Repeated tokens (V small), R a multiple of T, R not a multiple of T, R < T, R = 1.
+  for (const [R, T, C, V] of [[14, 7, 13, 5], [10, 4, 3, 3], [3, 7, 9, 50], [1, 1, 1, 2]]) {
+    const P = T + 2; // wpe has more rows than the sequence uses: the extra rows must stay untouched
+    const tokens = randomTokens(R, V, R * 100 + C), dout = randomArray(R * C, 50);
+    const dwte0 = randomArray(V * C, 51), dwpe0 = randomArray(P * C, 52);
+    const [dwte, dwpe] = [gpu.tensor([V, C], dwte0), gpu.tensor([P, C], dwpe0)];
+    embeddingBackward(gpu, gpu.tensor([R, C], dout), tokens, R, T, C, { dwte, dwpe });
+    const [gwte, gwpe] = await gpu.readMany([dwte, dwpe]);
+    const ref = embeddingBackwardRef(dout, tokens, R, T, C, V, P);
+    assertClose(gwte, plus(dwte0, ref.dwte), 1e-5, `dwte R=${R} T=${T} C=${C}`);
+    assertClose(gwpe, plus(dwpe0, ref.dwpe), 1e-5, `dwpe R=${R} T=${T} C=${C}`);
+  }
+});
+
+Deno.test("embeddingBackward names a bad token; tokenRows groups rows in order", () => {
+  const dout = gpu.zeros([3, 2]);
+  assert.throws(
+    () => embeddingBackward(gpu, dout, [0, 1, 9], 3, 3, 2, { dwte: gpu.zeros([4, 2]) }),
+    /tokens\[2\] = 9 is not a token id in \[0, 4\)/,
+  );
+  assert.throws(() => embeddingBackward(gpu, dout, [0, 1, 2], 3, 3, 2, {}), /give dwte and\/or dwpe/);
+  const { csr, distinct } = tokenRows([5, 2, 5, 5, 0], 5, 6);
+  assert.equal(distinct, 3);
+  assert.deepEqual([...csr], [0, 2, 5, /* starts */ 0, 1, 2, 5, /* rows */ 4, 1, 0, 2, 3]);
+});
+
+Deno.test("embedding and bias gradients are bit-reproducible run to run", async () => {
+  // Many rows share few tokens, so any order-dependent summation would show up in the bits.
+  const [R, T, C, V] = [512, 64, 24, 3];
+  const tokens = randomTokens(R, V, 60), dout = randomArray(R * C, 61, 10);
+  const run = async () => {
+    const dwte = gpu.tensor([V, C], randomArray(V * C, 62)), dwpe = gpu.tensor([T, C], randomArray(T * C, 63));
+    embeddingBackward(gpu, gpu.tensor([R, C], dout), tokens, R, T, C, { dwte, dwpe });
+    const dbias = biasBackward(gpu, gpu.tensor([R, C], dout), R, C, { dbias: gpu.tensor([C], randomArray(C, 64)) });
+    return await gpu.readMany([dwte, dwpe, dbias]);
+  };
+  const [first, second] = [await run(), await run()];
+  first.forEach((a, i) => assertSameBits(a, second[i], ["dwte", "dwpe", "dbias"][i]));
+  const ref = embeddingBackwardRef(dout, tokens, R, T, C, V, T);
+  assertClose(first[0], plus(randomArray(V * C, 62), ref.dwte), 1e-3, "dwte"); // sums of ~170 values of size 10
+});
+
+Deno.test("biasBackward accumulates column sums", async () => {
+  for (const [R, N] of [[1, 1], [37, 70], [300, 5]]) {
+    const dy = randomArray(R * N, 70), dbias0 = randomArray(N, 71);
+    const dbias = gpu.tensor([N], dbias0);
+    biasBackward(gpu, gpu.tensor([R, N], dy), R, N, { dbias });
+    assertClose(await dbias.read(), plus(dbias0, columnSumRef(dy, R, N)), 1e-6 * R, `R=${R} N=${N}`);
+  }
+});
+
+Deno.test("sumOfSquares is the squared global norm over several tensors", async () => {
+  const arrays = [randomArray(1, 80), randomArray(5000, 81), randomArray(3, 82), randomArray(1024, 83)];
+  const parts = arrays.map((a) => ({ tensor: gpu.tensor([a.length], a), size: a.length }));
+  const got = (await sumOfSquares(gpu, parts).read())[0];
+  const expected = sumOfSquaresRef(arrays);
+  assert.ok(Math.abs(got - expected) <= 1e-5 * expected, `${got} vs ${expected}`);
+  // Only the first `size` values count.
+  const head = (await sumOfSquares(gpu, [{ tensor: parts[1].tensor, size: 10 }]).read())[0];
+  assert.ok(Math.abs(head - sumOfSquaresRef([arrays[1].subarray(0, 10)])) <= 1e-6);
+});
+
+Deno.test("crossEntropy losses and gradient match the reference (weights, masking, scale, large logits)", async () => {
+  for (const [R, V, logitScale] of [[1, 1, 1], [5, 37, 1], [3, 1000, 30]]) {
+    const logits = randomArray(R * V, 90, logitScale);
+    const targets = randomTokens(R, V, 91);
+    const weights = Float32Array.from({ length: R }, (_, r) => [1, 0, 2.5][r % 3]);
+    if (R > 1) targets[1] = 4_000_000; // masked row: its target is never read
+    const scale = 1 / R;
+    const dlogits = gpu.tensor([R, V], randomArray(R * V, 92)); // overwritten, not accumulated
+    const { losses } = crossEntropy(gpu, gpu.tensor([R, V], logits), gpu.tensor([R], targets, "u32"), R, V, {
+      dlogits,
+      weights: gpu.tensor([R], weights),
+      scale,
+    });
+    const [gl, gd] = await gpu.readMany([losses, dlogits]);
+    const ref = crossEntropyRef(logits, targets, R, V, weights, scale);
+    assertClose(gl, ref.losses, 1e-5 * logitScale, `losses R=${R} V=${V}`);
+    assertClose(gd, ref.dlogits, 1e-6, `dlogits R=${R} V=${V}`);
+  }
+});
+
+Deno.test("crossEntropy without weights or dlogits reports losses only; a bad target gives NaN", async () => {
+  const [R, V] = [4, 9];
+  const logits = randomArray(R * V, 93, 2), targets = [0, 8, 3, 9];
+  const { losses, dlogits } = crossEntropy(gpu, gpu.tensor([R, V], logits), gpu.tensor([R], targets, "u32"), R, V);
+  assert.equal(dlogits, undefined);
+  const got = await losses.read();
+  const ref = crossEntropyRef(logits, targets.slice(0, 3), 3, V);
+  assertClose(got.subarray(0, 3), ref.losses, 1e-5, "losses");
+  assert.ok(Number.isNaN(got[3]), `target 9 >= V=9 should give NaN, got ${got[3]}`);
+});
