@@ -1,37 +1,88 @@
 // Forward ops: thin TypeScript wrappers that record one WGSL kernel each.
 // Every op takes GPU tensors, allocates (or writes into) its output, and records work on
-// the Gpu's shared encoder; nothing is read back. Shapes are given in each comment.
+// the Gpu's shared encoder; nothing is read back. Shapes are given in each comment; R = rows
+// (batch * tokens), all tensors row-major.
 import { cdiv, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
 
-/** Register-block and workgroup shape of the matmul kernel; picked per adapter (see tuneFor). */
+/** Invocations per workgroup of the row-wise and elementwise kernels (8 = one llvmpipe SIMD vector). */
+const WG = 8;
+
+/**
+ * Workgroup grid for `groups` workgroups of a 1-D kernel: x up to the per-dimension limit, the rest
+ * in y. Kernels recover the flat workgroup index as wid.y * num_workgroups.x + wid.x and skip the
+ * few extra invocations of the last row.
+ */
+function grid1d(gpu: Gpu, groups: number): [number, number] {
+  const maxX = gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (groups <= maxX) return [groups, 1];
+  const y = cdiv(groups, maxX);
+  return [cdiv(groups, y), y];
+}
+
+const placeholders = new WeakMap<Gpu, Tensor>();
+/** A 1-element zero tensor bound in place of a switched-off operand (no bias, no stats, no probs).
+ *  Kernels never write it, so it stays zero and reads of it (bias) add nothing. */
+function placeholder(gpu: Gpu): Tensor {
+  let z = placeholders.get(gpu);
+  if (!z) placeholders.set(gpu, z = gpu.zeros([1]));
+  return z;
+}
+
+/** Throws unless `t` holds at least `count` values of type `dtype`. */
+function need(op: string, name: string, t: Tensor, count: number, dtype: "f32" | "u32" = "f32"): void {
+  if (t.dtype !== dtype) throw new Error(`${op}: ${name} must be a ${dtype} tensor, got ${t.dtype} [${t.shape}]`);
+  if (t.size < count) throw new Error(`${op}: ${name} [${t.shape}] has ${t.size} values, needs ${count}`);
+}
+
+/** Throws unless every named size is a positive integer. */
+function positive(op: string, sizes: Record<string, number>): void {
+  for (const [name, v] of Object.entries(sizes)) {
+    if (!Number.isInteger(v) || v < 1) throw new Error(`${op}: ${name} must be a positive integer, got ${v}`);
+  }
+}
+
+// ---------------------------------------------------------------- matmul
+
+/**
+ * How the matmul kernels block the work; picked per adapter (see matmulTiles).
+ * Register kernels: each invocation computes TM rows x TN columns of C, workgroups are WG_X x WG_Y
+ * invocations (rows x columns). The "workgroup" strategy stages BK-deep tiles of TM*WG_X rows of A and
+ * TN*WG_Y columns of B in workgroup memory.
+ */
 export interface MatmulTiles {
   TM: number;
   TN: number;
   WG_X: number;
   WG_Y: number;
+  /** "registers" (default): no workgroup memory, fast on llvmpipe. "workgroup": shared-memory tiles, for real GPUs. */
+  strategy?: "registers" | "workgroup";
+  /** Depth of a staged k-tile for the "workgroup" strategy (default 8). */
+  BK?: number;
+  /** Use the vec4 register kernels where the layout allows (default true). */
+  vec4?: boolean;
 }
 
 const tilesByGpu = new WeakMap<Gpu, MatmulTiles>();
 
-/** Tiles for this adapter: 8x8 blocks, 8 lanes (one llvmpipe SIMD vector) on software adapters. */
+/**
+ * Tiles for this adapter. Software adapters (llvmpipe): register blocks, 8 lanes (one SIMD vector)
+ * along columns, so that the 16-row matrices of a prompt still fill the lanes (see bench/kernels.ts).
+ * Real GPUs: 64x64 workgroup-memory tiles, 16x16 invocations of 4x4 each.
+ */
 export function matmulTiles(gpu: Gpu): MatmulTiles {
   let t = tilesByGpu.get(gpu);
   if (!t) {
-    t = gpu.info.isFallback ? { TM: 8, TN: 8, WG_X: 8, WG_Y: 1 } : { TM: 4, TN: 4, WG_X: 8, WG_Y: 8 };
+    t = gpu.info.isFallback
+      ? { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 }
+      : { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 };
     tilesByGpu.set(gpu, t);
   }
   return t;
 }
 
 export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
+  positive("setMatmulTiles", { TM: tiles.TM, TN: tiles.TN, WG_X: tiles.WG_X, WG_Y: tiles.WG_Y, BK: tiles.BK ?? 8 });
   tilesByGpu.set(gpu, tiles);
-}
-
-const zeroBias = new WeakMap<Gpu, Tensor>();
-function noBias(gpu: Gpu): Tensor {
-  let z = zeroBias.get(gpu);
-  if (!z) zeroBias.set(gpu, z = gpu.zeros([1]));
-  return z;
 }
 
 export interface MatmulOptions {
@@ -50,6 +101,27 @@ export interface MatmulOptions {
   outOffset?: number;
 }
 
+export type MatmulKernel = "matmul" | "matmul_vec4_n" | "matmul_vec4_k" | "matmul_tiled";
+
+/**
+ * The entry point of shaders/matmul.wgsl that `matmul` records for these operands with the current
+ * tiles: the vec4 kernels need 16-byte aligned rows along the vector direction.
+ */
+export function matmulKernel(gpu: Gpu, N: number, K: number, o: MatmulOptions = {}): MatmulKernel {
+  const t = matmulTiles(gpu);
+  if (t.strategy === "workgroup") return "matmul_tiled";
+  if (t.vec4 === false) return "matmul";
+  const s = o.strides ?? { a: 0, b: 0, c: 0 };
+  if (!o.transB && N % 4 === 0 && t.TN % 4 === 0 && s.b % 4 === 0) return "matmul_vec4_n";
+  if (!o.transA && o.transB && K % 4 === 0 && s.a % 4 === 0 && s.b % 4 === 0) return "matmul_vec4_k";
+  return "matmul";
+}
+
+/** Smallest power of two >= n. */
+function pow2AtLeast(n: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+}
+
 /**
  * C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + bias[N] (+ beta*C).
  * A is [M,K] or, with transA, [K,M]; B is [K,N] or, with transB, [N,K].
@@ -60,17 +132,264 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, M: number, N: number, K: 
   const out = o.out ?? gpu.zeros(batch > 1 ? [batch, M, N] : [M, N]);
   const ldc = o.ldc ?? N;
   const outOffset = o.outOffset ?? 0;
-  if (a.size < M * K || b.size < K * N || out.size < outOffset + (M - 1) * ldc + N) {
+  const last = batch - 1;
+  if (
+    a.size < last * strides.a + M * K || b.size < last * strides.b + K * N ||
+    out.size < outOffset + last * strides.c + (M - 1) * ldc + N
+  ) {
     throw new Error(`matmul: operands [${a.shape}] x [${b.shape}] -> [${out.shape}] too small for M=${M} N=${N} K=${K}`);
   }
   const t = matmulTiles(gpu);
-  const params: KernelParams = { ...t, TRANS_A: !!o.transA, TRANS_B: !!o.transB };
-  const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0).u32(strides.a, strides.b, strides.c, ldc, outOffset);
+  const kernel = matmulKernel(gpu, N, K, o);
+  // A register block taller than M would only compute clamped duplicates (M = 1 for the last token).
+  const TM = kernel === "matmul_tiled" ? t.TM : Math.min(t.TM, pow2AtLeast(M));
+  const params: KernelParams = {
+    TM, TN: t.TN, WG_X: t.WG_X, WG_Y: t.WG_Y, BK: t.BK ?? 8, TRANS_A: !!o.transA, TRANS_B: !!o.transB,
+  };
+  const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
+    .u32(strides.a, strides.b, strides.c, ldc, outOffset);
   gpu.run(
-    gpu.pipeline("matmul.wgsl", "matmul", params),
-    [a, b, o.bias ?? noBias(gpu), out],
-    [cdiv(M, t.TM * t.WG_X), cdiv(N, t.TN * t.WG_Y), batch],
+    gpu.pipeline("matmul.wgsl", kernel, params),
+    [a, b, o.bias ?? placeholder(gpu), out],
+    [cdiv(M, TM * t.WG_X), cdiv(N, t.TN * t.WG_Y), batch],
     u,
   );
   return out;
+}
+
+// ---------------------------------------------------------------- normalisation and activations
+
+/** y[R,C] = (x - mean)/sqrt(var + eps) * gamma + beta, per row (biased variance, like PyTorch).
+ *  If `stats` ([R,2], mean and rstd per row) is given it is filled, for the backward pass. */
+export function layernorm(
+  gpu: Gpu,
+  x: Tensor,
+  gamma: Tensor,
+  beta: Tensor,
+  R: number,
+  C: number,
+  eps: number,
+  o: { out?: Tensor; stats?: Tensor } = {},
+): Tensor {
+  positive("layernorm", { R, C });
+  need("layernorm", "x", x, R * C);
+  need("layernorm", "gamma", gamma, C);
+  need("layernorm", "beta", beta, C);
+  const out = o.out ?? gpu.zeros([R, C]);
+  need("layernorm", "out", out, R * C);
+  if (o.stats) need("layernorm", "stats", o.stats, R * 2);
+  gpu.run(
+    gpu.pipeline("layernorm.wgsl", "layernorm", { WG, WITH_STATS: !!o.stats }),
+    [x, gamma, beta, out, o.stats ?? placeholder(gpu)],
+    grid1d(gpu, cdiv(R, WG)),
+    uniforms().u32(R, C).f32(eps),
+  );
+  return out;
+}
+
+/** GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise over n values.
+ *  `out` may be `x` itself (in place). */
+export function gelu(gpu: Gpu, x: Tensor, n: number, o: { out?: Tensor } = {}): Tensor {
+  positive("gelu", { n });
+  need("gelu", "x", x, n);
+  const groups = grid1d(gpu, cdiv(n, WG));
+  if (o.out === x) {
+    gpu.run(gpu.pipeline("gelu.wgsl", "gelu_in_place", { WG }), [x], groups, uniforms().u32(n));
+    return x;
+  }
+  const out = o.out ?? gpu.zeros([n]);
+  need("gelu", "out", out, n);
+  gpu.run(gpu.pipeline("gelu.wgsl", "gelu", { WG }), [x, out], groups, uniforms().u32(n));
+  return out;
+}
+
+/** out = a + b, elementwise over n values (residual add). out may be a new tensor or given,
+ *  including `a` or `b` itself (accumulates in place). */
+export function add(gpu: Gpu, a: Tensor, b: Tensor, n: number, o: { out?: Tensor } = {}): Tensor {
+  positive("add", { n });
+  need("add", "a", a, n);
+  need("add", "b", b, n);
+  const groups = grid1d(gpu, cdiv(n, WG));
+  if (o.out === a || o.out === b) {
+    const [acc, addend] = o.out === a ? [a, b] : [b, a];
+    gpu.run(gpu.pipeline("elementwise.wgsl", "add_in_place", { WG }), [acc, addend], groups, uniforms().u32(n));
+    return acc;
+  }
+  const out = o.out ?? gpu.zeros([n]);
+  need("add", "out", out, n);
+  gpu.run(gpu.pipeline("elementwise.wgsl", "add", { WG }), [a, b, out], groups, uniforms().u32(n));
+  return out;
+}
+
+// ---------------------------------------------------------------- attention and embedding
+
+/** Causal multi-head self-attention core. qkv [B*T, 3*d] is c_attn's output laid out as [q | k | v]
+ *  with head h occupying columns h*hd..(h+1)*hd of each of q, k, v (hd = d/nHead). Returns y [B*T, d]
+ *  (heads concatenated, before c_proj). Scores are scaled by 1/sqrt(hd), causal (key <= query), softmax
+ *  in f32 with max subtraction. Rows of a sequence are b*T + t. If `probs` ([B, nHead, T, T]) is given the
+ *  softmax probabilities are stored there (masked entries 0), for the backward pass. */
+export function attention(
+  gpu: Gpu,
+  qkv: Tensor,
+  B: number,
+  T: number,
+  d: number,
+  nHead: number,
+  o: { out?: Tensor; probs?: Tensor } = {},
+): Tensor {
+  positive("attention", { B, T, d, nHead });
+  if (d % nHead !== 0) throw new Error(`attention: d=${d} is not divisible by nHead=${nHead}`);
+  const hd = d / nHead;
+  need("attention", "qkv", qkv, B * T * 3 * d);
+  const out = o.out ?? gpu.zeros([B * T, d]);
+  need("attention", "out", out, B * T * d);
+  if (o.probs) need("attention", "probs", o.probs, B * nHead * T * T);
+  gpu.run(
+    gpu.pipeline("attention.wgsl", "attention", { HD: hd, WG, WITH_PROBS: !!o.probs }),
+    [qkv, out, o.probs ?? placeholder(gpu)],
+    grid1d(gpu, cdiv(B * nHead * T, WG)),
+    uniforms().u32(B, T, d, nHead).f32(1 / Math.sqrt(hd)),
+  );
+  return out;
+}
+
+/** out[r, :] = wte[tokens[r] - rowStart, :] + wpe[r % T, :] for every r in [0, R) whose token lies in
+ *  [rowStart, rowStart + rows of wte); other rows are left untouched. (A vocabulary larger than one
+ *  storage binding is split into row chunks; the model calls this once per chunk. rowStart = 0 and a
+ *  whole wte is the normal case.) tokens is a u32 tensor [R]. wpe is [nPositions, C]. */
+export function embed(
+  gpu: Gpu,
+  tokens: Tensor,
+  wte: Tensor,
+  wpe: Tensor,
+  R: number,
+  T: number,
+  C: number,
+  o: { out: Tensor; rowStart?: number },
+): Tensor {
+  positive("embed", { R, T, C });
+  const rowStart = o.rowStart ?? 0;
+  if (!Number.isInteger(rowStart) || rowStart < 0) throw new Error(`embed: rowStart must be >= 0, got ${rowStart}`);
+  need("embed", "tokens", tokens, R, "u32");
+  need("embed", "wte", wte, C);
+  need("embed", "wpe", wpe, T * C);
+  need("embed", "out", o.out, R * C);
+  const wteRows = Math.floor(wte.size / C);
+  gpu.run(
+    gpu.pipeline("embedding.wgsl", "embed", { WG }),
+    [tokens, wte, wpe, o.out],
+    grid1d(gpu, cdiv(R * C, WG)),
+    uniforms().u32(R, T, C, rowStart, wteRows),
+  );
+  return o.out;
+}
+
+// ---------------------------------------------------------------- interventions
+
+/** Row operations used by interventions (patching, noising, zeroing, capturing, scaling) — one dispatch
+ *  for a whole list of entries. For each entry e: dst[e.dst, :] = e.keep * dst[e.dst, :] + e.take * src[e.src, :]
+ *  over C columns. `src` null means src is dst itself (in-place copy between disjoint rows of one buffer;
+ *  WebGPU forbids binding one buffer as both read and read_write, so that is a separate entry point).
+ *  Entries must have distinct dst rows. Examples: copy = (keep 0, take 1); add = (1, 1); zero = (0, 0); scale by a = (a, 0). */
+export interface RowEntry {
+  dst: number;
+  src: number;
+  keep: number;
+  take: number;
+}
+
+export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, entries: RowEntry[]): void {
+  positive("rowOps", { C });
+  if (entries.length === 0) return;
+  const dstRows = Math.floor(dst.size / C);
+  const srcRows = Math.floor((src ?? dst).size / C);
+  need("rowOps", "dst", dst, C);
+  if (src) need("rowOps", "src", src, C);
+  const written = new Set<number>();
+  const words = new Uint32Array(4 * entries.length); // RowEntry { dst: u32, src: u32, keep: f32, take: f32 }
+  const floats = new Float32Array(words.buffer);
+  entries.forEach((e, i) => {
+    const where = `rowOps: entry ${i} ${JSON.stringify(e)}`;
+    if (!Number.isInteger(e.dst) || e.dst < 0 || e.dst >= dstRows) throw new Error(`${where}: dst row outside [0, ${dstRows})`);
+    if (!Number.isInteger(e.src) || e.src < 0 || e.src >= srcRows) throw new Error(`${where}: src row outside [0, ${srcRows})`);
+    if (!Number.isFinite(e.keep) || !Number.isFinite(e.take)) throw new Error(`${where}: keep and take must be finite`);
+    if (written.has(e.dst)) throw new Error(`${where}: dst row ${e.dst} appears twice`);
+    written.add(e.dst);
+    words[4 * i] = e.dst;
+    words[4 * i + 1] = e.src;
+    floats[4 * i + 2] = e.keep;
+    floats[4 * i + 3] = e.take;
+  });
+  if (!src) {
+    // In place, a src row that another entry overwrites would be read while it is being written.
+    entries.forEach((e, i) => {
+      if (e.take !== 0 && written.has(e.src) && e.src !== e.dst) {
+        throw new Error(`rowOps: entry ${i} ${JSON.stringify(e)}: in place, src row ${e.src} is also a dst row`);
+      }
+    });
+  }
+  const table = gpu.tensor([words.length], words, "u32");
+  const groups: [number, number] = [cdiv(C, WG), entries.length];
+  if (src) {
+    gpu.run(gpu.pipeline("rows.wgsl", "row_ops", { WG }), [dst, src, table], groups, uniforms().u32(C));
+  } else {
+    gpu.run(gpu.pipeline("rows.wgsl", "row_ops_in_place", { WG }), [dst, table], groups, uniforms().u32(C));
+  }
+}
+
+// ---------------------------------------------------------------- logits
+
+/** Log-probabilities of chosen tokens: out[r] = logits[r, targets[r]] - logsumexp(logits[r, :]).
+ *  logits [R, V], targets u32 [R]. A target >= V gives NaN. */
+export function logProbOf(
+  gpu: Gpu,
+  logits: Tensor,
+  targets: Tensor,
+  R: number,
+  V: number,
+  o: { out?: Tensor } = {},
+): Tensor {
+  positive("logProbOf", { R, V });
+  need("logProbOf", "logits", logits, R * V);
+  need("logProbOf", "targets", targets, R, "u32");
+  const out = o.out ?? gpu.zeros([R]);
+  need("logProbOf", "out", out, R);
+  gpu.run(
+    gpu.pipeline("softmax.wgsl", "log_prob_of", { WG }),
+    [logits, targets, out],
+    grid1d(gpu, cdiv(R, WG)),
+    uniforms().u32(R, V),
+  );
+  return out;
+}
+
+/** Row-wise softmax probabilities [R, V] (numerically stable). */
+export function softmax(gpu: Gpu, logits: Tensor, R: number, V: number, o: { out?: Tensor } = {}): Tensor {
+  positive("softmax", { R, V });
+  need("softmax", "logits", logits, R * V);
+  const out = o.out ?? gpu.zeros([R, V]);
+  need("softmax", "out", out, R * V);
+  gpu.run(gpu.pipeline("softmax.wgsl", "softmax", { WG }), [logits, out], grid1d(gpu, cdiv(R, WG)), uniforms().u32(R, V));
+  return out;
+}
+
+/** Largest k accepted by topK (K_MAX in shaders/softmax.wgsl: the size of its private arrays). */
+export const TOPK_MAX = 64;
+
+/** Per row, the indices and values of the k largest entries, sorted descending (k <= 64); so only
+ *  R*k numbers are read back instead of R*V. Equal values keep the lower index first.
+ *  Returns { indices: u32 [R,k], values: f32 [R,k] }. */
+export function topK(gpu: Gpu, x: Tensor, R: number, V: number, k: number): { indices: Tensor; values: Tensor } {
+  positive("topK", { R, V, k });
+  if (k > TOPK_MAX || k > V) throw new Error(`topK: k=${k} must be <= ${TOPK_MAX} and <= V=${V}`);
+  need("topK", "x", x, R * V);
+  const indices = gpu.zeros([R, k], "u32");
+  const values = gpu.zeros([R, k]);
+  gpu.run(
+    gpu.pipeline("softmax.wgsl", "top_k", { WG }),
+    [x, indices, values],
+    grid1d(gpu, cdiv(R, WG)),
+    uniforms().u32(R, V, k),
+  );
+  return { indices, values };
 }

@@ -10,11 +10,20 @@
 // GPT-2 uses every variant: Conv1D forward x[M,in] W[in,out] (NN), the tied unembedding
 // h[M,d] wte[V,d]^T (NT), input gradients dY W^T (NT) and weight gradients X^T dY (TN).
 //
+// Entry points (engine/ops.ts picks one per call):
+//   matmul        : scalar register block, any layout and shape (the general fallback)
+//   matmul_vec4_n : B read as vec4 along N; needs TRANS_B = false, N % 4 == 0, stride_b % 4 == 0, TN % 4 == 0
+//   matmul_vec4_k : A and B read as vec4 along K; needs TRANS_A = false, TRANS_B = true (the NT
+//                   unembedding), K % 4 == 0, stride_a and stride_b % 4 == 0
+//   matmul_tiled  : BK-deep tiles of A and B staged in workgroup memory, any layout and shape;
+//                   the habit of real GPUs (slow on llvmpipe, whose barriers are expensive)
+//
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   TM, TN   : rows and columns of C computed by one invocation (register block)
 //   WG_X     : invocations per workgroup along rows; WG_Y along columns
+//   BK       : (matmul_tiled) depth of a staged k-tile
 //   TRANS_A, TRANS_B : storage layouts above
-// Register blocking without workgroup memory is the fast shape on llvmpipe (see PERF-NOTES);
+// Register blocking without workgroup memory is the fast shape on llvmpipe (see PERF-NOTES).
 
 struct Dims {
   M: u32, N: u32, K: u32, bias_stride: u32,
@@ -28,6 +37,10 @@ struct Dims {
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<uniform> d: Dims;
 
+// The same buffers seen as vec4 (the vec4 entry points bind these instead of A and B).
+@group(0) @binding(0) var<storage, read> A4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> B4: array<vec4<f32>>;
+
 fn a_at(base: u32, m: u32, k: u32) -> f32 {
   if (TRANS_A) { return A[base + k * d.M + m]; }
   return A[base + m * d.K + k];
@@ -38,8 +51,16 @@ fn b_at(base: u32, k: u32, n: u32) -> f32 {
   return B[base + k * d.N + n];
 }
 
-// grid: x = ceil(M / (TM*WG_X)) row blocks (x first so a column stripe of B stays in cache),
-//       y = ceil(N / (TN*WG_Y)) column blocks, z = batch.
+// Writes one finished dot product (ab = op(A)[m,:] . op(B)[:,n]) to C, with alpha, bias and beta.
+fn store(base_c: u32, m: u32, n: u32, ab: f32) {
+  let idx = base_c + m * d.ldc + n;
+  var v = d.alpha * ab + bias[n * d.bias_stride];
+  if (d.beta != 0.0) { v += d.beta * C[idx]; }
+  C[idx] = v;
+}
+
+// Register kernels' grid: x = ceil(M / (TM*WG_X)) row blocks (x first so a column stripe of B
+// stays in cache), y = ceil(N / (TN*WG_Y)) column blocks, z = batch.
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.x * TM;
@@ -64,15 +85,147 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
   }
   for (var i = 0u; i < TM; i++) {
-    let m = m0 + i;
+    if (m0 + i >= d.M) { break; }
+    for (var j = 0u; j < TN; j++) {
+      if (n0 + j >= d.N) { break; }
+      store(base_c, m0 + i, n0 + j, acc[i * TN + j]);
+    }
+  }
+}
+
+// vec4 columns per invocation in matmul_vec4_n, which the host runs only when TN % 4 == 0
+// (the max keeps the array types below valid in pipelines built for other entry points).
+const TN4 = max(TN / 4u, 1u);
+
+// Same grid as matmul. Each invocation: TM rows x TN4 vec4 columns; accumulator acc[i*TN4 + j]
+// holds C[m0+i, n0+4j .. n0+4j+3].
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn matmul_vec4_n(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m0 = gid.x * TM;
+  let n0 = gid.y * TN;
+  if (m0 >= d.M || n0 >= d.N) { return; }
+  let N4 = d.N / 4u;
+  let base_a = gid.z * d.stride_a;
+  let base_b4 = gid.z * d.stride_b / 4u;
+  let base_c = d.c_offset + gid.z * d.stride_c;
+  var rows: array<u32, TM>;
+  var cols4: array<u32, TN4>;
+  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.M - 1u); }
+  for (var j = 0u; j < TN4; j++) { cols4[j] = min(n0 / 4u + j, N4 - 1u); }
+  var acc: array<vec4<f32>, TM * TN4>;
+  for (var k = 0u; k < d.K; k++) {
+    var bk: array<vec4<f32>, TN4>;
+    for (var j = 0u; j < TN4; j++) { bk[j] = B4[base_b4 + k * N4 + cols4[j]]; }
+    for (var i = 0u; i < TM; i++) {
+      let a = a_at(base_a, rows[i], k);
+      for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
+    }
+  }
+  for (var i = 0u; i < TM; i++) {
+    if (m0 + i >= d.M) { break; }
+    for (var j = 0u; j < TN4; j++) {
+      let n = n0 + 4u * j;
+      if (n >= d.N) { break; }
+      let v = acc[i * TN4 + j];
+      for (var c = 0u; c < 4u; c++) { store(base_c, m0 + i, n + c, v[c]); }
+    }
+  }
+}
+
+// Same grid as matmul. Each invocation: TM rows x TN columns, each a dot product of K/4 vec4
+// pairs; acc keeps the four partial sums apart until the end (no horizontal add per step).
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn matmul_vec4_k(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m0 = gid.x * TM;
+  let n0 = gid.y * TN;
+  if (m0 >= d.M || n0 >= d.N) { return; }
+  let K4 = d.K / 4u;
+  let base_a4 = gid.z * d.stride_a / 4u;
+  let base_b4 = gid.z * d.stride_b / 4u;
+  let base_c = d.c_offset + gid.z * d.stride_c;
+  var rows: array<u32, TM>;
+  var cols: array<u32, TN>;
+  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.M - 1u); }
+  for (var j = 0u; j < TN; j++) { cols[j] = min(n0 + j, d.N - 1u); }
+  var acc: array<vec4<f32>, TM * TN>;
+  for (var k4 = 0u; k4 < K4; k4++) {
+    var bk: array<vec4<f32>, TN>;
+    for (var j = 0u; j < TN; j++) { bk[j] = B4[base_b4 + cols[j] * K4 + k4]; }
+    for (var i = 0u; i < TM; i++) {
+      let a = A4[base_a4 + rows[i] * K4 + k4];
+      for (var j = 0u; j < TN; j++) { acc[i * TN + j] += a * bk[j]; }
+    }
+  }
+  for (var i = 0u; i < TM; i++) {
+    if (m0 + i >= d.M) { break; }
+    for (var j = 0u; j < TN; j++) {
+      if (n0 + j >= d.N) { break; }
+      store(base_c, m0 + i, n0 + j, dot(acc[i * TN + j], vec4<f32>(1.0)));
+    }
+  }
+}
+
+const BM = TM * WG_X; // rows of C per workgroup in matmul_tiled
+const BN = TN * WG_Y; // columns of C per workgroup in matmul_tiled
+const THREADS = WG_X * WG_Y;
+
+// tile_a[kk*BM + mm] = op(A)[row0 + mm, k0 + kk];  tile_b[kk*BN + nn] = op(B)[k0 + kk, col0 + nn]
+// (zero outside the matrices, so edge tiles need no checks in the inner loop).
+var<workgroup> tile_a: array<f32, BK * BM>;
+var<workgroup> tile_b: array<f32, BK * BN>;
+
+// grid: x = ceil(M / BM), y = ceil(N / BN), z = batch. Invocation (lx, ly) owns rows
+// row0 + lx + i*WG_X and columns col0 + ly + j*WG_Y: interleaved, so neighbouring invocations
+// read neighbouring workgroup-memory words. No early return: every invocation must reach the barriers.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(local_invocation_index) tid: u32) {
+  let row0 = wid.x * BM;
+  let col0 = wid.y * BN;
+  let base_a = wid.z * d.stride_a;
+  let base_b = wid.z * d.stride_b;
+  let base_c = d.c_offset + wid.z * d.stride_c;
+  var acc: array<f32, TM * TN>;
+  for (var k0 = 0u; k0 < d.K; k0 += BK) {
+    // Cooperative loads; consecutive e walk the operand's contiguous dimension.
+    for (var e = tid; e < BK * BM; e += THREADS) {
+      var mm = e / BK;
+      var kk = e % BK;
+      if (TRANS_A) { mm = e % BM; kk = e / BM; }
+      let m = row0 + mm;
+      let k = k0 + kk;
+      var v = 0.0;
+      if (m < d.M && k < d.K) { v = a_at(base_a, m, k); }
+      tile_a[kk * BM + mm] = v;
+    }
+    for (var e = tid; e < BK * BN; e += THREADS) {
+      var nn = e % BN;
+      var kk = e / BN;
+      if (TRANS_B) { nn = e / BK; kk = e % BK; }
+      let n = col0 + nn;
+      let k = k0 + kk;
+      var v = 0.0;
+      if (n < d.N && k < d.K) { v = b_at(base_b, k, n); }
+      tile_b[kk * BN + nn] = v;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      var a: array<f32, TM>;
+      for (var i = 0u; i < TM; i++) { a[i] = tile_a[kk * BM + lid.x + i * WG_X]; }
+      for (var j = 0u; j < TN; j++) {
+        let b = tile_b[kk * BN + lid.y + j * WG_Y];
+        for (var i = 0u; i < TM; i++) { acc[i * TN + j] += a[i] * b; }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < TM; i++) {
+    let m = row0 + lid.x + i * WG_X;
     if (m >= d.M) { break; }
     for (var j = 0u; j < TN; j++) {
-      let n = n0 + j;
+      let n = col0 + lid.y + j * WG_Y;
       if (n >= d.N) { break; }
-      let idx = base_c + m * d.ldc + n;
-      var v = d.alpha * acc[i * TN + j] + bias[n * d.bias_stride];
-      if (d.beta != 0.0) { v += d.beta * C[idx]; }
-      C[idx] = v;
+      store(base_c, m, n, acc[i * TN + j]);
     }
   }
 }

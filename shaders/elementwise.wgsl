@@ -1,0 +1,35 @@
+// Elementwise arithmetic over n values (the residual stream's additions).
+//
+//   add          : out[i] = a[i] + b[i]      a, b, out : [n]
+//   add_in_place : acc[i] += b[i]            acc, b    : [n]   (for out === a or out === b)
+//
+// Compile-time parameters (prepended by engine/gpu.ts):
+//   WG : invocations per workgroup, one value each
+
+struct Dims { n: u32 }
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> d: Dims;
+
+// add_in_place binds the accumulator once, read_write (WebGPU forbids binding one buffer as both
+// read and read_write in a dispatch).
+@group(0) @binding(0) var<storage, read_write> acc: array<f32>;
+@group(0) @binding(1) var<storage, read> addend: array<f32>;
+@group(0) @binding(2) var<uniform> d_in_place: Dims;
+
+// grid: ceil(n / WG) workgroups, split over x and y when over the per-dimension limit.
+@compute @workgroup_size(WG)
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i < d.n) { out[i] = a[i] + b[i]; }
+}
+
+@compute @workgroup_size(WG)
+fn add_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i < d_in_place.n) { acc[i] += addend[i]; }
+}

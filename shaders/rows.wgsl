@@ -1,0 +1,55 @@
+// Row operations for interventions (patching, noising, zeroing, capturing, scaling), one dispatch
+// for a whole list of entries. For each entry e and column c < C:
+//
+//   dst[e.dst, c] = e.keep * dst[e.dst, c] + e.take * src[e.src, c]
+//
+//   dst, src : [rows, C]
+//   entries  : [n_entries] RowEntry; dst rows are distinct (each value is written by one invocation)
+//
+// A term whose factor is exactly 0 is not read, so copy (keep 0, take 1) and zero (keep 0, take 0)
+// are exact even over inf/NaN garbage in the overwritten row.
+//
+// Entry points:
+//   row_ops          : src is its own buffer
+//   row_ops_in_place : src is dst itself (rows copied within one buffer; the host checks that no
+//                      entry's src row is another entry's dst row). A separate entry point because
+//                      WebGPU forbids binding one buffer as both read and read_write.
+//
+// Compile-time parameters (prepended by engine/gpu.ts):
+//   WG : invocations per workgroup, along columns
+
+struct RowEntry { dst: u32, src: u32, keep: f32, take: f32 }
+struct Dims { C: u32 }
+
+@group(0) @binding(0) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read> entries: array<RowEntry>;
+@group(0) @binding(3) var<uniform> d: Dims;
+
+@group(0) @binding(1) var<storage, read> entries_in_place: array<RowEntry>;
+@group(0) @binding(2) var<uniform> d_in_place: Dims;
+
+// grid: x = ceil(C / WG) column blocks, y = one per entry.
+@compute @workgroup_size(WG)
+fn row_ops(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= d.C) { return; }
+  let e = entries[gid.y];
+  let at = e.dst * d.C + c;
+  var v = 0.0;
+  if (e.take != 0.0) { v = e.take * src[e.src * d.C + c]; }
+  if (e.keep != 0.0) { v += e.keep * dst[at]; }
+  dst[at] = v;
+}
+
+@compute @workgroup_size(WG)
+fn row_ops_in_place(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= d_in_place.C) { return; }
+  let e = entries_in_place[gid.y];
+  let at = e.dst * d_in_place.C + c;
+  var v = 0.0;
+  if (e.take != 0.0) { v = e.take * dst[e.src * d_in_place.C + c]; }
+  if (e.keep != 0.0) { v += e.keep * dst[at]; }
+  dst[at] = v;
+}
