@@ -208,7 +208,7 @@ export class BpeTokenizer implements Tokenizer {
     const specials = new Map<string, number>();
     const eos = vocab.get("<|endoftext|>");
     if (eos !== undefined) specials.set("<|endoftext|>", eos);
-    return BpeTokenizer.build(vocab, merges, specials, `${names.vocab} + ${names.merges}`);
+    return BpeTokenizer.build(vocab, merges, specials, { vocab: names.vocab, merges: names.merges });
   }
 
   /** From a Hugging Face tokenizer.json (its contents) with a byte-level BPE model, as GPT-2's. */
@@ -259,7 +259,10 @@ export class BpeTokenizer implements Tokenizer {
       }
       specials.set(t.content, t.id);
     }
-    return BpeTokenizer.build(vocab, merges, specials, source);
+    return BpeTokenizer.build(vocab, merges, specials, {
+      vocab: `${source}: model.vocab`,
+      merges: `${source}: model.merges`,
+    });
   }
 
   /** Checks that every byte has a token and every merge joins known tokens into a known token. */
@@ -267,11 +270,11 @@ export class BpeTokenizer implements Tokenizer {
     vocab: Map<string, number>,
     merges: [string, string][],
     specials: Map<string, number>,
-    source: string,
+    where: { vocab: string; merges: string },
   ): BpeTokenizer {
     BYTE_TO_CHAR.forEach((c, b) => {
       if (!vocab.has(c)) {
-        throw new Error(`${source}: no token for byte 0x${b.toString(16)} (${JSON.stringify(c)})`);
+        throw new Error(`${where.vocab}: no token for byte 0x${b.toString(16)} (${JSON.stringify(c)})`);
       }
     });
     for (const [token, id] of vocab) {
@@ -279,7 +282,7 @@ export class BpeTokenizer implements Tokenizer {
       for (const c of token) {
         if (!CHAR_TO_BYTE.has(c)) {
           throw new Error(
-            `${source}: token ${JSON.stringify(token)} (id ${id}) has ${
+            `${where.vocab}: token ${JSON.stringify(token)} (id ${id}) has ${
               JSON.stringify(c)
             }, not a byte-level character`,
           );
@@ -291,7 +294,7 @@ export class BpeTokenizer implements Tokenizer {
       for (const part of [left, right, left + right]) {
         if (!vocab.has(part)) {
           throw new Error(
-            `${source}: merge ${rank + 1} "${left} ${right}": ${
+            `${where.merges}: merge ${rank + 1} "${left} ${right}": ${
               JSON.stringify(part)
             } is not in the vocabulary`,
           );
@@ -405,8 +408,10 @@ export class BpeTokenizer implements Tokenizer {
 // ---------------------------------------------------------------------------------------------
 // Word-level tokenizer: one id per word or punctuation run, unknown words -> unk
 
-/** Unicode \w as Rust's regex crate (used by HF tokenizers) defines it; JavaScript's \w is ASCII only. */
-const WORD_CHAR = String.raw`\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}`;
+/** \w as Oniguruma (the regex engine of HF tokenizers) reads it on Unicode text: letters and other
+ *  alphabetic characters, marks, decimal digits, connector punctuation, and the Latin-1 digits ²³¹¼½¾.
+ *  JavaScript's own \w is ASCII only. */
+const WORD_CHAR = String.raw`\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\u00b2\u00b3\u00b9\u00bc-\u00be`;
 const PRE_TOKENIZERS = {
   /** HF "Whitespace": \w+|[^\w\s]+ (words, and runs of punctuation as their own tokens). */
   Whitespace: new RegExp(String.raw`[${WORD_CHAR}]+|[^${WORD_CHAR}\p{White_Space}]+`, "gu"),
