@@ -160,7 +160,6 @@ const BPE_CACHE_LIMIT = 100_000;
 
 export class BpeTokenizer implements Tokenizer {
   readonly vocabSize: number;
-  readonly eosId: number | null;
   /** id -> the bytes the token stands for (special tokens: their text in UTF-8). */
   private readonly tokenBytes: Uint8Array[] = [];
   private readonly specialPattern: RegExp | null;
@@ -171,15 +170,15 @@ export class BpeTokenizer implements Tokenizer {
     private readonly vocab: Map<string, number>,
     /** "left right" -> merge rank (lower merges first) */
     private readonly mergeRanks: Map<string, number>,
-    /** special token text -> id; matched literally in the input */
+    /** added/special token text -> id; matched literally in the input, before pre-tokenization */
     private readonly specials: Map<string, number>,
+    readonly eosId: number | null,
   ) {
     for (const [token, id] of vocab) {
       if (!specials.has(token)) this.tokenBytes[id] = Uint8Array.from(token, (c) => CHAR_TO_BYTE.get(c)!);
     }
     for (const [text, id] of specials) this.tokenBytes[id] = utf8Encoder.encode(text);
     this.vocabSize = this.tokenBytes.length;
-    this.eosId = specials.get(pickEos([...specials.keys()]) ?? "") ?? null;
     this.specialPattern = specialTokenPattern(specials.keys());
   }
 
@@ -205,10 +204,9 @@ export class BpeTokenizer implements Tokenizer {
       merges.push([parts[0], parts[1]]);
     });
     // GPT-2's vocab.json lists <|endoftext|> among ordinary tokens; it is matched whole in text.
-    const specials = new Map<string, number>();
     const eos = vocab.get("<|endoftext|>");
-    if (eos !== undefined) specials.set("<|endoftext|>", eos);
-    return BpeTokenizer.build(vocab, merges, specials, { vocab: names.vocab, merges: names.merges });
+    const specials = new Map(eos === undefined ? [] : [["<|endoftext|>", eos]]);
+    return BpeTokenizer.build(vocab, merges, specials, eos ?? null, names);
   }
 
   /** From a Hugging Face tokenizer.json (its contents) with a byte-level BPE model, as GPT-2's. */
@@ -247,19 +245,21 @@ export class BpeTokenizer implements Tokenizer {
       }
       return [parts[0], parts[1]];
     });
-    const specials = new Map<string, number>();
-    for (const t of readAddedTokens(root.added_tokens, source)) {
+    const added = readAddedTokens(root.added_tokens, source);
+    const vocabIds = new Set(vocab.values());
+    for (const t of added) {
       const inVocab = vocab.get(t.content);
-      if (inVocab !== undefined && inVocab !== t.id) {
+      if (inVocab !== undefined ? inVocab !== t.id : vocabIds.has(t.id)) {
         throw new Error(
-          `${source}: added token ${
-            JSON.stringify(t.content)
-          } has id ${t.id} but model.vocab says ${inVocab}`,
+          `${source}: added token ${JSON.stringify(t.content)} has id ${t.id}, which model.vocab gives to ${
+            JSON.stringify([...vocab].find(([, id]) => id === t.id)?.[0] ?? null)
+          }`,
         );
       }
-      specials.set(t.content, t.id);
     }
-    return BpeTokenizer.build(vocab, merges, specials, {
+    const specials = new Map(added.map((t) => [t.content, t.id]));
+    const eos = pickEos(added.filter((t) => t.special).map((t) => t.content));
+    return BpeTokenizer.build(vocab, merges, specials, eos === undefined ? null : specials.get(eos)!, {
       vocab: `${source}: model.vocab`,
       merges: `${source}: model.merges`,
     });
@@ -270,6 +270,7 @@ export class BpeTokenizer implements Tokenizer {
     vocab: Map<string, number>,
     merges: [string, string][],
     specials: Map<string, number>,
+    eosId: number | null,
     where: { vocab: string; merges: string },
   ): BpeTokenizer {
     BYTE_TO_CHAR.forEach((c, b) => {
@@ -303,7 +304,7 @@ export class BpeTokenizer implements Tokenizer {
       const key = `${left} ${right}`;
       if (!mergeRanks.has(key)) mergeRanks.set(key, rank);
     });
-    return new BpeTokenizer(vocab, mergeRanks, specials);
+    return new BpeTokenizer(vocab, mergeRanks, specials, eosId);
   }
 
   encode(text: string): number[] {
@@ -489,6 +490,9 @@ export class WordLevelTokenizer implements Tokenizer {
     }
     if (typeof model.unk_token !== "string") throw new Error(`${source}: model.unk_token must be a string`);
     const unk = model.unk_token;
+    if (!vocabMap.has(unk)) {
+      throw new Error(`${source}: model.unk_token ${JSON.stringify(unk)} is not in model.vocab`);
+    }
     const specials = readAddedTokens(root.added_tokens, source);
     for (const t of specials) {
       if (vocab[t.id] !== t.content) {
@@ -625,8 +629,8 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer> {
 
 /** Token index range [start, end) of `subject` inside `prompt` (first occurrence, or the `occurrence`-th
  *  counting from 0), found through token character offsets; throws naming the prompt and subject if the
- *  subject is absent. Tokens that overlap the subject count, so subject "Eiffel Tower" in
- *  "The Eiffel Tower is" gives the tokens " Eiffel", " Tower". */
+ *  subject is absent. Every token holding part of the subject counts, so subject "Eiffel Tower" in
+ *  "The Eiffel Tower is" gives GPT-2's tokens of " Eiffel Tower" (" E", "iff", "el", " Tower"). */
 export function subjectTokenRange(
   tok: Tokenizer,
   prompt: string,

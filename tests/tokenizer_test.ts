@@ -138,25 +138,52 @@ Deno.test("GPT-2 BPE: a lone surrogate encodes as U+FFFD and still gets an offse
   checkGpt2Offsets(text);
 });
 
+/** GPT-2 as a Hugging Face tokenizer.json, with merges as given and extra added tokens. */
+function gpt2TokenizerJson(mergeList: unknown[], extraAdded: { id: number; content: string }[] = []): string {
+  return JSON.stringify({
+    version: "1.0",
+    added_tokens: [
+      { id: 50256, content: EOT, special: true },
+      ...extraAdded.map((t) => ({ ...t, special: true })),
+    ],
+    normalizer: null,
+    pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true },
+    model: { type: "BPE", vocab: JSON.parse(vocabJson), merges: mergeList },
+  });
+}
+const gpt2Merges = mergesTxt.split("\n").slice(1).filter((l) => l !== "");
+
 Deno.test("GPT-2 BPE: tokenizer.json (string and pair merges) gives the same tokenizer", () => {
-  const vocab = JSON.parse(vocabJson);
-  const merges = mergesTxt.split("\n").slice(1).filter((l) => l !== "");
-  const hfJson = (mergeList: unknown[]) =>
-    JSON.stringify({
-      version: "1.0",
-      added_tokens: [{ id: 50256, content: EOT, special: true }],
-      normalizer: null,
-      pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true },
-      model: { type: "BPE", vocab, merges: mergeList },
-    });
-  for (const mergeList of [merges, merges.map((m) => m.split(" "))]) {
-    const tok = tokenizerFromJson(hfJson(mergeList));
+  for (const mergeList of [gpt2Merges, gpt2Merges.map((m) => m.split(" "))]) {
+    const tok = tokenizerFromJson(gpt2TokenizerJson(mergeList));
     assert.ok(tok instanceof BpeTokenizer);
     assert.equal(tok.eosId, 50256);
+    assert.equal(tok.vocabSize, 50257);
     for (const text of trickyTexts) {
       assert.deepEqual(tok.encode(text), gpt2.encode(text), JSON.stringify(text));
     }
   }
+});
+
+Deno.test("BPE tokenizer.json: an added token beyond the vocabulary is matched whole and decoded", () => {
+  const tok = BpeTokenizer.fromTokenizerJson(
+    gpt2TokenizerJson(gpt2Merges, [{ id: 50257, content: "<|pad| x>" }]),
+  );
+  assert.equal(tok.vocabSize, 50258);
+  const text = "Hello<|pad| x> world<|endoftext|>";
+  const { ids, offsets } = tok.encodeWithOffsets(text);
+  assert.deepEqual(ids, [15496, 50257, 995, 50256]);
+  assert.deepEqual(offsets.map(([s, e]) => text.slice(s, e)), ["Hello", "<|pad| x>", " world", EOT]);
+  assert.equal(tok.decode(ids), text);
+  assert.equal(tok.idOf("<|pad| x>"), 50257);
+  assert.throws(
+    () =>
+      BpeTokenizer.fromTokenizerJson(
+        gpt2TokenizerJson(gpt2Merges, [{ id: 995, content: "<pad>" }]),
+        "g/tokenizer.json",
+      ),
+    /g\/tokenizer\.json: added token "<pad>" has id 995, which model\.vocab gives to "Ġworld"/,
+  );
 });
 
 Deno.test("BPE: malformed files give errors naming the file and the problem", () => {
@@ -206,7 +233,7 @@ Deno.test("subjectTokenRange: GPT-2 finds the subject's tokens", () => {
   const prompt = "The Eiffel Tower is located in";
   const range = subjectTokenRange(gpt2, prompt, "Eiffel Tower");
   assert.equal(decodedRange(gpt2, prompt, range), " Eiffel Tower");
-  assert.deepEqual(range, [1, range[1]]);
+  assert.deepEqual(range, [1, 5], 'GPT-2 spells it " E", "iff", "el", " Tower"');
   assert.equal(
     decodedRange(gpt2, prompt, [range[0], range[1] - 1]).includes("Tower"),
     false,
@@ -373,11 +400,13 @@ Deno.test("word-level: offsets point at each word, subjectTokenRange works", () 
 });
 
 Deno.test("word-level: Unicode words, WhitespaceSplit, bad vocabularies", () => {
-  const uni = new WordLevelTokenizer(["[UNK]", "naïve", "São", "東京"], { unk: "[UNK]" });
+  const uni = new WordLevelTokenizer(["[UNK]", "naïve", "São", "東京", "x²", "e\u0301t\u00e9"], {
+    unk: "[UNK]",
+  });
   assert.deepEqual(
-    uni.encode("naïve São—東京"),
-    [1, 2, 0, 3],
-    "\\w is Unicode-aware; the dash is punctuation",
+    uni.encode("naïve São—東京 x² e\u0301t\u00e9"),
+    [1, 2, 0, 3, 4, 5],
+    "\\w is Unicode-aware (letters, marks, ²); the dash is punctuation",
   );
   assert.equal(uni.eosId, null);
   const split = new WordLevelTokenizer(["<unk>", "Paris,", "France."], {
@@ -435,6 +464,10 @@ Deno.test("word-level: tokenizer.json round trip and malformed files", () => {
   assert.throws(broken((j) => (j.model!.vocab.cat = 40)), /model\.vocab has no token with id 3/);
   assert.throws(broken((j) => (j.model!.vocab.cat = "3")), /token "cat" has id "3"/);
   assert.throws(broken((j) => delete j.model!.unk_token), /model\.unk_token must be a string/);
+  assert.throws(
+    broken((j) => (j.model!.unk_token = "<UNK>")),
+    /model\.unk_token "<UNK>" is not in model\.vocab/,
+  );
   assert.throws(
     broken((j) => (j.pre_tokenizer = { type: "BertPreTokenizer" })),
     /pre_tokenizer must be Whitespace or WhitespaceSplit/,
