@@ -86,6 +86,12 @@ function quote(name: string): string {
   return JSON.stringify(name);
 }
 
+/** A value echoed into an error message, cut short: a corrupt header can hold megabytes in one field. */
+function excerpt(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}...` : text;
+}
+
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -173,7 +179,7 @@ function parseMetadata(value: unknown, file: string): Record<string, string> {
   return Object.fromEntries(Object.entries(value as Record<string, string>));
 }
 
-function isByteCount(v: unknown): v is number {
+function isCount(v: unknown): v is number {
   return Number.isSafeInteger(v) && (v as number) >= 0;
 }
 
@@ -184,23 +190,23 @@ function parseTensorEntry(name: string, value: unknown, file: string, dataSize: 
   if (!isPlainObject(value)) return fail("header entry is not an object");
   const { dtype, shape, data_offsets: offsets } = value;
 
-  if (typeof dtype !== "string") return fail(`dtype is missing or not a string (${JSON.stringify(dtype)})`);
+  if (typeof dtype !== "string") return fail(`dtype is missing or not a string (${excerpt(dtype)})`);
   if (UNSUPPORTED_DTYPES.has(dtype)) return fail(`unsupported dtype ${dtype} (Locus loads F32, F16, BF16)`);
   if (!Object.hasOwn(BYTES_PER_ELEMENT, dtype)) return fail(`unknown dtype ${quote(dtype)}`);
 
-  if (!Array.isArray(shape)) return fail(`shape is missing or not an array (${JSON.stringify(shape)})`);
+  if (!Array.isArray(shape)) return fail(`shape is missing or not an array (${excerpt(shape)})`);
   // Bytes the shape needs, checked to stay exact (a safe integer) after every multiplication.
   let byteLength = BYTES_PER_ELEMENT[dtype as Dtype];
   for (const dim of shape) {
-    if (!isByteCount(dim)) {
-      return fail(`shape ${JSON.stringify(shape)} has a dimension that is not a non-negative integer`);
+    if (!isCount(dim)) {
+      return fail(`shape ${excerpt(shape)} has a dimension that is not a non-negative integer`);
     }
     byteLength *= dim;
-    if (!Number.isSafeInteger(byteLength)) return fail(`shape ${JSON.stringify(shape)} is too large`);
+    if (!Number.isSafeInteger(byteLength)) return fail(`shape ${excerpt(shape)} is too large`);
   }
 
-  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isByteCount)) {
-    return fail(`data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
+    return fail(`data_offsets ${excerpt(offsets)} is not a pair of non-negative integers`);
   }
   const [begin, end] = offsets as [number, number];
   if (begin > end) fail(`data_offsets [${begin}, ${end}] begin after they end`);
@@ -534,9 +540,7 @@ function parseIndex(text: string, indexPath: string): Map<string, string> {
     // Shards live next to the index: a path could point anywhere on disk.
     if (typeof shard !== "string" || shard === "" || shard === "." || shard === ".." || /[/\\]/.test(shard)) {
       fail(
-        `weight_map entry ${JSON.stringify(shard)} for tensor ${
-          quote(tensor)
-        } is not a file name in the folder`,
+        `weight_map entry ${excerpt(shard)} for tensor ${quote(tensor)} is not a file name in the folder`,
         tensor,
       );
     }
@@ -586,8 +590,8 @@ export async function writeSafetensors(
     };
     if (name === METADATA_KEY) fail(`${METADATA_KEY} is reserved for metadata`);
     if (!(data instanceof Float32Array)) fail("data is not a Float32Array");
-    if (!Array.isArray(shape) || !shape.every(isByteCount)) {
-      fail(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    if (!Array.isArray(shape) || !shape.every(isCount)) {
+      fail(`shape ${excerpt(shape)} is not a list of non-negative integers`);
     }
     const numel = shape.reduce((a, b) => a * b, 1);
     if (numel !== data.length) fail(`shape [${shape}] has ${numel} elements but data has ${data.length}`);
