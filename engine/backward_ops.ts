@@ -16,6 +16,8 @@ import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
 const WG = 8;
 /** Invocations per workgroup for elementwise kernels (more work per workgroup, fewer workgroups). */
 export const WG_ELEMENTWISE = 64;
+/** Rows x columns of one attention-gradient product computed per invocation (register block). */
+const ATTENTION_BLOCK = { TM: 8, TN: 4 };
 /** Invocations of the first stage of a squared norm (each strides over the tensor). */
 const NORM_PARTS = 1024;
 
@@ -32,23 +34,14 @@ export function need(op: string, what: string, t: Tensor, size: number, dtype: "
   if (t.size < size) throw new Error(`${op}: ${what} has ${t.size} values, needs ${size}`);
 }
 
-// Per-Gpu scratch buffers, grown on demand. Reusing one buffer across recorded kernels is safe:
-// dispatches run in recording order, and gpu.write flushes before it overwrites.
-const scratchByGpu = new WeakMap<Gpu, Map<string, Tensor>>();
+// Small constant tensors, made once per Gpu (like the zero bias in engine/ops.ts).
+const constantsByGpu = new WeakMap<Gpu, { one: Tensor; placeholder: Tensor }>();
 
-function scratch(gpu: Gpu, key: string, size: number, dtype: "f32" | "u32" = "f32"): Tensor {
-  let pool = scratchByGpu.get(gpu);
-  if (!pool) scratchByGpu.set(gpu, pool = new Map());
-  let t = pool.get(key);
-  if (!t || t.size < size) pool.set(key, t = gpu.zeros([Math.max(1, size)], dtype));
-  return t;
-}
-
-/** A scratch tensor holding `data` (uploaded in stream order). */
-function scratchWith(gpu: Gpu, key: string, data: Uint32Array): Tensor {
-  const t = scratch(gpu, key, data.length, "u32");
-  gpu.write(t, data);
-  return t;
+function constants(gpu: Gpu): { one: Tensor; placeholder: Tensor } {
+  let c = constantsByGpu.get(gpu);
+  // one: the default row weight (read with stride 0); placeholder: binds an output a kernel skips.
+  if (!c) constantsByGpu.set(gpu, c = { one: gpu.tensor([1], [1]), placeholder: gpu.zeros([1]) });
+  return c;
 }
 
 // ---------------------------------------------------------------- LayerNorm
@@ -118,7 +111,7 @@ export function geluBackward(gpu: Gpu, dy: Tensor, x: Tensor, n: number, o: { dx
  * Causal self-attention backward. dy [B*T,d] is the gradient of the attention output (heads
  * concatenated, before the projection); qkv [B*T,3d] and probs [B,nHead,T,T] are the forward's
  * input and saved probabilities. Writes dqkv [B*T,3d]. `dscores` [B,nHead,T,T] is scratch for
- * the score gradients (a shared per-Gpu buffer when not given).
+ * the score gradients (taken from and given back to the Gpu's pool when not given).
  */
 export function attentionBackward(
   gpu: Gpu,
@@ -135,7 +128,7 @@ export function attentionBackward(
   if (!Number.isInteger(d / nHead)) throw new Error(`${op}: d=${d} is not a multiple of nHead=${nHead}`);
   const hd = d / nHead;
   const dqkv = o.dqkv ?? gpu.zeros([B * T, 3 * d]);
-  const dscores = o.dscores ?? scratch(gpu, "attention-dscores", B * nHead * T * T);
+  const dscores = o.dscores ?? gpu.empty([B, nHead, T, T]);
   for (
     const [what, t, size] of [
       ["dy", dy, B * T * d],
@@ -146,18 +139,20 @@ export function attentionBackward(
     ] as const
   ) need(op, what, t, size);
   const u = () => uniforms().u32(B, T, d, nHead, hd).f32(1 / Math.sqrt(hd));
+  const params = { WG, ...ATTENTION_BLOCK }; // the whole file needs every compile-time parameter
   gpu.run(
-    gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", { WG }),
+    gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", params),
     [dy, qkv, probs, dscores],
     [cdiv(B * nHead * T, WG)],
     u(),
   );
   gpu.run(
-    gpu.pipeline("attention_backward.wgsl", "attention_backward_qkv", { WG }),
+    gpu.pipeline("attention_backward.wgsl", "attention_backward_qkv", params),
     [dy, qkv, probs, dscores, dqkv],
-    [cdiv(d, WG), B * T],
+    [cdiv(nHead * cdiv(hd, params.TN), WG), cdiv(T, params.TM), 3 * B],
     u(),
   );
+  if (!o.dscores) gpu.release(dscores);
   return dqkv;
 }
 
@@ -221,12 +216,17 @@ export function embeddingBackward(
     const V = Math.floor(o.dwte.size / C);
     need(op, "dwte", o.dwte, C);
     const { csr, distinct } = tokenRows(tokens, R, V);
+    // Sized for the most distinct tokens possible (U = R), so every call with R rows reuses one
+    // pooled buffer; gpu.write flushes first, so kernels recorded earlier still see their lists.
+    const csrTensor = gpu.empty([3 * R + 1], "u32");
+    gpu.write(csrTensor, csr);
     gpu.run(
       gpu.pipeline("embedding_backward.wgsl", "embedding_backward_tokens", { WG }),
-      [dout, scratchWith(gpu, "embedding-csr", csr), o.dwte],
+      [dout, csrTensor, o.dwte],
       [cdiv(C, WG), distinct],
       uniforms().u32(R, T, C, distinct),
     );
+    gpu.release(csrTensor);
   }
   if (o.dwpe) {
     const P = Math.min(T, R);
@@ -261,7 +261,7 @@ export function sumOfSquares(gpu: Gpu, parts: { tensor: Tensor; size: number }[]
   need("sumOfSquares", "out", out, 1);
   const counts = parts.map((p) => Math.min(NORM_PARTS, p.size));
   const total = counts.reduce((a, b) => a + b, 0);
-  const partials = scratch(gpu, "norm-partials", total);
+  const partials = gpu.empty([total]);
   const squares = gpu.pipeline("reduce.wgsl", "sum_squares", { WG });
   let offset = 0;
   parts.forEach((p, i) => {
@@ -270,6 +270,7 @@ export function sumOfSquares(gpu: Gpu, parts: { tensor: Tensor; size: number }[]
     offset += counts[i];
   });
   gpu.run(gpu.pipeline("reduce.wgsl", "sum_all", { WG }), [partials, out], [1], uniforms().u32(total));
+  gpu.release(partials);
   return out;
 }
 
@@ -305,22 +306,13 @@ export function crossEntropy(
   need(op, "losses", losses, R);
   if (o.weights) need(op, "weights", o.weights, R);
   if (o.dlogits) need(op, "dlogits", o.dlogits, R * V);
-  const weights = o.weights ?? scratchOne(gpu);
+  const { one, placeholder } = constants(gpu);
   const u = uniforms().u32(R, V, o.weights ? 1 : 0, o.dlogits ? 1 : 0).f32(o.scale ?? 1);
   gpu.run(
     gpu.pipeline("crossentropy.wgsl", "cross_entropy", { WG }),
-    [logits, targets, weights, losses, o.dlogits ?? scratch(gpu, "unused", 1)],
+    [logits, targets, o.weights ?? one, losses, o.dlogits ?? placeholder],
     [cdiv(R, WG)],
     u,
   );
   return { losses, dlogits: o.dlogits };
-}
-
-/** A one-element tensor holding 1 (the default row weight, read with stride 0). */
-function scratchOne(gpu: Gpu): Tensor {
-  let pool = scratchByGpu.get(gpu);
-  if (!pool) scratchByGpu.set(gpu, pool = new Map());
-  let t = pool.get("one");
-  if (!t) pool.set("one", t = gpu.tensor([1], [1]));
-  return t;
 }

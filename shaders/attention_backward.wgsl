@@ -8,13 +8,12 @@
 //   pass 1, one invocation per (b, h, i), loops over keys j <= i:
 //     dp[i,j] = dy_i . v_j
 //     ds[i,j] = p[i,j] (dp[i,j] - sum_k p[i,k] dp[i,k])       softmax backward -> dscores
-//   pass 2, one invocation per (b, t, column c of the head dimension), writes dqkv [B*T, 3d]:
-//     dq_t[c] = scale * sum_{j <= t} ds[t,j] k_j[c]
-//     dk_t[c] = scale * sum_{i >= t} ds[i,t] q_i[c]
-//     dv_t[c] =         sum_{i >= t} p[i,t] dy_i[c]
+//   pass 2, three products per (b, h), each [T, hd] (see attention_backward_qkv):
+//     dq = scale * ds k,   dk = scale * ds^T q,   dv = p^T dy     -> dqkv [B*T, 3d]
 //
-// Compile-time parameters: WG. Each entry point binds its own tensors (auto layouts),
-// followed by its uniform block.
+// Compile-time parameters: WG (invocations per workgroup); TM, TN (pass 2's register block:
+// rows and columns of one output computed per invocation, as in matmul.wgsl).
+// Each entry point binds its own tensors (auto layouts), followed by its uniform block.
 
 struct Dims { B: u32, T: u32, d: u32, n_head: u32, hd: u32, scale: f32 }
 
@@ -48,6 +47,8 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var j = 0u; j <= i; j++) {
     dscores_out[row + j] = probs[row + j] * (dscores_out[row + j] - mean_dp);
   }
+  // Zeros above the diagonal let pass 2 sweep whole blocks of rows without per-row bounds.
+  for (var j = i + 1u; j < dims.T; j++) { dscores_out[row + j] = 0.0; }
 }
 
 // ---- attention_backward_qkv. Bindings: dy, qkv, probs, dscores (read), dqkv (written), dims2.
@@ -55,29 +56,68 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(4) var<storage, read_write> dqkv: array<f32>;  // [B*T, 3d]
 @group(0) @binding(5) var<uniform> dims2: Dims;
 
+// The three products share one shape, out[t, e] = sum_s A(t, s) X[s, e] over one head:
+//   part 0 (dq): A(t,s) = ds[t,s],  X = k,  scaled
+//   part 1 (dk): A(t,s) = ds[s,t],  X = q,  scaled
+//   part 2 (dv): A(t,s) = p[s,t],   X = dy
+// A is zero outside the causal triangle (pass 1 zeroes ds above the diagonal; masked probs are
+// 0), so a block of rows t0..t0+TM-1 sums s over [0, t0+TM) for part 0 and [t0, T) otherwise.
+
+fn a_at(part: u32, plane: u32, t: u32, s: u32) -> f32 {
+  let T = dims2.T;
+  if (part == 0u) { return dscores[plane + t * T + s]; }
+  if (part == 1u) { return dscores[plane + s * T + t]; }
+  return probs[plane + s * T + t];
+}
+
+// X[s, column c of d] for sequence row `row` = b*T + s.
+fn x_at(part: u32, row: u32, c: u32) -> f32 {
+  let D = dims2.d;
+  if (part == 0u) { return qkv[row * 3u * D + D + c]; }
+  if (part == 1u) { return qkv[row * 3u * D + c]; }
+  return dy[row * D + c];
+}
+
+// grid: x = nHead * ceil(hd / TN) column blocks (a block never straddles two heads),
+//       y = ceil(T / TM) row blocks, z = B * 3 (batch, part).
 @compute @workgroup_size(WG)
 fn attention_backward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let c = gid.x;      // column in [0, d): head h = c / hd
-  let bt = gid.y;     // row b*T + t
-  let D = dims2.d;
   let T = dims2.T;
-  if (c >= D || bt >= dims2.B * T) { return; }
-  let b = bt / T;
-  let t = bt % T;
-  let h = c / dims2.hd;
-  let plane = (b * dims2.n_head + h) * T * T;    // start of p[b,h,:,:]
-  let row0 = b * T;                              // first row of batch b
-  var dq = 0.0;
-  for (var j = 0u; j <= t; j++) {
-    dq += dscores[plane + t * T + j] * qkv[(row0 + j) * 3u * D + D + c];
+  let hd = dims2.hd;
+  let blocks_per_head = (hd + TN - 1u) / TN;
+  let h = gid.x / blocks_per_head;
+  let e0 = (gid.x % blocks_per_head) * TN;
+  let t0 = gid.y * TM;
+  if (h >= dims2.n_head || t0 >= T) { return; }
+  let b = gid.z / 3u;
+  let part = gid.z % 3u;
+  let plane = (b * dims2.n_head + h) * T * T;     // start of ds[b,h,:,:] and p[b,h,:,:]
+  // Clamp rows and columns at the edges (as matmul.wgsl); clamped duplicates are not stored.
+  var ts: array<u32, TM>;
+  var cs: array<u32, TN>;
+  for (var r = 0u; r < TM; r++) { ts[r] = min(t0 + r, T - 1u); }
+  for (var k = 0u; k < TN; k++) { cs[k] = h * hd + min(e0 + k, hd - 1u); }
+  var s_begin = t0;
+  var s_end = T;
+  if (part == 0u) { s_begin = 0u; s_end = min(t0 + TM, T); }
+  var acc: array<f32, TM * TN>;
+  for (var s = s_begin; s < s_end; s++) {
+    var x: array<f32, TN>;
+    for (var k = 0u; k < TN; k++) { x[k] = x_at(part, b * T + s, cs[k]); }
+    for (var r = 0u; r < TM; r++) {
+      let a = a_at(part, plane, ts[r], s);
+      for (var k = 0u; k < TN; k++) { acc[r * TN + k] += a * x[k]; }
+    }
   }
-  var dk = 0.0;
-  var dv = 0.0;
-  for (var i = t; i < T; i++) {
-    dk += dscores[plane + i * T + t] * qkv[(row0 + i) * 3u * D + c];
-    dv += probs[plane + i * T + t] * dy[(row0 + i) * D + c];
+  var scale = dims2.scale;
+  if (part == 2u) { scale = 1.0; }
+  for (var r = 0u; r < TM; r++) {
+    let t = t0 + r;
+    if (t >= T) { break; }
+    for (var k = 0u; k < TN; k++) {
+      let e = e0 + k;
+      if (e >= hd) { break; }
+      dqkv[(b * T + t) * 3u * dims2.d + part * dims2.d + h * hd + e] = scale * acc[r * TN + k];
+    }
   }
-  dqkv[bt * 3u * D + c] = dims2.scale * dq;
-  dqkv[bt * 3u * D + D + c] = dims2.scale * dk;
-  dqkv[bt * 3u * D + 2u * D + c] = dv;
 }

@@ -146,7 +146,7 @@ Deno.test("geluBackward matches the float64 reference, including saturated input
 });
 
 Deno.test("attentionBackward matches the float64 reference (T=1, T=7, several heads, B=2)", async () => {
-  const shapes = [[1, 1, 4, 1], [2, 7, 12, 3], [1, 7, 10, 2], [2, 5, 8, 4], [2, 16, 24, 2]];
+  const shapes = [[1, 1, 4, 1], [2, 7, 12, 3], [1, 7, 10, 2], [2, 5, 8, 4], [2, 19, 24, 4], [1, 16, 64, 2]];
   for (const [B, T, d, nHead] of shapes) {
     const qkv = randomArray(B * T * 3 * d, 40, 1.5), dy = randomArray(B * T * d, 41);
     const probs = Float32Array.from(attentionForward64(qkv, B, T, d, nHead).probs);
@@ -164,13 +164,14 @@ Deno.test("attentionBackward matches the float64 reference (T=1, T=7, several he
   }
 });
 
-Deno.test("attentionBackward overwrites a given dqkv and rejects d not divisible by nHead", async () => {
-  const [B, T, d, nHead] = [1, 3, 4, 2];
+Deno.test("attentionBackward overwrites dqkv, ignores stale scratch contents, rejects d not divisible by nHead", async () => {
+  const [B, T, d, nHead] = [1, 11, 4, 2];
   const qkv = randomArray(B * T * 3 * d, 42), dy = randomArray(B * T * d, 43);
   const probs = Float32Array.from(attentionForward64(qkv, B, T, d, nHead).probs);
   const dqkv = gpu.tensor([B * T, 3 * d], randomArray(B * T * 3 * d, 44, 100));
   const inputs = [gpu.tensor([B * T, d], dy), gpu.tensor([B * T, 3 * d], qkv), gpu.tensor([B, nHead, T, T], probs)] as const;
-  attentionBackward(gpu, ...inputs, B, T, d, nHead, { dqkv });
+  const dscores = gpu.tensor([B, nHead, T, T], randomArray(B * nHead * T * T, 45, 1e6)); // garbage scratch
+  attentionBackward(gpu, ...inputs, B, T, d, nHead, { dqkv, dscores });
   assertClose(await dqkv.read(), attentionBackwardRef(dy, qkv, probs, B, T, d, nHead), 1e-5, "dqkv");
   assert.throws(() => attentionBackward(gpu, ...inputs, B, T, d, 3), /d=4 is not a multiple of nHead=3/);
 });
