@@ -34,6 +34,13 @@ export function need(op: string, what: string, t: Tensor, size: number, dtype: "
   if (t.size < size) throw new Error(`${op}: ${what} has ${t.size} values, needs ${size}`);
 }
 
+/** Throws unless every named size is a positive integer. */
+function positiveIntegers(op: string, sizes: Record<string, number>): void {
+  for (const [name, v] of Object.entries(sizes)) {
+    if (!Number.isInteger(v) || v < 1) throw new Error(`${op}: ${name} must be a positive integer, got ${v}`);
+  }
+}
+
 // Small constant tensors, made once per Gpu (like the zero bias in engine/ops.ts).
 const constantsByGpu = new WeakMap<Gpu, { one: Tensor; placeholder: Tensor }>();
 
@@ -54,8 +61,8 @@ export interface LayernormGrads {
 
 /**
  * LayerNorm backward. dy, x [R,C]; gamma [C]; stats [R,2] = (mean, rstd) saved by the forward.
- * dx [R,C] += input gradient. dgamma, dbeta [C] += parameter gradients (give both or neither;
- * neither skips them, e.g. when only the input gradient is wanted).
+ * dx [R,C] += input gradient. dgamma, dbeta [C] += parameter gradients, each only when given
+ * (e.g. neither when only the input gradient is wanted).
  */
 export function layernormBackward(
   gpu: Gpu,
@@ -68,22 +75,34 @@ export function layernormBackward(
   o: { dx?: Tensor; dgamma?: Tensor; dbeta?: Tensor } = {},
 ): LayernormGrads {
   const op = "layernormBackward";
+  positiveIntegers(op, { R, C });
   const dx = o.dx ?? gpu.zeros([R, C]);
-  for (const [what, t, size] of [["dy", dy, R * C], ["x", x, R * C], ["gamma", gamma, C], ["stats", stats, 2 * R], ["dx", dx, R * C]] as const) {
-    need(op, what, t, size);
-  }
-  if (!o.dgamma !== !o.dbeta) throw new Error(`${op}: give both dgamma and dbeta, or neither`);
+  need(op, "dy", dy, R * C);
+  need(op, "x", x, R * C);
+  need(op, "gamma", gamma, C);
+  need(op, "stats", stats, 2 * R);
+  need(op, "dx", dx, R * C);
   const u = () => uniforms().u32(R, C);
-  gpu.run(gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_input", { WG }), [dy, x, stats, gamma, dx], [cdiv(R, WG)], u());
-  if (o.dgamma && o.dbeta) {
-    need(op, "dgamma", o.dgamma, C);
-    need(op, "dbeta", o.dbeta, C);
+  gpu.run(
+    gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_input", { WG }),
+    [dy, x, stats, gamma, dx],
+    [cdiv(R, WG)],
+    u(),
+  );
+  if (o.dgamma || o.dbeta) {
+    // One kernel computes both column sums; a gradient nobody asked for goes to pooled scratch.
+    const dgamma = o.dgamma ?? gpu.empty([C]);
+    const dbeta = o.dbeta ?? gpu.empty([C]);
+    need(op, "dgamma", dgamma, C);
+    need(op, "dbeta", dbeta, C);
     gpu.run(
       gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_params", { WG }),
-      [dy, x, stats, o.dgamma, o.dbeta],
+      [dy, x, stats, dgamma, dbeta],
       [cdiv(C, WG)],
       u(),
     );
+    if (!o.dgamma) gpu.release(dgamma);
+    if (!o.dbeta) gpu.release(dbeta);
   }
   return { dx, dgamma: o.dgamma, dbeta: o.dbeta };
 }
@@ -92,6 +111,7 @@ export function layernormBackward(
 
 /** GELU (tanh approximation) backward: dx[n] = dy * gelu'(x), x the pre-activation. Writes dx. */
 export function geluBackward(gpu: Gpu, dy: Tensor, x: Tensor, n: number, o: { dx?: Tensor } = {}): Tensor {
+  positiveIntegers("geluBackward", { n });
   const dx = o.dx ?? gpu.zeros([n]);
   need("geluBackward", "dy", dy, n);
   need("geluBackward", "x", x, n);
@@ -125,6 +145,7 @@ export function attentionBackward(
   o: { dqkv?: Tensor; dscores?: Tensor } = {},
 ): Tensor {
   const op = "attentionBackward";
+  positiveIntegers(op, { B, T, d, nHead });
   if (!Number.isInteger(d / nHead)) throw new Error(`${op}: d=${d} is not a multiple of nHead=${nHead}`);
   const hd = d / nHead;
   const dqkv = o.dqkv ?? gpu.zeros([B * T, 3 * d]);
@@ -163,8 +184,14 @@ export function attentionBackward(
  * [tokens: U | starts: U+1 | rows: R]: the U distinct tokens in increasing order, and token u's
  * rows (increasing) at rows[starts[u] .. starts[u+1]). Throws if a token is not in [0, V).
  */
-export function tokenRows(tokens: ArrayLike<number>, R: number, V: number): { csr: Uint32Array; distinct: number } {
-  if (tokens.length < R) throw new Error(`embeddingBackward: tokens has ${tokens.length} values, needs R=${R}`);
+export function tokenRows(
+  tokens: ArrayLike<number>,
+  R: number,
+  V: number,
+): { csr: Uint32Array; distinct: number } {
+  if (tokens.length < R) {
+    throw new Error(`embeddingBackward: tokens has ${tokens.length} values, needs R=${R}`);
+  }
   const count = new Map<number, number>();
   for (let r = 0; r < R; r++) {
     const t = tokens[r];
@@ -210,6 +237,7 @@ export function embeddingBackward(
   o: { dwte?: Tensor; dwpe?: Tensor },
 ): { dwte?: Tensor; dwpe?: Tensor } {
   const op = "embeddingBackward";
+  positiveIntegers(op, { R, T, C });
   if (!o.dwte && !o.dwpe) throw new Error(`${op}: give dwte and/or dwpe to accumulate into`);
   need(op, "dout", dout, R * C);
   if (o.dwte) {
@@ -245,10 +273,16 @@ export function embeddingBackward(
 
 /** Bias gradient of y = xW + b: dbias[N] += column sums of dy [R,N] (rows in order). */
 export function biasBackward(gpu: Gpu, dy: Tensor, R: number, N: number, o: { dbias?: Tensor } = {}): Tensor {
+  positiveIntegers("biasBackward", { R, N });
   const dbias = o.dbias ?? gpu.zeros([N]);
   need("biasBackward", "dy", dy, R * N);
   need("biasBackward", "dbias", dbias, N);
-  gpu.run(gpu.pipeline("reduce.wgsl", "column_sum", { WG }), [dy, dbias], [cdiv(N, WG)], uniforms().u32(R, N));
+  gpu.run(
+    gpu.pipeline("reduce.wgsl", "column_sum", { WG }),
+    [dy, dbias],
+    [cdiv(N, WG)],
+    uniforms().u32(R, N),
+  );
   return dbias;
 }
 
@@ -256,7 +290,11 @@ export function biasBackward(gpu: Gpu, dy: Tensor, R: number, N: number, o: { db
  * out[0] = sum of squares of the first `size` values of every tensor (a squared global L2 norm),
  * in a fixed order: per tensor, min(size, 1024) strided partial sums, then one ordered total.
  */
-export function sumOfSquares(gpu: Gpu, parts: { tensor: Tensor; size: number }[], o: { out?: Tensor } = {}): Tensor {
+export function sumOfSquares(
+  gpu: Gpu,
+  parts: { tensor: Tensor; size: number }[],
+  o: { out?: Tensor } = {},
+): Tensor {
   const out = o.out ?? gpu.zeros([1]);
   need("sumOfSquares", "out", out, 1);
   const counts = parts.map((p) => Math.min(NORM_PARTS, p.size));
@@ -300,6 +338,7 @@ export function crossEntropy(
   o: CrossEntropyOptions = {},
 ): { losses: Tensor; dlogits?: Tensor } {
   const op = "crossEntropy";
+  positiveIntegers(op, { R, V });
   const losses = o.losses ?? gpu.zeros([R]);
   need(op, "logits", logits, R * V);
   need(op, "targets", targets, R, "u32");

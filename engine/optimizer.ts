@@ -82,7 +82,9 @@ export class Adam {
       throw new Error(`Adam.step: got ${grads.length} gradients for ${this.params.length} parameters`);
     }
     this.params.forEach((p, i) => need("Adam.step", `gradient of "${p.name}"`, grads[i], p.size));
-    sumOfSquares(this.gpu, grads.map((g, i) => ({ tensor: g, size: this.params[i].size })), { out: this.normSq });
+    sumOfSquares(this.gpu, grads.map((g, i) => ({ tensor: g, size: this.params[i].size })), {
+      out: this.normSq,
+    });
     this.stepCount++;
     const t = this.stepCount;
     const pipeline = this.gpu.pipeline("optimizer.wgsl", "adam", { WG: WG_ELEMENTWISE });
@@ -116,7 +118,12 @@ export class Adam {
   async saveState(): Promise<AdamState> {
     const all = await this.gpu.readMany([...this.m, ...this.v]);
     const n = this.params.length;
-    return { step: this.stepCount, names: this.params.map((p) => p.name), m: all.slice(0, n), v: all.slice(n) };
+    return {
+      step: this.stepCount,
+      names: this.params.map((p) => p.name),
+      m: all.slice(0, n),
+      v: all.slice(n),
+    };
   }
 
   /** Restores a state saved by saveState (same parameters, same order). */
@@ -125,7 +132,9 @@ export class Adam {
     if (s.names.length !== n || s.m.length !== n || s.v.length !== n) {
       throw new Error(`Adam.loadState: state has ${s.names.length} parameters, optimizer has ${n}`);
     }
-    if (!(Number.isInteger(s.step) && s.step >= 0)) throw new Error(`Adam.loadState: bad step count ${s.step}`);
+    if (!(Number.isInteger(s.step) && s.step >= 0)) {
+      throw new Error(`Adam.loadState: bad step count ${s.step}`);
+    }
     this.params.forEach((p, i) => {
       if (s.names[i] !== p.name) {
         throw new Error(`Adam.loadState: parameter ${i} is "${s.names[i]}" in the state, "${p.name}" here`);

@@ -45,7 +45,8 @@ function randomTokens(n: number, V: number, seed: number): number[] {
 
 /** Same bits, not just close values. */
 function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length),
+    ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
   assert.equal(ua.length, ub.length);
   for (let i = 0; i < ua.length; i++) assert.equal(ua[i], ub[i], `${what}: bits differ at ${i}`);
 }
@@ -54,7 +55,10 @@ function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
 
 Deno.test("reference: layernorm backward matches finite differences", () => {
   const [R, C, eps] = [3, 5, 1e-5];
-  const x = randomArray(R * C, 1), gamma = randomArray(C, 2), beta = randomArray(C, 3), dy = randomArray(R * C, 4);
+  const x = randomArray(R * C, 1),
+    gamma = randomArray(C, 2),
+    beta = randomArray(C, 3),
+    dy = randomArray(R * C, 4);
   const { stats } = layernormForward64(x, gamma, beta, R, C, eps);
   const g = layernormBackwardRef(dy, x, gamma, stats, R, C);
   const loss = (xv: Arr, gv: Arr, bv: Arr) => dot(layernormForward64(xv, gv, bv, R, C, eps).y, dy);
@@ -65,7 +69,12 @@ Deno.test("reference: layernorm backward matches finite differences", () => {
 
 Deno.test("reference: gelu backward matches finite differences", () => {
   const x = [-6, -2.5, -1, -0.3, 0, 0.2, 1, 3, 7], dy = randomArray(x.length, 5);
-  assertClose(geluBackwardRef(dy, x), finiteDifferenceGradient((v) => dot(geluForward64(v), dy), x), 1e-8, "dx");
+  assertClose(
+    geluBackwardRef(dy, x),
+    finiteDifferenceGradient((v) => dot(geluForward64(v), dy), x),
+    1e-8,
+    "dx",
+  );
 });
 
 Deno.test("reference: attention backward matches finite differences", () => {
@@ -73,7 +82,12 @@ Deno.test("reference: attention backward matches finite differences", () => {
     const qkv = randomArray(B * T * 3 * d, 6, 1.5), dy = randomArray(B * T * d, 7);
     const { probs } = attentionForward64(qkv, B, T, d, nHead);
     const fd = finiteDifferenceGradient((v) => dot(attentionForward64(v, B, T, d, nHead).y, dy), qkv);
-    assertClose(attentionBackwardRef(dy, qkv, probs, B, T, d, nHead), fd, 1e-7, `B=${B} T=${T} d=${d} nHead=${nHead}`);
+    assertClose(
+      attentionBackwardRef(dy, qkv, probs, B, T, d, nHead),
+      fd,
+      1e-7,
+      `B=${B} T=${T} d=${d} nHead=${nHead}`,
+    );
   }
 });
 
@@ -82,13 +96,26 @@ Deno.test("reference: embedding backward matches finite differences", () => {
   const tokens = [1, 3, 1, 0, 1, 3, 2], wte = randomArray(V * C, 8), wpe = randomArray(P * C, 9);
   const dout = randomArray(R * C, 10);
   const g = embeddingBackwardRef(dout, tokens, R, T, C, V, P);
-  assertClose(g.dwte, finiteDifferenceGradient((v) => dot(embedForward64(tokens, v, wpe, R, T, C), dout), wte), 1e-8, "dwte");
-  assertClose(g.dwpe, finiteDifferenceGradient((v) => dot(embedForward64(tokens, wte, v, R, T, C), dout), wpe), 1e-8, "dwpe");
+  assertClose(
+    g.dwte,
+    finiteDifferenceGradient((v) => dot(embedForward64(tokens, v, wpe, R, T, C), dout), wte),
+    1e-8,
+    "dwte",
+  );
+  assertClose(
+    g.dwpe,
+    finiteDifferenceGradient((v) => dot(embedForward64(tokens, wte, v, R, T, C), dout), wpe),
+    1e-8,
+    "dwpe",
+  );
 });
 
 Deno.test("reference: bias gradient (column sums) matches finite differences", () => {
   const [R, N, K] = [4, 3, 2];
-  const x = randomArray(R * K, 11), w = randomArray(K * N, 12), b = randomArray(N, 13), dy = randomArray(R * N, 14);
+  const x = randomArray(R * K, 11),
+    w = randomArray(K * N, 12),
+    b = randomArray(N, 13),
+    dy = randomArray(R * N, 14);
   const fd = finiteDifferenceGradient((v) => dot(matmulRef(x, w, R, N, K, { bias: v }), dy), b);
   assertClose(columnSumRef(dy, R, N), fd, 1e-8, "dbias");
 });
@@ -112,11 +139,20 @@ Deno.test("layernormBackward accumulates dx, dgamma, dbeta like the float64 refe
     const stats = Float32Array.from(layernormForward64(x, gamma, new Float64Array(C), R, C, 1e-5).stats);
     const dx0 = randomArray(R * C, 23), dgamma0 = randomArray(C, 24), dbeta0 = randomArray(C, 25);
     const [dx, dgamma, dbeta] = [gpu.tensor([R, C], dx0), gpu.tensor([C], dgamma0), gpu.tensor([C], dbeta0)];
-    layernormBackward(gpu, gpu.tensor([R, C], dy), gpu.tensor([R, C], x), gpu.tensor([C], gamma), gpu.tensor([R, 2], stats), R, C, {
-      dx,
-      dgamma,
-      dbeta,
-    });
+    layernormBackward(
+      gpu,
+      gpu.tensor([R, C], dy),
+      gpu.tensor([R, C], x),
+      gpu.tensor([C], gamma),
+      gpu.tensor([R, 2], stats),
+      R,
+      C,
+      {
+        dx,
+        dgamma,
+        dbeta,
+      },
+    );
     const [gdx, gdgamma, gdbeta] = await gpu.readMany([dx, dgamma, dbeta]);
     const ref = layernormBackwardRef(dy, x, gamma, stats, R, C);
     assertClose(gdx, plus(dx0, ref.dx), 1e-5, `dx R=${R} C=${C}`);
@@ -125,22 +161,34 @@ Deno.test("layernormBackward accumulates dx, dgamma, dbeta like the float64 refe
   }
 });
 
-Deno.test("layernormBackward without dgamma/dbeta computes dx only; one of them alone is an error", async () => {
+Deno.test("layernormBackward computes only the gradients asked for, and checks sizes", async () => {
   const [R, C] = [3, 9];
   const x = randomArray(R * C, 26), gamma = randomArray(C, 27), dy = randomArray(R * C, 28);
   const stats = Float32Array.from(layernormForward64(x, gamma, new Float64Array(C), R, C, 1e-5).stats);
-  const args = [gpu.tensor([R, C], dy), gpu.tensor([R, C], x), gpu.tensor([C], gamma), gpu.tensor([R, 2], stats)] as const;
+  const ref = layernormBackwardRef(dy, x, gamma, stats, R, C);
+  const args = [
+    gpu.tensor([R, C], dy),
+    gpu.tensor([R, C], x),
+    gpu.tensor([C], gamma),
+    gpu.tensor([R, 2], stats),
+  ] as const;
   const { dx } = layernormBackward(gpu, ...args, R, C);
-  assertClose(await dx.read(), layernormBackwardRef(dy, x, gamma, stats, R, C).dx, 1e-5, "dx");
-  assert.throws(() => layernormBackward(gpu, ...args, R, C, { dgamma: gpu.zeros([C]) }), /both dgamma and dbeta/);
+  const dbetaOnly = layernormBackward(gpu, ...args, R, C, { dbeta: gpu.zeros([C]) }).dbeta!;
+  const dgammaOnly = layernormBackward(gpu, ...args, R, C, { dgamma: gpu.zeros([C]) }).dgamma!;
+  const [gdx, gdbeta, gdgamma] = await gpu.readMany([dx, dbetaOnly, dgammaOnly]);
+  assertClose(gdx, ref.dx, 1e-5, "dx");
+  assertClose(gdbeta, ref.dbeta, 1e-5, "dbeta alone");
+  assertClose(gdgamma, ref.dgamma, 1e-5, "dgamma alone");
   assert.throws(() => layernormBackward(gpu, ...args, R, C + 1), /dy has 27 values, needs 30/);
+  assert.throws(() => layernormBackward(gpu, ...args, 0, C), /R must be a positive integer, got 0/);
 });
 
 Deno.test("geluBackward matches the float64 reference, including saturated inputs", async () => {
   const extremes = [-100, -20, -8, -1, 0, 1e-3, 1, 8, 20, 100];
   for (const x of [Float32Array.from(extremes), randomArray(1, 30, 4), randomArray(1003, 31, 5)]) {
     const dy = randomArray(x.length, 32);
-    const dx = await geluBackward(gpu, gpu.tensor([x.length], dy), gpu.tensor([x.length], x), x.length).read();
+    const dx = await geluBackward(gpu, gpu.tensor([x.length], dy), gpu.tensor([x.length], x), x.length)
+      .read();
     assertClose(dx, geluBackwardRef(dy, x), 1e-6, `n=${x.length}`);
   }
 });
@@ -160,7 +208,12 @@ Deno.test("attentionBackward matches the float64 reference (T=1, T=7, several he
       d,
       nHead,
     ).read();
-    assertClose(dqkv, attentionBackwardRef(dy, qkv, probs, B, T, d, nHead), 1e-5, `B=${B} T=${T} d=${d} nHead=${nHead}`);
+    assertClose(
+      dqkv,
+      attentionBackwardRef(dy, qkv, probs, B, T, d, nHead),
+      1e-5,
+      `B=${B} T=${T} d=${d} nHead=${nHead}`,
+    );
   }
 });
 
@@ -169,7 +222,11 @@ Deno.test("attentionBackward overwrites dqkv, ignores stale scratch contents, re
   const qkv = randomArray(B * T * 3 * d, 42), dy = randomArray(B * T * d, 43);
   const probs = Float32Array.from(attentionForward64(qkv, B, T, d, nHead).probs);
   const dqkv = gpu.tensor([B * T, 3 * d], randomArray(B * T * 3 * d, 44, 100));
-  const inputs = [gpu.tensor([B * T, d], dy), gpu.tensor([B * T, 3 * d], qkv), gpu.tensor([B, nHead, T, T], probs)] as const;
+  const inputs = [
+    gpu.tensor([B * T, d], dy),
+    gpu.tensor([B * T, 3 * d], qkv),
+    gpu.tensor([B, nHead, T, T], probs),
+  ] as const;
   const dscores = gpu.tensor([B, nHead, T, T], randomArray(B * nHead * T * T, 45, 1e6)); // garbage scratch
   attentionBackward(gpu, ...inputs, B, T, d, nHead, { dqkv, dscores });
   assertClose(await dqkv.read(), attentionBackwardRef(dy, qkv, probs, B, T, d, nHead), 1e-5, "dqkv");
@@ -208,9 +265,12 @@ Deno.test("embedding and bias gradients are bit-reproducible run to run", async 
   const [R, T, C, V] = [512, 64, 24, 3];
   const tokens = randomTokens(R, V, 60), dout = randomArray(R * C, 61, 10);
   const run = async () => {
-    const dwte = gpu.tensor([V, C], randomArray(V * C, 62)), dwpe = gpu.tensor([T, C], randomArray(T * C, 63));
+    const dwte = gpu.tensor([V, C], randomArray(V * C, 62)),
+      dwpe = gpu.tensor([T, C], randomArray(T * C, 63));
     embeddingBackward(gpu, gpu.tensor([R, C], dout), tokens, R, T, C, { dwte, dwpe });
-    const dbias = biasBackward(gpu, gpu.tensor([R, C], dout), R, C, { dbias: gpu.tensor([C], randomArray(C, 64)) });
+    const dbias = biasBackward(gpu, gpu.tensor([R, C], dout), R, C, {
+      dbias: gpu.tensor([C], randomArray(C, 64)),
+    });
     return await gpu.readMany([dwte, dwpe, dbias]);
   };
   const [first, second] = [await run(), await run()];
@@ -262,7 +322,13 @@ Deno.test("crossEntropy losses and gradient match the reference (weights, maskin
 Deno.test("crossEntropy without weights or dlogits reports losses only; a bad target gives NaN", async () => {
   const [R, V] = [4, 9];
   const logits = randomArray(R * V, 93, 2), targets = [0, 8, 3, 9];
-  const { losses, dlogits } = crossEntropy(gpu, gpu.tensor([R, V], logits), gpu.tensor([R], targets, "u32"), R, V);
+  const { losses, dlogits } = crossEntropy(
+    gpu,
+    gpu.tensor([R, V], logits),
+    gpu.tensor([R], targets, "u32"),
+    R,
+    V,
+  );
   assert.equal(dlogits, undefined);
   const got = await losses.read();
   const ref = crossEntropyRef(logits, targets.slice(0, 3), 3, V);

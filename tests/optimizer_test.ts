@@ -14,7 +14,10 @@ const sizes = [1, 37, 300];
  * Runs steps of the GPU Adam and the float64 reference from the same start and compares after each;
  * step s uses gradients uniform in +-gradScales[s].
  */
-async function compareWithReference(o: AdamOptions & { decayOverride?: number }, gradScales = [1, 1, 1, 1, 1]) {
+async function compareWithReference(
+  o: AdamOptions & { decayOverride?: number },
+  gradScales = [1, 1, 1, 1, 1],
+) {
   const steps = gradScales.length;
   const initial = sizes.map((n, i) => randomArray(n, 100 + i));
   const params = initial.map((a, i) => ({
@@ -53,7 +56,14 @@ Deno.test("Adam steps match the float64 reference (lr schedule)", async () => {
 });
 
 Deno.test("AdamW decoupled weight decay, with a per-parameter override, matches the reference", async () => {
-  await compareWithReference({ lr: 3e-2, beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1, decayOverride: 0 });
+  await compareWithReference({
+    lr: 3e-2,
+    beta1: 0.8,
+    beta2: 0.95,
+    eps: 1e-6,
+    weightDecay: 0.1,
+    decayOverride: 0,
+  });
 });
 
 Deno.test("global-norm clipping matches the reference: always, sometimes and never active", async () => {
@@ -78,7 +88,8 @@ Deno.test("clipping changes the update (the reference comparison can tell clippe
 
 Deno.test("Adam state saved and restored continues bit-identically", async () => {
   const w0 = randomArray(300, 400), grads = Array.from({ length: 5 }, (_, s) => randomArray(300, 410 + s));
-  const makeAdam = (tensor: Tensor) => new Adam(gpu, [{ name: "w", tensor, size: 300 }], { lr: 1e-2, weightDecay: 0.05, clipNorm: 5 });
+  const makeAdam = (tensor: Tensor) =>
+    new Adam(gpu, [{ name: "w", tensor, size: 300 }], { lr: 1e-2, weightDecay: 0.05, clipNorm: 5 });
   const tensorA = gpu.tensor([300], w0);
   const a = makeAdam(tensorA);
   for (let s = 0; s < 3; s++) a.step([gpu.tensor([300], grads[s])]);
@@ -91,16 +102,28 @@ Deno.test("Adam state saved and restored continues bit-identically", async () =>
   assert.equal(b.stepCount, 3);
   for (let s = 3; s < 5; s++) b.step([gpu.tensor([300], grads[s])]);
   const [wa, wb] = await gpu.readMany([tensorA, tensorB]);
-  assert.deepEqual(new Uint32Array(wa.buffer, wa.byteOffset, 300), new Uint32Array(wb.buffer, wb.byteOffset, 300));
+  assert.deepEqual(
+    new Uint32Array(wa.buffer, wa.byteOffset, 300),
+    new Uint32Array(wb.buffer, wb.byteOffset, 300),
+  );
 
   assert.throws(() => b.loadState({ ...saved, names: ["x"] }), /parameter 0 is "x" in the state, "w" here/);
-  assert.throws(() => b.loadState({ ...saved, m: [new Float32Array(3)] }), /m of "w" has 3 values, needs 300/);
+  assert.throws(
+    () => b.loadState({ ...saved, m: [new Float32Array(3)] }),
+    /m of "w" has 3 values, needs 300/,
+  );
 });
 
 Deno.test("Adam rejects bad options and mismatched gradients", () => {
   const t = gpu.zeros([4]);
-  assert.throws(() => new Adam(gpu, [{ name: "a", tensor: t, size: 4 }], { lr: 1, beta2: 1 }), /beta2 must be in \[0, 1\)/);
-  assert.throws(() => new Adam(gpu, [{ name: "a", tensor: t, size: 5 }], { lr: 1 }), /parameter "a" has 4 values, needs 5/);
+  assert.throws(
+    () => new Adam(gpu, [{ name: "a", tensor: t, size: 4 }], { lr: 1, beta2: 1 }),
+    /beta2 must be in \[0, 1\)/,
+  );
+  assert.throws(
+    () => new Adam(gpu, [{ name: "a", tensor: t, size: 5 }], { lr: 1 }),
+    /parameter "a" has 4 values, needs 5/,
+  );
   assert.throws(
     () => new Adam(gpu, [{ name: "a", tensor: t, size: 4 }, { name: "a", tensor: t, size: 4 }], { lr: 1 }),
     /"a" appears twice/,
@@ -148,7 +171,12 @@ Deno.test("end to end: softmax regression trained with matmul + crossEntropy + b
   const W = gpu.tensor([K, V], randomArray(K * V, 702, 0.01)), b = gpu.zeros([V]);
   const dW = gpu.zeros([K, V]), db = gpu.zeros([V]), logits = gpu.zeros([R, V]), dlogits = gpu.zeros([R, V]);
   const losses = gpu.zeros([R]);
-  const adam = new Adam(gpu, [{ name: "W", tensor: W, size: K * V }, { name: "b", tensor: b, size: V, weightDecay: 0 }], {
+  const adam = new Adam(gpu, [{ name: "W", tensor: W, size: K * V }, {
+    name: "b",
+    tensor: b,
+    size: V,
+    weightDecay: 0,
+  }], {
     lr: 0.1,
     weightDecay: 0.01,
     clipNorm: 10,

@@ -127,7 +127,15 @@ export function attentionForward64(qkv: Arr, B: number, T: number, d: number, nH
 }
 
 /** dqkv [B*T,3d] of attentionForward64 given dy [B*T,d] and the forward's probs. */
-export function attentionBackwardRef(dy: Arr, qkv: Arr, probs: Arr, B: number, T: number, d: number, nHead: number) {
+export function attentionBackwardRef(
+  dy: Arr,
+  qkv: Arr,
+  probs: Arr,
+  B: number,
+  T: number,
+  d: number,
+  nHead: number,
+) {
   const hd = d / nHead, scale = 1 / Math.sqrt(hd);
   const dqkv = new Float64Array(B * T * 3 * d);
   const col = (part: number, h: number, e: number) => part * d + h * hd + e; // part 0=q, 1=k, 2=v
@@ -164,7 +172,14 @@ export function attentionBackwardRef(dy: Arr, qkv: Arr, probs: Arr, B: number, T
 // ---------------------------------------------------------------- embeddings
 
 /** out[r] = wte[tokens[r]] + wpe[r % T], out [R,C]. */
-export function embedForward64(tokens: Arr, wte: Arr, wpe: Arr, R: number, T: number, C: number): Float64Array {
+export function embedForward64(
+  tokens: Arr,
+  wte: Arr,
+  wpe: Arr,
+  R: number,
+  T: number,
+  C: number,
+): Float64Array {
   const out = new Float64Array(R * C);
   for (let r = 0; r < R; r++) {
     for (let c = 0; c < C; c++) out[r * C + c] = wte[tokens[r] * C + c] + wpe[(r % T) * C + c];
@@ -173,7 +188,15 @@ export function embedForward64(tokens: Arr, wte: Arr, wpe: Arr, R: number, T: nu
 }
 
 /** dwte [V,C] and dwpe [P,C] of embedForward64 given dout [R,C]. */
-export function embeddingBackwardRef(dout: Arr, tokens: Arr, R: number, T: number, C: number, V: number, P: number) {
+export function embeddingBackwardRef(
+  dout: Arr,
+  tokens: Arr,
+  R: number,
+  T: number,
+  C: number,
+  V: number,
+  P: number,
+) {
   const dwte = new Float64Array(V * C);
   const dwpe = new Float64Array(P * C);
   for (let r = 0; r < R; r++) {
