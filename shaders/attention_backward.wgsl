@@ -22,7 +22,7 @@ struct Dims { B: u32, T: u32, d: u32, n_head: u32, hd: u32, scale: f32 }
 @group(0) @binding(2) var<storage, read> probs: array<f32>;   // [B, nHead, T, T]
 
 // ---- attention_backward_scores. Bindings: dy, qkv, probs, dscores (written), dims.
-@group(0) @binding(3) var<storage, read_write> dscores_out: array<f32>; // [B, nHead, T, T], j <= i
+@group(0) @binding(3) var<storage, read_write> dscores_out: array<f32>; // [B, nHead, T, T], 0 above the diagonal
 @group(0) @binding(4) var<uniform> dims: Dims;
 
 @compute @workgroup_size(WG)

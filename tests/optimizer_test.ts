@@ -48,7 +48,6 @@ async function compareWithReference(
     const norm = await adam.gradNorm();
     assert.ok(Math.abs(norm - refNorm) <= 1e-5 * refNorm, `step ${s + 1} grad norm ${norm} vs ${refNorm}`);
   }
-  return { adam, params };
 }
 
 Deno.test("Adam steps match the float64 reference (lr schedule)", async () => {
