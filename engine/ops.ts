@@ -112,7 +112,8 @@ export function matmulKernel(gpu: Gpu, N: number, K: number, o: MatmulOptions = 
   if (t.strategy === "workgroup") return "matmul_tiled";
   if (t.vec4 === false) return "matmul";
   const s = o.strides ?? { a: 0, b: 0, c: 0 };
-  if (!o.transB && N % 4 === 0 && t.TN % 4 === 0 && s.b % 4 === 0) return "matmul_vec4_n";
+  if (t.TN % 4 !== 0) return "matmul";
+  if (!o.transB && N % 4 === 0 && s.b % 4 === 0) return "matmul_vec4_n";
   if (!o.transA && o.transB && K % 4 === 0 && s.a % 4 === 0 && s.b % 4 === 0) return "matmul_vec4_k";
   return "matmul";
 }
@@ -141,17 +142,23 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, M: number, N: number, K: 
   }
   const t = matmulTiles(gpu);
   const kernel = matmulKernel(gpu, N, K, o);
-  // A register block taller than M would only compute clamped duplicates (M = 1 for the last token).
-  const TM = kernel === "matmul_tiled" ? t.TM : Math.min(t.TM, pow2AtLeast(M));
+  let [TM, TN] = [t.TM, t.TN];
+  if (kernel !== "matmul_tiled") {
+    // A register block taller than M would only compute clamped duplicates (M = 1 for the last
+    // token): shrink it, and spend up to 4x the freed accumulators on more columns instead.
+    TM = Math.min(t.TM, pow2AtLeast(M));
+    TN = t.TN * Math.min(4, Math.floor(t.TM / TM));
+  }
   const params: KernelParams = {
-    TM, TN: t.TN, WG_X: t.WG_X, WG_Y: t.WG_Y, BK: t.BK ?? 8, TRANS_A: !!o.transA, TRANS_B: !!o.transB,
+    TM, TN, WG_X: t.WG_X, WG_Y: t.WG_Y, BK: t.BK ?? 8, TRANS_A: !!o.transA, TRANS_B: !!o.transB,
   };
+  const columnsPerInvocation = kernel === "matmul_vec4_k" ? TN / 4 : TN;
   const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
     .u32(strides.a, strides.b, strides.c, ldc, outOffset);
   gpu.run(
     gpu.pipeline("matmul.wgsl", kernel, params),
     [a, b, o.bias ?? placeholder(gpu), out],
-    [cdiv(M, TM * t.WG_X), cdiv(N, t.TN * t.WG_Y), batch],
+    [cdiv(M, TM * t.WG_X), cdiv(N, columnsPerInvocation * t.WG_Y), batch],
     u,
   );
   return out;

@@ -14,16 +14,23 @@
 //   matmul        : scalar register block, any layout and shape (the general fallback)
 //   matmul_vec4_n : B read as vec4 along N; needs TRANS_B = false, N % 4 == 0, stride_b % 4 == 0, TN % 4 == 0
 //   matmul_vec4_k : A and B read as vec4 along K; needs TRANS_A = false, TRANS_B = true (the NT
-//                   unembedding), K % 4 == 0, stride_a and stride_b % 4 == 0
+//                   unembedding), K % 4 == 0, stride_a and stride_b % 4 == 0, TN % 4 == 0
+//   Both vec4 kernels hold TM x TN/4 vec4 accumulators, as many floats as the scalar kernel's TM x TN.
 //   matmul_tiled  : BK-deep tiles of A and B staged in workgroup memory, any layout and shape;
 //                   the habit of real GPUs (slow on llvmpipe, whose barriers are expensive)
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
-//   TM, TN   : rows and columns of C computed by one invocation (register block)
+//   TM, TN   : rows and columns of C computed by one invocation (register block); matmul_vec4_k
+//              computes TN/4 columns, each as four partial sums
 //   WG_X     : invocations per workgroup along rows; WG_Y along columns
 //   BK       : (matmul_tiled) depth of a staged k-tile
 //   TRANS_A, TRANS_B : storage layouts above
 // Register blocking without workgroup memory is the fast shape on llvmpipe (see PERF-NOTES).
+// There every storage-buffer load is a per-lane scalar loop with a bounds check (~13 instructions
+// per lane and float, vec4 or not), so throughput follows FMAs per loaded float, TM*TN/(TM+TN), until
+// the accumulators stop fitting: TM*TN = 64 is the sweet spot (bench/kernels.ts --sweep).
+// Loops over the register block have constant trip counts and no `break`, so the compiler unrolls
+// them fully and acc[] stays in registers (a dynamically indexed acc[] would live in memory).
 
 struct Dims {
   M: u32, N: u32, K: u32, bias_stride: u32,
@@ -85,16 +92,14 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
   }
   for (var i = 0u; i < TM; i++) {
-    if (m0 + i >= d.M) { break; }
     for (var j = 0u; j < TN; j++) {
-      if (n0 + j >= d.N) { break; }
-      store(base_c, m0 + i, n0 + j, acc[i * TN + j]);
+      if (m0 + i < d.M && n0 + j < d.N) { store(base_c, m0 + i, n0 + j, acc[i * TN + j]); }
     }
   }
 }
 
-// vec4 columns per invocation in matmul_vec4_n, which the host runs only when TN % 4 == 0
-// (the max keeps the array types below valid in pipelines built for other entry points).
+// vec4 accumulators per row of the register block in the vec4 kernels, which the host runs only
+// when TN % 4 == 0 (the max keeps their array types valid in pipelines built for other entry points).
 const TN4 = max(TN / 4u, 1u);
 
 // Same grid as matmul. Each invocation: TM rows x TN4 vec4 columns; accumulator acc[i*TN4 + j]
@@ -122,45 +127,44 @@ fn matmul_vec4_n(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
   }
   for (var i = 0u; i < TM; i++) {
-    if (m0 + i >= d.M) { break; }
     for (var j = 0u; j < TN4; j++) {
       let n = n0 + 4u * j;
-      if (n >= d.N) { break; }
-      let v = acc[i * TN4 + j];
-      for (var c = 0u; c < 4u; c++) { store(base_c, m0 + i, n + c, v[c]); }
+      if (m0 + i < d.M && n < d.N) {
+        let v = acc[i * TN4 + j];
+        for (var c = 0u; c < 4u; c++) { store(base_c, m0 + i, n + c, v[c]); }
+      }
     }
   }
 }
 
-// Same grid as matmul. Each invocation: TM rows x TN columns, each a dot product of K/4 vec4
-// pairs; acc keeps the four partial sums apart until the end (no horizontal add per step).
+// Grid: x = ceil(M / (TM*WG_X)), y = ceil(N / (TN4*WG_Y)), z = batch. Each invocation: TM rows x
+// TN4 columns, each a dot product of K/4 vec4 pairs; acc keeps the four partial sums apart until
+// the end (no horizontal add per step).
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn matmul_vec4_k(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.x * TM;
-  let n0 = gid.y * TN;
+  let n0 = gid.y * TN4;
   if (m0 >= d.M || n0 >= d.N) { return; }
   let K4 = d.K / 4u;
   let base_a4 = gid.z * d.stride_a / 4u;
   let base_b4 = gid.z * d.stride_b / 4u;
   let base_c = d.c_offset + gid.z * d.stride_c;
   var rows: array<u32, TM>;
-  var cols: array<u32, TN>;
+  var cols: array<u32, TN4>;
   for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.M - 1u); }
-  for (var j = 0u; j < TN; j++) { cols[j] = min(n0 + j, d.N - 1u); }
-  var acc: array<vec4<f32>, TM * TN>;
+  for (var j = 0u; j < TN4; j++) { cols[j] = min(n0 + j, d.N - 1u); }
+  var acc: array<vec4<f32>, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
-    var bk: array<vec4<f32>, TN>;
-    for (var j = 0u; j < TN; j++) { bk[j] = B4[base_b4 + cols[j] * K4 + k4]; }
+    var bk: array<vec4<f32>, TN4>;
+    for (var j = 0u; j < TN4; j++) { bk[j] = B4[base_b4 + cols[j] * K4 + k4]; }
     for (var i = 0u; i < TM; i++) {
       let a = A4[base_a4 + rows[i] * K4 + k4];
-      for (var j = 0u; j < TN; j++) { acc[i * TN + j] += a * bk[j]; }
+      for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
     }
   }
   for (var i = 0u; i < TM; i++) {
-    if (m0 + i >= d.M) { break; }
-    for (var j = 0u; j < TN; j++) {
-      if (n0 + j >= d.N) { break; }
-      store(base_c, m0 + i, n0 + j, dot(acc[i * TN + j], vec4<f32>(1.0)));
+    for (var j = 0u; j < TN4; j++) {
+      if (m0 + i < d.M && n0 + j < d.N) { store(base_c, m0 + i, n0 + j, dot(acc[i * TN4 + j], vec4<f32>(1.0))); }
     }
   }
 }
@@ -220,12 +224,10 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     workgroupBarrier();
   }
   for (var i = 0u; i < TM; i++) {
-    let m = row0 + lid.x + i * WG_X;
-    if (m >= d.M) { break; }
     for (var j = 0u; j < TN; j++) {
+      let m = row0 + lid.x + i * WG_X;
       let n = col0 + lid.y + j * WG_Y;
-      if (n >= d.N) { break; }
-      store(base_c, m, n, acc[i * TN + j]);
+      if (m < d.M && n < d.N) { store(base_c, m, n, acc[i * TN + j]); }
     }
   }
 }
