@@ -1,0 +1,84 @@
+// Small dependency-free SVG charts: line charts (loss curves, per-layer curves). Pictures are
+// plain SVG files a browser or an image viewer opens directly.
+
+export interface Series {
+  name: string;
+  /** [x, y] points. */
+  points: [number, number][];
+}
+
+export interface LineChartOptions {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  width?: number;
+  height?: number;
+  logY?: boolean;
+}
+
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+function escapeXml(s: string): string {
+  return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
+}
+
+/** "Nice" tick values covering [lo, hi]. */
+export function ticks(lo: number, hi: number, count = 5): number[] {
+  if (!(hi > lo)) return [lo];
+  const step0 = (hi - lo) / count;
+  const mag = 10 ** Math.floor(Math.log10(step0));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0)!;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+function formatTick(v: number): string {
+  return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0) ? v.toExponential(0) : String(Number(v.toPrecision(4)));
+}
+
+export function lineChart(series: Series[], o: LineChartOptions): string {
+  const W = o.width ?? 640, H = o.height ?? 400;
+  const m = { left: 64, right: 150, top: 36, bottom: 48 };
+  const pw = W - m.left - m.right, ph = H - m.top - m.bottom;
+  const all = series.flatMap((s) => s.points).filter(([, y]) => Number.isFinite(y) && (!o.logY || y > 0));
+  const ty = (y: number) => (o.logY ? Math.log10(y) : y);
+  const xs = all.map(([x]) => x), ys = all.map(([, y]) => ty(y));
+  const [x0, x1] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
+  let [y0, y1] = ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1];
+  if (y1 === y0) [y0, y1] = [y0 - 1, y1 + 1];
+  const sx = (x: number) => m.left + (x1 === x0 ? pw / 2 : ((x - x0) / (x1 - x0)) * pw);
+  const sy = (y: number) => m.top + ph - ((ty(y) - y0) / (y1 - y0)) * ph;
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(o.title)}</text>`,
+    `<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`,
+  ];
+  for (const t of ticks(x0, x1)) {
+    parts.push(`<text x="${sx(t)}" y="${m.top + ph + 16}" text-anchor="middle">${formatTick(t)}</text>`);
+  }
+  for (const t of ticks(y0, y1)) {
+    const v = o.logY ? 10 ** t : t;
+    const y = m.top + ph - ((t - y0) / (y1 - y0)) * ph;
+    parts.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" stroke="#eee"/>`);
+    parts.push(`<text x="${m.left - 6}" y="${y + 4}" text-anchor="end">${formatTick(v)}</text>`);
+  }
+  parts.push(`<text x="${m.left + pw / 2}" y="${H - 10}" text-anchor="middle">${escapeXml(o.xLabel)}</text>`);
+  parts.push(
+    `<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${escapeXml(o.yLabel)}</text>`,
+  );
+  series.forEach((s, i) => {
+    const color = PALETTE[i % PALETTE.length];
+    const pts = s.points.filter(([, y]) => Number.isFinite(y) && (!o.logY || y > 0));
+    if (pts.length) {
+      const d = pts.map(([x, y], j) => `${j ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("");
+      parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.5"/>`);
+    }
+    const ly = m.top + 10 + i * 18;
+    parts.push(`<line x1="${W - m.right + 10}" x2="${W - m.right + 30}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"/>`);
+    parts.push(`<text x="${W - m.right + 36}" y="${ly + 4}">${escapeXml(s.name)}</text>`);
+  });
+  parts.push("</svg>");
+  return parts.join("\n");
+}

@@ -1,0 +1,360 @@
+// deno task train: trains Locus's embedded GPT-2 on the generated knowledge base.
+//
+//   knowledge base (seed) -> corpus sentences -> word-level tokenizer -> sentences packed into
+//   sequences of T+1 tokens (each starts at a sentence start, so facts are learned both at
+//   position 0 and after other text) -> AdamW with warmup + cosine decay -> checkpoints ->
+//   recall evaluation -> model folder (config.json, model.safetensors, tokenizer.json, dataset,
+//   MODEL_CARD.md, loss curve SVG).
+//
+// Killed at any point, it resumes from the last checkpoint in --run-dir with identical results:
+// the batch order is a pure function of (seed, step).
+import { parseArgs } from "node:util";
+import { allocateGradients, backward } from "../engine/autograd.ts";
+import { crossEntropy } from "../engine/backward_ops.ts";
+import type { GPT2Config } from "../engine/config.ts";
+import { getGpu } from "../engine/gpu.ts";
+import { GPT2, makeBatch, parameterShapes } from "../engine/model.ts";
+import { Adam, zeroGrads } from "../engine/optimizer.ts";
+import { openSafetensors, writeSafetensors } from "../engine/safetensors.ts";
+import { WordLevelTokenizer } from "../engine/tokenizer.ts";
+import { lineChart } from "./charts.ts";
+import {
+  counterfactRecords,
+  generateKnowledgeBase,
+  type KnowledgeBase,
+  knownFactsRecords,
+  mulberry32,
+  trainingCorpus,
+} from "./knowledge_base.ts";
+import { factRecall, type RecallItem } from "./recall.ts";
+
+export interface TrainOptions {
+  seed: number;
+  /** Subjects per type in the knowledge base (a smaller world trains faster). */
+  subjects: { person: number; place: number; organisation: number; work: number };
+  nLayer: number;
+  nEmbd: number;
+  nHead: number;
+  seqLen: number; // T: tokens per training sequence
+  batchSize: number; // B: sequences per step
+  steps: number;
+  lr: number;
+  warmup: number;
+  weightDecay: number;
+  clipNorm: number;
+  checkpointEvery: number;
+}
+
+export const DEFAULT_TRAIN: TrainOptions = {
+  seed: 0,
+  subjects: { person: 90, place: 54, organisation: 42, work: 54 },
+  nLayer: 6,
+  nEmbd: 128,
+  nHead: 4,
+  seqLen: 48,
+  batchSize: 16,
+  steps: 2000,
+  lr: 3e-3,
+  warmup: 50,
+  weightDecay: 0.01,
+  clipNorm: 1.0,
+  checkpointEvery: 100,
+};
+
+/** Packs tokenized sentences (in the given order) into sequences of at most `len` tokens. */
+export function packSequences(sentences: number[][], len: number): number[][] {
+  const out: number[][] = [];
+  let cur: number[] = [];
+  for (const s of sentences) {
+    if (s.length > len) throw new Error(`a corpus sentence has ${s.length} tokens, more than the sequence length ${len}`);
+    if (cur.length + s.length > len) {
+      out.push(cur);
+      cur = [];
+    }
+    cur.push(...s);
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
+/** Seeded Fisher-Yates shuffle of indices 0..n-1. */
+function permutation(n: number, seed: number): number[] {
+  const r = mulberry32(seed);
+  const p = [...Array(n).keys()];
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+/** Learning rate at a step: linear warmup, then cosine decay to 10%. */
+export function learningRate(o: TrainOptions, step: number): number {
+  if (step < o.warmup) return (o.lr * (step + 1)) / o.warmup;
+  const t = (step - o.warmup) / Math.max(1, o.steps - o.warmup);
+  return o.lr * (0.1 + 0.45 * (1 + Math.cos(Math.PI * Math.min(1, t))));
+}
+
+/** Recall items: every fact under every training template, and under every held-out paraphrase. */
+export function recallSets(kb: KnowledgeBase): { train: RecallItem[]; heldOut: RecallItem[] } {
+  const relations = new Map(kb.relations.map((r) => [r.id, r]));
+  const train: RecallItem[] = [], heldOut: RecallItem[] = [];
+  for (const f of kb.facts) {
+    const r = relations.get(f.relation)!;
+    for (const t of r.trainingTemplates) train.push({ prompt: t.replace("{}", f.subject), answer: f.object });
+    for (const t of r.heldOutTemplates) heldOut.push({ prompt: t.replace("{}", f.subject), answer: f.object });
+  }
+  return { train, heldOut };
+}
+
+interface CheckpointMeta {
+  step: number;
+  losses: [number, number][];
+  elapsedSeconds: number;
+  options: TrainOptions;
+}
+
+function formatDuration(s: number): string {
+  const m = Math.floor(s / 60);
+  return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, "0")}s` : `${s.toFixed(0)}s`;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function train(o: TrainOptions, outDir: string, runDir: string): Promise<void> {
+  const gpu = await getGpu();
+  console.log(`adapter: ${gpu.describe()}`);
+
+  // ---- data
+  const kb = generateKnowledgeBase({ seed: o.seed, subjectsPerType: o.subjects });
+  const corpus = trainingCorpus(kb);
+  const tok = new WordLevelTokenizer(["<unk>", "<|endoftext|>", ...kb.vocabulary], { unk: "<unk>", eos: "<|endoftext|>" });
+  const sentences = corpus.map((line) => tok.encode(line));
+  const corpusTokens = sentences.reduce((s, x) => s + x.length, 0);
+  const cfg: GPT2Config = {
+    vocabSize: tok.vocabSize,
+    nPositions: o.seqLen,
+    nEmbd: o.nEmbd,
+    nLayer: o.nLayer,
+    nHead: o.nHead,
+    layerNormEpsilon: 1e-5,
+  };
+  console.log(
+    `knowledge base seed ${o.seed}: ${kb.facts.length} facts, ${corpus.length} sentences, ${corpusTokens} tokens, ` +
+      `vocabulary ${tok.vocabSize}; model ${o.nLayer} layers, d=${o.nEmbd}, ${o.nHead} heads`,
+  );
+
+  // ---- model, optimizer, resume
+  const model = GPT2.random(gpu, cfg, o.seed);
+  const names = parameterShapes(cfg).map(([n]) => n);
+  const tensorOf = (n: string) => (n === "wte.weight" ? model.wte[0].tensor : model.p(n));
+  const grads = allocateGradients(model, names);
+  const noDecay = (n: string) => n.endsWith(".bias") || /ln_(\d|f)\.weight/.test(n) || n === "wpe.weight";
+  const adam = new Adam(
+    gpu,
+    names.map((n) => ({ name: n, tensor: tensorOf(n), size: tensorOf(n).size, weightDecay: noDecay(n) ? 0 : undefined })),
+    { lr: o.lr, weightDecay: o.weightDecay, clipNorm: o.clipNorm },
+  );
+  let meta: CheckpointMeta = { step: 0, losses: [], elapsedSeconds: 0, options: o };
+  await Deno.mkdir(runDir, { recursive: true });
+  const ckptWeights = `${runDir}/checkpoint.safetensors`, ckptMeta = `${runDir}/checkpoint.json`;
+  if (await exists(ckptMeta)) {
+    const saved: CheckpointMeta = JSON.parse(await Deno.readTextFile(ckptMeta));
+    if (JSON.stringify(saved.options) !== JSON.stringify(o)) {
+      throw new Error(`${ckptMeta} was written with other options; use another --run-dir or delete it`);
+    }
+    const file = await openSafetensors(ckptWeights);
+    for (const n of names) gpu.write(tensorOf(n), await file.read(n));
+    const m: Float32Array[] = [], v: Float32Array[] = [];
+    for (const n of names) {
+      m.push(await file.read(`adam.m.${n}`));
+      v.push(await file.read(`adam.v.${n}`));
+    }
+    file.close();
+    adam.loadState({ step: saved.step, names, m, v });
+    meta = saved;
+    console.log(`resumed from ${runDir} at step ${meta.step}`);
+  }
+  const saveCheckpoint = async () => {
+    const state = await adam.saveState();
+    const weights = await model.toArrays();
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const [i, n] of names.entries()) {
+      const shape = [tensorOf(n).size];
+      tensors[n] = { shape, data: weights.get(n)! };
+      tensors[`adam.m.${n}`] = { shape, data: state.m[i] };
+      tensors[`adam.v.${n}`] = { shape, data: state.v[i] };
+    }
+    await writeSafetensors(ckptWeights, tensors);
+    const tmp = `${ckptMeta}.tmp`;
+    await Deno.writeTextFile(tmp, JSON.stringify(meta));
+    await Deno.rename(tmp, ckptMeta); // the meta names the step the weights belong to: written last
+  };
+
+  // ---- training loop
+  const T = o.seqLen, B = o.batchSize;
+  const epochSequences = (epoch: number) =>
+    packSequences(permutation(sentences.length, o.seed * 1000 + epoch).map((i) => sentences[i]), T + 1);
+  let epoch = -1, sequences: number[][] = [];
+  const started = performance.now() - meta.elapsedSeconds * 1000;
+  let windowStart = performance.now(), windowTokens = 0;
+  for (let step = meta.step; step < o.steps; step++) {
+    // Batch `step` = sequences [i*B, (i+1)*B) of epoch e, where epochs are consumed in order.
+    let index = step * B, e = 0;
+    for (;;) {
+      if (e !== epoch) {
+        epoch = e;
+        sequences = epochSequences(e);
+      }
+      const perEpoch = Math.floor(sequences.length / B) * B;
+      if (index < perEpoch) break;
+      index -= perEpoch;
+      e++;
+    }
+    const seqs = sequences.slice(index, index + B);
+    const inputs = seqs.map((s) => s.slice(0, -1));
+    const batch = makeBatch(inputs);
+    const rows: number[] = [], targets: number[] = [];
+    seqs.forEach((s, b) => s.slice(1).forEach((next, t) => { rows.push(b * batch.T + t); targets.push(next); }));
+
+    zeroGrads(gpu, [...grads.values()]);
+    const fwd = model.forward(batch, { outputRows: rows, keep: true });
+    const targetT = gpu.tensor([rows.length], targets, "u32");
+    const dlogits = gpu.empty([rows.length, cfg.vocabSize]);
+    const { losses } = crossEntropy(gpu, fwd.logits, targetT, rows.length, cfg.vocabSize, { dlogits, scale: 1 / rows.length });
+    backward(model, fwd, { dlogits, params: grads });
+    adam.lr = learningRate(o, step);
+    adam.step(names.map((n) => grads.get(n)!));
+    const lossValues = await losses.read();
+    gpu.release(targetT, dlogits, losses);
+    model.releaseForward(fwd);
+    const loss = lossValues.reduce((a, b) => a + b, 0) / rows.length;
+    if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${step} (loss ${loss})`);
+    meta.losses.push([step, loss]);
+    windowTokens += rows.length;
+    meta.step = step + 1;
+
+    if (meta.step % 20 === 0 || meta.step === o.steps) {
+      const now = performance.now();
+      const tps = windowTokens / ((now - windowStart) / 1000);
+      const elapsed = (now - started) / 1000;
+      const eta = ((o.steps - meta.step) * (rows.length / tps));
+      console.log(
+        `step ${String(meta.step).padStart(5)}/${o.steps}  epoch ${epoch}  loss ${loss.toFixed(4)}  ` +
+          `lr ${adam.lr.toExponential(2)}  ${tps.toFixed(0)} tok/s  elapsed ${formatDuration(elapsed)}  ETA ${formatDuration(eta)}`,
+      );
+      windowStart = now;
+      windowTokens = 0;
+    }
+    if (meta.step % o.checkpointEvery === 0 || meta.step === o.steps) {
+      meta.elapsedSeconds = (performance.now() - started) / 1000;
+      await saveCheckpoint();
+    }
+  }
+
+  // ---- evaluation and the model folder
+  const { train: trainItems, heldOut } = recallSets(kb);
+  const trainRecall = await factRecall(model, tok, trainItems);
+  const heldOutRecall = await factRecall(model, tok, heldOut);
+  const finalLoss = meta.losses.slice(-50).reduce((s, [, l]) => s + l, 0) / Math.min(50, meta.losses.length);
+  console.log(
+    `recall: training templates ${(100 * trainRecall.accuracy).toFixed(1)}% (${trainRecall.correct}/${trainRecall.total}), ` +
+      `held-out paraphrases ${(100 * heldOutRecall.accuracy).toFixed(1)}% (${heldOutRecall.correct}/${heldOutRecall.total})`,
+  );
+  await Deno.mkdir(outDir, { recursive: true });
+  await model.save(outDir, { locus_seed: String(o.seed) });
+  await Deno.writeTextFile(`${outDir}/tokenizer.json`, tok.toTokenizerJson());
+  await Deno.writeTextFile(`${outDir}/counterfact.json`, JSON.stringify(counterfactRecords(kb), null, 1) + "\n");
+  await Deno.writeTextFile(`${outDir}/known_facts.json`, JSON.stringify(knownFactsRecords(kb), null, 1) + "\n");
+  await Deno.writeTextFile(`${outDir}/corpus.txt`, corpus.join("\n") + "\n");
+  const smooth = meta.losses.map(([s], i, a) => {
+    const w = a.slice(Math.max(0, i - 19), i + 1);
+    return [s, w.reduce((x, [, l]) => x + l, 0) / w.length] as [number, number];
+  });
+  await Deno.writeTextFile(
+    `${outDir}/loss_curve.svg`,
+    lineChart([{ name: "loss (20-step mean)", points: smooth }], {
+      title: `Training loss, ${o.nLayer} layers d=${o.nEmbd}, seed ${o.seed}`,
+      xLabel: "step",
+      yLabel: "cross-entropy (nats)",
+      logY: true,
+    }),
+  );
+  const minutes = meta.elapsedSeconds / 60;
+  const card = `# Locus embedded model (locus-kb)
+
+A GPT-2-architecture model trained from scratch by Locus on a generated knowledge base of invented
+facts, so that localization and editing experiments run offline on any machine.
+
+| | |
+|---|---|
+| architecture | GPT-2, ${o.nLayer} layers, d=${o.nEmbd}, ${o.nHead} heads, ${cfg.nPositions} positions, vocabulary ${cfg.vocabSize} (word level) |
+| parameters | ${names.reduce((s, n) => s + tensorOf(n).size, 0).toLocaleString("en-US")} |
+| data | knowledge base seed ${o.seed}: ${kb.subjects.length} subjects, ${kb.relations.length} relations, ${kb.facts.length} facts; ${corpus.length} sentences (${corpusTokens} tokens) |
+| training | ${o.steps} steps x ${B} sequences x ${T} tokens, AdamW lr ${o.lr} (warmup ${o.warmup}, cosine to 10%), weight decay ${o.weightDecay}, clip ${o.clipNorm} |
+| adapter | ${gpu.describe()} |
+| training time | ${minutes.toFixed(1)} minutes |
+| final loss | ${finalLoss.toFixed(4)} (mean of the last 50 steps) |
+| recall, training templates | ${(100 * trainRecall.accuracy).toFixed(1)}% (${trainRecall.correct}/${trainRecall.total}; greedy first object token) |
+| recall, held-out paraphrases | ${(100 * heldOutRecall.accuracy).toFixed(1)}% (${heldOutRecall.correct}/${heldOutRecall.total}) |
+
+Reproduce: \`./locus task train --seed ${o.seed} --steps ${o.steps}\` (writes this folder; checkpoints in runs/).
+
+Files: config.json and model.safetensors (Hugging Face GPT-2 layout), tokenizer.json (word level),
+counterfact.json (ROME's CounterFact schema), known_facts.json (ROME's known_1000 schema),
+corpus.txt (the training text), loss_curve.svg.
+`;
+  await Deno.writeTextFile(`${outDir}/MODEL_CARD.md`, card);
+  console.log(`wrote ${outDir}`);
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      out: { type: "string", default: new URL("../weights/locus-kb", import.meta.url).pathname },
+      "run-dir": { type: "string" },
+      seed: { type: "string" },
+      steps: { type: "string" },
+      layers: { type: "string" },
+      d: { type: "string" },
+      heads: { type: "string" },
+      "seq-len": { type: "string" },
+      batch: { type: "string" },
+      lr: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(`usage: deno task train [--seed N] [--steps N] [--layers N] [--d N] [--heads N] [--seq-len N]
+                  [--batch N] [--lr X] [--out DIR] [--run-dir DIR]
+Trains the embedded model on the generated knowledge base; resumes from --run-dir if killed.`);
+    Deno.exit(0);
+  }
+  const num = (v: string | undefined, fallback: number, name: string) => {
+    if (v === undefined) return fallback;
+    const x = Number(v);
+    if (!Number.isFinite(x) || x <= 0) throw new Error(`--${name} must be a positive number, got ${v}`);
+    return x;
+  };
+  const o: TrainOptions = {
+    ...DEFAULT_TRAIN,
+    seed: values.seed === undefined ? 0 : Number(values.seed),
+    steps: num(values.steps, DEFAULT_TRAIN.steps, "steps"),
+    nLayer: num(values.layers, DEFAULT_TRAIN.nLayer, "layers"),
+    nEmbd: num(values.d, DEFAULT_TRAIN.nEmbd, "d"),
+    nHead: num(values.heads, DEFAULT_TRAIN.nHead, "heads"),
+    seqLen: num(values["seq-len"], DEFAULT_TRAIN.seqLen, "seq-len"),
+    batchSize: num(values.batch, DEFAULT_TRAIN.batchSize, "batch"),
+    lr: num(values.lr, DEFAULT_TRAIN.lr, "lr"),
+  };
+  const runDir = values["run-dir"] ?? new URL(`../runs/train-seed${o.seed}`, import.meta.url).pathname;
+  await train(o, values.out!, runDir);
+}
