@@ -4,8 +4,12 @@
 // (batch * tokens), all tensors row-major.
 import { cdiv, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
 
-/** Invocations per workgroup of the row-wise and elementwise kernels (8 = one llvmpipe SIMD vector). */
-const WG = 8;
+/** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
+ *  8 = one llvmpipe SIMD vector, so that even 16 rows make 2 workgroups for llvmpipe's 2 threads. */
+const ROW_WG = 8;
+/** Invocations per workgroup of elementwise kernels: 64 halves their time on llvmpipe compared
+ *  with 8, by paying its per-workgroup cost 8x less often (bench/kernels.ts). */
+const ELEMENT_WG = 64;
 
 /**
  * Workgroup grid for `groups` workgroups of a 1-D kernel: x up to the per-dimension limit, the rest
@@ -186,9 +190,9 @@ export function layernorm(
   need("layernorm", "out", out, R * C);
   if (o.stats) need("layernorm", "stats", o.stats, R * 2);
   gpu.run(
-    gpu.pipeline("layernorm.wgsl", "layernorm", { WG, WITH_STATS: !!o.stats }),
+    gpu.pipeline("layernorm.wgsl", "layernorm", { WG: ROW_WG, WITH_STATS: !!o.stats }),
     [x, gamma, beta, out, o.stats ?? placeholder(gpu)],
-    grid1d(gpu, cdiv(R, WG)),
+    grid1d(gpu, cdiv(R, ROW_WG)),
     uniforms().u32(R, C).f32(eps),
   );
   return out;
@@ -199,14 +203,14 @@ export function layernorm(
 export function gelu(gpu: Gpu, x: Tensor, n: number, o: { out?: Tensor } = {}): Tensor {
   positive("gelu", { n });
   need("gelu", "x", x, n);
-  const groups = grid1d(gpu, cdiv(n, WG));
+  const groups = grid1d(gpu, cdiv(n, ELEMENT_WG));
   if (o.out === x) {
-    gpu.run(gpu.pipeline("gelu.wgsl", "gelu_in_place", { WG }), [x], groups, uniforms().u32(n));
+    gpu.run(gpu.pipeline("gelu.wgsl", "gelu_in_place", { WG: ELEMENT_WG }), [x], groups, uniforms().u32(n));
     return x;
   }
   const out = o.out ?? gpu.zeros([n]);
   need("gelu", "out", out, n);
-  gpu.run(gpu.pipeline("gelu.wgsl", "gelu", { WG }), [x, out], groups, uniforms().u32(n));
+  gpu.run(gpu.pipeline("gelu.wgsl", "gelu", { WG: ELEMENT_WG }), [x, out], groups, uniforms().u32(n));
   return out;
 }
 
@@ -216,15 +220,15 @@ export function add(gpu: Gpu, a: Tensor, b: Tensor, n: number, o: { out?: Tensor
   positive("add", { n });
   need("add", "a", a, n);
   need("add", "b", b, n);
-  const groups = grid1d(gpu, cdiv(n, WG));
+  const groups = grid1d(gpu, cdiv(n, ELEMENT_WG));
   if (o.out === a || o.out === b) {
     const [acc, addend] = o.out === a ? [a, b] : [b, a];
-    gpu.run(gpu.pipeline("elementwise.wgsl", "add_in_place", { WG }), [acc, addend], groups, uniforms().u32(n));
+    gpu.run(gpu.pipeline("elementwise.wgsl", "add_in_place", { WG: ELEMENT_WG }), [acc, addend], groups, uniforms().u32(n));
     return acc;
   }
   const out = o.out ?? gpu.zeros([n]);
   need("add", "out", out, n);
-  gpu.run(gpu.pipeline("elementwise.wgsl", "add", { WG }), [a, b, out], groups, uniforms().u32(n));
+  gpu.run(gpu.pipeline("elementwise.wgsl", "add", { WG: ELEMENT_WG }), [a, b, out], groups, uniforms().u32(n));
   return out;
 }
 
@@ -252,9 +256,9 @@ export function attention(
   need("attention", "out", out, B * T * d);
   if (o.probs) need("attention", "probs", o.probs, B * nHead * T * T);
   gpu.run(
-    gpu.pipeline("attention.wgsl", "attention", { HD: hd, WG, WITH_PROBS: !!o.probs }),
+    gpu.pipeline("attention.wgsl", "attention", { HD: hd, WG: ROW_WG, WITH_PROBS: !!o.probs }),
     [qkv, out, o.probs ?? placeholder(gpu)],
-    grid1d(gpu, cdiv(B * nHead * T, WG)),
+    grid1d(gpu, cdiv(B * nHead * T, ROW_WG)),
     uniforms().u32(B, T, d, nHead).f32(1 / Math.sqrt(hd)),
   );
   return out;
@@ -283,9 +287,9 @@ export function embed(
   need("embed", "out", o.out, R * C);
   const wteRows = Math.floor(wte.size / C);
   gpu.run(
-    gpu.pipeline("embedding.wgsl", "embed", { WG }),
+    gpu.pipeline("embedding.wgsl", "embed", { WG: ELEMENT_WG }),
     [tokens, wte, wpe, o.out],
-    grid1d(gpu, cdiv(R * C, WG)),
+    grid1d(gpu, cdiv(R * C, ELEMENT_WG)),
     uniforms().u32(R, T, C, rowStart, wteRows),
   );
   return o.out;
@@ -336,11 +340,11 @@ export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, ent
     });
   }
   const table = gpu.tensor([words.length], words, "u32");
-  const groups: [number, number] = [cdiv(C, WG), entries.length];
+  const groups: [number, number] = [cdiv(C, ELEMENT_WG), entries.length];
   if (src) {
-    gpu.run(gpu.pipeline("rows.wgsl", "row_ops", { WG }), [dst, src, table], groups, uniforms().u32(C));
+    gpu.run(gpu.pipeline("rows.wgsl", "row_ops", { WG: ELEMENT_WG }), [dst, src, table], groups, uniforms().u32(C));
   } else {
-    gpu.run(gpu.pipeline("rows.wgsl", "row_ops_in_place", { WG }), [dst, table], groups, uniforms().u32(C));
+    gpu.run(gpu.pipeline("rows.wgsl", "row_ops_in_place", { WG: ELEMENT_WG }), [dst, table], groups, uniforms().u32(C));
   }
 }
 
@@ -362,9 +366,9 @@ export function logProbOf(
   const out = o.out ?? gpu.zeros([R]);
   need("logProbOf", "out", out, R);
   gpu.run(
-    gpu.pipeline("softmax.wgsl", "log_prob_of", { WG }),
+    gpu.pipeline("softmax.wgsl", "log_prob_of", { WG: ROW_WG }),
     [logits, targets, out],
-    grid1d(gpu, cdiv(R, WG)),
+    grid1d(gpu, cdiv(R, ROW_WG)),
     uniforms().u32(R, V),
   );
   return out;
@@ -376,7 +380,7 @@ export function softmax(gpu: Gpu, logits: Tensor, R: number, V: number, o: { out
   need("softmax", "logits", logits, R * V);
   const out = o.out ?? gpu.zeros([R, V]);
   need("softmax", "out", out, R * V);
-  gpu.run(gpu.pipeline("softmax.wgsl", "softmax", { WG }), [logits, out], grid1d(gpu, cdiv(R, WG)), uniforms().u32(R, V));
+  gpu.run(gpu.pipeline("softmax.wgsl", "softmax", { WG: ROW_WG }), [logits, out], grid1d(gpu, cdiv(R, ROW_WG)), uniforms().u32(R, V));
   return out;
 }
 
@@ -393,9 +397,9 @@ export function topK(gpu: Gpu, x: Tensor, R: number, V: number, k: number): { in
   const indices = gpu.zeros([R, k], "u32");
   const values = gpu.zeros([R, k]);
   gpu.run(
-    gpu.pipeline("softmax.wgsl", "top_k", { WG }),
+    gpu.pipeline("softmax.wgsl", "top_k", { WG: ROW_WG }),
     [x, indices, values],
-    grid1d(gpu, cdiv(R, WG)),
+    grid1d(gpu, cdiv(R, ROW_WG)),
     uniforms().u32(R, V, k),
   );
   return { indices, values };

@@ -1,0 +1,132 @@
+// Kernel throughput on GPT-2 small shapes: GFLOP/s of matmul (the hot spot of everything) and GB/s
+// of the memory-bound forward kernels, on whatever adapter WebGPU gives.
+//
+//   ./locus run -A bench/kernels.ts            the kernels ops.ts picks for this adapter
+//   ./locus run -A bench/kernels.ts --sweep    also every candidate tile shape for each matmul
+//
+// Each measurement records `reps` dispatches into one submit and waits once, so the ~10 ms cost of
+// a Deno readback/sync is amortised; reps grows until one run takes >= 0.3 s.
+import { getGpu, type Gpu } from "../engine/gpu.ts";
+import {
+  attention,
+  gelu,
+  layernorm,
+  matmul,
+  matmulKernel,
+  type MatmulOptions,
+  matmulTiles,
+  type MatmulTiles,
+  setMatmulTiles,
+  softmax,
+} from "../engine/ops.ts";
+
+const gpu = await getGpu();
+const sweep = Deno.args.includes("--sweep");
+
+/** Seconds per call of `record`, measured over enough calls to make the sync cost negligible. */
+async function timePerCall(g: Gpu, record: () => void): Promise<number> {
+  record(); // compiles the pipeline (at first dispatch)
+  await g.sync();
+  for (let reps = 4;; reps *= 2) {
+    const start = performance.now();
+    for (let i = 0; i < reps; i++) record();
+    await g.sync();
+    const seconds = (performance.now() - start) / 1000;
+    if (seconds >= 0.3 || reps >= 4096) return seconds / reps;
+  }
+}
+
+function random(n: number): Float32Array {
+  return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.5);
+}
+
+interface MatmulCase {
+  name: string;
+  M: number;
+  N: number;
+  K: number;
+  transB: boolean;
+}
+
+// GPT-2 small (d = 768): a 16-token prompt, a 128-token batch, one generated token, and the
+// last-token unembedding.
+const cases: MatmulCase[] = [
+  { name: "c_attn   [16,768]x[768,2304]", M: 16, N: 2304, K: 768, transB: false },
+  { name: "c_fc     [16,768]x[768,3072]", M: 16, N: 3072, K: 768, transB: false },
+  { name: "mlp_proj [16,3072]x[3072,768]", M: 16, N: 768, K: 3072, transB: false },
+  { name: "c_attn   [128,768]x[768,2304]", M: 128, N: 2304, K: 768, transB: false },
+  { name: "c_attn   [1,768]x[768,2304]", M: 1, N: 2304, K: 768, transB: false },
+  { name: "unembed  [1,768]x[50257,768]^T", M: 1, N: 50257, K: 768, transB: true },
+];
+
+/**
+ * Records one product of the case. The 50257-row wte is 154 MB, over one storage binding's 128 MiB,
+ * so it is two row chunks writing column slices of one [M, N] output, as the model does.
+ */
+function matmulRecorder(c: MatmulCase): () => void {
+  const a = gpu.tensor([c.M, c.K], random(c.M * c.K));
+  const out = gpu.zeros([c.M, c.N]);
+  const chunks = c.N * c.K * 4 > gpu.limits.maxStorageBufferBindingSize ? 2 : 1;
+  const rowsPerChunk = Math.ceil(c.N / chunks);
+  const parts = Array.from({ length: chunks }, (_, i) => {
+    const n0 = i * rowsPerChunk, n = Math.min(rowsPerChunk, c.N - n0);
+    return { n0, n, b: gpu.tensor(c.transB ? [n, c.K] : [c.K, n], random(n * c.K)) };
+  });
+  return () => {
+    for (const p of parts) {
+      const o: MatmulOptions = { transB: c.transB, out, ldc: c.N, outOffset: p.n0 };
+      matmul(gpu, a, p.b, c.M, p.n, c.K, o);
+    }
+  };
+}
+
+// Alternatives to the adapter's default for --sweep. On llvmpipe every storage-buffer load is a
+// per-lane loop, so throughput follows FMAs per loaded float (TM*TN / (TM+TN)) until the accumulators
+// no longer fit in registers (more than 16 vec4).
+const candidates: [string, MatmulTiles][] = [
+  ["16x4 block", { TM: 16, TN: 4, WG_X: 1, WG_Y: 8 }],
+  ["4x16 block", { TM: 4, TN: 16, WG_X: 1, WG_Y: 8 }],
+  ["8x16 block (spills)", { TM: 8, TN: 16, WG_X: 1, WG_Y: 8 }],
+  ["lanes along rows", { TM: 8, TN: 8, WG_X: 8, WG_Y: 1 }],
+  ["scalar kernel", { TM: 8, TN: 8, WG_X: 1, WG_Y: 8, vec4: false }],
+  ["scalar, the original default", { TM: 8, TN: 8, WG_X: 8, WG_Y: 1, vec4: false }],
+  ["workgroup tiles", { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 }],
+];
+
+console.log(`adapter: ${gpu.describe()}`);
+console.log(`default matmul tiles: ${JSON.stringify(matmulTiles(gpu))}\n`);
+const defaults = matmulTiles(gpu);
+for (const c of cases) {
+  const flops = 2 * c.M * c.N * c.K;
+  const tilesToTry: [string, MatmulTiles][] = [["default", defaults], ...(sweep ? candidates : [])];
+  for (const [label, tiles] of tilesToTry) {
+    setMatmulTiles(gpu, tiles);
+    const seconds = await timePerCall(gpu, matmulRecorder(c));
+    const kernel = matmulKernel(gpu, c.N, c.K, { transB: c.transB });
+    console.log(
+      `${c.name}  ${(flops / seconds / 1e9).toFixed(1).padStart(6)} GFLOP/s  ${(seconds * 1e3).toFixed(2).padStart(7)} ms` +
+        `  ${kernel.padEnd(13)}  ${label} ${JSON.stringify(tiles)}`,
+    );
+  }
+  setMatmulTiles(gpu, defaults);
+}
+
+// Memory-bound kernels: bytes read + written once per call.
+const [R, C, T, nHead, V] = [16, 768, 16, 12, 50257];
+const x = gpu.tensor([R, 4 * C], random(R * 4 * C));
+const gamma = gpu.tensor([C], random(C)), beta = gpu.tensor([C], random(C));
+const y = gpu.zeros([R, 4 * C]);
+const qkv = gpu.tensor([R, 3 * C], random(R * 3 * C));
+const logits = gpu.tensor([R, V], random(R * V));
+const probs = gpu.zeros([R, V]);
+const memoryBound: [string, number, () => void][] = [
+  ["layernorm [16,768]", 2 * R * C * 4, () => layernorm(gpu, x, gamma, beta, R, C, 1e-5, { out: y })],
+  ["gelu      [16,3072]", 2 * R * 4 * C * 4, () => gelu(gpu, x, R * 4 * C, { out: y })],
+  ["attention B=1 T=16 d=768 h=12", (R * 3 * C + R * C) * 4, () => attention(gpu, qkv, 1, T, C, nHead, { out: y })],
+  ["softmax   [16,50257]", 2 * R * V * 4, () => softmax(gpu, logits, R, V, { out: probs })],
+];
+console.log("");
+for (const [name, bytes, record] of memoryBound) {
+  const seconds = await timePerCall(gpu, record);
+  console.log(`${name.padEnd(32)} ${(bytes / seconds / 1e9).toFixed(2).padStart(6)} GB/s  ${(seconds * 1e3).toFixed(3)} ms`);
+}
