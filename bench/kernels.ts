@@ -14,8 +14,8 @@ import {
   matmul,
   matmulKernel,
   type MatmulOptions,
-  matmulTiles,
   type MatmulTiles,
+  matmulTiles,
   setMatmulTiles,
   softmax,
 } from "../engine/ops.ts";
@@ -104,7 +104,9 @@ for (const c of cases) {
     const seconds = await timePerCall(gpu, matmulRecorder(c));
     const kernel = matmulKernel(gpu, c.N, c.K, { transB: c.transB });
     console.log(
-      `${c.name}  ${(flops / seconds / 1e9).toFixed(1).padStart(6)} GFLOP/s  ${(seconds * 1e3).toFixed(2).padStart(7)} ms` +
+      `${c.name}  ${(flops / seconds / 1e9).toFixed(1).padStart(6)} GFLOP/s  ${
+        (seconds * 1e3).toFixed(2).padStart(7)
+      } ms` +
         `  ${kernel.padEnd(13)}  ${label} ${JSON.stringify(tiles)}`,
     );
   }
@@ -122,11 +124,19 @@ const probs = gpu.zeros([R, V]);
 const memoryBound: [string, number, () => void][] = [
   ["layernorm [16,768]", 2 * R * C * 4, () => layernorm(gpu, x, gamma, beta, R, C, 1e-5, { out: y })],
   ["gelu      [16,3072]", 2 * R * 4 * C * 4, () => gelu(gpu, x, R * 4 * C, { out: y })],
-  ["attention B=1 T=16 d=768 h=12", (R * 3 * C + R * C) * 4, () => attention(gpu, qkv, 1, T, C, nHead, { out: y })],
+  [
+    "attention B=1 T=16 d=768 h=12",
+    (R * 3 * C + R * C) * 4,
+    () => attention(gpu, qkv, 1, T, C, nHead, { out: y }),
+  ],
   ["softmax   [16,50257]", 2 * R * V * 4, () => softmax(gpu, logits, R, V, { out: probs })],
 ];
 console.log("");
 for (const [name, bytes, record] of memoryBound) {
   const seconds = await timePerCall(gpu, record);
-  console.log(`${name.padEnd(32)} ${(bytes / seconds / 1e9).toFixed(2).padStart(6)} GB/s  ${(seconds * 1e3).toFixed(3)} ms`);
+  console.log(
+    `${name.padEnd(32)} ${(bytes / seconds / 1e9).toFixed(2).padStart(6)} GB/s  ${
+      (seconds * 1e3).toFixed(3)
+    } ms`,
+  );
 }

@@ -34,8 +34,18 @@ function placeholder(gpu: Gpu): Tensor {
 
 /** Throws unless `t` holds at least `count` values of type `dtype`. */
 function need(op: string, name: string, t: Tensor, count: number, dtype: "f32" | "u32" = "f32"): void {
-  if (t.dtype !== dtype) throw new Error(`${op}: ${name} must be a ${dtype} tensor, got ${t.dtype} [${t.shape}]`);
+  if (t.dtype !== dtype) {
+    throw new Error(`${op}: ${name} must be a ${dtype} tensor, got ${t.dtype} [${t.shape}]`);
+  }
   if (t.size < count) throw new Error(`${op}: ${name} [${t.shape}] has ${t.size} values, needs ${count}`);
+}
+
+/** Throws if `out` is also one of the inputs: WebGPU cannot bind one buffer as both read and
+ *  read_write in a dispatch (it would drop the dispatch with only a console warning). */
+function distinct(op: string, out: Tensor, inputs: Record<string, Tensor>): void {
+  for (const [name, t] of Object.entries(inputs)) {
+    if (t === out) throw new Error(`${op}: the output must not be the input ${name} (no in-place variant)`);
+  }
 }
 
 /** Throws unless every named size is a positive integer. */
@@ -85,7 +95,13 @@ export function matmulTiles(gpu: Gpu): MatmulTiles {
 }
 
 export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
-  positive("setMatmulTiles", { TM: tiles.TM, TN: tiles.TN, WG_X: tiles.WG_X, WG_Y: tiles.WG_Y, BK: tiles.BK ?? 8 });
+  positive("setMatmulTiles", {
+    TM: tiles.TM,
+    TN: tiles.TN,
+    WG_X: tiles.WG_X,
+    WG_Y: tiles.WG_Y,
+    BK: tiles.BK ?? 8,
+  });
   tilesByGpu.set(gpu, tiles);
 }
 
@@ -131,7 +147,15 @@ function pow2AtLeast(n: number): number {
  * C[M,N] = alpha * op(A)[M,K] op(B)[K,N] + bias[N] (+ beta*C).
  * A is [M,K] or, with transA, [K,M]; B is [K,N] or, with transB, [N,K].
  */
-export function matmul(gpu: Gpu, a: Tensor, b: Tensor, M: number, N: number, K: number, o: MatmulOptions = {}): Tensor {
+export function matmul(
+  gpu: Gpu,
+  a: Tensor,
+  b: Tensor,
+  M: number,
+  N: number,
+  K: number,
+  o: MatmulOptions = {},
+): Tensor {
   const batch = o.batch ?? 1;
   const strides = o.strides ?? { a: 0, b: 0, c: M * N };
   const out = o.out ?? gpu.zeros(batch > 1 ? [batch, M, N] : [M, N]);
@@ -142,8 +166,11 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, M: number, N: number, K: 
     a.size < last * strides.a + M * K || b.size < last * strides.b + K * N ||
     out.size < outOffset + last * strides.c + (M - 1) * ldc + N
   ) {
-    throw new Error(`matmul: operands [${a.shape}] x [${b.shape}] -> [${out.shape}] too small for M=${M} N=${N} K=${K}`);
+    throw new Error(
+      `matmul: operands [${a.shape}] x [${b.shape}] -> [${out.shape}] too small for M=${M} N=${N} K=${K}`,
+    );
   }
+  distinct("matmul", out, o.bias ? { a, b, bias: o.bias } : { a, b });
   const t = matmulTiles(gpu);
   const kernel = matmulKernel(gpu, N, K, o);
   let [TM, TN] = [t.TM, t.TN];
@@ -154,7 +181,13 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, M: number, N: number, K: 
     TN = t.TN * Math.min(4, Math.floor(t.TM / TM));
   }
   const params: KernelParams = {
-    TM, TN, WG_X: t.WG_X, WG_Y: t.WG_Y, BK: t.BK ?? 8, TRANS_A: !!o.transA, TRANS_B: !!o.transB,
+    TM,
+    TN,
+    WG_X: t.WG_X,
+    WG_Y: t.WG_Y,
+    BK: t.BK ?? 8,
+    TRANS_A: !!o.transA,
+    TRANS_B: !!o.transB,
   };
   const columnsPerInvocation = kernel === "matmul_vec4_k" ? TN / 4 : TN;
   const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
@@ -188,7 +221,11 @@ export function layernorm(
   need("layernorm", "beta", beta, C);
   const out = o.out ?? gpu.zeros([R, C]);
   need("layernorm", "out", out, R * C);
-  if (o.stats) need("layernorm", "stats", o.stats, R * 2);
+  distinct("layernorm", out, { x, gamma, beta });
+  if (o.stats) {
+    need("layernorm", "stats", o.stats, R * 2);
+    distinct("layernorm", o.stats, { x, gamma, beta, out });
+  }
   gpu.run(
     gpu.pipeline("layernorm.wgsl", "layernorm", { WG: ROW_WG, WITH_STATS: !!o.stats }),
     [x, gamma, beta, out, o.stats ?? placeholder(gpu)],
@@ -223,12 +260,22 @@ export function add(gpu: Gpu, a: Tensor, b: Tensor, n: number, o: { out?: Tensor
   const groups = grid1d(gpu, cdiv(n, ELEMENT_WG));
   if (o.out === a || o.out === b) {
     const [acc, addend] = o.out === a ? [a, b] : [b, a];
-    gpu.run(gpu.pipeline("elementwise.wgsl", "add_in_place", { WG: ELEMENT_WG }), [acc, addend], groups, uniforms().u32(n));
+    gpu.run(
+      gpu.pipeline("elementwise.wgsl", "add_in_place", { WG: ELEMENT_WG }),
+      [acc, addend],
+      groups,
+      uniforms().u32(n),
+    );
     return acc;
   }
   const out = o.out ?? gpu.zeros([n]);
   need("add", "out", out, n);
-  gpu.run(gpu.pipeline("elementwise.wgsl", "add", { WG: ELEMENT_WG }), [a, b, out], groups, uniforms().u32(n));
+  gpu.run(
+    gpu.pipeline("elementwise.wgsl", "add", { WG: ELEMENT_WG }),
+    [a, b, out],
+    groups,
+    uniforms().u32(n),
+  );
   return out;
 }
 
@@ -254,7 +301,11 @@ export function attention(
   need("attention", "qkv", qkv, B * T * 3 * d);
   const out = o.out ?? gpu.zeros([B * T, d]);
   need("attention", "out", out, B * T * d);
-  if (o.probs) need("attention", "probs", o.probs, B * nHead * T * T);
+  distinct("attention", out, { qkv });
+  if (o.probs) {
+    need("attention", "probs", o.probs, B * nHead * T * T);
+    distinct("attention", o.probs, { qkv, out });
+  }
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", { HD: hd, WG: ROW_WG, WITH_PROBS: !!o.probs }),
     [qkv, out, o.probs ?? placeholder(gpu)],
@@ -280,11 +331,14 @@ export function embed(
 ): Tensor {
   positive("embed", { R, T, C });
   const rowStart = o.rowStart ?? 0;
-  if (!Number.isInteger(rowStart) || rowStart < 0) throw new Error(`embed: rowStart must be >= 0, got ${rowStart}`);
+  if (!Number.isInteger(rowStart) || rowStart < 0) {
+    throw new Error(`embed: rowStart must be >= 0, got ${rowStart}`);
+  }
   need("embed", "tokens", tokens, R, "u32");
   need("embed", "wte", wte, C);
   need("embed", "wpe", wpe, T * C);
   need("embed", "out", o.out, R * C);
+  distinct("embed", o.out, { tokens, wte, wpe });
   const wteRows = Math.floor(wte.size / C);
   gpu.run(
     gpu.pipeline("embedding.wgsl", "embed", { WG: ELEMENT_WG }),
@@ -315,15 +369,24 @@ export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, ent
   const dstRows = Math.floor(dst.size / C);
   const srcRows = Math.floor((src ?? dst).size / C);
   need("rowOps", "dst", dst, C);
-  if (src) need("rowOps", "src", src, C);
+  if (src) {
+    need("rowOps", "src", src, C);
+    if (src === dst) throw new Error("rowOps: src is dst; pass src = null for rows of one buffer");
+  }
   const written = new Set<number>();
   const words = new Uint32Array(4 * entries.length); // RowEntry { dst: u32, src: u32, keep: f32, take: f32 }
   const floats = new Float32Array(words.buffer);
   entries.forEach((e, i) => {
     const where = `rowOps: entry ${i} ${JSON.stringify(e)}`;
-    if (!Number.isInteger(e.dst) || e.dst < 0 || e.dst >= dstRows) throw new Error(`${where}: dst row outside [0, ${dstRows})`);
-    if (!Number.isInteger(e.src) || e.src < 0 || e.src >= srcRows) throw new Error(`${where}: src row outside [0, ${srcRows})`);
-    if (!Number.isFinite(e.keep) || !Number.isFinite(e.take)) throw new Error(`${where}: keep and take must be finite`);
+    if (!Number.isInteger(e.dst) || e.dst < 0 || e.dst >= dstRows) {
+      throw new Error(`${where}: dst row outside [0, ${dstRows})`);
+    }
+    if (!Number.isInteger(e.src) || e.src < 0 || e.src >= srcRows) {
+      throw new Error(`${where}: src row outside [0, ${srcRows})`);
+    }
+    if (!Number.isFinite(e.keep) || !Number.isFinite(e.take)) {
+      throw new Error(`${where}: keep and take must be finite`);
+    }
     if (written.has(e.dst)) throw new Error(`${where}: dst row ${e.dst} appears twice`);
     written.add(e.dst);
     words[4 * i] = e.dst;
@@ -335,16 +398,28 @@ export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, ent
     // In place, a src row that another entry overwrites would be read while it is being written.
     entries.forEach((e, i) => {
       if (e.take !== 0 && written.has(e.src) && e.src !== e.dst) {
-        throw new Error(`rowOps: entry ${i} ${JSON.stringify(e)}: in place, src row ${e.src} is also a dst row`);
+        throw new Error(
+          `rowOps: entry ${i} ${JSON.stringify(e)}: in place, src row ${e.src} is also a dst row`,
+        );
       }
     });
   }
   const table = gpu.tensor([words.length], words, "u32");
   const groups: [number, number] = [cdiv(C, ELEMENT_WG), entries.length];
   if (src) {
-    gpu.run(gpu.pipeline("rows.wgsl", "row_ops", { WG: ELEMENT_WG }), [dst, src, table], groups, uniforms().u32(C));
+    gpu.run(
+      gpu.pipeline("rows.wgsl", "row_ops", { WG: ELEMENT_WG }),
+      [dst, src, table],
+      groups,
+      uniforms().u32(C),
+    );
   } else {
-    gpu.run(gpu.pipeline("rows.wgsl", "row_ops_in_place", { WG: ELEMENT_WG }), [dst, table], groups, uniforms().u32(C));
+    gpu.run(
+      gpu.pipeline("rows.wgsl", "row_ops_in_place", { WG: ELEMENT_WG }),
+      [dst, table],
+      groups,
+      uniforms().u32(C),
+    );
   }
 }
 
@@ -365,6 +440,7 @@ export function logProbOf(
   need("logProbOf", "targets", targets, R, "u32");
   const out = o.out ?? gpu.zeros([R]);
   need("logProbOf", "out", out, R);
+  distinct("logProbOf", out, { logits, targets });
   gpu.run(
     gpu.pipeline("softmax.wgsl", "log_prob_of", { WG: ROW_WG }),
     [logits, targets, out],
@@ -380,7 +456,13 @@ export function softmax(gpu: Gpu, logits: Tensor, R: number, V: number, o: { out
   need("softmax", "logits", logits, R * V);
   const out = o.out ?? gpu.zeros([R, V]);
   need("softmax", "out", out, R * V);
-  gpu.run(gpu.pipeline("softmax.wgsl", "softmax", { WG: ROW_WG }), [logits, out], grid1d(gpu, cdiv(R, ROW_WG)), uniforms().u32(R, V));
+  distinct("softmax", out, { logits });
+  gpu.run(
+    gpu.pipeline("softmax.wgsl", "softmax", { WG: ROW_WG }),
+    [logits, out],
+    grid1d(gpu, cdiv(R, ROW_WG)),
+    uniforms().u32(R, V),
+  );
   return out;
 }
 
@@ -390,7 +472,13 @@ export const TOPK_MAX = 64;
 /** Per row, the indices and values of the k largest entries, sorted descending (k <= 64); so only
  *  R*k numbers are read back instead of R*V. Equal values keep the lower index first.
  *  Returns { indices: u32 [R,k], values: f32 [R,k] }. */
-export function topK(gpu: Gpu, x: Tensor, R: number, V: number, k: number): { indices: Tensor; values: Tensor } {
+export function topK(
+  gpu: Gpu,
+  x: Tensor,
+  R: number,
+  V: number,
+  k: number,
+): { indices: Tensor; values: Tensor } {
   positive("topK", { R, V, k });
   if (k > TOPK_MAX || k > V) throw new Error(`topK: k=${k} must be <= ${TOPK_MAX} and <= V=${V}`);
   need("topK", "x", x, R * V);

@@ -3,7 +3,14 @@
 // point actually ran, so a variant cannot silently fall back to another.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
-import { matmul, matmulKernel, type MatmulKernel, matmulTiles, type MatmulTiles, setMatmulTiles } from "../engine/ops.ts";
+import {
+  matmul,
+  type MatmulKernel,
+  matmulKernel,
+  type MatmulTiles,
+  matmulTiles,
+  setMatmulTiles,
+} from "../engine/ops.ts";
 import { matmulRef } from "./reference.ts";
 import { assertClose, randomArray } from "./util.ts";
 
@@ -28,28 +35,57 @@ function withTiles(name: string, tiles: MatmulTiles, body: () => Promise<void>):
 type Layout = { transA: boolean; transB: boolean };
 
 /** Products of these shapes with bias, compared with the reference; checks the kernel chosen. */
-async function checkShapes(layout: Layout, shapes: [number, number, number][], kernel: MatmulKernel): Promise<void> {
+async function checkShapes(
+  layout: Layout,
+  shapes: [number, number, number][],
+  kernel: MatmulKernel,
+): Promise<void> {
   const runs = shapes.map(([M, N, K], i) => {
-    assert.equal(matmulKernel(gpu, N, K, layout), kernel, `kernel for [${M},${N},${K}] ${JSON.stringify(layout)}`);
+    assert.equal(
+      matmulKernel(gpu, N, K, layout),
+      kernel,
+      `kernel for [${M},${N},${K}] ${JSON.stringify(layout)}`,
+    );
     const a = randomArray(M * K, 10 + i), b = randomArray(K * N, 20 + i), bias = randomArray(N, 30 + i);
-    const out = matmul(gpu, gpu.tensor([M * K], a), gpu.tensor([K * N], b), M, N, K, { ...layout, bias: gpu.tensor([N], bias) });
+    const out = matmul(gpu, gpu.tensor([M * K], a), gpu.tensor([K * N], b), M, N, K, {
+      ...layout,
+      bias: gpu.tensor([N], bias),
+    });
     return { M, N, K, out, ref: matmulRef(a, b, M, N, K, { ...layout, bias }) };
   });
   const got = await gpu.readMany(runs.map((r) => r.out));
-  runs.forEach((r, i) => assertClose(got[i], r.ref, 1e-4 * Math.sqrt(r.K), `[${r.M},${r.N},${r.K}] ${kernel}`));
+  runs.forEach((r, i) =>
+    assertClose(got[i], r.ref, 1e-4 * Math.sqrt(r.K), `[${r.M},${r.N},${r.K}] ${kernel}`)
+  );
 }
 
 /** alpha, beta accumulation, batch strides and a column slice of a wider C, all at once. */
 async function checkBatchedSlice(layout: Layout, [M, N, K]: [number, number, number]): Promise<void> {
   const [batch, wide, offset] = [3, N + 8, 4];
-  const a = randomArray(batch * M * K, 40), b = randomArray(batch * K * N, 41), c0 = randomArray(batch * M * wide, 42);
+  const a = randomArray(batch * M * K, 40),
+    b = randomArray(batch * K * N, 41),
+    c0 = randomArray(batch * M * wide, 42);
   const out = gpu.tensor([batch, M, wide], c0);
   matmul(gpu, gpu.tensor([a.length], a), gpu.tensor([b.length], b), M, N, K, {
-    ...layout, alpha: 0.5, beta: 1, out, batch, strides: { a: M * K, b: K * N, c: M * wide }, ldc: wide, outOffset: offset,
+    ...layout,
+    alpha: 0.5,
+    beta: 1,
+    out,
+    batch,
+    strides: { a: M * K, b: K * N, c: M * wide },
+    ldc: wide,
+    outOffset: offset,
   });
   const got = await out.read();
   for (let i = 0; i < batch; i++) {
-    const ref = matmulRef(a.subarray(i * M * K, (i + 1) * M * K), b.subarray(i * K * N, (i + 1) * K * N), M, N, K, layout);
+    const ref = matmulRef(
+      a.subarray(i * M * K, (i + 1) * M * K),
+      b.subarray(i * K * N, (i + 1) * K * N),
+      M,
+      N,
+      K,
+      layout,
+    );
     for (let m = 0; m < M; m++) {
       for (let n = 0; n < wide; n++) {
         const at = i * M * wide + m * wide + n;
@@ -66,7 +102,14 @@ const NT = { transA: false, transB: true }, TT = { transA: true, transB: true };
 const llvmpipe: MatmulTiles = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
 
 // N % 4 == 0 everywhere; M = 1, 2, 3 exercise the shrunken register blocks.
-const vec4nShapes: [number, number, number][] = [[1, 4, 1], [2, 8, 3], [3, 36, 5], [13, 20, 9], [37, 72, 129], [64, 64, 64]];
+const vec4nShapes: [number, number, number][] = [
+  [1, 4, 1],
+  [2, 8, 3],
+  [3, 36, 5],
+  [13, 20, 9],
+  [37, 72, 129],
+  [64, 64, 64],
+];
 withTiles("matmul_vec4_n (NN and TN) matches reference", llvmpipe, async () => {
   await checkShapes(NN, vec4nShapes, "matmul_vec4_n");
   await checkShapes(TN, vec4nShapes, "matmul_vec4_n");
@@ -74,19 +117,27 @@ withTiles("matmul_vec4_n (NN and TN) matches reference", llvmpipe, async () => {
 });
 
 // K % 4 == 0 everywhere, N arbitrary (50257 in GPT-2's unembedding).
-const vec4kShapes: [number, number, number][] = [[1, 7, 4], [1, 101, 64], [3, 5, 8], [13, 17, 12], [37, 70, 128]];
+const vec4kShapes: [number, number, number][] = [[1, 7, 4], [1, 101, 64], [3, 5, 8], [13, 17, 12], [
+  37,
+  70,
+  128,
+]];
 withTiles("matmul_vec4_k (NT) matches reference", llvmpipe, async () => {
   await checkShapes(NT, vec4kShapes, "matmul_vec4_k");
   await checkBatchedSlice(NT, [5, 6, 8]);
 });
 
-withTiles("scalar matmul is used where no vec4 kernel fits, and when vec4 is switched off", llvmpipe, async () => {
-  await checkShapes(NN, [[5, 7, 3]], "matmul"); // N % 4 != 0
-  await checkShapes(NT, [[5, 8, 7]], "matmul"); // K % 4 != 0
-  await checkShapes(TT, [[5, 8, 8]], "matmul"); // no vec4 kernel for TT
-  setMatmulTiles(gpu, { ...llvmpipe, vec4: false });
-  await checkShapes(NN, [[13, 20, 9]], "matmul");
-});
+withTiles(
+  "scalar matmul is used where no vec4 kernel fits, and when vec4 is switched off",
+  llvmpipe,
+  async () => {
+    await checkShapes(NN, [[5, 7, 3]], "matmul"); // N % 4 != 0
+    await checkShapes(NT, [[5, 8, 7]], "matmul"); // K % 4 != 0
+    await checkShapes(TT, [[5, 8, 8]], "matmul"); // no vec4 kernel for TT
+    setMatmulTiles(gpu, { ...llvmpipe, vec4: false });
+    await checkShapes(NN, [[13, 20, 9]], "matmul");
+  },
+);
 
 // Small tiles so that the odd shapes span several workgroups, partial k-tiles and partial edges.
 const tiled: MatmulTiles = { TM: 2, TN: 3, WG_X: 4, WG_Y: 2, strategy: "workgroup", BK: 4 };
@@ -98,7 +149,14 @@ for (const layout of [NN, TN, NT, TT]) {
   });
 }
 
-withTiles("matmul_tiled with the real-GPU default tiles (64x64, BK 8)", { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 }, async () => {
+withTiles("matmul_tiled with the real-GPU default tiles (64x64, BK 8)", {
+  TM: 4,
+  TN: 4,
+  WG_X: 16,
+  WG_Y: 16,
+  strategy: "workgroup",
+  BK: 8,
+}, async () => {
   await checkShapes(NN, [[70, 130, 33]], "matmul_tiled");
   await checkShapes(NT, [[3, 65, 20]], "matmul_tiled");
 });

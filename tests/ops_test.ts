@@ -2,7 +2,18 @@
 // T = 1, several heads, B > 1). Each test records all its dispatches and reads back once.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
-import { add, attention, embed, gelu, layernorm, logProbOf, rowOps, type RowEntry, softmax, topK } from "../engine/ops.ts";
+import {
+  add,
+  attention,
+  embed,
+  gelu,
+  layernorm,
+  logProbOf,
+  type RowEntry,
+  rowOps,
+  softmax,
+  topK,
+} from "../engine/ops.ts";
 import {
   attentionRef,
   embedRef,
@@ -120,6 +131,16 @@ test("attention rejects a width not divisible by the head count", () => {
   assert.throws(() => attention(gpu, gpu.zeros([2, 30]), 1, 2, 10, 3), /not divisible by nHead=3/);
 });
 
+test("ops without an in-place variant refuse an output that is also an input", () => {
+  const x = gpu.zeros([2, 4]), g = gpu.zeros([4]);
+  assert.throws(
+    () => layernorm(gpu, x, g, g, 2, 4, 1e-5, { out: x }),
+    /layernorm: the output must not be the input x/,
+  );
+  assert.throws(() => softmax(gpu, x, 2, 4, { out: x }), /softmax: the output must not be the input logits/);
+  assert.throws(() => rowOps(gpu, x, x, 4, [{ dst: 0, src: 1, keep: 0, take: 1 }]), /pass src = null/);
+});
+
 test("embed: whole vocabulary, and the same result from two row chunks with rowStart", async () => {
   const [B, T, C, V, nPositions] = [2, 3, 5, 10, 4];
   const R = B * T;
@@ -135,20 +156,37 @@ test("embed: whole vocabulary, and the same result from two row chunks with rowS
   const split = 6;
   const firstOnly = gpu.tensor([R, C], sentinel);
   embed(gpu, tt, gpu.tensor([split, C], wte.subarray(0, split * C)), twpe, R, T, C, { out: firstOnly });
-  embed(gpu, tt, gpu.tensor([split, C], wte.subarray(0, split * C)), twpe, R, T, C, { out: chunked, rowStart: 0 });
-  embed(gpu, tt, gpu.tensor([V - split, C], wte.subarray(split * C)), twpe, R, T, C, { out: chunked, rowStart: split });
+  embed(gpu, tt, gpu.tensor([split, C], wte.subarray(0, split * C)), twpe, R, T, C, {
+    out: chunked,
+    rowStart: 0,
+  });
+  embed(gpu, tt, gpu.tensor([V - split, C], wte.subarray(split * C)), twpe, R, T, C, {
+    out: chunked,
+    rowStart: split,
+  });
   const [gw, gc, gf] = await gpu.readMany([whole, chunked, firstOnly]);
   assertClose(gw, ref, 1e-6, "whole wte");
   assertClose(gc, ref, 1e-6, "two chunks");
   // Tokens 9, 6, 9 (rows 0, 3, 5) are not in the first chunk: those rows keep the sentinel.
-  assertClose(gf, embedRef(tokens, wte.subarray(0, split * C), wpe, R, T, C, sentinel), 1e-6, "first chunk only");
+  assertClose(
+    gf,
+    embedRef(tokens, wte.subarray(0, split * C), wpe, R, T, C, sentinel),
+    1e-6,
+    "first chunk only",
+  );
   assert.equal(gf[3 * C], -3);
 });
 
 test("embed rejects f32 tokens and a wpe shorter than T", () => {
   const wte = gpu.zeros([4, 3]);
-  assert.throws(() => embed(gpu, gpu.zeros([2]), wte, gpu.zeros([2, 3]), 2, 2, 3, { out: gpu.zeros([2, 3]) }), /tokens must be a u32/);
-  assert.throws(() => embed(gpu, gpu.zeros([2], "u32"), wte, gpu.zeros([1, 3]), 2, 2, 3, { out: gpu.zeros([2, 3]) }), /wpe/);
+  assert.throws(
+    () => embed(gpu, gpu.zeros([2]), wte, gpu.zeros([2, 3]), 2, 2, 3, { out: gpu.zeros([2, 3]) }),
+    /tokens must be a u32/,
+  );
+  assert.throws(
+    () => embed(gpu, gpu.zeros([2], "u32"), wte, gpu.zeros([1, 3]), 2, 2, 3, { out: gpu.zeros([2, 3]) }),
+    /wpe/,
+  );
 });
 
 test("rowOps: copy, add, zero and scale from another buffer in one dispatch", async () => {
@@ -189,10 +227,21 @@ test("rowOps in place copies and mixes between disjoint rows of one buffer", asy
 
 test("rowOps rejects duplicate dst rows, out-of-range rows and in-place overlaps", () => {
   const t = gpu.zeros([4, 3]);
-  assert.throws(() => rowOps(gpu, t, null, 3, [{ dst: 1, src: 0, keep: 0, take: 1 }, { dst: 1, src: 2, keep: 0, take: 1 }]), /appears twice/);
-  assert.throws(() => rowOps(gpu, t, gpu.zeros([2, 3]), 3, [{ dst: 0, src: 2, keep: 0, take: 1 }]), /src row outside \[0, 2\)/);
+  assert.throws(
+    () =>
+      rowOps(gpu, t, null, 3, [{ dst: 1, src: 0, keep: 0, take: 1 }, { dst: 1, src: 2, keep: 0, take: 1 }]),
+    /appears twice/,
+  );
+  assert.throws(
+    () => rowOps(gpu, t, gpu.zeros([2, 3]), 3, [{ dst: 0, src: 2, keep: 0, take: 1 }]),
+    /src row outside \[0, 2\)/,
+  );
   assert.throws(() => rowOps(gpu, t, null, 3, [{ dst: 4, src: 0, keep: 0, take: 1 }]), /dst row outside/);
-  assert.throws(() => rowOps(gpu, t, null, 3, [{ dst: 1, src: 0, keep: 0, take: 1 }, { dst: 0, src: 2, keep: 0, take: 1 }]), /also a dst row/);
+  assert.throws(
+    () =>
+      rowOps(gpu, t, null, 3, [{ dst: 1, src: 0, keep: 0, take: 1 }, { dst: 0, src: 2, keep: 0, take: 1 }]),
+    /also a dst row/,
+  );
 });
 
 test("softmax and logProbOf match reference on a GPT-2 vocabulary row and small rows", async () => {
@@ -211,7 +260,13 @@ test("softmax and logProbOf match reference on a GPT-2 vocabulary row and small 
 });
 
 test("logProbOf gives NaN for a target outside the vocabulary", async () => {
-  const got = await logProbOf(gpu, gpu.tensor([2, 3], [1, 2, 3, 4, 5, 6]), gpu.tensor([2], [1, 3], "u32"), 2, 3).read();
+  const got = await logProbOf(
+    gpu,
+    gpu.tensor([2, 3], [1, 2, 3, 4, 5, 6]),
+    gpu.tensor([2], [1, 3], "u32"),
+    2,
+    3,
+  ).read();
   assertClose([got[0]], logProbRef([1, 2, 3], [1], 1, 3), 1e-6, "valid target");
   assert.ok(Number.isNaN(got[1]), `target 3 of V=3 gave ${got[1]}`);
 });

@@ -52,7 +52,10 @@ export function layernormRef(
 
 /** GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
 export function geluRef(x: ArrayLike<number>): Float64Array {
-  return Float64Array.from(x, (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))));
+  return Float64Array.from(
+    x,
+    (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
+  );
 }
 
 /**
@@ -123,12 +126,19 @@ function softmaxRow(x: ArrayLike<number>): Float64Array {
 /** Row-wise softmax of logits [R, V]. */
 export function softmaxRef(logits: ArrayLike<number>, R: number, V: number): Float64Array {
   const out = new Float64Array(R * V);
-  for (let r = 0; r < R; r++) out.set(softmaxRow(Array.prototype.slice.call(logits, r * V, (r + 1) * V)), r * V);
+  for (let r = 0; r < R; r++) {
+    out.set(softmaxRow(Array.prototype.slice.call(logits, r * V, (r + 1) * V)), r * V);
+  }
   return out;
 }
 
 /** out[r] = logits[r, targets[r]] - logsumexp(logits[r, :]). */
-export function logProbRef(logits: ArrayLike<number>, targets: ArrayLike<number>, R: number, V: number): Float64Array {
+export function logProbRef(
+  logits: ArrayLike<number>,
+  targets: ArrayLike<number>,
+  R: number,
+  V: number,
+): Float64Array {
   const out = new Float64Array(R);
   for (let r = 0; r < R; r++) {
     let m = -Infinity;
@@ -141,7 +151,12 @@ export function logProbRef(logits: ArrayLike<number>, targets: ArrayLike<number>
 }
 
 /** Per row, the k largest values and their indices, descending; ties keep the lower index first. */
-export function topKRef(x: ArrayLike<number>, R: number, V: number, k: number): { indices: number[]; values: number[] } {
+export function topKRef(
+  x: ArrayLike<number>,
+  R: number,
+  V: number,
+  k: number,
+): { indices: number[]; values: number[] } {
   const indices: number[] = [], values: number[] = [];
   for (let r = 0; r < R; r++) {
     const order = Array.from({ length: V }, (_, v) => v);
