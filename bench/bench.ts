@@ -1,0 +1,24 @@
+// deno task bench: every benchmark section, each a standalone script run in its own process
+// (so one section's GPU memory never skews the next). Extra arguments go to every section.
+//   kernels.ts  matmul GFLOP/s and memory-bound kernel GB/s on GPT-2 shapes
+//   forward.ts  forward tokens/s for GPT-2 small/medium/XL shapes vs numpy; training throughput
+//   tracing.ts  causal-tracing grid time and the speedup of reusing the corrupted run
+//   editing.ts  time per ROME edit, MEMIT batch and FT-L edit
+const sections = ["kernels.ts", "forward.ts", "tracing.ts", "editing.ts"];
+let failed = 0;
+for (const file of sections) {
+  const path = new URL(`./${file}`, import.meta.url).pathname;
+  try {
+    await Deno.stat(path);
+  } catch {
+    console.log(`(bench/${file} does not exist yet)`);
+    continue;
+  }
+  console.log(`\n## bench/${file}\n`);
+  const status = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", path, ...Deno.args] }).spawn().status;
+  if (!status.success) {
+    console.error(`bench/${file} failed with exit code ${status.code}`);
+    failed++;
+  }
+}
+Deno.exit(failed ? 1 : 0);
