@@ -9,7 +9,7 @@ import { cdiv, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
 const ROW_WG = 8;
 /** Invocations per workgroup of elementwise kernels: 64 halves their time on llvmpipe compared
  *  with 8, by paying its per-workgroup cost 8x less often (bench/kernels.ts). */
-const ELEMENT_WG = 64;
+export const ELEMENT_WG = 64;
 
 /**
  * Workgroup grid for `groups` workgroups of a 1-D kernel: x up to the per-dimension limit, the rest

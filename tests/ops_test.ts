@@ -5,6 +5,7 @@ import { getGpu } from "../engine/gpu.ts";
 import {
   add,
   attention,
+  ELEMENT_WG,
   embed,
   gelu,
   layernorm,
@@ -91,6 +92,16 @@ test("add: new output, given output, and in place on either operand", async () =
     const got = await gpu.readMany([fresh, intoA, intoB, given]);
     got.forEach((g, i) => assertClose(g, ref, 1e-6, `n=${n} variant ${i}`));
   }
+});
+
+test("add over more values than one grid dimension holds (the workgroup grid spills into y)", async () => {
+  const n = gpu.limits.maxComputeWorkgroupsPerDimension * ELEMENT_WG + 100;
+  const a = Float32Array.from({ length: n }, (_, i) => i % 7),
+    b = Float32Array.from({ length: n }, (_, i) => i % 5);
+  const got = await add(gpu, gpu.tensor([n], a), gpu.tensor([n], b), n).read();
+  let wrong = 0;
+  for (let i = 0; i < n; i++) if (got[i] !== a[i] + b[i]) wrong++;
+  assert.equal(wrong, 0, `${wrong} of ${n} sums wrong`);
 });
 
 test("attention matches reference (y and probs) for T=1, odd head dims, several heads, B=3", async () => {
