@@ -26,11 +26,12 @@
 //   BK       : (matmul_tiled) depth of a staged k-tile
 //   TRANS_A, TRANS_B : storage layouts above
 // Register blocking without workgroup memory is the fast shape on llvmpipe (see PERF-NOTES).
-// There every storage-buffer load is a per-lane scalar loop with a bounds check (~13 instructions
-// per lane and float, vec4 or not), so throughput follows FMAs per loaded float, TM*TN/(TM+TN), until
-// the accumulators stop fitting: TM*TN = 64 is the sweet spot (bench/kernels.ts --sweep).
-// Loops over the register block have constant trip counts and no `break`, so the compiler unrolls
-// them fully and acc[] stays in registers (a dynamically indexed acc[] would live in memory).
+// There every storage-buffer load is a per-lane scalar loop with a bounds check (about 13
+// instructions per lane and float, vec4 or not), so throughput follows the FMAs per loaded float,
+// TM*TN / (TM+TN). Measured (bench/kernels.ts --sweep): 8x8 blocks of the vec4 kernels are best;
+// more than 16 vec4 accumulators, or the scalar kernel's 64 f32 ones, run 3-4x slower, as the
+// accumulators stop living in registers. Loops over the register block have constant trip counts
+// and no `break`, so that they unroll fully and every acc[] index is a constant.
 
 struct Dims {
   M: u32, N: u32, K: u32, bias_stride: u32,
