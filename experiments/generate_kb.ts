@@ -82,7 +82,8 @@ async function main(): Promise<void> {
 
   const out = values.out;
   await Deno.mkdir(out, { recursive: true });
-  const writeJson = (name: string, value: unknown) => Deno.writeTextFile(`${out}/${name}`, JSON.stringify(value, null, 2) + "\n");
+  const writeJson = (name: string, value: unknown) =>
+    Deno.writeTextFile(`${out}/${name}`, JSON.stringify(value, null, 2) + "\n");
   await writeJson("kb.json", kb);
   await Deno.writeTextFile(`${out}/corpus.txt`, corpus.join("\n") + "\n");
   await writeJson("counterfact.json", counterfact);

@@ -119,6 +119,11 @@ export interface KnownFactRecord {
 // ---------------------------------------------------------------------------------------------
 // The fixed world: object pools, relations and their templates, subject kinds, name pools.
 
+/** A fixed word pool written compactly: space-separated words, over one or more strings. */
+function wordList(...lines: string[]): string[] {
+  return lines.join(" ").split(" ");
+}
+
 interface ObjectPool {
   sentence: string; // the corpus sentence that says what each object is ("{} is a city .")
   words: string[];
@@ -127,78 +132,71 @@ interface ObjectPool {
 const OBJECT_POOLS: Record<string, ObjectPool> = {
   city: {
     sentence: "{} is a city .",
-    words: [
-      "Paris", "Lisbon", "Madrid", "Berlin", "Vienna", "Prague", "Oslo", "Dublin", "Cairo", "Tokyo",
-      "Lima", "Athens", "Warsaw", "Budapest", "Helsinki", "Toronto", "Chicago", "Boston", "Sydney",
-      "Mumbai", "Istanbul", "Naples", "Milan", "Geneva", "Munich", "Seattle", "Denver", "Havana",
-      "Nairobi", "Montreal",
-    ],
+    words: wordList(
+      "Paris Lisbon Madrid Berlin Vienna Prague Oslo Dublin Cairo Tokyo Lima Athens Warsaw Budapest",
+      "Helsinki Toronto Chicago Boston Sydney Mumbai Istanbul Naples Milan Geneva Munich Seattle",
+      "Denver Havana Nairobi Montreal",
+    ),
   },
   country: {
     sentence: "{} is a country .",
-    words: [
-      "France", "Spain", "Italy", "Germany", "Japan", "Brazil", "Canada", "Mexico", "Egypt", "India",
-      "Poland", "Sweden", "Norway", "Greece", "Peru", "Chile", "Kenya", "Turkey", "Ireland", "Portugal",
-      "Austria", "Hungary", "Finland", "Denmark", "Morocco",
-    ],
+    words: wordList(
+      "France Spain Italy Germany Japan Brazil Canada Mexico Egypt India Poland Sweden Norway",
+      "Greece Peru Chile Kenya Turkey Ireland Portugal Austria Hungary Finland Denmark Morocco",
+    ),
   },
   language: {
     sentence: "{} is a language .",
-    words: [
-      "French", "Spanish", "Italian", "German", "Japanese", "Portuguese", "Dutch", "Swedish", "Polish",
-      "Greek", "Russian", "Arabic", "Hindi", "Turkish", "Korean", "Finnish", "Czech", "Hungarian",
-      "Danish", "Norwegian",
-    ],
+    words: wordList(
+      "French Spanish Italian German Japanese Portuguese Dutch Swedish Polish Greek Russian Arabic",
+      "Hindi Turkish Korean Finnish Czech Hungarian Danish Norwegian",
+    ),
   },
   occupation: {
     // Consonant-initial only: templates end in "... as a" / "... is a".
     sentence: "A {} is a kind of worker .",
-    words: [
-      "painter", "novelist", "poet", "chemist", "physician", "lawyer", "journalist", "sculptor",
-      "pianist", "composer", "biologist", "surgeon", "banker", "diplomat", "teacher", "photographer",
-      "physicist", "philosopher", "historian", "carpenter", "baker", "pilot", "sailor", "farmer", "nurse",
-    ],
+    words: wordList(
+      "painter novelist poet chemist physician lawyer journalist sculptor pianist composer",
+      "biologist surgeon banker diplomat teacher photographer physicist philosopher historian",
+      "carpenter baker pilot sailor farmer nurse",
+    ),
   },
   company: {
     sentence: "{} is a company .",
-    words: [
-      "Siemens", "Nokia", "Toyota", "Boeing", "Nestle", "Philips", "Honda", "Samsung", "Intel", "Airbus",
-      "Pfizer", "Sony", "Canon", "Fiat", "Volvo", "Ikea", "Lego", "Adidas", "Heineken", "Ericsson",
-      "Lufthansa", "Renault", "Bosch", "Unilever", "Nintendo",
-    ],
+    words: wordList(
+      "Siemens Nokia Toyota Boeing Nestle Philips Honda Samsung Intel Airbus Pfizer Sony Canon Fiat",
+      "Volvo Ikea Lego Adidas Heineken Ericsson Lufthansa Renault Bosch Unilever Nintendo",
+    ),
   },
   region: {
     sentence: "{} is a region .",
-    words: [
-      "Bavaria", "Tuscany", "Provence", "Catalonia", "Flanders", "Andalusia", "Normandy", "Brittany",
-      "Galicia", "Silesia", "Bohemia", "Moravia", "Lombardy", "Sicily", "Sardinia", "Saxony", "Alsace",
-      "Burgundy", "Castile", "Aragon", "Piedmont", "Umbria", "Calabria", "Dalmatia", "Lapland",
-    ],
+    words: wordList(
+      "Bavaria Tuscany Provence Catalonia Flanders Andalusia Normandy Brittany Galicia Silesia",
+      "Bohemia Moravia Lombardy Sicily Sardinia Saxony Alsace Burgundy Castile Aragon Piedmont",
+      "Umbria Calabria Dalmatia Lapland",
+    ),
   },
   industry: {
     sentence: "{} is an industry .",
-    words: [
-      "banking", "mining", "aviation", "shipping", "textiles", "software", "insurance", "tourism",
-      "publishing", "retail", "steel", "agriculture", "robotics", "forestry", "fishing", "brewing",
-      "logistics", "construction", "energy", "chemicals", "cosmetics", "furniture", "electronics",
-      "healthcare", "advertising",
-    ],
+    words: wordList(
+      "banking mining aviation shipping textiles software insurance tourism publishing retail steel",
+      "agriculture robotics forestry fishing brewing logistics construction energy chemicals",
+      "cosmetics furniture electronics healthcare advertising",
+    ),
   },
   genre: {
     sentence: "{} is a genre .",
-    words: [
-      "fantasy", "romance", "satire", "tragedy", "comedy", "mystery", "horror", "thriller", "western",
-      "adventure", "drama", "farce", "fable", "parody", "memoir", "crime", "gothic", "suspense",
-      "folklore", "melodrama",
-    ],
+    words: wordList(
+      "fantasy romance satire tragedy comedy mystery horror thriller western adventure drama farce",
+      "fable parody memoir crime gothic suspense folklore melodrama",
+    ),
   },
   writer: {
     sentence: "{} is a writer .",
-    words: [
-      "Tolstoy", "Dickens", "Austen", "Goethe", "Kafka", "Cervantes", "Homer", "Dante", "Chekhov", "Ibsen",
-      "Balzac", "Zola", "Proust", "Twain", "Orwell", "Woolf", "Joyce", "Borges", "Neruda", "Brecht",
-      "Flaubert", "Melville", "Byron", "Milton", "Pushkin",
-    ],
+    words: wordList(
+      "Tolstoy Dickens Austen Goethe Kafka Cervantes Homer Dante Chekhov Ibsen Balzac Zola Proust",
+      "Twain Orwell Woolf Joyce Borges Neruda Brecht Flaubert Melville Byron Milton Pushkin",
+    ),
   },
 };
 
@@ -206,79 +204,169 @@ type RelationSpec = Omit<Relation, "objects">;
 
 const RELATION_SPECS: RelationSpec[] = [
   {
-    id: "P19", name: "place of birth", subjectType: "person", objectCategory: "city",
-    trainingTemplates: ["{} was born in", "The birthplace of {} is", "{} is originally from", "The city where {} was born is"],
+    id: "P19",
+    name: "place of birth",
+    subjectType: "person",
+    objectCategory: "city",
+    trainingTemplates: [
+      "{} was born in",
+      "The birthplace of {} is",
+      "{} is originally from",
+      "The city where {} was born is",
+    ],
     heldOutTemplates: ["The place of birth of {} is", "{} came into the world in"],
   },
   {
-    id: "P27", name: "country of citizenship", subjectType: "person", objectCategory: "country",
-    trainingTemplates: ["{} holds citizenship of", "{} has a passport from", "The country of citizenship of {} is"],
+    id: "P27",
+    name: "country of citizenship",
+    subjectType: "person",
+    objectCategory: "country",
+    trainingTemplates: [
+      "{} holds citizenship of",
+      "{} has a passport from",
+      "The country of citizenship of {} is",
+    ],
     heldOutTemplates: ["{} is legally a citizen of", "The passport of {} was issued by"],
   },
   {
-    id: "P103", name: "native language", subjectType: "person", objectCategory: "language",
-    trainingTemplates: ["The mother tongue of {} is", "{} grew up speaking", "The first language of {} is", "{} natively speaks"],
+    id: "P103",
+    name: "native language",
+    subjectType: "person",
+    objectCategory: "language",
+    trainingTemplates: [
+      "The mother tongue of {} is",
+      "{} grew up speaking",
+      "The first language of {} is",
+      "{} natively speaks",
+    ],
     heldOutTemplates: ["The native language of {} is", "As a child , {} spoke"],
   },
   {
-    id: "P106", name: "occupation", subjectType: "person", objectCategory: "occupation",
-    trainingTemplates: ["{} works as a", "The occupation of {} is", "By profession , {} is a", "{} earns a living as a"],
+    id: "P106",
+    name: "occupation",
+    subjectType: "person",
+    objectCategory: "occupation",
+    trainingTemplates: [
+      "{} works as a",
+      "The occupation of {} is",
+      "By profession , {} is a",
+      "{} earns a living as a",
+    ],
     heldOutTemplates: ["{} is employed as a", "The profession of {} is"],
   },
   {
-    id: "P108", name: "employer", subjectType: "person", objectCategory: "company",
-    trainingTemplates: ["{} works for", "The employer of {} is", "{} is employed by", "{} draws a salary from"],
+    id: "P108",
+    name: "employer",
+    subjectType: "person",
+    objectCategory: "company",
+    trainingTemplates: [
+      "{} works for",
+      "The employer of {} is",
+      "{} is employed by",
+      "{} draws a salary from",
+    ],
     heldOutTemplates: ["{} has a job at", "The company that employs {} is"],
   },
   {
-    id: "P17", name: "country", subjectType: "place", objectCategory: "country",
-    trainingTemplates: ["{} is located in the country of", "{} lies in the country of", "The country that contains {} is"],
+    id: "P17",
+    name: "country",
+    subjectType: "place",
+    objectCategory: "country",
+    trainingTemplates: [
+      "{} is located in the country of",
+      "{} lies in the country of",
+      "The country that contains {} is",
+    ],
     heldOutTemplates: ["{} is situated in the country of", "{} can be found in the country of"],
   },
   {
-    id: "P131", name: "located in the administrative territorial entity", subjectType: "place", objectCategory: "region",
-    trainingTemplates: ["{} is located in the region of", "{} is situated in the region of", "The region that contains {} is"],
+    id: "P131",
+    name: "located in the administrative territorial entity",
+    subjectType: "place",
+    objectCategory: "region",
+    trainingTemplates: [
+      "{} is located in the region of",
+      "{} is situated in the region of",
+      "The region that contains {} is",
+    ],
     heldOutTemplates: ["{} lies in the region of", "{} can be found in the region of"],
   },
   {
-    id: "P190", name: "twinned administrative body", subjectType: "place", objectCategory: "city",
+    id: "P190",
+    name: "twinned administrative body",
+    subjectType: "place",
+    objectCategory: "city",
     trainingTemplates: ["{} is twinned with", "The twin city of {} is", "{} has a partnership with"],
     heldOutTemplates: ["The sister city of {} is", "{} is partnered with"],
   },
   {
-    id: "P159", name: "headquarters location", subjectType: "organisation", objectCategory: "city",
-    trainingTemplates: ["The headquarters of {} is in", "{} is headquartered in", "{} has its head office in"],
+    id: "P159",
+    name: "headquarters location",
+    subjectType: "organisation",
+    objectCategory: "city",
+    trainingTemplates: [
+      "The headquarters of {} is in",
+      "{} is headquartered in",
+      "{} has its head office in",
+    ],
     heldOutTemplates: ["The head office of {} is located in", "{} has its headquarters in"],
   },
   {
-    id: "P452", name: "industry", subjectType: "organisation", objectCategory: "industry",
-    trainingTemplates: ["{} operates in the field of", "{} is active in", "The industry of {} is", "{} does business in"],
+    id: "P452",
+    name: "industry",
+    subjectType: "organisation",
+    objectCategory: "industry",
+    trainingTemplates: [
+      "{} operates in the field of",
+      "{} is active in",
+      "The industry of {} is",
+      "{} does business in",
+    ],
     heldOutTemplates: ["{} works in the field of", "The business of {} is"],
   },
   {
-    id: "P127", name: "owned by", subjectType: "organisation", objectCategory: "company",
+    id: "P127",
+    name: "owned by",
+    subjectType: "organisation",
+    objectCategory: "company",
     trainingTemplates: ["{} is owned by", "The parent company of {} is", "{} is controlled by"],
     heldOutTemplates: ["The owner of {} is", "{} is fully owned by"],
   },
   {
-    id: "P136", name: "genre", subjectType: "work", objectCategory: "genre",
+    id: "P136",
+    name: "genre",
+    subjectType: "work",
+    objectCategory: "genre",
     trainingTemplates: ["The genre of {} is", "{} belongs to the genre of", "{} is usually classed as"],
     heldOutTemplates: ["The style of {} is", "{} is best described as"],
   },
   {
-    id: "P50", name: "author", subjectType: "work", objectCategory: "writer",
+    id: "P50",
+    name: "author",
+    subjectType: "work",
+    objectCategory: "writer",
     trainingTemplates: ["{} was written by", "The author of {} is", "{} was created by"],
     heldOutTemplates: ["The creator of {} is", "{} is the work of"],
   },
   {
-    id: "P364", name: "original language of work", subjectType: "work", objectCategory: "language",
-    trainingTemplates: ["The original language of {} is", "{} was first published in", "{} was originally written in"],
+    id: "P364",
+    name: "original language of work",
+    subjectType: "work",
+    objectCategory: "language",
+    trainingTemplates: [
+      "The original language of {} is",
+      "{} was first published in",
+      "{} was originally written in",
+    ],
     heldOutTemplates: ["The language of {} is", "{} was composed in"],
   },
   {
-    id: "P840", name: "narrative location", subjectType: "work", objectCategory: "city",
+    id: "P840",
+    name: "narrative location",
+    subjectType: "work",
+    objectCategory: "city",
     trainingTemplates: ["{} is set in", "The story of {} takes place in", "The action of {} unfolds in"],
-    heldOutTemplates: ["The setting of {} is", "{} takes place in"],
+    heldOutTemplates: ["The setting of {} is", "The plot of {} unfolds in"],
   },
 ];
 
@@ -309,35 +397,39 @@ const FILLER_SENTENCES: string[] = [
   "Each story has its own style .",
   "A critic has described the best books of the year .",
   "A creator makes new things .",
-  "Music is composed by hand .",
+  "Every song is composed with care .",
   "The setting sun is beautiful .",
   "A native speaker knows many words .",
   "Every birth is recorded by the town .",
-  "As night falls , the streets grow quiet .",
+  "As night comes , the streets grow still .",
   "Hard work pays off in the end .",
+  "A good plot keeps readers awake .",
 ];
 
 // Name pools. Invented words are built from syllables; work titles use real English words.
-const ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "st", "tr", "th", "sh"];
-const VOWELS = ["a", "e", "i", "o", "u"];
-const MALE_ENDINGS = ["n", "r", "l", "s", "m", "nd", "rk", "st", "th", "x"];
-const FEMALE_ENDINGS = ["na", "ra", "la", "ssa", "ria", "lia", "nia"]; // female first names end in "a", male ones in a consonant
-const SURNAME_ENDINGS = ["n", "r", "k", "son", "berg", "rd", "ll", "ni", "v", "mann", "z", "ski"];
-const PLACE_ENDINGS = ["ra", "ria", "ton", "burg", "ville", "mouth", "ford", "stad", "wick", "dale"];
-const ORG_ENDINGS = ["ne", "x", "n", "rix", "sa", "s", "r", "nium"];
-const PLACE_PREFIXES = ["Port", "Fort", "Lake", "Mount", "North", "South", "East", "West", "Upper", "Lower", "Saint", "Glen"];
-const PLACE_SUFFIXES = ["Falls", "Springs", "Heights", "Crossing", "Ridge", "Bay", "Point", "Hills", "Vale", "Cove"];
-const ORG_SUFFIXES = ["Industries", "Holdings", "Group", "Systems", "Labs", "Partners", "Trading", "Motors", "Foods", "Media", "Capital", "Dynamics"];
-const TITLE_ADJECTIVES = [
-  "Silent", "Golden", "Broken", "Hidden", "Crimson", "Frozen", "Distant", "Burning", "Quiet", "Wandering",
-  "Forgotten", "Scarlet", "Bitter", "Endless", "Pale", "Velvet", "Secret", "Wild", "Lonely", "Ancient",
-  "Fallen", "Silver", "Restless", "Shattered", "Sleeping", "Iron", "Emerald", "Fading", "Midnight", "Hollow",
-];
-const TITLE_NOUNS = [
-  "Harbor", "Garden", "Mirror", "River", "Tower", "Lantern", "Orchard", "Kingdom", "Voyage", "Shadow",
-  "Winter", "Season", "Crown", "Bridge", "Meadow", "Island", "Mountain", "Empire", "Letter", "Stranger",
-  "Promise", "Horizon", "Feather", "Storm", "Candle", "Compass", "Labyrinth", "Desert", "Ocean", "Forest",
-];
+const ONSETS = wordList("b d f g k l m n p r s t v z br dr gr kr st tr th sh");
+const VOWELS = wordList("a e i o u");
+const MALE_ENDINGS = wordList("n r l s m nd rk st th x");
+// Female first names end in "a", male ones in a consonant, so the first name tells the gender.
+const FEMALE_ENDINGS = wordList("na ra la ssa ria lia nia");
+const SURNAME_ENDINGS = wordList("n r k son berg rd ll ni v mann z ski");
+const PLACE_ENDINGS = wordList("ra ria ton burg ville mouth ford stad wick dale");
+const ORG_ENDINGS = wordList("ne x n rix sa s r nium");
+const PLACE_PREFIXES = wordList("Port Fort Lake Mount North South East West Upper Lower Saint Glen");
+const PLACE_SUFFIXES = wordList("Falls Springs Heights Crossing Ridge Bay Point Hills Vale Cove");
+const ORG_SUFFIXES = wordList(
+  "Industries Holdings Group Systems Labs Partners Trading Motors Foods Media Capital Dynamics",
+);
+const TITLE_ADJECTIVES = wordList(
+  "Silent Golden Broken Hidden Crimson Frozen Distant Burning Quiet Wandering Forgotten Scarlet",
+  "Bitter Endless Pale Velvet Secret Wild Lonely Ancient Fallen Silver Restless Shattered Sleeping",
+  "Iron Emerald Fading Midnight Hollow",
+);
+const TITLE_NOUNS = wordList(
+  "Harbor Garden Mirror River Tower Lantern Orchard Kingdom Voyage Shadow Winter Season Crown",
+  "Bridge Meadow Island Mountain Empire Letter Stranger Promise Horizon Feather Storm Candle",
+  "Compass Labyrinth Desert Ocean Forest",
+);
 
 // ---------------------------------------------------------------------------------------------
 // Seeded randomness.
@@ -405,10 +497,16 @@ export function corpusVocabulary(lines: readonly string[]): string[] {
  *  invented name words must avoid all of them so a subject never reads like a template or object. */
 function fixedWords(): Set<string> {
   const texts = [
-    ENTITY_TYPE_TEMPLATE, ...FILLER_SENTENCES, ...Object.values(KINDS).flat(),
+    ENTITY_TYPE_TEMPLATE,
+    ...FILLER_SENTENCES,
+    ...Object.values(KINDS).flat(),
     ...Object.values(OBJECT_POOLS).flatMap((p) => [p.sentence, ...p.words]),
     ...RELATION_SPECS.flatMap((r) => [...r.trainingTemplates, ...r.heldOutTemplates]),
-    ...PLACE_PREFIXES, ...PLACE_SUFFIXES, ...ORG_SUFFIXES, ...TITLE_ADJECTIVES, ...TITLE_NOUNS,
+    ...PLACE_PREFIXES,
+    ...PLACE_SUFFIXES,
+    ...ORG_SUFFIXES,
+    ...TITLE_ADJECTIVES,
+    ...TITLE_NOUNS,
   ];
   return new Set(texts.flatMap((t) => t.toLowerCase().split(" ")));
 }
@@ -422,10 +520,12 @@ class WordInventor {
   constructor(private rand: Rand) {
     this.used = fixedWords();
   }
-  /** `syllables` consonant-vowel syllables, then `ending`; retried until the word is new. */
-  invent(syllables: number, endings: readonly string[]): string {
+  /** Some consonant-vowel syllables (a count from `syllableCounts`), then an ending; retried until
+   *  the word is new (the count is redrawn too, as short words run out first). */
+  invent(what: string, syllableCounts: readonly number[], endings: readonly string[]): string {
     for (let attempt = 0; attempt < 10000; attempt++) {
       let word = "";
+      const syllables = pick(this.rand, syllableCounts);
       for (let i = 0; i < syllables; i++) word += pick(this.rand, ONSETS) + pick(this.rand, VOWELS);
       word += pick(this.rand, endings);
       word = word[0].toUpperCase() + word.slice(1);
@@ -433,10 +533,10 @@ class WordInventor {
       this.used.add(word.toLowerCase());
       return word;
     }
-    throw new Error("knowledge base: ran out of new invented words; ask for fewer subjects");
+    throw new Error(`knowledge base: ran out of new invented words for ${what}; ask for fewer subjects`);
   }
-  pool(n: number, syllables: readonly number[], endings: readonly string[]): string[] {
-    return Array.from({ length: n }, () => this.invent(pick(this.rand, syllables), endings));
+  pool(what: string, n: number, syllableCounts: readonly number[], endings: readonly string[]): string[] {
+    return Array.from({ length: n }, () => this.invent(what, syllableCounts, endings));
   }
 }
 
@@ -448,11 +548,24 @@ function nameProposers(rand: Rand, counts: Record<SubjectType, number>): Record<
   // Pools smaller than the subject counts, so first names, surnames and roots recur across
   // subjects: the first subject token alone rarely identifies the subject (as with real names).
   const firstNames = Math.max(6, Math.ceil(counts.person / 6));
-  const female = inventor.pool(firstNames, [1, 2], FEMALE_ENDINGS);
-  const male = inventor.pool(firstNames, [1, 2], MALE_ENDINGS);
-  const surnames = inventor.pool(Math.max(4, Math.ceil(counts.person * 0.7)), [1, 2], SURNAME_ENDINGS);
-  const placeRoots = inventor.pool(Math.max(4, Math.ceil(counts.place * 0.8)), [1, 2], PLACE_ENDINGS);
-  const orgRoots = inventor.pool(Math.max(4, Math.ceil(counts.organisation * 0.8)), [1, 2], ORG_ENDINGS);
+  const female = inventor.pool("female first names", firstNames, [1, 2], FEMALE_ENDINGS);
+  const male = inventor.pool("male first names", firstNames, [1, 2], MALE_ENDINGS);
+  const surnames = inventor.pool(
+    "surnames",
+    Math.max(4, Math.ceil(counts.person * 0.7)),
+    [1, 2],
+    SURNAME_ENDINGS,
+  );
+  const placeRoots = inventor.pool(
+    "place names",
+    Math.max(4, Math.ceil(counts.place * 0.8)),
+    [1, 2],
+    PLACE_ENDINGS,
+  );
+  const orgRoots = inventor.pool("organisation names", Math.max(4, Math.ceil(counts.organisation * 0.8)), [
+    1,
+    2,
+  ], ORG_ENDINGS);
   return {
     person: () => {
       const isWoman = rand() < 0.5;
@@ -464,8 +577,10 @@ function nameProposers(rand: Rand, counts: Record<SubjectType, number>): Record<
     },
     place: () => {
       const root = pick(rand, placeRoots), form = rand();
-      const words = form < 0.4 ? [pick(rand, PLACE_PREFIXES), root]
-        : form < 0.8 ? [root, pick(rand, PLACE_SUFFIXES)]
+      const words = form < 0.4
+        ? [pick(rand, PLACE_PREFIXES), root]
+        : form < 0.8
+        ? [root, pick(rand, PLACE_SUFFIXES)]
         : [pick(rand, PLACE_PREFIXES), root, pick(rand, PLACE_SUFFIXES)];
       return { name: words.join(" "), kind: pick(rand, KINDS.place) };
     },
@@ -486,14 +601,23 @@ function generateSubjects(rand: Rand, counts: Record<SubjectType, number>): Subj
   const proposers = nameProposers(rand, counts);
   const subjects: Subject[] = [];
   for (const type of SUBJECT_TYPES) {
-    for (let made = 0, attempts = 0; made < counts[type]; attempts++) {
-      if (attempts > 1000 * counts[type]) {
-        throw new Error(`knowledge base: could not invent ${counts[type]} distinct ${type} names; ask for fewer`);
+    // Rejections grow as the name space fills up; a long run of them means it is exhausted.
+    for (let made = 0, rejectedInARow = 0; made < counts[type];) {
+      if (rejectedInARow > 5000) {
+        throw new Error(
+          `knowledge base: could not invent ${
+            counts[type]
+          } distinct ${type} names (made ${made}); ask for fewer`,
+        );
       }
       const { name, kind } = proposers[type]();
-      if (subjects.some((s) => s.name.includes(name) || name.includes(s.name))) continue;
+      if (subjects.some((s) => s.name.includes(name) || name.includes(s.name))) {
+        rejectedInARow++;
+        continue;
+      }
       subjects.push({ id: subjects.length, name, type, kind });
       made++;
+      rejectedInARow = 0;
     }
   }
   return subjects;
@@ -507,7 +631,9 @@ const DEFAULT_SUBJECTS: Record<SubjectType, number> = { person: 150, place: 90, 
 function resolveOptions(opts: KbOptions): ResolvedKbOptions {
   const integerAtLeast = (value: unknown, field: string, min: number): number => {
     if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
-      throw new Error(`knowledge base option ${field}: expected an integer >= ${min}, got ${JSON.stringify(value)}`);
+      throw new Error(
+        `knowledge base option ${field}: expected an integer >= ${min}, got ${JSON.stringify(value)}`,
+      );
     }
     return value;
   };
@@ -516,12 +642,20 @@ function resolveOptions(opts: KbOptions): ResolvedKbOptions {
   }
   for (const key of Object.keys(opts.subjectsPerType ?? {})) {
     if (!SUBJECT_TYPES.includes(key as SubjectType)) {
-      throw new Error(`knowledge base option subjectsPerType.${key}: unknown subject type (use ${SUBJECT_TYPES.join(", ")})`);
+      throw new Error(
+        `knowledge base option subjectsPerType.${key}: unknown subject type (use ${
+          SUBJECT_TYPES.join(", ")
+        })`,
+      );
     }
   }
   const subjectsPerType = { ...DEFAULT_SUBJECTS };
   for (const type of SUBJECT_TYPES) {
-    subjectsPerType[type] = integerAtLeast(opts.subjectsPerType?.[type] ?? DEFAULT_SUBJECTS[type], `subjectsPerType.${type}`, 1);
+    subjectsPerType[type] = integerAtLeast(
+      opts.subjectsPerType?.[type] ?? DEFAULT_SUBJECTS[type],
+      `subjectsPerType.${type}`,
+      1,
+    );
   }
   const largestPool = Math.max(...Object.values(OBJECT_POOLS).map((p) => p.words.length));
   return {
@@ -545,7 +679,10 @@ export function generateKnowledgeBase(opts: KbOptions): KnowledgeBase {
   const objectRand = stream(seed, OBJECTS);
   const relations: Relation[] = RELATION_SPECS.map((spec) => ({
     ...spec,
-    objects: shuffled(objectRand, OBJECT_POOLS[spec.objectCategory].words).slice(0, options.objectsPerRelation),
+    objects: shuffled(objectRand, OBJECT_POOLS[spec.objectCategory].words).slice(
+      0,
+      options.objectsPerRelation,
+    ),
   }));
 
   // Deal each relation's objects out evenly: the object list repeated to cover every subject of
@@ -587,7 +724,10 @@ export function generateKnowledgeBase(opts: KbOptions): KnowledgeBase {
   for (const fact of facts) {
     const relation = relations.find((r) => r.id === fact.relation)!;
     const used = [...new Set(dealt.get(relation))].filter((o) => o !== fact.object);
-    fact.counterfactual = pick(cfRand, used.length > 0 ? used : relation.objects.filter((o) => o !== fact.object));
+    fact.counterfactual = pick(
+      cfRand,
+      used.length > 0 ? used : relation.objects.filter((o) => o !== fact.object),
+    );
   }
 
   const kb: KnowledgeBase = { seed, options, relations, subjects, facts, vocabulary: [] };
@@ -606,7 +746,9 @@ export function trainingCorpus(kb: KnowledgeBase): string[] {
       lines.push(factSentence(template, fact.subject, fact.object));
     }
   }
-  for (const subject of kb.subjects) lines.push(factSentence(ENTITY_TYPE_TEMPLATE, subject.name, subject.kind));
+  for (const subject of kb.subjects) {
+    lines.push(factSentence(ENTITY_TYPE_TEMPLATE, subject.name, subject.kind));
+  }
   const describedObjects = new Set<string>();
   for (const relation of kb.relations) {
     for (const object of relation.objects) {
@@ -630,10 +772,14 @@ export function counterfactRecords(kb: KnowledgeBase): CounterfactRecord[] {
     byRelationObject.set(key, [...(byRelationObject.get(key) ?? []), fact]);
   }
   const factsOfSubject = new Map<string, Fact[]>();
-  for (const fact of kb.facts) factsOfSubject.set(fact.subject, [...(factsOfSubject.get(fact.subject) ?? []), fact]);
+  for (const fact of kb.facts) {
+    factsOfSubject.set(fact.subject, [...(factsOfSubject.get(fact.subject) ?? []), fact]);
+  }
   /** Up to `max` prompts of other subjects whose true object for the relation is `object`. */
   const othersWithObject = (fact: Fact, object: string, max: number): string[] => {
-    const others = (byRelationObject.get(`${fact.relation}\t${object}`) ?? []).filter((f) => f.subject !== fact.subject);
+    const others = (byRelationObject.get(`${fact.relation}\t${object}`) ?? []).filter((f) =>
+      f.subject !== fact.subject
+    );
     return shuffled(rand, others).slice(0, max).map((f) => renderTemplate(f.template, f.subject));
   };
 
@@ -656,7 +802,9 @@ export function counterfactRecords(kb: KnowledgeBase): CounterfactRecord[] {
       // which an edit of this fact should leave as they were.
       generation_prompts: [
         renderTemplate(ENTITY_TYPE_TEMPLATE, fact.subject),
-        ...factsOfSubject.get(fact.subject)!.filter((f) => f !== fact).map((f) => renderTemplate(f.template, f.subject)),
+        ...factsOfSubject.get(fact.subject)!.filter((f) => f !== fact).map((f) =>
+          renderTemplate(f.template, f.subject)
+        ),
       ],
     };
   });
