@@ -74,6 +74,7 @@ export class NoAdapterError extends Error {}
 export class Gpu {
   private pipelines = new Map<string, GPUComputePipeline>();
   private pool = new Map<number, GPUBuffer[]>();
+  private transients: GPUBuffer[] = [];
   private shaderSources = new Map<string, string>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -178,6 +179,16 @@ export class Gpu {
       buffer.unmap();
     }
     return new Tensor(this, buffer, shape, dtype);
+  }
+
+  /**
+   * Uploads small per-dispatch data (index tables, token ids). The buffer is destroyed right
+   * after the next submit: the submitted work keeps it alive, nothing else may use it later.
+   */
+  upload(shape: readonly number[], data: ArrayLike<number>, dtype: "f32" | "u32" = "f32"): Tensor {
+    const t = this.tensor(shape, data, dtype);
+    this.transients.push(t.buffer);
+    return t;
   }
 
   /** A zero-filled tensor (new buffers are zeroed by WebGPU). */
@@ -353,6 +364,8 @@ export class Gpu {
     }
     this.device.queue.submit([this.encoder!.finish()]);
     this.encoder = null;
+    for (const b of this.transients) b.destroy();
+    this.transients = [];
     this.submitCount++;
   }
 

@@ -287,12 +287,11 @@ export class GPT2 {
       if (!o.input) throw new Error("forward: startLayer > 0 needs the residual `input` entering that layer");
       x = o.input;
     } else {
-      const tokens = gpu.tensor([R], batch.ids, "u32");
+      const tokens = gpu.upload([R], batch.ids, "u32");
       x = gpu.empty([R, d]);
       for (const c of this.wte) {
         embed(gpu, tokens, c.tensor, this.p("wpe.weight"), R, T, d, { out: x, rowStart: c.rowStart });
       }
-      gpu.release(tokens);
       applyHooks(-1, "embed", x);
       embedOut = x;
     }

@@ -404,7 +404,7 @@ export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, ent
       }
     });
   }
-  const table = gpu.tensor([words.length], words, "u32");
+  const table = gpu.upload([words.length], words, "u32");
   const groups: [number, number] = [cdiv(C, ELEMENT_WG), entries.length];
   if (src) {
     gpu.run(
