@@ -1,0 +1,556 @@
+// Statistics for the analyses of editing sweeps (Hase et al. 2023, "Does Localization Inform
+// Editing?"): does the tracing effect predict edit success once the edit layer is known?
+//
+//   descriptive   mean, variance, std, sem, quantile, seeded bootstrap confidence intervals
+//   outliers      Tukey's fences (used by Layer Gradient Analysis to drop outlying layers)
+//   tests         Pearson correlation and the paired t-test, with two-sided p-values
+//   regression    ordinary least squares on a design matrix built from continuous and categorical
+//                 (one-hot) predictors and their interactions; R^2, adjusted R^2, and the nested-model
+//                 F-test ("does adding the tracing effect explain more variance than the layer alone?")
+//
+// The p-values need the Student t and F distributions, both written through the regularized
+// incomplete beta function I_x(a, b), computed with its continued fraction (below).
+// Everything is plain float64 TypeScript; the inputs are at most a few hundred thousand numbers.
+
+// ------------------------------------------------------------------------------------------------
+// Descriptive statistics
+
+function requireValues(what: string, xs: readonly number[], atLeast: number): void {
+  if (xs.length < atLeast) throw new Error(`${what}: needs at least ${atLeast} values, got ${xs.length}`);
+  xs.forEach((x, i) => {
+    if (!Number.isFinite(x)) throw new Error(`${what}: value ${i} is ${x}, not a finite number`);
+  });
+}
+
+export function mean(xs: readonly number[]): number {
+  requireValues("mean", xs, 1);
+  let s = 0;
+  for (const x of xs) s += x;
+  return s / xs.length;
+}
+
+/** Unbiased sample variance (divides by n - 1). */
+export function variance(xs: readonly number[]): number {
+  requireValues("variance", xs, 2);
+  const m = mean(xs);
+  let s = 0;
+  for (const x of xs) s += (x - m) ** 2;
+  return s / (xs.length - 1);
+}
+
+/** Sample standard deviation (n - 1 in the denominator). */
+export function std(xs: readonly number[]): number {
+  return Math.sqrt(variance(xs));
+}
+
+/** Standard error of the mean: std / sqrt(n). */
+export function sem(xs: readonly number[]): number {
+  return std(xs) / Math.sqrt(xs.length);
+}
+
+/** The q-quantile with linear interpolation between order statistics (numpy's default, R's type 7):
+ *  position h = (n - 1) q in the sorted values. */
+export function quantile(xs: readonly number[], q: number): number {
+  requireValues("quantile", xs, 1);
+  if (!(q >= 0 && q <= 1)) throw new Error(`quantile: q must be in [0, 1], got ${q}`);
+  const sorted = [...xs].sort((a, b) => a - b);
+  const h = (sorted.length - 1) * q;
+  const lo = Math.floor(h), hi = Math.ceil(h);
+  return sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]);
+}
+
+/** Mulberry32: a small deterministic PRNG, uniform in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface BootstrapOptions {
+  /** The statistic of a resample (default: the mean). */
+  statistic?: (xs: number[]) => number;
+  /** Number of resamples (default 2000). */
+  resamples?: number;
+  /** Coverage of the interval (default 0.95). */
+  level?: number;
+  /** PRNG seed (default 0): the same seed gives the same interval. */
+  seed?: number;
+}
+
+export interface ConfidenceInterval {
+  estimate: number; // the statistic of the original sample
+  lower: number;
+  upper: number;
+  level: number;
+}
+
+/** Percentile bootstrap: resample n values with replacement, take the statistic, and report the
+ *  (1-level)/2 and (1+level)/2 quantiles of the resampled statistics. */
+export function bootstrapCI(xs: readonly number[], o: BootstrapOptions = {}): ConfidenceInterval {
+  requireValues("bootstrapCI", xs, 1);
+  const statistic = o.statistic ?? mean;
+  const resamples = o.resamples ?? 2000;
+  const level = o.level ?? 0.95;
+  if (!Number.isInteger(resamples) || resamples < 1) {
+    throw new Error(`bootstrapCI: resamples must be a positive integer, got ${resamples}`);
+  }
+  if (!(level > 0 && level < 1)) throw new Error(`bootstrapCI: level must be in (0, 1), got ${level}`);
+  const random = seededRandom(o.seed ?? 0);
+  const n = xs.length;
+  const stats: number[] = [];
+  const sample = new Array<number>(n);
+  for (let r = 0; r < resamples; r++) {
+    for (let i = 0; i < n; i++) sample[i] = xs[Math.floor(random() * n)];
+    stats.push(statistic(sample));
+  }
+  return {
+    estimate: statistic([...xs]),
+    lower: quantile(stats, (1 - level) / 2),
+    upper: quantile(stats, (1 + level) / 2),
+    level,
+  };
+}
+
+export interface TukeyFences {
+  q1: number;
+  q3: number;
+  iqr: number;
+  lower: number; // q1 - k * iqr
+  upper: number; // q3 + k * iqr
+  /** Indices of values outside [lower, upper], and of the rest. */
+  outliers: number[];
+  inliers: number[];
+}
+
+/** Tukey's fences with quartiles by `quantile` (linear interpolation); k = 1.5 flags "outliers". */
+export function tukeyFences(xs: readonly number[], k = 1.5): TukeyFences {
+  requireValues("tukeyFences", xs, 1);
+  if (!(k >= 0)) throw new Error(`tukeyFences: k must be >= 0, got ${k}`);
+  const q1 = quantile(xs, 0.25), q3 = quantile(xs, 0.75);
+  const iqr = q3 - q1;
+  const lower = q1 - k * iqr, upper = q3 + k * iqr;
+  const outliers: number[] = [], inliers: number[] = [];
+  xs.forEach((x, i) => (x < lower || x > upper ? outliers : inliers).push(i));
+  return { q1, q3, iqr, lower, upper, outliers, inliers };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Special functions and distributions
+
+// Lanczos approximation (g = 7, 9 terms), accurate to ~1e-15 for x > 0.
+const LANCZOS = [
+  0.99999999999980993,
+  676.5203681218851,
+  -1259.1392167224028,
+  771.32342877765313,
+  -176.61502916214059,
+  12.507343278686905,
+  -0.13857109526572012,
+  9.9843695780195716e-6,
+  1.5056327351493116e-7,
+];
+
+/** ln Gamma(x) for x > 0. */
+export function logGamma(x: number): number {
+  if (!(x > 0)) throw new Error(`logGamma: x must be > 0, got ${x}`);
+  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x); // reflection
+  const z = x - 1;
+  let sum = LANCZOS[0];
+  for (let i = 1; i < LANCZOS.length; i++) sum += LANCZOS[i] / (z + i);
+  const t = z + 7.5;
+  return 0.5 * Math.log(2 * Math.PI) + (z + 0.5) * Math.log(t) - t + Math.log(sum);
+}
+
+/** Continued fraction of I_x(a, b) (modified Lentz), valid and fast for x < (a + 1) / (a + b + 2):
+ *  I_x(a,b) = x^a (1-x)^b / (a B(a,b)) * 1/(1+ d1/(1+ d2/(1+ ...))) with
+ *  d_{2m+1} = -(a+m)(a+b+m) x / ((a+2m)(a+2m+1)),  d_{2m} = m(b-m) x / ((a+2m-1)(a+2m)). */
+function betaContinuedFraction(x: number, a: number, b: number): number {
+  const TINY = 1e-300, EPS = 1e-16, MAX_ITERATIONS = 10000;
+  let c = 1;
+  let d = 1 - ((a + b) * x) / (a + 1);
+  if (Math.abs(d) < TINY) d = TINY;
+  d = 1 / d;
+  let f = d;
+  for (let m = 1; m <= MAX_ITERATIONS; m++) {
+    // even step: d_{2m}
+    let num = (m * (b - m) * x) / ((a + 2 * m - 1) * (a + 2 * m));
+    d = 1 + num * d;
+    if (Math.abs(d) < TINY) d = TINY;
+    c = 1 + num / c;
+    if (Math.abs(c) < TINY) c = TINY;
+    d = 1 / d;
+    f *= d * c;
+    // odd step: d_{2m+1}
+    num = (-(a + m) * (a + b + m) * x) / ((a + 2 * m) * (a + 2 * m + 1));
+    d = 1 + num * d;
+    if (Math.abs(d) < TINY) d = TINY;
+    c = 1 + num / c;
+    if (Math.abs(c) < TINY) c = TINY;
+    d = 1 / d;
+    const delta = d * c;
+    f *= delta;
+    if (Math.abs(delta - 1) < EPS) return f;
+  }
+  throw new Error(`incomplete beta: continued fraction did not converge for x=${x}, a=${a}, b=${b}`);
+}
+
+/** The regularized incomplete beta function I_x(a, b) = B(x; a, b) / B(a, b), for a, b > 0, x in [0, 1]. */
+export function regularizedIncompleteBeta(x: number, a: number, b: number): number {
+  if (!(a > 0 && b > 0)) throw new Error(`incomplete beta: a and b must be > 0, got a=${a}, b=${b}`);
+  if (!(x >= 0 && x <= 1)) throw new Error(`incomplete beta: x must be in [0, 1], got ${x}`);
+  if (x === 0 || x === 1) return x;
+  const logFront = a * Math.log(x) + b * Math.log1p(-x) - (logGamma(a) + logGamma(b) - logGamma(a + b));
+  // The continued fraction converges quickly only below the mean-ish point; above it use
+  // the symmetry I_x(a, b) = 1 - I_{1-x}(b, a).
+  if (x < (a + 1) / (a + b + 2)) return (Math.exp(logFront) * betaContinuedFraction(x, a, b)) / a;
+  return 1 - (Math.exp(logFront) * betaContinuedFraction(1 - x, b, a)) / b;
+}
+
+/** P(T <= t) for Student's t with df degrees of freedom. */
+export function studentTCdf(t: number, df: number): number {
+  if (!(df > 0)) throw new Error(`Student t: df must be > 0, got ${df}`);
+  if (Number.isNaN(t)) return NaN;
+  if (!Number.isFinite(t)) return t > 0 ? 1 : 0;
+  // P(|T| > |t|) = I_{df/(df+t^2)}(df/2, 1/2)
+  const tail = 0.5 * regularizedIncompleteBeta(df / (df + t * t), df / 2, 0.5);
+  return t > 0 ? 1 - tail : tail;
+}
+
+/** Two-sided p-value P(|T| >= |t|) (computed directly, so tiny p-values keep their precision). */
+export function studentTTwoSidedP(t: number, df: number): number {
+  if (!(df > 0)) throw new Error(`Student t: df must be > 0, got ${df}`);
+  if (Number.isNaN(t)) return NaN;
+  if (!Number.isFinite(t)) return 0;
+  return regularizedIncompleteBeta(df / (df + t * t), df / 2, 0.5);
+}
+
+/** P(F <= f) for the F distribution with (d1, d2) degrees of freedom. */
+export function fCdf(f: number, d1: number, d2: number): number {
+  if (!(d1 > 0 && d2 > 0)) throw new Error(`F distribution: d1 and d2 must be > 0, got ${d1}, ${d2}`);
+  if (Number.isNaN(f)) return NaN;
+  if (f <= 0) return 0;
+  if (!Number.isFinite(f)) return 1;
+  return regularizedIncompleteBeta((d1 * f) / (d1 * f + d2), d1 / 2, d2 / 2);
+}
+
+/** P(F >= f), the F-test p-value (computed directly, not as 1 - cdf). */
+export function fSurvival(f: number, d1: number, d2: number): number {
+  if (!(d1 > 0 && d2 > 0)) throw new Error(`F distribution: d1 and d2 must be > 0, got ${d1}, ${d2}`);
+  if (Number.isNaN(f)) return NaN;
+  if (f <= 0) return 1;
+  if (!Number.isFinite(f)) return 0;
+  return regularizedIncompleteBeta(d2 / (d2 + d1 * f), d2 / 2, d1 / 2);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tests
+
+export interface Correlation {
+  r: number;
+  n: number;
+  /** t = r sqrt((n-2)/(1-r^2)) with n - 2 degrees of freedom, and its two-sided p-value. */
+  t: number;
+  df: number;
+  p: number;
+}
+
+/** Pearson's correlation coefficient with the t-test of r = 0. */
+export function pearson(x: readonly number[], y: readonly number[]): Correlation {
+  if (x.length !== y.length) throw new Error(`pearson: x has ${x.length} values, y has ${y.length}`);
+  requireValues("pearson x", x, 3);
+  requireValues("pearson y", y, 3);
+  const mx = mean(x), my = mean(y);
+  let sxy = 0, sxx = 0, syy = 0;
+  for (let i = 0; i < x.length; i++) {
+    sxy += (x[i] - mx) * (y[i] - my);
+    sxx += (x[i] - mx) ** 2;
+    syy += (y[i] - my) ** 2;
+  }
+  if (sxx === 0 || syy === 0) {
+    throw new Error(`pearson: ${sxx === 0 ? "x" : "y"} is constant, so r is undefined`);
+  }
+  const r = Math.max(-1, Math.min(1, sxy / Math.sqrt(sxx * syy)));
+  const df = x.length - 2;
+  const t = Math.abs(r) === 1 ? Math.sign(r) * Infinity : r * Math.sqrt(df / (1 - r * r));
+  return { r, n: x.length, t, df, p: studentTTwoSidedP(t, df) };
+}
+
+export interface TTest {
+  meanDifference: number;
+  t: number;
+  df: number;
+  /** Two-sided p-value. */
+  p: number;
+}
+
+/** Paired t-test of mean(a - b) = 0. */
+export function pairedTTest(a: readonly number[], b: readonly number[]): TTest {
+  if (a.length !== b.length) throw new Error(`pairedTTest: a has ${a.length} values, b has ${b.length}`);
+  requireValues("pairedTTest a", a, 2);
+  requireValues("pairedTTest b", b, 2);
+  const diffs = a.map((x, i) => x - b[i]);
+  const sd = std(diffs);
+  if (sd === 0) throw new Error("pairedTTest: every difference is the same, so t is undefined");
+  const m = mean(diffs);
+  const t = m / (sd / Math.sqrt(diffs.length));
+  const df = diffs.length - 1;
+  return { meanDifference: m, t, df, p: studentTTwoSidedP(t, df) };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ordinary least squares
+
+/** Which columns of a data table enter a regression, and how. */
+export interface ModelSpec {
+  /** Numeric predictors, one column each. */
+  continuous?: string[];
+  /** Categorical predictors: one-hot columns for every level but the first (the reference level). */
+  categorical?: string[];
+  /** Products of two predictors' columns, e.g. ["layer", "effect"]: a slope of effect per layer. */
+  interactions?: [string, string][];
+}
+
+export type DataTable = Record<string, readonly (number | string)[]>;
+
+export interface DesignMatrix {
+  /** n rows of p values; column 0 is the intercept. */
+  X: number[][];
+  /** Column names: "(intercept)", "effect", "layer=3", "layer=3:effect". */
+  names: string[];
+}
+
+/** The sorted distinct values of a categorical column (numerically when all are numbers). */
+function levelsOf(values: readonly (number | string)[]): (number | string)[] {
+  const distinct = [...new Set(values)];
+  const numeric = distinct.every((v) => typeof v === "number");
+  return numeric
+    ? distinct.sort((a, b) => (a as number) - (b as number))
+    : distinct.sort((a, b) => String(a) < String(b) ? -1 : String(a) > String(b) ? 1 : 0);
+}
+
+/** Builds the design matrix [intercept | continuous | one-hot categoricals | interactions]. */
+export function designMatrix(data: DataTable, spec: ModelSpec): DesignMatrix {
+  const names = Object.keys(data);
+  if (names.length === 0) throw new Error("designMatrix: the data table has no columns");
+  const n = data[names[0]].length;
+  const column = (name: string) => {
+    const values = data[name];
+    if (!values) throw new Error(`designMatrix: no column "${name}" (columns: ${names.join(", ")})`);
+    if (values.length !== n) {
+      throw new Error(`designMatrix: column "${name}" has ${values.length} values, "${names[0]}" has ${n}`);
+    }
+    return values;
+  };
+  // Each predictor becomes one or more named numeric columns.
+  const blocks = new Map<string, { names: string[]; columns: number[][] }>();
+  for (const name of spec.continuous ?? []) {
+    const values = column(name);
+    values.forEach((v, i) => {
+      if (typeof v !== "number" || !Number.isFinite(v)) {
+        throw new Error(
+          `designMatrix: continuous column "${name}" row ${i} is ${JSON.stringify(v)}, not a finite number`,
+        );
+      }
+    });
+    blocks.set(name, { names: [name], columns: [values as number[]] });
+  }
+  for (const name of spec.categorical ?? []) {
+    if (blocks.has(name)) throw new Error(`designMatrix: "${name}" is both continuous and categorical`);
+    const values = column(name);
+    const levels = levelsOf(values);
+    if (levels.length < 2) {
+      throw new Error(
+        `designMatrix: categorical column "${name}" has a single level ${JSON.stringify(levels[0])}`,
+      );
+    }
+    const dummies = levels.slice(1);
+    blocks.set(name, {
+      names: dummies.map((l) => `${name}=${l}`),
+      columns: dummies.map((l) => values.map((v) => (v === l ? 1 : 0))),
+    });
+  }
+  const outNames = ["(intercept)"];
+  const outColumns: number[][] = [new Array(n).fill(1)];
+  for (const block of blocks.values()) {
+    outNames.push(...block.names);
+    outColumns.push(...block.columns);
+  }
+  for (const [a, b] of spec.interactions ?? []) {
+    const A = blocks.get(a), B = blocks.get(b);
+    if (!A || !B) {
+      throw new Error(
+        `designMatrix: interaction ${a}:${b} needs both as continuous or categorical predictors`,
+      );
+    }
+    if (a === b) throw new Error(`designMatrix: interaction of "${a}" with itself`);
+    A.columns.forEach((ca, i) =>
+      B.columns.forEach((cb, j) => {
+        outNames.push(`${A.names[i]}:${B.names[j]}`);
+        outColumns.push(ca.map((v, r) => v * cb[r]));
+      })
+    );
+  }
+  const X = Array.from({ length: n }, (_, r) => outColumns.map((c) => c[r]));
+  return { X, names: outNames };
+}
+
+export interface OlsFit {
+  names: string[];
+  coefficients: number[];
+  /** Standard errors sqrt(sigma^2 (X^T X)^-1_jj), t values and two-sided p-values per coefficient. */
+  stdErrors: number[];
+  tValues: number[];
+  pValues: number[];
+  residuals: number[];
+  n: number;
+  /** Number of coefficients, the intercept included. */
+  p: number;
+  dfResidual: number;
+  rss: number; // residual sum of squares
+  tss: number; // total sum of squares around the mean of y
+  r2: number;
+  adjR2: number;
+}
+
+/**
+ * Least squares fit of y = X beta by Householder QR (stabler than the normal equations). X must
+ * hold an intercept column (R^2 is measured around the mean of y); a column that is (nearly) a
+ * linear combination of earlier ones is an error naming it.
+ */
+export function ols(X: readonly (readonly number[])[], y: readonly number[], names?: string[]): OlsFit {
+  const n = X.length;
+  if (n === 0) throw new Error("ols: no rows");
+  if (y.length !== n) throw new Error(`ols: X has ${n} rows, y has ${y.length} values`);
+  const p = X[0].length;
+  const colName = (j: number) => names?.[j] ?? `column ${j}`;
+  if (names && names.length !== p) throw new Error(`ols: ${names.length} names for ${p} columns`);
+  if (n <= p) throw new Error(`ols: ${n} rows cannot fit ${p} coefficients with residual degrees of freedom`);
+  requireValues("ols y", y, 1);
+  // A holds X column-major; it is overwritten with R (upper triangle) as the reflections go.
+  const A = Array.from({ length: p }, (_, j) =>
+    Float64Array.from(X, (row, i) => {
+      if (row.length !== p) throw new Error(`ols: row ${i} has ${row.length} values, row 0 has ${p}`);
+      if (!Number.isFinite(row[j])) throw new Error(`ols: X[${i}][${j}] is ${row[j]}`);
+      return row[j];
+    }));
+  const qty = Float64Array.from(y); // becomes Q^T y
+  // A column whose norm (nearly) vanishes once earlier columns are projected out is dependent on them.
+  const originalNorms = A.map((c) => Math.sqrt(c.reduce((s, v) => s + v * v, 0)));
+  for (let j = 0; j < p; j++) {
+    // Householder reflection H = I - 2 v v^T / (v^T v) that zeroes A[j][j+1..n) below the diagonal.
+    const col = A[j];
+    let norm = 0;
+    for (let i = j; i < n; i++) norm += col[i] * col[i];
+    norm = Math.sqrt(norm);
+    if (norm <= 1e-10 * originalNorms[j]) {
+      throw new Error(
+        `ols: the design matrix is rank-deficient: ${
+          colName(j)
+        } is (nearly) a combination of earlier columns`,
+      );
+    }
+    const alpha = col[j] > 0 ? -norm : norm;
+    const v = new Float64Array(n);
+    for (let i = j; i < n; i++) v[i] = col[i];
+    v[j] -= alpha;
+    let vv = 0;
+    for (let i = j; i < n; i++) vv += v[i] * v[i];
+    const reflect = (target: Float64Array) => {
+      let dot = 0;
+      for (let i = j; i < n; i++) dot += v[i] * target[i];
+      const f = (2 * dot) / vv;
+      for (let i = j; i < n; i++) target[i] -= f * v[i];
+    };
+    for (let k = j; k < p; k++) reflect(A[k]);
+    reflect(qty);
+  }
+  // R beta = (Q^T y)[0..p) by back substitution; R[i][k] is A[k][i].
+  const beta = new Array<number>(p).fill(0);
+  for (let i = p - 1; i >= 0; i--) {
+    let s = qty[i];
+    for (let k = i + 1; k < p; k++) s -= A[k][i] * beta[k];
+    beta[i] = s / A[i][i];
+  }
+  const residuals = y.map((yi, i) => yi - X[i].reduce((s, x, j) => s + x * beta[j], 0));
+  const rss = residuals.reduce((s, r) => s + r * r, 0);
+  const yMean = mean(y);
+  const tss = y.reduce((s, yi) => s + (yi - yMean) ** 2, 0);
+  const dfResidual = n - p;
+  const sigma2 = rss / dfResidual;
+  // (X^T X)^-1 = R^-1 R^-T: the diagonal is the squared row norms of R^-1.
+  const rInv = Array.from({ length: p }, () => new Array<number>(p).fill(0)); // rInv[i][k], upper triangular
+  for (let k = 0; k < p; k++) {
+    rInv[k][k] = 1 / A[k][k];
+    for (let i = k - 1; i >= 0; i--) {
+      let s = 0;
+      for (let m = i + 1; m <= k; m++) s += A[m][i] * rInv[m][k];
+      rInv[i][k] = -s / A[i][i];
+    }
+  }
+  const stdErrors = rInv.map((row) => Math.sqrt(sigma2 * row.reduce((s, v) => s + v * v, 0)));
+  const tValues = beta.map((b, j) => b / stdErrors[j]);
+  const r2 = tss > 0 ? 1 - rss / tss : NaN;
+  return {
+    names: names ?? beta.map((_, j) => colName(j)),
+    coefficients: beta,
+    stdErrors,
+    tValues,
+    pValues: tValues.map((t) => studentTTwoSidedP(t, dfResidual)),
+    residuals,
+    n,
+    p,
+    dfResidual,
+    rss,
+    tss,
+    r2,
+    adjR2: 1 - (1 - r2) * (n - 1) / dfResidual,
+  };
+}
+
+/** OLS of data[response] on the predictors of `spec` (an intercept is always included). */
+export function fitOls(data: DataTable, response: string, spec: ModelSpec): OlsFit {
+  const y = data[response];
+  if (!y) throw new Error(`fitOls: no response column "${response}"`);
+  y.forEach((v, i) => {
+    if (typeof v !== "number" || !Number.isFinite(v)) {
+      throw new Error(`fitOls: response "${response}" row ${i} is ${JSON.stringify(v)}, not a finite number`);
+    }
+  });
+  const { X, names } = designMatrix(data, spec);
+  return ols(X, y as number[], names);
+}
+
+export interface FTest {
+  F: number;
+  df1: number; // extra coefficients of the full model
+  df2: number; // residual degrees of freedom of the full model
+  p: number;
+  /** R^2 gained by the full model. */
+  r2Gain: number;
+}
+
+/**
+ * Nested-model F-test: does `full` (a superset of `reduced`'s columns, same rows) fit significantly
+ * better? F = ((RSS_r - RSS_f) / (p_f - p_r)) / (RSS_f / (n - p_f)).
+ */
+export function nestedFTest(reduced: OlsFit, full: OlsFit): FTest {
+  if (reduced.n !== full.n) throw new Error(`nestedFTest: the models have ${reduced.n} and ${full.n} rows`);
+  if (full.p <= reduced.p) {
+    throw new Error(
+      `nestedFTest: the full model has ${full.p} coefficients, not more than the reduced ${reduced.p}`,
+    );
+  }
+  const missing = reduced.names.filter((n) => !full.names.includes(n));
+  if (missing.length) {
+    throw new Error(`nestedFTest: the full model lacks the reduced model's columns ${missing.join(", ")}`);
+  }
+  const df1 = full.p - reduced.p, df2 = full.dfResidual;
+  // Rounding can leave a tiny negative difference when the extra columns explain nothing.
+  const F = (Math.max(0, reduced.rss - full.rss) / df1) / (full.rss / df2);
+  return { F, df1, df2, p: fSurvival(F, df1, df2), r2Gain: full.r2 - reduced.r2 };
+}
