@@ -244,17 +244,14 @@ export function embeddingBackward(
     const V = Math.floor(o.dwte.size / C);
     need(op, "dwte", o.dwte, C);
     const { csr, distinct } = tokenRows(tokens, R, V);
-    // Sized for the most distinct tokens possible (U = R), so every call with R rows reuses one
-    // pooled buffer; gpu.write flushes first, so kernels recorded earlier still see their lists.
-    const csrTensor = gpu.empty([3 * R + 1], "u32");
-    gpu.write(csrTensor, csr);
+    // Uploaded with the recorded work (no flush), destroyed after the submit.
+    const csrTensor = gpu.upload([csr.length], csr, "u32");
     gpu.run(
       gpu.pipeline("embedding_backward.wgsl", "embedding_backward_tokens", { WG }),
       [dout, csrTensor, o.dwte],
       [cdiv(C, WG), distinct],
       uniforms().u32(R, T, C, distinct),
     );
-    gpu.release(csrTensor);
   }
   if (o.dwpe) {
     const P = Math.min(T, R);
