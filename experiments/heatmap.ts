@@ -1,0 +1,232 @@
+// Pictures of tracing results: a tokens x layers heatmap per prompt (one panel per state kind, the
+// subject's tokens marked with "*"), averaged per-layer curves, and the same grids shaded in a
+// terminal. Cells are coloured by the effect (indirect effect for noise, probability removed for
+// zeroing), clipped at 0 as in ROME's pictures; hovering a cell in a browser shows its numbers.
+import { lineChart } from "./charts.ts";
+import type { AverageTrace, FactTrace, KindGrid, StateKind } from "./tracing.ts";
+
+/** ROME's colours: purple for the residual stream, green for MLP outputs, red for attention outputs. */
+export const KIND_COLORS: Readonly<Record<StateKind, [number, number, number]>> = {
+  resid: [84, 39, 143],
+  mlp: [0, 109, 44],
+  attn: [165, 15, 21],
+};
+
+const KIND_NAMES: Readonly<Record<StateKind, string>> = {
+  resid: "residual stream",
+  mlp: "MLP output",
+  attn: "attention output",
+};
+
+function escapeXml(s: string): string {
+  return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
+}
+
+/** White at v <= 0 to `rgb` at v >= max (linear). */
+function shade(v: number, max: number, rgb: readonly number[]): [number, number, number] {
+  const a = max > 0 && Number.isFinite(v) ? Math.min(1, Math.max(0, v / max)) : 0;
+  return rgb.map((c) => Math.round(255 + a * (c - 255))) as [number, number, number];
+}
+
+function gridMax(values: number[][]): number {
+  return Math.max(0, ...values.flat().filter(Number.isFinite));
+}
+
+/** Token labels with the subject's tokens marked by a trailing "*". */
+function tokenLabels(trace: FactTrace): string[] {
+  const [b, e] = trace.subjectRange;
+  return trace.tokens.map((s, t) => `${s.trim() || JSON.stringify(s)}${t >= b && t < e ? "*" : ""}`);
+}
+
+function effectName(trace: { method: string }): string {
+  return trace.method === "noise"
+    ? "indirect effect p(restored) - p(corrupted)"
+    : "probability removed p(clean) - p(zeroed)";
+}
+
+const fmt = (v: number | null) => (v === null || !Number.isFinite(v) ? "n/a" : v.toPrecision(3));
+
+/** One SVG with a panel per kind: rows are tokens, columns layers, colour the effect. */
+export function heatmapSvg(trace: FactTrace): string {
+  const labels = tokenLabels(trace);
+  const T = labels.length, L = trace.grids[0].prob[0].length;
+  const cellW = Math.max(6, Math.min(24, Math.floor(360 / L))), cellH = 18;
+  const labelW = 8 + 7 * Math.max(...labels.map((s) => s.length));
+  const panelW = labelW + L * cellW + 24, panelH = 60 + T * cellH + 40;
+  const width = panelW * trace.grids.length, height = 50 + panelH;
+  const [b, e] = trace.subjectRange;
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${width / 2}" y="18" text-anchor="middle" font-size="14">${
+      escapeXml(`${trace.prompt} → ${trace.targetToken.trim()}`)
+    }</text>`,
+    `<text x="${width / 2}" y="36" text-anchor="middle">${
+      escapeXml(
+        `${trace.method === "noise" ? "causal tracing" : "representation zeroing"}: p(clean) ${
+          fmt(trace.clean)
+        }` +
+          (trace.method === "noise"
+            ? `, p(corrupted) ${fmt(trace.corrupted)}, noise ${fmt(trace.noise)}, ${trace.samples} samples`
+            : ""),
+      )
+    }</text>`,
+  ];
+  trace.grids.forEach((grid, k) => {
+    const x0 = k * panelW + labelW, y0 = 50 + 40;
+    const max = gridMax(grid.effect), rgb = KIND_COLORS[grid.kind];
+    parts.push(`<g class="panel">`);
+    parts.push(
+      `<text x="${x0 + (L * cellW) / 2}" y="${y0 - 22}" text-anchor="middle" font-size="13">${
+        KIND_NAMES[grid.kind]
+      } (window ${grid.window})</text>`,
+    );
+    labels.forEach((label, t) => {
+      const weight = t >= b && t < e ? ` font-weight="bold"` : "";
+      parts.push(
+        `<text x="${x0 - 4}" y="${y0 + t * cellH + 13}" text-anchor="end"${weight}>${
+          escapeXml(label)
+        }</text>`,
+      );
+      for (let l = 0; l < L; l++) {
+        const [r, g, bl] = shade(grid.effect[t][l], max, rgb);
+        const tip = `${label} layer ${l}: p ${fmt(grid.prob[t][l])}, effect ${
+          fmt(grid.effect[t][l])
+        }, fraction ${fmt(grid.fraction[t][l])}`;
+        parts.push(
+          `<rect class="cell" x="${x0 + l * cellW}" y="${
+            y0 + t * cellH
+          }" width="${cellW}" height="${cellH}" fill="rgb(${r},${g},${bl})"><title>${
+            escapeXml(tip)
+          }</title></rect>`,
+        );
+      }
+    });
+    parts.push(
+      `<rect x="${x0}" y="${y0}" width="${L * cellW}" height="${T * cellH}" fill="none" stroke="#999"/>`,
+    );
+    for (let l = 0; l < L; l += Math.max(1, Math.ceil(L / 12))) {
+      parts.push(
+        `<text x="${x0 + l * cellW + cellW / 2}" y="${
+          y0 + T * cellH + 14
+        }" text-anchor="middle" font-size="10">${l}</text>`,
+      );
+    }
+    parts.push(
+      `<text x="${x0 + (L * cellW) / 2}" y="${
+        y0 + T * cellH + 30
+      }" text-anchor="middle">layer · white 0 → colour ${fmt(max)}</text>`,
+    );
+    parts.push(`</g>`);
+  });
+  parts.push(
+    `<text x="8" y="${height - 6}" font-size="10" fill="#666">${
+      escapeXml(`colour: ${effectName(trace)}; * = subject token`)
+    }</text>`,
+  );
+  parts.push("</svg>");
+  return parts.join("\n");
+}
+
+/** Per-layer curves of the average effect, one line per token group (groups with rows only). */
+export function averageCurvesSvg(avg: AverageTrace): string {
+  const series = avg.groups.filter((g) => g.count > 0).map((g) => ({
+    name: g.group,
+    points: g.effect.map((v, l) => [l, v] as [number, number]),
+  }));
+  return lineChart(series, {
+    title: `${KIND_NAMES[avg.kind]}, window ${avg.window}: average over ${avg.facts} facts`,
+    xLabel: "layer (centre of window)",
+    yLabel: avg.method === "noise" ? "average indirect effect" : "average probability removed",
+    width: 760,
+  });
+}
+
+// ---------------------------------------------------------------- terminal
+
+/** Characters from light to dark, for terminals without colour. */
+const RAMP = " .:-=+*#%@";
+
+/**
+ * Rows of shaded cells, one per label: 24-bit background colours, or the ASCII ramp. Every row ends
+ * with "|". `values[row][layer]`; the scale runs from 0 to the largest value.
+ */
+export function shadedRows(
+  labels: string[],
+  values: number[][],
+  o: { color: boolean; rgb: readonly number[] },
+): string[] {
+  const L = values[0]?.length ?? 0, max = gridMax(values);
+  const labelW = Math.max(5, ...labels.map((s) => s.length));
+  const header = " ".repeat(labelW) + " " +
+    Array.from({ length: L }, (_, l) => (l % 5 === 0 ? String(l).padEnd(5).slice(0, 2) : "  ")).join("");
+  const rows = labels.map((label, r) => {
+    const cells = values[r].map((v) => {
+      if (o.color) {
+        const [red, green, blue] = shade(v, max, o.rgb);
+        return `\x1b[48;2;${red};${green};${blue}m  \x1b[0m`;
+      }
+      const a = max > 0 && Number.isFinite(v) ? Math.min(1, Math.max(0, v / max)) : 0;
+      return RAMP[Math.round(a * (RAMP.length - 1))].repeat(2);
+    });
+    return `${label.padEnd(labelW)}|${cells.join("")}|`;
+  });
+  return [header, ...rows];
+}
+
+/** One kind's grid of a trace as shaded terminal rows (tokens down, layers across), with a caption. */
+export function terminalHeatmap(trace: FactTrace, kind: StateKind, o: { color: boolean }): string {
+  const grid = trace.grids.find((g) => g.kind === kind);
+  if (!grid) throw new Error(`terminalHeatmap: the trace has no ${kind} grid`);
+  const caption = `${KIND_NAMES[kind]} (window ${grid.window}): ${effectName(trace)}, darkest = ${
+    fmt(gridMax(grid.effect))
+  }`;
+  return [caption, ...shadedRows(tokenLabels(trace), grid.effect, { color: o.color, rgb: KIND_COLORS[kind] })]
+    .join("\n");
+}
+
+/** The averaged curves of one kind as shaded terminal rows (token groups down, layers across). */
+export function terminalAverage(avg: AverageTrace, o: { color: boolean }): string {
+  const groups = avg.groups.filter((g) => g.count > 0);
+  const caption = `${
+    KIND_NAMES[avg.kind]
+  } (window ${avg.window}), ${avg.facts} facts: average effect, darkest = ${
+    fmt(gridMax(groups.map((g) => g.effect)))
+  }`;
+  return [
+    caption,
+    ...shadedRows(groups.map((g) => g.group), groups.map((g) => g.effect), {
+      color: o.color,
+      rgb: KIND_COLORS[avg.kind],
+    }),
+  ].join("\n");
+}
+
+export interface TopCell {
+  kind: StateKind;
+  token: number;
+  tokenString: string;
+  layer: number;
+  prob: number;
+  effect: number;
+  fraction: number;
+}
+
+/** The k cells with the largest effect over every kind of a trace. */
+export function topCells(trace: FactTrace, k: number): TopCell[] {
+  const labels = tokenLabels(trace);
+  const cells = trace.grids.flatMap((g: KindGrid) =>
+    g.effect.flatMap((row, t) =>
+      row.map((effect, layer) => ({
+        kind: g.kind,
+        token: t,
+        tokenString: labels[t],
+        layer,
+        prob: g.prob[t][layer],
+        effect,
+        fraction: g.fraction[t][layer],
+      }))
+    )
+  );
+  return cells.sort((a, b) => b.effect - a.effect).slice(0, k);
+}

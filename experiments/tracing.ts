@@ -1,0 +1,763 @@
+// Causal tracing (Meng et al. 2022, ROME) and representation zeroing (Hase et al. 2023): where in
+// the network does a prompt's knowledge of its object live? METHODS.md section 2 has the formulas.
+//
+// Causal tracing. Three runs of the prompt:
+//   clean      p_clean = p(target | prompt)
+//   corrupted  Gaussian noise (level nu) added to the subject tokens' embeddings; p_corrupt
+//   restored   corrupted, but the clean state of one kind (residual stream / MLP output / attention
+//              output) at token t is copied back in for the layers of a window around layer l.
+// A cell (t, l) reports p_restored, the indirect effect p_restored - p_corrupt and the fractional
+// effect (p_restored - p_corrupt) / (p_clean - p_corrupt). Probabilities are means over `samples`
+// noise draws. The noise is a fixed function of the seed (mulberry32 + Box-Muller), so every prompt
+// gets the same draws, as ROME re-creates numpy's RandomState(1) per call.
+//
+// Representation zeroing. The clean run with the state at token t zeroed over the window of layer l;
+// the effect is the fraction of the clean probability removed, (p_clean - p_zeroed) / p_clean. Also
+// per layer with all subject tokens zeroed together, Hase et al.'s own measure.
+//
+// The target's probability is that of its FIRST token (tokenized with a leading space), read at the
+// prompt's last position; multi-token objects are scored by their first token only.
+//
+// Speed. Nothing below a cell's window depends on the cell, so the pass below it is shared: one
+// forward of the clean prompt plus its `samples` corrupted copies captures the residual entering every
+// layer and the clean states of every kind. A cell whose window starts at layer s then runs only the
+// layers s..L-1, starting from the captured corrupted residual entering s (replicated per row). All
+// cells starting at s form one batch of cells x samples sequences; every batch is recorded into the
+// same submit and one readback returns one number per row (the target's log-probability).
+import type { Tensor } from "../engine/gpu.ts";
+import { type GPT2, type Hook, makeBatch } from "../engine/model.ts";
+import { logProbOf, type RowEntry, rowOps } from "../engine/ops.ts";
+import { subjectTokenRange, type Tokenizer } from "../engine/tokenizer.ts";
+import { mulberry32 } from "./knowledge_base.ts";
+import { greedyNextTokens } from "./recall.ts";
+
+/** The states that tracing restores: block output, MLP output (c_proj, bias included), attention output. */
+export type StateKind = "resid" | "mlp" | "attn";
+export const STATE_KINDS: readonly StateKind[] = ["resid", "mlp", "attn"];
+
+/** ROME's windows: one layer for the residual stream, ten for MLP and attention outputs. */
+export const DEFAULT_WINDOWS: Readonly<Record<StateKind, number>> = { resid: 1, mlp: 10, attn: 10 };
+
+export type TraceMethod = "noise" | "zero";
+
+/**
+ * Layers [lo, hi) of the window of size `window` around `layer`, clipped at the ends (not shifted):
+ * [max(0, l - floor(w/2)), min(L, l + ceil(w/2))). w = 10 gives l-5..l+4; w = 5 gives l-2..l+2.
+ */
+export function windowLayers(layer: number, window: number, nLayer: number): [number, number] {
+  if (!Number.isInteger(window) || window < 1) {
+    throw new Error(`window must be an integer >= 1, got ${window}`);
+  }
+  if (!Number.isInteger(layer) || layer < 0 || layer >= nLayer) {
+    throw new Error(`layer ${layer} outside [0, ${nLayer})`);
+  }
+  return [Math.max(0, layer - Math.floor(window / 2)), Math.min(nLayer, layer + Math.ceil(window / 2))];
+}
+
+/** `count` standard normal numbers, a fixed function of `seed` (mulberry32 uniforms, Box-Muller pairs). */
+export function gaussianNoise(count: number, seed: number): Float32Array {
+  const uniform = mulberry32(seed);
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i += 2) {
+    const radius = Math.sqrt(-2 * Math.log(1 - uniform())); // 1 - u lies in (0, 1]: log stays finite
+    const angle = 2 * Math.PI * uniform();
+    out[i] = radius * Math.cos(angle);
+    if (i + 1 < count) out[i + 1] = radius * Math.sin(angle);
+  }
+  return out;
+}
+
+/** Unbiased standard deviation over every entry of the token embedding matrix wte. */
+export async function embeddingStd(model: GPT2): Promise<number> {
+  const chunks = await model.gpu.readMany(model.wte.map((c) => c.tensor));
+  let n = 0, sum = 0, sumSq = 0;
+  for (const chunk of chunks) {
+    for (const v of chunk) {
+      n++;
+      sum += v;
+      sumSq += v * v;
+    }
+  }
+  const mean = sum / n;
+  return Math.sqrt(Math.max(0, (sumSq - n * mean * mean) / (n - 1)));
+}
+
+/** The default noise level: 3 standard deviations of the token embeddings (ROME's "s3" scale). */
+export const DEFAULT_NOISE_STDS = 3;
+
+/**
+ * One intervention, i.e. one cell of a grid: restore (or zero) the state `kind` at `tokens` in every
+ * layer of [from, to). Grid cells have one token; other sets (all subject tokens, every token) test
+ * and extend the method.
+ */
+export interface Cell {
+  kind: StateKind;
+  tokens: number[];
+  from: number;
+  to: number;
+}
+
+export interface TraceRunOptions {
+  /** Corrupted copies of the prompt (noise draws); 0 prepares only the clean run (zeroing). */
+  samples: number;
+  /** Absolute noise level nu: noise = nu * N(0, 1) added to each subject token's embedding. */
+  noise: number;
+  seed: number;
+  /** Upper bound on activation rows (sequences x tokens) per batch, to bound memory. Default 2048. */
+  maxRows?: number;
+}
+
+/**
+ * The shared part of a trace: the clean and corrupted runs of one prompt, kept on the GPU, and the
+ * machinery that scores batches of cells against them (`score`). Call `release` when done.
+ */
+export class TraceRun {
+  private constructor(
+    readonly model: GPT2,
+    readonly ids: number[],
+    readonly subject: [number, number],
+    readonly target: number,
+    readonly options: TraceRunOptions,
+    /** Clean state of each kind at each layer, [T, d]. */
+    private readonly cleanStates: Record<StateKind, Tensor[]>,
+    /** Clean embeddings (wte + wpe), [T, d]: the residual entering layer 0. */
+    private readonly cleanEmbed: Tensor,
+    /** Residual entering each layer in the corrupted runs, [samples * T, d]; sample n is rows n*T.. */
+    private readonly corruptedInputs: Tensor[],
+    /** The scaled noise, [samples * subjectLength, d]; row n*subjectLength + i is sample n's token b+i. */
+    private readonly noise: Tensor,
+    /** Probability of the target in the clean run. */
+    readonly clean: number,
+    /** Mean probability of the target over the corrupted runs (NaN with 0 samples). */
+    readonly corrupted: number,
+  ) {}
+
+  get T(): number {
+    return this.ids.length;
+  }
+
+  /** Runs clean + corrupted once (one batch, one readback) and keeps what every cell needs. */
+  static async prepare(
+    model: GPT2,
+    ids: number[],
+    subject: [number, number],
+    target: number,
+    options: TraceRunOptions,
+  ): Promise<TraceRun> {
+    const gpu = model.gpu, cfg = model.config, d = cfg.nEmbd, L = cfg.nLayer, T = ids.length;
+    const [b, e] = subject;
+    const N = options.samples;
+    if (T === 0) throw new Error("trace: empty prompt");
+    if (!(Number.isInteger(b) && Number.isInteger(e) && 0 <= b && b < e && e <= T)) {
+      throw new Error(`trace: subject token range [${b}, ${e}) is not inside the prompt's ${T} tokens`);
+    }
+    if (!Number.isInteger(target) || target < 0 || target >= cfg.vocabSize) {
+      throw new Error(`trace: target token ${target} outside the vocabulary (size ${cfg.vocabSize})`);
+    }
+    if (!Number.isInteger(N) || N < 0) throw new Error(`trace: samples must be an integer >= 0, got ${N}`);
+    if (!Number.isFinite(options.noise) || options.noise < 0) {
+      throw new Error(`trace: noise level must be a finite number >= 0, got ${options.noise}`);
+    }
+
+    // Sequence 0 is clean, sequences 1..N are the corrupted copies (ROME's layout).
+    const subjectLength = e - b;
+    const z = gaussianNoise(N * subjectLength * d, options.seed).map((v) => v * options.noise);
+    const noise = gpu.tensor([Math.max(1, N * subjectLength), d], N > 0 ? z : new Float32Array(d));
+    const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
+    const cleanRows = range(0, T), corruptedRows = range(T, N * T);
+
+    const cleanEmbed = gpu.zeros([T, d]);
+    const corruptedInputs = Array.from({ length: L }, () => gpu.zeros([Math.max(1, N) * T, d]));
+    const cleanStates = {} as Record<StateKind, Tensor[]>;
+    for (const kind of STATE_KINDS) cleanStates[kind] = Array.from({ length: L }, () => gpu.zeros([T, d]));
+
+    // Hooks run in list order and a hook captures before it patches, so the captures listed after
+    // the noise patch see the noised embeddings.
+    const hooks: Hook[] = [
+      { layer: -1, site: "embed", patch: { src: noise, entries: noiseEntries(N, T, subject, (n) => n + 1) } },
+      { layer: -1, site: "embed", capture: { into: cleanEmbed, rows: cleanRows } },
+    ];
+    if (N > 0) {
+      hooks.push({ layer: -1, site: "embed", capture: { into: corruptedInputs[0], rows: corruptedRows } });
+    }
+    for (let l = 0; l < L; l++) {
+      for (const kind of STATE_KINDS) {
+        hooks.push({ layer: l, site: kind, capture: { into: cleanStates[kind][l], rows: cleanRows } });
+      }
+      if (N > 0 && l + 1 < L) {
+        hooks.push({
+          layer: l,
+          site: "resid",
+          capture: { into: corruptedInputs[l + 1], rows: corruptedRows },
+        });
+      }
+    }
+    const sequences = Array.from({ length: N + 1 }, () => ids);
+    const res = model.forward(makeBatch(sequences), { hooks });
+    const targets = gpu.tensor([N + 1], new Array(N + 1).fill(target), "u32");
+    const logProbs = logProbOf(gpu, res.logits, targets, N + 1, cfg.vocabSize);
+    model.releaseForward(res);
+    const [lp] = await gpu.readMany([logProbs]);
+    gpu.release(targets, logProbs);
+    let corrupted = 0;
+    for (let n = 1; n <= N; n++) corrupted += Math.exp(lp[n]) / N;
+    return new TraceRun(
+      model,
+      ids,
+      subject,
+      target,
+      options,
+      cleanStates,
+      cleanEmbed,
+      corruptedInputs,
+      noise,
+      Math.exp(lp[0]),
+      N > 0 ? corrupted : NaN,
+    );
+  }
+
+  /** The residual entering layer `l` in the clean run, [T, d]. */
+  private cleanInput(l: number): Tensor {
+    return l === 0 ? this.cleanEmbed : this.cleanStates.resid[l - 1];
+  }
+
+  /**
+   * p(target) for each cell: with action "restore" the mean over the corrupted samples with the cell's
+   * clean states copied back in; with "zero" the clean run with the cell's states set to zero.
+   * `reuse` (default) starts each batch at its cells' first window layer from the captured residual;
+   * reuse = false recomputes every cell from the embeddings (the naive way; same numbers, slower).
+   * Everything is recorded into one stream and read back once.
+   */
+  async score(cells: Cell[], action: "restore" | "zero", reuse = true): Promise<number[]> {
+    const gpu = this.model.gpu, cfg = this.model.config, T = this.T;
+    const S = action === "restore" ? this.options.samples : 1;
+    if (S < 1) throw new Error("trace: restoring needs at least one noise sample");
+    cells.forEach((c, i) => checkCell(c, i, T, cfg.nLayer));
+
+    // Bound each batch: activation rows (the widest is [rows, 4d]) and logits [sequences, V] must fit
+    // one storage binding, and rows stay under maxRows.
+    const limit = gpu.limits.maxStorageBufferBindingSize;
+    const maxRows = Math.min(this.options.maxRows ?? 2048, Math.floor(limit / (4 * 4 * cfg.nEmbd)));
+    const maxSequences = Math.floor(limit / (4 * cfg.vocabSize));
+    if (S > maxSequences) {
+      throw new Error(`trace: ${S} samples exceed the ${maxSequences} sequences one batch can hold`);
+    }
+    const cellsPerBatch = Math.max(1, Math.min(Math.floor(maxRows / (S * T)), Math.floor(maxSequences / S)));
+
+    const byStart = new Map<number, number[]>(); // first layer run -> indices of its cells
+    cells.forEach((c, i) => {
+      const start = reuse ? c.from : 0;
+      if (!byStart.has(start)) byStart.set(start, []);
+      byStart.get(start)!.push(i);
+    });
+    const batches: { cells: number[]; logProbs: Tensor }[] = [];
+    for (const [start, indices] of byStart) {
+      for (let i = 0; i < indices.length; i += cellsPerBatch) {
+        const chunk = indices.slice(i, i + cellsPerBatch);
+        batches.push({
+          cells: chunk,
+          logProbs: this.recordBatch(chunk.map((j) => cells[j]), start, action, reuse, S),
+        });
+      }
+    }
+    const values = await gpu.readMany(batches.map((b) => b.logProbs));
+    gpu.release(...batches.map((b) => b.logProbs));
+    const out = new Array<number>(cells.length);
+    batches.forEach((batch, k) => {
+      batch.cells.forEach((cellIndex, c) => {
+        let p = 0;
+        for (let n = 0; n < S; n++) p += Math.exp(values[k][c * S + n]);
+        out[cellIndex] = p / S;
+      });
+    });
+    return out;
+  }
+
+  /**
+   * Records the forward of `cells` x S sequences (sequence c*S + n = cell c, sample n) starting at
+   * layer `start`; returns the target's log-probability per sequence, [cells * S].
+   */
+  private recordBatch(
+    cells: Cell[],
+    start: number,
+    action: "restore" | "zero",
+    reuse: boolean,
+    S: number,
+  ): Tensor {
+    const model = this.model, gpu = model.gpu, cfg = model.config, T = this.T, d = cfg.nEmbd;
+    const B = cells.length * S;
+    const hooks: Hook[] = [];
+    let input: Tensor | undefined;
+    if (reuse) {
+      // Replicate the residual entering `start`: corrupted sample n (restore) or the clean run (zero).
+      const base = action === "restore" ? this.corruptedInputs[start] : this.cleanInput(start);
+      input = gpu.empty([B * T, d]);
+      const entries: RowEntry[] = [];
+      for (let j = 0; j < B; j++) {
+        const n = action === "restore" ? j % S : 0;
+        for (let t = 0; t < T; t++) entries.push({ dst: j * T + t, src: n * T + t, keep: 0, take: 1 });
+      }
+      rowOps(gpu, input, base, d, entries);
+    } else if (action === "restore") {
+      hooks.push({
+        layer: -1,
+        site: "embed",
+        patch: {
+          src: this.noise,
+          entries: noiseEntries(S, T, this.subject, (n, c) => c * S + n, cells.length),
+        },
+      });
+    }
+    const lastLayer = Math.max(...cells.map((c) => c.to));
+    for (const kind of STATE_KINDS) {
+      for (let l = start; l < lastLayer; l++) {
+        const entries: RowEntry[] = [];
+        cells.forEach((cell, c) => {
+          if (cell.kind !== kind || l < cell.from || l >= cell.to) return;
+          for (let n = 0; n < S; n++) {
+            for (const t of cell.tokens) {
+              const dst = (c * S + n) * T + t;
+              entries.push(
+                action === "restore"
+                  ? { dst, src: t, keep: 0, take: 1 }
+                  : { dst, src: dst, keep: 0, take: 0 },
+              );
+            }
+          }
+        });
+        if (entries.length === 0) continue;
+        const src = action === "restore" ? this.cleanStates[kind][l] : null;
+        hooks.push({ layer: l, site: kind, patch: { src, entries } });
+      }
+    }
+    const sequences = Array.from({ length: B }, () => this.ids);
+    const outputRows = Array.from({ length: B }, (_, j) => j * T + T - 1);
+    const res = model.forward(makeBatch(sequences), {
+      startLayer: reuse ? start : 0,
+      input,
+      hooks,
+      outputRows,
+    });
+    const targets = gpu.tensor([B], new Array(B).fill(this.target), "u32");
+    const logProbs = logProbOf(gpu, res.logits, targets, B, cfg.vocabSize);
+    model.releaseForward(res);
+    gpu.release(input, targets);
+    return logProbs;
+  }
+
+  /** Returns every kept tensor to the buffer pool. */
+  release(): void {
+    const gpu = this.model.gpu;
+    gpu.release(this.cleanEmbed, this.noise, ...this.corruptedInputs);
+    for (const kind of STATE_KINDS) gpu.release(...this.cleanStates[kind]);
+  }
+}
+
+/**
+ * Row entries adding the noise to the subject tokens of `copies` x `samples` sequences: sequence
+ * `sequenceOf(n, copy)` gets sample n's draws.
+ */
+function noiseEntries(
+  samples: number,
+  T: number,
+  [b, e]: [number, number],
+  sequenceOf: (n: number, copy: number) => number,
+  copies = 1,
+): RowEntry[] {
+  const entries: RowEntry[] = [];
+  for (let copy = 0; copy < copies; copy++) {
+    for (let n = 0; n < samples; n++) {
+      for (let t = b; t < e; t++) {
+        entries.push({ dst: sequenceOf(n, copy) * T + t, src: n * (e - b) + (t - b), keep: 1, take: 1 });
+      }
+    }
+  }
+  return entries;
+}
+
+function checkCell(c: Cell, index: number, T: number, L: number): void {
+  const where = `trace: cell ${index} ${JSON.stringify(c)}`;
+  if (!STATE_KINDS.includes(c.kind)) {
+    throw new Error(`${where}: kind must be one of ${STATE_KINDS.join(", ")}`);
+  }
+  if (!(Number.isInteger(c.from) && Number.isInteger(c.to) && 0 <= c.from && c.from < c.to && c.to <= L)) {
+    throw new Error(`${where}: layers [from, to) must be a non-empty range inside [0, ${L})`);
+  }
+  if (c.tokens.length === 0 || new Set(c.tokens).size !== c.tokens.length) {
+    throw new Error(`${where}: tokens must be distinct and non-empty`);
+  }
+  if (c.tokens.some((t) => !Number.isInteger(t) || t < 0 || t >= T)) {
+    throw new Error(`${where}: token outside [0, ${T})`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grids
+
+export interface TraceOptions {
+  method?: TraceMethod;
+  kinds?: readonly StateKind[];
+  /** One window for every kind, or per kind (default DEFAULT_WINDOWS). */
+  window?: number | Partial<Record<StateKind, number>>;
+  /** Noise draws (default 10; zeroing uses none). */
+  samples?: number;
+  /** Absolute noise level; default DEFAULT_NOISE_STDS x embeddingStd(model). */
+  noise?: number;
+  /** Seed of the noise (default 1, like ROME's RandomState(1)). */
+  seed?: number;
+  /** false: the naive path, every cell recomputed from the embeddings (for benchmarks and tests). */
+  reuse?: boolean;
+  maxRows?: number;
+}
+
+/** Per-layer summaries of a grid: the maximum over tokens (Hase et al.) and the last subject token. */
+export interface LayerSummary {
+  maxEffect: number[];
+  maxFraction: number[];
+  lastSubjectEffect: number[];
+  lastSubjectFraction: number[];
+}
+
+/** One kind's grid, [T][L] arrays indexed [token][layer]. */
+export interface KindGrid {
+  kind: StateKind;
+  window: number;
+  /** p(target) with the cell's states restored (noise) or zeroed (zero). */
+  prob: number[][];
+  /** noise: the indirect effect prob - corrupted. zero: the probability removed, clean - prob. */
+  effect: number[][];
+  /** noise: effect / (clean - corrupted). zero: effect / clean. NaN (null in JSON) if the denominator is 0. */
+  fraction: number[][];
+  layers: LayerSummary;
+  /** zero only, per layer: every subject token zeroed together over the window (Hase et al.'s measure). */
+  subjectZeroed?: { prob: number[]; fraction: number[] };
+}
+
+export interface GridTrace {
+  method: TraceMethod;
+  ids: number[];
+  subjectRange: [number, number];
+  targetId: number;
+  clean: number;
+  /** Mean corrupted probability (noise); null for zeroing. */
+  corrupted: number | null;
+  /** Absolute noise level used (noise); null for zeroing. */
+  noise: number | null;
+  samples: number;
+  seed: number;
+  grids: KindGrid[];
+}
+
+const noiseLevels = new WeakMap<GPT2, number>();
+
+/** DEFAULT_NOISE_STDS x the std of the model's token embeddings (computed once per model). */
+export async function defaultNoiseLevel(model: GPT2): Promise<number> {
+  let level = noiseLevels.get(model);
+  if (level === undefined) {
+    level = DEFAULT_NOISE_STDS * await embeddingStd(model);
+    noiseLevels.set(model, level);
+  }
+  return level;
+}
+
+export function windowFor(kind: StateKind, window: TraceOptions["window"]): number {
+  if (typeof window === "number") return window;
+  return window?.[kind] ?? DEFAULT_WINDOWS[kind];
+}
+
+/** The full tokens x layers grid of every requested kind, for token ids with a known subject range. */
+export async function traceTokens(
+  model: GPT2,
+  ids: number[],
+  subjectRange: [number, number],
+  targetId: number,
+  o: TraceOptions = {},
+): Promise<GridTrace> {
+  const method = o.method ?? "noise";
+  const kinds = o.kinds ?? STATE_KINDS;
+  const L = model.config.nLayer, T = ids.length;
+  const samples = method === "noise" ? o.samples ?? 10 : 0;
+  const noise = method === "noise" ? o.noise ?? await defaultNoiseLevel(model) : 0;
+  const seed = o.seed ?? 1;
+  if (method === "noise" && samples < 1) throw new Error(`trace: samples must be >= 1, got ${samples}`);
+  const run = await TraceRun.prepare(model, ids, subjectRange, targetId, {
+    samples,
+    noise,
+    seed,
+    maxRows: o.maxRows,
+  });
+  try {
+    // All kinds in one `score` call: cells of every kind starting at the same layer share batches.
+    const cells: Cell[] = [];
+    const [b, e] = subjectRange;
+    const subjectTokens = Array.from({ length: e - b }, (_, i) => b + i);
+    for (const kind of kinds) {
+      const w = windowFor(kind, o.window);
+      for (let t = 0; t < T; t++) {
+        for (let l = 0; l < L; l++) {
+          const [from, to] = windowLayers(l, w, L);
+          cells.push({ kind, tokens: [t], from, to });
+        }
+      }
+      if (method === "zero") {
+        for (let l = 0; l < L; l++) {
+          const [from, to] = windowLayers(l, w, L);
+          cells.push({ kind, tokens: subjectTokens, from, to });
+        }
+      }
+    }
+    const probs = await run.score(cells, method === "noise" ? "restore" : "zero", o.reuse ?? true);
+
+    const clean = run.clean, low = run.corrupted;
+    const effectOf = (p: number) => (method === "noise" ? p - low : clean - p);
+    const denominator = method === "noise" ? clean - low : clean;
+    const fractionOf = (p: number) => (denominator === 0 ? NaN : effectOf(p) / denominator);
+    let next = 0;
+    const grids = kinds.map((kind): KindGrid => {
+      const prob = Array.from({ length: T }, () => Array.from({ length: L }, () => probs[next++]));
+      const effect = prob.map((row) => row.map(effectOf));
+      const fraction = prob.map((row) => row.map(fractionOf));
+      const grid: KindGrid = {
+        kind,
+        window: windowFor(kind, o.window),
+        prob,
+        effect,
+        fraction,
+        layers: summarise(effect, fraction, e - 1),
+      };
+      if (method === "zero") {
+        const p = Array.from({ length: L }, () => probs[next++]);
+        grid.subjectZeroed = { prob: p, fraction: p.map(fractionOf) };
+      }
+      return grid;
+    });
+    return {
+      method,
+      ids,
+      subjectRange,
+      targetId,
+      clean,
+      corrupted: method === "noise" ? low : null,
+      noise: method === "noise" ? noise : null,
+      samples,
+      seed,
+      grids,
+    };
+  } finally {
+    run.release();
+  }
+}
+
+function summarise(effect: number[][], fraction: number[][], lastSubject: number): LayerSummary {
+  const L = effect[0].length;
+  const maxOver = (g: number[][], l: number) => Math.max(...g.map((row) => row[l]));
+  const layers = Array.from({ length: L }, (_, l) => l);
+  return {
+    maxEffect: layers.map((l) => maxOver(effect, l)),
+    maxFraction: layers.map((l) => maxOver(fraction, l)),
+    lastSubjectEffect: layers.map((l) => effect[lastSubject][l]),
+    lastSubjectFraction: layers.map((l) => fraction[lastSubject][l]),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Facts as text
+
+export interface FactQuery {
+  prompt: string;
+  subject: string;
+  /** The true object; its first token (with a leading space) is the one scored. */
+  target: string;
+}
+
+export interface FactTrace extends GridTrace, FactQuery {
+  /** Decoded token strings of the prompt. */
+  tokens: string[];
+  targetToken: string;
+}
+
+/** The scored target token: the first token of " " + target. */
+export function targetTokenId(tok: Tokenizer, target: string): number {
+  const ids = tok.encode(" " + target);
+  if (ids.length === 0) throw new Error(`target ${JSON.stringify(target)} has no tokens`);
+  return ids[0];
+}
+
+/** Tokenizes the fact, finds the subject's tokens and traces it. */
+export async function traceFact(
+  model: GPT2,
+  tok: Tokenizer,
+  fact: FactQuery,
+  o: TraceOptions = {},
+): Promise<FactTrace> {
+  const ids = tok.encode(fact.prompt);
+  const subjectRange = subjectTokenRange(tok, fact.prompt, fact.subject);
+  const targetId = targetTokenId(tok, fact.target);
+  const grid = await traceTokens(model, ids, subjectRange, targetId, o);
+  return {
+    ...fact,
+    tokens: ids.map((id) => tok.tokenString(id)),
+    targetToken: tok.tokenString(targetId),
+    ...grid,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datasets: known_1000's schema
+
+export interface KnownFact {
+  known_id: number;
+  subject: string;
+  attribute: string;
+  prompt: string;
+}
+
+/** Parses a known_1000-style JSON array; errors name the file, the record and the field. */
+export function parseKnownFacts(text: string, file: string): KnownFact[] {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (!Array.isArray(data)) throw new Error(`${file}: expected a JSON array of known-fact records`);
+  return data.map((r, i) => {
+    const where = `${file}: record ${i}`;
+    if (typeof r !== "object" || r === null || Array.isArray(r)) throw new Error(`${where}: not an object`);
+    const rec = r as Record<string, unknown>;
+    for (const field of ["subject", "attribute", "prompt"]) {
+      if (typeof rec[field] !== "string" || rec[field] === "") {
+        throw new Error(`${where}: field "${field}" must be a non-empty string`);
+      }
+    }
+    const id = rec.known_id ?? i;
+    if (typeof id !== "number" || !Number.isInteger(id)) {
+      throw new Error(`${where}: field "known_id" must be an integer`);
+    }
+    const fact = {
+      known_id: id,
+      subject: rec.subject as string,
+      attribute: rec.attribute as string,
+      prompt: rec.prompt as string,
+    };
+    if (!fact.prompt.includes(fact.subject)) {
+      throw new Error(
+        `${where}: field "subject" (${JSON.stringify(fact.subject)}) does not occur in "prompt" (${
+          JSON.stringify(fact.prompt)
+        })`,
+      );
+    }
+    return fact;
+  });
+}
+
+/** The facts the model completes correctly: greedy next token = first token of " " + attribute. */
+export async function knownFacts(model: GPT2, tok: Tokenizer, facts: KnownFact[]): Promise<KnownFact[]> {
+  const predicted = await greedyNextTokens(model, facts.map((f) => tok.encode(f.prompt)));
+  return facts.filter((f, i) => predicted[i] === targetTokenId(tok, f.attribute));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Averages across facts (ROME's average_causal_effects)
+
+export const TOKEN_GROUPS = [
+  "first subject token",
+  "middle subject tokens",
+  "last subject token",
+  "first subsequent token",
+  "further tokens",
+  "last token",
+] as const;
+export type TokenGroup = typeof TOKEN_GROUPS[number];
+
+/** The token indices of each group for a prompt of T tokens with subject [b, e) (groups may overlap or be empty). */
+export function tokenGroups(T: number, [b, e]: [number, number]): Record<TokenGroup, number[]> {
+  const range = (from: number, to: number) =>
+    Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
+  return {
+    "first subject token": [b],
+    "middle subject tokens": range(b + 1, e - 1),
+    "last subject token": [e - 1],
+    "first subsequent token": e < T ? [e] : [],
+    "further tokens": range(e + 1, T - 1),
+    "last token": [T - 1],
+  };
+}
+
+export interface GroupCurve {
+  group: TokenGroup;
+  /** Token rows pooled (each middle subject token counts as one). */
+  count: number;
+  /** Per layer, means over the pooled rows. */
+  prob: number[];
+  effect: number[];
+  fraction: number[];
+}
+
+export interface AverageTrace {
+  method: TraceMethod;
+  kind: StateKind;
+  window: number;
+  facts: number;
+  /** Mean clean probability (ROME's high score) and mean corrupted probability (low score; null for zeroing). */
+  clean: number;
+  corrupted: number | null;
+  groups: GroupCurve[];
+}
+
+/**
+ * Per kind, per token group, per layer means across facts. For noise, ROME's AIE is prob - corrupted;
+ * `effect` pools each row's own prob - corrupted, which is the same number for groups of one row per fact.
+ * NaN fractions (clean = corrupted) are left out of the fraction means.
+ */
+export function averageTraces(traces: GridTrace[]): AverageTrace[] {
+  if (traces.length === 0) return [];
+  const method = traces[0].method;
+  if (traces.some((t) => t.method !== method)) throw new Error("averageTraces: traces of different methods");
+  const L = traces[0].grids[0].prob[0].length;
+  return traces[0].grids.map((first, k) => {
+    const groups = TOKEN_GROUPS.map((group): GroupCurve => {
+      const sums = {
+        prob: new Array(L).fill(0),
+        effect: new Array(L).fill(0),
+        fraction: new Array(L).fill(0),
+      };
+      const fractionCounts = new Array(L).fill(0);
+      let count = 0;
+      for (const trace of traces) {
+        const grid = trace.grids[k];
+        if (grid.kind !== first.kind || grid.window !== first.window) {
+          throw new Error("averageTraces: traces with different kinds or windows");
+        }
+        for (const t of tokenGroups(trace.ids.length, trace.subjectRange)[group]) {
+          count++;
+          for (let l = 0; l < L; l++) {
+            sums.prob[l] += grid.prob[t][l];
+            sums.effect[l] += grid.effect[t][l];
+            if (!Number.isNaN(grid.fraction[t][l])) {
+              sums.fraction[l] += grid.fraction[t][l];
+              fractionCounts[l]++;
+            }
+          }
+        }
+      }
+      return {
+        group,
+        count,
+        prob: sums.prob.map((s) => (count ? s / count : NaN)),
+        effect: sums.effect.map((s) => (count ? s / count : NaN)),
+        fraction: sums.fraction.map((s, l) => (fractionCounts[l] ? s / fractionCounts[l] : NaN)),
+      };
+    });
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    return {
+      method,
+      kind: first.kind,
+      window: first.window,
+      facts: traces.length,
+      clean: mean(traces.map((t) => t.clean)),
+      corrupted: method === "noise" ? mean(traces.map((t) => t.corrupted!)) : null,
+      groups,
+    };
+  });
+}
