@@ -50,9 +50,10 @@ const fmt = (v: number | null) => (v === null || !Number.isFinite(v) ? "n/a" : v
 export function heatmapSvg(trace: FactTrace): string {
   const labels = tokenLabels(trace);
   const T = labels.length, L = trace.grids[0].prob[0].length;
-  const cellW = Math.max(6, Math.min(24, Math.floor(360 / L))), cellH = 18;
+  const cellW = Math.max(8, Math.min(24, Math.floor(360 / L))), cellH = 18;
   const labelW = 8 + 7 * Math.max(...labels.map((s) => s.length));
-  const panelW = labelW + L * cellW + 24, panelH = 60 + T * cellH + 40;
+  const plotW = Math.max(L * cellW, 180); // room for the panel's title and colour-scale caption
+  const panelW = labelW + plotW + 24, panelH = 60 + T * cellH + 40;
   const width = panelW * trace.grids.length, height = 50 + panelH;
   const [b, e] = trace.subjectRange;
   const parts = [
@@ -77,7 +78,7 @@ export function heatmapSvg(trace: FactTrace): string {
     const max = gridMax(grid.effect), rgb = KIND_COLORS[grid.kind];
     parts.push(`<g class="panel">`);
     parts.push(
-      `<text x="${x0 + (L * cellW) / 2}" y="${y0 - 22}" text-anchor="middle" font-size="13">${
+      `<text x="${x0 + plotW / 2}" y="${y0 - 22}" text-anchor="middle" font-size="13">${
         KIND_NAMES[grid.kind]
       } (window ${grid.window})</text>`,
     );
@@ -113,9 +114,9 @@ export function heatmapSvg(trace: FactTrace): string {
       );
     }
     parts.push(
-      `<text x="${x0 + (L * cellW) / 2}" y="${
+      `<text x="${x0 + plotW / 2}" y="${
         y0 + T * cellH + 30
-      }" text-anchor="middle">layer · white 0 → colour ${fmt(max)}</text>`,
+      }" text-anchor="middle" font-size="11">layer; white = 0, full colour = ${fmt(max)}</text>`,
     );
     parts.push(`</g>`);
   });

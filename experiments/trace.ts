@@ -1,0 +1,327 @@
+// deno task trace: causal tracing / representation zeroing of one prompt or of a known-facts dataset.
+//
+//   deno task trace --prompt "The Eiffel Tower is in" --subject "Eiffel Tower" --target Paris
+//   deno task trace --dataset weights/locus-kb/known_facts.json --limit 50 --kind mlp --window 5
+//   deno task trace --zero --prompt ... (representation zeroing instead of noise + restore)
+//
+// Writes into --out (default runs/trace): trace.json (every grid, with the run's metadata),
+// trace.csv (one row per fact, kind, token, layer), heatmaps/*.svg (one per fact), and for datasets
+// averages.csv and average-<kind>.svg (ROME's per-layer curves by token group). The terminal gets
+// shaded grids and the strongest cells.
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { getGpu } from "../engine/gpu.ts";
+import { GPT2 } from "../engine/model.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
+import { averageCurvesSvg, heatmapSvg, terminalAverage, terminalHeatmap, topCells } from "./heatmap.ts";
+import {
+  type AverageTrace,
+  averageTraces,
+  DEFAULT_NOISE_STDS,
+  embeddingStd,
+  type FactQuery,
+  type FactTrace,
+  knownFacts,
+  parseKnownFacts,
+  STATE_KINDS,
+  type StateKind,
+  traceFact,
+  type TraceOptions,
+  windowFor,
+} from "./tracing.ts";
+
+const USAGE = `usage: deno task trace [options]
+  --model DIR       Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
+  --prompt TEXT --subject TEXT --target TEXT
+                    trace one fact (the target's first token, with a leading space, is scored)
+  --dataset FILE    known_1000-style JSON (default: known_facts.json in the model folder); only facts
+                    whose greedy next token is the attribute's first token are traced
+  --kind K          resid | mlp | attn | all (default all)
+  --window N        layers restored around each centre layer (default: resid 1, mlp 10, attn 10)
+  --samples N       noise draws per prompt (default 10)
+  --noise X         fixed noise level (default ${DEFAULT_NOISE_STDS} x the std of the token embeddings)
+  --zero            representation zeroing: zero clean states instead of restoring them
+  --limit N         trace at most N facts of the dataset (after the known-facts filter)
+  --seed N          noise seed (default 1)
+  --out DIR         output folder (default runs/trace)`;
+
+function positiveInt(name: string, s: string | undefined, fallback: number): number {
+  if (s === undefined) return fallback;
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(s)}`);
+  }
+  return n;
+}
+
+function csvField(v: string | number | boolean | null): string {
+  const s = v === null || (typeof v === "number" && !Number.isFinite(v)) ? "" : String(v);
+  return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+}
+
+function csv(header: string[], rows: (string | number | boolean | null)[][]): string {
+  return [header, ...rows].map((r) => r.map(csvField).join(",")).join("\n") + "\n";
+}
+
+/** One CSV row per fact x kind x token x layer. */
+function traceCsv(facts: (FactTrace & { known_id: number | null })[]): string {
+  const rows: (string | number | boolean | null)[][] = [];
+  for (const f of facts) {
+    const [b, e] = f.subjectRange;
+    for (const g of f.grids) {
+      g.prob.forEach((row, t) =>
+        row.forEach((p, l) =>
+          rows.push([
+            f.known_id,
+            f.subject,
+            f.target,
+            f.method,
+            g.kind,
+            g.window,
+            t,
+            f.tokens[t],
+            t >= b && t < e,
+            l,
+            p,
+            g.effect[t][l],
+            g.fraction[t][l],
+            f.clean,
+            f.corrupted,
+          ])
+        )
+      );
+    }
+  }
+  const header = [
+    "known_id",
+    "subject",
+    "target",
+    "method",
+    "kind",
+    "window",
+    "token_index",
+    "token",
+    "is_subject",
+    "layer",
+  ];
+  return csv([...header, "prob", "effect", "fraction", "clean_prob", "corrupted_prob"], rows);
+}
+
+function averagesCsv(averages: AverageTrace[]): string {
+  const rows = averages.flatMap((a) =>
+    a.groups.flatMap((g) =>
+      g.prob.map((
+        p,
+        l,
+      ) => [a.kind, a.window, g.group, g.count, l, p, g.effect[l], g.fraction[l], a.clean, a.corrupted])
+    )
+  );
+  return csv([
+    "kind",
+    "window",
+    "group",
+    "rows",
+    "layer",
+    "prob",
+    "effect",
+    "fraction",
+    "mean_clean_prob",
+    "mean_corrupted_prob",
+  ], rows);
+}
+
+function formatSeconds(s: number): string {
+  return s < 60
+    ? `${s.toFixed(0)}s`
+    : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string", default: DEFAULT_MODEL_DIR },
+      prompt: { type: "string" },
+      subject: { type: "string" },
+      target: { type: "string" },
+      dataset: { type: "string" },
+      kind: { type: "string", default: "all" },
+      window: { type: "string" },
+      samples: { type: "string" },
+      noise: { type: "string" },
+      zero: { type: "boolean", default: false },
+      limit: { type: "string" },
+      seed: { type: "string" },
+      out: { type: "string", default: "runs/trace" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const single = [values.prompt, values.subject, values.target];
+  if (single.some((v) => v !== undefined) && single.some((v) => v === undefined)) {
+    throw new Error("--prompt, --subject and --target go together");
+  }
+  if (values.prompt !== undefined && values.dataset !== undefined) {
+    throw new Error("give either --prompt ... or --dataset, not both");
+  }
+  const kinds: readonly StateKind[] = values.kind === "all" ? STATE_KINDS : [values.kind as StateKind];
+  if (!STATE_KINDS.includes(kinds[0])) {
+    throw new Error(`--kind must be resid, mlp, attn or all, got ${JSON.stringify(values.kind)}`);
+  }
+  const method = values.zero ? "zero" : "noise";
+  const window = values.window === undefined ? undefined : positiveInt("window", values.window, 1);
+  const samples = positiveInt("samples", values.samples, 10);
+  const seed = values.seed === undefined ? 1 : Number(values.seed);
+  if (!Number.isSafeInteger(seed)) {
+    throw new Error(`--seed must be an integer, got ${JSON.stringify(values.seed)}`);
+  }
+  const limit = values.limit === undefined ? Infinity : positiveInt("limit", values.limit, 1);
+  const fixedNoise = values.noise === undefined ? undefined : Number(values.noise);
+  if (fixedNoise !== undefined && !(Number.isFinite(fixedNoise) && fixedNoise >= 0)) {
+    throw new Error(`--noise must be a number >= 0, got ${JSON.stringify(values.noise)}`);
+  }
+
+  const modelDir = values.model!;
+  const gpu = await getGpu();
+  const [model, tok] = await Promise.all([GPT2.load(gpu, modelDir), loadTokenizer(modelDir)]);
+  console.error(
+    `model ${modelDir} (${model.config.nLayer} layers, d=${model.config.nEmbd}) on ${gpu.describe()}`,
+  );
+
+  // The facts to trace, each with its known_id (null for a command-line prompt).
+  let facts: (FactQuery & { known_id: number | null })[];
+  let dataset: string;
+  let counts: { records: number; known: number } | null = null;
+  if (values.prompt !== undefined) {
+    facts = [{ prompt: values.prompt, subject: values.subject!, target: values.target!, known_id: null }];
+    dataset = "command line";
+  } else {
+    dataset = values.dataset ?? join(modelDir, "known_facts.json");
+    let text: string;
+    try {
+      text = await Deno.readTextFile(dataset);
+    } catch (e) {
+      throw new Error(`${dataset}: cannot read the dataset (${(e as Error).message})`);
+    }
+    const records = parseKnownFacts(text, dataset);
+    const known = await knownFacts(model, tok, records);
+    counts = { records: records.length, known: known.length };
+    console.error(
+      `${dataset}: the model completes ${known.length} of ${records.length} facts correctly; tracing ${
+        Math.min(limit, known.length)
+      }`,
+    );
+    facts = known.slice(0, limit).map((f) => ({
+      prompt: f.prompt,
+      subject: f.subject,
+      target: f.attribute,
+      known_id: f.known_id,
+    }));
+  }
+
+  const std = method === "noise" && fixedNoise === undefined ? await embeddingStd(model) : null;
+  const noise = method === "noise" ? fixedNoise ?? DEFAULT_NOISE_STDS * std! : null;
+  const options: TraceOptions = { method, kinds, window, samples, noise: noise ?? undefined, seed };
+
+  const outDir = values.out!;
+  await Deno.mkdir(join(outDir, "heatmaps"), { recursive: true });
+  const traces: (FactTrace & { known_id: number | null })[] = [];
+  const started = performance.now();
+  for (const [i, fact] of facts.entries()) {
+    const trace = { ...await traceFact(model, tok, fact, options), known_id: fact.known_id };
+    traces.push(trace);
+    await Deno.writeTextFile(join(outDir, "heatmaps", `fact-${fact.known_id ?? i}.svg`), heatmapSvg(trace));
+    if (facts.length > 1) {
+      const elapsed = (performance.now() - started) / 1000;
+      const eta = (elapsed / (i + 1)) * (facts.length - i - 1);
+      console.error(
+        `[${i + 1}/${facts.length}] ${fact.subject} -> ${fact.target}: p(clean) ${trace.clean.toFixed(3)}  ${
+          formatSeconds(elapsed)
+        } elapsed, ${formatSeconds(eta)} left`,
+      );
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+
+  const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+  const averages = traces.length > 1 ? averageTraces(traces) : [];
+  if (traces.length === 1) {
+    const t = traces[0];
+    console.log(
+      `${JSON.stringify(t.prompt)} -> ${JSON.stringify(t.targetToken)}: p(clean) ${t.clean.toFixed(4)}` +
+        (t.corrupted === null ? "" : `, p(corrupted) ${t.corrupted.toFixed(4)}`),
+    );
+    for (const kind of kinds) console.log("\n" + terminalHeatmap(t, kind, { color }));
+    console.log("\nstrongest cells:");
+    for (const c of topCells(t, 8)) {
+      console.log(
+        `  ${c.kind.padEnd(5)} ${c.tokenString.padEnd(16)} layer ${String(c.layer).padStart(3)}  p ${
+          c.prob.toFixed(4)
+        }  effect ${c.effect.toPrecision(3)}  fraction ${
+          Number.isFinite(c.fraction) ? c.fraction.toFixed(3) : "n/a"
+        }`,
+      );
+    }
+  } else if (traces.length === 0) {
+    console.log("no facts to trace");
+  } else {
+    for (const a of averages) {
+      console.log("\n" + terminalAverage(a, { color }));
+      await Deno.writeTextFile(join(outDir, `average-${a.kind}.svg`), averageCurvesSvg(a));
+    }
+    await Deno.writeTextFile(join(outDir, "averages.csv"), averagesCsv(averages));
+  }
+
+  const meta = {
+    tool: "deno task trace",
+    model: modelDir,
+    config: model.config,
+    dataset,
+    facts: { ...(counts ?? {}), traced: traces.length },
+    method: method === "noise"
+      ? "causal tracing: noise the subject, restore clean states"
+      : "representation zeroing of clean states",
+    hyperparameters: {
+      kinds,
+      windows: Object.fromEntries(kinds.map((k) => [k, windowFor(k, window)])),
+      samples: method === "noise" ? samples : null,
+      noise,
+      noiseRule: method === "noise"
+        ? (fixedNoise === undefined
+          ? `${DEFAULT_NOISE_STDS} x std(wte) = ${DEFAULT_NOISE_STDS} x ${std}`
+          : "fixed (--noise)")
+        : null,
+      target: "probability of the first token of ' ' + target at the last prompt position",
+      knownFilter: counts ? "greedy next token = first token of ' ' + attribute" : null,
+    },
+    seed,
+    adapter: gpu.describe(),
+    date: new Date().toISOString(),
+    seconds,
+  };
+  await Deno.writeTextFile(
+    join(outDir, "trace.json"),
+    JSON.stringify({ meta, facts: traces, averages }) + "\n",
+  );
+  await Deno.writeTextFile(join(outDir, "trace.csv"), traceCsv(traces));
+  console.error(
+    `\n${traces.length} fact(s) traced in ${
+      formatSeconds(seconds)
+    }; wrote ${outDir}/trace.json, trace.csv, heatmaps/` +
+      (averages.length ? ", averages.csv, average-*.svg" : ""),
+  );
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}
