@@ -1,0 +1,441 @@
+// Edit-evaluation metrics, in two layers:
+//
+//  1. Pure functions of probabilities, NLLs and token lists (exact definitions: METHODS.md section 8):
+//     - Hase et al. (2023): normalised rewrite / paraphrase score, erasure score, neighborhood score,
+//       essence score, and their harmonic mean;
+//     - ROME's CounterFact metrics: efficacy / paraphrase / neighborhood success and magnitude from
+//       mean-NLL comparisons of target_new against target_true, and the ROME score;
+//     - EasyEdit's token-level metrics: the fraction of teacher-forced argmax tokens that are right
+//       (reliability, generalisation, portability) or unchanged by the edit (locality);
+//     - fluency: ROME's weighted bi/tri-gram entropy of generated text.
+//  2. GPU scorers that compute the probabilities those need with batched forward passes of a GPT2:
+//     scoreContinuations (mean NLL, per-token log-probabilities and argmaxes of a target after a
+//     prompt, teacher-forced), probabilityOfContinuation, teacherForcedAccuracy, perplexity, and
+//     greedy / top-k sampled generation. Each batch is one submit and one readback.
+//
+// Conventions shared with ROME and EasyEdit: a target is tokenized with a leading space,
+// tok.encode(" " + target), and scored after the prompt's own tokens; p = exp(-mean NLL) is the
+// geometric-mean token probability of a multi-token target.
+import type { GPT2 } from "../engine/model.ts";
+import { makeBatch } from "../engine/model.ts";
+import { logProbOf, topK, TOPK_MAX } from "../engine/ops.ts";
+import type { Tokenizer } from "../engine/tokenizer.ts";
+import { seededRandom } from "./stats.ts";
+
+// ------------------------------------------------------------------------------------------------
+// Hase et al. (2023), "Does Localization Inform Editing?": scores normalised to [0, 1]
+
+/** Denominators are floored here so that p_pre = 1 (or 0) does not divide by zero. */
+export const PROBABILITY_FLOOR = 2e-8;
+
+function probability(what: string, p: number): void {
+  if (!(p >= 0 && p <= 1)) throw new Error(`${what}: ${p} is not a probability in [0, 1]`);
+}
+
+/** Rewrite (and paraphrase) score: the fraction of the possible gain in p(target_new) that the edit
+ *  achieved, 1 - (1 - p_post) / (1 - p_pre). Negative when the edit lowered the probability. */
+export function rewriteScore(pPre: number, pPost: number): number {
+  probability("rewriteScore p_pre", pPre);
+  probability("rewriteScore p_post", pPost);
+  return 1 - (1 - pPost) / Math.max(1 - pPre, PROBABILITY_FLOOR);
+}
+
+/** Erasure score: the fraction of p(target_true) the edit removed, max(0, (p_pre - p_post) / p_pre). */
+export function erasureScore(pPre: number, pPost: number): number {
+  probability("erasureScore p_pre", pPre);
+  probability("erasureScore p_post", pPost);
+  return Math.max(0, (pPre - pPost) / Math.max(pPre, PROBABILITY_FLOOR));
+}
+
+/** Neighborhood score: 1 - |p_post - p_pre| / (|p_pre - 0.5| + 0.5), where the denominator is the
+ *  largest change possible from p_pre; 1 = unchanged (good), 0 = moved as far as it could. */
+export function neighborhoodScore(pPre: number, pPost: number): number {
+  probability("neighborhoodScore p_pre", pPre);
+  probability("neighborhoodScore p_post", pPost);
+  return 1 - Math.abs(pPost - pPre) / (Math.abs(pPre - 0.5) + 0.5);
+}
+
+/** Essence score: the rise in perplexity of pre-edit "{subject} is a" samples, clipped to
+ *  [0, maxDiff] and mapped to 1 (no rise) .. 0 (rise >= maxDiff): 1 - clip(post - pre, 0, 5) / 5. */
+export function essenceScore(perplexityPre: number, perplexityPost: number, maxDiff = 5): number {
+  if (!(perplexityPre >= 1 && perplexityPost >= 1)) {
+    throw new Error(`essenceScore: perplexities must be >= 1, got ${perplexityPre} and ${perplexityPost}`);
+  }
+  const diff = Math.min(Math.max(perplexityPost - perplexityPre, 0), maxDiff);
+  return 1 - diff / maxDiff;
+}
+
+/** Harmonic mean n / sum(1/x). A component <= 0 (a failed desideratum; rewrite scores can be
+ *  negative) makes it 0, as scipy.stats.hmean does for a zero. */
+export function harmonicMean(values: readonly number[]): number {
+  if (values.length === 0) throw new Error("harmonicMean: no values");
+  let inverse = 0;
+  for (const [i, v] of values.entries()) {
+    if (Number.isNaN(v)) throw new Error(`harmonicMean: value ${i} is NaN`);
+    if (v <= 0) return 0;
+    inverse += 1 / v;
+  }
+  return values.length / inverse;
+}
+
+export interface HaseScores {
+  rewrite: number;
+  paraphrase: number;
+  neighborhood: number;
+  /** Optional: with it, the overall score is the notebook's four-way "target_score_v2". */
+  essence?: number;
+}
+
+/** Hase et al.'s overall score: the harmonic mean of rewrite, paraphrase, neighborhood (and essence) scores. */
+export function overallScore(s: HaseScores): number {
+  const parts = [s.rewrite, s.paraphrase, s.neighborhood];
+  if (s.essence !== undefined) parts.push(s.essence);
+  return harmonicMean(parts);
+}
+
+// ------------------------------------------------------------------------------------------------
+// ROME's CounterFact metrics (experiments/py/eval_utils_counterfact.py, summarize.py)
+
+/** Mean NLLs of target_new and target_true after one prompt. */
+export interface NllPair {
+  nllNew: number;
+  nllTrue: number;
+}
+
+export interface RomeCaseMetrics {
+  /** ES: mean[nll_true > nll_new] over the rewrite prompts; EM: mean[e^-nll_new - e^-nll_true]. */
+  efficacySuccess: number | null;
+  efficacyMagnitude: number | null;
+  /** PS / PM: the same over the paraphrase prompts. */
+  paraphraseSuccess: number | null;
+  paraphraseMagnitude: number | null;
+  /** NS: mean[nll_true < nll_new] over the neighborhood prompts (the truth must stay ahead);
+   *  NM: mean[e^-nll_true - e^-nll_new]. */
+  neighborhoodSuccess: number | null;
+  neighborhoodMagnitude: number | null;
+}
+
+function meanOf(xs: number[]): number | null {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
+}
+
+/** One case's six numbers; null where the case has no prompts of that kind. */
+export function romeCaseMetrics(
+  c: { rewrite: NllPair[]; paraphrase: NllPair[]; neighborhood: NllPair[] },
+): RomeCaseMetrics {
+  const newWins = (ps: NllPair[]) => meanOf(ps.map((p) => (p.nllTrue > p.nllNew ? 1 : 0)));
+  const newGap = (ps: NllPair[]) => meanOf(ps.map((p) => Math.exp(-p.nllNew) - Math.exp(-p.nllTrue)));
+  return {
+    efficacySuccess: newWins(c.rewrite),
+    efficacyMagnitude: newGap(c.rewrite),
+    paraphraseSuccess: newWins(c.paraphrase),
+    paraphraseMagnitude: newGap(c.paraphrase),
+    neighborhoodSuccess: meanOf(c.neighborhood.map((p) => (p.nllTrue < p.nllNew ? 1 : 0))),
+    neighborhoodMagnitude: meanOf(c.neighborhood.map((p) => Math.exp(-p.nllTrue) - Math.exp(-p.nllNew))),
+  };
+}
+
+export interface RomeSummary extends RomeCaseMetrics {
+  /** 100 x harmonic mean of the averaged ES, PS and NS (null if one of them is missing). */
+  score: number | null;
+  cases: number;
+}
+
+/** Averages each metric over the cases that have it, then the ROME score. */
+export function romeSummary(cases: readonly RomeCaseMetrics[]): RomeSummary {
+  const avg = (key: keyof RomeCaseMetrics) =>
+    meanOf(cases.map((c) => c[key]).filter((v): v is number => v !== null));
+  const s = {
+    efficacySuccess: avg("efficacySuccess"),
+    efficacyMagnitude: avg("efficacyMagnitude"),
+    paraphraseSuccess: avg("paraphraseSuccess"),
+    paraphraseMagnitude: avg("paraphraseMagnitude"),
+    neighborhoodSuccess: avg("neighborhoodSuccess"),
+    neighborhoodMagnitude: avg("neighborhoodMagnitude"),
+  };
+  const parts = [s.efficacySuccess, s.paraphraseSuccess, s.neighborhoodSuccess];
+  const score = parts.every((v) => v !== null) ? 100 * harmonicMean(parts as number[]) : null;
+  return { ...s, score, cases: cases.length };
+}
+
+// ------------------------------------------------------------------------------------------------
+// EasyEdit's token-level metrics (evaluate_utils.py test_prediction_acc)
+
+/** The fraction of positions where two token lists agree: predicted vs target tokens gives
+ *  reliability / generalisation / portability; post-edit vs pre-edit predictions gives locality. */
+export function tokenAgreement(a: readonly number[], b: readonly number[]): number {
+  if (a.length !== b.length) throw new Error(`tokenAgreement: lists of ${a.length} and ${b.length} tokens`);
+  if (a.length === 0) throw new Error("tokenAgreement: empty token lists");
+  let same = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] === b[i]) same++;
+  return same / a.length;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fluency: ROME's n-gram entropy of generated text
+
+/** Word tokens in the manner of NLTK's word_tokenize (Treebank): words, and every punctuation mark
+ *  on its own; "n't" and clitics like "'s" split off ("don't" -> "do", "n't"). An approximation:
+ *  NLTK's abbreviation and quote rules are not reproduced. */
+export function wordTokens(text: string): string[] {
+  return text.match(/[\p{L}\p{N}_]+(?=n't\b)|n't\b|'[\p{L}]+|[\p{L}\p{N}_]+|[^\p{L}\p{N}_\s]/gu) ?? [];
+}
+
+/** Shannon entropy in bits of the n-gram frequency distribution, -sum f log2 f (0 with no n-grams). */
+export function ngramEntropy(tokens: readonly string[], n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`ngramEntropy: n must be a positive integer, got ${n}`);
+  const counts = new Map<string, number>();
+  for (let i = 0; i + n <= tokens.length; i++) {
+    const gram = tokens.slice(i, i + n).join("\u0000");
+    counts.set(gram, (counts.get(gram) ?? 0) + 1);
+  }
+  const total = Math.max(0, tokens.length - n + 1);
+  let h = 0;
+  for (const c of counts.values()) h -= (c / total) * Math.log2(c / total);
+  return h;
+}
+
+/** ROME's fluency of one text: mean(2/3 H_2, 4/3 H_3) over its word bigrams and trigrams.
+ *  Repetitive generations (a common failure after bad edits) score low. */
+export function fluency(text: string): number {
+  const tokens = wordTokens(text);
+  return ((2 / 3) * ngramEntropy(tokens, 2) + (4 / 3) * ngramEntropy(tokens, 3)) / 2;
+}
+
+// ------------------------------------------------------------------------------------------------
+// GPU scorers
+
+/** A token sequence split into the context and the continuation scored after it. */
+export interface ScoringItem {
+  context: number[];
+  continuation: number[];
+}
+
+export interface TokenScores {
+  /** log p(continuation[j] | context, continuation[..j]) per item and token. */
+  logProbs: number[][];
+  /** The model's argmax token at each of those positions (teacher-forced greedy prediction). */
+  predicted: number[][];
+}
+
+const DEFAULT_BATCH = 64;
+
+/**
+ * Teacher-forced scores of every item's continuation: one forward over context ++ continuation[..m-1)
+ * per item (right-padded batches of `batchSize` items), logits only at the m predicting positions,
+ * log-probabilities and argmaxes computed on the GPU, one readback per batch.
+ */
+export async function scoreTokens(
+  model: GPT2,
+  items: readonly ScoringItem[],
+  batchSize = DEFAULT_BATCH,
+): Promise<TokenScores> {
+  const gpu = model.gpu, V = model.config.vocabSize;
+  items.forEach((it, i) => {
+    if (it.context.length === 0) throw new Error(`scoreTokens: item ${i} has an empty context`);
+    if (it.continuation.length === 0) throw new Error(`scoreTokens: item ${i} has an empty continuation`);
+    const length = it.context.length + it.continuation.length - 1;
+    if (length > model.config.nPositions) {
+      throw new Error(
+        `scoreTokens: item ${i} needs ${length} positions, the model has ${model.config.nPositions}`,
+      );
+    }
+  });
+  const logProbs: number[][] = [], predicted: number[][] = [];
+  for (let start = 0; start < items.length; start += batchSize) {
+    const chunk = items.slice(start, start + batchSize);
+    const batch = makeBatch(chunk.map((it) => [...it.context, ...it.continuation.slice(0, -1)]));
+    // Row b*T + |context| - 1 + j predicts continuation[j].
+    const outputRows = chunk.flatMap((it, b) =>
+      it.continuation.map((_, j) => b * batch.T + it.context.length - 1 + j)
+    );
+    const R = outputRows.length;
+    const res = model.forward(batch, { outputRows });
+    const targets = gpu.upload([R], chunk.flatMap((it) => it.continuation), "u32");
+    const lp = logProbOf(gpu, res.logits, targets, R, V);
+    const top = topK(gpu, res.logits, R, V, 1);
+    const [lpValues, topValues] = await gpu.readMany([lp, top.indices]);
+    const argmax = new Uint32Array(topValues.buffer, topValues.byteOffset, topValues.length);
+    gpu.release(lp, top.indices, top.values);
+    model.releaseForward(res);
+    let row = 0;
+    for (const it of chunk) {
+      const m = it.continuation.length;
+      logProbs.push(Array.from(lpValues.subarray(row, row + m)));
+      predicted.push(Array.from(argmax.subarray(row, row + m)));
+      row += m;
+    }
+  }
+  return { logProbs, predicted };
+}
+
+export interface ContinuationScores extends TokenScores {
+  /** Mean NLL per item over the target tokens: -(1/m) sum_j log p(y_j); exp(-nll) is the
+   *  geometric-mean token probability. */
+  nll: number[];
+  /** The target tokens, tok.encode(" " + target). */
+  targets: number[][];
+}
+
+function encodeItems(tok: Tokenizer, prompts: readonly string[], targets: readonly string[]): ScoringItem[] {
+  if (prompts.length !== targets.length) {
+    throw new Error(`${prompts.length} prompts but ${targets.length} targets`);
+  }
+  return prompts.map((prompt, i) => {
+    const context = tok.encode(prompt);
+    const continuation = tok.encode(" " + targets[i]);
+    if (context.length === 0) throw new Error(`prompt ${i} ${JSON.stringify(prompt)} has no tokens`);
+    if (continuation.length === 0) throw new Error(`target ${i} ${JSON.stringify(targets[i])} has no tokens`);
+    return { context, continuation };
+  });
+}
+
+/** Teacher-forced scores of `targets[i]` after `prompts[i]`. */
+export async function scoreContinuations(
+  model: GPT2,
+  tok: Tokenizer,
+  prompts: readonly string[],
+  targets: readonly string[],
+  batchSize = DEFAULT_BATCH,
+): Promise<ContinuationScores> {
+  const items = encodeItems(tok, prompts, targets);
+  const s = await scoreTokens(model, items, batchSize);
+  const nll = s.logProbs.map((lp) => -lp.reduce((a, b) => a + b, 0) / lp.length);
+  return { ...s, nll, targets: items.map((it) => it.continuation) };
+}
+
+/** Mean NLL per item of `targets[i]` after `prompts[i]` (teacher forcing); p = exp(-nll). */
+export async function probabilityOfContinuation(
+  model: GPT2,
+  tok: Tokenizer,
+  prompts: readonly string[],
+  targets: readonly string[],
+  batchSize = DEFAULT_BATCH,
+): Promise<number[]> {
+  return (await scoreContinuations(model, tok, prompts, targets, batchSize)).nll;
+}
+
+/** EasyEdit's accuracy per item: the fraction of target tokens that are the argmax given the prompt
+ *  and the target's earlier tokens. */
+export async function teacherForcedAccuracy(
+  model: GPT2,
+  tok: Tokenizer,
+  prompts: readonly string[],
+  targets: readonly string[],
+  batchSize = DEFAULT_BATCH,
+): Promise<number[]> {
+  const s = await scoreContinuations(model, tok, prompts, targets, batchSize);
+  return s.predicted.map((p, i) => tokenAgreement(p, s.targets[i]));
+}
+
+/** ROME's perplexity of each text: exp(-(1/N) sum_{t=2..N} log p(x_t | x_<t)) over its N tokens
+ *  (util/perplexity.py divides by N although only N - 1 tokens are predicted). */
+export async function perplexity(
+  model: GPT2,
+  tok: Tokenizer,
+  texts: readonly string[],
+  batchSize = DEFAULT_BATCH,
+): Promise<number[]> {
+  const items = texts.map((text, i) => {
+    const ids = tok.encode(text);
+    if (ids.length < 2) {
+      throw new Error(`perplexity: text ${i} ${JSON.stringify(text)} has fewer than 2 tokens`);
+    }
+    return { context: ids.slice(0, 1), continuation: ids.slice(1) };
+  });
+  const s = await scoreTokens(model, items, batchSize);
+  return s.logProbs.map((lp) => Math.exp(-lp.reduce((a, b) => a + b, 0) / (lp.length + 1)));
+}
+
+export interface GenerateOptions {
+  /** Tokens to add per prompt (fewer if the eos token comes or the model's positions run out). */
+  maxNewTokens: number;
+  /** Sample among the k most likely tokens (softmax restricted to them); 1 = greedy (default). */
+  topK?: number;
+  /** PRNG seed for sampling (default 0). */
+  seed?: number;
+}
+
+export interface Generation {
+  /** The new tokens of each prompt (the eos token, if generated, is not included). */
+  tokens: number[][];
+  /** Their decoded text. */
+  continuations: string[];
+  /** decode(prompt tokens ++ new tokens): what ROME's fluency is measured on. */
+  texts: string[];
+}
+
+/**
+ * Batched autoregressive generation without a cache: each step runs the unfinished prompts as one
+ * right-padded batch and reads back the top-k of their last positions (one readback per step).
+ */
+export async function generate(
+  model: GPT2,
+  tok: Tokenizer,
+  prompts: readonly string[],
+  o: GenerateOptions,
+): Promise<Generation> {
+  const gpu = model.gpu, V = model.config.vocabSize;
+  const k = o.topK ?? 1;
+  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0) {
+    throw new Error(`generate: maxNewTokens must be >= 0, got ${o.maxNewTokens}`);
+  }
+  if (!Number.isInteger(k) || k < 1 || k > Math.min(TOPK_MAX, V)) {
+    throw new Error(`generate: topK must be in [1, ${Math.min(TOPK_MAX, V)}], got ${k}`);
+  }
+  const random = seededRandom(o.seed ?? 0);
+  const sequences = prompts.map((p, i) => {
+    const ids = tok.encode(p);
+    if (ids.length === 0) throw new Error(`generate: prompt ${i} ${JSON.stringify(p)} has no tokens`);
+    return ids;
+  });
+  const promptLengths = sequences.map((s) => s.length);
+  const finished = sequences.map((s) => s.length >= model.config.nPositions);
+  for (let step = 0; step < o.maxNewTokens; step++) {
+    const active = sequences.flatMap((_, i) => (finished[i] ? [] : [i]));
+    if (active.length === 0) break;
+    const res = model.forward(makeBatch(active.map((i) => sequences[i])));
+    const top = topK(gpu, res.logits, active.length, V, k);
+    const [indexValues, logits] = await gpu.readMany([top.indices, top.values]);
+    const indices = new Uint32Array(indexValues.buffer, indexValues.byteOffset, indexValues.length);
+    gpu.release(top.indices, top.values);
+    model.releaseForward(res);
+    active.forEach((i, a) => {
+      const next = indices[a * k + pickFromTop(logits.subarray(a * k, (a + 1) * k), random)];
+      if (next === tok.eosId) {
+        finished[i] = true;
+        return;
+      }
+      sequences[i].push(next);
+      if (sequences[i].length >= model.config.nPositions) finished[i] = true;
+    });
+  }
+  const tokens = sequences.map((s, i) => s.slice(promptLengths[i]));
+  return {
+    tokens,
+    continuations: tokens.map((t) => tok.decode(t)),
+    texts: sequences.map((s) => tok.decode(s)),
+  };
+}
+
+/** Index into descending top-k logits: 0 for k = 1, else a draw from their softmax. */
+function pickFromTop(logits: Float32Array, random: () => number): number {
+  if (logits.length === 1) return 0;
+  const weights = Array.from(logits, (l) => Math.exp(l - logits[0]));
+  let u = random() * weights.reduce((a, b) => a + b, 0);
+  for (let j = 0; j < weights.length; j++) {
+    u -= weights[j];
+    if (u < 0) return j;
+  }
+  return weights.length - 1;
+}
+
+/** Greedy decoding: the argmax token at every step. */
+export function greedyGenerate(
+  model: GPT2,
+  tok: Tokenizer,
+  prompts: readonly string[],
+  maxNewTokens: number,
+): Promise<Generation> {
+  return generate(model, tok, prompts, { maxNewTokens, topK: 1 });
+}

@@ -1,0 +1,363 @@
+// experiments/metrics.ts: the pure metrics against hand-computed values, and the GPU scorers on a
+// tiny random GPT-2 against the float64 reference forward in tests/reference_model.ts.
+import assert from "node:assert/strict";
+import type { GPT2Config } from "../engine/config.ts";
+import { getGpu } from "../engine/gpu.ts";
+import { GPT2, randomWeights } from "../engine/model.ts";
+import { WordLevelTokenizer } from "../engine/tokenizer.ts";
+import {
+  erasureScore,
+  essenceScore,
+  fluency,
+  generate,
+  greedyGenerate,
+  harmonicMean,
+  neighborhoodScore,
+  ngramEntropy,
+  overallScore,
+  perplexity,
+  probabilityOfContinuation,
+  rewriteScore,
+  romeCaseMetrics,
+  romeSummary,
+  scoreContinuations,
+  teacherForcedAccuracy,
+  tokenAgreement,
+  wordTokens,
+} from "../experiments/metrics.ts";
+import { referenceForward } from "./reference_model.ts";
+
+function near(actual: number, expected: number, tol: number, what: string): void {
+  assert.ok(
+    Math.abs(actual - expected) <= tol,
+    `${what}: got ${actual}, expected ${expected} (tolerance ${tol})`,
+  );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Pure metrics
+
+Deno.test("Hase et al. scores: rewrite, erasure, neighborhood, essence, overall", () => {
+  near(rewriteScore(0.2, 0.6), 0.5, 1e-15, "gained half of the possible 0.8"); // 1 - 0.4/0.8
+  near(rewriteScore(0.2, 0.1), -0.125, 1e-15, "lost probability"); // 1 - 0.9/0.8
+  near(rewriteScore(0.3, 1), 1, 0, "reached 1");
+  // p_pre = 1: the denominator is floored at 2e-8
+  near(rewriteScore(1, 1), 1, 0, "nothing to gain, nothing lost");
+  near(rewriteScore(1, 0.5), 1 - 0.5 / 2e-8, 1e-6, "floored denominator");
+  near(erasureScore(0.8, 0.2), 0.75, 1e-15, "removed 3/4"); // (0.8 - 0.2)/0.8
+  near(erasureScore(0.2, 0.5), 0, 0, "amplified, clipped at 0");
+  near(erasureScore(0, 0), 0, 0, "p_pre = 0");
+  near(neighborhoodScore(0.3, 0.3), 1, 0, "unchanged");
+  near(neighborhoodScore(0.3, 0.5), 1 - 0.2 / 0.7, 1e-15, "moved 0.2 of at most 0.7");
+  near(neighborhoodScore(0.9, 0.0), 0, 1e-15, "moved as far as possible");
+  near(neighborhoodScore(0.5, 1), 0, 0, "from 0.5 the largest change is 0.5");
+  near(essenceScore(10, 12), 0.6, 1e-15, "perplexity rose by 2"); // 1 - 2/5
+  near(essenceScore(10, 9), 1, 0, "a fall counts as no rise");
+  near(essenceScore(10, 40), 0, 0, "rise beyond 5 is clipped");
+  assert.throws(() => rewriteScore(1.5, 0.2), /1.5 is not a probability/);
+  assert.throws(() => neighborhoodScore(0.2, NaN), /NaN is not a probability/);
+  assert.throws(() => essenceScore(0.5, 3), /perplexities must be >= 1/);
+
+  near(harmonicMean([1, 0.5, 0.25]), 3 / 7, 1e-15, "3 / (1 + 2 + 4)");
+  assert.equal(harmonicMean([0.9, 0, 0.8]), 0);
+  assert.equal(harmonicMean([0.9, -0.3, 0.8]), 0);
+  near(overallScore({ rewrite: 1, paraphrase: 0.5, neighborhood: 0.25 }), 3 / 7, 1e-15, "overall");
+  near(
+    overallScore({ rewrite: 1, paraphrase: 0.5, neighborhood: 0.25, essence: 0.5 }),
+    4 / 9,
+    1e-15,
+    "with essence",
+  );
+});
+
+Deno.test("ROME CounterFact metrics per case and the ROME score", () => {
+  const a = romeCaseMetrics({
+    rewrite: [{ nllNew: 0.5, nllTrue: 1.2 }],
+    paraphrase: [{ nllNew: 0.4, nllTrue: 2 }, { nllNew: 3, nllTrue: 1 }],
+    neighborhood: [{ nllNew: 2, nllTrue: 0.1 }, { nllNew: 1, nllTrue: 1.5 }, { nllNew: 4, nllTrue: 3 }, {
+      nllNew: 0.2,
+      nllTrue: 0.3,
+    }],
+  });
+  assert.equal(a.efficacySuccess, 1);
+  near(a.efficacyMagnitude!, Math.exp(-0.5) - Math.exp(-1.2), 1e-15, "EM");
+  assert.equal(a.paraphraseSuccess, 0.5);
+  near(
+    a.paraphraseMagnitude!,
+    (Math.exp(-0.4) - Math.exp(-2) + Math.exp(-3) - Math.exp(-1)) / 2,
+    1e-15,
+    "PM",
+  );
+  assert.equal(a.neighborhoodSuccess, 0.5); // the truth stays ahead on prompts 0 and 2
+  near(
+    a.neighborhoodMagnitude!,
+    (Math.exp(-0.1) - Math.exp(-2) + Math.exp(-1.5) - Math.exp(-1) + Math.exp(-3) - Math.exp(-4) +
+      Math.exp(-0.3) - Math.exp(-0.2)) / 4,
+    1e-15,
+    "NM",
+  );
+  // A tie is not a success either way.
+  const tie = romeCaseMetrics({
+    rewrite: [{ nllNew: 1, nllTrue: 1 }],
+    paraphrase: [],
+    neighborhood: [{ nllNew: 1, nllTrue: 1 }],
+  });
+  assert.equal(tie.efficacySuccess, 0);
+  assert.equal(tie.neighborhoodSuccess, 0);
+  assert.equal(tie.paraphraseSuccess, null);
+
+  const b = romeCaseMetrics({
+    rewrite: [{ nllNew: 2, nllTrue: 1 }],
+    paraphrase: [{ nllNew: 0.1, nllTrue: 2 }],
+    neighborhood: [{ nllNew: 3, nllTrue: 1 }],
+  });
+  const s = romeSummary([a, b]);
+  assert.equal(s.cases, 2);
+  assert.equal(s.efficacySuccess, 0.5); // (1 + 0)/2
+  assert.equal(s.paraphraseSuccess, 0.75); // (0.5 + 1)/2
+  assert.equal(s.neighborhoodSuccess, 0.75); // (0.5 + 1)/2
+  near(s.score!, 100 * 3 / (1 / 0.5 + 1 / 0.75 + 1 / 0.75), 1e-12, "ROME score");
+  // Cases without paraphrases are left out of PS, not counted as 0; with no PS at all there is no score.
+  assert.equal(romeSummary([b, tie]).paraphraseSuccess, 1);
+  assert.equal(romeSummary([tie]).score, null);
+});
+
+Deno.test("token agreement (EasyEdit accuracy and locality)", () => {
+  near(tokenAgreement([1, 2, 3], [1, 5, 3]), 2 / 3, 1e-15, "2 of 3");
+  assert.equal(tokenAgreement([7], [7]), 1);
+  assert.throws(() => tokenAgreement([1, 2], [1]), /lists of 2 and 1 tokens/);
+  assert.throws(() => tokenAgreement([], []), /empty/);
+});
+
+Deno.test("word tokens and n-gram entropy fluency", () => {
+  assert.deepEqual(wordTokens("Don't stop, John's car can't!"), [
+    "Do",
+    "n't",
+    "stop",
+    ",",
+    "John",
+    "'s",
+    "car",
+    "ca",
+    "n't",
+    "!",
+  ]);
+  assert.deepEqual(wordTokens("  Paris (France) is 2 km."), [
+    "Paris",
+    "(",
+    "France",
+    ")",
+    "is",
+    "2",
+    "km",
+    ".",
+  ]);
+  // "a b a b": bigrams ab, ba, ab -> H2 = -(2/3 log2 2/3 + 1/3 log2 1/3); trigrams aba, bab -> H3 = 1
+  const h2 = -((2 / 3) * Math.log2(2 / 3) + (1 / 3) * Math.log2(1 / 3));
+  near(ngramEntropy(["a", "b", "a", "b"], 2), h2, 1e-15, "H2");
+  near(ngramEntropy(["a", "b", "a", "b"], 3), 1, 1e-15, "H3");
+  near(fluency("a b a b"), ((2 / 3) * h2 + (4 / 3) * 1) / 2, 1e-15, "fluency");
+  assert.equal(ngramEntropy(["a", "b"], 3), 0); // no trigram
+  assert.equal(fluency(""), 0);
+  // 8 distinct words: 7 distinct bigrams, 6 trigrams, all once -> mean(2/3 log2 7, 4/3 log2 6)
+  near(
+    fluency("one two three four five six seven eight"),
+    ((2 / 3) * Math.log2(7) + (4 / 3) * Math.log2(6)) / 2,
+    1e-14,
+    "distinct",
+  );
+  assert.ok(fluency("the the the the the the the the") < 1e-12, "a repeated word has zero entropy");
+});
+
+// ------------------------------------------------------------------------------------------------
+// GPU scorers on a tiny random model
+
+const gpu = await getGpu();
+const WORDS = [
+  "<unk>",
+  "<eos>",
+  "the",
+  "capital",
+  "of",
+  "France",
+  "is",
+  "Paris",
+  "Rome",
+  "city",
+  "a",
+  "in",
+  "Italy",
+  "located",
+  "Eiffel",
+  "Tower",
+  "river",
+  "Seine",
+  ".",
+  "famous",
+  "old",
+  "new",
+  "Lyon",
+];
+const tok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: "<eos>" });
+const cfg: GPT2Config = {
+  vocabSize: WORDS.length,
+  nPositions: 16,
+  nEmbd: 24,
+  nLayer: 2,
+  nHead: 3,
+  layerNormEpsilon: 1e-5,
+};
+// GPT-2's initialisation makes a tiny random model repeat one token forever; weights 10x larger give
+// varied greedy text, so generation and accuracy are tested on sequences that change.
+const weights = randomWeights(cfg, 8, true);
+for (const [name, w] of weights) {
+  if (name.endsWith(".weight") && !/ln_/.test(name)) w.forEach((v, i) => w[i] = 10 * v);
+}
+const model = GPT2.fromArrays(gpu, cfg, weights);
+
+/** Reference log-softmax rows of a token sequence. */
+function referenceLogProbs(ids: number[]): number[][] {
+  return referenceForward(cfg, weights, ids).map((row) => {
+    const max = Math.max(...row);
+    const lse = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
+    return Array.from(row, (v) => v - lse);
+  });
+}
+
+/** The reference argmax of a row, failing if the runner-up is within `margin` (a float32 run could pick either). */
+function clearArgmax(row: number[], margin = 1e-4): number {
+  const order = row.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0]);
+  assert.ok(
+    order[0][0] - order[1][0] > margin,
+    `near tie between tokens ${order[0][1]} and ${order[1][1]}: pick another seed`,
+  );
+  return order[0][1];
+}
+
+/** Reference greedy continuation of `ids` by `n` tokens. */
+function referenceGreedy(ids: number[], n: number): number[] {
+  const seq = [...ids];
+  for (let i = 0; i < n; i++) seq.push(clearArgmax(referenceLogProbs(seq).at(-1)!));
+  return seq.slice(ids.length);
+}
+
+const PROMPTS = [
+  "the capital of France is",
+  "Paris is",
+  "the Eiffel Tower is located in the city of",
+  "Rome",
+  "a famous old river",
+];
+
+Deno.test("scoreContinuations: NLL, token log-probs and argmaxes match the float64 reference", async () => {
+  const targets = ["Paris", "a city in France", "Paris .", "is the capital of Italy", "Seine"];
+  const s = await scoreContinuations(model, tok, PROMPTS, targets, 2); // 3 batches
+  PROMPTS.forEach((prompt, i) => {
+    const context = tok.encode(prompt), y = tok.encode(" " + targets[i]);
+    assert.deepEqual(s.targets[i], y);
+    const ref = referenceLogProbs([...context, ...y.slice(0, -1)]);
+    const refLp = y.map((id, j) => ref[context.length - 1 + j][id]);
+    refLp.forEach((v, j) => near(s.logProbs[i][j], v, 1e-4, `item ${i} token ${j} log p`));
+    near(s.nll[i], -refLp.reduce((a, b) => a + b, 0) / y.length, 1e-4, `item ${i} mean NLL`);
+    y.forEach((_, j) =>
+      assert.equal(s.predicted[i][j], clearArgmax(ref[context.length - 1 + j]), `item ${i} argmax ${j}`)
+    );
+  });
+  assert.deepEqual(await probabilityOfContinuation(model, tok, PROMPTS, targets), s.nll);
+  await assert.rejects(
+    () => scoreContinuations(model, tok, ["the"], ["Paris", "Rome"]),
+    /1 prompts but 2 targets/,
+  );
+  await assert.rejects(() => scoreContinuations(model, tok, ["the"], [""]), /target 0 "" has no tokens/);
+  await assert.rejects(
+    () => scoreContinuations(model, tok, [Array(17).fill("the").join(" ")], ["Paris"]),
+    /needs 17 positions, the model has 16/,
+  );
+});
+
+Deno.test("teacherForcedAccuracy: 1 for the model's own greedy text, fractions otherwise", async () => {
+  const greedy = PROMPTS.map((p) => referenceGreedy(tok.encode(p), 3));
+  const ownTargets = greedy.map((ids) => tok.decode(ids));
+  assert.deepEqual(await teacherForcedAccuracy(model, tok, PROMPTS, ownTargets), PROMPTS.map(() => 1));
+  // Replace the middle token by one the model does not predict there: 2 of 3 tokens remain right.
+  const altered = greedy.map((ids) => [ids[0], ids[1] === 7 ? 8 : 7, ids[2]]);
+  const expected = altered.map((ids, i) => {
+    const context = tok.encode(PROMPTS[i]);
+    const ref = referenceLogProbs([...context, ...ids.slice(0, -1)]);
+    return ids.filter((id, j) => clearArgmax(ref[context.length - 1 + j]) === id).length / 3;
+  });
+  assert.ok(expected.some((e) => e < 1), "some altered target must lose accuracy");
+  assert.deepEqual(
+    await teacherForcedAccuracy(model, tok, PROMPTS, altered.map((ids) => tok.decode(ids))),
+    expected,
+  );
+});
+
+Deno.test("perplexity: exp of the summed NLL of tokens 2..N divided by N", async () => {
+  const texts = ["the capital of France is Paris .", "Rome is a city in Italy", "old new"];
+  const got = await perplexity(model, tok, texts);
+  texts.forEach((text, i) => {
+    const ids = tok.encode(text);
+    const ref = referenceLogProbs(ids);
+    const sum = ids.slice(1).reduce((s, id, t) => s + ref[t][id], 0);
+    near(got[i], Math.exp(-sum / ids.length), 1e-3 * got[i], `text ${i}`);
+  });
+  await assert.rejects(() => perplexity(model, tok, ["Paris"]), /fewer than 2 tokens/);
+});
+
+Deno.test("greedyGenerate matches the reference greedy loop, batched over prompts of different lengths", async () => {
+  const g = await greedyGenerate(model, tok, PROMPTS, 4);
+  PROMPTS.forEach((p, i) => {
+    const ids = tok.encode(p);
+    const expected = referenceGreedy(ids, Math.min(4, cfg.nPositions - ids.length));
+    assert.deepEqual(g.tokens[i], expected, `prompt ${i}`);
+    assert.equal(g.continuations[i], tok.decode(expected));
+    assert.equal(g.texts[i], tok.decode([...ids, ...expected]));
+  });
+  // The 10-token prompt only has room for 6 more positions.
+  const long = await greedyGenerate(model, tok, [PROMPTS[2]], 12);
+  assert.equal(long.tokens[0].length, cfg.nPositions - tok.encode(PROMPTS[2]).length);
+});
+
+Deno.test("generation stops each prompt of a batch at its eos token", async () => {
+  // Name the first greedy token of prompt 0 as eos: prompt 0 ends at once, the others run until
+  // they would produce that token (or for all 4 steps).
+  const greedy = PROMPTS.map((p) => referenceGreedy(tok.encode(p), 4));
+  const eos = greedy[0][0];
+  const stopTok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: WORDS[eos] });
+  const expected = greedy.map((g) => (g.includes(eos) ? g.slice(0, g.indexOf(eos)) : g));
+  assert.ok(
+    expected.some((e) => e.length > 0),
+    `greedy ${JSON.stringify(greedy)}: every prompt stops at once, pick another seed`,
+  );
+  const g = await greedyGenerate(model, stopTok, PROMPTS, 4);
+  assert.deepEqual(g.tokens, expected);
+});
+
+Deno.test("top-k sampling: seeded, inside the reference top k, k = 1 is greedy", async () => {
+  const a = await generate(model, tok, PROMPTS.slice(0, 3), { maxNewTokens: 5, topK: 3, seed: 9 });
+  const b = await generate(model, tok, PROMPTS.slice(0, 3), { maxNewTokens: 5, topK: 3, seed: 9 });
+  assert.deepEqual(a.tokens, b.tokens);
+  const differentSeeds = await Promise.all(
+    [1, 2, 3].map((seed) => generate(model, tok, PROMPTS.slice(0, 3), { maxNewTokens: 5, topK: 3, seed })),
+  );
+  assert.ok(
+    differentSeeds.some((g) => JSON.stringify(g.tokens) !== JSON.stringify(a.tokens)),
+    "other seeds give other samples",
+  );
+  a.tokens.forEach((newIds, i) => {
+    const seq = tok.encode(PROMPTS[i]);
+    for (const id of newIds) {
+      const row = referenceLogProbs(seq).at(-1)!;
+      const third = [...row].sort((x, y) => y - x)[2];
+      assert.ok(row[id] >= third - 1e-4, `prompt ${i}: sampled token ${id} is outside the top 3`);
+      seq.push(id);
+    }
+  });
+  const k1 = await generate(model, tok, PROMPTS, { maxNewTokens: 3, topK: 1, seed: 5 });
+  assert.deepEqual(k1.tokens, (await greedyGenerate(model, tok, PROMPTS, 3)).tokens);
+  await assert.rejects(
+    () => generate(model, tok, ["the"], { maxNewTokens: 2, topK: 0 }),
+    /topK must be in \[1, 23\]/,
+  );
+});
