@@ -17,6 +17,7 @@
 import { configJson, type GPT2Config, parseConfig } from "./config.ts";
 import { Gpu, Tensor } from "./gpu.ts";
 import { add, attention, embed, gelu, layernorm, matmul, type RowEntry, rowOps } from "./ops.ts";
+import { mulberry32 } from "./random.ts";
 import { openCheckpoint, writeSafetensors } from "./safetensors.ts";
 
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
@@ -366,14 +367,8 @@ export class GPT2 {
 
 /** GPT-2-style random weights as CPU arrays (deterministic for the seed). */
 export function randomWeights(cfg: GPT2Config, seed: number, perturb: boolean): Map<string, Float32Array> {
-  let s = (seed * 2654435761 + 12345) >>> 0;
-  const uniform = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
+  const draw = mulberry32((seed * 2654435761 + 12345) >>> 0);
+  const uniform = () => draw() + 2 ** -33; // in (0, 1): the log below stays finite
   const normal = () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
   const out = new Map<string, Float32Array>();
   for (const [name, shape] of parameterShapes(cfg)) {

@@ -23,6 +23,10 @@
 //   - For one subject type no template is a word-prefix of another (nor of the entity-type
 //     prompt "{} is a"), so a prompt always continues with its own object in the corpus.
 
+import { mulberry32 } from "../engine/random.ts";
+
+export { mulberry32 };
+
 /** The four kinds of invented subject. */
 export type SubjectType = "person" | "place" | "organisation" | "work";
 export const SUBJECT_TYPES: readonly SubjectType[] = ["person", "place", "organisation", "work"];
@@ -432,19 +436,7 @@ const TITLE_NOUNS = wordList(
 );
 
 // ---------------------------------------------------------------------------------------------
-// Seeded randomness.
-
-/** Mulberry32: a tiny 32-bit PRNG; returns uniform numbers in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Seeded randomness (engine/random.ts), one stream per purpose.
 
 type Rand = () => number;
 

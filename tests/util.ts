@@ -1,17 +1,8 @@
 // Shared test helpers: seeded random data and tolerant comparisons.
 import assert from "node:assert/strict";
+import { mulberry32 as rng } from "../engine/random.ts";
 
-/** Mulberry32: a tiny deterministic PRNG so every test is reproducible. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng };
 
 /** n uniform values in [-scale, scale). */
 export function randomArray(n: number, seed: number, scale = 1): Float32Array {
