@@ -16,7 +16,7 @@ import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { GPT2_SHAPES, type GPT2Config, parseConfig } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, parameterShapes } from "../engine/model.ts";
-import { mulberry32 } from "../experiments/knowledge_base.ts";
+import { mulberry32 } from "../engine/random.ts";
 import {
   STATE_KINDS,
   type StateKind,

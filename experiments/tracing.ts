@@ -28,7 +28,7 @@ import type { Tensor } from "../engine/gpu.ts";
 import { type GPT2, type Hook, makeBatch } from "../engine/model.ts";
 import { logProbOf, type RowEntry, rowOps } from "../engine/ops.ts";
 import { subjectTokenRange, type Tokenizer } from "../engine/tokenizer.ts";
-import { mulberry32 } from "./knowledge_base.ts";
+import { mulberry32 } from "../engine/random.ts";
 import { greedyNextTokens } from "./recall.ts";
 
 /** The states that tracing restores: block output, MLP output (c_proj, bias included), attention output. */
