@@ -64,19 +64,18 @@ function csv(header: string[], rows: (string | number | boolean | null)[][]): st
   return [header, ...rows].map((r) => r.map(csvField).join(",")).join("\n") + "\n";
 }
 
+/** Columns that say how a run was made, repeated on every CSV row so that each row stands alone. */
+type RunColumns = Record<string, string | number | null>;
+
 /** One CSV row per fact x kind x token x layer. */
-function traceCsv(facts: (FactTrace & { known_id: number | null })[]): string {
+function traceCsv(run: RunColumns, facts: (FactTrace & { known_id: number | null })[]): string {
   const rows: (string | number | boolean | null)[][] = [];
   for (const f of facts) {
     const [b, e] = f.subjectRange;
     for (const g of f.grids) {
       g.prob.forEach((row, t) =>
-        row.forEach((p, l) =>
-          rows.push([
-            f.known_id,
-            f.subject,
-            f.target,
-            f.method,
+        row.forEach((p, l) => {
+          const cell = [
             g.kind,
             g.window,
             t,
@@ -86,40 +85,62 @@ function traceCsv(facts: (FactTrace & { known_id: number | null })[]): string {
             p,
             g.effect[t][l],
             g.fraction[t][l],
-            f.clean,
-            f.corrupted,
-          ])
-        )
+          ];
+          rows.push([...Object.values(run), f.known_id, f.subject, f.target, ...cell, f.clean, f.corrupted]);
+        })
       );
     }
   }
-  const header = [
-    "known_id",
-    "subject",
-    "target",
-    "method",
+  const cellHeader = [
     "kind",
     "window",
     "token_index",
     "token",
     "is_subject",
     "layer",
+    "prob",
+    "effect",
+    "fraction",
   ];
-  return csv([...header, "prob", "effect", "fraction", "clean_prob", "corrupted_prob"], rows);
+  const header = [
+    ...Object.keys(run),
+    "known_id",
+    "subject",
+    "target",
+    ...cellHeader,
+    "clean_prob",
+    "corrupted_prob",
+  ];
+  return csv(header, rows);
 }
 
-function averagesCsv(averages: AverageTrace[]): string {
+/** One CSV row per kind x token group x layer of the averages. */
+function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
   const rows = averages.flatMap((a) =>
     a.groups.flatMap((g) =>
       g.prob.map((
         p,
         l,
-      ) => [a.kind, a.window, g.group, g.count, l, p, g.effect[l], g.fraction[l], a.clean, a.corrupted])
+      ) => [
+        ...Object.values(run),
+        a.kind,
+        a.window,
+        a.facts,
+        g.group,
+        g.count,
+        l,
+        p,
+        g.effect[l],
+        g.fraction[l],
+        a.clean,
+        a.corrupted,
+      ])
     )
   );
-  return csv([
+  const header = [
     "kind",
     "window",
+    "facts",
     "group",
     "rows",
     "layer",
@@ -128,7 +149,8 @@ function averagesCsv(averages: AverageTrace[]): string {
     "fraction",
     "mean_clean_prob",
     "mean_corrupted_prob",
-  ], rows);
+  ];
+  return csv([...Object.keys(run), ...header], rows);
 }
 
 function formatSeconds(s: number): string {
@@ -137,7 +159,8 @@ function formatSeconds(s: number): string {
     : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
 }
 
-async function main(argv: string[]): Promise<number> {
+/** Runs the CLI with `argv` (without the program name); returns the exit status. */
+export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -235,14 +258,19 @@ async function main(argv: string[]): Promise<number> {
     const trace = { ...await traceFact(model, tok, fact, options), known_id: fact.known_id };
     traces.push(trace);
     await Deno.writeTextFile(join(outDir, "heatmaps", `fact-${fact.known_id ?? i}.svg`), heatmapSvg(trace));
-    if (facts.length > 1) {
+    // Progress: rewritten in place on a terminal, about 20 lines in a log.
+    const done = i + 1, every = Math.max(1, Math.floor(facts.length / 20));
+    if (facts.length > 1 && (Deno.stderr.isTerminal() || done % every === 0 || done === facts.length)) {
       const elapsed = (performance.now() - started) / 1000;
-      const eta = (elapsed / (i + 1)) * (facts.length - i - 1);
-      console.error(
-        `[${i + 1}/${facts.length}] ${fact.subject} -> ${fact.target}: p(clean) ${trace.clean.toFixed(3)}  ${
-          formatSeconds(elapsed)
-        } elapsed, ${formatSeconds(eta)} left`,
-      );
+      const eta = (elapsed / done) * (facts.length - done);
+      const line =
+        `[${done}/${facts.length}] ${fact.subject} -> ${fact.target}: p(clean) ${trace.clean.toFixed(3)}  ` +
+        `${formatSeconds(elapsed)} elapsed, ${formatSeconds(eta)} left`;
+      if (Deno.stderr.isTerminal()) {
+        await Deno.stderr.write(
+          new TextEncoder().encode(`\r\x1b[K${line}${done === facts.length ? "\n" : ""}`),
+        );
+      } else console.error(line);
     }
   }
   const seconds = (performance.now() - started) / 1000;
@@ -273,7 +301,6 @@ async function main(argv: string[]): Promise<number> {
       console.log("\n" + terminalAverage(a, { color }));
       await Deno.writeTextFile(join(outDir, `average-${a.kind}.svg`), averageCurvesSvg(a));
     }
-    await Deno.writeTextFile(join(outDir, "averages.csv"), averagesCsv(averages));
   }
 
   const meta = {
@@ -307,7 +334,17 @@ async function main(argv: string[]): Promise<number> {
     join(outDir, "trace.json"),
     JSON.stringify({ meta, facts: traces, averages }) + "\n",
   );
-  await Deno.writeTextFile(join(outDir, "trace.csv"), traceCsv(traces));
+  const run: RunColumns = {
+    model: modelDir,
+    dataset,
+    method,
+    seed,
+    samples: meta.hyperparameters.samples,
+    noise,
+    adapter: meta.adapter,
+  };
+  await Deno.writeTextFile(join(outDir, "trace.csv"), traceCsv(run, traces));
+  if (averages.length) await Deno.writeTextFile(join(outDir, "averages.csv"), averagesCsv(run, averages));
   console.error(
     `\n${traces.length} fact(s) traced in ${
       formatSeconds(seconds)

@@ -167,7 +167,7 @@ export class TraceRun {
     const cleanRows = range(0, T), corruptedRows = range(T, N * T);
 
     const cleanEmbed = gpu.zeros([T, d]);
-    const corruptedInputs = Array.from({ length: L }, () => gpu.zeros([Math.max(1, N) * T, d]));
+    const corruptedInputs = N > 0 ? Array.from({ length: L }, () => gpu.zeros([N * T, d])) : [];
     const cleanStates = {} as Record<StateKind, Tensor[]>;
     for (const kind of STATE_KINDS) cleanStates[kind] = Array.from({ length: L }, () => gpu.zeros([T, d]));
 

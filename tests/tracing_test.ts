@@ -6,6 +6,8 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2, randomWeights } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { averageCurvesSvg, heatmapSvg, terminalHeatmap, topCells } from "../experiments/heatmap.ts";
+import { greedyNextTokens } from "../experiments/recall.ts";
+import { main } from "../experiments/trace.ts";
 import {
   averageTraces,
   type Cell,
@@ -456,4 +458,72 @@ Deno.test("heatmaps: one SVG panel per kind with subject tokens marked; terminal
   for (let i = 1; i < top.length; i++) assert.ok(top[i - 1].effect >= top[i].effect);
   const curves = averageCurvesSvg(averageTraces([trace])[0]);
   assert.ok(curves.startsWith("<svg") && curves.includes("last subject token"));
+});
+
+Deno.test("deno task trace on a dataset: known filter, JSON with run metadata, CSV rows, pictures", async () => {
+  const dir = await Deno.makeTempDir();
+  await wordModel.save(dir);
+  await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
+  // Two facts whose attribute is the model's own greedy completion, one it gets wrong.
+  const prompts = ["the capital of Zorvia Prime is", "Ostra is a", "Lumen City is a"];
+  const subjects = ["Zorvia Prime", "Ostra", "Lumen City"];
+  const greedy = await greedyNextTokens(wordModel, prompts.map((p) => tok.encode(p)));
+  const attributes = [
+    tok.tokenString(greedy[0]),
+    tok.tokenString(greedy[1]),
+    words.find((w, i) => i > 1 && i !== greedy[2])!,
+  ];
+  const records = prompts.map((prompt, i) => ({
+    known_id: 10 + i,
+    subject: subjects[i],
+    attribute: attributes[i],
+    template: "",
+    prediction: "",
+    prompt,
+    relation_id: "P",
+  }));
+  await Deno.writeTextFile(`${dir}/known_facts.json`, JSON.stringify(records));
+  const out = `${dir}/out`;
+  const log = console.log, error = console.error;
+  console.log = console.error = () => {};
+  try {
+    assert.equal(
+      await main([
+        "--model",
+        dir,
+        "--out",
+        out,
+        "--kind",
+        "mlp",
+        "--window",
+        "1",
+        "--samples",
+        "2",
+        "--seed",
+        "3",
+      ]),
+      0,
+    );
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+  const { meta, facts, averages } = JSON.parse(await Deno.readTextFile(`${out}/trace.json`));
+  assert.equal(meta.model, dir);
+  assert.equal(meta.dataset, `${dir}/known_facts.json`);
+  assert.deepEqual(meta.facts, { records: 3, known: 2, traced: 2 });
+  assert.equal(meta.seed, 3);
+  assert.equal(meta.adapter, gpu.describe());
+  assert.deepEqual(meta.hyperparameters.windows, { mlp: 1 });
+  assert.ok(meta.hyperparameters.noise > 0 && /3 x std\(wte\)/.test(meta.hyperparameters.noiseRule));
+  assert.deepEqual(facts.map((f: { known_id: number }) => f.known_id), [10, 11]);
+  assert.equal(averages.length, 1);
+  const csvLines = (await Deno.readTextFile(`${out}/trace.csv`)).trim().split("\n");
+  assert.ok(csvLines[0].startsWith("model,dataset,method,seed,samples,noise,adapter,known_id"));
+  assert.equal(csvLines.length - 1, (6 + 3) * wordCfg.nLayer, "one row per fact x token x layer");
+  assert.ok(csvLines[1].startsWith(`${dir},${dir}/known_facts.json,noise,3,2,`));
+  for (const file of ["averages.csv", "average-mlp.svg", "heatmaps/fact-10.svg", "heatmaps/fact-11.svg"]) {
+    await Deno.stat(`${out}/${file}`);
+  }
+  await Deno.remove(dir, { recursive: true });
 });
