@@ -1,0 +1,290 @@
+// Edits are values. Computing an edit (ROME, MEMIT, FT-L, ...) never leaves the model changed: it
+// returns the weight deltas, which can then be applied, undone, combined, saved and loaded.
+//
+//   const edit = (await computeRome(model, tok, [request], stats, hp))[0];
+//   const applied = await applyEdit(model, edit);   // weights += deltas
+//   ...                                              // evaluate the edited model
+//   applied.undo();                                  // bit-identical original weights
+//
+// Undo restores a copy of every touched tensor taken at apply time, never "subtracts the delta"
+// (float addition does not round-trip). Applied edits form a stack per model: applying B after
+// A (sequential editing) is undone B first, then A.
+//
+// A closed-form edit is a low-rank delta W[rows, cols] += left[rows, rank] right[rank, cols]
+// (ROME rank 1, a MEMIT/EMMET batch of n facts rank n), applied by shaders/rank_update.wgsl;
+// fine-tuning gives a dense delta.
+import { elementwiseGrid, WG_ELEMENTWISE } from "../../engine/backward_ops.ts";
+import { Gpu, Tensor, uniforms } from "../../engine/gpu.ts";
+import type { GPT2 } from "../../engine/model.ts";
+import { add } from "../../engine/ops.ts";
+import { openSafetensors, SafetensorsError, writeSafetensors } from "../../engine/safetensors.ts";
+
+/** Fixed Gaussian noise added to the subject's token embeddings (causal tracing's corruption). */
+export interface SubjectNoise {
+  /** Seed of the standard normal draws: noise row i (the i-th subject token) is the same in every prompt. */
+  seed: number;
+  /** Multiplies the draws (tracing's nu, e.g. 3 sigma of the embeddings). */
+  scale: number;
+}
+
+/** One fact to edit, in CounterFact's form: prompt "{} was born in", subject "Vela Dornik", target "Lisbon". */
+export interface EditRequest {
+  /** The prompt with "{}" where the subject goes. */
+  prompt: string;
+  subject: string;
+  /** The object whose probability the edit moves (written without a leading space). */
+  target: string;
+  /** "increase" (default): make `target` likely; "decrease": make it unlikely (fact erasure). */
+  direction?: "increase" | "decrease";
+  /** Fact forcing: the subject's embeddings are noised in every prompt the edit is computed from. */
+  noise?: SubjectNoise;
+}
+
+/** W[rows, cols] += left[rows, rank] right[rank, cols] (row-major). */
+export interface LowRankDelta {
+  kind: "low-rank";
+  param: string;
+  rows: number;
+  cols: number;
+  rank: number;
+  left: Float32Array;
+  right: Float32Array;
+}
+
+/** W += values (same shape as the parameter). */
+export interface DenseDelta {
+  kind: "dense";
+  param: string;
+  shape: number[];
+  values: Float32Array;
+}
+
+export type WeightDelta = LowRankDelta | DenseDelta;
+
+export interface Edit {
+  /** "rome", "r-rome", "memit", "emmet", "ft" (or "a+b" for combined edits). */
+  method: string;
+  requests: EditRequest[];
+  /** Applied in order; several deltas may touch the same parameter. */
+  deltas: WeightDelta[];
+  /** JSON-serialisable details: hyper-parameters, losses, norms. */
+  info: Record<string, unknown>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apply and undo
+
+/** Records W[M,N] += U[M,rank] V[rank,N] on the GPU (shaders/rank_update.wgsl). */
+export function rankUpdate(gpu: Gpu, W: Tensor, U: Tensor, V: Tensor, M: number, N: number, rank: number): void {
+  for (const [name, v] of Object.entries({ M, N, rank })) {
+    if (!Number.isInteger(v) || v < 1) throw new Error(`rankUpdate: ${name} must be a positive integer, got ${v}`);
+  }
+  for (const [name, t, n] of [["W", W, M * N], ["U", U, M * rank], ["V", V, rank * N]] as const) {
+    if (t.dtype !== "f32" || t.size < n) throw new Error(`rankUpdate: ${name} [${t.shape}] must be f32 with >= ${n} values`);
+  }
+  gpu.run(
+    gpu.pipeline("rank_update.wgsl", "rank_update", { WG: WG_ELEMENTWISE }),
+    [W, U, V],
+    elementwiseGrid(gpu, M * N, WG_ELEMENTWISE),
+    uniforms().u32(M, N, rank),
+  );
+}
+
+/** An edit applied to a model; undo() restores the weights it found. */
+export class AppliedEdit {
+  private undone = false;
+  constructor(
+    readonly model: GPT2,
+    readonly edit: Edit,
+    private readonly originals: Map<string, Float32Array>,
+  ) {}
+
+  get isUndone(): boolean {
+    return this.undone;
+  }
+
+  /** Writes back the original tensors. Must be the most recently applied edit still in place. */
+  undo(): void {
+    if (this.undone) throw new Error(`undo: the ${this.edit.method} edit was already undone`);
+    const stack = appliedStacks.get(this.model) ?? [];
+    if (stack.at(-1) !== this) {
+      throw new Error(`undo: a later edit is still applied to this model; undo edits in reverse order`);
+    }
+    for (const [name, data] of this.originals) this.model.gpu.write(this.model.p(name), data);
+    stack.pop();
+    this.undone = true;
+  }
+}
+
+const appliedStacks = new WeakMap<GPT2, AppliedEdit[]>();
+
+/** Edits currently applied to `model`, oldest first. */
+export function appliedEdits(model: GPT2): readonly AppliedEdit[] {
+  return appliedStacks.get(model) ?? [];
+}
+
+/** Throws naming the delta unless it fits the model's parameter. */
+function checkDelta(model: GPT2, delta: WeightDelta, where: string): void {
+  const t = model.params.get(delta.param);
+  if (!t) throw new Error(`${where}: the model has no parameter ${delta.param}`);
+  if (delta.kind === "low-rank") {
+    const { rows, cols, rank } = delta;
+    if (t.shape.length !== 2 || t.shape[0] !== rows || t.shape[1] !== cols) {
+      throw new Error(`${where}: ${delta.param} is [${t.shape}], the delta is [${rows}, ${cols}]`);
+    }
+    if (delta.left.length !== rows * rank || delta.right.length !== rank * cols) {
+      throw new Error(`${where}: factors of ${delta.param} have ${delta.left.length} and ${delta.right.length} values, ` +
+        `rank ${rank} needs ${rows * rank} and ${rank * cols}`);
+    }
+  } else if (delta.values.length !== t.size || delta.shape.join(",") !== t.shape.join(",")) {
+    throw new Error(`${where}: ${delta.param} is [${t.shape}], the dense delta is [${delta.shape}] with ${delta.values.length} values`);
+  }
+}
+
+/** Applies the deltas on the GPU after copying every touched tensor to the CPU (one readback). */
+export async function applyEdit(model: GPT2, edit: Edit): Promise<AppliedEdit> {
+  const gpu = model.gpu;
+  edit.deltas.forEach((d, i) => checkDelta(model, d, `applyEdit (${edit.method}, delta ${i})`));
+  const names = [...new Set(edit.deltas.map((d) => d.param))];
+  const copies = await gpu.readMany(names.map((n) => model.p(n)));
+  // readMany's arrays are views of one buffer; keep independent copies.
+  const originals = new Map(names.map((n, i) => [n, copies[i].slice()]));
+  for (const d of edit.deltas) {
+    const W = model.p(d.param);
+    if (d.kind === "low-rank") {
+      const U = gpu.tensor([d.rows, d.rank], d.left), V = gpu.tensor([d.rank, d.cols], d.right);
+      rankUpdate(gpu, W, U, V, d.rows, d.cols, d.rank);
+      gpu.release(U, V);
+    } else {
+      const D = gpu.tensor(d.shape, d.values);
+      add(gpu, W, D, W.size, { out: W });
+      gpu.release(D);
+    }
+  }
+  gpu.flush();
+  const applied = new AppliedEdit(model, edit, originals);
+  const stack = appliedStacks.get(model) ?? [];
+  stack.push(applied);
+  appliedStacks.set(model, stack);
+  return applied;
+}
+
+/** One edit holding all deltas of `edits`, in order (applying it = applying them one after another). */
+export function combineEdits(edits: Edit[]): Edit {
+  if (edits.length === 0) throw new Error("combineEdits: no edits");
+  return {
+    method: edits.map((e) => e.method).join("+"),
+    requests: edits.flatMap((e) => e.requests),
+    deltas: edits.flatMap((e) => e.deltas),
+    info: { combined: edits.map((e) => e.info) },
+  };
+}
+
+/**
+ * Sequential editing: computes each request's edit on the model as left by the previous ones and
+ * applies it. Returns the applied edits in order (undo them in reverse).
+ */
+export async function editSequentially(
+  model: GPT2,
+  requests: EditRequest[],
+  compute: (request: EditRequest) => Promise<Edit>,
+): Promise<AppliedEdit[]> {
+  const applied: AppliedEdit[] = [];
+  for (const r of requests) applied.push(await applyEdit(model, await compute(r)));
+  return applied;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Save and load (safetensors: the factors as tensors, everything else in the metadata)
+
+const METADATA_FIELD = "locus.edit";
+const FORMAT = 1;
+
+export async function saveEdit(path: string, edit: Edit): Promise<void> {
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  const deltas = edit.deltas.map((d, i) => {
+    if (d.kind === "low-rank") {
+      tensors[`delta.${i}.left`] = { shape: [d.rows, d.rank], data: d.left };
+      tensors[`delta.${i}.right`] = { shape: [d.rank, d.cols], data: d.right };
+      return { kind: d.kind, param: d.param, rows: d.rows, cols: d.cols, rank: d.rank };
+    }
+    tensors[`delta.${i}.values`] = { shape: d.shape, data: d.values };
+    return { kind: d.kind, param: d.param, shape: d.shape };
+  });
+  const record = { format: FORMAT, method: edit.method, requests: edit.requests, deltas, info: edit.info };
+  await writeSafetensors(path, tensors, { [METADATA_FIELD]: JSON.stringify(record) });
+}
+
+export async function loadEdit(path: string): Promise<Edit> {
+  const file = await openSafetensors(path);
+  try {
+    const fail = (what: string): never => {
+      throw new SafetensorsError(path, undefined, `${path}: not a Locus edit file: ${what}`);
+    };
+    const text = file.metadata[METADATA_FIELD];
+    if (text === undefined) fail(`no "${METADATA_FIELD}" metadata`);
+    let record: Record<string, unknown>;
+    try {
+      record = JSON.parse(text);
+    } catch (e) {
+      return fail(`metadata "${METADATA_FIELD}" is not JSON (${(e as Error).message})`);
+    }
+    if (record.format !== FORMAT) fail(`format ${JSON.stringify(record.format)}, expected ${FORMAT}`);
+    if (typeof record.method !== "string") fail("field method is not a string");
+    if (!Array.isArray(record.requests)) fail("field requests is not a list");
+    (record.requests as unknown[]).forEach((r, i) => checkRequest(r, `requests[${i}]`, fail));
+    if (!Array.isArray(record.deltas)) fail("field deltas is not a list");
+    const read = async (name: string, shape: number[]): Promise<Float32Array> => {
+      if (!file.has(name)) fail(`tensor ${name} is missing`);
+      const info = file.info(name);
+      if (info.shape.join(",") !== shape.join(",")) fail(`tensor ${name} has shape [${info.shape}], expected [${shape}]`);
+      return await file.read(name);
+    };
+    const deltas: WeightDelta[] = [];
+    for (const [i, raw] of (record.deltas as Record<string, unknown>[]).entries()) {
+      const where = `deltas[${i}]`;
+      if (typeof raw?.param !== "string") fail(`${where}.param is not a string`);
+      const count = (field: string) => {
+        const v = raw[field];
+        if (!Number.isInteger(v) || (v as number) < 1) fail(`${where}.${field} is not a positive integer`);
+        return v as number;
+      };
+      if (raw.kind === "low-rank") {
+        const [rows, cols, rank] = [count("rows"), count("cols"), count("rank")];
+        const left = await read(`delta.${i}.left`, [rows, rank]), right = await read(`delta.${i}.right`, [rank, cols]);
+        deltas.push({ kind: "low-rank", param: raw.param as string, rows, cols, rank, left, right });
+      } else if (raw.kind === "dense") {
+        const shape = raw.shape;
+        if (!Array.isArray(shape) || !shape.every((s) => Number.isInteger(s) && s > 0)) fail(`${where}.shape is not a shape`);
+        deltas.push({ kind: "dense", param: raw.param as string, shape: shape as number[], values: await read(`delta.${i}.values`, shape as number[]) });
+      } else fail(`${where}.kind is ${JSON.stringify(raw.kind)}, expected "low-rank" or "dense"`);
+    }
+    return {
+      method: record.method as string,
+      requests: record.requests as EditRequest[],
+      deltas,
+      info: (record.info ?? {}) as Record<string, unknown>,
+    };
+  } finally {
+    file.close();
+  }
+}
+
+/** Throws (through `fail`) unless `r` is a well-formed EditRequest. */
+export function checkRequest(r: unknown, where: string, fail: (what: string) => never): void {
+  if (typeof r !== "object" || r === null) fail(`${where} is not an object`);
+  const o = r as Record<string, unknown>;
+  for (const field of ["prompt", "subject", "target"]) {
+    if (typeof o[field] !== "string" || o[field] === "") fail(`${where}.${field} is not a non-empty string`);
+  }
+  if (!(o.prompt as string).includes("{}")) fail(`${where}.prompt has no "{}" for the subject`);
+  if (o.direction !== undefined && o.direction !== "increase" && o.direction !== "decrease") {
+    fail(`${where}.direction must be "increase" or "decrease"`);
+  }
+  if (o.noise !== undefined) {
+    const n = o.noise as Record<string, unknown>;
+    if (typeof n !== "object" || n === null || !Number.isInteger(n.seed) || typeof n.scale !== "number") {
+      fail(`${where}.noise must be {seed: integer, scale: number}`);
+    }
+  }
+}

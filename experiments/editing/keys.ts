@@ -1,0 +1,248 @@
+// Where an edit reads and writes: prompts built from context templates, the subject's token range
+// and its last token (ROME's "fact token", strategy subject_last), the subject noise of fact
+// forcing, and batched read-outs of the MLP key k (c_proj input) and value v (c_proj output) there.
+//
+// Context templates (METHODS.md section 3): ROME averages the subject key over the bare prompt
+// "{}" and 20 prompts prefixed by short texts sampled from the model itself, "<text>. {}", so
+// that k* describes the subject in many contexts. Texts are drawn by top-k sampling (k = 5) with
+// a seeded generator (ROME's are unseeded), starting from:
+//   - GPT-2 (byte-level BPE): <|endoftext|>, as in ROME;
+//   - the embedded word-level model: the first word of a seeded-random corpus line. Its corpus never
+//     contains <|endoftext|> (sentences are packed back to back), so generations from eos would start
+//     from an untrained embedding; a sentence-initial corpus word gives corpus-like prefixes.
+import type { Gpu } from "../../engine/gpu.ts";
+import { type Batch, type GPT2, type Hook, makeBatch, type Site } from "../../engine/model.ts";
+import { topK } from "../../engine/ops.ts";
+import { subjectTokenRange, type Tokenizer } from "../../engine/tokenizer.ts";
+import { gaussianNoise } from "../tracing.ts";
+import type { SubjectNoise } from "./edit.ts";
+
+/** A prompt as token ids, with the subject's token range [start, end) and the fact token. */
+export interface PromptInstance {
+  ids: number[];
+  subject: [number, number];
+  /** Index of the subject's last token: where keys are read and values written. */
+  fact: number;
+  noise?: SubjectNoise;
+}
+
+/**
+ * `context` holds "{}" where the prompt goes, the prompt holds "{}" where the subject goes:
+ * context "Lisbon is a city. {}", prompt "{} was born in", subject "Vela Dornik". The subject is
+ * located through token offsets (its occurrences inside the context text itself are skipped).
+ */
+export function instantiate(
+  tok: Tokenizer,
+  context: string,
+  prompt: string,
+  subject: string,
+  noise?: SubjectNoise,
+): PromptInstance {
+  const at = context.indexOf("{}");
+  if (at < 0) throw new Error(`context template ${JSON.stringify(context)} has no "{}" for the prompt`);
+  if (!prompt.includes("{}")) throw new Error(`prompt ${JSON.stringify(prompt)} has no "{}" for the subject`);
+  const template = context.slice(0, at) + prompt + context.slice(at + 2);
+  const slot = template.indexOf("{}");
+  const text = template.slice(0, slot) + subject + template.slice(slot + 2);
+  let occurrence = 0;
+  for (let i = text.indexOf(subject); i >= 0 && i < slot; i = text.indexOf(subject, i + 1)) occurrence++;
+  const subjectRange = subjectTokenRange(tok, text, subject, occurrence);
+  return { ids: tok.encode(text), subject: subjectRange, fact: subjectRange[1] - 1, noise };
+}
+
+/** Token ids of " " + target (GPT-2 convention: objects follow a space); refuses unknown words. */
+export function targetIds(tok: Tokenizer, target: string): number[] {
+  const ids = tok.encode(" " + target);
+  if (ids.length === 0) throw new Error(`target ${JSON.stringify(target)} has no tokens`);
+  const unk = (tok as { unkId?: number }).unkId;
+  if (unk !== undefined && ids.includes(unk)) {
+    throw new Error(`target ${JSON.stringify(target)} has a word outside the tokenizer's vocabulary`);
+  }
+  return ids;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subject noise
+
+/** Noise for `count` subject tokens [count, d]: `scale` times causal tracing's first noise sample
+ *  (experiments/tracing.ts gaussianNoise), so fact forcing uses tracing's corrupted input. */
+export function subjectNoise(noise: SubjectNoise, count: number, d: number): Float32Array {
+  return gaussianNoise(count * d, noise.seed).map((v) => v * noise.scale);
+}
+
+/**
+ * A batch of instances plus the hook that adds each noised instance's subject noise to the
+ * embeddings ("embed" site = wte + wpe rows, the same rows causal tracing corrupts).
+ * `release` frees the noise tensor after the forward that used it is recorded.
+ */
+export function batchWithNoise(gpu: Gpu, d: number, instances: PromptInstance[]): { batch: Batch; hooks: Hook[]; release: () => void } {
+  const batch = makeBatch(instances.map((p) => p.ids));
+  const rows: Float32Array[] = []; // one [subject length, d] block per noised instance
+  let count = 0;
+  const entries = instances.flatMap((p, b) => {
+    if (!p.noise) return [];
+    const length = p.subject[1] - p.subject[0];
+    rows.push(subjectNoise(p.noise, length, d));
+    count += length;
+    return Array.from({ length }, (_, i) => ({ dst: b * batch.T + p.subject[0] + i, src: count - length + i, keep: 1, take: 1 }));
+  });
+  if (entries.length === 0) return { batch, hooks: [], release: () => {} };
+  const flat = new Float32Array(count * d);
+  let at = 0;
+  for (const block of rows) {
+    flat.set(block, at);
+    at += block.length;
+  }
+  const src = gpu.tensor([count, d], flat);
+  return { batch, hooks: [{ layer: 0, site: "embed", patch: { src, entries } }], release: () => gpu.release(src) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-outs at the fact token
+
+/**
+ * The states of `sites` at layer `layer` at the fact token of each instance: result[s][i] is site
+ * s of instance i (length 4d for "key"/"mlp_pre", d otherwise). Runs in batches of `batchSize`
+ * prompts, one readback each; the unembedding is skipped down to one row.
+ */
+export async function factStates(
+  model: GPT2,
+  instances: PromptInstance[],
+  layer: number,
+  sites: Site[],
+  batchSize = 128,
+): Promise<Float32Array[][]> {
+  const gpu = model.gpu;
+  const out: Float32Array[][] = sites.map(() => []);
+  for (let start = 0; start < instances.length; start += batchSize) {
+    const chunk = instances.slice(start, start + batchSize);
+    const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, chunk);
+    const rows = chunk.map((p, b) => b * batch.T + p.fact);
+    const captures = sites.map((site) => gpu.empty([rows.length, model.siteWidth(site)]));
+    sites.forEach((site, s) => hooks.push({ layer, site, capture: { into: captures[s], rows } }));
+    const res = model.forward(batch, { hooks, outputRows: [0] });
+    release();
+    const arrays = await gpu.readMany(captures);
+    model.releaseForward(res);
+    gpu.release(...captures);
+    arrays.forEach((a, s) => {
+      const w = model.siteWidth(sites[s]);
+      for (let i = 0; i < rows.length; i++) out[s].push(a.slice(i * w, (i + 1) * w));
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Context templates
+
+export interface TemplateSpec {
+  /** [tokens per text (the start token included), how many texts] pairs; ROME: [[5,10],[10,10]]. */
+  lengths: [number, number][];
+  seed: number;
+  /** Sample among the k most likely next tokens (ROME: 5). */
+  topK: number;
+  /** Words a text may start with (one picked per text, seeded); none = the tokenizer's eos. */
+  startWords?: string[];
+}
+
+const templateCache = new WeakMap<GPT2, Map<string, string[]>>();
+
+/** Seeded uniform [0,1) generator (mulberry32). */
+function uniformGenerator(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * ["{}", "<text>. {}", ...]: the bare template followed by one per sampled text (ROME's
+ * get_context_templates, braces in texts replaced by spaces). Cached per model and spec.
+ */
+export async function contextTemplates(model: GPT2, tok: Tokenizer, spec: TemplateSpec): Promise<string[]> {
+  const key = JSON.stringify(spec);
+  const cache = templateCache.get(model) ?? new Map<string, string[]>();
+  templateCache.set(model, cache);
+  const hit = cache.get(key);
+  if (hit) return hit;
+
+  const random = uniformGenerator(spec.seed);
+  let starts: number[];
+  if (spec.startWords && spec.startWords.length > 0) {
+    starts = spec.startWords.map((w) => {
+      const ids = tok.encode(w);
+      if (ids.length !== 1) throw new Error(`template start word ${JSON.stringify(w)} is not a single token`);
+      return ids[0];
+    });
+  } else {
+    if (tok.eosId === null) throw new Error("context templates: the tokenizer has no eos token; give startWords");
+    starts = [tok.eosId];
+  }
+  const templates = ["{}"];
+  for (const [length, count] of spec.lengths) {
+    if (!(Number.isInteger(length) && length >= 2 && Number.isInteger(count) && count >= 1)) {
+      throw new Error(`context templates: bad [length, count] pair [${length}, ${count}]`);
+    }
+    const texts = Array.from({ length: count }, () => [starts[Math.floor(random() * starts.length)]]);
+    for (let t = 1; t < length; t++) {
+      const next = await sampleNext(model, texts, spec.topK, random);
+      texts.forEach((s, i) => s.push(next[i]));
+    }
+    for (const ids of texts) {
+      const text = tok.decode(ids.filter((id) => id !== tok.eosId)).replace(/[{}]/g, " ");
+      templates.push(text + ". {}");
+    }
+  }
+  cache.set(key, templates);
+  return templates;
+}
+
+/** One top-k sampled next token per sequence (all of equal length): one forward, one readback. */
+async function sampleNext(model: GPT2, sequences: number[][], k: number, random: () => number): Promise<number[]> {
+  const gpu = model.gpu, V = model.config.vocabSize;
+  const res = model.forward(makeBatch(sequences));
+  const top = topK(gpu, res.logits, sequences.length, V, Math.min(k, V));
+  const [idx, val] = await gpu.readMany([top.indices, top.values]);
+  const ids = new Uint32Array(idx.buffer, idx.byteOffset, idx.length);
+  model.releaseForward(res);
+  gpu.release(top.indices, top.values);
+  const kk = Math.min(k, V);
+  return sequences.map((_, i) => {
+    const logits = val.subarray(i * kk, (i + 1) * kk);
+    const weights = Array.from(logits, (v) => Math.exp(v - logits[0])); // sorted descending
+    let r = random() * weights.reduce((a, b) => a + b, 0);
+    for (let j = 0; j < kk; j++) {
+      r -= weights[j];
+      if (r <= 0) return ids[i * kk + j];
+    }
+    return ids[i * kk + kk - 1];
+  });
+}
+
+/** Distinct first words of corpus lines, sorted: start words for the embedded model's templates. */
+export function sentenceStartWords(lines: string[]): string[] {
+  const words = new Set<string>();
+  for (const line of lines) {
+    const w = line.trim().split(/\s+/)[0];
+    if (w) words.add(w);
+  }
+  return [...words].sort();
+}
+
+/** Mean of each group's vectors, then the mean over groups (MEMIT: bare prompt and prefixed prompts weigh half each). */
+export function groupMean(groups: Float32Array[][]): Float64Array {
+  const width = groups[0]?.[0]?.length;
+  if (width === undefined) throw new Error("groupMean: empty group");
+  const out = new Float64Array(width);
+  for (const g of groups) {
+    if (g.length === 0) throw new Error("groupMean: empty group");
+    for (const v of g) for (let i = 0; i < width; i++) out[i] += v[i] / (g.length * groups.length);
+  }
+  return out;
+}
+

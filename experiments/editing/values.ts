@@ -1,0 +1,335 @@
+// The target value of an edit: ROME's v* (compute_v.py) and MEMIT's z (compute_z.py).
+//
+// A vector delta [d], initialised to 0, is added to a hidden state at the subject's last token of
+// every prompt: the MLP output of layer l (ROME, site "mlp") or the block output (MEMIT, site
+// "resid"). delta is optimised so that the model predicts the target after each rewrite prompt
+// "<context>. <prompt>" while the next-token distribution after "<subject> is a" stays put:
+//
+//   loss = mean_prompts NLL(target)                                   (rewrite, teacher forced)
+//        + kl_factor * KL(p_delta || p_0)  at the subject's last token of "{subject} is a"
+//        + weight_decay * ||delta|| / ||h_0||^2                        (h_0: the state at delta = 0)
+//
+// with Adam (lr), at most steps-1 updates, stopping once loss < 5e-2, and delta rescaled onto the
+// ball ||delta|| <= clamp_norm_factor * ||h_0|| after each update. The result is v* = h_0 + delta.
+// For fact erasure ("decrease") the per-prompt NLL is replaced by -log(1 - p), p = exp(-NLL):
+// bounded, and small once the target is unlikely.
+//
+// Gradients come from the engine's backward pass: d loss / d logits (fused cross-entropy on the GPU,
+// the KL row on the CPU), then autograd's patchSources gives d loss / d delta. Adam on a
+// d-vector runs on the CPU. Several requests are optimised in one batch: their prompts and deltas
+// are disjoint, so the summed loss has the same per-request gradients, and each request stops on
+// its own (its delta frozen) exactly as if it ran alone.
+import { backward } from "../../engine/autograd.ts";
+import { crossEntropy } from "../../engine/backward_ops.ts";
+import type { Tensor } from "../../engine/gpu.ts";
+import type { Batch, GPT2, Hook } from "../../engine/model.ts";
+import type { RowEntry } from "../../engine/ops.ts";
+import { fill } from "../../engine/optimizer.ts";
+import type { Tokenizer } from "../../engine/tokenizer.ts";
+import type { EditRequest } from "./edit.ts";
+import { batchWithNoise, instantiate, type PromptInstance, targetIds } from "./keys.ts";
+
+export interface ValueOptions {
+  layer: number;
+  /** "mlp": delta on the MLP output (ROME's v*); "resid": on the block output (MEMIT's z). */
+  site: "mlp" | "resid";
+  /** Context templates, the bare "{}" first (h_0 is read in its prompt). */
+  contexts: string[];
+  steps: number;
+  lr: number;
+  weightDecay: number;
+  klFactor: number;
+  clampNormFactor: number;
+  /** The prompt whose distribution the KL term preserves (ROME: "{} is a"). */
+  klPrompt?: string;
+  /** Most prompt rows (sequences x padded length) per batch; requests are grouped to stay under it. */
+  maxRowsPerBatch?: number;
+}
+
+export interface ValueResult {
+  /** The state at the fact token of the bare prompt with delta = 0 (ROME's target_init). */
+  targetInit: Float32Array;
+  delta: Float32Array;
+  /** targetInit + delta: v* (or z). */
+  target: Float32Array;
+  /** Total loss at every evaluated step. */
+  losses: number[];
+  /** Mean over rewrite prompts of the target probability exp(-NLL) at the last evaluated step. */
+  targetProb: number;
+  /** Adam updates taken. */
+  updates: number;
+}
+
+const STOP_LOSS = 5e-2;
+
+export async function optimiseValues(
+  model: GPT2,
+  tok: Tokenizer,
+  requests: EditRequest[],
+  o: ValueOptions,
+): Promise<ValueResult[]> {
+  if (o.contexts[0] !== "{}") throw new Error(`optimiseValues: contexts[0] must be the bare "{}", got ${JSON.stringify(o.contexts[0])}`);
+  if (!(o.layer >= 0 && o.layer < model.nLayer)) throw new Error(`optimiseValues: layer ${o.layer} outside [0, ${model.nLayer})`);
+  if (!(o.steps >= 1)) throw new Error(`optimiseValues: steps must be >= 1, got ${o.steps}`);
+  const plans = requests.map((r) => planRequest(tok, r, o));
+  // Group requests so that one batch's kept activations stay bounded.
+  const cfg = model.config;
+  const budget = o.maxRowsPerBatch ?? Math.max(64, Math.floor(6e7 / (cfg.nLayer * 20 * cfg.nEmbd)));
+  const results: ValueResult[] = [];
+  let group: RequestPlan[] = [];
+  let rows = 0;
+  for (const plan of plans) {
+    const planRows = plan.instances.length * Math.max(...plan.instances.map((p) => p.ids.length));
+    if (group.length > 0 && rows + planRows > budget) {
+      results.push(...await optimiseGroup(model, group, o));
+      group = [];
+      rows = 0;
+    }
+    group.push(plan);
+    rows += planRows;
+  }
+  if (group.length > 0) results.push(...await optimiseGroup(model, group, o));
+  return results;
+}
+
+/** One request's prompts: rewrite prompts (context + prompt + target[:-1]) then the KL prompt. */
+export interface RequestPlan {
+  request: EditRequest;
+  target: number[];
+  instances: PromptInstance[]; // contexts.length rewrite prompts, then the KL prompt
+}
+
+export function planRequest(tok: Tokenizer, request: EditRequest, o: ValueOptions): RequestPlan {
+  const target = targetIds(tok, request.target);
+  const instances = o.contexts.map((c) => {
+    const p = instantiate(tok, c, request.prompt, request.subject, request.noise);
+    return { ...p, ids: [...p.ids, ...target.slice(0, -1)] };
+  });
+  instances.push(instantiate(tok, "{}", o.klPrompt ?? "{} is a", request.subject, request.noise));
+  return { request, target, instances };
+}
+
+function logSoftmax(z: ArrayLike<number>): Float64Array {
+  let mx = -Infinity;
+  for (let i = 0; i < z.length; i++) mx = Math.max(mx, z[i]);
+  let s = 0;
+  for (let i = 0; i < z.length; i++) s += Math.exp(z[i] - mx);
+  const lse = mx + Math.log(s);
+  return Float64Array.from(z, (v) => v - lse);
+}
+
+function l2(v: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
+  return Math.sqrt(s);
+}
+
+/** Loss and gradient of one batch of requests as a function of their deltas (see the file header). */
+export class ValueObjective {
+  readonly n: number;
+  private readonly batch: Batch;
+  private readonly noiseHooks: Hook[];
+  private readonly releaseNoise: () => void;
+  private readonly nllRows: { row: number; target: number; request: number; prompt: number }[] = [];
+  private readonly outputRows: number[];
+  private readonly siteHook: Hook;
+  private readonly tensors: Record<"targets" | "nllMask" | "losses" | "klLogits" | "deltas" | "gradDeltas" | "init" | "dlogits", Tensor>;
+  /** The site state at delta = 0 (set by the first evaluate). */
+  targetInit: Float32Array[] = [];
+  private klInit: Float64Array[] = [];
+
+  constructor(readonly model: GPT2, private readonly plans: RequestPlan[], private readonly o: ValueOptions) {
+    const gpu = model.gpu, d = model.config.nEmbd, V = model.config.vocabSize;
+    this.n = plans.length;
+    const nContexts = o.contexts.length;
+    ({ batch: this.batch, hooks: this.noiseHooks, release: this.releaseNoise } = batchWithNoise(gpu, d, plans.flatMap((p) => p.instances)));
+    const T = this.batch.T;
+    // Scored rows: every target token of every rewrite prompt, then one KL row per request.
+    const klRows: number[] = [];
+    const deltaEntries: RowEntry[] = [];
+    const initRows: number[] = [];
+    let b = 0;
+    plans.forEach((plan, r) => {
+      const m = plan.target.length;
+      plan.instances.forEach((inst, k) => {
+        const base = (b + k) * T;
+        deltaEntries.push({ dst: base + inst.fact, src: r, keep: 1, take: 1 });
+        if (k < nContexts) {
+          const promptLength = inst.ids.length - (m - 1);
+          plan.target.forEach((t, j) => this.nllRows.push({ row: base + promptLength - 1 + j, target: t, request: r, prompt: k }));
+        } else klRows.push(base + inst.fact);
+      });
+      initRows.push(b * T + plan.instances[0].fact);
+      b += plan.instances.length;
+    });
+    const nRows = this.nllRows.length + this.n;
+    this.outputRows = [...this.nllRows.map((x) => x.row), ...klRows];
+    this.tensors = {
+      targets: gpu.tensor([nRows], [...this.nllRows.map((x) => x.target), ...klRows.map(() => 0)], "u32"),
+      nllMask: gpu.tensor([nRows], [...this.nllRows.map(() => 1), ...klRows.map(() => 0)]),
+      losses: gpu.zeros([nRows]),
+      klLogits: gpu.zeros([this.n, V]),
+      deltas: gpu.zeros([this.n, d]),
+      gradDeltas: gpu.zeros([this.n, d]),
+      init: gpu.zeros([this.n, d]),
+      dlogits: gpu.zeros([nRows, V]),
+    };
+    this.siteHook = {
+      layer: o.layer,
+      site: o.site,
+      capture: { into: this.tensors.init, rows: initRows },
+      patch: { src: this.tensors.deltas, entries: deltaEntries },
+    };
+  }
+
+  /**
+   * Losses (and mean target probabilities) at `deltas`. With `wantGradient`, also d loss / d delta
+   * (from the same forward pass) for each request r for which wantGradient(r, its loss) is true;
+   * the others get an empty gradient. The first call must be at delta = 0: it records h_0 and the
+   * KL reference distribution.
+   */
+  async evaluate(
+    deltas: Float64Array[],
+    wantGradient?: (request: number, loss: number) => boolean,
+  ): Promise<{ losses: number[]; probs: number[]; grads: (Float64Array | null)[] }> {
+    const gpu = this.model.gpu, d = this.model.config.nEmbd, V = this.model.config.vocabSize;
+    const t = this.tensors, o = this.o, n = this.n, nContexts = o.contexts.length;
+    const nNll = this.nllRows.length, nRows = nNll + n;
+    const first = this.targetInit.length === 0;
+    if (first && deltas.some((x) => x.some((v) => v !== 0))) throw new Error("ValueObjective: the first evaluation must be at delta = 0");
+    const flat = new Float32Array(n * d);
+    deltas.forEach((x, r) => flat.set(x, r * d));
+    gpu.write(t.deltas, flat);
+
+    const fwd = this.model.forward(this.batch, { hooks: [...this.noiseHooks, this.siteHook], outputRows: this.outputRows, keep: !!wantGradient });
+    crossEntropy(gpu, fwd.logits, t.targets, nRows, V, { losses: t.losses, weights: t.nllMask });
+    gpu.copy(fwd.logits, t.klLogits, n * V, nNll * V, 0);
+    const read = await gpu.readMany(first ? [t.losses, t.klLogits, t.init] : [t.losses, t.klLogits]);
+    const [rowLoss, klFlat] = read;
+    if (first) {
+      this.targetInit = this.plans.map((_, r) => read[2].slice(r * d, (r + 1) * d));
+      this.klInit = this.plans.map((_, r) => logSoftmax(klFlat.subarray(r * V, (r + 1) * V)));
+    }
+
+    // Per prompt NLL (mean over target tokens), then each request's loss and d loss / d logits.
+    const promptNll = this.plans.map(() => new Float64Array(nContexts));
+    this.nllRows.forEach((x, i) => promptNll[x.request][x.prompt] += rowLoss[i] / this.plans[x.request].target.length);
+    const rowWeight = new Float32Array(nRows);
+    const klGrad = new Float32Array(n * V);
+    const losses: number[] = [], probs: number[] = [], gradientOf: boolean[] = [];
+    this.plans.forEach((plan, r) => {
+      const decrease = plan.request.direction === "decrease";
+      let objective = 0, prob = 0;
+      const slope = new Float64Array(nContexts); // d objective_k / d NLL_k
+      promptNll[r].forEach((nll, k) => {
+        const p = Math.exp(-nll);
+        prob += p / nContexts;
+        if (decrease) {
+          const q = Math.min(p, 1 - 1e-7);
+          objective += -Math.log(1 - q) / nContexts;
+          slope[k] = -q / (1 - q);
+        } else {
+          objective += nll / nContexts;
+          slope[k] = 1;
+        }
+      });
+      const logCur = logSoftmax(klFlat.subarray(r * V, (r + 1) * V));
+      let kl = 0;
+      for (let v = 0; v < V; v++) kl += Math.exp(logCur[v]) * (logCur[v] - this.klInit[r][v]);
+      const initNorm = l2(this.targetInit[r]);
+      const loss = objective + o.klFactor * kl + o.weightDecay * l2(deltas[r]) / (initNorm * initNorm);
+      losses.push(loss);
+      probs.push(prob);
+      gradientOf.push(wantGradient?.(r, loss) ?? false);
+      if (gradientOf[r]) {
+        const scale = 1 / (nContexts * plan.target.length);
+        this.nllRows.forEach((x, i) => {
+          if (x.request === r) rowWeight[i] = scale * slope[x.prompt];
+        });
+        for (let v = 0; v < V; v++) {
+          klGrad[r * V + v] = o.klFactor * Math.exp(logCur[v]) * (logCur[v] - this.klInit[r][v] - kl);
+        }
+      }
+    });
+    if (!gradientOf.some(Boolean)) {
+      this.model.releaseForward(fwd);
+      return { losses, probs, grads: gradientOf.map(() => null) };
+    }
+
+    // Weighted cross-entropy rows, then the KL rows written over them (gpu.write runs after what is recorded).
+    const weights = gpu.tensor([nRows], rowWeight);
+    crossEntropy(gpu, fwd.logits, t.targets, nRows, V, { losses: t.losses, dlogits: t.dlogits, weights });
+    gpu.write(t.dlogits, klGrad, nNll * V);
+    fill(gpu, t.gradDeltas, 0);
+    backward(this.model, fwd, { dlogits: t.dlogits, patchSources: new Map([[t.deltas, t.gradDeltas]]) });
+    const grad = await t.gradDeltas.read();
+    this.model.releaseForward(fwd);
+    gpu.release(weights);
+    const grads = this.plans.map((_, r) => {
+      if (!gradientOf[r]) return null;
+      const g = Float64Array.from(grad.subarray(r * d, (r + 1) * d));
+      // The weight decay term weight_decay * |delta| / |h_0|^2 (its gradient is taken as 0 at delta = 0).
+      const initNorm = l2(this.targetInit[r]), deltaNorm = l2(deltas[r]);
+      if (deltaNorm > 0) for (let i = 0; i < d; i++) g[i] += o.weightDecay * deltas[r][i] / (deltaNorm * initNorm * initNorm);
+      return g;
+    });
+    return { losses, probs, grads };
+  }
+
+  release(): void {
+    this.releaseNoise();
+    this.model.gpu.release(...Object.values(this.tensors));
+  }
+}
+
+/** ROME's loop: Adam on each delta, stop a request once its loss < 5e-2, clamp its norm after each update. */
+async function optimiseGroup(model: GPT2, plans: RequestPlan[], o: ValueOptions): Promise<ValueResult[]> {
+  const d = model.config.nEmbd;
+  const objective = new ValueObjective(model, plans, o);
+  const delta = plans.map(() => new Float64Array(d));
+  const adamM = plans.map(() => new Float64Array(d)), adamV = plans.map(() => new Float64Array(d));
+  const [beta1, beta2, eps] = [0.9, 0.999, 1e-8];
+  const done = plans.map(() => false);
+  const updates = plans.map(() => 0);
+  const lossHistory: number[][] = plans.map(() => []);
+  let probs: number[] = [];
+  try {
+    for (let it = 0; it < o.steps; it++) {
+      const evaluated = await objective.evaluate(delta, (r, loss) => {
+        if (done[r]) return false;
+        lossHistory[r].push(loss);
+        if (loss < STOP_LOSS || it === o.steps - 1) done[r] = true;
+        return !done[r];
+      });
+      probs = evaluated.probs;
+      plans.forEach((_, r) => {
+        const grad = evaluated.grads[r];
+        if (!grad) return;
+        const t = ++updates[r];
+        for (let i = 0; i < d; i++) {
+          const g = grad[i];
+          adamM[r][i] = beta1 * adamM[r][i] + (1 - beta1) * g;
+          adamV[r][i] = beta2 * adamV[r][i] + (1 - beta2) * g * g;
+          const mHat = adamM[r][i] / (1 - beta1 ** t), vHat = adamV[r][i] / (1 - beta2 ** t);
+          delta[r][i] -= o.lr * mHat / (Math.sqrt(vHat) + eps);
+        }
+        const maxNorm = o.clampNormFactor * l2(objective.targetInit[r]), norm = l2(delta[r]);
+        if (norm > maxNorm) for (let i = 0; i < d; i++) delta[r][i] *= maxNorm / norm;
+      });
+    }
+  } finally {
+    objective.release();
+  }
+  return plans.map((_, r) => {
+    const deltaF = Float32Array.from(delta[r]);
+    const init = objective.targetInit[r];
+    return {
+      targetInit: init,
+      delta: deltaF,
+      target: init.map((v, i) => v + deltaF[i]),
+      losses: lossHistory[r],
+      targetProb: probs[r],
+      updates: updates[r],
+    };
+  });
+}

@@ -1,0 +1,276 @@
+// Editing core: the rank-update kernel, key statistics, ROME's closed form, apply/undo/save/load.
+// Tiny random models; every GPU result is checked against float64 references (tests/reference.ts,
+// tests/reference_model.ts) or against an identity the method guarantees.
+import assert from "node:assert/strict";
+import type { GPT2Config } from "../engine/config.ts";
+import { getGpu } from "../engine/gpu.ts";
+import { GPT2, randomWeights } from "../engine/model.ts";
+import { WordLevelTokenizer } from "../engine/tokenizer.ts";
+import { applyEdit, combineEdits, type Edit, type EditRequest, loadEdit, rankUpdate, saveEdit } from "../experiments/editing/edit.ts";
+import { romeHparams } from "../experiments/editing/hparams.ts";
+import { contextTemplates, factStates, instantiate, subjectNoise } from "../experiments/editing/keys.ts";
+import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg.ts";
+import { computeRome } from "../experiments/editing/rome.ts";
+import { computeKeyStats, keyStats, type KeyStats, packCorpus } from "../experiments/editing/stats.ts";
+import { planRequest, ValueObjective } from "../experiments/editing/values.ts";
+import { matmulRef } from "./reference.ts";
+import { referenceForward } from "./reference_model.ts";
+import { assertClose, randomArray, rng } from "./util.ts";
+
+const gpu = await getGpu();
+
+const WORDS = ["<unk>", "<eos>", "Anna", "Berg", "Carl", "Dorn", "Eva", "Falk", "lives", "works", "in", "at", "Paris", "Rome", "Oslo", "Lima", "is", "a", "city", "person", "."];
+const tok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: "<eos>" });
+const cfg: GPT2Config = { vocabSize: WORDS.length, nPositions: 24, nEmbd: 16, nLayer: 3, nHead: 2, layerNormEpsilon: 1e-5 };
+const f = 4 * cfg.nEmbd;
+
+/** Seeded corpus lines of random words (the key statistics only need varied keys). */
+function corpusLines(count: number, seed: number): string[] {
+  const r = rng(seed);
+  return Array.from({ length: count }, () => Array.from({ length: 3 + Math.floor(r() * 6) }, () => WORDS[2 + Math.floor(r() * (WORDS.length - 2))]).join(" "));
+}
+
+const request: EditRequest = { prompt: "{} lives in", subject: "Anna Berg", target: "Oslo" };
+/** Small templates and few steps: the identities under test hold whatever v* the optimisation reaches. */
+const hp = { ...romeHparams(cfg), layer: 1, vNumGradSteps: 4, templates: { lengths: [[4, 3]] as [number, number][], seed: 3, topK: 5 } };
+const startWords = ["Anna", "Carl", "Paris"];
+
+Deno.test("rank_update kernel: W += U V matches the float64 reference for ranks 1 and 3", async () => {
+  for (const [M, N, rank] of [[13, 7, 1], [37, 70, 3]]) {
+    const W = randomArray(M * N, 1), U = randomArray(M * rank, 2), V = randomArray(rank * N, 3);
+    const w = gpu.tensor([M, N], W);
+    rankUpdate(gpu, w, gpu.tensor([M, rank], U), gpu.tensor([rank, N], V), M, N, rank);
+    const uv = matmulRef(U, V, M, N, rank);
+    assertClose(await w.read(), W.map((x, i) => x + uv[i]), 1e-6, `rank ${rank}`);
+  }
+  assert.throws(() => rankUpdate(gpu, gpu.zeros([4, 4]), gpu.zeros([4]), gpu.zeros([4]), 4, 4, 2), /U .* must be f32 with >= 8/);
+});
+
+Deno.test("float64 Cholesky solves agree with a direct check A x = b, and refuse an indefinite matrix", () => {
+  const n = 6, r = rng(4);
+  const B = Array.from({ length: n * n }, () => r() - 0.5);
+  const A = matmulRef(B, B, n, n, n, { transB: true }).map((v, i) => v + (i % (n + 1) === 0 ? 0.1 : 0));
+  const b = Array.from({ length: n }, () => r());
+  const x = choleskySolve(cholesky(A, n), n, b);
+  assertClose(matmulRef(A, x, n, 1, n), b, 1e-10, "A x");
+  const B2 = b.flatMap((v) => [v, 2 * v]); // [n,2]: columns b and 2b
+  assertClose(matmulRef(A, solveSpd(A, n, B2, 2), n, 2, n), B2, 1e-10, "A X");
+  assert.throws(() => cholesky([1, 2, 2, 1], 2, "test matrix"), /test matrix is not positive definite/);
+});
+
+Deno.test("key statistics: streamed K^T K / n equals the float64 reference keys' second moment, and caches", async () => {
+  const weights = randomWeights(cfg, 5, true);
+  const model = GPT2.fromArrays(gpu, cfg, weights);
+  const sequences = packCorpus(tok, corpusLines(100, 6), cfg.nPositions);
+  const samples = 333; // stops part way through a batch
+  const { stats } = await computeKeyStats(model, sequences, { layers: [0, 2], samples });
+  for (const layer of [0, 2]) {
+    const keys: Float64Array[] = [];
+    for (const s of sequences) {
+      referenceForward(cfg, weights, s, [{ layer, site: "key", capture: (rows) => keys.push(...rows.map((x) => x.slice())) }]);
+    }
+    const C = new Float64Array(f * f);
+    for (const k of keys.slice(0, samples)) for (let i = 0; i < f; i++) for (let j = 0; j < f; j++) C[i * f + j] += k[i] * k[j] / samples;
+    const s = stats.get(layer)!;
+    assert.equal(s.count, samples);
+    const scale = Math.max(...C.map(Math.abs));
+    assertClose(s.moment, C, 1e-5 * scale, `layer ${layer} second moment`);
+  }
+
+  // Cached: the second call reads the file the first one wrote (bit-identical), keyed by sample count.
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/corpus.txt`, corpusLines(40, 6).join("\n"));
+    const lines: string[] = [];
+    const opts = { corpus: `${dir}/corpus.txt`, layers: [1], samples: 200, cacheDir: `${dir}/cache`, log: (l: string) => lines.push(l) };
+    const first = await keyStats(model, tok, opts);
+    const second = await keyStats(model, tok, opts);
+    assert.match(lines[0], /streaming up to 200 keys/);
+    assert.match(lines.at(-1)!, /cached \(200 keys\)/);
+    assert.deepEqual(second.get(1)!.moment, first.get(1)!.moment);
+    await keyStats(model, tok, { ...opts, samples: 100 });
+    assert.match(lines.at(-2)!, /streaming up to 100 keys/, "a different sample count is a different cache entry");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Model, stats of hp.layer and a ROME edit of `request`, shared by the next tests. */
+async function romeSetup(variant: "rome" | "r-rome") {
+  const model = GPT2.random(gpu, cfg, 7, true);
+  const { stats } = await computeKeyStats(model, packCorpus(tok, corpusLines(150, 8), cfg.nPositions), { layers: [hp.layer], samples: 2000 });
+  const s = stats.get(hp.layer)!;
+  const [edit] = await computeRome(model, tok, [request], s, hp, { variant, startWords });
+  return { model, stats: s, edit };
+}
+
+/** Keys and MLP outputs at the fact token of `request` in every context template. */
+async function factKeysAndValues(model: GPT2) {
+  const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords });
+  const instances = contexts.map((c) => instantiate(tok, c, request.prompt, request.subject));
+  return await factStates(model, instances, hp.layer, ["key", "mlp"]);
+}
+
+Deno.test("ROME: the update maps the bare prompt's key k0 to v*, and C^-1-orthogonal keys to what they were", async () => {
+  const { model, stats, edit } = await romeSetup("rome");
+  const name = `h.${hp.layer}.mlp.c_proj.weight`;
+  const before = (await model.p(name).read()).slice();
+  const applied = await applyEdit(model, edit);
+  const after = (await model.p(name).read()).slice();
+  const [keys, values] = await factKeysAndValues(model);
+  const vStar = edit.info.vStar as number[];
+  assertClose(values[0], vStar, 1e-5 * Math.max(...vStar.map(Math.abs)), "MLP output at k0 after the edit = v*");
+  applied.undo();
+
+  // Change of the map x -> W^T x, for a random key and for its part C^-1-orthogonal to k*.
+  const change = (x: ArrayLike<number>) => {
+    const out = new Float64Array(cfg.nEmbd);
+    for (let i = 0; i < f; i++) for (let j = 0; j < cfg.nEmbd; j++) out[j] += (after[i * cfg.nEmbd + j] - before[i * cfg.nEmbd + j]) * x[i];
+    return Math.hypot(...out);
+  };
+  const kStar = new Float64Array(f);
+  for (const k of keys) for (let i = 0; i < f; i++) kStar[i] += k[i] / keys.length;
+  const u = stats.solve(kStar); // the C^-1 k* direction
+  const uu = u.reduce((s, v) => s + v * v, 0);
+  for (const seed of [1, 2, 3]) {
+    const x = randomArray(f, seed);
+    const xu = x.reduce((s, v, i) => s + v * u[i], 0);
+    const orthogonal = Float64Array.from(x, (v, i) => v - (xu / uu) * u[i]); // x^T C^-1 k* = 0 (u = C^-1 k*)
+    assert.ok(change(x) > 1e-3, `a generic key moves (${change(x)})`);
+    assert.ok(change(orthogonal) < 1e-5 * change(x), `orthogonal key moved by ${change(orthogonal)} vs ${change(x)}`);
+  }
+});
+
+Deno.test("R-ROME: the mean MLP output over the templates becomes v* (consistent keys k_bar, v_bar)", async () => {
+  const { model, edit } = await romeSetup("r-rome");
+  const applied = await applyEdit(model, edit);
+  const [, values] = await factKeysAndValues(model);
+  applied.undo();
+  const mean = new Float64Array(cfg.nEmbd);
+  for (const v of values) for (let j = 0; j < cfg.nEmbd; j++) mean[j] += v[j] / values.length;
+  const vStar = edit.info.vStar as number[];
+  assertClose(mean, vStar, 1e-5 * Math.max(...vStar.map(Math.abs)), "mean MLP output = v*");
+});
+
+Deno.test("apply/undo is exact, sequential edits undo in reverse order, save/load round-trips", async () => {
+  const { model, edit } = await romeSetup("rome");
+  const original = await model.toArrays();
+  const other: Edit = {
+    method: "dense-test",
+    requests: [request],
+    deltas: [{ kind: "dense", param: "h.0.mlp.c_proj.bias", shape: [cfg.nEmbd], values: randomArray(cfg.nEmbd, 9, 0.1) }],
+    info: {},
+  };
+  const a = await applyEdit(model, edit);
+  const afterA = await model.toArrays();
+  const b = await applyEdit(model, other);
+  assert.throws(() => a.undo(), /a later edit is still applied/);
+  b.undo();
+  assert.deepEqual(await model.toArrays(), afterA, "undoing B restores the state after A exactly");
+  a.undo();
+  assert.deepEqual(await model.toArrays(), original, "undoing A restores the original weights exactly");
+  assert.throws(() => a.undo(), /already undone/);
+
+  // Combined = sequential (same deltas, same order, same kernels).
+  const combined = await applyEdit(model, combineEdits([edit, other]));
+  const afterCombined = await model.toArrays();
+  combined.undo();
+  const a2 = await applyEdit(model, edit), b2 = await applyEdit(model, other);
+  assert.deepEqual(afterCombined, await model.toArrays());
+  b2.undo();
+  a2.undo();
+
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/edit.safetensors`;
+    await saveEdit(path, combineEdits([edit, other]));
+    const loaded = await loadEdit(path);
+    assert.deepEqual(loaded, combineEdits([edit, other]));
+    const applied = await applyEdit(model, loaded);
+    assert.deepEqual(await model.toArrays(), afterCombined, "a loaded edit applies identically");
+    applied.undo();
+    await Deno.writeTextFile(`${dir}/bad.safetensors`, "not a safetensors file");
+    await assert.rejects(loadEdit(`${dir}/bad.safetensors`), /bad\.safetensors/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  await assert.rejects(applyEdit(model, { ...other, deltas: [{ ...other.deltas[0], param: "h.9.mlp.c_proj.bias" }] }), /no parameter h\.9/);
+});
+
+Deno.test("ROME refuses key statistics of another layer", async () => {
+  const model = GPT2.random(gpu, cfg, 7, true);
+  const { stats } = await computeKeyStats(model, packCorpus(tok, corpusLines(150, 8), cfg.nPositions), { layers: [0], samples: 2000 });
+  await assert.rejects(computeRome(model, tok, [request], stats.get(0) as KeyStats, hp), /statistics are of layer 0/);
+});
+
+/** Central difference of f at x[i] in float64. */
+function centralDifference(x: Float64Array, i: number, f: () => number, h = 1e-4): number {
+  const orig = x[i];
+  x[i] = orig + h;
+  const up = f();
+  x[i] = orig - h;
+  const down = f();
+  x[i] = orig;
+  return (up - down) / (2 * h);
+}
+
+for (const variant of [
+  { site: "mlp" as const, direction: "increase" as const, noise: undefined, weightDecay: 0 },
+  { site: "resid" as const, direction: "decrease" as const, noise: { seed: 2, scale: 0.5 }, weightDecay: 0.002 },
+]) {
+  Deno.test(`v*/z objective (${variant.site}, ${variant.direction}${variant.noise ? ", noised subject" : ""}): loss and d loss/d delta match the float64 reference`, async () => {
+    // Larger embeddings than GPT-2's init give peaked next-token distributions, so that the NLL and
+    // KL terms (not only the weight decay) shape the gradient.
+    const weights = randomWeights(cfg, 11, true);
+    weights.set("wte.weight", weights.get("wte.weight")!.map((v) => 30 * v));
+    const model = GPT2.fromArrays(gpu, cfg, weights);
+    const req: EditRequest = { prompt: "{} works at", subject: "Eva Falk", target: "Rome Lima", direction: variant.direction, noise: variant.noise };
+    const o = { layer: 1, site: variant.site, contexts: ["{}", "Carl lives in Oslo . {}"], steps: 1, lr: 0, weightDecay: variant.weightDecay, klFactor: 0.7, clampNormFactor: 4 };
+    const plan = planRequest(tok, req, o);
+    const objective = new ValueObjective(model, [plan], o);
+    const d = cfg.nEmbd;
+    await objective.evaluate([new Float64Array(d)]);
+    const delta = Float64Array.from(randomArray(d, 12, 1));
+    const { losses, grads } = await objective.evaluate([delta], () => true);
+    objective.release();
+
+    // The same loss in float64: rewrite prompts' target NLL, KL at the KL prompt's fact token, weight decay.
+    const target = tok.encode(" " + req.target), m = target.length;
+    const forward = (ids: number[], fact: number, subject: [number, number], add: Float64Array | null, capture?: (row: Float64Array) => void) => {
+      const noise = req.noise ? subjectNoise(req.noise, subject[1] - subject[0], d) : null;
+      return referenceForward(cfg, weights, ids, [
+        ...(noise ? [{ layer: 0, site: "embed" as const, patch: (rows: Float64Array[]) => { for (let t = subject[0]; t < subject[1]; t++) for (let j = 0; j < d; j++) rows[t][j] += noise[(t - subject[0]) * d + j]; } }] : []),
+        { layer: 1, site: variant.site, capture: (rows) => capture?.(rows[fact].slice()), patch: (rows) => { if (add) for (let j = 0; j < d; j++) rows[fact][j] += add[j]; } },
+      ]);
+    };
+    const logSoftmax = (z: Float64Array) => {
+      const mx = Math.max(...z);
+      const lse = mx + Math.log(z.reduce((s, v) => s + Math.exp(v - mx), 0));
+      return z.map((v) => v - lse);
+    };
+    let h0: Float64Array = new Float64Array(d);
+    const kl = plan.instances.at(-1)!;
+    const klInit = logSoftmax(forward(kl.ids, kl.fact, kl.subject, null)[kl.fact]);
+    forward(plan.instances[0].ids, plan.instances[0].fact, plan.instances[0].subject, null, (row) => h0 = row);
+    const referenceLoss = () => {
+      let objectiveSum = 0;
+      for (const inst of plan.instances.slice(0, -1)) {
+        const logits = forward(inst.ids, inst.fact, inst.subject, delta);
+        const promptLength = inst.ids.length - (m - 1);
+        let nll = 0;
+        target.forEach((t, j) => nll -= logSoftmax(logits[promptLength - 1 + j])[t] / m);
+        objectiveSum += variant.direction === "increase" ? nll : -Math.log(1 - Math.exp(-nll));
+      }
+      const cur = logSoftmax(forward(kl.ids, kl.fact, kl.subject, delta)[kl.fact]);
+      const klValue = cur.reduce((s, v, i) => s + Math.exp(v) * (v - klInit[i]), 0);
+      const h0Norm = Math.hypot(...h0);
+      return objectiveSum / (plan.instances.length - 1) + o.klFactor * klValue + o.weightDecay * Math.hypot(...delta) / h0Norm ** 2;
+    };
+    const ref = referenceLoss();
+    assert.ok(Math.abs(losses[0] - ref) < 1e-4 * Math.abs(ref), `loss ${losses[0]} vs reference ${ref}`);
+    const fd = [...delta.keys()].map((i) => centralDifference(delta, i, referenceLoss));
+    const g = grads[0]!;
+    const err = Math.sqrt(fd.reduce((s, v, i) => s + (g[i] - v) ** 2, 0) / fd.reduce((s, v) => s + v * v, 0));
+    assert.ok(err < 2e-3, `relative gradient error ${err}`);
+  });
+}
