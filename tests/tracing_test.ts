@@ -471,7 +471,7 @@ Deno.test("deno task trace on a dataset: known filter, JSON with run metadata, C
   const attributes = [
     tok.tokenString(greedy[0]),
     tok.tokenString(greedy[1]),
-    words.find((w, i) => i > 1 && i !== greedy[2])!,
+    words[greedy[2] === 2 ? 3 : 2], // any ordinary word other than its prediction
   ];
   const records = prompts.map((prompt, i) => ({
     known_id: 10 + i,
