@@ -257,6 +257,7 @@ export async function main(argv: string[]): Promise<number> {
   for (const [i, fact] of facts.entries()) {
     const trace = { ...await traceFact(model, tok, fact, options), known_id: fact.known_id };
     traces.push(trace);
+    gpu.trimPool(); // prompts of other lengths need other buffer sizes: do not hoard this prompt's
     await Deno.writeTextFile(join(outDir, "heatmaps", `fact-${fact.known_id ?? i}.svg`), heatmapSvg(trace));
     // Progress: rewritten in place on a terminal, about 20 lines in a log.
     const done = i + 1, every = Math.max(1, Math.floor(facts.length / 20));

@@ -194,11 +194,11 @@ export class TraceRun {
     }
     const sequences = Array.from({ length: N + 1 }, () => ids);
     const res = model.forward(makeBatch(sequences), { hooks });
-    const targets = gpu.tensor([N + 1], new Array(N + 1).fill(target), "u32");
+    const targets = gpu.upload([N + 1], new Array(N + 1).fill(target), "u32");
     const logProbs = logProbOf(gpu, res.logits, targets, N + 1, cfg.vocabSize);
     model.releaseForward(res);
     const [lp] = await gpu.readMany([logProbs]);
-    gpu.release(targets, logProbs);
+    gpu.release(logProbs);
     let corrupted = 0;
     for (let n = 1; n <= N; n++) corrupted += Math.exp(lp[n]) / N;
     return new TraceRun(
@@ -338,10 +338,10 @@ export class TraceRun {
       hooks,
       outputRows,
     });
-    const targets = gpu.tensor([B], new Array(B).fill(this.target), "u32");
+    const targets = gpu.upload([B], new Array(B).fill(this.target), "u32");
     const logProbs = logProbOf(gpu, res.logits, targets, B, cfg.vocabSize);
     model.releaseForward(res);
-    gpu.release(input, targets);
+    gpu.release(input);
     return logProbs;
   }
 
