@@ -1,0 +1,418 @@
+// The results store: one SQLite file (node:sqlite) per sweep or shard, one row per result.
+//
+// A result is keyed by (sweep, fact, method, layer, problem, localization) and holds JSON fields:
+// metrics, hyper-parameters, model, dataset, adapter and timings. Experiments write each result the
+// moment it exists, one transaction per row, so a killed run loses at most the result in progress;
+// on restart they skip every key the store `has`. The key is the primary key and rows are inserted
+// with INSERT OR IGNORE, so re-running never duplicates (nor overwrites) a result.
+//
+// Long sweeps split across processes or machines with `--shard k/n`: a work item belongs to shard
+// hash(item key) mod n, so the n shards partition the items exactly; mergeStores then combines the
+// shard files into one, and writeCsv exports it for pandas/R.
+//
+//   deno run -A experiments/store.ts merge all.db shard0.db shard1.db ...
+//   deno run -A experiments/store.ts csv all.db results.csv [--sweep NAME]
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { parseArgs } from "node:util";
+
+export interface ResultKey {
+  /** Name of the sweep (one experiment configuration run over many facts). */
+  sweep: string;
+  /** The fact's id, e.g. EditCase.id "counterfact:17". */
+  fact: string;
+  /** Editing method: "ROME", "MEMIT", "FT-L", ... */
+  method: string;
+  /** (Central) edit layer; null for results that are not per layer. */
+  layer: number | null;
+  /** Editing problem: "error_injection", "fact_erasure", ... */
+  problem: string;
+  /** How the layer was chosen or measured: "causal_tracing", "lga", "fixed", ... */
+  localization: string;
+}
+
+/** JSON-serialisable data (no NaN or Infinity: JSON cannot hold them). */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+export interface ResultRecord extends ResultKey {
+  metrics: { [key: string]: Json };
+  hparams?: { [key: string]: Json };
+  model?: { [key: string]: Json };
+  dataset?: { [key: string]: Json };
+  /** The GPU adapter the result was computed on. */
+  adapter?: { [key: string]: Json };
+  /** Wall-clock seconds of the phases (edit, evaluation, ...). */
+  timings?: { [key: string]: Json };
+}
+
+export interface StoredResult extends Required<ResultRecord> {
+  key: string;
+  /** ISO time the row was written. */
+  createdAt: string;
+}
+
+const KEY_COLUMNS = ["sweep", "fact", "method", "layer", "problem", "localization"] as const;
+const JSON_COLUMNS = ["metrics", "hparams", "model", "dataset", "adapter", "timings"] as const;
+const COLUMNS = ["key", ...KEY_COLUMNS, ...JSON_COLUMNS, "created_at"] as const;
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS results (
+  key TEXT PRIMARY KEY,
+  sweep TEXT NOT NULL,
+  fact TEXT NOT NULL,
+  method TEXT NOT NULL,
+  layer INTEGER,
+  problem TEXT NOT NULL,
+  localization TEXT NOT NULL,
+  metrics TEXT NOT NULL,
+  hparams TEXT NOT NULL,
+  model TEXT NOT NULL,
+  dataset TEXT NOT NULL,
+  adapter TEXT NOT NULL,
+  timings TEXT NOT NULL,
+  created_at TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS results_by_sweep ON results (sweep, method, layer);
+`;
+
+/** The unique key string of a result: its six key fields as a JSON array (unambiguous, readable). */
+export function resultKey(k: ResultKey): string {
+  for (const field of ["sweep", "fact", "method", "problem", "localization"] as const) {
+    if (typeof k[field] !== "string" || k[field] === "") {
+      throw new Error(`result key: ${field} must be a non-empty string, got ${JSON.stringify(k[field])}`);
+    }
+  }
+  if (k.layer !== null && !Number.isInteger(k.layer)) {
+    throw new Error(`result key: layer must be an integer or null, got ${JSON.stringify(k.layer)}`);
+  }
+  return JSON.stringify(KEY_COLUMNS.map((c) => k[c]));
+}
+
+/** Throws naming the first value JSON would silently change (NaN, Infinity, undefined, ...). */
+function checkJson(value: unknown, path: string): void {
+  if (value === null || typeof value === "string" || typeof value === "boolean") return;
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw new Error(`${path} is ${value}, which JSON cannot store`);
+    return;
+  }
+  if (Array.isArray(value)) return value.forEach((v, i) => checkJson(v, `${path}[${i}]`));
+  if (typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
+    for (const [k, v] of Object.entries(value)) checkJson(v, `${path}.${k}`);
+    return;
+  }
+  throw new Error(
+    `${path} is ${typeof value === "object" ? "a non-plain object" : typeof value}, which JSON cannot store`,
+  );
+}
+
+export type ResultFilter = Partial<ResultKey>;
+
+function where(filter: ResultFilter): { sql: string; params: (string | number)[] } {
+  const clauses: string[] = [], params: (string | number)[] = [];
+  for (const c of KEY_COLUMNS) {
+    const v = filter[c];
+    if (v === undefined) continue;
+    if (v === null) clauses.push(`${c} IS NULL`);
+    else {
+      clauses.push(`${c} = ?`);
+      params.push(v);
+    }
+  }
+  return { sql: clauses.length ? ` WHERE ${clauses.join(" AND ")}` : "", params };
+}
+
+type Row = Record<string, string | number | null>;
+
+function fromRow(row: Row): StoredResult {
+  const r = {
+    key: row.key as string,
+    sweep: row.sweep as string,
+    fact: row.fact as string,
+    method: row.method as string,
+    layer: row.layer as number | null,
+    problem: row.problem as string,
+    localization: row.localization as string,
+    createdAt: row.created_at as string,
+  } as StoredResult;
+  for (const c of JSON_COLUMNS) r[c] = JSON.parse(row[c] as string);
+  return r;
+}
+
+/** Throws unless `db` (at `path`) has a results table of this code's schema version, or none at all. */
+function checkVersion(db: DatabaseSync, path: string): boolean {
+  const version = (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+  const hasTable =
+    db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'").get() !== undefined;
+  if (hasTable && version !== SCHEMA_VERSION) {
+    throw new Error(`${path}: results schema version ${version}, this code reads version ${SCHEMA_VERSION}`);
+  }
+  return hasTable;
+}
+
+/** Opens (creating if needed) a results database. */
+function openDatabase(path: string): DatabaseSync {
+  const db = new DatabaseSync(path);
+  try {
+    // Concurrent writers (several shard processes on one file) wait for each other instead of failing.
+    db.exec("PRAGMA busy_timeout = 30000");
+    checkVersion(db, path);
+    db.exec(SCHEMA);
+    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+  return db;
+}
+
+export class ResultStore {
+  private readonly insert: StatementSync;
+  private readonly lookup: StatementSync;
+
+  private constructor(readonly path: string, private readonly db: DatabaseSync) {
+    this.insert = db.prepare(
+      `INSERT OR IGNORE INTO results (${COLUMNS.join(", ")}) VALUES (${COLUMNS.map(() => "?").join(", ")})`,
+    );
+    this.lookup = db.prepare("SELECT * FROM results WHERE key = ?");
+  }
+
+  static open(path: string): ResultStore {
+    return new ResultStore(path, openDatabase(path));
+  }
+
+  /**
+   * Writes one result in its own transaction. Returns true if it was inserted, false if a result
+   * with the same key was already stored (which is left as it was).
+   */
+  put(record: ResultRecord): boolean {
+    const key = resultKey(record);
+    const json = JSON_COLUMNS.map((c) => {
+      const value = record[c] ?? {};
+      checkJson(value, `result ${key}: ${c}`);
+      return JSON.stringify(value);
+    });
+    const { changes } = this.insert.run(
+      key,
+      ...KEY_COLUMNS.map((c) => record[c]),
+      ...json,
+      new Date().toISOString(),
+    );
+    return Number(changes) === 1;
+  }
+
+  /** Is a result with this key stored? (For resuming: skip the work if so.) */
+  has(key: ResultKey | string): boolean {
+    return this.lookup.get(typeof key === "string" ? key : resultKey(key)) !== undefined;
+  }
+
+  get(key: ResultKey | string): StoredResult | undefined {
+    const row = this.lookup.get(typeof key === "string" ? key : resultKey(key)) as Row | undefined;
+    return row && fromRow(row);
+  }
+
+  count(filter: ResultFilter = {}): number {
+    const w = where(filter);
+    return (this.db.prepare(`SELECT count(*) AS n FROM results${w.sql}`).get(...w.params) as { n: number }).n;
+  }
+
+  /** Results matching the filter (null layer matches results without a layer), in insertion order. */
+  *results(filter: ResultFilter = {}): IterableIterator<StoredResult> {
+    const w = where(filter);
+    for (const row of this.db.prepare(`SELECT * FROM results${w.sql} ORDER BY rowid`).iterate(...w.params)) {
+      yield fromRow(row as Row);
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Shards
+
+export interface Shard {
+  /** 0-based shard number. */
+  index: number;
+  count: number;
+}
+
+/** Parses "k/n" (0 <= k < n), as given to --shard. */
+export function parseShard(text: string): Shard {
+  const m = /^(\d+)\/(\d+)$/.exec(text.trim());
+  if (!m) throw new Error(`--shard "${text}": expected k/n, e.g. 0/4 (shards are numbered from 0)`);
+  const index = Number(m[1]), count = Number(m[2]);
+  if (count < 1) throw new Error(`--shard "${text}": n must be at least 1`);
+  if (index >= count) {
+    throw new Error(`--shard "${text}": k must be in 0..${count - 1} (shards are numbered from 0)`);
+  }
+  return { index, count };
+}
+
+/** 32-bit FNV-1a of the UTF-8 bytes: a fixed hash, so every process and machine agrees. */
+export function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (const byte of new TextEncoder().encode(text)) h = Math.imul(h ^ byte, 0x01000193) >>> 0;
+  return h;
+}
+
+/** The shard (0..count-1) a work item belongs to, by the hash of its key. */
+export function shardOf(itemKey: string, count: number): number {
+  return fnv1a(itemKey) % count;
+}
+
+/** The work items of one shard, in their original order. */
+export function shardItems<T>(items: readonly T[], keyOf: (item: T) => string, shard: Shard): T[] {
+  return items.filter((item) => shardOf(keyOf(item), shard.count) === shard.index);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Merging and export
+
+export interface MergeReport {
+  /** Rows copied into the target. */
+  inserted: number;
+  /** Rows whose key the target already had with identical content. */
+  duplicates: number;
+  /** Keys the target already had with different content (the target's row is kept). */
+  conflicts: string[];
+}
+
+/** Copies every result of the source databases into `target` (created if needed), one transaction per source. */
+export function mergeStores(target: string, sources: readonly string[]): MergeReport {
+  const db = openDatabase(target);
+  const report: MergeReport = { inserted: 0, duplicates: 0, conflicts: [] };
+  const data = [...KEY_COLUMNS, ...JSON_COLUMNS];
+  try {
+    for (const source of sources) {
+      let src: DatabaseSync;
+      try {
+        src = new DatabaseSync(source, { readOnly: true });
+      } catch (e) {
+        throw new Error(`merge: cannot open source database ${source} (${(e as Error).message})`);
+      }
+      try {
+        if (!checkVersion(src, source)) throw new Error(`merge: ${source} has no results table`);
+      } finally {
+        src.close();
+      }
+      db.prepare("ATTACH DATABASE ? AS src").run(source);
+      try {
+        db.exec("BEGIN");
+        const conflicts = db.prepare(
+          `SELECT s.key FROM src.results s JOIN main.results m ON s.key = m.key
+           WHERE ${data.map((c) => `s.${c} IS NOT m.${c}`).join(" OR ")} ORDER BY s.rowid`,
+        ).all() as { key: string }[];
+        const total = (db.prepare("SELECT count(*) AS n FROM src.results").get() as { n: number }).n;
+        const { changes } = db.prepare(
+          `INSERT OR IGNORE INTO main.results (${COLUMNS.join(", ")}) SELECT ${
+            COLUMNS.join(", ")
+          } FROM src.results ORDER BY rowid`,
+        ).run();
+        db.exec("COMMIT");
+        report.inserted += Number(changes);
+        report.conflicts.push(...conflicts.map((c) => c.key));
+        report.duplicates += total - Number(changes) - conflicts.length;
+      } catch (e) {
+        if (db.isTransaction) db.exec("ROLLBACK");
+        throw e;
+      } finally {
+        db.exec("DETACH DATABASE src");
+      }
+    }
+  } finally {
+    db.close();
+  }
+  return report;
+}
+
+/** One CSV field (RFC 4180): quoted if it holds a comma, quote, line break or edge whitespace. */
+export function csvField(value: string): string {
+  return /[",\r\n]|^\s|\s$/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+}
+
+/** Nested JSON flattened to dotted column names; arrays stay JSON text, null becomes "". */
+function flatten(value: Json, prefix: string, out: Map<string, string>): void {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flatten(v, `${prefix}.${k}`, out);
+  } else {
+    out.set(prefix, value === null ? "" : typeof value === "string" ? value : JSON.stringify(value));
+  }
+}
+
+/**
+ * CSV of results: the key columns, created_at, then every metrics.*, hparams.*, model.*, dataset.*,
+ * adapter.*, timings.* field found in any row (sorted within each group; missing fields are empty).
+ */
+export function toCsv(results: Iterable<StoredResult>): string {
+  const rows: Map<string, string>[] = [];
+  const jsonColumns = new Set<string>();
+  for (const r of results) {
+    const row = new Map<string, string>([["key", r.key], ["created_at", r.createdAt]]);
+    for (const c of KEY_COLUMNS) row.set(c, r[c] === null ? "" : String(r[c]));
+    for (const c of JSON_COLUMNS) {
+      const fields = new Map<string, string>();
+      flatten(r[c], c, fields);
+      fields.forEach((v, k) => {
+        row.set(k, v);
+        jsonColumns.add(k);
+      });
+    }
+    rows.push(row);
+  }
+  const group = (name: string) => JSON_COLUMNS.indexOf(name.split(".")[0] as typeof JSON_COLUMNS[number]);
+  const extra = [...jsonColumns].sort((a, b) => group(a) - group(b) || (a < b ? -1 : a > b ? 1 : 0));
+  const header = ["key", ...KEY_COLUMNS, "created_at", ...extra];
+  const lines = [header.map(csvField).join(",")];
+  for (const row of rows) lines.push(header.map((h) => csvField(row.get(h) ?? "")).join(","));
+  return lines.join("\r\n") + "\r\n";
+}
+
+/** Writes the results matching `filter` as CSV (atomically: a temporary file, then a rename). */
+export async function writeCsv(store: ResultStore, path: string, filter: ResultFilter = {}): Promise<number> {
+  const results = [...store.results(filter)];
+  const tmp = `${path}.tmp`;
+  await Deno.writeTextFile(tmp, toCsv(results));
+  await Deno.rename(tmp, path);
+  return results.length;
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: Deno.args,
+    allowPositionals: true,
+    options: { sweep: { type: "string" }, method: { type: "string" } },
+  });
+  const [command, ...paths] = positionals;
+  if (command === "merge" && paths.length >= 2) {
+    const [target, ...sources] = paths;
+    const r = mergeStores(target, sources);
+    console.log(
+      `${target}: ${r.inserted} results added, ${r.duplicates} already there, ${r.conflicts.length} conflicts`,
+    );
+    for (const key of r.conflicts) console.error(`conflict (kept the first): ${key}`);
+  } else if (command === "csv" && paths.length === 2) {
+    const store = ResultStore.open(paths[0]);
+    try {
+      const n = await writeCsv(store, paths[1], { sweep: values.sweep, method: values.method });
+      console.log(`${paths[1]}: ${n} results`);
+    } finally {
+      store.close();
+    }
+  } else {
+    console.error(
+      "usage: deno run -A experiments/store.ts merge TARGET.db SOURCE.db...\n" +
+        "       deno run -A experiments/store.ts csv STORE.db OUT.csv [--sweep NAME] [--method NAME]",
+    );
+    Deno.exit(2);
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`store: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

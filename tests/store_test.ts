@@ -1,0 +1,315 @@
+// experiments/store.ts: a writer killed with SIGKILL and restarted loses nothing and duplicates
+// nothing; shards partition the work exactly; merging; CSV escaping; bad input.
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import {
+  csvField,
+  fnv1a,
+  mergeStores,
+  parseShard,
+  resultKey,
+  type ResultRecord,
+  ResultStore,
+  shardItems,
+  shardOf,
+  type StoredResult,
+  toCsv,
+  writeCsv,
+} from "../experiments/store.ts";
+
+/** The result of work item i (deterministic). Self-contained: its source is also run by the writer
+ *  subprocess below (via Function.prototype.toString). */
+function recordFor(i: number): ResultRecord {
+  return {
+    sweep: "sweep-a",
+    fact: `counterfact:${i}`,
+    method: i % 2 === 0 ? "ROME" : "FT-L",
+    layer: i % 5,
+    problem: "error_injection",
+    localization: "causal_tracing",
+    metrics: { rewrite: i / 100, paraphrase: 1 - i / 200, success: i % 3 === 0 },
+    hparams: { steps: 20, lr: 0.5 },
+    model: { name: "tiny", layers: 6 },
+    dataset: { name: "counterfact", index: i },
+    adapter: { description: "test" },
+    timings: { edit: 0.01 * i },
+  };
+}
+
+async function withTempDir(body: (dir: string) => Promise<void> | void): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** A `deno eval` process that writes items 0..n-1 it does not find in the store, printing each
+ *  index once its transaction has committed, then "wrote K". */
+function writer(dbPath: string, n: number, delayMs: number): Deno.Command {
+  const storeUrl = new URL("../experiments/store.ts", import.meta.url).href;
+  const code = `
+    import { ResultStore } from ${JSON.stringify(storeUrl)};
+    const recordFor = ${recordFor.toString()};
+    const store = ResultStore.open(${JSON.stringify(dbPath)});
+    let wrote = 0;
+    for (let i = 0; i < ${n}; i++) {
+      const record = recordFor(i);
+      if (store.has(record)) continue;
+      store.put(record);
+      wrote++;
+      console.log(i);
+      await new Promise((r) => setTimeout(r, ${delayMs}));
+    }
+    store.close();
+    console.log("wrote " + wrote);`;
+  return new Deno.Command(Deno.execPath(), { args: ["eval", code], stdout: "piped", stderr: "piped" });
+}
+
+/** Runs the writer until it has printed `lines` indices, then kills it with SIGKILL. */
+async function killAfter(cmd: Deno.Command, lines: number): Promise<number[]> {
+  const child = cmd.spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (text.split("\n").length - 1 < lines) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`writer exited early: ${text}`);
+    text += value;
+  }
+  child.kill("SIGKILL");
+  await reader.cancel();
+  await child.stderr.cancel();
+  const status = await child.status;
+  assert.equal(status.signal, "SIGKILL");
+  return text.split("\n").filter((l) => l !== "").map(Number);
+}
+
+Deno.test("kill -9 mid-sweep, reopen, resume: nothing lost, nothing duplicated", async () => {
+  await withTempDir(async (dir) => {
+    const db = `${dir}/results.db`;
+    const N = 60;
+    const printed = await killAfter(writer(db, N, 10), 5);
+    const afterKill = ResultStore.open(db);
+    const stored = [...afterKill.results()];
+    afterKill.close();
+    // Every index printed was committed; at most the one in flight more; far from all N.
+    assert.ok(
+      stored.length >= printed.length && stored.length <= printed.length + 1,
+      `${stored.length} stored, ${printed.length} printed`,
+    );
+    assert.ok(stored.length < N);
+    for (const i of printed) {
+      assert.ok(stored.some((r) => r.key === resultKey(recordFor(i))), `committed item ${i} is missing`);
+    }
+
+    const resumed = await writer(db, N, 0).output();
+    assert.equal(resumed.code, 0, new TextDecoder().decode(resumed.stderr));
+    const out = new TextDecoder().decode(resumed.stdout).trim().split("\n");
+    assert.equal(
+      out.at(-1),
+      `wrote ${N - stored.length}`,
+      "the resumed run writes exactly the missing items",
+    );
+    const again = await writer(db, N, 0).output();
+    assert.equal(new TextDecoder().decode(again.stdout).trim(), "wrote 0", "a finished sweep writes nothing");
+
+    const store = ResultStore.open(db);
+    const all = [...store.results()];
+    assert.equal(store.count(), N);
+    assert.equal(new Set(all.map((r) => r.key)).size, N);
+    for (let i = 0; i < N; i++) {
+      const r = store.get(recordFor(i))!;
+      const { key: _key, createdAt: _createdAt, ...content } = r;
+      assert.deepEqual(content, recordFor(i), `item ${i}`);
+    }
+    // Insertion order: what survived the kill comes first.
+    assert.deepEqual(all.slice(0, stored.length).map((r) => r.key), stored.map((r) => r.key));
+    store.close();
+  });
+});
+
+Deno.test("put is insert-or-ignore; has, get, count and filters", async () => {
+  await withTempDir((dir) => {
+    const store = ResultStore.open(`${dir}/r.db`);
+    assert.equal(store.put(recordFor(1)), true);
+    assert.equal(store.put({ ...recordFor(1), metrics: { rewrite: 99 } }), false);
+    assert.deepEqual(store.get(recordFor(1))!.metrics, recordFor(1).metrics, "the first result is kept");
+    assert.equal(store.has(recordFor(1)), true);
+    assert.equal(store.has(resultKey(recordFor(1))), true);
+    assert.equal(store.has(recordFor(2)), false);
+    assert.equal(store.get(recordFor(2)), undefined);
+    for (let i = 2; i < 10; i++) store.put(recordFor(i));
+    store.put({ ...recordFor(10), layer: null, hparams: undefined });
+    assert.equal(store.count(), 10);
+    assert.equal(store.count({ method: "ROME" }), 5); // 2, 4, 6, 8, 10
+    assert.deepEqual([...store.results({ method: "FT-L", layer: 3 })].map((r) => r.fact), ["counterfact:3"]);
+    assert.deepEqual([...store.results({ layer: null })].map((r) => r.fact), ["counterfact:10"]);
+    assert.deepEqual(
+      store.get({ ...recordFor(10), layer: null })!.hparams,
+      {},
+      "absent JSON fields are stored as {}",
+    );
+    assert.throws(
+      () => store.put({ ...recordFor(11), metrics: { rewrite: NaN } }),
+      /metrics.rewrite is NaN, which JSON cannot store/,
+    );
+    assert.throws(
+      () => store.put({ ...recordFor(11), timings: { edit: [1, Infinity] } }),
+      /timings.edit\[1\] is Infinity/,
+    );
+    assert.throws(() => store.put({ ...recordFor(11), sweep: "" }), /sweep must be a non-empty string/);
+    assert.throws(
+      () => store.put({ ...recordFor(11), layer: 1.5 }),
+      /layer must be an integer or null, got 1.5/,
+    );
+    assert.equal(store.count(), 10, "rejected results are not written");
+    store.close();
+  });
+});
+
+Deno.test("a database of another schema version is refused", async () => {
+  await withTempDir((dir) => {
+    ResultStore.open(`${dir}/r.db`).close();
+    const raw = new DatabaseSync(`${dir}/r.db`);
+    raw.exec("PRAGMA user_version = 7");
+    raw.close();
+    assert.throws(
+      () => ResultStore.open(`${dir}/r.db`),
+      /r.db: results schema version 7, this code reads version 1/,
+    );
+  });
+});
+
+Deno.test("shards: FNV-1a test vectors, parsing, an exact and balanced partition", () => {
+  // Published FNV-1a 32-bit test vectors.
+  assert.equal(fnv1a(""), 0x811c9dc5);
+  assert.equal(fnv1a("a"), 0xe40c292c);
+  assert.equal(fnv1a("foobar"), 0xbf9cf968);
+  assert.deepEqual(parseShard("2/5"), { index: 2, count: 5 });
+  assert.deepEqual(parseShard("0/1"), { index: 0, count: 1 });
+  assert.throws(() => parseShard("5/5"), /k must be in 0..4 \(shards are numbered from 0\)/);
+  assert.throws(() => parseShard("1/0"), /n must be at least 1/);
+  assert.throws(() => parseShard("1-4"), /expected k\/n/);
+
+  const items = Array.from({ length: 1000 }, (_, i) => recordFor(i));
+  const keyOf = (r: ResultRecord) => resultKey(r);
+  for (const n of [1, 3, 8]) {
+    const shards = Array.from({ length: n }, (_, k) => shardItems(items, keyOf, { index: k, count: n }));
+    const seen = shards.flat().map(keyOf);
+    assert.equal(seen.length, items.length, `n=${n}: every item in exactly one shard`);
+    assert.deepEqual(new Set(seen), new Set(items.map(keyOf)));
+    for (const s of shards) {
+      assert.ok(Math.abs(s.length - 1000 / n) < 0.2 * (1000 / n) + 10, `n=${n}: shard of ${s.length}`);
+    }
+    // Order within a shard follows the input; the shard depends on the key only.
+    for (const s of shards) assert.deepEqual(s, items.filter((it) => s.includes(it)));
+  }
+  assert.equal(shardOf("a", 1000), 0xe40c292c % 1000);
+});
+
+Deno.test("merge shard databases: all rows once, identical duplicates skipped, conflicts reported", async () => {
+  await withTempDir((dir) => {
+    const N = 40, n = 3;
+    const items = Array.from({ length: N }, (_, i) => recordFor(i));
+    const sources = Array.from({ length: n }, (_, k) => {
+      const path = `${dir}/shard${k}.db`;
+      const store = ResultStore.open(path);
+      for (const it of shardItems(items, resultKey, { index: k, count: n })) store.put(it);
+      store.close();
+      return path;
+    });
+    const target = `${dir}/all.db`;
+    assert.deepEqual(mergeStores(target, sources), { inserted: N, duplicates: 0, conflicts: [] });
+    // A late shard: one identical result, one that disagrees, one new.
+    const late = ResultStore.open(`${dir}/late.db`);
+    late.put(recordFor(5));
+    late.put({ ...recordFor(7), metrics: { rewrite: -1 } });
+    late.put(recordFor(100));
+    late.close();
+    assert.deepEqual(mergeStores(target, [`${dir}/late.db`]), {
+      inserted: 1,
+      duplicates: 1,
+      conflicts: [resultKey(recordFor(7))],
+    });
+    const merged = ResultStore.open(target);
+    assert.equal(merged.count(), N + 1);
+    assert.deepEqual(
+      merged.get(recordFor(7))!.metrics,
+      recordFor(7).metrics,
+      "the target's row wins a conflict",
+    );
+    for (let i = 0; i < N; i++) {
+      assert.deepEqual(merged.get(recordFor(i))!.dataset, { name: "counterfact", index: i });
+    }
+    merged.close();
+
+    assert.throws(
+      () => mergeStores(target, [`${dir}/missing.db`]),
+      /cannot open source database .*missing.db/,
+    );
+    const other = new DatabaseSync(`${dir}/other.db`);
+    other.exec("CREATE TABLE t (x)");
+    other.close();
+    assert.throws(() => mergeStores(target, [`${dir}/other.db`]), /other.db has no results table/);
+  });
+});
+
+Deno.test("CSV: RFC 4180 quoting, flattened JSON columns, missing fields empty", async () => {
+  assert.equal(csvField("plain"), "plain");
+  assert.equal(csvField("a,b"), '"a,b"');
+  assert.equal(csvField('say "hi"'), '"say ""hi"""');
+  assert.equal(csvField("two\nlines"), '"two\nlines"');
+  assert.equal(csvField(" padded"), '" padded"');
+  assert.equal(csvField(""), "");
+
+  const base = recordFor(0);
+  const a: StoredResult = {
+    ...base,
+    key: "k1",
+    fact: "fact,with,commas",
+    method: 'the "best" method',
+    createdAt: "2026-01-01T00:00:00.000Z",
+    metrics: { rewrite: 0.125, nested: { x: 1, y: "line\r\nbreak" } },
+    hparams: { layers: [13, 17], note: null, on: true },
+    model: {},
+    dataset: {},
+    adapter: {},
+    timings: {},
+  };
+  const b: StoredResult = {
+    ...a,
+    key: "k2",
+    fact: "f2",
+    method: "ROME",
+    layer: null,
+    metrics: { rewrite: 1e-7 },
+    hparams: {},
+    timings: { edit: 2 },
+  };
+  assert.equal(
+    toCsv([a, b]),
+    [
+      "key,sweep,fact,method,layer,problem,localization,created_at,metrics.nested.x,metrics.nested.y,metrics.rewrite,hparams.layers,hparams.note,hparams.on,timings.edit",
+      'k1,sweep-a,"fact,with,commas","the ""best"" method",0,error_injection,causal_tracing,2026-01-01T00:00:00.000Z,1,"line\r\nbreak",0.125,"[13,17]",,true,',
+      "k2,sweep-a,f2,ROME,,error_injection,causal_tracing,2026-01-01T00:00:00.000Z,,,1e-7,,,,2",
+      "",
+    ].join("\r\n"),
+  );
+
+  await withTempDir(async (dir) => {
+    const store = ResultStore.open(`${dir}/r.db`);
+    for (let i = 0; i < 6; i++) store.put(recordFor(i));
+    store.put({ ...recordFor(6), sweep: "sweep-b" });
+    assert.equal(await writeCsv(store, `${dir}/a.csv`, { sweep: "sweep-a" }), 6);
+    const lines = Deno.readTextFileSync(`${dir}/a.csv`).trimEnd().split("\r\n");
+    assert.equal(lines.length, 7);
+    assert.ok(
+      lines[0].startsWith(
+        "key,sweep,fact,method,layer,problem,localization,created_at,metrics.paraphrase,metrics.rewrite,metrics.success,hparams.lr,",
+      ),
+    );
+    assert.ok(lines[3].includes(`,counterfact:2,ROME,2,`));
+    store.close();
+  });
+});
