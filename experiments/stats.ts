@@ -325,12 +325,15 @@ export interface DesignMatrix {
 }
 
 /** The sorted distinct values of a categorical column (numerically when all are numbers). */
-function levelsOf(values: readonly (number | string)[]): (number | string)[] {
+function levelsOf(name: string, values: readonly (number | string)[]): (number | string)[] {
   const distinct = [...new Set(values)];
-  const numeric = distinct.every((v) => typeof v === "number");
-  return numeric
+  const numbers = distinct.filter((v) => typeof v === "number").length;
+  if (numbers > 0 && numbers < distinct.length) {
+    throw new Error(`designMatrix: categorical column "${name}" mixes numbers and strings`);
+  }
+  return numbers > 0
     ? distinct.sort((a, b) => (a as number) - (b as number))
-    : distinct.sort((a, b) => String(a) < String(b) ? -1 : String(a) > String(b) ? 1 : 0);
+    : distinct.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /** Builds the design matrix [intercept | continuous | one-hot categoricals | interactions]. */
@@ -362,7 +365,7 @@ export function designMatrix(data: DataTable, spec: ModelSpec): DesignMatrix {
   for (const name of spec.categorical ?? []) {
     if (blocks.has(name)) throw new Error(`designMatrix: "${name}" is both continuous and categorical`);
     const values = column(name);
-    const levels = levelsOf(values);
+    const levels = levelsOf(name, values);
     if (levels.length < 2) {
       throw new Error(
         `designMatrix: categorical column "${name}" has a single level ${JSON.stringify(levels[0])}`,

@@ -304,6 +304,10 @@ Deno.test("design matrix: intercept, continuous, one-hot with a reference level,
   assert.throws(() => designMatrix({ x: [1, 2] }, { continuous: ["y"] }), /no column "y"/);
   assert.throws(() => designMatrix({ x: [1, "a"] }, { continuous: ["x"] }), /"x" row 1 is "a"/);
   assert.throws(() => designMatrix({ x: [1, 2], c: ["a", "a"] }, { categorical: ["c"] }), /single level "a"/);
+  assert.throws(
+    () => designMatrix({ c: [1, "1", 2] }, { categorical: ["c"] }),
+    /"c" mixes numbers and strings/,
+  );
   assert.throws(() => designMatrix({ x: [1, 2], z: [1] }, { continuous: ["x", "z"] }), /"z" has 1 values/);
 });
 
