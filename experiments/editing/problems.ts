@@ -1,0 +1,210 @@
+// The five editing problems of Hase et al. (2023), section 5.1, and their scores (section 3.4).
+// Each turns a CounterFact case (subject s, relation prompt r, true object o_true, new object o_false)
+// into an EditRequest:
+//
+//   error-injection     maximise p(o_false | s, r)          the standard ROME problem
+//   tracing-reversal    maximise p(o_noise | s, r)          o_noise: the model's output when the subject
+//                                                           is noised as in causal tracing (its argmax
+//                                                           first token, o_true's first token excluded
+//                                                           so that the edit has something to do)
+//   fact-erasure        minimise p(o_true | s, r)
+//   fact-amplification  maximise p(o_true | s, r)
+//   fact-forcing        maximise p(o_true | s_noise, r)     the subject's embeddings are noised in every
+//                                                           prompt of the edit and of its evaluation
+//
+// Scores (experiments/metrics.ts): rewrite = 1 - (1 - p_post)/(1 - p_pre) of the problem's target
+// after the prompt (fact erasure: max(0, (p_pre - p_post)/p_pre)); paraphrase = the same averaged
+// over the paraphrases; neighborhood = 1 - |p_post - p_pre| / (|p_pre - 0.5| + 0.5) of o_false after
+// the neighborhood prompts, identical for every problem as in the paper. p = exp(-mean NLL) of the
+// target's tokens, teacher forced.
+import type { GPT2 } from "../../engine/model.ts";
+import { logProbOf, topK } from "../../engine/ops.ts";
+import type { Tokenizer } from "../../engine/tokenizer.ts";
+import type { EditCase } from "../datasets.ts";
+import { erasureScore, harmonicMean, neighborhoodScore, rewriteScore } from "../metrics.ts";
+import type { EditRequest, SubjectNoise } from "./edit.ts";
+import { batchWithNoise, instantiate, type PromptInstance, targetIds } from "./keys.ts";
+
+export const PROBLEMS = ["error-injection", "tracing-reversal", "fact-erasure", "fact-amplification", "fact-forcing"] as const;
+export type EditingProblem = typeof PROBLEMS[number];
+
+export function parseProblem(name: string): EditingProblem {
+  if (!(PROBLEMS as readonly string[]).includes(name)) {
+    throw new Error(`unknown editing problem "${name}"; known: ${PROBLEMS.join(", ")}`);
+  }
+  return name as EditingProblem;
+}
+
+/** The parts of a case an edit and its evaluation need; the prompt has "{}" for the subject. */
+export interface EditingCase {
+  prompt: string;
+  subject: string;
+  targetTrue: string;
+  targetNew: string;
+  /** Full prompts (subject filled in) that should follow the edit. */
+  paraphrases: string[];
+  /** Full prompts about other subjects that should not change. */
+  neighbors: string[];
+}
+
+/** An EditingCase from a dataset case, or an error naming the case and the missing field. */
+export function editingCase(c: EditCase): EditingCase {
+  const missing = (field: string): never => {
+    throw new Error(`case ${c.id}: ${field} is missing; editing needs a subject template and both objects`);
+  };
+  return {
+    prompt: c.template ?? missing("a prompt that contains the subject"),
+    subject: c.subject,
+    targetTrue: c.targetTrue ?? missing("target_true"),
+    targetNew: c.targetNew ?? missing("target_new"),
+    paraphrases: c.paraphrases,
+    neighbors: c.neighborhood.map((p) => p.prompt),
+  };
+}
+
+/** The subject's instance in a prompt that already contains it (first occurrence). */
+export function filledInstance(tok: Tokenizer, text: string, subject: string, noise?: SubjectNoise): PromptInstance {
+  const at = text.indexOf(subject);
+  if (at < 0) throw new Error(`subject ${JSON.stringify(subject)} does not occur in ${JSON.stringify(text)}`);
+  return instantiate(tok, "{}", text.slice(0, at) + "{}" + text.slice(at + subject.length), subject, noise);
+}
+
+/** The request that poses `problem` for case `c`. `noise` is tracing's corruption (reversal, forcing). */
+export async function problemRequest(
+  model: GPT2,
+  tok: Tokenizer,
+  c: EditingCase,
+  problem: EditingProblem,
+  noise: SubjectNoise,
+): Promise<EditRequest> {
+  const base = { prompt: c.prompt, subject: c.subject };
+  switch (problem) {
+    case "error-injection":
+      return { ...base, target: c.targetNew };
+    case "fact-erasure":
+      return { ...base, target: c.targetTrue, direction: "decrease" };
+    case "fact-amplification":
+      return { ...base, target: c.targetTrue };
+    case "fact-forcing":
+      return { ...base, target: c.targetTrue, noise };
+    case "tracing-reversal":
+      return { ...base, target: await noisedPrediction(model, tok, c, noise) };
+  }
+}
+
+/** The most likely next token (as text) after the noised prompt, other than o_true's first token. */
+async function noisedPrediction(model: GPT2, tok: Tokenizer, c: EditingCase, noise: SubjectNoise): Promise<string> {
+  const gpu = model.gpu, V = model.config.vocabSize;
+  const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, [instantiate(tok, "{}", c.prompt, c.subject, noise)]);
+  const res = model.forward(batch, { hooks });
+  release();
+  const top = topK(gpu, res.logits, 1, V, 2);
+  const ids = await gpu.readU32(top.indices);
+  gpu.release(top.indices, top.values);
+  model.releaseForward(res);
+  const trueFirst = targetIds(tok, c.targetTrue)[0];
+  return tok.decode([ids[0] === trueFirst ? ids[1] : ids[0]]).trim();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probabilities and scores
+
+export interface ScoredPrompt {
+  instance: PromptInstance;
+  target: number[];
+}
+
+/** p = exp(-mean NLL) of each item's target after its prompt (noise applied where the instance has it). */
+export async function targetProbabilities(model: GPT2, items: ScoredPrompt[], batchSize = 128): Promise<number[]> {
+  const gpu = model.gpu, V = model.config.vocabSize;
+  const out: number[] = [];
+  for (let start = 0; start < items.length; start += batchSize) {
+    const chunk = items.slice(start, start + batchSize);
+    const { batch, hooks, release } = batchWithNoise(
+      gpu,
+      model.config.nEmbd,
+      chunk.map((it) => ({ ...it.instance, ids: [...it.instance.ids, ...it.target.slice(0, -1)] })),
+    );
+    const outputRows = chunk.flatMap((it, b) => it.target.map((_, j) => b * batch.T + it.instance.ids.length - 1 + j));
+    const res = model.forward(batch, { hooks, outputRows });
+    release();
+    const targets = gpu.tensor([outputRows.length], chunk.flatMap((it) => it.target), "u32");
+    const lp = logProbOf(gpu, res.logits, targets, outputRows.length, V);
+    const logProbs = await lp.read();
+    gpu.release(lp, targets);
+    model.releaseForward(res);
+    let row = 0;
+    for (const it of chunk) {
+      let sum = 0;
+      for (let j = 0; j < it.target.length; j++) sum += logProbs[row++];
+      out.push(Math.exp(sum / it.target.length));
+    }
+  }
+  return out;
+}
+
+/** Probabilities an edit is judged by: the request's target after the prompt and the paraphrases, o_false after the neighbors. */
+export interface CaseProbabilities {
+  rewrite: number;
+  paraphrase: number[];
+  neighborhood: number[];
+}
+
+/** The scored prompts of many (case, request) pairs, flattened, with a function to regroup the results. */
+export function caseItems(tok: Tokenizer, cases: { c: EditingCase; request: EditRequest }[]): {
+  items: ScoredPrompt[];
+  regroup: (p: number[]) => CaseProbabilities[];
+} {
+  const items: ScoredPrompt[] = [];
+  const counts = cases.map(({ c, request }) => {
+    const target = targetIds(tok, request.target);
+    items.push({ instance: instantiate(tok, "{}", c.prompt, c.subject, request.noise), target });
+    for (const p of c.paraphrases) items.push({ instance: filledInstance(tok, p, c.subject, request.noise), target });
+    const falseTarget = targetIds(tok, c.targetNew);
+    for (const p of c.neighbors) items.push({ instance: { ids: tok.encode(p), subject: [0, 0], fact: 0 }, target: falseTarget });
+    return [c.paraphrases.length, c.neighbors.length];
+  });
+  const regroup = (p: number[]) => {
+    let at = 0;
+    return counts.map(([np, nn]) => {
+      const rewrite = p[at++];
+      const paraphrase = p.slice(at, at + np);
+      at += np;
+      const neighborhood = p.slice(at, at + nn);
+      at += nn;
+      return { rewrite, paraphrase, neighborhood };
+    });
+  };
+  return { items, regroup };
+}
+
+export async function caseProbabilities(
+  model: GPT2,
+  tok: Tokenizer,
+  cases: { c: EditingCase; request: EditRequest }[],
+): Promise<CaseProbabilities[]> {
+  const { items, regroup } = caseItems(tok, cases);
+  return regroup(await targetProbabilities(model, items));
+}
+
+export interface CaseScores {
+  rewrite: number;
+  paraphrase: number;
+  neighborhood: number;
+  /** Harmonic mean of the three. */
+  overall: number;
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** Hase et al.'s normalised scores of one edit from its pre- and post-edit probabilities. */
+export function caseScores(request: EditRequest, pre: CaseProbabilities, post: CaseProbabilities): CaseScores {
+  const gain = request.direction === "decrease" ? erasureScore : rewriteScore;
+  const rewrite = gain(pre.rewrite, post.rewrite);
+  const paraphrase = pre.paraphrase.length ? mean(pre.paraphrase.map((p, i) => gain(p, post.paraphrase[i]))) : NaN;
+  const neighborhood = pre.neighborhood.length
+    ? mean(pre.neighborhood.map((p, i) => neighborhoodScore(p, post.neighborhood[i])))
+    : NaN;
+  const parts = [rewrite, paraphrase, neighborhood].filter((x) => !Number.isNaN(x));
+  return { rewrite, paraphrase, neighborhood, overall: harmonicMean(parts) };
+}
