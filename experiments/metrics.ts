@@ -19,8 +19,8 @@
 import type { GPT2 } from "../engine/model.ts";
 import { makeBatch } from "../engine/model.ts";
 import { logProbOf, topK, TOPK_MAX } from "../engine/ops.ts";
+import { mulberry32 } from "../engine/random.ts";
 import type { Tokenizer } from "../engine/tokenizer.ts";
-import { seededRandom } from "./stats.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Hase et al. (2023), "Does Localization Inform Editing?": scores normalised to [0, 1]
@@ -383,7 +383,7 @@ export async function generate(
   if (!Number.isInteger(k) || k < 1 || k > Math.min(TOPK_MAX, V)) {
     throw new Error(`generate: topK must be in [1, ${Math.min(TOPK_MAX, V)}], got ${k}`);
   }
-  const random = seededRandom(o.seed ?? 0);
+  const random = mulberry32(o.seed ?? 0);
   const sequences = prompts.map((p, i) => {
     const ids = tok.encode(p);
     if (ids.length === 0) throw new Error(`generate: prompt ${i} ${JSON.stringify(p)} has no tokens`);

@@ -11,6 +11,7 @@
 // The p-values need the Student t and F distributions, both written through the regularized
 // incomplete beta function I_x(a, b), computed with its continued fraction (below).
 // Everything is plain float64 TypeScript; the inputs are at most a few hundred thousand numbers.
+import { mulberry32 } from "../engine/random.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Descriptive statistics
@@ -59,18 +60,6 @@ export function quantile(xs: readonly number[], q: number): number {
   return sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]);
 }
 
-/** Mulberry32: a small deterministic PRNG, uniform in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export interface BootstrapOptions {
   /** The statistic of a resample (default: the mean). */
   statistic?: (xs: number[]) => number;
@@ -100,7 +89,7 @@ export function bootstrapCI(xs: readonly number[], o: BootstrapOptions = {}): Co
     throw new Error(`bootstrapCI: resamples must be a positive integer, got ${resamples}`);
   }
   if (!(level > 0 && level < 1)) throw new Error(`bootstrapCI: level must be in (0, 1), got ${level}`);
-  const random = seededRandom(o.seed ?? 0);
+  const random = mulberry32(o.seed ?? 0);
   const n = xs.length;
   const stats: number[] = [];
   const sample = new Array<number>(n);
