@@ -1,0 +1,201 @@
+// Choosing the layer(s) to edit, as interchangeable strategies that run on the same proxy set of
+// edit requests and report what they chose, their per-layer scores and how long they took:
+//
+//   causal tracing (CMA)   the layer with the highest average MLP indirect effect at the last subject
+//                          token (ROME's choice; experiments/tracing.ts, MLP window 10 by default)
+//   integrated gradients   the layer with the highest mean per-layer attribution (sum or max over its
+//                          neurons) of the true answer (seed 000; experiments/attribution.ts)
+//   LGA                    Layer Gradient Analysis's golden layer (seed 004; experiments/attribution.ts)
+//   fixed                  a given list, e.g. ROME's published layer
+//   brute force            edit at every candidate layer with a caller's edit-and-score function and
+//                          keep the best (the ground truth the others approximate, and the slowest)
+//
+// Scoring strategies select `span` consecutive layers: 1 for ROME, 5 for MEMIT (the window with the
+// highest total score, attribution.ts bestWindow). LGA always names one golden layer (its Tukey fences
+// act on single layers); with span > 1 it takes the best window among windows without excluded layers.
+import type { GPT2 } from "../engine/model.ts";
+import type { Tokenizer } from "../engine/tokenizer.ts";
+import {
+  attributeFacts,
+  averageAttributions,
+  bestWindow,
+  layerGradientAnalysis,
+  type LgaOptions,
+} from "./attribution.ts";
+import type { EditCase } from "./datasets.ts";
+import { traceFact, type TraceOptions } from "./tracing.ts";
+
+/** One edit request: the prompt with the subject filled in, the subject, the true answer and the new target. */
+export interface SelectionRequest {
+  prompt: string;
+  subject: string;
+  targetTrue: string;
+  targetNew: string;
+}
+
+export interface LayerSelection {
+  /** The chosen layers, ascending. */
+  layers: number[];
+  /** Per-layer score the choice was made from (indexed by layer); empty for `fixed`. */
+  scores: number[];
+  /** Wall-clock seconds the selection took. */
+  seconds: number;
+}
+
+export interface LayerSelector {
+  name: string;
+  select(model: GPT2, tok: Tokenizer, requests: SelectionRequest[]): Promise<LayerSelection>;
+}
+
+/** Runs `choose` and stamps its wall-clock time. */
+async function timed(choose: () => Promise<Omit<LayerSelection, "seconds">>): Promise<LayerSelection> {
+  const started = performance.now();
+  const chosen = await choose();
+  return { ...chosen, seconds: (performance.now() - started) / 1000 };
+}
+
+function requireRequests(name: string, requests: SelectionRequest[]): void {
+  if (requests.length === 0) throw new Error(`${name} layer selection: no requests`);
+}
+
+/** CMA: mean over requests of the MLP indirect effect at the last subject token, per layer. */
+export function causalTracingSelector(o: { span?: number; trace?: TraceOptions } = {}): LayerSelector {
+  const span = o.span ?? 1;
+  return {
+    name: "causal tracing",
+    select: (model, tok, requests) =>
+      timed(async () => {
+        requireRequests("causal tracing", requests);
+        const scores = new Array(model.nLayer).fill(0);
+        for (const r of requests) {
+          const trace = await traceFact(model, tok, {
+            prompt: r.prompt,
+            subject: r.subject,
+            target: r.targetTrue,
+          }, {
+            ...o.trace,
+            method: "noise",
+            kinds: ["mlp"],
+          });
+          trace.grids[0].layers.lastSubjectEffect.forEach((e, l) => (scores[l] += e / requests.length));
+        }
+        return { layers: bestWindow(scores, span), scores };
+      }),
+  };
+}
+
+/** Integrated gradients: mean over requests of each layer's attribution to the true answer. */
+export function integratedGradientsSelector(
+  o: { span?: number; steps?: number; aggregate?: "sum" | "max" } = {},
+): LayerSelector {
+  const span = o.span ?? 1, aggregate = o.aggregate ?? "sum";
+  return {
+    name: `integrated gradients (${aggregate})`,
+    select: (model, tok, requests) =>
+      timed(async () => {
+        requireRequests("integrated gradients", requests);
+        const results = await attributeFacts(
+          model,
+          tok,
+          requests.map((r) => ({ prompt: r.prompt, target: r.targetTrue })),
+          {
+            steps: o.steps,
+          },
+        );
+        const avg = averageAttributions(results);
+        const scores = aggregate === "sum" ? avg.layerSum : avg.layerMax;
+        return { layers: bestWindow(scores, span), scores };
+      }),
+  };
+}
+
+/** Layer Gradient Analysis: the golden layer of S_l after Tukey's fences. */
+export function lgaSelector(o: LgaOptions & { span?: number } = {}): LayerSelector {
+  const span = o.span ?? 1;
+  return {
+    name: "LGA",
+    select: (model, tok, requests) =>
+      timed(async () => {
+        requireRequests("LGA", requests);
+        const result = await layerGradientAnalysis(model, tok, requests, o);
+        if (span === 1) return { layers: [result.selection.golden], scores: result.scores };
+        // The window of `span` layers with the highest total among windows without an excluded layer.
+        const excluded = new Set(result.selection.excluded);
+        let best: number[] | null = null, bestTotal = -Infinity;
+        for (let start = 0; start + span <= model.nLayer; start++) {
+          const window = Array.from({ length: span }, (_, i) => start + i);
+          if (window.some((l) => excluded.has(l))) continue;
+          const total = window.reduce((s, l) => s + result.scores[l], 0);
+          if (total > bestTotal) [best, bestTotal] = [window, total];
+        }
+        if (!best) {
+          throw new Error(
+            `LGA: every window of ${span} layers contains an excluded layer (${[...excluded]})`,
+          );
+        }
+        return { layers: best, scores: result.scores };
+      }),
+  };
+}
+
+/** A fixed choice (e.g. ROME's published layer for the model family). */
+export function fixedSelector(layers: number[], name = `fixed ${layers.join(",")}`): LayerSelector {
+  if (layers.length === 0) throw new Error("fixed layer selection: no layers");
+  return {
+    name,
+    select: (model) =>
+      timed(() => {
+        for (const l of layers) {
+          if (!Number.isInteger(l) || l < 0 || l >= model.nLayer) {
+            throw new Error(`fixed layer selection: layer ${l} outside [0, ${model.nLayer})`);
+          }
+        }
+        return Promise.resolve({ layers: [...layers].sort((a, b) => a - b), scores: [] });
+      }),
+  };
+}
+
+/**
+ * Callback of the brute-force search: edit the model at `layer` for these requests, measure, restore
+ * the model, and return a score (higher is better, e.g. a mean edit-success metric).
+ */
+export type EditAndScore = (layer: number, requests: SelectionRequest[]) => Promise<number>;
+
+/** Brute force: calls `editAndScore` at every candidate layer (default all) and keeps the best. */
+export function bruteForceSelector(editAndScore: EditAndScore, o: { layers?: number[] } = {}): LayerSelector {
+  return {
+    name: "brute force",
+    select: (model, _tok, requests) =>
+      timed(async () => {
+        requireRequests("brute force", requests);
+        const candidates = o.layers ?? Array.from({ length: model.nLayer }, (_, l) => l);
+        const scores = new Array(model.nLayer).fill(NaN);
+        let best = -1;
+        for (const layer of candidates) {
+          if (!Number.isInteger(layer) || layer < 0 || layer >= model.nLayer) {
+            throw new Error(`brute force layer selection: layer ${layer} outside [0, ${model.nLayer})`);
+          }
+          const score = await editAndScore(layer, requests);
+          if (!Number.isFinite(score)) {
+            throw new Error(`brute force layer selection: layer ${layer} scored ${score}`);
+          }
+          scores[layer] = score;
+          if (best < 0 || score > scores[best]) best = layer;
+        }
+        return { layers: [best], scores };
+      }),
+  };
+}
+
+/** Selection requests from dataset cases; cases without a true answer or a new target are refused by id. */
+export function selectionRequests(cases: EditCase[]): SelectionRequest[] {
+  return cases.map((c) => {
+    if (c.targetTrue === null) {
+      throw new Error(`${c.id}: no true answer (target_true), needed for layer selection`);
+    }
+    if (c.targetNew === null) {
+      throw new Error(`${c.id}: no new target (target_new), needed for layer selection`);
+    }
+    return { prompt: c.prompt, subject: c.subject, targetTrue: c.targetTrue, targetNew: c.targetNew };
+  });
+}
