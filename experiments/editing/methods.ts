@@ -1,0 +1,139 @@
+// One entry point for every editing method, shared by the CLI (experiments/edit.ts), the quality
+// report (quality.ts) and the benchmark (bench/editing.ts): default hyper-parameters for the model's
+// family with optional overrides, the layers whose key statistics are needed, and the computation.
+import type { GPT2 } from "../../engine/model.ts";
+import { type Tokenizer, WordLevelTokenizer } from "../../engine/tokenizer.ts";
+import type { Edit, EditRequest } from "./edit.ts";
+import { computeFt } from "./ft.ts";
+import {
+  emmetHparams,
+  type EmmetHparams,
+  ftHparams,
+  type FtHparams,
+  memitHparams,
+  type MemitHparams,
+  romeHparams,
+  type RomeHparams,
+} from "./hparams.ts";
+import { sentenceStartWords } from "./keys.ts";
+import { computeEmmet, computeMemit } from "./memit.ts";
+import { computeRome } from "./rome.ts";
+import type { KeyStats } from "./stats.ts";
+
+export const METHODS = ["rome", "r-rome", "memit", "emmet", "ft"] as const;
+export type MethodName = typeof METHODS[number];
+
+export function parseMethod(name: string): MethodName {
+  if (!(METHODS as readonly string[]).includes(name)) throw new Error(`unknown editing method "${name}"; known: ${METHODS.join(", ")}`);
+  return name as MethodName;
+}
+
+export type MethodConfig =
+  | { method: "rome" | "r-rome"; hparams: RomeHparams }
+  | { method: "memit"; hparams: MemitHparams }
+  | { method: "emmet"; hparams: EmmetHparams }
+  | { method: "ft"; hparams: FtHparams };
+
+/** Hyper-parameters that a command line may override (only those that apply to the method are used). */
+export interface Overrides {
+  layers?: number[];
+  vNumGradSteps?: number;
+  vLr?: number;
+  klFactor?: number;
+  clampNormFactor?: number;
+  /** MEMIT's lambda or EMMET's lambda_m. */
+  mom2UpdateWeight?: number;
+  /** FT-L's L-infinity radius. */
+  normConstraint?: number;
+  /** FT-L's steps. */
+  numSteps?: number;
+}
+
+function defined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export function methodConfig(model: GPT2, method: MethodName, o: Overrides = {}): MethodConfig {
+  const cfg = model.config;
+  const { layers, numSteps, normConstraint, mom2UpdateWeight, ...value } = o;
+  const valueOverrides = defined(value);
+  for (const l of layers ?? []) {
+    if (!Number.isInteger(l) || l < 0 || l >= cfg.nLayer) throw new Error(`${method}: layer ${l} outside [0, ${cfg.nLayer})`);
+  }
+  switch (method) {
+    case "rome":
+    case "r-rome": {
+      if (layers && layers.length !== 1) throw new Error(`${method} edits one layer; got layers ${layers.join(",")}`);
+      return { method, hparams: { ...romeHparams(cfg), ...valueOverrides, ...(layers ? { layer: layers[0] } : {}) } };
+    }
+    case "memit":
+      return { method, hparams: { ...memitHparams(cfg), ...valueOverrides, ...defined({ layers, mom2UpdateWeight }) } };
+    case "emmet":
+      return { method, hparams: { ...emmetHparams(cfg), ...valueOverrides, ...defined({ layers, mom2UpdateWeight }) } };
+    case "ft":
+      return { method, hparams: { ...ftHparams(cfg, layers), ...defined({ numSteps, normConstraint }) } };
+  }
+}
+
+/** Layers whose key statistics the method needs (none for FT-L, nor for ROME without mom2 adjustment). */
+export function statsLayers(mc: MethodConfig): number[] {
+  switch (mc.method) {
+    case "rome":
+    case "r-rome":
+      return mc.hparams.mom2Adjustment ? [mc.hparams.layer] : [];
+    case "memit":
+    case "emmet":
+      return mc.hparams.layers;
+    case "ft":
+      return [];
+  }
+}
+
+/** The layers an edit changes. */
+export function editedLayers(mc: MethodConfig): number[] {
+  switch (mc.method) {
+    case "rome":
+    case "r-rome":
+      return [mc.hparams.layer];
+    default:
+      return mc.hparams.layers;
+  }
+}
+
+/**
+ * Computes edits for `requests` on the current model. ROME and R-ROME give one independent edit per
+ * request; MEMIT, EMMET and FT-L one edit for the whole batch.
+ */
+export async function computeEdits(
+  model: GPT2,
+  tok: Tokenizer,
+  mc: MethodConfig,
+  requests: EditRequest[],
+  stats: Map<number, KeyStats>,
+  o: { startWords?: string[]; log?: (line: string) => void } = {},
+): Promise<Edit[]> {
+  switch (mc.method) {
+    case "rome":
+    case "r-rome":
+      return await computeRome(model, tok, requests, stats.get(mc.hparams.layer) ?? null, mc.hparams, {
+        variant: mc.method,
+        startWords: o.startWords,
+      });
+    case "memit":
+      return [await computeMemit(model, tok, requests, stats, mc.hparams, o)];
+    case "emmet":
+      return [await computeEmmet(model, tok, requests, stats, mc.hparams, o)];
+    case "ft":
+      return [await computeFt(model, tok, requests, mc.hparams)];
+  }
+}
+
+/**
+ * First words for the context texts: for a word-level tokenizer, the distinct first words of the
+ * corpus lines (keys.ts explains why); for byte-level BPE none (texts start at <|endoftext|>).
+ */
+export async function templateStartWords(tok: Tokenizer, corpusPath: string | null): Promise<string[] | undefined> {
+  if (!(tok instanceof WordLevelTokenizer)) return undefined;
+  if (!corpusPath) throw new Error("a word-level model needs its corpus (corpus.txt) for the context templates' first words");
+  return sentenceStartWords((await Deno.readTextFile(corpusPath)).split("\n"));
+}

@@ -1,0 +1,75 @@
+// deno task edit end to end on a tiny model in a temp folder (config, weights, tokenizer, corpus,
+// counterfact.json): JSON output, --save then --load reproduces the edit, --case reads a record,
+// bad input gives a clear error.
+import assert from "node:assert/strict";
+import { getGpu } from "../engine/gpu.ts";
+import { GPT2 } from "../engine/model.ts";
+import { WordLevelTokenizer } from "../engine/tokenizer.ts";
+import { loadEdit } from "../experiments/editing/edit.ts";
+
+const gpu = await getGpu();
+const WORDS = ["<unk>", "<|endoftext|>", "Anna", "Berg", "Carl", "Dorn", "lives", "works", "in", "Paris", "Oslo", "is", "a", "city", "."];
+const tok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: "<|endoftext|>" });
+const dir = await Deno.makeTempDir();
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+await GPT2.random(gpu, { vocabSize: WORDS.length, nPositions: 16, nEmbd: 16, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 }, 5, true).save(dir);
+await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
+await Deno.writeTextFile(
+  `${dir}/corpus.txt`,
+  Array.from({ length: 80 }, (_, i) => WORDS.slice(2).filter((_, j) => (i * 5 + j * 3) % 4 < 3).join(" ")).join("\n"),
+);
+await Deno.writeTextFile(`${dir}/counterfact.json`, JSON.stringify([{
+  case_id: 7,
+  pararel_idx: 7,
+  requested_rewrite: { prompt: "{} lives in", relation_id: "P551", target_new: { str: "Oslo", id: "o" }, target_true: { str: "Paris", id: "p" }, subject: "Anna Berg" },
+  paraphrase_prompts: ["Anna Berg works in"],
+  neighborhood_prompts: ["Carl Dorn lives in"],
+  attribute_prompts: [],
+  generation_prompts: [],
+}]));
+
+async function edit(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../experiments/edit.ts", import.meta.url).pathname, "--model", dir, "--stats-dir", `${dir}/stats`, "--v-steps", "3", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("edit --case --json, then --load of the saved edit gives the same post-edit probabilities", async () => {
+  const r = await edit("--case", "7", "--layer", "0", "--json", "--save", `${dir}/e.safetensors`);
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.method, "rome");
+  assert.deepEqual(j.request, { prompt: "{} lives in", subject: "Anna Berg", target: "Oslo" });
+  assert.deepEqual(j.completions.map((c: { kind: string; text: string }) => [c.kind, c.text]), [
+    ["prompt", "Anna Berg lives in"],
+    ["paraphrase", "Anna Berg works in"],
+    ["neighbor", "Carl Dorn lives in"],
+  ]);
+  assert.ok(j.probabilities.post.rewrite !== j.probabilities.pre.rewrite, "the edit changed something");
+  const saved = await loadEdit(`${dir}/e.safetensors`);
+  assert.deepEqual(saved.deltas.map((d) => d.param), ["h.0.mlp.c_proj.weight"]);
+
+  const again = await edit("--case", "7", "--json", "--load", `${dir}/e.safetensors`);
+  assert.equal(again.code, 0, again.stderr);
+  assert.deepEqual(JSON.parse(again.stdout).probabilities, j.probabilities);
+});
+
+Deno.test("edit: text output for MEMIT with options instead of a record; clear errors", async () => {
+  const r = await edit("--method", "memit", "--layers", "0-1", "--prompt", "Carl Dorn works in", "--subject", "Carl Dorn", "--target-new", "Oslo");
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /memit error-injection: "Carl Dorn works in" -> "Oslo"/);
+  assert.match(r.stdout, /prompt: Carl Dorn works in\n  before: \.\.\..*\n  after:  \.\.\./);
+  assert.match(r.stdout, /scores: rewrite -?\d\.\d{3}/);
+
+  const missing = await edit("--prompt", "Anna lives in", "--subject", "Carl", "--target-new", "Oslo");
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /contains neither the subject "Carl" nor "\{\}"/);
+  const badMethod = await edit("--method", "kn", "--case", "7");
+  assert.match(badMethod.stderr, /unknown editing method "kn"/);
+  const noCase = await edit("--case", "99");
+  assert.match(noCase.stderr, /counterfact\.json: no record with case id 99/);
+});
