@@ -681,7 +681,9 @@ export function heatmapPanelsSvg(
   const labelW = 10 +
     7 * Math.max(4, ...binned.flatMap((p) => p.rowLabels.map((s) => Math.min(40, s.length))));
   const cellH = 16;
-  const width = labelW + Math.max(widest * cellW, 240) + 40;
+  // Wide enough for the cells and for each panel's title and caption (~7 px per character).
+  const textW = 7 * Math.max(...binned.map((p) => Math.max(p.title.length, p.xLabel.length + 60)));
+  const width = labelW + Math.max(widest * cellW, textW) + 20;
   const parts: string[] = [];
   let y = 44;
   for (const p of binned) {
@@ -689,7 +691,8 @@ export function heatmapPanelsSvg(
     parts.push(`<text x="${labelW}" y="${y}" font-size="13">${escapeXml(p.title)}</text>`);
     y += 8;
     p.values.forEach((row, r) => {
-      const label = p.rowLabels[r].length > 40 ? p.rowLabels[r].slice(0, 37) + "..." : p.rowLabels[r];
+      // Long labels keep their end ("... Brandt is → Danish"): the answer is what tells rows apart.
+      const label = p.rowLabels[r].length > 40 ? "..." + p.rowLabels[r].slice(-37) : p.rowLabels[r];
       parts.push(
         `<text x="${labelW - 4}" y="${y + r * cellH + 12}" text-anchor="end">${escapeXml(label)}</text>`,
       );
@@ -705,8 +708,18 @@ export function heatmapPanelsSvg(
         );
       });
     });
-    const h = p.values.length * cellH, w = (p.values[0]?.length ?? 0) * cellW;
+    const h = p.values.length * cellH, columns = p.values[0]?.length ?? 0, w = columns * cellW;
     parts.push(`<rect x="${labelW}" y="${y}" width="${w}" height="${h}" fill="none" stroke="#999"/>`);
+    // Column numbers (the first column of each bin), about a dozen along the axis.
+    const every = Math.max(1, Math.ceil(columns / 12));
+    for (let c = 0; c < columns; c += every) {
+      parts.push(
+        `<text x="${labelW + (c + 0.5) * cellW}" y="${y + h + 12}" text-anchor="middle" font-size="10">${
+          c * p.bin
+        }</text>`,
+      );
+    }
+    y += 12;
     const caption = `${p.xLabel}${
       p.bin > 1 ? ` (bins of ${p.bin}, largest magnitude shown)` : ""
     }; red +, blue -, full colour = ${fmt(max)}`;

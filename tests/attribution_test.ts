@@ -433,3 +433,129 @@ Deno.test("heatmaps draw one cell per value, binning rows wider than 512 columns
   assert.equal(wide.match(/fill="rgb/g)?.length, 344, "1030 columns in bins of 3");
   assert.ok(wide.includes("columns 1029-1029: -9.00"), "the last bin shows its largest magnitude");
 });
+
+// ---------------------------------------------------------------- CLI
+
+const dir = await Deno.makeTempDir();
+await model.save(dir);
+await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
+const rewrite = (id: number, prompt: string, subject: string, targetTrue: string, targetNew: string) => ({
+  case_id: id,
+  requested_rewrite: {
+    prompt,
+    subject,
+    relation_id: "P0",
+    target_true: { str: targetTrue, id: "Q1" },
+    target_new: { str: targetNew, id: "Q2" },
+  },
+  paraphrase_prompts: [],
+  neighborhood_prompts: [],
+  attribute_prompts: [],
+  generation_prompts: [],
+});
+await Deno.writeTextFile(
+  `${dir}/counterfact.json`,
+  JSON.stringify([
+    rewrite(0, "{} was born in", "Vela Dornik", "Lisbon", "Oslo"),
+    rewrite(1, "{} lives in the city of", "the river", "Rome", "Lisbon"),
+  ]),
+);
+
+/** The fields of attribution.json these tests read (ig and lga records share the file). */
+interface AttributionJson {
+  meta: { dataset: string; config: GPT2Config; hyperparameters: { steps?: number } };
+  records: {
+    prob: number;
+    layerSum: number[];
+    tracingLastSubjectMlpEffect: number[];
+    innerProducts: number[];
+  }[];
+  average: { neurons: number[][] };
+  selection: { rome: number[]; memit: number[]; golden: number };
+  pictures: string[];
+}
+
+async function attribute(
+  ...args: string[]
+): Promise<{ code: number; stderr: string; json: () => Promise<AttributionJson> }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../experiments/attribute.ts", import.meta.url).pathname,
+      "--model",
+      dir,
+      ...args,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const outDir = args[args.indexOf("--out") + 1];
+  return {
+    code: out.code,
+    stderr: new TextDecoder().decode(out.stderr),
+    json: async () => JSON.parse(await Deno.readTextFile(`${outDir}/attribution.json`)),
+  };
+}
+
+Deno.test("deno task attribute: ig on the model's counterfact.json with tracing, lga on one prompt, errors", async () => {
+  const igOut = `${dir}/ig`;
+  const ig = await attribute("--method", "ig", "--steps", "3", "--trace", "--out", igOut);
+  assert.equal(ig.code, 0, ig.stderr);
+  const j = await ig.json();
+  assert.equal(j.meta.dataset, `${dir}/counterfact.json`);
+  assert.equal(j.meta.hyperparameters.steps, 3);
+  assert.deepEqual(j.meta.config, cfg);
+  const direct = await attributeFacts(model, tok, [{ prompt: "Vela Dornik was born in", target: "Lisbon" }, {
+    prompt: "the river lives in the city of",
+    target: "Rome",
+  }], { steps: 3 });
+  j.records.forEach((r, i) => {
+    assert.ok(
+      relativeError(r.layerSum, direct[i].layerSum) < 1e-4,
+      `record ${i}: ${r.layerSum} vs ${direct[i].layerSum}`,
+    );
+    assert.ok(Math.abs(r.prob - direct[i].prob) < 1e-5);
+  });
+  assert.equal(j.records[1].tracingLastSubjectMlpEffect.length, cfg.nLayer);
+  assert.deepEqual([j.average.neurons.length, j.average.neurons[0].length], [cfg.nLayer, f]);
+  assert.deepEqual(j.selection.rome, bestWindow(averageAttributions(direct).layerSum, 1));
+  assert.equal(j.selection.memit.length, cfg.nLayer, "a window of min(5, L) layers");
+  for (const svg of j.pictures) {
+    assert.ok((await Deno.readTextFile(`${igOut}/${svg}`)).startsWith("<svg"), svg);
+  }
+
+  const lgaOut = `${dir}/lga`;
+  const lga = await attribute(
+    "--method",
+    "lga",
+    "--prompt",
+    "Vela Dornik was born in",
+    "--target",
+    "Lisbon",
+    "--target-new",
+    "Oslo",
+    "--out",
+    lgaOut,
+  );
+  assert.equal(lga.code, 0, lga.stderr);
+  const k = await lga.json();
+  const want = await layerGradientAnalysis(model, tok, [lgaRequests[0]]);
+  assert.ok(relativeError(k.records[0].innerProducts, want.perRequest[0]) < 1e-4);
+  assert.equal(k.selection.golden, want.selection.golden);
+
+  const missing = await attribute(
+    "--method",
+    "lga",
+    "--prompt",
+    "Vela Dornik was born in",
+    "--target",
+    "Lisbon",
+    "--out",
+    lgaOut,
+  );
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /needs --target-new/);
+  const badMethod = await attribute("--method", "saliency", "--out", lgaOut);
+  assert.match(badMethod.stderr, /--method must be ig or lga/);
+});

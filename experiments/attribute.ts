@@ -1,0 +1,408 @@
+// deno task attribute: integrated gradients over MLP neurons, or Layer Gradient Analysis, for one
+// prompt or a CounterFact-style dataset.
+//
+//   deno task attribute --method ig --prompt "Vela Dornik was born in" --target Lisbon
+//   deno task attribute --method ig --limit 50 --trace          (embedded counterfact.json, with causal tracing)
+//   deno task attribute --method lga --prompt "Vela Dornik was born in" --target Lisbon --target-new Oslo
+//   deno task attribute --method lga --dataset weights/locus-kb/counterfact.json --limit 100
+//
+// Writes into --out (default runs/attribute-<method>): attribution.json (records with the run's
+// metadata) and pictures: for ig, layer-sum.svg / layer-max.svg (per-layer curves), neurons.svg
+// (layers x neurons, averaged over facts) and with --trace, ig-vs-tracing.svg (prompts x layers,
+// attribution above causal tracing, as in seed 000's figure 1); for lga, lga.svg (S_l with fences).
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { getGpu } from "../engine/gpu.ts";
+import { GPT2 } from "../engine/model.ts";
+import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
+import {
+  attributeFacts,
+  averageAttributions,
+  bestWindow,
+  DEFAULT_IG_STEPS,
+  type FactAttribution,
+  heatmapPanelsSvg,
+  knowledgeNeurons,
+  layerCurvesSvg,
+  layerGradientAnalysis,
+  lgaChartSvg,
+  type LgaParam,
+  neuronHeatmapSvg,
+} from "./attribution.ts";
+import { loadDataset } from "./datasets.ts";
+import { type SelectionRequest, selectionRequests } from "./layer_selection.ts";
+import { traceFact } from "./tracing.ts";
+
+const USAGE = `usage: deno task attribute --method ig|lga [options]
+  --model DIR          Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
+  --method ig|lga      integrated gradients over MLP neurons, or Layer Gradient Analysis
+  --prompt TEXT --target TEXT [--target-new TEXT] [--subject TEXT]
+                       one fact (the prompt with its subject filled in; lga needs --target-new,
+                       --trace needs --subject)
+  --dataset FILE       CounterFact-style JSON (default: counterfact.json in the model folder)
+  --limit N            use the first N cases of the dataset
+  --steps N            ig: points of the Riemann sum (default ${DEFAULT_IG_STEPS})
+  --aggregate sum|max  ig: per-layer score used for the selected layers (default sum)
+  --trace              ig: also trace each fact (MLP indirect effect at the last subject token) and
+                       draw attribution against tracing
+  --params LIST        lga: c_proj or c_proj,c_fc (default c_proj)
+  --fence K            lga: Tukey fence multiplier (default 1.5)
+  --out DIR            output folder (default runs/attribute-<method>)`;
+
+function positiveInt(name: string, s: string | undefined, fallback: number): number {
+  if (s === undefined) return fallback;
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(s)}`);
+  }
+  return n;
+}
+
+function formatSeconds(s: number): string {
+  return s < 60
+    ? `${s.toFixed(0)}s`
+    : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
+}
+
+/** Progress lines on stderr with elapsed time and an estimate of what is left. */
+function progress(what: string): (done: number, total: number) => void {
+  const started = performance.now();
+  return (done, total) => {
+    const elapsed = (performance.now() - started) / 1000;
+    console.error(
+      `[${done}/${total} ${what}] ${formatSeconds(elapsed)} elapsed, ${
+        formatSeconds((elapsed / done) * (total - done))
+      } left`,
+    );
+  };
+}
+
+/** Rounds for JSON: 5 significant digits are plenty for attributions and keep files small. */
+const round = (v: number) => (Number.isFinite(v) ? Number(v.toPrecision(5)) : null);
+const roundAll = (xs: ArrayLike<number>) => Array.from(xs, round);
+
+function table(header: string[], rows: (string | number)[][]): string {
+  const cells = [header, ...rows.map((r) => r.map((v) => (typeof v === "number" ? v.toPrecision(4) : v)))];
+  const widths = header.map((_, c) => Math.max(...cells.map((r) => String(r[c]).length)));
+  return cells.map((r) => r.map((v, c) => String(v).padStart(widths[c])).join("  ")).join("\n");
+}
+
+async function runIg(
+  model: GPT2,
+  tok: Tokenizer,
+  requests: SelectionRequest[],
+  o: { steps: number; aggregate: "sum" | "max"; trace: boolean; out: string },
+) {
+  const L = model.nLayer;
+  const facts = requests.map((r) => ({ prompt: r.prompt, target: r.targetTrue }));
+  const results = await attributeFacts(model, tok, facts, {
+    steps: o.steps,
+    onProgress: facts.length > 1 ? progress("(fact, layer) pairs") : undefined,
+  });
+  const avg = averageAttributions(results);
+  const selected = (scores: number[]) => ({
+    rome: bestWindow(scores, 1),
+    memit: bestWindow(scores, Math.min(5, L)),
+  });
+  const selection = { sum: selected(avg.layerSum), max: selected(avg.layerMax) };
+
+  // Optional causal tracing of the same facts: MLP indirect effect at the last subject token per layer.
+  let tracing: number[][] | null = null;
+  if (o.trace) {
+    const report = requests.length > 1 ? progress("facts traced") : undefined;
+    tracing = [];
+    for (const r of requests) {
+      const t = await traceFact(model, tok, { prompt: r.prompt, subject: r.subject, target: r.targetTrue }, {
+        kinds: ["mlp"],
+      });
+      tracing.push(t.grids[0].layers.lastSubjectEffect);
+      report?.(tracing.length, requests.length);
+    }
+  }
+
+  const title = results.length === 1
+    ? `${results[0].prompt} → ${results[0].targetToken.trim()} (p ${results[0].prob.toFixed(3)})`
+    : `mean over ${results.length} facts`;
+  await Deno.writeTextFile(
+    join(o.out, "layer-sum.svg"),
+    layerCurvesSvg(
+      [{ name: "sum", values: avg.layerSum }, { name: "p - p(layer zeroed)", values: averageDrop(results) }],
+      `Integrated gradients, per-layer sum of neuron attributions: ${title}`,
+      "attribution (probability)",
+    ),
+  );
+  await Deno.writeTextFile(
+    join(o.out, "layer-max.svg"),
+    layerCurvesSvg(
+      [{ name: "max", values: avg.layerMax }],
+      `Integrated gradients, per-layer largest neuron attribution: ${title}`,
+      "attribution (probability)",
+    ),
+  );
+  await Deno.writeTextFile(
+    join(o.out, "neurons.svg"),
+    neuronHeatmapSvg(avg.neurons, `Neuron attributions: ${title}`),
+  );
+  if (tracing) {
+    const labels = results.map((r) => `${r.prompt} → ${r.targetToken.trim()}`);
+    await Deno.writeTextFile(
+      join(o.out, "ig-vs-tracing.svg"),
+      heatmapPanelsSvg(
+        [
+          {
+            title: "integrated gradients: per-layer sum of attributions",
+            rowLabels: labels,
+            values: results.map((r) => r.layerSum),
+            xLabel: "layer",
+          },
+          {
+            title: "causal tracing: MLP indirect effect at the last subject token",
+            rowLabels: labels,
+            values: tracing,
+            xLabel: "layer",
+          },
+        ],
+        "Attribution (top) vs causal tracing (bottom) per prompt",
+      ),
+    );
+  }
+
+  // Terminal: per-layer table and the choices.
+  const rows = Array.from({ length: L }, (_, l) => [
+    String(l),
+    avg.layerSum[l],
+    avg.layerMax[l],
+    ...(tracing ? [tracing.reduce((s, t) => s + t[l], 0) / tracing.length] : []),
+  ]);
+  console.log(`${title}\n`);
+  console.log(table(["layer", "mean sum", "mean max", ...(tracing ? ["tracing AIE"] : [])], rows));
+  console.log(
+    `\nselected by ${o.aggregate}: ROME layer ${selection[o.aggregate].rome[0]}, MEMIT layers ${
+      selection[o.aggregate].memit.join(",")
+    }`,
+  );
+  if (results.length === 1) {
+    console.log("\nknowledge neurons (score > 0.2 x max):");
+    for (const n of knowledgeNeurons(results[0]).slice(0, 10)) {
+      console.log(`  layer ${n.layer} neuron ${n.neuron}: ${n.score.toPrecision(3)}`);
+    }
+  }
+
+  return {
+    records: results.map((r: FactAttribution, i) => ({
+      prompt: r.prompt,
+      subject: requests[i].subject,
+      target: r.target,
+      targetToken: r.targetToken,
+      prob: round(r.prob),
+      baselineProb: roundAll(r.baselineProb),
+      layerSum: roundAll(r.layerSum),
+      layerMax: roundAll(r.layerMax),
+      knowledgeNeurons: knowledgeNeurons(r).map((n) => ({ ...n, score: round(n.score) })),
+      ...(tracing ? { tracingLastSubjectMlpEffect: roundAll(tracing[i]) } : {}),
+    })),
+    average: {
+      facts: avg.facts,
+      prob: round(avg.prob),
+      layerSum: roundAll(avg.layerSum),
+      layerMax: roundAll(avg.layerMax),
+      neurons: avg.neurons.map(roundAll),
+    },
+    selection: { aggregate: o.aggregate, ...selection[o.aggregate], byAggregate: selection },
+    pictures: ["layer-sum.svg", "layer-max.svg", "neurons.svg", ...(tracing ? ["ig-vs-tracing.svg"] : [])],
+  };
+}
+
+/** Mean over facts of p - p(layer zeroed): what each layer's attributions add up to (completeness). */
+function averageDrop(results: FactAttribution[]): number[] {
+  return results[0].baselineProb.map((_, l) =>
+    results.reduce((s, r) => s + r.prob - r.baselineProb[l], 0) / results.length
+  );
+}
+
+async function runLga(
+  model: GPT2,
+  tok: Tokenizer,
+  requests: SelectionRequest[],
+  o: { params: LgaParam[]; fence: number; out: string },
+) {
+  const result = await layerGradientAnalysis(model, tok, requests, {
+    params: o.params,
+    fenceK: o.fence,
+    onProgress: requests.length > 1 ? progress("requests") : undefined,
+  });
+  await Deno.writeTextFile(join(o.out, "lga.svg"), lgaChartSvg(result));
+  const { selection } = result;
+  console.log(table(
+    ["layer", "S_l", "kept"],
+    result.scores.map((s, l) => [String(l), s, selection.excluded.includes(l) ? "excluded" : "yes"]),
+  ));
+  console.log(
+    `\nTukey fences [${selection.fences.lower.toPrecision(4)}, ${
+      selection.fences.upper.toPrecision(4)
+    }] (k ${o.fence}); ` +
+      `golden layer ${selection.golden}; ranking ${selection.ranking.join(",")}`,
+  );
+  return {
+    records: requests.map((r, q) => ({
+      prompt: r.prompt,
+      targetTrue: r.targetTrue,
+      targetNew: r.targetNew,
+      lossOld: round(result.lossOld[q]),
+      lossNew: round(result.lossNew[q]),
+      innerProducts: roundAll(result.perRequest[q]),
+    })),
+    scores: result.scores,
+    selection,
+    pictures: ["lga.svg"],
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string", default: DEFAULT_MODEL_DIR },
+      method: { type: "string" },
+      prompt: { type: "string" },
+      subject: { type: "string" },
+      target: { type: "string" },
+      "target-new": { type: "string" },
+      dataset: { type: "string" },
+      limit: { type: "string" },
+      steps: { type: "string" },
+      aggregate: { type: "string", default: "sum" },
+      trace: { type: "boolean", default: false },
+      params: { type: "string", default: "c_proj" },
+      fence: { type: "string", default: "1.5" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const method = values.method;
+  if (method !== "ig" && method !== "lga") {
+    throw new Error(`--method must be ig or lga, got ${JSON.stringify(method)}\n${USAGE}`);
+  }
+  if (values.prompt !== undefined && values.dataset !== undefined) {
+    throw new Error("give either --prompt ... or --dataset, not both");
+  }
+  if (values.prompt !== undefined && values.target === undefined) {
+    throw new Error("--prompt needs --target (the true answer)");
+  }
+  if (
+    values.prompt === undefined &&
+    [values.target, values["target-new"], values.subject].some((v) => v !== undefined)
+  ) {
+    throw new Error("--target, --target-new and --subject go with --prompt");
+  }
+  if (method === "lga" && values.prompt !== undefined && values["target-new"] === undefined) {
+    throw new Error("--method lga with --prompt needs --target-new (the new target)");
+  }
+  if (method === "ig" && values.trace && values.prompt !== undefined && values.subject === undefined) {
+    throw new Error("--trace with --prompt needs --subject (causal tracing corrupts the subject's tokens)");
+  }
+  const aggregate = values.aggregate;
+  if (aggregate !== "sum" && aggregate !== "max") {
+    throw new Error(`--aggregate must be sum or max, got ${JSON.stringify(aggregate)}`);
+  }
+  const params = values.params!.split(",") as LgaParam[];
+  if (params.some((p) => p !== "c_proj" && p !== "c_fc")) {
+    throw new Error(`--params must list c_proj and/or c_fc, got ${JSON.stringify(values.params)}`);
+  }
+  const fence = Number(values.fence);
+  if (!(fence >= 0)) throw new Error(`--fence must be a number >= 0, got ${JSON.stringify(values.fence)}`);
+  const steps = positiveInt("steps", values.steps, DEFAULT_IG_STEPS);
+  if (steps < 2) throw new Error("--steps must be at least 2 (alpha runs over k/(steps-1))");
+  const limit = positiveInt("limit", values.limit, Infinity);
+
+  const modelDir = values.model!;
+  const gpu = await getGpu();
+  const [model, tok] = await Promise.all([GPT2.load(gpu, modelDir), loadTokenizer(modelDir)]);
+  console.error(
+    `model ${modelDir} (${model.config.nLayer} layers, d=${model.config.nEmbd}) on ${gpu.describe()}`,
+  );
+
+  let requests: SelectionRequest[];
+  let dataset: string;
+  let cases: { records: number; used: number } | null = null;
+  if (values.prompt !== undefined) {
+    dataset = "command line";
+    requests = [{
+      prompt: values.prompt,
+      subject: values.subject ?? "",
+      targetTrue: values.target!,
+      targetNew: values["target-new"] ?? "",
+    }];
+  } else {
+    dataset = values.dataset ?? join(modelDir, "counterfact.json");
+    const loaded = await loadDataset(dataset);
+    requests = selectionRequests(loaded.cases.slice(0, limit));
+    cases = { records: loaded.cases.length, used: requests.length };
+    console.error(`${dataset}: ${loaded.format}, using ${requests.length} of ${loaded.cases.length} cases`);
+  }
+  if (requests.length === 0) throw new Error(`${dataset}: no cases`);
+
+  const out = values.out ?? `runs/attribute-${method}`;
+  await Deno.mkdir(out, { recursive: true });
+  const started = performance.now();
+  const body = method === "ig"
+    ? await runIg(model, tok, requests, { steps, aggregate, trace: values.trace!, out })
+    : await runLga(model, tok, requests, { params, fence, out });
+  const seconds = (performance.now() - started) / 1000;
+
+  const meta = {
+    tool: "deno task attribute",
+    model: modelDir,
+    config: model.config,
+    dataset,
+    cases,
+    method: method === "ig"
+      ? "integrated gradients over MLP neurons (pre-GELU c_fc output at the last prompt position)"
+      : "Layer Gradient Analysis",
+    hyperparameters: method === "ig"
+      ? {
+        steps,
+        rule:
+          "baseline 0, alpha_k = k/(steps-1) for k = 0..steps-1, score_i = a_i/steps * sum_k dp/d(alpha_k a)_i",
+        target: "probability of the first token of ' ' + target_true at the last prompt position",
+        aggregate,
+        selection:
+          "ROME: argmax over layers of the mean per-layer score; MEMIT: the 5 consecutive layers with the highest total",
+        knowledgeNeurons: "score > 0.2 x the largest score over all layers",
+        tracing: values.trace ? "MLP window 10, 10 noise samples, noise 3 x std(wte), seed 1" : null,
+      }
+      : {
+        params: params.map((p) => `mlp.${p}.weight`),
+        loss:
+          "teacher-forced mean cross-entropy of the answer's tokens after the prompt (tokens of ' ' + answer)",
+        score:
+          "S_l = sum over requests of <grad loss(target_true), grad loss(target_new)> w.r.t. the layer's weights",
+        fenceK: fence,
+        selection: "exclude layers outside Tukey's fences, then argmax of S_l",
+      },
+    adapter: gpu.describe(),
+    date: new Date().toISOString(),
+    seconds,
+  };
+  await Deno.writeTextFile(join(out, "attribution.json"), JSON.stringify({ meta, ...body }) + "\n");
+  console.error(
+    `\n${requests.length} case(s) in ${formatSeconds(seconds)}; wrote ${out}/attribution.json, ${
+      body.pictures.join(", ")
+    }`,
+  );
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}
