@@ -12,7 +12,7 @@ import { contextTemplates, factStates, instantiate, subjectNoise } from "../expe
 import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg.ts";
 import { computeRome } from "../experiments/editing/rome.ts";
 import { computeKeyStats, keyStats, type KeyStats, packCorpus } from "../experiments/editing/stats.ts";
-import { planRequest, ValueObjective } from "../experiments/editing/values.ts";
+import { optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
 import { matmulRef } from "./reference.ts";
 import { referenceForward } from "./reference_model.ts";
 import { assertClose, randomArray, rng } from "./util.ts";
@@ -274,3 +274,21 @@ for (const variant of [
     assert.ok(err < 2e-3, `relative gradient error ${err}`);
   });
 }
+
+Deno.test("v* of several requests optimised in one batch (finished ones leaving it) equal each optimised alone", async () => {
+  const model = GPT2.random(gpu, cfg, 13, true);
+  const requests: EditRequest[] = [
+    request,
+    { prompt: "{} works at", subject: "Carl", target: "Rome Lima" },
+    { prompt: "{} is a", subject: "Eva Falk", target: "city", direction: "decrease" },
+  ];
+  // The erasure request starts below the stopping loss (its target is already unlikely), so it leaves
+  // the batch after the first evaluation and the batch is rebuilt for the other two.
+  const o = { layer: 1, site: "mlp" as const, contexts: ["{}", "Oslo is a city . {}"], steps: 6, lr: 0.05, weightDecay: 0.01, klFactor: 0.1, clampNormFactor: 50 };
+  const together = await optimiseValues(model, tok, requests, o);
+  for (const [i, r] of requests.entries()) {
+    const [alone] = await optimiseValues(model, tok, [r], o);
+    assertClose(together[i].target, alone.target, 1e-6, `request ${i} v*`);
+    assert.deepEqual(together[i].losses.length, alone.losses.length);
+  }
+});

@@ -124,26 +124,49 @@ function l2(v: ArrayLike<number>): number {
   return Math.sqrt(s);
 }
 
-/** Loss and gradient of one batch of requests as a function of their deltas (see the file header). */
+/** h_0 and the KL reference distribution of each request, recorded at delta = 0. */
+export interface ValueReference {
+  targetInit: Float32Array;
+  klInit: Float64Array;
+}
+
+/**
+ * Loss and gradient of one batch of requests as a function of their deltas (see the file header).
+ * The residual entering the edited layer does not depend on delta, so it is computed once (with the
+ * subject noise, if any) and every evaluation runs the forward pass from that layer on.
+ */
 export class ValueObjective {
   readonly n: number;
   private readonly batch: Batch;
-  private readonly noiseHooks: Hook[];
-  private readonly releaseNoise: () => void;
+  private readonly input: Tensor;
   private readonly nllRows: { row: number; target: number; request: number; prompt: number }[] = [];
   private readonly outputRows: number[];
   private readonly siteHook: Hook;
   private readonly tensors: Record<"targets" | "nllMask" | "losses" | "klLogits" | "deltas" | "gradDeltas" | "init" | "dlogits", Tensor>;
-  /** The site state at delta = 0 (set by the first evaluate). */
-  targetInit: Float32Array[] = [];
-  private klInit: Float64Array[] = [];
+  /** Per request; recorded by the first evaluate unless given. */
+  references: ValueReference[];
 
-  constructor(readonly model: GPT2, private readonly plans: RequestPlan[], private readonly o: ValueOptions) {
+  constructor(
+    readonly model: GPT2,
+    private readonly plans: RequestPlan[],
+    private readonly o: ValueOptions,
+    references?: ValueReference[],
+  ) {
     const gpu = model.gpu, d = model.config.nEmbd, V = model.config.vocabSize;
     this.n = plans.length;
+    this.references = references ?? [];
     const nContexts = o.contexts.length;
-    ({ batch: this.batch, hooks: this.noiseHooks, release: this.releaseNoise } = batchWithNoise(gpu, d, plans.flatMap((p) => p.instances)));
-    const T = this.batch.T;
+    const { batch, hooks, release } = batchWithNoise(gpu, d, plans.flatMap((p) => p.instances));
+    this.batch = batch;
+    const T = batch.T, R = batch.B * T;
+    // The residual entering layer o.layer: the embeddings (noised) for layer 0, else block o.layer-1's output.
+    this.input = gpu.zeros([R, d]);
+    const all = Array.from({ length: R }, (_, i) => i);
+    const site = o.layer === 0 ? "embed" : "resid";
+    hooks.push({ layer: o.layer - 1, site, capture: { into: this.input, rows: all } });
+    model.releaseForward(model.forward(batch, { hooks, outputRows: [0] }));
+    release();
+
     // Scored rows: every target token of every rewrite prompt, then one KL row per request.
     const klRows: number[] = [];
     const deltaEntries: RowEntry[] = [];
@@ -195,20 +218,28 @@ export class ValueObjective {
     const gpu = this.model.gpu, d = this.model.config.nEmbd, V = this.model.config.vocabSize;
     const t = this.tensors, o = this.o, n = this.n, nContexts = o.contexts.length;
     const nNll = this.nllRows.length, nRows = nNll + n;
-    const first = this.targetInit.length === 0;
+    const first = this.references.length === 0;
     if (first && deltas.some((x) => x.some((v) => v !== 0))) throw new Error("ValueObjective: the first evaluation must be at delta = 0");
     const flat = new Float32Array(n * d);
     deltas.forEach((x, r) => flat.set(x, r * d));
     gpu.write(t.deltas, flat);
 
-    const fwd = this.model.forward(this.batch, { hooks: [...this.noiseHooks, this.siteHook], outputRows: this.outputRows, keep: !!wantGradient });
+    const fwd = this.model.forward(this.batch, {
+      startLayer: this.o.layer,
+      input: this.input,
+      hooks: [this.siteHook],
+      outputRows: this.outputRows,
+      keep: !!wantGradient,
+    });
     crossEntropy(gpu, fwd.logits, t.targets, nRows, V, { losses: t.losses, weights: t.nllMask });
     gpu.copy(fwd.logits, t.klLogits, n * V, nNll * V, 0);
     const read = await gpu.readMany(first ? [t.losses, t.klLogits, t.init] : [t.losses, t.klLogits]);
     const [rowLoss, klFlat] = read;
     if (first) {
-      this.targetInit = this.plans.map((_, r) => read[2].slice(r * d, (r + 1) * d));
-      this.klInit = this.plans.map((_, r) => logSoftmax(klFlat.subarray(r * V, (r + 1) * V)));
+      this.references = this.plans.map((_, r) => ({
+        targetInit: read[2].slice(r * d, (r + 1) * d),
+        klInit: logSoftmax(klFlat.subarray(r * V, (r + 1) * V)),
+      }));
     }
 
     // Per prompt NLL (mean over target tokens), then each request's loss and d loss / d logits.
@@ -235,8 +266,8 @@ export class ValueObjective {
       });
       const logCur = logSoftmax(klFlat.subarray(r * V, (r + 1) * V));
       let kl = 0;
-      for (let v = 0; v < V; v++) kl += Math.exp(logCur[v]) * (logCur[v] - this.klInit[r][v]);
-      const initNorm = l2(this.targetInit[r]);
+      for (let v = 0; v < V; v++) kl += Math.exp(logCur[v]) * (logCur[v] - this.references[r].klInit[v]);
+      const initNorm = l2(this.references[r].targetInit);
       const loss = objective + o.klFactor * kl + o.weightDecay * l2(deltas[r]) / (initNorm * initNorm);
       losses.push(loss);
       probs.push(prob);
@@ -247,7 +278,7 @@ export class ValueObjective {
           if (x.request === r) rowWeight[i] = scale * slope[x.prompt];
         });
         for (let v = 0; v < V; v++) {
-          klGrad[r * V + v] = o.klFactor * Math.exp(logCur[v]) * (logCur[v] - this.klInit[r][v] - kl);
+          klGrad[r * V + v] = o.klFactor * Math.exp(logCur[v]) * (logCur[v] - this.references[r].klInit[v] - kl);
         }
       }
     });
@@ -269,7 +300,7 @@ export class ValueObjective {
       if (!gradientOf[r]) return null;
       const g = Float64Array.from(grad.subarray(r * d, (r + 1) * d));
       // The weight decay term weight_decay * |delta| / |h_0|^2 (its gradient is taken as 0 at delta = 0).
-      const initNorm = l2(this.targetInit[r]), deltaNorm = l2(deltas[r]);
+      const initNorm = l2(this.references[r].targetInit), deltaNorm = l2(deltas[r]);
       if (deltaNorm > 0) for (let i = 0; i < d; i++) g[i] += o.weightDecay * deltas[r][i] / (deltaNorm * initNorm * initNorm);
       return g;
     });
@@ -277,59 +308,71 @@ export class ValueObjective {
   }
 
   release(): void {
-    this.releaseNoise();
-    this.model.gpu.release(...Object.values(this.tensors));
+    this.model.gpu.release(this.input, ...Object.values(this.tensors));
   }
 }
 
-/** ROME's loop: Adam on each delta, stop a request once its loss < 5e-2, clamp its norm after each update. */
+/**
+ * ROME's loop: Adam on each delta, a request stops once its loss < 5e-2, its delta is clamped after
+ * each update. Finished requests leave the batch (it is rebuilt for the rest once a quarter is done),
+ * which changes nothing for the others: their rows never interact.
+ */
 async function optimiseGroup(model: GPT2, plans: RequestPlan[], o: ValueOptions): Promise<ValueResult[]> {
   const d = model.config.nEmbd;
-  const objective = new ValueObjective(model, plans, o);
   const delta = plans.map(() => new Float64Array(d));
   const adamM = plans.map(() => new Float64Array(d)), adamV = plans.map(() => new Float64Array(d));
   const [beta1, beta2, eps] = [0.9, 0.999, 1e-8];
   const done = plans.map(() => false);
   const updates = plans.map(() => 0);
   const lossHistory: number[][] = plans.map(() => []);
-  let probs: number[] = [];
+  const probs = plans.map(() => 0);
+  const references: ValueReference[] = [];
+  let members = plans.map((_, i) => i); // plans in the current objective's batch
+  let objective = new ValueObjective(model, plans, o);
   try {
     for (let it = 0; it < o.steps; it++) {
-      const evaluated = await objective.evaluate(delta, (r, loss) => {
-        if (done[r]) return false;
-        lossHistory[r].push(loss);
-        if (loss < STOP_LOSS || it === o.steps - 1) done[r] = true;
-        return !done[r];
+      const evaluated = await objective.evaluate(members.map((i) => delta[i]), (r, loss) => {
+        const i = members[r];
+        lossHistory[i].push(loss);
+        if (loss < STOP_LOSS || it === o.steps - 1) done[i] = true;
+        return !done[i];
       });
-      probs = evaluated.probs;
-      plans.forEach((_, r) => {
+      if (it === 0) references.push(...objective.references);
+      members.forEach((i, r) => {
+        probs[i] = evaluated.probs[r];
         const grad = evaluated.grads[r];
         if (!grad) return;
-        const t = ++updates[r];
-        for (let i = 0; i < d; i++) {
-          const g = grad[i];
-          adamM[r][i] = beta1 * adamM[r][i] + (1 - beta1) * g;
-          adamV[r][i] = beta2 * adamV[r][i] + (1 - beta2) * g * g;
-          const mHat = adamM[r][i] / (1 - beta1 ** t), vHat = adamV[r][i] / (1 - beta2 ** t);
-          delta[r][i] -= o.lr * mHat / (Math.sqrt(vHat) + eps);
+        const t = ++updates[i];
+        for (let j = 0; j < d; j++) {
+          adamM[i][j] = beta1 * adamM[i][j] + (1 - beta1) * grad[j];
+          adamV[i][j] = beta2 * adamV[i][j] + (1 - beta2) * grad[j] * grad[j];
+          const mHat = adamM[i][j] / (1 - beta1 ** t), vHat = adamV[i][j] / (1 - beta2 ** t);
+          delta[i][j] -= o.lr * mHat / (Math.sqrt(vHat) + eps);
         }
-        const maxNorm = o.clampNormFactor * l2(objective.targetInit[r]), norm = l2(delta[r]);
-        if (norm > maxNorm) for (let i = 0; i < d; i++) delta[r][i] *= maxNorm / norm;
+        const maxNorm = o.clampNormFactor * l2(references[i].targetInit), norm = l2(delta[i]);
+        if (norm > maxNorm) for (let j = 0; j < d; j++) delta[i][j] *= maxNorm / norm;
       });
+      const active = members.filter((i) => !done[i]);
+      if (active.length === 0) break;
+      if (active.length <= 0.75 * members.length) {
+        objective.release();
+        members = active;
+        objective = new ValueObjective(model, members.map((i) => plans[i]), o, members.map((i) => references[i]));
+      }
     }
   } finally {
     objective.release();
   }
-  return plans.map((_, r) => {
-    const deltaF = Float32Array.from(delta[r]);
-    const init = objective.targetInit[r];
+  return plans.map((_, i) => {
+    const deltaF = Float32Array.from(delta[i]);
+    const init = references[i].targetInit;
     return {
       targetInit: init,
       delta: deltaF,
-      target: init.map((v, i) => v + deltaF[i]),
-      losses: lossHistory[r],
-      targetProb: probs[r],
-      updates: updates[r],
+      target: init.map((v, j) => v + deltaF[j]),
+      losses: lossHistory[i],
+      targetProb: probs[i],
+      updates: updates[i],
     };
   });
 }
