@@ -17,6 +17,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
 import {
+  answerIds,
   attributeFacts,
   averageAttributions,
   bestWindow,
@@ -40,7 +41,8 @@ const USAGE = `usage: deno task attribute --method ig|lga [options]
   --prompt TEXT --target TEXT [--target-new TEXT] [--subject TEXT]
                        one fact (the prompt with its subject filled in; lga needs --target-new,
                        --trace needs --subject)
-  --dataset FILE       CounterFact-style JSON (default: counterfact.json in the model folder)
+  --dataset FILE       CounterFact-style JSON (default: counterfact.json in the model folder);
+                       ig also reads known_1000, zsRE and KnowEdit files (experiments/datasets.ts)
   --limit N            use the first N cases of the dataset
   --steps N            ig: points of the Riemann sum (default ${DEFAULT_IG_STEPS})
   --aggregate sum|max  ig: per-layer score used for the selected layers (default sum)
@@ -341,7 +343,21 @@ async function main(argv: string[]): Promise<number> {
   } else {
     dataset = values.dataset ?? join(modelDir, "counterfact.json");
     const loaded = await loadDataset(dataset);
-    requests = selectionRequests(loaded.cases.slice(0, limit));
+    const used = loaded.cases.slice(0, limit);
+    // Integrated gradients needs only the true answer, so known_1000-style files work too.
+    requests = method === "lga" ? selectionRequests(used) : used.map((c) => {
+      if (c.targetTrue === null) throw new Error(`${dataset}: ${c.id}: no true answer to attribute`);
+      return { prompt: c.prompt, subject: c.subject, targetTrue: c.targetTrue, targetNew: c.targetNew ?? "" };
+    });
+    // Unknown words are reported with the record they come from, before any work starts.
+    requests.forEach((r, i) => {
+      try {
+        answerIds(tok, r.targetTrue);
+        if (method === "lga") answerIds(tok, r.targetNew);
+      } catch (e) {
+        throw new Error(`${dataset}: ${used[i].id}: ${(e as Error).message}`);
+      }
+    });
     cases = { records: loaded.cases.length, used: requests.length };
     console.error(`${dataset}: ${loaded.format}, using ${requests.length} of ${loaded.cases.length} cases`);
   }

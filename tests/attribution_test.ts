@@ -556,6 +556,15 @@ Deno.test("deno task attribute: ig on the model's counterfact.json with tracing,
   );
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /needs --target-new/);
+  await Deno.writeTextFile(
+    `${dir}/unknown.json`,
+    JSON.stringify([rewrite(4, "{} was born in", "Vela Dornik", "Paris", "Oslo")]),
+  );
+  const unknown = await attribute("--method", "ig", "--dataset", `${dir}/unknown.json`, "--out", lgaOut);
+  assert.match(
+    unknown.stderr,
+    /unknown\.json: counterfact:4: answer "Paris" has a word outside the tokenizer's vocabulary/,
+  );
   const badMethod = await attribute("--method", "saliency", "--out", lgaOut);
   assert.match(badMethod.stderr, /--method must be ig or lga/);
 });
