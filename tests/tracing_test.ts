@@ -527,3 +527,20 @@ Deno.test("deno task trace on a dataset: known filter, JSON with run metadata, C
   }
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("a grid of more dispatches than one submit holds (one forward per cell) gives the same numbers", async () => {
+  const deep: GPT2Config = { ...cfg, nLayer: 6 };
+  const deepModel = GPT2.random(gpu, deep, 2, true);
+  const o = { samples: 2, noise: 1, seed: 1, window: 1 };
+  const before = gpu.dispatchCount;
+  const perCell = await traceTokens(deepModel, ids, subject, target, {
+    ...o,
+    reuse: false,
+    maxRows: 2 * ids.length,
+  });
+  assert.ok(gpu.dispatchCount - before > 4096, `only ${gpu.dispatchCount - before} dispatches`);
+  const reused = await traceTokens(deepModel, ids, subject, target, o);
+  for (const kind of ["resid", "mlp", "attn"] as const) {
+    assert.ok(maxAbs(gridOf(perCell, kind).prob, gridOf(reused, kind).prob) < 1e-7, kind);
+  }
+});
