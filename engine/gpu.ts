@@ -322,7 +322,6 @@ export class Gpu {
     if (x > maxGroups || y > maxGroups || z > maxGroups) {
       throw new Error(`dispatch of [${x},${y},${z}] workgroups exceeds the adapter limit ${maxGroups} per dimension`);
     }
-    if (this.uniformSlot >= UNIFORM_SLOTS) this.flush();
     this.ensureEncoder();
     const entries: GPUBindGroupEntry[] = buffers.map((t, i) => ({ binding: i, resource: { buffer: t.buffer } }));
     if (u) {
@@ -340,6 +339,9 @@ export class Gpu {
     this.pass.setBindGroup(0, bindGroup);
     this.pass.dispatchWorkgroups(x, y, z);
     this.dispatchCount++;
+    // Flush once the uniform ring is full. Only *after* recording: tensors uploaded for this
+    // dispatch (gpu.upload) are destroyed after the submit that uses them, never before.
+    if (this.uniformSlot >= UNIFORM_SLOTS) this.flush();
   }
 
   private ensureEncoder(): void {
