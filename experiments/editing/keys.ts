@@ -13,6 +13,7 @@
 import type { Gpu } from "../../engine/gpu.ts";
 import { type Batch, type GPT2, type Hook, makeBatch, type Site } from "../../engine/model.ts";
 import { topK } from "../../engine/ops.ts";
+import { mulberry32 } from "../../engine/random.ts";
 import { subjectTokenRange, type Tokenizer } from "../../engine/tokenizer.ts";
 import { gaussianNoise } from "../tracing.ts";
 import type { SubjectNoise } from "./edit.ts";
@@ -148,18 +149,6 @@ export interface TemplateSpec {
 
 const templateCache = new WeakMap<GPT2, Map<string, string[]>>();
 
-/** Seeded uniform [0,1) generator (mulberry32). */
-function uniformGenerator(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * ["{}", "<text>. {}", ...]: the bare template followed by one per sampled text (ROME's
  * get_context_templates, braces in texts replaced by spaces). Cached per model and spec.
@@ -171,7 +160,7 @@ export async function contextTemplates(model: GPT2, tok: Tokenizer, spec: Templa
   const hit = cache.get(key);
   if (hit) return hit;
 
-  const random = uniformGenerator(spec.seed);
+  const random = mulberry32(spec.seed);
   let starts: number[];
   if (spec.startWords && spec.startWords.length > 0) {
     starts = spec.startWords.map((w) => {

@@ -29,7 +29,8 @@ export function parseMethod(name: string): MethodName {
 }
 
 export type MethodConfig =
-  | { method: "rome" | "r-rome"; hparams: RomeHparams }
+  | { method: "rome"; hparams: RomeHparams }
+  | { method: "r-rome"; hparams: RomeHparams }
   | { method: "memit"; hparams: MemitHparams }
   | { method: "emmet"; hparams: EmmetHparams }
   | { method: "ft"; hparams: FtHparams };
@@ -53,7 +54,12 @@ function defined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-export function methodConfig(model: GPT2, method: MethodName, o: Overrides = {}): MethodConfig {
+/** The family's defaults for `method` with overrides applied. */
+export function methodConfig<M extends MethodName>(model: GPT2, method: M, o: Overrides = {}): Extract<MethodConfig, { method: M }> {
+  return configFor(model, method, o) as Extract<MethodConfig, { method: M }>;
+}
+
+function configFor(model: GPT2, method: MethodName, o: Overrides): MethodConfig {
   const cfg = model.config;
   const { layers, numSteps, normConstraint, mom2UpdateWeight, ...value } = o;
   const valueOverrides = defined(value);

@@ -1,0 +1,199 @@
+// Edit quality on a model with a CounterFact file (the embedded model by default): Hase et al.'s
+// normalised rewrite / paraphrase / neighborhood scores, averaged over fixed cases.
+//
+//   ./locus run -A experiments/editing/quality.ts [--model DIR] [--cases 100] [--sweep-cases 20]
+//       [--problem error-injection] [--methods rome,r-rome,memit,emmet,ft] [--json FILE] [--check]
+//
+// Cases: the first --cases records of DIR/counterfact.json (file order) whose true object the model
+// predicts (greedy first token), as Hase et al. keep facts the model knows. Reported:
+//   - ROME at every layer (the per-layer averages; --sweep-cases cases at layers other than the
+//     default, all cases at the default layer), each fact edited alone on the unedited model;
+//   - the other methods at their default layers: R-ROME and FT-L one fact at a time, MEMIT and EMMET
+//     all cases as ONE batch edit;
+//   - the quality bar: ROME at its default layer rewrite >= 0.9 with neighborhood >= 0.8, and a MEMIT
+//     batch of >= 100 edits with rewrite >= 0.8 (--check: exit 1 if not met).
+import { parseArgs } from "node:util";
+import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
+import { getGpu } from "../../engine/gpu.ts";
+import { GPT2 } from "../../engine/model.ts";
+import { loadTokenizer, type Tokenizer } from "../../engine/tokenizer.ts";
+import { loadDataset } from "../datasets.ts";
+import { greedyNextTokens } from "../recall.ts";
+import { defaultNoiseLevel } from "../tracing.ts";
+import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
+import { statsHparams } from "./hparams.ts";
+import { targetIds } from "./keys.ts";
+import { computeEdits, editedLayers, methodConfig, type MethodName, parseMethod, templateStartWords } from "./methods.ts";
+import {
+  type CaseProbabilities,
+  caseProbabilities,
+  caseScores,
+  type CaseScores,
+  editingCase,
+  type EditingCase,
+  parseProblem,
+  problemRequest,
+} from "./problems.ts";
+import { keyStats } from "./stats.ts";
+
+interface Pair {
+  c: EditingCase;
+  request: EditRequest;
+}
+
+interface Row {
+  label: string;
+  layers: number[];
+  cases: number;
+  seconds: number;
+  mean: CaseScores;
+  scores: CaseScores[];
+}
+
+function meanScores(scores: CaseScores[]): CaseScores {
+  const avg = (k: keyof CaseScores) => {
+    const xs = scores.map((s) => s[k]).filter((x) => !Number.isNaN(x));
+    return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
+  };
+  return { rewrite: avg("rewrite"), paraphrase: avg("paraphrase"), neighborhood: avg("neighborhood"), overall: avg("overall") };
+}
+
+/** Each edit applied alone to the unedited model, its own case scored, then undone. */
+async function scoreEach(model: GPT2, tok: Tokenizer, edits: Edit[], pairs: Pair[], pre: CaseProbabilities[]): Promise<CaseScores[]> {
+  const out: CaseScores[] = [];
+  for (const [i, edit] of edits.entries()) {
+    const applied = await applyEdit(model, edit);
+    const [post] = await caseProbabilities(model, tok, [pairs[i]]);
+    applied.undo();
+    out.push(caseScores(pairs[i].request, pre[i], post));
+  }
+  return out;
+}
+
+/** One edit of all pairs at once, every case scored on the edited model. */
+async function scoreBatch(model: GPT2, tok: Tokenizer, edit: Edit, pairs: Pair[], pre: CaseProbabilities[]): Promise<CaseScores[]> {
+  const applied = await applyEdit(model, edit);
+  const post = await caseProbabilities(model, tok, pairs);
+  applied.undo();
+  return pairs.map((p, i) => caseScores(p.request, pre[i], post[i]));
+}
+
+const fmt = (x: number) => (Number.isNaN(x) ? "  -  " : x.toFixed(3));
+
+async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string", default: DEFAULT_MODEL_DIR },
+      cases: { type: "string", default: "100" },
+      "sweep-cases": { type: "string", default: "20" },
+      problem: { type: "string", default: "error-injection" },
+      methods: { type: "string", default: "rome,r-rome,memit,emmet,ft" },
+      "stats-dir": { type: "string" },
+      json: { type: "string" },
+      check: { type: "boolean", default: false },
+    },
+  });
+  const dir = values.model!;
+  const nCases = Number(values.cases), sweepCases = Number(values["sweep-cases"]);
+  const problem = parseProblem(values.problem!);
+  const methods = values.methods!.split(",").map((m) => parseMethod(m.trim()));
+  const gpu = await getGpu();
+  const model = await GPT2.load(gpu, dir);
+  const tok = await loadTokenizer(dir);
+  const corpus = `${dir}/corpus.txt`;
+  const startWords = await templateStartWords(tok, corpus);
+  console.log(`model ${dir}: ${model.config.nLayer} layers, d=${model.config.nEmbd}; ${gpu.describe()}`);
+
+  // Fixed cases: the first nCases known facts in file order.
+  const { cases: all } = await loadDataset(`${dir}/counterfact.json`);
+  const candidates = all.map(editingCase);
+  const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(c.prompt.replace("{}", c.subject))));
+  const known = candidates.filter((c, i) => predicted[i] === targetIds(tok, c.targetTrue)[0]);
+  const cases = known.slice(0, nCases);
+  console.log(`${known.length} of ${candidates.length} CounterFact facts are known (greedy first token); using the first ${cases.length}`);
+  if (cases.length === 0) throw new Error("no known facts to edit");
+
+  const noise = { seed: 1, scale: await defaultNoiseLevel(model) };
+  const pairs: Pair[] = [];
+  for (const c of cases) pairs.push({ c, request: await problemRequest(model, tok, c, problem, noise) });
+  const pre = await caseProbabilities(model, tok, pairs);
+  const allLayers = Array.from({ length: model.nLayer }, (_, l) => l);
+  const stats = await keyStats(model, tok, {
+    corpus,
+    layers: allLayers,
+    samples: statsHparams(model.config).samples,
+    cacheDir: values["stats-dir"],
+    log: (l) => console.log(l),
+  });
+
+  const rows: Row[] = [];
+  const run = async (label: string, method: MethodName, layers: number[] | undefined, n: number, mode: "each" | "batch") => {
+    const mc = methodConfig(model, method, { layers });
+    const sub = pairs.slice(0, n), subPre = pre.slice(0, n);
+    const requests = sub.map((p) => p.request);
+    const t0 = performance.now();
+    let scores: CaseScores[];
+    if (mode === "batch") {
+      const [edit] = await computeEdits(model, tok, mc, requests, stats, { startWords });
+      scores = await scoreBatch(model, tok, edit, sub, subPre);
+    } else {
+      // ROME and R-ROME compute independent per-fact edits in one call; the others one call per fact
+      // (in turn: FT-L trains the model's own weights while it runs).
+      let edits: Edit[] = [];
+      if (method === "rome" || method === "r-rome") edits = await computeEdits(model, tok, mc, requests, stats, { startWords });
+      else for (const r of requests) edits.push(...await computeEdits(model, tok, mc, [r], stats, { startWords }));
+      scores = await scoreEach(model, tok, edits, sub, subPre);
+    }
+    const row = { label, layers: editedLayers(mc), cases: n, seconds: (performance.now() - t0) / 1000, mean: meanScores(scores), scores };
+    rows.push(row);
+    const m = row.mean;
+    console.log(
+      `${label.padEnd(24)} layers ${row.layers.join(",").padEnd(10)} n=${String(n).padEnd(4)} rewrite ${fmt(m.rewrite)}  ` +
+        `paraphrase ${fmt(m.paraphrase)}  neighborhood ${fmt(m.neighborhood)}  overall ${fmt(m.overall)}  (${row.seconds.toFixed(0)} s)`,
+    );
+    return row;
+  };
+
+  const defaultRomeLayer = methodConfig(model, "rome").hparams;
+  let romeDefault: Row | undefined;
+  if (methods.includes("rome")) {
+    console.log(`\nROME, ${problem}, per layer (one fact edited at a time; default layer ${defaultRomeLayer.layer}):`);
+    for (const l of allLayers) {
+      const row = await run(`rome layer ${l}${l === defaultRomeLayer.layer ? " (default)" : ""}`, "rome", [l], l === defaultRomeLayer.layer ? cases.length : Math.min(sweepCases, cases.length), "each");
+      if (l === defaultRomeLayer.layer) romeDefault = row;
+    }
+  }
+  console.log(`\nOther methods at their default layers (${problem}):`);
+  let memitRow: Row | undefined;
+  for (const method of methods.filter((m) => m !== "rome")) {
+    const mode = method === "memit" || method === "emmet" ? "batch" : "each";
+    const row = await run(`${method} (${mode === "batch" ? "one batch" : "one at a time"})`, method, undefined, cases.length, mode);
+    if (method === "memit") memitRow = row;
+  }
+
+  console.log("\nQuality bar:");
+  const checks: [string, boolean][] = [];
+  if (romeDefault) {
+    checks.push([`ROME layer ${defaultRomeLayer.layer}: mean rewrite ${fmt(romeDefault.mean.rewrite)} >= 0.9 over ${romeDefault.cases} edits`, romeDefault.mean.rewrite >= 0.9]);
+    checks.push([`ROME layer ${defaultRomeLayer.layer}: mean neighborhood ${fmt(romeDefault.mean.neighborhood)} >= 0.8`, romeDefault.mean.neighborhood >= 0.8]);
+  }
+  if (memitRow) {
+    checks.push([`MEMIT: one batch of ${memitRow.cases} edits (>= 100), mean rewrite ${fmt(memitRow.mean.rewrite)} >= 0.8`, memitRow.cases >= 100 && memitRow.mean.rewrite >= 0.8]);
+  }
+  for (const [text, ok] of checks) console.log(`  ${ok ? "PASS" : "FAIL"}  ${text}`);
+  if (values.json) {
+    await Deno.writeTextFile(values.json, JSON.stringify({ model: dir, problem, cases: cases.length, rows, checks }, null, 1));
+    console.log(`wrote ${values.json}`);
+  }
+  return values.check && checks.some(([, ok]) => !ok) ? 1 : 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error(`quality: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}
