@@ -32,7 +32,7 @@ import {
   neuronHeatmapSvg,
 } from "./attribution.ts";
 import { loadDataset } from "./datasets.ts";
-import { type SelectionRequest, selectionRequests } from "./layer_selection.ts";
+import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "./layer_selection.ts";
 import { traceFact } from "./tracing.ts";
 
 const USAGE = `usage: deno task attribute --method ig|lga [options]
@@ -48,6 +48,9 @@ const USAGE = `usage: deno task attribute --method ig|lga [options]
   --aggregate sum|max  ig: per-layer score used for the selected layers (default sum)
   --trace              ig: also trace each fact (MLP indirect effect at the last subject token) and
                        draw attribution against tracing
+  --window N           ig --trace: MLP layers restored around each layer (default: ROME's 10 of 48
+                       layers scaled to the model, max(1, round(10 L / 48)))
+  --samples N          ig --trace: noise draws per fact (default 10)
   --params LIST        lga: c_proj or c_proj,c_fc (default c_proj)
   --fence K            lga: Tukey fence multiplier (default 1.5)
   --out DIR            output folder (default runs/attribute-<method>)`;
@@ -94,7 +97,12 @@ async function runIg(
   model: GPT2,
   tok: Tokenizer,
   requests: SelectionRequest[],
-  o: { steps: number; aggregate: "sum" | "max"; trace: boolean; out: string },
+  o: {
+    steps: number;
+    aggregate: "sum" | "max";
+    trace: { window: number; samples: number } | null;
+    out: string;
+  },
 ) {
   const L = model.nLayer;
   const facts = requests.map((r) => ({ prompt: r.prompt, target: r.targetTrue }));
@@ -117,6 +125,7 @@ async function runIg(
     for (const r of requests) {
       const t = await traceFact(model, tok, { prompt: r.prompt, subject: r.subject, target: r.targetTrue }, {
         kinds: ["mlp"],
+        ...o.trace,
       });
       tracing.push(t.grids[0].layers.lastSubjectEffect);
       report?.(tracing.length, requests.length);
@@ -276,6 +285,8 @@ async function main(argv: string[]): Promise<number> {
       steps: { type: "string" },
       aggregate: { type: "string", default: "sum" },
       trace: { type: "boolean", default: false },
+      window: { type: "string" },
+      samples: { type: "string", default: "10" },
       params: { type: "string", default: "c_proj" },
       fence: { type: "string", default: "1.5" },
       out: { type: "string" },
@@ -328,6 +339,12 @@ async function main(argv: string[]): Promise<number> {
   console.error(
     `model ${modelDir} (${model.config.nLayer} layers, d=${model.config.nEmbd}) on ${gpu.describe()}`,
   );
+  const trace = values.trace
+    ? {
+      window: positiveInt("window", values.window, scaledMlpWindow(model.nLayer)),
+      samples: positiveInt("samples", values.samples, 10),
+    }
+    : null;
 
   let requests: SelectionRequest[];
   let dataset: string;
@@ -367,7 +384,7 @@ async function main(argv: string[]): Promise<number> {
   await Deno.mkdir(out, { recursive: true });
   const started = performance.now();
   const body = method === "ig"
-    ? await runIg(model, tok, requests, { steps, aggregate, trace: values.trace!, out })
+    ? await runIg(model, tok, requests, { steps, aggregate, trace, out })
     : await runLga(model, tok, requests, { params, fence, out });
   const seconds = (performance.now() - started) / 1000;
 
@@ -390,7 +407,15 @@ async function main(argv: string[]): Promise<number> {
         selection:
           "ROME: argmax over layers of the mean per-layer score; MEMIT: the 5 consecutive layers with the highest total",
         knowledgeNeurons: "score > 0.2 x the largest score over all layers",
-        tracing: values.trace ? "MLP window 10, 10 noise samples, noise 3 x std(wte), seed 1" : null,
+        tracing: trace
+          ? {
+            ...trace,
+            kind: "mlp",
+            noise: "3 x std(wte)",
+            seed: 1,
+            score: "indirect effect at the last subject token",
+          }
+          : null,
       }
       : {
         params: params.map((p) => `mlp.${p}.weight`),

@@ -2,7 +2,8 @@
 // edit requests and report what they chose, their per-layer scores and how long they took:
 //
 //   causal tracing (CMA)   the layer with the highest average MLP indirect effect at the last subject
-//                          token (ROME's choice; experiments/tracing.ts, MLP window 10 by default)
+//                          token (ROME's choice; experiments/tracing.ts, ROME's MLP window of 10 layers
+//                          out of 48 scaled to the model's depth)
 //   integrated gradients   the layer with the highest mean per-layer attribution (sum or max over its
 //                          neurons) of the true answer (seed 000; experiments/attribution.ts)
 //   LGA                    Layer Gradient Analysis's golden layer (seed 004; experiments/attribution.ts)
@@ -58,7 +59,17 @@ function requireRequests(name: string, requests: SelectionRequest[]): void {
   if (requests.length === 0) throw new Error(`${name} layer selection: no requests`);
 }
 
-/** CMA: mean over requests of the MLP indirect effect at the last subject token, per layer. */
+/**
+ * ROME's MLP window (10 layers of GPT-2 XL's 48) scaled to the model's depth: max(1, round(10 L / 48)).
+ * A fixed window of 10 would restore every layer of a model with 10 layers or fewer, so every layer
+ * would get the same score (the embedded model has 6).
+ */
+export function scaledMlpWindow(nLayer: number): number {
+  return Math.max(1, Math.round((10 * nLayer) / 48));
+}
+
+/** CMA: mean over requests of the MLP indirect effect at the last subject token, per layer. The MLP
+ *  window defaults to scaledMlpWindow(L); `trace.window` overrides it. */
 export function causalTracingSelector(o: { span?: number; trace?: TraceOptions } = {}): LayerSelector {
   const span = o.span ?? 1;
   return {
@@ -73,6 +84,7 @@ export function causalTracingSelector(o: { span?: number; trace?: TraceOptions }
             subject: r.subject,
             target: r.targetTrue,
           }, {
+            window: scaledMlpWindow(model.nLayer),
             ...o.trace,
             method: "noise",
             kinds: ["mlp"],

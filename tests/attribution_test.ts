@@ -25,6 +25,7 @@ import {
   fixedSelector,
   integratedGradientsSelector,
   lgaSelector,
+  scaledMlpWindow,
   type SelectionRequest,
 } from "../experiments/layer_selection.ts";
 import { traceFact } from "../experiments/tracing.ts";
@@ -390,12 +391,18 @@ Deno.test("layer selectors choose what their underlying computation says, and ti
     const t = await traceFact(model, tok, { prompt: r.prompt, subject: r.subject, target: r.targetTrue }, {
       kinds: ["mlp"],
       samples: 3,
+      window: 1, // scaledMlpWindow(3), the selector's default
     });
     return t.grids[0].layers.lastSubjectEffect;
   }));
   const mean = effects[0].map((e, l) => (e + effects[1][l]) / 2);
   assert.ok(relativeError(cma.scores, mean) < 1e-9, `CMA scores ${cma.scores} vs ${mean}`);
   assert.deepEqual(cma.layers, bestWindow(mean, 1));
+  assert.deepEqual(
+    [48, 36, 24, 12, 6, 3].map(scaledMlpWindow),
+    [10, 8, 5, 3, 1, 1],
+    "ROME's 10 of 48 layers, scaled",
+  );
 
   const calls: number[] = [];
   const brute = await bruteForceSelector((layer, rs) => {
@@ -463,7 +470,11 @@ await Deno.writeTextFile(
 
 /** The fields of attribution.json these tests read (ig and lga records share the file). */
 interface AttributionJson {
-  meta: { dataset: string; config: GPT2Config; hyperparameters: { steps?: number } };
+  meta: {
+    dataset: string;
+    config: GPT2Config;
+    hyperparameters: { steps?: number; tracing?: { window: number; samples: number } };
+  };
   records: {
     prob: number;
     layerSum: number[];
@@ -505,6 +516,10 @@ Deno.test("deno task attribute: ig on the model's counterfact.json with tracing,
   const j = await ig.json();
   assert.equal(j.meta.dataset, `${dir}/counterfact.json`);
   assert.equal(j.meta.hyperparameters.steps, 3);
+  assert.deepEqual([j.meta.hyperparameters.tracing?.window, j.meta.hyperparameters.tracing?.samples], [
+    1,
+    10,
+  ]);
   assert.deepEqual(j.meta.config, cfg);
   const direct = await attributeFacts(model, tok, [{ prompt: "Vela Dornik was born in", target: "Lisbon" }, {
     prompt: "the river lives in the city of",
