@@ -215,23 +215,30 @@ function centralDifference(x: Float64Array, i: number, f: () => number, h = 1e-4
 }
 
 for (const variant of [
-  { site: "mlp" as const, direction: "increase" as const, noise: undefined, weightDecay: 0 },
-  { site: "resid" as const, direction: "decrease" as const, noise: { seed: 2, scale: 0.5 }, weightDecay: 0.002 },
+  { layer: 1, site: "mlp" as const, direction: "increase" as const, noise: undefined, weightDecay: 0 },
+  { layer: 1, site: "resid" as const, direction: "decrease" as const, noise: { seed: 2, scale: 0.5 }, weightDecay: 0.002 },
+  { layer: 0, site: "mlp" as const, direction: "increase" as const, noise: { seed: 3, scale: 0.5 }, weightDecay: 0.002 },
 ]) {
-  Deno.test(`v*/z objective (${variant.site}, ${variant.direction}${variant.noise ? ", noised subject" : ""}): loss and d loss/d delta match the float64 reference`, async () => {
+  const name = `layer ${variant.layer} ${variant.site}, ${variant.direction}${variant.noise ? ", noised subject" : ""}`;
+  Deno.test(`v*/z objective (${name}): loss and d loss/d delta match the float64 reference`, async () => {
     // Larger embeddings than GPT-2's init give peaked next-token distributions, so that the NLL and
     // KL terms (not only the weight decay) shape the gradient.
     const weights = randomWeights(cfg, 11, true);
     weights.set("wte.weight", weights.get("wte.weight")!.map((v) => 30 * v));
     const model = GPT2.fromArrays(gpu, cfg, weights);
     const req: EditRequest = { prompt: "{} works at", subject: "Eva Falk", target: "Rome Lima", direction: variant.direction, noise: variant.noise };
-    const o = { layer: 1, site: variant.site, contexts: ["{}", "Carl lives in Oslo . {}"], steps: 1, lr: 0, weightDecay: variant.weightDecay, klFactor: 0.7, clampNormFactor: 4 };
+    const o = { layer: variant.layer, site: variant.site, contexts: ["{}", "Carl lives in Oslo . {}"], steps: 1, lr: 0, weightDecay: variant.weightDecay, klFactor: 0.7, clampNormFactor: 4 };
     const plan = planRequest(tok, req, o);
     const objective = new ValueObjective(model, [plan], o);
     const d = cfg.nEmbd;
     await objective.evaluate([new Float64Array(d)]);
     const delta = Float64Array.from(randomArray(d, 12, 1));
     const { losses, grads } = await objective.evaluate([delta], () => true);
+    // Repeated evaluations reuse pooled buffers; they must not disturb the objective's own tensors.
+    for (let i = 0; i < 3; i++) {
+      const again = await objective.evaluate([delta], () => true);
+      assert.deepEqual(again.grads[0], grads[0], `evaluation ${i + 2} gives the same gradient`);
+    }
     objective.release();
 
     // The same loss in float64: rewrite prompts' target NLL, KL at the KL prompt's fact token, weight decay.
@@ -240,7 +247,7 @@ for (const variant of [
       const noise = req.noise ? subjectNoise(req.noise, subject[1] - subject[0], d) : null;
       return referenceForward(cfg, weights, ids, [
         ...(noise ? [{ layer: 0, site: "embed" as const, patch: (rows: Float64Array[]) => { for (let t = subject[0]; t < subject[1]; t++) for (let j = 0; j < d; j++) rows[t][j] += noise[(t - subject[0]) * d + j]; } }] : []),
-        { layer: 1, site: variant.site, capture: (rows) => capture?.(rows[fact].slice()), patch: (rows) => { if (add) for (let j = 0; j < d; j++) rows[fact][j] += add[j]; } },
+        { layer: variant.layer, site: variant.site, capture: (rows) => capture?.(rows[fact].slice()), patch: (rows) => { if (add) for (let j = 0; j < d; j++) rows[fact][j] += add[j]; } },
       ]);
     };
     const logSoftmax = (z: Float64Array) => {

@@ -132,13 +132,18 @@ export interface ValueReference {
 
 /**
  * Loss and gradient of one batch of requests as a function of their deltas (see the file header).
- * The residual entering the edited layer does not depend on delta, so it is computed once (with the
- * subject noise, if any) and every evaluation runs the forward pass from that layer on.
+ * The residual entering the edited layer does not depend on delta, so for layers > 0 it is computed
+ * once (with the subject noise, if any) and every evaluation runs the forward pass from that layer on.
+ * (At layer 0 the whole pass runs each time: GPT2.releaseForward would hand a layer-0 input back to
+ * the buffer pool.)
  */
 export class ValueObjective {
   readonly n: number;
   private readonly batch: Batch;
-  private readonly input: Tensor;
+  /** The residual entering o.layer (layers > 0), or null with the noise hooks to run from the embeddings. */
+  private readonly input: Tensor | null;
+  private readonly noiseHooks: Hook[];
+  private readonly releaseNoise: () => void;
   private readonly nllRows: { row: number; target: number; request: number; prompt: number }[] = [];
   private readonly outputRows: number[];
   private readonly siteHook: Hook;
@@ -159,13 +164,21 @@ export class ValueObjective {
     const { batch, hooks, release } = batchWithNoise(gpu, d, plans.flatMap((p) => p.instances));
     this.batch = batch;
     const T = batch.T, R = batch.B * T;
-    // The residual entering layer o.layer: the embeddings (noised) for layer 0, else block o.layer-1's output.
-    this.input = gpu.zeros([R, d]);
-    const all = Array.from({ length: R }, (_, i) => i);
-    const site = o.layer === 0 ? "embed" : "resid";
-    hooks.push({ layer: o.layer - 1, site, capture: { into: this.input, rows: all } });
-    model.releaseForward(model.forward(batch, { hooks, outputRows: [0] }));
-    release();
+    if (o.layer > 0) {
+      this.input = gpu.zeros([R, d]);
+      const all = Array.from({ length: R }, (_, i) => i);
+      model.releaseForward(model.forward(batch, {
+        hooks: [...hooks, { layer: o.layer - 1, site: "resid", capture: { into: this.input, rows: all } }],
+        outputRows: [0],
+      }));
+      release();
+      this.noiseHooks = [];
+      this.releaseNoise = () => {};
+    } else {
+      this.input = null;
+      this.noiseHooks = hooks;
+      this.releaseNoise = release;
+    }
 
     // Scored rows: every target token of every rewrite prompt, then one KL row per request.
     const klRows: number[] = [];
@@ -225,9 +238,8 @@ export class ValueObjective {
     gpu.write(t.deltas, flat);
 
     const fwd = this.model.forward(this.batch, {
-      startLayer: this.o.layer,
-      input: this.input,
-      hooks: [this.siteHook],
+      ...(this.input ? { startLayer: this.o.layer, input: this.input } : {}),
+      hooks: [...this.noiseHooks, this.siteHook],
       outputRows: this.outputRows,
       keep: !!wantGradient,
     });
@@ -308,7 +320,8 @@ export class ValueObjective {
   }
 
   release(): void {
-    this.model.gpu.release(this.input, ...Object.values(this.tensors));
+    this.releaseNoise();
+    this.model.gpu.release(this.input ?? undefined, ...Object.values(this.tensors));
   }
 }
 
