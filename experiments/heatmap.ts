@@ -186,21 +186,19 @@ export function terminalHeatmap(trace: FactTrace, kind: StateKind, o: { color: b
     .join("\n");
 }
 
-/** The averaged curves of one kind as shaded terminal rows (token groups down, layers across). */
+/** The averaged curves of one kind as shaded terminal rows (token groups down, layers across). Zeroing
+ *  adds a row for all subject tokens zeroed together (mean probability removed = clean - prob). */
 export function terminalAverage(avg: AverageTrace, o: { color: boolean }): string {
-  const groups = avg.groups.filter((g) => g.count > 0);
-  const caption = `${
-    KIND_NAMES[avg.kind]
-  } (window ${avg.window}), ${avg.facts} facts: average effect, darkest = ${
-    fmt(gridMax(groups.map((g) => g.effect)))
-  }`;
-  return [
-    caption,
-    ...shadedRows(groups.map((g) => g.group), groups.map((g) => g.effect), {
-      color: o.color,
-      rgb: KIND_COLORS[avg.kind],
-    }),
-  ].join("\n");
+  const rows: { label: string; values: number[] }[] = avg.groups.filter((g) => g.count > 0)
+    .map((g) => ({ label: g.group, values: g.effect }));
+  if (avg.subjectZeroed) {
+    rows.push({ label: "all subject tokens", values: avg.subjectZeroed.prob.map((p) => avg.clean - p) });
+  }
+  const values = rows.map((r) => r.values);
+  const caption = `${KIND_NAMES[avg.kind]} (window ${avg.window}), ${avg.facts} facts: average effect, ` +
+    `darkest = ${fmt(gridMax(values))}`;
+  const shaded = shadedRows(rows.map((r) => r.label), values, { color: o.color, rgb: KIND_COLORS[avg.kind] });
+  return [caption, ...shaded].join("\n");
 }
 
 export interface TopCell {

@@ -114,43 +114,50 @@ function traceCsv(run: RunColumns, facts: (FactTrace & { known_id: number | null
   return csv(header, rows);
 }
 
-/** One CSV row per kind x token group x layer of the averages. */
+/** One CSV row per kind x token group x layer of the averages (zeroing adds the group "all subject
+ *  tokens": every subject token zeroed together, one row per fact). */
 function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
-  const rows = averages.flatMap((a) =>
-    a.groups.flatMap((g) =>
-      g.prob.map((
-        p,
-        l,
-      ) => [
-        ...Object.values(run),
-        a.kind,
-        a.window,
-        a.facts,
-        g.group,
-        g.count,
-        l,
-        p,
-        g.effect[l],
-        g.fraction[l],
-        a.clean,
-        a.corrupted,
-      ])
-    )
-  );
-  const header = [
-    "kind",
-    "window",
-    "facts",
-    "group",
-    "rows",
-    "layer",
-    "prob",
-    "effect",
-    "fraction",
-    "mean_clean_prob",
-    "mean_corrupted_prob",
-  ];
-  return csv([...Object.keys(run), ...header], rows);
+  const rows: (string | number | null)[][] = [];
+  for (const a of averages) {
+    const curves: { name: string; count: number; prob: number[]; effect: number[]; fraction: number[] }[] = a
+      .groups.map((g) => ({
+        name: g.group,
+        count: g.count,
+        prob: g.prob,
+        effect: g.effect,
+        fraction: g.fraction,
+      }));
+    if (a.subjectZeroed) {
+      const { prob, fraction } = a.subjectZeroed;
+      curves.push({
+        name: "all subject tokens",
+        count: a.facts,
+        prob,
+        effect: prob.map((p) => a.clean - p),
+        fraction,
+      });
+    }
+    for (const c of curves) {
+      c.prob.forEach((p, l) =>
+        rows.push([
+          ...Object.values(run),
+          a.kind,
+          a.window,
+          a.facts,
+          c.name,
+          c.count,
+          l,
+          p,
+          c.effect[l],
+          c.fraction[l],
+          a.clean,
+          a.corrupted,
+        ])
+      );
+    }
+  }
+  const header = ["kind", "window", "facts", "group", "rows", "layer", "prob", "effect", "fraction"];
+  return csv([...Object.keys(run), ...header, "mean_clean_prob", "mean_corrupted_prob"], rows);
 }
 
 function formatSeconds(s: number): string {

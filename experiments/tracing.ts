@@ -707,6 +707,8 @@ export interface AverageTrace {
   clean: number;
   corrupted: number | null;
   groups: GroupCurve[];
+  /** Zeroing only: per layer, means over facts of KindGrid.subjectZeroed (all subject tokens zeroed together). */
+  subjectZeroed?: { prob: number[]; fraction: number[] };
 }
 
 /**
@@ -754,7 +756,7 @@ export function averageTraces(traces: GridTrace[]): AverageTrace[] {
       };
     });
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    return {
+    const average: AverageTrace = {
       method,
       kind: first.kind,
       window: first.window,
@@ -763,5 +765,12 @@ export function averageTraces(traces: GridTrace[]): AverageTrace[] {
       corrupted: method === "noise" ? mean(traces.map((t) => t.corrupted!)) : null,
       groups,
     };
+    if (method === "zero") {
+      const layers = Array.from({ length: L }, (_, l) => l);
+      const perLayer = (field: "prob" | "fraction") =>
+        layers.map((l) => mean(traces.map((t) => t.grids[k].subjectZeroed![field][l])));
+      average.subjectZeroed = { prob: perLayer("prob"), fraction: perLayer("fraction") };
+    }
+    return average;
   });
 }

@@ -278,6 +278,15 @@ Deno.test("zeroing grid matches the float64 reference; all subject tokens zeroed
     ));
     assert.ok(Math.abs(got.subjectZeroed!.prob[1] - wantSubject) < 2e-6, `${kind}: subject zeroed`);
   }
+  // Averages of zeroing traces carry the all-subject-tokens curve: the mean over facts.
+  const averages = averageTraces([reused, naive]);
+  averages.forEach((avg) => {
+    const [a, b] = [gridOf(reused, avg.kind), gridOf(naive, avg.kind)];
+    assert.deepEqual(
+      avg.subjectZeroed!.prob,
+      a.subjectZeroed!.prob.map((p, l) => (p + b.subjectZeroed!.prob[l]) / 2),
+    );
+  });
 });
 
 Deno.test("batches split by maxRows give the same grid as one batch per start layer", async () => {
