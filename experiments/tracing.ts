@@ -22,8 +22,11 @@
 // forward of the clean prompt plus its `samples` corrupted copies captures the residual entering every
 // layer and the clean states of every kind. A cell whose window starts at layer s then runs only the
 // layers s..L-1, starting from the captured corrupted residual entering s (replicated per row). All
-// cells starting at s form one batch of cells x samples sequences; every batch is recorded into the
-// same submit and one readback returns one number per row (the target's log-probability).
+// cells starting at s form one batch of cells x samples sequences (split if it exceeds maxRows); the
+// batches are submitted back to back without waiting, and one readback returns one number per row
+// (the target's log-probability).
+//
+// The noise is added at the engine's "embed" site, wte + wpe: the same sum as ROME's noise on wte.
 import type { Tensor } from "../engine/gpu.ts";
 import { type GPT2, type Hook, makeBatch } from "../engine/model.ts";
 import { logProbOf, type RowEntry, rowOps } from "../engine/ops.ts";
