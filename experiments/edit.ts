@@ -15,9 +15,23 @@ import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
 import { loadDataset } from "./datasets.ts";
 import { applyEdit, combineEdits, type Edit, loadEdit, saveEdit } from "./editing/edit.ts";
 import { statsHparams } from "./editing/hparams.ts";
-import { computeEdits, methodConfig, type Overrides, parseMethod, statsLayers, templateStartWords } from "./editing/methods.ts";
-import { caseProbabilities, caseScores, type EditingCase, parseProblem, PROBLEMS, problemRequest } from "./editing/problems.ts";
-import { keyStats, type KeyStats } from "./editing/stats.ts";
+import {
+  computeEdits,
+  methodConfig,
+  type Overrides,
+  parseMethod,
+  statsLayers,
+  templateStartWords,
+} from "./editing/methods.ts";
+import {
+  caseProbabilities,
+  caseScores,
+  type EditingCase,
+  parseProblem,
+  problemRequest,
+  PROBLEMS,
+} from "./editing/problems.ts";
+import { type KeyStats, keyStats } from "./editing/stats.ts";
 import { greedyGenerate } from "./metrics.ts";
 import { defaultNoiseLevel } from "./tracing.ts";
 
@@ -60,7 +74,9 @@ function parseLayers(s: string): number[] {
   const layers = range
     ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i)
     : s.split(",").map((x) => Number(x.trim()));
-  if (layers.length === 0 || layers.some((l) => !Number.isInteger(l) || l < 0)) throw new Error(`--layers: expected "3", "2,3,4" or "2-4", got "${s}"`);
+  if (layers.length === 0 || layers.some((l) => !Number.isInteger(l) || l < 0)) {
+    throw new Error(`--layers: expected "3", "2,3,4" or "2-4", got "${s}"`);
+  }
   return layers;
 }
 
@@ -73,7 +89,12 @@ async function fileExists(path: string): Promise<boolean> {
 }
 
 /** The case to edit: a dataset record (--case) with command-line fields taking precedence. */
-async function resolveCase(model: GPT2, tok: Tokenizer, values: Record<string, unknown>, dir: string): Promise<EditingCase> {
+async function resolveCase(
+  model: GPT2,
+  tok: Tokenizer,
+  values: Record<string, unknown>,
+  dir: string,
+): Promise<EditingCase> {
   let base: Partial<EditingCase> = {};
   if (values.case !== undefined) {
     const path = (values.dataset as string | undefined) ?? `${dir}/counterfact.json`;
@@ -96,7 +117,11 @@ async function resolveCase(model: GPT2, tok: Tokenizer, values: Record<string, u
   if (!subject || !prompt) throw new Error("give --prompt and --subject, or --case N");
   if (!prompt.includes("{}")) {
     const at = prompt.indexOf(subject);
-    if (at < 0) throw new Error(`--prompt ${JSON.stringify(prompt)} contains neither the subject ${JSON.stringify(subject)} nor "{}"`);
+    if (at < 0) {
+      throw new Error(
+        `--prompt ${JSON.stringify(prompt)} contains neither the subject ${JSON.stringify(subject)} nor "{}"`,
+      );
+    }
     prompt = prompt.slice(0, at) + "{}" + prompt.slice(at + subject.length);
   }
   let targetTrue = (values["target-true"] as string | undefined) ?? base.targetTrue;
@@ -173,8 +198,12 @@ async function main(args: string[]): Promise<number> {
   const request = await problemRequest(model, tok, c, problem, noise);
   const corpus = values.corpus ?? (await fileExists(`${dir}/corpus.txt`) ? `${dir}/corpus.txt` : null);
   say(`model ${dir} (${model.config.nLayer} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
-  say(`${method} ${problem}: "${request.prompt.replace("{}", c.subject)}" -> ${request.direction === "decrease" ? "not " : ""}"${request.target}"` +
-    (request.noise ? ` (subject noised, scale ${noise.scale.toFixed(3)})` : ""));
+  say(
+    `${method} ${problem}: "${request.prompt.replace("{}", c.subject)}" -> ${
+      request.direction === "decrease" ? "not " : ""
+    }"${request.target}"` +
+      (request.noise ? ` (subject noised, scale ${noise.scale.toFixed(3)})` : ""),
+  );
 
   let edit: Edit;
   const timings: Record<string, number> = {};
@@ -185,7 +214,9 @@ async function main(args: string[]): Promise<number> {
     const layers = statsLayers(mc);
     let stats = new Map<number, KeyStats>();
     if (layers.length > 0) {
-      if (!corpus) throw new Error(`${method} needs key statistics: give --corpus FILE (no corpus.txt in ${dir})`);
+      if (!corpus) {
+        throw new Error(`${method} needs key statistics: give --corpus FILE (no corpus.txt in ${dir})`);
+      }
       const samples = numberOption(values, "samples") ?? statsHparams(model.config).samples;
       const t0 = performance.now();
       stats = await keyStats(model, tok, {
@@ -195,16 +226,29 @@ async function main(args: string[]): Promise<number> {
         cacheDir: values["stats-dir"],
         log: (l) => say(l),
         onProgress: (done, total, s) => {
-          if (!values.json) Deno.stderr.writeSync(new TextEncoder().encode(`\r  ${done}/${total} keys, ${s.toFixed(1)} s${done === total ? "\n" : ""}`));
+          if (!values.json) {
+            Deno.stderr.writeSync(
+              new TextEncoder().encode(
+                `\r  ${done}/${total} keys, ${s.toFixed(1)} s${done === total ? "\n" : ""}`,
+              ),
+            );
+          }
         },
       });
       timings.statsSeconds = (performance.now() - t0) / 1000;
     }
     const t0 = performance.now();
-    const edits = await computeEdits(model, tok, mc, [request], stats, { startWords: await templateStartWords(tok, corpus), log: say });
+    const edits = await computeEdits(model, tok, mc, [request], stats, {
+      startWords: await templateStartWords(tok, corpus),
+      log: say,
+    });
     timings.editSeconds = (performance.now() - t0) / 1000;
     edit = edits.length === 1 ? edits[0] : combineEdits(edits);
-    say(`edit computed in ${timings.editSeconds.toFixed(2)} s (layers ${JSON.stringify(edit.deltas.map((d) => d.param))})`);
+    say(
+      `edit computed in ${timings.editSeconds.toFixed(2)} s (layers ${
+        JSON.stringify(edit.deltas.map((d) => d.param))
+      })`,
+    );
   }
 
   const probes = [
@@ -226,15 +270,23 @@ async function main(args: string[]): Promise<number> {
     say(`saved ${values.save}`);
   }
   if (values.json) {
-    console.log(JSON.stringify({
-      method: edit.method,
-      problem,
-      request,
-      completions: probes.map((p, i) => ({ ...p, before: before.continuations[i], after: after.continuations[i] })),
-      probabilities: { pre, post },
-      scores,
-      timings,
-    }, null, 1));
+    console.log(JSON.stringify(
+      {
+        method: edit.method,
+        problem,
+        request,
+        completions: probes.map((p, i) => ({
+          ...p,
+          before: before.continuations[i],
+          after: after.continuations[i],
+        })),
+        probabilities: { pre, post },
+        scores,
+        timings,
+      },
+      null,
+      1,
+    ));
     return 0;
   }
   for (const [i, p] of probes.entries()) {
@@ -242,8 +294,15 @@ async function main(args: string[]): Promise<number> {
     say(`  before: ...${before.continuations[i]}`);
     say(`  after:  ...${after.continuations[i]}`);
   }
-  say(`\np(${request.target}) after the prompt: ${pre.rewrite.toFixed(4)} -> ${post.rewrite.toFixed(4)}` + (request.noise ? " (noised subject)" : ""));
-  say(`scores: rewrite ${scores.rewrite.toFixed(3)}  paraphrase ${scores.paraphrase.toFixed(3)}  neighborhood ${scores.neighborhood.toFixed(3)}  overall ${scores.overall.toFixed(3)}`);
+  say(
+    `\np(${request.target}) after the prompt: ${pre.rewrite.toFixed(4)} -> ${post.rewrite.toFixed(4)}` +
+      (request.noise ? " (noised subject)" : ""),
+  );
+  say(
+    `scores: rewrite ${scores.rewrite.toFixed(3)}  paraphrase ${scores.paraphrase.toFixed(3)}  neighborhood ${
+      scores.neighborhood.toFixed(3)
+    }  overall ${scores.overall.toFixed(3)}`,
+  );
   return 0;
 }
 

@@ -8,29 +8,71 @@ import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { loadEdit } from "../experiments/editing/edit.ts";
 
 const gpu = await getGpu();
-const WORDS = ["<unk>", "<|endoftext|>", "Anna", "Berg", "Carl", "Dorn", "lives", "works", "in", "Paris", "Oslo", "is", "a", "city", "."];
+const WORDS = [
+  "<unk>",
+  "<|endoftext|>",
+  "Anna",
+  "Berg",
+  "Carl",
+  "Dorn",
+  "lives",
+  "works",
+  "in",
+  "Paris",
+  "Oslo",
+  "is",
+  "a",
+  "city",
+  ".",
+];
 const tok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: "<|endoftext|>" });
 const dir = await Deno.makeTempDir();
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-await GPT2.random(gpu, { vocabSize: WORDS.length, nPositions: 16, nEmbd: 16, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 }, 5, true).save(dir);
+await GPT2.random(
+  gpu,
+  { vocabSize: WORDS.length, nPositions: 16, nEmbd: 16, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 },
+  5,
+  true,
+).save(dir);
 await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
 await Deno.writeTextFile(
   `${dir}/corpus.txt`,
-  Array.from({ length: 80 }, (_, i) => WORDS.slice(2).filter((_, j) => (i * 5 + j * 3) % 4 < 3).join(" ")).join("\n"),
+  Array.from({ length: 80 }, (_, i) => WORDS.slice(2).filter((_, j) => (i * 5 + j * 3) % 4 < 3).join(" "))
+    .join("\n"),
 );
-await Deno.writeTextFile(`${dir}/counterfact.json`, JSON.stringify([{
-  case_id: 7,
-  pararel_idx: 7,
-  requested_rewrite: { prompt: "{} lives in", relation_id: "P551", target_new: { str: "Oslo", id: "o" }, target_true: { str: "Paris", id: "p" }, subject: "Anna Berg" },
-  paraphrase_prompts: ["Anna Berg works in"],
-  neighborhood_prompts: ["Carl Dorn lives in"],
-  attribute_prompts: [],
-  generation_prompts: [],
-}]));
+await Deno.writeTextFile(
+  `${dir}/counterfact.json`,
+  JSON.stringify([{
+    case_id: 7,
+    pararel_idx: 7,
+    requested_rewrite: {
+      prompt: "{} lives in",
+      relation_id: "P551",
+      target_new: { str: "Oslo", id: "o" },
+      target_true: { str: "Paris", id: "p" },
+      subject: "Anna Berg",
+    },
+    paraphrase_prompts: ["Anna Berg works in"],
+    neighborhood_prompts: ["Carl Dorn lives in"],
+    attribute_prompts: [],
+    generation_prompts: [],
+  }]),
+);
 
 async function edit(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../experiments/edit.ts", import.meta.url).pathname, "--model", dir, "--stats-dir", `${dir}/stats`, "--v-steps", "3", ...args],
+    args: [
+      "run",
+      "-A",
+      new URL("../experiments/edit.ts", import.meta.url).pathname,
+      "--model",
+      dir,
+      "--stats-dir",
+      `${dir}/stats`,
+      "--v-steps",
+      "3",
+      ...args,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -59,10 +101,21 @@ Deno.test("edit --case --json, then --load of the saved edit gives the same post
 });
 
 Deno.test("edit: text output for MEMIT with options instead of a record; clear errors", async () => {
-  const r = await edit("--method", "memit", "--layers", "0-1", "--prompt", "Carl Dorn works in", "--subject", "Carl Dorn", "--target-new", "Oslo");
+  const r = await edit(
+    "--method",
+    "memit",
+    "--layers",
+    "0-1",
+    "--prompt",
+    "Carl Dorn works in",
+    "--subject",
+    "Carl Dorn",
+    "--target-new",
+    "Oslo",
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /memit error-injection: "Carl Dorn works in" -> "Oslo"/);
-  assert.match(r.stdout, /prompt: Carl Dorn works in\n  before: \.\.\..*\n  after:  \.\.\./);
+  assert.match(r.stdout, /prompt: Carl Dorn works in\n {2}before: \.\.\..*\n {2}after: {2}\.\.\./);
   assert.match(r.stdout, /scores: rewrite -?\d\.\d{3}/);
 
   const missing = await edit("--prompt", "Anna lives in", "--subject", "Carl", "--target-new", "Oslo");

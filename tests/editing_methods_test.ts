@@ -11,7 +11,12 @@ import { computeFt } from "../experiments/editing/ft.ts";
 import { emmetHparams, ftHparams, memitHparams, romeHparams } from "../experiments/editing/hparams.ts";
 import { solveSpd } from "../experiments/editing/linalg.ts";
 import { computeEmmet, computeMemit, solveUpdate } from "../experiments/editing/memit.ts";
-import { caseProbabilities, type EditingCase, PROBLEMS, problemRequest } from "../experiments/editing/problems.ts";
+import {
+  caseProbabilities,
+  type EditingCase,
+  problemRequest,
+  PROBLEMS,
+} from "../experiments/editing/problems.ts";
 import { computeRome } from "../experiments/editing/rome.ts";
 import { computeKeyStats, KeyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { greedyNextTokens } from "../experiments/recall.ts";
@@ -77,9 +82,38 @@ Deno.test("MEMIT and EMMET updates equal their textbook formulas; EMMET with tin
 
 // ---- the five problems, every method, on a tiny random model
 
-const WORDS = ["<unk>", "<eos>", "Anna", "Berg", "Carl", "Dorn", "Eva", "Falk", "lives", "works", "in", "at", "Paris", "Rome", "Oslo", "Lima", "is", "a", "city", "person", "."];
+const WORDS = [
+  "<unk>",
+  "<eos>",
+  "Anna",
+  "Berg",
+  "Carl",
+  "Dorn",
+  "Eva",
+  "Falk",
+  "lives",
+  "works",
+  "in",
+  "at",
+  "Paris",
+  "Rome",
+  "Oslo",
+  "Lima",
+  "is",
+  "a",
+  "city",
+  "person",
+  ".",
+];
 const tok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: "<eos>" });
-const cfg: GPT2Config = { vocabSize: WORDS.length, nPositions: 24, nEmbd: 16, nLayer: 3, nHead: 2, layerNormEpsilon: 1e-5 };
+const cfg: GPT2Config = {
+  vocabSize: WORDS.length,
+  nPositions: 24,
+  nEmbd: 16,
+  nLayer: 3,
+  nHead: 2,
+  layerNormEpsilon: 1e-5,
+};
 const startWords = ["Anna", "Carl", "Paris"];
 const templates = { lengths: [[4, 3]] as [number, number][], seed: 3, topK: 5 };
 // The random model's MLP outputs are tiny next to its residual stream, so ROME's norm clamp and weight
@@ -95,7 +129,11 @@ function tinyModel(): GPT2 {
 }
 
 const model = tinyModel();
-const corpus = packCorpus(tok, Array.from({ length: 120 }, (_, i) => WORDS.slice(2).filter((_, j) => (i * 7 + j * 3) % 5 < 3).join(" ")), cfg.nPositions);
+const corpus = packCorpus(
+  tok,
+  Array.from({ length: 120 }, (_, i) => WORDS.slice(2).filter((_, j) => (i * 7 + j * 3) % 5 < 3).join(" ")),
+  cfg.nPositions,
+);
 const { stats } = await computeKeyStats(model, corpus, { layers: [0, 1], samples: 5000 });
 const noise = { seed: 1, scale: 3 * await embeddingStd(model) };
 // The "true" object is what the random model already predicts, so that erasure and amplification have mass to move.
@@ -113,12 +151,38 @@ const testCase: EditingCase = {
 
 type Method = (requests: EditRequest[]) => Promise<Edit>;
 const methods: Record<string, Method> = {
-  rome: async (rs) => (await computeRome(model, tok, rs, stats.get(1)!, { ...romeHparams(cfg), ...value, layer: 1, templates }, { startWords }))[0],
+  rome: async (rs) =>
+    (await computeRome(
+      model,
+      tok,
+      rs,
+      stats.get(1)!,
+      { ...romeHparams(cfg), ...value, layer: 1, templates },
+      { startWords },
+    ))[0],
   "r-rome": async (rs) =>
-    (await computeRome(model, tok, rs, stats.get(1)!, { ...romeHparams(cfg), ...value, layer: 1, templates }, { variant: "r-rome", startWords }))[0],
-  memit: (rs) => computeMemit(model, tok, rs, stats, { ...memitHparams(cfg), ...value, layers: [0, 1], mom2UpdateWeight: 10, templates }, { startWords }),
-  emmet: (rs) => computeEmmet(model, tok, rs, stats, { ...emmetHparams(cfg), ...value, layers: [1], templates }, { startWords }),
-  ft: (rs) => computeFt(model, tok, rs, { ...ftHparams(cfg, [1]), lr: 5e-3, normConstraint: 0.05, numSteps: 10 }),
+    (await computeRome(
+      model,
+      tok,
+      rs,
+      stats.get(1)!,
+      { ...romeHparams(cfg), ...value, layer: 1, templates },
+      { variant: "r-rome", startWords },
+    ))[0],
+  memit: (rs) =>
+    computeMemit(model, tok, rs, stats, {
+      ...memitHparams(cfg),
+      ...value,
+      layers: [0, 1],
+      mom2UpdateWeight: 10,
+      templates,
+    }, { startWords }),
+  emmet: (rs) =>
+    computeEmmet(model, tok, rs, stats, { ...emmetHparams(cfg), ...value, layers: [1], templates }, {
+      startWords,
+    }),
+  ft: (rs) =>
+    computeFt(model, tok, rs, { ...ftHparams(cfg, [1]), lr: 5e-3, normConstraint: 0.05, numSteps: 10 }),
 };
 
 for (const problem of PROBLEMS) {
@@ -132,19 +196,31 @@ for (const problem of PROBLEMS) {
       applied.undo();
       const moved = post.rewrite - pre.rewrite;
       const ok = request.direction === "decrease" ? moved < 0 : moved > 0;
-      assert.ok(ok, `${name}: p(${request.target}) went from ${pre.rewrite} to ${post.rewrite} (${request.direction ?? "increase"})`);
+      assert.ok(
+        ok,
+        `${name}: p(${request.target}) went from ${pre.rewrite} to ${post.rewrite} (${
+          request.direction ?? "increase"
+        })`,
+      );
     }
     assert.deepEqual(await model.toArrays(), before, "every edit was undone exactly");
   });
 }
 
 Deno.test("problem requests: targets, direction and noise follow the problem", async () => {
-  const requests = Object.fromEntries(await Promise.all(PROBLEMS.map(async (p) => [p, await problemRequest(model, tok, testCase, p, noise)])));
+  const requests = Object.fromEntries(
+    await Promise.all(PROBLEMS.map(async (p) => [p, await problemRequest(model, tok, testCase, p, noise)])),
+  );
   const { targetTrue, targetNew } = testCase;
   assert.equal(requests["error-injection"].target, targetNew);
   assert.equal(requests["fact-amplification"].target, targetTrue);
-  assert.deepEqual([requests["fact-erasure"].target, requests["fact-erasure"].direction], [targetTrue, "decrease"]);
+  assert.deepEqual([requests["fact-erasure"].target, requests["fact-erasure"].direction], [
+    targetTrue,
+    "decrease",
+  ]);
   assert.deepEqual([requests["fact-forcing"].target, requests["fact-forcing"].noise], [targetTrue, noise]);
-  assert.ok(WORDS.includes(requests["tracing-reversal"].target) && requests["tracing-reversal"].target !== targetTrue);
+  assert.ok(
+    WORDS.includes(requests["tracing-reversal"].target) && requests["tracing-reversal"].target !== targetTrue,
+  );
   assert.equal(requests["tracing-reversal"].noise, undefined, "tracing reversal edits the clean prompt");
 });

@@ -6,12 +6,20 @@ import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, randomWeights } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { applyEdit, combineEdits, type Edit, type EditRequest, loadEdit, rankUpdate, saveEdit } from "../experiments/editing/edit.ts";
+import {
+  applyEdit,
+  combineEdits,
+  type Edit,
+  type EditRequest,
+  loadEdit,
+  rankUpdate,
+  saveEdit,
+} from "../experiments/editing/edit.ts";
 import { romeHparams } from "../experiments/editing/hparams.ts";
 import { contextTemplates, factStates, instantiate, subjectNoise } from "../experiments/editing/keys.ts";
 import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg.ts";
 import { computeRome } from "../experiments/editing/rome.ts";
-import { computeKeyStats, keyStats, type KeyStats, packCorpus } from "../experiments/editing/stats.ts";
+import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
 import { matmulRef } from "./reference.ts";
 import { referenceForward } from "./reference_model.ts";
@@ -19,20 +27,59 @@ import { assertClose, randomArray, rng } from "./util.ts";
 
 const gpu = await getGpu();
 
-const WORDS = ["<unk>", "<eos>", "Anna", "Berg", "Carl", "Dorn", "Eva", "Falk", "lives", "works", "in", "at", "Paris", "Rome", "Oslo", "Lima", "is", "a", "city", "person", "."];
+const WORDS = [
+  "<unk>",
+  "<eos>",
+  "Anna",
+  "Berg",
+  "Carl",
+  "Dorn",
+  "Eva",
+  "Falk",
+  "lives",
+  "works",
+  "in",
+  "at",
+  "Paris",
+  "Rome",
+  "Oslo",
+  "Lima",
+  "is",
+  "a",
+  "city",
+  "person",
+  ".",
+];
 const tok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: "<eos>" });
-const cfg: GPT2Config = { vocabSize: WORDS.length, nPositions: 24, nEmbd: 16, nLayer: 3, nHead: 2, layerNormEpsilon: 1e-5 };
+const cfg: GPT2Config = {
+  vocabSize: WORDS.length,
+  nPositions: 24,
+  nEmbd: 16,
+  nLayer: 3,
+  nHead: 2,
+  layerNormEpsilon: 1e-5,
+};
 const f = 4 * cfg.nEmbd;
 
 /** Seeded corpus lines of random words (the key statistics only need varied keys). */
 function corpusLines(count: number, seed: number): string[] {
   const r = rng(seed);
-  return Array.from({ length: count }, () => Array.from({ length: 3 + Math.floor(r() * 6) }, () => WORDS[2 + Math.floor(r() * (WORDS.length - 2))]).join(" "));
+  return Array.from(
+    { length: count },
+    () =>
+      Array.from({ length: 3 + Math.floor(r() * 6) }, () => WORDS[2 + Math.floor(r() * (WORDS.length - 2))])
+        .join(" "),
+  );
 }
 
 const request: EditRequest = { prompt: "{} lives in", subject: "Anna Berg", target: "Oslo" };
 /** Small templates and few steps: the identities under test hold whatever v* the optimisation reaches. */
-const hp = { ...romeHparams(cfg), layer: 1, vNumGradSteps: 4, templates: { lengths: [[4, 3]] as [number, number][], seed: 3, topK: 5 } };
+const hp = {
+  ...romeHparams(cfg),
+  layer: 1,
+  vNumGradSteps: 4,
+  templates: { lengths: [[4, 3]] as [number, number][], seed: 3, topK: 5 },
+};
 const startWords = ["Anna", "Carl", "Paris"];
 
 Deno.test("rank_update kernel: W += U V matches the float64 reference for ranks 1 and 3", async () => {
@@ -43,7 +90,10 @@ Deno.test("rank_update kernel: W += U V matches the float64 reference for ranks 
     const uv = matmulRef(U, V, M, N, rank);
     assertClose(await w.read(), W.map((x, i) => x + uv[i]), 1e-6, `rank ${rank}`);
   }
-  assert.throws(() => rankUpdate(gpu, gpu.zeros([4, 4]), gpu.zeros([4]), gpu.zeros([4]), 4, 4, 2), /U .* must be f32 with >= 8/);
+  assert.throws(
+    () => rankUpdate(gpu, gpu.zeros([4, 4]), gpu.zeros([4]), gpu.zeros([4]), 4, 4, 2),
+    /U .* must be f32 with >= 8/,
+  );
 });
 
 Deno.test("float64 Cholesky solves agree with a direct check A x = b, and refuse an indefinite matrix", () => {
@@ -67,10 +117,16 @@ Deno.test("key statistics: streamed K^T K / n equals the float64 reference keys'
   for (const layer of [0, 2]) {
     const keys: Float64Array[] = [];
     for (const s of sequences) {
-      referenceForward(cfg, weights, s, [{ layer, site: "key", capture: (rows) => keys.push(...rows.map((x) => x.slice())) }]);
+      referenceForward(cfg, weights, s, [{
+        layer,
+        site: "key",
+        capture: (rows) => keys.push(...rows.map((x) => x.slice())),
+      }]);
     }
     const C = new Float64Array(f * f);
-    for (const k of keys.slice(0, samples)) for (let i = 0; i < f; i++) for (let j = 0; j < f; j++) C[i * f + j] += k[i] * k[j] / samples;
+    for (const k of keys.slice(0, samples)) {
+      for (let i = 0; i < f; i++) for (let j = 0; j < f; j++) C[i * f + j] += k[i] * k[j] / samples;
+    }
     const s = stats.get(layer)!;
     assert.equal(s.count, samples);
     const scale = Math.max(...C.map(Math.abs));
@@ -82,14 +138,24 @@ Deno.test("key statistics: streamed K^T K / n equals the float64 reference keys'
   try {
     await Deno.writeTextFile(`${dir}/corpus.txt`, corpusLines(40, 6).join("\n"));
     const lines: string[] = [];
-    const opts = { corpus: `${dir}/corpus.txt`, layers: [1], samples: 200, cacheDir: `${dir}/cache`, log: (l: string) => lines.push(l) };
+    const opts = {
+      corpus: `${dir}/corpus.txt`,
+      layers: [1],
+      samples: 200,
+      cacheDir: `${dir}/cache`,
+      log: (l: string) => lines.push(l),
+    };
     const first = await keyStats(model, tok, opts);
     const second = await keyStats(model, tok, opts);
     assert.match(lines[0], /streaming up to 200 keys/);
     assert.match(lines.at(-1)!, /cached \(200 keys\)/);
     assert.deepEqual(second.get(1)!.moment, first.get(1)!.moment);
     await keyStats(model, tok, { ...opts, samples: 100 });
-    assert.match(lines.at(-2)!, /streaming up to 100 keys/, "a different sample count is a different cache entry");
+    assert.match(
+      lines.at(-2)!,
+      /streaming up to 100 keys/,
+      "a different sample count is a different cache entry",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -98,7 +164,10 @@ Deno.test("key statistics: streamed K^T K / n equals the float64 reference keys'
 /** Model, stats of hp.layer and a ROME edit of `request`, shared by the next tests. */
 async function romeSetup(variant: "rome" | "r-rome") {
   const model = GPT2.random(gpu, cfg, 7, true);
-  const { stats } = await computeKeyStats(model, packCorpus(tok, corpusLines(150, 8), cfg.nPositions), { layers: [hp.layer], samples: 2000 });
+  const { stats } = await computeKeyStats(model, packCorpus(tok, corpusLines(150, 8), cfg.nPositions), {
+    layers: [hp.layer],
+    samples: 2000,
+  });
   const s = stats.get(hp.layer)!;
   const [edit] = await computeRome(model, tok, [request], s, hp, { variant, startWords });
   return { model, stats: s, edit };
@@ -119,13 +188,22 @@ Deno.test("ROME: the update maps the bare prompt's key k0 to v*, and C^-1-orthog
   const after = (await model.p(name).read()).slice();
   const [keys, values] = await factKeysAndValues(model);
   const vStar = edit.info.vStar as number[];
-  assertClose(values[0], vStar, 1e-5 * Math.max(...vStar.map(Math.abs)), "MLP output at k0 after the edit = v*");
+  assertClose(
+    values[0],
+    vStar,
+    1e-5 * Math.max(...vStar.map(Math.abs)),
+    "MLP output at k0 after the edit = v*",
+  );
   applied.undo();
 
   // Change of the map x -> W^T x, for a random key and for its part C^-1-orthogonal to k*.
   const change = (x: ArrayLike<number>) => {
     const out = new Float64Array(cfg.nEmbd);
-    for (let i = 0; i < f; i++) for (let j = 0; j < cfg.nEmbd; j++) out[j] += (after[i * cfg.nEmbd + j] - before[i * cfg.nEmbd + j]) * x[i];
+    for (let i = 0; i < f; i++) {
+      for (let j = 0; j < cfg.nEmbd; j++) {
+        out[j] += (after[i * cfg.nEmbd + j] - before[i * cfg.nEmbd + j]) * x[i];
+      }
+    }
     return Math.hypot(...out);
   };
   const kStar = new Float64Array(f);
@@ -137,7 +215,10 @@ Deno.test("ROME: the update maps the bare prompt's key k0 to v*, and C^-1-orthog
     const xu = x.reduce((s, v, i) => s + v * u[i], 0);
     const orthogonal = Float64Array.from(x, (v, i) => v - (xu / uu) * u[i]); // x^T C^-1 k* = 0 (u = C^-1 k*)
     assert.ok(change(x) > 1e-3, `a generic key moves (${change(x)})`);
-    assert.ok(change(orthogonal) < 1e-5 * change(x), `orthogonal key moved by ${change(orthogonal)} vs ${change(x)}`);
+    assert.ok(
+      change(orthogonal) < 1e-5 * change(x),
+      `orthogonal key moved by ${change(orthogonal)} vs ${change(x)}`,
+    );
   }
 });
 
@@ -158,7 +239,12 @@ Deno.test("apply/undo is exact, sequential edits undo in reverse order, save/loa
   const other: Edit = {
     method: "dense-test",
     requests: [request],
-    deltas: [{ kind: "dense", param: "h.0.mlp.c_proj.bias", shape: [cfg.nEmbd], values: randomArray(cfg.nEmbd, 9, 0.1) }],
+    deltas: [{
+      kind: "dense",
+      param: "h.0.mlp.c_proj.bias",
+      shape: [cfg.nEmbd],
+      values: randomArray(cfg.nEmbd, 9, 0.1),
+    }],
     info: {},
   };
   const a = await applyEdit(model, edit);
@@ -194,13 +280,22 @@ Deno.test("apply/undo is exact, sequential edits undo in reverse order, save/loa
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-  await assert.rejects(applyEdit(model, { ...other, deltas: [{ ...other.deltas[0], param: "h.9.mlp.c_proj.bias" }] }), /no parameter h\.9/);
+  await assert.rejects(
+    applyEdit(model, { ...other, deltas: [{ ...other.deltas[0], param: "h.9.mlp.c_proj.bias" }] }),
+    /no parameter h\.9/,
+  );
 });
 
 Deno.test("ROME refuses key statistics of another layer", async () => {
   const model = GPT2.random(gpu, cfg, 7, true);
-  const { stats } = await computeKeyStats(model, packCorpus(tok, corpusLines(150, 8), cfg.nPositions), { layers: [0], samples: 2000 });
-  await assert.rejects(computeRome(model, tok, [request], stats.get(0) as KeyStats, hp), /statistics are of layer 0/);
+  const { stats } = await computeKeyStats(model, packCorpus(tok, corpusLines(150, 8), cfg.nPositions), {
+    layers: [0],
+    samples: 2000,
+  });
+  await assert.rejects(
+    computeRome(model, tok, [request], stats.get(0) as KeyStats, hp),
+    /statistics are of layer 0/,
+  );
 });
 
 /** Central difference of f at x[i] in float64. */
@@ -214,20 +309,51 @@ function centralDifference(x: Float64Array, i: number, f: () => number, h = 1e-4
   return (up - down) / (2 * h);
 }
 
-for (const variant of [
-  { layer: 1, site: "mlp" as const, direction: "increase" as const, noise: undefined, weightDecay: 0 },
-  { layer: 1, site: "resid" as const, direction: "decrease" as const, noise: { seed: 2, scale: 0.5 }, weightDecay: 0.002 },
-  { layer: 0, site: "mlp" as const, direction: "increase" as const, noise: { seed: 3, scale: 0.5 }, weightDecay: 0.002 },
-]) {
-  const name = `layer ${variant.layer} ${variant.site}, ${variant.direction}${variant.noise ? ", noised subject" : ""}`;
+for (
+  const variant of [
+    { layer: 1, site: "mlp" as const, direction: "increase" as const, noise: undefined, weightDecay: 0 },
+    {
+      layer: 1,
+      site: "resid" as const,
+      direction: "decrease" as const,
+      noise: { seed: 2, scale: 0.5 },
+      weightDecay: 0.002,
+    },
+    {
+      layer: 0,
+      site: "mlp" as const,
+      direction: "increase" as const,
+      noise: { seed: 3, scale: 0.5 },
+      weightDecay: 0.002,
+    },
+  ]
+) {
+  const name = `layer ${variant.layer} ${variant.site}, ${variant.direction}${
+    variant.noise ? ", noised subject" : ""
+  }`;
   Deno.test(`v*/z objective (${name}): loss and d loss/d delta match the float64 reference`, async () => {
     // Larger embeddings than GPT-2's init give peaked next-token distributions, so that the NLL and
     // KL terms (not only the weight decay) shape the gradient.
     const weights = randomWeights(cfg, 11, true);
     weights.set("wte.weight", weights.get("wte.weight")!.map((v) => 30 * v));
     const model = GPT2.fromArrays(gpu, cfg, weights);
-    const req: EditRequest = { prompt: "{} works at", subject: "Eva Falk", target: "Rome Lima", direction: variant.direction, noise: variant.noise };
-    const o = { layer: variant.layer, site: variant.site, contexts: ["{}", "Carl lives in Oslo . {}"], steps: 1, lr: 0, weightDecay: variant.weightDecay, klFactor: 0.7, clampNormFactor: 4 };
+    const req: EditRequest = {
+      prompt: "{} works at",
+      subject: "Eva Falk",
+      target: "Rome Lima",
+      direction: variant.direction,
+      noise: variant.noise,
+    };
+    const o = {
+      layer: variant.layer,
+      site: variant.site,
+      contexts: ["{}", "Carl lives in Oslo . {}"],
+      steps: 1,
+      lr: 0,
+      weightDecay: variant.weightDecay,
+      klFactor: 0.7,
+      clampNormFactor: 4,
+    };
     const plan = planRequest(tok, req, o);
     const objective = new ValueObjective(model, [plan], o);
     const d = cfg.nEmbd;
@@ -243,11 +369,34 @@ for (const variant of [
 
     // The same loss in float64: rewrite prompts' target NLL, KL at the KL prompt's fact token, weight decay.
     const target = tok.encode(" " + req.target), m = target.length;
-    const forward = (ids: number[], fact: number, subject: [number, number], add: Float64Array | null, capture?: (row: Float64Array) => void) => {
+    const forward = (
+      ids: number[],
+      fact: number,
+      subject: [number, number],
+      add: Float64Array | null,
+      capture?: (row: Float64Array) => void,
+    ) => {
       const noise = req.noise ? subjectNoise(req.noise, subject[1] - subject[0], d) : null;
       return referenceForward(cfg, weights, ids, [
-        ...(noise ? [{ layer: 0, site: "embed" as const, patch: (rows: Float64Array[]) => { for (let t = subject[0]; t < subject[1]; t++) for (let j = 0; j < d; j++) rows[t][j] += noise[(t - subject[0]) * d + j]; } }] : []),
-        { layer: variant.layer, site: variant.site, capture: (rows) => capture?.(rows[fact].slice()), patch: (rows) => { if (add) for (let j = 0; j < d; j++) rows[fact][j] += add[j]; } },
+        ...(noise
+          ? [{
+            layer: 0,
+            site: "embed" as const,
+            patch: (rows: Float64Array[]) => {
+              for (let t = subject[0]; t < subject[1]; t++) {
+                for (let j = 0; j < d; j++) rows[t][j] += noise[(t - subject[0]) * d + j];
+              }
+            },
+          }]
+          : []),
+        {
+          layer: variant.layer,
+          site: variant.site,
+          capture: (rows) => capture?.(rows[fact].slice()),
+          patch: (rows) => {
+            if (add) { for (let j = 0; j < d; j++) rows[fact][j] += add[j]; }
+          },
+        },
       ]);
     };
     const logSoftmax = (z: Float64Array) => {
@@ -258,7 +407,13 @@ for (const variant of [
     let h0: Float64Array = new Float64Array(d);
     const kl = plan.instances.at(-1)!;
     const klInit = logSoftmax(forward(kl.ids, kl.fact, kl.subject, null)[kl.fact]);
-    forward(plan.instances[0].ids, plan.instances[0].fact, plan.instances[0].subject, null, (row) => h0 = row);
+    forward(
+      plan.instances[0].ids,
+      plan.instances[0].fact,
+      plan.instances[0].subject,
+      null,
+      (row) => h0 = row,
+    );
     const referenceLoss = () => {
       let objectiveSum = 0;
       for (const inst of plan.instances.slice(0, -1)) {
@@ -271,7 +426,8 @@ for (const variant of [
       const cur = logSoftmax(forward(kl.ids, kl.fact, kl.subject, delta)[kl.fact]);
       const klValue = cur.reduce((s, v, i) => s + Math.exp(v) * (v - klInit[i]), 0);
       const h0Norm = Math.hypot(...h0);
-      return objectiveSum / (plan.instances.length - 1) + o.klFactor * klValue + o.weightDecay * Math.hypot(...delta) / h0Norm ** 2;
+      return objectiveSum / (plan.instances.length - 1) + o.klFactor * klValue +
+        o.weightDecay * Math.hypot(...delta) / h0Norm ** 2;
     };
     const ref = referenceLoss();
     assert.ok(Math.abs(losses[0] - ref) < 1e-4 * Math.abs(ref), `loss ${losses[0]} vs reference ${ref}`);
@@ -291,7 +447,16 @@ Deno.test("v* of several requests optimised in one batch (finished ones leaving 
   ];
   // The erasure request starts below the stopping loss (its target is already unlikely), so it leaves
   // the batch after the first evaluation and the batch is rebuilt for the other two.
-  const o = { layer: 1, site: "mlp" as const, contexts: ["{}", "Oslo is a city . {}"], steps: 6, lr: 0.05, weightDecay: 0.01, klFactor: 0.1, clampNormFactor: 50 };
+  const o = {
+    layer: 1,
+    site: "mlp" as const,
+    contexts: ["{}", "Oslo is a city . {}"],
+    steps: 6,
+    lr: 0.05,
+    weightDecay: 0.01,
+    klFactor: 0.1,
+    clampNormFactor: 50,
+  };
   const together = await optimiseValues(model, tok, requests, o);
   for (const [i, r] of requests.entries()) {
     const [alone] = await optimiseValues(model, tok, [r], o);

@@ -75,12 +75,24 @@ export interface Edit {
 // Apply and undo
 
 /** Records W[M,N] += U[M,rank] V[rank,N] on the GPU (shaders/rank_update.wgsl). */
-export function rankUpdate(gpu: Gpu, W: Tensor, U: Tensor, V: Tensor, M: number, N: number, rank: number): void {
+export function rankUpdate(
+  gpu: Gpu,
+  W: Tensor,
+  U: Tensor,
+  V: Tensor,
+  M: number,
+  N: number,
+  rank: number,
+): void {
   for (const [name, v] of Object.entries({ M, N, rank })) {
-    if (!Number.isInteger(v) || v < 1) throw new Error(`rankUpdate: ${name} must be a positive integer, got ${v}`);
+    if (!Number.isInteger(v) || v < 1) {
+      throw new Error(`rankUpdate: ${name} must be a positive integer, got ${v}`);
+    }
   }
   for (const [name, t, n] of [["W", W, M * N], ["U", U, M * rank], ["V", V, rank * N]] as const) {
-    if (t.dtype !== "f32" || t.size < n) throw new Error(`rankUpdate: ${name} [${t.shape}] must be f32 with >= ${n} values`);
+    if (t.dtype !== "f32" || t.size < n) {
+      throw new Error(`rankUpdate: ${name} [${t.shape}] must be f32 with >= ${n} values`);
+    }
   }
   gpu.run(
     gpu.pipeline("rank_update.wgsl", "rank_update", { WG: WG_ELEMENTWISE }),
@@ -133,11 +145,15 @@ function checkDelta(model: GPT2, delta: WeightDelta, where: string): void {
       throw new Error(`${where}: ${delta.param} is [${t.shape}], the delta is [${rows}, ${cols}]`);
     }
     if (delta.left.length !== rows * rank || delta.right.length !== rank * cols) {
-      throw new Error(`${where}: factors of ${delta.param} have ${delta.left.length} and ${delta.right.length} values, ` +
-        `rank ${rank} needs ${rows * rank} and ${rank * cols}`);
+      throw new Error(
+        `${where}: factors of ${delta.param} have ${delta.left.length} and ${delta.right.length} values, ` +
+          `rank ${rank} needs ${rows * rank} and ${rank * cols}`,
+      );
     }
   } else if (delta.values.length !== t.size || delta.shape.join(",") !== t.shape.join(",")) {
-    throw new Error(`${where}: ${delta.param} is [${t.shape}], the dense delta is [${delta.shape}] with ${delta.values.length} values`);
+    throw new Error(
+      `${where}: ${delta.param} is [${t.shape}], the dense delta is [${delta.shape}] with ${delta.values.length} values`,
+    );
   }
 }
 
@@ -237,7 +253,9 @@ export async function loadEdit(path: string): Promise<Edit> {
     const read = async (name: string, shape: number[]): Promise<Float32Array> => {
       if (!file.has(name)) fail(`tensor ${name} is missing`);
       const info = file.info(name);
-      if (info.shape.join(",") !== shape.join(",")) fail(`tensor ${name} has shape [${info.shape}], expected [${shape}]`);
+      if (info.shape.join(",") !== shape.join(",")) {
+        fail(`tensor ${name} has shape [${info.shape}], expected [${shape}]`);
+      }
       return await file.read(name);
     };
     const deltas: WeightDelta[] = [];
@@ -251,12 +269,20 @@ export async function loadEdit(path: string): Promise<Edit> {
       };
       if (raw.kind === "low-rank") {
         const [rows, cols, rank] = [count("rows"), count("cols"), count("rank")];
-        const left = await read(`delta.${i}.left`, [rows, rank]), right = await read(`delta.${i}.right`, [rank, cols]);
+        const left = await read(`delta.${i}.left`, [rows, rank]),
+          right = await read(`delta.${i}.right`, [rank, cols]);
         deltas.push({ kind: "low-rank", param: raw.param as string, rows, cols, rank, left, right });
       } else if (raw.kind === "dense") {
         const shape = raw.shape;
-        if (!Array.isArray(shape) || !shape.every((s) => Number.isInteger(s) && s > 0)) fail(`${where}.shape is not a shape`);
-        deltas.push({ kind: "dense", param: raw.param as string, shape: shape as number[], values: await read(`delta.${i}.values`, shape as number[]) });
+        if (!Array.isArray(shape) || !shape.every((s) => Number.isInteger(s) && s > 0)) {
+          fail(`${where}.shape is not a shape`);
+        }
+        deltas.push({
+          kind: "dense",
+          param: raw.param as string,
+          shape: shape as number[],
+          values: await read(`delta.${i}.values`, shape as number[]),
+        });
       } else fail(`${where}.kind is ${JSON.stringify(raw.kind)}, expected "low-rank" or "dense"`);
     }
     return {

@@ -17,11 +17,18 @@ import { batchWithNoise, instantiate, targetIds } from "./keys.ts";
 
 const STOP_LOSS = 1e-2;
 
-export async function computeFt(model: GPT2, tok: Tokenizer, requests: EditRequest[], hp: FtHparams): Promise<Edit> {
+export async function computeFt(
+  model: GPT2,
+  tok: Tokenizer,
+  requests: EditRequest[],
+  hp: FtHparams,
+): Promise<Edit> {
   const gpu = model.gpu, V = model.config.vocabSize;
   if (requests.length === 0) throw new Error("ft: no requests");
   for (const l of hp.layers) {
-    if (!Number.isInteger(l) || l < 0 || l >= model.nLayer) throw new Error(`ft: layer ${l} outside [0, ${model.nLayer})`);
+    if (!Number.isInteger(l) || l < 0 || l >= model.nLayer) {
+      throw new Error(`ft: layer ${l} outside [0, ${model.nLayer})`);
+    }
   }
   if (!(hp.normConstraint >= 0)) throw new Error(`ft: normConstraint must be >= 0, got ${hp.normConstraint}`);
   const names = hp.layers.flatMap((l) => [`h.${l}.mlp.c_proj.weight`, `h.${l}.mlp.c_proj.bias`]);
@@ -29,7 +36,9 @@ export async function computeFt(model: GPT2, tok: Tokenizer, requests: EditReque
   const originals = (await gpu.readMany(tensors)).map((a) => a.slice());
   const anchors = originals.map((a, i) => gpu.tensor(tensors[i].shape, a));
   const grads = allocateGradients(model, names);
-  const adam = new Adam(gpu, names.map((name, i) => ({ name, tensor: tensors[i], size: tensors[i].size })), { lr: hp.lr });
+  const adam = new Adam(gpu, names.map((name, i) => ({ name, tensor: tensors[i], size: tensors[i].size })), {
+    lr: hp.lr,
+  });
 
   const prompts = requests.map((r) => instantiate(tok, "{}", r.prompt, r.subject, r.noise));
   const targets = requests.map((r) => targetIds(tok, r.target));
@@ -39,7 +48,10 @@ export async function computeFt(model: GPT2, tok: Tokenizer, requests: EditReque
     for (let step = 0; step < hp.numSteps; step++) {
       let epochLoss = 0;
       for (let start = 0; start < requests.length; start += hp.batchSize) {
-        const idx = Array.from({ length: Math.min(hp.batchSize, requests.length - start) }, (_, i) => start + i);
+        const idx = Array.from(
+          { length: Math.min(hp.batchSize, requests.length - start) },
+          (_, i) => start + i,
+        );
         const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, idx.map((i) => prompts[i]));
         const fwd = model.forward(batch, { hooks, keep: true });
         release();
@@ -89,7 +101,12 @@ export async function computeFt(model: GPT2, tok: Tokenizer, requests: EditReque
       shape: [...tensors[i].shape],
       values: trained[i].map((v, j) => v - originals[i][j]),
     }));
-    return { method: "ft", requests, deltas, info: { hparams: hp, layers: hp.layers, losses, epochs: steps } };
+    return {
+      method: "ft",
+      requests,
+      deltas,
+      info: { hparams: hp, layers: hp.layers, losses, epochs: steps },
+    };
   } finally {
     tensors.forEach((t, i) => gpu.write(t, originals[i]));
     adam.destroy();

@@ -80,7 +80,13 @@ const ROME_TEMPLATES = { lengths: [[5, 10], [10, 10]] as [number, number][], see
 /** MEMIT's: 5 texts of 10 tokens (6 templates with the bare prompt). */
 const MEMIT_TEMPLATES = { lengths: [[10, 5]] as [number, number][], seed: 0, topK: 5 };
 
-const ROME_VALUE: ValueHparams = { vNumGradSteps: 20, vLr: 0.5, vWeightDecay: 0.5, klFactor: 0.0625, clampNormFactor: 4 };
+const ROME_VALUE: ValueHparams = {
+  vNumGradSteps: 20,
+  vLr: 0.5,
+  vWeightDecay: 0.5,
+  klFactor: 0.0625,
+  clampNormFactor: 4,
+};
 
 export function romeHparams(cfg: GPT2Config): RomeHparams {
   const family = familyOf(cfg);
@@ -109,17 +115,26 @@ function layersEndingAt(last: number, count: number): number[] {
 export function memitHparams(cfg: GPT2Config): MemitHparams {
   const family = familyOf(cfg), f = 4 * cfg.nEmbd;
   const value = { ...ROME_VALUE, clampNormFactor: 0.75 };
-  if (family === "gpt2-xl") return { ...value, layers: [13, 14, 15, 16, 17], mom2UpdateWeight: 20000, templates: MEMIT_TEMPLATES };
+  if (family === "gpt2-xl") {
+    return { ...value, layers: [13, 14, 15, 16, 17], mom2UpdateWeight: 20000, templates: MEMIT_TEMPLATES };
+  }
   // Other families: five layers ending at ROME's layer (XL's 13-17 end at its ROME layer 17), lambda = 3f.
   const last = romeHparams(cfg).layer;
   const count = family === "small" ? 3 : 5;
-  return { ...value, layers: layersEndingAt(last, count), mom2UpdateWeight: Math.round(20000 * f / 6400), templates: MEMIT_TEMPLATES };
+  return {
+    ...value,
+    layers: layersEndingAt(last, count),
+    mom2UpdateWeight: Math.round(20000 * f / 6400),
+    templates: MEMIT_TEMPLATES,
+  };
 }
 
 export function emmetHparams(cfg: GPT2Config): EmmetHparams {
   const family = familyOf(cfg), f = 4 * cfg.nEmbd;
   const value = { ...ROME_VALUE, clampNormFactor: 0.75 };
-  if (family === "gpt2-xl") return { ...value, layers: [17], mom2UpdateWeight: 10000, emmetLambda: 0.1, templates: MEMIT_TEMPLATES };
+  if (family === "gpt2-xl") {
+    return { ...value, layers: [17], mom2UpdateWeight: 10000, emmetLambda: 0.1, templates: MEMIT_TEMPLATES };
+  }
   return {
     ...value,
     layers: [romeHparams(cfg).layer],
@@ -138,7 +153,13 @@ export function ftHparams(cfg: GPT2Config, layers?: number[]): FtHparams {
     "gpt2-xl": 5e-4,
     "small": 5e-3,
   };
-  return { layers: layers ?? [romeHparams(cfg).layer], numSteps: 25, lr: 5e-4, normConstraint: eps[family], batchSize: 128 };
+  return {
+    layers: layers ?? [romeHparams(cfg).layer],
+    numSteps: 25,
+    lr: 5e-4,
+    normConstraint: eps[family],
+    batchSize: 128,
+  };
 }
 
 export function statsHparams(cfg: GPT2Config): StatsHparams {

@@ -76,7 +76,11 @@ export function subjectNoise(noise: SubjectNoise, count: number, d: number): Flo
  * embeddings ("embed" site = wte + wpe rows, the same rows causal tracing corrupts).
  * `release` frees the noise tensor after the forward that used it is recorded.
  */
-export function batchWithNoise(gpu: Gpu, d: number, instances: PromptInstance[]): { batch: Batch; hooks: Hook[]; release: () => void } {
+export function batchWithNoise(
+  gpu: Gpu,
+  d: number,
+  instances: PromptInstance[],
+): { batch: Batch; hooks: Hook[]; release: () => void } {
   const batch = makeBatch(instances.map((p) => p.ids));
   const rows: Float32Array[] = []; // one [subject length, d] block per noised instance
   let count = 0;
@@ -85,7 +89,10 @@ export function batchWithNoise(gpu: Gpu, d: number, instances: PromptInstance[])
     const length = p.subject[1] - p.subject[0];
     rows.push(subjectNoise(p.noise, length, d));
     count += length;
-    return Array.from({ length }, (_, i) => ({ dst: b * batch.T + p.subject[0] + i, src: count - length + i, keep: 1, take: 1 }));
+    return Array.from(
+      { length },
+      (_, i) => ({ dst: b * batch.T + p.subject[0] + i, src: count - length + i, keep: 1, take: 1 }),
+    );
   });
   if (entries.length === 0) return { batch, hooks: [], release: () => {} };
   const flat = new Float32Array(count * d);
@@ -95,7 +102,11 @@ export function batchWithNoise(gpu: Gpu, d: number, instances: PromptInstance[])
     at += block.length;
   }
   const src = gpu.tensor([count, d], flat);
-  return { batch, hooks: [{ layer: 0, site: "embed", patch: { src, entries } }], release: () => gpu.release(src) };
+  return {
+    batch,
+    hooks: [{ layer: 0, site: "embed", patch: { src, entries } }],
+    release: () => gpu.release(src),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,7 +180,9 @@ export async function contextTemplates(model: GPT2, tok: Tokenizer, spec: Templa
       return ids[0];
     });
   } else {
-    if (tok.eosId === null) throw new Error("context templates: the tokenizer has no eos token; give startWords");
+    if (tok.eosId === null) {
+      throw new Error("context templates: the tokenizer has no eos token; give startWords");
+    }
     starts = [tok.eosId];
   }
   const templates = ["{}"];
@@ -192,7 +205,12 @@ export async function contextTemplates(model: GPT2, tok: Tokenizer, spec: Templa
 }
 
 /** One top-k sampled next token per sequence (all of equal length): one forward, one readback. */
-async function sampleNext(model: GPT2, sequences: number[][], k: number, random: () => number): Promise<number[]> {
+async function sampleNext(
+  model: GPT2,
+  sequences: number[][],
+  k: number,
+  random: () => number,
+): Promise<number[]> {
   const gpu = model.gpu, V = model.config.vocabSize;
   const res = model.forward(makeBatch(sequences));
   const top = topK(gpu, res.logits, sequences.length, V, Math.min(k, V));
@@ -234,4 +252,3 @@ export function groupMean(groups: Float32Array[][]): Float64Array {
   }
   return out;
 }
-

@@ -18,7 +18,10 @@ export function cholesky(A: ArrayLike<number>, n: number, what = "matrix"): Floa
   for (let i0 = 0; i0 < n; i0 += 4) {
     const rows = Math.min(4, n - i0);
     // Row offsets of the block (a missing 4th row repeats the first: computed, never stored).
-    const r0 = i0 * n, r1 = (i0 + Math.min(1, rows - 1)) * n, r2 = (i0 + Math.min(2, rows - 1)) * n, r3 = (i0 + rows - 1) * n;
+    const r0 = i0 * n,
+      r1 = (i0 + Math.min(1, rows - 1)) * n,
+      r2 = (i0 + Math.min(2, rows - 1)) * n,
+      r3 = (i0 + rows - 1) * n;
     for (let j = 0; j < i0 + rows; j++) {
       const rowJ = j * n;
       let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -72,8 +75,16 @@ export function choleskySolve(L: Float64Array, n: number, b: ArrayLike<number>):
 }
 
 /** Solves A X = B for symmetric positive definite A [n,n] and B [n,m]; returns X [n,m]. */
-export function solveSpd(A: ArrayLike<number>, n: number, B: ArrayLike<number>, m: number, what = "matrix"): Float64Array {
-  if (B.length !== n * m) throw new Error(`solveSpd: right-hand sides have ${B.length} values, expected ${n}x${m}`);
+export function solveSpd(
+  A: ArrayLike<number>,
+  n: number,
+  B: ArrayLike<number>,
+  m: number,
+  what = "matrix",
+): Float64Array {
+  if (B.length !== n * m) {
+    throw new Error(`solveSpd: right-hand sides have ${B.length} values, expected ${n}x${m}`);
+  }
   const L = cholesky(A, n, what);
   const X = new Float64Array(n * m);
   const column = new Float64Array(n);

@@ -18,7 +18,7 @@
 // only happens once per layer, in the factorisation.
 import type { GPT2 } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
-import { applyEdit, type AppliedEdit, type Edit, type EditRequest, type LowRankDelta } from "./edit.ts";
+import { type AppliedEdit, applyEdit, type Edit, type EditRequest, type LowRankDelta } from "./edit.ts";
 import type { EmmetHparams, MemitHparams } from "./hparams.ts";
 import { contextTemplates, factStates, groupMean, instantiate } from "./keys.ts";
 import { norm, solveSpd } from "./linalg.ts";
@@ -39,7 +39,16 @@ export function computeMemit(
   hp: MemitHparams,
   o: BatchEditOptions = {},
 ): Promise<Edit> {
-  return computeBatchEdit(model, tok, requests, stats, "memit", hp, { ridge: hp.mom2UpdateWeight, scale: 1 }, o);
+  return computeBatchEdit(
+    model,
+    tok,
+    requests,
+    stats,
+    "memit",
+    hp,
+    { ridge: hp.mom2UpdateWeight, scale: 1 },
+    o,
+  );
 }
 
 export function computeEmmet(
@@ -51,7 +60,10 @@ export function computeEmmet(
   o: BatchEditOptions = {},
 ): Promise<Edit> {
   // U = C'^-1 K = C^-1 K / lambda_m; D = K^T U + eps I.
-  return computeBatchEdit(model, tok, requests, stats, "emmet", hp, { ridge: hp.emmetLambda, scale: 1 / hp.mom2UpdateWeight }, o);
+  return computeBatchEdit(model, tok, requests, stats, "emmet", hp, {
+    ridge: hp.emmetLambda,
+    scale: 1 / hp.mom2UpdateWeight,
+  }, o);
 }
 
 /** X = (K^T U + ridge I)^-1 R^T with U = scale * C^-1 K. */
@@ -78,7 +90,9 @@ async function computeBatchEdit(
   for (const l of layers) {
     const s = stats.get(l);
     if (!s) throw new Error(`${method}: no key statistics for layer ${l}`);
-    if (s.width !== f) throw new Error(`${method}: key statistics of layer ${l} have width ${s.width}, the model's keys ${f}`);
+    if (s.width !== f) {
+      throw new Error(`${method}: key statistics of layer ${l} have width ${s.width}, the model's keys ${f}`);
+    }
   }
   const zLayer = layers[layers.length - 1];
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
@@ -94,9 +108,15 @@ async function computeBatchEdit(
     klFactor: hp.klFactor,
     clampNormFactor: hp.clampNormFactor,
   });
-  log(`${method}: z of ${n} facts at layer ${zLayer}, mean target probability ${(values.reduce((s, v) => s + v.targetProb, 0) / n).toFixed(3)}`);
+  log(
+    `${method}: z of ${n} facts at layer ${zLayer}, mean target probability ${
+      (values.reduce((s, v) => s + v.targetProb, 0) / n).toFixed(3)
+    }`,
+  );
 
-  const keyInstances = requests.flatMap((r) => contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise)));
+  const keyInstances = requests.flatMap((r) =>
+    contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise))
+  );
   const bareInstances = requests.map((r) => instantiate(tok, "{}", r.prompt, r.subject, r.noise));
   const deltas: LowRankDelta[] = [];
   const applied: AppliedEdit[] = [];
@@ -112,15 +132,28 @@ async function computeBatchEdit(
         const mine = keyRows.slice(j * contexts.length, (j + 1) * contexts.length);
         const k = groupMean([mine.slice(0, 1), mine.slice(1)].filter((g) => g.length > 0));
         for (let a = 0; a < f; a++) K[a * n + j] = k[a];
-        for (let c = 0; c < d; c++) Rt[j * d + c] = (values[j].target[c] - current[j][c]) / (layers.length - i);
+        for (let c = 0; c < d; c++) {
+          Rt[j * d + c] = (values[j].target[c] - current[j][c]) / (layers.length - i);
+        }
       });
       residualNorms.push(norm(Rt) / Math.sqrt(n));
-      const delta = solveUpdate(stats.get(layer)!, K, Rt, n, d, solver.ridge, solver.scale, `${method} layer ${layer}`);
+      const delta = solveUpdate(
+        stats.get(layer)!,
+        K,
+        Rt,
+        n,
+        d,
+        solver.ridge,
+        solver.scale,
+        `${method} layer ${layer}`,
+      );
       delta.param = `h.${layer}.mlp.c_proj.weight`;
       deltas.push(delta);
       log(`${method}: layer ${layer}: mean residual norm ${residualNorms.at(-1)!.toFixed(4)}`);
       // The next layer's keys and residuals see this layer's update.
-      if (i < layers.length - 1) applied.push(await applyEdit(model, { method, requests, deltas: [delta], info: {} }));
+      if (i < layers.length - 1) {
+        applied.push(await applyEdit(model, { method, requests, deltas: [delta], info: {} }));
+      }
     }
   } finally {
     for (const a of applied.reverse()) a.undo();

@@ -6,14 +6,14 @@ import { type Tokenizer, WordLevelTokenizer } from "../../engine/tokenizer.ts";
 import type { Edit, EditRequest } from "./edit.ts";
 import { computeFt } from "./ft.ts";
 import {
-  emmetHparams,
   type EmmetHparams,
-  ftHparams,
+  emmetHparams,
   type FtHparams,
-  memitHparams,
+  ftHparams,
   type MemitHparams,
-  romeHparams,
+  memitHparams,
   type RomeHparams,
+  romeHparams,
 } from "./hparams.ts";
 import { sentenceStartWords } from "./keys.ts";
 import { computeEmmet, computeMemit } from "./memit.ts";
@@ -24,7 +24,9 @@ export const METHODS = ["rome", "r-rome", "memit", "emmet", "ft"] as const;
 export type MethodName = typeof METHODS[number];
 
 export function parseMethod(name: string): MethodName {
-  if (!(METHODS as readonly string[]).includes(name)) throw new Error(`unknown editing method "${name}"; known: ${METHODS.join(", ")}`);
+  if (!(METHODS as readonly string[]).includes(name)) {
+    throw new Error(`unknown editing method "${name}"; known: ${METHODS.join(", ")}`);
+  }
   return name as MethodName;
 }
 
@@ -55,7 +57,11 @@ function defined<T extends object>(o: T): Partial<T> {
 }
 
 /** The family's defaults for `method` with overrides applied. */
-export function methodConfig<M extends MethodName>(model: GPT2, method: M, o: Overrides = {}): Extract<MethodConfig, { method: M }> {
+export function methodConfig<M extends MethodName>(
+  model: GPT2,
+  method: M,
+  o: Overrides = {},
+): Extract<MethodConfig, { method: M }> {
   return configFor(model, method, o) as Extract<MethodConfig, { method: M }>;
 }
 
@@ -64,18 +70,31 @@ function configFor(model: GPT2, method: MethodName, o: Overrides): MethodConfig 
   const { layers, numSteps, normConstraint, mom2UpdateWeight, ...value } = o;
   const valueOverrides = defined(value);
   for (const l of layers ?? []) {
-    if (!Number.isInteger(l) || l < 0 || l >= cfg.nLayer) throw new Error(`${method}: layer ${l} outside [0, ${cfg.nLayer})`);
+    if (!Number.isInteger(l) || l < 0 || l >= cfg.nLayer) {
+      throw new Error(`${method}: layer ${l} outside [0, ${cfg.nLayer})`);
+    }
   }
   switch (method) {
     case "rome":
     case "r-rome": {
-      if (layers && layers.length !== 1) throw new Error(`${method} edits one layer; got layers ${layers.join(",")}`);
-      return { method, hparams: { ...romeHparams(cfg), ...valueOverrides, ...(layers ? { layer: layers[0] } : {}) } };
+      if (layers && layers.length !== 1) {
+        throw new Error(`${method} edits one layer; got layers ${layers.join(",")}`);
+      }
+      return {
+        method,
+        hparams: { ...romeHparams(cfg), ...valueOverrides, ...(layers ? { layer: layers[0] } : {}) },
+      };
     }
     case "memit":
-      return { method, hparams: { ...memitHparams(cfg), ...valueOverrides, ...defined({ layers, mom2UpdateWeight }) } };
+      return {
+        method,
+        hparams: { ...memitHparams(cfg), ...valueOverrides, ...defined({ layers, mom2UpdateWeight }) },
+      };
     case "emmet":
-      return { method, hparams: { ...emmetHparams(cfg), ...valueOverrides, ...defined({ layers, mom2UpdateWeight }) } };
+      return {
+        method,
+        hparams: { ...emmetHparams(cfg), ...valueOverrides, ...defined({ layers, mom2UpdateWeight }) },
+      };
     case "ft":
       return { method, hparams: { ...ftHparams(cfg, layers), ...defined({ numSteps, normConstraint }) } };
   }
@@ -138,8 +157,15 @@ export async function computeEdits(
  * First words for the context texts: for a word-level tokenizer, the distinct first words of the
  * corpus lines (keys.ts explains why); for byte-level BPE none (texts start at <|endoftext|>).
  */
-export async function templateStartWords(tok: Tokenizer, corpusPath: string | null): Promise<string[] | undefined> {
+export async function templateStartWords(
+  tok: Tokenizer,
+  corpusPath: string | null,
+): Promise<string[] | undefined> {
   if (!(tok instanceof WordLevelTokenizer)) return undefined;
-  if (!corpusPath) throw new Error("a word-level model needs its corpus (corpus.txt) for the context templates' first words");
+  if (!corpusPath) {
+    throw new Error(
+      "a word-level model needs its corpus (corpus.txt) for the context templates' first words",
+    );
+  }
   return sentenceStartWords((await Deno.readTextFile(corpusPath)).split("\n"));
 }

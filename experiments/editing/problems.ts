@@ -25,7 +25,13 @@ import { erasureScore, harmonicMean, neighborhoodScore, rewriteScore } from "../
 import type { EditRequest, SubjectNoise } from "./edit.ts";
 import { batchWithNoise, instantiate, type PromptInstance, targetIds } from "./keys.ts";
 
-export const PROBLEMS = ["error-injection", "tracing-reversal", "fact-erasure", "fact-amplification", "fact-forcing"] as const;
+export const PROBLEMS = [
+  "error-injection",
+  "tracing-reversal",
+  "fact-erasure",
+  "fact-amplification",
+  "fact-forcing",
+] as const;
 export type EditingProblem = typeof PROBLEMS[number];
 
 export function parseProblem(name: string): EditingProblem {
@@ -63,7 +69,12 @@ export function editingCase(c: EditCase): EditingCase {
 }
 
 /** The subject's instance in a prompt that already contains it (first occurrence). */
-export function filledInstance(tok: Tokenizer, text: string, subject: string, noise?: SubjectNoise): PromptInstance {
+export function filledInstance(
+  tok: Tokenizer,
+  text: string,
+  subject: string,
+  noise?: SubjectNoise,
+): PromptInstance {
   const at = text.indexOf(subject);
   if (at < 0) throw new Error(`subject ${JSON.stringify(subject)} does not occur in ${JSON.stringify(text)}`);
   return instantiate(tok, "{}", text.slice(0, at) + "{}" + text.slice(at + subject.length), subject, noise);
@@ -93,9 +104,16 @@ export async function problemRequest(
 }
 
 /** The most likely next token (as text) after the noised prompt, other than o_true's first token. */
-async function noisedPrediction(model: GPT2, tok: Tokenizer, c: EditingCase, noise: SubjectNoise): Promise<string> {
+async function noisedPrediction(
+  model: GPT2,
+  tok: Tokenizer,
+  c: EditingCase,
+  noise: SubjectNoise,
+): Promise<string> {
   const gpu = model.gpu, V = model.config.vocabSize;
-  const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, [instantiate(tok, "{}", c.prompt, c.subject, noise)]);
+  const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, [
+    instantiate(tok, "{}", c.prompt, c.subject, noise),
+  ]);
   const res = model.forward(batch, { hooks });
   release();
   const top = topK(gpu, res.logits, 1, V, 2);
@@ -115,7 +133,11 @@ export interface ScoredPrompt {
 }
 
 /** p = exp(-mean NLL) of each item's target after its prompt (noise applied where the instance has it). */
-export async function targetProbabilities(model: GPT2, items: ScoredPrompt[], batchSize = 128): Promise<number[]> {
+export async function targetProbabilities(
+  model: GPT2,
+  items: ScoredPrompt[],
+  batchSize = 128,
+): Promise<number[]> {
   const gpu = model.gpu, V = model.config.vocabSize;
   const out: number[] = [];
   for (let start = 0; start < items.length; start += batchSize) {
@@ -125,7 +147,9 @@ export async function targetProbabilities(model: GPT2, items: ScoredPrompt[], ba
       model.config.nEmbd,
       chunk.map((it) => ({ ...it.instance, ids: [...it.instance.ids, ...it.target.slice(0, -1)] })),
     );
-    const outputRows = chunk.flatMap((it, b) => it.target.map((_, j) => b * batch.T + it.instance.ids.length - 1 + j));
+    const outputRows = chunk.flatMap((it, b) =>
+      it.target.map((_, j) => b * batch.T + it.instance.ids.length - 1 + j)
+    );
     const res = model.forward(batch, { hooks, outputRows });
     release();
     const targets = gpu.tensor([outputRows.length], chunk.flatMap((it) => it.target), "u32");
@@ -159,9 +183,13 @@ export function caseItems(tok: Tokenizer, cases: { c: EditingCase; request: Edit
   const counts = cases.map(({ c, request }) => {
     const target = targetIds(tok, request.target);
     items.push({ instance: instantiate(tok, "{}", c.prompt, c.subject, request.noise), target });
-    for (const p of c.paraphrases) items.push({ instance: filledInstance(tok, p, c.subject, request.noise), target });
+    for (const p of c.paraphrases) {
+      items.push({ instance: filledInstance(tok, p, c.subject, request.noise), target });
+    }
     const falseTarget = targetIds(tok, c.targetNew);
-    for (const p of c.neighbors) items.push({ instance: { ids: tok.encode(p), subject: [0, 0], fact: 0 }, target: falseTarget });
+    for (const p of c.neighbors) {
+      items.push({ instance: { ids: tok.encode(p), subject: [0, 0], fact: 0 }, target: falseTarget });
+    }
     return [c.paraphrases.length, c.neighbors.length];
   });
   const regroup = (p: number[]) => {
@@ -198,10 +226,16 @@ export interface CaseScores {
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 /** Hase et al.'s normalised scores of one edit from its pre- and post-edit probabilities. */
-export function caseScores(request: EditRequest, pre: CaseProbabilities, post: CaseProbabilities): CaseScores {
+export function caseScores(
+  request: EditRequest,
+  pre: CaseProbabilities,
+  post: CaseProbabilities,
+): CaseScores {
   const gain = request.direction === "decrease" ? erasureScore : rewriteScore;
   const rewrite = gain(pre.rewrite, post.rewrite);
-  const paraphrase = pre.paraphrase.length ? mean(pre.paraphrase.map((p, i) => gain(p, post.paraphrase[i]))) : NaN;
+  const paraphrase = pre.paraphrase.length
+    ? mean(pre.paraphrase.map((p, i) => gain(p, post.paraphrase[i])))
+    : NaN;
   const neighborhood = pre.neighborhood.length
     ? mean(pre.neighborhood.map((p, i) => neighborhoodScore(p, post.neighborhood[i])))
     : NaN;

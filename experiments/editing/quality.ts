@@ -23,14 +23,21 @@ import { defaultNoiseLevel } from "../tracing.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
 import { statsHparams } from "./hparams.ts";
 import { targetIds } from "./keys.ts";
-import { computeEdits, editedLayers, methodConfig, type MethodName, parseMethod, templateStartWords } from "./methods.ts";
+import {
+  computeEdits,
+  editedLayers,
+  methodConfig,
+  type MethodName,
+  parseMethod,
+  templateStartWords,
+} from "./methods.ts";
 import {
   type CaseProbabilities,
   caseProbabilities,
-  caseScores,
   type CaseScores,
-  editingCase,
+  caseScores,
   type EditingCase,
+  editingCase,
   parseProblem,
   problemRequest,
 } from "./problems.ts";
@@ -55,11 +62,22 @@ function meanScores(scores: CaseScores[]): CaseScores {
     const xs = scores.map((s) => s[k]).filter((x) => !Number.isNaN(x));
     return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
   };
-  return { rewrite: avg("rewrite"), paraphrase: avg("paraphrase"), neighborhood: avg("neighborhood"), overall: avg("overall") };
+  return {
+    rewrite: avg("rewrite"),
+    paraphrase: avg("paraphrase"),
+    neighborhood: avg("neighborhood"),
+    overall: avg("overall"),
+  };
 }
 
 /** Each edit applied alone to the unedited model, its own case scored, then undone. */
-async function scoreEach(model: GPT2, tok: Tokenizer, edits: Edit[], pairs: Pair[], pre: CaseProbabilities[]): Promise<CaseScores[]> {
+async function scoreEach(
+  model: GPT2,
+  tok: Tokenizer,
+  edits: Edit[],
+  pairs: Pair[],
+  pre: CaseProbabilities[],
+): Promise<CaseScores[]> {
   const out: CaseScores[] = [];
   for (const [i, edit] of edits.entries()) {
     const applied = await applyEdit(model, edit);
@@ -71,7 +89,13 @@ async function scoreEach(model: GPT2, tok: Tokenizer, edits: Edit[], pairs: Pair
 }
 
 /** One edit of all pairs at once, every case scored on the edited model. */
-async function scoreBatch(model: GPT2, tok: Tokenizer, edit: Edit, pairs: Pair[], pre: CaseProbabilities[]): Promise<CaseScores[]> {
+async function scoreBatch(
+  model: GPT2,
+  tok: Tokenizer,
+  edit: Edit,
+  pairs: Pair[],
+  pre: CaseProbabilities[],
+): Promise<CaseScores[]> {
   const applied = await applyEdit(model, edit);
   const post = await caseProbabilities(model, tok, pairs);
   applied.undo();
@@ -108,10 +132,15 @@ async function main(args: string[]): Promise<number> {
   // Fixed cases: the first nCases known facts in file order.
   const { cases: all } = await loadDataset(`${dir}/counterfact.json`);
   const candidates = all.map(editingCase);
-  const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(c.prompt.replace("{}", c.subject))));
+  const predicted = await greedyNextTokens(
+    model,
+    candidates.map((c) => tok.encode(c.prompt.replace("{}", c.subject))),
+  );
   const known = candidates.filter((c, i) => predicted[i] === targetIds(tok, c.targetTrue)[0]);
   const cases = known.slice(0, nCases);
-  console.log(`${known.length} of ${candidates.length} CounterFact facts are known (greedy first token); using the first ${cases.length}`);
+  console.log(
+    `${known.length} of ${candidates.length} CounterFact facts are known (greedy first token); using the first ${cases.length}`,
+  );
   if (cases.length === 0) throw new Error("no known facts to edit");
 
   const noise = { seed: 1, scale: await defaultNoiseLevel(model) };
@@ -128,7 +157,13 @@ async function main(args: string[]): Promise<number> {
   });
 
   const rows: Row[] = [];
-  const run = async (label: string, method: MethodName, layers: number[] | undefined, n: number, mode: "each" | "batch") => {
+  const run = async (
+    label: string,
+    method: MethodName,
+    layers: number[] | undefined,
+    n: number,
+    mode: "each" | "batch",
+  ) => {
     const mc = methodConfig(model, method, { layers });
     const sub = pairs.slice(0, n), subPre = pre.slice(0, n);
     const requests = sub.map((p) => p.request);
@@ -141,16 +176,30 @@ async function main(args: string[]): Promise<number> {
       // ROME and R-ROME compute independent per-fact edits in one call; the others one call per fact
       // (in turn: FT-L trains the model's own weights while it runs).
       let edits: Edit[] = [];
-      if (method === "rome" || method === "r-rome") edits = await computeEdits(model, tok, mc, requests, stats, { startWords });
-      else for (const r of requests) edits.push(...await computeEdits(model, tok, mc, [r], stats, { startWords }));
+      if (method === "rome" || method === "r-rome") {
+        edits = await computeEdits(model, tok, mc, requests, stats, { startWords });
+      } else {for (const r of requests) {
+          edits.push(...await computeEdits(model, tok, mc, [r], stats, { startWords }));
+        }}
       scores = await scoreEach(model, tok, edits, sub, subPre);
     }
-    const row = { label, layers: editedLayers(mc), cases: n, seconds: (performance.now() - t0) / 1000, mean: meanScores(scores), scores };
+    const row = {
+      label,
+      layers: editedLayers(mc),
+      cases: n,
+      seconds: (performance.now() - t0) / 1000,
+      mean: meanScores(scores),
+      scores,
+    };
     rows.push(row);
     const m = row.mean;
     console.log(
-      `${label.padEnd(24)} layers ${row.layers.join(",").padEnd(10)} n=${String(n).padEnd(4)} rewrite ${fmt(m.rewrite)}  ` +
-        `paraphrase ${fmt(m.paraphrase)}  neighborhood ${fmt(m.neighborhood)}  overall ${fmt(m.overall)}  (${row.seconds.toFixed(0)} s)`,
+      `${label.padEnd(24)} layers ${row.layers.join(",").padEnd(10)} n=${String(n).padEnd(4)} rewrite ${
+        fmt(m.rewrite)
+      }  ` +
+        `paraphrase ${fmt(m.paraphrase)}  neighborhood ${fmt(m.neighborhood)}  overall ${fmt(m.overall)}  (${
+          row.seconds.toFixed(0)
+        } s)`,
     );
     return row;
   };
@@ -158,9 +207,17 @@ async function main(args: string[]): Promise<number> {
   const defaultRomeLayer = methodConfig(model, "rome").hparams;
   let romeDefault: Row | undefined;
   if (methods.includes("rome")) {
-    console.log(`\nROME, ${problem}, per layer (one fact edited at a time; default layer ${defaultRomeLayer.layer}):`);
+    console.log(
+      `\nROME, ${problem}, per layer (one fact edited at a time; default layer ${defaultRomeLayer.layer}):`,
+    );
     for (const l of allLayers) {
-      const row = await run(`rome layer ${l}${l === defaultRomeLayer.layer ? " (default)" : ""}`, "rome", [l], l === defaultRomeLayer.layer ? cases.length : Math.min(sweepCases, cases.length), "each");
+      const row = await run(
+        `rome layer ${l}${l === defaultRomeLayer.layer ? " (default)" : ""}`,
+        "rome",
+        [l],
+        l === defaultRomeLayer.layer ? cases.length : Math.min(sweepCases, cases.length),
+        "each",
+      );
       if (l === defaultRomeLayer.layer) romeDefault = row;
     }
   }
@@ -168,22 +225,44 @@ async function main(args: string[]): Promise<number> {
   let memitRow: Row | undefined;
   for (const method of methods.filter((m) => m !== "rome")) {
     const mode = method === "memit" || method === "emmet" ? "batch" : "each";
-    const row = await run(`${method} (${mode === "batch" ? "one batch" : "one at a time"})`, method, undefined, cases.length, mode);
+    const row = await run(
+      `${method} (${mode === "batch" ? "one batch" : "one at a time"})`,
+      method,
+      undefined,
+      cases.length,
+      mode,
+    );
     if (method === "memit") memitRow = row;
   }
 
   console.log("\nQuality bar:");
   const checks: [string, boolean][] = [];
   if (romeDefault) {
-    checks.push([`ROME layer ${defaultRomeLayer.layer}: mean rewrite ${fmt(romeDefault.mean.rewrite)} >= 0.9 over ${romeDefault.cases} edits`, romeDefault.mean.rewrite >= 0.9]);
-    checks.push([`ROME layer ${defaultRomeLayer.layer}: mean neighborhood ${fmt(romeDefault.mean.neighborhood)} >= 0.8`, romeDefault.mean.neighborhood >= 0.8]);
+    checks.push([
+      `ROME layer ${defaultRomeLayer.layer}: mean rewrite ${
+        fmt(romeDefault.mean.rewrite)
+      } >= 0.9 over ${romeDefault.cases} edits`,
+      romeDefault.mean.rewrite >= 0.9,
+    ]);
+    checks.push([
+      `ROME layer ${defaultRomeLayer.layer}: mean neighborhood ${fmt(romeDefault.mean.neighborhood)} >= 0.8`,
+      romeDefault.mean.neighborhood >= 0.8,
+    ]);
   }
   if (memitRow) {
-    checks.push([`MEMIT: one batch of ${memitRow.cases} edits (>= 100), mean rewrite ${fmt(memitRow.mean.rewrite)} >= 0.8`, memitRow.cases >= 100 && memitRow.mean.rewrite >= 0.8]);
+    checks.push([
+      `MEMIT: one batch of ${memitRow.cases} edits (>= 100), mean rewrite ${
+        fmt(memitRow.mean.rewrite)
+      } >= 0.8`,
+      memitRow.cases >= 100 && memitRow.mean.rewrite >= 0.8,
+    ]);
   }
   for (const [text, ok] of checks) console.log(`  ${ok ? "PASS" : "FAIL"}  ${text}`);
   if (values.json) {
-    await Deno.writeTextFile(values.json, JSON.stringify({ model: dir, problem, cases: cases.length, rows, checks }, null, 1));
+    await Deno.writeTextFile(
+      values.json,
+      JSON.stringify({ model: dir, problem, cases: cases.length, rows, checks }, null, 1),
+    );
     console.log(`wrote ${values.json}`);
   }
   return values.check && checks.some(([, ok]) => !ok) ? 1 : 0;

@@ -45,13 +45,17 @@ export async function computeRome(
   if (hp.mom2Adjustment) {
     if (!stats) throw new Error(`${variant}: mom2 adjustment needs the key statistics of layer ${layer}`);
     if (stats.layer !== layer || stats.width !== f) {
-      throw new Error(`${variant}: key statistics are of layer ${stats.layer} (width ${stats.width}), the edit is at layer ${layer} (width ${f})`);
+      throw new Error(
+        `${variant}: key statistics are of layer ${stats.layer} (width ${stats.width}), the edit is at layer ${layer} (width ${f})`,
+      );
     }
   }
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
 
   // Keys and MLP outputs at the subject's last token, in every context (context 0 = the bare prompt).
-  const instances = requests.flatMap((r) => contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise)));
+  const instances = requests.flatMap((r) =>
+    contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise))
+  );
   const [keys, values] = await factStates(model, instances, layer, ["key", "mlp"]);
   const n = contexts.length;
 
@@ -80,7 +84,15 @@ export async function computeRome(
     return {
       method: variant,
       requests: [request],
-      deltas: [{ kind: "low-rank", param: `h.${layer}.mlp.c_proj.weight`, rows: f, cols: model.config.nEmbd, rank: 1, left: u, right: r }],
+      deltas: [{
+        kind: "low-rank",
+        param: `h.${layer}.mlp.c_proj.weight`,
+        rows: f,
+        cols: model.config.nEmbd,
+        rank: 1,
+        left: u,
+        right: r,
+      }],
       info: {
         layer,
         hparams: hp,

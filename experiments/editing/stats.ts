@@ -38,12 +38,16 @@ export class KeyStats {
     /** C [f,f], row-major. */
     readonly moment: Float32Array,
   ) {
-    if (moment.length !== width * width) throw new Error(`KeyStats: moment has ${moment.length} values, expected ${width}^2`);
+    if (moment.length !== width * width) {
+      throw new Error(`KeyStats: moment has ${moment.length} values, expected ${width}^2`);
+    }
   }
 
   /** C^-1 b (float64; the factorisation is done on the first call and kept). */
   solve(b: ArrayLike<number>): Float64Array {
-    if (!this.factor) this.factor = cholesky(this.moment, this.width, `key second moment of layer ${this.layer}`);
+    if (!this.factor) {
+      this.factor = cholesky(this.moment, this.width, `key second moment of layer ${this.layer}`);
+    }
     return choleskySolve(this.factor, this.width, b);
   }
 }
@@ -59,7 +63,12 @@ export interface StatsOptions {
 }
 
 /** Tokenizes lines and packs them back to back into sequences of at most seqLen tokens. */
-export function packCorpus(tok: Tokenizer, lines: string[], seqLen: number, maxTokens = Infinity): number[][] {
+export function packCorpus(
+  tok: Tokenizer,
+  lines: string[],
+  seqLen: number,
+  maxTokens = Infinity,
+): number[][] {
   const out: number[][] = [];
   let cur: number[] = [];
   let total = 0;
@@ -93,7 +102,9 @@ export async function computeKeyStats(
 ): Promise<{ stats: Map<number, KeyStats>; seconds: number }> {
   const gpu = model.gpu, f = 4 * model.config.nEmbd;
   for (const l of o.layers) {
-    if (!Number.isInteger(l) || l < 0 || l >= model.nLayer) throw new Error(`key statistics: layer ${l} outside [0, ${model.nLayer})`);
+    if (!Number.isInteger(l) || l < 0 || l >= model.nLayer) {
+      throw new Error(`key statistics: layer ${l} outside [0, ${model.nLayer})`);
+    }
   }
   if (!(o.samples >= 1)) throw new Error(`key statistics: samples must be >= 1, got ${o.samples}`);
   if (f * f * 4 > gpu.limits.maxStorageBufferBindingSize) {
@@ -117,7 +128,11 @@ export async function computeKeyStats(
     chunk.forEach((s, b) => s.forEach((_, t) => rows.push(b * batch.T + t)));
     rows.splice(total - done); // the last batch may stop part way
     const captures = new Map(o.layers.map((l) => [l, gpu.empty([rows.length, f])]));
-    const hooks: Hook[] = o.layers.map((l) => ({ layer: l, site: "key", capture: { into: captures.get(l)!, rows } }));
+    const hooks: Hook[] = o.layers.map((l) => ({
+      layer: l,
+      site: "key",
+      capture: { into: captures.get(l)!, rows },
+    }));
     model.releaseForward(model.forward(batch, { hooks, outputRows: [0] }));
     for (const l of o.layers) {
       const K = captures.get(l)!;
@@ -139,7 +154,9 @@ export async function computeKeyStats(
 }
 
 async function sha256Hex(parts: (string | Float32Array)[]): Promise<string> {
-  const chunks = parts.map((p) => typeof p === "string" ? new TextEncoder().encode(p) : new Uint8Array(p.buffer, p.byteOffset, p.byteLength));
+  const chunks = parts.map((p) =>
+    typeof p === "string" ? new TextEncoder().encode(p) : new Uint8Array(p.buffer, p.byteOffset, p.byteLength)
+  );
   const all = new Uint8Array(chunks.reduce((s, c) => s + c.length, 0));
   let at = 0;
   for (const c of chunks) {
@@ -169,7 +186,11 @@ export interface CachedStatsOptions {
  * Key statistics for `layers`, read from the cache when present, otherwise computed in one streaming
  * pass over the corpus (all missing layers together) and cached.
  */
-export async function keyStats(model: GPT2, tok: Tokenizer, o: CachedStatsOptions): Promise<Map<number, KeyStats>> {
+export async function keyStats(
+  model: GPT2,
+  tok: Tokenizer,
+  o: CachedStatsOptions,
+): Promise<Map<number, KeyStats>> {
   const log = o.log ?? (() => {});
   let text: string;
   try {
@@ -181,7 +202,10 @@ export async function keyStats(model: GPT2, tok: Tokenizer, o: CachedStatsOption
   const modelName = o.modelName ?? basename(model.source);
   const dir = join(o.cacheDir ?? DEFAULT_STATS_DIR, modelName, `${basename(o.corpus)}-${corpusHash}`);
   const fileOf = async (l: number) => {
-    const [cfc, ln2] = await model.gpu.readMany([model.p(`h.${l}.mlp.c_fc.weight`), model.p(`h.${l}.ln_2.weight`)]);
+    const [cfc, ln2] = await model.gpu.readMany([
+      model.p(`h.${l}.mlp.c_fc.weight`),
+      model.p(`h.${l}.ln_2.weight`),
+    ]);
     const fp = (await sha256Hex([configJson(model.config), cfc, ln2])).slice(0, 12);
     return join(dir, `layer${l}-n${o.samples}-${fp}.safetensors`);
   };
@@ -201,7 +225,11 @@ export async function keyStats(model: GPT2, tok: Tokenizer, o: CachedStatsOption
     const seqLen = o.seqLen ?? Math.min(model.config.nPositions, 256);
     const sequences = packCorpus(tok, text.split("\n"), seqLen, o.samples);
     log(`key statistics of layers ${missing.join(",")}: streaming up to ${o.samples} keys of ${o.corpus}`);
-    const { stats, seconds } = await computeKeyStats(model, sequences, { layers: missing, samples: o.samples, onProgress: o.onProgress });
+    const { stats, seconds } = await computeKeyStats(model, sequences, {
+      layers: missing,
+      samples: o.samples,
+      onProgress: o.onProgress,
+    });
     await Deno.mkdir(dir, { recursive: true });
     for (const [l, s] of stats) {
       await writeSafetensors(paths.get(l)!, { moment: { shape: [s.width, s.width], data: s.moment } }, {
@@ -214,7 +242,11 @@ export async function keyStats(model: GPT2, tok: Tokenizer, o: CachedStatsOption
       });
       out.set(l, s);
     }
-    log(`key statistics: ${stats.values().next().value!.count} keys x ${missing.length} layers in ${seconds.toFixed(1)} s`);
+    log(
+      `key statistics: ${stats.values().next().value!.count} keys x ${missing.length} layers in ${
+        seconds.toFixed(1)
+      } s`,
+    );
   }
   return out;
 }
@@ -233,7 +265,9 @@ async function readStats(path: string, layer: number, width: number): Promise<Ke
       throw new Error(`${path}: expected a tensor "moment" of shape [${width},${width}]`);
     }
     const count = Number(file.metadata.count);
-    if (!(Number.isInteger(count) && count > 0)) throw new Error(`${path}: metadata field "count" is not a positive integer`);
+    if (!(Number.isInteger(count) && count > 0)) {
+      throw new Error(`${path}: metadata field "count" is not a positive integer`);
+    }
     return new KeyStats(layer, width, count, await file.read("moment"));
   } finally {
     file.close();

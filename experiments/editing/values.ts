@@ -68,8 +68,14 @@ export async function optimiseValues(
   requests: EditRequest[],
   o: ValueOptions,
 ): Promise<ValueResult[]> {
-  if (o.contexts[0] !== "{}") throw new Error(`optimiseValues: contexts[0] must be the bare "{}", got ${JSON.stringify(o.contexts[0])}`);
-  if (!(o.layer >= 0 && o.layer < model.nLayer)) throw new Error(`optimiseValues: layer ${o.layer} outside [0, ${model.nLayer})`);
+  if (o.contexts[0] !== "{}") {
+    throw new Error(
+      `optimiseValues: contexts[0] must be the bare "{}", got ${JSON.stringify(o.contexts[0])}`,
+    );
+  }
+  if (!(o.layer >= 0 && o.layer < model.nLayer)) {
+    throw new Error(`optimiseValues: layer ${o.layer} outside [0, ${model.nLayer})`);
+  }
   if (!(o.steps >= 1)) throw new Error(`optimiseValues: steps must be >= 1, got ${o.steps}`);
   const plans = requests.map((r) => planRequest(tok, r, o));
   // Group requests so that one batch's kept activations stay bounded.
@@ -147,7 +153,10 @@ export class ValueObjective {
   private readonly nllRows: { row: number; target: number; request: number; prompt: number }[] = [];
   private readonly outputRows: number[];
   private readonly siteHook: Hook;
-  private readonly tensors: Record<"targets" | "nllMask" | "losses" | "klLogits" | "deltas" | "gradDeltas" | "init" | "dlogits", Tensor>;
+  private readonly tensors: Record<
+    "targets" | "nllMask" | "losses" | "klLogits" | "deltas" | "gradDeltas" | "init" | "dlogits",
+    Tensor
+  >;
   /** Per request; recorded by the first evaluate unless given. */
   references: ValueReference[];
 
@@ -192,7 +201,9 @@ export class ValueObjective {
         deltaEntries.push({ dst: base + inst.fact, src: r, keep: 1, take: 1 });
         if (k < nContexts) {
           const promptLength = inst.ids.length - (m - 1);
-          plan.target.forEach((t, j) => this.nllRows.push({ row: base + promptLength - 1 + j, target: t, request: r, prompt: k }));
+          plan.target.forEach((t, j) =>
+            this.nllRows.push({ row: base + promptLength - 1 + j, target: t, request: r, prompt: k })
+          );
         } else klRows.push(base + inst.fact);
       });
       initRows.push(b * T + plan.instances[0].fact);
@@ -232,7 +243,9 @@ export class ValueObjective {
     const t = this.tensors, o = this.o, n = this.n, nContexts = o.contexts.length;
     const nNll = this.nllRows.length, nRows = nNll + n;
     const first = this.references.length === 0;
-    if (first && deltas.some((x) => x.some((v) => v !== 0))) throw new Error("ValueObjective: the first evaluation must be at delta = 0");
+    if (first && deltas.some((x) => x.some((v) => v !== 0))) {
+      throw new Error("ValueObjective: the first evaluation must be at delta = 0");
+    }
     const flat = new Float32Array(n * d);
     deltas.forEach((x, r) => flat.set(x, r * d));
     gpu.write(t.deltas, flat);
@@ -256,7 +269,9 @@ export class ValueObjective {
 
     // Per prompt NLL (mean over target tokens), then each request's loss and d loss / d logits.
     const promptNll = this.plans.map(() => new Float64Array(nContexts));
-    this.nllRows.forEach((x, i) => promptNll[x.request][x.prompt] += rowLoss[i] / this.plans[x.request].target.length);
+    this.nllRows.forEach((x, i) =>
+      promptNll[x.request][x.prompt] += rowLoss[i] / this.plans[x.request].target.length
+    );
     const rowWeight = new Float32Array(nRows);
     const klGrad = new Float32Array(n * V);
     const losses: number[] = [], probs: number[] = [], gradientOf: boolean[] = [];
@@ -290,7 +305,8 @@ export class ValueObjective {
           if (x.request === r) rowWeight[i] = scale * slope[x.prompt];
         });
         for (let v = 0; v < V; v++) {
-          klGrad[r * V + v] = o.klFactor * Math.exp(logCur[v]) * (logCur[v] - this.references[r].klInit[v] - kl);
+          klGrad[r * V + v] = o.klFactor * Math.exp(logCur[v]) *
+            (logCur[v] - this.references[r].klInit[v] - kl);
         }
       }
     });
@@ -313,7 +329,11 @@ export class ValueObjective {
       const g = Float64Array.from(grad.subarray(r * d, (r + 1) * d));
       // The weight decay term weight_decay * |delta| / |h_0|^2 (its gradient is taken as 0 at delta = 0).
       const initNorm = l2(this.references[r].targetInit), deltaNorm = l2(deltas[r]);
-      if (deltaNorm > 0) for (let i = 0; i < d; i++) g[i] += o.weightDecay * deltas[r][i] / (deltaNorm * initNorm * initNorm);
+      if (deltaNorm > 0) {
+        for (let i = 0; i < d; i++) {
+          g[i] += o.weightDecay * deltas[r][i] / (deltaNorm * initNorm * initNorm);
+        }
+      }
       return g;
     });
     return { losses, probs, grads };
@@ -363,14 +383,19 @@ async function optimiseGroup(model: GPT2, plans: RequestPlan[], o: ValueOptions)
           delta[i][j] -= o.lr * mHat / (Math.sqrt(vHat) + eps);
         }
         const maxNorm = o.clampNormFactor * l2(references[i].targetInit), norm = l2(delta[i]);
-        if (norm > maxNorm) for (let j = 0; j < d; j++) delta[i][j] *= maxNorm / norm;
+        if (norm > maxNorm) { for (let j = 0; j < d; j++) delta[i][j] *= maxNorm / norm; }
       });
       const active = members.filter((i) => !done[i]);
       if (active.length === 0) break;
       if (active.length <= 0.75 * members.length) {
         objective.release();
         members = active;
-        objective = new ValueObjective(model, members.map((i) => plans[i]), o, members.map((i) => references[i]));
+        objective = new ValueObjective(
+          model,
+          members.map((i) => plans[i]),
+          o,
+          members.map((i) => references[i]),
+        );
       }
     }
   } finally {
