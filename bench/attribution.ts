@@ -28,6 +28,7 @@ import {
   type LayerSelection,
   type LayerSelector,
   lgaSelector,
+  scaledMlpWindow,
   type SelectionRequest,
   selectionRequests,
 } from "../experiments/layer_selection.ts";
@@ -138,7 +139,9 @@ console.log(
   `\nLGA: one forward + backward over ${
     2 * requests.length
   } sequences; causal tracing: ${requests.length} x (tokens x layers) ` +
-    `cells x ${samples} samples (MLP, window 10); integrated gradients: ${requests.length} x ${cfg.nLayer} x ${steps} scaled copies; ` +
+    `cells x ${samples} samples (MLP, window ${
+      scaledMlpWindow(cfg.nLayer)
+    }); integrated gradients: ${requests.length} x ${cfg.nLayer} x ${steps} scaled copies; ` +
     `brute force: ${cfg.nLayer} layers x (${method} on ${requests.length} requests, without mom2 adjustment, + apply/score/undo each).`,
 );
 if (values.out) {
@@ -156,7 +159,7 @@ if (values.out) {
           mom2Adjustment: false,
           score: "mean p(target_new) - p(target_true) after the edit",
         },
-        tracing: { kind: "mlp", window: 10, samples },
+        tracing: { kind: "mlp", window: scaledMlpWindow(cfg.nLayer), samples },
         integratedGradients: { steps },
         adapter: gpu.describe(),
         date: new Date().toISOString(),
