@@ -33,6 +33,7 @@ import {
 } from "./attribution.ts";
 import { loadDataset } from "./datasets.ts";
 import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "./layer_selection.ts";
+import { greedyNextTokens } from "./recall.ts";
 import { traceFact } from "./tracing.ts";
 
 const USAGE = `usage: deno task attribute --method ig|lga [options]
@@ -43,7 +44,8 @@ const USAGE = `usage: deno task attribute --method ig|lga [options]
                        --trace needs --subject)
   --dataset FILE       CounterFact-style JSON (default: counterfact.json in the model folder);
                        ig also reads known_1000, zsRE and KnowEdit files (experiments/datasets.ts)
-  --limit N            use the first N cases of the dataset
+  --limit N            use the first N cases of the dataset (after --known)
+  --known              keep only the cases whose greedy next token is the true answer's first token
   --steps N            ig: points of the Riemann sum (default ${DEFAULT_IG_STEPS})
   --aggregate sum|max  ig: per-layer score used for the selected layers (default sum)
   --trace              ig: also trace each fact (MLP indirect effect at the last subject token) and
@@ -282,6 +284,7 @@ async function main(argv: string[]): Promise<number> {
       "target-new": { type: "string" },
       dataset: { type: "string" },
       limit: { type: "string" },
+      known: { type: "boolean", default: false },
       steps: { type: "string" },
       aggregate: { type: "string", default: "sum" },
       trace: { type: "boolean", default: false },
@@ -348,7 +351,7 @@ async function main(argv: string[]): Promise<number> {
 
   let requests: SelectionRequest[];
   let dataset: string;
-  let cases: { records: number; used: number } | null = null;
+  let cases: { records: number; known: number | null; used: number } | null = null;
   if (values.prompt !== undefined) {
     dataset = "command line";
     requests = [{
@@ -360,7 +363,8 @@ async function main(argv: string[]): Promise<number> {
   } else {
     dataset = values.dataset ?? join(modelDir, "counterfact.json");
     const loaded = await loadDataset(dataset);
-    const used = loaded.cases.slice(0, limit);
+    // With --known the whole file is filtered first, then limited (as deno task trace does).
+    const used = values.known ? loaded.cases : loaded.cases.slice(0, limit);
     // Integrated gradients needs only the true answer, so known_1000-style files work too.
     requests = method === "lga" ? selectionRequests(used) : used.map((c) => {
       if (c.targetTrue === null) throw new Error(`${dataset}: ${c.id}: no true answer to attribute`);
@@ -375,8 +379,18 @@ async function main(argv: string[]): Promise<number> {
         throw new Error(`${dataset}: ${used[i].id}: ${(e as Error).message}`);
       }
     });
-    cases = { records: loaded.cases.length, used: requests.length };
-    console.error(`${dataset}: ${loaded.format}, using ${requests.length} of ${loaded.cases.length} cases`);
+    let known: number | null = null;
+    if (values.known) {
+      const predicted = await greedyNextTokens(model, requests.map((r) => tok.encode(r.prompt)));
+      requests = requests.filter((r, i) => predicted[i] === answerIds(tok, r.targetTrue)[0]);
+      known = requests.length;
+      requests = requests.slice(0, limit);
+    }
+    cases = { records: loaded.cases.length, known, used: requests.length };
+    console.error(
+      `${dataset}: ${loaded.format}, using ${requests.length} of ${loaded.cases.length} cases` +
+        (known === null ? "" : ` (the model completes ${known} correctly)`),
+    );
   }
   if (requests.length === 0) throw new Error(`${dataset}: no cases`);
 

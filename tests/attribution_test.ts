@@ -473,9 +473,11 @@ interface AttributionJson {
   meta: {
     dataset: string;
     config: GPT2Config;
+    cases: { records: number; known: number | null; used: number } | null;
     hyperparameters: { steps?: number; tracing?: { window: number; samples: number } };
   };
   records: {
+    target: string;
     prob: number;
     layerSum: number[];
     tracingLastSubjectMlpEffect: number[];
@@ -580,6 +582,29 @@ Deno.test("deno task attribute: ig on the model's counterfact.json with tracing,
     unknown.stderr,
     /unknown\.json: counterfact:4: answer "Paris" has a word outside the tokenizer's vocabulary/,
   );
+  // This model's greedy completion of both prompts is "in": only the record claiming "in" is known.
+  await Deno.writeTextFile(
+    `${dir}/known.json`,
+    JSON.stringify([
+      rewrite(5, "{} was born in", "Vela Dornik", "Lisbon", "Oslo"),
+      rewrite(6, "{} lives in the city of", "the river", "in", "Oslo"),
+    ]),
+  );
+  const known = await attribute(
+    "--method",
+    "ig",
+    "--steps",
+    "2",
+    "--known",
+    "--dataset",
+    `${dir}/known.json`,
+    "--out",
+    `${dir}/known`,
+  );
+  assert.equal(known.code, 0, known.stderr);
+  const kj = await known.json();
+  assert.deepEqual(kj.meta.cases, { records: 2, known: 1, used: 1 });
+  assert.equal(kj.records[0].target, "in");
   const badMethod = await attribute("--method", "saliency", "--out", lgaOut);
   assert.match(badMethod.stderr, /--method must be ig or lga/);
 });
