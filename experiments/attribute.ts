@@ -182,12 +182,12 @@ async function runIg(
   }
 
   // Terminal: per-layer table and the choices.
-  const rows = Array.from({ length: L }, (_, l) => [
-    String(l),
-    avg.layerSum[l],
-    avg.layerMax[l],
-    ...(tracing ? [tracing.reduce((s, t) => s + t[l], 0) / tracing.length] : []),
-  ]);
+  const tracingMean = tracing &&
+    Array.from({ length: L }, (_, l) => tracing.reduce((s, t) => s + t[l], 0) / tracing.length);
+  const rows = Array.from(
+    { length: L },
+    (_, l) => [String(l), avg.layerSum[l], avg.layerMax[l], ...(tracingMean ? [tracingMean[l]] : [])],
+  );
   console.log(`${title}\n`);
   console.log(table(["layer", "mean sum", "mean max", ...(tracing ? ["tracing AIE"] : [])], rows));
   console.log(
@@ -195,6 +195,13 @@ async function runIg(
       selection[o.aggregate].memit.join(",")
     }`,
   );
+  if (tracingMean) {
+    console.log(
+      `selected by causal tracing: ROME layer ${bestWindow(tracingMean, 1)[0]}, MEMIT layers ${
+        bestWindow(tracingMean, Math.min(5, L)).join(",")
+      }`,
+    );
+  }
   if (results.length === 1) {
     console.log("\nknowledge neurons (score > 0.2 x max):");
     for (const n of knowledgeNeurons(results[0]).slice(0, 10)) {
@@ -222,7 +229,12 @@ async function runIg(
       layerMax: roundAll(avg.layerMax),
       neurons: avg.neurons.map(roundAll),
     },
-    selection: { aggregate: o.aggregate, ...selection[o.aggregate], byAggregate: selection },
+    selection: {
+      aggregate: o.aggregate,
+      ...selection[o.aggregate],
+      byAggregate: selection,
+      ...(tracingMean ? { tracing: { meanEffect: roundAll(tracingMean), ...selected(tracingMean) } } : {}),
+    },
     pictures: ["layer-sum.svg", "layer-max.svg", "neurons.svg", ...(tracing ? ["ig-vs-tracing.svg"] : [])],
   };
 }
