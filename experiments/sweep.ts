@@ -1,0 +1,922 @@
+// Sweeps: facts x layers x editing methods x editing problems x localization methods, every result
+// written to the results store (experiments/store.ts) the moment it exists.
+//
+//   deno task sweep --out runs/sweep.db --facts 20 --methods rome,memit --problems all
+//   deno task sweep --out shard0.db --shard 0/2 ...      (same options on every machine)
+//   deno task sweep merge all.db shard0.db shard1.db     deno task sweep csv all.db results.csv
+//
+// A sweep is a list of work items, each one stored result (store.ts ResultKey):
+//
+//   trace    one fact, one localization method (method "none", layer null): where the fact lives.
+//            "causal-tracing": noise the subject, restore clean MLP outputs (window w around each
+//            layer); the per-layer regressor is Hase et al.'s fractional effect, max over tokens.
+//            "zeroing": zero the subject's MLP outputs over the window; the regressor is the
+//            fraction of the clean probability removed. The whole grid is kept for the report.
+//   select   one layer-selection strategy run on the proxy facts (fact "proxy-set", method "none"):
+//            causal tracing (CMA), integrated gradients or LGA; its chosen layer and per-layer scores.
+//   edit     one fact x method x layer x editing problem (localization "layer-grid"): the edit made
+//            alone on the unedited model, its Hase et al. scores and pre/post probabilities.
+//
+// Localization methods multiply the measurements, not the edits: the analyses join each edit with
+// the fact's tracing (or zeroing) effect at the edited layer, and read the scores at the layer a
+// selection strategy chose out of the layer grid (experiments/analysis.ts).
+//
+// Resuming: items whose key the store already holds are skipped, so a sweep killed at any point
+// continues where it stopped, with nothing lost or duplicated. Sharding: item i belongs to shard
+// hash(key) mod n (store.ts shardItems); shards write their own stores, merged afterwards. Facts are
+// sampled with a seeded shuffle of the facts the model knows, so every process sees the same plan.
+//
+// Batching: ROME and R-ROME compute the edits of up to `batchSize` facts of one (problem, layer)
+// together (independent rank-one edits); each is then applied alone, scored, undone and stored.
+// MEMIT, EMMET and FT-L compute one fact at a time. Pre-edit probabilities are computed once per
+// (fact, problem).
+import { createHash } from "node:crypto";
+import { basename } from "node:path";
+import { parseArgs } from "node:util";
+import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { getGpu } from "../engine/gpu.ts";
+import { GPT2 } from "../engine/model.ts";
+import { mulberry32 } from "../engine/random.ts";
+import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
+import { loadDataset } from "./datasets.ts";
+import { applyEdit, type EditRequest, type SubjectNoise } from "./editing/edit.ts";
+import { statsHparams } from "./editing/hparams.ts";
+import { targetIds } from "./editing/keys.ts";
+import {
+  computeEdits,
+  editedLayers,
+  type MethodConfig,
+  methodConfig,
+  type MethodName,
+  METHODS,
+  type Overrides,
+  parseMethod,
+  statsLayers,
+  templateStartWords,
+} from "./editing/methods.ts";
+import {
+  type CaseProbabilities,
+  caseProbabilities,
+  caseScores,
+  type EditingCase,
+  editingCase,
+  type EditingProblem,
+  parseProblem,
+  problemRequest,
+  PROBLEMS,
+} from "./editing/problems.ts";
+import { type KeyStats, keyStats } from "./editing/stats.ts";
+import {
+  causalTracingSelector,
+  integratedGradientsSelector,
+  type LayerSelector,
+  lgaSelector,
+  type SelectionRequest,
+} from "./layer_selection.ts";
+import { greedyNextTokens } from "./recall.ts";
+import {
+  type Json,
+  mergeStores,
+  parseShard,
+  type ResultKey,
+  resultKey,
+  ResultStore,
+  type Shard,
+  shardItems,
+  writeCsv,
+} from "./store.ts";
+import { defaultNoiseLevel, type FactTrace, type StateKind, traceFact, windowLayers } from "./tracing.ts";
+
+// ------------------------------------------------------------------------------------------------
+// The plan
+
+/** Per-fact localization measurements. */
+export const LOCALIZATIONS = ["causal-tracing", "zeroing"] as const;
+export type Localization = typeof LOCALIZATIONS[number];
+
+/** Layer-selection strategies, run once on the proxy facts. */
+export const SELECTORS = ["causal-tracing", "integrated-gradients", "lga"] as const;
+export type SelectorName = typeof SELECTORS[number];
+
+/** Key values of the records that are not edits. */
+export const NONE = "none";
+export const PROXY_SET = "proxy-set";
+/** Localization of edit records: the layer is a cell of the sweep's layer grid. */
+export const LAYER_GRID = "layer-grid";
+/** Localization of selection records: "select:" + the strategy. */
+export const selectionLocalization = (s: SelectorName) => `select:${s}`;
+
+/** A fact of the sweep: edited at every layer (proxy or test split), or only traced. */
+export interface SweepFact {
+  /** The dataset's case id, e.g. "counterfact:17". */
+  id: string;
+  recordIndex: number;
+  case: EditingCase;
+  split: "proxy" | "test" | "trace-only";
+}
+
+export interface SweepSettings {
+  /** Seeds the fact sample and the tracing / editing noise. */
+  seed: number;
+  /** MLP (and attention) window of the traces; the residual stream is traced with window 1. */
+  traceWindow: number;
+  traceSamples: number;
+  /** State kinds of causal tracing (the regressor uses "mlp"; the others feed the heatmaps). */
+  traceKinds: StateKind[];
+  /** Layers MEMIT spreads an edit over, centred on the sweep layer (clipped at the ends). */
+  memitWindow: number;
+  /** Layers FT-L trains, centred on the sweep layer. */
+  ftWindow: number;
+  /** ROME / R-ROME edits computed together. */
+  batchSize: number;
+  igSteps: number;
+  /** Hyper-parameter overrides applied to every edit (e.g. fewer v* steps for speed). */
+  overrides: Overrides;
+}
+
+export interface SweepPlan {
+  /** The sweep's name, part of every result key. */
+  name: string;
+  facts: SweepFact[];
+  layers: number[];
+  methods: MethodName[];
+  problems: EditingProblem[];
+  localizations: Localization[];
+  selectors: SelectorName[];
+  settings: SweepSettings;
+}
+
+/** Hase et al. trace MLP outputs with a window of 5 of GPT-J's 28 layers; the same share of this depth. */
+export function haseTraceWindow(nLayer: number): number {
+  return Math.max(1, Math.round((5 * nLayer) / 28));
+}
+
+export function defaultSettings(nLayer: number, seed = 0): SweepSettings {
+  return {
+    seed,
+    traceWindow: haseTraceWindow(nLayer),
+    traceSamples: 10,
+    traceKinds: ["resid", "mlp", "attn"],
+    memitWindow: 3,
+    ftWindow: 1,
+    batchSize: 8,
+    igSteps: 20,
+    overrides: {},
+  };
+}
+
+export type WorkItem =
+  | { kind: "trace"; key: ResultKey; fact: SweepFact; localization: Localization }
+  | { kind: "select"; key: ResultKey; selector: SelectorName }
+  | {
+    kind: "edit";
+    key: ResultKey;
+    fact: SweepFact;
+    method: MethodName;
+    layer: number;
+    problem: EditingProblem;
+  };
+
+/** Every work item of the plan, in the order they run: traces, selections, then edits. */
+export function planItems(plan: SweepPlan): WorkItem[] {
+  const sweep = plan.name;
+  const items: WorkItem[] = [];
+  for (const localization of plan.localizations) {
+    for (const fact of plan.facts) {
+      items.push({
+        kind: "trace",
+        key: { sweep, fact: fact.id, method: NONE, layer: null, problem: NONE, localization },
+        fact,
+        localization,
+      });
+    }
+  }
+  for (const selector of plan.selectors) {
+    items.push({
+      kind: "select",
+      key: {
+        sweep,
+        fact: PROXY_SET,
+        method: NONE,
+        layer: null,
+        problem: NONE,
+        localization: selectionLocalization(selector),
+      },
+      selector,
+    });
+  }
+  const edited = plan.facts.filter((f) => f.split !== "trace-only");
+  for (const problem of plan.problems) {
+    for (const method of plan.methods) {
+      for (const layer of plan.layers) {
+        for (const fact of edited) {
+          items.push({
+            kind: "edit",
+            key: { sweep, fact: fact.id, method, layer, problem, localization: LAYER_GRID },
+            fact,
+            method,
+            layer,
+            problem,
+          });
+        }
+      }
+    }
+  }
+  return items;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Choosing facts
+
+/** The prompt of a case with its subject filled in. */
+export function filledPrompt(c: EditingCase): string {
+  return c.prompt.replace("{}", c.subject);
+}
+
+export interface FactSample {
+  /** Cases the model completes with the first token of the true object. */
+  known: number;
+  candidates: number;
+  facts: SweepFact[];
+}
+
+/**
+ * A seeded sample of the dataset's facts that the model knows (greedy next token = first token of
+ * " " + target_true, the known-facts filter of ROME and Hase et al.): `edit` facts edited (the first
+ * ceil(proxyFraction * edit) of them form the proxy set), then up to `traceOnly` more facts only traced.
+ */
+export async function sampleFacts(
+  model: GPT2,
+  tok: Tokenizer,
+  datasetPath: string,
+  o: { edit: number; traceOnly: number; proxyFraction: number; seed: number },
+): Promise<FactSample> {
+  const { cases } = await loadDataset(datasetPath);
+  const candidates = cases.map((c) => ({ id: c.id, recordIndex: c.recordIndex, case: editingCase(c) }));
+  const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(filledPrompt(c.case))));
+  const known = candidates.filter((c, i) => predicted[i] === targetIds(tok, c.case.targetTrue)[0]);
+  // Fisher-Yates with the project's PRNG: the same seed picks the same facts on every machine.
+  const random = mulberry32(o.seed);
+  const order = [...known];
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const edited = order.slice(0, o.edit);
+  const proxy = edited.length ? Math.max(1, Math.ceil(o.proxyFraction * edited.length)) : 0;
+  const traced = order.slice(o.edit, o.edit + o.traceOnly);
+  return {
+    known: known.length,
+    candidates: candidates.length,
+    facts: [
+      ...edited.map((c, i): SweepFact => ({ ...c, split: i < proxy ? "proxy" : "test" })),
+      ...traced.map((c): SweepFact => ({ ...c, split: "trace-only" })),
+    ],
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Run metadata (stored with every result)
+
+async function fileSha256(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  const file = await Deno.open(path);
+  for await (const chunk of file.readable) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface RunMeta {
+  model: { [key: string]: Json };
+  dataset: { [key: string]: Json };
+  adapter: { [key: string]: Json };
+}
+
+/** What identifies the model (folder, shape, weights hash), the dataset file and the GPU adapter. */
+export async function runMeta(model: GPT2, modelDir: string, datasetPath: string): Promise<RunMeta> {
+  const weights = [`${modelDir}/model.safetensors`, `${modelDir}/model.safetensors.index.json`];
+  const weightsFile = (await exists(weights[0])) ? weights[0] : weights[1];
+  const c = model.config;
+  return {
+    model: {
+      name: basename(modelDir),
+      path: modelDir,
+      weightsSha256: await fileSha256(weightsFile),
+      nLayer: c.nLayer,
+      nEmbd: c.nEmbd,
+      nHead: c.nHead,
+      vocabSize: c.vocabSize,
+      nPositions: c.nPositions,
+    },
+    dataset: { name: basename(datasetPath), path: datasetPath, sha256: await fileSha256(datasetPath) },
+    adapter: { ...model.gpu.info },
+  };
+}
+
+/** A JSON value with every non-finite number (NaN: an undefined fraction) turned into null. */
+export function jsonSafe(value: unknown): Json {
+  if (typeof value === "number") return Number.isFinite(value) ? value : null;
+  if (value === null || typeof value === "string" || typeof value === "boolean") return value;
+  if (Array.isArray(value)) return value.map(jsonSafe);
+  if (ArrayBuffer.isView(value)) return Array.from(value as unknown as ArrayLike<number>, (v) => jsonSafe(v));
+  if (typeof value === "object") {
+    const out: { [key: string]: Json } = {};
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      if (v !== undefined) out[k] = jsonSafe(v);
+    }
+    return out;
+  }
+  throw new Error(`jsonSafe: cannot store a ${typeof value}`);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Progress
+
+/** "42s", "3m05s", "1h02m". */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+}
+
+/** Counts results done against the total; the rate and ETA count only this run's results. */
+export class Progress {
+  private doneNow = 0;
+  private readonly started: number;
+
+  constructor(
+    readonly total: number,
+    /** Results already in the store when the run started. */
+    readonly skipped: number,
+    private readonly now: () => number = () => performance.now() / 1000,
+  ) {
+    this.started = now();
+  }
+
+  tick(n = 1): void {
+    this.doneNow += n;
+  }
+
+  get done(): number {
+    return this.skipped + this.doneNow;
+  }
+
+  /** "120/900 results (13%) · 2.10/s · ETA 6m11s · <what>" */
+  line(what = ""): string {
+    const elapsed = this.now() - this.started;
+    const rate = elapsed > 0 ? this.doneNow / elapsed : 0;
+    const remaining = this.total - this.done;
+    const pct = this.total ? Math.floor((100 * this.done) / this.total) : 100;
+    const eta = remaining === 0 ? "done" : rate > 0 ? `ETA ${formatDuration(remaining / rate)}` : "ETA ?";
+    const parts = [`${this.done}/${this.total} results (${pct}%)`, `${rate.toFixed(2)}/s`, eta];
+    if (what) parts.push(what);
+    return parts.join(" · ");
+  }
+}
+
+/** Writes progress lines: rewritten in place on a terminal, else at most one line every `every` seconds. */
+export function progressPrinter(
+  o: { tty?: boolean; every?: number } = {},
+): (line: string, final?: boolean) => void {
+  const tty = o.tty ?? Deno.stderr.isTerminal();
+  const every = o.every ?? 10;
+  const encoder = new TextEncoder();
+  let last = -Infinity;
+  return (line, final = false) => {
+    if (tty) {
+      Deno.stderr.writeSync(encoder.encode(`\r\x1b[K${line}${final ? "\n" : ""}`));
+      return;
+    }
+    const now = performance.now() / 1000;
+    if (final || now - last >= every) {
+      last = now;
+      Deno.stderr.writeSync(encoder.encode(line + "\n"));
+    }
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Running
+
+export interface SweepContext {
+  model: GPT2;
+  tok: Tokenizer;
+  store: ResultStore;
+  meta: RunMeta;
+  /** Text for key statistics and context templates (the model's corpus.txt); null if none. */
+  corpus: string | null;
+  statsDir?: string;
+  /** Informational lines (stdout). */
+  log?: (line: string) => void;
+  /** Progress lines (stderr). */
+  progress?: (line: string, final?: boolean) => void;
+}
+
+export interface SweepSummary {
+  total: number;
+  /** Items of this shard already stored when the run started. */
+  skipped: number;
+  written: number;
+  seconds: number;
+}
+
+/** The layers `method` edits for the sweep layer `layer`. */
+export function methodLayers(plan: SweepPlan, method: MethodName, layer: number, nLayer: number): number[] {
+  const window = method === "memit"
+    ? plan.settings.memitWindow
+    : method === "ft"
+    ? plan.settings.ftWindow
+    : 1;
+  const [from, to] = windowLayers(layer, window, nLayer);
+  return Array.from({ length: to - from }, (_, i) => from + i);
+}
+
+function configFor(model: GPT2, plan: SweepPlan, method: MethodName, layer: number): MethodConfig {
+  return methodConfig(model, method, {
+    ...plan.settings.overrides,
+    layers: methodLayers(plan, method, layer, model.nLayer),
+  });
+}
+
+function selectorFor(plan: SweepPlan, name: SelectorName): LayerSelector {
+  const s = plan.settings;
+  switch (name) {
+    case "causal-tracing":
+      return causalTracingSelector({
+        trace: { window: s.traceWindow, samples: s.traceSamples, seed: s.seed + 1 },
+      });
+    case "integrated-gradients":
+      return integratedGradientsSelector({ steps: s.igSteps });
+    case "lga":
+      return lgaSelector();
+  }
+}
+
+/**
+ * Runs every item of the plan (of `shard`, if given) that the store does not hold yet, writing each
+ * result as soon as it exists.
+ */
+export async function runSweep(
+  ctx: SweepContext,
+  plan: SweepPlan,
+  o: { shard?: Shard } = {},
+): Promise<SweepSummary> {
+  const { model, tok, store } = ctx;
+  const log = ctx.log ?? (() => {});
+  const show = ctx.progress ?? (() => {});
+  checkPlan(plan, model.nLayer);
+  const started = performance.now();
+  const all = planItems(plan);
+  const mine = o.shard ? shardItems(all, (it) => resultKey(it.key), o.shard) : all;
+  const pending = mine.filter((it) => !store.has(it.key));
+  const progress = new Progress(mine.length, mine.length - pending.length);
+  let written = 0;
+  const put = (key: ResultKey, record: Omit<Parameters<ResultStore["put"]>[0], keyof ResultKey>) => {
+    if (store.put({ ...key, ...record })) written++;
+    progress.tick();
+  };
+  const datasetOf = (fact: SweepFact) => ({
+    ...ctx.meta.dataset,
+    caseId: fact.id,
+    recordIndex: fact.recordIndex,
+    split: fact.split,
+  });
+  log(
+    `sweep "${plan.name}": ${mine.length} results${
+      o.shard ? ` in shard ${o.shard.index}/${o.shard.count}` : ""
+    }, ` +
+      `${mine.length - pending.length} already stored, ${pending.length} to run`,
+  );
+  show(progress.line("starting"));
+
+  // Localization measurements.
+  const s = plan.settings;
+  for (const item of pending) {
+    if (item.kind !== "trace") continue;
+    const fact = item.fact;
+    const t0 = performance.now();
+    const zero = item.localization === "zeroing";
+    const trace = await traceFact(model, tok, {
+      prompt: filledPrompt(fact.case),
+      subject: fact.case.subject,
+      target: fact.case.targetTrue,
+    }, {
+      method: zero ? "zero" : "noise",
+      kinds: zero ? ["mlp"] : s.traceKinds,
+      window: { resid: 1, mlp: s.traceWindow, attn: s.traceWindow },
+      samples: s.traceSamples,
+      seed: s.seed + 1,
+    });
+    put(item.key, {
+      metrics: traceMetrics(trace),
+      hparams: {
+        seed: s.seed,
+        window: s.traceWindow,
+        samples: s.traceSamples,
+        kinds: trace.grids.map((g) => g.kind),
+      },
+      model: ctx.meta.model,
+      dataset: datasetOf(fact),
+      adapter: ctx.meta.adapter,
+      timings: { trace: (performance.now() - t0) / 1000 },
+    });
+    show(progress.line(`traced ${fact.id} (${item.localization})`));
+  }
+
+  // Layer selection on the proxy facts.
+  const proxy = plan.facts.filter((f) => f.split === "proxy");
+  for (const item of pending) {
+    if (item.kind !== "select") continue;
+    if (proxy.length === 0) throw new Error(`sweep "${plan.name}": layer selection needs proxy facts`);
+    const requests: SelectionRequest[] = proxy.map((f) => ({
+      prompt: filledPrompt(f.case),
+      subject: f.case.subject,
+      targetTrue: f.case.targetTrue,
+      targetNew: f.case.targetNew,
+    }));
+    const selection = await selectorFor(plan, item.selector).select(model, tok, requests);
+    put(item.key, {
+      metrics: jsonSafe({
+        layers: selection.layers,
+        scores: selection.scores,
+        proxy: proxy.map((f) => f.id),
+      }) as {
+        [k: string]: Json;
+      },
+      hparams: { seed: s.seed, window: s.traceWindow, samples: s.traceSamples, igSteps: s.igSteps },
+      model: ctx.meta.model,
+      dataset: { ...ctx.meta.dataset, split: "proxy", facts: proxy.length },
+      adapter: ctx.meta.adapter,
+      timings: { select: selection.seconds },
+    });
+    show(progress.line(`layer selection: ${item.selector} chose ${selection.layers.join(",")}`));
+  }
+
+  // Edits, grouped by (problem, method, layer).
+  const edits = pending.filter((it): it is Extract<WorkItem, { kind: "edit" }> => it.kind === "edit");
+  if (edits.length > 0) {
+    const neededStats = new Set<number>();
+    for (const it of edits) {
+      for (const l of statsLayers(configFor(model, plan, it.method, it.layer))) neededStats.add(l);
+    }
+    let stats = new Map<number, KeyStats>();
+    if (neededStats.size > 0) {
+      if (!ctx.corpus) {
+        throw new Error(
+          `sweep "${plan.name}": ${
+            [...new Set(edits.map((e) => e.method))].join(", ")
+          } need key statistics; give a corpus`,
+        );
+      }
+      stats = await keyStats(model, tok, {
+        corpus: ctx.corpus,
+        layers: [...neededStats].sort((a, b) => a - b),
+        samples: statsHparams(model.config).samples,
+        cacheDir: ctx.statsDir,
+        log,
+        onProgress: (done, total) => show(progress.line(`key statistics ${done}/${total} keys`)),
+      });
+    }
+    const startWords = await templateStartWords(tok, ctx.corpus);
+    const noise: SubjectNoise = { seed: s.seed + 1, scale: await defaultNoiseLevel(model) };
+    const requests = new Map<string, EditRequest>();
+    const pres = new Map<string, CaseProbabilities>();
+    const prepare = async (group: typeof edits) => {
+      const missing = group.filter((it) => !pres.has(`${it.fact.id}|${it.problem}`));
+      for (const it of missing) {
+        requests.set(
+          `${it.fact.id}|${it.problem}`,
+          await problemRequest(model, tok, it.fact.case, it.problem, noise),
+        );
+      }
+      const probs = await caseProbabilities(
+        model,
+        tok,
+        missing.map((it) => ({ c: it.fact.case, request: requests.get(`${it.fact.id}|${it.problem}`)! })),
+      );
+      missing.forEach((it, i) => pres.set(`${it.fact.id}|${it.problem}`, probs[i]));
+    };
+
+    const groups = new Map<string, typeof edits>();
+    for (const it of edits) {
+      const g = `${it.problem}|${it.method}|${it.layer}`;
+      if (!groups.has(g)) groups.set(g, []);
+      groups.get(g)!.push(it);
+    }
+    for (const group of groups.values()) {
+      const { method, layer, problem } = group[0];
+      const mc = configFor(model, plan, method, layer);
+      const chunk = method === "rome" || method === "r-rome" ? s.batchSize : 1;
+      for (let i = 0; i < group.length; i += chunk) {
+        const part = group.slice(i, i + chunk);
+        await prepare(part);
+        const reqs = part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!);
+        const t0 = performance.now();
+        const computed = await computeEdits(model, tok, mc, reqs, stats, { startWords });
+        const editSeconds = (performance.now() - t0) / 1000 / part.length;
+        for (const [j, it] of part.entries()) {
+          const t1 = performance.now();
+          const pair = { c: it.fact.case, request: reqs[j] };
+          const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
+          const applied = await applyEdit(model, computed[j]);
+          const [post] = await caseProbabilities(model, tok, [pair]);
+          applied.undo();
+          const scores = caseScores(reqs[j], pre, post);
+          put(it.key, {
+            metrics: jsonSafe({
+              ...scores,
+              target: reqs[j].target,
+              direction: reqs[j].direction ?? "increase",
+              pre,
+              post,
+            }) as { [k: string]: Json },
+            hparams: jsonSafe({
+              seed: s.seed,
+              method,
+              editedLayers: editedLayers(mc),
+              ...mc.hparams,
+              noise: reqs[j].noise ?? null,
+            }) as { [k: string]: Json },
+            model: ctx.meta.model,
+            dataset: datasetOf(it.fact),
+            adapter: ctx.meta.adapter,
+            timings: { edit: editSeconds, batch: part.length, score: (performance.now() - t1) / 1000 },
+          });
+        }
+        show(progress.line(`${problem} ${method} layer ${layer}`));
+      }
+    }
+  }
+  show(progress.line(), true);
+  return {
+    total: mine.length,
+    skipped: progress.skipped,
+    written,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+/** What a trace record keeps: the per-layer regressors and the whole grid (for the report). */
+function traceMetrics(trace: FactTrace): { [k: string]: Json } {
+  const mlp = trace.grids.find((g) => g.kind === "mlp");
+  if (!mlp) throw new Error(`trace of "${trace.prompt}" has no MLP grid`);
+  const effect = trace.method === "zero" ? mlp.subjectZeroed!.fraction : mlp.layers.maxFraction;
+  return jsonSafe({
+    clean: trace.clean,
+    corrupted: trace.corrupted,
+    // The regressor of the analyses, per layer: Hase et al.'s fractional effect (max over tokens) for
+    // causal tracing; for zeroing, the fraction of p(clean) removed by zeroing every subject token.
+    effect,
+    lastSubjectEffect: mlp.layers.lastSubjectFraction,
+    trace,
+  }) as { [k: string]: Json };
+}
+
+function checkPlan(plan: SweepPlan, nLayer: number): void {
+  const where = `sweep "${plan.name}"`;
+  if (!plan.name) throw new Error("sweep: the plan has no name");
+  for (const l of plan.layers) {
+    if (!Number.isInteger(l) || l < 0 || l >= nLayer) {
+      throw new Error(`${where}: layer ${l} outside [0, ${nLayer})`);
+    }
+  }
+  const ids = new Set<string>();
+  for (const f of plan.facts) {
+    if (ids.has(f.id)) throw new Error(`${where}: fact ${f.id} appears twice`);
+    ids.add(f.id);
+  }
+  if (plan.settings.batchSize < 1) throw new Error(`${where}: batch size must be >= 1`);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Command line
+
+/** "all", "3", "2,3,4" or "2-4" (layers within [0, nLayer)). */
+export function parseLayerList(text: string, nLayer: number): number[] {
+  if (text === "all") return Array.from({ length: nLayer }, (_, l) => l);
+  const range = /^(\d+)-(\d+)$/.exec(text);
+  const layers = range
+    ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i)
+    : text.split(",").map((x) => Number(x.trim()));
+  if (layers.length === 0 || layers.some((l) => !Number.isInteger(l) || l < 0 || l >= nLayer)) {
+    throw new Error(`--layers: expected "all", "3", "2,3,4" or "2-4" within 0..${nLayer - 1}, got "${text}"`);
+  }
+  return layers;
+}
+
+/** A comma-separated list of names from `known` ("all" = every one; "none" = empty). */
+export function parseNames<T extends string>(option: string, text: string, known: readonly T[]): T[] {
+  if (text === "all") return [...known];
+  if (text === "none" || text === "") return [];
+  return text.split(",").map((x) => x.trim()).map((x) => {
+    if (!(known as readonly string[]).includes(x)) {
+      throw new Error(`--${option}: unknown "${x}"; known: ${known.join(", ")}`);
+    }
+    return x as T;
+  });
+}
+
+function intOption(name: string, text: string | undefined, fallback: number, min = 0): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min) {
+    throw new Error(`--${name}: expected an integer >= ${min}, got "${text}"`);
+  }
+  return n;
+}
+
+function numberOption(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const x = Number(text);
+  if (!Number.isFinite(x)) throw new Error(`--${name}: expected a number, got "${text}"`);
+  return x;
+}
+
+export const SWEEP_USAGE = `usage: deno task sweep [options]
+       deno task sweep merge TARGET.db SHARD.db...      combine shard stores
+       deno task sweep csv STORE.db OUT.csv [--name N]   export results as CSV
+  --model DIR            GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
+  --dataset FILE         CounterFact-style file (default: DIR/counterfact.json)
+  --out FILE             results store (SQLite; default runs/sweep.db)
+  --name NAME            sweep name in the result keys (default "sweep")
+  --facts N              facts edited (default 20), a seeded sample of the facts the model knows
+  --trace-only N         more facts only traced, for the average tracing curves (default 0)
+  --proxy-fraction X     share of the edited facts forming the proxy set of layer selection (default 0.1)
+  --seed N               fact sample and noise seed (default 0)
+  --layers L             all | 3 | 2,3,4 | 2-4 (default all)
+  --methods M            ${METHODS.join(",")} (default rome)
+  --problems P           all | ${PROBLEMS.join(",")} (default all)
+  --localizations L      ${LOCALIZATIONS.join(",")} | none (default causal-tracing)
+  --selectors S          ${SELECTORS.join(",")} | none (default all)
+  --trace-window N       MLP window of the traces (default: 5 of 28 layers scaled to the model)
+  --trace-samples N      noise draws per trace (default 10)
+  --memit-window N       layers of a MEMIT edit (default 3); --ft-window N for FT-L (default 1)
+  --batch N              ROME edits computed together (default 8)
+  --ig-steps N           integrated-gradients steps (default 20)
+  --v-steps N, --ft-steps N   hyper-parameter overrides (fewer steps for speed)
+  --corpus FILE          key statistics / template text (default DIR/corpus.txt)
+  --stats-dir DIR        key statistics cache (default runs/editing-stats)
+  --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards
+  --csv FILE             also export the sweep's results as CSV when done`;
+
+async function main(args: string[]): Promise<number> {
+  if (args[0] === "merge") {
+    const [target, ...sources] = args.slice(1);
+    if (!target || sources.length === 0) {
+      throw new Error("usage: deno task sweep merge TARGET.db SHARD.db...");
+    }
+    const r = mergeStores(target, sources);
+    console.log(
+      `${target}: ${r.inserted} results added, ${r.duplicates} already there, ${r.conflicts.length} conflicts`,
+    );
+    for (const key of r.conflicts) console.error(`conflict (kept the first): ${key}`);
+    return r.conflicts.length ? 1 : 0;
+  }
+  if (args[0] === "csv") {
+    const { values, positionals } = parseArgs({
+      args: args.slice(1),
+      allowPositionals: true,
+      options: { name: { type: "string" } },
+    });
+    if (positionals.length !== 2) {
+      throw new Error("usage: deno task sweep csv STORE.db OUT.csv [--name NAME]");
+    }
+    const store = ResultStore.open(positionals[0]);
+    try {
+      console.log(
+        `${positionals[1]}: ${await writeCsv(store, positionals[1], { sweep: values.name })} results`,
+      );
+    } finally {
+      store.close();
+    }
+    return 0;
+  }
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string", default: DEFAULT_MODEL_DIR },
+      dataset: { type: "string" },
+      out: { type: "string", default: "runs/sweep.db" },
+      name: { type: "string", default: "sweep" },
+      facts: { type: "string" },
+      "trace-only": { type: "string" },
+      "proxy-fraction": { type: "string" },
+      seed: { type: "string" },
+      layers: { type: "string", default: "all" },
+      methods: { type: "string", default: "rome" },
+      problems: { type: "string", default: "all" },
+      localizations: { type: "string", default: "causal-tracing" },
+      selectors: { type: "string", default: "all" },
+      "trace-window": { type: "string" },
+      "trace-samples": { type: "string" },
+      "memit-window": { type: "string" },
+      "ft-window": { type: "string" },
+      batch: { type: "string" },
+      "ig-steps": { type: "string" },
+      "v-steps": { type: "string" },
+      "ft-steps": { type: "string" },
+      corpus: { type: "string" },
+      "stats-dir": { type: "string" },
+      shard: { type: "string" },
+      csv: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(SWEEP_USAGE);
+    return 0;
+  }
+  const dir = values.model!;
+  const gpu = await getGpu();
+  const model = await GPT2.load(gpu, dir);
+  const tok = await loadTokenizer(dir);
+  const L = model.nLayer;
+  const seed = intOption("seed", values.seed, 0);
+  const settings = defaultSettings(L, seed);
+  settings.traceWindow = intOption("trace-window", values["trace-window"], settings.traceWindow, 1);
+  settings.traceSamples = intOption("trace-samples", values["trace-samples"], settings.traceSamples, 1);
+  settings.memitWindow = intOption("memit-window", values["memit-window"], settings.memitWindow, 1);
+  settings.ftWindow = intOption("ft-window", values["ft-window"], settings.ftWindow, 1);
+  settings.batchSize = intOption("batch", values.batch, settings.batchSize, 1);
+  settings.igSteps = intOption("ig-steps", values["ig-steps"], settings.igSteps, 2);
+  settings.overrides = {
+    vNumGradSteps: numberOption("v-steps", values["v-steps"]),
+    numSteps: numberOption("ft-steps", values["ft-steps"]),
+  };
+  const proxyFraction = numberOption("proxy-fraction", values["proxy-fraction"]) ?? 0.1;
+  if (!(proxyFraction > 0 && proxyFraction < 1)) {
+    throw new Error(`--proxy-fraction must be in (0, 1), got ${proxyFraction}`);
+  }
+  const datasetPath = values.dataset ?? `${dir}/counterfact.json`;
+  const corpus = values.corpus ?? ((await exists(`${dir}/corpus.txt`)) ? `${dir}/corpus.txt` : null);
+  const shard = values.shard === undefined ? undefined : parseShard(values.shard);
+
+  const sample = await sampleFacts(model, tok, datasetPath, {
+    edit: intOption("facts", values.facts, 20),
+    traceOnly: intOption("trace-only", values["trace-only"], 0),
+    proxyFraction,
+    seed,
+  });
+  const plan: SweepPlan = {
+    name: values.name!,
+    facts: sample.facts,
+    layers: parseLayerList(values.layers!, L),
+    methods: parseNames("methods", values.methods!, METHODS).map(parseMethod),
+    problems: parseNames("problems", values.problems!, PROBLEMS).map(parseProblem),
+    localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
+    selectors: parseNames("selectors", values.selectors!, SELECTORS),
+    settings,
+  };
+  console.log(`model ${dir} (${L} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
+  console.log(
+    `${datasetPath}: ${sample.known} of ${sample.candidates} facts known; ` +
+      `${plan.facts.filter((f) => f.split !== "trace-only").length} edited, ` +
+      `${plan.facts.filter((f) => f.split === "trace-only").length} traced only`,
+  );
+  const store = ResultStore.open(values.out!);
+  try {
+    const summary = await runSweep(
+      {
+        model,
+        tok,
+        store,
+        meta: await runMeta(model, dir, datasetPath),
+        corpus,
+        statsDir: values["stats-dir"],
+        log: (l) => console.log(l),
+        progress: progressPrinter(),
+      },
+      plan,
+      { shard },
+    );
+    console.log(
+      `${values.out}: ${summary.written} results written in ${formatDuration(summary.seconds)} ` +
+        `(${summary.skipped} were already there; ${summary.total} in this ${shard ? "shard" : "sweep"})`,
+    );
+    if (values.csv) {
+      console.log(`${values.csv}: ${await writeCsv(store, values.csv, { sweep: plan.name })} results`);
+    }
+  } finally {
+    store.close();
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error(`sweep: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

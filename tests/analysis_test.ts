@@ -1,0 +1,320 @@
+// experiments/analysis.ts on synthetic sweeps with known answers: R^2 values recomputed by hand
+// (group means for the layer model, per-layer simple regressions for the interacted model, the
+// squared correlation for the trace model), the F statistic from those sums of squares, the
+// concentrated-effects filter, golden vs sample-wise layers with a hand-computed paired t,
+// proxy vs test golden layers, and the layer each selection strategy chose.
+import assert from "node:assert/strict";
+import {
+  concentratedFacts,
+  formatP,
+  goldenVsSampleWise,
+  headline,
+  layerCurves,
+  loadSweep,
+  perLayerCorrelations,
+  proxyVsTest,
+  r2Table,
+  selectionScores,
+  type SweepData,
+} from "../experiments/analysis.ts";
+import { fSurvival } from "../experiments/stats.ts";
+import type { Json, StoredResult } from "../experiments/store.ts";
+import { rng } from "./util.ts";
+
+const MODEL = { name: "synthetic", weightsSha256: "abc" };
+
+function record(
+  key: Pick<StoredResult, "fact" | "method" | "layer" | "problem" | "localization">,
+  metrics: { [k: string]: Json },
+  extra: Partial<StoredResult> = {},
+): StoredResult {
+  const full = { sweep: "s", ...key };
+  return {
+    key: JSON.stringify(full),
+    ...full,
+    metrics,
+    hparams: {},
+    model: MODEL,
+    dataset: { split: "test" },
+    adapter: {},
+    timings: {},
+    createdAt: "2026-01-01T00:00:00Z",
+    ...extra,
+  };
+}
+
+function edit(
+  fact: string,
+  layer: number,
+  rewrite: number,
+  o: { problem?: string; method?: string; split?: string; paraphrase?: number; neighborhood?: number } = {},
+): StoredResult {
+  const paraphrase = o.paraphrase ?? rewrite / 2, neighborhood = o.neighborhood ?? 1 - rewrite / 4;
+  return record(
+    {
+      fact,
+      method: o.method ?? "rome",
+      layer,
+      problem: o.problem ?? "error-injection",
+      localization: "layer-grid",
+    },
+    { rewrite, paraphrase, neighborhood, overall: 3 / (1 / rewrite + 1 / paraphrase + 1 / neighborhood) },
+    { dataset: { split: o.split ?? "test" } },
+  );
+}
+
+function trace(fact: string, effect: (number | null)[], localization = "causal-tracing"): StoredResult {
+  return record(
+    { fact, method: "none", layer: null, problem: "none", localization },
+    { effect, lastSubjectEffect: effect.map((e) => (e === null ? null : e / 2)), trace: { grids: [] } },
+  );
+}
+
+function selection(selector: string, layer: number, scores: number[]): StoredResult {
+  return record(
+    { fact: "proxy-set", method: "none", layer: null, problem: "none", localization: `select:${selector}` },
+    { layers: [layer], scores, proxy: ["f0"] },
+    { timings: { select: 0.5 } },
+  );
+}
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+const avg = (xs: number[]) => sum(xs) / xs.length;
+const close = (a: number, b: number, tol: number, what: string) =>
+  assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b} (tolerance ${tol})`);
+
+/** Sums of squares by hand: total, within layers (layer-only model), and of per-layer lines (interacted model). */
+function handSums(rows: { layer: number; effect: number; y: number }[]) {
+  const tss = sum(rows.map((r) => (r.y - avg(rows.map((q) => q.y))) ** 2));
+  let within = 0, lines = 0;
+  for (const l of new Set(rows.map((r) => r.layer))) {
+    const g = rows.filter((r) => r.layer === l);
+    const my = avg(g.map((r) => r.y)), mx = avg(g.map((r) => r.effect));
+    within += sum(g.map((r) => (r.y - my) ** 2));
+    const sxy = sum(g.map((r) => (r.effect - mx) * (r.y - my))),
+      sxx = sum(g.map((r) => (r.effect - mx) ** 2));
+    lines += sum(g.map((r) => (r.y - my - (sxy / sxx) * (r.effect - mx)) ** 2));
+  }
+  const all = rows.map((r) => r.effect), ys = rows.map((r) => r.y);
+  const mx = avg(all), my = avg(ys);
+  const r = sum(all.map((x, i) => (x - mx) * (ys[i] - my))) /
+    Math.sqrt(sum(all.map((x) => (x - mx) ** 2)) * sum(ys.map((y) => (y - my) ** 2)));
+  return { tss, within, lines, r2Trace: r * r };
+}
+
+/** 40 facts x 4 layers; y = layer mean + small noise (the layer explains almost everything). */
+function layerDrivenSweep(): {
+  results: StoredResult[];
+  rows: { layer: number; effect: number; y: number }[];
+} {
+  const random = rng(7);
+  const layerMeans = [0.2, 0.9, 0.6, 0.1];
+  const results: StoredResult[] = [], rows: { layer: number; effect: number; y: number }[] = [];
+  for (let f = 0; f < 40; f++) {
+    const effect = layerMeans.map(() => random());
+    results.push(trace(`f${f}`, effect));
+    for (let l = 0; l < 4; l++) {
+      const y = layerMeans[l] + 0.02 * (random() - 0.5);
+      rows.push({ layer: l, effect: effect[l], y });
+      results.push(edit(`f${f}`, l, y, { split: f < 4 ? "proxy" : "test" }));
+    }
+  }
+  return { results, rows };
+}
+
+Deno.test("r2Table: the layer explains all the variance; R^2, Diff and F match hand-computed sums of squares", () => {
+  const { results, rows } = layerDrivenSweep();
+  const data = loadSweep(results);
+  const [row] = r2Table(data);
+  const h = handSums(rows);
+  assert.equal(row.n, 160);
+  assert.equal(row.facts, 40);
+  close(row.layer, 1 - h.within / h.tss, 1e-9, "layer R^2");
+  close(row.both, 1 - h.lines / h.tss, 1e-9, "both R^2");
+  close(row.trace, h.r2Trace, 1e-9, "trace R^2");
+  assert.ok(row.layer > 0.99, `layer R^2 ${row.layer}`);
+  assert.ok(row.trace < 0.05, `trace R^2 ${row.trace}`);
+  close(row.diff, row.both - row.layer, 1e-12, "diff");
+  // Layer model: 4 coefficients; interacted model: 8. F = ((RSS_l - RSS_b) / 4) / (RSS_b / (160 - 8)).
+  const F = ((h.within - h.lines) / 4) / (h.lines / 152);
+  close(row.F, F, 1e-6 * F, "F");
+  close(row.p, fSurvival(F, 4, 152), 1e-9, "p");
+  assert.match(headline(row), /the edit layer explains (99\.\d|100\.0)% of the variance in rewrite score/);
+});
+
+Deno.test("r2Table: a score that follows the tracing effect; the F-test finds the added tracing term", () => {
+  const random = rng(3);
+  const results: StoredResult[] = [], rows: { layer: number; effect: number; y: number }[] = [];
+  for (let f = 0; f < 30; f++) {
+    const effect = [random(), random(), random()];
+    results.push(trace(`f${f}`, effect));
+    effect.forEach((e, l) => {
+      const y = 0.1 + 0.8 * e + 0.01 * (random() - 0.5);
+      rows.push({ layer: l, effect: e, y });
+      results.push(edit(`f${f}`, l, y));
+    });
+  }
+  const [row] = r2Table(loadSweep(results));
+  const h = handSums(rows);
+  close(row.trace, h.r2Trace, 1e-9, "trace R^2");
+  assert.ok(row.trace > 0.99 && row.layer < 0.1, `trace ${row.trace}, layer ${row.layer}`);
+  assert.ok(row.diff > 0.9, `diff ${row.diff}`);
+  assert.ok(row.p < 1e-10, `p ${row.p}`);
+  assert.equal(formatP(row.p), "<1e-4");
+  assert.match(headline(row), /the tracing effect explains (99\.\d|100\.0)% .* more than the layer/);
+});
+
+Deno.test("r2Table: missing effects are dropped and counted; one layer only leaves the layer model undefined", () => {
+  const results = [
+    trace("a", [0.1, null]),
+    trace("b", [0.5, 0.2]),
+    trace("c", [0.9, 0.4]),
+    trace("d", [0.3, 0.8]),
+    ...["a", "b", "c", "d"].map((f, i) => edit(f, 0, 0.1 * (i + 1) + 0.05 * (i % 2))),
+    edit("a", 1, 0.5, { method: "memit" }),
+  ];
+  const [rome, memit] = r2Table(loadSweep(results));
+  assert.equal(rome.n, 4);
+  assert.ok(Number.isNaN(rome.layer), "one layer: no layer model");
+  assert.match(rome.note, /single level/);
+  assert.ok(Number.isFinite(rome.trace));
+  assert.equal(memit.n, 0);
+  assert.equal(memit.dropped, 1);
+});
+
+Deno.test("concentratedFacts: at most maxOthers layers besides the peak reach half of it", () => {
+  const data = loadSweep([
+    trace("peaked", [0.05, 0.1, 1.0, 0.3, 0.49, 0.0]),
+    trace("two-strong", [0.6, 0.1, 1.0, 0.3, 0.2, 0.0]), // one other layer >= 0.5 of the peak
+    trace("diffuse", [0.6, 0.7, 1.0, 0.8, 0.2, 0.0]),
+    trace("no-effect", [0, -0.1, 0, 0, 0, 0]),
+    trace("zeroed", [1, 1, 1, 1, 1, 1], "zeroing"),
+    edit("peaked", 0, 0.5),
+  ]);
+  assert.deepEqual([...concentratedFacts(data, { maxOthers: 0 })], ["peaked"]);
+  assert.deepEqual([...concentratedFacts(data, { maxOthers: 1 })].sort(), ["peaked", "two-strong"]);
+  // The default scales Hase et al.'s 3 of 28 layers to the depth: 1 for 6 layers.
+  assert.deepEqual([...concentratedFacts(data)].sort(), ["peaked", "two-strong"]);
+  assert.deepEqual([...concentratedFacts(data, { localization: "zeroing", maxOthers: 5 })], ["zeroed"]);
+  // r2Table restricted to a subset uses only those facts' edits.
+  const [row] = r2Table(data, { facts: new Set(["peaked"]) });
+  assert.equal(row.n, 1);
+});
+
+Deno.test("perLayerCorrelations: r = +1, -1 and undefined (constant score) at three layers", () => {
+  const results: StoredResult[] = [];
+  for (let f = 0; f < 6; f++) {
+    const e = [0.1 * f, 0.2 * f, 0.05 * f];
+    results.push(
+      trace(`f${f}`, e),
+      edit(`f${f}`, 0, 0.2 + e[0]),
+      edit(`f${f}`, 1, 1 - e[1]),
+      edit(`f${f}`, 2, 0.5),
+    );
+  }
+  const rows = perLayerCorrelations(loadSweep(results));
+  assert.deepEqual(rows.map((r) => r.layer), [0, 1, 2]);
+  close(rows[0].r, 1, 1e-12, "layer 0");
+  close(rows[1].r, -1, 1e-12, "layer 1");
+  assert.ok(Number.isNaN(rows[2].r));
+  assert.match(rows[2].note, /constant/);
+  // The last-subject-token effect is half the max effect here: the same correlations.
+  close(perLayerCorrelations(loadSweep(results), { site: "last-subject" })[0].r, 1, 1e-12, "last subject");
+});
+
+/** Scores [fact][layer] with a golden layer 1 (best on average) that is not best for every fact. */
+const GRID = [
+  [0.1, 0.8, 0.7],
+  [0.2, 0.9, 0.95],
+  [0.0, 0.7, 0.6],
+  [0.3, 0.6, 0.9],
+  [0.1, 0.9, 0.5],
+];
+
+function gridSweep(splits: string[] = GRID.map(() => "test")): StoredResult[] {
+  return GRID.flatMap((row, f) => row.map((y, l) => edit(`f${f}`, l, y, { split: splits[f] })));
+}
+
+Deno.test("goldenVsSampleWise: golden layer, means and the paired t-test, recomputed by hand", () => {
+  const [row] = goldenVsSampleWise(loadSweep(gridSweep()));
+  assert.equal(row.goldenLayer, 1);
+  const golden = GRID.map((r) => r[1]), optimal = GRID.map((r) => Math.max(...r));
+  close(row.golden.mean, avg(golden), 1e-12, "golden mean");
+  close(row.optimal.mean, avg(optimal), 1e-12, "optimal mean");
+  const d = optimal.map((x, i) => x - golden[i]);
+  const sd = Math.sqrt(sum(d.map((x) => (x - avg(d)) ** 2)) / (d.length - 1));
+  close(row.t, avg(d) / (sd / Math.sqrt(d.length)), 1e-9, "t");
+  assert.equal(row.n, 5);
+  assert.equal(row.different, row.p < 0.05);
+
+  // When the golden layer is every fact's best, there is no difference at all.
+  const same = GRID.map((r) => [r[0], 1, r[2] - 0.05]);
+  const [equal] = goldenVsSampleWise(loadSweep(same.flatMap((r, f) => r.map((y, l) => edit(`f${f}`, l, y)))));
+  assert.equal(equal.p, 1);
+  assert.equal(equal.different, false);
+});
+
+Deno.test("proxyVsTest: golden layers of the proxy and test facts, both scored on the test facts", () => {
+  // Facts 0 and 4 (the proxy) prefer layer 1 on average; the test facts 1-3 prefer layer 2.
+  const [row] = proxyVsTest(loadSweep(gridSweep(["proxy", "test", "test", "test", "proxy"])));
+  assert.equal(row.proxyFacts, 2);
+  assert.equal(row.testFacts, 3);
+  assert.equal(row.proxyLayer, 1);
+  assert.equal(row.testLayer, 2);
+  close(row.proxyLayerTestScore, avg([0.9, 0.7, 0.6]), 1e-12, "proxy layer on test");
+  close(row.testLayerTestScore, avg([0.95, 0.6, 0.9]), 1e-12, "test layer on test");
+});
+
+Deno.test("selectionScores: chosen layers read from the grid; a layer outside it is noted", () => {
+  const splits = ["proxy", "test", "test", "test", "test"];
+  const results = [
+    ...gridSweep(splits),
+    selection("causal-tracing", 0, [0.5, 0.1, 0.2]),
+    selection("lga", 2, [0.1, 0.2, 0.9]),
+    selection("integrated-gradients", 7, []),
+    // Tracing peaks: fact 1 at layer 2, facts 2-4 at layer 0.
+    ...GRID.map((_, f) => trace(`f${f}`, f === 1 ? [0.1, 0.2, 0.9] : [0.9, 0.1, 0.2])),
+  ];
+  const rows = selectionScores(loadSweep(results));
+  const get = (s: string) => rows.find((r) => r.strategy === s)!;
+  const test = GRID.slice(1);
+  close(get("causal-tracing").means.rewrite, avg(test.map((r) => r[0])), 1e-12, "CT");
+  close(get("lga").means.rewrite, avg(test.map((r) => r[2])), 1e-12, "LGA");
+  assert.equal(get("lga").n, 4);
+  assert.ok(Number.isNaN(get("integrated-gradients").means.rewrite));
+  assert.match(get("integrated-gradients").note, /layer 7 is not in the sweep's layer grid/);
+  assert.equal(get("brute-force").layer, 1); // the proxy fact's best layer
+  close(get("tracing-peak").means.rewrite, avg([0.95, 0.0, 0.3, 0.1]), 1e-12, "per-fact peaks");
+  close(
+    get("lga").means.average,
+    avg(test.map((r) => (r[2] + r[2] / 2 + 1 - r[2] / 4) / 3)),
+    1e-12,
+    "average",
+  );
+});
+
+Deno.test("layerCurves: mean and standard error per layer", () => {
+  const [curve] = layerCurves(loadSweep(gridSweep()), "rewrite");
+  assert.deepEqual(curve.layers, [0, 1, 2]);
+  close(curve.mean[1], avg(GRID.map((r) => r[1])), 1e-12, "mean");
+  const col = GRID.map((r) => r[0]);
+  const sd = Math.sqrt(sum(col.map((x) => (x - avg(col)) ** 2)) / 4);
+  close(curve.sem[0], sd / Math.sqrt(5), 1e-12, "sem");
+});
+
+Deno.test("loadSweep: several sweeps need a name; mixed models and foreign records are errors", () => {
+  const a = edit("f0", 0, 0.5);
+  const b = { ...edit("f1", 0, 0.5), sweep: "other" };
+  assert.throws(() => loadSweep([a, b]), /several sweeps \(s, other\); name one/);
+  assert.equal(loadSweep([a, b], "other").edits.length, 1);
+  assert.throws(() => loadSweep([a], "missing"), /no results of sweep "missing"/);
+  const retrained = { ...edit("f2", 1, 0.5), model: { weightsSha256: "def" } };
+  assert.throws(() => loadSweep([a, retrained]), /mixes models: .*f2.* has weights def/);
+  const odd = record({ fact: "x", method: "rome", layer: null, problem: "p", localization: "fixed" }, {});
+  assert.throws(() => loadSweep([odd]), /not an edit, trace or layer-selection record/);
+  const badTrace = trace("f0", [0.1]);
+  badTrace.metrics.effect = "high";
+  assert.throws(() => loadSweep([badTrace]), /metrics\.effect: expected an array of numbers/);
+  const data: SweepData = loadSweep([a, trace("f0", [0.3])]);
+  assert.equal(data.traces[0].lastSubjectEffect[0], 0.15);
+});
