@@ -1,0 +1,316 @@
+// experiments/sweep.ts: the plan, progress lines, and `deno task sweep` end to end on a tiny model
+// folder: killed with SIGKILL mid-sweep and resumed (nothing lost, nothing duplicated, stored rows
+// untouched), two shards that partition the results and merge into the unsharded sweep, CSV export.
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { getGpu } from "../engine/gpu.ts";
+import { resultKey, ResultStore, type StoredResult } from "../experiments/store.ts";
+import {
+  formatDuration,
+  haseTraceWindow,
+  jsonSafe,
+  parseLayerList,
+  parseNames,
+  planItems,
+  Progress,
+  SELECTORS,
+  type SweepFact,
+  type SweepPlan,
+} from "../experiments/sweep.ts";
+import { makeTinyKb } from "./fixtures_tiny_kb.ts";
+
+// ------------------------------------------------------------------------------------------------
+// Pure parts
+
+Deno.test("Progress: done/total, rate and ETA count this run's results only", () => {
+  let t = 100;
+  const p = new Progress(100, 20, () => t);
+  assert.equal(p.line("starting"), "20/100 results (20%) · 0.00/s · ETA ? · starting");
+  p.tick(10);
+  t = 105;
+  assert.equal(p.line("rome layer 3"), "30/100 results (30%) · 2.00/s · ETA 35s · rome layer 3");
+  p.tick(70);
+  assert.equal(p.line(), "100/100 results (100%) · 16.00/s · done");
+  assert.deepEqual([formatDuration(42.4), formatDuration(185), formatDuration(3720), formatDuration(NaN)], [
+    "42s",
+    "3m05s",
+    "1h02m",
+    "?",
+  ]);
+});
+
+function fact(i: number, split: SweepFact["split"]): SweepFact {
+  return {
+    id: `counterfact:${i}`,
+    recordIndex: i,
+    split,
+    case: {
+      prompt: "{} lives in",
+      subject: `S${i}`,
+      targetTrue: "Oslo",
+      targetNew: "Rome",
+      paraphrases: [],
+      neighbors: [],
+    },
+  };
+}
+
+Deno.test("planItems: traces, selections, then every fact x layer x method x problem edit; trace-only facts are not edited", () => {
+  const plan: SweepPlan = {
+    name: "p",
+    facts: [fact(0, "proxy"), fact(1, "test"), fact(2, "trace-only")],
+    layers: [0, 2],
+    methods: ["rome", "ft"],
+    problems: ["error-injection", "fact-forcing"],
+    localizations: ["causal-tracing", "zeroing"],
+    selectors: [...SELECTORS],
+    settings: {
+      seed: 0,
+      traceWindow: 1,
+      traceSamples: 2,
+      traceKinds: ["mlp"],
+      memitWindow: 3,
+      ftWindow: 1,
+      batchSize: 2,
+      igSteps: 2,
+      overrides: {},
+    },
+  };
+  const items = planItems(plan);
+  const kinds = items.map((it) => it.kind);
+  assert.equal(kinds.filter((k) => k === "trace").length, 3 * 2);
+  assert.equal(kinds.filter((k) => k === "select").length, 3);
+  assert.equal(kinds.filter((k) => k === "edit").length, 2 * 2 * 2 * 2);
+  assert.deepEqual(kinds.slice(0, 10), [...Array(6).fill("trace"), ...Array(3).fill("select"), "edit"]);
+  assert.equal(new Set(items.map((it) => resultKey(it.key))).size, items.length, "keys are unique");
+  assert.ok(!items.some((it) => it.kind === "edit" && it.fact.id === "counterfact:2"));
+  assert.deepEqual(items.find((it) => it.kind === "select")!.key, {
+    sweep: "p",
+    fact: "proxy-set",
+    method: "none",
+    layer: null,
+    problem: "none",
+    localization: "select:causal-tracing",
+  });
+});
+
+Deno.test("option parsing and helpers: layer lists, names, the trace window, JSON-safe values", () => {
+  assert.deepEqual(parseLayerList("all", 3), [0, 1, 2]);
+  assert.deepEqual(parseLayerList("1-3", 6), [1, 2, 3]);
+  assert.deepEqual(parseLayerList("0,4", 6), [0, 4]);
+  assert.throws(() => parseLayerList("7", 6), /--layers: .* within 0\.\.5, got "7"/);
+  assert.deepEqual(parseNames("selectors", "lga", SELECTORS), ["lga"]);
+  assert.deepEqual(parseNames("selectors", "none", SELECTORS), []);
+  assert.throws(
+    () => parseNames("selectors", "lga,cma", SELECTORS),
+    /--selectors: unknown "cma"; known: causal-tracing/,
+  );
+  assert.deepEqual([haseTraceWindow(28), haseTraceWindow(48), haseTraceWindow(6)], [5, 9, 1]);
+  assert.deepEqual(
+    jsonSafe({ a: [1, NaN, Infinity], b: new Float32Array([0.5]), c: undefined, d: { e: null } }),
+    {
+      a: [1, null, null],
+      b: [0.5],
+      d: { e: null },
+    },
+  );
+});
+
+// ------------------------------------------------------------------------------------------------
+// deno task sweep end to end
+
+const gpu = await getGpu();
+const dir = await Deno.makeTempDir();
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+const kb = await makeTinyKb(gpu, `${dir}/model`);
+
+// 3 facts (1 proxy) x 2 layers x 2 methods x 2 problems = 24 edits, + 3 x 2 traces + 3 selections.
+const TOTAL = 24 + 6 + 3;
+const SWEEP_ARGS = [
+  "--model",
+  kb.dir,
+  "--facts",
+  "3",
+  "--proxy-fraction",
+  "0.3",
+  "--layers",
+  "0,2",
+  "--methods",
+  "rome,ft",
+  "--problems",
+  "error-injection,fact-erasure",
+  "--localizations",
+  "causal-tracing,zeroing",
+  "--selectors",
+  "all",
+  "--trace-samples",
+  "3",
+  "--ig-steps",
+  "4",
+  "--v-steps",
+  "3",
+  "--ft-steps",
+  "2",
+  "--batch",
+  "2",
+  "--stats-dir",
+  `${dir}/stats`,
+];
+
+function sweepCommand(...args: string[]): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../experiments/sweep.ts", import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+async function sweep(...args: string[]): Promise<string> {
+  const out = await sweepCommand(...args).output();
+  const dec = new TextDecoder();
+  assert.equal(out.code, 0, `sweep ${args.join(" ")} failed:\n${dec.decode(out.stderr)}`);
+  return dec.decode(out.stdout);
+}
+
+function readAll(path: string): StoredResult[] {
+  const store = ResultStore.open(path);
+  try {
+    return [...store.results()];
+  } finally {
+    store.close();
+  }
+}
+
+/** Rows in the store now, or 0 while it does not exist or is being written. */
+function countRows(path: string): number {
+  try {
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      return (db.prepare("SELECT count(*) AS n FROM results").get() as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  } catch {
+    return 0;
+  }
+}
+
+const byKey = (rows: StoredResult[]) => new Map(rows.map((r) => [r.key, r]));
+
+/** The same result from two runs: same key, and metrics within float noise of each other. */
+function assertSameMetrics(a: StoredResult, b: StoredResult): void {
+  for (const name of ["rewrite", "paraphrase", "neighborhood"]) {
+    const x = a.metrics[name], y = b.metrics[name];
+    if (x === undefined) continue;
+    assert.ok(
+      typeof x === "number" && typeof y === "number" && Math.abs(x - y) <= 1e-4 + 1e-3 * Math.abs(x),
+      `${a.key}: ${name} ${x} vs ${y}`,
+    );
+  }
+}
+
+const full = `${dir}/full.db`;
+let fullRows: StoredResult[] = [];
+
+Deno.test("sweep: a full run stores every result once, with run metadata", async () => {
+  const out = await sweep(...SWEEP_ARGS, "--out", full, "--csv", `${dir}/full.csv`);
+  assert.match(
+    out,
+    new RegExp(`${TOTAL} results written .* \\(0 were already there; ${TOTAL} in this sweep\\)`),
+  );
+  fullRows = readAll(full);
+  assert.equal(fullRows.length, TOTAL);
+  const edit = fullRows.find((r) => r.method === "rome" && r.layer === 0)!;
+  assert.equal(edit.model.nLayer, 3);
+  assert.match(String(edit.model.weightsSha256), /^[0-9a-f]{64}$/);
+  assert.equal(edit.hparams.seed, 0);
+  assert.equal(edit.hparams.vNumGradSteps, 3);
+  assert.deepEqual(edit.hparams.editedLayers, [0]);
+  assert.ok(Number(edit.timings.edit) > 0 && Number(edit.timings.score) > 0);
+  assert.ok(String(edit.adapter.description).length > 0);
+  assert.match(String(edit.dataset.caseId), /^counterfact:\d+$/);
+  assert.ok(["proxy", "test"].includes(String(edit.dataset.split)));
+  // Only facts the model knows were sampled.
+  const facts = new Set(fullRows.map((r) => r.fact).filter((f) => f !== "proxy-set"));
+  for (const f of facts) assert.ok(kb.known.includes(Number(f.split(":")[1])), `${f} is not a known fact`);
+  const erasure = fullRows.find((r) => r.problem === "fact-erasure")!;
+  assert.equal(erasure.metrics.direction, "decrease");
+  const trace = fullRows.find((r) => r.localization === "causal-tracing")!;
+  assert.equal((trace.metrics.effect as number[]).length, 3);
+  assert.ok(Array.isArray((trace.metrics.trace as { grids: unknown[] }).grids));
+
+  const csv = (await Deno.readTextFile(`${dir}/full.csv`)).trimEnd().split("\r\n");
+  assert.equal(csv.length, TOTAL + 1);
+  for (
+    const column of [
+      "metrics.rewrite",
+      "hparams.seed",
+      "model.weightsSha256",
+      "adapter.description",
+      "timings.edit",
+    ]
+  ) {
+    assert.ok(csv[0].split(",").includes(column), `CSV column ${column}`);
+  }
+});
+
+Deno.test("sweep: killed with SIGKILL mid-sweep and resumed, nothing is lost or duplicated", async () => {
+  const db = `${dir}/killed.db`;
+  const child = sweepCommand(...SWEEP_ARGS, "--out", db).spawn();
+  const drain = Promise.all([
+    child.stdout.pipeTo(new WritableStream()),
+    child.stderr.pipeTo(new WritableStream()),
+  ]);
+  while (countRows(db) < 12) await new Promise((r) => setTimeout(r, 20));
+  child.kill("SIGKILL");
+  const status = await child.status;
+  await drain;
+  assert.equal(status.signal, "SIGKILL", "the sweep finished before it was killed");
+  const before = readAll(db);
+  assert.ok(before.length >= 12 && before.length < TOTAL, `${before.length} results at the kill`);
+
+  const out = await sweep(...SWEEP_ARGS, "--out", db);
+  assert.match(out, new RegExp(`${before.length} already stored, ${TOTAL - before.length} to run`));
+  assert.match(out, new RegExp(`${TOTAL - before.length} results written`));
+  const after = readAll(db);
+  assert.equal(after.length, TOTAL);
+  assert.deepEqual([...byKey(after).keys()].sort(), fullRows.map((r) => r.key).sort());
+  // Rows stored before the kill are untouched (same write time and content).
+  const now = byKey(after);
+  for (const r of before) assert.deepEqual(now.get(r.key), r);
+  const reference = byKey(fullRows);
+  for (const r of after) assertSameMetrics(r, reference.get(r.key)!);
+});
+
+Deno.test("sweep: two shards partition the results and merge into the unsharded sweep", async () => {
+  const shards = [`${dir}/s0.db`, `${dir}/s1.db`];
+  for (const [k, path] of shards.entries()) await sweep(...SWEEP_ARGS, "--out", path, "--shard", `${k}/2`);
+  const [a, b] = shards.map(readAll);
+  assert.ok(a.length > 0 && b.length > 0, `shard sizes ${a.length} and ${b.length}`);
+  const keysA = new Set(a.map((r) => r.key));
+  assert.ok(!b.some((r) => keysA.has(r.key)), "the shards overlap");
+  assert.equal(a.length + b.length, TOTAL);
+
+  const merged = `${dir}/merged.db`;
+  const out = await sweep("merge", merged, ...shards);
+  assert.match(out, new RegExp(`${TOTAL} results added, 0 already there, 0 conflicts`));
+  const rows = readAll(merged);
+  assert.deepEqual(rows.map((r) => r.key).sort(), fullRows.map((r) => r.key).sort());
+  const reference = byKey(fullRows);
+  for (const r of rows) assertSameMetrics(r, reference.get(r.key)!);
+  // The CSV export of the merged store has a line per result.
+  await sweep("csv", merged, `${dir}/merged.csv`);
+  assert.equal((await Deno.readTextFile(`${dir}/merged.csv`)).trimEnd().split("\r\n").length, TOTAL + 1);
+});
+
+Deno.test("sweep: bad options are clear errors", async () => {
+  const out = await sweepCommand("--model", kb.dir, "--out", `${dir}/bad.db`, "--methods", "rome,romeo")
+    .output();
+  assert.equal(out.code, 1);
+  assert.match(
+    new TextDecoder().decode(out.stderr),
+    /sweep: --methods: unknown "romeo"; known: rome, r-rome, memit/,
+  );
+  const shard = await sweepCommand("--model", kb.dir, "--out", `${dir}/bad.db`, "--shard", "2/2").output();
+  assert.match(new TextDecoder().decode(shard.stderr), /--shard "2\/2": k must be in 0\.\.1/);
+});
