@@ -4,8 +4,8 @@
 // Hase et al. 2023, "Does Localization Inform Editing?" (seed 001, sections 4-5 and appendix):
 //   r2Table                 per (editing problem, method): R^2 of three OLS regressions of an edit
 //                           score on (1) the edit layer as a categorical variable, (2) the tracing
-//                           effect at the edited layer, (3) both, interacted (layer dummies + effect +
-//                           layer x effect); Diff = R^2(both) - R^2(layer) and the nested F-test of
+//                           effect at the edited layer, (3) both, interacted (a level and a slope of
+//                           the effect per layer); Diff = R^2(both) - R^2(layer) and the nested F-test of
 //                           both against layer-only (tables 1, 3-6).
 //   concentratedFacts       facts whose tracing effects sit in few layers (appendix B): at most
 //                           `maxOthers` layers besides the peak reach `share` of the peak (table 2
@@ -40,6 +40,8 @@ export interface EditRow {
   method: string;
   problem: string;
   layer: number;
+  /** The layers the edit changed (MEMIT and FT-L may span a window around `layer`). */
+  editedLayers: number[];
   /** NaN where the record has no value (e.g. a case without paraphrases). */
   scores: Record<Metric, number>;
 }
@@ -176,6 +178,9 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
         method: r.method,
         problem: r.problem,
         layer: r.layer,
+        editedLayers: r.hparams.editedLayers === undefined
+          ? [r.layer]
+          : numbers(r.hparams.editedLayers, `${r.key}: hparams.editedLayers`),
         scores: { ...s, overall: num(m.overall), average: (s.rewrite + s.paraphrase + s.neighborhood) / 3 },
       });
     } else if (r.localization.startsWith("select:")) {
@@ -284,7 +289,17 @@ export interface R2Row {
   note: string;
 }
 
-/** The three regressions of `metric` per (problem, method); `facts` restricts the facts used. */
+/** Below this range, the effects within a layer count as constant (float noise, e.g. at the last layer). */
+export const CONSTANT_EFFECT_RANGE = 1e-6;
+
+/**
+ * The three regressions of `metric` per (problem, method); `facts` restricts the facts used.
+ *
+ * The interacted model is written as one slope per layer, y = a_layer + b_layer * effect (the same fit
+ * as layer + effect + layer:effect). A layer whose effects do not vary (e.g. the last layer, where
+ * restoring an MLP output cannot reach the prediction) has no identifiable slope; it is left out and
+ * named in the note, and the F-test has one degree of freedom less.
+ */
 export function r2Table(
   data: SweepData,
   o: EffectOptions & { metric?: Metric; facts?: ReadonlySet<string> } = {},
@@ -296,22 +311,32 @@ export function r2Table(
     const usable = rows.filter((e) =>
       Number.isFinite(e.scores[metric]) && Number.isFinite(effects.get(e.fact)?.[e.layer])
     );
-    const table = {
+    const effect = usable.map((e) => effects.get(e.fact)![e.layer]);
+    const table: Record<string, number[]> = {
       y: usable.map((e) => e.scores[metric]),
       layer: usable.map((e) => e.layer),
-      effect: usable.map((e) => effects.get(e.fact)![e.layer]),
+      effect,
     };
+    const slopes: string[] = [], flat: number[] = [];
+    for (const l of [...new Set(table.layer)].sort((a, b) => a - b)) {
+      const mine = effect.filter((_, i) => usable[i].layer === l);
+      if (Math.max(...mine) - Math.min(...mine) <= CONSTANT_EFFECT_RANGE) {
+        flat.push(l);
+        continue;
+      }
+      table[`effect@layer=${l}`] = effect.map((x, i) => (usable[i].layer === l ? x : 0));
+      slopes.push(`effect@layer=${l}`);
+    }
     const layerFit = tryFit(() => fitOls(table, "y", { categorical: ["layer"] }));
     const traceFit = tryFit(() => fitOls(table, "y", { continuous: ["effect"] }));
-    const bothFit = tryFit(() =>
-      fitOls(table, "y", {
-        categorical: ["layer"],
-        continuous: ["effect"],
-        interactions: [["layer", "effect"]],
-      })
-    );
+    const bothFit = slopes.length === 0
+      ? "the effect does not vary within any layer"
+      : tryFit(() => fitOls(table, "y", { categorical: ["layer"], continuous: slopes }));
     const r2 = (f: OlsFit | string) => (typeof f === "string" ? NaN : f.r2);
     const notes = [layerFit, traceFit, bothFit].filter((f): f is string => typeof f === "string");
+    if (flat.length && slopes.length) {
+      notes.push(`constant effect at layer ${flat.join(", ")}: no slope there`);
+    }
     let F = NaN, p = NaN;
     if (typeof layerFit !== "string" && typeof bothFit !== "string") {
       const test = nestedFTest(layerFit, bothFit);

@@ -164,6 +164,28 @@ Deno.test("r2Table: a score that follows the tracing effect; the F-test finds th
   assert.match(headline(row), /the tracing effect explains (99\.\d|100\.0)% .* more than the layer/);
 });
 
+Deno.test("r2Table: a layer whose effect never varies gets no slope (the last layer's tracing effect is 0)", () => {
+  const random = rng(5);
+  const results: StoredResult[] = [], rows: { layer: number; effect: number; y: number }[] = [];
+  for (let f = 0; f < 20; f++) {
+    const effect = [random(), random(), 1e-13 * random()];
+    results.push(trace(`f${f}`, effect));
+    effect.forEach((e, l) => {
+      const y = [0.3, 0.6, 0.1][l] + 0.2 * e + 0.05 * random();
+      rows.push({ layer: l, effect: e, y });
+      results.push(edit(`f${f}`, l, y));
+    });
+  }
+  const [row] = r2Table(loadSweep(results));
+  // By hand: lines within layers 0 and 1, only a mean within layer 2.
+  const h = handSums(rows.filter((r) => r.layer < 2));
+  const last = rows.filter((r) => r.layer === 2), lastMean = avg(last.map((r) => r.y));
+  const tss = handSums(rows).tss;
+  close(row.both, 1 - (h.lines + sum(last.map((r) => (r.y - lastMean) ** 2))) / tss, 1e-9, "both R^2");
+  assert.match(row.note, /constant effect at layer 2: no slope there/);
+  assert.ok(Number.isFinite(row.p) && row.p < 0.05, `the slopes at layers 0 and 1 are real (p ${row.p})`);
+});
+
 Deno.test("r2Table: missing effects are dropped and counted; one layer only leaves the layer model undefined", () => {
   const results = [
     trace("a", [0.1, null]),

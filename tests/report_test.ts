@@ -1,0 +1,336 @@
+// experiments/report.ts on a synthetic sweep store: every table and figure of the seeds is on the
+// page, table cells agree with experiments/analysis.ts, text is escaped, nothing is fetched from the
+// network, a sweep without traces still names every table and figure; and the page opens in headless
+// Chromium (DOM dumped, screenshot written) with the network blocked.
+import assert from "node:assert/strict";
+import { loadSweep, r2Table } from "../experiments/analysis.ts";
+import { renderReport } from "../experiments/report.ts";
+import { type ResultRecord, ResultStore } from "../experiments/store.ts";
+import type { FactTrace, KindGrid, StateKind } from "../experiments/tracing.ts";
+import { rng } from "./util.ts";
+
+const L = 4, PROBLEMS = ["error-injection", "fact-forcing"], METHODS = ["rome", "memit"];
+const MODEL = { name: "synthetic-kb", weightsSha256: "f".repeat(64), nLayer: L, nEmbd: 16, vocabSize: 40 };
+const DATASET = { name: "counterfact.json", sha256: "e".repeat(64) };
+const ADAPTER = { description: "test adapter", isFallback: true };
+
+/** A causal trace of a 4-token prompt whose subject is tokens 0-1; the MLP effect peaks at `peak`. */
+function syntheticTrace(subject: string, effect: number[]): FactTrace {
+  const tokens = [...subject.split(" "), " lives", " in"];
+  const T = tokens.length;
+  const grid = (kind: StateKind, scale: number): KindGrid => {
+    const prob = tokens.map((_, t) =>
+      effect.map((e) => 0.01 + scale * e * (t === 1 || t === T - 1 ? 0.5 : 0.1))
+    );
+    const eff = prob.map((row) => row.map((p) => p - 0.01));
+    const fraction = eff.map((row) => row.map((e) => e / 0.49));
+    const maxOver = (g: number[][], l: number) => Math.max(...g.map((r) => r[l]));
+    return {
+      kind,
+      window: 1,
+      prob,
+      effect: eff,
+      fraction,
+      layers: {
+        maxEffect: effect.map((_, l) => maxOver(eff, l)),
+        maxFraction: effect.map((_, l) => maxOver(fraction, l)),
+        lastSubjectEffect: eff[1],
+        lastSubjectFraction: fraction[1],
+      },
+    };
+  };
+  return {
+    prompt: `${subject} lives in`,
+    subject,
+    target: "Oslo",
+    tokens,
+    targetToken: " Oslo",
+    method: "noise",
+    ids: tokens.map((_, i) => i + 2),
+    subjectRange: [0, 2],
+    targetId: 9,
+    clean: 0.5,
+    corrupted: 0.01,
+    noise: 0.3,
+    samples: 10,
+    seed: 1,
+    grids: [grid("resid", 1), grid("mlp", 0.8), grid("attn", 0.6)],
+  };
+}
+
+/** 10 facts (2 proxy) x 4 layers x 2 methods x 2 problems; the rewrite score depends mostly on the layer. */
+function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
+  const random = rng(11);
+  const records: ResultRecord[] = [];
+  const base = { sweep: "study", model: MODEL, adapter: ADAPTER };
+  for (let f = 0; f < 10; f++) {
+    // The subject of fact 0 needs escaping in HTML.
+    const subject = f === 0 ? `<b>Ann & "Bo"</b> Berg` : `Person${f} Surname${f}`;
+    const fact = `counterfact:${f}`, split = f < 2 ? "proxy" : "test";
+    const peak = f % L;
+    const effect = Array.from(
+      { length: L },
+      (_, l) => (l === peak ? 0.9 : f % 3 === 0 ? 0.1 : 0.55 * random()),
+    );
+    if (o.traces) {
+      for (const localization of ["causal-tracing", "zeroing"]) {
+        const trace = syntheticTrace(subject, effect);
+        records.push({
+          ...base,
+          fact,
+          method: "none",
+          layer: null,
+          problem: "none",
+          localization,
+          metrics: JSON.parse(JSON.stringify({ effect, lastSubjectEffect: effect.map((e) => e / 2), trace })),
+          dataset: { ...DATASET, caseId: fact, split },
+        });
+      }
+    }
+    for (const problem of PROBLEMS) {
+      for (const method of METHODS) {
+        for (let l = 0; l < L; l++) {
+          const rewrite = [0.6, 0.95, 0.8, 0.3][l] + 0.05 * (random() - 0.5) + 0.02 * effect[l];
+          const paraphrase = rewrite * 0.6, neighborhood = 0.9 - 0.1 * l / L + 0.02 * random();
+          records.push({
+            ...base,
+            fact,
+            method,
+            layer: l,
+            problem,
+            localization: "layer-grid",
+            metrics: {
+              rewrite,
+              paraphrase,
+              neighborhood,
+              overall: 3 / (1 / rewrite + 1 / paraphrase + 1 / neighborhood),
+            },
+            hparams: {
+              editedLayers: method === "memit" ? [Math.max(0, l - 1), l, Math.min(L - 1, l + 1)] : [l],
+            },
+            dataset: { ...DATASET, caseId: fact, split },
+          });
+        }
+      }
+    }
+  }
+  for (const [selector, layer] of [["causal-tracing", 0], ["integrated-gradients", 3], ["lga", 1]] as const) {
+    records.push({
+      ...base,
+      fact: "proxy-set",
+      method: "none",
+      layer: null,
+      problem: "none",
+      localization: `select:${selector}`,
+      metrics: { layers: [layer], scores: [0.1, 0.4, 0.2, 0.3], proxy: ["counterfact:0", "counterfact:1"] },
+      timings: { select: 1.5 },
+    });
+  }
+  return records;
+}
+
+const dir = await Deno.makeTempDir();
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+
+function writeStore(path: string, records: ResultRecord[]): void {
+  const store = ResultStore.open(path);
+  for (const r of records) store.put(r);
+  store.close();
+}
+
+const fullDb = `${dir}/study.db`;
+writeStore(fullDb, syntheticRecords({ traces: true }));
+
+const TABLES = [
+  "table-hase-1",
+  "table-hase-2",
+  "table-hase-3",
+  "table-hase-4",
+  "table-hase-5",
+  "table-hase-6",
+  "table-zeroing",
+  "table-last-subject",
+  "table-correlations",
+  "table-golden",
+  "table-proxy-test",
+  "table-selection-004",
+  "table-selection-000",
+];
+const FIGURES = [
+  "fig-heatmaps",
+  "fig-tracing-curves",
+  "fig-peak-layers",
+  "fig-r2-bars",
+  "fig-layer-curves",
+  "fig-scatter-0",
+  "fig-scatter-3",
+  "fig-selection",
+];
+
+async function report(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../experiments/report.ts", import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** The HTML of the element with this id, from its opening tag to the matching closing tag. */
+function element(html: string, id: string): string {
+  const start = html.search(new RegExp(`<(table|figure|p) id="${id}"`));
+  assert.ok(start >= 0, `no element with id ${id}`);
+  const tag = /^<(\w+)/.exec(html.slice(start))![1];
+  return html.slice(start, html.indexOf(`</${tag}>`, start) + tag.length + 3);
+}
+
+/** The text of each cell of a table's body rows. */
+function bodyRows(tableHtml: string): string[][] {
+  const body = tableHtml.slice(tableHtml.indexOf("<tbody>"), tableHtml.indexOf("</tbody>"));
+  return body.split("<tr>").slice(1).map((row) =>
+    [...row.matchAll(/<td[^>]*>(.*?)<\/td>/g)].map((m) => m[1])
+  );
+}
+
+Deno.test("deno task report: every table and figure, cells that match the analysis, no network, escaped text", async () => {
+  const r = await report(fullDb);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /study\.html: report of sweep "study" \(160 edits, 20 traces\)/);
+  const html = await Deno.readTextFile(`${dir}/study.html`);
+  for (const id of TABLES) {
+    assert.equal(html.split(`id="${id}"`).length, 2, `${id} appears once`);
+    assert.match(element(html, id), new RegExp(`^<table id="${id}">`), `${id} is a table`);
+  }
+  for (const id of FIGURES) {
+    assert.match(element(html, id), /^<figure id=.*<svg /s, `${id} is a figure with SVG`);
+  }
+  assert.ok(!html.includes('class="missing"'), "nothing is missing");
+  assert.equal(element(html, "fig-heatmaps").split("<svg ").length - 1, 3, "3 heatmaps");
+  assert.equal(element(html, "fig-tracing-curves").split("<svg ").length - 1, 3, "a curve chart per kind");
+  assert.equal(html.split("<svg ").length, html.split("</svg>").length, "every SVG is closed");
+
+  // Self-contained: no scripts, links, external images or fonts; the only URL is the SVG namespace.
+  assert.ok(!/<script|<link|<img|<iframe|@import|url\(|src=|href=/i.test(html));
+  assert.deepEqual([...new Set(html.match(/https?:\/\/[^"' )]+/g))], ["http://www.w3.org/2000/svg"]);
+  assert.ok(!html.includes("<b>Ann"), "the subject is escaped");
+  assert.ok(html.includes("&lt;b&gt;Ann &amp; &quot;Bo&quot;&lt;/b&gt;"));
+
+  // Table 3 holds r2Table's numbers, in Hase et al.'s layout (problem, method, Layer, Trace, Both, Diff, p).
+  const store = ResultStore.open(fullDb);
+  const data = loadSweep(store.results());
+  store.close();
+  const expected = r2Table(data, { metric: "rewrite" });
+  const rows = bodyRows(element(html, "table-hase-3"));
+  assert.equal(rows.length, PROBLEMS.length * METHODS.length);
+  assert.deepEqual(rows[0].slice(0, 6), [
+    "error-injection",
+    "rome (1 layer)",
+    expected[0].layer.toFixed(3),
+    expected[0].trace.toFixed(3),
+    expected[0].both.toFixed(3),
+    expected[0].diff.toFixed(3),
+  ]);
+  assert.equal(rows[1][0], "memit (3 layers)", "the problem cell spans its methods");
+  assert.ok(expected[0].layer > 0.9 && expected[0].trace < 0.2, "the synthetic layer effect dominates");
+  assert.match(
+    element(html, "headline"),
+    /rome error-injection \(40 edits of 10 facts\): the edit layer explains 9\d\.\d%/,
+  );
+
+  // Seed 004 table 1: sample-wise optimal, golden layer (layer 1 is best on average), significance.
+  const golden = bodyRows(element(html, "table-golden"));
+  assert.equal(golden.length, METHODS.length * 3);
+  assert.match(golden[1][1], /^\d\.\d{3}±\d\.\d{3} \(layer 1\)$/);
+  assert.match(golden[2][1], /^(Yes|No) \(p /);
+  // Seed 004 table 2 and seed 000 table 1 name the strategies and their layers.
+  const selection = element(html, "table-selection-004");
+  for (
+    const name of [
+      "causal tracing (CMA)",
+      "integrated gradients",
+      "LGA",
+      "brute force on the proxy set",
+      "each fact&#39;s tracing peak",
+    ]
+  ) {
+    assert.ok(selection.includes(name), `table-selection-004 lists ${name}`);
+  }
+  const seed000 = bodyRows(element(html, "table-selection-000"));
+  assert.deepEqual(seed000.map((r) => [r[0], r[1]]), [["Attribution score (IG)", "3"], [
+    "Causal tracing",
+    "0",
+  ]]);
+});
+
+Deno.test("report: a sweep without traces or selections still names every table and figure", async () => {
+  const db = `${dir}/edits-only.db`;
+  writeStore(db, syntheticRecords({ traces: false }).filter((r) => r.localization === "layer-grid"));
+  const r = await report(db, "--out", `${dir}/edits-only.html`);
+  assert.equal(r.code, 0, r.stderr);
+  const html = await Deno.readTextFile(`${dir}/edits-only.html`);
+  for (const id of [...TABLES, ...FIGURES.filter((f) => !f.startsWith("fig-scatter"))]) {
+    assert.ok(html.includes(`id="${id}"`), `${id} is named`);
+  }
+  assert.match(element(html, "table-hase-1"), /Table not available: the sweep has no causal-tracing records/);
+  assert.match(element(html, "fig-layer-curves"), /^<figure/, "edits alone still give the layer curves");
+  assert.match(element(html, "table-golden"), /^<table/);
+});
+
+Deno.test("report: clear errors for a missing store or an ambiguous sweep", async () => {
+  const r = await report(`${dir}/nope.db`);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /report: .*nope\.db: no such results store/);
+  const db = `${dir}/two.db`;
+  const records = syntheticRecords({ traces: false }).slice(0, 4);
+  writeStore(db, [...records, ...records.map((x) => ({ ...x, sweep: "other" }))]);
+  const two = await report(db);
+  assert.match(two.stderr, /several sweeps \(study, other\); name one/);
+  assert.equal((await report(db, "--sweep", "other")).code, 0);
+});
+
+const CHROMIUM = "/usr/bin/chromium";
+
+Deno.test("report opens in headless Chromium with the network blocked: DOM and screenshot", async () => {
+  try {
+    await Deno.stat(CHROMIUM);
+  } catch {
+    assert.fail(
+      `${CHROMIUM} is missing; install it with: apt-get install -y --no-install-recommends chromium`,
+    );
+  }
+  const html = `${dir}/study.html`;
+  await Deno.stat(html); // written by the first test
+  const shot = `${dir}/study.png`;
+  const profile = await Deno.makeTempDir();
+  const out = await new Deno.Command(CHROMIUM, {
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--user-data-dir=${profile}`,
+      "--host-resolver-rules=MAP * ~NOTFOUND",
+      "--window-size=1280,2400",
+      `--screenshot=${shot}`,
+      "--dump-dom",
+      `file://${html}`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  await Deno.remove(profile, { recursive: true });
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const dom = new TextDecoder().decode(out.stdout);
+  for (const id of [...TABLES, ...FIGURES]) {
+    assert.ok(dom.includes(`id="${id}"`), `the browser's DOM has ${id}`);
+  }
+  assert.ok((dom.match(/<svg /g) ?? []).length >= 20, "the SVG figures are parsed into the DOM");
+  const png = await Deno.readFile(shot);
+  assert.deepEqual([...png.slice(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10], "a PNG screenshot");
+  assert.ok(png.length > 50_000, `the screenshot has content (${png.length} bytes)`);
+});
