@@ -4,7 +4,6 @@
 // Chromium (DOM dumped, screenshot written) with the network blocked.
 import assert from "node:assert/strict";
 import { loadSweep, r2Table } from "../experiments/analysis.ts";
-import { renderReport } from "../experiments/report.ts";
 import { type ResultRecord, ResultStore } from "../experiments/store.ts";
 import type { FactTrace, KindGrid, StateKind } from "../experiments/tracing.ts";
 import { rng } from "./util.ts";
