@@ -43,6 +43,7 @@ export interface AdapterSummary {
 
 const UNIFORM_SLOT = 256; // bytes per dispatch's uniform block (minUniformBufferOffsetAlignment <= 256)
 const UNIFORM_SLOTS = 4096; // dispatches per flush before an automatic flush
+const POOL_LIMIT_BYTES = 1 << 30; // released buffers kept for reuse; beyond this they are freed
 
 /** Builds the little uniform block a kernel reads its sizes from (all fields 4 bytes). */
 export class Uniforms {
@@ -74,6 +75,7 @@ export class NoAdapterError extends Error {}
 export class Gpu {
   private pipelines = new Map<string, GPUComputePipeline>();
   private pool = new Map<number, GPUBuffer[]>();
+  private pooledBytes = 0;
   private transients: GPUBuffer[] = [];
   private shaderSources = new Map<string, string>();
   private encoder: GPUCommandEncoder | null = null;
@@ -84,6 +86,8 @@ export class Gpu {
   /** Number of dispatches recorded since the Gpu was opened (for benchmarks and tests). */
   dispatchCount = 0;
   submitCount = 0;
+  /** empty()/zeros() calls that had to create a buffer (a steady loop should stop adding to this). */
+  poolMisses = 0;
 
   private constructor(
     readonly adapter: GPUAdapter,
@@ -191,9 +195,13 @@ export class Gpu {
     return t;
   }
 
-  /** A zero-filled tensor (new buffers are zeroed by WebGPU). */
+  /** A zero-filled tensor: a recycled buffer cleared in stream order, or a new (zeroed) one. */
   zeros(shape: readonly number[], dtype: "f32" | "u32" = "f32"): Tensor {
-    return this.tensor(shape, undefined, dtype);
+    const buffer = this.takeFromPool(shape);
+    if (!buffer) return this.tensor(shape, undefined, dtype);
+    this.endPass();
+    this.encoder!.clearBuffer(buffer);
+    return new Tensor(this, buffer, shape, dtype);
   }
 
   /**
@@ -202,9 +210,16 @@ export class Gpu {
    * outputs that a kernel overwrites completely.
    */
   empty(shape: readonly number[], dtype: "f32" | "u32" = "f32"): Tensor {
+    const buffer = this.takeFromPool(shape);
+    return buffer ? new Tensor(this, buffer, shape, dtype) : this.tensor(shape, undefined, dtype);
+  }
+
+  private takeFromPool(shape: readonly number[]): GPUBuffer | undefined {
     const bytes = Math.max(4, shape.reduce((a, b) => a * b, 1) * 4);
     const buffer = this.pool.get(bytes)?.pop();
-    return buffer ? new Tensor(this, buffer, shape, dtype) : this.tensor(shape, undefined, dtype);
+    if (buffer) this.pooledBytes -= buffer.size;
+    else this.poolMisses++;
+    return buffer;
   }
 
   /**
@@ -214,9 +229,14 @@ export class Gpu {
   release(...tensors: (Tensor | undefined)[]): void {
     for (const t of tensors) {
       if (!t) continue;
+      if (this.pooledBytes + t.buffer.size > POOL_LIMIT_BYTES) {
+        this.transients.push(t.buffer); // over the cap: destroyed after the next submit
+        continue;
+      }
       const list = this.pool.get(t.buffer.size) ?? [];
       list.push(t.buffer);
       this.pool.set(t.buffer.size, list);
+      this.pooledBytes += t.buffer.size;
     }
   }
 
@@ -225,6 +245,7 @@ export class Gpu {
     this.flush();
     for (const list of this.pool.values()) for (const b of list) b.destroy();
     this.pool.clear();
+    this.pooledBytes = 0;
   }
 
   /** Overwrites a tensor's contents. Flushes first so already-recorded kernels see the old values. */

@@ -31,3 +31,40 @@ Deno.test("bad shapes and oversize tensors give clear errors", () => {
   const tooBig = Math.floor(gpu.limits.maxStorageBufferBindingSize / 4) + 1;
   assert.throws(() => gpu.zeros([tooBig]), /over this adapter's maxStorageBufferBindingSize/);
 });
+
+Deno.test("zeros() reuses released buffers and clears them in stream order", async () => {
+  const a = gpu.tensor([4], [1, 2, 3, 4]);
+  const before = await a.read();
+  gpu.release(a);
+  const z = gpu.zeros([2, 2]);
+  assert.equal(z.buffer, a.buffer);
+  assert.deepEqual([...before], [1, 2, 3, 4]);
+  assert.deepEqual([...await z.read()], [0, 0, 0, 0]);
+});
+
+Deno.test("a training step in steady state allocates no new buffers (no pool leak)", async () => {
+  const { GPT2, makeBatch, parameterShapes } = await import("../engine/model.ts");
+  const { allocateGradients, backward } = await import("../engine/autograd.ts");
+  const { crossEntropy } = await import("../engine/backward_ops.ts");
+  const cfg = { vocabSize: 13, nPositions: 8, nEmbd: 16, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 };
+  const model = GPT2.random(gpu, cfg, 1);
+  const grads = allocateGradients(model, parameterShapes(cfg).map(([n]) => n));
+  const batch = makeBatch([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]);
+  const rows = [0, 1, 2, 3, 5, 6, 7, 8];
+  const step = async () => {
+    const fwd = model.forward(batch, { outputRows: rows, keep: true });
+    const targets = gpu.empty([rows.length], "u32");
+    gpu.write(targets, rows.map((r) => (r + 1) % 13));
+    const dlogits = gpu.empty([rows.length, 13]);
+    const { losses } = crossEntropy(gpu, fwd.logits, targets, rows.length, 13, { dlogits, losses: gpu.empty([rows.length]) });
+    backward(model, fwd, { dlogits, params: grads });
+    await losses.read();
+    gpu.release(targets, dlogits, losses);
+    model.releaseForward(fwd);
+  };
+  await step();
+  const misses = gpu.poolMisses;
+  await step();
+  await step();
+  assert.equal(gpu.poolMisses, misses, "later steps reuse every buffer of the first");
+});
