@@ -428,6 +428,8 @@ export interface SweepSummary {
   skipped: number;
   written: number;
   seconds: number;
+  /** The deadline passed before every item was done (run again to continue). */
+  stopped: boolean;
 }
 
 /** The layers `method` edits for the sweep layer `layer`. */
@@ -464,18 +466,21 @@ function selectorFor(plan: SweepPlan, name: SelectorName): LayerSelector {
 
 /**
  * Runs every item of the plan (of `shard`, if given) that the store does not hold yet, writing each
- * result as soon as it exists.
+ * result as soon as it exists. With a `deadline` (a performance.now() time in ms) no new work starts
+ * after it; the sweep resumes from there when run again.
  */
 export async function runSweep(
   ctx: SweepContext,
   plan: SweepPlan,
-  o: { shard?: Shard } = {},
+  o: { shard?: Shard; deadline?: number } = {},
 ): Promise<SweepSummary> {
   const { model, tok, store } = ctx;
   const log = ctx.log ?? (() => {});
   const show = ctx.progress ?? (() => {});
   checkPlan(plan, model.nLayer);
   const started = performance.now();
+  let stopped = false;
+  const outOfTime = () => (stopped ||= o.deadline !== undefined && performance.now() > o.deadline);
   const all = planItems(plan);
   const mine = o.shard ? shardItems(all, (it) => resultKey(it.key), o.shard) : all;
   const pending = mine.filter((it) => !store.has(it.key));
@@ -503,6 +508,7 @@ export async function runSweep(
   const s = plan.settings;
   for (const item of pending) {
     if (item.kind !== "trace") continue;
+    if (outOfTime()) break;
     const fact = item.fact;
     const t0 = performance.now();
     const zero = item.localization === "zeroing";
@@ -537,6 +543,7 @@ export async function runSweep(
   const proxy = plan.facts.filter((f) => f.split === "proxy");
   for (const item of pending) {
     if (item.kind !== "select") continue;
+    if (outOfTime()) break;
     if (proxy.length === 0) throw new Error(`sweep "${plan.name}": layer selection needs proxy facts`);
     const requests: SelectionRequest[] = proxy.map((f) => ({
       prompt: filledPrompt(f.case),
@@ -562,9 +569,9 @@ export async function runSweep(
     show(progress.line(`layer selection: ${item.selector} chose ${selection.layers.join(",")}`));
   }
 
-  // Edits, grouped by (problem, method, layer).
+  // Edits.
   const edits = pending.filter((it): it is Extract<WorkItem, { kind: "edit" }> => it.kind === "edit");
-  if (edits.length > 0) {
+  if (edits.length > 0 && !outOfTime()) {
     const neededStats = new Set<number>();
     for (const it of edits) {
       for (const l of statsLayers(configFor(model, plan, it.method, it.layer))) neededStats.add(l);
@@ -607,62 +614,73 @@ export async function runSweep(
       missing.forEach((it, i) => pres.set(`${it.fact.id}|${it.problem}`, probs[i]));
     };
 
-    const groups = new Map<string, typeof edits>();
-    for (const it of edits) {
-      const g = `${it.problem}|${it.method}|${it.layer}`;
-      if (!groups.has(g)) groups.set(g, []);
-      groups.get(g)!.push(it);
-    }
-    for (const group of groups.values()) {
-      const { method, layer, problem } = group[0];
-      const mc = configFor(model, plan, method, layer);
-      const chunk = method === "rome" || method === "r-rome" ? s.batchSize : 1;
-      for (let i = 0; i < group.length; i += chunk) {
-        const part = group.slice(i, i + chunk);
-        await prepare(part);
-        const reqs = part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!);
-        const t0 = performance.now();
-        const computed = await computeEdits(model, tok, mc, reqs, stats, { startWords });
-        const editSeconds = (performance.now() - t0) / 1000 / part.length;
-        for (const [j, it] of part.entries()) {
-          const t1 = performance.now();
-          const pair = { c: it.fact.case, request: reqs[j] };
-          const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
-          const applied = await applyEdit(model, computed[j]);
-          const [post] = await caseProbabilities(model, tok, [pair]);
-          applied.undo();
-          const scores = caseScores(reqs[j], pre, post);
-          put(it.key, {
-            metrics: jsonSafe({
-              ...scores,
-              target: reqs[j].target,
-              direction: reqs[j].direction ?? "increase",
-              pre,
-              post,
-            }) as { [k: string]: Json },
-            hparams: jsonSafe({
-              seed: s.seed,
-              method,
-              editedLayers: editedLayers(mc),
-              ...mc.hparams,
-              noise: reqs[j].noise ?? null,
-            }) as { [k: string]: Json },
-            model: ctx.meta.model,
-            dataset: datasetOf(it.fact),
-            adapter: ctx.meta.adapter,
-            timings: { edit: editSeconds, batch: part.length, score: (performance.now() - t1) / 1000 },
-          });
-        }
-        show(progress.line(`${problem} ${method} layer ${layer}`));
+    // Blocks of `batchSize` facts, each through every (problem, method, layer): a sweep stopped early
+    // (killed, or out of time) holds every condition for fewer facts, not some conditions for all.
+    const factOrder = [...new Set(edits.map((e) => e.fact.id))];
+    const chunks: (typeof edits)[] = [];
+    for (let b = 0; b < factOrder.length; b += s.batchSize) {
+      const block = new Set(factOrder.slice(b, b + s.batchSize));
+      const groups = new Map<string, typeof edits>();
+      for (const it of edits) {
+        if (!block.has(it.fact.id)) continue;
+        const g = `${it.problem}|${it.method}|${it.layer}`;
+        if (!groups.has(g)) groups.set(g, []);
+        groups.get(g)!.push(it);
+      }
+      for (const group of groups.values()) {
+        // ROME and R-ROME compute a block's edits together; the others one fact at a time.
+        if (group[0].method === "rome" || group[0].method === "r-rome") chunks.push(group);
+        else chunks.push(...group.map((it) => [it]));
       }
     }
+    for (const part of chunks) {
+      if (outOfTime()) break;
+      const { method, layer, problem } = part[0];
+      const mc = configFor(model, plan, method, layer);
+      await prepare(part);
+      const reqs = part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!);
+      const t0 = performance.now();
+      const computed = await computeEdits(model, tok, mc, reqs, stats, { startWords });
+      const editSeconds = (performance.now() - t0) / 1000 / part.length;
+      for (const [j, it] of part.entries()) {
+        const t1 = performance.now();
+        const pair = { c: it.fact.case, request: reqs[j] };
+        const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
+        const applied = await applyEdit(model, computed[j]);
+        const [post] = await caseProbabilities(model, tok, [pair]);
+        applied.undo();
+        const scores = caseScores(reqs[j], pre, post);
+        put(it.key, {
+          metrics: jsonSafe({
+            ...scores,
+            target: reqs[j].target,
+            direction: reqs[j].direction ?? "increase",
+            pre,
+            post,
+          }) as { [k: string]: Json },
+          hparams: jsonSafe({
+            seed: s.seed,
+            method,
+            editedLayers: editedLayers(mc),
+            ...mc.hparams,
+            noise: reqs[j].noise ?? null,
+          }) as { [k: string]: Json },
+          model: ctx.meta.model,
+          dataset: datasetOf(it.fact),
+          adapter: ctx.meta.adapter,
+          timings: { edit: editSeconds, batch: part.length, score: (performance.now() - t1) / 1000 },
+        });
+      }
+      show(progress.line(`${problem} ${method} layer ${layer}`));
+    }
   }
-  show(progress.line(), true);
+  show(progress.line(stopped ? "stopped: out of time" : ""), true);
   return {
     total: mine.length,
     skipped: progress.skipped,
     written,
     seconds: (performance.now() - started) / 1000,
+    stopped,
   };
 }
 
@@ -767,6 +785,7 @@ export const SWEEP_USAGE = `usage: deno task sweep [options]
   --corpus FILE          key statistics / template text (default DIR/corpus.txt)
   --stats-dir DIR        key statistics cache (default runs/editing-stats)
   --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards
+  --max-minutes M        start no new work after M minutes (run again to continue)
   --csv FILE             also export the sweep's results as CSV when done`;
 
 async function main(args: string[]): Promise<number> {
@@ -828,6 +847,7 @@ async function main(args: string[]): Promise<number> {
       corpus: { type: "string" },
       "stats-dir": { type: "string" },
       shard: { type: "string" },
+      "max-minutes": { type: "string" },
       csv: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -860,6 +880,8 @@ async function main(args: string[]): Promise<number> {
   const datasetPath = values.dataset ?? `${dir}/counterfact.json`;
   const corpus = values.corpus ?? ((await exists(`${dir}/corpus.txt`)) ? `${dir}/corpus.txt` : null);
   const shard = values.shard === undefined ? undefined : parseShard(values.shard);
+  const minutes = numberOption("max-minutes", values["max-minutes"]);
+  if (minutes !== undefined && !(minutes > 0)) throw new Error(`--max-minutes must be > 0, got ${minutes}`);
 
   const sample = await sampleFacts(model, tok, datasetPath, {
     edit: intOption("facts", values.facts, 20),
