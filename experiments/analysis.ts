@@ -337,6 +337,9 @@ export function r2Table(
     if (flat.length && slopes.length) {
       notes.push(`constant effect at layer ${flat.join(", ")}: no slope there`);
     }
+    if (table.y.length > 0 && table.y.every((y) => y === table.y[0])) {
+      notes.push(`every ${metric} score is ${table.y[0]}: no variance to explain`);
+    }
     let F = NaN, p = NaN;
     if (typeof layerFit !== "string" && typeof bothFit !== "string") {
       const test = nestedFTest(layerFit, bothFit);

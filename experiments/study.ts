@@ -220,12 +220,14 @@ async function main(args: string[]): Promise<number> {
       `\n=== Findings (${data.edits.length} edits, ${data.traces.length} localization records) ===`,
     );
     const rewrite = r2Table(data, { metric: "rewrite" });
+    const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : " n/a ");
     console.log("R² of the rewrite score from:  layer | tracing effect | both   (Hase et al. table 3)");
     for (const r of rewrite) {
       console.log(
-        `  ${`${r.problem} ${r.method}`.padEnd(32)} ${r.layer.toFixed(3)} | ${r.trace.toFixed(3)} | ${
-          r.both.toFixed(3)
-        }   Diff ${r.diff.toFixed(3)}, F-test p ${formatP(r.p)}`,
+        `  ${`${r.problem} ${r.method}`.padEnd(32)} ${f3(r.layer)} | ${f3(r.trace)} | ${f3(r.both)}   ` +
+          `Diff ${f3(r.diff)}, F-test p ${formatP(r.p)}${
+            r.note && !Number.isFinite(r.layer) ? ` (${r.note})` : ""
+          }`,
       );
     }
     const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
@@ -259,9 +261,9 @@ async function main(args: string[]): Promise<number> {
       console.log(`Layer selection (${main!.method}, ${main!.problem}; mean rewrite on the test facts):`);
       for (const s of chosen) {
         console.log(
-          `  ${(STRATEGY_NAMES[s.strategy] ?? s.strategy).padEnd(30)} layer ${s.layer ?? "per fact"}: ${
-            s.means.rewrite.toFixed(3)
-          }`,
+          `  ${(STRATEGY_NAMES[s.strategy] ?? s.strategy).padEnd(30)} ${
+            s.layer === null ? "per fact" : `layer ${s.layer}`
+          }: ${f3(s.means.rewrite)}`,
         );
       }
     }
