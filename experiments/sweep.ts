@@ -26,10 +26,11 @@
 // hash(key) mod n (store.ts shardItems); shards write their own stores, merged afterwards. Facts are
 // sampled with a seeded shuffle of the facts the model knows, so every process sees the same plan.
 //
-// Batching: ROME and R-ROME compute the edits of up to `batchSize` facts of one (problem, layer)
-// together (independent rank-one edits); each is then applied alone, scored, undone and stored.
-// MEMIT, EMMET and FT-L compute one fact at a time. Pre-edit probabilities are computed once per
-// (fact, problem).
+// Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
+// method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
+// compute a block's edits of one condition together (independent rank-one edits); each edit is then
+// applied alone, scored, undone and stored. MEMIT, EMMET and FT-L compute one fact at a time.
+// Pre-edit probabilities are computed once per (fact, problem).
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
@@ -537,6 +538,8 @@ export async function runSweep(
       timings: { trace: (performance.now() - t0) / 1000 },
     });
     show(progress.line(`traced ${fact.id} (${item.localization})`));
+    // Prompts differ in length, so pooled buffers of one trace rarely fit the next: free them.
+    model.gpu.trimPool();
   }
 
   // Layer selection on the proxy facts.
