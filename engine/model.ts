@@ -86,6 +86,8 @@ export interface ForwardResult {
   };
   hooks: Hook[];
   startLayer: number;
+  /** The caller's `input` tensor, if the pass was given one (never released by releaseForward). */
+  input?: Tensor;
 }
 
 export interface ForwardOptions {
@@ -340,7 +342,7 @@ export class GPT2 {
     for (const c of this.wte) {
       matmul(gpu, lnf, c.tensor, n, c.rows, d, { transB: true, out: logits, ldc: cfg.vocabSize, outOffset: c.rowStart });
     }
-    const result: ForwardResult = { logits, outputRows, batch, hooks, startLayer: start };
+    const result: ForwardResult = { logits, outputRows, batch, hooks, startLayer: start, input: o.input };
     if (keep) {
       result.acts = { embed: embedOut ?? o.input!, layers, final: x, selected, lnf, lnfStats };
     } else {
@@ -355,11 +357,10 @@ export class GPT2 {
     const gpu = this.gpu;
     gpu.release(r.logits);
     if (!r.acts) return;
-    r.acts.layers.forEach((a, i) => {
+    for (const a of r.acts.layers) {
       gpu.release(a.ln1, a.ln1Stats, a.qkv, a.probs, a.heads, a.attn, a.m, a.ln2, a.ln2Stats, a.pre, a.key, a.mlp);
-      // The first block's input is the caller's `input` tensor when the pass started mid-model.
-      if (r.startLayer === 0 || i > 0) gpu.release(a.x);
-    });
+      if (a.x !== r.input) gpu.release(a.x); // the caller owns its `input`
+    }
     gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats);
     r.acts = undefined;
   }

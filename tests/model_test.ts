@@ -149,3 +149,18 @@ Deno.test("load gives clear errors for bad folders", async () => {
   await assert.rejects(GPT2.load(gpu, dir), /wte\.weight has shape \[37,24\] but config\.json implies \[38,24\]/);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("releaseForward never returns the caller's input to the pool (also at startLayer 0)", () => {
+  const cfg = config({});
+  const model = GPT2.random(gpu, cfg, 2);
+  const batch = makeBatch([[1, 2, 3]]);
+  for (const startLayer of [0, 1]) {
+    const input = gpu.tensor([3, cfg.nEmbd], new Float32Array(3 * cfg.nEmbd).fill(0.5));
+    const res = model.forward(batch, { startLayer, input, keep: true });
+    model.releaseForward(res);
+    // Were `input` in the pool, draining the pool's buffers of its size would hand it out.
+    const drained = Array.from({ length: 64 }, () => gpu.empty([3, cfg.nEmbd]));
+    assert.ok(drained.every((t) => t.buffer !== input.buffer), `startLayer ${startLayer}`);
+    gpu.release(...drained);
+  }
+});
