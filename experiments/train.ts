@@ -109,6 +109,8 @@ export function recallSets(kb: KnowledgeBase): { train: RecallItem[]; heldOut: R
 
 interface CheckpointMeta {
   step: number;
+  /** Steps at which a killed run was resumed from its checkpoint. */
+  resumedAt?: number[];
   losses: [number, number][];
   elapsedSeconds: number;
   options: TrainOptions;
@@ -179,7 +181,7 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
     }
     file.close();
     adam.loadState({ step: saved.step, names, m, v });
-    meta = saved;
+    meta = { ...saved, resumedAt: [...(saved.resumedAt ?? []), saved.step] };
     console.log(`resumed from ${runDir} at step ${meta.step}`);
   }
   const saveCheckpoint = async () => {
@@ -300,7 +302,7 @@ facts, so that localization and editing experiments run offline on any machine.
 | data | knowledge base seed ${o.seed}: ${kb.subjects.length} subjects, ${kb.relations.length} relations, ${kb.facts.length} facts; ${corpus.length} sentences (${corpusTokens} tokens) |
 | training | ${o.steps} steps x ${B} sequences x ${T} tokens, AdamW lr ${o.lr} (warmup ${o.warmup}, cosine to 10%), weight decay ${o.weightDecay}, clip ${o.clipNorm} |
 | adapter | ${gpu.describe()} |
-| training time | ${minutes.toFixed(1)} minutes |
+| training time | ${minutes.toFixed(1)} minutes${meta.resumedAt?.length ? ` (resumed from checkpoints at steps ${meta.resumedAt.join(", ")})` : ""} |
 | final loss | ${finalLoss.toFixed(4)} (mean of the last 50 steps) |
 | recall, training templates | ${(100 * trainRecall.accuracy).toFixed(1)}% (${trainRecall.correct}/${trainRecall.total}; greedy first object token) |
 | recall, held-out paraphrases | ${(100 * heldOutRecall.accuracy).toFixed(1)}% (${heldOutRecall.correct}/${heldOutRecall.total}) |
