@@ -182,7 +182,9 @@ async function main(args: string[]): Promise<number> {
     throw new Error("LGA needs other facts the model knows; use --strategy tracing");
   }
   const layer = strategy === "lga" ? lgaLayer! : tracingLayer;
-  const tracingText = `the trace peaks at MLP layer ${tracingLayer} at the last subject word`;
+  const tracingText =
+    `at the last subject word, restoring the MLP output helps most at layer ${tracingLayer} ` +
+    `(effect ${lastSubject[tracingLayer].toFixed(3)})`;
   const lgaText = lgaLayer === null
     ? "Layer Gradient Analysis has no other known facts to run on"
     : `Layer Gradient Analysis on ${others.length} other facts picks layer ${lgaLayer}`;

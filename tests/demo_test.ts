@@ -41,7 +41,7 @@ Deno.test("demo: fact, trace, layer choice, ROME edit, undo; the first known fac
   assert.match(r.stdout, /MLP output \(window 1\)/);
   assert.match(
     r.stdout,
-    /3\. Where to edit\? the trace peaks at MLP layer \d .*Layer Gradient Analysis on \d+ other facts/,
+    /3\. Where to edit\? at the last subject word, restoring the MLP output helps most at layer \d \(effect -?\d\.\d{3}\) \(Layer Gradient Analysis on \d+ other facts picks layer \d\)/,
   );
   assert.match(r.stdout, /4\. ROME rewrites ".*" to answer \w+/);
   for (const label of ["the fact", "a paraphrase", "a neighbour"]) {
