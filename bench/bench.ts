@@ -4,7 +4,8 @@
 //   forward.ts  forward tokens/s for GPT-2 small/medium/XL shapes vs numpy; training throughput
 //   tracing.ts  causal-tracing grid time and the speedup of reusing the corrupted run
 //   editing.ts  time per ROME edit, MEMIT batch and FT-L edit
-const sections = ["kernels.ts", "forward.ts", "tracing.ts", "editing.ts"];
+//   attribution.ts  layer-selection time: LGA vs causal tracing vs integrated gradients vs brute force
+const sections = ["kernels.ts", "forward.ts", "tracing.ts", "editing.ts", "attribution.ts"];
 let failed = 0;
 for (const file of sections) {
   const path = new URL(`./${file}`, import.meta.url).pathname;

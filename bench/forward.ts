@@ -81,14 +81,14 @@ for (const name of values.shapes!.split(",")) {
     times.push(performance.now() - t0);
   }
   const ms = median(times);
-  const np = await numpyForwardMs(cfg);
+  for (const t of model.params.values()) t.destroy();
+  for (const c of model.wte) c.tensor.destroy();
+  gpu.trimPool();
+  const np = await numpyForwardMs(cfg); // after freeing the model: XL twice would not fit in memory
   console.log(
     `| ${name} | ${T} | ${ms.toFixed(1)} | ${(T / (ms / 1000)).toFixed(1)} | ${np === null ? "n/a" : np.toFixed(1)} | ` +
       `${np === null ? "n/a" : (ms / np).toFixed(2) + "x"} |`,
   );
-  for (const t of model.params.values()) t.destroy();
-  for (const c of model.wte) c.tensor.destroy();
-  gpu.trimPool();
 }
 
 // Training throughput for the embedded model's shape: forward + loss + backward (the Adam update is not timed).
