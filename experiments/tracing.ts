@@ -162,7 +162,6 @@ export class TraceRun {
       throw new Error(`trace: noise level must be a finite number >= 0, got ${options.noise}`);
     }
 
-    gpu.flush(); // start a fresh submit, as every batch does (see recordBatch)
     // Sequence 0 is clean, sequences 1..N are the corrupted copies (ROME's layout).
     const subjectLength = e - b;
     const z = gaussianNoise(N * subjectLength * d, options.seed).map((v) => v * options.noise);
@@ -290,8 +289,7 @@ export class TraceRun {
   ): Tensor {
     const model = this.model, gpu = model.gpu, cfg = model.config, T = this.T, d = cfg.nEmbd;
     const B = cells.length * S;
-    // One submit per batch. A batch is a few hundred dispatches, so the Gpu never auto-flushes in the
-    // middle of one, where it would free the index tables that ops.rowOps has just uploaded.
+    // Submit what is recorded so far (the previous batch): the GPU starts on it while this one is recorded.
     gpu.flush();
     const hooks: Hook[] = [];
     let input: Tensor | undefined;
