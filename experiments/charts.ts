@@ -33,13 +33,38 @@ export function ticks(lo: number, hi: number, count = 5): number[] {
   return out;
 }
 
+/** log10 positions of 1, 2, 5 x 10^k inside [lo, hi] (both log10), or plain ticks if there are too few. */
+function logTicks(lo: number, hi: number): number[] {
+  const out: number[] = [];
+  for (let k = Math.floor(lo); k <= Math.ceil(hi); k++) {
+    for (const m of [1, 2, 5]) {
+      const t = k + Math.log10(m);
+      if (t >= lo - 1e-9 && t <= hi + 1e-9) out.push(t);
+    }
+  }
+  return out.length >= 2 ? out : ticks(lo, hi);
+}
+
+const LOG_STEPS = [0, Math.log10(2), Math.log10(5), 1];
+function niceLogFloor(t: number): number {
+  const k = Math.floor(t);
+  return k + Math.max(...LOG_STEPS.filter((s) => k + s <= t + 1e-9));
+}
+function niceLogCeil(t: number): number {
+  const k = Math.floor(t);
+  return k + Math.min(...LOG_STEPS.filter((s) => k + s >= t - 1e-9));
+}
+
 function formatTick(v: number): string {
   return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0) ? v.toExponential(0) : String(Number(v.toPrecision(4)));
 }
 
 export function lineChart(series: Series[], o: LineChartOptions): string {
-  const W = o.width ?? 640, H = o.height ?? 400;
-  const m = { left: 64, right: 150, top: 36, bottom: 48 };
+  const H = o.height ?? 400;
+  const W = (o.width ?? 640) + Math.max(0, 7 * Math.max(0, ...series.map((s) => s.name.length)) - 100);
+  // The legend column is as wide as the longest series name (about 7 px per character at 12 px).
+  const legendWidth = 50 + 7 * Math.max(0, ...series.map((s) => s.name.length));
+  const m = { left: 64, right: legendWidth, top: 36, bottom: 48 };
   const pw = W - m.left - m.right, ph = H - m.top - m.bottom;
   const all = series.flatMap((s) => s.points).filter(([, y]) => Number.isFinite(y) && (!o.logY || y > 0));
   const ty = (y: number) => (o.logY ? Math.log10(y) : y);
@@ -47,6 +72,7 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   const [x0, x1] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
   let [y0, y1] = ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1];
   if (y1 === y0) [y0, y1] = [y0 - 1, y1 + 1];
+  if (o.logY) [y0, y1] = [niceLogFloor(y0), niceLogCeil(y1)]; // the axis starts and ends on a 1-2-5 tick
   const sx = (x: number) => m.left + (x1 === x0 ? pw / 2 : ((x - x0) / (x1 - x0)) * pw);
   const sy = (y: number) => m.top + ph - ((ty(y) - y0) / (y1 - y0)) * ph;
   const parts: string[] = [
@@ -58,7 +84,7 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   for (const t of ticks(x0, x1)) {
     parts.push(`<text x="${sx(t)}" y="${m.top + ph + 16}" text-anchor="middle">${formatTick(t)}</text>`);
   }
-  for (const t of ticks(y0, y1)) {
+  for (const t of o.logY ? logTicks(y0, y1) : ticks(y0, y1)) {
     const v = o.logY ? 10 ** t : t;
     const y = m.top + ph - ((t - y0) / (y1 - y0)) * ph;
     parts.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" stroke="#eee"/>`);
