@@ -76,12 +76,15 @@ function cellHtml(tag: "td" | "th", c: Cell): string {
 }
 
 function table(id: string, caption: string, head: Cell[][], body: Cell[][]): string {
+  // Wide tables scroll sideways inside the page instead of widening it.
   return [
+    `<div class="wide">`,
     `<table id="${id}">`,
     `<caption>${escapeHtml(caption)}</caption>`,
     `<thead>${head.map((r) => `<tr>${r.map((c) => cellHtml("th", c)).join("")}</tr>`).join("")}</thead>`,
     `<tbody>${body.map((r) => `<tr>${r.map((c) => cellHtml("td", c)).join("")}</tr>`).join("\n")}</tbody>`,
     `</table>`,
+    `</div>`,
   ].join("\n");
 }
 
@@ -697,6 +700,7 @@ td.note { color: #777; font-size: 11px; text-align: left; }
 figure { margin: 1.5em 0; overflow-x: auto; } figure svg { margin: 4px; vertical-align: top; }
 figcaption { font-size: 13px; color: #444; max-width: 1000px; }
 .missing { color: #a00; font-style: italic; }
+div.wide { overflow-x: auto; }
 .headline { background: #f6f8ff; border-left: 4px solid #36c; padding: .6em 1em; }
 dl.meta { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; font-size: 14px; }
 dl.meta dt { font-weight: 600; }`;
