@@ -14,7 +14,7 @@
 // Every result goes to OUT/results.db as it is produced (experiments/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
-//   deno task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 28]
+//   deno task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 26]
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
@@ -59,7 +59,7 @@ const USAGE = `usage: deno task study [options]
   --extra-methods M    methods run afterwards on --extra-problems as time allows (default memit,ft; none)
   --extra-problems P   (default error-injection,fact-forcing)
   --localizations L    ${LOCALIZATIONS.join(",")} (default both)
-  --minutes M          time budget: no new work starts after M minutes (default 27); run again to continue
+  --minutes M          time budget: no new work starts after M minutes (default 26); run again to continue
   --seed N             fact sample and noise seed (default 0)
   --v-steps N          ROME/MEMIT optimisation steps (default: the method's, 20)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
@@ -99,7 +99,7 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const started = performance.now();
-  const deadline = started + positive("minutes", values.minutes, 27, false) * 60_000;
+  const deadline = started + positive("minutes", values.minutes, 26, false) * 60_000;
   const dir = values.model!, out = values.out!;
   const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
   for (const path of [`${dir}/model.safetensors`, datasetPath, corpus]) {
@@ -235,8 +235,8 @@ async function main(args: string[]): Promise<number> {
     const holds = rewrite.filter((r) => Number.isFinite(r.layer) && Number.isFinite(r.trace));
     const layerWins = holds.filter((r) => r.layer > r.trace && r.diff < 0.1).length;
     console.log(
-      `Hase et al.'s finding (the layer explains far more than the tracing effect, which adds little): ` +
-        `holds in ${layerWins} of ${holds.length} problem x method conditions.`,
+      `Hase et al.'s finding (here: the layer's R² is above the tracing effect's, and adding the tracing ` +
+        `effect to the layer gains less than 0.1): holds in ${layerWins} of ${holds.length} problem x method conditions.`,
     );
     const concentrated = concentratedFacts(data, { nLayer: L });
     console.log(
