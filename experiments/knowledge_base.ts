@@ -25,8 +25,6 @@
 
 import { mulberry32 } from "../engine/random.ts";
 
-export { mulberry32 };
-
 /** The four kinds of invented subject. */
 export type SubjectType = "person" | "place" | "organisation" | "work";
 export const SUBJECT_TYPES: readonly SubjectType[] = ["person", "place", "organisation", "work"];

@@ -16,6 +16,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2, makeBatch, parameterShapes } from "../engine/model.ts";
 import { Adam, zeroGrads } from "../engine/optimizer.ts";
 import { openSafetensors, writeSafetensors } from "../engine/safetensors.ts";
+import { mulberry32 } from "../engine/random.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { lineChart } from "./charts.ts";
 import {
@@ -23,7 +24,6 @@ import {
   generateKnowledgeBase,
   type KnowledgeBase,
   knownFactsRecords,
-  mulberry32,
   trainingCorpus,
 } from "./knowledge_base.ts";
 import { factRecall, type RecallItem } from "./recall.ts";
