@@ -9,6 +9,7 @@ import { getGpu, Gpu } from "./gpu.ts";
 import { GPT2, makeBatch } from "./model.ts";
 import { softmax, topK } from "./ops.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
+import { runMain } from "./main.ts";
 
 export const DEFAULT_MODEL_DIR = new URL("../weights/locus-kb", import.meta.url).pathname;
 
@@ -120,11 +121,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("locus", main);

@@ -35,6 +35,7 @@ import { loadDataset } from "./datasets.ts";
 import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "./layer_selection.ts";
 import { greedyNextTokens } from "./recall.ts";
 import { traceFact } from "./tracing.ts";
+import { runMain } from "../engine/main.ts";
 
 const USAGE = `usage: deno task attribute --method ig|lga [options]
   --model DIR          Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
@@ -465,11 +466,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("attribute", main);

@@ -23,6 +23,7 @@ import { heatmapSvg, terminalHeatmap } from "./heatmap.ts";
 import { scaledMlpWindow } from "./layer_selection.ts";
 import { greedyNextTokens } from "./recall.ts";
 import { traceFact } from "./tracing.ts";
+import { runMain } from "../engine/main.ts";
 
 const USAGE = `usage: deno task demo [options]
   --case N            the CounterFact case_id to edit (default: the first fact the model knows)
@@ -248,11 +249,4 @@ async function main(args: string[]): Promise<number> {
   return same ? 0 : 1;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`demo: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("demo", main);

@@ -13,6 +13,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type DatasetFormat, parseDataset } from "./datasets.ts";
+import { runMain } from "../engine/main.ts";
 
 export interface RemoteDataset {
   /** The file name, both under the base URL and in the data directory. */
@@ -285,11 +286,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main();
-  } catch (e) {
-    console.error(`fetch-data: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("fetch-data", main);

@@ -40,6 +40,7 @@ import { lineChart } from "./charts.ts";
 import { averageCurvesSvg, heatmapSvg } from "./heatmap.ts";
 import { ResultStore } from "./store.ts";
 import { averageTraces } from "./tracing.ts";
+import { runMain } from "../engine/main.ts";
 
 // ------------------------------------------------------------------------------------------------
 // HTML and SVG helpers
@@ -827,11 +828,4 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`report: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("report", main);

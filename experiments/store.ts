@@ -14,6 +14,7 @@
 //   deno run -A experiments/store.ts csv all.db results.csv [--sweep NAME]
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { parseArgs } from "node:util";
+import { runMain } from "../engine/main.ts";
 
 export interface ResultKey {
   /** Name of the sweep (one experiment configuration run over many facts). */
@@ -408,11 +409,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main();
-  } catch (e) {
-    console.error(`store: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("store", main);

@@ -47,6 +47,7 @@ import {
   type SweepPlan,
   type SweepSummary,
 } from "./sweep.ts";
+import { runMain } from "../engine/main.ts";
 
 const USAGE = `usage: deno task study [options]
   --model DIR          GPT-2 folder with counterfact.json and corpus.txt (default: the embedded model)
@@ -276,11 +277,4 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`study: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("study", main);

@@ -87,6 +87,7 @@ import {
   writeCsv,
 } from "./store.ts";
 import { defaultNoiseLevel, type FactTrace, type StateKind, traceFact, windowLayers } from "./tracing.ts";
+import { runMain } from "../engine/main.ts";
 
 // ------------------------------------------------------------------------------------------------
 // The plan
@@ -937,11 +938,4 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`sweep: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("sweep", main);

@@ -30,6 +30,7 @@ import {
   type TraceOptions,
   windowFor,
 } from "./tracing.ts";
+import { runMain } from "../engine/main.ts";
 
 const USAGE = `usage: deno task trace [options]
   --model DIR       Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
@@ -362,11 +363,4 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("trace", main);
