@@ -15,6 +15,7 @@ import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
 import { loadDataset } from "./datasets.ts";
 import { applyEdit, combineEdits, type Edit, loadEdit, saveEdit } from "./editing/edit.ts";
 import { statsHparams } from "./editing/hparams.ts";
+import type { FactToken } from "./editing/keys.ts";
 import {
   computeEdits,
   methodConfig,
@@ -53,7 +54,8 @@ const USAGE = `usage: deno task edit [options]
   --samples N           keys (tokens) for the key statistics (default: the whole corpus, up to 1,000,000,
                         for small models; 100,000 for GPT-2)
   --stats-dir DIR       key statistics cache (default runs/editing-stats)
-  --v-steps N, --v-lr X, --kl-factor X, --clamp-norm X, --lambda X, --ft-eps X, --ft-steps N
+  --fact-token T        subject_last | subject_first | last: where keys are read and values written
+  --v-steps N, --v-lr X, --kl-factor X, --clamp-norm X, --lambda X, --ft-eps X, --ft-steps N, --ft-lr X
                         hyper-parameter overrides
   --tokens N            tokens to generate per completion (default 8)
   --save FILE           write the edit (safetensors)
@@ -66,6 +68,14 @@ function numberOption(values: Record<string, unknown>, name: string): number | u
   const x = Number(v);
   if (!Number.isFinite(x)) throw new Error(`--${name}: expected a number, got "${v}"`);
   return x;
+}
+
+function parseFactToken(s: string | undefined): FactToken | undefined {
+  if (s === undefined) return undefined;
+  if (s !== "subject_last" && s !== "subject_first" && s !== "last") {
+    throw new Error(`--fact-token: expected subject_last, subject_first or last, got "${s}"`);
+  }
+  return s;
 }
 
 /** "3", "2,3,4" or "2-4". */
@@ -156,6 +166,7 @@ async function main(args: string[]): Promise<number> {
       corpus: { type: "string" },
       samples: { type: "string" },
       "stats-dir": { type: "string" },
+      "fact-token": { type: "string" },
       "v-steps": { type: "string" },
       "v-lr": { type: "string" },
       "kl-factor": { type: "string" },
@@ -163,6 +174,7 @@ async function main(args: string[]): Promise<number> {
       lambda: { type: "string" },
       "ft-eps": { type: "string" },
       "ft-steps": { type: "string" },
+      "ft-lr": { type: "string" },
       tokens: { type: "string", default: "8" },
       save: { type: "string" },
       load: { type: "string" },
@@ -184,6 +196,7 @@ async function main(args: string[]): Promise<number> {
   const layerText = values.layers ?? values.layer;
   const overrides: Overrides = {
     layers: layerText === undefined ? undefined : parseLayers(layerText),
+    factToken: parseFactToken(values["fact-token"]),
     vNumGradSteps: numberOption(values, "v-steps"),
     vLr: numberOption(values, "v-lr"),
     klFactor: numberOption(values, "kl-factor"),
@@ -191,6 +204,7 @@ async function main(args: string[]): Promise<number> {
     mom2UpdateWeight: numberOption(values, "lambda"),
     normConstraint: numberOption(values, "ft-eps"),
     numSteps: numberOption(values, "ft-steps"),
+    ftLr: numberOption(values, "ft-lr"),
   };
   const mc = methodConfig(model, method, overrides);
   const c = await resolveCase(model, tok, values, dir);

@@ -176,7 +176,9 @@ async function romeSetup(variant: "rome" | "r-rome") {
 /** Keys and MLP outputs at the fact token of `request` in every context template. */
 async function factKeysAndValues(model: GPT2) {
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords });
-  const instances = contexts.map((c) => instantiate(tok, c, request.prompt, request.subject));
+  const instances = contexts.map((c) =>
+    instantiate(tok, c, request.prompt, request.subject, undefined, hp.factToken)
+  );
   return await factStates(model, instances, hp.layer, ["key", "mlp"]);
 }
 

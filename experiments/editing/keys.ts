@@ -22,10 +22,17 @@ import type { SubjectNoise } from "./edit.ts";
 export interface PromptInstance {
   ids: number[];
   subject: [number, number];
-  /** Index of the subject's last token: where keys are read and values written. */
+  /** Index of the fact token: where keys are read and values written. */
   fact: number;
   noise?: SubjectNoise;
 }
+
+/**
+ * Which token an edit reads its key at and writes its value to (ROME's fact_token): the subject's
+ * last token (the default, where causal tracing finds GPT-2's subject information), its first, or
+ * the prompt's last token.
+ */
+export type FactToken = "subject_last" | "subject_first" | "last";
 
 /**
  * `context` holds "{}" where the prompt goes, the prompt holds "{}" where the subject goes:
@@ -38,6 +45,7 @@ export function instantiate(
   prompt: string,
   subject: string,
   noise?: SubjectNoise,
+  factToken: FactToken = "subject_last",
 ): PromptInstance {
   const at = context.indexOf("{}");
   if (at < 0) throw new Error(`context template ${JSON.stringify(context)} has no "{}" for the prompt`);
@@ -48,7 +56,13 @@ export function instantiate(
   let occurrence = 0;
   for (let i = text.indexOf(subject); i >= 0 && i < slot; i = text.indexOf(subject, i + 1)) occurrence++;
   const subjectRange = subjectTokenRange(tok, text, subject, occurrence);
-  return { ids: tok.encode(text), subject: subjectRange, fact: subjectRange[1] - 1, noise };
+  const ids = tok.encode(text);
+  const fact = factToken === "subject_last"
+    ? subjectRange[1] - 1
+    : factToken === "subject_first"
+    ? subjectRange[0]
+    : ids.length - 1;
+  return { ids, subject: subjectRange, fact, noise };
 }
 
 /** Token ids of " " + target (GPT-2 convention: objects follow a space); refuses unknown words. */

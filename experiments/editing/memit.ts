@@ -107,6 +107,7 @@ async function computeBatchEdit(
     weightDecay: hp.vWeightDecay,
     klFactor: hp.klFactor,
     clampNormFactor: hp.clampNormFactor,
+    factToken: hp.factToken,
   });
   log(
     `${method}: z of ${n} facts at layer ${zLayer}, mean target probability ${
@@ -115,9 +116,11 @@ async function computeBatchEdit(
   );
 
   const keyInstances = requests.flatMap((r) =>
-    contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise))
+    contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise, hp.factToken))
   );
-  const bareInstances = requests.map((r) => instantiate(tok, "{}", r.prompt, r.subject, r.noise));
+  const bareInstances = requests.map((r) =>
+    instantiate(tok, "{}", r.prompt, r.subject, r.noise, hp.factToken)
+  );
   const deltas: LowRankDelta[] = [];
   const applied: AppliedEdit[] = [];
   const residualNorms: number[] = [];

@@ -15,7 +15,7 @@ import {
   type RomeHparams,
   romeHparams,
 } from "./hparams.ts";
-import { sentenceStartWords } from "./keys.ts";
+import { type FactToken, sentenceStartWords } from "./keys.ts";
 import { computeEmmet, computeMemit } from "./memit.ts";
 import { computeRome } from "./rome.ts";
 import type { KeyStats } from "./stats.ts";
@@ -40,6 +40,7 @@ export type MethodConfig =
 /** Hyper-parameters that a command line may override (only those that apply to the method are used). */
 export interface Overrides {
   layers?: number[];
+  factToken?: FactToken;
   vNumGradSteps?: number;
   vLr?: number;
   klFactor?: number;
@@ -50,6 +51,8 @@ export interface Overrides {
   normConstraint?: number;
   /** FT-L's steps. */
   numSteps?: number;
+  /** FT-L's Adam learning rate. */
+  ftLr?: number;
 }
 
 function defined<T extends object>(o: T): Partial<T> {
@@ -67,7 +70,7 @@ export function methodConfig<M extends MethodName>(
 
 function configFor(model: GPT2, method: MethodName, o: Overrides): MethodConfig {
   const cfg = model.config;
-  const { layers, numSteps, normConstraint, mom2UpdateWeight, ...value } = o;
+  const { layers, numSteps, normConstraint, ftLr, mom2UpdateWeight, ...value } = o;
   const valueOverrides = defined(value);
   for (const l of layers ?? []) {
     if (!Number.isInteger(l) || l < 0 || l >= cfg.nLayer) {
@@ -96,7 +99,10 @@ function configFor(model: GPT2, method: MethodName, o: Overrides): MethodConfig 
         hparams: { ...emmetHparams(cfg), ...valueOverrides, ...defined({ layers, mom2UpdateWeight }) },
       };
     case "ft":
-      return { method, hparams: { ...ftHparams(cfg, layers), ...defined({ numSteps, normConstraint }) } };
+      return {
+        method,
+        hparams: { ...ftHparams(cfg, layers), ...defined({ numSteps, normConstraint, lr: ftLr }) },
+      };
   }
 }
 

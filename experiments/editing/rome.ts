@@ -54,7 +54,7 @@ export async function computeRome(
 
   // Keys and MLP outputs at the subject's last token, in every context (context 0 = the bare prompt).
   const instances = requests.flatMap((r) =>
-    contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise))
+    contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise, hp.factToken))
   );
   const [keys, values] = await factStates(model, instances, layer, ["key", "mlp"]);
   const n = contexts.length;
@@ -68,6 +68,7 @@ export async function computeRome(
     weightDecay: hp.vWeightDecay,
     klFactor: hp.klFactor,
     clampNormFactor: hp.clampNormFactor,
+    factToken: hp.factToken,
   });
 
   return requests.map((request, i) => {

@@ -27,7 +27,7 @@ import type { RowEntry } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "./edit.ts";
-import { batchWithNoise, instantiate, type PromptInstance, targetIds } from "./keys.ts";
+import { batchWithNoise, type FactToken, instantiate, type PromptInstance, targetIds } from "./keys.ts";
 
 export interface ValueOptions {
   layer: number;
@@ -42,6 +42,8 @@ export interface ValueOptions {
   clampNormFactor: number;
   /** The prompt whose distribution the KL term preserves (ROME: "{} is a"). */
   klPrompt?: string;
+  /** Where delta is added (default the subject's last token). */
+  factToken?: FactToken;
   /** Most prompt rows (sequences x padded length) per batch; requests are grouped to stay under it. */
   maxRowsPerBatch?: number;
 }
@@ -108,10 +110,12 @@ export interface RequestPlan {
 export function planRequest(tok: Tokenizer, request: EditRequest, o: ValueOptions): RequestPlan {
   const target = targetIds(tok, request.target);
   const instances = o.contexts.map((c) => {
-    const p = instantiate(tok, c, request.prompt, request.subject, request.noise);
+    const p = instantiate(tok, c, request.prompt, request.subject, request.noise, o.factToken);
     return { ...p, ids: [...p.ids, ...target.slice(0, -1)] };
   });
-  instances.push(instantiate(tok, "{}", o.klPrompt ?? "{} is a", request.subject, request.noise));
+  instances.push(
+    instantiate(tok, "{}", o.klPrompt ?? "{} is a", request.subject, request.noise, o.factToken),
+  );
   return { request, target, instances };
 }
 
