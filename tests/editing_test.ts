@@ -466,3 +466,15 @@ Deno.test("v* of several requests optimised in one batch (finished ones leaving 
     assert.deepEqual(together[i].losses.length, alone.losses.length);
   }
 });
+
+Deno.test("prompt instances: subject range after the context (also when the context names the subject), fact token strategies", () => {
+  const ids = (text: string) => tok.encode(text);
+  const p = instantiate(tok, "Anna Berg lives in Oslo . {}", "{} works at", "Anna Berg");
+  assert.deepEqual(p.ids, ids("Anna Berg lives in Oslo . Anna Berg works at"));
+  assert.deepEqual(p.subject, [6, 8], "the subject's occurrence in the prompt, not the one in the context");
+  assert.equal(p.fact, 7);
+  assert.equal(instantiate(tok, "{}", "{} works at", "Anna Berg", undefined, "subject_first").fact, 0);
+  assert.equal(instantiate(tok, "{}", "{} works at", "Anna Berg", undefined, "last").fact, 3);
+  assert.throws(() => instantiate(tok, "no slot", "{} works at", "Anna"), /has no "\{\}" for the prompt/);
+  assert.throws(() => instantiate(tok, "{}", "Anna works at", "Anna"), /has no "\{\}" for the subject/);
+});

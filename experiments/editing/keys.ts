@@ -1,6 +1,6 @@
 // Where an edit reads and writes: prompts built from context templates, the subject's token range
-// and its last token (ROME's "fact token", strategy subject_last), the subject noise of fact
-// forcing, and batched read-outs of the MLP key k (c_proj input) and value v (c_proj output) there.
+// and the fact token (ROME's fact_token: the subject's last token by default), the subject noise of
+// fact forcing, and batched read-outs of the MLP key k (c_proj input) and value v (c_proj output) there.
 //
 // Context templates (METHODS.md section 3): ROME averages the subject key over the bare prompt
 // "{}" and 20 prompts prefixed by short texts sampled from the model itself, "<text>. {}", so

@@ -1,7 +1,8 @@
 // ROME (Meng et al. 2022) and R-ROME (Gupta et al. 2024): a rank-one update of one layer's
 // mlp.c_proj that maps the subject's key to a value making the model say the target.
 //
-//   k*  = mean over the 21 context templates of the key (c_proj input) at the subject's last token
+//   k*  = mean over the 21 context templates of the key (c_proj input) at the fact token (the subject's
+//         last token by default; keys.ts FactToken)
 //   u   = C^-1 k* / |C^-1 k*|                    (C = E[k k^T], stats.ts; or k*/|k*| without mom2 adjustment)
 //   v*  = h_0 + delta                            (values.ts, delta on the MLP output at layer l)
 //   ROME:   r = (v* - v_0) / (k_0 . u)   with k_0, v_0 = c_proj input, output at the bare prompt
