@@ -10,7 +10,8 @@
 //     subject's last token moves p(new object) from 0 to at most 0.1 (case 3, layers 0-3); at the last
 //     token every layer reaches a rewrite score >= 0.97.
 //   - ROME layer 2: the middle of the 6 layers, and the layer with the best neighborhood score in the
-//     per-layer sweep (10 cases: rewrite 0.986, neighborhood 0.988; layer 0: 0.975 / 0.903).
+//     per-layer sweep (quality.ts, first 20 cases: rewrite 0.976-0.986 at every layer, neighborhood
+//     0.989 at layer 2, 0.801 / 0.839 / 0.981 / 0.985 / 0.951 at layers 0 / 1 / 3 / 4 / 5).
 //   - clamp_norm_factor 10 instead of 4: this model's MLP outputs at the last token (norm 3-7) are small
 //     next to its residual stream (norm 50-150), and with 4 the clamp stops v* at p < 0.3.
 //   - MEMIT lambda = 100 instead of GPT-2 XL's 20000: in MEMIT's form after the push-through identity,
