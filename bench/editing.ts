@@ -4,19 +4,17 @@
 //   ./locus run -A bench/editing.ts [--shapes embedded,gpt2,gpt2-xl] [--rome-edits 2] [--memit-batch 100]
 //       [--ft-edits 2] [--xl-layers 20] [--steps N] [--out FILE]
 //
-// GPT-2 XL runs with --xl-layers blocks (default 20: its ROME layer 17, MEMIT's 13-17 and three more):
-// on a software adapter one v* step of the 48-layer model (forward and backward of 31 blocks over 21
-// prompts) takes minutes. The v* optimisation costs about (blocks after the edit layer + 1) units of
-// time, which scales the measurement to the full depth.
-//
-// Every method runs with its published / documented defaults (hparams.ts) except where --steps caps
-// the v* / z optimisation (ROME's 20 steps of a forward and backward pass over 21 prompts take
-// minutes per edit at GPT-2 XL size on a software adapter); the report then gives the measured time
-// per step and the closed-form time, and extrapolates a full edit from them.
+// Every method runs with its family's defaults (hparams.ts; GPT-2 XL's for the XL shape whatever its
+// depth) except where --steps caps the v* / z optimisation: ROME's 20 steps of a forward and backward
+// pass over 21 prompts take minutes per edit at GPT-2 size on a software adapter. Then ROME runs the same
+// request with --steps and --steps + 1 steps; the difference is the cost of one step, and a full edit
+// is extrapolated from it.
+// GPT-2 XL runs with --xl-layers blocks (default 20: its ROME layer 17, MEMIT's 13-17 and two more);
+// a v* step costs about (blocks from the edit layer on) units, so the 48-layer model's step is about
+// 31/3 times the measured one.
 // Key statistics: the embedded model's real ones (runs/editing-stats cache; the streaming time is
 // reported when they are computed), one synthetic well-conditioned C [f,f] shared by every layer of
-// the random shapes.
-// The float64 Cholesky factorisation of C happens once per layer and is timed on its own.
+// the random shapes. The float64 Cholesky factorisation of C (once per layer) is timed on its own.
 // Random shapes keep GPT-2's vocabulary only where wte fits one storage binding: the engine's backward
 // pass does not run through a split embedding (engine/autograd.ts), so on an adapter with 128 MiB
 // bindings (llvmpipe) the vocabulary is cut to fit (43,690 rows at d=768, 20,971 at d=1600).
@@ -26,15 +24,9 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2, parameterShapes, randomWeights } from "../engine/model.ts";
 import { loadTokenizer, type Tokenizer, WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { applyEdit, type EditRequest } from "../experiments/editing/edit.ts";
-import { statsHparams } from "../experiments/editing/hparams.ts";
+import { ftHparams, memitHparams, romeHparams, statsHparams } from "../experiments/editing/hparams.ts";
 import { contextTemplates } from "../experiments/editing/keys.ts";
-import {
-  computeEdits,
-  type MethodConfig,
-  methodConfig,
-  statsLayers,
-  templateStartWords,
-} from "../experiments/editing/methods.ts";
+import { computeEdits, type MethodConfig, templateStartWords } from "../experiments/editing/methods.ts";
 import { KeyStats, keyStats } from "../experiments/editing/stats.ts";
 import { mulberry32 } from "../engine/random.ts";
 
@@ -148,123 +140,131 @@ const stepsCap = values.steps === undefined ? undefined : Number(values.steps);
 
 for (const shape of values.shapes!.split(",").map((s) => s.trim())) {
   let model: GPT2, tok: Tokenizer, startWords: string[] | undefined;
+  /** The configuration the family's hyper-parameters come from (full GPT-2 XL for the shortened model). */
+  let family: GPT2Config;
   let stats: (layers: number[]) => Promise<Map<number, KeyStats>>;
   if (shape === "embedded") {
     model = await GPT2.load(gpu, EMBEDDED_DIR);
+    family = model.config;
     tok = await loadTokenizer(EMBEDDED_DIR);
     startWords = await templateStartWords(tok, `${EMBEDDED_DIR}/corpus.txt`);
     stats = async (layers) => {
+      const samples = statsHparams(model.config).samples;
       const [s, seconds] = await timed(() =>
-        keyStats(model, tok, {
-          corpus: `${EMBEDDED_DIR}/corpus.txt`,
-          layers,
-          samples: statsHparams(model.config).samples,
-        })
+        keyStats(model, tok, { corpus: `${EMBEDDED_DIR}/corpus.txt`, layers, samples })
       );
-      report(
-        shape,
-        `key statistics, layers ${layers.join(",")}`,
-        seconds,
-        `${s.get(layers[0])!.count} keys (cached after the first run)`,
-      );
+      const note = `${s.get(layers[0])!.count} keys (read from the cache after the first run)`;
+      report(shape, `key statistics, layers ${layers.join(",")}`, seconds, note);
       return s;
     };
   } else if (shape === "gpt2" || shape === "gpt2-xl") {
-    const base = shape === "gpt2" ? GPT2_SMALL : { ...GPT2_XL, nLayer: Number(values["xl-layers"]) };
-    const maxRows = Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * base.nEmbd));
-    const cfg = { ...base, vocabSize: Math.min(base.vocabSize, maxRows) };
+    family = shape === "gpt2" ? GPT2_SMALL : GPT2_XL;
+    const maxRows = Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * family.nEmbd));
+    const cfg = {
+      ...family,
+      nLayer: shape === "gpt2-xl" ? Number(values["xl-layers"]) : family.nLayer,
+      vocabSize: Math.min(family.vocabSize, maxRows),
+    };
     const [m, seconds] = await timed(() => randomModel(cfg));
     model = m;
     report(shape, `random weights, ${cfg.nLayer} layers, d=${cfg.nEmbd}, V=${cfg.vocabSize}`, seconds);
     tok = syntheticTokenizer(cfg.vocabSize);
     // One synthetic C for every layer: its factorisation (timed below) is then paid once, as a cache of
     // real statistics would pay it once per layer.
-    const shared = syntheticStats(methodConfig(model, "rome").hparams.layer, 4 * cfg.nEmbd);
+    const shared = syntheticStats(romeHparams(family).layer, 4 * cfg.nEmbd);
     stats = (layers) => Promise.resolve(new Map(layers.map((l) => [l, shared])));
   } else throw new Error(`unknown shape "${shape}"; known: embedded, gpt2, gpt2-xl`);
 
-  const defaultSteps = (mc: MethodConfig) => ("vNumGradSteps" in mc.hparams ? mc.hparams.vNumGradSteps : 0);
-  const capped = (mc: MethodConfig): MethodConfig => {
-    if (stepsCap === undefined || !("vNumGradSteps" in mc.hparams)) return mc;
-    return {
-      ...mc,
-      hparams: { ...mc.hparams, vNumGradSteps: Math.min(stepsCap, mc.hparams.vNumGradSteps) },
-    } as MethodConfig;
-  };
+  const rome: MethodConfig = { method: "rome", hparams: romeHparams(family) };
+  const memit: MethodConfig = { method: "memit", hparams: memitHparams(family) };
+  const ft: MethodConfig = { method: "ft", hparams: ftHparams(family) };
+  const withSteps = <M extends MethodConfig>(mc: M, steps: number): M =>
+    "vNumGradSteps" in mc.hparams ? { ...mc, hparams: { ...mc.hparams, vNumGradSteps: steps } } : mc;
 
   // Context templates are sampled once per model and process (ROME caches them too): timed apart.
-  const rome = methodConfig(model, "rome");
-  for (const mc of [rome, methodConfig(model, "memit")]) {
+  for (const mc of [rome, memit]) {
     const [, seconds] = await timed(() =>
       contextTemplates(model, tok, { ...mc.hparams.templates, startWords })
     );
     report(shape, `${mc.method} context templates, once per model`, seconds);
   }
 
-  // ROME: one request per call, as a user edits; the factorisation of C is timed separately.
-  const romeStats = await stats(statsLayers(rome));
+  // ROME: one request per call, as a user edits; the factorisation of C is timed on its own.
+  const romeLayer = rome.hparams.layer;
+  const romeStats = await stats([romeLayer]);
   const [, factorSeconds] = await timed(() =>
-    romeStats.get(statsLayers(rome)[0])!.solve(new Float64Array(4 * model.config.nEmbd).fill(1))
+    romeStats.get(romeLayer)!.solve(new Float64Array(4 * model.config.nEmbd).fill(1))
   );
   report(shape, `Cholesky of C (f=${4 * model.config.nEmbd}), once per layer`, factorSeconds);
-  const nRome = Number(values["rome-edits"]);
-  const romeRun = capped(rome);
-  let romeTotal = 0, romeSteps = 0;
-  for (const request of await requestsFor(shape, nRome)) {
+  const romeRequests = await requestsFor(shape, Number(values["rome-edits"]));
+  const romeEdit = async (mc: MethodConfig, request: EditRequest) => {
     const [[edit], seconds] = await timed(() =>
-      computeEdits(model, tok, romeRun, [request], romeStats, { startWords })
+      computeEdits(model, tok, mc, [request], romeStats, { startWords })
     );
-    romeTotal += seconds;
-    romeSteps += (edit.info.valueLosses as number[]).length;
-    const [applied, applySeconds] = await timed(() => applyEdit(model, edit));
-    applied.undo();
-    report(shape, `  apply ROME edit (rank-one kernel + copy)`, applySeconds);
-  }
-  const perStep = romeTotal / romeSteps;
-  report(
-    shape,
-    `ROME edit, mean of ${nRome}`,
-    romeTotal / nRome,
-    `${(romeSteps / nRome).toFixed(1)} v* evaluations per edit, ${perStep.toFixed(3)} s each`,
-  );
-  if (defaultSteps(romeRun) < defaultSteps(rome)) {
+    return { seconds, evaluations: (edit.info.valueLosses as number[]).length, edit };
+  };
+  if (stepsCap === undefined) {
+    let total = 0, evaluations = 0;
+    for (const request of romeRequests) {
+      const r = await romeEdit(rome, request);
+      total += r.seconds;
+      evaluations += r.evaluations;
+      const [applied, applySeconds] = await timed(() => applyEdit(model, r.edit));
+      applied.undo();
+      report(shape, `  apply the ROME edit (rank-one kernel)`, applySeconds);
+    }
+    const n = romeRequests.length;
     report(
       shape,
-      `ROME edit at ${defaultSteps(rome)} steps (extrapolated)`,
-      romeTotal / nRome + perStep * (defaultSteps(rome) - romeSteps / nRome),
-      "steps capped by --steps",
+      `ROME edit at layer ${romeLayer}, mean of ${n}`,
+      total / n,
+      `${(evaluations / n).toFixed(1)} v* evaluations per edit`,
+    );
+  } else {
+    // The cost of one more v* step is the difference of two capped runs of the same request.
+    const [a, b] = [
+      await romeEdit(withSteps(rome, stepsCap), romeRequests[0]),
+      await romeEdit(withSteps(rome, stepsCap + 1), romeRequests[0]),
+    ];
+    const perStep = (b.seconds - a.seconds) / (b.evaluations - a.evaluations);
+    report(shape, `ROME edit at layer ${romeLayer}, ${a.evaluations} v* evaluations`, a.seconds);
+    report(shape, `  one more v* step (forward + backward)`, perStep);
+    const full = rome.hparams.vNumGradSteps;
+    report(
+      shape,
+      `ROME edit, ${full} steps (extrapolated)`,
+      a.seconds + perStep * (full - a.evaluations),
+      "--steps capped the run",
     );
   }
 
   // MEMIT: one batch of many requests.
-  const memit = capped(methodConfig(model, "memit"));
-  const memitStats = await stats(statsLayers(memit));
-  for (const l of statsLayers(memit)) {
-    memitStats.get(l)!.solve(new Float64Array(4 * model.config.nEmbd).fill(1));
+  const memitStats = await stats(memit.hparams.layers);
+  for (const l of memit.hparams.layers) {
+    memitStats.get(l)!.solve(new Float64Array(4 * model.config.nEmbd).fill(1)); // factorised
   }
   const batch = await requestsFor(shape, Number(values["memit-batch"]));
+  const memitRun = stepsCap === undefined ? memit : withSteps(memit, stepsCap);
   const [, memitSeconds] = await timed(() =>
-    computeEdits(model, tok, memit, batch, memitStats, { startWords })
+    computeEdits(model, tok, memitRun, batch, memitStats, { startWords })
   );
   report(
     shape,
-    `MEMIT batch of ${batch.length} edits, layers ${statsLayers(memit).join(",")}`,
+    `MEMIT batch of ${batch.length} edits, layers ${memit.hparams.layers.join(",")}`,
     memitSeconds,
-    `${defaultSteps(memit)} z steps`,
+    `${memitRun.hparams.vNumGradSteps} z steps`,
   );
 
-  // FT-L: one request per call, 25 steps.
-  const ft = methodConfig(model, "ft");
-  const nFt = Number(values["ft-edits"]);
+  // FT-L: one request per call.
+  const ftRequests = await requestsFor(shape, Number(values["ft-edits"]));
   let ftTotal = 0;
-  for (const request of await requestsFor(shape, nFt)) {
-    const [, seconds] = await timed(() => computeEdits(model, tok, ft, [request], new Map(), {}));
-    ftTotal += seconds;
+  for (const request of ftRequests) {
+    ftTotal += (await timed(() => computeEdits(model, tok, ft, [request], new Map(), {})))[1];
   }
   report(
     shape,
-    `FT-L edit, mean of ${nFt}`,
-    ftTotal / nFt,
+    `FT-L edit, mean of ${ftRequests.length}`,
+    ftTotal / ftRequests.length,
     `layer ${ft.hparams.layers.join(",")}, ${ft.hparams.numSteps} steps`,
   );
   gpu.trimPool();
