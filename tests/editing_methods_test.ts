@@ -2,10 +2,8 @@
 // on the five editing problems of Hase et al.: the problem's target probability must move the right
 // way on a tiny random model (directions only; the embedded model's quality is experiments/editing/quality.ts).
 import assert from "node:assert/strict";
-import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, randomWeights } from "../engine/model.ts";
-import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { applyEdit, type Edit, type EditRequest } from "../experiments/editing/edit.ts";
 import { computeFt } from "../experiments/editing/ft.ts";
 import { emmetHparams, ftHparams, memitHparams, romeHparams } from "../experiments/editing/hparams.ts";
@@ -21,6 +19,13 @@ import { computeRome } from "../experiments/editing/rome.ts";
 import { computeKeyStats, KeyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { greedyNextTokens } from "../experiments/recall.ts";
 import { embeddingStd } from "../experiments/tracing.ts";
+import {
+  EDITING_CONFIG as cfg,
+  EDITING_START_WORDS as startWords,
+  EDITING_TEMPLATES as templates,
+  EDITING_TOKENIZER as tok,
+  EDITING_WORDS as WORDS,
+} from "./fixtures_tiny_kb.ts";
 import { matmulRef } from "./reference.ts";
 import { assertClose, rng } from "./util.ts";
 
@@ -82,40 +87,6 @@ Deno.test("MEMIT and EMMET updates equal their textbook formulas; EMMET with tin
 
 // ---- the five problems, every method, on a tiny random model
 
-const WORDS = [
-  "<unk>",
-  "<eos>",
-  "Anna",
-  "Berg",
-  "Carl",
-  "Dorn",
-  "Eva",
-  "Falk",
-  "lives",
-  "works",
-  "in",
-  "at",
-  "Paris",
-  "Rome",
-  "Oslo",
-  "Lima",
-  "is",
-  "a",
-  "city",
-  "person",
-  ".",
-];
-const tok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: "<eos>" });
-const cfg: GPT2Config = {
-  vocabSize: WORDS.length,
-  nPositions: 24,
-  nEmbd: 16,
-  nLayer: 3,
-  nHead: 2,
-  layerNormEpsilon: 1e-5,
-};
-const startWords = ["Anna", "Carl", "Paris"];
-const templates = { lengths: [[4, 3]] as [number, number][], seed: 3, topK: 5 };
 // The random model's MLP outputs are tiny next to its residual stream, so ROME's norm clamp and weight
 // decay (both relative to the MLP output's norm) are loosened for the value to matter, and Adam's
 // steps shortened (0.5 overshoots at this scale).

@@ -2,10 +2,8 @@
 // Tiny random models; every GPU result is checked against float64 references (tests/reference.ts,
 // tests/reference_model.ts) or against an identity the method guarantees.
 import assert from "node:assert/strict";
-import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, randomWeights } from "../engine/model.ts";
-import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import {
   applyEdit,
   combineEdits,
@@ -21,44 +19,19 @@ import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg
 import { computeRome } from "../experiments/editing/rome.ts";
 import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
+import {
+  EDITING_CONFIG as cfg,
+  EDITING_START_WORDS as startWords,
+  EDITING_TEMPLATES,
+  EDITING_TOKENIZER as tok,
+  EDITING_WORDS as WORDS,
+} from "./fixtures_tiny_kb.ts";
 import { matmulRef } from "./reference.ts";
 import { referenceForward } from "./reference_model.ts";
 import { assertClose, randomArray, rng } from "./util.ts";
 
 const gpu = await getGpu();
 
-const WORDS = [
-  "<unk>",
-  "<eos>",
-  "Anna",
-  "Berg",
-  "Carl",
-  "Dorn",
-  "Eva",
-  "Falk",
-  "lives",
-  "works",
-  "in",
-  "at",
-  "Paris",
-  "Rome",
-  "Oslo",
-  "Lima",
-  "is",
-  "a",
-  "city",
-  "person",
-  ".",
-];
-const tok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: "<eos>" });
-const cfg: GPT2Config = {
-  vocabSize: WORDS.length,
-  nPositions: 24,
-  nEmbd: 16,
-  nLayer: 3,
-  nHead: 2,
-  layerNormEpsilon: 1e-5,
-};
 const f = 4 * cfg.nEmbd;
 
 /** Seeded corpus lines of random words (the key statistics only need varied keys). */
@@ -78,9 +51,8 @@ const hp = {
   ...romeHparams(cfg),
   layer: 1,
   vNumGradSteps: 4,
-  templates: { lengths: [[4, 3]] as [number, number][], seed: 3, topK: 5 },
+  templates: EDITING_TEMPLATES,
 };
-const startWords = ["Anna", "Carl", "Paris"];
 
 Deno.test("rank_update kernel: W += U V matches the float64 reference for ranks 1 and 3", async () => {
   for (const [M, N, rank] of [[13, 7, 1], [37, 70, 3]]) {

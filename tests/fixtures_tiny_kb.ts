@@ -1,7 +1,11 @@
-// A tiny model folder for end-to-end tests of the sweep, study and demo: a random 2-layer GPT-2
-// with a word-level tokenizer, a corpus (key statistics, context templates) and a CounterFact file
-// whose true objects are the model's own greedy answers, so that the known-facts filter keeps them.
-// Two extra cases name another object and must be filtered out as unknown.
+// Tiny knowledge-base fixtures.
+// - makeTinyKb: a model folder for end-to-end tests of the sweep, study and demo: a random 2-layer
+//   GPT-2 with a word-level tokenizer, a corpus (key statistics, context templates) and a CounterFact
+//   file whose true objects are the model's own greedy answers, so that the known-facts filter keeps
+//   them. Two extra cases name another object and must be filtered out as unknown.
+// - EDITING_*: the in-memory vocabulary, tokenizer and model shape of the editing tests
+//   (tests/editing_test.ts, tests/editing_methods_test.ts), which build their own random models on it.
+import type { GPT2Config } from "../engine/config.ts";
 import { type Gpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
@@ -107,3 +111,39 @@ export async function makeTinyKb(gpu: Gpu, dir: string, seed = 5): Promise<TinyK
   await Deno.writeTextFile(`${dir}/counterfact.json`, JSON.stringify(cases, null, 1));
   return { dir, known, unknown };
 }
+
+export const EDITING_WORDS = [
+  "<unk>",
+  "<eos>",
+  "Anna",
+  "Berg",
+  "Carl",
+  "Dorn",
+  "Eva",
+  "Falk",
+  "lives",
+  "works",
+  "in",
+  "at",
+  "Paris",
+  "Rome",
+  "Oslo",
+  "Lima",
+  "is",
+  "a",
+  "city",
+  "person",
+  ".",
+];
+export const EDITING_TOKENIZER = new WordLevelTokenizer(EDITING_WORDS, { unk: "<unk>", eos: "<eos>" });
+export const EDITING_CONFIG: GPT2Config = {
+  vocabSize: EDITING_WORDS.length,
+  nPositions: 24,
+  nEmbd: 16,
+  nLayer: 3,
+  nHead: 2,
+  layerNormEpsilon: 1e-5,
+};
+// Context templates for the editing tests: few start words and one short length keep them cheap.
+export const EDITING_START_WORDS = ["Anna", "Carl", "Paris"];
+export const EDITING_TEMPLATES = { lengths: [[4, 3]] as [number, number][], seed: 3, topK: 5 };
