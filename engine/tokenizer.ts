@@ -88,6 +88,25 @@ function readAddedTokens(added: unknown, source: string): AddedToken[] {
   });
 }
 
+/** Parses a Hugging Face tokenizer.json and checks what both tokenizers require of it: a "model"
+ *  object of the expected type and no normalizer (neither tokenizer applies one). */
+function readTokenizerJson(
+  json: string,
+  source: string,
+  modelType: "BPE" | "WordLevel",
+): { root: Record<string, unknown>; model: Record<string, unknown> } {
+  const root = parseJson(json, source);
+  if (!isObject(root) || !isObject(root.model)) throw new Error(`${source}: missing the "model" object`);
+  const model = root.model;
+  if (model.type !== modelType) {
+    throw new Error(`${source}: model.type is ${JSON.stringify(model.type)}, expected "${modelType}"`);
+  }
+  if (root.normalizer !== null && root.normalizer !== undefined) {
+    throw new Error(`${source}: normalizers are not supported (found ${JSON.stringify(root.normalizer)})`);
+  }
+  return { root, model };
+}
+
 /** Which special token ends a sequence. tokenizer.json does not say (tokenizer_config.json does), so
  *  take a conventional name, or the only candidate. */
 function pickEos(candidates: string[]): string | undefined {
@@ -211,15 +230,7 @@ export class BpeTokenizer implements Tokenizer {
 
   /** From a Hugging Face tokenizer.json (its contents) with a byte-level BPE model, as GPT-2's. */
   static fromTokenizerJson(json: string, source = "tokenizer.json"): BpeTokenizer {
-    const root = parseJson(json, source);
-    if (!isObject(root) || !isObject(root.model)) throw new Error(`${source}: missing the "model" object`);
-    const model = root.model;
-    if (model.type !== "BPE") {
-      throw new Error(`${source}: model.type is ${JSON.stringify(model.type)}, expected "BPE"`);
-    }
-    if (root.normalizer !== null && root.normalizer !== undefined) {
-      throw new Error(`${source}: normalizers are not supported (found ${JSON.stringify(root.normalizer)})`);
-    }
+    const { root, model } = readTokenizerJson(json, source, "BPE");
     const pre = root.pre_tokenizer;
     if (!isObject(pre) || pre.type !== "ByteLevel") {
       throw new Error(
@@ -465,15 +476,7 @@ export class WordLevelTokenizer implements Tokenizer {
 
   /** From a Hugging Face tokenizer.json (its contents) with a WordLevel model. */
   static fromTokenizerJson(json: string, source = "tokenizer.json"): WordLevelTokenizer {
-    const root = parseJson(json, source);
-    if (!isObject(root) || !isObject(root.model)) throw new Error(`${source}: missing the "model" object`);
-    const model = root.model;
-    if (model.type !== "WordLevel") {
-      throw new Error(`${source}: model.type is ${JSON.stringify(model.type)}, expected "WordLevel"`);
-    }
-    if (root.normalizer !== null && root.normalizer !== undefined) {
-      throw new Error(`${source}: normalizers are not supported (found ${JSON.stringify(root.normalizer)})`);
-    }
+    const { root, model } = readTokenizerJson(json, source, "WordLevel");
     const pre = root.pre_tokenizer;
     if (!isObject(pre) || (pre.type !== "Whitespace" && pre.type !== "WhitespaceSplit")) {
       throw new Error(
