@@ -33,6 +33,7 @@ import {
 } from "./attribution.ts";
 import { loadDataset } from "./datasets.ts";
 import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "./layer_selection.ts";
+import { makeOutputFolder, runMetadata, writeRunJson } from "./output.ts";
 import { greedyNextTokens } from "./recall.ts";
 import { traceFact } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
@@ -408,18 +409,20 @@ async function main(argv: string[]): Promise<number> {
   if (requests.length === 0) throw new Error(`${dataset}: no cases`);
 
   const out = values.out ?? `runs/attribute-${method}`;
-  await Deno.mkdir(out, { recursive: true });
+  await makeOutputFolder(out);
   const started = performance.now();
   const body = method === "ig"
     ? await runIg(model, tok, requests, { steps, aggregate, trace, out })
     : await runLga(model, tok, requests, { params, fence, out });
   const seconds = (performance.now() - started) / 1000;
 
-  const meta = {
+  const meta = runMetadata({
     tool: "deno task attribute",
     model: modelDir,
     config: model.config,
     dataset,
+    adapter: gpu.describe(),
+  }, {
     cases,
     method: method === "ig"
       ? "integrated gradients over MLP neurons (pre-GELU c_fc output at the last prompt position)"
@@ -453,11 +456,8 @@ async function main(argv: string[]): Promise<number> {
         fenceK: fence,
         selection: "exclude layers outside Tukey's fences, then argmax of S_l",
       },
-    adapter: gpu.describe(),
-    date: new Date().toISOString(),
-    seconds,
-  };
-  await Deno.writeTextFile(join(out, "attribution.json"), JSON.stringify({ meta, ...body }) + "\n");
+  }, seconds);
+  await writeRunJson(join(out, "attribution.json"), meta, body);
   console.error(
     `\n${requests.length} case(s) in ${formatSeconds(seconds)}; wrote ${out}/attribution.json, ${
       body.pictures.join(", ")

@@ -15,6 +15,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { averageCurvesSvg, heatmapSvg, terminalAverage, terminalHeatmap, topCells } from "./heatmap.ts";
+import { makeOutputFolder, runMetadata, writeRunJson } from "./output.ts";
 import {
   type AverageTrace,
   averageTraces,
@@ -259,7 +260,7 @@ export async function main(argv: string[]): Promise<number> {
   const options: TraceOptions = { method, kinds, window, samples, noise: noise ?? undefined, seed };
 
   const outDir = values.out!;
-  await Deno.mkdir(join(outDir, "heatmaps"), { recursive: true });
+  await makeOutputFolder(outDir, ["heatmaps"]);
   const traces: (FactTrace & { known_id: number | null })[] = [];
   const started = performance.now();
   for (const [i, fact] of facts.entries()) {
@@ -312,11 +313,13 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
 
-  const meta = {
+  const meta = runMetadata({
     tool: "deno task trace",
     model: modelDir,
     config: model.config,
     dataset,
+    adapter: gpu.describe(),
+  }, {
     facts: { ...(counts ?? {}), traced: traces.length },
     method: method === "noise"
       ? "causal tracing: noise the subject, restore clean states"
@@ -335,14 +338,8 @@ export async function main(argv: string[]): Promise<number> {
       knownFilter: counts ? "greedy next token = first token of ' ' + attribute" : null,
     },
     seed,
-    adapter: gpu.describe(),
-    date: new Date().toISOString(),
-    seconds,
-  };
-  await Deno.writeTextFile(
-    join(outDir, "trace.json"),
-    JSON.stringify({ meta, facts: traces, averages }) + "\n",
-  );
+  }, seconds);
+  await writeRunJson(join(outDir, "trace.json"), meta, { facts: traces, averages });
   const run: RunColumns = {
     model: modelDir,
     dataset,
