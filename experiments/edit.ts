@@ -90,6 +90,11 @@ function parseLayers(s: string): number[] {
   return layers;
 }
 
+/** A score for the terminal; caseScores gives NaN for a score the case has no prompts for. */
+function formatScore(score: number): string {
+  return Number.isNaN(score) ? "n/a" : score.toFixed(3);
+}
+
 async function fileExists(path: string): Promise<boolean> {
   try {
     return (await Deno.stat(path)).isFile;
@@ -295,7 +300,7 @@ async function main(args: string[]): Promise<number> {
           after: after.continuations[i],
         })),
         probabilities: { pre, post },
-        scores,
+        scores, // JSON.stringify writes the NaN of a score without prompts as null
         timings,
       },
       null,
@@ -313,9 +318,9 @@ async function main(args: string[]): Promise<number> {
       (request.noise ? " (noised subject)" : ""),
   );
   say(
-    `scores: rewrite ${scores.rewrite.toFixed(3)}  paraphrase ${scores.paraphrase.toFixed(3)}  neighborhood ${
-      scores.neighborhood.toFixed(3)
-    }  overall ${scores.overall.toFixed(3)}`,
+    `scores: rewrite ${formatScore(scores.rewrite)}  paraphrase ${
+      formatScore(scores.paraphrase)
+    }  neighborhood ${formatScore(scores.neighborhood)}  overall ${formatScore(scores.overall)}`,
   );
   return 0;
 }

@@ -1,6 +1,6 @@
 // deno task edit end to end on a tiny model in a temp folder (config, weights, tokenizer, corpus,
 // counterfact.json): JSON output, --save then --load reproduces the edit, --case reads a record,
-// bad input gives a clear error.
+// scores without prompts read "n/a" (null in JSON), bad input gives a clear error.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
@@ -100,6 +100,28 @@ Deno.test("edit --case --json, then --load of the saved edit gives the same post
   assert.deepEqual(JSON.parse(again.stdout).probabilities, j.probabilities);
 });
 
+Deno.test("edit --json without paraphrases: the paraphrase score is null, the neighborhood score a number", async () => {
+  const r = await edit(
+    "--layer",
+    "0",
+    "--prompt",
+    "Carl Dorn works in",
+    "--subject",
+    "Carl Dorn",
+    "--target-new",
+    "Oslo",
+    "--neighbor",
+    "Anna Berg lives in",
+    "--json",
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stdout, /NaN/);
+  const { scores } = JSON.parse(r.stdout);
+  assert.equal(scores.paraphrase, null);
+  assert.equal(typeof scores.neighborhood, "number");
+  assert.equal(typeof scores.overall, "number");
+});
+
 Deno.test("edit: text output for MEMIT with options instead of a record; clear errors", async () => {
   const r = await edit(
     "--method",
@@ -116,7 +138,12 @@ Deno.test("edit: text output for MEMIT with options instead of a record; clear e
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /memit error-injection: "Carl Dorn works in" -> "Oslo"/);
   assert.match(r.stdout, /prompt: Carl Dorn works in\n {2}before: \.\.\..*\n {2}after: {2}\.\.\./);
-  assert.match(r.stdout, /scores: rewrite -?\d\.\d{3}/);
+  // Neither --paraphrase nor --neighbor: those two scores have no prompts and read "n/a".
+  assert.match(
+    r.stdout,
+    /scores: rewrite -?\d\.\d{3} {2}paraphrase n\/a {2}neighborhood n\/a {2}overall -?\d\.\d{3}/,
+  );
+  assert.doesNotMatch(r.stdout, /NaN/);
 
   const missing = await edit("--prompt", "Anna lives in", "--subject", "Carl", "--target-new", "Oslo");
   assert.equal(missing.code, 1);
