@@ -106,14 +106,14 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
     if (dW) matmul(gpu, x, dy, nIn, nOut, R, { transA: true, out: dW, beta: 1 });
     if (db) biasBackward(gpu, dy, R, nOut, { dbias: db });
     if (!needDx) return undefined;
-    return matmul(gpu, dy, model.p(prefix + ".weight"), R, nIn, nOut, { transB: true, out: gpu.empty([R, nIn]) });
+    return matmul(gpu, dy, model.p(prefix + ".weight"), R, nIn, nOut, { transB: true, weight: true, out: gpu.empty([R, nIn]) });
   };
 
   // ---- unembedding and final layernorm (only the scored rows)
   const dlnf = gpu.zeros([n, d]);
   for (const c of model.wte) {
     // dlnf += dlogits[:, chunk] wte_chunk; only whole-vocabulary chunks are supported for wte's own grad.
-    if (model.wte.length === 1) matmul(gpu, req.dlogits, c.tensor, n, d, V, { out: dlnf, beta: 1 });
+    if (model.wte.length === 1) matmul(gpu, req.dlogits, c.tensor, n, d, V, { weight: true, out: dlnf, beta: 1 });
     else throw new Error("backward through a split embedding is not supported");
   }
   const dwte = want("wte.weight");

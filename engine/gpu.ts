@@ -26,11 +26,28 @@ export class Tensor {
   read(): Promise<Float32Array> {
     return this.gpu.read(this);
   }
-  /** Frees the buffer (after submitting recorded work that may use it). */
+  /** Frees the buffer and its texture mirror, if any (after submitting recorded work that may use them). */
   destroy(): void {
     this.gpu.flush();
+    this.gpu.dropMirror(this.buffer);
     this.buffer.destroy();
   }
+}
+
+/** Rows [rowStart, rowStart + rows) of a matrix, mirrored in one rgba32float texture (cols/4 x rows texels). */
+export interface TextureChunk {
+  view: GPUTextureView;
+  rowStart: number;
+  rows: number;
+}
+
+/** A buffer's texture copy and the buffer version it was taken at. */
+interface Mirror {
+  rows: number;
+  cols: number;
+  version: number;
+  textures: GPUTexture[];
+  chunks: TextureChunk[];
 }
 
 export interface AdapterSummary {
@@ -88,6 +105,13 @@ export class Gpu {
   submitCount = 0;
   /** empty()/zeros() calls that had to create a buffer (a steady loop should stop adding to this). */
   poolMisses = 0;
+  /** Bytes held by texture mirrors of buffers (see mirror()). */
+  mirrorBytes = 0;
+  /** Binding indices each pipeline may write (its read_write storage bindings). */
+  private writableBindings = new WeakMap<GPUComputePipeline, number[]>();
+  /** Write counter per buffer: bumped whenever recorded work may change its contents. */
+  private versions = new WeakMap<GPUBuffer, number>();
+  private mirrors = new WeakMap<GPUBuffer, Mirror>();
 
   private constructor(
     readonly adapter: GPUAdapter,
@@ -127,6 +151,7 @@ export class Gpu {
         "maxComputeWorkgroupSizeY",
         "maxComputeWorkgroupsPerDimension",
         "maxStorageBuffersPerShaderStage",
+        "maxTextureDimension2D",
       ] as const
     ) wanted[name] = adapter.limits[name];
     const device = await adapter.requestDevice({ requiredLimits: wanted });
@@ -201,6 +226,7 @@ export class Gpu {
     if (!buffer) return this.tensor(shape, undefined, dtype);
     this.endPass();
     this.encoder!.clearBuffer(buffer);
+    this.touch(buffer);
     return new Tensor(this, buffer, shape, dtype);
   }
 
@@ -253,12 +279,78 @@ export class Gpu {
     this.flush();
     const arr = t.dtype === "u32" ? Uint32Array.from(data) : Float32Array.from(data);
     this.device.queue.writeBuffer(t.buffer, offsetElements * 4, arr);
+    this.touch(t.buffer);
   }
 
   /** Records a copy of `count` elements between tensors (in stream order with dispatches). */
   copy(src: Tensor, dst: Tensor, count = src.size, srcOffset = 0, dstOffset = 0): void {
     this.endPass();
     this.encoder!.copyBufferToBuffer(src.buffer, srcOffset * 4, dst.buffer, dstOffset * 4, count * 4);
+    this.touch(dst.buffer);
+  }
+
+  // ---------------------------------------------------------------- texture mirrors
+
+  /** Marks a buffer as (possibly) changed by recorded work, so its texture mirror is refreshed. */
+  private touch(buffer: GPUBuffer): void {
+    if (this.mirrors.has(buffer)) this.versions.set(buffer, (this.versions.get(buffer) ?? 0) + 1);
+  }
+
+  /**
+   * The first rows x cols floats of `t` (a row-major matrix) as rgba32float textures of cols/4 x
+   * rows texels, split into chunks of at most maxTextureDimension2D rows. Created on first use and
+   * refreshed, in stream order, when recorded work has changed the buffer since the last copy; so a
+   * weight that kernels, copies and writes update (edits, optimiser steps, undo) is always seen
+   * current. Needs cols % 64 == 0 (a copy's bytes per row must be a multiple of 256).
+   */
+  mirror(t: Tensor, rows: number, cols: number): TextureChunk[] {
+    const maxDim = this.limits.maxTextureDimension2D;
+    if (cols % 64 !== 0 || cols / 4 > maxDim || rows * cols > t.size || rows < 1) {
+      throw new Error(`mirror: a [${rows},${cols}] texture of tensor [${t.shape}] is not possible here`);
+    }
+    let m = this.mirrors.get(t.buffer);
+    if (m && (m.rows !== rows || m.cols !== cols)) {
+      this.dropMirror(t.buffer);
+      m = undefined;
+    }
+    const version = this.versions.get(t.buffer) ?? 0;
+    if (m && m.version === version) return m.chunks;
+    this.endPass();
+    if (!m) {
+      m = { rows, cols, version, textures: [], chunks: [] };
+      for (let rowStart = 0; rowStart < rows; rowStart += maxDim) {
+        const chunkRows = Math.min(maxDim, rows - rowStart);
+        const texture = this.device.createTexture({
+          size: [cols / 4, chunkRows],
+          format: "rgba32float",
+          usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
+        });
+        m.textures.push(texture);
+        m.chunks.push({ view: texture.createView(), rowStart, rows: chunkRows });
+        this.mirrorBytes += chunkRows * cols * 4;
+      }
+      this.mirrors.set(t.buffer, m);
+    }
+    m.textures.forEach((texture, i) => {
+      const { rowStart, rows: chunkRows } = m!.chunks[i];
+      this.encoder!.copyBufferToTexture(
+        { buffer: t.buffer, offset: rowStart * cols * 4, bytesPerRow: cols * 4, rowsPerImage: chunkRows },
+        { texture },
+        [cols / 4, chunkRows],
+      );
+    });
+    m.version = version;
+    return m.chunks;
+  }
+
+  /** Frees a buffer's texture mirror (after submitting work that may read it). */
+  dropMirror(buffer: GPUBuffer): void {
+    const m = this.mirrors.get(buffer);
+    if (!m) return;
+    this.flush();
+    for (const texture of m.textures) texture.destroy();
+    this.mirrorBytes -= m.rows * m.cols * 4;
+    this.mirrors.delete(buffer);
   }
 
   /** Reads tensors back; one submit and one map for all of them. */
@@ -323,17 +415,19 @@ export class Gpu {
       const module = this.device.createShaderModule({ code, label: key });
       p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: entry }, label: key });
       this.pipelines.set(key, p);
+      const writable = [...this.source(file).matchAll(/@binding\((\d+)\)\s*var<storage,\s*read_write>/g)];
+      this.writableBindings.set(p, writable.map((w) => Number(w[1])));
     }
     return p;
   }
 
   /**
-   * Records one dispatch. `buffers` bind to @group(0) @binding(0..n-1) in order; a uniform block,
-   * if given, binds to @binding(n) (the next index).
+   * Records one dispatch. `buffers` (tensors, or texture views from mirror()) bind to @group(0)
+   * @binding(0..n-1) in order; a uniform block, if given, binds to @binding(n) (the next index).
    */
   run(
     pipeline: GPUComputePipeline,
-    buffers: Tensor[],
+    buffers: (Tensor | GPUTextureView)[],
     workgroups: [number, number?, number?],
     u?: Uniforms,
   ): void {
@@ -344,7 +438,14 @@ export class Gpu {
       throw new Error(`dispatch of [${x},${y},${z}] workgroups exceeds the adapter limit ${maxGroups} per dimension`);
     }
     this.ensureEncoder();
-    const entries: GPUBindGroupEntry[] = buffers.map((t, i) => ({ binding: i, resource: { buffer: t.buffer } }));
+    const entries: GPUBindGroupEntry[] = buffers.map((t, i) => ({
+      binding: i,
+      resource: t instanceof Tensor ? { buffer: t.buffer } : t,
+    }));
+    for (const i of this.writableBindings.get(pipeline)!) {
+      const t = buffers[i];
+      if (t instanceof Tensor) this.touch(t.buffer);
+    }
     if (u) {
       const off = this.uniformSlot * UNIFORM_SLOT;
       this.uniformStaging.set(u.bytes(), off);

@@ -304,19 +304,19 @@ export class GPT2 {
       const w = (n: string) => this.p(`h.${l}.${n}`);
       const ln1Stats = gpu.empty([R, 2]);
       const ln1 = layernorm(gpu, x, w("ln_1.weight"), w("ln_1.bias"), R, d, eps, { out: gpu.empty([R, d]), stats: ln1Stats });
-      const qkv = matmul(gpu, ln1, w("attn.c_attn.weight"), R, 3 * d, d, { bias: w("attn.c_attn.bias"), out: gpu.empty([R, 3 * d]) });
+      const qkv = matmul(gpu, ln1, w("attn.c_attn.weight"), R, 3 * d, d, { bias: w("attn.c_attn.bias"), weight: true, out: gpu.empty([R, 3 * d]) });
       const probs = keep ? gpu.empty([B, H, T, T]) : undefined;
       const heads = attention(gpu, qkv, B, T, d, H, { out: gpu.empty([R, d]), probs });
-      const attn = matmul(gpu, heads, w("attn.c_proj.weight"), R, d, d, { bias: w("attn.c_proj.bias"), out: gpu.empty([R, d]) });
+      const attn = matmul(gpu, heads, w("attn.c_proj.weight"), R, d, d, { bias: w("attn.c_proj.bias"), weight: true, out: gpu.empty([R, d]) });
       applyHooks(l, "attn", attn);
       const m = add(gpu, x, attn, R * d, { out: gpu.empty([R, d]) });
       const ln2Stats = gpu.empty([R, 2]);
       const ln2 = layernorm(gpu, m, w("ln_2.weight"), w("ln_2.bias"), R, d, eps, { out: gpu.empty([R, d]), stats: ln2Stats });
-      const pre = matmul(gpu, ln2, w("mlp.c_fc.weight"), R, f, d, { bias: w("mlp.c_fc.bias"), out: gpu.empty([R, f]) });
+      const pre = matmul(gpu, ln2, w("mlp.c_fc.weight"), R, f, d, { bias: w("mlp.c_fc.bias"), weight: true, out: gpu.empty([R, f]) });
       applyHooks(l, "mlp_pre", pre);
       const key = gelu(gpu, pre, R * f, { out: gpu.empty([R, f]) });
       applyHooks(l, "key", key);
-      const mlp = matmul(gpu, key, w("mlp.c_proj.weight"), R, d, f, { bias: w("mlp.c_proj.bias"), out: gpu.empty([R, d]) });
+      const mlp = matmul(gpu, key, w("mlp.c_proj.weight"), R, d, f, { bias: w("mlp.c_proj.bias"), weight: true, out: gpu.empty([R, d]) });
       applyHooks(l, "mlp", mlp);
       const out = add(gpu, m, mlp, R * d, { out: gpu.empty([R, d]) });
       applyHooks(l, "resid", out);
@@ -340,7 +340,7 @@ export class GPT2 {
     });
     const logits = gpu.empty([n, cfg.vocabSize]);
     for (const c of this.wte) {
-      matmul(gpu, lnf, c.tensor, n, c.rows, d, { transB: true, out: logits, ldc: cfg.vocabSize, outOffset: c.rowStart });
+      matmul(gpu, lnf, c.tensor, n, c.rows, d, { transB: true, weight: true, out: logits, ldc: cfg.vocabSize, outOffset: c.rowStart });
     }
     const result: ForwardResult = { logits, outputRows, batch, hooks, startLayer: start, input: o.input };
     if (keep) {

@@ -74,6 +74,12 @@ export interface MatmulTiles {
   BK?: number;
   /** Use the vec4 register kernels where the layout allows (default true). */
   vec4?: boolean;
+  /**
+   * Read weight operands (MatmulOptions.weight) from texture mirrors (shaders/matmul_texture.wgsl)
+   * with this register block: TM rows x TN columns per invocation, WG invocations per workgroup.
+   * Unset: weights are read from their buffers like any operand.
+   */
+  texture?: { TM: number; TN: number; WG: number };
 }
 
 const tilesByGpu = new WeakMap<Gpu, MatmulTiles>();
@@ -87,7 +93,7 @@ export function matmulTiles(gpu: Gpu): MatmulTiles {
   let t = tilesByGpu.get(gpu);
   if (!t) {
     t = gpu.info.isFallback
-      ? { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 }
+      ? { TM: 8, TN: 8, WG_X: 1, WG_Y: 8, texture: { TM: 4, TN: 16, WG: 8 } }
       : { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 };
     tilesByGpu.set(gpu, t);
   }
@@ -101,7 +107,11 @@ export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
     WG_X: tiles.WG_X,
     WG_Y: tiles.WG_Y,
     BK: tiles.BK ?? 8,
+    ...(tiles.texture ? { textureTM: tiles.texture.TM, textureTN: tiles.texture.TN, textureWG: tiles.texture.WG } : {}),
   });
+  if (tiles.texture && tiles.texture.TN % 4 !== 0) {
+    throw new Error(`setMatmulTiles: texture.TN must be a multiple of 4, got ${tiles.texture.TN}`);
+  }
   tilesByGpu.set(gpu, tiles);
 }
 
@@ -119,9 +129,20 @@ export interface MatmulOptions {
   /** Row stride of C (default N) and element offset of C[0,0]: write into a column slice. */
   ldc?: number;
   outOffset?: number;
+  /**
+   * B is a model weight: read by many products and rarely written. Adapters whose tiles set
+   * `texture` then read it from a texture mirror (engine/gpu.ts mirror()), kept current for edits.
+   */
+  weight?: boolean;
 }
 
-export type MatmulKernel = "matmul" | "matmul_vec4_n" | "matmul_vec4_k" | "matmul_tiled";
+export type MatmulKernel =
+  | "matmul"
+  | "matmul_vec4_n"
+  | "matmul_vec4_k"
+  | "matmul_tiled"
+  | "matmul_texture_n"
+  | "matmul_texture_k";
 
 /**
  * The entry point of shaders/matmul.wgsl that `matmul` records for these operands with the current
@@ -129,6 +150,12 @@ export type MatmulKernel = "matmul" | "matmul_vec4_n" | "matmul_vec4_k" | "matmu
  */
 export function matmulKernel(gpu: Gpu, N: number, K: number, o: MatmulOptions = {}): MatmulKernel {
   const t = matmulTiles(gpu);
+  if (o.weight && t.texture && (o.batch ?? 1) === 1 && !o.transA) {
+    // The mirror copies whole rows: the stored row length must be a multiple of 64 floats.
+    const maxDim = gpu.limits.maxTextureDimension2D;
+    if (!o.transB && N % 64 === 0 && N / 4 <= maxDim && K <= maxDim) return "matmul_texture_n";
+    if (o.transB && K % 64 === 0 && K / 4 <= maxDim) return "matmul_texture_k";
+  }
   if (t.strategy === "workgroup") return "matmul_tiled";
   if (t.vec4 === false) return "matmul";
   const s = o.strides ?? { a: 0, b: 0, c: 0 };
@@ -173,6 +200,10 @@ export function matmul(
   distinct("matmul", out, o.bias ? { a, b, bias: o.bias } : { a, b });
   const t = matmulTiles(gpu);
   const kernel = matmulKernel(gpu, N, K, o);
+  if (kernel === "matmul_texture_n" || kernel === "matmul_texture_k") {
+    matmulTexture(gpu, kernel, a, b, out, M, N, K, o, t.texture!);
+    return out;
+  }
   let [TM, TN] = [t.TM, t.TN];
   if (kernel !== "matmul_tiled") {
     // A register block taller than M would only compute clamped duplicates (M = 1 for the last
@@ -199,6 +230,43 @@ export function matmul(
     u,
   );
   return out;
+}
+
+/**
+ * The texture kernels of `matmul`: B is read from its mirror, one dispatch per texture chunk (the
+ * rows of a transposed B taller than the texture limit, i.e. the columns of C they produce).
+ */
+function matmulTexture(
+  gpu: Gpu,
+  kernel: "matmul_texture_n" | "matmul_texture_k",
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  M: number,
+  N: number,
+  K: number,
+  o: MatmulOptions,
+  tiles: { TM: number; TN: number; WG: number },
+): void {
+  // As in the register kernels, a block taller than M would compute clamped duplicates (M = 1 for
+  // the last token): shrink it and spend up to 4x the freed accumulators on more columns.
+  const TM = Math.min(tiles.TM, pow2AtLeast(M));
+  const TN4 = (tiles.TN / 4) * Math.min(4, Math.floor(tiles.TM / TM));
+  const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, { TM, TN4, WG: tiles.WG });
+  const transposed = kernel === "matmul_texture_k";
+  const chunks = transposed ? gpu.mirror(b, N, K) : gpu.mirror(b, K, N);
+  const ldc = o.ldc ?? N;
+  for (const chunk of transposed ? chunks : [{ ...chunks[0], rowStart: 0, rows: N }]) {
+    const columnsPerInvocation = transposed ? TN4 : 4 * TN4;
+    const u = uniforms().u32(M, chunk.rows, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
+      .u32(ldc, (o.outOffset ?? 0) + chunk.rowStart, chunk.rowStart);
+    gpu.run(
+      pipeline,
+      [a, chunk.view, o.bias ?? placeholder(gpu), out],
+      [cdiv(M, TM), cdiv(chunk.rows, columnsPerInvocation * tiles.WG), 1],
+      u,
+    );
+  }
 }
 
 // ---------------------------------------------------------------- normalisation and activations

@@ -4,9 +4,11 @@
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import {
+  add,
   matmul,
   type MatmulKernel,
   matmulKernel,
+  type MatmulOptions,
   type MatmulTiles,
   matmulTiles,
   setMatmulTiles,
@@ -39,16 +41,18 @@ async function checkShapes(
   layout: Layout,
   shapes: [number, number, number][],
   kernel: MatmulKernel,
+  extra: MatmulOptions = {},
 ): Promise<void> {
   const runs = shapes.map(([M, N, K], i) => {
     assert.equal(
-      matmulKernel(gpu, N, K, layout),
+      matmulKernel(gpu, N, K, { ...layout, ...extra }),
       kernel,
       `kernel for [${M},${N},${K}] ${JSON.stringify(layout)}`,
     );
     const a = randomArray(M * K, 10 + i), b = randomArray(K * N, 20 + i), bias = randomArray(N, 30 + i);
     const out = matmul(gpu, gpu.tensor([M * K], a), gpu.tensor([K * N], b), M, N, K, {
       ...layout,
+      ...extra,
       bias: gpu.tensor([N], bias),
     });
     return { M, N, K, out, ref: matmulRef(a, b, M, N, K, { ...layout, bias }) };
@@ -60,14 +64,20 @@ async function checkShapes(
 }
 
 /** alpha, beta accumulation, batch strides and a column slice of a wider C, all at once. */
-async function checkBatchedSlice(layout: Layout, [M, N, K]: [number, number, number]): Promise<void> {
-  const [batch, wide, offset] = [3, N + 8, 4];
+async function checkBatchedSlice(
+  layout: Layout,
+  [M, N, K]: [number, number, number],
+  { batch, ...extra }: MatmulOptions = { batch: 3 },
+): Promise<void> {
+  batch ??= 1;
+  const [wide, offset] = [N + 8, 4];
   const a = randomArray(batch * M * K, 40),
     b = randomArray(batch * K * N, 41),
     c0 = randomArray(batch * M * wide, 42);
   const out = gpu.tensor([batch, M, wide], c0);
   matmul(gpu, gpu.tensor([a.length], a), gpu.tensor([b.length], b), M, N, K, {
     ...layout,
+    ...extra,
     alpha: 0.5,
     beta: 1,
     out,
@@ -159,6 +169,63 @@ withTiles("matmul_tiled with the real-GPU default tiles (64x64, BK 8)", {
 }, async () => {
   await checkShapes(NN, [[70, 130, 33]], "matmul_tiled");
   await checkShapes(NT, [[3, 65, 20]], "matmul_tiled");
+});
+
+// Weights read through texture mirrors: rows of 64 floats (N for NN, K for NT) are what the mirror
+// copy allows; M = 1, 2, 3 exercise the shrunken register blocks.
+const textures: MatmulTiles = { ...llvmpipe, texture: { TM: 4, TN: 16, WG: 8 } };
+const WEIGHT: MatmulOptions = { weight: true };
+withTiles("matmul_texture_n (weights, NN) matches reference", textures, async () => {
+  const shapes: [number, number, number][] = [[1, 64, 1], [2, 128, 3], [3, 192, 130], [13, 64, 77], [37, 320, 64]];
+  await checkShapes(NN, shapes, "matmul_texture_n", WEIGHT);
+  await checkBatchedSlice(NN, [5, 128, 7], WEIGHT);
+});
+
+withTiles("matmul_texture_k (weights, NT) matches reference", textures, async () => {
+  await checkShapes(NT, [[1, 7, 64], [3, 101, 128], [13, 1000, 64], [2, 5, 192]], "matmul_texture_k", WEIGHT);
+  await checkBatchedSlice(NT, [5, 6, 64], WEIGHT);
+});
+
+withTiles("matmul_texture_k splits a transposed weight taller than the texture limit", textures, async () => {
+  const [M, N, K] = [2, gpu.limits.maxTextureDimension2D + 300, 64];
+  await checkShapes(NT, [[M, N, K]], "matmul_texture_k", WEIGHT);
+});
+
+withTiles("weights that do not fit a texture, batches and transposed A use the buffer kernels", textures, async () => {
+  await checkShapes(NN, [[3, 36, 5]], "matmul_vec4_n", WEIGHT); // N % 64 != 0
+  await checkShapes(NT, [[3, 5, 8]], "matmul_vec4_k", WEIGHT); // K % 64 != 0
+  await checkShapes(TN, [[3, 64, 5]], "matmul_vec4_n", WEIGHT); // A transposed
+  assert.equal(matmulKernel(gpu, 64, 8, { ...WEIGHT, batch: 2 }), "matmul_vec4_n");
+  assert.equal(matmulKernel(gpu, 64, 8, NN), "matmul_vec4_n"); // not marked as a weight
+});
+
+withTiles("texture mirrors follow writes, copies and kernels that change the weight", textures, async () => {
+  // One weight W [K,N] changed three ways between products recorded in one stream; each product
+  // must see W as it was at that point of the stream.
+  const [M, N, K] = [3, 64, 5];
+  const mirrored = gpu.mirrorBytes;
+  const a = randomArray(M * K, 50);
+  const versions = [randomArray(K * N, 51), randomArray(K * N, 52), randomArray(K * N, 53)];
+  const delta = randomArray(K * N, 54);
+  const A = gpu.tensor([M, K], a), W = gpu.tensor([K, N], versions[0]);
+  const product = () => matmul(gpu, A, W, M, N, K, WEIGHT);
+  const first = product();
+  gpu.write(W, versions[1]); // queue write (flushes recorded work first)
+  const second = product();
+  gpu.copy(gpu.tensor([K, N], versions[2]), W); // copy recorded in stream order
+  const third = product();
+  const sum = add(gpu, W, gpu.tensor([K, N], delta), K * N); // a kernel writing W: W = v2 + delta
+  gpu.copy(sum, W);
+  const fourth = product();
+  const viaKernel = gpu.tensor([K, N], delta);
+  add(gpu, gpu.tensor([K, N], versions[0]), viaKernel, K * N, { out: W }); // W = v0 + delta
+  const fifth = product();
+  const got = await gpu.readMany([first, second, third, fourth, fifth]);
+  const plus = (x: Float32Array, y: Float32Array) => x.map((v, i) => v + y[i]);
+  const expected = [versions[0], versions[1], versions[2], plus(versions[2], delta), plus(versions[0], delta)];
+  expected.forEach((w, i) => assertClose(got[i], matmulRef(a, w, M, N, K, NN), 1e-4, `product ${i + 1}`));
+  W.destroy();
+  assert.equal(gpu.mirrorBytes, mirrored, "destroying the weight frees its mirror");
 });
 
 Deno.test("matmul rejects operands too small for the batch strides", () => {
