@@ -63,7 +63,7 @@ const cases: MatmulCase[] = [
  * Records one product of the case. The 50257-row wte is 154 MB, over one storage binding's 128 MiB,
  * so it is two row chunks writing column slices of one [M, N] output, as the model does.
  */
-function matmulRecorder(c: MatmulCase): () => void {
+function matmulRecorder(c: MatmulCase, weight: boolean): () => void {
   const a = gpu.tensor([c.M, c.K], random(c.M * c.K));
   const out = gpu.zeros([c.M, c.N]);
   const chunks = c.N * c.K * 4 > gpu.limits.maxStorageBufferBindingSize ? 2 : 1;
@@ -74,7 +74,7 @@ function matmulRecorder(c: MatmulCase): () => void {
   });
   return () => {
     for (const p of parts) {
-      const o: MatmulOptions = { transB: c.transB, out, ldc: c.N, outOffset: p.n0 };
+      const o: MatmulOptions = { transB: c.transB, out, ldc: c.N, outOffset: p.n0, weight };
       matmul(gpu, a, p.b, c.M, p.n, c.K, o);
     }
   };
@@ -92,22 +92,38 @@ const candidates: [string, MatmulTiles][] = [
   ["scalar, the original default", { TM: 8, TN: 8, WG_X: 8, WG_Y: 1, vec4: false }],
   ["workgroup tiles", { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 }],
 ];
+// Register blocks of the texture kernels (B, a weight, read from its texture mirror).
+const textureCandidates: MatmulTiles["texture"][] = [
+  { TM: 8, TN: 8, WG: 8 },
+  { TM: 4, TN: 12, WG: 8 },
+  { TM: 2, TN: 16, WG: 8 },
+  { TM: 4, TN: 16, WG: 16 },
+];
 
 console.log(`adapter: ${gpu.describe()}`);
 console.log(`default matmul tiles: ${JSON.stringify(matmulTiles(gpu))}\n`);
 const defaults = matmulTiles(gpu);
 for (const c of cases) {
   const flops = 2 * c.M * c.N * c.K;
-  const tilesToTry: [string, MatmulTiles][] = [["default", defaults], ...(sweep ? candidates : [])];
-  for (const [label, tiles] of tilesToTry) {
+  // The weight operand read from its buffer and (where the adapter's tiles say so) from a texture mirror.
+  const tilesToTry: [string, MatmulTiles, boolean][] = [["default", defaults, false]];
+  if (defaults.texture) tilesToTry.push(["default, weight as texture", defaults, true]);
+  if (sweep) {
+    tilesToTry.push(...candidates.map(([label, t]): [string, MatmulTiles, boolean] => [label, t, false]));
+    for (const texture of textureCandidates) {
+      tilesToTry.push([`weight as texture`, { ...defaults, texture }, true]);
+    }
+  }
+  for (const [label, tiles, weight] of tilesToTry) {
     setMatmulTiles(gpu, tiles);
-    const seconds = await timePerCall(gpu, matmulRecorder(c));
-    const kernel = matmulKernel(gpu, c.N, c.K, { transB: c.transB });
+    const seconds = await timePerCall(gpu, matmulRecorder(c, weight));
+    const kernel = matmulKernel(gpu, c.N, c.K, { transB: c.transB, weight });
+    const shown = weight ? tiles.texture : { ...tiles, texture: undefined };
     console.log(
       `${c.name}  ${(flops / seconds / 1e9).toFixed(1).padStart(6)} GFLOP/s  ${
         (seconds * 1e3).toFixed(2).padStart(7)
       } ms` +
-        `  ${kernel.padEnd(13)}  ${label} ${JSON.stringify(tiles)}`,
+        `  ${kernel.padEnd(16)}  ${label} ${JSON.stringify(shown)}`,
     );
   }
   setMatmulTiles(gpu, defaults);
