@@ -22,4 +22,15 @@ for (const file of sections) {
     failed++;
   }
 }
+// Linux offers WebGPU through Vulkan and through GL; on a software adapter they differ in speed
+// (Mesa's llvmpipe: GL ran GPT-2 small's forward ~15% faster here), so the forward is timed on GL too.
+if (Deno.build.os === "linux" && !Deno.env.get("DENO_WEBGPU_BACKEND")) {
+  console.log(`\n## bench/forward.ts on the GL backend (DENO_WEBGPU_BACKEND=gl)\n`);
+  const path = new URL("./forward.ts", import.meta.url).pathname;
+  const status = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", path, "--shapes", "gpt2", "--no-training", ...Deno.args],
+    env: { DENO_WEBGPU_BACKEND: "gl" },
+  }).spawn().status;
+  if (!status.success) console.log(`(no GL adapter here: exit code ${status.code})`);
+}
 Deno.exit(failed ? 1 : 0);

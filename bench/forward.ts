@@ -2,7 +2,7 @@
 // measured in the same run (when python3 + numpy exist) and printed as a ratio, and training
 // throughput for the embedded model's shape.
 //
-//   ./locus run -A bench/forward.ts [--shapes gpt2,gpt2-medium,gpt2-xl] [--tokens 16] [--reps 5]
+//   ./locus run -A bench/forward.ts [--shapes gpt2,gpt2-medium,gpt2-xl] [--tokens 16] [--reps 5] [--no-training]
 import { parseArgs } from "node:util";
 import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
@@ -18,6 +18,7 @@ const { values } = parseArgs({
     shapes: { type: "string", default: "gpt2,gpt2-medium,gpt2-xl" },
     tokens: { type: "string", default: "16" },
     reps: { type: "string", default: "5" },
+    "no-training": { type: "boolean", default: false },
   },
 });
 const T = Number(values.tokens), reps = Number(values.reps);
@@ -92,7 +93,7 @@ for (const name of values.shapes!.split(",")) {
 }
 
 // Training throughput for the embedded model's shape: forward + loss + backward (the Adam update is not timed).
-{
+if (!values["no-training"]) {
   const o = DEFAULT_TRAIN;
   const V = 640;
   const cfg: GPT2Config = { vocabSize: V, nPositions: o.seqLen, nEmbd: o.nEmbd, nLayer: o.nLayer, nHead: o.nHead, layerNormEpsilon: 1e-5 };

@@ -107,6 +107,12 @@ export class Gpu {
   poolMisses = 0;
   /** Bytes held by texture mirrors of buffers (see mirror()). */
   mirrorBytes = 0;
+  /**
+   * Most bytes that texture mirrors may hold. A software adapter's "GPU memory" is the machine's
+   * memory, where a second copy of GPT-2 XL's weights (6 GB) would not fit beside the first; so
+   * there it is a quarter of the memory, and weights beyond it are read from their buffers.
+   */
+  mirrorBudgetBytes: number;
   /** Binding indices each pipeline may write (its read_write storage bindings). */
   private writableBindings = new WeakMap<GPUComputePipeline, number[]>();
   /** Write counter per buffer: bumped whenever recorded work may change its contents. */
@@ -118,6 +124,7 @@ export class Gpu {
     readonly device: GPUDevice,
     readonly info: AdapterSummary,
   ) {
+    this.mirrorBudgetBytes = info.isFallback ? Deno.systemMemoryInfo().total / 4 : Infinity;
     this.uniformBuffer = device.createBuffer({
       size: this.uniformStaging.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -294,6 +301,13 @@ export class Gpu {
   /** Marks a buffer as (possibly) changed by recorded work, so its texture mirror is refreshed. */
   private touch(buffer: GPUBuffer): void {
     if (this.mirrors.has(buffer)) this.versions.set(buffer, (this.versions.get(buffer) ?? 0) + 1);
+  }
+
+  /** Whether mirror(t, rows, cols) exists already or fits in the mirror budget. */
+  canMirror(t: Tensor, rows: number, cols: number): boolean {
+    const m = this.mirrors.get(t.buffer);
+    if (m && m.rows === rows && m.cols === cols) return true;
+    return this.mirrorBytes + rows * cols * 4 <= this.mirrorBudgetBytes;
   }
 
   /**

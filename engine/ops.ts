@@ -131,7 +131,8 @@ export interface MatmulOptions {
   outOffset?: number;
   /**
    * B is a model weight: read by many products and rarely written. Adapters whose tiles set
-   * `texture` then read it from a texture mirror (engine/gpu.ts mirror()), kept current for edits.
+   * `texture` then read it from a texture mirror (engine/gpu.ts mirror()), kept current for edits,
+   * as long as the mirrors fit in gpu.mirrorBudgetBytes (else from its buffer).
    */
   weight?: boolean;
 }
@@ -199,10 +200,14 @@ export function matmul(
   }
   distinct("matmul", out, o.bias ? { a, b, bias: o.bias } : { a, b });
   const t = matmulTiles(gpu);
-  const kernel = matmulKernel(gpu, N, K, o);
+  let kernel = matmulKernel(gpu, N, K, o);
   if (kernel === "matmul_texture_n" || kernel === "matmul_texture_k") {
-    matmulTexture(gpu, kernel, a, b, out, M, N, K, o, t.texture!);
-    return out;
+    const [rows, cols] = kernel === "matmul_texture_k" ? [N, K] : [K, N];
+    if (gpu.canMirror(b, rows, cols)) {
+      matmulTexture(gpu, kernel, a, b, out, M, N, K, o, t.texture!);
+      return out;
+    }
+    kernel = matmulKernel(gpu, N, K, { ...o, weight: false }); // over the mirror budget
   }
   let [TM, TN] = [t.TM, t.TN];
   if (kernel !== "matmul_tiled") {

@@ -228,6 +228,20 @@ withTiles("texture mirrors follow writes, copies and kernels that change the wei
   assert.equal(gpu.mirrorBytes, mirrored, "destroying the weight frees its mirror");
 });
 
+withTiles("a weight over the mirror budget is read from its buffer, with the same result", textures, async () => {
+  const [M, N, K] = [3, 64, 9];
+  const a = randomArray(M * K, 60), w = randomArray(K * N, 61);
+  const budget = gpu.mirrorBudgetBytes, mirrored = gpu.mirrorBytes;
+  gpu.mirrorBudgetBytes = mirrored + K * N * 4 - 1; // one float short
+  try {
+    const out = matmul(gpu, gpu.tensor([M, K], a), gpu.tensor([K, N], w), M, N, K, WEIGHT);
+    assert.equal(gpu.mirrorBytes, mirrored, "no mirror was made");
+    assertClose(await out.read(), matmulRef(a, w, M, N, K, NN), 1e-4);
+  } finally {
+    gpu.mirrorBudgetBytes = budget;
+  }
+});
+
 Deno.test("matmul rejects operands too small for the batch strides", () => {
   assert.throws(
     () => matmul(gpu, gpu.zeros([6]), gpu.zeros([6]), 2, 3, 3, { batch: 2, strides: { a: 6, b: 0, c: 6 } }),
