@@ -108,9 +108,11 @@ export class Gpu {
   /** Bytes held by texture mirrors of buffers (see mirror()). */
   mirrorBytes = 0;
   /**
-   * Most bytes that texture mirrors may hold. A software adapter's "GPU memory" is the machine's
-   * memory, where a second copy of GPT-2 XL's weights (6 GB) would not fit beside the first; so
-   * there it is a quarter of the memory, and weights beyond it are read from their buffers.
+   * Most bytes that texture mirrors may hold; weights beyond it are read from their buffers (with
+   * the same results: the texture and buffer kernels sum in the same order). A software adapter's
+   * "GPU memory" is the machine's memory, where GPT-2 XL's 6 GB of weights already take three
+   * copies while loading (the loader's arrays, Mesa's upload copy, the buffers); so there it is a
+   * sixteenth of the memory (1.5 GB of 24: GPT-2 small and medium whole, part of XL).
    */
   mirrorBudgetBytes: number;
   /** Binding indices each pipeline may write (its read_write storage bindings). */
@@ -124,7 +126,7 @@ export class Gpu {
     readonly device: GPUDevice,
     readonly info: AdapterSummary,
   ) {
-    this.mirrorBudgetBytes = info.isFallback ? Deno.systemMemoryInfo().total / 4 : Infinity;
+    this.mirrorBudgetBytes = info.isFallback ? Deno.systemMemoryInfo().total / 16 : Infinity;
     this.uniformBuffer = device.createBuffer({
       size: this.uniformStaging.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,

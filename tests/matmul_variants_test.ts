@@ -228,17 +228,25 @@ withTiles("texture mirrors follow writes, copies and kernels that change the wei
   assert.equal(gpu.mirrorBytes, mirrored, "destroying the weight frees its mirror");
 });
 
-withTiles("a weight over the mirror budget is read from its buffer, with the same result", textures, async () => {
-  const [M, N, K] = [3, 64, 9];
-  const a = randomArray(M * K, 60), w = randomArray(K * N, 61);
-  const budget = gpu.mirrorBudgetBytes, mirrored = gpu.mirrorBytes;
-  gpu.mirrorBudgetBytes = mirrored + K * N * 4 - 1; // one float short
-  try {
-    const out = matmul(gpu, gpu.tensor([M, K], a), gpu.tensor([K, N], w), M, N, K, WEIGHT);
-    assert.equal(gpu.mirrorBytes, mirrored, "no mirror was made");
-    assertClose(await out.read(), matmulRef(a, w, M, N, K, NN), 1e-4);
-  } finally {
-    gpu.mirrorBudgetBytes = budget;
+withTiles("a weight over the mirror budget is read from its buffer, with bit-identical results", textures, async () => {
+  for (const [layout, [M, N, K]] of [[NN, [3, 64, 130]], [NT, [2, 70, 128]]] as const) {
+    const a = randomArray(M * K, 60), w = randomArray(K * N, 61);
+    const budget = gpu.mirrorBudgetBytes, mirrored = gpu.mirrorBytes;
+    const [A, W] = [gpu.tensor([M, K], a), gpu.tensor([K * N], w)];
+    const o = { ...layout, ...WEIGHT };
+    gpu.mirrorBudgetBytes = mirrored + K * N * 4 - 1; // one float short
+    try {
+      const fromBuffer = matmul(gpu, A, W, M, N, K, o);
+      assert.equal(gpu.mirrorBytes, mirrored, "no mirror was made");
+      gpu.mirrorBudgetBytes = budget;
+      const fromTexture = matmul(gpu, A, W, M, N, K, o);
+      assert.equal(gpu.mirrorBytes, mirrored + K * N * 4, "now the mirror fits");
+      const [buffered, textured] = await gpu.readMany([fromBuffer, fromTexture]);
+      assertClose(buffered, matmulRef(a, w, M, N, K, layout), 1e-4 * Math.sqrt(K));
+      assert.deepEqual(textured, buffered, `${JSON.stringify(layout)}: both kernels sum in the same order`);
+    } finally {
+      gpu.mirrorBudgetBytes = budget;
+    }
   }
 });
 
