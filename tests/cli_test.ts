@@ -6,23 +6,23 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2, makeBatch } from "../engine/model.ts";
 import { softmax } from "../engine/ops.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
+import { runScript, type ScriptRun } from "./util.ts";
 
 const gpu = await getGpu();
 const words = ["<unk>", "<|endoftext|>", "the", "cat", "sat", "on", "mat", "."];
 const tok = new WordLevelTokenizer(words, { unk: "<unk>", eos: "<|endoftext|>" });
 const dir = await Deno.makeTempDir();
-const model = GPT2.random(gpu, { vocabSize: words.length, nPositions: 16, nEmbd: 16, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 }, 5, true);
+const model = GPT2.random(
+  gpu,
+  { vocabSize: words.length, nPositions: 16, nEmbd: 16, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 },
+  5,
+  true,
+);
 await model.save(dir);
 await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../engine/cli.ts", import.meta.url).pathname, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function cli(...args: string[]): Promise<ScriptRun> {
+  return runScript("engine/cli.ts", ...args);
 }
 
 Deno.test("predict --json: the top-k distribution equals the softmax of the forward", async () => {

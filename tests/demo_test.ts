@@ -3,32 +3,25 @@
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
+import { runScript, type ScriptRun } from "./util.ts";
 
 const dir = await Deno.makeTempDir();
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 const kb = await makeTinyKb(await getGpu(), `${dir}/model`);
 
-async function demo(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../experiments/demo.ts", import.meta.url).pathname,
-      "--model",
-      kb.dir,
-      "--stats-dir",
-      `${dir}/stats`,
-      "--out",
-      `${dir}/demo`,
-      "--v-steps",
-      "4",
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function demo(...args: string[]): Promise<ScriptRun> {
+  return runScript(
+    "experiments/demo.ts",
+    "--model",
+    kb.dir,
+    "--stats-dir",
+    `${dir}/stats`,
+    "--out",
+    `${dir}/demo`,
+    "--v-steps",
+    "4",
+    ...args,
+  );
 }
 
 Deno.test("demo: fact, trace, layer choice, ROME edit, undo; the first known fact by default", async () => {

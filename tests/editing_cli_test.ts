@@ -6,6 +6,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { loadEdit } from "../experiments/editing/edit.ts";
+import { runScript, type ScriptRun } from "./util.ts";
 
 const gpu = await getGpu();
 const WORDS = [
@@ -59,25 +60,17 @@ await Deno.writeTextFile(
   }]),
 );
 
-async function edit(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../experiments/edit.ts", import.meta.url).pathname,
-      "--model",
-      dir,
-      "--stats-dir",
-      `${dir}/stats`,
-      "--v-steps",
-      "3",
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function edit(...args: string[]): Promise<ScriptRun> {
+  return runScript(
+    "experiments/edit.ts",
+    "--model",
+    dir,
+    "--stats-dir",
+    `${dir}/stats`,
+    "--v-steps",
+    "3",
+    ...args,
+  );
 }
 
 Deno.test("edit --case --json, then --load of the saved edit gives the same post-edit probabilities", async () => {

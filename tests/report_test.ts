@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { loadSweep, r2Table } from "../experiments/analysis.ts";
 import { type ResultRecord, ResultStore } from "../experiments/store.ts";
 import type { FactTrace, KindGrid, StateKind } from "../experiments/tracing.ts";
-import { rng } from "./util.ts";
+import { rng, runScript, type ScriptRun } from "./util.ts";
 
 const L = 4, PROBLEMS = ["error-injection", "fact-forcing"], METHODS = ["rome", "memit"];
 const MODEL = { name: "synthetic-kb", weightsSha256: "f".repeat(64), nLayer: L, nEmbd: 16, vocabSize: 40 };
@@ -166,14 +166,8 @@ const FIGURES = [
   "fig-selection",
 ];
 
-async function report(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../experiments/report.ts", import.meta.url).pathname, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function report(...args: string[]): Promise<ScriptRun> {
+  return runScript("experiments/report.ts", ...args);
 }
 
 /** The HTML of the element with this id, from its opening tag to the matching closing tag. */

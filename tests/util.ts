@@ -1,4 +1,4 @@
-// Shared test helpers: seeded random data and tolerant comparisons.
+// Shared test helpers: seeded random data, tolerant comparisons, and running a CLI script.
 import assert from "node:assert/strict";
 import { mulberry32 as rng } from "../engine/random.ts";
 
@@ -22,7 +22,29 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what = "value"): void {
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: number,
+  what = "value",
+): void {
   const d = maxAbsDiff(actual, expected);
   assert.ok(d <= tol, `${what}: max abs difference ${d} > ${tol}`);
+}
+
+export interface ScriptRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno run -A <script> ...args` (script relative to the repository root) and collects its output. */
+export async function runScript(script: string, ...args: string[]): Promise<ScriptRun> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(`../${script}`, import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
