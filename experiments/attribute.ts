@@ -33,7 +33,7 @@ import {
 } from "./attribution.ts";
 import { loadDataset } from "./datasets.ts";
 import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "./layer_selection.ts";
-import { makeOutputFolder, runMetadata, writeRunJson } from "./output.ts";
+import { formatSeconds, makeOutputFolder, positiveInt, runMetadata, writeRunJson } from "./output.ts";
 import { greedyNextTokens } from "./recall.ts";
 import { traceFact } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
@@ -58,21 +58,6 @@ const USAGE = `usage: deno task attribute --method ig|lga [options]
   --params LIST        lga: c_proj or c_proj,c_fc (default c_proj)
   --fence K            lga: Tukey fence multiplier (default 1.5)
   --out DIR            output folder (default runs/attribute-<method>)`;
-
-function positiveInt(name: string, s: string | undefined, fallback: number): number {
-  if (s === undefined) return fallback;
-  const n = Number(s);
-  if (!Number.isSafeInteger(n) || n < 1) {
-    throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(s)}`);
-  }
-  return n;
-}
-
-function formatSeconds(s: number): string {
-  return s < 60
-    ? `${s.toFixed(0)}s`
-    : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
-}
 
 /** Progress lines on stderr with elapsed time and an estimate of what is left. */
 function progress(what: string): (done: number, total: number) => void {

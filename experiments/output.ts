@@ -1,4 +1,5 @@
-// The output folder and JSON file of a command-line experiment (deno task trace, deno task attribute).
+// The output folder and JSON file of a command-line experiment (deno task trace, deno task attribute),
+// and the small argument and progress helpers they share.
 // The JSON file starts with the run's metadata, so that a file found later says how it was made: the
 // tool, model, dataset and adapter, the tool's own method and hyper-parameters, when and how long.
 import { join } from "node:path";
@@ -39,4 +40,21 @@ export function runMetadata<Details extends object>(run: RunIdentity, details: D
 /** Writes `{ meta, ...body }` to `path` as one line of JSON. */
 export async function writeRunJson(path: string, meta: object, body: object): Promise<void> {
   await Deno.writeTextFile(path, JSON.stringify({ meta, ...body }) + "\n");
+}
+
+/** The value of option --`name` as a positive integer (`fallback` when absent); a clear error otherwise. */
+export function positiveInt(name: string, s: string | undefined, fallback: number): number {
+  if (s === undefined) return fallback;
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(s)}`);
+  }
+  return n;
+}
+
+/** "42s" or "3m07s", for progress lines. */
+export function formatSeconds(s: number): string {
+  return s < 60
+    ? `${s.toFixed(0)}s`
+    : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
 }

@@ -15,7 +15,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { averageCurvesSvg, heatmapSvg, terminalAverage, terminalHeatmap, topCells } from "./heatmap.ts";
-import { makeOutputFolder, runMetadata, writeRunJson } from "./output.ts";
+import { formatSeconds, makeOutputFolder, positiveInt, runMetadata, writeRunJson } from "./output.ts";
 import {
   type AverageTrace,
   averageTraces,
@@ -47,15 +47,6 @@ const USAGE = `usage: deno task trace [options]
   --limit N         trace at most N facts of the dataset (after the known-facts filter)
   --seed N          noise seed (default 1)
   --out DIR         output folder (default runs/trace)`;
-
-function positiveInt(name: string, s: string | undefined, fallback: number): number {
-  if (s === undefined) return fallback;
-  const n = Number(s);
-  if (!Number.isSafeInteger(n) || n < 1) {
-    throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(s)}`);
-  }
-  return n;
-}
 
 function csvField(v: string | number | boolean | null): string {
   const s = v === null || (typeof v === "number" && !Number.isFinite(v)) ? "" : String(v);
@@ -160,12 +151,6 @@ function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
   }
   const header = ["kind", "window", "facts", "group", "rows", "layer", "prob", "effect", "fraction"];
   return csv([...Object.keys(run), ...header, "mean_clean_prob", "mean_corrupted_prob"], rows);
-}
-
-function formatSeconds(s: number): string {
-  return s < 60
-    ? `${s.toFixed(0)}s`
-    : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
 }
 
 /** Runs the CLI with `argv` (without the program name); returns the exit status. */
