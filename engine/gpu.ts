@@ -46,8 +46,7 @@ interface Mirror {
   rows: number;
   cols: number;
   version: number;
-  textures: GPUTexture[];
-  chunks: TextureChunk[];
+  chunks: (TextureChunk & { texture: GPUTexture })[];
 }
 
 export interface AdapterSummary {
@@ -333,7 +332,7 @@ export class Gpu {
     if (m && m.version === version) return m.chunks;
     this.endPass();
     if (!m) {
-      m = { rows, cols, version, textures: [], chunks: [] };
+      m = { rows, cols, version, chunks: [] };
       for (let rowStart = 0; rowStart < rows; rowStart += maxDim) {
         const chunkRows = Math.min(maxDim, rows - rowStart);
         const texture = this.device.createTexture({
@@ -341,20 +340,18 @@ export class Gpu {
           format: "rgba32float",
           usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
         });
-        m.textures.push(texture);
-        m.chunks.push({ view: texture.createView(), rowStart, rows: chunkRows });
+        m.chunks.push({ texture, view: texture.createView(), rowStart, rows: chunkRows });
         this.mirrorBytes += chunkRows * cols * 4;
       }
       this.mirrors.set(t.buffer, m);
     }
-    m.textures.forEach((texture, i) => {
-      const { rowStart, rows: chunkRows } = m!.chunks[i];
+    for (const { texture, rowStart, rows: chunkRows } of m.chunks) {
       this.encoder!.copyBufferToTexture(
         { buffer: t.buffer, offset: rowStart * cols * 4, bytesPerRow: cols * 4, rowsPerImage: chunkRows },
         { texture },
         [cols / 4, chunkRows],
       );
-    });
+    }
     m.version = version;
     return m.chunks;
   }
@@ -364,7 +361,7 @@ export class Gpu {
     const m = this.mirrors.get(buffer);
     if (!m) return;
     this.flush();
-    for (const texture of m.textures) texture.destroy();
+    for (const { texture } of m.chunks) texture.destroy();
     this.mirrorBytes -= m.rows * m.cols * 4;
     this.mirrors.delete(buffer);
   }

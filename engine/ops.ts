@@ -258,17 +258,20 @@ function matmulTexture(
   const TM = Math.min(tiles.TM, pow2AtLeast(M));
   const TN4 = (tiles.TN / 4) * Math.min(4, Math.floor(tiles.TM / TM));
   const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, { TM, TN4, WG: tiles.WG });
+  // Each dispatch computes columns [n0, n0 + n) of C from one texture. B^T [N,K] is mirrored in row
+  // chunks, one per slice of columns; B [K,N] fits one texture (matmulKernel checked K).
   const transposed = kernel === "matmul_texture_k";
-  const chunks = transposed ? gpu.mirror(b, N, K) : gpu.mirror(b, K, N);
-  const ldc = o.ldc ?? N;
-  for (const chunk of transposed ? chunks : [{ ...chunks[0], rowStart: 0, rows: N }]) {
-    const columnsPerInvocation = transposed ? TN4 : 4 * TN4;
-    const u = uniforms().u32(M, chunk.rows, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
-      .u32(ldc, (o.outOffset ?? 0) + chunk.rowStart, chunk.rowStart);
+  const slices = transposed
+    ? gpu.mirror(b, N, K).map((c) => ({ view: c.view, n0: c.rowStart, n: c.rows }))
+    : [{ view: gpu.mirror(b, K, N)[0].view, n0: 0, n: N }];
+  const columnsPerInvocation = transposed ? TN4 : 4 * TN4;
+  for (const { view, n0, n } of slices) {
+    const u = uniforms().u32(M, n, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
+      .u32(o.ldc ?? N, (o.outOffset ?? 0) + n0, n0);
     gpu.run(
       pipeline,
-      [a, chunk.view, o.bias ?? placeholder(gpu), out],
-      [cdiv(M, TM), cdiv(chunk.rows, columnsPerInvocation * tiles.WG), 1],
+      [a, view, o.bias ?? placeholder(gpu), out],
+      [cdiv(M, TM), cdiv(n, columnsPerInvocation * tiles.WG), 1],
       u,
     );
   }
