@@ -41,11 +41,11 @@ export interface TextureChunk {
   rows: number;
 }
 
-/** A buffer's texture copy and the buffer version it was taken at. */
+/** A buffer's texture copy; `stale` once recorded work may have changed the buffer since the copy. */
 interface Mirror {
   rows: number;
   cols: number;
-  version: number;
+  stale: boolean;
   chunks: (TextureChunk & { texture: GPUTexture })[];
 }
 
@@ -116,8 +116,6 @@ export class Gpu {
   mirrorBudgetBytes: number;
   /** Binding indices each pipeline may write (its read_write storage bindings). */
   private writableBindings = new WeakMap<GPUComputePipeline, number[]>();
-  /** Write counter per buffer: bumped whenever recorded work may change its contents. */
-  private versions = new WeakMap<GPUBuffer, number>();
   private mirrors = new WeakMap<GPUBuffer, Mirror>();
 
   private constructor(
@@ -301,7 +299,8 @@ export class Gpu {
 
   /** Marks a buffer as (possibly) changed by recorded work, so its texture mirror is refreshed. */
   private touch(buffer: GPUBuffer): void {
-    if (this.mirrors.has(buffer)) this.versions.set(buffer, (this.versions.get(buffer) ?? 0) + 1);
+    const m = this.mirrors.get(buffer);
+    if (m) m.stale = true;
   }
 
   /** Whether mirror(t, rows, cols) exists already or fits in the mirror budget. */
@@ -328,11 +327,10 @@ export class Gpu {
       this.dropMirror(t.buffer);
       m = undefined;
     }
-    const version = this.versions.get(t.buffer) ?? 0;
-    if (m && m.version === version) return m.chunks;
+    if (m && !m.stale) return m.chunks;
     this.endPass();
     if (!m) {
-      m = { rows, cols, version, chunks: [] };
+      m = { rows, cols, stale: true, chunks: [] };
       for (let rowStart = 0; rowStart < rows; rowStart += maxDim) {
         const chunkRows = Math.min(maxDim, rows - rowStart);
         const texture = this.device.createTexture({
@@ -352,7 +350,7 @@ export class Gpu {
         [cols / 4, chunkRows],
       );
     }
-    m.version = version;
+    m.stale = false;
     return m.chunks;
   }
 
