@@ -8,7 +8,13 @@
 // Weight gradients are matmuls and deterministic column reductions (no float atomics), so a
 // backward pass is bit-reproducible on one adapter. Gradients accumulate (+=) into the tensors
 // in `Gradients`, so micro-batches add up; zero them with optimizer.zeroGrads between steps.
-import { attentionBackward, biasBackward, embeddingBackward, geluBackward, layernormBackward } from "./backward_ops.ts";
+import {
+  attentionBackward,
+  biasBackward,
+  embeddingBackward,
+  geluBackward,
+  layernormBackward,
+} from "./backward_ops.ts";
 import { Gpu, Tensor } from "./gpu.ts";
 import type { ForwardResult, GPT2, Hook, Site } from "./model.ts";
 import { matmul, type RowEntry, rowOps } from "./ops.ts";
@@ -20,13 +26,14 @@ export function allocateGradients(model: GPT2, names: Iterable<string>): Gradien
   const grads: Gradients = new Map();
   for (const name of names) {
     if (name === "wte.weight") {
-      if (model.wte.length !== 1) throw new Error("wte gradients need an unsplit embedding (vocabulary fits one binding)");
+      if (model.wte.length !== 1) {
+        throw new Error("wte gradients need an unsplit embedding (vocabulary fits one binding)");
+      }
       grads.set(name, model.gpu.zeros(model.wte[0].tensor.shape));
     } else grads.set(name, model.gpu.zeros(model.p(name).shape));
   }
   return grads;
 }
-
 
 export interface BackwardRequest {
   /** d loss / d logits [outputRows.length, V] of the forward. */
@@ -67,7 +74,9 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
     lowest = Math.min(lowest, m ? Number(m[1]) : name.startsWith("ln_f") ? cfg.nLayer : -1);
   }
   for (const h of fwd.hooks) {
-    if (h.patch?.src && req.patchSources?.has(h.patch.src)) lowest = Math.min(lowest, h.site === "embed" ? -1 : h.layer);
+    if (h.patch?.src && req.patchSources?.has(h.patch.src)) {
+      lowest = Math.min(lowest, h.site === "embed" ? -1 : h.layer);
+    }
   }
   for (const s of req.states ?? []) lowest = Math.min(lowest, s.site === "embed" ? -1 : s.layer);
   lowest = Math.max(lowest, fwd.startLayer - 1);
@@ -76,45 +85,79 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
   const hookBackward = (layer: number, site: Site, dstate: Tensor) => {
     for (const s of req.states ?? []) {
       if (s.site === site && (site === "embed" || s.layer === layer)) {
-        rowOps(gpu, s.into, dstate, model.siteWidth(site), s.rows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })));
+        rowOps(
+          gpu,
+          s.into,
+          dstate,
+          model.siteWidth(site),
+          s.rows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })),
+        );
       }
     }
-    const hooks: Hook[] = fwd.hooks.filter((h) => h.patch && h.site === site && (site === "embed" || h.layer === layer));
+    const hooks: Hook[] = fwd.hooks.filter((h) =>
+      h.patch && h.site === site && (site === "embed" || h.layer === layer)
+    );
     const width = model.siteWidth(site);
     for (const h of hooks.reverse()) {
       const entries = h.patch!.entries;
       if (h.patch!.src === null) {
         // state[dst] = keep*state[dst] + take*state[src]: the source rows receive take * d state[dst].
-        for (const round of distinctRounds(entries.map((e) => ({ dst: e.src, src: e.dst, keep: 1, take: e.take })))) {
+        for (
+          const round of distinctRounds(
+            entries.map((e) => ({ dst: e.src, src: e.dst, keep: 1, take: e.take })),
+          )
+        ) {
           rowOps(gpu, dstate, null, width, round);
         }
       } else {
         const g = req.patchSources?.get(h.patch!.src);
         if (g) {
-          for (const round of distinctRounds(entries.map((e) => ({ dst: e.src, src: e.dst, keep: 1, take: e.take })))) {
+          for (
+            const round of distinctRounds(
+              entries.map((e) => ({ dst: e.src, src: e.dst, keep: 1, take: e.take })),
+            )
+          ) {
             rowOps(gpu, g, dstate, width, round);
           }
         }
       }
-      rowOps(gpu, dstate, null, width, entries.map((e) => ({ dst: e.dst, src: e.dst, keep: e.keep, take: 0 })));
+      rowOps(
+        gpu,
+        dstate,
+        null,
+        width,
+        entries.map((e) => ({ dst: e.dst, src: e.dst, keep: e.keep, take: 0 })),
+      );
     }
   };
 
   // Linear layer y = x W + b: accumulate dW, db if requested; return dx (or nothing).
-  const linearBackward = (dy: Tensor, x: Tensor, prefix: string, nIn: number, nOut: number, needDx: boolean): Tensor | undefined => {
+  const linearBackward = (
+    dy: Tensor,
+    x: Tensor,
+    prefix: string,
+    nIn: number,
+    nOut: number,
+    needDx: boolean,
+  ): Tensor | undefined => {
     const dW = want(prefix + ".weight"), db = want(prefix + ".bias");
     if (dW) matmul(gpu, x, dy, nIn, nOut, R, { transA: true, out: dW, beta: 1 });
     if (db) biasBackward(gpu, dy, R, nOut, { dbias: db });
     if (!needDx) return undefined;
-    return matmul(gpu, dy, model.p(prefix + ".weight"), R, nIn, nOut, { transB: true, weight: true, out: gpu.empty([R, nIn]) });
+    return matmul(gpu, dy, model.p(prefix + ".weight"), R, nIn, nOut, {
+      transB: true,
+      weight: true,
+      out: gpu.empty([R, nIn]),
+    });
   };
 
   // ---- unembedding and final layernorm (only the scored rows)
   const dlnf = gpu.zeros([n, d]);
   for (const c of model.wte) {
     // dlnf += dlogits[:, chunk] wte_chunk; only whole-vocabulary chunks are supported for wte's own grad.
-    if (model.wte.length === 1) matmul(gpu, req.dlogits, c.tensor, n, d, V, { weight: true, out: dlnf, beta: 1 });
-    else throw new Error("backward through a split embedding is not supported");
+    if (model.wte.length === 1) {
+      matmul(gpu, req.dlogits, c.tensor, n, d, V, { weight: true, out: dlnf, beta: 1 });
+    } else throw new Error("backward through a split embedding is not supported");
   }
   const dwte = want("wte.weight");
   if (dwte) matmul(gpu, req.dlogits, acts.lnf, V, d, n, { transA: true, out: dwte, beta: 1 });

@@ -30,7 +30,12 @@ export interface Prediction {
 }
 
 /** Top-k next-token distribution after `ids` (one forward, one small readback). */
-export async function predictNext(model: GPT2, ids: number[], k: number, tok?: Tokenizer): Promise<Prediction[]> {
+export async function predictNext(
+  model: GPT2,
+  ids: number[],
+  k: number,
+  tok?: Tokenizer,
+): Promise<Prediction[]> {
   const gpu = model.gpu, V = model.config.vocabSize;
   const res = model.forward(makeBatch([ids]));
   const probs = softmax(gpu, res.logits, 1, V);
@@ -43,7 +48,12 @@ export async function predictNext(model: GPT2, ids: number[], k: number, tok?: T
 }
 
 /** Greedy decoding: appends the argmax token `maxNew` times (stops at end-of-text). */
-export async function generateGreedy(model: GPT2, ids: number[], maxNew: number, eos: number | null = null): Promise<number[]> {
+export async function generateGreedy(
+  model: GPT2,
+  ids: number[],
+  maxNew: number,
+  eos: number | null = null,
+): Promise<number[]> {
   const out = [...ids];
   for (let i = 0; i < maxNew && out.length < model.config.nPositions; i++) {
     const [best] = await predictNext(model, out, 1);
@@ -56,7 +66,9 @@ export async function generateGreedy(model: GPT2, ids: number[], maxNew: number,
 function parseTokens(s: string): number[] {
   const ids = s.split(",").map((x) => x.trim()).filter((x) => x !== "").map(Number);
   const bad = ids.find((x) => !Number.isSafeInteger(x) || x < 0);
-  if (ids.length === 0 || bad !== undefined) throw new Error(`--tokens: expected comma-separated ids, got "${s}"`);
+  if (ids.length === 0 || bad !== undefined) {
+    throw new Error(`--tokens: expected comma-separated ids, got "${s}"`);
+  }
   return ids;
 }
 
@@ -86,36 +98,61 @@ async function main(argv: string[]): Promise<number> {
   if (command === "tokenize") {
     if (values.text === undefined) throw new Error("tokenize needs --text");
     const { ids, offsets } = tok.encodeWithOffsets(values.text);
-    if (values.json) console.log(JSON.stringify({ model: dir, text: values.text, ids, tokens: ids.map((i) => tok.tokenString(i)), offsets }));
-    else console.log(ids.join(" "));
+    if (values.json) {
+      console.log(JSON.stringify({
+        model: dir,
+        text: values.text,
+        ids,
+        tokens: ids.map((i) => tok.tokenString(i)),
+        offsets,
+      }));
+    } else console.log(ids.join(" "));
     return 0;
   }
 
   const gpu: Gpu = await getGpu();
   if (values["adapter-info"]) console.error(`adapter: ${gpu.describe()}`);
-  if ((values.prompt === undefined) === (values.tokens === undefined)) throw new Error(`${command} needs exactly one of --prompt or --tokens`);
+  if ((values.prompt === undefined) === (values.tokens === undefined)) {
+    throw new Error(`${command} needs exactly one of --prompt or --tokens`);
+  }
   const ids = values.tokens !== undefined ? parseTokens(values.tokens) : tok.encode(values.prompt!);
   if (ids.length === 0) throw new Error("the prompt has no tokens");
   const model = await GPT2.load(gpu, dir);
 
   if (command === "predict") {
     const k = Number(values.top);
-    if (!Number.isSafeInteger(k) || k < 1) throw new Error(`--top must be a positive integer, got ${values.top}`);
+    if (!Number.isSafeInteger(k) || k < 1) {
+      throw new Error(`--top must be a positive integer, got ${values.top}`);
+    }
     const top = await predictNext(model, ids, k, tok);
     if (values.json) {
       console.log(JSON.stringify({ model: dir, adapter: gpu.describe(), input_ids: ids, top }));
     } else {
       console.log(`next-token distribution after ${JSON.stringify(tok.decode(ids))}:`);
       for (const [i, p] of top.entries()) {
-        console.log(`${String(i + 1).padStart(3)}. ${JSON.stringify(p.token).padEnd(20)} id ${String(p.id).padStart(6)}  p=${p.prob.toFixed(4)}`);
+        console.log(
+          `${String(i + 1).padStart(3)}. ${JSON.stringify(p.token).padEnd(20)} id ${
+            String(p.id).padStart(6)
+          }  p=${p.prob.toFixed(4)}`,
+        );
       }
     }
   } else {
     const n = Number(values["max-new"]);
-    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--max-new must be a non-negative integer, got ${values["max-new"]}`);
+    if (!Number.isSafeInteger(n) || n < 0) {
+      throw new Error(`--max-new must be a non-negative integer, got ${values["max-new"]}`);
+    }
     const out = await generateGreedy(model, ids, n, tok.eosId);
     if (values.json) {
-      console.log(JSON.stringify({ model: dir, adapter: gpu.describe(), input_ids: ids, output_ids: out, text: tok.decode(out) }));
+      console.log(
+        JSON.stringify({
+          model: dir,
+          adapter: gpu.describe(),
+          input_ids: ids,
+          output_ids: out,
+          text: tok.decode(out),
+        }),
+      );
     } else console.log(tok.decode([...ids, ...out]));
   }
   return 0;

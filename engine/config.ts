@@ -19,10 +19,14 @@ export function parseConfig(text: string, file = "config.json"): GPT2Config {
   } catch (e) {
     throw new ConfigError(`${file}: not valid JSON (${(e as Error).message})`);
   }
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ConfigError(`${file}: not a JSON object`);
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`${file}: not a JSON object`);
+  }
   const modelType = raw.model_type ?? "gpt2";
   if (modelType !== "gpt2") {
-    throw new ConfigError(`${file}: model_type "${modelType}" is not supported (Locus runs the GPT-2 family, model_type "gpt2")`);
+    throw new ConfigError(
+      `${file}: model_type "${modelType}" is not supported (Locus runs the GPT-2 family, model_type "gpt2")`,
+    );
   }
   const act = raw.activation_function ?? "gelu_new";
   if (act !== "gelu_new" && act !== "gelu_pytorch_tanh") {
@@ -74,7 +78,28 @@ export function configJson(cfg: GPT2Config): string {
 /** Standard shapes, for benchmarks with random weights. */
 export const GPT2_SHAPES: Record<string, GPT2Config> = {
   "gpt2": { vocabSize: 50257, nPositions: 1024, nEmbd: 768, nLayer: 12, nHead: 12, layerNormEpsilon: 1e-5 },
-  "gpt2-medium": { vocabSize: 50257, nPositions: 1024, nEmbd: 1024, nLayer: 24, nHead: 16, layerNormEpsilon: 1e-5 },
-  "gpt2-large": { vocabSize: 50257, nPositions: 1024, nEmbd: 1280, nLayer: 36, nHead: 20, layerNormEpsilon: 1e-5 },
-  "gpt2-xl": { vocabSize: 50257, nPositions: 1024, nEmbd: 1600, nLayer: 48, nHead: 25, layerNormEpsilon: 1e-5 },
+  "gpt2-medium": {
+    vocabSize: 50257,
+    nPositions: 1024,
+    nEmbd: 1024,
+    nLayer: 24,
+    nHead: 16,
+    layerNormEpsilon: 1e-5,
+  },
+  "gpt2-large": {
+    vocabSize: 50257,
+    nPositions: 1024,
+    nEmbd: 1280,
+    nLayer: 36,
+    nHead: 20,
+    layerNormEpsilon: 1e-5,
+  },
+  "gpt2-xl": {
+    vocabSize: 50257,
+    nPositions: 1024,
+    nEmbd: 1600,
+    nLayer: 48,
+    nHead: 25,
+    layerNormEpsilon: 1e-5,
+  },
 };

@@ -11,6 +11,13 @@
 
 export type KernelParams = Record<string, number | boolean>;
 
+/** Bytes [offset, offset + size) of a tensor's buffer, bound on their own (e.g. as a uniform block). */
+export interface TensorWindow {
+  tensor: Tensor;
+  offset: number;
+  size: number;
+}
+
 /** A GPU tensor: one storage buffer holding f32 (or u32) values, row-major `shape`. */
 export class Tensor {
   constructor(
@@ -158,6 +165,7 @@ export class Gpu {
         "maxComputeWorkgroupsPerDimension",
         "maxStorageBuffersPerShaderStage",
         "maxTextureDimension2D",
+        "maxUniformBufferBindingSize",
       ] as const
     ) wanted[name] = adapter.limits[name];
     const device = await adapter.requestDevice({ requiredLimits: wanted });
@@ -201,7 +209,9 @@ export class Gpu {
     }
     const buffer = this.device.createBuffer({
       size: Math.ceil(bytes / 4) * 4,
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      // UNIFORM too: the texture matmuls read their activation operand through uniform windows.
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC |
+        GPUBufferUsage.COPY_DST,
       mappedAtCreation: data !== undefined,
     });
     if (data !== undefined) {
@@ -424,7 +434,11 @@ export class Gpu {
       }).join("\n");
       const code = `${header}\n${this.source(file)}`;
       const module = this.device.createShaderModule({ code, label: key });
-      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: entry }, label: key });
+      p = this.device.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint: entry },
+        label: key,
+      });
       this.pipelines.set(key, p);
       const writable = [...this.source(file).matchAll(/@binding\((\d+)\)\s*var<storage,\s*read_write>/g)];
       this.writableBindings.set(p, writable.map((w) => Number(w[1])));
@@ -433,12 +447,13 @@ export class Gpu {
   }
 
   /**
-   * Records one dispatch. `buffers` (tensors, or texture views from mirror()) bind to @group(0)
-   * @binding(0..n-1) in order; a uniform block, if given, binds to @binding(n) (the next index).
+   * Records one dispatch. `buffers` (tensors, byte windows of tensors, or texture views from
+   * mirror()) bind to @group(0) @binding(0..n-1) in order; a uniform block, if given, binds to
+   * @binding(n) (the next index).
    */
   run(
     pipeline: GPUComputePipeline,
-    buffers: (Tensor | GPUTextureView)[],
+    buffers: (Tensor | TensorWindow | GPUTextureView)[],
     workgroups: [number, number?, number?],
     u?: Uniforms,
   ): void {
@@ -446,16 +461,23 @@ export class Gpu {
     if (x === 0 || y === 0 || z === 0) return;
     const maxGroups = this.limits.maxComputeWorkgroupsPerDimension;
     if (x > maxGroups || y > maxGroups || z > maxGroups) {
-      throw new Error(`dispatch of [${x},${y},${z}] workgroups exceeds the adapter limit ${maxGroups} per dimension`);
+      throw new Error(
+        `dispatch of [${x},${y},${z}] workgroups exceeds the adapter limit ${maxGroups} per dimension`,
+      );
     }
     this.ensureEncoder();
     const entries: GPUBindGroupEntry[] = buffers.map((t, i) => ({
       binding: i,
-      resource: t instanceof Tensor ? { buffer: t.buffer } : t,
+      resource: t instanceof Tensor
+        ? { buffer: t.buffer }
+        : "tensor" in t
+        ? { buffer: t.tensor.buffer, offset: t.offset, size: t.size }
+        : t,
     }));
     for (const i of this.writableBindings.get(pipeline)!) {
       const t = buffers[i];
       if (t instanceof Tensor) this.touch(t.buffer);
+      else if (t && "tensor" in t) this.touch(t.tensor.buffer);
     }
     if (u) {
       const off = this.uniformSlot * UNIFORM_SLOT;
@@ -494,7 +516,13 @@ export class Gpu {
     if (!this.encoder) return;
     this.endPass();
     if (this.uniformSlot > 0) {
-      this.device.queue.writeBuffer(this.uniformBuffer, 0, this.uniformStaging, 0, this.uniformSlot * UNIFORM_SLOT);
+      this.device.queue.writeBuffer(
+        this.uniformBuffer,
+        0,
+        this.uniformStaging,
+        0,
+        this.uniformSlot * UNIFORM_SLOT,
+      );
       this.uniformSlot = 0;
     }
     this.device.queue.submit([this.encoder!.finish()]);

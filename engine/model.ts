@@ -155,7 +155,9 @@ export class GPT2 {
       const data = weights.get(name);
       const n = shape.reduce((a, b) => a * b, 1);
       if (!data) throw new ModelLoadError(`${source}: missing tensor ${name}`);
-      if (data.length !== n) throw new ModelLoadError(`${source}: tensor ${name} has ${data.length} values, expected [${shape}]`);
+      if (data.length !== n) {
+        throw new ModelLoadError(`${source}: tensor ${name} has ${data.length} values, expected [${shape}]`);
+      }
       if (name === "wte.weight") model.setEmbedding(data, embeddingChunkRows);
       else model.params.set(name, gpu.tensor(shape, data));
     }
@@ -165,10 +167,17 @@ export class GPT2 {
   /** Splits wte into row chunks that each fit one storage binding (GPT-2 XL's is 321 MB). */
   private setEmbedding(data: Float32Array, chunkRows?: number): void {
     const { vocabSize: V, nEmbd: d } = this.config;
-    const maxRows = Math.min(chunkRows ?? Infinity, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (4 * d)));
+    const maxRows = Math.min(
+      chunkRows ?? Infinity,
+      Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (4 * d)),
+    );
     for (let start = 0; start < V; start += maxRows) {
       const rows = Math.min(maxRows, V - start);
-      this.wte.push({ tensor: this.gpu.tensor([rows, d], data.subarray(start * d, (start + rows) * d)), rowStart: start, rows });
+      this.wte.push({
+        tensor: this.gpu.tensor([rows, d], data.subarray(start * d, (start + rows) * d)),
+        rowStart: start,
+        rows,
+      });
     }
   }
 
@@ -191,8 +200,14 @@ export class GPT2 {
       // Validate every name and shape before reading any data: no partial loads.
       const plan: [string, string][] = [];
       for (const [name, shape] of parameterShapes(config)) {
-        const stored = names.has(name) ? name : names.has("transformer." + name) ? "transformer." + name : null;
-        if (!stored) throw new ModelLoadError(`${dir}: checkpoint has no tensor ${name} (nor transformer.${name})`);
+        const stored = names.has(name)
+          ? name
+          : names.has("transformer." + name)
+          ? "transformer." + name
+          : null;
+        if (!stored) {
+          throw new ModelLoadError(`${dir}: checkpoint has no tensor ${name} (nor transformer.${name})`);
+        }
         const info = ckpt.info(stored);
         if (info.shape.length !== shape.length || info.shape.some((s, i) => s !== shape[i])) {
           throw new ModelLoadError(
@@ -229,7 +244,10 @@ export class GPT2 {
   /** Reads every parameter back to the CPU (one submit). */
   async toArrays(): Promise<Map<string, Float32Array>> {
     const names = [...this.params.keys()];
-    const parts = await this.gpu.readMany([...names.map((n) => this.params.get(n)!), ...this.wte.map((c) => c.tensor)]);
+    const parts = await this.gpu.readMany([
+      ...names.map((n) => this.params.get(n)!),
+      ...this.wte.map((c) => c.tensor),
+    ]);
     const out = new Map<string, Float32Array>();
     names.forEach((n, i) => out.set(n, parts[i]));
     const wte = new Float32Array(this.config.vocabSize * this.config.nEmbd);
@@ -243,7 +261,9 @@ export class GPT2 {
     await Deno.mkdir(dir, { recursive: true });
     const arrays = await this.toArrays();
     const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-    for (const [name, shape] of parameterShapes(this.config)) tensors[name] = { shape, data: arrays.get(name)! };
+    for (const [name, shape] of parameterShapes(this.config)) {
+      tensors[name] = { shape, data: arrays.get(name)! };
+    }
     await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt", ...metadata });
     await Deno.writeTextFile(`${dir}/config.json`, configJson(this.config));
   }
@@ -261,16 +281,22 @@ export class GPT2 {
     const gpu = this.gpu, cfg = this.config;
     const { B, T } = batch;
     const R = B * T, d = cfg.nEmbd, f = 4 * d, H = cfg.nHead, eps = cfg.layerNormEpsilon;
-    if (T > cfg.nPositions) throw new Error(`sequence of ${T} tokens exceeds the model's ${cfg.nPositions} positions`);
+    if (T > cfg.nPositions) {
+      throw new Error(`sequence of ${T} tokens exceeds the model's ${cfg.nPositions} positions`);
+    }
     for (const id of batch.ids) {
-      if (id >= cfg.vocabSize) throw new Error(`token id ${id} is outside the vocabulary (size ${cfg.vocabSize})`);
+      if (id >= cfg.vocabSize) {
+        throw new Error(`token id ${id} is outside the vocabulary (size ${cfg.vocabSize})`);
+      }
     }
     const hooks = o.hooks ?? [];
     const keep = o.keep ?? false;
     const start = o.startLayer ?? 0;
     const outputRows = o.outputRows ?? batch.lengths.map((n, b) => b * T + n - 1);
     for (const h of hooks) {
-      if (h.site !== "embed" && (h.layer < 0 || h.layer >= cfg.nLayer)) throw new Error(`hook layer ${h.layer} out of range`);
+      if (h.site !== "embed" && (h.layer < 0 || h.layer >= cfg.nLayer)) {
+        throw new Error(`hook layer ${h.layer} out of range`);
+      }
     }
     const applyHooks = (layer: number, site: Site, state: Tensor) => {
       for (const h of hooks) {
@@ -278,7 +304,13 @@ export class GPT2 {
         const width = this.siteWidth(site);
         if (h.capture) {
           const into = h.capture.intoRows ?? h.capture.rows.map((_, i) => i);
-          rowOps(gpu, h.capture.into, state, width, h.capture.rows.map((r, i) => ({ dst: into[i], src: r, keep: 0, take: 1 })));
+          rowOps(
+            gpu,
+            h.capture.into,
+            state,
+            width,
+            h.capture.rows.map((r, i) => ({ dst: into[i], src: r, keep: 0, take: 1 })),
+          );
         }
         if (h.patch) rowOps(gpu, state, h.patch.src, width, h.patch.entries);
       }
@@ -303,20 +335,42 @@ export class GPT2 {
     for (let l = start; l < cfg.nLayer; l++) {
       const w = (n: string) => this.p(`h.${l}.${n}`);
       const ln1Stats = gpu.empty([R, 2]);
-      const ln1 = layernorm(gpu, x, w("ln_1.weight"), w("ln_1.bias"), R, d, eps, { out: gpu.empty([R, d]), stats: ln1Stats });
-      const qkv = matmul(gpu, ln1, w("attn.c_attn.weight"), R, 3 * d, d, { bias: w("attn.c_attn.bias"), weight: true, out: gpu.empty([R, 3 * d]) });
+      const ln1 = layernorm(gpu, x, w("ln_1.weight"), w("ln_1.bias"), R, d, eps, {
+        out: gpu.empty([R, d]),
+        stats: ln1Stats,
+      });
+      const qkv = matmul(gpu, ln1, w("attn.c_attn.weight"), R, 3 * d, d, {
+        bias: w("attn.c_attn.bias"),
+        weight: true,
+        out: gpu.empty([R, 3 * d]),
+      });
       const probs = keep ? gpu.empty([B, H, T, T]) : undefined;
       const heads = attention(gpu, qkv, B, T, d, H, { out: gpu.empty([R, d]), probs });
-      const attn = matmul(gpu, heads, w("attn.c_proj.weight"), R, d, d, { bias: w("attn.c_proj.bias"), weight: true, out: gpu.empty([R, d]) });
+      const attn = matmul(gpu, heads, w("attn.c_proj.weight"), R, d, d, {
+        bias: w("attn.c_proj.bias"),
+        weight: true,
+        out: gpu.empty([R, d]),
+      });
       applyHooks(l, "attn", attn);
       const m = add(gpu, x, attn, R * d, { out: gpu.empty([R, d]) });
       const ln2Stats = gpu.empty([R, 2]);
-      const ln2 = layernorm(gpu, m, w("ln_2.weight"), w("ln_2.bias"), R, d, eps, { out: gpu.empty([R, d]), stats: ln2Stats });
-      const pre = matmul(gpu, ln2, w("mlp.c_fc.weight"), R, f, d, { bias: w("mlp.c_fc.bias"), weight: true, out: gpu.empty([R, f]) });
+      const ln2 = layernorm(gpu, m, w("ln_2.weight"), w("ln_2.bias"), R, d, eps, {
+        out: gpu.empty([R, d]),
+        stats: ln2Stats,
+      });
+      const pre = matmul(gpu, ln2, w("mlp.c_fc.weight"), R, f, d, {
+        bias: w("mlp.c_fc.bias"),
+        weight: true,
+        out: gpu.empty([R, f]),
+      });
       applyHooks(l, "mlp_pre", pre);
       const key = gelu(gpu, pre, R * f, { out: gpu.empty([R, f]) });
       applyHooks(l, "key", key);
-      const mlp = matmul(gpu, key, w("mlp.c_proj.weight"), R, d, f, { bias: w("mlp.c_proj.bias"), weight: true, out: gpu.empty([R, d]) });
+      const mlp = matmul(gpu, key, w("mlp.c_proj.weight"), R, d, f, {
+        bias: w("mlp.c_proj.bias"),
+        weight: true,
+        out: gpu.empty([R, d]),
+      });
       applyHooks(l, "mlp", mlp);
       const out = add(gpu, m, mlp, R * d, { out: gpu.empty([R, d]) });
       applyHooks(l, "resid", out);
@@ -340,7 +394,13 @@ export class GPT2 {
     });
     const logits = gpu.empty([n, cfg.vocabSize]);
     for (const c of this.wte) {
-      matmul(gpu, lnf, c.tensor, n, c.rows, d, { transB: true, weight: true, out: logits, ldc: cfg.vocabSize, outOffset: c.rowStart });
+      matmul(gpu, lnf, c.tensor, n, c.rows, d, {
+        transB: true,
+        weight: true,
+        out: logits,
+        ldc: cfg.vocabSize,
+        outOffset: c.rowStart,
+      });
     }
     const result: ForwardResult = { logits, outputRows, batch, hooks, startLayer: start, input: o.input };
     if (keep) {
@@ -358,7 +418,20 @@ export class GPT2 {
     gpu.release(r.logits);
     if (!r.acts) return;
     for (const a of r.acts.layers) {
-      gpu.release(a.ln1, a.ln1Stats, a.qkv, a.probs, a.heads, a.attn, a.m, a.ln2, a.ln2Stats, a.pre, a.key, a.mlp);
+      gpu.release(
+        a.ln1,
+        a.ln1Stats,
+        a.qkv,
+        a.probs,
+        a.heads,
+        a.attn,
+        a.m,
+        a.ln2,
+        a.ln2Stats,
+        a.pre,
+        a.key,
+        a.mlp,
+      );
       if (a.x !== r.input) gpu.release(a.x); // the caller owns its `input`
     }
     gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats);

@@ -92,8 +92,10 @@ const tilesByGpu = new WeakMap<Gpu, MatmulTiles>();
 export function matmulTiles(gpu: Gpu): MatmulTiles {
   let t = tilesByGpu.get(gpu);
   if (!t) {
+    // Mesa's GL driver keeps an 8x16 texture block in registers; its Vulkan driver spills it.
+    const textureTM = gpu.info.backend === "gl" ? 8 : 4;
     t = gpu.info.isFallback
-      ? { TM: 8, TN: 8, WG_X: 1, WG_Y: 8, texture: { TM: 4, TN: 16, WG: 8 } }
+      ? { TM: 8, TN: 8, WG_X: 1, WG_Y: 8, texture: { TM: textureTM, TN: 16, WG: 8 } }
       : { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 };
     tilesByGpu.set(gpu, t);
   }
@@ -107,7 +109,9 @@ export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
     WG_X: tiles.WG_X,
     WG_Y: tiles.WG_Y,
     BK: tiles.BK ?? 8,
-    ...(tiles.texture ? { textureTM: tiles.texture.TM, textureTN: tiles.texture.TN, textureWG: tiles.texture.WG } : {}),
+    ...(tiles.texture
+      ? { textureTM: tiles.texture.TM, textureTN: tiles.texture.TN, textureWG: tiles.texture.WG }
+      : {}),
   });
   if (tiles.texture && tiles.texture.TN % 4 !== 0) {
     throw new Error(`setMatmulTiles: texture.TN must be a multiple of 4, got ${tiles.texture.TN}`);
@@ -151,7 +155,7 @@ export type MatmulKernel =
  */
 export function matmulKernel(gpu: Gpu, N: number, K: number, o: MatmulOptions = {}): MatmulKernel {
   const t = matmulTiles(gpu);
-  if (o.weight && t.texture && (o.batch ?? 1) === 1 && !o.transA) {
+  if (o.weight && t.texture && (o.batch ?? 1) === 1 && !o.transA && uniformWindowRows(gpu, K) > 0) {
     // The mirror copies whole rows: the stored row length must be a multiple of 64 floats.
     const maxDim = gpu.limits.maxTextureDimension2D;
     if (!o.transB && N % 64 === 0 && N / 4 <= maxDim && K <= maxDim) return "matmul_texture_n";
@@ -164,6 +168,18 @@ export function matmulKernel(gpu: Gpu, N: number, K: number, o: MatmulOptions = 
   if (!o.transB && N % 4 === 0 && s.b % 4 === 0) return "matmul_vec4_n";
   if (!o.transA && o.transB && K % 4 === 0 && s.a % 4 === 0 && s.b % 4 === 0) return "matmul_vec4_k";
   return "matmul";
+}
+
+/**
+ * Rows of A [., K] in one uniform window of the texture kernels: a power of two (so that register
+ * blocks divide it) whose bytes fit maxUniformBufferBindingSize; 0 when not even one row fits or a
+ * row's bytes are not a multiple of the uniform offset alignment (windows start at row boundaries).
+ */
+function uniformWindowRows(gpu: Gpu, K: number): number {
+  const rowBytes = 4 * K;
+  if (rowBytes % gpu.limits.minUniformBufferOffsetAlignment !== 0) return 0;
+  const rows = Math.floor(gpu.limits.maxUniformBufferBindingSize / rowBytes);
+  return rows < 1 ? 0 : 2 ** Math.floor(Math.log2(rows));
 }
 
 /** Smallest power of two >= n. */
@@ -253,11 +269,13 @@ function matmulTexture(
   o: MatmulOptions,
   tiles: { TM: number; TN: number; WG: number },
 ): void {
-  // As in the register kernels, a block taller than M would compute clamped duplicates (M = 1 for
-  // the last token): shrink it and spend up to 4x the freed accumulators on more columns.
-  const TM = Math.min(tiles.TM, pow2AtLeast(M));
+  // A is read in windows of AW rows (see shaders/matmul_texture.wgsl). As in the register kernels, a
+  // block taller than the window would compute clamped duplicates (M = 1 for the last token): shrink
+  // it and spend up to 4x the freed accumulators on more columns.
+  const AW = Math.min(M, uniformWindowRows(gpu, K));
+  const TM = Math.min(tiles.TM, pow2AtLeast(AW));
   const TN4 = (tiles.TN / 4) * Math.min(4, Math.floor(tiles.TM / TM));
-  const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, { TM, TN4, WG: tiles.WG });
+  const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, { K4: K / 4, AW, TM, TN4, WG: tiles.WG });
   // Each dispatch computes columns [n0, n0 + n) of C from one texture. B^T [N,K] is mirrored in row
   // chunks, one per slice of columns; B [K,N] fits one texture (matmulKernel checked K).
   const transposed = kernel === "matmul_texture_k";
@@ -265,15 +283,20 @@ function matmulTexture(
     ? gpu.mirror(b, N, K).map((c) => ({ view: c.view, n0: c.rowStart, n: c.rows }))
     : [{ view: gpu.mirror(b, K, N)[0].view, n0: 0, n: N }];
   const columnsPerInvocation = transposed ? TN4 : 4 * TN4;
-  for (const { view, n0, n } of slices) {
-    const u = uniforms().u32(M, n, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
-      .u32(o.ldc ?? N, (o.outOffset ?? 0) + n0, n0);
-    gpu.run(
-      pipeline,
-      [a, view, o.bias ?? placeholder(gpu), out],
-      [cdiv(M, TM), cdiv(n, columnsPerInvocation * tiles.WG), 1],
-      u,
-    );
+  for (let begin = 0; begin < M; begin += AW) {
+    // Rows [begin, end) of C; the last window ends at row M and may overlap the one before it.
+    const end = Math.min(M, begin + AW), row0 = end - AW;
+    const window = { tensor: a, offset: row0 * K * 4, size: AW * K * 4 };
+    for (const { view, n0, n } of slices) {
+      const u = uniforms().u32(n, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
+        .u32(o.ldc ?? N, (o.outOffset ?? 0) + n0, n0, row0, begin, end);
+      gpu.run(
+        pipeline,
+        [window, view, o.bias ?? placeholder(gpu), out],
+        [cdiv(end - begin, TM), cdiv(n, columnsPerInvocation * tiles.WG), 1],
+        u,
+      );
+    }
   }
 }
 

@@ -9,12 +9,21 @@
 //
 // The texture holds B as stored, rows x cols floats, texel (c, r) = B[r, 4c .. 4c+3]:
 //   matmul_texture_n : op(B) = B   stored [K,N] (Conv1D forward x W), texel (n/4, k); needs N % 4 == 0
-//   matmul_texture_k : op(B) = B^T stored [N,K] (tied unembedding h wte^T), texel (k/4, n); needs
-//                      K % 4 == 0. A vocabulary taller than the texture limit is split into row
-//                      chunks, one dispatch each: n_offset is the chunk's first row (for the bias).
-//   A is [M,K] in a storage buffer (row-major); C[c_offset + m*ldc + n].
+//   matmul_texture_k : op(B) = B^T stored [N,K] (tied unembedding h wte^T), texel (k/4, n). A
+//                      vocabulary taller than the texture limit is split into row chunks, one
+//                      dispatch each: n_offset is the chunk's first row (for the bias).
+//   C[c_offset + m*ldc + n].
+//
+// A [M,K] (row-major) is read through a uniform-buffer window of AW rows starting at row a_row0:
+// every lane of a workgroup reads the same A value, and llvmpipe loads a uniform buffer at a
+// workgroup-uniform index once, where a storage-buffer load is a bounds-checked per-lane gather
+// (on GL: 27 -> 40 GFLOP/s for [16,768]x[768,3072], bench/kernels.ts). A window holds at most
+// maxUniformBufferBindingSize bytes, so ops.ts records one dispatch per window; each computes rows
+// [m_begin, m_end) of C, all inside its window.
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
+//   K4  : K / 4 (K is a multiple of 4)
+//   AW  : rows of A in the window
 //   TM  : rows of C per invocation
 //   TN4 : vec4 column groups per invocation (matmul_texture_n: 4*TN4 columns; matmul_texture_k:
 //         TN4 columns, each as four partial sums)
@@ -22,18 +31,16 @@
 //         texels: invocation l of workgroup w owns column group (w*TN4 + j)*WG + l for j < TN4.
 
 struct Dims {
-  M: u32, N: u32, K: u32, bias_stride: u32,
-  alpha: f32, beta: f32, ldc: u32, c_offset: u32,
-  n_offset: u32,
+  N: u32, bias_stride: u32, alpha: f32, beta: f32,
+  ldc: u32, c_offset: u32, n_offset: u32, a_row0: u32,
+  m_begin: u32, m_end: u32,
 }
 
-@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(0) var<uniform> A4: array<vec4<f32>, AW * K4>;
 @group(0) @binding(1) var Bt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<uniform> d: Dims;
-
-@group(0) @binding(0) var<storage, read> A4: array<vec4<f32>>;
 
 fn store(m: u32, n: u32, ab: f32) {
   let idx = d.c_offset + m * d.ldc + n;
@@ -42,28 +49,41 @@ fn store(m: u32, n: u32, ab: f32) {
   C[idx] = v;
 }
 
-// Grid: x = ceil(M / TM), y = ceil(N / (4*TN4*WG)). acc[i*TN4 + j] holds C[m0+i, 4*col4[j] .. +3].
+// First element of row i of this invocation's block in the window (a clamped duplicate of the
+// last row past m_end, never stored).
+fn window_row(m0: u32, i: u32) -> u32 {
+  return (min(m0 + i, d.m_end - 1u) - d.a_row0) * K4;
+}
+
+// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
+// acc[i*TN4 + j] holds C[m0+i, 4*col4[j] .. +3]; k runs in order (like matmul.wgsl's kernels).
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = wid.x * TM;
+  let m0 = d.m_begin + wid.x * TM;
   let N4 = d.N / 4u;
   var rows: array<u32, TM>;
   var col4: array<u32, TN4>;
-  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.M - 1u); }
+  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
   for (var j = 0u; j < TN4; j++) { col4[j] = min((wid.y * TN4 + j) * WG + lid.y, N4 - 1u); }
   var acc: array<vec4<f32>, TM * TN4>;
-  for (var k = 0u; k < d.K; k++) {
+  for (var k4 = 0u; k4 < K4; k4++) {
+    var a: array<vec4<f32>, TM>;
+    for (var i = 0u; i < TM; i++) { a[i] = A4[rows[i] + k4]; }
+    // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
     var bk: array<vec4<f32>, TN4>;
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], k)); }
-    for (var i = 0u; i < TM; i++) {
-      let a = A[rows[i] * d.K + k];
-      for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
-    }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].x * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].y * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].z * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].w * bk[j]; } }
   }
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN4; j++) {
       let n = 4u * ((wid.y * TN4 + j) * WG + lid.y);
-      if (m0 + i < d.M && n < d.N) {
+      if (m0 + i < d.m_end && n < d.N) {
         let v = acc[i * TN4 + j];
         for (var c = 0u; c < 4u; c++) { store(m0 + i, n + c, v[c]); }
       }
@@ -71,29 +91,28 @@ fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
   }
 }
 
-// Grid: x = ceil(M / TM), y = ceil(N / (TN4*WG)). acc[i*TN4 + j] holds four partial sums of
-// C[m0+i, col[j]], added up only at the end.
+// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (TN4*WG)). acc[i*TN4 + j] holds four
+// partial sums of C[m0+i, col[j]], added up only at the end (like matmul_vec4_k).
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = wid.x * TM;
-  let K4 = d.K / 4u;
+  let m0 = d.m_begin + wid.x * TM;
   var rows: array<u32, TM>;
   var col: array<u32, TN4>;
-  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.M - 1u); }
+  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
   for (var j = 0u; j < TN4; j++) { col[j] = min((wid.y * TN4 + j) * WG + lid.y, d.N - 1u); }
   var acc: array<vec4<f32>, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
     var bk: array<vec4<f32>, TN4>;
     for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(k4, col[j])); }
     for (var i = 0u; i < TM; i++) {
-      let a = A4[rows[i] * K4 + k4];
+      let a = A4[rows[i] + k4];
       for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
     }
   }
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN4; j++) {
       let n = (wid.y * TN4 + j) * WG + lid.y;
-      if (m0 + i < d.M && n < d.N) { store(m0 + i, n, dot(acc[i * TN4 + j], vec4<f32>(1.0))); }
+      if (m0 + i < d.m_end && n < d.N) { store(m0 + i, n, dot(acc[i * TN4 + j], vec4<f32>(1.0))); }
     }
   }
 }

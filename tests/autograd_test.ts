@@ -10,12 +10,24 @@ import { referenceForward, type RefHook } from "./reference_model.ts";
 import { rng } from "./util.ts";
 
 const gpu = await getGpu();
-const cfg: GPT2Config = { vocabSize: 11, nPositions: 8, nEmbd: 12, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 };
+const cfg: GPT2Config = {
+  vocabSize: 11,
+  nPositions: 8,
+  nEmbd: 12,
+  nLayer: 2,
+  nHead: 2,
+  layerNormEpsilon: 1e-5,
+};
 const prompts = [[1, 4, 2, 7, 3], [5, 9, 0]];
 const batch = makeBatch(prompts);
 // Score every position but the last of each prompt against the next token.
 const rows: number[] = [], targets: number[] = [];
-prompts.forEach((p, b) => p.slice(0, -1).forEach((_, t) => { rows.push(b * batch.T + t); targets.push(p[t + 1]); }));
+prompts.forEach((p, b) =>
+  p.slice(0, -1).forEach((_, t) => {
+    rows.push(b * batch.T + t);
+    targets.push(p[t + 1]);
+  })
+);
 
 /** A reference hook whose patch also learns which prompt (b) it is applied to. */
 interface BatchHook {
@@ -27,7 +39,11 @@ interface BatchHook {
 function referenceLoss(w: Map<string, Float32Array>, hooks: BatchHook[] = []): number {
   let loss = 0;
   prompts.forEach((p, b) => {
-    const refHooks: RefHook[] = hooks.map((h) => ({ layer: h.layer, site: h.site, patch: (r) => h.patch(r, b) }));
+    const refHooks: RefHook[] = hooks.map((h) => ({
+      layer: h.layer,
+      site: h.site,
+      patch: (r) => h.patch(r, b),
+    }));
     const logits = referenceForward(cfg, w, p, refHooks);
     for (let t = 0; t < p.length - 1; t++) {
       const row = logits[t];
@@ -40,7 +56,11 @@ function referenceLoss(w: Map<string, Float32Array>, hooks: BatchHook[] = []): n
 }
 
 /** Forward (keep) + cross-entropy + backward on the GPU; returns the loss. */
-async function gpuLossAndBackward(model: GPT2, request: Omit<Parameters<typeof backward>[2], "dlogits">, fo: ForwardOptions = {}) {
+async function gpuLossAndBackward(
+  model: GPT2,
+  request: Omit<Parameters<typeof backward>[2], "dlogits">,
+  fo: ForwardOptions = {},
+) {
   const fwd = model.forward(batch, { ...fo, outputRows: rows, keep: true });
   const t = gpu.tensor([rows.length], targets, "u32");
   const dlogits = gpu.empty([rows.length, cfg.vocabSize]);
@@ -64,7 +84,10 @@ function centralDifference(x: Float32Array, i: number, f: () => number, h = 1e-3
 
 function relativeError(got: number[], want: number[]): number {
   let num = 0, den = 0;
-  got.forEach((g, i) => { num += (g - want[i]) ** 2; den += want[i] ** 2; });
+  got.forEach((g, i) => {
+    num += (g - want[i]) ** 2;
+    den += want[i] ** 2;
+  });
   return Math.sqrt(num / Math.max(den, 1e-30));
 }
 
@@ -84,7 +107,10 @@ Deno.test("parameter gradients of every tensor match finite differences", async 
     const got = idx.map((i) => gradArrays[k][i]);
     const err = relativeError(got, fd);
     // float32 GPU gradients vs float64 finite differences: well below 1e-3 where gradients are not tiny.
-    assert.ok(err < 1e-3 || Math.max(...fd.map(Math.abs)) < 1e-4, `${name}: relative error ${err} (got ${got}, fd ${fd})`);
+    assert.ok(
+      err < 1e-3 || Math.max(...fd.map(Math.abs)) < 1e-4,
+      `${name}: relative error ${err} (got ${got}, fd ${fd})`,
+    );
   }
 });
 
@@ -110,11 +136,23 @@ Deno.test("gradient w.r.t. a delta added to an MLP output matches finite differe
   const deltaT: Tensor = gpu.tensor([1, cfg.nEmbd], delta);
   const gradDelta = gpu.zeros([1, cfg.nEmbd]);
   // The delta is added at token 2 of both prompts (rows 2 and T+2).
-  const hook = { layer: 0, site: "mlp" as const, patch: { src: deltaT, entries: [2, batch.T + 2].map((r) => ({ dst: r, src: 0, keep: 1, take: 1 })) } };
+  const hook = {
+    layer: 0,
+    site: "mlp" as const,
+    patch: { src: deltaT, entries: [2, batch.T + 2].map((r) => ({ dst: r, src: 0, keep: 1, take: 1 })) },
+  };
   await gpuLossAndBackward(model, { patchSources: new Map([[deltaT, gradDelta]]) }, { hooks: [hook] });
   const got = [...await gradDelta.read()];
-  const refHook = { layer: 0, site: "mlp" as const, patch: (r: Float64Array[]) => { for (let i = 0; i < cfg.nEmbd; i++) r[2][i] += delta[i]; } };
-  const fd = [...delta.keys()].map((i) => centralDifference(delta, i, () => referenceLoss(weights, [refHook])));
+  const refHook = {
+    layer: 0,
+    site: "mlp" as const,
+    patch: (r: Float64Array[]) => {
+      for (let i = 0; i < cfg.nEmbd; i++) r[2][i] += delta[i];
+    },
+  };
+  const fd = [...delta.keys()].map((i) =>
+    centralDifference(delta, i, () => referenceLoss(weights, [refHook]))
+  );
   assert.ok(relativeError(got, fd) < 1e-3, `relative error ${relativeError(got, fd)}`);
 });
 
@@ -126,7 +164,13 @@ Deno.test("gradient w.r.t. MLP keys at chosen rows matches finite differences (i
   const got = [...await into.read()];
   // Finite differences: perturb key j at token 3 of prompt 0 in the reference.
   const bump = new Float32Array(4 * cfg.nEmbd);
-  const hook = { layer: 1, site: "key" as const, patch: (r: Float64Array[], b: number) => { if (b === 0) for (let i = 0; i < bump.length; i++) r[3][i] += bump[i]; } };
+  const hook = {
+    layer: 1,
+    site: "key" as const,
+    patch: (r: Float64Array[], b: number) => {
+      if (b === 0) { for (let i = 0; i < bump.length; i++) r[3][i] += bump[i]; }
+    },
+  };
   const fd = [...bump.keys()].map((i) => centralDifference(bump, i, () => referenceLoss(weights, [hook])));
   assert.ok(relativeError(got, fd) < 1e-3, `relative error ${relativeError(got, fd)}`);
 });

@@ -9,7 +9,10 @@ Deno.test("ticks are 1-2-5 multiples covering the range", () => {
 
 Deno.test("line chart: one path per series, log axis on 1-2-5 ticks, legend wide enough", () => {
   const pts: [number, number][] = [[0, 6], [1, 3], [2, 1.1]];
-  const svg = lineChart([{ name: "a rather long series name", points: pts }, { name: "b", points: [[0, 2], [2, 2]] }], {
+  const svg = lineChart([{ name: "a rather long series name", points: pts }, {
+    name: "b",
+    points: [[0, 2], [2, 2]],
+  }], {
     title: "T <1>",
     xLabel: "x",
     yLabel: "y",

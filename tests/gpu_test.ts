@@ -56,7 +56,10 @@ Deno.test("a training step in steady state allocates no new buffers (no pool lea
     const targets = gpu.empty([rows.length], "u32");
     gpu.write(targets, rows.map((r) => (r + 1) % 13));
     const dlogits = gpu.empty([rows.length, 13]);
-    const { losses } = crossEntropy(gpu, fwd.logits, targets, rows.length, 13, { dlogits, losses: gpu.empty([rows.length]) });
+    const { losses } = crossEntropy(gpu, fwd.logits, targets, rows.length, 13, {
+      dlogits,
+      losses: gpu.empty([rows.length]),
+    });
     backward(model, fwd, { dlogits, params: grads });
     await losses.read();
     gpu.release(targets, dlogits, losses);

@@ -1,5 +1,5 @@
 import { getGpu } from "../engine/gpu.ts";
-import { matmul, setMatmulTiles, matmulTiles } from "../engine/ops.ts";
+import { matmul, matmulTiles, setMatmulTiles } from "../engine/ops.ts";
 import { matmulRef } from "./reference.ts";
 import { assertClose, randomArray } from "./util.ts";
 
@@ -15,7 +15,12 @@ for (const transA of [false, true]) {
         const a = randomArray(M * K, 1), b = randomArray(K * N, 2), bias = randomArray(N, 3);
         const ta = gpu.tensor([M * K], a), tb = gpu.tensor([K * N], b), tbias = gpu.tensor([N], bias);
         const out = await matmul(gpu, ta, tb, M, N, K, { transA, transB, bias: tbias }).read();
-        assertClose(out, matmulRef(a, b, M, N, K, { transA, transB, bias }), 1e-4 * Math.sqrt(K), `[${M},${N},${K}]`);
+        assertClose(
+          out,
+          matmulRef(a, b, M, N, K, { transA, transB, bias }),
+          1e-4 * Math.sqrt(K),
+          `[${M},${N},${K}]`,
+        );
       }
     });
   }
@@ -26,7 +31,11 @@ Deno.test("matmul alpha/beta accumulate and batch strides", async () => {
   const a = randomArray(batch * M * K, 4), b = randomArray(K * N, 5), c0 = randomArray(batch * M * N, 6);
   const out = gpu.tensor([batch, M, N], c0);
   matmul(gpu, gpu.tensor([a.length], a), gpu.tensor([b.length], b), M, N, K, {
-    alpha: 0.5, beta: 1, out, batch, strides: { a: M * K, b: 0, c: M * N },
+    alpha: 0.5,
+    beta: 1,
+    out,
+    batch,
+    strides: { a: M * K, b: 0, c: M * N },
   });
   const got = await out.read();
   for (let i = 0; i < batch; i++) {
@@ -42,7 +51,14 @@ Deno.test("matmul tile parameters all give the same result", async () => {
   const a = randomArray(M * K, 7), b = randomArray(K * N, 8);
   const ref = matmulRef(a, b, M, N, K);
   try {
-    for (const tiles of [{ TM: 1, TN: 1, WG_X: 8, WG_Y: 1 }, { TM: 4, TN: 8, WG_X: 4, WG_Y: 2 }, { TM: 8, TN: 4, WG_X: 8, WG_Y: 8 }]) {
+    for (
+      const tiles of [{ TM: 1, TN: 1, WG_X: 8, WG_Y: 1 }, { TM: 4, TN: 8, WG_X: 4, WG_Y: 2 }, {
+        TM: 8,
+        TN: 4,
+        WG_X: 8,
+        WG_Y: 8,
+      }]
+    ) {
       setMatmulTiles(gpu, tiles);
       const out = await matmul(gpu, gpu.tensor([M * K], a), gpu.tensor([K * N], b), M, N, K).read();
       assertClose(out, ref, 1e-4, JSON.stringify(tiles));

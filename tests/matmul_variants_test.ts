@@ -172,37 +172,63 @@ withTiles("matmul_tiled with the real-GPU default tiles (64x64, BK 8)", {
 });
 
 // Weights read through texture mirrors: rows of 64 floats (N for NN, K for NT) are what the mirror
-// copy allows; M = 1, 2, 3 exercise the shrunken register blocks.
+// copy allows, and A's rows are read through uniform windows that start at multiples of 64 floats
+// (K % 64 == 0). M = 1, 2, 3 exercise the shrunken register blocks; K = 3072 fits 4 rows of A in a
+// 64 KiB window (M = 13: windows of rows 0-3, 4-7, 8-11 and 9-12, the last computing only 12) and
+// K = 16384 a single row.
 const textures: MatmulTiles = { ...llvmpipe, texture: { TM: 4, TN: 16, WG: 8 } };
 const WEIGHT: MatmulOptions = { weight: true };
-withTiles("matmul_texture_n (weights, NN) matches reference", textures, async () => {
-  const shapes: [number, number, number][] = [[1, 64, 1], [2, 128, 3], [3, 192, 130], [13, 64, 77], [37, 320, 64]];
-  await checkShapes(NN, shapes, "matmul_texture_n", WEIGHT);
-  await checkBatchedSlice(NN, [5, 128, 7], WEIGHT);
-});
+// The default blocks: 4x16 on Vulkan lavapipe, 8x16 on GL llvmpipe (see matmulTiles).
+for (const block of [{ TM: 4, TN: 16, WG: 8 }, { TM: 8, TN: 16, WG: 8 }]) {
+  const tiles: MatmulTiles = { ...llvmpipe, texture: block };
+  withTiles(`matmul_texture_n (weights, NN) ${block.TM}x${block.TN} matches reference`, tiles, async () => {
+    const shapes: [number, number, number][] = [
+      [1, 64, 64],
+      [2, 128, 192],
+      [3, 192, 128],
+      [13, 64, 3072],
+      [37, 320, 64],
+      [3, 64, 16384],
+    ];
+    await checkShapes(NN, shapes, "matmul_texture_n", WEIGHT);
+    await checkBatchedSlice(NN, [5, 128, 64], WEIGHT);
+    await checkBatchedSlice(NN, [9, 64, 3072], WEIGHT);
+  });
 
-withTiles("matmul_texture_k (weights, NT) matches reference", textures, async () => {
-  await checkShapes(NT, [[1, 7, 64], [3, 101, 128], [13, 1000, 64], [2, 5, 192]], "matmul_texture_k", WEIGHT);
-  await checkBatchedSlice(NT, [5, 6, 64], WEIGHT);
-});
+  withTiles(`matmul_texture_k (weights, NT) ${block.TM}x${block.TN} matches reference`, tiles, async () => {
+    const shapes: [number, number, number][] = [[1, 7, 64], [3, 101, 128], [13, 1000, 64], [2, 5, 192], [
+      13,
+      70,
+      3072,
+    ]];
+    await checkShapes(NT, shapes, "matmul_texture_k", WEIGHT);
+    await checkBatchedSlice(NT, [5, 6, 64], WEIGHT);
+    await checkBatchedSlice(NT, [6, 6, 4096], WEIGHT);
+  });
+}
 
 withTiles("matmul_texture_k splits a transposed weight taller than the texture limit", textures, async () => {
   const [M, N, K] = [2, gpu.limits.maxTextureDimension2D + 300, 64];
   await checkShapes(NT, [[M, N, K]], "matmul_texture_k", WEIGHT);
 });
 
-withTiles("weights that do not fit a texture, batches and transposed A use the buffer kernels", textures, async () => {
-  await checkShapes(NN, [[3, 36, 5]], "matmul_vec4_n", WEIGHT); // N % 64 != 0
-  await checkShapes(NT, [[3, 5, 8]], "matmul_vec4_k", WEIGHT); // K % 64 != 0
-  await checkShapes(TN, [[3, 64, 5]], "matmul_vec4_n", WEIGHT); // A transposed
-  assert.equal(matmulKernel(gpu, 64, 8, { ...WEIGHT, batch: 2 }), "matmul_vec4_n");
-  assert.equal(matmulKernel(gpu, 64, 8, NN), "matmul_vec4_n"); // not marked as a weight
-});
+withTiles(
+  "weights that do not fit a texture, batches and transposed A use the buffer kernels",
+  textures,
+  async () => {
+    await checkShapes(NN, [[3, 36, 64]], "matmul_vec4_n", WEIGHT); // N % 64 != 0
+    await checkShapes(NN, [[3, 64, 5], [3, 64, 96]], "matmul_vec4_n", WEIGHT); // K % 64 != 0: no uniform windows of A
+    await checkShapes(NT, [[3, 5, 8]], "matmul_vec4_k", WEIGHT); // K % 64 != 0
+    await checkShapes(TN, [[3, 64, 5]], "matmul_vec4_n", WEIGHT); // A transposed
+    assert.equal(matmulKernel(gpu, 64, 8, { ...WEIGHT, batch: 2 }), "matmul_vec4_n");
+    assert.equal(matmulKernel(gpu, 64, 8, NN), "matmul_vec4_n"); // not marked as a weight
+  },
+);
 
 withTiles("texture mirrors follow writes, copies and kernels that change the weight", textures, async () => {
   // One weight W [K,N] changed three ways between products recorded in one stream; each product
   // must see W as it was at that point of the stream.
-  const [M, N, K] = [3, 64, 5];
+  const [M, N, K] = [3, 64, 64];
   const mirrored = gpu.mirrorBytes;
   const a = randomArray(M * K, 50);
   const versions = [randomArray(K * N, 51), randomArray(K * N, 52), randomArray(K * N, 53)];
@@ -222,33 +248,43 @@ withTiles("texture mirrors follow writes, copies and kernels that change the wei
   const fifth = product();
   const got = await gpu.readMany([first, second, third, fourth, fifth]);
   const plus = (x: Float32Array, y: Float32Array) => x.map((v, i) => v + y[i]);
-  const expected = [versions[0], versions[1], versions[2], plus(versions[2], delta), plus(versions[0], delta)];
+  const expected = [
+    versions[0],
+    versions[1],
+    versions[2],
+    plus(versions[2], delta),
+    plus(versions[0], delta),
+  ];
   expected.forEach((w, i) => assertClose(got[i], matmulRef(a, w, M, N, K, NN), 1e-4, `product ${i + 1}`));
   W.destroy();
   assert.equal(gpu.mirrorBytes, mirrored, "destroying the weight frees its mirror");
 });
 
-withTiles("a weight over the mirror budget is read from its buffer, with bit-identical results", textures, async () => {
-  for (const [layout, [M, N, K]] of [[NN, [3, 64, 130]], [NT, [2, 70, 128]]] as const) {
-    const a = randomArray(M * K, 60), w = randomArray(K * N, 61);
-    const budget = gpu.mirrorBudgetBytes, mirrored = gpu.mirrorBytes;
-    const [A, W] = [gpu.tensor([M, K], a), gpu.tensor([K * N], w)];
-    const o = { ...layout, ...WEIGHT };
-    gpu.mirrorBudgetBytes = mirrored + K * N * 4 - 1; // one float short
-    try {
-      const fromBuffer = matmul(gpu, A, W, M, N, K, o);
-      assert.equal(gpu.mirrorBytes, mirrored, "no mirror was made");
-      gpu.mirrorBudgetBytes = budget;
-      const fromTexture = matmul(gpu, A, W, M, N, K, o);
-      assert.equal(gpu.mirrorBytes, mirrored + K * N * 4, "now the mirror fits");
-      const [buffered, textured] = await gpu.readMany([fromBuffer, fromTexture]);
-      assertClose(buffered, matmulRef(a, w, M, N, K, layout), 1e-4 * Math.sqrt(K));
-      assert.deepEqual(textured, buffered, `${JSON.stringify(layout)}: both kernels sum in the same order`);
-    } finally {
-      gpu.mirrorBudgetBytes = budget;
+withTiles(
+  "a weight over the mirror budget is read from its buffer, with bit-identical results",
+  textures,
+  async () => {
+    for (const [layout, [M, N, K]] of [[NN, [3, 64, 192]], [NT, [2, 70, 128]]] as const) {
+      const a = randomArray(M * K, 60), w = randomArray(K * N, 61);
+      const budget = gpu.mirrorBudgetBytes, mirrored = gpu.mirrorBytes;
+      const [A, W] = [gpu.tensor([M, K], a), gpu.tensor([K * N], w)];
+      const o = { ...layout, ...WEIGHT };
+      gpu.mirrorBudgetBytes = mirrored + K * N * 4 - 1; // one float short
+      try {
+        const fromBuffer = matmul(gpu, A, W, M, N, K, o);
+        assert.equal(gpu.mirrorBytes, mirrored, "no mirror was made");
+        gpu.mirrorBudgetBytes = budget;
+        const fromTexture = matmul(gpu, A, W, M, N, K, o);
+        assert.equal(gpu.mirrorBytes, mirrored + K * N * 4, "now the mirror fits");
+        const [buffered, textured] = await gpu.readMany([fromBuffer, fromTexture]);
+        assertClose(buffered, matmulRef(a, w, M, N, K, layout), 1e-4 * Math.sqrt(K));
+        assert.deepEqual(textured, buffered, `${JSON.stringify(layout)}: both kernels sum in the same order`);
+      } finally {
+        gpu.mirrorBudgetBytes = budget;
+      }
     }
-  }
-});
+  },
+);
 
 Deno.test("matmul rejects operands too small for the batch strides", () => {
   assert.throws(

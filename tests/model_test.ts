@@ -45,7 +45,9 @@ for (const [name, o, lengths] of cases) {
     let i = 0;
     for (const p of prompts) {
       const ref = referenceForward(cfg, weights, p);
-      for (let t = 0; t < p.length; t++) assertClose(got[i++], ref[t], 1e-4, `prompt len ${p.length} pos ${t}`);
+      for (let t = 0; t < p.length; t++) {
+        assertClose(got[i++], ref[t], 1e-4, `prompt len ${p.length} pos ${t}`);
+      }
     }
   });
 }
@@ -69,7 +71,12 @@ Deno.test("a vocabulary split into embedding chunks gives identical logits", asy
   const split = GPT2.fromArrays(gpu, cfg, weights, "chunked", 10);
   assert.equal(split.wte.length, 5);
   const prompt = [0, 40, 10, 9, 20, 31];
-  assertClose((await allLogits(split, [prompt])).flatMap((r) => [...r]), (await allLogits(whole, [prompt])).flatMap((r) => [...r]), 1e-6, "chunked");
+  assertClose(
+    (await allLogits(split, [prompt])).flatMap((r) => [...r]),
+    (await allLogits(whole, [prompt])).flatMap((r) => [...r]),
+    1e-6,
+    "chunked",
+  );
 });
 
 Deno.test("hooks: patch, add, zero, capture at every site match the reference", async () => {
@@ -90,7 +97,14 @@ Deno.test("hooks: patch, add, zero, capture at every site match the reference", 
       outputRows: [0, 1, 2, 3, 4, 5],
       hooks: [
         { layer, site, capture: { into: captured, rows: [3, 1] } },
-        { layer, site, patch: { src: null, entries: [{ dst: 2, src: 0, keep: 0, take: 1 }, { dst: 5, src: 5, keep: 0, take: 0 }] } },
+        {
+          layer,
+          site,
+          patch: {
+            src: null,
+            entries: [{ dst: 2, src: 0, keep: 0, take: 1 }, { dst: 5, src: 5, keep: 0, take: 0 }],
+          },
+        },
         { layer, site, patch: { src: deltaT, entries: [{ dst: 4, src: 0, keep: 1, take: 1 }] } },
       ],
     });
@@ -106,7 +120,14 @@ Deno.test("hooks: patch, add, zero, capture at every site match the reference", 
         rows[4] = rows[4].map((v, i) => v + delta[i]);
       },
     }]);
-    for (let t = 0; t < 6; t++) assertClose(logits.subarray(t * cfg.vocabSize, (t + 1) * cfg.vocabSize), ref[t], 1e-4, `${site} pos ${t}`);
+    for (let t = 0; t < 6; t++) {
+      assertClose(
+        logits.subarray(t * cfg.vocabSize, (t + 1) * cfg.vocabSize),
+        ref[t],
+        1e-4,
+        `${site} pos ${t}`,
+      );
+    }
     assertClose(cap, [...refCaptured[0], ...refCaptured[1]], 1e-4, `${site} capture`);
     assert.equal(width, site === "mlp_pre" || site === "key" ? 4 * d : d);
     model.releaseForward(res);
@@ -119,7 +140,9 @@ Deno.test("starting mid-model from a captured residual reproduces the full forwa
   const prompt = randomTokens(7, cfg.vocabSize, 8);
   const batch = makeBatch([prompt]);
   const resid1 = gpu.zeros([7, cfg.nEmbd]);
-  const full = model.forward(batch, { hooks: [{ layer: 1, site: "resid", capture: { into: resid1, rows: [0, 1, 2, 3, 4, 5, 6] } }] });
+  const full = model.forward(batch, {
+    hooks: [{ layer: 1, site: "resid", capture: { into: resid1, rows: [0, 1, 2, 3, 4, 5, 6] } }],
+  });
   const fullLogits = await full.logits.read();
   const tail = model.forward(batch, { startLayer: 2, input: resid1 });
   assertClose(await tail.logits.read(), fullLogits, 1e-5, "resumed at layer 2");
@@ -143,10 +166,33 @@ Deno.test("load gives clear errors for bad folders", async () => {
   await assert.rejects(GPT2.load(gpu, dir), /model_type "llama" is not supported/);
   const cfg = config({});
   await GPT2.random(gpu, cfg, 1).save(dir);
-  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ model_type: "gpt2", vocab_size: 37, n_positions: 16, n_embd: 24, n_layer: 3, n_head: 3 }));
+  await Deno.writeTextFile(
+    `${dir}/config.json`,
+    JSON.stringify({
+      model_type: "gpt2",
+      vocab_size: 37,
+      n_positions: 16,
+      n_embd: 24,
+      n_layer: 3,
+      n_head: 3,
+    }),
+  );
   await assert.rejects(GPT2.load(gpu, dir), /no tensor h\.2\.ln_1\.weight/);
-  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ model_type: "gpt2", vocab_size: 38, n_positions: 16, n_embd: 24, n_layer: 2, n_head: 3 }));
-  await assert.rejects(GPT2.load(gpu, dir), /wte\.weight has shape \[37,24\] but config\.json implies \[38,24\]/);
+  await Deno.writeTextFile(
+    `${dir}/config.json`,
+    JSON.stringify({
+      model_type: "gpt2",
+      vocab_size: 38,
+      n_positions: 16,
+      n_embd: 24,
+      n_layer: 2,
+      n_head: 3,
+    }),
+  );
+  await assert.rejects(
+    GPT2.load(gpu, dir),
+    /wte\.weight has shape \[37,24\] but config\.json implies \[38,24\]/,
+  );
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -26,7 +26,13 @@ function layernorm(x: Float64Array[], g: Float32Array, b: Float32Array, eps: num
   });
 }
 
-function linear(x: Float64Array[], w: Float32Array, b: Float32Array, nIn: number, nOut: number): Float64Array[] {
+function linear(
+  x: Float64Array[],
+  w: Float32Array,
+  b: Float32Array,
+  nIn: number,
+  nOut: number,
+): Float64Array[] {
   return x.map((row) => {
     const out = new Float64Array(nOut);
     for (let o = 0; o < nOut; o++) {
@@ -41,7 +47,12 @@ function linear(x: Float64Array[], w: Float32Array, b: Float32Array, nIn: number
 const geluNew = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 
 /** Logits [T, V] of one sequence (every position), with optional hooks. */
-export function referenceForward(cfg: GPT2Config, w: W, tokens: number[], hooks: RefHook[] = []): Float64Array[] {
+export function referenceForward(
+  cfg: GPT2Config,
+  w: W,
+  tokens: number[],
+  hooks: RefHook[] = [],
+): Float64Array[] {
   const d = cfg.nEmbd, H = cfg.nHead, hd = d / H, T = tokens.length, eps = cfg.layerNormEpsilon;
   const get = (n: string) => w.get(n)!;
   const hook = (layer: number, site: Site, rows: Float64Array[]) => {
