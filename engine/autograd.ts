@@ -15,7 +15,7 @@ import {
   geluBackward,
   layernormBackward,
 } from "./backward_ops.ts";
-import { Gpu, Tensor } from "./gpu.ts";
+import { Tensor } from "./gpu.ts";
 import type { ForwardResult, GPT2, Hook, Site } from "./model.ts";
 import { matmul, type RowEntry, rowOps } from "./ops.ts";
 
