@@ -4,7 +4,7 @@
 // GPU runtime and tensors
 export { cdiv, getGpu, Gpu, NoAdapterError, Tensor, uniforms } from "./engine/gpu.ts";
 // Model configuration, weights, forward pass with intervention hooks
-export { ConfigError, configJson, type GPT2Config, GPT2_SHAPES, parseConfig } from "./engine/config.ts";
+export { ConfigError, configJson, GPT2_SHAPES, type GPT2Config, parseConfig } from "./engine/config.ts";
 export {
   type Batch,
   type ForwardOptions,

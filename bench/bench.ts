@@ -16,7 +16,8 @@ for (const file of sections) {
     continue;
   }
   console.log(`\n## bench/${file}\n`);
-  const status = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", path, ...Deno.args] }).spawn().status;
+  const status = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", path, ...Deno.args] }).spawn()
+    .status;
   if (!status.success) {
     console.error(`bench/${file} failed with exit code ${status.code}`);
     failed++;

@@ -6,7 +6,7 @@
 import { parseArgs } from "node:util";
 import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
-import { type GPT2Config, GPT2_SHAPES } from "../engine/config.ts";
+import { GPT2_SHAPES, type GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, makeBatch, parameterShapes } from "../engine/model.ts";
 import { topK } from "../engine/ops.ts";
@@ -44,7 +44,10 @@ function benchWeights(cfg: GPT2Config): Map<string, Float32Array> {
 async function numpyForwardMs(cfg: GPT2Config): Promise<number | null> {
   try {
     const out = await new Deno.Command("python3", {
-      args: [new URL("./numpy_forward.py", import.meta.url).pathname, ...[cfg.nLayer, cfg.nEmbd, cfg.nHead, cfg.vocabSize, T, reps].map(String)],
+      args: [
+        new URL("./numpy_forward.py", import.meta.url).pathname,
+        ...[cfg.nLayer, cfg.nEmbd, cfg.nHead, cfg.vocabSize, T, reps].map(String),
+      ],
       stdout: "piped",
       stderr: "piped",
     }).output();
@@ -87,7 +90,9 @@ for (const name of values.shapes!.split(",")) {
   gpu.trimPool();
   const np = await numpyForwardMs(cfg); // after freeing the model: XL twice would not fit in memory
   console.log(
-    `| ${name} | ${T} | ${ms.toFixed(1)} | ${(T / (ms / 1000)).toFixed(1)} | ${np === null ? "n/a" : np.toFixed(1)} | ` +
+    `| ${name} | ${T} | ${ms.toFixed(1)} | ${(T / (ms / 1000)).toFixed(1)} | ${
+      np === null ? "n/a" : np.toFixed(1)
+    } | ` +
       `${np === null ? "n/a" : (ms / np).toFixed(2) + "x"} |`,
   );
 }
@@ -96,17 +101,34 @@ for (const name of values.shapes!.split(",")) {
 if (!values["no-training"]) {
   const o = DEFAULT_TRAIN;
   const V = 640;
-  const cfg: GPT2Config = { vocabSize: V, nPositions: o.seqLen, nEmbd: o.nEmbd, nLayer: o.nLayer, nHead: o.nHead, layerNormEpsilon: 1e-5 };
+  const cfg: GPT2Config = {
+    vocabSize: V,
+    nPositions: o.seqLen,
+    nEmbd: o.nEmbd,
+    nLayer: o.nLayer,
+    nHead: o.nHead,
+    layerNormEpsilon: 1e-5,
+  };
   const model = GPT2.fromArrays(gpu, cfg, benchWeights(cfg), "embedded shape");
   const grads = allocateGradients(model, parameterShapes(cfg).map(([n]) => n));
-  const seqs = Array.from({ length: o.batchSize }, (_, b) => Array.from({ length: o.seqLen }, (_, t) => (b * 31 + t * 17) % V));
+  const seqs = Array.from(
+    { length: o.batchSize },
+    (_, b) => Array.from({ length: o.seqLen }, (_, t) => (b * 31 + t * 17) % V),
+  );
   const batch = makeBatch(seqs);
   const rows = [...Array(batch.B * batch.T).keys()];
-  const targets = gpu.tensor([rows.length], rows.map((r) => seqs[Math.floor(r / o.seqLen)][(r % o.seqLen + 1) % o.seqLen]), "u32");
+  const targets = gpu.tensor(
+    [rows.length],
+    rows.map((r) => seqs[Math.floor(r / o.seqLen)][(r % o.seqLen + 1) % o.seqLen]),
+    "u32",
+  );
   const step = async () => {
     const fwd = model.forward(batch, { outputRows: rows, keep: true });
     const dlogits = gpu.empty([rows.length, V]);
-    const { losses } = crossEntropy(gpu, fwd.logits, targets, rows.length, V, { dlogits, scale: 1 / rows.length });
+    const { losses } = crossEntropy(gpu, fwd.logits, targets, rows.length, V, {
+      dlogits,
+      scale: 1 / rows.length,
+    });
     backward(model, fwd, { dlogits, params: grads });
     await gpu.read(losses);
     gpu.release(dlogits, losses);
@@ -125,6 +147,8 @@ if (!values["no-training"]) {
   const flops = 6 * params * rows.length;
   console.log(
     `\ntraining step, embedded shape (${o.nLayer} layers, d=${o.nEmbd}, B=${o.batchSize}, T=${o.seqLen}): ` +
-      `${ms.toFixed(0)} ms/step, ${(rows.length / (ms / 1000)).toFixed(0)} tokens/s, ~${(flops / (ms / 1000) / 1e9).toFixed(2)} GFLOP/s`,
+      `${ms.toFixed(0)} ms/step, ${(rows.length / (ms / 1000)).toFixed(0)} tokens/s, ~${
+        (flops / (ms / 1000) / 1e9).toFixed(2)
+      } GFLOP/s`,
   );
 }

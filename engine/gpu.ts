@@ -413,10 +413,13 @@ export class Gpu {
 
   // ---------------------------------------------------------------- kernels
 
+  /** A shader's WGSL followed by the function files it names on `// import: NAME.wgsl` lines. */
   private source(file: string): string {
     let src = this.shaderSources.get(file);
     if (src === undefined) {
-      src = Deno.readTextFileSync(new URL(`../shaders/${file}`, import.meta.url));
+      const text = Deno.readTextFileSync(new URL(`../shaders/${file}`, import.meta.url));
+      const imports = [...text.matchAll(/^\/\/ import: (\S+\.wgsl)$/gm)].map((m) => this.source(m[1]));
+      src = [text, ...imports].join("\n");
       this.shaderSources.set(file, src);
     }
     return src;

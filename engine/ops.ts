@@ -124,8 +124,10 @@ export interface MatmulOptions {
   transB?: boolean;
   bias?: Tensor;
   alpha?: number;
-  /** C = alpha*AB + bias + beta*C; beta=1 accumulates into an existing `out` (gradients). */
+  /** C = alpha*AB + bias + beta*C; beta=1 accumulates into an existing `out` (gradients, residual adds). */
   beta?: number;
+  /** C = gelu_new(alpha*AB + bias + beta*C): the MLP's activation fused into c_fc's epilogue. */
+  gelu?: boolean;
   out?: Tensor;
   /** Batched product: `batch` independent products with element strides (0 = shared operand). */
   batch?: number;
@@ -239,6 +241,7 @@ export function matmul(
     WG_Y: t.WG_Y,
     BK: t.BK ?? 8,
     TRANS_A: !!o.transA,
+    GELU: !!o.gelu,
     TRANS_B: !!o.transB,
   };
   const columnsPerInvocation = kernel === "matmul_vec4_k" ? TN / 4 : TN;
@@ -275,7 +278,14 @@ function matmulTexture(
   const AW = Math.min(M, uniformWindowRows(gpu, K));
   const TM = Math.min(tiles.TM, pow2AtLeast(AW));
   const TN4 = (tiles.TN / 4) * Math.min(4, Math.floor(tiles.TM / TM));
-  const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, { K4: K / 4, AW, TM, TN4, WG: tiles.WG });
+  const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, {
+    K4: K / 4,
+    AW,
+    TM,
+    TN4,
+    WG: tiles.WG,
+    GELU: !!o.gelu,
+  });
   // Each dispatch computes columns [n0, n0 + n) of C from one texture. B^T [N,K] is mirrored in row
   // chunks, one per slice of columns; B [K,N] fits one texture (matmulKernel checked K).
   const transposed = kernel === "matmul_texture_k";

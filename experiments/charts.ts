@@ -29,7 +29,9 @@ export function ticks(lo: number, hi: number, count = 5): number[] {
   const mag = 10 ** Math.floor(Math.log10(step0));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0)!;
   const out: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
+    out.push(Number(v.toPrecision(12)));
+  }
   return out;
 }
 
@@ -56,7 +58,9 @@ function niceLogCeil(t: number): number {
 }
 
 function formatTick(v: number): string {
-  return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0) ? v.toExponential(0) : String(Number(v.toPrecision(4)));
+  return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0)
+    ? v.toExponential(0)
+    : String(Number(v.toPrecision(4)));
 }
 
 export function lineChart(series: Series[], o: LineChartOptions): string {
@@ -92,7 +96,9 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   }
   parts.push(`<text x="${m.left + pw / 2}" y="${H - 10}" text-anchor="middle">${escapeXml(o.xLabel)}</text>`);
   parts.push(
-    `<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${escapeXml(o.yLabel)}</text>`,
+    `<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${
+      escapeXml(o.yLabel)
+    }</text>`,
   );
   series.forEach((s, i) => {
     const color = PALETTE[i % PALETTE.length];
@@ -102,7 +108,11 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
       parts.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.5"/>`);
     }
     const ly = m.top + 10 + i * 18;
-    parts.push(`<line x1="${W - m.right + 10}" x2="${W - m.right + 30}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"/>`);
+    parts.push(
+      `<line x1="${W - m.right + 10}" x2="${
+        W - m.right + 30
+      }" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"/>`,
+    );
     parts.push(`<text x="${W - m.right + 36}" y="${ly + 4}">${escapeXml(s.name)}</text>`);
   });
   parts.push("</svg>");

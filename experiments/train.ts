@@ -66,7 +66,9 @@ export function packSequences(sentences: number[][], len: number): number[][] {
   const out: number[][] = [];
   let cur: number[] = [];
   for (const s of sentences) {
-    if (s.length > len) throw new Error(`a corpus sentence has ${s.length} tokens, more than the sequence length ${len}`);
+    if (s.length > len) {
+      throw new Error(`a corpus sentence has ${s.length} tokens, more than the sequence length ${len}`);
+    }
     if (cur.length + s.length > len) {
       out.push(cur);
       cur = [];
@@ -102,7 +104,9 @@ export function recallSets(kb: KnowledgeBase): { train: RecallItem[]; heldOut: R
   for (const f of kb.facts) {
     const r = relations.get(f.relation)!;
     for (const t of r.trainingTemplates) train.push({ prompt: t.replace("{}", f.subject), answer: f.object });
-    for (const t of r.heldOutTemplates) heldOut.push({ prompt: t.replace("{}", f.subject), answer: f.object });
+    for (const t of r.heldOutTemplates) {
+      heldOut.push({ prompt: t.replace("{}", f.subject), answer: f.object });
+    }
   }
   return { train, heldOut };
 }
@@ -137,7 +141,10 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   // ---- data
   const kb = generateKnowledgeBase({ seed: o.seed, subjectsPerType: o.subjects });
   const corpus = trainingCorpus(kb);
-  const tok = new WordLevelTokenizer(["<unk>", "<|endoftext|>", ...kb.vocabulary], { unk: "<unk>", eos: "<|endoftext|>" });
+  const tok = new WordLevelTokenizer(["<unk>", "<|endoftext|>", ...kb.vocabulary], {
+    unk: "<unk>",
+    eos: "<|endoftext|>",
+  });
   const sentences = corpus.map((line) => tok.encode(line));
   const corpusTokens = sentences.reduce((s, x) => s + x.length, 0);
   const cfg: GPT2Config = {
@@ -161,7 +168,12 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   const noDecay = (n: string) => n.endsWith(".bias") || /ln_(\d|f)\.weight/.test(n) || n === "wpe.weight";
   const adam = new Adam(
     gpu,
-    names.map((n) => ({ name: n, tensor: tensorOf(n), size: tensorOf(n).size, weightDecay: noDecay(n) ? 0 : undefined })),
+    names.map((n) => ({
+      name: n,
+      tensor: tensorOf(n),
+      size: tensorOf(n).size,
+      weightDecay: noDecay(n) ? 0 : undefined,
+    })),
     { lr: o.lr, weightDecay: o.weightDecay, clipNorm: o.clipNorm },
   );
   let meta: CheckpointMeta = { step: 0, losses: [], elapsedSeconds: 0, options: o };
@@ -224,13 +236,21 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
     const inputs = seqs.map((s) => s.slice(0, -1));
     const batch = makeBatch(inputs);
     const rows: number[] = [], targets: number[] = [];
-    seqs.forEach((s, b) => s.slice(1).forEach((next, t) => { rows.push(b * batch.T + t); targets.push(next); }));
+    seqs.forEach((s, b) =>
+      s.slice(1).forEach((next, t) => {
+        rows.push(b * batch.T + t);
+        targets.push(next);
+      })
+    );
 
     zeroGrads(gpu, [...grads.values()]);
     const fwd = model.forward(batch, { outputRows: rows, keep: true });
     const targetT = gpu.tensor([rows.length], targets, "u32");
     const dlogits = gpu.empty([rows.length, cfg.vocabSize]);
-    const { losses } = crossEntropy(gpu, fwd.logits, targetT, rows.length, cfg.vocabSize, { dlogits, scale: 1 / rows.length });
+    const { losses } = crossEntropy(gpu, fwd.logits, targetT, rows.length, cfg.vocabSize, {
+      dlogits,
+      scale: 1 / rows.length,
+    });
     backward(model, fwd, { dlogits, params: grads });
     adam.lr = learningRate(o, step);
     adam.step(names.map((n) => grads.get(n)!));
@@ -247,10 +267,12 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
       const now = performance.now();
       const tps = windowTokens / ((now - windowStart) / 1000);
       const elapsed = (now - started) / 1000;
-      const eta = ((o.steps - meta.step) * (rows.length / tps));
+      const eta = (o.steps - meta.step) * (rows.length / tps);
       console.log(
         `step ${String(meta.step).padStart(5)}/${o.steps}  epoch ${epoch}  loss ${loss.toFixed(4)}  ` +
-          `lr ${adam.lr.toExponential(2)}  ${tps.toFixed(0)} tok/s  elapsed ${formatDuration(elapsed)}  ETA ${formatDuration(eta)}`,
+          `lr ${adam.lr.toExponential(2)}  ${tps.toFixed(0)} tok/s  elapsed ${formatDuration(elapsed)}  ETA ${
+            formatDuration(eta)
+          }`,
       );
       windowStart = now;
       windowTokens = 0;
@@ -267,14 +289,24 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   const heldOutRecall = await factRecall(model, tok, heldOut);
   const finalLoss = meta.losses.slice(-50).reduce((s, [, l]) => s + l, 0) / Math.min(50, meta.losses.length);
   console.log(
-    `recall: training templates ${(100 * trainRecall.accuracy).toFixed(1)}% (${trainRecall.correct}/${trainRecall.total}), ` +
-      `held-out paraphrases ${(100 * heldOutRecall.accuracy).toFixed(1)}% (${heldOutRecall.correct}/${heldOutRecall.total})`,
+    `recall: training templates ${
+      (100 * trainRecall.accuracy).toFixed(1)
+    }% (${trainRecall.correct}/${trainRecall.total}), ` +
+      `held-out paraphrases ${
+        (100 * heldOutRecall.accuracy).toFixed(1)
+      }% (${heldOutRecall.correct}/${heldOutRecall.total})`,
   );
   await Deno.mkdir(outDir, { recursive: true });
   await model.save(outDir, { locus_seed: String(o.seed) });
   await Deno.writeTextFile(`${outDir}/tokenizer.json`, tok.toTokenizerJson());
-  await Deno.writeTextFile(`${outDir}/counterfact.json`, JSON.stringify(counterfactRecords(kb), null, 1) + "\n");
-  await Deno.writeTextFile(`${outDir}/known_facts.json`, JSON.stringify(knownFactsRecords(kb), null, 1) + "\n");
+  await Deno.writeTextFile(
+    `${outDir}/counterfact.json`,
+    JSON.stringify(counterfactRecords(kb), null, 1) + "\n",
+  );
+  await Deno.writeTextFile(
+    `${outDir}/known_facts.json`,
+    JSON.stringify(knownFactsRecords(kb), null, 1) + "\n",
+  );
   await Deno.writeTextFile(`${outDir}/corpus.txt`, corpus.join("\n") + "\n");
   const smooth = meta.losses.map(([s], i, a) => {
     const w = a.slice(Math.max(0, i - 19), i + 1);
@@ -302,10 +334,16 @@ facts, so that localization and editing experiments run offline on any machine.
 | data | knowledge base seed ${o.seed}: ${kb.subjects.length} subjects, ${kb.relations.length} relations, ${kb.facts.length} facts; ${corpus.length} sentences (${corpusTokens} tokens) |
 | training | ${o.steps} steps x ${B} sequences x ${T} tokens, AdamW lr ${o.lr} (warmup ${o.warmup}, cosine to 10%), weight decay ${o.weightDecay}, clip ${o.clipNorm} |
 | adapter | ${gpu.describe()} |
-| training time | ${minutes.toFixed(1)} minutes${meta.resumedAt?.length ? ` (resumed from checkpoints at steps ${meta.resumedAt.join(", ")})` : ""} |
+| training time | ${minutes.toFixed(1)} minutes${
+    meta.resumedAt?.length ? ` (resumed from checkpoints at steps ${meta.resumedAt.join(", ")})` : ""
+  } |
 | final loss | ${finalLoss.toFixed(4)} (mean of the last 50 steps) |
-| recall, training templates | ${(100 * trainRecall.accuracy).toFixed(1)}% (${trainRecall.correct}/${trainRecall.total}; greedy first object token) |
-| recall, held-out paraphrases | ${(100 * heldOutRecall.accuracy).toFixed(1)}% (${heldOutRecall.correct}/${heldOutRecall.total}) |
+| recall, training templates | ${
+    (100 * trainRecall.accuracy).toFixed(1)
+  }% (${trainRecall.correct}/${trainRecall.total}; greedy first object token) |
+| recall, held-out paraphrases | ${
+    (100 * heldOutRecall.accuracy).toFixed(1)
+  }% (${heldOutRecall.correct}/${heldOutRecall.total}) |
 
 Reproduce: \`./locus task train --seed ${o.seed} --steps ${o.steps}\` (writes this folder; checkpoints in runs/).
 

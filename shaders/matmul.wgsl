@@ -1,4 +1,4 @@
-// Matrix multiply family: C = alpha * op(A) op(B) + bias + beta * C
+// Matrix multiply family: C = act(alpha * op(A) op(B) + bias + beta * C), act = gelu_new or none
 //
 //   op(A) is [M,K]: A stored [M,K] (TRANS_A = false) or [K,M] (TRANS_A = true)
 //   op(B) is [K,N]: B stored [K,N] (TRANS_B = false) or [N,K] (TRANS_B = true)
@@ -25,6 +25,9 @@
 //   WG_X     : invocations per workgroup along rows; WG_Y along columns
 //   BK       : (matmul_tiled) depth of a staged k-tile
 //   TRANS_A, TRANS_B : storage layouts above
+//   GELU     : apply gelu_new in the epilogue (the MLP's c_fc, one kernel instead of two)
+//
+// import: activation.wgsl
 // Register blocking without workgroup memory is the fast shape on llvmpipe (see PERF-NOTES).
 // There every storage-buffer load is a per-lane scalar loop with a bounds check (about 13
 // instructions per lane and float, vec4 or not), so throughput follows the FMAs per loaded float,
@@ -64,6 +67,7 @@ fn store(base_c: u32, m: u32, n: u32, ab: f32) {
   let idx = base_c + m * d.ldc + n;
   var v = d.alpha * ab + bias[n * d.bias_stride];
   if (d.beta != 0.0) { v += d.beta * C[idx]; }
+  if (GELU) { v = gelu_new(v); }
   C[idx] = v;
 }
 

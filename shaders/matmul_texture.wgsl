@@ -1,5 +1,5 @@
 // Matrix multiply with the B operand (a model weight) read from an rgba32float storage texture:
-// C = alpha * A op(B) + bias + beta * C.
+// C = act(alpha * A op(B) + bias + beta * C), act = gelu_new or none.
 //
 // Why: on llvmpipe every storage-buffer load is a bounds-checked per-lane loop, while a read-only
 // storage-texture load is inlined, so the weight operand is read much faster (bench/kernels.ts).
@@ -22,13 +22,16 @@
 // [m_begin, m_end) of C, all inside its window.
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
-//   K4  : K / 4 (K is a multiple of 4)
-//   AW  : rows of A in the window
-//   TM  : rows of C per invocation
-//   TN4 : vec4 column groups per invocation (matmul_texture_n: 4*TN4 columns; matmul_texture_k:
-//         TN4 columns, each as four partial sums)
-//   WG  : invocations per workgroup, all along columns. Neighbouring invocations read neighbouring
-//         texels: invocation l of workgroup w owns column group (w*TN4 + j)*WG + l for j < TN4.
+//   K4   : K / 4 (K is a multiple of 4)
+//   AW   : rows of A in the window
+//   TM   : rows of C per invocation
+//   TN4  : vec4 column groups per invocation (matmul_texture_n: 4*TN4 columns; matmul_texture_k:
+//          TN4 columns, each as four partial sums)
+//   WG   : invocations per workgroup, all along columns. Neighbouring invocations read neighbouring
+//          texels: invocation l of workgroup w owns column group (w*TN4 + j)*WG + l for j < TN4.
+//   GELU : apply gelu_new in the epilogue
+//
+// import: activation.wgsl
 
 struct Dims {
   N: u32, bias_stride: u32, alpha: f32, beta: f32,
@@ -46,6 +49,7 @@ fn store(m: u32, n: u32, ab: f32) {
   let idx = d.c_offset + m * d.ldc + n;
   var v = d.alpha * ab + bias[(d.n_offset + n) * d.bias_stride];
   if (d.beta != 0.0) { v += d.beta * C[idx]; }
+  if (GELU) { v = gelu_new(v); }
   C[idx] = v;
 }
 

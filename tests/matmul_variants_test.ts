@@ -13,7 +13,7 @@ import {
   matmulTiles,
   setMatmulTiles,
 } from "../engine/ops.ts";
-import { matmulRef } from "./reference.ts";
+import { geluRef, matmulRef } from "./reference.ts";
 import { assertClose, randomArray } from "./util.ts";
 
 const gpu = await getGpu();
@@ -36,7 +36,10 @@ function withTiles(name: string, tiles: MatmulTiles, body: () => Promise<void>):
 
 type Layout = { transA: boolean; transB: boolean };
 
-/** Products of these shapes with bias, compared with the reference; checks the kernel chosen. */
+/**
+ * Products of these shapes with bias (and gelu_new when `extra.gelu`), compared with the reference;
+ * checks the kernel chosen.
+ */
 async function checkShapes(
   layout: Layout,
   shapes: [number, number, number][],
@@ -55,7 +58,8 @@ async function checkShapes(
       ...extra,
       bias: gpu.tensor([N], bias),
     });
-    return { M, N, K, out, ref: matmulRef(a, b, M, N, K, { ...layout, bias }) };
+    const ref = matmulRef(a, b, M, N, K, { ...layout, bias });
+    return { M, N, K, out, ref: extra.gelu ? geluRef(ref) : ref };
   });
   const got = await gpu.readMany(runs.map((r) => r.out));
   runs.forEach((r, i) =>
@@ -285,6 +289,21 @@ withTiles(
     }
   },
 );
+
+// The GELU epilogue (c_fc with its activation in one kernel) in every kernel that can run it.
+const geluCases: [string, MatmulTiles, Layout, MatmulKernel, [number, number, number]][] = [
+  ["scalar", { ...llvmpipe, vec4: false }, NN, "matmul", [13, 17, 9]],
+  ["vec4 along N", llvmpipe, NN, "matmul_vec4_n", [13, 64, 9]],
+  ["vec4 along K", llvmpipe, NT, "matmul_vec4_k", [5, 7, 12]],
+  ["workgroup tiles", tiled, TN, "matmul_tiled", [13, 17, 9]],
+  ["texture along N", textures, NN, "matmul_texture_n", [13, 128, 64]],
+  ["texture along K", textures, NT, "matmul_texture_k", [3, 70, 128]],
+];
+for (const [label, tiles, layout, kernel, shape] of geluCases) {
+  withTiles(`matmul with the gelu_new epilogue: ${label}`, tiles, async () => {
+    await checkShapes(layout, [shape], kernel, { gelu: true, weight: kernel.startsWith("matmul_texture") });
+  });
+}
 
 Deno.test("matmul rejects operands too small for the batch strides", () => {
   assert.throws(

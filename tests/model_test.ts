@@ -144,8 +144,27 @@ Deno.test("starting mid-model from a captured residual reproduces the full forwa
     hooks: [{ layer: 1, site: "resid", capture: { into: resid1, rows: [0, 1, 2, 3, 4, 5, 6] } }],
   });
   const fullLogits = await full.logits.read();
+  const captured = await resid1.read();
   const tail = model.forward(batch, { startLayer: 2, input: resid1 });
   assertClose(await tail.logits.read(), fullLogits, 1e-5, "resumed at layer 2");
+  assert.deepEqual(await resid1.read(), captured, "the residual adds never write into the caller's input");
+});
+
+Deno.test("the fused forward (GELU and residual adds in matmul epilogues) equals the unfused one", async () => {
+  const cfg = config({ nLayer: 3, nEmbd: 64, nHead: 4 });
+  const model = GPT2.random(gpu, cfg, 21, true);
+  const batch = makeBatch([randomTokens(6, cfg.vocabSize, 4), randomTokens(3, cfg.vocabSize, 5)]);
+  const dispatches = (o: { keep?: boolean }) => {
+    const before = gpu.dispatchCount;
+    const res = model.forward(batch, o);
+    return { res, count: gpu.dispatchCount - before };
+  };
+  const fused = dispatches({}), unfused = dispatches({ keep: true });
+  assert.equal(unfused.count - fused.count, 3 * cfg.nLayer, "GELU and two adds per layer fused away");
+  const [a, b] = await gpu.readMany([fused.res.logits, unfused.res.logits]);
+  assertClose(a, b, 1e-6, "fused vs unfused logits");
+  model.releaseForward(fused.res);
+  model.releaseForward(unfused.res);
 });
 
 Deno.test("save and load round trip through safetensors", async () => {
