@@ -5,6 +5,8 @@
 //   tracing.ts  causal-tracing grid time and the speedup of reusing the corrupted run
 //   editing.ts  time per ROME edit, MEMIT batch and FT-L edit
 //   attribution.ts  layer-selection time: LGA vs causal tracing vs integrated gradients vs brute force
+import { preferredBackend } from "../engine/gpu.ts";
+
 const sections = ["kernels.ts", "forward.ts", "tracing.ts", "editing.ts", "attribution.ts"];
 let failed = 0;
 for (const file of sections) {
@@ -24,14 +26,15 @@ for (const file of sections) {
   }
 }
 // Linux offers WebGPU through Vulkan and through GL; on a software adapter they differ in speed
-// (Mesa's llvmpipe here: GPT-2 small's forward took 162 ms on GL, 233 ms on Vulkan), so it is timed on GL too.
+// (engine/gpu.ts preferredBackend picks GL there), so the forward is timed on the other one too.
 if (Deno.build.os === "linux" && !Deno.env.get("DENO_WEBGPU_BACKEND")) {
-  console.log(`\n## bench/forward.ts on the GL backend (DENO_WEBGPU_BACKEND=gl)\n`);
+  const other = preferredBackend() === "gl" ? "vulkan" : "gl";
+  console.log(`\n## bench/forward.ts on the other backend (DENO_WEBGPU_BACKEND=${other})\n`);
   const path = new URL("./forward.ts", import.meta.url).pathname;
   const status = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", path, "--shapes", "gpt2", "--no-training", ...Deno.args],
-    env: { DENO_WEBGPU_BACKEND: "gl" },
+    env: { DENO_WEBGPU_BACKEND: other },
   }).spawn().status;
-  if (!status.success) console.log(`(no GL adapter here: exit code ${status.code})`);
+  if (!status.success) console.log(`(no ${other} adapter here: exit code ${status.code})`);
 }
 Deno.exit(failed ? 1 : 0);

@@ -71,3 +71,27 @@ Deno.test("a training step in steady state allocates no new buffers (no pool lea
   await step();
   assert.equal(gpu.poolMisses, misses, "later steps reuse every buffer of the first");
 });
+
+Deno.test("the backend: DENO_WEBGPU_BACKEND wins; without it, GL on a Linux machine with Mesa's EGL and no GPU", async () => {
+  assert.ok(gpu.describe().endsWith(`backend=${gpu.info.backend}`));
+  const preferred = async (env: Record<string, string>) => {
+    const code = `import { preferredBackend } from "${new URL("../engine/gpu.ts", import.meta.url)}";
+console.log(preferredBackend());`;
+    const out = await new Deno.Command(Deno.execPath(), { args: ["eval", code], env, clearEnv: true })
+      .output();
+    return new TextDecoder().decode(out.stdout).trim();
+  };
+  assert.equal(await preferred({ DENO_WEBGPU_BACKEND: "vulkan" }), "vulkan");
+  const entries = (dir: string) => {
+    try {
+      return [...Deno.readDirSync(dir)].map((e) => e.name);
+    } catch {
+      return [];
+    }
+  };
+  const softwareOnly = Deno.build.os === "linux" &&
+    !entries("/dev/dri").some((n) => n.startsWith("renderD")) &&
+    !entries("/dev").some((n) => n.startsWith("nvidia") || n === "dxg" || n === "kfd");
+  const mesaEgl = entries("/usr/share/glvnd/egl_vendor.d").includes("50_mesa.json");
+  assert.equal(await preferred({}), softwareOnly && mesaEgl ? "gl" : "default");
+});
