@@ -272,12 +272,13 @@ function matmulTexture(
   o: MatmulOptions,
   tiles: { TM: number; TN: number; WG: number },
 ): void {
-  // A is read in windows of AW rows (see shaders/matmul_texture.wgsl). As in the register kernels, a
-  // block taller than the window would compute clamped duplicates (M = 1 for the last token): shrink
-  // it and spend up to 4x the freed accumulators on more columns.
+  // A is read in windows of AW rows (see shaders/matmul_texture.wgsl), and a block taller than the
+  // window would compute clamped duplicates: shrink it. As in the register kernels, a short A (M = 1
+  // for the last token) spends up to 4x the freed accumulators on more columns; a window cut short by
+  // a long K does not, as wider blocks would leave too few workgroups to share between threads.
   const AW = Math.min(M, uniformWindowRows(gpu, K));
   const TM = Math.min(tiles.TM, pow2AtLeast(AW));
-  const TN4 = (tiles.TN / 4) * Math.min(4, Math.floor(tiles.TM / TM));
+  const TN4 = (tiles.TN / 4) * Math.min(4, Math.floor(tiles.TM / Math.min(tiles.TM, pow2AtLeast(M))));
   const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, {
     K4: K / 4,
     AW,
