@@ -2,7 +2,7 @@
 // measured in the same run (when python3 + numpy exist) and printed as a ratio, and training
 // throughput for the embedded model's shape.
 //
-//   ./locus run -A bench/forward.ts [--shapes gpt2,gpt2-medium,gpt2-xl] [--tokens 16] [--reps 5] [--no-training]
+//   ./locus run -A bench/forward.ts [--shapes gpt2,gpt2-medium,gpt2-xl] [--tokens 16] [--reps 9] [--no-training]
 import { parseArgs } from "node:util";
 import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
@@ -17,11 +17,12 @@ const { values } = parseArgs({
   options: {
     shapes: { type: "string", default: "gpt2,gpt2-medium,gpt2-xl" },
     tokens: { type: "string", default: "16" },
-    reps: { type: "string", default: "5" },
+    reps: { type: "string", default: "9" },
     "no-training": { type: "boolean", default: false },
   },
 });
 const T = Number(values.tokens), reps = Number(values.reps);
+const WARMUP = 3;
 const gpu = await getGpu();
 console.log(`# forward benchmark on ${gpu.describe()}`);
 
@@ -77,7 +78,9 @@ for (const name of values.shapes!.split(",")) {
     gpu.release(top.indices, top.values);
     model.releaseForward(res);
   };
-  await run(); // compiles pipelines
+  // Warm-up, as in numpy_forward.py: the first run compiles pipelines, and the next few are often
+  // slower on llvmpipe while its threads settle.
+  for (let i = 0; i < WARMUP; i++) await run();
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();

@@ -51,7 +51,8 @@ def main():
             x = x + h @ p["mproj"] + p["mproj_b"]
         return layernorm(x[-1:], 1, 0) @ wte.T
 
-    forward()
+    for _ in range(3):  # warm-up, as in bench/forward.ts
+        forward()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
