@@ -272,32 +272,31 @@ function matmulTexture(
   o: MatmulOptions,
   tiles: { TM: number; TN: number; WG: number },
 ): void {
-  // A is read in windows of AW rows (see shaders/matmul_texture.wgsl), and a block taller than the
-  // window would compute clamped duplicates: shrink it. As in the register kernels, a short A (M = 1
-  // for the last token) spends up to 4x the freed accumulators on more columns; a window cut short by
-  // a long K does not, as wider blocks would leave too few workgroups to share between threads.
-  const AW = Math.min(M, uniformWindowRows(gpu, K));
-  const TM = Math.min(tiles.TM, pow2AtLeast(AW));
-  const TN4 = (tiles.TN / 4) * Math.min(4, Math.floor(tiles.TM / Math.min(tiles.TM, pow2AtLeast(M))));
-  const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, {
-    K4: K / 4,
-    AW,
-    TM,
-    TN4,
-    WG: tiles.WG,
-    GELU: !!o.gelu,
-  });
   // Each dispatch computes columns [n0, n0 + n) of C from one texture. B^T [N,K] is mirrored in row
   // chunks, one per slice of columns; B [K,N] fits one texture (matmulKernel checked K).
   const transposed = kernel === "matmul_texture_k";
   const slices = transposed
     ? gpu.mirror(b, N, K).map((c) => ({ view: c.view, n0: c.rowStart, n: c.rows }))
     : [{ view: gpu.mirror(b, K, N)[0].view, n0: 0, n: N }];
-  const columnsPerInvocation = transposed ? TN4 : 4 * TN4;
-  for (let begin = 0; begin < M; begin += AW) {
-    // Rows [begin, end) of C; the last window ends at row M and may overlap the one before it.
+  // A is read in windows of AW rows (see shaders/matmul_texture.wgsl), each a power of two so that
+  // the pipelines specialised on AW are few (not one per M): full windows of the largest that fits,
+  // then one for the remaining rows, ending at row M (it may overlap the window before it and then
+  // computes only the rows after it).
+  const windowRows = uniformWindowRows(gpu, K);
+  const fullRows = Math.min(windowRows, 2 ** Math.floor(Math.log2(M)));
+  for (let begin = 0; begin < M;) {
+    const AW = M - begin >= fullRows ? fullRows : pow2AtLeast(M - begin);
     const end = Math.min(M, begin + AW), row0 = end - AW;
+    // A block taller than the window would compute clamped duplicates: shrink it. As in the register
+    // kernels, a short A (M = 1 for the last token) spends up to 4x the freed accumulators on more
+    // columns; a window cut short by a long K does not, as wider blocks would leave too few
+    // workgroups to share between threads.
+    const TM = Math.min(tiles.TM, AW);
+    const TN4 = (tiles.TN / 4) * (AW < windowRows ? Math.min(4, Math.floor(tiles.TM / TM)) : 1);
+    const params = { K4: K / 4, AW, TM, TN4, WG: tiles.WG, GELU: !!o.gelu };
+    const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, params);
     const window = { tensor: a, offset: row0 * K * 4, size: AW * K * 4 };
+    const columnsPerInvocation = transposed ? TN4 : 4 * TN4;
     for (const { view, n0, n } of slices) {
       const u = uniforms().u32(n, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
         .u32(o.ldc ?? N, (o.outOffset ?? 0) + n0, n0, row0, begin, end);
@@ -308,6 +307,7 @@ function matmulTexture(
         u,
       );
     }
+    begin = end;
   }
 }
 

@@ -176,9 +176,10 @@ withTiles("matmul_tiled with the real-GPU default tiles (64x64, BK 8)", {
 });
 
 // Weights read through texture mirrors: rows of 64 floats (N for NN, K for NT) are what the mirror
-// copy allows, and A's rows are read through uniform windows that start at multiples of 64 floats
-// (K % 64 == 0). M = 1, 2, 3 exercise the shrunken register blocks; K = 3072 fits 4 rows of A in a
-// 64 KiB window (M = 13: windows of rows 0-3, 4-7, 8-11 and 9-12, the last computing only 12) and
+// copy allows, and A's rows are read through uniform windows of a power of two rows that start at
+// multiples of 64 floats (K % 64 == 0). M = 1, 2, 3 exercise the shrunken register blocks; M = 13
+// and 37 a last window that overlaps the one before it (K = 64: rows 0-7, then 5-12 computing 8-12);
+// K = 3072 fits 4 rows of A in a 64 KiB window (M = 13: 0-3, 4-7, 8-11, then a 1-row window) and
 // K = 16384 a single row.
 const textures: MatmulTiles = { ...llvmpipe, texture: { TM: 4, TN: 16, WG: 8 } };
 const WEIGHT: MatmulOptions = { weight: true };
@@ -188,6 +189,7 @@ for (const block of [{ TM: 4, TN: 16, WG: 8 }, { TM: 8, TN: 16, WG: 8 }]) {
   withTiles(`matmul_texture_n (weights, NN) ${block.TM}x${block.TN} matches reference`, tiles, async () => {
     const shapes: [number, number, number][] = [
       [1, 64, 64],
+      [13, 64, 64],
       [2, 128, 192],
       [3, 192, 128],
       [13, 64, 3072],
