@@ -142,15 +142,21 @@ export class Gpu {
     if (typeof navigator === "undefined" || !("gpu" in navigator)) {
       throw new NoAdapterError("This runtime has no WebGPU (navigator.gpu). Run Locus with Deno 2.x.");
     }
+    const userBackend = Deno.env.get("DENO_WEBGPU_BACKEND");
     const backend = preferredBackend();
     if (backend !== "default") Deno.env.set("DENO_WEBGPU_BACKEND", backend);
     const adapter = await navigator.gpu.requestAdapter({
       powerPreference: options.powerPreference ?? "high-performance",
     });
     if (!adapter) {
+      const chosen = backend === "gl" && !userBackend
+        ? "Locus chose Mesa's GL driver (no GPU device here); DENO_WEBGPU_BACKEND=vulkan tries Vulkan instead.\n"
+        : "";
       throw new NoAdapterError(
-        "No WebGPU adapter found. On a machine without a GPU install Mesa's software Vulkan driver:\n" +
-          "  apt-get install -y mesa-vulkan-drivers   (Debian bookworm-backports has the ~5x faster Mesa 25)\n" +
+        `No WebGPU adapter found (backend: ${backend}). ${chosen}` +
+          "On a machine without a GPU install Mesa's software drivers:\n" +
+          "  apt-get install -y mesa-vulkan-drivers libegl-mesa0 libgl1-mesa-dri   " +
+          "(Debian bookworm-backports has the ~5x faster Mesa 25)\n" +
           "and make sure XDG_RUNTIME_DIR is set (e.g. export XDG_RUNTIME_DIR=/tmp). " +
           "DENO_WEBGPU_BACKEND=vulkan|gl selects the backend.",
       );

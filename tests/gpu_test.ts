@@ -95,3 +95,20 @@ console.log(preferredBackend());`;
   const mesaEgl = entries("/usr/share/glvnd/egl_vendor.d").includes("50_mesa.json");
   assert.equal(await preferred({}), softwareOnly && mesaEgl ? "gl" : "default");
 });
+
+// Linux has no Metal, so there this backend finds no adapter (elsewhere the test is reported as ignored).
+Deno.test({
+  name: "no adapter for the backend: a clear error naming it and how to get a software adapter",
+  ignore: Deno.build.os !== "linux",
+}, async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../engine/cli.ts", import.meta.url).pathname, "predict", "--tokens", "1"],
+    env: { DENO_WEBGPU_BACKEND: "metal" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.notEqual(out.code, 0);
+  assert.match(stderr, /No WebGPU adapter found \(backend: metal\)/);
+  assert.match(stderr, /mesa-vulkan-drivers/);
+});
