@@ -92,8 +92,11 @@ const candidates: [string, MatmulTiles][] = [
   ["scalar, the original default", { TM: 8, TN: 8, WG_X: 8, WG_Y: 1, vec4: false }],
   ["workgroup tiles", { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 }],
 ];
-// Register blocks of the texture kernels (B, a weight, read from its texture mirror).
+// Register blocks of the texture kernels (B, a weight, read from its texture mirror); the first two
+// are the defaults of Mesa's Vulkan and GL drivers (matmulTiles), so each backend shows the other's.
 const textureCandidates: MatmulTiles["texture"][] = [
+  { TM: 4, TN: 16, WG: 8 },
+  { TM: 8, TN: 16, WG: 8 },
   { TM: 8, TN: 8, WG: 8 },
   { TM: 4, TN: 12, WG: 8 },
   { TM: 2, TN: 16, WG: 8 },
