@@ -19,7 +19,7 @@
 // pass does not run through a split embedding (engine/autograd.ts), so on an adapter with 128 MiB
 // bindings (llvmpipe) the vocabulary is cut to fit (43,690 rows at d=768, 20,971 at d=1600).
 import { parseArgs } from "node:util";
-import type { GPT2Config } from "../engine/config.ts";
+import { GPT2_SHAPES, type GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, parameterShapes, randomWeights } from "../engine/model.ts";
 import { loadTokenizer, type Tokenizer, WordLevelTokenizer } from "../engine/tokenizer.ts";
@@ -46,22 +46,6 @@ const { values } = parseArgs({
 });
 
 const EMBEDDED_DIR = new URL("../weights/locus-kb", import.meta.url).pathname;
-const GPT2_SMALL: GPT2Config = {
-  vocabSize: 50257,
-  nPositions: 1024,
-  nEmbd: 768,
-  nLayer: 12,
-  nHead: 12,
-  layerNormEpsilon: 1e-5,
-};
-const GPT2_XL: GPT2Config = {
-  vocabSize: 50257,
-  nPositions: 1024,
-  nEmbd: 1600,
-  nLayer: 48,
-  nHead: 25,
-  layerNormEpsilon: 1e-5,
-};
 
 /** A word-level tokenizer over "w0".."w{V-3}", so that random models can be given text requests. */
 function syntheticTokenizer(V: number): WordLevelTokenizer {
@@ -160,7 +144,7 @@ for (const shape of values.shapes!.split(",").map((s) => s.trim())) {
       return s;
     };
   } else if (shape === "gpt2" || shape === "gpt2-xl") {
-    family = shape === "gpt2" ? GPT2_SMALL : GPT2_XL;
+    family = GPT2_SHAPES[shape];
     const maxRows = Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * family.nEmbd));
     const cfg = {
       ...family,
