@@ -1,5 +1,5 @@
-// Backward pass of GPT2.forward (run with keep: true), written out by hand op by op in
-// reverse, like llm.c's gpt2_backward. Only what is asked for is computed:
+// Backward pass of GPT2.forward (run with keep: true) for every family, written out by hand op
+// by op in reverse, like llm.c's gpt2_backward. Only what is asked for is computed:
 //   - parameter gradients for a chosen subset of parameter names (others are never materialised),
 //   - gradients w.r.t. the source tensors of hook patches (e.g. ROME's delta added to an MLP output),
 //   - gradients w.r.t. a site's state at chosen rows (e.g. integrated gradients on MLP neurons),
@@ -13,11 +13,13 @@ import {
   biasBackward,
   embeddingBackward,
   geluBackward,
+  gluBackward,
   layernormBackward,
+  softcapBackward,
 } from "./backward_ops.ts";
 import { Tensor } from "./gpu.ts";
 import type { ForwardResult, GPT2, Hook, Site } from "./model.ts";
-import { matmul, type RowEntry, rowOps } from "./ops.ts";
+import { add, matmul, rope, type RowEntry, rowOps } from "./ops.ts";
 
 /** Gradient accumulators by parameter name (same shapes as the parameters). */
 export type Gradients = Map<string, Tensor>;
@@ -25,12 +27,14 @@ export type Gradients = Map<string, Tensor>;
 export function allocateGradients(model: GPT2, names: Iterable<string>): Gradients {
   const grads: Gradients = new Map();
   for (const name of names) {
-    if (name === "wte.weight") {
-      if (model.wte.length !== 1) {
-        throw new Error("wte gradients need an unsplit embedding (vocabulary fits one binding)");
+    if (name === "wte.weight" || name === "lm_head.weight") {
+      const chunks = name === "wte.weight" ? model.wte : model.head;
+      if (chunks.length !== 1) {
+        throw new Error(`${name} gradients need an unsplit matrix (vocabulary fits one binding)`);
       }
-      grads.set(name, model.gpu.zeros(model.wte[0].tensor.shape));
-    } else grads.set(name, model.gpu.zeros(model.p(name).shape));
+      grads.set(name, model.gpu.zeros(chunks[0].tensor.shape));
+    } else if (name === "lm_head.bias") grads.set(name, model.gpu.zeros([model.config.vocabSize]));
+    else grads.set(name, model.gpu.zeros(model.p(name).shape));
   }
   return grads;
 }
@@ -63,15 +67,19 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
   const acts = fwd.acts;
   if (!acts) throw new Error("backward needs a forward run with keep: true");
   const { B, T } = fwd.batch;
-  const R = B * T, d = cfg.nEmbd, f = 4 * d, H = cfg.nHead, n = fwd.outputRows.length, V = cfg.vocabSize;
+  const R = B * T, d = cfg.nEmbd, f = cfg.nInner, n = fwd.outputRows.length, V = cfg.vocabSize;
+  const H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim, qd = H * hd, width = (H + 2 * Hkv) * hd;
+  const fcOut = model.siteWidth("mlp_pre");
   const grads = req.params ?? new Map<string, Tensor>();
   const want = (name: string) => grads.get(name);
+  const rms = cfg.norm === "rmsnorm";
+  const sequential = cfg.residual === "sequential";
 
   // Lowest layer anything is requested for; below it nothing needs a gradient.
   let lowest = cfg.nLayer;
   for (const name of grads.keys()) {
     const m = /^h\.(\d+)\./.exec(name);
-    lowest = Math.min(lowest, m ? Number(m[1]) : name.startsWith("ln_f") ? cfg.nLayer : -1);
+    lowest = Math.min(lowest, m ? Number(m[1]) : /^(ln_f|lm_head)/.test(name) ? cfg.nLayer : -1);
   }
   for (const h of fwd.hooks) {
     if (h.patch?.src && req.patchSources?.has(h.patch.src)) {
@@ -131,7 +139,8 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
     }
   };
 
-  // Linear layer y = x W + b: accumulate dW, db if requested; return dx (or nothing).
+  // Linear layer y = x W + b (GPT-2's [in, out] layout) or y = x W^T + b ([out, in]): accumulate dW,
+  // db if requested; return dx (or nothing).
   const linearBackward = (
     dy: Tensor,
     x: Tensor,
@@ -141,37 +150,63 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
     needDx: boolean,
   ): Tensor | undefined => {
     const dW = want(prefix + ".weight"), db = want(prefix + ".bias");
-    if (dW) matmul(gpu, x, dy, nIn, nOut, R, { transA: true, out: dW, beta: 1 });
+    const outIn = cfg.linearLayout === "out_in";
+    if (dW) {
+      if (outIn) matmul(gpu, dy, x, nOut, nIn, R, { transA: true, out: dW, beta: 1 });
+      else matmul(gpu, x, dy, nIn, nOut, R, { transA: true, out: dW, beta: 1 });
+    }
     if (db) biasBackward(gpu, dy, R, nOut, { dbias: db });
     if (!needDx) return undefined;
     return matmul(gpu, dy, model.p(prefix + ".weight"), R, nIn, nOut, {
-      transB: true,
+      transB: !outIn,
       weight: true,
       out: gpu.empty([R, nIn]),
     });
   };
 
-  // ---- unembedding and final layernorm (only the scored rows)
-  const dlnf = gpu.zeros([n, d]);
-  for (const c of model.wte) {
-    // dlnf += dlogits[:, chunk] wte_chunk; only whole-vocabulary chunks are supported for wte's own grad.
-    if (model.wte.length === 1) {
-      matmul(gpu, req.dlogits, c.tensor, n, d, V, { weight: true, out: dlnf, beta: 1 });
-    } else throw new Error("backward through a split embedding is not supported");
+  // A norm's backward into `dx` (accumulated), from the forward's input `x` and saved stats.
+  const normBackward = (dy: Tensor, x: Tensor, prefix: string, stats: Tensor, rows: number, dx: Tensor) => {
+    layernormBackward(gpu, dy, x, model.p(prefix + ".weight"), stats, rows, d, {
+      dx,
+      dgamma: want(prefix + ".weight"),
+      dbeta: want(prefix + ".bias"),
+      rms,
+      gainOffset: cfg.normGainOffset,
+    });
+  };
+
+  // ---- soft-cap, unembedding and final norm (only the scored rows)
+  let dlogits = req.dlogits;
+  if (cfg.finalSoftcap) {
+    dlogits = gpu.empty([n, V]);
+    gpu.copy(req.dlogits, dlogits);
+    softcapBackward(gpu, dlogits, fwd.logits, n * V, cfg.finalSoftcap);
   }
+  if (model.head.length !== 1) throw new Error("backward through a split unembedding is not supported");
+  const dlnf = gpu.zeros([n, d]);
+  // dlnf = dlogits W_head
+  matmul(gpu, dlogits, model.head[0].tensor, n, d, V, { weight: true, out: dlnf, beta: 1 });
   const dwte = want("wte.weight");
-  if (dwte) matmul(gpu, req.dlogits, acts.lnf, V, d, n, { transA: true, out: dwte, beta: 1 });
+  const dhead = cfg.tiedHead ? dwte : want("lm_head.weight");
+  if (dhead) matmul(gpu, dlogits, acts.lnf, V, d, n, { transA: true, out: dhead, beta: 1 });
+  const dheadBias = want("lm_head.bias");
+  if (dheadBias) biasBackward(gpu, dlogits, n, V, { dbias: dheadBias });
+  if (dlogits !== req.dlogits) gpu.release(dlogits);
   const dselected = gpu.zeros([n, d]);
-  layernormBackward(gpu, dlnf, acts.selected, model.p("ln_f.weight"), acts.lnfStats, n, d, {
-    dx: dselected,
-    dgamma: want("ln_f.weight"),
-    dbeta: want("ln_f.bias"),
-  });
+  normBackward(dlnf, acts.selected, "ln_f", acts.lnfStats, n, dselected);
   let dx = gpu.zeros([R, d]);
   for (const round of distinctRounds(fwd.outputRows.map((r, i) => ({ dst: r, src: i, keep: 1, take: 1 })))) {
     rowOps(gpu, dx, dselected, d, round);
   }
   gpu.release(dlnf, dselected);
+
+  // A branch's output: the post-norm's backward (Gemma 2/3) gives the gradient of the state before it.
+  const branchBackward = (dadded: Tensor, state: Tensor, prefix: string, stats: Tensor | undefined): Tensor => {
+    const dstate = gpu.zeros([R, d]);
+    if (cfg.postNorms) normBackward(dadded, state, prefix, stats!, R, dstate);
+    else gpu.copy(dadded, dstate);
+    return dstate;
+  };
 
   // ---- blocks, top to bottom
   for (let l = cfg.nLayer - 1; l >= Math.max(lowest, fwd.startLayer); l--) {
@@ -179,42 +214,70 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
     const p = `h.${l}.`;
     const below = l > lowest; // does anything below this block need gradients?
     hookBackward(l, "resid", dx);
-    // out = m + mlp: both receive dx.
-    const dmlp = gpu.empty([R, d]);
-    gpu.copy(dx, dmlp);
+    // The gradient reaching the attention branch: d out in parallel blocks, d m in sequential ones.
+    const dattnAdded = sequential ? undefined : gpu.empty([R, d]);
+    if (dattnAdded) gpu.copy(dx, dattnAdded);
+    // MLP branch: out = m + [post-norm] mlp.
+    const dmlp = branchBackward(dx, a.mlp, p + "ln_mlp_out", a.mlpNormStats);
     hookBackward(l, "mlp", dmlp);
     const dkey = linearBackward(dmlp, a.key, p + "mlp.c_proj", f, d, true)!;
     hookBackward(l, "key", dkey);
-    const dpre = gpu.zeros([R, f]);
-    geluBackward(gpu, dkey, a.pre, R * f, { dx: dpre });
+    const dpre = cfg.mlp === "gated"
+      ? gluBackward(gpu, dkey, a.pre, R, f, cfg.activation, { dx: gpu.empty([R, 2 * f]) })
+      : geluBackward(gpu, dkey, a.pre, R * f, { dx: gpu.empty([R, f]), activation: cfg.activation });
     hookBackward(l, "mlp_pre", dpre);
-    const dln2 = linearBackward(dpre, a.ln2, p + "mlp.c_fc", d, f, true)!;
-    // dm = dx + layernorm_2 backward
-    const dm = dx;
-    layernormBackward(gpu, dln2, a.m, model.p(p + "ln_2.weight"), a.ln2Stats, R, d, {
-      dx: dm,
-      dgamma: want(p + "ln_2.weight"),
-      dbeta: want(p + "ln_2.bias"),
-    });
-    gpu.release(dmlp, dkey, dpre, dln2);
-    const dattn = gpu.empty([R, d]);
-    gpu.copy(dm, dattn);
-    hookBackward(l, "attn", dattn);
-    const dheads = linearBackward(dattn, a.heads, p + "attn.c_proj", d, d, true)!;
-    const dqkv = gpu.zeros([R, 3 * d]);
-    attentionBackward(gpu, dheads, a.qkv, a.probs, B, T, d, H, { dqkv });
-    const needLn1 = below || want(p + "ln_1.weight") || want(p + "ln_1.bias");
-    const dln1 = linearBackward(dqkv, a.ln1, p + "attn.c_attn", d, 3 * d, !!needLn1);
-    if (dln1) {
-      // dx_in = dm + layernorm_1 backward (accumulated into dm, which becomes the next dx)
-      layernormBackward(gpu, dln1, a.x, model.p(p + "ln_1.weight"), a.ln1Stats, R, d, {
-        dx: dm,
-        dgamma: want(p + "ln_1.weight"),
-        dbeta: want(p + "ln_1.bias"),
-      });
+    const dln2 = linearBackward(dpre, a.ln2, p + "mlp.c_fc", d, fcOut, true)!;
+    gpu.release(dmlp, dkey, dpre);
+    // ln_2 reads m (sequential) or x (parallel): its backward adds into dx, the stream's gradient,
+    // which then is d m (sequential) or d x so far (parallel). GPT-J's MLP reads ln_1's output.
+    let dln1Extra: Tensor | undefined;
+    if (cfg.residual === "parallel_shared_norm") dln1Extra = dln2;
+    else {
+      normBackward(dln2, a.m, p + "ln_2", a.ln2Stats, R, dx);
+      gpu.release(dln2);
     }
-    gpu.release(dattn, dheads, dqkv, dln1);
-    dx = dm;
+    // Attention branch.
+    const dattn = branchBackward(dattnAdded ?? dx, a.attn, p + "ln_attn_out", a.attnNormStats);
+    if (dattnAdded) gpu.release(dattnAdded);
+    hookBackward(l, "attn", dattn);
+    const dheads = linearBackward(dattn, a.heads, p + "attn.c_proj", qd, d, true)!;
+    let dqkv = attentionBackward(gpu, dheads, a.qkv, a.probs, B, T, qd, H, {
+      dqkv: gpu.empty([R, width]),
+      nKvHead: Hkv,
+      scale: cfg.attnScale,
+      softcap: cfg.attnSoftcap,
+      window: cfg.windows[l],
+    });
+    gpu.release(dattn, dheads);
+    if (cfg.rotary) {
+      rope(gpu, dqkv, model.invFreq[l], { R, T, H, Hkv, hd, dims: cfg.rotary.dims, interleaved: cfg.rotary.interleaved }, -1);
+    }
+    if (cfg.qkNorm) {
+      // The q and k parts of the projection's gradient come through their norms; v's is unchanged.
+      const dprojected = gpu.empty([R, width]);
+      gpu.copy(dqkv, dprojected);
+      for (const [part, heads, off, stats] of [["q", H, 0, a.qNormStats!], ["k", Hkv, qd, a.kNormStats!]] as const) {
+        const name = `${p}attn.${part}_norm.weight`;
+        layernormBackward(gpu, dqkv, a.qkvProjected!, model.p(name), stats, R * heads, hd, {
+          dx: dprojected,
+          dgamma: want(name),
+          rms: true,
+          gainOffset: cfg.normGainOffset,
+          rows: { G: heads, ld: width, off },
+          accumulate: false,
+        });
+      }
+      gpu.release(dqkv);
+      dqkv = dprojected;
+    }
+    const needLn1 = below || want(p + "ln_1.weight") || want(p + "ln_1.bias");
+    const dln1 = linearBackward(dqkv, a.ln1, p + "attn.c_attn", d, width, !!needLn1);
+    if (dln1) {
+      if (dln1Extra) add(gpu, dln1, dln1Extra, R * d, { out: dln1 });
+      // dx_in = d(stream) + norm_1 backward
+      normBackward(dln1, a.x, p + "ln_1", a.ln1Stats, R, dx);
+    }
+    gpu.release(dqkv, ...(dln1 ? [dln1] : []), ...(dln1Extra ? [dln1Extra] : []));
   }
 
   // ---- embeddings
@@ -222,6 +285,7 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
     hookBackward(-1, "embed", dx);
     const dwpe = want("wpe.weight");
     if (dwte || dwpe) {
+      if (cfg.embedScale !== 1) throw new Error("embedding gradients of scaled embeddings (Gemma) are not supported");
       embeddingBackward(gpu, dx, fwd.batch.ids, R, T, d, { dwte, dwpe });
     }
   }

@@ -10,7 +10,9 @@
 //  - No float atomics: every reduction runs in a fixed order, so gradients are bit-reproducible.
 //  - Weight gradients of y = x W + b are matmuls (engine/ops.ts): dW += x^T dy (transA, beta 1),
 //    dx = dy W^T (transB); only the bias gradient needs a kernel here (biasBackward).
+import type { Activation } from "./config.ts";
 import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
+import { ACTIVATION_CODE, type AttentionOptions, attentionSettings, type NormRows } from "./ops.ts";
 
 /** Invocations per workgroup for row/column kernels: one llvmpipe SIMD vector. */
 const WG = 8;
@@ -60,9 +62,10 @@ export interface LayernormGrads {
 }
 
 /**
- * LayerNorm backward. dy, x [R,C]; gamma [C]; stats [R,2] = (mean, rstd) saved by the forward.
- * dx [R,C] += input gradient. dgamma, dbeta [C] += parameter gradients, each only when given
- * (e.g. neither when only the input gradient is wanted).
+ * LayerNorm / RMSNorm backward. dy, x [R,C] (or at `rows` layout); gamma [C]; stats [R,2] = (mean, rstd)
+ * saved by the forward. dx += input gradient. dgamma, dbeta [C] += parameter gradients, each only
+ * when given (e.g. neither when only the input gradient is wanted). `rms` and `gainOffset` as in the
+ * forward (engine/ops.ts layernorm).
  */
 export function layernormBackward(
   gpu: Gpu,
@@ -72,19 +75,31 @@ export function layernormBackward(
   stats: Tensor,
   R: number,
   C: number,
-  o: { dx?: Tensor; dgamma?: Tensor; dbeta?: Tensor } = {},
+  o: {
+    dx?: Tensor;
+    dgamma?: Tensor;
+    dbeta?: Tensor;
+    rms?: boolean;
+    gainOffset?: number;
+    rows?: NormRows;
+    /** false: overwrite dx instead of adding to it. */
+    accumulate?: boolean;
+  } = {},
 ): LayernormGrads {
   const op = "layernormBackward";
   positiveIntegers(op, { R, C });
+  const rows = o.rows ?? { G: 1, ld: C, off: 0 };
+  const extent = Math.floor((R - 1) / rows.G) * rows.ld + rows.off + ((R - 1) % rows.G) * C + C;
   const dx = o.dx ?? gpu.zeros([R, C]);
-  need(op, "dy", dy, R * C);
-  need(op, "x", x, R * C);
+  need(op, "dy", dy, extent);
+  need(op, "x", x, extent);
   need(op, "gamma", gamma, C);
   need(op, "stats", stats, 2 * R);
-  need(op, "dx", dx, R * C);
-  const u = () => uniforms().u32(R, C);
+  need(op, "dx", dx, extent);
+  const u = () => uniforms().u32(R, C).f32(o.gainOffset ?? 0).u32(rows.G, rows.ld, rows.off);
+  const params = { WG, RMS: !!o.rms, ACCUMULATE: o.accumulate ?? true };
   gpu.run(
-    gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_input", { WG }),
+    gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_input", params),
     [dy, x, stats, gamma, dx],
     [cdiv(R, WG)],
     u(),
@@ -96,7 +111,7 @@ export function layernormBackward(
     need(op, "dgamma", dgamma, C);
     need(op, "dbeta", dbeta, C);
     gpu.run(
-      gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_params", { WG }),
+      gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_params", params),
       [dy, x, stats, dgamma, dbeta],
       [cdiv(C, WG)],
       u(),
@@ -109,29 +124,77 @@ export function layernormBackward(
 
 // ---------------------------------------------------------------- GELU
 
-/** GELU (tanh approximation) backward: dx[n] = dy * gelu'(x), x the pre-activation. Writes dx. */
-export function geluBackward(gpu: Gpu, dy: Tensor, x: Tensor, n: number, o: { dx?: Tensor } = {}): Tensor {
+/** MLP activation backward (default GPT-2's tanh GELU): dx[n] = dy * act'(x), x the pre-activation. Writes dx. */
+export function geluBackward(
+  gpu: Gpu,
+  dy: Tensor,
+  x: Tensor,
+  n: number,
+  o: { dx?: Tensor; activation?: Activation } = {},
+): Tensor {
   positiveIntegers("geluBackward", { n });
   const dx = o.dx ?? gpu.zeros([n]);
   need("geluBackward", "dy", dy, n);
   need("geluBackward", "x", x, n);
   need("geluBackward", "dx", dx, n);
   gpu.run(
-    gpu.pipeline("gelu_backward.wgsl", "gelu_backward", { WG: WG_ELEMENTWISE }),
+    gpu.pipeline("gelu_backward.wgsl", "gelu_backward", {
+      WG: WG_ELEMENTWISE,
+      ACT: ACTIVATION_CODE[o.activation ?? "gelu_tanh"],
+    }),
     [dy, x, dx],
     elementwiseGrid(gpu, n, WG_ELEMENTWISE),
-    uniforms().u32(n),
+    uniforms().u32(n, 0),
   );
   return dx;
+}
+
+/** Gated activation backward: x [R, 2F] = [gate | up], dy [R, F] the gradient of act(gate) * up.
+ *  Writes dx [R, 2F]. */
+export function gluBackward(
+  gpu: Gpu,
+  dy: Tensor,
+  x: Tensor,
+  R: number,
+  F: number,
+  activation: Activation,
+  o: { dx?: Tensor } = {},
+): Tensor {
+  positiveIntegers("gluBackward", { R, F });
+  const dx = o.dx ?? gpu.zeros([R, 2 * F]);
+  need("gluBackward", "dy", dy, R * F);
+  need("gluBackward", "x", x, 2 * R * F);
+  need("gluBackward", "dx", dx, 2 * R * F);
+  gpu.run(
+    gpu.pipeline("gelu_backward.wgsl", "glu_backward", { WG: WG_ELEMENTWISE, ACT: ACTIVATION_CODE[activation] }),
+    [dy, x, dx],
+    elementwiseGrid(gpu, R * F, WG_ELEMENTWISE),
+    uniforms().u32(R * F, F),
+  );
+  return dx;
+}
+
+/** Soft-cap backward in place: grad[i] *= 1 - (capped[i] / cap)^2, capped = cap * tanh(x / cap). */
+export function softcapBackward(gpu: Gpu, grad: Tensor, capped: Tensor, n: number, cap: number): void {
+  positiveIntegers("softcapBackward", { n });
+  need("softcapBackward", "grad", grad, n);
+  need("softcapBackward", "capped", capped, n);
+  gpu.run(
+    gpu.pipeline("elementwise.wgsl", "softcap_backward", { WG: WG_ELEMENTWISE }),
+    [grad, capped],
+    elementwiseGrid(gpu, n, WG_ELEMENTWISE),
+    uniforms().u32(n).f32(cap),
+  );
 }
 
 // ---------------------------------------------------------------- attention
 
 /**
  * Causal self-attention backward. dy [B*T,d] is the gradient of the attention output (heads
- * concatenated, before the projection); qkv [B*T,3d] and probs [B,nHead,T,T] are the forward's
- * input and saved probabilities. Writes dqkv [B*T,3d]. `dscores` [B,nHead,T,T] is scratch for
- * the score gradients (taken from and given back to the Gpu's pool when not given).
+ * concatenated, before the projection, d = nHead*hd); qkv [B*T, d + 2*nKvHead*hd] and probs
+ * [B,nHead,T,T] are the forward's input and saved probabilities; the options are the forward's.
+ * Writes dqkv (qkv's shape). `dscores` [B,nHead,T,T] is scratch for the score gradients (taken from
+ * and given back to the Gpu's pool when not given).
  */
 export function attentionBackward(
   gpu: Gpu,
@@ -142,25 +205,29 @@ export function attentionBackward(
   T: number,
   d: number,
   nHead: number,
-  o: { dqkv?: Tensor; dscores?: Tensor } = {},
+  o: { dqkv?: Tensor; dscores?: Tensor } & AttentionOptions = {},
 ): Tensor {
   const op = "attentionBackward";
-  positiveIntegers(op, { B, T, d, nHead });
+  const nKvHead = o.nKvHead ?? nHead;
+  positiveIntegers(op, { B, T, d, nHead, nKvHead });
   if (!Number.isInteger(d / nHead)) throw new Error(`${op}: d=${d} is not a multiple of nHead=${nHead}`);
-  const hd = d / nHead;
-  const dqkv = o.dqkv ?? gpu.zeros([B * T, 3 * d]);
+  if (nHead % nKvHead !== 0) throw new Error(`${op}: nHead=${nHead} is not a multiple of nKvHead=${nKvHead}`);
+  const hd = d / nHead, width = d + 2 * nKvHead * hd;
+  const { scale, softcap } = attentionSettings(hd, o);
+  const dqkv = o.dqkv ?? gpu.zeros([B * T, width]);
   const dscores = o.dscores ?? gpu.empty([B, nHead, T, T]);
   for (
     const [what, t, size] of [
       ["dy", dy, B * T * d],
-      ["qkv", qkv, B * T * 3 * d],
+      ["qkv", qkv, B * T * width],
       ["probs", probs, B * nHead * T * T],
-      ["dqkv", dqkv, B * T * 3 * d],
+      ["dqkv", dqkv, B * T * width],
       ["dscores", dscores, B * nHead * T * T],
     ] as const
   ) need(op, what, t, size);
-  const u = () => uniforms().u32(B, T, d, nHead, hd).f32(1 / Math.sqrt(hd));
-  const params = { WG, ...ATTENTION_BLOCK }; // the whole file needs every compile-time parameter
+  const u = () => uniforms().u32(B, T, nHead, nKvHead, hd).f32(scale, softcap);
+  // The whole file needs every compile-time parameter.
+  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0 };
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", params),
     [dy, qkv, probs, dscores],

@@ -1,19 +1,261 @@
-// GPT-2 family configuration, read from a Hugging Face config.json and validated.
+// Model configuration: one description of a transformer block that covers every family Locus runs,
+// read from a Hugging Face config.json (the keys as the Hub stores them, and transformers 5's
+// `rope_parameters` / `layer_types` layout) and validated before anything is allocated.
+//
+// Every family is the same pre-norm decoder; they differ only in the choices below (see
+// engine/families.ts for each family's choices and its tensor names):
+//   norm        LayerNorm (mean and bias) or RMSNorm (Gemma scales by 1 + w)
+//   positions   learned absolute (GPT-2) or rotary on the first `rotary.dims` dims of each head,
+//               rotating interleaved pairs (GPT-J) or the two halves (NeoX, Llama, Gemma)
+//   attention   H query heads sharing nKvHead key/value heads (GQA/MQA), optional sliding window
+//               per layer, score scale and tanh soft-capping (Gemma 2), RMS-normed q/k (Gemma 3)
+//   MLP         act(x W_fc) W_proj, or gated act(x W_gate) * (x W_up) W_down (SwiGLU, GeGLU)
+//   residual    sequential, or attention and MLP in parallel from one shared norm (GPT-J) or
+//               from two norms (NeoX); Gemma 2/3 also norm each branch's output before adding it
+//   head        tied to the embedding or separate (with a bias in GPT-J), optional soft-cap
 
+export type Family =
+  | "gpt2"
+  | "gptj"
+  | "gpt_neox"
+  | "llama"
+  | "mistral"
+  | "qwen2"
+  | "gemma"
+  | "gemma2"
+  | "gemma3_text";
+
+export const FAMILIES: readonly Family[] = [
+  "gpt2",
+  "gptj",
+  "gpt_neox",
+  "llama",
+  "mistral",
+  "qwen2",
+  "gemma",
+  "gemma2",
+  "gemma3_text",
+];
+
+/** "gelu_tanh" = GPT-2's gelu_new = gelu_pytorch_tanh; "gelu" = the exact erf GELU; "silu" = x sigmoid(x). */
+export type Activation = "gelu_tanh" | "gelu" | "silu";
+
+/** The shape of a GPT-2 model: all a GPT-2 config needs (the other fields take GPT-2's values). */
 export interface GPT2Config {
   vocabSize: number; // V
   nPositions: number; // P, the longest sequence
   nEmbd: number; // d
   nLayer: number; // L
-  nHead: number; // H, with d % H == 0
+  nHead: number; // H
   layerNormEpsilon: number;
+}
+
+/** Rotary position embedding (Su et al., RoFormer): per layer inverse frequencies. */
+export interface RotaryConfig {
+  /** Rotated dimensions of each head (the first `dims`; the rest pass through). */
+  dims: number;
+  /** GPT-J rotates pairs (2i, 2i+1); NeoX/Llama/Gemma rotate (i, i + dims/2). */
+  interleaved: boolean;
+  /** Per layer, the dims/2 inverse frequencies theta_i (Gemma 3 has two bases). */
+  invFreq: Float64Array[];
+}
+
+export interface ModelConfig extends GPT2Config {
+  family: Family;
+  nKvHead: number; // key/value heads, dividing nHead
+  headDim: number; // hd (not always d / H: Gemma)
+  nInner: number; // f, the MLP width (of each of gate and up when gated)
+  norm: "layernorm" | "rmsnorm";
+  /** 1 when the norm multiplies by (1 + w) (Gemma), else 0. */
+  normGainOffset: 0 | 1;
+  /** null: learned absolute position embeddings (wpe). */
+  rotary: RotaryConfig | null;
+  /** Per layer: attend to the last `window` keys only (key j > t - window), or null for all. */
+  windows: (number | null)[];
+  attnScale: number;
+  attnSoftcap: number | null;
+  qkNorm: boolean;
+  qkvBias: boolean;
+  attnOutBias: boolean;
+  mlp: "plain" | "gated";
+  activation: Activation;
+  mlpBias: boolean;
+  residual: "sequential" | "parallel_shared_norm" | "parallel";
+  /** Gemma 2/3: norm the attention and MLP outputs before the residual add. */
+  postNorms: boolean;
+  /** Embeddings are multiplied by this (Gemma: sqrt(d)). */
+  embedScale: number;
+  tiedHead: boolean;
+  headBias: boolean;
+  finalSoftcap: number | null;
+  /** Rows of the MLP's down projection are stored [in, out] (GPT-2 Conv1D) or [out, in] (nn.Linear). */
+  linearLayout: "in_out" | "out_in";
 }
 
 export class ConfigError extends Error {}
 
-/** Parses a config.json text (HF names: n_embd, n_layer, n_head, vocab_size, n_positions/n_ctx). */
-export function parseConfig(text: string, file = "config.json"): GPT2Config {
-  let raw: Record<string, unknown>;
+/** The full configuration of a GPT-2 of this shape. */
+export function gpt2Config(s: GPT2Config): ModelConfig {
+  return {
+    vocabSize: s.vocabSize,
+    nPositions: s.nPositions,
+    nEmbd: s.nEmbd,
+    nLayer: s.nLayer,
+    nHead: s.nHead,
+    layerNormEpsilon: s.layerNormEpsilon,
+    family: "gpt2",
+    nKvHead: s.nHead,
+    headDim: s.nEmbd / s.nHead,
+    nInner: 4 * s.nEmbd,
+    norm: "layernorm",
+    normGainOffset: 0,
+    rotary: null,
+    windows: new Array(s.nLayer).fill(null),
+    attnScale: 1 / Math.sqrt(s.nEmbd / s.nHead),
+    attnSoftcap: null,
+    qkNorm: false,
+    qkvBias: true,
+    attnOutBias: true,
+    mlp: "plain",
+    activation: "gelu_tanh",
+    mlpBias: true,
+    residual: "sequential",
+    postNorms: false,
+    embedScale: 1,
+    tiedHead: true,
+    headBias: false,
+    finalSoftcap: null,
+    linearLayout: "in_out",
+  };
+}
+
+/** A full config as is, or a GPT-2 shape completed with GPT-2's choices. */
+export function resolveConfig(c: GPT2Config | ModelConfig): ModelConfig {
+  return "family" in c ? c : gpt2Config(c);
+}
+
+// ---------------------------------------------------------------- reading config.json
+
+/** Typed, range-checked reads of config.json fields; every error names the file, field and value. */
+class Fields {
+  constructor(readonly raw: Record<string, unknown>, readonly file: string) {}
+
+  fail(field: string, expected: string): never {
+    throw new ConfigError(
+      `${this.file}: field "${field}" must be ${expected}, got ${JSON.stringify(this.raw[field])}`,
+    );
+  }
+
+  has(field: string): boolean {
+    return this.raw[field] !== undefined && this.raw[field] !== null;
+  }
+
+  /** A positive integer up to `max` (default 2^31: every size must also fit GPU indexing). */
+  int(field: string, fallback?: number, max = 2 ** 31 - 1): number {
+    const v = this.has(field) ? this.raw[field] : fallback;
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0 || v > max) {
+      this.fail(field, `an integer in [1, ${max}]`);
+    }
+    return v;
+  }
+
+  /** A finite number > 0 (epsilons, bases, scales). */
+  positive(field: string, fallback?: number): number {
+    const v = this.has(field) ? this.raw[field] : fallback;
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) this.fail(field, "a finite number > 0");
+    return v;
+  }
+
+  /** A positive number, or null/absent meaning "off". */
+  optionalPositive(field: string): number | null {
+    return this.has(field) ? this.positive(field) : null;
+  }
+
+  bool(field: string, fallback: boolean): boolean {
+    const v = this.has(field) ? this.raw[field] : fallback;
+    if (typeof v !== "boolean") this.fail(field, "true or false");
+    return v;
+  }
+
+  oneOf<T extends string>(field: string, allowed: readonly T[], fallback: T): T {
+    const v = this.has(field) ? this.raw[field] : fallback;
+    if (!allowed.includes(v as T)) this.fail(field, `one of ${allowed.map((a) => `"${a}"`).join(", ")}`);
+    return v as T;
+  }
+
+  object(field: string): Record<string, unknown> | null {
+    if (!this.has(field)) return null;
+    const v = this.raw[field];
+    if (typeof v !== "object" || Array.isArray(v)) this.fail(field, "an object");
+    return v as Record<string, unknown>;
+  }
+}
+
+/** Hugging Face activation names (hidden_act / activation_function) Locus implements. */
+const ACTIVATIONS: Record<string, Activation> = {
+  gelu_new: "gelu_tanh",
+  gelu_pytorch_tanh: "gelu_tanh",
+  gelu_fast: "gelu_tanh",
+  gelu: "gelu",
+  silu: "silu",
+  swish: "silu",
+};
+
+function activation(f: Fields, field: string, fallback: string): Activation {
+  const name = f.has(field) ? f.raw[field] : fallback;
+  const act = typeof name === "string" ? ACTIVATIONS[name] : undefined;
+  if (!act) f.fail(field, `one of ${Object.keys(ACTIVATIONS).map((a) => `"${a}"`).join(", ")}`);
+  return act;
+}
+
+/**
+ * Inverse frequencies theta_i = base^(-2i/dims), i < dims/2, with the rope scaling types Locus
+ * implements: "default", "linear" (theta / factor) and "llama3" (Llama 3.1's smooth blend of
+ * theta and theta / factor by wavelength). `where` names the config field for errors.
+ */
+export function rotaryInvFreq(
+  f: Fields,
+  dims: number,
+  base: number,
+  scaling: Record<string, unknown> | null,
+  where: string,
+): Float64Array {
+  const inv = new Float64Array(dims / 2);
+  for (let i = 0; i < dims / 2; i++) inv[i] = 1 / Math.pow(base, (2 * i) / dims);
+  const type = scaling ? scaling.rope_type ?? scaling.type ?? "default" : "default";
+  const num = (key: string): number => {
+    const v = scaling?.[key];
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
+      throw new ConfigError(`${f.file}: ${where}.${key} must be a finite number > 0, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  if (type === "default") return inv;
+  if (type === "linear") return inv.map((x) => x / num("factor"));
+  if (type === "llama3") {
+    const factor = num("factor"), low = num("low_freq_factor"), high = num("high_freq_factor");
+    const oldContext = num("original_max_position_embeddings");
+    if (!(high > low)) {
+      throw new ConfigError(`${f.file}: ${where}.high_freq_factor must exceed low_freq_factor`);
+    }
+    return inv.map((x) => {
+      const wavelen = 2 * Math.PI / x;
+      if (wavelen < oldContext / high) return x;
+      if (wavelen > oldContext / low) return x / factor;
+      const smooth = (oldContext / wavelen - low) / (high - low);
+      return (1 - smooth) * x / factor + smooth * x;
+    });
+  }
+  throw new ConfigError(
+    `${f.file}: ${where} has rope type ${
+      JSON.stringify(type)
+    }, which Locus does not implement (supported: "default", "linear", "llama3")`,
+  );
+}
+
+/** Parses a config.json text into a validated ModelConfig (the family from "model_type"). */
+export function parseConfig(text: string, file = "config.json"): ModelConfig {
+  let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (e) {
@@ -22,51 +264,258 @@ export function parseConfig(text: string, file = "config.json"): GPT2Config {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new ConfigError(`${file}: not a JSON object`);
   }
-  const modelType = raw.model_type ?? "gpt2";
-  if (modelType !== "gpt2") {
-    throw new ConfigError(
-      `${file}: model_type "${modelType}" is not supported (Locus runs the GPT-2 family, model_type "gpt2")`,
-    );
-  }
-  const act = raw.activation_function ?? "gelu_new";
-  if (act !== "gelu_new" && act !== "gelu_pytorch_tanh") {
-    throw new ConfigError(`${file}: activation_function "${act}" is not supported (GPT-2 uses "gelu_new")`);
-  }
-  const int = (name: string, fallback?: string): number => {
-    const v = raw[name] ?? (fallback ? raw[fallback] : undefined);
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
-      throw new ConfigError(`${file}: field "${name}" must be a positive integer, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  };
-  const cfg: GPT2Config = {
-    vocabSize: int("vocab_size"),
-    nPositions: int("n_positions", "n_ctx"),
-    nEmbd: int("n_embd"),
-    nLayer: int("n_layer"),
-    nHead: int("n_head"),
-    layerNormEpsilon: typeof raw.layer_norm_epsilon === "number" ? raw.layer_norm_epsilon : 1e-5,
-  };
-  if (cfg.nEmbd % cfg.nHead !== 0) {
-    throw new ConfigError(`${file}: n_embd (${cfg.nEmbd}) must be divisible by n_head (${cfg.nHead})`);
-  }
-  if (!(cfg.layerNormEpsilon > 0)) throw new ConfigError(`${file}: layer_norm_epsilon must be > 0`);
+  const f = new Fields(raw as Record<string, unknown>, file);
+  const family = f.oneOf("model_type", FAMILIES, "gpt2");
+  const cfg = PARSERS[family](f);
+  validate(cfg, file);
   return cfg;
 }
 
-/** The config.json a Hugging Face GPT-2 loader accepts for this configuration. */
-export function configJson(cfg: GPT2Config): string {
+/** Checks the relations between sizes that every family needs. */
+function validate(c: ModelConfig, file: string): void {
+  const fail = (msg: string): never => {
+    throw new ConfigError(`${file}: ${msg}`);
+  };
+  if (c.nHead % c.nKvHead !== 0) fail(`num_attention_heads (${c.nHead}) must be a multiple of the key/value heads (${c.nKvHead})`);
+  if (c.rotary) {
+    if (c.rotary.dims % 2 !== 0 || c.rotary.dims > c.headDim) {
+      fail(`the rotary dimensions (${c.rotary.dims}) must be even and at most the head dimension (${c.headDim})`);
+    }
+  }
+  if (c.headDim > 512) fail(`head dimension ${c.headDim} is over Locus's attention kernels' 512`);
+}
+
+/** Per family: the config.json keys it uses (Hub layout first, transformers 5 layout too). */
+const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
+  gpt2(f) {
+    const act = activation(f, "activation_function", "gelu_new");
+    if (act !== "gelu_tanh") f.fail("activation_function", `"gelu_new" for GPT-2`);
+    const d = f.int("n_embd"), H = f.int("n_head");
+    if (d % H !== 0) throw new ConfigError(`${f.file}: n_embd (${d}) must be divisible by n_head (${H})`);
+    const c = gpt2Config({
+      vocabSize: f.int("vocab_size"),
+      nPositions: f.int("n_positions", f.has("n_ctx") ? f.int("n_ctx") : undefined),
+      nEmbd: d,
+      nLayer: f.int("n_layer", undefined, 4096),
+      nHead: H,
+      layerNormEpsilon: f.positive("layer_norm_epsilon", 1e-5),
+    });
+    c.nInner = f.int("n_inner", 4 * d);
+    c.tiedHead = f.bool("tie_word_embeddings", true);
+    return c;
+  },
+
+  gptj(f) {
+    const d = f.int("n_embd"), H = f.int("n_head"), L = f.int("n_layer", undefined, 4096);
+    if (d % H !== 0) throw new ConfigError(`${f.file}: n_embd (${d}) must be divisible by n_head (${H})`);
+    const hd = d / H;
+    const dims = f.int("rotary_dim", hd);
+    return {
+      ...base(f, { d, H, kv: H, hd, L, V: f.int("vocab_size"), P: f.int("n_positions") }),
+      nInner: f.int("n_inner", 4 * d),
+      norm: "layernorm",
+      layerNormEpsilon: f.positive("layer_norm_epsilon", 1e-5),
+      rotary: { dims, interleaved: true, invFreq: perLayer(L, () => rotaryInvFreq(f, dims, 10000, null, "")) },
+      qkvBias: false,
+      attnOutBias: false,
+      mlp: "plain",
+      activation: activation(f, "activation_function", "gelu_new"),
+      mlpBias: true,
+      residual: "parallel_shared_norm",
+      tiedHead: f.bool("tie_word_embeddings", false),
+      headBias: true,
+    };
+  },
+
+  gpt_neox(f) {
+    const d = f.int("hidden_size"), H = f.int("num_attention_heads"), L = f.int("num_hidden_layers", undefined, 4096);
+    if (d % H !== 0) throw new ConfigError(`${f.file}: hidden_size (${d}) must be divisible by num_attention_heads (${H})`);
+    const hd = d / H;
+    const rope = ropeParameters(f);
+    const pct = numberIn(f, rope, "partial_rotary_factor", "rotary_pct", 0.25);
+    const dims = Math.floor(hd * pct);
+    const theta = numberIn(f, rope, "rope_theta", "rotary_emb_base", 10000);
+    const bias = f.bool("attention_bias", true);
+    return {
+      ...base(f, { d, H, kv: H, hd, L, V: f.int("vocab_size"), P: f.int("max_position_embeddings") }),
+      nInner: f.int("intermediate_size"),
+      norm: "layernorm",
+      layerNormEpsilon: f.positive("layer_norm_eps", 1e-5),
+      rotary: { dims, interleaved: false, invFreq: perLayer(L, () => rotaryInvFreq(f, dims, theta, rope, "rope_scaling")) },
+      qkvBias: bias,
+      attnOutBias: bias,
+      mlp: "plain",
+      activation: activation(f, "hidden_act", "gelu"),
+      mlpBias: true,
+      residual: f.bool("use_parallel_residual", true) ? "parallel" : "sequential",
+      tiedHead: f.bool("tie_word_embeddings", false),
+    };
+  },
+
+  llama: (f) => llamaLike(f, { qkvBias: f.bool("attention_bias", false), outBias: f.bool("attention_bias", false) }),
+  mistral: (f) => llamaLike(f, { qkvBias: false, outBias: false, window: f.optionalPositive("sliding_window") }),
+  qwen2(f) {
+    const window = f.bool("use_sliding_window", false) ? f.optionalPositive("sliding_window") : null;
+    const fromLayer = f.has("max_window_layers") ? f.int("max_window_layers") : 0;
+    const c = llamaLike(f, { qkvBias: true, outBias: false, tied: false });
+    c.windows = c.windows.map((_, l) => window !== null && l >= fromLayer ? window : null);
+    applyLayerTypes(f, c, window);
+    return c;
+  },
+  gemma: (f) => gemmaLike(f, false),
+  gemma2: (f) => gemmaLike(f, true),
+  gemma3_text: (f) => gemmaLike(f, true),
+};
+
+/** Fields shared by the rotary families, GPT-2 defaults for the rest. */
+function base(
+  f: Fields,
+  s: { d: number; H: number; kv: number; hd: number; L: number; V: number; P: number },
+): ModelConfig {
+  const family = f.raw.model_type as Family;
+  return {
+    ...gpt2Config({ vocabSize: s.V, nPositions: s.P, nEmbd: s.d, nLayer: s.L, nHead: s.H, layerNormEpsilon: 1e-5 }),
+    family,
+    nKvHead: s.kv,
+    headDim: s.hd,
+    attnScale: 1 / Math.sqrt(s.hd),
+    linearLayout: "out_in",
+  };
+}
+
+function perLayer<T>(L: number, make: (l: number) => T): T[] {
+  return Array.from({ length: L }, (_, l) => make(l));
+}
+
+/** transformers 5 writes rope settings into `rope_parameters` ({rope_type, rope_theta, ...}). */
+function ropeParameters(f: Fields): Record<string, unknown> | null {
+  return f.object("rope_parameters") ?? f.object("rope_scaling");
+}
+
+/** A number from transformers 5's `rope_parameters[key]`, else the Hub's `legacy` field, else fallback. */
+function numberIn(f: Fields, rope: Record<string, unknown> | null, key: string, legacy: string, fallback: number): number {
+  const v = rope?.[key];
+  if (v !== undefined && v !== null) {
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
+      throw new ConfigError(`${f.file}: rope_parameters.${key} must be a finite number > 0, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  }
+  return f.positive(legacy, fallback);
+}
+
+/** `layer_types` (transformers 5, or written by hand) overrides which layers slide. */
+function applyLayerTypes(f: Fields, c: ModelConfig, window: number | null): void {
+  if (!f.has("layer_types")) return;
+  const types = f.raw.layer_types;
+  if (!Array.isArray(types) || types.length !== c.nLayer) {
+    f.fail("layer_types", `a list of ${c.nLayer} "full_attention" / "sliding_attention"`);
+  }
+  c.windows = types.map((t, l) => {
+    if (t === "full_attention") return null;
+    if (t === "sliding_attention") {
+      if (window === null) f.fail("sliding_window", `a positive integer (layer ${l} is "sliding_attention")`);
+      return window;
+    }
+    return f.fail("layer_types", `a list of "full_attention" / "sliding_attention"`);
+  });
+}
+
+/** Llama 2/3, Mistral, Qwen2: RMSNorm, SwiGLU, GQA, half-split rotary on the whole head. */
+function llamaLike(
+  f: Fields,
+  o: { qkvBias: boolean; outBias: boolean; window?: number | null; tied?: boolean },
+): ModelConfig {
+  const d = f.int("hidden_size"), H = f.int("num_attention_heads"), L = f.int("num_hidden_layers", undefined, 4096);
+  const hd = f.has("head_dim") ? f.int("head_dim") : d / H;
+  if (!Number.isInteger(hd)) {
+    throw new ConfigError(`${f.file}: hidden_size (${d}) must be divisible by num_attention_heads (${H}) when head_dim is absent`);
+  }
+  const rope = ropeParameters(f);
+  const theta = numberIn(f, rope, "rope_theta", "rope_theta", 10000);
+  const pct = numberIn(f, rope, "partial_rotary_factor", "partial_rotary_factor", 1);
+  const dims = Math.floor(hd * pct);
+  const invFreq = rotaryInvFreq(f, dims, theta, rope, f.has("rope_parameters") ? "rope_parameters" : "rope_scaling");
+  const window = o.window ?? null;
+  const c: ModelConfig = {
+    ...base(f, { d, H, kv: f.int("num_key_value_heads", H), hd, L, V: f.int("vocab_size"), P: f.int("max_position_embeddings") }),
+    nInner: f.int("intermediate_size"),
+    norm: "rmsnorm",
+    layerNormEpsilon: f.positive("rms_norm_eps", 1e-6),
+    rotary: { dims, interleaved: false, invFreq: perLayer(L, () => invFreq) },
+    windows: perLayer(L, () => window),
+    qkvBias: o.qkvBias,
+    attnOutBias: o.outBias,
+    mlp: "gated",
+    activation: activation(f, "hidden_act", "silu"),
+    mlpBias: f.bool("mlp_bias", false),
+    tiedHead: f.bool("tie_word_embeddings", o.tied ?? false),
+  };
+  if (f.raw.model_type === "mistral") applyLayerTypes(f, c, window);
+  return c;
+}
+
+/** Gemma 1/2/3: RMSNorm (1 + w), GeGLU, embeddings times sqrt(d), tied head; Gemma 2 adds soft-caps,
+ *  post norms and alternating sliding layers; Gemma 3 q/k norms and a second rope base for local layers. */
+function gemmaLike(f: Fields, second: boolean): ModelConfig {
+  const family = f.raw.model_type as Family;
+  const d = f.int("hidden_size"), H = f.int("num_attention_heads"), L = f.int("num_hidden_layers", undefined, 4096);
+  const hd = f.int("head_dim", 256);
+  const window = second ? f.optionalPositive("sliding_window") : null;
+  // Which layers slide: Gemma 2 alternates (layer 0 local); Gemma 3 makes every 6th layer global.
+  const pattern = family === "gemma3_text" ? f.int("sliding_window_pattern", 6) : 2;
+  const sliding = (l: number) => second && (l + 1) % pattern !== 0;
+  const rope = f.object("rope_parameters");
+  // Gemma 3 in transformers 5: rope_parameters = {full_attention: {...}, sliding_attention: {...}}.
+  const globalRope = (rope?.full_attention ?? rope ?? f.object("rope_scaling")) as Record<string, unknown> | null;
+  const localRope = (rope?.sliding_attention ?? null) as Record<string, unknown> | null;
+  const globalTheta = numberIn(f, globalRope, "rope_theta", "rope_theta", family === "gemma3_text" ? 1e6 : 10000);
+  const localTheta = family === "gemma3_text"
+    ? numberIn(f, localRope, "rope_theta", "rope_local_base_freq", 10000)
+    : globalTheta;
+  const globalInv = rotaryInvFreq(f, hd, globalTheta, globalRope, "rope_scaling");
+  const localInv = rotaryInvFreq(f, hd, localTheta, localRope, "rope_parameters.sliding_attention");
+  const c: ModelConfig = {
+    ...base(f, { d, H, kv: f.int("num_key_value_heads", H), hd, L, V: f.int("vocab_size"), P: f.int("max_position_embeddings") }),
+    nInner: f.int("intermediate_size"),
+    norm: "rmsnorm",
+    normGainOffset: 1,
+    layerNormEpsilon: f.positive("rms_norm_eps", 1e-6),
+    rotary: { dims: hd, interleaved: false, invFreq: perLayer(L, (l) => (sliding(l) ? localInv : globalInv)) },
+    windows: perLayer(L, (l) => (sliding(l) ? window : null)),
+    attnScale: second ? 1 / Math.sqrt(f.positive("query_pre_attn_scalar", hd)) : 1 / Math.sqrt(hd),
+    attnSoftcap: second ? f.optionalPositive("attn_logit_softcapping") : null,
+    qkNorm: family === "gemma3_text",
+    qkvBias: f.bool("attention_bias", false),
+    attnOutBias: f.bool("attention_bias", false),
+    mlp: "gated",
+    // Gemma's checkpoints say hidden_act "gelu" but transformers runs hidden_activation (tanh GELU).
+    activation: activation(f, "hidden_activation", "gelu_pytorch_tanh"),
+    mlpBias: false,
+    postNorms: second,
+    embedScale: Math.sqrt(d),
+    tiedHead: f.bool("tie_word_embeddings", true),
+    finalSoftcap: second ? f.optionalPositive("final_logit_softcapping") : null,
+  };
+  if (second) applyLayerTypes(f, c, window);
+  return c;
+}
+
+/** The config.json a Hugging Face GPT-2 loader accepts for this configuration (GPT-2 family only). */
+export function configJson(cfg: GPT2Config | ModelConfig): string {
+  const c = resolveConfig(cfg);
+  if (c.family !== "gpt2") throw new ConfigError(`configJson writes GPT-2 configs only, not ${c.family}`);
   return JSON.stringify(
     {
       model_type: "gpt2",
       architectures: ["GPT2LMHeadModel"],
-      vocab_size: cfg.vocabSize,
-      n_positions: cfg.nPositions,
-      n_ctx: cfg.nPositions,
-      n_embd: cfg.nEmbd,
-      n_layer: cfg.nLayer,
-      n_head: cfg.nHead,
-      layer_norm_epsilon: cfg.layerNormEpsilon,
+      vocab_size: c.vocabSize,
+      n_positions: c.nPositions,
+      n_ctx: c.nPositions,
+      n_embd: c.nEmbd,
+      n_layer: c.nLayer,
+      n_head: c.nHead,
+      layer_norm_epsilon: c.layerNormEpsilon,
       activation_function: "gelu_new",
       tie_word_embeddings: true,
     },
@@ -78,28 +527,7 @@ export function configJson(cfg: GPT2Config): string {
 /** Standard shapes, for benchmarks with random weights. */
 export const GPT2_SHAPES: Record<string, GPT2Config> = {
   "gpt2": { vocabSize: 50257, nPositions: 1024, nEmbd: 768, nLayer: 12, nHead: 12, layerNormEpsilon: 1e-5 },
-  "gpt2-medium": {
-    vocabSize: 50257,
-    nPositions: 1024,
-    nEmbd: 1024,
-    nLayer: 24,
-    nHead: 16,
-    layerNormEpsilon: 1e-5,
-  },
-  "gpt2-large": {
-    vocabSize: 50257,
-    nPositions: 1024,
-    nEmbd: 1280,
-    nLayer: 36,
-    nHead: 20,
-    layerNormEpsilon: 1e-5,
-  },
-  "gpt2-xl": {
-    vocabSize: 50257,
-    nPositions: 1024,
-    nEmbd: 1600,
-    nLayer: 48,
-    nHead: 25,
-    layerNormEpsilon: 1e-5,
-  },
+  "gpt2-medium": { vocabSize: 50257, nPositions: 1024, nEmbd: 1024, nLayer: 24, nHead: 16, layerNormEpsilon: 1e-5 },
+  "gpt2-large": { vocabSize: 50257, nPositions: 1024, nEmbd: 1280, nLayer: 36, nHead: 20, layerNormEpsilon: 1e-5 },
+  "gpt2-xl": { vocabSize: 50257, nPositions: 1024, nEmbd: 1600, nLayer: 48, nHead: 25, layerNormEpsilon: 1e-5 },
 };

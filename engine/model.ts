@@ -1,25 +1,32 @@
-// GPT-2 on WebGPU: weights, a batched forward pass with intervention hooks, save and load.
+// Transformer language models on WebGPU: weights, a batched forward pass with intervention hooks,
+// save and load. One forward serves every family (engine/config.ts describes the block choices,
+// engine/families.ts the tensor names); GPT-2's block, for example, is
 //
-// Block l (HF GPT-2, pre-LN):     a = attn(ln_1(x));  m = x + a;  h = m + mlp(ln_2(m))
-// with mlp(z) = c_proj(gelu_new(c_fc(z))).  Logits = ln_f(h_{L-1}) wte^T (tied unembedding).
-// Conv1D weights are stored [in, out] (y = x W + b), exactly as in HF checkpoints.
+//   a = attn(ln_1(x));  m = x + a;  h = m + mlp(ln_2(m)),   mlp(z) = c_proj(gelu_new(c_fc(z)))
 //
-// Batches: B prompts right-padded to T tokens; activation row r = b*T + t. Causal attention means
-// padding at the end never influences real tokens, so no extra mask is needed.
+// and Llama's the same with RMSNorm, rotary q/k, grouped key/value heads and
+// mlp(z) = down(silu(gate(z)) * up(z)); GPT-J and NeoX run attention and MLP in parallel,
+// h = x + attn(ln_1(x)) + mlp(ln_{1 or 2}(x)). Logits = ln_f(h_{L-1}) W_head^T (tied to wte or not).
+// GPT-2's Conv1D weights are stored [in, out] (y = x W + b), every other family's [out, in]
+// (y = x W^T + b), exactly as in their checkpoints.
 //
-// Hooks (interventions) name a site of a layer: the residual stream after the block ("resid"),
-// the attention output after c_proj ("attn"), the MLP's c_fc output before GELU ("mlp_pre"), the
-// MLP key = c_proj input ("key"), the MLP output ("mlp"), and the embeddings wte+wpe ("embed",
-// layer ignored). A hook can capture rows of that state into a tensor and/or patch rows of it
-// (copy from another tensor or from other rows of the same batch, add noise or a delta, zero,
-// scale). All hooks are recorded into the same submit as the forward pass itself, so a whole
-// causal-tracing grid is one batch with one readback.
-import { configJson, type GPT2Config, parseConfig } from "./config.ts";
+// Batches: B prompts right-padded to T tokens; activation row r = b*T + t, position t. Causal attention
+// means padding at the end never influences real tokens, so no extra mask is needed.
+//
+// Hooks (interventions) name a site of a layer, the same for every family: the residual stream after
+// the block ("resid"), the attention output after its projection ("attn"), the MLP's input projection
+// before the activation ("mlp_pre", gate|up when gated), the MLP key = input of its output projection
+// ("key"), the MLP output ("mlp"), and the embeddings ("embed", layer ignored). Gemma 2/3's post-norms
+// apply after the "attn" and "mlp" sites. A hook can capture rows of that state into a tensor and/or
+// patch rows of it (copy from another tensor or from other rows of the same batch, add noise or a
+// delta, zero, scale). All hooks are recorded into the same submit as the forward pass itself, so a
+// whole causal-tracing grid is one batch with one readback.
+import { configJson, type GPT2Config, type ModelConfig, parseConfig, resolveConfig } from "./config.ts";
+import { checkpointPrefixes, checkpointSource, neoxToBlocks, parameterShapes as shapesOf } from "./families.ts";
 import { Gpu, Tensor } from "./gpu.ts";
-import { add, attention, embed, gelu, layernorm, matmul, type RowEntry, rowOps } from "./ops.ts";
+import { add, attention, embed, gelu, glu, layernorm, matmul, type RowEntry, rope, rowOps, softcap } from "./ops.ts";
 import { mulberry32 } from "./random.ts";
 import { openCheckpoint, writeSafetensors } from "./safetensors.ts";
-
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
 export interface Hook {
@@ -58,20 +65,28 @@ export interface LayerActivations {
   x: Tensor; // block input [R,d]
   ln1: Tensor;
   ln1Stats: Tensor; // [R,2] mean, rstd
-  qkv: Tensor; // [R,3d]
+  /** Fused q|k|v as projected, before Gemma 3's q/k norms (only then kept apart from qkv). */
+  qkvProjected?: Tensor;
+  qNormStats?: Tensor; // [R*H, 2] (Gemma 3)
+  kNormStats?: Tensor; // [R*Hkv, 2]
+  qkv: Tensor; // [R, (H + 2 Hkv) hd], attention's input (after q/k norms and rotary)
   probs: Tensor; // [B,H,T,T]
-  heads: Tensor; // attention heads concatenated, c_proj input [R,d]
-  attn: Tensor; // attention output [R,d]
-  m: Tensor; // x + attn
-  ln2: Tensor;
+  heads: Tensor; // attention heads concatenated, the output projection's input [R, H hd]
+  attn: Tensor; // attention output [R,d] (before a post-norm)
+  attnNormStats?: Tensor; // Gemma 2/3 post-norm of attn
+  attnNormed?: Tensor;
+  m: Tensor; // x + attn (sequential blocks; x in parallel blocks)
+  ln2: Tensor; // the MLP's input (ln1 itself for GPT-J)
   ln2Stats: Tensor;
-  pre: Tensor; // c_fc output [R,4d]
-  key: Tensor; // gelu(pre) [R,4d]
-  mlp: Tensor; // MLP output [R,d]
+  pre: Tensor; // MLP input projection [R, f] (gated: [R, 2f])
+  key: Tensor; // act(pre) or act(gate) * up [R, f]
+  mlp: Tensor; // MLP output [R,d] (before a post-norm)
+  mlpNormStats?: Tensor;
+  mlpNormed?: Tensor;
 }
 
 export interface ForwardResult {
-  /** Logits [outputRows.length, V] for the requested rows. */
+  /** Logits [outputRows.length, V] for the requested rows (after the final soft-cap, if any). */
   logits: Tensor;
   outputRows: number[];
   batch: Batch;
@@ -101,122 +116,168 @@ export interface ForwardOptions {
   input?: Tensor;
 }
 
-/** A row chunk of the token embedding: rows [rowStart, rowStart + rows) of wte. */
+/** A row chunk of a [V, d] matrix (token embedding or head): rows [rowStart, rowStart + rows). */
 export interface EmbeddingChunk {
   tensor: Tensor;
   rowStart: number;
   rows: number;
+  /** The head's bias at these rows (GPT-J), added to the logits. */
+  bias?: Tensor;
 }
 
-/** Parameter names (HF GPT-2 names without the "transformer." prefix) and shapes. */
-export function parameterShapes(cfg: GPT2Config): [string, number[]][] {
-  const d = cfg.nEmbd, f = 4 * d;
-  const out: [string, number[]][] = [["wte.weight", [cfg.vocabSize, d]], ["wpe.weight", [cfg.nPositions, d]]];
-  for (let l = 0; l < cfg.nLayer; l++) {
-    const p = `h.${l}.`;
-    out.push(
-      [p + "ln_1.weight", [d]],
-      [p + "ln_1.bias", [d]],
-      [p + "attn.c_attn.weight", [d, 3 * d]],
-      [p + "attn.c_attn.bias", [3 * d]],
-      [p + "attn.c_proj.weight", [d, d]],
-      [p + "attn.c_proj.bias", [d]],
-      [p + "ln_2.weight", [d]],
-      [p + "ln_2.bias", [d]],
-      [p + "mlp.c_fc.weight", [d, f]],
-      [p + "mlp.c_fc.bias", [f]],
-      [p + "mlp.c_proj.weight", [f, d]],
-      [p + "mlp.c_proj.bias", [d]],
-    );
-  }
-  out.push(["ln_f.weight", [d]], ["ln_f.bias", [d]]);
-  return out;
+/** Locus parameter names and shapes (engine/families.ts), for a full config or a GPT-2 shape. */
+export function parameterShapes(cfg: GPT2Config | ModelConfig): [string, number[]][] {
+  return shapesOf(resolveConfig(cfg));
 }
 
 export class ModelLoadError extends Error {}
 
+/** Checkpoint tensors that are buffers rather than parameters (masks, cached rotary frequencies). */
+const IGNORED_TENSORS = /(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$/;
+
 export class GPT2 {
-  /** Every parameter except wte (which may be split into chunks), by HF name. */
+  /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
   readonly params = new Map<string, Tensor>();
   readonly wte: EmbeddingChunk[] = [];
+  /** The unembedding's chunks: wte's own when the head is tied. */
+  readonly head: EmbeddingChunk[] = [];
+  readonly config: ModelConfig;
+  /** Per layer, the rotary inverse frequencies [dims/2] (layers with the same frequencies share one). */
+  readonly invFreq: Tensor[] = [];
 
-  private constructor(readonly gpu: Gpu, readonly config: GPT2Config, readonly source: string) {}
+  private constructor(readonly gpu: Gpu, config: GPT2Config | ModelConfig, readonly source: string) {
+    this.config = resolveConfig(config);
+  }
 
-  /** Builds the model from CPU arrays (every name of parameterShapes must be present). */
+  /** Builds the model from CPU arrays by Locus name (every name of parameterShapes must be present). */
   static fromArrays(
     gpu: Gpu,
-    config: GPT2Config,
+    config: GPT2Config | ModelConfig,
     weights: Map<string, Float32Array>,
     source = "arrays",
     embeddingChunkRows?: number,
   ): GPT2 {
     const model = new GPT2(gpu, config, source);
-    for (const [name, shape] of parameterShapes(config)) {
+    const cfg = model.config;
+    for (const [name, shape] of parameterShapes(cfg)) {
       const data = weights.get(name);
       const n = shape.reduce((a, b) => a * b, 1);
       if (!data) throw new ModelLoadError(`${source}: missing tensor ${name}`);
       if (data.length !== n) {
         throw new ModelLoadError(`${source}: tensor ${name} has ${data.length} values, expected [${shape}]`);
       }
-      if (name === "wte.weight") model.setEmbedding(data, embeddingChunkRows);
-      else model.params.set(name, gpu.tensor(shape, data));
+      if (name === "wte.weight") model.wte.push(...model.chunks(data, embeddingChunkRows));
+      else if (name === "lm_head.weight") model.head.push(...model.chunks(data, embeddingChunkRows));
+      else if (name !== "lm_head.bias") model.params.set(name, gpu.tensor(shape, data));
+    }
+    if (cfg.tiedHead) model.head.push(...model.wte);
+    const headBias = weights.get("lm_head.bias");
+    if (headBias) {
+      for (const c of model.head) c.bias = gpu.tensor([c.rows], headBias.subarray(c.rowStart, c.rowStart + c.rows));
+    }
+    if (cfg.rotary) {
+      const made = new Map<Float64Array, Tensor>();
+      for (const inv of cfg.rotary.invFreq) {
+        if (!made.has(inv)) made.set(inv, gpu.tensor([inv.length], Float32Array.from(inv)));
+        model.invFreq.push(made.get(inv)!);
+      }
     }
     return model;
   }
 
-  /** Splits wte into row chunks that each fit one storage binding (GPT-2 XL's is 321 MB). */
-  private setEmbedding(data: Float32Array, chunkRows?: number): void {
+  /** Splits a [V, d] matrix into row chunks that each fit one storage binding (GPT-2 XL's wte is 321 MB). */
+  private chunks(data: Float32Array, chunkRows?: number): EmbeddingChunk[] {
     const { vocabSize: V, nEmbd: d } = this.config;
-    const maxRows = Math.min(
-      chunkRows ?? Infinity,
-      Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (4 * d)),
-    );
+    const maxRows = Math.min(chunkRows ?? Infinity, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (4 * d)));
+    const out: EmbeddingChunk[] = [];
     for (let start = 0; start < V; start += maxRows) {
       const rows = Math.min(maxRows, V - start);
-      this.wte.push({
-        tensor: this.gpu.tensor([rows, d], data.subarray(start * d, (start + rows) * d)),
-        rowStart: start,
-        rows,
-      });
+      out.push({ tensor: this.gpu.tensor([rows, d], data.subarray(start * d, (start + rows) * d)), rowStart: start, rows });
     }
+    return out;
   }
 
   /**
-   * Loads a Hugging Face GPT-2 folder: config.json plus model.safetensors (or a sharded index).
-   * Accepts both "h.N..." and "transformer.h.N..." names; lm_head is tied to wte.
+   * Loads a Hugging Face model folder of any supported family: config.json plus model.safetensors (or a
+   * sharded index), f32/f16/bf16. Every expected tensor must be present with the shape the config
+   * implies, and every tensor of the checkpoint must be used (buffers such as attention masks aside).
+   * Fused tensors (q|k|v, gate|up) are assembled here. Memory is checked against the adapter first.
    */
   static async load(gpu: Gpu, dir: string): Promise<GPT2> {
     let configText: string;
     try {
       configText = await Deno.readTextFile(`${dir}/config.json`);
     } catch {
-      throw new ModelLoadError(`${dir}: no config.json (expected a Hugging Face GPT-2 folder)`);
+      throw new ModelLoadError(`${dir}: no config.json (expected a Hugging Face model folder)`);
     }
     const config = parseConfig(configText, `${dir}/config.json`);
+    checkMemory(gpu, config, dir);
     const ckpt = await openCheckpoint(dir);
     try {
       const names = new Set(ckpt.names());
-      const weights = new Map<string, Float32Array>();
+      // The body's prefix ("transformer.", "model.", ...): the one under which the final norm is found.
+      const lnf = checkpointSource(config, "ln_f.weight").parts[0];
+      const prefix = checkpointPrefixes(config).find((p) => names.has(p + lnf));
+      if (prefix === undefined) {
+        throw new ModelLoadError(
+          `${dir}: checkpoint has no final norm ${checkpointPrefixes(config).map((p) => p + lnf).join(" / ")} ` +
+            `(is it a ${config.family} checkpoint?)`,
+        );
+      }
+      const stored = (part: string) => (part.startsWith("lm_head") ? part : prefix + part);
       // Validate every name and shape before reading any data: no partial loads.
-      const plan: [string, string][] = [];
+      const plan: [string, string[], boolean][] = [];
+      const used = new Set<string>();
       for (const [name, shape] of parameterShapes(config)) {
-        const stored = names.has(name)
-          ? name
-          : names.has("transformer." + name)
-          ? "transformer." + name
-          : null;
-        if (!stored) {
-          throw new ModelLoadError(`${dir}: checkpoint has no tensor ${name} (nor transformer.${name})`);
+        const src = checkpointSource(config, name);
+        const parts = src.parts.map(stored);
+        let rows = 0;
+        for (const part of parts) {
+          if (!names.has(part)) throw new ModelLoadError(`${dir}: checkpoint has no tensor ${part} (for ${config.family})`);
+          const info = ckpt.info(part);
+          const rest = shape.slice(1);
+          if (info.shape.length !== shape.length || info.shape.slice(1).some((s, i) => s !== rest[i])) {
+            throw new ModelLoadError(`${dir}: tensor ${part} has shape [${info.shape}], config.json implies [${shape}]`);
+          }
+          rows += info.shape[0];
+          used.add(part);
         }
-        const info = ckpt.info(stored);
-        if (info.shape.length !== shape.length || info.shape.some((s, i) => s !== shape[i])) {
+        if (rows !== shape[0]) {
           throw new ModelLoadError(
-            `${dir}: tensor ${stored} has shape [${info.shape}] but config.json implies [${shape}]`,
+            `${dir}: tensor${parts.length > 1 ? "s" : ""} ${parts.join(" + ")} ha${parts.length > 1 ? "ve" : "s"} ` +
+              `${rows} rows, config.json implies [${shape}]`,
           );
         }
-        plan.push([name, stored]);
+        plan.push([name, parts, !!src.neoxHeads]);
       }
-      for (const [name, stored] of plan) weights.set(name, await ckpt.read(stored));
+      const tiedCopy = config.tiedHead && names.has("lm_head.weight");
+      for (const n of names) {
+        if (!used.has(n) && !IGNORED_TENSORS.test(n) && !(tiedCopy && n === "lm_head.weight")) {
+          throw new ModelLoadError(
+            `${dir}: checkpoint tensor ${n} is not used by a ${config.family} model with this config.json ` +
+              `(n_layer / num_hidden_layers or tie_word_embeddings disagree with the weights?)`,
+          );
+        }
+      }
+      const weights = new Map<string, Float32Array>();
+      for (const [name, parts, neox] of plan) {
+        const arrays = await Promise.all(parts.map((p) => ckpt.read(p)));
+        let data = arrays.length === 1 ? arrays[0] : concat(arrays);
+        if (neox) {
+          const cols = name.endsWith(".bias") ? 1 : config.nEmbd;
+          data = neoxToBlocks(data, config.nHead, config.headDim, cols);
+        }
+        weights.set(name, data);
+      }
+      if (tiedCopy) {
+        const head = await ckpt.read("lm_head.weight"), wte = weights.get("wte.weight")!;
+        if (head.length !== wte.length || head.some((v, i) => v !== wte[i])) {
+          throw new ModelLoadError(
+            `${dir}: config.json ties the head to the embedding (tie_word_embeddings true) but the ` +
+              `checkpoint's lm_head.weight differs from it`,
+          );
+        }
+      }
       return GPT2.fromArrays(gpu, config, weights, dir);
     } finally {
       ckpt.close();
@@ -225,9 +286,9 @@ export class GPT2 {
 
   /**
    * Random weights in GPT-2's initialisation (N(0, 0.02), residual projections scaled by
-   * 1/sqrt(2L)). `perturb` also randomises biases and layernorm gains so tests exercise them.
+   * 1/sqrt(2L)). `perturb` also randomises biases and norm gains so tests exercise them.
    */
-  static random(gpu: Gpu, config: GPT2Config, seed = 0, perturb = false): GPT2 {
+  static random(gpu: Gpu, config: GPT2Config | ModelConfig, seed = 0, perturb = false): GPT2 {
     return GPT2.fromArrays(gpu, config, randomWeights(config, seed, perturb), `random(seed=${seed})`);
   }
 
@@ -244,20 +305,27 @@ export class GPT2 {
   /** Reads every parameter back to the CPU (one submit). */
   async toArrays(): Promise<Map<string, Float32Array>> {
     const names = [...this.params.keys()];
+    const untied = this.config.tiedHead ? [] : this.head;
     const parts = await this.gpu.readMany([
       ...names.map((n) => this.params.get(n)!),
       ...this.wte.map((c) => c.tensor),
+      ...untied.map((c) => c.tensor),
     ]);
     const out = new Map<string, Float32Array>();
     names.forEach((n, i) => out.set(n, parts[i]));
-    const wte = new Float32Array(this.config.vocabSize * this.config.nEmbd);
-    this.wte.forEach((c, i) => wte.set(parts[names.length + i], c.rowStart * this.config.nEmbd));
-    out.set("wte.weight", wte);
+    const join = (chunks: EmbeddingChunk[], offset: number) => {
+      const all = new Float32Array(this.config.vocabSize * this.config.nEmbd);
+      chunks.forEach((c, i) => all.set(parts[offset + i], c.rowStart * this.config.nEmbd));
+      return all;
+    };
+    out.set("wte.weight", join(this.wte, names.length));
+    if (untied.length) out.set("lm_head.weight", join(untied, names.length + this.wte.length));
     return out;
   }
 
-  /** Writes config.json + model.safetensors (HF names) into `dir`. */
+  /** Writes config.json + model.safetensors (HF names) into `dir` (GPT-2 family only). */
   async save(dir: string, metadata: Record<string, string> = {}): Promise<void> {
+    const config = configJson(this.config); // throws for other families before anything is written
     await Deno.mkdir(dir, { recursive: true });
     const arrays = await this.toArrays();
     const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
@@ -265,12 +333,42 @@ export class GPT2 {
       tensors[name] = { shape, data: arrays.get(name)! };
     }
     await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt", ...metadata });
-    await Deno.writeTextFile(`${dir}/config.json`, configJson(this.config));
+    await Deno.writeTextFile(`${dir}/config.json`, config);
   }
 
   /** Width of a hook site's state. */
   siteWidth(site: Site): number {
-    return site === "mlp_pre" || site === "key" ? 4 * this.config.nEmbd : this.config.nEmbd;
+    const c = this.config;
+    if (site === "mlp_pre") return c.mlp === "gated" ? 2 * c.nInner : c.nInner;
+    return site === "key" ? c.nInner : c.nEmbd;
+  }
+
+  /** Optional parameter (biases, norms some families lack). */
+  private maybe(name: string): Tensor | null {
+    return this.params.get(name) ?? null;
+  }
+
+  /** The family's norm of `x` [R, d] by parameter prefix (ln_1, ln_2, ln_f, ...). */
+  private norm(x: Tensor, prefix: string, R: number, stats: Tensor, width = this.config.nEmbd): Tensor {
+    const c = this.config;
+    return layernorm(this.gpu, x, this.p(prefix + ".weight"), this.maybe(prefix + ".bias"), R, width, c.layerNormEpsilon, {
+      out: this.gpu.empty([R, width]),
+      stats,
+      rms: c.norm === "rmsnorm",
+      gainOffset: c.normGainOffset,
+    });
+  }
+
+  /** y = x W (+ b) for a Locus linear parameter, in the family's layout. */
+  linear(x: Tensor, prefix: string, R: number, nIn: number, nOut: number, o: { out?: Tensor; beta?: number; gelu?: boolean } = {}): Tensor {
+    return matmul(this.gpu, x, this.p(prefix + ".weight"), R, nOut, nIn, {
+      bias: this.maybe(prefix + ".bias") ?? undefined,
+      transB: this.config.linearLayout === "out_in",
+      weight: true,
+      out: o.out ?? this.gpu.empty([R, nOut]),
+      beta: o.beta,
+      gelu: o.gelu,
+    });
   }
 
   /**
@@ -280,7 +378,8 @@ export class GPT2 {
   forward(batch: Batch, o: ForwardOptions = {}): ForwardResult {
     const gpu = this.gpu, cfg = this.config;
     const { B, T } = batch;
-    const R = B * T, d = cfg.nEmbd, f = 4 * d, H = cfg.nHead, eps = cfg.layerNormEpsilon;
+    const R = B * T, d = cfg.nEmbd, f = cfg.nInner, H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim;
+    const qd = H * hd, width = (H + 2 * Hkv) * hd, fcOut = this.siteWidth("mlp_pre");
     if (T > cfg.nPositions) {
       throw new Error(`sequence of ${T} tokens exceeds the model's ${cfg.nPositions} positions`);
     }
@@ -324,104 +423,127 @@ export class GPT2 {
     } else {
       const tokens = gpu.upload([R], batch.ids, "u32");
       x = gpu.empty([R, d]);
+      const wpe = cfg.rotary ? null : this.p("wpe.weight");
       for (const c of this.wte) {
-        embed(gpu, tokens, c.tensor, this.p("wpe.weight"), R, T, d, { out: x, rowStart: c.rowStart });
+        embed(gpu, tokens, c.tensor, wpe, R, T, d, { out: x, rowStart: c.rowStart, scale: cfg.embedScale });
       }
       applyHooks(-1, "embed", x);
       embedOut = x;
     }
 
+    const sequential = cfg.residual === "sequential";
     const layers: LayerActivations[] = [];
     for (let l = start; l < cfg.nLayer; l++) {
-      const w = (n: string) => this.p(`h.${l}.${n}`);
+      const p = `h.${l}.`;
       // Without kept activations (no backward pass follows), an op whose input no hook needs on its
-      // own rides in the epilogue of the matmul before it: GELU in c_fc's, and each residual add in
-      // its projection's (beta = 1 into the stream, so the stream must be ours to overwrite). Three
-      // dispatches fewer per layer, with the same sums.
+      // own rides in the epilogue of the matmul before it: GPT-2's GELU in c_fc's, and each residual
+      // add in its projection's (beta = 1 into the stream, so the stream must be ours to overwrite).
+      // Three dispatches fewer per layer, with the same sums.
       const fuse = (site: Site) => !keep && !hooks.some((h) => h.site === site && h.layer === l);
-      const ln1Stats = gpu.empty([R, 2]);
-      const ln1 = layernorm(gpu, x, w("ln_1.weight"), w("ln_1.bias"), R, d, eps, {
-        out: gpu.empty([R, d]),
-        stats: ln1Stats,
-      });
-      const qkv = matmul(gpu, ln1, w("attn.c_attn.weight"), R, 3 * d, d, {
-        bias: w("attn.c_attn.bias"),
-        weight: true,
-        out: gpu.empty([R, 3 * d]),
-      });
-      const probs = keep ? gpu.empty([B, H, T, T]) : undefined;
-      const heads = attention(gpu, qkv, B, T, d, H, { out: gpu.empty([R, d]), probs });
-      const attnProj = { bias: w("attn.c_proj.bias"), weight: true };
-      let attn: Tensor | undefined, m: Tensor;
-      if (fuse("attn") && x !== o.input) {
-        m = matmul(gpu, heads, w("attn.c_proj.weight"), R, d, d, { ...attnProj, out: x, beta: 1 });
-      } else {
-        attn = matmul(gpu, heads, w("attn.c_proj.weight"), R, d, d, { ...attnProj, out: gpu.empty([R, d]) });
-        applyHooks(l, "attn", attn);
-        m = add(gpu, x, attn, R * d, { out: gpu.empty([R, d]) });
+      const fuseAdd = (site: Site) => fuse(site) && sequential && !cfg.postNorms;
+      const a: Partial<LayerActivations> = { x };
+      a.ln1Stats = gpu.empty([R, 2]);
+      a.ln1 = this.norm(x, p + "ln_1", R, a.ln1Stats);
+      let qkv = this.linear(a.ln1, p + "attn.c_attn", R, d, width);
+      if (cfg.qkNorm) {
+        // Gemma 3: RMSNorm over each head's hd values of q and of k (v passes through).
+        a.qkvProjected = qkv;
+        qkv = gpu.empty([R, width]);
+        gpu.copy(a.qkvProjected, qkv);
+        a.qNormStats = gpu.empty([R * H, 2]);
+        a.kNormStats = gpu.empty([R * Hkv, 2]);
+        for (const [part, heads, off, stats] of [["q", H, 0, a.qNormStats], ["k", Hkv, qd, a.kNormStats]] as const) {
+          layernorm(gpu, a.qkvProjected, this.p(`${p}attn.${part}_norm.weight`), null, R * heads, hd, cfg.layerNormEpsilon, {
+            out: qkv,
+            stats,
+            rms: true,
+            gainOffset: cfg.normGainOffset,
+            rows: { G: heads, ld: width, off },
+          });
+        }
       }
-      const ln2Stats = gpu.empty([R, 2]);
-      const ln2 = layernorm(gpu, m, w("ln_2.weight"), w("ln_2.bias"), R, d, eps, {
-        out: gpu.empty([R, d]),
-        stats: ln2Stats,
-      });
-      const fc = { bias: w("mlp.c_fc.bias"), weight: true, out: gpu.empty([R, f]) };
-      let pre: Tensor | undefined, key: Tensor;
-      if (fuse("mlp_pre")) {
-        key = matmul(gpu, ln2, w("mlp.c_fc.weight"), R, f, d, { ...fc, gelu: true });
-      } else {
-        pre = matmul(gpu, ln2, w("mlp.c_fc.weight"), R, f, d, fc);
-        applyHooks(l, "mlp_pre", pre);
-        key = gelu(gpu, pre, R * f, { out: gpu.empty([R, f]) });
+      if (cfg.rotary) {
+        // In place: a rotation is undone exactly in the backward pass, nothing to keep.
+        rope(gpu, qkv, this.invFreq[l], { R, T, H, Hkv, hd, dims: cfg.rotary.dims, interleaved: cfg.rotary.interleaved });
       }
+      a.qkv = qkv;
+      a.probs = keep ? gpu.empty([B, H, T, T]) : undefined;
+      a.heads = attention(gpu, qkv, B, T, qd, H, {
+        out: gpu.empty([R, qd]),
+        probs: a.probs,
+        nKvHead: Hkv,
+        scale: cfg.attnScale,
+        softcap: cfg.attnSoftcap,
+        window: cfg.windows[l],
+      });
+      // The stream after attention: m = x + attn in a sequential block; the parallel branches add
+      // into `out` below.
+      let m: Tensor;
+      if (fuseAdd("attn") && x !== o.input) {
+        m = this.linear(a.heads, p + "attn.c_proj", R, qd, d, { out: x, beta: 1 });
+      } else {
+        a.attn = this.linear(a.heads, p + "attn.c_proj", R, qd, d);
+        applyHooks(l, "attn", a.attn);
+        let added = a.attn;
+        if (cfg.postNorms) {
+          a.attnNormStats = gpu.empty([R, 2]);
+          added = a.attnNormed = this.norm(a.attn, p + "ln_attn_out", R, a.attnNormStats);
+        }
+        m = sequential ? add(gpu, x, added, R * d, { out: gpu.empty([R, d]) }) : x;
+      }
+      a.m = m;
+      if (cfg.residual === "parallel_shared_norm") {
+        a.ln2 = a.ln1;
+        a.ln2Stats = a.ln1Stats;
+      } else {
+        a.ln2Stats = gpu.empty([R, 2]);
+        a.ln2 = this.norm(m, p + "ln_2", R, a.ln2Stats);
+      }
+      let key: Tensor;
+      if (cfg.mlp === "plain" && cfg.activation === "gelu_tanh" && fuse("mlp_pre")) {
+        key = this.linear(a.ln2, p + "mlp.c_fc", R, d, f, { gelu: true });
+      } else {
+        a.pre = this.linear(a.ln2, p + "mlp.c_fc", R, d, fcOut);
+        applyHooks(l, "mlp_pre", a.pre);
+        key = cfg.mlp === "gated"
+          ? glu(gpu, a.pre, R, f, cfg.activation, { out: gpu.empty([R, f]) })
+          : gelu(gpu, a.pre, R * f, { out: gpu.empty([R, f]), activation: cfg.activation });
+      }
+      a.key = key;
       applyHooks(l, "key", key);
-      const mlpProj = { bias: w("mlp.c_proj.bias"), weight: true };
-      let mlp: Tensor | undefined, out: Tensor;
-      if (fuse("mlp")) {
-        out = matmul(gpu, key, w("mlp.c_proj.weight"), R, d, f, { ...mlpProj, out: m, beta: 1 });
+      let out: Tensor;
+      if (fuseAdd("mlp")) {
+        out = this.linear(key, p + "mlp.c_proj", R, f, d, { out: m, beta: 1 });
       } else {
-        mlp = matmul(gpu, key, w("mlp.c_proj.weight"), R, d, f, { ...mlpProj, out: gpu.empty([R, d]) });
-        applyHooks(l, "mlp", mlp);
-        out = add(gpu, m, mlp, R * d, { out: gpu.empty([R, d]) });
+        a.mlp = this.linear(key, p + "mlp.c_proj", R, f, d);
+        applyHooks(l, "mlp", a.mlp);
+        let added = a.mlp;
+        if (cfg.postNorms) {
+          a.mlpNormStats = gpu.empty([R, 2]);
+          added = a.mlpNormed = this.norm(a.mlp, p + "ln_mlp_out", R, a.mlpNormStats);
+        }
+        out = add(gpu, m, added, R * d, { out: gpu.empty([R, d]) });
+        if (!sequential) add(gpu, out, a.attnNormed ?? a.attn!, R * d, { out });
       }
       applyHooks(l, "resid", out);
       if (keep) {
-        layers.push({
-          x,
-          ln1,
-          ln1Stats,
-          qkv,
-          probs: probs!,
-          heads,
-          attn: attn!,
-          m,
-          ln2,
-          ln2Stats,
-          pre: pre!,
-          key,
-          mlp: mlp!,
-        });
+        layers.push(a as LayerActivations);
       } else {
-        gpu.release(ln1, ln1Stats, qkv, heads, ln2, ln2Stats, key);
-        for (const t of [attn, pre, mlp]) if (t) gpu.release(t);
-        // The stream tensors this layer made and no longer needs (x and m may be `out` itself).
-        for (const t of new Set([x, m])) if (t !== out && t !== o.input) gpu.release(t);
+        releaseLayer(gpu, a, [out, o.input]);
       }
       x = out;
     }
 
-    // Final layernorm and unembedding only at the rows that are scored.
+    // Final norm and unembedding only at the rows that are scored.
     const n = outputRows.length;
     const selected = gpu.empty([n, d]);
     rowOps(gpu, selected, x, d, outputRows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })));
     const lnfStats = gpu.empty([n, 2]);
-    const lnf = layernorm(gpu, selected, this.p("ln_f.weight"), this.p("ln_f.bias"), n, d, eps, {
-      out: gpu.empty([n, d]),
-      stats: lnfStats,
-    });
+    const lnf = this.norm(selected, "ln_f", n, lnfStats);
     const logits = gpu.empty([n, cfg.vocabSize]);
-    for (const c of this.wte) {
+    for (const c of this.head) {
       matmul(gpu, lnf, c.tensor, n, c.rows, d, {
+        bias: c.bias,
         transB: true,
         weight: true,
         out: logits,
@@ -429,6 +551,7 @@ export class GPT2 {
         outOffset: c.rowStart,
       });
     }
+    if (cfg.finalSoftcap) softcap(gpu, logits, n * cfg.vocabSize, cfg.finalSoftcap);
     const result: ForwardResult = { logits, outputRows, batch, hooks, startLayer: start, input: o.input };
     if (keep) {
       result.acts = { embed: embedOut ?? o.input!, layers, final: x, selected, lnf, lnfStats };
@@ -444,30 +567,63 @@ export class GPT2 {
     const gpu = this.gpu;
     gpu.release(r.logits);
     if (!r.acts) return;
-    for (const a of r.acts.layers) {
-      gpu.release(
-        a.ln1,
-        a.ln1Stats,
-        a.qkv,
-        a.probs,
-        a.heads,
-        a.attn,
-        a.m,
-        a.ln2,
-        a.ln2Stats,
-        a.pre,
-        a.key,
-        a.mlp,
-      );
-      if (a.x !== r.input) gpu.release(a.x); // the caller owns its `input`
-    }
+    for (const a of r.acts.layers) releaseLayer(gpu, a, [r.input]);
     gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats);
     r.acts = undefined;
   }
 }
 
-/** GPT-2-style random weights as CPU arrays (deterministic for the seed). */
-export function randomWeights(cfg: GPT2Config, seed: number, perturb: boolean): Map<string, Float32Array> {
+/** Returns a layer's activations to the pool, except the tensors in `keep` (the stream passed on, the
+ *  caller's input). The same tensor may appear in several fields (GPT-J's ln2 is ln1, fused adds). */
+function releaseLayer(gpu: Gpu, a: Partial<LayerActivations>, keep: (Tensor | undefined)[]): void {
+  const all = new Set(Object.values(a).filter((t): t is Tensor => t instanceof Tensor));
+  for (const t of keep) if (t) all.delete(t);
+  for (const t of all) gpu.release(t);
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/**
+ * Refuses, before anything is read or allocated, a model whose f32 weights cannot fit: a tensor
+ * larger than one storage binding (other than the [V, d] matrices, which are split), or weights
+ * over the memory a software adapter has (the machine's memory; a real GPU's total memory is not
+ * exposed by WebGPU, and allocation errors name it there).
+ */
+export function checkMemory(gpu: Gpu, config: ModelConfig, where: string): void {
+  const bytes = parameterShapes(config).map(([name, shape]) => [name, 4 * shape.reduce((a, b) => a * b, 1)] as const);
+  const limit = gpu.limits.maxStorageBufferBindingSize;
+  for (const [name, b] of bytes) {
+    if (b > limit && name !== "wte.weight" && name !== "lm_head.weight") {
+      throw new ModelLoadError(
+        `${where}: tensor ${name} needs ${(b / 2 ** 20).toFixed(0)} MiB in f32, over the adapter's ` +
+          `maxStorageBufferBindingSize of ${(limit / 2 ** 20).toFixed(0)} MiB`,
+      );
+    }
+  }
+  const total = bytes.reduce((s, [, b]) => s + b, 0);
+  if (gpu.info.isFallback) {
+    const memory = Deno.systemMemoryInfo().total;
+    // Loading holds the CPU arrays and the adapter's copies at once.
+    if (2 * total > memory) {
+      throw new ModelLoadError(
+        `${where}: the weights need ${(total / 2 ** 30).toFixed(1)} GiB in f32 (about twice that while ` +
+          `loading), over this machine's ${(memory / 2 ** 30).toFixed(1)} GiB that the software adapter uses`,
+      );
+    }
+  }
+}
+
+/** GPT-2-style random weights as CPU arrays (deterministic for the seed), for any family. */
+export function randomWeights(config: GPT2Config | ModelConfig, seed: number, perturb: boolean): Map<string, Float32Array> {
+  const cfg = resolveConfig(config);
   const draw = mulberry32((seed * 2654435761 + 12345) >>> 0);
   const uniform = () => draw() + 2 ** -33; // in (0, 1): the log below stays finite
   const normal = () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
@@ -475,11 +631,12 @@ export function randomWeights(cfg: GPT2Config, seed: number, perturb: boolean): 
   for (const [name, shape] of parameterShapes(cfg)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const a = new Float32Array(n);
-    const isLnGain = /ln_\d\.weight|ln_f\.weight/.test(name);
+    const isGain = /(ln_\w+|_norm)\.weight$/.test(name);
     const isBias = name.endsWith(".bias");
     const std = name.endsWith("c_proj.weight") ? 0.02 / Math.sqrt(2 * cfg.nLayer) : 0.02;
+    const gain = 1 - cfg.normGainOffset; // Gemma's (1 + w) starts at w = 0
     for (let i = 0; i < n; i++) {
-      if (isLnGain) a[i] = 1 + (perturb ? 0.1 * normal() : 0);
+      if (isGain) a[i] = gain + (perturb ? 0.1 * normal() : 0);
       else if (isBias) a[i] = perturb ? 0.02 * normal() : 0;
       else a[i] = std * normal();
     }

@@ -2,6 +2,7 @@
 // Every op takes GPU tensors, allocates (or writes into) its output, and records work on
 // the Gpu's shared encoder; nothing is read back. Shapes are given in each comment; R = rows
 // (batch * tokens), all tensors row-major.
+import type { Activation } from "./config.ts";
 import { cdiv, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
@@ -242,6 +243,7 @@ export function matmul(
     BK: t.BK ?? 8,
     TRANS_A: !!o.transA,
     GELU: !!o.gelu,
+    ACT: 0, // activation.wgsl's selector; the fused epilogue is gelu_new
     TRANS_B: !!o.transB,
   };
   const columnsPerInvocation = kernel === "matmul_vec4_k" ? TN / 4 : TN;
@@ -293,7 +295,7 @@ function matmulTexture(
     // workgroups to share between threads.
     const TM = Math.min(tiles.TM, AW);
     const TN4 = (tiles.TN / 4) * (AW < windowRows ? Math.min(4, Math.floor(tiles.TM / TM)) : 1);
-    const params = { K4: K / 4, AW, TM, TN4, WG: tiles.WG, GELU: !!o.gelu };
+    const params = { K4: K / 4, AW, TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
     const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, params);
     const window = { tensor: a, offset: row0 * K * 4, size: AW * K * 4 };
     const columnsPerInvocation = transposed ? TN4 : 4 * TN4;
@@ -313,52 +315,151 @@ function matmulTexture(
 
 // ---------------------------------------------------------------- normalisation and activations
 
-/** y[R,C] = (x - mean)/sqrt(var + eps) * gamma + beta, per row (biased variance, like PyTorch).
- *  If `stats` ([R,2], mean and rstd per row) is given it is filled, for the backward pass. */
+/** How a norm finds its rows: row r starts at (r / G) * ld + off + (r % G) * C (default a plain
+ *  [R, C] tensor). Gemma 3's per-head q/k norms use G heads of C = hd values inside each fused
+ *  q|k|v row of width ld, starting at column off. */
+export interface NormRows {
+  G: number;
+  ld: number;
+  off: number;
+}
+
+export interface NormOptions {
+  out?: Tensor;
+  /** [R,2] mean and rstd per row, filled for the backward pass. */
+  stats?: Tensor;
+  /** RMSNorm: no mean subtracted, no beta. */
+  rms?: boolean;
+  /** Multiply by (gamma + gainOffset): 1 for Gemma's (1 + w). */
+  gainOffset?: number;
+  rows?: NormRows;
+}
+
+/** Values a norm with this row layout reaches: the last row's end. */
+function normExtent(R: number, C: number, rows: NormRows): number {
+  const last = R - 1;
+  return Math.floor(last / rows.G) * rows.ld + rows.off + (last % rows.G) * C + C;
+}
+
+/** LayerNorm y[R,C] = (x - mean)/sqrt(var + eps) * gamma + beta per row (biased variance, like
+ *  PyTorch), or with `rms` RMSNorm y = x/sqrt(mean(x^2) + eps) * (gamma + gainOffset) (beta null).
+ *  If `stats` ([R,2], mean and rstd per row) is given it is filled, for the backward pass. With
+ *  `rows`, x and y are read and written at that layout (y must then be a distinct tensor of x's size). */
 export function layernorm(
   gpu: Gpu,
   x: Tensor,
   gamma: Tensor,
-  beta: Tensor,
+  beta: Tensor | null,
   R: number,
   C: number,
   eps: number,
-  o: { out?: Tensor; stats?: Tensor } = {},
+  o: NormOptions = {},
 ): Tensor {
   positive("layernorm", { R, C });
-  need("layernorm", "x", x, R * C);
+  const rows = o.rows ?? { G: 1, ld: C, off: 0 };
+  const extent = normExtent(R, C, rows);
+  need("layernorm", "x", x, extent);
   need("layernorm", "gamma", gamma, C);
-  need("layernorm", "beta", beta, C);
+  if (beta) need("layernorm", "beta", beta, C);
+  if (!beta && !o.rms) throw new Error("layernorm: LayerNorm needs beta (only RMSNorm has none)");
   const out = o.out ?? gpu.zeros([R, C]);
-  need("layernorm", "out", out, R * C);
-  distinct("layernorm", out, { x, gamma, beta });
+  need("layernorm", "out", out, extent);
+  distinct("layernorm", out, { x, gamma, ...(beta ? { beta } : {}) });
   if (o.stats) {
     need("layernorm", "stats", o.stats, R * 2);
-    distinct("layernorm", o.stats, { x, gamma, beta, out });
+    distinct("layernorm", o.stats, { x, gamma, out });
   }
+  const params = { WG: ROW_WG, WITH_STATS: !!o.stats, RMS: !!o.rms, HAS_BETA: !!beta };
   gpu.run(
-    gpu.pipeline("layernorm.wgsl", "layernorm", { WG: ROW_WG, WITH_STATS: !!o.stats }),
-    [x, gamma, beta, out, o.stats ?? placeholder(gpu)],
+    gpu.pipeline("layernorm.wgsl", "layernorm", params),
+    [x, gamma, beta ?? placeholder(gpu), out, o.stats ?? placeholder(gpu)],
     grid1d(gpu, cdiv(R, ROW_WG)),
-    uniforms().u32(R, C).f32(eps),
+    uniforms().u32(R, C).f32(eps, o.gainOffset ?? 0).u32(rows.G, rows.ld, rows.off),
   );
   return out;
 }
 
-/** GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise over n values.
- *  `out` may be `x` itself (in place). */
-export function gelu(gpu: Gpu, x: Tensor, n: number, o: { out?: Tensor } = {}): Tensor {
+/** activation.wgsl's ACT selector of each activation. */
+export const ACTIVATION_CODE: Record<Activation, number> = { gelu_tanh: 0, gelu: 1, silu: 2 };
+
+/** The MLP activation elementwise over n values (default GPT-2's gelu_new, 0.5 x (1 + tanh(sqrt(2/pi)
+ *  (x + 0.044715 x^3)))). `out` may be `x` itself (in place). */
+export function gelu(
+  gpu: Gpu,
+  x: Tensor,
+  n: number,
+  o: { out?: Tensor; activation?: Activation } = {},
+): Tensor {
   positive("gelu", { n });
   need("gelu", "x", x, n);
   const groups = grid1d(gpu, cdiv(n, ELEMENT_WG));
+  const params = { WG: ELEMENT_WG, ACT: ACTIVATION_CODE[o.activation ?? "gelu_tanh"] };
   if (o.out === x) {
-    gpu.run(gpu.pipeline("gelu.wgsl", "gelu_in_place", { WG: ELEMENT_WG }), [x], groups, uniforms().u32(n));
+    gpu.run(gpu.pipeline("gelu.wgsl", "gelu_in_place", params), [x], groups, uniforms().u32(n, 0));
     return x;
   }
   const out = o.out ?? gpu.zeros([n]);
   need("gelu", "out", out, n);
-  gpu.run(gpu.pipeline("gelu.wgsl", "gelu", { WG: ELEMENT_WG }), [x, out], groups, uniforms().u32(n));
+  gpu.run(gpu.pipeline("gelu.wgsl", "gelu", params), [x, out], groups, uniforms().u32(n, 0));
   return out;
+}
+
+/** Gated MLP activation (SwiGLU, GeGLU): x [R, 2F] = [gate | up] per row, y [R, F] = act(gate) * up. */
+export function glu(
+  gpu: Gpu,
+  x: Tensor,
+  R: number,
+  F: number,
+  activation: Activation,
+  o: { out?: Tensor } = {},
+): Tensor {
+  positive("glu", { R, F });
+  need("glu", "x", x, R * 2 * F);
+  const out = o.out ?? gpu.zeros([R, F]);
+  need("glu", "out", out, R * F);
+  distinct("glu", out, { x });
+  gpu.run(
+    gpu.pipeline("gelu.wgsl", "glu", { WG: ELEMENT_WG, ACT: ACTIVATION_CODE[activation] }),
+    [x, out],
+    grid1d(gpu, cdiv(R * F, ELEMENT_WG)),
+    uniforms().u32(R * F, F),
+  );
+  return out;
+}
+
+/** Rotary position embedding in place on fused q|k|v rows [B*T, (H + 2 Hkv) hd]: the first `dims`
+ *  values of every q and k head are rotated by position t = r % T times invFreq [dims/2] (pairs
+ *  (2i, 2i+1) when `interleaved`, else (i, i + dims/2)). sign -1 rotates back (the backward pass). */
+export function rope(
+  gpu: Gpu,
+  qkv: Tensor,
+  invFreq: Tensor,
+  s: { R: number; T: number; H: number; Hkv: number; hd: number; dims: number; interleaved: boolean },
+  sign: 1 | -1 = 1,
+): void {
+  positive("rope", { R: s.R, T: s.T, H: s.H, Hkv: s.Hkv, hd: s.hd, dims: s.dims });
+  if (s.dims % 2 !== 0 || s.dims > s.hd) throw new Error(`rope: dims ${s.dims} must be even and <= hd ${s.hd}`);
+  need("rope", "qkv", qkv, s.R * (s.H + 2 * s.Hkv) * s.hd);
+  need("rope", "invFreq", invFreq, s.dims / 2);
+  gpu.run(
+    gpu.pipeline("rope.wgsl", "rope", { WG: ELEMENT_WG, INTERLEAVED: s.interleaved }),
+    [qkv, invFreq],
+    grid1d(gpu, cdiv(s.R * (s.H + s.Hkv) * (s.dims / 2), ELEMENT_WG)),
+    uniforms().u32(s.R, s.T, s.H, s.Hkv, s.hd, s.dims).f32(sign),
+  );
+}
+
+/** Soft-capping in place, x = cap * tanh(x / cap) over n values (Gemma 2's final logits). */
+export function softcap(gpu: Gpu, x: Tensor, n: number, cap: number): void {
+  positive("softcap", { n });
+  if (!(cap > 0)) throw new Error(`softcap: cap must be > 0, got ${cap}`);
+  need("softcap", "x", x, n);
+  gpu.run(
+    gpu.pipeline("elementwise.wgsl", "softcap_in_place", { WG: ELEMENT_WG }),
+    [x],
+    grid1d(gpu, cdiv(n, ELEMENT_WG)),
+    uniforms().u32(n).f32(cap),
+  );
 }
 
 /** out = a + b, elementwise over n values (residual add). out may be a new tensor or given,
@@ -391,11 +492,39 @@ export function add(gpu: Gpu, a: Tensor, b: Tensor, n: number, o: { out?: Tensor
 
 // ---------------------------------------------------------------- attention and embedding
 
-/** Causal multi-head self-attention core. qkv [B*T, 3*d] is c_attn's output laid out as [q | k | v]
- *  with head h occupying columns h*hd..(h+1)*hd of each of q, k, v (hd = d/nHead). Returns y [B*T, d]
- *  (heads concatenated, before c_proj). Scores are scaled by 1/sqrt(hd), causal (key <= query), softmax
- *  in f32 with max subtraction. Rows of a sequence are b*T + t. If `probs` ([B, nHead, T, T]) is given the
- *  softmax probabilities are stored there (masked entries 0), for the backward pass. */
+/** Options of attention beyond GPT-2's multi-head attention. */
+export interface AttentionOptions {
+  /** Key/value heads (default nHead): query head h reads key/value head h / (nHead / nKvHead). */
+  nKvHead?: number;
+  /** Score scale (default 1/sqrt(hd)). */
+  scale?: number;
+  /** Soft-cap of the scores, cap * tanh(s / cap) (Gemma 2); null/absent for none. */
+  softcap?: number | null;
+  /** Sliding window: query t sees keys j > t - window; null/absent for all keys j <= t. */
+  window?: number | null;
+}
+
+/** Checks attention sizes and returns the head dimension. */
+function attentionHeadDim(op: string, d: number, nHead: number, nKvHead: number): number {
+  if (d % nHead !== 0) throw new Error(`${op}: d=${d} is not divisible by nHead=${nHead}`);
+  if (nHead % nKvHead !== 0) throw new Error(`${op}: nHead=${nHead} is not a multiple of nKvHead=${nKvHead}`);
+  return d / nHead;
+}
+
+/** Uniforms shared by the attention kernels' Dims structs: sizes, then scale and soft-cap. */
+export function attentionSettings(hd: number, o: AttentionOptions): { scale: number; softcap: number; window: number } {
+  const window = o.window ?? 0;
+  if (!Number.isInteger(window) || window < 0) throw new Error(`attention: window must be a positive integer, got ${window}`);
+  return { scale: o.scale ?? 1 / Math.sqrt(hd), softcap: o.softcap ?? 0, window };
+}
+
+/** Causal self-attention core. qkv [B*T, d + 2*nKvHead*hd] is the fused projection's output laid out
+ *  as [q heads | k heads | v heads] with head h at columns h*hd..(h+1)*hd of its part (d = nHead*hd,
+ *  the width of all query heads). Returns y [B*T, d] (heads concatenated, before the output
+ *  projection). Scores are scaled by 1/sqrt(hd) (or o.scale), optionally soft-capped, causal (key <=
+ *  query, within o.window), softmax in f32 with max subtraction. Rows of a sequence are b*T + t. If
+ *  `probs` ([B, nHead, T, T]) is given the softmax probabilities are stored there (masked entries 0),
+ *  for the backward pass. */
 export function attention(
   gpu: Gpu,
   qkv: Tensor,
@@ -403,12 +532,13 @@ export function attention(
   T: number,
   d: number,
   nHead: number,
-  o: { out?: Tensor; probs?: Tensor } = {},
+  o: { out?: Tensor; probs?: Tensor } & AttentionOptions = {},
 ): Tensor {
-  positive("attention", { B, T, d, nHead });
-  if (d % nHead !== 0) throw new Error(`attention: d=${d} is not divisible by nHead=${nHead}`);
-  const hd = d / nHead;
-  need("attention", "qkv", qkv, B * T * 3 * d);
+  const nKvHead = o.nKvHead ?? nHead;
+  positive("attention", { B, T, d, nHead, nKvHead });
+  const hd = attentionHeadDim("attention", d, nHead, nKvHead);
+  const { scale, softcap, window } = attentionSettings(hd, o);
+  need("attention", "qkv", qkv, B * T * (d + 2 * nKvHead * hd));
   const out = o.out ?? gpu.zeros([B * T, d]);
   need("attention", "out", out, B * T * d);
   distinct("attention", out, { qkv });
@@ -420,24 +550,25 @@ export function attention(
     gpu.pipeline("attention.wgsl", "attention", { HD: hd, WG: ROW_WG, WITH_PROBS: !!o.probs }),
     [qkv, out, o.probs ?? placeholder(gpu)],
     grid1d(gpu, cdiv(B * nHead * T, ROW_WG)),
-    uniforms().u32(B, T, d, nHead).f32(1 / Math.sqrt(hd)),
+    uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap),
   );
   return out;
 }
 
-/** out[r, :] = wte[tokens[r] - rowStart, :] + wpe[r % T, :] for every r in [0, R) whose token lies in
- *  [rowStart, rowStart + rows of wte); other rows are left untouched. (A vocabulary larger than one
- *  storage binding is split into row chunks; the model calls this once per chunk. rowStart = 0 and a
- *  whole wte is the normal case.) tokens is a u32 tensor [R]. wpe is [nPositions, C]. */
+/** out[r, :] = wte[tokens[r] - rowStart, :] * scale + wpe[r % T, :] for every r in [0, R) whose token
+ *  lies in [rowStart, rowStart + rows of wte); other rows are left untouched. (A vocabulary larger than
+ *  one storage binding is split into row chunks; the model calls this once per chunk. rowStart = 0 and a
+ *  whole wte is the normal case.) tokens is a u32 tensor [R]. wpe is [nPositions, C], or null for
+ *  models with rotary positions; scale is 1 except for Gemma (sqrt(d)). */
 export function embed(
   gpu: Gpu,
   tokens: Tensor,
   wte: Tensor,
-  wpe: Tensor,
+  wpe: Tensor | null,
   R: number,
   T: number,
   C: number,
-  o: { out: Tensor; rowStart?: number },
+  o: { out: Tensor; rowStart?: number; scale?: number },
 ): Tensor {
   positive("embed", { R, T, C });
   const rowStart = o.rowStart ?? 0;
@@ -446,15 +577,15 @@ export function embed(
   }
   need("embed", "tokens", tokens, R, "u32");
   need("embed", "wte", wte, C);
-  need("embed", "wpe", wpe, T * C);
+  if (wpe) need("embed", "wpe", wpe, T * C);
   need("embed", "out", o.out, R * C);
-  distinct("embed", o.out, { tokens, wte, wpe });
+  distinct("embed", o.out, { tokens, wte, ...(wpe ? { wpe } : {}) });
   const wteRows = Math.floor(wte.size / C);
   gpu.run(
-    gpu.pipeline("embedding.wgsl", "embed", { WG: ELEMENT_WG }),
-    [tokens, wte, wpe, o.out],
+    gpu.pipeline("embedding.wgsl", "embed", { WG: ELEMENT_WG, WITH_POSITIONS: wpe !== null }),
+    [tokens, wte, wpe ?? placeholder(gpu), o.out],
     grid1d(gpu, cdiv(R * C, ELEMENT_WG)),
-    uniforms().u32(R, T, C, rowStart, wteRows),
+    uniforms().u32(R, T, C, rowStart, wteRows).f32(o.scale ?? 1),
   );
   return o.out;
 }

@@ -1,16 +1,22 @@
-// Causal multi-head self-attention core, one invocation per (sequence b, head h, query t):
+// Causal self-attention core with grouped key/value heads, one invocation per (sequence b,
+// query head h, query t):
 //
-//   s_j   = (q_t . k_j) * scale           for keys j <= t  (scale = 1/sqrt(HD))
+//   s_j   = (q_t . k_j) * scale                     for keys j in [j0, t]
+//   s_j   = softcap * tanh(s_j / softcap)           when softcap > 0 (Gemma 2)
 //   p_j   = exp(s_j - max_j s_j) / sum_j exp(s_j - max_j s_j)
 //   y_t   = sum_j p_j v_j
 //
-//   qkv   : [B*T, 3*D], c_attn's output; row b*T + t is [q | k | v], and head h occupies
-//           columns h*HD .. h*HD+HD-1 of each of q, k, v (D = H*HD)
-//   y     : [B*T, D], heads concatenated (the input of c_proj)
-//   probs : [B, H, T, T], p written when WITH_PROBS, with 0 for masked keys j > t (the backward
-//           pass needs p); otherwise a 1-element placeholder is bound and never touched.
+// j0 = 0, or t + 1 - window for a sliding-window layer (key j is seen when j > t - window).
+// Query head h reads key/value head h / (H / Hkv): Hkv = H is multi-head attention, 1 < Hkv < H
+// grouped-query, Hkv = 1 multi-query attention.
 //
-// Keys j > t are never read, so nothing uninitialised can leak in through the mask.
+//   qkv   : [B*T, (H + 2 Hkv) * HD], the fused projection's output: row b*T + t is
+//           [q heads | k heads | v heads], head h at columns h*HD .. h*HD+HD-1 of its part
+//   y     : [B*T, H * HD], heads concatenated (the input of the output projection)
+//   probs : [B, H, T, T], p written when WITH_PROBS, with 0 for masked keys (the backward pass
+//           needs p); otherwise a 1-element placeholder is bound and never touched.
+//
+// Masked keys are never read, so nothing uninitialised can leak in through the mask.
 // Passes over the keys: 1) the max score, 2) the exp-sum and the weighted sum of values,
 // 3) (WITH_PROBS only) the normalised probabilities. Recomputing the dot products is cheaper here
 // than storing a row of T scores per invocation.
@@ -20,12 +26,19 @@
 //   WG         : invocations per workgroup
 //   WITH_PROBS : write probs
 
-struct Dims { B: u32, T: u32, D: u32, H: u32, scale: f32 }
+struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap: f32 }
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(3) var<uniform> d: Dims;
+
+fn score(q: ptr<function, array<f32, HD>>, k: u32) -> f32 {
+  var s = 0.0;
+  for (var i = 0u; i < HD; i++) { s += (*q)[i] * qkv[k + i]; }
+  if (d.softcap > 0.0) { s = d.softcap * tanh(clamp(s / d.softcap, -15.0, 15.0)); }
+  return s;
+}
 
 // grid: ceil(B*H*T / WG) workgroups (split over x and y when over the per-dimension limit);
 // invocation ((b*H + h)*T + t), so neighbouring lanes share the keys and values of one head.
@@ -37,47 +50,36 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   let t = inv % d.T;
   let h = (inv / d.T) % d.H;
   let b = inv / (d.T * d.H);
-  let stride = 3u * d.D;           // elements per qkv row
-  let seq = b * d.T * stride;      // qkv row b*T
-  let q_col = h * HD;
-  let k_col = d.D + h * HD;
-  let v_col = 2u * d.D + h * HD;
+  let kvh = h / (d.H / d.Hkv);
+  let stride = (d.H + 2u * d.Hkv) * HD;   // elements per qkv row
+  let seq = b * d.T * stride;              // qkv row b*T
+  let k_col = (d.H + kvh) * HD;
+  let v_col = (d.H + d.Hkv + kvh) * HD;
+  var j0 = 0u;
+  if (d.window > 0u && t + 1u > d.window) { j0 = t + 1u - d.window; }
 
   var q: array<f32, HD>;
-  for (var i = 0u; i < HD; i++) { q[i] = qkv[seq + t * stride + q_col + i] * d.scale; }
+  for (var i = 0u; i < HD; i++) { q[i] = qkv[seq + t * stride + h * HD + i] * d.scale; }
 
   var max_s = -3.0e38;
-  for (var j = 0u; j <= t; j++) {
-    let k = seq + j * stride + k_col;
-    var s = 0.0;
-    for (var i = 0u; i < HD; i++) { s += q[i] * qkv[k + i]; }
-    max_s = max(max_s, s);
-  }
+  for (var j = j0; j <= t; j++) { max_s = max(max_s, score(&q, seq + j * stride + k_col)); }
 
   var sum = 0.0;
   var acc: array<f32, HD>;
-  for (var j = 0u; j <= t; j++) {
-    let k = seq + j * stride + k_col;
-    let v = seq + j * stride + v_col;
-    var s = 0.0;
-    for (var i = 0u; i < HD; i++) { s += q[i] * qkv[k + i]; }
-    let p = exp(s - max_s);
+  for (var j = j0; j <= t; j++) {
+    let p = exp(score(&q, seq + j * stride + k_col) - max_s);
     sum += p;
+    let v = seq + j * stride + v_col;
     for (var i = 0u; i < HD; i++) { acc[i] += p * qkv[v + i]; }
   }
-  let out = (b * d.T + t) * d.D + h * HD;
+  let out = (b * d.T + t) * d.H * HD + h * HD;
   for (var i = 0u; i < HD; i++) { y[out + i] = acc[i] / sum; }
 
   if (WITH_PROBS) {
     let row = inv * d.T;           // probs[b, h, t, :]
     for (var j = 0u; j < d.T; j++) {
       var p = 0.0;
-      if (j <= t) {
-        let k = seq + j * stride + k_col;
-        var s = 0.0;
-        for (var i = 0u; i < HD; i++) { s += q[i] * qkv[k + i]; }
-        p = exp(s - max_s) / sum;
-      }
+      if (j >= j0 && j <= t) { p = exp(score(&q, seq + j * stride + k_col) - max_s) / sum; }
       probs[row + j] = p;
     }
   }

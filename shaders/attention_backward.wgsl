@@ -1,28 +1,31 @@
-// Causal multi-head self-attention backward.
+// Causal self-attention backward (grouped key/value heads, optional soft-cap and sliding window).
 //
-// Forward (shaders/attention.wgsl), per batch b, head h (columns h*hd..(h+1)*hd), query i:
-//   s[i,j] = scale * q_i . k_j   (j <= i),   p[i,:] = softmax(s[i,:]),   y_i = sum_j p[i,j] v_j
-// with qkv [B*T, 3d] = [q | k | v] and probs [B, nHead, T, T] (masked entries 0).
+// Forward (shaders/attention.wgsl), per batch b, query head h reading key/value head g = h / (H/Hkv),
+// query i:  c[i,j] = scale * q_i . k_j,  s = softcap * tanh(c / softcap) (or s = c),
+//           p[i,:] = softmax(s[i,:]) over the unmasked keys,  y_i = sum_j p[i,j] v_j
+// with qkv [B*T, (H + 2 Hkv) HD] = [q heads | k heads | v heads] and probs [B, H, T, T] (masked 0).
 //
 // Backward, two passes (no atomics, every sum in a fixed order => bit-reproducible):
 //   pass 1, one invocation per (b, h, i), loops over keys j <= i:
 //     dp[i,j] = dy_i . v_j
-//     ds[i,j] = p[i,j] (dp[i,j] - sum_k p[i,k] dp[i,k])       softmax backward -> dscores
-//   pass 2, three products per (b, h), each [T, hd] (see attention_backward_qkv):
-//     dq = scale * ds k,   dk = scale * ds^T q,   dv = p^T dy     -> dqkv [B*T, 3d]
+//     ds[i,j] = p[i,j] (dp[i,j] - sum_k p[i,k] dp[i,k])        softmax backward
+//     dc[i,j] = ds[i,j] (1 - (s[i,j] / softcap)^2)             through the cap (SOFTCAP only)
+//   pass 2, three products per (b, head), each [T, HD] (see attention_backward_qkv):
+//     dq_h = scale * dc_h k_g,   dk_g = scale * sum_{h in g} dc_h^T q_h,   dv_g = sum_{h in g} p_h^T dy_h
 //
+// Masked keys have p = 0, hence ds = dc = 0: no mask is needed in pass 2.
 // Compile-time parameters: WG (invocations per workgroup); TM, TN (pass 2's register block:
-// rows and columns of one output computed per invocation, as in matmul.wgsl).
+// rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP.
 // Each entry point binds its own tensors (auto layouts), followed by its uniform block.
 
-struct Dims { B: u32, T: u32, d: u32, n_head: u32, hd: u32, scale: f32 }
+struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f32 }
 
-@group(0) @binding(0) var<storage, read> dy: array<f32>;      // [B*T, d]
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;     // [B*T, 3d]
-@group(0) @binding(2) var<storage, read> probs: array<f32>;   // [B, nHead, T, T]
+@group(0) @binding(0) var<storage, read> dy: array<f32>;      // [B*T, H*hd]
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;     // [B*T, (H + 2 Hkv) hd]
+@group(0) @binding(2) var<storage, read> probs: array<f32>;   // [B, H, T, T]
 
 // ---- attention_backward_scores. Bindings: dy, qkv, probs, dscores (written), dims.
-@group(0) @binding(3) var<storage, read_write> dscores_out: array<f32>; // [B, nHead, T, T], 0 above the diagonal
+@group(0) @binding(3) var<storage, read_write> dscores_out: array<f32>; // [B, H, T, T], 0 above the diagonal
 @group(0) @binding(4) var<uniform> dims: Dims;
 
 @compute @workgroup_size(WG)
@@ -30,38 +33,49 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   // gid.x enumerates (b, h, i) with i fastest.
   let i = gid.x % dims.T;
   let bh = gid.x / dims.T;
-  if (bh >= dims.B * dims.n_head) { return; }
-  let b = bh / dims.n_head;
-  let h = bh % dims.n_head;
+  if (bh >= dims.B * dims.H) { return; }
+  let b = bh / dims.H;
+  let h = bh % dims.H;
+  let g = h / (dims.H / dims.Hkv);
+  let stride = (dims.H + 2u * dims.Hkv) * dims.hd;
   let row = gid.x * dims.T;                       // start of p[b,h,i,:]
-  let dy_i = (b * dims.T + i) * dims.d + h * dims.hd;
+  let dy_i = (b * dims.T + i) * dims.H * dims.hd + h * dims.hd;
   // First loop: dp[i,j] (stored in dscores for now) and its probability-weighted mean.
   var mean_dp = 0.0;
   for (var j = 0u; j <= i; j++) {
-    let v_j = (b * dims.T + j) * 3u * dims.d + 2u * dims.d + h * dims.hd;
+    let v_j = (b * dims.T + j) * stride + (dims.H + dims.Hkv + g) * dims.hd;
     var dp = 0.0;
     for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * qkv[v_j + e]; }
     dscores_out[row + j] = dp;
     mean_dp += probs[row + j] * dp;
   }
+  let q_i = (b * dims.T + i) * stride + h * dims.hd;
   for (var j = 0u; j <= i; j++) {
-    dscores_out[row + j] = probs[row + j] * (dscores_out[row + j] - mean_dp);
+    var ds = probs[row + j] * (dscores_out[row + j] - mean_dp);
+    if (SOFTCAP) {
+      let k_j = (b * dims.T + j) * stride + (dims.H + g) * dims.hd;
+      var c = 0.0;
+      for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * qkv[k_j + e]; }
+      let th = tanh(clamp(c * dims.scale / dims.softcap, -15.0, 15.0));
+      ds *= 1.0 - th * th;
+    }
+    dscores_out[row + j] = ds;
   }
   // Zeros above the diagonal let pass 2 sweep whole blocks of rows without per-row bounds.
   for (var j = i + 1u; j < dims.T; j++) { dscores_out[row + j] = 0.0; }
 }
 
 // ---- attention_backward_qkv. Bindings: dy, qkv, probs, dscores (read), dqkv (written), dims2.
-@group(0) @binding(3) var<storage, read> dscores: array<f32>;     // [B, nHead, T, T]
-@group(0) @binding(4) var<storage, read_write> dqkv: array<f32>;  // [B*T, 3d]
+@group(0) @binding(3) var<storage, read> dscores: array<f32>;     // [B, H, T, T]
+@group(0) @binding(4) var<storage, read_write> dqkv: array<f32>;  // [B*T, (H + 2 Hkv) hd]
 @group(0) @binding(5) var<uniform> dims2: Dims;
 
-// The three products share one shape, out[t, e] = sum_s A(t, s) X[s, e] over one head:
-//   part 0 (dq): A(t,s) = ds[t,s],  X = k,  scaled
-//   part 1 (dk): A(t,s) = ds[s,t],  X = q,  scaled
-//   part 2 (dv): A(t,s) = p[s,t],   X = dy
-// A is zero outside the causal triangle (pass 1 zeroes ds above the diagonal; masked probs are
-// 0), so a block of rows t0..t0+TM-1 sums s over [0, t0+TM) for part 0 and [t0, T) otherwise.
+// The three products share one shape, out[t, e] = sum_{h} sum_s A_h(t, s) X_h[s, e]:
+//   part 0 (dq of head h):     A(t,s) = dc_h[t,s],  X = k of h's group,   scaled (one h)
+//   part 1 (dk of kv head g):  A(t,s) = dc_h[s,t],  X = q_h,              scaled (h in g)
+//   part 2 (dv of kv head g):  A(t,s) = p_h[s,t],   X = dy_h              (h in g)
+// A is zero outside the causal triangle, so a block of rows t0..t0+TM-1 sums s over [0, t0+TM)
+// for part 0 and [t0, T) otherwise.
 
 fn a_at(part: u32, plane: u32, t: u32, s: u32) -> f32 {
   let T = dims2.T;
@@ -70,54 +84,72 @@ fn a_at(part: u32, plane: u32, t: u32, s: u32) -> f32 {
   return probs[plane + s * T + t];
 }
 
-// X[s, column c of d] for sequence row `row` = b*T + s.
-fn x_at(part: u32, row: u32, c: u32) -> f32 {
-  let D = dims2.d;
-  if (part == 0u) { return qkv[row * 3u * D + D + c]; }
-  if (part == 1u) { return qkv[row * 3u * D + c]; }
-  return dy[row * D + c];
+// X[s, e] of query head h for sequence row `row` = b*T + s.
+fn x_at(part: u32, row: u32, h: u32, e: u32) -> f32 {
+  let hd = dims2.hd;
+  let stride = (dims2.H + 2u * dims2.Hkv) * hd;
+  if (part == 0u) { return qkv[row * stride + (dims2.H + h / (dims2.H / dims2.Hkv)) * hd + e]; }
+  if (part == 1u) { return qkv[row * stride + h * hd + e]; }
+  return dy[row * dims2.H * hd + h * hd + e];
 }
 
-// grid: x = nHead * ceil(hd / TN) column blocks (a block never straddles two heads),
-//       y = ceil(T / TM) row blocks, z = B * 3 (batch, part).
+// grid: x = H * ceil(hd / TN) column blocks (a block never straddles two heads; parts 1 and 2 use
+//       the first Hkv heads' blocks), y = ceil(T / TM) row blocks, z = B * 3 (batch, part).
 @compute @workgroup_size(WG)
 fn attention_backward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
   let T = dims2.T;
   let hd = dims2.hd;
   let blocks_per_head = (hd + TN - 1u) / TN;
-  let h = gid.x / blocks_per_head;
+  let head = gid.x / blocks_per_head;
   let e0 = (gid.x % blocks_per_head) * TN;
   let t0 = gid.y * TM;
-  if (h >= dims2.n_head || t0 >= T) { return; }
   let b = gid.z / 3u;
   let part = gid.z % 3u;
-  let plane = (b * dims2.n_head + h) * T * T;     // start of ds[b,h,:,:] and p[b,h,:,:]
+  let group = dims2.H / dims2.Hkv;
+  // part 0: one query head; parts 1, 2: kv head `head` summing its group of query heads.
+  var h_begin = head;
+  var h_end = head + 1u;
+  var heads = dims2.H;
+  if (part > 0u) {
+    h_begin = head * group;
+    h_end = h_begin + group;
+    heads = dims2.Hkv;
+  }
+  if (head >= heads || t0 >= T) { return; }
   // Clamp rows and columns at the edges (as matmul.wgsl); clamped duplicates are not stored.
   var ts: array<u32, TM>;
-  var cs: array<u32, TN>;
+  var es: array<u32, TN>;
   for (var r = 0u; r < TM; r++) { ts[r] = min(t0 + r, T - 1u); }
-  for (var k = 0u; k < TN; k++) { cs[k] = h * hd + min(e0 + k, hd - 1u); }
+  for (var k = 0u; k < TN; k++) { es[k] = min(e0 + k, hd - 1u); }
   var s_begin = t0;
   var s_end = T;
   if (part == 0u) { s_begin = 0u; s_end = min(t0 + TM, T); }
   var acc: array<f32, TM * TN>;
-  for (var s = s_begin; s < s_end; s++) {
-    var x: array<f32, TN>;
-    for (var k = 0u; k < TN; k++) { x[k] = x_at(part, b * T + s, cs[k]); }
-    for (var r = 0u; r < TM; r++) {
-      let a = a_at(part, plane, ts[r], s);
-      for (var k = 0u; k < TN; k++) { acc[r * TN + k] += a * x[k]; }
+  for (var h = h_begin; h < h_end; h++) {
+    let plane = (b * dims2.H + h) * T * T;     // start of ds[b,h,:,:] and p[b,h,:,:]
+    for (var s = s_begin; s < s_end; s++) {
+      var x: array<f32, TN>;
+      for (var k = 0u; k < TN; k++) { x[k] = x_at(part, b * T + s, h, es[k]); }
+      for (var r = 0u; r < TM; r++) {
+        let a = a_at(part, plane, ts[r], s);
+        for (var k = 0u; k < TN; k++) { acc[r * TN + k] += a * x[k]; }
+      }
     }
   }
   var scale = dims2.scale;
   if (part == 2u) { scale = 1.0; }
+  // Column of this head's part in dqkv: q heads, then k heads, then v heads.
+  var col = head * hd;
+  if (part == 1u) { col = (dims2.H + head) * hd; }
+  if (part == 2u) { col = (dims2.H + dims2.Hkv + head) * hd; }
+  let stride = (dims2.H + 2u * dims2.Hkv) * hd;
   for (var r = 0u; r < TM; r++) {
     let t = t0 + r;
     if (t >= T) { break; }
     for (var k = 0u; k < TN; k++) {
       let e = e0 + k;
       if (e >= hd) { break; }
-      dqkv[(b * T + t) * 3u * dims2.d + part * dims2.d + h * hd + e] = scale * acc[r * TN + k];
+      dqkv[(b * T + t) * stride + col + e] = scale * acc[r * TN + k];
     }
   }
 }

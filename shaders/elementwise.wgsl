@@ -2,6 +2,8 @@
 //
 //   add          : out[i] = a[i] + b[i]      a, b, out : [n]
 //   add_in_place : acc[i] += b[i]            acc, b    : [n]   (for out === a or out === b)
+//   softcap_in_place : x[i] = cap * tanh(x[i] / cap)          (Gemma 2's logit soft-capping)
+//   softcap_backward : g[i] *= 1 - (y[i] / cap)^2             y the capped values, g their gradient
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   WG : invocations per workgroup, one value each
@@ -32,4 +34,29 @@ fn add_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 @builtin(local_invocation_index) lid: u32) {
   let i = (wid.y * nwg.x + wid.x) * WG + lid;
   if (i < d_in_place.n) { acc[i] += addend[i]; }
+}
+
+struct Cap { n: u32, cap: f32 }
+
+@group(0) @binding(0) var<storage, read_write> capped: array<f32>;
+@group(0) @binding(1) var<uniform> d_cap: Cap;
+
+@compute @workgroup_size(WG)
+fn softcap_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i < d_cap.n) { capped[i] = d_cap.cap * tanh(clamp(capped[i] / d_cap.cap, -15.0, 15.0)); }
+}
+
+@group(0) @binding(0) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(1) var<storage, read> capped_values: array<f32>;
+@group(0) @binding(2) var<uniform> d_cap_grad: Cap;
+
+@compute @workgroup_size(WG)
+fn softcap_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i >= d_cap_grad.n) { return; }
+  let th = capped_values[i] / d_cap_grad.cap;
+  grad[i] *= 1.0 - th * th;
 }

@@ -1,15 +1,18 @@
-// GPT-2's GELU ("gelu_new", the tanh approximation), elementwise over n values:
+// MLP activations, elementwise (ACT picks the function, see activation.wgsl):
 //
-//   y = gelu_new(x)
+//   gelu, gelu_in_place :  y[i] = act(x[i])                              x, y : [n]
+//   glu                 :  y[r, j] = act(x[r, j]) * x[r, F + j]          x : [R, 2F], y : [R, F]
 //
-//   x, y : [n]   (gelu: y is a separate buffer; gelu_in_place: x is overwritten)
+// glu is the gated MLP (SwiGLU for Llama, GeGLU for Gemma): x is the fused gate|up projection of a
+// row, the gate's activation times the up projection is the key the down projection reads.
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
-//   WG : invocations per workgroup, one value each
+//   WG  : invocations per workgroup, one value each
+//   ACT : 0 gelu_new, 1 exact gelu, 2 silu
 //
 // import: activation.wgsl
 
-struct Dims { n: u32 }
+struct Dims { n: u32, F: u32 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -19,17 +22,26 @@ struct Dims { n: u32 }
 @group(0) @binding(0) var<storage, read_write> xy: array<f32>;
 @group(0) @binding(1) var<uniform> d_in_place: Dims;
 
-// grid: ceil(n / WG) workgroups, split over x and y when over the per-dimension limit.
+// grid: ceil(n / WG) workgroups, split over x and y when over the per-dimension limit (n = R*F for glu).
 @compute @workgroup_size(WG)
 fn gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i < d.n) { y[i] = gelu_new(x[i]); }
+  if (i < d.n) { y[i] = activate(x[i]); }
 }
 
 @compute @workgroup_size(WG)
 fn gelu_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
   let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i < d_in_place.n) { xy[i] = gelu_new(xy[i]); }
+  if (i < d_in_place.n) { xy[i] = activate(xy[i]); }
+}
+
+@compute @workgroup_size(WG)
+fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i >= d.n) { return; }
+  let gate = (i / d.F) * 2u * d.F + i % d.F;
+  y[i] = activate(x[gate]) * x[gate + d.F];
 }
