@@ -23,6 +23,8 @@ export interface TensorSource {
   parts: string[];
   /** NeoX's query_key_value rows are [head][q|k|v][hd]; Locus wants [q heads | k heads | v heads]. */
   neoxHeads?: boolean;
+  /** The untied head sits beside the body ("lm_head.weight", NeoX "embed_out.weight"): no body prefix. */
+  outsideBody?: boolean;
 }
 
 /** Locus parameter names and shapes of a model with this config. */
@@ -77,9 +79,11 @@ export function checkpointSource(c: ModelConfig, name: string): TensorSource {
   const one = (n: string): TensorSource => ({ parts: [n] });
   const suffix = rest.slice(rest.lastIndexOf(".")); // ".weight" / ".bias"
   const role = rest.slice(0, rest.lastIndexOf("."));
-  if (c.family === "gpt2") return one(name);
+  if (c.family === "gpt2") return { parts: [name], outsideBody: role === "lm_head" };
   if (layer < 0) {
-    if (role === "lm_head") return one(`lm_head${suffix}`); // outside the body: no prefix
+    if (role === "lm_head") {
+      return { parts: [`${c.family === "gpt_neox" ? "embed_out" : "lm_head"}${suffix}`], outsideBody: true };
+    }
     const top: Record<string, Record<string, string>> = {
       gptj: { wte: "wte", ln_f: "ln_f" },
       gpt_neox: { wte: "embed_in", ln_f: "final_layer_norm" },

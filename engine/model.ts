@@ -224,13 +224,12 @@ export class GPT2 {
             `(is it a ${config.family} checkpoint?)`,
         );
       }
-      const stored = (part: string) => (part.startsWith("lm_head") ? part : prefix + part);
       // Validate every name and shape before reading any data: no partial loads.
       const plan: [string, string[], boolean][] = [];
       const used = new Set<string>();
       for (const [name, shape] of parameterShapes(config)) {
         const src = checkpointSource(config, name);
-        const parts = src.parts.map(stored);
+        const parts = src.parts.map((part) => (src.outsideBody ? part : prefix + part));
         let rows = 0;
         for (const part of parts) {
           if (!names.has(part)) throw new ModelLoadError(`${dir}: checkpoint has no tensor ${part} (for ${config.family})`);

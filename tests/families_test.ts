@@ -1,0 +1,90 @@
+// Every model family against Hugging Face transformers' own outputs: tiny random checkpoints made
+// by transformers itself (tests/fixtures/families/make_families.py), with the float64 logits and
+// hook-site states it computed. Locus loads each folder as a user would and must agree at every
+// position, every layer and every hook site.
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { getGpu, type Tensor } from "../engine/gpu.ts";
+import { GPT2, type Hook, makeBatch, type Site } from "../engine/model.ts";
+import { maxAbsDiff } from "./util.ts";
+
+const gpu = await getGpu();
+const FIXTURES = fileURLToPath(new URL("./fixtures/families/", import.meta.url));
+
+interface Expected {
+  case: string;
+  model_type: string;
+  dtype: string;
+  prompts: number[][];
+  logits: number[][][]; // [prompt][position][vocab]
+  sites: Record<string, number[][][] | number[][][][]>; // embed [prompt][t][d]; others [prompt][layer][t][w]
+}
+
+export const CASES = [...Deno.readDirSync(FIXTURES)].filter((e) => e.isDirectory).map((e) => e.name).sort();
+
+export async function loadCase(name: string): Promise<{ model: GPT2; expected: Expected; dir: string }> {
+  const dir = FIXTURES + name;
+  const expected = JSON.parse(await Deno.readTextFile(`${dir}/expected.json`)) as Expected;
+  return { model: await GPT2.load(gpu, dir), expected, dir };
+}
+
+/** Largest |got - want| relative to max(1, |want|), over nested arrays. */
+function relativeError(got: ArrayLike<number>, want: number[]): number {
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const e = Math.abs(got[i] - want[i]) / Math.max(1, Math.abs(want[i]));
+    if (!(e <= worst)) worst = Number.isNaN(e) ? Infinity : e;
+  }
+  return worst;
+}
+
+const LAYER_SITES: Site[] = ["attn", "key", "mlp", "resid"];
+
+// f32 computation through 2-3 layers: transformers' float64 values agree to ~1e-6 relative; f16/bf16
+// checkpoints are compared with their own rounded weights, so the same tolerance holds.
+const TOLERANCE = 1e-4;
+
+Deno.test("fixtures cover every family Locus supports", () => {
+  const families = new Set(CASES.map((c) => JSON.parse(Deno.readTextFileSync(`${FIXTURES}${c}/config.json`)).model_type));
+  for (const f of ["gpt2", "gptj", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"]) {
+    assert.ok(families.has(f), `no fixture of ${f}`);
+  }
+});
+
+for (const name of CASES) {
+  Deno.test(`${name}: logits and every hook site match transformers (float64) within ${TOLERANCE}`, async () => {
+    const { model, expected } = await loadCase(name);
+    const L = model.nLayer;
+    for (const [p, ids] of expected.prompts.entries()) {
+      const T = ids.length;
+      const rows = ids.map((_, t) => t);
+      const captures = new Map<string, Tensor>();
+      const hooks: Hook[] = [];
+      const capture = (site: Site, layer: number) => {
+        const into = gpu.empty([T, model.siteWidth(site)]);
+        captures.set(`${site}.${layer}`, into);
+        hooks.push({ site, layer, capture: { into, rows } });
+      };
+      capture("embed", -1);
+      for (let l = 0; l < L; l++) for (const site of LAYER_SITES) capture(site, l);
+      const fwd = model.forward(makeBatch([ids]), { hooks, outputRows: rows });
+      const logits = await fwd.logits.read();
+      const err = relativeError(logits, expected.logits[p].flat());
+      assert.ok(err <= TOLERANCE, `${name} prompt ${p}: logits differ by ${err} (relative)`);
+      for (const [key, tensor] of captures) {
+        const [site, layer] = key.split(".");
+        const want = site === "embed"
+          ? (expected.sites.embed as number[][][])[p].flat()
+          : (expected.sites[site] as number[][][][])[p][Number(layer)].flat();
+        const got = await tensor.read();
+        const e = relativeError(got, want);
+        assert.ok(e <= TOLERANCE, `${name} prompt ${p}: site ${key} differs by ${e} (relative)`);
+      }
+      model.releaseForward(fwd);
+      for (const t of captures.values()) gpu.release(t);
+    }
+    // A check that can fail: the expected logits are not degenerate (a broken model would not match by luck).
+    const flat = expected.logits[1].flat();
+    assert.ok(maxAbsDiff(flat, flat.map(() => flat[0])) > 0.5, "fixture logits are nearly constant");
+  });
+}
