@@ -319,6 +319,12 @@ export class GPT2 {
     };
     out.set("wte.weight", join(this.wte, names.length));
     if (untied.length) out.set("lm_head.weight", join(untied, names.length + this.wte.length));
+    if (this.config.headBias) {
+      const biases = await this.gpu.readMany(this.head.map((c) => c.bias!));
+      const bias = new Float32Array(this.config.vocabSize);
+      this.head.forEach((c, i) => bias.set(biases[i], c.rowStart));
+      out.set("lm_head.bias", bias);
+    }
     return out;
   }
 

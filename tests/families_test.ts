@@ -3,31 +3,12 @@
 // hook-site states it computed. Locus loads each folder as a user would and must agree at every
 // position, every layer and every hook site.
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
-import { GPT2, type Hook, makeBatch, type Site } from "../engine/model.ts";
+import { type Hook, makeBatch, type Site } from "../engine/model.ts";
+import { CASES, caseDir, loadCase } from "./families_fixtures.ts";
 import { maxAbsDiff } from "./util.ts";
 
 const gpu = await getGpu();
-const FIXTURES = fileURLToPath(new URL("./fixtures/families/", import.meta.url));
-
-interface Expected {
-  case: string;
-  model_type: string;
-  dtype: string;
-  prompts: number[][];
-  logits: number[][][]; // [prompt][position][vocab]
-  sites: Record<string, number[][][] | number[][][][]>; // embed [prompt][t][d]; others [prompt][layer][t][w]
-}
-
-export const CASES = [...Deno.readDirSync(FIXTURES)].filter((e) => e.isDirectory).map((e) => e.name).sort();
-
-export async function loadCase(name: string): Promise<{ model: GPT2; expected: Expected; dir: string }> {
-  const dir = FIXTURES + name;
-  const expected = JSON.parse(await Deno.readTextFile(`${dir}/expected.json`)) as Expected;
-  return { model: await GPT2.load(gpu, dir), expected, dir };
-}
-
 /** Largest |got - want| relative to max(1, |want|), over nested arrays. */
 function relativeError(got: ArrayLike<number>, want: number[]): number {
   let worst = 0;
@@ -45,7 +26,7 @@ const LAYER_SITES: Site[] = ["attn", "key", "mlp", "resid"];
 const TOLERANCE = 1e-4;
 
 Deno.test("fixtures cover every family Locus supports", () => {
-  const families = new Set(CASES.map((c) => JSON.parse(Deno.readTextFileSync(`${FIXTURES}${c}/config.json`)).model_type));
+  const families = new Set(CASES.map((c) => JSON.parse(Deno.readTextFileSync(`${caseDir(c)}/config.json`)).model_type));
   for (const f of ["gpt2", "gptj", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"]) {
     assert.ok(families.has(f), `no fixture of ${f}`);
   }

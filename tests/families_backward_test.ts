@@ -1,0 +1,96 @@
+// The backward pass of every family (engine/autograd.ts) against central finite differences of the
+// forward, on the transformers-made fixtures of tests/fixtures/families (whose forward is checked
+// against transformers in families_test.ts). The loss is the summed next-token cross-entropy; the
+// check is directional: <gradient, v> for a random direction v over every parameter of the blocks,
+// the final norm and the head, and over a delta added to layer 0's MLP output (ROME's v* path),
+// equals (loss(theta + v) - loss(theta - v)) / 2.
+import assert from "node:assert/strict";
+import { allocateGradients, backward } from "../engine/autograd.ts";
+import { crossEntropy } from "../engine/backward_ops.ts";
+import { getGpu, type Tensor } from "../engine/gpu.ts";
+import { GPT2, type Hook, makeBatch, parameterShapes } from "../engine/model.ts";
+import { CASES, loadCase } from "./families_fixtures.ts";
+import { randomArray } from "./util.ts";
+
+const gpu = await getGpu();
+
+/** Summed next-token cross-entropy of the prompts; with `grads`, also the backward pass into them. */
+async function loss(
+  model: GPT2,
+  prompts: number[][],
+  delta: Tensor,
+  back?: { grads: Map<string, Tensor>; ddelta: Tensor },
+): Promise<number> {
+  const batch = makeBatch(prompts);
+  const rows: number[] = [], targets: number[] = [];
+  prompts.forEach((p, b) =>
+    p.slice(0, -1).forEach((_, t) => {
+      rows.push(b * batch.T + t);
+      targets.push(p[t + 1]);
+    })
+  );
+  // ROME's path: a delta added to the MLP output of layer 0 at each prompt's last token.
+  const hooks: Hook[] = [{
+    layer: 0,
+    site: "mlp",
+    patch: { src: delta, entries: prompts.map((p, b) => ({ dst: b * batch.T + p.length - 2, src: 0, keep: 1, take: 1 })) },
+  }];
+  const fwd = model.forward(batch, { outputRows: rows, keep: !!back, hooks });
+  const V = model.config.vocabSize;
+  const dlogits = back ? gpu.empty([rows.length, V]) : undefined;
+  const { losses } = crossEntropy(gpu, fwd.logits, gpu.tensor([rows.length], targets, "u32"), rows.length, V, { dlogits });
+  if (back) {
+    backward(model, fwd, { dlogits: dlogits!, params: back.grads, patchSources: new Map([[delta, back.ddelta]]) });
+  }
+  const total = (await losses.read()).reduce((a, b) => a + b, 0);
+  model.releaseForward(fwd);
+  return total;
+}
+
+for (const name of CASES) {
+  Deno.test(`${name}: gradients of every block parameter, the head and a hooked delta match finite differences`, async () => {
+    const { model, expected } = await loadCase(name);
+    const cfg = model.config, d = cfg.nEmbd;
+    const prompts = expected.prompts;
+    const weights = await model.toArrays();
+    const names = parameterShapes(cfg).map(([n]) => n).filter((n) => n !== "wte.weight" && n !== "wpe.weight");
+    const grads = allocateGradients(model, names);
+    const delta = gpu.zeros([1, d]), ddelta = gpu.zeros([1, d]);
+    await loss(model, prompts, delta, { grads, ddelta });
+
+    // A direction scaled to each tensor's size: a step of 1e-3 of its rms.
+    let seed = 1;
+    const direction = new Map<string, Float32Array>();
+    let predicted = 0;
+    for (const n of names) {
+      const w = weights.get(n)!;
+      const rms = Math.sqrt(w.reduce((s, x) => s + x * x, 0) / w.length) + 1e-2;
+      const v = randomArray(w.length, seed++, 1e-3 * rms);
+      direction.set(n, v);
+      const g = await grads.get(n)!.read();
+      for (let i = 0; i < v.length; i++) predicted += g[i] * v[i];
+    }
+    const vDelta = randomArray(d, seed++, 1e-3);
+    const gDelta = await ddelta.read();
+    let predictedDelta = 0;
+    for (let i = 0; i < d; i++) predictedDelta += gDelta[i] * vDelta[i];
+
+    const shifted = (sign: number) => {
+      const w = new Map(weights);
+      for (const [n, v] of direction) w.set(n, weights.get(n)!.map((x, i) => x + sign * v[i]));
+      return GPT2.fromArrays(gpu, cfg, w);
+    };
+    const zero = gpu.zeros([1, d]);
+    const fd = ((await loss(shifted(1), prompts, zero)) - (await loss(shifted(-1), prompts, zero))) / 2;
+    const fdDelta = ((await loss(model, prompts, gpu.tensor([1, d], vDelta))) -
+      (await loss(model, prompts, gpu.tensor([1, d], vDelta.map((x) => -x))))) / 2;
+
+    const check = (what: string, got: number, want: number) => {
+      const err = Math.abs(got - want) / Math.max(Math.abs(want), 1e-3);
+      assert.ok(err < 2e-2, `${name}: ${what}: backward ${got} vs finite difference ${want} (relative ${err})`);
+    };
+    assert.ok(Math.abs(fd) > 1e-4, `${name}: the direction barely changes the loss (${fd}); the check would be empty`);
+    check("parameters", predicted, fd);
+    check("hooked delta", predictedDelta, fdDelta);
+  });
+}
