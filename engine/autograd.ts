@@ -201,7 +201,12 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
   gpu.release(dlnf, dselected);
 
   // A branch's output: the post-norm's backward (Gemma 2/3) gives the gradient of the state before it.
-  const branchBackward = (dadded: Tensor, state: Tensor, prefix: string, stats: Tensor | undefined): Tensor => {
+  const branchBackward = (
+    dadded: Tensor,
+    state: Tensor,
+    prefix: string,
+    stats: Tensor | undefined,
+  ): Tensor => {
     const dstate = gpu.zeros([R, d]);
     if (cfg.postNorms) normBackward(dadded, state, prefix, stats!, R, dstate);
     else gpu.copy(dadded, dstate);
@@ -250,13 +255,28 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
     });
     gpu.release(dattn, dheads);
     if (cfg.rotary) {
-      rope(gpu, dqkv, model.invFreq[l], { R, T, H, Hkv, hd, dims: cfg.rotary.dims, interleaved: cfg.rotary.interleaved }, -1);
+      rope(gpu, dqkv, model.invFreq[l], {
+        R,
+        T,
+        H,
+        Hkv,
+        hd,
+        dims: cfg.rotary.dims,
+        interleaved: cfg.rotary.interleaved,
+      }, -1);
     }
     if (cfg.qkNorm) {
       // The q and k parts of the projection's gradient come through their norms; v's is unchanged.
       const dprojected = gpu.empty([R, width]);
       gpu.copy(dqkv, dprojected);
-      for (const [part, heads, off, stats] of [["q", H, 0, a.qNormStats!], ["k", Hkv, qd, a.kNormStats!]] as const) {
+      for (
+        const [part, heads, off, stats] of [["q", H, 0, a.qNormStats!], [
+          "k",
+          Hkv,
+          qd,
+          a.kNormStats!,
+        ]] as const
+      ) {
         const name = `${p}attn.${part}_norm.weight`;
         layernormBackward(gpu, dqkv, a.qkvProjected!, model.p(name), stats, R * heads, hd, {
           dx: dprojected,
@@ -285,7 +305,9 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
     hookBackward(-1, "embed", dx);
     const dwpe = want("wpe.weight");
     if (dwte || dwpe) {
-      if (cfg.embedScale !== 1) throw new Error("embedding gradients of scaled embeddings (Gemma) are not supported");
+      if (cfg.embedScale !== 1) {
+        throw new Error("embedding gradients of scaled embeddings (Gemma) are not supported");
+      }
       embeddingBackward(gpu, dx, fwd.batch.ids, R, T, d, { dwte, dwpe });
     }
   }

@@ -166,7 +166,10 @@ export function gluBackward(
   need("gluBackward", "x", x, 2 * R * F);
   need("gluBackward", "dx", dx, 2 * R * F);
   gpu.run(
-    gpu.pipeline("gelu_backward.wgsl", "glu_backward", { WG: WG_ELEMENTWISE, ACT: ACTIVATION_CODE[activation] }),
+    gpu.pipeline("gelu_backward.wgsl", "glu_backward", {
+      WG: WG_ELEMENTWISE,
+      ACT: ACTIVATION_CODE[activation],
+    }),
     [dy, x, dx],
     elementwiseGrid(gpu, R * F, WG_ELEMENTWISE),
     uniforms().u32(R * F, F),

@@ -226,7 +226,9 @@ export function rotaryInvFreq(
   const num = (key: string): number => {
     const v = scaling?.[key];
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
-      throw new ConfigError(`${f.file}: ${where}.${key} must be a finite number > 0, got ${JSON.stringify(v)}`);
+      throw new ConfigError(
+        `${f.file}: ${where}.${key} must be a finite number > 0, got ${JSON.stringify(v)}`,
+      );
     }
     return v;
   };
@@ -276,10 +278,14 @@ function validate(c: ModelConfig, file: string): void {
   const fail = (msg: string): never => {
     throw new ConfigError(`${file}: ${msg}`);
   };
-  if (c.nHead % c.nKvHead !== 0) fail(`num_attention_heads (${c.nHead}) must be a multiple of the key/value heads (${c.nKvHead})`);
+  if (c.nHead % c.nKvHead !== 0) {
+    fail(`num_attention_heads (${c.nHead}) must be a multiple of the key/value heads (${c.nKvHead})`);
+  }
   if (c.rotary) {
     if (c.rotary.dims % 2 !== 0 || c.rotary.dims > c.headDim) {
-      fail(`the rotary dimensions (${c.rotary.dims}) must be even and at most the head dimension (${c.headDim})`);
+      fail(
+        `the rotary dimensions (${c.rotary.dims}) must be even and at most the head dimension (${c.headDim})`,
+      );
     }
   }
   if (c.headDim > 512) fail(`head dimension ${c.headDim} is over Locus's attention kernels' 512`);
@@ -315,7 +321,11 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
       nInner: f.int("n_inner", 4 * d),
       norm: "layernorm",
       layerNormEpsilon: f.positive("layer_norm_epsilon", 1e-5),
-      rotary: { dims, interleaved: true, invFreq: perLayer(L, () => rotaryInvFreq(f, dims, 10000, null, "")) },
+      rotary: {
+        dims,
+        interleaved: true,
+        invFreq: perLayer(L, () => rotaryInvFreq(f, dims, 10000, null, "")),
+      },
       qkvBias: false,
       attnOutBias: false,
       mlp: "plain",
@@ -328,8 +338,12 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
   },
 
   gpt_neox(f) {
-    const d = f.int("hidden_size"), H = f.int("num_attention_heads"), L = f.int("num_hidden_layers", undefined, 4096);
-    if (d % H !== 0) throw new ConfigError(`${f.file}: hidden_size (${d}) must be divisible by num_attention_heads (${H})`);
+    const d = f.int("hidden_size"),
+      H = f.int("num_attention_heads"),
+      L = f.int("num_hidden_layers", undefined, 4096);
+    if (d % H !== 0) {
+      throw new ConfigError(`${f.file}: hidden_size (${d}) must be divisible by num_attention_heads (${H})`);
+    }
     const hd = d / H;
     const rope = ropeParameters(f);
     const pct = numberIn(f, rope, "partial_rotary_factor", "rotary_pct", 0.25);
@@ -341,7 +355,11 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
       nInner: f.int("intermediate_size"),
       norm: "layernorm",
       layerNormEpsilon: f.positive("layer_norm_eps", 1e-5),
-      rotary: { dims, interleaved: false, invFreq: perLayer(L, () => rotaryInvFreq(f, dims, theta, rope, "rope_scaling")) },
+      rotary: {
+        dims,
+        interleaved: false,
+        invFreq: perLayer(L, () => rotaryInvFreq(f, dims, theta, rope, "rope_scaling")),
+      },
       qkvBias: bias,
       attnOutBias: bias,
       mlp: "plain",
@@ -352,8 +370,10 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
     };
   },
 
-  llama: (f) => llamaLike(f, { qkvBias: f.bool("attention_bias", false), outBias: f.bool("attention_bias", false) }),
-  mistral: (f) => llamaLike(f, { qkvBias: false, outBias: false, window: f.optionalPositive("sliding_window") }),
+  llama: (f) =>
+    llamaLike(f, { qkvBias: f.bool("attention_bias", false), outBias: f.bool("attention_bias", false) }),
+  mistral: (f) =>
+    llamaLike(f, { qkvBias: false, outBias: false, window: f.optionalPositive("sliding_window") }),
   qwen2(f) {
     const window = f.bool("use_sliding_window", false) ? f.optionalPositive("sliding_window") : null;
     const fromLayer = f.has("max_window_layers") ? f.int("max_window_layers") : 0;
@@ -374,7 +394,14 @@ function base(
 ): ModelConfig {
   const family = f.raw.model_type as Family;
   return {
-    ...gpt2Config({ vocabSize: s.V, nPositions: s.P, nEmbd: s.d, nLayer: s.L, nHead: s.H, layerNormEpsilon: 1e-5 }),
+    ...gpt2Config({
+      vocabSize: s.V,
+      nPositions: s.P,
+      nEmbd: s.d,
+      nLayer: s.L,
+      nHead: s.H,
+      layerNormEpsilon: 1e-5,
+    }),
     family,
     nKvHead: s.kv,
     headDim: s.hd,
@@ -393,11 +420,19 @@ function ropeParameters(f: Fields): Record<string, unknown> | null {
 }
 
 /** A number from transformers 5's `rope_parameters[key]`, else the Hub's `legacy` field, else fallback. */
-function numberIn(f: Fields, rope: Record<string, unknown> | null, key: string, legacy: string, fallback: number): number {
+function numberIn(
+  f: Fields,
+  rope: Record<string, unknown> | null,
+  key: string,
+  legacy: string,
+  fallback: number,
+): number {
   const v = rope?.[key];
   if (v !== undefined && v !== null) {
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
-      throw new ConfigError(`${f.file}: rope_parameters.${key} must be a finite number > 0, got ${JSON.stringify(v)}`);
+      throw new ConfigError(
+        `${f.file}: rope_parameters.${key} must be a finite number > 0, got ${JSON.stringify(v)}`,
+      );
     }
     return v;
   }
@@ -426,19 +461,37 @@ function llamaLike(
   f: Fields,
   o: { qkvBias: boolean; outBias: boolean; window?: number | null; tied?: boolean },
 ): ModelConfig {
-  const d = f.int("hidden_size"), H = f.int("num_attention_heads"), L = f.int("num_hidden_layers", undefined, 4096);
+  const d = f.int("hidden_size"),
+    H = f.int("num_attention_heads"),
+    L = f.int("num_hidden_layers", undefined, 4096);
   const hd = f.has("head_dim") ? f.int("head_dim") : d / H;
   if (!Number.isInteger(hd)) {
-    throw new ConfigError(`${f.file}: hidden_size (${d}) must be divisible by num_attention_heads (${H}) when head_dim is absent`);
+    throw new ConfigError(
+      `${f.file}: hidden_size (${d}) must be divisible by num_attention_heads (${H}) when head_dim is absent`,
+    );
   }
   const rope = ropeParameters(f);
   const theta = numberIn(f, rope, "rope_theta", "rope_theta", 10000);
   const pct = numberIn(f, rope, "partial_rotary_factor", "partial_rotary_factor", 1);
   const dims = Math.floor(hd * pct);
-  const invFreq = rotaryInvFreq(f, dims, theta, rope, f.has("rope_parameters") ? "rope_parameters" : "rope_scaling");
+  const invFreq = rotaryInvFreq(
+    f,
+    dims,
+    theta,
+    rope,
+    f.has("rope_parameters") ? "rope_parameters" : "rope_scaling",
+  );
   const window = o.window ?? null;
   const c: ModelConfig = {
-    ...base(f, { d, H, kv: f.int("num_key_value_heads", H), hd, L, V: f.int("vocab_size"), P: f.int("max_position_embeddings") }),
+    ...base(f, {
+      d,
+      H,
+      kv: f.int("num_key_value_heads", H),
+      hd,
+      L,
+      V: f.int("vocab_size"),
+      P: f.int("max_position_embeddings"),
+    }),
     nInner: f.int("intermediate_size"),
     norm: "rmsnorm",
     layerNormEpsilon: f.positive("rms_norm_eps", 1e-6),
@@ -459,7 +512,9 @@ function llamaLike(
  *  post norms and alternating sliding layers; Gemma 3 q/k norms and a second rope base for local layers. */
 function gemmaLike(f: Fields, second: boolean): ModelConfig {
   const family = f.raw.model_type as Family;
-  const d = f.int("hidden_size"), H = f.int("num_attention_heads"), L = f.int("num_hidden_layers", undefined, 4096);
+  const d = f.int("hidden_size"),
+    H = f.int("num_attention_heads"),
+    L = f.int("num_hidden_layers", undefined, 4096);
   const hd = f.int("head_dim", 256);
   const window = second ? f.optionalPositive("sliding_window") : null;
   // Which layers slide: Gemma 2 alternates (layer 0 local); Gemma 3 makes every 6th layer global.
@@ -467,21 +522,41 @@ function gemmaLike(f: Fields, second: boolean): ModelConfig {
   const sliding = (l: number) => second && (l + 1) % pattern !== 0;
   const rope = f.object("rope_parameters");
   // Gemma 3 in transformers 5: rope_parameters = {full_attention: {...}, sliding_attention: {...}}.
-  const globalRope = (rope?.full_attention ?? rope ?? f.object("rope_scaling")) as Record<string, unknown> | null;
+  const globalRope = (rope?.full_attention ?? rope ?? f.object("rope_scaling")) as
+    | Record<string, unknown>
+    | null;
   const localRope = (rope?.sliding_attention ?? null) as Record<string, unknown> | null;
-  const globalTheta = numberIn(f, globalRope, "rope_theta", "rope_theta", family === "gemma3_text" ? 1e6 : 10000);
+  const globalTheta = numberIn(
+    f,
+    globalRope,
+    "rope_theta",
+    "rope_theta",
+    family === "gemma3_text" ? 1e6 : 10000,
+  );
   const localTheta = family === "gemma3_text"
     ? numberIn(f, localRope, "rope_theta", "rope_local_base_freq", 10000)
     : globalTheta;
   const globalInv = rotaryInvFreq(f, hd, globalTheta, globalRope, "rope_scaling");
   const localInv = rotaryInvFreq(f, hd, localTheta, localRope, "rope_parameters.sliding_attention");
   const c: ModelConfig = {
-    ...base(f, { d, H, kv: f.int("num_key_value_heads", H), hd, L, V: f.int("vocab_size"), P: f.int("max_position_embeddings") }),
+    ...base(f, {
+      d,
+      H,
+      kv: f.int("num_key_value_heads", H),
+      hd,
+      L,
+      V: f.int("vocab_size"),
+      P: f.int("max_position_embeddings"),
+    }),
     nInner: f.int("intermediate_size"),
     norm: "rmsnorm",
     normGainOffset: 1,
     layerNormEpsilon: f.positive("rms_norm_eps", 1e-6),
-    rotary: { dims: hd, interleaved: false, invFreq: perLayer(L, (l) => (sliding(l) ? localInv : globalInv)) },
+    rotary: {
+      dims: hd,
+      interleaved: false,
+      invFreq: perLayer(L, (l) => (sliding(l) ? localInv : globalInv)),
+    },
     windows: perLayer(L, (l) => (sliding(l) ? window : null)),
     attnScale: second ? 1 / Math.sqrt(f.positive("query_pre_attn_scalar", hd)) : 1 / Math.sqrt(hd),
     attnSoftcap: second ? f.optionalPositive("attn_logit_softcapping") : null,
@@ -527,7 +602,28 @@ export function configJson(cfg: GPT2Config | ModelConfig): string {
 /** Standard shapes, for benchmarks with random weights. */
 export const GPT2_SHAPES: Record<string, GPT2Config> = {
   "gpt2": { vocabSize: 50257, nPositions: 1024, nEmbd: 768, nLayer: 12, nHead: 12, layerNormEpsilon: 1e-5 },
-  "gpt2-medium": { vocabSize: 50257, nPositions: 1024, nEmbd: 1024, nLayer: 24, nHead: 16, layerNormEpsilon: 1e-5 },
-  "gpt2-large": { vocabSize: 50257, nPositions: 1024, nEmbd: 1280, nLayer: 36, nHead: 20, layerNormEpsilon: 1e-5 },
-  "gpt2-xl": { vocabSize: 50257, nPositions: 1024, nEmbd: 1600, nLayer: 48, nHead: 25, layerNormEpsilon: 1e-5 },
+  "gpt2-medium": {
+    vocabSize: 50257,
+    nPositions: 1024,
+    nEmbd: 1024,
+    nLayer: 24,
+    nHead: 16,
+    layerNormEpsilon: 1e-5,
+  },
+  "gpt2-large": {
+    vocabSize: 50257,
+    nPositions: 1024,
+    nEmbd: 1280,
+    nLayer: 36,
+    nHead: 20,
+    layerNormEpsilon: 1e-5,
+  },
+  "gpt2-xl": {
+    vocabSize: 50257,
+    nPositions: 1024,
+    nEmbd: 1600,
+    nLayer: 48,
+    nHead: 25,
+    layerNormEpsilon: 1e-5,
+  },
 };

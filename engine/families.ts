@@ -33,7 +33,9 @@ export function parameterShapes(c: ModelConfig): [string, number[]][] {
   const fcOut = c.mlp === "gated" ? 2 * c.nInner : c.nInner;
   const linear = (nIn: number, nOut: number) => (c.linearLayout === "in_out" ? [nIn, nOut] : [nOut, nIn]);
   const norm = (name: string, width = d): [string, number[]][] =>
-    c.norm === "layernorm" ? [[`${name}.weight`, [width]], [`${name}.bias`, [width]]] : [[`${name}.weight`, [width]]];
+    c.norm === "layernorm"
+      ? [[`${name}.weight`, [width]], [`${name}.bias`, [width]]]
+      : [[`${name}.weight`, [width]]];
   const out: [string, number[]][] = [["wte.weight", [c.vocabSize, d]]];
   if (!c.rotary) out.push(["wpe.weight", [c.nPositions, d]]);
   for (let l = 0; l < c.nLayer; l++) {

@@ -22,9 +22,26 @@
 // delta, zero, scale). All hooks are recorded into the same submit as the forward pass itself, so a
 // whole causal-tracing grid is one batch with one readback.
 import { configJson, type GPT2Config, type ModelConfig, parseConfig, resolveConfig } from "./config.ts";
-import { checkpointPrefixes, checkpointSource, neoxToBlocks, parameterShapes as shapesOf } from "./families.ts";
+import {
+  checkpointPrefixes,
+  checkpointSource,
+  neoxToBlocks,
+  parameterShapes as shapesOf,
+} from "./families.ts";
 import { Gpu, Tensor } from "./gpu.ts";
-import { add, attention, embed, gelu, glu, layernorm, matmul, type RowEntry, rope, rowOps, softcap } from "./ops.ts";
+import {
+  add,
+  attention,
+  embed,
+  gelu,
+  glu,
+  layernorm,
+  matmul,
+  rope,
+  type RowEntry,
+  rowOps,
+  softcap,
+} from "./ops.ts";
 import { mulberry32 } from "./random.ts";
 import { openCheckpoint, writeSafetensors } from "./safetensors.ts";
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
@@ -133,7 +150,8 @@ export function parameterShapes(cfg: GPT2Config | ModelConfig): [string, number[
 export class ModelLoadError extends Error {}
 
 /** Checkpoint tensors that are buffers rather than parameters (masks, cached rotary frequencies). */
-const IGNORED_TENSORS = /(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$/;
+const IGNORED_TENSORS =
+  /(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$/;
 
 export class GPT2 {
   /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
@@ -173,7 +191,9 @@ export class GPT2 {
     if (cfg.tiedHead) model.head.push(...model.wte);
     const headBias = weights.get("lm_head.bias");
     if (headBias) {
-      for (const c of model.head) c.bias = gpu.tensor([c.rows], headBias.subarray(c.rowStart, c.rowStart + c.rows));
+      for (const c of model.head) {
+        c.bias = gpu.tensor([c.rows], headBias.subarray(c.rowStart, c.rowStart + c.rows));
+      }
     }
     if (cfg.rotary) {
       const made = new Map<Float64Array, Tensor>();
@@ -188,11 +208,18 @@ export class GPT2 {
   /** Splits a [V, d] matrix into row chunks that each fit one storage binding (GPT-2 XL's wte is 321 MB). */
   private chunks(data: Float32Array, chunkRows?: number): EmbeddingChunk[] {
     const { vocabSize: V, nEmbd: d } = this.config;
-    const maxRows = Math.min(chunkRows ?? Infinity, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (4 * d)));
+    const maxRows = Math.min(
+      chunkRows ?? Infinity,
+      Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (4 * d)),
+    );
     const out: EmbeddingChunk[] = [];
     for (let start = 0; start < V; start += maxRows) {
       const rows = Math.min(maxRows, V - start);
-      out.push({ tensor: this.gpu.tensor([rows, d], data.subarray(start * d, (start + rows) * d)), rowStart: start, rows });
+      out.push({
+        tensor: this.gpu.tensor([rows, d], data.subarray(start * d, (start + rows) * d)),
+        rowStart: start,
+        rows,
+      });
     }
     return out;
   }
@@ -220,7 +247,9 @@ export class GPT2 {
       const prefix = checkpointPrefixes(config).find((p) => names.has(p + lnf));
       if (prefix === undefined) {
         throw new ModelLoadError(
-          `${dir}: checkpoint has no final norm ${checkpointPrefixes(config).map((p) => p + lnf).join(" / ")} ` +
+          `${dir}: checkpoint has no final norm ${
+            checkpointPrefixes(config).map((p) => p + lnf).join(" / ")
+          } ` +
             `(is it a ${config.family} checkpoint?)`,
         );
       }
@@ -232,18 +261,24 @@ export class GPT2 {
         const parts = src.parts.map((part) => (src.outsideBody ? part : prefix + part));
         let rows = 0;
         for (const part of parts) {
-          if (!names.has(part)) throw new ModelLoadError(`${dir}: checkpoint has no tensor ${part} (for ${config.family})`);
+          if (!names.has(part)) {
+            throw new ModelLoadError(`${dir}: checkpoint has no tensor ${part} (for ${config.family})`);
+          }
           const info = ckpt.info(part);
           const rest = shape.slice(1);
           if (info.shape.length !== shape.length || info.shape.slice(1).some((s, i) => s !== rest[i])) {
-            throw new ModelLoadError(`${dir}: tensor ${part} has shape [${info.shape}], config.json implies [${shape}]`);
+            throw new ModelLoadError(
+              `${dir}: tensor ${part} has shape [${info.shape}], config.json implies [${shape}]`,
+            );
           }
           rows += info.shape[0];
           used.add(part);
         }
         if (rows !== shape[0]) {
           throw new ModelLoadError(
-            `${dir}: tensor${parts.length > 1 ? "s" : ""} ${parts.join(" + ")} ha${parts.length > 1 ? "ve" : "s"} ` +
+            `${dir}: tensor${parts.length > 1 ? "s" : ""} ${parts.join(" + ")} ha${
+              parts.length > 1 ? "ve" : "s"
+            } ` +
               `${rows} rows, config.json implies [${shape}]`,
           );
         }
@@ -356,16 +391,32 @@ export class GPT2 {
   /** The family's norm of `x` [R, d] by parameter prefix (ln_1, ln_2, ln_f, ...). */
   private norm(x: Tensor, prefix: string, R: number, stats: Tensor, width = this.config.nEmbd): Tensor {
     const c = this.config;
-    return layernorm(this.gpu, x, this.p(prefix + ".weight"), this.maybe(prefix + ".bias"), R, width, c.layerNormEpsilon, {
-      out: this.gpu.empty([R, width]),
-      stats,
-      rms: c.norm === "rmsnorm",
-      gainOffset: c.normGainOffset,
-    });
+    return layernorm(
+      this.gpu,
+      x,
+      this.p(prefix + ".weight"),
+      this.maybe(prefix + ".bias"),
+      R,
+      width,
+      c.layerNormEpsilon,
+      {
+        out: this.gpu.empty([R, width]),
+        stats,
+        rms: c.norm === "rmsnorm",
+        gainOffset: c.normGainOffset,
+      },
+    );
   }
 
   /** y = x W (+ b) for a Locus linear parameter, in the family's layout. */
-  linear(x: Tensor, prefix: string, R: number, nIn: number, nOut: number, o: { out?: Tensor; beta?: number; gelu?: boolean } = {}): Tensor {
+  linear(
+    x: Tensor,
+    prefix: string,
+    R: number,
+    nIn: number,
+    nOut: number,
+    o: { out?: Tensor; beta?: number; gelu?: boolean } = {},
+  ): Tensor {
     return matmul(this.gpu, x, this.p(prefix + ".weight"), R, nOut, nIn, {
       bias: this.maybe(prefix + ".bias") ?? undefined,
       transB: this.config.linearLayout === "out_in",
@@ -457,19 +508,43 @@ export class GPT2 {
         gpu.copy(a.qkvProjected, qkv);
         a.qNormStats = gpu.empty([R * H, 2]);
         a.kNormStats = gpu.empty([R * Hkv, 2]);
-        for (const [part, heads, off, stats] of [["q", H, 0, a.qNormStats], ["k", Hkv, qd, a.kNormStats]] as const) {
-          layernorm(gpu, a.qkvProjected, this.p(`${p}attn.${part}_norm.weight`), null, R * heads, hd, cfg.layerNormEpsilon, {
-            out: qkv,
-            stats,
-            rms: true,
-            gainOffset: cfg.normGainOffset,
-            rows: { G: heads, ld: width, off },
-          });
+        for (
+          const [part, heads, off, stats] of [["q", H, 0, a.qNormStats], [
+            "k",
+            Hkv,
+            qd,
+            a.kNormStats,
+          ]] as const
+        ) {
+          layernorm(
+            gpu,
+            a.qkvProjected,
+            this.p(`${p}attn.${part}_norm.weight`),
+            null,
+            R * heads,
+            hd,
+            cfg.layerNormEpsilon,
+            {
+              out: qkv,
+              stats,
+              rms: true,
+              gainOffset: cfg.normGainOffset,
+              rows: { G: heads, ld: width, off },
+            },
+          );
         }
       }
       if (cfg.rotary) {
         // In place: a rotation is undone exactly in the backward pass, nothing to keep.
-        rope(gpu, qkv, this.invFreq[l], { R, T, H, Hkv, hd, dims: cfg.rotary.dims, interleaved: cfg.rotary.interleaved });
+        rope(gpu, qkv, this.invFreq[l], {
+          R,
+          T,
+          H,
+          Hkv,
+          hd,
+          dims: cfg.rotary.dims,
+          interleaved: cfg.rotary.interleaved,
+        });
       }
       a.qkv = qkv;
       a.probs = keep ? gpu.empty([B, H, T, T]) : undefined;
@@ -603,7 +678,9 @@ function concat(parts: Float32Array[]): Float32Array {
  * exposed by WebGPU, and allocation errors name it there).
  */
 export function checkMemory(gpu: Gpu, config: ModelConfig, where: string): void {
-  const bytes = parameterShapes(config).map(([name, shape]) => [name, 4 * shape.reduce((a, b) => a * b, 1)] as const);
+  const bytes = parameterShapes(config).map(([name, shape]) =>
+    [name, 4 * shape.reduce((a, b) => a * b, 1)] as const
+  );
   const limit = gpu.limits.maxStorageBufferBindingSize;
   for (const [name, b] of bytes) {
     if (b > limit && name !== "wte.weight" && name !== "lm_head.weight") {
@@ -627,7 +704,11 @@ export function checkMemory(gpu: Gpu, config: ModelConfig, where: string): void 
 }
 
 /** GPT-2-style random weights as CPU arrays (deterministic for the seed), for any family. */
-export function randomWeights(config: GPT2Config | ModelConfig, seed: number, perturb: boolean): Map<string, Float32Array> {
+export function randomWeights(
+  config: GPT2Config | ModelConfig,
+  seed: number,
+  perturb: boolean,
+): Map<string, Float32Array> {
   const cfg = resolveConfig(config);
   const draw = mulberry32((seed * 2654435761 + 12345) >>> 0);
   const uniform = () => draw() + 2 ** -33; // in (0, 1): the log below stays finite

@@ -438,7 +438,9 @@ export function rope(
   sign: 1 | -1 = 1,
 ): void {
   positive("rope", { R: s.R, T: s.T, H: s.H, Hkv: s.Hkv, hd: s.hd, dims: s.dims });
-  if (s.dims % 2 !== 0 || s.dims > s.hd) throw new Error(`rope: dims ${s.dims} must be even and <= hd ${s.hd}`);
+  if (s.dims % 2 !== 0 || s.dims > s.hd) {
+    throw new Error(`rope: dims ${s.dims} must be even and <= hd ${s.hd}`);
+  }
   need("rope", "qkv", qkv, s.R * (s.H + 2 * s.Hkv) * s.hd);
   need("rope", "invFreq", invFreq, s.dims / 2);
   gpu.run(
@@ -512,9 +514,14 @@ function attentionHeadDim(op: string, d: number, nHead: number, nKvHead: number)
 }
 
 /** Uniforms shared by the attention kernels' Dims structs: sizes, then scale and soft-cap. */
-export function attentionSettings(hd: number, o: AttentionOptions): { scale: number; softcap: number; window: number } {
+export function attentionSettings(
+  hd: number,
+  o: AttentionOptions,
+): { scale: number; softcap: number; window: number } {
   const window = o.window ?? 0;
-  if (!Number.isInteger(window) || window < 0) throw new Error(`attention: window must be a positive integer, got ${window}`);
+  if (!Number.isInteger(window) || window < 0) {
+    throw new Error(`attention: window must be a positive integer, got ${window}`);
+  }
   return { scale: o.scale ?? 1 / Math.sqrt(hd), softcap: o.softcap ?? 0, window };
 }
 

@@ -155,7 +155,12 @@ export async function integratedGradients(
   items: IgItem[],
   o: IgOptions = {},
 ): Promise<IgResult[]> {
-  const gpu = model.gpu, cfg = model.config, L = cfg.nLayer, f = 4 * cfg.nEmbd, V = cfg.vocabSize;
+  // f: the MLP's input-projection neurons ("mlp_pre"; gate and up both, for gated MLPs).
+  const gpu = model.gpu,
+    cfg = model.config,
+    L = cfg.nLayer,
+    f = model.siteWidth("mlp_pre"),
+    V = cfg.vocabSize;
   const m = o.steps ?? DEFAULT_IG_STEPS;
   if (!Number.isInteger(m) || m < 2) {
     throw new Error(`integrated gradients: steps must be an integer >= 2, got ${m}`);
@@ -417,7 +422,8 @@ export async function lgaInnerProducts(
   items: LgaItem[],
   o: Omit<LgaOptions, "fenceK"> = {},
 ): Promise<LgaGradients> {
-  const gpu = model.gpu, cfg = model.config, L = cfg.nLayer, d = cfg.nEmbd, f = 4 * d, V = cfg.vocabSize;
+  const gpu = model.gpu, cfg = model.config, L = cfg.nLayer, d = cfg.nEmbd, V = cfg.vocabSize;
+  const f = cfg.nInner, fPre = model.siteWidth("mlp_pre"); // key width; c_fc's output width
   const params = o.params ?? ["c_proj"];
   if (params.length === 0 || params.some((p) => p !== "c_proj" && p !== "c_fc")) {
     throw new Error(
@@ -486,7 +492,7 @@ export async function lgaInnerProducts(
         states.push({ layer: l, site: "mlp" as const, rows: all, into: gpu.empty([R, d]) });
       }
       if (params.includes("c_fc")) {
-        states.push({ layer: l, site: "mlp_pre" as const, rows: all, into: gpu.empty([R, f]) });
+        states.push({ layer: l, site: "mlp_pre" as const, rows: all, into: gpu.empty([R, fPre]) });
       }
     }
     backward(model, fwd, { dlogits, states });
@@ -509,7 +515,7 @@ export async function lgaInnerProducts(
       }
       if (params.includes("c_fc")) {
         gram(a.ln2, d);
-        gram(states[s++].into, f);
+        gram(states[s++].into, fPre);
       }
     }
     const [lossValues, ...gramValues] = await gpu.readMany([losses, ...grams]);

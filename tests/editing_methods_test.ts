@@ -60,8 +60,8 @@ Deno.test("MEMIT and EMMET updates equal their textbook formulas; EMMET with tin
   const K = Float64Array.from({ length: f * n }, () => r()); // [f,n]
   const Rt = Float64Array.from({ length: n * d }, () => r() - 0.5); // [n,d]
   const R = transpose(Rt, n, d); // [d,n]
-  const stored = (delta: { left: Float32Array; right: Float32Array; rank: number }) =>
-    matmulRef(delta.left, delta.right, f, d, delta.rank); // Delta^T [f,d]
+  const stored = (factors: { keys: Float32Array; values: Float32Array }) =>
+    matmulRef(factors.keys, factors.values, f, d, n); // Delta^T [f,d]
 
   // MEMIT: Delta = R K^T (lambda C + K K^T)^-1.
   const lambda = 2.5;

@@ -33,14 +33,28 @@ async function loss(
   const hooks: Hook[] = [{
     layer: 0,
     site: "mlp",
-    patch: { src: delta, entries: prompts.map((p, b) => ({ dst: b * batch.T + p.length - 2, src: 0, keep: 1, take: 1 })) },
+    patch: {
+      src: delta,
+      entries: prompts.map((p, b) => ({ dst: b * batch.T + p.length - 2, src: 0, keep: 1, take: 1 })),
+    },
   }];
   const fwd = model.forward(batch, { outputRows: rows, keep: !!back, hooks });
   const V = model.config.vocabSize;
   const dlogits = back ? gpu.empty([rows.length, V]) : undefined;
-  const { losses } = crossEntropy(gpu, fwd.logits, gpu.tensor([rows.length], targets, "u32"), rows.length, V, { dlogits });
+  const { losses } = crossEntropy(
+    gpu,
+    fwd.logits,
+    gpu.tensor([rows.length], targets, "u32"),
+    rows.length,
+    V,
+    { dlogits },
+  );
   if (back) {
-    backward(model, fwd, { dlogits: dlogits!, params: back.grads, patchSources: new Map([[delta, back.ddelta]]) });
+    backward(model, fwd, {
+      dlogits: dlogits!,
+      params: back.grads,
+      patchSources: new Map([[delta, back.ddelta]]),
+    });
   }
   const total = (await losses.read()).reduce((a, b) => a + b, 0);
   model.releaseForward(fwd);
@@ -53,7 +67,9 @@ for (const name of CASES) {
     const cfg = model.config, d = cfg.nEmbd;
     const prompts = expected.prompts;
     const weights = await model.toArrays();
-    const names = parameterShapes(cfg).map(([n]) => n).filter((n) => n !== "wte.weight" && n !== "wpe.weight");
+    const names = parameterShapes(cfg).map(([n]) => n).filter((n) =>
+      n !== "wte.weight" && n !== "wpe.weight"
+    );
     const grads = allocateGradients(model, names);
     const delta = gpu.zeros([1, d]), ddelta = gpu.zeros([1, d]);
     await loss(model, prompts, delta, { grads, ddelta });
@@ -87,9 +103,15 @@ for (const name of CASES) {
 
     const check = (what: string, got: number, want: number) => {
       const err = Math.abs(got - want) / Math.max(Math.abs(want), 1e-3);
-      assert.ok(err < 2e-2, `${name}: ${what}: backward ${got} vs finite difference ${want} (relative ${err})`);
+      assert.ok(
+        err < 2e-2,
+        `${name}: ${what}: backward ${got} vs finite difference ${want} (relative ${err})`,
+      );
     };
-    assert.ok(Math.abs(fd) > 1e-4, `${name}: the direction barely changes the loss (${fd}); the check would be empty`);
+    assert.ok(
+      Math.abs(fd) > 1e-4,
+      `${name}: the direction barely changes the loss (${fd}); the check would be empty`,
+    );
     check("parameters", predicted, fd);
     check("hooked delta", predictedDelta, fdDelta);
   });

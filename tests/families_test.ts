@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
 import { type Hook, makeBatch, type Site } from "../engine/model.ts";
-import { CASES, caseDir, loadCase } from "./families_fixtures.ts";
+import { caseDir, CASES, loadCase } from "./families_fixtures.ts";
 import { maxAbsDiff } from "./util.ts";
 
 const gpu = await getGpu();
@@ -26,8 +26,12 @@ const LAYER_SITES: Site[] = ["attn", "key", "mlp", "resid"];
 const TOLERANCE = 1e-4;
 
 Deno.test("fixtures cover every family Locus supports", () => {
-  const families = new Set(CASES.map((c) => JSON.parse(Deno.readTextFileSync(`${caseDir(c)}/config.json`)).model_type));
-  for (const f of ["gpt2", "gptj", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"]) {
+  const families = new Set(
+    CASES.map((c) => JSON.parse(Deno.readTextFileSync(`${caseDir(c)}/config.json`)).model_type),
+  );
+  for (
+    const f of ["gpt2", "gptj", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"]
+  ) {
     assert.ok(families.has(f), `no fixture of ${f}`);
   }
 });

@@ -51,6 +51,32 @@ export interface LowRankDelta {
   right: Float32Array;
 }
 
+/**
+ * The rank-n update of layer `layer`'s MLP output projection (every family's ROME/MEMIT target) that
+ * maps key direction column i of keys [f, n] to value change row i of values [n, d], i.e. the papers'
+ * W_math += values^T keys^T on W_math [d, f], stored in the family's layout: GPT-2's Conv1D [f, d]
+ * takes keys x values, an nn.Linear [d, f] takes values^T x keys^T.
+ */
+export function keyValueDelta(
+  model: GPT2,
+  layer: number,
+  keys: Float32Array,
+  values: Float32Array,
+  n: number,
+): LowRankDelta {
+  const f = model.config.nInner, d = model.config.nEmbd;
+  const param = `h.${layer}.mlp.c_proj.weight`;
+  if (model.config.linearLayout === "in_out") {
+    return { kind: "low-rank", param, rows: f, cols: d, rank: n, left: keys, right: values };
+  }
+  const left = new Float32Array(d * n), right = new Float32Array(n * f);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < d; j++) left[j * n + i] = values[i * d + j];
+    for (let a = 0; a < f; a++) right[i * f + a] = keys[a * n + i];
+  }
+  return { kind: "low-rank", param, rows: d, cols: f, rank: n, left, right };
+}
+
 /** W += values (same shape as the parameter). */
 export interface DenseDelta {
   kind: "dense";

@@ -31,7 +31,11 @@ export async function computeFt(
     }
   }
   if (!(hp.normConstraint >= 0)) throw new Error(`ft: normConstraint must be >= 0, got ${hp.normConstraint}`);
-  const names = hp.layers.flatMap((l) => [`h.${l}.mlp.c_proj.weight`, `h.${l}.mlp.c_proj.bias`]);
+  const names = hp.layers.flatMap((l) =>
+    model.config.mlpBias
+      ? [`h.${l}.mlp.c_proj.weight`, `h.${l}.mlp.c_proj.bias`]
+      : [`h.${l}.mlp.c_proj.weight`]
+  );
   const tensors = names.map((n) => model.p(n));
   const originals = (await gpu.readMany(tensors)).map((a) => a.slice());
   const anchors = originals.map((a, i) => gpu.tensor(tensors[i].shape, a));

@@ -18,7 +18,14 @@
 // only happens once per layer, in the factorisation.
 import type { GPT2 } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
-import { type AppliedEdit, applyEdit, type Edit, type EditRequest, type LowRankDelta } from "./edit.ts";
+import {
+  type AppliedEdit,
+  applyEdit,
+  type Edit,
+  type EditRequest,
+  keyValueDelta,
+  type LowRankDelta,
+} from "./edit.ts";
 import type { EmmetHparams, MemitHparams } from "./hparams.ts";
 import { contextTemplates, factStates, groupMean, instantiate } from "./keys.ts";
 import { norm, solveSpd } from "./linalg.ts";
@@ -83,7 +90,7 @@ async function computeBatchEdit(
   o: BatchEditOptions,
 ): Promise<Edit> {
   const log = o.log ?? (() => {});
-  const d = model.config.nEmbd, f = 4 * d, n = requests.length;
+  const d = model.config.nEmbd, f = model.config.nInner, n = requests.length;
   if (n === 0) throw new Error(`${method}: no requests`);
   if (hp.layers.length === 0) throw new Error(`${method}: no layers`);
   const layers = [...hp.layers];
@@ -140,7 +147,7 @@ async function computeBatchEdit(
         }
       });
       residualNorms.push(norm(Rt) / Math.sqrt(n));
-      const delta = solveUpdate(
+      const factors = solveUpdate(
         stats.get(layer)!,
         K,
         Rt,
@@ -150,7 +157,7 @@ async function computeBatchEdit(
         solver.scale,
         `${method} layer ${layer}`,
       );
-      delta.param = `h.${layer}.mlp.c_proj.weight`;
+      const delta = keyValueDelta(model, layer, factors.keys, factors.values, n);
       deltas.push(delta);
       log(`${method}: layer ${layer}: mean residual norm ${residualNorms.at(-1)!.toFixed(4)}`);
       // The next layer's keys and residuals see this layer's update.
@@ -178,8 +185,8 @@ async function computeBatchEdit(
 }
 
 /**
- * Delta^T = U X with U = scale * C^-1 K [f,n] and X = (K^T U + ridge I)^-1 R^T [n,d]: the stored
- * (Conv1D) form of MEMIT's and EMMET's update, as a rank-n factor pair.
+ * Delta^T = U X with U = scale * C^-1 K [f,n] and X = (K^T U + ridge I)^-1 R^T [n,d]: MEMIT's and
+ * EMMET's update as a rank-n factor pair (keys U, values X; keyValueDelta stores it in the model's layout).
  */
 export function solveUpdate(
   stats: KeyStats,
@@ -190,7 +197,7 @@ export function solveUpdate(
   ridge: number,
   scale: number,
   what: string,
-): LowRankDelta {
+): { keys: Float32Array; values: Float32Array } {
   const f = stats.width;
   const U = new Float64Array(f * n);
   const column = new Float64Array(f);
@@ -212,13 +219,5 @@ export function solveUpdate(
     for (let q = 0; q < p; q++) A[p * n + q] = A[q * n + p] = (A[p * n + q] + A[q * n + p]) / 2;
   }
   const X = solveSpd(A, n, Rt, d, `${what}: K^T C^-1 K + regulariser`);
-  return {
-    kind: "low-rank",
-    param: "",
-    rows: f,
-    cols: d,
-    rank: n,
-    left: Float32Array.from(U),
-    right: Float32Array.from(X),
-  };
+  return { keys: Float32Array.from(U), values: Float32Array.from(X) };
 }

@@ -15,7 +15,7 @@
 // the same average in both (the "consistent keys" fix).
 import type { GPT2 } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
-import type { Edit, EditRequest } from "./edit.ts";
+import { type Edit, type EditRequest, keyValueDelta } from "./edit.ts";
 import type { RomeHparams } from "./hparams.ts";
 import { contextTemplates, factStates, instantiate } from "./keys.ts";
 import { dot, meanOf, norm } from "./linalg.ts";
@@ -42,7 +42,7 @@ export async function computeRome(
   o: RomeOptions = {},
 ): Promise<Edit[]> {
   const variant = o.variant ?? "rome";
-  const layer = hp.layer, f = 4 * model.config.nEmbd;
+  const layer = hp.layer, f = model.config.nInner;
   if (hp.mom2Adjustment) {
     if (!stats) throw new Error(`${variant}: mom2 adjustment needs the key statistics of layer ${layer}`);
     if (stats.layer !== layer || stats.width !== f) {
@@ -86,15 +86,7 @@ export async function computeRome(
     return {
       method: variant,
       requests: [request],
-      deltas: [{
-        kind: "low-rank",
-        param: `h.${layer}.mlp.c_proj.weight`,
-        rows: f,
-        cols: model.config.nEmbd,
-        rank: 1,
-        left: u,
-        right: r,
-      }],
+      deltas: [keyValueDelta(model, layer, u, r, 1)],
       info: {
         layer,
         hparams: hp,

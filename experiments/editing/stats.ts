@@ -100,7 +100,7 @@ export async function computeKeyStats(
   sequences: number[][],
   o: StatsOptions,
 ): Promise<{ stats: Map<number, KeyStats>; seconds: number }> {
-  const gpu = model.gpu, f = 4 * model.config.nEmbd;
+  const gpu = model.gpu, f = model.config.nInner;
   for (const l of o.layers) {
     if (!Number.isInteger(l) || l < 0 || l >= model.nLayer) {
       throw new Error(`key statistics: layer ${l} outside [0, ${model.nLayer})`);
@@ -215,7 +215,7 @@ export async function keyStats(
   for (const l of o.layers) {
     const path = await fileOf(l);
     paths.set(l, path);
-    const cached = await readStats(path, l, 4 * model.config.nEmbd);
+    const cached = await readStats(path, l, model.config.nInner);
     if (cached) {
       log(`key statistics of layer ${l}: cached (${cached.count} keys) ${path}`);
       out.set(l, cached);
