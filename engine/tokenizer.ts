@@ -1302,9 +1302,15 @@ export function subjectTokenRange(
  *  "▁▁Paris": a lone "▁" token, then "▁Paris"), so encode(" " + target) is not what follows a prompt.
  *  Special tokens a template appends after every text (an EOS) are left out of both sides. Throws,
  *  naming prompt and target, if the prompt's ids are not a prefix of the joined text's (the tokenizer
- *  merged across the boundary, e.g. a prompt ending in whitespace) or if nothing is left. For GPT-2
+ *  merged across the boundary, e.g. a prompt ending in whitespace), if nothing is left, or, with
+ *  `refuseUnknown`, if a word of the target is outside a word-level vocabulary (its unk token). For GPT-2
  *  and word-level tokenizers this equals encode(" " + target) for a prompt that ends in a word. */
-export function targetIds(tok: Tokenizer, prompt: string, target: string): number[] {
+export function targetIds(
+  tok: Tokenizer,
+  prompt: string,
+  target: string,
+  o: { refuseUnknown?: boolean } = {},
+): number[] {
   const context = tok.encode(prompt), full = tok.encode(prompt + " " + target);
   let tail = 0;
   while (
@@ -1320,8 +1326,9 @@ export function targetIds(tok: Tokenizer, prompt: string, target: string): numbe
     );
   }
   const ids = full.slice(head.length, full.length - tail);
-  if (ids.length === 0) {
-    throw new Error(`target ${JSON.stringify(target)} after prompt ${JSON.stringify(prompt)} has no tokens`);
+  if (ids.length === 0) throw new Error(`target ${JSON.stringify(target)} has no tokens`);
+  if (o.refuseUnknown && tok instanceof WordLevelTokenizer && ids.includes(tok.unkId)) {
+    throw new Error(`target ${JSON.stringify(target)} has a word outside the tokenizer's vocabulary`);
   }
   return ids;
 }

@@ -65,17 +65,6 @@ export function instantiate(
   return { ids, subject: subjectRange, fact, noise };
 }
 
-/** Token ids of " " + target (GPT-2 convention: objects follow a space); refuses unknown words. */
-export function targetIds(tok: Tokenizer, target: string): number[] {
-  const ids = tok.encode(" " + target);
-  if (ids.length === 0) throw new Error(`target ${JSON.stringify(target)} has no tokens`);
-  const unk = (tok as { unkId?: number }).unkId;
-  if (unk !== undefined && ids.includes(unk)) {
-    throw new Error(`target ${JSON.stringify(target)} has a word outside the tokenizer's vocabulary`);
-  }
-  return ids;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Subject noise
 
