@@ -1311,6 +1311,8 @@ export function targetIds(
   target: string,
   o: { refuseUnknown?: boolean } = {},
 ): number[] {
+  // A blank target would come back as the joining space's token.
+  if (target.trim() === "") throw new Error(`target ${JSON.stringify(target)} has no tokens`);
   const context = tok.encode(prompt), full = tok.encode(prompt + " " + target);
   let tail = 0;
   while (
