@@ -934,7 +934,13 @@ export class HfTokenizer implements Tokenizer {
   private readonly template: [number[], number[]];
 
   private constructor(root: Record<string, unknown>, model: Record<string, unknown>, source: string) {
-    this.library = new HfLibrary(root, {});
+    try {
+      // The library wants every component key present; tokenizer.json may leave absent ones out.
+      const parts = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null };
+      this.library = new HfLibrary({ ...parts, ...root }, {});
+    } catch (e) {
+      throw new Error(`${source}: ${(e as Error).message}`);
+    }
     const vocab = readVocabObject(model.vocab, `${source}: model.vocab`);
     for (const [token, id] of vocab) this.tokenOfId[id] = token;
     const added = readAddedTokens(root.added_tokens, source);
@@ -1190,8 +1196,9 @@ function splitAligned(a: Aligned, pattern: RegExp | null): { a: Aligned; added: 
 // Loading and subject lookup
 
 /** Whether a BPE tokenizer.json is GPT-2's kind, which BpeTokenizer encodes: no normalizer, GPT-2's
- *  ByteLevel pre-tokenizer, no template adding tokens, no byte fallback. BpeTokenizer stays for these as
- *  it encodes GPT-2 text about 3x faster than the library (see HfTokenizer). */
+ *  ByteLevel pre-tokenizer, no template adding tokens, no byte fallback. BpeTokenizer stays for these: on
+ *  GPT-2's vocabulary it encodes 4000 CounterFact prompts in 27-69 ms warm (300 ms cold) against the
+ *  library's 96-138 ms (530 ms), and with offsets in 31-104 ms against HfTokenizer's 630-920 ms. */
 function isGpt2Kind(root: Record<string, unknown>, model: Record<string, unknown>): boolean {
   const pre = root.pre_tokenizer, post = root.post_processor;
   return (root.normalizer === null || root.normalizer === undefined) &&
