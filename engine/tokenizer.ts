@@ -901,9 +901,12 @@ const BYTE_FALLBACK = /^<0x([0-9A-F]{2})>$/;
 /** A BPE tokenizer.json of any of the families Locus runs (SentencePiece-style with byte fallback: Llama 2,
  *  Mistral, Gemma; byte-level with a regex pre-tokenizer: Llama 3, Qwen2/3, GPT-NeoX). Token ids come from
  *  the `@huggingface/tokenizers` library (the JavaScript port of the Rust `tokenizers` that
- *  transformers' fast tokenizers run), which follows tokenizer.json as the Rust library reads it:
- *  where transformers' AutoTokenizer rebuilds a Llama-type tokenizer from its own settings (legacy
- *  space handling, add_bos_token in tokenizer_config.json) the file wins here.
+ *  transformers' fast tokenizers run), which follows tokenizer.json as the Rust library reads it.
+ *  Where transformers' AutoTokenizer rebuilds a Llama-type tokenizer from its own settings instead, the
+ *  file wins here: transformers 5 rebuilds a Llama 2-style file (Prepend "▁" + Replace normalizer) with
+ *  a Metaspace pre-tokenizer, so a text starting with a space differs (" Hello": the file gives "▁",
+ *  "▁Hello"; AutoTokenizer "▁Hello"), as does the BOS when tokenizer_config.json's add_bos_token
+ *  contradicts the file's post-processor. Texts that start with a word encode the same either way.
  *
  *  The library gives no character offsets, so they are derived: the text is cut around added tokens,
  *  each span normalized with every character keeping its original range (the Rust library's
@@ -934,6 +937,11 @@ export class HfTokenizer implements Tokenizer {
   private readonly template: [number[], number[]];
 
   private constructor(root: Record<string, unknown>, model: Record<string, unknown>, source: string) {
+    // Checked here first, so that bad files get errors naming the field rather than the library's.
+    const vocab = readVocabObject(model.vocab, `${source}: model.vocab`);
+    for (const [token, id] of vocab) this.tokenOfId[id] = token;
+    if (!Array.isArray(model.merges)) throw new Error(`${source}: model.merges must be an array`);
+    const added = readAddedTokens(root.added_tokens, source);
     try {
       // The library wants every component key present; tokenizer.json may leave absent ones out.
       const parts = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null };
@@ -941,9 +949,6 @@ export class HfTokenizer implements Tokenizer {
     } catch (e) {
       throw new Error(`${source}: ${(e as Error).message}`);
     }
-    const vocab = readVocabObject(model.vocab, `${source}: model.vocab`);
-    for (const [token, id] of vocab) this.tokenOfId[id] = token;
-    const added = readAddedTokens(root.added_tokens, source);
     const rawAdded: string[] = [], normalizedAdded: string[] = [];
     for (const [i, t] of added.entries()) {
       const flags = (root.added_tokens as Record<string, unknown>[])[i];
