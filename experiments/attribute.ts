@@ -15,9 +15,8 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
-import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
+import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import {
-  answerIds,
   attributeFacts,
   averageAttributions,
   bestWindow,
@@ -372,8 +371,8 @@ async function main(argv: string[]): Promise<number> {
     // Unknown words are reported with the record they come from, before any work starts.
     requests.forEach((r, i) => {
       try {
-        answerIds(tok, r.targetTrue);
-        if (method === "lga") answerIds(tok, r.targetNew);
+        targetIds(tok, r.prompt, r.targetTrue, { refuseUnknown: true });
+        if (method === "lga") targetIds(tok, r.prompt, r.targetNew, { refuseUnknown: true });
       } catch (e) {
         throw new Error(`${dataset}: ${used[i].id}: ${(e as Error).message}`);
       }
@@ -381,7 +380,9 @@ async function main(argv: string[]): Promise<number> {
     let known: number | null = null;
     if (values.known) {
       const predicted = await greedyNextTokens(model, requests.map((r) => tok.encode(r.prompt)));
-      requests = requests.filter((r, i) => predicted[i] === answerIds(tok, r.targetTrue)[0]);
+      requests = requests.filter((r, i) =>
+        predicted[i] === targetIds(tok, r.prompt, r.targetTrue, { refuseUnknown: true })[0]
+      );
       known = requests.length;
       requests = requests.slice(0, limit);
     }

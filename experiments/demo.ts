@@ -10,11 +10,10 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR, type Prediction, predictNext } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
-import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
+import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { layerGradientAnalysis } from "./attribution.ts";
 import { loadDataset } from "./datasets.ts";
 import { applyEdit } from "./editing/edit.ts";
-import { targetIds } from "./editing/keys.ts";
 import { computeEdits, methodConfig, statsLayers, templateStartWords } from "./editing/methods.ts";
 import { caseProbabilities, caseScores, type EditingCase, editingCase } from "./editing/problems.ts";
 import { statsHparams } from "./editing/hparams.ts";
@@ -115,7 +114,10 @@ async function main(args: string[]): Promise<number> {
     model,
     candidates.map(({ c }) => tok.encode(c.prompt.replace("{}", c.subject))),
   );
-  const isKnown = candidates.map(({ c }, i) => predicted[i] === targetIds(tok, c.targetTrue)[0]);
+  const isKnown = candidates.map(({ c }, i) =>
+    predicted[i] ===
+      targetIds(tok, c.prompt.replace("{}", c.subject), c.targetTrue, { refuseUnknown: true })[0]
+  );
   let index: number;
   if (values.case !== undefined) {
     index = candidates.findIndex(({ id }) => id === `counterfact:${values.case}`);

@@ -13,14 +13,14 @@
 //     prompt, teacher-forced), probabilityOfContinuation, teacherForcedAccuracy, perplexity, and
 //     greedy / top-k sampled generation. Each batch is one submit and one readback.
 //
-// Conventions shared with ROME and EasyEdit: a target is tokenized with a leading space,
-// tok.encode(" " + target), and scored after the prompt's own tokens; p = exp(-mean NLL) is the
-// geometric-mean token probability of a multi-token target.
+// Conventions shared with ROME and EasyEdit: a target is tokenized as it follows the prompt after a
+// space, targetIds(tok, prompt, target) (GPT-2: tok.encode(" " + target)), and scored after the
+// prompt's own tokens; p = exp(-mean NLL) is the geometric-mean token probability of a multi-token target.
 import type { GPT2 } from "../engine/model.ts";
 import { makeBatch } from "../engine/model.ts";
 import { logProbOf, topK, TOPK_MAX } from "../engine/ops.ts";
 import { mulberry32 } from "../engine/random.ts";
-import type { Tokenizer } from "../engine/tokenizer.ts";
+import { targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Hase et al. (2023), "Does Localization Inform Editing?": scores normalised to [0, 1]
@@ -273,7 +273,7 @@ export interface ContinuationScores extends TokenScores {
   /** Mean NLL per item over the target tokens: -(1/m) sum_j log p(y_j); exp(-nll) is the
    *  geometric-mean token probability. */
   nll: number[];
-  /** The target tokens, tok.encode(" " + target). */
+  /** The target tokens after the prompt, targetIds(tok, prompt, target). */
   targets: number[][];
 }
 
@@ -283,10 +283,12 @@ function encodeItems(tok: Tokenizer, prompts: readonly string[], targets: readon
   }
   return prompts.map((prompt, i) => {
     const context = tok.encode(prompt);
-    const continuation = tok.encode(" " + targets[i]);
     if (context.length === 0) throw new Error(`prompt ${i} ${JSON.stringify(prompt)} has no tokens`);
-    if (continuation.length === 0) throw new Error(`target ${i} ${JSON.stringify(targets[i])} has no tokens`);
-    return { context, continuation };
+    try {
+      return { context, continuation: targetIds(tok, prompt, targets[i]) };
+    } catch (e) {
+      throw new Error(`item ${i}: ${(e as Error).message}`);
+    }
   });
 }
 

@@ -3,7 +3,7 @@
 import type { GPT2 } from "../engine/model.ts";
 import { makeBatch } from "../engine/model.ts";
 import { topK } from "../engine/ops.ts";
-import type { Tokenizer } from "../engine/tokenizer.ts";
+import { targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 
 /** The argmax next token after each prompt; prompts are run `batchSize` at a time, one readback each. */
 export async function greedyNextTokens(model: GPT2, prompts: number[][], batchSize = 256): Promise<number[]> {
@@ -34,10 +34,10 @@ export interface RecallResult {
   hits: boolean[];
 }
 
-/** Fraction of prompts whose greedy next token is the first token of " " + answer. */
+/** Fraction of prompts whose greedy next token is the answer's first token after the prompt. */
 export async function factRecall(model: GPT2, tok: Tokenizer, items: RecallItem[]): Promise<RecallResult> {
   const prompts = items.map((it) => tok.encode(it.prompt));
-  const firsts = items.map((it) => tok.encode(" " + it.answer)[0]);
+  const firsts = items.map((it) => targetIds(tok, it.prompt, it.answer)[0]);
   const got = await greedyNextTokens(model, prompts);
   const hits = got.map((id, i) => id === firsts[i]);
   const correct = hits.filter(Boolean).length;

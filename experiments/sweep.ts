@@ -38,11 +38,10 @@ import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
-import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
+import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { loadDataset } from "./datasets.ts";
 import { applyEdit, type EditRequest, type SubjectNoise } from "./editing/edit.ts";
 import { statsHparams } from "./editing/hparams.ts";
-import { targetIds } from "./editing/keys.ts";
 import {
   computeEdits,
   editedLayers,
@@ -256,7 +255,9 @@ export async function sampleFacts(
   const { cases } = await loadDataset(datasetPath);
   const candidates = cases.map((c) => ({ id: c.id, recordIndex: c.recordIndex, case: editingCase(c) }));
   const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(filledPrompt(c.case))));
-  const known = candidates.filter((c, i) => predicted[i] === targetIds(tok, c.case.targetTrue)[0]);
+  const known = candidates.filter((c, i) =>
+    predicted[i] === targetIds(tok, filledPrompt(c.case), c.case.targetTrue, { refuseUnknown: true })[0]
+  );
   // Fisher-Yates with the project's PRNG: the same seed picks the same facts on every machine.
   const random = mulberry32(o.seed);
   const order = [...known];

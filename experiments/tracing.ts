@@ -30,7 +30,7 @@
 import type { Tensor } from "../engine/gpu.ts";
 import { type GPT2, type Hook, makeBatch } from "../engine/model.ts";
 import { logProbOf, type RowEntry, rowOps } from "../engine/ops.ts";
-import { subjectTokenRange, type Tokenizer } from "../engine/tokenizer.ts";
+import { subjectTokenRange, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { greedyNextTokens } from "./recall.ts";
 
@@ -581,11 +581,9 @@ export interface FactTrace extends GridTrace, FactQuery {
   targetToken: string;
 }
 
-/** The scored target token: the first token of " " + target. */
-export function targetTokenId(tok: Tokenizer, target: string): number {
-  const ids = tok.encode(" " + target);
-  if (ids.length === 0) throw new Error(`target ${JSON.stringify(target)} has no tokens`);
-  return ids[0];
+/** The scored target token: the first of the target's tokens after the prompt. */
+export function targetTokenId(tok: Tokenizer, prompt: string, target: string): number {
+  return targetIds(tok, prompt, target)[0];
 }
 
 /** Tokenizes the fact, finds the subject's tokens and traces it. */
@@ -597,7 +595,7 @@ export async function traceFact(
 ): Promise<FactTrace> {
   const ids = tok.encode(fact.prompt);
   const subjectRange = subjectTokenRange(tok, fact.prompt, fact.subject);
-  const targetId = targetTokenId(tok, fact.target);
+  const targetId = targetTokenId(tok, fact.prompt, fact.target);
   const grid = await traceTokens(model, ids, subjectRange, targetId, o);
   return {
     ...fact,
@@ -656,10 +654,10 @@ export function parseKnownFacts(text: string, file: string): KnownFact[] {
   });
 }
 
-/** The facts the model completes correctly: greedy next token = first token of " " + attribute. */
+/** The facts the model completes correctly: greedy next token = the attribute's first token. */
 export async function knownFacts(model: GPT2, tok: Tokenizer, facts: KnownFact[]): Promise<KnownFact[]> {
   const predicted = await greedyNextTokens(model, facts.map((f) => tok.encode(f.prompt)));
-  return facts.filter((f, i) => predicted[i] === targetTokenId(tok, f.attribute));
+  return facts.filter((f, i) => predicted[i] === targetTokenId(tok, f.prompt, f.attribute));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -268,7 +268,10 @@ Deno.test("scoreContinuations: NLL, token log-probs and argmaxes match the float
     () => scoreContinuations(model, tok, ["the"], ["Paris", "Rome"]),
     /1 prompts but 2 targets/,
   );
-  await assert.rejects(() => scoreContinuations(model, tok, ["the"], [""]), /target 0 "" has no tokens/);
+  await assert.rejects(
+    () => scoreContinuations(model, tok, ["the"], [""]),
+    /item 0: target "" has no tokens/,
+  );
   await assert.rejects(
     () => scoreContinuations(model, tok, [Array(17).fill("the").join(" ")], ["Paris"]),
     /needs 17 positions, the model has 16/,

@@ -100,7 +100,12 @@ Deno.test("GPT-2 BPE: known ids and vocabulary facts", () => {
   assert.equal(gpt2.tokenString(gpt2.idOf("ĠParis")!), " Paris");
   assert.equal(gpt2.tokenString(50256), EOT);
   assert.equal(gpt2.idOf(" Paris"), undefined, "idOf is a raw vocabulary lookup");
-  assert.throws(() => gpt2.decode([50257]), /token id 50257 is not in the vocabulary/);
+  // GPT-J has 50400 embedding rows for these 50257 tokens: an id beyond them decodes to a placeholder.
+  assert.equal(gpt2.tokenString(50300), "<id 50300>");
+  assert.equal(gpt2.decode([15496, 50399, 995]), "Hello<id 50399> world");
+  assert.throws(() => gpt2.decode([-1]), /token id -1 is not an integer >= 0/);
+  assert.equal(gpt2.bosId, null);
+  assert.ok(gpt2.isSpecial(50256) && !gpt2.isSpecial(995));
 });
 
 Deno.test("GPT-2 BPE: tricky texts match gpt-tokenizer (r50k_base) and gpt-3-encoder", () => {
@@ -364,7 +369,11 @@ Deno.test("word-level: encode, unk, punctuation, decode round trip", () => {
   assert.equal(wordTok.tokenString(9), "Paris");
   assert.equal(wordTok.idOf("France"), 12);
   assert.equal(wordTok.idOf("Germany"), undefined);
-  assert.throws(() => wordTok.decode([99]), /token id 99 is not in the vocabulary \(size 16\)/);
+  assert.equal(wordTok.decode([9, 99]), "Paris <id 99>", "an id beyond the vocabulary gets a placeholder");
+  assert.equal(wordTok.tokenString(16), "<id 16>");
+  assert.throws(() => wordTok.tokenString(1.5), /token id 1.5 is not an integer >= 0/);
+  assert.equal(wordTok.bosId, null);
+  assert.ok(wordTok.isSpecial(1) && !wordTok.isSpecial(0), "EOS is special; unk stands for a word");
 });
 
 Deno.test("word-level: offsets point at each word, subjectTokenRange works", () => {

@@ -10,10 +10,10 @@
 import { allocateGradients, backward } from "../../engine/autograd.ts";
 import type { GPT2 } from "../../engine/model.ts";
 import { Adam, projectLinf, zeroGrads } from "../../engine/optimizer.ts";
-import type { Tokenizer } from "../../engine/tokenizer.ts";
+import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { DenseDelta, Edit, EditRequest } from "./edit.ts";
 import type { FtHparams } from "./hparams.ts";
-import { batchWithNoise, instantiate, targetIds } from "./keys.ts";
+import { batchWithNoise, instantiate } from "./keys.ts";
 
 const STOP_LOSS = 1e-2;
 
@@ -45,7 +45,9 @@ export async function computeFt(
   });
 
   const prompts = requests.map((r) => instantiate(tok, "{}", r.prompt, r.subject, r.noise));
-  const targets = requests.map((r) => targetIds(tok, r.target));
+  const targets = requests.map((r) =>
+    targetIds(tok, r.prompt.replace("{}", r.subject), r.target, { refuseUnknown: true })
+  );
   const losses: number[] = [];
   let steps = 0;
   try {

@@ -65,17 +65,6 @@ export function instantiate(
   return { ids, subject: subjectRange, fact, noise };
 }
 
-/** Token ids of " " + target (GPT-2 convention: objects follow a space); refuses unknown words. */
-export function targetIds(tok: Tokenizer, target: string): number[] {
-  const ids = tok.encode(" " + target);
-  if (ids.length === 0) throw new Error(`target ${JSON.stringify(target)} has no tokens`);
-  const unk = (tok as { unkId?: number }).unkId;
-  if (unk !== undefined && ids.includes(unk)) {
-    throw new Error(`target ${JSON.stringify(target)} has a word outside the tokenizer's vocabulary`);
-  }
-  return ids;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Subject noise
 
@@ -186,25 +175,29 @@ export async function contextTemplates(model: GPT2, tok: Tokenizer, spec: Templa
   if (hit) return hit;
 
   const random = mulberry32(spec.seed);
-  let starts: number[];
+  // Sampling starts as the model reads any text: after BOS where the tokenizer puts one (Llama, Gemma);
+  // without start words, from BOS or, as ROME does for GPT-2, from <|endoftext|>.
+  const bos = tok.bosId === null ? [] : [tok.bosId];
+  let starts: number[][];
   if (spec.startWords && spec.startWords.length > 0) {
     starts = spec.startWords.map((w) => {
-      const ids = tok.encode(w);
+      const ids = tok.encode(w).slice(bos.length);
       if (ids.length !== 1) throw new Error(`template start word ${JSON.stringify(w)} is not a single token`);
-      return ids[0];
+      return [...bos, ids[0]];
     });
   } else {
-    if (tok.eosId === null) {
-      throw new Error("context templates: the tokenizer has no eos token; give startWords");
+    const start = tok.bosId ?? tok.eosId;
+    if (start === null) {
+      throw new Error("context templates: the tokenizer has no bos or eos token; give startWords");
     }
-    starts = [tok.eosId];
+    starts = [[start]];
   }
   const templates = ["{}"];
   for (const [length, count] of spec.lengths) {
     if (!(Number.isInteger(length) && length >= 2 && Number.isInteger(count) && count >= 1)) {
       throw new Error(`context templates: bad [length, count] pair [${length}, ${count}]`);
     }
-    const texts = Array.from({ length: count }, () => [starts[Math.floor(random() * starts.length)]]);
+    const texts = Array.from({ length: count }, () => [...starts[Math.floor(random() * starts.length)]]);
     for (let t = 1; t < length; t++) {
       const next = await sampleNext(model, texts, spec.topK, random);
       texts.forEach((s, i) => s.push(next[i]));

@@ -19,11 +19,11 @@
 // target's tokens, teacher forced.
 import type { GPT2 } from "../../engine/model.ts";
 import { logProbOf, topK } from "../../engine/ops.ts";
-import type { Tokenizer } from "../../engine/tokenizer.ts";
+import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditCase } from "../datasets.ts";
 import { erasureScore, harmonicMean, neighborhoodScore, rewriteScore } from "../metrics.ts";
 import type { EditRequest, SubjectNoise } from "./edit.ts";
-import { batchWithNoise, instantiate, type PromptInstance, targetIds } from "./keys.ts";
+import { batchWithNoise, instantiate, type PromptInstance } from "./keys.ts";
 
 export const PROBLEMS = [
   "error-injection",
@@ -120,7 +120,8 @@ async function noisedPrediction(
   const ids = await gpu.readU32(top.indices);
   gpu.release(top.indices, top.values);
   model.releaseForward(res);
-  const trueFirst = targetIds(tok, c.targetTrue)[0];
+  const trueFirst =
+    targetIds(tok, c.prompt.replace("{}", c.subject), c.targetTrue, { refuseUnknown: true })[0];
   return tok.decode([ids[0] === trueFirst ? ids[1] : ids[0]]).trim();
 }
 
@@ -181,12 +182,14 @@ export function caseItems(tok: Tokenizer, cases: { c: EditingCase; request: Edit
 } {
   const items: ScoredPrompt[] = [];
   const counts = cases.map(({ c, request }) => {
-    const target = targetIds(tok, request.target);
+    // Scored after every prompt below: those end in a word, so the target reads the same after each.
+    const prompt = c.prompt.replace("{}", c.subject);
+    const target = targetIds(tok, prompt, request.target, { refuseUnknown: true });
     items.push({ instance: instantiate(tok, "{}", c.prompt, c.subject, request.noise), target });
     for (const p of c.paraphrases) {
       items.push({ instance: filledInstance(tok, p, c.subject, request.noise), target });
     }
-    const falseTarget = targetIds(tok, c.targetNew);
+    const falseTarget = targetIds(tok, prompt, c.targetNew, { refuseUnknown: true });
     for (const p of c.neighbors) {
       items.push({ instance: { ids: tok.encode(p), subject: [0, 0], fact: 0 }, target: falseTarget });
     }

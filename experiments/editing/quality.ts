@@ -16,13 +16,12 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { GPT2 } from "../../engine/model.ts";
-import { loadTokenizer, type Tokenizer } from "../../engine/tokenizer.ts";
+import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../datasets.ts";
 import { greedyNextTokens } from "../recall.ts";
 import { defaultNoiseLevel } from "../tracing.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
 import { statsHparams } from "./hparams.ts";
-import { targetIds } from "./keys.ts";
 import {
   computeEdits,
   editedLayers,
@@ -136,7 +135,10 @@ async function main(args: string[]): Promise<number> {
     model,
     candidates.map((c) => tok.encode(c.prompt.replace("{}", c.subject))),
   );
-  const known = candidates.filter((c, i) => predicted[i] === targetIds(tok, c.targetTrue)[0]);
+  const known = candidates.filter((c, i) =>
+    predicted[i] ===
+      targetIds(tok, c.prompt.replace("{}", c.subject), c.targetTrue, { refuseUnknown: true })[0]
+  );
   const cases = known.slice(0, nCases);
   console.log(
     `${known.length} of ${candidates.length} CounterFact facts are known (greedy first token); using the first ${cases.length}`,

@@ -25,9 +25,9 @@ import type { Tensor } from "../../engine/gpu.ts";
 import type { Batch, GPT2, Hook } from "../../engine/model.ts";
 import type { RowEntry } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
-import type { Tokenizer } from "../../engine/tokenizer.ts";
+import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "./edit.ts";
-import { batchWithNoise, type FactToken, instantiate, type PromptInstance, targetIds } from "./keys.ts";
+import { batchWithNoise, type FactToken, instantiate, type PromptInstance } from "./keys.ts";
 
 export interface ValueOptions {
   layer: number;
@@ -108,7 +108,9 @@ export interface RequestPlan {
 }
 
 export function planRequest(tok: Tokenizer, request: EditRequest, o: ValueOptions): RequestPlan {
-  const target = targetIds(tok, request.target);
+  const target = targetIds(tok, request.prompt.replace("{}", request.subject), request.target, {
+    refuseUnknown: true,
+  });
   const instances = o.contexts.map((c) => {
     const p = instantiate(tok, c, request.prompt, request.subject, request.noise, o.factToken);
     return { ...p, ids: [...p.ids, ...target.slice(0, -1)] };
