@@ -14,6 +14,7 @@
 // unless asked for the raw values; the check runs on the bits while converting, so it costs one pass.
 
 import { join } from "node:path";
+import { writeAll, writeFileAtomic } from "./files.ts";
 
 /** Any problem with a safetensors file or checkpoint folder; `file` and `tensor` say where. */
 export class SafetensorsError extends Error {
@@ -643,10 +644,6 @@ function parseIndex(text: string, indexPath: string): Map<string, string> {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-async function writeAll(handle: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let done = 0; done < bytes.length;) done += await handle.write(bytes.subarray(done));
-}
-
 /**
  * Writes F32 tensors as a safetensors file. Deterministic (names and metadata keys sorted), data
  * section 8-byte aligned (header padded with spaces), and atomic: written to a temp file in the
@@ -699,21 +696,11 @@ export async function writeSafetensors(
   new DataView(prefix.buffer).setBigUint64(0, BigInt(headerLength), true);
   prefix.set(json, 8);
 
-  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID()}`;
-  let handle: Deno.FsFile | undefined = await Deno.open(tmp, { write: true, createNew: true });
-  try {
-    await writeAll(handle, prefix);
+  await writeFileAtomic(path, async (file) => {
+    await writeAll(file, prefix);
     for (const name of names) {
       const { data } = tensors[name];
-      await writeAll(handle, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      await writeAll(file, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     }
-    await handle.syncData();
-    handle.close();
-    handle = undefined;
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    handle?.close();
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  });
 }
