@@ -10,6 +10,7 @@
 // metadata) and pictures: for ig, layer-sum.svg / layer-max.svg (per-layer curves), neurons.svg
 // (layers x neurons, averaged over facts) and with --trace, ig-vs-tracing.svg (prompts x layers,
 // attribution above causal tracing, as in seed 000's figure 1); for lga, lga.svg (S_l with fences).
+import { writeAtomic } from "../engine/files.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
@@ -124,7 +125,7 @@ async function runIg(
   const title = results.length === 1
     ? `${results[0].prompt} → ${results[0].targetToken.trim()} (p ${results[0].prob.toFixed(3)})`
     : `mean over ${results.length} facts`;
-  await Deno.writeTextFile(
+  await writeAtomic(
     join(o.out, "layer-sum.svg"),
     layerCurvesSvg(
       [{ name: "sum", values: avg.layerSum }, { name: "p - p(layer zeroed)", values: averageDrop(results) }],
@@ -132,7 +133,7 @@ async function runIg(
       "attribution (probability)",
     ),
   );
-  await Deno.writeTextFile(
+  await writeAtomic(
     join(o.out, "layer-max.svg"),
     layerCurvesSvg(
       [{ name: "max", values: avg.layerMax }],
@@ -140,13 +141,13 @@ async function runIg(
       "attribution (probability)",
     ),
   );
-  await Deno.writeTextFile(
+  await writeAtomic(
     join(o.out, "neurons.svg"),
     neuronHeatmapSvg(avg.neurons, `Neuron attributions: ${title}`),
   );
   if (tracing) {
     const labels = results.map((r) => `${r.prompt} → ${r.targetToken.trim()}`);
-    await Deno.writeTextFile(
+    await writeAtomic(
       join(o.out, "ig-vs-tracing.svg"),
       heatmapPanelsSvg(
         [
@@ -244,7 +245,7 @@ async function runLga(
     fenceK: o.fence,
     onProgress: requests.length > 1 ? progress("requests") : undefined,
   });
-  await Deno.writeTextFile(join(o.out, "lga.svg"), lgaChartSvg(result));
+  await writeAtomic(join(o.out, "lga.svg"), lgaChartSvg(result));
   const { selection } = result;
   console.log(table(
     ["layer", "S_l", "kept"],
