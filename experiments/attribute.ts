@@ -18,7 +18,6 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
 import {
-  answerIds,
   attributeFacts,
   averageAttributions,
   bestWindow,
@@ -32,11 +31,11 @@ import {
   type LgaParam,
   neuronHeatmapSvg,
 } from "./attribution.ts";
-import { loadDataset } from "./datasets.ts";
+import { checkRecord, loadDataset } from "./datasets.ts";
 import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "./layer_selection.ts";
 import { formatSeconds, makeOutputFolder, positiveInt, runMetadata, writeRunJson } from "./output.ts";
 import { greedyNextTokens } from "./recall.ts";
-import { traceFact } from "./tracing.ts";
+import { targetIds, traceFact } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
 
 const USAGE = `usage: deno task attribute --method ig|lga [options]
@@ -371,18 +370,16 @@ async function main(argv: string[]): Promise<number> {
       return { prompt: c.prompt, subject: c.subject, targetTrue: c.targetTrue, targetNew: c.targetNew ?? "" };
     });
     // Unknown words are reported with the record they come from, before any work starts.
-    requests.forEach((r, i) => {
-      try {
-        answerIds(tok, r.targetTrue);
-        if (method === "lga") answerIds(tok, r.targetNew);
-      } catch (e) {
-        throw new Error(`${dataset}: ${used[i].id}: ${(e as Error).message}`);
-      }
-    });
+    requests.forEach((r, i) =>
+      checkRecord(dataset, used[i], () => {
+        targetIds(tok, r.targetTrue);
+        if (method === "lga") targetIds(tok, r.targetNew);
+      })
+    );
     let known: number | null = null;
     if (values.known) {
       const predicted = await greedyNextTokens(model, requests.map((r) => tok.encode(r.prompt)));
-      requests = requests.filter((r, i) => predicted[i] === answerIds(tok, r.targetTrue)[0]);
+      requests = requests.filter((r, i) => predicted[i] === targetIds(tok, r.targetTrue)[0]);
       known = requests.length;
       requests = requests.slice(0, limit);
     }

@@ -51,20 +51,10 @@ import { matmul, type RowEntry } from "../engine/ops.ts";
 import type { Tokenizer } from "../engine/tokenizer.ts";
 import { lineChart } from "./charts.ts";
 import { type TukeyFences, tukeyFences } from "./stats.ts";
+import { targetIds } from "./tracing.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Tokens
-
-/** Token ids of " " + answer (objects follow a space); refuses answers with unknown words. */
-export function answerIds(tok: Tokenizer, answer: string): number[] {
-  const ids = tok.encode(" " + answer);
-  if (ids.length === 0) throw new Error(`answer ${JSON.stringify(answer)} has no tokens`);
-  const unk = (tok as { unkId?: number }).unkId;
-  if (unk !== undefined && ids.includes(unk)) {
-    throw new Error(`answer ${JSON.stringify(answer)} has a word outside the tokenizer's vocabulary`);
-  }
-  return ids;
-}
 
 function promptIds(tok: Tokenizer, prompt: string): number[] {
   const ids = tok.encode(prompt);
@@ -299,7 +289,7 @@ export async function attributeFacts(
 ): Promise<FactAttribution[]> {
   const items = facts.map((fact) => ({
     ids: promptIds(tok, fact.prompt),
-    target: answerIds(tok, fact.target)[0],
+    target: targetIds(tok, fact.target)[0],
   }));
   const results = await integratedGradients(model, items, o);
   return results.map((r, i) => ({
@@ -587,8 +577,8 @@ export async function layerGradientAnalysis(
   if (requests.length === 0) throw new Error("LGA: no requests");
   const items = requests.map((r) => ({
     prompt: promptIds(tok, r.prompt),
-    old: answerIds(tok, r.targetTrue),
-    new: answerIds(tok, r.targetNew),
+    old: targetIds(tok, r.targetTrue),
+    new: targetIds(tok, r.targetNew),
   }));
   const g = await lgaInnerProducts(model, items, o);
   const scores = Array.from(

@@ -69,6 +69,20 @@ export class DatasetError extends Error {
   override name = "DatasetError";
 }
 
+/** `file: record i (id)`: how every command names a dataset record in a message. */
+export function recordLabel(source: string, c: EditCase): string {
+  return `${source}: record ${c.recordIndex} (${c.id})`;
+}
+
+/** Runs `check` on one record's data; its error comes back as a DatasetError naming the record. */
+export function checkRecord<T>(source: string, c: EditCase, check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    throw new DatasetError(`${recordLabel(source, c)}: ${(e as Error).message}`);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Field access with errors that name the file, record and field
 

@@ -16,6 +16,8 @@ import { topK } from "../../engine/ops.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { subjectTokenRange, type Tokenizer } from "../../engine/tokenizer.ts";
 import { gaussianNoise } from "../tracing.ts";
+/** Targets are tokenized by tracing.ts targetIds, the one check every command shares. */
+export { targetIds } from "../tracing.ts";
 import type { SubjectNoise } from "./edit.ts";
 
 /** A prompt as token ids, with the subject's token range [start, end) and the fact token. */
@@ -63,17 +65,6 @@ export function instantiate(
     ? subjectRange[0]
     : ids.length - 1;
   return { ids, subject: subjectRange, fact, noise };
-}
-
-/** Token ids of " " + target (GPT-2 convention: objects follow a space); refuses unknown words. */
-export function targetIds(tok: Tokenizer, target: string): number[] {
-  const ids = tok.encode(" " + target);
-  if (ids.length === 0) throw new Error(`target ${JSON.stringify(target)} has no tokens`);
-  const unk = (tok as { unkId?: number }).unkId;
-  if (unk !== undefined && ids.includes(unk)) {
-    throw new Error(`target ${JSON.stringify(target)} has a word outside the tokenizer's vocabulary`);
-  }
-  return ids;
 }
 
 // ---------------------------------------------------------------------------------------------
