@@ -295,6 +295,11 @@ export class ResultStore {
     return row.count - 1;
   }
 
+  /** Forgets the starts of `key` once its work is stored (deleting results later starts it afresh). */
+  finished(key: string): void {
+    this.db.prepare("DELETE FROM attempts WHERE key = ?").run(key);
+  }
+
   /**
    * Writes one result in its own transaction. Returns true if it was inserted, false if a result
    * with the same key was already stored (which is left as it was).

@@ -748,13 +748,13 @@ export async function runSweep(
       if (outOfTime()) break;
       // A block that was started before and is still not stored was killed: retry it in halves (then
       // quarters, ...), so frequent kills still let the sweep progress, one edit at a time at worst.
-      const retries = part.length > 1
-        ? store.attempt(`edit block ${resultKey(part[0].key)} x${part.length}`)
-        : 0;
+      const block = `edit block ${resultKey(part[0].key)} x${part.length}`;
+      const retries = part.length > 1 ? store.attempt(block) : 0;
       const size = Math.max(1, Math.ceil(part.length / 2 ** retries));
       for (let at = 0; at < part.length && !outOfTime(); at += size) {
         await runEdits(part.slice(at, at + size));
       }
+      if (part.length > 1 && !stopped) store.finished(block);
     }
   }
   show(progress.line(stopped ? "stopped: out of time" : ""), true);
