@@ -457,7 +457,7 @@ export interface TraceOptions {
   window?: number | Partial<Record<StateKind, number>>;
   /** Noise draws (default 10; zeroing uses none). */
   samples?: number;
-  /** Absolute noise level; default DEFAULT_NOISE_STDS x embeddingStd(model). */
+  /** Absolute noise level; default defaultNoiseLevel(model) (callers tracing facts pass subjectNoiseLevel's). */
   noise?: number;
   /** Seed of the noise (default 1, like ROME's RandomState(1)). */
   seed?: number;
@@ -506,7 +506,11 @@ export interface GridTrace {
 
 const noiseLevels = new WeakMap<GPT2, number>();
 
-/** DEFAULT_NOISE_STDS x the std of the model's token embeddings (computed once per model). */
+/**
+ * DEFAULT_NOISE_STDS x the std of ALL the model's token embeddings (computed once per model): the
+ * fallback for callers with no set of facts. Commands that trace facts use subjectNoiseLevel, the
+ * papers' rule.
+ */
 export async function defaultNoiseLevel(model: GPT2): Promise<number> {
   let level = noiseLevels.get(model);
   if (level === undefined) {
@@ -726,10 +730,34 @@ export function parseKnownFacts(text: string, file: string): KnownFact[] {
   });
 }
 
-/** The facts the model completes correctly: greedy next token = first token of " " + attribute. */
-export async function knownFacts(model: GPT2, tok: Tokenizer, facts: KnownFact[]): Promise<KnownFact[]> {
-  const predicted = await greedyNextTokens(model, facts.map((f) => tok.encode(f.prompt)));
-  return facts.filter((f, i) => predicted[i] === targetTokenId(tok, f.attribute));
+/**
+ * The facts the model completes correctly: greedy next token = first token of " " + attribute. A record
+ * whose attribute has no known token or whose prompt is longer than the model reads is an error
+ * naming `source` (the file) and the record.
+ */
+export async function knownFacts(
+  model: GPT2,
+  tok: Tokenizer,
+  facts: KnownFact[],
+  source = "dataset",
+): Promise<KnownFact[]> {
+  const positions = model.config.nPositions;
+  const prompts = facts.map((f) => tok.encode(f.prompt));
+  const targets = facts.map((f, i) => {
+    const fail = (problem: string): never => {
+      throw new Error(`${source}: record ${i} (known_id ${f.known_id}): ${problem}`);
+    };
+    if (prompts[i].length > positions) {
+      fail(`the prompt has ${prompts[i].length} tokens, the model reads at most ${positions}`);
+    }
+    try {
+      return targetTokenId(tok, f.attribute);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+  });
+  const predicted = await greedyNextTokens(model, prompts);
+  return facts.filter((_, i) => predicted[i] === targets[i]);
 }
 
 // ---------------------------------------------------------------------------------------------
