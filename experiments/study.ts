@@ -45,6 +45,7 @@ import {
   runSweep,
   sampleFacts,
   SELECTORS,
+  skippedReport,
   type SweepPlan,
   type SweepSummary,
 } from "./sweep.ts";
@@ -140,10 +141,7 @@ async function main(args: string[]): Promise<number> {
     `${datasetPath}: the model knows ${sample.known} of ${sample.candidates} facts; ${edited.length} edited ` +
       `(${edited.filter((f) => f.split === "proxy").length} proxy), ${sample.facts.length} traced`,
   );
-  if (sample.skipped.length) {
-    console.log(`skipped ${sample.skipped.length} records whose prompts do not fit the model:`);
-    for (const line of sample.skipped) console.log(`  ${line}`);
-  }
+  for (const line of skippedReport(sample)) console.log(line);
 
   const settings = defaultSettings(L, seed);
   settings.batchSize = 4;

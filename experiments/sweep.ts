@@ -258,6 +258,15 @@ export interface FactSample {
   facts: SweepFact[];
 }
 
+/** The lines that report a sample's skipped records (none when nothing was skipped). */
+export function skippedReport(sample: FactSample): string[] {
+  if (sample.skipped.length === 0) return [];
+  return [
+    `skipped ${sample.skipped.length} records whose prompts do not fit the model:`,
+    ...sample.skipped.map((line) => `  ${line}`),
+  ];
+}
+
 /**
  * Positions a context template can put before a prompt: the longest ROME/MEMIT template text plus
  * ". " (editing/keys.ts contextTemplates), re-tokenized.
@@ -1007,10 +1016,7 @@ async function main(args: string[]): Promise<number> {
       `${plan.facts.filter((f) => f.split !== "trace-only").length} edited, ` +
       `${plan.facts.filter((f) => f.split === "trace-only").length} traced only`,
   );
-  if (sample.skipped.length) {
-    console.log(`skipped ${sample.skipped.length} records whose prompts do not fit the model:`);
-    for (const line of sample.skipped) console.log(`  ${line}`);
-  }
+  for (const line of skippedReport(sample)) console.log(line);
   const store = ResultStore.open(values.out!);
   try {
     const summary = await runSweep(
