@@ -9,8 +9,12 @@
 // Every check happens before any tensor data is touched, so a malformed file fails at open
 // with a SafetensorsError that names the file and the offending tensor, never halfway through
 // a model load. Tensors come back as f32 whatever their stored float type (F32, F16, BF16).
+// A header naming a tensor (or a field) twice is rejected: JSON.parse would silently keep the last.
+// read(name) rejects NaN and +-Inf values (one NaN in an unused embedding row poisons every softmax)
+// unless asked for the raw values; the check runs on the bits while converting, so it costs one pass.
 
 import { join } from "node:path";
+import { writeAll, writeFileAtomic } from "./files.ts";
 
 /** Any problem with a safetensors file or checkpoint folder; `file` and `tensor` say where. */
 export class SafetensorsError extends Error {
@@ -71,11 +75,16 @@ export interface SafetensorsHeader {
 }
 
 /** What a single file and a (sharded) checkpoint folder both offer. */
+/** `allowNonFinite`: return NaN and +-Inf values instead of rejecting the tensor (raw round trips). */
+export interface ReadOptions {
+  allowNonFinite?: boolean;
+}
+
 export interface TensorSource {
   names(): string[];
   info(name: string): TensorInfo;
-  /** The whole tensor as f32, row-major in `info(name).shape`. */
-  read(name: string): Promise<Float32Array>;
+  /** The whole tensor as f32, row-major in `info(name).shape`; non-finite values are an error. */
+  read(name: string, o?: ReadOptions): Promise<Float32Array>;
   close(): void;
 }
 
@@ -150,6 +159,23 @@ export function parseSafetensorsHeader(
     fail(`header is not valid JSON (${(e as Error).message})`);
   }
   if (!isPlainObject(json)) return fail("header is not a JSON object");
+  const duplicate = firstDuplicateKey(text);
+  if (duplicate) {
+    const [key, owner] = duplicate;
+    if (owner === undefined) {
+      throw new SafetensorsError(
+        fileName,
+        key,
+        `tensor ${quote(key)} is named twice in the header of file ${fileName}`,
+      );
+    }
+    if (owner === METADATA_KEY) fail(`key ${quote(key)} appears twice in ${METADATA_KEY}`);
+    throw new SafetensorsError(
+      fileName,
+      owner,
+      `field ${quote(key)} appears twice in the header entry of tensor ${quote(owner)} in file ${fileName}`,
+    );
+  }
 
   const dataSize = fileSize - dataStart;
   const tensors = new Map<string, TensorEntry>();
@@ -160,6 +186,40 @@ export function parseSafetensorsHeader(
   }
   checkNoOverlaps(tensors, fileName);
   return { headerLength, dataStart, dataSize, tensors, metadata };
+}
+
+/**
+ * The first key that some object of `text` (valid JSON) holds twice, with the top-level key of the
+ * object it is in (undefined when the duplicate is itself a top-level key, i.e. a tensor name).
+ * A scan of the raw text: JSON.parse keeps only the last of duplicate keys.
+ */
+function firstDuplicateKey(text: string): [string, string | undefined] | undefined {
+  // One frame per open object or array: its keys so far (null for arrays), whether a key comes next,
+  // and the key whose value is being read (names the object a nested duplicate is in).
+  const stack: { keys: Set<string> | null; expectKey: boolean; current?: string }[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      const top = stack.at(-1);
+      if (top?.keys && top.expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.keys.has(key)) return [key, stack.length === 1 ? undefined : stack[0].current];
+        top.keys.add(key);
+        top.expectKey = false;
+        top.current = key;
+      }
+      i = j;
+    } else if (c === "{") stack.push({ keys: new Set(), expectKey: true });
+    else if (c === "[") stack.push({ keys: null, expectKey: false });
+    else if (c === "}" || c === "]") stack.pop();
+    else if (c === ",") {
+      const top = stack.at(-1);
+      if (top?.keys) top.expectKey = true;
+    }
+  }
+  return undefined;
 }
 
 function parseMetadata(value: unknown, file: string): Record<string, string> {
@@ -351,7 +411,7 @@ export class SafetensorsFile implements TensorSource {
     return { dtype, shape: [...shape] };
   }
 
-  read(name: string): Promise<Float32Array> {
+  read(name: string, o: ReadOptions = {}): Promise<Float32Array> {
     const entry = this.entry(name);
     if (this.closed) {
       throw new SafetensorsError(
@@ -362,7 +422,11 @@ export class SafetensorsFile implements TensorSource {
     }
     const bytes = this.queue.then(() => this.readBytes(entry));
     this.queue = bytes.catch(() => {}); // one failed read must not block the next
-    return bytes.then((b) => toFloat32(b, entry.dtype));
+    return bytes.then((b) => {
+      const values = toFloat32(b, entry.dtype);
+      if (!o.allowNonFinite) checkFinite(values, entry, this.path);
+      return values;
+    });
   }
 
   close(): void {
@@ -393,6 +457,33 @@ export class SafetensorsFile implements TensorSource {
     }
     return bytes;
   }
+}
+
+/** Rejects a tensor holding NaN or +-Inf, naming the first such element and how many there are. */
+function checkFinite(values: Float32Array, t: TensorEntry, file: string): void {
+  // An f32 is NaN or infinite exactly when its 8 exponent bits are all ones.
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  let first = -1, count = 0;
+  for (let i = 0; i < bits.length; i++) {
+    if ((bits[i] & 0x7f800000) === 0x7f800000) {
+      if (first < 0) first = i;
+      count++;
+    }
+  }
+  if (first < 0) return;
+  // Row-major index -> coordinates in the tensor's shape, e.g. 12345 in [50257, 768] -> [16, 57].
+  const at: number[] = [];
+  let rest = first;
+  for (let d = t.shape.length - 1; d >= 0; d--) {
+    at.unshift(rest % t.shape[d]);
+    rest = Math.floor(rest / t.shape[d]);
+  }
+  throw new SafetensorsError(
+    file,
+    t.name,
+    `tensor ${quote(t.name)} in file ${file} holds ${count} non-finite value${count > 1 ? "s" : ""}; ` +
+      `the first, ${values[first]}, at flat index ${first} ([${at}] of shape [${t.shape}])`,
+  );
 }
 
 function toFloat32(bytes: Uint8Array, dtype: Dtype): Float32Array {
@@ -447,8 +538,8 @@ export class Checkpoint implements TensorSource {
     return this.owner(name).info(name);
   }
 
-  read(name: string): Promise<Float32Array> {
-    return this.owner(name).read(name);
+  read(name: string, o?: ReadOptions): Promise<Float32Array> {
+    return this.owner(name).read(name, o);
   }
 
   close(): void {
@@ -553,10 +644,6 @@ function parseIndex(text: string, indexPath: string): Map<string, string> {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-async function writeAll(handle: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let done = 0; done < bytes.length;) done += await handle.write(bytes.subarray(done));
-}
-
 /**
  * Writes F32 tensors as a safetensors file. Deterministic (names and metadata keys sorted), data
  * section 8-byte aligned (header padded with spaces), and atomic: written to a temp file in the
@@ -609,21 +696,11 @@ export async function writeSafetensors(
   new DataView(prefix.buffer).setBigUint64(0, BigInt(headerLength), true);
   prefix.set(json, 8);
 
-  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID()}`;
-  let handle: Deno.FsFile | undefined = await Deno.open(tmp, { write: true, createNew: true });
-  try {
-    await writeAll(handle, prefix);
+  await writeFileAtomic(path, async (file) => {
+    await writeAll(file, prefix);
     for (const name of names) {
       const { data } = tensors[name];
-      await writeAll(handle, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      await writeAll(file, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     }
-    await handle.syncData();
-    handle.close();
-    handle = undefined;
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    handle?.close();
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  });
 }

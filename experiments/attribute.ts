@@ -10,6 +10,7 @@
 // metadata) and pictures: for ig, layer-sum.svg / layer-max.svg (per-layer curves), neurons.svg
 // (layers x neurons, averaged over facts) and with --trace, ig-vs-tracing.svg (prompts x layers,
 // attribution above causal tracing, as in seed 000's figure 1); for lga, lga.svg (S_l with fences).
+import { writeAtomic } from "../engine/files.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
@@ -30,7 +31,7 @@ import {
   type LgaParam,
   neuronHeatmapSvg,
 } from "./attribution.ts";
-import { loadDataset } from "./datasets.ts";
+import { checkRecord, loadDataset } from "./datasets.ts";
 import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "./layer_selection.ts";
 import { formatSeconds, makeOutputFolder, positiveInt, runMetadata, writeRunJson } from "./output.ts";
 import { greedyNextTokens } from "./recall.ts";
@@ -123,7 +124,7 @@ async function runIg(
   const title = results.length === 1
     ? `${results[0].prompt} → ${results[0].targetToken.trim()} (p ${results[0].prob.toFixed(3)})`
     : `mean over ${results.length} facts`;
-  await Deno.writeTextFile(
+  await writeAtomic(
     join(o.out, "layer-sum.svg"),
     layerCurvesSvg(
       [{ name: "sum", values: avg.layerSum }, { name: "p - p(layer zeroed)", values: averageDrop(results) }],
@@ -131,7 +132,7 @@ async function runIg(
       "attribution (probability)",
     ),
   );
-  await Deno.writeTextFile(
+  await writeAtomic(
     join(o.out, "layer-max.svg"),
     layerCurvesSvg(
       [{ name: "max", values: avg.layerMax }],
@@ -139,13 +140,13 @@ async function runIg(
       "attribution (probability)",
     ),
   );
-  await Deno.writeTextFile(
+  await writeAtomic(
     join(o.out, "neurons.svg"),
     neuronHeatmapSvg(avg.neurons, `Neuron attributions: ${title}`),
   );
   if (tracing) {
     const labels = results.map((r) => `${r.prompt} → ${r.targetToken.trim()}`);
-    await Deno.writeTextFile(
+    await writeAtomic(
       join(o.out, "ig-vs-tracing.svg"),
       heatmapPanelsSvg(
         [
@@ -243,7 +244,7 @@ async function runLga(
     fenceK: o.fence,
     onProgress: requests.length > 1 ? progress("requests") : undefined,
   });
-  await Deno.writeTextFile(join(o.out, "lga.svg"), lgaChartSvg(result));
+  await writeAtomic(join(o.out, "lga.svg"), lgaChartSvg(result));
   const { selection } = result;
   console.log(table(
     ["layer", "S_l", "kept"],
@@ -369,14 +370,12 @@ async function main(argv: string[]): Promise<number> {
       return { prompt: c.prompt, subject: c.subject, targetTrue: c.targetTrue, targetNew: c.targetNew ?? "" };
     });
     // Unknown words are reported with the record they come from, before any work starts.
-    requests.forEach((r, i) => {
-      try {
+    requests.forEach((r, i) =>
+      checkRecord(dataset, used[i], () => {
         targetIds(tok, r.prompt, r.targetTrue, { refuseUnknown: true });
         if (method === "lga") targetIds(tok, r.prompt, r.targetNew, { refuseUnknown: true });
-      } catch (e) {
-        throw new Error(`${dataset}: ${used[i].id}: ${(e as Error).message}`);
-      }
-    });
+      })
+    );
     let known: number | null = null;
     if (values.known) {
       const predicted = await greedyNextTokens(model, requests.map((r) => tok.encode(r.prompt)));

@@ -69,6 +69,20 @@ export class DatasetError extends Error {
   override name = "DatasetError";
 }
 
+/** `file: record i (id)`: how every command names a dataset record in a message. */
+export function recordLabel(source: string, c: EditCase): string {
+  return `${source}: record ${c.recordIndex} (${c.id})`;
+}
+
+/** Runs `check` on one record's data; its error comes back as a DatasetError naming the record. */
+export function checkRecord<T>(source: string, c: EditCase, check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    throw new DatasetError(`${recordLabel(source, c)}: ${(e as Error).message}`);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Field access with errors that name the file, record and field
 
@@ -383,13 +397,48 @@ export function parseDataset(text: string, source: string, format?: DatasetForma
   return { format: fmt, cases };
 }
 
+/** The index of the top-level array element that character `offset` of JSON `text` lies in (-1: none). */
+function recordAt(text: string, offset: number): number {
+  let depth = 0, commas = 0, inString = false;
+  for (let i = 0; i < offset; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === "[" || c === "{") depth++;
+    else if (c === "]" || c === "}") depth--;
+    else if (c === "," && depth === 1) commas++;
+  }
+  return depth >= 1 ? commas : -1;
+}
+
+/**
+ * The file's text, or a DatasetError at its first invalid UTF-8 byte naming the record it is in
+ * (a lossy decode would turn it into U+FFFD and let a corrupted prompt or target through).
+ */
+export function decodeDataset(bytes: Uint8Array, source: string): string {
+  const lossy = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
+  const back = new TextEncoder().encode(lossy);
+  let at = 0; // valid UTF-8 re-encodes to the same bytes: the first difference is the first bad byte
+  while (at < bytes.length && bytes[at] === back[at]) at++;
+  if (at === bytes.length && back.length === bytes.length) return lossy.replace(/^\uFEFF/, ""); // a BOM is not JSON
+  const before = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes.subarray(0, at));
+  const line = before.split("\n").length;
+  const record = recordAt(lossy, before.length);
+  throw new DatasetError(
+    `${source}: ${record >= 0 ? `record ${record}: ` : ""}invalid UTF-8 at byte ${at} ` +
+      `(0x${bytes[at].toString(16).padStart(2, "0")}, line ${line}); dataset files must be UTF-8`,
+  );
+}
+
 /** Reads and validates a dataset file (schema detected unless `format` is given). */
 export async function loadDataset(path: string, format?: DatasetFormat): Promise<LoadedDataset> {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    bytes = await Deno.readFile(path);
   } catch (e) {
     throw new DatasetError(`${path}: cannot read the dataset (${(e as Error).message})`);
   }
-  return parseDataset(text, path, format);
+  return parseDataset(decodeDataset(bytes, path), path, format);
 }

@@ -2,6 +2,7 @@
 // and the small argument and progress helpers they share.
 // The JSON file starts with the run's metadata, so that a file found later says how it was made: the
 // tool, model, dataset and adapter, the tool's own method and hyper-parameters, when and how long.
+import { writeAtomic } from "../engine/files.ts";
 import { join } from "node:path";
 import type { GPT2Config } from "../engine/config.ts";
 
@@ -37,9 +38,9 @@ export function runMetadata<Details extends object>(run: RunIdentity, details: D
   };
 }
 
-/** Writes `{ meta, ...body }` to `path` as one line of JSON. */
+/** Writes `{ meta, ...body }` to `path` as one line of JSON (atomically: engine/files.ts). */
 export async function writeRunJson(path: string, meta: object, body: object): Promise<void> {
-  await Deno.writeTextFile(path, JSON.stringify({ meta, ...body }) + "\n");
+  await writeAtomic(path, JSON.stringify({ meta, ...body }) + "\n");
 }
 
 /** The value of option --`name` as a positive integer (`fallback` when absent); a clear error otherwise. */

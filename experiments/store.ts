@@ -6,12 +6,20 @@
 // on restart they skip every key the store `has`. The key is the primary key and rows are inserted
 // with INSERT OR IGNORE, so re-running never duplicates (nor overwrites) a result.
 //
+// Opening checks the file with SQLite's integrity check (a torn or overwritten file is an error, not
+// a silently shorter table). A sweep's settings (everything that changes a result's value) are kept
+// in a `settings` table under a fingerprint: resuming under other settings is refused with the
+// differences listed, unless forced (then both fingerprints are recorded). `attempts` counts how
+// often a unit of work was started, so a sweep can shrink work that keeps getting killed.
+//
 // Long sweeps split across processes or machines with `--shard k/n`: a work item belongs to shard
 // hash(item key) mod n, so the n shards partition the items exactly; mergeStores then combines the
 // shard files into one, and writeCsv exports it for pandas/R.
 //
 //   deno run -A experiments/store.ts merge all.db shard0.db shard1.db ...
 //   deno run -A experiments/store.ts csv all.db results.csv [--sweep NAME]
+import { writeAtomic } from "../engine/files.ts";
+import { createHash } from "node:crypto";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { parseArgs } from "node:util";
 import { runMain } from "../engine/main.ts";
@@ -74,6 +82,17 @@ CREATE TABLE IF NOT EXISTS results (
   created_at TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS results_by_sweep ON results (sweep, method, layer);
+CREATE TABLE IF NOT EXISTS settings (
+  sweep TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  settings TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (sweep, fingerprint)
+) STRICT;
+CREATE TABLE IF NOT EXISTS attempts (
+  key TEXT PRIMARY KEY,
+  count INTEGER NOT NULL
+) STRICT;
 `;
 
 /** The unique key string of a result: its six key fields as a JSON array (unambiguous, readable). */
@@ -150,12 +169,36 @@ function checkVersion(db: DatabaseSync, path: string): boolean {
   return hasTable;
 }
 
-/** Opens (creating if needed) a results database. */
-function openDatabase(path: string): DatabaseSync {
-  const db = new DatabaseSync(path);
+/** Throws unless SQLite's integrity check passes (a damaged file fails here, not mid-sweep). */
+function checkIntegrity(db: DatabaseSync, path: string): void {
+  let problems: string[];
+  try {
+    problems = (db.prepare("PRAGMA integrity_check(5)").all() as { integrity_check: string }[])
+      .map((r) => r.integrity_check);
+  } catch (e) {
+    throw new Error(`${path}: not a readable results database (${(e as Error).message})`);
+  }
+  if (problems.length !== 1 || problems[0] !== "ok") {
+    throw new Error(
+      `${path}: the results database is damaged (SQLite integrity check: ${problems.join("; ")}); ` +
+        `restore it from a copy or start a new store`,
+    );
+  }
+}
+
+/** Opens a results database; creates it if `create`, else a missing file is an error. */
+function openDatabase(path: string, create = true): DatabaseSync {
+  if (!create && !existsSync(path)) throw new Error(`${path}: no results store there`);
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path);
+  } catch (e) {
+    throw new Error(`${path}: cannot open the results database (${(e as Error).message})`);
+  }
   try {
     // Concurrent writers (several shard processes on one file) wait for each other instead of failing.
     db.exec("PRAGMA busy_timeout = 30000");
+    checkIntegrity(db, path);
     checkVersion(db, path);
     db.exec(SCHEMA);
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
@@ -164,6 +207,35 @@ function openDatabase(path: string): DatabaseSync {
     throw e;
   }
   return db;
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** JSON text with object keys sorted at every level: equal settings give equal text and fingerprint. */
+function canonicalJson(value: Json): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  const keys = Object.keys(value).sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(",")}}`;
+}
+
+/** "field: stored X, now Y" for every dotted field where two settings objects differ. */
+export function settingsDifferences(stored: { [key: string]: Json }, now: { [key: string]: Json }): string[] {
+  const [a, b] = [new Map<string, string>(), new Map<string, string>()];
+  flatten(stored, "", a);
+  flatten(now, "", b);
+  const fields = [...new Set([...a.keys(), ...b.keys()])].sort();
+  return fields.filter((f) => a.get(f) !== b.get(f)).map((f) =>
+    `${f.slice(1)}: stored ${a.get(f) ?? "(none)"}, now ${b.get(f) ?? "(none)"}`
+  );
 }
 
 export class ResultStore {
@@ -177,8 +249,55 @@ export class ResultStore {
     this.lookup = db.prepare("SELECT * FROM results WHERE key = ?");
   }
 
-  static open(path: string): ResultStore {
-    return new ResultStore(path, openDatabase(path));
+  /** Opens (by default creating) a store; `create: false` makes a missing file an error. */
+  static open(path: string, o: { create?: boolean } = {}): ResultStore {
+    return new ResultStore(path, openDatabase(path, o.create ?? true));
+  }
+
+  /**
+   * Records the settings `sweep` runs under (results computed under other settings must not be
+   * mixed into one table). Settings seen before for this sweep pass; new ones are refused with the
+   * differences from the first stored settings listed, unless `force` (then they are recorded too
+   * and the differences returned).
+   */
+  checkSettings(sweep: string, settings: { [key: string]: Json }, force = false): string[] {
+    checkJson(settings, `settings of sweep "${sweep}"`);
+    const text = canonicalJson(settings);
+    const fingerprint = createHash("sha256").update(text).digest("hex");
+    const stored = this.db.prepare(
+      "SELECT fingerprint, settings FROM settings WHERE sweep = ? ORDER BY rowid",
+    )
+      .all(sweep) as { fingerprint: string; settings: string }[];
+    const record = () =>
+      this.db.prepare("INSERT OR IGNORE INTO settings VALUES (?, ?, ?, ?)")
+        .run(sweep, fingerprint, text, new Date().toISOString());
+    if (stored.length === 0 || stored.some((r) => r.fingerprint === fingerprint)) {
+      record();
+      return [];
+    }
+    const differences = settingsDifferences(JSON.parse(stored[0].settings), settings);
+    if (!force) {
+      throw new Error(
+        `${this.path}: sweep "${sweep}" was run with other settings (${differences.join("; ")}); ` +
+          `resume with the same options, use another --out or --name, or --force to add results ` +
+          `computed under the new settings`,
+      );
+    }
+    record();
+    return differences;
+  }
+
+  /** Counts one more start of the unit of work `key`; returns how many starts came before. */
+  attempt(key: string): number {
+    const row = this.db.prepare(
+      "INSERT INTO attempts VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET count = count + 1 RETURNING count",
+    ).get(key) as { count: number };
+    return row.count - 1;
+  }
+
+  /** Forgets the starts of `key` once its work is stored (deleting results later starts it afresh). */
+  finished(key: string): void {
+    this.db.prepare("DELETE FROM attempts WHERE key = ?").run(key);
   }
 
   /**
@@ -292,8 +411,12 @@ export function mergeStores(target: string, sources: readonly string[]): MergeRe
       } catch (e) {
         throw new Error(`merge: cannot open source database ${source} (${(e as Error).message})`);
       }
+      let hasSettings: boolean;
       try {
+        checkIntegrity(src, source);
         if (!checkVersion(src, source)) throw new Error(`merge: ${source} has no results table`);
+        hasSettings = src.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'")
+          .get() !== undefined;
       } finally {
         src.close();
       }
@@ -310,6 +433,9 @@ export function mergeStores(target: string, sources: readonly string[]): MergeRe
             COLUMNS.join(", ")
           } FROM src.results ORDER BY rowid`,
         ).run();
+        if (hasSettings) {
+          db.exec("INSERT OR IGNORE INTO main.settings SELECT * FROM src.settings ORDER BY rowid");
+        }
         db.exec("COMMIT");
         report.inserted += Number(changes);
         report.conflicts.push(...conflicts.map((c) => c.key));
@@ -320,6 +446,12 @@ export function mergeStores(target: string, sources: readonly string[]): MergeRe
       } finally {
         db.exec("DETACH DATABASE src");
       }
+    }
+    // Shards of one sweep must have run under the same settings.
+    const mixed = db.prepare("SELECT sweep FROM settings GROUP BY sweep HAVING count(*) > 1 ORDER BY sweep")
+      .all() as { sweep: string }[];
+    for (const { sweep } of mixed) {
+      report.conflicts.push(`settings of sweep "${sweep}" differ between stores`);
     }
   } finally {
     db.close();
@@ -369,12 +501,10 @@ export function toCsv(results: Iterable<StoredResult>): string {
   return lines.join("\r\n") + "\r\n";
 }
 
-/** Writes the results matching `filter` as CSV (atomically: a temporary file, then a rename). */
+/** Writes the results matching `filter` as CSV (atomically: engine/files.ts). */
 export async function writeCsv(store: ResultStore, path: string, filter: ResultFilter = {}): Promise<number> {
   const results = [...store.results(filter)];
-  const tmp = `${path}.tmp`;
-  await Deno.writeTextFile(tmp, toCsv(results));
-  await Deno.rename(tmp, path);
+  await writeAtomic(path, toCsv(results));
   return results.length;
 }
 
@@ -393,7 +523,7 @@ async function main(): Promise<void> {
     );
     for (const key of r.conflicts) console.error(`conflict (kept the first): ${key}`);
   } else if (command === "csv" && paths.length === 2) {
-    const store = ResultStore.open(paths[0]);
+    const store = ResultStore.open(paths[0], { create: false });
     try {
       const n = await writeCsv(store, paths[1], { sweep: values.sweep, method: values.method });
       console.log(`${paths[1]}: ${n} results`);

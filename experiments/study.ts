@@ -15,6 +15,7 @@
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
 //   deno task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 26]
+import { writeAtomic } from "../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
@@ -44,6 +45,7 @@ import {
   runSweep,
   sampleFacts,
   SELECTORS,
+  skippedReport,
   type SweepPlan,
   type SweepSummary,
 } from "./sweep.ts";
@@ -139,6 +141,7 @@ async function main(args: string[]): Promise<number> {
     `${datasetPath}: the model knows ${sample.known} of ${sample.candidates} facts; ${edited.length} edited ` +
       `(${edited.filter((f) => f.split === "proxy").length} proxy), ${sample.facts.length} traced`,
   );
+  for (const line of skippedReport(sample)) console.log(line);
 
   const settings = defaultSettings(L, seed);
   settings.batchSize = 4;
@@ -215,7 +218,7 @@ async function main(args: string[]): Promise<number> {
     }
     const csvCount = await writeCsv(store, `${out}/results.csv`, { sweep: "study" });
     const data = loadSweep(store.results({ sweep: "study" }), "study");
-    await Deno.writeTextFile(`${out}/report.html`, renderReport(data, { title: `Locus study on ${dir}` }));
+    await writeAtomic(`${out}/report.html`, renderReport(data, { title: `Locus study on ${dir}` }));
 
     console.log(
       `\n=== Findings (${data.edits.length} edits, ${data.traces.length} localization records) ===`,

@@ -22,7 +22,14 @@
 // selection strategy chose out of the layer grid (experiments/analysis.ts).
 //
 // Resuming: items whose key the store already holds are skipped, so a sweep killed at any point
-// continues where it stopped, with nothing lost or duplicated. Sharding: item i belongs to shard
+// continues where it stopped, with nothing lost or duplicated. The store keeps the sweep's settings
+// fingerprint (settings, model and dataset hashes, proxy set, noise level) and refuses to resume under
+// other settings unless forced. A ROME block killed before it was stored is retried in halves, then
+// quarters, ..., so a sweep killed more often than one block takes still progresses. Records whose
+// prompts cannot fit the model's positions are skipped when the facts are sampled, and reported.
+//
+// Noise: causal tracing, fact forcing and tracing reversal use ROME's rule, 3 x the std of the traced
+// facts' subject-token embeddings (tracing.ts subjectNoiseLevel), recorded with every result using it. Sharding: item i belongs to shard
 // hash(key) mod n (store.ts shardItems); shards write their own stores, merged afterwards. Facts are
 // sampled with a seeded shuffle of the facts the model knows, so every process sees the same plan.
 //
@@ -39,7 +46,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
-import { loadDataset } from "./datasets.ts";
+import { checkRecord, loadDataset, recordLabel } from "./datasets.ts";
 import { applyEdit, type EditRequest, type SubjectNoise } from "./editing/edit.ts";
 import { statsHparams } from "./editing/hparams.ts";
 import {
@@ -85,7 +92,14 @@ import {
   shardItems,
   writeCsv,
 } from "./store.ts";
-import { defaultNoiseLevel, type FactTrace, type StateKind, traceFact, windowLayers } from "./tracing.ts";
+import {
+  type FactTrace,
+  type NoiseLevel,
+  type StateKind,
+  subjectNoiseLevel,
+  traceFact,
+  windowLayers,
+} from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
 
 // ------------------------------------------------------------------------------------------------
@@ -238,7 +252,45 @@ export interface FactSample {
   /** Cases the model completes with the first token of the true object. */
   known: number;
   candidates: number;
+  /** Records left out because a prompt the sweep runs would not fit the model's positions, one line each. */
+  skipped: string[];
   facts: SweepFact[];
+}
+
+/** The lines that report a sample's skipped records (none when nothing was skipped). */
+export function skippedReport(sample: FactSample): string[] {
+  if (sample.skipped.length === 0) return [];
+  return [
+    `skipped ${sample.skipped.length} records whose prompts do not fit the model:`,
+    ...sample.skipped.map((line) => `  ${line}`),
+  ];
+}
+
+/**
+ * Positions a context template can put before a prompt: the longest ROME/MEMIT template text plus
+ * ". " (editing/keys.ts contextTemplates), re-tokenized.
+ */
+function contextPrefixTokens(model: GPT2): number {
+  let longest = 0;
+  for (const m of METHODS) {
+    const h = methodConfig(model, m).hparams as { templates?: { lengths: [number, number][] } };
+    for (const [length] of h.templates?.lengths ?? []) longest = Math.max(longest, length);
+  }
+  return longest + 2;
+}
+
+/** The most positions any sequence of this case needs: prompt (after a context prefix), paraphrases and
+ *  neighbours, each followed by its longest target. */
+function positionsNeeded(tok: Tokenizer, c: EditingCase, prefix: number): number {
+  const prompt = filledPrompt(c);
+  const length = (target: string) => targetIds(tok, prompt, target, { refuseUnknown: true }).length;
+  const targets = Math.max(length(c.targetTrue), length(c.targetNew));
+  const trueTarget = length(c.targetTrue);
+  return Math.max(
+    prefix + tok.encode(filledPrompt(c)).length + targets,
+    ...c.paraphrases.map((p) => tok.encode(p).length + targets),
+    ...c.neighbors.map((p) => tok.encode(p).length + trueTarget),
+  );
 }
 
 /**
@@ -253,7 +305,18 @@ export async function sampleFacts(
   o: { edit: number; traceOnly: number; proxyFraction: number; seed: number },
 ): Promise<FactSample> {
   const { cases } = await loadDataset(datasetPath);
-  const candidates = cases.map((c) => ({ id: c.id, recordIndex: c.recordIndex, case: editingCase(c) }));
+  // A record the sweep cannot use at all (no template, a target outside the vocabulary) is an error
+  // naming it; one whose prompts do not fit the model is skipped and reported (a longer model could).
+  const positions = model.config.nPositions, prefix = contextPrefixTokens(model);
+  const skipped: string[] = [];
+  const candidates: Omit<SweepFact, "split">[] = [];
+  for (const c of cases) {
+    const ec = checkRecord(datasetPath, c, () => editingCase(c));
+    const needed = checkRecord(datasetPath, c, () => positionsNeeded(tok, ec, prefix));
+    if (needed > positions) {
+      skipped.push(`${recordLabel(datasetPath, c)}: needs ${needed} positions, the model has ${positions}`);
+    } else candidates.push({ id: c.id, recordIndex: c.recordIndex, case: ec });
+  }
   const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(filledPrompt(c.case))));
   const known = candidates.filter((c, i) =>
     predicted[i] === targetIds(tok, filledPrompt(c.case), c.case.targetTrue, { refuseUnknown: true })[0]
@@ -271,6 +334,7 @@ export async function sampleFacts(
   return {
     known: known.length,
     candidates: candidates.length,
+    skipped,
     facts: [
       ...edited.map((c, i): SweepFact => ({ ...c, split: i < proxy ? "proxy" : "test" })),
       ...traced.map((c): SweepFact => ({ ...c, split: "trace-only" })),
@@ -453,12 +517,12 @@ function configFor(model: GPT2, plan: SweepPlan, method: MethodName, layer: numb
   });
 }
 
-function selectorFor(plan: SweepPlan, name: SelectorName): LayerSelector {
+function selectorFor(plan: SweepPlan, name: SelectorName, noise: NoiseLevel): LayerSelector {
   const s = plan.settings;
   switch (name) {
     case "causal-tracing":
       return causalTracingSelector({
-        trace: { window: s.traceWindow, samples: s.traceSamples, seed: s.seed + 1 },
+        trace: { window: s.traceWindow, samples: s.traceSamples, seed: s.seed + 1, noise: noise.level },
       });
     case "integrated-gradients":
       return integratedGradientsSelector({ steps: s.igSteps });
@@ -475,12 +539,19 @@ function selectorFor(plan: SweepPlan, name: SelectorName): LayerSelector {
 export async function runSweep(
   ctx: SweepContext,
   plan: SweepPlan,
-  o: { shard?: Shard; deadline?: number } = {},
+  o: { shard?: Shard; deadline?: number; force?: boolean } = {},
 ): Promise<SweepSummary> {
   const { model, tok, store } = ctx;
   const log = ctx.log ?? (() => {});
   const show = ctx.progress ?? (() => {});
   checkPlan(plan, model.nLayer);
+  const noise = plan.facts.length
+    ? await subjectNoiseLevel(model, tok, plan.facts.map((f) => f.case.subject))
+    : null;
+  const differences = store.checkSettings(plan.name, settingsFingerprint(plan, ctx.meta, noise), o.force);
+  if (differences.length) {
+    log(`--force: this store now holds results computed under other settings (${differences.join("; ")})`);
+  }
   const started = performance.now();
   let stopped = false;
   const outOfTime = () => (stopped ||= o.deadline !== undefined && performance.now() > o.deadline);
@@ -525,15 +596,17 @@ export async function runSweep(
       window: { resid: 1, mlp: s.traceWindow, attn: s.traceWindow },
       samples: s.traceSamples,
       seed: s.seed + 1,
+      noise: noise!.level,
     });
     put(item.key, {
       metrics: traceMetrics(trace),
-      hparams: {
+      hparams: jsonSafe({
         seed: s.seed,
         window: s.traceWindow,
         samples: s.traceSamples,
         kinds: trace.grids.map((g) => g.kind),
-      },
+        noise: zero ? null : noise,
+      }) as { [k: string]: Json },
       model: ctx.meta.model,
       dataset: datasetOf(fact),
       adapter: ctx.meta.adapter,
@@ -556,7 +629,7 @@ export async function runSweep(
       targetTrue: f.case.targetTrue,
       targetNew: f.case.targetNew,
     }));
-    const selection = await selectorFor(plan, item.selector).select(model, tok, requests);
+    const selection = await selectorFor(plan, item.selector, noise!).select(model, tok, requests);
     put(item.key, {
       metrics: jsonSafe({
         layers: selection.layers,
@@ -565,7 +638,13 @@ export async function runSweep(
       }) as {
         [k: string]: Json;
       },
-      hparams: { seed: s.seed, window: s.traceWindow, samples: s.traceSamples, igSteps: s.igSteps },
+      hparams: jsonSafe({
+        seed: s.seed,
+        window: s.traceWindow,
+        samples: s.traceSamples,
+        igSteps: s.igSteps,
+        noise: item.selector === "causal-tracing" ? noise : null,
+      }) as { [k: string]: Json },
       model: ctx.meta.model,
       dataset: { ...ctx.meta.dataset, split: "proxy", facts: proxy.length },
       adapter: ctx.meta.adapter,
@@ -600,7 +679,7 @@ export async function runSweep(
       });
     }
     const startWords = await templateStartWords(tok, ctx.corpus);
-    const noise: SubjectNoise = { seed: s.seed + 1, scale: await defaultNoiseLevel(model) };
+    const subjectNoise: SubjectNoise = { seed: s.seed + 1, scale: noise!.level };
     const requests = new Map<string, EditRequest>();
     const pres = new Map<string, CaseProbabilities>();
     const prepare = async (group: typeof edits) => {
@@ -608,7 +687,7 @@ export async function runSweep(
       for (const it of missing) {
         requests.set(
           `${it.fact.id}|${it.problem}`,
-          await problemRequest(model, tok, it.fact.case, it.problem, noise),
+          await problemRequest(model, tok, it.fact.case, it.problem, subjectNoise),
         );
       }
       const probs = await caseProbabilities(
@@ -638,8 +717,7 @@ export async function runSweep(
         else chunks.push(...group.map((it) => [it]));
       }
     }
-    for (const part of chunks) {
-      if (outOfTime()) break;
+    const runEdits = async (part: typeof edits) => {
       const { method, layer, problem } = part[0];
       const mc = configFor(model, plan, method, layer);
       await prepare(part);
@@ -668,7 +746,7 @@ export async function runSweep(
             method,
             editedLayers: editedLayers(mc),
             ...mc.hparams,
-            noise: reqs[j].noise ?? null,
+            noise: reqs[j].noise ? { ...reqs[j].noise, rule: noise!.rule } : null,
           }) as { [k: string]: Json },
           model: ctx.meta.model,
           dataset: datasetOf(it.fact),
@@ -677,6 +755,18 @@ export async function runSweep(
         });
       }
       show(progress.line(`${problem} ${method} layer ${layer}`));
+    };
+    for (const part of chunks) {
+      if (outOfTime()) break;
+      // A block that was started before and is still not stored was killed: retry it in halves (then
+      // quarters, ...), so frequent kills still let the sweep progress, one edit at a time at worst.
+      const block = `edit block ${resultKey(part[0].key)} x${part.length}`;
+      const retries = part.length > 1 ? store.attempt(block) : 0;
+      const size = Math.max(1, Math.ceil(part.length / 2 ** retries));
+      for (let at = 0; at < part.length && !outOfTime(); at += size) {
+        await runEdits(part.slice(at, at + size));
+      }
+      if (part.length > 1 && !stopped) store.finished(block);
     }
   }
   show(progress.line(stopped ? "stopped: out of time" : ""), true);
@@ -702,6 +792,21 @@ function traceMetrics(trace: FactTrace): { [k: string]: Json } {
     effect,
     lastSubjectEffect: mlp.layers.lastSubjectFraction,
     trace,
+  }) as { [k: string]: Json };
+}
+
+/** What must not change while a sweep's results accumulate in one store (refused on resume otherwise). */
+function settingsFingerprint(
+  plan: SweepPlan,
+  meta: RunMeta,
+  noise: NoiseLevel | null,
+): { [k: string]: Json } {
+  return jsonSafe({
+    settings: plan.settings,
+    model: meta.model.weightsSha256,
+    dataset: meta.dataset.sha256,
+    proxyFacts: plan.facts.filter((f) => f.split === "proxy").map((f) => f.id),
+    noise: noise && { rule: noise.rule, level: noise.level },
   }) as { [k: string]: Json };
 }
 
@@ -791,9 +896,11 @@ export const SWEEP_USAGE = `usage: deno task sweep [options]
   --stats-dir DIR        key statistics cache (default runs/editing-stats)
   --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards
   --max-minutes M        start no new work after M minutes (run again to continue)
+  --force                resume although the store holds results of other settings (refused otherwise)
   --csv FILE             also export the sweep's results as CSV when done`;
 
 async function main(args: string[]): Promise<number> {
+  const started = performance.now();
   if (args[0] === "merge") {
     const [target, ...sources] = args.slice(1);
     if (!target || sources.length === 0) {
@@ -815,7 +922,7 @@ async function main(args: string[]): Promise<number> {
     if (positionals.length !== 2) {
       throw new Error("usage: deno task sweep csv STORE.db OUT.csv [--name NAME]");
     }
-    const store = ResultStore.open(positionals[0]);
+    const store = ResultStore.open(positionals[0], { create: false });
     try {
       console.log(
         `${positionals[1]}: ${await writeCsv(store, positionals[1], { sweep: values.name })} results`,
@@ -854,6 +961,7 @@ async function main(args: string[]): Promise<number> {
       shard: { type: "string" },
       "max-minutes": { type: "string" },
       csv: { type: "string" },
+      force: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -888,6 +996,7 @@ async function main(args: string[]): Promise<number> {
   const minutes = numberOption("max-minutes", values["max-minutes"]);
   if (minutes !== undefined && !(minutes > 0)) throw new Error(`--max-minutes must be > 0, got ${minutes}`);
 
+  const deadline = minutes === undefined ? undefined : started + minutes * 60_000;
   const sample = await sampleFacts(model, tok, datasetPath, {
     edit: intOption("facts", values.facts, 20),
     traceOnly: intOption("trace-only", values["trace-only"], 0),
@@ -910,6 +1019,7 @@ async function main(args: string[]): Promise<number> {
       `${plan.facts.filter((f) => f.split !== "trace-only").length} edited, ` +
       `${plan.facts.filter((f) => f.split === "trace-only").length} traced only`,
   );
+  for (const line of skippedReport(sample)) console.log(line);
   const store = ResultStore.open(values.out!);
   try {
     const summary = await runSweep(
@@ -924,12 +1034,15 @@ async function main(args: string[]): Promise<number> {
         progress: progressPrinter(),
       },
       plan,
-      { shard },
+      { shard, deadline, force: values.force },
     );
     console.log(
       `${values.out}: ${summary.written} results written in ${formatDuration(summary.seconds)} ` +
         `(${summary.skipped} were already there; ${summary.total} in this ${shard ? "shard" : "sweep"})`,
     );
+    if (summary.stopped) {
+      console.log(`--max-minutes ${minutes} ran out: run the same command again to continue`);
+    }
     if (values.csv) {
       console.log(`${values.csv}: ${await writeCsv(store, values.csv, { sweep: plan.name })} results`);
     }

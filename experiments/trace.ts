@@ -20,18 +20,19 @@ import {
   type AverageTrace,
   averageTraces,
   DEFAULT_NOISE_STDS,
-  embeddingStd,
   type FactQuery,
   type FactTrace,
   knownFacts,
   parseKnownFacts,
   STATE_KINDS,
   type StateKind,
+  subjectNoiseLevel,
   traceFact,
   type TraceOptions,
   windowFor,
 } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
+import { decodeDataset } from "./datasets.ts";
 
 const USAGE = `usage: deno task trace [options]
   --model DIR       Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
@@ -42,7 +43,7 @@ const USAGE = `usage: deno task trace [options]
   --kind K          resid | mlp | attn | all (default all)
   --window N        layers restored around each centre layer (default: resid 1, mlp 10, attn 10)
   --samples N       noise draws per prompt (default 10)
-  --noise X         fixed noise level (default ${DEFAULT_NOISE_STDS} x the std of the token embeddings)
+  --noise X         fixed noise level (default ${DEFAULT_NOISE_STDS} x the std of the traced subjects' token embeddings)
   --zero            representation zeroing: zero clean states instead of restoring them
   --limit N         trace at most N facts of the dataset (after the known-facts filter)
   --seed N          noise seed (default 1)
@@ -218,14 +219,14 @@ export async function main(argv: string[]): Promise<number> {
     dataset = "command line";
   } else {
     dataset = values.dataset ?? join(modelDir, "known_facts.json");
-    let text: string;
+    let bytes: Uint8Array;
     try {
-      text = await Deno.readTextFile(dataset);
+      bytes = await Deno.readFile(dataset);
     } catch (e) {
       throw new Error(`${dataset}: cannot read the dataset (${(e as Error).message})`);
     }
-    const records = parseKnownFacts(text, dataset);
-    const known = await knownFacts(model, tok, records);
+    const records = parseKnownFacts(decodeDataset(bytes, dataset), dataset);
+    const known = await knownFacts(model, tok, records, dataset);
     counts = { records: records.length, known: known.length };
     console.error(
       `${dataset}: the model completes ${known.length} of ${records.length} facts correctly; tracing ${
@@ -240,8 +241,11 @@ export async function main(argv: string[]): Promise<number> {
     }));
   }
 
-  const std = method === "noise" && fixedNoise === undefined ? await embeddingStd(model) : null;
-  const noise = method === "noise" ? fixedNoise ?? DEFAULT_NOISE_STDS * std! : null;
+  // ROME's rule over the facts traced here, unless --noise fixes the level.
+  const rule = method === "noise" && fixedNoise === undefined && facts.length > 0
+    ? await subjectNoiseLevel(model, tok, facts.map((f) => f.subject))
+    : null;
+  const noise = method === "noise" ? fixedNoise ?? rule?.level ?? null : null;
   const options: TraceOptions = { method, kinds, window, samples, noise: noise ?? undefined, seed };
 
   const outDir = values.out!;
@@ -315,8 +319,8 @@ export async function main(argv: string[]): Promise<number> {
       samples: method === "noise" ? samples : null,
       noise,
       noiseRule: method === "noise"
-        ? (fixedNoise === undefined
-          ? `${DEFAULT_NOISE_STDS} x std(wte) = ${DEFAULT_NOISE_STDS} x ${std}`
+        ? (rule
+          ? `${rule.rule} over ${rule.subjects} subjects = ${DEFAULT_NOISE_STDS} x ${rule.std}`
           : "fixed (--noise)")
         : null,
       target: "probability of the first token of ' ' + target at the last prompt position",

@@ -82,11 +82,64 @@ export async function embeddingStd(model: GPT2): Promise<number> {
     }
   }
   const mean = sum / n;
-  return Math.sqrt(Math.max(0, (sumSq - n * mean * mean) / (n - 1)));
+  // The noise is added where the embeddings enter the blocks, after Gemma's sqrt(d) scaling.
+  return model.config.embedScale * Math.sqrt(Math.max(0, (sumSq - n * mean * mean) / (n - 1)));
 }
 
 /** The default noise level: 3 standard deviations of the token embeddings (ROME's "s3" scale). */
 export const DEFAULT_NOISE_STDS = 3;
+
+/** A noise level with how it was derived, for the results that used it. */
+export interface NoiseLevel {
+  rule: string;
+  /** Subjects whose embeddings gave the std (0 for the whole-vocabulary fallback). */
+  subjects: number;
+  std: number;
+  level: number;
+}
+
+/**
+ * ROME's (and Hase et al.'s) default noise: nu = 3 sigma, where sigma is the unbiased std over every
+ * entry of the token embeddings (wte rows, before wpe) of the traced facts' subjects, each subject
+ * tokenized alone without a leading space, repeated tokens counted each time (Meng et al. 2022,
+ * "Locating and Editing Factual Associations in GPT", section 2.1 and appendix B.1). The std over
+ * all of wte differs (by +2.6% on the embedded model), so this is the rule whenever facts are known.
+ */
+export async function subjectNoiseLevel(
+  model: GPT2,
+  tok: Tokenizer,
+  subjects: string[],
+): Promise<NoiseLevel> {
+  const ids = subjects.flatMap((s) => tok.encode(s));
+  if (ids.length < 2) {
+    throw new Error(`noise level: the ${subjects.length} subjects have ${ids.length} tokens; sigma needs 2`);
+  }
+  const d = model.config.nEmbd;
+  const chunks = await model.gpu.readMany(model.wte.map((c) => c.tensor));
+  let n = 0, sum = 0, sumSq = 0;
+  for (const id of ids) {
+    const chunk = model.wte.findIndex((c) => id >= c.rowStart && id < c.rowStart + c.rows);
+    if (chunk < 0) throw new Error(`noise level: token ${id} is outside the embedding`);
+    const row = chunks[chunk].subarray(
+      (id - model.wte[chunk].rowStart) * d,
+      (id - model.wte[chunk].rowStart + 1) * d,
+    );
+    for (const v of row) {
+      n++;
+      sum += v;
+      sumSq += v * v;
+    }
+  }
+  const mean = sum / n;
+  // The noise is added where the embeddings enter the blocks, after Gemma's sqrt(d) scaling.
+  const std = model.config.embedScale * Math.sqrt(Math.max(0, (sumSq - n * mean * mean) / (n - 1)));
+  return {
+    rule: `${DEFAULT_NOISE_STDS} x std of the subject tokens' embeddings (ROME)`,
+    subjects: subjects.length,
+    std,
+    level: DEFAULT_NOISE_STDS * std,
+  };
+}
 
 /**
  * One intervention, i.e. one cell of a grid: restore (or zero) the state `kind` at `tokens` in every
@@ -406,7 +459,7 @@ export interface TraceOptions {
   window?: number | Partial<Record<StateKind, number>>;
   /** Noise draws (default 10; zeroing uses none). */
   samples?: number;
-  /** Absolute noise level; default DEFAULT_NOISE_STDS x embeddingStd(model). */
+  /** Absolute noise level; default defaultNoiseLevel(model) (callers tracing facts pass subjectNoiseLevel's). */
   noise?: number;
   /** Seed of the noise (default 1, like ROME's RandomState(1)). */
   seed?: number;
@@ -455,7 +508,11 @@ export interface GridTrace {
 
 const noiseLevels = new WeakMap<GPT2, number>();
 
-/** DEFAULT_NOISE_STDS x the std of the model's token embeddings (computed once per model). */
+/**
+ * DEFAULT_NOISE_STDS x the std of ALL the model's token embeddings (computed once per model): the
+ * fallback for callers with no set of facts. Commands that trace facts use subjectNoiseLevel, the
+ * papers' rule.
+ */
 export async function defaultNoiseLevel(model: GPT2): Promise<number> {
   let level = noiseLevels.get(model);
   if (level === undefined) {
@@ -581,9 +638,10 @@ export interface FactTrace extends GridTrace, FactQuery {
   targetToken: string;
 }
 
-/** The scored target token: the first of the target's tokens after the prompt. */
+/** The scored target token: the first of the target's tokens after the prompt; a word outside a
+ *  word-level vocabulary is an error. Every command scores targets through this one function. */
 export function targetTokenId(tok: Tokenizer, prompt: string, target: string): number {
-  return targetIds(tok, prompt, target)[0];
+  return targetIds(tok, prompt, target, { refuseUnknown: true })[0];
 }
 
 /** Tokenizes the fact, finds the subject's tokens and traces it. */
@@ -654,10 +712,34 @@ export function parseKnownFacts(text: string, file: string): KnownFact[] {
   });
 }
 
-/** The facts the model completes correctly: greedy next token = the attribute's first token. */
-export async function knownFacts(model: GPT2, tok: Tokenizer, facts: KnownFact[]): Promise<KnownFact[]> {
-  const predicted = await greedyNextTokens(model, facts.map((f) => tok.encode(f.prompt)));
-  return facts.filter((f, i) => predicted[i] === targetTokenId(tok, f.prompt, f.attribute));
+/**
+ * The facts the model completes correctly: greedy next token = the attribute's first token. A record
+ * whose attribute has no known token or whose prompt is longer than the model reads is an error
+ * naming `source` (the file) and the record.
+ */
+export async function knownFacts(
+  model: GPT2,
+  tok: Tokenizer,
+  facts: KnownFact[],
+  source = "dataset",
+): Promise<KnownFact[]> {
+  const positions = model.config.nPositions;
+  const prompts = facts.map((f) => tok.encode(f.prompt));
+  const targets = facts.map((f, i) => {
+    const fail = (problem: string): never => {
+      throw new Error(`${source}: record ${i} (known_id ${f.known_id}): ${problem}`);
+    };
+    if (prompts[i].length > positions) {
+      fail(`the prompt has ${prompts[i].length} tokens, the model reads at most ${positions}`);
+    }
+    try {
+      return targetTokenId(tok, f.prompt, f.attribute);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+  });
+  const predicted = await greedyNextTokens(model, prompts);
+  return facts.filter((_, i) => predicted[i] === targets[i]);
 }
 
 // ---------------------------------------------------------------------------------------------

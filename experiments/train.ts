@@ -7,7 +7,10 @@
 //   MODEL_CARD.md, loss curve SVG).
 //
 // Killed at any point, it resumes from the last checkpoint in --run-dir with identical results:
-// the batch order is a pure function of (seed, step).
+// the batch order is a pure function of (seed, step). A checkpoint is two files, each written
+// atomically (engine/files.ts): the weights and Adam state as checkpoint-<step>.safetensors, then the
+// manifest checkpoint.json naming that file, written last; the previous weights file is deleted only
+// after the manifest points past it, so a kill between the two resumes from the older, complete pair.
 import { parseArgs } from "node:util";
 import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
@@ -15,6 +18,8 @@ import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, makeBatch, parameterShapes } from "../engine/model.ts";
 import { Adam, zeroGrads } from "../engine/optimizer.ts";
+import { writeAtomic } from "../engine/files.ts";
+import { runMain } from "../engine/main.ts";
 import { openSafetensors, writeSafetensors } from "../engine/safetensors.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
@@ -26,6 +31,7 @@ import {
   knownFactsRecords,
   trainingCorpus,
 } from "./knowledge_base.ts";
+import { positiveInt } from "./output.ts";
 import { factRecall, type RecallItem } from "./recall.ts";
 
 export interface TrainOptions {
@@ -113,6 +119,8 @@ export function recallSets(kb: KnowledgeBase): { train: RecallItem[]; heldOut: R
 
 interface CheckpointMeta {
   step: number;
+  /** The weights and Adam state of `step`: a file name in the run folder. */
+  weights: string;
   /** Steps at which a killed run was resumed from its checkpoint. */
   resumedAt?: number[];
   losses: [number, number][];
@@ -129,9 +137,35 @@ async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
     return true;
-  } catch {
-    return false;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
   }
+}
+
+/** The manifest of a run folder, checked field by field (a hand-edited or foreign file is an error). */
+async function readManifest(path: string, o: TrainOptions): Promise<CheckpointMeta> {
+  let saved: CheckpointMeta;
+  try {
+    saved = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    throw new Error(`${path}: not a readable checkpoint manifest (${(e as Error).message})`);
+  }
+  const fail = (field: string, expected: string): never => {
+    throw new Error(`${path}: field "${field}" must be ${expected}; delete the run folder to start over`);
+  };
+  if (typeof saved !== "object" || saved === null) fail("(root)", "an object");
+  if (!Number.isSafeInteger(saved.step) || saved.step < 0) fail("step", "an integer >= 0");
+  if (typeof saved.weights !== "string" || !/^checkpoint-\d+\.safetensors$/.test(saved.weights)) {
+    fail("weights", `a file name "checkpoint-<step>.safetensors"`);
+  }
+  if (!Array.isArray(saved.losses) || saved.losses.length !== saved.step) {
+    fail("losses", `${saved.step} entries`);
+  }
+  if (JSON.stringify(saved.options) !== JSON.stringify(o)) {
+    throw new Error(`${path} was written with other options; use another --run-dir or delete it`);
+  }
+  return saved;
 }
 
 export async function train(o: TrainOptions, outDir: string, runDir: string): Promise<void> {
@@ -176,23 +210,27 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
     })),
     { lr: o.lr, weightDecay: o.weightDecay, clipNorm: o.clipNorm },
   );
-  let meta: CheckpointMeta = { step: 0, losses: [], elapsedSeconds: 0, options: o };
+  let meta: CheckpointMeta = { step: 0, weights: "", losses: [], elapsedSeconds: 0, options: o };
   await Deno.mkdir(runDir, { recursive: true });
-  const ckptWeights = `${runDir}/checkpoint.safetensors`, ckptMeta = `${runDir}/checkpoint.json`;
+  const ckptMeta = `${runDir}/checkpoint.json`;
   if (await exists(ckptMeta)) {
-    const saved: CheckpointMeta = JSON.parse(await Deno.readTextFile(ckptMeta));
-    if (JSON.stringify(saved.options) !== JSON.stringify(o)) {
-      throw new Error(`${ckptMeta} was written with other options; use another --run-dir or delete it`);
+    const saved = await readManifest(ckptMeta, o);
+    const file = await openSafetensors(`${runDir}/${saved.weights}`);
+    try {
+      const step = file.metadata.step;
+      if (step !== String(saved.step)) {
+        throw new Error(`${file.path} holds step ${step}, but ${ckptMeta} names it for step ${saved.step}`);
+      }
+      for (const n of names) gpu.write(tensorOf(n), await file.read(n));
+      const m: Float32Array[] = [], v: Float32Array[] = [];
+      for (const n of names) {
+        m.push(await file.read(`adam.m.${n}`));
+        v.push(await file.read(`adam.v.${n}`));
+      }
+      adam.loadState({ step: saved.step, names, m, v });
+    } finally {
+      file.close();
     }
-    const file = await openSafetensors(ckptWeights);
-    for (const n of names) gpu.write(tensorOf(n), await file.read(n));
-    const m: Float32Array[] = [], v: Float32Array[] = [];
-    for (const n of names) {
-      m.push(await file.read(`adam.m.${n}`));
-      v.push(await file.read(`adam.v.${n}`));
-    }
-    file.close();
-    adam.loadState({ step: saved.step, names, m, v });
     meta = { ...saved, resumedAt: [...(saved.resumedAt ?? []), saved.step] };
     console.log(`resumed from ${runDir} at step ${meta.step}`);
   }
@@ -206,10 +244,11 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
       tensors[`adam.m.${n}`] = { shape, data: state.m[i] };
       tensors[`adam.v.${n}`] = { shape, data: state.v[i] };
     }
-    await writeSafetensors(ckptWeights, tensors);
-    const tmp = `${ckptMeta}.tmp`;
-    await Deno.writeTextFile(tmp, JSON.stringify(meta));
-    await Deno.rename(tmp, ckptMeta); // the meta names the step the weights belong to: written last
+    const previous = meta.weights;
+    meta.weights = `checkpoint-${meta.step}.safetensors`;
+    await writeSafetensors(`${runDir}/${meta.weights}`, tensors, { step: String(meta.step) });
+    await writeAtomic(ckptMeta, JSON.stringify(meta)); // names the weights file: written last
+    if (previous && previous !== meta.weights) await Deno.remove(`${runDir}/${previous}`).catch(() => {});
   };
 
   // ---- training loop
@@ -298,21 +337,21 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   );
   await Deno.mkdir(outDir, { recursive: true });
   await model.save(outDir, { locus_seed: String(o.seed) });
-  await Deno.writeTextFile(`${outDir}/tokenizer.json`, tok.toTokenizerJson());
-  await Deno.writeTextFile(
+  await writeAtomic(`${outDir}/tokenizer.json`, tok.toTokenizerJson());
+  await writeAtomic(
     `${outDir}/counterfact.json`,
     JSON.stringify(counterfactRecords(kb), null, 1) + "\n",
   );
-  await Deno.writeTextFile(
+  await writeAtomic(
     `${outDir}/known_facts.json`,
     JSON.stringify(knownFactsRecords(kb), null, 1) + "\n",
   );
-  await Deno.writeTextFile(`${outDir}/corpus.txt`, corpus.join("\n") + "\n");
+  await writeAtomic(`${outDir}/corpus.txt`, corpus.join("\n") + "\n");
   const smooth = meta.losses.map(([s], i, a) => {
     const w = a.slice(Math.max(0, i - 19), i + 1);
     return [s, w.reduce((x, [, l]) => x + l, 0) / w.length] as [number, number];
   });
-  await Deno.writeTextFile(
+  await writeAtomic(
     `${outDir}/loss_curve.svg`,
     lineChart([{ name: "loss (20-step mean)", points: smooth }], {
       title: `Training loss, ${o.nLayer} layers d=${o.nEmbd}, seed ${o.seed}`,
@@ -351,13 +390,13 @@ Files: config.json and model.safetensors (Hugging Face GPT-2 layout), tokenizer.
 counterfact.json (ROME's CounterFact schema), known_facts.json (ROME's known_1000 schema),
 corpus.txt (the training text), loss_curve.svg.
 `;
-  await Deno.writeTextFile(`${outDir}/MODEL_CARD.md`, card);
+  await writeAtomic(`${outDir}/MODEL_CARD.md`, card);
   console.log(`wrote ${outDir}`);
 }
 
-if (import.meta.main) {
+async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
-    args: Deno.args,
+    args,
     options: {
       out: { type: "string", default: new URL("../weights/locus-kb", import.meta.url).pathname },
       "run-dir": { type: "string" },
@@ -369,32 +408,44 @@ if (import.meta.main) {
       "seq-len": { type: "string" },
       batch: { type: "string" },
       lr: { type: "string" },
+      "checkpoint-every": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) {
     console.log(`usage: deno task train [--seed N] [--steps N] [--layers N] [--d N] [--heads N] [--seq-len N]
-                  [--batch N] [--lr X] [--out DIR] [--run-dir DIR]
+                  [--batch N] [--lr X] [--checkpoint-every N] [--out DIR] [--run-dir DIR]
 Trains the embedded model on the generated knowledge base; resumes from --run-dir if killed.`);
-    Deno.exit(0);
+    return 0;
   }
-  const num = (v: string | undefined, fallback: number, name: string) => {
-    if (v === undefined) return fallback;
-    const x = Number(v);
-    if (!Number.isFinite(x) || x <= 0) throw new Error(`--${name} must be a positive number, got ${v}`);
-    return x;
-  };
+  const seed = values.seed === undefined ? DEFAULT_TRAIN.seed : Number(values.seed);
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new Error(`--seed must be an integer >= 0, got ${JSON.stringify(values.seed)}`);
+  }
+  const lr = values.lr === undefined ? DEFAULT_TRAIN.lr : Number(values.lr);
+  if (!(Number.isFinite(lr) && lr > 0)) {
+    throw new Error(`--lr must be a positive number, got ${JSON.stringify(values.lr)}`);
+  }
   const o: TrainOptions = {
     ...DEFAULT_TRAIN,
-    seed: values.seed === undefined ? 0 : Number(values.seed),
-    steps: num(values.steps, DEFAULT_TRAIN.steps, "steps"),
-    nLayer: num(values.layers, DEFAULT_TRAIN.nLayer, "layers"),
-    nEmbd: num(values.d, DEFAULT_TRAIN.nEmbd, "d"),
-    nHead: num(values.heads, DEFAULT_TRAIN.nHead, "heads"),
-    seqLen: num(values["seq-len"], DEFAULT_TRAIN.seqLen, "seq-len"),
-    batchSize: num(values.batch, DEFAULT_TRAIN.batchSize, "batch"),
-    lr: num(values.lr, DEFAULT_TRAIN.lr, "lr"),
+    seed,
+    steps: positiveInt("steps", values.steps, DEFAULT_TRAIN.steps),
+    nLayer: positiveInt("layers", values.layers, DEFAULT_TRAIN.nLayer),
+    nEmbd: positiveInt("d", values.d, DEFAULT_TRAIN.nEmbd),
+    nHead: positiveInt("heads", values.heads, DEFAULT_TRAIN.nHead),
+    seqLen: positiveInt("seq-len", values["seq-len"], DEFAULT_TRAIN.seqLen),
+    batchSize: positiveInt("batch", values.batch, DEFAULT_TRAIN.batchSize),
+    lr,
+    checkpointEvery: positiveInt(
+      "checkpoint-every",
+      values["checkpoint-every"],
+      DEFAULT_TRAIN.checkpointEvery,
+    ),
   };
+  if (o.nEmbd % o.nHead !== 0) throw new Error(`--d ${o.nEmbd} must be a multiple of --heads ${o.nHead}`);
   const runDir = values["run-dir"] ?? new URL(`../runs/train-seed${o.seed}`, import.meta.url).pathname;
   await train(o, values.out!, runDir);
+  return 0;
 }
+
+if (import.meta.main) await runMain("train", main);

@@ -580,7 +580,7 @@ Deno.test("deno task attribute: ig on the model's counterfact.json with tracing,
   const unknown = await attribute("--method", "ig", "--dataset", `${dir}/unknown.json`, "--out", lgaOut);
   assert.match(
     unknown.stderr,
-    /unknown\.json: counterfact:4: target "Paris" has a word outside the tokenizer's vocabulary/,
+    /unknown\.json: record 0 \(counterfact:4\): target "Paris" has a word outside the tokenizer's vocabulary/,
   );
   // This model's greedy completion of both prompts is "in": only the record claiming "in" is known.
   await Deno.writeTextFile(

@@ -213,7 +213,7 @@ Deno.test("write/read round trip: values bit-exact, metadata, sorted names, alig
       assert.deepEqual(file.metadata, metadata);
       for (const [name, t] of Object.entries(tensors)) {
         assert.deepEqual(file.info(name), { dtype: "F32", shape: t.shape });
-        assertSameBits(await file.read(name), t.data, name);
+        assertSameBits(await file.read(name, { allowNonFinite: true }), t.data, name);
       }
     } finally {
       file.close();
@@ -258,9 +258,58 @@ Deno.test("F16 and BF16 files built by hand read back as f32", async () => {
     const file = await openSafetensors(path);
     try {
       assert.deepEqual(file.info("half"), { dtype: "F16", shape: [2, 3] });
-      assertValues(await file.read("half"), [1, -2, 2 ** -24, 65504, Infinity, -0], "half");
-      assertValues(await file.read("brain"), [1, -3, 2 ** -126, -Infinity], "brain");
+      assertValues(
+        await file.read("half", { allowNonFinite: true }),
+        [1, -2, 2 ** -24, 65504, Infinity, -0],
+        "half",
+      );
+      assertValues(
+        await file.read("brain", { allowNonFinite: true }),
+        [1, -3, 2 ** -126, -Infinity],
+        "brain",
+      );
       assertValues(await file.read("full"), [Math.fround(0.1)], "full");
+    } finally {
+      file.close();
+    }
+  });
+});
+
+Deno.test("reader rejects NaN and +-Inf in F32, F16 and BF16 tensors, naming the tensor and the first index", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/nonfinite.safetensors`;
+    await Deno.writeFile(
+      path,
+      buildSafetensors([
+        ["ok", { dtype: "F32", shape: [2], bytes: f32Bytes([1, -2]) }],
+        ["h.0.w", { dtype: "F32", shape: [2, 3], bytes: f32Bytes([0, 1, 2, 3, NaN, -Infinity]) }],
+        ["half", { dtype: "F16", shape: [3], bytes: u16Bytes([0x3c00, 0x7c00, 0x7e00]) }],
+        ["brain", { dtype: "BF16", shape: [1, 2], bytes: u16Bytes([0xff80, 0x3f80]) }],
+      ]),
+    );
+    const file = await openSafetensors(path);
+    try {
+      assertValues(await file.read("ok"), [1, -2], "finite tensor");
+      const expected: [string, RegExp][] = [
+        [
+          "h.0.w",
+          /"h\.0\.w" in file .* holds 2 non-finite values; the first, NaN, at flat index 4 \(\[1,1\] of shape \[2,3\]\)/,
+        ],
+        [
+          "half",
+          /"half" .* holds 2 non-finite values; the first, Infinity, at flat index 1 \(\[1\] of shape \[3\]\)/,
+        ],
+        ["brain", /"brain" .* holds 1 non-finite value; the first, -Infinity, at flat index 0 \(\[0,0\]/],
+      ];
+      for (const [name, message] of expected) {
+        const e = await expectSafetensorsError(() => file.read(name));
+        assert.equal(e.tensor, name);
+        assert.equal(e.file, path);
+        assert.match(e.message, message);
+        assert.ok(e.message.includes(path), e.message);
+      }
+      // The raw values stay readable on request (bit-exact round trips of anything stored).
+      assertValues(await file.read("h.0.w", { allowNonFinite: true }), [0, 1, 2, 3, NaN, -Infinity], "raw");
     } finally {
       file.close();
     }
@@ -478,6 +527,26 @@ const malformations: { what: string; bytes: Uint8Array; tensor?: string; message
     message: /run past the 23-byte data section/,
   },
   {
+    what: "a tensor named twice (JSON.parse would keep the last)",
+    bytes: assembleSafetensors(validHeaderText.replace('"b":', '"w":'), baseData),
+    tensor: "w",
+    message: /tensor "w" is named twice in the header/,
+  },
+  {
+    what: "a field named twice in an entry",
+    bytes: assembleSafetensors(
+      validHeaderText.replace('{"dtype":"F32"', '{"dtype":"F16","dtype":"F32"'),
+      baseData,
+    ),
+    tensor: "w",
+    message: /field "dtype" appears twice in the header entry of tensor "w"/,
+  },
+  {
+    what: "a metadata key named twice",
+    bytes: assembleSafetensors(validHeaderText.replace("{", '{"__metadata__":{"a":"1","a":"2"},'), baseData),
+    message: /key "a" appears twice in __metadata__/,
+  },
+  {
     what: "__metadata__ not an object",
     bytes: patched("__metadata__", "pt", true),
     message: /__metadata__ is not an object/,
@@ -678,7 +747,7 @@ Deno.test("property: random F32 tensors and metadata written then read round-tri
             assert.deepEqual(file.metadata, metadata ?? {});
             for (const [name, t] of entries) {
               assert.deepEqual(file.info(name), { dtype: "F32", shape: t.shape });
-              assertSameBits(await file.read(name), t.data, name);
+              assertSameBits(await file.read(name, { allowNonFinite: true }), t.data, name);
             }
           } finally {
             file.close();
@@ -700,7 +769,11 @@ Deno.test("property: random F32/F16/BF16 files read back as the float64 referenc
         try {
           for (const [name, t] of tensors) {
             assert.deepEqual(file.info(name), { dtype: t.dtype, shape: t.shape });
-            assertValues(await file.read(name), expectedValues(t.bytes, t.dtype), name);
+            assertValues(
+              await file.read(name, { allowNonFinite: true }),
+              expectedValues(t.bytes, t.dtype),
+              name,
+            );
           }
         } finally {
           file.close();
@@ -708,6 +781,38 @@ Deno.test("property: random F32/F16/BF16 files read back as the float64 referenc
       }),
       { seed: SEED, numRuns: 40 },
     );
+  });
+});
+
+Deno.test("property: a read succeeds exactly when every stored value is finite, else names the first bad one", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/p.safetensors`;
+    let rejected = 0, accepted = 0;
+    await fc.assert(
+      fc.asyncProperty(rawFileArb, async (tensors) => {
+        await Deno.writeFile(path, buildSafetensors(tensors));
+        const file = await openSafetensors(path);
+        try {
+          for (const [name, t] of tensors) {
+            const expected = expectedValues(t.bytes, t.dtype);
+            const firstBad = expected.findIndex((v) => !Number.isFinite(v));
+            if (firstBad < 0) {
+              assertValues(await file.read(name), expected, name);
+              accepted++;
+            } else {
+              const e = await expectSafetensorsError(() => file.read(name));
+              assert.equal(e.tensor, name);
+              assert.match(e.message, new RegExp(`at flat index ${firstBad} `));
+              rejected++;
+            }
+          }
+        } finally {
+          file.close();
+        }
+      }),
+      { seed: SEED, numRuns: 60 },
+    );
+    assert.ok(rejected > 5 && accepted > 5, `${rejected} rejected, ${accepted} accepted`);
   });
 });
 
@@ -857,7 +962,11 @@ Deno.test("property: corrupted files on disk never crash, hang or load partially
           for (const name of file.names()) {
             const { begin, end, dtype } = file.header.tensors.get(name)!;
             const stored = bytes.subarray(file.header.dataStart + begin, file.header.dataStart + end);
-            assertValues(await file.read(name), expectedValues(stored, dtype), name);
+            assertValues(
+              await file.read(name, { allowNonFinite: true }),
+              expectedValues(stored, dtype),
+              name,
+            );
           }
         } finally {
           file.close();

@@ -1,5 +1,6 @@
 // experiments/store.ts: a writer killed with SIGKILL and restarted loses nothing and duplicates
-// nothing; shards partition the work exactly; merging; CSV escaping; bad input.
+// nothing; shards partition the work exactly; merging; CSV escaping; bad input; settings
+// fingerprints, attempt counts, missing and damaged files.
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import {
@@ -10,6 +11,7 @@ import {
   resultKey,
   type ResultRecord,
   ResultStore,
+  settingsDifferences,
   shardItems,
   shardOf,
   type StoredResult,
@@ -168,6 +170,83 @@ Deno.test("put is insert-or-ignore; has, get, count and filters", async () => {
     );
     assert.equal(store.count(), 10, "rejected results are not written");
     store.close();
+  });
+});
+
+Deno.test("settings: the first run records them, the same pass, others are refused with the differences unless forced", async () => {
+  await withTempDir((dir) => {
+    const store = ResultStore.open(`${dir}/r.db`);
+    try {
+      const a = { seed: 0, window: { mlp: 2 }, kinds: ["mlp"] };
+      assert.deepEqual(store.checkSettings("s", a), []);
+      assert.deepEqual(
+        store.checkSettings("s", { kinds: ["mlp"], window: { mlp: 2 }, seed: 0 }),
+        [],
+        "key order",
+      );
+      assert.deepEqual(store.checkSettings("other", { seed: 5 }), [], "settings are per sweep");
+      const b = { seed: 0, window: { mlp: 3, attn: 1 }, kinds: ["mlp"] };
+      assert.throws(
+        () => store.checkSettings("s", b),
+        /r\.db: sweep "s" was run with other settings \(window\.attn: stored \(none\), now 1; window\.mlp: stored 2, now 3\)/,
+      );
+      assert.deepEqual(store.checkSettings("s", b, true), [
+        "window.attn: stored (none), now 1",
+        "window.mlp: stored 2, now 3",
+      ]);
+      assert.deepEqual(store.checkSettings("s", b), [], "forced settings are on record");
+      assert.throws(() => store.checkSettings("s", { seed: NaN }), /seed is NaN/);
+    } finally {
+      store.close();
+    }
+    assert.deepEqual(settingsDifferences({ a: [1, 2] }, { a: [1, 2] }), []);
+    assert.deepEqual(settingsDifferences({ a: [1, 2] }, { a: [2, 1] }), ["a: stored [1,2], now [2,1]"]);
+  });
+});
+
+Deno.test("merge: shards of one sweep run under different settings are a reported conflict", async () => {
+  await withTempDir((dir) => {
+    for (const [i, seed] of [[0, 1], [1, 2]]) {
+      const shard = ResultStore.open(`${dir}/s${i}.db`);
+      shard.checkSettings("sweep-a", { seed });
+      shard.put(recordFor(i));
+      shard.close();
+    }
+    const report = mergeStores(`${dir}/all.db`, [`${dir}/s0.db`, `${dir}/s1.db`]);
+    assert.equal(report.inserted, 2);
+    assert.deepEqual(report.conflicts, ['settings of sweep "sweep-a" differ between stores']);
+  });
+});
+
+Deno.test("attempts count starts until the work is finished; missing and damaged files are clear errors", async () => {
+  await withTempDir(async (dir) => {
+    const store = ResultStore.open(`${dir}/r.db`);
+    assert.deepEqual([store.attempt("b"), store.attempt("b"), store.attempt("c")], [0, 1, 0]);
+    store.finished("b");
+    assert.equal(store.attempt("b"), 0);
+    store.put(recordFor(1));
+    store.close();
+
+    assert.throws(
+      () => ResultStore.open(`${dir}/none.db`, { create: false }),
+      /none\.db: no results store there/,
+    );
+    assert.throws(() => Deno.statSync(`${dir}/none.db`), Deno.errors.NotFound);
+    const bytes = await Deno.readFile(`${dir}/r.db`);
+    await Deno.writeFile(
+      `${dir}/text.db`,
+      new TextEncoder().encode("not a database, just text ".repeat(200)),
+    );
+    assert.throws(() => ResultStore.open(`${dir}/text.db`), /text\.db: not a readable results database/);
+    // Page 2 (the results table's b-tree) overwritten: caught by the integrity check at open.
+    const pageSize = new DataView(bytes.buffer).getUint16(16);
+    const damaged = bytes.slice();
+    damaged.fill(0x5a, pageSize, pageSize + 12);
+    await Deno.writeFile(`${dir}/damaged.db`, damaged);
+    assert.throws(
+      () => ResultStore.open(`${dir}/damaged.db`),
+      /damaged\.db: (the results database is damaged|not a readable results database)/,
+    );
   });
 });
 

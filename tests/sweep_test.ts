@@ -1,6 +1,8 @@
 // experiments/sweep.ts: the plan, progress lines, and `deno task sweep` end to end on a tiny model
 // folder: killed with SIGKILL mid-sweep and resumed (nothing lost, nothing duplicated, stored rows
-// untouched), two shards that partition the results and merge into the unsharded sweep, CSV export.
+// untouched), killed again and again at random moments (it still completes), two shards that
+// partition the results and merge into the unsharded sweep, CSV export; --max-minutes, a missing or
+// damaged store, resuming under other settings, records too long for the model, unknown targets.
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { getGpu } from "../engine/gpu.ts";
@@ -18,6 +20,17 @@ import {
   type SweepPlan,
 } from "../experiments/sweep.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
+
+const delay = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms));
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Pure parts
@@ -313,4 +326,141 @@ Deno.test("sweep: bad options are clear errors", async () => {
   );
   const shard = await sweepCommand("--model", kb.dir, "--out", `${dir}/bad.db`, "--shard", "2/2").output();
   assert.match(new TextDecoder().decode(shard.stderr), /--shard "2\/2": k must be in 0\.\.1/);
+});
+
+// ------------------------------------------------------------------------------------------------
+// Faults and bad input
+
+Deno.test("sweep: a ROME block killed before it was stored is retried in halves, so frequent kills still progress", async () => {
+  // The full store without its ROME edits: the next run starts with a ROME block of 2 facts.
+  const db = `${dir}/halves.db`;
+  await Deno.copyFile(full, db);
+  const edit = new DatabaseSync(db);
+  edit.exec("DELETE FROM results WHERE method = 'rome'");
+  edit.close();
+  const pending = TOTAL - countRows(db);
+  assert.ok(pending >= 4, `${pending} ROME results`);
+
+  // Kill the moment the block is started (its attempt is counted), long before its edits are stored.
+  const child = sweepCommand(...SWEEP_ARGS, "--out", db).spawn();
+  const drain = Promise.all([
+    child.stdout.pipeTo(new WritableStream()),
+    child.stderr.pipeTo(new WritableStream()),
+  ]);
+  let block: string | undefined;
+  while (block === undefined) {
+    block = attemptedBlock(db);
+    if (block === undefined) await delay(2);
+  }
+  child.kill("SIGKILL");
+  await child.status;
+  await drain;
+  assert.equal(TOTAL - countRows(db), pending, "the kill came after the block stored results");
+
+  // Resumed, the block runs as two halves of one edit each; nothing is lost or duplicated.
+  await sweep(...SWEEP_ARGS, "--out", db);
+  const rows = byKey(readAll(db));
+  assert.deepEqual([...rows.keys()].sort(), fullRows.map((r) => r.key).sort());
+  // The killed block: the facts computed together with its first fact in the uninterrupted run.
+  const first = JSON.parse(block.replace(/^edit block (.*) x2$/, "$1"));
+  const killed = fullRows.filter((r) =>
+    r.method === first[2] && r.layer === first[3] && r.problem === first[4] && r.timings.batch === 2
+  );
+  assert.equal(killed.length, 2);
+  assert.ok(killed.some((r) => r.key === JSON.stringify(first)));
+  for (const r of killed) assert.equal(rows.get(r.key)!.timings.batch, 1, `${r.key} was not computed alone`);
+  // Blocks that were never killed still run whole.
+  assert.ok([...rows.values()].some((r) => r.method === "rome" && r.timings.batch === 2));
+  const reference = byKey(fullRows);
+  for (const r of rows.values()) assertSameMetrics(r, reference.get(r.key)!);
+});
+
+/** The key of an edit block whose start the store has counted, if any yet. */
+function attemptedBlock(path: string): string | undefined {
+  try {
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      return (db.prepare("SELECT key FROM attempts LIMIT 1").get() as { key: string } | undefined)?.key;
+    } finally {
+      db.close();
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test("sweep: --max-minutes stops before new work; csv of a missing store and a damaged store are errors", async () => {
+  const timed = `${dir}/timed.db`;
+  const out = await sweep(...SWEEP_ARGS, "--out", timed, "--max-minutes", "0.0001");
+  assert.match(out, /0 results written/);
+  assert.match(out, /--max-minutes 0\.0001 ran out: run the same command again to continue/);
+  assert.equal(countRows(timed), 0);
+
+  const missing = await sweepCommand("csv", `${dir}/nowhere.db`, `${dir}/nowhere.csv`).output();
+  assert.equal(missing.code, 1);
+  assert.match(new TextDecoder().decode(missing.stderr), /^sweep: .*nowhere\.db: no results store there\n$/);
+  assert.ok(!existsSync(`${dir}/nowhere.db`) && !existsSync(`${dir}/nowhere.csv`), "files were created");
+
+  // A damaged page (b-tree page header overwritten) and a damaged file header.
+  const bytes = await Deno.readFile(full);
+  const pageSize = new DataView(bytes.buffer).getUint16(16);
+  for (const [name, at] of [["page", pageSize], ["header", 0]] as const) {
+    const damaged = bytes.slice();
+    damaged.fill(0xa5, at, at + 16);
+    const path = `${dir}/damaged-${name}.db`;
+    await Deno.writeFile(path, damaged);
+    const run = await sweepCommand("csv", path, `${dir}/damaged.csv`).output();
+    assert.equal(run.code, 1, name);
+    assert.match(
+      new TextDecoder().decode(run.stderr),
+      new RegExp(`damaged-${name}\\.db: (the results database is damaged|not a readable results database)`),
+    );
+  }
+});
+
+Deno.test("sweep: resuming under other settings is refused with the differences, unless --force", async () => {
+  const db = `${dir}/settings.db`;
+  await Deno.copyFile(full, db);
+  const args = SWEEP_ARGS.map((a, i) => (SWEEP_ARGS[i - 1] === "--trace-samples" ? "4" : a));
+  const refused = await sweepCommand(...args, "--out", db).output();
+  assert.equal(refused.code, 1);
+  assert.match(
+    new TextDecoder().decode(refused.stderr),
+    /settings\.db: sweep "sweep" was run with other settings \(settings\.traceSamples: stored 3, now 4\); .*--force/,
+  );
+  assert.equal(countRows(db), TOTAL, "the refused run changed the store");
+  const forced = await sweep(...args, "--out", db, "--force");
+  assert.match(forced, /--force: this store now holds results computed under other settings/);
+  // Both settings are now on record: either resumes without --force.
+  await sweep(...SWEEP_ARGS, "--out", db);
+  await sweep(...args, "--out", db);
+});
+
+Deno.test("sweep: records too long for the model are skipped and reported; an unknown target names its record", async () => {
+  const cases = JSON.parse(await Deno.readTextFile(`${kb.dir}/counterfact.json`));
+  const long = structuredClone(cases[kb.known[0]]);
+  long.case_id = 9000;
+  long.paraphrase_prompts = [Array(50).fill(long.requested_rewrite.subject).join(" ")];
+  await Deno.writeTextFile(`${dir}/long.json`, JSON.stringify([...cases, long]));
+  const quick = ["--facts", "1", "--layers", "0", "--problems", "error-injection", "--localizations", "none"];
+  const args = [...SWEEP_ARGS, ...quick, "--selectors", "none", "--name", "long"];
+  const out = await sweep(...args, "--dataset", `${dir}/long.json`, "--out", `${dir}/long.db`);
+  assert.match(
+    out,
+    new RegExp(
+      `skipped 1 records whose prompts do not fit the model:\\n  .*long\\.json: record ${cases.length} \\(counterfact:9000\\): needs \\d+ positions, the model has 40`,
+    ),
+  );
+  assert.ok(countRows(`${dir}/long.db`) > 0);
+
+  const unknown = structuredClone(cases[0]);
+  unknown.requested_rewrite.target_new.str = "Zanzibar";
+  await Deno.writeTextFile(`${dir}/unknown.json`, JSON.stringify([unknown, ...cases.slice(1)]));
+  const run = await sweepCommand(...args, "--dataset", `${dir}/unknown.json`, "--out", `${dir}/unknown.db`)
+    .output();
+  assert.equal(run.code, 1);
+  assert.match(
+    new TextDecoder().decode(run.stderr),
+    /unknown\.json: record 0 \(counterfact:\d+\): target "Zanzibar" has the word "Zanzibar" outside the tokenizer's vocabulary/,
+  );
 });

@@ -11,11 +11,14 @@ import { main } from "../experiments/trace.ts";
 import {
   averageTraces,
   type Cell,
+  embeddingStd,
   gaussianNoise,
   type GridTrace,
   type KindGrid,
+  knownFacts,
   parseKnownFacts,
   type StateKind,
+  subjectNoiseLevel,
   tokenGroups,
   traceFact,
   TraceRun,
@@ -473,9 +476,21 @@ Deno.test("deno task trace on a dataset: known filter, JSON with run metadata, C
   const dir = await Deno.makeTempDir();
   await wordModel.save(dir);
   await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
-  // Two facts whose attribute is the model's own greedy completion, one it gets wrong.
-  const prompts = ["the capital of Zorvia Prime is", "Ostra is a", "Lumen City is a"];
-  const subjects = ["Zorvia Prime", "Ostra", "Lumen City"];
+  // Two facts whose attribute is the model's own greedy completion (a word, not <unk> or <eos>, which
+  // no target may be), one it gets wrong.
+  const candidates = [
+    ["the capital of Zorvia Prime is", "Zorvia Prime"],
+    ["Ostra is a", "Ostra"],
+    ["the river Ostra is", "Ostra"],
+    ["Ostra is the", "Ostra"],
+    ["the city of Ostra is", "Ostra"],
+    ["Zorvia is a", "Zorvia"],
+  ];
+  const candidateGreedy = await greedyNextTokens(wordModel, candidates.map(([p]) => tok.encode(p)));
+  const usable = candidates.filter((_, i) => candidateGreedy[i] > 1).slice(0, 2);
+  assert.equal(usable.length, 2, "fewer than two prompts complete with a word");
+  const prompts = [...usable.map(([p]) => p), "Lumen City is a"];
+  const subjects = [...usable.map(([, s]) => s), "Lumen City"];
   const greedy = await greedyNextTokens(wordModel, prompts.map((p) => tok.encode(p)));
   const attributes = [
     tok.tokenString(greedy[0]),
@@ -524,12 +539,22 @@ Deno.test("deno task trace on a dataset: known filter, JSON with run metadata, C
   assert.equal(meta.seed, 3);
   assert.equal(meta.adapter, gpu.describe());
   assert.deepEqual(meta.hyperparameters.windows, { mlp: 1 });
-  assert.ok(meta.hyperparameters.noise > 0 && /3 x std\(wte\)/.test(meta.hyperparameters.noiseRule));
+  // ROME's rule over the two traced (known) facts' subjects.
+  const expected = 3 * await referenceSubjectStd(subjects.slice(0, 2));
+  assert.ok(
+    Math.abs(meta.hyperparameters.noise - expected) < 1e-6 * expected,
+    `${meta.hyperparameters.noise}`,
+  );
+  assert.match(
+    meta.hyperparameters.noiseRule,
+    /3 x std of the subject tokens' embeddings \(ROME\) over 2 subjects/,
+  );
   assert.deepEqual(facts.map((f: { known_id: number }) => f.known_id), [10, 11]);
   assert.equal(averages.length, 1);
   const csvLines = (await Deno.readTextFile(`${out}/trace.csv`)).trim().split("\n");
   assert.ok(csvLines[0].startsWith("model,dataset,method,seed,samples,noise,adapter,known_id"));
-  assert.equal(csvLines.length - 1, (6 + 3) * wordCfg.nLayer, "one row per fact x token x layer");
+  const tokens = prompts.slice(0, 2).reduce((n, p) => n + tok.encode(p).length, 0);
+  assert.equal(csvLines.length - 1, tokens * wordCfg.nLayer, "one row per fact x token x layer");
   assert.ok(csvLines[1].startsWith(`${dir},${dir}/known_facts.json,noise,3,2,`));
   for (const file of ["averages.csv", "average-mlp.svg", "heatmaps/fact-10.svg", "heatmaps/fact-11.svg"]) {
     await Deno.stat(`${out}/${file}`);
@@ -552,4 +577,50 @@ Deno.test("a grid of more dispatches than one submit holds (one forward per cell
   for (const kind of ["resid", "mlp", "attn"] as const) {
     assert.ok(maxAbs(gridOf(perCell, kind).prob, gridOf(reused, kind).prob) < 1e-7, kind);
   }
+});
+
+/** Float64 reference of ROME's sigma: two-pass unbiased std of the subjects' wte rows (repeats counted). */
+async function referenceSubjectStd(subjects: string[]): Promise<number> {
+  const wte = (await wordModel.toArrays()).get("wte.weight")!;
+  const d = wordCfg.nEmbd;
+  const values = subjects.flatMap((s) => tok.encode(s)).flatMap((
+    id,
+  ) => [...wte.subarray(id * d, (id + 1) * d)]);
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  return Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1));
+}
+
+Deno.test("noise level: ROME's rule is 3 x the std of the subjects' token embeddings, not of all of wte", async () => {
+  const subjects = ["Zorvia Prime", "Ostra", "Zorvia Prime"]; // repeats count, as in ROME
+  const level = await subjectNoiseLevel(wordModel, tok, subjects);
+  const std = await referenceSubjectStd(subjects);
+  assert.ok(Math.abs(level.std - std) < 1e-6 * std, `${level.std} vs ${std}`);
+  assert.equal(level.level, 3 * level.std);
+  assert.equal(level.subjects, 3);
+  assert.notEqual(level.std, await embeddingStd(wordModel));
+  await assert.rejects(() => subjectNoiseLevel(wordModel, tok, ["Ostra"]), /sigma needs 2/);
+});
+
+Deno.test("known facts: an unknown target word or a prompt longer than the model fails naming the file and record", async () => {
+  const record = (id: number, prompt: string, attribute: string) => ({
+    known_id: id,
+    subject: "Ostra",
+    attribute,
+    prompt,
+  });
+  await assert.rejects(
+    () =>
+      knownFacts(
+        wordModel,
+        tok,
+        [record(4, "Ostra is a", "is"), record(5, "Ostra is a", "Qwertyuiop")],
+        "k.json",
+      ),
+    /k\.json: record 1 \(known_id 5\): target "Qwertyuiop" has the word "Qwertyuiop" outside the tokenizer's vocabulary/,
+  );
+  const long = Array(wordCfg.nPositions + 1).fill("Ostra").join(" ");
+  await assert.rejects(
+    () => knownFacts(wordModel, tok, [record(7, long, "is")], "k.json"),
+    /k\.json: record 0 \(known_id 7\): the prompt has 13 tokens, the model reads at most 12/,
+  );
 });

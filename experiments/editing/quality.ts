@@ -12,6 +12,7 @@
 //     all cases as ONE batch edit;
 //   - the quality bar: ROME at its default layer rewrite >= 0.9 with neighborhood >= 0.8, and a MEMIT
 //     batch of >= 100 edits with rewrite >= 0.8 (--check: exit 1 if not met).
+import { writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { getGpu } from "../../engine/gpu.ts";
@@ -278,7 +279,7 @@ async function main(args: string[]): Promise<number> {
   }
   for (const [text, ok] of checks) console.log(`  ${ok ? "PASS" : "FAIL"}  ${text}`);
   if (values.json) {
-    await Deno.writeTextFile(
+    await writeAtomic(
       values.json,
       JSON.stringify({ model: dir, problem, cases: cases.length, rows, checks }, null, 1),
     );
