@@ -1,5 +1,7 @@
 // Small dependency-free SVG charts: line charts (loss curves, per-layer curves). Pictures are
-// plain SVG files a browser or an image viewer opens directly.
+// plain SVG files a browser or an image viewer opens directly. Axes are honest by default: a linear
+// y axis includes 0, an x axis of integers (layers, steps) gets integer ticks only, and tick labels
+// carry the decimals their step needs.
 
 export interface Series {
   name: string;
@@ -14,6 +16,9 @@ export interface LineChartOptions {
   width?: number;
   height?: number;
   logY?: boolean;
+  /** A linear y axis includes 0 (probabilities, effects and scores have a meaningful origin) unless
+   *  this is false; then the axis label says that it does not start at 0. */
+  yZero?: boolean;
 }
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
@@ -22,17 +27,35 @@ function escapeXml(s: string): string {
   return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
 }
 
-/** "Nice" tick values covering [lo, hi]. */
-export function ticks(lo: number, hi: number, count = 5): number[] {
-  if (!(hi > lo)) return [lo];
+/** The 1-2-5 step that splits [lo, hi] into about `count` intervals (at least 1 with `integer`). */
+function tickStep(lo: number, hi: number, count: number, integer: boolean): number {
   const step0 = (hi - lo) / count;
   const mag = 10 ** Math.floor(Math.log10(step0));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0)!;
+  return integer ? Math.max(1, Math.round(step)) : step;
+}
+
+/** "Nice" tick values covering [lo, hi]: multiples k x step of a 1-2-5 step, computed from the integer
+ *  k (no accumulated rounding, so 0 is exactly 0); integers only with `integer` (layer axes). */
+export function ticks(lo: number, hi: number, count = 5, integer = false): number[] {
+  if (!(hi > lo)) return [lo];
+  const step = tickStep(lo, hi, count, integer);
   const out: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
-    out.push(Number(v.toPrecision(12)));
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) {
+    out.push(Number((k * step).toPrecision(12)));
   }
   return out;
+}
+
+/** A tick label with as many decimals as the step between ticks needs: "0.25", "1,200" as "1200",
+ *  exponents only for steps below 0.001 or values from 10^6 (so never "3e-18" for a zero). */
+export function formatTick(v: number, step: number): string {
+  if (v === 0) return "0";
+  if (Math.abs(v) >= 1e6 || step < 1e-3) {
+    return v.toExponential(Math.max(0, Math.ceil(-Math.log10(step / Math.abs(v)))));
+  }
+  const decimals = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
+  return v.toFixed(decimals);
 }
 
 /** log10 positions of 1, 2, 5 x 10^k inside [lo, hi] (both log10), or plain ticks if there are too few. */
@@ -57,12 +80,6 @@ function niceLogCeil(t: number): number {
   return k + Math.min(...LOG_STEPS.filter((s) => k + s >= t - 1e-9));
 }
 
-function formatTick(v: number): string {
-  return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0)
-    ? v.toExponential(0)
-    : String(Number(v.toPrecision(4)));
-}
-
 export function lineChart(series: Series[], o: LineChartOptions): string {
   const H = o.height ?? 400;
   const W = (o.width ?? 640) + Math.max(0, 7 * Math.max(0, ...series.map((s) => s.name.length)) - 100);
@@ -75,7 +92,15 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   const xs = all.map(([x]) => x), ys = all.map(([, y]) => ty(y));
   const [x0, x1] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
   let [y0, y1] = ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1];
-  if (y1 === y0) [y0, y1] = [y0 - 1, y1 + 1];
+  const yZero = !o.logY && o.yZero !== false;
+  if (yZero) [y0, y1] = [Math.min(0, y0), Math.max(0, y1)];
+  if (y1 === y0) [y0, y1] = yZero ? [0, 1] : [y0 - 1, y1 + 1];
+  if (!o.logY) {
+    // The axis ends on ticks, so the top and bottom values are labelled.
+    const step = tickStep(y0, y1, 5, false);
+    [y0, y1] = [Math.floor(y0 / step + 1e-9) * step, Math.ceil(y1 / step - 1e-9) * step];
+  }
+  const integerX = xs.every(Number.isInteger);
   if (o.logY) [y0, y1] = [niceLogFloor(y0), niceLogCeil(y1)]; // the axis starts and ends on a 1-2-5 tick
   const sx = (x: number) => m.left + (x1 === x0 ? pw / 2 : ((x - x0) / (x1 - x0)) * pw);
   const sy = (y: number) => m.top + ph - ((ty(y) - y0) / (y1 - y0)) * ph;
@@ -85,19 +110,33 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
     `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(o.title)}</text>`,
     `<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`,
   ];
-  for (const t of ticks(x0, x1)) {
-    parts.push(`<text x="${sx(t)}" y="${m.top + ph + 16}" text-anchor="middle">${formatTick(t)}</text>`);
+  const xTicks = x1 > x0 ? ticks(x0, x1, 5, integerX) : [x0];
+  const xStep = xTicks.length > 1 ? xTicks[1] - xTicks[0] : 1;
+  for (const t of xTicks) {
+    parts.push(
+      `<text class="xtick" x="${sx(t)}" y="${m.top + ph + 16}" text-anchor="middle">${
+        formatTick(t, xStep)
+      }</text>`,
+    );
   }
-  for (const t of o.logY ? logTicks(y0, y1) : ticks(y0, y1)) {
+  const yTicks = o.logY ? logTicks(y0, y1) : ticks(y0, y1);
+  for (const [i, t] of yTicks.entries()) {
     const v = o.logY ? 10 ** t : t;
+    // A log axis labels each value with its own precision; a linear one with its step's.
+    const step = o.logY ? Math.abs(v) : yTicks.length > 1 ? yTicks[1] - yTicks[0] : 1;
     const y = m.top + ph - ((t - y0) / (y1 - y0)) * ph;
-    parts.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" stroke="#eee"/>`);
-    parts.push(`<text x="${m.left - 6}" y="${y + 4}" text-anchor="end">${formatTick(v)}</text>`);
+    const zero = !o.logY && t === 0 && i > 0 && i < yTicks.length - 1;
+    parts.push(
+      `<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" stroke="${zero ? "#999" : "#eee"}"/>`,
+    );
+    parts.push(
+      `<text class="ytick" x="${m.left - 6}" y="${y + 4}" text-anchor="end">${formatTick(v, step)}</text>`,
+    );
   }
   parts.push(`<text x="${m.left + pw / 2}" y="${H - 10}" text-anchor="middle">${escapeXml(o.xLabel)}</text>`);
   parts.push(
     `<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${
-      escapeXml(o.yLabel)
+      escapeXml(o.yLabel + (!o.logY && !yZero && y0 > 0 ? " (axis does not start at 0)" : ""))
     }</text>`,
   );
   series.forEach((s, i) => {
