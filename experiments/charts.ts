@@ -23,7 +23,7 @@ export interface LineChartOptions {
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
-function escapeXml(s: string): string {
+export function escapeXml(s: string): string {
   return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
 }
 
@@ -156,4 +156,112 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   });
   parts.push("</svg>");
   return parts.join("\n");
+}
+
+/**
+ * Grouped bars, one bar per series in each group; consecutive groups with the same `section` (e.g. an
+ * editing problem) are labelled together under their own labels (e.g. the methods). The value axis
+ * runs from 0 (or from the lowest value when one is negative: rewrite scores can be) to `max` or the
+ * largest value, on nice ticks.
+ */
+export function barChartSvg(
+  groups: { label: string; section?: string; bars: { name: string; value: number }[] }[],
+  o: { title: string; yLabel: string; max?: number },
+): string {
+  const series = [...new Set(groups.flatMap((g) => g.bars.map((b) => b.name)))];
+  const barW = 16, gap = 14, left = 56, top = 40, plotH = 200;
+  // Wide enough for the bars and for the label (about 6 px per character at font size 10).
+  const groupW = (g: (typeof groups)[number]) => Math.max(g.bars.length * barW, 6 * g.label.length) + gap;
+  const width = Math.max(360, left + groups.reduce((s, g) => s + groupW(g), 0) + 20);
+  const hasSections = groups.some((g) => g.section !== undefined);
+  const values = groups.flatMap((g) => g.bars.map((b) => b.value)).filter(Number.isFinite);
+  const yTicks = ticks(Math.min(0, ...values), o.max ?? Math.max(1e-9, ...values), 4);
+  const step = yTicks.length > 1 ? yTicks[1] - yTicks[0] : 1;
+  const lo = Math.min(0, ...values) < yTicks[0] ? yTicks[0] - step : yTicks[0];
+  const hi = Math.max(o.max ?? 0, ...values) > yTicks.at(-1)! ? yTicks.at(-1)! + step : yTicks.at(-1)!;
+  const bottom = top + plotH, legendY = bottom + (hasSections ? 56 : 40);
+  const height = legendY + 18 * Math.ceil(series.length / 3) + 10;
+  const y = (v: number) => bottom - ((Math.max(lo, Math.min(v, hi)) - lo) / (hi - lo)) * plotH;
+  const axisY = y(0);
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${width / 2}" y="18" text-anchor="middle" font-size="13">${escapeXml(o.title)}</text>`,
+    `<text transform="translate(14 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${
+      escapeXml(o.yLabel)
+    }</text>`,
+  ];
+  for (const v of [lo, ...yTicks.filter((t) => t > lo && t < hi), hi]) {
+    parts.push(`<line x1="${left}" x2="${width - 10}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/>`);
+    parts.push(
+      `<text class="ytick" x="${left - 4}" y="${y(v) + 4}" text-anchor="end">${formatTick(v, step)}</text>`,
+    );
+  }
+  let x = left + gap / 2;
+  const sections: { name: string; from: number; to: number }[] = [];
+  for (const g of groups) {
+    const w = groupW(g) - gap, x0 = x + (w - g.bars.length * barW) / 2;
+    g.bars.forEach((b, i) => {
+      const color = PALETTE[series.indexOf(b.name) % PALETTE.length];
+      const [y1, y2] = Number.isFinite(b.value)
+        ? [y(Math.max(0, b.value)), y(Math.min(0, b.value))]
+        : [axisY, axisY];
+      const text = `${g.section ? `${g.section}, ` : ""}${g.label}, ${b.name}: ${
+        Number.isFinite(b.value) ? b.value.toFixed(3) : "n/a"
+      }`;
+      parts.push(
+        `<rect class="bar" x="${x0 + i * barW}" y="${y1}" width="${barW - 2}" height="${
+          y2 - y1
+        }" fill="${color}">` +
+          `<title>${escapeXml(text)}</title></rect>`,
+      );
+      if (Number.isFinite(b.value)) {
+        parts.push(
+          `<text x="${x0 + i * barW + barW / 2 - 1}" y="${
+            b.value >= 0 ? y1 - 3 : y2 + 9
+          }" text-anchor="middle" font-size="8">${b.value.toFixed(2)}</text>`,
+        );
+      }
+    });
+    parts.push(
+      `<text x="${x + w / 2}" y="${bottom + 14}" text-anchor="middle" font-size="10">${
+        escapeXml(g.label)
+      }</text>`,
+    );
+    if (g.section !== undefined) {
+      const last = sections.at(-1);
+      if (last && last.name === g.section) last.to = x + w;
+      else sections.push({ name: g.section, from: x, to: x + w });
+    }
+    x += groupW(g);
+  }
+  parts.push(`<line x1="${left}" x2="${width - 10}" y1="${axisY}" y2="${axisY}" stroke="#999"/>`);
+  for (const sec of sections) {
+    parts.push(
+      `<line x1="${sec.from}" x2="${sec.to}" y1="${bottom + 20}" y2="${bottom + 20}" stroke="#999"/>`,
+    );
+    parts.push(
+      `<text x="${(sec.from + sec.to) / 2}" y="${bottom + 33}" text-anchor="middle" font-size="11">${
+        escapeXml(sec.name)
+      }</text>`,
+    );
+  }
+  series.forEach((name, i) => {
+    const lx = left + (i % 3) * 160, ly = legendY + 18 * Math.floor(i / 3);
+    parts.push(
+      `<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/>`,
+    );
+    parts.push(`<text x="${lx + 14}" y="${ly}">${escapeXml(name)}</text>`);
+  });
+  parts.push("</svg>");
+  return parts.join("\n");
+}
+
+/** A horizontal bar of `width` characters for a probability in [0, 1] (eighth-blocks, or "#"). */
+export function terminalBar(p: number, width: number, unicode: boolean): string {
+  const v = Math.max(0, Math.min(1, Number.isFinite(p) ? p : 0)) * width;
+  if (!unicode) return "#".repeat(Math.round(v)).padEnd(width);
+  const full = Math.floor(v), eighths = Math.round((v - full) * 8);
+  const partial = eighths > 0 && full < width ? " ▏▎▍▌▋▊▉█"[eighths] : "";
+  return ("█".repeat(full) + partial).padEnd(width);
 }
