@@ -1,7 +1,7 @@
-// deno task report RESULTS: one self-contained HTML page (inline SVG and CSS, nothing fetched) with
+// ./locus task report RESULTS: one self-contained HTML page (inline SVG and CSS, nothing fetched) with
 // the seeds' tables and figures computed from a sweep's results store (experiments/sweep.ts).
 //
-//   deno task report runs/sweep.db [--out runs/sweep.html] [--sweep NAME] [--heatmaps 3]
+//   ./locus task report runs/sweep.db [--out runs/sweep.html] [--sweep NAME] [--heatmaps 3]
 //
 // Sections, each table and figure with a stable id (tests/report_test.ts checks them all):
 //   summary       what was run, on what, and the headline (layer vs tracing effect)
@@ -710,7 +710,7 @@ async function main(args: string[]): Promise<number> {
   });
   if (values.help || positionals.length !== 1) {
     console.log(
-      "usage: deno task report RESULTS.db [--out FILE.html] [--sweep NAME] [--heatmaps N] [--title TEXT]",
+      "usage: ./locus task report RESULTS.db [--out FILE.html] [--sweep NAME] [--heatmaps N] [--title TEXT]",
     );
     return values.help ? 0 : 2;
   }

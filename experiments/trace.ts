@@ -346,7 +346,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   const meta = runMetadata({
-    tool: "deno task trace",
+    tool: "./locus task trace",
     model: modelDir,
     config: model.config,
     dataset,
