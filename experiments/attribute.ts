@@ -40,6 +40,7 @@ import {
   ProgressBar,
   runMetadata,
   writeRunJson,
+  writeTextAtomic,
 } from "./output.ts";
 import { greedyNextTokens } from "./recall.ts";
 import { traceFact } from "./tracing.ts";
@@ -136,7 +137,7 @@ async function runIg(
   const title = results.length === 1
     ? `${results[0].prompt} → ${results[0].targetToken.trim()} (p ${results[0].prob.toFixed(3)})`
     : `mean over ${results.length} facts`;
-  await Deno.writeTextFile(
+  await writeTextAtomic(
     join(o.out, "layer-sum.svg"),
     layerCurvesSvg(
       [{ name: "sum", values: avg.layerSum }, { name: "p - p(layer zeroed)", values: averageDrop(results) }],
@@ -144,7 +145,7 @@ async function runIg(
       "attribution (probability)",
     ),
   );
-  await Deno.writeTextFile(
+  await writeTextAtomic(
     join(o.out, "layer-max.svg"),
     layerCurvesSvg(
       [{ name: "max", values: avg.layerMax }],
@@ -152,13 +153,13 @@ async function runIg(
       "attribution (probability)",
     ),
   );
-  await Deno.writeTextFile(
+  await writeTextAtomic(
     join(o.out, "neurons.svg"),
     neuronHeatmapSvg(avg.neurons, `Neuron attributions: ${title}`),
   );
   if (tracing) {
     const labels = results.map((r) => `${r.prompt} → ${r.targetToken.trim()}`);
-    await Deno.writeTextFile(
+    await writeTextAtomic(
       join(o.out, "ig-vs-tracing.svg"),
       heatmapPanelsSvg(
         [
@@ -256,7 +257,7 @@ async function runLga(
     fenceK: o.fence,
     onProgress: requests.length > 1 ? progress("requests") : undefined,
   });
-  await Deno.writeTextFile(join(o.out, "lga.svg"), lgaChartSvg(result));
+  await writeTextAtomic(join(o.out, "lga.svg"), lgaChartSvg(result));
   const { selection } = result;
   console.log(table(
     ["layer", "S_l", "kept"],

@@ -37,6 +37,7 @@ import {
   type StandardScores,
   standardScores,
 } from "./metrics.ts";
+import { ProgressBar, writeTextAtomic } from "./output.ts";
 import { greedyNextTokens } from "./recall.ts";
 import { type FactTrace, traceFact } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
@@ -233,16 +234,6 @@ ${d.scoreLines.map((t) => `<p>${e(t)}</p>`).join("\n")}
 `;
 }
 
-/** Writes `text` to `path` through a temporary file, synced, then renamed (never a half-written page). */
-async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp`;
-  using f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-  const bytes = new TextEncoder().encode(text);
-  for (let at = 0; at < bytes.length;) at += await f.write(bytes.subarray(at));
-  await f.sync();
-  await Deno.rename(tmp, path);
-}
-
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -347,7 +338,7 @@ async function main(args: string[]): Promise<number> {
   }
   await Deno.mkdir(values.out!, { recursive: true });
   const svgPath = join(values.out!, `trace-${id.replace(":", "-")}.svg`);
-  await writeAtomic(svgPath, heatmapSvg(trace));
+  await writeTextAtomic(svgPath, heatmapSvg(trace));
   console.log(`   (all three heatmaps: ${svgPath}) ${took()}`);
 
   // 3. Which layer to edit, and which token keys the edit (both from the model's documented defaults,
@@ -404,11 +395,17 @@ async function main(args: string[]): Promise<number> {
     vNumGradSteps: values["v-steps"] === undefined ? undefined : Number(values["v-steps"]),
   });
   const corpus = `${dir}/corpus.txt`;
+  let statsProgress: ProgressBar | undefined;
   const stats = await keyStats(model, tok, {
     corpus,
     layers: statsLayers(mc),
     samples: statsHparams(model.config).samples,
     cacheDir: values["stats-dir"],
+    // Only a first run computes them (then they are cached): say so rather than sit silent.
+    onProgress: (done, total) => {
+      statsProgress ??= new ProgressBar(`   key statistics of layer ${layer} (first run only)`, total);
+      statsProgress.update(done);
+    },
   });
   const request = { prompt: c.prompt, subject: c.subject, target: c.targetNew };
   const [edit] = await computeEdits(model, tok, mc, [request], stats, {
@@ -473,7 +470,7 @@ async function main(args: string[]): Promise<number> {
   console.log(`   ${undoText}`);
   const seconds = (performance.now() - started) / 1000;
   const page = join(values.out!, "index.html");
-  await writeAtomic(
+  await writeTextAtomic(
     page,
     demoHtml({
       model: dir,

@@ -15,7 +15,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type DatasetFormat, parseDataset } from "./datasets.ts";
-import { ProgressBar } from "./output.ts";
+import { ProgressBar, writeTextAtomic } from "./output.ts";
 import { runMain } from "../engine/main.ts";
 
 export interface RemoteDataset {
@@ -200,16 +200,9 @@ export async function fetchDataset(spec: RemoteDataset, o: FetchOptions = {}): P
   return { path, sha256, bytes, records, resumedFrom: offset, alreadyPresent: false };
 }
 
-/** FILE.sha256 in sha256sum's format, written to a temporary name, synced, then renamed. */
-async function writeChecksum(sumFile: string, sha256: string, file: string): Promise<void> {
-  const tmp = `${sumFile}.tmp`;
-  {
-    using f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    const bytes = new TextEncoder().encode(`${sha256}  ${file}\n`);
-    for (let at = 0; at < bytes.length;) at += await f.write(bytes.subarray(at));
-    await f.sync();
-  }
-  await Deno.rename(tmp, sumFile);
+/** FILE.sha256 in sha256sum's format (written atomically). */
+function writeChecksum(sumFile: string, sha256: string, file: string): Promise<void> {
+  return writeTextAtomic(sumFile, `${sha256}  ${file}\n`);
 }
 
 /** A file already in the data directory: its checksum must match the pinned one and its sidecar. */

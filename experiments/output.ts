@@ -38,9 +38,22 @@ export function runMetadata<Details extends object>(run: RunIdentity, details: D
   };
 }
 
+/** Writes `text` to `path` through `path.tmp`, synced to disk, then renamed: a reader (or a run that was
+ *  killed) never sees half a file. */
+export async function writeTextAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp`;
+  {
+    using f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    const bytes = new TextEncoder().encode(text);
+    for (let at = 0; at < bytes.length;) at += await f.write(bytes.subarray(at));
+    await f.sync();
+  }
+  await Deno.rename(tmp, path);
+}
+
 /** Writes `{ meta, ...body }` to `path` as one line of JSON. */
 export async function writeRunJson(path: string, meta: object, body: object): Promise<void> {
-  await Deno.writeTextFile(path, JSON.stringify({ meta, ...body }) + "\n");
+  await writeTextAtomic(path, JSON.stringify({ meta, ...body }) + "\n");
 }
 
 /** The value of option --`name` as a positive integer (`fallback` when absent); a clear error otherwise. */

@@ -38,6 +38,7 @@ import {
 import { goldenLayers, layerCurvesSvg, lgaChartSvg } from "./attribution.ts";
 import { barChartSvg, lineChart } from "./charts.ts";
 import { averageCurvesSvg, heatmapSvg } from "./heatmap.ts";
+import { writeTextAtomic } from "./output.ts";
 import { ResultStore } from "./store.ts";
 import { averageTraces } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
@@ -732,7 +733,7 @@ async function main(args: string[]): Promise<number> {
     throw new Error(`--heatmaps: expected an integer >= 0, got "${values.heatmaps}"`);
   }
   const out = values.out ?? path.replace(/\.(db|sqlite)$/, "") + ".html";
-  await Deno.writeTextFile(out, renderReport(data, { heatmaps, title: values.title }));
+  await writeTextAtomic(out, renderReport(data, { heatmaps, title: values.title }));
   console.log(
     `${out}: report of sweep "${data.sweep}" (${data.edits.length} edits, ${data.traces.length} traces)`,
   );

@@ -25,6 +25,7 @@ import {
   ProgressBar,
   runMetadata,
   writeRunJson,
+  writeTextAtomic,
 } from "./output.ts";
 import {
   type AverageTrace,
@@ -312,7 +313,7 @@ export async function main(argv: string[]): Promise<number> {
     const trace = { ...await traceFact(model, tok, fact, options), known_id: fact.known_id };
     traces.push(trace);
     gpu.trimPool(); // prompts of other lengths need other buffer sizes: do not hoard this prompt's
-    await Deno.writeTextFile(join(outDir, "heatmaps", `fact-${fact.known_id ?? i}.svg`), heatmapSvg(trace));
+    await writeTextAtomic(join(outDir, "heatmaps", `fact-${fact.known_id ?? i}.svg`), heatmapSvg(trace));
     progress?.update(i + 1, `${fact.subject} -> ${fact.target}: p(clean) ${trace.clean.toFixed(3)}`);
   }
   const seconds = (performance.now() - started) / 1000;
@@ -341,7 +342,7 @@ export async function main(argv: string[]): Promise<number> {
   } else {
     for (const a of averages) {
       console.log("\n" + terminalAverage(a, { color }));
-      await Deno.writeTextFile(join(outDir, `average-${a.kind}.svg`), averageCurvesSvg(a));
+      await writeTextAtomic(join(outDir, `average-${a.kind}.svg`), averageCurvesSvg(a));
     }
   }
 
@@ -384,8 +385,8 @@ export async function main(argv: string[]): Promise<number> {
     noise,
     adapter: meta.adapter,
   };
-  await Deno.writeTextFile(join(outDir, "trace.csv"), traceCsv(run, traces));
-  if (averages.length) await Deno.writeTextFile(join(outDir, "averages.csv"), averagesCsv(run, averages));
+  await writeTextAtomic(join(outDir, "trace.csv"), traceCsv(run, traces));
+  if (averages.length) await writeTextAtomic(join(outDir, "averages.csv"), averagesCsv(run, averages));
   console.error(
     `\n${traces.length} fact(s) traced in ${
       formatSeconds(seconds)
