@@ -10,7 +10,7 @@
 // Everything shown is also written as one self-contained page, runs/demo/index.html.
 //
 //   ./locus task demo [--case N] [--strategy lga|tracing] [--model DIR] [--out DIR]
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR, type Prediction, predictNext } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
@@ -469,7 +469,7 @@ async function main(args: string[]): Promise<number> {
   console.log(`\n5. Undo: the original weights are back. The model answers: ${top3(restored[0])} ${took()}`);
   console.log(`   ${undoText}`);
   const seconds = (performance.now() - started) / 1000;
-  const page = join(values.out!, "index.html");
+  const page = resolve(values.out!, "index.html");
   await writeTextAtomic(
     page,
     demoHtml({
