@@ -1,10 +1,10 @@
-// deno task attribute: integrated gradients over MLP neurons, or Layer Gradient Analysis, for one
+// ./locus task attribute: integrated gradients over MLP neurons, or Layer Gradient Analysis, for one
 // prompt or a CounterFact-style dataset.
 //
-//   deno task attribute --method ig --prompt "Vela Dornik was born in" --target Lisbon
-//   deno task attribute --method ig --limit 50 --trace          (embedded counterfact.json, with causal tracing)
-//   deno task attribute --method lga --prompt "Vela Dornik was born in" --target Lisbon --target-new Oslo
-//   deno task attribute --method lga --dataset weights/locus-kb/counterfact.json --limit 100
+//   ./locus task attribute --method ig --prompt "Vela Dornik was born in" --target Lisbon
+//   ./locus task attribute --method ig --limit 50 --trace          (embedded counterfact.json, with causal tracing)
+//   ./locus task attribute --method lga --prompt "Vela Dornik was born in" --target Lisbon --target-new Oslo
+//   ./locus task attribute --method lga --dataset weights/locus-kb/counterfact.json --limit 100
 //
 // Writes into --out (default runs/attribute-<method>): attribution.json (records with the run's
 // metadata) and pictures: for ig, layer-sum.svg / layer-max.svg (per-layer curves), neurons.svg
@@ -33,12 +33,19 @@ import {
 } from "./attribution.ts";
 import { checkRecord, loadDataset } from "./datasets.ts";
 import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "./layer_selection.ts";
-import { formatSeconds, makeOutputFolder, positiveInt, runMetadata, writeRunJson } from "./output.ts";
+import {
+  formatSeconds,
+  makeOutputFolder,
+  positiveInt,
+  ProgressBar,
+  runMetadata,
+  writeRunJson,
+} from "./output.ts";
 import { greedyNextTokens } from "./recall.ts";
 import { traceFact } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
 
-const USAGE = `usage: deno task attribute --method ig|lga [options]
+const USAGE = `usage: ./locus task attribute --method ig|lga [options]
   --model DIR          Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
   --method ig|lga      integrated gradients over MLP neurons, or Layer Gradient Analysis
   --prompt TEXT --target TEXT [--target-new TEXT] [--subject TEXT]
@@ -59,16 +66,12 @@ const USAGE = `usage: deno task attribute --method ig|lga [options]
   --fence K            lga: Tukey fence multiplier (default 1.5)
   --out DIR            output folder (default runs/attribute-<method>)`;
 
-/** Progress lines on stderr with elapsed time and an estimate of what is left. */
+/** A progress bar on stderr (plain lines when it is not a terminal) counting `what`. */
 function progress(what: string): (done: number, total: number) => void {
-  const started = performance.now();
+  let bar: ProgressBar | null = null;
   return (done, total) => {
-    const elapsed = (performance.now() - started) / 1000;
-    console.error(
-      `[${done}/${total} ${what}] ${formatSeconds(elapsed)} elapsed, ${
-        formatSeconds((elapsed / done) * (total - done))
-      } left`,
-    );
+    bar ??= new ProgressBar(what, total);
+    bar.update(done);
   };
 }
 
@@ -76,8 +79,17 @@ function progress(what: string): (done: number, total: number) => void {
 const round = (v: number) => (Number.isFinite(v) ? Number(v.toPrecision(5)) : null);
 const roundAll = (xs: ArrayLike<number>) => Array.from(xs, round);
 
+/** A text table; each numeric column has the fixed decimals that give its largest value 4 significant
+ *  digits, so small entries read as 0.000016 or 0.000000 rather than 1.591e-5 or 8.403e-19. */
 function table(header: string[], rows: (string | number)[][]): string {
-  const cells = [header, ...rows.map((r) => r.map((v) => (typeof v === "number" ? v.toPrecision(4) : v)))];
+  const decimals = header.map((_, c) => {
+    const big = Math.max(...rows.map((r) => (typeof r[c] === "number" ? Math.abs(r[c] as number) : 0)));
+    return big > 0 && Number.isFinite(big) ? Math.min(12, Math.max(0, 3 - Math.floor(Math.log10(big)))) : 0;
+  });
+  const cells = [
+    header,
+    ...rows.map((r) => r.map((v, c) => (typeof v === "number" ? v.toFixed(decimals[c]) : v))),
+  ];
   const widths = header.map((_, c) => Math.max(...cells.map((r) => String(r[c]).length)));
   return cells.map((r) => r.map((v, c) => String(v).padStart(widths[c])).join("  ")).join("\n");
 }
@@ -347,6 +359,13 @@ async function main(argv: string[]): Promise<number> {
       samples: positiveInt("samples", values.samples, 10),
     }
     : null;
+  if (trace) {
+    console.error(
+      `tracing: MLP window ${trace.window} of ${model.nLayer} layers` +
+        (values.window === undefined ? ` (default: max(1, round(10 x ${model.nLayer} / 48)))` : "") +
+        `, ${trace.samples} noise samples`,
+    );
+  }
 
   let requests: SelectionRequest[];
   let dataset: string;
@@ -362,7 +381,7 @@ async function main(argv: string[]): Promise<number> {
   } else {
     dataset = values.dataset ?? join(modelDir, "counterfact.json");
     const loaded = await loadDataset(dataset);
-    // With --known the whole file is filtered first, then limited (as deno task trace does).
+    // With --known the whole file is filtered first, then limited (as ./locus task trace does).
     const used = values.known ? loaded.cases : loaded.cases.slice(0, limit);
     // Integrated gradients needs only the true answer, so known_1000-style files work too.
     requests = method === "lga" ? selectionRequests(used) : used.map((c) => {
@@ -402,7 +421,7 @@ async function main(argv: string[]): Promise<number> {
   const seconds = (performance.now() - started) / 1000;
 
   const meta = runMetadata({
-    tool: "deno task attribute",
+    tool: "./locus task attribute",
     model: modelDir,
     config: model.config,
     dataset,

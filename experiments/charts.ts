@@ -1,5 +1,7 @@
 // Small dependency-free SVG charts: line charts (loss curves, per-layer curves). Pictures are
-// plain SVG files a browser or an image viewer opens directly.
+// plain SVG files a browser or an image viewer opens directly. Axes are honest by default: a linear
+// y axis includes 0, an x axis of integers (layers, steps) gets integer ticks only, and tick labels
+// carry the decimals their step needs.
 
 export interface Series {
   name: string;
@@ -14,25 +16,46 @@ export interface LineChartOptions {
   width?: number;
   height?: number;
   logY?: boolean;
+  /** A linear y axis includes 0 (probabilities, effects and scores have a meaningful origin) unless
+   *  this is false; then the axis label says that it does not start at 0. */
+  yZero?: boolean;
 }
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
-function escapeXml(s: string): string {
+export function escapeXml(s: string): string {
   return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
 }
 
-/** "Nice" tick values covering [lo, hi]. */
-export function ticks(lo: number, hi: number, count = 5): number[] {
-  if (!(hi > lo)) return [lo];
+/** The 1-2-5 step that splits [lo, hi] into about `count` intervals (at least 1 with `integer`). */
+function tickStep(lo: number, hi: number, count: number, integer: boolean): number {
   const step0 = (hi - lo) / count;
   const mag = 10 ** Math.floor(Math.log10(step0));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0)!;
+  return integer ? Math.max(1, Math.round(step)) : step;
+}
+
+/** "Nice" tick values covering [lo, hi]: multiples k x step of a 1-2-5 step, computed from the integer
+ *  k (no accumulated rounding, so 0 is exactly 0); integers only with `integer` (layer axes). */
+export function ticks(lo: number, hi: number, count = 5, integer = false): number[] {
+  if (!(hi > lo)) return [lo];
+  const step = tickStep(lo, hi, count, integer);
   const out: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
-    out.push(Number(v.toPrecision(12)));
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) {
+    out.push(Number((k * step).toPrecision(12)));
   }
   return out;
+}
+
+/** A tick label with as many decimals as the step between ticks needs: "0.25", "1,200" as "1200",
+ *  exponents only for steps below 0.001 or values from 10^6 (so never "3e-18" for a zero). */
+export function formatTick(v: number, step: number): string {
+  if (v === 0) return "0";
+  if (Math.abs(v) >= 1e6 || step < 1e-3) {
+    return v.toExponential(Math.max(0, Math.ceil(-Math.log10(step / Math.abs(v)))));
+  }
+  const decimals = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
+  return v.toFixed(decimals);
 }
 
 /** log10 positions of 1, 2, 5 x 10^k inside [lo, hi] (both log10), or plain ticks if there are too few. */
@@ -57,12 +80,6 @@ function niceLogCeil(t: number): number {
   return k + Math.min(...LOG_STEPS.filter((s) => k + s >= t - 1e-9));
 }
 
-function formatTick(v: number): string {
-  return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0)
-    ? v.toExponential(0)
-    : String(Number(v.toPrecision(4)));
-}
-
 export function lineChart(series: Series[], o: LineChartOptions): string {
   const H = o.height ?? 400;
   const W = (o.width ?? 640) + Math.max(0, 7 * Math.max(0, ...series.map((s) => s.name.length)) - 100);
@@ -75,7 +92,15 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   const xs = all.map(([x]) => x), ys = all.map(([, y]) => ty(y));
   const [x0, x1] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
   let [y0, y1] = ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1];
-  if (y1 === y0) [y0, y1] = [y0 - 1, y1 + 1];
+  const yZero = !o.logY && o.yZero !== false;
+  if (yZero) [y0, y1] = [Math.min(0, y0), Math.max(0, y1)];
+  if (y1 === y0) [y0, y1] = yZero ? [0, 1] : [y0 - 1, y1 + 1];
+  if (!o.logY) {
+    // The axis ends on ticks, so the top and bottom values are labelled.
+    const step = tickStep(y0, y1, 5, false);
+    [y0, y1] = [Math.floor(y0 / step + 1e-9) * step, Math.ceil(y1 / step - 1e-9) * step];
+  }
+  const integerX = xs.every(Number.isInteger);
   if (o.logY) [y0, y1] = [niceLogFloor(y0), niceLogCeil(y1)]; // the axis starts and ends on a 1-2-5 tick
   const sx = (x: number) => m.left + (x1 === x0 ? pw / 2 : ((x - x0) / (x1 - x0)) * pw);
   const sy = (y: number) => m.top + ph - ((ty(y) - y0) / (y1 - y0)) * ph;
@@ -85,19 +110,33 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
     `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(o.title)}</text>`,
     `<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`,
   ];
-  for (const t of ticks(x0, x1)) {
-    parts.push(`<text x="${sx(t)}" y="${m.top + ph + 16}" text-anchor="middle">${formatTick(t)}</text>`);
+  const xTicks = x1 > x0 ? ticks(x0, x1, 5, integerX) : [x0];
+  const xStep = xTicks.length > 1 ? xTicks[1] - xTicks[0] : 1;
+  for (const t of xTicks) {
+    parts.push(
+      `<text class="xtick" x="${sx(t)}" y="${m.top + ph + 16}" text-anchor="middle">${
+        formatTick(t, xStep)
+      }</text>`,
+    );
   }
-  for (const t of o.logY ? logTicks(y0, y1) : ticks(y0, y1)) {
+  const yTicks = o.logY ? logTicks(y0, y1) : ticks(y0, y1);
+  for (const [i, t] of yTicks.entries()) {
     const v = o.logY ? 10 ** t : t;
+    // A log axis labels each value with its own precision; a linear one with its step's.
+    const step = o.logY ? Math.abs(v) : yTicks.length > 1 ? yTicks[1] - yTicks[0] : 1;
     const y = m.top + ph - ((t - y0) / (y1 - y0)) * ph;
-    parts.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" stroke="#eee"/>`);
-    parts.push(`<text x="${m.left - 6}" y="${y + 4}" text-anchor="end">${formatTick(v)}</text>`);
+    const zero = !o.logY && t === 0 && i > 0 && i < yTicks.length - 1;
+    parts.push(
+      `<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" stroke="${zero ? "#999" : "#eee"}"/>`,
+    );
+    parts.push(
+      `<text class="ytick" x="${m.left - 6}" y="${y + 4}" text-anchor="end">${formatTick(v, step)}</text>`,
+    );
   }
   parts.push(`<text x="${m.left + pw / 2}" y="${H - 10}" text-anchor="middle">${escapeXml(o.xLabel)}</text>`);
   parts.push(
     `<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${
-      escapeXml(o.yLabel)
+      escapeXml(o.yLabel + (!o.logY && !yZero && y0 > 0 ? " (axis does not start at 0)" : ""))
     }</text>`,
   );
   series.forEach((s, i) => {
@@ -117,4 +156,112 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   });
   parts.push("</svg>");
   return parts.join("\n");
+}
+
+/**
+ * Grouped bars, one bar per series in each group; consecutive groups with the same `section` (e.g. an
+ * editing problem) are labelled together under their own labels (e.g. the methods). The value axis
+ * runs from 0 (or from the lowest value when one is negative: rewrite scores can be) to `max` or the
+ * largest value, on nice ticks.
+ */
+export function barChartSvg(
+  groups: { label: string; section?: string; bars: { name: string; value: number }[] }[],
+  o: { title: string; yLabel: string; max?: number },
+): string {
+  const series = [...new Set(groups.flatMap((g) => g.bars.map((b) => b.name)))];
+  const barW = 16, gap = 14, left = 56, top = 40, plotH = 200;
+  // Wide enough for the bars and for the label (about 6 px per character at font size 10).
+  const groupW = (g: (typeof groups)[number]) => Math.max(g.bars.length * barW, 6 * g.label.length) + gap;
+  const width = Math.max(360, left + groups.reduce((s, g) => s + groupW(g), 0) + 20);
+  const hasSections = groups.some((g) => g.section !== undefined);
+  const values = groups.flatMap((g) => g.bars.map((b) => b.value)).filter(Number.isFinite);
+  const yTicks = ticks(Math.min(0, ...values), o.max ?? Math.max(1e-9, ...values), 4);
+  const step = yTicks.length > 1 ? yTicks[1] - yTicks[0] : 1;
+  const lo = Math.min(0, ...values) < yTicks[0] ? yTicks[0] - step : yTicks[0];
+  const hi = Math.max(o.max ?? 0, ...values) > yTicks.at(-1)! ? yTicks.at(-1)! + step : yTicks.at(-1)!;
+  const bottom = top + plotH, legendY = bottom + (hasSections ? 56 : 40);
+  const height = legendY + 18 * Math.ceil(series.length / 3) + 10;
+  const y = (v: number) => bottom - ((Math.max(lo, Math.min(v, hi)) - lo) / (hi - lo)) * plotH;
+  const axisY = y(0);
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${width / 2}" y="18" text-anchor="middle" font-size="13">${escapeXml(o.title)}</text>`,
+    `<text transform="translate(14 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${
+      escapeXml(o.yLabel)
+    }</text>`,
+  ];
+  for (const v of [lo, ...yTicks.filter((t) => t > lo && t < hi), hi]) {
+    parts.push(`<line x1="${left}" x2="${width - 10}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/>`);
+    parts.push(
+      `<text class="ytick" x="${left - 4}" y="${y(v) + 4}" text-anchor="end">${formatTick(v, step)}</text>`,
+    );
+  }
+  let x = left + gap / 2;
+  const sections: { name: string; from: number; to: number }[] = [];
+  for (const g of groups) {
+    const w = groupW(g) - gap, x0 = x + (w - g.bars.length * barW) / 2;
+    g.bars.forEach((b, i) => {
+      const color = PALETTE[series.indexOf(b.name) % PALETTE.length];
+      const [y1, y2] = Number.isFinite(b.value)
+        ? [y(Math.max(0, b.value)), y(Math.min(0, b.value))]
+        : [axisY, axisY];
+      const text = `${g.section ? `${g.section}, ` : ""}${g.label}, ${b.name}: ${
+        Number.isFinite(b.value) ? b.value.toFixed(3) : "n/a"
+      }`;
+      parts.push(
+        `<rect class="bar" x="${x0 + i * barW}" y="${y1}" width="${barW - 2}" height="${
+          y2 - y1
+        }" fill="${color}">` +
+          `<title>${escapeXml(text)}</title></rect>`,
+      );
+      if (Number.isFinite(b.value)) {
+        parts.push(
+          `<text x="${x0 + i * barW + barW / 2 - 1}" y="${
+            b.value >= 0 ? y1 - 3 : y2 + 9
+          }" text-anchor="middle" font-size="8">${b.value.toFixed(2)}</text>`,
+        );
+      }
+    });
+    parts.push(
+      `<text x="${x + w / 2}" y="${bottom + 14}" text-anchor="middle" font-size="10">${
+        escapeXml(g.label)
+      }</text>`,
+    );
+    if (g.section !== undefined) {
+      const last = sections.at(-1);
+      if (last && last.name === g.section) last.to = x + w;
+      else sections.push({ name: g.section, from: x, to: x + w });
+    }
+    x += groupW(g);
+  }
+  parts.push(`<line x1="${left}" x2="${width - 10}" y1="${axisY}" y2="${axisY}" stroke="#999"/>`);
+  for (const sec of sections) {
+    parts.push(
+      `<line x1="${sec.from}" x2="${sec.to}" y1="${bottom + 20}" y2="${bottom + 20}" stroke="#999"/>`,
+    );
+    parts.push(
+      `<text x="${(sec.from + sec.to) / 2}" y="${bottom + 33}" text-anchor="middle" font-size="11">${
+        escapeXml(sec.name)
+      }</text>`,
+    );
+  }
+  series.forEach((name, i) => {
+    const lx = left + (i % 3) * 160, ly = legendY + 18 * Math.floor(i / 3);
+    parts.push(
+      `<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/>`,
+    );
+    parts.push(`<text x="${lx + 14}" y="${ly}">${escapeXml(name)}</text>`);
+  });
+  parts.push("</svg>");
+  return parts.join("\n");
+}
+
+/** A horizontal bar of `width` characters for a probability in [0, 1] (eighth-blocks, or "#"). */
+export function terminalBar(p: number, width: number, unicode: boolean): string {
+  const v = Math.max(0, Math.min(1, Number.isFinite(p) ? p : 0)) * width;
+  if (!unicode) return "#".repeat(Math.round(v)).padEnd(width);
+  const full = Math.floor(v), eighths = Math.round((v - full) * 8);
+  const partial = eighths > 0 && full < width ? " ▏▎▍▌▋▊▉█"[eighths] : "";
+  return ("█".repeat(full) + partial).padEnd(width);
 }

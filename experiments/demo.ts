@@ -1,43 +1,98 @@
-// deno task demo: the README's main command. In under a minute on the embedded model:
-//   1. pick a fact the model knows and show its answer,
+// ./locus task demo: the README's main command. In about a minute on the embedded model:
+//   1. pick a fact the model knows and show its answer (with a warning when it does not predict it),
 //   2. trace where the answer comes from (causal tracing: terminal heatmap + SVG),
-//   3. choose a layer to edit (Layer Gradient Analysis on a few other facts, or the fact's own trace),
-//   4. rewrite the fact with ROME and show the new answer, a paraphrase and a neighbouring subject,
-//   5. undo the edit and show that the model is back to its original answers.
+//   3. choose the layer to edit, saying why: the trace's peak at the token the edit keys on when it
+//      clears the noise threshold (tracingEvidence), else the model's documented default layer
+//      (editing/hparams.ts); or Layer Gradient Analysis with --strategy lga,
+//   4. rewrite the fact with ROME and show, for each prompt, p(true object) and p(new object) before and
+//      after as bars, then the scores (each average labelled with what it averages over),
+//   5. undo the edit and show that the model is back to its original answers bit for bit.
+// Everything shown is also written as one self-contained page, runs/demo/index.html.
 //
-//   deno task demo [--case N] [--strategy lga|tracing] [--model DIR] [--out DIR]
+//   ./locus task demo [--case N] [--strategy lga|tracing] [--model DIR] [--out DIR]
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR, type Prediction, predictNext } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { layerGradientAnalysis } from "./attribution.ts";
+import { barChartSvg, escapeXml, lineChart, terminalBar } from "./charts.ts";
 import { loadDataset } from "./datasets.ts";
 import { applyEdit } from "./editing/edit.ts";
+import { romeHparams, statsHparams } from "./editing/hparams.ts";
+import { type FactToken, instantiate } from "./editing/keys.ts";
 import { computeEdits, methodConfig, statsLayers, templateStartWords } from "./editing/methods.ts";
 import { caseProbabilities, caseScores, type EditingCase, editingCase } from "./editing/problems.ts";
-import { statsHparams } from "./editing/hparams.ts";
 import { keyStats } from "./editing/stats.ts";
 import { heatmapSvg, terminalHeatmap } from "./heatmap.ts";
 import { scaledMlpWindow } from "./layer_selection.ts";
+import {
+  formatStandardScores,
+  localityReference,
+  neighborhoodScore,
+  rewriteScore,
+  scoreContinuations,
+  type StandardCase,
+  type StandardScores,
+  standardScores,
+} from "./metrics.ts";
+import { ProgressBar } from "./output.ts";
+import { writeAtomic } from "../engine/files.ts";
 import { greedyNextTokens } from "./recall.ts";
-import { traceFact } from "./tracing.ts";
+import { type FactTrace, traceFact } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
 
-const USAGE = `usage: deno task demo [options]
+const USAGE = `usage: ./locus task demo [options]
   --case N            the CounterFact case_id to edit (default: the first fact the model knows)
-  --strategy S        how to choose the layer: tracing (the peak of this fact's causal trace at the
-                      last subject word, default) or lga (Layer Gradient Analysis on 10 other facts)
+  --strategy S        how to choose the layer: tracing (default: the peak of this fact's causal trace at
+                      the token the edit keys on, if it clears the noise threshold, else the model's
+                      documented default layer) or lga (Layer Gradient Analysis on 10 other facts)
   --model DIR         a GPT-2 folder with counterfact.json and corpus.txt (default ${DEFAULT_MODEL_DIR})
-  --out DIR           where the trace's SVG goes (default runs/demo)
+  --out DIR           where the page (index.html) and the trace's SVG go (default runs/demo)
   --stats-dir DIR     key statistics cache (default runs/editing-stats)
   --v-steps N         ROME's optimisation steps (default 20)
   --no-color          plain characters instead of coloured cells`;
 
 const PROXY_FACTS = 10;
 
+/**
+ * The noise threshold of a trace: restoring one MLP output counts as evidence for a layer only when it
+ * brings back at least EVIDENCE_SHARE of the probability the noise took away (clean - corrupted), and at
+ * least EVIDENCE_MIN in absolute terms. Below it the peak is indistinguishable from the ripple that
+ * restoring any state causes (the embedded model's subject tokens peak at 0.02 of a 0.94 drop).
+ */
+export const EVIDENCE_SHARE = 0.1;
+export const EVIDENCE_MIN = 0.05;
+
+export interface TracingEvidence {
+  /** MLP effect per layer at the key token. */
+  effects: number[];
+  /** The layer with the largest effect. */
+  peak: number;
+  threshold: number;
+  /** The peak clears the threshold. */
+  clears: boolean;
+}
+
+/** The MLP row of the trace at token `row` (the edit's key token) and whether its peak clears the noise. */
+export function tracingEvidence(trace: FactTrace, row: number): TracingEvidence {
+  const mlp = trace.grids.find((g) => g.kind === "mlp");
+  if (!mlp) throw new Error("tracingEvidence: the trace has no MLP grid");
+  const effects = mlp.effect[row];
+  const peak = effects.indexOf(Math.max(...effects));
+  const threshold = Math.max(EVIDENCE_MIN, EVIDENCE_SHARE * (trace.clean - (trace.corrupted ?? 0)));
+  return { effects, peak, threshold, clears: effects[peak] >= threshold };
+}
+
+const FACT_TOKEN_WORDS: Record<FactToken, string> = {
+  subject_last: "the subject's last token",
+  subject_first: "the subject's first token",
+  last: "the prompt's last token",
+};
+
 function percent(p: number): string {
-  return `${(100 * p).toFixed(p >= 0.1 ? 0 : 1)}%`;
+  return `${(100 * p).toFixed(p >= 0.1 ? 0 : p >= 0.001 ? 1 : 2)}%`;
 }
 
 /** "Oslo 62%, Paris 20%, Rome 4%" */
@@ -50,10 +105,134 @@ interface Probe {
   text: string;
 }
 
+interface ProbeResult extends Probe {
+  before: Prediction[];
+  after: Prediction[];
+  /** p(true object) and p(new object) before and after (p = exp(-mean NLL) of the object's tokens). */
+  pTrue: [number, number];
+  pNew: [number, number];
+}
+
 async function answers(model: GPT2, tok: Tokenizer, probes: Probe[]): Promise<Prediction[][]> {
   const out: Prediction[][] = [];
   for (const p of probes) out.push(await predictNext(model, tok.encode(p.text), 3, tok));
   return out;
+}
+
+/** p(true), p(new) after each probe. */
+async function objectProbabilities(
+  model: GPT2,
+  tok: Tokenizer,
+  probes: Probe[],
+  c: EditingCase,
+): Promise<[number, number][]> {
+  const s = await scoreContinuations(
+    model,
+    tok,
+    [...probes, ...probes].map((p) => p.text),
+    [...probes.map(() => c.targetTrue), ...probes.map(() => c.targetNew)],
+  );
+  return probes.map((_, i) => [Math.exp(-s.nll[i]), Math.exp(-s.nll[probes.length + i])]);
+}
+
+/** Two bar rows per object: "   Munich   before |██████████    | 99%". */
+function terminalBars(r: ProbeResult, c: EditingCase, unicode: boolean): string[] {
+  const w = Math.max(c.targetTrue.length, c.targetNew.length);
+  const rows: string[] = [];
+  for (const [object, p] of [[c.targetTrue, r.pTrue], [c.targetNew, r.pNew]] as const) {
+    rows.push(
+      `     p(${object})${" ".repeat(w - object.length)} before |${terminalBar(p[0], 25, unicode)}| ${
+        percent(p[0])
+      }`,
+    );
+    rows.push(`     ${" ".repeat(w + 3)} after  |${terminalBar(p[1], 25, unicode)}| ${percent(p[1])}`);
+  }
+  return rows;
+}
+
+interface DemoPage {
+  model: string;
+  adapter: string;
+  id: string;
+  c: EditingCase;
+  prompt: string;
+  knownWarning: string | null;
+  trace: FactTrace;
+  evidence: TracingEvidence;
+  keyToken: string;
+  layerText: string[];
+  layer: number;
+  probes: ProbeResult[];
+  scoreLines: string[];
+  undoText: string;
+  seconds: number;
+}
+
+/** The demo as one self-contained HTML page (inline SVG and CSS, nothing fetched). */
+export function demoHtml(d: DemoPage): string {
+  const e = escapeXml;
+  const curve = lineChart([
+    { name: `MLP effect at "${d.keyToken}"`, points: d.evidence.effects.map((v, l) => [l, v]) },
+    { name: "noise threshold", points: d.evidence.effects.map((_, l) => [l, d.evidence.threshold]) },
+  ], {
+    title: `Restoring layer l's MLP output at the key token "${d.keyToken}"`,
+    xLabel: "layer",
+    yLabel: "indirect effect on p(" + d.c.targetTrue + ")",
+    width: 560,
+    height: 300,
+  });
+  const bars = barChartSvg(
+    d.probes.flatMap((p) => [
+      {
+        label: `p(${d.c.targetTrue})`,
+        section: p.label,
+        bars: [{ name: "before", value: p.pTrue[0] }, { name: "after", value: p.pTrue[1] }],
+      },
+      {
+        label: `p(${d.c.targetNew})`,
+        section: p.label,
+        bars: [{ name: "before", value: p.pNew[0] }, { name: "after", value: p.pNew[1] }],
+      },
+    ]),
+    { title: "Probabilities before and after the edit", yLabel: "probability", max: 1 },
+  );
+  const rows = d.probes.map((p) =>
+    `<tr><td>${e(p.label)}</td><td>${e(p.text)}</td><td>${percent(p.pTrue[0])} → ${
+      percent(p.pTrue[1])
+    }</td>` +
+    `<td>${percent(p.pNew[0])} → ${percent(p.pNew[1])}</td><td>${e(top3(p.before))}</td><td>${
+      e(top3(p.after))
+    }</td></tr>`
+  ).join("\n");
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Locus demo: ${e(d.prompt)}</title>
+<style>body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; line-height: 1.4; }
+table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+.warning { color: #a00; font-weight: bold; } figure { margin: 1em 0; overflow-x: auto; }</style></head>
+<body>
+<h1>Where does the model keep a fact, and can we rewrite it?</h1>
+<p>Model <code>${e(d.model)}</code> on ${e(d.adapter)}; ${d.seconds.toFixed(1)} s.</p>
+<h2>1. The fact (${e(d.id)})</h2>
+<p>"${e(d.prompt)} …" → <b>${e(d.c.targetTrue)}</b>. The model answers: ${e(top3(d.probes[0].before))}.</p>
+${d.knownWarning ? `<p class="warning">${e(d.knownWarning)}</p>` : ""}
+<h2>2. Causal tracing</h2>
+<p>The subject's tokens (*) are noised; one hidden state at a time is restored from the clean run.
+Colour = how much of p(${e(d.c.targetTrue)}) that brings back.</p>
+<figure>${heatmapSvg(d.trace)}</figure>
+<h2>3. Where to edit</h2>
+${d.layerText.map((t) => `<p>${e(t)}</p>`).join("\n")}
+<figure>${curve}</figure>
+<h2>4. ROME edit: ${e(d.c.targetTrue)} → ${e(d.c.targetNew)} at layer ${d.layer}</h2>
+<table><tr><th></th><th>prompt</th><th>p(${e(d.c.targetTrue)})</th><th>p(${e(d.c.targetNew)})</th>
+<th>top answers before</th><th>top answers after</th></tr>
+${rows}</table>
+<figure>${bars}</figure>
+${d.scoreLines.map((t) => `<p>${e(t)}</p>`).join("\n")}
+<p>Metric definitions: docs/metrics.md in the repository.</p>
+<h2>5. Undo</h2>
+<p>${e(d.undoText)}</p>
+</body></html>
+`;
 }
 
 async function main(args: string[]): Promise<number> {
@@ -90,7 +269,6 @@ async function main(args: string[]): Promise<number> {
     }
   }
   const started = performance.now();
-  const seconds = () => ((performance.now() - started) / 1000).toFixed(1);
   let lap = started;
   /** Seconds since the previous call, for the "(2.3 s)" after each step. */
   const took = () => {
@@ -104,7 +282,8 @@ async function main(args: string[]): Promise<number> {
   const tok = await loadTokenizer(dir);
   const L = model.nLayer;
   console.log(`Locus demo: where does a language model keep a fact, and can we rewrite it?`);
-  console.log(`Model ${dir}: GPT-2 with ${L} layers, width ${model.config.nEmbd}, on ${gpu.describe()}\n`);
+  console.log(`Model ${dir}: GPT-2 with ${L} layers, width ${model.config.nEmbd}`);
+  console.log(`Adapter: ${gpu.describe()}\n`);
 
   // 1. A fact the model knows.
   const { cases } = await loadDataset(`${dir}/counterfact.json`);
@@ -130,19 +309,20 @@ async function main(args: string[]): Promise<number> {
       throw new Error(`the model answers none of the first ${pool.length} facts of ${dir}/counterfact.json`);
     }
   }
-  const c: EditingCase = candidates[index].c;
+  const { id, c } = candidates[index];
   const prompt = c.prompt.replace("{}", c.subject);
   const probes: Probe[] = [
     { label: "the fact", text: prompt },
     ...c.paraphrases.slice(0, 1).map((text) => ({ label: "a paraphrase", text })),
     ...c.neighbors.slice(0, 1).map((text) => ({ label: "a neighbour", text })),
   ];
-  console.log(`1. The fact (${candidates[index].id}): "${prompt} ..." -> ${c.targetTrue}`);
+  console.log(`1. The fact (${id}): "${prompt} ..." -> ${c.targetTrue}`);
   const before = await answers(model, tok, probes);
-  console.log(
-    `   The model answers: ${top3(before[0])}` + (isKnown[index] ? "" : "  (it does not know this fact)") +
-      ` ${took()}`,
-  );
+  console.log(`   After "${prompt}" the model answers: ${top3(before[0])} ${took()}`);
+  const knownWarning = isKnown[index] ? null : `WARNING: the model does not predict ${c.targetTrue} here ` +
+    `(its answer is ${before[0][0].token.trim()}), so there is no known fact to trace or rewrite; ` +
+    `the numbers below are about a fact the model does not hold.`;
+  if (knownWarning) console.log(`   ${knownWarning}`);
 
   // 2. Causal tracing: which hidden states carry the answer?
   const window = scaledMlpWindow(L);
@@ -152,7 +332,8 @@ async function main(args: string[]): Promise<number> {
   console.log(
     `\n2. Causal tracing: noise the subject's words (*), then restore one hidden state at a time.` +
       `\n   Darker = restoring that state brings back more of p(${c.targetTrue}) ` +
-      `(clean ${percent(trace.clean)}, noised ${percent(trace.corrupted!)}).`,
+      `(clean ${percent(trace.clean)}, noised ${percent(trace.corrupted!)}; windows: resid 1, MLP and ` +
+      `attention ${window} of ${L} layers = ROME's 10 of 48 scaled to the depth; ${trace.samples} noise samples).`,
   );
   for (const kind of ["resid", "mlp"] as const) {
     console.log(
@@ -160,17 +341,25 @@ async function main(args: string[]): Promise<number> {
     );
   }
   await Deno.mkdir(values.out!, { recursive: true });
-  const svgPath = `${values.out}/trace-${candidates[index].id.replace(":", "-")}.svg`;
-  await Deno.writeTextFile(svgPath, heatmapSvg(trace));
+  const svgPath = join(values.out!, `trace-${id.replace(":", "-")}.svg`);
+  await writeAtomic(svgPath, heatmapSvg(trace));
   console.log(`   (all three heatmaps: ${svgPath}) ${took()}`);
 
-  // 3. Which layer to edit? Both strategies are cheap; the chosen one decides.
-  const mlp = trace.grids.find((g) => g.kind === "mlp")!;
-  const lastSubject = mlp.layers.lastSubjectEffect;
-  const tracingLayer = lastSubject.indexOf(Math.max(...lastSubject));
+  // 3. Which layer to edit, and which token keys the edit (both from the model's documented defaults,
+  // editing/hparams.ts, unless the trace clears the noise).
+  const defaults = methodConfig(model, "rome", {});
+  const factToken = defaults.hparams.factToken;
+  const instance = instantiate(tok, "{}", c.prompt, c.subject, undefined, factToken);
+  if (instance.ids.join() !== trace.ids.join()) {
+    throw new Error(`"${prompt}": the edit and the trace tokenize the prompt differently`);
+  }
+  const keyToken = tok.tokenString(instance.ids[instance.fact]).trim();
+  const evidence = tracingEvidence(trace, instance.fact);
+  const defaultLayer = romeHparams(model.config).layer;
   const others = candidates.filter((_, i) => i !== index && isKnown[i]).slice(0, PROXY_FACTS);
   let lgaLayer: number | null = null;
-  if (others.length > 0) {
+  if (strategy === "lga") {
+    if (others.length === 0) throw new Error("LGA needs other facts the model knows; use --strategy tracing");
     const lga = await layerGradientAnalysis(
       model,
       tok,
@@ -181,22 +370,28 @@ async function main(args: string[]): Promise<number> {
       })),
     );
     lgaLayer = lga.selection.golden;
-  } else if (strategy === "lga") {
-    throw new Error("LGA needs other facts the model knows; use --strategy tracing");
   }
-  const layer = strategy === "lga" ? lgaLayer! : tracingLayer;
-  const tracingText =
-    `at the last subject word, restoring the MLP output helps most at layer ${tracingLayer} ` +
-    `(effect ${lastSubject[tracingLayer].toFixed(3)})`;
-  const lgaText = lgaLayer === null
-    ? "Layer Gradient Analysis has no other known facts to run on"
-    : `Layer Gradient Analysis on ${others.length} other facts picks layer ${lgaLayer}`;
-  console.log(
-    `\n3. Where to edit? ${
-      strategy === "lga" ? `${lgaText} (and ${tracingText})` : `${tracingText} (${lgaText})`
-    }` +
-      `:\n   we edit MLP layer ${layer}. ${took()}`,
-  );
+  const peakText = `restoring the MLP output at "${keyToken}" helps most at layer ${evidence.peak} ` +
+    `(effect ${evidence.effects[evidence.peak].toFixed(3)}; noise threshold ${
+      evidence.threshold.toFixed(3)
+    } = ` +
+    `max(${EVIDENCE_MIN}, ${EVIDENCE_SHARE} x (clean - noised)))`;
+  const layer = lgaLayer ?? (evidence.clears ? evidence.peak : defaultLayer);
+  const layerText = [
+    `The edit keys on "${keyToken}", ${FACT_TOKEN_WORDS[factToken]} (this model's default fact token` +
+    (factToken === "last"
+      ? ", because its causal traces find the fact at the prompt's last token, not at the subject"
+      : "") +
+    "; editing/hparams.ts).",
+    lgaLayer !== null
+      ? `Layer Gradient Analysis on ${others.length} other facts picks layer ${lgaLayer}; we edit it. ` +
+        `(For comparison, ${peakText}.)`
+      : evidence.clears
+      ? `The trace clears the noise: ${peakText}. We edit MLP layer ${layer}.`
+      : `The trace does not clear the noise: ${peakText}. It cannot tell the layers apart, so we edit ` +
+        `this model's documented default layer ${defaultLayer} (editing/hparams.ts).`,
+  ];
+  console.log(`\n3. Where to edit? ${layerText.join("\n   ")} ${took()}`);
 
   // 4. ROME: a rank-one change of that layer's MLP weights.
   const mc = methodConfig(model, "rome", {
@@ -204,34 +399,67 @@ async function main(args: string[]): Promise<number> {
     vNumGradSteps: values["v-steps"] === undefined ? undefined : Number(values["v-steps"]),
   });
   const corpus = `${dir}/corpus.txt`;
+  let statsProgress: ProgressBar | undefined;
   const stats = await keyStats(model, tok, {
     corpus,
     layers: statsLayers(mc),
     samples: statsHparams(model.config).samples,
     cacheDir: values["stats-dir"],
+    // Only a first run computes them (then they are cached): say so rather than sit silent.
+    onProgress: (done, total) => {
+      statsProgress ??= new ProgressBar(`   key statistics of layer ${layer} (first run only)`, total);
+      statsProgress.update(done);
+    },
   });
   const request = { prompt: c.prompt, subject: c.subject, target: c.targetNew };
   const [edit] = await computeEdits(model, tok, mc, [request], stats, {
     startWords: await templateStartWords(tok, corpus),
   });
+  const standardCase: StandardCase = { ...c, prompt, targetTrue: c.targetTrue, targetNew: c.targetNew };
   const pre = (await caseProbabilities(model, tok, [{ c, request }]))[0];
+  const pBefore = await objectProbabilities(model, tok, probes, c);
+  const reference = await localityReference(model, tok, standardCase);
   const applied = await applyEdit(model, edit);
   console.log(
-    `\n4. ROME rewrites "${prompt}" to answer ${c.targetNew} (one rank-one change of layer ${layer}'s MLP) ${took()}:`,
+    `\n4. ROME rewrites "${prompt}" to answer ${c.targetNew}: one rank-one change of layer ${layer}'s MLP, ` +
+      `keyed on "${keyToken}" ${took()}`,
   );
   const after = await answers(model, tok, probes);
+  const pAfter = await objectProbabilities(model, tok, probes, c);
   const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-  probes.forEach((p, i) => {
-    console.log(`   ${p.label.padEnd(13)} "${p.text}"`);
-    console.log(`   ${"".padEnd(13)}   before: ${top3(before[i])}`);
-    console.log(`   ${"".padEnd(13)}   after:  ${top3(after[i])}`);
-  });
+  const standard: StandardScores = await standardScores(model, tok, standardCase, reference);
+  const results: ProbeResult[] = probes.map((p, i) => ({
+    ...p,
+    before: before[i],
+    after: after[i],
+    pTrue: [pBefore[i][0], pAfter[i][0]],
+    pNew: [pBefore[i][1], pAfter[i][1]],
+  }));
+  for (const r of results) {
+    console.log(`   ${r.label.padEnd(13)} "${r.text}"`);
+    console.log(`   ${"".padEnd(13)}   top answers before: ${top3(r.before)}`);
+    console.log(`   ${"".padEnd(13)}   top answers after:  ${top3(r.after)}`);
+    for (const row of terminalBars(r, c, !values["no-color"])) console.log(row);
+  }
   const s = caseScores(request, pre, post);
   const score = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
-  console.log(
-    `   Scores (1 = perfect): rewrite ${score(s.rewrite)}, paraphrase ${score(s.paraphrase)}, ` +
-      `neighbour unchanged ${score(s.neighborhood)}`,
-  );
+  // The scores of the prompts shown, then the averages over all of the case's prompts of that kind.
+  const shown = (label: string, f: (r: ProbeResult) => number) => {
+    const r = results.find((x) => x.label === label);
+    return r ? `${score(f(r))} for the one shown, ` : "";
+  };
+  const scoreLines = [
+    `Hase et al.'s scores (1 = perfect): rewrite ${score(s.rewrite)} (the fact's prompt); paraphrase ` +
+    `${shown("a paraphrase", (r) => rewriteScore(r.pNew[0], r.pNew[1]))}${
+      score(s.paraphrase)
+    } average over ` +
+    `${c.paraphrases.length}; neighbour unchanged (p(${c.targetNew}) stays put) ` +
+    `${shown("a neighbour", (r) => neighborhoodScore(r.pNew[0], r.pNew[1]))}${score(s.neighborhood)} ` +
+    `average over ${c.neighbors.length}.`,
+    `Standard metrics (docs/metrics.md; success and locality are averages over the same prompts): ` +
+    formatStandardScores(standard),
+  ];
+  for (const line of scoreLines) console.log(`   ${line}`);
 
   // 5. Undo.
   applied.undo();
@@ -239,14 +467,36 @@ async function main(args: string[]): Promise<number> {
   const same = restored.every((r, i) =>
     r.every((p, j) => p.id === before[i][j].id && p.prob === before[i][j].prob)
   );
+  const undoText = same
+    ? "Identical to before the edit, to the last bit."
+    : "WARNING: not identical to before the edit.";
   console.log(`\n5. Undo: the original weights are back. The model answers: ${top3(restored[0])} ${took()}`);
-  console.log(
-    `   ${
-      same ? "Identical to before the edit, to the last bit." : "WARNING: not identical to before the edit."
-    }`,
+  console.log(`   ${undoText}`);
+  const seconds = (performance.now() - started) / 1000;
+  const page = resolve(values.out!, "index.html");
+  await writeAtomic(
+    page,
+    demoHtml({
+      model: dir,
+      adapter: gpu.describe(),
+      id,
+      c,
+      prompt,
+      knownWarning,
+      trace,
+      evidence,
+      keyToken,
+      layerText,
+      layer,
+      probes: results,
+      scoreLines,
+      undoText,
+      seconds,
+    }),
   );
   console.log(
-    `\nDone in ${seconds()} s. Next: ./locus task study (the whole localization-vs-editing study).`,
+    `\nDone in ${seconds.toFixed(1)} s. The page: ${page}. ` +
+      `Next: ./locus task study (the whole localization-vs-editing study).`,
   );
   return same ? 0 : 1;
 }

@@ -1,12 +1,14 @@
-// deno task edit: edit one fact of a GPT-2 model and show what changed.
+// ./locus task edit: edit one fact of a GPT-2 model and show what changed.
 //
-//   deno task edit --method rome --prompt "Vela Dornik was born in" --subject "Vela Dornik" --target-new Lisbon
-//   deno task edit --method memit --case 12                       (a record of the model's counterfact.json)
-//   deno task edit --model gpt2-xl/ --corpus wiki.txt --method rome --layer 17 --prompt ... --subject ... --target-new ...
+//   ./locus task edit --method rome --prompt "Vela Dornik was born in" --subject "Vela Dornik" --target-new Lisbon
+//   ./locus task edit --method memit --case 12                       (a record of the model's counterfact.json)
+//   ./locus task edit --model gpt2-xl/ --corpus wiki.txt --method rome --layer 17 --prompt ... --subject ... --target-new ...
 //
 // Prints the greedy completions of the prompt, a paraphrase and a neighbor before and after the edit,
-// the probabilities of the problem's target and Hase et al.'s rewrite / paraphrase / neighborhood
-// scores. The edit can be saved (--save FILE) and re-applied later (--load FILE).
+// the probabilities of the problem's target, Hase et al.'s rewrite / paraphrase / neighborhood
+// scores, and next to them the field's standard metrics (metrics.ts STANDARD_METRICS: CounterFact's
+// ES/PS/NS and EM/PM/NM, EasyEdit's reliability/generalization/locality/portability) for the case's
+// prompts, paraphrases and neighbours (new object = the problem's target). The edit can be saved (--save FILE) and re-applied later (--load FILE).
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
@@ -33,10 +35,17 @@ import {
   PROBLEMS,
 } from "./editing/problems.ts";
 import { type KeyStats, keyStats } from "./editing/stats.ts";
-import { greedyGenerate } from "./metrics.ts";
+import {
+  formatStandardScores,
+  greedyGenerate,
+  localityReference,
+  type StandardCase,
+  standardScores,
+} from "./metrics.ts";
+import { ProgressBar } from "./output.ts";
 import { defaultNoiseLevel } from "./tracing.ts";
 
-const USAGE = `usage: deno task edit [options]
+const USAGE = `usage: ./locus task edit [options]
   --model DIR           GPT-2 folder (default: the embedded model, ${DEFAULT_MODEL_DIR})
   --method NAME         rome | r-rome | memit | emmet | ft (default rome)
   --layer N, --layers A,B or A-B   layer(s) to edit (default: the model family's published/documented layers)
@@ -238,20 +247,17 @@ async function main(args: string[]): Promise<number> {
       }
       const samples = numberOption(values, "samples") ?? statsHparams(model.config).samples;
       const t0 = performance.now();
+      let progress: ProgressBar | undefined;
       stats = await keyStats(model, tok, {
         corpus,
         layers,
         samples,
         cacheDir: values["stats-dir"],
         log: (l) => say(l),
-        onProgress: (done, total, s) => {
-          if (!values.json) {
-            Deno.stderr.writeSync(
-              new TextEncoder().encode(
-                `\r  ${done}/${total} keys, ${s.toFixed(1)} s${done === total ? "\n" : ""}`,
-              ),
-            );
-          }
+        onProgress: (done, total) => {
+          if (values.json) return;
+          progress ??= new ProgressBar("key statistics", total);
+          progress.update(done);
         },
       });
       timings.statsSeconds = (performance.now() - t0) / 1000;
@@ -278,9 +284,24 @@ async function main(args: string[]): Promise<number> {
   const tokens = Number(values.tokens);
   const before = await greedyGenerate(model, tok, probes.map((p) => p.text), tokens);
   const pre = (await caseProbabilities(model, tok, [{ c, request }]))[0];
+  // The standard metrics judge the edit towards the problem's target against the true object (fact
+  // erasure and amplification have no second object: only Hase et al.'s scores apply); a noised-subject
+  // problem (fact forcing) is not what they were defined for either.
+  const standardCase: StandardCase | null = request.direction !== "decrease" && !request.noise &&
+      request.target !== c.targetTrue
+    ? {
+      prompt: c.prompt.replace("{}", c.subject),
+      paraphrases: c.paraphrases,
+      neighbors: c.neighbors,
+      targetTrue: c.targetTrue,
+      targetNew: request.target,
+    }
+    : null;
+  const reference = standardCase ? await localityReference(model, tok, standardCase) : null;
   const applied = await applyEdit(model, edit);
   const after = await greedyGenerate(model, tok, probes.map((p) => p.text), tokens);
   const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
+  const standard = standardCase ? await standardScores(model, tok, standardCase, reference!) : null;
   applied.undo();
   const scores = caseScores(request, pre, post);
 
@@ -301,6 +322,7 @@ async function main(args: string[]): Promise<number> {
         })),
         probabilities: { pre, post },
         scores, // JSON.stringify writes the NaN of a score without prompts as null
+        standardMetrics: standard,
         timings,
       },
       null,
@@ -320,7 +342,13 @@ async function main(args: string[]): Promise<number> {
   say(
     `scores: rewrite ${formatScore(scores.rewrite)}  paraphrase ${
       formatScore(scores.paraphrase)
-    }  neighborhood ${formatScore(scores.neighborhood)}  overall ${formatScore(scores.overall)}`,
+    }  neighborhood ${formatScore(scores.neighborhood)}  overall ${formatScore(scores.overall)}` +
+      `  (Hase et al.; ${c.paraphrases.length} paraphrase(s), ${c.neighbors.length} neighbour(s) averaged)`,
+  );
+  say(
+    standard
+      ? `standard metrics: ${formatStandardScores(standard)}  (definitions: docs/metrics.md)`
+      : `standard metrics: n/a for ${problem} (they compare a new object against the true one)`,
   );
   return 0;
 }

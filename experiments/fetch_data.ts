@@ -1,18 +1,22 @@
-// deno task fetch-data NAME...: downloads public fact-editing datasets into a data directory.
+// ./locus task fetch-data NAME...: downloads public fact-editing datasets into a data directory.
 //
-//   deno task fetch-data known_1000                  -> data/known_1000.json (+ .sha256)
-//   deno task fetch-data all --data-dir /tmp/data
-//   deno task fetch-data zsre --base-url http://mirror.example/dsets   (or LOCUS_DATA_BASE_URL=...)
+//   ./locus task fetch-data known_1000                  -> data/known_1000.json (+ .sha256)
+//   ./locus task fetch-data all --data-dir /tmp/data
+//   ./locus task fetch-data zsre --base-url http://mirror.example/dsets   (or LOCUS_DATA_BASE_URL=...)
 //
-// A download goes to FILE.part and is resumed with an HTTP Range request if it was interrupted.
-// When complete it is checked against the known size and sha256 (when configured), validated by
-// the dataset loader, and only then renamed to FILE, with its checksum written to FILE.sha256
-// (sha256sum format). So FILE exists only if it is whole and valid; a checksum or validation
-// failure deletes the partial file.
+// Without --base-url or $LOCUS_DATA_BASE_URL the ROME and MEMIT project sites are tried in turn (they
+// serve the same files). A download goes to FILE.part, with a progress bar, and is resumed with an HTTP
+// Range request if it was interrupted. When complete it is checked against the pinned size and sha256,
+// validated by the dataset loader, and only then renamed to FILE, with its checksum written to
+// FILE.sha256 (sha256sum format). So FILE exists only if it is whole and valid; a checksum or validation
+// failure deletes the partial file. When no site answers (offline), the error lists what was tried and
+// where to put a copy fetched by hand (it is then verified like a download).
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type DatasetFormat, parseDataset } from "./datasets.ts";
+import { ProgressBar } from "./output.ts";
+import { writeAtomic } from "../engine/files.ts";
 import { runMain } from "../engine/main.ts";
 
 export interface RemoteDataset {
@@ -24,8 +28,15 @@ export interface RemoteDataset {
   size?: number;
 }
 
-/** The ROME project's public data files. Only known_1000's checksum is pinned: the other files'
- *  published versions have not been checked here, so their checksums are recorded, not verified. */
+/**
+ * The ROME project's public data files, each with its published size and sha256:
+ *   known_1000.json    the file in kmeng01/rome's first commit (counterfact/compiled/known_1000.json),
+ *                      byte for byte the one served at the URL below (checked);
+ *   counterfact.json   the Git LFS pointer of scalable-model-editing/rebuilding-rome's data/counterfact.json
+ *                      (oid sha256 and size of the same 45 MB file; not checked against the site here);
+ *   zsre_mend_eval.json no published checksum was found: the first download's sha256 is recorded in
+ *                      FILE.sha256 and every later run verifies the file against it.
+ */
 export const REMOTE_DATASETS: Record<string, RemoteDataset> = {
   known_1000: {
     file: "known_1000.json",
@@ -33,13 +44,27 @@ export const REMOTE_DATASETS: Record<string, RemoteDataset> = {
     sha256: "61daca55318bb5260c1e62e133debef9102c7b278bbc7b19dd2ac655543f333a",
     size: 343229,
   },
-  counterfact: { file: "counterfact.json", format: "counterfact" },
+  counterfact: {
+    file: "counterfact.json",
+    format: "counterfact",
+    sha256: "d017056125178a13728594e66a801357a8db9ed7973a7425554bb4271de9fc6f",
+    size: 45108470,
+  },
   zsre: { file: "zsre_mend_eval.json", format: "zsre" },
 };
 
-export const DEFAULT_BASE_URL = "https://rome.baulab.info/data/dsets";
+/** The ROME and MEMIT project sites, tried in this order. */
+export const DEFAULT_BASE_URLS = [
+  "https://rome.baulab.info/data/dsets",
+  "https://memit.baulab.info/data/dsets",
+];
 export const BASE_URL_ENV = "LOCUS_DATA_BASE_URL";
 export const DEFAULT_DATA_DIR = "data";
+
+/** The server could not be reached or refused the file: another site may have it. */
+export class DownloadError extends Error {
+  override name = "DownloadError";
+}
 
 export interface Progress {
   file: string;
@@ -128,7 +153,7 @@ async function verify(
  * guarantees). A file already present is re-verified instead of downloaded, unless `force`.
  */
 export async function fetchDataset(spec: RemoteDataset, o: FetchOptions = {}): Promise<FetchResult> {
-  const baseUrl = (o.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "");
+  const baseUrl = (o.baseUrl ?? DEFAULT_BASE_URLS[0]).replace(/\/+$/, "");
   const dataDir = o.dataDir ?? DEFAULT_DATA_DIR;
   const url = `${baseUrl}/${spec.file}`;
   const path = join(dataDir, spec.file), part = `${path}.part`, sumFile = `${path}.sha256`;
@@ -141,7 +166,16 @@ export async function fetchDataset(spec: RemoteDataset, o: FetchOptions = {}): P
   if (o.force) await removeIfExists(part);
 
   let offset = (await exists(part)) ? (await Deno.stat(part)).size : 0;
-  let response = await fetch(url, offset > 0 ? { headers: { Range: `bytes=${offset}-` } } : {});
+  const get = async (init: RequestInit) => {
+    try {
+      return await fetch(url, init);
+    } catch (e) {
+      // fetch's own message is just "fetch failed"; the cause names the DNS or connection error.
+      const cause = (e as Error).cause;
+      throw new DownloadError(`${url}: ${(e as Error).message}${cause ? ` (${cause})` : ""}`);
+    }
+  };
+  let response = await get(offset > 0 ? { headers: { Range: `bytes=${offset}-` } } : {});
   if (offset > 0 && response.status === 416) {
     // Nothing left to send: the part already holds the whole file (verified below).
     await response.body?.cancel();
@@ -153,20 +187,23 @@ export async function fetchDataset(spec: RemoteDataset, o: FetchOptions = {}): P
       // The server ignored the range (200) or answered another one: start over.
       await response.body?.cancel();
       offset = 0;
-      response = await fetch(url);
+      response = await get({});
     }
     if (!response.ok) {
       await response.body?.cancel();
-      throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`);
+      throw new DownloadError(`${url}: HTTP ${response.status} ${response.statusText}`);
     }
     await download(response, part, offset, url, spec.file, o.onProgress);
   }
   const { sha256, bytes, records } = await verify(spec, part, url);
   await Deno.rename(part, path);
-  const tmp = `${sumFile}.tmp`;
-  await Deno.writeTextFile(tmp, `${sha256}  ${spec.file}\n`);
-  await Deno.rename(tmp, sumFile);
+  await writeChecksum(sumFile, sha256, spec.file);
   return { path, sha256, bytes, records, resumedFrom: offset, alreadyPresent: false };
+}
+
+/** FILE.sha256 in sha256sum's format (written atomically). */
+function writeChecksum(sumFile: string, sha256: string, file: string): Promise<void> {
+  return writeAtomic(sumFile, `${sha256}  ${file}\n`);
 }
 
 /** A file already in the data directory: its checksum must match the pinned one and its sidecar. */
@@ -180,7 +217,14 @@ async function verifyPresent(spec: RemoteDataset, path: string, sumFile: string)
       );
     }
   }
+  if (spec.size !== undefined && (await Deno.stat(path)).size !== spec.size) {
+    throw new Error(
+      `${path}: ${(await Deno.stat(path)).size} bytes, expected ${spec.size}; fetch it again with --force`,
+    );
+  }
   const { cases } = parseDataset(await Deno.readTextFile(path), path, spec.format);
+  // A copy put there by hand gets its sidecar once it has passed the checks.
+  if (recorded === undefined) await writeChecksum(sumFile, sha256, spec.file);
   return { sha256, bytes: (await Deno.stat(path)).size, records: cases.length };
 }
 
@@ -223,24 +267,44 @@ async function download(
   }
 }
 
-/** The base URL: --base-url, else $LOCUS_DATA_BASE_URL, else the ROME project's. */
-export function resolveBaseUrl(flag: string | undefined): string {
-  return flag ?? Deno.env.get(BASE_URL_ENV) ?? DEFAULT_BASE_URL;
+/** The base URLs to try: --base-url, else $LOCUS_DATA_BASE_URL, else the ROME and MEMIT sites. */
+export function resolveBaseUrls(flag: string | undefined): string[] {
+  const chosen = flag ?? Deno.env.get(BASE_URL_ENV);
+  return chosen === undefined ? DEFAULT_BASE_URLS : [chosen];
 }
 
-/** A progress line on stderr, redrawn at most every 200 ms (and at the end). */
-function progressPrinter(): (p: Progress) => void {
+const megabytes = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+
+/** A progress bar over the file's bytes (its size from the server, else the pinned one). */
+function progressPrinter(spec: RemoteDataset): (p: Progress) => void {
+  let bar: ProgressBar | null = null;
   let last = 0;
-  const encoder = new TextEncoder();
   return (p) => {
-    const now = performance.now();
-    const done = p.total !== null && p.bytes === p.total;
-    if (now - last < 200 && !done) return;
-    last = now;
-    const mb = (n: number) => (n / 1e6).toFixed(1);
-    const of = p.total === null ? "" : ` / ${mb(p.total)} MB (${((100 * p.bytes) / p.total).toFixed(0)}%)`;
-    Deno.stderr.writeSync(encoder.encode(`\r${p.file}: ${mb(p.bytes)} MB${of}${done ? "\n" : ""}`));
+    const total = p.total ?? spec.size ?? null;
+    if (total === null) {
+      // No size anywhere: a plain line every 5 MB.
+      if (p.bytes - last >= 5e6) console.error(`${p.file}: ${megabytes(p.bytes)}`);
+      last = p.bytes;
+      return;
+    }
+    bar ??= new ProgressBar(p.file, total, { format: megabytes });
+    bar.update(p.bytes);
   };
+}
+
+/** What to do when no site could be reached: the attempts, then the manual route. */
+export function byHandMessage(name: string, spec: RemoteDataset, tried: string[], dataDir: string): string {
+  const path = join(dataDir, spec.file);
+  const check = spec.sha256 === undefined
+    ? "no published checksum is pinned for it"
+    : `${spec.size} bytes, sha256 ${spec.sha256}`;
+  return [
+    `could not download ${spec.file}; tried:`,
+    ...tried.map((t) => `  ${t}`),
+    `To install it by hand: fetch ${spec.file} (${check}) from one of those URLs on a machine with internet`,
+    `access, put it at ${path} (or a partial copy at ${path}.part to resume), and run`,
+    `./locus task fetch-data ${name} again: it verifies and validates the file. A mirror: --base-url URL or $${BASE_URL_ENV}.`,
+  ].join("\n");
 }
 
 async function main(): Promise<void> {
@@ -257,10 +321,9 @@ async function main(): Promise<void> {
   const names = Object.keys(REMOTE_DATASETS);
   if (values.help || positionals.length === 0) {
     console.log(
-      `usage: deno task fetch-data NAME... [--data-dir ${DEFAULT_DATA_DIR}] [--base-url URL] [--force]\n` +
-        `  NAME: ${
-          names.join(", ")
-        } or all\n  base URL: --base-url, else $${BASE_URL_ENV}, else ${DEFAULT_BASE_URL}`,
+      `usage: ./locus task fetch-data NAME... [--data-dir ${DEFAULT_DATA_DIR}] [--base-url URL] [--force]\n` +
+        `  NAME: ${names.join(", ")} or all\n` +
+        `  base URL: --base-url, else $${BASE_URL_ENV}, else ${DEFAULT_BASE_URLS.join(" then ")}`,
     );
     if (!values.help) Deno.exit(2);
     return;
@@ -269,20 +332,37 @@ async function main(): Promise<void> {
   for (const name of wanted) {
     if (!REMOTE_DATASETS[name]) throw new Error(`unknown dataset "${name}"; known: ${names.join(", ")}, all`);
   }
-  const baseUrl = resolveBaseUrl(values["base-url"]);
+  const baseUrls = resolveBaseUrls(values["base-url"]);
   for (const name of wanted) {
-    const r = await fetchDataset(REMOTE_DATASETS[name], {
-      baseUrl,
-      dataDir: values["data-dir"],
-      force: values.force,
-      onProgress: progressPrinter(),
-    });
+    const spec = REMOTE_DATASETS[name];
+    const tried: string[] = [];
+    let r: FetchResult | null = null;
+    for (const baseUrl of baseUrls) {
+      try {
+        r = await fetchDataset(spec, {
+          baseUrl,
+          dataDir: values["data-dir"],
+          force: values.force && tried.length === 0,
+          onProgress: progressPrinter(spec),
+        });
+        break;
+      } catch (e) {
+        if (!(e instanceof DownloadError)) throw e;
+        tried.push(e.message);
+      }
+    }
+    if (r === null) throw new Error(byHandMessage(name, spec, tried, values["data-dir"]!));
     const how = r.alreadyPresent
       ? "already present"
       : r.resumedFrom > 0
       ? `resumed at byte ${r.resumedFrom}`
       : "downloaded";
     console.log(`${name}: ${r.path} (${how}), ${r.bytes} bytes, ${r.records} records, sha256 ${r.sha256}`);
+    if (spec.sha256 === undefined && !r.alreadyPresent) {
+      console.log(
+        `  no published checksum is pinned for ${spec.file}: this one is recorded in ${r.path}.sha256`,
+      );
+    }
   }
 }
 

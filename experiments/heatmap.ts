@@ -1,7 +1,8 @@
 // Pictures of tracing results: a tokens x layers heatmap per prompt (one panel per state kind, the
 // subject's tokens marked with "*"), averaged per-layer curves, and the same grids shaded in a
 // terminal. Cells are coloured by the effect (indirect effect for noise, probability removed for
-// zeroing), clipped at 0 as in ROME's pictures; hovering a cell in a browser shows its numbers.
+// zeroing) on a diverging scale: white at 0, the kind's colour (ROME's) for positive effects, orange for
+// negative ones (which ROME's pictures clip away); hovering a cell in a browser shows its numbers.
 import { lineChart } from "./charts.ts";
 import type { AverageTrace, FactTrace, KindGrid, StateKind } from "./tracing.ts";
 
@@ -22,14 +23,22 @@ function escapeXml(s: string): string {
   return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
 }
 
-/** White at v <= 0 to `rgb` at v >= max (linear). */
+/** Negative effects (restoring a state lowered the answer's probability) in every kind's panel. */
+const NEGATIVE_RGB = [230, 97, 1];
+
+/** A diverging scale: white at 0, `rgb` at v >= max, NEGATIVE_RGB at v <= -max (linear in |v|). */
 function shade(v: number, max: number, rgb: readonly number[]): [number, number, number] {
-  const a = max > 0 && Number.isFinite(v) ? Math.min(1, Math.max(0, v / max)) : 0;
-  return rgb.map((c) => Math.round(255 + a * (c - 255))) as [number, number, number];
+  const a = max > 0 && Number.isFinite(v) ? Math.min(1, Math.abs(v) / max) : 0;
+  return (v < 0 ? NEGATIVE_RGB : rgb).map((c) => Math.round(255 + a * (c - 255))) as [number, number, number];
 }
 
+/** The largest |value|: the colour scale is symmetric around 0. */
 function gridMax(values: number[][]): number {
-  return Math.max(0, ...values.flat().filter(Number.isFinite));
+  return Math.max(0, ...values.flat().filter(Number.isFinite).map(Math.abs));
+}
+
+function hasNegative(values: number[][]): boolean {
+  return values.some((row) => row.some((v) => v < 0));
 }
 
 /** Token labels with the subject's tokens marked by a trailing "*". */
@@ -116,7 +125,9 @@ export function heatmapSvg(trace: FactTrace): string {
     parts.push(
       `<text x="${x0 + plotW / 2}" y="${
         y0 + T * cellH + 30
-      }" text-anchor="middle" font-size="11">layer; white = 0, full colour = ${fmt(max)}</text>`,
+      }" text-anchor="middle" font-size="11">layer; white = 0, full colour = ${fmt(max)}${
+        hasNegative(grid.effect) ? `, orange = -${fmt(max)}` : ""
+      }</text>`,
     );
     parts.push(`</g>`);
   });
@@ -167,6 +178,7 @@ export function shadedRows(
         const [red, green, blue] = shade(v, max, o.rgb);
         return `\x1b[48;2;${red};${green};${blue}m  \x1b[0m`;
       }
+      // Characters carry no sign: negative cells stay blank (the caption says when there are any).
       const a = max > 0 && Number.isFinite(v) ? Math.min(1, Math.max(0, v / max)) : 0;
       return RAMP[Math.round(a * (RAMP.length - 1))].repeat(2);
     });
@@ -181,7 +193,7 @@ export function terminalHeatmap(trace: FactTrace, kind: StateKind, o: { color: b
   if (!grid) throw new Error(`terminalHeatmap: the trace has no ${kind} grid`);
   const caption = `${KIND_NAMES[kind]} (window ${grid.window}): ${effectName(trace)}, darkest = ${
     fmt(gridMax(grid.effect))
-  }`;
+  }${hasNegative(grid.effect) ? `; negative effects ${o.color ? "orange" : "blank"}` : ""}`;
   return [caption, ...shadedRows(tokenLabels(trace), grid.effect, { color: o.color, rgb: KIND_COLORS[kind] })]
     .join("\n");
 }

@@ -7,7 +7,10 @@
 //       mean-NLL comparisons of target_new against target_true, and the ROME score;
 //     - EasyEdit's token-level metrics: the fraction of teacher-forced argmax tokens that are right
 //       (reliability, generalisation, portability) or unchanged by the edit (locality);
-//     - fluency: ROME's weighted bi/tri-gram entropy of generated text.
+//     - fluency: ROME's weighted bi/tri-gram entropy of generated text;
+//     - STANDARD_METRICS: the names the field compares editors by (CounterFact's ES/PS/NS and EM/PM/NM,
+//       MEMIT's efficacy/generalization/specificity, EasyEdit's reliability/generalization/locality/
+//       portability), each with its definition and source, printed next to the papers' own scores.
 //  2. GPU scorers that compute the probabilities those need with batched forward passes of a GPT2:
 //     scoreContinuations (mean NLL, per-token log-probabilities and argmaxes of a target after a
 //     prompt, teacher-forced), probabilityOfContinuation, teacherForcedAccuracy, perplexity, and
@@ -169,6 +172,200 @@ export function tokenAgreement(a: readonly number[], b: readonly number[]): numb
   let same = 0;
   for (let i = 0; i < a.length; i++) if (a[i] === b[i]) same++;
   return same / a.length;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The field's standard metric names
+
+export interface StandardMetric {
+  /** The key in StandardScores. */
+  key: keyof StandardScores;
+  /** The short name tables use ("ES"), or the full name where the field has none. */
+  short: string;
+  name: string;
+  /** Other names for the same number in the literature. */
+  aliases: string[];
+  definition: string;
+  source: string;
+}
+
+const ROME_PAPER =
+  "Meng et al. (2022), Locating and Editing Factual Associations in GPT, section 4 (CounterFact)";
+const EASYEDIT_PAPER =
+  "Wang et al. (2024), EasyEdit: An Easy-to-use Knowledge Editing Framework for Large Language Models; " +
+  "Yao et al. (2023), Editing Large Language Models: Problems, Methods, and Opportunities";
+
+/** The field's metrics, in the order tables print them. Probabilities are p = exp(-mean NLL) of the
+ *  target's tokens after the prompt (teacher forced, target with a leading space). */
+export const STANDARD_METRICS: readonly StandardMetric[] = [
+  {
+    key: "efficacySuccess",
+    short: "ES",
+    name: "Efficacy Success",
+    aliases: ["efficacy", "edit success"],
+    definition: "fraction of rewrite prompts where p(new object) > p(true object) after the edit",
+    source: ROME_PAPER,
+  },
+  {
+    key: "paraphraseSuccess",
+    short: "PS",
+    name: "Paraphrase Success",
+    aliases: ["generalization (MEMIT)"],
+    definition: "the same over the paraphrase prompts",
+    source: ROME_PAPER,
+  },
+  {
+    key: "neighborhoodSuccess",
+    short: "NS",
+    name: "Neighborhood Success",
+    aliases: ["specificity (MEMIT)"],
+    definition: "fraction of neighbourhood prompts (other subjects, same relation and true object) where " +
+      "p(true object) > p(new object) still holds after the edit",
+    source: ROME_PAPER,
+  },
+  {
+    key: "efficacyMagnitude",
+    short: "EM",
+    name: "Efficacy Magnitude",
+    aliases: [],
+    definition: "mean of p(new object) - p(true object) over the rewrite prompts after the edit",
+    source: ROME_PAPER,
+  },
+  {
+    key: "paraphraseMagnitude",
+    short: "PM",
+    name: "Paraphrase Magnitude",
+    aliases: [],
+    definition: "the same over the paraphrase prompts",
+    source: ROME_PAPER,
+  },
+  {
+    key: "neighborhoodMagnitude",
+    short: "NM",
+    name: "Neighborhood Magnitude",
+    aliases: [],
+    definition: "mean of p(true object) - p(new object) over the neighbourhood prompts after the edit",
+    source: ROME_PAPER,
+  },
+  {
+    key: "reliability",
+    short: "Reliability",
+    name: "Reliability",
+    aliases: ["edit accuracy"],
+    definition: "fraction of the new object's tokens that are the model's argmax after the prompt " +
+      "(teacher forced) after the edit",
+    source: EASYEDIT_PAPER,
+  },
+  {
+    key: "generalization",
+    short: "Generalization",
+    name: "Generalization",
+    aliases: ["rephrase accuracy"],
+    definition: "the same on the paraphrase (rephrase) prompts",
+    source: EASYEDIT_PAPER,
+  },
+  {
+    key: "locality",
+    short: "Locality",
+    name: "Locality",
+    aliases: [],
+    definition: "fraction of argmax tokens on the neighbourhood (locality) prompt + its answer that the " +
+      "edit left unchanged",
+    source: EASYEDIT_PAPER,
+  },
+  {
+    key: "portability",
+    short: "Portability",
+    name: "Portability",
+    aliases: [],
+    definition: "Reliability on prompts whose answer should follow from the edit (reasoning, aliases); " +
+      "n/a without such prompts",
+    source: EASYEDIT_PAPER,
+  },
+];
+
+/** ROME's six CounterFact numbers and EasyEdit's four of one edit; null where the case has no prompts
+ *  of that kind. */
+export interface StandardScores extends RomeCaseMetrics {
+  reliability: number | null;
+  generalization: number | null;
+  locality: number | null;
+  portability: number | null;
+}
+
+/** The prompts an edit is judged by (prompts with the subject filled in). */
+export interface StandardCase {
+  prompt: string;
+  paraphrases: readonly string[];
+  /** Prompts about other subjects; their answer is the case's true object (CounterFact). */
+  neighbors: readonly string[];
+  /** Prompts with the answer the edit should imply. */
+  portability?: readonly { prompt: string; answer: string }[];
+  targetTrue: string;
+  targetNew: string;
+}
+
+/** EasyEdit's locality reference: the unedited model's argmax tokens on each neighbour + answer. */
+export type LocalityReference = number[][];
+
+/** Run before the edit: the argmax tokens locality compares against. */
+export async function localityReference(
+  model: GPT2,
+  tok: Tokenizer,
+  c: StandardCase,
+): Promise<LocalityReference> {
+  if (c.neighbors.length === 0) return [];
+  const s = await scoreContinuations(model, tok, c.neighbors, c.neighbors.map(() => c.targetTrue));
+  return s.predicted;
+}
+
+/** Every standard metric of one case on the model as it is now (after the edit); `reference` is
+ *  localityReference() of the unedited model. One batch of forwards. */
+export async function standardScores(
+  model: GPT2,
+  tok: Tokenizer,
+  c: StandardCase,
+  reference: LocalityReference,
+): Promise<StandardScores> {
+  if (reference.length !== c.neighbors.length) {
+    throw new Error(
+      `standardScores: ${reference.length} locality references for ${c.neighbors.length} neighbours`,
+    );
+  }
+  const rewrite = [c.prompt, ...c.paraphrases], neighbors = [...c.neighbors];
+  const portability = c.portability ?? [];
+  const prompts = [...rewrite, ...neighbors, ...rewrite, ...neighbors, ...portability.map((p) => p.prompt)];
+  const targets = [
+    ...[...rewrite, ...neighbors].map(() => c.targetNew),
+    ...[...rewrite, ...neighbors].map(() => c.targetTrue),
+    ...portability.map((p) => p.answer),
+  ];
+  const s = await scoreContinuations(model, tok, prompts, targets);
+  const n = rewrite.length + neighbors.length;
+  const pair = (i: number): NllPair => ({ nllNew: s.nll[i], nllTrue: s.nll[n + i] });
+  const counterfact = romeCaseMetrics({
+    rewrite: [pair(0)],
+    paraphrase: c.paraphrases.map((_, i) => pair(1 + i)),
+    neighborhood: neighbors.map((_, i) => pair(rewrite.length + i)),
+  });
+  const accuracy = (i: number) => tokenAgreement(s.predicted[i], s.targets[i]);
+  const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+  return {
+    ...counterfact,
+    reliability: accuracy(0),
+    generalization: mean(c.paraphrases.map((_, i) => accuracy(1 + i))),
+    // The post-edit argmax tokens on neighbour + true object (the second block) against the reference.
+    locality: mean(
+      neighbors.map((_, i) => tokenAgreement(s.predicted[n + rewrite.length + i], reference[i])),
+    ),
+    portability: mean(portability.map((_, i) => accuracy(2 * n + i))),
+  };
+}
+
+/** "ES 1.00  PS 0.50  NS 0.80  EM 0.97 ..." (n/a for a metric without prompts). */
+export function formatStandardScores(s: StandardScores, digits = 2): string {
+  return STANDARD_METRICS.map((m) => `${m.short} ${s[m.key] === null ? "n/a" : s[m.key]!.toFixed(digits)}`)
+    .join("  ");
 }
 
 // ------------------------------------------------------------------------------------------------

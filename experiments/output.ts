@@ -1,5 +1,6 @@
-// The output folder and JSON file of a command-line experiment (deno task trace, deno task attribute),
-// and the small argument and progress helpers they share.
+// The output folder and JSON file of a command-line experiment (./locus task trace, ./locus task
+// attribute), and the small argument and progress helpers they share: a progress bar with an ETA, redrawn
+// in place on a terminal and written as about 20 plain lines into a log or a pipe.
 // The JSON file starts with the run's metadata, so that a file found later says how it was made: the
 // tool, model, dataset and adapter, the tool's own method and hyper-parameters, when and how long.
 import { writeAtomic } from "../engine/files.ts";
@@ -58,4 +59,63 @@ export function formatSeconds(s: number): string {
   return s < 60
     ? `${s.toFixed(0)}s`
     : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
+}
+
+export interface ProgressOptions {
+  /** Where it is written (default stderr). */
+  stream?: { writeSync(p: Uint8Array): number; isTerminal(): boolean };
+  /** Formats a count ("3.1 MB" for bytes); default the plain number. */
+  format?: (n: number) => string;
+  /** Plain lines written over the whole run when the stream is not a terminal (default 20). */
+  lines?: number;
+}
+
+/**
+ * A progress bar for long runs: `label [#####-----] 12/40 30%  1m02s elapsed, ETA 2m25s  note`.
+ * On a terminal it is redrawn in place (at most every 100 ms, and at the end); otherwise it writes a
+ * plain line at about every 1/`lines` of the total and at the end, so logs stay short. The ETA assumes
+ * the remaining items take as long as the done ones; it is left out until something is done.
+ */
+export class ProgressBar {
+  private readonly started = performance.now();
+  private readonly stream: NonNullable<ProgressOptions["stream"]>;
+  private readonly tty: boolean;
+  private lastDraw = -Infinity;
+  private lastLineAt = -1;
+  private readonly encoder = new TextEncoder();
+
+  constructor(readonly label: string, readonly total: number, private readonly o: ProgressOptions = {}) {
+    this.stream = o.stream ?? Deno.stderr;
+    this.tty = this.stream.isTerminal();
+  }
+
+  /** The line for `done` of the total after `seconds`. */
+  line(done: number, seconds: number, note = ""): string {
+    const f = this.o.format ?? String;
+    const share = this.total > 0 ? Math.min(1, done / this.total) : 0;
+    const width = 20, filled = Math.round(share * width);
+    const eta = done > 0 && done < this.total
+      ? `, ETA ${formatSeconds((seconds / done) * (this.total - done))}`
+      : "";
+    return `${this.label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${f(done)}/${f(this.total)} ` +
+      `${(100 * share).toFixed(0)}%  ${formatSeconds(seconds)} elapsed${eta}${note ? `  ${note}` : ""}`;
+  }
+
+  /** Reports `done` items (of the total) finished, with an optional note (the current item). */
+  update(done: number, note = ""): void {
+    const now = performance.now(), finished = done >= this.total;
+    if (this.tty) {
+      if (now - this.lastDraw < 100 && !finished) return;
+      this.lastDraw = now;
+      const text = this.line(done, (now - this.started) / 1000, note);
+      this.stream.writeSync(this.encoder.encode(`\r\x1b[K${text}${finished ? "\n" : ""}`));
+      return;
+    }
+    const step = Math.max(1, this.total / (this.o.lines ?? 20));
+    const at = Math.floor(done / step);
+    if (at === this.lastLineAt && !finished) return;
+    if (finished && this.lastLineAt === Infinity) return;
+    this.lastLineAt = finished ? Infinity : at;
+    this.stream.writeSync(this.encoder.encode(this.line(done, (now - this.started) / 1000, note) + "\n"));
+  }
 }

@@ -1,7 +1,7 @@
-// deno task report RESULTS: one self-contained HTML page (inline SVG and CSS, nothing fetched) with
+// ./locus task report RESULTS: one self-contained HTML page (inline SVG and CSS, nothing fetched) with
 // the seeds' tables and figures computed from a sweep's results store (experiments/sweep.ts).
 //
-//   deno task report runs/sweep.db [--out runs/sweep.html] [--sweep NAME] [--heatmaps 3]
+//   ./locus task report runs/sweep.db [--out runs/sweep.html] [--sweep NAME] [--heatmaps 3]
 //
 // Sections, each table and figure with a stable id (tests/report_test.ts checks them all):
 //   summary       what was run, on what, and the headline (layer vs tracing effect)
@@ -36,8 +36,9 @@ import {
   type SweepData,
 } from "./analysis.ts";
 import { goldenLayers, layerCurvesSvg, lgaChartSvg } from "./attribution.ts";
-import { lineChart } from "./charts.ts";
+import { barChartSvg, lineChart } from "./charts.ts";
 import { averageCurvesSvg, heatmapSvg } from "./heatmap.ts";
+import { writeAtomic } from "../engine/files.ts";
 import { ResultStore } from "./store.ts";
 import { averageTraces } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
@@ -104,95 +105,6 @@ function missing(id: string, kind: "table" | "figure", why: string): string {
 
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
 const meanStd = (m: number, s: number) => `${f3(m)}±${Number.isFinite(s) ? s.toFixed(3) : "n/a"}`;
-
-const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
-
-/**
- * Grouped bars, one bar per series in each group; consecutive groups with the same `section` (e.g. an
- * editing problem) are labelled together under their own labels (e.g. the methods).
- */
-export function barChartSvg(
-  groups: { label: string; section?: string; bars: { name: string; value: number }[] }[],
-  o: { title: string; yLabel: string; max?: number },
-): string {
-  const series = [...new Set(groups.flatMap((g) => g.bars.map((b) => b.name)))];
-  const barW = 16, gap = 14, left = 56, top = 40, plotH = 200;
-  // Wide enough for the bars and for the label (about 6 px per character at font size 10).
-  const groupW = (g: (typeof groups)[number]) => Math.max(g.bars.length * barW, 6 * g.label.length) + gap;
-  const width = Math.max(360, left + groups.reduce((s, g) => s + groupW(g), 0) + 20);
-  const hasSections = groups.some((g) => g.section !== undefined);
-  const axisY = top + plotH, legendY = axisY + (hasSections ? 56 : 40);
-  const height = legendY + 18 * Math.ceil(series.length / 3) + 10;
-  const max = o.max ??
-    Math.max(1e-9, ...groups.flatMap((g) => g.bars.map((b) => b.value)).filter(Number.isFinite));
-  const y = (v: number) => axisY - (Math.max(0, Math.min(v, max)) / max) * plotH;
-  const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="18" text-anchor="middle" font-size="13">${escapeHtml(o.title)}</text>`,
-    `<text transform="translate(14 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${
-      escapeHtml(o.yLabel)
-    }</text>`,
-  ];
-  for (let i = 0; i <= 4; i++) {
-    const v = (max * i) / 4;
-    parts.push(`<line x1="${left}" x2="${width - 10}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/>`);
-    parts.push(`<text x="${left - 4}" y="${y(v) + 4}" text-anchor="end">${Number(v.toPrecision(3))}</text>`);
-  }
-  let x = left + gap / 2;
-  const sections: { name: string; from: number; to: number }[] = [];
-  for (const g of groups) {
-    const w = groupW(g) - gap, x0 = x + (w - g.bars.length * barW) / 2;
-    g.bars.forEach((b, i) => {
-      const color = PALETTE[series.indexOf(b.name) % PALETTE.length];
-      const h = Number.isFinite(b.value) ? axisY - y(b.value) : 0;
-      parts.push(
-        `<rect class="bar" x="${x0 + i * barW}" y="${axisY - h}" width="${
-          barW - 2
-        }" height="${h}" fill="${color}">` +
-          `<title>${
-            escapeHtml(`${g.section ? `${g.section}, ` : ""}${g.label}, ${b.name}: ${f3(b.value)}`)
-          }</title></rect>`,
-      );
-      if (Number.isFinite(b.value)) {
-        parts.push(
-          `<text x="${x0 + i * barW + barW / 2 - 1}" y="${
-            axisY - h - 3
-          }" text-anchor="middle" font-size="8">${b.value.toFixed(2)}</text>`,
-        );
-      }
-    });
-    parts.push(
-      `<text x="${x + w / 2}" y="${axisY + 14}" text-anchor="middle" font-size="10">${
-        escapeHtml(g.label)
-      }</text>`,
-    );
-    if (g.section !== undefined) {
-      const last = sections.at(-1);
-      if (last && last.name === g.section) last.to = x + w;
-      else sections.push({ name: g.section, from: x, to: x + w });
-    }
-    x += groupW(g);
-  }
-  parts.push(`<line x1="${left}" x2="${width - 10}" y1="${axisY}" y2="${axisY}" stroke="#999"/>`);
-  for (const sec of sections) {
-    parts.push(`<line x1="${sec.from}" x2="${sec.to}" y1="${axisY + 20}" y2="${axisY + 20}" stroke="#999"/>`);
-    parts.push(
-      `<text x="${(sec.from + sec.to) / 2}" y="${axisY + 33}" text-anchor="middle" font-size="11">${
-        escapeHtml(sec.name)
-      }</text>`,
-    );
-  }
-  series.forEach((name, i) => {
-    const lx = left + (i % 3) * 160, ly = legendY + 18 * Math.floor(i / 3);
-    parts.push(
-      `<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/>`,
-    );
-    parts.push(`<text x="${lx + 14}" y="${ly}">${escapeHtml(name)}</text>`);
-  });
-  parts.push("</svg>");
-  return parts.join("\n");
-}
 
 /**
  * Small scatter panels side by side, x and y in [0, 1] (values outside are clipped to the frame),
@@ -799,7 +711,7 @@ async function main(args: string[]): Promise<number> {
   });
   if (values.help || positionals.length !== 1) {
     console.log(
-      "usage: deno task report RESULTS.db [--out FILE.html] [--sweep NAME] [--heatmaps N] [--title TEXT]",
+      "usage: ./locus task report RESULTS.db [--out FILE.html] [--sweep NAME] [--heatmaps N] [--title TEXT]",
     );
     return values.help ? 0 : 2;
   }
@@ -821,7 +733,7 @@ async function main(args: string[]): Promise<number> {
     throw new Error(`--heatmaps: expected an integer >= 0, got "${values.heatmaps}"`);
   }
   const out = values.out ?? path.replace(/\.(db|sqlite)$/, "") + ".html";
-  await Deno.writeTextFile(out, renderReport(data, { heatmaps, title: values.title }));
+  await writeAtomic(out, renderReport(data, { heatmaps, title: values.title }));
   console.log(
     `${out}: report of sweep "${data.sweep}" (${data.edits.length} edits, ${data.traces.length} traces)`,
   );

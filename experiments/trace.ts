@@ -1,8 +1,9 @@
-// deno task trace: causal tracing / representation zeroing of one prompt or of a known-facts dataset.
+// ./locus task trace: causal tracing / representation zeroing of one prompt or of a known-facts dataset.
 //
-//   deno task trace --prompt "The Eiffel Tower is in" --subject "Eiffel Tower" --target Paris
-//   deno task trace --dataset weights/locus-kb/known_facts.json --limit 50 --kind mlp --window 5
-//   deno task trace --zero --prompt ... (representation zeroing instead of noise + restore)
+//   ./locus task trace --prompt "The Eiffel Tower is in" --subject "Eiffel Tower" --target Paris
+//   ./locus task trace --dataset weights/locus-kb/known_facts.json --limit 50 --kind mlp --window 5
+//   ./locus task trace --dataset weights/locus-kb/counterfact.json   (any schema with prompt, subject, target)
+//   ./locus task trace --zero --prompt ... (representation zeroing instead of noise + restore)
 //
 // Writes into --out (default runs/trace): trace.json (every grid, with the run's metadata),
 // trace.csv (one row per fact, kind, token, layer), heatmaps/*.svg (one per fact), and for datasets
@@ -15,13 +16,24 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { averageCurvesSvg, heatmapSvg, terminalAverage, terminalHeatmap, topCells } from "./heatmap.ts";
-import { formatSeconds, makeOutputFolder, positiveInt, runMetadata, writeRunJson } from "./output.ts";
+import { detectFormat, parseDataset } from "./datasets.ts";
+import { scaledMlpWindow } from "./layer_selection.ts";
+import {
+  formatSeconds,
+  makeOutputFolder,
+  positiveInt,
+  ProgressBar,
+  runMetadata,
+  writeRunJson,
+} from "./output.ts";
+import { writeAtomic } from "../engine/files.ts";
 import {
   type AverageTrace,
   averageTraces,
   DEFAULT_NOISE_STDS,
   type FactQuery,
   type FactTrace,
+  type KnownFact,
   knownFacts,
   parseKnownFacts,
   STATE_KINDS,
@@ -34,14 +46,16 @@ import {
 import { runMain } from "../engine/main.ts";
 import { decodeDataset } from "./datasets.ts";
 
-const USAGE = `usage: deno task trace [options]
+const USAGE = `usage: ./locus task trace [options]
   --model DIR       Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
   --prompt TEXT --subject TEXT --target TEXT
                     trace one fact (the target's first token, with a leading space, is scored)
-  --dataset FILE    known_1000-style JSON (default: known_facts.json in the model folder); only facts
-                    whose greedy next token is the attribute's first token are traced
+  --dataset FILE    facts to trace: known_1000, CounterFact (ROME's or EasyEdit's), zsRE or KnowEdit
+                    JSON (default: known_facts.json in the model folder); the true answer is the target,
+                    and only facts whose greedy next token is its first token are traced
   --kind K          resid | mlp | attn | all (default all)
-  --window N        layers restored around each centre layer (default: resid 1, mlp 10, attn 10)
+  --window N        layers restored around each centre layer (default: resid 1; mlp and attn ROME's
+                    10 of 48 layers scaled to the model's depth, max(1, round(10 L / 48)))
   --samples N       noise draws per prompt (default 10)
   --noise X         fixed noise level (default ${DEFAULT_NOISE_STDS} x the std of the traced subjects' token embeddings)
   --zero            representation zeroing: zero clean states instead of restoring them
@@ -154,6 +168,41 @@ function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
   return csv([...Object.keys(run), ...header, "mean_clean_prob", "mean_corrupted_prob"], rows);
 }
 
+/**
+ * The facts of a dataset file: known_1000 records as they are; any other schema (datasets.ts) gives
+ * its true answer as the target, keeping the records whose prompt contains the subject and that have
+ * one. An error names the file when no record qualifies.
+ */
+function datasetFacts(text: string, file: string): KnownFact[] {
+  let first: unknown;
+  try {
+    first = (JSON.parse(text) as unknown[])[0];
+  } catch (e) {
+    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (detectFormat(first, file) === "known_1000") return parseKnownFacts(text, file);
+  const { format, cases } = parseDataset(text, file);
+  const facts = cases.filter((c) => c.targetTrue !== null && c.template !== null).map((c) => {
+    const id = Number(c.id.slice(c.id.indexOf(":") + 1));
+    return {
+      known_id: Number.isSafeInteger(id) ? id : c.recordIndex,
+      subject: c.subject,
+      attribute: c.targetTrue!,
+      prompt: c.prompt,
+    };
+  });
+  if (facts.length === 0) {
+    throw new Error(`${file}: no ${format} record has a true answer and a prompt that contains its subject`);
+  }
+  if (facts.length < cases.length) {
+    console.error(
+      `${file}: ${cases.length - facts.length} of ${cases.length} ${format} records lack a true answer ` +
+        `or a prompt containing the subject; skipped`,
+    );
+  }
+  return facts;
+}
+
 /** Runs the CLI with `argv` (without the program name); returns the exit status. */
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -225,7 +274,7 @@ export async function main(argv: string[]): Promise<number> {
     } catch (e) {
       throw new Error(`${dataset}: cannot read the dataset (${(e as Error).message})`);
     }
-    const records = parseKnownFacts(decodeDataset(bytes, dataset), dataset);
+    const records = datasetFacts(decodeDataset(bytes, dataset), dataset);
     const known = await knownFacts(model, tok, records, dataset);
     counts = { records: records.length, known: known.length };
     console.error(
@@ -246,31 +295,30 @@ export async function main(argv: string[]): Promise<number> {
     ? await subjectNoiseLevel(model, tok, facts.map((f) => f.subject))
     : null;
   const noise = method === "noise" ? fixedNoise ?? rule?.level ?? null : null;
-  const options: TraceOptions = { method, kinds, window, samples, noise: noise ?? undefined, seed };
+  // The default windows scale ROME's 10 of 48 layers to this model's depth (a window of 10 would
+  // restore every layer of a model with 10 layers or fewer, and every cell would look the same).
+  const scaled = scaledMlpWindow(model.nLayer);
+  const windows = window ?? { resid: 1, mlp: scaled, attn: scaled };
+  const options: TraceOptions = { method, kinds, window: windows, samples, noise: noise ?? undefined, seed };
+  console.error(
+    `windows: ${kinds.map((k) => `${k} ${windowFor(k, windows)}`).join(", ")} of ${model.nLayer} layers` +
+      (window === undefined
+        ? ` (default: resid 1, otherwise max(1, round(10 x ${model.nLayer} / 48)))`
+        : "") +
+      (method === "noise" ? `; ${samples} noise samples, seed ${seed}` : ""),
+  );
 
   const outDir = values.out!;
   await makeOutputFolder(outDir, ["heatmaps"]);
   const traces: (FactTrace & { known_id: number | null })[] = [];
   const started = performance.now();
+  const progress = facts.length > 1 ? new ProgressBar("tracing", facts.length) : null;
   for (const [i, fact] of facts.entries()) {
     const trace = { ...await traceFact(model, tok, fact, options), known_id: fact.known_id };
     traces.push(trace);
     gpu.trimPool(); // prompts of other lengths need other buffer sizes: do not hoard this prompt's
-    await Deno.writeTextFile(join(outDir, "heatmaps", `fact-${fact.known_id ?? i}.svg`), heatmapSvg(trace));
-    // Progress: rewritten in place on a terminal, about 20 lines in a log.
-    const done = i + 1, every = Math.max(1, Math.floor(facts.length / 20));
-    if (facts.length > 1 && (Deno.stderr.isTerminal() || done % every === 0 || done === facts.length)) {
-      const elapsed = (performance.now() - started) / 1000;
-      const eta = (elapsed / done) * (facts.length - done);
-      const line =
-        `[${done}/${facts.length}] ${fact.subject} -> ${fact.target}: p(clean) ${trace.clean.toFixed(3)}  ` +
-        `${formatSeconds(elapsed)} elapsed, ${formatSeconds(eta)} left`;
-      if (Deno.stderr.isTerminal()) {
-        await Deno.stderr.write(
-          new TextEncoder().encode(`\r\x1b[K${line}${done === facts.length ? "\n" : ""}`),
-        );
-      } else console.error(line);
-    }
+    await writeAtomic(join(outDir, "heatmaps", `fact-${fact.known_id ?? i}.svg`), heatmapSvg(trace));
+    progress?.update(i + 1, `${fact.subject} -> ${fact.target}: p(clean) ${trace.clean.toFixed(3)}`);
   }
   const seconds = (performance.now() - started) / 1000;
 
@@ -298,12 +346,12 @@ export async function main(argv: string[]): Promise<number> {
   } else {
     for (const a of averages) {
       console.log("\n" + terminalAverage(a, { color }));
-      await Deno.writeTextFile(join(outDir, `average-${a.kind}.svg`), averageCurvesSvg(a));
+      await writeAtomic(join(outDir, `average-${a.kind}.svg`), averageCurvesSvg(a));
     }
   }
 
   const meta = runMetadata({
-    tool: "deno task trace",
+    tool: "./locus task trace",
     model: modelDir,
     config: model.config,
     dataset,
@@ -315,7 +363,10 @@ export async function main(argv: string[]): Promise<number> {
       : "representation zeroing of clean states",
     hyperparameters: {
       kinds,
-      windows: Object.fromEntries(kinds.map((k) => [k, windowFor(k, window)])),
+      windows: Object.fromEntries(kinds.map((k) => [k, windowFor(k, windows)])),
+      windowRule: window === undefined
+        ? "resid 1; mlp and attn max(1, round(10 L / 48))"
+        : "fixed (--window)",
       samples: method === "noise" ? samples : null,
       noise,
       noiseRule: method === "noise"
@@ -324,7 +375,7 @@ export async function main(argv: string[]): Promise<number> {
           : "fixed (--noise)")
         : null,
       target: "probability of the first token of ' ' + target at the last prompt position",
-      knownFilter: counts ? "greedy next token = first token of ' ' + attribute" : null,
+      knownFilter: counts ? "greedy next token = first token of ' ' + the true answer" : null,
     },
     seed,
   }, seconds);
@@ -338,8 +389,8 @@ export async function main(argv: string[]): Promise<number> {
     noise,
     adapter: meta.adapter,
   };
-  await Deno.writeTextFile(join(outDir, "trace.csv"), traceCsv(run, traces));
-  if (averages.length) await Deno.writeTextFile(join(outDir, "averages.csv"), averagesCsv(run, averages));
+  await writeAtomic(join(outDir, "trace.csv"), traceCsv(run, traces));
+  if (averages.length) await writeAtomic(join(outDir, "averages.csv"), averagesCsv(run, averages));
   console.error(
     `\n${traces.length} fact(s) traced in ${
       formatSeconds(seconds)

@@ -544,7 +544,7 @@ Deno.test("fetch-data: a truncated body is an error; the next run resumes with a
 Deno.test("fetch-data CLI: pinned known_1000 checksum, base URL from the environment or --base-url", async () => {
   const server = serveFiles({
     "/dsets/known_1000.json": { body: KNOWN_BYTES },
-    "/dsets/counterfact.json": { body: Deno.readFileSync(fixture("counterfact.json")) },
+    "/dsets/zsre_mend_eval.json": { body: Deno.readFileSync(fixture("zsre.json")) },
   });
   const dataDir = await Deno.makeTempDir();
   const cli = fileURLToPath(new URL("../experiments/fetch_data.ts", import.meta.url));
@@ -566,13 +566,13 @@ Deno.test("fetch-data CLI: pinned known_1000 checksum, base URL from the environ
     );
     assert.deepEqual(server.requests.map((q) => q.path), ["/dsets/known_1000.json"]);
     // --base-url wins over the environment (which points nowhere here).
-    const ok = await run(["counterfact", "--base-url", server.url], "http://127.0.0.1:9/nowhere");
+    const ok = await run(["zsre", "--base-url", server.url], "http://127.0.0.1:9/nowhere");
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(
       ok.stdout,
-      /counterfact: .*counterfact.json \(downloaded\), \d+ bytes, 2 records, sha256 [0-9a-f]{64}/,
+      /zsre: .*zsre_mend_eval.json \(downloaded\), \d+ bytes, \d+ records, sha256 [0-9a-f]{64}/,
     );
-    assert.deepEqual(listDir(dataDir), ["counterfact.json", "counterfact.json.sha256"]);
+    assert.deepEqual(listDir(dataDir), ["zsre_mend_eval.json", "zsre_mend_eval.json.sha256"]);
     const unknown = await run(["squad"], server.url);
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /unknown dataset "squad"; known: known_1000, counterfact, zsre, all/);

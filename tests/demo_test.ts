@@ -1,7 +1,10 @@
-// deno task demo end to end on a tiny model folder made here: the five steps are shown, the trace's
-// SVG is written, the edit is undone bit for bit, and bad input gets a clear error.
+// ./locus task demo end to end on a tiny model folder made here: the five steps are shown with the
+// reasons for the layer and key token, the trace's SVG and the HTML page are written, the edit is undone
+// bit for bit, an unknown fact is flagged, and bad input gets a clear error.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
+import { EVIDENCE_MIN, EVIDENCE_SHARE, tracingEvidence } from "../experiments/demo.ts";
+import type { FactTrace } from "../experiments/tracing.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { runScript, type ScriptRun } from "./util.ts";
 
@@ -24,31 +27,91 @@ function demo(...args: string[]): Promise<ScriptRun> {
   );
 }
 
-Deno.test("demo: fact, trace, layer choice, ROME edit, undo; the first known fact by default", async () => {
-  const r = await demo();
+Deno.test("demo: fact, trace, layer choice with its reason, key token, bars, labelled averages, page, undo", async () => {
+  const r = await demo("--no-color");
   assert.equal(r.code, 0, r.stderr);
   const first = kb.known[0];
+  assert.match(r.stdout, /\nAdapter: .+\n/);
   assert.match(r.stdout, new RegExp(`1\\. The fact \\(counterfact:${first}\\): ".*" -> \\w+`));
-  assert.match(r.stdout, /The model answers: \w+ \d+(\.\d)?%, \w+ \d+(\.\d)?%, \w+ \d+(\.\d)?%/);
-  assert.match(r.stdout, /2\. Causal tracing: .*\n.*\n {3}residual stream \(window 1\)/);
-  assert.match(r.stdout, /MLP output \(window 1\)/);
+  assert.match(r.stdout, /After ".*" the model answers: \w+ [\d.]+%, \w+ [\d.]+%, \w+ [\d.]+%/);
+  assert.doesNotMatch(r.stdout, /WARNING/, "the first known fact is known");
   assert.match(
     r.stdout,
-    /3\. Where to edit\? at the last subject word, restoring the MLP output helps most at layer \d \(effect -?\d\.\d{3}\) \(Layer Gradient Analysis on \d+ other facts picks layer \d\)/,
+    /2\. Causal tracing: .*\n.*windows: resid 1, MLP and attention 1 of 3 layers.*\n {3}residual stream \(window 1\)/,
   );
-  assert.match(r.stdout, /4\. ROME rewrites ".*" to answer \w+/);
+  // The tiny model is of the "small" family: its documented fact token is the prompt's last token.
+  assert.match(
+    r.stdout,
+    /3\. Where to edit\? The edit keys on "\w+", the prompt's last token \(this model's default/,
+  );
+  // The reason matches the numbers: the trace's layer when its peak clears the threshold, the default
+  // layer (editing/hparams.ts: round(3 / 3) = 1 for its 3 layers) otherwise.
+  const m =
+    /helps most at layer (\d) \(effect (-?[\d.]+); noise threshold ([\d.]+) = .*\)\)\. (?:We edit MLP layer (\d)|It cannot tell the layers apart, so we edit this model's documented default layer (\d))/
+      .exec(r.stdout);
+  assert.ok(m, r.stdout);
+  const [peak, effect, threshold] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  if (m[4] !== undefined) {
+    assert.ok(effect >= threshold, `${effect} clears ${threshold}`);
+    assert.equal(Number(m[4]), peak);
+  } else {
+    assert.ok(effect < threshold, `${effect} is under ${threshold}`);
+    assert.equal(Number(m[5]), 1);
+  }
+  const layer = m[4] ?? m[5];
+  assert.match(
+    r.stdout,
+    new RegExp(
+      `4\\. ROME rewrites ".*" to answer \\w+: one rank-one change of layer ${layer}'s MLP, keyed on "\\w+"`,
+    ),
+  );
   for (const label of ["the fact", "a paraphrase", "a neighbour"]) {
-    assert.match(r.stdout, new RegExp(` {3}${label} +".*"\\n +before: .*\\n +after: {2}.*`));
+    assert.match(
+      r.stdout,
+      new RegExp(
+        ` {3}${label} +".*"\\n +top answers before: .*\\n +top answers after: {2}.*\\n +p\\(\\w+\\) +before \\|[# ]{25}\\| [\\d.]+%\\n +after  \\|[# ]{25}\\| [\\d.]+%`,
+      ),
+    );
   }
   assert.match(
     r.stdout,
-    /Scores \(1 = perfect\): rewrite -?\d\.\d\d, paraphrase -?\d\.\d\d, neighbour unchanged \d\.\d\d/,
+    /rewrite -?\d\.\d\d \(the fact's prompt\); paraphrase -?\d\.\d\d for the one shown, -?\d\.\d\d average over 1; neighbour unchanged .* \d\.\d\d for the one shown, \d\.\d\d average over \d+\./,
   );
+  assert.match(r.stdout, /Standard metrics .*: ES [\d.]+ {2}PS [\d.]+ {2}NS [\d.]+ {2}EM -?[\d.]+/);
   assert.match(r.stdout, /5\. Undo: .*\n {3}Identical to before the edit, to the last bit\./);
-  assert.match(r.stdout, /Done in \d+\.\d s\./);
+  assert.match(r.stdout, /Done in \d+\.\d s\. The page: .*index\.html/);
   const svg = await Deno.readTextFile(`${dir}/demo/trace-counterfact-${first}.svg`);
   assert.match(svg, /^<svg /);
   assert.equal(svg.split('class="panel"').length - 1, 3, "residual, MLP and attention panels");
+  const page = await Deno.readTextFile(`${dir}/demo/index.html`);
+  assert.match(page, /^<!DOCTYPE html>/);
+  assert.equal(page.split("<svg ").length - 1, 3, "heatmaps, effect curve, before/after bars");
+  assert.doesNotMatch(page, /<script|https?:\/\/(?!www\.w3\.org)/, "self-contained");
+  assert.ok(page.includes(`noise threshold ${m[3]}`) && page.includes("<h2>5. Undo</h2>"));
+});
+
+Deno.test("demo: a fact the model does not predict gets a warning", async () => {
+  const r = await demo("--no-color", "--case", String(kb.unknown[0]));
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /WARNING: the model does not predict \w+ here \(its answer is \w+\)/);
+});
+
+Deno.test("tracingEvidence: the peak counts only above max(0.05, 0.1 x (clean - corrupted))", () => {
+  const trace = (clean: number, corrupted: number, row: number[]) =>
+    ({
+      clean,
+      corrupted,
+      grids: [{ kind: "mlp", effect: [[0, 0, 0], row] }],
+    }) as unknown as FactTrace;
+  const strong = tracingEvidence(trace(0.9, 0.1, [0.01, 0.3, 0.02]), 1);
+  assert.deepEqual([strong.peak, strong.clears], [1, true]);
+  assert.ok(Math.abs(strong.threshold - 0.08) < 1e-12);
+  const weak = tracingEvidence(trace(0.99, 0.05, [0.024, 0.01, 0.0]), 1);
+  assert.deepEqual([weak.peak, weak.clears], [0, false]);
+  // A small drop: the absolute floor of 0.05 applies.
+  const floor = tracingEvidence(trace(0.3, 0.2, [0.04, 0.0, 0.0]), 1);
+  assert.deepEqual([floor.threshold, floor.clears], [EVIDENCE_MIN, false]);
+  assert.equal(EVIDENCE_SHARE, 0.1);
 });
 
 Deno.test("demo: --case and --strategy lga", async () => {
@@ -56,10 +119,13 @@ Deno.test("demo: --case and --strategy lga", async () => {
   const r = await demo("--case", String(id), "--strategy", "lga");
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`1\\. The fact \\(counterfact:${id}\\)`));
-  const m = /Layer Gradient Analysis on \d+ other facts picks layer (\d) .*\n {3}we edit MLP layer (\d)\./
-    .exec(r.stdout);
+  const m = /Layer Gradient Analysis on \d+ other facts picks layer (\d); we edit it\./.exec(r.stdout);
   assert.ok(m, r.stdout);
-  assert.equal(m[1], m[2], "the edit is at LGA's layer");
+  assert.match(
+    r.stdout,
+    new RegExp(`one rank-one change of layer ${m[1]}'s MLP`),
+    "the edit is at LGA's layer",
+  );
 });
 
 Deno.test("demo: clear errors for an unknown case, strategy or model folder", async () => {

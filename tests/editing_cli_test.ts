@@ -85,6 +85,16 @@ Deno.test("edit --case --json, then --load of the saved edit gives the same post
     ["neighbor", "Carl Dorn lives in"],
   ]);
   assert.ok(j.probabilities.post.rewrite !== j.probabilities.pre.rewrite, "the edit changed something");
+  // The standard metrics agree with the probabilities beside them: ES is whether p(new) > p(true) after
+  // the prompt, and the neighbour keeps its true object ahead (NS) exactly when its locality holds.
+  const m = j.standardMetrics;
+  for (
+    const key of ["efficacySuccess", "paraphraseSuccess", "neighborhoodSuccess", "reliability", "locality"]
+  ) {
+    assert.ok(m[key] === 0 || m[key] === 1 || (m[key] > 0 && m[key] < 1), `${key} ${m[key]}`);
+  }
+  assert.equal(m.efficacySuccess, m.efficacyMagnitude > 0 ? 1 : 0);
+  assert.equal(m.portability, null, "a CounterFact record has no portability prompts");
   const saved = await loadEdit(`${dir}/e.safetensors`);
   assert.deepEqual(saved.deltas.map((d) => d.param), ["h.0.mlp.c_proj.weight"]);
 
@@ -135,6 +145,10 @@ Deno.test("edit: text output for MEMIT with options instead of a record; clear e
   assert.match(
     r.stdout,
     /scores: rewrite -?\d\.\d{3} {2}paraphrase n\/a {2}neighborhood n\/a {2}overall -?\d\.\d{3}/,
+  );
+  assert.match(
+    r.stdout,
+    /standard metrics: ES [01]\.00 {2}PS n\/a {2}NS n\/a {2}EM -?\d\.\d\d {2}PM n\/a {2}NM n\/a {2}Reliability \d\.\d\d {2}Generalization n\/a {2}Locality n\/a {2}Portability n\/a/,
   );
   assert.doesNotMatch(r.stdout, /NaN/);
 

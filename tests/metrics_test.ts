@@ -12,6 +12,7 @@ import {
   generate,
   greedyGenerate,
   harmonicMean,
+  localityReference,
   neighborhoodScore,
   ngramEntropy,
   overallScore,
@@ -21,6 +22,8 @@ import {
   romeCaseMetrics,
   romeSummary,
   scoreContinuations,
+  STANDARD_METRICS,
+  standardScores,
   teacherForcedAccuracy,
   tokenAgreement,
   wordTokens,
@@ -363,4 +366,63 @@ Deno.test("top-k sampling: seeded, inside the reference top k, k = 1 is greedy",
     () => generate(model, tok, ["the"], { maxNewTokens: 2, topK: 0 }),
     /topK must be in \[1, 23\]/,
   );
+});
+
+Deno.test("standard metrics (ES/PS/NS, EM/PM/NM, EasyEdit's four) of one case match the float64 reference", async () => {
+  const c = {
+    prompt: "the capital of France is",
+    paraphrases: ["the Eiffel Tower is located in the city of", "Paris is"],
+    neighbors: ["Rome", "a famous old river"],
+    portability: [{ prompt: "the capital of France is", answer: "a city in France" }],
+    targetTrue: "Paris",
+    targetNew: "Rome",
+  };
+  /** Reference mean NLL and teacher-forced argmax tokens of `target` after `prompt`. */
+  const ref = (prompt: string, target: string) => {
+    const context = tok.encode(prompt), y = tok.encode(" " + target);
+    const lp = referenceLogProbs([...context, ...y.slice(0, -1)]);
+    return {
+      nll: -y.reduce((a, id, j) => a + lp[context.length - 1 + j][id], 0) / y.length,
+      argmax: y.map((_, j) => clearArgmax(lp[context.length - 1 + j])),
+      y,
+    };
+  };
+  const wins = (prompts: string[], newAhead: boolean) =>
+    prompts.map((p) => (ref(p, c.targetTrue).nll > ref(p, c.targetNew).nll) === newAhead ? 1 : 0);
+  const gap = (p: string) => Math.exp(-ref(p, c.targetNew).nll) - Math.exp(-ref(p, c.targetTrue).nll);
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const acc = (p: string, t: string) => {
+    const r = ref(p, t);
+    return r.y.filter((id, j) => r.argmax[j] === id).length / r.y.length;
+  };
+  // The same model before and after: locality is 1 by construction; the rest come from the reference.
+  const reference = await localityReference(model, tok, c);
+  const s = await standardScores(model, tok, c, reference);
+  assert.equal(s.efficacySuccess, wins([c.prompt], true)[0]);
+  assert.equal(s.paraphraseSuccess, mean(wins(c.paraphrases, true)));
+  assert.equal(s.neighborhoodSuccess, mean(wins(c.neighbors, false)));
+  near(s.efficacyMagnitude!, gap(c.prompt), 1e-4, "EM");
+  near(s.paraphraseMagnitude!, mean(c.paraphrases.map(gap)), 1e-4, "PM");
+  near(s.neighborhoodMagnitude!, -mean(c.neighbors.map(gap)), 1e-4, "NM");
+  assert.equal(s.reliability, acc(c.prompt, c.targetNew));
+  assert.equal(s.generalization, mean(c.paraphrases.map((p) => acc(p, c.targetNew))));
+  assert.equal(s.portability, acc(c.portability[0].prompt, c.portability[0].answer));
+  assert.equal(s.locality, 1);
+  // Against a reference that differs in one of a neighbour's tokens, locality drops to 1/2 for it.
+  const changed = reference.map((r, i) => (i === 0 ? r.map((id) => (id + 1) % WORDS.length) : r));
+  assert.equal((await standardScores(model, tok, c, changed)).locality, 0.5);
+  // Without paraphrases, neighbours or portability prompts those metrics are null, not 0.
+  const bare = await standardScores(
+    model,
+    tok,
+    { ...c, paraphrases: [], neighbors: [], portability: [] },
+    [],
+  );
+  for (
+    const key of ["paraphraseSuccess", "neighborhoodSuccess", "generalization", "locality", "portability"]
+  ) {
+    assert.equal(bare[key as keyof typeof bare], null, key);
+  }
+  assert.deepEqual(STANDARD_METRICS.map((m) => m.short).slice(0, 6), ["ES", "PS", "NS", "EM", "PM", "NM"]);
+  await assert.rejects(() => standardScores(model, tok, c, []), /0 locality references for 2 neighbours/);
 });

@@ -323,6 +323,23 @@ Deno.test("report opens in headless Chromium with the network blocked: DOM and s
     assert.ok(dom.includes(`id="${id}"`), `the browser's DOM has ${id}`);
   }
   assert.ok((dom.match(/<svg /g) ?? []).length >= 20, "the SVG figures are parsed into the DOM");
+  // Readable, honest axes in what the browser parsed: the line charts' x axes are layers, so integer
+  // ticks only; value axes start at 0 (every chart here shows scores, effects or counts); no tick label
+  // is a floating-point residue such as 3e-18.
+  const tickTexts = (svg: string, cls: string) =>
+    [...svg.matchAll(new RegExp(`class="${cls}"[^>]*>([^<]*)<`, "g"))].map((m) => m[1]);
+  const svgs = dom.match(/<svg [\s\S]*?<\/svg>/g)!;
+  let charts = 0;
+  for (const svg of svgs) {
+    const xs = tickTexts(svg, "xtick"), ys = tickTexts(svg, "ytick");
+    for (const t of xs) assert.match(t, /^\d+$/, `integer layer tick, got ${t}`);
+    for (const t of ys) assert.match(t, /^-?\d+(\.\d{1,3})?$/, `readable value tick, got ${t}`);
+    if (ys.length > 0) {
+      charts++;
+      assert.ok(ys.includes("0"), `a value axis from 0: ${ys.join(" ")}`);
+    }
+  }
+  assert.ok(charts >= 10, `${charts} charts with value axes`);
   const png = await Deno.readFile(shot);
   assert.deepEqual([...png.slice(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10], "a PNG screenshot");
   assert.ok(png.length > 50_000, `the screenshot has content (${png.length} bytes)`);
