@@ -1,10 +1,22 @@
-// Locus public API: a WebGPU GPT-2 engine for studying where language models store facts and
+// Locus public API: a WebGPU transformer engine (GPT-2, GPT-J, NeoX, Llama, Mistral, Qwen2, Gemma) for
+// studying where language models store facts and
 // how to edit them. Import from here; the experiments/ folder builds on exactly these pieces.
 
 // GPU runtime and tensors
 export { cdiv, getGpu, Gpu, NoAdapterError, Tensor, uniforms } from "./engine/gpu.ts";
 // Model configuration, weights, forward pass with intervention hooks
-export { ConfigError, configJson, GPT2_SHAPES, type GPT2Config, parseConfig } from "./engine/config.ts";
+export {
+  ConfigError,
+  configJson,
+  FAMILIES,
+  type Family,
+  GPT2_SHAPES,
+  type GPT2Config,
+  gpt2Config,
+  type ModelConfig,
+  parseConfig,
+} from "./engine/config.ts";
+export { checkpointSource, editTargetName } from "./engine/families.ts";
 export {
   type Batch,
   type ForwardOptions,
@@ -28,6 +40,7 @@ export { openCheckpoint, openSafetensors, SafetensorsError, writeSafetensors } f
 export {
   BpeTokenizer,
   loadTokenizer,
+  targetIds,
   subjectTokenRange,
   type Tokenizer,
   tokenizerFromJson,
