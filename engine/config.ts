@@ -576,6 +576,22 @@ function gemmaLike(f: Fields, second: boolean): ModelConfig {
   return c;
 }
 
+/** The fields that identify a model's shape, for run metadata (the per-layer rotary tables left out). */
+export function configSummary(c: ModelConfig): Record<string, string | number | boolean | null> {
+  return {
+    family: c.family,
+    vocabSize: c.vocabSize,
+    nPositions: c.nPositions,
+    nEmbd: c.nEmbd,
+    nLayer: c.nLayer,
+    nHead: c.nHead,
+    nKvHead: c.nKvHead,
+    headDim: c.headDim,
+    nInner: c.nInner,
+    layerNormEpsilon: c.layerNormEpsilon,
+  };
+}
+
 /** The config.json a Hugging Face GPT-2 loader accepts for this configuration (GPT-2 family only). */
 export function configJson(cfg: GPT2Config | ModelConfig): string {
   const c = resolveConfig(cfg);

@@ -274,6 +274,12 @@ export class GPT2 {
           rows += info.shape[0];
           used.add(part);
         }
+        if (rows !== shape[0] && parts.length === 1) {
+          const stored = [rows, ...shape.slice(1)];
+          throw new ModelLoadError(
+            `${dir}: tensor ${parts[0]} has shape [${stored}] but config.json implies [${shape}]`,
+          );
+        }
         if (rows !== shape[0]) {
           throw new ModelLoadError(
             `${dir}: tensor${parts.length > 1 ? "s" : ""} ${parts.join(" + ")} ha${

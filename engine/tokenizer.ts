@@ -1342,7 +1342,12 @@ export function targetIds(
   const ids = full.slice(head.length, full.length - tail);
   if (ids.length === 0) throw new Error(`target ${JSON.stringify(target)} has no tokens`);
   if (o.refuseUnknown && tok instanceof WordLevelTokenizer && ids.includes(tok.unkId)) {
-    throw new Error(`target ${JSON.stringify(target)} has a word outside the tokenizer's vocabulary`);
+    const word = target.split(/\s+/).find((w) => w !== "" && tok.encode(w).includes(tok.unkId));
+    throw new Error(
+      `target ${JSON.stringify(target)} has the word ${
+        JSON.stringify(word ?? target)
+      } outside the tokenizer's vocabulary`,
+    );
   }
   return ids;
 }

@@ -5,14 +5,14 @@
 // tool, model, dataset and adapter, the tool's own method and hyper-parameters, when and how long.
 import { writeAtomic } from "../engine/files.ts";
 import { join } from "node:path";
-import type { GPT2Config } from "../engine/config.ts";
+import { configSummary, type ModelConfig } from "../engine/config.ts";
 
 /** What every run's metadata names, whatever the tool. */
 export interface RunIdentity {
   tool: string;
   /** The model folder. */
   model: string;
-  config: GPT2Config;
+  config: ModelConfig;
   dataset: string;
   /** The GPU adapter's description (Gpu.describe()): timings depend on it. */
   adapter: string;
@@ -30,7 +30,7 @@ export function runMetadata<Details extends object>(run: RunIdentity, details: D
   return {
     tool: run.tool,
     model: run.model,
-    config: run.config,
+    config: configSummary(run.config),
     dataset: run.dataset,
     ...details,
     adapter: run.adapter,

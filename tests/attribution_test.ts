@@ -2,7 +2,7 @@
 // experiments/layer_selection.ts) on tiny random models, against float64 computations with the
 // reference forward (tests/reference_model.ts) and central finite differences.
 import assert from "node:assert/strict";
-import type { GPT2Config } from "../engine/config.ts";
+import { configSummary, type GPT2Config, gpt2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, randomWeights } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
@@ -522,7 +522,8 @@ Deno.test("deno task attribute: ig on the model's counterfact.json with tracing,
     1,
     10,
   ]);
-  assert.deepEqual(j.meta.config, cfg);
+  assert.deepEqual(j.meta.config, { ...configSummary(gpt2Config(cfg)) });
+  assert.equal(j.meta.config.family, "gpt2");
   const direct = await attributeFacts(model, tok, [{ prompt: "Vela Dornik was born in", target: "Lisbon" }, {
     prompt: "the river lives in the city of",
     target: "Rome",
@@ -580,7 +581,7 @@ Deno.test("deno task attribute: ig on the model's counterfact.json with tracing,
   const unknown = await attribute("--method", "ig", "--dataset", `${dir}/unknown.json`, "--out", lgaOut);
   assert.match(
     unknown.stderr,
-    /unknown\.json: record 0 \(counterfact:4\): target "Paris" has a word outside the tokenizer's vocabulary/,
+    /unknown\.json: record 0 \(counterfact:4\): target "Paris" has the word "Paris" outside the tokenizer's vocabulary/,
   );
   // This model's greedy completion of both prompts is "in": only the record claiming "in" is known.
   await Deno.writeTextFile(
