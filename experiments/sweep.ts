@@ -30,9 +30,11 @@
 //
 // Noise: causal tracing, fact forcing and tracing reversal use ROME's rule, 3 x the std of the
 // subject-token embeddings of the dataset's known facts (tracing.ts subjectNoiseLevel), recorded with
-// every result using it. Sharding: item i belongs to shard
-// hash(key) mod n (store.ts shardItems); shards write their own stores, merged afterwards. Facts are
-// sampled with a seeded shuffle of the facts the model knows, so every process sees the same plan.
+// every result using it.
+//
+// Sharding: item i belongs to shard hash(key) mod n (store.ts shardItems); shards write their own
+// stores, merged afterwards. Facts are sampled with a seeded shuffle of the facts the model knows, so
+// every process sees the same plan.
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
 // method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
@@ -289,8 +291,8 @@ function contextPrefixTokens(model: GPT2): number {
 /** The most positions any sequence of this case needs: prompt (after a context prefix), paraphrases and
  *  neighbours, each followed by its longest target. */
 function positionsNeeded(tok: Tokenizer, c: EditingCase, prefix: number): number {
-  const targets = Math.max(targetIds(tok, c.targetTrue).length, targetIds(tok, c.targetNew).length);
   const trueTarget = targetIds(tok, c.targetTrue).length;
+  const targets = Math.max(trueTarget, targetIds(tok, c.targetNew).length);
   return Math.max(
     prefix + tok.encode(filledPrompt(c)).length + targets,
     ...c.paraphrases.map((p) => tok.encode(p).length + targets),
