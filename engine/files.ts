@@ -32,7 +32,12 @@ export async function writeFileAtomic(
   write: (file: Deno.FsFile) => Promise<void>,
 ): Promise<void> {
   const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID()}`;
-  let file: Deno.FsFile | undefined = await Deno.open(tmp, { write: true, createNew: true });
+  let file: Deno.FsFile | undefined;
+  try {
+    file = await Deno.open(tmp, { write: true, createNew: true });
+  } catch (e) {
+    throw new Error(`cannot write ${path} (${(e as Error).message})`);
+  }
   try {
     await write(file);
     await file.sync();

@@ -389,10 +389,18 @@ async function main(argv: string[]): Promise<number> {
       return { prompt: c.prompt, subject: c.subject, targetTrue: c.targetTrue, targetNew: c.targetNew ?? "" };
     });
     // Unknown words are reported with the record they come from, before any work starts.
+    // So are prompts longer than the model reads (with LGA's answer tokens after them).
     requests.forEach((r, i) =>
       checkRecord(dataset, used[i], () => {
-        targetIds(tok, r.prompt, r.targetTrue, { refuseUnknown: true });
-        if (method === "lga") targetIds(tok, r.prompt, r.targetNew, { refuseUnknown: true });
+        const answers = [
+          targetIds(tok, r.prompt, r.targetTrue, { refuseUnknown: true }),
+          ...(method === "lga" ? [targetIds(tok, r.prompt, r.targetNew, { refuseUnknown: true })] : []),
+        ];
+        const needed = tok.encode(r.prompt).length +
+          (method === "lga" ? Math.max(...answers.map((a) => a.length)) - 1 : 0);
+        if (needed > model.config.nPositions) {
+          throw new Error(`needs ${needed} positions, the model has ${model.config.nPositions}`);
+        }
       })
     );
     let known: number | null = null;

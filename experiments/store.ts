@@ -398,28 +398,34 @@ export interface MergeReport {
   conflicts: string[];
 }
 
+/** Checks a database to merge (readable, intact, this schema); returns whether it has a settings table. */
+function checkSource(source: string): boolean {
+  let src: DatabaseSync;
+  try {
+    src = new DatabaseSync(source, { readOnly: true });
+  } catch (e) {
+    throw new Error(`merge: cannot open source database ${source} (${(e as Error).message})`);
+  }
+  try {
+    checkIntegrity(src, source);
+    if (!checkVersion(src, source)) throw new Error(`merge: ${source} has no results table`);
+    return src.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'").get() !==
+      undefined;
+  } finally {
+    src.close();
+  }
+}
+
 /** Copies every result of the source databases into `target` (created if needed), one transaction per source. */
 export function mergeStores(target: string, sources: readonly string[]): MergeReport {
+  // Every source is checked before the target is opened (or created): a bad source leaves no target.
+  const withSettings = new Map(sources.map((source) => [source, checkSource(source)]));
   const db = openDatabase(target);
   const report: MergeReport = { inserted: 0, duplicates: 0, conflicts: [] };
   const data = [...KEY_COLUMNS, ...JSON_COLUMNS];
   try {
     for (const source of sources) {
-      let src: DatabaseSync;
-      try {
-        src = new DatabaseSync(source, { readOnly: true });
-      } catch (e) {
-        throw new Error(`merge: cannot open source database ${source} (${(e as Error).message})`);
-      }
-      let hasSettings: boolean;
-      try {
-        checkIntegrity(src, source);
-        if (!checkVersion(src, source)) throw new Error(`merge: ${source} has no results table`);
-        hasSettings = src.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'")
-          .get() !== undefined;
-      } finally {
-        src.close();
-      }
+      const hasSettings = withSettings.get(source)!;
       db.prepare("ATTACH DATABASE ? AS src").run(source);
       try {
         db.exec("BEGIN");

@@ -151,6 +151,7 @@ async function main(args: string[]): Promise<number> {
     facts: sample.facts,
     layers: Array.from({ length: L }, (_, l) => l),
     settings,
+    noiseSubjects: sample.knownSubjects,
   };
   const plans: { title: string; plan: SweepPlan }[] = [{
     title: "localization + editing",

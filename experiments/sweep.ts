@@ -28,10 +28,13 @@
 // quarters, ..., so a sweep killed more often than one block takes still progresses. Records whose
 // prompts cannot fit the model's positions are skipped when the facts are sampled, and reported.
 //
-// Noise: causal tracing, fact forcing and tracing reversal use ROME's rule, 3 x the std of the traced
-// facts' subject-token embeddings (tracing.ts subjectNoiseLevel), recorded with every result using it. Sharding: item i belongs to shard
-// hash(key) mod n (store.ts shardItems); shards write their own stores, merged afterwards. Facts are
-// sampled with a seeded shuffle of the facts the model knows, so every process sees the same plan.
+// Noise: causal tracing, fact forcing and tracing reversal use ROME's rule, 3 x the std of the
+// subject-token embeddings of the dataset's known facts (tracing.ts subjectNoiseLevel), recorded with
+// every result using it.
+//
+// Sharding: item i belongs to shard hash(key) mod n (store.ts shardItems); shards write their own
+// stores, merged afterwards. Facts are sampled with a seeded shuffle of the facts the model knows, so
+// every process sees the same plan.
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
 // method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
@@ -159,6 +162,9 @@ export interface SweepPlan {
   localizations: Localization[];
   selectors: SelectorName[];
   settings: SweepSettings;
+  /** Subjects whose token embeddings set the noise level (ROME: every known fact of the dataset);
+   *  default: the plan's facts. */
+  noiseSubjects?: string[];
 }
 
 /** Hase et al. trace MLP outputs with a window of 5 of GPT-J's 28 layers; the same share of this depth. */
@@ -251,6 +257,8 @@ export function filledPrompt(c: EditingCase): string {
 export interface FactSample {
   /** Cases the model completes with the first token of the true object. */
   known: number;
+  /** Their subjects (the set ROME's noise level is computed over). */
+  knownSubjects: string[];
   candidates: number;
   /** Records left out because a prompt the sweep runs would not fit the model's positions, one line each. */
   skipped: string[];
@@ -333,6 +341,7 @@ export async function sampleFacts(
   const traced = order.slice(o.edit, o.edit + o.traceOnly);
   return {
     known: known.length,
+    knownSubjects: known.map((c) => c.case.subject),
     candidates: candidates.length,
     skipped,
     facts: [
@@ -545,9 +554,8 @@ export async function runSweep(
   const log = ctx.log ?? (() => {});
   const show = ctx.progress ?? (() => {});
   checkPlan(plan, model.nLayer);
-  const noise = plan.facts.length
-    ? await subjectNoiseLevel(model, tok, plan.facts.map((f) => f.case.subject))
-    : null;
+  const noiseSubjects = plan.noiseSubjects ?? plan.facts.map((f) => f.case.subject);
+  const noise = noiseSubjects.length ? await subjectNoiseLevel(model, tok, noiseSubjects) : null;
   const differences = store.checkSettings(plan.name, settingsFingerprint(plan, ctx.meta, noise), o.force);
   if (differences.length) {
     log(`--force: this store now holds results computed under other settings (${differences.join("; ")})`);
@@ -1012,6 +1020,7 @@ async function main(args: string[]): Promise<number> {
     localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
     selectors: parseNames("selectors", values.selectors!, SELECTORS),
     settings,
+    noiseSubjects: sample.knownSubjects,
   };
   console.log(`model ${dir} (${L} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
   console.log(

@@ -263,9 +263,11 @@ export async function main(argv: string[]): Promise<number> {
   let facts: (FactQuery & { known_id: number | null })[];
   let dataset: string;
   let counts: { records: number; known: number } | null = null;
+  let noiseSubjects: string[]; // ROME's noise rule runs over every known fact's subject
   if (values.prompt !== undefined) {
     facts = [{ prompt: values.prompt, subject: values.subject!, target: values.target!, known_id: null }];
     dataset = "command line";
+    noiseSubjects = [values.subject!];
   } else {
     dataset = values.dataset ?? join(modelDir, "known_facts.json");
     let bytes: Uint8Array;
@@ -277,6 +279,7 @@ export async function main(argv: string[]): Promise<number> {
     const records = datasetFacts(decodeDataset(bytes, dataset), dataset);
     const known = await knownFacts(model, tok, records, dataset);
     counts = { records: records.length, known: known.length };
+    noiseSubjects = known.map((f) => f.subject);
     console.error(
       `${dataset}: the model completes ${known.length} of ${records.length} facts correctly; tracing ${
         Math.min(limit, known.length)
@@ -290,9 +293,9 @@ export async function main(argv: string[]): Promise<number> {
     }));
   }
 
-  // ROME's rule over the facts traced here, unless --noise fixes the level.
-  const rule = method === "noise" && fixedNoise === undefined && facts.length > 0
-    ? await subjectNoiseLevel(model, tok, facts.map((f) => f.subject))
+  // ROME's rule, unless --noise fixes the level.
+  const rule = method === "noise" && fixedNoise === undefined && noiseSubjects.length > 0
+    ? await subjectNoiseLevel(model, tok, noiseSubjects)
     : null;
   const noise = method === "noise" ? fixedNoise ?? rule?.level ?? null : null;
   // The default windows scale ROME's 10 of 48 layers to this model's depth (a window of 10 would

@@ -234,6 +234,12 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
     meta = { ...saved, resumedAt: [...(saved.resumedAt ?? []), saved.step] };
     console.log(`resumed from ${runDir} at step ${meta.step}`);
   }
+  // A kill can leave a temp file, or a weights file written before its manifest: not part of the run.
+  for (const entry of Deno.readDirSync(runDir)) {
+    if (/^checkpoint-\d+\.safetensors/.test(entry.name) && entry.name !== meta.weights) {
+      await Deno.remove(`${runDir}/${entry.name}`);
+    }
+  }
   const saveCheckpoint = async () => {
     const state = await adam.saveState();
     const weights = await model.toArrays();

@@ -583,6 +583,22 @@ Deno.test("deno task attribute: ig on the model's counterfact.json with tracing,
     unknown.stderr,
     /unknown\.json: record 0 \(counterfact:4\): target "Paris" has the word "Paris" outside the tokenizer's vocabulary/,
   );
+  const longPrompt = `{} ${Array(cfg.nPositions).fill("lives in").join(" ")}`;
+  await Deno.writeTextFile(
+    `${dir}/long.json`,
+    JSON.stringify([
+      rewrite(0, "{} was born in", "Vela Dornik", "Lisbon", "Oslo"),
+      rewrite(7, longPrompt, "Vela Dornik", "Lisbon", "Oslo"),
+    ]),
+  );
+  const long = await attribute("--method", "ig", "--dataset", `${dir}/long.json`, "--out", lgaOut);
+  assert.equal(long.code, 1);
+  assert.match(
+    long.stderr,
+    new RegExp(
+      `long\\.json: record 1 \\(counterfact:7\\): needs \\d+ positions, the model has ${cfg.nPositions}`,
+    ),
+  );
   // This model's greedy completion of both prompts is "in": only the record claiming "in" is known.
   await Deno.writeTextFile(
     `${dir}/known.json`,

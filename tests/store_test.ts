@@ -204,7 +204,7 @@ Deno.test("settings: the first run records them, the same pass, others are refus
   });
 });
 
-Deno.test("merge: shards of one sweep run under different settings are a reported conflict", async () => {
+Deno.test("merge: shards run under different settings are a reported conflict; bad sources leave no target", async () => {
   await withTempDir((dir) => {
     for (const [i, seed] of [[0, 1], [1, 2]]) {
       const shard = ResultStore.open(`${dir}/s${i}.db`);
@@ -215,6 +215,12 @@ Deno.test("merge: shards of one sweep run under different settings are a reporte
     const report = mergeStores(`${dir}/all.db`, [`${dir}/s0.db`, `${dir}/s1.db`]);
     assert.equal(report.inserted, 2);
     assert.deepEqual(report.conflicts, ['settings of sweep "sweep-a" differ between stores']);
+    // A missing or damaged source is refused before the target exists.
+    assert.throws(
+      () => mergeStores(`${dir}/new.db`, [`${dir}/s0.db`, `${dir}/gone.db`]),
+      /merge: cannot open source database .*gone\.db/,
+    );
+    assert.throws(() => Deno.statSync(`${dir}/new.db`), Deno.errors.NotFound);
   });
 });
 

@@ -20,6 +20,7 @@ import {
   type SweepPlan,
 } from "../experiments/sweep.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
+import { rng } from "./util.ts";
 
 const delay = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms));
 
@@ -267,20 +268,32 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   }
 });
 
-Deno.test("sweep: killed with SIGKILL mid-sweep and resumed, nothing is lost or duplicated", async () => {
+Deno.test("sweep: killed with SIGKILL at random moments and resumed, nothing is lost or duplicated", async () => {
   const db = `${dir}/killed.db`;
-  const child = sweepCommand(...SWEEP_ARGS, "--out", db).spawn();
-  const drain = Promise.all([
-    child.stdout.pipeTo(new WritableStream()),
-    child.stderr.pipeTo(new WritableStream()),
-  ]);
-  while (countRows(db) < 12) await new Promise((r) => setTimeout(r, 20));
-  child.kill("SIGKILL");
-  const status = await child.status;
-  await drain;
-  assert.equal(status.signal, "SIGKILL", "the sweep finished before it was killed");
-  const before = readAll(db);
-  assert.ok(before.length >= 12 && before.length < TOTAL, `${before.length} results at the kill`);
+  const random = rng(31);
+  let before: StoredResult[] = [];
+  // Twice: run until a random number of results exist, wait a random moment more (the kill lands
+  // inside an item or between items), kill; the second run resumes the first.
+  for (const upTo of [TOTAL / 3, (2 * TOTAL) / 3]) {
+    const target = before.length + 1 + Math.floor(random() * (upTo - before.length));
+    const child = sweepCommand(...SWEEP_ARGS, "--out", db).spawn();
+    const drain = Promise.all([
+      child.stdout.pipeTo(new WritableStream()),
+      child.stderr.pipeTo(new WritableStream()),
+    ]);
+    while (countRows(db) < target) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, random() * 100));
+    child.kill("SIGKILL");
+    const status = await child.status;
+    await drain;
+    assert.equal(status.signal, "SIGKILL", "the sweep finished before it was killed");
+    const rows = readAll(db);
+    assert.ok(rows.length >= target && rows.length < TOTAL, `${rows.length} results at the kill`);
+    // Rows stored before an earlier kill are untouched (same write time and content).
+    const now = byKey(rows);
+    for (const r of before) assert.deepEqual(now.get(r.key), r);
+    before = rows;
+  }
 
   const out = await sweep(...SWEEP_ARGS, "--out", db);
   assert.match(out, new RegExp(`${before.length} already stored, ${TOTAL - before.length} to run`));
@@ -288,7 +301,6 @@ Deno.test("sweep: killed with SIGKILL mid-sweep and resumed, nothing is lost or 
   const after = readAll(db);
   assert.equal(after.length, TOTAL);
   assert.deepEqual([...byKey(after).keys()].sort(), fullRows.map((r) => r.key).sort());
-  // Rows stored before the kill are untouched (same write time and content).
   const now = byKey(after);
   for (const r of before) assert.deepEqual(now.get(r.key), r);
   const reference = byKey(fullRows);

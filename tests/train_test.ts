@@ -64,7 +64,7 @@ Deno.test("train: killed with SIGKILL at random moments and resumed, the model i
   const runDir = `${dir}/killed/run`;
   const random = rng(20261203);
   const resumedAt: number[] = [];
-  for (let kill = 0; kill < 3; kill++) {
+  for (let kill = 0; kill < 4; kill++) {
     // Wait until the run has passed a random step, then a random extra delay: the kill lands
     // anywhere between (or inside) checkpoint writes.
     const target = 1 + Math.floor(random() * (STEPS - 2));
@@ -91,6 +91,9 @@ Deno.test("train: killed with SIGKILL at random moments and resumed, the model i
     if (status.signal === "SIGKILL") resumedAt.push(checkpointStep(runDir));
   }
   assert.ok(resumedAt.some((s) => s > 0 && s < STEPS), `no kill landed mid-training (${resumedAt})`);
+  // What a kill mid-checkpoint leaves: a temp file, and weights written before their manifest.
+  await Deno.writeTextFile(`${runDir}/checkpoint-${STEPS}.safetensors.tmp-1-x`, "torn");
+  await Deno.writeTextFile(`${runDir}/checkpoint-${STEPS + 3}.safetensors`, "not named by the manifest");
   const out = await train("killed");
   assert.match(out, /resumed from .* at step \d+/);
 

@@ -20,7 +20,9 @@ import { GPT2 } from "../../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../datasets.ts";
 import { greedyNextTokens } from "../recall.ts";
-import { defaultNoiseLevel } from "../tracing.ts";
+import { subjectNoiseLevel } from "../tracing.ts";
+import { positiveInt } from "../output.ts";
+import { runMain } from "../../engine/main.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
 import { statsHparams } from "./hparams.ts";
 import {
@@ -119,7 +121,8 @@ async function main(args: string[]): Promise<number> {
     },
   });
   const dir = values.model!;
-  const nCases = Number(values.cases), sweepCases = Number(values["sweep-cases"]);
+  const nCases = positiveInt("cases", values.cases, 100);
+  const sweepCases = positiveInt("sweep-cases", values["sweep-cases"], 20);
   const problem = parseProblem(values.problem!);
   const methods = values.methods!.split(",").map((m) => parseMethod(m.trim()));
   const gpu = await getGpu();
@@ -146,7 +149,8 @@ async function main(args: string[]): Promise<number> {
   );
   if (cases.length === 0) throw new Error("no known facts to edit");
 
-  const noise = { seed: 1, scale: await defaultNoiseLevel(model) };
+  // Tracing's noise (fact forcing, tracing reversal): ROME's rule over the known facts' subjects.
+  const noise = { seed: 1, scale: (await subjectNoiseLevel(model, tok, known.map((c) => c.subject))).level };
   const pairs: Pair[] = [];
   for (const c of cases) pairs.push({ c, request: await problemRequest(model, tok, c, problem, noise) });
   const pre = await caseProbabilities(model, tok, pairs);
@@ -288,11 +292,4 @@ async function main(args: string[]): Promise<number> {
   return values.check && checks.some(([, ok]) => !ok) ? 1 : 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (e) {
-    console.error(`quality: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("quality", main);
