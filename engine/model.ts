@@ -43,6 +43,7 @@ import {
   softcap,
 } from "./ops.ts";
 import { mulberry32 } from "./random.ts";
+import { writeAtomic } from "./files.ts";
 import { openCheckpoint, writeSafetensors } from "./safetensors.ts";
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
@@ -379,7 +380,7 @@ export class GPT2 {
       tensors[name] = { shape, data: arrays.get(name)! };
     }
     await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt", ...metadata });
-    await Deno.writeTextFile(`${dir}/config.json`, config);
+    await writeAtomic(`${dir}/config.json`, config);
   }
 
   /** Width of a hook site's state. */
