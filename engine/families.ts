@@ -143,8 +143,13 @@ export function editTargetName(c: ModelConfig, layer: number): string {
  * NeoX's fused query_key_value rows are ordered [head h][q, k, v][hd] (for the weight, each row
  * has `cols` values; for the bias, cols = 1). Returns them as [q of all heads; k; v].
  */
-export function neoxToBlocks(data: Float32Array, heads: number, hd: number, cols: number): Float32Array {
-  const out = new Float32Array(data.length);
+export function neoxToBlocks<T extends Float32Array | Uint16Array>(
+  data: T,
+  heads: number,
+  hd: number,
+  cols: number,
+): T {
+  const out = new (data.constructor as new (n: number) => T)(data.length);
   const block = heads * hd * cols; // one of q, k, v
   for (let h = 0; h < heads; h++) {
     for (let part = 0; part < 3; part++) {

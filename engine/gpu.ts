@@ -8,6 +8,7 @@
 // WGSL lives in shaders/*.wgsl, one kernel family per file. A kernel's compile-time
 // parameters (tile sizes, flags) are prepended as `const NAME = value;` lines, so one
 // file yields a specialised pipeline per parameter set (cached by file+entry+params).
+import { bf16ArrayToF32, f16ArrayToF32 } from "./safetensors.ts";
 
 export type KernelParams = Record<string, number | boolean>;
 
@@ -18,16 +19,28 @@ export interface TensorWindow {
   size: number;
 }
 
-/** A GPU tensor: one storage buffer holding f32 (or u32) values, row-major `shape`. */
+/** Element types: f32 and u32 take a word each; f16 and bf16 (model weights kept as their checkpoint
+ *  stores them) are packed two per 32-bit word, element e in the low half of word e/2 when e is even. */
+export type Dtype = "f32" | "u32" | "f16" | "bf16";
+
+/** Bytes a tensor of `size` elements of `dtype` occupies (at least one word). */
+export function tensorBytes(size: number, dtype: Dtype): number {
+  return Math.max(4, dtype === "f16" || dtype === "bf16" ? 4 * Math.ceil(size / 2) : 4 * size);
+}
+
+/** A GPU tensor: one storage buffer holding `dtype` values, row-major `shape`. */
 export class Tensor {
   constructor(
     readonly gpu: Gpu,
     readonly buffer: GPUBuffer,
     readonly shape: readonly number[],
-    readonly dtype: "f32" | "u32" = "f32",
+    readonly dtype: Dtype = "f32",
   ) {}
   get size(): number {
     return this.shape.reduce((a, b) => a * b, 1);
+  }
+  get bytes(): number {
+    return tensorBytes(this.size, this.dtype);
   }
   /** Copies the tensor to the CPU (flushes pending work). */
   read(): Promise<Float32Array> {
@@ -204,10 +217,10 @@ export class Gpu {
   // ---------------------------------------------------------------- tensors
 
   /** Allocates a tensor; `data` (if given) is uploaded at creation, so it never races recorded work. */
-  tensor(shape: readonly number[], data?: ArrayLike<number>, dtype: "f32" | "u32" = "f32"): Tensor {
+  tensor(shape: readonly number[], data?: ArrayLike<number>, dtype: Dtype = "f32"): Tensor {
     const size = shape.reduce((a, b) => a * b, 1);
     if (!Number.isInteger(size) || size < 0) throw new Error(`bad tensor shape [${shape}]`);
-    const bytes = Math.max(4, size * 4);
+    const bytes = tensorBytes(size, dtype);
     const limit = this.limits.maxStorageBufferBindingSize;
     if (bytes > limit) {
       throw new Error(
@@ -227,8 +240,10 @@ export class Gpu {
         throw new Error(`tensor data has ${data.length} values, shape [${shape}] needs ${size}`);
       }
       const range = buffer.getMappedRange();
+      // 16-bit tensors take their checkpoint's bit patterns.
       if (dtype === "u32") new Uint32Array(range).set(data);
-      else new Float32Array(range).set(data);
+      else if (dtype === "f32") new Float32Array(range).set(data);
+      else new Uint16Array(range).set(data);
       buffer.unmap();
     }
     return new Tensor(this, buffer, shape, dtype);
@@ -300,6 +315,7 @@ export class Gpu {
 
   /** Overwrites a tensor's contents. Flushes first so already-recorded kernels see the old values. */
   write(t: Tensor, data: ArrayLike<number>, offsetElements = 0): void {
+    if (t.dtype === "f16" || t.dtype === "bf16") throw new Error(`write: a ${t.dtype} tensor is read-only`);
     this.flush();
     const arr = t.dtype === "u32" ? Uint32Array.from(data) : Float32Array.from(data);
     this.device.queue.writeBuffer(t.buffer, offsetElements * 4, arr);
@@ -386,15 +402,15 @@ export class Gpu {
   async readMany(tensors: Tensor[]): Promise<Float32Array[]> {
     this.ensureEncoder();
     this.endPass();
-    const total = tensors.reduce((s, t) => s + t.size * 4, 0);
+    const total = tensors.reduce((s, t) => s + t.bytes, 0);
     const staging = this.device.createBuffer({
       size: Math.max(4, total),
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     let off = 0;
     for (const t of tensors) {
-      if (t.size > 0) this.encoder!.copyBufferToBuffer(t.buffer, 0, staging, off, t.size * 4);
-      off += t.size * 4;
+      if (t.size > 0) this.encoder!.copyBufferToBuffer(t.buffer, 0, staging, off, t.bytes);
+      off += t.bytes;
     }
     this.flush();
     await staging.mapAsync(GPUMapMode.READ);
@@ -404,8 +420,11 @@ export class Gpu {
     const out: Float32Array[] = [];
     off = 0;
     for (const t of tensors) {
-      out.push(new Float32Array(all, off, t.size));
-      off += t.size * 4;
+      // 16-bit tensors are widened to f32 (exactly).
+      if (t.dtype === "f16") out.push(f16ArrayToF32(new Uint16Array(all, off, t.size)));
+      else if (t.dtype === "bf16") out.push(bf16ArrayToF32(new Uint16Array(all, off, t.size)));
+      else out.push(new Float32Array(all, off, t.size));
+      off += t.bytes;
     }
     return out;
   }

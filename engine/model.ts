@@ -44,7 +44,7 @@ import {
 } from "./ops.ts";
 import { mulberry32 } from "./random.ts";
 import { writeAtomic } from "./files.ts";
-import { openCheckpoint, writeSafetensors } from "./safetensors.ts";
+import { type HalfTensor, openCheckpoint, writeSafetensors } from "./safetensors.ts";
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
 export interface Hook {
@@ -172,25 +172,40 @@ export class GPT2 {
   static fromArrays(
     gpu: Gpu,
     config: GPT2Config | ModelConfig,
-    weights: Map<string, Float32Array>,
+    weights: Map<string, Float32Array | HalfTensor>,
     source = "arrays",
     embeddingChunkRows?: number,
   ): GPT2 {
     const model = new GPT2(gpu, config, source);
     const cfg = model.config;
     for (const [name, shape] of parameterShapes(cfg)) {
-      const data = weights.get(name);
+      const stored = weights.get(name);
       const n = shape.reduce((a, b) => a * b, 1);
-      if (!data) throw new ModelLoadError(`${source}: missing tensor ${name}`);
-      if (data.length !== n) {
-        throw new ModelLoadError(`${source}: tensor ${name} has ${data.length} values, expected [${shape}]`);
+      if (!stored) throw new ModelLoadError(`${source}: missing tensor ${name}`);
+      const length = stored instanceof Float32Array ? stored.length : stored.bits.length;
+      if (length !== n) {
+        throw new ModelLoadError(`${source}: tensor ${name} has ${length} values, expected [${shape}]`);
       }
+      const isMatrix = name === "wte.weight" || name === "lm_head.weight";
+      if (
+        !(stored instanceof Float32Array) && (isMatrix || !name.endsWith(".weight") || shape.length !== 2)
+      ) {
+        throw new ModelLoadError(`${source}: only projection weights are kept in 16 bits, not ${name}`);
+      }
+      const data = stored as Float32Array;
       if (name === "wte.weight") model.wte.push(...model.chunks(data, embeddingChunkRows));
       else if (name === "lm_head.weight") model.head.push(...model.chunks(data, embeddingChunkRows));
-      else if (name !== "lm_head.bias") model.params.set(name, gpu.tensor(shape, data));
+      else if (name !== "lm_head.bias") {
+        model.params.set(
+          name,
+          stored instanceof Float32Array
+            ? gpu.tensor(shape, stored)
+            : gpu.tensor(shape, stored.bits, stored.dtype),
+        );
+      }
     }
     if (cfg.tiedHead) model.head.push(...model.wte);
-    const headBias = weights.get("lm_head.bias");
+    const headBias = weights.get("lm_head.bias") as Float32Array | undefined;
     if (headBias) {
       for (const c of model.head) {
         c.bias = gpu.tensor([c.rows], headBias.subarray(c.rowStart, c.rowStart + c.rows));
@@ -229,9 +244,11 @@ export class GPT2 {
    * Loads a Hugging Face model folder of any supported family: config.json plus model.safetensors (or a
    * sharded index), f32/f16/bf16. Every expected tensor must be present with the shape the config
    * implies, and every tensor of the checkpoint must be used (buffers such as attention masks aside).
-   * Fused tensors (q|k|v, gate|up) are assembled here. Memory is checked against the adapter first.
+   * Fused tensors (q|k|v, gate|up) are assembled here. Projection weights stored in f16/bf16 stay in
+   * 16 bits on the GPU (half the memory; the matmul unpacks them) unless `keepHalf` is false; a weight
+   * is widened to f32 when something writes it (`writable`). Memory is checked against the adapter first.
    */
-  static async load(gpu: Gpu, dir: string): Promise<GPT2> {
+  static async load(gpu: Gpu, dir: string, o: { keepHalf?: boolean } = {}): Promise<GPT2> {
     let configText: string;
     try {
       configText = await Deno.readTextFile(`${dir}/config.json`);
@@ -239,7 +256,6 @@ export class GPT2 {
       throw new ModelLoadError(`${dir}: no config.json (expected a Hugging Face model folder)`);
     }
     const config = parseConfig(configText, `${dir}/config.json`);
-    checkMemory(gpu, config, dir);
     const ckpt = await openCheckpoint(dir);
     try {
       const names = new Set(ckpt.names());
@@ -300,18 +316,31 @@ export class GPT2 {
           );
         }
       }
-      const weights = new Map<string, Float32Array>();
+      // Projection weights stored in f16/bf16 stay in 16 bits on the GPU (all parts of a fused tensor
+      // must share the format); everything else is widened to f32.
+      const keepHalf = (name: string, parts: string[]) => {
+        const dtypes = new Set(parts.map((p) => ckpt.info(p).dtype));
+        return (o.keepHalf ?? true) && dtypes.size === 1 && !dtypes.has("F32") && name.endsWith(".weight") &&
+          ckpt.info(parts[0]).shape.length === 2 && name !== "wte.weight" && name !== "lm_head.weight";
+      };
+      checkMemory(gpu, config, dir, (name) => {
+        const entry = plan.find(([n]) => n === name)!;
+        return keepHalf(name, entry[1]) ? 2 : 4;
+      });
+      const weights = new Map<string, Float32Array | HalfTensor>();
       for (const [name, parts, neox] of plan) {
-        const arrays = await Promise.all(parts.map((p) => ckpt.read(p)));
-        let data = arrays.length === 1 ? arrays[0] : concat(arrays);
-        if (neox) {
-          const cols = name.endsWith(".bias") ? 1 : config.nEmbd;
-          data = neoxToBlocks(data, config.nHead, config.headDim, cols);
+        const cols = name.endsWith(".bias") ? 1 : config.nEmbd;
+        const reorder = <T extends Float32Array | Uint16Array>(x: T): T =>
+          neox ? neoxToBlocks(x, config.nHead, config.headDim, cols) : x;
+        if (keepHalf(name, parts)) {
+          const halves = await Promise.all(parts.map((p) => ckpt.readHalf(p)));
+          weights.set(name, { dtype: halves[0].dtype, bits: reorder(concat(halves.map((h) => h.bits))) });
+        } else {
+          weights.set(name, reorder(concat(await Promise.all(parts.map((p) => ckpt.read(p))))));
         }
-        weights.set(name, data);
       }
       if (tiedCopy) {
-        const head = await ckpt.read("lm_head.weight"), wte = weights.get("wte.weight")!;
+        const head = await ckpt.read("lm_head.weight"), wte = weights.get("wte.weight") as Float32Array;
         if (head.length !== wte.length || head.some((v, i) => v !== wte[i])) {
           throw new ModelLoadError(
             `${dir}: config.json ties the head to the embedding (tie_word_embeddings true) but the ` +
@@ -341,6 +370,17 @@ export class GPT2 {
     const t = this.params.get(name);
     if (!t) throw new Error(`no parameter ${name}`);
     return t;
+  }
+
+  /** The parameter, widened to f32 first if it is kept in 16 bits: what edits and optimisers write.
+   *  Widening is exact, so the model computes the same until the weight changes. */
+  async writable(name: string): Promise<Tensor> {
+    const t = this.p(name);
+    if (t.dtype === "f32") return t;
+    const wide = this.gpu.tensor(t.shape, await t.read());
+    this.params.set(name, wide);
+    t.destroy();
+    return wide;
   }
 
   /** Reads every parameter back to the CPU (one submit). */
@@ -668,8 +708,9 @@ function releaseLayer(gpu: Gpu, a: Partial<LayerActivations>, keep: (Tensor | un
   for (const t of all) gpu.release(t);
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+function concat<T extends Float32Array | Uint16Array>(parts: T[]): T {
+  if (parts.length === 1) return parts[0];
+  const out = new (parts[0].constructor as new (n: number) => T)(parts.reduce((s, p) => s + p.length, 0));
   let at = 0;
   for (const p of parts) {
     out.set(p, at);
@@ -684,9 +725,14 @@ function concat(parts: Float32Array[]): Float32Array {
  * over the memory a software adapter has (the machine's memory; a real GPU's total memory is not
  * exposed by WebGPU, and allocation errors name it there).
  */
-export function checkMemory(gpu: Gpu, config: ModelConfig, where: string): void {
+export function checkMemory(
+  gpu: Gpu,
+  config: ModelConfig,
+  where: string,
+  bytesPerValue: (name: string) => number = () => 4,
+): void {
   const bytes = parameterShapes(config).map(([name, shape]) =>
-    [name, 4 * shape.reduce((a, b) => a * b, 1)] as const
+    [name, bytesPerValue(name) * shape.reduce((a, b) => a * b, 1)] as const
   );
   const limit = gpu.limits.maxStorageBufferBindingSize;
   for (const [name, b] of bytes) {

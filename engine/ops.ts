@@ -146,6 +146,7 @@ export interface MatmulOptions {
 
 export type MatmulKernel =
   | "matmul"
+  | "matmul_half"
   | "matmul_vec4_n"
   | "matmul_vec4_k"
   | "matmul_tiled"
@@ -219,7 +220,11 @@ export function matmul(
   }
   distinct("matmul", out, o.bias ? { a, b, bias: o.bias } : { a, b });
   const t = matmulTiles(gpu);
-  let kernel = matmulKernel(gpu, N, K, o);
+  // A weight kept in 16 bits (f16/bf16 checkpoints): the scalar kernel that unpacks it.
+  const half = b.dtype === "f16" || b.dtype === "bf16";
+  if (half && o.transA) throw new Error("matmul: a 16-bit B needs an untransposed A");
+  if (a.dtype !== "f32" || out.dtype !== "f32") throw new Error("matmul: A and C must be f32");
+  let kernel = half ? "matmul_half" : matmulKernel(gpu, N, K, o);
   if (kernel === "matmul_texture_n" || kernel === "matmul_texture_k") {
     const [rows, cols] = kernel === "matmul_texture_k" ? [N, K] : [K, N];
     if (gpu.canMirror(b, rows, cols)) {
@@ -229,7 +234,8 @@ export function matmul(
     kernel = matmulKernel(gpu, N, K, { ...o, weight: false }); // over the mirror budget
   }
   let [TM, TN] = [t.TM, t.TN];
-  if (kernel !== "matmul_tiled") {
+  if (kernel === "matmul_half" && t.strategy === "workgroup") [TM, TN] = [4, 4];
+  else if (kernel !== "matmul_tiled") {
     // A register block taller than M would only compute clamped duplicates (M = 1 for the last
     // token): shrink it, and spend up to 4x the freed accumulators on more columns instead.
     TM = Math.min(t.TM, pow2AtLeast(M));
@@ -245,6 +251,7 @@ export function matmul(
     GELU: !!o.gelu,
     ACT: 0, // activation.wgsl's selector; the fused epilogue is gelu_new
     TRANS_B: !!o.transB,
+    HALF_BF16: b.dtype === "bf16",
   };
   const columnsPerInvocation = kernel === "matmul_vec4_k" ? TN / 4 : TN;
   const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)

@@ -85,7 +85,15 @@ export interface TensorSource {
   info(name: string): TensorInfo;
   /** The whole tensor as f32, row-major in `info(name).shape`; non-finite values are an error. */
   read(name: string, o?: ReadOptions): Promise<Float32Array>;
+  /** An F16/BF16 tensor's stored bit patterns (checked for non-finite values like read). */
+  readHalf(name: string): Promise<HalfTensor>;
   close(): void;
+}
+
+/** A 16-bit tensor as stored: IEEE half ("f16") or bfloat16 ("bf16") bit patterns. */
+export interface HalfTensor {
+  dtype: "f16" | "bf16";
+  bits: Uint16Array;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,6 +420,34 @@ export class SafetensorsFile implements TensorSource {
   }
 
   read(name: string, o: ReadOptions = {}): Promise<Float32Array> {
+    const { entry, bytes } = this.queueRead(name);
+    return bytes.then((b) => {
+      const values = toFloat32(b, entry.dtype);
+      if (!o.allowNonFinite) checkFinite(values, entry, this.path);
+      return values;
+    });
+  }
+
+  readHalf(name: string): Promise<HalfTensor> {
+    const { entry, bytes } = this.queueRead(name);
+    if (entry.dtype === "F32") {
+      throw new SafetensorsError(
+        this.path,
+        name,
+        `tensor ${quote(name)} in file ${this.path} is F32, not 16-bit`,
+      );
+    }
+    return bytes.then((b) => {
+      checkFinite(toFloat32(b, entry.dtype), entry, this.path);
+      return {
+        dtype: entry.dtype === "F16" ? "f16" : "bf16",
+        bits: new Uint16Array(b.buffer, 0, b.length / 2),
+      };
+    });
+  }
+
+  /** Queues the read of a tensor's bytes behind earlier reads (one file position at a time). */
+  private queueRead(name: string): { entry: TensorEntry; bytes: Promise<Uint8Array> } {
     const entry = this.entry(name);
     if (this.closed) {
       throw new SafetensorsError(
@@ -422,11 +458,7 @@ export class SafetensorsFile implements TensorSource {
     }
     const bytes = this.queue.then(() => this.readBytes(entry));
     this.queue = bytes.catch(() => {}); // one failed read must not block the next
-    return bytes.then((b) => {
-      const values = toFloat32(b, entry.dtype);
-      if (!o.allowNonFinite) checkFinite(values, entry, this.path);
-      return values;
-    });
+    return { entry, bytes };
   }
 
   close(): void {
@@ -540,6 +572,10 @@ export class Checkpoint implements TensorSource {
 
   read(name: string, o?: ReadOptions): Promise<Float32Array> {
     return this.owner(name).read(name, o);
+  }
+
+  readHalf(name: string): Promise<HalfTensor> {
+    return this.owner(name).readHalf(name);
   }
 
   close(): void {

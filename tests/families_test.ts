@@ -4,7 +4,7 @@
 // position, every layer and every hook site.
 import assert from "node:assert/strict";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
-import { type Hook, makeBatch, type Site } from "../engine/model.ts";
+import { GPT2, type Hook, makeBatch, type Site } from "../engine/model.ts";
 import { caseDir, CASES, loadCase } from "./families_fixtures.ts";
 import { maxAbsDiff } from "./util.ts";
 
@@ -73,3 +73,34 @@ for (const name of CASES) {
     assert.ok(maxAbsDiff(flat, flat.map(() => flat[0])) > 0.5, "fixture logits are nearly constant");
   });
 }
+
+Deno.test("16-bit checkpoints keep their projection weights in 16 bits on the GPU; widening them is exact", async () => {
+  for (const [name, dtype] of [["llama_bf16", "bf16"], ["gemma_f16", "f16"]] as const) {
+    const { model, expected, dir } = await loadCase(name);
+    const weights = [...model.params.entries()].filter(([, t]) => t.dtype === dtype).map(([n]) => n);
+    assert.ok(
+      weights.includes("h.0.mlp.c_proj.weight") && weights.includes("h.0.attn.c_attn.weight"),
+      `${name}: ${weights}`,
+    );
+    assert.equal(model.p("h.0.ln_1.weight").dtype, "f32", "norm gains are widened");
+    const logits = async (m: typeof model) => {
+      const fwd = m.forward(makeBatch([expected.prompts[1]]));
+      const out = await fwd.logits.read();
+      m.releaseForward(fwd);
+      return out;
+    };
+    const packed = await logits(model);
+    for (const n of weights) await model.writable(n);
+    assert.ok(weights.every((n) => model.p(n).dtype === "f32"), "writable widens to f32");
+    assert.ok(
+      maxAbsDiff(await logits(model), packed) < 1e-5,
+      `${name}: widened weights compute the same logits`,
+    );
+    const wide = await GPT2.load(gpu, dir, { keepHalf: false });
+    assert.ok([...wide.params.values()].every((t) => t.dtype === "f32"));
+    assert.ok(
+      maxAbsDiff(await logits(wide), packed) < 1e-5,
+      `${name}: keepHalf false computes the same logits`,
+    );
+  }
+});

@@ -13,6 +13,7 @@ import {
   matmulTiles,
   setMatmulTiles,
 } from "../engine/ops.ts";
+import { bf16ArrayToF32, f16ArrayToF32 } from "../engine/safetensors.ts";
 import { geluRef, matmulRef } from "./reference.ts";
 import { assertClose, randomArray } from "./util.ts";
 
@@ -311,5 +312,42 @@ Deno.test("matmul rejects operands too small for the batch strides", () => {
   assert.throws(
     () => matmul(gpu, gpu.zeros([6]), gpu.zeros([6]), 2, 3, 3, { batch: 2, strides: { a: 6, b: 0, c: 6 } }),
     /too small for M=2 N=3 K=3/,
+  );
+});
+
+Deno.test("matmul_half: f16 and bf16 weights unpacked in the kernel match the float64 reference (both B layouts, bias, beta, odd sizes)", async () => {
+  const [M, N, K] = [5, 7, 9];
+  const r = randomArray(M * K + N + M * N + 4 * N * K, 31);
+  const A = r.subarray(0, M * K),
+    bias = r.subarray(M * K, M * K + N),
+    C0 = r.subarray(M * K + N, M * K + N + M * N);
+  for (const dtype of ["f16", "bf16"] as const) {
+    // Random finite 16-bit patterns: sign, an exponent well inside the range, any mantissa.
+    const bits = Uint16Array.from({ length: N * K }, (_, i) => {
+      const u = Math.floor(Math.abs(r[M * K + N + M * N + i]) * 65535);
+      return dtype === "f16"
+        ? (u & 0x83ff) | ((12 + (u % 6)) << 10) // exponents 12..17: |b| in [2^-3, 2^3)
+        : (u & 0x807f) | ((124 + (u % 6)) << 7);
+    });
+    const B = dtype === "f16" ? f16ArrayToF32(bits) : bf16ArrayToF32(bits);
+    for (const transB of [false, true]) {
+      const b = gpu.tensor(transB ? [N, K] : [K, N], bits, dtype);
+      const out = gpu.tensor([M, N], C0);
+      matmul(gpu, gpu.tensor([M, K], A), b, M, N, K, { transB, bias: gpu.tensor([N], bias), beta: 0.5, out });
+      const ref = matmulRef(A, B, M, N, K, { transB, bias }).map((v, i) => v + 0.5 * C0[i]);
+      assertClose(await out.read(), ref, 1e-4, `${dtype} transB=${transB}`);
+    }
+    assert.deepEqual(
+      await gpu.tensor([N, K], bits, dtype).read(),
+      B,
+      `${dtype} tensors read back widened exactly`,
+    );
+  }
+  assert.throws(
+    () =>
+      matmul(gpu, gpu.zeros([K, M]), gpu.tensor([K, N], new Uint16Array(K * N), "f16"), M, N, K, {
+        transA: true,
+      }),
+    /16-bit B needs an untransposed A/,
   );
 });

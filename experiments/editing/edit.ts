@@ -188,7 +188,8 @@ export async function applyEdit(model: GPT2, edit: Edit): Promise<AppliedEdit> {
   const gpu = model.gpu;
   edit.deltas.forEach((d, i) => checkDelta(model, d, `applyEdit (${edit.method}, delta ${i})`));
   const names = [...new Set(edit.deltas.map((d) => d.param))];
-  const copies = await gpu.readMany(names.map((n) => model.p(n)));
+  // Weights kept in 16 bits are widened to f32 before they are written (and stay so after undo).
+  const copies = await gpu.readMany(await Promise.all(names.map((n) => model.writable(n))));
   // readMany's arrays are views of one buffer; keep independent copies.
   const originals = new Map(names.map((n, i) => [n, copies[i].slice()]));
   for (const d of edit.deltas) {

@@ -36,7 +36,7 @@ export async function computeFt(
       ? [`h.${l}.mlp.c_proj.weight`, `h.${l}.mlp.c_proj.bias`]
       : [`h.${l}.mlp.c_proj.weight`]
   );
-  const tensors = names.map((n) => model.p(n));
+  const tensors = await Promise.all(names.map((n) => model.writable(n)));
   const originals = (await gpu.readMany(tensors)).map((a) => a.slice());
   const anchors = originals.map((a, i) => gpu.tensor(tensors[i].shape, a));
   const grads = allocateGradients(model, names);
