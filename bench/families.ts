@@ -1,0 +1,157 @@
+// Every family at the published size of the models the papers study (bench/shapes/*.json, the Hub's
+// config.json of each), with random weights: the GPU memory the weights take, the time of a forward
+// over a 16-token prompt, and the time of one ROME v* step (a forward from the edit layer and a
+// backward to the delta hooked into its MLP output, over ROME's 21 context prompts of ~12 tokens; a
+// ROME edit is about 20 such steps, so the edit time printed is 20 x the step, extrapolated).
+//
+//   ./locus run -A bench/families.ts [--shapes gemma-3-1b,gpt2-xl,...] [--half] [--step-layers N]
+//
+// --half keeps every projection weight in 16 bits (as f16/bf16 checkpoints load: the torch_dtype of
+// each config decides which) instead of f32; a 7B model needs it to fit in this machine's memory.
+// The v* step runs on a model of --step-layers blocks (default 4: the cost per block is what matters;
+// the printed edit time scales it to the blocks from the family's edit layer to the top) with the
+// vocabulary cut to one storage binding (the backward pass does not run through a split unembedding).
+import { parseArgs } from "node:util";
+import { type ModelConfig, parseConfig } from "../engine/config.ts";
+import { allocateGradients, backward } from "../engine/autograd.ts";
+import { crossEntropy } from "../engine/backward_ops.ts";
+import { getGpu } from "../engine/gpu.ts";
+import { GPT2, makeBatch, parameterShapes } from "../engine/model.ts";
+import { mulberry32 } from "../engine/random.ts";
+import type { HalfTensor } from "../engine/safetensors.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    shapes: { type: "string", default: "gemma-3-1b,gemma-2b,gemma-2-2b,gpt2-xl" },
+    half: { type: "boolean", default: false },
+    "step-layers": { type: "string", default: "4" },
+  },
+});
+
+const gpu = await getGpu();
+const SHAPES = new URL("./shapes/", import.meta.url).pathname;
+const T = 16, PROMPTS = 21, PROMPT_TOKENS = 12;
+
+/**
+ * Random weights, one set of CPU arrays per role shared by every block (the GPU holds a copy per
+ * block; a 7B model's CPU arrays would not fit beside it): projections N(0, 0.02)-sized (16-bit bit
+ * patterns with --half), norm gains 1 (Gemma: 0), biases 0.
+ */
+function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): GPT2 {
+  const draw = mulberry32(7);
+  const shared = new Map<string, Float32Array | HalfTensor>();
+  const weights = new Map<string, Float32Array | HalfTensor>();
+  for (const [name, shape] of parameterShapes(cfg)) {
+    const role = name.replace(/^h\.\d+\./, "h.0.");
+    if (!shared.has(role)) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const isGain = /(ln_\w+|_norm)\.weight$/.test(name);
+      const projection = shape.length === 2 && !isGain && name !== "wte.weight" && name !== "lm_head.weight";
+      if (projection && half) {
+        // Magnitudes 2^-7..2^-5, random signs and mantissas.
+        const bits = Uint16Array.from({ length: n }, () => {
+          const u = Math.floor(draw() * 65536);
+          return half === "f16" ? (u & 0x83ff) | ((8 + (u % 3)) << 10) : (u & 0x807f) | ((120 + (u % 3)) << 7);
+        });
+        shared.set(role, { dtype: half, bits });
+      } else if (isGain) shared.set(role, new Float32Array(n).fill(1 - cfg.normGainOffset));
+      else if (name.endsWith(".bias")) shared.set(role, new Float32Array(n));
+      else shared.set(role, Float32Array.from({ length: n }, () => 0.04 * (draw() - 0.5)));
+    }
+    weights.set(name, shared.get(role)!);
+  }
+  return GPT2.fromArrays(gpu, cfg, weights, `random ${cfg.family}`);
+}
+
+function gib(bytes: number): string {
+  return (bytes / 2 ** 30).toFixed(2);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function timed(run: () => Promise<void>, reps: number): Promise<number> {
+  await run(); // compiles the pipelines
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await run();
+    times.push(performance.now() - t0);
+  }
+  return median(times);
+}
+
+console.log(`adapter: ${gpu.describe()}`);
+console.log(
+  `| model | family | parameters | weights on the GPU (GiB) | forward, ${T} tokens (ms) | v* step, ${PROMPTS} prompts (ms) | ROME edit, 20 steps (s, extrapolated) |`,
+);
+console.log("| --- | --- | --- | --- | --- | --- | --- |");
+for (const shape of values.shapes!.split(",")) {
+  const file = `${SHAPES}${shape}.json`;
+  const text = await Deno.readTextFile(file);
+  const cfg = parseConfig(text, file);
+  const dtype = JSON.parse(text).torch_dtype;
+  const half = values.half ? (dtype === "bfloat16" ? "bf16" : "f16") : null;
+  const params = parameterShapes(cfg).reduce((s, [, sh]) => s + sh.reduce((a, b) => a * b, 1), 0);
+
+  const model = randomModel(cfg, half);
+  const bytes = [...model.params.values()].reduce((s, t) => s + t.bytes, 0) +
+    [...new Set([...model.wte, ...model.head])].reduce((s, c) => s + c.tensor.bytes, 0);
+  const batch = makeBatch([Array.from({ length: T }, (_, t) => (t * 7919) % cfg.vocabSize)]);
+  const forwardMs = await timed(async () => {
+    const fwd = model.forward(batch);
+    await fwd.logits.read();
+    model.releaseForward(fwd);
+  }, 3);
+  for (const t of model.params.values()) t.destroy();
+  for (const c of new Set([...model.wte, ...model.head])) c.tensor.destroy();
+  gpu.trimPool();
+
+  // The v* step on a shallower model with a vocabulary that fits one binding.
+  const stepLayers = Math.min(cfg.nLayer, Number(values["step-layers"]));
+  const maxRows = Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * cfg.nEmbd));
+  const small: ModelConfig = {
+    ...cfg,
+    nLayer: stepLayers,
+    vocabSize: Math.min(cfg.vocabSize, maxRows),
+    windows: cfg.windows.slice(0, stepLayers),
+    rotary: cfg.rotary && { ...cfg.rotary, invFreq: cfg.rotary.invFreq.slice(0, stepLayers) },
+  };
+  const stepModel = randomModel(small, half);
+  const prompts = makeBatch(
+    Array.from({ length: PROMPTS }, (_, p) => Array.from({ length: PROMPT_TOKENS }, (_, t) => (p * 31 + t * 17) % small.vocabSize)),
+  );
+  const delta = gpu.zeros([1, cfg.nEmbd]), ddelta = gpu.zeros([1, cfg.nEmbd]);
+  const rows = Array.from({ length: PROMPTS }, (_, p) => p * PROMPT_TOKENS + PROMPT_TOKENS - 1);
+  const targets = gpu.tensor([PROMPTS], rows.map((_, i) => i % small.vocabSize), "u32");
+  const stepMs = await timed(async () => {
+    const fwd = stepModel.forward(prompts, {
+      keep: true,
+      outputRows: rows,
+      hooks: [{
+        layer: 0,
+        site: "mlp",
+        patch: { src: delta, entries: rows.map((r) => ({ dst: r - 4, src: 0, keep: 1, take: 1 })) },
+      }],
+    });
+    const dlogits = gpu.empty([PROMPTS, small.vocabSize]);
+    crossEntropy(gpu, fwd.logits, targets, PROMPTS, small.vocabSize, { dlogits });
+    backward(stepModel, fwd, { dlogits, patchSources: new Map([[delta, ddelta]]), params: allocateGradients(stepModel, []) });
+    await ddelta.read();
+    gpu.release(dlogits);
+    stepModel.releaseForward(fwd);
+  }, 2);
+  for (const t of stepModel.params.values()) t.destroy();
+  for (const c of new Set([...stepModel.wte, ...stepModel.head])) c.tensor.destroy();
+  gpu.trimPool();
+  // ROME's step runs from its edit layer (about a third of the depth) to the top.
+  const editBlocks = cfg.nLayer - Math.round(cfg.nLayer / 3);
+  const editSeconds = 20 * stepMs * editBlocks / stepLayers / 1000;
+  console.log(
+    `| ${shape} | ${cfg.family} | ${(params / 1e9).toFixed(2)} B | ${gib(bytes)}${half ? ` (${half})` : " (f32)"} | ` +
+      `${forwardMs.toFixed(0)} | ${stepMs.toFixed(0)} (${stepLayers} blocks) | ${editSeconds.toFixed(0)} |`,
+  );
+}
