@@ -27,8 +27,10 @@ export { Adam, projectLinf, zeroGrads } from "./engine/optimizer.ts";
 export { openCheckpoint, openSafetensors, SafetensorsError, writeSafetensors } from "./engine/safetensors.ts";
 export {
   BpeTokenizer,
+  HfTokenizer,
   loadTokenizer,
   subjectTokenRange,
+  targetIds,
   type Tokenizer,
   tokenizerFromJson,
   WordLevelTokenizer,
