@@ -2,7 +2,7 @@
 // any other Hugging Face BPE tokenizer.json (Llama 2/3, Mistral, Qwen2/3, Gemma 1-3, GPT-NeoX...) through
 // the `@huggingface/tokenizers` library (see HfTokenizer).
 //
-// Both report, for every token, the [start, end) range of `text` (UTF-16 indices, so text.slice works)
+// All report, for every token, the [start, end) range of `text` (UTF-16 indices, so text.slice works)
 // it came from. Fact-editing experiments need this to find "which tokens are the subject" in a prompt
 // (causal tracing corrupts them, ROME edits at the last one): see subjectTokenRange.
 //
@@ -27,12 +27,14 @@ export interface Tokenizer {
   /** The token encode() puts before every text; null when it puts none. */
   readonly bosId: number | null;
   encode(text: string): number[];
-  /** The text of the tokens, without those the post-processor adds (BOS): the inverse of encode. An id
+  /** The text of the tokens, without those the post-processor adds (BOS) and without the one space a
+   *  SentencePiece-style tokenizer prepends: the inverse of encode, as the Python library's decode. An id
    *  without a token (an embedding row beyond the tokenizer) is written as tokenString writes it. */
   decode(ids: number[]): string;
   /** The decoded text of one token (e.g. " Paris"); "<id 50300>" for an id no token has. */
   tokenString(id: number): string;
-  /** Special tokens (BOS, EOS, <|endoftext|>, chat markers) stand for no text: never part of a subject. */
+  /** Special tokens: BOS, EOS, <|endoftext|>, chat markers. Where the post-processor added one (an empty
+   *  offset range) it is never part of a subject. */
   isSpecial(id: number): boolean;
   /** Raw vocabulary lookup (GPT-2 writes a leading space as "Ġ": idOf("ĠParis")). */
   idOf(token: string): number | undefined;
