@@ -784,6 +784,8 @@ function preTokenizerSteps(
   p: unknown,
   where: string,
   nested: boolean,
+  /** strings the normalizer replaces, so that no pre-tokenizer sees them */
+  replaced: Set<string>,
 ): PreTokenizerInfo {
   const none = { steps: [], byteLevel: false, mark: null, prepends: false };
   if (p === null || p === undefined) return none;
@@ -791,7 +793,9 @@ function preTokenizerSteps(
   switch (p.type) {
     case "Sequence": {
       if (!Array.isArray(p.pretokenizers)) throw new Error(`${where}.pretokenizers must be an array`);
-      const parts = p.pretokenizers.map((q, i) => preTokenizerSteps(q, `${where}.pretokenizers[${i}]`, true));
+      const parts = p.pretokenizers.map((q, i) =>
+        preTokenizerSteps(q, `${where}.pretokenizers[${i}]`, true, replaced)
+      );
       return {
         steps: parts.flatMap((q) => q.steps),
         byteLevel: parts.some((q) => q.byteLevel),
@@ -812,6 +816,9 @@ function preTokenizerSteps(
         prepends: true,
       };
     case "Metaspace": {
+      // The Rust library also splits before each "▁" when `split` (its default); the JavaScript one
+      // does not, which changes the tokens of repeated spaces.
+      if (p.split !== false) throw new Error(`${where}: a Metaspace with split (not false) is not supported`);
       const replacement = typeof p.replacement === "string" ? p.replacement : "\u2581";
       const scheme = p.prepend_scheme ?? "always";
       if (scheme !== "always" && scheme !== "first" && scheme !== "never") {
@@ -829,7 +836,19 @@ function preTokenizerSteps(
         prepends: scheme !== "never",
       };
     }
-    case "Split":
+    case "Split": {
+      // The library splits MergedWithPrevious/MergedWithNext/Contiguous as Isolated: harmless only when
+      // the pattern cannot match (Gemma splits on " " after its normalizer replaced every " ").
+      const behavior = p.behavior;
+      const pattern = isObject(p.pattern) ? p.pattern.String : undefined;
+      if (
+        behavior !== "Isolated" && behavior !== "Removed" &&
+        !(typeof pattern === "string" && replaced.has(pattern))
+      ) {
+        throw new Error(`${where}: a Split with behavior ${JSON.stringify(behavior)} is not supported`);
+      }
+      return none;
+    }
     case "Digits":
     case "Punctuation":
     case "Whitespace":
@@ -983,18 +1002,22 @@ export class HfTokenizer implements Tokenizer {
     this.byteFallback = model.byte_fallback === true;
     this.unkToken = typeof model.unk_token === "string" ? model.unk_token : null;
     const normalizer = normalizerSteps(root.normalizer, `${source}: normalizer`);
-    const pre = preTokenizerSteps(root.pre_tokenizer, `${source}: pre_tokenizer`, false);
+    const replaced = new Set<string>();
+    for (const r of findNormalizers(root.normalizer, "Replace")) {
+      if (isObject(r.pattern) && typeof r.pattern.String === "string") replaced.add(r.pattern.String);
+    }
+    const pre = preTokenizerSteps(root.pre_tokenizer, `${source}: pre_tokenizer`, false, replaced);
     this.steps = [...normalizer, ...pre.steps];
     this.byteLevel = pre.byteLevel;
     // SentencePiece-style files write spaces as "▁" in the normalizer (Llama 2, Gemma) or the Metaspace
     // pre-tokenizer (newer Llama/Mistral files); a Prepend of it adds one before the text.
-    const replace = findNormalizer(root.normalizer, "Replace");
-    const fromNormalizer = replace && isObject(replace.pattern) && replace.pattern.String === " "
-      ? replace.content as string
-      : null;
+    const replace = findNormalizers(root.normalizer, "Replace").find((r) =>
+      isObject(r.pattern) && r.pattern.String === " "
+    );
+    const fromNormalizer = replace ? replace.content as string : null;
     this.spaceMark = pre.byteLevel ? null : fromNormalizer ?? pre.mark;
-    const prepend = findNormalizer(root.normalizer, "Prepend");
-    this.prependsSpace = (prepend !== null && prepend.prepend === this.spaceMark) || pre.prepends;
+    const prepends = findNormalizers(root.normalizer, "Prepend").some((n) => n.prepend === this.spaceMark);
+    this.prependsSpace = prepends || pre.prepends;
 
     this.template = templateIds(root.post_processor, `${source}: post_processor`);
     for (const id of [...this.template[0], ...this.template[1]]) {
@@ -1165,17 +1188,13 @@ export class HfTokenizer implements Tokenizer {
   }
 }
 
-/** The first normalizer of a type, inside Sequences too. */
-function findNormalizer(n: unknown, type: string): Record<string, unknown> | null {
-  if (!isObject(n)) return null;
-  if (n.type === type) return n;
+/** The normalizers of a type, inside Sequences too. */
+function findNormalizers(n: unknown, type: string): Record<string, unknown>[] {
+  if (!isObject(n)) return [];
   if (n.type === "Sequence" && Array.isArray(n.normalizers)) {
-    for (const m of n.normalizers) {
-      const found = findNormalizer(m, type);
-      if (found) return found;
-    }
+    return n.normalizers.flatMap((m) => findNormalizers(m, type));
   }
-  return null;
+  return n.type === type ? [n] : [];
 }
 
 /** Cuts an aligned text around the added tokens `pattern` matches (normalized added tokens). */

@@ -218,6 +218,16 @@ Deno.test("HfTokenizer: unsupported parts of tokenizer.json are named with the f
     /m\/tokenizer\.json: pre_tokenizer: pre-tokenizer type "FixedLength" is not supported/,
   );
   assert.throws(
+    broken((j) => (j.pre_tokenizer = { type: "Metaspace", replacement: "▁", prepend_scheme: "first" })),
+    /m\/tokenizer\.json: pre_tokenizer: a Metaspace with split \(not false\) is not supported/,
+  );
+  assert.throws(
+    broken((
+      j,
+    ) => (j.pre_tokenizer = { type: "Split", pattern: { String: "," }, behavior: "MergedWithNext" })),
+    /m\/tokenizer\.json: pre_tokenizer: a Split with behavior "MergedWithNext" is not supported/,
+  );
+  assert.throws(
     broken((j) => (j.post_processor = { type: "RobertaProcessing" })),
     /m\/tokenizer\.json: post_processor: post-processor type "RobertaProcessing" is not supported/,
   );
