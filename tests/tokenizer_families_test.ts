@@ -30,7 +30,9 @@ const expected: Expected = JSON.parse(
   await Deno.readTextFile(new URL("./fixtures/tokenizers/expected.json", import.meta.url)),
 );
 
-const jsons = Object.fromEntries(FAMILY_NAMES.map((name) => [name, familyTokenizerJson(name)])) as Record<
+const jsons = Object.fromEntries(
+  await Promise.all(FAMILY_NAMES.map(async (name) => [name, await familyTokenizerJson(name)])),
+) as Record<
   FamilyName,
   string
 >;
@@ -47,6 +49,7 @@ const FACTS: Record<FamilyName, { bos: number | null; eos: number; vocabSize: nu
   llama3_1: { bos: 128000, eos: 128001, vocabSize: 128256 },
   gemma3: { bos: 2, eos: 1, vocabSize: 262145 },
   qwen3: { bos: null, eos: 151643, vocabSize: 151669 },
+  neox_like: { bos: null, eos: 50256, vocabSize: 50281 },
 };
 
 function pairs(flat: number[]): [number, number][] {
