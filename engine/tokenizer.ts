@@ -944,7 +944,9 @@ const BYTE_FALLBACK = /^<0x([0-9A-F]{2})>$/;
  *  alignments, see Aligned), and the library's tokens are matched, as bytes, against the normalized
  *  span's bytes. A token holding any byte of a character gets the character's whole range, so tokens
  *  sharing a character (the byte-fallback pieces of an emoji) share its range, as in the Rust library.
- *  Tokens that cannot be matched raise an error rather than give wrong offsets. */
+ *  Tokens that cannot be matched raise an error rather than give wrong offsets. One difference from the
+ *  Rust library: a ByteLevel post-processor's trim_offsets is ignored, so a token's range keeps its
+ *  leading space (" Paris" covers the space), as BpeTokenizer's do. */
 export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly eosId: number | null;
