@@ -39,9 +39,11 @@ export { Adam, projectLinf, zeroGrads } from "./engine/optimizer.ts";
 export { openCheckpoint, openSafetensors, SafetensorsError, writeSafetensors } from "./engine/safetensors.ts";
 export {
   BpeTokenizer,
+  HfTokenizer,
   loadTokenizer,
   targetIds,
   subjectTokenRange,
+  targetIds,
   type Tokenizer,
   tokenizerFromJson,
   WordLevelTokenizer,

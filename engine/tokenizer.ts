@@ -2,7 +2,7 @@
 // any other Hugging Face BPE tokenizer.json (Llama 2/3, Mistral, Qwen2/3, Gemma 1-3, GPT-NeoX...) through
 // the `@huggingface/tokenizers` library (see HfTokenizer).
 //
-// Both report, for every token, the [start, end) range of `text` (UTF-16 indices, so text.slice works)
+// All report, for every token, the [start, end) range of `text` (UTF-16 indices, so text.slice works)
 // it came from. Fact-editing experiments need this to find "which tokens are the subject" in a prompt
 // (causal tracing corrupts them, ROME edits at the last one): see subjectTokenRange.
 //
@@ -27,12 +27,14 @@ export interface Tokenizer {
   /** The token encode() puts before every text; null when it puts none. */
   readonly bosId: number | null;
   encode(text: string): number[];
-  /** The text of the tokens, without those the post-processor adds (BOS): the inverse of encode. An id
+  /** The text of the tokens, without those the post-processor adds (BOS) and without the one space a
+   *  SentencePiece-style tokenizer prepends: the inverse of encode, as the Python library's decode. An id
    *  without a token (an embedding row beyond the tokenizer) is written as tokenString writes it. */
   decode(ids: number[]): string;
   /** The decoded text of one token (e.g. " Paris"); "<id 50300>" for an id no token has. */
   tokenString(id: number): string;
-  /** Special tokens (BOS, EOS, <|endoftext|>, chat markers) stand for no text: never part of a subject. */
+  /** Special tokens: BOS, EOS, <|endoftext|>, chat markers. Where the post-processor added one (an empty
+   *  offset range) it is never part of a subject. */
   isSpecial(id: number): boolean;
   /** Raw vocabulary lookup (GPT-2 writes a leading space as "Ġ": idOf("ĠParis")). */
   idOf(token: string): number | undefined;
@@ -782,6 +784,8 @@ function preTokenizerSteps(
   p: unknown,
   where: string,
   nested: boolean,
+  /** strings the normalizer replaces, so that no pre-tokenizer sees them */
+  replaced: Set<string>,
 ): PreTokenizerInfo {
   const none = { steps: [], byteLevel: false, mark: null, prepends: false };
   if (p === null || p === undefined) return none;
@@ -789,7 +793,9 @@ function preTokenizerSteps(
   switch (p.type) {
     case "Sequence": {
       if (!Array.isArray(p.pretokenizers)) throw new Error(`${where}.pretokenizers must be an array`);
-      const parts = p.pretokenizers.map((q, i) => preTokenizerSteps(q, `${where}.pretokenizers[${i}]`, true));
+      const parts = p.pretokenizers.map((q, i) =>
+        preTokenizerSteps(q, `${where}.pretokenizers[${i}]`, true, replaced)
+      );
       return {
         steps: parts.flatMap((q) => q.steps),
         byteLevel: parts.some((q) => q.byteLevel),
@@ -810,6 +816,9 @@ function preTokenizerSteps(
         prepends: true,
       };
     case "Metaspace": {
+      // The Rust library also splits before each "▁" when `split` (its default); the JavaScript one
+      // does not, which changes the tokens of repeated spaces.
+      if (p.split !== false) throw new Error(`${where}: a Metaspace with split (not false) is not supported`);
       const replacement = typeof p.replacement === "string" ? p.replacement : "\u2581";
       const scheme = p.prepend_scheme ?? "always";
       if (scheme !== "always" && scheme !== "first" && scheme !== "never") {
@@ -827,7 +836,19 @@ function preTokenizerSteps(
         prepends: scheme !== "never",
       };
     }
-    case "Split":
+    case "Split": {
+      // The library splits MergedWithPrevious/MergedWithNext/Contiguous as Isolated: harmless only when
+      // the pattern cannot match (Gemma splits on " " after its normalizer replaced every " ").
+      const behavior = p.behavior;
+      const pattern = isObject(p.pattern) ? p.pattern.String : undefined;
+      if (
+        behavior !== "Isolated" && behavior !== "Removed" &&
+        !(typeof pattern === "string" && replaced.has(pattern))
+      ) {
+        throw new Error(`${where}: a Split with behavior ${JSON.stringify(behavior)} is not supported`);
+      }
+      return none;
+    }
     case "Digits":
     case "Punctuation":
     case "Whitespace":
@@ -885,15 +906,25 @@ function templateIds(p: unknown, where: string): [number[], number[]] {
 
 /** UTF-8 bytes of a string given as code points, each byte with its code point's original range. */
 function alignedBytes(a: Aligned): { bytes: Uint8Array; starts: number[]; ends: number[] } {
-  const parts = a.chars.map((c) => utf8Encoder.encode(c));
   const starts: number[] = [], ends: number[] = [];
-  parts.forEach((p, i) => {
-    for (let k = 0; k < p.length; k++) {
+  a.chars.forEach((c, i) => {
+    // Lone surrogates are written as U+FFFD (3 bytes), as TextEncoder does.
+    for (let k = utf8Length(c.codePointAt(0)!); k > 0; k--) {
       starts.push(a.starts[i]);
       ends.push(a.ends[i]);
     }
   });
-  return { bytes: concatBytes(parts), starts, ends };
+  return { bytes: utf8Encoder.encode(a.chars.join("")), starts, ends };
+}
+
+/** The smallest start and largest end over bytes [from, to). */
+function byteRange(starts: number[], ends: number[], from: number, to: number): [number, number] {
+  let [start, end] = [starts[from], ends[from]];
+  for (let k = from + 1; k < to; k++) {
+    if (starts[k] < start) start = starts[k];
+    if (ends[k] > end) end = ends[k];
+  }
+  return [start, end];
 }
 
 const BYTE_FALLBACK = /^<0x([0-9A-F]{2})>$/;
@@ -913,7 +944,9 @@ const BYTE_FALLBACK = /^<0x([0-9A-F]{2})>$/;
  *  alignments, see Aligned), and the library's tokens are matched, as bytes, against the normalized
  *  span's bytes. A token holding any byte of a character gets the character's whole range, so tokens
  *  sharing a character (the byte-fallback pieces of an emoji) share its range, as in the Rust library.
- *  Tokens that cannot be matched raise an error rather than give wrong offsets. */
+ *  Tokens that cannot be matched raise an error rather than give wrong offsets. One difference from the
+ *  Rust library: a ByteLevel post-processor's trim_offsets is ignored, so a token's range keeps its
+ *  leading space (" Paris" covers the space), as BpeTokenizer's do. */
 export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly eosId: number | null;
@@ -935,6 +968,8 @@ export class HfTokenizer implements Tokenizer {
   /** the normalizer or pre-tokenizer puts a space (mark) before the text, which decode takes off */
   private readonly prependsSpace: boolean;
   private readonly template: [number[], number[]];
+  /** token -> surface (see surface()), for the tokens met so far */
+  private readonly surfaces = new Map<string, Uint8Array>();
 
   private constructor(root: Record<string, unknown>, model: Record<string, unknown>, source: string) {
     // Checked here first, so that bad files get errors naming the field rather than the library's.
@@ -981,18 +1016,22 @@ export class HfTokenizer implements Tokenizer {
     this.byteFallback = model.byte_fallback === true;
     this.unkToken = typeof model.unk_token === "string" ? model.unk_token : null;
     const normalizer = normalizerSteps(root.normalizer, `${source}: normalizer`);
-    const pre = preTokenizerSteps(root.pre_tokenizer, `${source}: pre_tokenizer`, false);
+    const replaced = new Set<string>();
+    for (const r of findNormalizers(root.normalizer, "Replace")) {
+      if (isObject(r.pattern) && typeof r.pattern.String === "string") replaced.add(r.pattern.String);
+    }
+    const pre = preTokenizerSteps(root.pre_tokenizer, `${source}: pre_tokenizer`, false, replaced);
     this.steps = [...normalizer, ...pre.steps];
     this.byteLevel = pre.byteLevel;
     // SentencePiece-style files write spaces as "▁" in the normalizer (Llama 2, Gemma) or the Metaspace
     // pre-tokenizer (newer Llama/Mistral files); a Prepend of it adds one before the text.
-    const replace = findNormalizer(root.normalizer, "Replace");
-    const fromNormalizer = replace && isObject(replace.pattern) && replace.pattern.String === " "
-      ? replace.content as string
-      : null;
+    const replace = findNormalizers(root.normalizer, "Replace").find((r) =>
+      isObject(r.pattern) && r.pattern.String === " "
+    );
+    const fromNormalizer = replace ? replace.content as string : null;
     this.spaceMark = pre.byteLevel ? null : fromNormalizer ?? pre.mark;
-    const prepend = findNormalizer(root.normalizer, "Prepend");
-    this.prependsSpace = (prepend !== null && prepend.prepend === this.spaceMark) || pre.prepends;
+    const prepends = findNormalizers(root.normalizer, "Prepend").some((n) => n.prepend === this.spaceMark);
+    this.prependsSpace = prepends || pre.prepends;
 
     this.template = templateIds(root.post_processor, `${source}: post_processor`);
     for (const id of [...this.template[0], ...this.template[1]]) {
@@ -1043,10 +1082,7 @@ export class HfTokenizer implements Tokenizer {
         for (let at = 0; at < bytes.length;) {
           const length = next < tokens.length ? this.matchAt(tokens[next], bytes, at) : -1;
           if (length > 0) {
-            offsets.push([
-              Math.min(...starts.slice(at, at + length)),
-              Math.max(...ends.slice(at, at + length)),
-            ]);
+            offsets.push(byteRange(starts, ends, at, at + length));
             at += length;
             next++;
           } else if (tokens[next] === this.unkToken) {
@@ -1056,7 +1092,7 @@ export class HfTokenizer implements Tokenizer {
               end < bytes.length &&
               !(next + 1 < tokens.length && this.matchAt(tokens[next + 1], bytes, end) > 0)
             ) end++;
-            offsets.push([Math.min(...starts.slice(at, end)), Math.max(...ends.slice(at, end))]);
+            offsets.push(byteRange(starts, ends, at, end));
             at = end;
             next++;
           } else {
@@ -1109,6 +1145,17 @@ export class HfTokenizer implements Tokenizer {
   /** The bytes a token stands for in the normalized text: byte-level characters -> bytes, a byte-fallback
    *  token "<0xE6>" -> that byte, anything else -> its UTF-8. */
   private surface(token: string): Uint8Array {
+    let s = this.surfaces.get(token);
+    if (s === undefined) {
+      s = this.computeSurface(token);
+      // Bounded, as BpeTokenizer's cache: at most the vocabulary, but a long random text need not fill it.
+      if (this.surfaces.size >= BPE_CACHE_LIMIT) this.surfaces.clear();
+      this.surfaces.set(token, s);
+    }
+    return s;
+  }
+
+  private computeSurface(token: string): Uint8Array {
     if (this.addedIds.has(token)) return utf8Encoder.encode(token);
     if (this.byteLevel) {
       const bytes = Array.from(token, (c) => CHAR_TO_BYTE.get(c));
@@ -1163,17 +1210,13 @@ export class HfTokenizer implements Tokenizer {
   }
 }
 
-/** The first normalizer of a type, inside Sequences too. */
-function findNormalizer(n: unknown, type: string): Record<string, unknown> | null {
-  if (!isObject(n)) return null;
-  if (n.type === type) return n;
+/** The normalizers of a type, inside Sequences too. */
+function findNormalizers(n: unknown, type: string): Record<string, unknown>[] {
+  if (!isObject(n)) return [];
   if (n.type === "Sequence" && Array.isArray(n.normalizers)) {
-    for (const m of n.normalizers) {
-      const found = findNormalizer(m, type);
-      if (found) return found;
-    }
+    return n.normalizers.flatMap((m) => findNormalizers(m, type));
   }
-  return null;
+  return n.type === type ? [n] : [];
 }
 
 /** Cuts an aligned text around the added tokens `pattern` matches (normalized added tokens). */
@@ -1202,8 +1245,9 @@ function splitAligned(a: Aligned, pattern: RegExp | null): { a: Aligned; added: 
 
 /** Whether a BPE tokenizer.json is GPT-2's kind, which BpeTokenizer encodes: no normalizer, GPT-2's
  *  ByteLevel pre-tokenizer, no template adding tokens, no byte fallback. BpeTokenizer stays for these: on
- *  GPT-2's vocabulary it encodes 4000 CounterFact prompts in 27-69 ms warm (300 ms cold) against the
- *  library's 96-138 ms (530 ms), and with offsets in 31-104 ms against HfTokenizer's 630-920 ms. */
+ *  GPT-2's vocabulary it encodes 4000 CounterFact prompts 2-4x faster than the library (27-69 ms
+ *  against 96-317 ms, warm, on a shared 2-core machine) and 3-5x faster with offsets (66-104 ms against
+ *  HfTokenizer's 264-369 ms). */
 function isGpt2Kind(root: Record<string, unknown>, model: Record<string, unknown>): boolean {
   const pre = root.pre_tokenizer, post = root.post_processor;
   return (root.normalizer === null || root.normalizer === undefined) &&

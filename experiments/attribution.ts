@@ -12,7 +12,7 @@
 // baseline (torch.linspace(0, 1, steps), the gradient sum times a / steps). Both ends alpha = 0 and
 // alpha = 1 are sampled yet the sum is divided by m, not m - 1, so the Riemann error is O(1/m).
 // All neurons of the layer are scaled together. p is the softmax probability of the answer's first
-// token (" " + answer, as causal tracing scores it) at the last position. Completeness: the
+// token (after the prompt and a space, as causal tracing scores it) at the last position. Completeness: the
 // attributions of a layer add up to p(x) - p(x with that layer's a zeroed), up to that error.
 //
 // Batching: the m scaled copies of a prompt for a layer are m sequences of one batch (the patch
@@ -279,7 +279,7 @@ export interface FactPrompt {
 export interface FactAttribution extends IgResult, FactPrompt {
   /** Decoded prompt tokens. */
   tokens: string[];
-  /** The attributed token: the first token of " " + target. */
+  /** The attributed token: the target's first token after the prompt (targetIds). */
   targetId: number;
   targetToken: string;
 }

@@ -193,7 +193,7 @@ function emptyCase(
   };
 }
 
-/** Targets are stored trimmed: scorers add the leading space themselves (" " + target). */
+/** Targets are stored trimmed: scorers add the leading space themselves (targetIds(tok, prompt, target)). */
 function target(s: string): string | null {
   const t = s.trim();
   return t === "" ? null : t;

@@ -303,7 +303,7 @@ function positionsNeeded(tok: Tokenizer, c: EditingCase, prefix: number): number
 
 /**
  * A seeded sample of the dataset's facts that the model knows (greedy next token = first token of
- * " " + target_true, the known-facts filter of ROME and Hase et al.): `edit` facts edited (the first
+ * target_true after the prompt, the known-facts filter of ROME and Hase et al.): `edit` facts edited (the first
  * ceil(proxyFraction * edit) of them form the proxy set), then up to `traceOnly` more facts only traced.
  */
 export async function sampleFacts(

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, randomWeights } from "../engine/model.ts";
+import type { Tokenizer } from "../engine/tokenizer.ts";
 import {
   applyEdit,
   combineEdits,
@@ -19,6 +20,7 @@ import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg
 import { computeRome } from "../experiments/editing/rome.ts";
 import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
+import { greedyNextTokens } from "../experiments/recall.ts";
 import {
   EDITING_CONFIG as cfg,
   EDITING_START_WORDS as startWords,
@@ -449,4 +451,44 @@ Deno.test("prompt instances: subject range after the context (also when the cont
   assert.equal(instantiate(tok, "{}", "{} works at", "Anna Berg", undefined, "last").fact, 3);
   assert.throws(() => instantiate(tok, "no slot", "{} works at", "Anna"), /has no "\{\}" for the prompt/);
   assert.throws(() => instantiate(tok, "{}", "Anna works at", "Anna"), /has no "\{\}" for the subject/);
+});
+
+Deno.test("context templates are sampled after BOS where the tokenizer puts one, from EOS where not", async () => {
+  const model = GPT2.random(gpu, cfg, 11, true);
+  const bos = tok.eosId!;
+  // The word-level tokenizer made Llama-like: encode puts a BOS first, decode leaves it out.
+  const withBos: Tokenizer = {
+    vocabSize: tok.vocabSize,
+    eosId: null,
+    bosId: bos,
+    encode: (t) => [bos, ...tok.encode(t)],
+    decode: (ids) => tok.decode(ids[0] === bos ? ids.slice(1) : ids),
+    tokenString: (id) => tok.tokenString(id),
+    isSpecial: (id) => id === bos,
+    idOf: (t) => tok.idOf(t),
+    encodeWithOffsets: (t) => {
+      const e = tok.encodeWithOffsets(t);
+      return { ids: [bos, ...e.ids], offsets: [[0, 0], ...e.offsets] };
+    },
+  };
+  // Greedy (top 1) texts of two tokens, so each template is the start and the model's argmax after it.
+  // Seeds differ as templates are cached per model and spec.
+  const spec = (seed: number) => ({ lengths: [[2, 3]] as [number, number][], seed, topK: 1 });
+  const templates = (text: string) => ["{}", ...Array(3).fill(text + ". {}")];
+  const word = tok.encode(startWords[0]);
+  assert.equal(word.length, 1);
+  const [afterWord] = await greedyNextTokens(model, [[bos, ...word]]);
+  assert.deepEqual(
+    await contextTemplates(model, withBos, { ...spec(1), startWords: [startWords[0]] }),
+    templates(tok.decode([...word, afterWord])),
+    "BOS, the start word, then the sampled token",
+  );
+  const [afterBos] = await greedyNextTokens(model, [[bos]]);
+  assert.deepEqual(await contextTemplates(model, withBos, spec(2)), templates(tok.decode([afterBos])));
+  const [afterEos] = await greedyNextTokens(model, [[tok.eosId!]]);
+  assert.deepEqual(
+    await contextTemplates(model, tok, spec(3)),
+    templates(tok.decode([afterEos].filter((id) => id !== tok.eosId))),
+    "no BOS: from EOS, as ROME does for GPT-2",
+  );
 });

