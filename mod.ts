@@ -41,7 +41,6 @@ export {
   BpeTokenizer,
   HfTokenizer,
   loadTokenizer,
-  targetIds,
   subjectTokenRange,
   targetIds,
   type Tokenizer,
