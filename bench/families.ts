@@ -9,8 +9,7 @@
 // --half keeps every projection weight in 16 bits (as f16/bf16 checkpoints load: the torch_dtype of
 // each config decides which) instead of f32; a 7B model needs it to fit in this machine's memory.
 // The v* step runs on a model of --step-layers blocks (default 4: the cost per block is what matters;
-// the printed edit time scales it to the blocks from the family's edit layer to the top) with the
-// vocabulary cut to one storage binding (the backward pass does not run through a split unembedding).
+// the printed edit time scales it to the blocks from the family's edit layer to the top).
 import { parseArgs } from "node:util";
 import { type ModelConfig, parseConfig } from "../engine/config.ts";
 import { allocateGradients, backward } from "../engine/autograd.ts";
@@ -52,7 +51,9 @@ function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): GPT2 {
         // Magnitudes 2^-7..2^-5, random signs and mantissas.
         const bits = Uint16Array.from({ length: n }, () => {
           const u = Math.floor(draw() * 65536);
-          return half === "f16" ? (u & 0x83ff) | ((8 + (u % 3)) << 10) : (u & 0x807f) | ((120 + (u % 3)) << 7);
+          return half === "f16"
+            ? (u & 0x83ff) | ((8 + (u % 3)) << 10)
+            : (u & 0x807f) | ((120 + (u % 3)) << 7);
         });
         shared.set(role, { dtype: half, bits });
       } else if (isGain) shared.set(role, new Float32Array(n).fill(1 - cfg.normGainOffset));
@@ -110,19 +111,20 @@ for (const shape of values.shapes!.split(",")) {
   for (const c of new Set([...model.wte, ...model.head])) c.tensor.destroy();
   gpu.trimPool();
 
-  // The v* step on a shallower model with a vocabulary that fits one binding.
+  // The v* step on a shallower model.
   const stepLayers = Math.min(cfg.nLayer, Number(values["step-layers"]));
-  const maxRows = Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * cfg.nEmbd));
   const small: ModelConfig = {
     ...cfg,
     nLayer: stepLayers,
-    vocabSize: Math.min(cfg.vocabSize, maxRows),
     windows: cfg.windows.slice(0, stepLayers),
     rotary: cfg.rotary && { ...cfg.rotary, invFreq: cfg.rotary.invFreq.slice(0, stepLayers) },
   };
   const stepModel = randomModel(small, half);
   const prompts = makeBatch(
-    Array.from({ length: PROMPTS }, (_, p) => Array.from({ length: PROMPT_TOKENS }, (_, t) => (p * 31 + t * 17) % small.vocabSize)),
+    Array.from(
+      { length: PROMPTS },
+      (_, p) => Array.from({ length: PROMPT_TOKENS }, (_, t) => (p * 31 + t * 17) % small.vocabSize),
+    ),
   );
   const delta = gpu.zeros([1, cfg.nEmbd]), ddelta = gpu.zeros([1, cfg.nEmbd]);
   const rows = Array.from({ length: PROMPTS }, (_, p) => p * PROMPT_TOKENS + PROMPT_TOKENS - 1);
@@ -139,7 +141,11 @@ for (const shape of values.shapes!.split(",")) {
     });
     const dlogits = gpu.empty([PROMPTS, small.vocabSize]);
     crossEntropy(gpu, fwd.logits, targets, PROMPTS, small.vocabSize, { dlogits });
-    backward(stepModel, fwd, { dlogits, patchSources: new Map([[delta, ddelta]]), params: allocateGradients(stepModel, []) });
+    backward(stepModel, fwd, {
+      dlogits,
+      patchSources: new Map([[delta, ddelta]]),
+      params: allocateGradients(stepModel, []),
+    });
     await ddelta.read();
     gpu.release(dlogits);
     stepModel.releaseForward(fwd);
@@ -151,7 +157,9 @@ for (const shape of values.shapes!.split(",")) {
   const editBlocks = cfg.nLayer - Math.round(cfg.nLayer / 3);
   const editSeconds = 20 * stepMs * editBlocks / stepLayers / 1000;
   console.log(
-    `| ${shape} | ${cfg.family} | ${(params / 1e9).toFixed(2)} B | ${gib(bytes)}${half ? ` (${half})` : " (f32)"} | ` +
+    `| ${shape} | ${cfg.family} | ${(params / 1e9).toFixed(2)} B | ${gib(bytes)}${
+      half ? ` (${half})` : " (f32)"
+    } | ` +
       `${forwardMs.toFixed(0)} | ${stepMs.toFixed(0)} (${stepLayers} blocks) | ${editSeconds.toFixed(0)} |`,
   );
 }

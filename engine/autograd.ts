@@ -19,7 +19,7 @@ import {
 } from "./backward_ops.ts";
 import { Tensor } from "./gpu.ts";
 import type { ForwardResult, GPT2, Hook, Site } from "./model.ts";
-import { add, matmul, rope, type RowEntry, rowOps } from "./ops.ts";
+import { add, gatherColumns, matmul, rope, type RowEntry, rowOps } from "./ops.ts";
 
 /** Gradient accumulators by parameter name (same shapes as the parameters). */
 export type Gradients = Map<string, Tensor>;
@@ -182,10 +182,13 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
     gpu.copy(req.dlogits, dlogits);
     softcapBackward(gpu, dlogits, fwd.logits, n * V, cfg.finalSoftcap);
   }
-  if (model.head.length !== 1) throw new Error("backward through a split unembedding is not supported");
   const dlnf = gpu.zeros([n, d]);
-  // dlnf = dlogits W_head
-  matmul(gpu, dlogits, model.head[0].tensor, n, d, V, { weight: true, out: dlnf, beta: 1 });
+  // dlnf = dlogits W_head, summed over the head's row chunks (a vocabulary over one binding is split).
+  for (const c of model.head) {
+    const slice = model.head.length === 1 ? dlogits : gatherColumns(gpu, dlogits, n, V, c.rowStart, c.rows);
+    matmul(gpu, slice, c.tensor, n, d, c.rows, { weight: true, out: dlnf, beta: 1 });
+    if (slice !== dlogits) gpu.release(slice);
+  }
   const dwte = want("wte.weight");
   const dhead = cfg.tiedHead ? dwte : want("lm_head.weight");
   if (dhead) matmul(gpu, dlogits, acts.lnf, V, d, n, { transA: true, out: dhead, beta: 1 });

@@ -458,6 +458,33 @@ export function rope(
   );
 }
 
+/** out [R, C] = columns [off, off + C) of src [R, ld]: one chunk's slice of a split vocabulary. */
+export function gatherColumns(
+  gpu: Gpu,
+  src: Tensor,
+  R: number,
+  ld: number,
+  off: number,
+  C: number,
+  o: { out?: Tensor } = {},
+): Tensor {
+  positive("gatherColumns", { R, C, ld });
+  if (off < 0 || off + C > ld) {
+    throw new Error(`gatherColumns: columns [${off}, ${off + C}) outside a row of ${ld}`);
+  }
+  need("gatherColumns", "src", src, R * ld);
+  const out = o.out ?? gpu.empty([R, C]);
+  need("gatherColumns", "out", out, R * C);
+  distinct("gatherColumns", out, { src });
+  gpu.run(
+    gpu.pipeline("elementwise.wgsl", "gather_columns", { WG: ELEMENT_WG }),
+    [src, out],
+    grid1d(gpu, cdiv(R * C, ELEMENT_WG)),
+    uniforms().u32(R, C, ld, off),
+  );
+  return out;
+}
+
 /** Soft-capping in place, x = cap * tanh(x / cap) over n values (Gemma 2's final logits). */
 export function softcap(gpu: Gpu, x: Tensor, n: number, cap: number): void {
   positive("softcap", { n });

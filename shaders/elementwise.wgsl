@@ -4,6 +4,7 @@
 //   add_in_place : acc[i] += b[i]            acc, b    : [n]   (for out === a or out === b)
 //   softcap_in_place : x[i] = cap * tanh(x[i] / cap)          (Gemma 2's logit soft-capping)
 //   softcap_backward : g[i] *= 1 - (y[i] / cap)^2             y the capped values, g their gradient
+//   gather_columns   : a column slice of a matrix, made contiguous (see its entry point)
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   WG : invocations per workgroup, one value each
@@ -59,4 +60,21 @@ fn softcap_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
   if (i >= d_cap_grad.n) { return; }
   let th = capped_values[i] / d_cap_grad.cap;
   grad[i] *= 1.0 - th * th;
+}
+
+// gather_columns: out[r, j] = src[r * ld + off + j] for r < R, j < C (a column slice of a wider
+// matrix made contiguous: the gradient of one chunk of a split unembedding).
+struct Slice { R: u32, C: u32, ld: u32, off: u32 }
+
+@group(0) @binding(0) var<storage, read> slice_src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> slice_out: array<f32>;
+@group(0) @binding(2) var<uniform> d_slice: Slice;
+
+@compute @workgroup_size(WG)
+fn gather_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i >= d_slice.R * d_slice.C) { return; }
+  let r = i / d_slice.C;
+  slice_out[i] = slice_src[r * d_slice.ld + d_slice.off + i % d_slice.C];
 }
