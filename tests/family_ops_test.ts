@@ -1,0 +1,238 @@
+// The kernels the non-GPT-2 families add, each against a float64 reference written out here, and
+// each backward against central finite differences of that reference: grouped-query attention with a
+// score scale, tanh soft-cap and sliding window; rotary embeddings (interleaved and half-split,
+// partial); gated activations (SiLU, exact and tanh GELU); RMSNorm with Gemma's (1 + w) on strided
+// per-head rows.
+import assert from "node:assert/strict";
+import { attentionBackward, gluBackward, layernormBackward } from "../engine/backward_ops.ts";
+import type { Activation } from "../engine/config.ts";
+import { getGpu } from "../engine/gpu.ts";
+import { attention, glu, layernorm, rope } from "../engine/ops.ts";
+import { finiteDifferenceGradient } from "./reference_backward.ts";
+import { assertClose, randomArray } from "./util.ts";
+
+const gpu = await getGpu();
+
+type Arr = ArrayLike<number>;
+
+function dot(a: Arr, b: Arr): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+// ---------------------------------------------------------------- attention
+
+interface AttentionCase {
+  B: number;
+  T: number;
+  H: number;
+  Hkv: number;
+  hd: number;
+  scale: number;
+  softcap: number | null;
+  window: number | null;
+}
+
+/** Float64 attention over qkv [B*T, (H + 2 Hkv) hd] = [q heads | k heads | v heads]: y [B*T, H hd]. */
+function attention64(qkv: Arr, c: AttentionCase): Float64Array {
+  const { B, T, H, Hkv, hd } = c, width = (H + 2 * Hkv) * hd;
+  const y = new Float64Array(B * T * H * hd);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / (H / Hkv));
+      for (let t = 0; t < T; t++) {
+        const j0 = c.window ? Math.max(0, t + 1 - c.window) : 0;
+        const scores: number[] = [];
+        for (let j = j0; j <= t; j++) {
+          let s = 0;
+          for (let i = 0; i < hd; i++) {
+            s += qkv[(b * T + t) * width + h * hd + i] * qkv[(b * T + j) * width + (H + g) * hd + i];
+          }
+          s *= c.scale;
+          scores.push(c.softcap ? c.softcap * Math.tanh(s / c.softcap) : s);
+        }
+        const mx = Math.max(...scores),
+          e = scores.map((s) => Math.exp(s - mx)),
+          z = e.reduce((a, b) => a + b, 0);
+        for (let j = j0; j <= t; j++) {
+          for (let i = 0; i < hd; i++) {
+            y[(b * T + t) * H * hd + h * hd + i] += (e[j - j0] / z) *
+              qkv[(b * T + j) * width + (H + Hkv + g) * hd + i];
+          }
+        }
+      }
+    }
+  }
+  return y;
+}
+
+const ATTENTION_CASES: [string, AttentionCase][] = [
+  ["grouped (4 query heads, 2 kv), soft-cap 0.8, window 3", {
+    B: 2,
+    T: 6,
+    H: 4,
+    Hkv: 2,
+    hd: 3,
+    scale: 0.9,
+    softcap: 0.8,
+    window: 3,
+  }],
+  ["multi-query (3 heads, 1 kv), no cap, no window", {
+    B: 1,
+    T: 5,
+    H: 3,
+    Hkv: 1,
+    hd: 4,
+    scale: 0.5,
+    softcap: null,
+    window: null,
+  }],
+];
+
+for (const [name, c] of ATTENTION_CASES) {
+  Deno.test(`attention ${name}: forward and backward against float64 and finite differences`, async () => {
+    const width = (c.H + 2 * c.Hkv) * c.hd, R = c.B * c.T, d = c.H * c.hd;
+    const qkv = randomArray(R * width, 11, 1.5);
+    const opts = { nKvHead: c.Hkv, scale: c.scale, softcap: c.softcap, window: c.window };
+    const probs = gpu.empty([c.B, c.H, c.T, c.T]);
+    const tqkv = gpu.tensor([R, width], qkv);
+    const y = attention(gpu, tqkv, c.B, c.T, d, c.H, { ...opts, probs });
+    assertClose(await y.read(), attention64(qkv, c), 1e-5, "y");
+    // Loss sum(y * G): its gradient w.r.t. qkv from the kernel vs finite differences in float64.
+    const G = randomArray(R * d, 12);
+    const dqkv = attentionBackward(gpu, gpu.tensor([R, d], G), tqkv, probs, c.B, c.T, d, c.H, opts);
+    const fd = finiteDifferenceGradient((x) => dot(attention64(x, c), G), Float64Array.from(qkv));
+    assertClose(await dqkv.read(), fd, 1e-4, "dqkv");
+  });
+}
+
+Deno.test("attention with a soft-cap: the cap changes the result (the check above is not vacuous)", async () => {
+  const c = ATTENTION_CASES[0][1];
+  const qkv = randomArray(c.B * c.T * (c.H + 2 * c.Hkv) * c.hd, 11, 1.5);
+  const capped = attention64(qkv, c), uncapped = attention64(qkv, { ...c, softcap: null });
+  assert.ok(Math.max(...capped.map((v, i) => Math.abs(v - uncapped[i]))) > 0.05);
+});
+
+// ---------------------------------------------------------------- rotary
+
+function rope64(
+  qkv: Arr,
+  R: number,
+  T: number,
+  H: number,
+  Hkv: number,
+  hd: number,
+  dims: number,
+  interleaved: boolean,
+  inv: Arr,
+) {
+  const out = Float64Array.from(qkv), width = (H + 2 * Hkv) * hd;
+  for (let r = 0; r < R; r++) {
+    for (let head = 0; head < H + Hkv; head++) {
+      for (let i = 0; i < dims / 2; i++) {
+        const [a, b] = interleaved ? [2 * i, 2 * i + 1] : [i, i + dims / 2];
+        const base = r * width + head * hd, angle = (r % T) * inv[i];
+        const x0 = qkv[base + a], x1 = qkv[base + b];
+        out[base + a] = x0 * Math.cos(angle) - x1 * Math.sin(angle);
+        out[base + b] = x1 * Math.cos(angle) + x0 * Math.sin(angle);
+      }
+    }
+  }
+  return out;
+}
+
+for (const interleaved of [true, false]) {
+  Deno.test(`rope (${interleaved ? "interleaved pairs" : "half-split"}, partial): float64 reference; sign -1 inverts it`, async () => {
+    const [B, T, H, Hkv, hd, dims] = [2, 5, 4, 2, 6, 4];
+    const R = B * T, width = (H + 2 * Hkv) * hd;
+    const x = randomArray(R * width, 21);
+    const inv = Float32Array.from({ length: dims / 2 }, (_, i) => Math.pow(100, -2 * i / dims));
+    const t = gpu.tensor([R, width], x), freq = gpu.tensor([dims / 2], inv);
+    const shape = { R, T, H, Hkv, hd, dims, interleaved };
+    rope(gpu, t, freq, shape);
+    assertClose(await t.read(), rope64(x, R, T, H, Hkv, hd, dims, interleaved, inv), 1e-5, "rotated");
+    rope(gpu, t, freq, shape, -1);
+    assertClose(await t.read(), x, 1e-5, "rotated back");
+  });
+}
+
+// ---------------------------------------------------------------- gated activations
+
+/** erf by its Taylor series (exact to ~1e-15 for |x| <= 3 in float64). */
+function erf64(x: number): number {
+  let term = x, sum = x;
+  for (let n = 1; n < 80; n++) {
+    term *= -x * x / n;
+    sum += term / (2 * n + 1);
+  }
+  return 2 / Math.sqrt(Math.PI) * sum;
+}
+
+const ACT64: Record<Activation, (v: number) => number> = {
+  silu: (v) => v / (1 + Math.exp(-v)),
+  gelu: (v) => 0.5 * v * (1 + erf64(v / Math.SQRT2)),
+  gelu_tanh: (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
+};
+
+for (const act of ["silu", "gelu", "gelu_tanh"] as Activation[]) {
+  Deno.test(`glu with ${act}: act(gate) * up against float64, and its backward against finite differences`, async () => {
+    const [R, F] = [3, 7];
+    const x = randomArray(R * 2 * F, 31, 3);
+    const glu64 = (v: Arr) =>
+      Float64Array.from({ length: R * F }, (_, i) => {
+        const gate = Math.floor(i / F) * 2 * F + (i % F);
+        return ACT64[act](v[gate]) * v[gate + F];
+      });
+    const tx = gpu.tensor([R, 2 * F], x);
+    assertClose(await glu(gpu, tx, R, F, act).read(), glu64(x), 1e-5, "forward");
+    const G = randomArray(R * F, 32);
+    const dx = gluBackward(gpu, gpu.tensor([R, F], G), tx, R, F, act);
+    assertClose(
+      await dx.read(),
+      finiteDifferenceGradient((v) => dot(glu64(v), G), Float64Array.from(x)),
+      1e-4,
+      "backward",
+    );
+  });
+}
+
+// ---------------------------------------------------------------- RMSNorm on per-head rows
+
+Deno.test("RMSNorm (1 + w) on strided per-head rows: float64 forward; dx and dgamma against finite differences", async () => {
+  const [R, G, C, ld, off, eps] = [3, 2, 5, 16, 3, 1e-6]; // rows of 2 heads of 5 inside rows of 16, from column 3
+  const x = randomArray(R * ld, 41, 2);
+  const gamma = randomArray(C, 42, 0.3);
+  const at = (r: number) => Math.floor(r / G) * ld + off + (r % G) * C;
+  const norm64 = (v: Arr, g: Arr) => {
+    const y = Float64Array.from(v);
+    for (let r = 0; r < R * G; r++) {
+      let sq = 0;
+      for (let c = 0; c < C; c++) sq += v[at(r) + c] ** 2;
+      const rstd = 1 / Math.sqrt(sq / C + eps);
+      for (let c = 0; c < C; c++) y[at(r) + c] = v[at(r) + c] * rstd * (1 + g[c]);
+    }
+    return y;
+  };
+  const rows = { G, ld, off };
+  const tx = gpu.tensor([R, ld], x), tg = gpu.tensor([C], gamma), stats = gpu.empty([R * G, 2]);
+  const out = gpu.tensor([R, ld], x); // columns outside the heads pass through
+  layernorm(gpu, tx, tg, null, R * G, C, eps, { out, stats, rms: true, gainOffset: 1, rows });
+  assertClose(await out.read(), norm64(x, gamma), 1e-5, "forward");
+  const dy = randomArray(R * ld, 43);
+  const dx = gpu.zeros([R, ld]), dgamma = gpu.zeros([C]);
+  layernormBackward(gpu, gpu.tensor([R, ld], dy), tx, tg, stats, R * G, C, {
+    dx,
+    dgamma,
+    rms: true,
+    gainOffset: 1,
+    rows,
+  });
+  // Only the heads' values depend on x through the norm; the rest of dx stays 0.
+  const headPart = (v: Arr) =>
+    Float64Array.from(v, (_, i) => (i % ld >= off && i % ld < off + G * C ? v[i] : 0));
+  const fdx = finiteDifferenceGradient((v) => dot(headPart(norm64(v, gamma)), dy), Float64Array.from(x));
+  assertClose(await dx.read(), headPart(fdx), 1e-4, "dx");
+  const fdg = finiteDifferenceGradient((g) => dot(headPart(norm64(x, g)), dy), Float64Array.from(gamma));
+  assertClose(await dgamma.read(), fdg, 1e-4, "dgamma");
+});
