@@ -1,15 +1,14 @@
 // Above the engine, every family runs the same experiments: on each transformers-made fixture
-// (tests/fixtures/families) a ROME edit raises the new target's probability and undo restores the
-// weights bit-exactly, MEMIT does the same for two facts, and causal tracing returns a full grid.
+// (tests/fixtures/families) every editing method (ROME and R-ROME on one fact; MEMIT, EMMET and FT-L on
+// two) raises the new targets' probabilities and undo restores the weights bit-exactly, and causal
+// tracing returns a full grid.
 // The fixtures have no tokenizer of their own: a word-level one maps the editing words onto the
 // first ids of the model's vocabulary and fills the rest with placeholder words.
 import assert from "node:assert/strict";
 import { logProbOf } from "../engine/ops.ts";
 import { makeBatch } from "../engine/model.ts";
 import { applyEdit, type EditRequest } from "../experiments/editing/edit.ts";
-import { memitHparams, romeHparams } from "../experiments/editing/hparams.ts";
-import { computeMemit } from "../experiments/editing/memit.ts";
-import { computeRome } from "../experiments/editing/rome.ts";
+import { computeEdits, methodConfig, METHODS } from "../experiments/editing/methods.ts";
 import { computeKeyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { traceFact } from "../experiments/tracing.ts";
 import { CASES, loadCase } from "./families_fixtures.ts";
@@ -35,7 +34,7 @@ const requests: EditRequest[] = [
 ];
 
 for (const name of CASES) {
-  Deno.test(`${name}: ROME and MEMIT edits move the target and undo exactly; tracing covers every cell`, async () => {
+  Deno.test(`${name}: ROME, R-ROME, MEMIT, EMMET and FT-L move the target and undo exactly; tracing covers every cell`, async () => {
     const { model } = await loadCase(name);
     // Layer 0: some fixtures have 2 layers, and a last-layer MLP edit at the subject cannot reach the
     // prediction at the prompt's last token (no attention follows it).
@@ -63,38 +62,34 @@ for (const name of CASES) {
     });
     const original = (await model.p(param).read()).slice();
 
-    const hp = {
-      ...romeHparams(model.config),
-      layer,
-      factToken: "subject_last" as const,
-      templates: EDITING_TEMPLATES,
-    };
-    const before = await probOf(requests[0]);
-    const [edit] = await computeRome(model, tok, [requests[0]], stats.get(layer)!, hp, {
-      startWords: EDITING_START_WORDS,
-    });
-    const applied = await applyEdit(model, edit);
-    const after = await probOf(requests[0]);
-    assert.ok(
-      after > 1.5 * before,
-      `${name}: ROME moved p(${requests[0].target}) only from ${before} to ${after}`,
-    );
-    applied.undo();
-    assert.deepEqual(await model.p(param).read(), original, `${name}: undo restores ${param} bit-exactly`);
-
-    const mhp = {
-      ...memitHparams(model.config),
-      layers: [layer],
-      factToken: "subject_last" as const,
-      templates: EDITING_TEMPLATES,
-    };
-    const pBefore = await Promise.all(requests.map(probOf));
-    const memit = await computeMemit(model, tok, requests, stats, mhp, { startWords: EDITING_START_WORDS });
-    const memitApplied = await applyEdit(model, memit);
-    const pAfter = await Promise.all(requests.map(probOf));
-    requests.forEach((r, i) => assert.ok(pAfter[i] > pBefore[i], `${name}: MEMIT lowered p(${r.target})`));
-    memitApplied.undo();
-    assert.deepEqual(await model.p(param).read(), original, `${name}: MEMIT undo restores ${param}`);
+    for (const method of METHODS) {
+      const batch = method === "rome" || method === "r-rome" ? requests.slice(0, 1) : requests;
+      const mc = methodConfig(model, method, {
+        layers: [layer],
+        factToken: "subject_last",
+        ...(method === "ft" ? { normConstraint: 0.05, numSteps: 10 } : {}),
+      });
+      if ("templates" in mc.hparams) mc.hparams.templates = EDITING_TEMPLATES;
+      const before = await Promise.all(batch.map(probOf));
+      const edits = await computeEdits(model, tok, mc, batch, stats, { startWords: EDITING_START_WORDS });
+      const applied = await applyEdit(model, edits[0]);
+      const after = await Promise.all(batch.map(probOf));
+      // ROME's single rank-one edit moves its fact strongly; the batch methods' defaults (MEMIT's clamp
+      // 0.75, FT-L's radius) move each fact less on these random models, but must move it up.
+      const factor = method === "rome" || method === "r-rome" ? 1.5 : 1;
+      batch.forEach((r, i) =>
+        assert.ok(
+          after[i] > factor * before[i],
+          `${name} ${method}: p(${r.target}) only from ${before[i]} to ${after[i]}`,
+        )
+      );
+      applied.undo();
+      assert.deepEqual(
+        await model.p(param).read(),
+        original,
+        `${name} ${method}: undo restores ${param} bit-exactly`,
+      );
+    }
 
     const trace = await traceFact(model, tok, {
       prompt: "Anna Berg lives in",
@@ -111,8 +106,7 @@ for (const name of CASES) {
         }
       }
     }
-    // Restoring the whole residual stream at the last subject token of the top layer... rather, at
-    // the last token of the last layer the corrupted run is the clean run again.
+    // Restoring the whole residual stream at the last token of the last layer gives the clean run back.
     const resid = trace.grids.find((g) => g.kind === "resid")!;
     const last = resid.prob[trace.tokens.length - 1][model.nLayer - 1];
     assert.ok(
