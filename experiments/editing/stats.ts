@@ -14,10 +14,10 @@
 //
 // Cache: one safetensors file per (model, layer, corpus, samples) under runs/editing-stats/:
 //   <model name>/<corpus name>-<corpus sha256>/layer<l>-n<samples>-<fingerprint>.safetensors
-// where the fingerprint hashes the config and the layer's own c_fc and ln_2 weights (a retrained
+// where the fingerprint hashes the config and the layer's own c_fc and MLP input-norm weights (a retrained
 // model gets new files). Stats always describe the model as loaded, before any edit.
 import { basename, join } from "node:path";
-import { configJson } from "../../engine/config.ts";
+import { configSummary } from "../../engine/config.ts";
 import type { GPT2, Hook } from "../../engine/model.ts";
 import { makeBatch } from "../../engine/model.ts";
 import { matmul } from "../../engine/ops.ts";
@@ -202,11 +202,10 @@ export async function keyStats(
   const modelName = o.modelName ?? basename(model.source);
   const dir = join(o.cacheDir ?? DEFAULT_STATS_DIR, modelName, `${basename(o.corpus)}-${corpusHash}`);
   const fileOf = async (l: number) => {
-    const [cfc, ln2] = await model.gpu.readMany([
-      model.p(`h.${l}.mlp.c_fc.weight`),
-      model.p(`h.${l}.ln_2.weight`),
-    ]);
-    const fp = (await sha256Hex([configJson(model.config), cfc, ln2])).slice(0, 12);
+    // The MLP's input norm: ln_2, or ln_1 where attention and MLP share it (GPT-J).
+    const norm = model.params.has(`h.${l}.ln_2.weight`) ? `h.${l}.ln_2.weight` : `h.${l}.ln_1.weight`;
+    const [cfc, ln] = await model.gpu.readMany([model.p(`h.${l}.mlp.c_fc.weight`), model.p(norm)]);
+    const fp = (await sha256Hex([JSON.stringify(configSummary(model.config)), cfc, ln])).slice(0, 12);
     return join(dir, `layer${l}-n${o.samples}-${fp}.safetensors`);
   };
   const out = new Map<number, KeyStats>();

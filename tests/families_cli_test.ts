@@ -1,0 +1,113 @@
+// The commands a researcher runs work unchanged on a non-GPT-2 model folder: a copy of the Llama
+// fixture (grouped-query attention, rotary, SwiGLU, untied head) with a word-level tokenizer.json
+// and a corpus beside it is predicted, traced, edited and attributed by the same commands as GPT-2.
+import assert from "node:assert/strict";
+import { cp } from "node:fs/promises";
+import { WordLevelTokenizer } from "../engine/tokenizer.ts";
+import { caseDir } from "./families_fixtures.ts";
+import { EDITING_WORDS } from "./fixtures_tiny_kb.ts";
+import { rng, runScript } from "./util.ts";
+
+const dir = await Deno.makeTempDir();
+await cp(caseDir("llama"), dir, { recursive: true });
+const V = JSON.parse(await Deno.readTextFile(`${dir}/config.json`)).vocab_size;
+const words = [...EDITING_WORDS, ...Array.from({ length: V - EDITING_WORDS.length }, (_, i) => `w${i}`)];
+await Deno.writeTextFile(
+  `${dir}/tokenizer.json`,
+  new WordLevelTokenizer(words, { unk: "<unk>", eos: "<eos>" }).toTokenizerJson(),
+);
+const r = rng(5);
+await Deno.writeTextFile(
+  `${dir}/corpus.txt`,
+  Array.from(
+    { length: 400 },
+    () => Array.from({ length: 6 }, () => words[2 + Math.floor(r() * (words.length - 2))]).join(" "),
+  ).join("\n") + "\n",
+);
+
+Deno.test("predict --json on a Llama folder: a distribution over the model's vocabulary", async () => {
+  const run = await runScript(
+    "engine/cli.ts",
+    "predict",
+    "--model",
+    dir,
+    "--prompt",
+    "Anna Berg lives in",
+    "--top",
+    "3",
+    "--json",
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const j = JSON.parse(run.stdout);
+  assert.deepEqual(j.input_ids, [2, 3, 8, 10], "Anna Berg lives in");
+  assert.equal(j.top.length, 3);
+  const probs = j.top.map((t: { prob: number }) => t.prob);
+  assert.ok(
+    probs[0] >= probs[1] && probs[1] >= probs[2] && probs[0] + probs[1] + probs[2] <= 1 + 1e-6,
+    run.stdout,
+  );
+  for (const t of j.top) assert.equal(t.token, words[t.id]);
+});
+
+Deno.test("edit --method rome --json on a Llama folder moves p(new) up at the edited layer", async () => {
+  const run = await runScript(
+    "experiments/edit.ts",
+    "--model",
+    dir,
+    "--method",
+    "rome",
+    "--layer",
+    "0",
+    "--prompt",
+    "{} lives in",
+    "--subject",
+    "Anna Berg",
+    "--target-new",
+    "Oslo",
+    "--target-true",
+    "Paris",
+    "--json",
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const j = JSON.parse(run.stdout);
+  assert.equal(j.method, "rome");
+  assert.ok(j.probabilities.post.rewrite > j.probabilities.pre.rewrite, JSON.stringify(j.probabilities));
+});
+
+Deno.test("trace and attribute (lga) on a Llama folder write their results", async () => {
+  const out = `${dir}/trace-out`;
+  const trace = await runScript(
+    "experiments/trace.ts",
+    "--model",
+    dir,
+    "--prompt",
+    "Anna Berg lives in",
+    "--subject",
+    "Anna Berg",
+    "--target",
+    "Paris",
+    "--samples",
+    "2",
+    "--out",
+    out,
+  );
+  assert.equal(trace.code, 0, trace.stderr);
+  const traced = [...Deno.readDirSync(out)].map((e) => e.name);
+  assert.ok(traced.some((n) => n.endsWith(".json")), `trace wrote ${traced}`);
+  const lga = await runScript(
+    "experiments/attribute.ts",
+    "--model",
+    dir,
+    "--method",
+    "lga",
+    "--prompt",
+    "Anna Berg lives in",
+    "--target",
+    "Paris",
+    "--target-new",
+    "Oslo",
+    "--out",
+    `${dir}/lga-out`,
+  );
+  assert.equal(lga.code, 0, lga.stderr);
+});
