@@ -689,6 +689,30 @@ export class GPT2 {
     return result;
   }
 
+  /**
+   * The forward with every hook site's state captured (TransformerLens's run_with_cache): the result
+   * and a map from "embed" and "<site>.<layer>" ("attn.3", "mlp_pre.0", "key.5", "mlp.1", "resid.11")
+   * to tensors [B*T, width] of every row. Release them with gpu.release when done.
+   */
+  forwardWithCache(
+    batch: Batch,
+    o: Omit<ForwardOptions, "hooks"> = {},
+  ): { result: ForwardResult; cache: Map<string, Tensor> } {
+    const R = batch.B * batch.T, rows = Array.from({ length: R }, (_, r) => r);
+    const cache = new Map<string, Tensor>();
+    const hooks: Hook[] = [];
+    const capture = (site: Site, layer: number) => {
+      const into = this.gpu.empty([R, this.siteWidth(site)]);
+      cache.set(site === "embed" ? "embed" : `${site}.${layer}`, into);
+      hooks.push({ site, layer, capture: { into, rows } });
+    };
+    if ((o.startLayer ?? 0) === 0 && !o.input) capture("embed", -1);
+    for (let l = o.startLayer ?? 0; l < this.config.nLayer; l++) {
+      for (const site of ["attn", "mlp_pre", "key", "mlp", "resid"] as const) capture(site, l);
+    }
+    return { result: this.forward(batch, { ...o, hooks }), cache };
+  }
+
   /** Returns a forward's kept activations (and its logits) to the buffer pool. */
   releaseForward(r: ForwardResult): void {
     const gpu = this.gpu;
