@@ -66,8 +66,29 @@ Deno.test("rank_update kernel: W += U V matches the float64 reference for ranks 
   }
   assert.throws(
     () => rankUpdate(gpu, gpu.zeros([4, 4]), gpu.zeros([4]), gpu.zeros([4]), 4, 4, 2),
-    /U .* must be f32 with >= 8/,
+    /U .* must be f32 .*with >= 8/,
   );
+});
+
+Deno.test("rank_update on 16-bit weights: W += U V in the weight's own format, rounded per value; bytes restore it", async () => {
+  const [M, N, rank] = [5, 7, 2]; // 35 values: the last word holds one value and padding
+  const r = rng(9);
+  const U = Array.from({ length: M * rank }, () => r() - 0.5),
+    V = Array.from({ length: rank * N }, () => r() - 0.5);
+  for (const dtype of ["f16", "bf16"] as const) {
+    const bits = Uint16Array.from(
+      { length: M * N },
+      () => dtype === "f16" ? 0x3800 + Math.floor(r() * 0x400) : 0x3f00 + Math.floor(r() * 0x80),
+    ); // values in [0.5, 1)
+    const w = gpu.tensor([M, N], bits, dtype);
+    const before = await w.read(), saved = (await gpu.readBytes([w]))[0];
+    rankUpdate(gpu, w, gpu.tensor([M, rank], U), gpu.tensor([rank, N], V), M, N, rank);
+    const uv = matmulRef(U, V, M, N, rank);
+    // One rounding to the format: half an ulp of values below 2 (f16 2^-10, bf16 2^-7).
+    assertClose(await w.read(), before.map((x, i) => x + uv[i]), dtype === "f16" ? 2 ** -10 : 2 ** -7, dtype);
+    gpu.writeBytes(w, saved);
+    assert.deepEqual(await w.read(), before, `${dtype}: the saved bytes restore it exactly`);
+  }
 });
 
 Deno.test("float64 Cholesky solves agree with a direct check A x = b, and refuse an indefinite matrix", () => {

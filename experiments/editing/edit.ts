@@ -100,7 +100,8 @@ export interface Edit {
 // ---------------------------------------------------------------------------------------------
 // Apply and undo
 
-/** Records W[M,N] += U[M,rank] V[rank,N] on the GPU (shaders/rank_update.wgsl). */
+/** Records W[M,N] += U[M,rank] V[rank,N] on the GPU (shaders/rank_update.wgsl). A weight kept in
+ *  16 bits (f16/bf16 checkpoints) is updated in place in its format, each value rounded back. */
 export function rankUpdate(
   gpu: Gpu,
   W: Tensor,
@@ -115,15 +116,19 @@ export function rankUpdate(
       throw new Error(`rankUpdate: ${name} must be a positive integer, got ${v}`);
     }
   }
+  const half = W.dtype === "f16" || W.dtype === "bf16";
   for (const [name, t, n] of [["W", W, M * N], ["U", U, M * rank], ["V", V, rank * N]] as const) {
-    if (t.dtype !== "f32" || t.size < n) {
-      throw new Error(`rankUpdate: ${name} [${t.shape}] must be f32 with >= ${n} values`);
+    if ((t.dtype !== "f32" && !(half && t === W)) || t.size < n) {
+      throw new Error(`rankUpdate: ${name} [${t.shape}] must be f32 (W may be 16-bit) with >= ${n} values`);
     }
   }
   gpu.run(
-    gpu.pipeline("rank_update.wgsl", "rank_update", { WG: WG_ELEMENTWISE }),
+    gpu.pipeline("rank_update.wgsl", half ? "rank_update_half" : "rank_update", {
+      WG: WG_ELEMENTWISE,
+      HALF_BF16: W.dtype === "bf16",
+    }),
     [W, U, V],
-    elementwiseGrid(gpu, M * N, WG_ELEMENTWISE),
+    elementwiseGrid(gpu, half ? Math.ceil(M * N / 2) : M * N, WG_ELEMENTWISE),
     uniforms().u32(M, N, rank),
   );
 }
@@ -134,7 +139,8 @@ export class AppliedEdit {
   constructor(
     readonly model: GPT2,
     readonly edit: Edit,
-    private readonly originals: Map<string, Float32Array>,
+    /** The touched tensors' bytes as they were (any dtype). */
+    private readonly originals: Map<string, ArrayBuffer>,
   ) {}
 
   get isUndone(): boolean {
@@ -148,7 +154,7 @@ export class AppliedEdit {
     if (stack.at(-1) !== this) {
       throw new Error(`undo: a later edit is still applied to this model; undo edits in reverse order`);
     }
-    for (const [name, data] of this.originals) this.model.gpu.write(this.model.p(name), data);
+    for (const [name, bytes] of this.originals) this.model.gpu.writeBytes(this.model.p(name), bytes);
     stack.pop();
     this.undone = true;
   }
@@ -187,11 +193,11 @@ function checkDelta(model: GPT2, delta: WeightDelta, where: string): void {
 export async function applyEdit(model: GPT2, edit: Edit): Promise<AppliedEdit> {
   const gpu = model.gpu;
   edit.deltas.forEach((d, i) => checkDelta(model, d, `applyEdit (${edit.method}, delta ${i})`));
+  // Low-rank updates write 16-bit weights in their format; a dense delta (FT-L) needs them in f32.
+  for (const d of edit.deltas) if (d.kind === "dense") await model.writable(d.param);
   const names = [...new Set(edit.deltas.map((d) => d.param))];
-  // Weights kept in 16 bits are widened to f32 before they are written (and stay so after undo).
-  const copies = await gpu.readMany(await Promise.all(names.map((n) => model.writable(n))));
-  // readMany's arrays are views of one buffer; keep independent copies.
-  const originals = new Map(names.map((n, i) => [n, copies[i].slice()]));
+  const copies = await gpu.readBytes(names.map((n) => model.p(n)));
+  const originals = new Map(names.map((n, i) => [n, copies[i]]));
   for (const d of edit.deltas) {
     const W = model.p(d.param);
     if (d.kind === "low-rank") {
