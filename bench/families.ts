@@ -99,16 +99,19 @@ for (const shape of values.shapes!.split(",")) {
   const params = parameterShapes(cfg).reduce((s, [, sh]) => s + sh.reduce((a, b) => a * b, 1), 0);
 
   const model = randomModel(cfg, half);
-  const bytes = [...model.params.values()].reduce((s, t) => s + t.bytes, 0) +
-    [...new Set([...model.wte, ...model.head])].reduce((s, c) => s + c.tensor.bytes, 0);
+  const matrices = (m: GPT2) => [
+    ...m.params.values(),
+    ...[...m.rowChunks.values()].flat().map((c) => c.tensor),
+    ...new Set([...m.wte, ...m.head].map((c) => c.tensor)),
+  ];
+  const bytes = matrices(model).reduce((s, t) => s + t.bytes, 0);
   const batch = makeBatch([Array.from({ length: T }, (_, t) => (t * 7919) % cfg.vocabSize)]);
   const forwardMs = await timed(async () => {
     const fwd = model.forward(batch);
     await fwd.logits.read();
     model.releaseForward(fwd);
   }, 3);
-  for (const t of model.params.values()) t.destroy();
-  for (const c of new Set([...model.wte, ...model.head])) c.tensor.destroy();
+  for (const t of matrices(model)) t.destroy();
   gpu.trimPool();
 
   // The v* step on a shallower model.
@@ -150,8 +153,7 @@ for (const shape of values.shapes!.split(",")) {
     gpu.release(dlogits);
     stepModel.releaseForward(fwd);
   }, 2);
-  for (const t of stepModel.params.values()) t.destroy();
-  for (const c of new Set([...stepModel.wte, ...stepModel.head])) c.tensor.destroy();
+  for (const t of matrices(stepModel)) t.destroy();
   gpu.trimPool();
   // ROME's step runs from its edit layer (about a third of the depth) to the top.
   const editBlocks = cfg.nLayer - Math.round(cfg.nLayer / 3);

@@ -28,7 +28,7 @@ import {
   neoxToBlocks,
   parameterShapes as shapesOf,
 } from "./families.ts";
-import { Gpu, Tensor } from "./gpu.ts";
+import { Gpu, Tensor, tensorBytes } from "./gpu.ts";
 import {
   add,
   attention,
@@ -158,6 +158,8 @@ export class GPT2 {
   /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
   readonly params = new Map<string, Tensor>();
   readonly wte: EmbeddingChunk[] = [];
+  /** Projection weights over one storage binding, split by output rows ([out, in] layout only). */
+  readonly rowChunks = new Map<string, EmbeddingChunk[]>();
   /** The unembedding's chunks: wte's own when the head is tied. */
   readonly head: EmbeddingChunk[] = [];
   readonly config: ModelConfig;
@@ -175,6 +177,8 @@ export class GPT2 {
     weights: Map<string, Float32Array | HalfTensor>,
     source = "arrays",
     embeddingChunkRows?: number,
+    /** Split every [out, in] projection with more rows than this (tests; over a binding they always are). */
+    projectionChunkRows?: number,
   ): GPT2 {
     const model = new GPT2(gpu, config, source);
     const cfg = model.config;
@@ -192,16 +196,37 @@ export class GPT2 {
       ) {
         throw new ModelLoadError(`${source}: only projection weights are kept in 16 bits, not ${name}`);
       }
-      const data = stored as Float32Array;
-      if (name === "wte.weight") model.wte.push(...model.chunks(data, embeddingChunkRows));
-      else if (name === "lm_head.weight") model.head.push(...model.chunks(data, embeddingChunkRows));
-      else if (name !== "lm_head.bias") {
+      const bytes = tensorBytes(n, stored instanceof Float32Array ? "f32" : stored.dtype);
+      if (name === "wte.weight") {
+        model.wte.push(...model.chunks(stored, shape[0], shape[1], embeddingChunkRows));
+      } else if (name === "lm_head.weight") {
+        model.head.push(...model.chunks(stored, shape[0], shape[1], embeddingChunkRows));
+      } else if (
+        shape.length === 2 &&
+        (bytes > gpu.limits.maxStorageBufferBindingSize || shape[0] > (projectionChunkRows ?? Infinity))
+      ) {
+        if (cfg.linearLayout !== "out_in") {
+          throw new ModelLoadError(
+            `${source}: tensor ${name} [${shape}] is over one storage binding and stored [in, out]`,
+          );
+        }
+        model.rowChunks.set(name, model.chunks(stored, shape[0], shape[1], projectionChunkRows));
+      } else if (name !== "lm_head.bias") {
         model.params.set(
           name,
           stored instanceof Float32Array
             ? gpu.tensor(shape, stored)
             : gpu.tensor(shape, stored.bits, stored.dtype),
         );
+      }
+    }
+    // A split projection's bias is split with it (each chunk's product adds its own columns' bias).
+    for (const [name, chunks] of model.rowChunks) {
+      const bias = weights.get(name.replace(/\.weight$/, ".bias")) as Float32Array | undefined;
+      if (bias) {
+        for (const c of chunks) {
+          c.bias = gpu.tensor([c.rows], bias.subarray(c.rowStart, c.rowStart + c.rows));
+        }
       }
     }
     if (cfg.tiedHead) model.head.push(...model.wte);
@@ -221,21 +246,33 @@ export class GPT2 {
     return model;
   }
 
-  /** Splits a [V, d] matrix into row chunks that each fit one storage binding (GPT-2 XL's wte is 321 MB). */
-  private chunks(data: Float32Array, chunkRows?: number): EmbeddingChunk[] {
-    const { vocabSize: V, nEmbd: d } = this.config;
-    const maxRows = Math.min(
+  /**
+   * Splits a [rows, cols] matrix into row chunks that each fit one storage binding: the [V, d]
+   * embedding and head (GPT-2 XL's wte is 321 MB) and projections too large for one binding (a 7B
+   * model's fused gate|up on an adapter with 128 MiB bindings).
+   */
+  private chunks(
+    data: Float32Array | HalfTensor,
+    total: number,
+    cols: number,
+    chunkRows?: number,
+  ): EmbeddingChunk[] {
+    const half = !(data instanceof Float32Array);
+    const bytesPerRow = half ? 2 * cols : 4 * cols;
+    // 16-bit chunks start on whole words: an even number of rows when a row holds an odd count.
+    let maxRows = Math.min(
       chunkRows ?? Infinity,
-      Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (4 * d)),
+      Math.floor(this.gpu.limits.maxStorageBufferBindingSize / bytesPerRow),
     );
+    if (half && cols % 2 === 1) maxRows -= maxRows % 2;
     const out: EmbeddingChunk[] = [];
-    for (let start = 0; start < V; start += maxRows) {
-      const rows = Math.min(maxRows, V - start);
-      out.push({
-        tensor: this.gpu.tensor([rows, d], data.subarray(start * d, (start + rows) * d)),
-        rowStart: start,
-        rows,
-      });
+    for (let start = 0; start < total; start += maxRows) {
+      const rows = Math.min(maxRows, total - start);
+      const [a, b] = [start * cols, (start + rows) * cols];
+      const tensor = data instanceof Float32Array
+        ? this.gpu.tensor([rows, cols], data.subarray(a, b))
+        : this.gpu.tensor([rows, cols], data.bits.subarray(a, b), data.dtype);
+      out.push({ tensor, rowStart: start, rows });
     }
     return out;
   }
@@ -368,8 +405,20 @@ export class GPT2 {
 
   p(name: string): Tensor {
     const t = this.params.get(name);
-    if (!t) throw new Error(`no parameter ${name}`);
-    return t;
+    if (t) return t;
+    const split = this.rowChunks.get(name);
+    if (split) {
+      throw new Error(
+        `parameter ${name} is split into ${split.length} row chunks (over the adapter's ` +
+          `${this.gpu.limits.maxStorageBufferBindingSize}-byte storage binding); this operation needs it whole`,
+      );
+    }
+    throw new Error(`no parameter ${name}`);
+  }
+
+  /** The tensors holding a weight: itself, or its row chunks when it is split. */
+  parts(name: string): Tensor[] {
+    return this.rowChunks.get(name)?.map((c) => c.tensor) ?? [this.p(name)];
   }
 
   /** The parameter, widened to f32 first if it is kept in 16 bits: what edits and optimisers write.
@@ -399,6 +448,13 @@ export class GPT2 {
       chunks.forEach((c, i) => all.set(parts[offset + i], c.rowStart * this.config.nEmbd));
       return all;
     };
+    for (const [name, chunks] of this.rowChunks) {
+      const parts = await this.gpu.readMany(chunks.map((c) => c.tensor));
+      const cols = chunks[0].tensor.shape[1];
+      const all = new Float32Array(chunks.reduce((s, c) => s + c.rows, 0) * cols);
+      chunks.forEach((c, i) => all.set(parts[i], c.rowStart * cols));
+      out.set(name, all);
+    }
     out.set("wte.weight", join(this.wte, names.length));
     if (untied.length) out.set("lm_head.weight", join(untied, names.length + this.wte.length));
     if (this.config.headBias) {
@@ -464,11 +520,29 @@ export class GPT2 {
     nOut: number,
     o: { out?: Tensor; beta?: number; gelu?: boolean } = {},
   ): Tensor {
+    const out = o.out ?? this.gpu.empty([R, nOut]);
+    const split = this.rowChunks.get(prefix + ".weight");
+    if (split) {
+      // One product per row chunk of W [out, in], each writing its own columns of y.
+      for (const c of split) {
+        matmul(this.gpu, x, c.tensor, R, c.rows, nIn, {
+          bias: c.bias,
+          transB: true,
+          weight: true,
+          out,
+          ldc: nOut,
+          outOffset: c.rowStart,
+          beta: o.beta,
+          gelu: o.gelu,
+        });
+      }
+      return out;
+    }
     return matmul(this.gpu, x, this.p(prefix + ".weight"), R, nOut, nIn, {
       bias: this.maybe(prefix + ".bias") ?? undefined,
       transB: this.config.linearLayout === "out_in",
       weight: true,
-      out: o.out ?? this.gpu.empty([R, nOut]),
+      out,
       beta: o.beta,
       gelu: o.gelu,
     });

@@ -204,8 +204,8 @@ export async function keyStats(
   const fileOf = async (l: number) => {
     // The MLP's input norm: ln_2, or ln_1 where attention and MLP share it (GPT-J).
     const norm = model.params.has(`h.${l}.ln_2.weight`) ? `h.${l}.ln_2.weight` : `h.${l}.ln_1.weight`;
-    const [cfc, ln] = await model.gpu.readMany([model.p(`h.${l}.mlp.c_fc.weight`), model.p(norm)]);
-    const fp = (await sha256Hex([JSON.stringify(configSummary(model.config)), cfc, ln])).slice(0, 12);
+    const weights = await model.gpu.readMany([...model.parts(`h.${l}.mlp.c_fc.weight`), model.p(norm)]);
+    const fp = (await sha256Hex([JSON.stringify(configSummary(model.config)), ...weights])).slice(0, 12);
     return join(dir, `layer${l}-n${o.samples}-${fp}.safetensors`);
   };
   const out = new Map<number, KeyStats>();
