@@ -9,7 +9,7 @@
 // Writes into --out (default runs/attribute-<method>): attribution.json (records with the run's
 // metadata) and pictures: for ig, layer-sum.svg / layer-max.svg (per-layer curves), neurons.svg
 // (layers x neurons, averaged over facts) and with --trace, ig-vs-tracing.svg (prompts x layers,
-// attribution above causal tracing, as in seed 000's figure 1); for lga, lga.svg (S_l with fences).
+// attribution above causal tracing, as in Chun & Hur's figure 1); for lga, lga.svg (S_l with fences).
 import { writeAtomic } from "../engine/files.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";

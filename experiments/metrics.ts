@@ -1,6 +1,6 @@
 // Edit-evaluation metrics, in two layers:
 //
-//  1. Pure functions of probabilities, NLLs and token lists (exact definitions: METHODS.md section 8):
+//  1. Pure functions of probabilities, NLLs and token lists (exact definitions: Hase et al.'s appendix and the ROME/EasyEdit evaluation code):
 //     - Hase et al. (2023): normalised rewrite / paraphrase score, erasure score, neighborhood score,
 //       essence score, and their harmonic mean;
 //     - ROME's CounterFact metrics: efficacy / paraphrase / neighborhood success and magnitude from

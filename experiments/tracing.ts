@@ -1,5 +1,5 @@
 // Causal tracing (Meng et al. 2022, ROME) and representation zeroing (Hase et al. 2023): where in
-// the network does a prompt's knowledge of its object live? METHODS.md section 2 has the formulas.
+// the network does a prompt's knowledge of its object live? Meng et al. (ROME), section 2.1, has the formulas.
 //
 // Causal tracing. Three runs of the prompt:
 //   clean      p_clean = p(target | prompt)

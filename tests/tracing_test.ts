@@ -141,7 +141,7 @@ function gridOf(trace: GridTrace, kind: StateKind): KindGrid {
 
 // ---------------------------------------------------------------- windows and noise
 
-Deno.test("windows are clipped at the first and last layer, not shifted (METHODS.md section 2)", () => {
+Deno.test("windows are clipped at the first and last layer, not shifted (as ROME's reference code does)", () => {
   const L = 12;
   const cases: [number, number, [number, number]][] = [
     [0, 10, [0, 5]],
