@@ -162,14 +162,10 @@ export class AppliedEdit {
 
 const appliedStacks = new WeakMap<GPT2, AppliedEdit[]>();
 
-/** Edits currently applied to `model`, oldest first. */
-export function appliedEdits(model: GPT2): readonly AppliedEdit[] {
-  return appliedStacks.get(model) ?? [];
-}
-
 /** Throws naming the delta unless it fits the model's parameter. */
 function checkDelta(model: GPT2, delta: WeightDelta, where: string): void {
-  const t = model.params.get(delta.param);
+  // A weight split into row chunks cannot take a delta: p() says so.
+  const t = model.params.get(delta.param) ?? (model.rowChunks.has(delta.param) ? model.p(delta.param) : undefined);
   if (!t) throw new Error(`${where}: the model has no parameter ${delta.param}`);
   if (delta.kind === "low-rank") {
     const { rows, cols, rank } = delta;
@@ -227,20 +223,6 @@ export function combineEdits(edits: Edit[]): Edit {
     deltas: edits.flatMap((e) => e.deltas),
     info: { combined: edits.map((e) => e.info) },
   };
-}
-
-/**
- * Sequential editing: computes each request's edit on the model as left by the previous ones and
- * applies it. Returns the applied edits in order (undo them in reverse).
- */
-export async function editSequentially(
-  model: GPT2,
-  requests: EditRequest[],
-  compute: (request: EditRequest) => Promise<Edit>,
-): Promise<AppliedEdit[]> {
-  const applied: AppliedEdit[] = [];
-  for (const r of requests) applied.push(await applyEdit(model, await compute(r)));
-  return applied;
 }
 
 // ---------------------------------------------------------------------------------------------
