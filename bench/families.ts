@@ -33,9 +33,11 @@ const SHAPES = new URL("./shapes/", import.meta.url).pathname;
 const T = 16, PROMPTS = 21, PROMPT_TOKENS = 12;
 
 /**
- * Random weights, one set of CPU arrays per role shared by every block (the GPU holds a copy per
- * block; a 7B model's CPU arrays would not fit beside it): projections N(0, 0.02)-sized (16-bit bit
- * patterns with --half), norm gains 1 (Gemma: 0), biases 0.
+ * Random weights, one set per role shared by every block, on the CPU and on the GPU (the time of a
+ * block does not depend on its values; a software adapter's driver holds weights about twice while
+ * uploading them, which a 7B model's 13 GB cannot afford in 24 GB): projections N(0, 0.02)-sized
+ * (16-bit bit patterns with --half), norm gains 1 (Gemma: 0), biases 0. The memory column counts
+ * every block's weights as a loaded checkpoint holds them.
  */
 function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): GPT2 {
   const draw = mulberry32(7);
@@ -62,7 +64,7 @@ function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): GPT2 {
     }
     weights.set(name, shared.get(role)!);
   }
-  return GPT2.fromArrays(gpu, cfg, weights, `random ${cfg.family}`);
+  return GPT2.fromArrays(gpu, cfg, weights, `random ${cfg.family}`, { shareRepeated: true });
 }
 
 function gib(bytes: number): string {
@@ -104,14 +106,19 @@ for (const shape of values.shapes!.split(",")) {
     ...[...m.rowChunks.values()].flat().map((c) => c.tensor),
     ...new Set([...m.wte, ...m.head].map((c) => c.tensor)),
   ];
-  const bytes = matrices(model).reduce((s, t) => s + t.bytes, 0);
+  // What a checkpoint of this shape takes on the GPU (the blocks here share one set of tensors).
+  const bytes = parameterShapes(cfg).reduce((s, [name, shape]) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const projection = shape.length === 2 && name !== "wte.weight" && name !== "lm_head.weight";
+    return s + (half && projection ? 2 : 4) * n;
+  }, 0);
   const batch = makeBatch([Array.from({ length: T }, (_, t) => (t * 7919) % cfg.vocabSize)]);
   const forwardMs = await timed(async () => {
     const fwd = model.forward(batch);
     await fwd.logits.read();
     model.releaseForward(fwd);
   }, 3);
-  for (const t of matrices(model)) t.destroy();
+  for (const t of new Set(matrices(model))) t.destroy();
   gpu.trimPool();
 
   // The v* step on a shallower model.
@@ -153,7 +160,7 @@ for (const shape of values.shapes!.split(",")) {
     gpu.release(dlogits);
     stepModel.releaseForward(fwd);
   }, 2);
-  for (const t of matrices(stepModel)) t.destroy();
+  for (const t of new Set(matrices(stepModel))) t.destroy();
   gpu.trimPool();
   // ROME's step runs from its edit layer (about a third of the depth) to the top.
   const editBlocks = cfg.nLayer - Math.round(cfg.nLayer / 3);

@@ -176,10 +176,20 @@ export class GPT2 {
     config: GPT2Config | ModelConfig,
     weights: Map<string, Float32Array | HalfTensor>,
     source = "arrays",
-    embeddingChunkRows?: number,
-    /** Split every [out, in] projection with more rows than this (tests; over a binding they always are). */
-    projectionChunkRows?: number,
+    o: {
+      /** Split wte and the head into chunks of at most this many rows (tests; over a binding they always are). */
+      embeddingChunkRows?: number;
+      /** Split every [out, in] projection with more rows than this (tests; over a binding they always are). */
+      projectionChunkRows?: number;
+      /**
+       * Benchmarks only: blocks given the same array for a parameter share one GPU tensor, so that a
+       * model of random weights at a size the machine cannot hold twice still runs every block.
+       */
+      shareRepeated?: boolean;
+    } = {},
   ): GPT2 {
+    const { embeddingChunkRows, projectionChunkRows } = o;
+    const shared = new Map<Float32Array | HalfTensor, Tensor | EmbeddingChunk[]>();
     const model = new GPT2(gpu, config, source);
     const cfg = model.config;
     for (const [name, shape] of parameterShapes(cfg)) {
@@ -210,14 +220,17 @@ export class GPT2 {
             `${source}: tensor ${name} [${shape}] is over one storage binding and stored [in, out]`,
           );
         }
-        model.rowChunks.set(name, model.chunks(stored, shape[0], shape[1], projectionChunkRows));
+        const made = (o.shareRepeated && shared.get(stored)) as EmbeddingChunk[] | undefined;
+        const chunks = made ?? model.chunks(stored, shape[0], shape[1], projectionChunkRows);
+        if (o.shareRepeated) shared.set(stored, chunks);
+        model.rowChunks.set(name, chunks);
       } else if (name !== "lm_head.bias") {
-        model.params.set(
-          name,
-          stored instanceof Float32Array
-            ? gpu.tensor(shape, stored)
-            : gpu.tensor(shape, stored.bits, stored.dtype),
-        );
+        const made = (o.shareRepeated && shared.get(stored)) as Tensor | undefined;
+        const tensor = made ?? (stored instanceof Float32Array
+          ? gpu.tensor(shape, stored)
+          : gpu.tensor(shape, stored.bits, stored.dtype));
+        if (o.shareRepeated) shared.set(stored, tensor);
+        model.params.set(name, tensor);
       }
     }
     // A split projection's bias is split with it (each chunk's product adds its own columns' bias).
