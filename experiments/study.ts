@@ -1,4 +1,4 @@
-// deno task study: the whole localization-vs-editing study on the embedded model, sized to finish in
+// ./locus task study: the whole localization-vs-editing study on the embedded model, sized to finish in
 // under 30 minutes on a CPU-only machine (WebGPU on the software adapter, 2 cores), resumable.
 //
 //   1. facts: a seeded sample of the CounterFact facts the model knows (--facts edited, --trace-facts
@@ -14,7 +14,7 @@
 // Every result goes to OUT/results.db as it is produced (experiments/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
-//   deno task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 26]
+//   ./locus task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 26]
 import { writeAtomic } from "../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
@@ -51,7 +51,7 @@ import {
 } from "./sweep.ts";
 import { runMain } from "../engine/main.ts";
 
-const USAGE = `usage: deno task study [options]
+const USAGE = `usage: ./locus task study [options]
   --model DIR          GPT-2 folder with counterfact.json and corpus.txt (default: the embedded model)
   --out DIR            results.db, results.csv and report.html go here (default runs/study)
   --facts N            facts edited at every layer (default 8)

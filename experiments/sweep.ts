@@ -1,9 +1,9 @@
 // Sweeps: facts x layers x editing methods x editing problems x localization methods, every result
 // written to the results store (experiments/store.ts) the moment it exists.
 //
-//   deno task sweep --out runs/sweep.db --facts 20 --methods rome,memit --problems all
-//   deno task sweep --out shard0.db --shard 0/2 ...      (same options on every machine)
-//   deno task sweep merge all.db shard0.db shard1.db     deno task sweep csv all.db results.csv
+//   ./locus task sweep --out runs/sweep.db --facts 20 --methods rome,memit --problems all
+//   ./locus task sweep --out shard0.db --shard 0/2 ...      (same options on every machine)
+//   ./locus task sweep merge all.db shard0.db shard1.db     ./locus task sweep csv all.db results.csv
 //
 // A sweep is a list of work items, each one stored result (store.ts ResultKey):
 //
@@ -878,9 +878,9 @@ function numberOption(name: string, text: string | undefined): number | undefine
   return x;
 }
 
-export const SWEEP_USAGE = `usage: deno task sweep [options]
-       deno task sweep merge TARGET.db SHARD.db...      combine shard stores
-       deno task sweep csv STORE.db OUT.csv [--name N]   export results as CSV
+export const SWEEP_USAGE = `usage: ./locus task sweep [options]
+       ./locus task sweep merge TARGET.db SHARD.db...      combine shard stores
+       ./locus task sweep csv STORE.db OUT.csv [--name N]   export results as CSV
   --model DIR            GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
   --dataset FILE         CounterFact-style file (default: DIR/counterfact.json)
   --out FILE             results store (SQLite; default runs/sweep.db)
@@ -912,7 +912,7 @@ async function main(args: string[]): Promise<number> {
   if (args[0] === "merge") {
     const [target, ...sources] = args.slice(1);
     if (!target || sources.length === 0) {
-      throw new Error("usage: deno task sweep merge TARGET.db SHARD.db...");
+      throw new Error("usage: ./locus task sweep merge TARGET.db SHARD.db...");
     }
     const r = mergeStores(target, sources);
     console.log(
@@ -928,7 +928,7 @@ async function main(args: string[]): Promise<number> {
       options: { name: { type: "string" } },
     });
     if (positionals.length !== 2) {
-      throw new Error("usage: deno task sweep csv STORE.db OUT.csv [--name NAME]");
+      throw new Error("usage: ./locus task sweep csv STORE.db OUT.csv [--name NAME]");
     }
     const store = ResultStore.open(positionals[0], { create: false });
     try {

@@ -1,4 +1,4 @@
-// deno task train: trains Locus's embedded GPT-2 on the generated knowledge base.
+// ./locus task train: trains Locus's embedded GPT-2 on the generated knowledge base.
 //
 //   knowledge base (seed) -> corpus sentences -> word-level tokenizer -> sentences packed into
 //   sequences of T+1 tokens (each starts at a sentence start, so facts are learned both at
@@ -419,9 +419,11 @@ async function main(args: string[]): Promise<number> {
     },
   });
   if (values.help) {
-    console.log(`usage: deno task train [--seed N] [--steps N] [--layers N] [--d N] [--heads N] [--seq-len N]
+    console.log(
+      `usage: ./locus task train [--seed N] [--steps N] [--layers N] [--d N] [--heads N] [--seq-len N]
                   [--batch N] [--lr X] [--checkpoint-every N] [--out DIR] [--run-dir DIR]
-Trains the embedded model on the generated knowledge base; resumes from --run-dir if killed.`);
+Trains the embedded model on the generated knowledge base; resumes from --run-dir if killed.`,
+    );
     return 0;
   }
   const seed = values.seed === undefined ? DEFAULT_TRAIN.seed : Number(values.seed);
