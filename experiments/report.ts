@@ -716,12 +716,8 @@ async function main(args: string[]): Promise<number> {
     return values.help ? 0 : 2;
   }
   const path = positionals[0];
-  try {
-    await Deno.stat(path);
-  } catch {
-    throw new Error(`${path}: no such results store`);
-  }
-  const store = ResultStore.open(path);
+  // A report only reads: a mistyped path is an error, never a new empty store.
+  const store = ResultStore.open(path, { create: false });
   let data: SweepData;
   try {
     data = loadSweep(store.results(), values.sweep);
