@@ -43,7 +43,7 @@ import {
   standardScores,
 } from "./metrics.ts";
 import { ProgressBar } from "./output.ts";
-import { defaultNoiseLevel } from "./tracing.ts";
+import { type NoiseLevel, subjectNoiseLevel } from "./tracing.ts";
 
 const USAGE = `usage: ./locus task edit [options]
   --model DIR           GPT-2 folder (default: the embedded model, ${DEFAULT_MODEL_DIR})
@@ -222,7 +222,12 @@ async function main(args: string[]): Promise<number> {
   };
   const mc = methodConfig(model, method, overrides);
   const c = await resolveCase(model, tok, values, dir);
-  const noise = { seed: 1, scale: await defaultNoiseLevel(model) };
+  // The problems that noise the subject use causal tracing's corruption: ROME's rule over the edited
+  // subject's embeddings, as `trace --prompt` computes it (recorded in the output).
+  const noiseLevel: NoiseLevel | null = problem === "fact-forcing" || problem === "tracing-reversal"
+    ? await subjectNoiseLevel(model, tok, [c.subject])
+    : null;
+  const noise = { seed: 1, scale: noiseLevel?.level ?? 0 };
   const request = await problemRequest(model, tok, c, problem, noise);
   const corpus = values.corpus ?? (await fileExists(`${dir}/corpus.txt`) ? `${dir}/corpus.txt` : null);
   say(`model ${dir} (${model.config.nLayer} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
@@ -230,7 +235,7 @@ async function main(args: string[]): Promise<number> {
     `${method} ${problem}: "${request.prompt.replace("{}", c.subject)}" -> ${
       request.direction === "decrease" ? "not " : ""
     }"${request.target}"` +
-      (request.noise ? ` (subject noised, scale ${noise.scale.toFixed(3)})` : ""),
+      (noiseLevel ? ` (subject noised: ${noiseLevel.rule} = ${noiseLevel.level.toFixed(4)})` : ""),
   );
 
   let edit: Edit;
@@ -315,6 +320,7 @@ async function main(args: string[]): Promise<number> {
         method: edit.method,
         problem,
         request,
+        noise: noiseLevel,
         completions: probes.map((p, i) => ({
           ...p,
           before: before.continuations[i],
