@@ -39,7 +39,7 @@ import {
   formatStandardScores,
   greedyGenerate,
   localityReference,
-  type StandardCase,
+  standardCaseOf,
   standardScores,
 } from "./metrics.ts";
 import { ProgressBar } from "./output.ts";
@@ -292,16 +292,7 @@ async function main(args: string[]): Promise<number> {
   // The standard metrics judge the edit towards the problem's target against the true object (fact
   // erasure and amplification have no second object: only Hase et al.'s scores apply); a noised-subject
   // problem (fact forcing) is not what they were defined for either.
-  const standardCase: StandardCase | null = request.direction !== "decrease" && !request.noise &&
-      request.target !== c.targetTrue
-    ? {
-      prompt: c.prompt.replace("{}", c.subject),
-      paraphrases: c.paraphrases,
-      neighbors: c.neighbors,
-      targetTrue: c.targetTrue,
-      targetNew: request.target,
-    }
-    : null;
+  const standardCase = standardCaseOf(c, request);
   const reference = standardCase ? await localityReference(model, tok, standardCase) : null;
   const applied = await applyEdit(model, edit);
   const after = await greedyGenerate(model, tok, probes.map((p) => p.text), tokens);

@@ -665,6 +665,12 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
       data.selections.map((s) => `${STRATEGY_NAMES[s.selector] ?? s.selector} → layer ${s.layers.join(",")}`)
         .join("; ") || "none",
     ],
+    [
+      "skipped records",
+      data.skipped.length
+        ? `${data.skipped.length}: ${data.skipped.map((r) => `${r.record}: ${r.reason}`).join("; ")}`
+        : "none",
+    ],
   ];
   return `<!DOCTYPE html>
 <html lang="en">
