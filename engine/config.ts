@@ -309,7 +309,8 @@ function validate(c: ModelConfig, file: string): void {
   if (c.nHead % c.nKvHead !== 0) {
     fail(`num_attention_heads (${c.nHead}) must be a multiple of num_key_value_heads (${c.nKvHead})`);
   }
-  checkHeadDim(c.headDim, file, "n_embd / n_head");
+  // The rotary families checked their head dimension before building their tables (checkRotary).
+  if (!c.rotary) checkHeadDim(c.headDim, file, "n_embd / n_head");
 }
 
 /** The largest head dimension Locus's attention kernels take. */
