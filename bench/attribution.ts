@@ -65,7 +65,7 @@ const modelDir = values.model!;
 try {
   await Deno.stat(join(modelDir, "model.safetensors"));
 } catch {
-  console.log(`skipped: ${modelDir}/model.safetensors does not exist yet (train it: deno task train)`);
+  console.log(`skipped: ${modelDir}/model.safetensors does not exist yet (train it: ./locus task train)`);
   Deno.exit(0);
 }
 const gpu = await getGpu();

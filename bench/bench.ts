@@ -1,4 +1,4 @@
-// deno task bench: every benchmark section, each a standalone script run in its own process
+// ./locus task bench: every benchmark section, each a standalone script run in its own process
 // (so one section's GPU memory never skews the next). Extra arguments go to every section.
 //   kernels.ts  matmul GFLOP/s and memory-bound kernel GB/s on GPT-2 shapes
 //   forward.ts  forward tokens/s for GPT-2 small/medium/XL shapes vs numpy; training throughput

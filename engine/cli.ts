@@ -13,7 +13,7 @@ import { runMain } from "./main.ts";
 
 export const DEFAULT_MODEL_DIR = new URL("../weights/locus-kb", import.meta.url).pathname;
 
-const USAGE = `usage: deno task <predict|generate|tokenize> [options]
+const USAGE = `usage: ./locus task <predict|generate|tokenize> [options]
   --model DIR        Hugging Face GPT-2 folder (default: the embedded model, ${DEFAULT_MODEL_DIR})
   --prompt TEXT      text to continue (predict, generate)
   --tokens 1,2,3     token ids instead of a prompt (predict, generate)

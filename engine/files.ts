@@ -43,12 +43,19 @@ export async function writeFileAtomic(
     await file.sync();
     file.close();
     file = undefined;
-    await Deno.rename(tmp, path);
+    await moveIntoPlace(tmp, path);
   } catch (e) {
     file?.close();
     await Deno.remove(tmp).catch(() => {});
     throw e;
   }
+}
+
+/** The last step of an atomic write: renames the finished, fsynced file `from` (in the same folder) over
+ *  `path` and flushes the folder. A resumable download (fetch_data.ts) streams into its own part file
+ *  and ends with this once the file is verified. */
+export async function moveIntoPlace(from: string, path: string): Promise<void> {
+  await Deno.rename(from, path);
   await syncFolder(path);
 }
 

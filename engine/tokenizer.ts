@@ -1271,12 +1271,20 @@ export function tokenizerFromJson(json: string, source = "tokenizer.json"): Toke
   throw new Error(`${source}: model.type is ${JSON.stringify(type)}; supported are "BPE" and "WordLevel"`);
 }
 
+/** The file's text (null when it does not exist). Invalid UTF-8 is an error naming the file: a lossy
+ *  decode would turn a damaged token into U+FFFD and silently give it another string. */
 async function readTextIfExists(path: string): Promise<string | null> {
+  let bytes: Uint8Array;
   try {
-    return await Deno.readTextFile(path);
+    bytes = await Deno.readFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return null;
     throw e;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Error(`${path}: not valid UTF-8; tokenizer files must be UTF-8`);
   }
 }
 

@@ -26,7 +26,7 @@
 // the zeroing effect. Rows lacking a score or an effect are left out, and every count says so.
 import { fitOls, nestedFTest, type OlsFit, pairedTTest, pearson } from "./stats.ts";
 import type { Json, StoredResult } from "./store.ts";
-import { LAYER_GRID, NONE, PROXY_SET } from "./sweep.ts";
+import { LAYER_GRID, NONE, PROXY_SET, SKIPPED } from "./sweep.ts";
 import type { FactTrace } from "./tracing.ts";
 
 /** Edit scores: Hase et al.'s three, their harmonic mean ("overall") and their raw mean ("average",
@@ -74,6 +74,8 @@ export interface SweepData {
   edits: EditRow[];
   traces: TraceRow[];
   selections: SelectionRow[];
+  /** Dataset records the sweep left out (their prompts do not fit the model), with the reason. */
+  skipped: { fact: string; record: string; reason: string }[];
   /** Distinct values, sorted (problems and methods in first-seen order). */
   layers: number[];
   methods: string[];
@@ -163,6 +165,7 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
     edits: [],
     traces: [],
     selections: [],
+    skipped: [],
     layers: [],
     methods: [],
     problems: [],
@@ -191,6 +194,8 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
         proxy: Array.isArray(m.proxy) ? m.proxy.map(String) : [],
         seconds: num(r.timings.select),
       });
+    } else if (r.localization === SKIPPED) {
+      data.skipped.push({ fact: r.fact, record: String(m.record ?? r.fact), reason: String(m.reason ?? "") });
     } else if (r.method === NONE && r.fact !== PROXY_SET) {
       data.traces.push({
         fact: r.fact,

@@ -39,11 +39,11 @@ import {
   formatStandardScores,
   greedyGenerate,
   localityReference,
-  type StandardCase,
+  standardCaseOf,
   standardScores,
 } from "./metrics.ts";
 import { ProgressBar } from "./output.ts";
-import { defaultNoiseLevel } from "./tracing.ts";
+import { type NoiseLevel, subjectNoiseLevel } from "./tracing.ts";
 
 const USAGE = `usage: ./locus task edit [options]
   --model DIR           GPT-2 folder (default: the embedded model, ${DEFAULT_MODEL_DIR})
@@ -222,7 +222,12 @@ async function main(args: string[]): Promise<number> {
   };
   const mc = methodConfig(model, method, overrides);
   const c = await resolveCase(model, tok, values, dir);
-  const noise = { seed: 1, scale: await defaultNoiseLevel(model) };
+  // The problems that noise the subject use causal tracing's corruption: ROME's rule over the edited
+  // subject's embeddings, as `trace --prompt` computes it (recorded in the output).
+  const noiseLevel: NoiseLevel | null = problem === "fact-forcing" || problem === "tracing-reversal"
+    ? await subjectNoiseLevel(model, tok, [c.subject])
+    : null;
+  const noise = { seed: 1, scale: noiseLevel?.level ?? 0 };
   const request = await problemRequest(model, tok, c, problem, noise);
   const corpus = values.corpus ?? (await fileExists(`${dir}/corpus.txt`) ? `${dir}/corpus.txt` : null);
   say(`model ${dir} (${model.config.nLayer} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
@@ -230,7 +235,7 @@ async function main(args: string[]): Promise<number> {
     `${method} ${problem}: "${request.prompt.replace("{}", c.subject)}" -> ${
       request.direction === "decrease" ? "not " : ""
     }"${request.target}"` +
-      (request.noise ? ` (subject noised, scale ${noise.scale.toFixed(3)})` : ""),
+      (noiseLevel ? ` (subject noised: ${noiseLevel.rule} = ${noiseLevel.level.toFixed(4)})` : ""),
   );
 
   let edit: Edit;
@@ -287,16 +292,7 @@ async function main(args: string[]): Promise<number> {
   // The standard metrics judge the edit towards the problem's target against the true object (fact
   // erasure and amplification have no second object: only Hase et al.'s scores apply); a noised-subject
   // problem (fact forcing) is not what they were defined for either.
-  const standardCase: StandardCase | null = request.direction !== "decrease" && !request.noise &&
-      request.target !== c.targetTrue
-    ? {
-      prompt: c.prompt.replace("{}", c.subject),
-      paraphrases: c.paraphrases,
-      neighbors: c.neighbors,
-      targetTrue: c.targetTrue,
-      targetNew: request.target,
-    }
-    : null;
+  const standardCase = standardCaseOf(c, request);
   const reference = standardCase ? await localityReference(model, tok, standardCase) : null;
   const applied = await applyEdit(model, edit);
   const after = await greedyGenerate(model, tok, probes.map((p) => p.text), tokens);
@@ -315,6 +311,7 @@ async function main(args: string[]): Promise<number> {
         method: edit.method,
         problem,
         request,
+        noise: noiseLevel,
         completions: probes.map((p, i) => ({
           ...p,
           before: before.continuations[i],

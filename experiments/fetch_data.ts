@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type DatasetFormat, parseDataset } from "./datasets.ts";
 import { ProgressBar } from "./output.ts";
-import { writeAtomic } from "../engine/files.ts";
+import { moveIntoPlace, writeAtomic } from "../engine/files.ts";
 import { runMain } from "../engine/main.ts";
 
 export interface RemoteDataset {
@@ -196,7 +196,7 @@ export async function fetchDataset(spec: RemoteDataset, o: FetchOptions = {}): P
     await download(response, part, offset, url, spec.file, o.onProgress);
   }
   const { sha256, bytes, records } = await verify(spec, part, url);
-  await Deno.rename(part, path);
+  await moveIntoPlace(part, path); // the part file was fsynced as it was downloaded
   await writeChecksum(sumFile, sha256, spec.file);
   return { path, sha256, bytes, records, resumedFrom: offset, alreadyPresent: false };
 }

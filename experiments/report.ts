@@ -665,6 +665,12 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
       data.selections.map((s) => `${STRATEGY_NAMES[s.selector] ?? s.selector} → layer ${s.layers.join(",")}`)
         .join("; ") || "none",
     ],
+    [
+      "skipped records",
+      data.skipped.length
+        ? `${data.skipped.length}: ${data.skipped.map((r) => `${r.record}: ${r.reason}`).join("; ")}`
+        : "none",
+    ],
   ];
   return `<!DOCTYPE html>
 <html lang="en">
@@ -716,12 +722,8 @@ async function main(args: string[]): Promise<number> {
     return values.help ? 0 : 2;
   }
   const path = positionals[0];
-  try {
-    await Deno.stat(path);
-  } catch {
-    throw new Error(`${path}: no such results store`);
-  }
-  const store = ResultStore.open(path);
+  // A report only reads: a mistyped path is an error, never a new empty store.
+  const store = ResultStore.open(path, { create: false });
   let data: SweepData;
   try {
     data = loadSweep(store.results(), values.sweep);

@@ -1,9 +1,9 @@
 // Sweeps: facts x layers x editing methods x editing problems x localization methods, every result
 // written to the results store (experiments/store.ts) the moment it exists.
 //
-//   deno task sweep --out runs/sweep.db --facts 20 --methods rome,memit --problems all
-//   deno task sweep --out shard0.db --shard 0/2 ...      (same options on every machine)
-//   deno task sweep merge all.db shard0.db shard1.db     deno task sweep csv all.db results.csv
+//   ./locus task sweep --out runs/sweep.db --facts 20 --methods rome,memit --problems all
+//   ./locus task sweep --out shard0.db --shard 0/2 ...      (same options on every machine)
+//   ./locus task sweep merge all.db shard0.db shard1.db     ./locus task sweep csv all.db results.csv
 //
 // A sweep is a list of work items, each one stored result (store.ts ResultKey):
 //
@@ -26,7 +26,11 @@
 // fingerprint (settings, model and dataset hashes, proxy set, noise level) and refuses to resume under
 // other settings unless forced. A ROME block killed before it was stored is retried in halves, then
 // quarters, ..., so a sweep killed more often than one block takes still progresses. Records whose
-// prompts cannot fit the model's positions are skipped when the facts are sampled, and reported.
+// prompts cannot fit the model's positions are skipped when the facts are sampled, reported, and stored
+// as "skipped" records (for the CSV and the report).
+//
+// Scores: every edit stores Hase et al.'s scores and, beside them, the field's standard metrics
+// (metrics.ts standardScores: CounterFact ES/PS/NS/EM/PM/NM, EasyEdit's reliability ...) where they apply.
 //
 // Noise: causal tracing, fact forcing and tracing reversal use ROME's rule, 3 x the std of the
 // subject-token embeddings of the dataset's known facts (tracing.ts subjectNoiseLevel), recorded with
@@ -81,8 +85,18 @@ import {
   integratedGradientsSelector,
   type LayerSelector,
   lgaSelector,
+  scaledMlpWindow,
   type SelectionRequest,
 } from "./layer_selection.ts";
+import {
+  formatStandardScores,
+  localityReference,
+  meanStandardScores,
+  standardCaseOf,
+  type StandardScores,
+  standardScores,
+} from "./metrics.ts";
+import { formatSeconds, ProgressBar, type ProgressOptions } from "./output.ts";
 import { greedyNextTokens } from "./recall.ts";
 import {
   type Json,
@@ -93,6 +107,7 @@ import {
   ResultStore,
   type Shard,
   shardItems,
+  type StoredResult,
   writeCsv,
 } from "./store.ts";
 import {
@@ -121,6 +136,9 @@ export const NONE = "none";
 export const PROXY_SET = "proxy-set";
 /** Localization of edit records: the layer is a cell of the sweep's layer grid. */
 export const LAYER_GRID = "layer-grid";
+/** Localization of the records of dataset cases the sample left out (their prompts do not fit the
+ *  model), stored so that `sweep csv` and the report list them beside the results. */
+export const SKIPPED = "skipped";
 /** Localization of selection records: "select:" + the strategy. */
 export const selectionLocalization = (s: SelectorName) => `select:${s}`;
 
@@ -165,17 +183,23 @@ export interface SweepPlan {
   /** Subjects whose token embeddings set the noise level (ROME: every known fact of the dataset);
    *  default: the plan's facts. */
   noiseSubjects?: string[];
+  /** Dataset records the fact sample left out (FactSample.skipped), stored as SKIPPED records. */
+  skipped?: SkippedRecord[];
 }
 
-/** Hase et al. trace MLP outputs with a window of 5 of GPT-J's 28 layers; the same share of this depth. */
-export function haseTraceWindow(nLayer: number): number {
-  return Math.max(1, Math.round((5 * nLayer) / 28));
+/** A dataset record left out of a sweep, and why. */
+export interface SkippedRecord {
+  /** The case id, e.g. "counterfact:17". */
+  id: string;
+  /** recordLabel(): "FILE: record I (ID)". */
+  label: string;
+  reason: string;
 }
 
 export function defaultSettings(nLayer: number, seed = 0): SweepSettings {
   return {
     seed,
-    traceWindow: haseTraceWindow(nLayer),
+    traceWindow: scaledMlpWindow(nLayer), // the one window rule of every command that traces
     traceSamples: 10,
     traceKinds: ["resid", "mlp", "attn"],
     memitWindow: 3,
@@ -260,9 +284,37 @@ export interface FactSample {
   /** Their subjects (the set ROME's noise level is computed over). */
   knownSubjects: string[];
   candidates: number;
-  /** Records left out because a prompt the sweep runs would not fit the model's positions, one line each. */
-  skipped: string[];
+  /** Records left out because a prompt the sweep runs would not fit the model's positions. */
+  skipped: SkippedRecord[];
   facts: SweepFact[];
+}
+
+/**
+ * Per problem x method, the mean of Hase et al.'s scores over the sweep's edits and, beside them, the
+ * field's standard metrics (metrics.ts STANDARD_METRICS; n/a for the problems they do not judge):
+ *   "error-injection rome (18 edits): rewrite 0.912  paraphrase 0.403  neighborhood 0.977  overall 0.611 |
+ *    ES 1.00  PS 0.56 ..."
+ */
+export function scoreSummary(results: Iterable<StoredResult>, sweep: string): string[] {
+  const groups = new Map<string, StoredResult[]>();
+  for (const r of results) {
+    if (r.sweep !== sweep || r.localization !== LAYER_GRID) continue;
+    const g = `${r.problem} ${r.method}`;
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g)!.push(r);
+  }
+  const mean = (rows: StoredResult[], key: string) => {
+    const xs = rows.map((r) => r.metrics[key]).filter((x): x is number => typeof x === "number");
+    return xs.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3) : "n/a";
+  };
+  return [...groups].map(([name, rows]) => {
+    const hase = ["rewrite", "paraphrase", "neighborhood", "overall"].map((k) => `${k} ${mean(rows, k)}`);
+    const standard = rows.map((r) => r.metrics.standard).filter((x) => x !== null && typeof x === "object");
+    return `${name} (${rows.length} edits): ${hase.join("  ")} | ` +
+      (standard.length
+        ? formatStandardScores(meanStandardScores(standard as unknown as StandardScores[]))
+        : "standard metrics n/a (they compare a new object against the true one)");
+  });
 }
 
 /** The lines that report a sample's skipped records (none when nothing was skipped). */
@@ -270,7 +322,7 @@ export function skippedReport(sample: FactSample): string[] {
   if (sample.skipped.length === 0) return [];
   return [
     `skipped ${sample.skipped.length} records whose prompts do not fit the model:`,
-    ...sample.skipped.map((line) => `  ${line}`),
+    ...sample.skipped.map((r) => `  ${r.label}: ${r.reason}`),
   ];
 }
 
@@ -316,13 +368,17 @@ export async function sampleFacts(
   // A record the sweep cannot use at all (no template, a target outside the vocabulary) is an error
   // naming it; one whose prompts do not fit the model is skipped and reported (a longer model could).
   const positions = model.config.nPositions, prefix = contextPrefixTokens(model);
-  const skipped: string[] = [];
+  const skipped: SkippedRecord[] = [];
   const candidates: Omit<SweepFact, "split">[] = [];
   for (const c of cases) {
     const ec = checkRecord(datasetPath, c, () => editingCase(c));
     const needed = checkRecord(datasetPath, c, () => positionsNeeded(tok, ec, prefix));
     if (needed > positions) {
-      skipped.push(`${recordLabel(datasetPath, c)}: needs ${needed} positions, the model has ${positions}`);
+      skipped.push({
+        id: c.id,
+        label: recordLabel(datasetPath, c),
+        reason: `needs ${needed} positions, the model has ${positions}`,
+      });
     } else candidates.push({ id: c.id, recordIndex: c.recordIndex, case: ec });
   }
   const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(filledPrompt(c.case))));
@@ -414,74 +470,6 @@ export function jsonSafe(value: unknown): Json {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Progress
-
-/** "42s", "3m05s", "1h02m". */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return "?";
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
-}
-
-/** Counts results done against the total; the rate and ETA count only this run's results. */
-export class Progress {
-  private doneNow = 0;
-  private readonly started: number;
-
-  constructor(
-    readonly total: number,
-    /** Results already in the store when the run started. */
-    readonly skipped: number,
-    private readonly now: () => number = () => performance.now() / 1000,
-  ) {
-    this.started = now();
-  }
-
-  tick(n = 1): void {
-    this.doneNow += n;
-  }
-
-  get done(): number {
-    return this.skipped + this.doneNow;
-  }
-
-  /** "120/900 results (13%) · 2.10/s · ETA 6m11s · <what>" */
-  line(what = ""): string {
-    const elapsed = this.now() - this.started;
-    const rate = elapsed > 0 ? this.doneNow / elapsed : 0;
-    const remaining = this.total - this.done;
-    const pct = this.total ? Math.floor((100 * this.done) / this.total) : 100;
-    const eta = remaining === 0 ? "done" : rate > 0 ? `ETA ${formatDuration(remaining / rate)}` : "ETA ?";
-    const parts = [`${this.done}/${this.total} results (${pct}%)`, `${rate.toFixed(2)}/s`, eta];
-    if (what) parts.push(what);
-    return parts.join(" · ");
-  }
-}
-
-/** Writes progress lines: rewritten in place on a terminal, else at most one line every `every` seconds. */
-export function progressPrinter(
-  o: { tty?: boolean; every?: number } = {},
-): (line: string, final?: boolean) => void {
-  const tty = o.tty ?? Deno.stderr.isTerminal();
-  const every = o.every ?? 10;
-  const encoder = new TextEncoder();
-  let last = -Infinity;
-  return (line, final = false) => {
-    if (tty) {
-      Deno.stderr.writeSync(encoder.encode(`\r\x1b[K${line}${final ? "\n" : ""}`));
-      return;
-    }
-    const now = performance.now() / 1000;
-    if (final || now - last >= every) {
-      last = now;
-      Deno.stderr.writeSync(encoder.encode(line + "\n"));
-    }
-  };
-}
-
-// ------------------------------------------------------------------------------------------------
 // Running
 
 export interface SweepContext {
@@ -494,8 +482,8 @@ export interface SweepContext {
   statsDir?: string;
   /** Informational lines (stdout). */
   log?: (line: string) => void;
-  /** Progress lines (stderr). */
-  progress?: (line: string, final?: boolean) => void;
+  /** The progress bar (output.ts ProgressBar, on stderr): its label (default: sweep "NAME") and options. */
+  progress?: ProgressOptions & { label?: string };
 }
 
 export interface SweepSummary {
@@ -552,7 +540,6 @@ export async function runSweep(
 ): Promise<SweepSummary> {
   const { model, tok, store } = ctx;
   const log = ctx.log ?? (() => {});
-  const show = ctx.progress ?? (() => {});
   checkPlan(plan, model.nLayer);
   const noiseSubjects = plan.noiseSubjects ?? plan.facts.map((f) => f.case.subject);
   const noise = noiseSubjects.length ? await subjectNoiseLevel(model, tok, noiseSubjects) : null;
@@ -566,12 +553,35 @@ export async function runSweep(
   const all = planItems(plan);
   const mine = o.shard ? shardItems(all, (it) => resultKey(it.key), o.shard) : all;
   const pending = mine.filter((it) => !store.has(it.key));
-  const progress = new Progress(mine.length, mine.length - pending.length);
-  let written = 0;
+  // The bar counts this shard's results; those stored before count as done, not towards the ETA.
+  const already = mine.length - pending.length;
+  const bar = pending.length
+    ? new ProgressBar(ctx.progress?.label ?? `sweep "${plan.name}"`, mine.length, {
+      ...ctx.progress,
+      already,
+    })
+    : null;
+  let done = already, written = 0;
+  const show = (what: string) => bar?.update(done, what);
   const put = (key: ResultKey, record: Omit<Parameters<ResultStore["put"]>[0], keyof ResultKey>) => {
     if (store.put({ ...key, ...record })) written++;
-    progress.tick();
+    done++;
   };
+  // The records the sample left out, stored (not work items: no progress, no shard) so the CSV and the
+  // report list them. Every shard writes the same rows (no adapter, no time), so merging keeps one each.
+  for (const r of plan.skipped ?? []) {
+    store.put({
+      sweep: plan.name,
+      fact: r.id,
+      method: NONE,
+      layer: null,
+      problem: NONE,
+      localization: SKIPPED,
+      metrics: { record: r.label, reason: r.reason },
+      model: ctx.meta.model,
+      dataset: { ...ctx.meta.dataset, caseId: r.id },
+    });
+  }
   const datasetOf = (fact: SweepFact) => ({
     ...ctx.meta.dataset,
     caseId: fact.id,
@@ -584,7 +594,7 @@ export async function runSweep(
     }, ` +
       `${mine.length - pending.length} already stored, ${pending.length} to run`,
   );
-  show(progress.line("starting"));
+  show("starting");
 
   // Localization measurements.
   const s = plan.settings;
@@ -620,7 +630,7 @@ export async function runSweep(
       adapter: ctx.meta.adapter,
       timings: { trace: (performance.now() - t0) / 1000 },
     });
-    show(progress.line(`traced ${fact.id} (${item.localization})`));
+    show(`traced ${fact.id} (${item.localization})`);
     // Prompts differ in length, so pooled buffers of one trace rarely fit the next: free them.
     model.gpu.trimPool();
   }
@@ -658,7 +668,7 @@ export async function runSweep(
       adapter: ctx.meta.adapter,
       timings: { select: selection.seconds },
     });
-    show(progress.line(`layer selection: ${item.selector} chose ${selection.layers.join(",")}`));
+    show(`layer selection: ${item.selector} chose ${selection.layers.join(",")}`);
   }
 
   // Edits.
@@ -683,7 +693,7 @@ export async function runSweep(
         samples: statsHparams(model.config).samples,
         cacheDir: ctx.statsDir,
         log,
-        onProgress: (done, total) => show(progress.line(`key statistics ${done}/${total} keys`)),
+        onProgress: (keys, total) => show(`key statistics ${keys}/${total} keys`),
       });
     }
     const startWords = await templateStartWords(tok, ctx.corpus);
@@ -737,13 +747,18 @@ export async function runSweep(
         const t1 = performance.now();
         const pair = { c: it.fact.case, request: reqs[j] };
         const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
+        // The field's standard metrics beside Hase et al.'s scores, where they apply (metrics.ts).
+        const standardCase = standardCaseOf(it.fact.case, reqs[j]);
+        const reference = standardCase ? await localityReference(model, tok, standardCase) : null;
         const applied = await applyEdit(model, computed[j]);
         const [post] = await caseProbabilities(model, tok, [pair]);
+        const standard = standardCase ? await standardScores(model, tok, standardCase, reference!) : null;
         applied.undo();
         const scores = caseScores(reqs[j], pre, post);
         put(it.key, {
           metrics: jsonSafe({
             ...scores,
+            standard,
             target: reqs[j].target,
             direction: reqs[j].direction ?? "increase",
             pre,
@@ -762,7 +777,7 @@ export async function runSweep(
           timings: { edit: editSeconds, batch: part.length, score: (performance.now() - t1) / 1000 },
         });
       }
-      show(progress.line(`${problem} ${method} layer ${layer}`));
+      show(`${problem} ${method} layer ${layer}`);
     };
     for (const part of chunks) {
       if (outOfTime()) break;
@@ -777,10 +792,10 @@ export async function runSweep(
       if (part.length > 1 && !stopped) store.finished(block);
     }
   }
-  show(progress.line(stopped ? "stopped: out of time" : ""), true);
+  if (stopped) log(`stopped: out of time at ${done}/${mine.length} results`);
   return {
     total: mine.length,
-    skipped: progress.skipped,
+    skipped: already,
     written,
     seconds: (performance.now() - started) / 1000,
     stopped,
@@ -878,9 +893,9 @@ function numberOption(name: string, text: string | undefined): number | undefine
   return x;
 }
 
-export const SWEEP_USAGE = `usage: deno task sweep [options]
-       deno task sweep merge TARGET.db SHARD.db...      combine shard stores
-       deno task sweep csv STORE.db OUT.csv [--name N]   export results as CSV
+export const SWEEP_USAGE = `usage: ./locus task sweep [options]
+       ./locus task sweep merge TARGET.db SHARD.db...      combine shard stores
+       ./locus task sweep csv STORE.db OUT.csv [--name N]   export results as CSV
   --model DIR            GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
   --dataset FILE         CounterFact-style file (default: DIR/counterfact.json)
   --out FILE             results store (SQLite; default runs/sweep.db)
@@ -894,7 +909,7 @@ export const SWEEP_USAGE = `usage: deno task sweep [options]
   --problems P           all | ${PROBLEMS.join(",")} (default all)
   --localizations L      ${LOCALIZATIONS.join(",")} | none (default causal-tracing)
   --selectors S          ${SELECTORS.join(",")} | none (default all)
-  --trace-window N       MLP window of the traces (default: 5 of 28 layers scaled to the model)
+  --trace-window N       MLP window of the traces (default: ROME's 10 of 48 layers scaled to the model)
   --trace-samples N      noise draws per trace (default 10)
   --memit-window N       layers of a MEMIT edit (default 3); --ft-window N for FT-L (default 1)
   --batch N              ROME edits computed together (default 8)
@@ -912,7 +927,7 @@ async function main(args: string[]): Promise<number> {
   if (args[0] === "merge") {
     const [target, ...sources] = args.slice(1);
     if (!target || sources.length === 0) {
-      throw new Error("usage: deno task sweep merge TARGET.db SHARD.db...");
+      throw new Error("usage: ./locus task sweep merge TARGET.db SHARD.db...");
     }
     const r = mergeStores(target, sources);
     console.log(
@@ -928,7 +943,7 @@ async function main(args: string[]): Promise<number> {
       options: { name: { type: "string" } },
     });
     if (positionals.length !== 2) {
-      throw new Error("usage: deno task sweep csv STORE.db OUT.csv [--name NAME]");
+      throw new Error("usage: ./locus task sweep csv STORE.db OUT.csv [--name NAME]");
     }
     const store = ResultStore.open(positionals[0], { create: false });
     try {
@@ -1021,6 +1036,7 @@ async function main(args: string[]): Promise<number> {
     selectors: parseNames("selectors", values.selectors!, SELECTORS),
     settings,
     noiseSubjects: sample.knownSubjects,
+    skipped: sample.skipped,
   };
   console.log(`model ${dir} (${L} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
   console.log(
@@ -1040,15 +1056,15 @@ async function main(args: string[]): Promise<number> {
         corpus,
         statsDir: values["stats-dir"],
         log: (l) => console.log(l),
-        progress: progressPrinter(),
       },
       plan,
       { shard, deadline, force: values.force },
     );
     console.log(
-      `${values.out}: ${summary.written} results written in ${formatDuration(summary.seconds)} ` +
+      `${values.out}: ${summary.written} results written in ${formatSeconds(summary.seconds)} ` +
         `(${summary.skipped} were already there; ${summary.total} in this ${shard ? "shard" : "sweep"})`,
     );
+    for (const line of scoreSummary(store.results({ sweep: plan.name }), plan.name)) console.log(`  ${line}`);
     if (summary.stopped) {
       console.log(`--max-minutes ${minutes} ran out: run the same command again to continue`);
     }

@@ -112,8 +112,11 @@ export async function subjectNoiseLevel(
   subjects: string[],
 ): Promise<NoiseLevel> {
   const ids = subjects.flatMap((s) => tok.encode(s));
-  if (ids.length < 2) {
-    throw new Error(`noise level: the ${subjects.length} subjects have ${ids.length} tokens; sigma needs 2`);
+  // One token already gives d entries to take the std over (a one-word subject of `trace --prompt`).
+  if (ids.length * model.config.nEmbd < 2) {
+    throw new Error(
+      `noise level: the ${subjects.length} subjects have ${ids.length} tokens; sigma needs 2 values`,
+    );
   }
   const d = model.config.nEmbd;
   const chunks = await model.gpu.readMany(model.wte.map((c) => c.tensor));

@@ -273,7 +273,8 @@ Deno.test("report: a sweep without traces or selections still names every table 
 Deno.test("report: clear errors for a missing store or an ambiguous sweep", async () => {
   const r = await report(`${dir}/nope.db`);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /report: .*nope\.db: no such results store/);
+  assert.match(r.stderr, /report: .*nope\.db: no results store there/);
+  await assert.rejects(Deno.stat(`${dir}/nope.db`), Deno.errors.NotFound, "no empty store is created");
   const db = `${dir}/two.db`;
   const records = syntheticRecords({ traces: false }).slice(0, 4);
   writeStore(db, [...records, ...records.map((x) => ({ ...x, sweep: "other" }))]);

@@ -6,15 +6,16 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { getGpu } from "../engine/gpu.ts";
+import { loadSweep } from "../experiments/analysis.ts";
+import { STANDARD_METRICS } from "../experiments/metrics.ts";
+import { renderReport } from "../experiments/report.ts";
 import { resultKey, ResultStore, type StoredResult } from "../experiments/store.ts";
 import {
-  formatDuration,
-  haseTraceWindow,
+  defaultSettings,
   jsonSafe,
   parseLayerList,
   parseNames,
   planItems,
-  Progress,
   SELECTORS,
   type SweepFact,
   type SweepPlan,
@@ -35,23 +36,6 @@ function existsSync(path: string): boolean {
 
 // ------------------------------------------------------------------------------------------------
 // Pure parts
-
-Deno.test("Progress: done/total, rate and ETA count this run's results only", () => {
-  let t = 100;
-  const p = new Progress(100, 20, () => t);
-  assert.equal(p.line("starting"), "20/100 results (20%) · 0.00/s · ETA ? · starting");
-  p.tick(10);
-  t = 105;
-  assert.equal(p.line("rome layer 3"), "30/100 results (30%) · 2.00/s · ETA 35s · rome layer 3");
-  p.tick(70);
-  assert.equal(p.line(), "100/100 results (100%) · 16.00/s · done");
-  assert.deepEqual([formatDuration(42.4), formatDuration(185), formatDuration(3720), formatDuration(NaN)], [
-    "42s",
-    "3m05s",
-    "1h02m",
-    "?",
-  ]);
-});
 
 function fact(i: number, split: SweepFact["split"]): SweepFact {
   return {
@@ -119,7 +103,9 @@ Deno.test("option parsing and helpers: layer lists, names, the trace window, JSO
     () => parseNames("selectors", "lga,cma", SELECTORS),
     /--selectors: unknown "cma"; known: causal-tracing/,
   );
-  assert.deepEqual([haseTraceWindow(28), haseTraceWindow(48), haseTraceWindow(6)], [5, 9, 1]);
+  // The trace window is layer_selection.ts's scaledMlpWindow, as in trace, demo and the CMA selector:
+  // ROME's 10 of GPT-2 XL's 48 layers, scaled.
+  assert.deepEqual([48, 28, 12, 6].map((L) => defaultSettings(L).traceWindow), [10, 6, 3, 1]);
   assert.deepEqual(
     jsonSafe({ a: [1, NaN, Infinity], b: new Float32Array([0.5]), c: undefined, d: { e: null } }),
     {
@@ -179,11 +165,16 @@ function sweepCommand(...args: string[]): Deno.Command {
   });
 }
 
-async function sweep(...args: string[]): Promise<string> {
+/** Runs the sweep command, which must succeed: its stdout and stderr. */
+async function sweepOutput(...args: string[]): Promise<{ stdout: string; stderr: string }> {
   const out = await sweepCommand(...args).output();
   const dec = new TextDecoder();
   assert.equal(out.code, 0, `sweep ${args.join(" ")} failed:\n${dec.decode(out.stderr)}`);
-  return dec.decode(out.stdout);
+  return { stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+async function sweep(...args: string[]): Promise<string> {
+  return (await sweepOutput(...args)).stdout;
 }
 
 function readAll(path: string): StoredResult[] {
@@ -227,7 +218,16 @@ const full = `${dir}/full.db`;
 let fullRows: StoredResult[] = [];
 
 Deno.test("sweep: a full run stores every result once, with run metadata", async () => {
-  const out = await sweep(...SWEEP_ARGS, "--out", full, "--csv", `${dir}/full.csv`);
+  const { stdout: out, stderr } = await sweepOutput(...SWEEP_ARGS, "--out", full, "--csv", `${dir}/full.csv`);
+  // Progress: output.ts's bar (plain lines in a pipe) over the sweep's results, ending at 100%.
+  const bars = stderr.trimEnd().split("\n").filter((l) => l.startsWith('sweep "'));
+  assert.ok(bars.length >= 3, stderr);
+  assert.match(bars.at(-1)!, new RegExp(`^sweep "sweep" \\[#{20}\\] ${TOTAL}/${TOTAL} 100%  \\S+ elapsed  `));
+  assert.ok(bars.slice(1, -1).every((l) => /\d+\/\d+ \d+% {2}\S+ elapsed, ETA \S+ {2}/.test(l)), stderr);
+  // Run again: everything is stored, so there is nothing to show progress of.
+  const again = await sweepOutput(...SWEEP_ARGS, "--out", full);
+  assert.doesNotMatch(again.stderr, /sweep "sweep" \[/);
+  assert.match(again.stdout, new RegExp(`0 results written .* \\(${TOTAL} were already there`));
   assert.match(
     out,
     new RegExp(`${TOTAL} results written .* \\(0 were already there; ${TOTAL} in this sweep\\)`),
@@ -249,6 +249,29 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   for (const f of facts) assert.ok(kb.known.includes(Number(f.split(":")[1])), `${f} is not a known fact`);
   const erasure = fullRows.find((r) => r.problem === "fact-erasure")!;
   assert.equal(erasure.metrics.direction, "decrease");
+  // The field's standard metrics beside Hase et al.'s scores: every key of STANDARD_METRICS on an
+  // error-injection edit (ES a 0/1 win, EM its margin), none for erasure (no new object to compare).
+  const injected = fullRows.filter((r) => r.problem === "error-injection" && r.localization === "layer-grid");
+  for (const r of injected) {
+    const std = r.metrics.standard as Record<string, number | null>;
+    assert.deepEqual(Object.keys(std).sort(), STANDARD_METRICS.map((m) => m.key).sort(), r.key);
+    assert.equal(std.efficacySuccess, std.efficacyMagnitude! > 0 ? 1 : 0, r.key);
+    assert.equal(std.portability, null);
+  }
+  assert.equal(erasure.metrics.standard, null);
+  // ... and the summary prints both, per problem x method, with the means of the stored values.
+  const esMean = (method: string) => {
+    const xs = injected.filter((r) => r.method === method).map((r) =>
+      (r.metrics.standard as Record<string, number>).efficacySuccess
+    );
+    return (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(2);
+  };
+  assert.match(
+    out,
+    new RegExp(`error-injection rome \\(6 edits\\): rewrite -?[\\d.]+ .* \\| ES ${esMean("rome")} {2}PS`),
+  );
+  assert.match(out, new RegExp(`error-injection ft \\(6 edits\\): .* \\| ES ${esMean("ft")} `));
+  assert.match(out, /fact-erasure rome \(6 edits\): .*overall [\d.]+ \| standard metrics n\/a/);
   const trace = fullRows.find((r) => r.localization === "causal-tracing")!;
   assert.equal((trace.metrics.effect as number[]).length, 3);
   assert.ok(Array.isArray((trace.metrics.trace as { grids: unknown[] }).grids));
@@ -258,6 +281,8 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   for (
     const column of [
       "metrics.rewrite",
+      "metrics.standard.efficacySuccess",
+      "metrics.standard.locality",
       "hparams.seed",
       "model.weightsSha256",
       "adapter.description",
@@ -464,6 +489,23 @@ Deno.test("sweep: records too long for the model are skipped and reported; an un
     ),
   );
   assert.ok(countRows(`${dir}/long.db`) > 0);
+  // The skipped record is stored, so the CSV and the report list it (and a resumed run keeps one).
+  await sweep(...args, "--dataset", `${dir}/long.json`, "--out", `${dir}/long.db`);
+  const rows = readAll(`${dir}/long.db`).filter((r) => r.localization === "skipped");
+  assert.equal(rows.length, 1);
+  assert.equal(rows[0].fact, "counterfact:9000");
+  assert.match(String(rows[0].metrics.reason), /^needs \d+ positions, the model has 40$/);
+  assert.match(
+    String(rows[0].metrics.record),
+    new RegExp(`long\\.json: record ${cases.length} \\(counterfact:9000\\)`),
+  );
+  await sweep("csv", `${dir}/long.db`, `${dir}/long.csv`);
+  const csv = await Deno.readTextFile(`${dir}/long.csv`);
+  assert.match(csv, /counterfact:9000,none,,none,skipped,/);
+  const data = loadSweep(readAll(`${dir}/long.db`), "long");
+  assert.deepEqual(data.skipped.map((r) => r.fact), ["counterfact:9000"]);
+  assert.ok(data.edits.length > 0, "the other records were edited");
+  assert.match(renderReport(data), /skipped records<\/dt><dd>1: .*counterfact:9000\): needs \d+ positions/);
 
   const unknown = structuredClone(cases[0]);
   unknown.requested_rewrite.target_new.str = "Zanzibar";

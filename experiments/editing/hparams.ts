@@ -3,9 +3,9 @@
 // depth; anything else (Locus's embedded model, tiny test models) gets the "small" defaults below.
 //
 // Small models (the embedded word-level model: 6 layers, d = 128, f = 512), measured on it with
-// experiments/editing/quality.ts and the CLI (deno task edit --case 3 with overrides):
+// experiments/editing/quality.ts and the CLI (./locus task edit --case 3 with overrides):
 //   - fact token "last" (the prompt's last token) instead of the subject's last token. Causal tracing of
-//     this model (deno task trace) finds no effect at any subject position: attention copies the subject
+//     this model (./locus task trace) finds no effect at any subject position: attention copies the subject
 //     tokens to the prompt's last token in layer 0-1 and the object is recalled there. ROME at the
 //     subject's last token moves p(new object) from 0 to at most 0.1 (case 3, layers 0-3); at the last
 //     token every layer reaches a rewrite score >= 0.97.
