@@ -11,6 +11,7 @@
 // prompts, paraphrases and neighbours (new object = the problem's target). The edit can be saved (--save FILE) and re-applied later (--load FILE).
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
@@ -201,7 +202,7 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const say = values.json ? (_: string) => {} : (line: string) => console.log(line);
-  const dir = values.model!;
+  const dir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
   const model = await GPT2.load(gpu, dir);
   const tok = await loadTokenizer(dir);
