@@ -94,6 +94,8 @@ export interface FetchRepoOptions {
 export interface FetchedFile {
   path: string;
   bytes: number;
+  /** The blob's name: the file's sha256 (LFS files) or git blob sha1 (small files), as the hub lists it. */
+  etag: string;
   /** How it got there: already in the snapshot, already a blob (linked), or downloaded. */
   how: "cached" | "linked" | "downloaded";
   /** For a download: bytes of a partial file it resumed from. */
@@ -230,12 +232,12 @@ export async function fetchRepo(id: string, o: FetchRepoOptions = {}): Promise<F
   for (const file of tree) {
     const pointer = join(snapshot, file.path), blob = join(storage, "blobs", file.etag);
     if (await exists(pointer)) {
-      files.push({ path: file.path, bytes: file.size, how: "cached", resumedFrom: 0 });
+      files.push({ path: file.path, bytes: file.size, etag: file.etag, how: "cached", resumedFrom: 0 });
       continue;
     }
     if (await exists(blob)) {
       await linkBlob(blob, pointer);
-      files.push({ path: file.path, bytes: file.size, how: "linked", resumedFrom: 0 });
+      files.push({ path: file.path, bytes: file.size, etag: file.etag, how: "linked", resumedFrom: 0 });
       continue;
     }
     const url = `${endpoint}/${prefix}${id}/resolve/${commit}/${
@@ -258,7 +260,7 @@ export async function fetchRepo(id: string, o: FetchRepoOptions = {}): Promise<F
     await verifyBlob(file, incomplete, url);
     await Deno.rename(incomplete, blob);
     await linkBlob(blob, pointer);
-    files.push({ path: file.path, bytes: file.size, how: "downloaded", resumedFrom });
+    files.push({ path: file.path, bytes: file.size, etag: file.etag, how: "downloaded", resumedFrom });
   }
   return { snapshot, commit, files };
 }
