@@ -165,3 +165,13 @@ export function progressPrinter(knownSize?: number): (p: Progress) => void {
     bar.update(p.bytes);
   };
 }
+
+/** A progress bar per file, for a stream of progress reports about several files in turn. */
+export function perFileProgress(): (p: Progress) => void {
+  let current = "";
+  let bar: (p: Progress) => void = () => {};
+  return (p) => {
+    if (p.file !== current) [current, bar] = [p.file, progressPrinter()];
+    bar(p);
+  };
+}

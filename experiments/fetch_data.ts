@@ -1,8 +1,10 @@
-// ./locus task fetch-data NAME...: downloads public fact-editing datasets into a data directory.
+// ./locus task fetch-data NAME...: downloads public fact-editing datasets into a data directory, and
+// text corpora for the key statistics into the Hugging Face hub cache.
 //
 //   ./locus task fetch-data known_1000                  -> data/known_1000.json (+ .sha256)
-//   ./locus task fetch-data all --data-dir /tmp/data
+//   ./locus task fetch-data all --data-dir /tmp/data    (the three fact datasets)
 //   ./locus task fetch-data zsre --base-url http://mirror.example/dsets   (or LOCUS_DATA_BASE_URL=...)
+//   ./locus task fetch-data wikitext-103                -> the hub cache (experiments/corpus.ts), ~315 MB
 //
 // Without --base-url or $LOCUS_DATA_BASE_URL the ROME and MEMIT project sites are tried in turn (they
 // serve the same files). A download goes to FILE.part, with a progress bar, and is resumed with an HTTP
@@ -17,6 +19,7 @@ import { type DatasetFormat, parseDataset } from "./datasets.ts";
 import {
   DownloadError,
   exists,
+  perFileProgress,
   type Progress,
   progressPrinter,
   removeIfExists,
@@ -25,6 +28,7 @@ import {
 } from "./download.ts";
 import { writeAtomic } from "../engine/files.ts";
 import { runMain } from "../engine/main.ts";
+import { fetchHubCorpus, HUB_CORPORA } from "./corpus.ts";
 
 export interface RemoteDataset {
   /** The file name, both under the base URL and in the data directory. */
@@ -198,22 +202,34 @@ async function main(): Promise<void> {
       help: { type: "boolean", short: "h", default: false },
     },
   });
-  const names = Object.keys(REMOTE_DATASETS);
+  const names = Object.keys(REMOTE_DATASETS), corpora = Object.keys(HUB_CORPORA);
   if (values.help || positionals.length === 0) {
     console.log(
       `usage: ./locus task fetch-data NAME... [--data-dir ${DEFAULT_DATA_DIR}] [--base-url URL] [--force]\n` +
-        `  NAME: ${names.join(", ")} or all\n` +
-        `  base URL: --base-url, else $${BASE_URL_ENV}, else ${DEFAULT_BASE_URLS.join(" then ")}`,
+        `  NAME: ${names.join(", ")} or all (these three), or the corpus ${corpora.join(", ")}\n` +
+        `  base URL: --base-url, else $${BASE_URL_ENV}, else ${DEFAULT_BASE_URLS.join(" then ")}\n` +
+        `  corpora go to the Hugging Face hub cache (HF_HUB_CACHE, HF_HOME); a hub mirror: HF_ENDPOINT`,
     );
     if (!values.help) Deno.exit(2);
     return;
   }
   const wanted = positionals.includes("all") ? names : positionals;
   for (const name of wanted) {
-    if (!REMOTE_DATASETS[name]) throw new Error(`unknown dataset "${name}"; known: ${names.join(", ")}, all`);
+    if (!REMOTE_DATASETS[name] && !HUB_CORPORA[name]) {
+      throw new Error(`unknown dataset "${name}"; known: ${[...names, ...corpora].join(", ")}, all`);
+    }
   }
   const baseUrls = resolveBaseUrls(values["base-url"]);
   for (const name of wanted) {
+    if (HUB_CORPORA[name]) {
+      const r = await fetchHubCorpus(HUB_CORPORA[name], {
+        onProgress: perFileProgress(),
+        log: console.error,
+      });
+      for (const f of r.files) console.log(`  ${f.path} (${f.bytes} bytes, sha256 ${f.etag}, ${f.how})`);
+      console.log(`${name}: ${r.snapshot}; use it with --corpus ${name}`);
+      continue;
+    }
     const spec = REMOTE_DATASETS[name];
     const tried: string[] = [];
     let r: FetchResult | null = null;

@@ -25,8 +25,8 @@ import {
   DownloadError,
   exists,
   fileDigest,
+  perFileProgress,
   type Progress,
-  progressPrinter,
   removeIfExists,
   resumeDownload,
 } from "./download.ts";
@@ -178,8 +178,8 @@ export async function fetchRepo(id: string, o: FetchRepoOptions = {}): Promise<F
         `Python's huggingface_hub.snapshot_download) and copy that folder over, or set HF_ENDPOINT to a mirror`,
     );
   }
-  if (!COMMIT_HASH.test(commit ?? "")) {
-    throw new Error(`${endpoint}: ${id}: no commit hash for "${revision}"`);
+  if (!COMMIT_HASH.test(commit ?? "") || (COMMIT_HASH.test(revision) && commit !== revision)) {
+    throw new Error(`${endpoint}: ${id}: revision "${revision}" resolved to commit "${commit}"`);
   }
 
   const tree: TreeFile[] = [];
@@ -286,23 +286,19 @@ async function main(args: string[]): Promise<number> {
     return values.help ? 0 : 2;
   }
   const id = positionals[0];
-  let progress: ((p: Progress) => void) | null = null;
-  let current = "";
   const r = await fetchRepo(id, {
     revision: values.revision,
     cacheDir: values["cache-dir"],
     log: (line) => console.error(line),
-    onProgress: (p) => {
-      if (p.file !== current) [current, progress] = [p.file, progressPrinter()];
-      progress!(p);
-    },
+    onProgress: perFileProgress(),
   });
   for (const f of r.files) {
     const how = f.how === "downloaded" && f.resumedFrom > 0 ? `resumed at byte ${f.resumedFrom}` : f.how;
     console.log(`  ${f.path} (${f.bytes} bytes, ${how})`);
   }
   const name = values.revision === "main" ? id : `${id}@${values.revision}`;
-  console.log(`${id}@${r.commit}: ${r.snapshot}\nuse it with --model ${name}`);
+  const env = values["cache-dir"] === undefined ? "" : ` (with HF_HUB_CACHE=${values["cache-dir"]})`;
+  console.log(`${id}@${r.commit}: ${r.snapshot}\nuse it with --model ${name}${env}`);
   return 0;
 }
 

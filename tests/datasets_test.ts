@@ -531,7 +531,7 @@ Deno.test("fetch-data CLI: pinned known_1000 checksum, base URL from the environ
     assert.deepEqual(listDir(dataDir), ["zsre_mend_eval.json", "zsre_mend_eval.json.sha256"]);
     const unknown = await run(["squad"], server.url);
     assert.equal(unknown.code, 1);
-    assert.match(unknown.stderr, /unknown dataset "squad"; known: known_1000, counterfact, zsre, all/);
+    assert.match(unknown.stderr, /unknown dataset "squad"; known: known_1000, counterfact, zsre, wikitext-103, all/);
   } finally {
     await server.close();
     await Deno.remove(dataDir, { recursive: true });

@@ -4,14 +4,13 @@
 // resume after a dropped connection, a checksum mismatch, a gated repository (401 without HF_TOKEN),
 // offline reuse of the cache, and `--model ID` resolving to the snapshot in every command.
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { getGpu } from "../engine/gpu.ts";
 import { cachedSnapshot, parseHubId, repoCacheDir, resolveModelDir } from "../engine/hub.ts";
 import { GPT2, makeBatch } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { fetchRepo, locusFiles } from "../experiments/fetch_model.ts";
-import { fileResponse, serve, type ServedFile } from "./http_fixtures.ts";
+import { COMMIT, fakeHub, sha } from "./http_fixtures.ts";
 import { assertClose, runScriptEnv } from "./util.ts";
 
 const gpu = await getGpu();
@@ -28,58 +27,6 @@ await Deno.writeTextFile(
   `${modelDir}/tokenizer.json`,
   new WordLevelTokenizer(words, { unk: "<unk>", eos: "<|endoftext|>" }).toTokenizerJson(),
 );
-
-const COMMIT = "0123456789abcdef0123456789abcdef01234567";
-const sha = (algorithm: string, bytes: Uint8Array, prefix = "") =>
-  createHash(algorithm).update(prefix).update(bytes).digest("hex");
-
-interface FakeRepo {
-  files: Record<string, Uint8Array<ArrayBuffer>>;
-  /** Requests must carry this bearer token (else 401), like a gated repository. */
-  token?: string;
-  /** Served instead of the real bytes at /resolve/ (the tree still lists the real hash). */
-  corrupt?: string;
-  /** The first download of this file drops after 100 bytes. */
-  drop?: string;
-}
-
-/** The hub's API for model repos at "/api/models/ID/...", files at "/ID/resolve/COMMIT/PATH". */
-function fakeHub(repos: Record<string, FakeRepo>) {
-  const served = new Map<string, ServedFile>();
-  return serve((req, path) => {
-    const m = /^\/(?:api\/models\/)?([^/]+\/[^/]+)\/(revision|tree|resolve)\/([^/]+)\/?(.*)$/.exec(path);
-    const repo = m ? repos[m[1]] : undefined;
-    if (!m || !repo) return Response.json({ error: "Repository not found" }, { status: 404 });
-    if (repo.token && req.headers.get("authorization") !== `Bearer ${repo.token}`) {
-      return Response.json({ error: "Access to this model is restricted" }, { status: 401 });
-    }
-    const [, id, kind, rev, file] = m;
-    if (kind === "revision") return Response.json({ _id: "x", id, sha: COMMIT, private: false });
-    if (rev !== COMMIT) return Response.json({ error: "Revision not found" }, { status: 404 });
-    if (kind === "tree") {
-      // LFS files list their sha256 (the cache's blob name), small files git's blob sha1.
-      return Response.json(
-        Object.entries(repo.files).map(([p, body]) => ({
-          type: "file",
-          path: p,
-          size: body.length,
-          oid: sha("sha1", body, `blob ${body.length}\0`),
-          ...(p.endsWith(".safetensors") || p.endsWith(".bin")
-            ? { lfs: { oid: sha("sha256", body), size: body.length, pointerSize: 134 } }
-            : {}),
-        })),
-      );
-    }
-    const body = repo.files[file];
-    if (!body) return new Response("not found", { status: 404 });
-    const key = `${id}/${file}`;
-    if (!served.has(key)) {
-      const bytes = file === repo.corrupt ? body.map((b, i) => (i === 5 ? b ^ 1 : b)) : body;
-      served.set(key, { body: bytes, cutAfter: 100, cuts: file === repo.drop ? 1 : 0 });
-    }
-    return fileResponse(req, served.get(key)!);
-  });
-}
 
 const repoFiles = (): Record<string, Uint8Array<ArrayBuffer>> => ({
   "config.json": Deno.readFileSync(`${modelDir}/config.json`),

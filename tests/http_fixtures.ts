@@ -1,5 +1,7 @@
 // Local HTTP servers for the download tests (fetch-data, fetch-model, WikiText): files served with
-// Range support, and connections that drop part way through, so resuming is tested without a network.
+// Range support, connections that drop part way through (so resuming is tested without a network),
+// and a fake of the Hugging Face hub's API.
+import { createHash } from "node:crypto";
 
 export interface ServedFile {
   body: Uint8Array<ArrayBuffer>;
@@ -56,4 +58,66 @@ export function serveFiles(files: Record<string, ServedFile>) {
     return served ? fileResponse(req, served) : new Response("not found", { status: 404 });
   });
   return { ...s, url: `${s.origin}/dsets` };
+}
+
+export const COMMIT = "0123456789abcdef0123456789abcdef01234567";
+export const sha = (algorithm: string, bytes: Uint8Array, prefix = "") =>
+  createHash(algorithm).update(prefix).update(bytes).digest("hex");
+
+export interface FakeRepo {
+  files: Record<string, Uint8Array<ArrayBuffer>>;
+  /** Requests must carry this bearer token (else 401), like a gated repository. */
+  token?: string;
+  /** Served instead of the real bytes at /resolve/ (the tree still lists the real hash). */
+  corrupt?: string;
+  /** The first download of this file drops after 100 bytes. */
+  drop?: string;
+}
+
+/**
+ * The Hugging Face hub's API as fetch-model uses it: "/api/models/ID/revision/REV" (the commit),
+ * "/api/models/ID/tree/COMMIT" (files with hashes) and "/ID/resolve/COMMIT/PATH"; dataset repositories
+ * (keyed "datasets/ID") under "/api/datasets/ID/..." and "/datasets/ID/resolve/...". Every revision
+ * of a branch is COMMIT.
+ */
+export function fakeHub(repos: Record<string, FakeRepo>) {
+  const served = new Map<string, ServedFile>();
+  return serve((req, path) => {
+    const m =
+      /^\/(?:api\/(models|datasets)\/|(datasets)\/)?([^/]+\/[^/]+)\/(revision|tree|resolve)\/([^/]+)\/?(.*)$/
+        .exec(path);
+    const key = m && (m[1] === "datasets" || m[2] === "datasets") ? `datasets/${m[3]}` : m?.[3];
+    const repo = key ? repos[key] : undefined;
+    if (!m || !repo) return Response.json({ error: "Repository not found" }, { status: 404 });
+    if (repo.token && req.headers.get("authorization") !== `Bearer ${repo.token}`) {
+      return Response.json({ error: "Access to this model is restricted" }, { status: 401 });
+    }
+    const [, , , id, kind, rev, file] = m;
+    // A branch name resolves to COMMIT; a commit hash to itself.
+    const commit = /^[0-9a-f]{40}$/.test(rev) ? rev : COMMIT;
+    if (kind === "revision") return Response.json({ _id: "x", id, sha: commit, private: false });
+    if (rev !== commit) return Response.json({ error: "Revision not found" }, { status: 404 });
+    if (kind === "tree") {
+      // LFS files list their sha256 (the cache's blob name), small files git's blob sha1.
+      return Response.json(
+        Object.entries(repo.files).map(([p, body]) => ({
+          type: "file",
+          path: p,
+          size: body.length,
+          oid: sha("sha1", body, `blob ${body.length}\0`),
+          ...(/\.(safetensors|bin|parquet)$/.test(p)
+            ? { lfs: { oid: sha("sha256", body), size: body.length, pointerSize: 134 } }
+            : {}),
+        })),
+      );
+    }
+    const body = repo.files[file];
+    if (!body) return new Response("not found", { status: 404 });
+    const url = `${key}/${file}`;
+    if (!served.has(url)) {
+      const bytes = file === repo.corrupt ? body.map((b, i) => (i === 5 ? b ^ 1 : b)) : body;
+      served.set(url, { body: bytes, cutAfter: 100, cuts: file === repo.drop ? 1 : 0 });
+    }
+    return fileResponse(req, served.get(url)!);
+  });
 }
