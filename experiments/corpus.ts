@@ -10,6 +10,7 @@ import { parquetMetadataAsync, parquetReadObjects } from "npm:hyparquet@1.31.5";
 import { createHash } from "node:crypto";
 import { basename, join } from "node:path";
 import { cachedSnapshot, hubCacheDir } from "../engine/hub.ts";
+import { exists } from "./download.ts";
 import { fetchRepo, type FetchRepoOptions, type FetchRepoResult } from "./fetch_model.ts";
 
 /** A corpus: a name and content hash for cache keys, and its texts in a fixed order. */
@@ -155,7 +156,7 @@ export async function hubCorpus(spec: HubCorpusSpec, cacheDir = hubCacheDir()): 
   const snapshot = await cachedSnapshot(spec.repo, spec.revision, "dataset", cacheDir);
   const paths = spec.files.map((f) => snapshot && join(snapshot, f.path));
   for (const p of paths) {
-    if (p === null || !(await Deno.stat(p).then(() => true, () => false))) {
+    if (p === null || !(await exists(p))) {
       throw new Error(
         `corpus ${spec.name}: not downloaded (looked for ${
           p ?? `revision ${spec.revision} of ${spec.repo}`

@@ -29,6 +29,7 @@ import { matmul } from "../../engine/ops.ts";
 import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { type Corpus, openCorpus } from "../corpus.ts";
+import { exists, removeIfExists } from "../download.ts";
 import { cholesky, choleskySolve } from "./linalg.ts";
 
 /** C = E[k k^T] of one layer's keys, with a lazily computed float64 Cholesky factor for solves. */
@@ -149,11 +150,7 @@ async function readCheckpoint(
   f: number,
   samples: number,
 ): Promise<{ sums: Map<number, Float32Array>; done: number; consumed: number } | null> {
-  try {
-    await Deno.stat(path);
-  } catch {
-    return null;
-  }
+  if (!(await exists(path))) return null;
   const file = await openSafetensors(path);
   try {
     const m = file.metadata;
@@ -380,7 +377,7 @@ export async function keyStats(
       });
       out.set(l, s);
     }
-    await Deno.remove(partial).catch(() => {});
+    await removeIfExists(partial);
     log(
       `key statistics: ${stats.values().next().value!.count} keys x ${missing.length} layers in ${
         seconds.toFixed(1)
@@ -392,11 +389,7 @@ export async function keyStats(
 
 /** A cached KeyStats file, or null if absent. A present but malformed file is an error naming it. */
 async function readStats(path: string, layer: number, width: number): Promise<KeyStats | null> {
-  try {
-    await Deno.stat(path);
-  } catch {
-    return null;
-  }
+  if (!(await exists(path))) return null;
   const file = await openSafetensors(path);
   try {
     const info = file.has("moment") ? file.info("moment") : null;
