@@ -16,7 +16,7 @@
 // By default only what Locus reads is fetched: top-level *.json, *.txt and *.safetensors.
 // Gated or private repositories need a token: HF_TOKEN, else the file `huggingface-cli login` wrote.
 import { datasetInfo, HubApiError, listFiles, modelInfo } from "npm:@huggingface/hub@2.17.5";
-import { dirname, join, relative } from "node:path";
+import { basename, dirname, join, relative } from "node:path";
 import { parseArgs } from "node:util";
 import { writeAtomic } from "../engine/files.ts";
 import { cachedSnapshot, COMMIT_HASH, hubCacheDir, repoCacheDir, type RepoType } from "../engine/hub.ts";
@@ -73,9 +73,12 @@ export function refusalMessage(
   return `${id}: HTTP ${status}`;
 }
 
-/** Only what Locus reads: top-level configs, tokenizer files and safetensors weights. */
+/**
+ * Only what Locus reads: top-level configs, tokenizer files and safetensors weights (not Mistral's
+ * consolidated.safetensors, the same weights again in its reference code's layout).
+ */
 export function locusFiles(path: string): boolean {
-  return !path.includes("/") && /\.(json|txt|safetensors)$/.test(path);
+  return !path.includes("/") && /\.(json|txt|safetensors)$/.test(path) && !path.startsWith("consolidated");
 }
 
 export interface FetchRepoOptions {
@@ -170,7 +173,7 @@ export async function fetchRepo(id: string, o: FetchRepoOptions = {}): Promise<F
     const cached = await cachedSnapshot(id, revision, type, cacheDir);
     if (cached !== null) {
       o.log?.(`${endpoint} unreachable (${(e as Error).message}); using the cached ${cached}`);
-      return { snapshot: cached, commit: cached.split("/").at(-1)!, files: [] };
+      return { snapshot: cached, commit: basename(cached), files: [] };
     }
     throw new DownloadError(
       `${endpoint}: cannot reach the hub (${(e as Error).message}) and ${id}@${revision} is not in ` +
@@ -223,10 +226,6 @@ export async function fetchRepo(id: string, o: FetchRepoOptions = {}): Promise<F
   const storage = repoCacheDir(id, type, cacheDir);
   const snapshot = join(storage, "snapshots", commit);
   await Deno.mkdir(join(storage, "blobs"), { recursive: true });
-  if (revision !== commit) {
-    await Deno.mkdir(dirname(join(storage, "refs", revision)), { recursive: true });
-    await writeAtomic(join(storage, "refs", revision), commit);
-  }
   const prefix = type === "dataset" ? "datasets/" : "";
   const files: FetchedFile[] = [];
   for (const file of tree) {
@@ -248,7 +247,8 @@ export async function fetchRepo(id: string, o: FetchRepoOptions = {}): Promise<F
     try {
       resumedFrom = await resumeDownload(url, incomplete, {
         file: file.path,
-        headers: token ? { Authorization: `Bearer ${token}` } : {},
+        // identity: the size checked is the file's, not that of a compressed transfer.
+        headers: { "Accept-Encoding": "identity", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
         onProgress: o.onProgress,
       });
     } catch (e) {
@@ -261,6 +261,11 @@ export async function fetchRepo(id: string, o: FetchRepoOptions = {}): Promise<F
     await Deno.rename(incomplete, blob);
     await linkBlob(blob, pointer);
     files.push({ path: file.path, bytes: file.size, etag: file.etag, how: "downloaded", resumedFrom });
+  }
+  // The name points at the snapshot only once it is complete (so --model NAME never finds half of one).
+  if (revision !== commit) {
+    await Deno.mkdir(dirname(join(storage, "refs", revision)), { recursive: true });
+    await writeAtomic(join(storage, "refs", revision), commit);
   }
   return { snapshot, commit, files };
 }

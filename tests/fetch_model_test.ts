@@ -142,6 +142,7 @@ Deno.test("fetch-model: a dropped connection resumes with a Range request; a wro
     const blobs = join(cacheDir, "models--org--drop", "blobs");
     const partial = [...Deno.readDirSync(blobs)].map((e) => e.name).filter((n) => n.endsWith(".incomplete"));
     assert.equal(partial.length, 1);
+    assert.equal(await cachedSnapshot("org/drop", "main", "model", cacheDir), null, "no refs/main yet");
     assert.equal(Deno.statSync(join(blobs, partial[0])).size, 100);
     const r = await fetchRepo("org/drop", { cacheDir, endpoint: hub.origin, token: null });
     const weights = r.files.find((f) => f.path === "model.safetensors")!;
@@ -222,8 +223,14 @@ Deno.test("hub ids: what --model accepts besides folders; Locus's file selection
   );
   assert.equal(await resolveModelDir(modelDir), modelDir);
   assert.deepEqual(
-    ["config.json", "model-00001-of-00002.safetensors", "merges.txt", "pytorch_model.bin", "onnx/config.json"]
-      .filter(locusFiles),
+    [
+      "config.json",
+      "model-00001-of-00002.safetensors",
+      "merges.txt",
+      "pytorch_model.bin",
+      "onnx/config.json",
+      "consolidated.safetensors",
+    ].filter(locusFiles),
     ["config.json", "model-00001-of-00002.safetensors", "merges.txt"],
   );
 });
