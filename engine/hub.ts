@@ -58,8 +58,9 @@ export async function cachedSnapshot(
 }
 
 /**
- * The folder `--model ARG` names: ARG itself when it is a folder, else the cached snapshot of the hub
- * id ARG. Anything else is an error that says how to download it.
+ * The folder `--model ARG` names: ARG itself when it is a folder or cannot be a hub id (a path such as
+ * /x/y or ./x, whose missing files the command reports), else the cached snapshot of the hub id ARG;
+ * a hub id that is not cached is an error that says how to download it.
  */
 export async function resolveModelDir(arg: string): Promise<string> {
   try {
@@ -69,7 +70,7 @@ export async function resolveModelDir(arg: string): Promise<string> {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
   const hub = parseHubId(arg);
-  if (hub === null) throw new Error(`--model ${arg}: no such folder (nor a Hugging Face hub id)`);
+  if (hub === null) return arg;
   const snapshot = await cachedSnapshot(hub.id, hub.revision);
   if (snapshot !== null) return snapshot;
   const revision = hub.revision === "main" ? "" : ` --revision ${hub.revision}`;

@@ -217,9 +217,11 @@ Deno.test("hub ids: what --model accepts besides folders; Locus's file selection
   for (const bad of ["../x", "a/b/c", "/abs/path", "x@", "org/../x"]) {
     assert.equal(parseHubId(bad), null, bad);
   }
+  // A path that cannot be a hub id comes back as it is: the command names its missing files.
+  assert.equal(await resolveModelDir("./no/such/folder"), "./no/such/folder");
   await assert.rejects(
-    () => resolveModelDir("./no/such/folder"),
-    /--model \.\/no\/such\/folder: no such folder \(nor a Hugging Face hub id\)/,
+    () => resolveModelDir(`${modelDir}/config.json`),
+    /config\.json: a file, not a model folder/,
   );
   assert.equal(await resolveModelDir(modelDir), modelDir);
   assert.deepEqual(

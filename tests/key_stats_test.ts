@@ -138,6 +138,11 @@ Deno.test("key statistics from WikiText: streamed = packed in memory; an interru
     const partial = [...Deno.readDirSync(statsDir)].map((e) => e.name);
     assert.equal(partial.length, 1);
     assert.match(partial[0], /^partial-[0-9a-f]{12}\.safetensors$/);
+    await assert.rejects(
+      () => keyStats(model, tok, { ...opts, seqLen: 4, cacheDir: join(dir, "b") }),
+      /a checkpoint of layers 0,1 for 80 keys in sequences of 8, not of layers 0,1 for 80 keys in sequences of 4; delete it/,
+      "sequences are skipped by count: another packing cannot resume",
+    );
     const lines: string[] = [];
     const resumed = await keyStats(model, tok, {
       ...opts,

@@ -149,18 +149,17 @@ async function readCheckpoint(
   layers: number[],
   f: number,
   samples: number,
+  seqLen: number,
 ): Promise<{ sums: Map<number, Float32Array>; done: number; consumed: number } | null> {
   if (!(await exists(path))) return null;
   const file = await openSafetensors(path);
   try {
+    // Sequences are skipped by count on resume: the packing (seqLen) must be the same too.
     const m = file.metadata;
-    if (m.layers !== layers.join(",") || Number(m.samples) !== samples) {
-      throw new Error(
-        `${path}: a checkpoint of layers ${m.layers} for ${m.samples} keys, not of layers ${
-          layers.join(",")
-        } ` +
-          `for ${samples}; delete it`,
-      );
+    const was = `layers ${m.layers} for ${m.samples} keys in sequences of ${m.seqLen}`;
+    const now = `layers ${layers.join(",")} for ${samples} keys in sequences of ${seqLen}`;
+    if (was !== now) {
+      throw new Error(`${path}: a checkpoint of ${was}, not of ${now}; delete it to start afresh`);
     }
     const sums = new Map<number, Float32Array>();
     for (const l of layers) {
@@ -205,7 +204,7 @@ export async function computeKeyStats(
       ? sequences.reduce((m, s) => Math.max(m, s.length), 1)
       : model.config.nPositions);
   const perBatch = Math.max(1, Math.floor((o.batchTokens ?? 4096) / seqLen));
-  const resumed = o.checkpoint ? await readCheckpoint(o.checkpoint.path, o.layers, f, total) : null;
+  const resumed = o.checkpoint ? await readCheckpoint(o.checkpoint.path, o.layers, f, total, seqLen) : null;
   const accumulators = new Map(
     o.layers.map((l) => [l, resumed ? gpu.tensor([f, f], resumed.sums.get(l)!) : gpu.zeros([f, f])]),
   );
@@ -222,6 +221,7 @@ export async function computeKeyStats(
     await writeSafetensors(o.checkpoint!.path, tensors, {
       layers: layers.join(","),
       samples: String(total),
+      seqLen: String(seqLen),
       done: String(done),
       consumed: String(consumed),
     });
