@@ -57,8 +57,9 @@ export function refusalMessage(
   status: number,
   hasToken: boolean,
   revision: string,
+  type: RepoType = "model",
 ): string {
-  const page = `${endpoint}/${id}`;
+  const page = `${endpoint}/${type === "dataset" ? "datasets/" : ""}${id}`;
   if (status === 401 && !hasToken) {
     return `${id}: HTTP 401: the repository is gated or private (or does not exist). Accept its terms on ` +
       `${page} while logged in, create a read token at ${DEFAULT_ENDPOINT}/settings/tokens and set ` +
@@ -156,7 +157,7 @@ export async function fetchRepo(id: string, o: FetchRepoOptions = {}): Promise<F
   const include = o.include ?? locusFiles;
   const refuse = (e: unknown): never => {
     if (e instanceof HubApiError) {
-      throw new Error(refusalMessage(endpoint, id, e.statusCode, token !== null, revision));
+      throw new Error(refusalMessage(endpoint, id, e.statusCode, token !== null, revision, type));
     }
     throw e;
   };
@@ -253,7 +254,7 @@ export async function fetchRepo(id: string, o: FetchRepoOptions = {}): Promise<F
       });
     } catch (e) {
       if (e instanceof DownloadError && e.status !== null && [401, 403, 404].includes(e.status)) {
-        throw new Error(`${refusalMessage(endpoint, id, e.status, token !== null, revision)} (${url})`);
+        throw new Error(`${refusalMessage(endpoint, id, e.status, token !== null, revision, type)} (${url})`);
       }
       throw e;
     }
