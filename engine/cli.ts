@@ -10,6 +10,7 @@ import { GPT2, makeBatch } from "./model.ts";
 import { softmax, topK } from "./ops.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { runMain } from "./main.ts";
+import { resolveModelDir } from "./hub.ts";
 
 export const DEFAULT_MODEL_DIR = new URL("../weights/locus-kb", import.meta.url).pathname;
 
@@ -92,7 +93,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return values.help ? 0 : 2;
   }
-  const dir = values.model!;
+  const dir = await resolveModelDir(values.model!);
   const tok = await loadTokenizer(dir);
 
   if (command === "tokenize") {

@@ -14,6 +14,7 @@ import { writeAtomic } from "../engine/files.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
@@ -347,7 +348,7 @@ async function main(argv: string[]): Promise<number> {
   if (steps < 2) throw new Error("--steps must be at least 2 (alpha runs over k/(steps-1))");
   const limit = positiveInt("limit", values.limit, Infinity);
 
-  const modelDir = values.model!;
+  const modelDir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
   const [model, tok] = await Promise.all([GPT2.load(gpu, modelDir), loadTokenizer(modelDir)]);
   console.error(

@@ -13,6 +13,7 @@
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR, type Prediction, predictNext } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
@@ -263,7 +264,7 @@ async function main(args: string[]): Promise<number> {
   if (strategy !== "lga" && strategy !== "tracing") {
     throw new Error(`--strategy must be "lga" or "tracing", got "${strategy}"`);
   }
-  const dir = values.model!;
+  const dir = await resolveModelDir(values.model!);
   for (const file of ["model.safetensors", "counterfact.json", "corpus.txt"]) {
     try {
       await Deno.stat(`${dir}/${file}`);

@@ -18,6 +18,7 @@
 import { writeAtomic } from "../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
@@ -103,7 +104,7 @@ async function main(args: string[]): Promise<number> {
   }
   const started = performance.now();
   const deadline = started + positive("minutes", values.minutes, 26, false) * 60_000;
-  const dir = values.model!, out = values.out!;
+  const dir = await resolveModelDir(values.model!), out = values.out!;
   const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
   for (const path of [`${dir}/model.safetensors`, datasetPath, corpus]) {
     try {

@@ -49,6 +49,7 @@ import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
@@ -992,7 +993,7 @@ async function main(args: string[]): Promise<number> {
     console.log(SWEEP_USAGE);
     return 0;
   }
-  const dir = values.model!;
+  const dir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
   const model = await GPT2.load(gpu, dir);
   const tok = await loadTokenizer(dir);
