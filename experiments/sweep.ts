@@ -38,8 +38,10 @@
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
 // method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
-// compute a block's edits of one condition together (independent rank-one edits); each edit is then
-// applied alone, scored, undone and stored. MEMIT, EMMET and FT-L compute one fact at a time.
+// compute a block's edits of one condition together (independent rank-one edits), then score them all
+// in one batched pass where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts:
+// the weights are never written); FT-L's dense edits (and every edit under --apply-to-score, the
+// reference) are applied alone, scored and undone. MEMIT, EMMET and FT-L compute one fact at a time.
 // Pre-edit probabilities are computed once per (fact, problem).
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
@@ -50,7 +52,7 @@ import { GPT2 } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { checkRecord, loadDataset, recordLabel } from "./datasets.ts";
-import { applyEdit, type EditRequest, type SubjectNoise } from "./editing/edit.ts";
+import { applyEdit, type EditRequest, type SubjectNoise, VirtualEditSet } from "./editing/edit.ts";
 import { statsHparams } from "./editing/hparams.ts";
 import {
   computeEdits,
@@ -543,12 +545,14 @@ function selectorFor(plan: SweepPlan, name: SelectorName, noise: NoiseLevel): La
 /**
  * Runs every item of the plan (of `shard`, if given) that the store does not hold yet, writing each
  * result as soon as it exists. With a `deadline` (a performance.now() time in ms) no new work starts
- * after it; the sweep resumes from there when run again.
+ * after it; the sweep resumes from there when run again. `applyToScore` scores each edit by writing it
+ * into the weights, scoring and undoing it, one at a time: the reference for the batched virtual scoring
+ * (the same results to float tolerance, tests/sweep_test.ts).
  */
 export async function runSweep(
   ctx: SweepContext,
   plan: SweepPlan,
-  o: { shard?: Shard; deadline?: number; force?: boolean } = {},
+  o: { shard?: Shard; deadline?: number; force?: boolean; applyToScore?: boolean } = {},
 ): Promise<SweepSummary> {
   const { model, tok, store } = ctx;
   const log = ctx.log ?? (() => {});
@@ -733,13 +737,30 @@ export async function runSweep(
       const t0 = performance.now();
       const computed = await computeEdits(model, tok, mc, reqs, stats, { startWords });
       const editSeconds = (performance.now() - t0) / 1000 / part.length;
+      // Scoring: every low-rank edit of the part at once, each prompt under its own virtual edit, in
+      // one batched pass; a dense delta (FT-L), or o.applyToScore, applies, scores and undoes each.
+      const t1 = performance.now();
+      const pairs = part.map((it, j) => ({ c: it.fact.case, request: reqs[j] }));
+      const virtual = !o.applyToScore && computed.every((e) => e.deltas.every((d) => d.kind === "low-rank"));
+      const posts: CaseProbabilities[] = [];
+      if (virtual) {
+        const set = new VirtualEditSet(model, computed);
+        try {
+          posts.push(...await caseProbabilities(model, tok, pairs, set));
+        } finally {
+          set.release();
+        }
+      } else {
+        for (const [j, pair] of pairs.entries()) {
+          const applied = await applyEdit(model, computed[j]);
+          posts.push(...await caseProbabilities(model, tok, [pair]));
+          applied.undo();
+        }
+      }
+      const scoreSeconds = (performance.now() - t1) / 1000 / part.length;
       for (const [j, it] of part.entries()) {
-        const t1 = performance.now();
-        const pair = { c: it.fact.case, request: reqs[j] };
         const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
-        const applied = await applyEdit(model, computed[j]);
-        const [post] = await caseProbabilities(model, tok, [pair]);
-        applied.undo();
+        const post = posts[j];
         const scores = caseScores(reqs[j], pre, post);
         put(it.key, {
           metrics: jsonSafe({
@@ -759,7 +780,7 @@ export async function runSweep(
           model: ctx.meta.model,
           dataset: datasetOf(it.fact),
           adapter: ctx.meta.adapter,
-          timings: { edit: editSeconds, batch: part.length, score: (performance.now() - t1) / 1000 },
+          timings: { edit: editSeconds, batch: part.length, score: scoreSeconds, virtual: virtual ? 1 : 0 },
         });
       }
       show(progress.line(`${problem} ${method} layer ${layer}`));
@@ -904,6 +925,7 @@ export const SWEEP_USAGE = `usage: deno task sweep [options]
   --stats-dir DIR        key statistics cache (default runs/editing-stats)
   --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards
   --max-minutes M        start no new work after M minutes (run again to continue)
+  --apply-to-score       score each edit by applying, scoring and undoing it (the slow reference path)
   --force                resume although the store holds results of other settings (refused otherwise)
   --csv FILE             also export the sweep's results as CSV when done`;
 
@@ -970,6 +992,7 @@ async function main(args: string[]): Promise<number> {
       "max-minutes": { type: "string" },
       csv: { type: "string" },
       force: { type: "boolean", default: false },
+      "apply-to-score": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -1043,7 +1066,7 @@ async function main(args: string[]): Promise<number> {
         progress: progressPrinter(),
       },
       plan,
-      { shard, deadline, force: values.force },
+      { shard, deadline, force: values.force, applyToScore: values["apply-to-score"] },
     );
     console.log(
       `${values.out}: ${summary.written} results written in ${formatDuration(summary.seconds)} ` +

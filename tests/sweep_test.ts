@@ -268,6 +268,38 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   }
 });
 
+Deno.test("sweep: batched virtual scoring stores what applying, scoring and undoing each edit stores", async () => {
+  const db = `${dir}/applied.db`;
+  await sweep(
+    ...SWEEP_ARGS,
+    "--out",
+    db,
+    "--localizations",
+    "none",
+    "--selectors",
+    "none",
+    "--apply-to-score",
+  );
+  const applied = readAll(db).filter((r) => r.method === "rome");
+  const reference = byKey(fullRows);
+  assert.equal(applied.length, 3 * 2 * 2);
+  for (const r of applied) {
+    const batched = reference.get(r.key)!;
+    assert.equal(batched.timings.virtual, 1, `${r.key} was scored virtually in the full run`);
+    assert.equal(r.timings.virtual, 0);
+    const [a, b] = [r, batched].map((x) => x.metrics.post as { [k: string]: number | number[] });
+    for (const part of ["rewrite", "paraphrase", "neighborhood"]) {
+      const x = [a[part]].flat(), y = [b[part]].flat();
+      assert.equal(x.length, y.length);
+      x.forEach((v, i) =>
+        assert.ok(Math.abs(v - y[i]) <= 1e-5, `${r.key}: post ${part}[${i}] ${v} vs ${y[i]}`)
+      );
+    }
+    assertSameMetrics(r, batched);
+  }
+  assert.ok(fullRows.some((r) => r.method === "ft" && r.timings.virtual === 0), "FT-L is applied to score");
+});
+
 Deno.test("sweep: killed with SIGKILL at random moments and resumed, nothing is lost or duplicated", async () => {
   const db = `${dir}/killed.db`;
   const random = rng(31);
