@@ -94,6 +94,7 @@ import {
   resultKey,
   ResultStore,
   type Shard,
+  shardFromEnv,
   shardItems,
   writeCsv,
 } from "./store.ts";
@@ -923,7 +924,9 @@ export const SWEEP_USAGE = `usage: deno task sweep [options]
   --v-steps N, --ft-steps N   hyper-parameter overrides (fewer steps for speed)
   --corpus FILE          key statistics / template text (default DIR/corpus.txt)
   --stats-dir DIR        key statistics cache (default runs/editing-stats)
-  --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards
+  --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards. Default in a
+                         job array: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (minus SLURM_ARRAY_TASK_MIN),
+                         or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX/LOCUS_SHARD_COUNT
   --max-minutes M        start no new work after M minutes (run again to continue)
   --apply-to-score       score each edit by applying, scoring and undoing it (the slow reference path)
   --force                resume although the store holds results of other settings (refused otherwise)
@@ -1023,7 +1026,9 @@ async function main(args: string[]): Promise<number> {
   }
   const datasetPath = values.dataset ?? `${dir}/counterfact.json`;
   const corpus = values.corpus ?? ((await exists(`${dir}/corpus.txt`)) ? `${dir}/corpus.txt` : null);
-  const shard = values.shard === undefined ? undefined : parseShard(values.shard);
+  const fromEnv = values.shard === undefined ? shardFromEnv(Deno.env.toObject()) : undefined;
+  const shard = values.shard === undefined ? fromEnv?.shard : parseShard(values.shard);
+  if (fromEnv) console.log(`shard ${fromEnv.shard.index}/${fromEnv.shard.count} from ${fromEnv.source}`);
   const minutes = numberOption("max-minutes", values["max-minutes"]);
   if (minutes !== undefined && !(minutes > 0)) throw new Error(`--max-minutes must be > 0, got ${minutes}`);
 

@@ -171,16 +171,38 @@ const SWEEP_ARGS = [
   `${dir}/stats`,
 ];
 
+/** The job-array variables a sweep reads its shard from: not inherited, only set by the tests that test them. */
+const ARRAY_VARIABLES = [
+  "SLURM_ARRAY_TASK_ID",
+  "SLURM_ARRAY_TASK_COUNT",
+  "SLURM_ARRAY_TASK_MIN",
+  "JOB_COMPLETION_INDEX",
+  "LOCUS_SHARD_COUNT",
+];
+
 function sweepCommand(...args: string[]): Deno.Command {
+  return sweepCommandIn({}, ...args);
+}
+
+/** The sweep command with these environment variables (job-array tasks). */
+function sweepCommandIn(env: Record<string, string>, ...args: string[]): Deno.Command {
+  const inherited = Deno.env.toObject();
+  for (const name of ARRAY_VARIABLES) delete inherited[name];
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("../experiments/sweep.ts", import.meta.url).pathname, ...args],
+    env: { ...inherited, ...env },
+    clearEnv: true,
     stdout: "piped",
     stderr: "piped",
   });
 }
 
 async function sweep(...args: string[]): Promise<string> {
-  const out = await sweepCommand(...args).output();
+  return await sweepIn({}, ...args);
+}
+
+async function sweepIn(env: Record<string, string>, ...args: string[]): Promise<string> {
+  const out = await sweepCommandIn(env, ...args).output();
   const dec = new TextDecoder();
   assert.equal(out.code, 0, `sweep ${args.join(" ")} failed:\n${dec.decode(out.stderr)}`);
   return dec.decode(out.stdout);
@@ -340,8 +362,16 @@ Deno.test("sweep: killed with SIGKILL at random moments and resumed, nothing is 
 });
 
 Deno.test("sweep: two shards partition the results and merge into the unsharded sweep", async () => {
+  // Shard 0 as task 1 of a SLURM array --array=1-2, shard 1 as a Kubernetes Indexed Job's pod 1.
   const shards = [`${dir}/s0.db`, `${dir}/s1.db`];
-  for (const [k, path] of shards.entries()) await sweep(...SWEEP_ARGS, "--out", path, "--shard", `${k}/2`);
+  const arrays: Record<string, string>[] = [
+    { SLURM_ARRAY_TASK_ID: "1", SLURM_ARRAY_TASK_COUNT: "2", SLURM_ARRAY_TASK_MIN: "1" },
+    { JOB_COMPLETION_INDEX: "1", LOCUS_SHARD_COUNT: "2" },
+  ];
+  for (const [k, path] of shards.entries()) {
+    const out = await sweepIn(arrays[k], ...SWEEP_ARGS, "--out", path);
+    assert.match(out, new RegExp(`shard ${k}/2 from ${k ? "Kubernetes" : "SLURM"}`));
+  }
   const [a, b] = shards.map(readAll);
   assert.ok(a.length > 0 && b.length > 0, `shard sizes ${a.length} and ${b.length}`);
   const keysA = new Set(a.map((r) => r.key));
