@@ -38,7 +38,8 @@
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
 // method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
-// compute a block's edits of one condition together (independent rank-one edits), then score them all
+// compute a block's edits of one (problem, method) at every layer together (independent rank-one edits;
+// their v* batches filled layer by layer up to the row budget, editing/values.ts), then score them all
 // in one batched pass where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts:
 // the weights are never written); FT-L's dense edits (and every edit under --apply-to-score, the
 // reference) are applied alone, scored and undone. MEMIT, EMMET and FT-L compute one fact at a time.
@@ -77,6 +78,7 @@ import {
   problemRequest,
   PROBLEMS,
 } from "./editing/problems.ts";
+import { computeRomeAt } from "./editing/rome.ts";
 import { type KeyStats, keyStats } from "./editing/stats.ts";
 import {
   causalTracingSelector,
@@ -720,23 +722,32 @@ export async function runSweep(
       const groups = new Map<string, typeof edits>();
       for (const it of edits) {
         if (!block.has(it.fact.id)) continue;
-        const g = `${it.problem}|${it.method}|${it.layer}`;
+        // ROME and R-ROME: one group over every layer (layer by layer, so their v* batches mostly
+        // hold one layer each and straddle two only where a layer's requests leave room).
+        const rank1 = it.method === "rome" || it.method === "r-rome";
+        const g = `${it.problem}|${it.method}|${rank1 ? "all" : it.layer}`;
         if (!groups.has(g)) groups.set(g, []);
         groups.get(g)!.push(it);
       }
       for (const group of groups.values()) {
-        // ROME and R-ROME compute a block's edits together; the others one fact at a time.
+        // ROME and R-ROME compute a block's edits (facts x layers) together; the others one fact at a time.
         if (group[0].method === "rome" || group[0].method === "r-rome") chunks.push(group);
         else chunks.push(...group.map((it) => [it]));
       }
     }
     const runEdits = async (part: typeof edits) => {
-      const { method, layer, problem } = part[0];
-      const mc = configFor(model, plan, method, layer);
+      const { method, problem } = part[0];
+      const layers = [...new Set(part.map((it) => it.layer))];
       await prepare(part);
       const reqs = part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!);
       const t0 = performance.now();
-      const computed = await computeEdits(model, tok, mc, reqs, stats, { startWords });
+      const first = configFor(model, plan, method, part[0].layer);
+      const computed = first.method === "rome" || first.method === "r-rome"
+        ? await computeRomeAt(model, tok, reqs, part.map((it) => it.layer), stats, first.hparams, {
+          variant: first.method,
+          startWords,
+        })
+        : await computeEdits(model, tok, first, reqs, stats, { startWords });
       const editSeconds = (performance.now() - t0) / 1000 / part.length;
       // Scoring: every low-rank edit of the part at once, each prompt under its own virtual edit, in
       // one batched pass; a dense delta (FT-L), or o.applyToScore, applies, scores and undoes each.
@@ -760,6 +771,7 @@ export async function runSweep(
       }
       const scoreSeconds = (performance.now() - t1) / 1000 / part.length;
       for (const [j, it] of part.entries()) {
+        const mc = configFor(model, plan, method, it.layer);
         const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
         const post = posts[j];
         const scores = caseScores(reqs[j], pre, post);
@@ -784,7 +796,7 @@ export async function runSweep(
           timings: { edit: editSeconds, batch: part.length, score: scoreSeconds, virtual: virtual ? 1 : 0 },
         });
       }
-      show(progress.line(`${problem} ${method} layer ${layer}`));
+      show(progress.line(`${problem} ${method} layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`));
     };
     for (const part of chunks) {
       if (outOfTime()) break;

@@ -431,20 +431,26 @@ Deno.test("sweep: a ROME block killed before it was stored is retried in halves,
   await drain;
   assert.equal(TOTAL - countRows(db), pending, "the kill came after the block stored results");
 
-  // Resumed, the block runs as two halves of one edit each; nothing is lost or duplicated.
+  // Resumed, the block runs as two halves; nothing is lost or duplicated.
   await sweep(...SWEEP_ARGS, "--out", db);
   const rows = byKey(readAll(db));
   assert.deepEqual([...rows.keys()].sort(), fullRows.map((r) => r.key).sort());
-  // The killed block: the facts computed together with its first fact in the uninterrupted run.
-  const first = JSON.parse(block.replace(/^edit block (.*) x2$/, "$1"));
+  // The killed block: the edits computed together with its first one in the uninterrupted run (a block's
+  // facts at every layer: 2 facts x 2 layers).
+  const [, key, size] = /^edit block (.*) x(\d+)$/.exec(block)!;
+  const first = JSON.parse(key);
+  assert.equal(Number(size), 4);
   const killed = fullRows.filter((r) =>
-    r.method === first[2] && r.layer === first[3] && r.problem === first[4] && r.timings.batch === 2
+    r.method === first[2] && r.problem === first[4] && r.timings.batch === 4 &&
+    rows.get(r.key)!.timings.batch !== 4
   );
-  assert.equal(killed.length, 2);
+  assert.equal(killed.length, 4);
   assert.ok(killed.some((r) => r.key === JSON.stringify(first)));
-  for (const r of killed) assert.equal(rows.get(r.key)!.timings.batch, 1, `${r.key} was not computed alone`);
+  for (const r of killed) {
+    assert.equal(rows.get(r.key)!.timings.batch, 2, `${r.key} was not computed in a half`);
+  }
   // Blocks that were never killed still run whole.
-  assert.ok([...rows.values()].some((r) => r.method === "rome" && r.timings.batch === 2));
+  assert.ok([...rows.values()].some((r) => r.method === "rome" && r.timings.batch === 4));
   const reference = byKey(fullRows);
   for (const r of rows.values()) assertSameMetrics(r, reference.get(r.key)!);
 });
