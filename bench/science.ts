@@ -27,7 +27,7 @@ import { contextTemplates, instantiate } from "../experiments/editing/keys.ts";
 import { methodConfig, templateStartWords } from "../experiments/editing/methods.ts";
 import { caseItems } from "../experiments/editing/problems.ts";
 import { keyStats } from "../experiments/editing/stats.ts";
-import { planRequest } from "../experiments/editing/values.ts";
+import { planRequest, valueOptions } from "../experiments/editing/values.ts";
 import { ResultStore } from "../experiments/store.ts";
 import {
   defaultSettings,
@@ -196,20 +196,9 @@ if (missing) {
 } else {
   const peerFacts = facts.slice(0, Math.min(Number(values["peer-facts"]), facts.length));
   const hp = rome.hparams;
-  const valueOptions = {
-    layer: layers[0],
-    site: "mlp" as const,
-    contexts,
-    steps: hp.vNumGradSteps,
-    lr: hp.vLr,
-    weightDecay: hp.vWeightDecay,
-    klFactor: hp.klFactor,
-    clampNormFactor: hp.clampNormFactor,
-    factToken: hp.factToken,
-  };
   const edits = peerFacts.map((f) => {
     const request = { prompt: f.case.prompt, subject: f.case.subject, target: f.case.targetNew };
-    const plan = planRequest(tok, request, valueOptions);
+    const plan = planRequest(tok, request, valueOptions(hp, layers[0], "mlp", contexts));
     const { items } = caseItems(tok, [{ c: f.case, request }]);
     return {
       fact: f.id,

@@ -412,6 +412,16 @@ for (
   });
 }
 
+/** v* settings of the batching tests: two contexts, a learning rate that moves in a few steps. */
+const BATCH_VALUES = {
+  site: "mlp" as const,
+  contexts: ["{}", "Oslo is a city . {}"],
+  lr: 0.05,
+  weightDecay: 0.01,
+  klFactor: 0.1,
+  clampNormFactor: 50,
+};
+
 Deno.test("v* of several requests optimised in one batch (finished ones leaving it) equal each optimised alone", async () => {
   const model = GPT2.random(gpu, cfg, 13, true);
   const requests: EditRequest[] = [
@@ -421,16 +431,7 @@ Deno.test("v* of several requests optimised in one batch (finished ones leaving 
   ];
   // The erasure request starts below the stopping loss (its target is already unlikely), so it leaves
   // the batch after the first evaluation and the batch is rebuilt for the other two.
-  const o = {
-    layer: 1,
-    site: "mlp" as const,
-    contexts: ["{}", "Oslo is a city . {}"],
-    steps: 6,
-    lr: 0.05,
-    weightDecay: 0.01,
-    klFactor: 0.1,
-    clampNormFactor: 50,
-  };
+  const o = { ...BATCH_VALUES, layer: 1, steps: 6 };
   const together = await optimiseValues(model, tok, requests, o);
   for (const [i, r] of requests.entries()) {
     const [alone] = await optimiseValues(model, tok, [r], o);
@@ -447,17 +448,7 @@ Deno.test("v* and ROME edits of requests at different layers in one batch equal 
     { prompt: "{} lives in", subject: "Eva Falk", target: "Lima" },
   ];
   const layers = [2, 0, 1];
-  const o = {
-    layer: 0,
-    layers,
-    site: "mlp" as const,
-    contexts: ["{}", "Oslo is a city . {}"],
-    steps: 5,
-    lr: 0.05,
-    weightDecay: 0.01,
-    klFactor: 0.1,
-    clampNormFactor: 50,
-  };
+  const o = { ...BATCH_VALUES, layer: 0, layers, steps: 5 };
   const together = await optimiseValues(model, tok, requests, o);
   for (const [i, r] of requests.entries()) {
     const [alone] = await optimiseValues(model, tok, [r], { ...o, layers: undefined, layer: layers[i] });

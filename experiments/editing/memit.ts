@@ -30,7 +30,7 @@ import type { EmmetHparams, MemitHparams } from "./hparams.ts";
 import { contextTemplates, factStates, groupMean, instantiate } from "./keys.ts";
 import { norm, solveSpd } from "./linalg.ts";
 import type { KeyStats } from "./stats.ts";
-import { optimiseValues } from "./values.ts";
+import { optimiseValues, valueOptions } from "./values.ts";
 
 export interface BatchEditOptions {
   /** First words of the context texts (word-level models; see keys.ts). */
@@ -105,17 +105,7 @@ async function computeBatchEdit(
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
 
   // z: target block outputs at the last edited layer.
-  const values = await optimiseValues(model, tok, requests, {
-    layer: zLayer,
-    site: "resid",
-    contexts,
-    steps: hp.vNumGradSteps,
-    lr: hp.vLr,
-    weightDecay: hp.vWeightDecay,
-    klFactor: hp.klFactor,
-    clampNormFactor: hp.clampNormFactor,
-    factToken: hp.factToken,
-  });
+  const values = await optimiseValues(model, tok, requests, valueOptions(hp, zLayer, "resid", contexts));
   log(
     `${method}: z of ${n} facts at layer ${zLayer}, mean target probability ${
       (values.reduce((s, v) => s + v.targetProb, 0) / n).toFixed(3)

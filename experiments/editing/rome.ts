@@ -20,7 +20,7 @@ import type { RomeHparams } from "./hparams.ts";
 import { contextTemplates, factStates, instantiate } from "./keys.ts";
 import { dot, meanOf, norm } from "./linalg.ts";
 import type { KeyStats } from "./stats.ts";
-import { optimiseValues } from "./values.ts";
+import { optimiseValues, valueOptions } from "./values.ts";
 
 export interface RomeOptions {
   /** "rome" (default) or "r-rome". */
@@ -101,16 +101,8 @@ export async function computeRomeAt(
   }
 
   const vs = await optimiseValues(model, tok, requests, {
-    layer: distinct[0],
+    ...valueOptions(hp, distinct[0], "mlp", contexts),
     layers,
-    site: "mlp",
-    contexts,
-    steps: hp.vNumGradSteps,
-    lr: hp.vLr,
-    weightDecay: hp.vWeightDecay,
-    klFactor: hp.klFactor,
-    clampNormFactor: hp.clampNormFactor,
-    factToken: hp.factToken,
   });
 
   return requests.map((request, i) => {

@@ -27,6 +27,7 @@ import type { RowEntry } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "./edit.ts";
+import type { ValueHparams } from "./hparams.ts";
 import { batchWithNoise, type FactToken, instantiate, type PromptInstance } from "./keys.ts";
 
 export interface ValueOptions {
@@ -49,6 +50,26 @@ export interface ValueOptions {
   factToken?: FactToken;
   /** Most prompt rows (sequences x padded length) per batch; requests are grouped to stay under it. */
   maxRowsPerBatch?: number;
+}
+
+/** The optimisation settings of a method's hyper-parameters (ROME's v*, MEMIT's z) at a layer and site. */
+export function valueOptions(
+  hp: ValueHparams,
+  layer: number,
+  site: ValueOptions["site"],
+  contexts: string[],
+): ValueOptions {
+  return {
+    layer,
+    site,
+    contexts,
+    steps: hp.vNumGradSteps,
+    lr: hp.vLr,
+    weightDecay: hp.vWeightDecay,
+    klFactor: hp.klFactor,
+    clampNormFactor: hp.clampNormFactor,
+    factToken: hp.factToken,
+  };
 }
 
 export interface ValueResult {
