@@ -23,7 +23,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { statsHparams } from "../experiments/editing/hparams.ts";
-import { contextTemplates, instantiate } from "../experiments/editing/keys.ts";
+import { contextTemplates } from "../experiments/editing/keys.ts";
 import { methodConfig, templateStartWords } from "../experiments/editing/methods.ts";
 import { caseItems } from "../experiments/editing/problems.ts";
 import { keyStats } from "../experiments/editing/stats.ts";
@@ -39,13 +39,7 @@ import {
   type SweepFact,
   type SweepPlan,
 } from "../experiments/sweep.ts";
-import {
-  gaussianNoise,
-  STATE_KINDS,
-  subjectNoiseLevel,
-  targetTokenId,
-  traceTokens,
-} from "../experiments/tracing.ts";
+import { gaussianNoise, subjectNoiseLevel, targetTokenId, traceTokens } from "../experiments/tracing.ts";
 import { subjectTokenRange } from "../engine/tokenizer.ts";
 
 const { values } = parseArgs({

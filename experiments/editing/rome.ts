@@ -85,7 +85,7 @@ export async function computeRomeAt(
   const keys: Float32Array[] = new Array(requests.length * n);
   const values: Float32Array[] = new Array(requests.length * n);
   for (const layer of distinct) {
-    const mine = requests.flatMap((r, i) => (layers[i] === layer ? [i] : []));
+    const mine = layers.flatMap((l, i) => (l === layer ? [i] : []));
     const instances = mine.flatMap((i) =>
       contexts.map((c) =>
         instantiate(tok, c, requests[i].prompt, requests[i].subject, requests[i].noise, hp.factToken)
