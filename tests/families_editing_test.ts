@@ -1,12 +1,13 @@
 // Above the engine, every family runs the same experiments: on each transformers-made fixture
 // (tests/fixtures/families) a ROME edit raises the new target's probability and undo restores the
-// weights bit-exactly, MEMIT does the same for two facts, and causal tracing returns a full grid.
+// weights bit-exactly, MEMIT does the same for two facts, both edits scored as virtual edits give the
+// probabilities of the applied edits (to 1e-5), and causal tracing returns a full grid.
 // The fixtures have no tokenizer of their own: a word-level one maps the editing words onto the
 // first ids of the model's vocabulary and fills the rest with placeholder words.
 import assert from "node:assert/strict";
 import { logProbOf } from "../engine/ops.ts";
 import { makeBatch } from "../engine/model.ts";
-import { applyEdit, type EditRequest } from "../experiments/editing/edit.ts";
+import { applyEdit, type EditRequest, VirtualEditSet } from "../experiments/editing/edit.ts";
 import { memitHparams, romeHparams } from "../experiments/editing/hparams.ts";
 import { computeMemit } from "../experiments/editing/memit.ts";
 import { computeRome } from "../experiments/editing/rome.ts";
@@ -43,9 +44,11 @@ for (const name of CASES) {
     const fillers = Array.from({ length: model.config.vocabSize - EDITING_WORDS.length }, (_, i) => `w${i}`);
     const words = [...EDITING_WORDS, ...fillers];
     const tok = new WordLevelTokenizer(words, { unk: "<unk>", eos: "<eos>" });
-    const probOf = async (r: EditRequest) => {
+    /** p(first target token) after the prompt; with `virtual`, under that edit applied virtually. */
+    const probOf = async (r: EditRequest, virtual?: VirtualEditSet) => {
       const ids = tok.encode(r.prompt.replace("{}", r.subject));
-      const fwd = model.forward(makeBatch([ids]));
+      const batch = makeBatch([ids]);
+      const fwd = model.forward(batch, { virtualEdits: virtual?.forBatch([0], batch.T) });
       const lp = logProbOf(
         gpu,
         fwd.logits,
@@ -73,8 +76,15 @@ for (const name of CASES) {
     const [edit] = await computeRome(model, tok, [requests[0]], stats.get(layer)!, hp, {
       startWords: EDITING_START_WORDS,
     });
+    const romeVirtual = new VirtualEditSet(model, [edit]);
+    const virtualAfter = await probOf(requests[0], romeVirtual);
+    romeVirtual.release();
     const applied = await applyEdit(model, edit);
     const after = await probOf(requests[0]);
+    assert.ok(
+      Math.abs(virtualAfter - after) <= 1e-5,
+      `${name}: ROME scored virtually ${virtualAfter}, applied ${after}`,
+    );
     assert.ok(
       after > 1.5 * before,
       `${name}: ROME moved p(${requests[0].target}) only from ${before} to ${after}`,
@@ -88,10 +98,20 @@ for (const name of CASES) {
       factToken: "subject_last" as const,
       templates: EDITING_TEMPLATES,
     };
-    const pBefore = await Promise.all(requests.map(probOf));
+    const pBefore = await Promise.all(requests.map((r) => probOf(r)));
     const memit = await computeMemit(model, tok, requests, stats, mhp, { startWords: EDITING_START_WORDS });
+    const memitVirtual = new VirtualEditSet(model, [memit]);
+    const pVirtual: number[] = [];
+    for (const r of requests) pVirtual.push(await probOf(r, memitVirtual));
+    memitVirtual.release();
     const memitApplied = await applyEdit(model, memit);
-    const pAfter = await Promise.all(requests.map(probOf));
+    const pAfter = await Promise.all(requests.map((r) => probOf(r)));
+    requests.forEach((r, i) =>
+      assert.ok(
+        Math.abs(pVirtual[i] - pAfter[i]) <= 1e-5,
+        `${name}: MEMIT p(${r.target}) scored virtually ${pVirtual[i]}, applied ${pAfter[i]}`,
+      )
+    );
     requests.forEach((r, i) => assert.ok(pAfter[i] > pBefore[i], `${name}: MEMIT lowered p(${r.target})`));
     memitApplied.undo();
     assert.deepEqual(await model.p(param).read(), original, `${name}: MEMIT undo restores ${param}`);
