@@ -42,7 +42,8 @@
 // their v* batches filled layer by layer up to the row budget, editing/values.ts), then score them all
 // in one batched pass where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts:
 // the weights are never written); FT-L's dense edits (and every edit under --apply-to-score, the
-// reference) are applied alone, scored and undone. MEMIT, EMMET and FT-L compute one fact at a time.
+// reference) are applied alone, scored and undone. MEMIT and EMMET optimise a block's z (facts x layers)
+// together the same way, then solve each fact's edit on its own; FT-L computes one fact at a time.
 // Pre-edit probabilities are computed once per (fact, problem).
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
@@ -53,7 +54,9 @@ import { GPT2 } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { checkRecord, loadDataset, recordLabel } from "./datasets.ts";
-import { applyEdit, type EditRequest, type SubjectNoise, VirtualEditSet } from "./editing/edit.ts";
+import { applyEdit, type Edit, type EditRequest, type SubjectNoise, VirtualEditSet } from "./editing/edit.ts";
+import { contextTemplates } from "./editing/keys.ts";
+import { optimiseValues, valueOptions } from "./editing/values.ts";
 import { statsHparams } from "./editing/hparams.ts";
 import {
   computeEdits,
@@ -150,7 +153,7 @@ export interface SweepSettings {
   memitWindow: number;
   /** Layers FT-L trains, centred on the sweep layer. */
   ftWindow: number;
-  /** ROME / R-ROME edits computed together. */
+  /** Facts whose edits are computed together (ROME / R-ROME v*, MEMIT / EMMET z, at every layer). */
   batchSize: number;
   igSteps: number;
   /** Hyper-parameter overrides applied to every edit (e.g. fewer v* steps for speed). */
@@ -722,16 +725,16 @@ export async function runSweep(
       const groups = new Map<string, typeof edits>();
       for (const it of edits) {
         if (!block.has(it.fact.id)) continue;
-        // ROME and R-ROME: one group over every layer (layer by layer, so their v* batches mostly
-        // hold one layer each and straddle two only where a layer's requests leave room).
-        const rank1 = it.method === "rome" || it.method === "r-rome";
-        const g = `${it.problem}|${it.method}|${rank1 ? "all" : it.layer}`;
+        // ROME, R-ROME, MEMIT and EMMET: one group over every layer (layer by layer, so their v* / z
+        // batches mostly hold one layer each and straddle two only where a layer's requests leave room).
+        const batched = it.method !== "ft";
+        const g = `${it.problem}|${it.method}|${batched ? "all" : it.layer}`;
         if (!groups.has(g)) groups.set(g, []);
         groups.get(g)!.push(it);
       }
       for (const group of groups.values()) {
-        // ROME and R-ROME compute a block's edits (facts x layers) together; the others one fact at a time.
-        if (group[0].method === "rome" || group[0].method === "r-rome") chunks.push(group);
+        // A block's edits (facts x layers) are computed together; FT-L's one fact at a time.
+        if (group[0].method !== "ft") chunks.push(group);
         else chunks.push(...group.map((it) => [it]));
       }
     }
@@ -742,12 +745,28 @@ export async function runSweep(
       const reqs = part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!);
       const t0 = performance.now();
       const first = configFor(model, plan, method, part[0].layer);
-      const computed = first.method === "rome" || first.method === "r-rome"
-        ? await computeRomeAt(model, tok, reqs, part.map((it) => it.layer), stats, first.hparams, {
+      let computed: Edit[];
+      if (first.method === "rome" || first.method === "r-rome") {
+        computed = await computeRomeAt(model, tok, reqs, part.map((it) => it.layer), stats, first.hparams, {
           variant: first.method,
           startWords,
-        })
-        : await computeEdits(model, tok, first, reqs, stats, { startWords });
+        });
+      } else if (first.method === "memit" || first.method === "emmet") {
+        // Every fact's z in one batch (each at its window's last layer), then each fact's own edit.
+        const configs = part.map((it) => configFor(model, plan, method, it.layer));
+        const zLayers = configs.map((mc) => editedLayers(mc).at(-1)!);
+        const contexts = await contextTemplates(model, tok, { ...first.hparams.templates, startWords });
+        const zs = await optimiseValues(model, tok, reqs, {
+          ...valueOptions(first.hparams, zLayers[0], "resid", contexts),
+          layers: zLayers,
+        });
+        computed = [];
+        for (const [j, mc] of configs.entries()) {
+          computed.push(
+            ...await computeEdits(model, tok, mc, [reqs[j]], stats, { startWords, values: [zs[j]] }),
+          );
+        }
+      } else computed = await computeEdits(model, tok, first, reqs, stats, { startWords });
       const editSeconds = (performance.now() - t0) / 1000 / part.length;
       // Scoring: every low-rank edit of the part at once, each prompt under its own virtual edit, in
       // one batched pass; a dense delta (FT-L), or o.applyToScore, applies, scores and undoes each.
@@ -931,7 +950,7 @@ export const SWEEP_USAGE = `usage: deno task sweep [options]
   --trace-window N       MLP window of the traces (default: 5 of 28 layers scaled to the model)
   --trace-samples N      noise draws per trace (default 10)
   --memit-window N       layers of a MEMIT edit (default 3); --ft-window N for FT-L (default 1)
-  --batch N              ROME edits computed together (default 8)
+  --batch N              facts whose edits (at every layer) are computed together (default 8)
   --ig-steps N           integrated-gradients steps (default 20)
   --v-steps N, --ft-steps N   hyper-parameter overrides (fewer steps for speed)
   --corpus FILE          key statistics / template text (default DIR/corpus.txt)

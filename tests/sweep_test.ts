@@ -322,6 +322,34 @@ Deno.test("sweep: batched virtual scoring stores what applying, scoring and undo
   assert.ok(fullRows.some((r) => r.method === "ft" && r.timings.virtual === 0), "FT-L is applied to score");
 });
 
+Deno.test("sweep: MEMIT and EMMET with a block's z batched and scored virtually store what one fact at a time stores", async () => {
+  const only = ["--methods", "memit,emmet", "--problems", "error-injection", "--localizations", "none"];
+  const args = [...SWEEP_ARGS, ...only, "--selectors", "none", "--name", "memit"];
+  await sweep(...args, "--out", `${dir}/memit-batched.db`);
+  // The reference: one fact at one layer per block (a sweep per layer), each edit applied to score it.
+  const alone = new Map<string, StoredResult>();
+  for (const layer of ["0", "2"]) {
+    const out = `${dir}/memit-alone-${layer}.db`;
+    await sweep(...args, "--out", out, "--batch", "1", "--apply-to-score", "--layers", layer);
+    for (const [key, r] of byKey(readAll(out))) alone.set(key, r);
+  }
+  const batched = readAll(`${dir}/memit-batched.db`);
+  assert.equal(batched.length, 3 * 2 * 2);
+  assert.ok(batched.some((r) => r.timings.batch === 4), "a block's facts x layers were computed together");
+  for (const r of batched) {
+    const other = alone.get(r.key)!;
+    assert.equal(r.timings.virtual, 1);
+    assert.equal(other.timings.batch, 1);
+    const [a, b] = [r, other].map((x) => x.metrics.post as { [k: string]: number | number[] });
+    for (const part of ["rewrite", "paraphrase", "neighborhood"]) {
+      const x = [a[part]].flat(), y = [b[part]].flat();
+      x.forEach((v, i) =>
+        assert.ok(Math.abs(v - y[i]) <= 1e-4, `${r.key}: post ${part}[${i}] ${v} vs ${y[i]}`)
+      );
+    }
+  }
+});
+
 Deno.test("sweep: killed with SIGKILL at random moments and resumed, nothing is lost or duplicated", async () => {
   const db = `${dir}/killed.db`;
   const random = rng(31);
