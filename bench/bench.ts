@@ -5,9 +5,10 @@
 //   tracing.ts  causal-tracing grid time and the speedup of reusing the corrupted run
 //   editing.ts  time per ROME edit, MEMIT batch and FT-L edit
 //   attribution.ts  layer-selection time: LGA vs causal tracing vs integrated gradients vs brute force
+//   science.ts  a ROME sweep with evaluation (batched vs sequential) and a trace grid, next to PyTorch
 import { preferredBackend } from "../engine/gpu.ts";
 
-const sections = ["kernels.ts", "forward.ts", "tracing.ts", "editing.ts", "attribution.ts"];
+const sections = ["kernels.ts", "forward.ts", "tracing.ts", "editing.ts", "attribution.ts", "science.ts"];
 let failed = 0;
 for (const file of sections) {
   const path = new URL(`./${file}`, import.meta.url).pathname;

@@ -44,6 +44,7 @@ import {
 } from "./ops.ts";
 import { mulberry32 } from "./random.ts";
 import { writeAtomic } from "./files.ts";
+import { applyVirtualEdit, type VirtualEdit } from "./virtual_edits.ts";
 import { type HalfTensor, openCheckpoint, writeSafetensors } from "./safetensors.ts";
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
@@ -132,6 +133,12 @@ export interface ForwardOptions {
   /** Start at this block with `input` [B*T, d] as the residual entering it (reuses a shared prefix). */
   startLayer?: number;
   input?: Tensor;
+  /**
+   * Low-rank edits of MLP output projections applied per row without writing the weights
+   * (engine/virtual_edits.ts): added to the "mlp" state before that site's hooks run, so captures
+   * and patches see the edited output. Not differentiated: refused with `keep`.
+   */
+  virtualEdits?: VirtualEdit[];
 }
 
 /** A row chunk of a [V, d] matrix (token embedding or head): rows [rowStart, rowStart + rows). */
@@ -226,9 +233,10 @@ export class GPT2 {
         model.rowChunks.set(name, chunks);
       } else if (name !== "lm_head.bias") {
         const made = (o.shareRepeated && shared.get(stored)) as Tensor | undefined;
-        const tensor = made ?? (stored instanceof Float32Array
-          ? gpu.tensor(shape, stored)
-          : gpu.tensor(shape, stored.bits, stored.dtype));
+        const tensor = made ??
+          (stored instanceof Float32Array
+            ? gpu.tensor(shape, stored)
+            : gpu.tensor(shape, stored.bits, stored.dtype));
         if (o.shareRepeated) shared.set(stored, tensor);
         model.params.set(name, tensor);
       }
@@ -587,6 +595,17 @@ export class GPT2 {
         throw new Error(`hook layer ${h.layer} out of range`);
       }
     }
+    const virtualEdits = o.virtualEdits ?? [];
+    if (virtualEdits.length && keep) {
+      throw new Error("forward: virtualEdits cannot be kept for a backward pass (apply the edit instead)");
+    }
+    for (const v of virtualEdits) {
+      if (!Number.isInteger(v.layer) || v.layer < start || v.layer >= cfg.nLayer) {
+        throw new Error(
+          `virtual edit layer ${v.layer} outside the forward's layers [${start}, ${cfg.nLayer})`,
+        );
+      }
+    }
     const applyHooks = (layer: number, site: Site, state: Tensor) => {
       for (const h of hooks) {
         if (h.site !== site || (site !== "embed" && h.layer !== layer)) continue;
@@ -629,7 +648,9 @@ export class GPT2 {
       // own rides in the epilogue of the matmul before it: GPT-2's GELU in c_fc's, and each residual
       // add in its projection's (beta = 1 into the stream, so the stream must be ours to overwrite).
       // Three dispatches fewer per layer, with the same sums.
-      const fuse = (site: Site) => !keep && !hooks.some((h) => h.site === site && h.layer === l);
+      const virtual = virtualEdits.filter((v) => v.layer === l);
+      const fuse = (site: Site) =>
+        !keep && !hooks.some((h) => h.site === site && h.layer === l) && !(site === "mlp" && virtual.length);
       const fuseAdd = (site: Site) => fuse(site) && sequential && !cfg.postNorms;
       const a: Partial<LayerActivations> = { x };
       a.ln1Stats = gpu.empty([R, 2]);
@@ -730,6 +751,7 @@ export class GPT2 {
         out = this.linear(key, p + "mlp.c_proj", R, f, d, { out: m, beta: 1 });
       } else {
         a.mlp = this.linear(key, p + "mlp.c_proj", R, f, d);
+        for (const v of virtual) applyVirtualEdit(gpu, a.mlp, key, v, R, f, d);
         applyHooks(l, "mlp", a.mlp);
         let added = a.mlp;
         if (cfg.postNorms) {

@@ -42,8 +42,12 @@
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
 // method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
-// compute a block's edits of one condition together (independent rank-one edits); each edit is then
-// applied alone, scored, undone and stored. MEMIT, EMMET and FT-L compute one fact at a time.
+// compute a block's edits of one (problem, method) at every layer together (independent rank-one edits;
+// their v* batches filled layer by layer up to the row budget, editing/values.ts), then score them all
+// in one batched pass where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts:
+// the weights are never written); FT-L's dense edits (and every edit under --apply-to-score, the
+// reference) are applied alone, scored and undone. MEMIT and EMMET optimise a block's z (facts x layers)
+// together the same way, then solve each fact's edit on its own; FT-L computes one fact at a time.
 // Pre-edit probabilities are computed once per (fact, problem).
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
@@ -55,7 +59,9 @@ import { GPT2 } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { checkRecord, loadDataset, recordLabel } from "./datasets.ts";
-import { applyEdit, type EditRequest, type SubjectNoise } from "./editing/edit.ts";
+import { applyEdit, type Edit, type EditRequest, type SubjectNoise, VirtualEditSet } from "./editing/edit.ts";
+import { contextTemplates } from "./editing/keys.ts";
+import { optimiseValues, valueOptions } from "./editing/values.ts";
 import { statsHparams } from "./editing/hparams.ts";
 import {
   computeEdits,
@@ -80,6 +86,7 @@ import {
   problemRequest,
   PROBLEMS,
 } from "./editing/problems.ts";
+import { computeRomeAt } from "./editing/rome.ts";
 import { type KeyStats, keyStats } from "./editing/stats.ts";
 import {
   causalTracingSelector,
@@ -107,6 +114,7 @@ import {
   resultKey,
   ResultStore,
   type Shard,
+  shardFromEnv,
   shardItems,
   type StoredResult,
   writeCsv,
@@ -164,7 +172,7 @@ export interface SweepSettings {
   memitWindow: number;
   /** Layers FT-L trains, centred on the sweep layer. */
   ftWindow: number;
-  /** ROME / R-ROME edits computed together. */
+  /** Facts whose edits are computed together (ROME / R-ROME v*, MEMIT / EMMET z, at every layer). */
   batchSize: number;
   igSteps: number;
   /** Hyper-parameter overrides applied to every edit (e.g. fewer v* steps for speed). */
@@ -532,12 +540,14 @@ function selectorFor(plan: SweepPlan, name: SelectorName, noise: NoiseLevel): La
 /**
  * Runs every item of the plan (of `shard`, if given) that the store does not hold yet, writing each
  * result as soon as it exists. With a `deadline` (a performance.now() time in ms) no new work starts
- * after it; the sweep resumes from there when run again.
+ * after it; the sweep resumes from there when run again. `applyToScore` scores each edit by writing it
+ * into the weights, scoring and undoing it, one at a time: the reference for the batched virtual scoring
+ * (the same results to float tolerance, tests/sweep_test.ts).
  */
 export async function runSweep(
   ctx: SweepContext,
   plan: SweepPlan,
-  o: { shard?: Shard; deadline?: number; force?: boolean } = {},
+  o: { shard?: Shard; deadline?: number; force?: boolean; applyToScore?: boolean } = {},
 ): Promise<SweepSummary> {
   const { model, tok, store } = ctx;
   const log = ctx.log ?? (() => {});
@@ -726,35 +736,84 @@ export async function runSweep(
       const groups = new Map<string, typeof edits>();
       for (const it of edits) {
         if (!block.has(it.fact.id)) continue;
-        const g = `${it.problem}|${it.method}|${it.layer}`;
+        // ROME, R-ROME, MEMIT and EMMET: one group over every layer (layer by layer, so their v* / z
+        // batches mostly hold one layer each and straddle two only where a layer's requests leave room).
+        const batched = it.method !== "ft";
+        const g = `${it.problem}|${it.method}|${batched ? "all" : it.layer}`;
         if (!groups.has(g)) groups.set(g, []);
         groups.get(g)!.push(it);
       }
       for (const group of groups.values()) {
-        // ROME and R-ROME compute a block's edits together; the others one fact at a time.
-        if (group[0].method === "rome" || group[0].method === "r-rome") chunks.push(group);
+        // A block's edits (facts x layers) are computed together; FT-L's one fact at a time.
+        if (group[0].method !== "ft") chunks.push(group);
         else chunks.push(...group.map((it) => [it]));
       }
     }
     const runEdits = async (part: typeof edits) => {
-      const { method, layer, problem } = part[0];
-      const mc = configFor(model, plan, method, layer);
+      const { method, problem } = part[0];
+      const layers = [...new Set(part.map((it) => it.layer))];
       await prepare(part);
       const reqs = part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!);
       const t0 = performance.now();
-      const computed = await computeEdits(model, tok, mc, reqs, stats, { startWords });
+      const first = configFor(model, plan, method, part[0].layer);
+      let computed: Edit[];
+      if (first.method === "rome" || first.method === "r-rome") {
+        computed = await computeRomeAt(model, tok, reqs, part.map((it) => it.layer), stats, first.hparams, {
+          variant: first.method,
+          startWords,
+        });
+      } else if (first.method === "memit" || first.method === "emmet") {
+        // Every fact's z in one batch (each at its window's last layer), then each fact's own edit.
+        const configs = part.map((it) => configFor(model, plan, method, it.layer));
+        const zLayers = configs.map((mc) => editedLayers(mc).at(-1)!);
+        const contexts = await contextTemplates(model, tok, { ...first.hparams.templates, startWords });
+        const zs = await optimiseValues(model, tok, reqs, {
+          ...valueOptions(first.hparams, zLayers[0], "resid", contexts),
+          layers: zLayers,
+        });
+        computed = [];
+        for (const [j, mc] of configs.entries()) {
+          computed.push(
+            ...await computeEdits(model, tok, mc, [reqs[j]], stats, { startWords, values: [zs[j]] }),
+          );
+        }
+      } else computed = await computeEdits(model, tok, first, reqs, stats, { startWords });
       const editSeconds = (performance.now() - t0) / 1000 / part.length;
+      // Scoring: every low-rank edit of the part at once, each prompt under its own virtual edit, in
+      // one batched pass; a dense delta (FT-L), or o.applyToScore, applies, scores and undoes each.
+      const t1 = performance.now();
+      const pairs = part.map((it, j) => ({ c: it.fact.case, request: reqs[j] }));
+      const virtual = !o.applyToScore && computed.every((e) => e.deltas.every((d) => d.kind === "low-rank"));
+      const posts: CaseProbabilities[] = [];
+      if (virtual) {
+        const set = new VirtualEditSet(model, computed);
+        try {
+          posts.push(...await caseProbabilities(model, tok, pairs, set));
+        } finally {
+          set.release();
+        }
+      } else {
+        for (const [j, pair] of pairs.entries()) {
+          const applied = await applyEdit(model, computed[j]);
+          posts.push(...await caseProbabilities(model, tok, [pair]));
+          applied.undo();
+        }
+      }
+      const scoreSeconds = (performance.now() - t1) / 1000 / part.length;
       for (const [j, it] of part.entries()) {
-        const t1 = performance.now();
-        const pair = { c: it.fact.case, request: reqs[j] };
+        const mc = configFor(model, plan, method, it.layer);
         const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
-        // The field's standard metrics beside Hase et al.'s scores, where they apply (metrics.ts).
+        const post = posts[j];
+        // The field's standard metrics beside Hase et al.'s scores, where they apply (metrics.ts): they
+        // score other prompts (locality references, generations), so the edit is applied for them.
         const standardCase = standardCaseOf(it.fact.case, reqs[j]);
-        const reference = standardCase ? await localityReference(model, tok, standardCase) : null;
-        const applied = await applyEdit(model, computed[j]);
-        const [post] = await caseProbabilities(model, tok, [pair]);
-        const standard = standardCase ? await standardScores(model, tok, standardCase, reference!) : null;
-        applied.undo();
+        let standard = null;
+        if (standardCase) {
+          const reference = await localityReference(model, tok, standardCase);
+          const applied = await applyEdit(model, computed[j]);
+          standard = await standardScores(model, tok, standardCase, reference);
+          applied.undo();
+        }
         const scores = caseScores(reqs[j], pre, post);
         put(it.key, {
           metrics: jsonSafe({
@@ -775,10 +834,10 @@ export async function runSweep(
           model: ctx.meta.model,
           dataset: datasetOf(it.fact),
           adapter: ctx.meta.adapter,
-          timings: { edit: editSeconds, batch: part.length, score: (performance.now() - t1) / 1000 },
+          timings: { edit: editSeconds, batch: part.length, score: scoreSeconds, virtual: virtual ? 1 : 0 },
         });
       }
-      show(`${problem} ${method} layer ${layer}`);
+      show(`${problem} ${method} layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`);
     };
     for (const part of chunks) {
       if (outOfTime()) break;
@@ -913,13 +972,16 @@ export const SWEEP_USAGE = `usage: ./locus task sweep [options]
   --trace-window N       MLP window of the traces (default: ROME's 10 of 48 layers scaled to the model)
   --trace-samples N      noise draws per trace (default 10)
   --memit-window N       layers of a MEMIT edit (default 3); --ft-window N for FT-L (default 1)
-  --batch N              ROME edits computed together (default 8)
+  --batch N              facts whose edits (at every layer) are computed together (default 8)
   --ig-steps N           integrated-gradients steps (default 20)
   --v-steps N, --ft-steps N   hyper-parameter overrides (fewer steps for speed)
   --corpus FILE          key statistics / template text (default DIR/corpus.txt)
   --stats-dir DIR        key statistics cache (default runs/editing-stats)
-  --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards
+  --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards. Default in a
+                         job array: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (minus SLURM_ARRAY_TASK_MIN),
+                         or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX/LOCUS_SHARD_COUNT
   --max-minutes M        start no new work after M minutes (run again to continue)
+  --apply-to-score       score each edit by applying, scoring and undoing it (the slow reference path)
   --force                resume although the store holds results of other settings (refused otherwise)
   --csv FILE             also export the sweep's results as CSV when done`;
 
@@ -986,6 +1048,7 @@ async function main(args: string[]): Promise<number> {
       "max-minutes": { type: "string" },
       csv: { type: "string" },
       force: { type: "boolean", default: false },
+      "apply-to-score": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -1016,7 +1079,9 @@ async function main(args: string[]): Promise<number> {
   }
   const datasetPath = values.dataset ?? `${dir}/counterfact.json`;
   const corpus = values.corpus ?? ((await exists(`${dir}/corpus.txt`)) ? `${dir}/corpus.txt` : null);
-  const shard = values.shard === undefined ? undefined : parseShard(values.shard);
+  const fromEnv = values.shard === undefined ? shardFromEnv(Deno.env.toObject()) : undefined;
+  const shard = values.shard === undefined ? fromEnv?.shard : parseShard(values.shard);
+  if (fromEnv) console.log(`shard ${fromEnv.shard.index}/${fromEnv.shard.count} from ${fromEnv.source}`);
   const minutes = numberOption("max-minutes", values["max-minutes"]);
   if (minutes !== undefined && !(minutes > 0)) throw new Error(`--max-minutes must be > 0, got ${minutes}`);
 
@@ -1059,7 +1124,7 @@ async function main(args: string[]): Promise<number> {
         log: (l) => console.log(l),
       },
       plan,
-      { shard, deadline, force: values.force },
+      { shard, deadline, force: values.force, applyToScore: values["apply-to-score"] },
     );
     console.log(
       `${values.out}: ${summary.written} results written in ${formatSeconds(summary.seconds)} ` +

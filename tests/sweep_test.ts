@@ -157,9 +157,27 @@ const SWEEP_ARGS = [
   `${dir}/stats`,
 ];
 
+/** The job-array variables a sweep reads its shard from: not inherited, only set by the tests that test them. */
+const ARRAY_VARIABLES = [
+  "SLURM_ARRAY_TASK_ID",
+  "SLURM_ARRAY_TASK_COUNT",
+  "SLURM_ARRAY_TASK_MIN",
+  "JOB_COMPLETION_INDEX",
+  "LOCUS_SHARD_COUNT",
+];
+
 function sweepCommand(...args: string[]): Deno.Command {
+  return sweepCommandIn({}, ...args);
+}
+
+/** The sweep command with these environment variables (job-array tasks). */
+function sweepCommandIn(env: Record<string, string>, ...args: string[]): Deno.Command {
+  const inherited = Deno.env.toObject();
+  for (const name of ARRAY_VARIABLES) delete inherited[name];
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("../experiments/sweep.ts", import.meta.url).pathname, ...args],
+    env: { ...inherited, ...env },
+    clearEnv: true,
     stdout: "piped",
     stderr: "piped",
   });
@@ -167,7 +185,14 @@ function sweepCommand(...args: string[]): Deno.Command {
 
 /** Runs the sweep command, which must succeed: its stdout and stderr. */
 async function sweepOutput(...args: string[]): Promise<{ stdout: string; stderr: string }> {
-  const out = await sweepCommand(...args).output();
+  return await sweepOutputIn({}, ...args);
+}
+
+async function sweepOutputIn(
+  env: Record<string, string>,
+  ...args: string[]
+): Promise<{ stdout: string; stderr: string }> {
+  const out = await sweepCommandIn(env, ...args).output();
   const dec = new TextDecoder();
   assert.equal(out.code, 0, `sweep ${args.join(" ")} failed:\n${dec.decode(out.stderr)}`);
   return { stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
@@ -175,6 +200,10 @@ async function sweepOutput(...args: string[]): Promise<{ stdout: string; stderr:
 
 async function sweep(...args: string[]): Promise<string> {
   return (await sweepOutput(...args)).stdout;
+}
+
+async function sweepIn(env: Record<string, string>, ...args: string[]): Promise<string> {
+  return (await sweepOutputIn(env, ...args)).stdout;
 }
 
 function readAll(path: string): StoredResult[] {
@@ -293,6 +322,66 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   }
 });
 
+Deno.test("sweep: batched virtual scoring stores what applying, scoring and undoing each edit stores", async () => {
+  const db = `${dir}/applied.db`;
+  await sweep(
+    ...SWEEP_ARGS,
+    "--out",
+    db,
+    "--localizations",
+    "none",
+    "--selectors",
+    "none",
+    "--apply-to-score",
+  );
+  const applied = readAll(db).filter((r) => r.method === "rome");
+  const reference = byKey(fullRows);
+  assert.equal(applied.length, 3 * 2 * 2);
+  for (const r of applied) {
+    const batched = reference.get(r.key)!;
+    assert.equal(batched.timings.virtual, 1, `${r.key} was scored virtually in the full run`);
+    assert.equal(r.timings.virtual, 0);
+    const [a, b] = [r, batched].map((x) => x.metrics.post as { [k: string]: number | number[] });
+    for (const part of ["rewrite", "paraphrase", "neighborhood"]) {
+      const x = [a[part]].flat(), y = [b[part]].flat();
+      assert.equal(x.length, y.length);
+      x.forEach((v, i) =>
+        assert.ok(Math.abs(v - y[i]) <= 1e-5, `${r.key}: post ${part}[${i}] ${v} vs ${y[i]}`)
+      );
+    }
+    assertSameMetrics(r, batched);
+  }
+  assert.ok(fullRows.some((r) => r.method === "ft" && r.timings.virtual === 0), "FT-L is applied to score");
+});
+
+Deno.test("sweep: MEMIT and EMMET with a block's z batched and scored virtually store what one fact at a time stores", async () => {
+  const only = ["--methods", "memit,emmet", "--problems", "error-injection", "--localizations", "none"];
+  const args = [...SWEEP_ARGS, ...only, "--selectors", "none", "--name", "memit"];
+  await sweep(...args, "--out", `${dir}/memit-batched.db`);
+  // The reference: one fact at one layer per block (a sweep per layer), each edit applied to score it.
+  const alone = new Map<string, StoredResult>();
+  for (const layer of ["0", "2"]) {
+    const out = `${dir}/memit-alone-${layer}.db`;
+    await sweep(...args, "--out", out, "--batch", "1", "--apply-to-score", "--layers", layer);
+    for (const [key, r] of byKey(readAll(out))) alone.set(key, r);
+  }
+  const batched = readAll(`${dir}/memit-batched.db`);
+  assert.equal(batched.length, 3 * 2 * 2);
+  assert.ok(batched.some((r) => r.timings.batch === 4), "a block's facts x layers were computed together");
+  for (const r of batched) {
+    const other = alone.get(r.key)!;
+    assert.equal(r.timings.virtual, 1);
+    assert.equal(other.timings.batch, 1);
+    const [a, b] = [r, other].map((x) => x.metrics.post as { [k: string]: number | number[] });
+    for (const part of ["rewrite", "paraphrase", "neighborhood"]) {
+      const x = [a[part]].flat(), y = [b[part]].flat();
+      x.forEach((v, i) =>
+        assert.ok(Math.abs(v - y[i]) <= 1e-4, `${r.key}: post ${part}[${i}] ${v} vs ${y[i]}`)
+      );
+    }
+  }
+});
+
 Deno.test("sweep: killed with SIGKILL at random moments and resumed, nothing is lost or duplicated", async () => {
   const db = `${dir}/killed.db`;
   const random = rng(31);
@@ -333,8 +422,16 @@ Deno.test("sweep: killed with SIGKILL at random moments and resumed, nothing is 
 });
 
 Deno.test("sweep: two shards partition the results and merge into the unsharded sweep", async () => {
+  // Shard 0 as task 1 of a SLURM array --array=1-2, shard 1 as a Kubernetes Indexed Job's pod 1.
   const shards = [`${dir}/s0.db`, `${dir}/s1.db`];
-  for (const [k, path] of shards.entries()) await sweep(...SWEEP_ARGS, "--out", path, "--shard", `${k}/2`);
+  const arrays: Record<string, string>[] = [
+    { SLURM_ARRAY_TASK_ID: "1", SLURM_ARRAY_TASK_COUNT: "2", SLURM_ARRAY_TASK_MIN: "1" },
+    { JOB_COMPLETION_INDEX: "1", LOCUS_SHARD_COUNT: "2" },
+  ];
+  for (const [k, path] of shards.entries()) {
+    const out = await sweepIn(arrays[k], ...SWEEP_ARGS, "--out", path);
+    assert.match(out, new RegExp(`shard ${k}/2 from ${k ? "Kubernetes" : "SLURM"}`));
+  }
   const [a, b] = shards.map(readAll);
   assert.ok(a.length > 0 && b.length > 0, `shard sizes ${a.length} and ${b.length}`);
   const keysA = new Set(a.map((r) => r.key));
@@ -394,20 +491,26 @@ Deno.test("sweep: a ROME block killed before it was stored is retried in halves,
   await drain;
   assert.equal(TOTAL - countRows(db), pending, "the kill came after the block stored results");
 
-  // Resumed, the block runs as two halves of one edit each; nothing is lost or duplicated.
+  // Resumed, the block runs as two halves; nothing is lost or duplicated.
   await sweep(...SWEEP_ARGS, "--out", db);
   const rows = byKey(readAll(db));
   assert.deepEqual([...rows.keys()].sort(), fullRows.map((r) => r.key).sort());
-  // The killed block: the facts computed together with its first fact in the uninterrupted run.
-  const first = JSON.parse(block.replace(/^edit block (.*) x2$/, "$1"));
+  // The killed block: the edits computed together with its first one in the uninterrupted run (a block's
+  // facts at every layer: 2 facts x 2 layers).
+  const [, key, size] = /^edit block (.*) x(\d+)$/.exec(block)!;
+  const first = JSON.parse(key);
+  assert.equal(Number(size), 4);
   const killed = fullRows.filter((r) =>
-    r.method === first[2] && r.layer === first[3] && r.problem === first[4] && r.timings.batch === 2
+    r.method === first[2] && r.problem === first[4] && r.timings.batch === 4 &&
+    rows.get(r.key)!.timings.batch !== 4
   );
-  assert.equal(killed.length, 2);
+  assert.equal(killed.length, 4);
   assert.ok(killed.some((r) => r.key === JSON.stringify(first)));
-  for (const r of killed) assert.equal(rows.get(r.key)!.timings.batch, 1, `${r.key} was not computed alone`);
+  for (const r of killed) {
+    assert.equal(rows.get(r.key)!.timings.batch, 2, `${r.key} was not computed in a half`);
+  }
   // Blocks that were never killed still run whole.
-  assert.ok([...rows.values()].some((r) => r.method === "rome" && r.timings.batch === 2));
+  assert.ok([...rows.values()].some((r) => r.method === "rome" && r.timings.batch === 4));
   const reference = byKey(fullRows);
   for (const r of rows.values()) assertSameMetrics(r, reference.get(r.key)!);
 });

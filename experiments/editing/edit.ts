@@ -17,6 +17,7 @@ import { elementwiseGrid, WG_ELEMENTWISE } from "../../engine/backward_ops.ts";
 import { Gpu, Tensor, uniforms } from "../../engine/gpu.ts";
 import type { GPT2 } from "../../engine/model.ts";
 import { add } from "../../engine/ops.ts";
+import { promptRowEdits, type VirtualEdit } from "../../engine/virtual_edits.ts";
 import { openSafetensors, SafetensorsError, writeSafetensors } from "../../engine/safetensors.ts";
 
 /** Fixed Gaussian noise added to the subject's token embeddings (causal tracing's corruption). */
@@ -212,6 +213,107 @@ export async function applyEdit(model: GPT2, edit: Edit): Promise<AppliedEdit> {
   stack.push(applied);
   appliedStacks.set(model, stack);
   return applied;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Virtual edits (engine/virtual_edits.ts): many edits scored in one batched forward
+
+/**
+ * The low-rank deltas of many edits, uploaded once per edited layer as u [C, f] and v [C, d] rows, so
+ * that any batch can give each prompt its own edit (forBatch) without the weights being written.
+ * Only low-rank deltas of MLP output projections can be virtual; FT-L's dense delta must be applied.
+ */
+export class VirtualEditSet {
+  /** Per edited layer: its tensors, the components of each edit there, and edit index -> local index. */
+  private readonly layers: {
+    layer: number;
+    keys: Tensor;
+    values: Tensor;
+    ranks: number[];
+    local: Map<number, number>;
+  }[] = [];
+
+  constructor(readonly model: GPT2, readonly edits: Edit[]) {
+    const f = model.config.nInner, d = model.config.nEmbd;
+    const perLayer = new Map<number, { edit: number; u: Float32Array; v: Float32Array; rank: number }[]>();
+    edits.forEach((edit, e) => {
+      edit.deltas.forEach((delta, i) => {
+        const where = `virtual edit ${e} (${edit.method}, delta ${i})`;
+        checkDelta(model, delta, where);
+        const m = /^h\.(\d+)\.mlp\.c_proj\.weight$/.exec(delta.param);
+        if (delta.kind !== "low-rank" || !m) {
+          throw new Error(
+            `${where}: only low-rank deltas of an MLP output projection can be virtual, got a ${delta.kind} ` +
+              `delta of ${delta.param}; apply it instead`,
+          );
+        }
+        const { u, v } = keyValueFactors(model, delta);
+        const layer = Number(m[1]);
+        if (!perLayer.has(layer)) perLayer.set(layer, []);
+        perLayer.get(layer)!.push({ edit: e, u, v, rank: delta.rank });
+      });
+    });
+    for (const [layer, parts] of [...perLayer].sort((a, b) => a[0] - b[0])) {
+      // One edit with several deltas at a layer (combined edits) sums them: its components concatenate.
+      const byEdit = new Map<number, typeof parts>();
+      for (const p of parts) byEdit.set(p.edit, [...(byEdit.get(p.edit) ?? []), p]);
+      const ordered = [...byEdit.values()].flat();
+      const C = ordered.reduce((s, p) => s + p.rank, 0);
+      const U = new Float32Array(C * f), Vs = new Float32Array(C * d);
+      let at = 0;
+      for (const p of ordered) {
+        U.set(p.u, at * f);
+        Vs.set(p.v, at * d);
+        at += p.rank;
+      }
+      this.layers.push({
+        layer,
+        keys: model.gpu.tensor([C, f], U),
+        values: model.gpu.tensor([C, d], Vs),
+        ranks: [...byEdit.values()].map((ps) => ps.reduce((s, p) => s + p.rank, 0)),
+        local: new Map([...byEdit.keys()].map((e, i) => [e, i])),
+      });
+    }
+  }
+
+  /** The forward's virtualEdits for a batch of prompts of T slots, prompt b scored under edit promptEdit[b]
+   *  (an index into `edits`; -1 for the unedited model). */
+  forBatch(promptEdit: number[], T: number): VirtualEdit[] {
+    for (const e of promptEdit) {
+      if (!(Number.isInteger(e) && e >= -1 && e < this.edits.length)) {
+        throw new Error(`VirtualEditSet: prompt edit ${e} outside [-1, ${this.edits.length})`);
+      }
+    }
+    return this.layers.flatMap((l) => {
+      const local = promptEdit.map((e) => l.local.get(e) ?? -1);
+      if (local.every((e) => e === -1)) return [];
+      return [{
+        layer: l.layer,
+        keys: l.keys,
+        values: l.values,
+        ranks: l.ranks,
+        rowEdit: promptRowEdits(local, T),
+      }];
+    });
+  }
+
+  release(): void {
+    for (const l of this.layers) this.model.gpu.release(l.keys, l.values);
+  }
+}
+
+/** A delta of an MLP output projection as its components: u [rank, f] key directions, v [rank, d] value
+ *  changes (W_math += sum_c v_c u_c^T), whatever the family's layout (keyValueDelta's inverse). */
+function keyValueFactors(model: GPT2, delta: LowRankDelta): { u: Float32Array; v: Float32Array } {
+  const f = model.config.nInner, d = model.config.nEmbd, n = delta.rank;
+  const transpose = (m: Float32Array, rows: number) => {
+    const t = new Float32Array(m.length);
+    for (let a = 0; a < rows; a++) for (let i = 0; i < n; i++) t[i * rows + a] = m[a * n + i];
+    return t;
+  };
+  return model.config.linearLayout === "in_out"
+    ? { u: transpose(delta.left, f), v: delta.right }
+    : { u: delta.right, v: transpose(delta.left, d) };
 }
 
 /** One edit holding all deltas of `edits`, in order (applying it = applying them one after another). */
