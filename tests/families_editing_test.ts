@@ -81,9 +81,11 @@ for (const name of CASES) {
       virtual?.release();
       const applied = await applyEdit(model, edits[0]);
       const after = await Promise.all(batch.map((r) => probOf(r)));
+      // An edit applied to a 16-bit weight is rounded to its format; a virtual edit is not.
+      const agreement = model.p(param).dtype === "f32" ? 1e-5 : 1e-3;
       virtualAfter.forEach((p, i) =>
         assert.ok(
-          Math.abs(p - after[i]) <= 1e-5,
+          Math.abs(p - after[i]) <= agreement,
           `${name} ${method}: scored virtually ${p}, applied ${after[i]}`,
         )
       );
