@@ -6,7 +6,8 @@
 //
 // Writes into --out (default runs/trace): trace.json (every grid, with the run's metadata),
 // trace.csv (one row per fact, kind, token, layer), heatmaps/*.svg (one per fact), and for datasets
-// averages.csv and average-<kind>.svg (ROME's per-layer curves by token group). The terminal gets
+// averages.csv, average-<kind>.svg (ROME's per-layer curves by token group) and average-heatmap.svg
+// (ROME's averaged token-group x layer heatmaps, one panel per kind). The terminal gets
 // shaded grids and the strongest cells.
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -14,7 +15,14 @@ import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { averageCurvesSvg, heatmapSvg, terminalAverage, terminalHeatmap, topCells } from "./heatmap.ts";
+import {
+  averageCurvesSvg,
+  averageHeatmapSvg,
+  heatmapSvg,
+  terminalAverage,
+  terminalHeatmap,
+  topCells,
+} from "./heatmap.ts";
 import { formatSeconds, makeOutputFolder, positiveInt, runMetadata, writeRunJson } from "./output.ts";
 import {
   type AverageTrace,
@@ -296,6 +304,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log("\n" + terminalAverage(a, { color }));
       await Deno.writeTextFile(join(outDir, `average-${a.kind}.svg`), averageCurvesSvg(a));
     }
+    await Deno.writeTextFile(join(outDir, "average-heatmap.svg"), averageHeatmapSvg(averages));
   }
 
   const meta = runMetadata({
@@ -340,7 +349,7 @@ export async function main(argv: string[]): Promise<number> {
     `\n${traces.length} fact(s) traced in ${
       formatSeconds(seconds)
     }; wrote ${outDir}/trace.json, trace.csv, heatmaps/` +
-      (averages.length ? ", averages.csv, average-*.svg" : ""),
+      (averages.length ? ", averages.csv, average-*.svg (curves and heatmap)" : ""),
   );
   return 0;
 }
