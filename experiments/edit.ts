@@ -18,6 +18,7 @@ import { statsHparams } from "./editing/hparams.ts";
 import type { FactToken } from "./editing/keys.ts";
 import {
   computeEdits,
+  describeEdit,
   methodConfig,
   type Overrides,
   parseMethod,
@@ -223,6 +224,7 @@ async function main(args: string[]): Promise<number> {
     }"${request.target}"` +
       (request.noise ? ` (subject noised, scale ${noise.scale.toFixed(3)})` : ""),
   );
+  say(`${method}: ${describeEdit(mc)}`);
 
   let edit: Edit;
   const timings: Record<string, number> = {};

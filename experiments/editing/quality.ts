@@ -25,6 +25,7 @@ import { statsHparams } from "./hparams.ts";
 import { targetIds } from "./keys.ts";
 import {
   computeEdits,
+  describeEdit,
   editedLayers,
   methodConfig,
   type MethodName,
@@ -197,7 +198,14 @@ async function main(args: string[]): Promise<number> {
       scores = await scoreEach(model, tok, edits, sub, subPre);
     }
     const seconds = (performance.now() - t0) / 1000;
-    const row: Row = { label, layers: editedLayers(mc), cases: n, seconds, mean: meanScores(scores), scores };
+    const row: Row = {
+      label: `${label}, ${describeEdit(mc)}`,
+      layers: editedLayers(mc),
+      cases: n,
+      seconds,
+      mean: meanScores(scores),
+      scores,
+    };
     rows.push(row);
     return row;
   };
