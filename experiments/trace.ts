@@ -120,14 +120,21 @@ function traceCsv(run: RunColumns, facts: (FactTrace & { known_id: number | null
 function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
   const rows: (string | number | null)[][] = [];
   for (const a of averages) {
-    const curves: { name: string; count: number; prob: number[]; effect: number[]; fraction: number[] }[] = a
-      .groups.map((g) => ({
-        name: g.group,
-        count: g.count,
-        prob: g.prob,
-        effect: g.effect,
-        fraction: g.fraction,
-      }));
+    const curves: {
+      name: string;
+      count: number;
+      prob: number[];
+      effect: number[];
+      effectSe?: number[];
+      fraction: number[];
+    }[] = a.groups.map((g) => ({
+      name: g.group,
+      count: g.count,
+      prob: g.prob,
+      effect: g.effect,
+      effectSe: g.effectSe,
+      fraction: g.fraction,
+    }));
     if (a.subjectZeroed) {
       const { prob, fraction } = a.subjectZeroed;
       curves.push({
@@ -150,6 +157,7 @@ function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
           l,
           p,
           c.effect[l],
+          c.effectSe?.[l] ?? null,
           c.fraction[l],
           a.clean,
           a.corrupted,
@@ -157,7 +165,18 @@ function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
       );
     }
   }
-  const header = ["kind", "window", "facts", "group", "rows", "layer", "prob", "effect", "fraction"];
+  const header = [
+    "kind",
+    "window",
+    "facts",
+    "group",
+    "rows",
+    "layer",
+    "prob",
+    "effect",
+    "effect_se",
+    "fraction",
+  ];
   return csv([...Object.keys(run), ...header, "mean_clean_prob", "mean_corrupted_prob"], rows);
 }
 

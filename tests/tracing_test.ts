@@ -451,6 +451,9 @@ Deno.test("averages pool token rows per group across facts", () => {
   // last subject token: a's token 4, b's token 0; effects pool each fact's own corrupted probability.
   close(group("last subject token").prob[1], (1.4 + 1.5) / 2);
   close(group("last subject token").effect[0], ((0.4 - 0.2) + (0.5 - 0.4)) / 2);
+  // Effects 0.2 and 0.1: standard deviation 0.1 / sqrt(2), standard error 0.05; one row has none.
+  close(group("last subject token").effectSe[0], 0.05);
+  assert.ok(Number.isNaN(group("further tokens").effectSe[0]));
   close(group("first subsequent token").prob[0], (0.5 + 0.6) / 2);
   assert.equal(group("further tokens").count, 1);
   close(group("further tokens").prob[0], 0.6);
