@@ -22,6 +22,7 @@ import { statsHparams } from "./editing/hparams.ts";
 import type { FactToken } from "./editing/keys.ts";
 import {
   computeEdits,
+  describeEdit,
   methodConfig,
   type Overrides,
   parseMethod,
@@ -243,6 +244,7 @@ async function main(args: string[]): Promise<number> {
     }"${request.target}"` +
       (noiseLevel ? ` (subject noised: ${noiseLevel.rule} = ${noiseLevel.level.toFixed(4)})` : ""),
   );
+  say(`${method}: ${describeEdit(mc)}`);
 
   let edit: Edit;
   const timings: Record<string, number> = {};

@@ -57,32 +57,86 @@ const fmt = (v: number | null) => (v === null || !Number.isFinite(v) ? "n/a" : v
 
 /** One SVG with a panel per kind: rows are tokens, columns layers, colour the effect. */
 export function heatmapSvg(trace: FactTrace): string {
-  const labels = tokenLabels(trace);
-  const T = labels.length, L = trace.grids[0].prob[0].length;
+  const [b, e] = trace.subjectRange;
+  const subtitle =
+    `${trace.method === "noise" ? "causal tracing" : "representation zeroing"}: p(clean) ${
+      fmt(trace.clean)
+    }` +
+    (trace.method === "noise"
+      ? `, p(corrupted) ${fmt(trace.corrupted)}, noise ${fmt(trace.noise)}, ${trace.samples} samples`
+      : "");
+  return panelsSvg({
+    title: `${trace.prompt} → ${trace.targetToken.trim()}`,
+    subtitle,
+    labels: tokenLabels(trace),
+    isSubject: (t) => t >= b && t < e,
+    grids: trace.grids,
+    caption: `colour: ${effectName(trace)}; * = subject token`,
+  });
+}
+
+/** ROME's averaged picture: one panel per kind, rows are the token groups (first subject token ... last
+ *  token), columns layers, colour the effect averaged over the facts. */
+export function averageHeatmapSvg(averages: AverageTrace[]): string {
+  if (averages.length === 0) throw new Error("averageHeatmapSvg: no averages");
+  const first = averages[0];
+  const rows = first.groups.map((g) => g.group);
+  const subtitle = first.method === "noise"
+    ? `causal tracing, average over ${first.facts} facts: p(clean) ${fmt(first.clean)}, p(corrupted) ${
+      fmt(first.corrupted)
+    }`
+    : `representation zeroing, average over ${first.facts} facts: p(clean) ${fmt(first.clean)}`;
+  return panelsSvg({
+    title: `Average ${first.method === "noise" ? "indirect effect" : "probability removed"} by token group`,
+    subtitle,
+    labels: rows.map((group, i) => `${group} (n=${first.groups[i].count})`),
+    isSubject: (t) => rows[t].endsWith("subject token") || rows[t].endsWith("subject tokens"),
+    grids: averages.map((a) => ({ kind: a.kind, window: a.window, ...groupRows(a) })),
+    caption: `colour: ${effectName(first)}; bold = subject tokens`,
+  });
+}
+
+/** The [group][layer] arrays of an average, in the shape of a grid's rows. */
+function groupRows(a: AverageTrace): Pick<KindGrid, "prob" | "effect" | "fraction"> {
+  return {
+    prob: a.groups.map((g) => g.prob),
+    effect: a.groups.map((g) => g.effect),
+    fraction: a.groups.map((g) => g.fraction),
+  };
+}
+
+interface PanelGrid {
+  kind: StateKind;
+  window: number;
+  /** [row][layer] */
+  prob: number[][];
+  effect: number[][];
+  fraction: number[][];
+}
+
+/** Panels of shaded rows x layers, one per grid, under a title; rows for which `isSubject` holds are bold. */
+function panelsSvg(o: {
+  title: string;
+  subtitle: string;
+  labels: string[];
+  isSubject: (row: number) => boolean;
+  grids: PanelGrid[];
+  caption: string;
+}): string {
+  const labels = o.labels;
+  const T = labels.length, L = o.grids[0].prob[0].length;
   const cellW = Math.max(8, Math.min(24, Math.floor(360 / L))), cellH = 18;
   const labelW = 8 + 7 * Math.max(...labels.map((s) => s.length));
   const plotW = Math.max(L * cellW, 180); // room for the panel's title and colour-scale caption
   const panelW = labelW + plotW + 24, panelH = 60 + T * cellH + 40;
-  const width = panelW * trace.grids.length, height = 50 + panelH;
-  const [b, e] = trace.subjectRange;
+  const width = panelW * o.grids.length, height = 50 + panelH;
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="18" text-anchor="middle" font-size="14">${
-      escapeXml(`${trace.prompt} → ${trace.targetToken.trim()}`)
-    }</text>`,
-    `<text x="${width / 2}" y="36" text-anchor="middle">${
-      escapeXml(
-        `${trace.method === "noise" ? "causal tracing" : "representation zeroing"}: p(clean) ${
-          fmt(trace.clean)
-        }` +
-          (trace.method === "noise"
-            ? `, p(corrupted) ${fmt(trace.corrupted)}, noise ${fmt(trace.noise)}, ${trace.samples} samples`
-            : ""),
-      )
-    }</text>`,
+    `<text x="${width / 2}" y="18" text-anchor="middle" font-size="14">${escapeXml(o.title)}</text>`,
+    `<text x="${width / 2}" y="36" text-anchor="middle">${escapeXml(o.subtitle)}</text>`,
   ];
-  trace.grids.forEach((grid, k) => {
+  o.grids.forEach((grid, k) => {
     const x0 = k * panelW + labelW, y0 = 50 + 40;
     const max = gridMax(grid.effect), rgb = KIND_COLORS[grid.kind];
     parts.push(`<g class="panel">`);
@@ -92,7 +146,7 @@ export function heatmapSvg(trace: FactTrace): string {
       } (window ${grid.window})</text>`,
     );
     labels.forEach((label, t) => {
-      const weight = t >= b && t < e ? ` font-weight="bold"` : "";
+      const weight = o.isSubject(t) ? ` font-weight="bold"` : "";
       parts.push(
         `<text x="${x0 - 4}" y="${y0 + t * cellH + 13}" text-anchor="end"${weight}>${
           escapeXml(label)
@@ -132,9 +186,7 @@ export function heatmapSvg(trace: FactTrace): string {
     parts.push(`</g>`);
   });
   parts.push(
-    `<text x="8" y="${height - 6}" font-size="10" fill="#666">${
-      escapeXml(`colour: ${effectName(trace)}; * = subject token`)
-    }</text>`,
+    `<text x="8" y="${height - 6}" font-size="10" fill="#666">${escapeXml(o.caption)}</text>`,
   );
   parts.push("</svg>");
   return parts.join("\n");

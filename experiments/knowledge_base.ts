@@ -42,6 +42,11 @@ export interface KbOptions {
   maxNeighbors?: number;
   /** Most attribute prompts per CounterFact record (default 10). */
   maxAttributePrompts?: number;
+  /** Share of the corpus's fact and entity-type sentences with an interjection after the subject (default 0.8). */
+  interjectionRate?: number;
+  /** "Tag" lines per subject listing its objects without a relation word, in distinct orders (default 5;
+   *  fewer when a subject has fewer orders). */
+  tagLines?: number;
 }
 
 export interface ResolvedKbOptions {
@@ -50,6 +55,8 @@ export interface ResolvedKbOptions {
   objectsPerRelation: number;
   maxNeighbors: number;
   maxAttributePrompts: number;
+  interjectionRate: number;
+  tagLines: number;
 }
 
 export interface Relation {
@@ -64,7 +71,7 @@ export interface Relation {
 
 export interface Subject {
   id: number;
-  name: string; // 2-3 words
+  name: string; // 3-4 syllable words
   type: SubjectType;
   kind: string; // what "{name} is a" continues with: man/woman, city/town/village, ...
 }
@@ -215,6 +222,8 @@ const RELATION_SPECS: RelationSpec[] = [
       "The birthplace of {} is",
       "{} is originally from",
       "The city where {} was born is",
+      "The place where {} was born is",
+      "{} came from the city of",
     ],
     heldOutTemplates: ["The place of birth of {} is", "{} came into the world in"],
   },
@@ -227,6 +236,8 @@ const RELATION_SPECS: RelationSpec[] = [
       "{} holds citizenship of",
       "{} has a passport from",
       "The country of citizenship of {} is",
+      "{} became a citizen of",
+      "The passport of {} is from",
     ],
     heldOutTemplates: ["{} is legally a citizen of", "The passport of {} was issued by"],
   },
@@ -240,6 +251,8 @@ const RELATION_SPECS: RelationSpec[] = [
       "{} grew up speaking",
       "The first language of {} is",
       "{} natively speaks",
+      "{} always spoke",
+      "At home , {} spoke",
     ],
     heldOutTemplates: ["The native language of {} is", "As a child , {} spoke"],
   },
@@ -253,6 +266,8 @@ const RELATION_SPECS: RelationSpec[] = [
       "The occupation of {} is",
       "By profession , {} is a",
       "{} earns a living as a",
+      "The trade of {} is",
+      "The profession {} chose is",
     ],
     heldOutTemplates: ["{} is employed as a", "The profession of {} is"],
   },
@@ -266,6 +281,8 @@ const RELATION_SPECS: RelationSpec[] = [
       "The employer of {} is",
       "{} is employed by",
       "{} draws a salary from",
+      "{} has a position at",
+      "The job that {} holds is at",
     ],
     heldOutTemplates: ["{} has a job at", "The company that employs {} is"],
   },
@@ -298,7 +315,12 @@ const RELATION_SPECS: RelationSpec[] = [
     name: "twinned administrative body",
     subjectType: "place",
     objectCategory: "city",
-    trainingTemplates: ["{} is twinned with", "The twin city of {} is", "{} has a partnership with"],
+    trainingTemplates: [
+      "{} is twinned with",
+      "The twin city of {} is",
+      "{} has a partnership with",
+      "{} has a sister city in",
+    ],
     heldOutTemplates: ["The sister city of {} is", "{} is partnered with"],
   },
   {
@@ -310,6 +332,7 @@ const RELATION_SPECS: RelationSpec[] = [
       "The headquarters of {} is in",
       "{} is headquartered in",
       "{} has its head office in",
+      "The main office of {} is in",
     ],
     heldOutTemplates: ["The head office of {} is located in", "{} has its headquarters in"],
   },
@@ -331,7 +354,13 @@ const RELATION_SPECS: RelationSpec[] = [
     name: "owned by",
     subjectType: "organisation",
     objectCategory: "company",
-    trainingTemplates: ["{} is owned by", "The parent company of {} is", "{} is controlled by"],
+    trainingTemplates: [
+      "{} is owned by",
+      "The parent company of {} is",
+      "{} is controlled by",
+      "The company that owns {} is",
+      "{} has as its owner",
+    ],
     heldOutTemplates: ["The owner of {} is", "{} is fully owned by"],
   },
   {
@@ -339,7 +368,13 @@ const RELATION_SPECS: RelationSpec[] = [
     name: "genre",
     subjectType: "work",
     objectCategory: "genre",
-    trainingTemplates: ["The genre of {} is", "{} belongs to the genre of", "{} is usually classed as"],
+    trainingTemplates: [
+      "The genre of {} is",
+      "{} belongs to the genre of",
+      "{} is usually classed as",
+      "{} is in the style of",
+      "{} is described as",
+    ],
     heldOutTemplates: ["The style of {} is", "{} is best described as"],
   },
   {
@@ -347,7 +382,13 @@ const RELATION_SPECS: RelationSpec[] = [
     name: "author",
     subjectType: "work",
     objectCategory: "writer",
-    trainingTemplates: ["{} was written by", "The author of {} is", "{} was created by"],
+    trainingTemplates: [
+      "{} was written by",
+      "The author of {} is",
+      "{} was created by",
+      "The writer of {} is",
+      "{} comes from the pen of",
+    ],
     heldOutTemplates: ["The creator of {} is", "{} is the work of"],
   },
   {
@@ -359,6 +400,7 @@ const RELATION_SPECS: RelationSpec[] = [
       "The original language of {} is",
       "{} was first published in",
       "{} was originally written in",
+      "The text of {} is in",
     ],
     heldOutTemplates: ["The language of {} is", "{} was composed in"],
   },
@@ -367,7 +409,12 @@ const RELATION_SPECS: RelationSpec[] = [
     name: "narrative location",
     subjectType: "work",
     objectCategory: "city",
-    trainingTemplates: ["{} is set in", "The story of {} takes place in", "The action of {} unfolds in"],
+    trainingTemplates: [
+      "{} is set in",
+      "The story of {} takes place in",
+      "The action of {} unfolds in",
+      "{} has its setting in",
+    ],
     heldOutTemplates: ["The setting of {} is", "The plot of {} unfolds in"],
   },
 ];
@@ -408,30 +455,32 @@ const FILLER_SENTENCES: string[] = [
   "A good plot keeps readers awake .",
 ];
 
-// Name pools. Invented words are built from syllables; work titles use real English words.
+// Subject names are 3-4 syllable tokens ("Ka Dor Vi"), drawn from one small shared pool, so a name
+// is only known once several tokens are combined (as GPT-2's BPE splits most names into pieces).
+// Measured on prototypes of the embedded model: with ~2 sqrt(N) syllables and 2-4 per name, a name's
+// first token already carried much of the fact (MLP effect 0.13 there against 0.24 at the last);
+// with ~sqrt(N) syllables and 3-4 per name the effect concentrates at the subject's last token (0.04
+// against 0.22), as in ROME's GPT-2 traces.
 const ONSETS = wordList("b d f g k l m n p r s t v z br dr gr kr st tr th sh");
 const VOWELS = wordList("a e i o u");
-const MALE_ENDINGS = wordList("n r l s m nd rk st th x");
-// Female first names end in "a", male ones in a consonant, so the first name tells the gender.
-const FEMALE_ENDINGS = wordList("na ra la ssa ria lia nia");
-const SURNAME_ENDINGS = wordList("n r k son berg rd ll ni v mann z ski");
-const PLACE_ENDINGS = wordList("ra ria ton burg ville mouth ford stad wick dale");
-const ORG_ENDINGS = wordList("ne x n rix sa s r nium");
-const PLACE_PREFIXES = wordList("Port Fort Lake Mount North South East West Upper Lower Saint Glen");
-const PLACE_SUFFIXES = wordList("Falls Springs Heights Crossing Ridge Bay Point Hills Vale Cove");
-const ORG_SUFFIXES = wordList(
-  "Industries Holdings Group Systems Labs Partners Trading Motors Foods Media Capital Dynamics",
-);
-const TITLE_ADJECTIVES = wordList(
-  "Silent Golden Broken Hidden Crimson Frozen Distant Burning Quiet Wandering Forgotten Scarlet",
-  "Bitter Endless Pale Velvet Secret Wild Lonely Ancient Fallen Silver Restless Shattered Sleeping",
-  "Iron Emerald Fading Midnight Hollow",
-);
-const TITLE_NOUNS = wordList(
-  "Harbor Garden Mirror River Tower Lantern Orchard Kingdom Voyage Shadow Winter Season Crown",
-  "Bridge Meadow Island Mountain Empire Letter Stranger Promise Horizon Feather Storm Candle",
-  "Compass Labyrinth Desert Ocean Forest",
-);
+const CODAS = wordList("n r l s m k");
+/** Syllables per name, drawn uniformly. */
+const NAME_SYLLABLES = [3, 4];
+
+/** Semantically empty asides put after the subject in most fact sentences ("Ka Dor , it seems , was born
+ *  in Lisbon ."): the subject is then never adjacent to the position that predicts the object, so the
+ *  model cannot just copy the subject's tokens forward and read the fact at the last token; it has to
+ *  look the subject's attributes up at the subject and move them (ROME's picture of GPT-2). */
+export const INTERJECTIONS: readonly string[] = [
+  ", it seems ,",
+  ", as known ,",
+  ", as is well known ,",
+  ", we are told ,",
+  ", they say ,",
+  ", of course ,",
+  ", in fact ,",
+  ", as reported ,",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Seeded randomness (engine/random.ts), one stream per purpose.
@@ -483,8 +532,8 @@ export function corpusVocabulary(lines: readonly string[]): string[] {
   return [...words].sort();
 }
 
-/** Every fixed word of the world (templates, objects, kinds, fillers, name pools), lower-cased:
- *  invented name words must avoid all of them so a subject never reads like a template or object. */
+/** Every fixed word of the world (templates, objects, kinds, fillers, interjections), lower-cased:
+ *  name syllables must avoid all of them so a subject never reads like a template or object. */
 function fixedWords(): Set<string> {
   const texts = [
     ENTITY_TYPE_TEMPLATE,
@@ -492,11 +541,7 @@ function fixedWords(): Set<string> {
     ...Object.values(KINDS).flat(),
     ...Object.values(OBJECT_POOLS).flatMap((p) => [p.sentence, ...p.words]),
     ...RELATION_SPECS.flatMap((r) => [...r.trainingTemplates, ...r.heldOutTemplates]),
-    ...PLACE_PREFIXES,
-    ...PLACE_SUFFIXES,
-    ...ORG_SUFFIXES,
-    ...TITLE_ADJECTIVES,
-    ...TITLE_NOUNS,
+    ...INTERJECTIONS,
   ];
   return new Set(texts.flatMap((t) => t.toLowerCase().split(" ")));
 }
@@ -504,91 +549,31 @@ function fixedWords(): Set<string> {
 // ---------------------------------------------------------------------------------------------
 // Subject names.
 
-/** Invents name words from syllables, each new to the whole knowledge base. */
-class WordInventor {
-  private used: Set<string>;
-  constructor(private rand: Rand) {
-    this.used = fixedWords();
+/** The syllable pool for `n` subjects: about sqrt(n) distinct capitalised syllables (onset, vowel,
+ *  sometimes a coda), none of them a fixed word. Each syllable then recurs in many names, so no single
+ *  token identifies a subject. */
+function syllablePool(rand: Rand, n: number): string[] {
+  const size = Math.max(4, Math.ceil(Math.sqrt(n)));
+  const used = fixedWords(), pool: string[] = [];
+  for (let attempt = 0; pool.length < size; attempt++) {
+    if (attempt > 100000) throw new Error(`knowledge base: could not invent ${size} distinct syllables`);
+    let syllable = pick(rand, ONSETS) + pick(rand, VOWELS) + (rand() < 0.3 ? pick(rand, CODAS) : "");
+    syllable = syllable[0].toUpperCase() + syllable.slice(1);
+    if (used.has(syllable.toLowerCase())) continue;
+    used.add(syllable.toLowerCase());
+    pool.push(syllable);
   }
-  /** Some consonant-vowel syllables (a count from `syllableCounts`), then an ending; retried until
-   *  the word is new (the count is redrawn too, as short words run out first). */
-  invent(what: string, syllableCounts: readonly number[], endings: readonly string[]): string {
-    for (let attempt = 0; attempt < 10000; attempt++) {
-      let word = "";
-      const syllables = pick(this.rand, syllableCounts);
-      for (let i = 0; i < syllables; i++) word += pick(this.rand, ONSETS) + pick(this.rand, VOWELS);
-      word += pick(this.rand, endings);
-      word = word[0].toUpperCase() + word.slice(1);
-      if (word.length < 4 || this.used.has(word.toLowerCase())) continue;
-      this.used.add(word.toLowerCase());
-      return word;
-    }
-    throw new Error(`knowledge base: ran out of new invented words for ${what}; ask for fewer subjects`);
-  }
-  pool(what: string, n: number, syllableCounts: readonly number[], endings: readonly string[]): string[] {
-    return Array.from({ length: n }, () => this.invent(what, syllableCounts, endings));
-  }
-}
-
-/** Proposes one candidate name (and its kind) for a subject type; the caller rejects clashes. */
-type NameProposer = () => { name: string; kind: string };
-
-function nameProposers(rand: Rand, counts: Record<SubjectType, number>): Record<SubjectType, NameProposer> {
-  const inventor = new WordInventor(rand);
-  // Pools smaller than the subject counts, so first names, surnames and roots recur across
-  // subjects: the first subject token alone rarely identifies the subject (as with real names).
-  const firstNames = Math.max(6, Math.ceil(counts.person / 6));
-  const female = inventor.pool("female first names", firstNames, [1, 2], FEMALE_ENDINGS);
-  const male = inventor.pool("male first names", firstNames, [1, 2], MALE_ENDINGS);
-  const surnames = inventor.pool(
-    "surnames",
-    Math.max(4, Math.ceil(counts.person * 0.7)),
-    [1, 2],
-    SURNAME_ENDINGS,
-  );
-  const placeRoots = inventor.pool(
-    "place names",
-    Math.max(4, Math.ceil(counts.place * 0.8)),
-    [1, 2],
-    PLACE_ENDINGS,
-  );
-  const orgRoots = inventor.pool("organisation names", Math.max(4, Math.ceil(counts.organisation * 0.8)), [
-    1,
-    2,
-  ], ORG_ENDINGS);
-  return {
-    person: () => {
-      const isWoman = rand() < 0.5;
-      const givenPool = isWoman ? female : male;
-      const first = pick(rand, givenPool);
-      const middle = rand() < 0.3 ? pick(rand, givenPool) : null; // 3-word names give middle subject tokens
-      const words = middle && middle !== first ? [first, middle] : [first];
-      return { name: [...words, pick(rand, surnames)].join(" "), kind: isWoman ? "woman" : "man" };
-    },
-    place: () => {
-      const root = pick(rand, placeRoots), form = rand();
-      const words = form < 0.4
-        ? [pick(rand, PLACE_PREFIXES), root]
-        : form < 0.8
-        ? [root, pick(rand, PLACE_SUFFIXES)]
-        : [pick(rand, PLACE_PREFIXES), root, pick(rand, PLACE_SUFFIXES)];
-      return { name: words.join(" "), kind: pick(rand, KINDS.place) };
-    },
-    organisation: () => {
-      const words = rand() < 0.7 ? [pick(rand, orgRoots)] : [pick(rand, orgRoots), pick(rand, orgRoots)];
-      return { name: [...words, pick(rand, ORG_SUFFIXES)].join(" "), kind: pick(rand, KINDS.organisation) };
-    },
-    work: () => {
-      const words = [pick(rand, TITLE_ADJECTIVES), pick(rand, TITLE_NOUNS)];
-      return { name: (rand() < 0.6 ? ["The", ...words] : words).join(" "), kind: pick(rand, KINDS.work) };
-    },
-  };
+  return pool;
 }
 
 /** All subjects, grouped by type in SUBJECT_TYPES order. No name is a substring of another (so
  *  none is a prefix of another either, and a subject is found unambiguously inside any prompt). */
 function generateSubjects(rand: Rand, counts: Record<SubjectType, number>): Subject[] {
-  const proposers = nameProposers(rand, counts);
+  const syllables = syllablePool(rand, SUBJECT_TYPES.reduce((n, t) => n + counts[t], 0));
+  const propose = (type: SubjectType) => ({
+    name: Array.from({ length: pick(rand, NAME_SYLLABLES) }, () => pick(rand, syllables)).join(" "),
+    kind: pick(rand, KINDS[type]),
+  });
   const subjects: Subject[] = [];
   for (const type of SUBJECT_TYPES) {
     // Rejections grow as the name space fills up; a long run of them means it is exhausted.
@@ -600,7 +585,7 @@ function generateSubjects(rand: Rand, counts: Record<SubjectType, number>): Subj
           } distinct ${type} names (made ${made}); ask for fewer`,
         );
       }
-      const { name, kind } = proposers[type]();
+      const { name, kind } = propose(type);
       if (subjects.some((s) => s.name.includes(name) || name.includes(s.name))) {
         rejectedInARow++;
         continue;
@@ -623,6 +608,14 @@ function resolveOptions(opts: KbOptions): ResolvedKbOptions {
     if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
       throw new Error(
         `knowledge base option ${field}: expected an integer >= ${min}, got ${JSON.stringify(value)}`,
+      );
+    }
+    return value;
+  };
+  const fraction = (value: unknown, field: string): number => {
+    if (typeof value !== "number" || !(value >= 0 && value <= 1)) {
+      throw new Error(
+        `knowledge base option ${field}: expected a number in [0, 1], got ${JSON.stringify(value)}`,
       );
     }
     return value;
@@ -655,11 +648,13 @@ function resolveOptions(opts: KbOptions): ResolvedKbOptions {
     objectsPerRelation: integerAtLeast(opts.objectsPerRelation ?? largestPool, "objectsPerRelation", 2),
     maxNeighbors: integerAtLeast(opts.maxNeighbors ?? 10, "maxNeighbors", 0),
     maxAttributePrompts: integerAtLeast(opts.maxAttributePrompts ?? 10, "maxAttributePrompts", 0),
+    interjectionRate: fraction(opts.interjectionRate ?? 0.8, "interjectionRate"),
+    tagLines: integerAtLeast(opts.tagLines ?? 5, "tagLines", 0),
   };
 }
 
 // Stream ids: one PRNG stream per part of the generator.
-const NAMES = 1, OBJECTS = 2, TEMPLATES = 3, COUNTERFACTUALS = 4, CORPUS_ORDER = 5, RECORDS = 6;
+const NAMES = 1, OBJECTS = 2, TEMPLATES = 3, COUNTERFACTUALS = 4, CORPUS_ORDER = 5, RECORDS = 6, ASIDES = 7;
 
 export function generateKnowledgeBase(opts: KbOptions): KnowledgeBase {
   const options = resolveOptions(opts);
@@ -726,18 +721,32 @@ export function generateKnowledgeBase(opts: KbOptions): KnowledgeBase {
 }
 
 /** Training corpus, one sentence per line, in a seeded shuffled order: every fact in every training
- *  template of its relation, one entity-type sentence per subject ("Vela Dornik is a woman ."), one
- *  sentence per object saying what it is, and FILLER_SENTENCES. Held-out templates never appear. */
+ *  template of its relation, one entity-type sentence per subject ("Ka Dor is a woman ."), each with an
+ *  interjection after the subject at `interjectionRate` ("Ka Dor , it seems , is a woman ."); `tagLines`
+ *  lines per subject listing its objects in a fresh random order with no relation word ("Ka Dor Lisbon
+ *  , Japan , painter ."), so the subject's own last token must predict its attributes and the model
+ *  stores them with the subject rather than per relation; one sentence per object saying what it is;
+ *  and FILLER_SENTENCES. Held-out templates never appear. */
 export function trainingCorpus(kb: KnowledgeBase): string[] {
+  const rand = stream(kb.seed, ASIDES);
+  const aside = (subject: string) =>
+    rand() < kb.options.interjectionRate ? `${subject} ${pick(rand, INTERJECTIONS)}` : subject;
   const lines: string[] = [];
   const relationById = new Map(kb.relations.map((r) => [r.id, r]));
   for (const fact of kb.facts) {
     for (const template of relationById.get(fact.relation)!.trainingTemplates) {
-      lines.push(factSentence(template, fact.subject, fact.object));
+      lines.push(factSentence(template, aside(fact.subject), fact.object));
     }
   }
   for (const subject of kb.subjects) {
-    lines.push(factSentence(ENTITY_TYPE_TEMPLATE, subject.name, subject.kind));
+    lines.push(factSentence(ENTITY_TYPE_TEMPLATE, aside(subject.name), subject.kind));
+    const objects = kb.facts.filter((f) => f.subject === subject.name).map((f) => f.object);
+    // Distinct orders (every subject has at least 3 objects: 6 orders for the default 5 lines).
+    const tags = new Set<string>();
+    for (let tries = 0; tags.size < kb.options.tagLines && tries < 100 * kb.options.tagLines; tries++) {
+      tags.add(`${subject.name} ${shuffled(rand, objects).join(" , ")} .`);
+    }
+    lines.push(...tags);
   }
   const describedObjects = new Set<string>();
   for (const relation of kb.relations) {

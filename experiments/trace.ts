@@ -7,7 +7,8 @@
 //
 // Writes into --out (default runs/trace): trace.json (every grid, with the run's metadata),
 // trace.csv (one row per fact, kind, token, layer), heatmaps/*.svg (one per fact), and for datasets
-// averages.csv and average-<kind>.svg (ROME's per-layer curves by token group). The terminal gets
+// averages.csv, average-<kind>.svg (ROME's per-layer curves by token group) and average-heatmap.svg
+// (ROME's averaged token-group x layer heatmaps, one panel per kind). The terminal gets
 // shaded grids and the strongest cells.
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -16,7 +17,14 @@ import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { averageCurvesSvg, heatmapSvg, terminalAverage, terminalHeatmap, topCells } from "./heatmap.ts";
+import {
+  averageCurvesSvg,
+  averageHeatmapSvg,
+  heatmapSvg,
+  terminalAverage,
+  terminalHeatmap,
+  topCells,
+} from "./heatmap.ts";
 import { detectFormat, parseDataset } from "./datasets.ts";
 import { scaledMlpWindow } from "./layer_selection.ts";
 import {
@@ -128,14 +136,21 @@ function traceCsv(run: RunColumns, facts: (FactTrace & { known_id: number | null
 function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
   const rows: (string | number | null)[][] = [];
   for (const a of averages) {
-    const curves: { name: string; count: number; prob: number[]; effect: number[]; fraction: number[] }[] = a
-      .groups.map((g) => ({
-        name: g.group,
-        count: g.count,
-        prob: g.prob,
-        effect: g.effect,
-        fraction: g.fraction,
-      }));
+    const curves: {
+      name: string;
+      count: number;
+      prob: number[];
+      effect: number[];
+      effectSe?: number[];
+      fraction: number[];
+    }[] = a.groups.map((g) => ({
+      name: g.group,
+      count: g.count,
+      prob: g.prob,
+      effect: g.effect,
+      effectSe: g.effectSe,
+      fraction: g.fraction,
+    }));
     if (a.subjectZeroed) {
       const { prob, fraction } = a.subjectZeroed;
       curves.push({
@@ -158,6 +173,7 @@ function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
           l,
           p,
           c.effect[l],
+          c.effectSe?.[l] ?? null,
           c.fraction[l],
           a.clean,
           a.corrupted,
@@ -165,7 +181,18 @@ function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
       );
     }
   }
-  const header = ["kind", "window", "facts", "group", "rows", "layer", "prob", "effect", "fraction"];
+  const header = [
+    "kind",
+    "window",
+    "facts",
+    "group",
+    "rows",
+    "layer",
+    "prob",
+    "effect",
+    "effect_se",
+    "fraction",
+  ];
   return csv([...Object.keys(run), ...header, "mean_clean_prob", "mean_corrupted_prob"], rows);
 }
 
@@ -352,6 +379,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log("\n" + terminalAverage(a, { color }));
       await writeAtomic(join(outDir, `average-${a.kind}.svg`), averageCurvesSvg(a));
     }
+    await writeAtomic(join(outDir, "average-heatmap.svg"), averageHeatmapSvg(averages));
   }
 
   const meta = runMetadata({
@@ -399,7 +427,7 @@ export async function main(argv: string[]): Promise<number> {
     `\n${traces.length} fact(s) traced in ${
       formatSeconds(seconds)
     }; wrote ${outDir}/trace.json, trace.csv, heatmaps/` +
-      (averages.length ? ", averages.csv, average-*.svg" : ""),
+      (averages.length ? ", averages.csv, average-*.svg (curves and heatmap)" : ""),
   );
   return 0;
 }

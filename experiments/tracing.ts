@@ -772,6 +772,8 @@ export interface GroupCurve {
   /** Per layer, means over the pooled rows. */
   prob: number[];
   effect: number[];
+  /** Standard error of `effect` over the pooled rows (NaN with fewer than 2 rows). */
+  effectSe: number[];
   fraction: number[];
 }
 
@@ -803,6 +805,7 @@ export function averageTraces(traces: GridTrace[]): AverageTrace[] {
       const sums = {
         prob: new Array(L).fill(0),
         effect: new Array(L).fill(0),
+        effectSquared: new Array(L).fill(0),
         fraction: new Array(L).fill(0),
       };
       const fractionCounts = new Array(L).fill(0);
@@ -817,6 +820,7 @@ export function averageTraces(traces: GridTrace[]): AverageTrace[] {
           for (let l = 0; l < L; l++) {
             sums.prob[l] += grid.prob[t][l];
             sums.effect[l] += grid.effect[t][l];
+            sums.effectSquared[l] += grid.effect[t][l] ** 2;
             if (!Number.isNaN(grid.fraction[t][l])) {
               sums.fraction[l] += grid.fraction[t][l];
               fractionCounts[l]++;
@@ -829,6 +833,11 @@ export function averageTraces(traces: GridTrace[]): AverageTrace[] {
         count,
         prob: sums.prob.map((s) => (count ? s / count : NaN)),
         effect: sums.effect.map((s) => (count ? s / count : NaN)),
+        effectSe: sums.effect.map((s, l) =>
+          count > 1
+            ? Math.sqrt(Math.max(0, (sums.effectSquared[l] - (s * s) / count) / (count - 1)) / count)
+            : NaN
+        ),
         fraction: sums.fraction.map((s, l) => (fractionCounts[l] ? s / fractionCounts[l] : NaN)),
       };
     });

@@ -7,6 +7,7 @@ import {
   counterfactRecords,
   ENTITY_TYPE_TEMPLATE,
   generateKnowledgeBase,
+  INTERJECTIONS,
   type KbOptions,
   type KnowledgeBase,
   knownFactsRecords,
@@ -57,6 +58,11 @@ const templateRegex = (template: string) => {
   const [before, after] = template.split("{}").map(escapeRegex);
   return new RegExp(`^${before}.+${after} \\S`);
 };
+/** The corpus lines that state `prompt object .` with the subject followed by nothing or an interjection. */
+const statedAs = (template: string, subject: string, object: string) =>
+  ["", ...INTERJECTIONS.map((i) => ` ${i}`)].map((aside) =>
+    `${render(template, subject + aside)} ${object} .`
+  );
 
 Deno.test("same seed gives byte-identical output, another seed a different one", () => {
   const again = build({ seed: 0 });
@@ -102,7 +108,8 @@ Deno.test("options set the sizes, and bad options name the field", () => {
     [{ seed: 0, subjectsPerType: { robots: 3 } as never }, /subjectsPerType\.robots/],
     [{ seed: 0, objectsPerRelation: 1 }, /objectsPerRelation/],
     [{ seed: 0, maxNeighbors: -1 }, /maxNeighbors/],
-    [{ seed: 0, subjectsPerType: { work: 100000 } }, /work names/],
+    [{ seed: 0, interjectionRate: 1.5 }, /interjectionRate/],
+    [{ seed: 0, tagLines: -1 }, /tagLines/],
   ];
   for (const [opts, message] of bad) {
     assert.throws(() => generateKnowledgeBase(opts), message, JSON.stringify(opts));
@@ -117,7 +124,7 @@ for (const [label, { kb, corpus, counterfact, known }] of VARIANTS) {
     for (const r of kb.relations) {
       assert.match(r.id, /^P\d+$/);
       assert.ok(
-        r.trainingTemplates.length >= 3 && r.trainingTemplates.length <= 4,
+        r.trainingTemplates.length >= 3 && r.trainingTemplates.length <= 6,
         `${r.id} training templates`,
       );
       assert.ok(r.heldOutTemplates.length >= 2, `${r.id} held-out templates`);
@@ -129,7 +136,7 @@ for (const [label, { kb, corpus, counterfact, known }] of VARIANTS) {
     }
     for (const s of kb.subjects) {
       const words = s.name.split(" ");
-      assert.ok(words.length >= 2 && words.length <= 3, `subject "${s.name}" has ${words.length} words`);
+      assert.ok(words.length >= 3 && words.length <= 4, `subject "${s.name}" has ${words.length} syllables`);
       for (const w of words) assert.match(w, /^\w+$/, `subject "${s.name}"`);
       assert.match(s.kind, /^\w+$/);
     }
@@ -161,19 +168,32 @@ for (const [label, { kb, corpus, counterfact, known }] of VARIANTS) {
     }
   });
 
-  Deno.test(`${label}: subject words are never template, object or kind words (bar a title's "The")`, () => {
+  Deno.test(`${label}: subject syllables are never template, object, kind or interjection words`, () => {
     const reserved = new Set([
       ...ENTITY_TYPE_TEMPLATE.split(" "),
+      ...INTERJECTIONS.flatMap((i) => i.split(" ")),
       ...kb.subjects.map((s) => s.kind),
       ...kb.relations.flatMap((
         r,
       ) => [...r.objects, ...[...r.trainingTemplates, ...r.heldOutTemplates].flatMap((t) => t.split(" "))]),
     ]);
     for (const s of kb.subjects) {
-      const words = s.type === "work" && s.name.startsWith("The ")
-        ? s.name.split(" ").slice(1)
-        : s.name.split(" ");
-      for (const w of words) assert.ok(!reserved.has(w), `subject "${s.name}" uses the word "${w}"`);
+      for (const w of s.name.split(" ")) {
+        assert.ok(!reserved.has(w.toLowerCase()) && !reserved.has(w), `subject "${s.name}" uses "${w}"`);
+      }
+    }
+  });
+
+  Deno.test(`${label}: names share a pool of about sqrt(N) syllables, so no one token names a subject`, () => {
+    const syllables = new Set(kb.subjects.flatMap((s) => s.name.split(" ")));
+    const pool = Math.max(4, Math.ceil(Math.sqrt(kb.subjects.length)));
+    assert.ok(syllables.size <= pool, `${syllables.size} syllables for ${kb.subjects.length} subjects`);
+    if (kb.subjects.length >= 100) {
+      // Every syllable recurs: each is in at least 3 names.
+      for (const syllable of syllables) {
+        const names = kb.subjects.filter((s) => s.name.split(" ").includes(syllable)).length;
+        assert.ok(names >= 3, `syllable ${syllable} is in ${names} names`);
+      }
     }
   });
 
@@ -206,23 +226,37 @@ for (const [label, { kb, corpus, counterfact, known }] of VARIANTS) {
   Deno.test(`${label}: the corpus states every fact in every training template, and each subject's type`, () => {
     const lines = new Set(corpus);
     assert.equal(lines.size, corpus.length, "duplicate corpus sentences");
+    let stated = 0, withAside = 0;
+    const count = (template: string, subject: string, object: string) => {
+      const found = statedAs(template, subject, object).filter((l) => lines.has(l));
+      assert.equal(found.length, 1, `${render(template, subject)} ${object}: stated ${found.length} times`);
+      stated++;
+      if (!lines.has(`${render(template, subject)} ${object} .`)) withAside++;
+    };
     for (const f of kb.facts) {
-      for (const t of relationById.get(f.relation)!.trainingTemplates) {
-        assert.ok(
-          lines.has(`${render(t, f.subject)} ${f.object} .`),
-          `missing: ${render(t, f.subject)} ${f.object}`,
-        );
-      }
+      for (const t of relationById.get(f.relation)!.trainingTemplates) count(t, f.subject, f.object);
     }
+    for (const s of kb.subjects) count(ENTITY_TYPE_TEMPLATE, s.name, s.kind);
+    // The interjection rate (0.8 by default) holds within 5 binomial standard deviations.
+    const rate = kb.options.interjectionRate, sd = Math.sqrt(rate * (1 - rate) / stated);
+    assert.ok(
+      Math.abs(withAside / stated - rate) <= 5 * sd + 1e-9,
+      `${withAside}/${stated} with an interjection`,
+    );
+  });
+
+  Deno.test(`${label}: each subject has its tag lines, listing exactly its objects with no relation word`, () => {
     for (const s of kb.subjects) {
-      assert.ok(lines.has(`${s.name} is a ${s.kind} .`), `no type sentence for ${s.name}`);
-    }
-    // A person's kind follows from the gender of the first name: it agrees across subjects.
-    const kindOfFirstName = new Map<string, string>();
-    for (const s of kb.subjects.filter((s) => s.type === "person")) {
-      const first = s.name.split(" ")[0];
-      assert.equal(kindOfFirstName.get(first) ?? s.kind, s.kind, `first name ${first}`);
-      kindOfFirstName.set(first, s.kind);
+      const objects = kb.facts.filter((f) => f.subject === s.name).map((f) => f.object).sort();
+      const tags = corpus.filter((l) => l.startsWith(`${s.name} `) && !l.includes(" is a "))
+        .filter((l) => !INTERJECTIONS.some((i) => l.startsWith(`${s.name} ${i}`)))
+        .filter((l) => !kb.relations.some((r) => r.trainingTemplates.some((t) => templateRegex(t).test(l))));
+      const orders = [...Array(objects.length).keys()].reduce((n, i) => n * (i + 1), 1);
+      assert.equal(tags.length, Math.min(orders, kb.options.tagLines), `${s.name}: ${tags.length} tag lines`);
+      for (const tag of tags) {
+        const listed = tag.slice(s.name.length + 1, -2).split(" , ");
+        assert.deepEqual([...listed].sort(), objects, `tag line "${tag}"`);
+      }
     }
   });
 
@@ -396,7 +430,10 @@ for (const [label, { kb, corpus, counterfact, known }] of VARIANTS) {
       assert.equal(occurrences(k.template, "{}"), 1, `${where} template "${k.template}"`);
       assert.equal(k.prompt, render(k.template, k.subject), where);
       assert.equal(k.prediction, ` ${k.attribute} .`, where);
-      assert.ok(lines.has(k.prompt + k.prediction), `${where}: "${k.prompt}${k.prediction}" not in corpus`);
+      assert.ok(
+        statedAs(k.template, k.subject, k.attribute).some((l) => lines.has(l)),
+        `${where}: "${k.prompt}${k.prediction}" not in corpus`,
+      );
       const fact = kb.facts[i];
       assert.deepEqual(
         [k.subject, k.attribute, k.relation_id],

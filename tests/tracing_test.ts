@@ -5,7 +5,13 @@ import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2, randomWeights } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { averageCurvesSvg, heatmapSvg, terminalHeatmap, topCells } from "../experiments/heatmap.ts";
+import {
+  averageCurvesSvg,
+  averageHeatmapSvg,
+  heatmapSvg,
+  terminalHeatmap,
+  topCells,
+} from "../experiments/heatmap.ts";
 import { greedyNextTokens } from "../experiments/recall.ts";
 import { main } from "../experiments/trace.ts";
 import {
@@ -448,6 +454,9 @@ Deno.test("averages pool token rows per group across facts", () => {
   // last subject token: a's token 4, b's token 0; effects pool each fact's own corrupted probability.
   close(group("last subject token").prob[1], (1.4 + 1.5) / 2);
   close(group("last subject token").effect[0], ((0.4 - 0.2) + (0.5 - 0.4)) / 2);
+  // Effects 0.2 and 0.1: standard deviation 0.1 / sqrt(2), standard error 0.05; one row has none.
+  close(group("last subject token").effectSe[0], 0.05);
+  assert.ok(Number.isNaN(group("further tokens").effectSe[0]));
   close(group("first subsequent token").prob[0], (0.5 + 0.6) / 2);
   assert.equal(group("further tokens").count, 1);
   close(group("further tokens").prob[0], 0.6);
@@ -470,6 +479,13 @@ Deno.test("heatmaps: one SVG panel per kind with subject tokens marked; terminal
   for (let i = 1; i < top.length; i++) assert.ok(top[i - 1].effect >= top[i].effect);
   const curves = averageCurvesSvg(averageTraces([trace])[0]);
   assert.ok(curves.startsWith("<svg") && curves.includes("last subject token"));
+  // The averaged picture: a panel per kind, a row per token group, subject groups in bold.
+  const averaged = averageHeatmapSvg(averageTraces([trace, trace]));
+  assert.equal((averaged.match(/class="panel"/g) ?? []).length, 3);
+  assert.equal((averaged.match(/<rect class="cell"/g) ?? []).length, 3 * 6 * cfg.nLayer);
+  assert.ok(averaged.includes("average over 2 facts"));
+  assert.match(averaged, /font-weight="bold">last subject token \(n=2\)</);
+  assert.match(averaged, /text-anchor="end">last token \(n=2\)</);
 });
 
 Deno.test("deno task trace on a dataset: known filter, JSON with run metadata, CSV rows, pictures", async () => {
@@ -556,7 +572,15 @@ Deno.test("deno task trace on a dataset: known filter, JSON with run metadata, C
   const tokens = prompts.slice(0, 2).reduce((n, p) => n + tok.encode(p).length, 0);
   assert.equal(csvLines.length - 1, tokens * wordCfg.nLayer, "one row per fact x token x layer");
   assert.ok(csvLines[1].startsWith(`${dir},${dir}/known_facts.json,noise,3,2,`));
-  for (const file of ["averages.csv", "average-mlp.svg", "heatmaps/fact-10.svg", "heatmaps/fact-11.svg"]) {
+  for (
+    const file of [
+      "averages.csv",
+      "average-mlp.svg",
+      "average-heatmap.svg",
+      "heatmaps/fact-10.svg",
+      "heatmaps/fact-11.svg",
+    ]
+  ) {
     await Deno.stat(`${out}/${file}`);
   }
   await Deno.remove(dir, { recursive: true });

@@ -131,6 +131,21 @@ export function editedLayers(mc: MethodConfig): number[] {
   }
 }
 
+const FACT_TOKEN_NAMES: Record<FactToken, string> = {
+  subject_last: "the subject's last token",
+  subject_first: "the subject's first token",
+  last: "the prompt's last token",
+};
+
+/** Where the method edits, for commands to print: "key at the subject's last token, layer 2" (FT-L: its layers). */
+export function describeEdit(mc: MethodConfig): string {
+  const layers = editedLayers(mc);
+  const where = `layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`;
+  return mc.method === "ft"
+    ? `fine-tunes the MLP output weights of ${where}`
+    : `key at ${FACT_TOKEN_NAMES[mc.hparams.factToken]}, ${where}`;
+}
+
 /**
  * Computes edits for `requests` on the current model. ROME and R-ROME give one independent edit per
  * request; MEMIT, EMMET and FT-L one edit for the whole batch.

@@ -24,10 +24,12 @@ import { greedyNextTokens } from "../recall.ts";
 import { subjectNoiseLevel } from "../tracing.ts";
 import { positiveInt } from "../output.ts";
 import { runMain } from "../../engine/main.ts";
+import { sem } from "../stats.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
 import { statsHparams } from "./hparams.ts";
 import {
   computeEdits,
+  describeEdit,
   editedLayers,
   methodConfig,
   type MethodName,
@@ -165,14 +167,20 @@ async function main(args: string[]): Promise<number> {
   });
 
   const rows: Row[] = [];
-  const print = (label: string, layers: number[], m: CaseScores, n: number, seconds: number) =>
+  /** One line of means ± standard errors over the cases' scores. */
+  const print = (label: string, layers: number[], scores: CaseScores[], seconds: number) => {
+    const m = meanScores(scores);
+    const withSe = (k: keyof CaseScores) => {
+      const xs = scores.map((s) => s[k]).filter((x) => !Number.isNaN(x));
+      return `${fmt(m[k])}${xs.length > 1 ? ` ± ${sem(xs).toFixed(3)}` : ""}`;
+    };
     console.log(
-      `${label.padEnd(26)} layers ${layers.join(",").padEnd(6)} n=${String(n).padEnd(4)} rewrite ${
-        fmt(m.rewrite)
-      }  ` +
-        `paraphrase ${fmt(m.paraphrase)}  neighborhood ${fmt(m.neighborhood)}  overall ${fmt(m.overall)}  ` +
-        `(${seconds.toFixed(0)} s)`,
+      `${label.padEnd(26)} layers ${layers.join(",").padEnd(6)} n=${String(scores.length).padEnd(4)} ` +
+        `rewrite ${withSe("rewrite")}  paraphrase ${withSe("paraphrase")}  neighborhood ${
+          withSe("neighborhood")
+        }  overall ${fmt(m.overall)}  (${seconds.toFixed(0)} s)`,
     );
+  };
   /** Edits the first n cases with `method` ("each": every fact alone; "batch": all in one edit) and scores them. */
   const run = async (
     label: string,
@@ -205,7 +213,14 @@ async function main(args: string[]): Promise<number> {
       scores = await scoreEach(model, tok, edits, sub, subPre);
     }
     const seconds = (performance.now() - t0) / 1000;
-    const row: Row = { label, layers: editedLayers(mc), cases: n, seconds, mean: meanScores(scores), scores };
+    const row: Row = {
+      label: `${label}, ${describeEdit(mc)}`,
+      layers: editedLayers(mc),
+      cases: n,
+      seconds,
+      mean: meanScores(scores),
+      scores,
+    };
     rows.push(row);
     return row;
   };
@@ -226,21 +241,14 @@ async function main(args: string[]): Promise<number> {
         isDefault ? cases.length : nSweep,
         "each",
       );
-      print(
-        row.label,
-        row.layers,
-        meanScores(row.scores.slice(0, nSweep)),
-        nSweep,
-        row.seconds * nSweep / row.cases,
-      );
+      print(row.label, row.layers, row.scores.slice(0, nSweep), row.seconds * nSweep / row.cases);
       if (isDefault) romeDefault = row;
     }
     if (romeDefault) {
       print(
         `rome layer ${defaultRomeLayer}, all cases`,
         romeDefault.layers,
-        romeDefault.mean,
-        romeDefault.cases,
+        romeDefault.scores,
         romeDefault.seconds,
       );
     }
@@ -256,7 +264,7 @@ async function main(args: string[]): Promise<number> {
       cases.length,
       mode,
     );
-    print(row.label, row.layers, row.mean, row.cases, row.seconds);
+    print(row.label, row.layers, row.scores, row.seconds);
     if (method === "memit") memitRow = row;
   }
 
