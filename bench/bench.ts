@@ -5,7 +5,7 @@
 //   tracing.ts  causal-tracing grid time and the speedup of reusing the corrupted run
 //   editing.ts  time per ROME edit, MEMIT batch and FT-L edit
 //   attribution.ts  layer-selection time: LGA vs causal tracing vs integrated gradients vs brute force
-import { preferredBackend } from "../engine/gpu.ts";
+import { preferredBackend } from "../engine/io.ts";
 
 const sections = ["kernels.ts", "forward.ts", "tracing.ts", "editing.ts", "attribution.ts"];
 let failed = 0;
@@ -26,7 +26,7 @@ for (const file of sections) {
   }
 }
 // Linux offers WebGPU through Vulkan and through GL; on a software adapter they differ in speed
-// (engine/gpu.ts preferredBackend picks GL there), so the forward is timed on the other one too.
+// (engine/io.ts preferredBackend picks GL there), so the forward is timed on the other one too.
 if (Deno.build.os === "linux" && !Deno.env.get("DENO_WEBGPU_BACKEND")) {
   const other = preferredBackend() === "gl" ? "vulkan" : "gl";
   console.log(`\n## bench/forward.ts on the other backend (DENO_WEBGPU_BACKEND=${other})\n`);

@@ -12,8 +12,8 @@
 //   3. write each piece's UTF-8 bytes as printable characters (byte -> char table below) and merge
 //      adjacent symbols in order of merge rank until no ranked pair is left; each symbol is a token.
 
-import { join } from "node:path";
 import { Tokenizer as HfLibrary } from "npm:@huggingface/tokenizers@0.2";
+import { io, joinPath as join } from "./io.ts";
 
 /** Where BOS goes: `encode(text)` returns exactly what the model is fed for `text`. A tokenizer.json whose
  *  post-processor is a template with a special token before the text (Llama's "<s>", Gemma's "<bos>")
@@ -1271,22 +1271,13 @@ export function tokenizerFromJson(json: string, source = "tokenizer.json"): Toke
   throw new Error(`${source}: model.type is ${JSON.stringify(type)}; supported are "BPE" and "WordLevel"`);
 }
 
-async function readTextIfExists(path: string): Promise<string | null> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  }
-}
-
 /** Loads tokenizer.json, or vocab.json + merges.txt, from a model folder (clear error naming the folder if neither). */
 export async function loadTokenizer(dir: string): Promise<Tokenizer> {
   const tokenizerPath = join(dir, "tokenizer.json");
-  const tokenizerJson = await readTextIfExists(tokenizerPath);
+  const tokenizerJson = await io().readText(tokenizerPath);
   if (tokenizerJson !== null) return tokenizerFromJson(tokenizerJson, tokenizerPath);
   const vocabPath = join(dir, "vocab.json"), mergesPath = join(dir, "merges.txt");
-  const [vocab, merges] = await Promise.all([readTextIfExists(vocabPath), readTextIfExists(mergesPath)]);
+  const [vocab, merges] = await Promise.all([io().readText(vocabPath), io().readText(mergesPath)]);
   if (vocab !== null && merges !== null) {
     return BpeTokenizer.fromFiles(vocab, merges, { vocab: vocabPath, merges: mergesPath });
   }
