@@ -16,12 +16,17 @@
 //   <model name>/<corpus name>-<corpus sha256>/layer<l>-n<samples>-<fingerprint>.safetensors
 // where the fingerprint hashes the config and the layer's own c_fc and MLP input-norm weights (a retrained
 // model gets new files). Stats always describe the model as loaded, before any edit.
-import { basename, join } from "node:path";
+// Shipped statistics: a model folder may carry key-stats/layer<l>-n<samples>.safetensors (the embedded
+// model does, so a first edit, in Deno or in the web page, computes nothing), with the corpus hash and the
+// fingerprint in its metadata: used only when both match, so a retrained model recomputes (and says so)
+// rather than use stale ones. (No fingerprint in the name: a web page cannot list a folder.)
 import { configSummary } from "../../engine/config.ts";
+import { baseName as basename, io, joinPath as join } from "../../engine/io.ts";
 import type { GPT2, Hook } from "../../engine/model.ts";
 import { makeBatch } from "../../engine/model.ts";
 import { matmul } from "../../engine/ops.ts";
 import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
+import { makeFolder } from "../../engine/files.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { cholesky, choleskySolve } from "./linalg.ts";
 
@@ -176,7 +181,10 @@ export interface CachedStatsOptions {
   samples: number;
   /** Names the model in the cache path (default: the model folder's name). */
   modelName?: string;
-  cacheDir?: string;
+  /** Where computed statistics are cached; null: nowhere (a web page, which cannot write files). */
+  cacheDir?: string | null;
+  /** Write computed statistics into the model folder's key-stats/ (to ship them with the model). */
+  ship?: boolean;
   seqLen?: number;
   onProgress?: StatsOptions["onProgress"];
   log?: (line: string) => void;
@@ -192,31 +200,50 @@ export async function keyStats(
   o: CachedStatsOptions,
 ): Promise<Map<number, KeyStats>> {
   const log = o.log ?? (() => {});
-  let text: string;
+  let text: string | null;
   try {
-    text = await Deno.readTextFile(o.corpus);
+    text = await io().readText(o.corpus);
   } catch (e) {
     throw new Error(`key statistics: cannot read the corpus ${o.corpus}: ${(e as Error).message}`);
   }
+  if (text === null) throw new Error(`key statistics: cannot read the corpus ${o.corpus}: no such file`);
   const corpusHash = (await sha256Hex([text])).slice(0, 12);
   const modelName = o.modelName ?? basename(model.source);
-  const dir = join(o.cacheDir ?? DEFAULT_STATS_DIR, modelName, `${basename(o.corpus)}-${corpusHash}`);
-  const fileOf = async (l: number) => {
-    // The MLP's input norm: ln_2, or ln_1 where attention and MLP share it (GPT-J).
+  const cacheDir = o.cacheDir === null
+    ? null
+    : join(join(o.cacheDir ?? DEFAULT_STATS_DIR, modelName), `${basename(o.corpus)}-${corpusHash}`);
+  // What the statistics depend on besides the sample count: the corpus, the config, and the layer's own
+  // c_fc and MLP input-norm weights (ln_2, or ln_1 where attention and MLP share it: GPT-J).
+  const fingerprintOf = async (l: number) => {
     const norm = model.params.has(`h.${l}.ln_2.weight`) ? `h.${l}.ln_2.weight` : `h.${l}.ln_1.weight`;
     const [cfc, ln] = await model.gpu.readMany([model.p(`h.${l}.mlp.c_fc.weight`), model.p(norm)]);
-    const fp = (await sha256Hex([JSON.stringify(configSummary(model.config)), cfc, ln])).slice(0, 12);
-    return join(dir, `layer${l}-n${o.samples}-${fp}.safetensors`);
+    return (await sha256Hex([JSON.stringify(configSummary(model.config)), cfc, ln])).slice(0, 12);
   };
   const out = new Map<number, KeyStats>();
   const missing: number[] = [];
-  const paths = new Map<number, string>();
+  const fingerprints = new Map<number, string>();
   for (const l of o.layers) {
-    const path = await fileOf(l);
-    paths.set(l, path);
-    const cached = await readStats(path, l, model.config.nInner);
-    if (cached) {
-      log(`key statistics of layer ${l}: cached (${cached.count} keys) ${path}`);
+    const fp = await fingerprintOf(l);
+    fingerprints.set(l, fp);
+    const shippedPath = join(shippedStatsDir(model.source), `layer${l}-n${o.samples}.safetensors`);
+    const shipped = o.ship
+      ? null
+      : await readStats(shippedPath, l, model.config.nInner, `${corpusHash}-${fp}`);
+    if (shipped === "stale") {
+      log(
+        `key statistics of layer ${l} shipped in ${shippedPath} are for other weights or another corpus ` +
+          `(retrained?): recomputing`,
+      );
+    } else if (shipped) {
+      log(`key statistics of layer ${l}: shipped with the model (${shipped.count} keys) ${shippedPath}`);
+      out.set(l, shipped);
+      continue;
+    }
+    const cached = cacheDir === null
+      ? null
+      : await readStats(join(cacheDir, `layer${l}-n${o.samples}-${fp}.safetensors`), l, model.config.nInner);
+    if (cached && cached !== "stale") {
+      log(`key statistics of layer ${l}: cached (${cached.count} keys) ${cacheDir}`);
       out.set(l, cached);
     } else missing.push(l);
   }
@@ -229,17 +256,25 @@ export async function keyStats(
       samples: o.samples,
       onProgress: o.onProgress,
     });
-    await Deno.mkdir(dir, { recursive: true });
+    const dir = o.ship ? shippedStatsDir(model.source) : cacheDir;
+    if (dir !== null) await makeFolder(dir);
     for (const [l, s] of stats) {
-      await writeSafetensors(paths.get(l)!, { moment: { shape: [s.width, s.width], data: s.moment } }, {
+      out.set(l, s);
+      if (dir === null) continue;
+      const fp = fingerprints.get(l)!;
+      const path = join(
+        dir,
+        o.ship ? `layer${l}-n${o.samples}.safetensors` : `layer${l}-n${o.samples}-${fp}.safetensors`,
+      );
+      await writeSafetensors(path, { moment: { shape: [s.width, s.width], data: s.moment } }, {
         layer: String(l),
         count: String(s.count),
         samples: String(o.samples),
-        model: model.source,
-        corpus: o.corpus,
+        model: basename(model.source),
+        corpus: basename(o.corpus),
+        fingerprint: `${corpusHash}-${fp}`,
         seconds: seconds.toFixed(2),
       });
-      out.set(l, s);
     }
     log(
       `key statistics: ${stats.values().next().value!.count} keys x ${missing.length} layers in ${
@@ -250,15 +285,27 @@ export async function keyStats(
   return out;
 }
 
-/** A cached KeyStats file, or null if absent. A present but malformed file is an error naming it. */
-async function readStats(path: string, layer: number, width: number): Promise<KeyStats | null> {
-  try {
-    await Deno.stat(path);
-  } catch {
-    return null;
-  }
+/** The folder of statistics shipped with a model: key-stats/ in the model's folder. */
+export function shippedStatsDir(modelDir: string): string {
+  return join(modelDir, "key-stats");
+}
+
+/**
+ * A KeyStats file, or null if absent, or "stale" when `fingerprint` is given and differs from the file's
+ * metadata field. A present but malformed file is an error naming it.
+ */
+async function readStats(
+  path: string,
+  layer: number,
+  width: number,
+  fingerprint?: string,
+): Promise<KeyStats | "stale" | null> {
+  const reader = await io().open(path);
+  if (!reader) return null;
+  reader.close();
   const file = await openSafetensors(path);
   try {
+    if (fingerprint !== undefined && file.metadata.fingerprint !== fingerprint) return "stale";
     const info = file.has("moment") ? file.info("moment") : null;
     if (!info || info.shape.join(",") !== `${width},${width}`) {
       throw new Error(`${path}: expected a tensor "moment" of shape [${width},${width}]`);
