@@ -51,7 +51,15 @@ interface Results {
   model?: string;
   predict?: { prompt: string; top: Prediction[] };
   trace?: FactTrace;
-  edit?: { method: string; layers: number[]; statsSource: string[]; probes: ProbeResult[] };
+  edit?: {
+    method: string;
+    layers: number[];
+    request: { prompt: string; subject: string; target: string };
+    targetTrue: string;
+    /** What keyStats said about each layer's statistics (shipped, or computed here). */
+    statsSource: string[];
+    probes: ProbeResult[];
+  };
   undo?: { identical: boolean; top: Prediction[] };
 }
 
@@ -339,7 +347,7 @@ async function edit(): Promise<string> {
     pNew: [pBefore[i][1], pAfter[i][1]],
   }));
   const layersEdited = editedLayers(mc);
-  locus.results.edit = { method, layers: layersEdited, statsSource, probes: results };
+  locus.results.edit = { method, layers: layersEdited, request, targetTrue, statsSource, probes: results };
   locus.results.undo = undefined;
   progress.hidden = true;
   step("");
