@@ -24,7 +24,7 @@ import {
 } from "../experiments/editing/methods.ts";
 import { keyStats } from "../experiments/editing/stats.ts";
 import { scaledMlpWindow } from "../experiments/layer_selection.ts";
-import { scoreContinuations } from "../experiments/metrics.ts";
+import { objectProbabilities } from "../experiments/metrics.ts";
 import { type FactTrace, traceFact } from "../experiments/tracing.ts";
 
 const MODEL = "weights/locus-kb";
@@ -120,13 +120,7 @@ Deno.test({
       startWords: await templateStartWords(tok, `${MODEL}/corpus.txt`),
     });
     const texts = page.edit.probes.map((p) => p.text);
-    const probs = async () => {
-      const s = await scoreContinuations(model, tok, [...texts, ...texts], [
-        ...texts.map(() => targetTrue),
-        ...texts.map(() => request.target),
-      ]);
-      return texts.map((_, i) => [Math.exp(-s.nll[i]), Math.exp(-s.nll[texts.length + i])]);
-    };
+    const probs = () => objectProbabilities(model, tok, texts, targetTrue, request.target);
     const before = await probs();
     const applied = await applyEdit(model, edit);
     const after = await probs();

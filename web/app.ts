@@ -25,7 +25,7 @@ import { type EditingCase, editingCase } from "../experiments/editing/problems.t
 import { type KeyStats, keyStats } from "../experiments/editing/stats.ts";
 import { heatmapSvg } from "../experiments/heatmap.ts";
 import { scaledMlpWindow } from "../experiments/layer_selection.ts";
-import { scoreContinuations } from "../experiments/metrics.ts";
+import { objectProbabilities } from "../experiments/metrics.ts";
 import { greedyNextTokens } from "../experiments/recall.ts";
 import { type FactTrace, STATE_KINDS, traceFact } from "../experiments/tracing.ts";
 
@@ -278,14 +278,6 @@ async function trace(): Promise<string> {
 
 // ------------------------------------------------------------------------------------------ edit
 
-async function objectProbabilities(texts: string[], targetTrue: string, targetNew: string) {
-  const s = await scoreContinuations(model!, tok, [...texts, ...texts], [
-    ...texts.map(() => targetTrue),
-    ...texts.map(() => targetNew),
-  ]);
-  return texts.map((_, i) => [Math.exp(-s.nll[i]), Math.exp(-s.nll[texts.length + i])]);
-}
-
 async function edit(): Promise<string> {
   const m = model!;
   const prompt = need("prompt", "the prompt"), subject = need("subject", "the subject");
@@ -334,11 +326,11 @@ async function edit(): Promise<string> {
   });
   const texts = probes.map((p) => p.text);
   const before = await Promise.all(texts.map((t) => predictNext(m, tok.encode(t), 3, tok)));
-  const pBefore = await objectProbabilities(texts, targetTrue, targetNew);
+  const pBefore = await objectProbabilities(m, tok, texts, targetTrue, targetNew);
   applied = await applyEdit(m, e);
   lastEdit = e;
   const after = await Promise.all(texts.map((t) => predictNext(m, tok.encode(t), 3, tok)));
-  const pAfter = await objectProbabilities(texts, targetTrue, targetNew);
+  const pAfter = await objectProbabilities(m, tok, texts, targetTrue, targetNew);
   const results: ProbeResult[] = probes.map((p, i) => ({
     ...p,
     before: before[i],
