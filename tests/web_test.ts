@@ -14,7 +14,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { type Prediction, predictNext } from "../engine/predict.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { applyEdit } from "../experiments/editing/edit.ts";
+import { applyEdit, type Edit, loadEdit } from "../experiments/editing/edit.ts";
 import { statsHparams } from "../experiments/editing/hparams.ts";
 import {
   computeEdits,
@@ -64,6 +64,7 @@ Deno.test({
     const tab = await openHeadless();
     const timings: string[] = [];
     let page: PageResults;
+    let downloaded: Edit;
     try {
       await tab.fill({ samples: SAMPLES, "v-steps": V_STEPS });
       for (const button of ["predict", "trace", "edit", "undo"]) {
@@ -72,6 +73,7 @@ Deno.test({
         timings.push(`${button} ${((performance.now() - started) / 1000).toFixed(1)} s`);
       }
       page = await tab.results<PageResults>();
+      downloaded = await loadEdit(await tab.download("download", "rome-edit.safetensors"));
     } finally {
       await tab.close();
     }
@@ -130,6 +132,24 @@ Deno.test({
       close(p.pNew[0], before[i][1], `edit: ${p.label} p(new) before`);
       close(p.pTrue[1], after[i][0], `edit: ${p.label} p(true) after`);
       close(p.pNew[1], after[i][1], `edit: ${p.label} p(new) after`);
+    });
+    // The downloaded file is the page's edit: it loads with loadEdit and matches Deno's own edit.
+    assert.equal(downloaded.method, "rome");
+    assert.deepEqual(downloaded.requests, [request]);
+    assert.equal(downloaded.deltas.length, edit.deltas.length);
+    downloaded.deltas.forEach((d, i) => {
+      const want = edit.deltas[i];
+      assert.ok(d.kind === "low-rank" && want.kind === "low-rank" && d.param === want.param);
+      // The factors are not probabilities: compared relative to their largest entry.
+      for (const side of ["left", "right"] as const) {
+        const scale = Math.max(...want[side].map(Math.abs));
+        want[side].forEach((v, j) =>
+          assert.ok(
+            Math.abs(d[side][j] - v) <= TOLERANCE * scale,
+            `download: delta ${i} ${side}[${j}]: page ${d[side][j]}, Deno ${v}`,
+          )
+        );
+      }
     });
     // The edit did something (the fact's new object gained), and undo restored the page's model exactly.
     assert.ok(

@@ -29,6 +29,8 @@ export interface HeadlessPage {
   /** The page's raw results (globalThis.locus.results, see web/app.ts). */
   results<T>(): Promise<T>;
   screenshot(path: string, width?: number, height?: number): Promise<void>;
+  /** Presses a button that downloads a file and returns the file's path once it is complete. */
+  download(button: string, name: string): Promise<string>;
   /** Uncaught errors of the page's scripts so far. */
   errors: string[];
   close(): Promise<void>;
@@ -63,10 +65,12 @@ export async function openHeadless(): Promise<HeadlessPage> {
       `--user-data-dir=${profile}`,
     ],
   });
+  const downloads = await Deno.makeTempDir();
   const close = async () => {
     await browser.close();
     await server.shutdown();
     await Deno.remove(profile, { recursive: true });
+    await Deno.remove(downloads, { recursive: true });
   };
   try {
     const tab: Tab = await browser.newPage();
@@ -81,7 +85,15 @@ export async function openHeadless(): Promise<HeadlessPage> {
       const error = await tab.evaluate("globalThis.locus.error");
       if (error !== null) throw new Error(`the page reports an error: ${error}`);
     };
-    await (tab as unknown as { goto(url: string): Promise<void> }).goto(`http://127.0.0.1:${port}/`);
+    const raw = tab as unknown as {
+      goto(url: string): Promise<void>;
+      createCDPSession(): Promise<{ send(method: string, params: unknown): Promise<unknown> }>;
+    };
+    await (await raw.createCDPSession()).send("Browser.setDownloadBehavior", {
+      behavior: "allow",
+      downloadPath: downloads,
+    });
+    await raw.goto(`http://127.0.0.1:${port}/`);
     await idle();
     return {
       errors,
@@ -95,6 +107,20 @@ export async function openHeadless(): Promise<HeadlessPage> {
       press: async (button) => {
         await tab.click(`#${button}`);
         await idle();
+      },
+      download: async (button, name) => {
+        await tab.click(`#${button}`);
+        await idle();
+        // Chromium writes NAME.crdownload and renames it to NAME when the download is complete.
+        for (let waited = 0; waited < 30_000; waited += 100) {
+          try {
+            await Deno.stat(`${downloads}/${name}`);
+            return `${downloads}/${name}`;
+          } catch {
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+        throw new Error(`no download ${name} within 30 s`);
       },
       results: async <T>() =>
         JSON.parse(await tab.evaluate("JSON.stringify(globalThis.locus.results)") as string) as T,
