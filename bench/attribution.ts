@@ -1,11 +1,11 @@
 // Layer-selection time on one proxy set of edit requests: Layer Gradient Analysis against causal
-// tracing (CMA), integrated gradients and brute force (seed 004 figure 4 reports LGA much faster than
+// tracing (CMA), integrated gradients and brute force (the Golden Layers paper's figure 4 reports LGA much faster than
 // both CMA and brute force).
 //
 //   ./locus run -A bench/attribution.ts                         embedded model, first 10 CounterFact cases
 //   ./locus run -A bench/attribution.ts --proxy 20 --method rome --out runs/bench-attribution.json
 //
-// Brute force is real: at every layer, the editing method (R-ROME by default, as in seed 004, without
+// Brute force is real: at every layer, the editing method (R-ROME by default, as in the Golden Layers paper, without
 // the mom2 adjustment as in EasyEdit's R-ROME/gpt2-xl.yaml, so no key statistics are needed) computes
 // one edit per request, and each edit is applied, scored (efficacy magnitude: mean over requests of
 // p(target_new) - p(target_true) after the prompt, teacher forced) and undone; the best layer wins.
@@ -65,7 +65,7 @@ const modelDir = values.model!;
 try {
   await Deno.stat(join(modelDir, "model.safetensors"));
 } catch {
-  console.log(`skipped: ${modelDir}/model.safetensors does not exist yet (train it: deno task train)`);
+  console.log(`skipped: ${modelDir}/model.safetensors does not exist yet (train it: ./locus task train)`);
   Deno.exit(0);
 }
 const gpu = await getGpu();

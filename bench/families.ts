@@ -33,9 +33,11 @@ const SHAPES = new URL("./shapes/", import.meta.url).pathname;
 const T = 16, PROMPTS = 21, PROMPT_TOKENS = 12;
 
 /**
- * Random weights, one set of CPU arrays per role shared by every block (the GPU holds a copy per
- * block; a 7B model's CPU arrays would not fit beside it): projections N(0, 0.02)-sized (16-bit bit
- * patterns with --half), norm gains 1 (Gemma: 0), biases 0.
+ * Random weights, one set per role shared by every block, on the CPU and on the GPU (the time of a
+ * block does not depend on its values; a software adapter's driver holds weights about twice while
+ * uploading them, which a 7B model's 13 GB cannot afford in 24 GB): projections N(0, 0.02)-sized
+ * (16-bit bit patterns with --half), norm gains 1 (Gemma: 0), biases 0. The memory column counts
+ * every block's weights as a loaded checkpoint holds them.
  */
 function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): GPT2 {
   const draw = mulberry32(7);
@@ -62,7 +64,7 @@ function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): GPT2 {
     }
     weights.set(name, shared.get(role)!);
   }
-  return GPT2.fromArrays(gpu, cfg, weights, `random ${cfg.family}`);
+  return GPT2.fromArrays(gpu, cfg, weights, `random ${cfg.family}`, { shareRepeated: true });
 }
 
 function gib(bytes: number): string {
@@ -99,16 +101,24 @@ for (const shape of values.shapes!.split(",")) {
   const params = parameterShapes(cfg).reduce((s, [, sh]) => s + sh.reduce((a, b) => a * b, 1), 0);
 
   const model = randomModel(cfg, half);
-  const bytes = [...model.params.values()].reduce((s, t) => s + t.bytes, 0) +
-    [...new Set([...model.wte, ...model.head])].reduce((s, c) => s + c.tensor.bytes, 0);
+  const matrices = (m: GPT2) => [
+    ...m.params.values(),
+    ...[...m.rowChunks.values()].flat().map((c) => c.tensor),
+    ...new Set([...m.wte, ...m.head].map((c) => c.tensor)),
+  ];
+  // What a checkpoint of this shape takes on the GPU (the blocks here share one set of tensors).
+  const bytes = parameterShapes(cfg).reduce((s, [name, shape]) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const projection = shape.length === 2 && name !== "wte.weight" && name !== "lm_head.weight";
+    return s + (half && projection ? 2 : 4) * n;
+  }, 0);
   const batch = makeBatch([Array.from({ length: T }, (_, t) => (t * 7919) % cfg.vocabSize)]);
   const forwardMs = await timed(async () => {
     const fwd = model.forward(batch);
     await fwd.logits.read();
     model.releaseForward(fwd);
   }, 3);
-  for (const t of model.params.values()) t.destroy();
-  for (const c of new Set([...model.wte, ...model.head])) c.tensor.destroy();
+  for (const t of new Set(matrices(model))) t.destroy();
   gpu.trimPool();
 
   // The v* step on a shallower model.
@@ -150,8 +160,7 @@ for (const shape of values.shapes!.split(",")) {
     gpu.release(dlogits);
     stepModel.releaseForward(fwd);
   }, 2);
-  for (const t of stepModel.params.values()) t.destroy();
-  for (const c of new Set([...stepModel.wte, ...stepModel.head])) c.tensor.destroy();
+  for (const t of new Set(matrices(stepModel))) t.destroy();
   gpu.trimPool();
   // ROME's step runs from its edit layer (about a third of the depth) to the top.
   const editBlocks = cfg.nLayer - Math.round(cfg.nLayer / 3);

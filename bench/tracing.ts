@@ -98,7 +98,7 @@ for (const name of values.shapes!.split(",")) {
       configText = await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/config.json`);
     } catch {
       console.log(
-        `locus-kb: skipped, ${DEFAULT_MODEL_DIR}/config.json does not exist yet (train it: deno task train)`,
+        `locus-kb: skipped, ${DEFAULT_MODEL_DIR}/config.json does not exist yet (train it: ./locus task train)`,
       );
       continue;
     }

@@ -151,6 +151,20 @@ export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest):
   ): Tensor | undefined => {
     const dW = want(prefix + ".weight"), db = want(prefix + ".bias");
     const outIn = cfg.linearLayout === "out_in";
+    const split = model.rowChunks.get(prefix + ".weight");
+    if (split) {
+      // W [out, in] split by output rows: dx = sum over chunks of dy[:, chunk rows] W_chunk.
+      if (dW) throw new Error(`the gradient of ${prefix}.weight, split into row chunks, is not supported`);
+      if (db) biasBackward(gpu, dy, R, nOut, { dbias: db });
+      if (!needDx) return undefined;
+      const dx = gpu.empty([R, nIn]);
+      split.forEach((c, i) => {
+        const slice = gatherColumns(gpu, dy, R, nOut, c.rowStart, c.rows);
+        matmul(gpu, slice, c.tensor, R, nIn, c.rows, { weight: true, out: dx, beta: i === 0 ? 0 : 1 });
+        gpu.release(slice);
+      });
+      return dx;
+    }
     if (dW) {
       if (outIn) matmul(gpu, dy, x, nOut, nIn, R, { transA: true, out: dW, beta: 1 });
       else matmul(gpu, x, dy, nIn, nOut, R, { transA: true, out: dW, beta: 1 });

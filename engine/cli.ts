@@ -10,12 +10,13 @@ import { GPT2 } from "./model.ts";
 import { predictNext } from "./predict.ts";
 import { loadTokenizer } from "./tokenizer.ts";
 import { runMain } from "./main.ts";
+import { resolveModelDir } from "./hub.ts";
 
 export { type Prediction, predictNext } from "./predict.ts";
 
 export const DEFAULT_MODEL_DIR = new URL("../weights/locus-kb", import.meta.url).pathname;
 
-const USAGE = `usage: deno task <predict|generate|tokenize> [options]
+const USAGE = `usage: ./locus task <predict|generate|tokenize> [options]
   --model DIR        Hugging Face GPT-2 folder (default: the embedded model, ${DEFAULT_MODEL_DIR})
   --prompt TEXT      text to continue (predict, generate)
   --tokens 1,2,3     token ids instead of a prompt (predict, generate)
@@ -70,7 +71,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return values.help ? 0 : 2;
   }
-  const dir = values.model!;
+  const dir = await resolveModelDir(values.model!);
   const tok = await loadTokenizer(dir);
 
   if (command === "tokenize") {

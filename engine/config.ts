@@ -150,10 +150,17 @@ class Fields {
     return this.raw[field] !== undefined && this.raw[field] !== null;
   }
 
-  /** A positive integer up to `max` (default 2^31: every size must also fit GPU indexing). */
-  int(field: string, fallback?: number, max = 2 ** 31 - 1): number {
+  /** A positive integer up to `max` (default 2^31: every size must also fit GPU indexing); when absent,
+   *  `fallback`, which `derived` says how it was computed (its error then names those fields). */
+  int(field: string, fallback?: number, max = 2 ** 31 - 1, derived?: string): number {
     const v = this.has(field) ? this.raw[field] : fallback;
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0 || v > max) {
+      if (derived && !this.has(field)) {
+        throw new ConfigError(
+          `${this.file}: field "${field}" is absent and its default ${derived} = ${v} is not an integer in ` +
+            `[1, ${max}]`,
+        );
+      }
       this.fail(field, `an integer in [1, ${max}]`);
     }
     return v;
@@ -169,6 +176,11 @@ class Fields {
   /** A positive number, or null/absent meaning "off". */
   optionalPositive(field: string): number | null {
     return this.has(field) ? this.positive(field) : null;
+  }
+
+  /** A positive integer, or null/absent meaning "off" (sliding windows). */
+  optionalInt(field: string): number | null {
+    return this.has(field) ? this.int(field) : null;
   }
 
   bool(field: string, fallback: boolean): boolean {
@@ -261,14 +273,30 @@ export function parseConfig(text: string, file = "config.json"): ModelConfig {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new ConfigError(`${file}: not valid JSON (${(e as Error).message})`);
+    // Python's json writes NaN and ±Infinity bare (transformers reads them): kept as strings, so a field
+    // Locus ignores (a dropout) does not matter and one it reads is refused by name.
+    const quoted = text.replace(/"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)/g, (m, bare) => bare ? `"${bare}"` : m);
+    try {
+      raw = JSON.parse(quoted);
+    } catch {
+      throw new ConfigError(`${file}: not valid JSON (${(e as Error).message})`);
+    }
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new ConfigError(`${file}: not a JSON object`);
   }
   const f = new Fields(raw as Record<string, unknown>, file);
   const family = f.oneOf("model_type", FAMILIES, "gpt2");
-  const cfg = PARSERS[family](f);
+  let cfg: ModelConfig;
+  try {
+    cfg = PARSERS[family](f);
+  } catch (e) {
+    // Another family's config without its model_type fails on GPT-2's fields: say why those were read.
+    if (e instanceof ConfigError && !f.has("model_type")) {
+      throw new ConfigError(`${e.message} (there is no "model_type", so it was read as "gpt2")`);
+    }
+    throw e;
+  }
   validate(cfg, file);
   return cfg;
 }
@@ -279,16 +307,33 @@ function validate(c: ModelConfig, file: string): void {
     throw new ConfigError(`${file}: ${msg}`);
   };
   if (c.nHead % c.nKvHead !== 0) {
-    fail(`num_attention_heads (${c.nHead}) must be a multiple of the key/value heads (${c.nKvHead})`);
+    fail(`num_attention_heads (${c.nHead}) must be a multiple of num_key_value_heads (${c.nKvHead})`);
   }
-  if (c.rotary) {
-    if (c.rotary.dims % 2 !== 0 || c.rotary.dims > c.headDim) {
-      fail(
-        `the rotary dimensions (${c.rotary.dims}) must be even and at most the head dimension (${c.headDim})`,
-      );
-    }
+  // The rotary families checked their head dimension before building their tables (checkRotary).
+  if (!c.rotary) checkHeadDim(c.headDim, file, "n_embd / n_head");
+}
+
+/** The largest head dimension Locus's attention kernels take. */
+const MAX_HEAD_DIM = 512;
+
+function checkHeadDim(hd: number, file: string, fields: string): void {
+  if (hd > MAX_HEAD_DIM) {
+    throw new ConfigError(
+      `${file}: head dimension ${hd} (${fields}) is over Locus's attention kernels' ${MAX_HEAD_DIM}`,
+    );
   }
-  if (c.headDim > 512) fail(`head dimension ${c.headDim} is over Locus's attention kernels' 512`);
+}
+
+/** Checked before the inverse-frequency tables (dims/2 values per layer) are built, so an odd or huge
+ *  value is an error naming its fields rather than a RangeError or an allocation that never ends. */
+function checkRotary(f: Fields, hd: number, dims: number, fields: string): void {
+  checkHeadDim(hd, f.file, fields);
+  if (dims % 2 !== 0 || dims > hd) {
+    throw new ConfigError(
+      `${f.file}: the rotary dimensions (${dims}, from ${fields}) must be even and at most the head ` +
+        `dimension (${hd})`,
+    );
+  }
 }
 
 /** Per family: the config.json keys it uses (Hub layout first, transformers 5 layout too). */
@@ -296,6 +341,16 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
   gpt2(f) {
     const act = activation(f, "activation_function", "gelu_new");
     if (act !== "gelu_tanh") f.fail("activation_function", `"gelu_new" for GPT-2`);
+    // transformers' GPT-2 attention variants that Locus does not compute: refused, never run differently.
+    if (f.bool("scale_attn_by_inverse_layer_idx", false)) {
+      f.fail(
+        "scale_attn_by_inverse_layer_idx",
+        "false (Locus scales attention scores by 1/sqrt(head dim) only)",
+      );
+    }
+    if (!f.bool("scale_attn_weights", true)) {
+      f.fail("scale_attn_weights", "true (Locus always scales attention scores by 1/sqrt(head dim))");
+    }
     const d = f.int("n_embd"), H = f.int("n_head");
     if (d % H !== 0) throw new ConfigError(`${f.file}: n_embd (${d}) must be divisible by n_head (${H})`);
     const c = gpt2Config({
@@ -306,7 +361,7 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
       nHead: H,
       layerNormEpsilon: f.positive("layer_norm_epsilon", 1e-5),
     });
-    c.nInner = f.int("n_inner", 4 * d);
+    c.nInner = f.int("n_inner", 4 * d, undefined, "4 x n_embd");
     c.tiedHead = f.bool("tie_word_embeddings", true);
     return c;
   },
@@ -316,9 +371,10 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
     if (d % H !== 0) throw new ConfigError(`${f.file}: n_embd (${d}) must be divisible by n_head (${H})`);
     const hd = d / H;
     const dims = f.int("rotary_dim", hd);
+    checkRotary(f, hd, dims, "rotary_dim, n_embd / n_head");
     return {
       ...base(f, { d, H, kv: H, hd, L, V: f.int("vocab_size"), P: f.int("n_positions") }),
-      nInner: f.int("n_inner", 4 * d),
+      nInner: f.int("n_inner", 4 * d, undefined, "4 x n_embd"),
       norm: "layernorm",
       layerNormEpsilon: f.positive("layer_norm_epsilon", 1e-5),
       rotary: {
@@ -345,10 +401,11 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
       throw new ConfigError(`${f.file}: hidden_size (${d}) must be divisible by num_attention_heads (${H})`);
     }
     const hd = d / H;
-    const rope = ropeParameters(f);
-    const pct = numberIn(f, rope, "partial_rotary_factor", "rotary_pct", 0.25);
+    const { rope, where } = ropeParameters(f);
+    const pct = numberIn(f, rope, where, "partial_rotary_factor", "rotary_pct", 0.25);
     const dims = Math.floor(hd * pct);
-    const theta = numberIn(f, rope, "rope_theta", "rotary_emb_base", 10000);
+    checkRotary(f, hd, dims, "rotary_pct or partial_rotary_factor, hidden_size / num_attention_heads");
+    const theta = numberIn(f, rope, where, "rope_theta", "rotary_emb_base", 10000);
     const bias = f.bool("attention_bias", true);
     return {
       ...base(f, { d, H, kv: H, hd, L, V: f.int("vocab_size"), P: f.int("max_position_embeddings") }),
@@ -358,7 +415,7 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
       rotary: {
         dims,
         interleaved: false,
-        invFreq: perLayer(L, () => rotaryInvFreq(f, dims, theta, rope, "rope_scaling")),
+        invFreq: perLayer(L, () => rotaryInvFreq(f, dims, theta, rope, where)),
       },
       qkvBias: bias,
       attnOutBias: bias,
@@ -372,10 +429,9 @@ const PARSERS: Record<Family, (f: Fields) => ModelConfig> = {
 
   llama: (f) =>
     llamaLike(f, { qkvBias: f.bool("attention_bias", false), outBias: f.bool("attention_bias", false) }),
-  mistral: (f) =>
-    llamaLike(f, { qkvBias: false, outBias: false, window: f.optionalPositive("sliding_window") }),
+  mistral: (f) => llamaLike(f, { qkvBias: false, outBias: false, window: f.optionalInt("sliding_window") }),
   qwen2(f) {
-    const window = f.bool("use_sliding_window", false) ? f.optionalPositive("sliding_window") : null;
+    const window = f.bool("use_sliding_window", false) ? f.optionalInt("sliding_window") : null;
     const fromLayer = f.has("max_window_layers") ? f.int("max_window_layers") : 0;
     const c = llamaLike(f, { qkvBias: true, outBias: false, tied: false });
     c.windows = c.windows.map((_, l) => window !== null && l >= fromLayer ? window : null);
@@ -414,15 +470,21 @@ function perLayer<T>(L: number, make: (l: number) => T): T[] {
   return Array.from({ length: L }, (_, l) => make(l));
 }
 
-/** transformers 5 writes rope settings into `rope_parameters` ({rope_type, rope_theta, ...}). */
-function ropeParameters(f: Fields): Record<string, unknown> | null {
-  return f.object("rope_parameters") ?? f.object("rope_scaling");
+/** transformers 5 writes rope settings into `rope_parameters` ({rope_type, rope_theta, ...}), the Hub's
+ *  configs into `rope_scaling`; `where` names the one found, for errors. */
+function ropeParameters(f: Fields): { rope: Record<string, unknown> | null; where: string } {
+  const rope = f.object("rope_parameters");
+  return rope
+    ? { rope, where: "rope_parameters" }
+    : { rope: f.object("rope_scaling"), where: "rope_scaling" };
 }
 
-/** A number from transformers 5's `rope_parameters[key]`, else the Hub's `legacy` field, else fallback. */
+/** A number from `rope[key]` (transformers 5's rope_parameters; `where` names it), else the Hub's
+ *  `legacy` field, else fallback. */
 function numberIn(
   f: Fields,
   rope: Record<string, unknown> | null,
+  where: string,
   key: string,
   legacy: string,
   fallback: number,
@@ -431,7 +493,7 @@ function numberIn(
   if (v !== undefined && v !== null) {
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
       throw new ConfigError(
-        `${f.file}: rope_parameters.${key} must be a finite number > 0, got ${JSON.stringify(v)}`,
+        `${f.file}: ${where}.${key} must be a finite number > 0, got ${JSON.stringify(v)}`,
       );
     }
     return v;
@@ -444,7 +506,7 @@ function applyLayerTypes(f: Fields, c: ModelConfig, window: number | null): void
   if (!f.has("layer_types")) return;
   const types = f.raw.layer_types;
   if (!Array.isArray(types) || types.length !== c.nLayer) {
-    f.fail("layer_types", `a list of ${c.nLayer} "full_attention" / "sliding_attention"`);
+    f.fail("layer_types", `a list of ${c.nLayer} (num_hidden_layers) "full_attention" / "sliding_attention"`);
   }
   c.windows = types.map((t, l) => {
     if (t === "full_attention") return null;
@@ -470,17 +532,12 @@ function llamaLike(
       `${f.file}: hidden_size (${d}) must be divisible by num_attention_heads (${H}) when head_dim is absent`,
     );
   }
-  const rope = ropeParameters(f);
-  const theta = numberIn(f, rope, "rope_theta", "rope_theta", 10000);
-  const pct = numberIn(f, rope, "partial_rotary_factor", "partial_rotary_factor", 1);
+  const { rope, where } = ropeParameters(f);
+  const theta = numberIn(f, rope, where, "rope_theta", "rope_theta", 10000);
+  const pct = numberIn(f, rope, where, "partial_rotary_factor", "partial_rotary_factor", 1);
   const dims = Math.floor(hd * pct);
-  const invFreq = rotaryInvFreq(
-    f,
-    dims,
-    theta,
-    rope,
-    f.has("rope_parameters") ? "rope_parameters" : "rope_scaling",
-  );
+  checkRotary(f, hd, dims, "head_dim or hidden_size / num_attention_heads, partial_rotary_factor");
+  const invFreq = rotaryInvFreq(f, dims, theta, rope, where);
   const window = o.window ?? null;
   const c: ModelConfig = {
     ...base(f, {
@@ -516,28 +573,37 @@ function gemmaLike(f: Fields, second: boolean): ModelConfig {
     H = f.int("num_attention_heads"),
     L = f.int("num_hidden_layers", undefined, 4096);
   const hd = f.int("head_dim", 256);
-  const window = second ? f.optionalPositive("sliding_window") : null;
+  checkRotary(f, hd, hd, "head_dim");
+  const window = second ? f.optionalInt("sliding_window") : null;
   // Which layers slide: Gemma 2 alternates (layer 0 local); Gemma 3 makes every 6th layer global.
   const pattern = family === "gemma3_text" ? f.int("sliding_window_pattern", 6) : 2;
   const sliding = (l: number) => second && (l + 1) % pattern !== 0;
   const rope = f.object("rope_parameters");
   // Gemma 3 in transformers 5: rope_parameters = {full_attention: {...}, sliding_attention: {...}}.
-  const globalRope = (rope?.full_attention ?? rope ?? f.object("rope_scaling")) as
-    | Record<string, unknown>
-    | null;
-  const localRope = (rope?.sliding_attention ?? null) as Record<string, unknown> | null;
+  const nested = (key: string): Record<string, unknown> | null => {
+    const v = rope?.[key];
+    if (v === undefined || v === null) return null;
+    if (typeof v !== "object" || Array.isArray(v)) {
+      throw new ConfigError(`${f.file}: rope_parameters.${key} must be an object, got ${JSON.stringify(v)}`);
+    }
+    return v as Record<string, unknown>;
+  };
+  const full = nested("full_attention");
+  const global = full ? { rope: full, where: "rope_parameters.full_attention" } : ropeParameters(f);
+  const local = { rope: nested("sliding_attention"), where: "rope_parameters.sliding_attention" };
   const globalTheta = numberIn(
     f,
-    globalRope,
+    global.rope,
+    global.where,
     "rope_theta",
     "rope_theta",
     family === "gemma3_text" ? 1e6 : 10000,
   );
   const localTheta = family === "gemma3_text"
-    ? numberIn(f, localRope, "rope_theta", "rope_local_base_freq", 10000)
+    ? numberIn(f, local.rope, local.where, "rope_theta", "rope_local_base_freq", 10000)
     : globalTheta;
-  const globalInv = rotaryInvFreq(f, hd, globalTheta, globalRope, "rope_scaling");
-  const localInv = rotaryInvFreq(f, hd, localTheta, localRope, "rope_parameters.sliding_attention");
+  const globalInv = rotaryInvFreq(f, hd, globalTheta, global.rope, global.where);
+  const localInv = rotaryInvFreq(f, hd, localTheta, local.rope, local.where);
   const c: ModelConfig = {
     ...base(f, {
       d,

@@ -45,12 +45,19 @@ export async function writeFileAtomic(
     await file.sync();
     file.close();
     file = undefined;
-    await Deno.rename(tmp, path);
+    await moveIntoPlace(tmp, path);
   } catch (e) {
     file?.close();
     await Deno.remove(tmp).catch(() => {});
     throw e;
   }
+}
+
+/** The last step of an atomic write: renames the finished, fsynced file `from` (in the same folder) over
+ *  `path` and flushes the folder. A resumable download (fetch_data.ts) streams into its own part file
+ *  and ends with this once the file is verified. */
+export async function moveIntoPlace(from: string, path: string): Promise<void> {
+  await Deno.rename(from, path);
   await syncFolder(path);
 }
 
@@ -63,4 +70,13 @@ export function writeAtomic(path: string, data: string | Uint8Array): Promise<vo
 /** Creates `dir` and its parents if missing. */
 export async function makeFolder(dir: string): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
+}
+
+/** Removes the file at `path`; a missing file is not an error. */
+export async function removeIfExists(path: string): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
 }

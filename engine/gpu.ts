@@ -403,8 +403,8 @@ export class Gpu {
     this.mirrors.delete(buffer);
   }
 
-  /** Reads tensors back; one submit and one map for all of them. */
-  async readMany(tensors: Tensor[]): Promise<Float32Array[]> {
+  /** Reads tensors back as their stored bytes; one submit and one map for all of them. */
+  async readBytes(tensors: Tensor[]): Promise<ArrayBuffer[]> {
     this.ensureEncoder();
     this.endPass();
     const total = tensors.reduce((s, t) => s + t.bytes, 0);
@@ -419,19 +419,36 @@ export class Gpu {
     }
     this.flush();
     await staging.mapAsync(GPUMapMode.READ);
-    const all = staging.getMappedRange().slice(0);
+    const all = staging.getMappedRange();
+    off = 0;
+    const out = tensors.map((t) => {
+      const bytes = all.slice(off, off + t.bytes);
+      off += t.bytes;
+      return bytes;
+    });
     staging.unmap();
     staging.destroy();
-    const out: Float32Array[] = [];
-    off = 0;
-    for (const t of tensors) {
-      // 16-bit tensors are widened to f32 (exactly).
-      if (t.dtype === "f16") out.push(f16ArrayToF32(new Uint16Array(all, off, t.size)));
-      else if (t.dtype === "bf16") out.push(bf16ArrayToF32(new Uint16Array(all, off, t.size)));
-      else out.push(new Float32Array(all, off, t.size));
-      off += t.bytes;
-    }
     return out;
+  }
+
+  /** Reads tensors back as f32 (16-bit tensors widened, exactly); one submit for all of them. */
+  async readMany(tensors: Tensor[]): Promise<Float32Array[]> {
+    const bytes = await this.readBytes(tensors);
+    return tensors.map((t, i) => {
+      if (t.dtype === "f16") return f16ArrayToF32(new Uint16Array(bytes[i], 0, t.size));
+      if (t.dtype === "bf16") return bf16ArrayToF32(new Uint16Array(bytes[i], 0, t.size));
+      return new Float32Array(bytes[i], 0, t.size);
+    });
+  }
+
+  /** Overwrites a tensor with bytes read by readBytes (any dtype; a 16-bit weight's undo). */
+  writeBytes(t: Tensor, bytes: ArrayBuffer): void {
+    if (bytes.byteLength !== t.bytes) {
+      throw new Error(`writeBytes: ${bytes.byteLength} bytes for a ${t.bytes}-byte tensor`);
+    }
+    this.flush();
+    this.device.queue.writeBuffer(t.buffer, 0, bytes);
+    this.touch(t.buffer);
   }
 
   async read(t: Tensor): Promise<Float32Array> {

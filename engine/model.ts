@@ -28,7 +28,7 @@ import {
   neoxToBlocks,
   parameterShapes as shapesOf,
 } from "./families.ts";
-import { Gpu, Tensor } from "./gpu.ts";
+import { Gpu, Tensor, tensorBytes } from "./gpu.ts";
 import {
   add,
   attention,
@@ -45,6 +45,7 @@ import {
 import { mulberry32 } from "./random.ts";
 import { makeFolder, writeAtomic } from "./files.ts";
 import { io } from "./io.ts";
+import { applyVirtualEdit, type VirtualEdit } from "./virtual_edits.ts";
 import { type HalfTensor, openCheckpoint, writeSafetensors } from "./safetensors.ts";
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
@@ -133,6 +134,12 @@ export interface ForwardOptions {
   /** Start at this block with `input` [B*T, d] as the residual entering it (reuses a shared prefix). */
   startLayer?: number;
   input?: Tensor;
+  /**
+   * Low-rank edits of MLP output projections applied per row without writing the weights
+   * (engine/virtual_edits.ts): added to the "mlp" state before that site's hooks run, so captures
+   * and patches see the edited output. Not differentiated: refused with `keep`.
+   */
+  virtualEdits?: VirtualEdit[];
 }
 
 /** A row chunk of a [V, d] matrix (token embedding or head): rows [rowStart, rowStart + rows). */
@@ -159,6 +166,8 @@ export class GPT2 {
   /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
   readonly params = new Map<string, Tensor>();
   readonly wte: EmbeddingChunk[] = [];
+  /** Projection weights over one storage binding, split by output rows ([out, in] layout only). */
+  readonly rowChunks = new Map<string, EmbeddingChunk[]>();
   /** The unembedding's chunks: wte's own when the head is tied. */
   readonly head: EmbeddingChunk[] = [];
   readonly config: ModelConfig;
@@ -175,8 +184,20 @@ export class GPT2 {
     config: GPT2Config | ModelConfig,
     weights: Map<string, Float32Array | HalfTensor>,
     source = "arrays",
-    embeddingChunkRows?: number,
+    o: {
+      /** Split wte and the head into chunks of at most this many rows (tests; over a binding they always are). */
+      embeddingChunkRows?: number;
+      /** Split every [out, in] projection with more rows than this (tests; over a binding they always are). */
+      projectionChunkRows?: number;
+      /**
+       * Benchmarks only: blocks given the same array for a parameter share one GPU tensor, so that a
+       * model of random weights at a size the machine cannot hold twice still runs every block.
+       */
+      shareRepeated?: boolean;
+    } = {},
   ): GPT2 {
+    const { embeddingChunkRows, projectionChunkRows } = o;
+    const shared = new Map<Float32Array | HalfTensor, Tensor | EmbeddingChunk[]>();
     const model = new GPT2(gpu, config, source);
     const cfg = model.config;
     for (const [name, shape] of parameterShapes(cfg)) {
@@ -193,16 +214,41 @@ export class GPT2 {
       ) {
         throw new ModelLoadError(`${source}: only projection weights are kept in 16 bits, not ${name}`);
       }
-      const data = stored as Float32Array;
-      if (name === "wte.weight") model.wte.push(...model.chunks(data, embeddingChunkRows));
-      else if (name === "lm_head.weight") model.head.push(...model.chunks(data, embeddingChunkRows));
-      else if (name !== "lm_head.bias") {
-        model.params.set(
-          name,
-          stored instanceof Float32Array
+      const bytes = tensorBytes(n, stored instanceof Float32Array ? "f32" : stored.dtype);
+      if (name === "wte.weight") {
+        model.wte.push(...model.chunks(stored, shape[0], shape[1], embeddingChunkRows));
+      } else if (name === "lm_head.weight") {
+        model.head.push(...model.chunks(stored, shape[0], shape[1], embeddingChunkRows));
+      } else if (
+        shape.length === 2 &&
+        (bytes > gpu.limits.maxStorageBufferBindingSize || shape[0] > (projectionChunkRows ?? Infinity))
+      ) {
+        if (cfg.linearLayout !== "out_in") {
+          throw new ModelLoadError(
+            `${source}: tensor ${name} [${shape}] is over one storage binding and stored [in, out]`,
+          );
+        }
+        const made = (o.shareRepeated && shared.get(stored)) as EmbeddingChunk[] | undefined;
+        const chunks = made ?? model.chunks(stored, shape[0], shape[1], projectionChunkRows);
+        if (o.shareRepeated) shared.set(stored, chunks);
+        model.rowChunks.set(name, chunks);
+      } else if (name !== "lm_head.bias") {
+        const made = (o.shareRepeated && shared.get(stored)) as Tensor | undefined;
+        const tensor = made ??
+          (stored instanceof Float32Array
             ? gpu.tensor(shape, stored)
-            : gpu.tensor(shape, stored.bits, stored.dtype),
-        );
+            : gpu.tensor(shape, stored.bits, stored.dtype));
+        if (o.shareRepeated) shared.set(stored, tensor);
+        model.params.set(name, tensor);
+      }
+    }
+    // A split projection's bias is split with it (each chunk's product adds its own columns' bias).
+    for (const [name, chunks] of model.rowChunks) {
+      const bias = weights.get(name.replace(/\.weight$/, ".bias")) as Float32Array | undefined;
+      if (bias) {
+        for (const c of chunks) {
+          c.bias = gpu.tensor([c.rows], bias.subarray(c.rowStart, c.rowStart + c.rows));
+        }
       }
     }
     if (cfg.tiedHead) model.head.push(...model.wte);
@@ -222,21 +268,33 @@ export class GPT2 {
     return model;
   }
 
-  /** Splits a [V, d] matrix into row chunks that each fit one storage binding (GPT-2 XL's wte is 321 MB). */
-  private chunks(data: Float32Array, chunkRows?: number): EmbeddingChunk[] {
-    const { vocabSize: V, nEmbd: d } = this.config;
-    const maxRows = Math.min(
+  /**
+   * Splits a [rows, cols] matrix into row chunks that each fit one storage binding: the [V, d]
+   * embedding and head (GPT-2 XL's wte is 321 MB) and projections too large for one binding (a 7B
+   * model's fused gate|up on an adapter with 128 MiB bindings).
+   */
+  private chunks(
+    data: Float32Array | HalfTensor,
+    total: number,
+    cols: number,
+    chunkRows?: number,
+  ): EmbeddingChunk[] {
+    const half = !(data instanceof Float32Array);
+    const bytesPerRow = half ? 2 * cols : 4 * cols;
+    // 16-bit chunks start on whole words: an even number of rows when a row holds an odd count.
+    let maxRows = Math.min(
       chunkRows ?? Infinity,
-      Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (4 * d)),
+      Math.floor(this.gpu.limits.maxStorageBufferBindingSize / bytesPerRow),
     );
+    if (half && cols % 2 === 1) maxRows -= maxRows % 2;
     const out: EmbeddingChunk[] = [];
-    for (let start = 0; start < V; start += maxRows) {
-      const rows = Math.min(maxRows, V - start);
-      out.push({
-        tensor: this.gpu.tensor([rows, d], data.subarray(start * d, (start + rows) * d)),
-        rowStart: start,
-        rows,
-      });
+    for (let start = 0; start < total; start += maxRows) {
+      const rows = Math.min(maxRows, total - start);
+      const [a, b] = [start * cols, (start + rows) * cols];
+      const tensor = data instanceof Float32Array
+        ? this.gpu.tensor([rows, cols], data.subarray(a, b))
+        : this.gpu.tensor([rows, cols], data.bits.subarray(a, b), data.dtype);
+      out.push({ tensor, rowStart: start, rows });
     }
     return out;
   }
@@ -367,8 +425,20 @@ export class GPT2 {
 
   p(name: string): Tensor {
     const t = this.params.get(name);
-    if (!t) throw new Error(`no parameter ${name}`);
-    return t;
+    if (t) return t;
+    const split = this.rowChunks.get(name);
+    if (split) {
+      throw new Error(
+        `parameter ${name} is split into ${split.length} row chunks (over the adapter's ` +
+          `${this.gpu.limits.maxStorageBufferBindingSize}-byte storage binding); this operation needs it whole`,
+      );
+    }
+    throw new Error(`no parameter ${name}`);
+  }
+
+  /** The tensors holding a weight: itself, or its row chunks when it is split. */
+  parts(name: string): Tensor[] {
+    return this.rowChunks.get(name)?.map((c) => c.tensor) ?? [this.p(name)];
   }
 
   /** The parameter, widened to f32 first if it is kept in 16 bits: what edits and optimisers write.
@@ -398,6 +468,13 @@ export class GPT2 {
       chunks.forEach((c, i) => all.set(parts[offset + i], c.rowStart * this.config.nEmbd));
       return all;
     };
+    for (const [name, chunks] of this.rowChunks) {
+      const parts = await this.gpu.readMany(chunks.map((c) => c.tensor));
+      const cols = chunks[0].tensor.shape[1];
+      const all = new Float32Array(chunks.reduce((s, c) => s + c.rows, 0) * cols);
+      chunks.forEach((c, i) => all.set(parts[i], c.rowStart * cols));
+      out.set(name, all);
+    }
     out.set("wte.weight", join(this.wte, names.length));
     if (untied.length) out.set("lm_head.weight", join(untied, names.length + this.wte.length));
     if (this.config.headBias) {
@@ -463,11 +540,29 @@ export class GPT2 {
     nOut: number,
     o: { out?: Tensor; beta?: number; gelu?: boolean } = {},
   ): Tensor {
+    const out = o.out ?? this.gpu.empty([R, nOut]);
+    const split = this.rowChunks.get(prefix + ".weight");
+    if (split) {
+      // One product per row chunk of W [out, in], each writing its own columns of y.
+      for (const c of split) {
+        matmul(this.gpu, x, c.tensor, R, c.rows, nIn, {
+          bias: c.bias,
+          transB: true,
+          weight: true,
+          out,
+          ldc: nOut,
+          outOffset: c.rowStart,
+          beta: o.beta,
+          gelu: o.gelu,
+        });
+      }
+      return out;
+    }
     return matmul(this.gpu, x, this.p(prefix + ".weight"), R, nOut, nIn, {
       bias: this.maybe(prefix + ".bias") ?? undefined,
       transB: this.config.linearLayout === "out_in",
       weight: true,
-      out: o.out ?? this.gpu.empty([R, nOut]),
+      out,
       beta: o.beta,
       gelu: o.gelu,
     });
@@ -497,6 +592,17 @@ export class GPT2 {
     for (const h of hooks) {
       if (h.site !== "embed" && (h.layer < 0 || h.layer >= cfg.nLayer)) {
         throw new Error(`hook layer ${h.layer} out of range`);
+      }
+    }
+    const virtualEdits = o.virtualEdits ?? [];
+    if (virtualEdits.length && keep) {
+      throw new Error("forward: virtualEdits cannot be kept for a backward pass (apply the edit instead)");
+    }
+    for (const v of virtualEdits) {
+      if (!Number.isInteger(v.layer) || v.layer < start || v.layer >= cfg.nLayer) {
+        throw new Error(
+          `virtual edit layer ${v.layer} outside the forward's layers [${start}, ${cfg.nLayer})`,
+        );
       }
     }
     const applyHooks = (layer: number, site: Site, state: Tensor) => {
@@ -541,7 +647,9 @@ export class GPT2 {
       // own rides in the epilogue of the matmul before it: GPT-2's GELU in c_fc's, and each residual
       // add in its projection's (beta = 1 into the stream, so the stream must be ours to overwrite).
       // Three dispatches fewer per layer, with the same sums.
-      const fuse = (site: Site) => !keep && !hooks.some((h) => h.site === site && h.layer === l);
+      const virtual = virtualEdits.filter((v) => v.layer === l);
+      const fuse = (site: Site) =>
+        !keep && !hooks.some((h) => h.site === site && h.layer === l) && !(site === "mlp" && virtual.length);
       const fuseAdd = (site: Site) => fuse(site) && sequential && !cfg.postNorms;
       const a: Partial<LayerActivations> = { x };
       a.ln1Stats = gpu.empty([R, 2]);
@@ -642,6 +750,7 @@ export class GPT2 {
         out = this.linear(key, p + "mlp.c_proj", R, f, d, { out: m, beta: 1 });
       } else {
         a.mlp = this.linear(key, p + "mlp.c_proj", R, f, d);
+        for (const v of virtual) applyVirtualEdit(gpu, a.mlp, key, v, R, f, d);
         applyHooks(l, "mlp", a.mlp);
         let added = a.mlp;
         if (cfg.postNorms) {
@@ -686,6 +795,30 @@ export class GPT2 {
       gpu.release(selected, lnf, lnfStats);
     }
     return result;
+  }
+
+  /**
+   * The forward with every hook site's state captured (TransformerLens's run_with_cache): the result
+   * and a map from "embed" and "<site>.<layer>" ("attn.3", "mlp_pre.0", "key.5", "mlp.1", "resid.11")
+   * to tensors [B*T, width] of every row. Release them with gpu.release when done.
+   */
+  forwardWithCache(
+    batch: Batch,
+    o: Omit<ForwardOptions, "hooks"> = {},
+  ): { result: ForwardResult; cache: Map<string, Tensor> } {
+    const R = batch.B * batch.T, rows = Array.from({ length: R }, (_, r) => r);
+    const cache = new Map<string, Tensor>();
+    const hooks: Hook[] = [];
+    const capture = (site: Site, layer: number) => {
+      const into = this.gpu.empty([R, this.siteWidth(site)]);
+      cache.set(site === "embed" ? "embed" : `${site}.${layer}`, into);
+      hooks.push({ site, layer, capture: { into, rows } });
+    };
+    if ((o.startLayer ?? 0) === 0 && !o.input) capture("embed", -1);
+    for (let l = o.startLayer ?? 0; l < this.config.nLayer; l++) {
+      for (const site of ["attn", "mlp_pre", "key", "mlp", "resid"] as const) capture(site, l);
+    }
+    return { result: this.forward(batch, { ...o, hooks }), cache };
   }
 
   /** Returns a forward's kept activations (and its logits) to the buffer pool. */

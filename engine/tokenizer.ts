@@ -1271,13 +1271,31 @@ export function tokenizerFromJson(json: string, source = "tokenizer.json"): Toke
   throw new Error(`${source}: model.type is ${JSON.stringify(type)}; supported are "BPE" and "WordLevel"`);
 }
 
+/** The file's text (null when it does not exist), read through io(). Invalid UTF-8 is an error naming
+ *  the file: a lossy decode would turn a damaged token into U+FFFD and silently give it another string. */
+async function readTextIfExists(path: string): Promise<string | null> {
+  const file = await io().open(path);
+  if (!file) return null;
+  let bytes: Uint8Array;
+  try {
+    bytes = await file.read(0, file.size);
+  } finally {
+    file.close();
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Error(`${path}: not valid UTF-8; tokenizer files must be UTF-8`);
+  }
+}
+
 /** Loads tokenizer.json, or vocab.json + merges.txt, from a model folder (clear error naming the folder if neither). */
 export async function loadTokenizer(dir: string): Promise<Tokenizer> {
   const tokenizerPath = join(dir, "tokenizer.json");
-  const tokenizerJson = await io().readText(tokenizerPath);
+  const tokenizerJson = await readTextIfExists(tokenizerPath);
   if (tokenizerJson !== null) return tokenizerFromJson(tokenizerJson, tokenizerPath);
   const vocabPath = join(dir, "vocab.json"), mergesPath = join(dir, "merges.txt");
-  const [vocab, merges] = await Promise.all([io().readText(vocabPath), io().readText(mergesPath)]);
+  const [vocab, merges] = await Promise.all([readTextIfExists(vocabPath), readTextIfExists(mergesPath)]);
   if (vocab !== null && merges !== null) {
     return BpeTokenizer.fromFiles(vocab, merges, { vocab: vocabPath, merges: mergesPath });
   }

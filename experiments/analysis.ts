@@ -1,7 +1,7 @@
 // The seeds' analyses of a stored sweep (experiments/sweep.ts). Plain float64 TypeScript on the
 // result records; the statistics come from experiments/stats.ts.
 //
-// Hase et al. 2023, "Does Localization Inform Editing?" (seed 001, sections 4-5 and appendix):
+// Hase et al. 2023, "Does Localization Inform Editing?" (sections 4-5 and appendix):
 //   r2Table                 per (editing problem, method): R^2 of three OLS regressions of an edit
 //                           score on (1) the edit layer as a categorical variable, (2) the tracing
 //                           effect at the edited layer, (3) both, interacted (a level and a slope of
@@ -12,21 +12,21 @@
 //                           is r2Table on these facts).
 //   perLayerCorrelations    Pearson's r of score vs tracing effect at each edit layer (figures 4, 15).
 //   layerCurves             mean score per layer (figure 7).
-// Chun & Hur (seed 000) and "Golden Layers" (seed 004, section 4):
+// Chun & Hur, "Integrated Gradients vs. Causal Tracing" and "Golden Layers and Where to Find Them" (section 4):
 //   goldenVsSampleWise      the golden layer (best mean score) vs each fact's own best layer, with a
-//                           paired t-test over facts (seed 004 table 1).
+//                           paired t-test over facts (Golden Layers table 1).
 //   proxyVsTest             golden layers found on the proxy facts vs on the test facts, both scored
-//                           on the test facts (seed 004 tables 3-8).
+//                           on the test facts (Golden Layers tables 3-8).
 //   selectionScores         the layer each strategy chose (causal tracing, integrated gradients, LGA,
 //                           brute force on the proxy set, each fact's own tracing peak) and the mean
-//                           test-fact scores of editing there (seed 000 table 1, seed 004 table 2).
+//                           test-fact scores of editing there (Chun & Hur table 1, Golden Layers table 2).
 //
 // The tracing effect of an edit is the fact's localization record at the edited layer: Hase et al.'s
 // fractional causal-tracing effect (max over tokens) by default, or at the last subject token, or
 // the zeroing effect. Rows lacking a score or an effect are left out, and every count says so.
 import { fitOls, nestedFTest, type OlsFit, pairedTTest, pearson } from "./stats.ts";
 import type { Json, StoredResult } from "./store.ts";
-import { LAYER_GRID, NONE, PROXY_SET } from "./sweep.ts";
+import { LAYER_GRID, NONE, PROXY_SET, SKIPPED } from "./sweep.ts";
 import type { FactTrace } from "./tracing.ts";
 
 /** Edit scores: Hase et al.'s three, their harmonic mean ("overall") and their raw mean ("average",
@@ -74,6 +74,8 @@ export interface SweepData {
   edits: EditRow[];
   traces: TraceRow[];
   selections: SelectionRow[];
+  /** Dataset records the sweep left out (their prompts do not fit the model), with the reason. */
+  skipped: { fact: string; record: string; reason: string }[];
   /** Distinct values, sorted (problems and methods in first-seen order). */
   layers: number[];
   methods: string[];
@@ -163,6 +165,7 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
     edits: [],
     traces: [],
     selections: [],
+    skipped: [],
     layers: [],
     methods: [],
     problems: [],
@@ -191,6 +194,8 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
         proxy: Array.isArray(m.proxy) ? m.proxy.map(String) : [],
         seconds: num(r.timings.select),
       });
+    } else if (r.localization === SKIPPED) {
+      data.skipped.push({ fact: r.fact, record: String(m.record ?? r.fact), reason: String(m.reason ?? "") });
     } else if (r.method === NONE && r.fact !== PROXY_SET) {
       data.traces.push({
         fact: r.fact,
@@ -473,14 +478,14 @@ function scoreMatrix(rows: EditRow[], layers: number[], metric: Metric): Map<str
   return out;
 }
 
-/** Index (into `layers`) of the best mean score over the given facts; the first of ties (seed 004). */
+/** Index (into `layers`) of the best mean score over the given facts; the first of ties (Golden Layers paper). */
 function goldenIndex(matrix: Map<string, number[]>, facts: string[], nLayers: number): number {
   const means = Array.from({ length: nLayers }, (_, i) => meanOf(facts.map((f) => matrix.get(f)![i])));
   return means.indexOf(Math.max(...means));
 }
 
 // ------------------------------------------------------------------------------------------------
-// Golden layers (seed 004)
+// Golden layers (Golden Layers paper)
 
 export interface GoldenRow {
   problem: string;
@@ -510,7 +515,7 @@ function pairedTest(a: number[], b: number[]): { t: number; p: number } {
   return { t: r.t, p: r.p };
 }
 
-/** The golden layer against the sample-wise optimal layer (seed 004 table 1), over all edited facts. */
+/** The golden layer against the sample-wise optimal layer (Golden Layers table 1), over all edited facts. */
 export function goldenVsSampleWise(data: SweepData, metric: Metric = "rewrite"): GoldenRow[] {
   const out: GoldenRow[] = [];
   for (const { problem, method, rows } of byProblemMethod(data)) {
@@ -580,7 +585,7 @@ export function proxyVsTest(data: SweepData, metric: Metric = "rewrite"): ProxyT
 }
 
 // ------------------------------------------------------------------------------------------------
-// Layer-selection strategies (seed 000 table 1, seed 004 table 2)
+// Layer-selection strategies (Chun & Hur table 1, Golden Layers table 2)
 
 /** Strategy names used in selectionScores, with the stored selectors' own names. */
 export const STRATEGY_NAMES: Readonly<Record<string, string>> = {

@@ -9,11 +9,12 @@
 // Writes into --out (default runs/attribute-<method>): attribution.json (records with the run's
 // metadata) and pictures: for ig, layer-sum.svg / layer-max.svg (per-layer curves), neurons.svg
 // (layers x neurons, averaged over facts) and with --trace, ig-vs-tracing.svg (prompts x layers,
-// attribution above causal tracing, as in seed 000's figure 1); for lga, lga.svg (S_l with fences).
+// attribution above causal tracing, as in Chun & Hur's figure 1); for lga, lga.svg (S_l with fences).
 import { writeAtomic } from "../engine/files.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
@@ -347,7 +348,7 @@ async function main(argv: string[]): Promise<number> {
   if (steps < 2) throw new Error("--steps must be at least 2 (alpha runs over k/(steps-1))");
   const limit = positiveInt("limit", values.limit, Infinity);
 
-  const modelDir = values.model!;
+  const modelDir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
   const [model, tok] = await Promise.all([GPT2.load(gpu, modelDir), loadTokenizer(modelDir)]);
   console.error(

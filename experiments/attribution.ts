@@ -1,7 +1,7 @@
 // Gradient attribution for locating facts: which MLP neurons and layers carry a prompt's answer
 // (integrated gradients, "knowledge neurons"), and which layer to edit (Layer Gradient Analysis).
 //
-// Integrated gradients (Dai et al. 2022; seed 000 equations 1-2; METHODS.md section 7). For a prompt
+// Integrated gradients (Dai et al. 2022; Chun & Hur, equations 1-2). For a prompt
 // x with answer y and the pre-GELU activation a in R^f of layer l's MLP (c_fc output, hook site
 // "mlp_pre") at the LAST prompt position, the attribution of neuron i is
 //
@@ -22,7 +22,7 @@
 // Cost per prompt: L * m sequences forward and backward (the backward stops at the lowest layer of
 // its chunk), two readbacks per chunk.
 //
-// Layer Gradient Analysis (seed 004 section 5.1 and appendix A; METHODS.md section 9). For edit
+// Layer Gradient Analysis (Golden Layers paper, section 5.1 and appendix A). For edit
 // requests q with the old answer o (true object) and the new target t, and the teacher-forced mean
 // cross-entropy L(q, y) of y's tokens after the prompt (sequence prompt ++ tok(" " + y)):
 //
@@ -649,7 +649,7 @@ const MAX_COLUMNS = 512;
 /**
  * Heatmaps stacked vertically, each rows x columns coloured by signed value (red +, blue -, white 0,
  * scaled per panel). Used for layers x neurons (one panel) and prompts x layers (attribution over
- * causal tracing, seed 000's figure 1).
+ * causal tracing, Chun & Hur's figure 1).
  */
 export function heatmapPanelsSvg(
   panels: { title: string; rowLabels: string[]; values: ArrayLike<number>[]; xLabel: string }[],

@@ -13,6 +13,7 @@
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR, type Prediction, predictNext } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
@@ -40,7 +41,7 @@ import {
 import { ProgressBar } from "./output.ts";
 import { writeAtomic } from "../engine/files.ts";
 import { greedyNextTokens } from "./recall.ts";
-import { type FactTrace, traceFact } from "./tracing.ts";
+import { type FactTrace, type NoiseLevel, subjectNoiseLevel, traceFact } from "./tracing.ts";
 import { runMain } from "../engine/main.ts";
 
 const USAGE = `usage: ./locus task demo [options]
@@ -134,6 +135,11 @@ function terminalBars(r: ProbeResult, c: EditingCase, unicode: boolean): string[
   return rows;
 }
 
+/** "3 x std of ... (ROME) over 12 known facts' subjects = 0.3207". */
+function noiseText(n: NoiseLevel): string {
+  return `${n.rule} over ${n.subjects} subject${n.subjects === 1 ? "" : "s"} = ${n.level.toFixed(4)}`;
+}
+
 interface DemoPage {
   model: string;
   adapter: string;
@@ -141,6 +147,7 @@ interface DemoPage {
   c: EditingCase;
   prompt: string;
   knownWarning: string | null;
+  noise: NoiseLevel;
   trace: FactTrace;
   evidence: TracingEvidence;
   keyToken: string;
@@ -200,8 +207,8 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 3
 <p>"${e(d.prompt)} …" → <b>${e(d.c.targetTrue)}</b>. The model answers: ${e(top3(d.probes[0].before))}.</p>
 ${d.knownWarning ? `<p class="warning">${e(d.knownWarning)}</p>` : ""}
 <h2>2. Causal tracing</h2>
-<p>The subject's tokens (*) are noised; one hidden state at a time is restored from the clean run.
-Colour = how much of p(${e(d.c.targetTrue)}) that brings back.</p>
+<p>The subject's tokens (*) are noised (${e(noiseText(d.noise))}); one hidden state at a time is restored
+from the clean run. Colour = how much of p(${e(d.c.targetTrue)}) that brings back.</p>
 <figure>${heatmapSvg(d.trace)}</figure>
 <h2>3. Where to edit</h2>
 ${d.layerText.map((t) => `<p>${e(t)}</p>`).join("\n")}
@@ -241,7 +248,7 @@ async function main(args: string[]): Promise<number> {
   if (strategy !== "lga" && strategy !== "tracing") {
     throw new Error(`--strategy must be "lga" or "tracing", got "${strategy}"`);
   }
-  const dir = values.model!;
+  const dir = await resolveModelDir(values.model!);
   for (const file of ["model.safetensors", "counterfact.json", "corpus.txt"]) {
     try {
       await Deno.stat(`${dir}/${file}`);
@@ -308,16 +315,21 @@ async function main(args: string[]): Promise<number> {
     `the numbers below are about a fact the model does not hold.`;
   if (knownWarning) console.log(`   ${knownWarning}`);
 
-  // 2. Causal tracing: which hidden states carry the answer?
+  // 2. Causal tracing: which hidden states carry the answer? The noise follows ROME's rule over the
+  // subjects of the facts the model knows among those it was asked (this one's alone if it knows none).
   const window = scaledMlpWindow(L);
+  const knownSubjects = candidates.filter((_, i) => isKnown[i]).map(({ c }) => c.subject);
+  const noise = await subjectNoiseLevel(model, tok, knownSubjects.length ? knownSubjects : [c.subject]);
   const trace = await traceFact(model, tok, { prompt, subject: c.subject, target: c.targetTrue }, {
     window: { resid: 1, mlp: window, attn: window },
+    noise: noise.level,
   });
   console.log(
     `\n2. Causal tracing: noise the subject's words (*), then restore one hidden state at a time.` +
       `\n   Darker = restoring that state brings back more of p(${c.targetTrue}) ` +
       `(clean ${percent(trace.clean)}, noised ${percent(trace.corrupted!)}; windows: resid 1, MLP and ` +
-      `attention ${window} of ${L} layers = ROME's 10 of 48 scaled to the depth; ${trace.samples} noise samples).`,
+      `attention ${window} of ${L} layers = ROME's 10 of 48 scaled to the depth; ${trace.samples} noise samples).` +
+      `\n   Noise: ${noiseText(noise)}.`,
   );
   for (const kind of ["resid", "mlp"] as const) {
     console.log(
@@ -467,6 +479,7 @@ async function main(args: string[]): Promise<number> {
       c,
       prompt,
       knownWarning,
+      noise,
       trace,
       evidence,
       keyToken,

@@ -3,6 +3,7 @@
 //   ./locus task edit --method rome --prompt "Vela Dornik was born in" --subject "Vela Dornik" --target-new Lisbon
 //   ./locus task edit --method memit --case 12                       (a record of the model's counterfact.json)
 //   ./locus task edit --model gpt2-xl/ --corpus wiki.txt --method rome --layer 17 --prompt ... --subject ... --target-new ...
+//   ./locus task edit --model openai-community/gpt2-xl --layer 17 --stats transformer.h.17.mlp.c_proj_float32_mom2_100000.npz ...
 //
 // Prints the greedy completions of the prompt, a paraphrase and a neighbor before and after the edit,
 // the probabilities of the problem's target, Hase et al.'s rewrite / paraphrase / neighborhood
@@ -11,6 +12,7 @@
 // prompts, paraphrases and neighbours (new object = the problem's target). The edit can be saved (--save FILE) and re-applied later (--load FILE).
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
@@ -34,16 +36,16 @@ import {
   problemRequest,
   PROBLEMS,
 } from "./editing/problems.ts";
-import { type KeyStats, keyStats } from "./editing/stats.ts";
+import { importStatsFiles, type KeyStats, keyStats } from "./editing/stats.ts";
 import {
   formatStandardScores,
   greedyGenerate,
   localityReference,
-  type StandardCase,
+  standardCaseOf,
   standardScores,
 } from "./metrics.ts";
 import { ProgressBar } from "./output.ts";
-import { defaultNoiseLevel } from "./tracing.ts";
+import { type NoiseLevel, subjectNoiseLevel } from "./tracing.ts";
 
 const USAGE = `usage: ./locus task edit [options]
   --model DIR           GPT-2 folder (default: the embedded model, ${DEFAULT_MODEL_DIR})
@@ -60,9 +62,12 @@ const USAGE = `usage: ./locus task edit [options]
   --paraphrase TEXT     a paraphrase of the prompt (repeatable)
   --neighbor TEXT       a prompt about another subject that should not change (repeatable)
   --corpus FILE         text for the key statistics (default: DIR/corpus.txt; GPT-2 needs one)
+  --corpus wikitext-103 WikiText-103 from the hub cache (./locus task fetch-data wikitext-103)
   --samples N           keys (tokens) for the key statistics (default: the whole corpus, up to 1,000,000,
                         for small models; 100,000 for GPT-2)
   --stats-dir DIR       key statistics cache (default runs/editing-stats)
+  --stats FILE          key statistics released by ROME/MEMIT (.npz, e.g. transformer.h.17.mlp.c_proj_
+                        float32_mom2_100000.npz), one per edited layer (repeatable; L=FILE names the layer)
   --fact-token T        subject_last | subject_first | last: where keys are read and values written
   --v-steps N, --v-lr X, --kl-factor X, --clamp-norm X, --lambda X, --ft-eps X, --ft-steps N, --ft-lr X
                         hyper-parameter overrides
@@ -180,6 +185,7 @@ async function main(args: string[]): Promise<number> {
       corpus: { type: "string" },
       samples: { type: "string" },
       "stats-dir": { type: "string" },
+      stats: { type: "string", multiple: true },
       "fact-token": { type: "string" },
       "v-steps": { type: "string" },
       "v-lr": { type: "string" },
@@ -201,7 +207,7 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const say = values.json ? (_: string) => {} : (line: string) => console.log(line);
-  const dir = values.model!;
+  const dir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
   const model = await GPT2.load(gpu, dir);
   const tok = await loadTokenizer(dir);
@@ -222,7 +228,12 @@ async function main(args: string[]): Promise<number> {
   };
   const mc = methodConfig(model, method, overrides);
   const c = await resolveCase(model, tok, values, dir);
-  const noise = { seed: 1, scale: await defaultNoiseLevel(model) };
+  // The problems that noise the subject use causal tracing's corruption: ROME's rule over the edited
+  // subject's embeddings, as `trace --prompt` computes it (recorded in the output).
+  const noiseLevel: NoiseLevel | null = problem === "fact-forcing" || problem === "tracing-reversal"
+    ? await subjectNoiseLevel(model, tok, [c.subject])
+    : null;
+  const noise = { seed: 1, scale: noiseLevel?.level ?? 0 };
   const request = await problemRequest(model, tok, c, problem, noise);
   const corpus = values.corpus ?? (await fileExists(`${dir}/corpus.txt`) ? `${dir}/corpus.txt` : null);
   say(`model ${dir} (${model.config.nLayer} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
@@ -230,7 +241,7 @@ async function main(args: string[]): Promise<number> {
     `${method} ${problem}: "${request.prompt.replace("{}", c.subject)}" -> ${
       request.direction === "decrease" ? "not " : ""
     }"${request.target}"` +
-      (request.noise ? ` (subject noised, scale ${noise.scale.toFixed(3)})` : ""),
+      (noiseLevel ? ` (subject noised: ${noiseLevel.rule} = ${noiseLevel.level.toFixed(4)})` : ""),
   );
 
   let edit: Edit;
@@ -241,7 +252,14 @@ async function main(args: string[]): Promise<number> {
   } else {
     const layers = statsLayers(mc);
     let stats = new Map<number, KeyStats>();
-    if (layers.length > 0) {
+    if (layers.length > 0 && values.stats) {
+      stats = await importStatsFiles(values.stats, model.config.nInner, layers);
+      say(
+        `key statistics of layers ${layers.join(",")}: imported (${
+          [...stats.values()].map((s) => s.count).join(", ")
+        } keys)`,
+      );
+    } else if (layers.length > 0) {
       if (!corpus) {
         throw new Error(`${method} needs key statistics: give --corpus FILE (no corpus.txt in ${dir})`);
       }
@@ -287,16 +305,7 @@ async function main(args: string[]): Promise<number> {
   // The standard metrics judge the edit towards the problem's target against the true object (fact
   // erasure and amplification have no second object: only Hase et al.'s scores apply); a noised-subject
   // problem (fact forcing) is not what they were defined for either.
-  const standardCase: StandardCase | null = request.direction !== "decrease" && !request.noise &&
-      request.target !== c.targetTrue
-    ? {
-      prompt: c.prompt.replace("{}", c.subject),
-      paraphrases: c.paraphrases,
-      neighbors: c.neighbors,
-      targetTrue: c.targetTrue,
-      targetNew: request.target,
-    }
-    : null;
+  const standardCase = standardCaseOf(c, request);
   const reference = standardCase ? await localityReference(model, tok, standardCase) : null;
   const applied = await applyEdit(model, edit);
   const after = await greedyGenerate(model, tok, probes.map((p) => p.text), tokens);
@@ -315,6 +324,7 @@ async function main(args: string[]): Promise<number> {
         method: edit.method,
         problem,
         request,
+        noise: noiseLevel,
         completions: probes.map((p, i) => ({
           ...p,
           before: before.continuations[i],

@@ -1,8 +1,10 @@
-// ./locus task fetch-data NAME...: downloads public fact-editing datasets into a data directory.
+// ./locus task fetch-data NAME...: downloads public fact-editing datasets into a data directory, and
+// text corpora for the key statistics into the Hugging Face hub cache.
 //
 //   ./locus task fetch-data known_1000                  -> data/known_1000.json (+ .sha256)
-//   ./locus task fetch-data all --data-dir /tmp/data
+//   ./locus task fetch-data all --data-dir /tmp/data    (the three fact datasets)
 //   ./locus task fetch-data zsre --base-url http://mirror.example/dsets   (or LOCUS_DATA_BASE_URL=...)
+//   ./locus task fetch-data wikitext-103                -> the hub cache (experiments/corpus.ts), ~315 MB
 //
 // Without --base-url or $LOCUS_DATA_BASE_URL the ROME and MEMIT project sites are tried in turn (they
 // serve the same files). A download goes to FILE.part, with a progress bar, and is resumed with an HTTP
@@ -11,13 +13,23 @@
 // FILE.sha256 (sha256sum format). So FILE exists only if it is whole and valid; a checksum or validation
 // failure deletes the partial file. When no site answers (offline), the error lists what was tried and
 // where to put a copy fetched by hand (it is then verified like a download).
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type DatasetFormat, parseDataset } from "./datasets.ts";
-import { ProgressBar } from "./output.ts";
-import { writeAtomic } from "../engine/files.ts";
+import {
+  DownloadError,
+  exists,
+  perFileProgress,
+  type Progress,
+  progressPrinter,
+  removeIfExists,
+  resumeDownload,
+  sha256File,
+} from "./download.ts";
+import { moveIntoPlace, writeAtomic } from "../engine/files.ts";
 import { runMain } from "../engine/main.ts";
+import { HUB_CORPORA } from "./corpus.ts";
+import { fetchHubCorpus } from "./hub_corpus.ts";
 
 export interface RemoteDataset {
   /** The file name, both under the base URL and in the data directory. */
@@ -61,18 +73,7 @@ export const DEFAULT_BASE_URLS = [
 export const BASE_URL_ENV = "LOCUS_DATA_BASE_URL";
 export const DEFAULT_DATA_DIR = "data";
 
-/** The server could not be reached or refused the file: another site may have it. */
-export class DownloadError extends Error {
-  override name = "DownloadError";
-}
-
-export interface Progress {
-  file: string;
-  /** Bytes of the file on disk so far (a resumed download starts at the old part's size). */
-  bytes: number;
-  /** The full size, when the server says it. */
-  total: number | null;
-}
+export { DownloadError, type Progress, sha256File };
 
 export interface FetchOptions {
   baseUrl?: string;
@@ -91,35 +92,6 @@ export interface FetchResult {
   resumedFrom: number;
   /** The file was already there and valid: nothing was downloaded. */
   alreadyPresent: boolean;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
-
-async function removeIfExists(path: string): Promise<void> {
-  try {
-    await Deno.remove(path);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-}
-
-/** Hex sha256 of a file, read in chunks. */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path, { read: true });
-  const buffer = new Uint8Array(1 << 20);
-  for (let n = await file.read(buffer); n !== null; n = await file.read(buffer)) {
-    hash.update(buffer.subarray(0, n));
-  }
-  return hash.digest("hex");
 }
 
 /** Checks a complete download; returns its record count or throws after deleting it. */
@@ -165,38 +137,9 @@ export async function fetchDataset(spec: RemoteDataset, o: FetchOptions = {}): P
   }
   if (o.force) await removeIfExists(part);
 
-  let offset = (await exists(part)) ? (await Deno.stat(part)).size : 0;
-  const get = async (init: RequestInit) => {
-    try {
-      return await fetch(url, init);
-    } catch (e) {
-      // fetch's own message is just "fetch failed"; the cause names the DNS or connection error.
-      const cause = (e as Error).cause;
-      throw new DownloadError(`${url}: ${(e as Error).message}${cause ? ` (${cause})` : ""}`);
-    }
-  };
-  let response = await get(offset > 0 ? { headers: { Range: `bytes=${offset}-` } } : {});
-  if (offset > 0 && response.status === 416) {
-    // Nothing left to send: the part already holds the whole file (verified below).
-    await response.body?.cancel();
-  } else {
-    if (
-      offset > 0 &&
-      !(response.status === 206 && response.headers.get("content-range")?.startsWith(`bytes ${offset}-`))
-    ) {
-      // The server ignored the range (200) or answered another one: start over.
-      await response.body?.cancel();
-      offset = 0;
-      response = await get({});
-    }
-    if (!response.ok) {
-      await response.body?.cancel();
-      throw new DownloadError(`${url}: HTTP ${response.status} ${response.statusText}`);
-    }
-    await download(response, part, offset, url, spec.file, o.onProgress);
-  }
+  const offset = await resumeDownload(url, part, { file: spec.file, onProgress: o.onProgress });
   const { sha256, bytes, records } = await verify(spec, part, url);
-  await Deno.rename(part, path);
+  await moveIntoPlace(part, path); // the part file was fsynced as it was downloaded
   await writeChecksum(sumFile, sha256, spec.file);
   return { path, sha256, bytes, records, resumedFrom: offset, alreadyPresent: false };
 }
@@ -228,68 +171,10 @@ async function verifyPresent(spec: RemoteDataset, path: string, sumFile: string)
   return { sha256, bytes: (await Deno.stat(path)).size, records: cases.length };
 }
 
-/** Streams the response body onto the end of `part` (which holds `offset` bytes). */
-async function download(
-  response: Response,
-  part: string,
-  offset: number,
-  url: string,
-  file: string,
-  onProgress?: (p: Progress) => void,
-): Promise<void> {
-  const length = response.headers.get("content-length");
-  const total = length === null ? null : offset + Number(length);
-  using out = await Deno.open(part, {
-    write: true,
-    create: true,
-    append: offset > 0,
-    truncate: offset === 0,
-  });
-  let bytes = offset;
-  onProgress?.({ file, bytes, total });
-  try {
-    for await (const chunk of response.body!) {
-      for (let written = 0; written < chunk.length;) written += await out.write(chunk.subarray(written));
-      bytes += chunk.length;
-      onProgress?.({ file, bytes, total });
-    }
-  } catch (e) {
-    throw new Error(
-      `${url}: download interrupted after ${bytes}${total === null ? "" : ` of ${total}`} bytes (${
-        (e as Error).message
-      }); run again to resume`,
-    );
-  } finally {
-    await out.sync();
-  }
-  if (total !== null && bytes !== total) {
-    throw new Error(`${url}: truncated: got ${bytes} of ${total} bytes; run again to resume`);
-  }
-}
-
 /** The base URLs to try: --base-url, else $LOCUS_DATA_BASE_URL, else the ROME and MEMIT sites. */
 export function resolveBaseUrls(flag: string | undefined): string[] {
   const chosen = flag ?? Deno.env.get(BASE_URL_ENV);
   return chosen === undefined ? DEFAULT_BASE_URLS : [chosen];
-}
-
-const megabytes = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
-
-/** A progress bar over the file's bytes (its size from the server, else the pinned one). */
-function progressPrinter(spec: RemoteDataset): (p: Progress) => void {
-  let bar: ProgressBar | null = null;
-  let last = 0;
-  return (p) => {
-    const total = p.total ?? spec.size ?? null;
-    if (total === null) {
-      // No size anywhere: a plain line every 5 MB.
-      if (p.bytes - last >= 5e6) console.error(`${p.file}: ${megabytes(p.bytes)}`);
-      last = p.bytes;
-      return;
-    }
-    bar ??= new ProgressBar(p.file, total, { format: megabytes });
-    bar.update(p.bytes);
-  };
 }
 
 /** What to do when no site could be reached: the attempts, then the manual route. */
@@ -318,22 +203,34 @@ async function main(): Promise<void> {
       help: { type: "boolean", short: "h", default: false },
     },
   });
-  const names = Object.keys(REMOTE_DATASETS);
+  const names = Object.keys(REMOTE_DATASETS), corpora = Object.keys(HUB_CORPORA);
   if (values.help || positionals.length === 0) {
     console.log(
       `usage: ./locus task fetch-data NAME... [--data-dir ${DEFAULT_DATA_DIR}] [--base-url URL] [--force]\n` +
-        `  NAME: ${names.join(", ")} or all\n` +
-        `  base URL: --base-url, else $${BASE_URL_ENV}, else ${DEFAULT_BASE_URLS.join(" then ")}`,
+        `  NAME: ${names.join(", ")} or all (these three), or the corpus ${corpora.join(", ")}\n` +
+        `  base URL: --base-url, else $${BASE_URL_ENV}, else ${DEFAULT_BASE_URLS.join(" then ")}\n` +
+        `  corpora go to the Hugging Face hub cache (HF_HUB_CACHE, HF_HOME); a hub mirror: HF_ENDPOINT`,
     );
     if (!values.help) Deno.exit(2);
     return;
   }
   const wanted = positionals.includes("all") ? names : positionals;
   for (const name of wanted) {
-    if (!REMOTE_DATASETS[name]) throw new Error(`unknown dataset "${name}"; known: ${names.join(", ")}, all`);
+    if (!REMOTE_DATASETS[name] && !HUB_CORPORA[name]) {
+      throw new Error(`unknown dataset "${name}"; known: ${[...names, ...corpora].join(", ")}, all`);
+    }
   }
   const baseUrls = resolveBaseUrls(values["base-url"]);
   for (const name of wanted) {
+    if (HUB_CORPORA[name]) {
+      const r = await fetchHubCorpus(HUB_CORPORA[name], {
+        onProgress: perFileProgress(),
+        log: console.error,
+      });
+      for (const f of r.files) console.log(`  ${f.path} (${f.bytes} bytes, sha256 ${f.etag}, ${f.how})`);
+      console.log(`${name}: ${r.snapshot}; use it with --corpus ${name}`);
+      continue;
+    }
     const spec = REMOTE_DATASETS[name];
     const tried: string[] = [];
     let r: FetchResult | null = null;
@@ -343,7 +240,7 @@ async function main(): Promise<void> {
           baseUrl,
           dataDir: values["data-dir"],
           force: values.force && tried.length === 0,
-          onProgress: progressPrinter(spec),
+          onProgress: progressPrinter(spec.size),
         });
         break;
       } catch (e) {

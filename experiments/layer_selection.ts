@@ -5,8 +5,8 @@
 //                          token (ROME's choice; experiments/tracing.ts, ROME's MLP window of 10 layers
 //                          out of 48 scaled to the model's depth)
 //   integrated gradients   the layer with the highest mean per-layer attribution (sum or max over its
-//                          neurons) of the true answer (seed 000; experiments/attribution.ts)
-//   LGA                    Layer Gradient Analysis's golden layer (seed 004; experiments/attribution.ts)
+//                          neurons) of the true answer (Chun & Hur; experiments/attribution.ts)
+//   LGA                    Layer Gradient Analysis's golden layer (Golden Layers paper; experiments/attribution.ts)
 //   fixed                  a given list, e.g. ROME's published layer
 //   brute force            edit at every candidate layer with a caller's edit-and-score function and
 //                          keep the best (the ground truth the others approximate, and the slowest)

@@ -1,6 +1,6 @@
 // Edit-evaluation metrics, in two layers:
 //
-//  1. Pure functions of probabilities, NLLs and token lists (exact definitions: METHODS.md section 8):
+//  1. Pure functions of probabilities, NLLs and token lists (exact definitions: Hase et al.'s appendix and the ROME/EasyEdit evaluation code):
 //     - Hase et al. (2023): normalised rewrite / paraphrase score, erasure score, neighborhood score,
 //       essence score, and their harmonic mean;
 //     - ROME's CounterFact metrics: efficacy / paraphrase / neighborhood success and magnitude from
@@ -303,6 +303,40 @@ export interface StandardCase {
   portability?: readonly { prompt: string; answer: string }[];
   targetTrue: string;
   targetNew: string;
+}
+
+/**
+ * The case the standard metrics judge an edit by, or null where they do not apply: they compare a new
+ * object against the true one, so fact erasure (direction "decrease"), amplification (the target is the
+ * true object) and a noised subject (fact forcing) have none. `c.prompt` has "{}" for the subject.
+ */
+export function standardCaseOf(
+  c: {
+    prompt: string;
+    subject: string;
+    paraphrases: readonly string[];
+    neighbors: readonly string[];
+    targetTrue: string;
+  },
+  request: { target: string; direction?: string; noise?: unknown },
+): StandardCase | null {
+  if (request.direction === "decrease" || request.noise || request.target === c.targetTrue) return null;
+  return {
+    prompt: c.prompt.replace("{}", c.subject),
+    paraphrases: c.paraphrases,
+    neighbors: c.neighbors,
+    targetTrue: c.targetTrue,
+    targetNew: request.target,
+  };
+}
+
+/** The mean of each standard metric over edits (null where no edit has a value), for summaries. */
+export function meanStandardScores(all: readonly StandardScores[]): StandardScores {
+  const values = (key: keyof StandardScores) =>
+    all.map((s) => s[key]).filter((x): x is number => typeof x === "number" && Number.isFinite(x));
+  return Object.fromEntries(
+    STANDARD_METRICS.map((m) => [m.key, meanOf(values(m.key))]),
+  ) as unknown as StandardScores;
 }
 
 /** EasyEdit's locality reference: the unedited model's argmax tokens on each neighbour + answer. */

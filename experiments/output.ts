@@ -54,11 +54,13 @@ export function positiveInt(name: string, s: string | undefined, fallback: numbe
   return n;
 }
 
-/** "42s" or "3m07s", for progress lines. */
-export function formatSeconds(s: number): string {
-  return s < 60
-    ? `${s.toFixed(0)}s`
-    : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
+/** "42s", "3m07s" or "1h02m", for progress lines and run summaries ("?" when not finite). */
+export function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
 export interface ProgressOptions {
@@ -68,13 +70,15 @@ export interface ProgressOptions {
   format?: (n: number) => string;
   /** Plain lines written over the whole run when the stream is not a terminal (default 20). */
   lines?: number;
+  /** Items done before this run started (a resumed run): counted as done, left out of the rate. */
+  already?: number;
 }
 
 /**
  * A progress bar for long runs: `label [#####-----] 12/40 30%  1m02s elapsed, ETA 2m25s  note`.
  * On a terminal it is redrawn in place (at most every 100 ms, and at the end); otherwise it writes a
  * plain line at about every 1/`lines` of the total and at the end, so logs stay short. The ETA assumes
- * the remaining items take as long as the done ones; it is left out until something is done.
+ * the remaining items take as long as the ones done in this run; it is left out until one is.
  */
 export class ProgressBar {
   private readonly started = performance.now();
@@ -94,8 +98,9 @@ export class ProgressBar {
     const f = this.o.format ?? String;
     const share = this.total > 0 ? Math.min(1, done / this.total) : 0;
     const width = 20, filled = Math.round(share * width);
-    const eta = done > 0 && done < this.total
-      ? `, ETA ${formatSeconds((seconds / done) * (this.total - done))}`
+    const now = done - (this.o.already ?? 0);
+    const eta = now > 0 && done < this.total
+      ? `, ETA ${formatSeconds((seconds / now) * (this.total - done))}`
       : "";
     return `${this.label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${f(done)}/${f(this.total)} ` +
       `${(100 * share).toFixed(0)}%  ${formatSeconds(seconds)} elapsed${eta}${note ? `  ${note}` : ""}`;

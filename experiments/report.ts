@@ -13,8 +13,8 @@
 //                 table-zeroing and table-last-subject (robustness: other localizations)
 //   layers        fig-layer-curves (scores by edit layer, figure 7), table-correlations and
 //                 fig-scatter-* (score vs tracing effect at each layer, figures 4 and 15)
-//   golden        table-golden (seed 004 table 1), table-proxy-test (seed 004 tables 3-8),
-//                 table-selection-004 (seed 004 table 2), table-selection-000 (seed 000 table 1),
+//   golden        table-golden (Golden Layers table 1), table-proxy-test (Golden Layers tables 3-8),
+//                 table-selection-004 (Golden Layers table 2), table-selection-000 (Chun & Hur table 1),
 //                 fig-selection (the strategies' per-layer scores, LGA with its fences)
 import { parseArgs } from "node:util";
 import {
@@ -472,7 +472,7 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
     parts.push(table(
       "table-golden",
       "Rewrite score of each fact edited at its own best layer vs all facts at the golden layer (best on average); " +
-        "paired t-test over facts, difference if p < 0.05 (seed 004 table 1).",
+        "paired t-test over facts, difference if p < 0.05 (Golden Layers table 1).",
       [["Method", "", ...data.problems]],
       body,
     ));
@@ -503,7 +503,7 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
     parts.push(table(
       "table-proxy-test",
       "Golden layers found on the proxy facts vs on the test facts; both layers are scored on the test facts " +
-        "(seed 004 tables 3-8).",
+        "(Golden Layers tables 3-8).",
       [
         [
           { text: "Editing Problem", rowspan: 2 },
@@ -551,7 +551,7 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
     }
     parts.push(table(
       "table-selection-004",
-      "Mean test-fact scores when editing at the layer each strategy chose on the proxy facts (seed 004 table 2; " +
+      "Mean test-fact scores when editing at the layer each strategy chose on the proxy facts (Golden Layers table 2; " +
         "CMA = causal tracing).",
       [[
         "Editing Problem",
@@ -572,7 +572,7 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
     parts.push(table(
       "table-selection-000",
       `${ei}: editing at the layer chosen by integrated gradients ("attribution score") vs causal tracing ` +
-        `(seed 000 table 1; rewrite ≈ reliability, paraphrase ≈ generalization, neighborhood ≈ locality).`,
+        `(Chun & Hur table 1; rewrite ≈ reliability, paraphrase ≈ generalization, neighborhood ≈ locality).`,
       [
         [{ text: "Selection", rowspan: 2 }, ...methods.map((m) => ({ text: methodLabel(m), colspan: 5 }))],
         methods.flatMap(() => ["Layer", "Rewrite", "Paraphrase", "Neighborhood", "Overall"]),
@@ -665,6 +665,12 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
       data.selections.map((s) => `${STRATEGY_NAMES[s.selector] ?? s.selector} → layer ${s.layers.join(",")}`)
         .join("; ") || "none",
     ],
+    [
+      "skipped records",
+      data.skipped.length
+        ? `${data.skipped.length}: ${data.skipped.map((r) => `${r.record}: ${r.reason}`).join("; ")}`
+        : "none",
+    ],
   ];
   return `<!DOCTYPE html>
 <html lang="en">
@@ -716,12 +722,8 @@ async function main(args: string[]): Promise<number> {
     return values.help ? 0 : 2;
   }
   const path = positionals[0];
-  try {
-    await Deno.stat(path);
-  } catch {
-    throw new Error(`${path}: no such results store`);
-  }
-  const store = ResultStore.open(path);
+  // A report only reads: a mistyped path is an error, never a new empty store.
+  const store = ResultStore.open(path, { create: false });
   let data: SweepData;
   try {
     data = loadSweep(store.results(), values.sweep);

@@ -369,6 +369,49 @@ export function parseShard(text: string): Shard {
   return { index, count };
 }
 
+/** The variable that gives a Kubernetes Indexed Job's shard count (set it to the Job's `completions`):
+ *  Kubernetes sets JOB_COMPLETION_INDEX in each pod but no count. */
+export const SHARD_COUNT_VARIABLE = "LOCUS_SHARD_COUNT";
+
+/**
+ * The shard a job-array task runs when --shard is not given, from its scheduler's variables: a SLURM
+ * array (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT; `--array=0-7` or `1-8`,
+ * no step) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX of LOCUS_SHARD_COUNT). Undefined when
+ * neither is set; a half-set pair, or an index outside the count, is an error naming the variables.
+ */
+export function shardFromEnv(
+  env: Record<string, string | undefined>,
+): { shard: Shard; source: string } | undefined {
+  const integer = (name: string): number | undefined => {
+    const text = env[name];
+    if (text === undefined) return undefined;
+    if (!/^\d+$/.test(text.trim())) throw new Error(`${name}="${text}": expected a non-negative integer`);
+    return Number(text);
+  };
+  const pairs: [string, string, string][] = [
+    ["SLURM", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"],
+    ["Kubernetes", "JOB_COMPLETION_INDEX", SHARD_COUNT_VARIABLE],
+  ];
+  for (const [scheduler, indexName, countName] of pairs) {
+    const id = integer(indexName), count = integer(countName);
+    if (id === undefined && count === undefined) continue;
+    if (id === undefined || count === undefined) {
+      const [set, unset] = id === undefined ? [countName, indexName] : [indexName, countName];
+      throw new Error(`${set} is set but ${unset} is not: cannot tell this ${scheduler} task's shard`);
+    }
+    const min = scheduler === "SLURM" ? integer("SLURM_ARRAY_TASK_MIN") ?? 0 : 0;
+    const index = id - min;
+    const names = `${indexName}=${id}${min ? ` - SLURM_ARRAY_TASK_MIN=${min}` : ""}, ${countName}=${count}`;
+    if (count < 1 || index < 0 || index >= count) {
+      throw new Error(
+        `${names}: not a shard k of n with 0 <= k < n (array indices must be consecutive, without a step)`,
+      );
+    }
+    return { shard: { index, count }, source: `${scheduler} (${names})` };
+  }
+  return undefined;
+}
+
 /** 32-bit FNV-1a of the UTF-8 bytes: a fixed hash, so every process and machine agrees. */
 export function fnv1a(text: string): number {
   let h = 0x811c9dc5;

@@ -1,4 +1,4 @@
-// deno task study: the whole localization-vs-editing study on the embedded model, sized to finish in
+// ./locus task study: the whole localization-vs-editing study on the embedded model, sized to finish in
 // under 30 minutes on a CPU-only machine (WebGPU on the software adapter, 2 cores), resumable.
 //
 //   1. facts: a seeded sample of the CounterFact facts the model knows (--facts edited, --trace-facts
@@ -14,10 +14,11 @@
 // Every result goes to OUT/results.db as it is produced (experiments/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
-//   deno task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 26]
+//   ./locus task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 26]
 import { writeAtomic } from "../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
@@ -33,17 +34,17 @@ import {
 } from "./analysis.ts";
 import { METHODS, parseMethod } from "./editing/methods.ts";
 import { parseProblem, PROBLEMS } from "./editing/problems.ts";
+import { formatSeconds } from "./output.ts";
 import { renderReport } from "./report.ts";
 import { ResultStore, writeCsv } from "./store.ts";
 import {
   defaultSettings,
-  formatDuration,
   LOCALIZATIONS,
   parseNames,
-  progressPrinter,
   runMeta,
   runSweep,
   sampleFacts,
+  scoreSummary,
   SELECTORS,
   skippedReport,
   type SweepPlan,
@@ -51,7 +52,7 @@ import {
 } from "./sweep.ts";
 import { runMain } from "../engine/main.ts";
 
-const USAGE = `usage: deno task study [options]
+const USAGE = `usage: ./locus task study [options]
   --model DIR          GPT-2 folder with counterfact.json and corpus.txt (default: the embedded model)
   --out DIR            results.db, results.csv and report.html go here (default runs/study)
   --facts N            facts edited at every layer (default 8)
@@ -103,7 +104,7 @@ async function main(args: string[]): Promise<number> {
   }
   const started = performance.now();
   const deadline = started + positive("minutes", values.minutes, 26, false) * 60_000;
-  const dir = values.model!, out = values.out!;
+  const dir = await resolveModelDir(values.model!), out = values.out!;
   const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
   for (const path of [`${dir}/model.safetensors`, datasetPath, corpus]) {
     try {
@@ -152,6 +153,7 @@ async function main(args: string[]): Promise<number> {
     layers: Array.from({ length: L }, (_, l) => l),
     settings,
     noiseSubjects: sample.knownSubjects,
+    skipped: sample.skipped,
   };
   const plans: { title: string; plan: SweepPlan }[] = [{
     title: "localization + editing",
@@ -183,7 +185,6 @@ async function main(args: string[]): Promise<number> {
   const summaries: SweepSummary[] = [];
   try {
     const meta = await runMeta(model, dir, datasetPath);
-    const printer = progressPrinter();
     for (const [i, { title, plan }] of plans.entries()) {
       const phase = `[${i + 1}/${plans.length} ${title}]`;
       console.log(
@@ -202,7 +203,7 @@ async function main(args: string[]): Promise<number> {
             corpus,
             statsDir: values["stats-dir"],
             log: (line) => console.log(`${phase} ${line}`),
-            progress: (line, final) => printer(`${phase} ${line}`, final),
+            progress: { label: phase },
           },
           plan,
           { deadline },
@@ -211,7 +212,7 @@ async function main(args: string[]): Promise<number> {
     }
     const stopped = summaries.some((s) => s.stopped);
     const written = summaries.reduce((s, x) => s + x.written, 0);
-    const timing = `${written} results computed in ${formatDuration((performance.now() - started) / 1000)}` +
+    const timing = `${written} results computed in ${formatSeconds((performance.now() - started) / 1000)}` +
       (stopped ? "; the time budget ran out: run the same command again to continue the study." : ".");
     if (store.count({ sweep: "study" }) === 0) {
       console.log(`\nNo results yet, so no report. ${timing}`);
@@ -224,6 +225,8 @@ async function main(args: string[]): Promise<number> {
     console.log(
       `\n=== Findings (${data.edits.length} edits, ${data.traces.length} localization records) ===`,
     );
+    console.log("Mean scores: Hase et al.'s | the field's standard metrics (docs/metrics.md)");
+    for (const line of scoreSummary(store.results({ sweep: "study" }), "study")) console.log(`  ${line}`);
     const rewrite = r2Table(data, { metric: "rewrite" });
     const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : " n/a ");
     console.log("R² of the rewrite score from:  layer | tracing effect | both   (Hase et al. table 3)");

@@ -1,9 +1,9 @@
 // Sweeps: facts x layers x editing methods x editing problems x localization methods, every result
 // written to the results store (experiments/store.ts) the moment it exists.
 //
-//   deno task sweep --out runs/sweep.db --facts 20 --methods rome,memit --problems all
-//   deno task sweep --out shard0.db --shard 0/2 ...      (same options on every machine)
-//   deno task sweep merge all.db shard0.db shard1.db     deno task sweep csv all.db results.csv
+//   ./locus task sweep --out runs/sweep.db --facts 20 --methods rome,memit --problems all
+//   ./locus task sweep --out shard0.db --shard 0/2 ...      (same options on every machine)
+//   ./locus task sweep merge all.db shard0.db shard1.db     ./locus task sweep csv all.db results.csv
 //
 // A sweep is a list of work items, each one stored result (store.ts ResultKey):
 //
@@ -26,7 +26,11 @@
 // fingerprint (settings, model and dataset hashes, proxy set, noise level) and refuses to resume under
 // other settings unless forced. A ROME block killed before it was stored is retried in halves, then
 // quarters, ..., so a sweep killed more often than one block takes still progresses. Records whose
-// prompts cannot fit the model's positions are skipped when the facts are sampled, and reported.
+// prompts cannot fit the model's positions are skipped when the facts are sampled, reported, and stored
+// as "skipped" records (for the CSV and the report).
+//
+// Scores: every edit stores Hase et al.'s scores and, beside them, the field's standard metrics
+// (metrics.ts standardScores: CounterFact ES/PS/NS/EM/PM/NM, EasyEdit's reliability ...) where they apply.
 //
 // Noise: causal tracing, fact forcing and tracing reversal use ROME's rule, 3 x the std of the
 // subject-token embeddings of the dataset's known facts (tracing.ts subjectNoiseLevel), recorded with
@@ -38,19 +42,26 @@
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
 // method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
-// compute a block's edits of one condition together (independent rank-one edits); each edit is then
-// applied alone, scored, undone and stored. MEMIT, EMMET and FT-L compute one fact at a time.
+// compute a block's edits of one (problem, method) at every layer together (independent rank-one edits;
+// their v* batches filled layer by layer up to the row budget, editing/values.ts), then score them all
+// in one batched pass where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts:
+// the weights are never written); FT-L's dense edits (and every edit under --apply-to-score, the
+// reference) are applied alone, scored and undone. MEMIT and EMMET optimise a block's z (facts x layers)
+// together the same way, then solve each fact's edit on its own; FT-L computes one fact at a time.
 // Pre-edit probabilities are computed once per (fact, problem).
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { checkRecord, loadDataset, recordLabel } from "./datasets.ts";
-import { applyEdit, type EditRequest, type SubjectNoise } from "./editing/edit.ts";
+import { applyEdit, type Edit, type EditRequest, type SubjectNoise, VirtualEditSet } from "./editing/edit.ts";
+import { contextTemplates } from "./editing/keys.ts";
+import { optimiseValues, valueOptions } from "./editing/values.ts";
 import { statsHparams } from "./editing/hparams.ts";
 import {
   computeEdits,
@@ -75,14 +86,25 @@ import {
   problemRequest,
   PROBLEMS,
 } from "./editing/problems.ts";
+import { computeRomeAt } from "./editing/rome.ts";
 import { type KeyStats, keyStats } from "./editing/stats.ts";
 import {
   causalTracingSelector,
   integratedGradientsSelector,
   type LayerSelector,
   lgaSelector,
+  scaledMlpWindow,
   type SelectionRequest,
 } from "./layer_selection.ts";
+import {
+  formatStandardScores,
+  localityReference,
+  meanStandardScores,
+  standardCaseOf,
+  type StandardScores,
+  standardScores,
+} from "./metrics.ts";
+import { formatSeconds, ProgressBar, type ProgressOptions } from "./output.ts";
 import { greedyNextTokens } from "./recall.ts";
 import {
   type Json,
@@ -92,7 +114,9 @@ import {
   resultKey,
   ResultStore,
   type Shard,
+  shardFromEnv,
   shardItems,
+  type StoredResult,
   writeCsv,
 } from "./store.ts";
 import {
@@ -121,6 +145,9 @@ export const NONE = "none";
 export const PROXY_SET = "proxy-set";
 /** Localization of edit records: the layer is a cell of the sweep's layer grid. */
 export const LAYER_GRID = "layer-grid";
+/** Localization of the records of dataset cases the sample left out (their prompts do not fit the
+ *  model), stored so that `sweep csv` and the report list them beside the results. */
+export const SKIPPED = "skipped";
 /** Localization of selection records: "select:" + the strategy. */
 export const selectionLocalization = (s: SelectorName) => `select:${s}`;
 
@@ -145,7 +172,7 @@ export interface SweepSettings {
   memitWindow: number;
   /** Layers FT-L trains, centred on the sweep layer. */
   ftWindow: number;
-  /** ROME / R-ROME edits computed together. */
+  /** Facts whose edits are computed together (ROME / R-ROME v*, MEMIT / EMMET z, at every layer). */
   batchSize: number;
   igSteps: number;
   /** Hyper-parameter overrides applied to every edit (e.g. fewer v* steps for speed). */
@@ -165,17 +192,23 @@ export interface SweepPlan {
   /** Subjects whose token embeddings set the noise level (ROME: every known fact of the dataset);
    *  default: the plan's facts. */
   noiseSubjects?: string[];
+  /** Dataset records the fact sample left out (FactSample.skipped), stored as SKIPPED records. */
+  skipped?: SkippedRecord[];
 }
 
-/** Hase et al. trace MLP outputs with a window of 5 of GPT-J's 28 layers; the same share of this depth. */
-export function haseTraceWindow(nLayer: number): number {
-  return Math.max(1, Math.round((5 * nLayer) / 28));
+/** A dataset record left out of a sweep, and why. */
+export interface SkippedRecord {
+  /** The case id, e.g. "counterfact:17". */
+  id: string;
+  /** recordLabel(): "FILE: record I (ID)". */
+  label: string;
+  reason: string;
 }
 
 export function defaultSettings(nLayer: number, seed = 0): SweepSettings {
   return {
     seed,
-    traceWindow: haseTraceWindow(nLayer),
+    traceWindow: scaledMlpWindow(nLayer), // the one window rule of every command that traces
     traceSamples: 10,
     traceKinds: ["resid", "mlp", "attn"],
     memitWindow: 3,
@@ -260,9 +293,37 @@ export interface FactSample {
   /** Their subjects (the set ROME's noise level is computed over). */
   knownSubjects: string[];
   candidates: number;
-  /** Records left out because a prompt the sweep runs would not fit the model's positions, one line each. */
-  skipped: string[];
+  /** Records left out because a prompt the sweep runs would not fit the model's positions. */
+  skipped: SkippedRecord[];
   facts: SweepFact[];
+}
+
+/**
+ * Per problem x method, the mean of Hase et al.'s scores over the sweep's edits and, beside them, the
+ * field's standard metrics (metrics.ts STANDARD_METRICS; n/a for the problems they do not judge):
+ *   "error-injection rome (18 edits): rewrite 0.912  paraphrase 0.403  neighborhood 0.977  overall 0.611 |
+ *    ES 1.00  PS 0.56 ..."
+ */
+export function scoreSummary(results: Iterable<StoredResult>, sweep: string): string[] {
+  const groups = new Map<string, StoredResult[]>();
+  for (const r of results) {
+    if (r.sweep !== sweep || r.localization !== LAYER_GRID) continue;
+    const g = `${r.problem} ${r.method}`;
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g)!.push(r);
+  }
+  const mean = (rows: StoredResult[], key: string) => {
+    const xs = rows.map((r) => r.metrics[key]).filter((x): x is number => typeof x === "number");
+    return xs.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3) : "n/a";
+  };
+  return [...groups].map(([name, rows]) => {
+    const hase = ["rewrite", "paraphrase", "neighborhood", "overall"].map((k) => `${k} ${mean(rows, k)}`);
+    const standard = rows.map((r) => r.metrics.standard).filter((x) => x !== null && typeof x === "object");
+    return `${name} (${rows.length} edits): ${hase.join("  ")} | ` +
+      (standard.length
+        ? formatStandardScores(meanStandardScores(standard as unknown as StandardScores[]))
+        : "standard metrics n/a (they compare a new object against the true one)");
+  });
 }
 
 /** The lines that report a sample's skipped records (none when nothing was skipped). */
@@ -270,7 +331,7 @@ export function skippedReport(sample: FactSample): string[] {
   if (sample.skipped.length === 0) return [];
   return [
     `skipped ${sample.skipped.length} records whose prompts do not fit the model:`,
-    ...sample.skipped.map((line) => `  ${line}`),
+    ...sample.skipped.map((r) => `  ${r.label}: ${r.reason}`),
   ];
 }
 
@@ -316,13 +377,17 @@ export async function sampleFacts(
   // A record the sweep cannot use at all (no template, a target outside the vocabulary) is an error
   // naming it; one whose prompts do not fit the model is skipped and reported (a longer model could).
   const positions = model.config.nPositions, prefix = contextPrefixTokens(model);
-  const skipped: string[] = [];
+  const skipped: SkippedRecord[] = [];
   const candidates: Omit<SweepFact, "split">[] = [];
   for (const c of cases) {
     const ec = checkRecord(datasetPath, c, () => editingCase(c));
     const needed = checkRecord(datasetPath, c, () => positionsNeeded(tok, ec, prefix));
     if (needed > positions) {
-      skipped.push(`${recordLabel(datasetPath, c)}: needs ${needed} positions, the model has ${positions}`);
+      skipped.push({
+        id: c.id,
+        label: recordLabel(datasetPath, c),
+        reason: `needs ${needed} positions, the model has ${positions}`,
+      });
     } else candidates.push({ id: c.id, recordIndex: c.recordIndex, case: ec });
   }
   const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(filledPrompt(c.case))));
@@ -414,74 +479,6 @@ export function jsonSafe(value: unknown): Json {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Progress
-
-/** "42s", "3m05s", "1h02m". */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return "?";
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
-}
-
-/** Counts results done against the total; the rate and ETA count only this run's results. */
-export class Progress {
-  private doneNow = 0;
-  private readonly started: number;
-
-  constructor(
-    readonly total: number,
-    /** Results already in the store when the run started. */
-    readonly skipped: number,
-    private readonly now: () => number = () => performance.now() / 1000,
-  ) {
-    this.started = now();
-  }
-
-  tick(n = 1): void {
-    this.doneNow += n;
-  }
-
-  get done(): number {
-    return this.skipped + this.doneNow;
-  }
-
-  /** "120/900 results (13%) · 2.10/s · ETA 6m11s · <what>" */
-  line(what = ""): string {
-    const elapsed = this.now() - this.started;
-    const rate = elapsed > 0 ? this.doneNow / elapsed : 0;
-    const remaining = this.total - this.done;
-    const pct = this.total ? Math.floor((100 * this.done) / this.total) : 100;
-    const eta = remaining === 0 ? "done" : rate > 0 ? `ETA ${formatDuration(remaining / rate)}` : "ETA ?";
-    const parts = [`${this.done}/${this.total} results (${pct}%)`, `${rate.toFixed(2)}/s`, eta];
-    if (what) parts.push(what);
-    return parts.join(" · ");
-  }
-}
-
-/** Writes progress lines: rewritten in place on a terminal, else at most one line every `every` seconds. */
-export function progressPrinter(
-  o: { tty?: boolean; every?: number } = {},
-): (line: string, final?: boolean) => void {
-  const tty = o.tty ?? Deno.stderr.isTerminal();
-  const every = o.every ?? 10;
-  const encoder = new TextEncoder();
-  let last = -Infinity;
-  return (line, final = false) => {
-    if (tty) {
-      Deno.stderr.writeSync(encoder.encode(`\r\x1b[K${line}${final ? "\n" : ""}`));
-      return;
-    }
-    const now = performance.now() / 1000;
-    if (final || now - last >= every) {
-      last = now;
-      Deno.stderr.writeSync(encoder.encode(line + "\n"));
-    }
-  };
-}
-
-// ------------------------------------------------------------------------------------------------
 // Running
 
 export interface SweepContext {
@@ -494,8 +491,8 @@ export interface SweepContext {
   statsDir?: string;
   /** Informational lines (stdout). */
   log?: (line: string) => void;
-  /** Progress lines (stderr). */
-  progress?: (line: string, final?: boolean) => void;
+  /** The progress bar (output.ts ProgressBar, on stderr): its label (default: sweep "NAME") and options. */
+  progress?: ProgressOptions & { label?: string };
 }
 
 export interface SweepSummary {
@@ -543,16 +540,17 @@ function selectorFor(plan: SweepPlan, name: SelectorName, noise: NoiseLevel): La
 /**
  * Runs every item of the plan (of `shard`, if given) that the store does not hold yet, writing each
  * result as soon as it exists. With a `deadline` (a performance.now() time in ms) no new work starts
- * after it; the sweep resumes from there when run again.
+ * after it; the sweep resumes from there when run again. `applyToScore` scores each edit by writing it
+ * into the weights, scoring and undoing it, one at a time: the reference for the batched virtual scoring
+ * (the same results to float tolerance, tests/sweep_test.ts).
  */
 export async function runSweep(
   ctx: SweepContext,
   plan: SweepPlan,
-  o: { shard?: Shard; deadline?: number; force?: boolean } = {},
+  o: { shard?: Shard; deadline?: number; force?: boolean; applyToScore?: boolean } = {},
 ): Promise<SweepSummary> {
   const { model, tok, store } = ctx;
   const log = ctx.log ?? (() => {});
-  const show = ctx.progress ?? (() => {});
   checkPlan(plan, model.nLayer);
   const noiseSubjects = plan.noiseSubjects ?? plan.facts.map((f) => f.case.subject);
   const noise = noiseSubjects.length ? await subjectNoiseLevel(model, tok, noiseSubjects) : null;
@@ -566,12 +564,35 @@ export async function runSweep(
   const all = planItems(plan);
   const mine = o.shard ? shardItems(all, (it) => resultKey(it.key), o.shard) : all;
   const pending = mine.filter((it) => !store.has(it.key));
-  const progress = new Progress(mine.length, mine.length - pending.length);
-  let written = 0;
+  // The bar counts this shard's results; those stored before count as done, not towards the ETA.
+  const already = mine.length - pending.length;
+  const bar = pending.length
+    ? new ProgressBar(ctx.progress?.label ?? `sweep "${plan.name}"`, mine.length, {
+      ...ctx.progress,
+      already,
+    })
+    : null;
+  let done = already, written = 0;
+  const show = (what: string) => bar?.update(done, what);
   const put = (key: ResultKey, record: Omit<Parameters<ResultStore["put"]>[0], keyof ResultKey>) => {
     if (store.put({ ...key, ...record })) written++;
-    progress.tick();
+    done++;
   };
+  // The records the sample left out, stored (not work items: no progress, no shard) so the CSV and the
+  // report list them. Every shard writes the same rows (no adapter, no time), so merging keeps one each.
+  for (const r of plan.skipped ?? []) {
+    store.put({
+      sweep: plan.name,
+      fact: r.id,
+      method: NONE,
+      layer: null,
+      problem: NONE,
+      localization: SKIPPED,
+      metrics: { record: r.label, reason: r.reason },
+      model: ctx.meta.model,
+      dataset: { ...ctx.meta.dataset, caseId: r.id },
+    });
+  }
   const datasetOf = (fact: SweepFact) => ({
     ...ctx.meta.dataset,
     caseId: fact.id,
@@ -584,7 +605,7 @@ export async function runSweep(
     }, ` +
       `${mine.length - pending.length} already stored, ${pending.length} to run`,
   );
-  show(progress.line("starting"));
+  show("starting");
 
   // Localization measurements.
   const s = plan.settings;
@@ -620,7 +641,7 @@ export async function runSweep(
       adapter: ctx.meta.adapter,
       timings: { trace: (performance.now() - t0) / 1000 },
     });
-    show(progress.line(`traced ${fact.id} (${item.localization})`));
+    show(`traced ${fact.id} (${item.localization})`);
     // Prompts differ in length, so pooled buffers of one trace rarely fit the next: free them.
     model.gpu.trimPool();
   }
@@ -658,7 +679,7 @@ export async function runSweep(
       adapter: ctx.meta.adapter,
       timings: { select: selection.seconds },
     });
-    show(progress.line(`layer selection: ${item.selector} chose ${selection.layers.join(",")}`));
+    show(`layer selection: ${item.selector} chose ${selection.layers.join(",")}`);
   }
 
   // Edits.
@@ -683,7 +704,7 @@ export async function runSweep(
         samples: statsHparams(model.config).samples,
         cacheDir: ctx.statsDir,
         log,
-        onProgress: (done, total) => show(progress.line(`key statistics ${done}/${total} keys`)),
+        onProgress: (keys, total) => show(`key statistics ${keys}/${total} keys`),
       });
     }
     const startWords = await templateStartWords(tok, ctx.corpus);
@@ -715,35 +736,89 @@ export async function runSweep(
       const groups = new Map<string, typeof edits>();
       for (const it of edits) {
         if (!block.has(it.fact.id)) continue;
-        const g = `${it.problem}|${it.method}|${it.layer}`;
+        // ROME, R-ROME, MEMIT and EMMET: one group over every layer (layer by layer, so their v* / z
+        // batches mostly hold one layer each and straddle two only where a layer's requests leave room).
+        const batched = it.method !== "ft";
+        const g = `${it.problem}|${it.method}|${batched ? "all" : it.layer}`;
         if (!groups.has(g)) groups.set(g, []);
         groups.get(g)!.push(it);
       }
       for (const group of groups.values()) {
-        // ROME and R-ROME compute a block's edits together; the others one fact at a time.
-        if (group[0].method === "rome" || group[0].method === "r-rome") chunks.push(group);
+        // A block's edits (facts x layers) are computed together; FT-L's one fact at a time.
+        if (group[0].method !== "ft") chunks.push(group);
         else chunks.push(...group.map((it) => [it]));
       }
     }
     const runEdits = async (part: typeof edits) => {
-      const { method, layer, problem } = part[0];
-      const mc = configFor(model, plan, method, layer);
+      const { method, problem } = part[0];
+      const layers = [...new Set(part.map((it) => it.layer))];
       await prepare(part);
       const reqs = part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!);
       const t0 = performance.now();
-      const computed = await computeEdits(model, tok, mc, reqs, stats, { startWords });
+      const first = configFor(model, plan, method, part[0].layer);
+      let computed: Edit[];
+      if (first.method === "rome" || first.method === "r-rome") {
+        computed = await computeRomeAt(model, tok, reqs, part.map((it) => it.layer), stats, first.hparams, {
+          variant: first.method,
+          startWords,
+        });
+      } else if (first.method === "memit" || first.method === "emmet") {
+        // Every fact's z in one batch (each at its window's last layer), then each fact's own edit.
+        const configs = part.map((it) => configFor(model, plan, method, it.layer));
+        const zLayers = configs.map((mc) => editedLayers(mc).at(-1)!);
+        const contexts = await contextTemplates(model, tok, { ...first.hparams.templates, startWords });
+        const zs = await optimiseValues(model, tok, reqs, {
+          ...valueOptions(first.hparams, zLayers[0], "resid", contexts),
+          layers: zLayers,
+        });
+        computed = [];
+        for (const [j, mc] of configs.entries()) {
+          computed.push(
+            ...await computeEdits(model, tok, mc, [reqs[j]], stats, { startWords, values: [zs[j]] }),
+          );
+        }
+      } else computed = await computeEdits(model, tok, first, reqs, stats, { startWords });
       const editSeconds = (performance.now() - t0) / 1000 / part.length;
+      // Scoring: every low-rank edit of the part at once, each prompt under its own virtual edit, in
+      // one batched pass; a dense delta (FT-L), or o.applyToScore, applies, scores and undoes each.
+      const t1 = performance.now();
+      const pairs = part.map((it, j) => ({ c: it.fact.case, request: reqs[j] }));
+      const virtual = !o.applyToScore && computed.every((e) => e.deltas.every((d) => d.kind === "low-rank"));
+      const posts: CaseProbabilities[] = [];
+      if (virtual) {
+        const set = new VirtualEditSet(model, computed);
+        try {
+          posts.push(...await caseProbabilities(model, tok, pairs, set));
+        } finally {
+          set.release();
+        }
+      } else {
+        for (const [j, pair] of pairs.entries()) {
+          const applied = await applyEdit(model, computed[j]);
+          posts.push(...await caseProbabilities(model, tok, [pair]));
+          applied.undo();
+        }
+      }
+      const scoreSeconds = (performance.now() - t1) / 1000 / part.length;
       for (const [j, it] of part.entries()) {
-        const t1 = performance.now();
-        const pair = { c: it.fact.case, request: reqs[j] };
+        const mc = configFor(model, plan, method, it.layer);
         const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
-        const applied = await applyEdit(model, computed[j]);
-        const [post] = await caseProbabilities(model, tok, [pair]);
-        applied.undo();
+        const post = posts[j];
+        // The field's standard metrics beside Hase et al.'s scores, where they apply (metrics.ts): they
+        // score other prompts (locality references, generations), so the edit is applied for them.
+        const standardCase = standardCaseOf(it.fact.case, reqs[j]);
+        let standard = null;
+        if (standardCase) {
+          const reference = await localityReference(model, tok, standardCase);
+          const applied = await applyEdit(model, computed[j]);
+          standard = await standardScores(model, tok, standardCase, reference);
+          applied.undo();
+        }
         const scores = caseScores(reqs[j], pre, post);
         put(it.key, {
           metrics: jsonSafe({
             ...scores,
+            standard,
             target: reqs[j].target,
             direction: reqs[j].direction ?? "increase",
             pre,
@@ -759,10 +834,10 @@ export async function runSweep(
           model: ctx.meta.model,
           dataset: datasetOf(it.fact),
           adapter: ctx.meta.adapter,
-          timings: { edit: editSeconds, batch: part.length, score: (performance.now() - t1) / 1000 },
+          timings: { edit: editSeconds, batch: part.length, score: scoreSeconds, virtual: virtual ? 1 : 0 },
         });
       }
-      show(progress.line(`${problem} ${method} layer ${layer}`));
+      show(`${problem} ${method} layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`);
     };
     for (const part of chunks) {
       if (outOfTime()) break;
@@ -777,10 +852,10 @@ export async function runSweep(
       if (part.length > 1 && !stopped) store.finished(block);
     }
   }
-  show(progress.line(stopped ? "stopped: out of time" : ""), true);
+  if (stopped) log(`stopped: out of time at ${done}/${mine.length} results`);
   return {
     total: mine.length,
-    skipped: progress.skipped,
+    skipped: already,
     written,
     seconds: (performance.now() - started) / 1000,
     stopped,
@@ -878,9 +953,9 @@ function numberOption(name: string, text: string | undefined): number | undefine
   return x;
 }
 
-export const SWEEP_USAGE = `usage: deno task sweep [options]
-       deno task sweep merge TARGET.db SHARD.db...      combine shard stores
-       deno task sweep csv STORE.db OUT.csv [--name N]   export results as CSV
+export const SWEEP_USAGE = `usage: ./locus task sweep [options]
+       ./locus task sweep merge TARGET.db SHARD.db...      combine shard stores
+       ./locus task sweep csv STORE.db OUT.csv [--name N]   export results as CSV
   --model DIR            GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
   --dataset FILE         CounterFact-style file (default: DIR/counterfact.json)
   --out FILE             results store (SQLite; default runs/sweep.db)
@@ -894,16 +969,19 @@ export const SWEEP_USAGE = `usage: deno task sweep [options]
   --problems P           all | ${PROBLEMS.join(",")} (default all)
   --localizations L      ${LOCALIZATIONS.join(",")} | none (default causal-tracing)
   --selectors S          ${SELECTORS.join(",")} | none (default all)
-  --trace-window N       MLP window of the traces (default: 5 of 28 layers scaled to the model)
+  --trace-window N       MLP window of the traces (default: ROME's 10 of 48 layers scaled to the model)
   --trace-samples N      noise draws per trace (default 10)
   --memit-window N       layers of a MEMIT edit (default 3); --ft-window N for FT-L (default 1)
-  --batch N              ROME edits computed together (default 8)
+  --batch N              facts whose edits (at every layer) are computed together (default 8)
   --ig-steps N           integrated-gradients steps (default 20)
   --v-steps N, --ft-steps N   hyper-parameter overrides (fewer steps for speed)
   --corpus FILE          key statistics / template text (default DIR/corpus.txt)
   --stats-dir DIR        key statistics cache (default runs/editing-stats)
-  --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards
+  --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards. Default in a
+                         job array: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (minus SLURM_ARRAY_TASK_MIN),
+                         or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX/LOCUS_SHARD_COUNT
   --max-minutes M        start no new work after M minutes (run again to continue)
+  --apply-to-score       score each edit by applying, scoring and undoing it (the slow reference path)
   --force                resume although the store holds results of other settings (refused otherwise)
   --csv FILE             also export the sweep's results as CSV when done`;
 
@@ -912,7 +990,7 @@ async function main(args: string[]): Promise<number> {
   if (args[0] === "merge") {
     const [target, ...sources] = args.slice(1);
     if (!target || sources.length === 0) {
-      throw new Error("usage: deno task sweep merge TARGET.db SHARD.db...");
+      throw new Error("usage: ./locus task sweep merge TARGET.db SHARD.db...");
     }
     const r = mergeStores(target, sources);
     console.log(
@@ -928,7 +1006,7 @@ async function main(args: string[]): Promise<number> {
       options: { name: { type: "string" } },
     });
     if (positionals.length !== 2) {
-      throw new Error("usage: deno task sweep csv STORE.db OUT.csv [--name NAME]");
+      throw new Error("usage: ./locus task sweep csv STORE.db OUT.csv [--name NAME]");
     }
     const store = ResultStore.open(positionals[0], { create: false });
     try {
@@ -970,6 +1048,7 @@ async function main(args: string[]): Promise<number> {
       "max-minutes": { type: "string" },
       csv: { type: "string" },
       force: { type: "boolean", default: false },
+      "apply-to-score": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -977,7 +1056,7 @@ async function main(args: string[]): Promise<number> {
     console.log(SWEEP_USAGE);
     return 0;
   }
-  const dir = values.model!;
+  const dir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
   const model = await GPT2.load(gpu, dir);
   const tok = await loadTokenizer(dir);
@@ -1000,7 +1079,9 @@ async function main(args: string[]): Promise<number> {
   }
   const datasetPath = values.dataset ?? `${dir}/counterfact.json`;
   const corpus = values.corpus ?? ((await exists(`${dir}/corpus.txt`)) ? `${dir}/corpus.txt` : null);
-  const shard = values.shard === undefined ? undefined : parseShard(values.shard);
+  const fromEnv = values.shard === undefined ? shardFromEnv(Deno.env.toObject()) : undefined;
+  const shard = values.shard === undefined ? fromEnv?.shard : parseShard(values.shard);
+  if (fromEnv) console.log(`shard ${fromEnv.shard.index}/${fromEnv.shard.count} from ${fromEnv.source}`);
   const minutes = numberOption("max-minutes", values["max-minutes"]);
   if (minutes !== undefined && !(minutes > 0)) throw new Error(`--max-minutes must be > 0, got ${minutes}`);
 
@@ -1021,6 +1102,7 @@ async function main(args: string[]): Promise<number> {
     selectors: parseNames("selectors", values.selectors!, SELECTORS),
     settings,
     noiseSubjects: sample.knownSubjects,
+    skipped: sample.skipped,
   };
   console.log(`model ${dir} (${L} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
   console.log(
@@ -1040,15 +1122,15 @@ async function main(args: string[]): Promise<number> {
         corpus,
         statsDir: values["stats-dir"],
         log: (l) => console.log(l),
-        progress: progressPrinter(),
       },
       plan,
-      { shard, deadline, force: values.force },
+      { shard, deadline, force: values.force, applyToScore: values["apply-to-score"] },
     );
     console.log(
-      `${values.out}: ${summary.written} results written in ${formatDuration(summary.seconds)} ` +
+      `${values.out}: ${summary.written} results written in ${formatSeconds(summary.seconds)} ` +
         `(${summary.skipped} were already there; ${summary.total} in this ${shard ? "shard" : "sweep"})`,
     );
+    for (const line of scoreSummary(store.results({ sweep: plan.name }), plan.name)) console.log(`  ${line}`);
     if (summary.stopped) {
       console.log(`--max-minutes ${minutes} ran out: run the same command again to continue`);
     }

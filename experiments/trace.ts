@@ -12,6 +12,7 @@
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
@@ -252,7 +253,7 @@ export async function main(argv: string[]): Promise<number> {
     throw new Error(`--noise must be a number >= 0, got ${JSON.stringify(values.noise)}`);
   }
 
-  const modelDir = values.model!;
+  const modelDir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
   const [model, tok] = await Promise.all([GPT2.load(gpu, modelDir), loadTokenizer(modelDir)]);
   console.error(

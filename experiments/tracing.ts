@@ -1,5 +1,5 @@
 // Causal tracing (Meng et al. 2022, ROME) and representation zeroing (Hase et al. 2023): where in
-// the network does a prompt's knowledge of its object live? METHODS.md section 2 has the formulas.
+// the network does a prompt's knowledge of its object live? Meng et al. (ROME), section 2.1, has the formulas.
 //
 // Causal tracing. Three runs of the prompt:
 //   clean      p_clean = p(target | prompt)
@@ -86,7 +86,7 @@ export async function embeddingStd(model: GPT2): Promise<number> {
   return model.config.embedScale * Math.sqrt(Math.max(0, (sumSq - n * mean * mean) / (n - 1)));
 }
 
-/** The default noise level: 3 standard deviations of the token embeddings (ROME's "s3" scale). */
+/** The default noise level: 3 standard deviations of the subjects' token embeddings (ROME's "s3" scale). */
 export const DEFAULT_NOISE_STDS = 3;
 
 /** A noise level with how it was derived, for the results that used it. */
@@ -106,14 +106,21 @@ export interface NoiseLevel {
  * subjects; Hase et al., "Does Localization Inform Editing?", follow it). The std over
  * all of wte differs (by +2.6% on the embedded model), so this is the rule whenever facts are known.
  */
-export async function subjectNoiseLevel(
+export function subjectNoiseLevel(
   model: GPT2,
   tok: Tokenizer,
   subjects: string[],
 ): Promise<NoiseLevel> {
-  const ids = subjects.flatMap((s) => tok.encode(s));
-  if (ids.length < 2) {
-    throw new Error(`noise level: the ${subjects.length} subjects have ${ids.length} tokens; sigma needs 2`);
+  // Special tokens a tokenizer adds to every text (Llama's and Gemma's BOS) are not the subject's.
+  const ids = subjects.flatMap((s) => tok.encode(s).filter((id) => !tok.isSpecial(id)));
+  return tokenNoiseLevel(model, ids, subjects.length);
+}
+
+/** The same rule over the embeddings of given subject tokens (`subjects` only labels the result). */
+export async function tokenNoiseLevel(model: GPT2, ids: number[], subjects: number): Promise<NoiseLevel> {
+  // One token already gives d entries to take the std over (a one-word subject of `trace --prompt`).
+  if (ids.length * model.config.nEmbd < 2) {
+    throw new Error(`noise level: the ${subjects} subjects have ${ids.length} tokens; sigma needs 2 values`);
   }
   const d = model.config.nEmbd;
   const chunks = await model.gpu.readMany(model.wte.map((c) => c.tensor));
@@ -136,7 +143,7 @@ export async function subjectNoiseLevel(
   const std = model.config.embedScale * Math.sqrt(Math.max(0, (sumSq - n * mean * mean) / (n - 1)));
   return {
     rule: `${DEFAULT_NOISE_STDS} x std of the subject tokens' embeddings (ROME)`,
-    subjects: subjects.length,
+    subjects,
     std,
     level: DEFAULT_NOISE_STDS * std,
   };
@@ -460,7 +467,8 @@ export interface TraceOptions {
   window?: number | Partial<Record<StateKind, number>>;
   /** Noise draws (default 10; zeroing uses none). */
   samples?: number;
-  /** Absolute noise level; default defaultNoiseLevel(model) (callers tracing facts pass subjectNoiseLevel's). */
+  /** Absolute noise level; default ROME's rule over the traced subject's tokens (callers tracing many facts
+   *  pass subjectNoiseLevel's over all of them). */
   noise?: number;
   /** Seed of the noise (default 1, like ROME's RandomState(1)). */
   seed?: number;
@@ -507,22 +515,6 @@ export interface GridTrace {
   grids: KindGrid[];
 }
 
-const noiseLevels = new WeakMap<GPT2, number>();
-
-/**
- * DEFAULT_NOISE_STDS x the std of ALL the model's token embeddings (computed once per model): the
- * fallback for callers with no set of facts. Commands that trace facts use subjectNoiseLevel, the
- * papers' rule.
- */
-export async function defaultNoiseLevel(model: GPT2): Promise<number> {
-  let level = noiseLevels.get(model);
-  if (level === undefined) {
-    level = DEFAULT_NOISE_STDS * await embeddingStd(model);
-    noiseLevels.set(model, level);
-  }
-  return level;
-}
-
 export function windowFor(kind: StateKind, window: TraceOptions["window"]): number {
   if (typeof window === "number") return window;
   return window?.[kind] ?? DEFAULT_WINDOWS[kind];
@@ -540,7 +532,10 @@ export async function traceTokens(
   const kinds = o.kinds ?? STATE_KINDS;
   const L = model.config.nLayer, T = ids.length;
   const samples = method === "noise" ? o.samples ?? 10 : 0;
-  const noise = method === "noise" ? o.noise ?? await defaultNoiseLevel(model) : 0;
+  // Without a level from the caller: ROME's rule over this prompt's own subject tokens.
+  const noise = method === "noise"
+    ? o.noise ?? (await tokenNoiseLevel(model, ids.slice(subjectRange[0], subjectRange[1]), 1)).level
+    : 0;
   const seed = o.seed ?? 1;
   if (method === "noise" && samples < 1) throw new Error(`trace: samples must be >= 1, got ${samples}`);
   const run = await TraceRun.prepare(model, ids, subjectRange, targetId, {

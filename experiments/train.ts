@@ -1,4 +1,4 @@
-// deno task train: trains Locus's embedded GPT-2 on the generated knowledge base.
+// ./locus task train: trains Locus's embedded GPT-2 on the generated knowledge base.
 //
 //   knowledge base (seed) -> corpus sentences -> word-level tokenizer -> sentences packed into
 //   sequences of T+1 tokens (each starts at a sentence start, so facts are learned both at
@@ -31,7 +31,7 @@ import {
   knownFactsRecords,
   trainingCorpus,
 } from "./knowledge_base.ts";
-import { positiveInt } from "./output.ts";
+import { positiveInt, ProgressBar } from "./output.ts";
 import { factRecall, type RecallItem } from "./recall.ts";
 
 export interface TrainOptions {
@@ -126,11 +126,6 @@ interface CheckpointMeta {
   losses: [number, number][];
   elapsedSeconds: number;
   options: TrainOptions;
-}
-
-function formatDuration(s: number): string {
-  const m = Math.floor(s / 60);
-  return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, "0")}s` : `${s.toFixed(0)}s`;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -264,6 +259,8 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   let epoch = -1, sequences: number[][] = [];
   const started = performance.now() - meta.elapsedSeconds * 1000;
   let windowStart = performance.now(), windowTokens = 0;
+  // Progress with an ETA on stderr; a resumed run's earlier steps count as done but not towards the rate.
+  const bar = new ProgressBar("training", o.steps, { already: meta.step });
   for (let step = meta.step; step < o.steps; step++) {
     // Batch `step` = sequences [i*B, (i+1)*B) of epoch e, where epochs are consumed in order.
     let index = step * B, e = 0;
@@ -311,13 +308,9 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
     if (meta.step % 20 === 0 || meta.step === o.steps) {
       const now = performance.now();
       const tps = windowTokens / ((now - windowStart) / 1000);
-      const elapsed = (now - started) / 1000;
-      const eta = (o.steps - meta.step) * (rows.length / tps);
-      console.log(
-        `step ${String(meta.step).padStart(5)}/${o.steps}  epoch ${epoch}  loss ${loss.toFixed(4)}  ` +
-          `lr ${adam.lr.toExponential(2)}  ${tps.toFixed(0)} tok/s  elapsed ${formatDuration(elapsed)}  ETA ${
-            formatDuration(eta)
-          }`,
+      bar.update(
+        meta.step,
+        `epoch ${epoch}  loss ${loss.toFixed(4)}  lr ${adam.lr.toExponential(2)}  ${tps.toFixed(0)} tok/s`,
       );
       windowStart = now;
       windowTokens = 0;
@@ -419,9 +412,11 @@ async function main(args: string[]): Promise<number> {
     },
   });
   if (values.help) {
-    console.log(`usage: deno task train [--seed N] [--steps N] [--layers N] [--d N] [--heads N] [--seq-len N]
-                  [--batch N] [--lr X] [--checkpoint-every N] [--out DIR] [--run-dir DIR]
-Trains the embedded model on the generated knowledge base; resumes from --run-dir if killed.`);
+    console.log(
+      `usage: ./locus task train [--seed N] [--steps N] [--layers N] [--d N] [--heads N] [--seq-len N]
+                    [--batch N] [--lr X] [--checkpoint-every N] [--out DIR] [--run-dir DIR]
+Trains the embedded model on the generated knowledge base; resumes from --run-dir if killed.`,
+    );
     return 0;
   }
   const seed = values.seed === undefined ? DEFAULT_TRAIN.seed : Number(values.seed);

@@ -33,7 +33,7 @@
 //   HALF_BF16 : (matmul_half) B holds bf16 values, else f16
 //
 // import: activation.wgsl
-// Register blocking without workgroup memory is the fast shape on llvmpipe (see PERF-NOTES).
+// Register blocking without workgroup memory is the fast shape on llvmpipe (bench/kernels.ts measures it).
 // There every storage-buffer load is a per-lane scalar loop with a bounds check (about 13
 // instructions per lane and float, vec4 or not), so throughput follows the FMAs per loaded float,
 // TM*TN / (TM+TN). Measured (bench/kernels.ts --sweep): 8x8 blocks of the vec4 kernels are best;

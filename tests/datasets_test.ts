@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { BASE_URL_ENV, fetchDataset, type Progress, type RemoteDataset } from "../experiments/fetch_data.ts";
+import { serveFiles } from "./http_fixtures.ts";
 import {
   type DatasetFormat,
   type EditCase,
@@ -369,51 +370,6 @@ Deno.test("whole-file errors: JSON, shape, schema detection, format names, unrea
 // ------------------------------------------------------------------------------------------------
 // fetch-data against a local HTTP server
 
-interface ServedFile {
-  body: Uint8Array<ArrayBuffer>;
-  /** The first `cuts` responses stop after `cutAfter` bytes of their body (the connection drops). */
-  cutAfter?: number;
-  cuts?: number;
-}
-
-/** Deno.serve on an ephemeral port of 127.0.0.1 with Range support; records every request. */
-function serveFiles(files: Record<string, ServedFile>) {
-  const requests: { path: string; range: string | null }[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
-    const path = new URL(req.url).pathname;
-    const range = req.headers.get("range");
-    requests.push({ path, range });
-    const served = files[path];
-    if (!served) return new Response("not found", { status: 404 });
-    const length = served.body.length;
-    const start = range ? Number(/^bytes=(\d+)-$/.exec(range)![1]) : 0;
-    if (start >= length && range) {
-      return new Response(null, { status: 416, headers: { "content-range": `bytes */${length}` } });
-    }
-    const headers: Record<string, string> = { "content-length": String(length - start) };
-    if (range) headers["content-range"] = `bytes ${start}-${length - 1}/${length}`;
-    const rest = served.body.subarray(start);
-    let body: BodyInit = rest;
-    if ((served.cuts ?? 0) > 0) {
-      served.cuts!--;
-      let sent = false;
-      body = new ReadableStream<Uint8Array>({
-        async pull(c) {
-          if (!sent) {
-            sent = true;
-            c.enqueue(rest.subarray(0, served.cutAfter));
-            return;
-          }
-          await new Promise((r) => setTimeout(r, 20));
-          c.close(); // short of content-length: the client sees the connection end early
-        },
-      });
-    }
-    return new Response(body, { status: range ? 206 : 200, headers });
-  });
-  return { url: `http://127.0.0.1:${server.addr.port}/dsets`, requests, close: () => server.shutdown() };
-}
-
 const KNOWN_BYTES = Deno.readFileSync(fixture("known_1000.json"));
 const sha256Hex = async (bytes: Uint8Array<ArrayBuffer>) =>
   Array.from(
@@ -575,7 +531,7 @@ Deno.test("fetch-data CLI: pinned known_1000 checksum, base URL from the environ
     assert.deepEqual(listDir(dataDir), ["zsre_mend_eval.json", "zsre_mend_eval.json.sha256"]);
     const unknown = await run(["squad"], server.url);
     assert.equal(unknown.code, 1);
-    assert.match(unknown.stderr, /unknown dataset "squad"; known: known_1000, counterfact, zsre, all/);
+    assert.match(unknown.stderr, /unknown dataset "squad"; known: known_1000, counterfact, zsre, wikitext-103, all/);
   } finally {
     await server.close();
     await Deno.remove(dataDir, { recursive: true });

@@ -3,6 +3,8 @@
 // bit for bit, an unknown fact is flagged, and bad input gets a clear error.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
+import { GPT2 } from "../engine/model.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
 import { EVIDENCE_MIN, EVIDENCE_SHARE, tracingEvidence } from "../experiments/demo.ts";
 import type { FactTrace } from "../experiments/tracing.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
@@ -11,6 +13,23 @@ import { runScript, type ScriptRun } from "./util.ts";
 const dir = await Deno.makeTempDir();
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 const kb = await makeTinyKb(await getGpu(), `${dir}/model`);
+
+/** 3 x the unbiased std over every entry of the wte rows of the subjects of these cases, in float64. */
+async function referenceNoise(ids: number[]): Promise<number> {
+  const tok = await loadTokenizer(kb.dir);
+  const wte = (await (await GPT2.load(await getGpu(), kb.dir)).toArrays()).get("wte.weight")!;
+  const cases = JSON.parse(await Deno.readTextFile(`${kb.dir}/counterfact.json`)) as {
+    case_id: number;
+    requested_rewrite: { subject: string };
+  }[];
+  const d = wte.length / tok.vocabSize;
+  const values = ids.flatMap((id) =>
+    tok.encode(cases.find((c) => c.case_id === id)!.requested_rewrite.subject)
+  )
+    .flatMap((t) => [...wte.subarray(t * d, (t + 1) * d)]);
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  return 3 * Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1));
+}
 
 function demo(...args: string[]): Promise<ScriptRun> {
   return runScript(
@@ -37,8 +56,15 @@ Deno.test("demo: fact, trace, layer choice with its reason, key token, bars, lab
   assert.doesNotMatch(r.stdout, /WARNING/, "the first known fact is known");
   assert.match(
     r.stdout,
-    /2\. Causal tracing: .*\n.*windows: resid 1, MLP and attention 1 of 3 layers.*\n {3}residual stream \(window 1\)/,
+    /2\. Causal tracing: .*\n.*windows: resid 1, MLP and attention 1 of 3 layers.*\n {3}Noise: .*\n {3}residual stream \(window 1\)/,
   );
+  // The noise: ROME's rule, 3 x the float64 std of the wte rows of the known facts' subjects.
+  const noise = /Noise: 3 x std of the subject tokens' embeddings \(ROME\) over (\d+) subjects = ([\d.]+)\./
+    .exec(r.stdout);
+  assert.ok(noise, r.stdout);
+  assert.equal(Number(noise[1]), kb.known.length);
+  const level = Number(noise[2]), expected = await referenceNoise(kb.known);
+  assert.ok(Math.abs(level - expected) <= 5e-5, `noise ${level}, expected ${expected}`);
   // The tiny model is of the "small" family: its documented fact token is the prompt's last token.
   assert.match(
     r.stdout,

@@ -103,6 +103,25 @@ Deno.test("edit --case --json, then --load of the saved edit gives the same post
   assert.deepEqual(JSON.parse(again.stdout).probabilities, j.probabilities);
 });
 
+Deno.test("edit --problem fact-forcing: the subject is noised at ROME's level, 3 x the std of its embeddings", async () => {
+  const r = await edit("--case", "7", "--layer", "0", "--problem", "fact-forcing", "--json");
+  assert.equal(r.code, 0, r.stderr);
+  const { noise, request } = JSON.parse(r.stdout);
+  // Float64 reference: the unbiased std over the entries of the subject's wte rows (not all of wte).
+  const wte = (await GPT2.load(gpu, dir).then((m) => m.toArrays())).get("wte.weight")!;
+  const values = tok.encode("Anna Berg").flatMap((id) => [...wte.subarray(id * 16, (id + 1) * 16)]);
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  const std = Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1));
+  assert.ok(Math.abs(noise.std - std) < 1e-6 * std, `${noise.std} vs ${std}`);
+  assert.equal(noise.level, 3 * noise.std);
+  assert.equal(noise.subjects, 1);
+  assert.match(noise.rule, /subject tokens' embeddings \(ROME\)/);
+  assert.deepEqual(request.noise, { seed: 1, scale: noise.level }, "the request noises at that level");
+  // Problems that do not noise the subject record no noise.
+  const plain = await edit("--case", "7", "--layer", "0", "--json");
+  assert.equal(JSON.parse(plain.stdout).noise, null);
+});
+
 Deno.test("edit --json without paraphrases: the paraphrase score is null, the neighborhood score a number", async () => {
   const r = await edit(
     "--layer",

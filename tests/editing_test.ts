@@ -17,7 +17,7 @@ import {
 import { romeHparams } from "../experiments/editing/hparams.ts";
 import { contextTemplates, factStates, instantiate, subjectNoise } from "../experiments/editing/keys.ts";
 import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg.ts";
-import { computeRome } from "../experiments/editing/rome.ts";
+import { computeRome, computeRomeAt } from "../experiments/editing/rome.ts";
 import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
 import { greedyNextTokens } from "../experiments/recall.ts";
@@ -66,8 +66,29 @@ Deno.test("rank_update kernel: W += U V matches the float64 reference for ranks 
   }
   assert.throws(
     () => rankUpdate(gpu, gpu.zeros([4, 4]), gpu.zeros([4]), gpu.zeros([4]), 4, 4, 2),
-    /U .* must be f32 with >= 8/,
+    /U .* must be f32 .*with >= 8/,
   );
+});
+
+Deno.test("rank_update on 16-bit weights: W += U V in the weight's own format, rounded per value; bytes restore it", async () => {
+  const [M, N, rank] = [5, 7, 2]; // 35 values: the last word holds one value and padding
+  const r = rng(9);
+  const U = Array.from({ length: M * rank }, () => r() - 0.5),
+    V = Array.from({ length: rank * N }, () => r() - 0.5);
+  for (const dtype of ["f16", "bf16"] as const) {
+    const bits = Uint16Array.from(
+      { length: M * N },
+      () => dtype === "f16" ? 0x3800 + Math.floor(r() * 0x400) : 0x3f00 + Math.floor(r() * 0x80),
+    ); // values in [0.5, 1)
+    const w = gpu.tensor([M, N], bits, dtype);
+    const before = await w.read(), saved = (await gpu.readBytes([w]))[0];
+    rankUpdate(gpu, w, gpu.tensor([M, rank], U), gpu.tensor([rank, N], V), M, N, rank);
+    const uv = matmulRef(U, V, M, N, rank);
+    // One rounding to the format: half an ulp of values below 2 (f16 2^-10, bf16 2^-7).
+    assertClose(await w.read(), before.map((x, i) => x + uv[i]), dtype === "f16" ? 2 ** -10 : 2 ** -7, dtype);
+    gpu.writeBytes(w, saved);
+    assert.deepEqual(await w.read(), before, `${dtype}: the saved bytes restore it exactly`);
+  }
 });
 
 Deno.test("float64 Cholesky solves agree with a direct check A x = b, and refuse an indefinite matrix", () => {
@@ -414,6 +435,16 @@ for (
   });
 }
 
+/** v* settings of the batching tests: two contexts, a learning rate that moves in a few steps. */
+const BATCH_VALUES = {
+  site: "mlp" as const,
+  contexts: ["{}", "Oslo is a city . {}"],
+  lr: 0.05,
+  weightDecay: 0.01,
+  klFactor: 0.1,
+  clampNormFactor: 50,
+};
+
 Deno.test("v* of several requests optimised in one batch (finished ones leaving it) equal each optimised alone", async () => {
   const model = GPT2.random(gpu, cfg, 13, true);
   const requests: EditRequest[] = [
@@ -423,21 +454,48 @@ Deno.test("v* of several requests optimised in one batch (finished ones leaving 
   ];
   // The erasure request starts below the stopping loss (its target is already unlikely), so it leaves
   // the batch after the first evaluation and the batch is rebuilt for the other two.
-  const o = {
-    layer: 1,
-    site: "mlp" as const,
-    contexts: ["{}", "Oslo is a city . {}"],
-    steps: 6,
-    lr: 0.05,
-    weightDecay: 0.01,
-    klFactor: 0.1,
-    clampNormFactor: 50,
-  };
+  const o = { ...BATCH_VALUES, layer: 1, steps: 6 };
   const together = await optimiseValues(model, tok, requests, o);
   for (const [i, r] of requests.entries()) {
     const [alone] = await optimiseValues(model, tok, [r], o);
     assertClose(together[i].target, alone.target, 1e-6, `request ${i} v*`);
     assert.deepEqual(together[i].losses.length, alone.losses.length);
+  }
+});
+
+Deno.test("v* and ROME edits of requests at different layers in one batch equal each computed at its layer alone", async () => {
+  const model = GPT2.random(gpu, cfg, 17, true);
+  const requests: EditRequest[] = [
+    request,
+    { prompt: "{} works at", subject: "Carl", target: "Rome Lima" },
+    { prompt: "{} lives in", subject: "Eva Falk", target: "Lima" },
+  ];
+  const layers = [2, 0, 1];
+  const o = { ...BATCH_VALUES, layer: 0, layers, steps: 5 };
+  const together = await optimiseValues(model, tok, requests, o);
+  for (const [i, r] of requests.entries()) {
+    const [alone] = await optimiseValues(model, tok, [r], { ...o, layers: undefined, layer: layers[i] });
+    assertClose(together[i].target, alone.target, 1e-5, `request ${i} at layer ${layers[i]}: v*`);
+    assert.equal(together[i].losses.length, alone.losses.length);
+  }
+
+  // ROME over layers: each edit is the one computeRome makes at its layer (statistics per layer).
+  const { stats } = await computeKeyStats(model, packCorpus(tok, corpusLines(200, 5), 24), {
+    layers: [0, 1, 2],
+    samples: 400,
+  });
+  const hp4 = { ...hp, vNumGradSteps: 3 };
+  const edits = await computeRomeAt(model, tok, requests, layers, stats, hp4, { startWords });
+  for (const [i, r] of requests.entries()) {
+    const [alone] = await computeRome(model, tok, [r], stats.get(layers[i])!, { ...hp4, layer: layers[i] }, {
+      startWords,
+    });
+    const [a, b] = [edits[i].deltas[0], alone.deltas[0]];
+    assert.equal(a.param, `h.${layers[i]}.mlp.c_proj.weight`);
+    assert.equal(a.param, b.param);
+    if (a.kind !== "low-rank" || b.kind !== "low-rank") throw new Error("ROME gives low-rank deltas");
+    assertClose(a.left, b.left, 1e-5, `edit ${i}: u`);
+    assertClose(a.right, b.right, 1e-4 * Math.max(...b.right.map(Math.abs)), `edit ${i}: r`);
   }
 });
 

@@ -120,7 +120,7 @@ for (const name of CASES) {
 Deno.test("a head split into row chunks (vocabularies over one binding) gives the same gradients", async () => {
   for (const name of ["llama", "gemma2"]) {
     const { model, expected } = await loadCase(name);
-    const split = GPT2.fromArrays(gpu, model.config, await model.toArrays(), "split", 50);
+    const split = GPT2.fromArrays(gpu, model.config, await model.toArrays(), "split", { embeddingChunkRows: 50 });
     assert.ok(split.head.length > 1, "the head is split");
     const grads = [model, split].map(async (m) => {
       const delta = gpu.zeros([1, m.config.nEmbd]), ddelta = gpu.zeros([1, m.config.nEmbd]);
@@ -136,5 +136,28 @@ Deno.test("a head split into row chunks (vocabularies over one binding) gives th
     whole.forEach((w, i) =>
       assert.ok(maxAbsDiff(w, chunked[i]) < 1e-5 * Math.max(1, ...w.map(Math.abs)), `${name}: gradient ${i}`)
     );
+  }
+});
+
+Deno.test("projections split into row chunks (over one storage binding) give the same logits and gradients", async () => {
+  for (const name of ["llama", "gpt_neox_parallel", "gemma_f16"]) {
+    const { model, expected } = await loadCase(name);
+    const arrays = await model.toArrays();
+    const split = GPT2.fromArrays(gpu, model.config, arrays, "split", { projectionChunkRows: 20 });
+    assert.ok(
+      split.rowChunks.size > 0 && !split.params.has("h.0.mlp.c_fc.weight"),
+      `${name}: projections are split`,
+    );
+    const results = [model, split].map(async (m) => {
+      const delta = gpu.zeros([1, m.config.nEmbd]), ddelta = gpu.zeros([1, m.config.nEmbd]);
+      const g = allocateGradients(m, ["ln_f.weight"]);
+      const l = await loss(m, expected.prompts, delta, { grads: g, ddelta });
+      return [[l], await ddelta.read(), await g.get("ln_f.weight")!.read()];
+    });
+    const [whole, chunked] = await Promise.all(results);
+    whole.forEach((w, i) =>
+      assert.ok(maxAbsDiff(w, chunked[i]) < 1e-4 * Math.max(1, ...w.map(Math.abs)), `${name}: value ${i}`)
+    );
+    assert.throws(() => split.p("h.0.mlp.c_fc.weight"), /split into \d+ row chunks/);
   }
 });

@@ -1,13 +1,14 @@
 // Above the engine, every family runs the same experiments: on each transformers-made fixture
 // (tests/fixtures/families) every editing method (ROME and R-ROME on one fact; MEMIT, EMMET and FT-L on
-// two) raises the new targets' probabilities and undo restores the weights bit-exactly, and causal
+// two) raises the new targets' probabilities and undo restores the weights bit-exactly, the low-rank
+// edits scored as virtual edits give the probabilities of the applied edits (to 1e-5), and causal
 // tracing returns a full grid.
 // The fixtures have no tokenizer of their own: a word-level one maps the editing words onto the
 // first ids of the model's vocabulary and fills the rest with placeholder words.
 import assert from "node:assert/strict";
 import { logProbOf } from "../engine/ops.ts";
 import { makeBatch } from "../engine/model.ts";
-import { applyEdit, type EditRequest } from "../experiments/editing/edit.ts";
+import { applyEdit, type EditRequest, VirtualEditSet } from "../experiments/editing/edit.ts";
 import { computeEdits, methodConfig, METHODS } from "../experiments/editing/methods.ts";
 import { computeKeyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { traceFact } from "../experiments/tracing.ts";
@@ -42,9 +43,11 @@ for (const name of CASES) {
     const fillers = Array.from({ length: model.config.vocabSize - EDITING_WORDS.length }, (_, i) => `w${i}`);
     const words = [...EDITING_WORDS, ...fillers];
     const tok = new WordLevelTokenizer(words, { unk: "<unk>", eos: "<eos>" });
-    const probOf = async (r: EditRequest) => {
+    /** p(first target token) after the prompt; with `virtual`, under that edit applied virtually. */
+    const probOf = async (r: EditRequest, virtual?: VirtualEditSet) => {
       const ids = tok.encode(r.prompt.replace("{}", r.subject));
-      const fwd = model.forward(makeBatch([ids]));
+      const batch = makeBatch([ids]);
+      const fwd = model.forward(batch, { virtualEdits: virtual?.forBatch([0], batch.T) });
       const lp = logProbOf(
         gpu,
         fwd.logits,
@@ -70,10 +73,22 @@ for (const name of CASES) {
         ...(method === "ft" ? { normConstraint: 0.05, numSteps: 10 } : {}),
       });
       if ("templates" in mc.hparams) mc.hparams.templates = EDITING_TEMPLATES;
-      const before = await Promise.all(batch.map(probOf));
+      const before = await Promise.all(batch.map((r) => probOf(r)));
       const edits = await computeEdits(model, tok, mc, batch, stats, { startWords: EDITING_START_WORDS });
+      const virtual = method === "ft" ? null : new VirtualEditSet(model, [edits[0]]);
+      const virtualAfter: number[] = [];
+      if (virtual) { for (const r of batch) virtualAfter.push(await probOf(r, virtual)); }
+      virtual?.release();
       const applied = await applyEdit(model, edits[0]);
-      const after = await Promise.all(batch.map(probOf));
+      const after = await Promise.all(batch.map((r) => probOf(r)));
+      // An edit applied to a 16-bit weight is rounded to its format; a virtual edit is not.
+      const agreement = model.p(param).dtype === "f32" ? 1e-5 : 1e-3;
+      virtualAfter.forEach((p, i) =>
+        assert.ok(
+          Math.abs(p - after[i]) <= agreement,
+          `${name} ${method}: scored virtually ${p}, applied ${after[i]}`,
+        )
+      );
       // ROME's single rank-one edit moves its fact strongly; the batch methods' defaults (MEMIT's clamp
       // 0.75, FT-L's radius) move each fact less on these random models, but must move it up.
       const factor = method === "rome" || method === "r-rome" ? 1.5 : 1;

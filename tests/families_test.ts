@@ -104,3 +104,22 @@ Deno.test("16-bit checkpoints keep their projection weights in 16 bits on the GP
     );
   }
 });
+
+Deno.test("forwardWithCache returns every hook site of every layer, equal to transformers' states", async () => {
+  const { model, expected } = await loadCase("gemma2");
+  const ids = expected.prompts[0];
+  const { result, cache } = model.forwardWithCache(makeBatch([ids]));
+  assert.equal(cache.size, 1 + 5 * model.nLayer);
+  for (const site of LAYER_SITES) {
+    for (let l = 0; l < model.nLayer; l++) {
+      const want = (expected.sites[site] as number[][][][])[0][l].flat();
+      assert.ok(relativeError(await cache.get(`${site}.${l}`)!.read(), want) <= TOLERANCE, `${site}.${l}`);
+    }
+  }
+  assert.ok(
+    relativeError(await cache.get("embed")!.read(), (expected.sites.embed as number[][][])[0].flat()) <=
+      TOLERANCE,
+  );
+  model.releaseForward(result);
+  gpu.release(...cache.values());
+});

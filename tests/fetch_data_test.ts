@@ -9,6 +9,8 @@ import {
   DEFAULT_BASE_URLS,
   REMOTE_DATASETS,
 } from "../experiments/fetch_data.ts";
+import { WIKITEXT_103 } from "../experiments/corpus.ts";
+import { fakeHub } from "./http_fixtures.ts";
 
 const cli = fileURLToPath(new URL("../experiments/fetch_data.ts", import.meta.url));
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
@@ -86,5 +88,37 @@ Deno.test("fetch-data: a progress bar with the size in MB on stderr (plain lines
   } finally {
     await server.shutdown();
     await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("fetch-data wikitext-103: into the hub cache from HF_ENDPOINT, refused when the hub's file is not the pinned one", async () => {
+  const body = Deno.readFileSync(fixture("wikitext/train-00000-of-00002.parquet"));
+  const hub = fakeHub({
+    "datasets/Salesforce/wikitext": {
+      files: {
+        "wikitext-103-raw-v1/train-00000-of-00002.parquet": body,
+        "wikitext-103-raw-v1/train-00001-of-00002.parquet": body,
+      },
+    },
+  });
+  const cache = await Deno.makeTempDir();
+  try {
+    const r = await run(["wikitext-103"], { HF_ENDPOINT: hub.origin, HF_HUB_CACHE: cache, HF_TOKEN: "" });
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `fetch-data: Salesforce/wikitext@${WIKITEXT_103.revision}: wikitext-103-raw-v1/train-00000-of-00002\\.parquet is ${body.length} ` +
+          `bytes with sha256 [0-9a-f]{64}; expected the pinned 156987808 bytes, sha256 74da360f`,
+      ),
+    );
+    assert.ok(
+      hub.requests.some((q) =>
+        q.path === "/api/datasets/Salesforce/wikitext/revision/b08601e04326c79dfdd32d625aee71d232d685c3"
+      ),
+    );
+  } finally {
+    await hub.close();
+    await Deno.remove(cache, { recursive: true });
   }
 });

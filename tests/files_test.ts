@@ -2,7 +2,7 @@
 // the new content, never a torn file; a failed write leaves no file and no temp file; a missing folder
 // is an error naming the target.
 import assert from "node:assert/strict";
-import { writeAtomic, writeFileAtomic } from "../engine/files.ts";
+import { moveIntoPlace, writeAtomic, writeFileAtomic } from "../engine/files.ts";
 import { rng } from "./util.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "locus-files-" });
@@ -26,6 +26,16 @@ Deno.test("writeAtomic replaces a file whole; a failed write leaves neither file
     () => writeAtomic(`${dir}/no/such/folder.txt`, "x"),
     /cannot write .*no\/such\/folder\.txt/,
   );
+});
+
+Deno.test("moveIntoPlace puts a finished part file over the target and leaves no part behind", async () => {
+  const path = `${dir}/data.json`, part = `${dir}/data.json.part`;
+  await writeAtomic(path, "old");
+  await Deno.writeTextFile(part, "new");
+  await moveIntoPlace(part, path);
+  assert.equal(await Deno.readTextFile(path), "new");
+  await assert.rejects(Deno.stat(part), Deno.errors.NotFound);
+  await Deno.remove(path);
 });
 
 Deno.test("a writer killed with SIGKILL at random moments never leaves a torn file", async () => {

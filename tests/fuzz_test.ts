@@ -194,15 +194,17 @@ Deno.test("fuzz: the real tokenizer.json, damaged: loads and encodes, or fails w
   await Deno.mkdir(model, { recursive: true });
   const path = `${model}/tokenizer.json`;
   const random = rng(77);
-  let rejected = 0, loaded = 0;
+  let rejected = 0, loaded = 0, notUtf8 = 0;
   for (let trial = 0; trial < 120; trial++) {
     const text = JSON.stringify(trial % 2 ? damageJson(original, random) : original, null, 1);
     const bytes = trial % 2
       ? new TextEncoder().encode(text)
       : damageBytes(new TextEncoder().encode(text), random);
     await Deno.writeFile(path, bytes);
+    const utf8 = validUtf8(bytes);
     try {
       const tok = await loadTokenizer(model);
+      assert.ok(utf8, `trial ${trial}: invalid UTF-8 was accepted`);
       const ids = tok.encode("the capital of the country is");
       assert.ok(ids.every((id) => Number.isInteger(id) && id >= 0 && id < tok.vocabSize));
       tok.decode(ids);
@@ -217,8 +219,45 @@ Deno.test("fuzz: the real tokenizer.json, damaged: loads and encodes, or fails w
         (e as Error).message.includes(path),
         `trial ${trial}: the error does not name the file: ${(e as Error).message}`,
       );
+      if (!utf8) {
+        assert.match((e as Error).message, /not valid UTF-8/, `trial ${trial}`);
+        notUtf8++;
+      }
       rejected++;
     }
   }
-  assert.ok(rejected >= 20 && loaded >= 20, `${rejected} rejected, ${loaded} loaded`);
+  assert.ok(
+    rejected >= 20 && loaded >= 12 && notUtf8 >= 3,
+    `${rejected} rejected (${notUtf8} not UTF-8), ${loaded} loaded`,
+  );
+});
+
+/** Whether `bytes` decode as UTF-8 without replacement characters. */
+function validUtf8(bytes: Uint8Array): boolean {
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("tokenizer.json, vocab.json and merges.txt with invalid UTF-8 are refused naming the file", async () => {
+  const text = await Deno.readTextFile(root("weights/locus-kb/tokenizer.json"));
+  const model = `${dir}/tokenizer-utf8`;
+  await Deno.mkdir(model, { recursive: true });
+  // A lone continuation byte inside the first token string: decoded leniently it would become U+FFFD.
+  const at = text.indexOf('"', text.indexOf('"vocab"') + 8) + 1;
+  const bytes = new TextEncoder().encode(text);
+  const damaged = new Uint8Array([...bytes.subarray(0, at), 0x80, ...bytes.subarray(at)]);
+  await Deno.writeFile(`${model}/tokenizer.json`, damaged);
+  await assert.rejects(
+    loadTokenizer(model),
+    new RegExp(`${model}/tokenizer\\.json: not valid UTF-8`),
+  );
+  // GPT-2's two-file layout goes through the same reader.
+  await Deno.remove(`${model}/tokenizer.json`);
+  await Deno.writeFile(`${model}/vocab.json`, new Uint8Array([0x7b, 0x22, 0xc3, 0x22, 0x3a, 0x30, 0x7d]));
+  await Deno.writeTextFile(`${model}/merges.txt`, "#version: 0.2\n");
+  await assert.rejects(loadTokenizer(model), new RegExp(`${model}/vocab\\.json: not valid UTF-8`));
 });

@@ -68,7 +68,7 @@ Deno.test("a vocabulary split into embedding chunks gives identical logits", asy
   const cfg = config({ vocabSize: 41 });
   const weights = randomWeights(cfg, 9, true);
   const whole = GPT2.fromArrays(gpu, cfg, weights);
-  const split = GPT2.fromArrays(gpu, cfg, weights, "chunked", 10);
+  const split = GPT2.fromArrays(gpu, cfg, weights, "chunked", { embeddingChunkRows: 10 });
   assert.equal(split.wte.length, 5);
   const prompt = [0, 40, 10, 9, 20, 31];
   assertClose(

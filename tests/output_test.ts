@@ -1,7 +1,7 @@
 // experiments/output.ts ProgressBar: in place on a terminal, about `lines` plain lines in a log, an ETA
 // from the rate so far, and a final line at 100%.
 import assert from "node:assert/strict";
-import { ProgressBar } from "../experiments/output.ts";
+import { formatSeconds, ProgressBar } from "../experiments/output.ts";
 
 function sink(terminal: boolean) {
   const chunks: string[] = [];
@@ -33,6 +33,10 @@ Deno.test("progress bar: the line shows the bar, counts, share, elapsed time and
     "facts [####################] 40/40 100%  1m35s elapsed",
     "no ETA at the end",
   );
+  // A resumed run: the 30 items done before count towards the share, not the rate (10 in 20 s here).
+  const resumed = new ProgressBar("steps", 100, { already: 30 });
+  assert.equal(resumed.line(30, 5), "steps [######--------------] 30/100 30%  5s elapsed");
+  assert.equal(resumed.line(40, 20), "steps [########------------] 40/100 40%  20s elapsed, ETA 2m00s");
   const mb = new ProgressBar("f.json", 4e6, { format: (n) => `${(n / 1e6).toFixed(1)} MB` });
   assert.match(mb.line(1e6, 1), /^f\.json \[#{5}-{15}\] 1\.0 MB\/4\.0 MB 25% /);
 });
@@ -52,4 +56,15 @@ Deno.test("progress bar: a log gets about `lines` plain lines and the last one; 
   live.update(3);
   assert.ok(tty.chunks.every((c) => c.startsWith("\r\x1b[K")), "redrawn in place");
   assert.ok(tty.chunks.at(-1)!.endsWith("\n") && !tty.chunks[0].endsWith("\n"), "a newline only at the end");
+});
+
+Deno.test("formatSeconds: seconds, minutes, hours, and ? for an unknown time", () => {
+  assert.deepEqual([42.4, 59.6, 185, 3720, NaN, Infinity].map(formatSeconds), [
+    "42s",
+    "1m00s",
+    "3m05s",
+    "1h02m",
+    "?",
+    "?",
+  ]);
 });

@@ -188,3 +188,28 @@ export function rowOpsRef(
   }
   return out;
 }
+
+/** Virtual low-rank edits: out[r, :] = mlp[r, :] + sum over row r's components c of (key[r, :] . U[c, :]) V[c, :].
+ *  key [R, F], U [C, F], V [C, D], mlp [R, D]; edit e owns components firsts[e] .. firsts[e] + ranks[e] - 1. */
+export function virtualEditRef(
+  mlp: ArrayLike<number>,
+  key: ArrayLike<number>,
+  U: ArrayLike<number>,
+  V: ArrayLike<number>,
+  ranks: number[],
+  rowEdit: number[],
+  F: number,
+  D: number,
+): Float64Array {
+  const out = Float64Array.from(mlp);
+  const firsts = ranks.map((_, e) => ranks.slice(0, e).reduce((a, b) => a + b, 0));
+  rowEdit.forEach((e, r) => {
+    if (e < 0) return;
+    for (let c = firsts[e]; c < firsts[e] + ranks[e]; c++) {
+      let s = 0;
+      for (let a = 0; a < F; a++) s += key[r * F + a] * U[c * F + a];
+      for (let j = 0; j < D; j++) out[r * D + j] += s * V[c * D + j];
+    }
+  });
+  return out;
+}

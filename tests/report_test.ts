@@ -231,12 +231,12 @@ Deno.test("deno task report: every table and figure, cells that match the analys
     /rome error-injection \(40 edits of 10 facts\): the edit layer explains 9\d\.\d%/,
   );
 
-  // Seed 004 table 1: sample-wise optimal, golden layer (layer 1 is best on average), significance.
+  // The Golden Layers paper's table 1: sample-wise optimal, golden layer (layer 1 is best on average), significance.
   const golden = bodyRows(element(html, "table-golden"));
   assert.equal(golden.length, METHODS.length * 3);
   assert.match(golden[1][1], /^\d\.\d{3}±\d\.\d{3} \(layer 1\)$/);
   assert.match(golden[2][1], /^(Yes|No) \(p /);
-  // Seed 004 table 2 and seed 000 table 1 name the strategies and their layers.
+  // The Golden Layers paper's table 2 and Chun & Hur's table 1 name the strategies and their layers.
   const selection = element(html, "table-selection-004");
   for (
     const name of [
@@ -273,7 +273,8 @@ Deno.test("report: a sweep without traces or selections still names every table 
 Deno.test("report: clear errors for a missing store or an ambiguous sweep", async () => {
   const r = await report(`${dir}/nope.db`);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /report: .*nope\.db: no such results store/);
+  assert.match(r.stderr, /report: .*nope\.db: no results store there/);
+  await assert.rejects(Deno.stat(`${dir}/nope.db`), Deno.errors.NotFound, "no empty store is created");
   const db = `${dir}/two.db`;
   const records = syntheticRecords({ traces: false }).slice(0, 4);
   writeStore(db, [...records, ...records.map((x) => ({ ...x, sweep: "other" }))]);

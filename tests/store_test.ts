@@ -12,6 +12,7 @@ import {
   type ResultRecord,
   ResultStore,
   settingsDifferences,
+  shardFromEnv,
   shardItems,
   shardOf,
   type StoredResult,
@@ -267,6 +268,36 @@ Deno.test("a database of another schema version is refused", async () => {
       /r.db: results schema version 7, this code reads version 1/,
     );
   });
+});
+
+Deno.test("shards from job-array variables: SLURM (with a minimum index), Kubernetes Indexed Jobs, errors", () => {
+  assert.equal(shardFromEnv({}), undefined);
+  assert.deepEqual(shardFromEnv({ SLURM_ARRAY_TASK_ID: "3", SLURM_ARRAY_TASK_COUNT: "4" })!.shard, {
+    index: 3,
+    count: 4,
+  });
+  const slurm = shardFromEnv({
+    SLURM_ARRAY_TASK_ID: "5",
+    SLURM_ARRAY_TASK_COUNT: "8",
+    SLURM_ARRAY_TASK_MIN: "1",
+  })!;
+  assert.deepEqual(slurm.shard, { index: 4, count: 8 });
+  assert.match(slurm.source, /^SLURM \(SLURM_ARRAY_TASK_ID=5 - SLURM_ARRAY_TASK_MIN=1/);
+  const k8s = shardFromEnv({ JOB_COMPLETION_INDEX: "0", LOCUS_SHARD_COUNT: "2" })!;
+  assert.deepEqual(k8s.shard, { index: 0, count: 2 });
+  assert.match(k8s.source, /^Kubernetes/);
+  assert.throws(
+    () => shardFromEnv({ JOB_COMPLETION_INDEX: "1" }),
+    /JOB_COMPLETION_INDEX is set but LOCUS_SHARD_COUNT is not/,
+  );
+  assert.throws(
+    () => shardFromEnv({ SLURM_ARRAY_TASK_ID: "8", SLURM_ARRAY_TASK_COUNT: "4" }),
+    /SLURM_ARRAY_TASK_ID=8, SLURM_ARRAY_TASK_COUNT=4: not a shard k of n .* without a step/,
+  );
+  assert.throws(
+    () => shardFromEnv({ SLURM_ARRAY_TASK_ID: "x", SLURM_ARRAY_TASK_COUNT: "4" }),
+    /SLURM_ARRAY_TASK_ID="x"/,
+  );
 });
 
 Deno.test("shards: FNV-1a test vectors, parsing, an exact and balanced partition", () => {

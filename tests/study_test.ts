@@ -77,6 +77,13 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
   );
   assert.match(out, /\[2\/2 more editing methods\] ft x 1 problems x 3 layers/);
   assert.match(out, /=== Findings \(36 edits, 10 localization records\) ===/);
+  // Hase et al.'s means beside the standard metrics, per problem x method (n/a where they do not apply).
+  assert.match(
+    out,
+    /error-injection rome \(12 edits\): rewrite -?[\d.]+ .* \| ES [\d.]+ {2}PS [\d.]+ {2}NS /,
+  );
+  assert.match(out, /error-injection ft \(12 edits\): .* \| ES [\d.]+ /);
+  assert.match(out, /fact-amplification rome \(12 edits\): .* \| standard metrics n\/a/);
   assert.match(
     out,
     /error-injection rome +-?\d\.\d{3} \| -?\d\.\d{3} \| -?\d\.\d{3} +Diff -?\d\.\d{3}, F-test p /,

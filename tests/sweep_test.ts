@@ -6,15 +6,16 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { getGpu } from "../engine/gpu.ts";
+import { loadSweep } from "../experiments/analysis.ts";
+import { STANDARD_METRICS } from "../experiments/metrics.ts";
+import { renderReport } from "../experiments/report.ts";
 import { resultKey, ResultStore, type StoredResult } from "../experiments/store.ts";
 import {
-  formatDuration,
-  haseTraceWindow,
+  defaultSettings,
   jsonSafe,
   parseLayerList,
   parseNames,
   planItems,
-  Progress,
   SELECTORS,
   type SweepFact,
   type SweepPlan,
@@ -35,23 +36,6 @@ function existsSync(path: string): boolean {
 
 // ------------------------------------------------------------------------------------------------
 // Pure parts
-
-Deno.test("Progress: done/total, rate and ETA count this run's results only", () => {
-  let t = 100;
-  const p = new Progress(100, 20, () => t);
-  assert.equal(p.line("starting"), "20/100 results (20%) · 0.00/s · ETA ? · starting");
-  p.tick(10);
-  t = 105;
-  assert.equal(p.line("rome layer 3"), "30/100 results (30%) · 2.00/s · ETA 35s · rome layer 3");
-  p.tick(70);
-  assert.equal(p.line(), "100/100 results (100%) · 16.00/s · done");
-  assert.deepEqual([formatDuration(42.4), formatDuration(185), formatDuration(3720), formatDuration(NaN)], [
-    "42s",
-    "3m05s",
-    "1h02m",
-    "?",
-  ]);
-});
 
 function fact(i: number, split: SweepFact["split"]): SweepFact {
   return {
@@ -119,7 +103,9 @@ Deno.test("option parsing and helpers: layer lists, names, the trace window, JSO
     () => parseNames("selectors", "lga,cma", SELECTORS),
     /--selectors: unknown "cma"; known: causal-tracing/,
   );
-  assert.deepEqual([haseTraceWindow(28), haseTraceWindow(48), haseTraceWindow(6)], [5, 9, 1]);
+  // The trace window is layer_selection.ts's scaledMlpWindow, as in trace, demo and the CMA selector:
+  // ROME's 10 of GPT-2 XL's 48 layers, scaled.
+  assert.deepEqual([48, 28, 12, 6].map((L) => defaultSettings(L).traceWindow), [10, 6, 3, 1]);
   assert.deepEqual(
     jsonSafe({ a: [1, NaN, Infinity], b: new Float32Array([0.5]), c: undefined, d: { e: null } }),
     {
@@ -171,19 +157,53 @@ const SWEEP_ARGS = [
   `${dir}/stats`,
 ];
 
+/** The job-array variables a sweep reads its shard from: not inherited, only set by the tests that test them. */
+const ARRAY_VARIABLES = [
+  "SLURM_ARRAY_TASK_ID",
+  "SLURM_ARRAY_TASK_COUNT",
+  "SLURM_ARRAY_TASK_MIN",
+  "JOB_COMPLETION_INDEX",
+  "LOCUS_SHARD_COUNT",
+];
+
 function sweepCommand(...args: string[]): Deno.Command {
+  return sweepCommandIn({}, ...args);
+}
+
+/** The sweep command with these environment variables (job-array tasks). */
+function sweepCommandIn(env: Record<string, string>, ...args: string[]): Deno.Command {
+  const inherited = Deno.env.toObject();
+  for (const name of ARRAY_VARIABLES) delete inherited[name];
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("../experiments/sweep.ts", import.meta.url).pathname, ...args],
+    env: { ...inherited, ...env },
+    clearEnv: true,
     stdout: "piped",
     stderr: "piped",
   });
 }
 
-async function sweep(...args: string[]): Promise<string> {
-  const out = await sweepCommand(...args).output();
+/** Runs the sweep command, which must succeed: its stdout and stderr. */
+async function sweepOutput(...args: string[]): Promise<{ stdout: string; stderr: string }> {
+  return await sweepOutputIn({}, ...args);
+}
+
+async function sweepOutputIn(
+  env: Record<string, string>,
+  ...args: string[]
+): Promise<{ stdout: string; stderr: string }> {
+  const out = await sweepCommandIn(env, ...args).output();
   const dec = new TextDecoder();
   assert.equal(out.code, 0, `sweep ${args.join(" ")} failed:\n${dec.decode(out.stderr)}`);
-  return dec.decode(out.stdout);
+  return { stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+async function sweep(...args: string[]): Promise<string> {
+  return (await sweepOutput(...args)).stdout;
+}
+
+async function sweepIn(env: Record<string, string>, ...args: string[]): Promise<string> {
+  return (await sweepOutputIn(env, ...args)).stdout;
 }
 
 function readAll(path: string): StoredResult[] {
@@ -227,7 +247,16 @@ const full = `${dir}/full.db`;
 let fullRows: StoredResult[] = [];
 
 Deno.test("sweep: a full run stores every result once, with run metadata", async () => {
-  const out = await sweep(...SWEEP_ARGS, "--out", full, "--csv", `${dir}/full.csv`);
+  const { stdout: out, stderr } = await sweepOutput(...SWEEP_ARGS, "--out", full, "--csv", `${dir}/full.csv`);
+  // Progress: output.ts's bar (plain lines in a pipe) over the sweep's results, ending at 100%.
+  const bars = stderr.trimEnd().split("\n").filter((l) => l.startsWith('sweep "'));
+  assert.ok(bars.length >= 3, stderr);
+  assert.match(bars.at(-1)!, new RegExp(`^sweep "sweep" \\[#{20}\\] ${TOTAL}/${TOTAL} 100%  \\S+ elapsed  `));
+  assert.ok(bars.slice(1, -1).every((l) => /\d+\/\d+ \d+% {2}\S+ elapsed, ETA \S+ {2}/.test(l)), stderr);
+  // Run again: everything is stored, so there is nothing to show progress of.
+  const again = await sweepOutput(...SWEEP_ARGS, "--out", full);
+  assert.doesNotMatch(again.stderr, /sweep "sweep" \[/);
+  assert.match(again.stdout, new RegExp(`0 results written .* \\(${TOTAL} were already there`));
   assert.match(
     out,
     new RegExp(`${TOTAL} results written .* \\(0 were already there; ${TOTAL} in this sweep\\)`),
@@ -249,6 +278,29 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   for (const f of facts) assert.ok(kb.known.includes(Number(f.split(":")[1])), `${f} is not a known fact`);
   const erasure = fullRows.find((r) => r.problem === "fact-erasure")!;
   assert.equal(erasure.metrics.direction, "decrease");
+  // The field's standard metrics beside Hase et al.'s scores: every key of STANDARD_METRICS on an
+  // error-injection edit (ES a 0/1 win, EM its margin), none for erasure (no new object to compare).
+  const injected = fullRows.filter((r) => r.problem === "error-injection" && r.localization === "layer-grid");
+  for (const r of injected) {
+    const std = r.metrics.standard as Record<string, number | null>;
+    assert.deepEqual(Object.keys(std).sort(), STANDARD_METRICS.map((m) => m.key).sort(), r.key);
+    assert.equal(std.efficacySuccess, std.efficacyMagnitude! > 0 ? 1 : 0, r.key);
+    assert.equal(std.portability, null);
+  }
+  assert.equal(erasure.metrics.standard, null);
+  // ... and the summary prints both, per problem x method, with the means of the stored values.
+  const esMean = (method: string) => {
+    const xs = injected.filter((r) => r.method === method).map((r) =>
+      (r.metrics.standard as Record<string, number>).efficacySuccess
+    );
+    return (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(2);
+  };
+  assert.match(
+    out,
+    new RegExp(`error-injection rome \\(6 edits\\): rewrite -?[\\d.]+ .* \\| ES ${esMean("rome")} {2}PS`),
+  );
+  assert.match(out, new RegExp(`error-injection ft \\(6 edits\\): .* \\| ES ${esMean("ft")} `));
+  assert.match(out, /fact-erasure rome \(6 edits\): .*overall [\d.]+ \| standard metrics n\/a/);
   const trace = fullRows.find((r) => r.localization === "causal-tracing")!;
   assert.equal((trace.metrics.effect as number[]).length, 3);
   assert.ok(Array.isArray((trace.metrics.trace as { grids: unknown[] }).grids));
@@ -258,6 +310,8 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   for (
     const column of [
       "metrics.rewrite",
+      "metrics.standard.efficacySuccess",
+      "metrics.standard.locality",
       "hparams.seed",
       "model.weightsSha256",
       "adapter.description",
@@ -265,6 +319,66 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
     ]
   ) {
     assert.ok(csv[0].split(",").includes(column), `CSV column ${column}`);
+  }
+});
+
+Deno.test("sweep: batched virtual scoring stores what applying, scoring and undoing each edit stores", async () => {
+  const db = `${dir}/applied.db`;
+  await sweep(
+    ...SWEEP_ARGS,
+    "--out",
+    db,
+    "--localizations",
+    "none",
+    "--selectors",
+    "none",
+    "--apply-to-score",
+  );
+  const applied = readAll(db).filter((r) => r.method === "rome");
+  const reference = byKey(fullRows);
+  assert.equal(applied.length, 3 * 2 * 2);
+  for (const r of applied) {
+    const batched = reference.get(r.key)!;
+    assert.equal(batched.timings.virtual, 1, `${r.key} was scored virtually in the full run`);
+    assert.equal(r.timings.virtual, 0);
+    const [a, b] = [r, batched].map((x) => x.metrics.post as { [k: string]: number | number[] });
+    for (const part of ["rewrite", "paraphrase", "neighborhood"]) {
+      const x = [a[part]].flat(), y = [b[part]].flat();
+      assert.equal(x.length, y.length);
+      x.forEach((v, i) =>
+        assert.ok(Math.abs(v - y[i]) <= 1e-5, `${r.key}: post ${part}[${i}] ${v} vs ${y[i]}`)
+      );
+    }
+    assertSameMetrics(r, batched);
+  }
+  assert.ok(fullRows.some((r) => r.method === "ft" && r.timings.virtual === 0), "FT-L is applied to score");
+});
+
+Deno.test("sweep: MEMIT and EMMET with a block's z batched and scored virtually store what one fact at a time stores", async () => {
+  const only = ["--methods", "memit,emmet", "--problems", "error-injection", "--localizations", "none"];
+  const args = [...SWEEP_ARGS, ...only, "--selectors", "none", "--name", "memit"];
+  await sweep(...args, "--out", `${dir}/memit-batched.db`);
+  // The reference: one fact at one layer per block (a sweep per layer), each edit applied to score it.
+  const alone = new Map<string, StoredResult>();
+  for (const layer of ["0", "2"]) {
+    const out = `${dir}/memit-alone-${layer}.db`;
+    await sweep(...args, "--out", out, "--batch", "1", "--apply-to-score", "--layers", layer);
+    for (const [key, r] of byKey(readAll(out))) alone.set(key, r);
+  }
+  const batched = readAll(`${dir}/memit-batched.db`);
+  assert.equal(batched.length, 3 * 2 * 2);
+  assert.ok(batched.some((r) => r.timings.batch === 4), "a block's facts x layers were computed together");
+  for (const r of batched) {
+    const other = alone.get(r.key)!;
+    assert.equal(r.timings.virtual, 1);
+    assert.equal(other.timings.batch, 1);
+    const [a, b] = [r, other].map((x) => x.metrics.post as { [k: string]: number | number[] });
+    for (const part of ["rewrite", "paraphrase", "neighborhood"]) {
+      const x = [a[part]].flat(), y = [b[part]].flat();
+      x.forEach((v, i) =>
+        assert.ok(Math.abs(v - y[i]) <= 1e-4, `${r.key}: post ${part}[${i}] ${v} vs ${y[i]}`)
+      );
+    }
   }
 });
 
@@ -308,8 +422,16 @@ Deno.test("sweep: killed with SIGKILL at random moments and resumed, nothing is 
 });
 
 Deno.test("sweep: two shards partition the results and merge into the unsharded sweep", async () => {
+  // Shard 0 as task 1 of a SLURM array --array=1-2, shard 1 as a Kubernetes Indexed Job's pod 1.
   const shards = [`${dir}/s0.db`, `${dir}/s1.db`];
-  for (const [k, path] of shards.entries()) await sweep(...SWEEP_ARGS, "--out", path, "--shard", `${k}/2`);
+  const arrays: Record<string, string>[] = [
+    { SLURM_ARRAY_TASK_ID: "1", SLURM_ARRAY_TASK_COUNT: "2", SLURM_ARRAY_TASK_MIN: "1" },
+    { JOB_COMPLETION_INDEX: "1", LOCUS_SHARD_COUNT: "2" },
+  ];
+  for (const [k, path] of shards.entries()) {
+    const out = await sweepIn(arrays[k], ...SWEEP_ARGS, "--out", path);
+    assert.match(out, new RegExp(`shard ${k}/2 from ${k ? "Kubernetes" : "SLURM"}`));
+  }
   const [a, b] = shards.map(readAll);
   assert.ok(a.length > 0 && b.length > 0, `shard sizes ${a.length} and ${b.length}`);
   const keysA = new Set(a.map((r) => r.key));
@@ -369,20 +491,26 @@ Deno.test("sweep: a ROME block killed before it was stored is retried in halves,
   await drain;
   assert.equal(TOTAL - countRows(db), pending, "the kill came after the block stored results");
 
-  // Resumed, the block runs as two halves of one edit each; nothing is lost or duplicated.
+  // Resumed, the block runs as two halves; nothing is lost or duplicated.
   await sweep(...SWEEP_ARGS, "--out", db);
   const rows = byKey(readAll(db));
   assert.deepEqual([...rows.keys()].sort(), fullRows.map((r) => r.key).sort());
-  // The killed block: the facts computed together with its first fact in the uninterrupted run.
-  const first = JSON.parse(block.replace(/^edit block (.*) x2$/, "$1"));
+  // The killed block: the edits computed together with its first one in the uninterrupted run (a block's
+  // facts at every layer: 2 facts x 2 layers).
+  const [, key, size] = /^edit block (.*) x(\d+)$/.exec(block)!;
+  const first = JSON.parse(key);
+  assert.equal(Number(size), 4);
   const killed = fullRows.filter((r) =>
-    r.method === first[2] && r.layer === first[3] && r.problem === first[4] && r.timings.batch === 2
+    r.method === first[2] && r.problem === first[4] && r.timings.batch === 4 &&
+    rows.get(r.key)!.timings.batch !== 4
   );
-  assert.equal(killed.length, 2);
+  assert.equal(killed.length, 4);
   assert.ok(killed.some((r) => r.key === JSON.stringify(first)));
-  for (const r of killed) assert.equal(rows.get(r.key)!.timings.batch, 1, `${r.key} was not computed alone`);
+  for (const r of killed) {
+    assert.equal(rows.get(r.key)!.timings.batch, 2, `${r.key} was not computed in a half`);
+  }
   // Blocks that were never killed still run whole.
-  assert.ok([...rows.values()].some((r) => r.method === "rome" && r.timings.batch === 2));
+  assert.ok([...rows.values()].some((r) => r.method === "rome" && r.timings.batch === 4));
   const reference = byKey(fullRows);
   for (const r of rows.values()) assertSameMetrics(r, reference.get(r.key)!);
 });
@@ -464,6 +592,23 @@ Deno.test("sweep: records too long for the model are skipped and reported; an un
     ),
   );
   assert.ok(countRows(`${dir}/long.db`) > 0);
+  // The skipped record is stored, so the CSV and the report list it (and a resumed run keeps one).
+  await sweep(...args, "--dataset", `${dir}/long.json`, "--out", `${dir}/long.db`);
+  const rows = readAll(`${dir}/long.db`).filter((r) => r.localization === "skipped");
+  assert.equal(rows.length, 1);
+  assert.equal(rows[0].fact, "counterfact:9000");
+  assert.match(String(rows[0].metrics.reason), /^needs \d+ positions, the model has 40$/);
+  assert.match(
+    String(rows[0].metrics.record),
+    new RegExp(`long\\.json: record ${cases.length} \\(counterfact:9000\\)`),
+  );
+  await sweep("csv", `${dir}/long.db`, `${dir}/long.csv`);
+  const csv = await Deno.readTextFile(`${dir}/long.csv`);
+  assert.match(csv, /counterfact:9000,none,,none,skipped,/);
+  const data = loadSweep(readAll(`${dir}/long.db`), "long");
+  assert.deepEqual(data.skipped.map((r) => r.fact), ["counterfact:9000"]);
+  assert.ok(data.edits.length > 0, "the other records were edited");
+  assert.match(renderReport(data), /skipped records<\/dt><dd>1: .*counterfact:9000\): needs \d+ positions/);
 
   const unknown = structuredClone(cases[0]);
   unknown.requested_rewrite.target_new.str = "Zanzibar";

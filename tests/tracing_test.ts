@@ -141,7 +141,7 @@ function gridOf(trace: GridTrace, kind: StateKind): KindGrid {
 
 // ---------------------------------------------------------------- windows and noise
 
-Deno.test("windows are clipped at the first and last layer, not shifted (METHODS.md section 2)", () => {
+Deno.test("windows are clipped at the first and last layer, not shifted (as ROME's reference code does)", () => {
   const L = 12;
   const cases: [number, number, [number, number]][] = [
     [0, 10, [0, 5]],
@@ -598,7 +598,10 @@ Deno.test("noise level: ROME's rule is 3 x the std of the subjects' token embedd
   assert.equal(level.level, 3 * level.std);
   assert.equal(level.subjects, 3);
   assert.notEqual(level.std, await embeddingStd(wordModel));
-  await assert.rejects(() => subjectNoiseLevel(wordModel, tok, ["Ostra"]), /sigma needs 2/);
+  // One subject token gives d values: enough for sigma (trace --prompt and edit with a one-word subject).
+  const one = await subjectNoiseLevel(wordModel, tok, ["Ostra"]);
+  assert.ok(Math.abs(one.std - await referenceSubjectStd(["Ostra"])) < 1e-6 * one.std);
+  await assert.rejects(() => subjectNoiseLevel(wordModel, tok, []), /sigma needs 2 values/);
 });
 
 Deno.test("known facts: an unknown target word or a prompt longer than the model fails naming the file and record", async () => {

@@ -2,7 +2,7 @@
 // mid-checkpoint) and resumed, it ends with a model.safetensors byte-identical to an uninterrupted
 // run's and the same loss curve; bad options and a foreign manifest are clear errors (no stack trace).
 import assert from "node:assert/strict";
-import { rng, runScript } from "./util.ts";
+import { rng, runScript, type ScriptRun } from "./util.ts";
 
 // A tiny model trains in seconds; a checkpoint every 3 steps gives many moments to be killed at.
 const STEPS = 45;
@@ -27,7 +27,7 @@ const SCRIPT = "experiments/train.ts";
 const dir = await Deno.makeTempDir({ prefix: "locus-train-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 
-async function train(name: string): Promise<string> {
+async function train(name: string): Promise<ScriptRun> {
   const run = await runScript(
     SCRIPT,
     ...ARGS,
@@ -37,7 +37,7 @@ async function train(name: string): Promise<string> {
     `${dir}/${name}/run`,
   );
   assert.equal(run.code, 0, `train failed:\n${run.stderr}`);
-  return run.stdout;
+  return run;
 }
 
 /** The step the manifest names, or -1 while there is none (or it is being replaced). */
@@ -55,7 +55,19 @@ interface Manifest {
 }
 
 Deno.test("train: killed with SIGKILL at random moments and resumed, the model is bit-identical", async () => {
-  await train("reference");
+  const first = await train("reference");
+  // Progress on stderr: a bar with the loss, ending at 100% (and an ETA on the lines before the end).
+  const lines = first.stderr.trimEnd().split("\n");
+  assert.match(
+    lines.at(-1)!,
+    new RegExp(`^training \\[#{20}\\] ${STEPS}/${STEPS} 100%  \\S+ elapsed  epoch \\d+  loss \\d\\.\\d{4}`),
+  );
+  assert.ok(
+    lines.slice(0, -1).every((l) =>
+      /^training \[#*-*\] \d+\/\d+ \d+% {2}\S+ elapsed, ETA \S+ {2}epoch/.test(l)
+    ),
+    first.stderr,
+  );
   const reference = await Deno.readFile(`${dir}/reference/out/model.safetensors`);
   const referenceLosses =
     (JSON.parse(await Deno.readTextFile(`${dir}/reference/run/checkpoint.json`)) as Manifest)
@@ -94,8 +106,9 @@ Deno.test("train: killed with SIGKILL at random moments and resumed, the model i
   // What a kill mid-checkpoint leaves: a temp file, and weights written before their manifest.
   await Deno.writeTextFile(`${runDir}/checkpoint-${STEPS}.safetensors.tmp-1-x`, "torn");
   await Deno.writeTextFile(`${runDir}/checkpoint-${STEPS + 3}.safetensors`, "not named by the manifest");
-  const out = await train("killed");
-  assert.match(out, /resumed from .* at step \d+/);
+  const resumed = await train("killed");
+  assert.match(resumed.stdout, /resumed from .* at step \d+/);
+  assert.match(resumed.stderr, new RegExp(`training \\[#{20}\\] ${STEPS}/${STEPS} 100%`));
 
   const model = await Deno.readFile(`${dir}/killed/out/model.safetensors`);
   assert.ok(

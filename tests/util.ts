@@ -39,9 +39,19 @@ export interface ScriptRun {
 }
 
 /** Runs `deno run -A <script> ...args` (script relative to the repository root) and collects its output. */
-export async function runScript(script: string, ...args: string[]): Promise<ScriptRun> {
+export function runScript(script: string, ...args: string[]): Promise<ScriptRun> {
+  return runScriptEnv({}, script, ...args);
+}
+
+/** runScript with extra environment variables. */
+export async function runScriptEnv(
+  env: Record<string, string>,
+  script: string,
+  ...args: string[]
+): Promise<ScriptRun> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL(`../${script}`, import.meta.url).pathname, ...args],
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -17,6 +17,7 @@ import { elementwiseGrid, WG_ELEMENTWISE } from "../../engine/backward_ops.ts";
 import { Gpu, Tensor, uniforms } from "../../engine/gpu.ts";
 import type { GPT2 } from "../../engine/model.ts";
 import { add } from "../../engine/ops.ts";
+import { promptRowEdits, type VirtualEdit } from "../../engine/virtual_edits.ts";
 import { openSafetensors, SafetensorsError, writeSafetensors } from "../../engine/safetensors.ts";
 
 /** Fixed Gaussian noise added to the subject's token embeddings (causal tracing's corruption). */
@@ -100,7 +101,8 @@ export interface Edit {
 // ---------------------------------------------------------------------------------------------
 // Apply and undo
 
-/** Records W[M,N] += U[M,rank] V[rank,N] on the GPU (shaders/rank_update.wgsl). */
+/** Records W[M,N] += U[M,rank] V[rank,N] on the GPU (shaders/rank_update.wgsl). A weight kept in
+ *  16 bits (f16/bf16 checkpoints) is updated in place in its format, each value rounded back. */
 export function rankUpdate(
   gpu: Gpu,
   W: Tensor,
@@ -115,15 +117,19 @@ export function rankUpdate(
       throw new Error(`rankUpdate: ${name} must be a positive integer, got ${v}`);
     }
   }
+  const half = W.dtype === "f16" || W.dtype === "bf16";
   for (const [name, t, n] of [["W", W, M * N], ["U", U, M * rank], ["V", V, rank * N]] as const) {
-    if (t.dtype !== "f32" || t.size < n) {
-      throw new Error(`rankUpdate: ${name} [${t.shape}] must be f32 with >= ${n} values`);
+    if ((t.dtype !== "f32" && !(half && t === W)) || t.size < n) {
+      throw new Error(`rankUpdate: ${name} [${t.shape}] must be f32 (W may be 16-bit) with >= ${n} values`);
     }
   }
   gpu.run(
-    gpu.pipeline("rank_update.wgsl", "rank_update", { WG: WG_ELEMENTWISE }),
+    gpu.pipeline("rank_update.wgsl", half ? "rank_update_half" : "rank_update", {
+      WG: WG_ELEMENTWISE,
+      HALF_BF16: W.dtype === "bf16",
+    }),
     [W, U, V],
-    elementwiseGrid(gpu, M * N, WG_ELEMENTWISE),
+    elementwiseGrid(gpu, half ? Math.ceil(M * N / 2) : M * N, WG_ELEMENTWISE),
     uniforms().u32(M, N, rank),
   );
 }
@@ -134,7 +140,8 @@ export class AppliedEdit {
   constructor(
     readonly model: GPT2,
     readonly edit: Edit,
-    private readonly originals: Map<string, Float32Array>,
+    /** The touched tensors' bytes as they were (any dtype). */
+    private readonly originals: Map<string, ArrayBuffer>,
   ) {}
 
   get isUndone(): boolean {
@@ -148,7 +155,7 @@ export class AppliedEdit {
     if (stack.at(-1) !== this) {
       throw new Error(`undo: a later edit is still applied to this model; undo edits in reverse order`);
     }
-    for (const [name, data] of this.originals) this.model.gpu.write(this.model.p(name), data);
+    for (const [name, bytes] of this.originals) this.model.gpu.writeBytes(this.model.p(name), bytes);
     stack.pop();
     this.undone = true;
   }
@@ -156,14 +163,10 @@ export class AppliedEdit {
 
 const appliedStacks = new WeakMap<GPT2, AppliedEdit[]>();
 
-/** Edits currently applied to `model`, oldest first. */
-export function appliedEdits(model: GPT2): readonly AppliedEdit[] {
-  return appliedStacks.get(model) ?? [];
-}
-
 /** Throws naming the delta unless it fits the model's parameter. */
 function checkDelta(model: GPT2, delta: WeightDelta, where: string): void {
-  const t = model.params.get(delta.param);
+  // A weight split into row chunks cannot take a delta: p() says so.
+  const t = model.params.get(delta.param) ?? (model.rowChunks.has(delta.param) ? model.p(delta.param) : undefined);
   if (!t) throw new Error(`${where}: the model has no parameter ${delta.param}`);
   if (delta.kind === "low-rank") {
     const { rows, cols, rank } = delta;
@@ -187,11 +190,11 @@ function checkDelta(model: GPT2, delta: WeightDelta, where: string): void {
 export async function applyEdit(model: GPT2, edit: Edit): Promise<AppliedEdit> {
   const gpu = model.gpu;
   edit.deltas.forEach((d, i) => checkDelta(model, d, `applyEdit (${edit.method}, delta ${i})`));
+  // Low-rank updates write 16-bit weights in their format; a dense delta (FT-L) needs them in f32.
+  for (const d of edit.deltas) if (d.kind === "dense") await model.writable(d.param);
   const names = [...new Set(edit.deltas.map((d) => d.param))];
-  // Weights kept in 16 bits are widened to f32 before they are written (and stay so after undo).
-  const copies = await gpu.readMany(await Promise.all(names.map((n) => model.writable(n))));
-  // readMany's arrays are views of one buffer; keep independent copies.
-  const originals = new Map(names.map((n, i) => [n, copies[i].slice()]));
+  const copies = await gpu.readBytes(names.map((n) => model.p(n)));
+  const originals = new Map(names.map((n, i) => [n, copies[i]]));
   for (const d of edit.deltas) {
     const W = model.p(d.param);
     if (d.kind === "low-rank") {
@@ -212,6 +215,107 @@ export async function applyEdit(model: GPT2, edit: Edit): Promise<AppliedEdit> {
   return applied;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Virtual edits (engine/virtual_edits.ts): many edits scored in one batched forward
+
+/**
+ * The low-rank deltas of many edits, uploaded once per edited layer as u [C, f] and v [C, d] rows, so
+ * that any batch can give each prompt its own edit (forBatch) without the weights being written.
+ * Only low-rank deltas of MLP output projections can be virtual; FT-L's dense delta must be applied.
+ */
+export class VirtualEditSet {
+  /** Per edited layer: its tensors, the components of each edit there, and edit index -> local index. */
+  private readonly layers: {
+    layer: number;
+    keys: Tensor;
+    values: Tensor;
+    ranks: number[];
+    local: Map<number, number>;
+  }[] = [];
+
+  constructor(readonly model: GPT2, readonly edits: Edit[]) {
+    const f = model.config.nInner, d = model.config.nEmbd;
+    const perLayer = new Map<number, { edit: number; u: Float32Array; v: Float32Array; rank: number }[]>();
+    edits.forEach((edit, e) => {
+      edit.deltas.forEach((delta, i) => {
+        const where = `virtual edit ${e} (${edit.method}, delta ${i})`;
+        checkDelta(model, delta, where);
+        const m = /^h\.(\d+)\.mlp\.c_proj\.weight$/.exec(delta.param);
+        if (delta.kind !== "low-rank" || !m) {
+          throw new Error(
+            `${where}: only low-rank deltas of an MLP output projection can be virtual, got a ${delta.kind} ` +
+              `delta of ${delta.param}; apply it instead`,
+          );
+        }
+        const { u, v } = keyValueFactors(model, delta);
+        const layer = Number(m[1]);
+        if (!perLayer.has(layer)) perLayer.set(layer, []);
+        perLayer.get(layer)!.push({ edit: e, u, v, rank: delta.rank });
+      });
+    });
+    for (const [layer, parts] of [...perLayer].sort((a, b) => a[0] - b[0])) {
+      // One edit with several deltas at a layer (combined edits) sums them: its components concatenate.
+      const byEdit = new Map<number, typeof parts>();
+      for (const p of parts) byEdit.set(p.edit, [...(byEdit.get(p.edit) ?? []), p]);
+      const ordered = [...byEdit.values()].flat();
+      const C = ordered.reduce((s, p) => s + p.rank, 0);
+      const U = new Float32Array(C * f), Vs = new Float32Array(C * d);
+      let at = 0;
+      for (const p of ordered) {
+        U.set(p.u, at * f);
+        Vs.set(p.v, at * d);
+        at += p.rank;
+      }
+      this.layers.push({
+        layer,
+        keys: model.gpu.tensor([C, f], U),
+        values: model.gpu.tensor([C, d], Vs),
+        ranks: [...byEdit.values()].map((ps) => ps.reduce((s, p) => s + p.rank, 0)),
+        local: new Map([...byEdit.keys()].map((e, i) => [e, i])),
+      });
+    }
+  }
+
+  /** The forward's virtualEdits for a batch of prompts of T slots, prompt b scored under edit promptEdit[b]
+   *  (an index into `edits`; -1 for the unedited model). */
+  forBatch(promptEdit: number[], T: number): VirtualEdit[] {
+    for (const e of promptEdit) {
+      if (!(Number.isInteger(e) && e >= -1 && e < this.edits.length)) {
+        throw new Error(`VirtualEditSet: prompt edit ${e} outside [-1, ${this.edits.length})`);
+      }
+    }
+    return this.layers.flatMap((l) => {
+      const local = promptEdit.map((e) => l.local.get(e) ?? -1);
+      if (local.every((e) => e === -1)) return [];
+      return [{
+        layer: l.layer,
+        keys: l.keys,
+        values: l.values,
+        ranks: l.ranks,
+        rowEdit: promptRowEdits(local, T),
+      }];
+    });
+  }
+
+  release(): void {
+    for (const l of this.layers) this.model.gpu.release(l.keys, l.values);
+  }
+}
+
+/** A delta of an MLP output projection as its components: u [rank, f] key directions, v [rank, d] value
+ *  changes (W_math += sum_c v_c u_c^T), whatever the family's layout (keyValueDelta's inverse). */
+function keyValueFactors(model: GPT2, delta: LowRankDelta): { u: Float32Array; v: Float32Array } {
+  const f = model.config.nInner, d = model.config.nEmbd, n = delta.rank;
+  const transpose = (m: Float32Array, rows: number) => {
+    const t = new Float32Array(m.length);
+    for (let a = 0; a < rows; a++) for (let i = 0; i < n; i++) t[i * rows + a] = m[a * n + i];
+    return t;
+  };
+  return model.config.linearLayout === "in_out"
+    ? { u: transpose(delta.left, f), v: delta.right }
+    : { u: delta.right, v: transpose(delta.left, d) };
+}
+
 /** One edit holding all deltas of `edits`, in order (applying it = applying them one after another). */
 export function combineEdits(edits: Edit[]): Edit {
   if (edits.length === 0) throw new Error("combineEdits: no edits");
@@ -221,20 +325,6 @@ export function combineEdits(edits: Edit[]): Edit {
     deltas: edits.flatMap((e) => e.deltas),
     info: { combined: edits.map((e) => e.info) },
   };
-}
-
-/**
- * Sequential editing: computes each request's edit on the model as left by the previous ones and
- * applies it. Returns the applied edits in order (undo them in reverse).
- */
-export async function editSequentially(
-  model: GPT2,
-  requests: EditRequest[],
-  compute: (request: EditRequest) => Promise<Edit>,
-): Promise<AppliedEdit[]> {
-  const applied: AppliedEdit[] = [];
-  for (const r of requests) applied.push(await applyEdit(model, await compute(r)));
-  return applied;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // Adam on mlp.c_proj (weight and bias) of one layer or of several adjacent layers, with every weight
 // kept within an L-infinity ball of radius eps around its original value.
 //
-// Loss "prompt_last" (METHODS.md section 6): the next-token distribution after the last prompt token
+// Loss "prompt_last" (ROME's reference FT baseline): the next-token distribution after the last prompt token
 // only; *every* target token id is scored against that one distribution (no teacher forcing), mean
 // over target tokens, then over the batch. For fact erasure ("decrease") -log p becomes -log(1 - p).
 // A batch steps only while its loss is >= 1e-2, and training stops once an epoch's mean loss is

@@ -1,11 +1,21 @@
-// Default hyper-parameters per model family (METHODS.md sections 3-6; the published JSON/YAML files
-// of kmeng01/rome, kmeng01/memit and EasyEdit). A family is recognised from the config's width and
-// depth; anything else (Locus's embedded model, tiny test models) gets the "small" defaults below.
+// Default hyper-parameters per model family: the published JSON/YAML files of kmeng01/rome,
+// kmeng01/memit and EasyEdit (ROME, R-ROME, MEMIT, EMMET, FT baselines). A family is recognised from the
+// config's architecture, width and depth:
+//   GPT-2 medium/large/XL   the ROME/MEMIT repositories' files
+//   GPT-J 6B                ROME: layer 5, clamp 4, 20 steps, weight decay 0.5 (hparams/ROME/EleutherAI_gpt-j-6B);
+//                           MEMIT: layers 3-8, lambda 15000, clamp 0.75, 25 steps; FT-L radius 5e-5
+//   7-8B Llama/Mistral/Qwen2  EasyEdit's llama-7b / llama3-8b / mistral-7b / qwen2-7b files, which agree:
+//                           ROME layer 5, clamp 4, 25 steps, lr 0.5, weight decay 1e-3, mom2_adjustment off;
+//                           MEMIT layers 4-8, lambda 15000, clamp 4, 25 steps
+//   other shapes of these families and Gemma: no published file; ROME at a third of the depth, MEMIT
+//                           the 5 layers ending there, lambda scaled with f like GPT-2's (unverified)
+// The GPT-2-family shapes without a file (Locus's embedded model, tiny test models) get the "small"
+// defaults below.
 //
 // Small models (the embedded word-level model: 6 layers, d = 128, f = 512), measured on it with
-// experiments/editing/quality.ts and the CLI (deno task edit --case 3 with overrides):
+// experiments/editing/quality.ts and the CLI (./locus task edit --case 3 with overrides):
 //   - fact token "last" (the prompt's last token) instead of the subject's last token. Causal tracing of
-//     this model (deno task trace) finds no effect at any subject position: attention copies the subject
+//     this model (./locus task trace) finds no effect at any subject position: attention copies the subject
 //     tokens to the prompt's last token in layer 0-1 and the object is recalled there. ROME at the
 //     subject's last token moves p(new object) from 0 to at most 0.1 (case 3, layers 0-3); at the last
 //     token every layer reaches a rewrite score >= 0.97.
@@ -24,13 +34,27 @@
 //     radius so that rewrite does not come at any price). The c_proj weights have rms 0.04.
 // Several FT-L layers share a radius divided by their number (Hase et al.: FT-5 radii 1/5 to 1/10 of
 // FT-1's).
-import type { GPT2Config } from "../../engine/config.ts";
+import { type GPT2Config, type ModelConfig, resolveConfig } from "../../engine/config.ts";
 import type { FactToken, TemplateSpec } from "./keys.ts";
 
-export type Family = "gpt2" | "gpt2-medium" | "gpt2-large" | "gpt2-xl" | "small";
+export type Family =
+  | "gpt2"
+  | "gpt2-medium"
+  | "gpt2-large"
+  | "gpt2-xl"
+  | "gpt-j-6b"
+  | "easyedit-7b"
+  | "unpublished"
+  | "small";
 
-export function familyOf(cfg: GPT2Config): Family {
+export function familyOf(config: GPT2Config | ModelConfig): Family {
+  const cfg = resolveConfig(config);
   const shape = `${cfg.nEmbd}/${cfg.nLayer}`;
+  if (cfg.family === "gptj" && shape === "4096/28") return "gpt-j-6b";
+  // Llama 2 7B and Llama 3 8B, Mistral 7B (4096 wide, 32 layers), Qwen2 7B (3584, 28).
+  if (["llama", "mistral"].includes(cfg.family) && shape === "4096/32") return "easyedit-7b";
+  if (cfg.family === "qwen2" && shape === "3584/28") return "easyedit-7b";
+  if (cfg.family !== "gpt2") return "unpublished";
   const known: Record<string, Family> = {
     "768/12": "gpt2",
     "1024/24": "gpt2-medium",
@@ -102,32 +126,33 @@ const ROME_VALUE: ValueHparams = {
   clampNormFactor: 4,
 };
 
-export function romeHparams(cfg: GPT2Config): RomeHparams {
+export function romeHparams(cfg: GPT2Config | ModelConfig): RomeHparams {
   const family = familyOf(cfg);
+  const third = Math.min(cfg.nLayer - 1, Math.round(cfg.nLayer / 3));
   const byFamily: Record<Family, { layer: number; clamp: number }> = {
     "gpt2": { layer: 4, clamp: 4 }, // no published file (unverified): a third of the depth like the others
     "gpt2-medium": { layer: 8, clamp: 3 },
     "gpt2-large": { layer: 12, clamp: 4 },
     "gpt2-xl": { layer: 17, clamp: 4 },
-    "small": { layer: Math.min(cfg.nLayer - 1, Math.round(cfg.nLayer / 3)), clamp: 10 },
+    "gpt-j-6b": { layer: 5, clamp: 4 },
+    "easyedit-7b": { layer: 5, clamp: 4 },
+    "unpublished": { layer: third, clamp: 4 },
+    "small": { layer: third, clamp: 10 },
   };
   const { layer, clamp } = byFamily[family];
+  const easyEdit = family === "easyedit-7b";
   return {
     ...valueDefaults(cfg),
+    ...(easyEdit ? { vNumGradSteps: 25, vWeightDecay: 1e-3 } : {}),
     clampNormFactor: clamp,
     layer,
-    mom2Adjustment: true,
+    mom2Adjustment: !easyEdit,
     templates: ROME_TEMPLATES,
   };
 }
 
-/** R-ROME: ROME's values (EasyEdit's R-ROME/gpt2-xl.yaml turns mom2_adjustment off; rebuilding-rome keeps it on, as here). */
-export function rRomeHparams(cfg: GPT2Config): RomeHparams {
-  return romeHparams(cfg);
-}
-
 /** ROME's v* settings, with the small models' fact token (see the file header). */
-function valueDefaults(cfg: GPT2Config): ValueHparams {
+function valueDefaults(cfg: GPT2Config | ModelConfig): ValueHparams {
   return { ...ROME_VALUE, factToken: familyOf(cfg) === "small" ? "last" : "subject_last" };
 }
 
@@ -137,11 +162,31 @@ function layersEndingAt(last: number, count: number): number[] {
   return Array.from({ length: last - first + 1 }, (_, i) => first + i);
 }
 
-export function memitHparams(cfg: GPT2Config): MemitHparams {
-  const family = familyOf(cfg), f = 4 * cfg.nEmbd;
+export function memitHparams(cfg: GPT2Config | ModelConfig): MemitHparams {
+  const family = familyOf(cfg), f = resolveConfig(cfg).nInner;
   const value = { ...valueDefaults(cfg), clampNormFactor: 0.75 };
   if (family === "gpt2-xl") {
     return { ...value, layers: [13, 14, 15, 16, 17], mom2UpdateWeight: 20000, templates: MEMIT_TEMPLATES };
+  }
+  if (family === "gpt-j-6b") {
+    return {
+      ...value,
+      vNumGradSteps: 25,
+      layers: [3, 4, 5, 6, 7, 8],
+      mom2UpdateWeight: 15000,
+      templates: MEMIT_TEMPLATES,
+    };
+  }
+  if (family === "easyedit-7b") {
+    return {
+      ...value,
+      vNumGradSteps: 25,
+      vWeightDecay: 1e-3,
+      clampNormFactor: 4,
+      layers: [4, 5, 6, 7, 8],
+      mom2UpdateWeight: 15000,
+      templates: MEMIT_TEMPLATES,
+    };
   }
   // Other families: layers ending at ROME's layer (XL's 13-17 end at its ROME layer 17); GPT-2 sizes
   // without a published file scale lambda with f, small models use the measured value (file header).
@@ -154,8 +199,8 @@ export function memitHparams(cfg: GPT2Config): MemitHparams {
   };
 }
 
-export function emmetHparams(cfg: GPT2Config): EmmetHparams {
-  const family = familyOf(cfg), f = 4 * cfg.nEmbd;
+export function emmetHparams(cfg: GPT2Config | ModelConfig): EmmetHparams {
+  const family = familyOf(cfg), f = resolveConfig(cfg).nInner;
   const value = { ...valueDefaults(cfg), clampNormFactor: 0.75 };
   if (family === "gpt2-xl") {
     return { ...value, layers: [17], mom2UpdateWeight: 10000, emmetLambda: 0.1, templates: MEMIT_TEMPLATES };
@@ -170,13 +215,16 @@ export function emmetHparams(cfg: GPT2Config): EmmetHparams {
 }
 
 /** FT-L: published constrained fine-tuning (layer 0, 25 steps, lr 5e-4) or the small models' tuning. */
-export function ftHparams(cfg: GPT2Config, layers?: number[]): FtHparams {
+export function ftHparams(cfg: GPT2Config | ModelConfig, layers?: number[]): FtHparams {
   const family = familyOf(cfg);
   const eps: Record<Family, number> = {
     "gpt2": 2e-3, // no published file: medium's value
     "gpt2-medium": 2e-3,
     "gpt2-large": 1e-3,
     "gpt2-xl": 5e-4,
+    "gpt-j-6b": 5e-5,
+    "easyedit-7b": 5e-5, // no published FT-L radius: GPT-J's (unverified)
+    "unpublished": 5e-4, // GPT-2 XL's (unverified)
     "small": 3e-2,
   };
   const chosen = layers ?? [family === "small" ? romeHparams(cfg).layer : 0];
@@ -189,7 +237,7 @@ export function ftHparams(cfg: GPT2Config, layers?: number[]): FtHparams {
   };
 }
 
-export function statsHparams(cfg: GPT2Config): StatsHparams {
+export function statsHparams(cfg: GPT2Config | ModelConfig): StatsHparams {
   // Published runs use 100,000 Wikipedia texts; 100,000 keys here. The embedded corpus is ~30,000
   // tokens, all of which are used.
   return { samples: familyOf(cfg) === "small" ? 1_000_000 : 100_000 };

@@ -2,7 +2,7 @@
 // and the fact token (ROME's fact_token: the subject's last token by default), the subject noise of
 // fact forcing, and batched read-outs of the MLP key k (c_proj input) and value v (c_proj output) there.
 //
-// Context templates (METHODS.md section 3): ROME averages the subject key over the bare prompt
+// Context templates (ROME's reference code): ROME averages the subject key over the bare prompt
 // "{}" and 20 prompts prefixed by short texts sampled from the model itself, "<text>. {}", so
 // that k* describes the subject in many contexts. Texts are drawn by top-k sampling (k = 5) with
 // a seeded generator (ROME's are unseeded), starting from:

@@ -30,12 +30,15 @@ import type { EmmetHparams, MemitHparams } from "./hparams.ts";
 import { contextTemplates, factStates, groupMean, instantiate } from "./keys.ts";
 import { norm, solveSpd } from "./linalg.ts";
 import type { KeyStats } from "./stats.ts";
-import { optimiseValues } from "./values.ts";
+import { optimiseValues, valueOptions, type ValueResult } from "./values.ts";
 
 export interface BatchEditOptions {
   /** First words of the context texts (word-level models; see keys.ts). */
   startWords?: string[];
   log?: (line: string) => void;
+  /** Each request's z, already optimised at the last edited layer with these hyper-parameters (a sweep
+   *  optimises many facts' z in one batch: they are independent until the joint solve). */
+  values?: ValueResult[];
 }
 
 export function computeMemit(
@@ -105,17 +108,11 @@ async function computeBatchEdit(
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
 
   // z: target block outputs at the last edited layer.
-  const values = await optimiseValues(model, tok, requests, {
-    layer: zLayer,
-    site: "resid",
-    contexts,
-    steps: hp.vNumGradSteps,
-    lr: hp.vLr,
-    weightDecay: hp.vWeightDecay,
-    klFactor: hp.klFactor,
-    clampNormFactor: hp.clampNormFactor,
-    factToken: hp.factToken,
-  });
+  if (o.values && o.values.length !== n) {
+    throw new Error(`${method}: ${o.values.length} precomputed z for ${n} requests`);
+  }
+  const values = o.values ??
+    await optimiseValues(model, tok, requests, valueOptions(hp, zLayer, "resid", contexts));
   log(
     `${method}: z of ${n} facts at layer ${zLayer}, mean target probability ${
       (values.reduce((s, v) => s + v.targetProb, 0) / n).toFixed(3)

@@ -17,7 +17,7 @@ import {
   romeHparams,
 } from "./hparams.ts";
 import { type FactToken, sentenceStartWords } from "./keys.ts";
-import { computeEmmet, computeMemit } from "./memit.ts";
+import { type BatchEditOptions, computeEmmet, computeMemit } from "./memit.ts";
 import { computeRome } from "./rome.ts";
 import type { KeyStats } from "./stats.ts";
 
@@ -142,7 +142,7 @@ export async function computeEdits(
   mc: MethodConfig,
   requests: EditRequest[],
   stats: Map<number, KeyStats>,
-  o: { startWords?: string[]; log?: (line: string) => void } = {},
+  o: BatchEditOptions = {},
 ): Promise<Edit[]> {
   switch (mc.method) {
     case "rome":

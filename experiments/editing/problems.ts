@@ -22,7 +22,7 @@ import { logProbOf, topK } from "../../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditCase } from "../datasets.ts";
 import { erasureScore, harmonicMean, neighborhoodScore, rewriteScore } from "../metrics.ts";
-import type { EditRequest, SubjectNoise } from "./edit.ts";
+import type { EditRequest, SubjectNoise, VirtualEditSet } from "./edit.ts";
 import { batchWithNoise, instantiate, type PromptInstance } from "./keys.ts";
 
 export const PROBLEMS = [
@@ -133,12 +133,26 @@ export interface ScoredPrompt {
   target: number[];
 }
 
-/** p = exp(-mean NLL) of each item's target after its prompt (noise applied where the instance has it). */
+/**
+ * Virtual edits to score under (experiments/editing/edit.ts VirtualEditSet): item i is scored with
+ * edit itemEdit[i] of the set (-1: the model as it is).
+ */
+export interface ScoredUnder {
+  edits: VirtualEditSet;
+  itemEdit: number[];
+}
+
+/** p = exp(-mean NLL) of each item's target after its prompt (noise applied where the instance has it),
+ *  each under its own virtual edit when `under` is given. */
 export async function targetProbabilities(
   model: GPT2,
   items: ScoredPrompt[],
   batchSize = 128,
+  under?: ScoredUnder,
 ): Promise<number[]> {
+  if (under && under.itemEdit.length !== items.length) {
+    throw new Error(`targetProbabilities: ${under.itemEdit.length} item edits for ${items.length} items`);
+  }
   const gpu = model.gpu, V = model.config.vocabSize;
   const out: number[] = [];
   for (let start = 0; start < items.length; start += batchSize) {
@@ -151,7 +165,8 @@ export async function targetProbabilities(
     const outputRows = chunk.flatMap((it, b) =>
       it.target.map((_, j) => b * batch.T + it.instance.ids.length - 1 + j)
     );
-    const res = model.forward(batch, { hooks, outputRows });
+    const virtualEdits = under?.edits.forBatch(under.itemEdit.slice(start, start + batchSize), batch.T);
+    const res = model.forward(batch, { hooks, outputRows, virtualEdits });
     release();
     const targets = gpu.tensor([outputRows.length], chunk.flatMap((it) => it.target), "u32");
     const lp = logProbOf(gpu, res.logits, targets, outputRows.length, V);
@@ -179,9 +194,12 @@ export interface CaseProbabilities {
 export function caseItems(tok: Tokenizer, cases: { c: EditingCase; request: EditRequest }[]): {
   items: ScoredPrompt[];
   regroup: (p: number[]) => CaseProbabilities[];
+  /** The case of each item. */
+  caseOf: number[];
 } {
   const items: ScoredPrompt[] = [];
-  const counts = cases.map(({ c, request }) => {
+  const caseOf: number[] = [];
+  const counts = cases.map(({ c, request }, i) => {
     // Scored after every prompt below: those end in a word, so the target reads the same after each.
     const prompt = c.prompt.replace("{}", c.subject);
     const target = targetIds(tok, prompt, request.target, { refuseUnknown: true });
@@ -193,6 +211,7 @@ export function caseItems(tok: Tokenizer, cases: { c: EditingCase; request: Edit
     for (const p of c.neighbors) {
       items.push({ instance: { ids: tok.encode(p), subject: [0, 0], fact: 0 }, target: falseTarget });
     }
+    while (caseOf.length < items.length) caseOf.push(i);
     return [c.paraphrases.length, c.neighbors.length];
   });
   const regroup = (p: number[]) => {
@@ -206,16 +225,25 @@ export function caseItems(tok: Tokenizer, cases: { c: EditingCase; request: Edit
       return { rewrite, paraphrase, neighborhood };
     });
   };
-  return { items, regroup };
+  return { items, regroup, caseOf };
 }
 
+/**
+ * The probabilities of each (case, request). With `edits`, case i is scored under edit i of the set,
+ * virtually (one batched forward for all of them instead of apply / score / undo per edit).
+ */
 export async function caseProbabilities(
   model: GPT2,
   tok: Tokenizer,
   cases: { c: EditingCase; request: EditRequest }[],
+  edits?: VirtualEditSet,
 ): Promise<CaseProbabilities[]> {
-  const { items, regroup } = caseItems(tok, cases);
-  return regroup(await targetProbabilities(model, items));
+  const { items, regroup, caseOf } = caseItems(tok, cases);
+  if (edits && edits.edits.length !== cases.length) {
+    throw new Error(`caseProbabilities: ${edits.edits.length} virtual edits for ${cases.length} cases`);
+  }
+  const under = edits && { edits, itemEdit: caseOf };
+  return regroup(await targetProbabilities(model, items, 128, under));
 }
 
 export interface CaseScores {

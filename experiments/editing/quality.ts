@@ -15,6 +15,7 @@
 import { writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
+import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { GPT2 } from "../../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
@@ -120,7 +121,7 @@ async function main(args: string[]): Promise<number> {
       check: { type: "boolean", default: false },
     },
   });
-  const dir = values.model!;
+  const dir = await resolveModelDir(values.model!);
   const nCases = positiveInt("cases", values.cases, 100);
   const sweepCases = positiveInt("sweep-cases", values["sweep-cases"], 20);
   const problem = parseProblem(values.problem!);

@@ -20,7 +20,7 @@ import type { RomeHparams } from "./hparams.ts";
 import { contextTemplates, factStates, instantiate } from "./keys.ts";
 import { dot, meanOf, norm } from "./linalg.ts";
 import type { KeyStats } from "./stats.ts";
-import { optimiseValues } from "./values.ts";
+import { optimiseValues, valueOptions } from "./values.ts";
 
 export interface RomeOptions {
   /** "rome" (default) or "r-rome". */
@@ -41,41 +41,75 @@ export async function computeRome(
   hp: RomeHparams,
   o: RomeOptions = {},
 ): Promise<Edit[]> {
+  // Keyed by the edited layer, so that statistics of another layer are named as such below.
+  const all = new Map(stats ? [[hp.layer, stats]] : []);
+  return await computeRomeAt(model, tok, requests, requests.map(() => hp.layer), all, hp, o);
+}
+
+/**
+ * ROME edits of request i at layers[i] (hp.layer is ignored): a sweep's facts x candidate layers as one
+ * batch. Edits at different layers are independent, so each is the edit computeRome makes alone (its
+ * v* optimised in the same batch as the others, each request stopping on its own).
+ */
+export async function computeRomeAt(
+  model: GPT2,
+  tok: Tokenizer,
+  requests: EditRequest[],
+  layers: number[],
+  stats: Map<number, KeyStats>,
+  hp: RomeHparams,
+  o: RomeOptions = {},
+): Promise<Edit[]> {
   const variant = o.variant ?? "rome";
-  const layer = hp.layer, f = model.config.nInner;
+  const f = model.config.nInner;
+  if (layers.length !== requests.length) {
+    throw new Error(`${variant}: ${layers.length} layers for ${requests.length} requests`);
+  }
+  const distinct = [...new Set(layers)].sort((a, b) => a - b);
   if (hp.mom2Adjustment) {
-    if (!stats) throw new Error(`${variant}: mom2 adjustment needs the key statistics of layer ${layer}`);
-    if (stats.layer !== layer || stats.width !== f) {
-      throw new Error(
-        `${variant}: key statistics are of layer ${stats.layer} (width ${stats.width}), the edit is at layer ${layer} (width ${f})`,
-      );
+    for (const layer of distinct) {
+      const s = stats.get(layer);
+      if (!s) throw new Error(`${variant}: mom2 adjustment needs the key statistics of layer ${layer}`);
+      if (s.layer !== layer || s.width !== f) {
+        throw new Error(
+          `${variant}: key statistics are of layer ${s.layer} (width ${s.width}), the edit is at layer ${layer} (width ${f})`,
+        );
+      }
     }
   }
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
-
-  // Keys and MLP outputs at the subject's last token, in every context (context 0 = the bare prompt).
-  const instances = requests.flatMap((r) =>
-    contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise, hp.factToken))
-  );
-  const [keys, values] = await factStates(model, instances, layer, ["key", "mlp"]);
   const n = contexts.length;
 
+  // Keys and MLP outputs at the subject's last token, in every context (context 0 = the bare prompt),
+  // read per layer for the requests edited there.
+  const keys: Float32Array[] = new Array(requests.length * n);
+  const values: Float32Array[] = new Array(requests.length * n);
+  for (const layer of distinct) {
+    const mine = layers.flatMap((l, i) => (l === layer ? [i] : []));
+    const instances = mine.flatMap((i) =>
+      contexts.map((c) =>
+        instantiate(tok, c, requests[i].prompt, requests[i].subject, requests[i].noise, hp.factToken)
+      )
+    );
+    const [k, v] = await factStates(model, instances, layer, ["key", "mlp"]);
+    mine.forEach((i, j) => {
+      for (let c = 0; c < n; c++) {
+        keys[i * n + c] = k[j * n + c];
+        values[i * n + c] = v[j * n + c];
+      }
+    });
+  }
+
   const vs = await optimiseValues(model, tok, requests, {
-    layer,
-    site: "mlp",
-    contexts,
-    steps: hp.vNumGradSteps,
-    lr: hp.vLr,
-    weightDecay: hp.vWeightDecay,
-    klFactor: hp.klFactor,
-    clampNormFactor: hp.clampNormFactor,
-    factToken: hp.factToken,
+    ...valueOptions(hp, distinct[0], "mlp", contexts),
+    layers,
   });
 
   return requests.map((request, i) => {
+    const layer = layers[i];
     const myKeys = keys.slice(i * n, (i + 1) * n), myValues = values.slice(i * n, (i + 1) * n);
     const kStar = meanOf(myKeys);
-    const direction = hp.mom2Adjustment ? stats!.solve(kStar) : kStar;
+    const direction = hp.mom2Adjustment ? stats.get(layer)!.solve(kStar) : kStar;
     const uNorm = norm(direction);
     const u = Float32Array.from(direction, (v) => v / uNorm);
     // The key the update is solved for, and the value it currently maps to.
@@ -89,7 +123,7 @@ export async function computeRome(
       deltas: [keyValueDelta(model, layer, u, r, 1)],
       info: {
         layer,
-        hparams: hp,
+        hparams: { ...hp, layer },
         contexts: contexts.length,
         kStarNorm: norm(kStar),
         keyDotU: denominator,

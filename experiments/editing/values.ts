@@ -27,10 +27,14 @@ import type { RowEntry } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "./edit.ts";
+import type { ValueHparams } from "./hparams.ts";
 import { batchWithNoise, type FactToken, instantiate, type PromptInstance } from "./keys.ts";
 
 export interface ValueOptions {
   layer: number;
+  /** Per request, the layer its delta is added at (default `layer` for every request): requests at
+   *  different layers share batches (a sweep's candidate layers), the pass starting at the lowest. */
+  layers?: number[];
   /** "mlp": delta on the MLP output (ROME's v*); "resid": on the block output (MEMIT's z). */
   site: "mlp" | "resid";
   /** Context templates, the bare "{}" first (h_0 is read in its prompt). */
@@ -46,6 +50,26 @@ export interface ValueOptions {
   factToken?: FactToken;
   /** Most prompt rows (sequences x padded length) per batch; requests are grouped to stay under it. */
   maxRowsPerBatch?: number;
+}
+
+/** The optimisation settings of a method's hyper-parameters (ROME's v*, MEMIT's z) at a layer and site. */
+export function valueOptions(
+  hp: ValueHparams,
+  layer: number,
+  site: ValueOptions["site"],
+  contexts: string[],
+): ValueOptions {
+  return {
+    layer,
+    site,
+    contexts,
+    steps: hp.vNumGradSteps,
+    lr: hp.vLr,
+    weightDecay: hp.vWeightDecay,
+    klFactor: hp.klFactor,
+    clampNormFactor: hp.clampNormFactor,
+    factToken: hp.factToken,
+  };
 }
 
 export interface ValueResult {
@@ -75,11 +99,17 @@ export async function optimiseValues(
       `optimiseValues: contexts[0] must be the bare "{}", got ${JSON.stringify(o.contexts[0])}`,
     );
   }
-  if (!(o.layer >= 0 && o.layer < model.nLayer)) {
-    throw new Error(`optimiseValues: layer ${o.layer} outside [0, ${model.nLayer})`);
+  const layers = o.layers ?? requests.map(() => o.layer);
+  if (layers.length !== requests.length) {
+    throw new Error(`optimiseValues: ${layers.length} layers for ${requests.length} requests`);
+  }
+  for (const l of layers) {
+    if (!(Number.isInteger(l) && l >= 0 && l < model.nLayer)) {
+      throw new Error(`optimiseValues: layer ${l} outside [0, ${model.nLayer})`);
+    }
   }
   if (!(o.steps >= 1)) throw new Error(`optimiseValues: steps must be >= 1, got ${o.steps}`);
-  const plans = requests.map((r) => planRequest(tok, r, o));
+  const plans = requests.map((r, i) => planRequest(tok, r, o, layers[i]));
   // Group requests so that one batch's kept activations stay bounded.
   const cfg = model.config;
   const budget = o.maxRowsPerBatch ?? Math.max(64, Math.floor(6e7 / (cfg.nLayer * 20 * cfg.nEmbd)));
@@ -103,11 +133,18 @@ export async function optimiseValues(
 /** One request's prompts: rewrite prompts (context + prompt + target[:-1]) then the KL prompt. */
 export interface RequestPlan {
   request: EditRequest;
+  /** The layer whose state its delta is added to. */
+  layer: number;
   target: number[];
   instances: PromptInstance[]; // contexts.length rewrite prompts, then the KL prompt
 }
 
-export function planRequest(tok: Tokenizer, request: EditRequest, o: ValueOptions): RequestPlan {
+export function planRequest(
+  tok: Tokenizer,
+  request: EditRequest,
+  o: ValueOptions,
+  layer = o.layer,
+): RequestPlan {
   const target = targetIds(tok, request.prompt.replace("{}", request.subject), request.target, {
     refuseUnknown: true,
   });
@@ -118,7 +155,7 @@ export function planRequest(tok: Tokenizer, request: EditRequest, o: ValueOption
   instances.push(
     instantiate(tok, "{}", o.klPrompt ?? "{} is a", request.subject, request.noise, o.factToken),
   );
-  return { request, target, instances };
+  return { request, layer, target, instances };
 }
 
 function logSoftmax(z: ArrayLike<number>): Float64Array {
@@ -144,21 +181,25 @@ export interface ValueReference {
 
 /**
  * Loss and gradient of one batch of requests as a function of their deltas (see the file header).
- * The residual entering the edited layer does not depend on delta, so for layers > 0 it is computed
- * once (with the subject noise, if any) and every evaluation runs the forward pass from that layer on.
+ * The residual entering the lowest edited layer does not depend on delta, so for layers > 0 it is
+ * computed once (with the subject noise, if any) and every evaluation runs the forward pass from that
+ * layer on; requests at higher layers pass the layers below theirs unchanged.
  * (At layer 0 the whole pass runs each time: GPT2.releaseForward would hand a layer-0 input back to
  * the buffer pool.)
  */
 export class ValueObjective {
   readonly n: number;
   private readonly batch: Batch;
-  /** The residual entering o.layer (layers > 0), or null with the noise hooks to run from the embeddings. */
+  /** The residual entering the lowest edited layer (if > 0), or null with the noise hooks to run from the
+   *  embeddings. */
   private readonly input: Tensor | null;
+  private readonly lowest: number;
   private readonly noiseHooks: Hook[];
   private readonly releaseNoise: () => void;
   private readonly nllRows: { row: number; target: number; request: number; prompt: number }[] = [];
   private readonly outputRows: number[];
-  private readonly siteHook: Hook;
+  /** One per edited layer: captures h_0 and adds its requests' deltas. */
+  private readonly siteHooks: Hook[];
   private readonly tensors: Record<
     "targets" | "nllMask" | "losses" | "klLogits" | "deltas" | "gradDeltas" | "init" | "dlogits",
     Tensor
@@ -179,11 +220,16 @@ export class ValueObjective {
     const { batch, hooks, release } = batchWithNoise(gpu, d, plans.flatMap((p) => p.instances));
     this.batch = batch;
     const T = batch.T, R = batch.B * T;
-    if (o.layer > 0) {
+    this.lowest = Math.min(...plans.map((p) => p.layer));
+    if (this.lowest > 0) {
       this.input = gpu.zeros([R, d]);
       const all = Array.from({ length: R }, (_, i) => i);
       model.releaseForward(model.forward(batch, {
-        hooks: [...hooks, { layer: o.layer - 1, site: "resid", capture: { into: this.input, rows: all } }],
+        hooks: [...hooks, {
+          layer: this.lowest - 1,
+          site: "resid",
+          capture: { into: this.input, rows: all },
+        }],
         outputRows: [0],
       }));
       release();
@@ -197,14 +243,15 @@ export class ValueObjective {
 
     // Scored rows: every target token of every rewrite prompt, then one KL row per request.
     const klRows: number[] = [];
-    const deltaEntries: RowEntry[] = [];
-    const initRows: number[] = [];
+    const sites = new Map<number, { entries: RowEntry[]; rows: number[]; intoRows: number[] }>();
     let b = 0;
     plans.forEach((plan, r) => {
       const m = plan.target.length;
+      if (!sites.has(plan.layer)) sites.set(plan.layer, { entries: [], rows: [], intoRows: [] });
+      const site = sites.get(plan.layer)!;
       plan.instances.forEach((inst, k) => {
         const base = (b + k) * T;
-        deltaEntries.push({ dst: base + inst.fact, src: r, keep: 1, take: 1 });
+        site.entries.push({ dst: base + inst.fact, src: r, keep: 1, take: 1 });
         if (k < nContexts) {
           const promptLength = inst.ids.length - (m - 1);
           plan.target.forEach((t, j) =>
@@ -212,7 +259,8 @@ export class ValueObjective {
           );
         } else klRows.push(base + inst.fact);
       });
-      initRows.push(b * T + plan.instances[0].fact);
+      site.rows.push(b * T + plan.instances[0].fact);
+      site.intoRows.push(r);
       b += plan.instances.length;
     });
     const nRows = this.nllRows.length + this.n;
@@ -227,12 +275,12 @@ export class ValueObjective {
       init: gpu.zeros([this.n, d]),
       dlogits: gpu.zeros([nRows, V]),
     };
-    this.siteHook = {
-      layer: o.layer,
+    this.siteHooks = [...sites].map(([layer, site]) => ({
+      layer,
       site: o.site,
-      capture: { into: this.tensors.init, rows: initRows },
-      patch: { src: this.tensors.deltas, entries: deltaEntries },
-    };
+      capture: { into: this.tensors.init, rows: site.rows, intoRows: site.intoRows },
+      patch: { src: this.tensors.deltas, entries: site.entries },
+    }));
   }
 
   /**
@@ -257,8 +305,8 @@ export class ValueObjective {
     gpu.write(t.deltas, flat);
 
     const fwd = this.model.forward(this.batch, {
-      ...(this.input ? { startLayer: this.o.layer, input: this.input } : {}),
-      hooks: [...this.noiseHooks, this.siteHook],
+      ...(this.input ? { startLayer: this.lowest, input: this.input } : {}),
+      hooks: [...this.noiseHooks, ...this.siteHooks],
       outputRows: this.outputRows,
       keep: !!wantGradient,
     });

@@ -1,0 +1,91 @@
+// Virtual edits: a low-rank change of a layer's MLP output projection evaluated without writing the
+// weights. A weight edit W_math += sum_c v_c u_c^T (ROME: one component; a MEMIT batch: one per fact)
+// adds sum_c (key . u_c) v_c to the MLP output of every token, so a batched forward can give each
+// row its own edit: row r of the batch gets its edit's correction at the "mlp" site, and rows of
+// other edits (or none) are left alone. Many edits are then scored in one forward over all their
+// prompts instead of apply / score / undo one at a time (shaders/virtual_edit.wgsl).
+import { elementwiseGrid, WG_ELEMENTWISE } from "./backward_ops.ts";
+import type { Gpu, Tensor } from "./gpu.ts";
+import { uniforms } from "./gpu.ts";
+
+/** The edits acting at one layer's MLP output in a forward (GPT2.forward's `virtualEdits`). */
+export interface VirtualEdit {
+  layer: number;
+  /** Key directions u_c of every component of every edit, [C, f] (f = the MLP's inner width). */
+  keys: Tensor;
+  /** Value changes v_c, [C, d]. */
+  values: Tensor;
+  /** Components of each edit: edit e owns the next ranks[e] rows of keys/values (default: 1 each). */
+  ranks?: number[];
+  /** The edit acting on each row b*T + t of the batch (-1: none), [B*T]. */
+  rowEdit: number[];
+}
+
+/** Expands one edit index per prompt (-1: none) to every row b*T + t of a batch of B prompts of T slots. */
+export function promptRowEdits(promptEdit: number[], T: number): number[] {
+  return promptEdit.flatMap((e) => new Array<number>(T).fill(e));
+}
+
+/**
+ * Records mlp[r, :] += sum over the components c of row r's edit of (key[r, :] . u_c) v_c.
+ * mlp [R, d] (updated in place), key [R, f] (the c_proj input of the same rows).
+ */
+export function applyVirtualEdit(
+  gpu: Gpu,
+  mlp: Tensor,
+  key: Tensor,
+  edit: VirtualEdit,
+  R: number,
+  f: number,
+  d: number,
+): void {
+  const where = `virtual edit at layer ${edit.layer}`;
+  const C = edit.keys.size / f;
+  if (!Number.isInteger(C) || C < 1 || edit.keys.shape.at(-1) !== f) {
+    throw new Error(`${where}: keys [${edit.keys.shape}] must be [components, ${f}]`);
+  }
+  if (edit.values.size !== C * d || edit.values.shape.at(-1) !== d) {
+    throw new Error(`${where}: values [${edit.values.shape}] must be [${C}, ${d}] like the keys`);
+  }
+  const ranks = edit.ranks ?? new Array<number>(C).fill(1);
+  if (ranks.some((k) => !Number.isInteger(k) || k < 1)) {
+    throw new Error(`${where}: ranks must be positive integers, got [${ranks}]`);
+  }
+  const firsts: number[] = [];
+  let total = 0;
+  for (const k of ranks) {
+    firsts.push(total);
+    total += k;
+  }
+  if (total !== C) {
+    throw new Error(`${where}: ranks [${ranks}] sum to ${total}, the keys have ${C} components`);
+  }
+  if (edit.rowEdit.length !== R) {
+    throw new Error(`${where}: rowEdit has ${edit.rowEdit.length} entries, the batch has ${R} rows`);
+  }
+  const table = new Uint32Array(2 * R);
+  edit.rowEdit.forEach((e, r) => {
+    if (e === -1) return;
+    if (!Number.isInteger(e) || e < 0 || e >= ranks.length) {
+      throw new Error(`${where}: row ${r} names edit ${e}, there are ${ranks.length} (or -1 for none)`);
+    }
+    table[2 * r] = firsts[e];
+    table[2 * r + 1] = ranks[e];
+  });
+  const K = Math.max(...ranks);
+  const rows = gpu.upload([R, 2], table, "u32");
+  const scores = gpu.empty([R, K]);
+  gpu.run(
+    gpu.pipeline("virtual_edit.wgsl", "virtual_scores", { WG: WG_ELEMENTWISE }),
+    [scores, key, edit.keys, rows],
+    elementwiseGrid(gpu, R * K, WG_ELEMENTWISE),
+    uniforms().u32(R, f, K),
+  );
+  gpu.run(
+    gpu.pipeline("virtual_edit.wgsl", "virtual_apply", { WG: WG_ELEMENTWISE }),
+    [mlp, scores, edit.values, rows],
+    elementwiseGrid(gpu, R * d, WG_ELEMENTWISE),
+    uniforms().u32(R, d, K),
+  );
+  gpu.release(scores);
+}

@@ -1,0 +1,97 @@
+// Text corpora for the key statistics, read lazily, one text at a time: a local text file (one text per
+// line), or WikiText-103 (raw), the corpus ROME's layer_stats offers besides Wikipedia, as the
+// Hugging Face dataset Salesforce/wikitext publishes it: two parquet shards of the train split
+// (wikitext-103-raw-v1/train-0000{0,1}-of-00002.parquet, one WikiText line per row, column "text"),
+// ~315 MB, ~1.8 M rows. `./locus task fetch-data wikitext-103` downloads them into the hub cache
+// (datasets--Salesforce--wikitext, reused by and from Python's huggingface_hub) at a pinned revision,
+// checked against the pinned sha256 and size; the shards are then read one row group at a time
+// (hyparquet), so a statistics run that needs 100,000 keys reads a few megabytes, not the corpus.
+//
+// This module is what the key statistics (experiments/editing/stats.ts) import, so it is browser-safe:
+// text files are read through engine/io.ts and hashed with WebCrypto (the same sha256 of the UTF-8 text
+// in Deno and in a web page, so statistics shipped with a model are found in both). The hub corpora
+// (parquet via hyparquet, the hub cache) live in hub_corpus.ts, imported only when one is opened.
+import { baseName, io } from "../engine/io.ts";
+
+/** A corpus: a name and content hash for cache keys, and its texts in a fixed order. */
+export interface Corpus {
+  name: string;
+  /** Short hex hash of the content (a changed corpus gets new cache entries). */
+  hash: string;
+  texts(): AsyncIterable<string>;
+}
+
+/** A dataset repository's files on the hub at a pinned revision, with their published sizes and sha256. */
+export interface HubCorpusSpec {
+  name: string;
+  repo: string;
+  revision: string;
+  /** The parquet column holding the text. */
+  column: string;
+  files: { path: string; size: number; sha256: string }[];
+}
+
+/**
+ * WikiText-103 (raw), train split. Revision b08601e of Salesforce/wikitext is the parquet conversion
+ * that `datasets.load_dataset("Salesforce/wikitext", "wikitext-103-raw-v1")` reads; the sizes and
+ * sha256 are the hub's Git LFS object ids of the two shards at that revision (the hub lists them in
+ * its file tree, which fetch-model's download is verified against as well).
+ */
+export const WIKITEXT_103: HubCorpusSpec = {
+  name: "wikitext-103",
+  repo: "Salesforce/wikitext",
+  revision: "b08601e04326c79dfdd32d625aee71d232d685c3",
+  column: "text",
+  files: [
+    {
+      path: "wikitext-103-raw-v1/train-00000-of-00002.parquet",
+      size: 156987808,
+      sha256: "74da360f23826045b3e6ac6375411fdb15f003030aa74f2596ed08b857cb9212",
+    },
+    {
+      path: "wikitext-103-raw-v1/train-00001-of-00002.parquet",
+      size: 157088770,
+      sha256: "ba090ac30dbf5461e8dcbdd1a1b8e6f3cf9c2c756d64f0c1220450acd514f720",
+    },
+  ],
+};
+
+/** The corpora known by name (`--corpus wikitext-103`). */
+export const HUB_CORPORA: Record<string, HubCorpusSpec> = { [WIKITEXT_103.name]: WIKITEXT_103 };
+
+/** Lowercase hex SHA-256 of a string's UTF-8 bytes (WebCrypto: the same in Deno and in a browser). */
+export async function sha256Text(text: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A text file, one text per line, read through io() (a file in Deno, a fetched one in a web page). */
+export async function textFileCorpus(path: string): Promise<Corpus> {
+  let text: string | null;
+  try {
+    text = await io().readText(path);
+  } catch (e) {
+    throw new Error(`key statistics: cannot read the corpus ${path}: ${(e as Error).message}`);
+  }
+  if (text === null) throw new Error(`key statistics: cannot read the corpus ${path}: no such file`);
+  return {
+    name: baseName(path),
+    hash: (await sha256Text(text)).slice(0, 12),
+    async *texts() {
+      yield* text.split("\n");
+    },
+  };
+}
+
+/**
+ * `--corpus` as given: a known corpus name (wikitext-103) or a text file. The hub corpus code (hyparquet,
+ * the hub cache on disk) is imported only for a hub corpus, through a specifier esbuild does not follow,
+ * so the web page's bundle does not contain it.
+ */
+export async function openCorpus(arg: string, cacheDir?: string): Promise<Corpus> {
+  const spec = HUB_CORPORA[arg];
+  if (!spec) return textFileCorpus(arg);
+  const module = "./hub_corpus.ts";
+  const { hubCorpus } = await import(module) as typeof import("./hub_corpus.ts");
+  return hubCorpus(spec, cacheDir);
+}

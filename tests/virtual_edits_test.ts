@@ -1,0 +1,153 @@
+// Virtual edits (engine/virtual_edits.ts): the kernel against its float64 reference, and a batched
+// forward where each prompt carries its own edit against applying that edit to the weights, scoring
+// the prompt alone and undoing it, on GPT-2 (Conv1D layout) and rotary families (nn.Linear layout):
+// a ROME-shaped rank-one edit at one layer and MEMIT-shaped edits spread over two layers, with
+// unedited prompts in the same batch.
+import assert from "node:assert/strict";
+import { getGpu } from "../engine/gpu.ts";
+import { makeBatch } from "../engine/model.ts";
+import { applyVirtualEdit, promptRowEdits } from "../engine/virtual_edits.ts";
+import { applyEdit, type Edit, keyValueDelta, VirtualEditSet } from "../experiments/editing/edit.ts";
+import { loadCase } from "./families_fixtures.ts";
+import { softmaxRef, virtualEditRef } from "./reference.ts";
+import { assertClose, maxAbsDiff, randomArray } from "./util.ts";
+
+const gpu = await getGpu();
+
+Deno.test("virtual edit kernel matches its float64 reference (mixed ranks, unedited rows)", async () => {
+  for (const [R, F, D, ranks] of [[1, 1, 1, [1]], [9, 13, 7, [1, 3, 2]], [40, 64, 32, [2, 1]]] as const) {
+    const C = ranks.reduce((a, b) => a + b, 0);
+    const rowEdit = Array.from({ length: R }, (_, r) => (r % (ranks.length + 1)) - 1);
+    const mlp = randomArray(R * D, 1), key = randomArray(R * F, 2), U = randomArray(C * F, 3);
+    const V = randomArray(C * D, 4);
+    const out = gpu.tensor([R, D], mlp);
+    applyVirtualEdit(
+      gpu,
+      out,
+      gpu.tensor([R, F], key),
+      {
+        layer: 0,
+        keys: gpu.tensor([C, F], U),
+        values: gpu.tensor([C, D], V),
+        ranks: [...ranks],
+        rowEdit,
+      },
+      R,
+      F,
+      D,
+    );
+    const ref = virtualEditRef(mlp, key, U, V, [...ranks], rowEdit, F, D);
+    assertClose(await out.read(), ref, 1e-5, `virtual edit [${R},${F},${D}] ranks ${ranks}`);
+  }
+});
+
+Deno.test("virtual edit refuses a row naming a missing edit and mismatched shapes", () => {
+  const t = (n: number) => gpu.tensor([n], new Float32Array(n));
+  const edit = { layer: 2, keys: gpu.tensor([1, 4], [1, 2, 3, 4]), values: gpu.tensor([1, 3], [1, 2, 3]) };
+  assert.throws(
+    () => applyVirtualEdit(gpu, t(6), t(8), { ...edit, rowEdit: [0, 1] }, 2, 4, 3),
+    /layer 2: row 1 names edit 1/,
+  );
+  assert.throws(() => applyVirtualEdit(gpu, t(6), t(8), { ...edit, rowEdit: [0] }, 2, 4, 3), /2 rows/);
+  assert.throws(
+    () => applyVirtualEdit(gpu, t(6), t(8), { ...edit, ranks: [2], rowEdit: [0, 0] }, 2, 4, 3),
+    /sum to 2/,
+  );
+});
+
+/** Random low-rank deltas of a layer's c_proj in the family's layout, large enough to move predictions. */
+function randomEdit(
+  model: Awaited<ReturnType<typeof loadCase>>["model"],
+  parts: [number, number][],
+  seed: number,
+): Edit {
+  const f = model.config.nInner, d = model.config.nEmbd;
+  return {
+    method: "random",
+    requests: [],
+    deltas: parts.map(([layer, rank], i) =>
+      keyValueDelta(
+        model,
+        layer,
+        randomArray(f * rank, seed * 10 + i, 3),
+        randomArray(rank * d, seed * 10 + i + 5, 3),
+        rank,
+      )
+    ),
+    info: {},
+  };
+}
+
+for (const name of ["gpt2", "llama", "gptj", "gpt_neox_parallel"]) {
+  Deno.test(`${name}: a batched forward with virtual edits equals apply / forward / undo per prompt`, async () => {
+    const { model } = await loadCase(name);
+    const V = model.config.vocabSize;
+    const edits = [
+      randomEdit(model, [[0, 1]], 1), // ROME: rank one at one layer
+      randomEdit(model, [[0, 2], [1, 2]], 2), // MEMIT: two facts spread over two layers
+      randomEdit(model, [[1, 1], [1, 1]], 3), // two deltas of one layer (a combined edit)
+    ];
+    const prompts = [[5, 9, 3, 17], [2, 4, 8], [11, 12, 13, 14], [7, 1], [30, 31, 32]];
+    const promptEdit = [0, 1, -1, 2, 1];
+    const batch = makeBatch(prompts);
+    const rows = prompts.flatMap((p, b) => p.map((_, t) => b * batch.T + t));
+    const set = new VirtualEditSet(model, edits);
+    const fwd = model.forward(batch, {
+      outputRows: rows,
+      virtualEdits: set.forBatch(promptEdit, batch.T),
+    });
+    const virtual = softmaxRef(await fwd.logits.read(), rows.length, V);
+    model.releaseForward(fwd);
+    set.release();
+
+    let at = 0;
+    for (const [b, ids] of prompts.entries()) {
+      const one = makeBatch([ids]);
+      const all = ids.map((_, t) => t);
+      const score = async () => {
+        const r = model.forward(one, { outputRows: all });
+        const p = softmaxRef(await r.logits.read(), ids.length, V);
+        model.releaseForward(r);
+        return p;
+      };
+      const plain = await score();
+      let expected = plain;
+      if (promptEdit[b] >= 0) {
+        const applied = await applyEdit(model, edits[promptEdit[b]]);
+        expected = await score();
+        applied.undo();
+        assert.ok(
+          maxAbsDiff(expected, plain) > 1e-3,
+          `${name}: edit ${promptEdit[b]} changes the prediction`,
+        );
+      }
+      const got = virtual.subarray(at * V, (at + ids.length) * V);
+      assertClose(got, expected, 1e-5, `${name}: prompt ${b} (edit ${promptEdit[b]}) probabilities`);
+      at += ids.length;
+    }
+  });
+}
+
+Deno.test("virtual edits are refused with kept activations and outside the forward's layers", async () => {
+  const { model } = await loadCase("gpt2");
+  const set = new VirtualEditSet(model, [randomEdit(model, [[1, 1]], 4)]);
+  const batch = makeBatch([[1, 2, 3]]);
+  const virtualEdits = set.forBatch([0], batch.T);
+  assert.throws(() => model.forward(batch, { virtualEdits, keep: true }), /backward/);
+  assert.throws(() => set.forBatch([1], batch.T), /outside \[-1, 1\)/);
+  assert.equal(promptRowEdits([2, -1], 2).join(","), "2,2,-1,-1");
+  const W = model.p("h.0.mlp.c_proj.weight");
+  const dense: Edit = {
+    method: "ft",
+    requests: [],
+    deltas: [{
+      kind: "dense",
+      param: "h.0.mlp.c_proj.weight",
+      shape: [...W.shape],
+      values: new Float32Array(W.size),
+    }],
+    info: {},
+  };
+  assert.throws(() => new VirtualEditSet(model, [dense]), /only low-rank deltas .* apply it instead/);
+  set.release();
+});
