@@ -6,7 +6,7 @@
 //   editing.ts  time per ROME edit, MEMIT batch and FT-L edit
 //   attribution.ts  layer-selection time: LGA vs causal tracing vs integrated gradients vs brute force
 //   science.ts  a ROME sweep with evaluation (batched vs sequential) and a trace grid, next to PyTorch
-import { preferredBackend } from "../engine/gpu.ts";
+import { preferredBackend } from "../engine/io.ts";
 
 const sections = ["kernels.ts", "forward.ts", "tracing.ts", "editing.ts", "attribution.ts", "science.ts"];
 let failed = 0;
@@ -27,7 +27,7 @@ for (const file of sections) {
   }
 }
 // Linux offers WebGPU through Vulkan and through GL; on a software adapter they differ in speed
-// (engine/gpu.ts preferredBackend picks GL there), so the forward is timed on the other one too.
+// (engine/io.ts preferredBackend picks GL there), so the forward is timed on the other one too.
 if (Deno.build.os === "linux" && !Deno.env.get("DENO_WEBGPU_BACKEND")) {
   const other = preferredBackend() === "gl" ? "vulkan" : "gl";
   console.log(`\n## bench/forward.ts on the other backend (DENO_WEBGPU_BACKEND=${other})\n`);

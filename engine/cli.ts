@@ -6,11 +6,13 @@
 // the embedded model shipped in weights/. JSON output keeps its field names stable for scripts.
 import { parseArgs } from "node:util";
 import { getGpu, Gpu } from "./gpu.ts";
-import { GPT2, makeBatch } from "./model.ts";
-import { softmax, topK } from "./ops.ts";
-import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
+import { GPT2 } from "./model.ts";
+import { predictNext } from "./predict.ts";
+import { loadTokenizer } from "./tokenizer.ts";
 import { runMain } from "./main.ts";
 import { resolveModelDir } from "./hub.ts";
+
+export { type Prediction, predictNext } from "./predict.ts";
 
 export const DEFAULT_MODEL_DIR = new URL("../weights/locus-kb", import.meta.url).pathname;
 
@@ -23,30 +25,6 @@ const USAGE = `usage: ./locus task <predict|generate|tokenize> [options]
   --max-new N        tokens to generate (generate, default 20)
   --json             machine-readable output
   --adapter-info     print the WebGPU adapter in use`;
-
-export interface Prediction {
-  token: string;
-  id: number;
-  prob: number;
-}
-
-/** Top-k next-token distribution after `ids` (one forward, one small readback). */
-export async function predictNext(
-  model: GPT2,
-  ids: number[],
-  k: number,
-  tok?: Tokenizer,
-): Promise<Prediction[]> {
-  const gpu = model.gpu, V = model.config.vocabSize;
-  const res = model.forward(makeBatch([ids]));
-  const probs = softmax(gpu, res.logits, 1, V);
-  const top = topK(gpu, probs, 1, V, Math.min(k, V));
-  const [idx, val] = await gpu.readMany([top.indices, top.values]);
-  gpu.release(probs, top.indices, top.values);
-  model.releaseForward(res);
-  const ids32 = new Uint32Array(idx.buffer, idx.byteOffset, idx.length);
-  return [...ids32].map((id, i) => ({ id, prob: val[i], token: tok ? tok.tokenString(id) : String(id) }));
-}
 
 /** Greedy decoding: appends the argmax token `maxNew` times (stops at end-of-text). */
 export async function generateGreedy(

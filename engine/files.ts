@@ -1,6 +1,8 @@
 // The one way Locus writes a file: to a temp file in the same folder, fsynced, then renamed over the
 // target (and the folder fsynced), so a process killed at any moment leaves either the old file or the
 // new one, never a torn one. Writers of several files (checkpoints) write their manifest last.
+// This is the writing half of the engine's I/O boundary (engine/io.ts reads): Deno only, as a web page
+// downloads bytes rather than writing files.
 
 /** Writes `bytes` to the open file in full (a write may take fewer bytes than offered). */
 export async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
@@ -63,4 +65,18 @@ export async function moveIntoPlace(from: string, path: string): Promise<void> {
 export function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   return writeFileAtomic(path, (file) => writeAll(file, bytes));
+}
+
+/** Creates `dir` and its parents if missing. */
+export async function makeFolder(dir: string): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+}
+
+/** Removes the file at `path`; a missing file is not an error. */
+export async function removeIfExists(path: string): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
 }

@@ -9,6 +9,7 @@
 // parameters (tile sizes, flags) are prepended as `const NAME = value;` lines, so one
 // file yields a specialised pipeline per parameter set (cached by file+entry+params).
 import { bf16ArrayToF32, f16ArrayToF32 } from "./safetensors.ts";
+import { io } from "./io.ts";
 
 export type KernelParams = Record<string, number | boolean>;
 
@@ -143,7 +144,8 @@ export class Gpu {
     readonly device: GPUDevice,
     readonly info: AdapterSummary,
   ) {
-    this.mirrorBudgetBytes = info.isFallback ? Deno.systemMemoryInfo().total / 16 : Infinity;
+    // Where the memory is unknown (a browser may not say), 256 MiB: the embedded model whole.
+    this.mirrorBudgetBytes = info.isFallback ? (io().memoryBytes() ?? 2 ** 32) / 16 : Infinity;
     this.uniformBuffer = device.createBuffer({
       size: this.uniformStaging.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -155,14 +157,12 @@ export class Gpu {
     if (typeof navigator === "undefined" || !("gpu" in navigator)) {
       throw new NoAdapterError("This runtime has no WebGPU (navigator.gpu). Run Locus with Deno 2.x.");
     }
-    const userBackend = Deno.env.get("DENO_WEBGPU_BACKEND");
-    const backend = preferredBackend();
-    if (backend !== "default") Deno.env.set("DENO_WEBGPU_BACKEND", backend);
+    const { backend, userChosen } = io().chooseBackend();
     const adapter = await navigator.gpu.requestAdapter({
       powerPreference: options.powerPreference ?? "high-performance",
     });
     if (!adapter) {
-      const chosen = backend === "gl" && !userBackend
+      const chosen = backend === "gl" && !userChosen
         ? "Locus chose Mesa's GL driver (no GPU device here); DENO_WEBGPU_BACKEND=vulkan tries Vulkan instead.\n"
         : "";
       throw new NoAdapterError(
@@ -194,11 +194,16 @@ export class Gpu {
       console.error("WebGPU error:", (e as GPUUncapturedErrorEvent).error.message);
     });
     const ai = adapter.info;
+    // Software adapters (Mesa's llvmpipe in Deno, SwiftShader in Chromium) say so: Deno and current
+    // browsers on the adapter's info, older browsers on the adapter itself. Chromium leaves description
+    // and device empty and names the implementation in vendor/architecture ("google", "swiftshader").
+    const fallback = (x: unknown) => (x as { isFallbackAdapter?: boolean }).isFallbackAdapter;
     const info: AdapterSummary = {
-      description: ai.description || ai.device || "unknown adapter",
+      description: ai.description || ai.device || [ai.vendor, ai.architecture].filter(Boolean).join(" ") ||
+        "unknown adapter",
       vendor: ai.vendor,
       architecture: ai.architecture,
-      isFallback: (ai as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+      isFallback: fallback(ai) ?? fallback(adapter) ?? false,
       backend,
     };
     return new Gpu(adapter, device, info);
@@ -461,7 +466,7 @@ export class Gpu {
   private source(file: string): string {
     let src = this.shaderSources.get(file);
     if (src === undefined) {
-      const text = Deno.readTextFileSync(new URL(`../shaders/${file}`, import.meta.url));
+      const text = io().shader(file);
       const imports = [...text.matchAll(/^\/\/ import: (\S+\.wgsl)$/gm)].map((m) => this.source(m[1]));
       src = [text, ...imports].join("\n");
       this.shaderSources.set(file, src);
@@ -588,30 +593,6 @@ export class Gpu {
   destroy(): void {
     this.device.destroy();
   }
-}
-
-/**
- * The WebGPU backend Deno will use, as named by DENO_WEBGPU_BACKEND ("default": Deno's choice).
- * Linux with no GPU device node has only Mesa's CPU drivers, and of those the GL one (llvmpipe) runs
- * Locus's kernels faster than the Vulkan one (lavapipe): 126 vs 234 ms for GPT-2 small's 16-token
- * forward (bench/RESULTS.md). So there, with Mesa's EGL present, Gpu.open sets the variable to "gl"
- * unless the user set it (Deno reads it once, at the first requestAdapter).
- */
-export function preferredBackend(): string {
-  const chosen = Deno.env.get("DENO_WEBGPU_BACKEND");
-  if (chosen) return chosen;
-  if (Deno.build.os !== "linux") return "default";
-  const names = (dir: string) => {
-    try {
-      return [...Deno.readDirSync(dir)].map((e) => e.name);
-    } catch {
-      return [];
-    }
-  };
-  const gpuNode = names("/dev/dri").some((n) => n.startsWith("renderD")) ||
-    names("/dev").some((n) => /^nvidia\d+$/.test(n) || n === "dxg" || n === "kfd");
-  const mesaEgl = names("/usr/share/glvnd/egl_vendor.d").some((n) => n.endsWith("_mesa.json"));
-  return !gpuNode && mesaEgl ? "gl" : "default";
 }
 
 let shared: Promise<Gpu> | null = null;

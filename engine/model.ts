@@ -43,7 +43,8 @@ import {
   softcap,
 } from "./ops.ts";
 import { mulberry32 } from "./random.ts";
-import { writeAtomic } from "./files.ts";
+import { makeFolder, writeAtomic } from "./files.ts";
+import { io } from "./io.ts";
 import { applyVirtualEdit, type VirtualEdit } from "./virtual_edits.ts";
 import { type HalfTensor, openCheckpoint, writeSafetensors } from "./safetensors.ts";
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
@@ -307,10 +308,8 @@ export class GPT2 {
    * is widened to f32 when something writes it (`writable`). Memory is checked against the adapter first.
    */
   static async load(gpu: Gpu, dir: string, o: { keepHalf?: boolean } = {}): Promise<GPT2> {
-    let configText: string;
-    try {
-      configText = await Deno.readTextFile(`${dir}/config.json`);
-    } catch {
+    const configText = await io().readText(`${dir}/config.json`).catch(() => null);
+    if (configText === null) {
       throw new ModelLoadError(`${dir}: no config.json (expected a Hugging Face model folder)`);
     }
     const config = parseConfig(configText, `${dir}/config.json`);
@@ -490,7 +489,7 @@ export class GPT2 {
   /** Writes config.json + model.safetensors (HF names) into `dir` (GPT-2 family only). */
   async save(dir: string, metadata: Record<string, string> = {}): Promise<void> {
     const config = configJson(this.config); // throws for other families before anything is written
-    await Deno.mkdir(dir, { recursive: true });
+    await makeFolder(dir);
     const arrays = await this.toArrays();
     const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
     for (const [name, shape] of parameterShapes(this.config)) {
@@ -877,8 +876,8 @@ export function checkMemory(
     }
   }
   const total = bytes.reduce((s, [, b]) => s + b, 0);
-  if (gpu.info.isFallback) {
-    const memory = Deno.systemMemoryInfo().total;
+  const memory = io().memoryBytes();
+  if (gpu.info.isFallback && memory !== null) {
     // Loading holds the CPU arrays and the adapter's copies at once.
     if (2 * total > memory) {
       throw new ModelLoadError(

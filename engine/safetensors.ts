@@ -13,8 +13,8 @@
 // read(name) rejects NaN and +-Inf values (one NaN in an unused embedding row poisons every softmax)
 // unless asked for the raw values: one more pass over the bits, about 1 ns a value on one CPU core.
 
-import { join } from "node:path";
 import { writeAll, writeFileAtomic } from "./files.ts";
+import { type ByteReader, io, joinPath as join } from "./io.ts";
 
 /** Any problem with a safetensors file or checkpoint folder; `file` and `tensor` say where. */
 export class SafetensorsError extends Error {
@@ -372,27 +372,26 @@ export function bf16ArrayToF32(half: Uint16Array): Float32Array {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-/** Fills `buffer` from the handle's current position; a short file is an error, never partial data. */
+/** Bytes [offset, offset + length) of the file; a short file is an error, never partial data. */
 async function readExactly(
-  handle: Deno.FsFile,
-  buffer: Uint8Array,
+  reader: ByteReader,
+  offset: number,
+  length: number,
   file: string,
   tensor: string | undefined,
   what: string,
-) {
-  let got = 0;
-  while (got < buffer.length) {
-    const n = await handle.read(buffer.subarray(got));
-    if (n === null) {
-      const where = tensor === undefined ? "" : ` for tensor ${quote(tensor)}`;
-      throw new SafetensorsError(
-        file,
-        tensor,
-        `file ended after ${got} of the ${buffer.length} bytes of ${what}${where} in file ${file} (changed since it was opened?)`,
-      );
-    }
-    got += n;
+): Promise<Uint8Array> {
+  const bytes = await reader.read(offset, length);
+  if (bytes.length < length) {
+    const where = tensor === undefined ? "" : ` for tensor ${quote(tensor)}`;
+    throw new SafetensorsError(
+      file,
+      tensor,
+      `file ended after ${bytes.length} of the ${length} bytes of ${what}${where} in file ${file} (changed since it was opened?)`,
+    );
   }
+  // A fresh buffer starting at byte offset 0, so it can be viewed as u16/f32 without copying.
+  return bytes.byteOffset === 0 && bytes.buffer.byteLength === length ? bytes : bytes.slice();
 }
 
 /** One open .safetensors file. Reads are queued so concurrent read() calls never interleave their seeks. */
@@ -400,7 +399,7 @@ export class SafetensorsFile implements TensorSource {
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
-  constructor(readonly path: string, readonly header: SafetensorsHeader, private handle: Deno.FsFile) {}
+  constructor(readonly path: string, readonly header: SafetensorsHeader, private handle: ByteReader) {}
 
   get metadata(): Record<string, string> {
     return { ...this.header.metadata };
@@ -474,11 +473,15 @@ export class SafetensorsFile implements TensorSource {
   }
 
   private async readBytes(t: TensorEntry): Promise<Uint8Array> {
-    // A fresh buffer starts at byte offset 0, so it can be viewed as u16/f32 without copying.
-    const bytes = new Uint8Array(t.end - t.begin);
     try {
-      await this.handle.seek(this.header.dataStart + t.begin, Deno.SeekMode.Start);
-      await readExactly(this.handle, bytes, this.path, t.name, "its data");
+      return await readExactly(
+        this.handle,
+        this.header.dataStart + t.begin,
+        t.end - t.begin,
+        this.path,
+        t.name,
+        "its data",
+      );
     } catch (e) {
       if (e instanceof SafetensorsError) throw e;
       throw new SafetensorsError(
@@ -487,7 +490,6 @@ export class SafetensorsFile implements TensorSource {
         `cannot read tensor ${quote(t.name)} in file ${this.path}: ${(e as Error).message}`,
       );
     }
-    return bytes;
   }
 }
 
@@ -526,22 +528,27 @@ function toFloat32(bytes: Uint8Array, dtype: Dtype): Float32Array {
 
 /** Opens a .safetensors file, reading and validating only its header against the real file size. */
 export async function openSafetensors(path: string): Promise<SafetensorsFile> {
-  let handle: Deno.FsFile;
+  let handle: ByteReader | null;
   try {
-    handle = await Deno.open(path, { read: true });
+    handle = await io().open(path);
   } catch (e) {
     throw new SafetensorsError(path, undefined, `cannot open ${path}: ${(e as Error).message}`);
   }
+  if (!handle) throw new SafetensorsError(path, undefined, `cannot open ${path}: no such file`);
   try {
-    const stat = await handle.stat();
-    if (!stat.isFile) throw new SafetensorsError(path, undefined, `${path} is not a regular file`);
-    const prefix = new Uint8Array(Math.min(8, stat.size));
-    await readExactly(handle, prefix, path, undefined, "the header length");
-    const headerLength = readHeaderLength(prefix, path, stat.size);
+    const prefix = await readExactly(
+      handle,
+      0,
+      Math.min(8, handle.size),
+      path,
+      undefined,
+      "the header length",
+    );
+    const headerLength = readHeaderLength(prefix, path, handle.size);
     const headerBytes = new Uint8Array(8 + headerLength);
     headerBytes.set(prefix);
-    await readExactly(handle, headerBytes.subarray(8), path, undefined, "the header");
-    return new SafetensorsFile(path, parseSafetensorsHeader(headerBytes, path, stat.size), handle);
+    headerBytes.set(await readExactly(handle, 8, headerLength, path, undefined, "the header"), 8);
+    return new SafetensorsFile(path, parseSafetensorsHeader(headerBytes, path, handle.size), handle);
   } catch (e) {
     handle.close();
     if (e instanceof SafetensorsError) throw e;
@@ -592,12 +599,9 @@ export class Checkpoint implements TensorSource {
 }
 
 async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
+  const reader = await io().open(path).catch(() => null);
+  reader?.close();
+  return reader !== null;
 }
 
 /**
@@ -619,12 +623,13 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
     );
   }
 
-  let indexText: string;
+  let indexText: string | null;
   try {
-    indexText = await Deno.readTextFile(indexPath);
+    indexText = await io().readText(indexPath);
   } catch (e) {
     throw new SafetensorsError(indexPath, undefined, `cannot read ${indexPath}: ${(e as Error).message}`);
   }
+  if (indexText === null) throw new SafetensorsError(indexPath, undefined, `cannot read ${indexPath}`);
   const weightMap = parseIndex(indexText, indexPath);
   const shards = new Map<string, SafetensorsFile>(); // shard file name -> open file
   try {
@@ -681,7 +686,7 @@ function parseIndex(text: string, indexPath: string): Map<string, string> {
 // Writing
 
 /**
- * Writes F32 tensors as a safetensors file. Deterministic (names and metadata keys sorted), data
+ * Writes F32 tensors as a safetensors file (encodeSafetensors). Deterministic (names and metadata keys sorted), data
  * section 8-byte aligned (header padded with spaces), and atomic: written to a temp file in the
  * same folder, synced, then renamed over `path`, so a killed write never leaves a half file.
  */
@@ -690,6 +695,21 @@ export async function writeSafetensors(
   tensors: Record<string, { shape: number[]; data: Float32Array }>,
   metadata?: Record<string, string>,
 ): Promise<void> {
+  const parts = encodeSafetensors(path, tensors, metadata);
+  await writeFileAtomic(path, async (file) => {
+    for (const part of parts) await writeAll(file, part);
+  });
+}
+
+/**
+ * The bytes of a safetensors file as parts (the header, then each tensor's data as a view of its
+ * array), for writeSafetensors and for a web page's download (`path` only names the file in errors).
+ */
+export function encodeSafetensors(
+  path: string,
+  tensors: Record<string, { shape: number[]; data: Float32Array }>,
+  metadata?: Record<string, string>,
+): Uint8Array[] {
   const names = Object.keys(tensors).sort();
   const fields: string[] = [];
   if (metadata) {
@@ -732,11 +752,11 @@ export async function writeSafetensors(
   new DataView(prefix.buffer).setBigUint64(0, BigInt(headerLength), true);
   prefix.set(json, 8);
 
-  await writeFileAtomic(path, async (file) => {
-    await writeAll(file, prefix);
-    for (const name of names) {
+  return [
+    prefix,
+    ...names.map((name) => {
       const { data } = tensors[name];
-      await writeAll(file, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    }
-  });
+      return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    }),
+  ];
 }

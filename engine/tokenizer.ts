@@ -12,8 +12,8 @@
 //   3. write each piece's UTF-8 bytes as printable characters (byte -> char table below) and merge
 //      adjacent symbols in order of merge rank until no ranked pair is left; each symbol is a token.
 
-import { join } from "node:path";
 import { Tokenizer as HfLibrary } from "npm:@huggingface/tokenizers@0.2";
+import { io, joinPath as join } from "./io.ts";
 
 /** Where BOS goes: `encode(text)` returns exactly what the model is fed for `text`. A tokenizer.json whose
  *  post-processor is a template with a special token before the text (Llama's "<s>", Gemma's "<bos>")
@@ -1271,15 +1271,16 @@ export function tokenizerFromJson(json: string, source = "tokenizer.json"): Toke
   throw new Error(`${source}: model.type is ${JSON.stringify(type)}; supported are "BPE" and "WordLevel"`);
 }
 
-/** The file's text (null when it does not exist). Invalid UTF-8 is an error naming the file: a lossy
- *  decode would turn a damaged token into U+FFFD and silently give it another string. */
+/** The file's text (null when it does not exist), read through io(). Invalid UTF-8 is an error naming
+ *  the file: a lossy decode would turn a damaged token into U+FFFD and silently give it another string. */
 async function readTextIfExists(path: string): Promise<string | null> {
+  const file = await io().open(path);
+  if (!file) return null;
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
+    bytes = await file.read(0, file.size);
+  } finally {
+    file.close();
   }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);

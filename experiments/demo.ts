@@ -32,8 +32,8 @@ import {
   formatStandardScores,
   localityReference,
   neighborhoodScore,
+  objectProbabilities,
   rewriteScore,
-  scoreContinuations,
   type StandardCase,
   type StandardScores,
   standardScores,
@@ -118,22 +118,6 @@ async function answers(model: GPT2, tok: Tokenizer, probes: Probe[]): Promise<Pr
   const out: Prediction[][] = [];
   for (const p of probes) out.push(await predictNext(model, tok.encode(p.text), 3, tok));
   return out;
-}
-
-/** p(true), p(new) after each probe. */
-async function objectProbabilities(
-  model: GPT2,
-  tok: Tokenizer,
-  probes: Probe[],
-  c: EditingCase,
-): Promise<[number, number][]> {
-  const s = await scoreContinuations(
-    model,
-    tok,
-    [...probes, ...probes].map((p) => p.text),
-    [...probes.map(() => c.targetTrue), ...probes.map(() => c.targetNew)],
-  );
-  return probes.map((_, i) => [Math.exp(-s.nll[i]), Math.exp(-s.nll[probes.length + i])]);
 }
 
 /** Two bar rows per object: "   Munich   before |██████████    | 99%". */
@@ -429,7 +413,7 @@ async function main(args: string[]): Promise<number> {
   });
   const standardCase: StandardCase = { ...c, prompt, targetTrue: c.targetTrue, targetNew: c.targetNew };
   const pre = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-  const pBefore = await objectProbabilities(model, tok, probes, c);
+  const pBefore = await objectProbabilities(model, tok, probes.map((p) => p.text), c.targetTrue, c.targetNew);
   const reference = await localityReference(model, tok, standardCase);
   const applied = await applyEdit(model, edit);
   console.log(
@@ -437,7 +421,7 @@ async function main(args: string[]): Promise<number> {
       `keyed on "${keyToken}" ${took()}`,
   );
   const after = await answers(model, tok, probes);
-  const pAfter = await objectProbabilities(model, tok, probes, c);
+  const pAfter = await objectProbabilities(model, tok, probes.map((p) => p.text), c.targetTrue, c.targetNew);
   const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
   const standard: StandardScores = await standardScores(model, tok, standardCase, reference);
   const results: ProbeResult[] = probes.map((p, i) => ({

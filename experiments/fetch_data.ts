@@ -28,7 +28,8 @@ import {
 } from "./download.ts";
 import { moveIntoPlace, writeAtomic } from "../engine/files.ts";
 import { runMain } from "../engine/main.ts";
-import { fetchHubCorpus, HUB_CORPORA } from "./corpus.ts";
+import { HUB_CORPORA } from "./corpus.ts";
+import { fetchHubCorpus } from "./hub_corpus.ts";
 
 export interface RemoteDataset {
   /** The file name, both under the base URL and in the data directory. */

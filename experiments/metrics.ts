@@ -537,6 +537,22 @@ export async function scoreContinuations(
   return { ...s, nll, targets: items.map((it) => it.continuation) };
 }
 
+/** p(targetTrue) and p(targetNew), each as a whole continuation, after each prompt: [pTrue, pNew] per
+ *  prompt (one batch of teacher-forced scores). What the demo and the web page show before and after an edit. */
+export async function objectProbabilities(
+  model: GPT2,
+  tok: Tokenizer,
+  prompts: string[],
+  targetTrue: string,
+  targetNew: string,
+): Promise<[number, number][]> {
+  const s = await scoreContinuations(model, tok, [...prompts, ...prompts], [
+    ...prompts.map(() => targetTrue),
+    ...prompts.map(() => targetNew),
+  ]);
+  return prompts.map((_, i) => [Math.exp(-s.nll[i]), Math.exp(-s.nll[prompts.length + i])]);
+}
+
 /** Mean NLL per item of `targets[i]` after `prompts[i]` (teacher forcing); p = exp(-nll). */
 export async function probabilityOfContinuation(
   model: GPT2,

@@ -34,7 +34,10 @@ fn cross_entropy(@builtin(global_invocation_id) gid: vec3<u32>) {
     return;
   }
   if (label >= dims.V) {
-    let nan = bitcast<f32>(0x7fc00000u);
+    // NaN from a `var`: bitcast of a constant to NaN is a constant expression, which WGSL forbids
+    // (Chromium's compiler rejects the module), whereas a run-time value may be NaN.
+    var nan_bits = 0x7fc00000u;
+    let nan = bitcast<f32>(nan_bits);
     losses[r] = nan;
     if (dims.write_grad != 0u) {
       for (var c = 0u; c < dims.V; c++) { dlogits[base + c] = nan; }

@@ -64,7 +64,10 @@ fn log_prob_of(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   if (r >= d.R) { return; }
   let want = targets[r];
   if (want >= d.V) {
-    log_probs[r] = bitcast<f32>(0x7fc00000u); // NaN: a target outside the vocabulary
+    // NaN: a target outside the vocabulary. Built from a `var`, as a constant expression may not be
+    // NaN in WGSL (Chromium's compiler rejects the module).
+    var nan_bits = 0x7fc00000u;
+    log_probs[r] = bitcast<f32>(nan_bits);
     return;
   }
   let row = r * d.V;

@@ -75,7 +75,7 @@ Deno.test("a training step in steady state allocates no new buffers (no pool lea
 Deno.test("the backend: DENO_WEBGPU_BACKEND wins; without it, GL on a Linux machine with Mesa's EGL and no GPU", async () => {
   assert.ok(gpu.describe().endsWith(`backend=${gpu.info.backend}`));
   const preferred = async (env: Record<string, string>) => {
-    const code = `import { preferredBackend } from "${new URL("../engine/gpu.ts", import.meta.url)}";
+    const code = `import { preferredBackend } from "${new URL("../engine/io.ts", import.meta.url)}";
 console.log(preferredBackend());`;
     const out = await new Deno.Command(Deno.execPath(), { args: ["eval", code], env, clearEnv: true })
       .output();

@@ -10,13 +10,8 @@ import { zipSync } from "npm:fflate@0.8.2";
 import { getGpu } from "../engine/gpu.ts";
 import { GPT2 } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import {
-  fetchHubCorpus,
-  hubCorpus,
-  type HubCorpusSpec,
-  openCorpus,
-  WIKITEXT_103,
-} from "../experiments/corpus.ts";
+import { type HubCorpusSpec, openCorpus, WIKITEXT_103 } from "../experiments/corpus.ts";
+import { fetchHubCorpus, hubCorpus } from "../experiments/hub_corpus.ts";
 import {
   computeKeyStats,
   importRomeStats,

@@ -334,6 +334,15 @@ const METADATA_FIELD = "locus.edit";
 const FORMAT = 1;
 
 export async function saveEdit(path: string, edit: Edit): Promise<void> {
+  const { tensors, metadata } = editTensors(edit);
+  await writeSafetensors(path, tensors, metadata);
+}
+
+/** An edit's safetensors contents (saveEdit writes them; the web page downloads them). */
+export function editTensors(edit: Edit): {
+  tensors: Record<string, { shape: number[]; data: Float32Array }>;
+  metadata: Record<string, string>;
+} {
   const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
   const deltas = edit.deltas.map((d, i) => {
     if (d.kind === "low-rank") {
@@ -345,7 +354,7 @@ export async function saveEdit(path: string, edit: Edit): Promise<void> {
     return { kind: d.kind, param: d.param, shape: d.shape };
   });
   const record = { format: FORMAT, method: edit.method, requests: edit.requests, deltas, info: edit.info };
-  await writeSafetensors(path, tensors, { [METADATA_FIELD]: JSON.stringify(record) });
+  return { tensors, metadata: { [METADATA_FIELD]: JSON.stringify(record) } };
 }
 
 export async function loadEdit(path: string): Promise<Edit> {

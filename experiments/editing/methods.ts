@@ -1,6 +1,7 @@
 // One entry point for every editing method, shared by the CLI (experiments/edit.ts), the quality
 // report (quality.ts) and the benchmark (bench/editing.ts): default hyper-parameters for the model's
 // family with optional overrides, the layers whose key statistics are needed, and the computation.
+import { io } from "../../engine/io.ts";
 import type { GPT2 } from "../../engine/model.ts";
 import { type Tokenizer, WordLevelTokenizer } from "../../engine/tokenizer.ts";
 import type { Edit, EditRequest } from "./edit.ts";
@@ -188,5 +189,7 @@ export async function templateStartWords(
       "a word-level model needs its corpus (corpus.txt) for the context templates' first words",
     );
   }
-  return sentenceStartWords((await Deno.readTextFile(corpusPath)).split("\n"));
+  const text = await io().readText(corpusPath);
+  if (text === null) throw new Error(`${corpusPath}: no such file (the context templates' first words)`);
+  return sentenceStartWords(text.split("\n"));
 }

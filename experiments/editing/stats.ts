@@ -18,10 +18,15 @@
 // where the fingerprint hashes the config and the layer's own c_fc and MLP input-norm weights (a retrained
 // model gets new files). Stats always describe the model as loaded, before any edit.
 //
+// Shipped statistics: a model folder may carry key-stats/layer<l>-n<samples>.safetensors (the embedded
+// model does, so a first edit, in Deno or in the web page, computes nothing), with the corpus hash and the
+// fingerprint in its metadata: used only when both match, so a retrained model recomputes (and says so)
+// rather than use stale ones. (No fingerprint in the name: a web page cannot list a folder.)
+//
 // Released statistics: importRomeStats reads the .npz files ROME and MEMIT publish (and their
 // layer_stats.py writes), so an edit of GPT-2 XL or GPT-J needs no statistics run at all.
 import { unzipSync } from "npm:fflate@0.8.2";
-import { basename, join } from "node:path";
+import { baseName as basename, io, joinPath as join } from "../../engine/io.ts";
 import { configSummary } from "../../engine/config.ts";
 import type { GPT2, Hook } from "../../engine/model.ts";
 import { makeBatch } from "../../engine/model.ts";
@@ -29,7 +34,7 @@ import { matmul } from "../../engine/ops.ts";
 import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { type Corpus, openCorpus } from "../corpus.ts";
-import { exists, removeIfExists } from "../download.ts";
+import { makeFolder, removeIfExists } from "../../engine/files.ts";
 import { cholesky, choleskySolve } from "./linalg.ts";
 
 /** C = E[k k^T] of one layer's keys, with a lazily computed float64 Cholesky factor for solves. */
@@ -279,6 +284,13 @@ export async function computeKeyStats(
   return { stats, seconds: (performance.now() - started) / 1000 };
 }
 
+/** Whether a file exists (read through io(), so also in a web page). */
+async function exists(path: string): Promise<boolean> {
+  const reader = await io().open(path);
+  reader?.close();
+  return reader !== null;
+}
+
 async function sha256Hex(parts: (string | Float32Array)[]): Promise<string> {
   const chunks = parts.map((p) =>
     typeof p === "string" ? new TextEncoder().encode(p) : new Uint8Array(p.buffer, p.byteOffset, p.byteLength)
@@ -302,7 +314,11 @@ export interface CachedStatsOptions {
   samples: number;
   /** Names the model in the cache path (default: the model folder's name). */
   modelName?: string;
-  cacheDir?: string;
+  /** Where computed statistics are cached (and checkpointed); null: nowhere (a web page, which cannot
+   *  write files: no cache files, no checkpoint). */
+  cacheDir?: string | null;
+  /** Write computed statistics into the model folder's key-stats/ (to ship them with the model). */
+  ship?: boolean;
   seqLen?: number;
   batchTokens?: number;
   /** Seconds between checkpoints of the running sums (default 60). */
@@ -312,8 +328,10 @@ export interface CachedStatsOptions {
 }
 
 /**
- * Key statistics for `layers`, read from the cache when present, otherwise computed in one streaming
- * pass over the corpus (all missing layers together, resuming an interrupted pass) and cached.
+ * Key statistics for `layers`: shipped with the model when present and matching (corpus hash and
+ * fingerprint), else read from the cache when present, otherwise computed in one streaming pass over the
+ * corpus (all missing layers together, resuming an interrupted pass) and cached (or, with `ship`,
+ * written into the model folder's key-stats/).
  */
 export async function keyStats(
   model: GPT2,
@@ -323,35 +341,55 @@ export async function keyStats(
   const log = o.log ?? (() => {});
   const corpus = typeof o.corpus === "string" ? await openCorpus(o.corpus) : o.corpus;
   const modelName = o.modelName ?? basename(model.source);
-  const dir = join(o.cacheDir ?? DEFAULT_STATS_DIR, modelName, `${corpus.name}-${corpus.hash}`);
-  const fileOf = async (l: number) => {
-    // The MLP's input norm: ln_2, or ln_1 where attention and MLP share it (GPT-J).
+  const cacheDir = o.cacheDir === null
+    ? null
+    : join(join(o.cacheDir ?? DEFAULT_STATS_DIR, modelName), `${corpus.name}-${corpus.hash}`);
+  // What the statistics depend on besides the sample count: the corpus, the config, and the layer's own
+  // c_fc and MLP input-norm weights (ln_2, or ln_1 where attention and MLP share it: GPT-J).
+  const fingerprintOf = async (l: number) => {
     const norm = model.params.has(`h.${l}.ln_2.weight`) ? `h.${l}.ln_2.weight` : `h.${l}.ln_1.weight`;
     const weights = await model.gpu.readMany([...model.parts(`h.${l}.mlp.c_fc.weight`), model.p(norm)]);
-    const fp = (await sha256Hex([JSON.stringify(configSummary(model.config)), ...weights])).slice(0, 12);
-    return join(dir, `layer${l}-n${o.samples}-${fp}.safetensors`);
+    return (await sha256Hex([JSON.stringify(configSummary(model.config)), ...weights])).slice(0, 12);
   };
+  const shippedDir = shippedStatsDir(model.source);
   const out = new Map<number, KeyStats>();
   const missing: number[] = [];
-  const paths = new Map<number, string>();
+  const fingerprints = new Map<number, string>();
+  const cachePath = (l: number) =>
+    join(cacheDir!, `layer${l}-n${o.samples}-${fingerprints.get(l)}.safetensors`);
   for (const l of o.layers) {
-    const path = await fileOf(l);
-    paths.set(l, path);
-    const cached = await readStats(path, l, model.config.nInner);
-    if (cached) {
-      log(`key statistics of layer ${l}: cached (${cached.count} keys) ${path}`);
+    const fp = await fingerprintOf(l);
+    fingerprints.set(l, fp);
+    const shippedPath = join(shippedDir, `layer${l}-n${o.samples}.safetensors`);
+    const shipped = o.ship
+      ? null
+      : await readStats(shippedPath, l, model.config.nInner, `${corpus.hash}-${fp}`);
+    if (shipped === "stale") {
+      log(
+        `key statistics of layer ${l} shipped in ${shippedPath} are for other weights or another corpus ` +
+          `(retrained?): recomputing`,
+      );
+    } else if (shipped) {
+      log(`key statistics of layer ${l}: shipped with the model (${shipped.count} keys) ${shippedPath}`);
+      out.set(l, shipped);
+      continue;
+    }
+    const cached = cacheDir === null ? null : await readStats(cachePath(l), l, model.config.nInner);
+    if (cached && cached !== "stale") {
+      log(`key statistics of layer ${l}: cached (${cached.count} keys) ${cachePath(l)}`);
       out.set(l, cached);
     } else missing.push(l);
   }
   if (missing.length > 0) {
     const seqLen = o.seqLen ?? Math.min(model.config.nPositions, 256);
-    // One checkpoint per set of layers computed together, named after their cache files.
-    const partial = join(
-      dir,
-      `partial-${(await sha256Hex(missing.map((l) => paths.get(l)!))).slice(0, 12)}.safetensors`,
+    // One checkpoint per set of layers computed together, named after their cache files (none without a
+    // cache folder).
+    const partial = cacheDir === null ? null : join(
+      cacheDir,
+      `partial-${(await sha256Hex(missing.map(cachePath))).slice(0, 12)}.safetensors`,
     );
     log(`key statistics of layers ${missing.join(",")}: streaming up to ${o.samples} keys of ${corpus.name}`);
-    await Deno.mkdir(dir, { recursive: true });
+    if (cacheDir !== null) await makeFolder(cacheDir);
     const { stats, seconds } = await computeKeyStats(
       model,
       packTexts(tok, corpus.texts(), seqLen, o.samples),
@@ -361,22 +399,27 @@ export async function keyStats(
         seqLen,
         batchTokens: o.batchTokens,
         onProgress: o.onProgress,
-        checkpoint: { path: partial, seconds: o.checkpointSeconds ?? 60 },
+        checkpoint: partial === null ? undefined : { path: partial, seconds: o.checkpointSeconds ?? 60 },
         log,
       },
     );
+    const dir = o.ship ? shippedDir : cacheDir;
+    if (dir !== null) await makeFolder(dir);
     for (const [l, s] of stats) {
-      await writeSafetensors(paths.get(l)!, { moment: { shape: [s.width, s.width], data: s.moment } }, {
+      out.set(l, s);
+      if (dir === null) continue;
+      const path = o.ship ? join(shippedDir, `layer${l}-n${o.samples}.safetensors`) : cachePath(l);
+      await writeSafetensors(path, { moment: { shape: [s.width, s.width], data: s.moment } }, {
         layer: String(l),
         count: String(s.count),
         samples: String(o.samples),
-        model: model.source,
+        model: basename(model.source),
         corpus: corpus.name,
+        fingerprint: `${corpus.hash}-${fingerprints.get(l)}`,
         seconds: seconds.toFixed(2),
       });
-      out.set(l, s);
     }
-    await removeIfExists(partial);
+    if (partial !== null) await removeIfExists(partial);
     log(
       `key statistics: ${stats.values().next().value!.count} keys x ${missing.length} layers in ${
         seconds.toFixed(1)
@@ -386,11 +429,25 @@ export async function keyStats(
   return out;
 }
 
-/** A cached KeyStats file, or null if absent. A present but malformed file is an error naming it. */
-async function readStats(path: string, layer: number, width: number): Promise<KeyStats | null> {
+/** The folder of statistics shipped with a model: key-stats/ in the model's folder. */
+export function shippedStatsDir(modelDir: string): string {
+  return join(modelDir, "key-stats");
+}
+
+/**
+ * A KeyStats file, or null if absent, or "stale" when `fingerprint` is given and differs from the file's
+ * metadata field. A present but malformed file is an error naming it.
+ */
+async function readStats(
+  path: string,
+  layer: number,
+  width: number,
+  fingerprint?: string,
+): Promise<KeyStats | "stale" | null> {
   if (!(await exists(path))) return null;
   const file = await openSafetensors(path);
   try {
+    if (fingerprint !== undefined && file.metadata.fingerprint !== fingerprint) return "stale";
     const info = file.has("moment") ? file.info("moment") : null;
     if (!info || info.shape.join(",") !== `${width},${width}`) {
       throw new Error(`${path}: expected a tensor "moment" of shape [${width},${width}]`);
@@ -477,7 +534,13 @@ export async function importRomeStats(path: string, width: number, layer?: numbe
   }
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    const file = await io().open(path);
+    if (!file) throw new Error("no such file");
+    try {
+      bytes = await file.read(0, file.size);
+    } finally {
+      file.close();
+    }
   } catch (e) {
     throw new Error(`${path}: cannot read the statistics file (${(e as Error).message})`);
   }

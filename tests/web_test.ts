@@ -1,0 +1,166 @@
+// The web page in headless Chromium (WebGPU on) against the Deno engine: web/headless.ts builds and serves
+// the page and drives it like a user (predict, trace, ROME edit, undo, through its buttons),
+// and the numbers the page computed are compared with the same calls made here in Deno on the same inputs.
+//
+// Adapters: headless Chromium here gets SwiftShader (Vulkan on the CPU; its only WebGPU adapter without a
+// GPU), Deno gets Mesa's llvmpipe. Both run the same WGSL in f32 but compile it differently (fused
+// multiply-adds, exp/log implementations), so results agree to f32 rounding amplified by the model, not bit
+// for bit. Measured here (the test prints it): predict 2e-9, trace 2e-7, the edit's probabilities 3e-7
+// (two v* steps). The tolerance, 1e-5 on probabilities, leaves a 30x margin over that and is still far
+// below any effect the page shows (an edit moves p(new) by orders of magnitude).
+import * as assert from "node:assert/strict";
+import { openHeadless } from "../web/headless.ts";
+import { getGpu } from "../engine/gpu.ts";
+import { GPT2 } from "../engine/model.ts";
+import { type Prediction, predictNext } from "../engine/predict.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
+import { applyEdit, type Edit, loadEdit } from "../experiments/editing/edit.ts";
+import { statsHparams } from "../experiments/editing/hparams.ts";
+import {
+  computeEdits,
+  methodConfig,
+  statsLayers,
+  templateStartWords,
+} from "../experiments/editing/methods.ts";
+import { keyStats } from "../experiments/editing/stats.ts";
+import { scaledMlpWindow } from "../experiments/layer_selection.ts";
+import { objectProbabilities } from "../experiments/metrics.ts";
+import { type FactTrace, traceFact } from "../experiments/tracing.ts";
+
+const MODEL = "weights/locus-kb";
+const TOLERANCE = 1e-5;
+/** Small settings so the test stays short on a software adapter (the page's defaults are 10 and 20). */
+const SAMPLES = 2, V_STEPS = 2;
+
+interface PageResults {
+  adapter: string;
+  predict: { prompt: string; top: Prediction[] };
+  trace: FactTrace;
+  edit: {
+    method: string;
+    layers: number[];
+    request: { prompt: string; subject: string; target: string };
+    targetTrue: string;
+    statsSource: string[];
+    probes: { label: string; text: string; pTrue: [number, number]; pNew: [number, number] }[];
+  };
+  undo: { identical: boolean; top: Prediction[] };
+}
+
+/** Largest |page - Deno| per step ("predict", "trace", "edit"), printed with the adapters. */
+const largest: Record<string, number> = {};
+
+function close(got: number, want: number, what: string): void {
+  const step = what.split(/[: ]/)[0];
+  largest[step] = Math.max(largest[step] ?? 0, Math.abs(got - want));
+  assert.ok(Math.abs(got - want) <= TOLERANCE, `${what}: page ${got}, Deno ${want} (tolerance ${TOLERANCE})`);
+}
+
+Deno.test({
+  name: "web page in headless Chromium: predict, trace, ROME edit and undo match the Deno engine",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const tab = await openHeadless();
+    const timings: string[] = [];
+    let page: PageResults;
+    let downloaded: Edit;
+    try {
+      await tab.fill({ samples: SAMPLES, "v-steps": V_STEPS });
+      for (const button of ["predict", "trace", "edit", "undo"]) {
+        const started = performance.now();
+        await tab.press(button);
+        timings.push(`${button} ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      }
+      page = await tab.results<PageResults>();
+      downloaded = await loadEdit(await tab.download("download", "rome-edit.safetensors"));
+    } finally {
+      await tab.close();
+    }
+    assert.deepEqual(tab.errors, []);
+
+    // The same calls in Deno, on the page's own inputs.
+    const model = await GPT2.load(await getGpu(), MODEL);
+    const tok = await loadTokenizer(MODEL);
+    const top = await predictNext(model, tok.encode(page.predict.prompt), page.predict.top.length, tok);
+    assert.deepEqual(page.predict.top.map((p) => p.id), top.map((p) => p.id), "predict: the same top tokens");
+    top.forEach((p, i) => close(page.predict.top[i].prob, p.prob, `predict: p(${p.token})`));
+
+    const t = page.trace;
+    const w = scaledMlpWindow(model.nLayer);
+    const trace = await traceFact(model, tok, { prompt: t.prompt, subject: t.subject, target: t.target }, {
+      window: { resid: 1, mlp: w, attn: w },
+      samples: SAMPLES,
+    });
+    assert.deepEqual(t.ids, trace.ids);
+    assert.deepEqual(t.grids.map((g) => g.kind), ["resid", "mlp", "attn"]);
+    close(t.clean, trace.clean, "trace: clean p");
+    close(t.corrupted!, trace.corrupted!, "trace: corrupted p");
+    for (const [k, g] of t.grids.entries()) {
+      g.prob.forEach((row, i) =>
+        row.forEach((p, l) => close(p, trace.grids[k].prob[i][l], `trace ${g.kind} [${i}][${l}]`))
+      );
+    }
+
+    // The page read the shipped statistics (part of the model folder), and so does Deno here.
+    assert.ok(
+      page.edit.statsSource.some((l) => /shipped with the model/.test(l)),
+      page.edit.statsSource.join("\n"),
+    );
+    const mc = methodConfig(model, "rome", { layers: page.edit.layers, vNumGradSteps: V_STEPS });
+    const lines: string[] = [];
+    const stats = await keyStats(model, tok, {
+      corpus: `${MODEL}/corpus.txt`,
+      layers: statsLayers(mc),
+      samples: statsHparams(model.config).samples,
+      cacheDir: null,
+      log: (l) => lines.push(l),
+    });
+    assert.match(lines.join("\n"), /shipped with the model/);
+    const { request, targetTrue } = page.edit;
+    const [edit] = await computeEdits(model, tok, mc, [request], stats, {
+      startWords: await templateStartWords(tok, `${MODEL}/corpus.txt`),
+    });
+    const texts = page.edit.probes.map((p) => p.text);
+    const probs = () => objectProbabilities(model, tok, texts, targetTrue, request.target);
+    const before = await probs();
+    const applied = await applyEdit(model, edit);
+    const after = await probs();
+    applied.undo();
+    page.edit.probes.forEach((p, i) => {
+      close(p.pTrue[0], before[i][0], `edit: ${p.label} p(true) before`);
+      close(p.pNew[0], before[i][1], `edit: ${p.label} p(new) before`);
+      close(p.pTrue[1], after[i][0], `edit: ${p.label} p(true) after`);
+      close(p.pNew[1], after[i][1], `edit: ${p.label} p(new) after`);
+    });
+    // The downloaded file is the page's edit: it loads with loadEdit and matches Deno's own edit.
+    assert.equal(downloaded.method, "rome");
+    assert.deepEqual(downloaded.requests, [request]);
+    assert.equal(downloaded.deltas.length, edit.deltas.length);
+    downloaded.deltas.forEach((d, i) => {
+      const want = edit.deltas[i];
+      assert.ok(d.kind === "low-rank" && want.kind === "low-rank" && d.param === want.param);
+      // The factors are not probabilities: compared relative to their largest entry.
+      for (const side of ["left", "right"] as const) {
+        const scale = Math.max(...want[side].map(Math.abs));
+        want[side].forEach((v, j) =>
+          assert.ok(
+            Math.abs(d[side][j] - v) <= TOLERANCE * scale,
+            `download: delta ${i} ${side}[${j}]: page ${d[side][j]}, Deno ${v}`,
+          )
+        );
+      }
+    });
+    // The edit did something (the fact's new object gained), and undo restored the page's model exactly.
+    assert.ok(
+      page.edit.probes[0].pNew[1] > 10 * page.edit.probes[0].pNew[0],
+      "ROME raised p(new) on the prompt",
+    );
+    assert.equal(page.undo.identical, true, "undo in the page restores the answers bit for bit");
+    console.log(
+      `page on ${page.adapter}, Deno on ${model.gpu.describe()}; largest |page - Deno|: ` +
+        Object.entries(largest).map(([k, v]) => `${k} ${v.toExponential(1)}`).join(", ") +
+        `; page steps: ${timings.join(", ")}`,
+    );
+  },
+});

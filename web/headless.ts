@@ -1,0 +1,156 @@
+// The web page in headless Chromium, driven through its buttons: used by tests/web_test.ts (numbers
+// against the Deno engine) and by `./locus run -A web/headless.ts --screenshots docs` (the README's images).
+// Chromium is Debian's /usr/bin/chromium (.ci/run installs it) with WebGPU on; without a GPU its adapter is
+// SwiftShader. The machine may have no internet, so every background fetch is switched off.
+import { parseArgs } from "node:util";
+import { runMain } from "../engine/main.ts";
+import { buildWeb, serveWeb } from "./build.ts";
+
+export const CHROMIUM = "/usr/bin/chromium";
+// Imported by a computed specifier so that its types stay out of the type check: they declare the DOM's
+// globals, which clash with Deno's own Event types in the engine.
+const PUPPETEER = "npm:puppeteer-core@24";
+
+/** Minimal view of a puppeteer page: what the test and the screenshots use. */
+interface Tab {
+  click(selector: string): Promise<void>;
+  evaluate(expression: string): Promise<unknown>;
+  waitForFunction(expression: string, o: { timeout: number; polling: number }): Promise<unknown>;
+  setViewport(v: { width: number; height: number }): Promise<void>;
+  screenshot(o: { path: string; fullPage?: boolean }): Promise<unknown>;
+  on(event: "pageerror", f: (e: Error) => void): void;
+}
+
+export interface HeadlessPage {
+  /** Sets form fields by id, then waits for nothing (the page reads them when a button is pressed). */
+  fill(values: Record<string, string | number>): Promise<void>;
+  /** Presses a button and waits until the page is idle again; throws the page's error if it shows one. */
+  press(button: string): Promise<void>;
+  /** The page's raw results (globalThis.locus.results, see web/app.ts). */
+  results<T>(): Promise<T>;
+  screenshot(path: string, width?: number, height?: number): Promise<void>;
+  /** Presses a button that downloads a file and returns the file's path once it is complete. */
+  download(button: string, name: string): Promise<string>;
+  /** Uncaught errors of the page's scripts so far. */
+  errors: string[];
+  close(): Promise<void>;
+}
+
+/** Builds and serves the page, starts Chromium on it and waits until the embedded model is loaded. */
+export async function openHeadless(): Promise<HeadlessPage> {
+  try {
+    await Deno.stat(CHROMIUM);
+  } catch {
+    throw new Error(
+      `${CHROMIUM} is missing; install it with: apt-get install -y --no-install-recommends chromium`,
+    );
+  }
+  await buildWeb();
+  const listening = Promise.withResolvers<number>();
+  const server = serveWeb(0, (p) => listening.resolve(p));
+  const port = await listening.promise;
+  const profile = await Deno.makeTempDir();
+  const { default: puppeteer } = await import(PUPPETEER);
+  const browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    protocolTimeout: 300_000,
+    args: [
+      "--headless=new",
+      "--no-sandbox",
+      "--enable-unsafe-webgpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      `--user-data-dir=${profile}`,
+    ],
+  });
+  const downloads = await Deno.makeTempDir();
+  const close = async () => {
+    await browser.close();
+    await server.shutdown();
+    await Deno.remove(profile, { recursive: true });
+    await Deno.remove(downloads, { recursive: true });
+  };
+  try {
+    const tab: Tab = await browser.newPage();
+    const errors: string[] = [];
+    tab.on("pageerror", (e) => errors.push(String(e)));
+    // The page keeps its state in globalThis.locus (web/app.ts): busy while a button's work runs.
+    const idle = async () => {
+      await tab.waitForFunction("globalThis.locus !== undefined && !globalThis.locus.busy", {
+        timeout: 280_000,
+        polling: 200,
+      });
+      const error = await tab.evaluate("globalThis.locus.error");
+      if (error !== null) throw new Error(`the page reports an error: ${error}`);
+    };
+    const raw = tab as unknown as {
+      goto(url: string): Promise<void>;
+      createCDPSession(): Promise<{ send(method: string, params: unknown): Promise<unknown> }>;
+    };
+    await (await raw.createCDPSession()).send("Browser.setDownloadBehavior", {
+      behavior: "allow",
+      downloadPath: downloads,
+    });
+    await raw.goto(`http://127.0.0.1:${port}/`);
+    await idle();
+    return {
+      errors,
+      fill: async (values) => {
+        for (const [id, v] of Object.entries(values)) {
+          await tab.evaluate(
+            `document.getElementById(${JSON.stringify(id)}).value = ${JSON.stringify(String(v))}`,
+          );
+        }
+      },
+      press: async (button) => {
+        await tab.click(`#${button}`);
+        await idle();
+      },
+      download: async (button, name) => {
+        await tab.click(`#${button}`);
+        await idle();
+        // Chromium writes NAME.crdownload and renames it to NAME when the download is complete.
+        for (let waited = 0; waited < 30_000; waited += 100) {
+          try {
+            await Deno.stat(`${downloads}/${name}`);
+            return `${downloads}/${name}`;
+          } catch {
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+        throw new Error(`no download ${name} within 30 s`);
+      },
+      results: async <T>() =>
+        JSON.parse(await tab.evaluate("JSON.stringify(globalThis.locus.results)") as string) as T,
+      screenshot: async (path, width = 1100, height = 1600) => {
+        await tab.setViewport({ width, height });
+        await tab.screenshot({ path, fullPage: true });
+      },
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+/** Screenshots of the page after predict + trace and after an edit, into --screenshots DIR. */
+async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { screenshots: { type: "string", default: "docs" } } });
+  const page = await openHeadless();
+  try {
+    await page.press("predict");
+    await page.press("trace");
+    await page.screenshot(`${values.screenshots}/web-trace.png`);
+    await page.press("edit");
+    await page.screenshot(`${values.screenshots}/web-edit.png`);
+  } finally {
+    await page.close();
+  }
+  console.log(`wrote ${values.screenshots}/web-trace.png and web-edit.png`);
+  return 0;
+}
+
+if (import.meta.main) runMain("web-screenshots", main);
