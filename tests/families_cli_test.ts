@@ -111,3 +111,57 @@ Deno.test("trace and attribute (lga) on a Llama folder write their results", asy
   );
   assert.equal(lga.code, 0, lga.stderr);
 });
+
+Deno.test("generate, representation zeroing and integrated gradients on a Llama folder", async () => {
+  const gen = await runScript(
+    "engine/cli.ts",
+    "generate",
+    "--model",
+    dir,
+    "--prompt",
+    "Anna Berg lives in",
+    "--max-new",
+    "3",
+    "--json",
+  );
+  assert.equal(gen.code, 0, gen.stderr);
+  const g = JSON.parse(gen.stdout);
+  assert.deepEqual(g.input_ids, [2, 3, 8, 10]);
+  assert.equal(g.output_ids.length, 3);
+  assert.equal(
+    g.text,
+    g.output_ids.map((id: number) => words[id]).join(" "),
+    "the text is the generated ids' words",
+  );
+  const zero = await runScript(
+    "experiments/trace.ts",
+    "--model",
+    dir,
+    "--prompt",
+    "Anna Berg lives in",
+    "--subject",
+    "Anna Berg",
+    "--target",
+    "Paris",
+    "--zero",
+    "--out",
+    `${dir}/zero-out`,
+  );
+  assert.equal(zero.code, 0, zero.stderr);
+  const ig = await runScript(
+    "experiments/attribute.ts",
+    "--model",
+    dir,
+    "--method",
+    "ig",
+    "--prompt",
+    "Anna Berg lives in",
+    "--target",
+    "Paris",
+    "--steps",
+    "4",
+    "--out",
+    `${dir}/ig-out`,
+  );
+  assert.equal(ig.code, 0, ig.stderr);
+});
