@@ -518,6 +518,24 @@ function applyLayerTypes(f: Fields, c: ModelConfig, window: number | null): void
   });
 }
 
+/** The sizes and RMSNorm that Llama-style and Gemma configs name the same way. */
+function rmsDecoder(f: Fields, d: number, H: number, hd: number, L: number): ModelConfig {
+  return {
+    ...base(f, {
+      d,
+      H,
+      kv: f.int("num_key_value_heads", H),
+      hd,
+      L,
+      V: f.int("vocab_size"),
+      P: f.int("max_position_embeddings"),
+    }),
+    nInner: f.int("intermediate_size"),
+    norm: "rmsnorm",
+    layerNormEpsilon: f.positive("rms_norm_eps", 1e-6),
+  };
+}
+
 /** Llama 2/3, Mistral, Qwen2: RMSNorm, SwiGLU, GQA, half-split rotary on the whole head. */
 function llamaLike(
   f: Fields,
@@ -540,18 +558,7 @@ function llamaLike(
   const invFreq = rotaryInvFreq(f, dims, theta, rope, where);
   const window = o.window ?? null;
   const c: ModelConfig = {
-    ...base(f, {
-      d,
-      H,
-      kv: f.int("num_key_value_heads", H),
-      hd,
-      L,
-      V: f.int("vocab_size"),
-      P: f.int("max_position_embeddings"),
-    }),
-    nInner: f.int("intermediate_size"),
-    norm: "rmsnorm",
-    layerNormEpsilon: f.positive("rms_norm_eps", 1e-6),
+    ...rmsDecoder(f, d, H, hd, L),
     rotary: { dims, interleaved: false, invFreq: perLayer(L, () => invFreq) },
     windows: perLayer(L, () => window),
     qkvBias: o.qkvBias,
@@ -605,19 +612,8 @@ function gemmaLike(f: Fields, second: boolean): ModelConfig {
   const globalInv = rotaryInvFreq(f, hd, globalTheta, global.rope, global.where);
   const localInv = rotaryInvFreq(f, hd, localTheta, local.rope, local.where);
   const c: ModelConfig = {
-    ...base(f, {
-      d,
-      H,
-      kv: f.int("num_key_value_heads", H),
-      hd,
-      L,
-      V: f.int("vocab_size"),
-      P: f.int("max_position_embeddings"),
-    }),
-    nInner: f.int("intermediate_size"),
-    norm: "rmsnorm",
+    ...rmsDecoder(f, d, H, hd, L),
     normGainOffset: 1,
-    layerNormEpsilon: f.positive("rms_norm_eps", 1e-6),
     rotary: {
       dims: hd,
       interleaved: false,
