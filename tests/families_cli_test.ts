@@ -165,3 +165,50 @@ Deno.test("generate, representation zeroing and integrated gradients on a Llama 
   );
   assert.equal(ig.code, 0, ig.stderr);
 });
+
+Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts it knows are stored", async () => {
+  // CounterFact-style records whose true objects are what this random model predicts (so it "knows" them).
+  const { getGpu } = await import("../engine/gpu.ts");
+  const { GPT2 } = await import("../engine/model.ts");
+  const { greedyNextTokens } = await import("../experiments/recall.ts");
+  const model = await GPT2.load(await getGpu(), dir);
+  const tok = new WordLevelTokenizer(words, { unk: "<unk>", eos: "<eos>" });
+  const subjects = ["Anna Berg", "Carl Dorn", "Eva Falk"];
+  const predicted = await greedyNextTokens(model, subjects.map((s) => tok.encode(`${s} lives in`)));
+  const cases = subjects.map((s, i) => ({
+    case_id: i,
+    requested_rewrite: {
+      prompt: "{} lives in",
+      relation_id: "R0",
+      subject: s,
+      target_true: { str: words[predicted[i]], id: words[predicted[i]] },
+      target_new: { str: words[predicted[i]] === "Oslo" ? "Lima" : "Oslo", id: "new" },
+    },
+    paraphrase_prompts: [`${s} works in`],
+    neighborhood_prompts: [`${subjects[(i + 1) % 3]} lives in`],
+    attribute_prompts: [],
+    generation_prompts: [`${s} is`],
+  }));
+  await Deno.writeTextFile(`${dir}/counterfact.json`, JSON.stringify(cases));
+  const db = `${dir}/sweep.db`;
+  const run = await runScript(
+    "experiments/sweep.ts",
+    ...["--model", dir, "--facts", "2", "--proxy-fraction", "0.5", "--layers", "0,1", "--methods", "rome"],
+    ...["--problems", "error-injection", "--localizations", "causal-tracing", "--selectors", "none"],
+    ...["--trace-samples", "2", "--v-steps", "2", "--batch", "2", "--stats-dir", `${dir}/stats`, "--out", db],
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const csv = await runScript("experiments/sweep.ts", "csv", db, `${dir}/sweep.csv`);
+  assert.equal(csv.code, 0, csv.stderr);
+  const rows = (await Deno.readTextFile(`${dir}/sweep.csv`)).trim().split("\n");
+  const header = rows[0].split(",");
+  const method = header.indexOf("method"), localization = header.indexOf("localization");
+  const records = rows.slice(1).map((r) =>
+    r.match(/("(?:[^"]|"")*"|[^,]*)(,|$)/g)!.map((c) => c.replace(/,$/, ""))
+  );
+  assert.ok(records.some((r) => r[method] === "rome"), "ROME edits are stored");
+  assert.ok(
+    records.some((r) => r[localization] === "causal-tracing" && r[method] === "none"),
+    "traces are stored",
+  );
+});
