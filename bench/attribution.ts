@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { loadDataset } from "../experiments/datasets.ts";
 import { applyEdit, type EditRequest } from "../experiments/editing/edit.ts";
@@ -69,7 +69,7 @@ try {
   Deno.exit(0);
 }
 const gpu = await getGpu();
-const [model, tok] = await Promise.all([GPT2.load(gpu, modelDir), loadTokenizer(modelDir)]);
+const [model, tok] = await Promise.all([Model.load(gpu, modelDir), loadTokenizer(modelDir)]);
 const cfg = model.config;
 const datasetPath = values.dataset ?? join(modelDir, "counterfact.json");
 const cases = (await loadDataset(datasetPath)).cases.slice(0, proxy);

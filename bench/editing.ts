@@ -21,7 +21,7 @@
 import { parseArgs } from "node:util";
 import { GPT2_SHAPES, type GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, parameterShapes, randomWeights } from "../engine/model.ts";
+import { Model, parameterShapes, randomWeights } from "../engine/model.ts";
 import { loadTokenizer, type Tokenizer, WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { applyEdit, type EditRequest } from "../experiments/editing/edit.ts";
 import { ftHparams, memitHparams, romeHparams, statsHparams } from "../experiments/editing/hparams.ts";
@@ -61,11 +61,11 @@ function syntheticTokenizer(V: number): WordLevelTokenizer {
  * holds a copy per block): timings do not depend on the values, and GPT-2 XL's 6 GB of weights are
  * not held twice in memory while they are uploaded.
  */
-function randomModel(cfg: GPT2Config): GPT2 {
+function randomModel(cfg: GPT2Config): Model {
   const one = randomWeights({ ...cfg, nLayer: 1 }, 0, false);
   const weights = new Map<string, Float32Array>();
   for (const [name] of parameterShapes(cfg)) weights.set(name, one.get(name.replace(/^h\.\d+\./, "h.0."))!);
-  return GPT2.fromArrays(gpu, cfg, weights, `random ${cfg.nLayer} layers, d=${cfg.nEmbd}`);
+  return Model.fromArrays(gpu, cfg, weights, `random ${cfg.nLayer} layers, d=${cfg.nEmbd}`);
 }
 
 /** A symmetric, diagonally dominant (so positive definite) stand-in for E[k k^T]. */
@@ -125,12 +125,12 @@ console.log(`adapter: ${gpu.describe()}`);
 const stepsCap = values.steps === undefined ? undefined : Number(values.steps);
 
 for (const shape of values.shapes!.split(",").map((s) => s.trim())) {
-  let model: GPT2, tok: Tokenizer, startWords: string[] | undefined;
+  let model: Model, tok: Tokenizer, startWords: string[] | undefined;
   /** The configuration the family's hyper-parameters come from (full GPT-2 XL for the shortened model). */
   let family: GPT2Config;
   let stats: (layers: number[]) => Promise<Map<number, KeyStats>>;
   if (shape === "embedded") {
-    model = await GPT2.load(gpu, EMBEDDED_DIR);
+    model = await Model.load(gpu, EMBEDDED_DIR);
     family = model.config;
     tok = await loadTokenizer(EMBEDDED_DIR);
     startWords = await templateStartWords(tok, `${EMBEDDED_DIR}/corpus.txt`);

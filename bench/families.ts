@@ -15,7 +15,7 @@ import { type ModelConfig, parseConfig } from "../engine/config.ts";
 import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, makeBatch, parameterShapes } from "../engine/model.ts";
+import { makeBatch, Model, parameterShapes } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
 import type { HalfTensor } from "../engine/safetensors.ts";
 
@@ -39,7 +39,7 @@ const T = 16, PROMPTS = 21, PROMPT_TOKENS = 12;
  * (16-bit bit patterns with --half), norm gains 1 (Gemma: 0), biases 0. The memory column counts
  * every block's weights as a loaded checkpoint holds them.
  */
-function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): GPT2 {
+function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): Model {
   const draw = mulberry32(7);
   const shared = new Map<string, Float32Array | HalfTensor>();
   const weights = new Map<string, Float32Array | HalfTensor>();
@@ -64,7 +64,7 @@ function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): GPT2 {
     }
     weights.set(name, shared.get(role)!);
   }
-  return GPT2.fromArrays(gpu, cfg, weights, `random ${cfg.family}`, { shareRepeated: true });
+  return Model.fromArrays(gpu, cfg, weights, `random ${cfg.family}`, { shareRepeated: true });
 }
 
 function gib(bytes: number): string {
@@ -101,7 +101,7 @@ for (const shape of values.shapes!.split(",")) {
   const params = parameterShapes(cfg).reduce((s, [, sh]) => s + sh.reduce((a, b) => a * b, 1), 0);
 
   const model = randomModel(cfg, half);
-  const matrices = (m: GPT2) => [
+  const matrices = (m: Model) => [
     ...m.params.values(),
     ...[...m.rowChunks.values()].flat().map((c) => c.tensor),
     ...new Set([...m.wte, ...m.head].map((c) => c.tensor)),

@@ -8,7 +8,7 @@ import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import { GPT2_SHAPES, type GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, makeBatch, parameterShapes } from "../engine/model.ts";
+import { makeBatch, Model, parameterShapes } from "../engine/model.ts";
 import { topK } from "../engine/ops.ts";
 import { DEFAULT_TRAIN } from "../experiments/train.ts";
 
@@ -69,7 +69,7 @@ console.log("|---|---|---|---|---|---|");
 for (const name of values.shapes!.split(",")) {
   const cfg = GPT2_SHAPES[name];
   if (!cfg) throw new Error(`unknown shape ${name} (known: ${Object.keys(GPT2_SHAPES).join(", ")})`);
-  const model = GPT2.fromArrays(gpu, cfg, benchWeights(cfg), name);
+  const model = Model.fromArrays(gpu, cfg, benchWeights(cfg), name);
   const ids = Array.from({ length: T }, (_, i) => (i * 7919) % cfg.vocabSize);
   const run = async () => {
     const res = model.forward(makeBatch([ids]));
@@ -112,7 +112,7 @@ if (!values["no-training"]) {
     nHead: o.nHead,
     layerNormEpsilon: 1e-5,
   };
-  const model = GPT2.fromArrays(gpu, cfg, benchWeights(cfg), "embedded shape");
+  const model = Model.fromArrays(gpu, cfg, benchWeights(cfg), "embedded shape");
   const grads = allocateGradients(model, parameterShapes(cfg).map(([n]) => n));
   const seqs = Array.from(
     { length: o.batchSize },

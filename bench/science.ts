@@ -20,7 +20,7 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { statsHparams } from "../experiments/editing/hparams.ts";
 import { contextTemplates } from "../experiments/editing/keys.ts";
@@ -57,7 +57,7 @@ const { values } = parseArgs({
 
 const dir = DEFAULT_MODEL_DIR, dataset = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
 const gpu = await getGpu();
-const model = await GPT2.load(gpu, dir);
+const model = await Model.load(gpu, dir);
 const tok = await loadTokenizer(dir);
 const layers = parseLayerList(values.layers!, model.nLayer);
 console.log(`adapter: ${gpu.describe()}`);

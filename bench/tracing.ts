@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { GPT2_SHAPES, type GPT2Config, parseConfig } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, parameterShapes } from "../engine/model.ts";
+import { Model, parameterShapes } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
 import {
   STATE_KINDS,
@@ -54,7 +54,7 @@ const { values } = parseArgs({
 });
 
 /**
- * GPT-2-initialised random weights made tensor by tensor when GPT2.fromArrays asks for them, so that
+ * GPT-2-initialised random weights made tensor by tensor when Model.fromArrays asks for them, so that
  * GPT-2 XL's 6 GB are held once (on the GPU), not twice. Uniform with std 0.02 (c_proj 0.02/sqrt(2L)),
  * gains 1, biases 0: the distribution does not matter for timing.
  */
@@ -90,7 +90,7 @@ for (const name of values.shapes!.split(",")) {
   const kinds = (values.kinds?.split(",") ?? shape.kinds) as StateKind[];
   const perCell = values["per-cell"] === undefined ? shape.perCell : values["per-cell"] === "yes";
 
-  let model: GPT2, weights: string;
+  let model: Model, weights: string;
   const built = performance.now();
   if (name === "locus-kb") {
     let configText: string;
@@ -103,16 +103,16 @@ for (const name of values.shapes!.split(",")) {
       continue;
     }
     try {
-      model = await GPT2.load(gpu, DEFAULT_MODEL_DIR);
+      model = await Model.load(gpu, DEFAULT_MODEL_DIR);
       weights = "trained weights";
     } catch {
       const cfg = parseConfig(configText, `${DEFAULT_MODEL_DIR}/config.json`);
-      model = GPT2.fromArrays(gpu, cfg, new LazyRandomWeights(cfg, 1), "random");
+      model = Model.fromArrays(gpu, cfg, new LazyRandomWeights(cfg, 1), "random");
       weights = "random weights (no trained checkpoint yet)";
     }
   } else {
     const cfg = GPT2_SHAPES[name];
-    model = GPT2.fromArrays(gpu, cfg, new LazyRandomWeights(cfg, 1), `random ${name}`);
+    model = Model.fromArrays(gpu, cfg, new LazyRandomWeights(cfg, 1), `random ${name}`);
     weights = "random weights";
   }
   const cfg = model.config;

@@ -1,4 +1,4 @@
-// Backward pass of GPT2.forward (run with keep: true) for every family, written out by hand op
+// Backward pass of Model.forward (run with keep: true) for every family, written out by hand op
 // by op in reverse, like llm.c's gpt2_backward. Only what is asked for is computed:
 //   - parameter gradients for a chosen subset of parameter names (others are never materialised),
 //   - gradients w.r.t. the source tensors of hook patches (e.g. ROME's delta added to an MLP output),
@@ -18,13 +18,13 @@ import {
   softcapBackward,
 } from "./backward_ops.ts";
 import { Tensor } from "./gpu.ts";
-import type { ForwardResult, GPT2, Hook, Site } from "./model.ts";
+import type { ForwardResult, Hook, Model, Site } from "./model.ts";
 import { add, gatherColumns, matmul, rope, type RowEntry, rowOps } from "./ops.ts";
 
 /** Gradient accumulators by parameter name (same shapes as the parameters). */
 export type Gradients = Map<string, Tensor>;
 
-export function allocateGradients(model: GPT2, names: Iterable<string>): Gradients {
+export function allocateGradients(model: Model, names: Iterable<string>): Gradients {
   const grads: Gradients = new Map();
   for (const name of names) {
     if (name === "wte.weight" || name === "lm_head.weight") {
@@ -62,7 +62,7 @@ function distinctRounds(entries: RowEntry[]): RowEntry[][] {
   return rounds.map((r) => r.list);
 }
 
-export function backward(model: GPT2, fwd: ForwardResult, req: BackwardRequest): void {
+export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest): void {
   const gpu = model.gpu, cfg = model.config;
   const acts = fwd.acts;
   if (!acts) throw new Error("backward needs a forward run with keep: true");

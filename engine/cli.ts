@@ -6,7 +6,7 @@
 // the embedded model shipped in weights/. JSON output keeps its field names stable for scripts.
 import { parseArgs } from "node:util";
 import { getGpu, Gpu } from "./gpu.ts";
-import { GPT2 } from "./model.ts";
+import { Model } from "./model.ts";
 import { predictNext } from "./predict.ts";
 import { loadTokenizer } from "./tokenizer.ts";
 import { runMain } from "./main.ts";
@@ -28,7 +28,7 @@ const USAGE = `usage: ./locus task <predict|generate|tokenize> [options]
 
 /** Greedy decoding: appends the argmax token `maxNew` times (stops at end-of-text). */
 export async function generateGreedy(
-  model: GPT2,
+  model: Model,
   ids: number[],
   maxNew: number,
   eos: number | null = null,
@@ -96,7 +96,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const ids = values.tokens !== undefined ? parseTokens(values.tokens) : tok.encode(values.prompt!);
   if (ids.length === 0) throw new Error("the prompt has no tokens");
-  const model = await GPT2.load(gpu, dir);
+  const model = await Model.load(gpu, dir);
 
   if (command === "predict") {
     const k = Number(values.top);

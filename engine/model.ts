@@ -162,7 +162,7 @@ export class ModelLoadError extends Error {}
 const IGNORED_TENSORS =
   /(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$/;
 
-export class GPT2 {
+export class Model {
   /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
   readonly params = new Map<string, Tensor>();
   readonly wte: EmbeddingChunk[] = [];
@@ -195,10 +195,10 @@ export class GPT2 {
        */
       shareRepeated?: boolean;
     } = {},
-  ): GPT2 {
+  ): Model {
     const { embeddingChunkRows, projectionChunkRows } = o;
     const shared = new Map<Float32Array | HalfTensor, Tensor | EmbeddingChunk[]>();
-    const model = new GPT2(gpu, config, source);
+    const model = new Model(gpu, config, source);
     const cfg = model.config;
     for (const [name, shape] of parameterShapes(cfg)) {
       const stored = weights.get(name);
@@ -307,7 +307,7 @@ export class GPT2 {
    * 16 bits on the GPU (half the memory; the matmul unpacks them) unless `keepHalf` is false; a weight
    * is widened to f32 when something writes it (`writable`). Memory is checked against the adapter first.
    */
-  static async load(gpu: Gpu, dir: string, o: { keepHalf?: boolean } = {}): Promise<GPT2> {
+  static async load(gpu: Gpu, dir: string, o: { keepHalf?: boolean } = {}): Promise<Model> {
     const configText = await io().readText(`${dir}/config.json`).catch(() => null);
     if (configText === null) {
       throw new ModelLoadError(`${dir}: no config.json (expected a Hugging Face model folder)`);
@@ -405,7 +405,7 @@ export class GPT2 {
           );
         }
       }
-      return GPT2.fromArrays(gpu, config, weights, dir);
+      return Model.fromArrays(gpu, config, weights, dir);
     } finally {
       ckpt.close();
     }
@@ -415,8 +415,8 @@ export class GPT2 {
    * Random weights in GPT-2's initialisation (N(0, 0.02), residual projections scaled by
    * 1/sqrt(2L)). `perturb` also randomises biases and norm gains so tests exercise them.
    */
-  static random(gpu: Gpu, config: GPT2Config | ModelConfig, seed = 0, perturb = false): GPT2 {
-    return GPT2.fromArrays(gpu, config, randomWeights(config, seed, perturb), `random(seed=${seed})`);
+  static random(gpu: Gpu, config: GPT2Config | ModelConfig, seed = 0, perturb = false): Model {
+    return Model.fromArrays(gpu, config, randomWeights(config, seed, perturb), `random(seed=${seed})`);
   }
 
   get nLayer(): number {

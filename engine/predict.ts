@@ -1,6 +1,6 @@
 // The next-token distribution after a prompt: the one call behind `predict`, the demo's answers and the
 // web page's top-k table (kept apart from cli.ts so a browser build does not pull in the command line).
-import type { GPT2 } from "./model.ts";
+import type { Model } from "./model.ts";
 import { makeBatch } from "./model.ts";
 import { softmax, topK } from "./ops.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -13,7 +13,7 @@ export interface Prediction {
 
 /** Top-k next-token distribution after `ids` (one forward, one small readback). */
 export async function predictNext(
-  model: GPT2,
+  model: Model,
   ids: number[],
   k: number,
   tok?: Tokenizer,

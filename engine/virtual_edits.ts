@@ -8,7 +8,7 @@ import { elementwiseGrid, WG_ELEMENTWISE } from "./backward_ops.ts";
 import type { Gpu, Tensor } from "./gpu.ts";
 import { uniforms } from "./gpu.ts";
 
-/** The edits acting at one layer's MLP output in a forward (GPT2.forward's `virtualEdits`). */
+/** The edits acting at one layer's MLP output in a forward (Model.forward's `virtualEdits`). */
 export interface VirtualEdit {
   layer: number;
   /** Key directions u_c of every component of every edit, [C, f] (f = the MLP's inner width). */

@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import {
   attributeFacts,
@@ -96,7 +96,7 @@ function table(header: string[], rows: (string | number)[][]): string {
 }
 
 async function runIg(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: SelectionRequest[],
   o: {
@@ -247,7 +247,7 @@ function averageDrop(results: FactAttribution[]): number[] {
 }
 
 async function runLga(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: SelectionRequest[],
   o: { params: LgaParam[]; fence: number; out: string },
@@ -350,7 +350,7 @@ async function main(argv: string[]): Promise<number> {
 
   const modelDir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
-  const [model, tok] = await Promise.all([GPT2.load(gpu, modelDir), loadTokenizer(modelDir)]);
+  const [model, tok] = await Promise.all([Model.load(gpu, modelDir), loadTokenizer(modelDir)]);
   console.error(
     `model ${modelDir} (${model.config.nLayer} layers, d=${model.config.nEmbd}) on ${gpu.describe()}`,
   );

@@ -46,7 +46,7 @@
 import { backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import type { Tensor } from "../engine/gpu.ts";
-import { type GPT2, type Hook, makeBatch, type Site } from "../engine/model.ts";
+import { type Hook, makeBatch, type Model, type Site } from "../engine/model.ts";
 import { matmul, type RowEntry } from "../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { lineChart } from "./charts.ts";
@@ -62,13 +62,13 @@ function promptIds(tok: Tokenizer, prompt: string): number[] {
 }
 
 /** Activation rows per batch so that kept activations (~20 d floats per row and layer) stay near 240 MB. */
-function defaultMaxRows(model: GPT2): number {
+function defaultMaxRows(model: Model): number {
   const { nLayer, nEmbd } = model.config;
   return Math.max(64, Math.floor(6e7 / (nLayer * 20 * nEmbd)));
 }
 
 /** Scored rows per batch so that their [rows, V] logits (and gradient) fit one storage binding. */
-function maxOutputRows(model: GPT2): number {
+function maxOutputRows(model: Model): number {
   return Math.max(1, Math.floor(model.gpu.limits.maxStorageBufferBindingSize / (4 * model.config.vocabSize)));
 }
 
@@ -140,7 +140,7 @@ export const DEFAULT_IG_STEPS = 20;
 
 /** Integrated gradients of every MLP neuron of every layer, for each item (see the file header). */
 export async function integratedGradients(
-  model: GPT2,
+  model: Model,
   items: IgItem[],
   o: IgOptions = {},
 ): Promise<IgResult[]> {
@@ -286,7 +286,7 @@ export interface FactAttribution extends IgResult, FactPrompt {
 
 /** Integrated gradients of facts given as text; the answer's first token is attributed. */
 export async function attributeFacts(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   facts: FactPrompt[],
   o: IgOptions = {},
@@ -407,7 +407,7 @@ export interface LgaGradients {
 
 /** Per-request, per-layer gradient inner products (see the file header for the Gram-matrix trick). */
 export async function lgaInnerProducts(
-  model: GPT2,
+  model: Model,
   items: LgaItem[],
   o: Omit<LgaOptions, "fenceK"> = {},
 ): Promise<LgaGradients> {
@@ -574,7 +574,7 @@ export interface LgaResult extends LgaGradients {
 
 /** Layer Gradient Analysis over a proxy set of edit requests. */
 export async function layerGradientAnalysis(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: LgaRequest[],
   o: LgaOptions = {},

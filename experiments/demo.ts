@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR, type Prediction, predictNext } from "../engine/cli.ts";
 import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { layerGradientAnalysis } from "./attribution.ts";
 import { barChartSvg, escapeXml, lineChart, terminalBar } from "./charts.ts";
@@ -114,7 +114,7 @@ interface ProbeResult extends Probe {
   pNew: [number, number];
 }
 
-async function answers(model: GPT2, tok: Tokenizer, probes: Probe[]): Promise<Prediction[][]> {
+async function answers(model: Model, tok: Tokenizer, probes: Probe[]): Promise<Prediction[][]> {
   const out: Prediction[][] = [];
   for (const p of probes) out.push(await predictNext(model, tok.encode(p.text), 3, tok));
   return out;
@@ -269,11 +269,11 @@ async function main(args: string[]): Promise<number> {
   };
   const color = !values["no-color"] && Deno.stdout.isTerminal();
   const gpu = await getGpu();
-  const model = await GPT2.load(gpu, dir);
+  const model = await Model.load(gpu, dir);
   const tok = await loadTokenizer(dir);
   const L = model.nLayer;
   console.log(`Locus demo: where does a language model keep a fact, and can we rewrite it?`);
-  console.log(`Model ${dir}: GPT-2 with ${L} layers, width ${model.config.nEmbd}`);
+  console.log(`Model ${dir}: ${model.config.family} with ${L} layers, width ${model.config.nEmbd}`);
   console.log(`Adapter: ${gpu.describe()}\n`);
 
   // 1. A fact the model knows.

@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
 import { loadDataset } from "./datasets.ts";
 import { applyEdit, combineEdits, type Edit, loadEdit, saveEdit } from "./editing/edit.ts";
@@ -120,7 +120,7 @@ async function fileExists(path: string): Promise<boolean> {
 
 /** The case to edit: a dataset record (--case) with command-line fields taking precedence. */
 async function resolveCase(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   values: Record<string, unknown>,
   dir: string,
@@ -210,7 +210,7 @@ async function main(args: string[]): Promise<number> {
   const say = values.json ? (_: string) => {} : (line: string) => console.log(line);
   const dir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
-  const model = await GPT2.load(gpu, dir);
+  const model = await Model.load(gpu, dir);
   const tok = await loadTokenizer(dir);
   const method = parseMethod(values.method!);
   const problem = parseProblem(values.problem!);

@@ -14,7 +14,7 @@
 // Scoring strategies select `span` consecutive layers: 1 for ROME, 5 for MEMIT (the window with the
 // highest total score, attribution.ts bestWindow). LGA always names one golden layer (its Tukey fences
 // act on single layers); with span > 1 it takes the best window among windows without excluded layers.
-import type { GPT2 } from "../engine/model.ts";
+import type { Model } from "../engine/model.ts";
 import type { Tokenizer } from "../engine/tokenizer.ts";
 import {
   attributeFacts,
@@ -45,7 +45,7 @@ export interface LayerSelection {
 
 export interface LayerSelector {
   name: string;
-  select(model: GPT2, tok: Tokenizer, requests: SelectionRequest[]): Promise<LayerSelection>;
+  select(model: Model, tok: Tokenizer, requests: SelectionRequest[]): Promise<LayerSelection>;
 }
 
 /** Runs `choose` and stamps its wall-clock time. */

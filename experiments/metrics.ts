@@ -11,7 +11,7 @@
 //     - STANDARD_METRICS: the names the field compares editors by (CounterFact's ES/PS/NS and EM/PM/NM,
 //       MEMIT's efficacy/generalization/specificity, EasyEdit's reliability/generalization/locality/
 //       portability), each with its definition and source, printed next to the papers' own scores.
-//  2. GPU scorers that compute the probabilities those need with batched forward passes of a GPT2:
+//  2. GPU scorers that compute the probabilities those need with batched forward passes of a Model:
 //     scoreContinuations (mean NLL, per-token log-probabilities and argmaxes of a target after a
 //     prompt, teacher-forced), probabilityOfContinuation, teacherForcedAccuracy, perplexity, and
 //     greedy / top-k sampled generation. Each batch is one submit and one readback.
@@ -19,7 +19,7 @@
 // Conventions shared with ROME and EasyEdit: a target is tokenized as it follows the prompt after a
 // space, targetIds(tok, prompt, target) (GPT-2: tok.encode(" " + target)), and scored after the
 // prompt's own tokens; p = exp(-mean NLL) is the geometric-mean token probability of a multi-token target.
-import type { GPT2 } from "../engine/model.ts";
+import type { Model } from "../engine/model.ts";
 import { makeBatch } from "../engine/model.ts";
 import { logProbOf, topK, TOPK_MAX } from "../engine/ops.ts";
 import { mulberry32 } from "../engine/random.ts";
@@ -344,7 +344,7 @@ export type LocalityReference = number[][];
 
 /** Run before the edit: the argmax tokens locality compares against. */
 export async function localityReference(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   c: StandardCase,
 ): Promise<LocalityReference> {
@@ -356,7 +356,7 @@ export async function localityReference(
 /** Every standard metric of one case on the model as it is now (after the edit); `reference` is
  *  localityReference() of the unedited model. One batch of forwards. */
 export async function standardScores(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   c: StandardCase,
   reference: LocalityReference,
@@ -457,7 +457,7 @@ const DEFAULT_BATCH = 64;
  * log-probabilities and argmaxes computed on the GPU, one readback per batch.
  */
 export async function scoreTokens(
-  model: GPT2,
+  model: Model,
   items: readonly ScoringItem[],
   batchSize = DEFAULT_BATCH,
 ): Promise<TokenScores> {
@@ -525,7 +525,7 @@ function encodeItems(tok: Tokenizer, prompts: readonly string[], targets: readon
 
 /** Teacher-forced scores of `targets[i]` after `prompts[i]`. */
 export async function scoreContinuations(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   prompts: readonly string[],
   targets: readonly string[],
@@ -540,7 +540,7 @@ export async function scoreContinuations(
 /** p(targetTrue) and p(targetNew), each as a whole continuation, after each prompt: [pTrue, pNew] per
  *  prompt (one batch of teacher-forced scores). What the demo and the web page show before and after an edit. */
 export async function objectProbabilities(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   prompts: string[],
   targetTrue: string,
@@ -555,7 +555,7 @@ export async function objectProbabilities(
 
 /** Mean NLL per item of `targets[i]` after `prompts[i]` (teacher forcing); p = exp(-nll). */
 export async function probabilityOfContinuation(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   prompts: readonly string[],
   targets: readonly string[],
@@ -567,7 +567,7 @@ export async function probabilityOfContinuation(
 /** EasyEdit's accuracy per item: the fraction of target tokens that are the argmax given the prompt
  *  and the target's earlier tokens. */
 export async function teacherForcedAccuracy(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   prompts: readonly string[],
   targets: readonly string[],
@@ -580,7 +580,7 @@ export async function teacherForcedAccuracy(
 /** ROME's perplexity of each text: exp(-(1/N) sum_{t=2..N} log p(x_t | x_<t)) over its N tokens
  *  (util/perplexity.py divides by N although only N - 1 tokens are predicted). */
 export async function perplexity(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   texts: readonly string[],
   batchSize = DEFAULT_BATCH,
@@ -619,7 +619,7 @@ export interface Generation {
  * right-padded batch and reads back the top-k of their last positions (one readback per step).
  */
 export async function generate(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   prompts: readonly string[],
   o: GenerateOptions,
@@ -681,7 +681,7 @@ function pickFromTop(logits: Float32Array, random: () => number): number {
 
 /** Greedy decoding: the argmax token at every step. */
 export function greedyGenerate(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   prompts: readonly string[],
   maxNewTokens: number,

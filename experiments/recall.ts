@@ -1,12 +1,16 @@
 // Batched greedy next-token prediction, and fact recall (does the model complete a prompt with
 // the object's first token?), used by training, the model card and the known-facts filter.
-import type { GPT2 } from "../engine/model.ts";
+import type { Model } from "../engine/model.ts";
 import { makeBatch } from "../engine/model.ts";
 import { topK } from "../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 
 /** The argmax next token after each prompt; prompts are run `batchSize` at a time, one readback each. */
-export async function greedyNextTokens(model: GPT2, prompts: number[][], batchSize = 256): Promise<number[]> {
+export async function greedyNextTokens(
+  model: Model,
+  prompts: number[][],
+  batchSize = 256,
+): Promise<number[]> {
   const gpu = model.gpu, V = model.config.vocabSize;
   const out: number[] = [];
   for (let i = 0; i < prompts.length; i += batchSize) {
@@ -35,7 +39,7 @@ export interface RecallResult {
 }
 
 /** Fraction of prompts whose greedy next token is the answer's first token after the prompt. */
-export async function factRecall(model: GPT2, tok: Tokenizer, items: RecallItem[]): Promise<RecallResult> {
+export async function factRecall(model: Model, tok: Tokenizer, items: RecallItem[]): Promise<RecallResult> {
   const prompts = items.map((it) => tok.encode(it.prompt));
   const firsts = items.map((it) => targetIds(tok, it.prompt, it.answer)[0]);
   const got = await greedyNextTokens(model, prompts);

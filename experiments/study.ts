@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import {
   concentratedFacts,
@@ -126,7 +126,7 @@ async function main(args: string[]): Promise<number> {
   const vSteps = values["v-steps"] === undefined ? undefined : positive("v-steps", values["v-steps"], 20);
 
   const gpu = await getGpu();
-  const model = await GPT2.load(gpu, dir);
+  const model = await Model.load(gpu, dir);
   const tok = await loadTokenizer(dir);
   const L = model.nLayer;
   console.log(`Locus study: does localization (causal tracing) tell us where to edit?`);

@@ -55,7 +55,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { checkRecord, loadDataset, recordLabel } from "./datasets.ts";
@@ -339,7 +339,7 @@ export function skippedReport(sample: FactSample): string[] {
  * Positions a context template can put before a prompt: the longest ROME/MEMIT template text plus
  * ". " (editing/keys.ts contextTemplates), re-tokenized.
  */
-function contextPrefixTokens(model: GPT2): number {
+function contextPrefixTokens(model: Model): number {
   let longest = 0;
   for (const m of METHODS) {
     const h = methodConfig(model, m).hparams as { templates?: { lengths: [number, number][] } };
@@ -368,7 +368,7 @@ function positionsNeeded(tok: Tokenizer, c: EditingCase, prefix: number): number
  * ceil(proxyFraction * edit) of them form the proxy set), then up to `traceOnly` more facts only traced.
  */
 export async function sampleFacts(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   datasetPath: string,
   o: { edit: number; traceOnly: number; proxyFraction: number; seed: number },
@@ -442,7 +442,7 @@ export interface RunMeta {
 }
 
 /** What identifies the model (folder, shape, weights hash), the dataset file and the GPU adapter. */
-export async function runMeta(model: GPT2, modelDir: string, datasetPath: string): Promise<RunMeta> {
+export async function runMeta(model: Model, modelDir: string, datasetPath: string): Promise<RunMeta> {
   const weights = [`${modelDir}/model.safetensors`, `${modelDir}/model.safetensors.index.json`];
   const weightsFile = (await exists(weights[0])) ? weights[0] : weights[1];
   const c = model.config;
@@ -482,7 +482,7 @@ export function jsonSafe(value: unknown): Json {
 // Running
 
 export interface SweepContext {
-  model: GPT2;
+  model: Model;
   tok: Tokenizer;
   store: ResultStore;
   meta: RunMeta;
@@ -516,7 +516,7 @@ export function methodLayers(plan: SweepPlan, method: MethodName, layer: number,
   return Array.from({ length: to - from }, (_, i) => from + i);
 }
 
-function configFor(model: GPT2, plan: SweepPlan, method: MethodName, layer: number): MethodConfig {
+function configFor(model: Model, plan: SweepPlan, method: MethodName, layer: number): MethodConfig {
   return methodConfig(model, method, {
     ...plan.settings.overrides,
     layers: methodLayers(plan, method, layer, model.nLayer),
@@ -1058,7 +1058,7 @@ async function main(args: string[]): Promise<number> {
   }
   const dir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
-  const model = await GPT2.load(gpu, dir);
+  const model = await Model.load(gpu, dir);
   const tok = await loadTokenizer(dir);
   const L = model.nLayer;
   const seed = intOption("seed", values.seed, 0);

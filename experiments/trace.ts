@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { resolveModelDir } from "../engine/hub.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import {
   averageCurvesSvg,
@@ -282,7 +282,7 @@ export async function main(argv: string[]): Promise<number> {
 
   const modelDir = await resolveModelDir(values.model!);
   const gpu = await getGpu();
-  const [model, tok] = await Promise.all([GPT2.load(gpu, modelDir), loadTokenizer(modelDir)]);
+  const [model, tok] = await Promise.all([Model.load(gpu, modelDir), loadTokenizer(modelDir)]);
   console.error(
     `model ${modelDir} (${model.config.nLayer} layers, d=${model.config.nEmbd}) on ${gpu.describe()}`,
   );

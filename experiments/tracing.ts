@@ -28,7 +28,7 @@
 //
 // The noise is added at the engine's "embed" site, wte + wpe: the same sum as ROME's noise on wte.
 import type { Tensor } from "../engine/gpu.ts";
-import { type GPT2, type Hook, makeBatch } from "../engine/model.ts";
+import { type Hook, makeBatch, type Model } from "../engine/model.ts";
 import { logProbOf, type RowEntry, rowOps } from "../engine/ops.ts";
 import { subjectTokenRange, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
 import { mulberry32 } from "../engine/random.ts";
@@ -71,7 +71,7 @@ export function gaussianNoise(count: number, seed: number): Float32Array {
 }
 
 /** Unbiased standard deviation over every entry of the token embedding matrix wte. */
-export async function embeddingStd(model: GPT2): Promise<number> {
+export async function embeddingStd(model: Model): Promise<number> {
   const chunks = await model.gpu.readMany(model.wte.map((c) => c.tensor));
   let n = 0, sum = 0, sumSq = 0;
   for (const chunk of chunks) {
@@ -107,7 +107,7 @@ export interface NoiseLevel {
  * all of wte differs (by +2.6% on the embedded model), so this is the rule whenever facts are known.
  */
 export function subjectNoiseLevel(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   subjects: string[],
 ): Promise<NoiseLevel> {
@@ -117,7 +117,7 @@ export function subjectNoiseLevel(
 }
 
 /** The same rule over the embeddings of given subject tokens (`subjects` only labels the result). */
-export async function tokenNoiseLevel(model: GPT2, ids: number[], subjects: number): Promise<NoiseLevel> {
+export async function tokenNoiseLevel(model: Model, ids: number[], subjects: number): Promise<NoiseLevel> {
   // One token already gives d entries to take the std over (a one-word subject of `trace --prompt`).
   if (ids.length * model.config.nEmbd < 2) {
     throw new Error(`noise level: the ${subjects} subjects have ${ids.length} tokens; sigma needs 2 values`);
@@ -177,7 +177,7 @@ export interface TraceRunOptions {
  */
 export class TraceRun {
   private constructor(
-    readonly model: GPT2,
+    readonly model: Model,
     readonly ids: number[],
     readonly subject: [number, number],
     readonly target: number,
@@ -202,7 +202,7 @@ export class TraceRun {
 
   /** Runs clean + corrupted once (one batch, one readback) and keeps what every cell needs. */
   static async prepare(
-    model: GPT2,
+    model: Model,
     ids: number[],
     subject: [number, number],
     target: number,
@@ -522,7 +522,7 @@ export function windowFor(kind: StateKind, window: TraceOptions["window"]): numb
 
 /** The full tokens x layers grid of every requested kind, for token ids with a known subject range. */
 export async function traceTokens(
-  model: GPT2,
+  model: Model,
   ids: number[],
   subjectRange: [number, number],
   targetId: number,
@@ -642,7 +642,7 @@ export function targetTokenId(tok: Tokenizer, prompt: string, target: string): n
 
 /** Tokenizes the fact, finds the subject's tokens and traces it. */
 export async function traceFact(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   fact: FactQuery,
   o: TraceOptions = {},
@@ -714,7 +714,7 @@ export function parseKnownFacts(text: string, file: string): KnownFact[] {
  * naming `source` (the file) and the record.
  */
 export async function knownFacts(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   facts: KnownFact[],
   source = "dataset",

@@ -16,7 +16,7 @@ import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, makeBatch, parameterShapes } from "../engine/model.ts";
+import { makeBatch, Model, parameterShapes } from "../engine/model.ts";
 import { Adam, zeroGrads } from "../engine/optimizer.ts";
 import { writeAtomic } from "../engine/files.ts";
 import { runMain } from "../engine/main.ts";
@@ -191,7 +191,7 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   );
 
   // ---- model, optimizer, resume
-  const model = GPT2.random(gpu, cfg, o.seed);
+  const model = Model.random(gpu, cfg, o.seed);
   const names = parameterShapes(cfg).map(([n]) => n);
   const tensorOf = (n: string) => (n === "wte.weight" ? model.wte[0].tensor : model.p(n));
   const grads = allocateGradients(model, names);

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { configSummary, type GPT2Config, gpt2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, randomWeights } from "../engine/model.ts";
+import { Model, randomWeights } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import {
   attributeFacts,
@@ -67,7 +67,7 @@ function sharpWeights(seed: number): Map<string, Float32Array> {
   return w;
 }
 const weights = sharpWeights(11);
-const model = GPT2.fromArrays(gpu, cfg, weights);
+const model = Model.fromArrays(gpu, cfg, weights);
 
 function softmaxAt(row: Float64Array, id: number): number {
   const mx = Math.max(...row);

@@ -5,7 +5,7 @@ import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import type { GPT2Config } from "../engine/config.ts";
 import { getGpu, Tensor } from "../engine/gpu.ts";
-import { type ForwardOptions, GPT2, makeBatch, parameterShapes, randomWeights } from "../engine/model.ts";
+import { type ForwardOptions, makeBatch, Model, parameterShapes, randomWeights } from "../engine/model.ts";
 import { referenceForward, type RefHook } from "./reference_model.ts";
 import { rng } from "./util.ts";
 
@@ -57,7 +57,7 @@ function referenceLoss(w: Map<string, Float32Array>, hooks: BatchHook[] = []): n
 
 /** Forward (keep) + cross-entropy + backward on the GPU; returns the loss. */
 async function gpuLossAndBackward(
-  model: GPT2,
+  model: Model,
   request: Omit<Parameters<typeof backward>[2], "dlogits">,
   fo: ForwardOptions = {},
 ) {
@@ -93,7 +93,7 @@ function relativeError(got: number[], want: number[]): number {
 
 Deno.test("parameter gradients of every tensor match finite differences", async () => {
   const weights = randomWeights(cfg, 3, true);
-  const model = GPT2.fromArrays(gpu, cfg, weights);
+  const model = Model.fromArrays(gpu, cfg, weights);
   const names = parameterShapes(cfg).map(([n]) => n);
   const grads = allocateGradients(model, names);
   const loss = await gpuLossAndBackward(model, { params: grads });
@@ -115,7 +115,7 @@ Deno.test("parameter gradients of every tensor match finite differences", async 
 });
 
 Deno.test("a subset of parameters gets the same gradients as the full request, and is reproducible", async () => {
-  const model = GPT2.random(gpu, cfg, 4, true);
+  const model = Model.random(gpu, cfg, 4, true);
   const all = allocateGradients(model, parameterShapes(cfg).map(([n]) => n));
   await gpuLossAndBackward(model, { params: all });
   const subset = allocateGradients(model, ["h.1.mlp.c_proj.weight", "h.1.ln_2.bias"]);
@@ -131,7 +131,7 @@ Deno.test("a subset of parameters gets the same gradients as the full request, a
 
 Deno.test("gradient w.r.t. a delta added to an MLP output matches finite differences (ROME's v* needs this)", async () => {
   const weights = randomWeights(cfg, 6, true);
-  const model = GPT2.fromArrays(gpu, cfg, weights);
+  const model = Model.fromArrays(gpu, cfg, weights);
   const delta = Float32Array.from({ length: cfg.nEmbd }, (_, i) => 0.1 * Math.cos(i));
   const deltaT: Tensor = gpu.tensor([1, cfg.nEmbd], delta);
   const gradDelta = gpu.zeros([1, cfg.nEmbd]);
@@ -158,7 +158,7 @@ Deno.test("gradient w.r.t. a delta added to an MLP output matches finite differe
 
 Deno.test("gradient w.r.t. MLP keys at chosen rows matches finite differences (integrated gradients needs this)", async () => {
   const weights = randomWeights(cfg, 8, true);
-  const model = GPT2.fromArrays(gpu, cfg, weights);
+  const model = Model.fromArrays(gpu, cfg, weights);
   const into = gpu.zeros([1, 4 * cfg.nEmbd]);
   await gpuLossAndBackward(model, { states: [{ layer: 1, site: "key", rows: [3], into }] });
   const got = [...await into.read()];

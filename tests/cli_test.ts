@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { predictNext } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, makeBatch } from "../engine/model.ts";
+import { makeBatch, Model } from "../engine/model.ts";
 import { softmax } from "../engine/ops.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { runScript, type ScriptRun } from "./util.ts";
@@ -12,7 +12,7 @@ const gpu = await getGpu();
 const words = ["<unk>", "<|endoftext|>", "the", "cat", "sat", "on", "mat", "."];
 const tok = new WordLevelTokenizer(words, { unk: "<unk>", eos: "<|endoftext|>" });
 const dir = await Deno.makeTempDir();
-const model = GPT2.random(
+const model = Model.random(
   gpu,
   { vocabSize: words.length, nPositions: 16, nEmbd: 16, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 },
   5,

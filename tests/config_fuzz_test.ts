@@ -4,14 +4,14 @@
 // unknown model_types and rope types, n_layer 1e9, head counts that do not divide). Every mutation must
 // either parse into a consistent configuration or be refused with a ConfigError naming the file and
 // the mutated field: never a TypeError, a RangeError, a hang or a silently wrong model. A sample of
-// them is also loaded with the fixture's weights through GPT2.load, which must load or refuse with a
+// them is also loaded with the fixture's weights through Model.load, which must load or refuse with a
 // ConfigError / ModelLoadError naming the folder.
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { ConfigError, type ModelConfig, parseConfig } from "../engine/config.ts";
 import { parameterShapes } from "../engine/families.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, ModelLoadError } from "../engine/model.ts";
+import { Model, ModelLoadError } from "../engine/model.ts";
 import { caseDir, CASES } from "./families_fixtures.ts";
 import { rng } from "./util.ts";
 
@@ -272,7 +272,7 @@ Deno.test("config fuzz: the known traps are refused naming the field", () => {
   refuse({ ...gpt2, n_layer: 1e9 }, /field "n_layer" must be an integer in \[1, 4096\], got 1000000000/);
 });
 
-Deno.test("config fuzz: mutated configs with the real weights through GPT2.load: load, or refuse naming the folder", async () => {
+Deno.test("config fuzz: mutated configs with the real weights through Model.load: load, or refuse naming the folder", async () => {
   const gpu = await getGpu();
   let loaded = 0, refused = 0;
   for (const [index, [name, folder]] of FOLDERS.entries()) {
@@ -299,7 +299,7 @@ Deno.test("config fuzz: mutated configs with the real weights through GPT2.load:
       );
       const what = `${name} with ${field || "its own config"}`;
       try {
-        const m = await GPT2.load(gpu, model);
+        const m = await Model.load(gpu, model);
         assert.deepEqual(m.config, parseConfig(await Deno.readTextFile(`${model}/config.json`)), what);
         loaded++;
       } catch (e) {

@@ -3,7 +3,7 @@
 // bit for bit, an unknown fact is flagged, and bad input gets a clear error.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { EVIDENCE_MIN, EVIDENCE_SHARE, tracingEvidence } from "../experiments/demo.ts";
 import type { FactTrace } from "../experiments/tracing.ts";
@@ -17,7 +17,7 @@ const kb = await makeTinyKb(await getGpu(), `${dir}/model`);
 /** 3 x the unbiased std over every entry of the wte rows of the subjects of these cases, in float64. */
 async function referenceNoise(ids: number[]): Promise<number> {
   const tok = await loadTokenizer(kb.dir);
-  const wte = (await (await GPT2.load(await getGpu(), kb.dir)).toArrays()).get("wte.weight")!;
+  const wte = (await (await Model.load(await getGpu(), kb.dir)).toArrays()).get("wte.weight")!;
   const cases = JSON.parse(await Deno.readTextFile(`${kb.dir}/counterfact.json`)) as {
     case_id: number;
     requested_rewrite: { subject: string };

@@ -3,7 +3,7 @@
 // scores without prompts read "n/a" (null in JSON), bad input gives a clear error.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { loadEdit } from "../experiments/editing/edit.ts";
 import { runScript, type ScriptRun } from "./util.ts";
@@ -29,7 +29,7 @@ const WORDS = [
 const tok = new WordLevelTokenizer(WORDS, { unk: "<unk>", eos: "<|endoftext|>" });
 const dir = await Deno.makeTempDir();
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-await GPT2.random(
+await Model.random(
   gpu,
   { vocabSize: WORDS.length, nPositions: 16, nEmbd: 16, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 },
   5,
@@ -108,7 +108,7 @@ Deno.test("edit --problem fact-forcing: the subject is noised at ROME's level, 3
   assert.equal(r.code, 0, r.stderr);
   const { noise, request } = JSON.parse(r.stdout);
   // Float64 reference: the unbiased std over the entries of the subject's wte rows (not all of wte).
-  const wte = (await GPT2.load(gpu, dir).then((m) => m.toArrays())).get("wte.weight")!;
+  const wte = (await Model.load(gpu, dir).then((m) => m.toArrays())).get("wte.weight")!;
   const values = tok.encode("Anna Berg").flatMap((id) => [...wte.subarray(id * 16, (id + 1) * 16)]);
   const mean = values.reduce((a, b) => a + b, 0) / values.length;
   const std = Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1));

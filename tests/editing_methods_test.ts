@@ -3,7 +3,7 @@
 // way on a tiny random model (directions only; the embedded model's quality is experiments/editing/quality.ts).
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, randomWeights } from "../engine/model.ts";
+import { Model, randomWeights } from "../engine/model.ts";
 import { applyEdit, type Edit, type EditRequest } from "../experiments/editing/edit.ts";
 import { computeFt } from "../experiments/editing/ft.ts";
 import { emmetHparams, ftHparams, memitHparams, romeHparams } from "../experiments/editing/hparams.ts";
@@ -93,10 +93,10 @@ Deno.test("MEMIT and EMMET updates equal their textbook formulas; EMMET with tin
 const value = { vNumGradSteps: 8, vLr: 0.1, vWeightDecay: 0.001, klFactor: 0.0625, clampNormFactor: 100 };
 
 /** Peaked distributions (larger embeddings than GPT-2's init) so that probabilities have room to move both ways. */
-function tinyModel(): GPT2 {
+function tinyModel(): Model {
   const w = randomWeights(cfg, 21, true);
   w.set("wte.weight", w.get("wte.weight")!.map((v) => 10 * v));
-  return GPT2.fromArrays(gpu, cfg, w);
+  return Model.fromArrays(gpu, cfg, w);
 }
 
 const model = tinyModel();

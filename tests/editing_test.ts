@@ -3,7 +3,7 @@
 // tests/reference_model.ts) or against an identity the method guarantees.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, randomWeights } from "../engine/model.ts";
+import { Model, randomWeights } from "../engine/model.ts";
 import type { Tokenizer } from "../engine/tokenizer.ts";
 import {
   applyEdit,
@@ -105,7 +105,7 @@ Deno.test("float64 Cholesky solves agree with a direct check A x = b, and refuse
 
 Deno.test("key statistics: streamed K^T K / n equals the float64 reference keys' second moment, and caches", async () => {
   const weights = randomWeights(cfg, 5, true);
-  const model = GPT2.fromArrays(gpu, cfg, weights);
+  const model = Model.fromArrays(gpu, cfg, weights);
   const sequences = packCorpus(tok, corpusLines(100, 6), cfg.nPositions);
   const samples = 333; // stops part way through a batch
   const { stats } = await computeKeyStats(model, sequences, { layers: [0, 2], samples });
@@ -158,7 +158,7 @@ Deno.test("key statistics: streamed K^T K / n equals the float64 reference keys'
 
 /** Model, stats of hp.layer and a ROME edit of `request`, shared by the next tests. */
 async function romeSetup(variant: "rome" | "r-rome") {
-  const model = GPT2.random(gpu, cfg, 7, true);
+  const model = Model.random(gpu, cfg, 7, true);
   const { stats } = await computeKeyStats(model, packCorpus(tok, corpusLines(150, 8), cfg.nPositions), {
     layers: [hp.layer],
     samples: 2000,
@@ -169,7 +169,7 @@ async function romeSetup(variant: "rome" | "r-rome") {
 }
 
 /** Keys and MLP outputs at the fact token of `request` in every context template. */
-async function factKeysAndValues(model: GPT2) {
+async function factKeysAndValues(model: Model) {
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords });
   const instances = contexts.map((c) =>
     instantiate(tok, c, request.prompt, request.subject, undefined, hp.factToken)
@@ -284,7 +284,7 @@ Deno.test("apply/undo is exact, sequential edits undo in reverse order, save/loa
 });
 
 Deno.test("ROME refuses key statistics of another layer", async () => {
-  const model = GPT2.random(gpu, cfg, 7, true);
+  const model = Model.random(gpu, cfg, 7, true);
   const { stats } = await computeKeyStats(model, packCorpus(tok, corpusLines(150, 8), cfg.nPositions), {
     layers: [0],
     samples: 2000,
@@ -333,7 +333,7 @@ for (
     // KL terms (not only the weight decay) shape the gradient.
     const weights = randomWeights(cfg, 11, true);
     weights.set("wte.weight", weights.get("wte.weight")!.map((v) => 30 * v));
-    const model = GPT2.fromArrays(gpu, cfg, weights);
+    const model = Model.fromArrays(gpu, cfg, weights);
     const req: EditRequest = {
       prompt: "{} works at",
       subject: "Eva Falk",
@@ -446,7 +446,7 @@ const BATCH_VALUES = {
 };
 
 Deno.test("v* of several requests optimised in one batch (finished ones leaving it) equal each optimised alone", async () => {
-  const model = GPT2.random(gpu, cfg, 13, true);
+  const model = Model.random(gpu, cfg, 13, true);
   const requests: EditRequest[] = [
     request,
     { prompt: "{} works at", subject: "Carl", target: "Rome Lima" },
@@ -464,7 +464,7 @@ Deno.test("v* of several requests optimised in one batch (finished ones leaving 
 });
 
 Deno.test("v* and ROME edits of requests at different layers in one batch equal each computed at its layer alone", async () => {
-  const model = GPT2.random(gpu, cfg, 17, true);
+  const model = Model.random(gpu, cfg, 17, true);
   const requests: EditRequest[] = [
     request,
     { prompt: "{} works at", subject: "Carl", target: "Rome Lima" },
@@ -512,7 +512,7 @@ Deno.test("prompt instances: subject range after the context (also when the cont
 });
 
 Deno.test("context templates are sampled after BOS where the tokenizer puts one, from EOS where not", async () => {
-  const model = GPT2.random(gpu, cfg, 11, true);
+  const model = Model.random(gpu, cfg, 11, true);
   const bos = tok.eosId!;
   // The word-level tokenizer made Llama-like: encode puts a BOS first, decode leaves it out.
   const withBos: Tokenizer = {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
-import { GPT2, type Hook, makeBatch, parameterShapes } from "../engine/model.ts";
+import { type Hook, makeBatch, Model, parameterShapes } from "../engine/model.ts";
 import { CASES, loadCase } from "./families_fixtures.ts";
 import { maxAbsDiff, randomArray } from "./util.ts";
 
@@ -16,7 +16,7 @@ const gpu = await getGpu();
 
 /** Summed next-token cross-entropy of the prompts; with `grads`, also the backward pass into them. */
 async function loss(
-  model: GPT2,
+  model: Model,
   prompts: number[][],
   delta: Tensor,
   back?: { grads: Map<string, Tensor>; ddelta: Tensor },
@@ -94,7 +94,7 @@ for (const name of CASES) {
     const shifted = (sign: number) => {
       const w = new Map(weights);
       for (const [n, v] of direction) w.set(n, weights.get(n)!.map((x, i) => x + sign * v[i]));
-      return GPT2.fromArrays(gpu, cfg, w);
+      return Model.fromArrays(gpu, cfg, w);
     };
     const zero = gpu.zeros([1, d]);
     const fd = ((await loss(shifted(1), prompts, zero)) - (await loss(shifted(-1), prompts, zero))) / 2;
@@ -120,7 +120,9 @@ for (const name of CASES) {
 Deno.test("a head split into row chunks (vocabularies over one binding) gives the same gradients", async () => {
   for (const name of ["llama", "gemma2"]) {
     const { model, expected } = await loadCase(name);
-    const split = GPT2.fromArrays(gpu, model.config, await model.toArrays(), "split", { embeddingChunkRows: 50 });
+    const split = Model.fromArrays(gpu, model.config, await model.toArrays(), "split", {
+      embeddingChunkRows: 50,
+    });
     assert.ok(split.head.length > 1, "the head is split");
     const grads = [model, split].map(async (m) => {
       const delta = gpu.zeros([1, m.config.nEmbd]), ddelta = gpu.zeros([1, m.config.nEmbd]);
@@ -143,7 +145,7 @@ Deno.test("projections split into row chunks (over one storage binding) give the
   for (const name of ["llama", "gpt_neox_parallel", "gemma_f16"]) {
     const { model, expected } = await loadCase(name);
     const arrays = await model.toArrays();
-    const split = GPT2.fromArrays(gpu, model.config, arrays, "split", { projectionChunkRows: 20 });
+    const split = Model.fromArrays(gpu, model.config, arrays, "split", { projectionChunkRows: 20 });
     assert.ok(
       split.rowChunks.size > 0 && !split.params.has("h.0.mlp.c_fc.weight"),
       `${name}: projections are split`,

@@ -169,9 +169,9 @@ Deno.test("generate, representation zeroing and integrated gradients on a Llama 
 Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts it knows are stored", async () => {
   // CounterFact-style records whose true objects are what this random model predicts (so it "knows" them).
   const { getGpu } = await import("../engine/gpu.ts");
-  const { GPT2 } = await import("../engine/model.ts");
+  const { Model } = await import("../engine/model.ts");
   const { greedyNextTokens } = await import("../experiments/recall.ts");
-  const model = await GPT2.load(await getGpu(), dir);
+  const model = await Model.load(await getGpu(), dir);
   const tok = new WordLevelTokenizer(words, { unk: "<unk>", eos: "<eos>" });
   const subjects = ["Anna Berg", "Carl Dorn", "Eva Falk"];
   const predicted = await greedyNextTokens(model, subjects.map((s) => tok.encode(`${s} lives in`)));

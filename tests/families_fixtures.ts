@@ -2,7 +2,7 @@
 // make_families.py): a folder per case with config.json, model.safetensors and expected.json.
 import { fileURLToPath } from "node:url";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 
 const FIXTURES = fileURLToPath(new URL("./fixtures/families/", import.meta.url));
 
@@ -22,8 +22,8 @@ export function caseDir(name: string): string {
   return FIXTURES + name;
 }
 
-export async function loadCase(name: string): Promise<{ model: GPT2; expected: Expected; dir: string }> {
+export async function loadCase(name: string): Promise<{ model: Model; expected: Expected; dir: string }> {
   const dir = caseDir(name);
   const expected = JSON.parse(await Deno.readTextFile(`${dir}/expected.json`)) as Expected;
-  return { model: await GPT2.load(await getGpu(), dir), expected, dir };
+  return { model: await Model.load(await getGpu(), dir), expected, dir };
 }

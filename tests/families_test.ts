@@ -4,7 +4,7 @@
 // position, every layer and every hook site.
 import assert from "node:assert/strict";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
-import { GPT2, type Hook, makeBatch, type Site } from "../engine/model.ts";
+import { type Hook, makeBatch, Model, type Site } from "../engine/model.ts";
 import { caseDir, CASES, loadCase } from "./families_fixtures.ts";
 import { maxAbsDiff } from "./util.ts";
 
@@ -96,7 +96,7 @@ Deno.test("16-bit checkpoints keep their projection weights in 16 bits on the GP
       maxAbsDiff(await logits(model), packed) < 1e-5,
       `${name}: widened weights compute the same logits`,
     );
-    const wide = await GPT2.load(gpu, dir, { keepHalf: false });
+    const wide = await Model.load(gpu, dir, { keepHalf: false });
     assert.ok([...wide.params.values()].every((t) => t.dtype === "f32"));
     assert.ok(
       maxAbsDiff(await logits(wide), packed) < 1e-5,

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { getGpu } from "../engine/gpu.ts";
 import { cachedSnapshot, parseHubId, repoCacheDir, resolveModelDir } from "../engine/hub.ts";
-import { GPT2, makeBatch } from "../engine/model.ts";
+import { makeBatch, Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { fetchRepo, locusFiles } from "../experiments/fetch_model.ts";
 import { COMMIT, fakeHub, sha } from "./http_fixtures.ts";
@@ -16,7 +16,7 @@ import { assertClose, runScriptEnv } from "./util.ts";
 const gpu = await getGpu();
 const words = ["<unk>", "<|endoftext|>", "the", "cat", "sat"];
 const modelDir = await Deno.makeTempDir();
-const model = GPT2.random(
+const model = Model.random(
   gpu,
   { vocabSize: words.length, nPositions: 8, nEmbd: 8, nLayer: 1, nHead: 2, layerNormEpsilon: 1e-5 },
   3,
@@ -69,7 +69,7 @@ Deno.test("fetch-model: Python's hub cache layout, only Locus's files, then --mo
     );
 
     // The snapshot loads like the folder it came from.
-    const loaded = await GPT2.load(gpu, r.snapshot);
+    const loaded = await Model.load(gpu, r.snapshot);
     const batch = makeBatch([[2, 3, 4]]);
     assertClose(
       await loaded.forward(batch).logits.read(),

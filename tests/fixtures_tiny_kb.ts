@@ -7,7 +7,7 @@
 //   (tests/editing_test.ts, tests/editing_methods_test.ts), which build their own random models on it.
 import type { GPT2Config } from "../engine/config.ts";
 import { type Gpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { greedyNextTokens } from "../experiments/recall.ts";
 
@@ -64,7 +64,7 @@ export async function makeTinyKb(gpu: Gpu, dir: string, seed = 5): Promise<TinyK
     nHead: 2,
     layerNormEpsilon: 1e-5,
   };
-  const model = GPT2.random(gpu, cfg, seed, true);
+  const model = Model.random(gpu, cfg, seed, true);
   await model.save(dir);
   await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
   // Sentences of the knowledge base's shape with varied objects: enough distinct keys for a

@@ -43,11 +43,11 @@ Deno.test("zeros() reuses released buffers and clears them in stream order", asy
 });
 
 Deno.test("a training step in steady state allocates no new buffers (no pool leak)", async () => {
-  const { GPT2, makeBatch, parameterShapes } = await import("../engine/model.ts");
+  const { Model, makeBatch, parameterShapes } = await import("../engine/model.ts");
   const { allocateGradients, backward } = await import("../engine/autograd.ts");
   const { crossEntropy } = await import("../engine/backward_ops.ts");
   const cfg = { vocabSize: 13, nPositions: 8, nEmbd: 16, nLayer: 2, nHead: 2, layerNormEpsilon: 1e-5 };
-  const model = GPT2.random(gpu, cfg, 1);
+  const model = Model.random(gpu, cfg, 1);
   const grads = allocateGradients(model, parameterShapes(cfg).map(([n]) => n));
   const batch = makeBatch([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]);
   const rows = [0, 1, 2, 3, 5, 6, 7, 8];

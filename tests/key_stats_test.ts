@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { zipSync } from "npm:fflate@0.8.2";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { type HubCorpusSpec, openCorpus, WIKITEXT_103 } from "../experiments/corpus.ts";
 import { fetchHubCorpus, hubCorpus } from "../experiments/hub_corpus.ts";
@@ -100,7 +100,7 @@ Deno.test("key statistics from WikiText: streamed = packed in memory; an interru
   try {
     await fetchHubCorpus(spec, { cacheDir: join(dir, "hub"), endpoint: hub.origin, token: null });
     const corpus = await hubCorpus(spec, join(dir, "hub"));
-    const model = GPT2.random(gpu, cfg, 11, true);
+    const model = Model.random(gpu, cfg, 11, true);
     const samples = 80, seqLen = 8, batchTokens = 16; // 2 sequences a batch, several batches
     const opts = { corpus, layers: [0, 1], samples, seqLen, batchTokens, checkpointSeconds: 0 };
 
@@ -256,7 +256,7 @@ Deno.test("ROME/MEMIT .npz statistics: wrong width, layer, arrays, dtype and fil
 Deno.test("edit --stats FILE.npz: ROME runs on imported statistics, no corpus pass", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    await GPT2.random(gpu, cfg, 5, true).save(dir);
+    await Model.random(gpu, cfg, 5, true).save(dir);
     await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
     await Deno.writeTextFile(`${dir}/corpus.txt`, ROWS.join("\n")); // the word-level model's template words
     const npz = fixture("rome_stats/transformer.h.1.mlp.c_proj_float32_mom2_200.npz");

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, randomWeights } from "../engine/model.ts";
+import { Model, randomWeights } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import {
   erasureScore,
@@ -216,7 +216,7 @@ const weights = randomWeights(cfg, 8, true);
 for (const [name, w] of weights) {
   if (name.endsWith(".weight") && !/ln_/.test(name)) w.forEach((v, i) => w[i] = 10 * v);
 }
-const model = GPT2.fromArrays(gpu, cfg, weights);
+const model = Model.fromArrays(gpu, cfg, weights);
 
 /** Reference log-softmax rows of a token sequence. */
 function referenceLogProbs(ids: number[]): number[][] {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, makeBatch, randomWeights } from "../engine/model.ts";
+import { makeBatch, Model, randomWeights } from "../engine/model.ts";
 import { referenceForward } from "./reference_model.ts";
 import { assertClose, rng } from "./util.ts";
 
@@ -18,7 +18,7 @@ function randomTokens(n: number, V: number, seed: number): number[] {
 }
 
 /** Logits of every real position of every prompt, read back as [rows][V]. */
-async function allLogits(model: GPT2, prompts: number[][]): Promise<Float32Array[]> {
+async function allLogits(model: Model, prompts: number[][]): Promise<Float32Array[]> {
   const batch = makeBatch(prompts);
   const rows = prompts.flatMap((p, b) => p.map((_, t) => b * batch.T + t));
   const res = model.forward(batch, { outputRows: rows });
@@ -39,7 +39,7 @@ for (const [name, o, lengths] of cases) {
   Deno.test(`forward matches float64 reference: ${name}, lengths ${lengths}`, async () => {
     const cfg = config(o);
     const weights = randomWeights(cfg, 7, true);
-    const model = GPT2.fromArrays(gpu, cfg, weights);
+    const model = Model.fromArrays(gpu, cfg, weights);
     const prompts = lengths.map((n, i) => randomTokens(n, cfg.vocabSize, 100 + i));
     const got = await allLogits(model, prompts);
     let i = 0;
@@ -54,7 +54,7 @@ for (const [name, o, lengths] of cases) {
 
 Deno.test("batched prompts of different lengths give the same logits as one at a time", async () => {
   const cfg = config({});
-  const model = GPT2.random(gpu, cfg, 3, true);
+  const model = Model.random(gpu, cfg, 3, true);
   const prompts = [randomTokens(2, 37, 1), randomTokens(9, 37, 2), randomTokens(5, 37, 3)];
   const batched = await allLogits(model, prompts);
   let i = 0;
@@ -67,8 +67,8 @@ Deno.test("batched prompts of different lengths give the same logits as one at a
 Deno.test("a vocabulary split into embedding chunks gives identical logits", async () => {
   const cfg = config({ vocabSize: 41 });
   const weights = randomWeights(cfg, 9, true);
-  const whole = GPT2.fromArrays(gpu, cfg, weights);
-  const split = GPT2.fromArrays(gpu, cfg, weights, "chunked", { embeddingChunkRows: 10 });
+  const whole = Model.fromArrays(gpu, cfg, weights);
+  const split = Model.fromArrays(gpu, cfg, weights, "chunked", { embeddingChunkRows: 10 });
   assert.equal(split.wte.length, 5);
   const prompt = [0, 40, 10, 9, 20, 31];
   assertClose(
@@ -82,7 +82,7 @@ Deno.test("a vocabulary split into embedding chunks gives identical logits", asy
 Deno.test("hooks: patch, add, zero, capture at every site match the reference", async () => {
   const cfg = config({ nLayer: 3 });
   const weights = randomWeights(cfg, 11, true);
-  const model = GPT2.fromArrays(gpu, cfg, weights);
+  const model = Model.fromArrays(gpu, cfg, weights);
   const prompt = randomTokens(6, cfg.vocabSize, 5);
   const d = cfg.nEmbd;
   for (const site of ["embed", "attn", "mlp_pre", "key", "mlp", "resid"] as const) {
@@ -136,7 +136,7 @@ Deno.test("hooks: patch, add, zero, capture at every site match the reference", 
 
 Deno.test("starting mid-model from a captured residual reproduces the full forward", async () => {
   const cfg = config({ nLayer: 4 });
-  const model = GPT2.random(gpu, cfg, 13, true);
+  const model = Model.random(gpu, cfg, 13, true);
   const prompt = randomTokens(7, cfg.vocabSize, 8);
   const batch = makeBatch([prompt]);
   const resid1 = gpu.zeros([7, cfg.nEmbd]);
@@ -152,7 +152,7 @@ Deno.test("starting mid-model from a captured residual reproduces the full forwa
 
 Deno.test("the fused forward (GELU and residual adds in matmul epilogues) equals the unfused one", async () => {
   const cfg = config({ nLayer: 3, nEmbd: 64, nHead: 4 });
-  const model = GPT2.random(gpu, cfg, 21, true);
+  const model = Model.random(gpu, cfg, 21, true);
   const batch = makeBatch([randomTokens(6, cfg.vocabSize, 4), randomTokens(3, cfg.vocabSize, 5)]);
   const dispatches = (o: { keep?: boolean }) => {
     const before = gpu.dispatchCount;
@@ -169,10 +169,10 @@ Deno.test("the fused forward (GELU and residual adds in matmul epilogues) equals
 
 Deno.test("save and load round trip through safetensors", async () => {
   const cfg = config({});
-  const model = GPT2.random(gpu, cfg, 21, true);
+  const model = Model.random(gpu, cfg, 21, true);
   const dir = await Deno.makeTempDir();
   await model.save(dir);
-  const loaded = await GPT2.load(gpu, dir);
+  const loaded = await Model.load(gpu, dir);
   const prompt = [1, 2, 3, 4];
   assertClose((await allLogits(loaded, [prompt]))[3], (await allLogits(model, [prompt]))[3], 0, "reloaded");
   await Deno.remove(dir, { recursive: true });
@@ -180,11 +180,14 @@ Deno.test("save and load round trip through safetensors", async () => {
 
 Deno.test("load gives clear errors for bad folders", async () => {
   const dir = await Deno.makeTempDir();
-  await assert.rejects(GPT2.load(gpu, dir), /no config.json/);
+  await assert.rejects(Model.load(gpu, dir), /no config.json/);
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ model_type: "mamba", n_embd: 8 }));
-  await assert.rejects(GPT2.load(gpu, dir), /config\.json: field "model_type" must be one of "gpt2", "gptj", .*got "mamba"/);
+  await assert.rejects(
+    Model.load(gpu, dir),
+    /config\.json: field "model_type" must be one of "gpt2", "gptj", .*got "mamba"/,
+  );
   const cfg = config({});
-  await GPT2.random(gpu, cfg, 1).save(dir);
+  await Model.random(gpu, cfg, 1).save(dir);
   await Deno.writeTextFile(
     `${dir}/config.json`,
     JSON.stringify({
@@ -196,7 +199,7 @@ Deno.test("load gives clear errors for bad folders", async () => {
       n_head: 3,
     }),
   );
-  await assert.rejects(GPT2.load(gpu, dir), /no tensor h\.2\.ln_1\.weight/);
+  await assert.rejects(Model.load(gpu, dir), /no tensor h\.2\.ln_1\.weight/);
   await Deno.writeTextFile(
     `${dir}/config.json`,
     JSON.stringify({
@@ -209,7 +212,7 @@ Deno.test("load gives clear errors for bad folders", async () => {
     }),
   );
   await assert.rejects(
-    GPT2.load(gpu, dir),
+    Model.load(gpu, dir),
     /wte\.weight has shape \[37,24\] but config\.json implies \[38,24\]/,
   );
   await Deno.remove(dir, { recursive: true });
@@ -217,7 +220,7 @@ Deno.test("load gives clear errors for bad folders", async () => {
 
 Deno.test("releaseForward never returns the caller's input to the pool (also at startLayer 0)", () => {
   const cfg = config({});
-  const model = GPT2.random(gpu, cfg, 2);
+  const model = Model.random(gpu, cfg, 2);
   const batch = makeBatch([[1, 2, 3]]);
   for (const startLayer of [0, 1]) {
     const input = gpu.tensor([3, cfg.nEmbd], new Float32Array(3 * cfg.nEmbd).fill(0.5));

@@ -3,7 +3,7 @@
 // was retrained or the corpus changed, so stale statistics never reach an edit.
 import * as assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { keyStats, shippedStatsDir } from "../experiments/editing/stats.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
@@ -14,7 +14,7 @@ Deno.test("shipped key statistics: used when they match, recomputed when weights
   const root = await Deno.makeTempDir();
   try {
     const { dir } = await makeTinyKb(gpu, `${root}/a`, 5);
-    const model = await GPT2.load(gpu, dir);
+    const model = await Model.load(gpu, dir);
     const tok = await loadTokenizer(dir);
     const lines: string[] = [];
     const opts = {
@@ -39,7 +39,7 @@ Deno.test("shipped key statistics: used when they match, recomputed when weights
       `${shippedStatsDir(dir)}/layer1-n200.safetensors`,
       `${shippedStatsDir(other)}/layer1-n200.safetensors`,
     );
-    const retrained = await GPT2.load(gpu, other);
+    const retrained = await Model.load(gpu, other);
     lines.length = 0;
     const fresh = await keyStats(retrained, tok, { ...opts, corpus: `${other}/corpus.txt`, cacheDir: null });
     assert.match(

@@ -3,7 +3,7 @@
 // (ROME's 10 of 48 layers), are printed and recorded with their rule.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { main } from "../experiments/trace.ts";
 import { makeTinyKb, TINY_WORDS } from "./fixtures_tiny_kb.ts";
@@ -66,7 +66,7 @@ Deno.test("trace: default windows scale with depth (12 layers: mlp and attn 3), 
     layerNormEpsilon: 1e-5,
   };
   const modelDir = `${dir}/deep`;
-  await GPT2.random(gpu, cfg, 3, true).save(modelDir);
+  await Model.random(gpu, cfg, 3, true).save(modelDir);
   await Deno.writeTextFile(`${modelDir}/tokenizer.json`, tok.toTokenizerJson());
   const fact = [
     "--prompt",

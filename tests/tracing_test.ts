@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2, randomWeights } from "../engine/model.ts";
+import { Model, randomWeights } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import {
   averageCurvesSvg,
@@ -53,7 +53,7 @@ function sharpWeights(seed: number): Map<string, Float32Array> {
   return w;
 }
 const weights = sharpWeights(5);
-const model = GPT2.fromArrays(gpu, cfg, weights);
+const model = Model.fromArrays(gpu, cfg, weights);
 
 // ---------------------------------------------------------------- float64 reference
 
@@ -349,7 +349,7 @@ const words = [
 ];
 const tok = new WordLevelTokenizer(words, { unk: "<unk>", eos: "<eos>" });
 const wordCfg: GPT2Config = { ...cfg, vocabSize: words.length, nPositions: 12 };
-const wordModel = GPT2.random(gpu, wordCfg, 9, true);
+const wordModel = Model.random(gpu, wordCfg, 9, true);
 
 Deno.test("traceFact finds the subject tokens and scores the first token of ' ' + target", async () => {
   const fact = { prompt: "the capital of Zorvia Prime is", subject: "Zorvia Prime", target: "Lumen City" };
@@ -588,7 +588,7 @@ Deno.test("deno task trace on a dataset: known filter, JSON with run metadata, C
 
 Deno.test("a grid of more dispatches than one submit holds (one forward per cell) gives the same numbers", async () => {
   const deep: GPT2Config = { ...cfg, nLayer: 6 };
-  const deepModel = GPT2.random(gpu, deep, 2, true);
+  const deepModel = Model.random(gpu, deep, 2, true);
   const o = { samples: 2, noise: 1, seed: 1, window: 1 };
   const before = gpu.dispatchCount;
   const perCell = await traceTokens(deepModel, ids, subject, target, {

@@ -11,7 +11,7 @@
 import * as assert from "node:assert/strict";
 import { openHeadless } from "../web/headless.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { type Prediction, predictNext } from "../engine/predict.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { applyEdit, type Edit, loadEdit } from "../experiments/editing/edit.ts";
@@ -80,7 +80,7 @@ Deno.test({
     assert.deepEqual(tab.errors, []);
 
     // The same calls in Deno, on the page's own inputs.
-    const model = await GPT2.load(await getGpu(), MODEL);
+    const model = await Model.load(await getGpu(), MODEL);
     const tok = await loadTokenizer(MODEL);
     const top = await predictNext(model, tok.encode(page.predict.prompt), page.predict.top.length, tok);
     assert.deepEqual(page.predict.top.map((p) => p.id), top.map((p) => p.id), "predict: the same top tokens");

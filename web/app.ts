@@ -6,7 +6,7 @@
 // Raw results are kept in `globalThis.locus` for tests (tests/web_test.ts compares them with Deno's).
 import { browserIo, io, setIo } from "../engine/io.ts";
 import { Gpu, NoAdapterError } from "../engine/gpu.ts";
-import { GPT2 } from "../engine/model.ts";
+import { Model } from "../engine/model.ts";
 import { type Prediction, predictNext } from "../engine/predict.ts";
 import { encodeSafetensors } from "../engine/safetensors.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
@@ -84,7 +84,7 @@ const bar = (p: number, cls = "") =>
   `<span class="bar ${cls}" style="width:${(150 * p).toFixed(1)}px"></span>`;
 
 let gpu: Gpu;
-let model: GPT2 | null = null;
+let model: Model | null = null;
 let tok: Tokenizer;
 let dir = EMBEDDED;
 let cases: EditingCase[] = [];
@@ -131,7 +131,7 @@ async function loadModel(folder: string): Promise<string> {
   lastEdit = null;
   statsMemo = new Map();
   dir = folder;
-  model = await GPT2.load(gpu, folder);
+  model = await Model.load(gpu, folder);
   tok = await loadTokenizer(folder);
   const c = model.config;
   locus.results = { adapter: gpu.describe(), model: folder };

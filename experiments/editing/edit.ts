@@ -15,7 +15,7 @@
 // fine-tuning gives a dense delta.
 import { elementwiseGrid, WG_ELEMENTWISE } from "../../engine/backward_ops.ts";
 import { Gpu, Tensor, uniforms } from "../../engine/gpu.ts";
-import type { GPT2 } from "../../engine/model.ts";
+import type { Model } from "../../engine/model.ts";
 import { add } from "../../engine/ops.ts";
 import { promptRowEdits, type VirtualEdit } from "../../engine/virtual_edits.ts";
 import { openSafetensors, SafetensorsError, writeSafetensors } from "../../engine/safetensors.ts";
@@ -59,7 +59,7 @@ export interface LowRankDelta {
  * takes keys x values, an nn.Linear [d, f] takes values^T x keys^T.
  */
 export function keyValueDelta(
-  model: GPT2,
+  model: Model,
   layer: number,
   keys: Float32Array,
   values: Float32Array,
@@ -138,7 +138,7 @@ export function rankUpdate(
 export class AppliedEdit {
   private undone = false;
   constructor(
-    readonly model: GPT2,
+    readonly model: Model,
     readonly edit: Edit,
     /** The touched tensors' bytes as they were (any dtype). */
     private readonly originals: Map<string, ArrayBuffer>,
@@ -161,12 +161,13 @@ export class AppliedEdit {
   }
 }
 
-const appliedStacks = new WeakMap<GPT2, AppliedEdit[]>();
+const appliedStacks = new WeakMap<Model, AppliedEdit[]>();
 
 /** Throws naming the delta unless it fits the model's parameter. */
-function checkDelta(model: GPT2, delta: WeightDelta, where: string): void {
+function checkDelta(model: Model, delta: WeightDelta, where: string): void {
   // A weight split into row chunks cannot take a delta: p() says so.
-  const t = model.params.get(delta.param) ?? (model.rowChunks.has(delta.param) ? model.p(delta.param) : undefined);
+  const t = model.params.get(delta.param) ??
+    (model.rowChunks.has(delta.param) ? model.p(delta.param) : undefined);
   if (!t) throw new Error(`${where}: the model has no parameter ${delta.param}`);
   if (delta.kind === "low-rank") {
     const { rows, cols, rank } = delta;
@@ -187,7 +188,7 @@ function checkDelta(model: GPT2, delta: WeightDelta, where: string): void {
 }
 
 /** Applies the deltas on the GPU after copying every touched tensor to the CPU (one readback). */
-export async function applyEdit(model: GPT2, edit: Edit): Promise<AppliedEdit> {
+export async function applyEdit(model: Model, edit: Edit): Promise<AppliedEdit> {
   const gpu = model.gpu;
   edit.deltas.forEach((d, i) => checkDelta(model, d, `applyEdit (${edit.method}, delta ${i})`));
   // Low-rank updates write 16-bit weights in their format; a dense delta (FT-L) needs them in f32.
@@ -233,7 +234,7 @@ export class VirtualEditSet {
     local: Map<number, number>;
   }[] = [];
 
-  constructor(readonly model: GPT2, readonly edits: Edit[]) {
+  constructor(readonly model: Model, readonly edits: Edit[]) {
     const f = model.config.nInner, d = model.config.nEmbd;
     const perLayer = new Map<number, { edit: number; u: Float32Array; v: Float32Array; rank: number }[]>();
     edits.forEach((edit, e) => {
@@ -304,7 +305,7 @@ export class VirtualEditSet {
 
 /** A delta of an MLP output projection as its components: u [rank, f] key directions, v [rank, d] value
  *  changes (W_math += sum_c v_c u_c^T), whatever the family's layout (keyValueDelta's inverse). */
-function keyValueFactors(model: GPT2, delta: LowRankDelta): { u: Float32Array; v: Float32Array } {
+function keyValueFactors(model: Model, delta: LowRankDelta): { u: Float32Array; v: Float32Array } {
   const f = model.config.nInner, d = model.config.nEmbd, n = delta.rank;
   const transpose = (m: Float32Array, rows: number) => {
     const t = new Float32Array(m.length);

@@ -8,7 +8,7 @@
 // A batch steps only while its loss is >= 1e-2, and training stops once an epoch's mean loss is
 // below 1e-2. The edit is the dense change of the trained tensors; the model is restored afterwards.
 import { allocateGradients, backward } from "../../engine/autograd.ts";
-import type { GPT2 } from "../../engine/model.ts";
+import type { Model } from "../../engine/model.ts";
 import { Adam, projectLinf, zeroGrads } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { DenseDelta, Edit, EditRequest } from "./edit.ts";
@@ -18,7 +18,7 @@ import { batchWithNoise, instantiate } from "./keys.ts";
 const STOP_LOSS = 1e-2;
 
 export async function computeFt(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: EditRequest[],
   hp: FtHparams,

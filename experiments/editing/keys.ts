@@ -11,7 +11,7 @@
 //     contains <|endoftext|> (sentences are packed back to back), so generations from eos would start
 //     from an untrained embedding; a sentence-initial corpus word gives corpus-like prefixes.
 import type { Gpu } from "../../engine/gpu.ts";
-import { type Batch, type GPT2, type Hook, makeBatch, type Site } from "../../engine/model.ts";
+import { type Batch, type Hook, makeBatch, type Model, type Site } from "../../engine/model.ts";
 import { topK } from "../../engine/ops.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { subjectTokenRange, type Tokenizer } from "../../engine/tokenizer.ts";
@@ -121,7 +121,7 @@ export function batchWithNoise(
  * prompts, one readback each; the unembedding is skipped down to one row.
  */
 export async function factStates(
-  model: GPT2,
+  model: Model,
   instances: PromptInstance[],
   layer: number,
   sites: Site[],
@@ -161,13 +161,13 @@ export interface TemplateSpec {
   startWords?: string[];
 }
 
-const templateCache = new WeakMap<GPT2, Map<string, string[]>>();
+const templateCache = new WeakMap<Model, Map<string, string[]>>();
 
 /**
  * ["{}", "<text>. {}", ...]: the bare template followed by one per sampled text (ROME's
  * get_context_templates, braces in texts replaced by spaces). Cached per model and spec.
  */
-export async function contextTemplates(model: GPT2, tok: Tokenizer, spec: TemplateSpec): Promise<string[]> {
+export async function contextTemplates(model: Model, tok: Tokenizer, spec: TemplateSpec): Promise<string[]> {
   const key = JSON.stringify(spec);
   const cache = templateCache.get(model) ?? new Map<string, string[]>();
   templateCache.set(model, cache);
@@ -213,7 +213,7 @@ export async function contextTemplates(model: GPT2, tok: Tokenizer, spec: Templa
 
 /** One top-k sampled next token per sequence (all of equal length): one forward, one readback. */
 async function sampleNext(
-  model: GPT2,
+  model: Model,
   sequences: number[][],
   k: number,
   random: () => number,

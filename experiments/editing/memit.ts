@@ -16,7 +16,7 @@
 // that (K^T C'^-1 K + eps I = (K^T C^-1 K + lambda_m eps I) / lambda_m). So the two differ by their
 // regulariser (MEMIT lambda, EMMET lambda_m * eps) and by MEMIT's spreading over layers; f^3 work
 // only happens once per layer, in the factorisation.
-import type { GPT2 } from "../../engine/model.ts";
+import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import {
   type AppliedEdit,
@@ -42,7 +42,7 @@ export interface BatchEditOptions {
 }
 
 export function computeMemit(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: EditRequest[],
   stats: Map<number, KeyStats>,
@@ -62,7 +62,7 @@ export function computeMemit(
 }
 
 export function computeEmmet(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: EditRequest[],
   stats: Map<number, KeyStats>,
@@ -83,7 +83,7 @@ interface Solver {
 }
 
 async function computeBatchEdit(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: EditRequest[],
   stats: Map<number, KeyStats>,

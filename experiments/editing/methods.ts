@@ -2,7 +2,7 @@
 // report (quality.ts) and the benchmark (bench/editing.ts): default hyper-parameters for the model's
 // family with optional overrides, the layers whose key statistics are needed, and the computation.
 import { io } from "../../engine/io.ts";
-import type { GPT2 } from "../../engine/model.ts";
+import type { Model } from "../../engine/model.ts";
 import { type Tokenizer, WordLevelTokenizer } from "../../engine/tokenizer.ts";
 import type { Edit, EditRequest } from "./edit.ts";
 import { computeFt } from "./ft.ts";
@@ -62,14 +62,14 @@ function defined<T extends object>(o: T): Partial<T> {
 
 /** The family's defaults for `method` with overrides applied. */
 export function methodConfig<M extends MethodName>(
-  model: GPT2,
+  model: Model,
   method: M,
   o: Overrides = {},
 ): Extract<MethodConfig, { method: M }> {
   return configFor(model, method, o) as Extract<MethodConfig, { method: M }>;
 }
 
-function configFor(model: GPT2, method: MethodName, o: Overrides): MethodConfig {
+function configFor(model: Model, method: MethodName, o: Overrides): MethodConfig {
   const cfg = model.config;
   const { layers, numSteps, normConstraint, ftLr, mom2UpdateWeight, ...value } = o;
   const valueOverrides = defined(value);
@@ -152,7 +152,7 @@ export function describeEdit(mc: MethodConfig): string {
  * request; MEMIT, EMMET and FT-L one edit for the whole batch.
  */
 export async function computeEdits(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   mc: MethodConfig,
   requests: EditRequest[],

@@ -17,7 +17,7 @@
 // over the paraphrases; neighborhood = 1 - |p_post - p_pre| / (|p_pre - 0.5| + 0.5) of o_false after
 // the neighborhood prompts, identical for every problem as in the paper. p = exp(-mean NLL) of the
 // target's tokens, teacher forced.
-import type { GPT2 } from "../../engine/model.ts";
+import type { Model } from "../../engine/model.ts";
 import { logProbOf, topK } from "../../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditCase } from "../datasets.ts";
@@ -82,7 +82,7 @@ export function filledInstance(
 
 /** The request that poses `problem` for case `c`. `noise` is tracing's corruption (reversal, forcing). */
 export async function problemRequest(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   c: EditingCase,
   problem: EditingProblem,
@@ -105,7 +105,7 @@ export async function problemRequest(
 
 /** The most likely next token (as text) after the noised prompt, other than o_true's first token. */
 async function noisedPrediction(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   c: EditingCase,
   noise: SubjectNoise,
@@ -145,7 +145,7 @@ export interface ScoredUnder {
 /** p = exp(-mean NLL) of each item's target after its prompt (noise applied where the instance has it),
  *  each under its own virtual edit when `under` is given. */
 export async function targetProbabilities(
-  model: GPT2,
+  model: Model,
   items: ScoredPrompt[],
   batchSize = 128,
   under?: ScoredUnder,
@@ -233,7 +233,7 @@ export function caseItems(tok: Tokenizer, cases: { c: EditingCase; request: Edit
  * virtually (one batched forward for all of them instead of apply / score / undo per edit).
  */
 export async function caseProbabilities(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   cases: { c: EditingCase; request: EditRequest }[],
   edits?: VirtualEditSet,

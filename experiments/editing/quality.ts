@@ -17,7 +17,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
-import { GPT2 } from "../../engine/model.ts";
+import { Model } from "../../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../datasets.ts";
 import { greedyNextTokens } from "../recall.ts";
@@ -77,7 +77,7 @@ function meanScores(scores: CaseScores[]): CaseScores {
 
 /** Each edit applied alone to the unedited model, its own case scored, then undone. */
 async function scoreEach(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   edits: Edit[],
   pairs: Pair[],
@@ -95,7 +95,7 @@ async function scoreEach(
 
 /** One edit of all pairs at once, every case scored on the edited model. */
 async function scoreBatch(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   edit: Edit,
   pairs: Pair[],
@@ -129,7 +129,7 @@ async function main(args: string[]): Promise<number> {
   const problem = parseProblem(values.problem!);
   const methods = values.methods!.split(",").map((m) => parseMethod(m.trim()));
   const gpu = await getGpu();
-  const model = await GPT2.load(gpu, dir);
+  const model = await Model.load(gpu, dir);
   const tok = await loadTokenizer(dir);
   const corpus = `${dir}/corpus.txt`;
   const startWords = await templateStartWords(tok, corpus);

@@ -13,7 +13,7 @@
 // x . u = 0, i.e. C^-1-orthogonal to k* (x^T C^-1 k* = 0), is mapped as before.
 // ROME's u comes from the template average while r divides by the bare prompt's key; R-ROME uses
 // the same average in both (the "consistent keys" fix).
-import type { GPT2 } from "../../engine/model.ts";
+import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { type Edit, type EditRequest, keyValueDelta } from "./edit.ts";
 import type { RomeHparams } from "./hparams.ts";
@@ -34,7 +34,7 @@ export interface RomeOptions {
  * their keys and values are computed together). Apply them one at a time, or combine them.
  */
 export async function computeRome(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: EditRequest[],
   stats: KeyStats | null,
@@ -52,7 +52,7 @@ export async function computeRome(
  * v* optimised in the same batch as the others, each request stopping on its own).
  */
 export async function computeRomeAt(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: EditRequest[],
   layers: number[],

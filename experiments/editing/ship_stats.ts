@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { runMain } from "../../engine/main.ts";
-import { GPT2 } from "../../engine/model.ts";
+import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
 import { statsHparams } from "./hparams.ts";
 import { methodConfig, statsLayers } from "./methods.ts";
@@ -15,7 +15,7 @@ import { keyStats, shippedStatsDir } from "./stats.ts";
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { model: { type: "string", default: DEFAULT_MODEL_DIR } } });
   const dir = values.model!;
-  const model = await GPT2.load(await getGpu(), dir);
+  const model = await Model.load(await getGpu(), dir);
   const tok = await loadTokenizer(dir);
   const layers = [
     ...new Set((["rome", "memit", "emmet"] as const).flatMap((m) => statsLayers(methodConfig(model, m)))),

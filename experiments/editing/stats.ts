@@ -28,7 +28,7 @@
 import { unzipSync } from "npm:fflate@0.8.2";
 import { baseName as basename, io, joinPath as join } from "../../engine/io.ts";
 import { configSummary } from "../../engine/config.ts";
-import type { GPT2, Hook } from "../../engine/model.ts";
+import type { Hook, Model } from "../../engine/model.ts";
 import { makeBatch } from "../../engine/model.ts";
 import { matmul } from "../../engine/ops.ts";
 import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
@@ -186,7 +186,7 @@ async function readCheckpoint(
  * from them, skipping the sequences already counted (the sequences must come in the same order).
  */
 export async function computeKeyStats(
-  model: GPT2,
+  model: Model,
   sequences: Iterable<number[]> | AsyncIterable<number[]>,
   o: StatsOptions,
 ): Promise<{ stats: Map<number, KeyStats>; seconds: number }> {
@@ -334,7 +334,7 @@ export interface CachedStatsOptions {
  * written into the model folder's key-stats/).
  */
 export async function keyStats(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   o: CachedStatsOptions,
 ): Promise<Map<number, KeyStats>> {

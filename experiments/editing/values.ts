@@ -22,7 +22,7 @@
 import { backward } from "../../engine/autograd.ts";
 import { crossEntropy } from "../../engine/backward_ops.ts";
 import type { Tensor } from "../../engine/gpu.ts";
-import type { Batch, GPT2, Hook } from "../../engine/model.ts";
+import type { Batch, Hook, Model } from "../../engine/model.ts";
 import type { RowEntry } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
@@ -89,7 +89,7 @@ export interface ValueResult {
 const STOP_LOSS = 5e-2;
 
 export async function optimiseValues(
-  model: GPT2,
+  model: Model,
   tok: Tokenizer,
   requests: EditRequest[],
   o: ValueOptions,
@@ -184,7 +184,7 @@ export interface ValueReference {
  * The residual entering the lowest edited layer does not depend on delta, so for layers > 0 it is
  * computed once (with the subject noise, if any) and every evaluation runs the forward pass from that
  * layer on; requests at higher layers pass the layers below theirs unchanged.
- * (At layer 0 the whole pass runs each time: GPT2.releaseForward would hand a layer-0 input back to
+ * (At layer 0 the whole pass runs each time: Model.releaseForward would hand a layer-0 input back to
  * the buffer pool.)
  */
 export class ValueObjective {
@@ -208,7 +208,7 @@ export class ValueObjective {
   references: ValueReference[];
 
   constructor(
-    readonly model: GPT2,
+    readonly model: Model,
     private readonly plans: RequestPlan[],
     private readonly o: ValueOptions,
     references?: ValueReference[],
@@ -404,7 +404,7 @@ export class ValueObjective {
  * each update. Finished requests leave the batch (it is rebuilt for the rest once a quarter is done),
  * which changes nothing for the others: their rows never interact.
  */
-async function optimiseGroup(model: GPT2, plans: RequestPlan[], o: ValueOptions): Promise<ValueResult[]> {
+async function optimiseGroup(model: Model, plans: RequestPlan[], o: ValueOptions): Promise<ValueResult[]> {
   const d = model.config.nEmbd;
   const delta = plans.map(() => new Float64Array(d));
   const adamM = plans.map(() => new Float64Array(d)), adamV = plans.map(() => new Float64Array(d));
