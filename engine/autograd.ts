@@ -19,7 +19,7 @@ import {
 } from "./backward_ops.ts";
 import { Tensor } from "./gpu.ts";
 import type { ForwardResult, Hook, Model, Site } from "./model.ts";
-import { add, gatherColumns, matmul, rope, type RowEntry, rowOps } from "./ops.ts";
+import { add, gatherColumns, matmul, type RowEntry, rowOps } from "./ops.ts";
 
 /** Gradient accumulators by parameter name (same shapes as the parameters). */
 export type Gradients = Map<string, Tensor>;
@@ -211,7 +211,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
   if (dlogits !== req.dlogits) gpu.release(dlogits);
   const dselected = gpu.zeros([n, d]);
   normBackward(dlnf, acts.selected, "ln_f", acts.lnfStats, n, dselected);
-  let dx = gpu.zeros([R, d]);
+  const dx = gpu.zeros([R, d]);
   for (const round of distinctRounds(fwd.outputRows.map((r, i) => ({ dst: r, src: i, keep: 1, take: 1 })))) {
     rowOps(gpu, dx, dselected, d, round);
   }
@@ -272,15 +272,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     });
     gpu.release(dattn, dheads);
     if (cfg.rotary) {
-      rope(gpu, dqkv, model.invFreq[l], {
-        R,
-        T,
-        H,
-        Hkv,
-        hd,
-        dims: cfg.rotary.dims,
-        interleaved: cfg.rotary.interleaved,
-      }, -1);
+      model.rotate(dqkv, l, R, T, -1);
     }
     if (cfg.qkNorm) {
       // The q and k parts of the projection's gradient come through their norms; v's is unchanged.

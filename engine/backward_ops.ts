@@ -12,7 +12,13 @@
 //    dx = dy W^T (transB); only the bias gradient needs a kernel here (biasBackward).
 import type { Activation } from "./config.ts";
 import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
-import { ACTIVATION_CODE, type AttentionOptions, attentionSettings, type NormRows } from "./ops.ts";
+import {
+  ACTIVATION_CODE,
+  type AttentionOptions,
+  attentionSettings,
+  normExtent,
+  type NormRows,
+} from "./ops.ts";
 
 /** Invocations per workgroup for row/column kernels: one llvmpipe SIMD vector. */
 const WG = 8;
@@ -89,7 +95,7 @@ export function layernormBackward(
   const op = "layernormBackward";
   positiveIntegers(op, { R, C });
   const rows = o.rows ?? { G: 1, ld: C, off: 0 };
-  const extent = Math.floor((R - 1) / rows.G) * rows.ld + rows.off + ((R - 1) % rows.G) * C + C;
+  const extent = normExtent(R, C, rows);
   const dx = o.dx ?? gpu.zeros([R, C]);
   need(op, "dy", dy, extent);
   need(op, "x", x, extent);

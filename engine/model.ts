@@ -568,6 +568,22 @@ export class Model {
     });
   }
 
+  /** Rotary embedding of layer l in place on fused q|k|v rows [R, (H + 2 Hkv) hd]; sign -1 undoes it
+   *  (the backward pass of a rotation is the inverse rotation of the gradient). */
+  rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1): void {
+    const c = this.config;
+    if (!c.rotary) throw new Error(`rotate: ${c.family} has no rotary embedding`);
+    rope(this.gpu, qkv, this.invFreq[l], {
+      R,
+      T,
+      H: c.nHead,
+      Hkv: c.nKvHead,
+      hd: c.headDim,
+      dims: c.rotary.dims,
+      interleaved: c.rotary.interleaved,
+    }, sign);
+  }
+
   /**
    * The forward pass, recorded on the GPU (nothing is read back). Returns logits for the
    * requested rows; callers turn them into probabilities with ops.softmax / logProbOf / topK.
@@ -690,15 +706,7 @@ export class Model {
       }
       if (cfg.rotary) {
         // In place: a rotation is undone exactly in the backward pass, nothing to keep.
-        rope(gpu, qkv, this.invFreq[l], {
-          R,
-          T,
-          H,
-          Hkv,
-          hd,
-          dims: cfg.rotary.dims,
-          interleaved: cfg.rotary.interleaved,
-        });
+        this.rotate(qkv, l, R, T);
       }
       a.qkv = qkv;
       a.probs = keep ? gpu.empty([B, H, T, T]) : undefined;

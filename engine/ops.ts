@@ -343,7 +343,7 @@ export interface NormOptions {
 }
 
 /** Values a norm with this row layout reaches: the last row's end. */
-function normExtent(R: number, C: number, rows: NormRows): number {
+export function normExtent(R: number, C: number, rows: NormRows): number {
   const last = R - 1;
   return Math.floor(last / rows.G) * rows.ld + rows.off + (last % rows.G) * C + C;
 }
