@@ -51,15 +51,15 @@ export {
 export { DEFAULT_MODEL_DIR, generateGreedy, predictNext } from "./engine/cli.ts";
 
 // Experiments, each a namespace: localization, attribution, editing, evaluation, analysis.
-export * as knowledgeBase from "./experiments/knowledge_base.ts";
-export * as tracing from "./experiments/tracing.ts";
-export * as attribution from "./experiments/attribution.ts";
-export * as layerSelection from "./experiments/layer_selection.ts";
+export * as knowledgeBase from "./experiments/knowledge/knowledge_base.ts";
+export * as tracing from "./experiments/localization/tracing.ts";
+export * as attribution from "./experiments/localization/attribution.ts";
+export * as layerSelection from "./experiments/localization/layer_selection.ts";
 export * as editing from "./experiments/editing/methods.ts";
 export * as edits from "./experiments/editing/edit.ts";
 export * as editingProblems from "./experiments/editing/problems.ts";
-export * as datasets from "./experiments/datasets.ts";
-export * as metrics from "./experiments/metrics.ts";
-export * as stats from "./experiments/stats.ts";
-export * as store from "./experiments/store.ts";
-export * as analysis from "./experiments/analysis.ts";
+export * as datasets from "./experiments/data/datasets.ts";
+export * as metrics from "./experiments/evaluation/metrics.ts";
+export * as stats from "./experiments/study/stats.ts";
+export * as store from "./experiments/study/store.ts";
+export * as analysis from "./experiments/study/analysis.ts";

@@ -17,7 +17,7 @@ import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { loadDataset } from "../experiments/datasets.ts";
+import { loadDataset } from "../experiments/data/datasets.ts";
 import { applyEdit, type EditRequest } from "../experiments/editing/edit.ts";
 import { computeEdits, methodConfig, templateStartWords } from "../experiments/editing/methods.ts";
 import {
@@ -31,8 +31,8 @@ import {
   scaledMlpWindow,
   type SelectionRequest,
   selectionRequests,
-} from "../experiments/layer_selection.ts";
-import { probabilityOfContinuation } from "../experiments/metrics.ts";
+} from "../experiments/localization/layer_selection.ts";
+import { probabilityOfContinuation } from "../experiments/evaluation/metrics.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -10,7 +10,7 @@ import { GPT2_SHAPES, type GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { makeBatch, Model, parameterShapes } from "../engine/model.ts";
 import { topK } from "../engine/ops.ts";
-import { DEFAULT_TRAIN } from "../experiments/train.ts";
+import { DEFAULT_TRAIN } from "../experiments/knowledge/train.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -4,7 +4,7 @@
 //       [--trace-samples 10] [--no-peer] [--out FILE.json]
 //
 // 1. A ROME sweep on the embedded model: --facts facts x every layer, error injection, each edit scored
-//    (rewrite, paraphrases, neighbours) as experiments/sweep.ts stores it. "batched": the sweep as it runs
+//    (rewrite, paraphrases, neighbours) as experiments/study/sweep.ts stores it. "batched": the sweep as it runs
 //    (a layer's v* optimised for a block of facts together, their edits scored in one pass of virtual
 //    edits); "sequential": the reference path, one fact per block and every edit applied, scored and
 //    undone (on --sequential-facts facts: per-edit cost is what is compared). Key statistics and context
@@ -28,7 +28,7 @@ import { methodConfig, templateStartWords } from "../experiments/editing/methods
 import { caseItems } from "../experiments/editing/problems.ts";
 import { keyStats } from "../experiments/editing/stats.ts";
 import { planRequest, valueOptions } from "../experiments/editing/values.ts";
-import { ResultStore } from "../experiments/store.ts";
+import { ResultStore } from "../experiments/study/store.ts";
 import {
   defaultSettings,
   filledPrompt,
@@ -38,8 +38,8 @@ import {
   sampleFacts,
   type SweepFact,
   type SweepPlan,
-} from "../experiments/sweep.ts";
-import { gaussianNoise, subjectNoiseLevel, targetTokenId, traceTokens } from "../experiments/tracing.ts";
+} from "../experiments/study/sweep.ts";
+import { gaussianNoise, subjectNoiseLevel, targetTokenId, traceTokens } from "../experiments/localization/tracing.ts";
 import { subjectTokenRange } from "../engine/tokenizer.ts";
 
 const { values } = parseArgs({

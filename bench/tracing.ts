@@ -23,7 +23,7 @@ import {
   type TraceOptions,
   TraceRun,
   traceTokens,
-} from "../experiments/tracing.ts";
+} from "../experiments/localization/tracing.ts";
 
 interface Shape {
   name: string;

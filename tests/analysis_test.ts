@@ -1,4 +1,4 @@
-// experiments/analysis.ts on synthetic sweeps with known answers: R^2 values recomputed by hand
+// experiments/study/analysis.ts on synthetic sweeps with known answers: R^2 values recomputed by hand
 // (group means for the layer model, per-layer simple regressions for the interacted model, the
 // squared correlation for the trace model), the F statistic from those sums of squares, the
 // concentrated-effects filter, golden vs sample-wise layers with a hand-computed paired t,
@@ -16,9 +16,9 @@ import {
   r2Table,
   selectionScores,
   type SweepData,
-} from "../experiments/analysis.ts";
-import { fSurvival } from "../experiments/stats.ts";
-import type { Json, StoredResult } from "../experiments/store.ts";
+} from "../experiments/study/analysis.ts";
+import { fSurvival } from "../experiments/study/stats.ts";
+import type { Json, StoredResult } from "../experiments/study/store.ts";
 import { rng } from "./util.ts";
 
 const MODEL = { name: "synthetic", weightsSha256: "abc" };

@@ -1,5 +1,5 @@
-// Integrated gradients, Layer Gradient Analysis and layer selection (experiments/attribution.ts,
-// experiments/layer_selection.ts) on tiny random models, against float64 computations with the
+// Integrated gradients, Layer Gradient Analysis and layer selection (experiments/localization/attribution.ts,
+// experiments/localization/layer_selection.ts) on tiny random models, against float64 computations with the
 // reference forward (tests/reference_model.ts) and central finite differences.
 import assert from "node:assert/strict";
 import { configSummary, type GPT2Config, gpt2Config } from "../engine/config.ts";
@@ -18,7 +18,7 @@ import {
   lgaChartSvg,
   lgaInnerProducts,
   neuronHeatmapSvg,
-} from "../experiments/attribution.ts";
+} from "../experiments/localization/attribution.ts";
 import {
   bruteForceSelector,
   causalTracingSelector,
@@ -27,8 +27,8 @@ import {
   lgaSelector,
   scaledMlpWindow,
   type SelectionRequest,
-} from "../experiments/layer_selection.ts";
-import { traceFact } from "../experiments/tracing.ts";
+} from "../experiments/localization/layer_selection.ts";
+import { traceFact } from "../experiments/localization/tracing.ts";
 import { referenceForward, type RefHook } from "./reference_model.ts";
 
 const gpu = await getGpu();
@@ -495,7 +495,7 @@ async function attribute(
     args: [
       "run",
       "-A",
-      new URL("../experiments/attribute.ts", import.meta.url).pathname,
+      new URL("../experiments/commands/attribute.ts", import.meta.url).pathname,
       "--model",
       dir,
       ...args,

@@ -1,8 +1,8 @@
-// experiments/charts.ts and the heatmaps' colour scale: tick choice and labels, axis origins, bars.
+// experiments/pictures/charts.ts and the heatmaps' colour scale: tick choice and labels, axis origins, bars.
 import assert from "node:assert/strict";
-import { barChartSvg, formatTick, lineChart, terminalBar, ticks } from "../experiments/charts.ts";
-import { heatmapSvg, terminalHeatmap } from "../experiments/heatmap.ts";
-import type { FactTrace } from "../experiments/tracing.ts";
+import { barChartSvg, formatTick, lineChart, terminalBar, ticks } from "../experiments/pictures/charts.ts";
+import { heatmapSvg, terminalHeatmap } from "../experiments/pictures/heatmap.ts";
+import type { FactTrace } from "../experiments/localization/tracing.ts";
 
 Deno.test("ticks are 1-2-5 multiples covering the range", () => {
   assert.deepEqual(ticks(0, 1), [0, 0.2, 0.4, 0.6, 0.8, 1]);

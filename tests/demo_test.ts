@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { EVIDENCE_MIN, EVIDENCE_SHARE, tracingEvidence } from "../experiments/demo.ts";
-import type { FactTrace } from "../experiments/tracing.ts";
+import { EVIDENCE_MIN, EVIDENCE_SHARE, tracingEvidence } from "../experiments/commands/demo.ts";
+import type { FactTrace } from "../experiments/localization/tracing.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { runScript, type ScriptRun } from "./util.ts";
 
@@ -33,7 +33,7 @@ async function referenceNoise(ids: number[]): Promise<number> {
 
 function demo(...args: string[]): Promise<ScriptRun> {
   return runScript(
-    "experiments/demo.ts",
+    "experiments/commands/demo.ts",
     "--model",
     kb.dir,
     "--stats-dir",
@@ -166,7 +166,7 @@ Deno.test("demo: clear errors for an unknown case, strategy or model folder", as
     args: [
       "run",
       "-A",
-      new URL("../experiments/demo.ts", import.meta.url).pathname,
+      new URL("../experiments/commands/demo.ts", import.meta.url).pathname,
       "--model",
       `${dir}/nothing`,
     ],

@@ -62,7 +62,7 @@ await Deno.writeTextFile(
 
 function edit(...args: string[]): Promise<ScriptRun> {
   return runScript(
-    "experiments/edit.ts",
+    "experiments/commands/edit.ts",
     "--model",
     dir,
     "--stats-dir",

@@ -17,8 +17,8 @@ import {
 } from "../experiments/editing/problems.ts";
 import { computeRome } from "../experiments/editing/rome.ts";
 import { computeKeyStats, KeyStats, packCorpus } from "../experiments/editing/stats.ts";
-import { greedyNextTokens } from "../experiments/recall.ts";
-import { embeddingStd } from "../experiments/tracing.ts";
+import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
+import { embeddingStd } from "../experiments/localization/tracing.ts";
 import {
   EDITING_CONFIG as cfg,
   EDITING_START_WORDS as startWords,

@@ -20,7 +20,7 @@ import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg
 import { computeRome, computeRomeAt } from "../experiments/editing/rome.ts";
 import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
-import { greedyNextTokens } from "../experiments/recall.ts";
+import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
 import {
   EDITING_CONFIG as cfg,
   EDITING_START_WORDS as startWords,

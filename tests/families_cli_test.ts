@@ -51,7 +51,7 @@ Deno.test("predict --json on a Llama folder: a distribution over the model's voc
 
 Deno.test("edit --method rome --json on a Llama folder moves p(new) up at the edited layer", async () => {
   const run = await runScript(
-    "experiments/edit.ts",
+    "experiments/commands/edit.ts",
     "--model",
     dir,
     "--method",
@@ -77,7 +77,7 @@ Deno.test("edit --method rome --json on a Llama folder moves p(new) up at the ed
 Deno.test("trace and attribute (lga) on a Llama folder write their results", async () => {
   const out = `${dir}/trace-out`;
   const trace = await runScript(
-    "experiments/trace.ts",
+    "experiments/commands/trace.ts",
     "--model",
     dir,
     "--prompt",
@@ -95,7 +95,7 @@ Deno.test("trace and attribute (lga) on a Llama folder write their results", asy
   const traced = [...Deno.readDirSync(out)].map((e) => e.name);
   assert.ok(traced.some((n) => n.endsWith(".json")), `trace wrote ${traced}`);
   const lga = await runScript(
-    "experiments/attribute.ts",
+    "experiments/commands/attribute.ts",
     "--model",
     dir,
     "--method",
@@ -134,7 +134,7 @@ Deno.test("generate, representation zeroing and integrated gradients on a Llama 
     "the text is the generated ids' words",
   );
   const zero = await runScript(
-    "experiments/trace.ts",
+    "experiments/commands/trace.ts",
     "--model",
     dir,
     "--prompt",
@@ -149,7 +149,7 @@ Deno.test("generate, representation zeroing and integrated gradients on a Llama 
   );
   assert.equal(zero.code, 0, zero.stderr);
   const ig = await runScript(
-    "experiments/attribute.ts",
+    "experiments/commands/attribute.ts",
     "--model",
     dir,
     "--method",
@@ -170,7 +170,7 @@ Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts i
   // CounterFact-style records whose true objects are what this random model predicts (so it "knows" them).
   const { getGpu } = await import("../engine/gpu.ts");
   const { Model } = await import("../engine/model.ts");
-  const { greedyNextTokens } = await import("../experiments/recall.ts");
+  const { greedyNextTokens } = await import("../experiments/evaluation/recall.ts");
   const model = await Model.load(await getGpu(), dir);
   const tok = new WordLevelTokenizer(words, { unk: "<unk>", eos: "<eos>" });
   const subjects = ["Anna Berg", "Carl Dorn", "Eva Falk"];
@@ -192,13 +192,13 @@ Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts i
   await Deno.writeTextFile(`${dir}/counterfact.json`, JSON.stringify(cases));
   const db = `${dir}/sweep.db`;
   const run = await runScript(
-    "experiments/sweep.ts",
+    "experiments/study/sweep.ts",
     ...["--model", dir, "--facts", "2", "--proxy-fraction", "0.5", "--layers", "0,1", "--methods", "rome"],
     ...["--problems", "error-injection", "--localizations", "causal-tracing", "--selectors", "none"],
     ...["--trace-samples", "2", "--v-steps", "2", "--batch", "2", "--stats-dir", `${dir}/stats`, "--out", db],
   );
   assert.equal(run.code, 0, run.stderr);
-  const csv = await runScript("experiments/sweep.ts", "csv", db, `${dir}/sweep.csv`);
+  const csv = await runScript("experiments/study/sweep.ts", "csv", db, `${dir}/sweep.csv`);
   assert.equal(csv.code, 0, csv.stderr);
   const rows = (await Deno.readTextFile(`${dir}/sweep.csv`)).trim().split("\n");
   const header = rows[0].split(",");

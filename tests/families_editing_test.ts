@@ -11,7 +11,7 @@ import { makeBatch } from "../engine/model.ts";
 import { applyEdit, type EditRequest, VirtualEditSet } from "../experiments/editing/edit.ts";
 import { computeEdits, methodConfig, METHODS } from "../experiments/editing/methods.ts";
 import { computeKeyStats, packCorpus } from "../experiments/editing/stats.ts";
-import { traceFact } from "../experiments/tracing.ts";
+import { traceFact } from "../experiments/localization/tracing.ts";
 import { CASES, loadCase } from "./families_fixtures.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { EDITING_START_WORDS, EDITING_TEMPLATES, EDITING_WORDS } from "./fixtures_tiny_kb.ts";

@@ -8,11 +8,11 @@ import {
   byHandMessage,
   DEFAULT_BASE_URLS,
   REMOTE_DATASETS,
-} from "../experiments/fetch_data.ts";
-import { WIKITEXT_103 } from "../experiments/corpus.ts";
+} from "../experiments/commands/fetch_data.ts";
+import { WIKITEXT_103 } from "../experiments/data/corpus.ts";
 import { fakeHub } from "./http_fixtures.ts";
 
-const cli = fileURLToPath(new URL("../experiments/fetch_data.ts", import.meta.url));
+const cli = fileURLToPath(new URL("../experiments/commands/fetch_data.ts", import.meta.url));
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
 async function run(args: string[], env: Record<string, string> = {}) {

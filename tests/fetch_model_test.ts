@@ -1,4 +1,4 @@
-// experiments/fetch_model.ts and engine/hub.ts against a local fake of the Hugging Face hub (its
+// experiments/commands/fetch_model.ts and engine/hub.ts against a local fake of the Hugging Face hub (its
 // revision and tree APIs and /resolve/ downloads): the cache layout Python's huggingface_hub writes
 // (refs/main, snapshots/<commit>/ symlinks into blobs/<sha256 or git oid>), only the files Locus reads,
 // resume after a dropped connection, a checksum mismatch, a gated repository (401 without HF_TOKEN),
@@ -9,7 +9,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { cachedSnapshot, parseHubId, repoCacheDir, resolveModelDir } from "../engine/hub.ts";
 import { makeBatch, Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { fetchRepo, locusFiles } from "../experiments/fetch_model.ts";
+import { fetchRepo, locusFiles } from "../experiments/commands/fetch_model.ts";
 import { COMMIT, fakeHub, sha } from "./http_fixtures.ts";
 import { assertClose, runScriptEnv } from "./util.ts";
 
@@ -175,7 +175,7 @@ Deno.test("fetch-model: a gated repository asks for HF_TOKEN; with it the files 
   const home = await Deno.makeTempDir(); // no token file of a real login is read
   try {
     const env = { HF_ENDPOINT: hub.origin, HF_HUB_CACHE: cacheDir, HF_HOME: home };
-    const refused = await runScriptEnv(env, "experiments/fetch_model.ts", "org/gated");
+    const refused = await runScriptEnv(env, "experiments/commands/fetch_model.ts", "org/gated");
     assert.equal(refused.code, 1);
     assert.match(
       refused.stderr,
@@ -183,13 +183,13 @@ Deno.test("fetch-model: a gated repository asks for HF_TOKEN; with it the files 
     );
     const wrong = await runScriptEnv(
       { ...env, HF_TOKEN: "hf_wrong" },
-      "experiments/fetch_model.ts",
+      "experiments/commands/fetch_model.ts",
       "org/gated",
     );
     assert.match(wrong.stderr, /HTTP 401: the hub refused the token in HF_TOKEN/);
     const ok = await runScriptEnv(
       { ...env, HF_TOKEN: "hf_secret" },
-      "experiments/fetch_model.ts",
+      "experiments/commands/fetch_model.ts",
       "org/gated",
     );
     assert.equal(ok.code, 0, ok.stderr);

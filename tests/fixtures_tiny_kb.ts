@@ -9,7 +9,7 @@ import type { GPT2Config } from "../engine/config.ts";
 import { type Gpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { greedyNextTokens } from "../experiments/recall.ts";
+import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
 
 const SUBJECTS = [
   "Anna Berg",

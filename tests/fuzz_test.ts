@@ -6,7 +6,7 @@
 // weight or invalid UTF-8 must never be accepted. Runs in seconds.
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { DatasetError, loadDataset } from "../experiments/datasets.ts";
+import { DatasetError, loadDataset } from "../experiments/data/datasets.ts";
 import { openSafetensors, SafetensorsError } from "../engine/safetensors.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { rng } from "./util.ts";

@@ -1,4 +1,4 @@
-// Key statistics for real models (experiments/corpus.ts, experiments/editing/stats.ts): WikiText-103's
+// Key statistics for real models (experiments/data/corpus.ts, experiments/editing/stats.ts): WikiText-103's
 // parquet shards downloaded from a fake hub and read row group by row group (against what pyarrow
 // reads, tests/fixtures/wikitext), statistics streamed from that corpus, interrupted and resumed to the
 // same bits, cached per corpus; ROME/MEMIT's released .npz statistics (made by numpy in their format,
@@ -10,8 +10,8 @@ import { zipSync } from "npm:fflate@0.8.2";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { type HubCorpusSpec, openCorpus, WIKITEXT_103 } from "../experiments/corpus.ts";
-import { fetchHubCorpus, hubCorpus } from "../experiments/hub_corpus.ts";
+import { type HubCorpusSpec, openCorpus, WIKITEXT_103 } from "../experiments/data/corpus.ts";
+import { fetchHubCorpus, hubCorpus } from "../experiments/data/hub_corpus.ts";
 import {
   computeKeyStats,
   importRomeStats,
@@ -273,7 +273,7 @@ Deno.test("edit --stats FILE.npz: ROME runs on imported statistics, no corpus pa
       "Carl Berg",
     ];
     const r = await runScript(
-      "experiments/edit.ts",
+      "experiments/commands/edit.ts",
       ...args,
       "--target-new",
       "Oslo",
@@ -287,7 +287,7 @@ Deno.test("edit --stats FILE.npz: ROME runs on imported statistics, no corpus pa
     assert.doesNotMatch(r.stdout, /streaming/);
     assert.match(r.stdout, /p\(Oslo\) after the prompt: [\d.]+ -> [\d.]+/);
     const wrongLayer = await runScript(
-      "experiments/edit.ts",
+      "experiments/commands/edit.ts",
       ...args.map((a) => (a === "1" ? "0" : a)),
       "--target-new",
       "Oslo",

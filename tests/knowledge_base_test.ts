@@ -13,7 +13,7 @@ import {
   knownFactsRecords,
   SUBJECT_TYPES,
   trainingCorpus,
-} from "../experiments/knowledge_base.ts";
+} from "../experiments/knowledge/knowledge_base.ts";
 
 interface Built {
   kb: KnowledgeBase;
@@ -450,7 +450,7 @@ Deno.test("CLI writes the four files, identical to the library's output", async 
     const args = [
       "run",
       "-A",
-      "experiments/generate_kb.ts",
+      "experiments/commands/generate_kb.ts",
       "--seed",
       "7",
       "--out",

@@ -1,4 +1,4 @@
-// experiments/metrics.ts: the pure metrics against hand-computed values, and the GPU scorers on a
+// experiments/evaluation/metrics.ts: the pure metrics against hand-computed values, and the GPU scorers on a
 // tiny random GPT-2 against the float64 reference forward in tests/reference_model.ts.
 import assert from "node:assert/strict";
 import type { GPT2Config } from "../engine/config.ts";
@@ -27,7 +27,7 @@ import {
   teacherForcedAccuracy,
   tokenAgreement,
   wordTokens,
-} from "../experiments/metrics.ts";
+} from "../experiments/evaluation/metrics.ts";
 import { referenceForward } from "./reference_model.ts";
 
 function near(actual: number, expected: number, tol: number, what: string): void {

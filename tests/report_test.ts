@@ -1,11 +1,11 @@
-// experiments/report.ts on a synthetic sweep store: every table and figure of the seeds is on the
-// page, table cells agree with experiments/analysis.ts, text is escaped, nothing is fetched from the
+// experiments/study/report.ts on a synthetic sweep store: every table and figure of the seeds is on the
+// page, table cells agree with experiments/study/analysis.ts, text is escaped, nothing is fetched from the
 // network, a sweep without traces still names every table and figure; and the page opens in headless
 // Chromium (DOM dumped, screenshot written) with the network blocked.
 import assert from "node:assert/strict";
-import { loadSweep, r2Table } from "../experiments/analysis.ts";
-import { type ResultRecord, ResultStore } from "../experiments/store.ts";
-import type { FactTrace, KindGrid, StateKind } from "../experiments/tracing.ts";
+import { loadSweep, r2Table } from "../experiments/study/analysis.ts";
+import { type ResultRecord, ResultStore } from "../experiments/study/store.ts";
+import type { FactTrace, KindGrid, StateKind } from "../experiments/localization/tracing.ts";
 import { rng, runScript, type ScriptRun } from "./util.ts";
 
 const L = 4, PROBLEMS = ["error-injection", "fact-forcing"], METHODS = ["rome", "memit"];
@@ -167,7 +167,7 @@ const FIGURES = [
 ];
 
 function report(...args: string[]): Promise<ScriptRun> {
-  return runScript("experiments/report.ts", ...args);
+  return runScript("experiments/study/report.ts", ...args);
 }
 
 /** The HTML of the element with this id, from its opening tag to the matching closing tag. */

@@ -1,4 +1,4 @@
-// experiments/stats.ts against textbook values, closed forms, and numbers computed independently
+// experiments/study/stats.ts against textbook values, closed forms, and numbers computed independently
 // in Python (numpy 2.4 for least squares, mpmath 1.3 at 30-40 digits for the incomplete beta, t and
 // F distributions); each expected number says where it came from.
 import assert from "node:assert/strict";
@@ -22,7 +22,7 @@ import {
   studentTTwoSidedP,
   tukeyFences,
   variance,
-} from "../experiments/stats.ts";
+} from "../experiments/study/stats.ts";
 
 /** |actual - expected| <= tol * max(1, |expected|)  (relative for large, absolute for small values). */
 function near(actual: number, expected: number, tol: number, what: string): void {

@@ -1,4 +1,4 @@
-// experiments/store.ts: a writer killed with SIGKILL and restarted loses nothing and duplicates
+// experiments/study/store.ts: a writer killed with SIGKILL and restarted loses nothing and duplicates
 // nothing; shards partition the work exactly; merging; CSV escaping; bad input; settings
 // fingerprints, attempt counts, missing and damaged files.
 import assert from "node:assert/strict";
@@ -18,7 +18,7 @@ import {
   type StoredResult,
   toCsv,
   writeCsv,
-} from "../experiments/store.ts";
+} from "../experiments/study/store.ts";
 
 /** The result of work item i (deterministic). Self-contained: its source is also run by the writer
  *  subprocess below (via Function.prototype.toString). */
@@ -51,7 +51,7 @@ async function withTempDir(body: (dir: string) => Promise<void> | void): Promise
 /** A `deno eval` process that writes items 0..n-1 it does not find in the store, printing each
  *  index once its transaction has committed, then "wrote K". */
 function writer(dbPath: string, n: number, delayMs: number): Deno.Command {
-  const storeUrl = new URL("../experiments/store.ts", import.meta.url).href;
+  const storeUrl = new URL("../experiments/study/store.ts", import.meta.url).href;
   const code = `
     import { ResultStore } from ${JSON.stringify(storeUrl)};
     const recordFor = ${recordFor.toString()};

@@ -2,7 +2,7 @@
 // findings printed; a run out of time stops early and the next run completes it without redoing work.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
-import { ResultStore } from "../experiments/store.ts";
+import { ResultStore } from "../experiments/study/store.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 
 const dir = await Deno.makeTempDir();
@@ -14,7 +14,7 @@ async function study(...args: string[]): Promise<string> {
     args: [
       "run",
       "-A",
-      new URL("../experiments/study.ts", import.meta.url).pathname,
+      new URL("../experiments/commands/study.ts", import.meta.url).pathname,
       "--model",
       kb.dir,
       "--out",

@@ -1,4 +1,4 @@
-// experiments/sweep.ts: the plan, progress lines, and `deno task sweep` end to end on a tiny model
+// experiments/study/sweep.ts: the plan, progress lines, and `deno task sweep` end to end on a tiny model
 // folder: killed with SIGKILL mid-sweep and resumed (nothing lost, nothing duplicated, stored rows
 // untouched), killed again and again at random moments (it still completes), two shards that
 // partition the results and merge into the unsharded sweep, CSV export; --max-minutes, a missing or
@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { getGpu } from "../engine/gpu.ts";
-import { loadSweep } from "../experiments/analysis.ts";
-import { STANDARD_METRICS } from "../experiments/metrics.ts";
-import { renderReport } from "../experiments/report.ts";
-import { resultKey, ResultStore, type StoredResult } from "../experiments/store.ts";
+import { loadSweep } from "../experiments/study/analysis.ts";
+import { STANDARD_METRICS } from "../experiments/evaluation/metrics.ts";
+import { renderReport } from "../experiments/study/report.ts";
+import { resultKey, ResultStore, type StoredResult } from "../experiments/study/store.ts";
 import {
   defaultSettings,
   jsonSafe,
@@ -19,7 +19,7 @@ import {
   SELECTORS,
   type SweepFact,
   type SweepPlan,
-} from "../experiments/sweep.ts";
+} from "../experiments/study/sweep.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { rng } from "./util.ts";
 
@@ -175,7 +175,7 @@ function sweepCommandIn(env: Record<string, string>, ...args: string[]): Deno.Co
   const inherited = Deno.env.toObject();
   for (const name of ARRAY_VARIABLES) delete inherited[name];
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../experiments/sweep.ts", import.meta.url).pathname, ...args],
+    args: ["run", "-A", new URL("../experiments/study/sweep.ts", import.meta.url).pathname, ...args],
     env: { ...inherited, ...env },
     clearEnv: true,
     stdout: "piped",

@@ -13,7 +13,7 @@ import {
   type Tokenizer,
   tokenizerFromJson,
 } from "../engine/tokenizer.ts";
-import { loadDataset } from "../experiments/datasets.ts";
+import { loadDataset } from "../experiments/data/datasets.ts";
 import { FAMILY_NAMES, type FamilyName, familyTokenizerJson } from "./fixtures/tokenizers/families.ts";
 
 interface Expected {

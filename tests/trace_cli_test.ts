@@ -1,11 +1,11 @@
-// ./locus task trace (experiments/trace.ts) beyond known_1000 files (tests/tracing_test.ts): a CounterFact
+// ./locus task trace (experiments/commands/trace.ts) beyond known_1000 files (tests/tracing_test.ts): a CounterFact
 // file is traced with its true objects as targets, and the default windows scale with the model's depth
 // (ROME's 10 of 48 layers), are printed and recorded with their rule.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { main } from "../experiments/trace.ts";
+import { main } from "../experiments/commands/trace.ts";
 import { makeTinyKb, TINY_WORDS } from "./fixtures_tiny_kb.ts";
 
 const gpu = await getGpu();

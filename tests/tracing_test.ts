@@ -1,4 +1,4 @@
-// Causal tracing and representation zeroing (experiments/tracing.ts) on tiny random models, checked
+// Causal tracing and representation zeroing (experiments/localization/tracing.ts) on tiny random models, checked
 // against a direct float64 computation with the reference forward's hooks (tests/reference_model.ts).
 import assert from "node:assert/strict";
 import type { GPT2Config } from "../engine/config.ts";
@@ -11,9 +11,9 @@ import {
   heatmapSvg,
   terminalHeatmap,
   topCells,
-} from "../experiments/heatmap.ts";
-import { greedyNextTokens } from "../experiments/recall.ts";
-import { main } from "../experiments/trace.ts";
+} from "../experiments/pictures/heatmap.ts";
+import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
+import { main } from "../experiments/commands/trace.ts";
 import {
   averageTraces,
   type Cell,
@@ -30,7 +30,7 @@ import {
   TraceRun,
   traceTokens,
   windowLayers,
-} from "../experiments/tracing.ts";
+} from "../experiments/localization/tracing.ts";
 import { referenceForward, type RefHook } from "./reference_model.ts";
 
 const gpu = await getGpu();

@@ -23,9 +23,9 @@ import {
   templateStartWords,
 } from "../experiments/editing/methods.ts";
 import { keyStats } from "../experiments/editing/stats.ts";
-import { scaledMlpWindow } from "../experiments/layer_selection.ts";
-import { objectProbabilities } from "../experiments/metrics.ts";
-import { type FactTrace, traceFact } from "../experiments/tracing.ts";
+import { scaledMlpWindow } from "../experiments/localization/layer_selection.ts";
+import { objectProbabilities } from "../experiments/evaluation/metrics.ts";
+import { type FactTrace, traceFact } from "../experiments/localization/tracing.ts";
 
 const MODEL = "weights/locus-kb";
 const TOLERANCE = 1e-5;

@@ -10,7 +10,7 @@ import { Model } from "../engine/model.ts";
 import { type Prediction, predictNext } from "../engine/predict.ts";
 import { encodeSafetensors } from "../engine/safetensors.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
-import { parseDataset } from "../experiments/datasets.ts";
+import { parseDataset } from "../experiments/data/datasets.ts";
 import { type AppliedEdit, applyEdit, type Edit, editTensors } from "../experiments/editing/edit.ts";
 import { statsHparams } from "../experiments/editing/hparams.ts";
 import {
@@ -23,11 +23,11 @@ import {
 } from "../experiments/editing/methods.ts";
 import { type EditingCase, editingCase } from "../experiments/editing/problems.ts";
 import { type KeyStats, keyStats } from "../experiments/editing/stats.ts";
-import { heatmapSvg } from "../experiments/heatmap.ts";
-import { scaledMlpWindow } from "../experiments/layer_selection.ts";
-import { objectProbabilities } from "../experiments/metrics.ts";
-import { greedyNextTokens } from "../experiments/recall.ts";
-import { type FactTrace, STATE_KINDS, traceFact } from "../experiments/tracing.ts";
+import { heatmapSvg } from "../experiments/pictures/heatmap.ts";
+import { scaledMlpWindow } from "../experiments/localization/layer_selection.ts";
+import { objectProbabilities } from "../experiments/evaluation/metrics.ts";
+import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
+import { type FactTrace, STATE_KINDS, traceFact } from "../experiments/localization/tracing.ts";
 
 /** shaders/*.wgsl by name, inlined by web/build.ts (esbuild's `define`). */
 declare const LOCUS_SHADERS: Record<string, string>;

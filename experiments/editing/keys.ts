@@ -15,7 +15,7 @@ import { type Batch, type Hook, makeBatch, type Model, type Site } from "../../e
 import { topK } from "../../engine/ops.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { subjectTokenRange, type Tokenizer } from "../../engine/tokenizer.ts";
-import { gaussianNoise } from "../tracing.ts";
+import { gaussianNoise } from "../localization/tracing.ts";
 import type { SubjectNoise } from "./edit.ts";
 
 /** A prompt as token ids, with the subject's token range [start, end) and the fact token. */
@@ -69,7 +69,7 @@ export function instantiate(
 // Subject noise
 
 /** Noise for `count` subject tokens [count, d]: `scale` times causal tracing's first noise sample
- *  (experiments/tracing.ts gaussianNoise), so fact forcing uses tracing's corrupted input. */
+ *  (experiments/localization/tracing.ts gaussianNoise), so fact forcing uses tracing's corrupted input. */
 export function subjectNoise(noise: SubjectNoise, count: number, d: number): Float32Array {
   return gaussianNoise(count * d, noise.seed).map((v) => v * noise.scale);
 }

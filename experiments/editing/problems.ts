@@ -12,7 +12,7 @@
 //   fact-forcing        maximise p(o_true | s_noise, r)     the subject's embeddings are noised in every
 //                                                           prompt of the edit and of its evaluation
 //
-// Scores (experiments/metrics.ts): rewrite = 1 - (1 - p_post)/(1 - p_pre) of the problem's target
+// Scores (experiments/evaluation/metrics.ts): rewrite = 1 - (1 - p_post)/(1 - p_pre) of the problem's target
 // after the prompt (fact erasure: max(0, (p_pre - p_post)/p_pre)); paraphrase = the same averaged
 // over the paraphrases; neighborhood = 1 - |p_post - p_pre| / (|p_pre - 0.5| + 0.5) of o_false after
 // the neighborhood prompts, identical for every problem as in the paper. p = exp(-mean NLL) of the
@@ -20,8 +20,8 @@
 import type { Model } from "../../engine/model.ts";
 import { logProbOf, topK } from "../../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
-import type { EditCase } from "../datasets.ts";
-import { erasureScore, harmonicMean, neighborhoodScore, rewriteScore } from "../metrics.ts";
+import type { EditCase } from "../data/datasets.ts";
+import { erasureScore, harmonicMean, neighborhoodScore, rewriteScore } from "../evaluation/metrics.ts";
 import type { EditRequest, SubjectNoise, VirtualEditSet } from "./edit.ts";
 import { batchWithNoise, instantiate, type PromptInstance } from "./keys.ts";
 

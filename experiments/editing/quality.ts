@@ -19,12 +19,12 @@ import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
-import { loadDataset } from "../datasets.ts";
-import { greedyNextTokens } from "../recall.ts";
-import { subjectNoiseLevel } from "../tracing.ts";
+import { loadDataset } from "../data/datasets.ts";
+import { greedyNextTokens } from "../evaluation/recall.ts";
+import { subjectNoiseLevel } from "../localization/tracing.ts";
 import { positiveInt } from "../output.ts";
 import { runMain } from "../../engine/main.ts";
-import { sem } from "../stats.ts";
+import { sem } from "../study/stats.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
 import { statsHparams } from "./hparams.ts";
 import {

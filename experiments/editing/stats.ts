@@ -9,7 +9,7 @@
 // interrupted run resumes. ROME counts samples in texts (100,000 Wikipedia articles); here `samples`
 // counts keys, i.e. tokens, the quantity the estimate's quality depends on.
 //
-// Corpora (experiments/corpus.ts): the embedded model's training text (corpus.txt in its folder), any
+// Corpora (experiments/data/corpus.ts): the embedded model's training text (corpus.txt in its folder), any
 // text file, or WikiText-103 from the hub cache, tokenized lazily text by text and packed back to back
 // into sequences of at most `seqLen` tokens (longer texts are cut into pieces).
 //
@@ -33,7 +33,7 @@ import { makeBatch } from "../../engine/model.ts";
 import { matmul } from "../../engine/ops.ts";
 import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
-import { type Corpus, openCorpus } from "../corpus.ts";
+import { type Corpus, openCorpus } from "../data/corpus.ts";
 import { makeFolder, removeIfExists } from "../../engine/files.ts";
 import { cholesky, choleskySolve } from "./linalg.ts";
 

@@ -11,7 +11,7 @@
 // text files are read through engine/io.ts and hashed with WebCrypto (the same sha256 of the UTF-8 text
 // in Deno and in a web page, so statistics shipped with a model are found in both). The hub corpora
 // (parquet via hyparquet, the hub cache) live in hub_corpus.ts, imported only when one is opened.
-import { baseName, io } from "../engine/io.ts";
+import { baseName, io } from "../../engine/io.ts";
 
 /** A corpus: a name and content hash for cache keys, and its texts in a fixed order. */
 export interface Corpus {

@@ -7,21 +7,21 @@
 //   3. layer selection on the proxy facts: causal tracing (CMA), integrated gradients, LGA;
 //   4. edits: ROME at every layer for every edited fact x Hase et al.'s five editing problems, then the
 //      --extra-methods (MEMIT, FT-L) on the --extra-problems as time allows;
-//   5. analyses and the HTML report (experiments/analysis.ts, experiments/report.ts), a CSV of every
+//   5. analyses and the HTML report (experiments/study/analysis.ts, experiments/study/report.ts), a CSV of every
 //      result, and the headline in the terminal: does the edit layer explain far more of the variance
 //      in edit success than the tracing effect (Hase et al.'s finding)?
 //
-// Every result goes to OUT/results.db as it is produced (experiments/sweep.ts): a study stopped by
+// Every result goes to OUT/results.db as it is produced (experiments/study/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
 //   ./locus task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 26]
-import { writeAtomic } from "../engine/files.ts";
+import { writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
-import { resolveModelDir } from "../engine/hub.ts";
-import { getGpu } from "../engine/gpu.ts";
-import { Model } from "../engine/model.ts";
-import { loadTokenizer } from "../engine/tokenizer.ts";
+import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
+import { resolveModelDir } from "../../engine/hub.ts";
+import { getGpu } from "../../engine/gpu.ts";
+import { Model } from "../../engine/model.ts";
+import { loadTokenizer } from "../../engine/tokenizer.ts";
 import {
   concentratedFacts,
   formatP,
@@ -31,12 +31,12 @@ import {
   r2Table,
   selectionScores,
   STRATEGY_NAMES,
-} from "./analysis.ts";
-import { METHODS, parseMethod } from "./editing/methods.ts";
-import { parseProblem, PROBLEMS } from "./editing/problems.ts";
-import { formatSeconds } from "./output.ts";
-import { renderReport } from "./report.ts";
-import { ResultStore, writeCsv } from "./store.ts";
+} from "../study/analysis.ts";
+import { METHODS, parseMethod } from "../editing/methods.ts";
+import { parseProblem, PROBLEMS } from "../editing/problems.ts";
+import { formatSeconds } from "../output.ts";
+import { renderReport } from "../study/report.ts";
+import { ResultStore, writeCsv } from "../study/store.ts";
 import {
   defaultSettings,
   LOCALIZATIONS,
@@ -49,8 +49,8 @@ import {
   skippedReport,
   type SweepPlan,
   type SweepSummary,
-} from "./sweep.ts";
-import { runMain } from "../engine/main.ts";
+} from "../study/sweep.ts";
+import { runMain } from "../../engine/main.ts";
 
 const USAGE = `usage: ./locus task study [options]
   --model DIR          GPT-2 folder with counterfact.json and corpus.txt (default: the embedded model)

@@ -1,5 +1,5 @@
-// Writes the invented knowledge base and its datasets (see experiments/knowledge_base.ts):
-//   ./locus run -A experiments/generate_kb.ts --seed 0 --out DIR
+// Writes the invented knowledge base and its datasets (see experiments/knowledge/knowledge_base.ts):
+//   ./locus run -A experiments/commands/generate_kb.ts --seed 0 --out DIR
 // DIR/kb.json (the whole knowledge base), DIR/corpus.txt (training sentences, one per line),
 // DIR/counterfact.json (ROME's CounterFact schema), DIR/known_facts.json (known_1000 schema).
 import { parseArgs } from "node:util";
@@ -10,9 +10,9 @@ import {
   SUBJECT_TYPES,
   type SubjectType,
   trainingCorpus,
-} from "./knowledge_base.ts";
+} from "../knowledge/knowledge_base.ts";
 
-const USAGE = `Usage: ./locus run -A experiments/generate_kb.ts --out DIR [options]
+const USAGE = `Usage: ./locus run -A experiments/commands/generate_kb.ts --out DIR [options]
 
 Generates Locus's invented knowledge base and writes DIR/kb.json, DIR/corpus.txt,
 DIR/counterfact.json and DIR/known_facts.json. The same options give byte-identical files.

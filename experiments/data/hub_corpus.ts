@@ -3,10 +3,10 @@
 // module dynamically, so the web page's bundle leaves it out.
 import { parquetMetadataAsync, parquetReadObjects } from "npm:hyparquet@1.31.5";
 import { join } from "node:path";
-import { cachedSnapshot, hubCacheDir } from "../engine/hub.ts";
+import { cachedSnapshot, hubCacheDir } from "../../engine/hub.ts";
 import { type Corpus, type HubCorpusSpec, sha256Text } from "./corpus.ts";
 import { exists } from "./download.ts";
-import { fetchRepo, type FetchRepoOptions, type FetchRepoResult } from "./fetch_model.ts";
+import { fetchRepo, type FetchRepoOptions, type FetchRepoResult } from "../commands/fetch_model.ts";
 
 /**
  * Downloads a hub corpus into the hub cache (resumable, verified against the hub's tree and against

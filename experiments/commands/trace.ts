@@ -12,11 +12,11 @@
 // shaded grids and the strongest cells.
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
-import { resolveModelDir } from "../engine/hub.ts";
-import { getGpu } from "../engine/gpu.ts";
-import { Model } from "../engine/model.ts";
-import { loadTokenizer } from "../engine/tokenizer.ts";
+import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
+import { resolveModelDir } from "../../engine/hub.ts";
+import { getGpu } from "../../engine/gpu.ts";
+import { Model } from "../../engine/model.ts";
+import { loadTokenizer } from "../../engine/tokenizer.ts";
 import {
   averageCurvesSvg,
   averageHeatmapSvg,
@@ -24,9 +24,9 @@ import {
   terminalAverage,
   terminalHeatmap,
   topCells,
-} from "./heatmap.ts";
-import { detectFormat, parseDataset } from "./datasets.ts";
-import { scaledMlpWindow } from "./layer_selection.ts";
+} from "../pictures/heatmap.ts";
+import { detectFormat, parseDataset } from "../data/datasets.ts";
+import { scaledMlpWindow } from "../localization/layer_selection.ts";
 import {
   formatSeconds,
   makeOutputFolder,
@@ -34,8 +34,8 @@ import {
   ProgressBar,
   runMetadata,
   writeRunJson,
-} from "./output.ts";
-import { writeAtomic } from "../engine/files.ts";
+} from "../output.ts";
+import { writeAtomic } from "../../engine/files.ts";
 import {
   type AverageTrace,
   averageTraces,
@@ -51,9 +51,9 @@ import {
   traceFact,
   type TraceOptions,
   windowFor,
-} from "./tracing.ts";
-import { runMain } from "../engine/main.ts";
-import { decodeDataset } from "./datasets.ts";
+} from "../localization/tracing.ts";
+import { runMain } from "../../engine/main.ts";
+import { decodeDataset } from "../data/datasets.ts";
 
 const USAGE = `usage: ./locus task trace [options]
   --model DIR       Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})

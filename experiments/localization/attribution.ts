@@ -43,14 +43,14 @@
 // same with c_fc's input ln_2(m) and the pre-GELU gradient for c_fc). Cost: one forward + one
 // backward over the proxy set plus 2L (or 4L) batched Gram matmuls; the readback is 4 L Q T^2
 // numbers instead of Q per-request gradients of f*d numbers per layer.
-import { backward } from "../engine/autograd.ts";
-import { crossEntropy } from "../engine/backward_ops.ts";
-import type { Tensor } from "../engine/gpu.ts";
-import { type Hook, makeBatch, type Model, type Site } from "../engine/model.ts";
-import { matmul, type RowEntry } from "../engine/ops.ts";
-import { targetIds, type Tokenizer } from "../engine/tokenizer.ts";
-import { lineChart } from "./charts.ts";
-import { type TukeyFences, tukeyFences } from "./stats.ts";
+import { backward } from "../../engine/autograd.ts";
+import { crossEntropy } from "../../engine/backward_ops.ts";
+import type { Tensor } from "../../engine/gpu.ts";
+import { type Hook, makeBatch, type Model, type Site } from "../../engine/model.ts";
+import { matmul, type RowEntry } from "../../engine/ops.ts";
+import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { lineChart } from "../pictures/charts.ts";
+import { type TukeyFences, tukeyFences } from "../study/stats.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Tokens

@@ -23,7 +23,7 @@
 //   - For one subject type no template is a word-prefix of another (nor of the entity-type
 //     prompt "{} is a"), so a prompt always continues with its own object in the corpus.
 
-import { mulberry32 } from "../engine/random.ts";
+import { mulberry32 } from "../../engine/random.ts";
 
 /** The four kinds of invented subject. */
 export type SubjectType = "person" | "place" | "organisation" | "work";

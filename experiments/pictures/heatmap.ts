@@ -4,7 +4,7 @@
 // zeroing) on a diverging scale: white at 0, the kind's colour (ROME's) for positive effects, orange for
 // negative ones (which ROME's pictures clip away); hovering a cell in a browser shows its numbers.
 import { lineChart } from "./charts.ts";
-import type { AverageTrace, FactTrace, KindGrid, StateKind } from "./tracing.ts";
+import type { AverageTrace, FactTrace, KindGrid, StateKind } from "../localization/tracing.ts";
 
 /** ROME's colours: purple for the residual stream, green for MLP outputs, red for attention outputs. */
 export const KIND_COLORS: Readonly<Record<StateKind, [number, number, number]>> = {

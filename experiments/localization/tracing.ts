@@ -27,12 +27,12 @@
 // (the target's log-probability).
 //
 // The noise is added at the engine's "embed" site, wte + wpe: the same sum as ROME's noise on wte.
-import type { Tensor } from "../engine/gpu.ts";
-import { type Hook, makeBatch, type Model } from "../engine/model.ts";
-import { logProbOf, type RowEntry, rowOps } from "../engine/ops.ts";
-import { subjectTokenRange, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
-import { mulberry32 } from "../engine/random.ts";
-import { greedyNextTokens } from "./recall.ts";
+import type { Tensor } from "../../engine/gpu.ts";
+import { type Hook, makeBatch, type Model } from "../../engine/model.ts";
+import { logProbOf, type RowEntry, rowOps } from "../../engine/ops.ts";
+import { subjectTokenRange, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { mulberry32 } from "../../engine/random.ts";
+import { greedyNextTokens } from "../evaluation/recall.ts";
 
 /** The states that tracing restores: block output, MLP output (c_proj, bias included), attention output. */
 export type StateKind = "resid" | "mlp" | "attn";

@@ -11,7 +11,7 @@
 // The p-values need the Student t and F distributions, both written through the regularized
 // incomplete beta function I_x(a, b), computed with its continued fraction (below).
 // Everything is plain float64 TypeScript; the inputs are at most a few hundred thousand numbers.
-import { mulberry32 } from "../engine/random.ts";
+import { mulberry32 } from "../../engine/random.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Descriptive statistics

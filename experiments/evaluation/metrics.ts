@@ -19,11 +19,11 @@
 // Conventions shared with ROME and EasyEdit: a target is tokenized as it follows the prompt after a
 // space, targetIds(tok, prompt, target) (GPT-2: tok.encode(" " + target)), and scored after the
 // prompt's own tokens; p = exp(-mean NLL) is the geometric-mean token probability of a multi-token target.
-import type { Model } from "../engine/model.ts";
-import { makeBatch } from "../engine/model.ts";
-import { logProbOf, topK, TOPK_MAX } from "../engine/ops.ts";
-import { mulberry32 } from "../engine/random.ts";
-import { targetIds, type Tokenizer } from "../engine/tokenizer.ts";
+import type { Model } from "../../engine/model.ts";
+import { makeBatch } from "../../engine/model.ts";
+import { logProbOf, topK, TOPK_MAX } from "../../engine/ops.ts";
+import { mulberry32 } from "../../engine/random.ts";
+import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Hase et al. (2023), "Does Localization Inform Editing?": scores normalised to [0, 1]

@@ -18,9 +18,9 @@
 import { datasetInfo, HubApiError, listFiles, modelInfo } from "npm:@huggingface/hub@2.17.5";
 import { basename, dirname, join, relative } from "node:path";
 import { parseArgs } from "node:util";
-import { writeAtomic } from "../engine/files.ts";
-import { cachedSnapshot, COMMIT_HASH, hubCacheDir, repoCacheDir, type RepoType } from "../engine/hub.ts";
-import { runMain } from "../engine/main.ts";
+import { writeAtomic } from "../../engine/files.ts";
+import { cachedSnapshot, COMMIT_HASH, hubCacheDir, repoCacheDir, type RepoType } from "../../engine/hub.ts";
+import { runMain } from "../../engine/main.ts";
 import {
   DownloadError,
   exists,
@@ -29,7 +29,7 @@ import {
   type Progress,
   removeIfExists,
   resumeDownload,
-} from "./download.ts";
+} from "../data/download.ts";
 
 export const DEFAULT_ENDPOINT = "https://huggingface.co";
 

@@ -4,7 +4,7 @@
 //   ./locus task fetch-data known_1000                  -> data/known_1000.json (+ .sha256)
 //   ./locus task fetch-data all --data-dir /tmp/data    (the three fact datasets)
 //   ./locus task fetch-data zsre --base-url http://mirror.example/dsets   (or LOCUS_DATA_BASE_URL=...)
-//   ./locus task fetch-data wikitext-103                -> the hub cache (experiments/corpus.ts), ~315 MB
+//   ./locus task fetch-data wikitext-103                -> the hub cache (experiments/data/corpus.ts), ~315 MB
 //
 // Without --base-url or $LOCUS_DATA_BASE_URL the ROME and MEMIT project sites are tried in turn (they
 // serve the same files). A download goes to FILE.part, with a progress bar, and is resumed with an HTTP
@@ -15,7 +15,7 @@
 // where to put a copy fetched by hand (it is then verified like a download).
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type DatasetFormat, parseDataset } from "./datasets.ts";
+import { type DatasetFormat, parseDataset } from "../data/datasets.ts";
 import {
   DownloadError,
   exists,
@@ -25,11 +25,11 @@ import {
   removeIfExists,
   resumeDownload,
   sha256File,
-} from "./download.ts";
-import { moveIntoPlace, writeAtomic } from "../engine/files.ts";
-import { runMain } from "../engine/main.ts";
-import { HUB_CORPORA } from "./corpus.ts";
-import { fetchHubCorpus } from "./hub_corpus.ts";
+} from "../data/download.ts";
+import { moveIntoPlace, writeAtomic } from "../../engine/files.ts";
+import { runMain } from "../../engine/main.ts";
+import { HUB_CORPORA } from "../data/corpus.ts";
+import { fetchHubCorpus } from "../data/hub_corpus.ts";
 
 export interface RemoteDataset {
   /** The file name, both under the base URL and in the data directory. */

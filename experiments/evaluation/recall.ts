@@ -1,9 +1,9 @@
 // Batched greedy next-token prediction, and fact recall (does the model complete a prompt with
 // the object's first token?), used by training, the model card and the known-facts filter.
-import type { Model } from "../engine/model.ts";
-import { makeBatch } from "../engine/model.ts";
-import { topK } from "../engine/ops.ts";
-import { targetIds, type Tokenizer } from "../engine/tokenizer.ts";
+import type { Model } from "../../engine/model.ts";
+import { makeBatch } from "../../engine/model.ts";
+import { topK } from "../../engine/ops.ts";
+import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 
 /** The argmax next token after each prompt; prompts are run `batchSize` at a time, one readback each. */
 export async function greedyNextTokens(

@@ -1,5 +1,5 @@
-// The seeds' analyses of a stored sweep (experiments/sweep.ts). Plain float64 TypeScript on the
-// result records; the statistics come from experiments/stats.ts.
+// The seeds' analyses of a stored sweep (experiments/study/sweep.ts). Plain float64 TypeScript on the
+// result records; the statistics come from experiments/study/stats.ts.
 //
 // Hase et al. 2023, "Does Localization Inform Editing?" (sections 4-5 and appendix):
 //   r2Table                 per (editing problem, method): R^2 of three OLS regressions of an edit
@@ -27,7 +27,7 @@
 import { fitOls, nestedFTest, type OlsFit, pairedTTest, pearson } from "./stats.ts";
 import type { Json, StoredResult } from "./store.ts";
 import { LAYER_GRID, NONE, PROXY_SET, SKIPPED } from "./sweep.ts";
-import type { FactTrace } from "./tracing.ts";
+import type { FactTrace } from "../localization/tracing.ts";
 
 /** Edit scores: Hase et al.'s three, their harmonic mean ("overall") and their raw mean ("average",
  *  the overall score of Hase et al.'s table 6). */

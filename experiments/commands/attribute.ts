@@ -10,14 +10,14 @@
 // metadata) and pictures: for ig, layer-sum.svg / layer-max.svg (per-layer curves), neurons.svg
 // (layers x neurons, averaged over facts) and with --trace, ig-vs-tracing.svg (prompts x layers,
 // attribution above causal tracing, as in Chun & Hur's figure 1); for lga, lga.svg (S_l with fences).
-import { writeAtomic } from "../engine/files.ts";
+import { writeAtomic } from "../../engine/files.ts";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
-import { resolveModelDir } from "../engine/hub.ts";
-import { getGpu } from "../engine/gpu.ts";
-import { Model } from "../engine/model.ts";
-import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
+import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
+import { resolveModelDir } from "../../engine/hub.ts";
+import { getGpu } from "../../engine/gpu.ts";
+import { Model } from "../../engine/model.ts";
+import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import {
   attributeFacts,
   averageAttributions,
@@ -31,9 +31,9 @@ import {
   lgaChartSvg,
   type LgaParam,
   neuronHeatmapSvg,
-} from "./attribution.ts";
-import { checkRecord, loadDataset } from "./datasets.ts";
-import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "./layer_selection.ts";
+} from "../localization/attribution.ts";
+import { checkRecord, loadDataset } from "../data/datasets.ts";
+import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "../localization/layer_selection.ts";
 import {
   formatSeconds,
   makeOutputFolder,
@@ -41,10 +41,10 @@ import {
   ProgressBar,
   runMetadata,
   writeRunJson,
-} from "./output.ts";
-import { greedyNextTokens } from "./recall.ts";
-import { traceFact } from "./tracing.ts";
-import { runMain } from "../engine/main.ts";
+} from "../output.ts";
+import { greedyNextTokens } from "../evaluation/recall.ts";
+import { traceFact } from "../localization/tracing.ts";
+import { runMain } from "../../engine/main.ts";
 
 const USAGE = `usage: ./locus task attribute --method ig|lga [options]
   --model DIR          Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
@@ -53,7 +53,7 @@ const USAGE = `usage: ./locus task attribute --method ig|lga [options]
                        one fact (the prompt with its subject filled in; lga needs --target-new,
                        --trace needs --subject)
   --dataset FILE       CounterFact-style JSON (default: counterfact.json in the model folder);
-                       ig also reads known_1000, zsRE and KnowEdit files (experiments/datasets.ts)
+                       ig also reads known_1000, zsRE and KnowEdit files (experiments/data/datasets.ts)
   --limit N            use the first N cases of the dataset (after --known)
   --known              keep only the cases whose greedy next token is the true answer's first token
   --steps N            ig: points of the Riemann sum (default ${DEFAULT_IG_STEPS})

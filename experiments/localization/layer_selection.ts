@@ -2,11 +2,11 @@
 // edit requests and report what they chose, their per-layer scores and how long they took:
 //
 //   causal tracing (CMA)   the layer with the highest average MLP indirect effect at the last subject
-//                          token (ROME's choice; experiments/tracing.ts, ROME's MLP window of 10 layers
+//                          token (ROME's choice; experiments/localization/tracing.ts, ROME's MLP window of 10 layers
 //                          out of 48 scaled to the model's depth)
 //   integrated gradients   the layer with the highest mean per-layer attribution (sum or max over its
-//                          neurons) of the true answer (Chun & Hur; experiments/attribution.ts)
-//   LGA                    Layer Gradient Analysis's golden layer (Golden Layers paper; experiments/attribution.ts)
+//                          neurons) of the true answer (Chun & Hur; experiments/localization/attribution.ts)
+//   LGA                    Layer Gradient Analysis's golden layer (Golden Layers paper; experiments/localization/attribution.ts)
 //   fixed                  a given list, e.g. ROME's published layer
 //   brute force            edit at every candidate layer with a caller's edit-and-score function and
 //                          keep the best (the ground truth the others approximate, and the slowest)
@@ -14,8 +14,8 @@
 // Scoring strategies select `span` consecutive layers: 1 for ROME, 5 for MEMIT (the window with the
 // highest total score, attribution.ts bestWindow). LGA always names one golden layer (its Tukey fences
 // act on single layers); with span > 1 it takes the best window among windows without excluded layers.
-import type { Model } from "../engine/model.ts";
-import type { Tokenizer } from "../engine/tokenizer.ts";
+import type { Model } from "../../engine/model.ts";
+import type { Tokenizer } from "../../engine/tokenizer.ts";
 import {
   attributeFacts,
   averageAttributions,
@@ -23,7 +23,7 @@ import {
   layerGradientAnalysis,
   type LgaOptions,
 } from "./attribution.ts";
-import type { EditCase } from "./datasets.ts";
+import type { EditCase } from "../data/datasets.ts";
 import { traceFact, type TraceOptions } from "./tracing.ts";
 
 /** One edit request: the prompt with the subject filled in, the subject, the true answer and the new target. */

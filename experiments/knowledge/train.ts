@@ -12,18 +12,18 @@
 // manifest checkpoint.json naming that file, written last; the previous weights file is deleted only
 // after the manifest points past it, so a kill between the two resumes from the older, complete pair.
 import { parseArgs } from "node:util";
-import { allocateGradients, backward } from "../engine/autograd.ts";
-import { crossEntropy } from "../engine/backward_ops.ts";
-import type { GPT2Config } from "../engine/config.ts";
-import { getGpu } from "../engine/gpu.ts";
-import { makeBatch, Model, parameterShapes } from "../engine/model.ts";
-import { Adam, zeroGrads } from "../engine/optimizer.ts";
-import { writeAtomic } from "../engine/files.ts";
-import { runMain } from "../engine/main.ts";
-import { openSafetensors, writeSafetensors } from "../engine/safetensors.ts";
-import { mulberry32 } from "../engine/random.ts";
-import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { lineChart } from "./charts.ts";
+import { allocateGradients, backward } from "../../engine/autograd.ts";
+import { crossEntropy } from "../../engine/backward_ops.ts";
+import type { GPT2Config } from "../../engine/config.ts";
+import { getGpu } from "../../engine/gpu.ts";
+import { makeBatch, Model, parameterShapes } from "../../engine/model.ts";
+import { Adam, zeroGrads } from "../../engine/optimizer.ts";
+import { writeAtomic } from "../../engine/files.ts";
+import { runMain } from "../../engine/main.ts";
+import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
+import { mulberry32 } from "../../engine/random.ts";
+import { WordLevelTokenizer } from "../../engine/tokenizer.ts";
+import { lineChart } from "../pictures/charts.ts";
 import {
   counterfactRecords,
   generateKnowledgeBase,
@@ -31,9 +31,9 @@ import {
   knownFactsRecords,
   trainingCorpus,
 } from "./knowledge_base.ts";
-import { positiveInt, ProgressBar } from "./output.ts";
-import { factRecall, type RecallItem, type RecallResult } from "./recall.ts";
-import { sem } from "./stats.ts";
+import { positiveInt, ProgressBar } from "../output.ts";
+import { factRecall, type RecallItem, type RecallResult } from "../evaluation/recall.ts";
+import { sem } from "../study/stats.ts";
 
 export interface TrainOptions {
   seed: number;
@@ -396,7 +396,7 @@ async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
-      out: { type: "string", default: new URL("../weights/locus-kb", import.meta.url).pathname },
+      out: { type: "string", default: new URL("../../weights/locus-kb", import.meta.url).pathname },
       "run-dir": { type: "string" },
       seed: { type: "string" },
       steps: { type: "string" },
@@ -443,7 +443,7 @@ Trains the embedded model on the generated knowledge base; resumes from --run-di
     ),
   };
   if (o.nEmbd % o.nHead !== 0) throw new Error(`--d ${o.nEmbd} must be a multiple of --heads ${o.nHead}`);
-  const runDir = values["run-dir"] ?? new URL(`../runs/train-seed${o.seed}`, import.meta.url).pathname;
+  const runDir = values["run-dir"] ?? new URL(`../../runs/train-seed${o.seed}`, import.meta.url).pathname;
   await train(o, values.out!, runDir);
   return 0;
 }

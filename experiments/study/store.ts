@@ -16,13 +16,13 @@
 // hash(item key) mod n, so the n shards partition the items exactly; mergeStores then combines the
 // shard files into one, and writeCsv exports it for pandas/R.
 //
-//   deno run -A experiments/store.ts merge all.db shard0.db shard1.db ...
-//   deno run -A experiments/store.ts csv all.db results.csv [--sweep NAME]
-import { writeAtomic } from "../engine/files.ts";
+//   deno run -A experiments/study/store.ts merge all.db shard0.db shard1.db ...
+//   deno run -A experiments/study/store.ts csv all.db results.csv [--sweep NAME]
+import { writeAtomic } from "../../engine/files.ts";
 import { createHash } from "node:crypto";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { parseArgs } from "node:util";
-import { runMain } from "../engine/main.ts";
+import { runMain } from "../../engine/main.ts";
 
 export interface ResultKey {
   /** Name of the sweep (one experiment configuration run over many facts). */
@@ -581,8 +581,8 @@ async function main(): Promise<void> {
     }
   } else {
     console.error(
-      "usage: deno run -A experiments/store.ts merge TARGET.db SOURCE.db...\n" +
-        "       deno run -A experiments/store.ts csv STORE.db OUT.csv [--sweep NAME] [--method NAME]",
+      "usage: deno run -A experiments/study/store.ts merge TARGET.db SOURCE.db...\n" +
+        "       deno run -A experiments/study/store.ts csv STORE.db OUT.csv [--sweep NAME] [--method NAME]",
     );
     Deno.exit(2);
   }

@@ -3,7 +3,7 @@
 // request, and a progress callback sees the bytes on disk. Verifying and renaming the finished file is
 // the caller's job (each knows its checksums and final layout).
 import { createHash } from "node:crypto";
-import { ProgressBar } from "./output.ts";
+import { ProgressBar } from "../output.ts";
 
 /** The server could not be reached or refused the file: another site may have it. */
 export class DownloadError extends Error {

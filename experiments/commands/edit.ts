@@ -11,15 +11,15 @@
 // ES/PS/NS and EM/PM/NM, EasyEdit's reliability/generalization/locality/portability) for the case's
 // prompts, paraphrases and neighbours (new object = the problem's target). The edit can be saved (--save FILE) and re-applied later (--load FILE).
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
-import { resolveModelDir } from "../engine/hub.ts";
-import { getGpu } from "../engine/gpu.ts";
-import { Model } from "../engine/model.ts";
-import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
-import { loadDataset } from "./datasets.ts";
-import { applyEdit, combineEdits, type Edit, loadEdit, saveEdit } from "./editing/edit.ts";
-import { statsHparams } from "./editing/hparams.ts";
-import type { FactToken } from "./editing/keys.ts";
+import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
+import { resolveModelDir } from "../../engine/hub.ts";
+import { getGpu } from "../../engine/gpu.ts";
+import { Model } from "../../engine/model.ts";
+import { loadTokenizer, type Tokenizer } from "../../engine/tokenizer.ts";
+import { loadDataset } from "../data/datasets.ts";
+import { applyEdit, combineEdits, type Edit, loadEdit, saveEdit } from "../editing/edit.ts";
+import { statsHparams } from "../editing/hparams.ts";
+import type { FactToken } from "../editing/keys.ts";
 import {
   computeEdits,
   describeEdit,
@@ -28,7 +28,7 @@ import {
   parseMethod,
   statsLayers,
   templateStartWords,
-} from "./editing/methods.ts";
+} from "../editing/methods.ts";
 import {
   caseProbabilities,
   caseScores,
@@ -36,17 +36,17 @@ import {
   parseProblem,
   problemRequest,
   PROBLEMS,
-} from "./editing/problems.ts";
-import { importStatsFiles, type KeyStats, keyStats } from "./editing/stats.ts";
+} from "../editing/problems.ts";
+import { importStatsFiles, type KeyStats, keyStats } from "../editing/stats.ts";
 import {
   formatStandardScores,
   greedyGenerate,
   localityReference,
   standardCaseOf,
   standardScores,
-} from "./metrics.ts";
-import { ProgressBar } from "./output.ts";
-import { type NoiseLevel, subjectNoiseLevel } from "./tracing.ts";
+} from "../evaluation/metrics.ts";
+import { ProgressBar } from "../output.ts";
+import { type NoiseLevel, subjectNoiseLevel } from "../localization/tracing.ts";
 
 const USAGE = `usage: ./locus task edit [options]
   --model DIR           GPT-2 folder (default: the embedded model, ${DEFAULT_MODEL_DIR})

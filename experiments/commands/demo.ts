@@ -12,22 +12,22 @@
 //   ./locus task demo [--case N] [--strategy lga|tracing] [--model DIR] [--out DIR]
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_DIR, type Prediction, predictNext } from "../engine/cli.ts";
-import { resolveModelDir } from "../engine/hub.ts";
-import { getGpu } from "../engine/gpu.ts";
-import { Model } from "../engine/model.ts";
-import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
-import { layerGradientAnalysis } from "./attribution.ts";
-import { barChartSvg, escapeXml, lineChart, terminalBar } from "./charts.ts";
-import { loadDataset } from "./datasets.ts";
-import { applyEdit } from "./editing/edit.ts";
-import { romeHparams, statsHparams } from "./editing/hparams.ts";
-import { type FactToken, instantiate } from "./editing/keys.ts";
-import { computeEdits, methodConfig, statsLayers, templateStartWords } from "./editing/methods.ts";
-import { caseProbabilities, caseScores, type EditingCase, editingCase } from "./editing/problems.ts";
-import { keyStats } from "./editing/stats.ts";
-import { heatmapSvg, terminalHeatmap } from "./heatmap.ts";
-import { scaledMlpWindow } from "./layer_selection.ts";
+import { DEFAULT_MODEL_DIR, type Prediction, predictNext } from "../../engine/cli.ts";
+import { resolveModelDir } from "../../engine/hub.ts";
+import { getGpu } from "../../engine/gpu.ts";
+import { Model } from "../../engine/model.ts";
+import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { layerGradientAnalysis } from "../localization/attribution.ts";
+import { barChartSvg, escapeXml, lineChart, terminalBar } from "../pictures/charts.ts";
+import { loadDataset } from "../data/datasets.ts";
+import { applyEdit } from "../editing/edit.ts";
+import { romeHparams, statsHparams } from "../editing/hparams.ts";
+import { type FactToken, instantiate } from "../editing/keys.ts";
+import { computeEdits, methodConfig, statsLayers, templateStartWords } from "../editing/methods.ts";
+import { caseProbabilities, caseScores, type EditingCase, editingCase } from "../editing/problems.ts";
+import { keyStats } from "../editing/stats.ts";
+import { heatmapSvg, terminalHeatmap } from "../pictures/heatmap.ts";
+import { scaledMlpWindow } from "../localization/layer_selection.ts";
 import {
   formatStandardScores,
   localityReference,
@@ -37,12 +37,12 @@ import {
   type StandardCase,
   type StandardScores,
   standardScores,
-} from "./metrics.ts";
-import { ProgressBar } from "./output.ts";
-import { writeAtomic } from "../engine/files.ts";
-import { greedyNextTokens } from "./recall.ts";
-import { type FactTrace, type NoiseLevel, subjectNoiseLevel, traceFact } from "./tracing.ts";
-import { runMain } from "../engine/main.ts";
+} from "../evaluation/metrics.ts";
+import { ProgressBar } from "../output.ts";
+import { writeAtomic } from "../../engine/files.ts";
+import { greedyNextTokens } from "../evaluation/recall.ts";
+import { type FactTrace, type NoiseLevel, subjectNoiseLevel, traceFact } from "../localization/tracing.ts";
+import { runMain } from "../../engine/main.ts";
 
 const USAGE = `usage: ./locus task demo [options]
   --case N            the CounterFact case_id to edit (default: the first fact the model knows)

@@ -8,9 +8,9 @@ import { getGpu } from "../../engine/gpu.ts";
 import { runMain } from "../../engine/main.ts";
 import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
-import { statsHparams } from "./hparams.ts";
-import { methodConfig, statsLayers } from "./methods.ts";
-import { keyStats, shippedStatsDir } from "./stats.ts";
+import { statsHparams } from "../editing/hparams.ts";
+import { methodConfig, statsLayers } from "../editing/methods.ts";
+import { keyStats, shippedStatsDir } from "../editing/stats.ts";
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { model: { type: "string", default: DEFAULT_MODEL_DIR } } });

@@ -1,5 +1,5 @@
 // Sweeps: facts x layers x editing methods x editing problems x localization methods, every result
-// written to the results store (experiments/store.ts) the moment it exists.
+// written to the results store (experiments/study/store.ts) the moment it exists.
 //
 //   ./locus task sweep --out runs/sweep.db --facts 20 --methods rome,memit --problems all
 //   ./locus task sweep --out shard0.db --shard 0/2 ...      (same options on every machine)
@@ -19,7 +19,7 @@
 //
 // Localization methods multiply the measurements, not the edits: the analyses join each edit with
 // the fact's tracing (or zeroing) effect at the edited layer, and read the scores at the layer a
-// selection strategy chose out of the layer grid (experiments/analysis.ts).
+// selection strategy chose out of the layer grid (experiments/study/analysis.ts).
 //
 // Resuming: items whose key the store already holds are skipped, so a sweep killed at any point
 // continues where it stopped, with nothing lost or duplicated. The store keeps the sweep's settings
@@ -52,17 +52,17 @@
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
-import { resolveModelDir } from "../engine/hub.ts";
-import { getGpu } from "../engine/gpu.ts";
-import { Model } from "../engine/model.ts";
-import { mulberry32 } from "../engine/random.ts";
-import { loadTokenizer, targetIds, type Tokenizer } from "../engine/tokenizer.ts";
-import { checkRecord, loadDataset, recordLabel } from "./datasets.ts";
-import { applyEdit, type Edit, type EditRequest, type SubjectNoise, VirtualEditSet } from "./editing/edit.ts";
-import { contextTemplates } from "./editing/keys.ts";
-import { optimiseValues, valueOptions } from "./editing/values.ts";
-import { statsHparams } from "./editing/hparams.ts";
+import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
+import { resolveModelDir } from "../../engine/hub.ts";
+import { getGpu } from "../../engine/gpu.ts";
+import { Model } from "../../engine/model.ts";
+import { mulberry32 } from "../../engine/random.ts";
+import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { checkRecord, loadDataset, recordLabel } from "../data/datasets.ts";
+import { applyEdit, type Edit, type EditRequest, type SubjectNoise, VirtualEditSet } from "../editing/edit.ts";
+import { contextTemplates } from "../editing/keys.ts";
+import { optimiseValues, valueOptions } from "../editing/values.ts";
+import { statsHparams } from "../editing/hparams.ts";
 import {
   computeEdits,
   editedLayers,
@@ -74,7 +74,7 @@ import {
   parseMethod,
   statsLayers,
   templateStartWords,
-} from "./editing/methods.ts";
+} from "../editing/methods.ts";
 import {
   type CaseProbabilities,
   caseProbabilities,
@@ -85,9 +85,9 @@ import {
   parseProblem,
   problemRequest,
   PROBLEMS,
-} from "./editing/problems.ts";
-import { computeRomeAt } from "./editing/rome.ts";
-import { type KeyStats, keyStats } from "./editing/stats.ts";
+} from "../editing/problems.ts";
+import { computeRomeAt } from "../editing/rome.ts";
+import { type KeyStats, keyStats } from "../editing/stats.ts";
 import {
   causalTracingSelector,
   integratedGradientsSelector,
@@ -95,7 +95,7 @@ import {
   lgaSelector,
   scaledMlpWindow,
   type SelectionRequest,
-} from "./layer_selection.ts";
+} from "../localization/layer_selection.ts";
 import {
   formatStandardScores,
   localityReference,
@@ -103,9 +103,9 @@ import {
   standardCaseOf,
   type StandardScores,
   standardScores,
-} from "./metrics.ts";
-import { formatSeconds, ProgressBar, type ProgressOptions } from "./output.ts";
-import { greedyNextTokens } from "./recall.ts";
+} from "../evaluation/metrics.ts";
+import { formatSeconds, ProgressBar, type ProgressOptions } from "../output.ts";
+import { greedyNextTokens } from "../evaluation/recall.ts";
 import {
   type Json,
   mergeStores,
@@ -126,8 +126,8 @@ import {
   subjectNoiseLevel,
   traceFact,
   windowLayers,
-} from "./tracing.ts";
-import { runMain } from "../engine/main.ts";
+} from "../localization/tracing.ts";
+import { runMain } from "../../engine/main.ts";
 
 // ------------------------------------------------------------------------------------------------
 // The plan

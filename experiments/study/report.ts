@@ -1,5 +1,5 @@
 // ./locus task report RESULTS: one self-contained HTML page (inline SVG and CSS, nothing fetched) with
-// the seeds' tables and figures computed from a sweep's results store (experiments/sweep.ts).
+// the seeds' tables and figures computed from a sweep's results store (experiments/study/sweep.ts).
 //
 //   ./locus task report runs/sweep.db [--out runs/sweep.html] [--sweep NAME] [--heatmaps 3]
 //
@@ -35,13 +35,13 @@ import {
   STRATEGY_NAMES,
   type SweepData,
 } from "./analysis.ts";
-import { goldenLayers, layerCurvesSvg, lgaChartSvg } from "./attribution.ts";
-import { barChartSvg, lineChart } from "./charts.ts";
-import { averageCurvesSvg, heatmapSvg } from "./heatmap.ts";
-import { writeAtomic } from "../engine/files.ts";
+import { goldenLayers, layerCurvesSvg, lgaChartSvg } from "../localization/attribution.ts";
+import { barChartSvg, lineChart } from "../pictures/charts.ts";
+import { averageCurvesSvg, heatmapSvg } from "../pictures/heatmap.ts";
+import { writeAtomic } from "../../engine/files.ts";
 import { ResultStore } from "./store.ts";
-import { averageTraces } from "./tracing.ts";
-import { runMain } from "../engine/main.ts";
+import { averageTraces } from "../localization/tracing.ts";
+import { runMain } from "../../engine/main.ts";
 
 // ------------------------------------------------------------------------------------------------
 // HTML and SVG helpers
