@@ -885,7 +885,7 @@ export function checkMemory(
   }
   const total = bytes.reduce((s, [, b]) => s + b, 0);
   const memory = io().memoryBytes();
-  if (gpu.info.isFallback && memory !== null) {
+  if (gpu.info.software && memory !== null) {
     // Loading holds the CPU arrays and the adapter's copies at once.
     if (2 * total > memory) {
       throw new ModelLoadError(

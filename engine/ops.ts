@@ -4,6 +4,7 @@
 // (batch * tokens), all tensors row-major.
 import type { Activation } from "./config.ts";
 import { cdiv, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
+import type { MatmulTiles } from "./kernel_choice.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
  *  8 = one llvmpipe SIMD vector, so that even 16 rows make 2 workgroups for llvmpipe's 2 threads. */
@@ -58,49 +59,14 @@ function positive(op: string, sizes: Record<string, number>): void {
 
 // ---------------------------------------------------------------- matmul
 
-/**
- * How the matmul kernels block the work; picked per adapter (see matmulTiles).
- * Register kernels: each invocation computes TM rows x TN columns of C, workgroups are WG_X x WG_Y
- * invocations (rows x columns). The "workgroup" strategy stages BK-deep tiles of TM*WG_X rows of A and
- * TN*WG_Y columns of B in workgroup memory.
- */
-export interface MatmulTiles {
-  TM: number;
-  TN: number;
-  WG_X: number;
-  WG_Y: number;
-  /** "registers" (default): no workgroup memory, fast on llvmpipe. "workgroup": shared-memory tiles, for real GPUs. */
-  strategy?: "registers" | "workgroup";
-  /** Depth of a staged k-tile for the "workgroup" strategy (default 8). */
-  BK?: number;
-  /** Use the vec4 register kernels where the layout allows (default true). */
-  vec4?: boolean;
-  /**
-   * Read weight operands (MatmulOptions.weight) from texture mirrors (shaders/matmul_texture.wgsl)
-   * with this register block: TM rows x TN columns per invocation, WG invocations per workgroup.
-   * Unset: weights are read from their buffers like any operand.
-   */
-  texture?: { TM: number; TN: number; WG: number };
-}
+export type { MatmulTiles };
 
+/** Tiles set by setMatmulTiles (benchmarks and tests), in place of the adapter's choice. */
 const tilesByGpu = new WeakMap<Gpu, MatmulTiles>();
 
-/**
- * Tiles for this adapter. Software adapters (llvmpipe): register blocks, 8 lanes (one SIMD vector)
- * along columns, so that the 16-row matrices of a prompt still fill the lanes (see bench/kernels.ts).
- * Real GPUs: 64x64 workgroup-memory tiles, 16x16 invocations of 4x4 each.
- */
+/** The matmul tiles in use: the adapter's (engine/kernel_choice.ts chooses them) unless set. */
 export function matmulTiles(gpu: Gpu): MatmulTiles {
-  let t = tilesByGpu.get(gpu);
-  if (!t) {
-    // Mesa's GL driver keeps an 8x16 texture block in registers; its Vulkan driver spills it.
-    const textureTM = gpu.info.backend === "gl" ? 8 : 4;
-    t = gpu.info.isFallback
-      ? { TM: 8, TN: 8, WG_X: 1, WG_Y: 8, texture: { TM: textureTM, TN: 16, WG: 8 } }
-      : { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 };
-    tilesByGpu.set(gpu, t);
-  }
-  return t;
+  return tilesByGpu.get(gpu) ?? gpu.kernels.matmul;
 }
 
 export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
