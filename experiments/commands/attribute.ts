@@ -24,16 +24,17 @@ import {
   bestWindow,
   DEFAULT_IG_STEPS,
   type FactAttribution,
-  heatmapPanelsSvg,
   knowledgeNeurons,
-  layerCurvesSvg,
   layerGradientAnalysis,
-  lgaChartSvg,
   type LgaParam,
-  neuronHeatmapSvg,
 } from "../localization/attribution.ts";
+import { heatmapPanelsSvg, layerCurvesSvg, lgaChartSvg, neuronHeatmapSvg } from "../pictures/attribution.ts";
 import { checkRecord, loadDataset } from "../data/datasets.ts";
-import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "../localization/layer_selection.ts";
+import {
+  scaledMlpWindow,
+  type SelectionRequest,
+  selectionRequests,
+} from "../localization/layer_selection.ts";
 import {
   formatSeconds,
   makeOutputFolder,

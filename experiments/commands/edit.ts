@@ -45,7 +45,7 @@ import {
   standardCaseOf,
   standardScores,
 } from "../evaluation/metrics.ts";
-import { ProgressBar } from "../output.ts";
+import { numberOption, ProgressBar } from "../output.ts";
 import { type NoiseLevel, subjectNoiseLevel } from "../localization/tracing.ts";
 
 const USAGE = `usage: ./locus task edit [options]
@@ -76,14 +76,6 @@ const USAGE = `usage: ./locus task edit [options]
   --save FILE           write the edit (safetensors)
   --load FILE           apply a saved edit instead of computing one
   --json                print a JSON summary instead of text`;
-
-function numberOption(values: Record<string, unknown>, name: string): number | undefined {
-  const v = values[name];
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!Number.isFinite(x)) throw new Error(`--${name}: expected a number, got "${v}"`);
-  return x;
-}
 
 function parseFactToken(s: string | undefined): FactToken | undefined {
   if (s === undefined) return undefined;
@@ -218,14 +210,14 @@ async function main(args: string[]): Promise<number> {
   const overrides: Overrides = {
     layers: layerText === undefined ? undefined : parseLayers(layerText),
     factToken: parseFactToken(values["fact-token"]),
-    vNumGradSteps: numberOption(values, "v-steps"),
-    vLr: numberOption(values, "v-lr"),
-    klFactor: numberOption(values, "kl-factor"),
-    clampNormFactor: numberOption(values, "clamp-norm"),
-    mom2UpdateWeight: numberOption(values, "lambda"),
-    normConstraint: numberOption(values, "ft-eps"),
-    numSteps: numberOption(values, "ft-steps"),
-    ftLr: numberOption(values, "ft-lr"),
+    vNumGradSteps: numberOption("v-steps", values["v-steps"]),
+    vLr: numberOption("v-lr", values["v-lr"]),
+    klFactor: numberOption("kl-factor", values["kl-factor"]),
+    clampNormFactor: numberOption("clamp-norm", values["clamp-norm"]),
+    mom2UpdateWeight: numberOption("lambda", values["lambda"]),
+    normConstraint: numberOption("ft-eps", values["ft-eps"]),
+    numSteps: numberOption("ft-steps", values["ft-steps"]),
+    ftLr: numberOption("ft-lr", values["ft-lr"]),
   };
   const mc = methodConfig(model, method, overrides);
   const c = await resolveCase(model, tok, values, dir);
@@ -265,7 +257,7 @@ async function main(args: string[]): Promise<number> {
       if (!corpus) {
         throw new Error(`${method} needs key statistics: give --corpus FILE (no corpus.txt in ${dir})`);
       }
-      const samples = numberOption(values, "samples") ?? statsHparams(model.config).samples;
+      const samples = numberOption("samples", values["samples"]) ?? statsHparams(model.config).samples;
       const t0 = performance.now();
       let progress: ProgressBar | undefined;
       stats = await keyStats(model, tok, {

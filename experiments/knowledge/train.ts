@@ -18,7 +18,7 @@ import type { GPT2Config } from "../../engine/config.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { makeBatch, Model, parameterShapes } from "../../engine/model.ts";
 import { Adam, zeroGrads } from "../../engine/optimizer.ts";
-import { writeAtomic } from "../../engine/files.ts";
+import { exists, writeAtomic } from "../../engine/files.ts";
 import { runMain } from "../../engine/main.ts";
 import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
 import { mulberry32 } from "../../engine/random.ts";
@@ -31,7 +31,7 @@ import {
   knownFactsRecords,
   trainingCorpus,
 } from "./knowledge_base.ts";
-import { positiveInt, ProgressBar } from "../output.ts";
+import { intOption, positiveInt, positiveNumber, ProgressBar } from "../output.ts";
 import { factRecall, type RecallItem, type RecallResult } from "../evaluation/recall.ts";
 import { sem } from "../study/stats.ts";
 
@@ -127,16 +127,6 @@ interface CheckpointMeta {
   losses: [number, number][];
   elapsedSeconds: number;
   options: TrainOptions;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /** The manifest of a run folder, checked field by field (a hand-edited or foreign file is an error). */
@@ -418,24 +408,16 @@ Trains the embedded model on the generated knowledge base; resumes from --run-di
     );
     return 0;
   }
-  const seed = values.seed === undefined ? DEFAULT_TRAIN.seed : Number(values.seed);
-  if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new Error(`--seed must be an integer >= 0, got ${JSON.stringify(values.seed)}`);
-  }
-  const lr = values.lr === undefined ? DEFAULT_TRAIN.lr : Number(values.lr);
-  if (!(Number.isFinite(lr) && lr > 0)) {
-    throw new Error(`--lr must be a positive number, got ${JSON.stringify(values.lr)}`);
-  }
   const o: TrainOptions = {
     ...DEFAULT_TRAIN,
-    seed,
+    seed: intOption("seed", values.seed, DEFAULT_TRAIN.seed),
     steps: positiveInt("steps", values.steps, DEFAULT_TRAIN.steps),
     nLayer: positiveInt("layers", values.layers, DEFAULT_TRAIN.nLayer),
     nEmbd: positiveInt("d", values.d, DEFAULT_TRAIN.nEmbd),
     nHead: positiveInt("heads", values.heads, DEFAULT_TRAIN.nHead),
     seqLen: positiveInt("seq-len", values["seq-len"], DEFAULT_TRAIN.seqLen),
     batchSize: positiveInt("batch", values.batch, DEFAULT_TRAIN.batchSize),
-    lr,
+    lr: positiveNumber("lr", values.lr, DEFAULT_TRAIN.lr),
     checkpointEvery: positiveInt(
       "checkpoint-every",
       values["checkpoint-every"],
