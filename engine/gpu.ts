@@ -8,7 +8,7 @@
 // WGSL lives in shaders/*.wgsl, one kernel family per file. A kernel's compile-time
 // parameters (tile sizes, flags) are prepended as `const NAME = value;` lines, so one
 // file yields a specialised pipeline per parameter set (cached by file+entry+params).
-import { bf16ArrayToF32, f16ArrayToF32 } from "./safetensors.ts";
+import { widenHalf } from "./safetensors.ts";
 import { io } from "./io.ts";
 import {
   type AdapterFacts,
@@ -217,12 +217,14 @@ export class Gpu {
         "maxUniformBufferBindingSize",
       ] as const
     ) wanted[name] = adapter.limits[name];
-    const device = await adapter.requestDevice({ requiredLimits: wanted });
+    const facts = adapterFacts(adapter, backend);
+    const kernels = chooseKernels(facts);
+    // The features the chosen kernels need (shader-f16: f16 weights read as f16 by the matmul).
+    const requiredFeatures: GPUFeatureName[] = kernels.nativeF16 ? ["shader-f16"] : [];
+    const device = await adapter.requestDevice({ requiredLimits: wanted, requiredFeatures });
     device.addEventListener?.("uncapturederror", (e: Event) => {
       console.error("WebGPU error:", (e as GPUUncapturedErrorEvent).error.message);
     });
-    const facts = adapterFacts(adapter, backend);
-    const kernels = chooseKernels(facts);
     const info: AdapterSummary = {
       // Chromium leaves description and device empty and names the implementation in vendor and
       // architecture ("google", "swiftshader").
@@ -464,8 +466,9 @@ export class Gpu {
   async readMany(tensors: Tensor[]): Promise<Float32Array[]> {
     const bytes = await this.readBytes(tensors);
     return tensors.map((t, i) => {
-      if (t.dtype === "f16") return f16ArrayToF32(new Uint16Array(bytes[i], 0, t.size));
-      if (t.dtype === "bf16") return bf16ArrayToF32(new Uint16Array(bytes[i], 0, t.size));
+      if (t.dtype === "f16" || t.dtype === "bf16") {
+        return widenHalf({ dtype: t.dtype, bits: new Uint16Array(bytes[i], 0, t.size) });
+      }
       return new Float32Array(bytes[i], 0, t.size);
     });
   }
@@ -513,7 +516,10 @@ export class Gpu {
         const v = params[n];
         return typeof v === "boolean" ? `const ${n} = ${v};` : `const ${n} = ${v}u;`;
       }).join("\n");
-      const code = `${header}\n${this.source(file)}`;
+      // Directives (`enable f16;`) must precede every declaration, the parameters included.
+      const source = this.source(file);
+      const directives = source.match(/^enable \w+;$/gm) ?? [];
+      const code = [...directives, header, source.replace(/^enable \w+;$/gm, "")].join("\n");
       const module = this.device.createShaderModule({ code, label: key });
       p = this.device.createComputePipeline({
         layout: "auto",

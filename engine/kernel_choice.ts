@@ -20,9 +20,10 @@
 //     downlevel limits) get 8x8 invocations of 8x8, or register blocks when even 64 invocations or
 //     the tiles' memory are not there. (Per product, matmulKernel in engine/ops.ts then checks the
 //     operands' alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
-//   - features: no variant needs one today (16-bit weights are unpacked with unpack2x16float, so
-//     "shader-f16" is not required); they are part of the facts so that variants which do (subgroup
-//     reductions, f16 arithmetic) are chosen here too.
+//   - features: "shader-f16" lets the matmul read f16 weights as WGSL f16 (shaders/matmul_f16.wgsl)
+//     instead of unpacking them from u32 words with unpack2x16float (bf16 is always unpacked: WGSL has
+//     no type for it); Gpu.open requests the feature exactly when this chooses it. Variants for other
+//     features (subgroup reductions) are chosen here too.
 
 /**
  * How the matmul kernels block the work.
@@ -80,6 +81,8 @@ export interface KernelChoice {
   /** The CPU implementation behind the adapter, or null for a GPU. */
   software: SoftwareAdapter | null;
   matmul: MatmulTiles;
+  /** Read f16 weights natively (needs the device feature "shader-f16"). */
+  nativeF16: boolean;
 }
 
 /** The CPU implementation behind an adapter, from its flag or its names; null for a GPU. */
@@ -99,9 +102,10 @@ const SOFTWARE_TILES: MatmulTiles = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
 /** The kernel variants for an adapter (see the file's header for the reasons). */
 export function chooseKernels(a: AdapterFacts): KernelChoice {
   const software = softwareAdapter(a);
+  const nativeF16 = a.features.includes("shader-f16");
   if (software !== null) {
     const textureTM = software === "llvmpipe" ? 8 : 4;
-    return { software, matmul: { ...SOFTWARE_TILES, texture: { TM: textureTM, TN: 16, WG: 8 } } };
+    return { software, nativeF16, matmul: { ...SOFTWARE_TILES, texture: { TM: textureTM, TN: 16, WG: 8 } } };
   }
   const l = a.limits;
   const fits = (wg: number, tm: number) => {
@@ -111,8 +115,12 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
   };
   for (const [wg, tm] of [[16, 4], [8, 8]]) {
     if (fits(wg, tm)) {
-      return { software, matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8 } };
+      return {
+        software,
+        nativeF16,
+        matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8 },
+      };
     }
   }
-  return { software, matmul: SOFTWARE_TILES };
+  return { software, nativeF16, matmul: SOFTWARE_TILES };
 }

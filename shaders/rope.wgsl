@@ -1,7 +1,8 @@
 // Rotary position embedding (Su et al., "RoFormer", 2021), in place on the fused q|k|v rows, one
 // invocation per (row, head, rotated pair):
 //
-//   angle = t * inv_freq[i],  t = r % T the row's position (prompts are right-padded from 0)
+//   angle = t * inv_freq[i],  t = r % T the row's position (prompts are right-padded from 0), or
+//           t = starts[r / T] + r % T with OFFSETS (rows from a position on, after a cached prefix)
 //   (x0, x1) <- (x0 cos(angle) - x1 sin(angle) * sign,  x1 cos(angle) + x0 sin(angle) * sign)
 //
 // The pair is (2i, 2i+1) when INTERLEAVED (GPT-J's rotate_every_two), else (i, i + ROT/2) (NeoX,
@@ -11,22 +12,25 @@
 //
 //   qkv      : [R, (H + 2 Hkv) * HD], q heads, then k heads, then v heads (v is not rotated)
 //   inv_freq : [ROT / 2]
+//   starts   : [R / T] u32, each sequence's first position (OFFSETS)
 //
 // cos and sin are computed here (sin_cos) rather than by WGSL's builtins, whose accuracy the spec leaves
 // at 2^-11 absolute within [-pi, pi] and nothing outside: Chromium's SwiftShader is 2e-4 off at
 // angle 6, which moved a Qwen2 model's probabilities by 1e-4 against Mesa's llvmpipe.
 //
-// Compile-time parameters: WG (invocations per workgroup), INTERLEAVED.
+// Compile-time parameters: WG (invocations per workgroup), INTERLEAVED, OFFSETS.
 
 struct Dims { R: u32, T: u32, H: u32, Hkv: u32, HD: u32, ROT: u32, sign: f32 }
 
 @group(0) @binding(0) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> inv_freq: array<f32>;
-@group(0) @binding(2) var<uniform> d: Dims;
+@group(0) @binding(2) var<storage, read> starts: array<u32>;
+@group(0) @binding(3) var<uniform> d: Dims;
 
-// (sin x, cos x) to about one f32 ulp for |x| < 65536 (angles t * inv_freq, t a position): x is reduced
-// to r in [-pi/4, pi/4] by k = round(x * 2/pi) quarter turns (Cody-Waite: pi/2 split in three parts, the
-// first of 8 significant bits so that k * P1 is exact), then Cephes' sinf/cosf minimax polynomials.
+// (sin x, cos x) within 2e-6 of float64's for 0 <= x < 4096 (angles t * inv_freq, t a position; checked
+// in tests/family_ops_test.ts), slowly less exact beyond: x is reduced to r in [-pi/4, pi/4] by
+// k = round(x * 2/pi) quarter turns (Cody-Waite: pi/2 split in three parts, the first of 8 significant
+// bits so that k * P1 is exact for k < 2^16), then Cephes' sinf/cosf minimax polynomials.
 fn sin_cos(x: f32) -> vec2<f32> {
   let k = round(x * 0.63661977236758134);
   let r = ((x - k * 1.5703125) - k * 4.837512969970703125e-4) - k * 7.54978995489188216e-8;
@@ -53,7 +57,9 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i = inv % pairs;
   let head = (inv / pairs) % heads;
   let r = inv / (pairs * heads);
-  let angle = f32(r % d.T) * inv_freq[i];
+  var t = r % d.T;
+  if (OFFSETS) { t += starts[r / d.T]; }
+  let angle = f32(t) * inv_freq[i];
   let sc = sin_cos(angle);
   let c = sc.y;
   let s = sc.x * d.sign;

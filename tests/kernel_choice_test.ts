@@ -1,7 +1,7 @@
 // engine/kernel_choice.ts, the one place kernel variants are chosen, on the adapter infos that Deno and
 // the browsers report: the software ones recognised by flag or by name (llvmpipe through GL keeps its
 // 8x16 texture blocks, lavapipe/SwiftShader/WARP get 4x16), GPUs on workgroup-memory tiles sized to the
-// limits; every tile set chosen computes correct products on this machine's adapter; and the engine's
+// limits, f16 weights read as f16 where "shader-f16" is there; every tile set chosen computes correct products on this machine's adapter; and the engine's
 // Gpu uses exactly the choice for its own adapter.
 import * as assert from "node:assert/strict";
 import { adapterFacts, getGpu } from "../engine/gpu.ts";
@@ -192,6 +192,7 @@ Deno.test("chooseKernels: software adapters by flag or name, GPU tiles by limits
     const got = chooseKernels(facts);
     assert.equal(got.software, software, `${name}: software`);
     assert.deepEqual(got.matmul, tiles, `${name}: matmul tiles`);
+    assert.equal(got.nativeF16, facts.features.includes("shader-f16"), `${name}: f16 weights read as f16`);
     // The choice never exceeds the adapter's limits.
     const t = got.matmul;
     assert.ok(t.WG_X * t.WG_Y <= facts.limits.maxComputeInvocationsPerWorkgroup, name);
@@ -208,6 +209,7 @@ Deno.test("the engine's Gpu runs the choice for its own adapter", async () => {
   assert.deepEqual(gpu.kernels, choice);
   assert.equal(gpu.info.software, choice.software);
   assert.equal(matmulTiles(gpu), gpu.kernels.matmul);
+  assert.equal(gpu.device.features.has("shader-f16"), choice.nativeF16, "the device has the features chosen");
 });
 
 Deno.test("every tile set chosen above computes correct products here (weights from buffers and textures)", async () => {
