@@ -65,13 +65,13 @@ Deno.test("demo: fact, trace, layer choice with its reason, key token, bars, lab
   assert.equal(Number(noise[1]), kb.known.length);
   const level = Number(noise[2]), expected = await referenceNoise(kb.known);
   assert.ok(Math.abs(level - expected) <= 5e-5, `noise ${level}, expected ${expected}`);
-  // The tiny model is of the "small" family: its documented fact token is the prompt's last token.
+  // The tiny model is of the "small" family: its documented fact token is the subject's last token.
   assert.match(
     r.stdout,
-    /3\. Where to edit\? The edit keys on "\w+", the prompt's last token \(this model's default/,
+    /3\. Where to edit\? The edit keys on "\w+", the subject's last token \(this model's default/,
   );
   // The reason matches the numbers: the trace's layer when its peak clears the threshold, the default
-  // layer (editing/hparams.ts: round(3 / 3) = 1 for its 3 layers) otherwise.
+  // layer (editing/hparams.ts: layer 0 for small models) otherwise.
   const m =
     /helps most at layer (\d) \(effect (-?[\d.]+); noise threshold ([\d.]+) = .*\)\)\. (?:We edit MLP layer (\d)|It cannot tell the layers apart, so we edit this model's documented default layer (\d))/
       .exec(r.stdout);
@@ -82,7 +82,7 @@ Deno.test("demo: fact, trace, layer choice with its reason, key token, bars, lab
     assert.equal(Number(m[4]), peak);
   } else {
     assert.ok(effect < threshold, `${effect} is under ${threshold}`);
-    assert.equal(Number(m[5]), 1);
+    assert.equal(Number(m[5]), 0);
   }
   const layer = m[4] ?? m[5];
   assert.match(

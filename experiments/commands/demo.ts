@@ -374,11 +374,8 @@ async function main(args: string[]): Promise<number> {
     `max(${EVIDENCE_MIN}, ${EVIDENCE_SHARE} x (clean - noised)))`;
   const layer = lgaLayer ?? (evidence.clears ? evidence.peak : defaultLayer);
   const layerText = [
-    `The edit keys on "${keyToken}", ${FACT_TOKEN_WORDS[factToken]} (this model's default fact token` +
-    (factToken === "last"
-      ? ", because its causal traces find the fact at the prompt's last token, not at the subject"
-      : "") +
-    "; editing/hparams.ts).",
+    `The edit keys on "${keyToken}", ${FACT_TOKEN_WORDS[factToken]} (this model's default fact token; ` +
+    "editing/hparams.ts).",
     lgaLayer !== null
       ? `Layer Gradient Analysis on ${others.length} other facts picks layer ${lgaLayer}; we edit it. ` +
         `(For comparison, ${peakText}.)`

@@ -2,7 +2,7 @@
 // normalised rewrite / paraphrase / neighborhood scores, averaged over fixed cases.
 //
 //   ./locus run -A experiments/editing/quality.ts [--model DIR] [--cases 100] [--sweep-cases 20]
-//       [--problem error-injection] [--methods rome,r-rome,memit,emmet,ft] [--json FILE] [--check]
+//       [--first K] [--problem error-injection] [--methods rome,r-rome,memit,emmet,ft] [--json FILE] [--check]
 //       [--layers L] [--fact-token T] [--v-steps N] [--v-lr X] [--v-wd X] [--kl-factor X] [--clamp-norm X]
 //       [--lambda X] [--ft-eps X] [--ft-steps N] [--ft-lr X]
 //
@@ -45,6 +45,7 @@ import {
   type MethodName,
   type Overrides,
   parseMethod,
+  statsLayers,
   templateStartWords,
 } from "./methods.ts";
 import {
@@ -127,6 +128,7 @@ async function main(args: string[]): Promise<number> {
       model: { type: "string", default: DEFAULT_MODEL_DIR },
       cases: { type: "string", default: "100" },
       "sweep-cases": { type: "string", default: "20" },
+      first: { type: "string", default: "0" },
       problem: { type: "string", default: "error-injection" },
       methods: { type: "string", default: "rome,r-rome,memit,emmet,ft" },
       "stats-dir": { type: "string" },
@@ -185,10 +187,13 @@ async function main(args: string[]): Promise<number> {
   );
   const subjects = new Set<string>();
   const distinct = known.filter((c) => !subjects.has(c.subject) && subjects.add(c.subject));
-  const cases = distinct.slice(0, nCases);
+  // --first K: cases K.. of that list, so that a long measurement can run in parts (each part's --json
+  // holds its per-case scores; the parts' union is the measurement of --first 0 with all their cases).
+  const first = values.first === "0" ? 0 : positiveInt("first", values.first, 0);
+  const cases = distinct.slice(first, first + nCases);
   console.log(
     `${known.length} of ${candidates.length} CounterFact facts are known (greedy first token), ${distinct.length} ` +
-      `of distinct subjects; using the first ${cases.length}`,
+      `of distinct subjects; using ${cases.length} from number ${first}`,
   );
   if (cases.length === 0) throw new Error("no known facts to edit");
 
@@ -212,9 +217,13 @@ async function main(args: string[]): Promise<number> {
     } (mean over the cases)`,
   );
   const allLayers = Array.from({ length: model.nLayer }, (_, l) => l);
+  // Statistics of every layer for ROME's per-layer sweep, else only of the layers the methods read.
+  const needed = sweepCases > 0 && methods.includes("rome")
+    ? allLayers
+    : [...new Set(methods.flatMap((m) => statsLayers(methodConfig(model, m, overrides))))];
   const stats = await keyStats(model, tok, {
     corpus,
-    layers: allLayers,
+    layers: needed,
     samples: statsHparams(model.config).samples,
     cacheDir: values["stats-dir"],
     log: (l) => console.log(l),
