@@ -22,6 +22,7 @@
 import type { Model } from "../../engine/model.ts";
 import { makeBatch } from "../../engine/model.ts";
 import { logProbOf, topK, TOPK_MAX } from "../../engine/ops.ts";
+import { type Prediction, predictNext } from "../../engine/predict.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 
@@ -551,6 +552,56 @@ export async function objectProbabilities(
     ...prompts.map(() => targetNew),
   ]);
   return prompts.map((_, i) => [Math.exp(-s.nll[i]), Math.exp(-s.nll[prompts.length + i])]);
+}
+
+/** A prompt shown before and after an edit: the fact, a paraphrase or a neighbour. */
+export interface Probe {
+  label: string;
+  text: string;
+}
+
+/** The model's answers to probes: top-3 next tokens and [p(true object), p(new object)] per probe. */
+export interface ProbeAnswers {
+  top: Prediction[][];
+  p: [number, number][];
+}
+
+/** What the demo and the web page show of one probe: its answers before and after the edit. */
+export interface ProbeResult extends Probe {
+  before: Prediction[];
+  after: Prediction[];
+  /** p(true object) and p(new object) before and after (p = exp(-mean NLL) of the object's tokens). */
+  pTrue: [number, number];
+  pNew: [number, number];
+}
+
+/** The model's answers to `probes` now (call once before and once after an edit). */
+export async function probeAnswers(
+  model: Model,
+  tok: Tokenizer,
+  probes: readonly Probe[],
+  targetTrue: string,
+  targetNew: string,
+): Promise<ProbeAnswers> {
+  const top: Prediction[][] = [];
+  for (const p of probes) top.push(await predictNext(model, tok.encode(p.text), 3, tok));
+  const p = await objectProbabilities(model, tok, probes.map((x) => x.text), targetTrue, targetNew);
+  return { top, p };
+}
+
+/** Each probe with its answers before and after the edit. */
+export function probeResults(
+  probes: readonly Probe[],
+  before: ProbeAnswers,
+  after: ProbeAnswers,
+): ProbeResult[] {
+  return probes.map((probe, i) => ({
+    ...probe,
+    before: before.top[i],
+    after: after.top[i],
+    pTrue: [before.p[i][0], after.p[i][0]],
+    pNew: [before.p[i][1], after.p[i][1]],
+  }));
 }
 
 /** Mean NLL per item of `targets[i]` after `prompts[i]` (teacher forcing); p = exp(-nll). */
