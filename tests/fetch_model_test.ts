@@ -9,7 +9,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { cachedSnapshot, parseHubId, repoCacheDir, resolveModelDir } from "../engine/hub.ts";
 import { makeBatch, Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { fetchRepo, locusFiles } from "../experiments/commands/fetch_model.ts";
+import { fetchRepo, locusFiles } from "../experiments/data/hub_download.ts";
 import { COMMIT, fakeHub, sha } from "./http_fixtures.ts";
 import { assertClose, runScriptEnv } from "./util.ts";
 
