@@ -46,7 +46,7 @@ import { mulberry32 } from "./random.ts";
 import { makeFolder, writeAtomic } from "./files.ts";
 import { io } from "./io.ts";
 import { applyVirtualEdit, type VirtualEdit } from "./virtual_edits.ts";
-import { type HalfTensor, openCheckpoint, writeSafetensors } from "./safetensors.ts";
+import { type HalfTensor, openCheckpoint, widenHalf, writeSafetensors } from "./safetensors.ts";
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
 export interface Hook {
@@ -90,7 +90,9 @@ export interface LayerActivations {
   qNormStats?: Tensor; // [R*H, 2] (Gemma 3)
   kNormStats?: Tensor; // [R*Hkv, 2]
   qkv: Tensor; // [R, (H + 2 Hkv) hd], attention's input (after q/k norms and rotary)
-  probs: Tensor; // [B,H,T,T]
+  /** A suffix forward's q|k|v of the whole sequences [B*Tk, width] that attention read (the caller's). */
+  kv?: Tensor;
+  probs: Tensor; // [B,H,T,T] ([B,H,T,Tk] in a suffix forward)
   heads: Tensor; // attention heads concatenated, the output projection's input [R, H hd]
   attn: Tensor; // attention output [R,d] (before a post-norm)
   attnNormStats?: Tensor; // Gemma 2/3 post-norm of attn
@@ -123,6 +125,28 @@ export interface ForwardResult {
   startLayer: number;
   /** The caller's `input` tensor, if the pass was given one (never released by releaseForward). */
   input?: Tensor;
+  /** A suffix forward's cache and its starts (u32 [B], released with the result). */
+  suffix?: { qkv: Tensor[]; T: number; starts: Tensor };
+}
+
+/**
+ * A forward over the rows of each sequence from a position on, the rows before it cached: row
+ * b*T + i of the batch (T its padded length) is sequence b's position starts[b] + i, and the
+ * residual entering startLayer is given as `input` [B*T, d] for those rows only. Attention reads the
+ * earlier rows' keys and values from `qkv`, one tensor per layer from startLayer on, each the
+ * attention input q|k|v [B*T_k, (H + 2 Hkv) hd] of the whole sequences (T_k rows each) as a forward
+ * with `captureQkv` wrote it; the forward writes its own rows' q|k|v into these tensors (rows of
+ * positions < T_k), so the rows before starts[b] must be the cached ones and nothing else may use
+ * the tensors meanwhile. The rows computed equal the whole forward's rows at those positions when
+ * the earlier rows are what the cache holds (a delta added at or after starts[b] leaves them so).
+ * Hook rows and outputRows index the batch's rows. The backward pass gives gradients of patch
+ * sources and states of these rows, not of parameters (the prefix's share would be missing).
+ */
+export interface Suffix {
+  starts: number[];
+  qkv: Tensor[];
+  /** Rows per sequence in the cache (T_k). */
+  T: number;
 }
 
 export interface ForwardOptions {
@@ -140,6 +164,11 @@ export interface ForwardOptions {
    * and patches see the edited output. Not differentiated: refused with `keep`.
    */
   virtualEdits?: VirtualEdit[];
+  /** Compute only rows from per-sequence positions on, the earlier rows cached (see Suffix). */
+  suffix?: Suffix;
+  /** Copies each listed layer's attention input q|k|v (after q/k norms and rotary), [B*T, width], into
+   *  the tensor: the cache of a later suffix forward. */
+  captureQkv?: Map<number, Tensor>;
 }
 
 /** A row chunk of a [V, d] matrix (token embedding or head): rows [rowStart, rowStart + rows). */
@@ -208,11 +237,8 @@ export class Model {
       if (length !== n) {
         throw new ModelLoadError(`${source}: tensor ${name} has ${length} values, expected [${shape}]`);
       }
-      const isMatrix = name === "wte.weight" || name === "lm_head.weight";
-      if (
-        !(stored instanceof Float32Array) && (isMatrix || !name.endsWith(".weight") || shape.length !== 2)
-      ) {
-        throw new ModelLoadError(`${source}: only projection weights are kept in 16 bits, not ${name}`);
+      if (!(stored instanceof Float32Array) && (!name.endsWith(".weight") || shape.length !== 2)) {
+        throw new ModelLoadError(`${source}: only matrices are kept in 16 bits, not ${name}`);
       }
       const bytes = tensorBytes(n, stored instanceof Float32Array ? "f32" : stored.dtype);
       if (name === "wte.weight") {
@@ -303,9 +329,9 @@ export class Model {
    * Loads a Hugging Face model folder of any supported family: config.json plus model.safetensors (or a
    * sharded index), f32/f16/bf16. Every expected tensor must be present with the shape the config
    * implies, and every tensor of the checkpoint must be used (buffers such as attention masks aside).
-   * Fused tensors (q|k|v, gate|up) are assembled here. Projection weights stored in f16/bf16 stay in
-   * 16 bits on the GPU (half the memory; the matmul unpacks them) unless `keepHalf` is false; a weight
-   * is widened to f32 when something writes it (`writable`). Memory is checked against the adapter first.
+   * Fused tensors (q|k|v, gate|up) are assembled here. Matrices stored in f16/bf16 (projections,
+   * embedding, head) stay in 16 bits on the GPU (half the memory; the kernels convert as they read)
+   * unless `keepHalf` is false; a projection is widened to f32 when something writes it (`writable`). Memory is checked against the adapter first.
    */
   static async load(gpu: Gpu, dir: string, o: { keepHalf?: boolean } = {}): Promise<Model> {
     const configText = await io().readText(`${dir}/config.json`).catch(() => null);
@@ -373,12 +399,12 @@ export class Model {
           );
         }
       }
-      // Projection weights stored in f16/bf16 stay in 16 bits on the GPU (all parts of a fused tensor
-      // must share the format); everything else is widened to f32.
+      // Matrices stored in f16/bf16 (projections, the embedding and the head) stay in 16 bits on the
+      // GPU (all parts of a fused tensor must share the format); norms and biases are widened to f32.
       const keepHalf = (name: string, parts: string[]) => {
         const dtypes = new Set(parts.map((p) => ckpt.info(p).dtype));
         return (o.keepHalf ?? true) && dtypes.size === 1 && !dtypes.has("F32") && name.endsWith(".weight") &&
-          ckpt.info(parts[0]).shape.length === 2 && name !== "wte.weight" && name !== "lm_head.weight";
+          ckpt.info(parts[0]).shape.length === 2;
       };
       checkMemory(gpu, config, dir, (name) => {
         const entry = plan.find(([n]) => n === name)!;
@@ -397,8 +423,9 @@ export class Model {
         }
       }
       if (tiedCopy) {
-        const head = await ckpt.read("lm_head.weight"), wte = weights.get("wte.weight") as Float32Array;
-        if (head.length !== wte.length || head.some((v, i) => v !== wte[i])) {
+        const head = await ckpt.read("lm_head.weight"), wte = weights.get("wte.weight")!;
+        const values = wte instanceof Float32Array ? wte : widenHalf(wte);
+        if (head.length !== values.length || head.some((v, i) => v !== values[i])) {
           throw new ModelLoadError(
             `${dir}: config.json ties the head to the embedding (tie_word_embeddings true) but the ` +
               `checkpoint's lm_head.weight differs from it`,
@@ -570,7 +597,7 @@ export class Model {
 
   /** Rotary embedding of layer l in place on fused q|k|v rows [R, (H + 2 Hkv) hd]; sign -1 undoes it
    *  (the backward pass of a rotation is the inverse rotation of the gradient). */
-  rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1): void {
+  rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1, starts?: Tensor): void {
     const c = this.config;
     if (!c.rotary) throw new Error(`rotate: ${c.family} has no rotary embedding`);
     rope(this.gpu, qkv, this.invFreq[l], {
@@ -581,6 +608,7 @@ export class Model {
       hd: c.headDim,
       dims: c.rotary.dims,
       interleaved: c.rotary.interleaved,
+      starts,
     }, sign);
   }
 
@@ -593,8 +621,10 @@ export class Model {
     const { B, T } = batch;
     const R = B * T, d = cfg.nEmbd, f = cfg.nInner, H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim;
     const qd = H * hd, width = (H + 2 * Hkv) * hd, fcOut = this.siteWidth("mlp_pre");
-    if (T > cfg.nPositions) {
-      throw new Error(`sequence of ${T} tokens exceeds the model's ${cfg.nPositions} positions`);
+    const suffix = o.suffix;
+    const Tk = suffix?.T ?? T; // key rows per sequence
+    if (Tk > cfg.nPositions) {
+      throw new Error(`sequence of ${Tk} tokens exceeds the model's ${cfg.nPositions} positions`);
     }
     for (const id of batch.ids) {
       if (id >= cfg.vocabSize) {
@@ -620,6 +650,41 @@ export class Model {
           `virtual edit layer ${v.layer} outside the forward's layers [${start}, ${cfg.nLayer})`,
         );
       }
+    }
+    let suffixState: ForwardResult["suffix"];
+    let scatter: RowEntry[] = [];
+    if (suffix) {
+      if (!o.input) throw new Error("forward: a suffix forward needs the residual `input` of its rows");
+      if (suffix.starts.length !== B) {
+        throw new Error(`forward: suffix has ${suffix.starts.length} starts for ${B} sequences`);
+      }
+      if (suffix.qkv.length !== cfg.nLayer - start) {
+        throw new Error(
+          `forward: suffix has ${suffix.qkv.length} q|k|v caches for layers ${start}..${cfg.nLayer - 1}`,
+        );
+      }
+      for (const [i, t] of suffix.qkv.entries()) {
+        if (t.size < B * Tk * width) {
+          throw new Error(
+            `forward: suffix q|k|v cache of layer ${start + i} holds ${t.size} values, not [${
+              B * Tk
+            }, ${width}]`,
+          );
+        }
+      }
+      suffix.starts.forEach((s, b) => {
+        if (!Number.isInteger(s) || s < 0 || s >= Tk) {
+          throw new Error(`forward: suffix start ${s} of sequence ${b} outside [0, ${Tk})`);
+        }
+      });
+      // Each computed row's q|k|v goes to its position in the cache (padding past T_k is dropped).
+      scatter = suffix.starts.flatMap((s, b) =>
+        Array.from(
+          { length: Math.min(T, Tk - s) },
+          (_, i) => ({ dst: b * Tk + s + i, src: b * T + i, keep: 0, take: 1 }),
+        )
+      );
+      suffixState = { qkv: suffix.qkv, T: Tk, starts: gpu.tensor([B], suffix.starts, "u32") };
     }
     const applyHooks = (layer: number, site: Site, state: Tensor) => {
       for (const h of hooks) {
@@ -706,17 +771,24 @@ export class Model {
       }
       if (cfg.rotary) {
         // In place: a rotation is undone exactly in the backward pass, nothing to keep.
-        this.rotate(qkv, l, R, T);
+        this.rotate(qkv, l, R, T, 1, suffixState?.starts);
       }
       a.qkv = qkv;
-      a.probs = keep ? gpu.empty([B, H, T, T]) : undefined;
-      a.heads = attention(gpu, qkv, B, T, qd, H, {
+      const into = o.captureQkv?.get(l);
+      if (into) gpu.copy(qkv, into, R * width);
+      if (suffixState) {
+        a.kv = suffixState.qkv[l - start];
+        rowOps(gpu, a.kv, qkv, width, scatter);
+      }
+      a.probs = keep ? gpu.empty([B, H, T, Tk]) : undefined;
+      a.heads = attention(gpu, a.kv ?? qkv, B, Tk, qd, H, {
         out: gpu.empty([R, qd]),
         probs: a.probs,
         nKvHead: Hkv,
         scale: cfg.attnScale,
         softcap: cfg.attnSoftcap,
         window: cfg.windows[l],
+        queries: suffixState && { rows: T, starts: suffixState.starts },
       });
       // The stream after attention: m = x + attn in a sequential block; the parallel branches add
       // into `out` below.
@@ -772,7 +844,7 @@ export class Model {
       if (keep) {
         layers.push(a as LayerActivations);
       } else {
-        releaseLayer(gpu, a, [out, o.input]);
+        releaseLayer(gpu, a, [out, o.input, a.kv]);
       }
       x = out;
     }
@@ -798,9 +870,10 @@ export class Model {
     const result: ForwardResult = { logits, outputRows, batch, hooks, startLayer: start, input: o.input };
     if (keep) {
       result.acts = { embed: embedOut ?? o.input!, layers, final: x, selected, lnf, lnfStats };
+      result.suffix = suffixState;
     } else {
       if (x !== o.input) gpu.release(x);
-      gpu.release(selected, lnf, lnfStats);
+      gpu.release(selected, lnf, lnfStats, suffixState?.starts);
     }
     return result;
   }
@@ -834,9 +907,10 @@ export class Model {
     const gpu = this.gpu;
     gpu.release(r.logits);
     if (!r.acts) return;
-    for (const a of r.acts.layers) releaseLayer(gpu, a, [r.input]);
-    gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats);
+    for (const a of r.acts.layers) releaseLayer(gpu, a, [r.input, a.kv]);
+    gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats, r.suffix?.starts);
     r.acts = undefined;
+    r.suffix = undefined;
   }
 }
 
@@ -860,10 +934,11 @@ function concat<T extends Float32Array | Uint16Array>(parts: T[]): T {
 }
 
 /**
- * Refuses, before anything is read or allocated, a model whose f32 weights cannot fit: a tensor
- * larger than one storage binding (other than the [V, d] matrices, which are split), or weights
- * over the memory a software adapter has (the machine's memory; a real GPU's total memory is not
- * exposed by WebGPU, and allocation errors name it there).
+ * Refuses, before anything is read or allocated, a model whose weights cannot fit, at `bytesPerValue`
+ * (4 for f32, 2 for a matrix kept in 16 bits): a tensor larger than one storage binding that cannot be
+ * split by rows (the [V, d] matrices and [out, in] projections are), or weights over the memory a
+ * software adapter has (the machine's memory; a real GPU's total memory is not exposed by WebGPU, and
+ * allocation errors name it there).
  */
 export function checkMemory(
   gpu: Gpu,
@@ -871,14 +946,18 @@ export function checkMemory(
   where: string,
   bytesPerValue: (name: string) => number = () => 4,
 ): void {
-  const bytes = parameterShapes(config).map(([name, shape]) =>
+  const shapes = parameterShapes(config);
+  const bytes = shapes.map(([name, shape]) =>
     [name, bytesPerValue(name) * shape.reduce((a, b) => a * b, 1)] as const
   );
   const limit = gpu.limits.maxStorageBufferBindingSize;
-  for (const [name, b] of bytes) {
-    if (b > limit && name !== "wte.weight" && name !== "lm_head.weight") {
+  for (const [i, [name, b]] of bytes.entries()) {
+    const matrix = shapes[i][1].length === 2;
+    const splittable = name === "wte.weight" || name === "lm_head.weight" ||
+      (matrix && config.linearLayout === "out_in");
+    if (b > limit && !splittable) {
       throw new ModelLoadError(
-        `${where}: tensor ${name} needs ${(b / 2 ** 20).toFixed(0)} MiB in f32, over the adapter's ` +
+        `${where}: tensor ${name} needs ${(b / 2 ** 20).toFixed(0)} MiB, over the adapter's ` +
           `maxStorageBufferBindingSize of ${(limit / 2 ** 20).toFixed(0)} MiB`,
       );
     }
@@ -889,7 +968,7 @@ export function checkMemory(
     // Loading holds the CPU arrays and the adapter's copies at once.
     if (2 * total > memory) {
       throw new ModelLoadError(
-        `${where}: the weights need ${(total / 2 ** 30).toFixed(1)} GiB in f32 (about twice that while ` +
+        `${where}: the weights need ${(total / 2 ** 30).toFixed(1)} GiB (about twice that while ` +
           `loading), over this machine's ${(memory / 2 ** 30).toFixed(1)} GiB that the software adapter uses`,
       );
     }

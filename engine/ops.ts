@@ -3,7 +3,7 @@
 // the Gpu's shared encoder; nothing is read back. Shapes are given in each comment; R = rows
 // (batch * tokens), all tensors row-major.
 import type { Activation } from "./config.ts";
-import { cdiv, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
+import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
  *  8 = one llvmpipe SIMD vector, so that even 16 rows make 2 workgroups for llvmpipe's 2 threads. */
@@ -175,6 +175,14 @@ export function matmulKernel(gpu: Gpu, N: number, K: number, o: MatmulOptions = 
 }
 
 /**
+ * The shader of matmul_half for a 16-bit B: f16 read natively where the device has shader-f16,
+ * otherwise (and always for bf16, which WGSL has no type for) unpacked from u32 words.
+ */
+export function halfMatmulShader(gpu: Gpu, dtype: Dtype): "matmul_f16.wgsl" | "matmul_half.wgsl" {
+  return dtype === "f16" && gpu.device.features.has("shader-f16") ? "matmul_f16.wgsl" : "matmul_half.wgsl";
+}
+
+/**
  * Rows of A [., K] in one uniform window of the texture kernels: a power of two (so that register
  * blocks divide it) whose bytes fit maxUniformBufferBindingSize; 0 when not even one row fits or a
  * row's bytes are not a multiple of the uniform offset alignment (windows start at row boundaries).
@@ -220,7 +228,7 @@ export function matmul(
   }
   distinct("matmul", out, o.bias ? { a, b, bias: o.bias } : { a, b });
   const t = matmulTiles(gpu);
-  // A weight kept in 16 bits (f16/bf16 checkpoints): the scalar kernel that unpacks it.
+  // A weight kept in 16 bits (f16/bf16 checkpoints): the scalar kernel that converts it as it loads.
   const half = b.dtype === "f16" || b.dtype === "bf16";
   if (half && o.transA) throw new Error("matmul: a 16-bit B needs an untransposed A");
   if (a.dtype !== "f32" || out.dtype !== "f32") throw new Error("matmul: A and C must be f32");
@@ -257,7 +265,7 @@ export function matmul(
   const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
     .u32(strides.a, strides.b, strides.c, ldc, outOffset);
   gpu.run(
-    gpu.pipeline("matmul.wgsl", kernel, params),
+    gpu.pipeline(kernel === "matmul_half" ? halfMatmulShader(gpu, b.dtype) : "matmul.wgsl", kernel, params),
     [a, b, o.bias ?? placeholder(gpu), out],
     [cdiv(M, TM * t.WG_X), cdiv(N, columnsPerInvocation * t.WG_Y), batch],
     u,
@@ -441,7 +449,17 @@ export function rope(
   gpu: Gpu,
   qkv: Tensor,
   invFreq: Tensor,
-  s: { R: number; T: number; H: number; Hkv: number; hd: number; dims: number; interleaved: boolean },
+  s: {
+    R: number;
+    T: number;
+    H: number;
+    Hkv: number;
+    hd: number;
+    dims: number;
+    interleaved: boolean;
+    /** u32 [R / T]: each sequence's first position (rows from a position on; default 0). */
+    starts?: Tensor;
+  },
   sign: 1 | -1 = 1,
 ): void {
   positive("rope", { R: s.R, T: s.T, H: s.H, Hkv: s.Hkv, hd: s.hd, dims: s.dims });
@@ -450,9 +468,10 @@ export function rope(
   }
   need("rope", "qkv", qkv, s.R * (s.H + 2 * s.Hkv) * s.hd);
   need("rope", "invFreq", invFreq, s.dims / 2);
+  if (s.starts) need("rope", "starts", s.starts, Math.ceil(s.R / s.T), "u32");
   gpu.run(
-    gpu.pipeline("rope.wgsl", "rope", { WG: ELEMENT_WG, INTERLEAVED: s.interleaved }),
-    [qkv, invFreq],
+    gpu.pipeline("rope.wgsl", "rope", { WG: ELEMENT_WG, INTERLEAVED: s.interleaved, OFFSETS: !!s.starts }),
+    [qkv, invFreq, s.starts ?? placeholder(gpu)],
     grid1d(gpu, cdiv(s.R * (s.H + s.Hkv) * (s.dims / 2), ELEMENT_WG)),
     uniforms().u32(s.R, s.T, s.H, s.Hkv, s.hd, s.dims).f32(sign),
   );
@@ -538,6 +557,34 @@ export interface AttentionOptions {
   softcap?: number | null;
   /** Sliding window: query t sees keys j > t - window; null/absent for all keys j <= t. */
   window?: number | null;
+  /** Only some query rows (default all T): see QueryRows. */
+  queries?: QueryRows;
+}
+
+/**
+ * The query rows of an attention that computes only the rows from a position on (a forward from a
+ * cached prefix): `rows` query rows per sequence, row i of sequence b at position starts[b] + i
+ * (`starts` a u32 tensor [B]); every one of the T key rows of qkv is seen, the prefix's as cached.
+ * The output (and probs [B, nHead, rows, T], dy and dqkv of the backward) then hold B*rows rows; a
+ * row whose position is >= T is padding and gets zeros.
+ */
+export interface QueryRows {
+  rows: number;
+  starts: Tensor;
+}
+
+const noStarts = new WeakMap<Gpu, Tensor>();
+/** Query rows per sequence and the starts binding of the attention kernels: for all rows a 1-element
+ *  placeholder of its own (the forward may bind the shared placeholder writable, as probs). */
+export function queryRows(gpu: Gpu, op: string, B: number, T: number, q?: QueryRows): [number, Tensor] {
+  if (!q) {
+    let z = noStarts.get(gpu);
+    if (!z) noStarts.set(gpu, z = gpu.zeros([1], "u32"));
+    return [T, z];
+  }
+  positive(op, { "queries.rows": q.rows });
+  need(op, "queries.starts", q.starts, B, "u32");
+  return [q.rows, q.starts];
 }
 
 /** Checks attention sizes and returns the head dimension. */
@@ -565,7 +612,8 @@ export function attentionSettings(
  *  projection). Scores are scaled by 1/sqrt(hd) (or o.scale), optionally soft-capped, causal (key <=
  *  query, within o.window), softmax in f32 with max subtraction. Rows of a sequence are b*T + t. If
  *  `probs` ([B, nHead, T, T]) is given the softmax probabilities are stored there (masked entries 0),
- *  for the backward pass. */
+ *  for the backward pass. With `o.queries` (Tq rows per sequence) y is [B*Tq, d] and probs
+ *  [B, nHead, Tq, T]. */
 export function attention(
   gpu: Gpu,
   qkv: Tensor,
@@ -579,19 +627,25 @@ export function attention(
   positive("attention", { B, T, d, nHead, nKvHead });
   const hd = attentionHeadDim("attention", d, nHead, nKvHead);
   const { scale, softcap, window } = attentionSettings(hd, o);
+  const [Tq, starts] = queryRows(gpu, "attention", B, T, o.queries);
   need("attention", "qkv", qkv, B * T * (d + 2 * nKvHead * hd));
-  const out = o.out ?? gpu.zeros([B * T, d]);
-  need("attention", "out", out, B * T * d);
+  const out = o.out ?? gpu.zeros([B * Tq, d]);
+  need("attention", "out", out, B * Tq * d);
   distinct("attention", out, { qkv });
   if (o.probs) {
-    need("attention", "probs", o.probs, B * nHead * T * T);
+    need("attention", "probs", o.probs, B * nHead * Tq * T);
     distinct("attention", o.probs, { qkv, out });
   }
   gpu.run(
-    gpu.pipeline("attention.wgsl", "attention", { HD: hd, WG: ROW_WG, WITH_PROBS: !!o.probs }),
-    [qkv, out, o.probs ?? placeholder(gpu)],
-    grid1d(gpu, cdiv(B * nHead * T, ROW_WG)),
-    uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap),
+    gpu.pipeline("attention.wgsl", "attention", {
+      HD: hd,
+      WG: ROW_WG,
+      WITH_PROBS: !!o.probs,
+      OFFSETS: !!o.queries,
+    }),
+    [qkv, out, o.probs ?? placeholder(gpu), starts],
+    grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
+    uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),
   );
   return out;
 }
@@ -599,7 +653,8 @@ export function attention(
 /** out[r, :] = wte[tokens[r] - rowStart, :] * scale + wpe[r % T, :] for every r in [0, R) whose token
  *  lies in [rowStart, rowStart + rows of wte); other rows are left untouched. (A vocabulary larger than
  *  one storage binding is split into row chunks; the model calls this once per chunk. rowStart = 0 and a
- *  whole wte is the normal case.) tokens is a u32 tensor [R]. wpe is [nPositions, C], or null for
+ *  whole wte is the normal case.) wte is f32, or f16/bf16 as the checkpoint stores it (a 16-bit chunk
+ *  starts on a whole word). tokens is a u32 tensor [R]. wpe is [nPositions, C], or null for
  *  models with rotary positions; scale is 1 except for Gemma (sqrt(d)). */
 export function embed(
   gpu: Gpu,
@@ -617,13 +672,19 @@ export function embed(
     throw new Error(`embed: rowStart must be >= 0, got ${rowStart}`);
   }
   need("embed", "tokens", tokens, R, "u32");
-  need("embed", "wte", wte, C);
+  const half = wte.dtype === "f16" || wte.dtype === "bf16";
+  if (!half) need("embed", "wte", wte, C);
+  else if (wte.size < C) throw new Error(`embed: wte [${wte.shape}] has fewer than ${C} values`);
   if (wpe) need("embed", "wpe", wpe, T * C);
   need("embed", "out", o.out, R * C);
   distinct("embed", o.out, { tokens, wte, ...(wpe ? { wpe } : {}) });
   const wteRows = Math.floor(wte.size / C);
   gpu.run(
-    gpu.pipeline("embedding.wgsl", "embed", { WG: ELEMENT_WG, WITH_POSITIONS: wpe !== null }),
+    gpu.pipeline("embedding.wgsl", half ? "embed_half" : "embed", {
+      WG: ELEMENT_WG,
+      WITH_POSITIONS: wpe !== null,
+      HALF_BF16: wte.dtype === "bf16",
+    }),
     [tokens, wte, wpe ?? placeholder(gpu), o.out],
     grid1d(gpu, cdiv(R * C, ELEMENT_WG)),
     uniforms().u32(R, T, C, rowStart, wteRows).f32(o.scale ?? 1),
