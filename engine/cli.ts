@@ -14,6 +14,7 @@ import { resolveModelDir } from "./hub.ts";
 
 export { type Prediction, predictNext } from "./predict.ts";
 
+/** The embedded model's folder, `weights/locus-kb`: every command's default `--model`. */
 export const DEFAULT_MODEL_DIR = new URL("../weights/locus-kb", import.meta.url).pathname;
 
 const USAGE = `usage: ./locus task <predict|generate|tokenize> [options]

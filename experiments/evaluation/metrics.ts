@@ -82,6 +82,7 @@ export function harmonicMean(values: readonly number[]): number {
   return values.length / inverse;
 }
 
+/** Hase et al.'s normalised scores of one edit. */
 export interface HaseScores {
   rewrite: number;
   paraphrase: number;
@@ -106,6 +107,7 @@ export interface NllPair {
   nllTrue: number;
 }
 
+/** CounterFact's success and magnitude metrics of one case (Meng et al. 2022, section 3.2). */
 export interface RomeCaseMetrics {
   /** ES: mean[nll_true > nll_new] over the rewrite prompts; EM: mean[e^-nll_new - e^-nll_true]. */
   efficacySuccess: number | null;
@@ -139,6 +141,7 @@ export function romeCaseMetrics(
   };
 }
 
+/** CounterFact's metrics averaged over cases, with the ROME score. */
 export interface RomeSummary extends RomeCaseMetrics {
   /** 100 x harmonic mean of the averaged ES, PS and NS (null if one of them is missing). */
   score: number | null;
@@ -178,6 +181,7 @@ export function tokenAgreement(a: readonly number[], b: readonly number[]): numb
 // ------------------------------------------------------------------------------------------------
 // The field's standard metric names
 
+/** One of the field's standard metrics: its name, definition and source. */
 export interface StandardMetric {
   /** The key in StandardScores. */
   key: keyof StandardScores;
@@ -443,6 +447,7 @@ export interface ScoringItem {
   continuation: number[];
 }
 
+/** Teacher-forced log-probabilities and argmaxes of continuations, per item and token. */
 export interface TokenScores {
   /** log p(continuation[j] | context, continuation[..j]) per item and token. */
   logProbs: number[][];
@@ -501,6 +506,7 @@ export async function scoreTokens(
   return { logProbs, predicted };
 }
 
+/** TokenScores with each item's mean NLL and target tokens. */
 export interface ContinuationScores extends TokenScores {
   /** Mean NLL per item over the target tokens: -(1/m) sum_j log p(y_j); exp(-nll) is the
    *  geometric-mean token probability. */
@@ -647,6 +653,7 @@ export async function perplexity(
   return s.logProbs.map((lp) => Math.exp(-lp.reduce((a, b) => a + b, 0) / (lp.length + 1)));
 }
 
+/** Length and sampling (greedy or top-k) of generation. */
 export interface GenerateOptions {
   /** Tokens to add per prompt (fewer if the eos token comes or the model's positions run out). */
   maxNewTokens: number;
@@ -656,6 +663,7 @@ export interface GenerateOptions {
   seed?: number;
 }
 
+/** Generated tokens and text per prompt. */
 export interface Generation {
   /** The new tokens of each prompt (the eos token, if generated, is not included). */
   tokens: number[][];

@@ -34,6 +34,7 @@ export interface SelectionRequest {
   targetNew: string;
 }
 
+/** What a strategy chose, from which per-layer scores, in how long. */
 export interface LayerSelection {
   /** The chosen layers, ascending. */
   layers: number[];
@@ -43,6 +44,7 @@ export interface LayerSelection {
   seconds: number;
 }
 
+/** A layer-choice strategy: a name and how it selects on a proxy set. */
 export interface LayerSelector {
   name: string;
   select(model: Model, tok: Tokenizer, requests: SelectionRequest[]): Promise<LayerSelection>;
@@ -82,8 +84,10 @@ export function defaultTraceWindows(nLayer: number): Record<StateKind, number> {
  * restoring any state causes (the embedded model's subject tokens peak at 0.02 of a 0.94 drop).
  */
 export const EVIDENCE_SHARE = 0.1;
+/** The absolute floor of the noise threshold (see EVIDENCE_SHARE). */
 export const EVIDENCE_MIN = 0.05;
 
+/** A trace's MLP row at the edit's key token, its peak layer and whether that clears the noise. */
 export interface TracingEvidence {
   /** MLP effect per layer at the key token. */
   effects: number[];

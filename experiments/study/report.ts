@@ -449,7 +449,9 @@ function correlationTable(data: SweepData, rows: CorrelationRow[]): string {
 }
 
 function goldenSection(data: SweepData, methodLabel: (m: string) => string): string {
-  const parts = [`<section id="golden"><h2>Golden layers and layer selection (Chun &amp; Hur; the Golden Layers paper)</h2>`];
+  const parts = [
+    `<section id="golden"><h2>Golden layers and layer selection (Chun &amp; Hur; the Golden Layers paper)</h2>`,
+  ];
   const golden = goldenVsSampleWise(data, "rewrite");
   if (golden.length === 0) {
     parts.push(missing("table-golden", "table", "no fact has scores at every layer of the grid"));
