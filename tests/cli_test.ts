@@ -22,7 +22,7 @@ await model.save(dir);
 await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
 
 function cli(...args: string[]): Promise<ScriptRun> {
-  return runScript("engine/cli.ts", ...args);
+  return runScript("experiments/commands/predict.ts", ...args);
 }
 
 Deno.test("predict --json: the top-k distribution equals the softmax of the forward", async () => {

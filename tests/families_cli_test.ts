@@ -34,7 +34,7 @@ function onPrompt(script: string, command: string[], ...args: string[]): Promise
 const FACT = ["--subject", "Anna Berg", "--target", "Paris"];
 
 Deno.test("predict --json on a Llama folder: a distribution over the model's vocabulary", async () => {
-  const run = await onPrompt("engine/cli.ts", ["predict"], "--top", "3", "--json");
+  const run = await onPrompt("experiments/commands/predict.ts", ["predict"], "--top", "3", "--json");
   assert.equal(run.code, 0, run.stderr);
   const j = JSON.parse(run.stdout);
   assert.deepEqual(j.input_ids, [2, 3, 8, 10], "Anna Berg lives in");
@@ -87,7 +87,7 @@ Deno.test("trace and attribute (lga) on a Llama folder write their results", asy
 });
 
 Deno.test("generate, representation zeroing and integrated gradients on a Llama folder", async () => {
-  const gen = await onPrompt("engine/cli.ts", ["generate"], "--max-new", "3", "--json");
+  const gen = await onPrompt("experiments/commands/predict.ts", ["generate"], "--max-new", "3", "--json");
   assert.equal(gen.code, 0, gen.stderr);
   const g = JSON.parse(gen.stdout);
   assert.deepEqual(g.input_ids, [2, 3, 8, 10]);

@@ -124,7 +124,14 @@ Deno.test({
   ignore: Deno.build.os !== "linux",
 }, async () => {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../engine/cli.ts", import.meta.url).pathname, "predict", "--tokens", "1"],
+    args: [
+      "run",
+      "-A",
+      new URL("../experiments/commands/predict.ts", import.meta.url).pathname,
+      "predict",
+      "--tokens",
+      "1",
+    ],
     env: { DENO_WEBGPU_BACKEND: "metal" },
     stdout: "piped",
     stderr: "piped",
