@@ -47,8 +47,11 @@ import { makeFolder, writeAtomic } from "./files.ts";
 import { io } from "./io.ts";
 import { applyVirtualEdit, type VirtualEdit } from "./virtual_edits.ts";
 import { type HalfTensor, openCheckpoint, widenHalf, writeSafetensors } from "./safetensors.ts";
+/** A hook site: token+position embeddings (`embed`), attention output, c_fc output (`mlp_pre`), MLP key
+ *  (c_proj input, `key`), MLP output, block output (`resid`). */
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
+/** One intervention of a forward: capture rows of a site, or patch them (overwrite, add, zero, scale). */
 export interface Hook {
   /** Block index; ignored for "embed". */
   layer: number;
@@ -67,6 +70,7 @@ export interface Batch {
   lengths: number[];
 }
 
+/** A batch of token sequences, right-padded with `pad` to the longest (lengths are kept). */
 export function makeBatch(sequences: number[][], pad = 0): Batch {
   if (sequences.length === 0) throw new Error("makeBatch: no sequences");
   const B = sequences.length;
@@ -107,6 +111,7 @@ export interface LayerActivations {
   mlpNormed?: Tensor;
 }
 
+/** What a forward returns: the requested rows' logits, and the activations when `keep` is set. */
 export interface ForwardResult {
   /** Logits [outputRows.length, V] for the requested rows (after the final soft-cap, if any). */
   logits: Tensor;
@@ -149,6 +154,7 @@ export interface Suffix {
   T: number;
 }
 
+/** Hooks, kept activations, output rows, a restart mid-model and virtual edits of one forward. */
 export interface ForwardOptions {
   hooks?: Hook[];
   /** Rows (b*T + t) whose logits are computed; default the last real token of each prompt. */
@@ -185,12 +191,15 @@ export function parameterShapes(cfg: GPT2Config | ModelConfig): [string, number[
   return shapesOf(resolveConfig(cfg));
 }
 
+/** A model folder Locus cannot load (file, tensor or shape named in the message). */
 export class ModelLoadError extends Error {}
 
 /** Checkpoint tensors that are buffers rather than parameters (masks, cached rotary frequencies). */
 const IGNORED_TENSORS =
   /(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$/;
 
+/** A transformer of any supported family on the GPU: weights, the batched forward with hooks, and
+ *  `forwardWithCache` (every hook site of every layer captured in one call). */
 export class Model {
   /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
   readonly params = new Map<string, Tensor>();

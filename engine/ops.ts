@@ -69,6 +69,7 @@ export function matmulTiles(gpu: Gpu): MatmulTiles {
   return tilesByGpu.get(gpu) ?? gpu.kernels.matmul;
 }
 
+/** Overrides the matmul tile sizes chosen for this adapter (benchmarks and tests). */
 export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
   positive("setMatmulTiles", {
     TM: tiles.TM,
@@ -86,6 +87,7 @@ export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
   tilesByGpu.set(gpu, tiles);
 }
 
+/** Layouts, epilogue (bias, alpha, beta, GELU), batching and output placement of one matmul. */
 export interface MatmulOptions {
   transA?: boolean;
   transB?: boolean;
@@ -110,6 +112,7 @@ export interface MatmulOptions {
   weight?: boolean;
 }
 
+/** The entry points of the matmul shaders (shaders/matmul.wgsl describes each). */
 export type MatmulKernel =
   | "matmul"
   | "matmul_half"
@@ -306,6 +309,7 @@ export interface NormRows {
   off: number;
 }
 
+/** Output and saved statistics of a LayerNorm or RMSNorm call. */
 export interface NormOptions {
   out?: Tensor;
   /** [R,2] mean and rstd per row, filled for the backward pass. */
@@ -673,6 +677,8 @@ export interface RowEntry {
   take: number;
 }
 
+/** Row copies and mixes dst[e.dst] = keep * dst[e.dst] + take * src[e.src] over `C` columns, one per entry
+ *  (the patches of hooks and causal tracing's restores). */
 export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, entries: RowEntry[]): void {
   positive("rowOps", { C });
   if (entries.length === 0) return;

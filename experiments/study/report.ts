@@ -1,5 +1,6 @@
 // ./locus task report RESULTS: one self-contained HTML page (inline SVG and CSS, nothing fetched) with
-// the seeds' tables and figures computed from a sweep's results store (experiments/study/sweep.ts).
+// the papers' tables and figures (Hase et al., Chun & Hur, the Golden Layers paper) computed from a
+// sweep's results store (experiments/study/sweep.ts).
 //
 //   ./locus task report runs/sweep.db [--out runs/sweep.html] [--sweep NAME] [--heatmaps 3]
 //
@@ -448,7 +449,9 @@ function correlationTable(data: SweepData, rows: CorrelationRow[]): string {
 }
 
 function goldenSection(data: SweepData, methodLabel: (m: string) => string): string {
-  const parts = [`<section id="golden"><h2>Golden layers and layer selection (seeds 000 and 004)</h2>`];
+  const parts = [
+    `<section id="golden"><h2>Golden layers and layer selection (Chun &amp; Hur; the Golden Layers paper)</h2>`,
+  ];
   const golden = goldenVsSampleWise(data, "rewrite");
   if (golden.length === 0) {
     parts.push(missing("table-golden", "table", "no fact has scores at every layer of the grid"));

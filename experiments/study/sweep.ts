@@ -111,7 +111,7 @@ import {
   standardScores,
 } from "../evaluation/metrics.ts";
 import { formatSeconds, intOption, numberOption, ProgressBar, type ProgressOptions } from "../output.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
+import { knowsAnswers } from "../evaluation/recall.ts";
 import {
   type Json,
   mergeStores,
@@ -397,10 +397,12 @@ export async function sampleFacts(
       });
     } else candidates.push({ id: c.id, recordIndex: c.recordIndex, case: ec });
   }
-  const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(filledPrompt(c.case))));
-  const known = candidates.filter((c, i) =>
-    predicted[i] === targetIds(tok, filledPrompt(c.case), c.case.targetTrue, { refuseUnknown: true })[0]
+  const knows = await knowsAnswers(
+    model,
+    tok,
+    candidates.map((c) => ({ prompt: filledPrompt(c.case), answer: c.case.targetTrue })),
   );
+  const known = candidates.filter((_, i) => knows[i]);
   // Fisher-Yates with the project's PRNG: the same seed picks the same facts on every machine.
   const random = mulberry32(o.seed);
   const order = [...known];
