@@ -22,8 +22,8 @@
 import { backward } from "../../engine/autograd.ts";
 import { crossEntropy } from "../../engine/backward_ops.ts";
 import type { Tensor } from "../../engine/gpu.ts";
-import type { Batch, Hook, Model } from "../../engine/model.ts";
-import type { RowEntry } from "../../engine/ops.ts";
+import { type Batch, type Hook, makeBatch, type Model, type Suffix } from "../../engine/model.ts";
+import { type RowEntry, rowOps } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "./edit.ts";
@@ -181,21 +181,22 @@ export interface ValueReference {
 
 /**
  * Loss and gradient of one batch of requests as a function of their deltas (see the file header).
- * The residual entering the lowest edited layer does not depend on delta, so for layers > 0 it is
- * computed once (with the subject noise, if any) and every evaluation runs the forward pass from that
- * layer on; requests at higher layers pass the layers below theirs unchanged.
- * (At layer 0 the whole pass runs each time: Model.releaseForward would hand a layer-0 input back to
- * the buffer pool.)
+ * Delta is added at each prompt's fact token at its request's layer, so neither the layers below the
+ * lowest edited layer nor, at any layer, the rows before the fact token depend on it: one delta-free
+ * pass over the whole prompts (with the subject noise, if any) records the residual entering the
+ * lowest edited layer and every later layer's attention keys and values, and every evaluation is a
+ * suffix forward (Model.forward's `suffix`) over the rows from the fact token on, from that layer.
+ * Requests at higher layers pass the layers below theirs unchanged.
  */
 export class ValueObjective {
   readonly n: number;
+  /** The prompts' rows from their fact tokens on: row b*T + i is position fact_b + i of prompt b. */
   private readonly batch: Batch;
-  /** The residual entering the lowest edited layer (if > 0), or null with the noise hooks to run from the
-   *  embeddings. */
-  private readonly input: Tensor | null;
+  /** The residual entering the lowest edited layer at those rows. */
+  private readonly input: Tensor;
   private readonly lowest: number;
-  private readonly noiseHooks: Hook[];
-  private readonly releaseNoise: () => void;
+  /** The whole prompts' q|k|v at every layer from the lowest edited one on (rows before the fact token read). */
+  private readonly suffix: Suffix;
   private readonly nllRows: { row: number; target: number; request: number; prompt: number }[] = [];
   private readonly outputRows: number[];
   /** One per edited layer: captures h_0 and adds its requests' deltas. */
@@ -217,29 +218,43 @@ export class ValueObjective {
     this.n = plans.length;
     this.references = references ?? [];
     const nContexts = o.contexts.length;
-    const { batch, hooks, release } = batchWithNoise(gpu, d, plans.flatMap((p) => p.instances));
-    this.batch = batch;
-    const T = batch.T, R = batch.B * T;
+    const cfg = model.config, width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const instances = plans.flatMap((p) => p.instances);
+    const whole = batchWithNoise(gpu, d, instances);
+    const Tk = whole.batch.T, Rk = whole.batch.B * Tk;
     this.lowest = Math.min(...plans.map((p) => p.layer));
-    if (this.lowest > 0) {
-      this.input = gpu.zeros([R, d]);
-      const all = Array.from({ length: R }, (_, i) => i);
-      model.releaseForward(model.forward(batch, {
-        hooks: [...hooks, {
-          layer: this.lowest - 1,
-          site: "resid",
-          capture: { into: this.input, rows: all },
-        }],
-        outputRows: [0],
-      }));
-      release();
-      this.noiseHooks = [];
-      this.releaseNoise = () => {};
-    } else {
-      this.input = null;
-      this.noiseHooks = hooks;
-      this.releaseNoise = release;
-    }
+    const entering = gpu.zeros([Rk, d]);
+    const qkv = Array.from({ length: cfg.nLayer - this.lowest }, () => gpu.zeros([Rk, width]));
+    model.releaseForward(model.forward(whole.batch, {
+      hooks: [...whole.hooks, {
+        layer: this.lowest - 1,
+        site: this.lowest === 0 ? "embed" : "resid",
+        capture: { into: entering, rows: Array.from({ length: Rk }, (_, i) => i) },
+      }],
+      captureQkv: new Map(qkv.map((t, i) => [this.lowest + i, t])),
+      outputRows: [0],
+    }));
+    whole.release();
+    const starts = instances.map((p) => p.fact);
+    this.batch = makeBatch(instances.map((p, b) => p.ids.slice(starts[b])));
+    const T = this.batch.T;
+    this.input = gpu.zeros([this.batch.B * T, d]);
+    rowOps(
+      gpu,
+      this.input,
+      entering,
+      d,
+      instances.flatMap((p, b) =>
+        Array.from({ length: p.ids.length - starts[b] }, (_, i) => ({
+          dst: b * T + i,
+          src: b * Tk + starts[b] + i,
+          keep: 0,
+          take: 1,
+        }))
+      ),
+    );
+    gpu.release(entering);
+    this.suffix = { starts, qkv, T: Tk };
 
     // Scored rows: every target token of every rewrite prompt, then one KL row per request.
     const klRows: number[] = [];
@@ -249,17 +264,23 @@ export class ValueObjective {
       const m = plan.target.length;
       if (!sites.has(plan.layer)) sites.set(plan.layer, { entries: [], rows: [], intoRows: [] });
       const site = sites.get(plan.layer)!;
+      // Row base + i is position fact + i of the prompt: the fact token is the first row.
       plan.instances.forEach((inst, k) => {
         const base = (b + k) * T;
-        site.entries.push({ dst: base + inst.fact, src: r, keep: 1, take: 1 });
+        site.entries.push({ dst: base, src: r, keep: 1, take: 1 });
         if (k < nContexts) {
           const promptLength = inst.ids.length - (m - 1);
           plan.target.forEach((t, j) =>
-            this.nllRows.push({ row: base + promptLength - 1 + j, target: t, request: r, prompt: k })
+            this.nllRows.push({
+              row: base + promptLength - 1 + j - inst.fact,
+              target: t,
+              request: r,
+              prompt: k,
+            })
           );
-        } else klRows.push(base + inst.fact);
+        } else klRows.push(base);
       });
-      site.rows.push(b * T + plan.instances[0].fact);
+      site.rows.push(b * T);
       site.intoRows.push(r);
       b += plan.instances.length;
     });
@@ -305,8 +326,10 @@ export class ValueObjective {
     gpu.write(t.deltas, flat);
 
     const fwd = this.model.forward(this.batch, {
-      ...(this.input ? { startLayer: this.lowest, input: this.input } : {}),
-      hooks: [...this.noiseHooks, ...this.siteHooks],
+      startLayer: this.lowest,
+      input: this.input,
+      suffix: this.suffix,
+      hooks: this.siteHooks,
       outputRows: this.outputRows,
       keep: !!wantGradient,
     });
@@ -394,8 +417,7 @@ export class ValueObjective {
   }
 
   release(): void {
-    this.releaseNoise();
-    this.model.gpu.release(this.input ?? undefined, ...Object.values(this.tensors));
+    this.model.gpu.release(this.input, ...this.suffix.qkv, ...Object.values(this.tensors));
   }
 }
 
