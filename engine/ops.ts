@@ -554,29 +554,39 @@ export interface AttentionOptions {
 }
 
 /**
- * The query rows of an attention that computes only the rows from a position on (a forward from a
- * cached prefix): `rows` query rows per sequence, row i of sequence b at position starts[b] + i
- * (`starts` a u32 tensor [B]); every one of the T key rows of qkv is seen, the prefix's as cached.
- * The output (and probs [B, nHead, rows, T], dy and dqkv of the backward) then hold B*rows rows; a
- * row whose position is >= T is padding and gets zeros.
+ * The rows of an attention that computes only the rows from a position on (a forward from a cached
+ * prefix): qkv holds Tq rows per sequence, row i of sequence b at position starts[b] + i, and the
+ * keys and values of sequence b's earlier positions j < starts[b] are rows bases[b] + j of `cache`
+ * (read only; several sequences may share rows). `offsets` is a u32 tensor [2B]: starts, then bases.
+ * The output (and probs [B, nHead, Tq, T], dy and dqkv of the backward) hold B*Tq rows; a row whose
+ * position is >= T is padding and gets zeros.
  */
 export interface QueryRows {
-  rows: number;
-  starts: Tensor;
+  Tq: number;
+  offsets: Tensor;
+  cache: Tensor;
 }
 
-const noStarts = new WeakMap<Gpu, Tensor>();
-/** Query rows per sequence and the starts binding of the attention kernels: for all rows a 1-element
- *  placeholder of its own (the forward may bind the shared placeholder writable, as probs). */
-export function queryRows(gpu: Gpu, op: string, B: number, T: number, q?: QueryRows): [number, Tensor] {
+const noOffsets = new WeakMap<Gpu, Tensor>();
+/** Rows per sequence and the offsets and cache bindings of the attention kernels: for all rows a
+ *  1-element placeholder of their own (the forward may bind the shared placeholder writable, as probs). */
+export function queryRows(
+  gpu: Gpu,
+  op: string,
+  B: number,
+  T: number,
+  width: number,
+  q?: QueryRows,
+): [number, Tensor, Tensor] {
   if (!q) {
-    let z = noStarts.get(gpu);
-    if (!z) noStarts.set(gpu, z = gpu.zeros([1], "u32"));
-    return [T, z];
+    let z = noOffsets.get(gpu);
+    if (!z) noOffsets.set(gpu, z = gpu.zeros([1], "u32"));
+    return [T, z, z];
   }
-  positive(op, { "queries.rows": q.rows });
-  need(op, "queries.starts", q.starts, B, "u32");
-  return [q.rows, q.starts];
+  positive(op, { "queries.Tq": q.Tq });
+  need(op, "queries.offsets", q.offsets, 2 * B, "u32");
+  need(op, "queries.cache", q.cache, width);
+  return [q.Tq, q.offsets, q.cache];
 }
 
 /** Checks attention sizes and returns the head dimension. */
@@ -604,8 +614,8 @@ export function attentionSettings(
  *  projection). Scores are scaled by 1/sqrt(hd) (or o.scale), optionally soft-capped, causal (key <=
  *  query, within o.window), softmax in f32 with max subtraction. Rows of a sequence are b*T + t. If
  *  `probs` ([B, nHead, T, T]) is given the softmax probabilities are stored there (masked entries 0),
- *  for the backward pass. With `o.queries` (Tq rows per sequence) y is [B*Tq, d] and probs
- *  [B, nHead, Tq, T]. */
+ *  for the backward pass. With `o.queries` (Tq rows per sequence) qkv and y hold B*Tq rows and probs
+ *  is [B, nHead, Tq, T]. */
 export function attention(
   gpu: Gpu,
   qkv: Tensor,
@@ -619,11 +629,12 @@ export function attention(
   positive("attention", { B, T, d, nHead, nKvHead });
   const hd = attentionHeadDim("attention", d, nHead, nKvHead);
   const { scale, softcap, window } = attentionSettings(hd, o);
-  const [Tq, starts] = queryRows(gpu, "attention", B, T, o.queries);
-  need("attention", "qkv", qkv, B * T * (d + 2 * nKvHead * hd));
+  const width = d + 2 * nKvHead * hd;
+  const [Tq, offsets, cache] = queryRows(gpu, "attention", B, T, width, o.queries);
+  need("attention", "qkv", qkv, B * Tq * width);
   const out = o.out ?? gpu.zeros([B * Tq, d]);
   need("attention", "out", out, B * Tq * d);
-  distinct("attention", out, { qkv });
+  distinct("attention", out, { qkv, cache });
   if (o.probs) {
     need("attention", "probs", o.probs, B * nHead * Tq * T);
     distinct("attention", o.probs, { qkv, out });
@@ -635,7 +646,7 @@ export function attention(
       WITH_PROBS: !!o.probs,
       OFFSETS: !!o.queries,
     }),
-    [qkv, out, o.probs ?? placeholder(gpu), starts],
+    [qkv, out, o.probs ?? placeholder(gpu), offsets, cache],
     grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
     uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),
   );

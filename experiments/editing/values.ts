@@ -254,7 +254,7 @@ export class ValueObjective {
       ),
     );
     gpu.release(entering);
-    this.suffix = { starts, qkv, T: Tk };
+    this.suffix = { starts, qkv, bases: starts.map((_, b) => b * Tk), T: Tk };
 
     // Scored rows: every target token of every rewrite prompt, then one KL row per request.
     const klRows: number[] = [];
