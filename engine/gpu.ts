@@ -8,7 +8,7 @@
 // WGSL lives in shaders/*.wgsl, one kernel family per file. A kernel's compile-time
 // parameters (tile sizes, flags) are prepended as `const NAME = value;` lines, so one
 // file yields a specialised pipeline per parameter set (cached by file+entry+params).
-import { bf16ArrayToF32, f16ArrayToF32 } from "./safetensors.ts";
+import { widenHalf } from "./safetensors.ts";
 import { io } from "./io.ts";
 
 export type KernelParams = Record<string, number | boolean>;
@@ -189,7 +189,10 @@ export class Gpu {
         "maxUniformBufferBindingSize",
       ] as const
     ) wanted[name] = adapter.limits[name];
-    const device = await adapter.requestDevice({ requiredLimits: wanted });
+    // shader-f16 where the adapter has it: 16-bit f16 weights are then read as f16 by the matmul
+    // (shaders/matmul_f16.wgsl) instead of being unpacked from u32 words.
+    const requiredFeatures: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+    const device = await adapter.requestDevice({ requiredLimits: wanted, requiredFeatures });
     device.addEventListener?.("uncapturederror", (e: Event) => {
       console.error("WebGPU error:", (e as GPUUncapturedErrorEvent).error.message);
     });
@@ -435,8 +438,9 @@ export class Gpu {
   async readMany(tensors: Tensor[]): Promise<Float32Array[]> {
     const bytes = await this.readBytes(tensors);
     return tensors.map((t, i) => {
-      if (t.dtype === "f16") return f16ArrayToF32(new Uint16Array(bytes[i], 0, t.size));
-      if (t.dtype === "bf16") return bf16ArrayToF32(new Uint16Array(bytes[i], 0, t.size));
+      if (t.dtype === "f16" || t.dtype === "bf16") {
+        return widenHalf({ dtype: t.dtype, bits: new Uint16Array(bytes[i], 0, t.size) });
+      }
       return new Float32Array(bytes[i], 0, t.size);
     });
   }
@@ -484,7 +488,10 @@ export class Gpu {
         const v = params[n];
         return typeof v === "boolean" ? `const ${n} = ${v};` : `const ${n} = ${v}u;`;
       }).join("\n");
-      const code = `${header}\n${this.source(file)}`;
+      // Directives (`enable f16;`) must precede every declaration, the parameters included.
+      const source = this.source(file);
+      const directives = source.match(/^enable \w+;$/gm) ?? [];
+      const code = [...directives, header, source.replace(/^enable \w+;$/gm, "")].join("\n");
       const module = this.device.createShaderModule({ code, label: key });
       p = this.device.createComputePipeline({
         layout: "auto",

@@ -46,7 +46,7 @@ import { mulberry32 } from "./random.ts";
 import { makeFolder, writeAtomic } from "./files.ts";
 import { io } from "./io.ts";
 import { applyVirtualEdit, type VirtualEdit } from "./virtual_edits.ts";
-import { type HalfTensor, openCheckpoint, writeSafetensors } from "./safetensors.ts";
+import { type HalfTensor, openCheckpoint, widenHalf, writeSafetensors } from "./safetensors.ts";
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
 export interface Hook {
@@ -237,11 +237,8 @@ export class Model {
       if (length !== n) {
         throw new ModelLoadError(`${source}: tensor ${name} has ${length} values, expected [${shape}]`);
       }
-      const isMatrix = name === "wte.weight" || name === "lm_head.weight";
-      if (
-        !(stored instanceof Float32Array) && (isMatrix || !name.endsWith(".weight") || shape.length !== 2)
-      ) {
-        throw new ModelLoadError(`${source}: only projection weights are kept in 16 bits, not ${name}`);
+      if (!(stored instanceof Float32Array) && (!name.endsWith(".weight") || shape.length !== 2)) {
+        throw new ModelLoadError(`${source}: only matrices are kept in 16 bits, not ${name}`);
       }
       const bytes = tensorBytes(n, stored instanceof Float32Array ? "f32" : stored.dtype);
       if (name === "wte.weight") {
@@ -332,9 +329,9 @@ export class Model {
    * Loads a Hugging Face model folder of any supported family: config.json plus model.safetensors (or a
    * sharded index), f32/f16/bf16. Every expected tensor must be present with the shape the config
    * implies, and every tensor of the checkpoint must be used (buffers such as attention masks aside).
-   * Fused tensors (q|k|v, gate|up) are assembled here. Projection weights stored in f16/bf16 stay in
-   * 16 bits on the GPU (half the memory; the matmul unpacks them) unless `keepHalf` is false; a weight
-   * is widened to f32 when something writes it (`writable`). Memory is checked against the adapter first.
+   * Fused tensors (q|k|v, gate|up) are assembled here. Matrices stored in f16/bf16 (projections,
+   * embedding, head) stay in 16 bits on the GPU (half the memory; the kernels convert as they read)
+   * unless `keepHalf` is false; a projection is widened to f32 when something writes it (`writable`). Memory is checked against the adapter first.
    */
   static async load(gpu: Gpu, dir: string, o: { keepHalf?: boolean } = {}): Promise<Model> {
     const configText = await io().readText(`${dir}/config.json`).catch(() => null);
@@ -402,12 +399,12 @@ export class Model {
           );
         }
       }
-      // Projection weights stored in f16/bf16 stay in 16 bits on the GPU (all parts of a fused tensor
-      // must share the format); everything else is widened to f32.
+      // Matrices stored in f16/bf16 (projections, the embedding and the head) stay in 16 bits on the
+      // GPU (all parts of a fused tensor must share the format); norms and biases are widened to f32.
       const keepHalf = (name: string, parts: string[]) => {
         const dtypes = new Set(parts.map((p) => ckpt.info(p).dtype));
         return (o.keepHalf ?? true) && dtypes.size === 1 && !dtypes.has("F32") && name.endsWith(".weight") &&
-          ckpt.info(parts[0]).shape.length === 2 && name !== "wte.weight" && name !== "lm_head.weight";
+          ckpt.info(parts[0]).shape.length === 2;
       };
       checkMemory(gpu, config, dir, (name) => {
         const entry = plan.find(([n]) => n === name)!;
@@ -426,8 +423,9 @@ export class Model {
         }
       }
       if (tiedCopy) {
-        const head = await ckpt.read("lm_head.weight"), wte = weights.get("wte.weight") as Float32Array;
-        if (head.length !== wte.length || head.some((v, i) => v !== wte[i])) {
+        const head = await ckpt.read("lm_head.weight"), wte = weights.get("wte.weight")!;
+        const values = wte instanceof Float32Array ? wte : widenHalf(wte);
+        if (head.length !== values.length || head.some((v, i) => v !== values[i])) {
           throw new ModelLoadError(
             `${dir}: config.json ties the head to the embedding (tie_word_embeddings true) but the ` +
               `checkpoint's lm_head.weight differs from it`,
@@ -928,10 +926,11 @@ function concat<T extends Float32Array | Uint16Array>(parts: T[]): T {
 }
 
 /**
- * Refuses, before anything is read or allocated, a model whose f32 weights cannot fit: a tensor
- * larger than one storage binding (other than the [V, d] matrices, which are split), or weights
- * over the memory a software adapter has (the machine's memory; a real GPU's total memory is not
- * exposed by WebGPU, and allocation errors name it there).
+ * Refuses, before anything is read or allocated, a model whose weights cannot fit, at `bytesPerValue`
+ * (4 for f32, 2 for a matrix kept in 16 bits): a tensor larger than one storage binding that cannot be
+ * split by rows (the [V, d] matrices and [out, in] projections are), or weights over the memory a
+ * software adapter has (the machine's memory; a real GPU's total memory is not exposed by WebGPU, and
+ * allocation errors name it there).
  */
 export function checkMemory(
   gpu: Gpu,
@@ -939,14 +938,18 @@ export function checkMemory(
   where: string,
   bytesPerValue: (name: string) => number = () => 4,
 ): void {
-  const bytes = parameterShapes(config).map(([name, shape]) =>
+  const shapes = parameterShapes(config);
+  const bytes = shapes.map(([name, shape]) =>
     [name, bytesPerValue(name) * shape.reduce((a, b) => a * b, 1)] as const
   );
   const limit = gpu.limits.maxStorageBufferBindingSize;
-  for (const [name, b] of bytes) {
-    if (b > limit && name !== "wte.weight" && name !== "lm_head.weight") {
+  for (const [i, [name, b]] of bytes.entries()) {
+    const matrix = shapes[i][1].length === 2;
+    const splittable = name === "wte.weight" || name === "lm_head.weight" ||
+      (matrix && config.linearLayout === "out_in");
+    if (b > limit && !splittable) {
       throw new ModelLoadError(
-        `${where}: tensor ${name} needs ${(b / 2 ** 20).toFixed(0)} MiB in f32, over the adapter's ` +
+        `${where}: tensor ${name} needs ${(b / 2 ** 20).toFixed(0)} MiB, over the adapter's ` +
           `maxStorageBufferBindingSize of ${(limit / 2 ** 20).toFixed(0)} MiB`,
       );
     }
@@ -957,7 +960,7 @@ export function checkMemory(
     // Loading holds the CPU arrays and the adapter's copies at once.
     if (2 * total > memory) {
       throw new ModelLoadError(
-        `${where}: the weights need ${(total / 2 ** 30).toFixed(1)} GiB in f32 (about twice that while ` +
+        `${where}: the weights need ${(total / 2 ** 30).toFixed(1)} GiB (about twice that while ` +
           `loading), over this machine's ${(memory / 2 ** 30).toFixed(1)} GiB that the software adapter uses`,
       );
     }

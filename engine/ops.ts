@@ -3,7 +3,7 @@
 // the Gpu's shared encoder; nothing is read back. Shapes are given in each comment; R = rows
 // (batch * tokens), all tensors row-major.
 import type { Activation } from "./config.ts";
-import { cdiv, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
+import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
  *  8 = one llvmpipe SIMD vector, so that even 16 rows make 2 workgroups for llvmpipe's 2 threads. */
@@ -175,6 +175,14 @@ export function matmulKernel(gpu: Gpu, N: number, K: number, o: MatmulOptions = 
 }
 
 /**
+ * The shader of matmul_half for a 16-bit B: f16 read natively where the device has shader-f16,
+ * otherwise (and always for bf16, which WGSL has no type for) unpacked from u32 words.
+ */
+export function halfMatmulShader(gpu: Gpu, dtype: Dtype): "matmul_f16.wgsl" | "matmul_half.wgsl" {
+  return dtype === "f16" && gpu.device.features.has("shader-f16") ? "matmul_f16.wgsl" : "matmul_half.wgsl";
+}
+
+/**
  * Rows of A [., K] in one uniform window of the texture kernels: a power of two (so that register
  * blocks divide it) whose bytes fit maxUniformBufferBindingSize; 0 when not even one row fits or a
  * row's bytes are not a multiple of the uniform offset alignment (windows start at row boundaries).
@@ -220,7 +228,7 @@ export function matmul(
   }
   distinct("matmul", out, o.bias ? { a, b, bias: o.bias } : { a, b });
   const t = matmulTiles(gpu);
-  // A weight kept in 16 bits (f16/bf16 checkpoints): the scalar kernel that unpacks it.
+  // A weight kept in 16 bits (f16/bf16 checkpoints): the scalar kernel that converts it as it loads.
   const half = b.dtype === "f16" || b.dtype === "bf16";
   if (half && o.transA) throw new Error("matmul: a 16-bit B needs an untransposed A");
   if (a.dtype !== "f32" || out.dtype !== "f32") throw new Error("matmul: A and C must be f32");
@@ -257,7 +265,7 @@ export function matmul(
   const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
     .u32(strides.a, strides.b, strides.c, ldc, outOffset);
   gpu.run(
-    gpu.pipeline("matmul.wgsl", kernel, params),
+    gpu.pipeline(kernel === "matmul_half" ? halfMatmulShader(gpu, b.dtype) : "matmul.wgsl", kernel, params),
     [a, b, o.bias ?? placeholder(gpu), out],
     [cdiv(M, TM * t.WG_X), cdiv(N, columnsPerInvocation * t.WG_Y), batch],
     u,
@@ -656,7 +664,8 @@ export function attention(
 /** out[r, :] = wte[tokens[r] - rowStart, :] * scale + wpe[r % T, :] for every r in [0, R) whose token
  *  lies in [rowStart, rowStart + rows of wte); other rows are left untouched. (A vocabulary larger than
  *  one storage binding is split into row chunks; the model calls this once per chunk. rowStart = 0 and a
- *  whole wte is the normal case.) tokens is a u32 tensor [R]. wpe is [nPositions, C], or null for
+ *  whole wte is the normal case.) wte is f32, or f16/bf16 as the checkpoint stores it (a 16-bit chunk
+ *  starts on a whole word). tokens is a u32 tensor [R]. wpe is [nPositions, C], or null for
  *  models with rotary positions; scale is 1 except for Gemma (sqrt(d)). */
 export function embed(
   gpu: Gpu,
@@ -674,13 +683,19 @@ export function embed(
     throw new Error(`embed: rowStart must be >= 0, got ${rowStart}`);
   }
   need("embed", "tokens", tokens, R, "u32");
-  need("embed", "wte", wte, C);
+  const half = wte.dtype === "f16" || wte.dtype === "bf16";
+  if (!half) need("embed", "wte", wte, C);
+  else if (wte.size < C) throw new Error(`embed: wte [${wte.shape}] has fewer than ${C} values`);
   if (wpe) need("embed", "wpe", wpe, T * C);
   need("embed", "out", o.out, R * C);
   distinct("embed", o.out, { tokens, wte, ...(wpe ? { wpe } : {}) });
   const wteRows = Math.floor(wte.size / C);
   gpu.run(
-    gpu.pipeline("embedding.wgsl", "embed", { WG: ELEMENT_WG, WITH_POSITIONS: wpe !== null }),
+    gpu.pipeline("embedding.wgsl", half ? "embed_half" : "embed", {
+      WG: ELEMENT_WG,
+      WITH_POSITIONS: wpe !== null,
+      HALF_BF16: wte.dtype === "bf16",
+    }),
     [tokens, wte, wpe ?? placeholder(gpu), o.out],
     grid1d(gpu, cdiv(R * C, ELEMENT_WG)),
     uniforms().u32(R, T, C, rowStart, wteRows).f32(o.scale ?? 1),
