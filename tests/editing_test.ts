@@ -19,7 +19,7 @@ import { contextTemplates, factStates, instantiate, subjectNoise } from "../expe
 import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg.ts";
 import { computeRome, computeRomeAt } from "../experiments/editing/rome.ts";
 import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
-import { optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
+import { fitsOneBatch, optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
 import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
 import {
   EDITING_CONFIG as cfg,
@@ -461,6 +461,22 @@ Deno.test("v* of several requests optimised in one batch (finished ones leaving 
     assertClose(together[i].target, alone.target, 1e-6, `request ${i} v*`);
     assert.deepEqual(together[i].losses.length, alone.losses.length);
   }
+});
+
+Deno.test("v* grouping: requests split over several batches (fitsOneBatch's row cap) give one batch's results, in request order", async () => {
+  const model = Model.random(gpu, cfg, 19, true);
+  const requests: EditRequest[] = [
+    { prompt: "{} works at", subject: "Carl", target: "Rome Lima" },
+    request,
+    { prompt: "{} is a", subject: "Eva Falk", target: "city" },
+  ];
+  const o = { ...BATCH_VALUES, layer: 1, steps: 3 };
+  const plans = requests.map((r) => planRequest(tok, r, o));
+  assert.ok(fitsOneBatch(model, plans), "three small requests fit the adapter's limits");
+  assert.ok(!fitsOneBatch(model, plans, 10), "but not a cap of 10 rows");
+  const together = await optimiseValues(model, tok, requests, o);
+  const split = await optimiseValues(model, tok, requests, { ...o, maxRowsPerBatch: 1 });
+  for (const i of requests.keys()) assertClose(split[i].target, together[i].target, 1e-6, `request ${i}`);
 });
 
 Deno.test("v* and ROME edits of requests at different layers in one batch equal each computed at its layer alone", async () => {

@@ -48,7 +48,8 @@ export interface ValueOptions {
   klPrompt?: string;
   /** Where delta is added (default the subject's last token). */
   factToken?: FactToken;
-  /** Most prompt rows (sequences x padded length) per batch; requests are grouped to stay under it. */
+  /** Most computed rows (sequences x rows from the fact token on) per batch, on top of the adapter's
+   *  limits (fitsOneBatch); requests are grouped to stay under both. */
   maxRowsPerBatch?: number;
 }
 
@@ -110,24 +111,51 @@ export async function optimiseValues(
   }
   if (!(o.steps >= 1)) throw new Error(`optimiseValues: steps must be >= 1, got ${o.steps}`);
   const plans = requests.map((r, i) => planRequest(tok, r, o, layers[i]));
-  // Group requests so that one batch's kept activations stay bounded.
-  const cfg = model.config;
-  const budget = o.maxRowsPerBatch ?? Math.max(64, Math.floor(6e7 / (cfg.nLayer * 20 * cfg.nEmbd)));
-  const results: ValueResult[] = [];
-  let group: RequestPlan[] = [];
-  let rows = 0;
-  for (const plan of plans) {
-    const planRows = plan.instances.length * Math.max(...plan.instances.map((p) => p.ids.length));
-    if (group.length > 0 && rows + planRows > budget) {
-      results.push(...await optimiseGroup(model, group, o));
-      group = [];
-      rows = 0;
+  // Requests in order of their rows from the fact token on (one group pads to its longest), grouped
+  // within the adapter's limits.
+  const suffixLength = (p: RequestPlan) => Math.max(...p.instances.map((x) => x.ids.length - x.fact));
+  const order = plans.map((_, i) => i).sort((a, b) => suffixLength(plans[a]) - suffixLength(plans[b]));
+  const results: ValueResult[] = new Array(plans.length);
+  let group: number[] = [];
+  const run = async () => {
+    const out = await optimiseGroup(model, group.map((i) => plans[i]), o);
+    group.forEach((i, k) => results[i] = out[k]);
+    group = [];
+  };
+  for (const i of order) {
+    if (group.length > 0 && !fitsOneBatch(model, [...group, i].map((k) => plans[k]), o.maxRowsPerBatch)) {
+      await run();
     }
-    group.push(plan);
-    rows += planRows;
+    group.push(i);
   }
-  if (group.length > 0) results.push(...await optimiseGroup(model, group, o));
+  if (group.length > 0) await run();
   return results;
+}
+
+/**
+ * Whether one batch can optimise these requests together, from the adapter's limits. Each step keeps,
+ * per layer from the lowest edited one, every activation of the rows from the fact tokens on (per row
+ * about 6d + the q|k|v width + the heads' width + the MLP's input and output widths, plus attention
+ * probabilities over the T_k positions per head); the batch also holds its whole prompts' q|k|v per
+ * layer [rows, width] and the scored rows' logits and their gradient [rows, V]. Every single tensor
+ * must fit one storage binding (maxStorageBufferBindingSize) and the total the largest buffer the
+ * adapter allows (maxBufferSize: WebGPU exposes no memory size; this keeps a batch well inside what
+ * the adapter is built to hold). `maxRows` (tests, benchmarks) also caps the computed rows.
+ */
+export function fitsOneBatch(model: Model, plans: RequestPlan[], maxRows = Infinity): boolean {
+  const cfg = model.config, limits = model.gpu.limits;
+  const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim, qd = cfg.nHead * cfg.headDim;
+  const instances = plans.flatMap((p) => p.instances);
+  const B = instances.length;
+  const Tk = Math.max(...instances.map((x) => x.ids.length));
+  const Tq = Math.max(...instances.map((x) => x.ids.length - x.fact));
+  const rows = B * Tq, layers = cfg.nLayer - Math.min(...plans.map((p) => p.layer));
+  const scored = plans.reduce((n, p) => n + p.target.length * (p.instances.length - 1) + 1, 0);
+  const fcOut = model.siteWidth("mlp_pre");
+  const perRow = 6 * cfg.nEmbd + width + qd + fcOut + cfg.nInner + cfg.nHead * Tk;
+  const single = 4 * Math.max(rows * Math.max(fcOut, width), B * Tk * width, scored * cfg.vocabSize);
+  const total = 4 * (layers * (rows * perRow + B * Tk * width) + 2 * scored * cfg.vocabSize);
+  return rows <= maxRows && single <= limits.maxStorageBufferBindingSize && total <= limits.maxBufferSize;
 }
 
 /** One request's prompts: rewrite prompts (context + prompt + target[:-1]) then the KL prompt. */
