@@ -19,6 +19,8 @@ import {
   normExtent,
   type NormRows,
   queryRows,
+  rowKernels,
+  runRowsWorkgroup,
 } from "./ops.ts";
 
 /** Invocations per workgroup for row/column kernels: one llvmpipe SIMD vector. */
@@ -424,11 +426,8 @@ export function crossEntropy(
   if (o.dlogits) need(op, "dlogits", o.dlogits, R * V);
   const { one, placeholder } = constants(gpu);
   const u = uniforms().u32(R, V, o.weights ? 1 : 0, o.dlogits ? 1 : 0).f32(o.scale ?? 1);
-  gpu.run(
-    gpu.pipeline("crossentropy.wgsl", "cross_entropy", { WG }),
-    [logits, targets, o.weights ?? one, losses, o.dlogits ?? placeholder],
-    [cdiv(R, WG)],
-    u,
-  );
+  const buffers = [logits, targets, o.weights ?? one, losses, o.dlogits ?? placeholder];
+  if (rowKernels(gpu) === "workgroup") runRowsWorkgroup(gpu, "cross_entropy_rows", buffers, R, u);
+  else gpu.run(gpu.pipeline("crossentropy.wgsl", "cross_entropy", { WG }), buffers, [cdiv(R, WG)], u);
   return { losses, dlogits: o.dlogits };
 }

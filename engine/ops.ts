@@ -103,6 +103,45 @@ export function matmulTiles(gpu: Gpu): MatmulTiles {
   return t;
 }
 
+/**
+ * How the row kernels (norms, softmax, log-probabilities, cross-entropy) spread a row over lanes:
+ * "invocation" gives each row one invocation (the faster shape on software adapters, where a barrier
+ * costs more than a loop over a row); "workgroup" gives each row a workgroup of ROWS_WG lanes with
+ * tree reductions in workgroup memory (shaders/rows_workgroup.wgsl; GPUs, where one invocation per
+ * row leaves most lanes idle). Both compute the same values (tests/row_kernels_test.ts).
+ */
+export type RowKernels = "invocation" | "workgroup";
+const rowKernelsByGpu = new WeakMap<Gpu, RowKernels>();
+const ROWS_WG = 64;
+
+export function rowKernels(gpu: Gpu): RowKernels {
+  return rowKernelsByGpu.get(gpu) ?? (gpu.info.isFallback ? "invocation" : "workgroup");
+}
+
+/** Overrides rowKernels' choice for this adapter (tests and benchmarks). */
+export function setRowKernels(gpu: Gpu, kernels: RowKernels): void {
+  rowKernelsByGpu.set(gpu, kernels);
+}
+
+/** Dispatches an entry point of shaders/rows_workgroup.wgsl over R rows, one workgroup per row. */
+export function runRowsWorkgroup(
+  gpu: Gpu,
+  entry: string,
+  buffers: Tensor[],
+  R: number,
+  u: ReturnType<typeof uniforms>,
+  flags: { RMS?: boolean; HAS_BETA?: boolean; WITH_STATS?: boolean } = {},
+): void {
+  // The module is compiled whole: every entry point needs every flag.
+  const params = {
+    WG: ROWS_WG,
+    RMS: !!flags.RMS,
+    HAS_BETA: !!flags.HAS_BETA,
+    WITH_STATS: !!flags.WITH_STATS,
+  };
+  gpu.run(gpu.pipeline("rows_workgroup.wgsl", entry, params), buffers, grid1d(gpu, R), u);
+}
+
 export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
   positive("setMatmulTiles", {
     TM: tiles.TM,
@@ -384,13 +423,18 @@ export function layernorm(
     need("layernorm", "stats", o.stats, R * 2);
     distinct("layernorm", o.stats, { x, gamma, out });
   }
-  const params = { WG: ROW_WG, WITH_STATS: !!o.stats, RMS: !!o.rms, HAS_BETA: !!beta };
-  gpu.run(
-    gpu.pipeline("layernorm.wgsl", "layernorm", params),
-    [x, gamma, beta ?? placeholder(gpu), out, o.stats ?? placeholder(gpu)],
-    grid1d(gpu, cdiv(R, ROW_WG)),
-    uniforms().u32(R, C).f32(eps, o.gainOffset ?? 0).u32(rows.G, rows.ld, rows.off),
-  );
+  const flags = { WITH_STATS: !!o.stats, RMS: !!o.rms, HAS_BETA: !!beta };
+  const buffers = [x, gamma, beta ?? placeholder(gpu), out, o.stats ?? placeholder(gpu)];
+  const u = uniforms().u32(R, C).f32(eps, o.gainOffset ?? 0).u32(rows.G, rows.ld, rows.off);
+  if (rowKernels(gpu) === "workgroup") runRowsWorkgroup(gpu, "layernorm_rows", buffers, R, u, flags);
+  else {
+    gpu.run(
+      gpu.pipeline("layernorm.wgsl", "layernorm", { WG: ROW_WG, ...flags }),
+      buffers,
+      grid1d(gpu, cdiv(R, ROW_WG)),
+      u,
+    );
+  }
   return out;
 }
 
@@ -795,12 +839,16 @@ export function logProbOf(
   const out = o.out ?? gpu.zeros([R]);
   need("logProbOf", "out", out, R);
   distinct("logProbOf", out, { logits, targets });
-  gpu.run(
-    gpu.pipeline("softmax.wgsl", "log_prob_of", { WG: ROW_WG }),
-    [logits, targets, out],
-    grid1d(gpu, cdiv(R, ROW_WG)),
-    uniforms().u32(R, V),
-  );
+  if (rowKernels(gpu) === "workgroup") {
+    runRowsWorkgroup(gpu, "log_prob_of_rows", [logits, targets, out], R, uniforms().u32(R, V));
+  } else {
+    gpu.run(
+      gpu.pipeline("softmax.wgsl", "log_prob_of", { WG: ROW_WG }),
+      [logits, targets, out],
+      grid1d(gpu, cdiv(R, ROW_WG)),
+      uniforms().u32(R, V),
+    );
+  }
   return out;
 }
 
@@ -811,12 +859,16 @@ export function softmax(gpu: Gpu, logits: Tensor, R: number, V: number, o: { out
   const out = o.out ?? gpu.zeros([R, V]);
   need("softmax", "out", out, R * V);
   distinct("softmax", out, { logits });
-  gpu.run(
-    gpu.pipeline("softmax.wgsl", "softmax", { WG: ROW_WG }),
-    [logits, out],
-    grid1d(gpu, cdiv(R, ROW_WG)),
-    uniforms().u32(R, V),
-  );
+  if (rowKernels(gpu) === "workgroup") {
+    runRowsWorkgroup(gpu, "softmax_rows", [logits, out], R, uniforms().u32(R, V));
+  } else {
+    gpu.run(
+      gpu.pipeline("softmax.wgsl", "softmax", { WG: ROW_WG }),
+      [logits, out],
+      grid1d(gpu, cdiv(R, ROW_WG)),
+      uniforms().u32(R, V),
+    );
+  }
   return out;
 }
 
