@@ -33,7 +33,7 @@ import { batchWithNoise, type FactToken, instantiate, type PromptInstance } from
 export interface ValueOptions {
   layer: number;
   /** Per request, the layer its delta is added at (default `layer` for every request): requests at
-   *  different layers share batches (a sweep's candidate layers), the pass starting at the lowest. */
+   *  different layers (a sweep's candidate layers) are optimised in one call, a batch per layer. */
   layers?: number[];
   /** "mlp": delta on the MLP output (ROME's v*); "resid": on the block output (MEMIT's z). */
   site: "mlp" | "resid";
@@ -111,10 +111,13 @@ export async function optimiseValues(
   }
   if (!(o.steps >= 1)) throw new Error(`optimiseValues: steps must be >= 1, got ${o.steps}`);
   const plans = requests.map((r, i) => planRequest(tok, r, o, layers[i]));
-  // Requests in order of their rows from the fact token on (one group pads to its longest), grouped
-  // within the adapter's limits.
+  // Requests by layer, then by their rows from the fact token on (a group pads to its longest), grouped
+  // within the adapter's limits. A group runs from its lowest layer, so one layer per group: a request
+  // at layer l in a group from layer l' < l would recompute layers l'..l-1, unchanged by its delta.
   const suffixLength = (p: RequestPlan) => Math.max(...p.instances.map((x) => x.ids.length - x.fact));
-  const order = plans.map((_, i) => i).sort((a, b) => suffixLength(plans[a]) - suffixLength(plans[b]));
+  const order = plans.map((_, i) => i).sort((a, b) =>
+    plans[a].layer - plans[b].layer || suffixLength(plans[a]) - suffixLength(plans[b])
+  );
   const results: ValueResult[] = new Array(plans.length);
   let group: number[] = [];
   const run = async () => {
@@ -123,7 +126,10 @@ export async function optimiseValues(
     group = [];
   };
   for (const i of order) {
-    if (group.length > 0 && !fitsOneBatch(model, [...group, i].map((k) => plans[k]), o.maxRowsPerBatch)) {
+    const full = group.length > 0 &&
+      (plans[group[0]].layer !== plans[i].layer ||
+        !fitsOneBatch(model, [...group, i].map((k) => plans[k]), o.maxRowsPerBatch));
+    if (full) {
       await run();
     }
     group.push(i);
