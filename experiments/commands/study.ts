@@ -258,7 +258,7 @@ async function main(args: string[]): Promise<number> {
           g.golden.mean.toFixed(3)
         } vs each fact's best layer ` +
           `${g.optimal.mean.toFixed(3)} (paired t-test p ${formatP(g.p)}${
-            g.different ? ", different" : ", no significant difference"
+            g.verdict === "effect" ? ", an effect" : ", no effect"
           })`,
       );
     }

@@ -467,7 +467,15 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
       body.push(
         row("Golden Layer", (g) => `${meanStd(g.golden.mean, g.golden.std)} (layer ${g.goldenLayer})`),
       );
-      body.push(row("Statistical Difference", (g) => `${g.different ? "Yes" : "No"} (p ${formatP(g.p)})`));
+      body.push(
+        row(
+          "Statistical Difference",
+          (g) =>
+            `${g.verdict === "effect" ? "Yes" : "No"} (Holm p ${formatP(g.pAdjusted)}, d_z ${
+              g.dz.toFixed(2)
+            })`,
+        ),
+      );
     }
     parts.push(table(
       "table-golden",
