@@ -8,8 +8,8 @@
 //   4. edits: ROME at every layer for every edited fact x Hase et al.'s five editing problems, then the
 //      --extra-methods (MEMIT, FT-L) on the --extra-problems as time allows;
 //   5. analyses and the HTML report (experiments/study/analysis.ts, experiments/study/report.ts), a CSV of every
-//      result, and the headline in the terminal: does the edit layer explain far more of the variance
-//      in edit success than the tracing effect (Hase et al.'s finding)?
+//      result, and in the terminal the same summary as the report's: the R² table with the verdict rule,
+//      what the run supports and the caveats found in the data.
 //
 // Every result goes to OUT/results.db as it is produced (experiments/study/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
@@ -22,16 +22,8 @@ import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
-import {
-  concentratedFacts,
-  formatP,
-  goldenVsSampleWise,
-  headline,
-  loadSweep,
-  r2Table,
-  selectionScores,
-  STRATEGY_NAMES,
-} from "../study/analysis.ts";
+import { caveats, findings, formatP, headline, loadSweep, r2Table } from "../study/analysis.ts";
+import { VERDICT_RULE } from "../study/stats.ts";
 import { METHODS, parseMethod } from "../editing/methods.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
 import { formatSeconds } from "../output.ts";
@@ -229,52 +221,28 @@ async function main(args: string[]): Promise<number> {
     for (const line of scoreSummary(store.results({ sweep: "study" }), "study")) console.log(`  ${line}`);
     const rewrite = r2Table(data, { metric: "rewrite" });
     const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : " n/a ");
-    console.log("R² of the rewrite score from:  layer | tracing effect | both   (Hase et al. table 3)");
+    console.log(
+      "R² of the rewrite score from:  layer | tracing effect | both   (Hase et al. table 3; 95% bootstrap " +
+        "intervals in the report)",
+    );
     for (const r of rewrite) {
       console.log(
         `  ${`${r.problem} ${r.method}`.padEnd(32)} ${f3(r.layer)} | ${f3(r.trace)} | ${f3(r.both)}   ` +
-          `Diff ${f3(r.diff)}, F-test p ${formatP(r.p)}${
-            r.note && !Number.isFinite(r.layer) ? ` (${r.note})` : ""
-          }`,
+          `Diff ${f3(r.diff)} [${f3(r.ci.diff.lower)}, ${f3(r.ci.diff.upper)}], f² ${f3(r.f2)}, Holm p ${
+            formatP(r.pAdjusted)
+          }: ${r.verdict}${r.note && !Number.isFinite(r.layer) ? ` (${r.note})` : ""}`,
       );
     }
     const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
     if (main) console.log(`\n${headline(main)}`);
-    const holds = rewrite.filter((r) => Number.isFinite(r.layer) && Number.isFinite(r.trace));
-    const layerWins = holds.filter((r) => r.layer > r.trace && r.diff < 0.1).length;
     console.log(
-      `Hase et al.'s finding (here: the layer's R² is above the tracing effect's, and adding the tracing ` +
-        `effect to the layer gains less than 0.1): holds in ${layerWins} of ${holds.length} problem x method conditions.`,
+      `\n=== Summary (${data.model.name ?? dir}; results sha256 ${data.fingerprint.slice(0, 16)}…) ===`,
     );
-    const concentrated = concentratedFacts(data, { nLayer: L });
-    console.log(
-      `Facts with concentrated tracing effects: ${concentrated.size} of ${
-        data.traces.filter((t) => t.localization === "causal-tracing").length
-      }.`,
-    );
-    for (const g of goldenVsSampleWise(data).filter((g) => g.method === "rome")) {
-      console.log(
-        `Golden layer (${g.problem}): ${g.goldenLayer}, rewrite ${
-          g.golden.mean.toFixed(3)
-        } vs each fact's best layer ` +
-          `${g.optimal.mean.toFixed(3)} (paired t-test p ${formatP(g.p)}${
-            g.verdict === "effect" ? ", an effect" : ", no effect"
-          })`,
-      );
-    }
-    const chosen = selectionScores(data).filter((s) =>
-      s.problem === (main?.problem ?? "") && s.method === (main?.method ?? "")
-    );
-    if (chosen.length) {
-      console.log(`Layer selection (${main!.method}, ${main!.problem}; mean rewrite on the test facts):`);
-      for (const s of chosen) {
-        console.log(
-          `  ${(STRATEGY_NAMES[s.strategy] ?? s.strategy).padEnd(30)} ${
-            s.layer === null ? "per fact" : `layer ${s.layer}`
-          }: ${f3(s.means.rewrite)}`,
-        );
-      }
-    }
+    for (const line of findings(data)) console.log(`  + ${line}`);
+    console.log("Caveats found in the data:");
+    const warnings = caveats(data);
+    for (const line of warnings.length ? warnings : ["none detected"]) console.log(`  ! ${line}`);
+    console.log(`Verdict rule: ${VERDICT_RULE}`);
     console.log(
       `\n${out}/report.html (the full report), ${out}/results.csv (${csvCount} results), ${storePath}\n${timing}`,
     );

@@ -49,7 +49,8 @@ import {
   verdict,
   weightedMean,
 } from "./stats.ts";
-import type { Json, StoredResult } from "./store.ts";
+import { createHash } from "node:crypto";
+import { canonicalJson, type Json, type StoredResult } from "./store.ts";
 import { LAYER_GRID, NONE, PROXY_SET, SKIPPED } from "./sweep.ts";
 import type { FactTrace } from "../localization/tracing.ts";
 
@@ -71,6 +72,8 @@ export interface EditRow {
   /** The edit left the target's probability exactly where it was (e.g. ROME stops before its first
    *  step when the loss is already below its threshold): counted and flagged by the report. */
   noop: boolean;
+  /** Seconds the edit and its scoring took (the sweep's per-edit share of a batch; NaN if not stored). */
+  seconds: number;
 }
 
 export interface TraceRow {
@@ -94,6 +97,9 @@ export interface SelectionRow {
 
 export interface SweepData {
   sweep: string;
+  /** sha256 of the sweep's results (keys and metrics in key order): names exactly the data a report
+   *  or an analysis was computed from. */
+  fingerprint: string;
   /** The model record shared by every result. */
   model: { [key: string]: Json };
   dataset: { [key: string]: Json };
@@ -194,8 +200,13 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
       );
     }
   }
+  const hash = createHash("sha256");
+  for (const r of [...mine].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
+    hash.update(`${r.key}\n${canonicalJson(r.metrics)}\n`);
+  }
   const data: SweepData = {
     sweep,
+    fingerprint: hash.digest("hex"),
     model: first.model,
     dataset: first.dataset,
     adapter: first.adapter,
@@ -223,6 +234,7 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
           : numbers(r.hparams.editedLayers, `${r.key}: hparams.editedLayers`),
         scores: { ...s, overall: num(m.overall), average: (s.rewrite + s.paraphrase + s.neighborhood) / 3 },
         noop: isNoop(m.pre, m.post),
+        seconds: num(r.timings.edit) + num(r.timings.score),
       });
     } else if (r.localization.startsWith("select:")) {
       data.selections.push({

@@ -220,7 +220,7 @@ function existsSync(path: string): boolean {
 }
 
 /** JSON text with object keys sorted at every level: equal settings give equal text and fingerprint. */
-function canonicalJson(value: Json): string {
+export function canonicalJson(value: Json): string {
   if (value === null || typeof value !== "object") return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
   const keys = Object.keys(value).sort();
