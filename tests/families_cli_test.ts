@@ -192,13 +192,13 @@ Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts i
   await Deno.writeTextFile(`${dir}/counterfact.json`, JSON.stringify(cases));
   const db = `${dir}/sweep.db`;
   const run = await runScript(
-    "experiments/study/sweep.ts",
+    "experiments/commands/sweep.ts",
     ...["--model", dir, "--facts", "2", "--proxy-fraction", "0.5", "--layers", "0,1", "--methods", "rome"],
     ...["--problems", "error-injection", "--localizations", "causal-tracing", "--selectors", "none"],
     ...["--trace-samples", "2", "--v-steps", "2", "--batch", "2", "--stats-dir", `${dir}/stats`, "--out", db],
   );
   assert.equal(run.code, 0, run.stderr);
-  const csv = await runScript("experiments/study/sweep.ts", "csv", db, `${dir}/sweep.csv`);
+  const csv = await runScript("experiments/commands/sweep.ts", "csv", db, `${dir}/sweep.csv`);
   assert.equal(csv.code, 0, csv.stderr);
   const rows = (await Deno.readTextFile(`${dir}/sweep.csv`)).trim().split("\n");
   const header = rows[0].split(",");

@@ -174,7 +174,7 @@ const FIGURES = [
 ];
 
 function report(...args: string[]): Promise<ScriptRun> {
-  return runScript("experiments/study/report.ts", ...args);
+  return runScript("experiments/commands/report.ts", ...args);
 }
 
 /** The HTML of the element with this id, from its opening tag to the matching closing tag. */

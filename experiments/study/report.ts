@@ -1,7 +1,6 @@
-// ./locus task report RESULTS: one self-contained HTML page (inline SVG and CSS, nothing fetched) with
-// the seeds' tables and figures computed from a sweep's results store (experiments/study/sweep.ts).
-//
-//   ./locus task report runs/sweep.db [--out runs/sweep.html] [--sweep NAME] [--heatmaps 3]
+// One self-contained HTML page (inline SVG and CSS, nothing fetched) with the seeds' tables and figures
+// computed from a sweep's results (experiments/study/sweep.ts); `./locus task report RESULTS.db` is
+// experiments/commands/report.ts.
 //
 // Sections, each table and figure with a stable id (tests/report_test.ts checks them all):
 //   summary       what was run, on what (model, adapter, results fingerprint), the headline (layer vs
@@ -22,7 +21,6 @@
 // and caveats), and states the verdict rule once; every R², mean and r carries its 95% bootstrap
 // interval over facts, every table's tests are Holm-corrected, and nothing in a caption is fixed text
 // about the results.
-import { parseArgs } from "node:util";
 import {
   caveats,
   concentratedFacts,
@@ -34,7 +32,6 @@ import {
   headline,
   layerChoice,
   layerCurves,
-  loadSweep,
   type Metric,
   perLayerCorrelations,
   proxyVsTest,
@@ -49,10 +46,7 @@ import { VERDICT_RULE } from "./stats.ts";
 import { goldenLayers, layerCurvesSvg, lgaChartSvg } from "../localization/attribution.ts";
 import { barChartSvg, formatTick, lineChart, ticks } from "../pictures/charts.ts";
 import { averageCurvesSvg, heatmapSvg } from "../pictures/heatmap.ts";
-import { writeAtomic } from "../../engine/files.ts";
-import { ResultStore } from "./store.ts";
 import { averageTraces } from "../localization/tracing.ts";
-import { runMain } from "../../engine/main.ts";
 
 // ------------------------------------------------------------------------------------------------
 // HTML and SVG helpers
@@ -860,47 +854,3 @@ ${goldenSection(data, methodLabel)}
 </html>
 `;
 }
-
-// ------------------------------------------------------------------------------------------------
-// Command line
-
-async function main(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      out: { type: "string" },
-      sweep: { type: "string" },
-      heatmaps: { type: "string", default: "3" },
-      title: { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (values.help || positionals.length !== 1) {
-    console.log(
-      "usage: ./locus task report RESULTS.db [--out FILE.html] [--sweep NAME] [--heatmaps N] [--title TEXT]",
-    );
-    return values.help ? 0 : 2;
-  }
-  const path = positionals[0];
-  // A report only reads: a mistyped path is an error, never a new empty store.
-  const store = ResultStore.open(path, { create: false });
-  let data: SweepData;
-  try {
-    data = loadSweep(store.results(), values.sweep);
-  } finally {
-    store.close();
-  }
-  const heatmaps = Number(values.heatmaps);
-  if (!Number.isInteger(heatmaps) || heatmaps < 0) {
-    throw new Error(`--heatmaps: expected an integer >= 0, got "${values.heatmaps}"`);
-  }
-  const out = values.out ?? path.replace(/\.(db|sqlite)$/, "") + ".html";
-  await writeAtomic(out, renderReport(data, { heatmaps, title: values.title }));
-  console.log(
-    `${out}: report of sweep "${data.sweep}" (${data.edits.length} edits, ${data.traces.length} traces)`,
-  );
-  return 0;
-}
-
-if (import.meta.main) await runMain("report", main);
