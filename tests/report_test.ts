@@ -114,6 +114,21 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
             ...records.at(-1)!.metrics,
             pre: { rewrite: 0.5 },
             post: { rewrite: f === 1 ? 0.5 : 0.9 },
+            // The standard metrics apply to error injection (a new object against the true one).
+            standard: problem === "error-injection"
+              ? {
+                efficacySuccess: rewrite > 0.5 ? 1 : 0,
+                efficacyMagnitude: rewrite - 0.5,
+                paraphraseSuccess: 1,
+                paraphraseMagnitude: 0.2,
+                neighborhoodSuccess: 0.9,
+                neighborhoodMagnitude: 0.3,
+                reliability: 0.5,
+                generalization: 0.4,
+                locality: 1,
+                portability: null,
+              }
+              : null,
           };
         }
       }
@@ -160,6 +175,7 @@ const TABLES = [
   "table-proxy-test",
   "table-selection-004",
   "table-selection-000",
+  "table-counterfact",
 ];
 const FIGURES = [
   "fig-heatmaps",
@@ -278,6 +294,14 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   ) {
     assert.ok(selection.includes(name), `table-selection-004 lists ${name}`);
   }
+  // The standard metrics at the proxy facts' golden layer (layer 1: the synthetic scores peak there),
+  // over the 8 test facts; portability has no prompts.
+  const counterfact = bodyRows(element(html, "table-counterfact"));
+  assert.equal(counterfact.length, METHODS.length, "error injection only");
+  assert.deepEqual(counterfact[0].slice(0, 3), ["error-injection", "rome (1 layer)", "1"]);
+  assert.match(counterfact[0][3], /^1\.000<br>/, "ES: every rewrite at layer 1 is above 0.5");
+  assert.match(counterfact[0][12], /^n\/a<br>/, "no portability prompts");
+  assert.equal(counterfact[0][13], "8");
   const seed000 = bodyRows(element(html, "table-selection-000"));
   assert.deepEqual(seed000.map((r) => [r[0], r[1]]), [["Attribution score (IG)", "3"], [
     "Causal tracing",

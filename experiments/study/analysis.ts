@@ -53,6 +53,7 @@ import { createHash } from "node:crypto";
 import { canonicalJson, type Json, type StoredResult } from "./store.ts";
 import { LAYER_GRID, NONE, PROXY_SET, SKIPPED } from "./sweep.ts";
 import type { FactTrace } from "../localization/tracing.ts";
+import { STANDARD_METRICS } from "../evaluation/metrics.ts";
 
 /** Edit scores: Hase et al.'s three, their harmonic mean ("overall") and their raw mean ("average",
  *  the overall score of Hase et al.'s table 6). */
@@ -74,6 +75,9 @@ export interface EditRow {
   noop: boolean;
   /** Seconds the edit and its scoring took (the sweep's per-edit share of a batch; NaN if not stored). */
   seconds: number;
+  /** The field's standard metrics (evaluation/metrics.ts STANDARD_METRICS: CounterFact ES/PS/NS/EM/PM/NM,
+   *  EasyEdit's reliability ...; NaN where a case has no such prompts), or null where they do not apply. */
+  standard: Record<string, number> | null;
 }
 
 export interface TraceRow {
@@ -235,6 +239,11 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
         scores: { ...s, overall: num(m.overall), average: (s.rewrite + s.paraphrase + s.neighborhood) / 3 },
         noop: isNoop(m.pre, m.post),
         seconds: num(r.timings.edit) + num(r.timings.score),
+        standard: m.standard !== null && typeof m.standard === "object" && !Array.isArray(m.standard)
+          ? Object.fromEntries(
+            STANDARD_METRICS.map((k) => [k.key, num((m.standard as { [k: string]: Json })[k.key])]),
+          )
+          : null,
       });
     } else if (r.localization.startsWith("select:")) {
       data.selections.push({
@@ -755,6 +764,50 @@ export function proxyVsTest(data: SweepData, metric: Metric = "rewrite"): ProxyT
       proxyLayerTestScore: testMean(p),
       testLayer: data.layers[t],
       testLayerTestScore: testMean(t),
+    });
+  }
+  return out;
+}
+
+export interface StandardRow {
+  problem: string;
+  method: string;
+  /** The layer scored: the golden layer of the proxy facts (by rewrite score), else of the test facts. */
+  layer: number;
+  layerFrom: "proxy" | "test";
+  /** Test facts scored. */
+  n: number;
+  /** Per STANDARD_METRICS key: the mean over test facts with its 95% bootstrap interval (NaN: no prompts). */
+  metrics: Record<string, ConfidenceInterval>;
+}
+
+/**
+ * The field's standard metrics (CounterFact ES/PS/NS and magnitudes, EasyEdit's reliability,
+ * generalisation, locality, portability) of the test facts edited at the golden layer chosen on the
+ * proxy facts, per (problem, method) where they apply: one layer per condition, as a user would edit.
+ */
+export function standardTable(data: SweepData, o: IntervalOptions = {}): StandardRow[] {
+  const out: StandardRow[] = [];
+  for (const { problem, method, rows } of byProblemMethod(data)) {
+    if (!rows.some((e) => e.standard)) continue;
+    const proxy = scoreMatrix(rows.filter((e) => e.split === "proxy"), data.layers, "rewrite");
+    const test = scoreMatrix(rows.filter((e) => e.split === "test"), data.layers, "rewrite");
+    const from = proxy.size ? "proxy" : "test";
+    const matrix = from === "proxy" ? proxy : test;
+    if (matrix.size === 0) continue;
+    const layer = data.layers[goldenIndex(matrix, [...matrix.keys()], data.layers.length)];
+    const chosen = rows.filter((e) => e.split === "test" && e.layer === layer && e.standard);
+    out.push({
+      problem,
+      method,
+      layer,
+      layerFrom: from,
+      n: chosen.length,
+      metrics: Object.fromEntries(
+        STANDARD_METRICS.map((
+          k,
+        ) => [k.key, meanCI(chosen.map((e) => e.standard![k.key]).filter(Number.isFinite), o)]),
+      ),
     });
   }
   return out;

@@ -17,6 +17,7 @@
 //                 table-selection-004 (Golden Layers table 2), table-selection-000 (Chun & Hur table 1),
 //                 fig-selection (the strategies' per-layer scores, LGA with its fences),
 //                 fig-selection-runtime (the strategies' times)
+//   standard      table-counterfact (CounterFact ES/PS/NS and magnitudes, EasyEdit's four metrics)
 // The summary opens with what the run supports and the caveats found in its data (analysis.ts findings
 // and caveats), and states the verdict rule once; every R², mean and r carries its 95% bootstrap
 // interval over facts, every table's tests are Holm-corrected, and nothing in a caption is fixed text
@@ -38,11 +39,13 @@ import {
   type R2Row,
   r2Table,
   selectionScores,
+  standardTable,
   STRATEGY_NAMES,
   type SweepData,
 } from "./analysis.ts";
 import type { ConfidenceInterval, Verdict } from "./stats.ts";
 import { VERDICT_RULE } from "./stats.ts";
+import { STANDARD_METRICS } from "../evaluation/metrics.ts";
 import { goldenLayers, layerCurvesSvg, lgaChartSvg } from "../localization/attribution.ts";
 import { barChartSvg, formatTick, lineChart, ticks } from "../pictures/charts.ts";
 import { averageCurvesSvg, heatmapSvg } from "../pictures/heatmap.ts";
@@ -733,6 +736,36 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
   return parts.join("\n");
 }
 
+function standardSection(data: SweepData, methodLabel: (m: string) => string): string {
+  const rows = standardTable(data);
+  const parts = [`<section id="standard"><h2>The field's standard metrics</h2>`];
+  if (rows.length === 0) {
+    parts.push(missing(
+      "table-counterfact",
+      "table",
+      "no edit of a problem the standard metrics judge (they compare a new object against the true one)",
+    ));
+  } else {
+    parts.push(table(
+      "table-counterfact",
+      "CounterFact's ES/PS/NS with magnitudes (ROME, MEMIT) and EasyEdit's reliability, generalization, " +
+        "locality and portability (the integrated-gradients paper's table 1) of the test facts edited at " +
+        "the golden layer found on the proxy facts; means over test facts with 95% bootstrap intervals " +
+        "(n/a: no such prompts in the dataset).",
+      [["Editing Problem", "Method", "Layer", ...STANDARD_METRICS.map((m) => m.short), "n facts"]],
+      rows.map((r) => [
+        r.problem,
+        methodLabel(r.method),
+        `${r.layer}${r.layerFrom === "test" ? " (test)" : ""}`,
+        ...STANDARD_METRICS.map((m) => withCI(r.metrics[m.key].estimate, r.metrics[m.key])),
+        r.n,
+      ]),
+    ));
+  }
+  parts.push(`</section>`);
+  return parts.join("\n");
+}
+
 /** The time brute force takes on the proxy facts: every proxy edit of the first (problem, method) at
  *  every grid layer (edit and scoring times as stored), NaN when the sweep has no proxy edits. */
 function bruteForceSeconds(data: SweepData): number {
@@ -849,6 +882,7 @@ outputs restored over a window, max over tokens).</p>
 ${tracingSection(data, o.heatmaps ?? 3)}
 ${localizationSection(data, methodLabel)}
 ${layersSection(data)}
+${standardSection(data, methodLabel)}
 ${goldenSection(data, methodLabel)}
 </body>
 </html>
