@@ -379,6 +379,8 @@ Deno.test("selectionScores: a selection made on zeros is no choice, with no scor
   const results = [
     ...gridSweep(["proxy", "test", "test", "test", "test"]),
     selection("causal-tracing", 2, [-0.019, -0.003, -6.9e-18]),
+    // LGA's scores are signed: a negative best is still a choice (only ties are not).
+    selection("lga", 1, [-0.3, -0.1, -0.2]),
     ...GRID.map((_, f) => trace(`f${f}`, f === 1 ? [0, 0, 0] : [0.9, 0.1, 0.2])),
   ];
   const rows = selectionScores(loadSweep(results));
@@ -386,6 +388,8 @@ Deno.test("selectionScores: a selection made on zeros is no choice, with no scor
   assert.equal(ct.layer, null);
   assert.match(ct.noChoice, /structural zero/);
   assert.equal(ct.n, 0);
+  const lga = rows.find((r) => r.strategy === "lga")!;
+  assert.deepEqual([lga.layer, lga.noChoice, lga.n], [1, "", 4]);
   const peak = rows.find((r) => r.strategy === "tracing-peak")!;
   assert.match(peak.note, /1 of 4 facts have no peak/);
   assert.equal(peak.n, 3);

@@ -134,6 +134,25 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
       }
     }
   }
+  // The mass-editing curve: MEMIT editing 1 and 8 test facts at once, worse with more.
+  for (const n of [1, 8]) {
+    records.push({
+      ...base,
+      fact: "mass-set",
+      method: "memit",
+      layer: null,
+      problem: "error-injection",
+      localization: `mass:${n}`,
+      metrics: {
+        n,
+        rewrite: Array.from({ length: n }, (_, i) => 0.9 - 0.02 * n + 0.01 * i),
+        paraphrase: Array.from({ length: n }, () => 0.5),
+        neighborhood: Array.from({ length: n }, () => 0.95),
+      },
+      hparams: { editedLayers: [1, 2] },
+      timings: { edit: 2 * n },
+    });
+  }
   for (const [selector, layer] of [["causal-tracing", 0], ["integrated-gradients", 3], ["lga", 1]] as const) {
     records.push({
       ...base,
@@ -176,6 +195,7 @@ const TABLES = [
   "table-selection-004",
   "table-selection-000",
   "table-counterfact",
+  "table-mass-editing",
 ];
 const FIGURES = [
   "fig-heatmaps",
@@ -187,6 +207,7 @@ const FIGURES = [
   "fig-scatter-3",
   "fig-selection",
   "fig-selection-runtime",
+  "fig-mass-editing",
 ];
 
 function report(...args: string[]): Promise<ScriptRun> {
@@ -221,7 +242,10 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   for (const id of FIGURES) {
     assert.match(element(html, id), /^<figure id=.*<svg /s, `${id} is a figure with SVG`);
   }
-  assert.ok(!html.includes('class="missing"'), "nothing is missing");
+  assert.ok(
+    !html.includes('class="missing"'),
+    `nothing is missing: ${html.match(/<p id="[^"]*" class="missing">[^<]*/g)}`,
+  );
   assert.equal(element(html, "fig-heatmaps").split("<svg ").length - 1, 3, "3 heatmaps");
   assert.equal(element(html, "fig-tracing-curves").split("<svg ").length - 1, 3, "a curve chart per kind");
   assert.equal(html.split("<svg ").length, html.split("</svg>").length, "every SVG is closed");
@@ -302,6 +326,12 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   assert.match(counterfact[0][3], /^1\.000<br>/, "ES: every rewrite at layer 1 is above 0.5");
   assert.match(counterfact[0][12], /^n\/a<br>/, "no portability prompts");
   assert.equal(counterfact[0][13], "8");
+  // The mass-editing table: one row per batch size, means over the facts edited at once.
+  const mass = bodyRows(element(html, "table-mass-editing"));
+  assert.deepEqual(mass.map((r) => [r[0], r[1], r[2].split("<br>")[0], r[5]]), [
+    ["memit", "1", "0.880", "2.00"],
+    ["memit", "8", (0.74 + 0.035).toFixed(3), "16.00"],
+  ]);
   const seed000 = bodyRows(element(html, "table-selection-000"));
   assert.deepEqual(seed000.map((r) => [r[0], r[1]]), [["Attribution score (IG)", "3"], [
     "Causal tracing",

@@ -1,20 +1,20 @@
-// ./locus task study: the whole localization-vs-editing study on the embedded model, sized to finish in
-// under 30 minutes on a CPU-only machine (WebGPU on the software adapter, 2 cores), resumable.
+// ./locus task study: the whole localization-vs-editing study on the embedded model (or any --model),
+// at the papers' scale by default, resumable under a time budget; --quick is a small smoke test.
 //
-//   1. facts: a seeded sample of the CounterFact facts the model knows (--facts edited, --trace-facts
-//      traced in all), the first --proxy-fraction of the edited ones forming the proxy set;
+//   1. facts: a seeded sample of the CounterFact facts the model knows: --proxy facts for layer
+//      selection, then --facts test facts (disjoint), more traced up to --trace-facts;
 //   2. localization: causal tracing (and representation zeroing) of every traced fact;
 //   3. layer selection on the proxy facts: causal tracing (CMA), integrated gradients, LGA;
-//   4. edits: ROME at every layer for every edited fact x Hase et al.'s five editing problems, then the
-//      --extra-methods (MEMIT, FT-L) on the --extra-problems as time allows;
-//   5. analyses and the HTML report (experiments/study/analysis.ts, experiments/study/report.ts), a CSV of every
-//      result, and in the terminal the same summary as the report's: the R² table with the verdict rule,
-//      what the run supports and the caveats found in the data.
+//   4. edits: every method (ROME, R-ROME, MEMIT, EMMET, FT-L) at every layer for every edited fact x
+//      Hase et al.'s five editing problems, in blocks of facts through every condition;
+//   5. analyses and the HTML report (experiments/study/analysis.ts, experiments/study/report.ts), a CSV of
+//      every result, and in the terminal the same summary as the report's: the R² table with the verdict
+//      rule, what the run supports and the caveats found in the data.
 //
 // Every result goes to OUT/results.db as it is produced (experiments/study/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
-//   ./locus task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 26]
+//   ./locus task study [--quick] [--model DIR] [--out runs/study] [--facts 250] [--proxy 50] [--minutes 30]
 import { writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
@@ -32,6 +32,8 @@ import { ResultStore, writeCsv } from "../study/store.ts";
 import {
   defaultSettings,
   LOCALIZATIONS,
+  MASS_METHODS,
+  MASS_SIZES,
   parseNames,
   runMeta,
   runSweep,
@@ -44,18 +46,47 @@ import {
 } from "../study/sweep.ts";
 import { runMain } from "../../engine/main.ts";
 
+/** The default study (the papers' scale: Hase et al. edit 652 facts, the golden-layer paper hundreds)
+ *  and --quick, a smoke test of the whole pipeline. Every option below overrides its preset. */
+const PRESETS = {
+  default: {
+    facts: 250,
+    proxy: 50,
+    traceFacts: 300,
+    methods: "all",
+    problems: "all",
+    mass: "memit,emmet",
+    minutes: 30,
+  },
+  quick: {
+    facts: 6,
+    proxy: 2,
+    traceFacts: 12,
+    methods: "rome,memit",
+    problems: "error-injection,fact-forcing",
+    mass: "memit",
+    minutes: 10,
+  },
+} as const;
+
 const USAGE = `usage: ./locus task study [options]
-  --model DIR          GPT-2 folder with counterfact.json and corpus.txt (default: the embedded model)
+  --quick              a small smoke-test preset: ${PRESETS.quick.facts} test + ${PRESETS.quick.proxy} proxy facts,
+                       ${PRESETS.quick.methods} on ${PRESETS.quick.problems}
+  --model DIR          model folder with counterfact.json and corpus.txt (default: the embedded model)
   --out DIR            results.db, results.csv and report.html go here (default runs/study)
-  --facts N            facts edited at every layer (default 8)
-  --trace-facts N      facts traced in all, the edited ones included (default 40)
-  --proxy-fraction X   share of the edited facts used for layer selection (default 0.25)
-  --methods M          methods run on every problem (default rome; any of ${METHODS.join(",")})
-  --problems P         editing problems (default all: ${PROBLEMS.join(",")})
-  --extra-methods M    methods run afterwards on --extra-problems as time allows (default memit,ft; none)
-  --extra-problems P   (default error-injection,fact-forcing)
+  --facts N            test facts edited at every layer (default ${PRESETS.default.facts})
+  --proxy N            proxy facts for layer selection, disjoint from the test facts (default ${PRESETS.default.proxy})
+  --trace-facts N      facts traced in all, the edited ones included (default ${PRESETS.default.traceFacts})
+  --methods M          all | any of ${METHODS.join(",")} (default all), each on every problem and layer
+  --problems P         all | any of ${PROBLEMS.join(",")} (default all)
+  --mass M             the mass-editing curve: ${MASS_METHODS.join(",")} or none (default both) edit ${
+  MASS_SIZES.join(", ")
+}
+                       of the test facts at once
   --localizations L    ${LOCALIZATIONS.join(",")} (default both)
-  --minutes M          time budget: no new work starts after M minutes (default 26); run again to continue
+  --minutes M          time budget: no new work starts after M minutes (default ${PRESETS.default.minutes}); run again
+                       to continue (facts are edited in blocks through every condition, so a partial study is
+                       balanced)
   --seed N             fact sample and noise seed (default 0)
   --v-steps N          ROME/MEMIT optimisation steps (default: the method's, 20)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
@@ -75,13 +106,13 @@ async function main(args: string[]): Promise<number> {
     options: {
       model: { type: "string", default: DEFAULT_MODEL_DIR },
       out: { type: "string", default: "runs/study" },
+      quick: { type: "boolean", default: false },
       facts: { type: "string" },
+      proxy: { type: "string" },
       "trace-facts": { type: "string" },
-      "proxy-fraction": { type: "string" },
-      methods: { type: "string", default: "rome" },
-      problems: { type: "string", default: "all" },
-      "extra-methods": { type: "string", default: "memit,ft" },
-      "extra-problems": { type: "string", default: "error-injection,fact-forcing" },
+      methods: { type: "string" },
+      problems: { type: "string" },
+      mass: { type: "string" },
       localizations: { type: "string", default: "all" },
       minutes: { type: "string" },
       seed: { type: "string" },
@@ -94,8 +125,9 @@ async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  const preset = values.quick ? PRESETS.quick : PRESETS.default;
   const started = performance.now();
-  const deadline = started + positive("minutes", values.minutes, 26, false) * 60_000;
+  const deadline = started + positive("minutes", values.minutes, preset.minutes, false) * 60_000;
   const dir = await resolveModelDir(values.model!), out = values.out!;
   const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
   for (const path of [`${dir}/model.safetensors`, datasetPath, corpus]) {
@@ -107,10 +139,9 @@ async function main(args: string[]): Promise<number> {
       );
     }
   }
-  const editFacts = positive("facts", values.facts, 8);
-  const traceFacts = Math.max(editFacts, positive("trace-facts", values["trace-facts"], 40));
-  const proxyFraction = positive("proxy-fraction", values["proxy-fraction"], 0.25, false);
-  if (proxyFraction >= 1) throw new Error(`--proxy-fraction must be below 1, got ${proxyFraction}`);
+  const proxy = positive("proxy", values.proxy, preset.proxy);
+  const editFacts = positive("facts", values.facts, preset.facts) + proxy;
+  const traceFacts = Math.max(editFacts, positive("trace-facts", values["trace-facts"], preset.traceFacts));
   const seed = values.seed === undefined ? 0 : Number(values.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new Error(`--seed: expected an integer >= 0, got "${values.seed}"`);
@@ -126,7 +157,7 @@ async function main(args: string[]): Promise<number> {
   const sample = await sampleFacts(model, tok, datasetPath, {
     edit: editFacts,
     traceOnly: traceFacts - editFacts,
-    proxyFraction,
+    proxy,
     seed,
   });
   const edited = sample.facts.filter((f) => f.split !== "trace-only");
@@ -151,25 +182,13 @@ async function main(args: string[]): Promise<number> {
     title: "localization + editing",
     plan: {
       ...base,
-      methods: parseNames("methods", values.methods!, METHODS).map(parseMethod),
-      problems: parseNames("problems", values.problems!, PROBLEMS).map(parseProblem),
+      methods: parseNames("methods", values.methods ?? preset.methods, METHODS).map(parseMethod),
+      problems: parseNames("problems", values.problems ?? preset.problems, PROBLEMS).map(parseProblem),
       localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
       selectors: [...SELECTORS],
+      massMethods: parseNames("mass", values.mass ?? preset.mass, MASS_METHODS),
     },
   }];
-  const extraMethods = parseNames("extra-methods", values["extra-methods"]!, METHODS).map(parseMethod);
-  if (extraMethods.length > 0) {
-    plans.push({
-      title: "more editing methods",
-      plan: {
-        ...base,
-        methods: extraMethods,
-        problems: parseNames("extra-problems", values["extra-problems"]!, PROBLEMS).map(parseProblem),
-        localizations: [],
-        selectors: [],
-      },
-    });
-  }
 
   await Deno.mkdir(out, { recursive: true });
   const storePath = `${out}/results.db`;

@@ -22,6 +22,9 @@ export interface LineChartOptions {
   /** A linear y axis includes 0 (probabilities, effects and scores have a meaningful origin) unless
    *  this is false; then the axis label says that it does not start at 0. */
   yZero?: boolean;
+  /** Ticks at these x values with these labels instead of computed ones (e.g. a log-scaled x: value
+   *  log10(n), label n). */
+  xTicks?: { value: number; label: string }[];
 }
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
@@ -122,10 +125,11 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   ];
   const xTicks = x1 > x0 ? ticks(x0, x1, 5, integerX) : [x0];
   const xStep = xTicks.length > 1 ? xTicks[1] - xTicks[0] : 1;
-  for (const t of xTicks) {
+  const xLabels = o.xTicks ?? xTicks.map((t) => ({ value: t, label: formatTick(t, xStep) }));
+  for (const { value, label } of xLabels) {
     parts.push(
-      `<text class="xtick" x="${sx(t)}" y="${m.top + ph + 16}" text-anchor="middle">${
-        formatTick(t, xStep)
+      `<text class="xtick" x="${sx(value)}" y="${m.top + ph + 16}" text-anchor="middle">${
+        escapeXml(label)
       }</text>`,
     );
   }

@@ -179,7 +179,7 @@ function panelsSvg(o: {
     parts.push(
       `<text x="${x0 + plotW / 2}" y="${
         y0 + T * cellH + 30
-      }" text-anchor="middle" font-size="11">layer; white = 0, full colour = ${fmt(max)}${
+      }" text-anchor="middle" font-size="10">layer; colour ${fmt(max)}${
         hasNegative(grid.effect) ? `, orange = -${fmt(max)}` : ""
       }</text>`,
     );

@@ -51,7 +51,7 @@ import {
 } from "./stats.ts";
 import { createHash } from "node:crypto";
 import { canonicalJson, type Json, type StoredResult } from "./store.ts";
-import { LAYER_GRID, NONE, PROXY_SET, SKIPPED } from "./sweep.ts";
+import { LAYER_GRID, MASS_SET, NONE, PROXY_SET, SKIPPED } from "./sweep.ts";
 import type { FactTrace } from "../localization/tracing.ts";
 import { STANDARD_METRICS } from "../evaluation/metrics.ts";
 
@@ -99,6 +99,15 @@ export interface SelectionRow {
   seconds: number;
 }
 
+export interface MassRow {
+  method: string;
+  n: number;
+  editedLayers: number[];
+  /** Per fact (NaN where undefined). */
+  scores: Record<"rewrite" | "paraphrase" | "neighborhood", number[]>;
+  seconds: number;
+}
+
 export interface SweepData {
   sweep: string;
   /** sha256 of the sweep's results (keys and metrics in key order): names exactly the data a report
@@ -113,6 +122,8 @@ export interface SweepData {
   selections: SelectionRow[];
   /** Dataset records the sweep left out (their prompts do not fit the model), with the reason. */
   skipped: { fact: string; record: string; reason: string }[];
+  /** Mass edits: one batch edit of `n` facts at once, each fact's scores. */
+  mass: MassRow[];
   /** Distinct values, sorted (problems and methods in first-seen order). */
   layers: number[];
   methods: string[];
@@ -218,6 +229,7 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
     traces: [],
     selections: [],
     skipped: [],
+    mass: [],
     layers: [],
     methods: [],
     problems: [],
@@ -252,6 +264,18 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
         scores: numbers(m.scores, `${r.key}: metrics.scores`),
         proxy: Array.isArray(m.proxy) ? m.proxy.map(String) : [],
         seconds: num(r.timings.select),
+      });
+    } else if (r.fact === MASS_SET && r.localization.startsWith("mass:")) {
+      data.mass.push({
+        method: r.method,
+        n: num(m.n),
+        editedLayers: numbers(r.hparams.editedLayers, `${r.key}: hparams.editedLayers`),
+        scores: {
+          rewrite: numbers(m.rewrite, `${r.key}: metrics.rewrite`),
+          paraphrase: numbers(m.paraphrase, `${r.key}: metrics.paraphrase`),
+          neighborhood: numbers(m.neighborhood, `${r.key}: metrics.neighborhood`),
+        },
+        seconds: num(r.timings.edit),
       });
     } else if (r.localization === SKIPPED) {
       data.skipped.push({ fact: r.fact, record: String(m.record ?? r.fact), reason: String(m.reason ?? "") });
@@ -813,6 +837,34 @@ export function standardTable(data: SweepData, o: IntervalOptions = {}): Standar
   return out;
 }
 
+export interface MassCurve {
+  method: string;
+  /** Facts edited at once, ascending. */
+  sizes: number[];
+  /** Per metric and size: the mean over the edited facts with its 95% bootstrap interval. */
+  metrics: Record<"rewrite" | "paraphrase" | "neighborhood", ConfidenceInterval[]>;
+  seconds: number[];
+}
+
+/** The mass-editing curve per method (the MEMIT paper's figure: scores as more facts are edited at once). */
+export function massCurves(data: SweepData, o: IntervalOptions = {}): MassCurve[] {
+  return [...new Set(data.mass.map((m) => m.method))].map((method) => {
+    const rows = data.mass.filter((m) => m.method === method).sort((a, b) => a.n - b.n);
+    const metric = (k: "rewrite" | "paraphrase" | "neighborhood") =>
+      rows.map((r) => meanCI(r.scores[k].filter(Number.isFinite), o));
+    return {
+      method,
+      sizes: rows.map((r) => r.n),
+      metrics: {
+        rewrite: metric("rewrite"),
+        paraphrase: metric("paraphrase"),
+        neighborhood: metric("neighborhood"),
+      },
+      seconds: rows.map((r) => r.seconds),
+    };
+  });
+}
+
 // ------------------------------------------------------------------------------------------------
 // Layer-selection strategies (Chun & Hur table 1, Golden Layers table 2)
 
@@ -847,19 +899,21 @@ export const TIE_TOLERANCE = 1e-6;
 
 /**
  * The layer a per-layer score picks (its argmax), or why it picks none: no finite score, a best score
- * that is not above 0 (nothing was found: an argmax over float noise or over negative effects), or
- * several layers tied at the top (`layers` names them; default 0..n-1).
+ * that is not above 0 (nothing was found: an argmax over float noise or over negative effects; not for
+ * `signed` scores, whose 0 means nothing, e.g. LGA's), or several layers tied at the top (`layers` names
+ * them; default 0..n-1).
  */
 export function layerChoice(
   scores: readonly number[],
   layers: readonly number[] = scores.map((_, i) => i),
+  o: { signed?: boolean } = {},
 ): { layer: number | null; reason: string } {
   const finite = scores.map((v, i) => [v, layers[i]] as const).filter(([v]) => Number.isFinite(v));
   if (finite.length === 0) return { layer: null, reason: "no finite score" };
   const scale = Math.max(...finite.map(([v]) => Math.abs(v)));
   const best = Math.max(...finite.map(([v]) => v));
   const tol = TIE_TOLERANCE * scale;
-  if (best <= tol) {
+  if (!o.signed && best <= tol) {
     return {
       layer: null,
       reason: `the best score is ${Number(best.toPrecision(2))}, not above 0 (a structural zero)`,
@@ -868,6 +922,12 @@ export function layerChoice(
   const top = finite.filter(([v]) => v >= best - tol).map(([, l]) => l);
   if (top.length > 1) return { layer: null, reason: `tie between layers ${top.join(", ")}` };
   return { layer: top[0], reason: "" };
+}
+
+/** Whether a stored selection chose on a tie or a structural zero: causal-tracing effects and
+ *  attributions are >= 0 when they find something; LGA's scores are signed (only ties count). */
+export function selectionCheck(s: SelectionRow): { layer: number | null; reason: string } {
+  return layerChoice(s.scores, undefined, { signed: s.selector === "lga" });
 }
 
 /**
@@ -900,7 +960,7 @@ export function selectionScores(data: SweepData, o: EffectOptions & IntervalOpti
     };
     for (const s of data.selections) {
       // The selector's own choice, unless its scores tie at the top or are a structural zero.
-      const check = s.scores.length ? layerChoice(s.scores) : { layer: null, reason: "" };
+      const check = s.scores.length ? selectionCheck(s) : { layer: null, reason: "" };
       fixed(s.selector, check.reason ? check : { layer: s.layers[0], reason: "" });
     }
     const proxyMatrix = scoreMatrix(rows.filter((e) => e.split === "proxy"), data.layers, "rewrite");

@@ -18,6 +18,7 @@
 //                 fig-selection (the strategies' per-layer scores, LGA with its fences),
 //                 fig-selection-runtime (the strategies' times)
 //   standard      table-counterfact (CounterFact ES/PS/NS and magnitudes, EasyEdit's four metrics)
+//   mass          fig-mass-editing, table-mass-editing (MEMIT and EMMET editing 1, 10, 100, 1000 facts at once)
 // The summary opens with what the run supports and the caveats found in its data (analysis.ts findings
 // and caveats), and states the verdict rule once; every R², mean and r carries its 95% bootstrap
 // interval over facts, every table's tests are Holm-corrected, and nothing in a caption is fixed text
@@ -33,11 +34,13 @@ import {
   headline,
   layerChoice,
   layerCurves,
+  massCurves,
   type Metric,
   perLayerCorrelations,
   proxyVsTest,
   type R2Row,
   r2Table,
+  selectionCheck,
   selectionScores,
   standardTable,
   STRATEGY_NAMES,
@@ -702,7 +705,7 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
       ]),
     ));
     const svgs = data.selections.map((s) => {
-      const choice = s.scores.length ? layerChoice(s.scores) : { layer: s.layers[0], reason: "" };
+      const choice = s.scores.length ? selectionCheck(s) : { layer: s.layers[0], reason: "" };
       return s.selector === "lga" && s.scores.every(Number.isFinite)
         ? lgaChartSvg({ scores: s.scores, selection: goldenLayers(s.scores), params: ["c_proj"] })
         : layerCurvesSvg(
@@ -760,6 +763,57 @@ function standardSection(data: SweepData, methodLabel: (m: string) => string): s
         ...STANDARD_METRICS.map((m) => withCI(r.metrics[m.key].estimate, r.metrics[m.key])),
         r.n,
       ]),
+    ));
+  }
+  parts.push(`</section>`);
+  return parts.join("\n");
+}
+
+function massSection(data: SweepData): string {
+  const curves = massCurves(data);
+  const parts = [`<section id="mass"><h2>Mass editing (MEMIT, EMMET)</h2>`];
+  if (curves.length === 0) {
+    parts.push(missing("fig-mass-editing", "figure", "the sweep has no mass-editing records"));
+    parts.push(missing("table-mass-editing", "table", "the sweep has no mass-editing records"));
+  } else {
+    const metrics = ["rewrite", "paraphrase", "neighborhood"] as const;
+    // The batch sizes span decades (1 ... 1000): a logarithmic x axis, ticked at the sizes run.
+    const sizes = [...new Set(curves.flatMap((c) => c.sizes))].sort((a, b) => a - b);
+    parts.push(figure(
+      "fig-mass-editing",
+      "Error-injection scores of the test facts when n of them are edited at once by one batch edit (the " +
+        "MEMIT paper's scaling curve), with 95% bootstrap intervals over the edited facts.",
+      metrics.map((k) =>
+        lineChart(
+          curves.map((c) => ({
+            name: c.method,
+            points: c.sizes.map((n, i) => [Math.log10(n), c.metrics[k][i].estimate] as [number, number]),
+            band: c.metrics[k].map((ci) => [ci.lower, ci.upper] as [number, number]),
+          })),
+          {
+            title: `${METRIC_NAMES[k]} score by facts edited at once`,
+            xLabel: "facts edited at once (log scale)",
+            xTicks: sizes.map((n) => ({ value: Math.log10(n), label: String(n) })),
+            yLabel: "mean score",
+            width: 420,
+            height: 280,
+          },
+        )
+      ),
+    ));
+    parts.push(table(
+      "table-mass-editing",
+      "The mass-editing curve in numbers: mean scores over the n facts edited at once [95% bootstrap interval], " +
+        "and the time of the batch edit.",
+      [["Method", "n", ...metrics.map((k) => METRIC_NAMES[k]), "edit (s)"]],
+      curves.flatMap((c) =>
+        c.sizes.map((n, i) => [
+          c.method,
+          n,
+          ...metrics.map((k) => withCI(c.metrics[k][i].estimate, c.metrics[k][i])),
+          f2(c.seconds[i]),
+        ])
+      ),
     ));
   }
   parts.push(`</section>`);
@@ -883,6 +937,7 @@ ${tracingSection(data, o.heatmaps ?? 3)}
 ${localizationSection(data, methodLabel)}
 ${layersSection(data)}
 ${standardSection(data, methodLabel)}
+${massSection(data)}
 ${goldenSection(data, methodLabel)}
 </body>
 </html>

@@ -141,6 +141,13 @@ export const LAYER_GRID = "layer-grid";
 export const SKIPPED = "skipped";
 /** Localization of selection records: "select:" + the strategy. */
 export const selectionLocalization = (s: SelectorName) => `select:${s}`;
+/** Mass-editing records: fact MASS_SET, localization "mass:" + the number of facts edited at once. */
+export const MASS_SET = "mass-set";
+export const massLocalization = (n: number) => `mass:${n}`;
+/** The mass-editing curve of the MEMIT paper: edits of 1, 10, 100, 1000 facts at once (capped at the
+ *  test facts, which are then edited all at once too). */
+export const MASS_SIZES = [1, 10, 100, 1000] as const;
+export const MASS_METHODS = ["memit", "emmet"] as const;
 
 /** A fact of the sweep: edited at every layer (proxy or test split), or only traced. */
 export interface SweepFact {
@@ -185,6 +192,9 @@ export interface SweepPlan {
   noiseSubjects?: string[];
   /** Dataset records the fact sample left out (FactSample.skipped), stored as SKIPPED records. */
   skipped?: SkippedRecord[];
+  /** The mass-editing curve: these batch methods edit the first n test facts at once (error
+   *  injection, at the method's default layers), for each n of massSizes(test facts). */
+  massMethods?: (typeof MASS_METHODS)[number][];
 }
 
 /** A dataset record left out of a sweep, and why. */
@@ -220,9 +230,16 @@ export type WorkItem =
     method: MethodName;
     layer: number;
     problem: EditingProblem;
-  };
+  }
+  | { kind: "mass"; key: ResultKey; method: (typeof MASS_METHODS)[number]; facts: SweepFact[] };
 
-/** Every work item of the plan, in the order they run: traces, selections, then edits. */
+/** The batch sizes of the mass-editing curve for `test` test facts: MASS_SIZES up to `test`, and `test`. */
+export function massSizes(test: number): number[] {
+  const sizes = MASS_SIZES.filter((n) => n <= test) as number[];
+  return test > 0 && !sizes.includes(test) ? [...sizes, test] : sizes;
+}
+
+/** Every work item of the plan, in the order they run: traces, selections, edits, then mass edits. */
 export function planItems(plan: SweepPlan): WorkItem[] {
   const sweep = plan.name;
   const items: WorkItem[] = [];
@@ -265,6 +282,24 @@ export function planItems(plan: SweepPlan): WorkItem[] {
           });
         }
       }
+    }
+  }
+  const test = edited.filter((f) => f.split === "test");
+  for (const method of plan.massMethods ?? []) {
+    for (const n of massSizes(test.length)) {
+      items.push({
+        kind: "mass",
+        key: {
+          sweep,
+          fact: MASS_SET,
+          method,
+          layer: null,
+          problem: "error-injection",
+          localization: massLocalization(n),
+        },
+        method,
+        facts: test.slice(0, n),
+      });
     }
   }
   return items;
@@ -678,6 +713,23 @@ export async function runSweep(
     show(`layer selection: ${item.selector} chose ${selection.layers.join(",")}`);
   }
 
+  // Key statistics of the layers an edit needs (cached on disk by keyStats).
+  const statsFor = async (layers: Set<number>, methods: string[]) => {
+    if (layers.size === 0) return new Map<number, KeyStats>();
+    if (!ctx.corpus) {
+      throw new Error(`sweep "${plan.name}": ${methods.join(", ")} need key statistics; give a corpus`);
+    }
+    return await keyStats(model, tok, {
+      corpus: ctx.corpus,
+      layers: [...layers].sort((a, b) => a - b),
+      samples: statsHparams(model.config).samples,
+      cacheDir: ctx.statsDir,
+      log,
+      onProgress: (keys, total) => show(`key statistics ${keys}/${total} keys`),
+    });
+  };
+  const subjectNoise: SubjectNoise = { seed: s.seed + 1, scale: noise?.level ?? 0 };
+
   // Edits.
   const edits = pending.filter((it): it is Extract<WorkItem, { kind: "edit" }> => it.kind === "edit");
   if (edits.length > 0 && !outOfTime()) {
@@ -685,26 +737,8 @@ export async function runSweep(
     for (const it of edits) {
       for (const l of statsLayers(configFor(model, plan, it.method, it.layer))) neededStats.add(l);
     }
-    let stats = new Map<number, KeyStats>();
-    if (neededStats.size > 0) {
-      if (!ctx.corpus) {
-        throw new Error(
-          `sweep "${plan.name}": ${
-            [...new Set(edits.map((e) => e.method))].join(", ")
-          } need key statistics; give a corpus`,
-        );
-      }
-      stats = await keyStats(model, tok, {
-        corpus: ctx.corpus,
-        layers: [...neededStats].sort((a, b) => a - b),
-        samples: statsHparams(model.config).samples,
-        cacheDir: ctx.statsDir,
-        log,
-        onProgress: (keys, total) => show(`key statistics ${keys}/${total} keys`),
-      });
-    }
+    const stats = await statsFor(neededStats, [...new Set(edits.map((e) => e.method))]);
     const startWords = await templateStartWords(tok, ctx.corpus);
-    const subjectNoise: SubjectNoise = { seed: s.seed + 1, scale: noise!.level };
     const requests = new Map<string, EditRequest>();
     const pres = new Map<string, CaseProbabilities>();
     const prepare = async (group: typeof edits) => {
@@ -847,6 +881,53 @@ export async function runSweep(
       }
       if (part.length > 1 && !stopped) store.finished(block);
     }
+  }
+
+  // Mass editing: one batch edit of n test facts at once, applied, every fact scored, undone.
+  for (const item of pending) {
+    if (item.kind !== "mass" || outOfTime()) continue;
+    const mc = methodConfig(model, item.method, plan.settings.overrides);
+    const stats = await statsFor(new Set(statsLayers(mc)), [item.method]);
+    const startWords = await templateStartWords(tok, ctx.corpus);
+    const reqs = await Promise.all(
+      item.facts.map((f) => problemRequest(model, tok, f.case, "error-injection", subjectNoise)),
+    );
+    const pairs = item.facts.map((f, j) => ({ c: f.case, request: reqs[j] }));
+    const pre = await caseProbabilities(model, tok, pairs);
+    const t0 = performance.now();
+    const [edit] = await computeEdits(model, tok, mc, reqs, stats, { startWords });
+    const editSeconds = (performance.now() - t0) / 1000;
+    const applied = await applyEdit(model, edit);
+    let post: CaseProbabilities[];
+    try {
+      post = await caseProbabilities(model, tok, pairs);
+    } finally {
+      applied.undo();
+    }
+    const scores = reqs.map((r, j) => caseScores(r, pre[j], post[j]));
+    put(item.key, {
+      metrics: jsonSafe({
+        n: item.facts.length,
+        facts: item.facts.map((f) => f.id),
+        rewrite: scores.map((x) => x.rewrite),
+        paraphrase: scores.map((x) => x.paraphrase),
+        neighborhood: scores.map((x) => x.neighborhood),
+        overall: scores.map((x) => x.overall),
+      }) as { [k: string]: Json },
+      hparams: jsonSafe({
+        seed: s.seed,
+        method: item.method,
+        editedLayers: editedLayers(mc),
+        ...mc.hparams,
+      }) as {
+        [k: string]: Json;
+      },
+      model: ctx.meta.model,
+      dataset: { ...ctx.meta.dataset, split: "test", facts: item.facts.length },
+      adapter: ctx.meta.adapter,
+      timings: { edit: editSeconds },
+    });
+    show(`mass edit: ${item.method} x ${item.facts.length} facts`);
   }
   if (stopped) log(`stopped: out of time at ${done}/${mine.length} results`);
   return {
