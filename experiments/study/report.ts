@@ -413,7 +413,8 @@ function tracingSection(data: SweepData, heatmaps: number): string {
   try {
     curves = figure(
       "fig-tracing-curves",
-      `Average indirect effect per layer by token group over ${traces.length} facts (ROME's figure).`,
+      `Average indirect effect per layer by token group over ${traces.length} facts (ROME's figure); bands are ` +
+        `±1.96 standard errors over the pooled token rows.`,
       averageTraces(traces.map((t) => t.trace)).map(averageCurvesSvg),
     );
   } catch (e) {
