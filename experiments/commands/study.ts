@@ -255,7 +255,9 @@ async function main(args: string[]): Promise<number> {
     const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
     if (main) console.log(`\n${headline(main)}`);
     console.log(
-      `\n=== Summary (${data.model.name ?? dir}; results sha256 ${data.fingerprint.slice(0, 16)}…) ===`,
+      `\n=== Summary (${data.model.name ?? dir}, ${model.config.family}; ${gpu.describe()}; results sha256 ${
+        data.fingerprint.slice(0, 16)
+      }…) ===`,
     );
     for (const line of findings(data)) console.log(`  + ${line}`);
     console.log("Caveats found in the data:");

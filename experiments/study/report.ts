@@ -869,9 +869,8 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
   const meta: [string, string][] = [
     [
       "model",
-      `${
-        data.model.name ?? "?"
-      } (${nLayer} layers, d=${data.model.nEmbd}, vocabulary ${data.model.vocabSize})`,
+      `${data.model.name ?? "?"} (${data.model.family ?? "gpt2"}, ${nLayer} layers, d=${data.model.nEmbd}, ` +
+      `vocabulary ${data.model.vocabSize})`,
     ],
     ["weights sha256", String(data.model.weightsSha256 ?? "?")],
     [

@@ -480,6 +480,7 @@ export async function runMeta(model: Model, modelDir: string, datasetPath: strin
   return {
     model: {
       name: basename(modelDir),
+      family: c.family,
       path: modelDir,
       weightsSha256: await fileSha256(weightsFile),
       nLayer: c.nLayer,
