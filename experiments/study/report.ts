@@ -135,11 +135,18 @@ const verdictCell = (v: Verdict): Cell => ({ text: v, cls: v === "effect" ? "eff
  */
 export function scatterPanelsSvg(
   panels: { title: string; points: [number, number][] }[],
-  o: { title: string; xLabel: string; yLabel: string },
+  o: {
+    title: string;
+    xLabel: string;
+    yLabel: string; /** The axes cover these points too (other rows of panels). */
+    also?: [number, number][];
+  },
 ): string {
   const size = 150, pad = 40, top = 44;
   const width = pad + panels.length * (size + pad), height = top + size + 46;
-  const finite = panels.flatMap((p) => p.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+  const finite = [...panels.flatMap((p) => p.points), ...(o.also ?? [])].filter(([x, y]) =>
+    Number.isFinite(x) && Number.isFinite(y)
+  );
   const range = (vs: number[]) => {
     const [lo, hi] = [Math.min(0, ...vs), Math.max(1, ...vs)];
     const t = ticks(lo, hi, 3);
@@ -507,11 +514,14 @@ function layersSection(data: SweepData): string {
         `${method}, ${problem}: rewrite score vs tracing effect at the edited layer (Hase et al. figures 4 and 15). ` +
           `The dashed red line is a perfect relationship; every point is drawn (axes widen for values outside ` +
           `[0, 1], whose square is shaded).`,
-        [scatterPanelsSvg(panels, {
-          title: `${method} · ${problem}: rewrite score by tracing effect`,
-          xLabel: "tracing effect (fraction of p restored, max over tokens)",
-          yLabel: "rewrite score",
-        })],
+        chunks(panels, LAYERS_PER_ROW).map((row) =>
+          scatterPanelsSvg(row, {
+            title: `${method} · ${problem}: rewrite score by tracing effect`,
+            xLabel: "tracing effect (fraction of p restored, max over tokens)",
+            yLabel: "rewrite score",
+            also: panels.flatMap((p) => p.points),
+          })
+        ),
       ));
     }
   }
@@ -526,29 +536,43 @@ function pairs(data: SweepData): { problem: string; method: string }[] {
   );
 }
 
+/** Per-layer columns (and scatter panels) come in groups of this many, so a deep model's table and
+ *  figures wrap onto more rows instead of running off the page. */
+const LAYERS_PER_ROW = 8;
+
+function chunks<T>(xs: readonly T[], size: number): T[][] {
+  return Array.from({ length: Math.ceil(xs.length / size) }, (_, i) => xs.slice(i * size, (i + 1) * size));
+}
+
 function correlationTable(data: SweepData, rows: CorrelationRow[]): string {
-  const body: Cell[][] = pairs(data).map(({ problem, method }) => [
-    problem,
-    method,
-    ...data.layers.map((l) => {
-      const r = rows.find((c) => c.problem === problem && c.method === method && c.layer === l)!;
-      return Number.isFinite(r.r)
-        ? {
-          html: `${f2(r.r)} <span class="ci">[${f2(r.ci.lower)}, ${f2(r.ci.upper)}]</span><br>` +
-            `<span class="ci">p ${escapeHtml(formatP(r.pAdjusted))}</span>${
-              r.verdict === "effect" ? " ✱" : ""
-            }`,
-          cls: r.verdict === "effect" ? "effect" : "num",
-        }
-        : "n/a";
-    }),
+  const groups = chunks(data.layers, LAYERS_PER_ROW);
+  const layerHeads = (layers: number[]) => layers.map((l) => `layer ${l}`);
+  const body: Cell[][] = groups.flatMap((layers, k) => [
+    // Each further group of layers repeats the header row inside the body.
+    ...(k === 0 ? [] : [["", "", ...layerHeads(layers)].map((text) => ({ text, cls: "subhead" }))]),
+    ...pairs(data).map(({ problem, method }) => [
+      problem,
+      method,
+      ...layers.map((l) => {
+        const r = rows.find((c) => c.problem === problem && c.method === method && c.layer === l)!;
+        return Number.isFinite(r.r)
+          ? {
+            html: `${f2(r.r)} <span class="ci">[${f2(r.ci.lower)}, ${f2(r.ci.upper)}]</span><br>` +
+              `<span class="ci">p ${escapeHtml(formatP(r.pAdjusted))}</span>${
+                r.verdict === "effect" ? " ✱" : ""
+              }`,
+            cls: r.verdict === "effect" ? "effect" : "num",
+          }
+          : "n/a";
+      }),
+    ]),
   ]);
   return table(
     "table-correlations",
     "Pearson correlation between the rewrite score and the tracing effect, at each edit layer, with its 95% " +
       "bootstrap interval over facts and its p-value Holm-corrected over the whole table; ✱ marks an effect by " +
       "the verdict rule (|r| ≥ 0.1).",
-    [["Editing Problem", "Method", ...data.layers.map((l) => `layer ${l}`)]],
+    [["Editing Problem", "Method", ...layerHeads(groups[0] ?? [])]],
     body,
   );
 }
@@ -838,7 +862,7 @@ caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom:
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; text-align: center; } td.label { text-align: left; }
 td.note { color: #777; font-size: 11px; text-align: left; max-width: 22em; }
-td.effect { background: #eaf6ea; font-weight: 600; } .ci { color: #666; font-size: 11px; white-space: nowrap; }
+td.effect { background: #eaf6ea; font-weight: 600; } td.subhead { background: #f3f3f3; font-weight: 600; text-align: center; } .ci { color: #666; font-size: 11px; white-space: nowrap; }
 #caveats li { color: #8a4b00; } #findings li, #caveats li { margin: .2em 0; }
 figure { margin: 1.5em 0; overflow-x: auto; } figure svg { margin: 4px; vertical-align: top; }
 figcaption { font-size: 13px; color: #444; max-width: 1000px; }
