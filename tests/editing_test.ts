@@ -103,6 +103,33 @@ Deno.test("float64 Cholesky solves agree with a direct check A x = b, and refuse
   assert.throws(() => cholesky([1, 2, 2, 1], 2, "test matrix"), /test matrix is not positive definite/);
 });
 
+Deno.test("tiled Cholesky equals the row-by-row factorisation on random SPD matrices of every size modulo 4", () => {
+  // The textbook Cholesky-Banachiewicz order, one element at a time: L[i][j] = (A[i][j] - sum_k<j
+  // L[i][k] L[j][k]) / L[j][j].
+  const reference = (A: ArrayLike<number>, n: number) => {
+    const L = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j <= i; j++) {
+        let s = A[i * n + j];
+        for (let k = 0; k < j; k++) s -= L[i * n + k] * L[j * n + k];
+        L[i * n + j] = i === j ? Math.sqrt(s) : s / L[j * n + j];
+      }
+    }
+    return L;
+  };
+  const r = rng(11);
+  for (const n of [1, 2, 3, 4, 5, 6, 7, 9, 13, 40, 67, 130]) {
+    // G G^T + 1e-3 I with G [n, n/2 + 1]: badly conditioned, as key second moments are.
+    const m = Math.floor(n / 2) + 1;
+    const G = Array.from({ length: n * m }, () => r() - 0.5);
+    const A = matmulRef(G, G, n, n, m, { transB: true }).map((v, i) => v + (i % (n + 1) === 0 ? 1e-3 : 0));
+    const want = reference(A, n), got = cholesky(A, n);
+    const scale = Math.max(...want.map(Math.abs));
+    assertClose(got, want, 1e-9 * scale, `n = ${n}`);
+    assert.ok(got.every((v, i) => v === 0 || i % n <= Math.floor(i / n)), `n = ${n}: upper triangle is zero`);
+  }
+});
+
 Deno.test("key statistics: streamed K^T K / n equals the float64 reference keys' second moment, and caches", async () => {
   const weights = randomWeights(cfg, 5, true);
   const model = Model.fromArrays(gpu, cfg, weights);

@@ -144,6 +144,7 @@ async function computeBatchEdit(
         }
       });
       residualNorms.push(norm(Rt) / Math.sqrt(n));
+      await stats.get(layer)!.prepareSolve();
       const factors = solveUpdate(
         stats.get(layer)!,
         K,

@@ -75,6 +75,7 @@ export async function computeRomeAt(
           `${variant}: key statistics are of layer ${s.layer} (width ${s.width}), the edit is at layer ${layer} (width ${f})`,
         );
       }
+      await s.prepareSolve();
     }
   }
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
