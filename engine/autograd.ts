@@ -71,6 +71,12 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
   const H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim, qd = H * hd, width = (H + 2 * Hkv) * hd;
   const fcOut = model.siteWidth("mlp_pre");
   const grads = req.params ?? new Map<string, Tensor>();
+  const suffix = fwd.suffix;
+  if (suffix && grads.size > 0) {
+    throw new Error(
+      "backward: a suffix forward gives no parameter gradients (its cached prefix's share is missing)",
+    );
+  }
   const want = (name: string) => grads.get(name);
   const rms = cfg.norm === "rmsnorm";
   const sequential = cfg.residual === "sequential";
@@ -263,16 +269,17 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     if (dattnAdded) gpu.release(dattnAdded);
     hookBackward(l, "attn", dattn);
     const dheads = linearBackward(dattn, a.heads, p + "attn.c_proj", qd, d, true)!;
-    let dqkv = attentionBackward(gpu, dheads, a.qkv, a.probs, B, T, qd, H, {
+    let dqkv = attentionBackward(gpu, dheads, a.kv ?? a.qkv, a.probs, B, suffix?.T ?? T, qd, H, {
       dqkv: gpu.empty([R, width]),
       nKvHead: Hkv,
       scale: cfg.attnScale,
       softcap: cfg.attnSoftcap,
       window: cfg.windows[l],
+      queries: suffix && { rows: T, starts: suffix.starts },
     });
     gpu.release(dattn, dheads);
     if (cfg.rotary) {
-      model.rotate(dqkv, l, R, T, -1);
+      model.rotate(dqkv, l, R, T, -1, suffix?.starts);
     }
     if (cfg.qkNorm) {
       // The q and k parts of the projection's gradient come through their norms; v's is unchanged.

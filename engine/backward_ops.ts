@@ -18,6 +18,7 @@ import {
   attentionSettings,
   normExtent,
   type NormRows,
+  queryRows,
 } from "./ops.ts";
 
 /** Invocations per workgroup for row/column kernels: one llvmpipe SIMD vector. */
@@ -203,7 +204,9 @@ export function softcapBackward(gpu: Gpu, grad: Tensor, capped: Tensor, n: numbe
  * concatenated, before the projection, d = nHead*hd); qkv [B*T, d + 2*nKvHead*hd] and probs
  * [B,nHead,T,T] are the forward's input and saved probabilities; the options are the forward's.
  * Writes dqkv (qkv's shape). `dscores` [B,nHead,T,T] is scratch for the score gradients (taken from
- * and given back to the Gpu's pool when not given).
+ * and given back to the Gpu's pool when not given). With `o.queries` (Tq query rows per sequence, as
+ * the forward had them): dy and dqkv are [B*Tq, ...] (the gradient of those rows' q, k and v; the
+ * cached prefix rows get none), probs and dscores [B, nHead, Tq, T].
  */
 export function attentionBackward(
   gpu: Gpu,
@@ -223,30 +226,31 @@ export function attentionBackward(
   if (nHead % nKvHead !== 0) throw new Error(`${op}: nHead=${nHead} is not a multiple of nKvHead=${nKvHead}`);
   const hd = d / nHead, width = d + 2 * nKvHead * hd;
   const { scale, softcap } = attentionSettings(hd, o);
-  const dqkv = o.dqkv ?? gpu.zeros([B * T, width]);
-  const dscores = o.dscores ?? gpu.empty([B, nHead, T, T]);
+  const [Tq, starts] = queryRows(gpu, op, B, T, o.queries);
+  const dqkv = o.dqkv ?? gpu.zeros([B * Tq, width]);
+  const dscores = o.dscores ?? gpu.empty([B, nHead, Tq, T]);
   for (
     const [what, t, size] of [
-      ["dy", dy, B * T * d],
+      ["dy", dy, B * Tq * d],
       ["qkv", qkv, B * T * width],
-      ["probs", probs, B * nHead * T * T],
-      ["dqkv", dqkv, B * T * width],
-      ["dscores", dscores, B * nHead * T * T],
+      ["probs", probs, B * nHead * Tq * T],
+      ["dqkv", dqkv, B * Tq * width],
+      ["dscores", dscores, B * nHead * Tq * T],
     ] as const
   ) need(op, what, t, size);
-  const u = () => uniforms().u32(B, T, nHead, nKvHead, hd).f32(scale, softcap);
+  const u = () => uniforms().u32(B, T, nHead, nKvHead, hd).f32(scale, softcap).u32(Tq);
   // The whole file needs every compile-time parameter.
-  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0 };
+  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries };
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", params),
-    [dy, qkv, probs, dscores],
-    [cdiv(B * nHead * T, WG)],
+    [dy, qkv, probs, starts, dscores],
+    [cdiv(B * nHead * Tq, WG)],
     u(),
   );
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_qkv", params),
-    [dy, qkv, probs, dscores, dqkv],
-    [cdiv(nHead * cdiv(hd, params.TN), WG), cdiv(T, params.TM), 3 * B],
+    [dy, qkv, probs, starts, dscores, dqkv],
+    [cdiv(nHead * cdiv(hd, params.TN), WG), cdiv(Tq, params.TM), 3 * B],
     u(),
   );
   if (!o.dscores) gpu.release(dscores);

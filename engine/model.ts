@@ -90,7 +90,9 @@ export interface LayerActivations {
   qNormStats?: Tensor; // [R*H, 2] (Gemma 3)
   kNormStats?: Tensor; // [R*Hkv, 2]
   qkv: Tensor; // [R, (H + 2 Hkv) hd], attention's input (after q/k norms and rotary)
-  probs: Tensor; // [B,H,T,T]
+  /** A suffix forward's q|k|v of the whole sequences [B*Tk, width] that attention read (the caller's). */
+  kv?: Tensor;
+  probs: Tensor; // [B,H,T,T] ([B,H,T,Tk] in a suffix forward)
   heads: Tensor; // attention heads concatenated, the output projection's input [R, H hd]
   attn: Tensor; // attention output [R,d] (before a post-norm)
   attnNormStats?: Tensor; // Gemma 2/3 post-norm of attn
@@ -123,6 +125,28 @@ export interface ForwardResult {
   startLayer: number;
   /** The caller's `input` tensor, if the pass was given one (never released by releaseForward). */
   input?: Tensor;
+  /** A suffix forward's cache and its starts (u32 [B], released with the result). */
+  suffix?: { qkv: Tensor[]; T: number; starts: Tensor };
+}
+
+/**
+ * A forward over the rows of each sequence from a position on, the rows before it cached: row
+ * b*T + i of the batch (T its padded length) is sequence b's position starts[b] + i, and the
+ * residual entering startLayer is given as `input` [B*T, d] for those rows only. Attention reads the
+ * earlier rows' keys and values from `qkv`, one tensor per layer from startLayer on, each the
+ * attention input q|k|v [B*T_k, (H + 2 Hkv) hd] of the whole sequences (T_k rows each) as a forward
+ * with `captureQkv` wrote it; the forward writes its own rows' q|k|v into these tensors (rows of
+ * positions < T_k), so the rows before starts[b] must be the cached ones and nothing else may use
+ * the tensors meanwhile. The rows computed equal the whole forward's rows at those positions when
+ * the earlier rows are what the cache holds (a delta added at or after starts[b] leaves them so).
+ * Hook rows and outputRows index the batch's rows. The backward pass gives gradients of patch
+ * sources and states of these rows, not of parameters (the prefix's share would be missing).
+ */
+export interface Suffix {
+  starts: number[];
+  qkv: Tensor[];
+  /** Rows per sequence in the cache (T_k). */
+  T: number;
 }
 
 export interface ForwardOptions {
@@ -140,6 +164,11 @@ export interface ForwardOptions {
    * and patches see the edited output. Not differentiated: refused with `keep`.
    */
   virtualEdits?: VirtualEdit[];
+  /** Compute only rows from per-sequence positions on, the earlier rows cached (see Suffix). */
+  suffix?: Suffix;
+  /** Copies each listed layer's attention input q|k|v (after q/k norms and rotary), [B*T, width], into
+   *  the tensor: the cache of a later suffix forward. */
+  captureQkv?: Map<number, Tensor>;
 }
 
 /** A row chunk of a [V, d] matrix (token embedding or head): rows [rowStart, rowStart + rows). */
@@ -568,7 +597,7 @@ export class Model {
 
   /** Rotary embedding of layer l in place on fused q|k|v rows [R, (H + 2 Hkv) hd]; sign -1 undoes it
    *  (the backward pass of a rotation is the inverse rotation of the gradient). */
-  rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1): void {
+  rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1, starts?: Tensor): void {
     const c = this.config;
     if (!c.rotary) throw new Error(`rotate: ${c.family} has no rotary embedding`);
     rope(this.gpu, qkv, this.invFreq[l], {
@@ -579,6 +608,7 @@ export class Model {
       hd: c.headDim,
       dims: c.rotary.dims,
       interleaved: c.rotary.interleaved,
+      starts,
     }, sign);
   }
 
@@ -591,8 +621,10 @@ export class Model {
     const { B, T } = batch;
     const R = B * T, d = cfg.nEmbd, f = cfg.nInner, H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim;
     const qd = H * hd, width = (H + 2 * Hkv) * hd, fcOut = this.siteWidth("mlp_pre");
-    if (T > cfg.nPositions) {
-      throw new Error(`sequence of ${T} tokens exceeds the model's ${cfg.nPositions} positions`);
+    const suffix = o.suffix;
+    const Tk = suffix?.T ?? T; // key rows per sequence
+    if (Tk > cfg.nPositions) {
+      throw new Error(`sequence of ${Tk} tokens exceeds the model's ${cfg.nPositions} positions`);
     }
     for (const id of batch.ids) {
       if (id >= cfg.vocabSize) {
@@ -618,6 +650,41 @@ export class Model {
           `virtual edit layer ${v.layer} outside the forward's layers [${start}, ${cfg.nLayer})`,
         );
       }
+    }
+    let suffixState: ForwardResult["suffix"];
+    let scatter: RowEntry[] = [];
+    if (suffix) {
+      if (!o.input) throw new Error("forward: a suffix forward needs the residual `input` of its rows");
+      if (suffix.starts.length !== B) {
+        throw new Error(`forward: suffix has ${suffix.starts.length} starts for ${B} sequences`);
+      }
+      if (suffix.qkv.length !== cfg.nLayer - start) {
+        throw new Error(
+          `forward: suffix has ${suffix.qkv.length} q|k|v caches for layers ${start}..${cfg.nLayer - 1}`,
+        );
+      }
+      for (const [i, t] of suffix.qkv.entries()) {
+        if (t.size < B * Tk * width) {
+          throw new Error(
+            `forward: suffix q|k|v cache of layer ${start + i} holds ${t.size} values, not [${
+              B * Tk
+            }, ${width}]`,
+          );
+        }
+      }
+      suffix.starts.forEach((s, b) => {
+        if (!Number.isInteger(s) || s < 0 || s >= Tk) {
+          throw new Error(`forward: suffix start ${s} of sequence ${b} outside [0, ${Tk})`);
+        }
+      });
+      // Each computed row's q|k|v goes to its position in the cache (padding past T_k is dropped).
+      scatter = suffix.starts.flatMap((s, b) =>
+        Array.from(
+          { length: Math.min(T, Tk - s) },
+          (_, i) => ({ dst: b * Tk + s + i, src: b * T + i, keep: 0, take: 1 }),
+        )
+      );
+      suffixState = { qkv: suffix.qkv, T: Tk, starts: gpu.tensor([B], suffix.starts, "u32") };
     }
     const applyHooks = (layer: number, site: Site, state: Tensor) => {
       for (const h of hooks) {
@@ -704,17 +771,24 @@ export class Model {
       }
       if (cfg.rotary) {
         // In place: a rotation is undone exactly in the backward pass, nothing to keep.
-        this.rotate(qkv, l, R, T);
+        this.rotate(qkv, l, R, T, 1, suffixState?.starts);
       }
       a.qkv = qkv;
-      a.probs = keep ? gpu.empty([B, H, T, T]) : undefined;
-      a.heads = attention(gpu, qkv, B, T, qd, H, {
+      const into = o.captureQkv?.get(l);
+      if (into) gpu.copy(qkv, into, R * width);
+      if (suffixState) {
+        a.kv = suffixState.qkv[l - start];
+        rowOps(gpu, a.kv, qkv, width, scatter);
+      }
+      a.probs = keep ? gpu.empty([B, H, T, Tk]) : undefined;
+      a.heads = attention(gpu, a.kv ?? qkv, B, Tk, qd, H, {
         out: gpu.empty([R, qd]),
         probs: a.probs,
         nKvHead: Hkv,
         scale: cfg.attnScale,
         softcap: cfg.attnSoftcap,
         window: cfg.windows[l],
+        queries: suffixState && { rows: T, starts: suffixState.starts },
       });
       // The stream after attention: m = x + attn in a sequential block; the parallel branches add
       // into `out` below.
@@ -770,7 +844,7 @@ export class Model {
       if (keep) {
         layers.push(a as LayerActivations);
       } else {
-        releaseLayer(gpu, a, [out, o.input]);
+        releaseLayer(gpu, a, [out, o.input, a.kv]);
       }
       x = out;
     }
@@ -796,9 +870,10 @@ export class Model {
     const result: ForwardResult = { logits, outputRows, batch, hooks, startLayer: start, input: o.input };
     if (keep) {
       result.acts = { embed: embedOut ?? o.input!, layers, final: x, selected, lnf, lnfStats };
+      result.suffix = suffixState;
     } else {
       if (x !== o.input) gpu.release(x);
-      gpu.release(selected, lnf, lnfStats);
+      gpu.release(selected, lnf, lnfStats, suffixState?.starts);
     }
     return result;
   }
@@ -832,9 +907,10 @@ export class Model {
     const gpu = this.gpu;
     gpu.release(r.logits);
     if (!r.acts) return;
-    for (const a of r.acts.layers) releaseLayer(gpu, a, [r.input]);
-    gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats);
+    for (const a of r.acts.layers) releaseLayer(gpu, a, [r.input, a.kv]);
+    gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats, r.suffix?.starts);
     r.acts = undefined;
+    r.suffix = undefined;
   }
 }
 

@@ -449,7 +449,17 @@ export function rope(
   gpu: Gpu,
   qkv: Tensor,
   invFreq: Tensor,
-  s: { R: number; T: number; H: number; Hkv: number; hd: number; dims: number; interleaved: boolean },
+  s: {
+    R: number;
+    T: number;
+    H: number;
+    Hkv: number;
+    hd: number;
+    dims: number;
+    interleaved: boolean;
+    /** u32 [R / T]: each sequence's first position (rows from a position on; default 0). */
+    starts?: Tensor;
+  },
   sign: 1 | -1 = 1,
 ): void {
   positive("rope", { R: s.R, T: s.T, H: s.H, Hkv: s.Hkv, hd: s.hd, dims: s.dims });
@@ -458,9 +468,10 @@ export function rope(
   }
   need("rope", "qkv", qkv, s.R * (s.H + 2 * s.Hkv) * s.hd);
   need("rope", "invFreq", invFreq, s.dims / 2);
+  if (s.starts) need("rope", "starts", s.starts, Math.ceil(s.R / s.T), "u32");
   gpu.run(
-    gpu.pipeline("rope.wgsl", "rope", { WG: ELEMENT_WG, INTERLEAVED: s.interleaved }),
-    [qkv, invFreq],
+    gpu.pipeline("rope.wgsl", "rope", { WG: ELEMENT_WG, INTERLEAVED: s.interleaved, OFFSETS: !!s.starts }),
+    [qkv, invFreq, s.starts ?? placeholder(gpu)],
     grid1d(gpu, cdiv(s.R * (s.H + s.Hkv) * (s.dims / 2), ELEMENT_WG)),
     uniforms().u32(s.R, s.T, s.H, s.Hkv, s.hd, s.dims).f32(sign),
   );
@@ -546,6 +557,34 @@ export interface AttentionOptions {
   softcap?: number | null;
   /** Sliding window: query t sees keys j > t - window; null/absent for all keys j <= t. */
   window?: number | null;
+  /** Only some query rows (default all T): see QueryRows. */
+  queries?: QueryRows;
+}
+
+/**
+ * The query rows of an attention that computes only the rows from a position on (a forward from a
+ * cached prefix): `rows` query rows per sequence, row i of sequence b at position starts[b] + i
+ * (`starts` a u32 tensor [B]); every one of the T key rows of qkv is seen, the prefix's as cached.
+ * The output (and probs [B, nHead, rows, T], dy and dqkv of the backward) then hold B*rows rows; a
+ * row whose position is >= T is padding and gets zeros.
+ */
+export interface QueryRows {
+  rows: number;
+  starts: Tensor;
+}
+
+const noStarts = new WeakMap<Gpu, Tensor>();
+/** Query rows per sequence and the starts binding of the attention kernels: for all rows a 1-element
+ *  placeholder of its own (the forward may bind the shared placeholder writable, as probs). */
+export function queryRows(gpu: Gpu, op: string, B: number, T: number, q?: QueryRows): [number, Tensor] {
+  if (!q) {
+    let z = noStarts.get(gpu);
+    if (!z) noStarts.set(gpu, z = gpu.zeros([1], "u32"));
+    return [T, z];
+  }
+  positive(op, { "queries.rows": q.rows });
+  need(op, "queries.starts", q.starts, B, "u32");
+  return [q.rows, q.starts];
 }
 
 /** Checks attention sizes and returns the head dimension. */
@@ -573,7 +612,8 @@ export function attentionSettings(
  *  projection). Scores are scaled by 1/sqrt(hd) (or o.scale), optionally soft-capped, causal (key <=
  *  query, within o.window), softmax in f32 with max subtraction. Rows of a sequence are b*T + t. If
  *  `probs` ([B, nHead, T, T]) is given the softmax probabilities are stored there (masked entries 0),
- *  for the backward pass. */
+ *  for the backward pass. With `o.queries` (Tq rows per sequence) y is [B*Tq, d] and probs
+ *  [B, nHead, Tq, T]. */
 export function attention(
   gpu: Gpu,
   qkv: Tensor,
@@ -587,19 +627,25 @@ export function attention(
   positive("attention", { B, T, d, nHead, nKvHead });
   const hd = attentionHeadDim("attention", d, nHead, nKvHead);
   const { scale, softcap, window } = attentionSettings(hd, o);
+  const [Tq, starts] = queryRows(gpu, "attention", B, T, o.queries);
   need("attention", "qkv", qkv, B * T * (d + 2 * nKvHead * hd));
-  const out = o.out ?? gpu.zeros([B * T, d]);
-  need("attention", "out", out, B * T * d);
+  const out = o.out ?? gpu.zeros([B * Tq, d]);
+  need("attention", "out", out, B * Tq * d);
   distinct("attention", out, { qkv });
   if (o.probs) {
-    need("attention", "probs", o.probs, B * nHead * T * T);
+    need("attention", "probs", o.probs, B * nHead * Tq * T);
     distinct("attention", o.probs, { qkv, out });
   }
   gpu.run(
-    gpu.pipeline("attention.wgsl", "attention", { HD: hd, WG: ROW_WG, WITH_PROBS: !!o.probs }),
-    [qkv, out, o.probs ?? placeholder(gpu)],
-    grid1d(gpu, cdiv(B * nHead * T, ROW_WG)),
-    uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap),
+    gpu.pipeline("attention.wgsl", "attention", {
+      HD: hd,
+      WG: ROW_WG,
+      WITH_PROBS: !!o.probs,
+      OFFSETS: !!o.queries,
+    }),
+    [qkv, out, o.probs ?? placeholder(gpu), starts],
+    grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
+    uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),
   );
   return out;
 }

@@ -1,5 +1,5 @@
 // Causal self-attention core with grouped key/value heads, one invocation per (sequence b,
-// query head h, query t):
+// query head h, query row i), the query at position t = i (or t = starts[b] + i with OFFSETS):
 //
 //   s_j   = (q_t . k_j) * scale                     for keys j in [j0, t]
 //   s_j   = softcap * tanh(s_j / softcap)           when softcap > 0 (Gemma 2)
@@ -12,9 +12,12 @@
 //
 //   qkv   : [B*T, (H + 2 Hkv) * HD], the fused projection's output: row b*T + t is
 //           [q heads | k heads | v heads], head h at columns h*HD .. h*HD+HD-1 of its part
-//   y     : [B*T, H * HD], heads concatenated (the input of the output projection)
-//   probs : [B, H, T, T], p written when WITH_PROBS, with 0 for masked keys (the backward pass
+//   y     : [B*Tq, H * HD]: query row i of sequence b is row b*Tq + i (Tq = T without OFFSETS)
+//   probs : [B, H, Tq, T], p written when WITH_PROBS, with 0 for masked keys (the backward pass
 //           needs p); otherwise a 1-element placeholder is bound and never touched.
+//   starts: [B] u32 (OFFSETS): the position of sequence b's first query row. A forward that computes
+//           only the rows from some position on (the prefix's keys and values cached in qkv) asks for
+//           those Tq rows; a query row at a position >= T (padding) gets y = 0 and probs = 0.
 //
 // Masked keys are never read, so nothing uninitialised can leak in through the mask.
 // Passes over the keys: 1) the max score, 2) the exp-sum and the weighted sum of values,
@@ -25,13 +28,15 @@
 //   HD         : head dimension (sizes the private q and accumulator arrays; any value >= 1)
 //   WG         : invocations per workgroup
 //   WITH_PROBS : write probs
+//   OFFSETS    : query rows start at starts[b]
 
-struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap: f32 }
+struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap: f32, Tq: u32 }
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> probs: array<f32>;
-@group(0) @binding(3) var<uniform> d: Dims;
+@group(0) @binding(3) var<storage, read> starts: array<u32>;
+@group(0) @binding(4) var<uniform> d: Dims;
 
 fn score(q: ptr<function, array<f32, HD>>, k: u32) -> f32 {
   var s = 0.0;
@@ -40,16 +45,24 @@ fn score(q: ptr<function, array<f32, HD>>, k: u32) -> f32 {
   return s;
 }
 
-// grid: ceil(B*H*T / WG) workgroups (split over x and y when over the per-dimension limit);
-// invocation ((b*H + h)*T + t), so neighbouring lanes share the keys and values of one head.
+// grid: ceil(B*H*Tq / WG) workgroups (split over x and y when over the per-dimension limit);
+// invocation ((b*H + h)*Tq + i), so neighbouring lanes share the keys and values of one head.
 @compute @workgroup_size(WG)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
   let inv = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (inv >= d.B * d.H * d.T) { return; }
-  let t = inv % d.T;
-  let h = (inv / d.T) % d.H;
-  let b = inv / (d.T * d.H);
+  if (inv >= d.B * d.H * d.Tq) { return; }
+  let i_q = inv % d.Tq;
+  let h = (inv / d.Tq) % d.H;
+  let b = inv / (d.Tq * d.H);
+  var t = i_q;
+  if (OFFSETS) { t = starts[b] + i_q; }
+  let out = (b * d.Tq + i_q) * d.H * HD + h * HD;
+  if (t >= d.T) {
+    for (var i = 0u; i < HD; i++) { y[out + i] = 0.0; }
+    if (WITH_PROBS) { for (var j = 0u; j < d.T; j++) { probs[inv * d.T + j] = 0.0; } }
+    return;
+  }
   let kvh = h / (d.H / d.Hkv);
   let stride = (d.H + 2u * d.Hkv) * HD;   // elements per qkv row
   let seq = b * d.T * stride;              // qkv row b*T
@@ -72,11 +85,10 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let v = seq + j * stride + v_col;
     for (var i = 0u; i < HD; i++) { acc[i] += p * qkv[v + i]; }
   }
-  let out = (b * d.T + t) * d.H * HD + h * HD;
   for (var i = 0u; i < HD; i++) { y[out + i] = acc[i] / sum; }
 
   if (WITH_PROBS) {
-    let row = inv * d.T;           // probs[b, h, t, :]
+    let row = inv * d.T;           // probs[b, h, i_q, :]
     for (var j = 0u; j < d.T; j++) {
       var p = 0.0;
       if (j >= j0 && j <= t) { p = exp(score(&q, seq + j * stride + k_col) - max_s) / sum; }

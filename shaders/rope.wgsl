@@ -1,7 +1,8 @@
 // Rotary position embedding (Su et al., "RoFormer", 2021), in place on the fused q|k|v rows, one
 // invocation per (row, head, rotated pair):
 //
-//   angle = t * inv_freq[i],  t = r % T the row's position (prompts are right-padded from 0)
+//   angle = t * inv_freq[i],  t = r % T the row's position (prompts are right-padded from 0), or
+//           t = starts[r / T] + r % T with OFFSETS (rows from a position on, after a cached prefix)
 //   (x0, x1) <- (x0 cos(angle) - x1 sin(angle) * sign,  x1 cos(angle) + x0 sin(angle) * sign)
 //
 // The pair is (2i, 2i+1) when INTERLEAVED (GPT-J's rotate_every_two), else (i, i + ROT/2) (NeoX,
@@ -11,14 +12,16 @@
 //
 //   qkv      : [R, (H + 2 Hkv) * HD], q heads, then k heads, then v heads (v is not rotated)
 //   inv_freq : [ROT / 2]
+//   starts   : [R / T] u32, each sequence's first position (OFFSETS)
 //
-// Compile-time parameters: WG (invocations per workgroup), INTERLEAVED.
+// Compile-time parameters: WG (invocations per workgroup), INTERLEAVED, OFFSETS.
 
 struct Dims { R: u32, T: u32, H: u32, Hkv: u32, HD: u32, ROT: u32, sign: f32 }
 
 @group(0) @binding(0) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> inv_freq: array<f32>;
-@group(0) @binding(2) var<uniform> d: Dims;
+@group(0) @binding(2) var<storage, read> starts: array<u32>;
+@group(0) @binding(3) var<uniform> d: Dims;
 
 // grid: ceil(R * (H + Hkv) * ROT/2 / WG) workgroups, split over x and y past the per-dimension limit.
 @compute @workgroup_size(WG)
@@ -31,7 +34,9 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i = inv % pairs;
   let head = (inv / pairs) % heads;
   let r = inv / (pairs * heads);
-  let angle = f32(r % d.T) * inv_freq[i];
+  var t = r % d.T;
+  if (OFFSETS) { t += starts[r / d.T]; }
+  let angle = f32(t) * inv_freq[i];
   let c = cos(angle);
   let s = sin(angle) * d.sign;
   let base = r * (d.H + 2u * d.Hkv) * d.HD + head * d.HD;

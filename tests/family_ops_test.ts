@@ -126,13 +126,15 @@ function rope64(
   dims: number,
   interleaved: boolean,
   inv: Arr,
+  starts?: number[],
 ) {
   const out = Float64Array.from(qkv), width = (H + 2 * Hkv) * hd;
   for (let r = 0; r < R; r++) {
     for (let head = 0; head < H + Hkv; head++) {
       for (let i = 0; i < dims / 2; i++) {
         const [a, b] = interleaved ? [2 * i, 2 * i + 1] : [i, i + dims / 2];
-        const base = r * width + head * hd, angle = (r % T) * inv[i];
+        const position = (r % T) + (starts ? starts[Math.floor(r / T)] : 0);
+        const base = r * width + head * hd, angle = position * inv[i];
         const x0 = qkv[base + a], x1 = qkv[base + b];
         out[base + a] = x0 * Math.cos(angle) - x1 * Math.sin(angle);
         out[base + b] = x1 * Math.cos(angle) + x0 * Math.sin(angle);
@@ -154,6 +156,10 @@ for (const interleaved of [true, false]) {
     assertClose(await t.read(), rope64(x, R, T, H, Hkv, hd, dims, interleaved, inv), 1e-5, "rotated");
     rope(gpu, t, freq, shape, -1);
     assertClose(await t.read(), x, 1e-5, "rotated back");
+    // Rows from per-sequence positions on (a forward after a cached prefix).
+    const starts = [3, 11];
+    rope(gpu, t, freq, { ...shape, starts: gpu.tensor([B], starts, "u32") });
+    assertClose(await t.read(), rope64(x, R, T, H, Hkv, hd, dims, interleaved, inv, starts), 1e-5, "offsets");
   });
 }
 

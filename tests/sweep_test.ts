@@ -5,6 +5,7 @@
 // damaged store, resuming under other settings, records too long for the model, unknown targets.
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { existsSync } from "../engine/files.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { loadSweep } from "../experiments/study/analysis.ts";
 import { STANDARD_METRICS } from "../experiments/evaluation/metrics.ts";
@@ -24,15 +25,6 @@ import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { rng } from "./util.ts";
 
 const delay = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms));
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 // ------------------------------------------------------------------------------------------------
 // Pure parts

@@ -18,15 +18,13 @@ import { parseArgs } from "node:util";
 import { type DatasetFormat, parseDataset } from "../data/datasets.ts";
 import {
   DownloadError,
-  exists,
   perFileProgress,
   type Progress,
   progressPrinter,
-  removeIfExists,
   resumeDownload,
   sha256File,
 } from "../data/download.ts";
-import { moveIntoPlace, writeAtomic } from "../../engine/files.ts";
+import { exists, moveIntoPlace, removeIfExists, writeAtomic } from "../../engine/files.ts";
 import { runMain } from "../../engine/main.ts";
 import { HUB_CORPORA } from "../data/corpus.ts";
 import { fetchHubCorpus } from "../data/hub_corpus.ts";

@@ -18,16 +18,14 @@
 import { datasetInfo, HubApiError, listFiles, modelInfo } from "npm:@huggingface/hub@2.17.5";
 import { basename, dirname, join, relative } from "node:path";
 import { parseArgs } from "node:util";
-import { writeAtomic } from "../../engine/files.ts";
+import { exists, removeIfExists, writeAtomic } from "../../engine/files.ts";
 import { cachedSnapshot, COMMIT_HASH, hubCacheDir, repoCacheDir, type RepoType } from "../../engine/hub.ts";
 import { runMain } from "../../engine/main.ts";
 import {
   DownloadError,
-  exists,
   fileDigest,
   perFileProgress,
   type Progress,
-  removeIfExists,
   resumeDownload,
 } from "../data/download.ts";
 

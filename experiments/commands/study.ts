@@ -34,7 +34,7 @@ import {
 } from "../study/analysis.ts";
 import { METHODS, parseMethod } from "../editing/methods.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
-import { formatSeconds } from "../output.ts";
+import { formatSeconds, positiveInt, positiveNumber } from "../output.ts";
 import { renderReport } from "../study/report.ts";
 import { ResultStore, writeCsv } from "../study/store.ts";
 import {
@@ -68,15 +68,6 @@ const USAGE = `usage: ./locus task study [options]
   --v-steps N          ROME/MEMIT optimisation steps (default: the method's, 20)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
 
-function positive(name: string, text: string | undefined, fallback: number, integer = true): number {
-  if (text === undefined) return fallback;
-  const x = Number(text);
-  if (!(x > 0) || (integer && !Number.isSafeInteger(x))) {
-    throw new Error(`--${name}: expected a positive ${integer ? "integer" : "number"}, got "${text}"`);
-  }
-  return x;
-}
-
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -103,7 +94,7 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const started = performance.now();
-  const deadline = started + positive("minutes", values.minutes, 26, false) * 60_000;
+  const deadline = started + positiveNumber("minutes", values.minutes, 26) * 60_000;
   const dir = await resolveModelDir(values.model!), out = values.out!;
   const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
   for (const path of [`${dir}/model.safetensors`, datasetPath, corpus]) {
@@ -115,15 +106,15 @@ async function main(args: string[]): Promise<number> {
       );
     }
   }
-  const editFacts = positive("facts", values.facts, 8);
-  const traceFacts = Math.max(editFacts, positive("trace-facts", values["trace-facts"], 40));
-  const proxyFraction = positive("proxy-fraction", values["proxy-fraction"], 0.25, false);
+  const editFacts = positiveInt("facts", values.facts, 8);
+  const traceFacts = Math.max(editFacts, positiveInt("trace-facts", values["trace-facts"], 40));
+  const proxyFraction = positiveNumber("proxy-fraction", values["proxy-fraction"], 0.25);
   if (proxyFraction >= 1) throw new Error(`--proxy-fraction must be below 1, got ${proxyFraction}`);
   const seed = values.seed === undefined ? 0 : Number(values.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new Error(`--seed: expected an integer >= 0, got "${values.seed}"`);
   }
-  const vSteps = values["v-steps"] === undefined ? undefined : positive("v-steps", values["v-steps"], 20);
+  const vSteps = values["v-steps"] === undefined ? undefined : positiveInt("v-steps", values["v-steps"], 20);
 
   const gpu = await getGpu();
   const model = await Model.load(gpu, dir);

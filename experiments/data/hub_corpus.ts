@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { cachedSnapshot, hubCacheDir, repoCacheDir } from "../../engine/hub.ts";
 import { writeAtomic } from "../../engine/files.ts";
 import { type Corpus, type HubCorpusSpec, sha256Text } from "./corpus.ts";
-import { exists } from "./download.ts";
+import { exists } from "../../engine/files.ts";
 import { fetchRepo, type FetchRepoOptions, type FetchRepoResult } from "../commands/fetch_model.ts";
 
 /**

@@ -24,7 +24,7 @@ import {
   type LgaOptions,
 } from "./attribution.ts";
 import type { EditCase } from "../data/datasets.ts";
-import { traceFact, type TraceOptions } from "./tracing.ts";
+import { type StateKind, traceFact, type TraceOptions } from "./tracing.ts";
 
 /** One edit request: the prompt with the subject filled in, the subject, the true answer and the new target. */
 export interface SelectionRequest {
@@ -66,6 +66,13 @@ function requireRequests(name: string, requests: SelectionRequest[]): void {
  */
 export function scaledMlpWindow(nLayer: number): number {
   return Math.max(1, Math.round((10 * nLayer) / 48));
+}
+
+/** The windows every command traces with by default: one layer for the residual stream (ROME restores a
+ *  single hidden state), scaledMlpWindow(L) for MLP and attention outputs. */
+export function defaultTraceWindows(nLayer: number): Record<StateKind, number> {
+  const scaled = scaledMlpWindow(nLayer);
+  return { resid: 1, mlp: scaled, attn: scaled };
 }
 
 /** CMA: mean over requests of the MLP indirect effect at the last subject token, per layer. The MLP

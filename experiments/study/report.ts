@@ -35,7 +35,8 @@ import {
   STRATEGY_NAMES,
   type SweepData,
 } from "./analysis.ts";
-import { goldenLayers, layerCurvesSvg, lgaChartSvg } from "../localization/attribution.ts";
+import { goldenLayers } from "../localization/attribution.ts";
+import { layerCurvesSvg, lgaChartSvg } from "../pictures/attribution.ts";
 import { barChartSvg, lineChart } from "../pictures/charts.ts";
 import { averageCurvesSvg, heatmapSvg } from "../pictures/heatmap.ts";
 import { writeAtomic } from "../../engine/files.ts";

@@ -59,7 +59,13 @@ import { Model } from "../../engine/model.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { checkRecord, loadDataset, recordLabel } from "../data/datasets.ts";
-import { applyEdit, type Edit, type EditRequest, type SubjectNoise, VirtualEditSet } from "../editing/edit.ts";
+import {
+  applyEdit,
+  type Edit,
+  type EditRequest,
+  type SubjectNoise,
+  VirtualEditSet,
+} from "../editing/edit.ts";
 import { contextTemplates } from "../editing/keys.ts";
 import { optimiseValues, valueOptions } from "../editing/values.ts";
 import { statsHparams } from "../editing/hparams.ts";
@@ -104,7 +110,7 @@ import {
   type StandardScores,
   standardScores,
 } from "../evaluation/metrics.ts";
-import { formatSeconds, ProgressBar, type ProgressOptions } from "../output.ts";
+import { formatSeconds, intOption, numberOption, ProgressBar, type ProgressOptions } from "../output.ts";
 import { greedyNextTokens } from "../evaluation/recall.ts";
 import {
   type Json,
@@ -128,6 +134,7 @@ import {
   windowLayers,
 } from "../localization/tracing.ts";
 import { runMain } from "../../engine/main.ts";
+import { exists } from "../../engine/files.ts";
 
 // ------------------------------------------------------------------------------------------------
 // The plan
@@ -424,15 +431,6 @@ async function fileSha256(path: string): Promise<string> {
   const file = await Deno.open(path);
   for await (const chunk of file.readable) hash.update(chunk);
   return hash.digest("hex");
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export interface RunMeta {
@@ -935,22 +933,6 @@ export function parseNames<T extends string>(option: string, text: string, known
     }
     return x as T;
   });
-}
-
-function intOption(name: string, text: string | undefined, fallback: number, min = 0): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < min) {
-    throw new Error(`--${name}: expected an integer >= ${min}, got "${text}"`);
-  }
-  return n;
-}
-
-function numberOption(name: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const x = Number(text);
-  if (!Number.isFinite(x)) throw new Error(`--${name}: expected a number, got "${text}"`);
-  return x;
 }
 
 export const SWEEP_USAGE = `usage: ./locus task sweep [options]
