@@ -16,7 +16,13 @@ import {
 } from "../experiments/editing/edit.ts";
 import { romeHparams } from "../experiments/editing/hparams.ts";
 import { contextTemplates, factStates, instantiate, subjectNoise } from "../experiments/editing/keys.ts";
-import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg.ts";
+import {
+  cholesky,
+  choleskyInBackground,
+  choleskySolve,
+  NotPositiveDefiniteError,
+  solveSpd,
+} from "../experiments/editing/linalg.ts";
 import { computeRome, computeRomeAt } from "../experiments/editing/rome.ts";
 import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
@@ -128,6 +134,24 @@ Deno.test("tiled Cholesky equals the row-by-row factorisation on random SPD matr
     assertClose(got, want, 1e-9 * scale, `n = ${n}`);
     assert.ok(got.every((v, i) => v === 0 || i % n <= Math.floor(i / n)), `n = ${n}: upper triangle is zero`);
   }
+});
+
+Deno.test("choleskyInBackground: a wide matrix is factorised in a Worker to the same bits; failures come back as errors", async () => {
+  const n = 1030, r = rng(12);
+  const A = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    A[i * n + i] = 1 + r();
+    for (let j = 0; j < i; j++) A[i * n + j] = A[j * n + i] = (r() - 0.5) / n;
+  }
+  const here = cholesky(A, n), away = await choleskyInBackground(A, n, "test matrix");
+  assert.ok(here.every((v, i) => Object.is(v, away[i])), "bit-identical to the in-thread factor");
+  A[5 * n + 5] = -1;
+  await assert.rejects(
+    () => choleskyInBackground(A, n, "test matrix"),
+    (e: Error) =>
+      e instanceof NotPositiveDefiniteError &&
+      /test matrix is not positive definite \(pivot 5 of 1030/.test(e.message),
+  );
 });
 
 Deno.test("key statistics: streamed K^T K / n equals the float64 reference keys' second moment, and caches", async () => {

@@ -63,6 +63,38 @@ export function cholesky(A: ArrayLike<number>, n: number, what = "matrix"): Floa
   return L;
 }
 
+/** Widths from which choleskyInBackground uses a Worker (below, a factorisation takes milliseconds). */
+const BACKGROUND_WIDTH = 1024;
+
+/**
+ * cholesky(A, n) computed in a Worker where the runtime is Deno and the matrix is wide, so the caller's
+ * thread (recording GPU work, say) keeps running; otherwise here, synchronously. The same code gives the
+ * same bits either way.
+ */
+export function choleskyInBackground(A: Float32Array, n: number, what = "matrix"): Promise<Float64Array> {
+  if (n < BACKGROUND_WIDTH || typeof Deno === "undefined" || typeof Worker === "undefined") {
+    return Promise.resolve().then(() => cholesky(A, n, what));
+  }
+  const worker = new Worker(new URL("./cholesky_worker.ts", import.meta.url).href, { type: "module" });
+  return new Promise<Float64Array>((resolve, reject) => {
+    worker.onmessage = (
+      e: MessageEvent<{ L?: Float64Array; error?: string; notPositiveDefinite?: boolean }>,
+    ) => {
+      worker.terminate();
+      if (e.data.L) resolve(e.data.L);
+      else {reject(
+          e.data.notPositiveDefinite ? new NotPositiveDefiniteError(e.data.error) : new Error(e.data.error),
+        );}
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      worker.terminate();
+      reject(new Error(`cholesky worker: ${e.message}`));
+    };
+    worker.postMessage({ A, n, what });
+  });
+}
+
 /** x with L L^T x = b (L from cholesky). */
 export function choleskySolve(L: Float64Array, n: number, b: ArrayLike<number>): Float64Array {
   if (b.length !== n) throw new Error(`choleskySolve: right-hand side has ${b.length} values, expected ${n}`);

@@ -35,7 +35,7 @@ import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { type Corpus, openCorpus } from "../data/corpus.ts";
 import { makeFolder, removeIfExists, writeAtomic } from "../../engine/files.ts";
-import { cholesky, choleskySolve } from "./linalg.ts";
+import { cholesky, choleskyInBackground, choleskySolve } from "./linalg.ts";
 
 /**
  * C = E[k k^T] of one layer's keys, with its float64 Cholesky factor for solves: computed once per
@@ -44,6 +44,7 @@ import { cholesky, choleskySolve } from "./linalg.ts";
  */
 export class KeyStats {
   private factor: Float64Array | null = null;
+  private preparing: Promise<void> | null = null;
 
   constructor(
     readonly layer: number,
@@ -67,32 +68,39 @@ export class KeyStats {
 
   /**
    * Makes the factor ready for solve(): read from factorDir when a file for exactly this moment is
-   * there, else computed (and written there, atomically). Editing methods call it before solving.
+   * there, else computed (in a Worker when wide: see choleskyInBackground) and written there,
+   * atomically. Editing methods start it before their GPU work and await it before solving.
    */
-  async prepareSolve(log: (line: string) => void = () => {}): Promise<void> {
-    if (this.factor) return;
-    if (this.factorDir === null) {
-      this.factor = cholesky(this.moment, this.width, this.what);
-      return;
-    }
+  prepareSolve(log: (line: string) => void = () => {}): Promise<void> {
+    // One factorisation however many callers wait for it (an edit starts it early and awaits it later).
+    this.preparing ??= this.loadOrFactorise(log).then((L) => {
+      this.factor = L;
+    });
+    return this.preparing;
+  }
+
+  private async loadOrFactorise(log: (line: string) => void): Promise<Float64Array> {
+    if (this.factor) return this.factor;
+    if (this.factorDir === null) return await choleskyInBackground(this.moment, this.width, this.what);
     const path = join(
       this.factorDir,
       `cholesky-f${this.width}-${(await sha256Hex([this.moment])).slice(0, 16)}.bin`,
     );
-    this.factor = await readFactor(path, this.width);
-    if (this.factor) {
+    const cached = await readFactor(path, this.width);
+    if (cached) {
       log(`Cholesky factor of the ${this.what}: cached ${path}`);
-      return;
+      return cached;
     }
     const started = performance.now();
-    this.factor = cholesky(this.moment, this.width, this.what);
+    const L = await choleskyInBackground(this.moment, this.width, this.what);
     log(
       `Cholesky factor of the ${this.what}: ${
         ((performance.now() - started) / 1000).toFixed(1)
       } s, kept in ${path}`,
     );
     await makeFolder(this.factorDir);
-    await writeFactor(path, this.factor, this.width);
+    await writeFactor(path, L, this.width);
+    return L;
   }
 
   /** C^-1 b (float64; factorised on the first call if prepareSolve was not awaited). */
