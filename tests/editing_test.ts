@@ -136,18 +136,21 @@ Deno.test("tiled Cholesky equals the row-by-row factorisation on random SPD matr
   }
 });
 
-Deno.test("choleskyInBackground: a wide matrix is factorised in a Worker to the same bits; failures come back as errors", async () => {
+Deno.test("choleskyInBackground: a wide matrix is factorised by 1 or 3 Workers to the same bits; failures come back as errors", async () => {
   const n = 1030, r = rng(12);
   const A = new Float32Array(n * n);
   for (let i = 0; i < n; i++) {
     A[i * n + i] = 1 + r();
     for (let j = 0; j < i; j++) A[i * n + j] = A[j * n + i] = (r() - 0.5) / n;
   }
-  const here = cholesky(A, n), away = await choleskyInBackground(A, n, "test matrix");
-  assert.ok(here.every((v, i) => Object.is(v, away[i])), "bit-identical to the in-thread factor");
-  A[5 * n + 5] = -1;
+  const here = cholesky(A, n);
+  for (const workers of [1, 3]) {
+    const away = await choleskyInBackground(A, n, "test matrix", workers);
+    assert.ok(here.every((v, i) => Object.is(v, away[i])), `${workers} workers: bit-identical to cholesky`);
+  }
+  A[5 * n + 5] = -1; // in tile row 1: worker 1 of 3 finds it, the others stop at the barrier
   await assert.rejects(
-    () => choleskyInBackground(A, n, "test matrix"),
+    () => choleskyInBackground(A, n, "test matrix", 3),
     (e: Error) =>
       e instanceof NotPositiveDefiniteError &&
       /test matrix is not positive definite \(pivot 5 of 1030/.test(e.message),
