@@ -246,8 +246,13 @@ export class Model {
       if (length !== n) {
         throw new ModelLoadError(`${source}: tensor ${name} has ${length} values, expected [${shape}]`);
       }
-      if (!(stored instanceof Float32Array) && (!name.endsWith(".weight") || shape.length !== 2)) {
-        throw new ModelLoadError(`${source}: only matrices are kept in 16 bits, not ${name}`);
+      if (
+        !(stored instanceof Float32Array) &&
+        (!name.endsWith(".weight") || shape.length !== 2 || name === "wpe.weight")
+      ) {
+        throw new ModelLoadError(
+          `${source}: only matrices read by matmuls or embed are kept in 16 bits, not ${name}`,
+        );
       }
       const bytes = tensorBytes(n, stored instanceof Float32Array ? "f32" : stored.dtype);
       if (name === "wte.weight") {
@@ -409,11 +414,12 @@ export class Model {
         }
       }
       // Matrices stored in f16/bf16 (projections, the embedding and the head) stay in 16 bits on the
-      // GPU (all parts of a fused tensor must share the format); norms and biases are widened to f32.
+      // GPU (all parts of a fused tensor must share the format); norms, biases and GPT-2's learned
+      // positions (added in f32 by the embedding kernel) are widened to f32.
       const keepHalf = (name: string, parts: string[]) => {
         const dtypes = new Set(parts.map((p) => ckpt.info(p).dtype));
         return (o.keepHalf ?? true) && dtypes.size === 1 && !dtypes.has("F32") && name.endsWith(".weight") &&
-          ckpt.info(parts[0]).shape.length === 2;
+          ckpt.info(parts[0]).shape.length === 2 && name !== "wpe.weight";
       };
       checkMemory(gpu, config, dir, (name) => {
         const entry = plan.find(([n]) => n === name)!;

@@ -121,7 +121,10 @@ async function main(args: string[]): Promise<number> {
   const deadline = started + positiveNumber("minutes", values.minutes, preset.minutes) * 60_000;
   const dir = await resolveModelDir(values.model!), out = values.out!;
   const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
-  for (const path of [`${dir}/model.safetensors`, datasetPath, corpus]) {
+  // Weights in one file or sharded (real Llama/Gemma checkpoints are: model.safetensors.index.json).
+  const index = `${dir}/model.safetensors.index.json`;
+  const weights = await Deno.stat(index).then(() => index, () => `${dir}/model.safetensors`);
+  for (const path of [weights, datasetPath, corpus]) {
     try {
       await Deno.stat(path);
     } catch {
