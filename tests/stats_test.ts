@@ -4,10 +4,14 @@
 import assert from "node:assert/strict";
 import {
   bootstrapCI,
+  bootstrapUnits,
+  cohensF2,
   designMatrix,
   fCdf,
   fitOls,
   fSurvival,
+  groupedLineR2,
+  holm,
   logGamma,
   mean,
   nestedFTest,
@@ -19,9 +23,12 @@ import {
   sem,
   std,
   studentTCdf,
+  studentTQuantile,
   studentTTwoSidedP,
   tukeyFences,
   variance,
+  verdict,
+  weightedMean,
 } from "../experiments/study/stats.ts";
 
 /** |actual - expected| <= tol * max(1, |expected|)  (relative for large, absolute for small values). */
@@ -402,4 +409,104 @@ Deno.test("OLS recovers exact coefficients and rejects rank-deficient designs", 
   assert.throws(() => ols(x.map((v) => [1, v, 2 * v + 1]), y, ["1", "x", "2x+1"]), /rank-deficient: 2x\+1/);
   assert.throws(() => ols([[1, 0], [1, 1]], [0, 1]), /cannot fit 2 coefficients/);
   assert.throws(() => ols([[1, 0], [1, 1], [1, 2]], [0, 1]), /3 rows, y has 2/);
+});
+
+Deno.test("Student t quantiles match scipy.stats.t.ppf", () => {
+  // scipy 1.17: t.ppf(p, df)
+  const cases: [number, number, number][] = [
+    [0.975, 5, 2.5705818356363146],
+    [0.975, 1, 12.706204736174694],
+    [0.025, 30, -2.042272456301238],
+    [0.999, 3, 10.214531852407383],
+    [0.6, 100, 0.25402218245822766],
+  ];
+  for (const [p, df, q] of cases) relNear(studentTQuantile(p, df), q, 1e-10, `t.ppf(${p}, ${df})`);
+  assert.throws(() => studentTQuantile(1, 3), /p must be in \(0, 1\)/);
+});
+
+Deno.test("paired t-test: interval and Cohen's d_z match scipy.stats.ttest_rel", () => {
+  const a = [0.91, 0.85, 0.99, 0.72, 0.88, 0.95, 0.67, 0.81];
+  const b = [0.80, 0.86, 0.90, 0.60, 0.70, 0.93, 0.66, 0.75];
+  // scipy 1.17: r = ttest_rel(a, b); r.confidence_interval(0.95); d = a - b; d.mean() / d.std(ddof=1)
+  const r = pairedTTest(a, b);
+  near(r.t, 3.1776988772339525, 1e-12, "t");
+  relNear(r.p, 0.015540342594255248, 1e-9, "p");
+  near(r.lower, 0.018550502308858248, 1e-12, "lower");
+  near(r.upper, 0.12644949769114175, 1e-12, "upper");
+  near(r.dz, 1.123486212330503, 1e-12, "d_z");
+});
+
+Deno.test("Holm's adjustment: a hand-worked family, NaN kept out of m, monotone", () => {
+  // sorted 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, raised to 0.06)
+  const adjusted = holm([0.01, 0.04, NaN, 0.03, 0.005]);
+  [0.03, 0.06, NaN, 0.06, 0.02].forEach((e, i) =>
+    Number.isNaN(e) ? assert.ok(Number.isNaN(adjusted[i])) : near(adjusted[i], e, 1e-15, `p${i}`)
+  );
+  // capped at 1; one test is its own family
+  assert.deepEqual(holm([0.5, 0.6]), [1, 1]);
+  assert.deepEqual(holm([0.2]), [0.2]);
+  assert.throws(() => holm([0.1, 1.5]), /p-value 1 is 1.5/);
+});
+
+Deno.test("verdict: the corrected test and the minimum effect must agree", () => {
+  assert.equal(verdict(0.001, 0.3, 0.1), "effect");
+  assert.equal(verdict(0.001, -0.3, 0.1), "effect"); // either sign
+  assert.equal(verdict(0.001, 0.05, 0.1), "no effect"); // significant but tiny
+  assert.equal(verdict(0.2, 0.9, 0.1), "no effect"); // large but not significant
+  assert.equal(verdict(0.05, 0.9, 0.1), "no effect"); // p must be below alpha
+  assert.equal(verdict(NaN, 0.9, 0.1), "n/a");
+  // f^2 = (0.5 - 0.4) / (1 - 0.5)
+  near(cohensF2(0.4, 0.5), 0.2, 1e-15, "f2");
+});
+
+Deno.test("groupedLineR2 equals OLS on the expanded design (numpy lstsq) and on replicated rows", () => {
+  const g = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2];
+  const x = [.1, .4, .35, .8, 0, .2, .5, .9, .3, .3, .3, .3]; // group 2: no slope
+  const y = [.2, .5, .3, .9, .6, .4, .7, .8, .1, .5, .2, .4];
+  const r = groupedLineR2(g, x, y, new Float64Array(12).fill(1));
+  // numpy: R^2 of lstsq on [1, d1, d2], [1, x], [1, d1, d2, x d0, x d1]
+  near(r.group, 0.308252427184466, 1e-12, "group");
+  near(r.line, 0.4488908386899879, 1e-12, "line");
+  near(r.both, 0.7741072653704226, 1e-12, "both");
+  // Integer weights are replicated rows: compare with this file's OLS on the expanded table.
+  const w = [2, 0, 1, 3, 1, 1, 2, 0, 1, 2, 1, 1];
+  const rows = w.flatMap((k, i) => Array.from({ length: k }, () => i));
+  const table = {
+    y: rows.map((i) => y[i]),
+    layer: rows.map((i) => g[i]),
+    x: rows.map((i) => x[i]),
+    x0: rows.map((i) => (g[i] === 0 ? x[i] : 0)),
+    x1: rows.map((i) => (g[i] === 1 ? x[i] : 0)),
+  };
+  const weighted = groupedLineR2(g, x, y, w);
+  near(weighted.group, fitOls(table, "y", { categorical: ["layer"] }).r2, 1e-12, "weighted group");
+  near(weighted.line, fitOls(table, "y", { continuous: ["x"] }).r2, 1e-12, "weighted line");
+  near(
+    weighted.both,
+    fitOls(table, "y", { categorical: ["layer"], continuous: ["x0", "x1"] }).r2,
+    1e-12,
+    "weighted both",
+  );
+  // A constant response has nothing to explain.
+  assert.ok(Number.isNaN(groupedLineR2([0, 1], [0, 1], [1, 1], [1, 1]).group));
+});
+
+Deno.test("bootstrapUnits: the estimate uses every unit once, clusters resample together, seeded", () => {
+  // Two rows per unit: a unit's rows are drawn together, so the weights of rows 2i and 2i+1 agree.
+  const xs = [1, 1, 5, 5, 2, 2, 8, 8, 3, 3];
+  const seen: number[][] = [];
+  const [ci] = bootstrapUnits(5, (counts) => {
+    seen.push([...counts]);
+    const w = xs.map((_, r) => counts[Math.floor(r / 2)]);
+    return [weightedMean(xs, w)];
+  }, { seed: 3, resamples: 300 });
+  near(ci.estimate, 3.8, 1e-15, "estimate");
+  assert.deepEqual(seen[0], [1, 1, 1, 1, 1]);
+  assert.ok(seen.slice(1).every((c) => c.reduce((a, b) => a + b) === 5));
+  assert.ok(ci.lower >= 1 && ci.upper <= 8 && ci.lower < 3.8 && 3.8 < ci.upper);
+  const again = bootstrapUnits(5, (c) => [weightedMean([1, 5, 2, 8, 3], c)], { seed: 3, resamples: 300 })[0];
+  assert.deepEqual(again, ci); // the same draws whatever the rows per unit
+  // Mostly undefined resamples give an undefined interval, not a narrow one.
+  const undef = bootstrapUnits(3, (c) => [c[0] === 1 ? 1 : NaN], { resamples: 100 })[0];
+  assert.ok(Number.isNaN(undef.lower) && undef.estimate === 1);
 });

@@ -27,15 +27,16 @@ import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
-import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { loadTokenizer, type Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
+import { knowsAnswers } from "../evaluation/recall.ts";
 import { subjectNoiseLevel } from "../localization/tracing.ts";
 import { positiveInt } from "../output.ts";
 import { runMain } from "../../engine/main.ts";
 import { sem } from "../study/stats.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
-import { numberOption, parseFactToken, parseLayers } from "../commands/edit.ts";
+import { parseFactToken, parseLayers } from "../commands/edit.ts";
+import { numberOption } from "../output.ts";
 import { statsHparams } from "./hparams.ts";
 import {
   computeEdits,
@@ -150,15 +151,15 @@ async function main(args: string[]): Promise<number> {
   const overrides: Overrides = {
     layers: values.layers === undefined ? undefined : parseLayers(values.layers),
     factToken: parseFactToken(values["fact-token"]),
-    vNumGradSteps: numberOption(values, "v-steps"),
-    vLr: numberOption(values, "v-lr"),
-    vWeightDecay: numberOption(values, "v-wd"),
-    klFactor: numberOption(values, "kl-factor"),
-    clampNormFactor: numberOption(values, "clamp-norm"),
-    mom2UpdateWeight: numberOption(values, "lambda"),
-    normConstraint: numberOption(values, "ft-eps"),
-    numSteps: numberOption(values, "ft-steps"),
-    ftLr: numberOption(values, "ft-lr"),
+    vNumGradSteps: numberOption("v-steps", values["v-steps"]),
+    vLr: numberOption("v-lr", values["v-lr"]),
+    vWeightDecay: numberOption("v-wd", values["v-wd"]),
+    klFactor: numberOption("kl-factor", values["kl-factor"]),
+    clampNormFactor: numberOption("clamp-norm", values["clamp-norm"]),
+    mom2UpdateWeight: numberOption("lambda", values["lambda"]),
+    normConstraint: numberOption("ft-eps", values["ft-eps"]),
+    numSteps: numberOption("ft-steps", values["ft-steps"]),
+    ftLr: numberOption("ft-lr", values["ft-lr"]),
   };
   const dir = await resolveModelDir(values.model!);
   const nCases = positiveInt("cases", values.cases, 100);
@@ -177,14 +178,12 @@ async function main(args: string[]): Promise<number> {
   // Fixed cases: the first nCases known facts in file order.
   const { cases: all } = await loadDataset(`${dir}/counterfact.json`);
   const candidates = all.map(editingCase);
-  const predicted = await greedyNextTokens(
+  const knows = await knowsAnswers(
     model,
-    candidates.map((c) => tok.encode(c.prompt.replace("{}", c.subject))),
+    tok,
+    candidates.map((c) => ({ prompt: c.prompt.replace("{}", c.subject), answer: c.targetTrue })),
   );
-  const known = candidates.filter((c, i) =>
-    predicted[i] ===
-      targetIds(tok, c.prompt.replace("{}", c.subject), c.targetTrue, { refuseUnknown: true })[0]
-  );
+  const known = candidates.filter((_, i) => knows[i]);
   const subjects = new Set<string>();
   const distinct = known.filter((c) => !subjects.has(c.subject) && subjects.add(c.subject));
   // --first K: cases K.. of that list, so that a long measurement can run in parts (each part's --json

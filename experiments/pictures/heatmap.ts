@@ -3,7 +3,7 @@
 // terminal. Cells are coloured by the effect (indirect effect for noise, probability removed for
 // zeroing) on a diverging scale: white at 0, the kind's colour (ROME's) for positive effects, orange for
 // negative ones (which ROME's pictures clip away); hovering a cell in a browser shows its numbers.
-import { lineChart } from "./charts.ts";
+import { escapeXml, lineChart } from "./charts.ts";
 import type { AverageTrace, FactTrace, KindGrid, StateKind } from "../localization/tracing.ts";
 
 /** ROME's colours: purple for the residual stream, green for MLP outputs, red for attention outputs. */
@@ -18,10 +18,6 @@ const KIND_NAMES: Readonly<Record<StateKind, string>> = {
   mlp: "MLP output",
   attn: "attention output",
 };
-
-function escapeXml(s: string): string {
-  return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
-}
 
 /** Negative effects (restoring a state lowered the answer's probability) in every kind's panel. */
 const NEGATIVE_RGB = [230, 97, 1];
@@ -179,7 +175,7 @@ function panelsSvg(o: {
     parts.push(
       `<text x="${x0 + plotW / 2}" y="${
         y0 + T * cellH + 30
-      }" text-anchor="middle" font-size="11">layer; white = 0, full colour = ${fmt(max)}${
+      }" text-anchor="middle" font-size="10">layer; colour ${fmt(max)}${
         hasNegative(grid.effect) ? `, orange = -${fmt(max)}` : ""
       }</text>`,
     );
@@ -194,9 +190,11 @@ function panelsSvg(o: {
 
 /** Per-layer curves of the average effect, one line per token group (groups with rows only). */
 export function averageCurvesSvg(avg: AverageTrace): string {
+  // Bands: +-1.96 standard errors of the mean over the pooled rows (a normal 95% interval).
   const series = avg.groups.filter((g) => g.count > 0).map((g) => ({
     name: g.group,
     points: g.effect.map((v, l) => [l, v] as [number, number]),
+    band: g.effect.map((v, l) => [v - 1.96 * g.effectSe[l], v + 1.96 * g.effectSe[l]] as [number, number]),
   }));
   return lineChart(series, {
     title: `${KIND_NAMES[avg.kind]}, window ${avg.window}: average over ${avg.facts} facts`,

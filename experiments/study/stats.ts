@@ -1,12 +1,17 @@
 // Statistics for the analyses of editing sweeps (Hase et al. 2023, "Does Localization Inform
 // Editing?"): does the tracing effect predict edit success once the edit layer is known?
 //
-//   descriptive   mean, variance, std, sem, quantile, seeded bootstrap confidence intervals
+//   descriptive   mean, variance, std, sem, quantile, seeded (cluster) bootstrap confidence intervals
 //   outliers      Tukey's fences (used by Layer Gradient Analysis to drop outlying layers)
-//   tests         Pearson correlation and the paired t-test, with two-sided p-values
+//   tests         Pearson correlation and the paired t-test (with its t interval and Cohen's d_z),
+//                 two-sided p-values
+//   verdicts      Holm's correction, Cohen's f^2, and the study's one verdict rule (corrected test and
+//                 minimum effect size must agree)
 //   regression    ordinary least squares on a design matrix built from continuous and categorical
 //                 (one-hot) predictors and their interactions; R^2, adjusted R^2, and the nested-model
-//                 F-test ("does adding the tracing effect explain more variance than the layer alone?")
+//                 F-test ("does adding the tracing effect explain more variance than the layer alone?");
+//                 the three R^2 of Hase et al. in closed form from weighted sums (groupedLineR2), fast
+//                 enough to bootstrap
 //
 // The p-values need the Student t and F distributions, both written through the regularized
 // incomplete beta function I_x(a, b), computed with its continued fraction (below).
@@ -61,8 +66,6 @@ export function quantile(xs: readonly number[], q: number): number {
 }
 
 export interface BootstrapOptions {
-  /** The statistic of a resample (default: the mean). */
-  statistic?: (xs: number[]) => number;
   /** Number of resamples (default 2000). */
   resamples?: number;
   /** Coverage of the interval (default 0.95). */
@@ -78,31 +81,75 @@ export interface ConfidenceInterval {
   level: number;
 }
 
-/** Percentile bootstrap: resample n values with replacement, take the statistic, and report the
- *  (1-level)/2 and (1+level)/2 quantiles of the resampled statistics. */
-export function bootstrapCI(xs: readonly number[], o: BootstrapOptions = {}): ConfidenceInterval {
-  requireValues("bootstrapCI", xs, 1);
-  const statistic = o.statistic ?? mean;
+/** Resamples whose statistic is undefined (NaN: e.g. a resample with one distinct value) are left out;
+ *  beyond this share of them the interval is undefined too. */
+const MAX_UNDEFINED_RESAMPLES = 0.1;
+
+/**
+ * Percentile bootstrap over n units (facts) of k statistics at once: each resample draws n units with
+ * replacement and passes their counts (counts[i] = times unit i was drawn, summing to n) to
+ * `statistic`, which returns k numbers; the interval of statistic j is the (1-level)/2 and
+ * (1+level)/2 quantiles of its resampled values. The estimate is the statistic of every unit once.
+ * Resampling units rather than rows keeps a fact's rows (one per layer) together: the cluster
+ * bootstrap, as a fact's edits at different layers are not independent observations.
+ */
+export function bootstrapUnits(
+  n: number,
+  statistic: (counts: Float64Array) => number[],
+  o: BootstrapOptions = {},
+): ConfidenceInterval[] {
   const resamples = o.resamples ?? 2000;
   const level = o.level ?? 0.95;
+  if (!Number.isInteger(n) || n < 1) throw new Error(`bootstrap: needs at least 1 unit, got ${n}`);
   if (!Number.isInteger(resamples) || resamples < 1) {
-    throw new Error(`bootstrapCI: resamples must be a positive integer, got ${resamples}`);
+    throw new Error(`bootstrap: resamples must be a positive integer, got ${resamples}`);
   }
-  if (!(level > 0 && level < 1)) throw new Error(`bootstrapCI: level must be in (0, 1), got ${level}`);
+  if (!(level > 0 && level < 1)) throw new Error(`bootstrap: level must be in (0, 1), got ${level}`);
+  const estimate = statistic(new Float64Array(n).fill(1));
   const random = mulberry32(o.seed ?? 0);
-  const n = xs.length;
-  const stats: number[] = [];
-  const sample = new Array<number>(n);
+  const draws: number[][] = estimate.map(() => []);
+  const counts = new Float64Array(n);
   for (let r = 0; r < resamples; r++) {
-    for (let i = 0; i < n; i++) sample[i] = xs[Math.floor(random() * n)];
-    stats.push(statistic(sample));
+    counts.fill(0);
+    for (let i = 0; i < n; i++) counts[Math.floor(random() * n)]++;
+    statistic(counts).forEach((v, j) => {
+      if (!Number.isNaN(v)) draws[j].push(v);
+    });
   }
-  return {
-    estimate: statistic([...xs]),
-    lower: quantile(stats, (1 - level) / 2),
-    upper: quantile(stats, (1 + level) / 2),
-    level,
-  };
+  return estimate.map((e, j) => {
+    const xs = draws[j];
+    const defined = xs.length >= (1 - MAX_UNDEFINED_RESAMPLES) * resamples && Number.isFinite(e);
+    return {
+      estimate: e,
+      lower: defined ? quantile(xs, (1 - level) / 2) : NaN,
+      upper: defined ? quantile(xs, (1 + level) / 2) : NaN,
+      level,
+    };
+  });
+}
+
+/** Percentile bootstrap of one statistic of a sample of independent values (default: the mean). */
+export function bootstrapCI(
+  xs: readonly number[],
+  o: BootstrapOptions & { statistic?: (xs: number[]) => number } = {},
+): ConfidenceInterval {
+  requireValues("bootstrapCI", xs, 1);
+  const statistic = o.statistic ?? mean;
+  const sample: number[] = [];
+  return bootstrapUnits(xs.length, (counts) => {
+    sample.length = 0;
+    counts.forEach((c, i) => {
+      for (let k = 0; k < c; k++) sample.push(xs[i]);
+    });
+    return [statistic(sample)];
+  }, o)[0];
+}
+
+/** The weighted mean of xs with weights w (bootstrap counts); NaN when the weights are all 0. */
+export function weightedMean(xs: readonly number[], w: ArrayLike<number>): number {
+  let s = 0, n = 0;
+  for (let i = 0; i < xs.length; i++) [s, n] = [s + w[i] * xs[i], n + w[i]];
+  return n > 0 ? s / n : NaN;
 }
 
 export interface TukeyFences {
@@ -236,6 +283,22 @@ export function fSurvival(f: number, d1: number, d2: number): number {
   return regularizedIncompleteBeta(d2 / (d2 + d1 * f), d2 / 2, d1 / 2);
 }
 
+/** The p-quantile of Student's t with df degrees of freedom: the t with studentTCdf(t, df) = p, by
+ *  bisection on the cdf (monotone; 200 halvings reach float64 resolution from any bracket found). */
+export function studentTQuantile(p: number, df: number): number {
+  if (!(p > 0 && p < 1)) throw new Error(`Student t quantile: p must be in (0, 1), got ${p}`);
+  if (!(df > 0)) throw new Error(`Student t: df must be > 0, got ${df}`);
+  let lo = -1, hi = 1;
+  while (studentTCdf(lo, df) > p) lo *= 2;
+  while (studentTCdf(hi, df) < p) hi *= 2;
+  for (let i = 0; i < 200 && hi - lo > 1e-15 * Math.max(1, Math.abs(lo)); i++) {
+    const mid = (lo + hi) / 2;
+    if (studentTCdf(mid, df) < p) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Tests
 
@@ -275,6 +338,11 @@ export interface TTest {
   df: number;
   /** Two-sided p-value. */
   p: number;
+  /** The 95% t interval of the mean difference, mean +- t_{0.975, n-1} sd / sqrt(n). */
+  lower: number;
+  upper: number;
+  /** Cohen's d_z = mean(a - b) / sd(a - b): the standardized effect size of paired samples. */
+  dz: number;
 }
 
 /** Paired t-test of mean(a - b) = 0. */
@@ -286,10 +354,80 @@ export function pairedTTest(a: readonly number[], b: readonly number[]): TTest {
   const sd = std(diffs);
   if (sd === 0) throw new Error("pairedTTest: every difference is the same, so t is undefined");
   const m = mean(diffs);
-  const t = m / (sd / Math.sqrt(diffs.length));
+  const se = sd / Math.sqrt(diffs.length);
   const df = diffs.length - 1;
-  return { meanDifference: m, t, df, p: studentTTwoSidedP(t, df) };
+  const half = studentTQuantile(0.975, df) * se;
+  return {
+    meanDifference: m,
+    t: m / se,
+    df,
+    p: studentTTwoSidedP(m / se, df),
+    lower: m - half,
+    upper: m + half,
+    dz: m / sd,
+  };
 }
+
+// ------------------------------------------------------------------------------------------------
+// Multiple comparisons, effect sizes and the verdict rule
+
+/**
+ * Holm's step-down adjustment (controls the family-wise error rate under any dependence between the
+ * tests): with the m defined p-values sorted ascending, p_(i) becomes max_{j<=i} min(1, (m - j + 1) p_(j)).
+ * Returned in the input's order; NaN p-values (tests that could not be made) stay NaN and do not count
+ * in m.
+ */
+export function holm(pValues: readonly number[]): number[] {
+  const order = pValues.map((p, i) => [p, i] as const).filter(([p]) => !Number.isNaN(p))
+    .sort((a, b) => a[0] - b[0]);
+  const m = order.length;
+  const out = pValues.map(() => NaN);
+  let running = 0;
+  order.forEach(([p, i], rank) => {
+    if (!(p >= 0 && p <= 1)) throw new Error(`holm: p-value ${i} is ${p}, not in [0, 1]`);
+    running = Math.max(running, Math.min(1, (m - rank) * p));
+    out[i] = running;
+  });
+  return out;
+}
+
+/** Cohen's f^2 of the predictors a full model adds to a reduced one: (R^2_full - R^2_reduced) / (1 - R^2_full). */
+export function cohensF2(r2Reduced: number, r2Full: number): number {
+  return (r2Full - r2Reduced) / (1 - r2Full);
+}
+
+/** The significance level of every corrected test. */
+export const ALPHA = 0.05;
+
+/** The smallest effects the report calls effects: Cohen's (1988) "small" for each effect size. */
+export const MIN_EFFECT = {
+  /** Cohen's f^2 of added predictors. */
+  f2: 0.02,
+  /** |Pearson r|. */
+  r: 0.1,
+  /** |Cohen's d_z| of a paired difference. */
+  dz: 0.2,
+} as const;
+
+export type Verdict = "effect" | "no effect" | "n/a";
+
+/**
+ * The one verdict rule of the study: an effect exists only when its test, Holm-corrected within its
+ * family, rejects at ALPHA and its effect size reaches the minimum (|effect| >= minimum). A significant
+ * but tiny effect (many facts make anything significant) and a large but uncertain one are both "no
+ * effect"; a test that could not be made is "n/a".
+ */
+export function verdict(pAdjusted: number, effect: number, minimum: number): Verdict {
+  if (!Number.isFinite(pAdjusted) || !Number.isFinite(effect)) return "n/a";
+  return pAdjusted < ALPHA && Math.abs(effect) >= minimum ? "effect" : "no effect";
+}
+
+/** The rule in words, for the report and the terminal. */
+export const VERDICT_RULE = `An effect is reported only when its test, Holm-corrected within its family ` +
+  `(one table or figure), has p < ${ALPHA} and its effect size reaches Cohen's "small" threshold ` +
+  `(f² ≥ ${MIN_EFFECT.f2} for predictors added to a regression, |r| ≥ ${MIN_EFFECT.r} for a correlation, ` +
+  `|d_z| ≥ ${MIN_EFFECT.dz} for a paired difference); otherwise "no effect". Intervals are 95% percentile ` +
+  `bootstrap intervals over facts (seeded) unless stated.`;
 
 // ------------------------------------------------------------------------------------------------
 // Ordinary least squares
@@ -545,4 +683,62 @@ export function nestedFTest(reduced: OlsFit, full: OlsFit): FTest {
   // Rounding can leave a tiny negative difference when the extra columns explain nothing.
   const F = (Math.max(0, reduced.rss - full.rss) / df1) / (full.rss / df2);
   return { F, df1, df2, p: fSurvival(F, df1, df2), r2Gain: full.r2 - reduced.r2 };
+}
+
+export interface GroupedR2 {
+  /** R^2 of y on the group alone (a mean per group). */
+  group: number;
+  /** R^2 of y on x alone (one line). */
+  line: number;
+  /** R^2 of y on a line per group (a_g + b_g x; a group whose x does not vary keeps only its mean). */
+  both: number;
+}
+
+/**
+ * The three R^2 of Hase et al.'s regressions (layer as categorical, the effect, both interacted) in
+ * closed form, rows weighted by w (bootstrap counts; 1 each for the plain fit): the interacted model
+ * y = a_g + b_g x fits each group by its own simple regression, so its RSS is the sum over groups of
+ * Syy - Sxy^2 / Sxx (centred, weighted sums), the group-only RSS the sum of Syy, and the one-line RSS
+ * the pooled Syy - Sxy^2 / Sxx. Agrees with `ols` on the expanded design (tests/stats_test.ts); O(rows).
+ * A group counts as having no slope when its x range is at most `flatRange` (as r2Table decides).
+ */
+export function groupedLineR2(
+  group: readonly number[],
+  x: readonly number[],
+  y: readonly number[],
+  w: ArrayLike<number>,
+  flatRange = 0,
+): GroupedR2 {
+  const sums = new Map<number, { n: number; x: number; y: number; lo: number; hi: number }>();
+  let n = 0, sx = 0, sy = 0;
+  for (let i = 0; i < y.length; i++) {
+    if (w[i] === 0) continue;
+    let g = sums.get(group[i]);
+    if (!g) sums.set(group[i], g = { n: 0, x: 0, y: 0, lo: Infinity, hi: -Infinity });
+    g.n += w[i], g.x += w[i] * x[i], g.y += w[i] * y[i];
+    g.lo = Math.min(g.lo, x[i]), g.hi = Math.max(g.hi, x[i]);
+    n += w[i], sx += w[i] * x[i], sy += w[i] * y[i];
+  }
+  // Second pass: centred sums (stable where the raw moments would cancel).
+  const c = new Map<number, { xx: number; xy: number; yy: number }>();
+  let txx = 0, txy = 0, tyy = 0;
+  const [mx, my] = [sx / n, sy / n];
+  for (let i = 0; i < y.length; i++) {
+    if (w[i] === 0) continue;
+    const g = sums.get(group[i])!;
+    const dx = x[i] - g.x / g.n, dy = y[i] - g.y / g.n;
+    let s = c.get(group[i]);
+    if (!s) c.set(group[i], s = { xx: 0, xy: 0, yy: 0 });
+    s.xx += w[i] * dx * dx, s.xy += w[i] * dx * dy, s.yy += w[i] * dy * dy;
+    txx += w[i] * (x[i] - mx) ** 2, txy += w[i] * (x[i] - mx) * (y[i] - my), tyy += w[i] * (y[i] - my) ** 2;
+  }
+  let rssGroup = 0, rssBoth = 0;
+  for (const [key, s] of c) {
+    const g = sums.get(key)!;
+    rssGroup += s.yy;
+    rssBoth += g.hi - g.lo > flatRange && s.xx > 0 ? Math.max(0, s.yy - (s.xy * s.xy) / s.xx) : s.yy;
+  }
+  const rssLine = txx > 0 ? Math.max(0, tyy - (txy * txy) / txx) : tyy;
+  if (!(tyy > 0)) return { group: NaN, line: NaN, both: NaN };
+  return { group: 1 - rssGroup / tyy, line: 1 - rssLine / tyy, both: 1 - rssBoth / tyy };
 }
