@@ -105,13 +105,14 @@ Deno.test({
   fn: async () => {
     const folders = await Deno.makeTempDir();
     const dropDirs = await Promise.all(DROPS.map((d) => dropFolder(folders, d.fixture)));
-    const tab = await openHeadless();
     const timings: string[] = [];
-    const timed = async (what: string, work: () => Promise<void>) => {
+    const timed = async <T>(what: string, work: () => Promise<T>): Promise<T> => {
       const started = performance.now();
-      await work();
+      const result = await work();
       timings.push(`${what} ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      return result;
     };
+    const tab = await timed("build, launch and load", openHeadless);
     let page: PageResults;
     let downloaded: Edit;
     const dropped: { model: string; predict: PagePrediction }[] = [];
