@@ -103,6 +103,7 @@ export function formatSeconds(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
+/** Where and how a ProgressBar writes. */
 export interface ProgressOptions {
   /** Where it is written (default stderr). */
   stream?: { writeSync(p: Uint8Array): number; isTerminal(): boolean };

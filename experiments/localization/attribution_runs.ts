@@ -20,6 +20,7 @@ import {
 import { type SelectionRequest, selectionRequests } from "./layer_selection.ts";
 import { traceFact } from "./tracing.ts";
 
+/** Integrated gradients over MLP neurons, or Layer Gradient Analysis. */
 export type AttributionMethod = "ig" | "lga";
 
 /** The requests of a dataset file and how many of its cases they are. */
@@ -92,6 +93,7 @@ function selected(scores: number[]) {
   return { rome: bestWindow(scores, 1), memit: bestWindow(scores, Math.min(5, scores.length)) };
 }
 
+/** Integrated gradients' Riemann steps, the per-layer aggregate that selects layers, and optional tracing. */
 export interface IgRunOptions {
   steps: number;
   aggregate: "sum" | "max";
@@ -114,6 +116,8 @@ export interface IgRun {
   tracingSelection: { rome: number[]; memit: number[] } | null;
 }
 
+/** Attributes every request's true answer to MLP neurons, averages, selects ROME's layer and MEMIT's window
+ *  by each aggregate, and (with `trace`) traces each fact's MLP effect at its last subject token. */
 export async function runIntegratedGradients(
   model: Model,
   tok: Tokenizer,
