@@ -273,17 +273,17 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     if (dattnAdded) gpu.release(dattnAdded);
     hookBackward(l, "attn", dattn);
     const dheads = linearBackward(dattn, a.heads, p + "attn.c_proj", qd, d, true)!;
-    let dqkv = attentionBackward(gpu, dheads, a.kv ?? a.qkv, a.probs, B, suffix?.T ?? T, qd, H, {
+    let dqkv = attentionBackward(gpu, dheads, a.qkv, a.probs, B, suffix?.T ?? T, qd, H, {
       dqkv: gpu.empty([R, width]),
       nKvHead: Hkv,
       scale: cfg.attnScale,
       softcap: cfg.attnSoftcap,
       window: cfg.windows[l],
-      queries: suffix && { rows: T, starts: suffix.starts },
+      queries: suffix && { Tq: T, offsets: suffix.offsets, cache: suffix.qkv[l - fwd.startLayer] },
     });
     gpu.release(dattn, dheads);
     if (cfg.rotary) {
-      model.rotate(dqkv, l, R, T, -1, suffix?.starts);
+      model.rotate(dqkv, l, R, T, -1, suffix?.offsets);
     }
     if (cfg.qkNorm) {
       // The q and k parts of the projection's gradient come through their norms; v's is unchanged.

@@ -114,8 +114,9 @@ Deno.test("generate, representation zeroing and integrated gradients on a Llama 
   assert.equal(ig.code, 0, ig.stderr);
 });
 
-Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts it knows are stored", async () => {
-  // CounterFact-style records whose true objects are what this random model predicts (so it "knows" them).
+/** Writes counterfact.json: CounterFact-style records whose true objects are what this random model
+ *  predicts (so it "knows" them). */
+async function writeKnownFacts(): Promise<void> {
   const { getGpu } = await import("../engine/gpu.ts");
   const { Model } = await import("../engine/model.ts");
   const { greedyNextTokens } = await import("../experiments/evaluation/recall.ts");
@@ -138,15 +139,19 @@ Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts i
     generation_prompts: [`${s} is`],
   }));
   await Deno.writeTextFile(`${dir}/counterfact.json`, JSON.stringify(cases));
+}
+
+Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts it knows are stored", async () => {
+  await writeKnownFacts();
   const db = `${dir}/sweep.db`;
   const run = await runScript(
-    "experiments/study/sweep.ts",
+    "experiments/commands/sweep.ts",
     ...["--model", dir, "--facts", "2", "--proxy-fraction", "0.5", "--layers", "0,1", "--methods", "rome"],
     ...["--problems", "error-injection", "--localizations", "causal-tracing", "--selectors", "none"],
     ...["--trace-samples", "2", "--v-steps", "2", "--batch", "2", "--stats-dir", `${dir}/stats`, "--out", db],
   );
   assert.equal(run.code, 0, run.stderr);
-  const csv = await runScript("experiments/study/sweep.ts", "csv", db, `${dir}/sweep.csv`);
+  const csv = await runScript("experiments/commands/sweep.ts", "csv", db, `${dir}/sweep.csv`);
   assert.equal(csv.code, 0, csv.stderr);
   const rows = (await Deno.readTextFile(`${dir}/sweep.csv`)).trim().split("\n");
   const header = rows[0].split(",");
@@ -159,4 +164,34 @@ Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts i
     records.some((r) => r[localization] === "causal-tracing" && r[method] === "none"),
     "traces are stored",
   );
+});
+
+Deno.test("study --quick on a Llama folder: the report and the summary run unchanged", async () => {
+  await writeKnownFacts();
+  const run = await runScript(
+    "experiments/commands/study.ts",
+    ...[
+      "--quick",
+      "--model",
+      dir,
+      "--out",
+      `${dir}/study`,
+      "--facts",
+      "1",
+      "--proxy",
+      "1",
+      "--trace-facts",
+      "3",
+    ],
+    ...["--methods", "rome", "--problems", "error-injection", "--mass", "memit", "--v-steps", "2"],
+    ...["--stats-dir", `${dir}/stats`],
+  );
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stdout, /=== Summary \([^,]+, llama; /);
+  assert.match(run.stdout, /Caveats found in the data:/);
+  const html = await Deno.readTextFile(`${dir}/study/report.html`);
+  for (const id of ["caveats", "findings", "table-hase-3", "table-mass-editing", "fig-heatmaps"]) {
+    assert.ok(html.includes(`id="${id}"`), `the report has ${id}`);
+  }
+  assert.match(html, /<dt>model<\/dt><dd>[^<]* \(llama, 2 layers/);
 });

@@ -201,6 +201,12 @@ async function main(args: string[]): Promise<number> {
       },
     });
     if (!values.stats && stats.size > 0) timings.statsSeconds = (performance.now() - t) / 1000;
+    if (stats.size > 0) {
+      // The factorisation of C (or reading its kept factor) is timed on its own, before the edit.
+      const t1 = performance.now();
+      for (const s of stats.values()) await s.prepareSolve(say);
+      timings.factorSeconds = (performance.now() - t1) / 1000;
+    }
     const t0 = performance.now();
     const edits = await computeEdits(model, tok, mc, [request], stats, {
       startWords: await templateStartWords(tok, corpus),

@@ -3,6 +3,7 @@
 // computed from a corpus), and what the edit changes: greedy completions of the prompt, a paraphrase and
 // a neighbour, Hase et al.'s rewrite / paraphrase / neighborhood scores ("Does Localization Inform
 // Editing?", section 4) and the field's standard metrics (evaluation/metrics.ts), the edit undone after.
+import { joinPath as join } from "../../engine/io.ts";
 import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
@@ -23,7 +24,7 @@ import {
   caseScores,
   type EditingCase,
 } from "./problems.ts";
-import { importStatsFiles, type KeyStats, keyStats } from "./stats.ts";
+import { DEFAULT_STATS_DIR, importStatsFiles, type KeyStats, keyStats } from "./stats.ts";
 
 /** The fields of a case a caller may give; each one given takes precedence over the dataset record's. */
 export interface CaseFields {
@@ -108,7 +109,9 @@ export async function methodKeyStats(
   const layers = statsLayers(mc);
   if (layers.length === 0) return new Map();
   if (o.files?.length) {
-    const stats = await importStatsFiles(o.files, model.config.nInner, layers);
+    // Their Cholesky factors are kept by the moment's hash under the statistics cache.
+    const factorDir = o.cacheDir === null ? null : join(o.cacheDir ?? DEFAULT_STATS_DIR, "imported-factors");
+    const stats = await importStatsFiles(o.files, model.config.nInner, layers, factorDir);
     o.log?.(
       `key statistics of layers ${layers.join(",")}: imported (${
         [...stats.values()].map((s) => s.count).join(", ")
