@@ -48,6 +48,7 @@ export interface Overrides {
   factToken?: FactToken;
   vNumGradSteps?: number;
   vLr?: number;
+  vWeightDecay?: number;
   klFactor?: number;
   clampNormFactor?: number;
   /** MEMIT's lambda or EMMET's lambda_m. */
