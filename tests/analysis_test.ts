@@ -450,4 +450,9 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
   const healthy = caveats(loadSweep(layerDrivenSweep().results)).join("\n");
   assert.doesNotMatch(healthy, /Degenerate|dominates|Ceiling|Floor|No-op|Outliers/);
   assert.match(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /in 1 of 1 conditions/);
+  // Edits at one layer: the layer and interacted models cannot be fitted, and findings says so plainly.
+  const oneLayer = loadSweep(layerDrivenSweep().results.filter((r) => r.layer === null || r.layer === 0));
+  const text1 = findings(oneLayer).join("\n");
+  assert.match(text1, /No condition has enough data|in 0 of \d+ conditions/);
+  assert.doesNotMatch(text1, /median gain/);
 });

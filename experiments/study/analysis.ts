@@ -1157,10 +1157,11 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
       }; the rest overlap.`,
   );
   const effects = rows.filter((r) => r.verdict === "effect");
+  const diffs = rows.map((r) => r.diff).filter(Number.isFinite);
   out.push(
     `Adding the tracing effect to the layer: an effect in ${effects.length} of ${rows.length} conditions` +
       (effects.length ? ` (${names(effects)})` : "") +
-      `; median gain in R² ${pct(quantile(rows.map((r) => r.diff).filter(Number.isFinite), 0.5))}.`,
+      (diffs.length ? `; median gain in R² ${pct(quantile(diffs, 0.5))}` : "") + ".",
   );
   const corr = perLayerCorrelations(data, o).filter((c) => c.verdict !== "n/a");
   if (corr.length) {
