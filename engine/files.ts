@@ -72,6 +72,28 @@ export async function makeFolder(dir: string): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
 }
 
+/** Whether a file or folder exists at `path` (other errors, such as a denied permission, are thrown). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** `exists`, synchronously (for SQLite stores opened synchronously). */
+export function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
 /** Removes the file at `path`; a missing file is not an error. */
 export async function removeIfExists(path: string): Promise<void> {
   try {

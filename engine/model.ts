@@ -46,9 +46,12 @@ import { mulberry32 } from "./random.ts";
 import { makeFolder, writeAtomic } from "./files.ts";
 import { io } from "./io.ts";
 import { applyVirtualEdit, type VirtualEdit } from "./virtual_edits.ts";
-import { type HalfTensor, openCheckpoint, writeSafetensors } from "./safetensors.ts";
+import { type HalfTensor, openCheckpoint, widenHalf, writeSafetensors } from "./safetensors.ts";
+/** A hook site: token+position embeddings (`embed`), attention output, c_fc output (`mlp_pre`), MLP key
+ *  (c_proj input, `key`), MLP output, block output (`resid`). */
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
+/** One intervention of a forward: capture rows of a site, or patch them (overwrite, add, zero, scale). */
 export interface Hook {
   /** Block index; ignored for "embed". */
   layer: number;
@@ -67,6 +70,7 @@ export interface Batch {
   lengths: number[];
 }
 
+/** A batch of token sequences, right-padded with `pad` to the longest (lengths are kept). */
 export function makeBatch(sequences: number[][], pad = 0): Batch {
   if (sequences.length === 0) throw new Error("makeBatch: no sequences");
   const B = sequences.length;
@@ -90,7 +94,9 @@ export interface LayerActivations {
   qNormStats?: Tensor; // [R*H, 2] (Gemma 3)
   kNormStats?: Tensor; // [R*Hkv, 2]
   qkv: Tensor; // [R, (H + 2 Hkv) hd], attention's input (after q/k norms and rotary)
-  probs: Tensor; // [B,H,T,T]
+  /** A suffix forward's q|k|v of the whole sequences [B*Tk, width] that attention read (the caller's). */
+  kv?: Tensor;
+  probs: Tensor; // [B,H,T,T] ([B,H,T,Tk] in a suffix forward)
   heads: Tensor; // attention heads concatenated, the output projection's input [R, H hd]
   attn: Tensor; // attention output [R,d] (before a post-norm)
   attnNormStats?: Tensor; // Gemma 2/3 post-norm of attn
@@ -105,6 +111,7 @@ export interface LayerActivations {
   mlpNormed?: Tensor;
 }
 
+/** What a forward returns: the requested rows' logits, and the activations when `keep` is set. */
 export interface ForwardResult {
   /** Logits [outputRows.length, V] for the requested rows (after the final soft-cap, if any). */
   logits: Tensor;
@@ -123,8 +130,31 @@ export interface ForwardResult {
   startLayer: number;
   /** The caller's `input` tensor, if the pass was given one (never released by releaseForward). */
   input?: Tensor;
+  /** A suffix forward's caches and its starts and bases (u32 [2B], released with the result). */
+  suffix?: { qkv: Tensor[]; T: number; offsets: Tensor };
 }
 
+/**
+ * A forward over the rows of each sequence from a position on, the rows before it cached: row
+ * b*T + i of the batch (T its padded length) is sequence b's position starts[b] + i, and the
+ * residual entering startLayer is given as `input` [B*T, d] for those rows only. Attention reads the
+ * keys and values of sequence b's earlier positions j < starts[b] from row bases[b] + j of `qkv[l]`,
+ * one tensor per layer from startLayer on holding attention inputs q|k|v [rows, (H + 2 Hkv) hd] as a
+ * forward with `captureQkv` wrote them (read only: sequences that share a prefix share its rows).
+ * The rows computed equal the whole forward's rows at those positions when the cache holds what the
+ * whole forward had there (a delta added at or after starts[b] leaves the earlier rows so). Hook rows
+ * and outputRows index the batch's rows. The backward pass gives gradients of patch sources and states
+ * of these rows, not of parameters (the prefix's share would be missing).
+ */
+export interface Suffix {
+  starts: number[];
+  qkv: Tensor[];
+  bases: number[];
+  /** Positions per sequence (the whole sequences' padded length). */
+  T: number;
+}
+
+/** Hooks, kept activations, output rows, a restart mid-model and virtual edits of one forward. */
 export interface ForwardOptions {
   hooks?: Hook[];
   /** Rows (b*T + t) whose logits are computed; default the last real token of each prompt. */
@@ -140,6 +170,11 @@ export interface ForwardOptions {
    * and patches see the edited output. Not differentiated: refused with `keep`.
    */
   virtualEdits?: VirtualEdit[];
+  /** Compute only rows from per-sequence positions on, the earlier rows cached (see Suffix). */
+  suffix?: Suffix;
+  /** Copies each listed layer's attention input q|k|v (after q/k norms and rotary), [B*T, width], into
+   *  the tensor: the cache of a later suffix forward. */
+  captureQkv?: Map<number, Tensor>;
 }
 
 /** A row chunk of a [V, d] matrix (token embedding or head): rows [rowStart, rowStart + rows). */
@@ -156,12 +191,15 @@ export function parameterShapes(cfg: GPT2Config | ModelConfig): [string, number[
   return shapesOf(resolveConfig(cfg));
 }
 
+/** A model folder Locus cannot load (file, tensor or shape named in the message). */
 export class ModelLoadError extends Error {}
 
 /** Checkpoint tensors that are buffers rather than parameters (masks, cached rotary frequencies). */
 const IGNORED_TENSORS =
   /(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$/;
 
+/** A transformer of any supported family on the GPU: weights, the batched forward with hooks, and
+ *  `forwardWithCache` (every hook site of every layer captured in one call). */
 export class Model {
   /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
   readonly params = new Map<string, Tensor>();
@@ -208,11 +246,8 @@ export class Model {
       if (length !== n) {
         throw new ModelLoadError(`${source}: tensor ${name} has ${length} values, expected [${shape}]`);
       }
-      const isMatrix = name === "wte.weight" || name === "lm_head.weight";
-      if (
-        !(stored instanceof Float32Array) && (isMatrix || !name.endsWith(".weight") || shape.length !== 2)
-      ) {
-        throw new ModelLoadError(`${source}: only projection weights are kept in 16 bits, not ${name}`);
+      if (!(stored instanceof Float32Array) && (!name.endsWith(".weight") || shape.length !== 2)) {
+        throw new ModelLoadError(`${source}: only matrices are kept in 16 bits, not ${name}`);
       }
       const bytes = tensorBytes(n, stored instanceof Float32Array ? "f32" : stored.dtype);
       if (name === "wte.weight") {
@@ -303,9 +338,9 @@ export class Model {
    * Loads a Hugging Face model folder of any supported family: config.json plus model.safetensors (or a
    * sharded index), f32/f16/bf16. Every expected tensor must be present with the shape the config
    * implies, and every tensor of the checkpoint must be used (buffers such as attention masks aside).
-   * Fused tensors (q|k|v, gate|up) are assembled here. Projection weights stored in f16/bf16 stay in
-   * 16 bits on the GPU (half the memory; the matmul unpacks them) unless `keepHalf` is false; a weight
-   * is widened to f32 when something writes it (`writable`). Memory is checked against the adapter first.
+   * Fused tensors (q|k|v, gate|up) are assembled here. Matrices stored in f16/bf16 (projections,
+   * embedding, head) stay in 16 bits on the GPU (half the memory; the kernels convert as they read)
+   * unless `keepHalf` is false; a projection is widened to f32 when something writes it (`writable`). Memory is checked against the adapter first.
    */
   static async load(gpu: Gpu, dir: string, o: { keepHalf?: boolean } = {}): Promise<Model> {
     const configText = await io().readText(`${dir}/config.json`).catch(() => null);
@@ -373,12 +408,12 @@ export class Model {
           );
         }
       }
-      // Projection weights stored in f16/bf16 stay in 16 bits on the GPU (all parts of a fused tensor
-      // must share the format); everything else is widened to f32.
+      // Matrices stored in f16/bf16 (projections, the embedding and the head) stay in 16 bits on the
+      // GPU (all parts of a fused tensor must share the format); norms and biases are widened to f32.
       const keepHalf = (name: string, parts: string[]) => {
         const dtypes = new Set(parts.map((p) => ckpt.info(p).dtype));
         return (o.keepHalf ?? true) && dtypes.size === 1 && !dtypes.has("F32") && name.endsWith(".weight") &&
-          ckpt.info(parts[0]).shape.length === 2 && name !== "wte.weight" && name !== "lm_head.weight";
+          ckpt.info(parts[0]).shape.length === 2;
       };
       checkMemory(gpu, config, dir, (name) => {
         const entry = plan.find(([n]) => n === name)!;
@@ -397,8 +432,9 @@ export class Model {
         }
       }
       if (tiedCopy) {
-        const head = await ckpt.read("lm_head.weight"), wte = weights.get("wte.weight") as Float32Array;
-        if (head.length !== wte.length || head.some((v, i) => v !== wte[i])) {
+        const head = await ckpt.read("lm_head.weight"), wte = weights.get("wte.weight")!;
+        const values = wte instanceof Float32Array ? wte : widenHalf(wte);
+        if (head.length !== values.length || head.some((v, i) => v !== values[i])) {
           throw new ModelLoadError(
             `${dir}: config.json ties the head to the embedding (tie_word_embeddings true) but the ` +
               `checkpoint's lm_head.weight differs from it`,
@@ -570,7 +606,8 @@ export class Model {
 
   /** Rotary embedding of layer l in place on fused q|k|v rows [R, (H + 2 Hkv) hd]; sign -1 undoes it
    *  (the backward pass of a rotation is the inverse rotation of the gradient). */
-  rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1): void {
+  rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1, starts?: Tensor): void {
+    // `starts` (u32, its first R / T values): each sequence's first position in a suffix forward.
     const c = this.config;
     if (!c.rotary) throw new Error(`rotate: ${c.family} has no rotary embedding`);
     rope(this.gpu, qkv, this.invFreq[l], {
@@ -581,6 +618,7 @@ export class Model {
       hd: c.headDim,
       dims: c.rotary.dims,
       interleaved: c.rotary.interleaved,
+      starts,
     }, sign);
   }
 
@@ -593,8 +631,10 @@ export class Model {
     const { B, T } = batch;
     const R = B * T, d = cfg.nEmbd, f = cfg.nInner, H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim;
     const qd = H * hd, width = (H + 2 * Hkv) * hd, fcOut = this.siteWidth("mlp_pre");
-    if (T > cfg.nPositions) {
-      throw new Error(`sequence of ${T} tokens exceeds the model's ${cfg.nPositions} positions`);
+    const suffix = o.suffix;
+    const Tk = suffix?.T ?? T; // key rows per sequence
+    if (Tk > cfg.nPositions) {
+      throw new Error(`sequence of ${Tk} tokens exceeds the model's ${cfg.nPositions} positions`);
     }
     for (const id of batch.ids) {
       if (id >= cfg.vocabSize) {
@@ -620,6 +660,36 @@ export class Model {
           `virtual edit layer ${v.layer} outside the forward's layers [${start}, ${cfg.nLayer})`,
         );
       }
+    }
+    let suffixState: ForwardResult["suffix"];
+    if (suffix) {
+      if (!o.input) throw new Error("forward: a suffix forward needs the residual `input` of its rows");
+      if (suffix.starts.length !== B || suffix.bases.length !== B) {
+        throw new Error(
+          `forward: suffix has ${suffix.starts.length} starts and ${suffix.bases.length} cache bases ` +
+            `for ${B} sequences`,
+        );
+      }
+      if (suffix.qkv.length !== cfg.nLayer - start) {
+        throw new Error(
+          `forward: suffix has ${suffix.qkv.length} q|k|v caches for layers ${start}..${cfg.nLayer - 1}`,
+        );
+      }
+      const cacheRows = Math.min(...suffix.qkv.map((t) => Math.floor(t.size / width)));
+      suffix.starts.forEach((s, b) => {
+        if (!Number.isInteger(s) || s < 0 || s >= Tk) {
+          throw new Error(`forward: suffix start ${s} of sequence ${b} outside [0, ${Tk})`);
+        }
+        const base = suffix.bases[b];
+        if (!Number.isInteger(base) || base < 0 || base + s > cacheRows) {
+          throw new Error(
+            `forward: suffix cache rows [${base}, ${base + s}) of sequence ${b} are not among the ` +
+              `${cacheRows} q|k|v rows of width ${width} every cache holds`,
+          );
+        }
+      });
+      const offsets = gpu.tensor([2 * B], [...suffix.starts, ...suffix.bases], "u32");
+      suffixState = { qkv: suffix.qkv, T: Tk, offsets };
     }
     const applyHooks = (layer: number, site: Site, state: Tensor) => {
       for (const h of hooks) {
@@ -706,17 +776,20 @@ export class Model {
       }
       if (cfg.rotary) {
         // In place: a rotation is undone exactly in the backward pass, nothing to keep.
-        this.rotate(qkv, l, R, T);
+        this.rotate(qkv, l, R, T, 1, suffixState?.offsets);
       }
       a.qkv = qkv;
-      a.probs = keep ? gpu.empty([B, H, T, T]) : undefined;
-      a.heads = attention(gpu, qkv, B, T, qd, H, {
+      const into = o.captureQkv?.get(l);
+      if (into) gpu.copy(qkv, into, R * width);
+      a.probs = keep ? gpu.empty([B, H, T, Tk]) : undefined;
+      a.heads = attention(gpu, qkv, B, Tk, qd, H, {
         out: gpu.empty([R, qd]),
         probs: a.probs,
         nKvHead: Hkv,
         scale: cfg.attnScale,
         softcap: cfg.attnSoftcap,
         window: cfg.windows[l],
+        queries: suffixState && { Tq: T, offsets: suffixState.offsets, cache: suffixState.qkv[l - start] },
       });
       // The stream after attention: m = x + attn in a sequential block; the parallel branches add
       // into `out` below.
@@ -798,9 +871,10 @@ export class Model {
     const result: ForwardResult = { logits, outputRows, batch, hooks, startLayer: start, input: o.input };
     if (keep) {
       result.acts = { embed: embedOut ?? o.input!, layers, final: x, selected, lnf, lnfStats };
+      result.suffix = suffixState;
     } else {
       if (x !== o.input) gpu.release(x);
-      gpu.release(selected, lnf, lnfStats);
+      gpu.release(selected, lnf, lnfStats, suffixState?.offsets);
     }
     return result;
   }
@@ -835,8 +909,9 @@ export class Model {
     gpu.release(r.logits);
     if (!r.acts) return;
     for (const a of r.acts.layers) releaseLayer(gpu, a, [r.input]);
-    gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats);
+    gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats, r.suffix?.offsets);
     r.acts = undefined;
+    r.suffix = undefined;
   }
 }
 
@@ -860,10 +935,11 @@ function concat<T extends Float32Array | Uint16Array>(parts: T[]): T {
 }
 
 /**
- * Refuses, before anything is read or allocated, a model whose f32 weights cannot fit: a tensor
- * larger than one storage binding (other than the [V, d] matrices, which are split), or weights
- * over the memory a software adapter has (the machine's memory; a real GPU's total memory is not
- * exposed by WebGPU, and allocation errors name it there).
+ * Refuses, before anything is read or allocated, a model whose weights cannot fit, at `bytesPerValue`
+ * (4 for f32, 2 for a matrix kept in 16 bits): a tensor larger than one storage binding that cannot be
+ * split by rows (the [V, d] matrices and [out, in] projections are), or weights over the memory a
+ * software adapter has (the machine's memory; a real GPU's total memory is not exposed by WebGPU, and
+ * allocation errors name it there).
  */
 export function checkMemory(
   gpu: Gpu,
@@ -871,25 +947,29 @@ export function checkMemory(
   where: string,
   bytesPerValue: (name: string) => number = () => 4,
 ): void {
-  const bytes = parameterShapes(config).map(([name, shape]) =>
+  const shapes = parameterShapes(config);
+  const bytes = shapes.map(([name, shape]) =>
     [name, bytesPerValue(name) * shape.reduce((a, b) => a * b, 1)] as const
   );
   const limit = gpu.limits.maxStorageBufferBindingSize;
-  for (const [name, b] of bytes) {
-    if (b > limit && name !== "wte.weight" && name !== "lm_head.weight") {
+  for (const [i, [name, b]] of bytes.entries()) {
+    const matrix = shapes[i][1].length === 2;
+    const splittable = name === "wte.weight" || name === "lm_head.weight" ||
+      (matrix && config.linearLayout === "out_in");
+    if (b > limit && !splittable) {
       throw new ModelLoadError(
-        `${where}: tensor ${name} needs ${(b / 2 ** 20).toFixed(0)} MiB in f32, over the adapter's ` +
+        `${where}: tensor ${name} needs ${(b / 2 ** 20).toFixed(0)} MiB, over the adapter's ` +
           `maxStorageBufferBindingSize of ${(limit / 2 ** 20).toFixed(0)} MiB`,
       );
     }
   }
   const total = bytes.reduce((s, [, b]) => s + b, 0);
   const memory = io().memoryBytes();
-  if (gpu.info.isFallback && memory !== null) {
+  if (gpu.info.software && memory !== null) {
     // Loading holds the CPU arrays and the adapter's copies at once.
     if (2 * total > memory) {
       throw new ModelLoadError(
-        `${where}: the weights need ${(total / 2 ** 30).toFixed(1)} GiB in f32 (about twice that while ` +
+        `${where}: the weights need ${(total / 2 ** 30).toFixed(1)} GiB (about twice that while ` +
           `loading), over this machine's ${(memory / 2 ** 30).toFixed(1)} GiB that the software adapter uses`,
       );
     }

@@ -520,6 +520,11 @@ function checkFinite(values: Float32Array, t: TensorEntry, file: string): void {
   );
 }
 
+/** A 16-bit tensor's values as f32 (exact). */
+export function widenHalf(t: HalfTensor): Float32Array {
+  return t.dtype === "f16" ? f16ArrayToF32(t.bits) : bf16ArrayToF32(t.bits);
+}
+
 function toFloat32(bytes: Uint8Array, dtype: Dtype): Float32Array {
   if (dtype === "F32") return new Float32Array(bytes.buffer, 0, bytes.length / 4);
   const half = new Uint16Array(bytes.buffer, 0, bytes.length / 2);

@@ -44,14 +44,54 @@ export async function writeRunJson(path: string, meta: object, body: object): Pr
   await writeAtomic(path, JSON.stringify({ meta, ...body }) + "\n");
 }
 
-/** The value of option --`name` as a positive integer (`fallback` when absent); a clear error otherwise. */
-export function positiveInt(name: string, s: string | undefined, fallback: number): number {
+/** A CSV cell's value: null and non-finite numbers are written as empty fields. */
+export type CsvValue = string | number | boolean | null;
+
+/** One CSV field (RFC 4180): quoted if it holds a comma, quote, line break or edge whitespace. */
+export function csvField(value: CsvValue): string {
+  const s = value === null || (typeof value === "number" && !Number.isFinite(value)) ? "" : String(value);
+  return /[",\r\n]|^\s|\s$/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+}
+
+/** A CSV file's text: the header line, then one line per row (each row in the header's order). */
+export function csvText(header: string[], rows: CsvValue[][]): string {
+  return [header, ...rows].map((r) => r.map(csvField).join(",")).join("\n") + "\n";
+}
+
+/** The value of option --`name` as an integer >= `min` (`fallback` when absent); a clear error otherwise. */
+export function intOption(name: string, s: string | undefined, fallback: number, min = 0): number {
   if (s === undefined) return fallback;
   const n = Number(s);
-  if (!Number.isSafeInteger(n) || n < 1) {
-    throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(s)}`);
+  if (!Number.isSafeInteger(n) || n < min) {
+    const what = min === 1 ? "a positive integer" : `an integer >= ${min}`;
+    throw new Error(`--${name} must be ${what}, got ${JSON.stringify(s)}`);
   }
   return n;
+}
+
+/** The value of option --`name` as a positive integer (`fallback` when absent); a clear error otherwise. */
+export function positiveInt(name: string, s: string | undefined, fallback: number): number {
+  return intOption(name, s, fallback, 1);
+}
+
+/** The value of option --`name` as a finite number (undefined when absent); a clear error otherwise. */
+export function numberOption(name: string, s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  const x = Number(s);
+  if (s.trim() === "" || !Number.isFinite(x)) {
+    throw new Error(`--${name} must be a number, got ${JSON.stringify(s)}`);
+  }
+  return x;
+}
+
+/** The value of option --`name` as a number > 0 (`fallback` when absent); a clear error otherwise. */
+export function positiveNumber(name: string, s: string | undefined, fallback: number): number {
+  if (s === undefined) return fallback;
+  const x = Number(s);
+  if (s.trim() === "" || !(Number.isFinite(x) && x > 0)) {
+    throw new Error(`--${name} must be a positive number, got ${JSON.stringify(s)}`);
+  }
+  return x;
 }
 
 /** "42s", "3m07s" or "1h02m", for progress lines and run summaries ("?" when not finite). */

@@ -3,59 +3,84 @@
 // Forward (shaders/attention.wgsl), per batch b, query head h reading key/value head g = h / (H/Hkv),
 // query i:  c[i,j] = scale * q_i . k_j,  s = softcap * tanh(c / softcap) (or s = c),
 //           p[i,:] = softmax(s[i,:]) over the unmasked keys,  y_i = sum_j p[i,j] v_j
-// with qkv [B*T, (H + 2 Hkv) HD] = [q heads | k heads | v heads] and probs [B, H, T, T] (masked 0).
+// with qkv [B*Tq, (H + 2 Hkv) HD] = [q heads | k heads | v heads] and probs [B, H, Tq, T] (masked 0).
+// Row i of sequence b is at position P(i) = i (Tq = T), or P(i) = starts[b] + i with OFFSETS: a
+// forward that computed only the rows from starts[b] on, the earlier positions' keys and values read
+// from `cache` (a constant; rows as in attention.wgsl). The gradients of those cached keys and values
+// are not formed; every other key is one of the Tq rows (a key at position >= starts[b] is only seen
+// by queries at positions >= starts[b], all of which are among the rows).
 //
 // Backward, two passes (no atomics, every sum in a fixed order => bit-reproducible):
-//   pass 1, one invocation per (b, h, i), loops over keys j <= i:
+//   pass 1, one invocation per (b, h, i), loops over keys j <= P(i):
 //     dp[i,j] = dy_i . v_j
 //     ds[i,j] = p[i,j] (dp[i,j] - sum_k p[i,k] dp[i,k])        softmax backward
 //     dc[i,j] = ds[i,j] (1 - (s[i,j] / softcap)^2)             through the cap (SOFTCAP only)
-//   pass 2, three products per (b, head), each [T, HD] (see attention_backward_qkv):
+//   pass 2, three products per (b, head), each [Tq, HD] (see attention_backward_qkv):
 //     dq_h = scale * dc_h k_g,   dk_g = scale * sum_{h in g} dc_h^T q_h,   dv_g = sum_{h in g} p_h^T dy_h
 //
 // Masked keys have p = 0, hence ds = dc = 0: no mask is needed in pass 2.
 // Compile-time parameters: WG (invocations per workgroup); TM, TN (pass 2's register block:
-// rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP.
+// rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS.
 // Each entry point binds its own tensors (auto layouts), followed by its uniform block.
 
-struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f32 }
+struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f32, Tq: u32 }
 
-@group(0) @binding(0) var<storage, read> dy: array<f32>;      // [B*T, H*hd]
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;     // [B*T, (H + 2 Hkv) hd]
-@group(0) @binding(2) var<storage, read> probs: array<f32>;   // [B, H, T, T]
+@group(0) @binding(0) var<storage, read> dy: array<f32>;      // [B*Tq, H*hd]
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;     // [B*Tq, (H + 2 Hkv) hd]
+@group(0) @binding(2) var<storage, read> probs: array<f32>;   // [B, H, Tq, T]
+@group(0) @binding(3) var<storage, read> rows: array<u32>;    // [2B] starts, then cache bases (OFFSETS)
+@group(0) @binding(4) var<storage, read> cache: array<f32>;   // [*, (H + 2 Hkv) hd] (OFFSETS)
 
-// ---- attention_backward_scores. Bindings: dy, qkv, probs, dscores (written), dims.
-@group(0) @binding(3) var<storage, read_write> dscores_out: array<f32>; // [B, H, T, T], 0 above the diagonal
-@group(0) @binding(4) var<uniform> dims: Dims;
+// The position of row i of sequence b.
+fn position(b: u32, i: u32) -> u32 {
+  if (OFFSETS) { return rows[b] + i; }
+  return i;
+}
+
+// Element e of column block `col` of key position j of sequence b: a row of cache before the
+// sequence's start, else one of its own rows of qkv.
+fn kv(B: u32, Tq: u32, stride: u32, b: u32, j: u32, col: u32, e: u32) -> f32 {
+  if (OFFSETS) {
+    let s = rows[b];
+    if (j < s) { return cache[(rows[B + b] + j) * stride + col + e]; }
+    return qkv[(b * Tq + j - s) * stride + col + e];
+  }
+  return qkv[(b * Tq + j) * stride + col + e];
+}
+
+// ---- attention_backward_scores. Bindings: dy, qkv, probs, rows, cache, dscores (written), dims.
+@group(0) @binding(5) var<storage, read_write> dscores_out: array<f32>; // [B, H, Tq, T], 0 after P(i)
+@group(0) @binding(6) var<uniform> dims: Dims;
 
 @compute @workgroup_size(WG)
 fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   // gid.x enumerates (b, h, i) with i fastest.
-  let i = gid.x % dims.T;
-  let bh = gid.x / dims.T;
+  let i_q = gid.x % dims.Tq;
+  let bh = gid.x / dims.Tq;
   if (bh >= dims.B * dims.H) { return; }
   let b = bh / dims.H;
   let h = bh % dims.H;
   let g = h / (dims.H / dims.Hkv);
   let stride = (dims.H + 2u * dims.Hkv) * dims.hd;
   let row = gid.x * dims.T;                       // start of p[b,h,i,:]
-  let dy_i = (b * dims.T + i) * dims.H * dims.hd + h * dims.hd;
+  let i = min(position(b, i_q), dims.T);          // = T: a padding row past the keys, all zero
+  let dy_i = (b * dims.Tq + i_q) * dims.H * dims.hd + h * dims.hd;
   // First loop: dp[i,j] (stored in dscores for now) and its probability-weighted mean.
   var mean_dp = 0.0;
-  for (var j = 0u; j <= i; j++) {
-    let v_j = (b * dims.T + j) * stride + (dims.H + dims.Hkv + g) * dims.hd;
+  let v_col = (dims.H + dims.Hkv + g) * dims.hd;
+  for (var j = 0u; j <= i && j < dims.T; j++) {
     var dp = 0.0;
-    for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * qkv[v_j + e]; }
+    for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * kv(dims.B, dims.Tq, stride, b, j, v_col, e); }
     dscores_out[row + j] = dp;
     mean_dp += probs[row + j] * dp;
   }
-  let q_i = (b * dims.T + i) * stride + h * dims.hd;
-  for (var j = 0u; j <= i; j++) {
+  let q_i = (b * dims.Tq + i_q) * stride + h * dims.hd;
+  let k_col = (dims.H + g) * dims.hd;
+  for (var j = 0u; j <= i && j < dims.T; j++) {
     var ds = probs[row + j] * (dscores_out[row + j] - mean_dp);
     if (SOFTCAP) {
-      let k_j = (b * dims.T + j) * stride + (dims.H + g) * dims.hd;
       var c = 0.0;
-      for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * qkv[k_j + e]; }
+      for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * kv(dims.B, dims.Tq, stride, b, j, k_col, e); }
       let th = tanh(clamp(c * dims.scale / dims.softcap, -15.0, 15.0));
       ds *= 1.0 - th * th;
     }
@@ -65,39 +90,45 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var j = i + 1u; j < dims.T; j++) { dscores_out[row + j] = 0.0; }
 }
 
-// ---- attention_backward_qkv. Bindings: dy, qkv, probs, dscores (read), dqkv (written), dims2.
-@group(0) @binding(3) var<storage, read> dscores: array<f32>;     // [B, H, T, T]
-@group(0) @binding(4) var<storage, read_write> dqkv: array<f32>;  // [B*T, (H + 2 Hkv) hd]
-@group(0) @binding(5) var<uniform> dims2: Dims;
+// ---- attention_backward_qkv. Bindings: dy, qkv, probs, rows, cache, dscores (read), dqkv (written), dims2.
+@group(0) @binding(5) var<storage, read> dscores: array<f32>;     // [B, H, Tq, T]
+@group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;  // [B*Tq, (H + 2 Hkv) hd]
+@group(0) @binding(7) var<uniform> dims2: Dims;
 
-// The three products share one shape, out[t, e] = sum_{h} sum_s A_h(t, s) X_h[s, e]:
-//   part 0 (dq of head h):     A(t,s) = dc_h[t,s],  X = k of h's group,   scaled (one h)
-//   part 1 (dk of kv head g):  A(t,s) = dc_h[s,t],  X = q_h,              scaled (h in g)
-//   part 2 (dv of kv head g):  A(t,s) = p_h[s,t],   X = dy_h              (h in g)
-// A is zero outside the causal triangle, so a block of rows t0..t0+TM-1 sums s over [0, t0+TM)
-// for part 0 and [t0, T) otherwise.
+// The three products share one shape, out[t, e] = sum_{h} sum_s A_h(t, s) X_h[s, e] over query
+// rows t (the output's rows):
+//   part 0 (dq of head h):     A(t,s) = dc_h[t,s],     X = k of h's group at key s,    scaled (one h)
+//   part 1 (dk of kv head g):  A(t,s) = dc_h[s,P(t)],  X = q_h of query row s,         scaled (h in g)
+//   part 2 (dv of kv head g):  A(t,s) = p_h[s,P(t)],   X = dy_h of query row s         (h in g)
+// A is zero outside the causal triangle, so a block of rows t0..t0+TM-1 sums s over keys
+// [0, P(t0+TM-1)] for part 0 and over query rows [t0, Tq) otherwise (P is increasing).
 
-fn a_at(part: u32, plane: u32, t: u32, s: u32) -> f32 {
+fn a_at(part: u32, b: u32, plane: u32, t: u32, s: u32) -> f32 {
   let T = dims2.T;
   if (part == 0u) { return dscores[plane + t * T + s]; }
-  if (part == 1u) { return dscores[plane + s * T + t]; }
-  return probs[plane + s * T + t];
+  let p = position(b, t);
+  if (p >= T) { return 0.0; }     // a padding row past the keys
+  if (part == 1u) { return dscores[plane + s * T + p]; }
+  return probs[plane + s * T + p];
 }
 
-// X[s, e] of query head h for sequence row `row` = b*T + s.
-fn x_at(part: u32, row: u32, h: u32, e: u32) -> f32 {
+// X[s, e] of query head h in sequence b: key s (part 0) or query row s (parts 1, 2).
+fn x_at(part: u32, b: u32, s: u32, h: u32, e: u32) -> f32 {
   let hd = dims2.hd;
   let stride = (dims2.H + 2u * dims2.Hkv) * hd;
-  if (part == 0u) { return qkv[row * stride + (dims2.H + h / (dims2.H / dims2.Hkv)) * hd + e]; }
-  if (part == 1u) { return qkv[row * stride + h * hd + e]; }
-  return dy[row * dims2.H * hd + h * hd + e];
+  if (part == 0u) {
+    return kv(dims2.B, dims2.Tq, stride, b, s, (dims2.H + h / (dims2.H / dims2.Hkv)) * hd, e);
+  }
+  if (part == 1u) { return qkv[(b * dims2.Tq + s) * stride + h * hd + e]; }
+  return dy[(b * dims2.Tq + s) * dims2.H * hd + h * hd + e];
 }
 
 // grid: x = H * ceil(hd / TN) column blocks (a block never straddles two heads; parts 1 and 2 use
-//       the first Hkv heads' blocks), y = ceil(T / TM) row blocks, z = B * 3 (batch, part).
+//       the first Hkv heads' blocks), y = ceil(Tq / TM) row blocks, z = B * 3 (batch, part).
 @compute @workgroup_size(WG)
 fn attention_backward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
   let T = dims2.T;
+  let Tq = dims2.Tq;
   let hd = dims2.hd;
   let blocks_per_head = (hd + TN - 1u) / TN;
   let head = gid.x / blocks_per_head;
@@ -115,23 +146,23 @@ fn attention_backward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
     h_end = h_begin + group;
     heads = dims2.Hkv;
   }
-  if (head >= heads || t0 >= T) { return; }
+  if (head >= heads || t0 >= Tq) { return; }
   // Clamp rows and columns at the edges (as matmul.wgsl); clamped duplicates are not stored.
   var ts: array<u32, TM>;
   var es: array<u32, TN>;
-  for (var r = 0u; r < TM; r++) { ts[r] = min(t0 + r, T - 1u); }
+  for (var r = 0u; r < TM; r++) { ts[r] = min(t0 + r, Tq - 1u); }
   for (var k = 0u; k < TN; k++) { es[k] = min(e0 + k, hd - 1u); }
   var s_begin = t0;
-  var s_end = T;
-  if (part == 0u) { s_begin = 0u; s_end = min(t0 + TM, T); }
+  var s_end = Tq;
+  if (part == 0u) { s_begin = 0u; s_end = min(position(b, ts[TM - 1u]) + 1u, T); }
   var acc: array<f32, TM * TN>;
   for (var h = h_begin; h < h_end; h++) {
-    let plane = (b * dims2.H + h) * T * T;     // start of ds[b,h,:,:] and p[b,h,:,:]
+    let plane = (b * dims2.H + h) * Tq * T;    // start of ds[b,h,:,:] and p[b,h,:,:]
     for (var s = s_begin; s < s_end; s++) {
       var x: array<f32, TN>;
-      for (var k = 0u; k < TN; k++) { x[k] = x_at(part, b * T + s, h, es[k]); }
+      for (var k = 0u; k < TN; k++) { x[k] = x_at(part, b, s, h, es[k]); }
       for (var r = 0u; r < TM; r++) {
-        let a = a_at(part, plane, ts[r], s);
+        let a = a_at(part, b, plane, ts[r], s);
         for (var k = 0u; k < TN; k++) { acc[r * TN + k] += a * x[k]; }
       }
     }
@@ -145,11 +176,11 @@ fn attention_backward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
   let stride = (dims2.H + 2u * dims2.Hkv) * hd;
   for (var r = 0u; r < TM; r++) {
     let t = t0 + r;
-    if (t >= T) { break; }
+    if (t >= Tq) { break; }
     for (var k = 0u; k < TN; k++) {
       let e = e0 + k;
       if (e >= hd) { break; }
-      dqkv[(b * T + t) * stride + col + e] = scale * acc[r * TN + k];
+      dqkv[(b * Tq + t) * stride + col + e] = scale * acc[r * TN + k];
     }
   }
 }

@@ -10,9 +10,15 @@
 //   scale  : 1, or sqrt(C) for Gemma's scaled embeddings
 //   out    : [R, C]
 //
+// embed_half: the same with wte kept in its checkpoint's 16-bit format (f16/bf16 words, decoded by
+// half.wgsl); a chunk of 16-bit rows starts on a whole word (engine/model.ts splits them so).
+//
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   WG             : invocations per workgroup
 //   WITH_POSITIONS : add wpe
+//   HALF_BF16      : (embed_half) wte holds bf16, else f16
+//
+// import: half.wgsl
 
 struct Dims { R: u32, T: u32, C: u32, row_start: u32, wte_rows: u32, scale: f32 }
 
@@ -22,19 +28,38 @@ struct Dims { R: u32, T: u32, C: u32, row_start: u32, wte_rows: u32, scale: f32 
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> d: Dims;
 
+// wte as packed 16-bit pairs (embed_half binds this instead of wte).
+@group(0) @binding(1) var<storage, read> wte16: array<u32>;
+
+// Output element i = r*C + c and the element of the wte chunk it reads, or none (a token outside the chunk).
+struct Site { i: u32, r: u32, e: u32, inside: bool }
+
 // grid: ceil(R*C / WG) workgroups, split over x and y when over the per-dimension limit.
+fn site(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Site {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i >= d.R * d.C) { return Site(i, 0u, 0u, false); }
+  let r = i / d.C;
+  // token < row_start wraps around to a huge u32, so one comparison rejects both sides.
+  let local_row = tokens[r] - d.row_start;
+  return Site(i, r, local_row * d.C + i % d.C, local_row < d.wte_rows);
+}
+
+fn write(s: Site, value: f32) {
+  var v = value * d.scale;
+  if (WITH_POSITIONS) { v += wpe[(s.r % d.T) * d.C + s.i % d.C]; }
+  out[s.i] = v;
+}
+
 @compute @workgroup_size(WG)
 fn embed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i >= d.R * d.C) { return; }
-  let r = i / d.C;
-  let c = i % d.C;
-  let token = tokens[r];
-  // token < row_start wraps around to a huge u32, so one comparison rejects both sides.
-  let local_row = token - d.row_start;
-  if (local_row >= d.wte_rows) { return; }
-  var v = wte[local_row * d.C + c] * d.scale;
-  if (WITH_POSITIONS) { v += wpe[(r % d.T) * d.C + c]; }
-  out[i] = v;
+  let s = site(wid, nwg, lid);
+  if (s.inside) { write(s, wte[s.e]); }
+}
+
+@compute @workgroup_size(WG)
+fn embed_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+  let s = site(wid, nwg, lid);
+  if (s.inside) { write(s, half_value(wte16[s.e >> 1u], (s.e & 1u) == 1u)); }
 }

@@ -18,10 +18,8 @@
 //   Both vec4 kernels hold TM x TN/4 vec4 accumulators, as many floats as the scalar kernel's TM x TN.
 //   matmul_tiled  : BK-deep tiles of A and B staged in workgroup memory, any layout and shape;
 //                   the habit of real GPUs (slow on llvmpipe, whose barriers are expensive)
-//   matmul_half   : as matmul, with B a model weight kept in its checkpoint's 16-bit format, two
-//                   values per u32 word (element e in the low half of word e/2 when e is even):
-//                   f16 unpacked with unpack2x16float (core WGSL, no shader-f16 needed), bf16 by
-//                   shifting its bits into the top of an f32. Needs TRANS_A = false.
+//   (matmul_half, B a model weight kept in its checkpoint's 16-bit format, is matmul_half_kernel.wgsl,
+//   reached through matmul_half.wgsl or matmul_f16.wgsl; both import this file.)
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   TM, TN   : rows and columns of C computed by one invocation (register block); matmul_vec4_k
@@ -30,7 +28,6 @@
 //   BK       : (matmul_tiled) depth of a staged k-tile
 //   TRANS_A, TRANS_B : storage layouts above
 //   GELU     : apply gelu_new in the epilogue (the MLP's c_fc, one kernel instead of two)
-//   HALF_BF16 : (matmul_half) B holds bf16 values, else f16
 //
 // import: activation.wgsl
 // Register blocking without workgroup memory is the fast shape on llvmpipe (bench/kernels.ts measures it).
@@ -56,8 +53,6 @@ struct Dims {
 // The same buffers seen as vec4 (the vec4 entry points bind these instead of A and B).
 @group(0) @binding(0) var<storage, read> A4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> B4: array<vec4<f32>>;
-// B as packed 16-bit pairs (matmul_half binds this instead of B).
-@group(0) @binding(1) var<storage, read> B16: array<u32>;
 
 fn a_at(base: u32, m: u32, k: u32) -> f32 {
   if (TRANS_A) { return A[base + k * d.M + m]; }
@@ -67,21 +62,6 @@ fn a_at(base: u32, m: u32, k: u32) -> f32 {
 fn b_at(base: u32, k: u32, n: u32) -> f32 {
   if (TRANS_B) { return B[base + n * d.K + k]; }
   return B[base + k * d.N + n];
-}
-
-// Element e of the packed 16-bit B, as f32 (exact: every f16 and bf16 value is an f32 value).
-fn b16(e: u32) -> f32 {
-  let word = B16[e >> 1u];
-  if (HALF_BF16) {
-    if ((e & 1u) == 0u) { return bitcast<f32>(word << 16u); }
-    return bitcast<f32>(word & 0xffff0000u);
-  }
-  return unpack2x16float(word)[e & 1u];
-}
-
-fn b16_at(base: u32, k: u32, n: u32) -> f32 {
-  if (TRANS_B) { return b16(base + n * d.K + k); }
-  return b16(base + k * d.N + n);
 }
 
 // Writes one finished dot product (ab = op(A)[m,:] . op(B)[:,n]) to C, with alpha, bias and beta.
@@ -115,35 +95,6 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var j = 0u; j < TN; j++) { bk[j] = b_at(base_b, k, cols[j]); }
     for (var i = 0u; i < TM; i++) {
       let a = a_at(base_a, rows[i], k);
-      for (var j = 0u; j < TN; j++) { acc[i * TN + j] += a * bk[j]; }
-    }
-  }
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) {
-      if (m0 + i < d.M && n0 + j < d.N) { store(base_c, m0 + i, n0 + j, acc[i * TN + j]); }
-    }
-  }
-}
-
-// Same grid and register block as matmul, B unpacked from 16-bit pairs.
-@compute @workgroup_size(WG_X, WG_Y, 1)
-fn matmul_half(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let m0 = gid.x * TM;
-  let n0 = gid.y * TN;
-  if (m0 >= d.M || n0 >= d.N) { return; }
-  let base_a = gid.z * d.stride_a;
-  let base_b = gid.z * d.stride_b;
-  let base_c = d.c_offset + gid.z * d.stride_c;
-  var rows: array<u32, TM>;
-  var cols: array<u32, TN>;
-  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.M - 1u); }
-  for (var j = 0u; j < TN; j++) { cols[j] = min(n0 + j, d.N - 1u); }
-  var acc: array<f32, TM * TN>;
-  for (var k = 0u; k < d.K; k++) {
-    var bk: array<f32, TN>;
-    for (var j = 0u; j < TN; j++) { bk[j] = b16_at(base_b, k, cols[j]); }
-    for (var i = 0u; i < TM; i++) {
-      let a = A[base_a + rows[i] * d.K + k];
       for (var j = 0u; j < TN; j++) { acc[i * TN + j] += a * bk[j]; }
     }
   }

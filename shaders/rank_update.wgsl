@@ -12,6 +12,8 @@
 // Compile-time parameter: WG, invocations per workgroup (64: elementwise, see engine/ops.ts).
 // Grid: 1-D over M*N elements, spilling into y past the per-dimension limit
 // (engine/backward_ops.ts elementwiseGrid).
+//
+// import: half.wgsl
 
 struct Dims { M: u32, N: u32, rank: u32 }
 
@@ -35,17 +37,12 @@ fn rank_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 
 // rank_update_half: the same update of a weight kept in 16 bits (two values per u32 word, element e in
 // the low half of word e/2 when e is even), one invocation per word, so no two invocations write one
-// word. Each value is widened, updated in f32 and rounded back: f16 by pack2x16float, bf16 to nearest
+// word. Each value is widened (half.wgsl), updated in f32 and rounded back: f16 by pack2x16float, bf16 to nearest
 // (ties to even) by integer arithmetic on its f32 bits. Compile-time parameter HALF_BF16.
 @group(0) @binding(0) var<storage, read_write> W16: array<u32>;
 @group(0) @binding(1) var<storage, read> U16: array<f32>;
 @group(0) @binding(2) var<storage, read> V16: array<f32>;
 @group(0) @binding(3) var<uniform> dims16: Dims;
-
-fn widen(word: u32, high: bool) -> f32 {
-  if (HALF_BF16) { return bitcast<f32>(select(word << 16u, word & 0xffff0000u, high)); }
-  return unpack2x16float(word)[select(0u, 1u, high)];
-}
 
 fn bf16_bits(v: f32) -> u32 {
   let u = bitcast<u32>(v);
@@ -66,8 +63,8 @@ fn rank_update_half(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
   let count = dims16.M * dims16.N;
   if (2u * w >= count) { return; }
   let word = W16[w];
-  let lo = updated(2u * w, widen(word, false));
-  var hi = widen(word, true); // a last odd element's partner is padding: left as it is
+  let lo = updated(2u * w, half_value(word, false));
+  var hi = half_value(word, true); // a last odd element's partner is padding: left as it is
   if (2u * w + 1u < count) { hi = updated(2u * w + 1u, hi); }
   if (HALF_BF16) {
     W16[w] = bf16_bits(lo) | (bf16_bits(hi) << 16u);

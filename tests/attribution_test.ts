@@ -11,14 +11,12 @@ import {
   averageAttributions,
   bestWindow,
   goldenLayers,
-  heatmapPanelsSvg,
   integratedGradients,
   knowledgeNeurons,
   layerGradientAnalysis,
-  lgaChartSvg,
   lgaInnerProducts,
-  neuronHeatmapSvg,
 } from "../experiments/localization/attribution.ts";
+import { heatmapPanelsSvg, lgaChartSvg, neuronHeatmapSvg } from "../experiments/pictures/attribution.ts";
 import {
   bruteForceSelector,
   causalTracingSelector,

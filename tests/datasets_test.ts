@@ -4,7 +4,12 @@
 // downloads from a local HTTP server (success, checksum mismatch, 404, truncation, resume, CLI).
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { BASE_URL_ENV, fetchDataset, type Progress, type RemoteDataset } from "../experiments/commands/fetch_data.ts";
+import {
+  BASE_URL_ENV,
+  fetchDataset,
+  type Progress,
+  type RemoteDataset,
+} from "../experiments/data/remote_datasets.ts";
 import { serveFiles } from "./http_fixtures.ts";
 import {
   type DatasetFormat,
@@ -531,7 +536,10 @@ Deno.test("fetch-data CLI: pinned known_1000 checksum, base URL from the environ
     assert.deepEqual(listDir(dataDir), ["zsre_mend_eval.json", "zsre_mend_eval.json.sha256"]);
     const unknown = await run(["squad"], server.url);
     assert.equal(unknown.code, 1);
-    assert.match(unknown.stderr, /unknown dataset "squad"; known: known_1000, counterfact, zsre, wikitext-103, all/);
+    assert.match(
+      unknown.stderr,
+      /unknown dataset "squad"; known: known_1000, counterfact, zsre, wikitext-103, all/,
+    );
   } finally {
     await server.close();
     await Deno.remove(dataDir, { recursive: true });

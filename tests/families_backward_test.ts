@@ -9,6 +9,7 @@ import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
 import { type Hook, makeBatch, Model, parameterShapes } from "../engine/model.ts";
+import type { HalfTensor } from "../engine/safetensors.ts";
 import { CASES, loadCase } from "./families_fixtures.ts";
 import { maxAbsDiff, randomArray } from "./util.ts";
 
@@ -139,6 +140,29 @@ Deno.test("a head split into row chunks (vocabularies over one binding) gives th
       assert.ok(maxAbsDiff(w, chunked[i]) < 1e-5 * Math.max(1, ...w.map(Math.abs)), `${name}: gradient ${i}`)
     );
   }
+});
+
+Deno.test("a bf16 embedding and head split into row chunks give the logits and gradients of the whole ones", async () => {
+  const { model, expected } = await loadCase("llama_bf16"); // untied head
+  const arrays = new Map<string, Float32Array | HalfTensor>(await model.toArrays());
+  for (const n of ["wte.weight", "lm_head.weight"]) {
+    // The fixture's values are bf16 values: their f32 bits' top halves are the checkpoint's bits.
+    const bits32 = new Uint32Array((arrays.get(n) as Float32Array).slice().buffer);
+    arrays.set(n, { dtype: "bf16", bits: Uint16Array.from(bits32, (b) => b >>> 16) });
+  }
+  const split = Model.fromArrays(gpu, model.config, arrays, "split", { embeddingChunkRows: 50 });
+  assert.ok(split.wte.length === 3 && split.head.length === 3, "wte and head are split");
+  assert.ok([...split.wte, ...split.head].every((c) => c.tensor.dtype === "bf16"));
+  const results = [model, split].map(async (m) => {
+    const delta = gpu.zeros([1, m.config.nEmbd]), ddelta = gpu.zeros([1, m.config.nEmbd]);
+    const g = allocateGradients(m, ["ln_f.weight"]);
+    const l = await loss(m, expected.prompts, delta, { grads: g, ddelta });
+    return [[l], await ddelta.read(), await g.get("ln_f.weight")!.read()];
+  });
+  const [whole, chunked] = await Promise.all(results);
+  whole.forEach((w, i) =>
+    assert.ok(maxAbsDiff(w, chunked[i]) < 1e-5 * Math.max(1, ...w.map(Math.abs)), `value ${i}`)
+  );
 });
 
 Deno.test("projections split into row chunks (over one storage binding) give the same logits and gradients", async () => {

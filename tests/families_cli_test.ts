@@ -6,7 +6,7 @@ import { cp } from "node:fs/promises";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { caseDir } from "./families_fixtures.ts";
 import { EDITING_WORDS } from "./fixtures_tiny_kb.ts";
-import { rng, runScript } from "./util.ts";
+import { rng, runScript, type ScriptRun } from "./util.ts";
 
 const dir = await Deno.makeTempDir();
 await cp(caseDir("llama"), dir, { recursive: true });
@@ -25,18 +25,16 @@ await Deno.writeTextFile(
   ).join("\n") + "\n",
 );
 
+/** Runs a command on the Llama folder with the prompt "Anna Berg lives in" (and `args`). */
+function onPrompt(script: string, command: string[], ...args: string[]): Promise<ScriptRun> {
+  return runScript(script, ...command, "--model", dir, "--prompt", "Anna Berg lives in", ...args);
+}
+
+/** The fact of the prompt for the commands that trace or attribute it: Anna Berg -> Paris. */
+const FACT = ["--subject", "Anna Berg", "--target", "Paris"];
+
 Deno.test("predict --json on a Llama folder: a distribution over the model's vocabulary", async () => {
-  const run = await runScript(
-    "engine/cli.ts",
-    "predict",
-    "--model",
-    dir,
-    "--prompt",
-    "Anna Berg lives in",
-    "--top",
-    "3",
-    "--json",
-  );
+  const run = await onPrompt("experiments/commands/predict.ts", ["predict"], "--top", "3", "--json");
   assert.equal(run.code, 0, run.stderr);
   const j = JSON.parse(run.stdout);
   assert.deepEqual(j.input_ids, [2, 3, 8, 10], "Anna Berg lives in");
@@ -76,54 +74,20 @@ Deno.test("edit --method rome --json on a Llama folder moves p(new) up at the ed
 
 Deno.test("trace and attribute (lga) on a Llama folder write their results", async () => {
   const out = `${dir}/trace-out`;
-  const trace = await runScript(
-    "experiments/commands/trace.ts",
-    "--model",
-    dir,
-    "--prompt",
-    "Anna Berg lives in",
-    "--subject",
-    "Anna Berg",
-    "--target",
-    "Paris",
-    "--samples",
-    "2",
-    "--out",
-    out,
-  );
+  const trace = await onPrompt("experiments/commands/trace.ts", [], ...FACT, "--samples", "2", "--out", out);
   assert.equal(trace.code, 0, trace.stderr);
   const traced = [...Deno.readDirSync(out)].map((e) => e.name);
   assert.ok(traced.some((n) => n.endsWith(".json")), `trace wrote ${traced}`);
-  const lga = await runScript(
+  const lga = await onPrompt(
     "experiments/commands/attribute.ts",
-    "--model",
-    dir,
-    "--method",
-    "lga",
-    "--prompt",
-    "Anna Berg lives in",
-    "--target",
-    "Paris",
-    "--target-new",
-    "Oslo",
-    "--out",
-    `${dir}/lga-out`,
+    ["--method", "lga"],
+    ...["--target", "Paris", "--target-new", "Oslo", "--out", `${dir}/lga-out`],
   );
   assert.equal(lga.code, 0, lga.stderr);
 });
 
 Deno.test("generate, representation zeroing and integrated gradients on a Llama folder", async () => {
-  const gen = await runScript(
-    "engine/cli.ts",
-    "generate",
-    "--model",
-    dir,
-    "--prompt",
-    "Anna Berg lives in",
-    "--max-new",
-    "3",
-    "--json",
-  );
+  const gen = await onPrompt("experiments/commands/predict.ts", ["generate"], "--max-new", "3", "--json");
   assert.equal(gen.code, 0, gen.stderr);
   const g = JSON.parse(gen.stdout);
   assert.deepEqual(g.input_ids, [2, 3, 8, 10]);
@@ -133,35 +97,19 @@ Deno.test("generate, representation zeroing and integrated gradients on a Llama 
     g.output_ids.map((id: number) => words[id]).join(" "),
     "the text is the generated ids' words",
   );
-  const zero = await runScript(
+  const zero = await onPrompt(
     "experiments/commands/trace.ts",
-    "--model",
-    dir,
-    "--prompt",
-    "Anna Berg lives in",
-    "--subject",
-    "Anna Berg",
-    "--target",
-    "Paris",
+    [],
+    ...FACT,
     "--zero",
     "--out",
     `${dir}/zero-out`,
   );
   assert.equal(zero.code, 0, zero.stderr);
-  const ig = await runScript(
+  const ig = await onPrompt(
     "experiments/commands/attribute.ts",
-    "--model",
-    dir,
-    "--method",
-    "ig",
-    "--prompt",
-    "Anna Berg lives in",
-    "--target",
-    "Paris",
-    "--steps",
-    "4",
-    "--out",
-    `${dir}/ig-out`,
+    ["--method", "ig"],
+    ...["--target", "Paris", "--steps", "4", "--out", `${dir}/ig-out`],
   );
   assert.equal(ig.code, 0, ig.stderr);
 });

@@ -74,9 +74,11 @@ for (const name of CASES) {
   });
 }
 
-Deno.test("16-bit checkpoints keep their projection weights in 16 bits on the GPU; widening them is exact", async () => {
+Deno.test("16-bit checkpoints keep their matrices (projections, embedding, head) in 16 bits on the GPU; widening them is exact", async () => {
   for (const [name, dtype] of [["llama_bf16", "bf16"], ["gemma_f16", "f16"]] as const) {
     const { model, expected, dir } = await loadCase(name);
+    // llama_bf16's head is untied, gemma_f16's is the embedding.
+    assert.ok([...model.wte, ...model.head].every((c) => c.tensor.dtype === dtype), `${name}: wte and head`);
     const weights = [...model.params.entries()].filter(([, t]) => t.dtype === dtype).map(([n]) => n);
     assert.ok(
       weights.includes("h.0.mlp.c_proj.weight") && weights.includes("h.0.attn.c_attn.weight"),

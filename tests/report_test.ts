@@ -350,7 +350,16 @@ Deno.test("report: a sweep without traces or selections still names every table 
   }
   assert.match(element(html, "table-hase-1"), /Table not available: the sweep has no causal-tracing records/);
   assert.match(element(html, "fig-layer-curves"), /^<figure/, "edits alone still give the layer curves");
-  assert.match(element(html, "table-golden"), /^<table/);
+  // The edit tables hold the edits' numbers, not only a table: the same golden-layer table as the full
+  // sweep (its edit records are the same), with layer 1 (best on average by construction) as golden layer.
+  const golden = bodyRows(element(html, "table-golden"));
+  assert.equal(golden.length, METHODS.length * 3);
+  for (let m = 0; m < METHODS.length; m++) {
+    assert.match(golden[3 * m + 1][1], /^\d\.\d{3}±\d\.\d{3} \(layer 1\)$/);
+  }
+  assert.equal((await report(fullDb, "--out", `${dir}/full-for-edits.html`)).code, 0);
+  const full = await Deno.readTextFile(`${dir}/full-for-edits.html`);
+  assert.deepEqual(golden, bodyRows(element(full, "table-golden")));
 });
 
 Deno.test("report: clear errors for a missing store or an ambiguous sweep", async () => {

@@ -3,8 +3,8 @@
 // fingerprints, attempt counts, missing and damaged files.
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { csvField } from "../experiments/output.ts";
 import {
-  csvField,
   fnv1a,
   mergeStores,
   parseShard,

@@ -6,6 +6,7 @@
 // for the model, unknown targets.
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { existsSync } from "../engine/files.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { loadSweep } from "../experiments/study/analysis.ts";
 import { STANDARD_METRICS } from "../experiments/evaluation/metrics.ts";
@@ -25,15 +26,6 @@ import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { rng } from "./util.ts";
 
 const delay = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms));
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 // ------------------------------------------------------------------------------------------------
 // Pure parts

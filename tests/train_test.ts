@@ -22,7 +22,7 @@ const ARGS = [
   "--checkpoint-every",
   "3",
 ];
-const SCRIPT = "experiments/knowledge/train.ts";
+const SCRIPT = "experiments/commands/train.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "locus-train-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));

@@ -17,23 +17,27 @@ import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
-import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { loadTokenizer } from "../../engine/tokenizer.ts";
 import {
-  attributeFacts,
-  averageAttributions,
-  bestWindow,
   DEFAULT_IG_STEPS,
-  type FactAttribution,
-  heatmapPanelsSvg,
   knowledgeNeurons,
-  layerCurvesSvg,
   layerGradientAnalysis,
-  lgaChartSvg,
   type LgaParam,
-  neuronHeatmapSvg,
+  type LgaResult,
 } from "../localization/attribution.ts";
-import { checkRecord, loadDataset } from "../data/datasets.ts";
-import { scaledMlpWindow, type SelectionRequest, selectionRequests } from "../localization/layer_selection.ts";
+import {
+  attributionCases,
+  averageDrop,
+  igHyperparameters,
+  igRecords,
+  type IgRun,
+  type IgRunOptions,
+  lgaHyperparameters,
+  lgaRecords,
+  runIntegratedGradients,
+} from "../localization/attribution_runs.ts";
+import { heatmapPanelsSvg, layerCurvesSvg, lgaChartSvg, neuronHeatmapSvg } from "../pictures/attribution.ts";
+import { scaledMlpWindow, type SelectionRequest } from "../localization/layer_selection.ts";
 import {
   formatSeconds,
   makeOutputFolder,
@@ -42,8 +46,6 @@ import {
   runMetadata,
   writeRunJson,
 } from "../output.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
-import { traceFact } from "../localization/tracing.ts";
 import { runMain } from "../../engine/main.ts";
 
 const USAGE = `usage: ./locus task attribute --method ig|lga [options]
@@ -76,10 +78,6 @@ function progress(what: string): (done: number, total: number) => void {
   };
 }
 
-/** Rounds for JSON: 5 significant digits are plenty for attributions and keep files small. */
-const round = (v: number) => (Number.isFinite(v) ? Number(v.toPrecision(5)) : null);
-const roundAll = (xs: ArrayLike<number>) => Array.from(xs, round);
-
 /** A text table; each numeric column has the fixed decimals that give its largest value 4 significant
  *  digits, so small entries read as 0.000016 or 0.000000 rather than 1.591e-5 or 8.403e-19. */
 function table(header: string[], rows: (string | number)[][]): string {
@@ -95,50 +93,14 @@ function table(header: string[], rows: (string | number)[][]): string {
   return cells.map((r) => r.map((v, c) => String(v).padStart(widths[c])).join("  ")).join("\n");
 }
 
-async function runIg(
-  model: Model,
-  tok: Tokenizer,
-  requests: SelectionRequest[],
-  o: {
-    steps: number;
-    aggregate: "sum" | "max";
-    trace: { window: number; samples: number } | null;
-    out: string;
-  },
-) {
-  const L = model.nLayer;
-  const facts = requests.map((r) => ({ prompt: r.prompt, target: r.targetTrue }));
-  const results = await attributeFacts(model, tok, facts, {
-    steps: o.steps,
-    onProgress: facts.length > 1 ? progress("(fact, layer) pairs") : undefined,
-  });
-  const avg = averageAttributions(results);
-  const selected = (scores: number[]) => ({
-    rome: bestWindow(scores, 1),
-    memit: bestWindow(scores, Math.min(5, L)),
-  });
-  const selection = { sum: selected(avg.layerSum), max: selected(avg.layerMax) };
-
-  // Optional causal tracing of the same facts: MLP indirect effect at the last subject token per layer.
-  let tracing: number[][] | null = null;
-  if (o.trace) {
-    const report = requests.length > 1 ? progress("facts traced") : undefined;
-    tracing = [];
-    for (const r of requests) {
-      const t = await traceFact(model, tok, { prompt: r.prompt, subject: r.subject, target: r.targetTrue }, {
-        kinds: ["mlp"],
-        ...o.trace,
-      });
-      tracing.push(t.grids[0].layers.lastSubjectEffect);
-      report?.(tracing.length, requests.length);
-    }
-  }
-
+/** Writes integrated gradients' pictures and prints its per-layer table and choices. */
+async function showIg(run: IgRun, aggregate: "sum" | "max", out: string): Promise<string[]> {
+  const { results, average: avg, selection, tracing, tracingMean } = run;
   const title = results.length === 1
     ? `${results[0].prompt} → ${results[0].targetToken.trim()} (p ${results[0].prob.toFixed(3)})`
     : `mean over ${results.length} facts`;
   await writeAtomic(
-    join(o.out, "layer-sum.svg"),
+    join(out, "layer-sum.svg"),
     layerCurvesSvg(
       [{ name: "sum", values: avg.layerSum }, { name: "p - p(layer zeroed)", values: averageDrop(results) }],
       `Integrated gradients, per-layer sum of neuron attributions: ${title}`,
@@ -146,21 +108,18 @@ async function runIg(
     ),
   );
   await writeAtomic(
-    join(o.out, "layer-max.svg"),
+    join(out, "layer-max.svg"),
     layerCurvesSvg(
       [{ name: "max", values: avg.layerMax }],
       `Integrated gradients, per-layer largest neuron attribution: ${title}`,
       "attribution (probability)",
     ),
   );
-  await writeAtomic(
-    join(o.out, "neurons.svg"),
-    neuronHeatmapSvg(avg.neurons, `Neuron attributions: ${title}`),
-  );
+  await writeAtomic(join(out, "neurons.svg"), neuronHeatmapSvg(avg.neurons, `Neuron attributions: ${title}`));
   if (tracing) {
     const labels = results.map((r) => `${r.prompt} → ${r.targetToken.trim()}`);
     await writeAtomic(
-      join(o.out, "ig-vs-tracing.svg"),
+      join(out, "ig-vs-tracing.svg"),
       heatmapPanelsSvg(
         [
           {
@@ -181,24 +140,21 @@ async function runIg(
     );
   }
 
-  // Terminal: per-layer table and the choices.
-  const tracingMean = tracing &&
-    Array.from({ length: L }, (_, l) => tracing.reduce((s, t) => s + t[l], 0) / tracing.length);
-  const rows = Array.from(
-    { length: L },
-    (_, l) => [String(l), avg.layerSum[l], avg.layerMax[l], ...(tracingMean ? [tracingMean[l]] : [])],
-  );
+  const rows = avg.layerSum.map((
+    sum,
+    l,
+  ) => [String(l), sum, avg.layerMax[l], ...(tracingMean ? [tracingMean[l]] : [])]);
   console.log(`${title}\n`);
   console.log(table(["layer", "mean sum", "mean max", ...(tracing ? ["tracing AIE"] : [])], rows));
   console.log(
-    `\nselected by ${o.aggregate}: ROME layer ${selection[o.aggregate].rome[0]}, MEMIT layers ${
-      selection[o.aggregate].memit.join(",")
+    `\nselected by ${aggregate}: ROME layer ${selection[aggregate].rome[0]}, MEMIT layers ${
+      selection[aggregate].memit.join(",")
     }`,
   );
-  if (tracingMean) {
+  if (run.tracingSelection) {
     console.log(
-      `selected by causal tracing: ROME layer ${bestWindow(tracingMean, 1)[0]}, MEMIT layers ${
-        bestWindow(tracingMean, Math.min(5, L)).join(",")
+      `selected by causal tracing: ROME layer ${run.tracingSelection.rome[0]}, MEMIT layers ${
+        run.tracingSelection.memit.join(",")
       }`,
     );
   }
@@ -208,56 +164,12 @@ async function runIg(
       console.log(`  layer ${n.layer} neuron ${n.neuron}: ${n.score.toPrecision(3)}`);
     }
   }
-
-  return {
-    records: results.map((r: FactAttribution, i) => ({
-      prompt: r.prompt,
-      subject: requests[i].subject,
-      target: r.target,
-      targetToken: r.targetToken,
-      prob: round(r.prob),
-      baselineProb: roundAll(r.baselineProb),
-      layerSum: roundAll(r.layerSum),
-      layerMax: roundAll(r.layerMax),
-      knowledgeNeurons: knowledgeNeurons(r).map((n) => ({ ...n, score: round(n.score) })),
-      ...(tracing ? { tracingLastSubjectMlpEffect: roundAll(tracing[i]) } : {}),
-    })),
-    average: {
-      facts: avg.facts,
-      prob: round(avg.prob),
-      layerSum: roundAll(avg.layerSum),
-      layerMax: roundAll(avg.layerMax),
-      neurons: avg.neurons.map(roundAll),
-    },
-    selection: {
-      aggregate: o.aggregate,
-      ...selection[o.aggregate],
-      byAggregate: selection,
-      ...(tracingMean ? { tracing: { meanEffect: roundAll(tracingMean), ...selected(tracingMean) } } : {}),
-    },
-    pictures: ["layer-sum.svg", "layer-max.svg", "neurons.svg", ...(tracing ? ["ig-vs-tracing.svg"] : [])],
-  };
+  return ["layer-sum.svg", "layer-max.svg", "neurons.svg", ...(tracing ? ["ig-vs-tracing.svg"] : [])];
 }
 
-/** Mean over facts of p - p(layer zeroed): what each layer's attributions add up to (completeness). */
-function averageDrop(results: FactAttribution[]): number[] {
-  return results[0].baselineProb.map((_, l) =>
-    results.reduce((s, r) => s + r.prob - r.baselineProb[l], 0) / results.length
-  );
-}
-
-async function runLga(
-  model: Model,
-  tok: Tokenizer,
-  requests: SelectionRequest[],
-  o: { params: LgaParam[]; fence: number; out: string },
-) {
-  const result = await layerGradientAnalysis(model, tok, requests, {
-    params: o.params,
-    fenceK: o.fence,
-    onProgress: requests.length > 1 ? progress("requests") : undefined,
-  });
-  await writeAtomic(join(o.out, "lga.svg"), lgaChartSvg(result));
+/** Writes LGA's picture and prints its per-layer table and choice. */
+async function showLga(result: LgaResult, fence: number, out: string): Promise<string[]> {
+  await writeAtomic(join(out, "lga.svg"), lgaChartSvg(result));
   const { selection } = result;
   console.log(table(
     ["layer", "S_l", "kept"],
@@ -266,22 +178,10 @@ async function runLga(
   console.log(
     `\nTukey fences [${selection.fences.lower.toPrecision(4)}, ${
       selection.fences.upper.toPrecision(4)
-    }] (k ${o.fence}); ` +
+    }] (k ${fence}); ` +
       `golden layer ${selection.golden}; ranking ${selection.ranking.join(",")}`,
   );
-  return {
-    records: requests.map((r, q) => ({
-      prompt: r.prompt,
-      targetTrue: r.targetTrue,
-      targetNew: r.targetNew,
-      lossOld: round(result.lossOld[q]),
-      lossNew: round(result.lossNew[q]),
-      innerProducts: roundAll(result.perRequest[q]),
-    })),
-    scores: result.scores,
-    selection,
-    pictures: ["lga.svg"],
-  };
+  return ["lga.svg"];
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -381,42 +281,12 @@ async function main(argv: string[]): Promise<number> {
     }];
   } else {
     dataset = values.dataset ?? join(modelDir, "counterfact.json");
-    const loaded = await loadDataset(dataset);
-    // With --known the whole file is filtered first, then limited (as ./locus task trace does).
-    const used = values.known ? loaded.cases : loaded.cases.slice(0, limit);
-    // Integrated gradients needs only the true answer, so known_1000-style files work too.
-    requests = method === "lga" ? selectionRequests(used) : used.map((c) => {
-      if (c.targetTrue === null) throw new Error(`${dataset}: ${c.id}: no true answer to attribute`);
-      return { prompt: c.prompt, subject: c.subject, targetTrue: c.targetTrue, targetNew: c.targetNew ?? "" };
-    });
-    // Unknown words are reported with the record they come from, before any work starts.
-    // So are prompts longer than the model reads (with LGA's answer tokens after them).
-    requests.forEach((r, i) =>
-      checkRecord(dataset, used[i], () => {
-        const answers = [
-          targetIds(tok, r.prompt, r.targetTrue, { refuseUnknown: true }),
-          ...(method === "lga" ? [targetIds(tok, r.prompt, r.targetNew, { refuseUnknown: true })] : []),
-        ];
-        const needed = tok.encode(r.prompt).length +
-          (method === "lga" ? Math.max(...answers.map((a) => a.length)) - 1 : 0);
-        if (needed > model.config.nPositions) {
-          throw new Error(`needs ${needed} positions, the model has ${model.config.nPositions}`);
-        }
-      })
-    );
-    let known: number | null = null;
-    if (values.known) {
-      const predicted = await greedyNextTokens(model, requests.map((r) => tok.encode(r.prompt)));
-      requests = requests.filter((r, i) =>
-        predicted[i] === targetIds(tok, r.prompt, r.targetTrue, { refuseUnknown: true })[0]
-      );
-      known = requests.length;
-      requests = requests.slice(0, limit);
-    }
-    cases = { records: loaded.cases.length, known, used: requests.length };
+    const got = await attributionCases(model, tok, dataset, method, { limit, known: values.known });
+    requests = got.requests;
+    cases = got.cases;
     console.error(
-      `${dataset}: ${loaded.format}, using ${requests.length} of ${loaded.cases.length} cases` +
-        (known === null ? "" : ` (the model completes ${known} correctly)`),
+      `${dataset}: ${got.format}, using ${requests.length} of ${cases.records} cases` +
+        (cases.known === null ? "" : ` (the model completes ${cases.known} correctly)`),
     );
   }
   if (requests.length === 0) throw new Error(`${dataset}: no cases`);
@@ -424,9 +294,21 @@ async function main(argv: string[]): Promise<number> {
   const out = values.out ?? `runs/attribute-${method}`;
   await makeOutputFolder(out);
   const started = performance.now();
-  const body = method === "ig"
-    ? await runIg(model, tok, requests, { steps, aggregate, trace, out })
-    : await runLga(model, tok, requests, { params, fence, out });
+  let body: object, pictures: string[];
+  const ig: IgRunOptions = { steps, aggregate, trace, onProgress: progress };
+  if (method === "ig") {
+    const run = await runIntegratedGradients(model, tok, requests, ig);
+    pictures = await showIg(run, aggregate, out);
+    body = igRecords(run, requests, aggregate);
+  } else {
+    const result = await layerGradientAnalysis(model, tok, requests, {
+      params,
+      fenceK: fence,
+      onProgress: requests.length > 1 ? progress("requests") : undefined,
+    });
+    pictures = await showLga(result, fence, out);
+    body = lgaRecords(result, requests);
+  }
   const seconds = (performance.now() - started) / 1000;
 
   const meta = runMetadata({
@@ -440,40 +322,12 @@ async function main(argv: string[]): Promise<number> {
     method: method === "ig"
       ? "integrated gradients over MLP neurons (pre-GELU c_fc output at the last prompt position)"
       : "Layer Gradient Analysis",
-    hyperparameters: method === "ig"
-      ? {
-        steps,
-        rule:
-          "baseline 0, alpha_k = k/(steps-1) for k = 0..steps-1, score_i = a_i/steps * sum_k dp/d(alpha_k a)_i",
-        target: "probability of the first token of ' ' + target_true at the last prompt position",
-        aggregate,
-        selection:
-          "ROME: argmax over layers of the mean per-layer score; MEMIT: the 5 consecutive layers with the highest total",
-        knowledgeNeurons: "score > 0.2 x the largest score over all layers",
-        tracing: trace
-          ? {
-            ...trace,
-            kind: "mlp",
-            noise: "3 x std(wte)",
-            seed: 1,
-            score: "indirect effect at the last subject token",
-          }
-          : null,
-      }
-      : {
-        params: params.map((p) => `mlp.${p}.weight`),
-        loss:
-          "teacher-forced mean cross-entropy of the answer's tokens after the prompt (tokens of ' ' + answer)",
-        score:
-          "S_l = sum over requests of <grad loss(target_true), grad loss(target_new)> w.r.t. the layer's weights",
-        fenceK: fence,
-        selection: "exclude layers outside Tukey's fences, then argmax of S_l",
-      },
+    hyperparameters: method === "ig" ? igHyperparameters(ig) : lgaHyperparameters(params, fence),
   }, seconds);
-  await writeRunJson(join(out, "attribution.json"), meta, body);
+  await writeRunJson(join(out, "attribution.json"), meta, { ...body, pictures });
   console.error(
     `\n${requests.length} case(s) in ${formatSeconds(seconds)}; wrote ${out}/attribution.json, ${
-      body.pictures.join(", ")
+      pictures.join(", ")
     }`,
   );
   return 0;

@@ -12,13 +12,12 @@
 // prompts, paraphrases and neighbours (new object = the problem's target). The edit can be saved (--save FILE) and re-applied later (--load FILE).
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
+import { exists } from "../../engine/files.ts";
 import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
-import { loadTokenizer, type Tokenizer } from "../../engine/tokenizer.ts";
-import { loadDataset } from "../data/datasets.ts";
-import { applyEdit, combineEdits, type Edit, loadEdit, saveEdit } from "../editing/edit.ts";
-import { statsHparams } from "../editing/hparams.ts";
+import { loadTokenizer } from "../../engine/tokenizer.ts";
+import { combineEdits, type Edit, loadEdit, saveEdit } from "../editing/edit.ts";
 import type { FactToken } from "../editing/keys.ts";
 import {
   computeEdits,
@@ -29,23 +28,10 @@ import {
   statsLayers,
   templateStartWords,
 } from "../editing/methods.ts";
-import {
-  caseProbabilities,
-  caseScores,
-  type EditingCase,
-  parseProblem,
-  problemRequest,
-  PROBLEMS,
-} from "../editing/problems.ts";
-import { importStatsFiles, type KeyStats, keyStats } from "../editing/stats.ts";
-import {
-  formatStandardScores,
-  greedyGenerate,
-  localityReference,
-  standardCaseOf,
-  standardScores,
-} from "../evaluation/metrics.ts";
-import { ProgressBar } from "../output.ts";
+import { parseProblem, problemRequest, PROBLEMS } from "../editing/problems.ts";
+import { evaluateEdit, methodKeyStats, resolveCase } from "../editing/single_edit.ts";
+import { formatStandardScores } from "../evaluation/metrics.ts";
+import { numberOption, ProgressBar } from "../output.ts";
 import { type NoiseLevel, subjectNoiseLevel } from "../localization/tracing.ts";
 
 const USAGE = `usage: ./locus task edit [options]
@@ -77,14 +63,6 @@ const USAGE = `usage: ./locus task edit [options]
   --load FILE           apply a saved edit instead of computing one
   --json                print a JSON summary instead of text`;
 
-function numberOption(values: Record<string, unknown>, name: string): number | undefined {
-  const v = values[name];
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (!Number.isFinite(x)) throw new Error(`--${name}: expected a number, got "${v}"`);
-  return x;
-}
-
 function parseFactToken(s: string | undefined): FactToken | undefined {
   if (s === undefined) return undefined;
   if (s !== "subject_last" && s !== "subject_first" && s !== "last") {
@@ -108,62 +86,6 @@ function parseLayers(s: string): number[] {
 /** A score for the terminal; caseScores gives NaN for a score the case has no prompts for. */
 function formatScore(score: number): string {
   return Number.isNaN(score) ? "n/a" : score.toFixed(3);
-}
-
-async function fileExists(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
-}
-
-/** The case to edit: a dataset record (--case) with command-line fields taking precedence. */
-async function resolveCase(
-  model: Model,
-  tok: Tokenizer,
-  values: Record<string, unknown>,
-  dir: string,
-): Promise<EditingCase> {
-  let base: Partial<EditingCase> = {};
-  if (values.case !== undefined) {
-    const path = (values.dataset as string | undefined) ?? `${dir}/counterfact.json`;
-    const { cases } = await loadDataset(path);
-    const id = String(values.case);
-    const c = cases.find((x) => x.id.endsWith(`:${id}`));
-    if (!c) throw new Error(`${path}: no record with case id ${id}`);
-    if (c.template === null) throw new Error(`${path}: case ${id}: the prompt does not contain the subject`);
-    base = {
-      prompt: c.template,
-      subject: c.subject,
-      targetTrue: c.targetTrue ?? undefined,
-      targetNew: c.targetNew ?? undefined,
-      paraphrases: c.paraphrases,
-      neighbors: c.neighborhood.map((p) => p.prompt),
-    };
-  }
-  const subject = (values.subject as string | undefined) ?? base.subject;
-  let prompt = (values.prompt as string | undefined) ?? base.prompt;
-  if (!subject || !prompt) throw new Error("give --prompt and --subject, or --case N");
-  if (!prompt.includes("{}")) {
-    const at = prompt.indexOf(subject);
-    if (at < 0) {
-      throw new Error(
-        `--prompt ${JSON.stringify(prompt)} contains neither the subject ${JSON.stringify(subject)} nor "{}"`,
-      );
-    }
-    prompt = prompt.slice(0, at) + "{}" + prompt.slice(at + subject.length);
-  }
-  let targetTrue = (values["target-true"] as string | undefined) ?? base.targetTrue;
-  if (!targetTrue) {
-    const { continuations } = await greedyGenerate(model, tok, [prompt.replace("{}", subject)], 1);
-    targetTrue = continuations[0].trim();
-  }
-  const targetNew = (values["target-new"] as string | undefined) ?? base.targetNew;
-  if (!targetNew) throw new Error("give --target-new (or --case N)");
-  const paraphrases = (values.paraphrase as string[] | undefined) ?? base.paraphrases ?? [];
-  const neighbors = (values.neighbor as string[] | undefined) ?? base.neighbors ?? [];
-  return { prompt, subject, targetTrue, targetNew, paraphrases, neighbors };
 }
 
 async function main(args: string[]): Promise<number> {
@@ -218,17 +140,26 @@ async function main(args: string[]): Promise<number> {
   const overrides: Overrides = {
     layers: layerText === undefined ? undefined : parseLayers(layerText),
     factToken: parseFactToken(values["fact-token"]),
-    vNumGradSteps: numberOption(values, "v-steps"),
-    vLr: numberOption(values, "v-lr"),
-    klFactor: numberOption(values, "kl-factor"),
-    clampNormFactor: numberOption(values, "clamp-norm"),
-    mom2UpdateWeight: numberOption(values, "lambda"),
-    normConstraint: numberOption(values, "ft-eps"),
-    numSteps: numberOption(values, "ft-steps"),
-    ftLr: numberOption(values, "ft-lr"),
+    vNumGradSteps: numberOption("v-steps", values["v-steps"]),
+    vLr: numberOption("v-lr", values["v-lr"]),
+    klFactor: numberOption("kl-factor", values["kl-factor"]),
+    clampNormFactor: numberOption("clamp-norm", values["clamp-norm"]),
+    mom2UpdateWeight: numberOption("lambda", values["lambda"]),
+    normConstraint: numberOption("ft-eps", values["ft-eps"]),
+    numSteps: numberOption("ft-steps", values["ft-steps"]),
+    ftLr: numberOption("ft-lr", values["ft-lr"]),
   };
   const mc = methodConfig(model, method, overrides);
-  const c = await resolveCase(model, tok, values, dir);
+  const c = await resolveCase(model, tok, {
+    caseId: values.case,
+    dataset: values.dataset ?? `${dir}/counterfact.json`,
+    prompt: values.prompt,
+    subject: values.subject,
+    targetTrue: values["target-true"],
+    targetNew: values["target-new"],
+    paraphrases: values.paraphrase,
+    neighbors: values.neighbor,
+  });
   // The problems that noise the subject use causal tracing's corruption: ROME's rule over the edited
   // subject's embeddings, as `trace --prompt` computes it (recorded in the output).
   const noiseLevel: NoiseLevel | null = problem === "fact-forcing" || problem === "tracing-reversal"
@@ -236,7 +167,7 @@ async function main(args: string[]): Promise<number> {
     : null;
   const noise = { seed: 1, scale: noiseLevel?.level ?? 0 };
   const request = await problemRequest(model, tok, c, problem, noise);
-  const corpus = values.corpus ?? (await fileExists(`${dir}/corpus.txt`) ? `${dir}/corpus.txt` : null);
+  const corpus = values.corpus ?? (await exists(`${dir}/corpus.txt`) ? `${dir}/corpus.txt` : null);
   say(`model ${dir} (${model.config.nLayer} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
   say(
     `${method} ${problem}: "${request.prompt.replace("{}", c.subject)}" -> ${
@@ -252,36 +183,24 @@ async function main(args: string[]): Promise<number> {
     edit = await loadEdit(values.load);
     say(`loaded ${values.load}: ${edit.method}, ${edit.deltas.length} weight delta(s)`);
   } else {
-    const layers = statsLayers(mc);
-    let stats = new Map<number, KeyStats>();
-    if (layers.length > 0 && values.stats) {
-      stats = await importStatsFiles(values.stats, model.config.nInner, layers);
-      say(
-        `key statistics of layers ${layers.join(",")}: imported (${
-          [...stats.values()].map((s) => s.count).join(", ")
-        } keys)`,
-      );
-    } else if (layers.length > 0) {
-      if (!corpus) {
-        throw new Error(`${method} needs key statistics: give --corpus FILE (no corpus.txt in ${dir})`);
-      }
-      const samples = numberOption(values, "samples") ?? statsHparams(model.config).samples;
-      const t0 = performance.now();
-      let progress: ProgressBar | undefined;
-      stats = await keyStats(model, tok, {
-        corpus,
-        layers,
-        samples,
-        cacheDir: values["stats-dir"],
-        log: (l) => say(l),
-        onProgress: (done, total) => {
-          if (values.json) return;
-          progress ??= new ProgressBar("key statistics", total);
-          progress.update(done);
-        },
-      });
-      timings.statsSeconds = (performance.now() - t0) / 1000;
+    if (!values.stats && !corpus && statsLayers(mc).length > 0) {
+      throw new Error(`${method} needs key statistics: give --corpus FILE (no corpus.txt in ${dir})`);
     }
+    const t = performance.now();
+    let progress: ProgressBar | undefined;
+    const stats = await methodKeyStats(model, tok, mc, {
+      files: values.stats,
+      corpus,
+      samples: numberOption("samples", values["samples"]),
+      cacheDir: values["stats-dir"],
+      log: say,
+      onProgress: (done, total) => {
+        if (values.json) return;
+        progress ??= new ProgressBar("key statistics", total);
+        progress.update(done);
+      },
+    });
+    if (!values.stats && stats.size > 0) timings.statsSeconds = (performance.now() - t) / 1000;
     const t0 = performance.now();
     const edits = await computeEdits(model, tok, mc, [request], stats, {
       startWords: await templateStartWords(tok, corpus),
@@ -296,25 +215,9 @@ async function main(args: string[]): Promise<number> {
     );
   }
 
-  const probes = [
-    { kind: "prompt", text: c.prompt.replace("{}", c.subject) },
-    ...c.paraphrases.slice(0, 1).map((text) => ({ kind: "paraphrase", text })),
-    ...c.neighbors.slice(0, 1).map((text) => ({ kind: "neighbor", text })),
-  ];
-  const tokens = Number(values.tokens);
-  const before = await greedyGenerate(model, tok, probes.map((p) => p.text), tokens);
-  const pre = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-  // The standard metrics judge the edit towards the problem's target against the true object (fact
-  // erasure and amplification have no second object: only Hase et al.'s scores apply); a noised-subject
-  // problem (fact forcing) is not what they were defined for either.
-  const standardCase = standardCaseOf(c, request);
-  const reference = standardCase ? await localityReference(model, tok, standardCase) : null;
-  const applied = await applyEdit(model, edit);
-  const after = await greedyGenerate(model, tok, probes.map((p) => p.text), tokens);
-  const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-  const standard = standardCase ? await standardScores(model, tok, standardCase, reference!) : null;
-  applied.undo();
-  const scores = caseScores(request, pre, post);
+  const outcome = await evaluateEdit(model, tok, c, request, edit, Number(values.tokens));
+  const { probes, before, after, scores, standard } = outcome;
+  const { pre, post } = outcome.probabilities;
 
   if (values.save) {
     await saveEdit(values.save, edit);
@@ -329,8 +232,8 @@ async function main(args: string[]): Promise<number> {
         noise: noiseLevel,
         completions: probes.map((p, i) => ({
           ...p,
-          before: before.continuations[i],
-          after: after.continuations[i],
+          before: before[i],
+          after: after[i],
         })),
         probabilities: { pre, post },
         scores, // JSON.stringify writes the NaN of a score without prompts as null
@@ -344,8 +247,8 @@ async function main(args: string[]): Promise<number> {
   }
   for (const [i, p] of probes.entries()) {
     say(`\n${p.kind}: ${p.text}`);
-    say(`  before: ...${before.continuations[i]}`);
-    say(`  after:  ...${after.continuations[i]}`);
+    say(`  before: ...${before[i]}`);
+    say(`  after:  ...${after[i]}`);
   }
   say(
     `\np(${request.target}) after the prompt: ${pre.rewrite.toFixed(4)} -> ${post.rewrite.toFixed(4)}` +

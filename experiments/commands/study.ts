@@ -26,7 +26,7 @@ import { caveats, findings, formatP, headline, loadSweep, r2Table } from "../stu
 import { VERDICT_RULE } from "../study/stats.ts";
 import { METHODS, parseMethod } from "../editing/methods.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
-import { formatSeconds } from "../output.ts";
+import { formatSeconds, positiveInt, positiveNumber } from "../output.ts";
 import { renderReport } from "../study/report.ts";
 import { ResultStore, writeCsv } from "../study/store.ts";
 import {
@@ -91,15 +91,6 @@ const USAGE = `usage: ./locus task study [options]
   --v-steps N          ROME/MEMIT optimisation steps (default: the method's, 20)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
 
-function positive(name: string, text: string | undefined, fallback: number, integer = true): number {
-  if (text === undefined) return fallback;
-  const x = Number(text);
-  if (!(x > 0) || (integer && !Number.isSafeInteger(x))) {
-    throw new Error(`--${name}: expected a positive ${integer ? "integer" : "number"}, got "${text}"`);
-  }
-  return x;
-}
-
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -127,7 +118,7 @@ async function main(args: string[]): Promise<number> {
   }
   const preset = values.quick ? PRESETS.quick : PRESETS.default;
   const started = performance.now();
-  const deadline = started + positive("minutes", values.minutes, preset.minutes, false) * 60_000;
+  const deadline = started + positiveNumber("minutes", values.minutes, preset.minutes) * 60_000;
   const dir = await resolveModelDir(values.model!), out = values.out!;
   const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
   for (const path of [`${dir}/model.safetensors`, datasetPath, corpus]) {
@@ -139,14 +130,17 @@ async function main(args: string[]): Promise<number> {
       );
     }
   }
-  const proxy = positive("proxy", values.proxy, preset.proxy);
-  const editFacts = positive("facts", values.facts, preset.facts) + proxy;
-  const traceFacts = Math.max(editFacts, positive("trace-facts", values["trace-facts"], preset.traceFacts));
+  const proxy = positiveInt("proxy", values.proxy, preset.proxy);
+  const editFacts = positiveInt("facts", values.facts, preset.facts) + proxy;
+  const traceFacts = Math.max(
+    editFacts,
+    positiveInt("trace-facts", values["trace-facts"], preset.traceFacts),
+  );
   const seed = values.seed === undefined ? 0 : Number(values.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new Error(`--seed: expected an integer >= 0, got "${values.seed}"`);
   }
-  const vSteps = values["v-steps"] === undefined ? undefined : positive("v-steps", values["v-steps"], 20);
+  const vSteps = values["v-steps"] === undefined ? undefined : positiveInt("v-steps", values["v-steps"], 20);
 
   const gpu = await getGpu();
   const model = await Model.load(gpu, dir);

@@ -25,8 +25,6 @@ import {
   terminalHeatmap,
   topCells,
 } from "../pictures/heatmap.ts";
-import { detectFormat, parseDataset } from "../data/datasets.ts";
-import { scaledMlpWindow } from "../localization/layer_selection.ts";
 import {
   formatSeconds,
   makeOutputFolder,
@@ -37,23 +35,25 @@ import {
 } from "../output.ts";
 import { writeAtomic } from "../../engine/files.ts";
 import {
-  type AverageTrace,
   averageTraces,
   DEFAULT_NOISE_STDS,
-  type FactQuery,
   type FactTrace,
-  type KnownFact,
-  knownFacts,
-  parseKnownFacts,
   STATE_KINDS,
   type StateKind,
-  subjectNoiseLevel,
   traceFact,
-  type TraceOptions,
   windowFor,
 } from "../localization/tracing.ts";
+import {
+  averagesCsv,
+  commandLineSelection,
+  datasetSelection,
+  type RunColumns,
+  traceCsv,
+  traceHyperparameters,
+  tracePlan,
+  type TraceRequest,
+} from "../localization/trace_facts.ts";
 import { runMain } from "../../engine/main.ts";
-import { decodeDataset } from "../data/datasets.ts";
 
 const USAGE = `usage: ./locus task trace [options]
   --model DIR       Hugging Face GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
@@ -71,165 +71,6 @@ const USAGE = `usage: ./locus task trace [options]
   --limit N         trace at most N facts of the dataset (after the known-facts filter)
   --seed N          noise seed (default 1)
   --out DIR         output folder (default runs/trace)`;
-
-function csvField(v: string | number | boolean | null): string {
-  const s = v === null || (typeof v === "number" && !Number.isFinite(v)) ? "" : String(v);
-  return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-}
-
-function csv(header: string[], rows: (string | number | boolean | null)[][]): string {
-  return [header, ...rows].map((r) => r.map(csvField).join(",")).join("\n") + "\n";
-}
-
-/** Columns that say how a run was made, repeated on every CSV row so that each row stands alone. */
-type RunColumns = Record<string, string | number | null>;
-
-/** One CSV row per fact x kind x token x layer. */
-function traceCsv(run: RunColumns, facts: (FactTrace & { known_id: number | null })[]): string {
-  const rows: (string | number | boolean | null)[][] = [];
-  for (const f of facts) {
-    const [b, e] = f.subjectRange;
-    for (const g of f.grids) {
-      g.prob.forEach((row, t) =>
-        row.forEach((p, l) => {
-          const cell = [
-            g.kind,
-            g.window,
-            t,
-            f.tokens[t],
-            t >= b && t < e,
-            l,
-            p,
-            g.effect[t][l],
-            g.fraction[t][l],
-          ];
-          rows.push([...Object.values(run), f.known_id, f.subject, f.target, ...cell, f.clean, f.corrupted]);
-        })
-      );
-    }
-  }
-  const cellHeader = [
-    "kind",
-    "window",
-    "token_index",
-    "token",
-    "is_subject",
-    "layer",
-    "prob",
-    "effect",
-    "fraction",
-  ];
-  const header = [
-    ...Object.keys(run),
-    "known_id",
-    "subject",
-    "target",
-    ...cellHeader,
-    "clean_prob",
-    "corrupted_prob",
-  ];
-  return csv(header, rows);
-}
-
-/** One CSV row per kind x token group x layer of the averages (zeroing adds the group "all subject
- *  tokens": every subject token zeroed together, one row per fact). */
-function averagesCsv(run: RunColumns, averages: AverageTrace[]): string {
-  const rows: (string | number | null)[][] = [];
-  for (const a of averages) {
-    const curves: {
-      name: string;
-      count: number;
-      prob: number[];
-      effect: number[];
-      effectSe?: number[];
-      fraction: number[];
-    }[] = a.groups.map((g) => ({
-      name: g.group,
-      count: g.count,
-      prob: g.prob,
-      effect: g.effect,
-      effectSe: g.effectSe,
-      fraction: g.fraction,
-    }));
-    if (a.subjectZeroed) {
-      const { prob, fraction } = a.subjectZeroed;
-      curves.push({
-        name: "all subject tokens",
-        count: a.facts,
-        prob,
-        effect: prob.map((p) => a.clean - p),
-        fraction,
-      });
-    }
-    for (const c of curves) {
-      c.prob.forEach((p, l) =>
-        rows.push([
-          ...Object.values(run),
-          a.kind,
-          a.window,
-          a.facts,
-          c.name,
-          c.count,
-          l,
-          p,
-          c.effect[l],
-          c.effectSe?.[l] ?? null,
-          c.fraction[l],
-          a.clean,
-          a.corrupted,
-        ])
-      );
-    }
-  }
-  const header = [
-    "kind",
-    "window",
-    "facts",
-    "group",
-    "rows",
-    "layer",
-    "prob",
-    "effect",
-    "effect_se",
-    "fraction",
-  ];
-  return csv([...Object.keys(run), ...header, "mean_clean_prob", "mean_corrupted_prob"], rows);
-}
-
-/**
- * The facts of a dataset file: known_1000 records as they are; any other schema (datasets.ts) gives
- * its true answer as the target, keeping the records whose prompt contains the subject and that have
- * one. An error names the file when no record qualifies.
- */
-function datasetFacts(text: string, file: string): KnownFact[] {
-  let first: unknown;
-  try {
-    first = (JSON.parse(text) as unknown[])[0];
-  } catch (e) {
-    throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  if (detectFormat(first, file) === "known_1000") return parseKnownFacts(text, file);
-  const { format, cases } = parseDataset(text, file);
-  const facts = cases.filter((c) => c.targetTrue !== null && c.template !== null).map((c) => {
-    const id = Number(c.id.slice(c.id.indexOf(":") + 1));
-    return {
-      known_id: Number.isSafeInteger(id) ? id : c.recordIndex,
-      subject: c.subject,
-      attribute: c.targetTrue!,
-      prompt: c.prompt,
-    };
-  });
-  if (facts.length === 0) {
-    throw new Error(`${file}: no ${format} record has a true answer and a prompt that contains its subject`);
-  }
-  if (facts.length < cases.length) {
-    console.error(
-      `${file}: ${cases.length - facts.length} of ${cases.length} ${format} records lack a true answer ` +
-        `or a prompt containing the subject; skipped`,
-    );
-  }
-  return facts;
-}
 
 /** Runs the CLI with `argv` (without the program name); returns the exit status. */
 export async function main(argv: string[]): Promise<number> {
@@ -287,52 +128,28 @@ export async function main(argv: string[]): Promise<number> {
     `model ${modelDir} (${model.config.nLayer} layers, d=${model.config.nEmbd}) on ${gpu.describe()}`,
   );
 
-  // The facts to trace, each with its known_id (null for a command-line prompt).
-  let facts: (FactQuery & { known_id: number | null })[];
-  let dataset: string;
-  let counts: { records: number; known: number } | null = null;
-  let noiseSubjects: string[]; // ROME's noise rule runs over every known fact's subject
-  if (values.prompt !== undefined) {
-    facts = [{ prompt: values.prompt, subject: values.subject!, target: values.target!, known_id: null }];
-    dataset = "command line";
-    noiseSubjects = [values.subject!];
-  } else {
-    dataset = values.dataset ?? join(modelDir, "known_facts.json");
-    let bytes: Uint8Array;
-    try {
-      bytes = await Deno.readFile(dataset);
-    } catch (e) {
-      throw new Error(`${dataset}: cannot read the dataset (${(e as Error).message})`);
-    }
-    const records = datasetFacts(decodeDataset(bytes, dataset), dataset);
-    const known = await knownFacts(model, tok, records, dataset);
-    counts = { records: records.length, known: known.length };
-    noiseSubjects = known.map((f) => f.subject);
-    console.error(
-      `${dataset}: the model completes ${known.length} of ${records.length} facts correctly; tracing ${
-        Math.min(limit, known.length)
-      }`,
+  const selection = values.prompt !== undefined
+    ? commandLineSelection({ prompt: values.prompt, subject: values.subject!, target: values.target! })
+    : await datasetSelection(
+      model,
+      tok,
+      values.dataset ?? join(modelDir, "known_facts.json"),
+      limit,
+      (line) => console.error(line),
     );
-    facts = known.slice(0, limit).map((f) => ({
-      prompt: f.prompt,
-      subject: f.subject,
-      target: f.attribute,
-      known_id: f.known_id,
-    }));
+  const { facts, dataset, counts } = selection;
+  if (counts) {
+    console.error(
+      `${dataset}: the model completes ${counts.known} of ${counts.records} facts correctly; tracing ${facts.length}`,
+    );
   }
-
-  // ROME's rule, unless --noise fixes the level.
-  const rule = method === "noise" && fixedNoise === undefined && noiseSubjects.length > 0
-    ? await subjectNoiseLevel(model, tok, noiseSubjects)
-    : null;
-  const noise = method === "noise" ? fixedNoise ?? rule?.level ?? null : null;
-  // The default windows scale ROME's 10 of 48 layers to this model's depth (a window of 10 would
-  // restore every layer of a model with 10 layers or fewer, and every cell would look the same).
-  const scaled = scaledMlpWindow(model.nLayer);
-  const windows = window ?? { resid: 1, mlp: scaled, attn: scaled };
-  const options: TraceOptions = { method, kinds, window: windows, samples, noise: noise ?? undefined, seed };
+  const request: TraceRequest = { method, kinds, window, samples, noise: fixedNoise, seed };
+  const plan = await tracePlan(model, tok, selection, request);
+  const { options, noise } = plan;
   console.error(
-    `windows: ${kinds.map((k) => `${k} ${windowFor(k, windows)}`).join(", ")} of ${model.nLayer} layers` +
+    `windows: ${
+      kinds.map((k) => `${k} ${windowFor(k, options.window)}`).join(", ")
+    } of ${model.nLayer} layers` +
       (window === undefined
         ? ` (default: resid 1, otherwise max(1, round(10 x ${model.nLayer} / 48)))`
         : "") +
@@ -393,22 +210,7 @@ export async function main(argv: string[]): Promise<number> {
     method: method === "noise"
       ? "causal tracing: noise the subject, restore clean states"
       : "representation zeroing of clean states",
-    hyperparameters: {
-      kinds,
-      windows: Object.fromEntries(kinds.map((k) => [k, windowFor(k, windows)])),
-      windowRule: window === undefined
-        ? "resid 1; mlp and attn max(1, round(10 L / 48))"
-        : "fixed (--window)",
-      samples: method === "noise" ? samples : null,
-      noise,
-      noiseRule: method === "noise"
-        ? (rule
-          ? `${rule.rule} over ${rule.subjects} subjects = ${DEFAULT_NOISE_STDS} x ${rule.std}`
-          : "fixed (--noise)")
-        : null,
-      target: "probability of the first token of ' ' + target at the last prompt position",
-      knownFilter: counts ? "greedy next token = first token of ' ' + the true answer" : null,
-    },
+    hyperparameters: traceHyperparameters(request, plan, counts !== null),
     seed,
   }, seconds);
   await writeRunJson(join(outDir, "trace.json"), meta, { facts: traces, averages });

@@ -4,6 +4,7 @@
 // the caller's job (each knows its checksums and final layout).
 import { createHash } from "node:crypto";
 import { ProgressBar } from "../output.ts";
+import { exists, removeIfExists } from "../../engine/files.ts";
 
 /** The server could not be reached or refused the file: another site may have it. */
 export class DownloadError extends Error {
@@ -20,24 +21,6 @@ export interface Progress {
   bytes: number;
   /** The full size, when the server says it. */
   total: number | null;
-}
-
-export async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
-
-export async function removeIfExists(path: string): Promise<void> {
-  try {
-    await Deno.remove(path);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
 }
 
 /** Hex digest of a file read in chunks, optionally of `prefix` + the file (git's blob hash). */

@@ -5,8 +5,8 @@ import { parquetMetadataAsync, parquetReadObjects } from "npm:hyparquet@1.31.5";
 import { join } from "node:path";
 import { cachedSnapshot, hubCacheDir } from "../../engine/hub.ts";
 import { type Corpus, type HubCorpusSpec, sha256Text } from "./corpus.ts";
-import { exists } from "./download.ts";
-import { fetchRepo, type FetchRepoOptions, type FetchRepoResult } from "../commands/fetch_model.ts";
+import { exists } from "../../engine/files.ts";
+import { fetchRepo, type FetchRepoOptions, type FetchRepoResult } from "./hub_download.ts";
 
 /**
  * Downloads a hub corpus into the hub cache (resumable, verified against the hub's tree and against

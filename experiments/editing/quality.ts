@@ -18,9 +18,9 @@ import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
-import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { loadTokenizer, type Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
+import { knowsAnswers } from "../evaluation/recall.ts";
 import { subjectNoiseLevel } from "../localization/tracing.ts";
 import { positiveInt } from "../output.ts";
 import { runMain } from "../../engine/main.ts";
@@ -138,14 +138,12 @@ async function main(args: string[]): Promise<number> {
   // Fixed cases: the first nCases known facts in file order.
   const { cases: all } = await loadDataset(`${dir}/counterfact.json`);
   const candidates = all.map(editingCase);
-  const predicted = await greedyNextTokens(
+  const knows = await knowsAnswers(
     model,
-    candidates.map((c) => tok.encode(c.prompt.replace("{}", c.subject))),
+    tok,
+    candidates.map((c) => ({ prompt: c.prompt.replace("{}", c.subject), answer: c.targetTrue })),
   );
-  const known = candidates.filter((c, i) =>
-    predicted[i] ===
-      targetIds(tok, c.prompt.replace("{}", c.subject), c.targetTrue, { refuseUnknown: true })[0]
-  );
+  const known = candidates.filter((_, i) => knows[i]);
   const cases = known.slice(0, nCases);
   console.log(
     `${known.length} of ${candidates.length} CounterFact facts are known (greedy first token); using the first ${cases.length}`,

@@ -1,4 +1,5 @@
-// ./locus task train: trains Locus's embedded GPT-2 on the generated knowledge base.
+// Trains Locus's embedded GPT-2 on the generated knowledge base (the library behind ./locus task train,
+// whose options experiments/commands/train.ts reads).
 //
 //   knowledge base (seed) -> corpus sentences -> word-level tokenizer -> sentences packed into
 //   sequences of T+1 tokens (each starts at a sentence start, so facts are learned both at
@@ -11,15 +12,13 @@
 // atomically (engine/files.ts): the weights and Adam state as checkpoint-<step>.safetensors, then the
 // manifest checkpoint.json naming that file, written last; the previous weights file is deleted only
 // after the manifest points past it, so a kill between the two resumes from the older, complete pair.
-import { parseArgs } from "node:util";
 import { allocateGradients, backward } from "../../engine/autograd.ts";
 import { crossEntropy } from "../../engine/backward_ops.ts";
 import type { GPT2Config } from "../../engine/config.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { makeBatch, Model, parameterShapes } from "../../engine/model.ts";
 import { Adam, zeroGrads } from "../../engine/optimizer.ts";
-import { writeAtomic } from "../../engine/files.ts";
-import { runMain } from "../../engine/main.ts";
+import { exists, writeAtomic } from "../../engine/files.ts";
 import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { WordLevelTokenizer } from "../../engine/tokenizer.ts";
@@ -31,7 +30,7 @@ import {
   knownFactsRecords,
   trainingCorpus,
 } from "./knowledge_base.ts";
-import { positiveInt, ProgressBar } from "../output.ts";
+import { ProgressBar } from "../output.ts";
 import { factRecall, type RecallItem, type RecallResult } from "../evaluation/recall.ts";
 import { sem } from "../study/stats.ts";
 
@@ -127,16 +126,6 @@ interface CheckpointMeta {
   losses: [number, number][];
   elapsedSeconds: number;
   options: TrainOptions;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /** The manifest of a run folder, checked field by field (a hand-edited or foreign file is an error). */
@@ -391,61 +380,3 @@ corpus.txt (the training text), loss_curve.svg.
   await writeAtomic(`${outDir}/MODEL_CARD.md`, card);
   console.log(`wrote ${outDir}`);
 }
-
-async function main(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      out: { type: "string", default: new URL("../../weights/locus-kb", import.meta.url).pathname },
-      "run-dir": { type: "string" },
-      seed: { type: "string" },
-      steps: { type: "string" },
-      layers: { type: "string" },
-      d: { type: "string" },
-      heads: { type: "string" },
-      "seq-len": { type: "string" },
-      batch: { type: "string" },
-      lr: { type: "string" },
-      "checkpoint-every": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) {
-    console.log(
-      `usage: ./locus task train [--seed N] [--steps N] [--layers N] [--d N] [--heads N] [--seq-len N]
-                    [--batch N] [--lr X] [--checkpoint-every N] [--out DIR] [--run-dir DIR]
-Trains the embedded model on the generated knowledge base; resumes from --run-dir if killed.`,
-    );
-    return 0;
-  }
-  const seed = values.seed === undefined ? DEFAULT_TRAIN.seed : Number(values.seed);
-  if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new Error(`--seed must be an integer >= 0, got ${JSON.stringify(values.seed)}`);
-  }
-  const lr = values.lr === undefined ? DEFAULT_TRAIN.lr : Number(values.lr);
-  if (!(Number.isFinite(lr) && lr > 0)) {
-    throw new Error(`--lr must be a positive number, got ${JSON.stringify(values.lr)}`);
-  }
-  const o: TrainOptions = {
-    ...DEFAULT_TRAIN,
-    seed,
-    steps: positiveInt("steps", values.steps, DEFAULT_TRAIN.steps),
-    nLayer: positiveInt("layers", values.layers, DEFAULT_TRAIN.nLayer),
-    nEmbd: positiveInt("d", values.d, DEFAULT_TRAIN.nEmbd),
-    nHead: positiveInt("heads", values.heads, DEFAULT_TRAIN.nHead),
-    seqLen: positiveInt("seq-len", values["seq-len"], DEFAULT_TRAIN.seqLen),
-    batchSize: positiveInt("batch", values.batch, DEFAULT_TRAIN.batchSize),
-    lr,
-    checkpointEvery: positiveInt(
-      "checkpoint-every",
-      values["checkpoint-every"],
-      DEFAULT_TRAIN.checkpointEvery,
-    ),
-  };
-  if (o.nEmbd % o.nHead !== 0) throw new Error(`--d ${o.nEmbd} must be a multiple of --heads ${o.nHead}`);
-  const runDir = values["run-dir"] ?? new URL(`../../runs/train-seed${o.seed}`, import.meta.url).pathname;
-  await train(o, values.out!, runDir);
-  return 0;
-}
-
-if (import.meta.main) await runMain("train", main);

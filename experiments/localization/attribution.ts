@@ -49,7 +49,6 @@ import type { Tensor } from "../../engine/gpu.ts";
 import { type Hook, makeBatch, type Model, type Site } from "../../engine/model.ts";
 import { matmul, type RowEntry } from "../../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
-import { lineChart } from "../pictures/charts.ts";
 import { type TukeyFences, tukeyFences } from "../study/stats.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -108,6 +107,7 @@ function batches<U>(units: U[], size: (u: U) => UnitSize, maxRows: number, maxOu
 // ---------------------------------------------------------------------------------------------
 // Integrated gradients
 
+/** Riemann steps, batch size and progress of integrated gradients. */
 export interface IgOptions {
   /** m: points of the Riemann sum, alpha_k = k/(m-1) for k = 0..m-1 (default 20, at least 2). */
   steps?: number;
@@ -123,6 +123,7 @@ export interface IgItem {
   target: number;
 }
 
+/** Integrated gradients of one prompt: per-layer neuron attributions and their sums. */
 export interface IgResult {
   /** p(target | prompt), read from the alpha = 1 copies. */
   prob: number;
@@ -136,6 +137,7 @@ export interface IgResult {
   layerMax: number[];
 }
 
+/** Riemann-sum points of integrated gradients (Dai et al.'s and ROME's knowledge-neurons baseline). */
 export const DEFAULT_IG_STEPS = 20;
 
 /** Integrated gradients of every MLP neuron of every layer, for each item (see the file header). */
@@ -276,6 +278,7 @@ export interface FactPrompt {
   target: string;
 }
 
+/** IgResult of a fact with its decoded tokens and target. */
 export interface FactAttribution extends IgResult, FactPrompt {
   /** Decoded prompt tokens. */
   tokens: string[];
@@ -305,6 +308,7 @@ export async function attributeFacts(
   }));
 }
 
+/** Attributions averaged over facts: per-layer sums and maxima, and per neuron. */
 export interface AverageAttribution {
   facts: number;
   /** Mean over facts of p(target). */
@@ -355,6 +359,7 @@ export function bestWindow(scores: readonly number[], span: number): number[] {
   return Array.from({ length: span }, (_, i) => best + i);
 }
 
+/** A neuron whose attribution exceeds 0.2 x the largest (Dai et al.'s knowledge neurons). */
 export interface KnowledgeNeuron {
   layer: number;
   neuron: number;
@@ -378,8 +383,10 @@ export function knowledgeNeurons(result: Pick<IgResult, "neurons">, threshold = 
 // ---------------------------------------------------------------------------------------------
 // Layer Gradient Analysis
 
+/** The MLP weights whose gradients Layer Gradient Analysis compares. */
 export type LgaParam = "c_proj" | "c_fc";
 
+/** Weights, fence multiplier, batch size and progress of Layer Gradient Analysis. */
 export interface LgaOptions {
   /** Weights whose gradients are compared (default ["c_proj"]); both add their inner products. */
   params?: LgaParam[];
@@ -397,6 +404,7 @@ export interface LgaItem {
   new: number[];
 }
 
+/** Per request and layer, the inner product of the old and new answers' weight gradients. */
 export interface LgaGradients {
   /** Per request and layer: < grad L(q, old), grad L(q, new) > over the chosen weights, [Q][L]. */
   perRequest: number[][];
@@ -541,6 +549,7 @@ export async function lgaInnerProducts(
   return out;
 }
 
+/** LGA's choice: Tukey's fences on S_l, the excluded layers, the ranking and the golden layer. */
 export interface GoldenLayers {
   fences: TukeyFences;
   /** Layers outside the fences (excluded), and the rest. */
@@ -565,6 +574,7 @@ export interface LgaRequest {
   targetNew: string;
 }
 
+/** Layer Gradient Analysis of a request set: S_l per layer and the golden layer. */
 export interface LgaResult extends LgaGradients {
   params: LgaParam[];
   /** S_l = sum over requests of the per-request inner products. */
@@ -591,155 +601,4 @@ export async function layerGradientAnalysis(
     (_, l) => g.perRequest.reduce((s, q) => s + q[l], 0),
   );
   return { ...g, params: o.params ?? ["c_proj"], scores, selection: goldenLayers(scores, o.fenceK ?? 1.5) };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pictures (SVG)
-
-function escapeXml(s: string): string {
-  return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
-}
-
-const fmt = (v: number) => (Number.isFinite(v) ? v.toPrecision(3) : "n/a");
-
-/** White at 0, red for positive, blue for negative values, full colour at |v| = max. */
-function diverging(v: number, max: number): string {
-  const a = max > 0 && Number.isFinite(v) ? Math.min(1, Math.abs(v) / max) : 0;
-  const [r, g, b] = v >= 0 ? [214, 39, 40] : [31, 119, 180];
-  const mix = (c: number) => Math.round(255 + a * (c - 255));
-  return `rgb(${mix(r)},${mix(g)},${mix(b)})`;
-}
-
-/** Per-layer curves (x = layer), one series per entry. */
-export function layerCurvesSvg(
-  series: { name: string; values: readonly number[] }[],
-  title: string,
-  yLabel: string,
-): string {
-  return lineChart(
-    series.map((s) => ({ name: s.name, points: s.values.map((v, l) => [l, v] as [number, number]) })),
-    {
-      title,
-      xLabel: "layer",
-      yLabel,
-      width: 760,
-    },
-  );
-}
-
-/** LGA's S_l per layer with Tukey's fences drawn as flat lines and the golden layer named in the title. */
-export function lgaChartSvg(result: Pick<LgaResult, "scores" | "selection" | "params">): string {
-  const { fences, golden, excluded } = result.selection;
-  const flat = (v: number) => result.scores.map(() => v);
-  return layerCurvesSvg(
-    [
-      { name: "S_l", values: result.scores },
-      { name: "upper fence", values: flat(fences.upper) },
-      { name: "lower fence", values: flat(fences.lower) },
-    ],
-    `Layer Gradient Analysis (${result.params.join(" + ")}): golden layer ${golden}` +
-      (excluded.length ? `, excluded ${excluded.join(", ")}` : ""),
-    "sum over requests of <grad old, grad new>",
-  );
-}
-
-/** Columns a heatmap draws at most; wider rows are binned (each bin shows its largest-magnitude value). */
-const MAX_COLUMNS = 512;
-
-/**
- * Heatmaps stacked vertically, each rows x columns coloured by signed value (red +, blue -, white 0,
- * scaled per panel). Used for layers x neurons (one panel) and prompts x layers (attribution over
- * causal tracing, Chun & Hur's figure 1).
- */
-export function heatmapPanelsSvg(
-  panels: { title: string; rowLabels: string[]; values: ArrayLike<number>[]; xLabel: string }[],
-  title: string,
-): string {
-  const binned = panels.map((p) => {
-    const columns = p.values[0]?.length ?? 0;
-    const bin = Math.max(1, Math.ceil(columns / MAX_COLUMNS));
-    const values = p.values.map((row) =>
-      Array.from({ length: Math.ceil(row.length / bin) }, (_, c) => {
-        let best = 0;
-        for (
-          let i = c * bin;
-          i < Math.min(row.length, (c + 1) * bin);
-          i++
-        ) if (Math.abs(row[i]) > Math.abs(best)) best = row[i];
-        return best;
-      })
-    );
-    return { ...p, bin, columns, values };
-  });
-  const widest = Math.max(...binned.map((p) => p.values[0]?.length ?? 0));
-  const cellW = Math.max(1, Math.min(28, Math.floor(640 / Math.max(1, widest))));
-  const labelW = 10 +
-    7 * Math.max(4, ...binned.flatMap((p) => p.rowLabels.map((s) => Math.min(40, s.length))));
-  const cellH = 16;
-  // Wide enough for the cells and for each panel's title and caption (~7 px per character).
-  const textW = 7 * Math.max(...binned.map((p) => Math.max(p.title.length, p.xLabel.length + 60)));
-  const width = labelW + Math.max(widest * cellW, textW) + 20;
-  const parts: string[] = [];
-  let y = 44;
-  for (const p of binned) {
-    const max = Math.max(0, ...p.values.flat().map(Math.abs).filter(Number.isFinite));
-    parts.push(`<text x="${labelW}" y="${y}" font-size="13">${escapeXml(p.title)}</text>`);
-    y += 8;
-    p.values.forEach((row, r) => {
-      // Long labels keep their end ("... Brandt is → Danish"): the answer is what tells rows apart.
-      const label = p.rowLabels[r].length > 40 ? "..." + p.rowLabels[r].slice(-37) : p.rowLabels[r];
-      parts.push(
-        `<text x="${labelW - 4}" y="${y + r * cellH + 12}" text-anchor="end">${escapeXml(label)}</text>`,
-      );
-      row.forEach((v, c) => {
-        const what = p.bin > 1
-          ? `columns ${c * p.bin}-${Math.min(p.columns, (c + 1) * p.bin) - 1}`
-          : `column ${c}`;
-        parts.push(
-          `<rect x="${labelW + c * cellW}" y="${y + r * cellH}" width="${cellW}" height="${cellH}" fill="${
-            diverging(v, max)
-          }">` +
-            `<title>${escapeXml(`${p.rowLabels[r]}, ${what}: ${fmt(v)}`)}</title></rect>`,
-        );
-      });
-    });
-    const h = p.values.length * cellH, columns = p.values[0]?.length ?? 0, w = columns * cellW;
-    parts.push(`<rect x="${labelW}" y="${y}" width="${w}" height="${h}" fill="none" stroke="#999"/>`);
-    // Column numbers (the first column of each bin), about a dozen along the axis.
-    const every = Math.max(1, Math.ceil(columns / 12));
-    for (let c = 0; c < columns; c += every) {
-      parts.push(
-        `<text x="${labelW + (c + 0.5) * cellW}" y="${y + h + 12}" text-anchor="middle" font-size="10">${
-          c * p.bin
-        }</text>`,
-      );
-    }
-    y += 12;
-    const caption = `${p.xLabel}${
-      p.bin > 1 ? ` (bins of ${p.bin}, largest magnitude shown)` : ""
-    }; red +, blue -, full colour = ${fmt(max)}`;
-    parts.push(`<text x="${labelW}" y="${y + h + 14}" font-size="11">${escapeXml(caption)}</text>`);
-    y += h + 44;
-  }
-  const height = y;
-  return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(title)}</text>`,
-    ...parts,
-    "</svg>",
-  ].join("\n");
-}
-
-/** Layers x neurons attribution heatmap of one fact or an average. */
-export function neuronHeatmapSvg(neurons: ArrayLike<number>[], title: string): string {
-  return heatmapPanelsSvg(
-    [{
-      title: "neuron attribution (integrated gradients, pre-GELU at the last token)",
-      rowLabels: neurons.map((_, l) => `layer ${l}`),
-      values: neurons,
-      xLabel: "neuron",
-    }],
-    title,
-  );
 }

@@ -3,7 +3,7 @@
 // terminal. Cells are coloured by the effect (indirect effect for noise, probability removed for
 // zeroing) on a diverging scale: white at 0, the kind's colour (ROME's) for positive effects, orange for
 // negative ones (which ROME's pictures clip away); hovering a cell in a browser shows its numbers.
-import { lineChart } from "./charts.ts";
+import { escapeXml, lineChart } from "./charts.ts";
 import type { AverageTrace, FactTrace, KindGrid, StateKind } from "../localization/tracing.ts";
 
 /** ROME's colours: purple for the residual stream, green for MLP outputs, red for attention outputs. */
@@ -18,10 +18,6 @@ const KIND_NAMES: Readonly<Record<StateKind, string>> = {
   mlp: "MLP output",
   attn: "attention output",
 };
-
-function escapeXml(s: string): string {
-  return s.replace(/[<>&"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;" })[c]!);
-}
 
 /** Negative effects (restoring a state lowered the answer's probability) in every kind's panel. */
 const NEGATIVE_RGB = [230, 97, 1];

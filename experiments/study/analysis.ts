@@ -1,4 +1,4 @@
-// The seeds' analyses of a stored sweep (experiments/study/sweep.ts). Plain float64 TypeScript on the
+// The papers' analyses of a stored sweep (experiments/study/sweep.ts). Plain float64 TypeScript on the
 // result records; the statistics come from experiments/study/stats.ts.
 //
 // Hase et al. 2023, "Does Localization Inform Editing?" (sections 4-5 and appendix):
@@ -1195,7 +1195,7 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
   return out;
 }
 
-/** p-values as the seeds print them: "<1e-4" below 1e-4, else 3 significant digits. */
+/** p-values as the papers print them: "<1e-4" below 1e-4, else 3 significant digits. */
 export function formatP(p: number): string {
   if (!Number.isFinite(p)) return "n/a";
   return p < 1e-4 ? "<1e-4" : String(Number(p.toPrecision(3)));

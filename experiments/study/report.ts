@@ -1,6 +1,6 @@
-// One self-contained HTML page (inline SVG and CSS, nothing fetched) with the seeds' tables and figures
-// computed from a sweep's results (experiments/study/sweep.ts); `./locus task report RESULTS.db` is
-// experiments/commands/report.ts.
+// One self-contained HTML page (inline SVG and CSS, nothing fetched) with the papers' tables and figures
+// (Hase et al., Chun & Hur, the Golden Layers paper) computed from a sweep's results
+// (experiments/study/sweep.ts); `./locus task report RESULTS.db` is experiments/commands/report.ts.
 //
 // Sections, each table and figure with a stable id (tests/report_test.ts checks them all):
 //   summary       what was run, on what (model, adapter, results fingerprint), the headline (layer vs
@@ -49,7 +49,8 @@ import {
 import type { ConfidenceInterval, Verdict } from "./stats.ts";
 import { VERDICT_RULE } from "./stats.ts";
 import { STANDARD_METRICS } from "../evaluation/metrics.ts";
-import { goldenLayers, layerCurvesSvg, lgaChartSvg } from "../localization/attribution.ts";
+import { goldenLayers } from "../localization/attribution.ts";
+import { layerCurvesSvg, lgaChartSvg } from "../pictures/attribution.ts";
 import { barChartSvg, formatTick, lineChart, ticks } from "../pictures/charts.ts";
 import { averageCurvesSvg, heatmapSvg } from "../pictures/heatmap.ts";
 import { averageTraces } from "../localization/tracing.ts";
@@ -578,7 +579,9 @@ function correlationTable(data: SweepData, rows: CorrelationRow[]): string {
 }
 
 function goldenSection(data: SweepData, methodLabel: (m: string) => string): string {
-  const parts = [`<section id="golden"><h2>Golden layers and layer selection (seeds 000 and 004)</h2>`];
+  const parts = [
+    `<section id="golden"><h2>Golden layers and layer selection (Chun &amp; Hur; the Golden Layers paper)</h2>`,
+  ];
   const golden = goldenVsSampleWise(data, "rewrite");
   if (golden.length === 0) {
     parts.push(missing("table-golden", "table", "no fact has scores at every layer of the grid"));

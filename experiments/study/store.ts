@@ -18,7 +18,8 @@
 //
 //   ./locus task sweep merge all.db shard0.db shard1.db ...   (experiments/commands/sweep.ts)
 //   ./locus task sweep csv all.db results.csv [--name NAME] [--method NAME]
-import { writeAtomic } from "../../engine/files.ts";
+import { existsSync, writeAtomic } from "../../engine/files.ts";
+import { csvField } from "../output.ts";
 import { createHash } from "node:crypto";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 
@@ -205,16 +206,6 @@ function openDatabase(path: string, create = true): DatabaseSync {
     throw e;
   }
   return db;
-}
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /** JSON text with object keys sorted at every level: equal settings give equal text and fingerprint. */
@@ -504,11 +495,6 @@ export function mergeStores(target: string, sources: readonly string[]): MergeRe
     db.close();
   }
   return report;
-}
-
-/** One CSV field (RFC 4180): quoted if it holds a comma, quote, line break or edge whitespace. */
-export function csvField(value: string): string {
-  return /[",\r\n]|^\s|\s$/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
 }
 
 /** Nested JSON flattened to dotted column names; arrays stay JSON text, null becomes "". */

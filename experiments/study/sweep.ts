@@ -101,7 +101,7 @@ import {
   standardScores,
 } from "../evaluation/metrics.ts";
 import { ProgressBar, type ProgressOptions } from "../output.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
+import { knowsAnswers } from "../evaluation/recall.ts";
 import {
   type Json,
   type ResultKey,
@@ -119,6 +119,7 @@ import {
   traceFact,
   windowLayers,
 } from "../localization/tracing.ts";
+import { exists } from "../../engine/files.ts";
 
 // ------------------------------------------------------------------------------------------------
 // The plan
@@ -417,10 +418,12 @@ export async function sampleFacts(
       });
     } else candidates.push({ id: c.id, recordIndex: c.recordIndex, case: ec });
   }
-  const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(filledPrompt(c.case))));
-  const known = candidates.filter((c, i) =>
-    predicted[i] === targetIds(tok, filledPrompt(c.case), c.case.targetTrue, { refuseUnknown: true })[0]
+  const knows = await knowsAnswers(
+    model,
+    tok,
+    candidates.map((c) => ({ prompt: filledPrompt(c.case), answer: c.case.targetTrue })),
   );
+  const known = candidates.filter((_, i) => knows[i]);
   // Fisher-Yates with the project's PRNG: the same seed picks the same facts on every machine.
   const random = mulberry32(o.seed);
   const order = [...known];
@@ -455,15 +458,6 @@ async function fileSha256(path: string): Promise<string> {
   const file = await Deno.open(path);
   for await (const chunk of file.readable) hash.update(chunk);
   return hash.digest("hex");
-}
-
-export async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export interface RunMeta {
