@@ -147,7 +147,7 @@ Deno.test("r2Table: the layer explains all the variance; R^2, Diff and F match h
   close(row.adjusted.both, 1 - (1 - row.both) * 159 / 152, 1e-12, "adjusted both R^2");
   // The bootstrap's closed-form R^2 (stats.ts groupedLineR2) reproduces the OLS fits at full weight,
   // and each interval holds its estimate.
-  for (const k of ["layer", "trace", "both", "diff"] as const) {
+  for (const k of ["layer", "trace", "both", "diff", "f2"] as const) {
     close(row.ci[k].estimate, row[k], 1e-9, `bootstrap estimate of ${k}`);
     assert.ok(row.ci[k].lower <= row[k] + 1e-12 && row[k] - 1e-12 <= row.ci[k].upper, `${k} interval`);
   }

@@ -378,6 +378,7 @@ export interface R2Row {
     trace: ConfidenceInterval;
     both: ConfidenceInterval;
     diff: ConfidenceInterval;
+    f2: ConfidenceInterval;
   };
   /** Cohen's f^2 of the tracing terms added to the layer: diff / (1 - both). */
   f2: number;
@@ -461,14 +462,14 @@ export function r2Table(
     const factIds = [...new Set(usable.map((e) => e.fact))];
     const unitOf = usable.map((e) => factIds.indexOf(e.fact));
     const w = new Float64Array(usable.length);
-    const [ciLayer, ciTrace, ciBoth, ciDiff] = factIds.length < 2
-      ? [nanCI(), nanCI(), nanCI(), nanCI()]
+    const [ciLayer, ciTrace, ciBoth, ciDiff, ciF2] = factIds.length < 2
+      ? [nanCI(), nanCI(), nanCI(), nanCI(), nanCI()]
       : bootstrapUnits(
         factIds.length,
         (counts) => {
           unitOf.forEach((u, i) => (w[i] = counts[u]));
           const g = groupedLineR2(table.layer, effect, table.y, w, CONSTANT_EFFECT_RANGE);
-          return [g.group, g.line, g.both, g.both - g.group];
+          return [g.group, g.line, g.both, g.both - g.group, cohensF2(g.group, g.both)];
         },
         { resamples: o.resamples ?? DEFAULT_RESAMPLES, seed: o.seed ?? 0 },
       );
@@ -484,7 +485,7 @@ export function r2Table(
       both: r2(bothFit),
       diff: r2(bothFit) - r2(layerFit),
       adjusted: { layer: adj(layerFit), trace: adj(traceFit), both: adj(bothFit) },
-      ci: { layer: ciLayer, trace: ciTrace, both: ciBoth, diff: ciDiff },
+      ci: { layer: ciLayer, trace: ciTrace, both: ciBoth, diff: ciDiff, f2: ciF2 },
       f2: cohensF2(r2(layerFit), r2(bothFit)),
       F,
       p,
@@ -998,6 +999,7 @@ export function selectionScores(data: SweepData, o: EffectOptions & IntervalOpti
 // ------------------------------------------------------------------------------------------------
 // Verdicts, and what the data cannot support
 
+const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)}%` : "n/a");
 /** "12.3% [8.1, 15.0]": a share with its 95% interval, in percent. */
 export const pctCI = (x: number, ci: ConfidenceInterval) =>
@@ -1015,7 +1017,7 @@ export function headline(row: R2Row): string {
     `${pctCI(row.layer, row.ci.layer)} of the variance in ${row.metric} score, the tracing effect ` +
     `${pctCI(row.trace, row.ci.trace)}; adding the tracing effect to the layer adds ${
       pctCI(row.diff, row.ci.diff)
-    } (f² = ${Number.isFinite(row.f2) ? row.f2.toFixed(3) : "n/a"}, Holm-corrected F-test p = ${
+    } (f² = ${f3(row.f2)} [${f3(row.ci.f2.lower)}, ${f3(row.ci.f2.upper)}], Holm-corrected F-test p = ${
       formatP(row.pAdjusted)
     }): ${
       row.verdict === "effect" ? "an effect" : row.verdict === "no effect" ? "no effect" : "n/a"
