@@ -455,4 +455,13 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
   const text1 = findings(oneLayer).join("\n");
   assert.match(text1, /No condition has enough data|in 0 of \d+ conditions/);
   assert.doesNotMatch(text1, /median gain/);
+  // A score that neither the layer nor the effect predicts: findings says neither explains much.
+  const noise = rng(13);
+  const weak = loadSweep(
+    layerDrivenSweep().results.map((r) =>
+      r.localization === "layer-grid" ? { ...r, metrics: { ...r.metrics, rewrite: noise() } } : r
+    ),
+  );
+  assert.match(findings(weak).join("\n"), /Neither predictor explains much: median R² of the layer \d/);
+  assert.doesNotMatch(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /Neither predictor/);
 });

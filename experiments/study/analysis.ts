@@ -1136,6 +1136,9 @@ export function caveats(data: SweepData, o: EffectOptions & IntervalOptions = {}
   return out;
 }
 
+/** Below this R² a predictor "explains little" (findings says so rather than ranking the two). */
+export const WEAK_R2 = 0.2;
+
 /**
  * What the run supports, computed with the verdict rule: Hase et al.'s two claims (the layer predicts
  * edit success better than the tracing effect; the tracing effect adds little once the layer is
@@ -1158,12 +1161,20 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
           : ""
       }; the rest overlap.`,
   );
+  const median = (xs: number[]) => (xs.length ? quantile(xs, 0.5) : NaN);
+  const [layerR2, traceR2] = [median(rows.map((r) => r.layer)), median(rows.map((r) => r.trace))];
+  if (Math.max(layerR2, traceR2) < WEAK_R2) {
+    out.push(
+      `Neither predictor explains much: median R² of the layer ${pct(layerR2)}, of the tracing effect ` +
+        `${pct(traceR2)} (both below ${pct(WEAK_R2)}); comparing them says little about either.`,
+    );
+  }
   const effects = rows.filter((r) => r.verdict === "effect");
   const diffs = rows.map((r) => r.diff).filter(Number.isFinite);
   out.push(
     `Adding the tracing effect to the layer: an effect in ${effects.length} of ${rows.length} conditions` +
       (effects.length ? ` (${names(effects)})` : "") +
-      (diffs.length ? `; median gain in R² ${pct(quantile(diffs, 0.5))}` : "") + ".",
+      (diffs.length ? `; median gain in R² ${pct(median(diffs))}` : "") + ".",
   );
   const corr = perLayerCorrelations(data, o).filter((c) => c.verdict !== "n/a");
   if (corr.length) {
