@@ -440,6 +440,10 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
   assert.equal(data.edits.filter((e) => e.noop).length, 3);
   const text = caveats(data).join("\n");
   assert.match(text, /Degenerate regressor: the causal-tracing effect is at most 0.004/);
+  assert.match(
+    text,
+    /Degenerate regressor: the causal-tracing effect at the last subject token is at most 0.002/,
+  );
   assert.match(text, /One layer dominates: \d+ of 10 facts peak at layer 0/);
   assert.match(text, /Ceiling effect: 29 of 30 error-injection rome rewrite scores/);
   assert.match(text, /No-op edits: 3 of 30 error-injection rome edits/);

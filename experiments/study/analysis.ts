@@ -1053,17 +1053,31 @@ export function caveats(data: SweepData, o: EffectOptions & IntervalOptions = {}
   const localization = o.localization ?? "causal-tracing";
   const traces = data.traces.filter((t) => t.localization === localization);
   const effects = traces.map((t) => (o.site === "last-subject" ? t.lastSubjectEffect : t.effect));
-  if (traces.length > 0) {
-    const all = effects.flat().filter(Number.isFinite);
+  // Every regressor the report uses: the effect (max over tokens, or at the last subject token) of
+  // causal tracing, and of representation zeroing.
+  const regressors: [string, number[][]][] = [
+    [`${localization} effect${o.site === "last-subject" ? " at the last subject token" : ""}`, effects],
+    ...(o.site === undefined && localization === "causal-tracing"
+      ? [
+        ["causal-tracing effect at the last subject token", traces.map((t) => t.lastSubjectEffect)],
+        ["zeroing effect", data.traces.filter((t) => t.localization === "zeroing").map((t) => t.effect)],
+      ] as [string, number[][]][]
+      : []),
+  ];
+  for (const [name, values] of regressors) {
+    const all = values.flat().filter(Number.isFinite);
+    if (values.length === 0) continue;
     const top = all.length ? Math.max(...all.map(Math.abs)) : NaN;
     if (!(top >= T.minEffect)) {
       out.push(
-        `Degenerate regressor: the ${localization} effect is at most ${
+        `Degenerate regressor: the ${name} is at most ${
           Number.isFinite(top) ? top.toPrecision(2) : "n/a"
-        } (in absolute value) at every layer of all ${traces.length} facts, below ${T.minEffect}: the facts ` +
-          `barely differ in it, so the regressions cannot test whether it informs editing.`,
+        } (in absolute value) at every layer of all ${values.length} facts, below ${T.minEffect}: the facts ` +
+          `barely differ in it, so the regressions on it cannot test whether it informs editing.`,
       );
     }
+  }
+  if (traces.length > 0) {
     const peaks = effects.map((e) => layerChoice(e).layer);
     const none = peaks.filter((p) => p === null).length;
     const counts = new Map<number, number>();
