@@ -9,7 +9,7 @@ import {
   fetchDataset,
   type Progress,
   type RemoteDataset,
-} from "../experiments/commands/fetch_data.ts";
+} from "../experiments/data/remote_datasets.ts";
 import { serveFiles } from "./http_fixtures.ts";
 import {
   type DatasetFormat,

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { EVIDENCE_MIN, EVIDENCE_SHARE, tracingEvidence } from "../experiments/commands/demo.ts";
+import { EVIDENCE_MIN, EVIDENCE_SHARE, tracingEvidence } from "../experiments/localization/layer_selection.ts";
 import type { FactTrace } from "../experiments/localization/tracing.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { runScript, type ScriptRun } from "./util.ts";

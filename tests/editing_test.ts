@@ -25,7 +25,7 @@ import {
 } from "../experiments/editing/linalg.ts";
 import { computeRome, computeRomeAt } from "../experiments/editing/rome.ts";
 import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
-import { optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
+import { fitsOneBatch, optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
 import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
 import {
   EDITING_CONFIG as cfg,
@@ -517,7 +517,51 @@ Deno.test("v* of several requests optimised in one batch (finished ones leaving 
   }
 });
 
-Deno.test("v* and ROME edits of requests at different layers in one batch equal each computed at its layer alone", async () => {
+Deno.test("v* objective over requests at two layers equals each request's objective alone", async () => {
+  const model = Model.random(gpu, cfg, 23, true);
+  const o = { ...BATCH_VALUES, layer: 0, steps: 1 };
+  const plans = [
+    planRequest(tok, request, o, 2),
+    planRequest(tok, { prompt: "{} works at", subject: "Carl", target: "Rome Lima" }, o, 0),
+  ];
+  const d = cfg.nEmbd, zero = () => new Float64Array(d);
+  const deltas = [Float64Array.from(randomArray(d, 24, 0.5)), Float64Array.from(randomArray(d, 25, 0.5))];
+  const both = new ValueObjective(model, plans, o);
+  await both.evaluate([zero(), zero()]);
+  const together = await both.evaluate(deltas, () => true);
+  both.release();
+  for (const r of [0, 1]) {
+    const alone = new ValueObjective(model, [plans[r]], o);
+    await alone.evaluate([zero()]);
+    const got = await alone.evaluate([deltas[r]], () => true);
+    alone.release();
+    assert.ok(Math.abs(got.losses[0] - together.losses[r]) < 1e-5, `request ${r} loss`);
+    assertClose(
+      got.grads[0]!,
+      together.grads[r]!,
+      1e-5 * Math.max(...got.grads[0]!.map(Math.abs)),
+      `request ${r} gradient`,
+    );
+  }
+});
+
+Deno.test("v* grouping: requests split over several batches (fitsOneBatch's row cap) give one batch's results, in request order", async () => {
+  const model = Model.random(gpu, cfg, 19, true);
+  const requests: EditRequest[] = [
+    { prompt: "{} works at", subject: "Carl", target: "Rome Lima" },
+    request,
+    { prompt: "{} is a", subject: "Eva Falk", target: "city" },
+  ];
+  const o = { ...BATCH_VALUES, layer: 1, steps: 3 };
+  const plans = requests.map((r) => planRequest(tok, r, o));
+  assert.ok(fitsOneBatch(model, plans), "three small requests fit the adapter's limits");
+  assert.ok(!fitsOneBatch(model, plans, 10), "but not a cap of 10 rows");
+  const together = await optimiseValues(model, tok, requests, o);
+  const split = await optimiseValues(model, tok, requests, { ...o, maxRowsPerBatch: 1 });
+  for (const i of requests.keys()) assertClose(split[i].target, together[i].target, 1e-6, `request ${i}`);
+});
+
+Deno.test("v* and ROME edits of requests at different layers in one call equal each computed at its layer alone", async () => {
   const model = Model.random(gpu, cfg, 17, true);
   const requests: EditRequest[] = [
     request,

@@ -8,7 +8,7 @@ import {
   byHandMessage,
   DEFAULT_BASE_URLS,
   REMOTE_DATASETS,
-} from "../experiments/commands/fetch_data.ts";
+} from "../experiments/data/remote_datasets.ts";
 import { WIKITEXT_103 } from "../experiments/data/corpus.ts";
 import { fakeHub } from "./http_fixtures.ts";
 

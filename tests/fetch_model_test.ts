@@ -9,7 +9,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { cachedSnapshot, parseHubId, repoCacheDir, resolveModelDir } from "../engine/hub.ts";
 import { makeBatch, Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { fetchRepo, locusFiles } from "../experiments/commands/fetch_model.ts";
+import { fetchRepo, locusFiles } from "../experiments/data/hub_download.ts";
 import { COMMIT, fakeHub, sha } from "./http_fixtures.ts";
 import { assertClose, runScriptEnv } from "./util.ts";
 
@@ -97,7 +97,7 @@ Deno.test("fetch-model: Python's hub cache layout, only Locus's files, then --mo
     const env = { HF_HUB_CACHE: cacheDir };
     const tokenize = await runScriptEnv(
       env,
-      "engine/cli.ts",
+      "experiments/commands/predict.ts",
       "tokenize",
       "--model",
       "org/tiny",
@@ -110,7 +110,7 @@ Deno.test("fetch-model: Python's hub cache layout, only Locus's files, then --mo
     assert.equal(await cachedSnapshot("org/tiny", "v2", "model", cacheDir), null);
     const missing = await runScriptEnv(
       env,
-      "engine/cli.ts",
+      "experiments/commands/predict.ts",
       "tokenize",
       "--model",
       "org/other",

@@ -7,7 +7,7 @@ import { cachedSnapshot, hubCacheDir, repoCacheDir } from "../../engine/hub.ts";
 import { writeAtomic } from "../../engine/files.ts";
 import { type Corpus, type HubCorpusSpec, sha256Text } from "./corpus.ts";
 import { exists } from "../../engine/files.ts";
-import { fetchRepo, type FetchRepoOptions, type FetchRepoResult } from "../commands/fetch_model.ts";
+import { fetchRepo, type FetchRepoOptions, type FetchRepoResult } from "./hub_download.ts";
 
 /**
  * What a corpus's first download found on the hub, kept in the hub cache next to its snapshots

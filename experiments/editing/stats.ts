@@ -395,6 +395,7 @@ async function sha256Hex(parts: (string | Float32Array)[]): Promise<string> {
 
 export const DEFAULT_STATS_DIR = new URL("../../runs/editing-stats", import.meta.url).pathname;
 
+/** Where key statistics come from and where they are cached. */
 export interface CachedStatsOptions {
   /** The corpus: a text file (one text per line), a known corpus name (wikitext-103), or an opened one. */
   corpus: string | Corpus;

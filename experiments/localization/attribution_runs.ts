@@ -6,7 +6,7 @@
 import type { Model } from "../../engine/model.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { checkRecord, loadDataset } from "../data/datasets.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
+import { knowsAnswers } from "../evaluation/recall.ts";
 import {
   attributeFacts,
   type AverageAttribution,
@@ -67,10 +67,12 @@ export async function attributionCases(
   );
   let known: number | null = null;
   if (o.known) {
-    const predicted = await greedyNextTokens(model, requests.map((r) => tok.encode(r.prompt)));
-    requests = requests.filter((r, i) =>
-      predicted[i] === targetIds(tok, r.prompt, r.targetTrue, { refuseUnknown: true })[0]
+    const knows = await knowsAnswers(
+      model,
+      tok,
+      requests.map((r) => ({ prompt: r.prompt, answer: r.targetTrue })),
     );
+    requests = requests.filter((_, i) => knows[i]);
     known = requests.length;
     requests = requests.slice(0, limit);
   }
