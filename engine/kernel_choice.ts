@@ -124,7 +124,7 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       matmul: { ...SOFTWARE_TILES, texture: { TM: textureTM, TN: 16, WG: 8 } },
     };
   }
-  if (software !== null) return { software, nativeF16, matmul: SOFTWARE_TILES };
+  if (software !== null) return { software, nativeF16, rows: "invocation", matmul: SOFTWARE_TILES };
   const l = a.limits;
   const rows: RowKernels = ROWS_WORKGROUP <= l.maxComputeInvocationsPerWorkgroup &&
       ROWS_WORKGROUP <= l.maxComputeWorkgroupSizeX && 4 * ROWS_WORKGROUP <= l.maxComputeWorkgroupStorageSize
