@@ -24,6 +24,7 @@ import { add, gatherColumns, matmul, type RowEntry, rowOps } from "./ops.ts";
 /** Gradient accumulators by parameter name (same shapes as the parameters). */
 export type Gradients = Map<string, Tensor>;
 
+/** Zeroed gradient buffers, one per named parameter (Locus names, e.g. `h.3.mlp.c_proj.weight`). */
 export function allocateGradients(model: Model, names: Iterable<string>): Gradients {
   const grads: Gradients = new Map();
   for (const name of names) {
@@ -39,6 +40,7 @@ export function allocateGradients(model: Model, names: Iterable<string>): Gradie
   return grads;
 }
 
+/** What `backward` differentiates: the loss gradient at the logits and what to return gradients of. */
 export interface BackwardRequest {
   /** d loss / d logits [outputRows.length, V] of the forward. */
   dlogits: Tensor;
@@ -62,6 +64,8 @@ function distinctRounds(entries: RowEntry[]): RowEntry[][] {
   return rounds.map((r) => r.list);
 }
 
+/** The hand-written backward pass of a forward kept with `keep: true`: fills the requested parameter,
+ *  hook-source and site gradients (recorded into the same submit stream, no readback). */
 export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest): void {
   const gpu = model.gpu, cfg = model.config;
   const acts = fwd.acts;
@@ -269,17 +273,17 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     if (dattnAdded) gpu.release(dattnAdded);
     hookBackward(l, "attn", dattn);
     const dheads = linearBackward(dattn, a.heads, p + "attn.c_proj", qd, d, true)!;
-    let dqkv = attentionBackward(gpu, dheads, a.kv ?? a.qkv, a.probs, B, suffix?.T ?? T, qd, H, {
+    let dqkv = attentionBackward(gpu, dheads, a.qkv, a.probs, B, suffix?.T ?? T, qd, H, {
       dqkv: gpu.empty([R, width]),
       nKvHead: Hkv,
       scale: cfg.attnScale,
       softcap: cfg.attnSoftcap,
       window: cfg.windows[l],
-      queries: suffix && { rows: T, starts: suffix.starts },
+      queries: suffix && { Tq: T, offsets: suffix.offsets, cache: suffix.qkv[l - fwd.startLayer] },
     });
     gpu.release(dattn, dheads);
     if (cfg.rotary) {
-      model.rotate(dqkv, l, R, T, -1, suffix?.starts);
+      model.rotate(dqkv, l, R, T, -1, suffix?.offsets);
     }
     if (cfg.qkNorm) {
       // The q and k parts of the projection's gradient come through their norms; v's is unchanged.

@@ -19,6 +19,8 @@ import {
   normExtent,
   type NormRows,
   queryRows,
+  rowKernels,
+  runRowsWorkgroup,
 } from "./ops.ts";
 
 /** Invocations per workgroup for row/column kernels: one llvmpipe SIMD vector. */
@@ -62,6 +64,7 @@ function constants(gpu: Gpu): { one: Tensor; placeholder: Tensor } {
 
 // ---------------------------------------------------------------- LayerNorm
 
+/** The gradients of a LayerNorm (or RMSNorm): input, and weight and bias when they are learned. */
 export interface LayernormGrads {
   dx: Tensor;
   dgamma?: Tensor;
@@ -204,9 +207,9 @@ export function softcapBackward(gpu: Gpu, grad: Tensor, capped: Tensor, n: numbe
  * concatenated, before the projection, d = nHead*hd); qkv [B*T, d + 2*nKvHead*hd] and probs
  * [B,nHead,T,T] are the forward's input and saved probabilities; the options are the forward's.
  * Writes dqkv (qkv's shape). `dscores` [B,nHead,T,T] is scratch for the score gradients (taken from
- * and given back to the Gpu's pool when not given). With `o.queries` (Tq query rows per sequence, as
- * the forward had them): dy and dqkv are [B*Tq, ...] (the gradient of those rows' q, k and v; the
- * cached prefix rows get none), probs and dscores [B, nHead, Tq, T].
+ * and given back to the Gpu's pool when not given). With `o.queries` (Tq rows per sequence, as the
+ * forward had them): dy, qkv and dqkv hold B*Tq rows (the gradient of those rows' q, k and v; the
+ * cached rows get none), probs and dscores are [B, nHead, Tq, T].
  */
 export function attentionBackward(
   gpu: Gpu,
@@ -226,13 +229,13 @@ export function attentionBackward(
   if (nHead % nKvHead !== 0) throw new Error(`${op}: nHead=${nHead} is not a multiple of nKvHead=${nKvHead}`);
   const hd = d / nHead, width = d + 2 * nKvHead * hd;
   const { scale, softcap } = attentionSettings(hd, o);
-  const [Tq, starts] = queryRows(gpu, op, B, T, o.queries);
+  const [Tq, offsets, cache] = queryRows(gpu, op, B, T, width, o.queries);
   const dqkv = o.dqkv ?? gpu.zeros([B * Tq, width]);
   const dscores = o.dscores ?? gpu.empty([B, nHead, Tq, T]);
   for (
     const [what, t, size] of [
       ["dy", dy, B * Tq * d],
-      ["qkv", qkv, B * T * width],
+      ["qkv", qkv, B * Tq * width],
       ["probs", probs, B * nHead * Tq * T],
       ["dqkv", dqkv, B * Tq * width],
       ["dscores", dscores, B * nHead * Tq * T],
@@ -243,13 +246,13 @@ export function attentionBackward(
   const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries };
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", params),
-    [dy, qkv, probs, starts, dscores],
+    [dy, qkv, probs, offsets, cache, dscores],
     [cdiv(B * nHead * Tq, WG)],
     u(),
   );
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_qkv", params),
-    [dy, qkv, probs, starts, dscores, dqkv],
+    [dy, qkv, probs, offsets, cache, dscores, dqkv],
     [cdiv(nHead * cdiv(hd, params.TN), WG), cdiv(Tq, params.TM), 3 * B],
     u(),
   );
@@ -391,6 +394,7 @@ export function sumOfSquares(
 
 // ---------------------------------------------------------------- loss
 
+/** Outputs and weighting of the fused softmax cross-entropy kernel. */
 export interface CrossEntropyOptions {
   /** [R] per-row losses -log softmax(logits)[target] (unweighted; 0 on masked rows). */
   losses?: Tensor;
@@ -424,11 +428,8 @@ export function crossEntropy(
   if (o.dlogits) need(op, "dlogits", o.dlogits, R * V);
   const { one, placeholder } = constants(gpu);
   const u = uniforms().u32(R, V, o.weights ? 1 : 0, o.dlogits ? 1 : 0).f32(o.scale ?? 1);
-  gpu.run(
-    gpu.pipeline("crossentropy.wgsl", "cross_entropy", { WG }),
-    [logits, targets, o.weights ?? one, losses, o.dlogits ?? placeholder],
-    [cdiv(R, WG)],
-    u,
-  );
+  const buffers = [logits, targets, o.weights ?? one, losses, o.dlogits ?? placeholder];
+  if (rowKernels(gpu) === "workgroup") runRowsWorkgroup(gpu, "cross_entropy_rows", buffers, R, u);
+  else gpu.run(gpu.pipeline("crossentropy.wgsl", "cross_entropy", { WG }), buffers, [cdiv(R, WG)], u);
   return { losses, dlogits: o.dlogits };
 }

@@ -112,10 +112,12 @@ export class Uniforms {
   }
 }
 
+/** A builder of a kernel's uniform block (u32 and f32 fields in order). */
 export function uniforms(): Uniforms {
   return new Uniforms();
 }
 
+/** No WebGPU adapter: the message says which backend was tried and how to get one. */
 export class NoAdapterError extends Error {}
 
 /** What the runtime reports about `adapter` (engine/kernel_choice.ts decides from it). Deno and current
@@ -135,6 +137,8 @@ export function adapterFacts(adapter: GPUAdapter, backend: string): AdapterFacts
   };
 }
 
+/** The WebGPU device with the adapter's real limits: tensors, a buffer pool, cached pipelines and one
+ *  recorded submit stream (readbacks flush it). */
 export class Gpu {
   private pipelines = new Map<string, GPUComputePipeline>();
   private pool = new Map<number, GPUBuffer[]>();

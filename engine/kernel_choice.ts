@@ -87,7 +87,15 @@ export interface KernelChoice {
   matmul: MatmulTiles;
   /** Read f16 weights natively (needs the device feature "shader-f16"). */
   nativeF16: boolean;
+  /** How norms, softmax, log-probabilities and cross-entropy spread a row: one invocation per row
+   *  (software adapters, where a barrier costs more than a loop over the row) or one workgroup of
+   *  ROWS_WORKGROUP lanes per row with tree reductions (GPUs; shaders/rows_workgroup.wgsl). */
+  rows: RowKernels;
 }
+
+export type RowKernels = "invocation" | "workgroup";
+/** Lanes per row for the "workgroup" row kernels (one f32 of workgroup memory each). */
+export const ROWS_WORKGROUP = 64;
 
 /** The CPU implementation behind an adapter, from its flag or its names; null for a GPU. */
 export function softwareAdapter(a: AdapterFacts): SoftwareAdapter | null {
@@ -109,10 +117,19 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
   const nativeF16 = a.features.includes("shader-f16");
   if (software === "llvmpipe" || software === "lavapipe") {
     const textureTM = software === "llvmpipe" ? 8 : 4;
-    return { software, nativeF16, matmul: { ...SOFTWARE_TILES, texture: { TM: textureTM, TN: 16, WG: 8 } } };
+    return {
+      software,
+      nativeF16,
+      rows: "invocation",
+      matmul: { ...SOFTWARE_TILES, texture: { TM: textureTM, TN: 16, WG: 8 } },
+    };
   }
-  if (software !== null) return { software, nativeF16, matmul: SOFTWARE_TILES };
+  if (software !== null) return { software, nativeF16, rows: "invocation", matmul: SOFTWARE_TILES };
   const l = a.limits;
+  const rows: RowKernels = ROWS_WORKGROUP <= l.maxComputeInvocationsPerWorkgroup &&
+      ROWS_WORKGROUP <= l.maxComputeWorkgroupSizeX && 4 * ROWS_WORKGROUP <= l.maxComputeWorkgroupStorageSize
+    ? "workgroup"
+    : "invocation";
   const fits = (wg: number, tm: number) => {
     const tileBytes = 2 * 8 * (tm * wg) * 4; // BK = 8 rows of A's and B's tiles, (TM * WG) floats each
     return wg * wg <= l.maxComputeInvocationsPerWorkgroup && wg <= l.maxComputeWorkgroupSizeX &&
@@ -123,9 +140,10 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       return {
         software,
         nativeF16,
+        rows,
         matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8 },
       };
     }
   }
-  return { software, nativeF16, matmul: SOFTWARE_TILES };
+  return { software, nativeF16, rows, matmul: SOFTWARE_TILES };
 }

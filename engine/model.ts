@@ -47,8 +47,11 @@ import { makeFolder, writeAtomic } from "./files.ts";
 import { io } from "./io.ts";
 import { applyVirtualEdit, type VirtualEdit } from "./virtual_edits.ts";
 import { type HalfTensor, openCheckpoint, widenHalf, writeSafetensors } from "./safetensors.ts";
+/** A hook site: token+position embeddings (`embed`), attention output, c_fc output (`mlp_pre`), MLP key
+ *  (c_proj input, `key`), MLP output, block output (`resid`). */
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
+/** One intervention of a forward: capture rows of a site, or patch them (overwrite, add, zero, scale). */
 export interface Hook {
   /** Block index; ignored for "embed". */
   layer: number;
@@ -67,6 +70,7 @@ export interface Batch {
   lengths: number[];
 }
 
+/** A batch of token sequences, right-padded with `pad` to the longest (lengths are kept). */
 export function makeBatch(sequences: number[][], pad = 0): Batch {
   if (sequences.length === 0) throw new Error("makeBatch: no sequences");
   const B = sequences.length;
@@ -107,6 +111,7 @@ export interface LayerActivations {
   mlpNormed?: Tensor;
 }
 
+/** What a forward returns: the requested rows' logits, and the activations when `keep` is set. */
 export interface ForwardResult {
   /** Logits [outputRows.length, V] for the requested rows (after the final soft-cap, if any). */
   logits: Tensor;
@@ -125,30 +130,31 @@ export interface ForwardResult {
   startLayer: number;
   /** The caller's `input` tensor, if the pass was given one (never released by releaseForward). */
   input?: Tensor;
-  /** A suffix forward's cache and its starts (u32 [B], released with the result). */
-  suffix?: { qkv: Tensor[]; T: number; starts: Tensor };
+  /** A suffix forward's caches and its starts and bases (u32 [2B], released with the result). */
+  suffix?: { qkv: Tensor[]; T: number; offsets: Tensor };
 }
 
 /**
  * A forward over the rows of each sequence from a position on, the rows before it cached: row
  * b*T + i of the batch (T its padded length) is sequence b's position starts[b] + i, and the
  * residual entering startLayer is given as `input` [B*T, d] for those rows only. Attention reads the
- * earlier rows' keys and values from `qkv`, one tensor per layer from startLayer on, each the
- * attention input q|k|v [B*T_k, (H + 2 Hkv) hd] of the whole sequences (T_k rows each) as a forward
- * with `captureQkv` wrote it; the forward writes its own rows' q|k|v into these tensors (rows of
- * positions < T_k), so the rows before starts[b] must be the cached ones and nothing else may use
- * the tensors meanwhile. The rows computed equal the whole forward's rows at those positions when
- * the earlier rows are what the cache holds (a delta added at or after starts[b] leaves them so).
- * Hook rows and outputRows index the batch's rows. The backward pass gives gradients of patch
- * sources and states of these rows, not of parameters (the prefix's share would be missing).
+ * keys and values of sequence b's earlier positions j < starts[b] from row bases[b] + j of `qkv[l]`,
+ * one tensor per layer from startLayer on holding attention inputs q|k|v [rows, (H + 2 Hkv) hd] as a
+ * forward with `captureQkv` wrote them (read only: sequences that share a prefix share its rows).
+ * The rows computed equal the whole forward's rows at those positions when the cache holds what the
+ * whole forward had there (a delta added at or after starts[b] leaves the earlier rows so). Hook rows
+ * and outputRows index the batch's rows. The backward pass gives gradients of patch sources and states
+ * of these rows, not of parameters (the prefix's share would be missing).
  */
 export interface Suffix {
   starts: number[];
   qkv: Tensor[];
-  /** Rows per sequence in the cache (T_k). */
+  bases: number[];
+  /** Positions per sequence (the whole sequences' padded length). */
   T: number;
 }
 
+/** Hooks, kept activations, output rows, a restart mid-model and virtual edits of one forward. */
 export interface ForwardOptions {
   hooks?: Hook[];
   /** Rows (b*T + t) whose logits are computed; default the last real token of each prompt. */
@@ -185,12 +191,15 @@ export function parameterShapes(cfg: GPT2Config | ModelConfig): [string, number[
   return shapesOf(resolveConfig(cfg));
 }
 
+/** A model folder Locus cannot load (file, tensor or shape named in the message). */
 export class ModelLoadError extends Error {}
 
 /** Checkpoint tensors that are buffers rather than parameters (masks, cached rotary frequencies). */
 const IGNORED_TENSORS =
   /(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$/;
 
+/** A transformer of any supported family on the GPU: weights, the batched forward with hooks, and
+ *  `forwardWithCache` (every hook site of every layer captured in one call). */
 export class Model {
   /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
   readonly params = new Map<string, Tensor>();
@@ -237,8 +246,13 @@ export class Model {
       if (length !== n) {
         throw new ModelLoadError(`${source}: tensor ${name} has ${length} values, expected [${shape}]`);
       }
-      if (!(stored instanceof Float32Array) && (!name.endsWith(".weight") || shape.length !== 2)) {
-        throw new ModelLoadError(`${source}: only matrices are kept in 16 bits, not ${name}`);
+      if (
+        !(stored instanceof Float32Array) &&
+        (!name.endsWith(".weight") || shape.length !== 2 || name === "wpe.weight")
+      ) {
+        throw new ModelLoadError(
+          `${source}: only matrices read by matmuls or embed are kept in 16 bits, not ${name}`,
+        );
       }
       const bytes = tensorBytes(n, stored instanceof Float32Array ? "f32" : stored.dtype);
       if (name === "wte.weight") {
@@ -400,11 +414,12 @@ export class Model {
         }
       }
       // Matrices stored in f16/bf16 (projections, the embedding and the head) stay in 16 bits on the
-      // GPU (all parts of a fused tensor must share the format); norms and biases are widened to f32.
+      // GPU (all parts of a fused tensor must share the format); norms, biases and GPT-2's learned
+      // positions (added in f32 by the embedding kernel) are widened to f32.
       const keepHalf = (name: string, parts: string[]) => {
         const dtypes = new Set(parts.map((p) => ckpt.info(p).dtype));
         return (o.keepHalf ?? true) && dtypes.size === 1 && !dtypes.has("F32") && name.endsWith(".weight") &&
-          ckpt.info(parts[0]).shape.length === 2;
+          ckpt.info(parts[0]).shape.length === 2 && name !== "wpe.weight";
       };
       checkMemory(gpu, config, dir, (name) => {
         const entry = plan.find(([n]) => n === name)!;
@@ -598,6 +613,7 @@ export class Model {
   /** Rotary embedding of layer l in place on fused q|k|v rows [R, (H + 2 Hkv) hd]; sign -1 undoes it
    *  (the backward pass of a rotation is the inverse rotation of the gradient). */
   rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1, starts?: Tensor): void {
+    // `starts` (u32, its first R / T values): each sequence's first position in a suffix forward.
     const c = this.config;
     if (!c.rotary) throw new Error(`rotate: ${c.family} has no rotary embedding`);
     rope(this.gpu, qkv, this.invFreq[l], {
@@ -652,39 +668,34 @@ export class Model {
       }
     }
     let suffixState: ForwardResult["suffix"];
-    let scatter: RowEntry[] = [];
     if (suffix) {
       if (!o.input) throw new Error("forward: a suffix forward needs the residual `input` of its rows");
-      if (suffix.starts.length !== B) {
-        throw new Error(`forward: suffix has ${suffix.starts.length} starts for ${B} sequences`);
+      if (suffix.starts.length !== B || suffix.bases.length !== B) {
+        throw new Error(
+          `forward: suffix has ${suffix.starts.length} starts and ${suffix.bases.length} cache bases ` +
+            `for ${B} sequences`,
+        );
       }
       if (suffix.qkv.length !== cfg.nLayer - start) {
         throw new Error(
           `forward: suffix has ${suffix.qkv.length} q|k|v caches for layers ${start}..${cfg.nLayer - 1}`,
         );
       }
-      for (const [i, t] of suffix.qkv.entries()) {
-        if (t.size < B * Tk * width) {
-          throw new Error(
-            `forward: suffix q|k|v cache of layer ${start + i} holds ${t.size} values, not [${
-              B * Tk
-            }, ${width}]`,
-          );
-        }
-      }
+      const cacheRows = Math.min(...suffix.qkv.map((t) => Math.floor(t.size / width)));
       suffix.starts.forEach((s, b) => {
         if (!Number.isInteger(s) || s < 0 || s >= Tk) {
           throw new Error(`forward: suffix start ${s} of sequence ${b} outside [0, ${Tk})`);
         }
+        const base = suffix.bases[b];
+        if (!Number.isInteger(base) || base < 0 || base + s > cacheRows) {
+          throw new Error(
+            `forward: suffix cache rows [${base}, ${base + s}) of sequence ${b} are not among the ` +
+              `${cacheRows} q|k|v rows of width ${width} every cache holds`,
+          );
+        }
       });
-      // Each computed row's q|k|v goes to its position in the cache (padding past T_k is dropped).
-      scatter = suffix.starts.flatMap((s, b) =>
-        Array.from(
-          { length: Math.min(T, Tk - s) },
-          (_, i) => ({ dst: b * Tk + s + i, src: b * T + i, keep: 0, take: 1 }),
-        )
-      );
-      suffixState = { qkv: suffix.qkv, T: Tk, starts: gpu.tensor([B], suffix.starts, "u32") };
+      const offsets = gpu.tensor([2 * B], [...suffix.starts, ...suffix.bases], "u32");
+      suffixState = { qkv: suffix.qkv, T: Tk, offsets };
     }
     const applyHooks = (layer: number, site: Site, state: Tensor) => {
       for (const h of hooks) {
@@ -771,24 +782,20 @@ export class Model {
       }
       if (cfg.rotary) {
         // In place: a rotation is undone exactly in the backward pass, nothing to keep.
-        this.rotate(qkv, l, R, T, 1, suffixState?.starts);
+        this.rotate(qkv, l, R, T, 1, suffixState?.offsets);
       }
       a.qkv = qkv;
       const into = o.captureQkv?.get(l);
       if (into) gpu.copy(qkv, into, R * width);
-      if (suffixState) {
-        a.kv = suffixState.qkv[l - start];
-        rowOps(gpu, a.kv, qkv, width, scatter);
-      }
       a.probs = keep ? gpu.empty([B, H, T, Tk]) : undefined;
-      a.heads = attention(gpu, a.kv ?? qkv, B, Tk, qd, H, {
+      a.heads = attention(gpu, qkv, B, Tk, qd, H, {
         out: gpu.empty([R, qd]),
         probs: a.probs,
         nKvHead: Hkv,
         scale: cfg.attnScale,
         softcap: cfg.attnSoftcap,
         window: cfg.windows[l],
-        queries: suffixState && { rows: T, starts: suffixState.starts },
+        queries: suffixState && { Tq: T, offsets: suffixState.offsets, cache: suffixState.qkv[l - start] },
       });
       // The stream after attention: m = x + attn in a sequential block; the parallel branches add
       // into `out` below.
@@ -844,7 +851,7 @@ export class Model {
       if (keep) {
         layers.push(a as LayerActivations);
       } else {
-        releaseLayer(gpu, a, [out, o.input, a.kv]);
+        releaseLayer(gpu, a, [out, o.input]);
       }
       x = out;
     }
@@ -873,7 +880,7 @@ export class Model {
       result.suffix = suffixState;
     } else {
       if (x !== o.input) gpu.release(x);
-      gpu.release(selected, lnf, lnfStats, suffixState?.starts);
+      gpu.release(selected, lnf, lnfStats, suffixState?.offsets);
     }
     return result;
   }
@@ -907,8 +914,8 @@ export class Model {
     const gpu = this.gpu;
     gpu.release(r.logits);
     if (!r.acts) return;
-    for (const a of r.acts.layers) releaseLayer(gpu, a, [r.input, a.kv]);
-    gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats, r.suffix?.starts);
+    for (const a of r.acts.layers) releaseLayer(gpu, a, [r.input]);
+    gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats, r.suffix?.offsets);
     r.acts = undefined;
     r.suffix = undefined;
   }

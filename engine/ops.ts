@@ -4,7 +4,7 @@
 // (batch * tokens), all tensors row-major.
 import type { Activation } from "./config.ts";
 import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
-import type { MatmulTiles } from "./kernel_choice.ts";
+import { type MatmulTiles, type RowKernels, ROWS_WORKGROUP } from "./kernel_choice.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
  *  8 = one llvmpipe SIMD vector, so that even 16 rows make 2 workgroups for llvmpipe's 2 threads. */
@@ -59,7 +59,7 @@ function positive(op: string, sizes: Record<string, number>): void {
 
 // ---------------------------------------------------------------- matmul
 
-export type { MatmulTiles };
+export type { MatmulTiles, RowKernels };
 
 /** Tiles set by setMatmulTiles (benchmarks and tests), in place of the adapter's choice. */
 const tilesByGpu = new WeakMap<Gpu, MatmulTiles>();
@@ -69,6 +69,38 @@ export function matmulTiles(gpu: Gpu): MatmulTiles {
   return tilesByGpu.get(gpu) ?? gpu.kernels.matmul;
 }
 
+const rowKernelsByGpu = new WeakMap<Gpu, RowKernels>();
+
+/** How row kernels run on this adapter (engine/kernel_choice.ts chooses), unless set by setRowKernels. */
+export function rowKernels(gpu: Gpu): RowKernels {
+  return rowKernelsByGpu.get(gpu) ?? gpu.kernels.rows;
+}
+
+/** Overrides rowKernels' choice for this adapter (tests and benchmarks). */
+export function setRowKernels(gpu: Gpu, kernels: RowKernels): void {
+  rowKernelsByGpu.set(gpu, kernels);
+}
+
+/** Dispatches an entry point of shaders/rows_workgroup.wgsl over R rows, one workgroup per row. */
+export function runRowsWorkgroup(
+  gpu: Gpu,
+  entry: string,
+  buffers: Tensor[],
+  R: number,
+  u: ReturnType<typeof uniforms>,
+  flags: { RMS?: boolean; HAS_BETA?: boolean; WITH_STATS?: boolean } = {},
+): void {
+  // The module is compiled whole: every entry point needs every flag.
+  const params = {
+    WG: ROWS_WORKGROUP,
+    RMS: !!flags.RMS,
+    HAS_BETA: !!flags.HAS_BETA,
+    WITH_STATS: !!flags.WITH_STATS,
+  };
+  gpu.run(gpu.pipeline("rows_workgroup.wgsl", entry, params), buffers, grid1d(gpu, R), u);
+}
+
+/** Overrides the matmul tile sizes chosen for this adapter (benchmarks and tests). */
 export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
   positive("setMatmulTiles", {
     TM: tiles.TM,
@@ -86,6 +118,7 @@ export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
   tilesByGpu.set(gpu, tiles);
 }
 
+/** Layouts, epilogue (bias, alpha, beta, GELU), batching and output placement of one matmul. */
 export interface MatmulOptions {
   transA?: boolean;
   transB?: boolean;
@@ -110,6 +143,7 @@ export interface MatmulOptions {
   weight?: boolean;
 }
 
+/** The entry points of the matmul shaders (shaders/matmul.wgsl describes each). */
 export type MatmulKernel =
   | "matmul"
   | "matmul_half"
@@ -306,6 +340,7 @@ export interface NormRows {
   off: number;
 }
 
+/** Output and saved statistics of a LayerNorm or RMSNorm call. */
 export interface NormOptions {
   out?: Tensor;
   /** [R,2] mean and rstd per row, filled for the backward pass. */
@@ -351,13 +386,18 @@ export function layernorm(
     need("layernorm", "stats", o.stats, R * 2);
     distinct("layernorm", o.stats, { x, gamma, out });
   }
-  const params = { WG: ROW_WG, WITH_STATS: !!o.stats, RMS: !!o.rms, HAS_BETA: !!beta };
-  gpu.run(
-    gpu.pipeline("layernorm.wgsl", "layernorm", params),
-    [x, gamma, beta ?? placeholder(gpu), out, o.stats ?? placeholder(gpu)],
-    grid1d(gpu, cdiv(R, ROW_WG)),
-    uniforms().u32(R, C).f32(eps, o.gainOffset ?? 0).u32(rows.G, rows.ld, rows.off),
-  );
+  const flags = { WITH_STATS: !!o.stats, RMS: !!o.rms, HAS_BETA: !!beta };
+  const buffers = [x, gamma, beta ?? placeholder(gpu), out, o.stats ?? placeholder(gpu)];
+  const u = uniforms().u32(R, C).f32(eps, o.gainOffset ?? 0).u32(rows.G, rows.ld, rows.off);
+  if (rowKernels(gpu) === "workgroup") runRowsWorkgroup(gpu, "layernorm_rows", buffers, R, u, flags);
+  else {
+    gpu.run(
+      gpu.pipeline("layernorm.wgsl", "layernorm", { WG: ROW_WG, ...flags }),
+      buffers,
+      grid1d(gpu, cdiv(R, ROW_WG)),
+      u,
+    );
+  }
   return out;
 }
 
@@ -529,29 +569,39 @@ export interface AttentionOptions {
 }
 
 /**
- * The query rows of an attention that computes only the rows from a position on (a forward from a
- * cached prefix): `rows` query rows per sequence, row i of sequence b at position starts[b] + i
- * (`starts` a u32 tensor [B]); every one of the T key rows of qkv is seen, the prefix's as cached.
- * The output (and probs [B, nHead, rows, T], dy and dqkv of the backward) then hold B*rows rows; a
- * row whose position is >= T is padding and gets zeros.
+ * The rows of an attention that computes only the rows from a position on (a forward from a cached
+ * prefix): qkv holds Tq rows per sequence, row i of sequence b at position starts[b] + i, and the
+ * keys and values of sequence b's earlier positions j < starts[b] are rows bases[b] + j of `cache`
+ * (read only; several sequences may share rows). `offsets` is a u32 tensor [2B]: starts, then bases.
+ * The output (and probs [B, nHead, Tq, T], dy and dqkv of the backward) hold B*Tq rows; a row whose
+ * position is >= T is padding and gets zeros.
  */
 export interface QueryRows {
-  rows: number;
-  starts: Tensor;
+  Tq: number;
+  offsets: Tensor;
+  cache: Tensor;
 }
 
-const noStarts = new WeakMap<Gpu, Tensor>();
-/** Query rows per sequence and the starts binding of the attention kernels: for all rows a 1-element
- *  placeholder of its own (the forward may bind the shared placeholder writable, as probs). */
-export function queryRows(gpu: Gpu, op: string, B: number, T: number, q?: QueryRows): [number, Tensor] {
+const noOffsets = new WeakMap<Gpu, Tensor>();
+/** Rows per sequence and the offsets and cache bindings of the attention kernels: for all rows a
+ *  1-element placeholder of their own (the forward may bind the shared placeholder writable, as probs). */
+export function queryRows(
+  gpu: Gpu,
+  op: string,
+  B: number,
+  T: number,
+  width: number,
+  q?: QueryRows,
+): [number, Tensor, Tensor] {
   if (!q) {
-    let z = noStarts.get(gpu);
-    if (!z) noStarts.set(gpu, z = gpu.zeros([1], "u32"));
-    return [T, z];
+    let z = noOffsets.get(gpu);
+    if (!z) noOffsets.set(gpu, z = gpu.zeros([1], "u32"));
+    return [T, z, z];
   }
-  positive(op, { "queries.rows": q.rows });
-  need(op, "queries.starts", q.starts, B, "u32");
-  return [q.rows, q.starts];
+  positive(op, { "queries.Tq": q.Tq });
+  need(op, "queries.offsets", q.offsets, 2 * B, "u32");
+  need(op, "queries.cache", q.cache, width);
+  return [q.Tq, q.offsets, q.cache];
 }
 
 /** Checks attention sizes and returns the head dimension. */
@@ -579,8 +629,8 @@ export function attentionSettings(
  *  projection). Scores are scaled by 1/sqrt(hd) (or o.scale), optionally soft-capped, causal (key <=
  *  query, within o.window), softmax in f32 with max subtraction. Rows of a sequence are b*T + t. If
  *  `probs` ([B, nHead, T, T]) is given the softmax probabilities are stored there (masked entries 0),
- *  for the backward pass. With `o.queries` (Tq rows per sequence) y is [B*Tq, d] and probs
- *  [B, nHead, Tq, T]. */
+ *  for the backward pass. With `o.queries` (Tq rows per sequence) qkv and y hold B*Tq rows and probs
+ *  is [B, nHead, Tq, T]. */
 export function attention(
   gpu: Gpu,
   qkv: Tensor,
@@ -594,11 +644,12 @@ export function attention(
   positive("attention", { B, T, d, nHead, nKvHead });
   const hd = attentionHeadDim("attention", d, nHead, nKvHead);
   const { scale, softcap, window } = attentionSettings(hd, o);
-  const [Tq, starts] = queryRows(gpu, "attention", B, T, o.queries);
-  need("attention", "qkv", qkv, B * T * (d + 2 * nKvHead * hd));
+  const width = d + 2 * nKvHead * hd;
+  const [Tq, offsets, cache] = queryRows(gpu, "attention", B, T, width, o.queries);
+  need("attention", "qkv", qkv, B * Tq * width);
   const out = o.out ?? gpu.zeros([B * Tq, d]);
   need("attention", "out", out, B * Tq * d);
-  distinct("attention", out, { qkv });
+  distinct("attention", out, { qkv, cache });
   if (o.probs) {
     need("attention", "probs", o.probs, B * nHead * Tq * T);
     distinct("attention", o.probs, { qkv, out });
@@ -610,7 +661,7 @@ export function attention(
       WITH_PROBS: !!o.probs,
       OFFSETS: !!o.queries,
     }),
-    [qkv, out, o.probs ?? placeholder(gpu), starts],
+    [qkv, out, o.probs ?? placeholder(gpu), offsets, cache],
     grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
     uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),
   );
@@ -673,6 +724,8 @@ export interface RowEntry {
   take: number;
 }
 
+/** Row copies and mixes dst[e.dst] = keep * dst[e.dst] + take * src[e.src] over `C` columns, one per entry
+ *  (the patches of hooks and causal tracing's restores). */
 export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, entries: RowEntry[]): void {
   positive("rowOps", { C });
   if (entries.length === 0) return;
@@ -751,12 +804,16 @@ export function logProbOf(
   const out = o.out ?? gpu.zeros([R]);
   need("logProbOf", "out", out, R);
   distinct("logProbOf", out, { logits, targets });
-  gpu.run(
-    gpu.pipeline("softmax.wgsl", "log_prob_of", { WG: ROW_WG }),
-    [logits, targets, out],
-    grid1d(gpu, cdiv(R, ROW_WG)),
-    uniforms().u32(R, V),
-  );
+  if (rowKernels(gpu) === "workgroup") {
+    runRowsWorkgroup(gpu, "log_prob_of_rows", [logits, targets, out], R, uniforms().u32(R, V));
+  } else {
+    gpu.run(
+      gpu.pipeline("softmax.wgsl", "log_prob_of", { WG: ROW_WG }),
+      [logits, targets, out],
+      grid1d(gpu, cdiv(R, ROW_WG)),
+      uniforms().u32(R, V),
+    );
+  }
   return out;
 }
 
@@ -767,12 +824,16 @@ export function softmax(gpu: Gpu, logits: Tensor, R: number, V: number, o: { out
   const out = o.out ?? gpu.zeros([R, V]);
   need("softmax", "out", out, R * V);
   distinct("softmax", out, { logits });
-  gpu.run(
-    gpu.pipeline("softmax.wgsl", "softmax", { WG: ROW_WG }),
-    [logits, out],
-    grid1d(gpu, cdiv(R, ROW_WG)),
-    uniforms().u32(R, V),
-  );
+  if (rowKernels(gpu) === "workgroup") {
+    runRowsWorkgroup(gpu, "softmax_rows", [logits, out], R, uniforms().u32(R, V));
+  } else {
+    gpu.run(
+      gpu.pipeline("softmax.wgsl", "softmax", { WG: ROW_WG }),
+      [logits, out],
+      grid1d(gpu, cdiv(R, ROW_WG)),
+      uniforms().u32(R, V),
+    );
+  }
   return out;
 }
 

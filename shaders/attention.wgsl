@@ -1,5 +1,5 @@
 // Causal self-attention core with grouped key/value heads, one invocation per (sequence b,
-// query head h, query row i), the query at position t = i (or t = starts[b] + i with OFFSETS):
+// query head h, query row i), the query at position t = i (or t = rows[b] + i with OFFSETS):
 //
 //   s_j   = (q_t . k_j) * scale                     for keys j in [j0, t]
 //   s_j   = softcap * tanh(s_j / softcap)           when softcap > 0 (Gemma 2)
@@ -10,14 +10,18 @@
 // Query head h reads key/value head h / (H / Hkv): Hkv = H is multi-head attention, 1 < Hkv < H
 // grouped-query, Hkv = 1 multi-query attention.
 //
-//   qkv   : [B*T, (H + 2 Hkv) * HD], the fused projection's output: row b*T + t is
+//   qkv   : [B*Tq, (H + 2 Hkv) * HD], the fused projection's output: row b*Tq + i is
 //           [q heads | k heads | v heads], head h at columns h*HD .. h*HD+HD-1 of its part
-//   y     : [B*Tq, H * HD]: query row i of sequence b is row b*Tq + i (Tq = T without OFFSETS)
+//   y     : [B*Tq, H * HD], heads concatenated (the input of the output projection)
 //   probs : [B, H, Tq, T], p written when WITH_PROBS, with 0 for masked keys (the backward pass
 //           needs p); otherwise a 1-element placeholder is bound and never touched.
-//   starts: [B] u32 (OFFSETS): the position of sequence b's first query row. A forward that computes
-//           only the rows from some position on (the prefix's keys and values cached in qkv) asks for
-//           those Tq rows; a query row at a position >= T (padding) gets y = 0 and probs = 0.
+// Without OFFSETS, Tq = T and row i is position i. With OFFSETS (a forward that computes only the
+// rows from some position on, the earlier rows' keys and values cached):
+//   rows  : [2B] u32: starts[b] = rows[b], the position of sequence b's first row, and
+//           bases[b] = rows[B + b]: key j < starts[b] of sequence b is row bases[b] + j of `cache`
+//           (keys j >= starts[b] are the sequence's own rows of qkv)
+//   cache : [*, (H + 2 Hkv) * HD], q|k|v rows of the earlier positions (read only)
+// A row at a position >= T (padding) gets y = 0 and probs = 0.
 //
 // Masked keys are never read, so nothing uninitialised can leak in through the mask.
 // Passes over the keys: 1) the max score, 2) the exp-sum and the weighted sum of values,
@@ -28,19 +32,36 @@
 //   HD         : head dimension (sizes the private q and accumulator arrays; any value >= 1)
 //   WG         : invocations per workgroup
 //   WITH_PROBS : write probs
-//   OFFSETS    : query rows start at starts[b]
+//   OFFSETS    : rows start at rows[b], earlier keys and values come from cache
 
 struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap: f32, Tq: u32 }
 
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> probs: array<f32>;
-@group(0) @binding(3) var<storage, read> starts: array<u32>;
-@group(0) @binding(4) var<uniform> d: Dims;
+@group(0) @binding(3) var<storage, read> rows: array<u32>;
+@group(0) @binding(4) var<storage, read> cache: array<f32>;
+@group(0) @binding(5) var<uniform> d: Dims;
 
-fn score(q: ptr<function, array<f32, HD>>, k: u32) -> f32 {
+// Where key/value position j of sequence b lives: (1, its row of cache) or (0, its row of qkv).
+fn key_row(b: u32, j: u32) -> vec2<u32> {
+  if (OFFSETS) {
+    let s = rows[b];
+    if (j < s) { return vec2<u32>(1u, rows[d.B + b] + j); }
+    return vec2<u32>(0u, b * d.Tq + j - s);
+  }
+  return vec2<u32>(0u, b * d.Tq + j);
+}
+
+// Element `col + i` of key row r (from key_row).
+fn kv(r: vec2<u32>, stride: u32, col: u32, i: u32) -> f32 {
+  if (OFFSETS && r.x == 1u) { return cache[r.y * stride + col + i]; }
+  return qkv[r.y * stride + col + i];
+}
+
+fn score(q: ptr<function, array<f32, HD>>, r: vec2<u32>, stride: u32, col: u32) -> f32 {
   var s = 0.0;
-  for (var i = 0u; i < HD; i++) { s += (*q)[i] * qkv[k + i]; }
+  for (var i = 0u; i < HD; i++) { s += (*q)[i] * kv(r, stride, col, i); }
   if (d.softcap > 0.0) { s = d.softcap * tanh(clamp(s / d.softcap, -15.0, 15.0)); }
   return s;
 }
@@ -56,7 +77,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   let h = (inv / d.Tq) % d.H;
   let b = inv / (d.Tq * d.H);
   var t = i_q;
-  if (OFFSETS) { t = starts[b] + i_q; }
+  if (OFFSETS) { t = rows[b] + i_q; }
   let out = (b * d.Tq + i_q) * d.H * HD + h * HD;
   if (t >= d.T) {
     for (var i = 0u; i < HD; i++) { y[out + i] = 0.0; }
@@ -65,25 +86,24 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   }
   let kvh = h / (d.H / d.Hkv);
   let stride = (d.H + 2u * d.Hkv) * HD;   // elements per qkv row
-  let seq = b * d.T * stride;              // qkv row b*T
   let k_col = (d.H + kvh) * HD;
   let v_col = (d.H + d.Hkv + kvh) * HD;
   var j0 = 0u;
   if (d.window > 0u && t + 1u > d.window) { j0 = t + 1u - d.window; }
 
   var q: array<f32, HD>;
-  for (var i = 0u; i < HD; i++) { q[i] = qkv[seq + t * stride + h * HD + i] * d.scale; }
+  for (var i = 0u; i < HD; i++) { q[i] = qkv[(b * d.Tq + i_q) * stride + h * HD + i] * d.scale; }
 
   var max_s = -3.0e38;
-  for (var j = j0; j <= t; j++) { max_s = max(max_s, score(&q, seq + j * stride + k_col)); }
+  for (var j = j0; j <= t; j++) { max_s = max(max_s, score(&q, key_row(b, j), stride, k_col)); }
 
   var sum = 0.0;
   var acc: array<f32, HD>;
   for (var j = j0; j <= t; j++) {
-    let p = exp(score(&q, seq + j * stride + k_col) - max_s);
+    let r = key_row(b, j);
+    let p = exp(score(&q, r, stride, k_col) - max_s);
     sum += p;
-    let v = seq + j * stride + v_col;
-    for (var i = 0u; i < HD; i++) { acc[i] += p * qkv[v + i]; }
+    for (var i = 0u; i < HD; i++) { acc[i] += p * kv(r, stride, v_col, i); }
   }
   for (var i = 0u; i < HD; i++) { y[out + i] = acc[i] / sum; }
 
@@ -91,7 +111,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let row = inv * d.T;           // probs[b, h, i_q, :]
     for (var j = 0u; j < d.T; j++) {
       var p = 0.0;
-      if (j >= j0 && j <= t) { p = exp(score(&q, seq + j * stride + k_col) - max_s) / sum; }
+      if (j >= j0 && j <= t) { p = exp(score(&q, key_row(b, j), stride, k_col) - max_s) / sum; }
       probs[row + j] = p;
     }
   }

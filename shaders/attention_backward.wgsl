@@ -3,12 +3,12 @@
 // Forward (shaders/attention.wgsl), per batch b, query head h reading key/value head g = h / (H/Hkv),
 // query i:  c[i,j] = scale * q_i . k_j,  s = softcap * tanh(c / softcap) (or s = c),
 //           p[i,:] = softmax(s[i,:]) over the unmasked keys,  y_i = sum_j p[i,j] v_j
-// with qkv [B*T, (H + 2 Hkv) HD] = [q heads | k heads | v heads] and probs [B, H, Tq, T] (masked 0).
-// Query row i of sequence b is at position P(i) = i (Tq = T), or P(i) = starts[b] + i with OFFSETS:
-// a forward that computed only the rows from starts[b] on, the earlier rows' keys and values cached in
-// qkv (a constant). dy and dqkv then hold those Tq rows per sequence, and the gradients of the
-// cached prefix rows' keys and values are not formed (keys at positions >= starts[b] are only seen
-// by queries at positions >= starts[b], all of which are among the Tq rows).
+// with qkv [B*Tq, (H + 2 Hkv) HD] = [q heads | k heads | v heads] and probs [B, H, Tq, T] (masked 0).
+// Row i of sequence b is at position P(i) = i (Tq = T), or P(i) = starts[b] + i with OFFSETS: a
+// forward that computed only the rows from starts[b] on, the earlier positions' keys and values read
+// from `cache` (a constant; rows as in attention.wgsl). The gradients of those cached keys and values
+// are not formed; every other key is one of the Tq rows (a key at position >= starts[b] is only seen
+// by queries at positions >= starts[b], all of which are among the rows).
 //
 // Backward, two passes (no atomics, every sum in a fixed order => bit-reproducible):
 //   pass 1, one invocation per (b, h, i), loops over keys j <= P(i):
@@ -26,19 +26,31 @@
 struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f32, Tq: u32 }
 
 @group(0) @binding(0) var<storage, read> dy: array<f32>;      // [B*Tq, H*hd]
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;     // [B*T, (H + 2 Hkv) hd]
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;     // [B*Tq, (H + 2 Hkv) hd]
 @group(0) @binding(2) var<storage, read> probs: array<f32>;   // [B, H, Tq, T]
-@group(0) @binding(3) var<storage, read> starts: array<u32>;  // [B] (OFFSETS)
+@group(0) @binding(3) var<storage, read> rows: array<u32>;    // [2B] starts, then cache bases (OFFSETS)
+@group(0) @binding(4) var<storage, read> cache: array<f32>;   // [*, (H + 2 Hkv) hd] (OFFSETS)
 
-// The position of query row i of sequence b.
+// The position of row i of sequence b.
 fn position(b: u32, i: u32) -> u32 {
-  if (OFFSETS) { return starts[b] + i; }
+  if (OFFSETS) { return rows[b] + i; }
   return i;
 }
 
-// ---- attention_backward_scores. Bindings: dy, qkv, probs, starts, dscores (written), dims.
-@group(0) @binding(4) var<storage, read_write> dscores_out: array<f32>; // [B, H, Tq, T], 0 after P(i)
-@group(0) @binding(5) var<uniform> dims: Dims;
+// Element e of column block `col` of key position j of sequence b: a row of cache before the
+// sequence's start, else one of its own rows of qkv.
+fn kv(B: u32, Tq: u32, stride: u32, b: u32, j: u32, col: u32, e: u32) -> f32 {
+  if (OFFSETS) {
+    let s = rows[b];
+    if (j < s) { return cache[(rows[B + b] + j) * stride + col + e]; }
+    return qkv[(b * Tq + j - s) * stride + col + e];
+  }
+  return qkv[(b * Tq + j) * stride + col + e];
+}
+
+// ---- attention_backward_scores. Bindings: dy, qkv, probs, rows, cache, dscores (written), dims.
+@group(0) @binding(5) var<storage, read_write> dscores_out: array<f32>; // [B, H, Tq, T], 0 after P(i)
+@group(0) @binding(6) var<uniform> dims: Dims;
 
 @compute @workgroup_size(WG)
 fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -55,20 +67,20 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   let dy_i = (b * dims.Tq + i_q) * dims.H * dims.hd + h * dims.hd;
   // First loop: dp[i,j] (stored in dscores for now) and its probability-weighted mean.
   var mean_dp = 0.0;
+  let v_col = (dims.H + dims.Hkv + g) * dims.hd;
   for (var j = 0u; j <= i && j < dims.T; j++) {
-    let v_j = (b * dims.T + j) * stride + (dims.H + dims.Hkv + g) * dims.hd;
     var dp = 0.0;
-    for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * qkv[v_j + e]; }
+    for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * kv(dims.B, dims.Tq, stride, b, j, v_col, e); }
     dscores_out[row + j] = dp;
     mean_dp += probs[row + j] * dp;
   }
-  let q_i = (b * dims.T + i) * stride + h * dims.hd;
+  let q_i = (b * dims.Tq + i_q) * stride + h * dims.hd;
+  let k_col = (dims.H + g) * dims.hd;
   for (var j = 0u; j <= i && j < dims.T; j++) {
     var ds = probs[row + j] * (dscores_out[row + j] - mean_dp);
     if (SOFTCAP) {
-      let k_j = (b * dims.T + j) * stride + (dims.H + g) * dims.hd;
       var c = 0.0;
-      for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * qkv[k_j + e]; }
+      for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * kv(dims.B, dims.Tq, stride, b, j, k_col, e); }
       let th = tanh(clamp(c * dims.scale / dims.softcap, -15.0, 15.0));
       ds *= 1.0 - th * th;
     }
@@ -78,10 +90,10 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var j = i + 1u; j < dims.T; j++) { dscores_out[row + j] = 0.0; }
 }
 
-// ---- attention_backward_qkv. Bindings: dy, qkv, probs, starts, dscores (read), dqkv (written), dims2.
-@group(0) @binding(4) var<storage, read> dscores: array<f32>;     // [B, H, Tq, T]
-@group(0) @binding(5) var<storage, read_write> dqkv: array<f32>;  // [B*Tq, (H + 2 Hkv) hd]
-@group(0) @binding(6) var<uniform> dims2: Dims;
+// ---- attention_backward_qkv. Bindings: dy, qkv, probs, rows, cache, dscores (read), dqkv (written), dims2.
+@group(0) @binding(5) var<storage, read> dscores: array<f32>;     // [B, H, Tq, T]
+@group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;  // [B*Tq, (H + 2 Hkv) hd]
+@group(0) @binding(7) var<uniform> dims2: Dims;
 
 // The three products share one shape, out[t, e] = sum_{h} sum_s A_h(t, s) X_h[s, e] over query
 // rows t (the output's rows):
@@ -105,9 +117,9 @@ fn x_at(part: u32, b: u32, s: u32, h: u32, e: u32) -> f32 {
   let hd = dims2.hd;
   let stride = (dims2.H + 2u * dims2.Hkv) * hd;
   if (part == 0u) {
-    return qkv[(b * dims2.T + s) * stride + (dims2.H + h / (dims2.H / dims2.Hkv)) * hd + e];
+    return kv(dims2.B, dims2.Tq, stride, b, s, (dims2.H + h / (dims2.H / dims2.Hkv)) * hd, e);
   }
-  if (part == 1u) { return qkv[(b * dims2.T + min(position(b, s), dims2.T - 1u)) * stride + h * hd + e]; }
+  if (part == 1u) { return qkv[(b * dims2.Tq + s) * stride + h * hd + e]; }
   return dy[(b * dims2.Tq + s) * dims2.H * hd + h * hd + e];
 }
 

@@ -234,8 +234,9 @@ Deno.test("attentionBackward overwrites dqkv, ignores stale scratch contents, re
   assert.throws(() => attentionBackward(gpu, ...inputs, B, T, d, 3), /d=4 is not a multiple of nHead=3/);
 });
 
-Deno.test("attention over query rows from per-sequence offsets (a cached prefix): forward and backward are the full reference's rows", async () => {
-  // Sequence b's Tq query rows sit at positions starts[b] + i; all T keys are read from qkv. Rows at
+Deno.test("attention over rows from per-sequence offsets, earlier keys and values from a cache: forward and backward are the full reference's rows", async () => {
+  // Sequence b's Tq rows sit at positions starts[b] + i; the keys and values of its earlier positions
+  // j are rows bases[b] + j of a cache (here after two rows of NaN that must never be read). Rows at
   // positions >= T are padding (zeros). The backward of those rows alone is the full backward with dy
   // zero at the prefix: no query before starts[b] exists to send gradient to a key at or after it.
   const [B, T, d, nHead, Tq] = [3, 9, 12, 3, 5];
@@ -269,8 +270,21 @@ Deno.test("attention over query rows from per-sequence offsets (a cached prefix)
       }
     }
   }
-  const queries = { rows: Tq, starts: gpu.tensor([B], startsOf, "u32") };
-  const tqkv = gpu.tensor([B * T, 3 * d], qkv);
+  const rowsOf = new Float32Array(B * Tq * 3 * d).fill(0.5); // padding rows: any finite values
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < Tq && position(b, i) < T; i++) {
+      const t = position(b, i);
+      rowsOf.set(qkv.subarray((b * T + t) * 3 * d, (b * T + t + 1) * 3 * d), (b * Tq + i) * 3 * d);
+    }
+  }
+  const cache = new Float32Array((2 + B * T) * 3 * d).fill(NaN);
+  cache.set(qkv, 2 * 3 * d);
+  const queries = {
+    Tq,
+    offsets: gpu.tensor([2 * B], [...startsOf, ...startsOf.map((_, b) => 2 + b * T)], "u32"),
+    cache: gpu.tensor([2 + B * T, 3 * d], cache),
+  };
+  const tqkv = gpu.tensor([B * Tq, 3 * d], rowsOf);
   // Garbage beforehand: padding rows and masked entries must be written, not left alone.
   const gotProbs = gpu.tensor([B, nHead, Tq, T], new Array(B * nHead * Tq * T).fill(9));
   const gotY = attention(gpu, tqkv, B, T, d, nHead, {
@@ -298,8 +312,10 @@ Deno.test("attention over query rows from per-sequence offsets (a cached prefix)
   assertClose(gd, dqkv, 1e-5, "dqkv");
   assert.throws(
     () =>
-      attention(gpu, tqkv, B, T, d, nHead, { queries: { rows: Tq, starts: gpu.tensor([2], [0, 1], "u32") } }),
-    /queries.starts/,
+      attention(gpu, tqkv, B, T, d, nHead, {
+        queries: { ...queries, offsets: gpu.tensor([2], [0, 1], "u32") },
+      }),
+    /queries.offsets/,
   );
 });
 

@@ -192,6 +192,9 @@ Deno.test("chooseKernels: software adapters by flag or name, GPU tiles by limits
     assert.equal(got.software, software, `${name}: software`);
     assert.deepEqual(got.matmul, tiles, `${name}: matmul tiles`);
     assert.equal(got.nativeF16, facts.features.includes("shader-f16"), `${name}: f16 weights read as f16`);
+    // Row kernels: one invocation per row on CPUs, one workgroup per row on every GPU (all of these
+    // allow 64 invocations and 256 bytes of workgroup memory).
+    assert.equal(got.rows, software === null ? "workgroup" : "invocation", `${name}: row kernels`);
     // The choice never exceeds the adapter's limits.
     const t = got.matmul;
     assert.ok(t.WG_X * t.WG_Y <= facts.limits.maxComputeInvocationsPerWorkgroup, name);

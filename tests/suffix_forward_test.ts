@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
-import { type Batch, type Hook, makeBatch, type Model, type Site } from "../engine/model.ts";
+import { type Batch, type Hook, makeBatch, type Model, type Site, type Suffix } from "../engine/model.ts";
 import { rowOps } from "../engine/ops.ts";
 import { CASES, loadCase } from "./families_fixtures.ts";
 import { assertClose, randomArray } from "./util.ts";
@@ -26,7 +26,7 @@ async function run(
     at: number[]; // per sequence, the row the delta is added at
     rows: number[];
     targets: number[];
-    start?: { input: Tensor; suffix: { starts: number[]; qkv: Tensor[]; T: number } };
+    start?: { input: Tensor; suffix: Suffix };
   },
 ): Promise<{ logits: Float32Array; grad: Float32Array }> {
   const hooks: Hook[] = [{
@@ -104,7 +104,7 @@ for (const name of CASES) {
         at: starts.map((_, b) => b * Tq),
         rows,
         targets,
-        start: { input, suffix: { starts, qkv, T: Tk } },
+        start: { input, suffix: { starts, qkv, bases: starts.map((_, b) => b * Tk), T: Tk } },
       });
       const what = `${name} layer ${layer} ${site}`;
       const scale = Math.max(...whole.logits.map(Math.abs));
@@ -123,23 +123,24 @@ Deno.test("suffix forward: parameter gradients and bad caches are refused", asyn
   const batch = makeBatch([[1, 2]]);
   const input = gpu.zeros([2, cfg.nEmbd]);
   const qkv = Array.from({ length: cfg.nLayer }, () => gpu.zeros([4 * width]));
+  const suffix = { starts: [1], qkv, bases: [0], T: 4 };
   assert.throws(
-    () => model.forward(batch, { input, suffix: { starts: [0, 1], qkv, T: 4 } }),
-    /2 starts for 1 sequences/,
+    () => model.forward(batch, { input, suffix: { ...suffix, starts: [0, 1] } }),
+    /2 starts and 1 cache bases for 1 sequences/,
   );
   assert.throws(
-    () => model.forward(batch, { input, suffix: { starts: [4], qkv, T: 4 } }),
+    () => model.forward(batch, { input, suffix: { ...suffix, starts: [4] } }),
     /start 4 of sequence 0 outside \[0, 4\)/,
   );
   assert.throws(
-    () => model.forward(batch, { input, suffix: { starts: [0], qkv: qkv.slice(1), T: 4 } }),
+    () => model.forward(batch, { input, suffix: { ...suffix, qkv: qkv.slice(1) } }),
     /q\|k\|v caches for layers 0/,
   );
   assert.throws(
-    () => model.forward(batch, { input, suffix: { starts: [0], qkv, T: 5 } }),
-    /cache of layer 0 holds/,
+    () => model.forward(batch, { input, suffix: { ...suffix, starts: [2], bases: [3] } }),
+    /cache rows \[3, 5\) of sequence 0 are not among the 4 q\|k\|v rows/,
   );
-  const fwd = model.forward(batch, { input, suffix: { starts: [1], qkv, T: 4 }, keep: true });
+  const fwd = model.forward(batch, { input, suffix, keep: true });
   assert.throws(
     () =>
       backward(model, fwd, {

@@ -25,7 +25,7 @@ import { type EditingCase, editingCase } from "../experiments/editing/problems.t
 import { type KeyStats, keyStats } from "../experiments/editing/stats.ts";
 import { heatmapSvg } from "../experiments/pictures/heatmap.ts";
 import { scaledMlpWindow } from "../experiments/localization/layer_selection.ts";
-import { objectProbabilities } from "../experiments/evaluation/metrics.ts";
+import { probeAnswers, type ProbeResult, probeResults } from "../experiments/evaluation/metrics.ts";
 import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
 import { type FactTrace, STATE_KINDS, traceFact } from "../experiments/localization/tracing.ts";
 
@@ -34,16 +34,6 @@ declare const LOCUS_SHADERS: Record<string, string>;
 
 const EMBEDDED = "weights/locus-kb";
 const DROPPED = "dropped";
-
-interface ProbeResult {
-  label: string;
-  text: string;
-  before: Prediction[];
-  after: Prediction[];
-  /** p(true object), p(new object) before and after the edit. */
-  pTrue: [number, number];
-  pNew: [number, number];
-}
 
 /** What the page computed, for tests and for the console. */
 interface Results {
@@ -343,20 +333,10 @@ async function edit(): Promise<string> {
   const [e] = await computeEdits(m, tok, mc, [request], new Map(wanted.map((l) => [l, statsMemo.get(l)!])), {
     startWords: await templateStartWords(tok, `${dir}/corpus.txt`),
   });
-  const texts = probes.map((p) => p.text);
-  const before = await Promise.all(texts.map((t) => predictNext(m, tok.encode(t), 3, tok)));
-  const pBefore = await objectProbabilities(m, tok, texts, targetTrue, targetNew);
+  const before = await probeAnswers(m, tok, probes, targetTrue, targetNew);
   applied = await applyEdit(m, e);
   lastEdit = e;
-  const after = await Promise.all(texts.map((t) => predictNext(m, tok.encode(t), 3, tok)));
-  const pAfter = await objectProbabilities(m, tok, texts, targetTrue, targetNew);
-  const results: ProbeResult[] = probes.map((p, i) => ({
-    ...p,
-    before: before[i],
-    after: after[i],
-    pTrue: [pBefore[i][0], pAfter[i][0]],
-    pNew: [pBefore[i][1], pAfter[i][1]],
-  }));
+  const results = probeResults(probes, before, await probeAnswers(m, tok, probes, targetTrue, targetNew));
   const layersEdited = editedLayers(mc);
   locus.results.edit = { method, layers: layersEdited, request, targetTrue, statsSource, probes: results };
   locus.results.undo = undefined;

@@ -22,8 +22,8 @@
 import { backward } from "../../engine/autograd.ts";
 import { crossEntropy } from "../../engine/backward_ops.ts";
 import type { Tensor } from "../../engine/gpu.ts";
-import type { Batch, Hook, Model } from "../../engine/model.ts";
-import type { RowEntry } from "../../engine/ops.ts";
+import { type Batch, type Hook, makeBatch, type Model, type Suffix } from "../../engine/model.ts";
+import { type RowEntry, rowOps } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "./edit.ts";
@@ -33,7 +33,7 @@ import { batchWithNoise, type FactToken, instantiate, type PromptInstance } from
 export interface ValueOptions {
   layer: number;
   /** Per request, the layer its delta is added at (default `layer` for every request): requests at
-   *  different layers share batches (a sweep's candidate layers), the pass starting at the lowest. */
+   *  different layers (a sweep's candidate layers) are optimised in one call, a batch per layer. */
   layers?: number[];
   /** "mlp": delta on the MLP output (ROME's v*); "resid": on the block output (MEMIT's z). */
   site: "mlp" | "resid";
@@ -48,7 +48,8 @@ export interface ValueOptions {
   klPrompt?: string;
   /** Where delta is added (default the subject's last token). */
   factToken?: FactToken;
-  /** Most prompt rows (sequences x padded length) per batch; requests are grouped to stay under it. */
+  /** Most computed rows (sequences x rows from the fact token on) per batch, on top of the adapter's
+   *  limits (fitsOneBatch); requests are grouped to stay under both. */
   maxRowsPerBatch?: number;
 }
 
@@ -110,24 +111,57 @@ export async function optimiseValues(
   }
   if (!(o.steps >= 1)) throw new Error(`optimiseValues: steps must be >= 1, got ${o.steps}`);
   const plans = requests.map((r, i) => planRequest(tok, r, o, layers[i]));
-  // Group requests so that one batch's kept activations stay bounded.
-  const cfg = model.config;
-  const budget = o.maxRowsPerBatch ?? Math.max(64, Math.floor(6e7 / (cfg.nLayer * 20 * cfg.nEmbd)));
-  const results: ValueResult[] = [];
-  let group: RequestPlan[] = [];
-  let rows = 0;
-  for (const plan of plans) {
-    const planRows = plan.instances.length * Math.max(...plan.instances.map((p) => p.ids.length));
-    if (group.length > 0 && rows + planRows > budget) {
-      results.push(...await optimiseGroup(model, group, o));
-      group = [];
-      rows = 0;
+  // Requests by layer, then by their rows from the fact token on (a group pads to its longest), grouped
+  // within the adapter's limits. A group runs from its lowest layer, so one layer per group: a request
+  // at layer l in a group from layer l' < l would recompute layers l'..l-1, unchanged by its delta.
+  const suffixLength = (p: RequestPlan) => Math.max(...p.instances.map((x) => x.ids.length - x.fact));
+  const order = plans.map((_, i) => i).sort((a, b) =>
+    plans[a].layer - plans[b].layer || suffixLength(plans[a]) - suffixLength(plans[b])
+  );
+  const results: ValueResult[] = new Array(plans.length);
+  let group: number[] = [];
+  const run = async () => {
+    const out = await optimiseGroup(model, group.map((i) => plans[i]), o);
+    group.forEach((i, k) => results[i] = out[k]);
+    group = [];
+  };
+  for (const i of order) {
+    const full = group.length > 0 &&
+      (plans[group[0]].layer !== plans[i].layer ||
+        !fitsOneBatch(model, [...group, i].map((k) => plans[k]), o.maxRowsPerBatch));
+    if (full) {
+      await run();
     }
-    group.push(plan);
-    rows += planRows;
+    group.push(i);
   }
-  if (group.length > 0) results.push(...await optimiseGroup(model, group, o));
+  if (group.length > 0) await run();
   return results;
+}
+
+/**
+ * Whether one batch can optimise these requests together, from the adapter's limits. Each step keeps,
+ * per layer from the lowest edited one, every activation of the rows from the fact tokens on (per row
+ * about 6d + the q|k|v width + the heads' width + the MLP's input and output widths, plus attention
+ * probabilities over the T_k positions per head); the batch also holds its whole prompts' q|k|v per
+ * layer [rows, width] and the scored rows' logits and their gradient [rows, V]. Every single tensor
+ * must fit one storage binding (maxStorageBufferBindingSize) and the total the largest buffer the
+ * adapter allows (maxBufferSize: WebGPU exposes no memory size; this keeps a batch well inside what
+ * the adapter is built to hold). `maxRows` (tests, benchmarks) also caps the computed rows.
+ */
+export function fitsOneBatch(model: Model, plans: RequestPlan[], maxRows = Infinity): boolean {
+  const cfg = model.config, limits = model.gpu.limits;
+  const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim, qd = cfg.nHead * cfg.headDim;
+  const instances = plans.flatMap((p) => p.instances);
+  const B = instances.length;
+  const Tk = Math.max(...instances.map((x) => x.ids.length));
+  const Tq = Math.max(...instances.map((x) => x.ids.length - x.fact));
+  const rows = B * Tq, layers = cfg.nLayer - Math.min(...plans.map((p) => p.layer));
+  const scored = plans.reduce((n, p) => n + p.target.length * (p.instances.length - 1) + 1, 0);
+  const fcOut = model.siteWidth("mlp_pre");
+  const perRow = 6 * cfg.nEmbd + width + qd + fcOut + cfg.nInner + cfg.nHead * Tk;
+  const single = 4 * Math.max(rows * Math.max(fcOut, width), B * Tk * width, scored * cfg.vocabSize);
+  const total = 4 * (layers * (rows * perRow + B * Tk * width) + 2 * scored * cfg.vocabSize);
+  return rows <= maxRows && single <= limits.maxStorageBufferBindingSize && total <= limits.maxBufferSize;
 }
 
 /** One request's prompts: rewrite prompts (context + prompt + target[:-1]) then the KL prompt. */
@@ -181,21 +215,22 @@ export interface ValueReference {
 
 /**
  * Loss and gradient of one batch of requests as a function of their deltas (see the file header).
- * The residual entering the lowest edited layer does not depend on delta, so for layers > 0 it is
- * computed once (with the subject noise, if any) and every evaluation runs the forward pass from that
- * layer on; requests at higher layers pass the layers below theirs unchanged.
- * (At layer 0 the whole pass runs each time: Model.releaseForward would hand a layer-0 input back to
- * the buffer pool.)
+ * Delta is added at each prompt's fact token at its request's layer, so neither the layers below the
+ * lowest edited layer nor, at any layer, the rows before the fact token depend on it: one delta-free
+ * pass over the whole prompts (with the subject noise, if any) records the residual entering the
+ * lowest edited layer and every later layer's attention keys and values, and every evaluation is a
+ * suffix forward (Model.forward's `suffix`) over the rows from the fact token on, from that layer.
+ * Requests at higher layers pass the layers below theirs unchanged.
  */
 export class ValueObjective {
   readonly n: number;
+  /** The prompts' rows from their fact tokens on: row b*T + i is position fact_b + i of prompt b. */
   private readonly batch: Batch;
-  /** The residual entering the lowest edited layer (if > 0), or null with the noise hooks to run from the
-   *  embeddings. */
-  private readonly input: Tensor | null;
+  /** The residual entering the lowest edited layer at those rows. */
+  private readonly input: Tensor;
   private readonly lowest: number;
-  private readonly noiseHooks: Hook[];
-  private readonly releaseNoise: () => void;
+  /** The whole prompts' q|k|v at every layer from the lowest edited one on (rows before the fact token read). */
+  private readonly suffix: Suffix;
   private readonly nllRows: { row: number; target: number; request: number; prompt: number }[] = [];
   private readonly outputRows: number[];
   /** One per edited layer: captures h_0 and adds its requests' deltas. */
@@ -217,29 +252,43 @@ export class ValueObjective {
     this.n = plans.length;
     this.references = references ?? [];
     const nContexts = o.contexts.length;
-    const { batch, hooks, release } = batchWithNoise(gpu, d, plans.flatMap((p) => p.instances));
-    this.batch = batch;
-    const T = batch.T, R = batch.B * T;
+    const cfg = model.config, width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const instances = plans.flatMap((p) => p.instances);
+    const whole = batchWithNoise(gpu, d, instances);
+    const Tk = whole.batch.T, Rk = whole.batch.B * Tk;
     this.lowest = Math.min(...plans.map((p) => p.layer));
-    if (this.lowest > 0) {
-      this.input = gpu.zeros([R, d]);
-      const all = Array.from({ length: R }, (_, i) => i);
-      model.releaseForward(model.forward(batch, {
-        hooks: [...hooks, {
-          layer: this.lowest - 1,
-          site: "resid",
-          capture: { into: this.input, rows: all },
-        }],
-        outputRows: [0],
-      }));
-      release();
-      this.noiseHooks = [];
-      this.releaseNoise = () => {};
-    } else {
-      this.input = null;
-      this.noiseHooks = hooks;
-      this.releaseNoise = release;
-    }
+    const entering = gpu.zeros([Rk, d]);
+    const qkv = Array.from({ length: cfg.nLayer - this.lowest }, () => gpu.zeros([Rk, width]));
+    model.releaseForward(model.forward(whole.batch, {
+      hooks: [...whole.hooks, {
+        layer: this.lowest - 1,
+        site: this.lowest === 0 ? "embed" : "resid",
+        capture: { into: entering, rows: Array.from({ length: Rk }, (_, i) => i) },
+      }],
+      captureQkv: new Map(qkv.map((t, i) => [this.lowest + i, t])),
+      outputRows: [0],
+    }));
+    whole.release();
+    const starts = instances.map((p) => p.fact);
+    this.batch = makeBatch(instances.map((p, b) => p.ids.slice(starts[b])));
+    const T = this.batch.T;
+    this.input = gpu.zeros([this.batch.B * T, d]);
+    rowOps(
+      gpu,
+      this.input,
+      entering,
+      d,
+      instances.flatMap((p, b) =>
+        Array.from({ length: p.ids.length - starts[b] }, (_, i) => ({
+          dst: b * T + i,
+          src: b * Tk + starts[b] + i,
+          keep: 0,
+          take: 1,
+        }))
+      ),
+    );
+    gpu.release(entering);
+    this.suffix = { starts, qkv, bases: starts.map((_, b) => b * Tk), T: Tk };
 
     // Scored rows: every target token of every rewrite prompt, then one KL row per request.
     const klRows: number[] = [];
@@ -249,17 +298,23 @@ export class ValueObjective {
       const m = plan.target.length;
       if (!sites.has(plan.layer)) sites.set(plan.layer, { entries: [], rows: [], intoRows: [] });
       const site = sites.get(plan.layer)!;
+      // Row base + i is position fact + i of the prompt: the fact token is the first row.
       plan.instances.forEach((inst, k) => {
         const base = (b + k) * T;
-        site.entries.push({ dst: base + inst.fact, src: r, keep: 1, take: 1 });
+        site.entries.push({ dst: base, src: r, keep: 1, take: 1 });
         if (k < nContexts) {
           const promptLength = inst.ids.length - (m - 1);
           plan.target.forEach((t, j) =>
-            this.nllRows.push({ row: base + promptLength - 1 + j, target: t, request: r, prompt: k })
+            this.nllRows.push({
+              row: base + promptLength - 1 + j - inst.fact,
+              target: t,
+              request: r,
+              prompt: k,
+            })
           );
-        } else klRows.push(base + inst.fact);
+        } else klRows.push(base);
       });
-      site.rows.push(b * T + plan.instances[0].fact);
+      site.rows.push(b * T);
       site.intoRows.push(r);
       b += plan.instances.length;
     });
@@ -305,8 +360,10 @@ export class ValueObjective {
     gpu.write(t.deltas, flat);
 
     const fwd = this.model.forward(this.batch, {
-      ...(this.input ? { startLayer: this.lowest, input: this.input } : {}),
-      hooks: [...this.noiseHooks, ...this.siteHooks],
+      startLayer: this.lowest,
+      input: this.input,
+      suffix: this.suffix,
+      hooks: this.siteHooks,
       outputRows: this.outputRows,
       keep: !!wantGradient,
     });
@@ -394,8 +451,7 @@ export class ValueObjective {
   }
 
   release(): void {
-    this.releaseNoise();
-    this.model.gpu.release(this.input ?? undefined, ...Object.values(this.tensors));
+    this.model.gpu.release(this.input, ...this.suffix.qkv, ...Object.values(this.tensors));
   }
 }
 

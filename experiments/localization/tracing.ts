@@ -18,17 +18,19 @@
 // The target's probability is that of its FIRST token (tokenized with a leading space), read at the
 // prompt's last position; multi-token objects are scored by their first token only.
 //
-// Speed. Nothing below a cell's window depends on the cell, so the pass below it is shared: one
-// forward of the clean prompt plus its `samples` corrupted copies captures the residual entering every
-// layer and the clean states of every kind. A cell whose window starts at layer s then runs only the
-// layers s..L-1, starting from the captured corrupted residual entering s (replicated per row). All
-// cells starting at s form one batch of cells x samples sequences (split if it exceeds maxRows); the
-// batches are submitted back to back without waiting, and one readback returns one number per row
-// (the target's log-probability).
+// Speed. Nothing below a cell's window depends on the cell, and nothing before its first token either,
+// so that part is shared: one forward of the clean prompt plus its `samples` corrupted copies captures
+// the residual entering every layer, every layer's attention keys and values, and the clean states of
+// every kind. A cell whose window starts at layer s and whose first token is t then runs only the
+// layers s..L-1 and only the rows t..T-1 (a suffix forward, engine/model.ts), from the captured
+// corrupted residual entering s and with the earlier rows' keys and values as captured. Cells are
+// grouped by s and ordered by t into batches of cells x samples sequences (bounded by maxRows and the
+// adapter's binding size); the batches are submitted back to back without waiting, and one readback
+// returns one number per row (the target's log-probability).
 //
 // The noise is added at the engine's "embed" site, wte + wpe: the same sum as ROME's noise on wte.
 import type { Tensor } from "../../engine/gpu.ts";
-import { type Hook, makeBatch, type Model } from "../../engine/model.ts";
+import { type Hook, makeBatch, type Model, type Suffix } from "../../engine/model.ts";
 import { logProbOf, type RowEntry, rowOps } from "../../engine/ops.ts";
 import { subjectTokenRange, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { mulberry32 } from "../../engine/random.ts";
@@ -36,11 +38,13 @@ import { greedyNextTokens } from "../evaluation/recall.ts";
 
 /** The states that tracing restores: block output, MLP output (c_proj, bias included), attention output. */
 export type StateKind = "resid" | "mlp" | "attn";
+/** Every state kind, in the order grids are computed and drawn. */
 export const STATE_KINDS: readonly StateKind[] = ["resid", "mlp", "attn"];
 
 /** ROME's windows: one layer for the residual stream, ten for MLP and attention outputs. */
 export const DEFAULT_WINDOWS: Readonly<Record<StateKind, number>> = { resid: 1, mlp: 10, attn: 10 };
 
+/** Causal tracing (noise the subject, restore clean states) or representation zeroing. */
 export type TraceMethod = "noise" | "zero";
 
 /**
@@ -161,6 +165,7 @@ export interface Cell {
   to: number;
 }
 
+/** Noise draws, noise level, seed and batch size of a TraceRun. */
 export interface TraceRunOptions {
   /** Corrupted copies of the prompt (noise draws); 0 prepares only the clean run (zeroing). */
   samples: number;
@@ -188,6 +193,8 @@ export class TraceRun {
     private readonly cleanEmbed: Tensor,
     /** Residual entering each layer in the corrupted runs, [samples * T, d]; sample n is rows n*T.. */
     private readonly corruptedInputs: Tensor[],
+    /** Attention's q|k|v at each layer, clean [T, width] and corrupted [samples * T, width]. */
+    private readonly qkv: { clean: Tensor[]; corrupted: Tensor[] },
     /** The scaled noise, [samples * subjectLength, d]; row n*subjectLength + i is sample n's token b+i. */
     private readonly noise: Tensor,
     /** Probability of the target in the clean run. */
@@ -234,6 +241,9 @@ export class TraceRun {
     const corruptedInputs = N > 0 ? Array.from({ length: L }, () => gpu.zeros([N * T, d])) : [];
     const cleanStates = {} as Record<StateKind, Tensor[]>;
     for (const kind of STATE_KINDS) cleanStates[kind] = Array.from({ length: L }, () => gpu.zeros([T, d]));
+    // q|k|v of all N + 1 sequences per layer, split into clean and corrupted below.
+    const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const allQkv = Array.from({ length: L }, () => gpu.zeros([(N + 1) * T, width]));
 
     // Hooks run in list order and a hook captures before it patches, so the captures listed after
     // the noise patch see the noised embeddings.
@@ -257,7 +267,25 @@ export class TraceRun {
       }
     }
     const sequences = Array.from({ length: N + 1 }, () => ids);
-    const res = model.forward(makeBatch(sequences), { hooks });
+    const res = model.forward(makeBatch(sequences), {
+      hooks,
+      captureQkv: new Map(allQkv.map((t, l) => [l, t])),
+    });
+    const qkv = {
+      clean: allQkv.map((t) => {
+        const c = gpu.empty([T, width]);
+        gpu.copy(t, c, T * width);
+        return c;
+      }),
+      corrupted: N > 0
+        ? allQkv.map((t) => {
+          const c = gpu.empty([N * T, width]);
+          gpu.copy(t, c, N * T * width, T * width);
+          return c;
+        })
+        : [],
+    };
+    gpu.release(...allQkv);
     const targets = gpu.upload([N + 1], new Array(N + 1).fill(target), "u32");
     const logProbs = logProbOf(gpu, res.logits, targets, N + 1, cfg.vocabSize);
     model.releaseForward(res);
@@ -274,6 +302,7 @@ export class TraceRun {
       cleanStates,
       cleanEmbed,
       corruptedInputs,
+      qkv,
       noise,
       Math.exp(lp[0]),
       N > 0 ? corrupted : NaN,
@@ -298,15 +327,15 @@ export class TraceRun {
     if (S < 1) throw new Error("trace: restoring needs at least one noise sample");
     cells.forEach((c, i) => checkCell(c, i, T, cfg.nLayer));
 
-    // Bound each batch: activation rows (the widest is [rows, 4d]) and logits [sequences, V] must fit
-    // one storage binding, and rows stay under maxRows.
+    // Bound each batch: activation rows (the widest is the MLP's [rows, f] or [rows, 2f], or q|k|v) and
+    // logits [sequences, V] must fit one storage binding, and computed rows stay under maxRows.
     const limit = gpu.limits.maxStorageBufferBindingSize;
-    const maxRows = Math.min(this.options.maxRows ?? 2048, Math.floor(limit / (4 * 4 * cfg.nEmbd)));
+    const widest = Math.max(this.model.siteWidth("mlp_pre"), (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim);
+    const maxRows = Math.min(this.options.maxRows ?? 2048, Math.floor(limit / (4 * widest)));
     const maxSequences = Math.floor(limit / (4 * cfg.vocabSize));
     if (S > maxSequences) {
       throw new Error(`trace: ${S} samples exceed the ${maxSequences} sequences one batch can hold`);
     }
-    const cellsPerBatch = Math.max(1, Math.min(Math.floor(maxRows / (S * T)), Math.floor(maxSequences / S)));
 
     const byStart = new Map<number, number[]>(); // first layer run -> indices of its cells
     cells.forEach((c, i) => {
@@ -314,15 +343,27 @@ export class TraceRun {
       if (!byStart.has(start)) byStart.set(start, []);
       byStart.get(start)!.push(i);
     });
+    // A batch computes the rows from its cells' first token on (all rows without reuse): ordered by
+    // that token, each batch's cells start close together and it pads little.
+    const firstRow = (i: number) => reuse ? Math.min(...cells[i].tokens) : 0;
     const batches: { cells: number[]; logProbs: Tensor }[] = [];
     for (const [start, indices] of byStart) {
-      for (let i = 0; i < indices.length; i += cellsPerBatch) {
-        const chunk = indices.slice(i, i + cellsPerBatch);
+      indices.sort((a, b) => firstRow(a) - firstRow(b));
+      let chunk: number[] = [];
+      const flush = () => {
         batches.push({
           cells: chunk,
           logProbs: this.recordBatch(chunk.map((j) => cells[j]), start, action, reuse, S),
         });
+        chunk = [];
+      };
+      for (const i of indices) {
+        // Rows of the chunk with cell i: (cells) x S sequences x the longest suffix (its first cell's).
+        const rows = (chunk.length + 1) * S * (T - firstRow(chunk[0] ?? i));
+        if (chunk.length > 0 && (rows > maxRows || (chunk.length + 1) * S > maxSequences)) flush();
+        chunk.push(i);
       }
+      if (chunk.length > 0) flush();
     }
     const values = await gpu.readMany(batches.map((b) => b.logProbs));
     gpu.release(...batches.map((b) => b.logProbs));
@@ -339,7 +380,8 @@ export class TraceRun {
 
   /**
    * Records the forward of `cells` x S sequences (sequence c*S + n = cell c, sample n) starting at
-   * layer `start`; returns the target's log-probability per sequence, [cells * S].
+   * layer `start`; returns the target's log-probability per sequence, [cells * S]. With `reuse`,
+   * sequence c*S + n computes only the rows from cell c's first token on.
    */
   private recordBatch(
     cells: Cell[],
@@ -353,17 +395,26 @@ export class TraceRun {
     // Submit what is recorded so far (the previous batch): the GPU starts on it while this one is recorded.
     gpu.flush();
     const hooks: Hook[] = [];
+    // Sequence j's first computed position, and its rows per sequence.
+    const starts = cells.flatMap((c) => new Array<number>(S).fill(reuse ? Math.min(...c.tokens) : 0));
+    const Tq = T - Math.min(...starts);
     let input: Tensor | undefined;
+    let suffix: Suffix | undefined;
     if (reuse) {
-      // Replicate the residual entering `start`: corrupted sample n (restore) or the clean run (zero).
+      // The residual entering `start` at the computed rows; the earlier rows' keys and values at every
+      // later layer are those of corrupted sample n (restore) or of the clean run (zero), as captured.
       const base = action === "restore" ? this.corruptedInputs[start] : this.cleanInput(start);
-      input = gpu.empty([B * T, d]);
+      const baseQkv = action === "restore" ? this.qkv.corrupted : this.qkv.clean;
+      const sampleOf = (j: number) => action === "restore" ? j % S : 0;
+      input = gpu.zeros([B * Tq, d]); // padding rows stay 0
       const entries: RowEntry[] = [];
       for (let j = 0; j < B; j++) {
-        const n = action === "restore" ? j % S : 0;
-        for (let t = 0; t < T; t++) entries.push({ dst: j * T + t, src: n * T + t, keep: 0, take: 1 });
+        for (let t = starts[j]; t < T; t++) {
+          entries.push({ dst: j * Tq + t - starts[j], src: sampleOf(j) * T + t, keep: 0, take: 1 });
+        }
       }
       rowOps(gpu, input, base, d, entries);
+      suffix = { starts, qkv: baseQkv.slice(start), bases: starts.map((_, j) => sampleOf(j) * T), T };
     } else if (action === "restore") {
       hooks.push({
         layer: -1,
@@ -382,7 +433,7 @@ export class TraceRun {
           if (cell.kind !== kind || l < cell.from || l >= cell.to) return;
           for (let n = 0; n < S; n++) {
             for (const t of cell.tokens) {
-              const dst = (c * S + n) * T + t;
+              const j = c * S + n, dst = j * Tq + t - starts[j];
               entries.push(
                 action === "restore"
                   ? { dst, src: t, keep: 0, take: 1 }
@@ -396,11 +447,12 @@ export class TraceRun {
         hooks.push({ layer: l, site: kind, patch: { src, entries } });
       }
     }
-    const sequences = Array.from({ length: B }, () => this.ids);
-    const outputRows = Array.from({ length: B }, (_, j) => j * T + T - 1);
+    const sequences = starts.map((s) => this.ids.slice(s));
+    const outputRows = starts.map((s, j) => j * Tq + T - 1 - s);
     const res = model.forward(makeBatch(sequences), {
       startLayer: reuse ? start : 0,
       input,
+      suffix,
       hooks,
       outputRows,
     });
@@ -414,7 +466,13 @@ export class TraceRun {
   /** Returns every kept tensor to the buffer pool. */
   release(): void {
     const gpu = this.model.gpu;
-    gpu.release(this.cleanEmbed, this.noise, ...this.corruptedInputs);
+    gpu.release(
+      this.cleanEmbed,
+      this.noise,
+      ...this.corruptedInputs,
+      ...this.qkv.clean,
+      ...this.qkv.corrupted,
+    );
     for (const kind of STATE_KINDS) gpu.release(...this.cleanStates[kind]);
   }
 }
@@ -460,6 +518,7 @@ function checkCell(c: Cell, index: number, T: number, L: number): void {
 // ---------------------------------------------------------------------------------------------
 // Grids
 
+/** Method, kinds, windows, noise and samples of a trace. */
 export interface TraceOptions {
   method?: TraceMethod;
   kinds?: readonly StateKind[];
@@ -500,6 +559,7 @@ export interface KindGrid {
   subjectZeroed?: { prob: number[]; fraction: number[] };
 }
 
+/** A trace's grids (one per kind: [tokens][layers]) with clean and corrupted probabilities. */
 export interface GridTrace {
   method: TraceMethod;
   ids: number[];
@@ -515,6 +575,7 @@ export interface GridTrace {
   grids: KindGrid[];
 }
 
+/** The window of `kind` under a trace's window option (a number, or one per kind). */
 export function windowFor(kind: StateKind, window: TraceOptions["window"]): number {
   if (typeof window === "number") return window;
   return window?.[kind] ?? DEFAULT_WINDOWS[kind];
@@ -621,6 +682,7 @@ function summarise(effect: number[][], fraction: number[][], lastSubject: number
 // ---------------------------------------------------------------------------------------------
 // Facts as text
 
+/** A fact as text: the prompt, the subject in it, and the answer scored. */
 export interface FactQuery {
   prompt: string;
   subject: string;
@@ -628,6 +690,7 @@ export interface FactQuery {
   target: string;
 }
 
+/** A traced fact: its grids with the prompt's tokens, the subject's range and the target token. */
 export interface FactTrace extends GridTrace, FactQuery {
   /** Decoded token strings of the prompt. */
   tokens: string[];
@@ -662,6 +725,7 @@ export async function traceFact(
 // ---------------------------------------------------------------------------------------------
 // Datasets: known_1000's schema
 
+/** A known_1000 record (Meng et al. 2022). */
 export interface KnownFact {
   known_id: number;
   subject: string;
@@ -741,6 +805,8 @@ export async function knownFacts(
 // ---------------------------------------------------------------------------------------------
 // Averages across facts (ROME's average_causal_effects)
 
+/** ROME's token groups of averaged traces (its average_causal_effects): subject tokens, the token after the
+ *  subject, further tokens, the last token. */
 export const TOKEN_GROUPS = [
   "first subject token",
   "middle subject tokens",
@@ -749,6 +815,7 @@ export const TOKEN_GROUPS = [
   "further tokens",
   "last token",
 ] as const;
+/** One of TOKEN_GROUPS. */
 export type TokenGroup = typeof TOKEN_GROUPS[number];
 
 /** The token indices of each group for a prompt of T tokens with subject [b, e) (groups may overlap or be empty). */
