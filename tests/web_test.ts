@@ -7,7 +7,7 @@
 // Adapters: headless Chromium here gets SwiftShader (Vulkan on the CPU; its only WebGPU adapter without a
 // GPU), Deno gets Mesa's llvmpipe. Both run the same WGSL in f32 but compile it differently (fused
 // multiply-adds, exp/log implementations), so results agree to f32 rounding amplified by the model, not bit
-// for bit. Measured here (the test prints it): predict 2e-9, trace 4e-7, the edit's probabilities 3e-7
+// for bit. Measured here (the test prints it): predict 1e-7, trace 4e-7, the edit's probabilities 3e-7
 // (two v* steps), the dropped folders' 3e-7. The tolerance, 1e-5 on probabilities, leaves a 30x margin over that and is still far
 // below any effect the page shows (an edit moves p(new) by orders of magnitude).
 import * as assert from "node:assert/strict";
