@@ -168,12 +168,16 @@ export async function familyFolder(parent: string, fixture: string): Promise<str
 }
 
 /** Screenshots into --screenshots DIR: web-trace.png after predict + trace, web-edit.png after an edit
- *  (the page's default settings), web-folder.png after predicting on a chosen folder (a Llama fixture);
+ *  (the page's default settings, or --v-steps N), web-folder.png after predicting on a chosen folder (a Llama fixture);
  *  --only trace,edit,folder takes some of them. */
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { screenshots: { type: "string", default: "docs" }, only: { type: "string" } },
+    options: {
+      screenshots: { type: "string", default: "docs" },
+      only: { type: "string" },
+      "v-steps": { type: "string" },
+    },
   });
   const out = values.screenshots;
   const shots = new Set((values.only ?? "trace,edit,folder").split(","));
@@ -188,6 +192,8 @@ async function main(args: string[]): Promise<number> {
       if (shots.has("trace")) await page.screenshot(`${out}/web-trace.png`);
     }
     if (shots.has("edit")) {
+      // Fewer v* steps than the model's default keep the screenshot quick on a software adapter.
+      if (values["v-steps"]) await page.fill({ "v-steps": values["v-steps"] });
       await page.press("edit");
       await page.screenshot(`${out}/web-edit.png`);
     }
