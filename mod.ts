@@ -1,10 +1,25 @@
-// Locus public API: a WebGPU transformer engine (GPT-2, GPT-J, NeoX, Llama, Mistral, Qwen2, Gemma) for
-// studying where language models store facts and
-// how to edit them. Import from here; the experiments/ folder builds on exactly these pieces.
+/**
+ * Locus's public API: a WebGPU transformer engine (GPT-2, GPT-J, NeoX, Llama, Mistral, Qwen2, Gemma) for
+ * studying where language models store facts (causal tracing, attribution, layer selection) and how to
+ * edit them (ROME, R-ROME, MEMIT, EMMET, FT-L). The README's "Library guide" shows the pieces together;
+ * the commands in experiments/commands/ are thin programs over exactly these exports.
+ *
+ * ```ts
+ * import { datasets, getGpu, loadTokenizer, Model, predictNext } from "./mod.ts";
+ * const gpu = await getGpu();
+ * const model = await Model.load(gpu, "weights/locus-kb");
+ * const tok = await loadTokenizer("weights/locus-kb");
+ * const { cases } = await datasets.loadDataset("weights/locus-kb/known_facts.json");
+ * const top = await predictNext(model, tok.encode(cases[0].prompt), 3, tok);
+ * console.log(top.map((p) => `${p.token} ${p.prob.toFixed(3)}`).join(", "));
+ * ```
+ *
+ * @module
+ */
 
-// GPU runtime and tensors
+/** GPU runtime: the adapter and device with its real limits, tensors, kernels' pipelines and uniforms. */
 export { cdiv, getGpu, Gpu, NoAdapterError, Tensor, uniforms } from "./engine/gpu.ts";
-// Model configuration, weights, forward pass with intervention hooks
+/** Model configuration: every supported family's block as a validated description. */
 export {
   ConfigError,
   configJson,
@@ -16,7 +31,9 @@ export {
   type ModelConfig,
   parseConfig,
 } from "./engine/config.ts";
+/** Checkpoint tensor names per family, and the edited weight (the MLP's output projection). */
 export { checkpointSource, editTargetName } from "./engine/families.ts";
+/** Weights, the batched forward with intervention hooks, and forwardWithCache (every hook site at once). */
 export {
   type Batch,
   type ForwardOptions,
@@ -29,14 +46,17 @@ export {
   randomWeights,
   type Site,
 } from "./engine/model.ts";
-// Kernels (forward, backward) as TypeScript functions that record WGSL dispatches
+/** Forward kernels as TypeScript functions that record WGSL dispatches (shapes in each one's comment). */
 export * as ops from "./engine/ops.ts";
+/** Backward kernels, the same way. */
 export * as backwardOps from "./engine/backward_ops.ts";
-// Gradients and optimisation
+/** The hand-written backward pass: gradients of chosen parameters, hook sources and site states. */
 export { allocateGradients, backward, type BackwardRequest, type Gradients } from "./engine/autograd.ts";
+/** Adam/AdamW with clipping on the GPU, and the L-infinity projection of constrained fine-tuning. */
 export { Adam, projectLinf, zeroGrads } from "./engine/optimizer.ts";
-// Files: safetensors and tokenizers
+/** Validated safetensors reading and writing (single files and sharded checkpoints). */
 export { openCheckpoint, openSafetensors, SafetensorsError, writeSafetensors } from "./engine/safetensors.ts";
+/** Tokenizers (GPT-2 BPE, word level, any Hugging Face tokenizer.json), subject spans and target tokens. */
 export {
   BpeTokenizer,
   HfTokenizer,
@@ -47,19 +67,32 @@ export {
   tokenizerFromJson,
   WordLevelTokenizer,
 } from "./engine/tokenizer.ts";
-// Prediction helpers
+/** The embedded model's folder, greedy generation and the next-token distribution. */
 export { DEFAULT_MODEL_DIR, generateGreedy, predictNext } from "./engine/cli.ts";
+/** The key statistics C = E[k k^T] of an MLP's keys that ROME and MEMIT need: shipped, cached or computed. */
+export { type CachedStatsOptions, KeyStats, keyStats } from "./experiments/editing/stats.ts";
 
-// Experiments, each a namespace: localization, attribution, editing, evaluation, analysis.
+/** The embedded model's invented knowledge base (subjects, relations, facts, CounterFact-style records). */
 export * as knowledgeBase from "./experiments/knowledge/knowledge_base.ts";
+/** Causal tracing and representation zeroing (Meng et al. 2022; Hase et al. 2023), their averages. */
 export * as tracing from "./experiments/localization/tracing.ts";
+/** Integrated-gradients neuron attribution and Layer Gradient Analysis. */
 export * as attribution from "./experiments/localization/attribution.ts";
+/** Strategies that choose the layer(s) to edit: tracing, attribution, LGA, fixed, brute force. */
 export * as layerSelection from "./experiments/localization/layer_selection.ts";
+/** The editing methods behind one interface: configuration, key-statistics layers, computing edits. */
 export * as editing from "./experiments/editing/methods.ts";
+/** Edits as weight deltas: apply, undo (bit-exact), combine, save and load. */
 export * as edits from "./experiments/editing/edit.ts";
+/** Hase et al.'s five editing problems and their per-case probabilities and scores. */
 export * as editingProblems from "./experiments/editing/problems.ts";
+/** Fact-editing datasets (CounterFact, known_1000, zsRE, KnowEdit), validated record by record. */
 export * as datasets from "./experiments/data/datasets.ts";
+/** Edit metrics: Hase et al.'s scores, CounterFact's and EasyEdit's, fluency, and the GPU scorers. */
 export * as metrics from "./experiments/evaluation/metrics.ts";
+/** Statistics of the study: bootstrap intervals, regressions, Tukey's fences. */
 export * as stats from "./experiments/study/stats.ts";
+/** The sweep's resumable SQLite results store. */
 export * as store from "./experiments/study/store.ts";
+/** Hase et al.'s analyses of a sweep's results. */
 export * as analysis from "./experiments/study/analysis.ts";

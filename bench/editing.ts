@@ -1,7 +1,7 @@
 // Editing speed: seconds per ROME edit (key statistics cached), per MEMIT batch and per FT-L edit,
 // for the embedded model and for GPT-2 small / XL shapes with random weights.
 //
-//   ./locus run -A bench/editing.ts [--shapes embedded,gpt2,gpt2-xl] [--rome-edits 2] [--memit-batch N]
+//   ./locus run -A bench/editing.ts [--shapes embedded,gpt2,gpt2-xl,factor6400] [--rome-edits 2] [--memit-batch N]
 //       [--ft-edits 2] [--xl-layers 20] [--steps N] [--out FILE]
 //
 // Every method runs with its family's defaults (hparams.ts; GPT-2 XL's for the XL shape whatever its
@@ -14,7 +14,8 @@
 // 31/3 times the measured one.
 // Key statistics: the embedded model's real ones (runs/editing-stats cache; the streaming time is
 // reported when they are computed), one synthetic well-conditioned C [f,f] shared by every layer of
-// the random shapes. The float64 Cholesky factorisation of C (once per layer) is timed on its own.
+// the random shapes. The float64 Cholesky factorisation of C (once per layer) is timed on its own;
+// "factor<f>" times only it, at key width f, with the factor kept on disk and read back.
 // Random shapes keep GPT-2's vocabulary only where wte fits one storage binding: the engine's backward
 // pass does not run through a split embedding (engine/autograd.ts), so on an adapter with 128 MiB
 // bindings (llvmpipe) the vocabulary is cut to fit (43,690 rows at d=768, 20,971 at d=1600).
@@ -79,6 +80,27 @@ function syntheticStats(layer: number, f: number): KeyStats {
   return new KeyStats(layer, f, 100_000, C);
 }
 
+/**
+ * Shape "factor<f>" (factor6400: GPT-2 XL's key width): the first solve with a C [f,f], which
+ * factorises it and keeps the factor on disk, then the first solve of another process with the same
+ * statistics (a new KeyStats reading the kept factor), then one solve with the factor in memory.
+ */
+async function benchFactor(f: number): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "locus-factor-" });
+  try {
+    const C = syntheticStats(0, f).moment, b = new Float64Array(f).fill(1);
+    const first = new KeyStats(0, f, 100_000, C, dir);
+    const [, factorSeconds] = await timed(() => first.prepareSolve());
+    report(`factor`, `Cholesky of C (f=${f}) and write its factor`, factorSeconds);
+    const [, readSeconds] = await timed(() => new KeyStats(0, f, 100_000, C, dir).prepareSolve());
+    report(`factor`, `read the kept factor (f=${f}; hash of C included)`, readSeconds);
+    const [, solveSeconds] = await timed(() => first.solve(b));
+    report(`factor`, `one solve C^-1 k with the factor (f=${f})`, solveSeconds);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** Requests about distinct invented subjects: embedded model -> its CounterFact file; random shapes -> synthetic words. */
 async function requestsFor(shape: string, n: number): Promise<EditRequest[]> {
   if (shape === "embedded") {
@@ -125,6 +147,11 @@ console.log(`adapter: ${gpu.describe()}`);
 const stepsCap = values.steps === undefined ? undefined : Number(values.steps);
 
 for (const shape of values.shapes!.split(",").map((s) => s.trim())) {
+  const factorWidth = /^factor(\d+)$/.exec(shape);
+  if (factorWidth) {
+    await benchFactor(Number(factorWidth[1]));
+    continue;
+  }
   let model: Model, tok: Tokenizer, startWords: string[] | undefined;
   /** The configuration the family's hyper-parameters come from (full GPT-2 XL for the shortened model). */
   let family: GPT2Config;

@@ -6,8 +6,9 @@
 //
 //   ./locus run -A bench/families.ts [--shapes gemma-3-1b,gpt2-xl,...] [--half] [--step-layers N]
 //
-// --half keeps every projection weight in 16 bits (as f16/bf16 checkpoints load: the torch_dtype of
-// each config decides which) instead of f32; a 7B model needs it to fit in this machine's memory.
+// --half keeps every matrix (projections, embedding, head) in 16 bits, as f16/bf16 checkpoints load (the
+// torch_dtype of each config decides which), instead of f32; a 7B model needs it to fit in this machine's
+// memory. The matmul reads f16 natively where the adapter has shader-f16 (Vulkan), else unpacks it.
 // The v* step runs on a model of --step-layers blocks (default 4: the cost per block is what matters;
 // the printed edit time scales it to the blocks from the family's edit layer to the top).
 import { parseArgs } from "node:util";
@@ -36,7 +37,7 @@ const T = 16, PROMPTS = 21, PROMPT_TOKENS = 12;
  * Random weights, one set per role shared by every block, on the CPU and on the GPU (the time of a
  * block does not depend on its values; a software adapter's driver holds weights about twice while
  * uploading them, which a 7B model's 13 GB cannot afford in 24 GB): projections N(0, 0.02)-sized
- * (16-bit bit patterns with --half), norm gains 1 (Gemma: 0), biases 0. The memory column counts
+ * (16-bit bit patterns with --half, the embedding and head too), norm gains 1 (Gemma: 0), biases 0. The memory column counts
  * every block's weights as a loaded checkpoint holds them.
  */
 function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): Model {
@@ -48,8 +49,9 @@ function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): Model {
     if (!shared.has(role)) {
       const n = shape.reduce((a, b) => a * b, 1);
       const isGain = /(ln_\w+|_norm)\.weight$/.test(name);
-      const projection = shape.length === 2 && !isGain && name !== "wte.weight" && name !== "lm_head.weight";
-      if (projection && half) {
+      // Every matrix (projections, the embedding and an untied head) stays 16-bit as Model.load keeps it.
+      const matrix = shape.length === 2 && !isGain && name !== "wpe.weight";
+      if (matrix && half) {
         // Magnitudes 2^-7..2^-5, random signs and mantissas.
         const bits = Uint16Array.from({ length: n }, () => {
           const u = Math.floor(draw() * 65536);
@@ -109,8 +111,7 @@ for (const shape of values.shapes!.split(",")) {
   // What a checkpoint of this shape takes on the GPU (the blocks here share one set of tensors).
   const bytes = parameterShapes(cfg).reduce((s, [name, shape]) => {
     const n = shape.reduce((a, b) => a * b, 1);
-    const projection = shape.length === 2 && name !== "wte.weight" && name !== "lm_head.weight";
-    return s + (half && projection ? 2 : 4) * n;
+    return s + (half && shape.length === 2 && name !== "wpe.weight" ? 2 : 4) * n;
   }, 0);
   const batch = makeBatch([Array.from({ length: T }, (_, t) => (t * 7919) % cfg.vocabSize)]);
   const forwardMs = await timed(async () => {

@@ -24,6 +24,7 @@ import { add, gatherColumns, matmul, type RowEntry, rowOps } from "./ops.ts";
 /** Gradient accumulators by parameter name (same shapes as the parameters). */
 export type Gradients = Map<string, Tensor>;
 
+/** Zeroed gradient buffers, one per named parameter (Locus names, e.g. `h.3.mlp.c_proj.weight`). */
 export function allocateGradients(model: Model, names: Iterable<string>): Gradients {
   const grads: Gradients = new Map();
   for (const name of names) {
@@ -39,6 +40,7 @@ export function allocateGradients(model: Model, names: Iterable<string>): Gradie
   return grads;
 }
 
+/** What `backward` differentiates: the loss gradient at the logits and what to return gradients of. */
 export interface BackwardRequest {
   /** d loss / d logits [outputRows.length, V] of the forward. */
   dlogits: Tensor;
@@ -62,6 +64,8 @@ function distinctRounds(entries: RowEntry[]): RowEntry[][] {
   return rounds.map((r) => r.list);
 }
 
+/** The hand-written backward pass of a forward kept with `keep: true`: fills the requested parameter,
+ *  hook-source and site gradients (recorded into the same submit stream, no readback). */
 export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest): void {
   const gpu = model.gpu, cfg = model.config;
   const acts = fwd.acts;

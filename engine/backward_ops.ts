@@ -64,6 +64,7 @@ function constants(gpu: Gpu): { one: Tensor; placeholder: Tensor } {
 
 // ---------------------------------------------------------------- LayerNorm
 
+/** The gradients of a LayerNorm (or RMSNorm): input, and weight and bias when they are learned. */
 export interface LayernormGrads {
   dx: Tensor;
   dgamma?: Tensor;
@@ -393,6 +394,7 @@ export function sumOfSquares(
 
 // ---------------------------------------------------------------- loss
 
+/** Outputs and weighting of the fused softmax cross-entropy kernel. */
 export interface CrossEntropyOptions {
   /** [R] per-row losses -log softmax(logits)[target] (unweighted; 0 on masked rows). */
   losses?: Tensor;

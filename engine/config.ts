@@ -14,6 +14,7 @@
 //               from two norms (NeoX); Gemma 2/3 also norm each branch's output before adding it
 //   head        tied to the embedding or separate (with a bias in GPT-J), optional soft-cap
 
+/** A supported model family (Hugging Face `model_type`). */
 export type Family =
   | "gpt2"
   | "gptj"
@@ -25,6 +26,7 @@ export type Family =
   | "gemma2"
   | "gemma3_text";
 
+/** Every supported family, in the order the README lists them. */
 export const FAMILIES: readonly Family[] = [
   "gpt2",
   "gptj",
@@ -60,6 +62,7 @@ export interface RotaryConfig {
   invFreq: Float64Array[];
 }
 
+/** A validated model configuration: GPT-2's sizes plus the family's block description. */
 export interface ModelConfig extends GPT2Config {
   family: Family;
   nKvHead: number; // key/value heads, dividing nHead
@@ -92,6 +95,7 @@ export interface ModelConfig extends GPT2Config {
   linearLayout: "in_out" | "out_in";
 }
 
+/** A config.json that Locus refuses, with the field named in the message. */
 export class ConfigError extends Error {}
 
 /** The full configuration of a GPT-2 of this shape. */

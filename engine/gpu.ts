@@ -10,6 +10,12 @@
 // file yields a specialised pipeline per parameter set (cached by file+entry+params).
 import { widenHalf } from "./safetensors.ts";
 import { io } from "./io.ts";
+import {
+  type AdapterFacts,
+  chooseKernels,
+  type KernelChoice,
+  type SoftwareAdapter,
+} from "./kernel_choice.ts";
 
 export type KernelParams = Record<string, number | boolean>;
 
@@ -74,7 +80,10 @@ export interface AdapterSummary {
   description: string;
   vendor: string;
   architecture: string;
+  /** The adapter's own isFallbackAdapter (false where the runtime does not report it). */
   isFallback: boolean;
+  /** The CPU implementation of WebGPU behind it (engine/kernel_choice.ts), null on a GPU. */
+  software: SoftwareAdapter | null;
   backend: string;
 }
 
@@ -103,12 +112,33 @@ export class Uniforms {
   }
 }
 
+/** A builder of a kernel's uniform block (u32 and f32 fields in order). */
 export function uniforms(): Uniforms {
   return new Uniforms();
 }
 
+/** No WebGPU adapter: the message says which backend was tried and how to get one. */
 export class NoAdapterError extends Error {}
 
+/** What the runtime reports about `adapter` (engine/kernel_choice.ts decides from it). Deno and current
+ *  browsers put isFallbackAdapter on the adapter's info, older browsers on the adapter itself. */
+export function adapterFacts(adapter: GPUAdapter, backend: string): AdapterFacts {
+  const ai = adapter.info;
+  const fallback = (x: unknown) => (x as { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  return {
+    vendor: ai.vendor ?? "",
+    architecture: ai.architecture ?? "",
+    device: ai.device ?? "",
+    description: ai.description ?? "",
+    isFallbackAdapter: fallback(ai) ?? fallback(adapter),
+    backend,
+    limits: adapter.limits,
+    features: [...adapter.features],
+  };
+}
+
+/** The WebGPU device with the adapter's real limits: tensors, a buffer pool, cached pipelines and one
+ *  recorded submit stream (readbacks flush it). */
 export class Gpu {
   private pipelines = new Map<string, GPUComputePipeline>();
   private pool = new Map<number, GPUBuffer[]>();
@@ -143,9 +173,11 @@ export class Gpu {
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,
     readonly info: AdapterSummary,
+    /** The kernel variants chosen for this adapter (engine/kernel_choice.ts). */
+    readonly kernels: KernelChoice,
   ) {
     // Where the memory is unknown (a browser may not say), 256 MiB: the embedded model whole.
-    this.mirrorBudgetBytes = info.isFallback ? (io().memoryBytes() ?? 2 ** 32) / 16 : Infinity;
+    this.mirrorBudgetBytes = info.software ? (io().memoryBytes() ?? 2 ** 32) / 16 : Infinity;
     this.uniformBuffer = device.createBuffer({
       size: this.uniformStaging.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -189,33 +221,33 @@ export class Gpu {
         "maxUniformBufferBindingSize",
       ] as const
     ) wanted[name] = adapter.limits[name];
-    // shader-f16 where the adapter has it: 16-bit f16 weights are then read as f16 by the matmul
-    // (shaders/matmul_f16.wgsl) instead of being unpacked from u32 words.
-    const requiredFeatures: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+    const facts = adapterFacts(adapter, backend);
+    const kernels = chooseKernels(facts);
+    // The features the chosen kernels need (shader-f16: f16 weights read as f16 by the matmul).
+    const requiredFeatures: GPUFeatureName[] = kernels.nativeF16 ? ["shader-f16"] : [];
     const device = await adapter.requestDevice({ requiredLimits: wanted, requiredFeatures });
     device.addEventListener?.("uncapturederror", (e: Event) => {
       console.error("WebGPU error:", (e as GPUUncapturedErrorEvent).error.message);
     });
-    const ai = adapter.info;
-    // Software adapters (Mesa's llvmpipe in Deno, SwiftShader in Chromium) say so: Deno and current
-    // browsers on the adapter's info, older browsers on the adapter itself. Chromium leaves description
-    // and device empty and names the implementation in vendor/architecture ("google", "swiftshader").
-    const fallback = (x: unknown) => (x as { isFallbackAdapter?: boolean }).isFallbackAdapter;
     const info: AdapterSummary = {
-      description: ai.description || ai.device || [ai.vendor, ai.architecture].filter(Boolean).join(" ") ||
-        "unknown adapter",
-      vendor: ai.vendor,
-      architecture: ai.architecture,
-      isFallback: fallback(ai) ?? fallback(adapter) ?? false,
+      // Chromium leaves description and device empty and names the implementation in vendor and
+      // architecture ("google", "swiftshader").
+      description: facts.description || facts.device ||
+        [facts.vendor, facts.architecture].filter(Boolean).join(" ") || "unknown adapter",
+      vendor: facts.vendor,
+      architecture: facts.architecture,
+      isFallback: facts.isFallbackAdapter ?? false,
+      software: kernels.software,
       backend,
     };
-    return new Gpu(adapter, device, info);
+    return new Gpu(adapter, device, info, kernels);
   }
 
   /** One line naming the adapter, for logs and result records. */
   describe(): string {
     const i = this.info;
-    return `${i.description}${i.isFallback ? " (software)" : ""} vendor=${i.vendor} backend=${i.backend}`;
+    return `${i.description}${i.software ? ` (software: ${i.software})` : ""} vendor=${i.vendor} ` +
+      `backend=${i.backend}`;
   }
 
   get limits(): GPUSupportedLimits {

@@ -47,8 +47,11 @@ import { makeFolder, writeAtomic } from "./files.ts";
 import { io } from "./io.ts";
 import { applyVirtualEdit, type VirtualEdit } from "./virtual_edits.ts";
 import { type HalfTensor, openCheckpoint, widenHalf, writeSafetensors } from "./safetensors.ts";
+/** A hook site: token+position embeddings (`embed`), attention output, c_fc output (`mlp_pre`), MLP key
+ *  (c_proj input, `key`), MLP output, block output (`resid`). */
 export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 
+/** One intervention of a forward: capture rows of a site, or patch them (overwrite, add, zero, scale). */
 export interface Hook {
   /** Block index; ignored for "embed". */
   layer: number;
@@ -67,6 +70,7 @@ export interface Batch {
   lengths: number[];
 }
 
+/** A batch of token sequences, right-padded with `pad` to the longest (lengths are kept). */
 export function makeBatch(sequences: number[][], pad = 0): Batch {
   if (sequences.length === 0) throw new Error("makeBatch: no sequences");
   const B = sequences.length;
@@ -107,6 +111,7 @@ export interface LayerActivations {
   mlpNormed?: Tensor;
 }
 
+/** What a forward returns: the requested rows' logits, and the activations when `keep` is set. */
 export interface ForwardResult {
   /** Logits [outputRows.length, V] for the requested rows (after the final soft-cap, if any). */
   logits: Tensor;
@@ -149,6 +154,7 @@ export interface Suffix {
   T: number;
 }
 
+/** Hooks, kept activations, output rows, a restart mid-model and virtual edits of one forward. */
 export interface ForwardOptions {
   hooks?: Hook[];
   /** Rows (b*T + t) whose logits are computed; default the last real token of each prompt. */
@@ -185,12 +191,15 @@ export function parameterShapes(cfg: GPT2Config | ModelConfig): [string, number[
   return shapesOf(resolveConfig(cfg));
 }
 
+/** A model folder Locus cannot load (file, tensor or shape named in the message). */
 export class ModelLoadError extends Error {}
 
 /** Checkpoint tensors that are buffers rather than parameters (masks, cached rotary frequencies). */
 const IGNORED_TENSORS =
   /(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|rotary_emb\.inv_freq)$/;
 
+/** A transformer of any supported family on the GPU: weights, the batched forward with hooks, and
+ *  `forwardWithCache` (every hook site of every layer captured in one call). */
 export class Model {
   /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
   readonly params = new Map<string, Tensor>();
@@ -237,8 +246,13 @@ export class Model {
       if (length !== n) {
         throw new ModelLoadError(`${source}: tensor ${name} has ${length} values, expected [${shape}]`);
       }
-      if (!(stored instanceof Float32Array) && (!name.endsWith(".weight") || shape.length !== 2)) {
-        throw new ModelLoadError(`${source}: only matrices are kept in 16 bits, not ${name}`);
+      if (
+        !(stored instanceof Float32Array) &&
+        (!name.endsWith(".weight") || shape.length !== 2 || name === "wpe.weight")
+      ) {
+        throw new ModelLoadError(
+          `${source}: only matrices read by matmuls or embed are kept in 16 bits, not ${name}`,
+        );
       }
       const bytes = tensorBytes(n, stored instanceof Float32Array ? "f32" : stored.dtype);
       if (name === "wte.weight") {
@@ -400,11 +414,12 @@ export class Model {
         }
       }
       // Matrices stored in f16/bf16 (projections, the embedding and the head) stay in 16 bits on the
-      // GPU (all parts of a fused tensor must share the format); norms and biases are widened to f32.
+      // GPU (all parts of a fused tensor must share the format); norms, biases and GPT-2's learned
+      // positions (added in f32 by the embedding kernel) are widened to f32.
       const keepHalf = (name: string, parts: string[]) => {
         const dtypes = new Set(parts.map((p) => ckpt.info(p).dtype));
         return (o.keepHalf ?? true) && dtypes.size === 1 && !dtypes.has("F32") && name.endsWith(".weight") &&
-          ckpt.info(parts[0]).shape.length === 2;
+          ckpt.info(parts[0]).shape.length === 2 && name !== "wpe.weight";
       };
       checkMemory(gpu, config, dir, (name) => {
         const entry = plan.find(([n]) => n === name)!;
@@ -956,7 +971,7 @@ export function checkMemory(
   }
   const total = bytes.reduce((s, [, b]) => s + b, 0);
   const memory = io().memoryBytes();
-  if (gpu.info.isFallback && memory !== null) {
+  if (gpu.info.software && memory !== null) {
     // Loading holds the CPU arrays and the adapter's copies at once.
     if (2 * total > memory) {
       throw new ModelLoadError(

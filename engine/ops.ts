@@ -4,6 +4,7 @@
 // (batch * tokens), all tensors row-major.
 import type { Activation } from "./config.ts";
 import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
+import { type MatmulTiles, type RowKernels, ROWS_WORKGROUP } from "./kernel_choice.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
  *  8 = one llvmpipe SIMD vector, so that even 16 rows make 2 workgroups for llvmpipe's 2 threads. */
@@ -58,64 +59,21 @@ function positive(op: string, sizes: Record<string, number>): void {
 
 // ---------------------------------------------------------------- matmul
 
-/**
- * How the matmul kernels block the work; picked per adapter (see matmulTiles).
- * Register kernels: each invocation computes TM rows x TN columns of C, workgroups are WG_X x WG_Y
- * invocations (rows x columns). The "workgroup" strategy stages BK-deep tiles of TM*WG_X rows of A and
- * TN*WG_Y columns of B in workgroup memory.
- */
-export interface MatmulTiles {
-  TM: number;
-  TN: number;
-  WG_X: number;
-  WG_Y: number;
-  /** "registers" (default): no workgroup memory, fast on llvmpipe. "workgroup": shared-memory tiles, for real GPUs. */
-  strategy?: "registers" | "workgroup";
-  /** Depth of a staged k-tile for the "workgroup" strategy (default 8). */
-  BK?: number;
-  /** Use the vec4 register kernels where the layout allows (default true). */
-  vec4?: boolean;
-  /**
-   * Read weight operands (MatmulOptions.weight) from texture mirrors (shaders/matmul_texture.wgsl)
-   * with this register block: TM rows x TN columns per invocation, WG invocations per workgroup.
-   * Unset: weights are read from their buffers like any operand.
-   */
-  texture?: { TM: number; TN: number; WG: number };
-}
+export type { MatmulTiles, RowKernels };
 
+/** Tiles set by setMatmulTiles (benchmarks and tests), in place of the adapter's choice. */
 const tilesByGpu = new WeakMap<Gpu, MatmulTiles>();
 
-/**
- * Tiles for this adapter. Software adapters (llvmpipe): register blocks, 8 lanes (one SIMD vector)
- * along columns, so that the 16-row matrices of a prompt still fill the lanes (see bench/kernels.ts).
- * Real GPUs: 64x64 workgroup-memory tiles, 16x16 invocations of 4x4 each.
- */
+/** The matmul tiles in use: the adapter's (engine/kernel_choice.ts chooses them) unless set. */
 export function matmulTiles(gpu: Gpu): MatmulTiles {
-  let t = tilesByGpu.get(gpu);
-  if (!t) {
-    // Mesa's GL driver keeps an 8x16 texture block in registers; its Vulkan driver spills it.
-    const textureTM = gpu.info.backend === "gl" ? 8 : 4;
-    t = gpu.info.isFallback
-      ? { TM: 8, TN: 8, WG_X: 1, WG_Y: 8, texture: { TM: textureTM, TN: 16, WG: 8 } }
-      : { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 };
-    tilesByGpu.set(gpu, t);
-  }
-  return t;
+  return tilesByGpu.get(gpu) ?? gpu.kernels.matmul;
 }
 
-/**
- * How the row kernels (norms, softmax, log-probabilities, cross-entropy) spread a row over lanes:
- * "invocation" gives each row one invocation (the faster shape on software adapters, where a barrier
- * costs more than a loop over a row); "workgroup" gives each row a workgroup of ROWS_WG lanes with
- * tree reductions in workgroup memory (shaders/rows_workgroup.wgsl; GPUs, where one invocation per
- * row leaves most lanes idle). Both compute the same values (tests/row_kernels_test.ts).
- */
-export type RowKernels = "invocation" | "workgroup";
 const rowKernelsByGpu = new WeakMap<Gpu, RowKernels>();
-const ROWS_WG = 64;
 
+/** How row kernels run on this adapter (engine/kernel_choice.ts chooses), unless set by setRowKernels. */
 export function rowKernels(gpu: Gpu): RowKernels {
-  return rowKernelsByGpu.get(gpu) ?? (gpu.info.isFallback ? "invocation" : "workgroup");
+  return rowKernelsByGpu.get(gpu) ?? gpu.kernels.rows;
 }
 
 /** Overrides rowKernels' choice for this adapter (tests and benchmarks). */
@@ -134,7 +92,7 @@ export function runRowsWorkgroup(
 ): void {
   // The module is compiled whole: every entry point needs every flag.
   const params = {
-    WG: ROWS_WG,
+    WG: ROWS_WORKGROUP,
     RMS: !!flags.RMS,
     HAS_BETA: !!flags.HAS_BETA,
     WITH_STATS: !!flags.WITH_STATS,
@@ -142,6 +100,7 @@ export function runRowsWorkgroup(
   gpu.run(gpu.pipeline("rows_workgroup.wgsl", entry, params), buffers, grid1d(gpu, R), u);
 }
 
+/** Overrides the matmul tile sizes chosen for this adapter (benchmarks and tests). */
 export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
   positive("setMatmulTiles", {
     TM: tiles.TM,
@@ -159,6 +118,7 @@ export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
   tilesByGpu.set(gpu, tiles);
 }
 
+/** Layouts, epilogue (bias, alpha, beta, GELU), batching and output placement of one matmul. */
 export interface MatmulOptions {
   transA?: boolean;
   transB?: boolean;
@@ -183,6 +143,7 @@ export interface MatmulOptions {
   weight?: boolean;
 }
 
+/** The entry points of the matmul shaders (shaders/matmul.wgsl describes each). */
 export type MatmulKernel =
   | "matmul"
   | "matmul_half"
@@ -214,11 +175,12 @@ export function matmulKernel(gpu: Gpu, N: number, K: number, o: MatmulOptions = 
 }
 
 /**
- * The shader of matmul_half for a 16-bit B: f16 read natively where the device has shader-f16,
- * otherwise (and always for bf16, which WGSL has no type for) unpacked from u32 words.
+ * The shader of matmul_half for a 16-bit B: f16 read natively where the adapter's kernels say so
+ * (engine/kernel_choice.ts: it has shader-f16), otherwise (and always for bf16, which WGSL has no type
+ * for) unpacked from u32 words.
  */
 export function halfMatmulShader(gpu: Gpu, dtype: Dtype): "matmul_f16.wgsl" | "matmul_half.wgsl" {
-  return dtype === "f16" && gpu.device.features.has("shader-f16") ? "matmul_f16.wgsl" : "matmul_half.wgsl";
+  return dtype === "f16" && gpu.kernels.nativeF16 ? "matmul_f16.wgsl" : "matmul_half.wgsl";
 }
 
 /**
@@ -378,6 +340,7 @@ export interface NormRows {
   off: number;
 }
 
+/** Output and saved statistics of a LayerNorm or RMSNorm call. */
 export interface NormOptions {
   out?: Tensor;
   /** [R,2] mean and rstd per row, filled for the backward pass. */
@@ -761,6 +724,8 @@ export interface RowEntry {
   take: number;
 }
 
+/** Row copies and mixes dst[e.dst] = keep * dst[e.dst] + take * src[e.src] over `C` columns, one per entry
+ *  (the patches of hooks and causal tracing's restores). */
 export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, entries: RowEntry[]): void {
   positive("rowOps", { C });
   if (entries.length === 0) return;

@@ -35,6 +35,7 @@ export interface AdamState {
   v: Float32Array[];
 }
 
+/** Adam / AdamW over chosen parameters, with global-norm clipping on the GPU and a savable state. */
 export class Adam {
   /** Learning rate of the next step; change it between steps for a schedule. */
   lr: number;

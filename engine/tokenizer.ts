@@ -203,6 +203,7 @@ function utf8Length(codePoint: number): number {
 /** Pieces seen often (" the", " of") skip the merge loop; bounded so a long random text cannot grow it forever. */
 const BPE_CACHE_LIMIT = 100_000;
 
+/** GPT-2's byte-level BPE (vocab.json + merges.txt, or its tokenizer.json). */
 export class BpeTokenizer implements Tokenizer {
   readonly vocabSize: number;
   /** GPT-2 puts no token before a text. */
@@ -471,6 +472,7 @@ const PRE_TOKENIZERS = {
 type PreTokenizerName = keyof typeof PRE_TOKENIZERS;
 const PUNCTUATION_TOKEN = new RegExp(String.raw`^[^${WORD_CHAR}\p{White_Space}]+$`, "u");
 
+/** A word-level tokenizer (the embedded model's): one id per word or punctuation run. */
 export class WordLevelTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly eosId: number | null;

@@ -5,10 +5,13 @@
 // proxy vs test golden layers, and the layer each selection strategy chose.
 import assert from "node:assert/strict";
 import {
+  caveats,
   concentratedFacts,
+  findings,
   formatP,
   goldenVsSampleWise,
   headline,
+  layerChoice,
   layerCurves,
   loadSweep,
   perLayerCorrelations,
@@ -17,7 +20,7 @@ import {
   selectionScores,
   type SweepData,
 } from "../experiments/study/analysis.ts";
-import { fSurvival } from "../experiments/study/stats.ts";
+import { fSurvival, holm } from "../experiments/study/stats.ts";
 import type { Json, StoredResult } from "../experiments/study/store.ts";
 import { rng } from "./util.ts";
 
@@ -139,7 +142,22 @@ Deno.test("r2Table: the layer explains all the variance; R^2, Diff and F match h
   const F = ((h.within - h.lines) / 4) / (h.lines / 152);
   close(row.F, F, 1e-6 * F, "F");
   close(row.p, fSurvival(F, 4, 152), 1e-9, "p");
-  assert.match(headline(row), /the edit layer explains (99\.\d|100\.0)% of the variance in rewrite score/);
+  // Adjusted R^2 = 1 - (1 - R^2)(n - 1)/(n - p) with p = 4 and 8 coefficients.
+  close(row.adjusted.layer, 1 - (1 - row.layer) * 159 / 156, 1e-12, "adjusted layer R^2");
+  close(row.adjusted.both, 1 - (1 - row.both) * 159 / 152, 1e-12, "adjusted both R^2");
+  // The bootstrap's closed-form R^2 (stats.ts groupedLineR2) reproduces the OLS fits at full weight,
+  // and each interval holds its estimate.
+  for (const k of ["layer", "trace", "both", "diff", "f2"] as const) {
+    close(row.ci[k].estimate, row[k], 1e-9, `bootstrap estimate of ${k}`);
+    assert.ok(row.ci[k].lower <= row[k] + 1e-12 && row[k] - 1e-12 <= row.ci[k].upper, `${k} interval`);
+  }
+  close(row.f2, row.diff / (1 - row.both), 1e-12, "f^2");
+  assert.equal(row.verdict, "no effect");
+  assert.match(
+    headline(row),
+    /the edit layer explains (99\.\d|100\.0)% \[.*\] of the variance in rewrite score/,
+  );
+  assert.match(headline(row), /no effect by the study's rule/);
 });
 
 Deno.test("r2Table: a score that follows the tracing effect; the F-test finds the added tracing term", () => {
@@ -161,7 +179,9 @@ Deno.test("r2Table: a score that follows the tracing effect; the F-test finds th
   assert.ok(row.diff > 0.9, `diff ${row.diff}`);
   assert.ok(row.p < 1e-10, `p ${row.p}`);
   assert.equal(formatP(row.p), "<1e-4");
-  assert.match(headline(row), /the tracing effect explains (99\.\d|100\.0)% .* more than the layer/);
+  assert.equal(row.verdict, "effect");
+  assert.ok(row.ci.diff.lower > 0.8, `diff interval ${row.ci.diff.lower}`);
+  assert.match(headline(row), /the tracing effect (99\.\d|100\.0)% .*: an effect by the study's rule/);
 });
 
 Deno.test("r2Table: a layer whose effect never varies gets no slope (the last layer's tracing effect is 0)", () => {
@@ -267,13 +287,17 @@ Deno.test("goldenVsSampleWise: golden layer, means and the paired t-test, recomp
   const sd = Math.sqrt(sum(d.map((x) => (x - avg(d)) ** 2)) / (d.length - 1));
   close(row.t, avg(d) / (sd / Math.sqrt(d.length)), 1e-9, "t");
   assert.equal(row.n, 5);
-  assert.equal(row.different, row.p < 0.05);
+  // One condition is its own family; d_z and the t interval from the same differences.
+  assert.equal(row.pAdjusted, row.p);
+  close(row.dz, avg(d) / sd, 1e-12, "d_z");
+  assert.ok(row.lower < row.meanDifference && row.meanDifference < row.upper);
+  assert.equal(row.verdict, row.p < 0.05 && Math.abs(row.dz) >= 0.2 ? "effect" : "no effect");
 
   // When the golden layer is every fact's best, there is no difference at all.
   const same = GRID.map((r) => [r[0], 1, r[2] - 0.05]);
   const [equal] = goldenVsSampleWise(loadSweep(same.flatMap((r, f) => r.map((y, l) => edit(`f${f}`, l, y)))));
   assert.equal(equal.p, 1);
-  assert.equal(equal.different, false);
+  assert.equal(equal.verdict, "no effect");
 });
 
 Deno.test("proxyVsTest: golden layers of the proxy and test facts, both scored on the test facts", () => {
@@ -339,4 +363,109 @@ Deno.test("loadSweep: several sweeps need a name; mixed models and foreign recor
   assert.throws(() => loadSweep([badTrace]), /metrics\.effect: expected an array of numbers/);
   const data: SweepData = loadSweep([a, trace("f0", [0.3])]);
   assert.equal(data.traces[0].lastSubjectEffect[0], 0.15);
+});
+
+Deno.test("layerChoice: an argmax, or no choice on a tie or a structural zero", () => {
+  assert.deepEqual(layerChoice([0.1, 0.5, 0.2]), { layer: 1, reason: "" });
+  assert.deepEqual(layerChoice([0.1, 0.5, 0.2], [4, 8, 12]), { layer: 8, reason: "" });
+  // The causal-tracing choice of an untrained-looking model: every effect is negative or float noise.
+  assert.equal(layerChoice([-0.019, -0.004, -6.9e-18]).layer, null);
+  assert.match(layerChoice([-0.019, -0.004, -6.9e-18]).reason, /structural zero/);
+  assert.match(layerChoice([0.3, 0.3, 0.1]).reason, /tie between layers 0, 1/);
+  assert.match(layerChoice([NaN, NaN]).reason, /no finite score/);
+});
+
+Deno.test("selectionScores: a selection made on zeros is no choice, with no scores", () => {
+  const results = [
+    ...gridSweep(["proxy", "test", "test", "test", "test"]),
+    selection("causal-tracing", 2, [-0.019, -0.003, -6.9e-18]),
+    // LGA's scores are signed: a negative best is still a choice (only ties are not).
+    selection("lga", 1, [-0.3, -0.1, -0.2]),
+    ...GRID.map((_, f) => trace(`f${f}`, f === 1 ? [0, 0, 0] : [0.9, 0.1, 0.2])),
+  ];
+  const rows = selectionScores(loadSweep(results));
+  const ct = rows.find((r) => r.strategy === "causal-tracing")!;
+  assert.equal(ct.layer, null);
+  assert.match(ct.noChoice, /structural zero/);
+  assert.equal(ct.n, 0);
+  const lga = rows.find((r) => r.strategy === "lga")!;
+  assert.deepEqual([lga.layer, lga.noChoice, lga.n], [1, "", 4]);
+  const peak = rows.find((r) => r.strategy === "tracing-peak")!;
+  assert.match(peak.note, /1 of 4 facts have no peak/);
+  assert.equal(peak.n, 3);
+  close(peak.means.rewrite, avg(GRID.slice(2).map((r) => r[0])), 1e-12, "peaks of the other facts");
+  const ci = peak.ci.rewrite;
+  assert.ok(ci.lower <= peak.means.rewrite && peak.means.rewrite <= ci.upper);
+});
+
+Deno.test("r2Table and perLayerCorrelations: Holm's correction over each table's family", () => {
+  const random = rng(11);
+  const results: StoredResult[] = [];
+  for (let f = 0; f < 12; f++) {
+    const effect = [random(), random()];
+    results.push(trace(`f${f}`, effect));
+    for (const [method, slope] of [["rome", 0.8], ["memit", 0.05]] as const) {
+      effect.forEach((e, l) =>
+        results.push(edit(`f${f}`, l, 0.3 * l + slope * e + 0.1 * random(), { method }))
+      );
+    }
+  }
+  const data = loadSweep(results);
+  const rows = r2Table(data);
+  assert.deepEqual(rows.map((r) => r.pAdjusted), holm(rows.map((r) => r.p)));
+  const corr = perLayerCorrelations(data);
+  assert.equal(corr.length, 4);
+  assert.deepEqual(corr.map((r) => r.pAdjusted), holm(corr.map((r) => r.p)));
+  for (const c of corr) {
+    assert.ok(c.ci.lower <= c.r && c.r <= c.ci.upper, `r interval ${c.ci.lower}..${c.ci.upper}`);
+  }
+  assert.equal(corr.find((c) => c.method === "rome" && c.layer === 0)!.verdict, "effect");
+  // The same seed gives the same intervals.
+  assert.deepEqual(r2Table(data).map((r) => r.ci), rows.map((r) => r.ci));
+});
+
+Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op edits, outliers, small sample", () => {
+  const results: StoredResult[] = [];
+  for (let f = 0; f < 10; f++) {
+    results.push(trace(`f${f}`, [0.004, -0.001, 0.001 * (f % 3)]));
+    for (let l = 0; l < 3; l++) {
+      const r = edit(`f${f}`, l, f === 0 && l === 0 ? -3.37 : 0.999 + 0.0001 * l);
+      // Fact 1 is a no-op edit at every layer: p(target) did not move.
+      r.metrics.pre = { rewrite: 0.96 };
+      r.metrics.post = { rewrite: f === 1 ? 0.96 : 0.999 };
+      results.push(r);
+    }
+  }
+  const data = loadSweep(results);
+  assert.equal(data.edits.filter((e) => e.noop).length, 3);
+  const text = caveats(data).join("\n");
+  assert.match(text, /Degenerate regressor: the causal-tracing effect is at most 0.004/);
+  assert.match(
+    text,
+    /Degenerate regressor: the causal-tracing effect at the last subject token is at most 0.002/,
+  );
+  assert.match(text, /One layer dominates: \d+ of 10 facts peak at layer 0/);
+  assert.match(text, /Ceiling effect: 29 of 30 error-injection rome rewrite scores/);
+  assert.match(text, /No-op edits: 3 of 30 error-injection rome edits/);
+  assert.match(text, /Outliers: 1 error-injection rome rewrite scores .*\(-3.37\)/);
+  assert.match(text, /Small sample: as few as 10 test facts per condition/);
+  assert.equal(r2Table(data)[0].noops, 3);
+  // A healthy sweep has none of these.
+  const healthy = caveats(loadSweep(layerDrivenSweep().results)).join("\n");
+  assert.doesNotMatch(healthy, /Degenerate|dominates|Ceiling|Floor|No-op|Outliers/);
+  assert.match(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /in 1 of 1 conditions/);
+  // Edits at one layer: the layer and interacted models cannot be fitted, and findings says so plainly.
+  const oneLayer = loadSweep(layerDrivenSweep().results.filter((r) => r.layer === null || r.layer === 0));
+  const text1 = findings(oneLayer).join("\n");
+  assert.match(text1, /No condition has enough data|in 0 of \d+ conditions/);
+  assert.doesNotMatch(text1, /median gain/);
+  // A score that neither the layer nor the effect predicts: findings says neither explains much.
+  const noise = rng(13);
+  const weak = loadSweep(
+    layerDrivenSweep().results.map((r) =>
+      r.localization === "layer-grid" ? { ...r, metrics: { ...r.metrics, rewrite: noise() } } : r
+    ),
+  );
+  assert.match(findings(weak).join("\n"), /Neither predictor explains much: median R² of the layer \d/);
+  assert.doesNotMatch(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /Neither predictor/);
 });

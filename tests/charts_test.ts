@@ -127,3 +127,37 @@ Deno.test("heatmap: a diverging scale, negative effects in orange and named in t
   assert.ok(svg.includes("orange = -0.400"));
   assert.match(terminalHeatmap(trace, "mlp", { color: false }), /negative effects blank/);
 });
+
+Deno.test("line chart bands and bar error bars: drawn, inside the axis, gaps where undefined", () => {
+  const svg = lineChart([{
+    name: "rome",
+    points: [[0, 0.5], [1, 0.6], [2, 0.7], [3, 0.4]],
+    band: [[0.4, 0.6], [0.5, 1.3], [NaN, NaN], [0.3, 0.5]],
+  }], { title: "t", xLabel: "layer", yLabel: "score" });
+  // Two runs of defined intervals: layers 0-1 (a polygon) and layer 3 alone (an error bar).
+  assert.equal(svg.split('<polygon class="band"').length - 1, 1);
+  assert.equal(svg.split('<line class="band"').length - 1, 1);
+  // The band's upper end (1.3) is inside the value axis, which still starts at 0.
+  const yTicks = [...svg.matchAll(/class="ytick"[^>]*>([^<]*)</g)].map((m) => Number(m[1]));
+  assert.equal(yTicks[0], 0);
+  assert.ok(yTicks.at(-1)! >= 1.3, `axis top ${yTicks.at(-1)}`);
+
+  const bars = barChartSvg([
+    { label: "rome", bars: [{ name: "Layer", value: 0.2, lower: 0.1, upper: 0.45 }] },
+    { label: "memit", bars: [{ name: "Layer", value: 0.3 }] },
+  ], { title: "R²", yLabel: "R²", xLabel: "method" });
+  assert.equal(bars.split('class="errorbar"').length - 1, 1);
+  assert.match(bars, /rome, Layer: 0.200 \[0.100, 0.450\]/);
+  assert.match(bars, />method</);
+  // Counts are labelled as integers on integer ticks: no "40.00", no "0.5 facts".
+  const counts = barChartSvg(
+    [0, 40, 3].map((c, l) => ({ label: String(l), bars: [{ name: "facts", value: c }] })),
+    {
+      title: "peaks",
+      yLabel: "facts",
+    },
+  );
+  assert.match(counts, />40</);
+  assert.doesNotMatch(counts, /40\.00|0\.00/);
+  for (const m of counts.matchAll(/class="ytick"[^>]*>([^<]*)</g)) assert.match(m[1], /^\d+$/);
+});

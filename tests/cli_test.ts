@@ -22,7 +22,7 @@ await model.save(dir);
 await Deno.writeTextFile(`${dir}/tokenizer.json`, tok.toTokenizerJson());
 
 function cli(...args: string[]): Promise<ScriptRun> {
-  return runScript("engine/cli.ts", ...args);
+  return runScript("experiments/commands/predict.ts", ...args);
 }
 
 Deno.test("predict --json: the top-k distribution equals the softmax of the forward", async () => {
@@ -45,11 +45,18 @@ Deno.test("predict --json: the top-k distribution equals the softmax of the forw
 Deno.test("predict --tokens and --prompt agree; generate continues greedily", async () => {
   const a = JSON.parse((await cli("predict", "--model", dir, "--tokens", "2,3,4", "--json")).stdout);
   const b = JSON.parse((await cli("predict", "--model", dir, "--prompt", "the cat sat", "--json")).stdout);
+  assert.deepEqual(b.input_ids, [2, 3, 4], "the prompt's own ids, not only the same answer");
   assert.deepEqual(a.top, b.top);
+  const direct = await predictNext(model, [2, 3, 4], a.top.length, tok);
+  assert.deepEqual(b.top.map((p: { id: number }) => p.id), direct.map((p) => p.id));
   const g = await cli("generate", "--model", dir, "--prompt", "the cat", "--max-new", "3", "--json");
   assert.equal(g.code, 0, g.stderr);
   const j = JSON.parse(g.stdout);
   assert.deepEqual(Object.keys(j).sort(), ["adapter", "input_ids", "model", "output_ids", "text"]);
+  assert.deepEqual(j.input_ids, [2, 3]);
+  // --max-new 3: three tokens, or fewer ending at end-of-text (an empty list would pass the loop below).
+  assert.ok(j.output_ids.length === 3 || (j.output_ids.length > 0 && j.output_ids.at(-1) === tok.eosId));
+  assert.equal(j.text, tok.decode(j.output_ids));
   // Greedy: each generated token is the argmax after the prefix so far.
   let prefix = [2, 3];
   for (const id of j.output_ids) {

@@ -5,7 +5,11 @@ import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { EVIDENCE_MIN, EVIDENCE_SHARE, tracingEvidence } from "../experiments/commands/demo.ts";
+import {
+  EVIDENCE_MIN,
+  EVIDENCE_SHARE,
+  tracingEvidence,
+} from "../experiments/localization/layer_selection.ts";
 import type { FactTrace } from "../experiments/localization/tracing.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { runScript, type ScriptRun } from "./util.ts";
@@ -65,13 +69,13 @@ Deno.test("demo: fact, trace, layer choice with its reason, key token, bars, lab
   assert.equal(Number(noise[1]), kb.known.length);
   const level = Number(noise[2]), expected = await referenceNoise(kb.known);
   assert.ok(Math.abs(level - expected) <= 5e-5, `noise ${level}, expected ${expected}`);
-  // The tiny model is of the "small" family: its documented fact token is the prompt's last token.
+  // The tiny model is of the "small" family: its documented fact token is the subject's last token.
   assert.match(
     r.stdout,
-    /3\. Where to edit\? The edit keys on "\w+", the prompt's last token \(this model's default/,
+    /3\. Where to edit\? The edit keys on "\w+", the subject's last token \(this model's default/,
   );
   // The reason matches the numbers: the trace's layer when its peak clears the threshold, the default
-  // layer (editing/hparams.ts: round(3 / 3) = 1 for its 3 layers) otherwise.
+  // layer (editing/hparams.ts: layer 0 for small models) otherwise.
   const m =
     /helps most at layer (\d) \(effect (-?[\d.]+); noise threshold ([\d.]+) = .*\)\)\. (?:We edit MLP layer (\d)|It cannot tell the layers apart, so we edit this model's documented default layer (\d))/
       .exec(r.stdout);
@@ -82,7 +86,7 @@ Deno.test("demo: fact, trace, layer choice with its reason, key token, bars, lab
     assert.equal(Number(m[4]), peak);
   } else {
     assert.ok(effect < threshold, `${effect} is under ${threshold}`);
-    assert.equal(Number(m[5]), 1);
+    assert.equal(Number(m[5]), 0);
   }
   const layer = m[4] ?? m[5];
   assert.match(
@@ -99,6 +103,22 @@ Deno.test("demo: fact, trace, layer choice with its reason, key token, bars, lab
       ),
     );
   }
+  // The numbers, not only their format. Before the edit the model answers the fact's true object (the
+  // case is one it knows), and that answer's probability is the bar's p(true) before: one next-token
+  // probability computed two ways (the top-k distribution and the object's teacher-forced score). The edit
+  // changes the answers; the undo brings back exactly the first ones.
+  const [, trueObject] = /1\. The fact \(counterfact:\d+\): ".*" -> (\w+)/.exec(r.stdout)!;
+  const fact = new RegExp(
+    ` {3}the fact +".*"\\n +top answers before: (\\w+) ([\\d.]+)%(.*)\\n +top answers after: {2}(.*)\\n` +
+      ` +p\\(${trueObject}\\) +before \\|[# ]{25}\\| ([\\d.]+)%`,
+  ).exec(r.stdout);
+  assert.ok(fact, r.stdout);
+  const [, answer, answerPercent, others, after, trueBefore] = fact;
+  assert.equal(answer, trueObject);
+  assert.equal(trueBefore, answerPercent, "p(true object) before = its next-token probability");
+  assert.notEqual(after, `${answer} ${answerPercent}%${others}`, "the edit changes the answers");
+  const firstAnswers = /After ".*" the model answers: (.*) \(/.exec(r.stdout)![1];
+  assert.equal(/5\. Undo: .* The model answers: (.*) \(/.exec(r.stdout)![1], firstAnswers);
   assert.match(
     r.stdout,
     /rewrite -?\d\.\d\d \(the fact's prompt\); paraphrase -?\d\.\d\d for the one shown, -?\d\.\d\d average over 1; neighbour unchanged .* \d\.\d\d for the one shown, \d\.\d\d average over \d+\./,

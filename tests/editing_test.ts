@@ -16,7 +16,13 @@ import {
 } from "../experiments/editing/edit.ts";
 import { romeHparams } from "../experiments/editing/hparams.ts";
 import { contextTemplates, factStates, instantiate, subjectNoise } from "../experiments/editing/keys.ts";
-import { cholesky, choleskySolve, solveSpd } from "../experiments/editing/linalg.ts";
+import {
+  cholesky,
+  choleskyInBackground,
+  choleskySolve,
+  NotPositiveDefiniteError,
+  solveSpd,
+} from "../experiments/editing/linalg.ts";
 import { computeRome, computeRomeAt } from "../experiments/editing/rome.ts";
 import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { fitsOneBatch, optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
@@ -101,6 +107,54 @@ Deno.test("float64 Cholesky solves agree with a direct check A x = b, and refuse
   const B2 = b.flatMap((v) => [v, 2 * v]); // [n,2]: columns b and 2b
   assertClose(matmulRef(A, solveSpd(A, n, B2, 2), n, 2, n), B2, 1e-10, "A X");
   assert.throws(() => cholesky([1, 2, 2, 1], 2, "test matrix"), /test matrix is not positive definite/);
+});
+
+Deno.test("tiled Cholesky equals the row-by-row factorisation on random SPD matrices of every size modulo 4", () => {
+  // The textbook Cholesky-Banachiewicz order, one element at a time: L[i][j] = (A[i][j] - sum_k<j
+  // L[i][k] L[j][k]) / L[j][j].
+  const reference = (A: ArrayLike<number>, n: number) => {
+    const L = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j <= i; j++) {
+        let s = A[i * n + j];
+        for (let k = 0; k < j; k++) s -= L[i * n + k] * L[j * n + k];
+        L[i * n + j] = i === j ? Math.sqrt(s) : s / L[j * n + j];
+      }
+    }
+    return L;
+  };
+  const r = rng(11);
+  for (const n of [1, 2, 3, 4, 5, 6, 7, 9, 13, 40, 67, 130]) {
+    // G G^T + 1e-3 I with G [n, n/2 + 1]: badly conditioned, as key second moments are.
+    const m = Math.floor(n / 2) + 1;
+    const G = Array.from({ length: n * m }, () => r() - 0.5);
+    const A = matmulRef(G, G, n, n, m, { transB: true }).map((v, i) => v + (i % (n + 1) === 0 ? 1e-3 : 0));
+    const want = reference(A, n), got = cholesky(A, n);
+    const scale = Math.max(...want.map(Math.abs));
+    assertClose(got, want, 1e-9 * scale, `n = ${n}`);
+    assert.ok(got.every((v, i) => v === 0 || i % n <= Math.floor(i / n)), `n = ${n}: upper triangle is zero`);
+  }
+});
+
+Deno.test("choleskyInBackground: a wide matrix is factorised by 1 or 3 Workers to the same bits; failures come back as errors", async () => {
+  const n = 1030, r = rng(12);
+  const A = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    A[i * n + i] = 1 + r();
+    for (let j = 0; j < i; j++) A[i * n + j] = A[j * n + i] = (r() - 0.5) / n;
+  }
+  const here = cholesky(A, n);
+  for (const workers of [1, 3]) {
+    const away = await choleskyInBackground(A, n, "test matrix", workers);
+    assert.ok(here.every((v, i) => Object.is(v, away[i])), `${workers} workers: bit-identical to cholesky`);
+  }
+  A[5 * n + 5] = -1; // in tile row 1: worker 1 of 3 finds it, the others stop at the barrier
+  await assert.rejects(
+    () => choleskyInBackground(A, n, "test matrix", 3),
+    (e: Error) =>
+      e instanceof NotPositiveDefiniteError &&
+      /test matrix is not positive definite \(pivot 5 of 1030/.test(e.message),
+  );
 });
 
 Deno.test("key statistics: streamed K^T K / n equals the float64 reference keys' second moment, and caches", async () => {

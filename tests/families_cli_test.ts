@@ -6,7 +6,7 @@ import { cp } from "node:fs/promises";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { caseDir } from "./families_fixtures.ts";
 import { EDITING_WORDS } from "./fixtures_tiny_kb.ts";
-import { rng, runScript } from "./util.ts";
+import { rng, runScript, type ScriptRun } from "./util.ts";
 
 const dir = await Deno.makeTempDir();
 await cp(caseDir("llama"), dir, { recursive: true });
@@ -25,18 +25,16 @@ await Deno.writeTextFile(
   ).join("\n") + "\n",
 );
 
+/** Runs a command on the Llama folder with the prompt "Anna Berg lives in" (and `args`). */
+function onPrompt(script: string, command: string[], ...args: string[]): Promise<ScriptRun> {
+  return runScript(script, ...command, "--model", dir, "--prompt", "Anna Berg lives in", ...args);
+}
+
+/** The fact of the prompt for the commands that trace or attribute it: Anna Berg -> Paris. */
+const FACT = ["--subject", "Anna Berg", "--target", "Paris"];
+
 Deno.test("predict --json on a Llama folder: a distribution over the model's vocabulary", async () => {
-  const run = await runScript(
-    "engine/cli.ts",
-    "predict",
-    "--model",
-    dir,
-    "--prompt",
-    "Anna Berg lives in",
-    "--top",
-    "3",
-    "--json",
-  );
+  const run = await onPrompt("experiments/commands/predict.ts", ["predict"], "--top", "3", "--json");
   assert.equal(run.code, 0, run.stderr);
   const j = JSON.parse(run.stdout);
   assert.deepEqual(j.input_ids, [2, 3, 8, 10], "Anna Berg lives in");
@@ -76,54 +74,20 @@ Deno.test("edit --method rome --json on a Llama folder moves p(new) up at the ed
 
 Deno.test("trace and attribute (lga) on a Llama folder write their results", async () => {
   const out = `${dir}/trace-out`;
-  const trace = await runScript(
-    "experiments/commands/trace.ts",
-    "--model",
-    dir,
-    "--prompt",
-    "Anna Berg lives in",
-    "--subject",
-    "Anna Berg",
-    "--target",
-    "Paris",
-    "--samples",
-    "2",
-    "--out",
-    out,
-  );
+  const trace = await onPrompt("experiments/commands/trace.ts", [], ...FACT, "--samples", "2", "--out", out);
   assert.equal(trace.code, 0, trace.stderr);
   const traced = [...Deno.readDirSync(out)].map((e) => e.name);
   assert.ok(traced.some((n) => n.endsWith(".json")), `trace wrote ${traced}`);
-  const lga = await runScript(
+  const lga = await onPrompt(
     "experiments/commands/attribute.ts",
-    "--model",
-    dir,
-    "--method",
-    "lga",
-    "--prompt",
-    "Anna Berg lives in",
-    "--target",
-    "Paris",
-    "--target-new",
-    "Oslo",
-    "--out",
-    `${dir}/lga-out`,
+    ["--method", "lga"],
+    ...["--target", "Paris", "--target-new", "Oslo", "--out", `${dir}/lga-out`],
   );
   assert.equal(lga.code, 0, lga.stderr);
 });
 
 Deno.test("generate, representation zeroing and integrated gradients on a Llama folder", async () => {
-  const gen = await runScript(
-    "engine/cli.ts",
-    "generate",
-    "--model",
-    dir,
-    "--prompt",
-    "Anna Berg lives in",
-    "--max-new",
-    "3",
-    "--json",
-  );
+  const gen = await onPrompt("experiments/commands/predict.ts", ["generate"], "--max-new", "3", "--json");
   assert.equal(gen.code, 0, gen.stderr);
   const g = JSON.parse(gen.stdout);
   assert.deepEqual(g.input_ids, [2, 3, 8, 10]);
@@ -133,41 +97,26 @@ Deno.test("generate, representation zeroing and integrated gradients on a Llama 
     g.output_ids.map((id: number) => words[id]).join(" "),
     "the text is the generated ids' words",
   );
-  const zero = await runScript(
+  const zero = await onPrompt(
     "experiments/commands/trace.ts",
-    "--model",
-    dir,
-    "--prompt",
-    "Anna Berg lives in",
-    "--subject",
-    "Anna Berg",
-    "--target",
-    "Paris",
+    [],
+    ...FACT,
     "--zero",
     "--out",
     `${dir}/zero-out`,
   );
   assert.equal(zero.code, 0, zero.stderr);
-  const ig = await runScript(
+  const ig = await onPrompt(
     "experiments/commands/attribute.ts",
-    "--model",
-    dir,
-    "--method",
-    "ig",
-    "--prompt",
-    "Anna Berg lives in",
-    "--target",
-    "Paris",
-    "--steps",
-    "4",
-    "--out",
-    `${dir}/ig-out`,
+    ["--method", "ig"],
+    ...["--target", "Paris", "--steps", "4", "--out", `${dir}/ig-out`],
   );
   assert.equal(ig.code, 0, ig.stderr);
 });
 
-Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts it knows are stored", async () => {
-  // CounterFact-style records whose true objects are what this random model predicts (so it "knows" them).
+/** Writes counterfact.json: CounterFact-style records whose true objects are what this random model
+ *  predicts (so it "knows" them). */
+async function writeKnownFacts(): Promise<void> {
   const { getGpu } = await import("../engine/gpu.ts");
   const { Model } = await import("../engine/model.ts");
   const { greedyNextTokens } = await import("../experiments/evaluation/recall.ts");
@@ -190,15 +139,19 @@ Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts i
     generation_prompts: [`${s} is`],
   }));
   await Deno.writeTextFile(`${dir}/counterfact.json`, JSON.stringify(cases));
+}
+
+Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts it knows are stored", async () => {
+  await writeKnownFacts();
   const db = `${dir}/sweep.db`;
   const run = await runScript(
-    "experiments/study/sweep.ts",
+    "experiments/commands/sweep.ts",
     ...["--model", dir, "--facts", "2", "--proxy-fraction", "0.5", "--layers", "0,1", "--methods", "rome"],
     ...["--problems", "error-injection", "--localizations", "causal-tracing", "--selectors", "none"],
     ...["--trace-samples", "2", "--v-steps", "2", "--batch", "2", "--stats-dir", `${dir}/stats`, "--out", db],
   );
   assert.equal(run.code, 0, run.stderr);
-  const csv = await runScript("experiments/study/sweep.ts", "csv", db, `${dir}/sweep.csv`);
+  const csv = await runScript("experiments/commands/sweep.ts", "csv", db, `${dir}/sweep.csv`);
   assert.equal(csv.code, 0, csv.stderr);
   const rows = (await Deno.readTextFile(`${dir}/sweep.csv`)).trim().split("\n");
   const header = rows[0].split(",");
@@ -211,4 +164,34 @@ Deno.test("sweep on a Llama folder: ROME edits and causal tracing of the facts i
     records.some((r) => r[localization] === "causal-tracing" && r[method] === "none"),
     "traces are stored",
   );
+});
+
+Deno.test("study --quick on a Llama folder: the report and the summary run unchanged", async () => {
+  await writeKnownFacts();
+  const run = await runScript(
+    "experiments/commands/study.ts",
+    ...[
+      "--quick",
+      "--model",
+      dir,
+      "--out",
+      `${dir}/study`,
+      "--facts",
+      "1",
+      "--proxy",
+      "1",
+      "--trace-facts",
+      "3",
+    ],
+    ...["--methods", "rome", "--problems", "error-injection", "--mass", "memit", "--v-steps", "2"],
+    ...["--stats-dir", `${dir}/stats`],
+  );
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stdout, /=== Summary \([^,]+, llama; /);
+  assert.match(run.stdout, /Caveats found in the data:/);
+  const html = await Deno.readTextFile(`${dir}/study/report.html`);
+  for (const id of ["caveats", "findings", "table-hase-3", "table-mass-editing", "fig-heatmaps"]) {
+    assert.ok(html.includes(`id="${id}"`), `the report has ${id}`);
+  }
+  assert.match(html, /<dt>model<\/dt><dd>[^<]* \(llama, 2 layers/);
 });

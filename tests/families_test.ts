@@ -5,7 +5,9 @@
 import assert from "node:assert/strict";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
 import { type Hook, makeBatch, Model, type Site } from "../engine/model.ts";
+import { bf16ArrayToF32, openSafetensors } from "../engine/safetensors.ts";
 import { caseDir, CASES, loadCase } from "./families_fixtures.ts";
+import { buildSafetensors, f32Bytes, type RawTensor, u16Bytes } from "./fixtures_safetensors.ts";
 import { maxAbsDiff } from "./util.ts";
 
 const gpu = await getGpu();
@@ -124,4 +126,39 @@ Deno.test("forwardWithCache returns every hook site of every layer, equal to tra
   );
   model.releaseForward(result);
   gpu.release(...cache.values());
+});
+
+Deno.test("a bf16 GPT-2 checkpoint keeps wte and projections in 16 bits, its learned positions in f32, and computes what the widened f32 file does", async () => {
+  const src = caseDir("gpt2");
+  const file = await openSafetensors(`${src}/model.safetensors`);
+  const tensors = await Promise.all(
+    file.names().map(async (n) => [n, await file.read(n), file.info(n).shape] as const),
+  );
+  file.close();
+  // bf16 bits of every tensor (f32 bits cut to their top half), and an f32 file of exactly those values.
+  const bits = (v: Float32Array) => Array.from(new Uint32Array(v.slice().buffer), (b) => b >>> 16);
+  const half: [string, RawTensor][] = tensors.map((
+    [n, v, shape],
+  ) => [n, { dtype: "BF16", shape, bytes: u16Bytes(bits(v)) }]);
+  const wide: [string, RawTensor][] = tensors.map(([n, v, shape]) => [
+    n,
+    { dtype: "F32", shape, bytes: f32Bytes(bf16ArrayToF32(Uint16Array.from(bits(v)))) },
+  ]);
+  const dirs = await Promise.all([half, wide].map(async (t) => {
+    const dir = await Deno.makeTempDir();
+    await Deno.copyFile(`${src}/config.json`, `${dir}/config.json`);
+    await Deno.writeFile(`${dir}/model.safetensors`, buildSafetensors(t));
+    return dir;
+  }));
+  try {
+    const [h, w] = await Promise.all(dirs.map((d) => Model.load(gpu, d)));
+    assert.equal(h.wte[0].tensor.dtype, "bf16");
+    assert.equal(h.p("h.0.mlp.c_fc.weight").dtype, "bf16");
+    assert.equal(h.p("wpe.weight").dtype, "f32", "the embedding kernel adds positions in f32");
+    const ids = [3, 17, 5, 99, 42];
+    const [a, b] = [h, w].map((m) => m.forward(makeBatch([ids])).logits.read());
+    assert.ok(maxAbsDiff(await a, await b) < 1e-5, "16-bit and widened weights give the same logits");
+  } finally {
+    for (const d of dirs) await Deno.remove(d, { recursive: true });
+  }
 });

@@ -134,7 +134,8 @@ function rope64(
       for (let i = 0; i < dims / 2; i++) {
         const [a, b] = interleaved ? [2 * i, 2 * i + 1] : [i, i + dims / 2];
         const position = (r % T) + (starts ? starts[Math.floor(r / T)] : 0);
-        const base = r * width + head * hd, angle = position * inv[i];
+        // The angle is the f32 product, as the kernel and transformers (in float32) compute it.
+        const base = r * width + head * hd, angle = Math.fround(position * inv[i]);
         const x0 = qkv[base + a], x1 = qkv[base + b];
         out[base + a] = x0 * Math.cos(angle) - x1 * Math.sin(angle);
         out[base + b] = x1 * Math.cos(angle) + x0 * Math.sin(angle);
@@ -162,6 +163,18 @@ for (const interleaved of [true, false]) {
     assertClose(await t.read(), rope64(x, R, T, H, Hkv, hd, dims, interleaved, inv, starts), 1e-5, "offsets");
   });
 }
+
+Deno.test("rope at positions up to 4095: cos and sin as exact as float64's of the f32 angle", async () => {
+  // Angles up to 4095 radians, where GPU builtins lose accuracy (shaders/rope.wgsl computes its own).
+  const [T, H, Hkv, hd, dims] = [4096, 1, 1, 4, 4];
+  const width = (H + 2 * Hkv) * hd;
+  const x = randomArray(T * width, 22);
+  const inv = Float32Array.from([1, 0.37]);
+  const t = gpu.tensor([T, width], x);
+  rope(gpu, t, gpu.tensor([dims / 2], inv), { R: T, T, H, Hkv, hd, dims, interleaved: false });
+  const ref = rope64(x, T, T, H, Hkv, hd, dims, false, inv);
+  assertClose(await t.read(), ref, 2e-6, "rotated at long positions");
+});
 
 // ---------------------------------------------------------------- gated activations
 

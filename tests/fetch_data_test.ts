@@ -8,7 +8,7 @@ import {
   byHandMessage,
   DEFAULT_BASE_URLS,
   REMOTE_DATASETS,
-} from "../experiments/commands/fetch_data.ts";
+} from "../experiments/data/remote_datasets.ts";
 import { WIKITEXT_103 } from "../experiments/data/corpus.ts";
 import { fakeHub } from "./http_fixtures.ts";
 
@@ -91,30 +91,46 @@ Deno.test("fetch-data: a progress bar with the size in MB on stderr (plain lines
   }
 });
 
-Deno.test("fetch-data wikitext-103: into the hub cache from HF_ENDPOINT, refused when the hub's file is not the pinned one", async () => {
+Deno.test("fetch-data wikitext-103: into the hub cache from HF_ENDPOINT, trusting and recording the first download (said), refusing a changed file later", async () => {
   const body = Deno.readFileSync(fixture("wikitext/train-00000-of-00002.parquet"));
-  const hub = fakeHub({
-    "datasets/Salesforce/wikitext": {
-      files: {
-        "wikitext-103-raw-v1/train-00000-of-00002.parquet": body,
-        "wikitext-103-raw-v1/train-00001-of-00002.parquet": body,
+  const serve = (first: Uint8Array<ArrayBuffer>) =>
+    fakeHub({
+      "datasets/Salesforce/wikitext": {
+        files: {
+          "wikitext-103-raw-v1/train-00000-of-00002.parquet": first,
+          "wikitext-103-raw-v1/train-00001-of-00002.parquet": body,
+        },
       },
-    },
-  });
+    });
   const cache = await Deno.makeTempDir();
+  const env = (hub: { origin: string }) => ({ HF_ENDPOINT: hub.origin, HF_HUB_CACHE: cache, HF_TOKEN: "" });
+  let hub = serve(body);
   try {
-    const r = await run(["wikitext-103"], { HF_ENDPOINT: hub.origin, HF_HUB_CACHE: cache, HF_TOKEN: "" });
+    const r = await run(["wikitext-103"], env(hub));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /wikitext-103: trust on first use: 2 file\(s\) have no pinned checksum/);
+    assert.match(
+      r.stdout,
+      /wikitext-103: .*datasets--Salesforce--wikitext\/snapshots\/[0-9a-f]{40}; use it with --corpus/,
+    );
+    assert.ok(
+      hub.requests.some((q) =>
+        q.path === `/api/datasets/Salesforce/wikitext/revision/${WIKITEXT_103.revision}`
+      ),
+    );
+  } finally {
+    await hub.close();
+  }
+  hub = serve(body.slice(0, body.length - 1));
+  try {
+    const r = await run(["wikitext-103"], env(hub));
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
       new RegExp(
-        `fetch-data: Salesforce/wikitext@${WIKITEXT_103.revision}: wikitext-103-raw-v1/train-00000-of-00002\\.parquet is ${body.length} ` +
-          `bytes with sha256 [0-9a-f]{64}; expected the pinned 156987808 bytes, sha256 74da360f`,
-      ),
-    );
-    assert.ok(
-      hub.requests.some((q) =>
-        q.path === "/api/datasets/Salesforce/wikitext/revision/b08601e04326c79dfdd32d625aee71d232d685c3"
+        `fetch-data: Salesforce/wikitext@main: wikitext-103-raw-v1/train-00000-of-00002\\.parquet is now ${
+          body.length - 1
+        } bytes with sha256 [0-9a-f]{64}, but the first download .* recorded ${body.length} bytes`,
       ),
     );
   } finally {

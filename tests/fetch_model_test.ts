@@ -1,15 +1,15 @@
-// experiments/commands/fetch_model.ts and engine/hub.ts against a local fake of the Hugging Face hub (its
-// revision and tree APIs and /resolve/ downloads): the cache layout Python's huggingface_hub writes
-// (refs/main, snapshots/<commit>/ symlinks into blobs/<sha256 or git oid>), only the files Locus reads,
-// resume after a dropped connection, a checksum mismatch, a gated repository (401 without HF_TOKEN),
-// offline reuse of the cache, and `--model ID` resolving to the snapshot in every command.
+// experiments/data/hub_download.ts (and its fetch-model command) and engine/hub.ts against a local fake of
+// the Hugging Face hub (its revision and tree APIs and /resolve/ downloads): the cache layout Python's
+// huggingface_hub writes (refs/main, snapshots/<commit>/ symlinks into blobs/<sha256 or git oid>), only the
+// files Locus reads, resume after a dropped connection, a checksum mismatch, a gated repository (401 without
+// HF_TOKEN), offline reuse of the cache, and `--model ID` resolving to the snapshot in every command.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { getGpu } from "../engine/gpu.ts";
 import { cachedSnapshot, parseHubId, repoCacheDir, resolveModelDir } from "../engine/hub.ts";
 import { makeBatch, Model } from "../engine/model.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
-import { fetchRepo, locusFiles } from "../experiments/commands/fetch_model.ts";
+import { fetchRepo, locusFiles } from "../experiments/data/hub_download.ts";
 import { COMMIT, fakeHub, sha } from "./http_fixtures.ts";
 import { assertClose, runScriptEnv } from "./util.ts";
 
@@ -97,7 +97,7 @@ Deno.test("fetch-model: Python's hub cache layout, only Locus's files, then --mo
     const env = { HF_HUB_CACHE: cacheDir };
     const tokenize = await runScriptEnv(
       env,
-      "engine/cli.ts",
+      "experiments/commands/predict.ts",
       "tokenize",
       "--model",
       "org/tiny",
@@ -110,7 +110,7 @@ Deno.test("fetch-model: Python's hub cache layout, only Locus's files, then --mo
     assert.equal(await cachedSnapshot("org/tiny", "v2", "model", cacheDir), null);
     const missing = await runScriptEnv(
       env,
-      "engine/cli.ts",
+      "experiments/commands/predict.ts",
       "tokenize",
       "--model",
       "org/other",

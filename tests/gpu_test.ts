@@ -73,7 +73,25 @@ Deno.test("a training step in steady state allocates no new buffers (no pool lea
 });
 
 Deno.test("the backend: DENO_WEBGPU_BACKEND wins; without it, GL on a Linux machine with Mesa's EGL and no GPU", async () => {
-  assert.ok(gpu.describe().endsWith(`backend=${gpu.info.backend}`));
+  // The description names the adapter, the CPU implementation behind a software adapter, the vendor and
+  // the backend.
+  const described = gpu.describe();
+  assert.ok(described.startsWith(gpu.info.description), described);
+  assert.ok(described.endsWith(` vendor=${gpu.info.vendor} backend=${gpu.info.backend}`), described);
+  assert.equal(described.includes(`(software: ${gpu.info.software})`), gpu.info.software !== null, described);
+  // A fresh process without the variable: the adapter is requested on the backend Locus chose, which
+  // it tells Deno through DENO_WEBGPU_BACKEND (read once, at the first requestAdapter), and reports.
+  const opened = async (env: Record<string, string>) => {
+    const code = `import { Gpu } from "${new URL("../engine/gpu.ts", import.meta.url)}";
+const gpu = await Gpu.open();
+console.log(JSON.stringify({ backend: gpu.info.backend, told: Deno.env.get("DENO_WEBGPU_BACKEND") ?? null }));`;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", code],
+      env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp", ...env },
+      clearEnv: true,
+    }).output();
+    return JSON.parse(new TextDecoder().decode(out.stdout)) as { backend: string; told: string | null };
+  };
   const preferred = async (env: Record<string, string>) => {
     const code = `import { preferredBackend } from "${new URL("../engine/io.ts", import.meta.url)}";
 console.log(preferredBackend());`;
@@ -93,7 +111,11 @@ console.log(preferredBackend());`;
     !entries("/dev/dri").some((n) => n.startsWith("renderD")) &&
     !entries("/dev").some((n) => n.startsWith("nvidia") || n === "dxg" || n === "kfd");
   const mesaEgl = entries("/usr/share/glvnd/egl_vendor.d").includes("50_mesa.json");
-  assert.equal(await preferred({}), softwareOnly && mesaEgl ? "gl" : "default");
+  const auto = softwareOnly && mesaEgl ? "gl" : "default";
+  assert.equal(await preferred({}), auto);
+  assert.equal(await preferred({ DENO_WEBGPU_BACKEND: "gl" }), "gl");
+  const fresh = await opened({});
+  assert.deepEqual(fresh, { backend: auto, told: auto === "default" ? null : auto });
 });
 
 // Linux has no Metal, so there this backend finds no adapter (elsewhere the test is reported as ignored).
@@ -102,7 +124,14 @@ Deno.test({
   ignore: Deno.build.os !== "linux",
 }, async () => {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../engine/cli.ts", import.meta.url).pathname, "predict", "--tokens", "1"],
+    args: [
+      "run",
+      "-A",
+      new URL("../experiments/commands/predict.ts", import.meta.url).pathname,
+      "predict",
+      "--tokens",
+      "1",
+    ],
     env: { DENO_WEBGPU_BACKEND: "metal" },
     stdout: "piped",
     stderr: "piped",

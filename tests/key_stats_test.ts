@@ -16,6 +16,7 @@ import {
   computeKeyStats,
   importRomeStats,
   importStatsFiles,
+  KeyStats,
   keyStats,
   packCorpus,
   statsFileLayer,
@@ -58,10 +59,11 @@ const cfg = {
   layerNormEpsilon: 1e-5,
 };
 
-Deno.test("WikiText-103: pinned revision and checksums; the shards come from the hub cache, read as pyarrow reads them", async () => {
-  assert.match(WIKITEXT_103.revision, /^[0-9a-f]{40}$/);
+Deno.test("WikiText-103: pinned checksums are enforced; the shards come from the hub cache, read as pyarrow reads them", async () => {
+  // Nothing of WikiText-103 is pinned (see corpus.ts): its first download is trusted and recorded.
+  assert.equal(WIKITEXT_103.revision, "main");
   assert.deepEqual(WIKITEXT_103.files.map((f) => f.path), SHARDS.map((s) => `wikitext-103-raw-v1/${s}`));
-  for (const f of WIKITEXT_103.files) assert.match(f.sha256, /^[0-9a-f]{64}$/);
+  assert.ok(WIKITEXT_103.files.every((f) => f.sha256 === undefined && f.size === undefined));
 
   const hub = fakeHub({ "datasets/Salesforce/wikitext": { files: hubFiles(), drop: spec.files[1].path } });
   const cacheDir = await Deno.makeTempDir();
@@ -73,6 +75,7 @@ Deno.test("WikiText-103: pinned revision and checksums; the shards come from the
     const o = { cacheDir, endpoint: hub.origin, token: null };
     await assert.rejects(() => fetchHubCorpus(spec, o), /download interrupted after 100 of/);
     const r = await fetchHubCorpus(spec, o);
+    assert.equal(r.trust, "every file matches its pinned sha256");
     assert.equal(r.snapshot, join(cacheDir, "datasets--Salesforce--wikitext", "snapshots", COMMIT));
     assert.deepEqual(r.files.map((f) => [f.how, f.resumedFrom]), [["cached", 0], ["downloaded", 100]]);
 
@@ -90,6 +93,45 @@ Deno.test("WikiText-103: pinned revision and checksums; the shards come from the
     );
   } finally {
     await hub.close();
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
+
+Deno.test("WikiText-103 without pinned checksums: the first download records the hub's sha256 (trust on first use, said), later ones must match", async () => {
+  const files = hubFiles();
+  const hub = fakeHub({ "datasets/Salesforce/wikitext": { files } });
+  const cacheDir = await Deno.makeTempDir();
+  try {
+    const lines: string[] = [];
+    const o = { cacheDir, endpoint: hub.origin, token: null, log: (l: string) => lines.push(l) };
+    const first = await fetchHubCorpus(WIKITEXT_103, o);
+    assert.match(
+      first.trust,
+      /^trust on first use: 2 file\(s\) have no pinned checksum; the sha256 the hub lists/,
+    );
+    assert.ok(lines.includes(`wikitext-103: ${first.trust}`), "said in the output");
+    const record = join(cacheDir, "datasets--Salesforce--wikitext", "locus-corpus-wikitext-103.json");
+    const recorded = JSON.parse(Deno.readTextFileSync(record));
+    assert.deepEqual(recorded.files, spec.files, "the record holds the files' real sizes and sha256");
+    assert.equal(recorded.commit, COMMIT);
+    // Read at the recorded commit, keyed by the recorded checksums like a pinned spec.
+    const corpus = await hubCorpus(WIKITEXT_103, cacheDir);
+    assert.equal(corpus.hash, (await hubCorpus(spec, cacheDir)).hash);
+    const again = await fetchHubCorpus(WIKITEXT_103, o);
+    assert.match(again.trust, /^the files match the checksums recorded at the first download/);
+  } finally {
+    await hub.close();
+  }
+  // The hub now serves another file under the same name: refused, naming the record.
+  const [a, b] = SHARDS.map((s) => `wikitext-103-raw-v1/${s}`);
+  const changed = fakeHub({ "datasets/Salesforce/wikitext": { files: { [a]: files[b], [b]: files[b] } } });
+  try {
+    await assert.rejects(
+      () => fetchHubCorpus(WIKITEXT_103, { cacheDir, endpoint: changed.origin, token: null }),
+      /train-00000-of-00002\.parquet is now \d+ bytes with sha256 [0-9a-f]{64}, but the first download .* recorded \d+ bytes, sha256 [0-9a-f]{64} in .*locus-corpus-wikitext-103\.json; the hub's file changed/,
+    );
+  } finally {
+    await changed.close();
     await Deno.remove(cacheDir, { recursive: true });
   }
 });
@@ -296,6 +338,49 @@ Deno.test("edit --stats FILE.npz: ROME runs on imported statistics, no corpus pa
     );
     assert.equal(wrongLayer.code, 1);
     assert.match(wrongLayer.stderr, /edit: --stats .*statistics of layer 1, but the edit uses layers 0/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the Cholesky factor is kept on disk by the moment's hash: read back equal, rewritten for another moment, a damaged file named", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const f = 37; // odd: the packed triangle's rows have every length
+    const G = Float32Array.from({ length: f * f }, (_, i) => Math.sin(i * 1.7) * 0.5);
+    const moment = new Float32Array(f * f);
+    for (let i = 0; i < f; i++) {
+      for (let j = 0; j < f; j++) {
+        let s = i === j ? 0.1 : 0;
+        for (let k = 0; k < f; k++) s += G[i * f + k] * G[j * f + k] / f;
+        moment[i * f + j] = s;
+      }
+    }
+    const b = Float64Array.from({ length: f }, (_, i) => Math.cos(i));
+    const lines: string[] = [];
+    const first = new KeyStats(3, f, 10, moment, dir);
+    await first.prepareSolve((l) => lines.push(l));
+    const files = [...Deno.readDirSync(dir)].map((e) => e.name);
+    assert.equal(files.length, 1, `one factor file: ${files}`);
+    assert.match(lines[0], /Cholesky factor of the key second moment of layer 3: [\d.]+ s, kept in/);
+    const again = new KeyStats(3, f, 10, moment.slice(), dir);
+    await again.prepareSolve((l) => lines.push(l));
+    assert.match(lines[1], /: cached /);
+    assert.deepEqual(
+      again.solve(b),
+      new KeyStats(3, f, 10, moment).solve(b),
+      "the cached factor solves bit-exactly",
+    );
+    const other = moment.slice();
+    other[0] += 1;
+    await new KeyStats(3, f, 10, other, dir).prepareSolve();
+    assert.equal([...Deno.readDirSync(dir)].length, 2, "another moment, another file");
+    const path = join(dir, files[0]);
+    Deno.writeFileSync(path, Deno.readFileSync(path).subarray(0, 100));
+    await assert.rejects(
+      () => new KeyStats(3, f, 10, moment, dir).prepareSolve(),
+      (e: Error) => e.message.includes(path) && /bytes, a Cholesky factor of width 37 has/.test(e.message),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,3 +1,6 @@
+// engine/ops.ts's matmul against the float64 reference: every storage layout (NN, NT, TN, TT) at odd
+// sizes, alpha/beta and batch strides, every tile parameter set giving the same result, column slices.
+// (tests/matmul_variants_test.ts covers each kernel variant and the 16-bit weights.)
 import { getGpu } from "../engine/gpu.ts";
 import { matmul, matmulTiles, setMatmulTiles } from "../engine/ops.ts";
 import { matmulRef } from "./reference.ts";

@@ -3,7 +3,7 @@
 // network, a sweep without traces still names every table and figure; and the page opens in headless
 // Chromium (DOM dumped, screenshot written) with the network blocked.
 import assert from "node:assert/strict";
-import { loadSweep, r2Table } from "../experiments/study/analysis.ts";
+import { formatP, loadSweep, r2Table } from "../experiments/study/analysis.ts";
 import { type ResultRecord, ResultStore } from "../experiments/study/store.ts";
 import type { FactTrace, KindGrid, StateKind } from "../experiments/localization/tracing.ts";
 import { rng, runScript, type ScriptRun } from "./util.ts";
@@ -109,9 +109,49 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
             },
             dataset: { ...DATASET, caseId: fact, split },
           });
+          // Fact 1's edits leave p(target) where it was: no-op edits the report counts.
+          records.at(-1)!.metrics = {
+            ...records.at(-1)!.metrics,
+            pre: { rewrite: 0.5 },
+            post: { rewrite: f === 1 ? 0.5 : 0.9 },
+            // The standard metrics apply to error injection (a new object against the true one).
+            standard: problem === "error-injection"
+              ? {
+                efficacySuccess: rewrite > 0.5 ? 1 : 0,
+                efficacyMagnitude: rewrite - 0.5,
+                paraphraseSuccess: 1,
+                paraphraseMagnitude: 0.2,
+                neighborhoodSuccess: 0.9,
+                neighborhoodMagnitude: 0.3,
+                reliability: 0.5,
+                generalization: 0.4,
+                locality: 1,
+                portability: null,
+              }
+              : null,
+          };
         }
       }
     }
+  }
+  // The mass-editing curve: MEMIT editing 1 and 8 test facts at once, worse with more.
+  for (const n of [1, 8]) {
+    records.push({
+      ...base,
+      fact: "mass-set",
+      method: "memit",
+      layer: null,
+      problem: "error-injection",
+      localization: `mass:${n}`,
+      metrics: {
+        n,
+        rewrite: Array.from({ length: n }, (_, i) => 0.9 - 0.02 * n + 0.01 * i),
+        paraphrase: Array.from({ length: n }, () => 0.5),
+        neighborhood: Array.from({ length: n }, () => 0.95),
+      },
+      hparams: { editedLayers: [1, 2] },
+      timings: { edit: 2 * n },
+    });
   }
   for (const [selector, layer] of [["causal-tracing", 0], ["integrated-gradients", 3], ["lga", 1]] as const) {
     records.push({
@@ -154,6 +194,8 @@ const TABLES = [
   "table-proxy-test",
   "table-selection-004",
   "table-selection-000",
+  "table-counterfact",
+  "table-mass-editing",
 ];
 const FIGURES = [
   "fig-heatmaps",
@@ -164,10 +206,12 @@ const FIGURES = [
   "fig-scatter-0",
   "fig-scatter-3",
   "fig-selection",
+  "fig-selection-runtime",
+  "fig-mass-editing",
 ];
 
 function report(...args: string[]): Promise<ScriptRun> {
-  return runScript("experiments/study/report.ts", ...args);
+  return runScript("experiments/commands/report.ts", ...args);
 }
 
 /** The HTML of the element with this id, from its opening tag to the matching closing tag. */
@@ -198,7 +242,10 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   for (const id of FIGURES) {
     assert.match(element(html, id), /^<figure id=.*<svg /s, `${id} is a figure with SVG`);
   }
-  assert.ok(!html.includes('class="missing"'), "nothing is missing");
+  assert.ok(
+    !html.includes('class="missing"'),
+    `nothing is missing: ${html.match(/<p id="[^"]*" class="missing">[^<]*/g)}`,
+  );
   assert.equal(element(html, "fig-heatmaps").split("<svg ").length - 1, 3, "3 heatmaps");
   assert.equal(element(html, "fig-tracing-curves").split("<svg ").length - 1, 3, "a curve chart per kind");
   assert.equal(html.split("<svg ").length, html.split("</svg>").length, "every SVG is closed");
@@ -216,26 +263,48 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   const expected = r2Table(data, { metric: "rewrite" });
   const rows = bodyRows(element(html, "table-hase-3"));
   assert.equal(rows.length, PROBLEMS.length * METHODS.length);
+  // Each R² cell: the value over its 95% interval.
+  const withCI = (x: number, ci: { lower: number; upper: number }) =>
+    `${x.toFixed(3)}<br><span class="ci">[${ci.lower.toFixed(3)}, ${ci.upper.toFixed(3)}]</span>`;
+  const e = expected[0];
   assert.deepEqual(rows[0].slice(0, 6), [
     "error-injection",
     "rome (1 layer)",
-    expected[0].layer.toFixed(3),
-    expected[0].trace.toFixed(3),
-    expected[0].both.toFixed(3),
-    expected[0].diff.toFixed(3),
+    withCI(e.layer, e.ci.layer),
+    withCI(e.trace, e.ci.trace),
+    withCI(e.both, e.ci.both),
+    withCI(e.diff, e.ci.diff),
   ]);
+  assert.deepEqual(rows[0].slice(6, 10), [
+    `${e.adjusted.layer.toFixed(3)} / ${e.adjusted.both.toFixed(3)}`,
+    withCI(e.f2, e.ci.f2),
+    formatP(e.pAdjusted),
+    e.verdict,
+  ]);
+  assert.match(rows[0][10], /^40 \(10 facts\), 4 no-op/);
   assert.equal(rows[1][0], "memit (3 layers)", "the problem cell spans its methods");
   assert.ok(expected[0].layer > 0.9 && expected[0].trace < 0.2, "the synthetic layer effect dominates");
   assert.match(
     element(html, "headline"),
-    /rome error-injection \(40 edits of 10 facts\): the edit layer explains 9\d\.\d%/,
+    /rome error-injection \(40 edits of 10 facts\): the edit layer explains 9\d\.\d% \[9\d\.\d, (9\d\.\d|100\.0)\]/,
   );
+  // The summary: findings and caveats computed from this sweep, the verdict rule stated once.
+  const summary = html.slice(html.indexOf('<section id="summary">'), html.indexOf("</section>"));
+  assert.match(summary, /<h2>Summary and caveats<\/h2>/);
+  assert.match(summary, /results fingerprint<\/dt><dd>sha256 [0-9a-f]{64}/);
+  assert.match(summary, /<ul id="findings"><li>The edit layer explains more .* in \d of 4 conditions/);
+  assert.match(summary, /<ul id="caveats">.*No-op edits: 4 of 40 error-injection rome edits/s);
+  assert.match(summary, /Small sample: as few as 8 test facts per condition \(proxy set: 2 facts\)/);
+  assert.equal(html.split("Holm-corrected within its family").length, 2, "the rule is stated once");
 
   // The Golden Layers paper's table 1: sample-wise optimal, golden layer (layer 1 is best on average), significance.
   const golden = bodyRows(element(html, "table-golden"));
   assert.equal(golden.length, METHODS.length * 3);
   assert.match(golden[1][1], /^\d\.\d{3}±\d\.\d{3} \(layer 1\)$/);
-  assert.match(golden[2][1], /^(Yes|No) \(p /);
+  assert.match(
+    golden[2][1],
+    /^\d\.\d{3} \[-?\d\.\d{3}, \d\.\d{3}\], d_z \S+, Holm p \S+: (effect|no effect)$/,
+  );
   // The Golden Layers paper's table 2 and Chun & Hur's table 1 name the strategies and their layers.
   const selection = element(html, "table-selection-004");
   for (
@@ -249,6 +318,20 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   ) {
     assert.ok(selection.includes(name), `table-selection-004 lists ${name}`);
   }
+  // The standard metrics at the proxy facts' golden layer (layer 1: the synthetic scores peak there),
+  // over the 8 test facts; portability has no prompts.
+  const counterfact = bodyRows(element(html, "table-counterfact"));
+  assert.equal(counterfact.length, METHODS.length, "error injection only");
+  assert.deepEqual(counterfact[0].slice(0, 3), ["error-injection", "rome (1 layer)", "1"]);
+  assert.match(counterfact[0][3], /^1\.000<br>/, "ES: every rewrite at layer 1 is above 0.5");
+  assert.match(counterfact[0][12], /^n\/a<br>/, "no portability prompts");
+  assert.equal(counterfact[0][13], "8");
+  // The mass-editing table: one row per batch size, means over the facts edited at once.
+  const mass = bodyRows(element(html, "table-mass-editing"));
+  assert.deepEqual(mass.map((r) => [r[0], r[1], r[2].split("<br>")[0], r[5]]), [
+    ["memit", "1", "0.880", "2.00"],
+    ["memit", "8", (0.74 + 0.035).toFixed(3), "16.00"],
+  ]);
   const seed000 = bodyRows(element(html, "table-selection-000"));
   assert.deepEqual(seed000.map((r) => [r[0], r[1]]), [["Attribution score (IG)", "3"], [
     "Causal tracing",
@@ -267,7 +350,16 @@ Deno.test("report: a sweep without traces or selections still names every table 
   }
   assert.match(element(html, "table-hase-1"), /Table not available: the sweep has no causal-tracing records/);
   assert.match(element(html, "fig-layer-curves"), /^<figure/, "edits alone still give the layer curves");
-  assert.match(element(html, "table-golden"), /^<table/);
+  // The edit tables hold the edits' numbers, not only a table: the same golden-layer table as the full
+  // sweep (its edit records are the same), with layer 1 (best on average by construction) as golden layer.
+  const golden = bodyRows(element(html, "table-golden"));
+  assert.equal(golden.length, METHODS.length * 3);
+  for (let m = 0; m < METHODS.length; m++) {
+    assert.match(golden[3 * m + 1][1], /^\d\.\d{3}±\d\.\d{3} \(layer 1\)$/);
+  }
+  assert.equal((await report(fullDb, "--out", `${dir}/full-for-edits.html`)).code, 0);
+  const full = await Deno.readTextFile(`${dir}/full-for-edits.html`);
+  assert.deepEqual(golden, bodyRows(element(full, "table-golden")));
 });
 
 Deno.test("report: clear errors for a missing store or an ambiguous sweep", async () => {

@@ -1,8 +1,9 @@
-// experiments/study/sweep.ts: the plan, progress lines, and `deno task sweep` end to end on a tiny model
-// folder: killed with SIGKILL mid-sweep and resumed (nothing lost, nothing duplicated, stored rows
-// untouched), killed again and again at random moments (it still completes), two shards that
-// partition the results and merge into the unsharded sweep, CSV export; --max-minutes, a missing or
-// damaged store, resuming under other settings, records too long for the model, unknown targets.
+// experiments/study/sweep.ts and its command experiments/commands/sweep.ts: the plan, progress lines,
+// and `deno task sweep` end to end on a tiny model folder: killed with SIGKILL mid-sweep and resumed
+// (nothing lost, nothing duplicated, stored rows untouched), killed again and again at random moments
+// (it still completes), two shards that partition the results and merge into the unsharded sweep, CSV
+// export; --max-minutes, a missing or damaged store, resuming under other settings, records too long
+// for the model, unknown targets.
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { existsSync } from "../engine/files.ts";
@@ -167,7 +168,7 @@ function sweepCommandIn(env: Record<string, string>, ...args: string[]): Deno.Co
   const inherited = Deno.env.toObject();
   for (const name of ARRAY_VARIABLES) delete inherited[name];
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../experiments/study/sweep.ts", import.meta.url).pathname, ...args],
+    args: ["run", "-A", new URL("../experiments/commands/sweep.ts", import.meta.url).pathname, ...args],
     env: { ...inherited, ...env },
     clearEnv: true,
     stdout: "piped",

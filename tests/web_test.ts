@@ -1,14 +1,17 @@
 // The web page in headless Chromium (WebGPU on) against the Deno engine: web/headless.ts builds and serves
-// the page and drives it like a user (predict, trace, ROME edit, undo, through its buttons),
-// and the numbers the page computed are compared with the same calls made here in Deno on the same inputs.
+// the page and drives it like a user (predict, trace, ROME edit, undo and download through its buttons on
+// the embedded model, then Hugging Face folders of other families chosen through its folder input and
+// predicted on), and the numbers the page computed are compared with the same calls made here in Deno on
+// the same inputs.
 //
 // Adapters: headless Chromium here gets SwiftShader (Vulkan on the CPU; its only WebGPU adapter without a
 // GPU), Deno gets Mesa's llvmpipe. Both run the same WGSL in f32 but compile it differently (fused
 // multiply-adds, exp/log implementations), so results agree to f32 rounding amplified by the model, not bit
-// for bit. Measured here (the test prints it): predict 2e-9, trace 2e-7, the edit's probabilities 3e-7
-// (two v* steps). The tolerance, 1e-5 on probabilities, leaves a 30x margin over that and is still far
+// for bit. Measured here (the test prints it): predict 2e-9, trace 4e-7, the edit's probabilities 3e-7
+// (two v* steps), the dropped folders' 3e-7. The tolerance, 1e-5 on probabilities, leaves a 30x margin over that and is still far
 // below any effect the page shows (an edit moves p(new) by orders of magnitude).
 import * as assert from "node:assert/strict";
+import { caseDir } from "./families_fixtures.ts";
 import { openHeadless } from "../web/headless.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
@@ -32,9 +35,47 @@ const TOLERANCE = 1e-5;
 /** Small settings so the test stays short on a software adapter (the page's defaults are 10 and 20). */
 const SAMPLES = 2, V_STEPS = 2;
 
+/**
+ * Hugging Face folders chosen through the page's folder input after the embedded model's steps: the
+ * transformers-made fixtures (tests/fixtures/families) of other families, 16-bit files and a sharded
+ * index, each with a Llama 2-format tokenizer.json (tests/fixtures/web, which the bundled
+ * @huggingface/tokenizers reads) and one of its prompts.
+ */
+const DROPS = [
+  { fixture: "llama_bf16", prompt: "the miller sells bread in" },
+  { fixture: "gemma_f16", prompt: "a lantern over the station" },
+  { fixture: "qwen2_sharded", prompt: "Quiet rain!" },
+  { fixture: "gemma3_text", prompt: "the miller sells bread in" },
+];
+const TOKENIZER = "tests/fixtures/web/tokenizer.json";
+/** The Python `tokenizers` library's ids of the DROPS' prompts (tests/fixtures/web/make_tokenizer.py). */
+const TOKENIZER_IDS: Record<string, number[]> = JSON.parse(
+  await Deno.readTextFile("tests/fixtures/web/tokenizer_expected.json"),
+);
+/** How many next tokens the page lists for a dropped model (its largest top-k). */
+const DROP_TOP = 50;
+
+/** A copy of a family fixture's model files (not its expected outputs) with TOKENIZER, in `parent`. */
+async function dropFolder(parent: string, fixture: string): Promise<string> {
+  const dir = `${parent}/${fixture}`;
+  await Deno.mkdir(dir);
+  for await (const e of Deno.readDir(caseDir(fixture))) {
+    if (e.name !== "expected.json") await Deno.copyFile(`${caseDir(fixture)}/${e.name}`, `${dir}/${e.name}`);
+  }
+  await Deno.copyFile(TOKENIZER, `${dir}/tokenizer.json`);
+  return dir;
+}
+
+interface PagePrediction {
+  prompt: string;
+  ids: number[];
+  top: Prediction[];
+}
+
 interface PageResults {
   adapter: string;
-  predict: { prompt: string; top: Prediction[] };
+  model: string;
+  predict: PagePrediction;
   trace: FactTrace;
   edit: {
     method: string;
@@ -57,27 +98,42 @@ function close(got: number, want: number, what: string): void {
 }
 
 Deno.test({
-  name: "web page in headless Chromium: predict, trace, ROME edit and undo match the Deno engine",
+  name:
+    "web page in headless Chromium: predict, trace, ROME edit, undo and dropped HF folders match the Deno engine",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const tab = await openHeadless();
+    const folders = await Deno.makeTempDir();
+    const dropDirs = await Promise.all(DROPS.map((d) => dropFolder(folders, d.fixture)));
     const timings: string[] = [];
+    const timed = async <T>(what: string, work: () => Promise<T>): Promise<T> => {
+      const started = performance.now();
+      const result = await work();
+      timings.push(`${what} ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      return result;
+    };
+    const tab = await timed("build, launch and load", openHeadless);
     let page: PageResults;
     let downloaded: Edit;
+    const dropped: { model: string; predict: PagePrediction }[] = [];
     try {
       await tab.fill({ samples: SAMPLES, "v-steps": V_STEPS });
-      for (const button of ["predict", "trace", "edit", "undo"]) {
-        const started = performance.now();
-        await tab.press(button);
-        timings.push(`${button} ${((performance.now() - started) / 1000).toFixed(1)} s`);
-      }
+      for (const button of ["predict", "trace", "edit", "undo"]) await timed(button, () => tab.press(button));
       page = await tab.results<PageResults>();
       downloaded = await loadEdit(await tab.download("download", "rome-edit.safetensors"));
+      for (const [i, d] of DROPS.entries()) {
+        await timed(`${d.fixture} load + predict`, async () => {
+          await tab.chooseFolder(dropDirs[i]);
+          await tab.fill({ prompt: d.prompt, "top-k": DROP_TOP });
+          await tab.press("predict");
+        });
+        dropped.push(await tab.results<{ model: string; predict: PagePrediction }>());
+      }
     } finally {
       await tab.close();
     }
     assert.deepEqual(tab.errors, []);
+    assert.equal(page.model, MODEL);
 
     // The same calls in Deno, on the page's own inputs.
     const model = await Model.load(await getGpu(), MODEL);
@@ -157,6 +213,28 @@ Deno.test({
       "ROME raised p(new) on the prompt",
     );
     assert.equal(page.undo.identical, true, "undo in the page restores the answers bit for bit");
+
+    // Each dropped folder: the page named it, its tokenizer gave the Python library's ids, and its
+    // next-token distribution is Deno's on the same folder.
+    for (const [i, d] of DROPS.entries()) {
+      const got = dropped[i];
+      assert.equal(got.model, d.fixture, `the page loaded the chosen folder ${d.fixture}`);
+      assert.equal(got.predict.prompt, d.prompt);
+      assert.deepEqual(got.predict.ids, TOKENIZER_IDS[d.prompt], `${d.fixture}: the page's token ids`);
+      const m = await Model.load(model.gpu, dropDirs[i]);
+      const ids = (await loadTokenizer(dropDirs[i])).encode(d.prompt);
+      assert.deepEqual(ids, TOKENIZER_IDS[d.prompt], `${d.fixture}: Deno's token ids`);
+      const want = await predictNext(m, ids, DROP_TOP);
+      for (const t of m.params.values()) t.destroy();
+      assert.equal(got.predict.top.length, DROP_TOP);
+      assert.deepEqual(
+        got.predict.top.map((p) => p.id),
+        want.map((p) => p.id),
+        `${d.fixture}: the same top ids`,
+      );
+      want.forEach((p, j) => close(got.predict.top[j].prob, p.prob, `dropped ${d.fixture}: p(${p.id})`));
+    }
+    await Deno.remove(folders, { recursive: true });
     console.log(
       `page on ${page.adapter}, Deno on ${model.gpu.describe()}; largest |page - Deno|: ` +
         Object.entries(largest).map(([k, v]) => `${k} ${v.toExponential(1)}`).join(", ") +

@@ -25,7 +25,7 @@ import { type EditingCase, editingCase } from "../experiments/editing/problems.t
 import { type KeyStats, keyStats } from "../experiments/editing/stats.ts";
 import { heatmapSvg } from "../experiments/pictures/heatmap.ts";
 import { scaledMlpWindow } from "../experiments/localization/layer_selection.ts";
-import { objectProbabilities } from "../experiments/evaluation/metrics.ts";
+import { probeAnswers, type ProbeResult, probeResults } from "../experiments/evaluation/metrics.ts";
 import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
 import { type FactTrace, STATE_KINDS, traceFact } from "../experiments/localization/tracing.ts";
 
@@ -35,21 +35,12 @@ declare const LOCUS_SHADERS: Record<string, string>;
 const EMBEDDED = "weights/locus-kb";
 const DROPPED = "dropped";
 
-interface ProbeResult {
-  label: string;
-  text: string;
-  before: Prediction[];
-  after: Prediction[];
-  /** p(true object), p(new object) before and after the edit. */
-  pTrue: [number, number];
-  pNew: [number, number];
-}
-
 /** What the page computed, for tests and for the console. */
 interface Results {
   adapter?: string;
   model?: string;
-  predict?: { prompt: string; top: Prediction[] };
+  /** The prompt, its token ids (the page's tokenizer's) and the k most likely next tokens. */
+  predict?: { prompt: string; ids: number[]; top: Prediction[] };
   trace?: FactTrace;
   edit?: {
     method: string;
@@ -63,7 +54,8 @@ interface Results {
   undo?: { identical: boolean; top: Prediction[] };
 }
 
-const locus = { busy: true, error: null as string | null, results: {} as Results };
+/** `finished` counts the buttons' (and loads') completed work, so a driver can wait for the one it started. */
+const locus = { busy: true, error: null as string | null, finished: 0, results: {} as Results };
 (globalThis as unknown as { locus: typeof locus }).locus = locus;
 
 const $ = <T extends HTMLElement = HTMLInputElement>(id: string) => document.getElementById(id) as T;
@@ -117,13 +109,15 @@ async function task(name: string, work: () => Promise<string>): Promise<void> {
     $<HTMLButtonElement>("undo").disabled = applied === null;
     $<HTMLButtonElement>("download").disabled = lastEdit === null;
     $<HTMLButtonElement>("edit").disabled = applied !== null;
+    locus.finished++;
     locus.busy = false;
   }
 }
 
 // ------------------------------------------------------------------------------------------ model
 
-async function loadModel(folder: string): Promise<string> {
+/** Loads the model of `folder` (a path the page fetches, or DROPPED), shown to the user as `name`. */
+async function loadModel(folder: string, name = folder): Promise<string> {
   // The previous model's weights leave the GPU (an applied edit goes with them).
   for (const t of model?.params.values() ?? []) t.destroy();
   model = null;
@@ -134,8 +128,9 @@ async function loadModel(folder: string): Promise<string> {
   model = await Model.load(gpu, folder);
   tok = await loadTokenizer(folder);
   const c = model.config;
-  locus.results = { adapter: gpu.describe(), model: folder };
-  $<HTMLParagraphElement>("model-info").textContent = `${folder === DROPPED ? "Dropped folder" : folder}: ` +
+  locus.results = { adapter: gpu.describe(), model: name };
+  $<HTMLParagraphElement>("model-info").textContent =
+    `${folder === DROPPED ? `Dropped folder ${name}` : name}: ` +
     `${c.family}, ${model.nLayer} layers, width ${c.nEmbd}, vocabulary ${c.vocabSize}`;
   const dataset = await io().readText(`${folder}/counterfact.json`);
   cases = dataset === null ? [] : parseDataset(dataset, `${folder}/counterfact.json`).cases.slice(0, 100)
@@ -162,7 +157,7 @@ async function loadModel(folder: string): Promise<string> {
   const rome = methodConfig(model, "rome");
   $("layers").value = String(rome.hparams.layer);
   $("v-steps").value = String(rome.hparams.vNumGradSteps);
-  return `Loaded ${folder}${cases.length ? ` with ${cases.length} facts from counterfact.json` : ""}`;
+  return `Loaded ${name}${cases.length ? ` with ${cases.length} facts from counterfact.json` : ""}`;
 }
 
 function fillCase(i: number): void {
@@ -175,8 +170,10 @@ function fillCase(i: number): void {
   $("neighbour").value = k.neighbors[0] ?? "";
 }
 
-/** Files of a dropped folder, keyed "dropped/<path inside the folder>". */
-async function droppedFiles(items: DataTransferItemList): Promise<Map<string, Blob>> {
+/** Files of a dropped folder, keyed "dropped/<path inside the folder>", and the folder's name. */
+async function droppedFiles(
+  items: DataTransferItemList,
+): Promise<{ files: Map<string, Blob>; name: string }> {
   const files = new Map<string, Blob>();
   const walk = async (entry: FileSystemEntry, path: string): Promise<void> => {
     if (entry.isFile) {
@@ -195,11 +192,12 @@ async function droppedFiles(items: DataTransferItemList): Promise<Map<string, Bl
   };
   const entries = [...items].map((it) => it.webkitGetAsEntry()).filter((e) => e !== null);
   // One dropped folder: its files at the top; loose files: as they are.
-  for (const e of entries) await walk(e, e.isDirectory && entries.length === 1 ? "" : e.name);
-  return files;
+  const folder = entries.length === 1 && entries[0].isDirectory;
+  for (const e of entries) await walk(e, folder ? "" : e.name);
+  return { files, name: folder ? entries[0].name : "(dropped files)" };
 }
 
-async function loadDropped(files: Map<string, Blob>): Promise<void> {
+async function loadDropped({ files, name }: { files: Map<string, Blob>; name: string }): Promise<void> {
   await task("Loading the dropped folder", async () => {
     if (![...files.keys()].some((k) => k === `${DROPPED}/config.json`)) {
       throw new Error(
@@ -207,7 +205,7 @@ async function loadDropped(files: Map<string, Blob>): Promise<void> {
       );
     }
     setIo(browserIo(LOCUS_SHADERS, files));
-    return await loadModel(DROPPED);
+    return await loadModel(DROPPED, name);
   });
 }
 
@@ -230,8 +228,9 @@ function need(id: string, what: string): string {
 async function predict(): Promise<string> {
   const prompt = need("prompt", "the prompt");
   const k = Number(value("top-k"));
-  const top = await predictNext(model!, tok.encode(prompt), k, tok);
-  locus.results.predict = { prompt, top };
+  const ids = tok.encode(prompt);
+  const top = await predictNext(model!, ids, k, tok);
+  locus.results.predict = { prompt, ids, top };
   $("predict-out").innerHTML = predictionTable(top);
   return `Predicted after "${prompt}"`;
 }
@@ -324,20 +323,10 @@ async function edit(): Promise<string> {
   const [e] = await computeEdits(m, tok, mc, [request], new Map(wanted.map((l) => [l, statsMemo.get(l)!])), {
     startWords: await templateStartWords(tok, `${dir}/corpus.txt`),
   });
-  const texts = probes.map((p) => p.text);
-  const before = await Promise.all(texts.map((t) => predictNext(m, tok.encode(t), 3, tok)));
-  const pBefore = await objectProbabilities(m, tok, texts, targetTrue, targetNew);
+  const before = await probeAnswers(m, tok, probes, targetTrue, targetNew);
   applied = await applyEdit(m, e);
   lastEdit = e;
-  const after = await Promise.all(texts.map((t) => predictNext(m, tok.encode(t), 3, tok)));
-  const pAfter = await objectProbabilities(m, tok, texts, targetTrue, targetNew);
-  const results: ProbeResult[] = probes.map((p, i) => ({
-    ...p,
-    before: before[i],
-    after: after[i],
-    pTrue: [pBefore[i][0], pAfter[i][0]],
-    pNew: [pBefore[i][1], pAfter[i][1]],
-  }));
+  const results = probeResults(probes, before, await probeAnswers(m, tok, probes, targetTrue, targetNew));
   const layersEdited = editedLayers(mc);
   locus.results.edit = { method, layers: layersEdited, request, targetTrue, statsSource, probes: results };
   locus.results.undo = undefined;
@@ -414,20 +403,19 @@ function noWebGpu(why: string): void {
     `(and <code>--enable-features=Vulkan</code>), or turn on chrome://flags/#enable-unsafe-webgpu; in Firefox ` +
     `set dom.webgpu.enabled in about:config. The page must come from https:// or localhost.`;
   status("No WebGPU: nothing can run here.", true);
+  locus.error = why;
+  locus.finished++;
+  locus.busy = false;
 }
 
 async function start(): Promise<void> {
   if (!("gpu" in navigator)) {
-    locus.busy = false;
-    locus.error = "no WebGPU";
     return noWebGpu("This browser has no WebGPU (navigator.gpu is missing).");
   }
   setIo(browserIo(LOCUS_SHADERS));
   try {
     gpu = await Gpu.open();
   } catch (e) {
-    locus.busy = false;
-    locus.error = (e as Error).message;
     return noWebGpu(
       e instanceof NoAdapterError ? "WebGPU is there but gives no adapter." : (e as Error).message,
     );
@@ -460,9 +448,12 @@ async function start(): Promise<void> {
   $("folder").addEventListener("change", async (e) => {
     const list = [...((e.target as HTMLInputElement).files ?? [])];
     // webkitRelativePath is "<folder>/<path>": the folder's own name is dropped.
-    await loadDropped(
-      new Map(list.map((f) => [`${DROPPED}/${f.webkitRelativePath.split("/").slice(1).join("/")}`, f])),
-    );
+    await loadDropped({
+      files: new Map(
+        list.map((f) => [`${DROPPED}/${f.webkitRelativePath.split("/").slice(1).join("/")}`, f]),
+      ),
+      name: list[0]?.webkitRelativePath.split("/")[0] ?? "(no files)",
+    });
   });
 }
 

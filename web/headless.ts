@@ -19,6 +19,7 @@ interface Tab {
   setViewport(v: { width: number; height: number }): Promise<void>;
   screenshot(o: { path: string; fullPage?: boolean }): Promise<unknown>;
   on(event: "pageerror", f: (e: Error) => void): void;
+  $(selector: string): Promise<{ uploadFile(...paths: string[]): Promise<void> } | null>;
 }
 
 export interface HeadlessPage {
@@ -26,6 +27,8 @@ export interface HeadlessPage {
   fill(values: Record<string, string | number>): Promise<void>;
   /** Presses a button and waits until the page is idle again; throws the page's error if it shows one. */
   press(button: string): Promise<void>;
+  /** Chooses a model folder through the page's folder input (as a user does) and waits for it to load. */
+  chooseFolder(dir: string): Promise<void>;
   /** The page's raw results (globalThis.locus.results, see web/app.ts). */
   results<T>(): Promise<T>;
   screenshot(path: string, width?: number, height?: number): Promise<void>;
@@ -76,14 +79,21 @@ export async function openHeadless(): Promise<HeadlessPage> {
     const tab: Tab = await browser.newPage();
     const errors: string[] = [];
     tab.on("pageerror", (e) => errors.push(String(e)));
-    // The page keeps its state in globalThis.locus (web/app.ts): busy while a button's work runs.
-    const idle = async () => {
-      await tab.waitForFunction("globalThis.locus !== undefined && !globalThis.locus.busy", {
-        timeout: 280_000,
-        polling: 200,
-      });
+    // The page keeps its state in globalThis.locus (web/app.ts): busy while a button's work runs,
+    // `finished` counting the work done. `after` runs an action that starts work and waits until that
+    // work is done (even when it ends before the next poll).
+    const idle = async (finishedBefore = 0) => {
+      await tab.waitForFunction(
+        `globalThis.locus !== undefined && !globalThis.locus.busy && globalThis.locus.finished > ${finishedBefore}`,
+        { timeout: 280_000, polling: 100 },
+      );
       const error = await tab.evaluate("globalThis.locus.error");
       if (error !== null) throw new Error(`the page reports an error: ${error}`);
+    };
+    const after = async (action: () => Promise<void>) => {
+      const finished = await tab.evaluate("globalThis.locus.finished") as number;
+      await action();
+      await idle(finished);
     };
     const raw = tab as unknown as {
       goto(url: string): Promise<void>;
@@ -104,13 +114,15 @@ export async function openHeadless(): Promise<HeadlessPage> {
           );
         }
       },
-      press: async (button) => {
-        await tab.click(`#${button}`);
-        await idle();
+      press: (button) => after(() => tab.click(`#${button}`)),
+      chooseFolder: async (dir) => {
+        const input = await tab.$("#folder");
+        if (!input) throw new Error("the page has no #folder input");
+        // Chromium lists a folder given to a webkitdirectory input as a user's choice would.
+        await after(() => input.uploadFile(dir));
       },
       download: async (button, name) => {
-        await tab.click(`#${button}`);
-        await idle();
+        await after(() => tab.click(`#${button}`));
         // Chromium writes NAME.crdownload and renames it to NAME when the download is complete.
         for (let waited = 0; waited < 30_000; waited += 100) {
           try {

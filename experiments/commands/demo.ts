@@ -12,37 +12,45 @@
 //   ./locus task demo [--case N] [--strategy lga|tracing] [--model DIR] [--out DIR]
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_DIR, type Prediction, predictNext } from "../../engine/cli.ts";
+import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
+import { exists, writeAtomic } from "../../engine/files.ts";
 import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
-import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
-import { layerGradientAnalysis } from "../localization/attribution.ts";
-import { barChartSvg, escapeXml, lineChart, terminalBar } from "../pictures/charts.ts";
+import { loadTokenizer } from "../../engine/tokenizer.ts";
+import { runMain } from "../../engine/main.ts";
 import { loadDataset } from "../data/datasets.ts";
 import { applyEdit } from "../editing/edit.ts";
-import { romeHparams, statsHparams } from "../editing/hparams.ts";
+import { romeHparams } from "../editing/hparams.ts";
 import { type FactToken, instantiate } from "../editing/keys.ts";
-import { computeEdits, methodConfig, statsLayers, templateStartWords } from "../editing/methods.ts";
-import { caseProbabilities, caseScores, type EditingCase, editingCase } from "../editing/problems.ts";
-import { keyStats } from "../editing/stats.ts";
-import { heatmapSvg, terminalHeatmap } from "../pictures/heatmap.ts";
-import { scaledMlpWindow } from "../localization/layer_selection.ts";
+import { computeEdits, methodConfig, templateStartWords } from "../editing/methods.ts";
+import { caseProbabilities, caseScores, editingCase } from "../editing/problems.ts";
+import { methodKeyStats } from "../editing/single_edit.ts";
 import {
   formatStandardScores,
   localityReference,
   neighborhoodScore,
-  objectProbabilities,
+  type Probe,
+  probeAnswers,
+  type ProbeResult,
+  probeResults,
   rewriteScore,
   type StandardCase,
   type StandardScores,
   standardScores,
 } from "../evaluation/metrics.ts";
-import { ProgressBar } from "../output.ts";
-import { writeAtomic } from "../../engine/files.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
-import { type FactTrace, type NoiseLevel, subjectNoiseLevel, traceFact } from "../localization/tracing.ts";
-import { runMain } from "../../engine/main.ts";
+import { knowsAnswers } from "../evaluation/recall.ts";
+import { layerGradientAnalysis } from "../localization/attribution.ts";
+import {
+  defaultTraceWindows,
+  EVIDENCE_MIN,
+  EVIDENCE_SHARE,
+  tracingEvidence,
+} from "../localization/layer_selection.ts";
+import { subjectNoiseLevel, traceFact } from "../localization/tracing.ts";
+import { demoHtml, noiseText, percent, terminalBars, top3 } from "../pictures/demo_page.ts";
+import { heatmapSvg, terminalHeatmap } from "../pictures/heatmap.ts";
+import { numberOption, ProgressBar } from "../output.ts";
 
 const USAGE = `usage: ./locus task demo [options]
   --case N            the CounterFact case_id to edit (default: the first fact the model knows)
@@ -57,174 +65,11 @@ const USAGE = `usage: ./locus task demo [options]
 
 const PROXY_FACTS = 10;
 
-/**
- * The noise threshold of a trace: restoring one MLP output counts as evidence for a layer only when it
- * brings back at least EVIDENCE_SHARE of the probability the noise took away (clean - corrupted), and at
- * least EVIDENCE_MIN in absolute terms. Below it the peak is indistinguishable from the ripple that
- * restoring any state causes (the embedded model's subject tokens peak at 0.02 of a 0.94 drop).
- */
-export const EVIDENCE_SHARE = 0.1;
-export const EVIDENCE_MIN = 0.05;
-
-export interface TracingEvidence {
-  /** MLP effect per layer at the key token. */
-  effects: number[];
-  /** The layer with the largest effect. */
-  peak: number;
-  threshold: number;
-  /** The peak clears the threshold. */
-  clears: boolean;
-}
-
-/** The MLP row of the trace at token `row` (the edit's key token) and whether its peak clears the noise. */
-export function tracingEvidence(trace: FactTrace, row: number): TracingEvidence {
-  const mlp = trace.grids.find((g) => g.kind === "mlp");
-  if (!mlp) throw new Error("tracingEvidence: the trace has no MLP grid");
-  const effects = mlp.effect[row];
-  const peak = effects.indexOf(Math.max(...effects));
-  const threshold = Math.max(EVIDENCE_MIN, EVIDENCE_SHARE * (trace.clean - (trace.corrupted ?? 0)));
-  return { effects, peak, threshold, clears: effects[peak] >= threshold };
-}
-
 const FACT_TOKEN_WORDS: Record<FactToken, string> = {
   subject_last: "the subject's last token",
   subject_first: "the subject's first token",
   last: "the prompt's last token",
 };
-
-function percent(p: number): string {
-  return `${(100 * p).toFixed(p >= 0.1 ? 0 : p >= 0.001 ? 1 : 2)}%`;
-}
-
-/** "Oslo 62%, Paris 20%, Rome 4%" */
-function top3(predictions: Prediction[]): string {
-  return predictions.map((p) => `${p.token.trim()} ${percent(p.prob)}`).join(", ");
-}
-
-interface Probe {
-  label: string;
-  text: string;
-}
-
-interface ProbeResult extends Probe {
-  before: Prediction[];
-  after: Prediction[];
-  /** p(true object) and p(new object) before and after (p = exp(-mean NLL) of the object's tokens). */
-  pTrue: [number, number];
-  pNew: [number, number];
-}
-
-async function answers(model: Model, tok: Tokenizer, probes: Probe[]): Promise<Prediction[][]> {
-  const out: Prediction[][] = [];
-  for (const p of probes) out.push(await predictNext(model, tok.encode(p.text), 3, tok));
-  return out;
-}
-
-/** Two bar rows per object: "   Munich   before |██████████    | 99%". */
-function terminalBars(r: ProbeResult, c: EditingCase, unicode: boolean): string[] {
-  const w = Math.max(c.targetTrue.length, c.targetNew.length);
-  const rows: string[] = [];
-  for (const [object, p] of [[c.targetTrue, r.pTrue], [c.targetNew, r.pNew]] as const) {
-    rows.push(
-      `     p(${object})${" ".repeat(w - object.length)} before |${terminalBar(p[0], 25, unicode)}| ${
-        percent(p[0])
-      }`,
-    );
-    rows.push(`     ${" ".repeat(w + 3)} after  |${terminalBar(p[1], 25, unicode)}| ${percent(p[1])}`);
-  }
-  return rows;
-}
-
-/** "3 x std of ... (ROME) over 12 known facts' subjects = 0.3207". */
-function noiseText(n: NoiseLevel): string {
-  return `${n.rule} over ${n.subjects} subject${n.subjects === 1 ? "" : "s"} = ${n.level.toFixed(4)}`;
-}
-
-interface DemoPage {
-  model: string;
-  adapter: string;
-  id: string;
-  c: EditingCase;
-  prompt: string;
-  knownWarning: string | null;
-  noise: NoiseLevel;
-  trace: FactTrace;
-  evidence: TracingEvidence;
-  keyToken: string;
-  layerText: string[];
-  layer: number;
-  probes: ProbeResult[];
-  scoreLines: string[];
-  undoText: string;
-  seconds: number;
-}
-
-/** The demo as one self-contained HTML page (inline SVG and CSS, nothing fetched). */
-export function demoHtml(d: DemoPage): string {
-  const e = escapeXml;
-  const curve = lineChart([
-    { name: `MLP effect at "${d.keyToken}"`, points: d.evidence.effects.map((v, l) => [l, v]) },
-    { name: "noise threshold", points: d.evidence.effects.map((_, l) => [l, d.evidence.threshold]) },
-  ], {
-    title: `Restoring layer l's MLP output at the key token "${d.keyToken}"`,
-    xLabel: "layer",
-    yLabel: "indirect effect on p(" + d.c.targetTrue + ")",
-    width: 560,
-    height: 300,
-  });
-  const bars = barChartSvg(
-    d.probes.flatMap((p) => [
-      {
-        label: `p(${d.c.targetTrue})`,
-        section: p.label,
-        bars: [{ name: "before", value: p.pTrue[0] }, { name: "after", value: p.pTrue[1] }],
-      },
-      {
-        label: `p(${d.c.targetNew})`,
-        section: p.label,
-        bars: [{ name: "before", value: p.pNew[0] }, { name: "after", value: p.pNew[1] }],
-      },
-    ]),
-    { title: "Probabilities before and after the edit", yLabel: "probability", max: 1 },
-  );
-  const rows = d.probes.map((p) =>
-    `<tr><td>${e(p.label)}</td><td>${e(p.text)}</td><td>${percent(p.pTrue[0])} → ${
-      percent(p.pTrue[1])
-    }</td>` +
-    `<td>${percent(p.pNew[0])} → ${percent(p.pNew[1])}</td><td>${e(top3(p.before))}</td><td>${
-      e(top3(p.after))
-    }</td></tr>`
-  ).join("\n");
-  return `<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Locus demo: ${e(d.prompt)}</title>
-<style>body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; line-height: 1.4; }
-table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
-.warning { color: #a00; font-weight: bold; } figure { margin: 1em 0; overflow-x: auto; }</style></head>
-<body>
-<h1>Where does the model keep a fact, and can we rewrite it?</h1>
-<p>Model <code>${e(d.model)}</code> on ${e(d.adapter)}; ${d.seconds.toFixed(1)} s.</p>
-<h2>1. The fact (${e(d.id)})</h2>
-<p>"${e(d.prompt)} …" → <b>${e(d.c.targetTrue)}</b>. The model answers: ${e(top3(d.probes[0].before))}.</p>
-${d.knownWarning ? `<p class="warning">${e(d.knownWarning)}</p>` : ""}
-<h2>2. Causal tracing</h2>
-<p>The subject's tokens (*) are noised (${e(noiseText(d.noise))}); one hidden state at a time is restored
-from the clean run. Colour = how much of p(${e(d.c.targetTrue)}) that brings back.</p>
-<figure>${heatmapSvg(d.trace)}</figure>
-<h2>3. Where to edit</h2>
-${d.layerText.map((t) => `<p>${e(t)}</p>`).join("\n")}
-<figure>${curve}</figure>
-<h2>4. ROME edit: ${e(d.c.targetTrue)} → ${e(d.c.targetNew)} at layer ${d.layer}</h2>
-<table><tr><th></th><th>prompt</th><th>p(${e(d.c.targetTrue)})</th><th>p(${e(d.c.targetNew)})</th>
-<th>top answers before</th><th>top answers after</th></tr>
-${rows}</table>
-<figure>${bars}</figure>
-${d.scoreLines.map((t) => `<p>${e(t)}</p>`).join("\n")}
-<p>Metric definitions: docs/metrics.md in the repository.</p>
-<h2>5. Undo</h2>
-<p>${e(d.undoText)}</p>
-</body></html>
-`;
-}
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -250,9 +95,7 @@ async function main(args: string[]): Promise<number> {
   }
   const dir = await resolveModelDir(values.model!);
   for (const file of ["model.safetensors", "counterfact.json", "corpus.txt"]) {
-    try {
-      await Deno.stat(`${dir}/${file}`);
-    } catch {
+    if (!(await exists(`${dir}/${file}`))) {
       throw new Error(
         `${dir}/${file} is missing.` +
           (dir === DEFAULT_MODEL_DIR ? " Train the embedded model first: ./locus task train" : ""),
@@ -280,13 +123,10 @@ async function main(args: string[]): Promise<number> {
   const { cases } = await loadDataset(`${dir}/counterfact.json`);
   const pool = values.case === undefined ? cases.slice(0, 200) : cases;
   const candidates = pool.map((c) => ({ id: c.id, c: editingCase(c) }));
-  const predicted = await greedyNextTokens(
+  const isKnown = await knowsAnswers(
     model,
-    candidates.map(({ c }) => tok.encode(c.prompt.replace("{}", c.subject))),
-  );
-  const isKnown = candidates.map(({ c }, i) =>
-    predicted[i] ===
-      targetIds(tok, c.prompt.replace("{}", c.subject), c.targetTrue, { refuseUnknown: true })[0]
+    tok,
+    candidates.map(({ c }) => ({ prompt: c.prompt.replace("{}", c.subject), answer: c.targetTrue })),
   );
   let index: number;
   if (values.case !== undefined) {
@@ -308,27 +148,27 @@ async function main(args: string[]): Promise<number> {
     ...c.neighbors.slice(0, 1).map((text) => ({ label: "a neighbour", text })),
   ];
   console.log(`1. The fact (${id}): "${prompt} ..." -> ${c.targetTrue}`);
-  const before = await answers(model, tok, probes);
-  console.log(`   After "${prompt}" the model answers: ${top3(before[0])} ${took()}`);
+  const before = await probeAnswers(model, tok, probes, c.targetTrue, c.targetNew);
+  console.log(`   After "${prompt}" the model answers: ${top3(before.top[0])} ${took()}`);
   const knownWarning = isKnown[index] ? null : `WARNING: the model does not predict ${c.targetTrue} here ` +
-    `(its answer is ${before[0][0].token.trim()}), so there is no known fact to trace or rewrite; ` +
+    `(its answer is ${before.top[0][0].token.trim()}), so there is no known fact to trace or rewrite; ` +
     `the numbers below are about a fact the model does not hold.`;
   if (knownWarning) console.log(`   ${knownWarning}`);
 
   // 2. Causal tracing: which hidden states carry the answer? The noise follows ROME's rule over the
   // subjects of the facts the model knows among those it was asked (this one's alone if it knows none).
-  const window = scaledMlpWindow(L);
+  const windows = defaultTraceWindows(L);
   const knownSubjects = candidates.filter((_, i) => isKnown[i]).map(({ c }) => c.subject);
   const noise = await subjectNoiseLevel(model, tok, knownSubjects.length ? knownSubjects : [c.subject]);
   const trace = await traceFact(model, tok, { prompt, subject: c.subject, target: c.targetTrue }, {
-    window: { resid: 1, mlp: window, attn: window },
+    window: windows,
     noise: noise.level,
   });
   console.log(
     `\n2. Causal tracing: noise the subject's words (*), then restore one hidden state at a time.` +
       `\n   Darker = restoring that state brings back more of p(${c.targetTrue}) ` +
       `(clean ${percent(trace.clean)}, noised ${percent(trace.corrupted!)}; windows: resid 1, MLP and ` +
-      `attention ${window} of ${L} layers = ROME's 10 of 48 scaled to the depth; ${trace.samples} noise samples).` +
+      `attention ${windows.mlp} of ${L} layers = ROME's 10 of 48 scaled to the depth; ${trace.samples} noise samples).` +
       `\n   Noise: ${noiseText(noise)}.`,
   );
   for (const kind of ["resid", "mlp"] as const) {
@@ -374,11 +214,8 @@ async function main(args: string[]): Promise<number> {
     `max(${EVIDENCE_MIN}, ${EVIDENCE_SHARE} x (clean - noised)))`;
   const layer = lgaLayer ?? (evidence.clears ? evidence.peak : defaultLayer);
   const layerText = [
-    `The edit keys on "${keyToken}", ${FACT_TOKEN_WORDS[factToken]} (this model's default fact token` +
-    (factToken === "last"
-      ? ", because its causal traces find the fact at the prompt's last token, not at the subject"
-      : "") +
-    "; editing/hparams.ts).",
+    `The edit keys on "${keyToken}", ${FACT_TOKEN_WORDS[factToken]} (this model's default fact token; ` +
+    "editing/hparams.ts).",
     lgaLayer !== null
       ? `Layer Gradient Analysis on ${others.length} other facts picks layer ${lgaLayer}; we edit it. ` +
         `(For comparison, ${peakText}.)`
@@ -392,14 +229,12 @@ async function main(args: string[]): Promise<number> {
   // 4. ROME: a rank-one change of that layer's MLP weights.
   const mc = methodConfig(model, "rome", {
     layers: [layer],
-    vNumGradSteps: values["v-steps"] === undefined ? undefined : Number(values["v-steps"]),
+    vNumGradSteps: numberOption("v-steps", values["v-steps"]),
   });
   const corpus = `${dir}/corpus.txt`;
   let statsProgress: ProgressBar | undefined;
-  const stats = await keyStats(model, tok, {
+  const stats = await methodKeyStats(model, tok, mc, {
     corpus,
-    layers: statsLayers(mc),
-    samples: statsHparams(model.config).samples,
     cacheDir: values["stats-dir"],
     // Only a first run computes them (then they are cached): say so rather than sit silent.
     onProgress: (done, total) => {
@@ -413,24 +248,16 @@ async function main(args: string[]): Promise<number> {
   });
   const standardCase: StandardCase = { ...c, prompt, targetTrue: c.targetTrue, targetNew: c.targetNew };
   const pre = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-  const pBefore = await objectProbabilities(model, tok, probes.map((p) => p.text), c.targetTrue, c.targetNew);
   const reference = await localityReference(model, tok, standardCase);
   const applied = await applyEdit(model, edit);
   console.log(
     `\n4. ROME rewrites "${prompt}" to answer ${c.targetNew}: one rank-one change of layer ${layer}'s MLP, ` +
       `keyed on "${keyToken}" ${took()}`,
   );
-  const after = await answers(model, tok, probes);
-  const pAfter = await objectProbabilities(model, tok, probes.map((p) => p.text), c.targetTrue, c.targetNew);
+  const after = await probeAnswers(model, tok, probes, c.targetTrue, c.targetNew);
   const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
   const standard: StandardScores = await standardScores(model, tok, standardCase, reference);
-  const results: ProbeResult[] = probes.map((p, i) => ({
-    ...p,
-    before: before[i],
-    after: after[i],
-    pTrue: [pBefore[i][0], pAfter[i][0]],
-    pNew: [pBefore[i][1], pAfter[i][1]],
-  }));
+  const results = probeResults(probes, before, after);
   for (const r of results) {
     console.log(`   ${r.label.padEnd(13)} "${r.text}"`);
     console.log(`   ${"".padEnd(13)}   top answers before: ${top3(r.before)}`);
@@ -459,14 +286,17 @@ async function main(args: string[]): Promise<number> {
 
   // 5. Undo.
   applied.undo();
-  const restored = await answers(model, tok, probes);
-  const same = restored.every((r, i) =>
-    r.every((p, j) => p.id === before[i][j].id && p.prob === before[i][j].prob)
-  );
+  const restored = await probeAnswers(model, tok, probes, c.targetTrue, c.targetNew);
+  const same =
+    restored.top.every((r, i) =>
+      r.every((p, j) => p.id === before.top[i][j].id && p.prob === before.top[i][j].prob)
+    ) && restored.p.every(([t, n], i) => t === before.p[i][0] && n === before.p[i][1]);
   const undoText = same
     ? "Identical to before the edit, to the last bit."
     : "WARNING: not identical to before the edit.";
-  console.log(`\n5. Undo: the original weights are back. The model answers: ${top3(restored[0])} ${took()}`);
+  console.log(
+    `\n5. Undo: the original weights are back. The model answers: ${top3(restored.top[0])} ${took()}`,
+  );
   console.log(`   ${undoText}`);
   const seconds = (performance.now() - started) / 1000;
   const page = resolve(values.out!, "index.html");

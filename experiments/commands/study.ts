@@ -1,20 +1,20 @@
-// ./locus task study: the whole localization-vs-editing study on the embedded model, sized to finish in
-// under 30 minutes on a CPU-only machine (WebGPU on the software adapter, 2 cores), resumable.
+// ./locus task study: the whole localization-vs-editing study on the embedded model (or any --model),
+// at the papers' scale by default, resumable under a time budget; --quick is a small smoke test.
 //
-//   1. facts: a seeded sample of the CounterFact facts the model knows (--facts edited, --trace-facts
-//      traced in all), the first --proxy-fraction of the edited ones forming the proxy set;
+//   1. facts: a seeded sample of the CounterFact facts the model knows: --proxy facts for layer
+//      selection, then --facts test facts (disjoint), more traced up to --trace-facts;
 //   2. localization: causal tracing (and representation zeroing) of every traced fact;
 //   3. layer selection on the proxy facts: causal tracing (CMA), integrated gradients, LGA;
-//   4. edits: ROME at every layer for every edited fact x Hase et al.'s five editing problems, then the
-//      --extra-methods (MEMIT, FT-L) on the --extra-problems as time allows;
-//   5. analyses and the HTML report (experiments/study/analysis.ts, experiments/study/report.ts), a CSV of every
-//      result, and the headline in the terminal: does the edit layer explain far more of the variance
-//      in edit success than the tracing effect (Hase et al.'s finding)?
+//   4. edits: every method (ROME, R-ROME, MEMIT, EMMET, FT-L) at every layer for every edited fact x
+//      Hase et al.'s five editing problems, in blocks of facts through every condition;
+//   5. analyses and the HTML report (experiments/study/analysis.ts, experiments/study/report.ts), a CSV of
+//      every result, and in the terminal the same summary as the report's: the R² table with the verdict
+//      rule, what the run supports and the caveats found in the data.
 //
 // Every result goes to OUT/results.db as it is produced (experiments/study/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
-//   ./locus task study [--model DIR] [--out runs/study] [--facts 8] [--trace-facts 40] [--minutes 26]
+//   ./locus task study [--quick] [--model DIR] [--out runs/study] [--facts 250] [--proxy 50] [--minutes 30]
 import { writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
@@ -22,16 +22,8 @@ import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
-import {
-  concentratedFacts,
-  formatP,
-  goldenVsSampleWise,
-  headline,
-  loadSweep,
-  r2Table,
-  selectionScores,
-  STRATEGY_NAMES,
-} from "../study/analysis.ts";
+import { caveats, findings, formatP, headline, loadSweep, r2Table } from "../study/analysis.ts";
+import { VERDICT_RULE } from "../study/stats.ts";
 import { METHODS, parseMethod } from "../editing/methods.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
 import { formatSeconds, positiveInt, positiveNumber } from "../output.ts";
@@ -40,6 +32,8 @@ import { ResultStore, writeCsv } from "../study/store.ts";
 import {
   defaultSettings,
   LOCALIZATIONS,
+  MASS_METHODS,
+  MASS_SIZES,
   parseNames,
   runMeta,
   runSweep,
@@ -52,18 +46,47 @@ import {
 } from "../study/sweep.ts";
 import { runMain } from "../../engine/main.ts";
 
+/** The default study (the papers' scale: Hase et al. edit 652 facts, the golden-layer paper hundreds)
+ *  and --quick, a smoke test of the whole pipeline. Every option below overrides its preset. */
+const PRESETS = {
+  default: {
+    facts: 250,
+    proxy: 50,
+    traceFacts: 300,
+    methods: "all",
+    problems: "all",
+    mass: "memit,emmet",
+    minutes: 30,
+  },
+  quick: {
+    facts: 6,
+    proxy: 2,
+    traceFacts: 12,
+    methods: "rome,memit",
+    problems: "error-injection,fact-forcing",
+    mass: "memit",
+    minutes: 10,
+  },
+} as const;
+
 const USAGE = `usage: ./locus task study [options]
-  --model DIR          GPT-2 folder with counterfact.json and corpus.txt (default: the embedded model)
+  --quick              a small smoke-test preset: ${PRESETS.quick.facts} test + ${PRESETS.quick.proxy} proxy facts,
+                       ${PRESETS.quick.methods} on ${PRESETS.quick.problems}
+  --model DIR          model folder with counterfact.json and corpus.txt (default: the embedded model)
   --out DIR            results.db, results.csv and report.html go here (default runs/study)
-  --facts N            facts edited at every layer (default 8)
-  --trace-facts N      facts traced in all, the edited ones included (default 40)
-  --proxy-fraction X   share of the edited facts used for layer selection (default 0.25)
-  --methods M          methods run on every problem (default rome; any of ${METHODS.join(",")})
-  --problems P         editing problems (default all: ${PROBLEMS.join(",")})
-  --extra-methods M    methods run afterwards on --extra-problems as time allows (default memit,ft; none)
-  --extra-problems P   (default error-injection,fact-forcing)
+  --facts N            test facts edited at every layer (default ${PRESETS.default.facts})
+  --proxy N            proxy facts for layer selection, disjoint from the test facts (default ${PRESETS.default.proxy})
+  --trace-facts N      facts traced in all, the edited ones included (default ${PRESETS.default.traceFacts})
+  --methods M          all | any of ${METHODS.join(",")} (default all), each on every problem and layer
+  --problems P         all | any of ${PROBLEMS.join(",")} (default all)
+  --mass M             the mass-editing curve: ${MASS_METHODS.join(",")} or none (default both) edit ${
+  MASS_SIZES.join(", ")
+}
+                       of the test facts at once
   --localizations L    ${LOCALIZATIONS.join(",")} (default both)
-  --minutes M          time budget: no new work starts after M minutes (default 26); run again to continue
+  --minutes M          time budget: no new work starts after M minutes (default ${PRESETS.default.minutes}); run again
+                       to continue (facts are edited in blocks through every condition, so a partial study is
+                       balanced)
   --seed N             fact sample and noise seed (default 0)
   --v-steps N          ROME/MEMIT optimisation steps (default: the method's, 20)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
@@ -74,13 +97,13 @@ async function main(args: string[]): Promise<number> {
     options: {
       model: { type: "string", default: DEFAULT_MODEL_DIR },
       out: { type: "string", default: "runs/study" },
+      quick: { type: "boolean", default: false },
       facts: { type: "string" },
+      proxy: { type: "string" },
       "trace-facts": { type: "string" },
-      "proxy-fraction": { type: "string" },
-      methods: { type: "string", default: "rome" },
-      problems: { type: "string", default: "all" },
-      "extra-methods": { type: "string", default: "memit,ft" },
-      "extra-problems": { type: "string", default: "error-injection,fact-forcing" },
+      methods: { type: "string" },
+      problems: { type: "string" },
+      mass: { type: "string" },
       localizations: { type: "string", default: "all" },
       minutes: { type: "string" },
       seed: { type: "string" },
@@ -93,11 +116,15 @@ async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  const preset = values.quick ? PRESETS.quick : PRESETS.default;
   const started = performance.now();
-  const deadline = started + positiveNumber("minutes", values.minutes, 26) * 60_000;
+  const deadline = started + positiveNumber("minutes", values.minutes, preset.minutes) * 60_000;
   const dir = await resolveModelDir(values.model!), out = values.out!;
   const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
-  for (const path of [`${dir}/model.safetensors`, datasetPath, corpus]) {
+  // Weights in one file or sharded (real Llama/Gemma checkpoints are: model.safetensors.index.json).
+  const index = `${dir}/model.safetensors.index.json`;
+  const weights = await Deno.stat(index).then(() => index, () => `${dir}/model.safetensors`);
+  for (const path of [weights, datasetPath, corpus]) {
     try {
       await Deno.stat(path);
     } catch {
@@ -106,10 +133,12 @@ async function main(args: string[]): Promise<number> {
       );
     }
   }
-  const editFacts = positiveInt("facts", values.facts, 8);
-  const traceFacts = Math.max(editFacts, positiveInt("trace-facts", values["trace-facts"], 40));
-  const proxyFraction = positiveNumber("proxy-fraction", values["proxy-fraction"], 0.25);
-  if (proxyFraction >= 1) throw new Error(`--proxy-fraction must be below 1, got ${proxyFraction}`);
+  const proxy = positiveInt("proxy", values.proxy, preset.proxy);
+  const editFacts = positiveInt("facts", values.facts, preset.facts) + proxy;
+  const traceFacts = Math.max(
+    editFacts,
+    positiveInt("trace-facts", values["trace-facts"], preset.traceFacts),
+  );
   const seed = values.seed === undefined ? 0 : Number(values.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new Error(`--seed: expected an integer >= 0, got "${values.seed}"`);
@@ -125,7 +154,7 @@ async function main(args: string[]): Promise<number> {
   const sample = await sampleFacts(model, tok, datasetPath, {
     edit: editFacts,
     traceOnly: traceFacts - editFacts,
-    proxyFraction,
+    proxy,
     seed,
   });
   const edited = sample.facts.filter((f) => f.split !== "trace-only");
@@ -150,25 +179,13 @@ async function main(args: string[]): Promise<number> {
     title: "localization + editing",
     plan: {
       ...base,
-      methods: parseNames("methods", values.methods!, METHODS).map(parseMethod),
-      problems: parseNames("problems", values.problems!, PROBLEMS).map(parseProblem),
+      methods: parseNames("methods", values.methods ?? preset.methods, METHODS).map(parseMethod),
+      problems: parseNames("problems", values.problems ?? preset.problems, PROBLEMS).map(parseProblem),
       localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
       selectors: [...SELECTORS],
+      massMethods: parseNames("mass", values.mass ?? preset.mass, MASS_METHODS),
     },
   }];
-  const extraMethods = parseNames("extra-methods", values["extra-methods"]!, METHODS).map(parseMethod);
-  if (extraMethods.length > 0) {
-    plans.push({
-      title: "more editing methods",
-      plan: {
-        ...base,
-        methods: extraMethods,
-        problems: parseNames("extra-problems", values["extra-problems"]!, PROBLEMS).map(parseProblem),
-        localizations: [],
-        selectors: [],
-      },
-    });
-  }
 
   await Deno.mkdir(out, { recursive: true });
   const storePath = `${out}/results.db`;
@@ -220,52 +237,30 @@ async function main(args: string[]): Promise<number> {
     for (const line of scoreSummary(store.results({ sweep: "study" }), "study")) console.log(`  ${line}`);
     const rewrite = r2Table(data, { metric: "rewrite" });
     const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : " n/a ");
-    console.log("R² of the rewrite score from:  layer | tracing effect | both   (Hase et al. table 3)");
+    console.log(
+      "R² of the rewrite score from:  layer | tracing effect | both   (Hase et al. table 3; 95% bootstrap " +
+        "intervals in the report)",
+    );
     for (const r of rewrite) {
       console.log(
         `  ${`${r.problem} ${r.method}`.padEnd(32)} ${f3(r.layer)} | ${f3(r.trace)} | ${f3(r.both)}   ` +
-          `Diff ${f3(r.diff)}, F-test p ${formatP(r.p)}${
-            r.note && !Number.isFinite(r.layer) ? ` (${r.note})` : ""
-          }`,
+          `Diff ${f3(r.diff)} [${f3(r.ci.diff.lower)}, ${f3(r.ci.diff.upper)}], f² ${f3(r.f2)}, Holm p ${
+            formatP(r.pAdjusted)
+          }: ${r.verdict}${r.note && !Number.isFinite(r.layer) ? ` (${r.note})` : ""}`,
       );
     }
     const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
     if (main) console.log(`\n${headline(main)}`);
-    const holds = rewrite.filter((r) => Number.isFinite(r.layer) && Number.isFinite(r.trace));
-    const layerWins = holds.filter((r) => r.layer > r.trace && r.diff < 0.1).length;
     console.log(
-      `Hase et al.'s finding (here: the layer's R² is above the tracing effect's, and adding the tracing ` +
-        `effect to the layer gains less than 0.1): holds in ${layerWins} of ${holds.length} problem x method conditions.`,
+      `\n=== Summary (${data.model.name ?? dir}, ${model.config.family}; ${gpu.describe()}; results sha256 ${
+        data.fingerprint.slice(0, 16)
+      }…) ===`,
     );
-    const concentrated = concentratedFacts(data, { nLayer: L });
-    console.log(
-      `Facts with concentrated tracing effects: ${concentrated.size} of ${
-        data.traces.filter((t) => t.localization === "causal-tracing").length
-      }.`,
-    );
-    for (const g of goldenVsSampleWise(data).filter((g) => g.method === "rome")) {
-      console.log(
-        `Golden layer (${g.problem}): ${g.goldenLayer}, rewrite ${
-          g.golden.mean.toFixed(3)
-        } vs each fact's best layer ` +
-          `${g.optimal.mean.toFixed(3)} (paired t-test p ${formatP(g.p)}${
-            g.different ? ", different" : ", no significant difference"
-          })`,
-      );
-    }
-    const chosen = selectionScores(data).filter((s) =>
-      s.problem === (main?.problem ?? "") && s.method === (main?.method ?? "")
-    );
-    if (chosen.length) {
-      console.log(`Layer selection (${main!.method}, ${main!.problem}; mean rewrite on the test facts):`);
-      for (const s of chosen) {
-        console.log(
-          `  ${(STRATEGY_NAMES[s.strategy] ?? s.strategy).padEnd(30)} ${
-            s.layer === null ? "per fact" : `layer ${s.layer}`
-          }: ${f3(s.means.rewrite)}`,
-        );
-      }
-    }
+    for (const line of findings(data)) console.log(`  + ${line}`);
+    console.log("Caveats found in the data:");
+    const warnings = caveats(data);
+    for (const line of warnings.length ? warnings : ["none detected"]) console.log(`  ! ${line}`);
+    console.log(`Verdict rule: ${VERDICT_RULE}`);
     console.log(
       `\n${out}/report.html (the full report), ${out}/results.csv (${csvCount} results), ${storePath}\n${timing}`,
     );

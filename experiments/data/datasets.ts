@@ -19,7 +19,9 @@
 // Every problem is reported as `file: record i (id): field "a.b[2]" <what is wrong>`, so a broken
 // download or a hand-edited file points at the exact place.
 
+/** The dataset schemas Locus reads. */
 export type DatasetFormat = "counterfact" | "easyedit_counterfact" | "known_1000" | "zsre" | "knowedit";
+/** Every dataset schema, in the order they are detected. */
 export const DATASET_FORMATS: readonly DatasetFormat[] = [
   "counterfact",
   "easyedit_counterfact",
@@ -65,6 +67,7 @@ export interface EditCase {
   generationPrompts: string[];
 }
 
+/** A dataset record Locus refuses: the file, the record and the field are named. */
 export class DatasetError extends Error {
   override name = "DatasetError";
 }
@@ -359,6 +362,7 @@ export function detectFormat(record: unknown, source = "dataset"): DatasetFormat
   );
 }
 
+/** A dataset file's format and its cases. */
 export interface LoadedDataset {
   format: DatasetFormat;
   cases: EditCase[];

@@ -4,7 +4,7 @@
 // the caller's job (each knows its checksums and final layout).
 import { createHash } from "node:crypto";
 import { ProgressBar } from "../output.ts";
-import { exists, removeIfExists } from "../../engine/files.ts";
+import { exists } from "../../engine/files.ts";
 
 /** The server could not be reached or refused the file: another site may have it. */
 export class DownloadError extends Error {

@@ -86,8 +86,10 @@ export interface DenseDelta {
   values: Float32Array;
 }
 
+/** One weight's change: low rank (ROME, MEMIT, EMMET) or dense (FT-L). */
 export type WeightDelta = LowRankDelta | DenseDelta;
 
+/** An edit as weight deltas, with the method and requests that made it. */
 export interface Edit {
   /** "rome", "r-rome", "memit", "emmet", "ft" (or "a+b" for combined edits). */
   method: string;
@@ -334,6 +336,7 @@ export function combineEdits(edits: Edit[]): Edit {
 const METADATA_FIELD = "locus.edit";
 const FORMAT = 1;
 
+/** Writes an edit as safetensors (its deltas and metadata), atomically. */
 export async function saveEdit(path: string, edit: Edit): Promise<void> {
   const { tensors, metadata } = editTensors(edit);
   await writeSafetensors(path, tensors, metadata);
@@ -358,6 +361,7 @@ export function editTensors(edit: Edit): {
   return { tensors, metadata: { [METADATA_FIELD]: JSON.stringify(record) } };
 }
 
+/** Reads an edit written by `saveEdit`, checking its format. */
 export async function loadEdit(path: string): Promise<Edit> {
   const file = await openSafetensors(path);
   try {

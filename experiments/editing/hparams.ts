@@ -12,26 +12,29 @@
 // The GPT-2-family shapes without a file (Locus's embedded model, tiny test models) get the "small"
 // defaults below.
 //
-// Small models (the embedded word-level model: 6 layers, d = 128, f = 512), measured on it with
-// experiments/editing/quality.ts and the CLI (./locus task edit --case 3 with overrides):
-//   - fact token "last" (the prompt's last token) instead of the subject's last token. Causal tracing of
-//     this model (./locus task trace) finds no effect at any subject position: attention copies the subject
-//     tokens to the prompt's last token in layer 0-1 and the object is recalled there. ROME at the
-//     subject's last token moves p(new object) from 0 to at most 0.1 (case 3, layers 0-3); at the last
-//     token every layer reaches a rewrite score >= 0.97.
-//   - ROME layer 2: the middle of the 6 layers, and the layer with the best neighborhood score in the
-//     per-layer sweep (quality.ts, first 20 cases: rewrite 0.976-0.986 at every layer, neighborhood
-//     0.989 at layer 2, 0.801 / 0.839 / 0.981 / 0.985 / 0.951 at layers 0 / 1 / 3 / 4 / 5).
-//   - clamp_norm_factor 10 instead of 4: this model's MLP outputs at the last token (norm 3-7) are small
-//     next to its residual stream (norm 50-150), and with 4 the clamp stops v* at p < 0.3.
-//   - MEMIT lambda = 100 instead of GPT-2 XL's 20000: in MEMIT's form after the push-through identity,
-//     Delta = R (lambda I + K^T C^-1 K)^-1 K^T C^-1, lambda competes with k^T C^-1 k, which is about f for
-//     the common last-token keys edited here (GPT-2 XL's subject keys are rarer). A batch of 100 edits
-//     reaches rewrite 0.92 at lambda = 100 and 0.20 at the f-scaled 20000 * 512/6400 = 1600.
-//   - EMMET lambda_m scaled by f/6400 (800, so lambda_m * eps = 80): 10 edits reach rewrite 0.91.
-//   - FT-L radius 3e-2 with lr 3e-3 (25 Adam steps must be able to reach the radius): case 3 gets
-//     rewrite 0.59 with neighborhood 0.83; 5e-2 gives 0.94 but neighborhood 0.20 (Hase et al. tune the
-//     radius so that rewrite does not come at any price). The c_proj weights have rms 0.04.
+// Small models (the embedded word-level model: 6 layers, d = 128, f = 512), measured on it (knowledge base
+// v2, weights/locus-kb/MODEL_CARD.md) with experiments/editing/quality.ts, its own CounterFact cases:
+//   - fact token "subject_last", as for every GPT-2-family model: the averaged causal trace
+//     (./locus task trace --dataset weights/locus-kb/known_facts.json --limit 200 --window 1) puts the
+//     MLP's indirect effect at the subject's last token (0.228 +- 0.013 at layer 0), the last token's
+//     attention peaks at layer 5 and the residual effect moves from the subject to the last token at
+//     layers 2-5, the shape of ROME's GPT-2 figures.
+//   - ROME layer 0: the only layer whose MLP effect at the subject's last token clears the noise (0.228;
+//     <= 0.009 at layers 1-5), and the best rewrite in the per-layer sweep (first 5 cases, 20 v* steps:
+//     0.907 at layer 0, 0.61-0.82 at layers 1-4, 0.000 at layer 5).
+//   - v* with 100 steps at learning rate 1 instead of 20 at 0.5: keyed at the subject, v* does not
+//     converge in 20 steps (100 edits: rewrite 0.898, paraphrase 0.570); with 100 steps at lr 1, 10 edits
+//     reach rewrite 0.989, paraphrase 0.734, neighborhood 0.994 (the 100-edit table is in the card).
+//   - clamp_norm_factor 10 instead of 4: this model's MLP outputs (norm 3-7) are small next to its
+//     residual stream (norm 50-150), and with 4 the clamp stops v* before the target is likely.
+//   - MEMIT and EMMET at ROME's layer; MEMIT lambda 100 instead of GPT-2 XL's 20000: in MEMIT's form
+//     after the push-through identity, Delta = R (lambda I + K^T C^-1 K)^-1 K^T C^-1, lambda competes with
+//     k^T C^-1 k, which scales with f (GPT-2 XL's 6400 against 512 here).
+//   - EMMET lambda_m scaled by f/6400 (800, so lambda_m * eps = 80).
+//   - FT-L radius 5e-3 with lr 3e-3 (25 Adam steps must be able to reach the radius; the c_proj weights
+//     have rms 0.04): the largest radius measured whose neighborhood stays >= 0.95 (20 edits: radius 3e-3
+//     rewrite 0.28, 5e-3 0.82 with neighborhood 0.97, 7e-3 0.97 with 0.93, 1e-2 0.99 with 0.83; Hase et
+//     al. tune the radius so that rewrite does not come at any price).
 // Several FT-L layers share a radius divided by their number (Hase et al.: FT-5 radii 1/5 to 1/10 of
 // FT-1's).
 import { type GPT2Config, type ModelConfig, resolveConfig } from "../../engine/config.ts";
@@ -137,23 +140,19 @@ export function romeHparams(cfg: GPT2Config | ModelConfig): RomeHparams {
     "gpt-j-6b": { layer: 5, clamp: 4 },
     "easyedit-7b": { layer: 5, clamp: 4 },
     "unpublished": { layer: third, clamp: 4 },
-    "small": { layer: third, clamp: 10 },
+    "small": { layer: 0, clamp: 10 }, // the embedded model's averaged trace (file header)
   };
   const { layer, clamp } = byFamily[family];
   const easyEdit = family === "easyedit-7b";
   return {
-    ...valueDefaults(cfg),
+    ...ROME_VALUE,
     ...(easyEdit ? { vNumGradSteps: 25, vWeightDecay: 1e-3 } : {}),
+    ...(family === "small" ? { vNumGradSteps: 100, vLr: 1 } : {}),
     clampNormFactor: clamp,
     layer,
     mom2Adjustment: !easyEdit,
     templates: ROME_TEMPLATES,
   };
-}
-
-/** ROME's v* settings, with the small models' fact token (see the file header). */
-function valueDefaults(cfg: GPT2Config | ModelConfig): ValueHparams {
-  return { ...ROME_VALUE, factToken: familyOf(cfg) === "small" ? "last" : "subject_last" };
 }
 
 /** `count` consecutive layers ending at `last`, clipped at layer 0. */
@@ -164,7 +163,7 @@ function layersEndingAt(last: number, count: number): number[] {
 
 export function memitHparams(cfg: GPT2Config | ModelConfig): MemitHparams {
   const family = familyOf(cfg), f = resolveConfig(cfg).nInner;
-  const value = { ...valueDefaults(cfg), clampNormFactor: 0.75 };
+  const value = { ...ROME_VALUE, clampNormFactor: 0.75 };
   if (family === "gpt2-xl") {
     return { ...value, layers: [13, 14, 15, 16, 17], mom2UpdateWeight: 20000, templates: MEMIT_TEMPLATES };
   }
@@ -201,7 +200,7 @@ export function memitHparams(cfg: GPT2Config | ModelConfig): MemitHparams {
 
 export function emmetHparams(cfg: GPT2Config | ModelConfig): EmmetHparams {
   const family = familyOf(cfg), f = resolveConfig(cfg).nInner;
-  const value = { ...valueDefaults(cfg), clampNormFactor: 0.75 };
+  const value = { ...ROME_VALUE, clampNormFactor: 0.75 };
   if (family === "gpt2-xl") {
     return { ...value, layers: [17], mom2UpdateWeight: 10000, emmetLambda: 0.1, templates: MEMIT_TEMPLATES };
   }
@@ -225,7 +224,7 @@ export function ftHparams(cfg: GPT2Config | ModelConfig, layers?: number[]): FtH
     "gpt-j-6b": 5e-5,
     "easyedit-7b": 5e-5, // no published FT-L radius: GPT-J's (unverified)
     "unpublished": 5e-4, // GPT-2 XL's (unverified)
-    "small": 3e-2,
+    "small": 5e-3,
   };
   const chosen = layers ?? [family === "small" ? romeHparams(cfg).layer : 0];
   return {

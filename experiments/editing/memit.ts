@@ -104,6 +104,9 @@ async function computeBatchEdit(
       throw new Error(`${method}: key statistics of layer ${l} have width ${s.width}, the model's keys ${f}`);
     }
   }
+  // The factorisations of C run while z is optimised (on the GPU), awaited before each layer's solve.
+  const choleskys = Promise.all(layers.map((l) => stats.get(l)!.prepareSolve()));
+  choleskys.catch(() => {}); // a failure surfaces at the await below, not as an unhandled rejection
   const zLayer = layers[layers.length - 1];
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
 
@@ -144,6 +147,7 @@ async function computeBatchEdit(
         }
       });
       residualNorms.push(norm(Rt) / Math.sqrt(n));
+      await choleskys;
       const factors = solveUpdate(
         stats.get(layer)!,
         K,

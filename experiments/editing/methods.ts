@@ -21,9 +21,12 @@ import { type BatchEditOptions, computeEmmet, computeMemit } from "./memit.ts";
 import { computeRome } from "./rome.ts";
 import type { KeyStats } from "./stats.ts";
 
+/** The editing methods: ROME, R-ROME, MEMIT, EMMET and constrained fine-tuning (FT-L). */
 export const METHODS = ["rome", "r-rome", "memit", "emmet", "ft"] as const;
+/** One of METHODS. */
 export type MethodName = typeof METHODS[number];
 
+/** A method name from the command line, or an error listing the methods. */
 export function parseMethod(name: string): MethodName {
   if (!(METHODS as readonly string[]).includes(name)) {
     throw new Error(`unknown editing method "${name}"; known: ${METHODS.join(", ")}`);
@@ -31,6 +34,7 @@ export function parseMethod(name: string): MethodName {
   return name as MethodName;
 }
 
+/** A method with its hyper-parameters (editing/hparams.ts). */
 export type MethodConfig =
   | { method: "rome"; hparams: RomeHparams }
   | { method: "r-rome"; hparams: RomeHparams }
@@ -44,6 +48,7 @@ export interface Overrides {
   factToken?: FactToken;
   vNumGradSteps?: number;
   vLr?: number;
+  vWeightDecay?: number;
   klFactor?: number;
   clampNormFactor?: number;
   /** MEMIT's lambda or EMMET's lambda_m. */

@@ -25,6 +25,7 @@ import { erasureScore, harmonicMean, neighborhoodScore, rewriteScore } from "../
 import type { EditRequest, SubjectNoise, VirtualEditSet } from "./edit.ts";
 import { batchWithNoise, instantiate, type PromptInstance } from "./keys.ts";
 
+/** Hase et al.'s editing problems ("Does Localization Inform Editing?", section 4). */
 export const PROBLEMS = [
   "error-injection",
   "tracing-reversal",
@@ -32,8 +33,10 @@ export const PROBLEMS = [
   "fact-amplification",
   "fact-forcing",
 ] as const;
+/** One of PROBLEMS. */
 export type EditingProblem = typeof PROBLEMS[number];
 
+/** A problem name from the command line, or an error listing the problems. */
 export function parseProblem(name: string): EditingProblem {
   if (!(PROBLEMS as readonly string[]).includes(name)) {
     throw new Error(`unknown editing problem "${name}"; known: ${PROBLEMS.join(", ")}`);
@@ -128,6 +131,7 @@ async function noisedPrediction(
 // ---------------------------------------------------------------------------------------------
 // Probabilities and scores
 
+/** A prompt with the target tokens whose probability it scores. */
 export interface ScoredPrompt {
   instance: PromptInstance;
   target: number[];
@@ -246,6 +250,7 @@ export async function caseProbabilities(
   return regroup(await targetProbabilities(model, items, 128, under));
 }
 
+/** Hase et al.'s scores of one edited case (NaN where the case has no prompts of a kind). */
 export interface CaseScores {
   rewrite: number;
   paraphrase: number;

@@ -2,10 +2,19 @@
 // normalised rewrite / paraphrase / neighborhood scores, averaged over fixed cases.
 //
 //   ./locus run -A experiments/editing/quality.ts [--model DIR] [--cases 100] [--sweep-cases 20]
-//       [--problem error-injection] [--methods rome,r-rome,memit,emmet,ft] [--json FILE] [--check]
+//       [--first K] [--problem error-injection] [--methods rome,r-rome,memit,emmet,ft] [--json FILE] [--check]
+//       [--layers L] [--fact-token T] [--v-steps N] [--v-lr X] [--v-wd X] [--kl-factor X] [--clamp-norm X]
+//       [--lambda X] [--ft-eps X] [--ft-steps N] [--ft-lr X]
+//
+// The hyper-parameter options override the family's defaults (experiments/editing/hparams.ts) for every
+// method they apply to, as the edit command's do; --layers replaces the methods' layers and --sweep-cases 0
+// skips ROME's per-layer sweep, so that one setting can be measured quickly.
 //
 // Cases: the first --cases records of DIR/counterfact.json (file order) whose true object the model
-// predicts (greedy first token), as Hase et al. keep facts the model knows. Reported:
+// predicts (greedy first token), as Hase et al. keep facts the model knows, one per subject: keyed at the
+// subject's last token, two facts of one subject in "{} works as a" / "{} works for" share their key, so
+// a batch edit (MEMIT, EMMET) holding both must map one key to two values and fails both (the embedded
+// model's CounterFact file lists every fact of a subject, CounterFact itself one per subject). Reported:
 //   - ROME at every layer (the per-layer averages; --sweep-cases cases at layers other than the
 //     default, all cases at the default layer), each fact edited alone on the unedited model;
 //   - the other methods at their default layers: R-ROME and FT-L one fact at a time, MEMIT and EMMET
@@ -18,14 +27,16 @@ import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
-import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { loadTokenizer, type Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
+import { knowsAnswers } from "../evaluation/recall.ts";
 import { subjectNoiseLevel } from "../localization/tracing.ts";
 import { positiveInt } from "../output.ts";
 import { runMain } from "../../engine/main.ts";
 import { sem } from "../study/stats.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
+import { parseFactToken, parseLayers } from "../commands/edit.ts";
+import { numberOption } from "../output.ts";
 import { statsHparams } from "./hparams.ts";
 import {
   computeEdits,
@@ -33,7 +44,9 @@ import {
   editedLayers,
   methodConfig,
   type MethodName,
+  type Overrides,
   parseMethod,
+  statsLayers,
   templateStartWords,
 } from "./methods.ts";
 import {
@@ -116,16 +129,43 @@ async function main(args: string[]): Promise<number> {
       model: { type: "string", default: DEFAULT_MODEL_DIR },
       cases: { type: "string", default: "100" },
       "sweep-cases": { type: "string", default: "20" },
+      first: { type: "string", default: "0" },
       problem: { type: "string", default: "error-injection" },
       methods: { type: "string", default: "rome,r-rome,memit,emmet,ft" },
       "stats-dir": { type: "string" },
       json: { type: "string" },
       check: { type: "boolean", default: false },
+      layers: { type: "string" },
+      "fact-token": { type: "string" },
+      "v-steps": { type: "string" },
+      "v-lr": { type: "string" },
+      "v-wd": { type: "string" },
+      "kl-factor": { type: "string" },
+      "clamp-norm": { type: "string" },
+      lambda: { type: "string" },
+      "ft-eps": { type: "string" },
+      "ft-steps": { type: "string" },
+      "ft-lr": { type: "string" },
     },
   });
+  const overrides: Overrides = {
+    layers: values.layers === undefined ? undefined : parseLayers(values.layers),
+    factToken: parseFactToken(values["fact-token"]),
+    vNumGradSteps: numberOption("v-steps", values["v-steps"]),
+    vLr: numberOption("v-lr", values["v-lr"]),
+    vWeightDecay: numberOption("v-wd", values["v-wd"]),
+    klFactor: numberOption("kl-factor", values["kl-factor"]),
+    clampNormFactor: numberOption("clamp-norm", values["clamp-norm"]),
+    mom2UpdateWeight: numberOption("lambda", values["lambda"]),
+    normConstraint: numberOption("ft-eps", values["ft-eps"]),
+    numSteps: numberOption("ft-steps", values["ft-steps"]),
+    ftLr: numberOption("ft-lr", values["ft-lr"]),
+  };
   const dir = await resolveModelDir(values.model!);
   const nCases = positiveInt("cases", values.cases, 100);
-  const sweepCases = positiveInt("sweep-cases", values["sweep-cases"], 20);
+  const sweepCases = values["sweep-cases"] === "0"
+    ? 0
+    : positiveInt("sweep-cases", values["sweep-cases"], 20);
   const problem = parseProblem(values.problem!);
   const methods = values.methods!.split(",").map((m) => parseMethod(m.trim()));
   const gpu = await getGpu();
@@ -138,17 +178,21 @@ async function main(args: string[]): Promise<number> {
   // Fixed cases: the first nCases known facts in file order.
   const { cases: all } = await loadDataset(`${dir}/counterfact.json`);
   const candidates = all.map(editingCase);
-  const predicted = await greedyNextTokens(
+  const knows = await knowsAnswers(
     model,
-    candidates.map((c) => tok.encode(c.prompt.replace("{}", c.subject))),
+    tok,
+    candidates.map((c) => ({ prompt: c.prompt.replace("{}", c.subject), answer: c.targetTrue })),
   );
-  const known = candidates.filter((c, i) =>
-    predicted[i] ===
-      targetIds(tok, c.prompt.replace("{}", c.subject), c.targetTrue, { refuseUnknown: true })[0]
-  );
-  const cases = known.slice(0, nCases);
+  const known = candidates.filter((_, i) => knows[i]);
+  const subjects = new Set<string>();
+  const distinct = known.filter((c) => !subjects.has(c.subject) && subjects.add(c.subject));
+  // --first K: cases K.. of that list, so that a long measurement can run in parts (each part's --json
+  // holds its per-case scores; the parts' union is the measurement of --first 0 with all their cases).
+  const first = values.first === "0" ? 0 : positiveInt("first", values.first, 0);
+  const cases = distinct.slice(first, first + nCases);
   console.log(
-    `${known.length} of ${candidates.length} CounterFact facts are known (greedy first token); using the first ${cases.length}`,
+    `${known.length} of ${candidates.length} CounterFact facts are known (greedy first token), ${distinct.length} ` +
+      `of distinct subjects; using ${cases.length} from number ${first}`,
   );
   if (cases.length === 0) throw new Error("no known facts to edit");
 
@@ -157,10 +201,28 @@ async function main(args: string[]): Promise<number> {
   const pairs: Pair[] = [];
   for (const c of cases) pairs.push({ c, request: await problemRequest(model, tok, c, problem, noise) });
   const pre = await caseProbabilities(model, tok, pairs);
+  // What the unedited model itself does with these facts: the ceiling that paraphrase scores of new
+  // objects are read against (paraphrases are held-out templates for the embedded model).
+  const known0 = await caseProbabilities(
+    model,
+    tok,
+    cases.map((c) => ({ c, request: { prompt: c.prompt, subject: c.subject, target: c.targetTrue } })),
+  );
+  const meanOf = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const paraphraseTrue = known0.flatMap((k) => k.paraphrase);
+  console.log(
+    `unedited p(true object): prompt ${meanOf(known0.map((k) => k.rewrite)).toFixed(3)}, paraphrases ${
+      paraphraseTrue.length ? meanOf(paraphraseTrue).toFixed(3) : "-"
+    } (mean over the cases)`,
+  );
   const allLayers = Array.from({ length: model.nLayer }, (_, l) => l);
+  // Statistics of every layer for ROME's per-layer sweep, else only of the layers the methods read.
+  const needed = sweepCases > 0 && methods.includes("rome")
+    ? allLayers
+    : [...new Set(methods.flatMap((m) => statsLayers(methodConfig(model, m, overrides))))];
   const stats = await keyStats(model, tok, {
     corpus,
-    layers: allLayers,
+    layers: needed,
     samples: statsHparams(model.config).samples,
     cacheDir: values["stats-dir"],
     log: (l) => console.log(l),
@@ -189,7 +251,7 @@ async function main(args: string[]): Promise<number> {
     n: number,
     mode: "each" | "batch",
   ) => {
-    const mc = methodConfig(model, method, { layers });
+    const mc = methodConfig(model, method, { ...overrides, ...(layers ? { layers } : {}) });
     const sub = pairs.slice(0, n), subPre = pre.slice(0, n);
     const requests = sub.map((p) => p.request);
     const t0 = performance.now();
@@ -225,14 +287,14 @@ async function main(args: string[]): Promise<number> {
     return row;
   };
 
-  const defaultRomeLayer = methodConfig(model, "rome").hparams.layer;
+  const defaultRomeLayer = methodConfig(model, "rome", overrides).hparams.layer;
   let romeDefault: Row | undefined;
   if (methods.includes("rome")) {
     const nSweep = Math.min(sweepCases, cases.length);
     console.log(
       `\nROME, ${problem}, per layer, mean over the first ${nSweep} cases (each fact edited alone):`,
     );
-    for (const l of allLayers) {
+    for (const l of nSweep > 0 ? allLayers : [defaultRomeLayer]) {
       const isDefault = l === defaultRomeLayer;
       const row = await run(
         `rome layer ${l}${isDefault ? " (default)" : ""}`,
@@ -241,7 +303,9 @@ async function main(args: string[]): Promise<number> {
         isDefault ? cases.length : nSweep,
         "each",
       );
-      print(row.label, row.layers, row.scores.slice(0, nSweep), row.seconds * nSweep / row.cases);
+      if (nSweep > 0) {
+        print(row.label, row.layers, row.scores.slice(0, nSweep), row.seconds * nSweep / row.cases);
+      }
       if (isDefault) romeDefault = row;
     }
     if (romeDefault) {

@@ -77,6 +77,9 @@ export async function computeRomeAt(
       }
     }
   }
+  // The factorisations of C run while the values are optimised (on the GPU), awaited before the solves.
+  const factors = Promise.all(hp.mom2Adjustment ? distinct.map((l) => stats.get(l)!.prepareSolve()) : []);
+  factors.catch(() => {}); // a failure surfaces at the await below, not as an unhandled rejection
   const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
   const n = contexts.length;
 
@@ -105,6 +108,7 @@ export async function computeRomeAt(
     layers,
   });
 
+  await factors;
   return requests.map((request, i) => {
     const layer = layers[i];
     const myKeys = keys.slice(i * n, (i + 1) * n), myValues = values.slice(i * n, (i + 1) * n);

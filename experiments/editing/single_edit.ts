@@ -3,6 +3,7 @@
 // computed from a corpus), and what the edit changes: greedy completions of the prompt, a paraphrase and
 // a neighbour, Hase et al.'s rewrite / paraphrase / neighborhood scores ("Does Localization Inform
 // Editing?", section 4) and the field's standard metrics (evaluation/metrics.ts), the edit undone after.
+import { joinPath as join } from "../../engine/io.ts";
 import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
@@ -23,20 +24,25 @@ import {
   caseScores,
   type EditingCase,
 } from "./problems.ts";
-import { importStatsFiles, type KeyStats, keyStats } from "./stats.ts";
+import { DEFAULT_STATS_DIR, importStatsFiles, type KeyStats, keyStats } from "./stats.ts";
 
 /** The fields of a case a caller may give; each one given takes precedence over the dataset record's. */
 export interface CaseFields {
   /** A record's case id in `dataset` (CounterFact's case_id). */
   caseId?: string;
+  /** The dataset file `caseId` is read from. */
   dataset?: string;
   /** The prompt with the subject in it, or "{}" in its place. */
   prompt?: string;
+  /** The subject, as it appears in the prompt. */
   subject?: string;
   /** Default: the model's greedy next word. */
   targetTrue?: string;
+  /** The new object the edit writes. */
   targetNew?: string;
+  /** Rephrasings of the prompt (the new object should follow them too). */
   paraphrases?: string[];
+  /** Prompts about other subjects (their answers should not change). */
   neighbors?: string[];
 }
 
@@ -93,8 +99,11 @@ export interface MethodStatsOptions {
   corpus: string | null;
   /** Keys to sample (default the model family's, statsHparams). */
   samples?: number;
+  /** Where computed statistics are cached (null: nowhere; default runs/editing-stats). */
   cacheDir?: string | null;
+  /** Lines saying where the statistics came from. */
   log?: (line: string) => void;
+  /** Tokens done of the total while computing. */
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -108,7 +117,9 @@ export async function methodKeyStats(
   const layers = statsLayers(mc);
   if (layers.length === 0) return new Map();
   if (o.files?.length) {
-    const stats = await importStatsFiles(o.files, model.config.nInner, layers);
+    // Their Cholesky factors are kept by the moment's hash under the statistics cache.
+    const factorDir = o.cacheDir === null ? null : join(o.cacheDir ?? DEFAULT_STATS_DIR, "imported-factors");
+    const stats = await importStatsFiles(o.files, model.config.nInner, layers, factorDir);
     o.log?.(
       `key statistics of layers ${layers.join(",")}: imported (${
         [...stats.values()].map((s) => s.count).join(", ")
@@ -129,7 +140,9 @@ export async function methodKeyStats(
 
 /** One probe prompt: the fact's prompt, a paraphrase or a neighbour. */
 export interface CaseProbe {
+  /** Which of the case's prompts it is. */
   kind: "prompt" | "paraphrase" | "neighbor";
+  /** The prompt with the subject filled in. */
   text: string;
 }
 
@@ -144,10 +157,13 @@ export function caseProbes(c: EditingCase): CaseProbe[] {
 
 /** What one edit changed; the model is back to its weights when it is returned. */
 export interface EditOutcome {
+  /** The prompts shown. */
   probes: CaseProbe[];
   /** Greedy continuations of each probe before and after. */
   before: string[];
+  /** Continuations after the edit. */
   after: string[];
+  /** The problem's target probabilities on every prompt of the case, before and after. */
   probabilities: { pre: CaseProbabilities; post: CaseProbabilities };
   /** Hase et al.'s scores (NaN where the case has no prompts of a kind). */
   scores: CaseScores;

@@ -34,12 +34,17 @@ import { matmul } from "../../engine/ops.ts";
 import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { type Corpus, openCorpus } from "../data/corpus.ts";
-import { makeFolder, removeIfExists } from "../../engine/files.ts";
-import { cholesky, choleskySolve } from "./linalg.ts";
+import { makeFolder, removeIfExists, writeAtomic } from "../../engine/files.ts";
+import { cholesky, choleskyInBackground, choleskySolve } from "./linalg.ts";
 
-/** C = E[k k^T] of one layer's keys, with a lazily computed float64 Cholesky factor for solves. */
+/**
+ * C = E[k k^T] of one layer's keys, with its float64 Cholesky factor for solves: computed once per
+ * process, and with a `factorDir`, kept there between runs (GPT-2 XL's f = 6400 takes ~40 s to
+ * factorise and 0.2 s to read back).
+ */
 export class KeyStats {
   private factor: Float64Array | null = null;
+  private preparing: Promise<void> | null = null;
 
   constructor(
     readonly layer: number,
@@ -49,19 +54,102 @@ export class KeyStats {
     readonly count: number,
     /** C [f,f], row-major. */
     readonly moment: Float32Array,
+    /** Folder of cached factors (files named by a hash of `moment`); null: none. */
+    readonly factorDir: string | null = null,
   ) {
     if (moment.length !== width * width) {
       throw new Error(`KeyStats: moment has ${moment.length} values, expected ${width}^2`);
     }
   }
 
-  /** C^-1 b (float64; the factorisation is done on the first call and kept). */
-  solve(b: ArrayLike<number>): Float64Array {
-    if (!this.factor) {
-      this.factor = cholesky(this.moment, this.width, `key second moment of layer ${this.layer}`);
+  private get what(): string {
+    return `key second moment of layer ${this.layer}`;
+  }
+
+  /**
+   * Makes the factor ready for solve(): read from factorDir when a file for exactly this moment is
+   * there, else computed (in a Worker when wide: see choleskyInBackground) and written there,
+   * atomically. Editing methods start it before their GPU work and await it before solving.
+   */
+  prepareSolve(log: (line: string) => void = () => {}): Promise<void> {
+    // One factorisation however many callers wait for it (an edit starts it early and awaits it later).
+    this.preparing ??= this.loadOrFactorise(log).then((L) => {
+      this.factor = L;
+    });
+    return this.preparing;
+  }
+
+  private async loadOrFactorise(log: (line: string) => void): Promise<Float64Array> {
+    if (this.factor) return this.factor;
+    if (this.factorDir === null) return await choleskyInBackground(this.moment, this.width, this.what);
+    const path = join(
+      this.factorDir,
+      `cholesky-f${this.width}-${(await sha256Hex([this.moment])).slice(0, 16)}.bin`,
+    );
+    const cached = await readFactor(path, this.width);
+    if (cached) {
+      log(`Cholesky factor of the ${this.what}: cached ${path}`);
+      return cached;
     }
+    const started = performance.now();
+    const L = await choleskyInBackground(this.moment, this.width, this.what);
+    log(
+      `Cholesky factor of the ${this.what}: ${
+        ((performance.now() - started) / 1000).toFixed(1)
+      } s, kept in ${path}`,
+    );
+    await makeFolder(this.factorDir);
+    await writeFactor(path, L, this.width);
+    return L;
+  }
+
+  /** C^-1 b (float64; factorised on the first call if prepareSolve was not awaited). */
+  solve(b: ArrayLike<number>): Float64Array {
+    if (!this.factor) this.factor = cholesky(this.moment, this.width, this.what);
     return choleskySolve(this.factor, this.width, b);
   }
+}
+
+// A cached factor file: the magic line, then L's lower triangle (row i: L[i][0..i]) as little-endian
+// float64, f(f+1)/2 values.
+const FACTOR_MAGIC = "locus cholesky factor v1".padEnd(31) + "\n"; // 32 bytes: the values stay 8-byte aligned
+
+/** The factor L [f,f] stored at `path`, or null if there is none; a damaged file is an error naming it. */
+async function readFactor(path: string, f: number): Promise<Float64Array | null> {
+  const file = await io().open(path);
+  if (!file) return null;
+  try {
+    const head = FACTOR_MAGIC.length, values = (f * (f + 1)) / 2;
+    if (file.size !== head + 8 * values) {
+      throw new Error(
+        `${path}: ${file.size} bytes, a Cholesky factor of width ${f} has ${head + 8 * values}`,
+      );
+    }
+    const bytes = await file.read(0, file.size);
+    if (new TextDecoder().decode(bytes.subarray(0, head)) !== FACTOR_MAGIC) {
+      throw new Error(`${path}: not a Locus Cholesky factor file`);
+    }
+    const packed = new Float64Array(bytes.slice(head).buffer);
+    const L = new Float64Array(f * f);
+    for (let i = 0, at = 0; i < f; at += i + 1, i++) {
+      L.set(packed.subarray(at, at + i + 1), i * f);
+      if (!(L[i * f + i] > 0)) {
+        throw new Error(`${path}: diagonal entry ${i} is ${L[i * f + i]}, not positive`);
+      }
+    }
+    return L;
+  } finally {
+    file.close();
+  }
+}
+
+async function writeFactor(path: string, L: Float64Array, f: number): Promise<void> {
+  const head = new TextEncoder().encode(FACTOR_MAGIC);
+  const bytes = new Uint8Array(head.length + 4 * f * (f + 1));
+  bytes.set(head);
+  const packed = new Float64Array(bytes.buffer, head.length);
+  for (let i = 0, at = 0; i < f; at += i + 1, i++) packed.set(L.subarray(i * f, i * f + i + 1), at);
+  await writeAtomic(path, bytes);
 }
 
 export interface StatsOptions {
@@ -307,6 +395,7 @@ async function sha256Hex(parts: (string | Float32Array)[]): Promise<string> {
 
 export const DEFAULT_STATS_DIR = new URL("../../runs/editing-stats", import.meta.url).pathname;
 
+/** Where key statistics come from and where they are cached. */
 export interface CachedStatsOptions {
   /** The corpus: a text file (one text per line), a known corpus name (wikitext-103), or an opened one. */
   corpus: string | Corpus;
@@ -363,7 +452,7 @@ export async function keyStats(
     const shippedPath = join(shippedDir, `layer${l}-n${o.samples}.safetensors`);
     const shipped = o.ship
       ? null
-      : await readStats(shippedPath, l, model.config.nInner, `${corpus.hash}-${fp}`);
+      : await readStats(shippedPath, l, model.config.nInner, cacheDir, `${corpus.hash}-${fp}`);
     if (shipped === "stale") {
       log(
         `key statistics of layer ${l} shipped in ${shippedPath} are for other weights or another corpus ` +
@@ -374,7 +463,7 @@ export async function keyStats(
       out.set(l, shipped);
       continue;
     }
-    const cached = cacheDir === null ? null : await readStats(cachePath(l), l, model.config.nInner);
+    const cached = cacheDir === null ? null : await readStats(cachePath(l), l, model.config.nInner, cacheDir);
     if (cached && cached !== "stale") {
       log(`key statistics of layer ${l}: cached (${cached.count} keys) ${cachePath(l)}`);
       out.set(l, cached);
@@ -406,7 +495,7 @@ export async function keyStats(
     const dir = o.ship ? shippedDir : cacheDir;
     if (dir !== null) await makeFolder(dir);
     for (const [l, s] of stats) {
-      out.set(l, s);
+      out.set(l, new KeyStats(l, s.width, s.count, s.moment, cacheDir));
       if (dir === null) continue;
       const path = o.ship ? join(shippedDir, `layer${l}-n${o.samples}.safetensors`) : cachePath(l);
       await writeSafetensors(path, { moment: { shape: [s.width, s.width], data: s.moment } }, {
@@ -442,6 +531,7 @@ async function readStats(
   path: string,
   layer: number,
   width: number,
+  factorDir: string | null,
   fingerprint?: string,
 ): Promise<KeyStats | "stale" | null> {
   if (!(await exists(path))) return null;
@@ -456,7 +546,7 @@ async function readStats(
     if (!(Number.isInteger(count) && count > 0)) {
       throw new Error(`${path}: metadata field "count" is not a positive integer`);
     }
-    return new KeyStats(layer, width, count, await file.read("moment"));
+    return new KeyStats(layer, width, count, await file.read("moment"), factorDir);
   } finally {
     file.close();
   }
@@ -521,7 +611,12 @@ export function statsFileLayer(path: string): number | null {
  * E[k k^T]) gets mom2 / count. The layer comes from the file name, or `layer` when the name has
  * none; both are checked, and the shape against the model's key width f.
  */
-export async function importRomeStats(path: string, width: number, layer?: number): Promise<KeyStats> {
+export async function importRomeStats(
+  path: string,
+  width: number,
+  layer?: number,
+  factorDir: string | null = null,
+): Promise<KeyStats> {
   const named = statsFileLayer(path);
   if (named !== null && layer !== undefined && named !== layer) {
     throw new Error(`${path}: the file name says layer ${named}, but layer ${layer} was asked for`);
@@ -589,22 +684,23 @@ export async function importRomeStats(path: string, width: number, layer?: numbe
     }
     moment[i] = v;
   }
-  return new KeyStats(l, width, count, moment);
+  return new KeyStats(l, width, count, moment, factorDir);
 }
 
 /**
  * `--stats` arguments ("FILE" or "L=FILE", ROME/MEMIT .npz files) as the KeyStats of `layers`; every
- * layer needs one, and no file may be for another layer.
+ * layer needs one, and no file may be for another layer. Their Cholesky factors are kept in `factorDir`.
  */
 export async function importStatsFiles(
   args: string[],
   width: number,
   layers: number[],
+  factorDir: string | null = null,
 ): Promise<Map<number, KeyStats>> {
   const out = new Map<number, KeyStats>();
   for (const arg of args) {
     const m = /^(\d+)=(.+)$/.exec(arg);
-    const s = await importRomeStats(m ? m[2] : arg, width, m ? Number(m[1]) : undefined);
+    const s = await importRomeStats(m ? m[2] : arg, width, m ? Number(m[1]) : undefined, factorDir);
     if (!layers.includes(s.layer)) {
       throw new Error(
         `--stats ${arg}: statistics of layer ${s.layer}, but the edit uses layers ${layers.join(",")}`,

@@ -22,6 +22,7 @@
 import type { Model } from "../../engine/model.ts";
 import { makeBatch } from "../../engine/model.ts";
 import { logProbOf, topK, TOPK_MAX } from "../../engine/ops.ts";
+import { type Prediction, predictNext } from "../../engine/predict.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 
@@ -81,6 +82,7 @@ export function harmonicMean(values: readonly number[]): number {
   return values.length / inverse;
 }
 
+/** Hase et al.'s normalised scores of one edit. */
 export interface HaseScores {
   rewrite: number;
   paraphrase: number;
@@ -105,6 +107,7 @@ export interface NllPair {
   nllTrue: number;
 }
 
+/** CounterFact's success and magnitude metrics of one case (Meng et al. 2022, section 3.2). */
 export interface RomeCaseMetrics {
   /** ES: mean[nll_true > nll_new] over the rewrite prompts; EM: mean[e^-nll_new - e^-nll_true]. */
   efficacySuccess: number | null;
@@ -138,6 +141,7 @@ export function romeCaseMetrics(
   };
 }
 
+/** CounterFact's metrics averaged over cases, with the ROME score. */
 export interface RomeSummary extends RomeCaseMetrics {
   /** 100 x harmonic mean of the averaged ES, PS and NS (null if one of them is missing). */
   score: number | null;
@@ -177,6 +181,7 @@ export function tokenAgreement(a: readonly number[], b: readonly number[]): numb
 // ------------------------------------------------------------------------------------------------
 // The field's standard metric names
 
+/** One of the field's standard metrics: its name, definition and source. */
 export interface StandardMetric {
   /** The key in StandardScores. */
   key: keyof StandardScores;
@@ -442,6 +447,7 @@ export interface ScoringItem {
   continuation: number[];
 }
 
+/** Teacher-forced log-probabilities and argmaxes of continuations, per item and token. */
 export interface TokenScores {
   /** log p(continuation[j] | context, continuation[..j]) per item and token. */
   logProbs: number[][];
@@ -500,6 +506,7 @@ export async function scoreTokens(
   return { logProbs, predicted };
 }
 
+/** TokenScores with each item's mean NLL and target tokens. */
 export interface ContinuationScores extends TokenScores {
   /** Mean NLL per item over the target tokens: -(1/m) sum_j log p(y_j); exp(-nll) is the
    *  geometric-mean token probability. */
@@ -553,6 +560,56 @@ export async function objectProbabilities(
   return prompts.map((_, i) => [Math.exp(-s.nll[i]), Math.exp(-s.nll[prompts.length + i])]);
 }
 
+/** A prompt shown before and after an edit: the fact, a paraphrase or a neighbour. */
+export interface Probe {
+  label: string;
+  text: string;
+}
+
+/** The model's answers to probes: top-3 next tokens and [p(true object), p(new object)] per probe. */
+export interface ProbeAnswers {
+  top: Prediction[][];
+  p: [number, number][];
+}
+
+/** What the demo and the web page show of one probe: its answers before and after the edit. */
+export interface ProbeResult extends Probe {
+  before: Prediction[];
+  after: Prediction[];
+  /** p(true object) and p(new object) before and after (p = exp(-mean NLL) of the object's tokens). */
+  pTrue: [number, number];
+  pNew: [number, number];
+}
+
+/** The model's answers to `probes` now (call once before and once after an edit). */
+export async function probeAnswers(
+  model: Model,
+  tok: Tokenizer,
+  probes: readonly Probe[],
+  targetTrue: string,
+  targetNew: string,
+): Promise<ProbeAnswers> {
+  const top: Prediction[][] = [];
+  for (const p of probes) top.push(await predictNext(model, tok.encode(p.text), 3, tok));
+  const p = await objectProbabilities(model, tok, probes.map((x) => x.text), targetTrue, targetNew);
+  return { top, p };
+}
+
+/** Each probe with its answers before and after the edit. */
+export function probeResults(
+  probes: readonly Probe[],
+  before: ProbeAnswers,
+  after: ProbeAnswers,
+): ProbeResult[] {
+  return probes.map((probe, i) => ({
+    ...probe,
+    before: before.top[i],
+    after: after.top[i],
+    pTrue: [before.p[i][0], after.p[i][0]],
+    pNew: [before.p[i][1], after.p[i][1]],
+  }));
+}
+
 /** Mean NLL per item of `targets[i]` after `prompts[i]` (teacher forcing); p = exp(-nll). */
 export async function probabilityOfContinuation(
   model: Model,
@@ -596,6 +653,7 @@ export async function perplexity(
   return s.logProbs.map((lp) => Math.exp(-lp.reduce((a, b) => a + b, 0) / (lp.length + 1)));
 }
 
+/** Length and sampling (greedy or top-k) of generation. */
 export interface GenerateOptions {
   /** Tokens to add per prompt (fewer if the eos token comes or the model's positions run out). */
   maxNewTokens: number;
@@ -605,6 +663,7 @@ export interface GenerateOptions {
   seed?: number;
 }
 
+/** Generated tokens and text per prompt. */
 export interface Generation {
   /** The new tokens of each prompt (the eos token, if generated, is not included). */
   tokens: number[][];

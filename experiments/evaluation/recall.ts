@@ -38,6 +38,14 @@ export interface RecallResult {
   hits: boolean[];
 }
 
+/** Per item: is the model's greedy next token the answer's first token after the prompt (the known-facts
+ *  filter of ROME and Hase et al.)? An answer with a word the tokenizer does not know is an error. */
+export async function knowsAnswers(model: Model, tok: Tokenizer, items: RecallItem[]): Promise<boolean[]> {
+  const firsts = items.map((it) => targetIds(tok, it.prompt, it.answer, { refuseUnknown: true })[0]);
+  const predicted = await greedyNextTokens(model, items.map((it) => tok.encode(it.prompt)));
+  return predicted.map((id, i) => id === firsts[i]);
+}
+
 /** Fraction of prompts whose greedy next token is the answer's first token after the prompt. */
 export async function factRecall(model: Model, tok: Tokenizer, items: RecallItem[]): Promise<RecallResult> {
   const prompts = items.map((it) => tok.encode(it.prompt));

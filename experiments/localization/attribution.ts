@@ -107,6 +107,7 @@ function batches<U>(units: U[], size: (u: U) => UnitSize, maxRows: number, maxOu
 // ---------------------------------------------------------------------------------------------
 // Integrated gradients
 
+/** Riemann steps, batch size and progress of integrated gradients. */
 export interface IgOptions {
   /** m: points of the Riemann sum, alpha_k = k/(m-1) for k = 0..m-1 (default 20, at least 2). */
   steps?: number;
@@ -122,6 +123,7 @@ export interface IgItem {
   target: number;
 }
 
+/** Integrated gradients of one prompt: per-layer neuron attributions and their sums. */
 export interface IgResult {
   /** p(target | prompt), read from the alpha = 1 copies. */
   prob: number;
@@ -135,6 +137,7 @@ export interface IgResult {
   layerMax: number[];
 }
 
+/** Riemann-sum points of integrated gradients (Dai et al.'s and ROME's knowledge-neurons baseline). */
 export const DEFAULT_IG_STEPS = 20;
 
 /** Integrated gradients of every MLP neuron of every layer, for each item (see the file header). */
@@ -275,6 +278,7 @@ export interface FactPrompt {
   target: string;
 }
 
+/** IgResult of a fact with its decoded tokens and target. */
 export interface FactAttribution extends IgResult, FactPrompt {
   /** Decoded prompt tokens. */
   tokens: string[];
@@ -304,6 +308,7 @@ export async function attributeFacts(
   }));
 }
 
+/** Attributions averaged over facts: per-layer sums and maxima, and per neuron. */
 export interface AverageAttribution {
   facts: number;
   /** Mean over facts of p(target). */
@@ -354,6 +359,7 @@ export function bestWindow(scores: readonly number[], span: number): number[] {
   return Array.from({ length: span }, (_, i) => best + i);
 }
 
+/** A neuron whose attribution exceeds 0.2 x the largest (Dai et al.'s knowledge neurons). */
 export interface KnowledgeNeuron {
   layer: number;
   neuron: number;
@@ -377,8 +383,10 @@ export function knowledgeNeurons(result: Pick<IgResult, "neurons">, threshold = 
 // ---------------------------------------------------------------------------------------------
 // Layer Gradient Analysis
 
+/** The MLP weights whose gradients Layer Gradient Analysis compares. */
 export type LgaParam = "c_proj" | "c_fc";
 
+/** Weights, fence multiplier, batch size and progress of Layer Gradient Analysis. */
 export interface LgaOptions {
   /** Weights whose gradients are compared (default ["c_proj"]); both add their inner products. */
   params?: LgaParam[];
@@ -396,6 +404,7 @@ export interface LgaItem {
   new: number[];
 }
 
+/** Per request and layer, the inner product of the old and new answers' weight gradients. */
 export interface LgaGradients {
   /** Per request and layer: < grad L(q, old), grad L(q, new) > over the chosen weights, [Q][L]. */
   perRequest: number[][];
@@ -540,6 +549,7 @@ export async function lgaInnerProducts(
   return out;
 }
 
+/** LGA's choice: Tukey's fences on S_l, the excluded layers, the ranking and the golden layer. */
 export interface GoldenLayers {
   fences: TukeyFences;
   /** Layers outside the fences (excluded), and the rest. */
@@ -564,6 +574,7 @@ export interface LgaRequest {
   targetNew: string;
 }
 
+/** Layer Gradient Analysis of a request set: S_l per layer and the golden layer. */
 export interface LgaResult extends LgaGradients {
   params: LgaParam[];
   /** S_l = sum over requests of the per-request inner products. */

@@ -6,7 +6,7 @@
 import type { Model } from "../../engine/model.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { checkRecord, loadDataset } from "../data/datasets.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
+import { knowsAnswers } from "../evaluation/recall.ts";
 import {
   attributeFacts,
   type AverageAttribution,
@@ -20,10 +20,12 @@ import {
 import { type SelectionRequest, selectionRequests } from "./layer_selection.ts";
 import { traceFact } from "./tracing.ts";
 
+/** Integrated gradients over MLP neurons, or Layer Gradient Analysis. */
 export type AttributionMethod = "ig" | "lga";
 
 /** The requests of a dataset file and how many of its cases they are. */
 export interface AttributionCases {
+  /** The requests, in the file's order. */
   requests: SelectionRequest[];
   /** Cases in the file, how many the model completes correctly (null without `known`), how many used. */
   cases: { records: number; known: number | null; used: number };
@@ -67,10 +69,12 @@ export async function attributionCases(
   );
   let known: number | null = null;
   if (o.known) {
-    const predicted = await greedyNextTokens(model, requests.map((r) => tok.encode(r.prompt)));
-    requests = requests.filter((r, i) =>
-      predicted[i] === targetIds(tok, r.prompt, r.targetTrue, { refuseUnknown: true })[0]
+    const knows = await knowsAnswers(
+      model,
+      tok,
+      requests.map((r) => ({ prompt: r.prompt, answer: r.targetTrue })),
     );
+    requests = requests.filter((_, i) => knows[i]);
     known = requests.length;
     requests = requests.slice(0, limit);
   }
@@ -90,8 +94,11 @@ function selected(scores: number[]) {
   return { rome: bestWindow(scores, 1), memit: bestWindow(scores, Math.min(5, scores.length)) };
 }
 
+/** Integrated gradients' Riemann steps, the per-layer aggregate that selects layers, and optional tracing. */
 export interface IgRunOptions {
+  /** Points of the Riemann sum. */
   steps: number;
+  /** The per-layer score the reported selection uses: the sum or the largest of a layer's attributions. */
   aggregate: "sum" | "max";
   /** Also trace each fact (MLP window and noise draws); null: attribution alone. */
   trace: { window: number; samples: number } | null;
@@ -101,8 +108,11 @@ export interface IgRunOptions {
 
 /** Integrated gradients of every request, averaged, with the layers each aggregate selects. */
 export interface IgRun {
+  /** Each request's attributions. */
   results: FactAttribution[];
+  /** Their average over requests. */
   average: AverageAttribution;
+  /** ROME's layer and MEMIT's window chosen by each aggregate. */
   selection: Record<"sum" | "max", { rome: number[]; memit: number[] }>;
   /** Per fact, the MLP indirect effect at the last subject token per layer (with `trace`). */
   tracing: number[][] | null;
@@ -112,6 +122,8 @@ export interface IgRun {
   tracingSelection: { rome: number[]; memit: number[] } | null;
 }
 
+/** Attributes every request's true answer to MLP neurons, averages, selects ROME's layer and MEMIT's window
+ *  by each aggregate, and (with `trace`) traces each fact's MLP effect at its last subject token. */
 export async function runIntegratedGradients(
   model: Model,
   tok: Tokenizer,

@@ -24,7 +24,7 @@ import {
   type LgaOptions,
 } from "./attribution.ts";
 import type { EditCase } from "../data/datasets.ts";
-import { type StateKind, traceFact, type TraceOptions } from "./tracing.ts";
+import { type FactTrace, type StateKind, traceFact, type TraceOptions } from "./tracing.ts";
 
 /** One edit request: the prompt with the subject filled in, the subject, the true answer and the new target. */
 export interface SelectionRequest {
@@ -34,6 +34,7 @@ export interface SelectionRequest {
   targetNew: string;
 }
 
+/** What a strategy chose, from which per-layer scores, in how long. */
 export interface LayerSelection {
   /** The chosen layers, ascending. */
   layers: number[];
@@ -43,6 +44,7 @@ export interface LayerSelection {
   seconds: number;
 }
 
+/** A layer-choice strategy: a name and how it selects on a proxy set. */
 export interface LayerSelector {
   name: string;
   select(model: Model, tok: Tokenizer, requests: SelectionRequest[]): Promise<LayerSelection>;
@@ -73,6 +75,37 @@ export function scaledMlpWindow(nLayer: number): number {
 export function defaultTraceWindows(nLayer: number): Record<StateKind, number> {
   const scaled = scaledMlpWindow(nLayer);
   return { resid: 1, mlp: scaled, attn: scaled };
+}
+
+/**
+ * The noise threshold of a trace: restoring one MLP output counts as evidence for a layer only when it
+ * brings back at least EVIDENCE_SHARE of the probability the noise took away (clean - corrupted), and at
+ * least EVIDENCE_MIN in absolute terms. Below it the peak is indistinguishable from the ripple that
+ * restoring any state causes (the embedded model's subject tokens peak at 0.02 of a 0.94 drop).
+ */
+export const EVIDENCE_SHARE = 0.1;
+/** The absolute floor of the noise threshold (see EVIDENCE_SHARE). */
+export const EVIDENCE_MIN = 0.05;
+
+/** A trace's MLP row at the edit's key token, its peak layer and whether that clears the noise. */
+export interface TracingEvidence {
+  /** MLP effect per layer at the key token. */
+  effects: number[];
+  /** The layer with the largest effect. */
+  peak: number;
+  threshold: number;
+  /** The peak clears the threshold. */
+  clears: boolean;
+}
+
+/** The MLP row of the trace at token `row` (the edit's key token) and whether its peak clears the noise. */
+export function tracingEvidence(trace: FactTrace, row: number): TracingEvidence {
+  const mlp = trace.grids.find((g) => g.kind === "mlp");
+  if (!mlp) throw new Error("tracingEvidence: the trace has no MLP grid");
+  const effects = mlp.effect[row];
+  const peak = effects.indexOf(Math.max(...effects));
+  const threshold = Math.max(EVIDENCE_MIN, EVIDENCE_SHARE * (trace.clean - (trace.corrupted ?? 0)));
+  return { effects, peak, threshold, clears: effects[peak] >= threshold };
 }
 
 /** CMA: mean over requests of the MLP indirect effect at the last subject token, per layer. The MLP

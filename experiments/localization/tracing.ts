@@ -38,11 +38,13 @@ import { greedyNextTokens } from "../evaluation/recall.ts";
 
 /** The states that tracing restores: block output, MLP output (c_proj, bias included), attention output. */
 export type StateKind = "resid" | "mlp" | "attn";
+/** Every state kind, in the order grids are computed and drawn. */
 export const STATE_KINDS: readonly StateKind[] = ["resid", "mlp", "attn"];
 
 /** ROME's windows: one layer for the residual stream, ten for MLP and attention outputs. */
 export const DEFAULT_WINDOWS: Readonly<Record<StateKind, number>> = { resid: 1, mlp: 10, attn: 10 };
 
+/** Causal tracing (noise the subject, restore clean states) or representation zeroing. */
 export type TraceMethod = "noise" | "zero";
 
 /**
@@ -163,6 +165,7 @@ export interface Cell {
   to: number;
 }
 
+/** Noise draws, noise level, seed and batch size of a TraceRun. */
 export interface TraceRunOptions {
   /** Corrupted copies of the prompt (noise draws); 0 prepares only the clean run (zeroing). */
   samples: number;
@@ -515,6 +518,7 @@ function checkCell(c: Cell, index: number, T: number, L: number): void {
 // ---------------------------------------------------------------------------------------------
 // Grids
 
+/** Method, kinds, windows, noise and samples of a trace. */
 export interface TraceOptions {
   method?: TraceMethod;
   kinds?: readonly StateKind[];
@@ -555,6 +559,7 @@ export interface KindGrid {
   subjectZeroed?: { prob: number[]; fraction: number[] };
 }
 
+/** A trace's grids (one per kind: [tokens][layers]) with clean and corrupted probabilities. */
 export interface GridTrace {
   method: TraceMethod;
   ids: number[];
@@ -570,6 +575,7 @@ export interface GridTrace {
   grids: KindGrid[];
 }
 
+/** The window of `kind` under a trace's window option (a number, or one per kind). */
 export function windowFor(kind: StateKind, window: TraceOptions["window"]): number {
   if (typeof window === "number") return window;
   return window?.[kind] ?? DEFAULT_WINDOWS[kind];
@@ -676,6 +682,7 @@ function summarise(effect: number[][], fraction: number[][], lastSubject: number
 // ---------------------------------------------------------------------------------------------
 // Facts as text
 
+/** A fact as text: the prompt, the subject in it, and the answer scored. */
 export interface FactQuery {
   prompt: string;
   subject: string;
@@ -683,6 +690,7 @@ export interface FactQuery {
   target: string;
 }
 
+/** A traced fact: its grids with the prompt's tokens, the subject's range and the target token. */
 export interface FactTrace extends GridTrace, FactQuery {
   /** Decoded token strings of the prompt. */
   tokens: string[];
@@ -717,6 +725,7 @@ export async function traceFact(
 // ---------------------------------------------------------------------------------------------
 // Datasets: known_1000's schema
 
+/** A known_1000 record (Meng et al. 2022). */
 export interface KnownFact {
   known_id: number;
   subject: string;
@@ -796,6 +805,8 @@ export async function knownFacts(
 // ---------------------------------------------------------------------------------------------
 // Averages across facts (ROME's average_causal_effects)
 
+/** ROME's token groups of averaged traces (its average_causal_effects): subject tokens, the token after the
+ *  subject, further tokens, the last token. */
 export const TOKEN_GROUPS = [
   "first subject token",
   "middle subject tokens",
@@ -804,6 +815,7 @@ export const TOKEN_GROUPS = [
   "further tokens",
   "last token",
 ] as const;
+/** One of TOKEN_GROUPS. */
 export type TokenGroup = typeof TOKEN_GROUPS[number];
 
 /** The token indices of each group for a prompt of T tokens with subject [b, e) (groups may overlap or be empty). */

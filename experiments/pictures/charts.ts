@@ -7,6 +7,9 @@ export interface Series {
   name: string;
   /** [x, y] points. */
   points: [number, number][];
+  /** An interval [lower, upper] per point (e.g. a 95% confidence interval), drawn as a shaded band
+   *  and included in the y axis; NaN ends leave a gap. */
+  band?: [number, number][];
 }
 
 export interface LineChartOptions {
@@ -19,6 +22,9 @@ export interface LineChartOptions {
   /** A linear y axis includes 0 (probabilities, effects and scores have a meaningful origin) unless
    *  this is false; then the axis label says that it does not start at 0. */
   yZero?: boolean;
+  /** Ticks at these x values with these labels instead of computed ones (e.g. a log-scaled x: value
+   *  log10(n), label n). */
+  xTicks?: { value: number; label: string }[];
 }
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
@@ -88,7 +94,14 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   const legendWidth = 50 + 7 * Math.max(0, ...series.map((s) => s.name.length));
   const m = { left: 64, right: legendWidth, top: 36, bottom: 48 };
   const pw = W - m.left - m.right, ph = H - m.top - m.bottom;
-  const all = series.flatMap((s) => s.points).filter(([, y]) => Number.isFinite(y) && (!o.logY || y > 0));
+  const bandPoints = series.flatMap((s) =>
+    (s.band ?? []).flatMap(([lo, hi], i) =>
+      [[s.points[i][0], lo], [s.points[i][0], hi]] as [number, number][]
+    )
+  );
+  const all = [...series.flatMap((s) => s.points), ...bandPoints].filter(([, y]) =>
+    Number.isFinite(y) && (!o.logY || y > 0)
+  );
   const ty = (y: number) => (o.logY ? Math.log10(y) : y);
   const xs = all.map(([x]) => x), ys = all.map(([, y]) => ty(y));
   const [x0, x1] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
@@ -113,10 +126,11 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   ];
   const xTicks = x1 > x0 ? ticks(x0, x1, 5, integerX) : [x0];
   const xStep = xTicks.length > 1 ? xTicks[1] - xTicks[0] : 1;
-  for (const t of xTicks) {
+  const xLabels = o.xTicks ?? xTicks.map((t) => ({ value: t, label: formatTick(t, xStep) }));
+  for (const { value, label } of xLabels) {
     parts.push(
-      `<text class="xtick" x="${sx(t)}" y="${m.top + ph + 16}" text-anchor="middle">${
-        formatTick(t, xStep)
+      `<text class="xtick" x="${sx(value)}" y="${m.top + ph + 16}" text-anchor="middle">${
+        escapeXml(label)
       }</text>`,
     );
   }
@@ -142,6 +156,32 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
   );
   series.forEach((s, i) => {
     const color = PALETTE[i % PALETTE.length];
+    if (s.band) {
+      // The band: upper ends left to right, lower ends back, one polygon per run of defined intervals.
+      const ok = (j: number) =>
+        Number.isFinite(s.band![j][0]) && Number.isFinite(s.band![j][1]) && (!o.logY || s.band![j][0] > 0);
+      let run: number[] = [];
+      const flush = () => {
+        if (run.length > 0) {
+          const up = run.map((j) => `${sx(s.points[j][0]).toFixed(1)},${sy(s.band![j][1]).toFixed(1)}`);
+          const down = run.map((j) => `${sx(s.points[j][0]).toFixed(1)},${sy(s.band![j][0]).toFixed(1)}`)
+            .reverse();
+          // A single point's interval is a vertical error bar.
+          parts.push(
+            run.length === 1
+              ? `<line class="band" x1="${up[0].split(",")[0]}" x2="${up[0].split(",")[0]}" y1="${
+                up[0].split(",")[1]
+              }" y2="${down[0].split(",")[1]}" stroke="${color}" stroke-width="2" stroke-opacity="0.5"/>`
+              : `<polygon class="band" points="${
+                [...up, ...down].join(" ")
+              }" fill="${color}" fill-opacity="0.15"/>`,
+          );
+        }
+        run = [];
+      };
+      s.points.forEach((_, j) => (ok(j) ? run.push(j) : flush()));
+      flush();
+    }
     const pts = s.points.filter(([, y]) => Number.isFinite(y) && (!o.logY || y > 0));
     if (pts.length) {
       const d = pts.map(([x, y], j) => `${j ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join("");
@@ -166,8 +206,13 @@ export function lineChart(series: Series[], o: LineChartOptions): string {
  * largest value, on nice ticks.
  */
 export function barChartSvg(
-  groups: { label: string; section?: string; bars: { name: string; value: number }[] }[],
-  o: { title: string; yLabel: string; max?: number },
+  groups: {
+    label: string;
+    section?: string;
+    /** lower/upper: an interval drawn as an error bar (and included in the value axis). */
+    bars: { name: string; value: number; lower?: number; upper?: number }[];
+  }[],
+  o: { title: string; yLabel: string; max?: number; xLabel?: string },
 ): string {
   const series = [...new Set(groups.flatMap((g) => g.bars.map((b) => b.name)))];
   const barW = 16, gap = 14, left = 56, top = 40, plotH = 200;
@@ -175,12 +220,23 @@ export function barChartSvg(
   const groupW = (g: (typeof groups)[number]) => Math.max(g.bars.length * barW, 6 * g.label.length) + gap;
   const width = Math.max(360, left + groups.reduce((s, g) => s + groupW(g), 0) + 20);
   const hasSections = groups.some((g) => g.section !== undefined);
-  const values = groups.flatMap((g) => g.bars.map((b) => b.value)).filter(Number.isFinite);
-  const yTicks = ticks(Math.min(0, ...values), o.max ?? Math.max(1e-9, ...values), 4);
+  const values = groups.flatMap((g) => g.bars.flatMap((b) => [b.value, b.lower ?? NaN, b.upper ?? NaN]))
+    .filter(Number.isFinite);
+  // Counts are labelled as integers ("40", not "40.00").
+  const integers = groups.every((g) =>
+    g.bars.every((b) => !Number.isFinite(b.value) || Number.isInteger(b.value))
+  );
+  const label = (v: number) => (integers ? String(v) : v.toFixed(2));
+  const yTicks = ticks(
+    Math.min(0, ...values),
+    o.max ?? Math.max(integers ? 1 : 1e-9, ...values),
+    4,
+    integers,
+  );
   const step = yTicks.length > 1 ? yTicks[1] - yTicks[0] : 1;
   const lo = Math.min(0, ...values) < yTicks[0] ? yTicks[0] - step : yTicks[0];
   const hi = Math.max(o.max ?? 0, ...values) > yTicks.at(-1)! ? yTicks.at(-1)! + step : yTicks.at(-1)!;
-  const bottom = top + plotH, legendY = bottom + (hasSections ? 56 : 40);
+  const bottom = top + plotH, legendY = bottom + (hasSections ? 56 : 40) + (o.xLabel ? 14 : 0);
   const height = legendY + 18 * Math.ceil(series.length / 3) + 10;
   const y = (v: number) => bottom - ((Math.max(lo, Math.min(v, hi)) - lo) / (hi - lo)) * plotH;
   const axisY = y(0);
@@ -207,20 +263,33 @@ export function barChartSvg(
       const [y1, y2] = Number.isFinite(b.value)
         ? [y(Math.max(0, b.value)), y(Math.min(0, b.value))]
         : [axisY, axisY];
+      const interval = Number.isFinite(b.lower) && Number.isFinite(b.upper)
+        ? ` [${b.lower!.toFixed(3)}, ${b.upper!.toFixed(3)}]`
+        : "";
       const text = `${g.section ? `${g.section}, ` : ""}${g.label}, ${b.name}: ${
-        Number.isFinite(b.value) ? b.value.toFixed(3) : "n/a"
-      }`;
+        Number.isFinite(b.value) ? (integers ? String(b.value) : b.value.toFixed(3)) : "n/a"
+      }${interval}`;
       parts.push(
         `<rect class="bar" x="${x0 + i * barW}" y="${y1}" width="${barW - 2}" height="${
           y2 - y1
         }" fill="${color}">` +
           `<title>${escapeXml(text)}</title></rect>`,
       );
-      if (Number.isFinite(b.value)) {
+      const cx = x0 + i * barW + barW / 2 - 1;
+      if (interval) {
         parts.push(
-          `<text x="${x0 + i * barW + barW / 2 - 1}" y="${
-            b.value >= 0 ? y1 - 3 : y2 + 9
-          }" text-anchor="middle" font-size="8">${b.value.toFixed(2)}</text>`,
+          `<line class="errorbar" x1="${cx}" x2="${cx}" y1="${y(b.upper!)}" y2="${
+            y(b.lower!)
+          }" stroke="#333"/>`,
+          `<line x1="${cx - 3}" x2="${cx + 3}" y1="${y(b.upper!)}" y2="${y(b.upper!)}" stroke="#333"/>`,
+          `<line x1="${cx - 3}" x2="${cx + 3}" y1="${y(b.lower!)}" y2="${y(b.lower!)}" stroke="#333"/>`,
+        );
+      } else if (Number.isFinite(b.value)) {
+        // Value labels only where no error bar would cross them.
+        parts.push(
+          `<text x="${cx}" y="${b.value >= 0 ? y1 - 3 : y2 + 9}" text-anchor="middle" font-size="8">${
+            label(b.value)
+          }</text>`,
         );
       }
     });
@@ -237,6 +306,13 @@ export function barChartSvg(
     x += groupW(g);
   }
   parts.push(`<line x1="${left}" x2="${width - 10}" y1="${axisY}" y2="${axisY}" stroke="#999"/>`);
+  if (o.xLabel) {
+    parts.push(
+      `<text x="${(left + width - 10) / 2}" y="${bottom + (hasSections ? 48 : 32)}" text-anchor="middle">${
+        escapeXml(o.xLabel)
+      }</text>`,
+    );
+  }
   for (const sec of sections) {
     parts.push(
       `<line x1="${sec.from}" x2="${sec.to}" y1="${bottom + 20}" y2="${bottom + 20}" stroke="#999"/>`,

@@ -175,7 +175,7 @@ function panelsSvg(o: {
     parts.push(
       `<text x="${x0 + plotW / 2}" y="${
         y0 + T * cellH + 30
-      }" text-anchor="middle" font-size="11">layer; white = 0, full colour = ${fmt(max)}${
+      }" text-anchor="middle" font-size="10">layer; colour ${fmt(max)}${
         hasNegative(grid.effect) ? `, orange = -${fmt(max)}` : ""
       }</text>`,
     );
@@ -190,9 +190,11 @@ function panelsSvg(o: {
 
 /** Per-layer curves of the average effect, one line per token group (groups with rows only). */
 export function averageCurvesSvg(avg: AverageTrace): string {
+  // Bands: +-1.96 standard errors of the mean over the pooled rows (a normal 95% interval).
   const series = avg.groups.filter((g) => g.count > 0).map((g) => ({
     name: g.group,
     points: g.effect.map((v, l) => [l, v] as [number, number]),
+    band: g.effect.map((v, l) => [v - 1.96 * g.effectSe[l], v + 1.96 * g.effectSe[l]] as [number, number]),
   }));
   return lineChart(series, {
     title: `${KIND_NAMES[avg.kind]}, window ${avg.window}: average over ${avg.facts} facts`,

@@ -1,4 +1,4 @@
-// The seeds' analyses of a stored sweep (experiments/study/sweep.ts). Plain float64 TypeScript on the
+// The papers' analyses of a stored sweep (experiments/study/sweep.ts). Plain float64 TypeScript on the
 // result records; the statistics come from experiments/study/stats.ts.
 //
 // Hase et al. 2023, "Does Localization Inform Editing?" (sections 4-5 and appendix):
@@ -19,15 +19,41 @@
 //                           on the test facts (Golden Layers tables 3-8).
 //   selectionScores         the layer each strategy chose (causal tracing, integrated gradients, LGA,
 //                           brute force on the proxy set, each fact's own tracing peak) and the mean
-//                           test-fact scores of editing there (Chun & Hur table 1, Golden Layers table 2).
+//                           test-fact scores of editing there (Chun & Hur table 1, Golden Layers table 2);
+//                           a choice made on a tie or a structural zero is "no choice" (layerChoice).
+// Statistics: every mean and R^2 carries a seeded 95% bootstrap interval over facts; every family of
+// tests (one table) is Holm-corrected; verdicts follow stats.ts verdict (corrected test and minimum
+// effect size agree). caveats() lists what the data cannot support (degenerate regressor, ties, ceiling
+// and floor effects, no-op edits, outliers, small samples); findings() what it does, both as sentences
+// for the report and the terminal.
 //
 // The tracing effect of an edit is the fact's localization record at the edited layer: Hase et al.'s
 // fractional causal-tracing effect (max over tokens) by default, or at the last subject token, or
 // the zeroing effect. Rows lacking a score or an effect are left out, and every count says so.
-import { fitOls, nestedFTest, type OlsFit, pairedTTest, pearson } from "./stats.ts";
-import type { Json, StoredResult } from "./store.ts";
-import { LAYER_GRID, NONE, PROXY_SET, SKIPPED } from "./sweep.ts";
+import {
+  bootstrapCI,
+  bootstrapUnits,
+  cohensF2,
+  type ConfidenceInterval,
+  fitOls,
+  groupedLineR2,
+  holm,
+  MIN_EFFECT,
+  nestedFTest,
+  type OlsFit,
+  pairedTTest,
+  pearson,
+  quantile,
+  tukeyFences,
+  type Verdict,
+  verdict,
+  weightedMean,
+} from "./stats.ts";
+import { createHash } from "node:crypto";
+import { canonicalJson, type Json, type StoredResult } from "./store.ts";
+import { LAYER_GRID, MASS_SET, NONE, PROXY_SET, SKIPPED } from "./sweep.ts";
 import type { FactTrace } from "../localization/tracing.ts";
+import { STANDARD_METRICS } from "../evaluation/metrics.ts";
 
 /** Edit scores: Hase et al.'s three, their harmonic mean ("overall") and their raw mean ("average",
  *  the overall score of Hase et al.'s table 6). */
@@ -44,6 +70,14 @@ export interface EditRow {
   editedLayers: number[];
   /** NaN where the record has no value (e.g. a case without paraphrases). */
   scores: Record<Metric, number>;
+  /** The edit left the target's probability exactly where it was (e.g. ROME stops before its first
+   *  step when the loss is already below its threshold): counted and flagged by the report. */
+  noop: boolean;
+  /** Seconds the edit and its scoring took (the sweep's per-edit share of a batch; NaN if not stored). */
+  seconds: number;
+  /** The field's standard metrics (evaluation/metrics.ts STANDARD_METRICS: CounterFact ES/PS/NS/EM/PM/NM,
+   *  EasyEdit's reliability ...; NaN where a case has no such prompts), or null where they do not apply. */
+  standard: Record<string, number> | null;
 }
 
 export interface TraceRow {
@@ -65,8 +99,20 @@ export interface SelectionRow {
   seconds: number;
 }
 
+export interface MassRow {
+  method: string;
+  n: number;
+  editedLayers: number[];
+  /** Per fact (NaN where undefined). */
+  scores: Record<"rewrite" | "paraphrase" | "neighborhood", number[]>;
+  seconds: number;
+}
+
 export interface SweepData {
   sweep: string;
+  /** sha256 of the sweep's results (keys and metrics in key order): names exactly the data a report
+   *  or an analysis was computed from. */
+  fingerprint: string;
   /** The model record shared by every result. */
   model: { [key: string]: Json };
   dataset: { [key: string]: Json };
@@ -76,6 +122,8 @@ export interface SweepData {
   selections: SelectionRow[];
   /** Dataset records the sweep left out (their prompts do not fit the model), with the reason. */
   skipped: { fact: string; record: string; reason: string }[];
+  /** Mass edits: one batch edit of `n` facts at once, each fact's scores. */
+  mass: MassRow[];
   /** Distinct values, sorted (problems and methods in first-seen order). */
   layers: number[];
   methods: string[];
@@ -93,6 +141,16 @@ function numbers(v: Json | undefined, where: string): number[] {
     if (x !== null && typeof x !== "number") throw new Error(`${where}[${i}]: expected a number or null`);
     return x === null ? NaN : x;
   });
+}
+
+/** An edit is a no-op when its target's post-edit probability equals the pre-edit one to within
+ *  float32 rounding of the scoring pass (the virtual and applied paths agree to 1e-5 on changes). */
+export const NOOP_TOLERANCE = 1e-7;
+
+function isNoop(pre: Json | undefined, post: Json | undefined): boolean {
+  const p = (v: Json | undefined) =>
+    v !== null && typeof v === "object" && !Array.isArray(v) ? num(v.rewrite) : NaN;
+  return Math.abs(p(pre) - p(post)) <= NOOP_TOLERANCE;
 }
 
 /** Nulls (non-finite numbers when stored) back to NaN, in nested arrays of numbers. */
@@ -157,8 +215,13 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
       );
     }
   }
+  const hash = createHash("sha256");
+  for (const r of [...mine].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
+    hash.update(`${r.key}\n${canonicalJson(r.metrics)}\n`);
+  }
   const data: SweepData = {
     sweep,
+    fingerprint: hash.digest("hex"),
     model: first.model,
     dataset: first.dataset,
     adapter: first.adapter,
@@ -166,6 +229,7 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
     traces: [],
     selections: [],
     skipped: [],
+    mass: [],
     layers: [],
     methods: [],
     problems: [],
@@ -185,6 +249,13 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
           ? [r.layer]
           : numbers(r.hparams.editedLayers, `${r.key}: hparams.editedLayers`),
         scores: { ...s, overall: num(m.overall), average: (s.rewrite + s.paraphrase + s.neighborhood) / 3 },
+        noop: isNoop(m.pre, m.post),
+        seconds: num(r.timings.edit) + num(r.timings.score),
+        standard: m.standard !== null && typeof m.standard === "object" && !Array.isArray(m.standard)
+          ? Object.fromEntries(
+            STANDARD_METRICS.map((k) => [k.key, num((m.standard as { [k: string]: Json })[k.key])]),
+          )
+          : null,
       });
     } else if (r.localization.startsWith("select:")) {
       data.selections.push({
@@ -193,6 +264,18 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
         scores: numbers(m.scores, `${r.key}: metrics.scores`),
         proxy: Array.isArray(m.proxy) ? m.proxy.map(String) : [],
         seconds: num(r.timings.select),
+      });
+    } else if (r.fact === MASS_SET && r.localization.startsWith("mass:")) {
+      data.mass.push({
+        method: r.method,
+        n: num(m.n),
+        editedLayers: numbers(r.hparams.editedLayers, `${r.key}: hparams.editedLayers`),
+        scores: {
+          rewrite: numbers(m.rewrite, `${r.key}: metrics.rewrite`),
+          paraphrase: numbers(m.paraphrase, `${r.key}: metrics.paraphrase`),
+          neighborhood: numbers(m.neighborhood, `${r.key}: metrics.neighborhood`),
+        },
+        seconds: num(r.timings.edit),
       });
     } else if (r.localization === SKIPPED) {
       data.skipped.push({ fact: r.fact, record: String(m.record ?? r.fact), reason: String(m.reason ?? "") });
@@ -287,12 +370,37 @@ export interface R2Row {
   both: number;
   /** both - layer. */
   diff: number;
+  /** Adjusted R^2 of the three models, 1 - (1 - R^2)(n - 1)/(n - p). */
+  adjusted: { layer: number; trace: number; both: number };
+  /** 95% bootstrap intervals over facts (a fact's edits at every layer resampled together). */
+  ci: {
+    layer: ConfidenceInterval;
+    trace: ConfidenceInterval;
+    both: ConfidenceInterval;
+    diff: ConfidenceInterval;
+    f2: ConfidenceInterval;
+  };
+  /** Cohen's f^2 of the tracing terms added to the layer: diff / (1 - both). */
+  f2: number;
   F: number;
-  /** F-test of both against layer-only. */
+  /** F-test of both against layer-only, and its p-value Holm-corrected over the table's rows. */
   p: number;
+  pAdjusted: number;
+  /** The study's verdict rule (stats.ts verdict) on pAdjusted and f2. */
+  verdict: Verdict;
+  /** No-op edits among the rows (stats still include them). */
+  noops: number;
   /** Why a number is NaN, if one is. */
   note: string;
 }
+
+/** How the analyses bootstrap (seeded: the same data give the same intervals). */
+export interface IntervalOptions {
+  resamples?: number;
+  seed?: number;
+}
+
+const DEFAULT_RESAMPLES = 1000;
 
 /** Below this range, the effects within a layer count as constant (float noise, e.g. at the last layer). */
 export const CONSTANT_EFFECT_RANGE = 1e-6;
@@ -307,12 +415,12 @@ export const CONSTANT_EFFECT_RANGE = 1e-6;
  */
 export function r2Table(
   data: SweepData,
-  o: EffectOptions & { metric?: Metric; facts?: ReadonlySet<string> } = {},
+  o: EffectOptions & IntervalOptions & { metric?: Metric; facts?: ReadonlySet<string> } = {},
 ): R2Row[] {
   const metric = o.metric ?? "rewrite";
   const effects = effectIndex(data, o);
   const rows = o.facts ? data.edits.filter((e) => o.facts!.has(e.fact)) : data.edits;
-  return byProblemMethod(data, rows).map(({ problem, method, rows }) => {
+  const out = byProblemMethod(data, rows).map(({ problem, method, rows }) => {
     const usable = rows.filter((e) =>
       Number.isFinite(e.scores[metric]) && Number.isFinite(effects.get(e.fact)?.[e.layer])
     );
@@ -350,23 +458,53 @@ export function r2Table(
       const test = nestedFTest(layerFit, bothFit);
       [F, p] = [test.F, test.p];
     }
+    const adj = (f: OlsFit | string) => (typeof f === "string" ? NaN : f.adjR2);
+    const factIds = [...new Set(usable.map((e) => e.fact))];
+    const unitOf = usable.map((e) => factIds.indexOf(e.fact));
+    const w = new Float64Array(usable.length);
+    const [ciLayer, ciTrace, ciBoth, ciDiff, ciF2] = factIds.length < 2
+      ? [nanCI(), nanCI(), nanCI(), nanCI(), nanCI()]
+      : bootstrapUnits(
+        factIds.length,
+        (counts) => {
+          unitOf.forEach((u, i) => (w[i] = counts[u]));
+          const g = groupedLineR2(table.layer, effect, table.y, w, CONSTANT_EFFECT_RANGE);
+          return [g.group, g.line, g.both, g.both - g.group, cohensF2(g.group, g.both)];
+        },
+        { resamples: o.resamples ?? DEFAULT_RESAMPLES, seed: o.seed ?? 0 },
+      );
     return {
       problem,
       method,
       metric,
       n: usable.length,
-      facts: new Set(usable.map((e) => e.fact)).size,
+      facts: factIds.length,
       dropped: rows.length - usable.length,
       layer: r2(layerFit),
       trace: r2(traceFit),
       both: r2(bothFit),
       diff: r2(bothFit) - r2(layerFit),
+      adjusted: { layer: adj(layerFit), trace: adj(traceFit), both: adj(bothFit) },
+      ci: { layer: ciLayer, trace: ciTrace, both: ciBoth, diff: ciDiff, f2: ciF2 },
+      f2: cohensF2(r2(layerFit), r2(bothFit)),
       F,
       p,
+      pAdjusted: NaN,
+      verdict: "n/a" as Verdict,
+      noops: usable.filter((e) => e.noop).length,
       note: [...new Set(notes)].join("; "),
     };
   });
+  const adjusted = holm(out.map((r) => r.p));
+  out.forEach((r, i) => {
+    r.pAdjusted = adjusted[i];
+    r.verdict = verdict(r.pAdjusted, r.f2, MIN_EFFECT.f2);
+  });
+  return out;
 }
+
+/** An interval that cannot be computed (fewer than two facts). */
+const nanCI = (): ConfidenceInterval => ({ estimate: NaN, lower: NaN, upper: NaN, level: 0.95 });
 
 /**
  * Facts whose effect is concentrated: the peak is positive and at most `maxOthers` other layers reach
@@ -400,14 +538,31 @@ export interface CorrelationRow {
   layer: number;
   n: number;
   r: number;
+  /** 95% bootstrap interval of r over facts (one edit per fact at a layer). */
+  ci: ConfidenceInterval;
   p: number;
+  /** Holm-corrected over every (problem, method, layer) of the call: one family. */
+  pAdjusted: number;
+  verdict: Verdict;
   note: string;
+}
+
+/** Pearson's r of paired values with weights (bootstrap counts); NaN when either side is constant. */
+function weightedR(x: readonly number[], y: readonly number[], w: ArrayLike<number>): number {
+  const mx = weightedMean(x, w), my = weightedMean(y, w);
+  let sxy = 0, sxx = 0, syy = 0;
+  for (let i = 0; i < x.length; i++) {
+    sxy += w[i] * (x[i] - mx) * (y[i] - my);
+    sxx += w[i] * (x[i] - mx) ** 2;
+    syy += w[i] * (y[i] - my) ** 2;
+  }
+  return sxx > 0 && syy > 0 ? sxy / Math.sqrt(sxx * syy) : NaN;
 }
 
 /** Pearson's r between the score and the tracing effect, per edit layer. */
 export function perLayerCorrelations(
   data: SweepData,
-  o: EffectOptions & { metric?: Metric } = {},
+  o: EffectOptions & IntervalOptions & { metric?: Metric } = {},
 ): CorrelationRow[] {
   const metric = o.metric ?? "rewrite";
   const effects = effectIndex(data, o);
@@ -418,19 +573,37 @@ export function perLayerCorrelations(
         e.layer === layer && Number.isFinite(e.scores[metric]) &&
         Number.isFinite(effects.get(e.fact)?.[layer])
       );
-      const row = { problem, method, layer, n: usable.length, r: NaN, p: NaN, note: "" };
+      const row: CorrelationRow = {
+        problem,
+        method,
+        layer,
+        n: usable.length,
+        r: NaN,
+        ci: nanCI(),
+        p: NaN,
+        pAdjusted: NaN,
+        verdict: "n/a",
+        note: "",
+      };
+      const x = usable.map((e) => effects.get(e.fact)![layer]), y = usable.map((e) => e.scores[metric]);
       try {
-        const c = pearson(
-          usable.map((e) => effects.get(e.fact)![layer]),
-          usable.map((e) => e.scores[metric]),
-        );
+        const c = pearson(x, y);
         [row.r, row.p] = [c.r, c.p];
+        row.ci = bootstrapUnits(x.length, (w) => [weightedR(x, y, w)], {
+          resamples: o.resamples ?? DEFAULT_RESAMPLES,
+          seed: o.seed ?? 0,
+        })[0];
       } catch (e) {
         row.note = (e as Error).message;
       }
       out.push(row);
     }
   }
+  const adjusted = holm(out.map((r) => r.p));
+  out.forEach((r, i) => {
+    r.pAdjusted = adjusted[i];
+    r.verdict = verdict(r.pAdjusted, r.r, MIN_EFFECT.r);
+  });
   return out;
 }
 
@@ -442,11 +615,14 @@ export interface LayerCurve {
   mean: number[];
   /** Standard error of the mean (NaN with one value). */
   sem: number[];
+  /** 95% bootstrap interval of the mean over facts (NaN where no fact has a score). */
+  lower: number[];
+  upper: number[];
   n: number[];
 }
 
 /** Mean score per edit layer, per (problem, method). */
-export function layerCurves(data: SweepData, metric: Metric): LayerCurve[] {
+export function layerCurves(data: SweepData, metric: Metric, o: IntervalOptions = {}): LayerCurve[] {
   return byProblemMethod(data).map(({ problem, method, rows }) => {
     const per = data.layers.map((l) =>
       rows.filter((e) => e.layer === l && Number.isFinite(e.scores[metric]))
@@ -458,9 +634,23 @@ export function layerCurves(data: SweepData, metric: Metric): LayerCurve[] {
       layers: data.layers,
       mean: per.map((rs) => (rs.length ? meanOf(rs.map((e) => e.scores[metric])) : NaN)),
       sem: per.map((rs) => stdOf(rs.map((e) => e.scores[metric])) / Math.sqrt(rs.length)),
+      ...intervals(per.map((rs) => rs.map((e) => e.scores[metric])), o),
       n: per.map((rs) => rs.length),
     };
   });
+}
+
+/** Bootstrap intervals of the means of several samples (lower[i], upper[i]; NaN for an empty sample). */
+function intervals(samples: number[][], o: IntervalOptions): { lower: number[]; upper: number[] } {
+  const cis = samples.map((xs) => meanCI(xs, o));
+  return { lower: cis.map((c) => c.lower), upper: cis.map((c) => c.upper) };
+}
+
+/** The mean of a sample of per-fact values with its 95% bootstrap interval (NaN when empty). */
+export function meanCI(xs: number[], o: IntervalOptions = {}): ConfidenceInterval {
+  return xs.length === 0
+    ? nanCI()
+    : bootstrapCI(xs, { resamples: o.resamples ?? DEFAULT_RESAMPLES, seed: o.seed ?? 0 });
 }
 
 /** Per fact, its score at each grid layer (facts lacking a layer are left out). */
@@ -497,22 +687,33 @@ export interface GoldenRow {
   golden: { mean: number; std: number };
   /** Each fact at its own best layer. */
   optimal: { mean: number; std: number };
-  /** mean(optimal - golden) and the paired t-test of it. */
+  /** mean(optimal - golden), its 95% t interval, Cohen's d_z and the paired t-test of it. */
   meanDifference: number;
+  lower: number;
+  upper: number;
+  dz: number;
   t: number;
   p: number;
-  /** p < 0.05. */
-  different: boolean;
+  /** Holm-corrected over the call's (problem, method) rows, and the verdict rule on it and d_z. Each
+   *  fact's best layer is a maximum over layers, so optimal >= golden by construction: the test asks
+   *  whether the gap is large, not whether it exists. */
+  pAdjusted: number;
+  verdict: Verdict;
 }
 
 /** Paired t-test that also covers identical or constant differences (no variance to test). */
-function pairedTest(a: number[], b: number[]): { t: number; p: number } {
+function pairedTest(
+  a: number[],
+  b: number[],
+): { t: number; p: number; lower: number; upper: number; dz: number } {
   const diffs = a.map((x, i) => x - b[i]);
   if (diffs.every((d) => d === diffs[0])) {
-    return diffs[0] === 0 ? { t: 0, p: 1 } : { t: Math.sign(diffs[0]) * Infinity, p: 0 };
+    const d = diffs[0];
+    return d === 0
+      ? { t: 0, p: 1, lower: 0, upper: 0, dz: 0 }
+      : { t: Math.sign(d) * Infinity, p: 0, lower: d, upper: d, dz: Math.sign(d) * Infinity };
   }
-  const r = pairedTTest(a, b);
-  return { t: r.t, p: r.p };
+  return pairedTTest(a, b);
 }
 
 /** The golden layer against the sample-wise optimal layer (Golden Layers table 1), over all edited facts. */
@@ -525,7 +726,7 @@ export function goldenVsSampleWise(data: SweepData, metric: Metric = "rewrite"):
     const g = goldenIndex(matrix, facts, data.layers.length);
     const golden = facts.map((f) => matrix.get(f)![g]);
     const optimal = facts.map((f) => Math.max(...matrix.get(f)!));
-    const { t, p } = pairedTest(optimal, golden);
+    const { t, p, lower, upper, dz } = pairedTest(optimal, golden);
     out.push({
       problem,
       method,
@@ -535,11 +736,20 @@ export function goldenVsSampleWise(data: SweepData, metric: Metric = "rewrite"):
       golden: { mean: meanOf(golden), std: stdOf(golden) },
       optimal: { mean: meanOf(optimal), std: stdOf(optimal) },
       meanDifference: meanOf(optimal) - meanOf(golden),
+      lower,
+      upper,
+      dz,
       t,
       p,
-      different: p < 0.05,
+      pAdjusted: NaN,
+      verdict: "n/a",
     });
   }
+  const adjusted = holm(out.map((r) => r.p));
+  out.forEach((r, i) => {
+    r.pAdjusted = adjusted[i];
+    r.verdict = verdict(r.pAdjusted, r.dz, MIN_EFFECT.dz);
+  });
   return out;
 }
 
@@ -584,6 +794,78 @@ export function proxyVsTest(data: SweepData, metric: Metric = "rewrite"): ProxyT
   return out;
 }
 
+export interface StandardRow {
+  problem: string;
+  method: string;
+  /** The layer scored: the golden layer of the proxy facts (by rewrite score), else of the test facts. */
+  layer: number;
+  layerFrom: "proxy" | "test";
+  /** Test facts scored. */
+  n: number;
+  /** Per STANDARD_METRICS key: the mean over test facts with its 95% bootstrap interval (NaN: no prompts). */
+  metrics: Record<string, ConfidenceInterval>;
+}
+
+/**
+ * The field's standard metrics (CounterFact ES/PS/NS and magnitudes, EasyEdit's reliability,
+ * generalisation, locality, portability) of the test facts edited at the golden layer chosen on the
+ * proxy facts, per (problem, method) where they apply: one layer per condition, as a user would edit.
+ */
+export function standardTable(data: SweepData, o: IntervalOptions = {}): StandardRow[] {
+  const out: StandardRow[] = [];
+  for (const { problem, method, rows } of byProblemMethod(data)) {
+    if (!rows.some((e) => e.standard)) continue;
+    const proxy = scoreMatrix(rows.filter((e) => e.split === "proxy"), data.layers, "rewrite");
+    const test = scoreMatrix(rows.filter((e) => e.split === "test"), data.layers, "rewrite");
+    const from = proxy.size ? "proxy" : "test";
+    const matrix = from === "proxy" ? proxy : test;
+    if (matrix.size === 0) continue;
+    const layer = data.layers[goldenIndex(matrix, [...matrix.keys()], data.layers.length)];
+    const chosen = rows.filter((e) => e.split === "test" && e.layer === layer && e.standard);
+    out.push({
+      problem,
+      method,
+      layer,
+      layerFrom: from,
+      n: chosen.length,
+      metrics: Object.fromEntries(
+        STANDARD_METRICS.map((
+          k,
+        ) => [k.key, meanCI(chosen.map((e) => e.standard![k.key]).filter(Number.isFinite), o)]),
+      ),
+    });
+  }
+  return out;
+}
+
+export interface MassCurve {
+  method: string;
+  /** Facts edited at once, ascending. */
+  sizes: number[];
+  /** Per metric and size: the mean over the edited facts with its 95% bootstrap interval. */
+  metrics: Record<"rewrite" | "paraphrase" | "neighborhood", ConfidenceInterval[]>;
+  seconds: number[];
+}
+
+/** The mass-editing curve per method (the MEMIT paper's figure: scores as more facts are edited at once). */
+export function massCurves(data: SweepData, o: IntervalOptions = {}): MassCurve[] {
+  return [...new Set(data.mass.map((m) => m.method))].map((method) => {
+    const rows = data.mass.filter((m) => m.method === method).sort((a, b) => a.n - b.n);
+    const metric = (k: "rewrite" | "paraphrase" | "neighborhood") =>
+      rows.map((r) => meanCI(r.scores[k].filter(Number.isFinite), o));
+    return {
+      method,
+      sizes: rows.map((r) => r.n),
+      metrics: {
+        rewrite: metric("rewrite"),
+        paraphrase: metric("paraphrase"),
+        neighborhood: metric("neighborhood"),
+      },
+      seconds: rows.map((r) => r.seconds),
+    };
+  });
+}
+
 // ------------------------------------------------------------------------------------------------
 // Layer-selection strategies (Chun & Hur table 1, Golden Layers table 2)
 
@@ -600,86 +882,347 @@ export interface SelectionScore {
   strategy: string;
   problem: string;
   method: string;
-  /** The chosen layer; null for the per-fact strategy (each fact has its own). */
+  /** The chosen layer; null for the per-fact strategy (each fact has its own) and for no choice. */
   layer: number | null;
+  /** Why the strategy made no choice (a tie, a structural zero), or "". */
+  noChoice: string;
   /** Test facts scored. */
   n: number;
   means: Record<Metric, number>;
+  /** 95% bootstrap intervals of the means over the test facts. */
+  ci: Record<Metric, ConfidenceInterval>;
   note: string;
+}
+
+/** Per-layer scores within this share of the largest |score| of each other count as tied; a best score
+ *  within it of 0 (or below) is a structural zero, e.g. a tracing effect of -6.9e-18 at every layer. */
+export const TIE_TOLERANCE = 1e-6;
+
+/**
+ * The layer a per-layer score picks (its argmax), or why it picks none: no finite score, a best score
+ * that is not above 0 (nothing was found: an argmax over float noise or over negative effects; not for
+ * `signed` scores, whose 0 means nothing, e.g. LGA's), or several layers tied at the top (`layers` names
+ * them; default 0..n-1).
+ */
+export function layerChoice(
+  scores: readonly number[],
+  layers: readonly number[] = scores.map((_, i) => i),
+  o: { signed?: boolean } = {},
+): { layer: number | null; reason: string } {
+  const finite = scores.map((v, i) => [v, layers[i]] as const).filter(([v]) => Number.isFinite(v));
+  if (finite.length === 0) return { layer: null, reason: "no finite score" };
+  const scale = Math.max(...finite.map(([v]) => Math.abs(v)));
+  const best = Math.max(...finite.map(([v]) => v));
+  const tol = TIE_TOLERANCE * scale;
+  if (!o.signed && best <= tol) {
+    return {
+      layer: null,
+      reason: `the best score is ${Number(best.toPrecision(2))}, not above 0 (a structural zero)`,
+    };
+  }
+  const top = finite.filter(([v]) => v >= best - tol).map(([, l]) => l);
+  if (top.length > 1) return { layer: null, reason: `tie between layers ${top.join(", ")}` };
+  return { layer: top[0], reason: "" };
+}
+
+/** Whether a stored selection chose on a tie or a structural zero: causal-tracing effects and
+ *  attributions are >= 0 when they find something; LGA's scores are signed (only ties count). */
+export function selectionCheck(s: SelectionRow): { layer: number | null; reason: string } {
+  return layerChoice(s.scores, undefined, { signed: s.selector === "lga" });
 }
 
 /**
  * Mean test-fact scores when editing at the layer each strategy chose: the stored selections
  * (chosen on the proxy facts), brute force on the proxy facts (golden layer by rewrite score) and
  * each fact's own causal-tracing peak. Scores are read from the layer grid, so a layer outside the
- * grid has no scores (noted).
+ * grid has no scores (noted). A choice made on a tie or a structural zero (layerChoice) is "no
+ * choice": no layer and no scores; a fact without a tracing peak is left out of "tracing-peak" and
+ * counted in its note.
  */
-export function selectionScores(data: SweepData, o: EffectOptions = {}): SelectionScore[] {
+export function selectionScores(data: SweepData, o: EffectOptions & IntervalOptions = {}): SelectionScore[] {
   const effects = effectIndex(data, o);
   const out: SelectionScore[] = [];
   for (const { problem, method, rows } of byProblemMethod(data)) {
     const test = rows.filter((e) => e.split === "test");
-    const at = (
-      layerOf: (fact: string) => number | undefined,
-    ): { n: number; means: Record<Metric, number> } => {
+    const at = (layerOf: (fact: string) => number | null | undefined) => {
       const chosen = test.filter((e) => e.layer === layerOf(e.fact));
-      const means = Object.fromEntries(METRICS.map((m) => {
-        const xs = chosen.map((e) => e.scores[m]).filter(Number.isFinite);
-        return [m, xs.length ? meanOf(xs) : NaN];
-      })) as Record<Metric, number>;
-      return { n: new Set(chosen.map((e) => e.fact)).size, means };
+      const ci = Object.fromEntries(
+        METRICS.map((m) => [m, meanCI(chosen.map((e) => e.scores[m]).filter(Number.isFinite), o)]),
+      ) as Record<Metric, ConfidenceInterval>;
+      const means = Object.fromEntries(METRICS.map((m) => [m, ci[m].estimate])) as Record<Metric, number>;
+      return { n: new Set(chosen.map((e) => e.fact)).size, means, ci };
     };
-    const fixed = (strategy: string, layer: number) => {
-      const note = data.layers.includes(layer) ? "" : `layer ${layer} is not in the sweep's layer grid`;
-      out.push({ strategy, problem, method, layer, ...at(() => layer), note });
+    const fixed = (strategy: string, choice: { layer: number | null; reason: string }) => {
+      const layer = choice.layer;
+      const note = layer === null || data.layers.includes(layer)
+        ? ""
+        : `layer ${layer} is not in the sweep's layer grid`;
+      out.push({ strategy, problem, method, layer, noChoice: choice.reason, ...at(() => layer), note });
     };
-    for (const s of data.selections) fixed(s.selector, s.layers[0]);
+    for (const s of data.selections) {
+      // The selector's own choice, unless its scores tie at the top or are a structural zero.
+      const check = s.scores.length ? selectionCheck(s) : { layer: null, reason: "" };
+      fixed(s.selector, check.reason ? check : { layer: s.layers[0], reason: "" });
+    }
     const proxyMatrix = scoreMatrix(rows.filter((e) => e.split === "proxy"), data.layers, "rewrite");
     if (proxyMatrix.size > 0) {
-      fixed(
-        "brute-force",
-        data.layers[goldenIndex(proxyMatrix, [...proxyMatrix.keys()], data.layers.length)],
-      );
+      const facts = [...proxyMatrix.keys()];
+      const means = data.layers.map((_, i) => meanOf(facts.map((f) => proxyMatrix.get(f)![i])));
+      fixed("brute-force", layerChoice(means, data.layers));
     }
     if (effects.size > 0) {
-      const peak = (fact: string) => {
+      let without = 0;
+      const peaks = new Map<string, number | null>();
+      for (const fact of new Set(test.map((e) => e.fact))) {
         const e = effects.get(fact);
-        if (!e) return undefined;
         // The fact's strongest layer among the grid's layers.
-        let best: number | undefined;
-        for (const l of data.layers) {
-          if (Number.isFinite(e[l]) && (best === undefined || e[l] > e[best])) best = l;
-        }
-        return best;
-      };
-      out.push({ strategy: "tracing-peak", problem, method, layer: null, ...at(peak), note: "" });
+        const c = e ? layerChoice(data.layers.map((l) => e[l]), data.layers) : { layer: null };
+        if (c.layer === null) without++;
+        peaks.set(fact, c.layer);
+      }
+      out.push({
+        strategy: "tracing-peak",
+        problem,
+        method,
+        layer: null,
+        noChoice: without === peaks.size ? "no fact has a tracing peak above 0" : "",
+        ...at((f) => peaks.get(f)),
+        note: without
+          ? `${without} of ${peaks.size} facts have no peak (a tie or no effect above 0): left out`
+          : "",
+      });
     }
   }
   return out;
 }
 
 // ------------------------------------------------------------------------------------------------
-// One-line verdict
+// Verdicts, and what the data cannot support
 
-/** The headline of Hase et al.: does the layer explain far more variance than the tracing effect? */
+const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
+const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)}%` : "n/a");
+/** "12.3% [8.1, 15.0]": a share with its 95% interval, in percent. */
+export const pctCI = (x: number, ci: ConfidenceInterval) =>
+  `${pct(x)} [${
+    Number.isFinite(ci.lower) ? `${(100 * ci.lower).toFixed(1)}, ${(100 * ci.upper).toFixed(1)}` : "n/a"
+  }]`;
+
+/** The headline of Hase et al. for one condition: the three R^2 with their intervals and the verdict
+ *  rule on what the tracing effect adds to the layer. */
 export function headline(row: R2Row): string {
-  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   if (!Number.isFinite(row.layer) || !Number.isFinite(row.trace)) {
     return `${row.method} ${row.problem}: not enough data for the regressions (${row.note || "n/a"})`;
   }
-  const verdict = row.layer > row.trace
-    ? `the edit layer explains ${pct(row.layer)} of the variance in ${row.metric} score, the tracing effect ${
-      pct(row.trace)
-    }; adding tracing to the layer adds ${pct(row.diff)}`
-    : `the tracing effect explains ${
-      pct(row.trace)
-    } of the variance in ${row.metric} score, more than the layer (${pct(row.layer)})`;
-  return `${row.method} ${row.problem} (${row.n} edits of ${row.facts} facts): ${verdict} (F-test p = ${
-    formatP(row.p)
-  }).`;
+  return `${row.method} ${row.problem} (${row.n} edits of ${row.facts} facts): the edit layer explains ` +
+    `${pctCI(row.layer, row.ci.layer)} of the variance in ${row.metric} score, the tracing effect ` +
+    `${pctCI(row.trace, row.ci.trace)}; adding the tracing effect to the layer adds ${
+      pctCI(row.diff, row.ci.diff)
+    } (f² = ${f3(row.f2)} [${f3(row.ci.f2.lower)}, ${f3(row.ci.f2.upper)}], Holm-corrected F-test p = ${
+      formatP(row.pAdjusted)
+    }): ${
+      row.verdict === "effect" ? "an effect" : row.verdict === "no effect" ? "no effect" : "n/a"
+    } by the study's rule.`;
 }
 
-/** p-values as the seeds print them: "<1e-4" below 1e-4, else 3 significant digits. */
+/** Thresholds of the caveats (all computed from the data; none is a conclusion in itself). */
+export const CAVEAT_THRESHOLDS = {
+  /** A tracing effect whose largest value over facts and layers stays below this restores almost
+   *  nothing: the regressor cannot separate facts (Hase et al.'s GPT-J effects reach 0.2-0.6). */
+  minEffect: 0.05,
+  /** One layer holding at least this share of the facts' peaks dominates the regressor. */
+  dominantShare: 0.8,
+  /** Scores within this of 1 (or 0) are at the ceiling (floor) ... */
+  bound: 0.01,
+  /** ... and a condition with at least this share of them has a ceiling (floor) effect. */
+  boundShare: 0.8,
+  /** Far outliers: beyond 3 IQR from the quartiles (Tukey's "far out"). */
+  outlierK: 3,
+  /** The facts per condition below which the study calls itself a small sample. */
+  smallSample: 250,
+};
+
+/**
+ * Everything in the data that limits what the run can support, as sentences: a degenerate regressor
+ * (near-zero tracing effects, one layer dominating the peaks), selections made on ties or structural
+ * zeros, ceiling and floor effects, no-op edits, far outliers and small samples. Each names its
+ * condition and numbers, so the caveats of a run are its own, never fixed text.
+ */
+export function caveats(data: SweepData, o: EffectOptions & IntervalOptions = {}): string[] {
+  const out: string[] = [];
+  const T = CAVEAT_THRESHOLDS;
+  const localization = o.localization ?? "causal-tracing";
+  const traces = data.traces.filter((t) => t.localization === localization);
+  const effects = traces.map((t) => (o.site === "last-subject" ? t.lastSubjectEffect : t.effect));
+  // Every regressor the report uses: the effect (max over tokens, or at the last subject token) of
+  // causal tracing, and of representation zeroing.
+  const regressors: [string, number[][]][] = [
+    [`${localization} effect${o.site === "last-subject" ? " at the last subject token" : ""}`, effects],
+    ...(o.site === undefined && localization === "causal-tracing"
+      ? [
+        ["causal-tracing effect at the last subject token", traces.map((t) => t.lastSubjectEffect)],
+        ["zeroing effect", data.traces.filter((t) => t.localization === "zeroing").map((t) => t.effect)],
+      ] as [string, number[][]][]
+      : []),
+  ];
+  for (const [name, values] of regressors) {
+    const all = values.flat().filter(Number.isFinite);
+    if (values.length === 0) continue;
+    const top = all.length ? Math.max(...all.map(Math.abs)) : NaN;
+    if (!(top >= T.minEffect)) {
+      out.push(
+        `Degenerate regressor: the ${name} is at most ${
+          Number.isFinite(top) ? top.toPrecision(2) : "n/a"
+        } (in absolute value) at every layer of all ${values.length} facts, below ${T.minEffect}: the facts ` +
+          `barely differ in it, so the regressions on it cannot test whether it informs editing.`,
+      );
+    }
+  }
+  if (traces.length > 0) {
+    const peaks = effects.map((e) => layerChoice(e).layer);
+    const none = peaks.filter((p) => p === null).length;
+    const counts = new Map<number, number>();
+    for (const p of peaks) if (p !== null) counts.set(p, (counts.get(p) ?? 0) + 1);
+    const [modeLayer, modeCount] = [...counts].sort((a, b) => b[1] - a[1])[0] ?? [NaN, 0];
+    if (modeCount >= T.dominantShare * traces.length) {
+      out.push(
+        `One layer dominates: ${modeCount} of ${traces.length} facts peak at layer ${modeLayer}, so the peak ` +
+          `layer carries almost no information about the fact.`,
+      );
+    }
+    if (none > 0) {
+      out.push(`${none} of ${traces.length} facts have no tracing peak (a tie, or no effect above 0).`);
+    }
+  }
+  for (const s of selectionScores(data, o)) {
+    if (s.noChoice && s.problem === data.problems[0] && s.method === data.methods[0]) {
+      out.push(
+        `No choice: ${STRATEGY_NAMES[s.strategy] ?? s.strategy}: ${s.noChoice}; shown as "no choice".`,
+      );
+    }
+  }
+  for (const { problem, method, rows } of byProblemMethod(data)) {
+    for (const metric of ["rewrite", "paraphrase", "neighborhood"] as const) {
+      const xs = rows.map((e) => e.scores[metric]).filter(Number.isFinite);
+      if (xs.length < 2) continue;
+      const ceiling = xs.filter((x) => x >= 1 - T.bound).length,
+        floor = xs.filter((x) => Math.abs(x) <= T.bound).length;
+      for (const [name, k] of [["Ceiling", ceiling], ["Floor", floor]] as const) {
+        if (k >= T.boundShare * xs.length) {
+          out.push(
+            `${name} effect: ${k} of ${xs.length} ${problem} ${method} ${metric} scores are within ${T.bound} of ` +
+              `${name === "Ceiling" ? 1 : 0}; they cannot separate layers or facts.`,
+          );
+        }
+      }
+      if (metric === "rewrite" && xs.length >= 4) {
+        const fences = tukeyFences(xs, T.outlierK);
+        if (fences.outliers.length > 0) {
+          const shown = fences.outliers.map((i) => xs[i]).sort((a, b) => a - b);
+          out.push(
+            `Outliers: ${fences.outliers.length} ${problem} ${method} rewrite scores lie beyond ${T.outlierK} IQR ` +
+              `of the quartiles (${shown.slice(0, 3).map((x) => x.toFixed(2)).join(", ")}${
+                shown.length > 3 ? ", ..." : ""
+              }); they are kept in every statistic and drawn in the scatter plots.`,
+          );
+        }
+      }
+    }
+    const noops = rows.filter((e) => e.noop).length;
+    if (noops > 0) {
+      out.push(
+        `No-op edits: ${noops} of ${rows.length} ${problem} ${method} edits left p(target) unchanged ` +
+          `(|Δp| ≤ ${NOOP_TOLERANCE}); they stay in the statistics (a method that need not change anything ` +
+          `succeeded or failed as it is) and are counted per table row.`,
+      );
+    }
+  }
+  const perCondition = byProblemMethod(data).map((g) =>
+    new Set(g.rows.filter((e) => e.split === "test").map((e) => e.fact)).size
+  );
+  const fewest = perCondition.length ? Math.min(...perCondition) : 0;
+  if (data.edits.length > 0 && fewest < T.smallSample) {
+    const proxy = new Set(data.edits.filter((e) => e.split === "proxy").map((e) => e.fact)).size;
+    out.push(
+      `Small sample: as few as ${fewest} test facts per condition (proxy set: ${proxy} facts); intervals are wide ` +
+        `and a missing effect may be a missing test power (the default study edits ${T.smallSample}).`,
+    );
+  }
+  return out;
+}
+
+/** Below this R² a predictor "explains little" (findings says so rather than ranking the two). */
+export const WEAK_R2 = 0.2;
+
+/**
+ * What the run supports, computed with the verdict rule: Hase et al.'s two claims (the layer predicts
+ * edit success better than the tracing effect; the tracing effect adds little once the layer is
+ * known), the per-layer correlations, golden vs per-fact layers and the layer-selection strategies.
+ */
+export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {}): string[] {
+  const out: string[] = [];
+  const rows = r2Table(data, { ...o, metric: "rewrite" }).filter((r) =>
+    Number.isFinite(r.layer) && Number.isFinite(r.trace)
+  );
+  if (rows.length === 0) return ["No condition has enough data for Hase et al.'s regressions."];
+  const layerAbove = rows.filter((r) => r.ci.layer.lower > r.ci.trace.upper);
+  const traceAbove = rows.filter((r) => r.ci.trace.lower > r.ci.layer.upper);
+  const names = (rs: R2Row[]) => rs.map((r) => `${r.method} ${r.problem}`).join(", ");
+  out.push(
+    `The edit layer explains more of the rewrite score's variance than the tracing effect (95% intervals ` +
+      `apart) in ${layerAbove.length} of ${rows.length} conditions${
+        traceAbove.length
+          ? `; the tracing effect more than the layer in ${traceAbove.length} (${names(traceAbove)})`
+          : ""
+      }; the rest overlap.`,
+  );
+  const median = (xs: number[]) => (xs.length ? quantile(xs, 0.5) : NaN);
+  const [layerR2, traceR2] = [median(rows.map((r) => r.layer)), median(rows.map((r) => r.trace))];
+  if (Math.max(layerR2, traceR2) < WEAK_R2) {
+    out.push(
+      `Neither predictor explains much: median R² of the layer ${pct(layerR2)}, of the tracing effect ` +
+        `${pct(traceR2)} (both below ${pct(WEAK_R2)}); comparing them says little about either.`,
+    );
+  }
+  const effects = rows.filter((r) => r.verdict === "effect");
+  const diffs = rows.map((r) => r.diff).filter(Number.isFinite);
+  out.push(
+    `Adding the tracing effect to the layer: an effect in ${effects.length} of ${rows.length} conditions` +
+      (effects.length ? ` (${names(effects)})` : "") +
+      (diffs.length ? `; median gain in R² ${pct(median(diffs))}` : "") + ".",
+  );
+  const corr = perLayerCorrelations(data, o).filter((c) => c.verdict !== "n/a");
+  if (corr.length) {
+    out.push(
+      `Per-layer correlations of rewrite score and tracing effect: ${
+        corr.filter((c) => c.verdict === "effect").length
+      } of ${corr.length} (problem × method × layer) are effects.`,
+    );
+  }
+  const golden = goldenVsSampleWise(data).filter((g) => g.verdict !== "n/a");
+  if (golden.length) {
+    out.push(
+      `Each fact's best layer beats the golden layer (one layer for all) by an effect in ${
+        golden.filter((g) => g.verdict === "effect").length
+      } of ${golden.length} conditions.`,
+    );
+  }
+  const picks = selectionScores(data, o).filter((s) =>
+    s.problem === rows[0].problem && s.method === rows[0].method
+  );
+  if (picks.length) {
+    out.push(
+      `Layer selection (${rows[0].method}, ${rows[0].problem}): ` +
+        picks.map((s) =>
+          `${STRATEGY_NAMES[s.strategy] ?? s.strategy} ${
+            s.noChoice ? "no choice" : s.layer === null ? "per fact" : `layer ${s.layer}`
+          }`
+        ).join("; ") + ".",
+    );
+  }
+  return out;
+}
+
+/** p-values as the papers print them: "<1e-4" below 1e-4, else 3 significant digits. */
 export function formatP(p: number): string {
   if (!Number.isFinite(p)) return "n/a";
   return p < 1e-4 ? "<1e-4" : String(Number(p.toPrecision(3)));

@@ -1,10 +1,10 @@
-// ./locus task report RESULTS: one self-contained HTML page (inline SVG and CSS, nothing fetched) with
-// the seeds' tables and figures computed from a sweep's results store (experiments/study/sweep.ts).
-//
-//   ./locus task report runs/sweep.db [--out runs/sweep.html] [--sweep NAME] [--heatmaps 3]
+// One self-contained HTML page (inline SVG and CSS, nothing fetched) with the papers' tables and figures
+// (Hase et al., Chun & Hur, the Golden Layers paper) computed from a sweep's results
+// (experiments/study/sweep.ts); `./locus task report RESULTS.db` is experiments/commands/report.ts.
 //
 // Sections, each table and figure with a stable id (tests/report_test.ts checks them all):
-//   summary       what was run, on what, and the headline (layer vs tracing effect)
+//   summary       what was run, on what (model, adapter, results fingerprint), the headline (layer vs
+//                 tracing effect), findings, caveats, the verdict rule
 //   tracing       fig-heatmaps (per-fact causal traces), fig-tracing-curves (ROME's average curves
 //                 by token group), fig-peak-layers (where facts peak: Hase et al. figure 1)
 //   localization  table-hase-1 (R^2 of ROME's rewrite score, Hase et al. table 1), table-hase-2 (the
@@ -15,34 +15,45 @@
 //                 fig-scatter-* (score vs tracing effect at each layer, figures 4 and 15)
 //   golden        table-golden (Golden Layers table 1), table-proxy-test (Golden Layers tables 3-8),
 //                 table-selection-004 (Golden Layers table 2), table-selection-000 (Chun & Hur table 1),
-//                 fig-selection (the strategies' per-layer scores, LGA with its fences)
-import { parseArgs } from "node:util";
+//                 fig-selection (the strategies' per-layer scores, LGA with its fences),
+//                 fig-selection-runtime (the strategies' times)
+//   standard      table-counterfact (CounterFact ES/PS/NS and magnitudes, EasyEdit's four metrics)
+//   mass          fig-mass-editing, table-mass-editing (MEMIT and EMMET editing 1, 10, 100, 1000 facts at once)
+// The summary opens with what the run supports and the caveats found in its data (analysis.ts findings
+// and caveats), and states the verdict rule once; every R², mean and r carries its 95% bootstrap
+// interval over facts, every table's tests are Holm-corrected, and nothing in a caption is fixed text
+// about the results.
 import {
+  caveats,
   concentratedFacts,
   type CorrelationRow,
   type EffectOptions,
+  findings,
   formatP,
   goldenVsSampleWise,
   headline,
+  layerChoice,
   layerCurves,
-  loadSweep,
+  massCurves,
   type Metric,
   perLayerCorrelations,
   proxyVsTest,
   type R2Row,
   r2Table,
+  selectionCheck,
   selectionScores,
+  standardTable,
   STRATEGY_NAMES,
   type SweepData,
 } from "./analysis.ts";
+import type { ConfidenceInterval, Verdict } from "./stats.ts";
+import { VERDICT_RULE } from "./stats.ts";
+import { STANDARD_METRICS } from "../evaluation/metrics.ts";
 import { goldenLayers } from "../localization/attribution.ts";
 import { layerCurvesSvg, lgaChartSvg } from "../pictures/attribution.ts";
-import { barChartSvg, lineChart } from "../pictures/charts.ts";
+import { barChartSvg, formatTick, lineChart, ticks } from "../pictures/charts.ts";
 import { averageCurvesSvg, heatmapSvg } from "../pictures/heatmap.ts";
-import { writeAtomic } from "../../engine/files.ts";
-import { ResultStore } from "./store.ts";
 import { averageTraces } from "../localization/tracing.ts";
-import { runMain } from "../../engine/main.ts";
 
 // ------------------------------------------------------------------------------------------------
 // HTML and SVG helpers
@@ -106,17 +117,48 @@ function missing(id: string, kind: "table" | "figure", why: string): string {
 
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
 const meanStd = (m: number, s: number) => `${f3(m)}±${Number.isFinite(s) ? s.toFixed(3) : "n/a"}`;
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
+
+/** A value over its 95% interval, in one cell: "0.103" then "[0.081, 0.125]" in small print. */
+function withCI(x: number, ci: ConfidenceInterval): Cell {
+  const interval = Number.isFinite(ci.lower) ? `[${f3(ci.lower)}, ${f3(ci.upper)}]` : "[n/a]";
+  return { html: `${f3(x)}<br><span class="ci">${interval}</span>`, cls: "num" };
+}
+
+/** The verdict rule's outcome as a cell (stats.ts verdict). */
+const verdictCell = (v: Verdict): Cell => ({ text: v, cls: v === "effect" ? "effect" : "label" });
 
 /**
- * Small scatter panels side by side, x and y in [0, 1] (values outside are clipped to the frame),
- * with the dashed red line y = x: where points would lie if the tracing effect were the score.
+ * Small scatter panels side by side with the dashed red line y = x (where points would lie if the
+ * tracing effect were the score). The axes span [0, 1] extended to every point, shared by the panels:
+ * an outlier (a rewrite score of -3.4) widens the axis rather than being clipped to the frame, and the
+ * [0, 1] square stays marked.
  */
 export function scatterPanelsSvg(
   panels: { title: string; points: [number, number][] }[],
-  o: { title: string; xLabel: string; yLabel: string },
+  o: {
+    title: string;
+    xLabel: string;
+    yLabel: string; /** The axes cover these points too (other rows of panels). */
+    also?: [number, number][];
+  },
 ): string {
-  const size = 150, pad = 34, top = 44;
+  const size = 150, pad = 40, top = 44;
   const width = pad + panels.length * (size + pad), height = top + size + 46;
+  const finite = [...panels.flatMap((p) => p.points), ...(o.also ?? [])].filter(([x, y]) =>
+    Number.isFinite(x) && Number.isFinite(y)
+  );
+  const range = (vs: number[]) => {
+    const [lo, hi] = [Math.min(0, ...vs), Math.max(1, ...vs)];
+    const t = ticks(lo, hi, 3);
+    return {
+      lo: Math.min(lo, t[0]),
+      hi: Math.max(hi, t.at(-1)!),
+      ticks: t,
+      step: t.length > 1 ? t[1] - t[0] : 1,
+    };
+  };
+  const X = range(finite.map(([x]) => x)), Y = range(finite.map(([, y]) => y));
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="10">`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
@@ -124,11 +166,16 @@ export function scatterPanelsSvg(
   ];
   panels.forEach((p, k) => {
     const x0 = pad + k * (size + pad), y0 = top;
-    const sx = (v: number) => x0 + Math.max(0, Math.min(1, v)) * size;
-    const sy = (v: number) => y0 + size - Math.max(0, Math.min(1, v)) * size;
+    const sx = (v: number) => x0 + ((v - X.lo) / (X.hi - X.lo)) * size;
+    const sy = (v: number) => y0 + size - ((v - Y.lo) / (Y.hi - Y.lo)) * size;
     parts.push(`<g class="panel">`);
     parts.push(`<text x="${x0 + size / 2}" y="${y0 - 6}" text-anchor="middle">${escapeHtml(p.title)}</text>`);
     parts.push(`<rect x="${x0}" y="${y0}" width="${size}" height="${size}" fill="none" stroke="#999"/>`);
+    if (X.lo < 0 || X.hi > 1 || Y.lo < 0 || Y.hi > 1) {
+      parts.push(
+        `<rect x="${sx(0)}" y="${sy(1)}" width="${sx(1) - sx(0)}" height="${sy(0) - sy(1)}" fill="#f4f4f4"/>`,
+      );
+    }
     parts.push(
       `<line x1="${sx(0)}" y1="${sy(0)}" x2="${sx(1)}" y2="${
         sy(1)
@@ -142,9 +189,13 @@ export function scatterPanelsSvg(
         }" r="2.2" fill="#1f77b4" fill-opacity="0.6"/>`,
       );
     }
-    for (const v of [0, 0.5, 1]) {
-      parts.push(`<text x="${sx(v)}" y="${y0 + size + 12}" text-anchor="middle">${v}</text>`);
-      parts.push(`<text x="${x0 - 3}" y="${sy(v) + 3}" text-anchor="end">${v}</text>`);
+    for (const v of X.ticks) {
+      parts.push(
+        `<text x="${sx(v)}" y="${y0 + size + 12}" text-anchor="middle">${formatTick(v, X.step)}</text>`,
+      );
+    }
+    for (const v of Y.ticks) {
+      parts.push(`<text x="${x0 - 3}" y="${sy(v) + 3}" text-anchor="end">${formatTick(v, Y.step)}</text>`);
     }
     parts.push(`</g>`);
   });
@@ -180,13 +231,18 @@ function r2Body(rows: R2Row[], methodLabel: (m: string) => string): Cell[][] {
     mine.forEach((r, i) => {
       const cells: Cell[] = [
         methodLabel(r.method),
-        f3(r.layer),
-        f3(r.trace),
-        f3(r.both),
-        f3(r.diff),
-        formatP(r.p),
+        withCI(r.layer, r.ci.layer),
+        withCI(r.trace, r.ci.trace),
+        withCI(r.both, r.ci.both),
+        withCI(r.diff, r.ci.diff),
+        `${f3(r.adjusted.layer)} / ${f3(r.adjusted.both)}`,
+        withCI(r.f2, r.ci.f2),
+        formatP(r.pAdjusted),
+        verdictCell(r.verdict),
         {
-          text: `${r.n}${r.dropped ? ` (${r.dropped} left out)` : ""}${r.note ? `; ${r.note}` : ""}`,
+          text: `${r.n} (${r.facts} facts)${r.dropped ? `, ${r.dropped} left out` : ""}${
+            r.noops ? `, ${r.noops} no-op` : ""
+          }${r.note ? `; ${r.note}` : ""}`,
           cls: "note",
         },
       ];
@@ -199,12 +255,35 @@ function r2Body(rows: R2Row[], methodLabel: (m: string) => string): Cell[][] {
 const R2_HEAD: Cell[][] = [[
   "Editing Problem",
   "Method",
-  "Layer",
-  "Trace",
-  "Both",
+  "Layer R²",
+  "Trace R²",
+  "Both R²",
   "Diff",
-  "p-value",
-  "n (edits)",
+  "adj. R² layer / both",
+  "f²",
+  "p (Holm)",
+  "Verdict",
+  "n edits",
+]];
+
+/** Hase et al.'s table 1 and 2 layout: the three R^2 with intervals and their adjusted values. */
+function r2Summary(rows: R2Row[], methodLabel: (m: string) => string): Cell[][] {
+  return rows.map((r) => [
+    methodLabel(r.method),
+    withCI(r.layer, r.ci.layer),
+    withCI(r.trace, r.ci.trace),
+    withCI(r.both, r.ci.both),
+    `${f3(r.adjusted.layer)} / ${f3(r.adjusted.trace)} / ${f3(r.adjusted.both)}`,
+    { text: `${r.n} (${r.facts} facts)${r.noops ? `, ${r.noops} no-op` : ""}`, cls: "note" },
+  ]);
+}
+const R2_SUMMARY_HEAD: Cell[][] = [[
+  "Method",
+  "Layer",
+  "Tracing Effect",
+  "Both",
+  "adj. R² layer / trace / both",
+  "n edits",
 ]];
 
 function localizationSection(data: SweepData, methodLabel: (m: string) => string): string {
@@ -234,23 +313,30 @@ function localizationSection(data: SweepData, methodLabel: (m: string) => string
     parts.push(table(
       "table-hase-1",
       `Table 1: R² of regressions predicting the rewrite score (${t1[0].problem}) from the edit layer ` +
-        `(categorical), the tracing effect at that layer, or both interacted.`,
-      [["Method", "Layer", "Tracing Effect", "Both", "n (edits)"]],
-      t1.map((r) => [methodLabel(r.method), f3(r.layer), f3(r.trace), f3(r.both), r.n]),
+        `(categorical), the tracing effect at that layer, or both interacted; 95% bootstrap intervals over ` +
+        `facts below each value.`,
+      R2_SUMMARY_HEAD,
+      r2Summary(t1, methodLabel),
     ));
     const concentrated = concentratedFacts(data, { nLayer: Number(data.model.nLayer) || undefined });
-    const t2 = r2Table(data, { metric: "rewrite", facts: concentrated }).filter((r) =>
-      r.problem === t1[0].problem
-    );
+    const edited = new Set(data.edits.filter((e) => e.problem === t1[0].problem).map((e) => e.fact));
+    const subset = new Set([...concentrated].filter((f) => edited.has(f)));
+    const t2 = r2Table(data, { metric: "rewrite", facts: subset }).filter((r) => r.problem === t1[0].problem);
     parts.push(
-      concentrated.size === 0
-        ? missing("table-hase-2", "table", "no fact has concentrated tracing effects")
+      subset.size === 0
+        ? missing(
+          "table-hase-2",
+          "table",
+          `none of the ${edited.size} edited facts has concentrated tracing effects (${concentrated.size} of ` +
+            `all traced facts do)`,
+        )
         : table(
           "table-hase-2",
-          `Table 2: the same regressions on the ${concentrated.size} facts whose tracing effects are concentrated ` +
-            `(few layers reach half of the peak effect).`,
-          [["Method", "Layer", "Tracing Effect", "Both", "n (edits)"]],
-          t2.map((r) => [methodLabel(r.method), f3(r.layer), f3(r.trace), f3(r.both), r.n]),
+          `Table 2: the same regressions on the edits of the ${subset.size} of ${edited.size} edited facts whose ` +
+            `tracing effects are concentrated (few layers reach half of the peak effect)` +
+            (subset.size === edited.size ? `: every edited fact is, so this table repeats Table 1.` : "."),
+          R2_SUMMARY_HEAD,
+          r2Summary(t2, methodLabel),
         ),
     );
     const captions: [string, Metric, string][] = [
@@ -267,8 +353,9 @@ function localizationSection(data: SweepData, methodLabel: (m: string) => string
       const rows = metric === "rewrite" ? rewrite : r2Table(data, { metric });
       parts.push(table(
         id,
-        `${title}: R² from the edit layer, the tracing effect, and both; Diff = Both − Layer; p-value of the ` +
-          `F-test of Both against Layer.`,
+        `${title}: R² from the edit layer, the tracing effect, and both; Diff = Both − Layer (95% bootstrap ` +
+          `intervals over facts below); f² = Diff / (1 − Both); p of the F-test of Both against Layer, ` +
+          `Holm-corrected over this table's rows; verdict by the rule in the summary.`,
         R2_HEAD,
         r2Body(rows, methodLabel),
       ));
@@ -276,12 +363,16 @@ function localizationSection(data: SweepData, methodLabel: (m: string) => string
     parts.push(figure(
       "fig-r2-bars",
       "R² of the layer-only regression and of the layer + tracing regression, per editing problem and method " +
-        "(Hase et al. figure 6). The gap between the bars is what the tracing effect adds.",
+        "(Hase et al. figure 6), with 95% bootstrap intervals over facts. The gap between the bars is what the " +
+        "tracing effect adds.",
       [barChartSvg(
         rewrite.map((r) => ({
           label: methodLabel(r.method),
           section: r.problem,
-          bars: [{ name: "Layer", value: r.layer }, { name: "Layer + tracing effect", value: r.both }],
+          bars: [
+            { name: "Layer", value: r.layer, lower: r.ci.layer.lower, upper: r.ci.layer.upper },
+            { name: "Layer + tracing effect", value: r.both, lower: r.ci.both.lower, upper: r.ci.both.upper },
+          ],
         })),
         { title: "Rewrite score: R² by predictor", yLabel: "R²", max: 1 },
       )],
@@ -297,7 +388,8 @@ function localizationSection(data: SweepData, methodLabel: (m: string) => string
       present && data.edits.length
         ? table(
           id,
-          `Robustness: rewrite-score R² with ${name} as the localization effect.`,
+          `Robustness: rewrite-score R² with ${name} as the localization effect (intervals, Holm and ` +
+            `verdicts as in Table 3).`,
           R2_HEAD,
           r2Body(r2Table(data, { metric: "rewrite", ...effect }), methodLabel),
         )
@@ -329,7 +421,8 @@ function tracingSection(data: SweepData, heatmaps: number): string {
   try {
     curves = figure(
       "fig-tracing-curves",
-      `Average indirect effect per layer by token group over ${traces.length} facts (ROME's figure).`,
+      `Average indirect effect per layer by token group over ${traces.length} facts (ROME's figure); bands are ` +
+        `±1.96 standard errors over the pooled token rows.`,
       averageTraces(traces.map((t) => t.trace)).map(averageCurvesSvg),
     );
   } catch (e) {
@@ -338,17 +431,25 @@ function tracingSection(data: SweepData, heatmaps: number): string {
   parts.push(curves);
   const L = traces[0].effect.length;
   const counts = new Array(L).fill(0);
+  let noPeak = 0;
   for (const t of traces) {
-    const finite = t.effect.map((e) => (Number.isFinite(e) ? e : -Infinity));
-    counts[finite.indexOf(Math.max(...finite))]++;
+    const { layer } = layerChoice(t.effect);
+    if (layer === null) noPeak++;
+    else counts[layer]++;
   }
+  const top = Math.max(...counts), mode = counts.indexOf(top);
+  const editLayers = [...new Set(data.edits.filter((e) => e.method === "rome").map((e) => e.layer))];
+  const atRome = editLayers.length === 1 ? counts[editLayers[0]] : NaN;
   parts.push(figure(
     "fig-peak-layers",
-    "Where each fact's MLP tracing effect peaks (Hase et al. figure 1): many facts peak outside the layers " +
-      "ROME edits.",
-    [barChartSvg(counts.map((c, l) => ({ label: `layer ${l}`, bars: [{ name: "facts", value: c }] })), {
-      title: `Layer of the peak tracing effect (${traces.length} facts)`,
+    `Where each fact's MLP tracing effect peaks (Hase et al. figure 1): ${top} of ${traces.length} facts peak ` +
+      `at layer ${mode}` +
+      (noPeak ? `; ${noPeak} have no peak (a tie or no effect above 0) and are not counted` : "") +
+      (Number.isFinite(atRome) ? `; ${atRome} peak at ROME's layer ${editLayers[0]}` : "") + ".",
+    [barChartSvg(counts.map((c, l) => ({ label: String(l), bars: [{ name: "facts", value: c }] })), {
+      title: `Layer of the peak tracing effect (${traces.length - noPeak} of ${traces.length} facts)`,
       yLabel: "facts",
+      xLabel: "layer",
     })],
   ));
   parts.push(`</section>`);
@@ -370,6 +471,7 @@ function layersSection(data: SweepData): string {
         curves.map((c) => ({
           name: c.method,
           points: c.layers.map((l, i) => [l, c.mean[i]] as [number, number]),
+          band: c.layers.map((_, i) => [c.lower[i], c.upper[i]] as [number, number]),
         })),
         {
           title: `${problem}: ${METRIC_NAMES[metric]} score`,
@@ -383,7 +485,8 @@ function layersSection(data: SweepData): string {
   }
   parts.push(figure(
     "fig-layer-curves",
-    "Mean rewrite, paraphrase and neighborhood scores by edit layer (Hase et al. figure 7), per editing problem.",
+    "Mean rewrite, paraphrase and neighborhood scores by edit layer (Hase et al. figure 7), per editing problem; " +
+      "bands are 95% bootstrap intervals over facts.",
     svgs,
   ));
   const correlations = perLayerCorrelations(data);
@@ -401,7 +504,7 @@ function layersSection(data: SweepData): string {
         );
         const r = correlations.find((c) => c.problem === problem && c.method === method && c.layer === layer);
         return {
-          title: `layer ${layer}: r = ${r && Number.isFinite(r.r) ? r.r.toFixed(2) : "n/a"}`,
+          title: `layer ${layer}: r = ${r ? f2(r.r) : "n/a"}`,
           points: rows.map((e) =>
             [effects.get(e.fact)?.[layer] ?? NaN, e.scores.rewrite] as [number, number]
           ),
@@ -410,12 +513,16 @@ function layersSection(data: SweepData): string {
       parts.push(figure(
         `fig-scatter-${k}`,
         `${method}, ${problem}: rewrite score vs tracing effect at the edited layer (Hase et al. figures 4 and 15). ` +
-          `The dashed red line is a perfect relationship.`,
-        [scatterPanelsSvg(panels, {
-          title: `${method} · ${problem}: rewrite score by tracing effect`,
-          xLabel: "tracing effect (fraction of p restored, max over tokens)",
-          yLabel: "rewrite score",
-        })],
+          `The dashed red line is a perfect relationship; every point is drawn (axes widen for values outside ` +
+          `[0, 1], whose square is shaded).`,
+        chunks(panels, LAYERS_PER_ROW).map((row) =>
+          scatterPanelsSvg(row, {
+            title: `${method} · ${problem}: rewrite score by tracing effect`,
+            xLabel: "tracing effect (fraction of p restored, max over tokens)",
+            yLabel: "rewrite score",
+            also: panels.flatMap((p) => p.points),
+          })
+        ),
       ));
     }
   }
@@ -430,25 +537,51 @@ function pairs(data: SweepData): { problem: string; method: string }[] {
   );
 }
 
+/** Per-layer columns (and scatter panels) come in groups of this many, so a deep model's table and
+ *  figures wrap onto more rows instead of running off the page. */
+const LAYERS_PER_ROW = 8;
+
+function chunks<T>(xs: readonly T[], size: number): T[][] {
+  return Array.from({ length: Math.ceil(xs.length / size) }, (_, i) => xs.slice(i * size, (i + 1) * size));
+}
+
 function correlationTable(data: SweepData, rows: CorrelationRow[]): string {
-  const body: Cell[][] = pairs(data).map(({ problem, method }) => [
-    problem,
-    method,
-    ...data.layers.map((l) => {
-      const r = rows.find((c) => c.problem === problem && c.method === method && c.layer === l)!;
-      return Number.isFinite(r.r) ? `${r.r.toFixed(2)} (p ${formatP(r.p)})` : "n/a";
-    }),
+  const groups = chunks(data.layers, LAYERS_PER_ROW);
+  const layerHeads = (layers: number[]) => layers.map((l) => `layer ${l}`);
+  const body: Cell[][] = groups.flatMap((layers, k) => [
+    // Each further group of layers repeats the header row inside the body.
+    ...(k === 0 ? [] : [["", "", ...layerHeads(layers)].map((text) => ({ text, cls: "subhead" }))]),
+    ...pairs(data).map(({ problem, method }) => [
+      problem,
+      method,
+      ...layers.map((l) => {
+        const r = rows.find((c) => c.problem === problem && c.method === method && c.layer === l)!;
+        return Number.isFinite(r.r)
+          ? {
+            html: `${f2(r.r)} <span class="ci">[${f2(r.ci.lower)}, ${f2(r.ci.upper)}]</span><br>` +
+              `<span class="ci">p ${escapeHtml(formatP(r.pAdjusted))}</span>${
+                r.verdict === "effect" ? " ✱" : ""
+              }`,
+            cls: r.verdict === "effect" ? "effect" : "num",
+          }
+          : "n/a";
+      }),
+    ]),
   ]);
   return table(
     "table-correlations",
-    "Pearson correlation between the rewrite score and the tracing effect, at each edit layer.",
-    [["Editing Problem", "Method", ...data.layers.map((l) => `layer ${l}`)]],
+    "Pearson correlation between the rewrite score and the tracing effect, at each edit layer, with its 95% " +
+      "bootstrap interval over facts and its p-value Holm-corrected over the whole table; ✱ marks an effect by " +
+      "the verdict rule (|r| ≥ 0.1).",
+    [["Editing Problem", "Method", ...layerHeads(groups[0] ?? [])]],
     body,
   );
 }
 
 function goldenSection(data: SweepData, methodLabel: (m: string) => string): string {
-  const parts = [`<section id="golden"><h2>Golden layers and layer selection (seeds 000 and 004)</h2>`];
+  const parts = [
+    `<section id="golden"><h2>Golden layers and layer selection (Chun &amp; Hur; the Golden Layers paper)</h2>`,
+  ];
   const golden = goldenVsSampleWise(data, "rewrite");
   if (golden.length === 0) {
     parts.push(missing("table-golden", "table", "no fact has scores at every layer of the grid"));
@@ -468,12 +601,22 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
       body.push(
         row("Golden Layer", (g) => `${meanStd(g.golden.mean, g.golden.std)} (layer ${g.goldenLayer})`),
       );
-      body.push(row("Statistical Difference", (g) => `${g.different ? "Yes" : "No"} (p ${formatP(g.p)})`));
+      body.push(
+        row(
+          "Difference (optimal − golden)",
+          (g) =>
+            `${f3(g.meanDifference)} [${f3(g.lower)}, ${f3(g.upper)}], d_z ${f2(g.dz)}, Holm p ${
+              formatP(g.pAdjusted)
+            }: ${g.verdict}`,
+        ),
+      );
     }
     parts.push(table(
       "table-golden",
-      "Rewrite score of each fact edited at its own best layer vs all facts at the golden layer (best on average); " +
-        "paired t-test over facts, difference if p < 0.05 (Golden Layers table 1).",
+      "Rewrite score (mean±std) of each fact edited at its own best layer vs all facts at the golden layer (best on " +
+        "average) (Golden Layers table 1); the difference with its 95% t interval and the verdict rule (paired " +
+        "t-test Holm-corrected over this table, Cohen's d_z ≥ 0.2). Each fact's best layer is a maximum, so the " +
+        "difference is ≥ 0 by construction: the question is its size.",
       [["Method", "", ...data.problems]],
       body,
     ));
@@ -520,11 +663,13 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
   const selections = selectionScores(data);
   const strategies = [...new Set(selections.map((s) => s.strategy))];
   const label = (s: string) => STRATEGY_NAMES[s] ?? s;
-  const layerText = (s: typeof selections[number]) => (s.layer === null ? "per fact" : String(s.layer));
+  const layerText = (s: typeof selections[number]) =>
+    s.noChoice ? "no choice" : s.layer === null ? "per fact" : String(s.layer);
   if (selections.length === 0 || data.selections.length === 0) {
     parts.push(missing("table-selection-004", "table", "the sweep has no layer-selection records"));
     parts.push(missing("table-selection-000", "table", "the sweep has no layer-selection records"));
     parts.push(missing("fig-selection", "figure", "the sweep has no layer-selection records"));
+    parts.push(missing("fig-selection-runtime", "figure", "the sweep has no layer-selection records"));
   } else {
     const body: Cell[][] = [];
     for (const { problem, method } of pairs(data)) {
@@ -536,8 +681,8 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
         const cells: Cell[] = [
           label(s.strategy),
           layerText(s),
-          ...metrics.map((m) => f3(s.means[m])),
-          { text: `${s.n}${s.note ? `; ${s.note}` : ""}`, cls: "note" },
+          ...metrics.map((m) => withCI(s.means[m], s.ci[m])),
+          { text: [String(s.n), s.noChoice, s.note].filter(Boolean).join("; "), cls: "note" },
         ];
         body.push(
           i === 0
@@ -553,7 +698,8 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
     parts.push(table(
       "table-selection-004",
       "Mean test-fact scores when editing at the layer each strategy chose on the proxy facts (Golden Layers table 2; " +
-        "CMA = causal tracing).",
+        "CMA = causal tracing), with 95% bootstrap intervals over the test facts. A strategy whose per-layer scores " +
+        "tie at the top or are a structural zero made no choice and has no scores.",
       [[
         "Editing Problem",
         "Edit",
@@ -586,21 +732,129 @@ function goldenSection(data: SweepData, methodLabel: (m: string) => string): str
         }),
       ]),
     ));
-    const svgs = data.selections.map((s) =>
-      s.selector === "lga" && s.scores.every(Number.isFinite)
+    const svgs = data.selections.map((s) => {
+      const choice = s.scores.length ? selectionCheck(s) : { layer: s.layers[0], reason: "" };
+      return s.selector === "lga" && s.scores.every(Number.isFinite)
         ? lgaChartSvg({ scores: s.scores, selection: goldenLayers(s.scores), params: ["c_proj"] })
         : layerCurvesSvg(
           [{ name: label(s.selector), values: s.scores }],
-          `${label(s.selector)} on ${s.proxy.length} proxy facts: chose layer ${s.layers.join(", ")} (${
-            s.seconds.toFixed(1)
-          } s)`,
+          `${label(s.selector)} on ${s.proxy.length} proxy facts: ${
+            choice.reason ? `no choice (${choice.reason})` : `chose layer ${s.layers.join(", ")}`
+          }`,
           "score",
-        )
-    );
+        );
+    });
     parts.push(figure("fig-selection", "Per-layer scores each layer-selection strategy chose from.", svgs));
+    parts.push(figure(
+      "fig-selection-runtime",
+      "Time each layer-selection strategy took on the proxy facts (Golden Layers paper, runtime figure), on this " +
+        "run's adapter; brute force is the sum of its edits' times over the layer grid.",
+      [barChartSvg(
+        [
+          ...data.selections.map((s) => ({
+            label: label(s.selector),
+            bars: [{ name: "seconds", value: s.seconds }],
+          })),
+          ...(Number.isFinite(bruteForceSeconds(data))
+            ? [{ label: label("brute-force"), bars: [{ name: "seconds", value: bruteForceSeconds(data) }] }]
+            : []),
+        ],
+        { title: "Layer-selection runtime", yLabel: "seconds" },
+      )],
+    ));
   }
   parts.push(`</section>`);
   return parts.join("\n");
+}
+
+function standardSection(data: SweepData, methodLabel: (m: string) => string): string {
+  const rows = standardTable(data);
+  const parts = [`<section id="standard"><h2>The field's standard metrics</h2>`];
+  if (rows.length === 0) {
+    parts.push(missing(
+      "table-counterfact",
+      "table",
+      "no edit of a problem the standard metrics judge (they compare a new object against the true one)",
+    ));
+  } else {
+    parts.push(table(
+      "table-counterfact",
+      "CounterFact's ES/PS/NS with magnitudes (ROME, MEMIT) and EasyEdit's reliability, generalization, " +
+        "locality and portability (the integrated-gradients paper's table 1) of the test facts edited at " +
+        "the golden layer found on the proxy facts; means over test facts with 95% bootstrap intervals " +
+        "(n/a: no such prompts in the dataset).",
+      [["Editing Problem", "Method", "Layer", ...STANDARD_METRICS.map((m) => m.short), "n facts"]],
+      rows.map((r) => [
+        r.problem,
+        methodLabel(r.method),
+        `${r.layer}${r.layerFrom === "test" ? " (test)" : ""}`,
+        ...STANDARD_METRICS.map((m) => withCI(r.metrics[m.key].estimate, r.metrics[m.key])),
+        r.n,
+      ]),
+    ));
+  }
+  parts.push(`</section>`);
+  return parts.join("\n");
+}
+
+function massSection(data: SweepData): string {
+  const curves = massCurves(data);
+  const parts = [`<section id="mass"><h2>Mass editing (MEMIT, EMMET)</h2>`];
+  if (curves.length === 0) {
+    parts.push(missing("fig-mass-editing", "figure", "the sweep has no mass-editing records"));
+    parts.push(missing("table-mass-editing", "table", "the sweep has no mass-editing records"));
+  } else {
+    const metrics = ["rewrite", "paraphrase", "neighborhood"] as const;
+    // The batch sizes span decades (1 ... 1000): a logarithmic x axis, ticked at the sizes run.
+    const sizes = [...new Set(curves.flatMap((c) => c.sizes))].sort((a, b) => a - b);
+    parts.push(figure(
+      "fig-mass-editing",
+      "Error-injection scores of the test facts when n of them are edited at once by one batch edit (the " +
+        "MEMIT paper's scaling curve), with 95% bootstrap intervals over the edited facts.",
+      metrics.map((k) =>
+        lineChart(
+          curves.map((c) => ({
+            name: c.method,
+            points: c.sizes.map((n, i) => [Math.log10(n), c.metrics[k][i].estimate] as [number, number]),
+            band: c.metrics[k].map((ci) => [ci.lower, ci.upper] as [number, number]),
+          })),
+          {
+            title: `${METRIC_NAMES[k]} score by facts edited at once`,
+            xLabel: "facts edited at once (log scale)",
+            xTicks: sizes.map((n) => ({ value: Math.log10(n), label: String(n) })),
+            yLabel: "mean score",
+            width: 420,
+            height: 280,
+          },
+        )
+      ),
+    ));
+    parts.push(table(
+      "table-mass-editing",
+      "The mass-editing curve in numbers: mean scores over the n facts edited at once [95% bootstrap interval], " +
+        "and the time of the batch edit.",
+      [["Method", "n", ...metrics.map((k) => METRIC_NAMES[k]), "edit (s)"]],
+      curves.flatMap((c) =>
+        c.sizes.map((n, i) => [
+          c.method,
+          n,
+          ...metrics.map((k) => withCI(c.metrics[k][i].estimate, c.metrics[k][i])),
+          f2(c.seconds[i]),
+        ])
+      ),
+    ));
+  }
+  parts.push(`</section>`);
+  return parts.join("\n");
+}
+
+/** The time brute force takes on the proxy facts: every proxy edit of the first (problem, method) at
+ *  every grid layer (edit and scoring times as stored), NaN when the sweep has no proxy edits. */
+function bruteForceSeconds(data: SweepData): number {
+  const rows = data.edits.filter((e) =>
+    e.split === "proxy" && e.problem === data.problems[0] && e.method === data.methods[0]
+  );
+  return rows.length ? rows.reduce((s, e) => s + e.seconds, 0) : NaN;
 }
 
 const STYLE = `
@@ -610,7 +864,9 @@ table { border-collapse: collapse; margin: 1.2em 0; font-size: 13px; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .4em; max-width: 1000px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; text-align: center; } td.label { text-align: left; }
-td.note { color: #777; font-size: 11px; text-align: left; }
+td.note { color: #777; font-size: 11px; text-align: left; max-width: 22em; }
+td.effect { background: #eaf6ea; font-weight: 600; } td.subhead { background: #f3f3f3; font-weight: 600; text-align: center; } .ci { color: #666; font-size: 11px; white-space: nowrap; }
+#caveats li { color: #8a4b00; } #findings li, #caveats li { margin: .2em 0; }
 figure { margin: 1.5em 0; overflow-x: auto; } figure svg { margin: 4px; vertical-align: top; }
 figcaption { font-size: 13px; color: #444; max-width: 1000px; }
 .missing { color: #a00; font-style: italic; }
@@ -635,13 +891,13 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
   const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
   const facts = new Set(data.edits.map((e) => e.fact));
   const proxyFacts = new Set(data.edits.filter((e) => e.split === "proxy").map((e) => e.fact));
+  const warnings = caveats(data);
   const title = o.title ?? `Locus sweep "${data.sweep}": does localization inform editing?`;
   const meta: [string, string][] = [
     [
       "model",
-      `${
-        data.model.name ?? "?"
-      } (${nLayer} layers, d=${data.model.nEmbd}, vocabulary ${data.model.vocabSize})`,
+      `${data.model.name ?? "?"} (${data.model.family ?? "gpt2"}, ${nLayer} layers, d=${data.model.nEmbd}, ` +
+      `vocabulary ${data.model.vocabSize})`,
     ],
     ["weights sha256", String(data.model.weightsSha256 ?? "?")],
     [
@@ -651,6 +907,7 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
       }…)`,
     ],
     ["adapter", `${data.adapter.description ?? "?"}${data.adapter.isFallback ? " (software)" : ""}`],
+    ["results fingerprint", `sha256 ${data.fingerprint} (sweep "${data.sweep}")`],
     [
       "edits",
       `${data.edits.length} = ${facts.size} facts (${proxyFacts.size} proxy) × layers ${
@@ -684,8 +941,19 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
 <body>
 <h1>${escapeHtml(title)}</h1>
 <section id="summary">
+<h2>Summary and caveats</h2>
 <dl class="meta">${meta.map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`).join("")}</dl>
 <p id="headline" class="headline">${escapeHtml(main ? headline(main) : "No edit results yet.")}</p>
+<h3>What this run supports (on ${escapeHtml(String(data.model.name ?? "this model"))})</h3>
+<ul id="findings">${findings(data).map((f) => `<li>${escapeHtml(f)}</li>`).join("\n")}</ul>
+<h3>What it does not support: caveats found in the data</h3>
+<ul id="caveats">${
+    (warnings.length ? warnings : ["None detected."]).map((c) => `<li>${escapeHtml(c)}</li>`).join("\n")
+  }</ul>
+<p id="verdict-rule"><b>Statistics.</b> ${
+    escapeHtml(VERDICT_RULE)
+  } Every table's tests form one family for Holm's
+correction.</p>
 <p>Scores follow Hase et al.: rewrite = 1 − (1 − p<sub>post</sub>)/(1 − p<sub>pre</sub>) of the problem's target
 (fact erasure: the share of p(true object) removed), paraphrase the same on paraphrases, neighborhood =
 1 − |Δp| / (|p<sub>pre</sub> − ½| + ½) on other subjects; overall = their harmonic mean, average = their mean.
@@ -695,52 +963,10 @@ outputs restored over a window, max over tokens).</p>
 ${tracingSection(data, o.heatmaps ?? 3)}
 ${localizationSection(data, methodLabel)}
 ${layersSection(data)}
+${standardSection(data, methodLabel)}
+${massSection(data)}
 ${goldenSection(data, methodLabel)}
 </body>
 </html>
 `;
 }
-
-// ------------------------------------------------------------------------------------------------
-// Command line
-
-async function main(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      out: { type: "string" },
-      sweep: { type: "string" },
-      heatmaps: { type: "string", default: "3" },
-      title: { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (values.help || positionals.length !== 1) {
-    console.log(
-      "usage: ./locus task report RESULTS.db [--out FILE.html] [--sweep NAME] [--heatmaps N] [--title TEXT]",
-    );
-    return values.help ? 0 : 2;
-  }
-  const path = positionals[0];
-  // A report only reads: a mistyped path is an error, never a new empty store.
-  const store = ResultStore.open(path, { create: false });
-  let data: SweepData;
-  try {
-    data = loadSweep(store.results(), values.sweep);
-  } finally {
-    store.close();
-  }
-  const heatmaps = Number(values.heatmaps);
-  if (!Number.isInteger(heatmaps) || heatmaps < 0) {
-    throw new Error(`--heatmaps: expected an integer >= 0, got "${values.heatmaps}"`);
-  }
-  const out = values.out ?? path.replace(/\.(db|sqlite)$/, "") + ".html";
-  await writeAtomic(out, renderReport(data, { heatmaps, title: values.title }));
-  console.log(
-    `${out}: report of sweep "${data.sweep}" (${data.edits.length} edits, ${data.traces.length} traces)`,
-  );
-  return 0;
-}
-
-if (import.meta.main) await runMain("report", main);

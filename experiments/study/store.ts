@@ -16,14 +16,12 @@
 // hash(item key) mod n, so the n shards partition the items exactly; mergeStores then combines the
 // shard files into one, and writeCsv exports it for pandas/R.
 //
-//   deno run -A experiments/study/store.ts merge all.db shard0.db shard1.db ...
-//   deno run -A experiments/study/store.ts csv all.db results.csv [--sweep NAME]
+//   ./locus task sweep merge all.db shard0.db shard1.db ...   (experiments/commands/sweep.ts)
+//   ./locus task sweep csv all.db results.csv [--name NAME] [--method NAME]
 import { existsSync, writeAtomic } from "../../engine/files.ts";
 import { csvField } from "../output.ts";
 import { createHash } from "node:crypto";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { parseArgs } from "node:util";
-import { runMain } from "../../engine/main.ts";
 
 export interface ResultKey {
   /** Name of the sweep (one experiment configuration run over many facts). */
@@ -211,7 +209,7 @@ function openDatabase(path: string, create = true): DatabaseSync {
 }
 
 /** JSON text with object keys sorted at every level: equal settings give equal text and fingerprint. */
-function canonicalJson(value: Json): string {
+export function canonicalJson(value: Json): string {
   if (value === null || typeof value !== "object") return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
   const keys = Object.keys(value).sort();
@@ -542,36 +540,3 @@ export async function writeCsv(store: ResultStore, path: string, filter: ResultF
   await writeAtomic(path, toCsv(results));
   return results.length;
 }
-
-async function main(): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: Deno.args,
-    allowPositionals: true,
-    options: { sweep: { type: "string" }, method: { type: "string" } },
-  });
-  const [command, ...paths] = positionals;
-  if (command === "merge" && paths.length >= 2) {
-    const [target, ...sources] = paths;
-    const r = mergeStores(target, sources);
-    console.log(
-      `${target}: ${r.inserted} results added, ${r.duplicates} already there, ${r.conflicts.length} conflicts`,
-    );
-    for (const key of r.conflicts) console.error(`conflict (kept the first): ${key}`);
-  } else if (command === "csv" && paths.length === 2) {
-    const store = ResultStore.open(paths[0], { create: false });
-    try {
-      const n = await writeCsv(store, paths[1], { sweep: values.sweep, method: values.method });
-      console.log(`${paths[1]}: ${n} results`);
-    } finally {
-      store.close();
-    }
-  } else {
-    console.error(
-      "usage: deno run -A experiments/study/store.ts merge TARGET.db SOURCE.db...\n" +
-        "       deno run -A experiments/study/store.ts csv STORE.db OUT.csv [--sweep NAME] [--method NAME]",
-    );
-    Deno.exit(2);
-  }
-}
-
-if (import.meta.main) await runMain("store", main);

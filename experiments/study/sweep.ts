@@ -1,9 +1,6 @@
 // Sweeps: facts x layers x editing methods x editing problems x localization methods, every result
-// written to the results store (experiments/study/store.ts) the moment it exists.
-//
-//   ./locus task sweep --out runs/sweep.db --facts 20 --methods rome,memit --problems all
-//   ./locus task sweep --out shard0.db --shard 0/2 ...      (same options on every machine)
-//   ./locus task sweep merge all.db shard0.db shard1.db     ./locus task sweep csv all.db results.csv
+// written to the results store (experiments/study/store.ts) the moment it exists. The command line is
+// experiments/commands/sweep.ts (`./locus task sweep`).
 //
 // A sweep is a list of work items, each one stored result (store.ts ResultKey):
 //
@@ -51,13 +48,9 @@
 // Pre-edit probabilities are computed once per (fact, problem).
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
-import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
-import { resolveModelDir } from "../../engine/hub.ts";
-import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
 import { mulberry32 } from "../../engine/random.ts";
-import { loadTokenizer, targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { checkRecord, loadDataset, recordLabel } from "../data/datasets.ts";
 import {
   applyEdit,
@@ -77,7 +70,6 @@ import {
   type MethodName,
   METHODS,
   type Overrides,
-  parseMethod,
   statsLayers,
   templateStartWords,
 } from "../editing/methods.ts";
@@ -88,9 +80,7 @@ import {
   type EditingCase,
   editingCase,
   type EditingProblem,
-  parseProblem,
   problemRequest,
-  PROBLEMS,
 } from "../editing/problems.ts";
 import { computeRomeAt } from "../editing/rome.ts";
 import { type KeyStats, keyStats } from "../editing/stats.ts";
@@ -110,20 +100,16 @@ import {
   type StandardScores,
   standardScores,
 } from "../evaluation/metrics.ts";
-import { formatSeconds, intOption, numberOption, ProgressBar, type ProgressOptions } from "../output.ts";
-import { greedyNextTokens } from "../evaluation/recall.ts";
+import { ProgressBar, type ProgressOptions } from "../output.ts";
+import { knowsAnswers } from "../evaluation/recall.ts";
 import {
   type Json,
-  mergeStores,
-  parseShard,
   type ResultKey,
   resultKey,
   ResultStore,
   type Shard,
-  shardFromEnv,
   shardItems,
   type StoredResult,
-  writeCsv,
 } from "./store.ts";
 import {
   type FactTrace,
@@ -133,7 +119,6 @@ import {
   traceFact,
   windowLayers,
 } from "../localization/tracing.ts";
-import { runMain } from "../../engine/main.ts";
 import { exists } from "../../engine/files.ts";
 
 // ------------------------------------------------------------------------------------------------
@@ -157,6 +142,13 @@ export const LAYER_GRID = "layer-grid";
 export const SKIPPED = "skipped";
 /** Localization of selection records: "select:" + the strategy. */
 export const selectionLocalization = (s: SelectorName) => `select:${s}`;
+/** Mass-editing records: fact MASS_SET, localization "mass:" + the number of facts edited at once. */
+export const MASS_SET = "mass-set";
+export const massLocalization = (n: number) => `mass:${n}`;
+/** The mass-editing curve of the MEMIT paper: edits of 1, 10, 100, 1000 facts at once (capped at the
+ *  test facts, which are then edited all at once too). */
+export const MASS_SIZES = [1, 10, 100, 1000] as const;
+export const MASS_METHODS = ["memit", "emmet"] as const;
 
 /** A fact of the sweep: edited at every layer (proxy or test split), or only traced. */
 export interface SweepFact {
@@ -201,6 +193,9 @@ export interface SweepPlan {
   noiseSubjects?: string[];
   /** Dataset records the fact sample left out (FactSample.skipped), stored as SKIPPED records. */
   skipped?: SkippedRecord[];
+  /** The mass-editing curve: these batch methods edit the first n test facts at once (error
+   *  injection, at the method's default layers), for each n of massSizes(test facts). */
+  massMethods?: (typeof MASS_METHODS)[number][];
 }
 
 /** A dataset record left out of a sweep, and why. */
@@ -236,9 +231,16 @@ export type WorkItem =
     method: MethodName;
     layer: number;
     problem: EditingProblem;
-  };
+  }
+  | { kind: "mass"; key: ResultKey; method: (typeof MASS_METHODS)[number]; facts: SweepFact[] };
 
-/** Every work item of the plan, in the order they run: traces, selections, then edits. */
+/** The batch sizes of the mass-editing curve for `test` test facts: MASS_SIZES up to `test`, and `test`. */
+export function massSizes(test: number): number[] {
+  const sizes = MASS_SIZES.filter((n) => n <= test) as number[];
+  return test > 0 && !sizes.includes(test) ? [...sizes, test] : sizes;
+}
+
+/** Every work item of the plan, in the order they run: traces, selections, edits, then mass edits. */
 export function planItems(plan: SweepPlan): WorkItem[] {
   const sweep = plan.name;
   const items: WorkItem[] = [];
@@ -281,6 +283,24 @@ export function planItems(plan: SweepPlan): WorkItem[] {
           });
         }
       }
+    }
+  }
+  const test = edited.filter((f) => f.split === "test");
+  for (const method of plan.massMethods ?? []) {
+    for (const n of massSizes(test.length)) {
+      items.push({
+        kind: "mass",
+        key: {
+          sweep,
+          fact: MASS_SET,
+          method,
+          layer: null,
+          problem: "error-injection",
+          localization: massLocalization(n),
+        },
+        method,
+        facts: test.slice(0, n),
+      });
     }
   }
   return items;
@@ -372,13 +392,14 @@ function positionsNeeded(tok: Tokenizer, c: EditingCase, prefix: number): number
 /**
  * A seeded sample of the dataset's facts that the model knows (greedy next token = first token of
  * target_true after the prompt, the known-facts filter of ROME and Hase et al.): `edit` facts edited (the first
- * ceil(proxyFraction * edit) of them form the proxy set), then up to `traceOnly` more facts only traced.
+ * `proxy` of them, or ceil(proxyFraction * edit), form the proxy set, disjoint from the test facts: a fixed
+ * count keeps the same proxy set when a study grows), then up to `traceOnly` more facts only traced.
  */
 export async function sampleFacts(
   model: Model,
   tok: Tokenizer,
   datasetPath: string,
-  o: { edit: number; traceOnly: number; proxyFraction: number; seed: number },
+  o: { edit: number; traceOnly: number; seed: number } & ({ proxyFraction: number } | { proxy: number }),
 ): Promise<FactSample> {
   const { cases } = await loadDataset(datasetPath);
   // A record the sweep cannot use at all (no template, a target outside the vocabulary) is an error
@@ -397,10 +418,12 @@ export async function sampleFacts(
       });
     } else candidates.push({ id: c.id, recordIndex: c.recordIndex, case: ec });
   }
-  const predicted = await greedyNextTokens(model, candidates.map((c) => tok.encode(filledPrompt(c.case))));
-  const known = candidates.filter((c, i) =>
-    predicted[i] === targetIds(tok, filledPrompt(c.case), c.case.targetTrue, { refuseUnknown: true })[0]
+  const knows = await knowsAnswers(
+    model,
+    tok,
+    candidates.map((c) => ({ prompt: filledPrompt(c.case), answer: c.case.targetTrue })),
   );
+  const known = candidates.filter((_, i) => knows[i]);
   // Fisher-Yates with the project's PRNG: the same seed picks the same facts on every machine.
   const random = mulberry32(o.seed);
   const order = [...known];
@@ -409,7 +432,11 @@ export async function sampleFacts(
     [order[i], order[j]] = [order[j], order[i]];
   }
   const edited = order.slice(0, o.edit);
-  const proxy = edited.length ? Math.max(1, Math.ceil(o.proxyFraction * edited.length)) : 0;
+  const proxy = edited.length === 0
+    ? 0
+    : "proxy" in o
+    ? Math.min(o.proxy, edited.length - 1)
+    : Math.max(1, Math.ceil(o.proxyFraction * edited.length));
   const traced = order.slice(o.edit, o.edit + o.traceOnly);
   return {
     known: known.length,
@@ -447,6 +474,7 @@ export async function runMeta(model: Model, modelDir: string, datasetPath: strin
   return {
     model: {
       name: basename(modelDir),
+      family: c.family,
       path: modelDir,
       weightsSha256: await fileSha256(weightsFile),
       nLayer: c.nLayer,
@@ -680,6 +708,23 @@ export async function runSweep(
     show(`layer selection: ${item.selector} chose ${selection.layers.join(",")}`);
   }
 
+  // Key statistics of the layers an edit needs (cached on disk by keyStats).
+  const statsFor = async (layers: Set<number>, methods: string[]) => {
+    if (layers.size === 0) return new Map<number, KeyStats>();
+    if (!ctx.corpus) {
+      throw new Error(`sweep "${plan.name}": ${methods.join(", ")} need key statistics; give a corpus`);
+    }
+    return await keyStats(model, tok, {
+      corpus: ctx.corpus,
+      layers: [...layers].sort((a, b) => a - b),
+      samples: statsHparams(model.config).samples,
+      cacheDir: ctx.statsDir,
+      log,
+      onProgress: (keys, total) => show(`key statistics ${keys}/${total} keys`),
+    });
+  };
+  const subjectNoise: SubjectNoise = { seed: s.seed + 1, scale: noise?.level ?? 0 };
+
   // Edits.
   const edits = pending.filter((it): it is Extract<WorkItem, { kind: "edit" }> => it.kind === "edit");
   if (edits.length > 0 && !outOfTime()) {
@@ -687,26 +732,8 @@ export async function runSweep(
     for (const it of edits) {
       for (const l of statsLayers(configFor(model, plan, it.method, it.layer))) neededStats.add(l);
     }
-    let stats = new Map<number, KeyStats>();
-    if (neededStats.size > 0) {
-      if (!ctx.corpus) {
-        throw new Error(
-          `sweep "${plan.name}": ${
-            [...new Set(edits.map((e) => e.method))].join(", ")
-          } need key statistics; give a corpus`,
-        );
-      }
-      stats = await keyStats(model, tok, {
-        corpus: ctx.corpus,
-        layers: [...neededStats].sort((a, b) => a - b),
-        samples: statsHparams(model.config).samples,
-        cacheDir: ctx.statsDir,
-        log,
-        onProgress: (keys, total) => show(`key statistics ${keys}/${total} keys`),
-      });
-    }
+    const stats = await statsFor(neededStats, [...new Set(edits.map((e) => e.method))]);
     const startWords = await templateStartWords(tok, ctx.corpus);
-    const subjectNoise: SubjectNoise = { seed: s.seed + 1, scale: noise!.level };
     const requests = new Map<string, EditRequest>();
     const pres = new Map<string, CaseProbabilities>();
     const prepare = async (group: typeof edits) => {
@@ -850,6 +877,53 @@ export async function runSweep(
       if (part.length > 1 && !stopped) store.finished(block);
     }
   }
+
+  // Mass editing: one batch edit of n test facts at once, applied, every fact scored, undone.
+  for (const item of pending) {
+    if (item.kind !== "mass" || outOfTime()) continue;
+    const mc = methodConfig(model, item.method, plan.settings.overrides);
+    const stats = await statsFor(new Set(statsLayers(mc)), [item.method]);
+    const startWords = await templateStartWords(tok, ctx.corpus);
+    const reqs = await Promise.all(
+      item.facts.map((f) => problemRequest(model, tok, f.case, "error-injection", subjectNoise)),
+    );
+    const pairs = item.facts.map((f, j) => ({ c: f.case, request: reqs[j] }));
+    const pre = await caseProbabilities(model, tok, pairs);
+    const t0 = performance.now();
+    const [edit] = await computeEdits(model, tok, mc, reqs, stats, { startWords });
+    const editSeconds = (performance.now() - t0) / 1000;
+    const applied = await applyEdit(model, edit);
+    let post: CaseProbabilities[];
+    try {
+      post = await caseProbabilities(model, tok, pairs);
+    } finally {
+      applied.undo();
+    }
+    const scores = reqs.map((r, j) => caseScores(r, pre[j], post[j]));
+    put(item.key, {
+      metrics: jsonSafe({
+        n: item.facts.length,
+        facts: item.facts.map((f) => f.id),
+        rewrite: scores.map((x) => x.rewrite),
+        paraphrase: scores.map((x) => x.paraphrase),
+        neighborhood: scores.map((x) => x.neighborhood),
+        overall: scores.map((x) => x.overall),
+      }) as { [k: string]: Json },
+      hparams: jsonSafe({
+        seed: s.seed,
+        method: item.method,
+        editedLayers: editedLayers(mc),
+        ...mc.hparams,
+      }) as {
+        [k: string]: Json;
+      },
+      model: ctx.meta.model,
+      dataset: { ...ctx.meta.dataset, split: "test", facts: item.facts.length },
+      adapter: ctx.meta.adapter,
+      timings: { edit: editSeconds },
+    });
+    show(`mass edit: ${item.method} x ${item.facts.length} facts`);
+  }
   if (stopped) log(`stopped: out of time at ${done}/${mine.length} results`);
   return {
     total: mine.length,
@@ -934,195 +1008,3 @@ export function parseNames<T extends string>(option: string, text: string, known
     return x as T;
   });
 }
-
-export const SWEEP_USAGE = `usage: ./locus task sweep [options]
-       ./locus task sweep merge TARGET.db SHARD.db...      combine shard stores
-       ./locus task sweep csv STORE.db OUT.csv [--name N]   export results as CSV
-  --model DIR            GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
-  --dataset FILE         CounterFact-style file (default: DIR/counterfact.json)
-  --out FILE             results store (SQLite; default runs/sweep.db)
-  --name NAME            sweep name in the result keys (default "sweep")
-  --facts N              facts edited (default 20), a seeded sample of the facts the model knows
-  --trace-only N         more facts only traced, for the average tracing curves (default 0)
-  --proxy-fraction X     share of the edited facts forming the proxy set of layer selection (default 0.1)
-  --seed N               fact sample and noise seed (default 0)
-  --layers L             all | 3 | 2,3,4 | 2-4 (default all)
-  --methods M            ${METHODS.join(",")} (default rome)
-  --problems P           all | ${PROBLEMS.join(",")} (default all)
-  --localizations L      ${LOCALIZATIONS.join(",")} | none (default causal-tracing)
-  --selectors S          ${SELECTORS.join(",")} | none (default all)
-  --trace-window N       MLP window of the traces (default: ROME's 10 of 48 layers scaled to the model)
-  --trace-samples N      noise draws per trace (default 10)
-  --memit-window N       layers of a MEMIT edit (default 3); --ft-window N for FT-L (default 1)
-  --batch N              facts whose edits (at every layer) are computed together (default 8)
-  --ig-steps N           integrated-gradients steps (default 20)
-  --v-steps N, --ft-steps N   hyper-parameter overrides (fewer steps for speed)
-  --corpus FILE          key statistics / template text (default DIR/corpus.txt)
-  --stats-dir DIR        key statistics cache (default runs/editing-stats)
-  --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards. Default in a
-                         job array: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (minus SLURM_ARRAY_TASK_MIN),
-                         or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX/LOCUS_SHARD_COUNT
-  --max-minutes M        start no new work after M minutes (run again to continue)
-  --apply-to-score       score each edit by applying, scoring and undoing it (the slow reference path)
-  --force                resume although the store holds results of other settings (refused otherwise)
-  --csv FILE             also export the sweep's results as CSV when done`;
-
-async function main(args: string[]): Promise<number> {
-  const started = performance.now();
-  if (args[0] === "merge") {
-    const [target, ...sources] = args.slice(1);
-    if (!target || sources.length === 0) {
-      throw new Error("usage: ./locus task sweep merge TARGET.db SHARD.db...");
-    }
-    const r = mergeStores(target, sources);
-    console.log(
-      `${target}: ${r.inserted} results added, ${r.duplicates} already there, ${r.conflicts.length} conflicts`,
-    );
-    for (const key of r.conflicts) console.error(`conflict (kept the first): ${key}`);
-    return r.conflicts.length ? 1 : 0;
-  }
-  if (args[0] === "csv") {
-    const { values, positionals } = parseArgs({
-      args: args.slice(1),
-      allowPositionals: true,
-      options: { name: { type: "string" } },
-    });
-    if (positionals.length !== 2) {
-      throw new Error("usage: ./locus task sweep csv STORE.db OUT.csv [--name NAME]");
-    }
-    const store = ResultStore.open(positionals[0], { create: false });
-    try {
-      console.log(
-        `${positionals[1]}: ${await writeCsv(store, positionals[1], { sweep: values.name })} results`,
-      );
-    } finally {
-      store.close();
-    }
-    return 0;
-  }
-  const { values } = parseArgs({
-    args,
-    options: {
-      model: { type: "string", default: DEFAULT_MODEL_DIR },
-      dataset: { type: "string" },
-      out: { type: "string", default: "runs/sweep.db" },
-      name: { type: "string", default: "sweep" },
-      facts: { type: "string" },
-      "trace-only": { type: "string" },
-      "proxy-fraction": { type: "string" },
-      seed: { type: "string" },
-      layers: { type: "string", default: "all" },
-      methods: { type: "string", default: "rome" },
-      problems: { type: "string", default: "all" },
-      localizations: { type: "string", default: "causal-tracing" },
-      selectors: { type: "string", default: "all" },
-      "trace-window": { type: "string" },
-      "trace-samples": { type: "string" },
-      "memit-window": { type: "string" },
-      "ft-window": { type: "string" },
-      batch: { type: "string" },
-      "ig-steps": { type: "string" },
-      "v-steps": { type: "string" },
-      "ft-steps": { type: "string" },
-      corpus: { type: "string" },
-      "stats-dir": { type: "string" },
-      shard: { type: "string" },
-      "max-minutes": { type: "string" },
-      csv: { type: "string" },
-      force: { type: "boolean", default: false },
-      "apply-to-score": { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (values.help) {
-    console.log(SWEEP_USAGE);
-    return 0;
-  }
-  const dir = await resolveModelDir(values.model!);
-  const gpu = await getGpu();
-  const model = await Model.load(gpu, dir);
-  const tok = await loadTokenizer(dir);
-  const L = model.nLayer;
-  const seed = intOption("seed", values.seed, 0);
-  const settings = defaultSettings(L, seed);
-  settings.traceWindow = intOption("trace-window", values["trace-window"], settings.traceWindow, 1);
-  settings.traceSamples = intOption("trace-samples", values["trace-samples"], settings.traceSamples, 1);
-  settings.memitWindow = intOption("memit-window", values["memit-window"], settings.memitWindow, 1);
-  settings.ftWindow = intOption("ft-window", values["ft-window"], settings.ftWindow, 1);
-  settings.batchSize = intOption("batch", values.batch, settings.batchSize, 1);
-  settings.igSteps = intOption("ig-steps", values["ig-steps"], settings.igSteps, 2);
-  settings.overrides = {
-    vNumGradSteps: numberOption("v-steps", values["v-steps"]),
-    numSteps: numberOption("ft-steps", values["ft-steps"]),
-  };
-  const proxyFraction = numberOption("proxy-fraction", values["proxy-fraction"]) ?? 0.1;
-  if (!(proxyFraction > 0 && proxyFraction < 1)) {
-    throw new Error(`--proxy-fraction must be in (0, 1), got ${proxyFraction}`);
-  }
-  const datasetPath = values.dataset ?? `${dir}/counterfact.json`;
-  const corpus = values.corpus ?? ((await exists(`${dir}/corpus.txt`)) ? `${dir}/corpus.txt` : null);
-  const fromEnv = values.shard === undefined ? shardFromEnv(Deno.env.toObject()) : undefined;
-  const shard = values.shard === undefined ? fromEnv?.shard : parseShard(values.shard);
-  if (fromEnv) console.log(`shard ${fromEnv.shard.index}/${fromEnv.shard.count} from ${fromEnv.source}`);
-  const minutes = numberOption("max-minutes", values["max-minutes"]);
-  if (minutes !== undefined && !(minutes > 0)) throw new Error(`--max-minutes must be > 0, got ${minutes}`);
-
-  const deadline = minutes === undefined ? undefined : started + minutes * 60_000;
-  const sample = await sampleFacts(model, tok, datasetPath, {
-    edit: intOption("facts", values.facts, 20),
-    traceOnly: intOption("trace-only", values["trace-only"], 0),
-    proxyFraction,
-    seed,
-  });
-  const plan: SweepPlan = {
-    name: values.name!,
-    facts: sample.facts,
-    layers: parseLayerList(values.layers!, L),
-    methods: parseNames("methods", values.methods!, METHODS).map(parseMethod),
-    problems: parseNames("problems", values.problems!, PROBLEMS).map(parseProblem),
-    localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
-    selectors: parseNames("selectors", values.selectors!, SELECTORS),
-    settings,
-    noiseSubjects: sample.knownSubjects,
-    skipped: sample.skipped,
-  };
-  console.log(`model ${dir} (${L} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
-  console.log(
-    `${datasetPath}: ${sample.known} of ${sample.candidates} facts known; ` +
-      `${plan.facts.filter((f) => f.split !== "trace-only").length} edited, ` +
-      `${plan.facts.filter((f) => f.split === "trace-only").length} traced only`,
-  );
-  for (const line of skippedReport(sample)) console.log(line);
-  const store = ResultStore.open(values.out!);
-  try {
-    const summary = await runSweep(
-      {
-        model,
-        tok,
-        store,
-        meta: await runMeta(model, dir, datasetPath),
-        corpus,
-        statsDir: values["stats-dir"],
-        log: (l) => console.log(l),
-      },
-      plan,
-      { shard, deadline, force: values.force, applyToScore: values["apply-to-score"] },
-    );
-    console.log(
-      `${values.out}: ${summary.written} results written in ${formatSeconds(summary.seconds)} ` +
-        `(${summary.skipped} were already there; ${summary.total} in this ${shard ? "shard" : "sweep"})`,
-    );
-    for (const line of scoreSummary(store.results({ sweep: plan.name }), plan.name)) console.log(`  ${line}`);
-    if (summary.stopped) {
-      console.log(`--max-minutes ${minutes} ran out: run the same command again to continue`);
-    }
-    if (values.csv) {
-      console.log(`${values.csv}: ${await writeCsv(store, values.csv, { sweep: plan.name })} results`);
-    }
-  } finally {
-    store.close();
-  }
-  return 0;
-}
-
-if (import.meta.main) await runMain("sweep", main);

@@ -1,0 +1,149 @@
+// Which kernel variants run on an adapter: the one place they are chosen, from what WebGPU tells every
+// runtime about its adapter (GPUAdapterInfo, limits and features; the same fields in Deno, Chrome,
+// Safari and Firefox) plus the backend Deno was asked for. Pure functions of those facts, so they are
+// unit-tested with the adapter infos real runtimes report (tests/kernel_choice_test.ts) and a new
+// variant (e.g. a kernel for adapters with "subgroups") is added here and nowhere else.
+//
+// What decides:
+//   - software or GPU. A CPU implementation of WebGPU (Mesa's llvmpipe through GL, Mesa's lavapipe
+//     through Vulkan, Chromium's SwiftShader, Windows' WARP) runs one workgroup per CPU thread and
+//     vectorises across a workgroup's invocations: register blocks with no workgroup memory and weights
+//     read through texture mirrors are fastest on Mesa's drivers (bench/kernels.ts). It is recognised by
+//     isFallbackAdapter where the runtime reports it (Deno, Chrome) and by its name otherwise (Firefox
+//     and Safari leave isFallbackAdapter out; Chrome names SwiftShader only in architecture).
+//   - which CPU implementation: Mesa's GL driver keeps an 8x16 texture block in registers, its Vulkan
+//     driver spills it (4x16 there; lavapipe reports itself as "llvmpipe" too, so the backend tells them
+//     apart). SwiftShader reads weights from their buffers: it compiles the texture kernels slowly (the
+//     embedded model's first forward in headless Chromium took 6-7.6 s with them, 1.1-1.4 s without)
+//     and ran the trace and the edit no faster with them (within the noise of a loaded 2-core
+//     machine); 64x64 workgroup tiles were 2-3x slower there. WARP and unnamed ones, unmeasured, get
+//     SwiftShader's choice.
+//   - the limits: GPUs get 64x64 workgroup-memory tiles (16x16 invocations of 4x4) when the adapter
+//     allows 256 invocations and their 4 KiB of workgroup memory (WebGPU's defaults are 256 and
+//     16 KiB, so every conforming adapter does); adapters below that (compatibility-mode or
+//     downlevel limits) get 8x8 invocations of 8x8, or register blocks when even 64 invocations or
+//     the tiles' memory are not there. (Per product, matmulKernel in engine/ops.ts then checks the
+//     operands' alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
+//   - features: "shader-f16" lets the matmul read f16 weights as WGSL f16 (shaders/matmul_f16.wgsl)
+//     instead of unpacking them from u32 words with unpack2x16float (bf16 is always unpacked: WGSL has
+//     no type for it); Gpu.open requests the feature exactly when this chooses it. Variants for other
+//     features (subgroup reductions) are chosen here too.
+
+/**
+ * How the matmul kernels block the work.
+ * Register kernels: each invocation computes TM rows x TN columns of C, workgroups are WG_X x WG_Y
+ * invocations (rows x columns). The "workgroup" strategy stages BK-deep tiles of TM*WG_X rows of A and
+ * TN*WG_Y columns of B in workgroup memory.
+ */
+export interface MatmulTiles {
+  TM: number;
+  TN: number;
+  WG_X: number;
+  WG_Y: number;
+  /** "registers" (default): no workgroup memory, fast on llvmpipe. "workgroup": shared-memory tiles, for real GPUs. */
+  strategy?: "registers" | "workgroup";
+  /** Depth of a staged k-tile for the "workgroup" strategy (default 8). */
+  BK?: number;
+  /** Use the vec4 register kernels where the layout allows (default true). */
+  vec4?: boolean;
+  /**
+   * Read weight operands (MatmulOptions.weight) from texture mirrors (shaders/matmul_texture.wgsl)
+   * with this register block: TM rows x TN columns per invocation, WG invocations per workgroup.
+   * Unset: weights are read from their buffers like any operand.
+   */
+  texture?: { TM: number; TN: number; WG: number };
+}
+
+/** The limits the choice reads (a subset of GPUSupportedLimits). */
+export interface ChoiceLimits {
+  maxComputeWorkgroupStorageSize: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupSizeX: number;
+  maxComputeWorkgroupSizeY: number;
+}
+
+/** What a runtime says about its adapter. */
+export interface AdapterFacts {
+  /** GPUAdapterInfo's fields ("" where the runtime does not say). */
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** GPUAdapterInfo.isFallbackAdapter (or the older GPUAdapter.isFallbackAdapter); undefined where the
+   *  runtime reports neither. */
+  isFallbackAdapter?: boolean;
+  /** Deno's WebGPU backend ("gl", "vulkan", "default"), or "browser" in a web page. */
+  backend: string;
+  limits: ChoiceLimits;
+  features: readonly string[];
+}
+
+/** The CPU implementations of WebGPU Locus knows by name. */
+export type SoftwareAdapter = "llvmpipe" | "lavapipe" | "swiftshader" | "warp" | "unnamed";
+
+export interface KernelChoice {
+  /** The CPU implementation behind the adapter, or null for a GPU. */
+  software: SoftwareAdapter | null;
+  matmul: MatmulTiles;
+  /** Read f16 weights natively (needs the device feature "shader-f16"). */
+  nativeF16: boolean;
+  /** How norms, softmax, log-probabilities and cross-entropy spread a row: one invocation per row
+   *  (software adapters, where a barrier costs more than a loop over the row) or one workgroup of
+   *  ROWS_WORKGROUP lanes per row with tree reductions (GPUs; shaders/rows_workgroup.wgsl). */
+  rows: RowKernels;
+}
+
+export type RowKernels = "invocation" | "workgroup";
+/** Lanes per row for the "workgroup" row kernels (one f32 of workgroup memory each). */
+export const ROWS_WORKGROUP = 64;
+
+/** The CPU implementation behind an adapter, from its flag or its names; null for a GPU. */
+export function softwareAdapter(a: AdapterFacts): SoftwareAdapter | null {
+  const names = [a.vendor, a.architecture, a.device, a.description].join(" ").toLowerCase();
+  // Mesa's Vulkan driver calls itself "llvmpipe" in its device name, like the GL one.
+  if (/llvmpipe|lavapipe/.test(names)) return a.backend === "gl" ? "llvmpipe" : "lavapipe";
+  if (names.includes("swiftshader")) return "swiftshader";
+  if (/microsoft basic render|\bwarp\b/.test(names)) return "warp";
+  return a.isFallbackAdapter ? "unnamed" : null;
+}
+
+/** Register blocks for CPU implementations: 8 lanes (one AVX2 vector) along columns, so that the
+ *  16-row matrices of a prompt still fill them (bench/kernels.ts). */
+const SOFTWARE_TILES: MatmulTiles = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
+
+/** The kernel variants for an adapter (see the file's header for the reasons). */
+export function chooseKernels(a: AdapterFacts): KernelChoice {
+  const software = softwareAdapter(a);
+  const nativeF16 = a.features.includes("shader-f16");
+  if (software === "llvmpipe" || software === "lavapipe") {
+    const textureTM = software === "llvmpipe" ? 8 : 4;
+    return {
+      software,
+      nativeF16,
+      rows: "invocation",
+      matmul: { ...SOFTWARE_TILES, texture: { TM: textureTM, TN: 16, WG: 8 } },
+    };
+  }
+  if (software !== null) return { software, nativeF16, rows: "invocation", matmul: SOFTWARE_TILES };
+  const l = a.limits;
+  const rows: RowKernels = ROWS_WORKGROUP <= l.maxComputeInvocationsPerWorkgroup &&
+      ROWS_WORKGROUP <= l.maxComputeWorkgroupSizeX && 4 * ROWS_WORKGROUP <= l.maxComputeWorkgroupStorageSize
+    ? "workgroup"
+    : "invocation";
+  const fits = (wg: number, tm: number) => {
+    const tileBytes = 2 * 8 * (tm * wg) * 4; // BK = 8 rows of A's and B's tiles, (TM * WG) floats each
+    return wg * wg <= l.maxComputeInvocationsPerWorkgroup && wg <= l.maxComputeWorkgroupSizeX &&
+      wg <= l.maxComputeWorkgroupSizeY && tileBytes <= l.maxComputeWorkgroupStorageSize;
+  };
+  for (const [wg, tm] of [[16, 4], [8, 8]]) {
+    if (fits(wg, tm)) {
+      return {
+        software,
+        nativeF16,
+        rows,
+        matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8 },
+      };
+    }
+  }
+  return { software, nativeF16, rows, matmul: SOFTWARE_TILES };
+}
