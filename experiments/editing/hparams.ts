@@ -23,8 +23,8 @@
 //     <= 0.009 at layers 1-5), and the best rewrite in the per-layer sweep (first 5 cases, 20 v* steps:
 //     0.907 at layer 0, 0.61-0.82 at layers 1-4, 0.000 at layer 5).
 //   - v* with 100 steps at learning rate 1 instead of 20 at 0.5: keyed at the subject, v* does not
-//     converge in 20 steps (100 edits: rewrite 0.898, paraphrase 0.570); with 100 steps at lr 1, 10 edits
-//     reach rewrite 0.989, paraphrase 0.734, neighborhood 0.994 (the 100-edit table is in the card).
+//     converge in 20 steps (100 edits: rewrite 0.898, paraphrase 0.570); with 100 steps at lr 1, 20 edits
+//     of distinct subjects reach rewrite 0.994, paraphrase 0.711, neighborhood 0.997 (the card's table).
 //   - clamp_norm_factor 10 instead of 4: this model's MLP outputs (norm 3-7) are small next to its
 //     residual stream (norm 50-150), and with 4 the clamp stops v* before the target is likely.
 //   - MEMIT's and EMMET's z with 100 steps at lr 1 too (one batch of 50 edits, MEMIT: rewrite 0.693 ->
