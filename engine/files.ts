@@ -54,7 +54,7 @@ export async function writeFileAtomic(
 }
 
 /** The last step of an atomic write: renames the finished, fsynced file `from` (in the same folder) over
- *  `path` and flushes the folder. A resumable download (fetch_data.ts) streams into its own part file
+ *  `path` and flushes the folder. A resumable download (experiments/data/download.ts) streams into its own part file
  *  and ends with this once the file is verified. */
 export async function moveIntoPlace(from: string, path: string): Promise<void> {
   await Deno.rename(from, path);

@@ -499,11 +499,11 @@ export class Gpu {
   // ---------------------------------------------------------------- kernels
 
   /** A shader's WGSL followed by the function files it names on `// import: NAME.wgsl` lines. */
-  private source(file: string): string {
+  shaderSource(file: string): string {
     let src = this.shaderSources.get(file);
     if (src === undefined) {
       const text = io().shader(file);
-      const imports = [...text.matchAll(/^\/\/ import: (\S+\.wgsl)$/gm)].map((m) => this.source(m[1]));
+      const imports = [...text.matchAll(/^\/\/ import: (\S+\.wgsl)$/gm)].map((m) => this.shaderSource(m[1]));
       src = [text, ...imports].join("\n");
       this.shaderSources.set(file, src);
     }
@@ -521,7 +521,7 @@ export class Gpu {
         return typeof v === "boolean" ? `const ${n} = ${v};` : `const ${n} = ${v}u;`;
       }).join("\n");
       // Directives (`enable f16;`) must precede every declaration, the parameters included.
-      const source = this.source(file);
+      const source = this.shaderSource(file);
       const directives = source.match(/^enable \w+;$/gm) ?? [];
       const code = [...directives, header, source.replace(/^enable \w+;$/gm, "")].join("\n");
       const module = this.device.createShaderModule({ code, label: key });
@@ -531,7 +531,9 @@ export class Gpu {
         label: key,
       });
       this.pipelines.set(key, p);
-      const writable = [...this.source(file).matchAll(/@binding\((\d+)\)\s*var<storage,\s*read_write>/g)];
+      const writable = [
+        ...this.shaderSource(file).matchAll(/@binding\((\d+)\)\s*var<storage,\s*read_write>/g),
+      ];
       this.writableBindings.set(p, writable.map((w) => Number(w[1])));
     }
     return p;

@@ -8,12 +8,16 @@
 //   - software or GPU. A CPU implementation of WebGPU (Mesa's llvmpipe through GL, Mesa's lavapipe
 //     through Vulkan, Chromium's SwiftShader, Windows' WARP) runs one workgroup per CPU thread and
 //     vectorises across a workgroup's invocations: register blocks with no workgroup memory and weights
-//     read through texture mirrors are fastest there (bench/kernels.ts). It is recognised by
+//     read through texture mirrors are fastest on Mesa's drivers (bench/kernels.ts). It is recognised by
 //     isFallbackAdapter where the runtime reports it (Deno, Chrome) and by its name otherwise (Firefox
 //     and Safari leave isFallbackAdapter out; Chrome names SwiftShader only in architecture).
 //   - which CPU implementation: Mesa's GL driver keeps an 8x16 texture block in registers, its Vulkan
 //     driver spills it (4x16 there; lavapipe reports itself as "llvmpipe" too, so the backend tells them
-//     apart); others get the Vulkan driver's block.
+//     apart). SwiftShader reads weights from their buffers: it compiles the texture kernels slowly (the
+//     embedded model's first forward in headless Chromium took 6-7.6 s with them, 1.1-1.4 s without)
+//     and ran the trace and the edit no faster with them (within the noise of a loaded 2-core
+//     machine); 64x64 workgroup tiles were 2-3x slower there. WARP and unnamed ones, unmeasured, get
+//     SwiftShader's choice.
 //   - the limits: GPUs get 64x64 workgroup-memory tiles (16x16 invocations of 4x4) when the adapter
 //     allows 256 invocations and their 4 KiB of workgroup memory (WebGPU's defaults are 256 and
 //     16 KiB, so every conforming adapter does); adapters below that (compatibility-mode or
@@ -111,7 +115,7 @@ const SOFTWARE_TILES: MatmulTiles = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
 export function chooseKernels(a: AdapterFacts): KernelChoice {
   const software = softwareAdapter(a);
   const nativeF16 = a.features.includes("shader-f16");
-  if (software !== null) {
+  if (software === "llvmpipe" || software === "lavapipe") {
     const textureTM = software === "llvmpipe" ? 8 : 4;
     return {
       software,
@@ -120,6 +124,7 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       matmul: { ...SOFTWARE_TILES, texture: { TM: textureTM, TN: 16, WG: 8 } },
     };
   }
+  if (software !== null) return { software, nativeF16, rows: "invocation", matmul: SOFTWARE_TILES };
   const l = a.limits;
   const rows: RowKernels = ROWS_WORKGROUP <= l.maxComputeInvocationsPerWorkgroup &&
       ROWS_WORKGROUP <= l.maxComputeWorkgroupSizeX && 4 * ROWS_WORKGROUP <= l.maxComputeWorkgroupStorageSize

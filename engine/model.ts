@@ -611,9 +611,9 @@ export class Model {
   }
 
   /** Rotary embedding of layer l in place on fused q|k|v rows [R, (H + 2 Hkv) hd]; sign -1 undoes it
-   *  (the backward pass of a rotation is the inverse rotation of the gradient). */
+   *  (the backward pass of a rotation is the inverse rotation of the gradient). `starts` (u32, its first
+   *  R / T values): each sequence's first position, in a suffix forward. */
   rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1, starts?: Tensor): void {
-    // `starts` (u32, its first R / T values): each sequence's first position in a suffix forward.
     const c = this.config;
     if (!c.rotary) throw new Error(`rotate: ${c.family} has no rotary embedding`);
     rope(this.gpu, qkv, this.invFreq[l], {

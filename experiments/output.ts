@@ -1,6 +1,7 @@
-// The output folder and JSON file of a command-line experiment (./locus task trace, ./locus task
-// attribute), and the small argument and progress helpers they share: a progress bar with an ETA, redrawn
-// in place on a terminal and written as about 20 plain lines into a log or a pipe.
+// What the commands (experiments/commands/) share: option parsing with clear errors (intOption,
+// positiveInt, numberOption, positiveNumber), CSV fields and files, the output folder and JSON file of an
+// experiment (./locus task trace, ./locus task attribute), and a progress bar with an ETA, redrawn in place
+// on a terminal and written as about 20 plain lines into a log or a pipe.
 // The JSON file starts with the run's metadata, so that a file found later says how it was made: the
 // tool, model, dataset and adapter, the tool's own method and hyper-parameters, when and how long.
 import { writeAtomic } from "../engine/files.ts";
@@ -103,6 +104,7 @@ export function formatSeconds(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
+/** Where and how a ProgressBar writes. */
 export interface ProgressOptions {
   /** Where it is written (default stderr). */
   stream?: { writeSync(p: Uint8Array): number; isTerminal(): boolean };

@@ -19,7 +19,8 @@
 //   matmul_tiled  : BK-deep tiles of A and B staged in workgroup memory, any layout and shape;
 //                   the habit of real GPUs (slow on llvmpipe, whose barriers are expensive)
 //   (matmul_half, B a model weight kept in its checkpoint's 16-bit format, is matmul_half_kernel.wgsl,
-//   reached through matmul_half.wgsl or matmul_f16.wgsl; both import this file.)
+//   reached through matmul_half.wgsl or matmul_f16.wgsl; it runs matmul's register block,
+//   matmul_register.wgsl, with B converted as it is loaded.)
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   TM, TN   : rows and columns of C computed by one invocation (register block); matmul_vec4_k
@@ -29,7 +30,8 @@
 //   TRANS_A, TRANS_B : storage layouts above
 //   GELU     : apply gelu_new in the epilogue (the MLP's c_fc, one kernel instead of two)
 //
-// import: activation.wgsl
+// import: matmul_common.wgsl
+// import: matmul_register.wgsl
 // Register blocking without workgroup memory is the fast shape on llvmpipe (bench/kernels.ts measures it).
 // There every storage-buffer load is a per-lane scalar loop with a bounds check (about 13
 // instructions per lane and float, vec4 or not), so throughput follows the FMAs per loaded float,
@@ -38,72 +40,21 @@
 // accumulators stop living in registers. Loops over the register block have constant trip counts
 // and no `break`, so that they unroll fully and every acc[] index is a constant.
 
-struct Dims {
-  M: u32, N: u32, K: u32, bias_stride: u32,
-  alpha: f32, beta: f32, stride_a: u32, stride_b: u32,
-  stride_c: u32, ldc: u32, c_offset: u32,
-}
-
-@group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-@group(0) @binding(4) var<uniform> d: Dims;
 
 // The same buffers seen as vec4 (the vec4 entry points bind these instead of A and B).
 @group(0) @binding(0) var<storage, read> A4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> B4: array<vec4<f32>>;
-
-fn a_at(base: u32, m: u32, k: u32) -> f32 {
-  if (TRANS_A) { return A[base + k * d.M + m]; }
-  return A[base + m * d.K + k];
-}
 
 fn b_at(base: u32, k: u32, n: u32) -> f32 {
   if (TRANS_B) { return B[base + n * d.K + k]; }
   return B[base + k * d.N + n];
 }
 
-// Writes one finished dot product (ab = op(A)[m,:] . op(B)[:,n]) to C, with alpha, bias and beta.
-fn store(base_c: u32, m: u32, n: u32, ab: f32) {
-  let idx = base_c + m * d.ldc + n;
-  var v = d.alpha * ab + bias[n * d.bias_stride];
-  if (d.beta != 0.0) { v += d.beta * C[idx]; }
-  if (GELU) { v = gelu_new(v); }
-  C[idx] = v;
-}
+fn b_elem(base: u32, k: u32, n: u32) -> f32 { return b_at(base, k, n); }
 
-// Register kernels' grid: x = ceil(M / (TM*WG_X)) row blocks (x first so a column stripe of B
-// stays in cache), y = ceil(N / (TN*WG_Y)) column blocks, z = batch.
 @compute @workgroup_size(WG_X, WG_Y, 1)
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let m0 = gid.x * TM;
-  let n0 = gid.y * TN;
-  if (m0 >= d.M || n0 >= d.N) { return; }
-  let base_a = gid.z * d.stride_a;
-  let base_b = gid.z * d.stride_b;
-  let base_c = d.c_offset + gid.z * d.stride_c;
-  // Clamp indices at the edges instead of branching in the inner loop; the clamped
-  // lanes compute duplicates that are simply not stored.
-  var rows: array<u32, TM>;
-  var cols: array<u32, TN>;
-  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.M - 1u); }
-  for (var j = 0u; j < TN; j++) { cols[j] = min(n0 + j, d.N - 1u); }
-  var acc: array<f32, TM * TN>;
-  for (var k = 0u; k < d.K; k++) {
-    var bk: array<f32, TN>;
-    for (var j = 0u; j < TN; j++) { bk[j] = b_at(base_b, k, cols[j]); }
-    for (var i = 0u; i < TM; i++) {
-      let a = a_at(base_a, rows[i], k);
-      for (var j = 0u; j < TN; j++) { acc[i * TN + j] += a * bk[j]; }
-    }
-  }
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) {
-      if (m0 + i < d.M && n0 + j < d.N) { store(base_c, m0 + i, n0 + j, acc[i * TN + j]); }
-    }
-  }
-}
+fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) { register_block(gid); }
 
 // vec4 accumulators per row of the register block in the vec4 kernels, which the host runs only
 // when TN % 4 == 0 (the max keeps their array types valid in pipelines built for other entry points).

@@ -3,7 +3,8 @@
 // matmul_half.wgsl's unpacking, without the word arithmetic). engine/ops.ts uses it only when the
 // device was opened with shader-f16; bf16 has no WGSL type and always goes through matmul_half.wgsl.
 //
-// import: matmul.wgsl
+// import: matmul_common.wgsl
+// import: matmul_register.wgsl
 // import: matmul_half_kernel.wgsl
 
 enable f16;

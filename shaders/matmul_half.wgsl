@@ -1,7 +1,8 @@
 // matmul_half (see matmul_half_kernel.wgsl) on any adapter: B as packed 16-bit pairs in u32 words,
 // decoded by half.wgsl (f16 or bf16 per HALF_BF16).
 //
-// import: matmul.wgsl
+// import: matmul_common.wgsl
+// import: matmul_register.wgsl
 // import: half.wgsl
 // import: matmul_half_kernel.wgsl
 

@@ -147,7 +147,7 @@ Deno.test("r2Table: the layer explains all the variance; R^2, Diff and F match h
   close(row.adjusted.both, 1 - (1 - row.both) * 159 / 152, 1e-12, "adjusted both R^2");
   // The bootstrap's closed-form R^2 (stats.ts groupedLineR2) reproduces the OLS fits at full weight,
   // and each interval holds its estimate.
-  for (const k of ["layer", "trace", "both", "diff"] as const) {
+  for (const k of ["layer", "trace", "both", "diff", "f2"] as const) {
     close(row.ci[k].estimate, row[k], 1e-9, `bootstrap estimate of ${k}`);
     assert.ok(row.ci[k].lower <= row[k] + 1e-12 && row[k] - 1e-12 <= row.ci[k].upper, `${k} interval`);
   }
@@ -440,6 +440,10 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
   assert.equal(data.edits.filter((e) => e.noop).length, 3);
   const text = caveats(data).join("\n");
   assert.match(text, /Degenerate regressor: the causal-tracing effect is at most 0.004/);
+  assert.match(
+    text,
+    /Degenerate regressor: the causal-tracing effect at the last subject token is at most 0.002/,
+  );
   assert.match(text, /One layer dominates: \d+ of 10 facts peak at layer 0/);
   assert.match(text, /Ceiling effect: 29 of 30 error-injection rome rewrite scores/);
   assert.match(text, /No-op edits: 3 of 30 error-injection rome edits/);
@@ -450,4 +454,18 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
   const healthy = caveats(loadSweep(layerDrivenSweep().results)).join("\n");
   assert.doesNotMatch(healthy, /Degenerate|dominates|Ceiling|Floor|No-op|Outliers/);
   assert.match(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /in 1 of 1 conditions/);
+  // Edits at one layer: the layer and interacted models cannot be fitted, and findings says so plainly.
+  const oneLayer = loadSweep(layerDrivenSweep().results.filter((r) => r.layer === null || r.layer === 0));
+  const text1 = findings(oneLayer).join("\n");
+  assert.match(text1, /No condition has enough data|in 0 of \d+ conditions/);
+  assert.doesNotMatch(text1, /median gain/);
+  // A score that neither the layer nor the effect predicts: findings says neither explains much.
+  const noise = rng(13);
+  const weak = loadSweep(
+    layerDrivenSweep().results.map((r) =>
+      r.localization === "layer-grid" ? { ...r, metrics: { ...r.metrics, rewrite: noise() } } : r
+    ),
+  );
+  assert.match(findings(weak).join("\n"), /Neither predictor explains much: median R² of the layer \d/);
+  assert.doesNotMatch(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /Neither predictor/);
 });

@@ -364,7 +364,15 @@ const requests: SelectionRequest[] = [
 ];
 
 Deno.test("layer selectors choose what their underlying computation says, and time themselves", async () => {
+  const wallStart = performance.now();
   const ig = await integratedGradientsSelector({ steps: 4 }).select(model, tok, requests);
+  const igWall = (performance.now() - wallStart) / 1000;
+  // The choice is the argmax of the scores it reports, and the scores tell the layers apart (a selector
+  // that returned constant scores, or a fixed layer, would fail here whatever bestWindow does).
+  assert.equal(new Set(ig.scores).size, ig.scores.length, `distinct layer scores ${ig.scores}`);
+  assert.equal(ig.scores[ig.layers[0]], Math.max(...ig.scores));
+  // Its time is this call's, in seconds (not milliseconds, not a total over calls).
+  assert.ok(ig.seconds > 0 && ig.seconds <= igWall, `seconds ${ig.seconds}, wall ${igWall}`);
   const avg = averageAttributions(
     await attributeFacts(model, tok, requests.map((r) => ({ prompt: r.prompt, target: r.targetTrue })), {
       steps: 4,
@@ -383,6 +391,12 @@ Deno.test("layer selectors choose what their underlying computation says, and ti
   const direct = await layerGradientAnalysis(model, tok, requests);
   assert.deepEqual(lga.layers, [direct.selection.golden]);
   assert.deepEqual(lga.scores, direct.scores);
+  const kept = lga.scores.filter((_, l) => !direct.selection.excluded.includes(l));
+  assert.equal(
+    lga.scores[lga.layers[0]],
+    Math.max(...kept),
+    "the golden layer is the best layer inside the fences",
+  );
 
   const cma = await causalTracingSelector({ trace: { samples: 3 } }).select(model, tok, requests);
   const effects = await Promise.all(requests.map(async (r) => {
@@ -396,6 +410,7 @@ Deno.test("layer selectors choose what their underlying computation says, and ti
   const mean = effects[0].map((e, l) => (e + effects[1][l]) / 2);
   assert.ok(relativeError(cma.scores, mean) < 1e-9, `CMA scores ${cma.scores} vs ${mean}`);
   assert.deepEqual(cma.layers, bestWindow(mean, 1));
+  assert.equal(cma.scores[cma.layers[0]], Math.max(...cma.scores));
   assert.deepEqual(
     [48, 36, 24, 12, 6, 3].map(scaledMlpWindow),
     [10, 8, 5, 3, 1, 1],

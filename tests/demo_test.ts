@@ -5,7 +5,11 @@ import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { EVIDENCE_MIN, EVIDENCE_SHARE, tracingEvidence } from "../experiments/localization/layer_selection.ts";
+import {
+  EVIDENCE_MIN,
+  EVIDENCE_SHARE,
+  tracingEvidence,
+} from "../experiments/localization/layer_selection.ts";
 import type { FactTrace } from "../experiments/localization/tracing.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { runScript, type ScriptRun } from "./util.ts";
@@ -99,6 +103,22 @@ Deno.test("demo: fact, trace, layer choice with its reason, key token, bars, lab
       ),
     );
   }
+  // The numbers, not only their format. Before the edit the model answers the fact's true object (the
+  // case is one it knows), and that answer's probability is the bar's p(true) before: one next-token
+  // probability computed two ways (the top-k distribution and the object's teacher-forced score). The edit
+  // changes the answers; the undo brings back exactly the first ones.
+  const [, trueObject] = /1\. The fact \(counterfact:\d+\): ".*" -> (\w+)/.exec(r.stdout)!;
+  const fact = new RegExp(
+    ` {3}the fact +".*"\\n +top answers before: (\\w+) ([\\d.]+)%(.*)\\n +top answers after: {2}(.*)\\n` +
+      ` +p\\(${trueObject}\\) +before \\|[# ]{25}\\| ([\\d.]+)%`,
+  ).exec(r.stdout);
+  assert.ok(fact, r.stdout);
+  const [, answer, answerPercent, others, after, trueBefore] = fact;
+  assert.equal(answer, trueObject);
+  assert.equal(trueBefore, answerPercent, "p(true object) before = its next-token probability");
+  assert.notEqual(after, `${answer} ${answerPercent}%${others}`, "the edit changes the answers");
+  const firstAnswers = /After ".*" the model answers: (.*) \(/.exec(r.stdout)![1];
+  assert.equal(/5\. Undo: .* The model answers: (.*) \(/.exec(r.stdout)![1], firstAnswers);
   assert.match(
     r.stdout,
     /rewrite -?\d\.\d\d \(the fact's prompt\); paraphrase -?\d\.\d\d for the one shown, -?\d\.\d\d average over 1; neighbour unchanged .* \d\.\d\d for the one shown, \d\.\d\d average over \d+\./,

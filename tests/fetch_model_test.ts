@@ -1,8 +1,8 @@
-// experiments/commands/fetch_model.ts and engine/hub.ts against a local fake of the Hugging Face hub (its
-// revision and tree APIs and /resolve/ downloads): the cache layout Python's huggingface_hub writes
-// (refs/main, snapshots/<commit>/ symlinks into blobs/<sha256 or git oid>), only the files Locus reads,
-// resume after a dropped connection, a checksum mismatch, a gated repository (401 without HF_TOKEN),
-// offline reuse of the cache, and `--model ID` resolving to the snapshot in every command.
+// experiments/data/hub_download.ts (and its fetch-model command) and engine/hub.ts against a local fake of
+// the Hugging Face hub (its revision and tree APIs and /resolve/ downloads): the cache layout Python's
+// huggingface_hub writes (refs/main, snapshots/<commit>/ symlinks into blobs/<sha256 or git oid>), only the
+// files Locus reads, resume after a dropped connection, a checksum mismatch, a gated repository (401 without
+// HF_TOKEN), offline reuse of the cache, and `--model ID` resolving to the snapshot in every command.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { getGpu } from "../engine/gpu.ts";

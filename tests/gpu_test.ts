@@ -73,10 +73,11 @@ Deno.test("a training step in steady state allocates no new buffers (no pool lea
 });
 
 Deno.test("the backend: DENO_WEBGPU_BACKEND wins; without it, GL on a Linux machine with Mesa's EGL and no GPU", async () => {
-  // The description names the adapter, the CPU implementation behind a software adapter, and the backend.
+  // The description names the adapter, the CPU implementation behind a software adapter, the vendor and
+  // the backend.
   const described = gpu.describe();
   assert.ok(described.startsWith(gpu.info.description), described);
-  assert.ok(described.endsWith(`backend=${gpu.info.backend}`), described);
+  assert.ok(described.endsWith(` vendor=${gpu.info.vendor} backend=${gpu.info.backend}`), described);
   assert.equal(described.includes(`(software: ${gpu.info.software})`), gpu.info.software !== null, described);
   // A fresh process without the variable: the adapter is requested on the backend Locus chose, which
   // it tells Deno through DENO_WEBGPU_BACKEND (read once, at the first requestAdapter), and reports.

@@ -277,7 +277,7 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   ]);
   assert.deepEqual(rows[0].slice(6, 10), [
     `${e.adjusted.layer.toFixed(3)} / ${e.adjusted.both.toFixed(3)}`,
-    e.f2.toFixed(3),
+    withCI(e.f2, e.ci.f2),
     formatP(e.pAdjusted),
     e.verdict,
   ]);

@@ -125,6 +125,9 @@ async function loadModel(folder: string, name = folder): Promise<string> {
   lastEdit = null;
   statsMemo = new Map();
   dir = folder;
+  // The previous model's results go too (they would read as this model's).
+  for (const id of ["predict-out", "trace-out", "edit-out"]) $(id).innerHTML = "";
+  $<HTMLProgressElement>("trace-progress").hidden = true;
   model = await Model.load(gpu, folder);
   tok = await loadTokenizer(folder);
   const c = model.config;
@@ -211,10 +214,17 @@ async function loadDropped({ files, name }: { files: Map<string, Blob>; name: st
 
 // ------------------------------------------------------------------------------------------ predict
 
+/** A token that is only white space, made visible ("␣" per space, "↵" per line break). */
+function visible(token: string): string {
+  return token.trim() === "" ? token.replace(/ /g, "␣").replace(/\n/g, "↵") : token;
+}
+
 function predictionTable(top: Prediction[]): string {
   return `<table><tr><th>next word</th><th>probability</th><th></th></tr>${
     top.map((p) =>
-      `<tr><td>${escapeHtml(p.token)}</td><td class="num">${percent(p.prob)}</td><td>${bar(p.prob)}</td></tr>`
+      `<tr><td>${escapeHtml(visible(p.token))}</td><td class="num">${percent(p.prob)}</td><td>${
+        bar(p.prob)
+      }</td></tr>`
     ).join("")
   }</table>`;
 }

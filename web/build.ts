@@ -11,7 +11,7 @@ import * as esbuild from "npm:esbuild@0.25";
 import { parseArgs } from "node:util";
 import { runMain } from "../engine/main.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+export const ROOT = new URL("..", import.meta.url).pathname;
 export const DIST = `${ROOT}web/dist`;
 
 /** Deno's npm cache folder (`deno info --json`). */

@@ -4,7 +4,7 @@
 // SwiftShader. The machine may have no internet, so every background fetch is switched off.
 import { parseArgs } from "node:util";
 import { runMain } from "../engine/main.ts";
-import { buildWeb, serveWeb } from "./build.ts";
+import { buildWeb, ROOT, serveWeb } from "./build.ts";
 
 export const CHROMIUM = "/usr/bin/chromium";
 // Imported by a computed specifier so that its types stay out of the type check: they declare the DOM's
@@ -39,8 +39,12 @@ export interface HeadlessPage {
   close(): Promise<void>;
 }
 
-/** Builds and serves the page, starts Chromium on it and waits until the embedded model is loaded. */
-export async function openHeadless(): Promise<HeadlessPage> {
+/**
+ * Builds and serves the page, starts Chromium on it and waits until the embedded model is loaded.
+ * `timeoutMs` bounds each button's work (the page's default settings on a loaded software adapter
+ * take minutes for an edit).
+ */
+export async function openHeadless(timeoutMs = 280_000): Promise<HeadlessPage> {
   try {
     await Deno.stat(CHROMIUM);
   } catch {
@@ -56,7 +60,7 @@ export async function openHeadless(): Promise<HeadlessPage> {
   const { default: puppeteer } = await import(PUPPETEER);
   const browser = await puppeteer.launch({
     executablePath: CHROMIUM,
-    protocolTimeout: 300_000,
+    protocolTimeout: timeoutMs + 20_000,
     args: [
       "--headless=new",
       "--no-sandbox",
@@ -85,7 +89,7 @@ export async function openHeadless(): Promise<HeadlessPage> {
     const idle = async (finishedBefore = 0) => {
       await tab.waitForFunction(
         `globalThis.locus !== undefined && !globalThis.locus.busy && globalThis.locus.finished > ${finishedBefore}`,
-        { timeout: 280_000, polling: 100 },
+        { timeout: timeoutMs, polling: 100 },
       );
       const error = await tab.evaluate("globalThis.locus.error");
       if (error !== null) throw new Error(`the page reports an error: ${error}`);
@@ -148,20 +152,56 @@ export async function openHeadless(): Promise<HeadlessPage> {
   }
 }
 
-/** Screenshots of the page after predict + trace and after an edit, into --screenshots DIR. */
+/**
+ * A Hugging Face folder `parent/<fixture>` made of a transformers-made family fixture's model files
+ * (tests/fixtures/families/<fixture>, not its expected outputs) and the Llama 2-format tokenizer.json
+ * of tests/fixtures/web: what tests/web_test.ts and the screenshots choose through the folder input.
+ */
+export async function familyFolder(parent: string, fixture: string): Promise<string> {
+  const from = `${ROOT}tests/fixtures/families/${fixture}`, dir = `${parent}/${fixture}`;
+  await Deno.mkdir(dir);
+  for await (const e of Deno.readDir(from)) {
+    if (e.name !== "expected.json") await Deno.copyFile(`${from}/${e.name}`, `${dir}/${e.name}`);
+  }
+  await Deno.copyFile(`${ROOT}tests/fixtures/web/tokenizer.json`, `${dir}/tokenizer.json`);
+  return dir;
+}
+
+/** Screenshots into --screenshots DIR: web-trace.png after predict + trace, web-edit.png after an edit
+ *  (the page's default settings), web-folder.png after predicting on a chosen folder (a Llama fixture);
+ *  --only trace,edit,folder takes some of them. */
 async function main(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { screenshots: { type: "string", default: "docs" } } });
-  const page = await openHeadless();
+  const { values } = parseArgs({
+    args,
+    options: { screenshots: { type: "string", default: "docs" }, only: { type: "string" } },
+  });
+  const out = values.screenshots;
+  const shots = new Set((values.only ?? "trace,edit,folder").split(","));
+  const unknown = [...shots].filter((s) => !["trace", "edit", "folder"].includes(s));
+  if (unknown.length > 0) throw new Error(`--only: unknown screenshots ${unknown.join(",")}`);
+  const folders = await Deno.makeTempDir();
+  const page = await openHeadless(1_800_000);
   try {
-    await page.press("predict");
-    await page.press("trace");
-    await page.screenshot(`${values.screenshots}/web-trace.png`);
-    await page.press("edit");
-    await page.screenshot(`${values.screenshots}/web-edit.png`);
+    if (shots.has("trace") || shots.has("edit")) {
+      await page.press("predict");
+      await page.press("trace");
+      if (shots.has("trace")) await page.screenshot(`${out}/web-trace.png`);
+    }
+    if (shots.has("edit")) {
+      await page.press("edit");
+      await page.screenshot(`${out}/web-edit.png`);
+    }
+    if (shots.has("folder")) {
+      await page.chooseFolder(await familyFolder(folders, "llama_bf16"));
+      await page.fill({ prompt: "the miller sells bread in" });
+      await page.press("predict");
+      await page.screenshot(`${out}/web-folder.png`);
+    }
   } finally {
     await page.close();
+    await Deno.remove(folders, { recursive: true });
   }
-  console.log(`wrote ${values.screenshots}/web-trace.png and web-edit.png`);
+  console.log(`wrote ${[...shots].map((s) => `${out}/web-${s}.png`).join(", ")}`);
   return 0;
 }
 

@@ -14,7 +14,7 @@ import { runMain } from "../../engine/main.ts";
 import { exists } from "../../engine/files.ts";
 import { METHODS, parseMethod } from "../editing/methods.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
-import { formatSeconds } from "../output.ts";
+import { formatSeconds, intOption, numberOption } from "../output.ts";
 import { mergeStores, parseShard, ResultStore, shardFromEnv, writeCsv } from "../study/store.ts";
 import {
   defaultSettings,
@@ -29,22 +29,6 @@ import {
   skippedReport,
   type SweepPlan,
 } from "../study/sweep.ts";
-
-function intOption(name: string, text: string | undefined, fallback: number, min = 0): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < min) {
-    throw new Error(`--${name}: expected an integer >= ${min}, got "${text}"`);
-  }
-  return n;
-}
-
-function numberOption(name: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const x = Number(text);
-  if (!Number.isFinite(x)) throw new Error(`--${name}: expected a number, got "${text}"`);
-  return x;
-}
 
 const USAGE = `usage: ./locus task sweep [options]
        ./locus task sweep merge TARGET.db SHARD.db...      combine shard stores

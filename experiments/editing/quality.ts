@@ -35,8 +35,7 @@ import { positiveInt } from "../output.ts";
 import { runMain } from "../../engine/main.ts";
 import { sem } from "../study/stats.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
-import { parseFactToken, parseLayers } from "../commands/edit.ts";
-import { numberOption } from "../output.ts";
+import { OVERRIDE_OPTIONS, parseOverrides } from "./override_options.ts";
 import { statsHparams } from "./hparams.ts";
 import {
   computeEdits,
@@ -44,7 +43,6 @@ import {
   editedLayers,
   methodConfig,
   type MethodName,
-  type Overrides,
   parseMethod,
   statsLayers,
   templateStartWords,
@@ -135,32 +133,10 @@ async function main(args: string[]): Promise<number> {
       "stats-dir": { type: "string" },
       json: { type: "string" },
       check: { type: "boolean", default: false },
-      layers: { type: "string" },
-      "fact-token": { type: "string" },
-      "v-steps": { type: "string" },
-      "v-lr": { type: "string" },
-      "v-wd": { type: "string" },
-      "kl-factor": { type: "string" },
-      "clamp-norm": { type: "string" },
-      lambda: { type: "string" },
-      "ft-eps": { type: "string" },
-      "ft-steps": { type: "string" },
-      "ft-lr": { type: "string" },
+      ...OVERRIDE_OPTIONS,
     },
   });
-  const overrides: Overrides = {
-    layers: values.layers === undefined ? undefined : parseLayers(values.layers),
-    factToken: parseFactToken(values["fact-token"]),
-    vNumGradSteps: numberOption("v-steps", values["v-steps"]),
-    vLr: numberOption("v-lr", values["v-lr"]),
-    vWeightDecay: numberOption("v-wd", values["v-wd"]),
-    klFactor: numberOption("kl-factor", values["kl-factor"]),
-    clampNormFactor: numberOption("clamp-norm", values["clamp-norm"]),
-    mom2UpdateWeight: numberOption("lambda", values["lambda"]),
-    normConstraint: numberOption("ft-eps", values["ft-eps"]),
-    numSteps: numberOption("ft-steps", values["ft-steps"]),
-    ftLr: numberOption("ft-lr", values["ft-lr"]),
-  };
+  const overrides = parseOverrides(values);
   const dir = await resolveModelDir(values.model!);
   const nCases = positiveInt("cases", values.cases, 100);
   const sweepCases = values["sweep-cases"] === "0"

@@ -30,14 +30,19 @@ import { DEFAULT_STATS_DIR, importStatsFiles, type KeyStats, keyStats } from "./
 export interface CaseFields {
   /** A record's case id in `dataset` (CounterFact's case_id). */
   caseId?: string;
+  /** The dataset file `caseId` is read from. */
   dataset?: string;
   /** The prompt with the subject in it, or "{}" in its place. */
   prompt?: string;
+  /** The subject, as it appears in the prompt. */
   subject?: string;
   /** Default: the model's greedy next word. */
   targetTrue?: string;
+  /** The new object the edit writes. */
   targetNew?: string;
+  /** Rephrasings of the prompt (the new object should follow them too). */
   paraphrases?: string[];
+  /** Prompts about other subjects (their answers should not change). */
   neighbors?: string[];
 }
 
@@ -94,8 +99,11 @@ export interface MethodStatsOptions {
   corpus: string | null;
   /** Keys to sample (default the model family's, statsHparams). */
   samples?: number;
+  /** Where computed statistics are cached (null: nowhere; default runs/editing-stats). */
   cacheDir?: string | null;
+  /** Lines saying where the statistics came from. */
   log?: (line: string) => void;
+  /** Tokens done of the total while computing. */
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -132,7 +140,9 @@ export async function methodKeyStats(
 
 /** One probe prompt: the fact's prompt, a paraphrase or a neighbour. */
 export interface CaseProbe {
+  /** Which of the case's prompts it is. */
   kind: "prompt" | "paraphrase" | "neighbor";
+  /** The prompt with the subject filled in. */
   text: string;
 }
 
@@ -147,10 +157,13 @@ export function caseProbes(c: EditingCase): CaseProbe[] {
 
 /** What one edit changed; the model is back to its weights when it is returned. */
 export interface EditOutcome {
+  /** The prompts shown. */
   probes: CaseProbe[];
   /** Greedy continuations of each probe before and after. */
   before: string[];
+  /** Continuations after the edit. */
   after: string[];
+  /** The problem's target probabilities on every prompt of the case, before and after. */
   probabilities: { pre: CaseProbabilities; post: CaseProbabilities };
   /** Hase et al.'s scores (NaN where the case has no prompts of a kind). */
   scores: CaseScores;

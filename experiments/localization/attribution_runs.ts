@@ -20,10 +20,12 @@ import {
 import { type SelectionRequest, selectionRequests } from "./layer_selection.ts";
 import { traceFact } from "./tracing.ts";
 
+/** Integrated gradients over MLP neurons, or Layer Gradient Analysis. */
 export type AttributionMethod = "ig" | "lga";
 
 /** The requests of a dataset file and how many of its cases they are. */
 export interface AttributionCases {
+  /** The requests, in the file's order. */
   requests: SelectionRequest[];
   /** Cases in the file, how many the model completes correctly (null without `known`), how many used. */
   cases: { records: number; known: number | null; used: number };
@@ -92,8 +94,11 @@ function selected(scores: number[]) {
   return { rome: bestWindow(scores, 1), memit: bestWindow(scores, Math.min(5, scores.length)) };
 }
 
+/** Integrated gradients' Riemann steps, the per-layer aggregate that selects layers, and optional tracing. */
 export interface IgRunOptions {
+  /** Points of the Riemann sum. */
   steps: number;
+  /** The per-layer score the reported selection uses: the sum or the largest of a layer's attributions. */
   aggregate: "sum" | "max";
   /** Also trace each fact (MLP window and noise draws); null: attribution alone. */
   trace: { window: number; samples: number } | null;
@@ -103,8 +108,11 @@ export interface IgRunOptions {
 
 /** Integrated gradients of every request, averaged, with the layers each aggregate selects. */
 export interface IgRun {
+  /** Each request's attributions. */
   results: FactAttribution[];
+  /** Their average over requests. */
   average: AverageAttribution;
+  /** ROME's layer and MEMIT's window chosen by each aggregate. */
   selection: Record<"sum" | "max", { rome: number[]; memit: number[] }>;
   /** Per fact, the MLP indirect effect at the last subject token per layer (with `trace`). */
   tracing: number[][] | null;
@@ -114,6 +122,8 @@ export interface IgRun {
   tracingSelection: { rome: number[]; memit: number[] } | null;
 }
 
+/** Attributes every request's true answer to MLP neurons, averages, selects ROME's layer and MEMIT's window
+ *  by each aggregate, and (with `trace`) traces each fact's MLP effect at its last subject token. */
 export async function runIntegratedGradients(
   model: Model,
   tok: Tokenizer,

@@ -30,6 +30,7 @@ export type TracedQuery = FactQuery & { known_id: number | null };
 
 /** The facts of one run and where they came from. */
 export interface TraceSelection {
+  /** The facts to trace, in order. */
   facts: TracedQuery[];
   /** The dataset file, or "command line". */
   dataset: string;
@@ -121,20 +122,27 @@ export async function datasetSelection(
 
 /** What a run was asked for beyond the facts. */
 export interface TraceRequest {
+  /** Noise and restore (causal tracing) or zeroing. */
   method: TraceMethod;
+  /** The states traced: residual stream, MLP output, attention output. */
   kinds: readonly StateKind[];
   /** One window for every kind; undefined: defaultTraceWindows. */
   window?: number;
+  /** Noise draws per fact. */
   samples: number;
   /** A fixed noise level; undefined: ROME's rule over the selection's noise subjects. */
   noise?: number;
+  /** The noise draws' seed. */
   seed: number;
 }
 
 /** A run's trace options, with the noise rule that set the level (null when fixed or zeroing). */
 export interface TracePlan {
+  /** What traceFact gets for every fact. */
   options: TraceOptions;
+  /** ROME's noise rule as applied (null: a fixed level, or zeroing). */
   rule: NoiseLevel | null;
+  /** The noise level used (null when zeroing). */
   noise: number | null;
 }
 

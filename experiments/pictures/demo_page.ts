@@ -9,6 +9,7 @@ import type { FactTrace, NoiseLevel } from "../localization/tracing.ts";
 import { barChartSvg, escapeXml, lineChart, terminalBar } from "./charts.ts";
 import { heatmapSvg } from "./heatmap.ts";
 
+/** A probability as a percentage with as many decimals as small values need ("62%", "0.4%", "0.07%"). */
 export function percent(p: number): string {
   return `${(100 * p).toFixed(p >= 0.1 ? 0 : p >= 0.001 ? 1 : 2)}%`;
 }
@@ -38,6 +39,7 @@ export function noiseText(n: NoiseLevel): string {
   return `${n.rule} over ${n.subjects} subject${n.subjects === 1 ? "" : "s"} = ${n.level.toFixed(4)}`;
 }
 
+/** Everything the demo showed, for its page. */
 export interface DemoPage {
   model: string;
   adapter: string;

@@ -378,6 +378,7 @@ export interface R2Row {
     trace: ConfidenceInterval;
     both: ConfidenceInterval;
     diff: ConfidenceInterval;
+    f2: ConfidenceInterval;
   };
   /** Cohen's f^2 of the tracing terms added to the layer: diff / (1 - both). */
   f2: number;
@@ -461,14 +462,14 @@ export function r2Table(
     const factIds = [...new Set(usable.map((e) => e.fact))];
     const unitOf = usable.map((e) => factIds.indexOf(e.fact));
     const w = new Float64Array(usable.length);
-    const [ciLayer, ciTrace, ciBoth, ciDiff] = factIds.length < 2
-      ? [nanCI(), nanCI(), nanCI(), nanCI()]
+    const [ciLayer, ciTrace, ciBoth, ciDiff, ciF2] = factIds.length < 2
+      ? [nanCI(), nanCI(), nanCI(), nanCI(), nanCI()]
       : bootstrapUnits(
         factIds.length,
         (counts) => {
           unitOf.forEach((u, i) => (w[i] = counts[u]));
           const g = groupedLineR2(table.layer, effect, table.y, w, CONSTANT_EFFECT_RANGE);
-          return [g.group, g.line, g.both, g.both - g.group];
+          return [g.group, g.line, g.both, g.both - g.group, cohensF2(g.group, g.both)];
         },
         { resamples: o.resamples ?? DEFAULT_RESAMPLES, seed: o.seed ?? 0 },
       );
@@ -484,7 +485,7 @@ export function r2Table(
       both: r2(bothFit),
       diff: r2(bothFit) - r2(layerFit),
       adjusted: { layer: adj(layerFit), trace: adj(traceFit), both: adj(bothFit) },
-      ci: { layer: ciLayer, trace: ciTrace, both: ciBoth, diff: ciDiff },
+      ci: { layer: ciLayer, trace: ciTrace, both: ciBoth, diff: ciDiff, f2: ciF2 },
       f2: cohensF2(r2(layerFit), r2(bothFit)),
       F,
       p,
@@ -998,6 +999,7 @@ export function selectionScores(data: SweepData, o: EffectOptions & IntervalOpti
 // ------------------------------------------------------------------------------------------------
 // Verdicts, and what the data cannot support
 
+const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)}%` : "n/a");
 /** "12.3% [8.1, 15.0]": a share with its 95% interval, in percent. */
 export const pctCI = (x: number, ci: ConfidenceInterval) =>
@@ -1015,7 +1017,7 @@ export function headline(row: R2Row): string {
     `${pctCI(row.layer, row.ci.layer)} of the variance in ${row.metric} score, the tracing effect ` +
     `${pctCI(row.trace, row.ci.trace)}; adding the tracing effect to the layer adds ${
       pctCI(row.diff, row.ci.diff)
-    } (f² = ${Number.isFinite(row.f2) ? row.f2.toFixed(3) : "n/a"}, Holm-corrected F-test p = ${
+    } (f² = ${f3(row.f2)} [${f3(row.ci.f2.lower)}, ${f3(row.ci.f2.upper)}], Holm-corrected F-test p = ${
       formatP(row.pAdjusted)
     }): ${
       row.verdict === "effect" ? "an effect" : row.verdict === "no effect" ? "no effect" : "n/a"
@@ -1051,17 +1053,31 @@ export function caveats(data: SweepData, o: EffectOptions & IntervalOptions = {}
   const localization = o.localization ?? "causal-tracing";
   const traces = data.traces.filter((t) => t.localization === localization);
   const effects = traces.map((t) => (o.site === "last-subject" ? t.lastSubjectEffect : t.effect));
-  if (traces.length > 0) {
-    const all = effects.flat().filter(Number.isFinite);
+  // Every regressor the report uses: the effect (max over tokens, or at the last subject token) of
+  // causal tracing, and of representation zeroing.
+  const regressors: [string, number[][]][] = [
+    [`${localization} effect${o.site === "last-subject" ? " at the last subject token" : ""}`, effects],
+    ...(o.site === undefined && localization === "causal-tracing"
+      ? [
+        ["causal-tracing effect at the last subject token", traces.map((t) => t.lastSubjectEffect)],
+        ["zeroing effect", data.traces.filter((t) => t.localization === "zeroing").map((t) => t.effect)],
+      ] as [string, number[][]][]
+      : []),
+  ];
+  for (const [name, values] of regressors) {
+    const all = values.flat().filter(Number.isFinite);
+    if (values.length === 0) continue;
     const top = all.length ? Math.max(...all.map(Math.abs)) : NaN;
     if (!(top >= T.minEffect)) {
       out.push(
-        `Degenerate regressor: the ${localization} effect is at most ${
+        `Degenerate regressor: the ${name} is at most ${
           Number.isFinite(top) ? top.toPrecision(2) : "n/a"
-        } (in absolute value) at every layer of all ${traces.length} facts, below ${T.minEffect}: the facts ` +
-          `barely differ in it, so the regressions cannot test whether it informs editing.`,
+        } (in absolute value) at every layer of all ${values.length} facts, below ${T.minEffect}: the facts ` +
+          `barely differ in it, so the regressions on it cannot test whether it informs editing.`,
       );
     }
+  }
+  if (traces.length > 0) {
     const peaks = effects.map((e) => layerChoice(e).layer);
     const none = peaks.filter((p) => p === null).length;
     const counts = new Map<number, number>();
@@ -1134,6 +1150,9 @@ export function caveats(data: SweepData, o: EffectOptions & IntervalOptions = {}
   return out;
 }
 
+/** Below this R² a predictor "explains little" (findings says so rather than ranking the two). */
+export const WEAK_R2 = 0.2;
+
 /**
  * What the run supports, computed with the verdict rule: Hase et al.'s two claims (the layer predicts
  * edit success better than the tracing effect; the tracing effect adds little once the layer is
@@ -1156,11 +1175,20 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
           : ""
       }; the rest overlap.`,
   );
+  const median = (xs: number[]) => (xs.length ? quantile(xs, 0.5) : NaN);
+  const [layerR2, traceR2] = [median(rows.map((r) => r.layer)), median(rows.map((r) => r.trace))];
+  if (Math.max(layerR2, traceR2) < WEAK_R2) {
+    out.push(
+      `Neither predictor explains much: median R² of the layer ${pct(layerR2)}, of the tracing effect ` +
+        `${pct(traceR2)} (both below ${pct(WEAK_R2)}); comparing them says little about either.`,
+    );
+  }
   const effects = rows.filter((r) => r.verdict === "effect");
+  const diffs = rows.map((r) => r.diff).filter(Number.isFinite);
   out.push(
     `Adding the tracing effect to the layer: an effect in ${effects.length} of ${rows.length} conditions` +
       (effects.length ? ` (${names(effects)})` : "") +
-      `; median gain in R² ${pct(quantile(rows.map((r) => r.diff).filter(Number.isFinite), 0.5))}.`,
+      (diffs.length ? `; median gain in R² ${pct(median(diffs))}` : "") + ".",
   );
   const corr = perLayerCorrelations(data, o).filter((c) => c.verdict !== "n/a");
   if (corr.length) {

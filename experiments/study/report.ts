@@ -236,7 +236,7 @@ function r2Body(rows: R2Row[], methodLabel: (m: string) => string): Cell[][] {
         withCI(r.both, r.ci.both),
         withCI(r.diff, r.ci.diff),
         `${f3(r.adjusted.layer)} / ${f3(r.adjusted.both)}`,
-        f3(r.f2),
+        withCI(r.f2, r.ci.f2),
         formatP(r.pAdjusted),
         verdictCell(r.verdict),
         {

@@ -81,8 +81,8 @@ export interface ConfidenceInterval {
   level: number;
 }
 
-/** Resamples whose statistic is undefined (NaN: e.g. a resample with one distinct value) are left out;
- *  beyond this share of them the interval is undefined too. */
+/** Resamples whose statistic is undefined (NaN: e.g. a resample with one distinct value; or infinite:
+ *  Cohen's f^2 of a perfect fit) are left out; beyond this share of them the interval is undefined too. */
 const MAX_UNDEFINED_RESAMPLES = 0.1;
 
 /**
@@ -113,7 +113,7 @@ export function bootstrapUnits(
     counts.fill(0);
     for (let i = 0; i < n; i++) counts[Math.floor(random() * n)]++;
     statistic(counts).forEach((v, j) => {
-      if (!Number.isNaN(v)) draws[j].push(v);
+      if (Number.isFinite(v)) draws[j].push(v);
     });
   }
   return estimate.map((e, j) => {
