@@ -1,6 +1,6 @@
 // One entry point for every editing method, shared by the CLI (experiments/commands/edit.ts), the quality
-// report (quality.ts) and the benchmark (bench/editing.ts): default hyper-parameters for the model's
-// family with optional overrides, the layers whose key statistics are needed, and the computation.
+// measurement (edit_quality.ts) and the benchmark (bench/editing.ts): default hyper-parameters for the
+// model's family with optional overrides, the layers whose key statistics are needed, and the computation.
 import { io } from "../../engine/io.ts";
 import type { Model } from "../../engine/model.ts";
 import { type Tokenizer, WordLevelTokenizer } from "../../engine/tokenizer.ts";
