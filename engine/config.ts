@@ -44,11 +44,16 @@ export type Activation = "gelu_tanh" | "gelu" | "silu";
 
 /** The shape of a GPT-2 model: all a GPT-2 config needs (the other fields take GPT-2's values). */
 export interface GPT2Config {
-  vocabSize: number; // V
-  nPositions: number; // P, the longest sequence
-  nEmbd: number; // d
-  nLayer: number; // L
-  nHead: number; // H
+  /** V, the vocabulary size. */
+  vocabSize: number;
+  /** P, the longest sequence. */
+  nPositions: number;
+  /** d, the residual stream width. */
+  nEmbd: number;
+  /** L, the number of blocks. */
+  nLayer: number;
+  /** H, the number of query heads. */
+  nHead: number;
   layerNormEpsilon: number;
 }
 
@@ -65,9 +70,12 @@ export interface RotaryConfig {
 /** A validated model configuration: GPT-2's sizes plus the family's block description. */
 export interface ModelConfig extends GPT2Config {
   family: Family;
-  nKvHead: number; // key/value heads, dividing nHead
-  headDim: number; // hd (not always d / H: Gemma)
-  nInner: number; // f, the MLP width (of each of gate and up when gated)
+  /** Key/value heads, dividing nHead. */
+  nKvHead: number;
+  /** hd, one head's width (not always d / H: Gemma). */
+  headDim: number;
+  /** f, the MLP width (of each of gate and up when gated). */
+  nInner: number;
   norm: "layernorm" | "rmsnorm";
   /** 1 when the norm multiplies by (1 + w) (Gemma), else 0. */
   normGainOffset: 0 | 1;

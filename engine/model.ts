@@ -64,7 +64,8 @@ export interface Hook {
 
 /** Token ids of B prompts right-padded to T; lengths[b] real tokens in row b. */
 export interface Batch {
-  ids: Uint32Array; // [B*T]
+  /** Token ids, [B*T]. */
+  ids: Uint32Array;
   B: number;
   T: number;
   lengths: number[];
@@ -461,10 +462,12 @@ export class Model {
     return Model.fromArrays(gpu, config, randomWeights(config, seed, perturb), `random(seed=${seed})`);
   }
 
+  /** Number of blocks, config.nLayer. */
   get nLayer(): number {
     return this.config.nLayer;
   }
 
+  /** The parameter tensor `name` (e.g. "h.0.mlp.c_proj.weight"); an error naming it if there is none. */
   p(name: string): Tensor {
     const t = this.params.get(name);
     if (t) return t;

@@ -51,6 +51,7 @@ export class Adam {
   private readonly m: Tensor[];
   private readonly v: Tensor[];
 
+  /** Zeroed moments for every parameter of `params`, optimised with the options `o`. */
   constructor(readonly gpu: Gpu, readonly params: AdamParam[], o: AdamOptions) {
     this.lr = o.lr;
     this.beta1 = o.beta1 ?? 0.9;
@@ -151,6 +152,7 @@ export class Adam {
     this.stepCount = s.step;
   }
 
+  /** Frees the moment buffers; the parameters themselves are the caller's. */
   destroy(): void {
     for (const t of [...this.m, ...this.v, this.normSq]) t.destroy();
   }

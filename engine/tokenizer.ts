@@ -26,6 +26,7 @@ export interface Tokenizer {
   readonly eosId: number | null;
   /** The token encode() puts before every text; null when it puts none. */
   readonly bosId: number | null;
+  /** The token ids of `text`, with what the post-processor adds (BOS). */
   encode(text: string): number[];
   /** The text of the tokens, without those the post-processor adds (BOS) and without the one space a
    *  SentencePiece-style tokenizer prepends: the inverse of encode, as the Python library's decode. An id
@@ -355,6 +356,7 @@ export class BpeTokenizer implements Tokenizer {
     return new BpeTokenizer(vocab, mergeRanks, specials, specialIds, eosId);
   }
 
+  /** The token ids of `text` (Tokenizer.encode). */
   encode(text: string): number[] {
     return this.encodeWithOffsets(text).ids;
   }
@@ -584,6 +586,7 @@ export class WordLevelTokenizer implements Tokenizer {
     );
   }
 
+  /** The token ids of `text` (Tokenizer.encode). */
   encode(text: string): number[] {
     return this.encodeWithOffsets(text).ids;
   }
@@ -1057,6 +1060,7 @@ export class HfTokenizer implements Tokenizer {
     return new HfTokenizer(root, root.model, source);
   }
 
+  /** The token ids of `text` (Tokenizer.encode). */
   encode(text: string): number[] {
     return [...this.template[0], ...this.ids(this.library.tokenize(text)), ...this.template[1]];
   }

@@ -139,6 +139,7 @@ export function rankUpdate(
 /** An edit applied to a model; undo() restores the weights it found. */
 export class AppliedEdit {
   private undone = false;
+  /** Made by applyEdit, which has written `edit` into `model` after saving the tensors it touches. */
   constructor(
     readonly model: Model,
     readonly edit: Edit,
@@ -146,6 +147,7 @@ export class AppliedEdit {
     private readonly originals: Map<string, ArrayBuffer>,
   ) {}
 
+  /** Whether undo() has run. */
   get isUndone(): boolean {
     return this.undone;
   }
@@ -236,6 +238,7 @@ export class VirtualEditSet {
     local: Map<number, number>;
   }[] = [];
 
+  /** Uploads the low-rank components of `edits` (rank-one or low-rank deltas of MLP output projections). */
   constructor(readonly model: Model, readonly edits: Edit[]) {
     const f = model.config.nInner, d = model.config.nEmbd;
     const perLayer = new Map<number, { edit: number; u: Float32Array; v: Float32Array; rank: number }[]>();
@@ -300,6 +303,7 @@ export class VirtualEditSet {
     });
   }
 
+  /** Frees the uploaded components; forBatch must not be called afterwards. */
   release(): void {
     for (const l of this.layers) this.model.gpu.release(l.keys, l.values);
   }

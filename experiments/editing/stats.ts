@@ -46,6 +46,7 @@ export class KeyStats {
   private factor: Float64Array | null = null;
   private preparing: Promise<void> | null = null;
 
+  /** C of `layer`'s keys, given as `moment` [f, f] averaged over `count` keys. */
   constructor(
     readonly layer: number,
     /** Key width f. */
@@ -62,6 +63,7 @@ export class KeyStats {
     }
   }
 
+  /** What the statistics are, for messages and the background factorisation. */
   private get what(): string {
     return `key second moment of layer ${this.layer}`;
   }
@@ -79,6 +81,7 @@ export class KeyStats {
     return this.preparing;
   }
 
+  /** The Cholesky factor: read back from factorDir when it holds this C's, else computed (and kept there). */
   private async loadOrFactorise(log: (line: string) => void): Promise<Float64Array> {
     if (this.factor) return this.factor;
     if (this.factorDir === null) return await choleskyInBackground(this.moment, this.width, this.what);

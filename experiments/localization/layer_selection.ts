@@ -46,7 +46,9 @@ export interface LayerSelection {
 
 /** A layer-choice strategy: a name and how it selects on a proxy set. */
 export interface LayerSelector {
+  /** How reports and stores name the strategy. */
   name: string;
+  /** Chooses layers for `requests` (the proxy facts) on the unedited model. */
   select(model: Model, tok: Tokenizer, requests: SelectionRequest[]): Promise<LayerSelection>;
 }
 

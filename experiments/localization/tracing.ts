@@ -203,6 +203,7 @@ export class TraceRun {
     readonly corrupted: number,
   ) {}
 
+  /** Number of tokens of the prompt. */
   get T(): number {
     return this.ids.length;
   }
@@ -832,26 +833,37 @@ export function tokenGroups(T: number, [b, e]: [number, number]): Record<TokenGr
   };
 }
 
+/** One token group's averaged curves over layers (ROME's averaged causal traces). */
 export interface GroupCurve {
+  /** Which tokens were pooled. */
   group: TokenGroup;
   /** Token rows pooled (each middle subject token counts as one). */
   count: number;
   /** Per layer, means over the pooled rows. */
   prob: number[];
+  /** Per layer, the mean of KindGrid.effect (noise: prob - corrupted; zero: clean - prob). */
   effect: number[];
   /** Standard error of `effect` over the pooled rows (NaN with fewer than 2 rows). */
   effectSe: number[];
+  /** Per layer, the mean of KindGrid.fraction (the effect over its denominator). */
   fraction: number[];
 }
 
+/** Traces of many facts averaged by token group (ROME's averaged causal-tracing figures). */
 export interface AverageTrace {
+  /** Noise-and-restore tracing or representation zeroing. */
   method: TraceMethod;
+  /** The hidden states traced. */
   kind: StateKind;
+  /** Layers restored (or zeroed) around each centre layer. */
   window: number;
+  /** Facts averaged. */
   facts: number;
   /** Mean clean probability (ROME's high score) and mean corrupted probability (low score; null for zeroing). */
   clean: number;
+  /** Mean corrupted probability; null for zeroing. */
   corrupted: number | null;
+  /** One curve per token group. */
   groups: GroupCurve[];
   /** Zeroing only: per layer, means over facts of KindGrid.subjectZeroed (all subject tokens zeroed together). */
   subjectZeroed?: { prob: number[]; fraction: number[] };
