@@ -155,6 +155,7 @@ export class Gpu {
   private uniformSlot = 0;
   /** Number of dispatches recorded since the Gpu was opened (for benchmarks and tests). */
   dispatchCount = 0;
+  /** Number of queue submits since the Gpu was opened (for benchmarks and tests). */
   submitCount = 0;
   /** empty()/zeros() calls that had to create a buffer (a steady loop should stop adding to this). */
   poolMisses = 0;

@@ -480,7 +480,9 @@ export class WordLevelTokenizer implements Tokenizer {
   readonly eosId: number | null;
   /** Locus's word-level models are fed no token before a text. */
   readonly bosId = null;
+  /** The id of words not in the vocabulary. */
   readonly unkId: number;
+  /** How text is split into words before the lookup. */
   readonly preTokenizer: PreTokenizerName;
   private readonly ids = new Map<string, number>();
   /** unk and eos: matched whole in text, so "<unk>" is not split into "<", "unk", ">". */
@@ -1161,6 +1163,7 @@ export class HfTokenizer implements Tokenizer {
     return s;
   }
 
+  /** The bytes a token stands for (byte-level, byte-fallback or plain text). */
   private computeSurface(token: string): Uint8Array {
     if (this.addedIds.has(token)) return utf8Encoder.encode(token);
     if (this.byteLevel) {
@@ -1172,6 +1175,7 @@ export class HfTokenizer implements Tokenizer {
     return byte ? Uint8Array.of(parseInt(byte[1], 16)) : utf8Encoder.encode(token);
   }
 
+  /** The ids of the library's tokens. */
   private ids(tokens: string[]): number[] {
     return tokens.map((t) => {
       const id = this.addedIds.get(t) ?? this.library.token_to_id(t);
