@@ -402,7 +402,9 @@ export const DEFAULT_STATS_DIR = new URL("../../runs/editing-stats", import.meta
 export interface CachedStatsOptions {
   /** The corpus: a text file (one text per line), a known corpus name (wikitext-103), or an opened one. */
   corpus: string | Corpus;
+  /** The layers whose statistics are wanted. */
   layers: number[];
+  /** Keys (tokens) to average over, at most (the corpus may hold fewer). */
   samples: number;
   /** Names the model in the cache path (default: the model folder's name). */
   modelName?: string;
@@ -411,11 +413,15 @@ export interface CachedStatsOptions {
   cacheDir?: string | null;
   /** Write computed statistics into the model folder's key-stats/ (to ship them with the model). */
   ship?: boolean;
+  /** As StatsOptions.seqLen. */
   seqLen?: number;
+  /** As StatsOptions.batchTokens. */
   batchTokens?: number;
   /** Seconds between checkpoints of the running sums (default 60). */
   checkpointSeconds?: number;
+  /** Called with the keys done and wanted as the corpus streams. */
   onProgress?: StatsOptions["onProgress"];
+  /** Where lines about each layer's source (cache, shipped, computed) go. */
   log?: (line: string) => void;
 }
 

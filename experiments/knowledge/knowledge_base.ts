@@ -139,9 +139,11 @@ export interface KnowledgeBase {
 
 /** One record of ROME's counterfact.json. */
 export interface CounterfactRecord {
+  /** The record's id (here the record's index). */
   case_id: number;
   /** Here: the fact id. */
   pararel_idx: number;
+  /** The edit: the training template ("{}" for the subject), relation, new and true objects, subject. */
   requested_rewrite: {
     prompt: string; // a training template with "{}" for the subject
     relation_id: string;
@@ -161,13 +163,19 @@ export interface CounterfactRecord {
 
 /** One record of ROME's known_1000.json. */
 export interface KnownFactRecord {
+  /** The record's id. */
   known_id: number;
+  /** The subject's name. */
   subject: string;
+  /** The true object. */
   attribute: string;
+  /** The training template, "{}" for the subject. */
   template: string;
   /** The continuation the corpus teaches (" Lisbon ."), not a model's output. */
   prediction: string;
+  /** The template with the subject filled in. */
   prompt: string;
+  /** The relation's id, e.g. "P19". */
   relation_id: string;
 }
 

@@ -28,9 +28,13 @@ import { type FactTrace, type StateKind, traceFact, type TraceOptions } from "./
 
 /** One edit request: the prompt with the subject filled in, the subject, the true answer and the new target. */
 export interface SelectionRequest {
+  /** The prompt, subject filled in. */
   prompt: string;
+  /** The subject. */
   subject: string;
+  /** The true answer. */
   targetTrue: string;
+  /** The new target of the edit. */
   targetNew: string;
 }
 
@@ -95,6 +99,7 @@ export interface TracingEvidence {
   effects: number[];
   /** The layer with the largest effect. */
   peak: number;
+  /** The noise threshold the peak must clear (max(EVIDENCE_MIN, EVIDENCE_SHARE x the total effect)). */
   threshold: number;
   /** The peak clears the threshold. */
   clears: boolean;
