@@ -172,6 +172,29 @@ function splitOnSpecialTokens(text: string, pattern: RegExp | null): Span[] {
   return spans;
 }
 
+/** Token ids and character ranges [start, end) of `text`: each special-token span (matched by
+ *  `pattern`) becomes the one id `specialId` gives it; each ordinary span is tokenized by `encodeSpan`,
+ *  which appends its tokens' ids and ranges (in `text`: the span starts at `start`). */
+function encodeAroundSpecials(
+  text: string,
+  pattern: RegExp | null,
+  specialId: (token: string) => number,
+  encodeSpan: (span: string, start: number, ids: number[], offsets: [number, number][]) => void,
+): { ids: number[]; offsets: [number, number][] } {
+  const ids: number[] = [];
+  const offsets: [number, number][] = [];
+  for (const span of splitOnSpecialTokens(text, pattern)) {
+    const spanText = text.slice(span.start, span.end);
+    if (span.special) {
+      ids.push(specialId(spanText));
+      offsets.push([span.start, span.end]);
+    } else {
+      encodeSpan(spanText, span.start, ids, offsets);
+    }
+  }
+  return { ids, offsets };
+}
+
 // ---------------------------------------------------------------------------------------------
 // GPT-2 byte-level BPE
 
@@ -362,19 +385,14 @@ export class BpeTokenizer implements Tokenizer {
   }
 
   encodeWithOffsets(text: string): { ids: number[]; offsets: [number, number][] } {
-    const ids: number[] = [];
-    const offsets: [number, number][] = [];
-    for (const span of splitOnSpecialTokens(text, this.specialPattern)) {
-      if (span.special) {
-        ids.push(this.specials.get(text.slice(span.start, span.end))!);
-        offsets.push([span.start, span.end]);
-        continue;
-      }
-      for (const m of text.slice(span.start, span.end).matchAll(GPT2_SPLIT)) {
-        this.encodePiece(m[0], span.start + m.index, ids, offsets);
-      }
-    }
-    return { ids, offsets };
+    return encodeAroundSpecials(
+      text,
+      this.specialPattern,
+      (t) => this.specials.get(t)!,
+      (span, start, ids, offsets) => {
+        for (const m of span.matchAll(GPT2_SPLIT)) this.encodePiece(m[0], start + m.index, ids, offsets);
+      },
+    );
   }
 
   /** Appends the tokens of one pre-tokenized piece found at text[start...]. A token may end inside a
@@ -594,21 +612,17 @@ export class WordLevelTokenizer implements Tokenizer {
   }
 
   encodeWithOffsets(text: string): { ids: number[]; offsets: [number, number][] } {
-    const ids: number[] = [];
-    const offsets: [number, number][] = [];
-    for (const span of splitOnSpecialTokens(text, this.specialPattern)) {
-      const spanText = text.slice(span.start, span.end);
-      if (span.special) {
-        ids.push(this.ids.get(spanText)!);
-        offsets.push([span.start, span.end]);
-        continue;
-      }
-      for (const m of spanText.matchAll(PRE_TOKENIZERS[this.preTokenizer])) {
-        ids.push(this.ids.get(m[0]) ?? this.unkId);
-        offsets.push([span.start + m.index, span.start + m.index + m[0].length]);
-      }
-    }
-    return { ids, offsets };
+    return encodeAroundSpecials(
+      text,
+      this.specialPattern,
+      (t) => this.ids.get(t)!,
+      (span, start, ids, offsets) => {
+        for (const m of span.matchAll(PRE_TOKENIZERS[this.preTokenizer])) {
+          ids.push(this.ids.get(m[0]) ?? this.unkId);
+          offsets.push([start + m.index, start + m.index + m[0].length]);
+        }
+      },
+    );
   }
 
   /** Words joined by single spaces; with the Whitespace pre-tokenizer, punctuation attaches to the
