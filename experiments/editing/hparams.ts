@@ -13,7 +13,7 @@
 // defaults below.
 //
 // Small models (the embedded word-level model: 6 layers, d = 128, f = 512), measured on it (knowledge base
-// v2, weights/locus-kb/MODEL_CARD.md) with experiments/editing/quality.ts, its own CounterFact cases:
+// v2, weights/locus-kb/MODEL_CARD.md) with ./locus task quality, its own CounterFact cases:
 //   - fact token "subject_last", as for every GPT-2-family model: the averaged causal trace
 //     (./locus task trace --dataset weights/locus-kb/known_facts.json --limit 200 --window 1) puts the
 //     MLP's indirect effect at the subject's last token (0.228 +- 0.013 at layer 0), the last token's

@@ -1,5 +1,5 @@
 // The editing methods' hyper-parameter overrides as command-line options, shared by ./locus task edit and
-// experiments/editing/quality.ts: the option declarations for node:util's parseArgs and the Overrides
+// ./locus task quality: the option declarations for node:util's parseArgs and the Overrides
 // they give (editing/methods.ts applies them over the model family's documented defaults).
 import { numberOption } from "../output.ts";
 import type { FactToken } from "./keys.ts";
