@@ -66,8 +66,11 @@ function constants(gpu: Gpu): { one: Tensor; placeholder: Tensor } {
 
 /** The gradients of a LayerNorm (or RMSNorm): input, and weight and bias when they are learned. */
 export interface LayernormGrads {
+  /** Gradient of the input [R, C]. */
   dx: Tensor;
+  /** Gradient of the weight [C] (when learned). */
   dgamma?: Tensor;
+  /** Gradient of the bias [C] (LayerNorm with a learned bias). */
   dbeta?: Tensor;
 }
 

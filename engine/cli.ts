@@ -6,7 +6,7 @@ import { predictNext } from "./predict.ts";
 export { type Prediction, predictNext } from "./predict.ts";
 
 /** The embedded model's folder, `weights/locus-kb`: every command's default `--model`. */
-export const DEFAULT_MODEL_DIR = new URL("../weights/locus-kb", import.meta.url).pathname;
+export const DEFAULT_MODEL_DIR: string = new URL("../weights/locus-kb", import.meta.url).pathname;
 
 /** Greedy decoding: appends the argmax token `maxNew` times (stops at end-of-text). */
 export async function generateGreedy(

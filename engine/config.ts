@@ -44,11 +44,17 @@ export type Activation = "gelu_tanh" | "gelu" | "silu";
 
 /** The shape of a GPT-2 model: all a GPT-2 config needs (the other fields take GPT-2's values). */
 export interface GPT2Config {
-  vocabSize: number; // V
-  nPositions: number; // P, the longest sequence
-  nEmbd: number; // d
-  nLayer: number; // L
-  nHead: number; // H
+  /** V, the vocabulary size. */
+  vocabSize: number;
+  /** P, the longest sequence. */
+  nPositions: number;
+  /** d, the residual stream width. */
+  nEmbd: number;
+  /** L, the number of blocks. */
+  nLayer: number;
+  /** H, the number of query heads. */
+  nHead: number;
+  /** The norms' epsilon (layer_norm_epsilon, rms_norm_eps). */
   layerNormEpsilon: number;
 }
 
@@ -64,10 +70,15 @@ export interface RotaryConfig {
 
 /** A validated model configuration: GPT-2's sizes plus the family's block description. */
 export interface ModelConfig extends GPT2Config {
+  /** The model_type's family, which decides tensor names and the block's form. */
   family: Family;
-  nKvHead: number; // key/value heads, dividing nHead
-  headDim: number; // hd (not always d / H: Gemma)
-  nInner: number; // f, the MLP width (of each of gate and up when gated)
+  /** Key/value heads, dividing nHead. */
+  nKvHead: number;
+  /** hd, one head's width (not always d / H: Gemma). */
+  headDim: number;
+  /** f, the MLP width (of each of gate and up when gated). */
+  nInner: number;
+  /** LayerNorm (mean and variance, with bias) or RMSNorm. */
   norm: "layernorm" | "rmsnorm";
   /** 1 when the norm multiplies by (1 + w) (Gemma), else 0. */
   normGainOffset: 0 | 1;
@@ -75,21 +86,33 @@ export interface ModelConfig extends GPT2Config {
   rotary: RotaryConfig | null;
   /** Per layer: attend to the last `window` keys only (key j > t - window), or null for all. */
   windows: (number | null)[];
+  /** Attention logits are multiplied by this (1/sqrt(hd), or the config's query_pre_attn_scalar). */
   attnScale: number;
+  /** Gemma 2: attention logits become cap * tanh(logits / cap); null: no cap. */
   attnSoftcap: number | null;
+  /** Gemma 3: RMSNorm of each head's queries and keys before rotary. */
   qkNorm: boolean;
+  /** The q, k and v projections have biases (GPT-2, NeoX, Qwen2). */
   qkvBias: boolean;
+  /** The attention output projection has a bias. */
   attnOutBias: boolean;
+  /** plain: down(act(up x)); gated: down(act(gate x) * up x) (SwiGLU, GeGLU). */
   mlp: "plain" | "gated";
+  /** The MLP's activation function. */
   activation: Activation;
+  /** The MLP's projections have biases. */
   mlpBias: boolean;
+  /** sequential: x + attn, then + mlp; parallel: x + attn(x) + mlp(x), from one norm (GPT-J) or two (NeoX). */
   residual: "sequential" | "parallel_shared_norm" | "parallel";
   /** Gemma 2/3: norm the attention and MLP outputs before the residual add. */
   postNorms: boolean;
   /** Embeddings are multiplied by this (Gemma: sqrt(d)). */
   embedScale: number;
+  /** The LM head is wte's transpose. */
   tiedHead: boolean;
+  /** The LM head has a bias (GPT-J). */
   headBias: boolean;
+  /** Gemma 2: logits become cap * tanh(logits / cap); null: no cap. */
   finalSoftcap: number | null;
   /** Rows of the MLP's down projection are stored [in, out] (GPT-2 Conv1D) or [out, in] (nn.Linear). */
   linearLayout: "in_out" | "out_in";

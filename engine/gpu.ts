@@ -37,15 +37,18 @@ export function tensorBytes(size: number, dtype: Dtype): number {
 
 /** A GPU tensor: one storage buffer holding `dtype` values, row-major `shape`. */
 export class Tensor {
+  /** Wraps `buffer` (owned by `gpu`) as a tensor of `shape`; Gpu.tensor/upload make them. */
   constructor(
     readonly gpu: Gpu,
     readonly buffer: GPUBuffer,
     readonly shape: readonly number[],
     readonly dtype: Dtype = "f32",
   ) {}
+  /** Number of elements: the product of the shape. */
   get size(): number {
     return this.shape.reduce((a, b) => a * b, 1);
   }
+  /** Bytes of the data (2 per element for f16/bf16, 4 otherwise). */
   get bytes(): number {
     return tensorBytes(this.size, this.dtype);
   }
@@ -152,6 +155,7 @@ export class Gpu {
   private uniformSlot = 0;
   /** Number of dispatches recorded since the Gpu was opened (for benchmarks and tests). */
   dispatchCount = 0;
+  /** Number of queue submits since the Gpu was opened (for benchmarks and tests). */
   submitCount = 0;
   /** empty()/zeros() calls that had to create a buffer (a steady loop should stop adding to this). */
   poolMisses = 0;
@@ -250,6 +254,7 @@ export class Gpu {
       `backend=${i.backend}`;
   }
 
+  /** The device's limits (the adapter's real ones, requested at creation). */
   get limits(): GPUSupportedLimits {
     return this.device.limits;
   }
@@ -319,6 +324,7 @@ export class Gpu {
     return buffer ? new Tensor(this, buffer, shape, dtype) : this.tensor(shape, undefined, dtype);
   }
 
+  /** A released f32 buffer of the shape's size, if the pool holds one. */
   private takeFromPool(shape: readonly number[]): GPUBuffer | undefined {
     const bytes = Math.max(4, shape.reduce((a, b) => a * b, 1) * 4);
     const buffer = this.pool.get(bytes)?.pop();
@@ -487,10 +493,12 @@ export class Gpu {
     this.touch(t.buffer);
   }
 
+  /** Copies `t` to the CPU as f32 values (flushes pending work). */
   async read(t: Tensor): Promise<Float32Array> {
     return (await this.readMany([t]))[0];
   }
 
+  /** Copies `t` to the CPU as u32 values (token ids, argmaxes; flushes pending work). */
   async readU32(t: Tensor): Promise<Uint32Array> {
     const f = await this.read(t);
     return new Uint32Array(f.buffer, f.byteOffset, f.length);
@@ -499,11 +507,11 @@ export class Gpu {
   // ---------------------------------------------------------------- kernels
 
   /** A shader's WGSL followed by the function files it names on `// import: NAME.wgsl` lines. */
-  private source(file: string): string {
+  shaderSource(file: string): string {
     let src = this.shaderSources.get(file);
     if (src === undefined) {
       const text = io().shader(file);
-      const imports = [...text.matchAll(/^\/\/ import: (\S+\.wgsl)$/gm)].map((m) => this.source(m[1]));
+      const imports = [...text.matchAll(/^\/\/ import: (\S+\.wgsl)$/gm)].map((m) => this.shaderSource(m[1]));
       src = [text, ...imports].join("\n");
       this.shaderSources.set(file, src);
     }
@@ -521,7 +529,7 @@ export class Gpu {
         return typeof v === "boolean" ? `const ${n} = ${v};` : `const ${n} = ${v}u;`;
       }).join("\n");
       // Directives (`enable f16;`) must precede every declaration, the parameters included.
-      const source = this.source(file);
+      const source = this.shaderSource(file);
       const directives = source.match(/^enable \w+;$/gm) ?? [];
       const code = [...directives, header, source.replace(/^enable \w+;$/gm, "")].join("\n");
       const module = this.device.createShaderModule({ code, label: key });
@@ -531,7 +539,9 @@ export class Gpu {
         label: key,
       });
       this.pipelines.set(key, p);
-      const writable = [...this.source(file).matchAll(/@binding\((\d+)\)\s*var<storage,\s*read_write>/g)];
+      const writable = [
+        ...this.shaderSource(file).matchAll(/@binding\((\d+)\)\s*var<storage,\s*read_write>/g),
+      ];
       this.writableBindings.set(p, writable.map((w) => Number(w[1])));
     }
     return p;
@@ -590,10 +600,12 @@ export class Gpu {
     if (this.uniformSlot >= UNIFORM_SLOTS) this.flush();
   }
 
+  /** Opens a command encoder if none is recording. */
   private ensureEncoder(): void {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
   }
 
+  /** Ends the open compute pass, if any, so that copies can be recorded. */
   private endPass(): void {
     this.ensureEncoder();
     if (this.pass) {
@@ -629,6 +641,7 @@ export class Gpu {
     await this.device.queue.onSubmittedWorkDone();
   }
 
+  /** Destroys the device; the Gpu and its tensors are unusable afterwards. */
   destroy(): void {
     this.device.destroy();
   }

@@ -55,6 +55,7 @@ export type Site = "embed" | "attn" | "mlp_pre" | "key" | "mlp" | "resid";
 export interface Hook {
   /** Block index; ignored for "embed". */
   layer: number;
+  /** Where in the block the state is read or patched. */
   site: Site;
   /** Copies state rows out before any patch: into[intoRows[i]] = state[rows[i]] (intoRows default 0..n-1). */
   capture?: { into: Tensor; rows: number[]; intoRows?: number[] };
@@ -64,9 +65,13 @@ export interface Hook {
 
 /** Token ids of B prompts right-padded to T; lengths[b] real tokens in row b. */
 export interface Batch {
-  ids: Uint32Array; // [B*T]
+  /** Token ids, [B*T]. */
+  ids: Uint32Array;
+  /** Prompts in the batch. */
   B: number;
+  /** Padded length: the longest prompt's tokens. */
   T: number;
+  /** Real tokens of each prompt. */
   lengths: number[];
 }
 
@@ -115,7 +120,9 @@ export interface LayerActivations {
 export interface ForwardResult {
   /** Logits [outputRows.length, V] for the requested rows (after the final soft-cap, if any). */
   logits: Tensor;
+  /** The rows (b*T + t) the logits are of, in their order. */
   outputRows: number[];
+  /** The batch the forward ran on. */
   batch: Batch;
   /** Present when the forward was run with keep: true. */
   acts?: {
@@ -126,7 +133,9 @@ export interface ForwardResult {
     lnf: Tensor; // ln_f(selected)
     lnfStats: Tensor;
   };
+  /** The hooks the forward ran with (a backward reads their patches). */
   hooks: Hook[];
+  /** The block the forward started at (0 unless restarted mid-model). */
   startLayer: number;
   /** The caller's `input` tensor, if the pass was given one (never released by releaseForward). */
   input?: Tensor;
@@ -147,8 +156,11 @@ export interface ForwardResult {
  * of these rows, not of parameters (the prefix's share would be missing).
  */
 export interface Suffix {
+  /** Per sequence, the first position computed (the rows before it are cached). */
   starts: number[];
+  /** Per layer from startLayer on, the cached attention inputs q|k|v [rows, (H + 2 Hkv) hd]. */
   qkv: Tensor[];
+  /** Per sequence, the row of qkv[l] that holds its position 0. */
   bases: number[];
   /** Positions per sequence (the whole sequences' padded length). */
   T: number;
@@ -156,6 +168,7 @@ export interface Suffix {
 
 /** Hooks, kept activations, output rows, a restart mid-model and virtual edits of one forward. */
 export interface ForwardOptions {
+  /** Captures and patches, applied in order at their sites. */
   hooks?: Hook[];
   /** Rows (b*T + t) whose logits are computed; default the last real token of each prompt. */
   outputRows?: number[];
@@ -163,6 +176,7 @@ export interface ForwardOptions {
   keep?: boolean;
   /** Start at this block with `input` [B*T, d] as the residual entering it (reuses a shared prefix). */
   startLayer?: number;
+  /** With startLayer: the residual [B*T, d] entering that block. */
   input?: Tensor;
   /**
    * Low-rank edits of MLP output projections applied per row without writing the weights
@@ -203,11 +217,13 @@ const IGNORED_TENSORS =
 export class Model {
   /** Every parameter except wte and an untied head (which may be split into chunks), by Locus name. */
   readonly params = new Map<string, Tensor>();
+  /** The token embedding, split into chunks by rows over storage bindings. */
   readonly wte: EmbeddingChunk[] = [];
   /** Projection weights over one storage binding, split by output rows ([out, in] layout only). */
   readonly rowChunks = new Map<string, EmbeddingChunk[]>();
   /** The unembedding's chunks: wte's own when the head is tied. */
   readonly head: EmbeddingChunk[] = [];
+  /** The validated configuration. */
   readonly config: ModelConfig;
   /** Per layer, the rotary inverse frequencies [dims/2] (layers with the same frequencies share one). */
   readonly invFreq: Tensor[] = [];
@@ -461,10 +477,12 @@ export class Model {
     return Model.fromArrays(gpu, config, randomWeights(config, seed, perturb), `random(seed=${seed})`);
   }
 
+  /** Number of blocks, config.nLayer. */
   get nLayer(): number {
     return this.config.nLayer;
   }
 
+  /** The parameter tensor `name` (e.g. "h.0.mlp.c_proj.weight"); an error naming it if there is none. */
   p(name: string): Tensor {
     const t = this.params.get(name);
     if (t) return t;
@@ -611,9 +629,9 @@ export class Model {
   }
 
   /** Rotary embedding of layer l in place on fused q|k|v rows [R, (H + 2 Hkv) hd]; sign -1 undoes it
-   *  (the backward pass of a rotation is the inverse rotation of the gradient). */
+   *  (the backward pass of a rotation is the inverse rotation of the gradient). `starts` (u32, its first
+   *  R / T values): each sequence's first position, in a suffix forward. */
   rotate(qkv: Tensor, l: number, R: number, T: number, sign: 1 | -1 = 1, starts?: Tensor): void {
-    // `starts` (u32, its first R / T values): each sequence's first position in a suffix forward.
     const c = this.config;
     if (!c.rotary) throw new Error(`rotate: ${c.family} has no rotary embedding`);
     rope(this.gpu, qkv, this.invFreq[l], {

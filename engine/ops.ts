@@ -120,20 +120,27 @@ export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
 
 /** Layouts, epilogue (bias, alpha, beta, GELU), batching and output placement of one matmul. */
 export interface MatmulOptions {
+  /** A is stored transposed: [K, M] read as [M, K]. */
   transA?: boolean;
+  /** B is stored transposed: [N, K] read as [K, N] (nn.Linear weights). */
   transB?: boolean;
+  /** [N], added to every row of C. */
   bias?: Tensor;
+  /** Scale of the product AB (default 1). */
   alpha?: number;
   /** C = alpha*AB + bias + beta*C; beta=1 accumulates into an existing `out` (gradients, residual adds). */
   beta?: number;
   /** C = gelu_new(alpha*AB + bias + beta*C): the MLP's activation fused into c_fc's epilogue. */
   gelu?: boolean;
+  /** Where C is written (default: a new tensor). */
   out?: Tensor;
   /** Batched product: `batch` independent products with element strides (0 = shared operand). */
   batch?: number;
+  /** Element strides between the batch's A, B and C operands. */
   strides?: { a: number; b: number; c: number };
   /** Row stride of C (default N) and element offset of C[0,0]: write into a column slice. */
   ldc?: number;
+  /** Element offset of C[0,0] in `out` (default 0). */
   outOffset?: number;
   /**
    * B is a model weight: read by many products and rarely written. Adapters whose tiles set
@@ -335,13 +342,17 @@ function matmulTexture(
  *  [R, C] tensor). Gemma 3's per-head q/k norms use G heads of C = hd values inside each fused
  *  q|k|v row of width ld, starting at column off. */
 export interface NormRows {
+  /** Rows per group (heads per fused q|k|v row). */
   G: number;
+  /** Values between the starts of consecutive groups (the fused row's width). */
   ld: number;
+  /** Column of the first group's first value. */
   off: number;
 }
 
 /** Output and saved statistics of a LayerNorm or RMSNorm call. */
 export interface NormOptions {
+  /** Where the normed rows are written (default: a new tensor). */
   out?: Tensor;
   /** [R,2] mean and rstd per row, filled for the backward pass. */
   stats?: Tensor;
@@ -349,6 +360,7 @@ export interface NormOptions {
   rms?: boolean;
   /** Multiply by (gamma + gainOffset): 1 for Gemma's (1 + w). */
   gainOffset?: number;
+  /** Where the rows are (default a plain [R, C] tensor). */
   rows?: NormRows;
 }
 
@@ -577,8 +589,11 @@ export interface AttentionOptions {
  * position is >= T is padding and gets zeros.
  */
 export interface QueryRows {
+  /** Rows computed per sequence. */
   Tq: number;
+  /** u32 [2B]: the sequences' starts, then their bases. */
   offsets: Tensor;
+  /** The cached q|k|v rows of the earlier positions. */
   cache: Tensor;
 }
 
@@ -718,9 +733,13 @@ export function embed(
  *  WebGPU forbids binding one buffer as both read and read_write, so that is a separate entry point).
  *  Entries must have distinct dst rows. Examples: copy = (keep 0, take 1); add = (1, 1); zero = (0, 0); scale by a = (a, 0). */
 export interface RowEntry {
+  /** Row of dst written. */
   dst: number;
+  /** Row of src read (of dst itself when src is null). */
   src: number;
+  /** Factor of dst's own row. */
   keep: number;
+  /** Factor of src's row. */
   take: number;
 }
 

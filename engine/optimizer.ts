@@ -39,10 +39,15 @@ export interface AdamState {
 export class Adam {
   /** Learning rate of the next step; change it between steps for a schedule. */
   lr: number;
+  /** First moment decay (default 0.9). */
   readonly beta1: number;
+  /** Second moment decay (default 0.999). */
   readonly beta2: number;
+  /** Added to sqrt(v) in the denominator (default 1e-8). */
   readonly eps: number;
+  /** Decoupled weight decay (AdamW); 0 = plain Adam. */
   readonly weightDecay: number;
+  /** Global L2 norm the gradients are clipped to; undefined: no clipping. */
   readonly clipNorm: number | undefined;
   /** Steps taken so far (Adam's t; bias corrections use t+1 on the next step). */
   stepCount = 0;
@@ -51,6 +56,7 @@ export class Adam {
   private readonly m: Tensor[];
   private readonly v: Tensor[];
 
+  /** Zeroed moments for every parameter of `params`, optimised with the options `o`. */
   constructor(readonly gpu: Gpu, readonly params: AdamParam[], o: AdamOptions) {
     this.lr = o.lr;
     this.beta1 = o.beta1 ?? 0.9;
@@ -151,6 +157,7 @@ export class Adam {
     this.stepCount = s.step;
   }
 
+  /** Frees the moment buffers; the parameters themselves are the caller's. */
   destroy(): void {
     for (const t of [...this.m, ...this.v, this.normSq]) t.destroy();
   }

@@ -18,6 +18,7 @@ import { type ByteReader, io, joinPath as join } from "./io.ts";
 
 /** Any problem with a safetensors file or checkpoint folder; `file` and `tensor` say where. */
 export class SafetensorsError extends Error {
+  /** `message` about `file` (and `tensor`, when one is concerned). */
   constructor(readonly file: string, readonly tensor: string | undefined, message: string) {
     super(message);
     this.name = "SafetensorsError";

@@ -26,6 +26,7 @@ export interface Tokenizer {
   readonly eosId: number | null;
   /** The token encode() puts before every text; null when it puts none. */
   readonly bosId: number | null;
+  /** The token ids of `text`, with what the post-processor adds (BOS). */
   encode(text: string): number[];
   /** The text of the tokens, without those the post-processor adds (BOS) and without the one space a
    *  SentencePiece-style tokenizer prepends: the inverse of encode, as the Python library's decode. An id
@@ -169,6 +170,29 @@ function splitOnSpecialTokens(text: string, pattern: RegExp | null): Span[] {
   }
   if (at < text.length) spans.push({ start: at, end: text.length, special: false });
   return spans;
+}
+
+/** Token ids and character ranges [start, end) of `text`: each special-token span (matched by
+ *  `pattern`) becomes the one id `specialId` gives it; each ordinary span is tokenized by `encodeSpan`,
+ *  which appends its tokens' ids and ranges (in `text`: the span starts at `start`). */
+function encodeAroundSpecials(
+  text: string,
+  pattern: RegExp | null,
+  specialId: (token: string) => number,
+  encodeSpan: (span: string, start: number, ids: number[], offsets: [number, number][]) => void,
+): { ids: number[]; offsets: [number, number][] } {
+  const ids: number[] = [];
+  const offsets: [number, number][] = [];
+  for (const span of splitOnSpecialTokens(text, pattern)) {
+    const spanText = text.slice(span.start, span.end);
+    if (span.special) {
+      ids.push(specialId(spanText));
+      offsets.push([span.start, span.end]);
+    } else {
+      encodeSpan(spanText, span.start, ids, offsets);
+    }
+  }
+  return { ids, offsets };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -355,24 +379,20 @@ export class BpeTokenizer implements Tokenizer {
     return new BpeTokenizer(vocab, mergeRanks, specials, specialIds, eosId);
   }
 
+  /** The token ids of `text` (Tokenizer.encode). */
   encode(text: string): number[] {
     return this.encodeWithOffsets(text).ids;
   }
 
   encodeWithOffsets(text: string): { ids: number[]; offsets: [number, number][] } {
-    const ids: number[] = [];
-    const offsets: [number, number][] = [];
-    for (const span of splitOnSpecialTokens(text, this.specialPattern)) {
-      if (span.special) {
-        ids.push(this.specials.get(text.slice(span.start, span.end))!);
-        offsets.push([span.start, span.end]);
-        continue;
-      }
-      for (const m of text.slice(span.start, span.end).matchAll(GPT2_SPLIT)) {
-        this.encodePiece(m[0], span.start + m.index, ids, offsets);
-      }
-    }
-    return { ids, offsets };
+    return encodeAroundSpecials(
+      text,
+      this.specialPattern,
+      (t) => this.specials.get(t)!,
+      (span, start, ids, offsets) => {
+        for (const m of span.matchAll(GPT2_SPLIT)) this.encodePiece(m[0], start + m.index, ids, offsets);
+      },
+    );
   }
 
   /** Appends the tokens of one pre-tokenized piece found at text[start...]. A token may end inside a
@@ -478,7 +498,9 @@ export class WordLevelTokenizer implements Tokenizer {
   readonly eosId: number | null;
   /** Locus's word-level models are fed no token before a text. */
   readonly bosId = null;
+  /** The id of words not in the vocabulary. */
   readonly unkId: number;
+  /** How text is split into words before the lookup. */
   readonly preTokenizer: PreTokenizerName;
   private readonly ids = new Map<string, number>();
   /** unk and eos: matched whole in text, so "<unk>" is not split into "<", "unk", ">". */
@@ -584,26 +606,23 @@ export class WordLevelTokenizer implements Tokenizer {
     );
   }
 
+  /** The token ids of `text` (Tokenizer.encode). */
   encode(text: string): number[] {
     return this.encodeWithOffsets(text).ids;
   }
 
   encodeWithOffsets(text: string): { ids: number[]; offsets: [number, number][] } {
-    const ids: number[] = [];
-    const offsets: [number, number][] = [];
-    for (const span of splitOnSpecialTokens(text, this.specialPattern)) {
-      const spanText = text.slice(span.start, span.end);
-      if (span.special) {
-        ids.push(this.ids.get(spanText)!);
-        offsets.push([span.start, span.end]);
-        continue;
-      }
-      for (const m of spanText.matchAll(PRE_TOKENIZERS[this.preTokenizer])) {
-        ids.push(this.ids.get(m[0]) ?? this.unkId);
-        offsets.push([span.start + m.index, span.start + m.index + m[0].length]);
-      }
-    }
-    return { ids, offsets };
+    return encodeAroundSpecials(
+      text,
+      this.specialPattern,
+      (t) => this.ids.get(t)!,
+      (span, start, ids, offsets) => {
+        for (const m of span.matchAll(PRE_TOKENIZERS[this.preTokenizer])) {
+          ids.push(this.ids.get(m[0]) ?? this.unkId);
+          offsets.push([start + m.index, start + m.index + m[0].length]);
+        }
+      },
+    );
   }
 
   /** Words joined by single spaces; with the Whitespace pre-tokenizer, punctuation attaches to the
@@ -1057,6 +1076,7 @@ export class HfTokenizer implements Tokenizer {
     return new HfTokenizer(root, root.model, source);
   }
 
+  /** The token ids of `text` (Tokenizer.encode). */
   encode(text: string): number[] {
     return [...this.template[0], ...this.ids(this.library.tokenize(text)), ...this.template[1]];
   }
@@ -1157,6 +1177,7 @@ export class HfTokenizer implements Tokenizer {
     return s;
   }
 
+  /** The bytes a token stands for (byte-level, byte-fallback or plain text). */
   private computeSurface(token: string): Uint8Array {
     if (this.addedIds.has(token)) return utf8Encoder.encode(token);
     if (this.byteLevel) {
@@ -1168,6 +1189,7 @@ export class HfTokenizer implements Tokenizer {
     return byte ? Uint8Array.of(parseInt(byte[1], 16)) : utf8Encoder.encode(token);
   }
 
+  /** The ids of the library's tokens. */
   private ids(tokens: string[]): number[] {
     return tokens.map((t) => {
       const id = this.addedIds.get(t) ?? this.library.token_to_id(t);

@@ -1,6 +1,6 @@
 // MEMIT and EMMET closed forms against their textbook formulas (float64, small f), and every method
 // on the five editing problems of Hase et al.: the problem's target probability must move the right
-// way on a tiny random model (directions only; the embedded model's quality is experiments/editing/quality.ts).
+// way on a tiny random model (directions only; the embedded model's quality is ./locus task quality).
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { Model, randomWeights } from "../engine/model.ts";

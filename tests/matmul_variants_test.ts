@@ -377,12 +377,11 @@ Deno.test(F16_TEST, async () => {
   }
   assert.equal(halfMatmulShader(gpu, "f16"), "matmul_half.wgsl", "without shader-f16 f16 is unpacked");
   if (Deno.env.get("LOCUS_F16_CHILD")) {
-    const source = Deno.readTextFileSync(new URL("../shaders/matmul_f16.wgsl", import.meta.url));
-    const imports = ["matmul.wgsl", "activation.wgsl", "matmul_half_kernel.wgsl"]
-      .map((f) => Deno.readTextFileSync(new URL(`../shaders/${f}`, import.meta.url)));
+    // The shader with its imports as the engine assembles it, with matmul's parameters.
     const params = "const TM = 4u; const TN = 4u; const WG_X = 8u; const WG_Y = 8u; const BK = 8u;" +
-      "const TRANS_A = false; const TRANS_B = true; const GELU = false; const ACT = 0u;";
-    const code = [params, source, ...imports].join("\n").replace("enable f16;", "").replaceAll("f16", "f32");
+      "const TRANS_A = false; const TRANS_B = true; const GELU = false; const ACT = 0u; const HALF_BF16 = false;";
+    const code = [params, gpu.shaderSource("matmul_f16.wgsl")].join("\n").replace("enable f16;", "")
+      .replaceAll("f16", "f32");
     gpu.device.pushErrorScope("validation");
     gpu.device.createComputePipeline({
       layout: "auto",

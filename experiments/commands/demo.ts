@@ -60,7 +60,7 @@ const USAGE = `usage: ./locus task demo [options]
   --model DIR         a GPT-2 folder with counterfact.json and corpus.txt (default ${DEFAULT_MODEL_DIR})
   --out DIR           where the page (index.html) and the trace's SVG go (default runs/demo)
   --stats-dir DIR     key statistics cache (default runs/editing-stats)
-  --v-steps N         ROME's optimisation steps (default 20)
+  --v-steps N         ROME's optimisation steps (default: the model's, editing/hparams.ts)
   --no-color          plain characters instead of coloured cells`;
 
 const PROXY_FACTS = 10;

@@ -18,12 +18,10 @@ import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
 import { combineEdits, type Edit, loadEdit, saveEdit } from "../editing/edit.ts";
-import type { FactToken } from "../editing/keys.ts";
 import {
   computeEdits,
   describeEdit,
   methodConfig,
-  type Overrides,
   parseMethod,
   statsLayers,
   templateStartWords,
@@ -32,6 +30,7 @@ import { parseProblem, problemRequest, PROBLEMS } from "../editing/problems.ts";
 import { evaluateEdit, methodKeyStats, resolveCase } from "../editing/single_edit.ts";
 import { formatStandardScores } from "../evaluation/metrics.ts";
 import { numberOption, ProgressBar } from "../output.ts";
+import { OVERRIDE_OPTIONS, OVERRIDE_USAGE, parseOverrides } from "../editing/override_options.ts";
 import { type NoiseLevel, subjectNoiseLevel } from "../localization/tracing.ts";
 
 const USAGE = `usage: ./locus task edit [options]
@@ -55,33 +54,11 @@ const USAGE = `usage: ./locus task edit [options]
   --stats-dir DIR       key statistics cache (default runs/editing-stats)
   --stats FILE          key statistics released by ROME/MEMIT (.npz, e.g. transformer.h.17.mlp.c_proj_
                         float32_mom2_100000.npz), one per edited layer (repeatable; L=FILE names the layer)
-  --fact-token T        subject_last | subject_first | last: where keys are read and values written
-  --v-steps N, --v-lr X, --kl-factor X, --clamp-norm X, --lambda X, --ft-eps X, --ft-steps N, --ft-lr X
-                        hyper-parameter overrides
+${OVERRIDE_USAGE}
   --tokens N            tokens to generate per completion (default 8)
   --save FILE           write the edit (safetensors)
   --load FILE           apply a saved edit instead of computing one
   --json                print a JSON summary instead of text`;
-
-export function parseFactToken(s: string | undefined): FactToken | undefined {
-  if (s === undefined) return undefined;
-  if (s !== "subject_last" && s !== "subject_first" && s !== "last") {
-    throw new Error(`--fact-token: expected subject_last, subject_first or last, got "${s}"`);
-  }
-  return s;
-}
-
-/** "3", "2,3,4" or "2-4". */
-export function parseLayers(s: string): number[] {
-  const range = /^(\d+)-(\d+)$/.exec(s);
-  const layers = range
-    ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i)
-    : s.split(",").map((x) => Number(x.trim()));
-  if (layers.length === 0 || layers.some((l) => !Number.isInteger(l) || l < 0)) {
-    throw new Error(`--layers: expected "3", "2,3,4" or "2-4", got "${s}"`);
-  }
-  return layers;
-}
 
 /** A score for the terminal; caseScores gives NaN for a score the case has no prompts for. */
 function formatScore(score: number): string {
@@ -95,7 +72,6 @@ async function main(args: string[]): Promise<number> {
       model: { type: "string", default: DEFAULT_MODEL_DIR },
       method: { type: "string", default: "rome" },
       layer: { type: "string" },
-      layers: { type: "string" },
       problem: { type: "string", default: "error-injection" },
       case: { type: "string" },
       dataset: { type: "string" },
@@ -109,15 +85,7 @@ async function main(args: string[]): Promise<number> {
       samples: { type: "string" },
       "stats-dir": { type: "string" },
       stats: { type: "string", multiple: true },
-      "fact-token": { type: "string" },
-      "v-steps": { type: "string" },
-      "v-lr": { type: "string" },
-      "kl-factor": { type: "string" },
-      "clamp-norm": { type: "string" },
-      lambda: { type: "string" },
-      "ft-eps": { type: "string" },
-      "ft-steps": { type: "string" },
-      "ft-lr": { type: "string" },
+      ...OVERRIDE_OPTIONS,
       tokens: { type: "string", default: "8" },
       save: { type: "string" },
       load: { type: "string" },
@@ -136,19 +104,7 @@ async function main(args: string[]): Promise<number> {
   const tok = await loadTokenizer(dir);
   const method = parseMethod(values.method!);
   const problem = parseProblem(values.problem!);
-  const layerText = values.layers ?? values.layer;
-  const overrides: Overrides = {
-    layers: layerText === undefined ? undefined : parseLayers(layerText),
-    factToken: parseFactToken(values["fact-token"]),
-    vNumGradSteps: numberOption("v-steps", values["v-steps"]),
-    vLr: numberOption("v-lr", values["v-lr"]),
-    klFactor: numberOption("kl-factor", values["kl-factor"]),
-    clampNormFactor: numberOption("clamp-norm", values["clamp-norm"]),
-    mom2UpdateWeight: numberOption("lambda", values["lambda"]),
-    normConstraint: numberOption("ft-eps", values["ft-eps"]),
-    numSteps: numberOption("ft-steps", values["ft-steps"]),
-    ftLr: numberOption("ft-lr", values["ft-lr"]),
-  };
+  const overrides = parseOverrides({ ...values, layers: values.layers ?? values.layer });
   const mc = methodConfig(model, method, overrides);
   const c = await resolveCase(model, tok, {
     caseId: values.case,

@@ -32,7 +32,9 @@ export const DATASET_FORMATS: readonly DatasetFormat[] = [
 
 /** A prompt with the answer expected after it. */
 export interface Probe {
+  /** The prompt, no answer. */
   prompt: string;
+  /** The expected answer, trimmed. */
   answer: string;
   /** Where it came from: "neighborhood", "locality", or a KnowEdit kind such as "Reasoning". */
   kind: string;
@@ -42,9 +44,11 @@ export interface Probe {
 export interface EditCase {
   /** "<format>:<record id>", e.g. "counterfact:17"; records without an id use their index. */
   id: string;
+  /** The file's format. */
   format: DatasetFormat;
   /** Position of the record in its file. */
   recordIndex: number;
+  /** The subject, as it occurs in the prompt. */
   subject: string;
   /** The prompt with the subject filled in (no answer). */
   prompt: string;
@@ -54,6 +58,7 @@ export interface EditCase {
   targetNew: string | null;
   /** The true object, trimmed; null when unknown. */
   targetTrue: string | null;
+  /** The relation (Wikidata property id), when the dataset gives one. */
   relationId: string | null;
   /** Rephrasings of the prompt about the same subject (the answer should be targetNew after the edit). */
   paraphrases: string[];
@@ -69,6 +74,7 @@ export interface EditCase {
 
 /** A dataset record Locus refuses: the file, the record and the field are named. */
 export class DatasetError extends Error {
+  /** Names the error class in messages and stack traces. */
   override name = "DatasetError";
 }
 
@@ -364,7 +370,9 @@ export function detectFormat(record: unknown, source = "dataset"): DatasetFormat
 
 /** A dataset file's format and its cases. */
 export interface LoadedDataset {
+  /** The format, detected from the records. */
   format: DatasetFormat;
+  /** Every record, in file order. */
   cases: EditCase[];
 }
 

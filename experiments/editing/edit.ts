@@ -32,6 +32,7 @@ export interface SubjectNoise {
 export interface EditRequest {
   /** The prompt with "{}" where the subject goes. */
   prompt: string;
+  /** The subject, as it occurs in the prompts. */
   subject: string;
   /** The object whose probability the edit moves (written without a leading space). */
   target: string;
@@ -43,12 +44,19 @@ export interface EditRequest {
 
 /** W[rows, cols] += left[rows, rank] right[rank, cols] (row-major). */
 export interface LowRankDelta {
+  /** Discriminates the delta kinds. */
   kind: "low-rank";
+  /** The parameter changed, by Locus name (e.g. "h.3.mlp.c_proj.weight"). */
   param: string;
+  /** Rows of the parameter. */
   rows: number;
+  /** Columns of the parameter. */
   cols: number;
+  /** Columns of left, rows of right. */
   rank: number;
+  /** [rows, rank], row-major. */
   left: Float32Array;
+  /** [rank, cols], row-major. */
   right: Float32Array;
 }
 
@@ -80,9 +88,13 @@ export function keyValueDelta(
 
 /** W += values (same shape as the parameter). */
 export interface DenseDelta {
+  /** Discriminates the delta kinds. */
   kind: "dense";
+  /** The parameter changed, by Locus name. */
   param: string;
+  /** The parameter's shape. */
   shape: number[];
+  /** The change, row-major, of the parameter's shape. */
   values: Float32Array;
 }
 
@@ -93,6 +105,7 @@ export type WeightDelta = LowRankDelta | DenseDelta;
 export interface Edit {
   /** "rome", "r-rome", "memit", "emmet", "ft" (or "a+b" for combined edits). */
   method: string;
+  /** The facts edited, in order. */
   requests: EditRequest[];
   /** Applied in order; several deltas may touch the same parameter. */
   deltas: WeightDelta[];
@@ -139,6 +152,7 @@ export function rankUpdate(
 /** An edit applied to a model; undo() restores the weights it found. */
 export class AppliedEdit {
   private undone = false;
+  /** Made by applyEdit, which has written `edit` into `model` after saving the tensors it touches. */
   constructor(
     readonly model: Model,
     readonly edit: Edit,
@@ -146,6 +160,7 @@ export class AppliedEdit {
     private readonly originals: Map<string, ArrayBuffer>,
   ) {}
 
+  /** Whether undo() has run. */
   get isUndone(): boolean {
     return this.undone;
   }
@@ -236,6 +251,7 @@ export class VirtualEditSet {
     local: Map<number, number>;
   }[] = [];
 
+  /** Uploads the low-rank components of `edits` (rank-one or low-rank deltas of MLP output projections). */
   constructor(readonly model: Model, readonly edits: Edit[]) {
     const f = model.config.nInner, d = model.config.nEmbd;
     const perLayer = new Map<number, { edit: number; u: Float32Array; v: Float32Array; rank: number }[]>();
@@ -300,6 +316,7 @@ export class VirtualEditSet {
     });
   }
 
+  /** Frees the uploaded components; forBatch must not be called afterwards. */
   release(): void {
     for (const l of this.layers) this.model.gpu.release(l.keys, l.values);
   }

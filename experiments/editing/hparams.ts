@@ -13,7 +13,7 @@
 // defaults below.
 //
 // Small models (the embedded word-level model: 6 layers, d = 128, f = 512), measured on it (knowledge base
-// v2, weights/locus-kb/MODEL_CARD.md) with experiments/editing/quality.ts, its own CounterFact cases:
+// v2, weights/locus-kb/MODEL_CARD.md) with ./locus task quality, its own CounterFact cases:
 //   - fact token "subject_last", as for every GPT-2-family model: the averaged causal trace
 //     (./locus task trace --dataset weights/locus-kb/known_facts.json --limit 200 --window 1) puts the
 //     MLP's indirect effect at the subject's last token (0.228 +- 0.013 at layer 0), the last token's
@@ -23,13 +23,17 @@
 //     <= 0.009 at layers 1-5), and the best rewrite in the per-layer sweep (first 5 cases, 20 v* steps:
 //     0.907 at layer 0, 0.61-0.82 at layers 1-4, 0.000 at layer 5).
 //   - v* with 100 steps at learning rate 1 instead of 20 at 0.5: keyed at the subject, v* does not
-//     converge in 20 steps (100 edits: rewrite 0.898, paraphrase 0.570); with 100 steps at lr 1, 10 edits
-//     reach rewrite 0.989, paraphrase 0.734, neighborhood 0.994 (the 100-edit table is in the card).
+//     converge in 20 steps (100 edits: rewrite 0.898, paraphrase 0.570); with 100 steps at lr 1, 20 edits
+//     of distinct subjects reach rewrite 0.994, paraphrase 0.711, neighborhood 0.997 (the card's table).
 //   - clamp_norm_factor 10 instead of 4: this model's MLP outputs (norm 3-7) are small next to its
 //     residual stream (norm 50-150), and with 4 the clamp stops v* before the target is likely.
-//   - MEMIT and EMMET at ROME's layer; MEMIT lambda 100 instead of GPT-2 XL's 20000: in MEMIT's form
-//     after the push-through identity, Delta = R (lambda I + K^T C^-1 K)^-1 K^T C^-1, lambda competes with
-//     k^T C^-1 k, which scales with f (GPT-2 XL's 6400 against 512 here).
+//   - MEMIT's and EMMET's z with 100 steps at lr 1 too (one batch of 50 edits, MEMIT: rewrite 0.693 ->
+//     0.765, paraphrase 0.180 -> 0.220, neighborhood 0.984 both).
+//   - MEMIT and EMMET at ROME's layer; MEMIT lambda 10 instead of GPT-2 XL's 20000: in MEMIT's form after
+//     the push-through identity, Delta = R (lambda I + K^T C^-1 K)^-1 K^T C^-1, lambda competes with
+//     k^T C^-1 k, which scales with f (GPT-2 XL's 6400 against 512 here). One batch of 50 edits, 100 z
+//     steps: lambda 100 rewrite 0.765 / paraphrase 0.220 / neighborhood 0.984, lambda 10 0.881 / 0.273 /
+//     0.989.
 //   - EMMET lambda_m scaled by f/6400 (800, so lambda_m * eps = 80).
 //   - FT-L radius 5e-3 with lr 3e-3 (25 Adam steps must be able to reach the radius; the c_proj weights
 //     have rms 0.04): the largest radius measured whose neighborhood stays >= 0.95 (20 edits: radius 3e-3
@@ -147,12 +151,17 @@ export function romeHparams(cfg: GPT2Config | ModelConfig): RomeHparams {
   return {
     ...ROME_VALUE,
     ...(easyEdit ? { vNumGradSteps: 25, vWeightDecay: 1e-3 } : {}),
-    ...(family === "small" ? { vNumGradSteps: 100, vLr: 1 } : {}),
+    ...smallValue(family),
     clampNormFactor: clamp,
     layer,
     mom2Adjustment: !easyEdit,
     templates: ROME_TEMPLATES,
   };
+}
+
+/** The small models' v* / z optimisation (file header): 100 steps at learning rate 1. */
+function smallValue(family: Family): Partial<ValueHparams> {
+  return family === "small" ? { vNumGradSteps: 100, vLr: 1 } : {};
 }
 
 /** `count` consecutive layers ending at `last`, clipped at layer 0. */
@@ -163,7 +172,7 @@ function layersEndingAt(last: number, count: number): number[] {
 
 export function memitHparams(cfg: GPT2Config | ModelConfig): MemitHparams {
   const family = familyOf(cfg), f = resolveConfig(cfg).nInner;
-  const value = { ...ROME_VALUE, clampNormFactor: 0.75 };
+  const value = { ...ROME_VALUE, ...smallValue(family), clampNormFactor: 0.75 };
   if (family === "gpt2-xl") {
     return { ...value, layers: [13, 14, 15, 16, 17], mom2UpdateWeight: 20000, templates: MEMIT_TEMPLATES };
   }
@@ -193,14 +202,14 @@ export function memitHparams(cfg: GPT2Config | ModelConfig): MemitHparams {
   return {
     ...value,
     layers: layersEndingAt(last, family === "small" ? 3 : 5),
-    mom2UpdateWeight: family === "small" ? 100 : Math.round(20000 * f / 6400),
+    mom2UpdateWeight: family === "small" ? 10 : Math.round(20000 * f / 6400),
     templates: MEMIT_TEMPLATES,
   };
 }
 
 export function emmetHparams(cfg: GPT2Config | ModelConfig): EmmetHparams {
   const family = familyOf(cfg), f = resolveConfig(cfg).nInner;
-  const value = { ...ROME_VALUE, clampNormFactor: 0.75 };
+  const value = { ...ROME_VALUE, ...smallValue(family), clampNormFactor: 0.75 };
   if (family === "gpt2-xl") {
     return { ...value, layers: [17], mom2UpdateWeight: 10000, emmetLambda: 0.1, templates: MEMIT_TEMPLATES };
   }

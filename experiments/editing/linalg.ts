@@ -86,10 +86,14 @@ export function finishTile(
 /** Widths from which choleskyInBackground uses Workers (below, a factorisation takes milliseconds). */
 const BACKGROUND_WIDTH = 1024;
 
+/** The background factorisations in flight, one after another (each already uses every core, and at
+ *  f = 6400 holds ~0.8 GB while it runs: MEMIT's five layers at once would hold 4 GB). */
+let backgroundQueue: Promise<unknown> = Promise.resolve();
+
 /**
  * cholesky(A, n), bit for bit, computed by Workers where the runtime is Deno and the matrix is wide: the
  * caller's thread (recording GPU work, say) keeps running, and the tiles are spread over up to 8 cores
- * (`workers`, cholesky_worker.ts). Otherwise here, synchronously.
+ * (`workers`, cholesky_worker.ts); calls are queued, so one runs at a time. Otherwise here, synchronously.
  */
 export function choleskyInBackground(
   A: Float32Array,
@@ -100,6 +104,17 @@ export function choleskyInBackground(
   if (n < BACKGROUND_WIDTH || typeof Deno === "undefined" || typeof Worker === "undefined") {
     return Promise.resolve().then(() => cholesky(A, n, what));
   }
+  const mine = backgroundQueue.then(() => factoriseInWorkers(A, n, what, workers));
+  backgroundQueue = mine.catch(() => {});
+  return mine;
+}
+
+function factoriseInWorkers(
+  A: Float32Array,
+  n: number,
+  what: string,
+  workers: number,
+): Promise<Float64Array> {
   if (A.length !== n * n) throw new Error(`cholesky: ${what} has ${A.length} values, expected ${n}x${n}`);
   const shared = {
     A: new SharedArrayBuffer(4 * n * n),
@@ -128,12 +143,8 @@ export function choleskyInBackground(
       worker.postMessage({ ...shared, n, what, id, workers });
     })
   );
-  return Promise.all(finished).then(
-    () => new Float64Array(shared.L).slice(),
-    (e) => {
-      throw e;
-    },
-  ).finally(() => pool.forEach((w) => w.terminate()));
+  return Promise.all(finished).then(() => new Float64Array(shared.L).slice())
+    .finally(() => pool.forEach((w) => w.terminate()));
 }
 
 /** x with L L^T x = b (L from cholesky). */

@@ -1,6 +1,6 @@
 // One entry point for every editing method, shared by the CLI (experiments/commands/edit.ts), the quality
-// report (quality.ts) and the benchmark (bench/editing.ts): default hyper-parameters for the model's
-// family with optional overrides, the layers whose key statistics are needed, and the computation.
+// measurement (edit_quality.ts) and the benchmark (bench/editing.ts): default hyper-parameters for the
+// model's family with optional overrides, the layers whose key statistics are needed, and the computation.
 import { io } from "../../engine/io.ts";
 import type { Model } from "../../engine/model.ts";
 import { type Tokenizer, WordLevelTokenizer } from "../../engine/tokenizer.ts";
@@ -44,12 +44,19 @@ export type MethodConfig =
 
 /** Hyper-parameters that a command line may override (only those that apply to the method are used). */
 export interface Overrides {
+  /** Layers to edit (ROME, R-ROME: exactly one). */
   layers?: number[];
+  /** Where keys are read and values written. */
   factToken?: FactToken;
+  /** Optimisation steps of v* (ROME, R-ROME) or z (MEMIT, EMMET). */
   vNumGradSteps?: number;
+  /** Learning rate of v* / z. */
   vLr?: number;
+  /** Weight decay of v* / z. */
   vWeightDecay?: number;
+  /** Weight of the KL term that keeps the subject's other predictions. */
   klFactor?: number;
+  /** Cap on the norm of v* / z's change, relative to the original value's norm. */
   clampNormFactor?: number;
   /** MEMIT's lambda or EMMET's lambda_m. */
   mom2UpdateWeight?: number;

@@ -46,9 +46,13 @@ export function parseProblem(name: string): EditingProblem {
 
 /** The parts of a case an edit and its evaluation need; the prompt has "{}" for the subject. */
 export interface EditingCase {
+  /** The prompt with "{}" for the subject. */
   prompt: string;
+  /** The subject. */
   subject: string;
+  /** The true object. */
   targetTrue: string;
+  /** The new object (error injection). */
   targetNew: string;
   /** Full prompts (subject filled in) that should follow the edit. */
   paraphrases: string[];
@@ -133,7 +137,9 @@ async function noisedPrediction(
 
 /** A prompt with the target tokens whose probability it scores. */
 export interface ScoredPrompt {
+  /** The prompt, tokenised, with its subject span and noise. */
   instance: PromptInstance;
+  /** The target's token ids. */
   target: number[];
 }
 
@@ -142,7 +148,9 @@ export interface ScoredPrompt {
  * edit itemEdit[i] of the set (-1: the model as it is).
  */
 export interface ScoredUnder {
+  /** The edits, uploaded once. */
   edits: VirtualEditSet;
+  /** Per item, the edit it is scored under (-1: none). */
   itemEdit: number[];
 }
 
@@ -189,8 +197,11 @@ export async function targetProbabilities(
 
 /** Probabilities an edit is judged by: the request's target after the prompt and the paraphrases, o_false after the neighbors. */
 export interface CaseProbabilities {
+  /** p(target) after the prompt. */
   rewrite: number;
+  /** p(target) after each paraphrase. */
   paraphrase: number[];
+  /** p(o_false) after each neighbor prompt. */
   neighborhood: number[];
 }
 
@@ -252,8 +263,11 @@ export async function caseProbabilities(
 
 /** Hase et al.'s scores of one edited case (NaN where the case has no prompts of a kind). */
 export interface CaseScores {
+  /** Rewrite score (erasure score for fact erasure). */
   rewrite: number;
+  /** Paraphrase score, over the case's paraphrases. */
   paraphrase: number;
+  /** Neighborhood score, over the case's neighbor prompts. */
   neighborhood: number;
   /** Harmonic mean of the three. */
   overall: number;

@@ -46,6 +46,7 @@ export class KeyStats {
   private factor: Float64Array | null = null;
   private preparing: Promise<void> | null = null;
 
+  /** C of `layer`'s keys, given as `moment` [f, f] averaged over `count` keys. */
   constructor(
     readonly layer: number,
     /** Key width f. */
@@ -62,6 +63,7 @@ export class KeyStats {
     }
   }
 
+  /** What the statistics are, for messages and the background factorisation. */
   private get what(): string {
     return `key second moment of layer ${this.layer}`;
   }
@@ -79,6 +81,7 @@ export class KeyStats {
     return this.preparing;
   }
 
+  /** The Cholesky factor: read back from factorDir when it holds this C's, else computed (and kept there). */
   private async loadOrFactorise(log: (line: string) => void): Promise<Float64Array> {
     if (this.factor) return this.factor;
     if (this.factorDir === null) return await choleskyInBackground(this.moment, this.width, this.what);
@@ -399,7 +402,9 @@ export const DEFAULT_STATS_DIR = new URL("../../runs/editing-stats", import.meta
 export interface CachedStatsOptions {
   /** The corpus: a text file (one text per line), a known corpus name (wikitext-103), or an opened one. */
   corpus: string | Corpus;
+  /** The layers whose statistics are wanted. */
   layers: number[];
+  /** Keys (tokens) to average over, at most (the corpus may hold fewer). */
   samples: number;
   /** Names the model in the cache path (default: the model folder's name). */
   modelName?: string;
@@ -408,11 +413,15 @@ export interface CachedStatsOptions {
   cacheDir?: string | null;
   /** Write computed statistics into the model folder's key-stats/ (to ship them with the model). */
   ship?: boolean;
+  /** As StatsOptions.seqLen. */
   seqLen?: number;
+  /** As StatsOptions.batchTokens. */
   batchTokens?: number;
   /** Seconds between checkpoints of the running sums (default 60). */
   checkpointSeconds?: number;
+  /** Called with the keys done and wanted as the corpus streams. */
   onProgress?: StatsOptions["onProgress"];
+  /** Where lines about each layer's source (cache, shipped, computed) go. */
   log?: (line: string) => void;
 }
 

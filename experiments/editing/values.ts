@@ -144,9 +144,10 @@ export async function optimiseValues(
  * about 6d + the q|k|v width + the heads' width + the MLP's input and output widths, plus attention
  * probabilities over the T_k positions per head); the batch also holds its whole prompts' q|k|v per
  * layer [rows, width] and the scored rows' logits and their gradient [rows, V]. Every single tensor
- * must fit one storage binding (maxStorageBufferBindingSize) and the total the largest buffer the
- * adapter allows (maxBufferSize: WebGPU exposes no memory size; this keeps a batch well inside what
- * the adapter is built to hold). `maxRows` (tests, benchmarks) also caps the computed rows.
+ * must fit one storage binding (maxStorageBufferBindingSize) and the total the smaller of the largest
+ * buffer the adapter allows (maxBufferSize) and four bindings: WebGPU exposes no memory size, and a GPU
+ * may report a maxBufferSize far beyond its memory. `maxRows` (tests, benchmarks) also caps the
+ * computed rows.
  */
 export function fitsOneBatch(model: Model, plans: RequestPlan[], maxRows = Infinity): boolean {
   const cfg = model.config, limits = model.gpu.limits;
@@ -161,7 +162,8 @@ export function fitsOneBatch(model: Model, plans: RequestPlan[], maxRows = Infin
   const perRow = 6 * cfg.nEmbd + width + qd + fcOut + cfg.nInner + cfg.nHead * Tk;
   const single = 4 * Math.max(rows * Math.max(fcOut, width), B * Tk * width, scored * cfg.vocabSize);
   const total = 4 * (layers * (rows * perRow + B * Tk * width) + 2 * scored * cfg.vocabSize);
-  return rows <= maxRows && single <= limits.maxStorageBufferBindingSize && total <= limits.maxBufferSize;
+  const binding = limits.maxStorageBufferBindingSize;
+  return rows <= maxRows && single <= binding && total <= Math.min(limits.maxBufferSize, 4 * binding);
 }
 
 /** One request's prompts: rewrite prompts (context + prompt + target[:-1]) then the KL prompt. */

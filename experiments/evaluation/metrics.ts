@@ -84,8 +84,11 @@ export function harmonicMean(values: readonly number[]): number {
 
 /** Hase et al.'s normalised scores of one edit. */
 export interface HaseScores {
+  /** Rewrite score (rewriteScore) of the edit prompt. */
   rewrite: number;
+  /** Rewrite score over the paraphrases. */
   paraphrase: number;
+  /** Neighborhood score (neighborhoodScore) over the neighbor prompts. */
   neighborhood: number;
   /** Optional: with it, the overall score is the notebook's four-way "target_score_v2". */
   essence?: number;
@@ -103,7 +106,9 @@ export function overallScore(s: HaseScores): number {
 
 /** Mean NLLs of target_new and target_true after one prompt. */
 export interface NllPair {
+  /** Mean NLL of target_new's tokens. */
   nllNew: number;
+  /** Mean NLL of target_true's tokens. */
   nllTrue: number;
 }
 
@@ -111,13 +116,16 @@ export interface NllPair {
 export interface RomeCaseMetrics {
   /** ES: mean[nll_true > nll_new] over the rewrite prompts; EM: mean[e^-nll_new - e^-nll_true]. */
   efficacySuccess: number | null;
+  /** EM: mean[e^-nll_new - e^-nll_true] over the rewrite prompts. */
   efficacyMagnitude: number | null;
   /** PS / PM: the same over the paraphrase prompts. */
   paraphraseSuccess: number | null;
+  /** PM: the same over the paraphrase prompts. */
   paraphraseMagnitude: number | null;
   /** NS: mean[nll_true < nll_new] over the neighborhood prompts (the truth must stay ahead);
    *  NM: mean[e^-nll_true - e^-nll_new]. */
   neighborhoodSuccess: number | null;
+  /** NM: mean[e^-nll_true - e^-nll_new] over the neighborhood prompts. */
   neighborhoodMagnitude: number | null;
 }
 
@@ -145,6 +153,7 @@ export function romeCaseMetrics(
 export interface RomeSummary extends RomeCaseMetrics {
   /** 100 x harmonic mean of the averaged ES, PS and NS (null if one of them is missing). */
   score: number | null;
+  /** Cases averaged. */
   cases: number;
 }
 
@@ -187,10 +196,13 @@ export interface StandardMetric {
   key: keyof StandardScores;
   /** The short name tables use ("ES"), or the full name where the field has none. */
   short: string;
+  /** The full name ("efficacy success"). */
   name: string;
   /** Other names for the same number in the literature. */
   aliases: string[];
+  /** How it is computed, in one sentence. */
   definition: string;
+  /** The paper or code that defines it. */
   source: string;
 }
 
@@ -292,21 +304,29 @@ export const STANDARD_METRICS: readonly StandardMetric[] = [
 /** ROME's six CounterFact numbers and EasyEdit's four of one edit; null where the case has no prompts
  *  of that kind. */
 export interface StandardScores extends RomeCaseMetrics {
+  /** EasyEdit's reliability: token agreement with target_new after the prompt. */
   reliability: number | null;
+  /** EasyEdit's generalization: the same after the paraphrases. */
   generalization: number | null;
+  /** EasyEdit's locality: the share of the neighbors' argmax tokens the edit leaves unchanged. */
   locality: number | null;
+  /** EasyEdit's portability: token agreement with the answers the edit should imply. */
   portability: number | null;
 }
 
 /** The prompts an edit is judged by (prompts with the subject filled in). */
 export interface StandardCase {
+  /** The edit prompt. */
   prompt: string;
+  /** Rephrasings of the prompt about the same subject. */
   paraphrases: readonly string[];
   /** Prompts about other subjects; their answer is the case's true object (CounterFact). */
   neighbors: readonly string[];
   /** Prompts with the answer the edit should imply. */
   portability?: readonly { prompt: string; answer: string }[];
+  /** The true object. */
   targetTrue: string;
+  /** The new object. */
   targetNew: string;
 }
 
@@ -443,7 +463,9 @@ export function fluency(text: string): number {
 
 /** A token sequence split into the context and the continuation scored after it. */
 export interface ScoringItem {
+  /** Token ids before the scored part. */
   context: number[];
+  /** Token ids scored, each given the context and the earlier ones. */
   continuation: number[];
 }
 
@@ -562,22 +584,29 @@ export async function objectProbabilities(
 
 /** A prompt shown before and after an edit: the fact, a paraphrase or a neighbour. */
 export interface Probe {
+  /** What the probe is ("the fact", "a paraphrase", "a neighbour"). */
   label: string;
+  /** The prompt. */
   text: string;
 }
 
 /** The model's answers to probes: top-3 next tokens and [p(true object), p(new object)] per probe. */
 export interface ProbeAnswers {
+  /** Per probe, the top-3 next tokens. */
   top: Prediction[][];
+  /** Per probe, [p(true object), p(new object)]. */
   p: [number, number][];
 }
 
 /** What the demo and the web page show of one probe: its answers before and after the edit. */
 export interface ProbeResult extends Probe {
+  /** Top-3 next tokens before the edit. */
   before: Prediction[];
+  /** Top-3 next tokens after the edit. */
   after: Prediction[];
   /** p(true object) and p(new object) before and after (p = exp(-mean NLL) of the object's tokens). */
   pTrue: [number, number];
+  /** p(new object) before and after. */
   pNew: [number, number];
 }
 

@@ -27,12 +27,15 @@ import { mulberry32 } from "../../engine/random.ts";
 
 /** The four kinds of invented subject. */
 export type SubjectType = "person" | "place" | "organisation" | "work";
+/** Every subject type, in the order the generator draws them. */
 export const SUBJECT_TYPES: readonly SubjectType[] = ["person", "place", "organisation", "work"];
 
 /** The essence / entity-type prompt ("Vela Dornik is a" -> "woman"); every subject has one such sentence. */
 export const ENTITY_TYPE_TEMPLATE = "{} is a";
 
+/** What generateKnowledgeBase is asked for; every field but the seed has a default. */
 export interface KbOptions {
+  /** Seed of every random draw: the same options give the same knowledge base. */
   seed: number;
   /** Subjects of each type (defaults: person 150, place 90, organisation 70, work 90). */
   subjectsPerType?: Partial<Record<SubjectType, number>>;
@@ -49,49 +52,86 @@ export interface KbOptions {
   tagLines?: number;
 }
 
+/** KbOptions with every default filled in (see KbOptions for each field's meaning). */
 export interface ResolvedKbOptions {
+  /** As KbOptions.seed. */
   seed: number;
+  /** As KbOptions.subjectsPerType, every type given. */
   subjectsPerType: Record<SubjectType, number>;
+  /** As KbOptions.objectsPerRelation. */
   objectsPerRelation: number;
+  /** As KbOptions.maxNeighbors. */
   maxNeighbors: number;
+  /** As KbOptions.maxAttributePrompts. */
   maxAttributePrompts: number;
+  /** As KbOptions.interjectionRate. */
   interjectionRate: number;
+  /** As KbOptions.tagLines. */
   tagLines: number;
 }
 
+/** A relation between a subject type and a category of objects, with the sentences that state it. */
 export interface Relation {
-  id: string; // Wikidata-style property id, e.g. "P19"
-  name: string; // e.g. "place of birth"
+  /** Wikidata-style property id, e.g. "P19". */
+  id: string;
+  /** E.g. "place of birth". */
+  name: string;
+  /** The type of the subjects it holds for. */
   subjectType: SubjectType;
-  objectCategory: string; // e.g. "city"; the object id is `${objectCategory}:${word}`
-  objects: string[]; // the objects this knowledge base uses for the relation
-  trainingTemplates: string[]; // each holds "{}" once; the object is the next word
-  heldOutTemplates: string[]; // paraphrases for evaluation only: never in the corpus
+  /** E.g. "city"; the object id is `${objectCategory}:${word}`. */
+  objectCategory: string;
+  /** The objects this knowledge base uses for the relation. */
+  objects: string[];
+  /** Each holds "{}" once; the object is the next word. */
+  trainingTemplates: string[];
+  /** Paraphrases for evaluation only: never in the corpus. */
+  heldOutTemplates: string[];
 }
 
+/** An invented subject. */
 export interface Subject {
+  /** Its index in KnowledgeBase.subjects. */
   id: number;
-  name: string; // 3-4 syllable words
+  /** 3-4 syllable words. */
+  name: string;
+  /** What kind of thing it is. */
   type: SubjectType;
-  kind: string; // what "{name} is a" continues with: man/woman, city/town/village, ...
+  /** What "{name} is a" continues with: man/woman, city/town/village, ... */
+  kind: string;
 }
 
+/** One (subject, relation, object) fact of the knowledge base. */
 export interface Fact {
+  /** Its index in KnowledgeBase.facts. */
   id: number;
+  /** The subject's name. */
   subject: string;
+  /** The subject's type. */
   subjectType: SubjectType;
-  relation: string; // e.g. "P19"
+  /** The relation's id, e.g. "P19". */
+  relation: string;
+  /** The relation's name, e.g. "place of birth". */
   relationName: string;
-  object: string; // the true object
-  template: string; // the training template used for this fact's edit request and known-fact prompt
-  counterfactual: string; // CounterFact's target_new: another object of the same relation
+  /** The true object. */
+  object: string;
+  /** The training template used for this fact's edit request and known-fact prompt. */
+  template: string;
+  /** CounterFact's target_new: another object of the same relation. */
+  counterfactual: string;
 }
 
+/** A generated knowledge base: its relations, subjects and facts, from which the corpus and the datasets are
+ *  written. */
 export interface KnowledgeBase {
+  /** The seed it was generated with. */
   seed: number;
+  /** The options it was generated with, defaults filled in. */
   options: ResolvedKbOptions;
+  /** Every relation. */
   relations: Relation[];
+  /** Every subject. */
   subjects: Subject[];
+  /** Every fact: each subject with each relation of its type. */
   facts: Fact[];
   /** Every word of the training corpus, sorted; every evaluation prompt uses only these words. */
   vocabulary: string[];
@@ -99,8 +139,11 @@ export interface KnowledgeBase {
 
 /** One record of ROME's counterfact.json. */
 export interface CounterfactRecord {
+  /** The record's id (here the record's index). */
   case_id: number;
-  pararel_idx: number; // here: the fact id
+  /** Here: the fact id. */
+  pararel_idx: number;
+  /** The edit: the training template ("{}" for the subject), relation, new and true objects, subject. */
   requested_rewrite: {
     prompt: string; // a training template with "{}" for the subject
     relation_id: string;
@@ -108,20 +151,31 @@ export interface CounterfactRecord {
     target_true: { str: string; id: string };
     subject: string;
   };
-  paraphrase_prompts: string[]; // held-out templates with the subject
-  neighborhood_prompts: string[]; // other subjects, same relation, same true object
-  attribute_prompts: string[]; // other subjects, same relation, whose true object is target_new
-  generation_prompts: string[]; // free-generation starts about the subject
+  /** Held-out templates with the subject. */
+  paraphrase_prompts: string[];
+  /** Other subjects, same relation, same true object. */
+  neighborhood_prompts: string[];
+  /** Other subjects, same relation, whose true object is target_new. */
+  attribute_prompts: string[];
+  /** Free-generation starts about the subject. */
+  generation_prompts: string[];
 }
 
 /** One record of ROME's known_1000.json. */
 export interface KnownFactRecord {
+  /** The record's id. */
   known_id: number;
+  /** The subject's name. */
   subject: string;
+  /** The true object. */
   attribute: string;
+  /** The training template, "{}" for the subject. */
   template: string;
-  prediction: string; // the continuation the corpus teaches (" Lisbon ."), not a model's output
+  /** The continuation the corpus teaches (" Lisbon ."), not a model's output. */
+  prediction: string;
+  /** The template with the subject filled in. */
   prompt: string;
+  /** The relation's id, e.g. "P19". */
   relation_id: string;
 }
 
@@ -656,6 +710,7 @@ function resolveOptions(opts: KbOptions): ResolvedKbOptions {
 // Stream ids: one PRNG stream per part of the generator.
 const NAMES = 1, OBJECTS = 2, TEMPLATES = 3, COUNTERFACTUALS = 4, CORPUS_ORDER = 5, RECORDS = 6, ASIDES = 7;
 
+/** Draws a knowledge base of invented subjects and their facts from `opts` (deterministic in the seed). */
 export function generateKnowledgeBase(opts: KbOptions): KnowledgeBase {
   const options = resolveOptions(opts);
   const seed = options.seed;

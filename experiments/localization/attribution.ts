@@ -119,7 +119,9 @@ export interface IgOptions {
 
 /** A prompt as token ids and the answer token whose probability is attributed. */
 export interface IgItem {
+  /** The prompt's token ids. */
   ids: number[];
+  /** The answer token. */
   target: number;
 }
 
@@ -274,7 +276,9 @@ export async function integratedGradients(
 
 /** A prompt (subject filled in) and its true answer. */
 export interface FactPrompt {
+  /** The prompt, subject filled in. */
   prompt: string;
+  /** The true answer. */
   target: string;
 }
 
@@ -284,6 +288,7 @@ export interface FactAttribution extends IgResult, FactPrompt {
   tokens: string[];
   /** The attributed token: the target's first token after the prompt (targetIds). */
   targetId: number;
+  /** The attributed token, decoded. */
   targetToken: string;
 }
 
@@ -310,10 +315,13 @@ export async function attributeFacts(
 
 /** Attributions averaged over facts: per-layer sums and maxima, and per neuron. */
 export interface AverageAttribution {
+  /** Facts averaged. */
   facts: number;
   /** Mean over facts of p(target). */
   prob: number;
+  /** Per layer, the mean over facts of IgResult.layerSum. */
   layerSum: number[];
+  /** Per layer, the mean over facts of IgResult.layerMax. */
   layerMax: number[];
   /** Mean neuron attribution, [L][f]. */
   neurons: Float64Array[];
@@ -361,8 +369,11 @@ export function bestWindow(scores: readonly number[], span: number): number[] {
 
 /** A neuron whose attribution exceeds 0.2 x the largest (Dai et al.'s knowledge neurons). */
 export interface KnowledgeNeuron {
+  /** The neuron's layer. */
   layer: number;
+  /** Its index in the MLP's inner layer [0, f). */
   neuron: number;
+  /** Its attribution. */
   score: number;
 }
 
@@ -392,6 +403,7 @@ export interface LgaOptions {
   params?: LgaParam[];
   /** Tukey fence multiplier (default 1.5). */
   fenceK?: number;
+  /** Upper bound on activation rows per batch, to bound memory. */
   maxRows?: number;
   /** Called after each batch with the number of requests done and their total. */
   onProgress?: (done: number, total: number) => void;
@@ -399,8 +411,11 @@ export interface LgaOptions {
 
 /** An edit request as token ids: the prompt, the old answer's tokens and the new target's. */
 export interface LgaItem {
+  /** The prompt's token ids. */
   prompt: number[];
+  /** The old (true) answer's token ids. */
   old: number[];
+  /** The new target's token ids. */
   new: number[];
 }
 
@@ -410,6 +425,7 @@ export interface LgaGradients {
   perRequest: number[][];
   /** Per request: the teacher-forced mean cross-entropy of the old answer and of the new target. */
   lossOld: number[];
+  /** Per request: the same for the new target. */
   lossNew: number[];
 }
 
@@ -551,12 +567,15 @@ export async function lgaInnerProducts(
 
 /** LGA's choice: Tukey's fences on S_l, the excluded layers, the ranking and the golden layer. */
 export interface GoldenLayers {
+  /** Tukey's fences on the scores S_l. */
   fences: TukeyFences;
   /** Layers outside the fences (excluded), and the rest. */
   excluded: number[];
+  /** Layers inside the fences. */
   kept: number[];
   /** The kept layers by score, highest first; golden = ranking[0]. */
   ranking: number[];
+  /** The golden layer: the kept layer with the highest score. */
   golden: number;
 }
 
@@ -569,16 +588,21 @@ export function goldenLayers(scores: readonly number[], k = 1.5): GoldenLayers {
 
 /** An edit request as text: the prompt (subject filled in), its true answer and the new target. */
 export interface LgaRequest {
+  /** The prompt, subject filled in. */
   prompt: string;
+  /** The true answer. */
   targetTrue: string;
+  /** The new target. */
   targetNew: string;
 }
 
 /** Layer Gradient Analysis of a request set: S_l per layer and the golden layer. */
 export interface LgaResult extends LgaGradients {
+  /** The weights whose gradients were compared. */
   params: LgaParam[];
   /** S_l = sum over requests of the per-request inner products. */
   scores: number[];
+  /** The fences, ranking and golden layer of `scores`. */
   selection: GoldenLayers;
 }
 

@@ -28,9 +28,13 @@ import { type FactTrace, type StateKind, traceFact, type TraceOptions } from "./
 
 /** One edit request: the prompt with the subject filled in, the subject, the true answer and the new target. */
 export interface SelectionRequest {
+  /** The prompt, subject filled in. */
   prompt: string;
+  /** The subject. */
   subject: string;
+  /** The true answer. */
   targetTrue: string;
+  /** The new target of the edit. */
   targetNew: string;
 }
 
@@ -46,7 +50,9 @@ export interface LayerSelection {
 
 /** A layer-choice strategy: a name and how it selects on a proxy set. */
 export interface LayerSelector {
+  /** How reports and stores name the strategy. */
   name: string;
+  /** Chooses layers for `requests` (the proxy facts) on the unedited model. */
   select(model: Model, tok: Tokenizer, requests: SelectionRequest[]): Promise<LayerSelection>;
 }
 
@@ -93,6 +99,7 @@ export interface TracingEvidence {
   effects: number[];
   /** The layer with the largest effect. */
   peak: number;
+  /** The noise threshold the peak must clear (max(EVIDENCE_MIN, EVIDENCE_SHARE x the total effect)). */
   threshold: number;
   /** The peak clears the threshold. */
   clears: boolean;

@@ -95,10 +95,13 @@ export const DEFAULT_NOISE_STDS = 3;
 
 /** A noise level with how it was derived, for the results that used it. */
 export interface NoiseLevel {
+  /** How the level was derived, in words. */
   rule: string;
   /** Subjects whose embeddings gave the std (0 for the whole-vocabulary fallback). */
   subjects: number;
+  /** The std the level is a multiple of. */
   std: number;
+  /** The absolute noise level: DEFAULT_NOISE_STDS x std. */
   level: number;
 }
 
@@ -159,9 +162,13 @@ export async function tokenNoiseLevel(model: Model, ids: number[], subjects: num
  * and extend the method.
  */
 export interface Cell {
+  /** Which hidden states are restored or zeroed. */
   kind: StateKind;
+  /** Token positions of the cell. */
   tokens: number[];
+  /** First layer of the window. */
   from: number;
+  /** One past the window's last layer. */
   to: number;
 }
 
@@ -171,6 +178,7 @@ export interface TraceRunOptions {
   samples: number;
   /** Absolute noise level nu: noise = nu * N(0, 1) added to each subject token's embedding. */
   noise: number;
+  /** Seed of the noise draws. */
   seed: number;
   /** Upper bound on activation rows (sequences x tokens) per batch, to bound memory. Default 2048. */
   maxRows?: number;
@@ -203,6 +211,7 @@ export class TraceRun {
     readonly corrupted: number,
   ) {}
 
+  /** Number of tokens of the prompt. */
   get T(): number {
     return this.ids.length;
   }
@@ -520,7 +529,9 @@ function checkCell(c: Cell, index: number, T: number, L: number): void {
 
 /** Method, kinds, windows, noise and samples of a trace. */
 export interface TraceOptions {
+  /** Noise and restore (default) or representation zeroing. */
   method?: TraceMethod;
+  /** Kinds of states traced (default all). */
   kinds?: readonly StateKind[];
   /** One window for every kind, or per kind (default DEFAULT_WINDOWS). */
   window?: number | Partial<Record<StateKind, number>>;
@@ -533,20 +544,27 @@ export interface TraceOptions {
   seed?: number;
   /** false: the naive path, every cell recomputed from the embeddings (for benchmarks and tests). */
   reuse?: boolean;
+  /** Upper bound on activation rows per batch (TraceRunOptions.maxRows). */
   maxRows?: number;
 }
 
 /** Per-layer summaries of a grid: the maximum over tokens (Hase et al.) and the last subject token. */
 export interface LayerSummary {
+  /** Per layer, the largest effect over tokens. */
   maxEffect: number[];
+  /** Per layer, the largest fraction over tokens. */
   maxFraction: number[];
+  /** Per layer, the effect at the subject's last token. */
   lastSubjectEffect: number[];
+  /** Per layer, the fraction at the subject's last token. */
   lastSubjectFraction: number[];
 }
 
 /** One kind's grid, [T][L] arrays indexed [token][layer]. */
 export interface KindGrid {
+  /** The states traced. */
   kind: StateKind;
+  /** Layers restored (or zeroed) around each centre layer. */
   window: number;
   /** p(target) with the cell's states restored (noise) or zeroed (zero). */
   prob: number[][];
@@ -554,6 +572,7 @@ export interface KindGrid {
   effect: number[][];
   /** noise: effect / (clean - corrupted). zero: effect / clean. NaN (null in JSON) if the denominator is 0. */
   fraction: number[][];
+  /** Per-layer summaries of the grid. */
   layers: LayerSummary;
   /** zero only, per layer: every subject token zeroed together over the window (Hase et al.'s measure). */
   subjectZeroed?: { prob: number[]; fraction: number[] };
@@ -561,17 +580,25 @@ export interface KindGrid {
 
 /** A trace's grids (one per kind: [tokens][layers]) with clean and corrupted probabilities. */
 export interface GridTrace {
+  /** Noise and restore, or zeroing. */
   method: TraceMethod;
+  /** The prompt's token ids. */
   ids: number[];
+  /** The subject's tokens, [start, end). */
   subjectRange: [number, number];
+  /** The token whose probability is traced. */
   targetId: number;
+  /** p(target) of the clean run. */
   clean: number;
   /** Mean corrupted probability (noise); null for zeroing. */
   corrupted: number | null;
   /** Absolute noise level used (noise); null for zeroing. */
   noise: number | null;
+  /** Noise draws per cell (0 for zeroing). */
   samples: number;
+  /** Seed of the noise draws. */
   seed: number;
+  /** One grid per kind traced. */
   grids: KindGrid[];
 }
 
@@ -684,7 +711,9 @@ function summarise(effect: number[][], fraction: number[][], lastSubject: number
 
 /** A fact as text: the prompt, the subject in it, and the answer scored. */
 export interface FactQuery {
+  /** The prompt, subject included. */
   prompt: string;
+  /** The subject, as it occurs in the prompt. */
   subject: string;
   /** The true object; its first token (with a leading space) is the one scored. */
   target: string;
@@ -694,6 +723,7 @@ export interface FactQuery {
 export interface FactTrace extends GridTrace, FactQuery {
   /** Decoded token strings of the prompt. */
   tokens: string[];
+  /** The scored token, decoded. */
   targetToken: string;
 }
 
@@ -727,9 +757,13 @@ export async function traceFact(
 
 /** A known_1000 record (Meng et al. 2022). */
 export interface KnownFact {
+  /** The record's id. */
   known_id: number;
+  /** The subject. */
   subject: string;
+  /** The true object. */
   attribute: string;
+  /** The prompt, subject included, no answer. */
   prompt: string;
 }
 
@@ -832,26 +866,37 @@ export function tokenGroups(T: number, [b, e]: [number, number]): Record<TokenGr
   };
 }
 
+/** One token group's averaged curves over layers (ROME's averaged causal traces). */
 export interface GroupCurve {
+  /** Which tokens were pooled. */
   group: TokenGroup;
   /** Token rows pooled (each middle subject token counts as one). */
   count: number;
   /** Per layer, means over the pooled rows. */
   prob: number[];
+  /** Per layer, the mean of KindGrid.effect (noise: prob - corrupted; zero: clean - prob). */
   effect: number[];
   /** Standard error of `effect` over the pooled rows (NaN with fewer than 2 rows). */
   effectSe: number[];
+  /** Per layer, the mean of KindGrid.fraction (the effect over its denominator). */
   fraction: number[];
 }
 
+/** Traces of many facts averaged by token group (ROME's averaged causal-tracing figures). */
 export interface AverageTrace {
+  /** Noise-and-restore tracing or representation zeroing. */
   method: TraceMethod;
+  /** The hidden states traced. */
   kind: StateKind;
+  /** Layers restored (or zeroed) around each centre layer. */
   window: number;
+  /** Facts averaged. */
   facts: number;
   /** Mean clean probability (ROME's high score) and mean corrupted probability (low score; null for zeroing). */
   clean: number;
+  /** Mean corrupted probability; null for zeroing. */
   corrupted: number | null;
+  /** One curve per token group. */
   groups: GroupCurve[];
   /** Zeroing only: per layer, means over facts of KindGrid.subjectZeroed (all subject tokens zeroed together). */
   subjectZeroed?: { prob: number[]; fraction: number[] };

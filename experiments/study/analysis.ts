@@ -1173,7 +1173,11 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
         traceAbove.length
           ? `; the tracing effect more than the layer in ${traceAbove.length} (${names(traceAbove)})`
           : ""
-      }; the rest overlap.`,
+      }${
+        rows.length > layerAbove.length + traceAbove.length
+          ? `; in the other ${rows.length - layerAbove.length - traceAbove.length} the intervals overlap`
+          : ""
+      }.`,
   );
   const median = (xs: number[]) => (xs.length ? quantile(xs, 0.5) : NaN);
   const [layerR2, traceR2] = [median(rows.map((r) => r.layer)), median(rows.map((r) => r.trace))];
