@@ -28,7 +28,8 @@
 //   - clamp_norm_factor 10 instead of 4: this model's MLP outputs (norm 3-7) are small next to its
 //     residual stream (norm 50-150), and with 4 the clamp stops v* before the target is likely.
 //   - MEMIT's and EMMET's z with 100 steps at lr 1 too (one batch of 50 edits, MEMIT: rewrite 0.693 ->
-//     0.765, paraphrase 0.180 -> 0.220, neighborhood 0.984 both).
+//     0.765, paraphrase 0.180 -> 0.220, neighborhood 0.984 both; EMMET: 0.716 -> 0.803, 0.188 -> 0.232,
+//     0.984 -> 0.985).
 //   - MEMIT and EMMET at ROME's layer; MEMIT lambda 10 instead of GPT-2 XL's 20000: in MEMIT's form after
 //     the push-through identity, Delta = R (lambda I + K^T C^-1 K)^-1 K^T C^-1, lambda competes with
 //     k^T C^-1 k, which scales with f (GPT-2 XL's 6400 against 512 here). One batch of 50 edits, 100 z
