@@ -88,7 +88,7 @@ const USAGE = `usage: ./locus task study [options]
                        to continue (facts are edited in blocks through every condition, so a partial study is
                        balanced)
   --seed N             fact sample and noise seed (default 0)
-  --v-steps N          ROME/MEMIT optimisation steps (default: the method's, 20)
+  --v-steps N          ROME/MEMIT optimisation steps (default: the model's hyper-parameters, e.g. 20 for GPT-2/GPT-J, 100 for small models)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
 
 async function main(args: string[]): Promise<number> {
