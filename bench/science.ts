@@ -39,7 +39,12 @@ import {
   type SweepFact,
   type SweepPlan,
 } from "../experiments/study/sweep.ts";
-import { gaussianNoise, subjectNoiseLevel, targetTokenId, traceTokens } from "../experiments/localization/tracing.ts";
+import {
+  gaussianNoise,
+  subjectNoiseLevel,
+  targetTokenId,
+  traceTokens,
+} from "../experiments/localization/tracing.ts";
 import { subjectTokenRange } from "../engine/tokenizer.ts";
 
 const { values } = parseArgs({
