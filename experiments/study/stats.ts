@@ -28,6 +28,7 @@ function requireValues(what: string, xs: readonly number[], atLeast: number): vo
   });
 }
 
+/** Arithmetic mean of at least one finite value. */
 export function mean(xs: readonly number[]): number {
   requireValues("mean", xs, 1);
   let s = 0;
@@ -65,6 +66,7 @@ export function quantile(xs: readonly number[], q: number): number {
   return sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]);
 }
 
+/** Settings of the percentile bootstrap (bootstrapUnits and its callers). */
 export interface BootstrapOptions {
   /** Number of resamples (default 2000). */
   resamples?: number;
@@ -74,10 +76,15 @@ export interface BootstrapOptions {
   seed?: number;
 }
 
+/** A point estimate with its (bootstrap or t) confidence interval. */
 export interface ConfidenceInterval {
-  estimate: number; // the statistic of the original sample
+  /** The statistic of the original sample (every unit once). */
+  estimate: number;
+  /** Lower end of the interval: the (1 - level) / 2 quantile. */
   lower: number;
+  /** Upper end of the interval: the (1 + level) / 2 quantile. */
   upper: number;
+  /** Coverage of the interval, e.g. 0.95. */
   level: number;
 }
 
@@ -152,14 +159,21 @@ export function weightedMean(xs: readonly number[], w: ArrayLike<number>): numbe
   return n > 0 ? s / n : NaN;
 }
 
+/** Tukey's fences of a sample: its quartiles and which values fall outside q1 - k iqr .. q3 + k iqr. */
 export interface TukeyFences {
+  /** First quartile (0.25 quantile). */
   q1: number;
+  /** Third quartile (0.75 quantile). */
   q3: number;
+  /** Interquartile range q3 - q1. */
   iqr: number;
-  lower: number; // q1 - k * iqr
-  upper: number; // q3 + k * iqr
-  /** Indices of values outside [lower, upper], and of the rest. */
+  /** Lower fence q1 - k * iqr. */
+  lower: number;
+  /** Upper fence q3 + k * iqr. */
+  upper: number;
+  /** Indices of values outside [lower, upper]. */
   outliers: number[];
+  /** Indices of values inside [lower, upper]. */
   inliers: number[];
 }
 
@@ -302,12 +316,17 @@ export function studentTQuantile(p: number, df: number): number {
 // ------------------------------------------------------------------------------------------------
 // Tests
 
+/** Pearson's r of paired samples with its t-test of r = 0. */
 export interface Correlation {
+  /** Pearson's correlation coefficient, in [-1, 1]. */
   r: number;
+  /** Number of (x, y) pairs. */
   n: number;
-  /** t = r sqrt((n-2)/(1-r^2)) with n - 2 degrees of freedom, and its two-sided p-value. */
+  /** t = r sqrt((n-2)/(1-r^2)) (infinite when |r| = 1). */
   t: number;
+  /** Degrees of freedom of t: n - 2. */
   df: number;
+  /** Two-sided p-value of t. */
   p: number;
 }
 
@@ -332,14 +351,19 @@ export function pearson(x: readonly number[], y: readonly number[]): Correlation
   return { r, n: x.length, t, df, p: studentTTwoSidedP(t, df) };
 }
 
+/** A paired t-test of mean(a - b) = 0 (pairedTTest). */
 export interface TTest {
+  /** mean(a - b). */
   meanDifference: number;
+  /** t = mean(a - b) / (sd(a - b) / sqrt(n)). */
   t: number;
+  /** Degrees of freedom: n - 1. */
   df: number;
   /** Two-sided p-value. */
   p: number;
-  /** The 95% t interval of the mean difference, mean +- t_{0.975, n-1} sd / sqrt(n). */
+  /** The 95% t interval of the mean difference, mean +- t_{0.975, n-1} sd / sqrt(n): its lower end. */
   lower: number;
+  /** The upper end of that interval. */
   upper: number;
   /** Cohen's d_z = mean(a - b) / sd(a - b): the standardized effect size of paired samples. */
   dz: number;
@@ -409,6 +433,7 @@ export const MIN_EFFECT = {
   dz: 0.2,
 } as const;
 
+/** Outcome of the verdict rule for one test: see `verdict` and VERDICT_RULE. */
 export type Verdict = "effect" | "no effect" | "n/a";
 
 /**
@@ -423,7 +448,8 @@ export function verdict(pAdjusted: number, effect: number, minimum: number): Ver
 }
 
 /** The rule in words, for the report and the terminal. */
-export const VERDICT_RULE = `An effect is reported only when its test, Holm-corrected within its family ` +
+export const VERDICT_RULE: string =
+  `An effect is reported only when its test, Holm-corrected within its family ` +
   `(one table or figure), has p < ${ALPHA} and its effect size reaches Cohen's "small" threshold ` +
   `(f² ≥ ${MIN_EFFECT.f2} for predictors added to a regression, |r| ≥ ${MIN_EFFECT.r} for a correlation, ` +
   `|d_z| ≥ ${MIN_EFFECT.dz} for a paired difference); otherwise "no effect". Intervals are 95% percentile ` +
@@ -442,8 +468,10 @@ export interface ModelSpec {
   interactions?: [string, string][];
 }
 
+/** Column-oriented data: column name -> one value per row (every column the same length). */
 export type DataTable = Record<string, readonly (number | string)[]>;
 
+/** A regression's design matrix X with its column names (designMatrix). */
 export interface DesignMatrix {
   /** n rows of p values; column 0 is the intercept. */
   X: number[][];
@@ -529,21 +557,33 @@ export function designMatrix(data: DataTable, spec: ModelSpec): DesignMatrix {
   return { X, names: outNames };
 }
 
+/** An ordinary least squares fit y = X beta + e; per-coefficient arrays have p entries, in `names` order. */
 export interface OlsFit {
+  /** Column names of X, column 0 the intercept. */
   names: string[];
+  /** The least squares estimates beta. */
   coefficients: number[];
-  /** Standard errors sqrt(sigma^2 (X^T X)^-1_jj), t values and two-sided p-values per coefficient. */
+  /** Standard errors sqrt(sigma^2 (X^T X)^-1_jj), sigma^2 = rss / dfResidual. */
   stdErrors: number[];
+  /** t = coefficient / standard error. */
   tValues: number[];
+  /** Two-sided p-values of t with dfResidual degrees of freedom. */
   pValues: number[];
+  /** y - X beta, one per row (n). */
   residuals: number[];
+  /** Number of rows. */
   n: number;
   /** Number of coefficients, the intercept included. */
   p: number;
+  /** Residual degrees of freedom n - p. */
   dfResidual: number;
-  rss: number; // residual sum of squares
-  tss: number; // total sum of squares around the mean of y
+  /** Residual sum of squares. */
+  rss: number;
+  /** Total sum of squares around the mean of y. */
+  tss: number;
+  /** Coefficient of determination 1 - rss / tss. */
   r2: number;
+  /** Adjusted R^2: 1 - (rss / (n - p)) / (tss / (n - 1)). */
   adjR2: number;
 }
 
@@ -655,10 +695,15 @@ export function fitOls(data: DataTable, response: string, spec: ModelSpec): OlsF
   return ols(X, y as number[], names);
 }
 
+/** A nested-model F-test (nestedFTest): does the full model fit better than the reduced one? */
 export interface FTest {
+  /** F = ((RSS_r - RSS_f) / df1) / (RSS_f / df2). */
   F: number;
-  df1: number; // extra coefficients of the full model
-  df2: number; // residual degrees of freedom of the full model
+  /** Extra coefficients of the full model. */
+  df1: number;
+  /** Residual degrees of freedom of the full model. */
+  df2: number;
+  /** Upper-tail p-value of F with (df1, df2) degrees of freedom. */
   p: number;
   /** R^2 gained by the full model. */
   r2Gain: number;
@@ -685,6 +730,7 @@ export function nestedFTest(reduced: OlsFit, full: OlsFit): FTest {
   return { F, df1, df2, p: fSurvival(F, df1, df2), r2Gain: full.r2 - reduced.r2 };
 }
 
+/** The R^2 of Hase et al.'s three regressions of y on a group (the edit layer) and x (groupedLineR2). */
 export interface GroupedR2 {
   /** R^2 of y on the group alone (a mean per group). */
   group: number;

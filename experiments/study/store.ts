@@ -23,6 +23,7 @@ import { csvField } from "../output.ts";
 import { createHash } from "node:crypto";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 
+/** The identity of one result: the columns of its primary key (see resultKey). */
 export interface ResultKey {
   /** Name of the sweep (one experiment configuration run over many facts). */
   sweep: string;
@@ -41,10 +42,15 @@ export interface ResultKey {
 /** JSON-serialisable data (no NaN or Infinity: JSON cannot hold them). */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
+/** One result as an experiment writes it: its key plus JSON fields (missing ones are stored as {}). */
 export interface ResultRecord extends ResultKey {
+  /** The measured values, e.g. efficacy, paraphrase and neighborhood scores, tracing effects. */
   metrics: { [key: string]: Json };
+  /** The method's hyper-parameters the result was computed with. */
   hparams?: { [key: string]: Json };
+  /** The model the result was computed on (name, family, layer count, ...). */
   model?: { [key: string]: Json };
+  /** Where the fact came from (dataset name, path, checksum, case id, ...). */
   dataset?: { [key: string]: Json };
   /** The GPU adapter the result was computed on. */
   adapter?: { [key: string]: Json };
@@ -52,7 +58,9 @@ export interface ResultRecord extends ResultKey {
   timings?: { [key: string]: Json };
 }
 
+/** A result as read back from the store: every JSON field present, plus its key and write time. */
 export interface StoredResult extends Required<ResultRecord> {
+  /** The primary key string resultKey made from the key fields. */
   key: string;
   /** ISO time the row was written. */
   createdAt: string;
@@ -124,6 +132,7 @@ function checkJson(value: unknown, path: string): void {
   );
 }
 
+/** Selects results by key fields: given fields must match exactly, missing ones match anything. */
 export type ResultFilter = Partial<ResultKey>;
 
 function where(filter: ResultFilter): { sql: string; params: (string | number)[] } {
@@ -227,6 +236,7 @@ export function settingsDifferences(stored: { [key: string]: Json }, now: { [key
   );
 }
 
+/** A results store: one SQLite file holding results, sweep settings and attempt counts. */
 export class ResultStore {
   private readonly insert: StatementSync;
   private readonly lookup: StatementSync;
@@ -314,11 +324,13 @@ export class ResultStore {
     return this.lookup.get(typeof key === "string" ? key : resultKey(key)) !== undefined;
   }
 
+  /** The stored result with this key, or undefined if there is none. */
   get(key: ResultKey | string): StoredResult | undefined {
     const row = this.lookup.get(typeof key === "string" ? key : resultKey(key)) as Row | undefined;
     return row && fromRow(row);
   }
 
+  /** How many stored results match the filter. */
   count(filter: ResultFilter = {}): number {
     const w = where(filter);
     return (this.db.prepare(`SELECT count(*) AS n FROM results${w.sql}`).get(...w.params) as { n: number }).n;
@@ -332,6 +344,7 @@ export class ResultStore {
     }
   }
 
+  /** Closes the database file; the store cannot be used afterwards. */
   close(): void {
     this.db.close();
   }
@@ -340,9 +353,11 @@ export class ResultStore {
 // ------------------------------------------------------------------------------------------------
 // Shards
 
+/** Which part of a sweep's work items a process runs (`--shard k/n`). */
 export interface Shard {
   /** 0-based shard number. */
   index: number;
+  /** Number of shards the work is split into (n >= 1). */
   count: number;
 }
 
@@ -421,6 +436,7 @@ export function shardItems<T>(items: readonly T[], keyOf: (item: T) => string, s
 // ------------------------------------------------------------------------------------------------
 // Merging and export
 
+/** What mergeStores did with the source rows. */
 export interface MergeReport {
   /** Rows copied into the target. */
   inserted: number;
