@@ -58,13 +58,20 @@ import { STANDARD_METRICS } from "../evaluation/metrics.ts";
 /** Edit scores: Hase et al.'s three, their harmonic mean ("overall") and their raw mean ("average",
  *  the overall score of Hase et al.'s table 6). */
 export const METRICS = ["rewrite", "paraphrase", "neighborhood", "overall", "average"] as const;
+/** One of the edit scores in METRICS. */
 export type Metric = typeof METRICS[number];
 
+/** One edit of one fact at one layer, as read from a sweep's layer-grid records. */
 export interface EditRow {
+  /** The fact's id, e.g. "counterfact:17". */
   fact: string;
+  /** "proxy" (used to choose layers) or "test" (scored); "test" where the record names none. */
   split: string;
+  /** Editing method: "ROME", "MEMIT", "FT-L", ... */
   method: string;
+  /** Editing problem: "error_injection", "fact_erasure", ... */
   problem: string;
+  /** The (central) edit layer. */
   layer: number;
   /** The layers the edit changed (MEMIT and FT-L may span a window around `layer`). */
   editedLayers: number[];
@@ -80,53 +87,76 @@ export interface EditRow {
   standard: Record<string, number> | null;
 }
 
+/** One fact's localization result (causal tracing or zeroing), as read from a sweep's trace records. */
 export interface TraceRow {
+  /** The fact's id. */
   fact: string;
   /** "causal-tracing" or "zeroing". */
   localization: string;
-  /** The regressor per layer (NaN where undefined). */
+  /** The regressor per layer: the effect maximised over tokens (NaN where undefined); [layers]. */
   effect: number[];
+  /** The effect at the last subject token per layer (Hase et al.'s figure 16); [layers]. */
   lastSubjectEffect: number[];
+  /** The full trace (effects per token and layer) the per-layer effects were taken from. */
   trace: FactTrace;
 }
 
+/** One layer-selection strategy's choice on the proxy facts, as read from a sweep's selection record. */
 export interface SelectionRow {
   /** "causal-tracing", "integrated-gradients", "lga". */
   selector: string;
+  /** The chosen layers, ascending. */
   layers: number[];
+  /** Per-layer score the choice was made from (indexed by layer); may be empty. */
   scores: number[];
+  /** Ids of the proxy facts the selection ran on. */
   proxy: string[];
+  /** Wall-clock seconds the selection took (NaN if not stored). */
   seconds: number;
 }
 
+/** One mass edit (MEMIT-style batch of `n` facts at once), as read from a sweep's mass record. */
 export interface MassRow {
+  /** Editing method. */
   method: string;
+  /** Facts edited at once. */
   n: number;
+  /** The layers the batch edit changed. */
   editedLayers: number[];
   /** Per fact (NaN where undefined). */
   scores: Record<"rewrite" | "paraphrase" | "neighborhood", number[]>;
+  /** Wall-clock seconds of the batch edit (NaN if not stored). */
   seconds: number;
 }
 
+/** A sweep's results store, read into per-kind rows for the analyses (readSweep). */
 export interface SweepData {
+  /** Name of the sweep. */
   sweep: string;
   /** sha256 of the sweep's results (keys and metrics in key order): names exactly the data a report
    *  or an analysis was computed from. */
   fingerprint: string;
   /** The model record shared by every result. */
   model: { [key: string]: Json };
+  /** The dataset record (name, path, checksum) of the sweep's results. */
   dataset: { [key: string]: Json };
+  /** The GPU adapter the results were computed on. */
   adapter: { [key: string]: Json };
+  /** Every single-fact edit at every grid layer. */
   edits: EditRow[];
+  /** Every fact's localization results. */
   traces: TraceRow[];
+  /** Every layer-selection strategy's choice. */
   selections: SelectionRow[];
   /** Dataset records the sweep left out (their prompts do not fit the model), with the reason. */
   skipped: { fact: string; record: string; reason: string }[];
   /** Mass edits: one batch edit of `n` facts at once, each fact's scores. */
   mass: MassRow[];
-  /** Distinct values, sorted (problems and methods in first-seen order). */
+  /** Distinct edit layers of `edits`, ascending. */
   layers: number[];
+  /** Distinct methods of `edits`, in first-seen order. */
   methods: string[];
+  /** Distinct editing problems of `edits`, in first-seen order. */
   problems: string[];
 }
 
@@ -300,8 +330,10 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
 // ------------------------------------------------------------------------------------------------
 // Helpers
 
+/** Which tracing effect is the regressor: the max over tokens or the one at the last subject token. */
 export type EffectSite = "max" | "last-subject";
 
+/** Which localization result, and which of its effects, the analyses regress on. */
 export interface EffectOptions {
   /** "causal-tracing" (default) or "zeroing". */
   localization?: string;
@@ -356,17 +388,25 @@ function tryFit(fit: () => OlsFit): OlsFit | string {
 // ------------------------------------------------------------------------------------------------
 // R^2 of layer vs tracing effect (Hase et al. tables 1-6)
 
+/** One row of Hase et al.'s R^2 tables (1, 3-6): the three regressions of one score for one condition. */
 export interface R2Row {
+  /** Editing problem. */
   problem: string;
+  /** Editing method. */
   method: string;
+  /** The edit score regressed. */
   metric: Metric;
-  /** Edit results in the regressions, and the distinct facts among them. */
+  /** Edit results in the regressions. */
   n: number;
+  /** Distinct facts among them. */
   facts: number;
   /** Rows left out for a missing score or effect. */
   dropped: number;
+  /** R^2 of the score on the edit layer (categorical) alone. */
   layer: number;
+  /** R^2 of the score on the tracing effect alone. */
   trace: number;
+  /** R^2 of the score on layer and effect, interacted (a level and a slope per layer). */
   both: number;
   /** both - layer. */
   diff: number;
@@ -382,9 +422,11 @@ export interface R2Row {
   };
   /** Cohen's f^2 of the tracing terms added to the layer: diff / (1 - both). */
   f2: number;
+  /** F statistic of the nested F-test of both against layer-only. */
   F: number;
-  /** F-test of both against layer-only, and its p-value Holm-corrected over the table's rows. */
+  /** p-value of that F-test. */
   p: number;
+  /** p Holm-corrected over the table's rows. */
   pAdjusted: number;
   /** The study's verdict rule (stats.ts verdict) on pAdjusted and f2. */
   verdict: Verdict;
@@ -396,7 +438,9 @@ export interface R2Row {
 
 /** How the analyses bootstrap (seeded: the same data give the same intervals). */
 export interface IntervalOptions {
+  /** Number of bootstrap resamples (default 1000). */
   resamples?: number;
+  /** PRNG seed of the resampling. */
   seed?: number;
 }
 
@@ -532,18 +576,27 @@ export function concentratedFacts(
 // ------------------------------------------------------------------------------------------------
 // Per-layer views
 
+/** Pearson's r of edit score vs tracing effect at one edit layer (Hase et al. figures 4, 15). */
 export interface CorrelationRow {
+  /** Editing problem. */
   problem: string;
+  /** Editing method. */
   method: string;
+  /** The edit layer. */
   layer: number;
+  /** Facts with both a score and an effect at this layer. */
   n: number;
+  /** Pearson's correlation of score and effect. */
   r: number;
   /** 95% bootstrap interval of r over facts (one edit per fact at a layer). */
   ci: ConfidenceInterval;
+  /** Two-sided p-value of the t-test of r = 0. */
   p: number;
   /** Holm-corrected over every (problem, method, layer) of the call: one family. */
   pAdjusted: number;
+  /** The study's verdict rule on pAdjusted and r. */
   verdict: Verdict;
+  /** Why r is NaN (e.g. a constant side), or "". */
   note: string;
 }
 
@@ -607,17 +660,25 @@ export function perLayerCorrelations(
   return out;
 }
 
+/** Mean score per edit layer for one (problem, method) (Hase et al. figure 7); arrays are [layers]. */
 export interface LayerCurve {
+  /** Editing problem. */
   problem: string;
+  /** Editing method. */
   method: string;
+  /** The score averaged. */
   metric: Metric;
+  /** The sweep's edit layers, ascending. */
   layers: number[];
+  /** Mean score over the facts at each layer (NaN where none has a score). */
   mean: number[];
   /** Standard error of the mean (NaN with one value). */
   sem: number[];
   /** 95% bootstrap interval of the mean over facts (NaN where no fact has a score). */
   lower: number[];
+  /** Upper ends of those intervals. */
   upper: number[];
+  /** Facts with a score at each layer. */
   n: number[];
 }
 
@@ -677,27 +738,39 @@ function goldenIndex(matrix: Map<string, number[]>, facts: string[], nLayers: nu
 // ------------------------------------------------------------------------------------------------
 // Golden layers (Golden Layers paper)
 
+/** The golden layer vs each fact's own best layer for one condition (Golden Layers table 1). */
 export interface GoldenRow {
+  /** Editing problem. */
   problem: string;
+  /** Editing method. */
   method: string;
+  /** The score compared. */
   metric: Metric;
   /** Facts with a score at every layer of the grid. */
   n: number;
+  /** The layer with the best mean score over the facts. */
   goldenLayer: number;
+  /** Mean and standard deviation over facts of the score at the golden layer. */
   golden: { mean: number; std: number };
   /** Each fact at its own best layer. */
   optimal: { mean: number; std: number };
   /** mean(optimal - golden), its 95% t interval, Cohen's d_z and the paired t-test of it. */
   meanDifference: number;
+  /** Lower end of the 95% t interval of the mean difference. */
   lower: number;
+  /** Upper end of that interval. */
   upper: number;
+  /** Cohen's d_z of the paired differences. */
   dz: number;
+  /** t statistic of the paired t-test. */
   t: number;
+  /** Two-sided p-value of the paired t-test. */
   p: number;
   /** Holm-corrected over the call's (problem, method) rows, and the verdict rule on it and d_z. Each
    *  fact's best layer is a maximum over layers, so optimal >= golden by construction: the test asks
    *  whether the gap is large, not whether it exists. */
   pAdjusted: number;
+  /** The study's verdict rule on pAdjusted and d_z. */
   verdict: Verdict;
 }
 
@@ -753,17 +826,25 @@ export function goldenVsSampleWise(data: SweepData, metric: Metric = "rewrite"):
   return out;
 }
 
+/** Golden layer found on the proxy facts vs on the test facts for one condition (Golden Layers tables 3-8). */
 export interface ProxyTestRow {
+  /** Editing problem. */
   problem: string;
+  /** Editing method. */
   method: string;
+  /** The score compared. */
   metric: Metric;
+  /** Proxy facts with a score at every grid layer. */
   proxyFacts: number;
+  /** Test facts with a score at every grid layer. */
   testFacts: number;
-  /** The golden layer of the proxy facts, and the test facts' mean score there. */
+  /** The golden layer of the proxy facts. */
   proxyLayer: number;
+  /** The test facts' mean score at the proxy golden layer. */
   proxyLayerTestScore: number;
-  /** The golden layer of the test facts, and their mean score there. */
+  /** The golden layer of the test facts. */
   testLayer: number;
+  /** The test facts' mean score at their own golden layer. */
   testLayerTestScore: number;
 }
 
@@ -794,11 +875,15 @@ export function proxyVsTest(data: SweepData, metric: Metric = "rewrite"): ProxyT
   return out;
 }
 
+/** The field's standard metrics (CounterFact ES/PS/NS/..., EasyEdit's) of one condition at one layer. */
 export interface StandardRow {
+  /** Editing problem. */
   problem: string;
+  /** Editing method. */
   method: string;
   /** The layer scored: the golden layer of the proxy facts (by rewrite score), else of the test facts. */
   layer: number;
+  /** Which facts' golden layer `layer` is. */
   layerFrom: "proxy" | "test";
   /** Test facts scored. */
   n: number;
@@ -838,12 +923,15 @@ export function standardTable(data: SweepData, o: IntervalOptions = {}): Standar
   return out;
 }
 
+/** Scores of one method as more facts are edited at once; arrays are [sizes]. */
 export interface MassCurve {
+  /** Editing method. */
   method: string;
   /** Facts edited at once, ascending. */
   sizes: number[];
   /** Per metric and size: the mean over the edited facts with its 95% bootstrap interval. */
   metrics: Record<"rewrite" | "paraphrase" | "neighborhood", ConfidenceInterval[]>;
+  /** Wall-clock seconds of the batch edit per size. */
   seconds: number[];
 }
 
@@ -878,9 +966,14 @@ export const STRATEGY_NAMES: Readonly<Record<string, string>> = {
   "tracing-peak": "each fact's tracing peak",
 };
 
+/** How well one layer-selection strategy's layer scores on the test facts (Chun & Hur table 1, Golden
+ *  Layers table 2). */
 export interface SelectionScore {
+  /** Strategy key of STRATEGY_NAMES. */
   strategy: string;
+  /** Editing problem. */
   problem: string;
+  /** Editing method. */
   method: string;
   /** The chosen layer; null for the per-fact strategy (each fact has its own) and for no choice. */
   layer: number | null;
@@ -888,9 +981,11 @@ export interface SelectionScore {
   noChoice: string;
   /** Test facts scored. */
   n: number;
+  /** Mean score per metric over the test facts at the chosen layer(s). */
   means: Record<Metric, number>;
   /** 95% bootstrap intervals of the means over the test facts. */
   ci: Record<Metric, ConfidenceInterval>;
+  /** A caveat (a layer outside the grid, facts left out), or "". */
   note: string;
 }
 
@@ -1002,7 +1097,7 @@ export function selectionScores(data: SweepData, o: EffectOptions & IntervalOpti
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)}%` : "n/a");
 /** "12.3% [8.1, 15.0]": a share with its 95% interval, in percent. */
-export const pctCI = (x: number, ci: ConfidenceInterval) =>
+export const pctCI = (x: number, ci: ConfidenceInterval): string =>
   `${pct(x)} [${
     Number.isFinite(ci.lower) ? `${(100 * ci.lower).toFixed(1)}, ${(100 * ci.upper).toFixed(1)}` : "n/a"
   }]`;
