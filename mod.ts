@@ -18,9 +18,25 @@
  */
 
 /** GPU runtime: the adapter and device with its real limits, tensors, kernels' pipelines and uniforms. */
-export { cdiv, getGpu, Gpu, NoAdapterError, Tensor, uniforms } from "./engine/gpu.ts";
+export {
+  type AdapterSummary,
+  cdiv,
+  type Dtype,
+  getGpu,
+  Gpu,
+  type KernelParams,
+  NoAdapterError,
+  Tensor,
+  type TensorWindow,
+  type TextureChunk,
+  Uniforms,
+  uniforms,
+} from "./engine/gpu.ts";
+/** The kernel variants chosen for an adapter (register blocks, texture mirrors, f16). */
+export { type KernelChoice } from "./engine/kernel_choice.ts";
 /** Model configuration: every supported family's block as a validated description. */
 export {
+  type Activation,
   ConfigError,
   configJson,
   FAMILIES,
@@ -30,22 +46,28 @@ export {
   gpt2Config,
   type ModelConfig,
   parseConfig,
+  type RotaryConfig,
 } from "./engine/config.ts";
 /** Checkpoint tensor names per family, and the edited weight (the MLP's output projection). */
-export { checkpointSource, editTargetName } from "./engine/families.ts";
+export { checkpointSource, editTargetName, type TensorSource } from "./engine/families.ts";
 /** Weights, the batched forward with intervention hooks, and forwardWithCache (every hook site at once). */
 export {
   type Batch,
+  type EmbeddingChunk,
   type ForwardOptions,
   type ForwardResult,
   type Hook,
+  type LayerActivations,
   makeBatch,
   Model,
   ModelLoadError,
   parameterShapes,
   randomWeights,
   type Site,
+  type Suffix,
 } from "./engine/model.ts";
+/** Low-rank edits of a layer's MLP output projection, evaluated per batch row in the forward without writing the weights. */
+export { type VirtualEdit } from "./engine/virtual_edits.ts";
 /** Forward kernels as TypeScript functions that record WGSL dispatches (shapes in each one's comment). */
 export * as ops from "./engine/ops.ts";
 /** Backward kernels, the same way. */
@@ -53,14 +75,22 @@ export * as backwardOps from "./engine/backward_ops.ts";
 /** The hand-written backward pass: gradients of chosen parameters, hook sources and site states. */
 export { allocateGradients, backward, type BackwardRequest, type Gradients } from "./engine/autograd.ts";
 /** Adam/AdamW with clipping on the GPU, and the L-infinity projection of constrained fine-tuning. */
-export { Adam, projectLinf, zeroGrads } from "./engine/optimizer.ts";
+export { Adam, type AdamParam, type AdamState, projectLinf, zeroGrads } from "./engine/optimizer.ts";
 /** Validated safetensors reading and writing (single files and sharded checkpoints). */
-export { openCheckpoint, openSafetensors, SafetensorsError, writeSafetensors } from "./engine/safetensors.ts";
+export {
+  Checkpoint,
+  openCheckpoint,
+  openSafetensors,
+  SafetensorsError,
+  SafetensorsFile,
+  writeSafetensors,
+} from "./engine/safetensors.ts";
 /** Tokenizers (GPT-2 BPE, word level, any Hugging Face tokenizer.json), subject spans and target tokens. */
 export {
   BpeTokenizer,
   HfTokenizer,
   loadTokenizer,
+  type PreTokenizerName,
   subjectTokenRange,
   targetIds,
   type Tokenizer,
@@ -68,9 +98,16 @@ export {
   WordLevelTokenizer,
 } from "./engine/tokenizer.ts";
 /** The embedded model's folder, greedy generation and the next-token distribution. */
-export { DEFAULT_MODEL_DIR, generateGreedy, predictNext } from "./engine/cli.ts";
+export { DEFAULT_MODEL_DIR, generateGreedy, type Prediction, predictNext } from "./engine/cli.ts";
 /** The key statistics C = E[k k^T] of an MLP's keys that ROME and MEMIT need: shipped, cached or computed. */
-export { type CachedStatsOptions, KeyStats, keyStats } from "./experiments/editing/stats.ts";
+export {
+  type CachedStatsOptions,
+  KeyStats,
+  keyStats,
+  type StatsOptions,
+} from "./experiments/editing/stats.ts";
+/** A text corpus (name, content hash, texts in a fixed order): the sample the key statistics are estimated from. */
+export { type Corpus } from "./experiments/data/corpus.ts";
 
 /** The embedded model's invented knowledge base (subjects, relations, facts, CounterFact-style records). */
 export * as knowledgeBase from "./experiments/knowledge/knowledge_base.ts";

@@ -489,7 +489,8 @@ const PRE_TOKENIZERS = {
   /** HF "WhitespaceSplit": anything between whitespace. */
   WhitespaceSplit: /[^\p{White_Space}]+/gu,
 };
-type PreTokenizerName = keyof typeof PRE_TOKENIZERS;
+/** The Hugging Face pre-tokenizers a word-level tokenizer can split with ("Whitespace", "WhitespaceSplit"). */
+export type PreTokenizerName = keyof typeof PRE_TOKENIZERS;
 const PUNCTUATION_TOKEN = new RegExp(String.raw`^[^${WORD_CHAR}\p{White_Space}]+$`, "u");
 
 /** A word-level tokenizer (the embedded model's): one id per word or punctuation run. */
