@@ -33,7 +33,12 @@ export {
   uniforms,
 } from "./engine/gpu.ts";
 /** The kernel variants chosen for an adapter (register blocks, texture mirrors, f16). */
-export { type KernelChoice } from "./engine/kernel_choice.ts";
+export {
+  type KernelChoice,
+  type MatmulTiles,
+  type RowKernels,
+  type SoftwareAdapter,
+} from "./engine/kernel_choice.ts";
 /** Model configuration: every supported family's block as a validated description. */
 export {
   type Activation,

@@ -17,12 +17,16 @@ import {
   type SoftwareAdapter,
 } from "./kernel_choice.ts";
 
+/** WGSL constants a pipeline is specialised with: a number becomes `const NAME = <value>u;` (u32), a boolean a bool. */
 export type KernelParams = Record<string, number | boolean>;
 
 /** Bytes [offset, offset + size) of a tensor's buffer, bound on their own (e.g. as a uniform block). */
 export interface TensorWindow {
+  /** The tensor whose buffer is bound. */
   tensor: Tensor;
+  /** First byte of the window. */
   offset: number;
+  /** Length of the window in bytes. */
   size: number;
 }
 
@@ -66,8 +70,11 @@ export class Tensor {
 
 /** Rows [rowStart, rowStart + rows) of a matrix, mirrored in one rgba32float texture (cols/4 x rows texels). */
 export interface TextureChunk {
+  /** The texture's view, bound where the kernel reads the matrix. */
   view: GPUTextureView;
+  /** First matrix row in the texture (texel row 0). */
   rowStart: number;
+  /** Number of matrix rows (texel rows) in this chunk. */
   rows: number;
 }
 
@@ -79,14 +86,19 @@ interface Mirror {
   chunks: (TextureChunk & { texture: GPUTexture })[];
 }
 
+/** What the adapter says about itself, as shown to users and recorded with benchmark results. */
 export interface AdapterSummary {
+  /** GPUAdapterInfo's description (the driver's name for the device; may be empty). */
   description: string;
+  /** GPUAdapterInfo's vendor. */
   vendor: string;
+  /** GPUAdapterInfo's architecture. */
   architecture: string;
   /** The adapter's own isFallbackAdapter (false where the runtime does not report it). */
   isFallback: boolean;
   /** The CPU implementation of WebGPU behind it (engine/kernel_choice.ts), null on a GPU. */
   software: SoftwareAdapter | null;
+  /** The WebGPU backend the runtime was asked for (Deno's DENO_WEBGPU_BACKEND, or "default"). */
   backend: string;
 }
 
@@ -98,18 +110,22 @@ const POOL_LIMIT_BYTES = 1 << 30; // released buffers kept for reuse; beyond thi
 export class Uniforms {
   private view = new DataView(new ArrayBuffer(UNIFORM_SLOT));
   private n = 0;
+  /** Appends unsigned 32-bit integers (values wrap modulo 2^32). */
   u32(...values: number[]): this {
     for (const v of values) this.view.setUint32(4 * this.n++, v >>> 0, true);
     return this;
   }
+  /** Appends signed 32-bit integers. */
   i32(...values: number[]): this {
     for (const v of values) this.view.setInt32(4 * this.n++, v | 0, true);
     return this;
   }
+  /** Appends 32-bit floats. */
   f32(...values: number[]): this {
     for (const v of values) this.view.setFloat32(4 * this.n++, v, true);
     return this;
   }
+  /** The whole 256-byte block (fields in order, zeros after them), as uploaded for one dispatch. */
   bytes(): Uint8Array {
     return new Uint8Array(this.view.buffer, 0, UNIFORM_SLOT);
   }

@@ -36,9 +36,13 @@
  * TN*WG_Y columns of B in workgroup memory.
  */
 export interface MatmulTiles {
+  /** Rows of C per invocation. */
   TM: number;
+  /** Columns of C per invocation. */
   TN: number;
+  /** Invocations per workgroup along the rows. */
   WG_X: number;
+  /** Invocations per workgroup along the columns. */
   WG_Y: number;
   /** "registers" (default): no workgroup memory, fast on llvmpipe. "workgroup": shared-memory tiles, for real GPUs. */
   strategy?: "registers" | "workgroup";
@@ -81,9 +85,11 @@ export interface AdapterFacts {
 /** The CPU implementations of WebGPU Locus knows by name. */
 export type SoftwareAdapter = "llvmpipe" | "lavapipe" | "swiftshader" | "warp" | "unnamed";
 
+/** The kernel variants chosen for one adapter, read by every op that has more than one. */
 export interface KernelChoice {
   /** The CPU implementation behind the adapter, or null for a GPU. */
   software: SoftwareAdapter | null;
+  /** The matmul kernels' register-block and workgroup sizes. */
   matmul: MatmulTiles;
   /** Read f16 weights natively (needs the device feature "shader-f16"). */
   nativeF16: boolean;
@@ -93,6 +99,7 @@ export interface KernelChoice {
   rows: RowKernels;
 }
 
+/** How row kernels spread a row: one invocation per row, or one workgroup per row (see KernelChoice.rows). */
 export type RowKernels = "invocation" | "workgroup";
 /** Lanes per row for the "workgroup" row kernels (one f32 of workgroup memory each). */
 export const ROWS_WORKGROUP = 64;
