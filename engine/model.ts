@@ -91,28 +91,47 @@ export function makeBatch(sequences: number[][], pad = 0): Batch {
 
 /** Activations of one block kept for the backward pass (all [R, width] unless noted). */
 export interface LayerActivations {
-  x: Tensor; // block input [R,d]
+  /** Block input (the residual entering it) [R, d]. */
+  x: Tensor;
+  /** The first norm's output, the attention's input [R, d]. */
   ln1: Tensor;
-  ln1Stats: Tensor; // [R,2] mean, rstd
+  /** The first norm's per-row statistics [R, 2]: mean, rstd. */
+  ln1Stats: Tensor;
   /** Fused q|k|v as projected, before Gemma 3's q/k norms (only then kept apart from qkv). */
   qkvProjected?: Tensor;
-  qNormStats?: Tensor; // [R*H, 2] (Gemma 3)
-  kNormStats?: Tensor; // [R*Hkv, 2]
-  qkv: Tensor; // [R, (H + 2 Hkv) hd], attention's input (after q/k norms and rotary)
+  /** Gemma 3's query-norm statistics [R*H, 2]. */
+  qNormStats?: Tensor;
+  /** Gemma 3's key-norm statistics [R*Hkv, 2]. */
+  kNormStats?: Tensor;
+  /** Attention's input q|k|v [R, (H + 2 Hkv) hd], after q/k norms and rotary. */
+  qkv: Tensor;
   /** A suffix forward's q|k|v of the whole sequences [B*Tk, width] that attention read (the caller's). */
   kv?: Tensor;
-  probs: Tensor; // [B,H,T,T] ([B,H,T,Tk] in a suffix forward)
-  heads: Tensor; // attention heads concatenated, the output projection's input [R, H hd]
-  attn: Tensor; // attention output [R,d] (before a post-norm)
-  attnNormStats?: Tensor; // Gemma 2/3 post-norm of attn
+  /** Attention probabilities [B, H, T, T] ([B, H, T, Tk] in a suffix forward). */
+  probs: Tensor;
+  /** Attention heads concatenated, the output projection's input [R, H hd]. */
+  heads: Tensor;
+  /** Attention output [R, d] (before a post-norm). */
+  attn: Tensor;
+  /** Statistics of Gemma 2/3's post-norm of attn [R, 2]. */
+  attnNormStats?: Tensor;
+  /** Gemma 2/3's post-normed attention output [R, d]. */
   attnNormed?: Tensor;
-  m: Tensor; // x + attn (sequential blocks; x in parallel blocks)
-  ln2: Tensor; // the MLP's input (ln1 itself for GPT-J)
+  /** x + attn in sequential blocks; x in parallel blocks [R, d]. */
+  m: Tensor;
+  /** The MLP's input [R, d] (ln1 itself for GPT-J). */
+  ln2: Tensor;
+  /** The second norm's per-row statistics [R, 2] (ln1Stats itself for GPT-J). */
   ln2Stats: Tensor;
-  pre: Tensor; // MLP input projection [R, f] (gated: [R, 2f])
-  key: Tensor; // act(pre) or act(gate) * up [R, f]
-  mlp: Tensor; // MLP output [R,d] (before a post-norm)
+  /** MLP input projection [R, f] (gated: [R, 2f]). */
+  pre: Tensor;
+  /** The MLP's keys [R, f]: act(pre), or act(gate) * up when gated. */
+  key: Tensor;
+  /** MLP output [R, d] (before a post-norm). */
+  mlp: Tensor;
+  /** Statistics of Gemma 2/3's post-norm of mlp [R, 2]. */
   mlpNormStats?: Tensor;
+  /** Gemma 2/3's post-normed MLP output [R, d]. */
   mlpNormed?: Tensor;
 }
 
@@ -193,8 +212,11 @@ export interface ForwardOptions {
 
 /** A row chunk of a [V, d] matrix (token embedding or head): rows [rowStart, rowStart + rows). */
 export interface EmbeddingChunk {
+  /** The chunk's rows [rows, d]. */
   tensor: Tensor;
+  /** First row of the matrix in this chunk. */
   rowStart: number;
+  /** Number of rows in this chunk. */
   rows: number;
   /** The head's bias at these rows (GPT-J), added to the logits. */
   bias?: Tensor;
