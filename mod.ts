@@ -75,6 +75,8 @@ export {
 export { type VirtualEdit } from "./engine/virtual_edits.ts";
 /** Forward kernels as TypeScript functions that record WGSL dispatches (shapes in each one's comment). */
 export * as ops from "./engine/ops.ts";
+/** One row update of a patch (Hook.patch): dst row = keep * dst row + take * src row. */
+export { type RowEntry } from "./engine/ops.ts";
 /** Backward kernels, the same way. */
 export * as backwardOps from "./engine/backward_ops.ts";
 /** The hand-written backward pass: gradients of chosen parameters, hook sources and site states. */
@@ -84,10 +86,17 @@ export { Adam, type AdamParam, type AdamState, projectLinf, zeroGrads } from "./
 /** Validated safetensors reading and writing (single files and sharded checkpoints). */
 export {
   Checkpoint,
+  type Dtype as SafetensorsDtype,
+  type HalfTensor,
   openCheckpoint,
   openSafetensors,
+  type ReadOptions,
   SafetensorsError,
   SafetensorsFile,
+  type SafetensorsHeader,
+  type TensorEntry,
+  type TensorInfo,
+  type TensorSource as SafetensorsSource,
   writeSafetensors,
 } from "./engine/safetensors.ts";
 /** Tokenizers (GPT-2 BPE, word level, any Hugging Face tokenizer.json), subject spans and target tokens. */

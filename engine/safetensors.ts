@@ -52,48 +52,63 @@ export const MAX_HEADER_BYTES = 100_000_000;
 /** The key of the optional string->string metadata record in the header. */
 const METADATA_KEY = "__metadata__";
 
+/** A tensor's stored element type and shape, as the header declares them. */
 export interface TensorInfo {
+  /** Element type as stored (reads convert to f32). */
   dtype: Dtype;
+  /** Dimensions, row-major. */
   shape: number[];
 }
 
 /** One tensor of a parsed header; [begin, end) are byte offsets from the data section start. */
 export interface TensorEntry extends TensorInfo {
+  /** The tensor's name in the header. */
   name: string;
+  /** First byte, from the data section start. */
   begin: number;
+  /** One past the last byte, from the data section start. */
   end: number;
 }
 
+/** A parsed, validated safetensors header. */
 export interface SafetensorsHeader {
   /** Header length N from the first 8 bytes; the data section starts at byte 8 + N. */
   headerLength: number;
+  /** Byte offset of the data section in the file: 8 + headerLength. */
   dataStart: number;
   /** Data section size in bytes: fileSize - 8 - N. */
   dataSize: number;
   /** In header order. A Map, so a tensor named "__proto__" is just a name. */
   tensors: Map<string, TensorEntry>;
+  /** The header's optional "__metadata__" string->string record ({} when absent). */
   metadata: Record<string, string>;
 }
 
-/** What a single file and a (sharded) checkpoint folder both offer. */
-/** `allowNonFinite`: return NaN and +-Inf values instead of rejecting the tensor (raw round trips). */
+/** Options of a tensor read. */
 export interface ReadOptions {
+  /** Return NaN and +-Inf values instead of rejecting the tensor (raw round trips). */
   allowNonFinite?: boolean;
 }
 
+/** What a single file and a (sharded) checkpoint folder both offer. */
 export interface TensorSource {
+  /** Every tensor's name, in header (or weight_map) order. */
   names(): string[];
+  /** A tensor's dtype and shape; throws SafetensorsError naming the file when there is no such tensor. */
   info(name: string): TensorInfo;
   /** The whole tensor as f32, row-major in `info(name).shape`; non-finite values are an error. */
   read(name: string, o?: ReadOptions): Promise<Float32Array>;
   /** An F16/BF16 tensor's stored bit patterns (checked for non-finite values like read). */
   readHalf(name: string): Promise<HalfTensor>;
+  /** Closes the file(s); later reads throw. */
   close(): void;
 }
 
 /** A 16-bit tensor as stored: IEEE half ("f16") or bfloat16 ("bf16") bit patterns. */
 export interface HalfTensor {
+  /** Which 16-bit format the bits are in. */
   dtype: "f16" | "bf16";
+  /** One stored bit pattern per element, row-major. */
   bits: Uint16Array;
 }
 
@@ -400,25 +415,31 @@ export class SafetensorsFile implements TensorSource {
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
+  /** Wraps an open file whose header is already parsed (openSafetensors does both). */
   constructor(readonly path: string, readonly header: SafetensorsHeader, private handle: ByteReader) {}
 
+  /** A copy of the header's "__metadata__" record. */
   get metadata(): Record<string, string> {
     return { ...this.header.metadata };
   }
 
+  /** Every tensor's name, in header order. */
   names(): string[] {
     return [...this.header.tensors.keys()];
   }
 
+  /** Whether the file holds a tensor of this name. */
   has(name: string): boolean {
     return this.header.tensors.has(name);
   }
 
+  /** A tensor's dtype and a copy of its shape. */
   info(name: string): TensorInfo {
     const { dtype, shape } = this.entry(name);
     return { dtype, shape: [...shape] };
   }
 
+  /** The whole tensor as f32, row-major; non-finite values are an error unless o.allowNonFinite. */
   read(name: string, o: ReadOptions = {}): Promise<Float32Array> {
     const { entry, bytes } = this.queueRead(name);
     return bytes.then((b) => {
@@ -428,6 +449,7 @@ export class SafetensorsFile implements TensorSource {
     });
   }
 
+  /** An F16/BF16 tensor's stored bit patterns; an F32 tensor or non-finite values are an error. */
   readHalf(name: string): Promise<HalfTensor> {
     const { entry, bytes } = this.queueRead(name);
     if (entry.dtype === "F32") {
@@ -461,18 +483,21 @@ export class SafetensorsFile implements TensorSource {
     return { entry, bytes };
   }
 
+  /** Closes the file (idempotent); later reads throw. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.handle.close();
   }
 
+  /** The header entry of a tensor, or a SafetensorsError naming the file and tensor. */
   private entry(name: string): TensorEntry {
     const entry = this.header.tensors.get(name);
     if (!entry) throw new SafetensorsError(this.path, name, `no tensor ${quote(name)} in file ${this.path}`);
     return entry;
   }
 
+  /** A tensor's raw bytes [begin, end) of the data section. */
   private async readBytes(t: TensorEntry): Promise<Uint8Array> {
     try {
       return await readExactly(
@@ -567,7 +592,9 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
 
 /** A Hugging Face model folder: model.safetensors, or shards listed in model.safetensors.index.json. */
 export class Checkpoint implements TensorSource {
+  /** Wraps open files and the tensor-to-file map (openCheckpoint builds them from the folder). */
   constructor(
+    /** The model folder. */
     readonly dir: string,
     /** Every open file (one, or one per shard). */
     readonly files: SafetensorsFile[],
@@ -575,26 +602,32 @@ export class Checkpoint implements TensorSource {
     private owners: Map<string, SafetensorsFile>,
   ) {}
 
+  /** Every tensor's name, in weight_map (or header) order. */
   names(): string[] {
     return [...this.owners.keys()];
   }
 
+  /** A tensor's dtype and shape, from the file holding it. */
   info(name: string): TensorInfo {
     return this.owner(name).info(name);
   }
 
+  /** The whole tensor as f32, row-major, from the file holding it (see SafetensorsFile.read). */
   read(name: string, o?: ReadOptions): Promise<Float32Array> {
     return this.owner(name).read(name, o);
   }
 
+  /** An F16/BF16 tensor's stored bit patterns, from the file holding it. */
   readHalf(name: string): Promise<HalfTensor> {
     return this.owner(name).readHalf(name);
   }
 
+  /** Closes every file. */
   close(): void {
     for (const f of this.files) f.close();
   }
 
+  /** The file holding a tensor, or a SafetensorsError naming the folder and tensor. */
   private owner(name: string): SafetensorsFile {
     const file = this.owners.get(name);
     if (!file) {
