@@ -104,6 +104,7 @@ export {
   BpeTokenizer,
   HfTokenizer,
   loadTokenizer,
+  PRE_TOKENIZERS,
   type PreTokenizerName,
   subjectTokenRange,
   targetIds,
@@ -116,6 +117,7 @@ export { DEFAULT_MODEL_DIR, generateGreedy, type Prediction, predictNext } from 
 /** The key statistics C = E[k k^T] of an MLP's keys that ROME and MEMIT need: shipped, cached or computed. */
 export {
   type CachedStatsOptions,
+  type Checkpoint as StatsCheckpoint,
   KeyStats,
   keyStats,
   type StatsOptions,

@@ -20,6 +20,7 @@ import type { ModelConfig } from "./config.ts";
 
 /** Where a Locus tensor comes from: checkpoint names concatenated along the output dimension. */
 export interface TensorSource {
+  /** Checkpoint tensor names, concatenated in this order along the output dimension. */
   parts: string[];
   /** NeoX's query_key_value rows are [head][q|k|v][hd]; Locus wants [q heads | k heads | v heads]. */
   neoxHeads?: boolean;

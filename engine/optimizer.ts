@@ -7,8 +7,11 @@
 import { Gpu, Tensor, uniforms } from "./gpu.ts";
 import { elementwiseGrid, need, sumOfSquares, WG_ELEMENTWISE } from "./backward_ops.ts";
 
+/** One parameter an Adam optimises. */
 export interface AdamParam {
+  /** The parameter's name, recorded in saved states and checked when they are loaded. */
   name: string;
+  /** The parameter's values, updated in place by each step. */
   tensor: Tensor;
   /** Number of values to optimise (the first `size` of the tensor). */
   size: number;
@@ -29,9 +32,13 @@ export interface AdamOptions {
 
 /** Optimizer state for checkpoints: step count and the moments, one array per parameter (in order). */
 export interface AdamState {
+  /** Steps taken so far (the bias corrections' t). */
   step: number;
+  /** The parameters' names, in order. */
   names: string[];
+  /** First moments, one [size] array per parameter. */
   m: Float32Array[];
+  /** Second moments, one [size] array per parameter. */
   v: Float32Array[];
 }
 

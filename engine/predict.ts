@@ -5,9 +5,13 @@ import { makeBatch } from "./model.ts";
 import { softmax, topK } from "./ops.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
+/** One candidate next token. */
 export interface Prediction {
+  /** The token's text (its id as a string when no tokenizer was given). */
   token: string;
+  /** Token id. */
   id: number;
+  /** Softmax probability of the token after the prompt. */
   prob: number;
 }
 

@@ -483,7 +483,8 @@ function concatBytes(parts: Uint8Array[]): Uint8Array {
  *  alphabetic characters, marks, decimal digits, connector punctuation, and the Latin-1 digits ²³¹¼½¾.
  *  JavaScript's own \w is ASCII only. */
 const WORD_CHAR = String.raw`\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\u00b2\u00b3\u00b9\u00bc-\u00be`;
-const PRE_TOKENIZERS = {
+/** The Hugging Face pre-tokenizers a word-level tokenizer supports, as the regexes that find its pieces. */
+export const PRE_TOKENIZERS = {
   /** HF "Whitespace": \w+|[^\w\s]+ (words, and runs of punctuation as their own tokens). */
   Whitespace: new RegExp(String.raw`[${WORD_CHAR}]+|[^${WORD_CHAR}\p{White_Space}]+`, "gu"),
   /** HF "WhitespaceSplit": anything between whitespace. */

@@ -10,6 +10,7 @@ import { uniforms } from "./gpu.ts";
 
 /** The edits acting at one layer's MLP output in a forward (Model.forward's `virtualEdits`). */
 export interface VirtualEdit {
+  /** The block whose MLP output the edits change. */
   layer: number;
   /** Key directions u_c of every component of every edit, [C, f] (f = the MLP's inner width). */
   keys: Tensor;

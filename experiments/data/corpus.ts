@@ -15,9 +15,11 @@ import { baseName, io } from "../../engine/io.ts";
 
 /** A corpus: a name and content hash for cache keys, and its texts in a fixed order. */
 export interface Corpus {
+  /** The corpus's name (a file's base name, or the hub dataset's), part of cache keys. */
   name: string;
   /** Short hex hash of the content (a changed corpus gets new cache entries). */
   hash: string;
+  /** Its texts, in the same fixed order on every call. */
   texts(): AsyncIterable<string>;
 }
 

@@ -155,7 +155,9 @@ async function writeFactor(path: string, L: Float64Array, f: number): Promise<vo
   await writeAtomic(path, bytes);
 }
 
+/** What computeKeyStats accumulates, over how many keys, in what batches, and where it checkpoints. */
 export interface StatsOptions {
+  /** Blocks whose MLP keys are accumulated. */
   layers: number[];
   /** Keys (tokens) to average; fewer if the corpus is shorter. */
   samples: number;
@@ -167,6 +169,7 @@ export interface StatsOptions {
   onProgress?: (done: number, total: number, seconds: number) => void;
   /** Keep the running sums here and resume from them (the caller removes the file when done). */
   checkpoint?: Checkpoint;
+  /** Receives progress lines meant for people (e.g. resuming from a checkpoint). */
   log?: (line: string) => void;
 }
 
@@ -235,7 +238,9 @@ export async function* packTexts(
 
 /** Where computeKeyStats keeps its running sums, and how often (seconds; 0 = after every batch). */
 export interface Checkpoint {
+  /** File of the running sums. */
   path: string;
+  /** Seconds between saves (0 = after every batch). */
   seconds: number;
 }
 
