@@ -71,7 +71,8 @@ export {
   type Site,
   type Suffix,
 } from "./engine/model.ts";
-/** Low-rank edits of a layer's MLP output projection, evaluated per batch row in the forward without writing the weights. */
+/** Low-rank edits of a layer's MLP output projection, evaluated per batch row in the forward without
+ *  writing the weights. */
 export { type VirtualEdit } from "./engine/virtual_edits.ts";
 /** Forward kernels as TypeScript functions that record WGSL dispatches (shapes in each one's comment). */
 export * as ops from "./engine/ops.ts";
@@ -122,7 +123,7 @@ export {
   keyStats,
   type StatsOptions,
 } from "./experiments/editing/stats.ts";
-/** A text corpus (name, content hash, texts in a fixed order): the sample the key statistics are estimated from. */
+/** A text corpus (name, content hash, texts in a fixed order): the key statistics' sample. */
 export { type Corpus } from "./experiments/data/corpus.ts";
 
 /** The embedded model's invented knowledge base (subjects, relations, facts, CounterFact-style records). */

@@ -17,7 +17,8 @@ import {
   type SoftwareAdapter,
 } from "./kernel_choice.ts";
 
-/** WGSL constants a pipeline is specialised with: a number becomes `const NAME = <value>u;` (u32), a boolean a bool. */
+/** WGSL constants a pipeline is specialised with: a number becomes `const NAME = <value>u;` (u32),
+ *  a boolean a bool. */
 export type KernelParams = Record<string, number | boolean>;
 
 /** Bytes [offset, offset + size) of a tensor's buffer, bound on their own (e.g. as a uniform block). */

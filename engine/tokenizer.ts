@@ -490,7 +490,7 @@ export const PRE_TOKENIZERS = {
   /** HF "WhitespaceSplit": anything between whitespace. */
   WhitespaceSplit: /[^\p{White_Space}]+/gu,
 };
-/** The Hugging Face pre-tokenizers a word-level tokenizer can split with ("Whitespace", "WhitespaceSplit"). */
+/** The Hugging Face pre-tokenizers a word-level tokenizer can split with: "Whitespace", "WhitespaceSplit". */
 export type PreTokenizerName = keyof typeof PRE_TOKENIZERS;
 const PUNCTUATION_TOKEN = new RegExp(String.raw`^[^${WORD_CHAR}\p{White_Space}]+$`, "u");
 
