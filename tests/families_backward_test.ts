@@ -118,6 +118,27 @@ for (const name of CASES) {
   });
 }
 
+/** Per model: [[loss], d delta, ...d params] on `prompts` (token ids), the delta hooked as `loss` does. */
+function lossAndGradients(models: Model[], prompts: number[][], params: string[]): Promise<number[][][]> {
+  return Promise.all(models.map(async (m) => {
+    const delta = gpu.zeros([1, m.config.nEmbd]), ddelta = gpu.zeros([1, m.config.nEmbd]);
+    const g = allocateGradients(m, params);
+    const l = await loss(m, prompts, delta, { grads: g, ddelta });
+    return [
+      [l],
+      [...await ddelta.read()],
+      ...await Promise.all(params.map(async (n) => [...await g.get(n)!.read()])),
+    ];
+  }));
+}
+
+/** Each of `whole`'s values equals `chunked`'s within `tolerance` relative to its largest magnitude. */
+function assertSameValues(whole: number[][], chunked: number[][], tolerance: number, label: string): void {
+  whole.forEach((w, i) =>
+    assert.ok(maxAbsDiff(w, chunked[i]) < tolerance * Math.max(1, ...w.map(Math.abs)), `${label}: value ${i}`)
+  );
+}
+
 Deno.test("a head split into row chunks (vocabularies over one binding) gives the same gradients", async () => {
   for (const name of ["llama", "gemma2"]) {
     const { model, expected } = await loadCase(name);
@@ -125,20 +146,11 @@ Deno.test("a head split into row chunks (vocabularies over one binding) gives th
       embeddingChunkRows: 50,
     });
     assert.ok(split.head.length > 1, "the head is split");
-    const grads = [model, split].map(async (m) => {
-      const delta = gpu.zeros([1, m.config.nEmbd]), ddelta = gpu.zeros([1, m.config.nEmbd]);
-      const g = allocateGradients(m, ["ln_f.weight", "h.0.mlp.c_proj.weight"]);
-      await loss(m, expected.prompts, delta, { grads: g, ddelta });
-      return [
-        await ddelta.read(),
-        await g.get("ln_f.weight")!.read(),
-        await g.get("h.0.mlp.c_proj.weight")!.read(),
-      ];
-    });
-    const [whole, chunked] = await Promise.all(grads);
-    whole.forEach((w, i) =>
-      assert.ok(maxAbsDiff(w, chunked[i]) < 1e-5 * Math.max(1, ...w.map(Math.abs)), `${name}: gradient ${i}`)
-    );
+    const [whole, chunked] = await lossAndGradients([model, split], expected.prompts, [
+      "ln_f.weight",
+      "h.0.mlp.c_proj.weight",
+    ]);
+    assertSameValues(whole, chunked, 1e-5, name);
   }
 });
 
@@ -153,16 +165,8 @@ Deno.test("a bf16 embedding and head split into row chunks give the logits and g
   const split = Model.fromArrays(gpu, model.config, arrays, "split", { embeddingChunkRows: 50 });
   assert.ok(split.wte.length === 3 && split.head.length === 3, "wte and head are split");
   assert.ok([...split.wte, ...split.head].every((c) => c.tensor.dtype === "bf16"));
-  const results = [model, split].map(async (m) => {
-    const delta = gpu.zeros([1, m.config.nEmbd]), ddelta = gpu.zeros([1, m.config.nEmbd]);
-    const g = allocateGradients(m, ["ln_f.weight"]);
-    const l = await loss(m, expected.prompts, delta, { grads: g, ddelta });
-    return [[l], await ddelta.read(), await g.get("ln_f.weight")!.read()];
-  });
-  const [whole, chunked] = await Promise.all(results);
-  whole.forEach((w, i) =>
-    assert.ok(maxAbsDiff(w, chunked[i]) < 1e-5 * Math.max(1, ...w.map(Math.abs)), `value ${i}`)
-  );
+  const [whole, chunked] = await lossAndGradients([model, split], expected.prompts, ["ln_f.weight"]);
+  assertSameValues(whole, chunked, 1e-5, "llama_bf16");
 });
 
 Deno.test("projections split into row chunks (over one storage binding) give the same logits and gradients", async () => {
@@ -174,16 +178,8 @@ Deno.test("projections split into row chunks (over one storage binding) give the
       split.rowChunks.size > 0 && !split.params.has("h.0.mlp.c_fc.weight"),
       `${name}: projections are split`,
     );
-    const results = [model, split].map(async (m) => {
-      const delta = gpu.zeros([1, m.config.nEmbd]), ddelta = gpu.zeros([1, m.config.nEmbd]);
-      const g = allocateGradients(m, ["ln_f.weight"]);
-      const l = await loss(m, expected.prompts, delta, { grads: g, ddelta });
-      return [[l], await ddelta.read(), await g.get("ln_f.weight")!.read()];
-    });
-    const [whole, chunked] = await Promise.all(results);
-    whole.forEach((w, i) =>
-      assert.ok(maxAbsDiff(w, chunked[i]) < 1e-4 * Math.max(1, ...w.map(Math.abs)), `${name}: value ${i}`)
-    );
+    const [whole, chunked] = await lossAndGradients([model, split], expected.prompts, ["ln_f.weight"]);
+    assertSameValues(whole, chunked, 1e-4, name);
     assert.throws(() => split.p("h.0.mlp.c_fc.weight"), /split into \d+ row chunks/);
   }
 });
