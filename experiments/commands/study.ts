@@ -1,9 +1,11 @@
 // ./locus task study: the whole localization-vs-editing study on the embedded model (or any --model),
 // at the papers' scale by default, resumable under a time budget; --quick is a small smoke test.
 //
-//   1. facts: a seeded sample of the CounterFact facts the model knows: --proxy facts for layer
-//      selection, then --facts test facts (disjoint), more traced up to --trace-facts;
-//   2. localization: causal tracing (and representation zeroing) of every traced fact;
+//   1. facts: a seeded sample of the dataset's facts the model knows (DIR/counterfact.json, or any file
+//      Locus reads: --dataset zsre.json): --proxy facts for layer selection, then --facts test facts
+//      (disjoint), more traced up to --trace-facts;
+//   2. localization: causal tracing (and representation zeroing) of every traced fact, and the
+//      window-size study's traces of the edited facts (Hase et al.'s windows 1, 3, 5, 10 scaled to depth);
 //   3. layer selection on the proxy facts: causal tracing (CMA), integrated gradients, LGA;
 //   4. edits: every method (ROME, R-ROME, MEMIT, EMMET, FT-L) at every layer for every edited fact x
 //      Hase et al.'s five editing problems, in blocks of facts through every condition;
@@ -14,7 +16,8 @@
 // Every result goes to OUT/results.db as it is produced (experiments/study/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
-//   ./locus task study [--quick] [--model DIR] [--out runs/study] [--facts 250] [--proxy 50] [--minutes 30]
+//   ./locus task study [--quick] [--model DIR] [--dataset FILE] [--out runs/study] [--facts 250] [--proxy 50]
+//                      [--windows 1,3,5,10] [--minutes 30]
 import { writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
@@ -35,6 +38,7 @@ import {
   MASS_METHODS,
   MASS_SIZES,
   parseNames,
+  parseWindowSizes,
   runMeta,
   runSweep,
   sampleFacts,
@@ -45,6 +49,7 @@ import {
   type SweepSummary,
 } from "../study/sweep.ts";
 import { runMain } from "../../engine/main.ts";
+import { WINDOW_STUDY } from "../localization/layer_selection.ts";
 
 /** The default study (the papers' scale: Hase et al. edit 652 facts, the golden-layer paper hundreds)
  *  and --quick, a smoke test of the whole pipeline. Every option below overrides its preset. */
@@ -56,6 +61,7 @@ const PRESETS = {
     methods: "all",
     problems: "all",
     mass: "memit,emmet",
+    windows: WINDOW_STUDY.join(","),
     minutes: 30,
   },
   quick: {
@@ -65,6 +71,8 @@ const PRESETS = {
     methods: "rome,memit",
     problems: "error-injection,fact-forcing",
     mass: "memit",
+    // The smallest and the widest window: the window study's whole code path at a fraction of the traces.
+    windows: `${WINDOW_STUDY[0]},${WINDOW_STUDY.at(-1)}`,
     minutes: 10,
   },
 } as const;
@@ -73,6 +81,8 @@ const USAGE = `usage: ./locus task study [options]
   --quick              a small smoke-test preset: ${PRESETS.quick.facts} test + ${PRESETS.quick.proxy} proxy facts,
                        ${PRESETS.quick.methods} on ${PRESETS.quick.problems}
   --model DIR          model folder with counterfact.json and corpus.txt (default: the embedded model)
+  --dataset FILE       the facts: any dataset file Locus reads (default DIR/counterfact.json); a zsRE file
+                       (MEND's schema, e.g. weights/locus-kb/zsre.json) adds the ZsRE metrics to the report
   --out DIR            results.db, results.csv and report.html go here (default runs/study)
   --facts N            test facts edited at every layer (default ${PRESETS.default.facts})
   --proxy N            proxy facts for layer selection, disjoint from the test facts (default ${PRESETS.default.proxy})
@@ -84,6 +94,8 @@ const USAGE = `usage: ./locus task study [options]
 }
                        of the test facts at once
   --localizations L    ${LOCALIZATIONS.join(",")} (default both)
+  --windows W          the window-size study: Hase et al.'s tracing windows (of GPT-J's 28 layers) scaled
+                       to the model's depth, or none (default ${PRESETS.default.windows}; --quick ${PRESETS.quick.windows})
   --minutes M          time budget: no new work starts after M minutes (default ${PRESETS.default.minutes}); run again
                        to continue (facts are edited in blocks through every condition, so a partial study is
                        balanced)
@@ -105,6 +117,8 @@ async function main(args: string[]): Promise<number> {
       problems: { type: "string" },
       mass: { type: "string" },
       localizations: { type: "string", default: "all" },
+      windows: { type: "string" },
+      dataset: { type: "string" },
       minutes: { type: "string" },
       seed: { type: "string" },
       "v-steps": { type: "string" },
@@ -120,7 +134,7 @@ async function main(args: string[]): Promise<number> {
   const started = performance.now();
   const deadline = started + positiveNumber("minutes", values.minutes, preset.minutes) * 60_000;
   const dir = await resolveModelDir(values.model!), out = values.out!;
-  const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
+  const datasetPath = values.dataset ?? `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
   // Weights in one file or sharded (real Llama/Gemma checkpoints are: model.safetensors.index.json).
   const index = `${dir}/model.safetensors.index.json`;
   const weights = await Deno.stat(index).then(() => index, () => `${dir}/model.safetensors`);
@@ -184,6 +198,7 @@ async function main(args: string[]): Promise<number> {
       localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
       selectors: [...SELECTORS],
       massMethods: parseNames("mass", values.mass ?? preset.mass, MASS_METHODS),
+      windows: parseWindowSizes("windows", values.windows ?? preset.windows, L),
     },
   }];
 
