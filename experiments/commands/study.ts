@@ -25,7 +25,7 @@ import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
-import { caveats, findings, formatP, headline, loadSweep, r2Table } from "../study/analysis.ts";
+import { caveats, findings, formatP, headline, loadSweep, r2Table, windowStudy } from "../study/analysis.ts";
 import { VERDICT_RULE } from "../study/stats.ts";
 import { METHODS, parseMethod } from "../editing/methods.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
@@ -265,6 +265,20 @@ async function main(args: string[]): Promise<number> {
       );
     }
     const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
+    const windows = windowStudy(data, { metric: "rewrite" });
+    if (main && windows.windows.length > 1) {
+      // The window-size study for the headline's condition (the report has every condition).
+      const rows = windows.rows.filter((r) => r.problem === main.problem && r.method === main.method);
+      console.log(
+        `Window study (${main.method} ${main.problem}, ${windows.facts} facts traced with every window): ` +
+          rows.map((r) =>
+            `window ${r.window}: trace R² ${f3(r.trace)} [${f3(r.ci.trace.lower)}, ${
+              f3(r.ci.trace.upper)
+            }], ` +
+            `Diff ${f3(r.diff)}, Holm p ${formatP(r.pAdjusted)}`
+          ).join("; "),
+      );
+    }
     if (main) console.log(`\n${headline(main)}`);
     console.log(
       `\n=== Summary (${data.model.name ?? dir}, ${model.config.family}; ${gpu.describe()}; results sha256 ${
