@@ -228,29 +228,33 @@ const METRIC_NAMES: Record<Metric, string> = {
 const withLayer = (method: string, nLayers: number) =>
   `${method} (${nLayers} layer${nLayers === 1 ? "" : "s"})`;
 
+/** One R² row's cells, from "Layer R²" to "n edits"; the adjusted R² of `adjusted` and of both. */
+function r2Cells(r: R2Row, adjusted: "layer" | "trace"): Cell[] {
+  return [
+    withCI(r.layer, r.ci.layer),
+    withCI(r.trace, r.ci.trace),
+    withCI(r.both, r.ci.both),
+    withCI(r.diff, r.ci.diff),
+    `${f3(r.adjusted[adjusted])} / ${f3(r.adjusted.both)}`,
+    withCI(r.f2, r.ci.f2),
+    formatP(r.pAdjusted),
+    verdictCell(r.verdict),
+    {
+      text: `${r.n} (${r.facts} facts)${r.dropped ? `, ${r.dropped} left out` : ""}${
+        r.noops ? `, ${r.noops} no-op` : ""
+      }${r.note ? `; ${r.note}` : ""}`,
+      cls: "note",
+    },
+  ];
+}
+
 /** Rows of Hase et al.'s tables 3-6: the problem cell spans its methods. */
 function r2Body(rows: R2Row[], methodLabel: (m: string) => string): Cell[][] {
   const body: Cell[][] = [];
   for (const problem of [...new Set(rows.map((r) => r.problem))]) {
     const mine = rows.filter((r) => r.problem === problem);
     mine.forEach((r, i) => {
-      const cells: Cell[] = [
-        methodLabel(r.method),
-        withCI(r.layer, r.ci.layer),
-        withCI(r.trace, r.ci.trace),
-        withCI(r.both, r.ci.both),
-        withCI(r.diff, r.ci.diff),
-        `${f3(r.adjusted.layer)} / ${f3(r.adjusted.both)}`,
-        withCI(r.f2, r.ci.f2),
-        formatP(r.pAdjusted),
-        verdictCell(r.verdict),
-        {
-          text: `${r.n} (${r.facts} facts)${r.dropped ? `, ${r.dropped} left out` : ""}${
-            r.noops ? `, ${r.noops} no-op` : ""
-          }${r.note ? `; ${r.note}` : ""}`,
-          cls: "note",
-        },
-      ];
+      const cells: Cell[] = [methodLabel(r.method), ...r2Cells(r, "layer")];
       body.push(i === 0 ? [{ text: problem, rowspan: mine.length }, ...cells] : cells);
     });
   }
@@ -484,23 +488,7 @@ function windowSection(data: SweepData, methodLabel: (m: string) => string): str
   const body: Cell[][] = [];
   for (const g of groups) {
     g.rows.forEach((r, i) => {
-      const cells: Cell[] = [
-        windowLabel(r.window),
-        withCI(r.layer, r.ci.layer),
-        withCI(r.trace, r.ci.trace),
-        withCI(r.both, r.ci.both),
-        withCI(r.diff, r.ci.diff),
-        `${f3(r.adjusted.trace)} / ${f3(r.adjusted.both)}`,
-        withCI(r.f2, r.ci.f2),
-        formatP(r.pAdjusted),
-        verdictCell(r.verdict),
-        {
-          text: `${r.n} (${r.facts} facts)${r.noops ? `, ${r.noops} no-op` : ""}${
-            r.note ? `; ${r.note}` : ""
-          }`,
-          cls: "note",
-        },
-      ];
+      const cells: Cell[] = [windowLabel(r.window), ...r2Cells(r, "trace")];
       body.push(
         i === 0
           ? [
