@@ -143,7 +143,9 @@ async function main(args: string[]): Promise<number> {
       await Deno.stat(path);
     } catch {
       throw new Error(
-        `${path} is missing${dir === DEFAULT_MODEL_DIR ? " (train it: ./locus task train)" : ""}`,
+        `${path} is missing${
+          dir === DEFAULT_MODEL_DIR && path !== values.dataset ? " (train it: ./locus task train)" : ""
+        }`,
       );
     }
   }

@@ -470,7 +470,7 @@ function windowSection(data: SweepData, methodLabel: (m: string) => string): str
         section: g.problem,
         bars: g.rows.map((r) => {
           const ci = pick(r);
-          return { name: `window ${r.window}`, value: ci.estimate, lower: ci.lower, upper: ci.upper };
+          return { name: windowLabel(r.window), value: ci.estimate, lower: ci.lower, upper: ci.upper };
         }),
       })),
       { title, yLabel },
