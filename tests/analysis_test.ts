@@ -513,6 +513,10 @@ Deno.test("windowStudy: the regressions per tracing window on the facts traced w
     const peaks = effects.get(w.window)!.slice(0, 29).map((e) => Math.max(...e));
     close(w.peak.estimate, avg(peaks), 1e-12, `window ${w.window} mean peak`);
     assert.ok(w.peak.lower <= w.peak.estimate && w.peak.estimate <= w.peak.upper);
+    // Figure 11: where each of those facts peaks.
+    const counts = [0, 0, 0];
+    for (const e of effects.get(w.window)!.slice(0, 29)) counts[e.indexOf(Math.max(...e))]++;
+    assert.deepEqual([w.peakLayers, w.noPeak], [counts, 0], `window ${w.window} peak layers`);
   }
   // Each window's rows are r2Table's with that window's records on the same 29 facts ...
   assert.deepEqual(study.rows.map((r) => [r.window, r.method]), [

@@ -361,6 +361,9 @@ Deno.test("deno task report: every table and figure, cells that match the analys
     ["2 layers", "tracing-window:2", "10"],
   ]);
   assert.equal(effects[1][3], withCI(study.windows[1].peak.estimate, study.windows[1].peak));
+  // Where the facts peak (fact f peaks at layer f mod 4 with window 1).
+  assert.equal(effects[0][4], "3 · 3 · 2 · 2");
+  assert.equal(effects[1][4], study.windows[1].peakLayers.join(" · "));
   assert.ok(study.windows[1].peak.estimate > study.windows[0].peak.estimate, "wider windows, larger peaks");
   const windowRows = bodyRows(element(html, "table-window"));
   assert.equal(windowRows.length, PROBLEMS.length * METHODS.length * 2);

@@ -570,6 +570,11 @@ export interface StudyWindowTraces {
   /** Mean of the peak (max over layers) tracing effect over the facts traced with every window, with
    *  its 95% bootstrap interval: Hase et al.'s figure 10 (effects grow as the window widens). */
   peak: ConfidenceInterval;
+  /** Over the same facts, how many peak at each layer (layerChoice; indexed by layer): Hase et al.'s
+   *  figure 11 (peaks move towards the first and last layers as the window narrows). */
+  peakLayers: number[];
+  /** Facts among them without a peak (a tie, or no effect above 0). */
+  noPeak: number;
 }
 
 /** The window-size study: per window its traces, and per (window, problem, method) the R² rows. */
@@ -622,16 +627,27 @@ export function windowStudy(
     }))
   );
   return {
-    windows: windows.map((w) => ({
-      window: w.window,
-      localization: w.localization,
-      facts: w.traces.length,
-      peak: meanCI(
-        w.traces.filter((t) => tracedByAll.has(t.fact))
-          .map((t) => Math.max(...t.effect.filter(Number.isFinite))).filter(Number.isFinite),
-        o,
-      ),
-    })),
+    windows: windows.map((w) => {
+      const traces = w.traces.filter((t) => tracedByAll.has(t.fact));
+      const peakLayers = new Array(Math.max(0, ...traces.map((t) => t.effect.length))).fill(0);
+      let noPeak = 0;
+      for (const t of traces) {
+        const { layer } = layerChoice(t.effect);
+        if (layer === null) noPeak++;
+        else peakLayers[layer]++;
+      }
+      return {
+        window: w.window,
+        localization: w.localization,
+        facts: w.traces.length,
+        peak: meanCI(
+          traces.map((t) => Math.max(...t.effect.filter(Number.isFinite))).filter(Number.isFinite),
+          o,
+        ),
+        peakLayers,
+        noPeak,
+      };
+    }),
     facts: common.size,
     rows: correctR2Family(rows),
   };

@@ -444,15 +444,19 @@ function windowSection(data: SweepData, methodLabel: (m: string) => string): str
   }
   parts.push(table(
     "table-window-effects",
-    `Tracing effects by restoration window (Hase et al. figure 10): the mean, over the facts traced with ` +
-      `every window, of each fact's peak MLP tracing effect (max over tokens and layers), 95% bootstrap ` +
-      `interval below. ${scaling}`,
-    [["Window", "Records", "Facts traced", "Mean peak effect"]],
+    `Tracing effects by restoration window, over the facts traced with every window: the mean of each ` +
+      `fact's peak MLP tracing effect (max over tokens and layers; Hase et al. figure 10), 95% bootstrap ` +
+      `interval below, and how many facts peak at each layer (figure 11). ${scaling}`,
+    [["Window", "Records", "Facts traced", "Mean peak effect", "Facts peaking at layer 0, 1, ..."]],
     study.windows.map((w) => [
       windowLabel(w.window),
       w.localization,
       w.facts,
       withCI(w.peak.estimate, w.peak),
+      {
+        text: w.peakLayers.join(" · ") + (w.noPeak ? ` (${w.noPeak} without a peak)` : ""),
+        cls: "label",
+      },
     ]),
   ));
   const groups = [...new Set(study.rows.map((r) => `${r.problem}\u0000${r.method}`))].map((g) => {
