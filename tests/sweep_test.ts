@@ -65,6 +65,7 @@ Deno.test("planItems: traces, selections, then every fact x layer x method x pro
       batchSize: 2,
       igSteps: 2,
       overrides: {},
+      drift: { essenceSamples: 0, essenceTokens: 1, fluencyPrompts: 0, fluencyTokens: 1, topK: 1, every: 1 },
     },
   };
   const items = planItems(plan);
