@@ -9,6 +9,7 @@ import {
   qualityBar,
   type QualityRow,
   scoreSem,
+  standardMean,
 } from "../experiments/editing/edit_quality.ts";
 import type { CaseScores } from "../experiments/editing/problems.ts";
 import { runScript } from "./util.ts";
@@ -37,22 +38,74 @@ Deno.test("meanScores averages each score over the cases that have it; scoreSem 
   assert.equal(formatMean(0.12345), "0.123");
 });
 
-Deno.test("qualityBar: ROME needs >= 100 edits at rewrite >= 0.9 and neighborhood >= 0.8; MEMIT a batch of >= 100 at >= 0.8", () => {
-  const row = (cases: number, rewrite: number, neighborhood: number): QualityRow => ({
+Deno.test("qualityBar: ROME needs >= 100 edits at ES >= 0.9, PS >= 0.8, NS >= 0.95; MEMIT a batch of >= 100 at rewrite >= 0.8", () => {
+  const standard = (es: number, ps: number, ns: number) => ({
+    efficacySuccess: es,
+    efficacyMagnitude: null,
+    paraphraseSuccess: ps,
+    paraphraseMagnitude: null,
+    neighborhoodSuccess: ns,
+    neighborhoodMagnitude: null,
+    reliability: null,
+    generalization: null,
+    locality: null,
+    portability: null,
+  });
+  const rome = (cases: number, es: number, ps: number, ns: number, spread = 0): QualityRow => ({
     label: "x",
     layers: [0],
     cases,
     seconds: 1,
-    mean: s(rewrite, NaN, neighborhood, NaN),
+    mean: s(NaN, NaN, NaN, NaN),
     scores: [],
+    // Half the cases at the value + spread and half at - spread: the bar reads the mean over all of them.
+    standard: Array.from({ length: cases }, (_, i) => {
+      const d = i % 2 ? spread : -spread;
+      return standard(es + d, ps + d, ns + d);
+    }),
   });
-  const verdicts = (rome?: QualityRow, memit?: QualityRow) => qualityBar(rome, 3, memit).map(([, ok]) => ok);
-  assert.deepEqual(verdicts(row(100, 0.9, 0.8), row(100, 0.8, 0)), [true, true, true]);
-  assert.deepEqual(verdicts(row(99, 0.95, 0.9), row(99, 0.95, 1)), [false, true, false], "too few edits");
-  assert.deepEqual(verdicts(row(100, 0.89, 0.79), row(100, 0.79, 1)), [false, false, false]);
-  assert.deepEqual(verdicts(undefined, row(150, 0.9, 1)), [true], "an unmeasured method adds no line");
-  const [[text]] = qualityBar(row(120, 0.91234, 0.85), 3, undefined);
-  assert.equal(text, "ROME layer 3: mean rewrite 0.912 >= 0.9 over 120 edits (>= 100)");
+  const memit = (cases: number, rewrite: number): QualityRow => ({
+    ...rome(0, 0, 0, 0),
+    cases,
+    mean: s(rewrite, NaN, NaN, NaN),
+  });
+  const verdicts = (r?: QualityRow, m?: QualityRow) => qualityBar(r, 3, m).map(([, ok]) => ok);
+  assert.deepEqual(verdicts(rome(100, 0.901, 0.801, 0.951), memit(100, 0.8)), [true, true, true, true]);
+  assert.deepEqual(
+    verdicts(rome(98, 1, 1, 1), memit(99, 0.95)),
+    [false, false, false, false],
+    "too few edits",
+  );
+  assert.deepEqual(
+    verdicts(rome(100, 0.89, 0.79, 0.949), memit(100, 0.79)),
+    [false, false, false, false],
+  );
+  assert.deepEqual(
+    verdicts(rome(100, 0.95, 0.5, 0.99)),
+    [true, false, true],
+    "an unmeasured method adds no line",
+  );
+  // Cases without standard metrics (null) are not counted as edits.
+  const partly = rome(102, 0.95, 0.9, 0.99, 0.02);
+  partly.standard[0] = partly.standard[1] = partly.standard[2] = null;
+  assert.deepEqual(verdicts(partly), [false, false, false]);
+  const [[text]] = qualityBar(rome(120, 0.91234, 0.85, 1), 3, undefined);
+  assert.equal(text, "ROME layer 3: efficacy success (ES) 0.912 >= 0.9 over 120 edits (>= 100)");
+});
+
+Deno.test("standardMean: mean and standard error over the cases that have the metric", () => {
+  const row = [
+    { efficacySuccess: 1 },
+    null,
+    { efficacySuccess: 0.5 },
+    { efficacySuccess: null },
+    { efficacySuccess: 0 },
+  ] as unknown as Parameters<typeof standardMean>[0];
+  const { mean, se, n } = standardMean(row, "efficacySuccess");
+  assert.equal(n, 3);
+  assert.equal(mean, 0.5);
+  assert.ok(Math.abs(se - 0.5 / Math.sqrt(3)) < 1e-15);
+  assert.ok(Number.isNaN(standardMean([null], "efficacySuccess").mean));
 });
 
 Deno.test("editMode: MEMIT and EMMET edit all cases in one batch, the others one fact at a time", () => {

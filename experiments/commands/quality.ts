@@ -1,6 +1,6 @@
 // ./locus task quality: edit quality on a model with a CounterFact file (the embedded model by default):
-// Hase et al.'s normalised rewrite / paraphrase / neighborhood scores, averaged over fixed cases with
-// their standard errors (the measuring: experiments/editing/edit_quality.ts).
+// Hase et al.'s normalised rewrite / paraphrase / neighborhood scores and CounterFact's ES / PS / NS,
+// averaged over fixed cases with their standard errors (the measuring: experiments/editing/edit_quality.ts).
 //
 //   ./locus task quality [--model DIR] [--cases 100] [--sweep-cases 20] [--first K] [--methods rome,memit]
 //   ./locus task quality --methods rome --layers 3 --sweep-cases 0 --v-lr 0.5   (one setting, quickly)
@@ -34,8 +34,10 @@ import {
   type QualityCase,
   type QualityRow,
   scoreSem,
+  standardMean,
   trueObjectProbabilities,
 } from "../editing/edit_quality.ts";
+import { STANDARD_METRICS, type StandardScores } from "../evaluation/metrics.ts";
 import {
   methodConfig,
   type MethodName,
@@ -142,7 +144,13 @@ async function main(args: string[]): Promise<number> {
 
   const rows: QualityRow[] = [];
   /** One line of means ± standard errors over the cases' scores. */
-  const print = (label: string, layers: number[], scores: CaseScores[], seconds: number) => {
+  const print = (
+    label: string,
+    layers: number[],
+    scores: CaseScores[],
+    standard: (StandardScores | null)[],
+    seconds: number,
+  ) => {
     const m = meanScores(scores);
     const withSe = (k: keyof CaseScores) => {
       const se = scoreSem(scores, k);
@@ -154,6 +162,14 @@ async function main(args: string[]): Promise<number> {
           withSe("neighborhood")
         }  overall ${formatMean(m.overall)}  (${seconds.toFixed(0)} s)`,
     );
+    const counterfact = (["efficacySuccess", "paraphraseSuccess", "neighborhoodSuccess"] as const).map(
+      (k) => {
+        const { mean, se } = standardMean(standard, k);
+        const name = STANDARD_METRICS.find((sm) => sm.key === k)!.short;
+        return `${name} ${formatMean(mean)}${Number.isNaN(se) ? "" : ` ± ${se.toFixed(3)}`}`;
+      },
+    );
+    if (standard.some((x) => x)) console.log(`${"".padEnd(48)}CounterFact ${counterfact.join("  ")}`);
   };
   /** Measures `method` (at `layers`, else its default layers) over the first n cases. */
   const run = async (
@@ -193,7 +209,13 @@ async function main(args: string[]): Promise<number> {
         "each",
       );
       if (nSweep > 0) {
-        print(row.label, row.layers, row.scores.slice(0, nSweep), row.seconds * nSweep / row.cases);
+        print(
+          row.label,
+          row.layers,
+          row.scores.slice(0, nSweep),
+          row.standard.slice(0, nSweep),
+          row.seconds * nSweep / row.cases,
+        );
       }
       if (isDefault) romeDefault = row;
     }
@@ -202,6 +224,7 @@ async function main(args: string[]): Promise<number> {
         `rome layer ${defaultRomeLayer}, all cases`,
         romeDefault.layers,
         romeDefault.scores,
+        romeDefault.standard,
         romeDefault.seconds,
       );
     }
@@ -217,7 +240,7 @@ async function main(args: string[]): Promise<number> {
       cases.length,
       mode,
     );
-    print(row.label, row.layers, row.scores, row.seconds);
+    print(row.label, row.layers, row.scores, row.standard, row.seconds);
     if (method === "memit") memitRow = row;
   }
 

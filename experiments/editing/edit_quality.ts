@@ -1,7 +1,8 @@
 // Edit quality over many cases (./locus task quality): one editing method's Hase et al. ("Does
-// Localization Inform Editing?", section 4) normalised rewrite / paraphrase / neighborhood scores over
-// fixed CounterFact cases, as means with standard errors, and the quality bar the embedded model is held
-// to.
+// Localization Inform Editing?", section 4) normalised rewrite / paraphrase / neighborhood scores and
+// CounterFact's efficacy / paraphrase / neighborhood success (ES / PS / NS, Meng et al., "Locating and
+// Editing Factual Associations in GPT", section 3.2) over fixed CounterFact cases, as means with standard
+// errors, and the quality bar the embedded model is held to.
 //
 // Cases are the facts the model knows (greedy first token), one per subject, as Hase et al. keep facts the
 // model knows: keyed at the subject's last token, two facts of one subject ("{} works as a" / "{} works
@@ -13,6 +14,14 @@ import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
 import { knowsAnswers } from "../evaluation/recall.ts";
 import { sem } from "../study/stats.ts";
+import {
+  type LocalityReference,
+  localityReference,
+  type StandardCase,
+  standardCaseOf,
+  type StandardScores,
+  standardScores,
+} from "../evaluation/metrics.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
 import { computeEdits, describeEdit, editedLayers, type MethodConfig, type MethodName } from "./methods.ts";
 import {
@@ -45,6 +54,9 @@ export interface QualityRow {
   mean: CaseScores;
   /** Each case's scores, in case order. */
   scores: CaseScores[];
+  /** Each case's CounterFact (ES/PS/NS, EM/PM/NM) and EasyEdit scores, in case order; null where they do
+   *  not apply (problems without a new object: metrics.ts standardCaseOf). */
+  standard: (StandardScores | null)[];
 }
 
 /** How a method's cases are edited: each fact alone, or all of them in one batch edit. */
@@ -113,6 +125,27 @@ function present(scores: CaseScores[], k: keyof CaseScores): number[] {
   return scores.map((s) => s[k]).filter((x) => !Number.isNaN(x));
 }
 
+/** A case's standard-metric prompts and the unedited model's locality reference, or null where the
+ *  standard metrics do not apply. Run before any edit is applied. */
+async function standardReferences(
+  model: Model,
+  tok: Tokenizer,
+  cases: QualityCase[],
+): Promise<({ c: StandardCase; reference: LocalityReference } | null)[]> {
+  const out = [];
+  for (const { c, request } of cases) {
+    const sc = standardCaseOf(c, request);
+    out.push(sc && { c: sc, reference: await localityReference(model, tok, sc) });
+  }
+  return out;
+}
+
+/** Hase et al.'s scores and the standard metrics of the cases, on the model as it is now (edited). */
+interface Scored {
+  scores: CaseScores[];
+  standard: (StandardScores | null)[];
+}
+
 /** Each edit applied alone to the unedited model, its own case scored, then undone. */
 async function scoreEach(
   model: Model,
@@ -120,13 +153,16 @@ async function scoreEach(
   edits: Edit[],
   cases: QualityCase[],
   pre: CaseProbabilities[],
-): Promise<CaseScores[]> {
-  const out: CaseScores[] = [];
+): Promise<Scored> {
+  const refs = await standardReferences(model, tok, cases);
+  const out: Scored = { scores: [], standard: [] };
   for (const [i, edit] of edits.entries()) {
     const applied = await applyEdit(model, edit);
     const [post] = await caseProbabilities(model, tok, [cases[i]]);
+    const ref = refs[i];
+    out.standard.push(ref && await standardScores(model, tok, ref.c, ref.reference));
     applied.undo();
-    out.push(caseScores(cases[i].request, pre[i], post));
+    out.scores.push(caseScores(cases[i].request, pre[i], post));
   }
   return out;
 }
@@ -138,11 +174,14 @@ async function scoreBatch(
   edit: Edit,
   cases: QualityCase[],
   pre: CaseProbabilities[],
-): Promise<CaseScores[]> {
+): Promise<Scored> {
+  const refs = await standardReferences(model, tok, cases);
   const applied = await applyEdit(model, edit);
   const post = await caseProbabilities(model, tok, cases);
+  const standard = [];
+  for (const ref of refs) standard.push(ref && await standardScores(model, tok, ref.c, ref.reference));
   applied.undo();
-  return cases.map((p, i) => caseScores(p.request, pre[i], post[i]));
+  return { scores: cases.map((p, i) => caseScores(p.request, pre[i], post[i])), standard };
 }
 
 /** What measureMethod needs besides the model. */
@@ -166,29 +205,30 @@ export async function measureMethod(model: Model, tok: Tokenizer, o: MeasureOpti
   const { config, cases, pre, stats, startWords } = o;
   const requests = cases.map((p) => p.request);
   const t0 = performance.now();
-  let scores: CaseScores[];
+  let scored: Scored;
   if (o.mode === "batch") {
     const [edit] = await computeEdits(model, tok, config, requests, stats, { startWords });
-    scores = await scoreBatch(model, tok, edit, cases, pre);
+    scored = await scoreBatch(model, tok, edit, cases, pre);
   } else if (config.method === "rome" || config.method === "r-rome") {
     // Independent per-fact edits, computed in one call.
     const edits = await computeEdits(model, tok, config, requests, stats, { startWords });
-    scores = await scoreEach(model, tok, edits, cases, pre);
+    scored = await scoreEach(model, tok, edits, cases, pre);
   } else {
     // One call per fact, in turn: FT-L trains the model's own weights while it runs.
     const edits: Edit[] = [];
     for (const r of requests) {
       edits.push(...await computeEdits(model, tok, config, [r], stats, { startWords }));
     }
-    scores = await scoreEach(model, tok, edits, cases, pre);
+    scored = await scoreEach(model, tok, edits, cases, pre);
   }
   return {
     label: `${o.label}, ${describeEdit(config)}`,
     layers: editedLayers(config),
     cases: cases.length,
     seconds: (performance.now() - t0) / 1000,
-    mean: meanScores(scores),
-    scores,
+    mean: meanScores(scored.scores),
+    scores: scored.scores,
+    standard: scored.standard,
   };
 }
 
@@ -197,9 +237,23 @@ export function formatMean(x: number): string {
   return Number.isNaN(x) ? "  -  " : x.toFixed(3);
 }
 
-/** The quality bar, as [what was required and measured, whether it is met]: ROME at its default layer
- *  (`rome`, edited at `romeLayer`) rewrite >= 0.9 over >= 100 edits with neighborhood >= 0.8, and a
- *  MEMIT batch of >= 100 edits with rewrite >= 0.8. A method that was not measured adds no line. */
+/** A standard metric's mean and standard error over the cases that have it (NaN where none / one has). */
+export function standardMean(
+  standard: readonly (StandardScores | null)[],
+  key: keyof StandardScores,
+): { mean: number; se: number; n: number } {
+  const xs = standard.map((s) => s?.[key]).filter((x): x is number => typeof x === "number");
+  return {
+    mean: xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN,
+    se: xs.length > 1 ? sem(xs) : NaN,
+    n: xs.length,
+  };
+}
+
+/** The quality bar, as [what was required and measured, whether it is met]. ROME at its default layer
+ *  (`rome`, edited at `romeLayer`) over >= 100 edits: CounterFact's efficacy success >= 0.9, paraphrase
+ *  success >= 0.8 and neighborhood success >= 0.95 (the embedded model's bar); a MEMIT batch of >= 100
+ *  edits with Hase et al.'s mean rewrite score >= 0.8. A method that was not measured adds no line. */
 export function qualityBar(
   rome: QualityRow | undefined,
   romeLayer: number,
@@ -207,16 +261,18 @@ export function qualityBar(
 ): [string, boolean][] {
   const checks: [string, boolean][] = [];
   if (rome) {
-    checks.push([
-      `ROME layer ${romeLayer}: mean rewrite ${
-        formatMean(rome.mean.rewrite)
-      } >= 0.9 over ${rome.cases} edits (>= 100)`,
-      rome.cases >= 100 && rome.mean.rewrite >= 0.9,
-    ]);
-    checks.push([
-      `ROME layer ${romeLayer}: mean neighborhood ${formatMean(rome.mean.neighborhood)} >= 0.8`,
-      rome.mean.neighborhood >= 0.8,
-    ]);
+    const bars: [keyof StandardScores, string, number][] = [
+      ["efficacySuccess", "efficacy success (ES)", 0.9],
+      ["paraphraseSuccess", "paraphrase success (PS)", 0.8],
+      ["neighborhoodSuccess", "neighborhood success (NS)", 0.95],
+    ];
+    for (const [key, name, bar] of bars) {
+      const { mean, n } = standardMean(rome.standard, key);
+      checks.push([
+        `ROME layer ${romeLayer}: ${name} ${formatMean(mean)} >= ${bar} over ${n} edits (>= 100)`,
+        n >= 100 && mean >= bar,
+      ]);
+    }
   }
   if (memit) {
     checks.push([
