@@ -28,6 +28,10 @@
 //
 // Scores: every edit stores Hase et al.'s scores and, beside them, the field's standard metrics
 // (metrics.ts standardScores: CounterFact ES/PS/NS/EM/PM/NM, EasyEdit's reliability ...) where they apply.
+// The edits of every `drift.every`-th fact also store Hase et al.'s essence and ROME's fluency
+// (evaluation/drift.ts; DriftSettings says why only some), with the settings and seed used.
+//
+// Methods: the engine's five and "ft-5", FT-L on the 5 layers around the edit layer (SWEEP_METHODS).
 //
 // Noise: causal tracing, fact forcing and tracing reversal use ROME's rule, 3 x the std of the
 // subject-token embeddings of the dataset's known facts (tracing.ts subjectNoiseLevel), recorded with
