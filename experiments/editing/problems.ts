@@ -61,6 +61,8 @@ export interface EditingCase {
   /** The answer each neighbour expects (zsRE's loc_ans); absent: the true object, as in CounterFact, whose
    *  neighbours share it. */
   neighborAnswers?: string[];
+  /** Free-generation starts about the subject (CounterFact's generation_prompts: ROME's fluency). */
+  generationPrompts?: string[];
 }
 
 /** An EditingCase from a dataset case, or an error naming the case and the missing field. */
@@ -76,6 +78,7 @@ export function editingCase(c: EditCase): EditingCase {
     paraphrases: c.paraphrases,
     neighbors: c.neighborhood.map((p) => p.prompt),
     neighborAnswers: c.neighborhood.map((p) => p.answer),
+    generationPrompts: c.generationPrompts,
   };
 }
 
