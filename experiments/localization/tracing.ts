@@ -212,6 +212,8 @@ export class TraceRun {
   clean: number[] = [];
   /** Per prompt, the mean p(target) over the corrupted runs (NaN with 0 samples; after the first `score`). */
   corrupted: number[] = [];
+  /** During a `score`: the states cells leave for the cells that continue from them (see Link). */
+  private carry: Tensor | null = null;
 
   private constructor(
     readonly model: Model,
@@ -390,24 +392,56 @@ export class TraceRun {
       computed.push(i);
     });
 
-    const byStart = new Map<number, number[]>(); // first layer run -> indices of its cells
-    for (const i of computed) {
-      const c = cells[i];
-      const start = reuse ? c.from + 1 : 0;
-      if (!byStart.has(start)) byStart.set(start, []);
-      byStart.get(start)!.push(i);
-    }
     // A batch computes each sequence's rows from its cell's first token on (all rows without reuse) and
     // pads them to its longest: ordered longest first, a batch's cells are close in length.
     const rowsOf = (i: number) => promptOf(cells[i]).ids.length - (reuse ? Math.min(...cells[i].tokens) : 0);
+    // Cells that differ only in where their window ends share everything before the shorter one's end
+    // (ROME's windows clipped at the first layers): such a cell continues from the state its predecessor
+    // (the next shorter window) leaves there, carried in one tensor: S x rows per predecessor.
+    const links = cells.map((): Link => ({}));
+    let carryRows = 0;
+    if (reuse) {
+      const chains = new Map<string, number[]>();
+      for (const i of computed) {
+        const c = cells[i], key = JSON.stringify([c.prompt ?? 0, c.kind, [...c.tokens].sort(), c.from]);
+        if (!chains.has(key)) chains.set(key, []);
+        chains.get(key)!.push(i);
+      }
+      for (const chain of chains.values()) {
+        chain.sort((a, b) => cells[a].to - cells[b].to);
+        for (let k = 1; k < chain.length; k++) {
+          const before = chain[k - 1];
+          if (cells[before].to < cells[before].from + 2) continue; // no layer of its own past the first
+          links[before].into = carryRows;
+          links[chain[k]].from = carryRows;
+          links[chain[k]].start = cells[before].to;
+          carryRows += S * rowsOf(before);
+        }
+      }
+    }
+    this.carry = carryRows > 0 ? gpu.zeros([carryRows, cfg.nEmbd]) : null;
+    const byStart = new Map<number, number[]>(); // first layer run -> indices of its cells
+    for (const i of computed) {
+      const start = reuse ? links[i].start ?? cells[i].from + 1 : 0;
+      if (!byStart.has(start)) byStart.set(start, []);
+      byStart.get(start)!.push(i);
+    }
     const batches: { cells: number[]; logProbs: Tensor }[] = [];
-    for (const [start, indices] of byStart) {
+    // In order of their first layer: a predecessor's batch is recorded before its successors'.
+    for (const [start, indices] of [...byStart].sort((a, b) => a[0] - b[0])) {
       indices.sort((a, b) => rowsOf(b) - rowsOf(a));
       let chunk: number[] = [];
       const flush = () => {
         batches.push({
           cells: chunk,
-          logProbs: this.recordBatch(chunk.map((j) => cells[j]), start, action, reuse, S),
+          logProbs: this.recordBatch(
+            chunk.map((j) => cells[j]),
+            chunk.map((j) => links[j]),
+            start,
+            action,
+            reuse,
+            S,
+          ),
         });
         chunk = [];
       };
@@ -430,7 +464,8 @@ export class TraceRun {
     }
     const base = this.baseLogProbs;
     const values = await gpu.readMany([...(base ? [base] : []), ...batches.map((b) => b.logProbs)]);
-    gpu.release(...batches.map((b) => b.logProbs));
+    gpu.release(...batches.map((b) => b.logProbs), this.carry ?? undefined);
+    this.carry = null;
     if (base) {
       const N = this.options.samples, lp = values.shift()!;
       this.clean = this.prompts.map((_, p) => Math.exp(lp[this.sequence(p, -1)]));
@@ -463,6 +498,7 @@ export class TraceRun {
    */
   private recordBatch(
     cells: Cell[],
+    links: Link[],
     start: number,
     action: "restore" | "zero",
     reuse: boolean,
@@ -472,7 +508,7 @@ export class TraceRun {
     const B = cells.length * S;
     // Submit what is recorded so far (the previous batch): the GPU starts on it while this one is recorded.
     gpu.flush();
-    const hooks: Hook[] = [];
+    const hooks: Hook[] = [], captures: Hook[] = [];
     const promptOf = (j: number) => cells[Math.floor(j / S)].prompt ?? 0;
     // Sequence j's first computed position, and the shared runs' sequence it starts from.
     const starts = cells.flatMap((c) => new Array<number>(S).fill(reuse ? Math.min(...c.tokens) : 0));
@@ -483,18 +519,25 @@ export class TraceRun {
     let input: Tensor | undefined;
     let suffix: Suffix | undefined;
     if (reuse) {
-      const own = cells.flatMap((c, i) => (c.kind === "resid" ? [] : [i]));
+      const own = cells.flatMap((c, i) => (c.kind === "resid" || links[i].from !== undefined ? [] : [i]));
       const first = own.length > 0
         ? this.recordFirstLayer(own.map((i) => cells[i]), start - 1, action, S)
         : undefined;
       input = gpu.zeros([B * Tq, d]); // padding rows stay 0
-      const shared: RowEntry[] = [], firstRows: RowEntry[] = [];
+      const shared: RowEntry[] = [], firstRows: RowEntry[] = [], carried: RowEntry[] = [];
       for (let j = 0; j < B; j++) {
-        const c = cells[Math.floor(j / S)], p = promptOf(j);
+        const c = cells[Math.floor(j / S)], p = promptOf(j), link = links[Math.floor(j / S)];
         const k = own.indexOf(Math.floor(j / S)); // the cell's place in `first`
         for (let t = starts[j]; t < sequences[j].length + starts[j]; t++) {
           const dst = j * Tq + t - starts[j];
-          if (k >= 0 && t <= Math.max(...c.tokens)) {
+          if (link.from !== undefined) {
+            carried.push({
+              dst,
+              src: link.from + (j % S) * sequences[j].length + t - starts[j],
+              keep: 0,
+              take: 1,
+            });
+          } else if (k >= 0 && t <= Math.max(...c.tokens)) {
             firstRows.push({ dst, src: (k * S + j % S) * first!.Tq + t - starts[j], keep: 0, take: 1 });
           } else if (c.kind === "resid" && c.tokens.includes(t)) {
             if (action === "restore") {
@@ -510,6 +553,24 @@ export class TraceRun {
         rowOps(gpu, input, first.rows, d, firstRows);
         gpu.release(first.rows);
       }
+      if (carried.length > 0) rowOps(gpu, input, this.carry!, d, carried);
+      // What a predecessor leaves its successor: the residual after its window's last layer.
+      links.forEach((link, c) => {
+        if (link.into === undefined) return;
+        const rows: number[] = [], intoRows: number[] = [];
+        for (let n = 0; n < S; n++) {
+          const j = c * S + n, length = sequences[j].length;
+          for (let i = 0; i < length; i++) {
+            rows.push(j * Tq + i);
+            intoRows.push(link.into + n * length + i);
+          }
+        }
+        captures.push({
+          layer: cells[c].to - 1,
+          site: "resid",
+          capture: { into: this.carry!, rows, intoRows },
+        });
+      });
       // The earlier rows' keys and values at every later layer are those of corrupted sample n (restore)
       // or of the clean run (zero), as captured.
       suffix = { starts, qkv: this.qkv.slice(start), bases: starts.map((_, j) => baseOf(j) * T), T };
@@ -523,7 +584,8 @@ export class TraceRun {
       }
       hooks.push({ layer: -1, site: "embed", patch: { src: this.noise, entries } });
     }
-    hooks.push(...this.cellHooks(cells, S, starts, Tq, start, action));
+    // The captures after the patches: they see the restored states.
+    hooks.push(...this.cellHooks(cells, S, starts, Tq, start, action), ...captures);
     const outputRows = sequences.map((s, j) => j * Tq + s.length - 1);
     const res = model.forward(batch, { startLayer: reuse ? start : 0, input, suffix, hooks, outputRows });
     const targets = gpu.upload([B], starts.map((_, j) => this.prompts[promptOf(j)].target), "u32");
@@ -627,6 +689,16 @@ export class TraceRun {
       ...(this.baseLogProbs ? [this.baseLogProbs] : []),
     );
   }
+}
+
+/** A cell's place in a chain of cells that differ only in their window's end (rows of TraceRun's carry). */
+interface Link {
+  /** The first row of the state this cell continues from (S x its rows; it starts at `start`). */
+  from?: number;
+  /** The layer this cell starts at: its predecessor's window end. */
+  start?: number;
+  /** The first row this cell leaves its state in, after its window's last layer, for its successor. */
+  into?: number;
 }
 
 /** Rows and sequences one scoring batch may hold on this adapter (and under the caller's row cap). */
