@@ -25,12 +25,13 @@
 // changes only its own rows in layer s: it runs layer s on those rows alone (nothing for the residual
 // stream, whose state there is the restored one), then layers s+1..L-1 on rows t..T-1 only (suffix
 // forwards, engine/model.ts), from the captured residual entering s+1 (its own rows replaced) and with
-// the earlier rows' keys and values as captured. Identical cells
-// (ROME's 10-layer windows clipped at both ends) are computed once, and restoring tokens before the
-// subject is the corrupted run itself. Cells of every prompt are grouped by their first layer and
-// ordered by rows into batches of cells x samples sequences (bounded by maxRows and the adapter's binding
-// size); the batches are submitted back to back without waiting, and one readback returns one number
-// per row (the target's log-probability), with the shared runs' own.
+// the earlier rows' keys and values as captured. Identical cells are computed once; a cell whose window
+// only ends later than another's (ROME's 10-layer windows clipped at the first layer) continues from the
+// state the shorter one leaves at its end; restoring tokens before the subject is the corrupted run
+// itself. Cells of every prompt are grouped by their first layer and ordered by rows into batches of
+// cells x samples sequences (bounded by maxRows and the adapter's binding size, little padding); the
+// batches are submitted back to back without waiting, and one readback returns one number per row (the
+// target's log-probability), with the shared runs' own.
 //
 // The noise is added at the engine's "embed" site, wte + wpe: the same sum as ROME's noise on wte.
 import type { Tensor } from "../../engine/gpu.ts";
