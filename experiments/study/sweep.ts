@@ -9,6 +9,9 @@
 //            layer); the per-layer regressor is Hase et al.'s fractional effect, max over tokens.
 //            "zeroing": zero the subject's MLP outputs over the window; the regressor is the
 //            fraction of the clean probability removed. The whole grid is kept for the report.
+//            "tracing-window:W": the window-size study (Hase et al., appendix): causal tracing of the
+//            edited facts' MLP outputs with a window of W layers (plan.windows), where the main trace
+//            does not already have that window; same regressor, recorded with its window.
 //   select   one layer-selection strategy run on the proxy facts (fact "proxy-set", method "none"):
 //            causal tracing (CMA), integrated gradients or LGA; its chosen layer and per-layer scores.
 //   edit     one fact x method x layer x editing problem (localization "layer-grid"): the edit made
@@ -95,6 +98,7 @@ import {
   lgaSelector,
   scaledMlpWindow,
   type SelectionRequest,
+  studyWindows,
 } from "../localization/layer_selection.ts";
 import {
   formatStandardScores,
@@ -170,6 +174,10 @@ export type Localization = typeof LOCALIZATIONS[number];
 /** Layer-selection strategies, run once on the proxy facts. */
 export const SELECTORS = ["causal-tracing", "integrated-gradients", "lga"] as const;
 export type SelectorName = typeof SELECTORS[number];
+
+/** Localization of the window-size study's traces: causal tracing of the MLP outputs with a window of
+ *  `window` layers (the main "causal-tracing" records serve the window they were traced with). */
+export const windowLocalization = (window: number) => `tracing-window:${window}`;
 
 /** Key values of the records that are not edits. */
 export const NONE = "none";
@@ -277,6 +285,9 @@ export interface SweepPlan {
   noiseSubjects?: string[];
   /** Dataset records the fact sample left out (FactSample.skipped), stored as SKIPPED records. */
   skipped?: SkippedRecord[];
+  /** The window-size study: MLP windows (in layers, e.g. layer_selection.ts studyWindows) the edited facts
+   *  are traced with too; a window equal to settings.traceWindow reuses the "causal-tracing" records. */
+  windows?: number[];
   /** The mass-editing curve: these batch methods edit the first n test facts at once (error
    *  injection, at the method's default layers), for each n of massSizes(test facts). */
   massMethods?: (typeof MASS_METHODS)[number][];
@@ -307,7 +318,15 @@ export function defaultSettings(nLayer: number, seed = 0): SweepSettings {
 }
 
 export type WorkItem =
-  | { kind: "trace"; key: ResultKey; fact: SweepFact; localization: Localization }
+  | {
+    kind: "trace";
+    key: ResultKey;
+    fact: SweepFact;
+    /** A Localization, or windowLocalization(window). */
+    localization: string;
+    /** The window-size study's MLP window; undefined: the main trace (settings.traceWindow, every kind). */
+    window?: number;
+  }
   | { kind: "select"; key: ResultKey; selector: SelectorName }
   | {
     kind: "edit";
@@ -325,18 +344,30 @@ export function massSizes(test: number): number[] {
   return test > 0 && !sizes.includes(test) ? [...sizes, test] : sizes;
 }
 
-/** Every work item of the plan, in the order they run: traces, selections, edits, then mass edits. */
+/** Every work item of the plan, in the order they run: traces (the window study's after the main ones),
+ *  selections, edits, then mass edits. */
 export function planItems(plan: SweepPlan): WorkItem[] {
   const sweep = plan.name;
   const items: WorkItem[] = [];
+  const traceKey = (fact: SweepFact, localization: string): ResultKey => ({
+    sweep,
+    fact: fact.id,
+    method: NONE,
+    layer: null,
+    problem: NONE,
+    localization,
+  });
   for (const localization of plan.localizations) {
     for (const fact of plan.facts) {
-      items.push({
-        kind: "trace",
-        key: { sweep, fact: fact.id, method: NONE, layer: null, problem: NONE, localization },
-        fact,
-        localization,
-      });
+      items.push({ kind: "trace", key: traceKey(fact, localization), fact, localization });
+    }
+  }
+  const edited = plan.facts.filter((f) => f.split !== "trace-only");
+  for (const window of new Set(plan.windows ?? [])) {
+    if (window === plan.settings.traceWindow && plan.localizations.includes("causal-tracing")) continue;
+    const localization = windowLocalization(window);
+    for (const fact of edited) {
+      items.push({ kind: "trace", key: traceKey(fact, localization), fact, localization, window });
     }
   }
   for (const selector of plan.selectors) {
@@ -353,7 +384,6 @@ export function planItems(plan: SweepPlan): WorkItem[] {
       selector,
     });
   }
-  const edited = plan.facts.filter((f) => f.split !== "trace-only");
   for (const problem of plan.problems) {
     for (const method of plan.methods) {
       for (const layer of plan.layers) {
@@ -736,14 +766,16 @@ export async function runSweep(
     const fact = item.fact;
     const t0 = performance.now();
     const zero = item.localization === "zeroing";
+    // The window study traces only the MLP outputs (its regressor), with its own window.
+    const window = item.window ?? s.traceWindow;
     const trace = await traceFact(model, tok, {
       prompt: filledPrompt(fact.case),
       subject: fact.case.subject,
       target: fact.case.targetTrue,
     }, {
       method: zero ? "zero" : "noise",
-      kinds: zero ? ["mlp"] : s.traceKinds,
-      window: { resid: 1, mlp: s.traceWindow, attn: s.traceWindow },
+      kinds: zero || item.window !== undefined ? ["mlp"] : s.traceKinds,
+      window: { resid: 1, mlp: window, attn: window },
       samples: s.traceSamples,
       seed: s.seed + 1,
       noise: noise!.level,
@@ -752,7 +784,7 @@ export async function runSweep(
       metrics: traceMetrics(trace),
       hparams: jsonSafe({
         seed: s.seed,
-        window: s.traceWindow,
+        window,
         samples: s.traceSamples,
         kinds: trace.grids.map((g) => g.kind),
         noise: zero ? null : noise,
@@ -1167,6 +1199,17 @@ export function parseLayerList(text: string, nLayer: number): number[] {
     throw new Error(`--layers: expected "all", "3", "2,3,4" or "2-4" within 0..${nLayer - 1}, got "${text}"`);
   }
   return layers;
+}
+
+/** The window study's option: "none", or window sizes of Hase et al.'s GPT-J ("1,3,5,10"), scaled to the
+ *  model (layer_selection.ts studyWindows); the MLP windows in this model's layers, ascending. */
+export function parseWindowSizes(option: string, text: string, nLayer: number): number[] {
+  if (text === "none" || text === "") return [];
+  const sizes = text.split(",").map((x) => Number(x.trim()));
+  if (sizes.some((w) => !Number.isInteger(w) || w < 1)) {
+    throw new Error(`--${option}: expected "none" or window sizes such as "1,3,5,10", got "${text}"`);
+  }
+  return studyWindows(nLayer, sizes).map((w) => w.layers);
 }
 
 /** A comma-separated list of names from `known` ("all" = every one; "none" = empty). */
