@@ -13,7 +13,7 @@ import { computeEdits, methodConfig, templateStartWords } from "../experiments/e
 import { caseProbabilities, caseScores, editingCase } from "../experiments/editing/problems.ts";
 import { keyStats } from "../experiments/editing/stats.ts";
 import { factRecall } from "../experiments/evaluation/recall.ts";
-import { generateKnowledgeBase, trainingCorpus } from "../experiments/knowledge/knowledge_base.ts";
+import { datasetFiles, generateKnowledgeBase } from "../experiments/knowledge/knowledge_base.ts";
 import { DEFAULT_TRAIN, recallSets } from "../experiments/knowledge/train.ts";
 import {
   averageTraces,
@@ -28,9 +28,23 @@ const model = await Model.load(gpu, DIR);
 const tok = await loadTokenizer(DIR);
 const kb = generateKnowledgeBase({ seed: DEFAULT_TRAIN.seed, subjectsPerType: DEFAULT_TRAIN.subjects });
 
-Deno.test("embedded model: its corpus is the knowledge base the generator makes with the training defaults", async () => {
-  const shipped = (await Deno.readTextFile(`${DIR}/corpus.txt`)).trimEnd().split("\n");
-  assert.deepEqual(shipped, trainingCorpus(kb));
+Deno.test("embedded model: its corpus and datasets (zsre.json too) are the generator's files for the training defaults, byte for byte", async () => {
+  const files = datasetFiles(kb);
+  assert.deepEqual(Object.keys(files).sort(), [
+    "corpus.txt",
+    "counterfact.json",
+    "known_facts.json",
+    "zsre.json",
+  ]);
+  for (const [name, text] of Object.entries(files)) {
+    // A strict decode keeps every byte (a BOM or an invalid byte would differ), so equal text = equal bytes.
+    const shipped = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+      .decode(await Deno.readFile(`${DIR}/${name}`));
+    assert.ok(
+      shipped === text,
+      `${DIR}/${name} differs from datasetFiles(kb); the knowledge base or a record builder changed`,
+    );
+  }
 });
 
 Deno.test("embedded model: recall >= 99% on training templates and >= 60% on held-out paraphrases", async () => {

@@ -3,7 +3,14 @@
 // network, a sweep without traces still names every table and figure; and the page opens in headless
 // Chromium (DOM dumped, screenshot written) with the network blocked.
 import assert from "node:assert/strict";
-import { formatP, loadSweep, r2Table } from "../experiments/study/analysis.ts";
+import {
+  formatP,
+  layerCurves,
+  loadSweep,
+  r2Table,
+  standardTable,
+  windowStudy,
+} from "../experiments/study/analysis.ts";
 import { type ResultRecord, ResultStore } from "../experiments/study/store.ts";
 import type { FactTrace, KindGrid, StateKind } from "../experiments/localization/tracing.ts";
 import { rng, runScript, type ScriptRun } from "./util.ts";
@@ -57,23 +64,48 @@ function syntheticTrace(subject: string, effect: number[]): FactTrace {
   };
 }
 
-/** 10 facts (2 proxy) x 4 layers x 2 methods x 2 problems; the rewrite score depends mostly on the layer. */
-function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
+/** Hase et al.'s essence of the even facts' edits (worse at early layers, as in their figure 8) and
+ *  ROME's fluency after the edit and before; the odd facts are not measured (sweep.ts DriftSettings). */
+const syntheticEssence = (f: number, l: number) => 0.6 + 0.1 * l + 0.01 * f;
+const syntheticFluency = (f: number, l: number) => 4.4 + 0.05 * l + 0.01 * f;
+const DRIFT = {
+  essenceSamples: 5,
+  essenceTokens: 20,
+  fluencyPrompts: 5,
+  fluencyTokens: 20,
+  topK: 5,
+  every: 2,
+};
+
+/** 10 facts (2 proxy) x 4 layers x 2 methods x 2 problems; the rewrite score depends mostly on the layer.
+ *  With `drift`, the even facts' edits carry essence and fluency as the sweep stores them. */
+function syntheticRecords(
+  o: { traces: boolean; drift?: boolean; methods?: string[]; zsre?: boolean },
+): ResultRecord[] {
+  const methods = o.methods ?? METHODS;
   const random = rng(11);
   const records: ResultRecord[] = [];
   const base = { sweep: "study", model: MODEL, adapter: ADAPTER };
   for (let f = 0; f < 10; f++) {
     // The subject of fact 0 needs escaping in HTML.
     const subject = f === 0 ? `<b>Ann & "Bo"</b> Berg` : `Person${f} Surname${f}`;
-    const fact = `counterfact:${f}`, split = f < 2 ? "proxy" : "test";
+    const fact = `${o.zsre ? "zsre" : "counterfact"}:${f}`, split = f < 2 ? "proxy" : "test";
     const peak = f % L;
     const effect = Array.from(
       { length: L },
       (_, l) => (l === peak ? 0.9 : f % 3 === 0 ? 0.1 : 0.55 * random()),
     );
     if (o.traces) {
-      for (const localization of ["causal-tracing", "zeroing"]) {
-        const trace = syntheticTrace(subject, effect);
+      // The main traces (window 1) and the window study's (window 2: each layer gains from its next one).
+      const wide = effect.map((e, l) => e + 0.5 * (effect[l + 1] ?? 0));
+      for (
+        const [localization, window, e] of [
+          ["causal-tracing", 1, effect],
+          ["zeroing", 1, effect],
+          ["tracing-window:2", 2, wide],
+        ] as const
+      ) {
+        const trace = syntheticTrace(subject, e);
         records.push({
           ...base,
           fact,
@@ -81,13 +113,14 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
           layer: null,
           problem: "none",
           localization,
-          metrics: JSON.parse(JSON.stringify({ effect, lastSubjectEffect: effect.map((e) => e / 2), trace })),
+          metrics: JSON.parse(JSON.stringify({ effect: e, lastSubjectEffect: e.map((x) => x / 2), trace })),
+          hparams: { window },
           dataset: { ...DATASET, caseId: fact, split },
         });
       }
     }
     for (const problem of PROBLEMS) {
-      for (const method of METHODS) {
+      for (const method of methods) {
         for (let l = 0; l < L; l++) {
           const rewrite = [0.6, 0.95, 0.8, 0.3][l] + 0.05 * (random() - 0.5) + 0.02 * effect[l];
           const paraphrase = rewrite * 0.6, neighborhood = 0.9 - 0.1 * l / L + 0.02 * random();
@@ -105,7 +138,8 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
               overall: 3 / (1 / rewrite + 1 / paraphrase + 1 / neighborhood),
             },
             hparams: {
-              editedLayers: method === "memit" ? [Math.max(0, l - 1), l, Math.min(L - 1, l + 1)] : [l],
+              editedLayers: editedLayers(method, l),
+              ...(o.drift ? { drift: { ...DRIFT, measured: f % 2 === 0, seed: f, prompts: 5 } } : {}),
             },
             dataset: { ...DATASET, caseId: fact, split },
           });
@@ -114,6 +148,20 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
             ...records.at(-1)!.metrics,
             pre: { rewrite: 0.5 },
             post: { rewrite: f === 1 ? 0.5 : 0.9 },
+            ...(o.drift
+              ? f % 2 === 0
+                ? {
+                  essence: {
+                    score: syntheticEssence(f, l),
+                    pre: 3,
+                    post: 3 + 5 * (1 - syntheticEssence(f, l)),
+                  },
+                  overallEssence: 4 /
+                    (1 / rewrite + 1 / paraphrase + 1 / neighborhood + 1 / syntheticEssence(f, l)),
+                  fluency: { post: syntheticFluency(f, l), pre: 4.6 },
+                }
+                : { essence: null, overallEssence: null, fluency: null }
+              : {}),
             // The standard metrics apply to error injection (a new object against the true one).
             standard: problem === "error-injection"
               ? {
@@ -127,6 +175,7 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
                 generalization: 0.4,
                 locality: 1,
                 portability: null,
+                ...(o.zsre ? { specificity: 0.25 + 0.01 * f } : {}),
               }
               : null,
           };
@@ -168,6 +217,13 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
   return records;
 }
 
+/** The layers a synthetic edit at layer `l` changed: MEMIT's window of 3 and FT-5's of 5 (clipped). */
+function editedLayers(method: string, l: number): number[] {
+  const half = method === "memit" ? 1 : method === "ft-5" ? 2 : 0;
+  const from = Math.max(0, l - half), to = Math.min(L - 1, l + half);
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
 const dir = await Deno.makeTempDir();
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 
@@ -178,7 +234,7 @@ function writeStore(path: string, records: ResultRecord[]): void {
 }
 
 const fullDb = `${dir}/study.db`;
-writeStore(fullDb, syntheticRecords({ traces: true }));
+writeStore(fullDb, syntheticRecords({ traces: true, drift: true }));
 
 const TABLES = [
   "table-hase-1",
@@ -196,6 +252,8 @@ const TABLES = [
   "table-selection-000",
   "table-counterfact",
   "table-mass-editing",
+  "table-window-effects",
+  "table-window",
 ];
 const FIGURES = [
   "fig-heatmaps",
@@ -208,6 +266,8 @@ const FIGURES = [
   "fig-selection",
   "fig-selection-runtime",
   "fig-mass-editing",
+  "fig-window-r2",
+  "fig-essence",
 ];
 
 function report(...args: string[]): Promise<ScriptRun> {
@@ -233,7 +293,7 @@ function bodyRows(tableHtml: string): string[][] {
 Deno.test("deno task report: every table and figure, cells that match the analysis, no network, escaped text", async () => {
   const r = await report(fullDb);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /study\.html: report of sweep "study" \(160 edits, 20 traces\)/);
+  assert.match(r.stdout, /study\.html: report of sweep "study" \(160 edits, 30 traces\)/);
   const html = await Deno.readTextFile(`${dir}/study.html`);
   for (const id of TABLES) {
     assert.equal(html.split(`id="${id}"`).length, 2, `${id} appears once`);
@@ -242,9 +302,14 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   for (const id of FIGURES) {
     assert.match(element(html, id), /^<figure id=.*<svg /s, `${id} is a figure with SVG`);
   }
-  assert.ok(
-    !html.includes('class="missing"'),
-    `nothing is missing: ${html.match(/<p id="[^"]*" class="missing">[^<]*/g)}`,
+  // Nothing is missing but the zsRE table (these facts are CounterFact records), which says why.
+  assert.deepEqual(
+    [...html.matchAll(/<p id="([^"]*)" class="missing">/g)].map((m) => m[1]),
+    ["table-zsre"],
+  );
+  assert.match(
+    element(html, "table-zsre"),
+    /the sweep&#39;s facts are not zsRE records \(run it with --dataset/,
   );
   assert.equal(element(html, "fig-heatmaps").split("<svg ").length - 1, 3, "3 heatmaps");
   assert.equal(element(html, "fig-tracing-curves").split("<svg ").length - 1, 3, "a curve chart per kind");
@@ -269,7 +334,7 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   const e = expected[0];
   assert.deepEqual(rows[0].slice(0, 6), [
     "error-injection",
-    "rome (1 layer)",
+    "ROME (1 layer)",
     withCI(e.layer, e.ci.layer),
     withCI(e.trace, e.ci.trace),
     withCI(e.both, e.ci.both),
@@ -282,7 +347,7 @@ Deno.test("deno task report: every table and figure, cells that match the analys
     e.verdict,
   ]);
   assert.match(rows[0][10], /^40 \(10 facts\), 4 no-op/);
-  assert.equal(rows[1][0], "memit (3 layers)", "the problem cell spans its methods");
+  assert.equal(rows[1][0], "MEMIT (3 layers)", "the problem cell spans its methods");
   assert.ok(expected[0].layer > 0.9 && expected[0].trace < 0.2, "the synthetic layer effect dominates");
   assert.match(
     element(html, "headline"),
@@ -322,21 +387,124 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   // over the 8 test facts; portability has no prompts.
   const counterfact = bodyRows(element(html, "table-counterfact"));
   assert.equal(counterfact.length, METHODS.length, "error injection only");
-  assert.deepEqual(counterfact[0].slice(0, 3), ["error-injection", "rome (1 layer)", "1"]);
+  assert.deepEqual(counterfact[0].slice(0, 3), ["error-injection", "ROME (1 layer)", "1"]);
   assert.match(counterfact[0][3], /^1\.000<br>/, "ES: every rewrite at layer 1 is above 0.5");
   assert.match(counterfact[0][12], /^n\/a<br>/, "no portability prompts");
-  assert.equal(counterfact[0][13], "8");
+  assert.match(counterfact[0][13], /^n\/a<br>/, "no specificity stored in these records");
+  // ROME's fluency at that layer over the 4 measured test facts (the even ones: 2, 4, 6, 8), and the
+  // unedited model's.
+  const fluency = [2, 4, 6, 8].reduce((sum, f) => sum + syntheticFluency(f, 1), 0) / 4;
+  assert.match(counterfact[0][14], new RegExp(`^${fluency.toFixed(3)}<br>`));
+  assert.match(counterfact[0][15], /^4\.600<br>/);
+  assert.equal(counterfact[0][16], "8 (fluency: 4)");
+  // Hase et al.'s essence figure: essence, overall and overall with essence by layer, per problem, from the
+  // 5 measured facts (the analysis' curves are the stored values' means).
+  const essence = element(html, "fig-essence");
+  assert.equal(essence.split("<svg ").length - 1, 3 * PROBLEMS.length);
+  for (const title of ["Essence score", "Overall score", "Overall + essence score"]) {
+    assert.ok(essence.includes(`error-injection: ${title}`), title);
+  }
+  assert.match(
+    essence,
+    /Essence measured on 80 and fluency on 80 of 160 edits \(5 facts: 1 in 2 of the seeded sample, .*5 samples of 20 new tokens/,
+  );
+  const curves = layerCurves(data, "essence").filter((c) => c.problem === "error-injection");
+  for (const c of curves) {
+    c.layers.forEach((l, i) => {
+      const expected = [0, 2, 4, 6, 8].reduce((sum, f) => sum + syntheticEssence(f, l), 0) / 5;
+      assert.ok(
+        Math.abs(c.mean[i] - expected) < 1e-12,
+        `${c.method} layer ${l}: ${c.mean[i]} vs ${expected}`,
+      );
+      assert.equal(c.n[i], 5);
+    });
+  }
+  assert.match(summary, /essence and fluency<\/dt><dd>Essence measured on 80 and fluency on 80 of 160 edits/);
   // The mass-editing table: one row per batch size, means over the facts edited at once.
   const mass = bodyRows(element(html, "table-mass-editing"));
   assert.deepEqual(mass.map((r) => [r[0], r[1], r[2].split("<br>")[0], r[5]]), [
     ["memit", "1", "0.880", "2.00"],
     ["memit", "8", (0.74 + 0.035).toFixed(3), "16.00"],
   ]);
+  // The window study: per window its mean peak effect, and r2Table's numbers with that window's effects
+  // (on the 4-layer model, the paper's windows 1, 3, 5 are 1 layer and 10 is 1 too; the synthetic window 2
+  // is none of them), Holm-corrected over the whole table.
+  const study = windowStudy(data, { metric: "rewrite" });
+  const effects = bodyRows(element(html, "table-window-effects"));
+  assert.deepEqual(effects.map((r) => r.slice(0, 3)), [
+    ["1 layer (paper 1, 3, 5, 10)", "causal-tracing", "10"],
+    ["2 layers", "tracing-window:2", "10"],
+  ]);
+  assert.equal(effects[1][3], withCI(study.windows[1].peak.estimate, study.windows[1].peak));
+  // Where the facts peak (fact f peaks at layer f mod 4 with window 1).
+  assert.equal(effects[0][4], "3 · 3 · 2 · 2");
+  assert.equal(effects[1][4], study.windows[1].peakLayers.join(" · "));
+  assert.ok(study.windows[1].peak.estimate > study.windows[0].peak.estimate, "wider windows, larger peaks");
+  const windowRows = bodyRows(element(html, "table-window"));
+  assert.equal(windowRows.length, PROBLEMS.length * METHODS.length * 2);
+  const w2 = study.rows.find((r) =>
+    r.window === 2 && r.problem === "error-injection" && r.method === "rome"
+  )!;
+  assert.deepEqual(windowRows[1].slice(0, 5), [
+    "2 layers",
+    withCI(w2.layer, w2.ci.layer),
+    withCI(w2.trace, w2.ci.trace),
+    withCI(w2.both, w2.ci.both),
+    withCI(w2.diff, w2.ci.diff),
+  ]);
+  assert.equal(windowRows[1][7], formatP(w2.pAdjusted));
+  assert.deepEqual(windowRows[0].slice(0, 3), [
+    "error-injection",
+    "ROME (1 layer)",
+    "1 layer (paper 1, 3, 5, 10)",
+  ]);
+  assert.match(element(html, "table-window"), /round\(w × 4 \/ 28\)\) .*layers: 1, 3, 5, 10 → 1\./);
+  // Its chart: two bar charts (trace R², Both − Layer), a bar per window in each (problem, method) group.
+  assert.equal(element(html, "fig-window-r2").split("<svg ").length - 1, 2);
   const seed000 = bodyRows(element(html, "table-selection-000"));
   assert.deepEqual(seed000.map((r) => [r[0], r[1]]), [["Attribution score (IG)", "3"], [
     "Causal tracing",
     "0",
   ]]);
+});
+
+Deno.test("report: on zsRE facts, the zsRE table names MEMIT's metrics, with the standard metrics' numbers", async () => {
+  const db = `${dir}/zsre.db`;
+  writeStore(
+    db,
+    syntheticRecords({ traces: false, zsre: true }).filter((r) => r.localization === "layer-grid"),
+  );
+  const r = await report(db, "--out", `${dir}/zsre.html`);
+  assert.equal(r.code, 0, r.stderr);
+  const html = await Deno.readTextFile(`${dir}/zsre.html`);
+  const zsre = element(html, "table-zsre");
+  assert.match(zsre, /^<table id="table-zsre">/);
+  assert.match(
+    zsre,
+    /<th>Efficacy<\/th><th>Paraphrase<\/th><th>Specificity<\/th><th>Locality \(EasyEdit\)<\/th><th>n facts<\/th>/,
+  );
+  const store = ResultStore.open(db);
+  const data = loadSweep(store.results());
+  store.close();
+  const expected = standardTable(data);
+  const rows = bodyRows(zsre);
+  assert.equal(rows.length, METHODS.length, "error injection only");
+  const cell = (ci: { estimate: number; lower: number; upper: number }) =>
+    `${ci.estimate.toFixed(3)}<br><span class="ci">[${ci.lower.toFixed(3)}, ${ci.upper.toFixed(3)}]</span>`;
+  for (const [i, e] of expected.entries()) {
+    assert.deepEqual(rows[i], [
+      "error-injection",
+      e.method === "memit" ? "MEMIT (3 layers)" : "ROME (1 layer)",
+      "1",
+      cell(e.metrics.reliability),
+      cell(e.metrics.generalization),
+      cell(e.metrics.specificity),
+      cell(e.metrics.locality),
+      "8",
+    ]);
+  }
+  // Specificity: the mean of the 8 test facts' (2..9) stored values.
+  assert.equal(expected[0].metrics.specificity.estimate.toFixed(4), (0.25 + 0.01 * 5.5).toFixed(4));
 });
 
 Deno.test("report: a sweep without traces or selections still names every table and figure", async () => {
@@ -350,6 +518,16 @@ Deno.test("report: a sweep without traces or selections still names every table 
   }
   assert.match(element(html, "table-hase-1"), /Table not available: the sweep has no causal-tracing records/);
   assert.match(element(html, "fig-layer-curves"), /^<figure/, "edits alone still give the layer curves");
+  // A store from before essence and fluency were recorded still reports, saying they were not measured.
+  assert.match(
+    element(html, "fig-essence"),
+    /Figure not available: Essence and fluency: not measured \(the store&#39;s edit records predate them\)/,
+  );
+  const counterfact = bodyRows(element(html, "table-counterfact"));
+  assert.deepEqual(
+    counterfact.map((r) => r.slice(14)),
+    METHODS.map(() => ["not measured", "not measured", "8"]),
+  );
   // The edit tables hold the edits' numbers, not only a table: the same golden-layer table as the full
   // sweep (its edit records are the same), with layer 1 (best on average by construction) as golden layer.
   const golden = bodyRows(element(html, "table-golden"));
@@ -360,6 +538,28 @@ Deno.test("report: a sweep without traces or selections still names every table 
   assert.equal((await report(fullDb, "--out", `${dir}/full-for-edits.html`)).code, 0);
   const full = await Deno.readTextFile(`${dir}/full-for-edits.html`);
   assert.deepEqual(golden, bodyRows(element(full, "table-golden")));
+});
+
+Deno.test("report: FT-L on 1 and on 5 layers are two methods, named as Hase et al. name them", async () => {
+  const db = `${dir}/ft.db`;
+  writeStore(db, syntheticRecords({ traces: false, methods: ["ft", "ft-5"] }));
+  const r = await report(db, "--out", `${dir}/ft.html`);
+  assert.equal(r.code, 0, r.stderr);
+  const html = await Deno.readTextFile(`${dir}/ft.html`);
+  // This 4-layer model clips FT-5's window to at most 4 layers; the label says what was edited.
+  const labels = ["FT-L (1 layer)", "FT-L (4 layers)"];
+  assert.deepEqual(
+    bodyRows(element(html, "table-golden")).filter((row) => row.length === 4).map((r) => r[0]),
+    labels,
+  );
+  assert.deepEqual(bodyRows(element(html, "table-counterfact")).map((row) => row[1]), labels);
+  for (const label of labels) {
+    assert.equal(
+      element(html, "fig-layer-curves").split(`>${label}<`).length - 1,
+      2 * 3,
+      `${label} in each chart`,
+    );
+  }
 });
 
 Deno.test("report: clear errors for a missing store or an ambiguous sweep", async () => {

@@ -8,21 +8,31 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { existsSync } from "../engine/files.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { loadSweep } from "../experiments/study/analysis.ts";
-import { STANDARD_METRICS } from "../experiments/evaluation/metrics.ts";
+import { loadSweep, windowStudy } from "../experiments/study/analysis.ts";
+import { Model } from "../engine/model.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
+import { loadDataset } from "../experiments/data/datasets.ts";
+import { traceFact } from "../experiments/localization/tracing.ts";
 import { renderReport } from "../experiments/study/report.ts";
 import { resultKey, ResultStore, type StoredResult } from "../experiments/study/store.ts";
 import {
   defaultSettings,
+  driftMeasured,
   jsonSafe,
+  methodLayers,
   parseLayerList,
   parseNames,
+  parseWindowSizes,
   planItems,
   SELECTORS,
+  SWEEP_METHODS,
   type SweepFact,
   type SweepPlan,
 } from "../experiments/study/sweep.ts";
-import { makeTinyKb } from "./fixtures_tiny_kb.ts";
+import { studyWindows } from "../experiments/localization/layer_selection.ts";
+import { ftHparams } from "../experiments/editing/hparams.ts";
+import { essenceScore, harmonicMean, STANDARD_METRICS } from "../experiments/evaluation/metrics.ts";
+import { EDITING_CONFIG, makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { rng } from "./util.ts";
 
 const delay = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms));
@@ -65,6 +75,7 @@ Deno.test("planItems: traces, selections, then every fact x layer x method x pro
       batchSize: 2,
       igSteps: 2,
       overrides: {},
+      drift: { essenceSamples: 0, essenceTokens: 1, fluencyPrompts: 0, fluencyTokens: 1, topK: 1, every: 1 },
     },
   };
   const items = planItems(plan);
@@ -75,6 +86,29 @@ Deno.test("planItems: traces, selections, then every fact x layer x method x pro
   assert.deepEqual(kinds.slice(0, 10), [...Array(6).fill("trace"), ...Array(3).fill("select"), "edit"]);
   assert.equal(new Set(items.map((it) => resultKey(it.key))).size, items.length, "keys are unique");
   assert.ok(!items.some((it) => it.kind === "edit" && it.fact.id === "counterfact:2"));
+  // FT-5: FT-L on the 5 layers around the sweep layer, clipped (not shifted) at the ends as MEMIT's
+  // window is; "ft" trains ftWindow layers. "all" methods include it.
+  assert.deepEqual([0, 1, 3, 5].map((l) => methodLayers(plan, "ft-5", l, 6)), [
+    [0, 1, 2],
+    [0, 1, 2, 3],
+    [1, 2, 3, 4, 5],
+    [3, 4, 5],
+  ]);
+  assert.deepEqual(methodLayers(plan, "ft", 3, 6), [3]);
+  assert.deepEqual(methodLayers(plan, "memit", 0, 6), [0, 1]);
+  assert.deepEqual(parseNames("methods", "all", SWEEP_METHODS), [
+    "rome",
+    "r-rome",
+    "memit",
+    "emmet",
+    "ft",
+    "ft-5",
+  ]);
+  // Essence and fluency on every `every`-th edited fact; 0 switches them off.
+  const drift = { ...plan.settings.drift, essenceSamples: 5, every: 3 };
+  assert.deepEqual([0, 1, 2, 3, 6].map((i) => driftMeasured(drift, i)), [true, false, false, true, true]);
+  assert.ok(![0, 1].some((i) => driftMeasured({ ...drift, every: 0 }, i)));
+  assert.ok(!driftMeasured({ ...drift, essenceSamples: 0, fluencyPrompts: 0 }, 0), "nothing to measure");
   assert.deepEqual(items.find((it) => it.kind === "select")!.key, {
     sweep: "p",
     fact: "proxy-set",
@@ -83,6 +117,48 @@ Deno.test("planItems: traces, selections, then every fact x layer x method x pro
     problem: "none",
     localization: "select:causal-tracing",
   });
+});
+
+Deno.test("window study: Hase et al.'s windows scaled to depth; planItems traces only the edited facts, only missing windows", () => {
+  // 1, 3, 5, 10 of GPT-J's 28 layers: one layer stays one; the others keep their share of the depth.
+  assert.deepEqual(studyWindows(28), [[1], [3], [5], [10]].map(([w]) => ({ layers: w, paper: [w] })));
+  assert.deepEqual(studyWindows(48).map((w) => w.layers), [1, 5, 9, 17]);
+  assert.deepEqual(studyWindows(12).map((w) => w.layers), [1, 2, 4]);
+  assert.deepEqual(studyWindows(6), [{ layers: 1, paper: [1, 3, 5] }, { layers: 2, paper: [10] }]);
+  assert.deepEqual(parseWindowSizes("windows", "10,1", 28), [1, 10]);
+  assert.deepEqual(parseWindowSizes("windows", "none", 28), []);
+  assert.throws(() => parseWindowSizes("windows", "1,0", 28), /--windows: expected "none" or window sizes/);
+  const settings = { ...defaultSettings(6), traceWindow: 1 };
+  const base: SweepPlan = {
+    name: "w",
+    facts: [fact(0, "proxy"), fact(1, "test"), fact(2, "trace-only")],
+    layers: [0],
+    methods: ["rome"],
+    problems: ["error-injection"],
+    localizations: ["causal-tracing"],
+    selectors: [],
+    settings,
+    windows: [1, 2, 3],
+  };
+  const traces = (plan: SweepPlan) =>
+    planItems(plan).flatMap((it) =>
+      it.kind === "trace" ? [[it.key.localization, it.fact.id, it.window]] : []
+    );
+  // Window 1 is the main traces' window: reused, not traced again; windows 2 and 3 for the 2 edited facts.
+  assert.deepEqual(traces(base), [
+    ["causal-tracing", "counterfact:0", undefined],
+    ["causal-tracing", "counterfact:1", undefined],
+    ["causal-tracing", "counterfact:2", undefined],
+    ["tracing-window:2", "counterfact:0", 2],
+    ["tracing-window:2", "counterfact:1", 2],
+    ["tracing-window:3", "counterfact:0", 3],
+    ["tracing-window:3", "counterfact:1", 3],
+  ]);
+  // Without the main causal traces, window 1 is traced by the study itself.
+  assert.deepEqual(
+    traces({ ...base, localizations: ["zeroing"], windows: [1] }).filter(([l]) => l !== "zeroing"),
+    [["tracing-window:1", "counterfact:0", 1], ["tracing-window:1", "counterfact:1", 1]],
+  );
 });
 
 Deno.test("option parsing and helpers: layer lists, names, the trace window, JSON-safe values", () => {
@@ -146,6 +222,12 @@ const SWEEP_ARGS = [
   "2",
   "--batch",
   "2",
+  "--drift-every",
+  "2",
+  "--essence-tokens",
+  "4",
+  "--fluency-tokens",
+  "4",
   "--stats-dir",
   `${dir}/stats`,
 ];
@@ -224,16 +306,22 @@ function countRows(path: string): number {
 
 const byKey = (rows: StoredResult[]) => new Map(rows.map((r) => [r.key, r]));
 
-/** The same result from two runs: same key, and metrics within float noise of each other. */
+/** The same result from two runs: same key, and metrics within float noise of each other; the unedited
+ *  model's essence texts and fluency generations are seeded, so their measurements repeat exactly. */
 function assertSameMetrics(a: StoredResult, b: StoredResult): void {
-  for (const name of ["rewrite", "paraphrase", "neighborhood"]) {
-    const x = a.metrics[name], y = b.metrics[name];
-    if (x === undefined) continue;
+  const close = (x: unknown, y: unknown, what: string) =>
     assert.ok(
       typeof x === "number" && typeof y === "number" && Math.abs(x - y) <= 1e-4 + 1e-3 * Math.abs(x),
-      `${a.key}: ${name} ${x} vs ${y}`,
+      `${a.key}: ${what} ${x} vs ${y}`,
     );
+  for (const name of ["rewrite", "paraphrase", "neighborhood"]) {
+    if (a.metrics[name] !== undefined) close(a.metrics[name], b.metrics[name], name);
   }
+  const [ea, eb] = [a, b].map((r) => r.metrics.essence as Record<string, number> | null | undefined);
+  const [fa, fb] = [a, b].map((r) => r.metrics.fluency as Record<string, number> | null | undefined);
+  assert.equal(ea?.pre, eb?.pre, `${a.key}: essence before the edit`);
+  assert.equal(fa?.pre, fb?.pre, `${a.key}: fluency before the edit`);
+  if (ea) close(ea.post, eb!.post, "essence after the edit");
 }
 
 const full = `${dir}/full.db`;
@@ -294,6 +382,44 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   );
   assert.match(out, new RegExp(`error-injection ft \\(6 edits\\): .* \\| ES ${esMean("ft")} `));
   assert.match(out, /fact-erasure rome \(6 edits\): .*overall [\d.]+ \| standard metrics n\/a/);
+  // Essence and fluency on every 2nd edited fact (2 of 3), at every layer, method and problem, with the
+  // settings and seed stored; Hase et al.'s score and four-way overall recomputed from the stored parts.
+  const edits = fullRows.filter((r) => r.localization === "layer-grid");
+  const measured = edits.filter((r) => (r.hparams.drift as Record<string, unknown>).measured);
+  assert.equal(new Set(measured.map((r) => r.fact)).size, 2);
+  assert.equal(measured.length, 2 * 2 * 2 * 2);
+  for (const r of edits) {
+    const d = r.hparams.drift as Record<string, number | boolean>;
+    assert.deepEqual(
+      [d.essenceSamples, d.essenceTokens, d.fluencyPrompts, d.fluencyTokens, d.topK, d.every],
+      [5, 4, 5, 4, 5, 2],
+    );
+    assert.equal(d.seed, Number(r.dataset.recordIndex), "seed 0: the record index");
+    const essence = r.metrics.essence as Record<string, number> | null;
+    const fluent = r.metrics.fluency as Record<string, number> | null;
+    if (!d.measured) {
+      assert.deepEqual([essence, fluent, r.metrics.overallEssence], [null, null, null], r.key);
+      continue;
+    }
+    assert.equal(essence!.score, essenceScore(essence!.pre, essence!.post), r.key);
+    const parts = ["rewrite", "paraphrase", "neighborhood"].map((k) => r.metrics[k] as number);
+    assert.equal(r.metrics.overallEssence, harmonicMean([...parts, essence!.score]), r.key);
+    assert.equal(d.prompts, 1, "the tiny knowledge base's one generation prompt");
+    assert.ok(fluent!.post >= 0 && fluent!.pre >= 0, r.key);
+    assert.ok(Number(r.timings.drift) > 0, r.key);
+    // The unedited model's measurements are the fact's, whatever the edit.
+    const first = measured.find((x) => x.fact === r.fact)!;
+    assert.equal(essence!.pre, (first.metrics.essence as Record<string, number>).pre);
+    assert.equal(fluent!.pre, (first.metrics.fluency as Record<string, number>).pre);
+  }
+  assert.ok(
+    measured.some((r) => (r.metrics.essence as Record<string, number>).score < 1),
+    "some edit raises the essence texts' perplexity",
+  );
+  assert.match(
+    out,
+    /error-injection rome \(6 edits\): .* \| essence [\d.]+ \(4 edits\) {2}fluency [\d.]+ \(unedited [\d.]+; 4 edits\)/,
+  );
   const trace = fullRows.find((r) => r.localization === "causal-tracing")!;
   assert.equal((trace.metrics.effect as number[]).length, 3);
   assert.ok(Array.isArray((trace.metrics.trace as { grids: unknown[] }).grids));
@@ -313,6 +439,64 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   ) {
     assert.ok(csv[0].split(",").includes(column), `CSV column ${column}`);
   }
+});
+
+Deno.test("sweep: --windows adds the window study's traces to a finished sweep, only those missing, each with its window", async () => {
+  const db = `${dir}/windows.db`;
+  await Deno.copyFile(full, db);
+  // 3 layers: window sizes 1, 20 and 28 of GPT-J's 28 layers are 1, 2 and 3 layers here. Window 1 is the
+  // main traces' (causal-tracing), so only the 3 edited facts' window-2 traces are new; then window 3.
+  const first = await sweep(...SWEEP_ARGS, "--out", db, "--windows", "1,20");
+  assert.match(first, new RegExp(`${TOTAL} already stored, 3 to run`));
+  const second = await sweep(...SWEEP_ARGS, "--out", db, "--windows", "1,20,28");
+  assert.match(second, new RegExp(`${TOTAL + 3} already stored, 3 to run`));
+  const rows = readAll(db);
+  const study = rows.filter((r) => r.localization.startsWith("tracing-window:"));
+  assert.deepEqual(
+    study.map((r) => [r.localization, r.hparams.window]).sort(),
+    [...Array(3).fill(["tracing-window:2", 2]), ...Array(3).fill(["tracing-window:3", 3])],
+  );
+  const edited = new Set(
+    fullRows.filter((r) => r.localization === "layer-grid").map((r) => r.fact),
+  );
+  assert.deepEqual(new Set(study.map((r) => r.fact)), edited);
+  // Each stored trace is the MLP trace with its window: recomputed here, it gives the stored effects (and
+  // they differ from the main window-1 trace's, so a wrong window could not pass).
+  const model = await Model.load(gpu, kb.dir);
+  const tok = await loadTokenizer(kb.dir);
+  const { cases } = await loadDataset(`${kb.dir}/counterfact.json`);
+  const r = study.find((x) => x.hparams.window === 2)!;
+  const c = cases.find((x) => x.id === r.fact)!;
+  const grids = (r.metrics.trace as { grids: { kind: string; window: number }[] }).grids;
+  assert.deepEqual(grids.map((g) => [g.kind, g.window]), [["mlp", 2]]);
+  const trace = await traceFact(model, tok, { prompt: c.prompt, subject: c.subject, target: c.targetTrue! }, {
+    kinds: ["mlp"],
+    window: 2,
+    samples: 3,
+    seed: 1,
+    noise: (r.hparams.noise as { level: number }).level,
+  });
+  const stored = r.metrics.effect as number[];
+  trace.grids[0].layers.maxFraction.forEach((e, l) =>
+    assert.ok(Math.abs(e - stored[l]) <= 1e-5, `layer ${l}: ${e} vs stored ${stored[l]}`)
+  );
+  const main = rows.find((x) => x.localization === "causal-tracing" && x.fact === r.fact)!;
+  assert.ok(
+    (main.metrics.effect as number[]).some((e, l) => Math.abs(e - stored[l]) > 1e-3),
+    "the window-2 effects equal the window-1 ones",
+  );
+  // The analysis and the report read the three windows.
+  const data = loadSweep(rows, "sweep");
+  const windows = windowStudy(data, { resamples: 50 });
+  assert.deepEqual(windows.windows.map((w) => [w.window, w.localization]), [
+    [1, "causal-tracing"],
+    [2, "tracing-window:2"],
+    [3, "tracing-window:3"],
+  ]);
+  assert.equal(windows.rows.length, 3 * 2 * 2);
+  const html = renderReport(data);
+  assert.match(html, /<table id="table-window">/);
+  assert.match(html, /<figure id="fig-window-r2">/);
 });
 
 Deno.test("sweep: batched virtual scoring stores what applying, scoring and undoing each edit stores", async () => {
@@ -345,6 +529,26 @@ Deno.test("sweep: batched virtual scoring stores what applying, scoring and undo
     assertSameMetrics(r, batched);
   }
   assert.ok(fullRows.some((r) => r.method === "ft" && r.timings.virtual === 0), "FT-L is applied to score");
+});
+
+Deno.test("sweep: ft-5 trains the 5 layers around the edit layer (clipped), each within FT-L's radius over their number", async () => {
+  const only = ["--methods", "ft-5", "--layers", "all", "--problems", "error-injection"];
+  const args = [...SWEEP_ARGS, ...only, "--localizations", "none", "--selectors", "none", "--name", "ft5"];
+  const out = await sweep(...args, "--out", `${dir}/ft5.db`);
+  const rows = readAll(`${dir}/ft5.db`);
+  assert.equal(rows.length, 3 * 3);
+  // FT-L on one layer (the full sweep's "ft") has the model's radius; this 3-layer model clips FT-5's
+  // window to all 3 layers, which share it.
+  const eps = fullRows.find((r) => r.method === "ft")!.hparams.normConstraint as number;
+  assert.equal(eps, ftHparams({ ...EDITING_CONFIG, nLayer: 3 }).normConstraint);
+  for (const r of rows) {
+    assert.equal(r.method, "ft-5");
+    assert.equal(r.hparams.method, "ft-5");
+    assert.deepEqual(r.hparams.editedLayers, [0, 1, 2], r.key);
+    assert.equal(r.hparams.normConstraint, eps / 3, r.key);
+    assert.equal(r.timings.virtual, 0, "a dense edit is applied to score it");
+  }
+  assert.match(out, /error-injection ft-5 \(9 edits\): rewrite /);
 });
 
 Deno.test("sweep: MEMIT and EMMET with a block's z batched and scored virtually store what one fact at a time stores", async () => {

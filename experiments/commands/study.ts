@@ -1,11 +1,13 @@
 // ./locus task study: the whole localization-vs-editing study on the embedded model (or any --model),
 // at the papers' scale by default, resumable under a time budget; --quick is a small smoke test.
 //
-//   1. facts: a seeded sample of the CounterFact facts the model knows: --proxy facts for layer
-//      selection, then --facts test facts (disjoint), more traced up to --trace-facts;
-//   2. localization: causal tracing (and representation zeroing) of every traced fact;
+//   1. facts: a seeded sample of the dataset's facts the model knows (DIR/counterfact.json, or any file
+//      Locus reads: --dataset zsre.json): --proxy facts for layer selection, then --facts test facts
+//      (disjoint), more traced up to --trace-facts;
+//   2. localization: causal tracing (and representation zeroing) of every traced fact, and the
+//      window-size study's traces of the edited facts (Hase et al.'s windows 1, 3, 5, 10 scaled to depth);
 //   3. layer selection on the proxy facts: causal tracing (CMA), integrated gradients, LGA;
-//   4. edits: every method (ROME, R-ROME, MEMIT, EMMET, FT-L) at every layer for every edited fact x
+//   4. edits: every method (ROME, R-ROME, MEMIT, EMMET, FT-L on 1 and on 5 layers) at every layer for every edited fact x
 //      Hase et al.'s five editing problems, in blocks of facts through every condition;
 //   5. analyses and the HTML report (experiments/study/analysis.ts, experiments/study/report.ts), a CSV of
 //      every result, and in the terminal the same summary as the report's: the R² table with the verdict
@@ -14,7 +16,8 @@
 // Every result goes to OUT/results.db as it is produced (experiments/study/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
-//   ./locus task study [--quick] [--model DIR] [--out runs/study] [--facts 250] [--proxy 50] [--minutes 30]
+//   ./locus task study [--quick] [--model DIR] [--dataset FILE] [--out runs/study] [--facts 250] [--proxy 50]
+//                      [--windows 1,3,5,10] [--minutes 30]
 import { writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
@@ -22,29 +25,42 @@ import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
-import { caveats, findings, formatP, headline, loadSweep, r2Table } from "../study/analysis.ts";
+import {
+  caveats,
+  driftDescription,
+  driftSummary,
+  findings,
+  formatP,
+  headline,
+  loadSweep,
+  r2Table,
+  windowStudy,
+} from "../study/analysis.ts";
 import { VERDICT_RULE } from "../study/stats.ts";
-import { METHODS, parseMethod } from "../editing/methods.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
-import { formatSeconds, positiveInt, positiveNumber } from "../output.ts";
+import { formatSeconds, intOption, positiveInt, positiveNumber } from "../output.ts";
 import { renderReport } from "../study/report.ts";
 import { ResultStore, writeCsv } from "../study/store.ts";
 import {
+  DEFAULT_DRIFT,
   defaultSettings,
   LOCALIZATIONS,
   MASS_METHODS,
   MASS_SIZES,
   parseNames,
+  parseWindowSizes,
   runMeta,
   runSweep,
   sampleFacts,
   scoreSummary,
   SELECTORS,
   skippedReport,
+  SWEEP_METHODS,
   type SweepPlan,
   type SweepSummary,
 } from "../study/sweep.ts";
 import { runMain } from "../../engine/main.ts";
+import { WINDOW_STUDY } from "../localization/layer_selection.ts";
 
 /** The default study (the papers' scale: Hase et al. edit 652 facts, the golden-layer paper hundreds)
  *  and --quick, a smoke test of the whole pipeline. Every option below overrides its preset. */
@@ -56,6 +72,7 @@ const PRESETS = {
     methods: "all",
     problems: "all",
     mass: "memit,emmet",
+    windows: WINDOW_STUDY.join(","),
     minutes: 30,
   },
   quick: {
@@ -65,6 +82,8 @@ const PRESETS = {
     methods: "rome,memit",
     problems: "error-injection,fact-forcing",
     mass: "memit",
+    // The smallest and the widest window: the window study's whole code path at a fraction of the traces.
+    windows: `${WINDOW_STUDY[0]},${WINDOW_STUDY.at(-1)}`,
     minutes: 10,
   },
 } as const;
@@ -73,21 +92,28 @@ const USAGE = `usage: ./locus task study [options]
   --quick              a small smoke-test preset: ${PRESETS.quick.facts} test + ${PRESETS.quick.proxy} proxy facts,
                        ${PRESETS.quick.methods} on ${PRESETS.quick.problems}
   --model DIR          model folder with counterfact.json and corpus.txt (default: the embedded model)
+  --dataset FILE       the facts: any dataset file Locus reads (default DIR/counterfact.json); a zsRE file
+                       (MEND's schema, e.g. weights/locus-kb/zsre.json) adds the ZsRE metrics to the report
   --out DIR            results.db, results.csv and report.html go here (default runs/study)
   --facts N            test facts edited at every layer (default ${PRESETS.default.facts})
   --proxy N            proxy facts for layer selection, disjoint from the test facts (default ${PRESETS.default.proxy})
   --trace-facts N      facts traced in all, the edited ones included (default ${PRESETS.default.traceFacts})
-  --methods M          all | any of ${METHODS.join(",")} (default all), each on every problem and layer
+  --methods M          all | any of ${SWEEP_METHODS.join(",")} (default all), each on every problem and
+                       layer (ft-5: FT-L on the 5 layers around the edit layer, Hase et al.'s FT-5)
   --problems P         all | any of ${PROBLEMS.join(",")} (default all)
   --mass M             the mass-editing curve: ${MASS_METHODS.join(",")} or none (default both) edit ${
   MASS_SIZES.join(", ")
 }
                        of the test facts at once
   --localizations L    ${LOCALIZATIONS.join(",")} (default both)
+  --windows W          the window-size study: Hase et al.'s tracing windows (of GPT-J's 28 layers) scaled
+                       to the model's depth, or none (default ${PRESETS.default.windows}; --quick ${PRESETS.quick.windows})
   --minutes M          time budget: no new work starts after M minutes (default ${PRESETS.default.minutes}); run again
                        to continue (facts are edited in blocks through every condition, so a partial study is
                        balanced)
   --seed N             fact sample and noise seed (default 0)
+  --drift-every N      essence (Hase et al.) and fluency (ROME) on every N-th edited fact, at every layer,
+                       method and problem (default ${DEFAULT_DRIFT.every}; 1: all, 0: none); short seeded generations
   --v-steps N          ROME/MEMIT optimisation steps (default: the model's hyper-parameters, e.g. 20 for GPT-2/GPT-J, 100 for small models)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
 
@@ -105,9 +131,12 @@ async function main(args: string[]): Promise<number> {
       problems: { type: "string" },
       mass: { type: "string" },
       localizations: { type: "string", default: "all" },
+      windows: { type: "string" },
+      dataset: { type: "string" },
       minutes: { type: "string" },
       seed: { type: "string" },
       "v-steps": { type: "string" },
+      "drift-every": { type: "string" },
       "stats-dir": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -120,7 +149,7 @@ async function main(args: string[]): Promise<number> {
   const started = performance.now();
   const deadline = started + positiveNumber("minutes", values.minutes, preset.minutes) * 60_000;
   const dir = await resolveModelDir(values.model!), out = values.out!;
-  const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
+  const datasetPath = values.dataset ?? `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
   // Weights in one file or sharded (real Llama/Gemma checkpoints are: model.safetensors.index.json).
   const index = `${dir}/model.safetensors.index.json`;
   const weights = await Deno.stat(index).then(() => index, () => `${dir}/model.safetensors`);
@@ -129,7 +158,9 @@ async function main(args: string[]): Promise<number> {
       await Deno.stat(path);
     } catch {
       throw new Error(
-        `${path} is missing${dir === DEFAULT_MODEL_DIR ? " (train it: ./locus task train)" : ""}`,
+        `${path} is missing${
+          dir === DEFAULT_MODEL_DIR && path !== values.dataset ? " (train it: ./locus task train)" : ""
+        }`,
       );
     }
   }
@@ -167,6 +198,7 @@ async function main(args: string[]): Promise<number> {
   const settings = defaultSettings(L, seed);
   settings.batchSize = 4;
   settings.overrides = { vNumGradSteps: vSteps };
+  settings.drift.every = intOption("drift-every", values["drift-every"], settings.drift.every, 0);
   const base = {
     name: "study",
     facts: sample.facts,
@@ -179,11 +211,12 @@ async function main(args: string[]): Promise<number> {
     title: "localization + editing",
     plan: {
       ...base,
-      methods: parseNames("methods", values.methods ?? preset.methods, METHODS).map(parseMethod),
+      methods: parseNames("methods", values.methods ?? preset.methods, SWEEP_METHODS),
       problems: parseNames("problems", values.problems ?? preset.problems, PROBLEMS).map(parseProblem),
       localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
       selectors: [...SELECTORS],
       massMethods: parseNames("mass", values.mass ?? preset.mass, MASS_METHODS),
+      windows: parseWindowSizes("windows", values.windows ?? preset.windows, L),
     },
   }];
 
@@ -235,6 +268,7 @@ async function main(args: string[]): Promise<number> {
     );
     console.log("Mean scores: Hase et al.'s | the field's standard metrics (docs/metrics.md)");
     for (const line of scoreSummary(store.results({ sweep: "study" }), "study")) console.log(`  ${line}`);
+    console.log(driftDescription(driftSummary(data)));
     const rewrite = r2Table(data, { metric: "rewrite" });
     const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : " n/a ");
     console.log(
@@ -250,6 +284,20 @@ async function main(args: string[]): Promise<number> {
       );
     }
     const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
+    const windows = windowStudy(data, { metric: "rewrite" });
+    if (main && windows.windows.length > 1) {
+      // The window-size study for the headline's condition (the report has every condition).
+      const rows = windows.rows.filter((r) => r.problem === main.problem && r.method === main.method);
+      console.log(
+        `Window study (${main.method} ${main.problem}, ${windows.facts} facts traced with every window): ` +
+          rows.map((r) =>
+            `window ${r.window}: trace R² ${f3(r.trace)} [${f3(r.ci.trace.lower)}, ${
+              f3(r.ci.trace.upper)
+            }], ` +
+            `Diff ${f3(r.diff)}, Holm p ${formatP(r.pAdjusted)}`
+          ).join("; "),
+      );
+    }
     if (main) console.log(`\n${headline(main)}`);
     console.log(
       `\n=== Summary (${data.model.name ?? dir}, ${model.config.family}; ${gpu.describe()}; results sha256 ${

@@ -58,6 +58,11 @@ export interface EditingCase {
   paraphrases: string[];
   /** Full prompts about other subjects that should not change. */
   neighbors: string[];
+  /** The answer each neighbour expects (zsRE's loc_ans); absent: the true object, as in CounterFact, whose
+   *  neighbours share it. */
+  neighborAnswers?: string[];
+  /** Free-generation starts about the subject (CounterFact's generation_prompts: ROME's fluency). */
+  generationPrompts?: string[];
 }
 
 /** An EditingCase from a dataset case, or an error naming the case and the missing field. */
@@ -72,6 +77,8 @@ export function editingCase(c: EditCase): EditingCase {
     targetNew: c.targetNew ?? missing("target_new"),
     paraphrases: c.paraphrases,
     neighbors: c.neighborhood.map((p) => p.prompt),
+    neighborAnswers: c.neighborhood.map((p) => p.answer),
+    generationPrompts: c.generationPrompts,
   };
 }
 
