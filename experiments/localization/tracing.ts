@@ -353,9 +353,10 @@ export class TraceRun {
    * `reuse` (default) runs each cell only where it can change something: its first window layer only
    * on its own rows (the others are the shared run's there; a residual cell's rows are the restored or
    * zeroed state itself), the later layers from its first token on, the rest read from the shared runs
-   * (engine/model.ts's suffix forward); identical cells are computed once,
-   * and a cell that restores only tokens before the subject is the corrupted run (the noise enters at
-   * the subject, so those states are already clean). reuse = false recomputes every cell from the
+   * (engine/model.ts's suffix forward); identical cells are computed once, a cell whose window only
+   * ends later than another's continues from the state that one leaves at its end, and a cell that
+   * restores only tokens before the subject is the corrupted run (the noise enters at the subject, so
+   * those states are already clean). reuse = false recomputes every cell from the
    * embeddings (the naive way; same numbers, slower). Everything is recorded into one stream and read
    * back once (with the shared runs' probabilities on the first call).
    */
@@ -377,12 +378,15 @@ export class TraceRun {
     const sameAs = new Array<number>(cells.length);
     const computed: number[] = [];
     const seen = new Map<string, number>();
+    // A cell without its window's end: cells with one key differ at most in where their window ends.
+    const startKey = (c: Cell) =>
+      JSON.stringify([c.prompt ?? 0, c.kind, [...c.tokens].sort((a, b) => a - b), c.from]);
     cells.forEach((c, i) => {
       if (reuse && action === "restore" && Math.max(...c.tokens) < promptOf(c).subject[0]) {
         sameAs[i] = -1;
         return;
       }
-      const key = JSON.stringify([c.prompt ?? 0, c.kind, [...c.tokens].sort((a, b) => a - b), c.from, c.to]);
+      const key = `${startKey(c)} ${c.to}`;
       const first = reuse ? seen.get(key) : undefined;
       if (first !== undefined) {
         sameAs[i] = first;
@@ -404,7 +408,7 @@ export class TraceRun {
     if (reuse) {
       const chains = new Map<string, number[]>();
       for (const i of computed) {
-        const c = cells[i], key = JSON.stringify([c.prompt ?? 0, c.kind, [...c.tokens].sort(), c.from]);
+        const key = startKey(cells[i]);
         if (!chains.has(key)) chains.set(key, []);
         chains.get(key)!.push(i);
       }
@@ -733,8 +737,9 @@ export function promptChunks(
     const P = end - first, T = Math.max(...prompts.slice(first, end).map((x) => x.ids.length));
     const rows = P * (samples + 1) * T;
     const kept = 4 * ((L + 1) * rows * d + L * rows * width + 2 * L * P * T * d);
+    // Within maxRows every activation of the prepare batch (the widest included) fits one binding.
     return rows <= limit.maxRows && P * (samples + 1) <= limit.maxSequences &&
-      4 * rows * Math.max(width, d) <= binding && kept <= Math.min(limits.maxBufferSize, 4 * binding);
+      kept <= Math.min(limits.maxBufferSize, 4 * binding);
   };
   const chunks: [number, number][] = [];
   let first = 0;
