@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   caveats,
   concentratedFacts,
+  driftDescription,
   findings,
   formatP,
   goldenVsSampleWise,
@@ -475,6 +476,40 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
   );
   assert.match(findings(weak).join("\n"), /Neither predictor explains much: median R² of the layer \d/);
   assert.doesNotMatch(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /Neither predictor/);
+});
+
+Deno.test("driftDescription: what was measured, or why essence and fluency were not", () => {
+  const none = { edits: 12, essence: 0, fluency: 0, facts: 0 };
+  const settings = {
+    essenceSamples: 5,
+    essenceTokens: 20,
+    fluencyPrompts: 5,
+    fluencyTokens: 20,
+    topK: 5,
+    every: 4,
+  };
+  assert.match(
+    driftDescription({ ...none, settings: null }),
+    /not measured \(the store's edit records predate them\)/,
+  );
+  assert.match(
+    driftDescription({ ...none, settings: { ...settings, every: 0 } }),
+    /not measured \(switched off/,
+  );
+  assert.match(
+    driftDescription({ ...none, settings: { ...settings, essenceSamples: 0, fluencyPrompts: 0 } }),
+    /switched off/,
+  );
+  assert.match(
+    driftDescription({ ...none, settings }),
+    /not measured \(no edit of a measured fact is stored yet\)/,
+  );
+  assert.equal(
+    driftDescription({ edits: 12, essence: 6, fluency: 3, facts: 1, settings }),
+    "Essence measured on 6 and fluency on 3 of 12 edits (1 fact: 1 in 4 of the seeded sample, at every layer, " +
+      'method and problem); essence: 5 samples of 20 new tokens after "{subject} is a", fluency: 20 new tokens ' +
+      "after each of up to 5 generation prompts; top-5 sampling seeded per fact.",
+  );
 });
 
 Deno.test("windowStudy: the regressions per tracing window on the facts traced with every window, one Holm family", () => {

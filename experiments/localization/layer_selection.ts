@@ -24,7 +24,7 @@ import {
   type LgaOptions,
 } from "./attribution.ts";
 import type { EditCase } from "../data/datasets.ts";
-import { type FactTrace, type StateKind, traceFact, type TraceOptions } from "./tracing.ts";
+import { type FactTrace, type StateKind, traceFacts, type TraceOptions } from "./tracing.ts";
 
 /** One edit request: the prompt with the subject filled in, the subject, the true answer and the new target. */
 export interface SelectionRequest {
@@ -165,17 +165,14 @@ export function causalTracingSelector(o: { span?: number; trace?: TraceOptions }
       timed(async () => {
         requireRequests("causal tracing", requests);
         const scores = new Array(model.nLayer).fill(0);
-        for (const r of requests) {
-          const trace = await traceFact(model, tok, {
-            prompt: r.prompt,
-            subject: r.subject,
-            target: r.targetTrue,
-          }, {
-            window: scaledMlpWindow(model.nLayer),
-            ...o.trace,
-            method: "noise",
-            kinds: ["mlp"],
-          });
+        const facts = requests.map((r) => ({ prompt: r.prompt, subject: r.subject, target: r.targetTrue }));
+        const traces = await traceFacts(model, tok, facts, {
+          window: scaledMlpWindow(model.nLayer),
+          ...o.trace,
+          method: "noise",
+          kinds: ["mlp"],
+        });
+        for (const trace of traces) {
           trace.grids[0].layers.lastSubjectEffect.forEach((e, l) => (scores[l] += e / requests.length));
         }
         return { layers: bestWindow(scores, span), scores };

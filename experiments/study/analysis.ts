@@ -312,10 +312,8 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
         },
         noop: isNoop(m.pre, m.post),
         seconds: num(r.timings.edit) + num(r.timings.score),
-        standard: m.standard !== null && typeof m.standard === "object" && !Array.isArray(m.standard)
-          ? Object.fromEntries(
-            STANDARD_METRICS.map((k) => [k.key, num((m.standard as { [k: string]: Json })[k.key])]),
-          )
+        standard: isObject(m.standard)
+          ? Object.fromEntries(STANDARD_METRICS.map((k) => [k.key, num(field(m.standard, k.key))]))
           : null,
         fluency: { post: num(field(m.fluency, "post")), pre: num(field(m.fluency, "pre")) },
         drift: isObject(r.hparams.drift) ? r.hparams.drift : null,
@@ -1131,13 +1129,19 @@ export function driftSummary(data: SweepData): DriftSummary {
 /** One sentence for captions and the summary: what was measured, on how much, and how. */
 export function driftDescription(d: DriftSummary): string {
   if (d.essence === 0 && d.fluency === 0) {
+    const off = d.settings !== null &&
+      (d.settings.every === 0 || (d.settings.essenceSamples === 0 && d.settings.fluencyPrompts === 0));
     return d.settings === null
       ? "Essence and fluency: not measured (the store's edit records predate them)."
-      : "Essence and fluency: not measured (switched off in this sweep's settings).";
+      : off
+      ? "Essence and fluency: not measured (switched off in this sweep's settings)."
+      : "Essence and fluency: not measured (no edit of a measured fact is stored yet).";
   }
   const s = d.settings ?? {};
   const every = Number(s.every);
-  return `Essence measured on ${d.essence} and fluency on ${d.fluency} of ${d.edits} edits (${d.facts} facts` +
+  return `Essence measured on ${d.essence} and fluency on ${d.fluency} of ${d.edits} edits (${d.facts} fact${
+    d.facts === 1 ? "" : "s"
+  }` +
     (every > 1 ? `: 1 in ${every} of the seeded sample` : "") + `, at every layer, method and problem); ` +
     `essence: ${s.essenceSamples} samples of ${s.essenceTokens} new tokens after "{subject} is a", ` +
     `fluency: ${s.fluencyTokens} new tokens after each of up to ${s.fluencyPrompts} generation prompts; ` +

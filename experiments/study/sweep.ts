@@ -125,7 +125,7 @@ import {
   type NoiseLevel,
   type StateKind,
   subjectNoiseLevel,
-  traceFact,
+  traceFacts,
   windowLayers,
 } from "../localization/tracing.ts";
 import { exists } from "../../engine/files.ts";
@@ -170,6 +170,9 @@ export const METHOD_TITLES: Readonly<Record<SweepMethod, string>> = {
 /** Per-fact localization measurements. */
 export const LOCALIZATIONS = ["causal-tracing", "zeroing"] as const;
 export type Localization = typeof LOCALIZATIONS[number];
+
+/** Facts traced together at most (one batch group of tracing; a time budget stops between groups). */
+const TRACE_GROUP = 8;
 
 /** Layer-selection strategies, run once on the proxy facts. */
 export const SELECTORS = ["causal-tracing", "integrated-gradients", "lga"] as const;
@@ -248,8 +251,9 @@ export interface DriftSettings {
   every: number;
 }
 
-/** The default: Hase et al.'s 5 essence samples and ROME's top-5, with texts and a share of the facts
- *  chosen so that essence and fluency add about a fifth to the sweep's time (bench/RESULTS.md). */
+/** The default: Hase et al.'s 5 essence samples and ROME's top-5, with short texts, on a quarter of the
+ *  facts: essence and fluency on every edit add about 40% to a sweep of the embedded model on this
+ *  machine's software adapter (2.3 s per edit), on every 4th fact about 10% (bench/RESULTS.md). */
 export const DEFAULT_DRIFT: DriftSettings = {
   essenceSamples: 5,
   essenceTokens: 20,
@@ -757,44 +761,61 @@ export async function runSweep(
   );
   show("starting");
 
-  // Localization measurements.
+  // Localization measurements: consecutive facts of one localization and window traced together (shared
+  // batches, tracing.ts traceChunks), each stored with its share of its group's time; groups of
+  // TRACE_GROUP facts, so that a time budget stops between them.
   const s = plan.settings;
-  for (const item of pending) {
-    if (item.kind !== "trace") continue;
-    if (outOfTime()) break;
-    const fact = item.fact;
+  const traceItems = pending.filter((item) => item.kind === "trace");
+  for (let at = 0; at < traceItems.length && !outOfTime();) {
+    const localization = traceItems[at].localization;
+    let end = at + 1;
+    while (
+      end < traceItems.length && end - at < TRACE_GROUP && traceItems[end].localization === localization &&
+      traceItems[end].window === traceItems[at].window
+    ) end++;
+    const group = traceItems.slice(at, end);
+    at = end;
     const t0 = performance.now();
-    const zero = item.localization === "zeroing";
+    const zero = localization === "zeroing";
     // The window study traces only the MLP outputs (its regressor), with its own window.
-    const window = item.window ?? s.traceWindow;
-    const trace = await traceFact(model, tok, {
-      prompt: filledPrompt(fact.case),
-      subject: fact.case.subject,
-      target: fact.case.targetTrue,
-    }, {
-      method: zero ? "zero" : "noise",
-      kinds: zero || item.window !== undefined ? ["mlp"] : s.traceKinds,
-      window: { resid: 1, mlp: window, attn: window },
-      samples: s.traceSamples,
-      seed: s.seed + 1,
-      noise: noise!.level,
-    });
-    put(item.key, {
-      metrics: traceMetrics(trace),
-      hparams: jsonSafe({
-        seed: s.seed,
-        window,
+    const window = group[0].window ?? s.traceWindow;
+    const traces = await traceFacts(
+      model,
+      tok,
+      group.map(({ fact }) => ({
+        prompt: filledPrompt(fact.case),
+        subject: fact.case.subject,
+        target: fact.case.targetTrue,
+      })),
+      {
+        method: zero ? "zero" : "noise",
+        kinds: zero || group[0].window !== undefined ? ["mlp"] : s.traceKinds,
+        window: { resid: 1, mlp: window, attn: window },
         samples: s.traceSamples,
-        kinds: trace.grids.map((g) => g.kind),
-        noise: zero ? null : noise,
-      }) as { [k: string]: Json },
-      model: ctx.meta.model,
-      dataset: datasetOf(fact),
-      adapter: ctx.meta.adapter,
-      timings: { trace: (performance.now() - t0) / 1000 },
+        seed: s.seed + 1,
+        noise: noise!.level,
+      },
+    );
+    const seconds = (performance.now() - t0) / 1000 / group.length;
+    group.forEach((item, i) => {
+      const trace = traces[i];
+      put(item.key, {
+        metrics: traceMetrics(trace),
+        hparams: jsonSafe({
+          seed: s.seed,
+          window,
+          samples: s.traceSamples,
+          kinds: trace.grids.map((g) => g.kind),
+          noise: zero ? null : noise,
+        }) as { [k: string]: Json },
+        model: ctx.meta.model,
+        dataset: datasetOf(item.fact),
+        adapter: ctx.meta.adapter,
+        timings: { trace: seconds },
+      });
+      show(`traced ${item.fact.id} (${localization})`);
     });
-    show(`traced ${fact.id} (${item.localization})`);
-    // Prompts differ in length, so pooled buffers of one trace rarely fit the next: free them.
+    // Prompts differ in length, so pooled buffers of one group rarely fit the next: free them.
     model.gpu.trimPool();
   }
 
@@ -886,6 +907,7 @@ export async function runSweep(
       if (!drifts.has(fact.id)) {
         const sampling = { topK: s.drift.topK, seed: driftSeed(s.seed, fact.recordIndex) };
         const prompts = (fact.case.generationPrompts ?? []).slice(0, s.drift.fluencyPrompts);
+        const fluencySampling = { ...sampling, tokens: s.drift.fluencyTokens };
         drifts.set(
           fact.id,
           (async () => ({
@@ -897,10 +919,8 @@ export async function runSweep(
               })
               : null,
             prompts,
-            sampling: { ...sampling, tokens: s.drift.fluencyTokens },
-            fluency: prompts.length
-              ? await generationFluency(model, tok, prompts, { ...sampling, tokens: s.drift.fluencyTokens })
-              : null,
+            sampling: fluencySampling,
+            fluency: prompts.length ? await generationFluency(model, tok, prompts, fluencySampling) : null,
           }))(),
         );
       }
@@ -996,7 +1016,7 @@ export async function runSweep(
             if (standardCase) standard = await standardScores(model, tok, standardCase, reference!);
             const t2 = performance.now();
             if (before?.essence) essence = await essenceOf(model, before.essence);
-            if (before?.fluency !== null && before?.fluency !== undefined) {
+            if (before && before.fluency !== null) {
               fluency = await generationFluency(model, tok, before.prompts, before.sampling);
             }
             driftSeconds = (performance.now() - t2) / 1000;
