@@ -53,9 +53,11 @@ export interface MatmulTiles {
   /**
    * Read weight operands (MatmulOptions.weight) from texture mirrors (shaders/matmul_texture.wgsl)
    * with this register block: TM rows x TN columns per invocation, WG invocations per workgroup.
-   * Unset: weights are read from their buffers like any operand.
+   * Unset: weights are read from their buffers like any operand. `gradients` (default true): products
+   * with a transposed A (weight gradients X^T dY) read both operands from mirrors too, with TM % 4 == 0
+   * (matmul_texture_tn; false keeps them on the buffer kernels, which give the same bits).
    */
-  texture?: { TM: number; TN: number; WG: number };
+  texture?: { TM: number; TN: number; WG: number; gradients?: boolean };
 }
 
 /** The limits the choice reads (a subset of GPUSupportedLimits). */
