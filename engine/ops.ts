@@ -34,6 +34,21 @@ function placeholder(gpu: Gpu): Tensor {
   return z;
 }
 
+const placeholderTextures = new WeakMap<Gpu, GPUTextureView>();
+/** A 1x1 rgba32float texture bound in place of a switched-off texture operand (never read). */
+function placeholderTexture(gpu: Gpu): GPUTextureView {
+  let v = placeholderTextures.get(gpu);
+  if (!v) {
+    const texture = gpu.device.createTexture({
+      size: [1, 1],
+      format: "rgba32float",
+      usage: GPUTextureUsage.STORAGE_BINDING,
+    });
+    placeholderTextures.set(gpu, v = texture.createView());
+  }
+  return v;
+}
+
 /** Throws unless `t` holds at least `count` values of type `dtype`. */
 function need(op: string, name: string, t: Tensor, count: number, dtype: "f32" | "u32" = "f32"): void {
   if (t.dtype !== dtype) {
@@ -722,14 +737,27 @@ export function attention(
     need("attention", "probs", o.probs, B * nHead * Tq * T);
     distinct("attention", o.probs, { qkv, out });
   }
+  // Keys and values from a texture mirror of qkv where the matmuls read textures (CPU adapters), the
+  // whole of qkv fits one texture and its rows are whole texels (same bits as from the buffer).
+  const maxDim = gpu.limits.maxTextureDimension2D;
+  const texture = !o.queries && matmulTiles(gpu).texture !== undefined && hd % 4 === 0 && width % 64 === 0 &&
+    width / 4 <= maxDim && B * T <= maxDim && gpu.canMirror(qkv, B * T, width);
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,
       WG: ROW_WG,
       WITH_PROBS: !!o.probs,
       OFFSETS: !!o.queries,
+      TEXTURE: texture,
     }),
-    [qkv, out, o.probs ?? placeholder(gpu), offsets, cache],
+    [
+      qkv,
+      out,
+      o.probs ?? placeholder(gpu),
+      offsets,
+      cache,
+      texture ? gpu.mirror(qkv, B * T, width)[0].view : placeholderTexture(gpu),
+    ],
     grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
     uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),
   );
