@@ -192,7 +192,7 @@ export function matmulKernel(
   const t = matmulTiles(gpu);
   const maxDim = gpu.limits.maxTextureDimension2D;
   if (
-    t.texture && t.texture.gradients !== false && t.texture.TM % 4 === 0 && (o.batch ?? 1) === 1 &&
+    t.texture && t.texture.activations !== false && t.texture.TM % 4 === 0 && (o.batch ?? 1) === 1 &&
     o.transA && !o.transB && M !== undefined &&
     M % 64 === 0 && N % 64 === 0 && Math.max(M, N) / 4 <= maxDim && K <= maxDim
   ) {
@@ -737,11 +737,12 @@ export function attention(
     need("attention", "probs", o.probs, B * nHead * Tq * T);
     distinct("attention", o.probs, { qkv, out });
   }
-  // Keys and values from a texture mirror of qkv where the matmuls read textures (CPU adapters), the
-  // whole of qkv fits one texture and its rows are whole texels (same bits as from the buffer).
-  const maxDim = gpu.limits.maxTextureDimension2D;
-  const texture = !o.queries && matmulTiles(gpu).texture !== undefined && hd % 4 === 0 && width % 64 === 0 &&
-    width / 4 <= maxDim && B * T <= maxDim && gpu.canMirror(qkv, B * T, width);
+  // Keys and values from a texture mirror of qkv where the matmuls read activations from textures (CPU
+  // adapters), the whole of qkv fits one texture and its rows are whole texels (same bits as from the
+  // buffer).
+  const maxDim = gpu.limits.maxTextureDimension2D, tiles = matmulTiles(gpu).texture;
+  const texture = !o.queries && tiles !== undefined && tiles.activations !== false && hd % 4 === 0 &&
+    width % 64 === 0 && width / 4 <= maxDim && B * T <= maxDim && gpu.canMirror(qkv, B * T, width);
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,

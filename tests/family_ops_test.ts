@@ -126,7 +126,7 @@ Deno.test("attention from a texture mirror of qkv: the float64 result, and the b
   const opts = { nKvHead: c.Hkv, scale: c.scale, softcap: c.softcap, window: c.window };
   const saved = matmulTiles(gpu);
   const run = (texture: boolean, values: Float32Array) => {
-    setMatmulTiles(gpu, { ...saved, texture: texture ? { TM: 8, TN: 16, WG: 8 } : undefined });
+    setMatmulTiles(gpu, { ...saved, texture: { TM: 8, TN: 16, WG: 8, activations: texture } });
     const [t, mirrored] = [gpu.tensor([R, width], values), gpu.mirrorBytes];
     const probs = gpu.empty([c.B, c.H, c.T, c.T]);
     const y = attention(gpu, t, c.B, c.T, d, c.H, { ...opts, probs });

@@ -312,11 +312,11 @@ withTiles(
       const a = gpu.tensor([K, M], randomArray(K * M, 70 + i)),
         b = gpu.tensor([K, N], randomArray(K * N, 80 + i));
       const c0 = randomArray(M * N, 90 + i);
-      const product = (gradients: boolean) => {
-        setMatmulTiles(gpu, { ...textures, texture: { ...textures.texture!, gradients } });
+      const product = (activations: boolean) => {
+        setMatmulTiles(gpu, { ...textures, texture: { ...textures.texture!, activations } });
         assert.equal(
           matmulKernel(gpu, N, K, TN, M),
-          gradients ? "matmul_texture_tn" : "matmul_vec4_n",
+          activations ? "matmul_texture_tn" : "matmul_vec4_n",
         );
         return matmul(gpu, a, b, M, N, K, { ...TN, out: gpu.tensor([M, N], c0), alpha: 0.75, beta: 1 });
       };

@@ -1,7 +1,7 @@
 // The embedded model's training step as Locus first wrote it, kept as the reference the faster loop
 // (experiments/knowledge/train.ts trainSteps) must match bit for bit: every step read back before the
-// next is recorded, gradients zeroed by one fill kernel per tensor, weight gradients on the buffer
-// matmul kernel (no texture mirrors of activations). Shared by tests/train_loop_test.ts and
+// next is recorded, gradients zeroed by one fill kernel per tensor, weight gradients and attention on
+// their buffer kernels (no texture mirrors of activations). Shared by tests/train_loop_test.ts and
 // bench/training.ts (which times both).
 import { backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
@@ -24,7 +24,7 @@ export async function referenceSteps(
 ): Promise<[number, number][]> {
   const { gpu, model, cfg, grads, adam, names, o } = trainer;
   const tiles = matmulTiles(gpu);
-  setMatmulTiles(gpu, { ...tiles, texture: tiles.texture && { ...tiles.texture, gradients: false } });
+  setMatmulTiles(gpu, { ...tiles, texture: tiles.texture && { ...tiles.texture, activations: false } });
   const out: [number, number][] = [];
   try {
     for (let step = from; step < to; step++) {
