@@ -91,7 +91,9 @@ console.log(
 
 /** Runs a ROME sweep of `chosen` facts into a fresh store; returns seconds per edit and the stored rows. */
 async function sweepSeconds(name: string, chosen: SweepFact[], batchSize: number, applyToScore: boolean) {
-  const settings = { ...defaultSettings(model.nLayer), batchSize };
+  // Essence and fluency off: this section compares scoring paths, which generation would only blur.
+  const defaults = defaultSettings(model.nLayer);
+  const settings = { ...defaults, batchSize, drift: { ...defaults.drift, every: 0 } };
   const plan: SweepPlan = {
     name,
     facts: chosen,

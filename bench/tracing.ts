@@ -126,7 +126,7 @@ for (const name of values.shapes!.split(",")) {
 
   const options: TraceOptions = { kinds, samples, noise: 0.1, seed: 1 };
   // Warm-up: compiles the pipelines of both paths on one cell per kind (pipelines compile at first use).
-  const warm = await TraceRun.prepare(model, ids, subject, target, { samples, noise: 0.1, seed: 1 });
+  const warm = TraceRun.prepare(model, [{ ids, subject, target }], { samples, noise: 0.1, seed: 1 });
   const lastLayerCells = kinds.map((kind) => ({
     kind,
     tokens: [tokens - 1],

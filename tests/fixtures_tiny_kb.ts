@@ -44,6 +44,7 @@ export const TINY_WORDS = [
   "birth",
   "is",
   ".",
+  "a",
 ];
 
 export interface TinyKb {

@@ -1,5 +1,6 @@
 // experiments/evaluation/metrics.ts: the pure metrics against hand-computed values, and the GPU scorers on a
-// tiny random GPT-2 against the float64 reference forward in tests/reference_model.ts.
+// tiny random GPT-2 against the float64 reference forward in tests/reference_model.ts; the same for
+// experiments/evaluation/drift.ts (essence and fluency of an edited model).
 import assert from "node:assert/strict";
 import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
@@ -28,6 +29,7 @@ import {
   tokenAgreement,
   wordTokens,
 } from "../experiments/evaluation/metrics.ts";
+import { essenceOf, essenceTexts, generationFluency } from "../experiments/evaluation/drift.ts";
 import { referenceForward } from "./reference_model.ts";
 
 function near(actual: number, expected: number, tol: number, what: string): void {
@@ -425,4 +427,76 @@ Deno.test("standard metrics (ES/PS/NS, EM/PM/NM, EasyEdit's four) of one case ma
   }
   assert.deepEqual(STANDARD_METRICS.map((m) => m.short).slice(0, 6), ["ES", "PS", "NS", "EM", "PM", "NM"]);
   await assert.rejects(() => standardScores(model, tok, c, []), /0 locality references for 2 neighbours/);
+});
+
+/** The reference perplexity of a token sequence under `w`: exp(-(1/N) sum_{t>=1} log p(x_t | x_<t)). */
+function referencePerplexity(w: Map<string, Float32Array>, ids: number[]): number {
+  const rows = referenceForward(cfg, w, ids).map((row) => {
+    const max = Math.max(...row);
+    const lse = max + Math.log(row.reduce((sum, v) => sum + Math.exp(v - max), 0));
+    return Array.from(row, (v) => v - lse);
+  });
+  return Math.exp(-ids.slice(1).reduce((sum, id, t) => sum + rows[t][id], 0) / ids.length);
+}
+
+Deno.test('essence (drift.ts): seeded samples of "{subject} is a", perplexities before and after a change against float64', async () => {
+  const o = { samples: 3, tokens: 4, topK: 3, seed: 4 };
+  const texts = await essenceTexts(model, tok, "Paris", o);
+  const prompt = tok.encode("Paris is a");
+  assert.equal(texts.prompt, "Paris is a");
+  assert.equal(texts.sequences.length, 3);
+  for (const [i, seq] of texts.sequences.entries()) {
+    assert.deepEqual(seq.slice(0, prompt.length), prompt);
+    assert.equal(seq.length, prompt.length + 4);
+    assert.equal(texts.texts[i], tok.decode(seq));
+  }
+  assert.ok(new Set(texts.texts).size > 1, "the samples differ");
+  assert.deepEqual(await essenceTexts(model, tok, "Paris", o), texts, "the same seed, the same samples");
+  assert.notDeepEqual(
+    (await essenceTexts(model, tok, "Paris", { ...o, seed: 5 })).sequences,
+    texts.sequences,
+  );
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  near(texts.perplexity, mean(texts.sequences.map((ids) => referencePerplexity(weights, ids))), 1e-3, "pre");
+  // Unchanged, the score is 1; under other weights (an "edit") the texts' perplexity is theirs, and the
+  // score is Hase et al.'s 1 - clip(post - pre, 0, 5) / 5.
+  const same = await essenceOf(model, texts);
+  assert.deepEqual(same, { score: 1, pre: texts.perplexity, post: texts.perplexity });
+  const otherWeights = new Map(
+    [...weights].map(([name, w]) => [name, w.map((v) => (name.includes("mlp") ? 1.3 * v : v))]),
+  );
+  const edited = Model.fromArrays(gpu, cfg, otherWeights);
+  const after = await essenceOf(edited, texts);
+  near(
+    after.post,
+    mean(texts.sequences.map((ids) => referencePerplexity(otherWeights, ids))),
+    1e-3 * after.post,
+    "post",
+  );
+  assert.ok(
+    Math.abs(after.post - after.pre) > 0.01,
+    `the change moves the perplexity (${after.pre} -> ${after.post})`,
+  );
+  assert.equal(after.score, essenceScore(after.pre, after.post));
+  // A word of the prompt outside a word-level vocabulary is named, not replaced by the unknown token.
+  const noA = new WordLevelTokenizer(WORDS.filter((w) => w !== "a"), { unk: "<unk>", eos: "<eos>" });
+  await assert.rejects(
+    () => essenceTexts(model, noA, "Paris", o),
+    /essence prompt "Paris is a": target "is a" has the word "a" outside the tokenizer's vocabulary/,
+  );
+  await assert.rejects(
+    () => essenceTexts(model, tok, "Paris", { ...o, samples: 0 }),
+    /samples must be a positive/,
+  );
+});
+
+Deno.test("fluency (drift.ts): the mean n-gram entropy of seeded generations from the prompts", async () => {
+  const o = { tokens: 6, topK: 3, seed: 2 };
+  const prompts = PROMPTS.slice(0, 2);
+  const g = await generate(model, tok, prompts, { maxNewTokens: 6, topK: 3, seed: 2 });
+  const expected = g.texts.map(fluency).reduce((a, b) => a + b, 0) / prompts.length;
+  assert.ok(expected > 0, "the generations have several distinct n-grams");
+  assert.equal(await generationFluency(model, tok, prompts, o), expected);
+  assert.equal(await generationFluency(model, tok, prompts, o), expected, "seeded");
+  await assert.rejects(() => generationFluency(model, tok, [], o), /fluency: no generation prompts/);
 });

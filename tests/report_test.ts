@@ -3,7 +3,7 @@
 // network, a sweep without traces still names every table and figure; and the page opens in headless
 // Chromium (DOM dumped, screenshot written) with the network blocked.
 import assert from "node:assert/strict";
-import { formatP, loadSweep, r2Table } from "../experiments/study/analysis.ts";
+import { formatP, layerCurves, loadSweep, r2Table } from "../experiments/study/analysis.ts";
 import { type ResultRecord, ResultStore } from "../experiments/study/store.ts";
 import type { FactTrace, KindGrid, StateKind } from "../experiments/localization/tracing.ts";
 import { rng, runScript, type ScriptRun } from "./util.ts";
@@ -57,8 +57,25 @@ function syntheticTrace(subject: string, effect: number[]): FactTrace {
   };
 }
 
-/** 10 facts (2 proxy) x 4 layers x 2 methods x 2 problems; the rewrite score depends mostly on the layer. */
-function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
+/** Hase et al.'s essence of the even facts' edits (worse at early layers, as in their figure 8) and
+ *  ROME's fluency after the edit and before; the odd facts are not measured (sweep.ts DriftSettings). */
+const syntheticEssence = (f: number, l: number) => 0.6 + 0.1 * l + 0.01 * f;
+const syntheticFluency = (f: number, l: number) => 4.4 + 0.05 * l + 0.01 * f;
+const DRIFT = {
+  essenceSamples: 5,
+  essenceTokens: 20,
+  fluencyPrompts: 5,
+  fluencyTokens: 20,
+  topK: 5,
+  every: 2,
+};
+
+/** 10 facts (2 proxy) x 4 layers x 2 methods x 2 problems; the rewrite score depends mostly on the layer.
+ *  With `drift`, the even facts' edits carry essence and fluency as the sweep stores them. */
+function syntheticRecords(
+  o: { traces: boolean; drift?: boolean; methods?: string[] },
+): ResultRecord[] {
+  const methods = o.methods ?? METHODS;
   const random = rng(11);
   const records: ResultRecord[] = [];
   const base = { sweep: "study", model: MODEL, adapter: ADAPTER };
@@ -87,7 +104,7 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
       }
     }
     for (const problem of PROBLEMS) {
-      for (const method of METHODS) {
+      for (const method of methods) {
         for (let l = 0; l < L; l++) {
           const rewrite = [0.6, 0.95, 0.8, 0.3][l] + 0.05 * (random() - 0.5) + 0.02 * effect[l];
           const paraphrase = rewrite * 0.6, neighborhood = 0.9 - 0.1 * l / L + 0.02 * random();
@@ -105,7 +122,8 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
               overall: 3 / (1 / rewrite + 1 / paraphrase + 1 / neighborhood),
             },
             hparams: {
-              editedLayers: method === "memit" ? [Math.max(0, l - 1), l, Math.min(L - 1, l + 1)] : [l],
+              editedLayers: editedLayers(method, l),
+              ...(o.drift ? { drift: { ...DRIFT, measured: f % 2 === 0, seed: f, prompts: 5 } } : {}),
             },
             dataset: { ...DATASET, caseId: fact, split },
           });
@@ -114,6 +132,20 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
             ...records.at(-1)!.metrics,
             pre: { rewrite: 0.5 },
             post: { rewrite: f === 1 ? 0.5 : 0.9 },
+            ...(o.drift
+              ? f % 2 === 0
+                ? {
+                  essence: {
+                    score: syntheticEssence(f, l),
+                    pre: 3,
+                    post: 3 + 5 * (1 - syntheticEssence(f, l)),
+                  },
+                  overallEssence: 4 /
+                    (1 / rewrite + 1 / paraphrase + 1 / neighborhood + 1 / syntheticEssence(f, l)),
+                  fluency: { post: syntheticFluency(f, l), pre: 4.6 },
+                }
+                : { essence: null, overallEssence: null, fluency: null }
+              : {}),
             // The standard metrics apply to error injection (a new object against the true one).
             standard: problem === "error-injection"
               ? {
@@ -168,6 +200,13 @@ function syntheticRecords(o: { traces: boolean }): ResultRecord[] {
   return records;
 }
 
+/** The layers a synthetic edit at layer `l` changed: MEMIT's window of 3 and FT-5's of 5 (clipped). */
+function editedLayers(method: string, l: number): number[] {
+  const half = method === "memit" ? 1 : method === "ft-5" ? 2 : 0;
+  const from = Math.max(0, l - half), to = Math.min(L - 1, l + half);
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
 const dir = await Deno.makeTempDir();
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 
@@ -178,7 +217,7 @@ function writeStore(path: string, records: ResultRecord[]): void {
 }
 
 const fullDb = `${dir}/study.db`;
-writeStore(fullDb, syntheticRecords({ traces: true }));
+writeStore(fullDb, syntheticRecords({ traces: true, drift: true }));
 
 const TABLES = [
   "table-hase-1",
@@ -208,6 +247,7 @@ const FIGURES = [
   "fig-selection",
   "fig-selection-runtime",
   "fig-mass-editing",
+  "fig-essence",
 ];
 
 function report(...args: string[]): Promise<ScriptRun> {
@@ -269,7 +309,7 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   const e = expected[0];
   assert.deepEqual(rows[0].slice(0, 6), [
     "error-injection",
-    "rome (1 layer)",
+    "ROME (1 layer)",
     withCI(e.layer, e.ci.layer),
     withCI(e.trace, e.ci.trace),
     withCI(e.both, e.ci.both),
@@ -282,7 +322,7 @@ Deno.test("deno task report: every table and figure, cells that match the analys
     e.verdict,
   ]);
   assert.match(rows[0][10], /^40 \(10 facts\), 4 no-op/);
-  assert.equal(rows[1][0], "memit (3 layers)", "the problem cell spans its methods");
+  assert.equal(rows[1][0], "MEMIT (3 layers)", "the problem cell spans its methods");
   assert.ok(expected[0].layer > 0.9 && expected[0].trace < 0.2, "the synthetic layer effect dominates");
   assert.match(
     element(html, "headline"),
@@ -322,10 +362,38 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   // over the 8 test facts; portability has no prompts.
   const counterfact = bodyRows(element(html, "table-counterfact"));
   assert.equal(counterfact.length, METHODS.length, "error injection only");
-  assert.deepEqual(counterfact[0].slice(0, 3), ["error-injection", "rome (1 layer)", "1"]);
+  assert.deepEqual(counterfact[0].slice(0, 3), ["error-injection", "ROME (1 layer)", "1"]);
   assert.match(counterfact[0][3], /^1\.000<br>/, "ES: every rewrite at layer 1 is above 0.5");
   assert.match(counterfact[0][12], /^n\/a<br>/, "no portability prompts");
-  assert.equal(counterfact[0][13], "8");
+  // ROME's fluency at that layer over the 4 measured test facts (the even ones: 2, 4, 6, 8), and the
+  // unedited model's.
+  const fluency = [2, 4, 6, 8].reduce((sum, f) => sum + syntheticFluency(f, 1), 0) / 4;
+  assert.match(counterfact[0][13], new RegExp(`^${fluency.toFixed(3)}<br>`));
+  assert.match(counterfact[0][14], /^4\.600<br>/);
+  assert.equal(counterfact[0][15], "8 (fluency: 4)");
+  // Hase et al.'s essence figure: essence, overall and overall with essence by layer, per problem, from the
+  // 5 measured facts (the analysis' curves are the stored values' means).
+  const essence = element(html, "fig-essence");
+  assert.equal(essence.split("<svg ").length - 1, 3 * PROBLEMS.length);
+  for (const title of ["Essence score", "Overall score", "Overall + essence score"]) {
+    assert.ok(essence.includes(`error-injection: ${title}`), title);
+  }
+  assert.match(
+    essence,
+    /Essence measured on 80 and fluency on 80 of 160 edits \(5 facts: 1 in 2 of the seeded sample, .*5 samples of 20 new tokens/,
+  );
+  const curves = layerCurves(data, "essence").filter((c) => c.problem === "error-injection");
+  for (const c of curves) {
+    c.layers.forEach((l, i) => {
+      const expected = [0, 2, 4, 6, 8].reduce((sum, f) => sum + syntheticEssence(f, l), 0) / 5;
+      assert.ok(
+        Math.abs(c.mean[i] - expected) < 1e-12,
+        `${c.method} layer ${l}: ${c.mean[i]} vs ${expected}`,
+      );
+      assert.equal(c.n[i], 5);
+    });
+  }
+  assert.match(summary, /essence and fluency<\/dt><dd>Essence measured on 80 and fluency on 80 of 160 edits/);
   // The mass-editing table: one row per batch size, means over the facts edited at once.
   const mass = bodyRows(element(html, "table-mass-editing"));
   assert.deepEqual(mass.map((r) => [r[0], r[1], r[2].split("<br>")[0], r[5]]), [
@@ -350,6 +418,16 @@ Deno.test("report: a sweep without traces or selections still names every table 
   }
   assert.match(element(html, "table-hase-1"), /Table not available: the sweep has no causal-tracing records/);
   assert.match(element(html, "fig-layer-curves"), /^<figure/, "edits alone still give the layer curves");
+  // A store from before essence and fluency were recorded still reports, saying they were not measured.
+  assert.match(
+    element(html, "fig-essence"),
+    /Figure not available: Essence and fluency: not measured \(the store&#39;s edit records predate them\)/,
+  );
+  const counterfact = bodyRows(element(html, "table-counterfact"));
+  assert.deepEqual(
+    counterfact.map((r) => r.slice(13)),
+    METHODS.map(() => ["not measured", "not measured", "8"]),
+  );
   // The edit tables hold the edits' numbers, not only a table: the same golden-layer table as the full
   // sweep (its edit records are the same), with layer 1 (best on average by construction) as golden layer.
   const golden = bodyRows(element(html, "table-golden"));
@@ -360,6 +438,28 @@ Deno.test("report: a sweep without traces or selections still names every table 
   assert.equal((await report(fullDb, "--out", `${dir}/full-for-edits.html`)).code, 0);
   const full = await Deno.readTextFile(`${dir}/full-for-edits.html`);
   assert.deepEqual(golden, bodyRows(element(full, "table-golden")));
+});
+
+Deno.test("report: FT-L on 1 and on 5 layers are two methods, named as Hase et al. name them", async () => {
+  const db = `${dir}/ft.db`;
+  writeStore(db, syntheticRecords({ traces: false, methods: ["ft", "ft-5"] }));
+  const r = await report(db, "--out", `${dir}/ft.html`);
+  assert.equal(r.code, 0, r.stderr);
+  const html = await Deno.readTextFile(`${dir}/ft.html`);
+  // This 4-layer model clips FT-5's window to at most 4 layers; the label says what was edited.
+  const labels = ["FT-L (1 layer)", "FT-L (4 layers)"];
+  assert.deepEqual(
+    bodyRows(element(html, "table-golden")).filter((row) => row.length === 4).map((r) => r[0]),
+    labels,
+  );
+  assert.deepEqual(bodyRows(element(html, "table-counterfact")).map((row) => row[1]), labels);
+  for (const label of labels) {
+    assert.equal(
+      element(html, "fig-layer-curves").split(`>${label}<`).length - 1,
+      2 * 3,
+      `${label} in each chart`,
+    );
+  }
 });
 
 Deno.test("report: clear errors for a missing store or an ambiguous sweep", async () => {

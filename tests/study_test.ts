@@ -34,6 +34,8 @@ async function study(...args: string[]): Promise<string> {
       "memit",
       "--v-steps",
       "3",
+      "--drift-every",
+      "2",
       ...args,
     ],
     stdout: "piped",
@@ -84,7 +86,15 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
   );
   assert.match(out, /error-injection ft \(12 edits\): .* \| ES [\d.]+ /);
   assert.match(out, /fact-amplification ft \(12 edits\): /);
-  assert.match(out, /fact-amplification rome \(12 edits\): .* \| standard metrics n\/a/);
+  assert.match(
+    out,
+    /fact-amplification rome \(12 edits\): .* \| standard metrics n\/a .* \| essence [\d.]+ \(6 edits\)/,
+  );
+  // Essence and fluency on every 2nd edited fact (2 of 4) at every layer, method and problem.
+  assert.match(
+    out,
+    /\nEssence measured on 24 and fluency on 24 of 48 edits \(2 facts: 1 in 2 of the seeded sample, .*\)/,
+  );
   // The R² table with intervals and the verdict rule; the summary and caveats as in the report.
   assert.match(
     out,
@@ -122,6 +132,7 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
     assert.ok(html.includes(`id="${id}"`), `report has ${id}`);
   }
   assert.ok(!html.includes('id="table-mass-editing" class="missing"'), "the mass-editing table is there");
+  assert.match(html, /<figure id="fig-essence">/, "Hase et al.'s essence figure is there");
   const csv = (await Deno.readTextFile(`${dir}/study/results.csv`)).trimEnd().split("\r\n");
   assert.equal(csv.length, TOTAL + 1);
 

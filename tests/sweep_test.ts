@@ -9,20 +9,24 @@ import { DatabaseSync } from "node:sqlite";
 import { existsSync } from "../engine/files.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { loadSweep } from "../experiments/study/analysis.ts";
-import { STANDARD_METRICS } from "../experiments/evaluation/metrics.ts";
 import { renderReport } from "../experiments/study/report.ts";
 import { resultKey, ResultStore, type StoredResult } from "../experiments/study/store.ts";
 import {
   defaultSettings,
+  driftMeasured,
   jsonSafe,
+  methodLayers,
   parseLayerList,
   parseNames,
   planItems,
   SELECTORS,
+  SWEEP_METHODS,
   type SweepFact,
   type SweepPlan,
 } from "../experiments/study/sweep.ts";
-import { makeTinyKb } from "./fixtures_tiny_kb.ts";
+import { ftHparams } from "../experiments/editing/hparams.ts";
+import { essenceScore, harmonicMean, STANDARD_METRICS } from "../experiments/evaluation/metrics.ts";
+import { EDITING_CONFIG, makeTinyKb } from "./fixtures_tiny_kb.ts";
 import { rng } from "./util.ts";
 
 const delay = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms));
@@ -65,6 +69,7 @@ Deno.test("planItems: traces, selections, then every fact x layer x method x pro
       batchSize: 2,
       igSteps: 2,
       overrides: {},
+      drift: { essenceSamples: 0, essenceTokens: 1, fluencyPrompts: 0, fluencyTokens: 1, topK: 1, every: 1 },
     },
   };
   const items = planItems(plan);
@@ -75,6 +80,29 @@ Deno.test("planItems: traces, selections, then every fact x layer x method x pro
   assert.deepEqual(kinds.slice(0, 10), [...Array(6).fill("trace"), ...Array(3).fill("select"), "edit"]);
   assert.equal(new Set(items.map((it) => resultKey(it.key))).size, items.length, "keys are unique");
   assert.ok(!items.some((it) => it.kind === "edit" && it.fact.id === "counterfact:2"));
+  // FT-5: FT-L on the 5 layers around the sweep layer, clipped (not shifted) at the ends as MEMIT's
+  // window is; "ft" trains ftWindow layers. "all" methods include it.
+  assert.deepEqual([0, 1, 3, 5].map((l) => methodLayers(plan, "ft-5", l, 6)), [
+    [0, 1, 2],
+    [0, 1, 2, 3],
+    [1, 2, 3, 4, 5],
+    [3, 4, 5],
+  ]);
+  assert.deepEqual(methodLayers(plan, "ft", 3, 6), [3]);
+  assert.deepEqual(methodLayers(plan, "memit", 0, 6), [0, 1]);
+  assert.deepEqual(parseNames("methods", "all", SWEEP_METHODS), [
+    "rome",
+    "r-rome",
+    "memit",
+    "emmet",
+    "ft",
+    "ft-5",
+  ]);
+  // Essence and fluency on every `every`-th edited fact; 0 switches them off.
+  const drift = { ...plan.settings.drift, essenceSamples: 5, every: 3 };
+  assert.deepEqual([0, 1, 2, 3, 6].map((i) => driftMeasured(drift, i)), [true, false, false, true, true]);
+  assert.ok(![0, 1].some((i) => driftMeasured({ ...drift, every: 0 }, i)));
+  assert.ok(!driftMeasured({ ...drift, essenceSamples: 0, fluencyPrompts: 0 }, 0), "nothing to measure");
   assert.deepEqual(items.find((it) => it.kind === "select")!.key, {
     sweep: "p",
     fact: "proxy-set",
@@ -146,6 +174,12 @@ const SWEEP_ARGS = [
   "2",
   "--batch",
   "2",
+  "--drift-every",
+  "2",
+  "--essence-tokens",
+  "4",
+  "--fluency-tokens",
+  "4",
   "--stats-dir",
   `${dir}/stats`,
 ];
@@ -224,16 +258,22 @@ function countRows(path: string): number {
 
 const byKey = (rows: StoredResult[]) => new Map(rows.map((r) => [r.key, r]));
 
-/** The same result from two runs: same key, and metrics within float noise of each other. */
+/** The same result from two runs: same key, and metrics within float noise of each other; the unedited
+ *  model's essence texts and fluency generations are seeded, so their measurements repeat exactly. */
 function assertSameMetrics(a: StoredResult, b: StoredResult): void {
-  for (const name of ["rewrite", "paraphrase", "neighborhood"]) {
-    const x = a.metrics[name], y = b.metrics[name];
-    if (x === undefined) continue;
+  const close = (x: unknown, y: unknown, what: string) =>
     assert.ok(
       typeof x === "number" && typeof y === "number" && Math.abs(x - y) <= 1e-4 + 1e-3 * Math.abs(x),
-      `${a.key}: ${name} ${x} vs ${y}`,
+      `${a.key}: ${what} ${x} vs ${y}`,
     );
+  for (const name of ["rewrite", "paraphrase", "neighborhood"]) {
+    if (a.metrics[name] !== undefined) close(a.metrics[name], b.metrics[name], name);
   }
+  const [ea, eb] = [a, b].map((r) => r.metrics.essence as Record<string, number> | null | undefined);
+  const [fa, fb] = [a, b].map((r) => r.metrics.fluency as Record<string, number> | null | undefined);
+  assert.equal(ea?.pre, eb?.pre, `${a.key}: essence before the edit`);
+  assert.equal(fa?.pre, fb?.pre, `${a.key}: fluency before the edit`);
+  if (ea) close(ea.post, eb!.post, "essence after the edit");
 }
 
 const full = `${dir}/full.db`;
@@ -294,6 +334,44 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   );
   assert.match(out, new RegExp(`error-injection ft \\(6 edits\\): .* \\| ES ${esMean("ft")} `));
   assert.match(out, /fact-erasure rome \(6 edits\): .*overall [\d.]+ \| standard metrics n\/a/);
+  // Essence and fluency on every 2nd edited fact (2 of 3), at every layer, method and problem, with the
+  // settings and seed stored; Hase et al.'s score and four-way overall recomputed from the stored parts.
+  const edits = fullRows.filter((r) => r.localization === "layer-grid");
+  const measured = edits.filter((r) => (r.hparams.drift as Record<string, unknown>).measured);
+  assert.equal(new Set(measured.map((r) => r.fact)).size, 2);
+  assert.equal(measured.length, 2 * 2 * 2 * 2);
+  for (const r of edits) {
+    const d = r.hparams.drift as Record<string, number | boolean>;
+    assert.deepEqual(
+      [d.essenceSamples, d.essenceTokens, d.fluencyPrompts, d.fluencyTokens, d.topK, d.every],
+      [5, 4, 5, 4, 5, 2],
+    );
+    assert.equal(d.seed, Number(r.dataset.recordIndex), "seed 0: the record index");
+    const essence = r.metrics.essence as Record<string, number> | null;
+    const fluent = r.metrics.fluency as Record<string, number> | null;
+    if (!d.measured) {
+      assert.deepEqual([essence, fluent, r.metrics.overallEssence], [null, null, null], r.key);
+      continue;
+    }
+    assert.equal(essence!.score, essenceScore(essence!.pre, essence!.post), r.key);
+    const parts = ["rewrite", "paraphrase", "neighborhood"].map((k) => r.metrics[k] as number);
+    assert.equal(r.metrics.overallEssence, harmonicMean([...parts, essence!.score]), r.key);
+    assert.equal(d.prompts, 1, "the tiny knowledge base's one generation prompt");
+    assert.ok(fluent!.post >= 0 && fluent!.pre >= 0, r.key);
+    assert.ok(Number(r.timings.drift) > 0, r.key);
+    // The unedited model's measurements are the fact's, whatever the edit.
+    const first = measured.find((x) => x.fact === r.fact)!;
+    assert.equal(essence!.pre, (first.metrics.essence as Record<string, number>).pre);
+    assert.equal(fluent!.pre, (first.metrics.fluency as Record<string, number>).pre);
+  }
+  assert.ok(
+    measured.some((r) => (r.metrics.essence as Record<string, number>).score < 1),
+    "some edit raises the essence texts' perplexity",
+  );
+  assert.match(
+    out,
+    /error-injection rome \(6 edits\): .* \| essence [\d.]+ \(4 edits\) {2}fluency [\d.]+ \(unedited [\d.]+; 4 edits\)/,
+  );
   const trace = fullRows.find((r) => r.localization === "causal-tracing")!;
   assert.equal((trace.metrics.effect as number[]).length, 3);
   assert.ok(Array.isArray((trace.metrics.trace as { grids: unknown[] }).grids));
@@ -345,6 +423,26 @@ Deno.test("sweep: batched virtual scoring stores what applying, scoring and undo
     assertSameMetrics(r, batched);
   }
   assert.ok(fullRows.some((r) => r.method === "ft" && r.timings.virtual === 0), "FT-L is applied to score");
+});
+
+Deno.test("sweep: ft-5 trains the 5 layers around the edit layer (clipped), each within FT-L's radius over their number", async () => {
+  const only = ["--methods", "ft-5", "--layers", "all", "--problems", "error-injection"];
+  const args = [...SWEEP_ARGS, ...only, "--localizations", "none", "--selectors", "none", "--name", "ft5"];
+  const out = await sweep(...args, "--out", `${dir}/ft5.db`);
+  const rows = readAll(`${dir}/ft5.db`);
+  assert.equal(rows.length, 3 * 3);
+  // FT-L on one layer (the full sweep's "ft") has the model's radius; this 3-layer model clips FT-5's
+  // window to all 3 layers, which share it.
+  const eps = fullRows.find((r) => r.method === "ft")!.hparams.normConstraint as number;
+  assert.equal(eps, ftHparams({ ...EDITING_CONFIG, nLayer: 3 }).normConstraint);
+  for (const r of rows) {
+    assert.equal(r.method, "ft-5");
+    assert.equal(r.hparams.method, "ft-5");
+    assert.deepEqual(r.hparams.editedLayers, [0, 1, 2], r.key);
+    assert.equal(r.hparams.normConstraint, eps / 3, r.key);
+    assert.equal(r.timings.virtual, 0, "a dense edit is applied to score it");
+  }
+  assert.match(out, /error-injection ft-5 \(9 edits\): rewrite /);
 });
 
 Deno.test("sweep: MEMIT and EMMET with a block's z batched and scored virtually store what one fact at a time stores", async () => {

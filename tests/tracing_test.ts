@@ -186,7 +186,7 @@ Deno.test("gaussian noise is a fixed function of the seed with mean 0 and std 1"
 // ---------------------------------------------------------------- invariants
 
 Deno.test("restoring the residual at every token of one layer gives back the clean probability", async () => {
-  const run = await TraceRun.prepare(model, ids, subject, target, { samples: 4, noise: 1, seed: 1 });
+  const run = TraceRun.prepare(model, [{ ids, subject, target }], { samples: 4, noise: 1, seed: 1 });
   const all = ids.map((_, t) => t);
   const cells: Cell[] = Array.from(
     { length: cfg.nLayer },
@@ -195,15 +195,13 @@ Deno.test("restoring the residual at every token of one layer gives back the cle
   // Restoring both module outputs at every token and layer is not enough: the noised embedding stays.
   cells.push({ kind: "mlp", tokens: all, from: 0, to: cfg.nLayer });
   const probs = await run.score(cells, "restore");
-  assert.ok(
-    Math.abs(run.clean - run.corrupted) > 1e-3,
-    `noise must matter: clean ${run.clean} corrupted ${run.corrupted}`,
-  );
+  const [clean] = run.clean, [corrupted] = run.corrupted;
+  assert.ok(Math.abs(clean - corrupted) > 1e-3, `noise must matter: clean ${clean} corrupted ${corrupted}`);
   for (let l = 0; l < cfg.nLayer; l++) {
-    assert.ok(Math.abs(probs[l] - run.clean) < 1e-6, `layer ${l}: ${probs[l]} vs clean ${run.clean}`);
+    assert.ok(Math.abs(probs[l] - clean) < 1e-6, `layer ${l}: ${probs[l]} vs clean ${clean}`);
   }
   assert.ok(
-    Math.abs(probs[cfg.nLayer] - run.clean) > 1e-4,
+    Math.abs(probs[cfg.nLayer] - clean) > 1e-4,
     "restoring the MLP outputs alone is not the clean run",
   );
   run.release();
@@ -308,15 +306,25 @@ Deno.test("batches split by maxRows give the same grid as one batch per start la
 });
 
 Deno.test("bad cells and ranges give clear errors", async () => {
-  await assert.rejects(
-    TraceRun.prepare(model, ids, [4, 9], target, { samples: 1, noise: 1, seed: 1 }),
+  const o = { samples: 1, noise: 1, seed: 1 };
+  assert.throws(
+    () => TraceRun.prepare(model, [{ ids, subject: [4, 9], target }], o),
     /subject token range \[4, 9\)/,
   );
-  await assert.rejects(
-    TraceRun.prepare(model, ids, subject, 99, { samples: 1, noise: 1, seed: 1 }),
-    /target token 99/,
+  assert.throws(() => TraceRun.prepare(model, [{ ids, subject, target: 99 }], o), /target token 99/);
+  assert.throws(
+    () => TraceRun.prepare(model, [{ ids, subject, target }, { ids: [1, 2], subject: [1, 3], target }], o),
+    /prompt 1: subject token range \[1, 3\) is not inside the prompt's 2 tokens/,
   );
-  const run = await TraceRun.prepare(model, ids, subject, target, { samples: 1, noise: 1, seed: 1 });
+  assert.throws(
+    () => TraceRun.prepare(model, [{ ids, subject, target }], { ...o, noise: [1, 2] }),
+    /2 noise levels for 1 prompts/,
+  );
+  const run = TraceRun.prepare(
+    model,
+    [{ ids, subject, target }, { ids: [1, 2], subject: [0, 1], target }],
+    o,
+  );
   await assert.rejects(
     run.score([{ kind: "mlp", tokens: [0], from: 2, to: 2 }], "restore"),
     /cell 0 .*non-empty range/,
@@ -324,6 +332,14 @@ Deno.test("bad cells and ranges give clear errors", async () => {
   await assert.rejects(
     run.score([{ kind: "mlp", tokens: [6], from: 0, to: 1 }], "restore"),
     /token outside \[0, 6\)/,
+  );
+  await assert.rejects(
+    run.score([{ kind: "mlp", tokens: [2], from: 0, to: 1, prompt: 1 }], "restore"),
+    /token outside \[0, 2\)/,
+  );
+  await assert.rejects(
+    run.score([{ kind: "mlp", tokens: [0], from: 0, to: 1, prompt: 2 }], "restore"),
+    /prompt must be an index into the run's 2 prompts/,
   );
   run.release();
 });

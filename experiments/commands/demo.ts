@@ -22,8 +22,8 @@ import { runMain } from "../../engine/main.ts";
 import { loadDataset } from "../data/datasets.ts";
 import { applyEdit } from "../editing/edit.ts";
 import { romeHparams } from "../editing/hparams.ts";
-import { type FactToken, instantiate } from "../editing/keys.ts";
-import { computeEdits, methodConfig, templateStartWords } from "../editing/methods.ts";
+import { instantiate } from "../editing/keys.ts";
+import { computeEdits, FACT_TOKEN_NAMES, methodConfig, templateStartWords } from "../editing/methods.ts";
 import { caseProbabilities, caseScores, editingCase } from "../editing/problems.ts";
 import { methodKeyStats } from "../editing/single_edit.ts";
 import {
@@ -64,12 +64,6 @@ const USAGE = `usage: ./locus task demo [options]
   --no-color          plain characters instead of coloured cells`;
 
 const PROXY_FACTS = 10;
-
-const FACT_TOKEN_WORDS: Record<FactToken, string> = {
-  subject_last: "the subject's last token",
-  subject_first: "the subject's first token",
-  last: "the prompt's last token",
-};
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -214,7 +208,7 @@ async function main(args: string[]): Promise<number> {
     `max(${EVIDENCE_MIN}, ${EVIDENCE_SHARE} x (clean - noised)))`;
   const layer = lgaLayer ?? (evidence.clears ? evidence.peak : defaultLayer);
   const layerText = [
-    `The edit keys on "${keyToken}", ${FACT_TOKEN_WORDS[factToken]} (this model's default fact token; ` +
+    `The edit keys on "${keyToken}", ${FACT_TOKEN_NAMES[factToken]} (this model's default fact token; ` +
     "editing/hparams.ts).",
     lgaLayer !== null
       ? `Layer Gradient Analysis on ${others.length} other facts picks layer ${lgaLayer}; we edit it. ` +

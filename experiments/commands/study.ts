@@ -5,7 +5,7 @@
 //      selection, then --facts test facts (disjoint), more traced up to --trace-facts;
 //   2. localization: causal tracing (and representation zeroing) of every traced fact;
 //   3. layer selection on the proxy facts: causal tracing (CMA), integrated gradients, LGA;
-//   4. edits: every method (ROME, R-ROME, MEMIT, EMMET, FT-L) at every layer for every edited fact x
+//   4. edits: every method (ROME, R-ROME, MEMIT, EMMET, FT-L on 1 and on 5 layers) at every layer for every edited fact x
 //      Hase et al.'s five editing problems, in blocks of facts through every condition;
 //   5. analyses and the HTML report (experiments/study/analysis.ts, experiments/study/report.ts), a CSV of
 //      every result, and in the terminal the same summary as the report's: the R² table with the verdict
@@ -22,14 +22,23 @@ import { resolveModelDir } from "../../engine/hub.ts";
 import { getGpu } from "../../engine/gpu.ts";
 import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
-import { caveats, findings, formatP, headline, loadSweep, r2Table } from "../study/analysis.ts";
+import {
+  caveats,
+  driftDescription,
+  driftSummary,
+  findings,
+  formatP,
+  headline,
+  loadSweep,
+  r2Table,
+} from "../study/analysis.ts";
 import { VERDICT_RULE } from "../study/stats.ts";
-import { METHODS, parseMethod } from "../editing/methods.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
-import { formatSeconds, positiveInt, positiveNumber } from "../output.ts";
+import { formatSeconds, intOption, positiveInt, positiveNumber } from "../output.ts";
 import { renderReport } from "../study/report.ts";
 import { ResultStore, writeCsv } from "../study/store.ts";
 import {
+  DEFAULT_DRIFT,
   defaultSettings,
   LOCALIZATIONS,
   MASS_METHODS,
@@ -41,6 +50,7 @@ import {
   scoreSummary,
   SELECTORS,
   skippedReport,
+  SWEEP_METHODS,
   type SweepPlan,
   type SweepSummary,
 } from "../study/sweep.ts";
@@ -77,7 +87,8 @@ const USAGE = `usage: ./locus task study [options]
   --facts N            test facts edited at every layer (default ${PRESETS.default.facts})
   --proxy N            proxy facts for layer selection, disjoint from the test facts (default ${PRESETS.default.proxy})
   --trace-facts N      facts traced in all, the edited ones included (default ${PRESETS.default.traceFacts})
-  --methods M          all | any of ${METHODS.join(",")} (default all), each on every problem and layer
+  --methods M          all | any of ${SWEEP_METHODS.join(",")} (default all), each on every problem and
+                       layer (ft-5: FT-L on the 5 layers around the edit layer, Hase et al.'s FT-5)
   --problems P         all | any of ${PROBLEMS.join(",")} (default all)
   --mass M             the mass-editing curve: ${MASS_METHODS.join(",")} or none (default both) edit ${
   MASS_SIZES.join(", ")
@@ -88,6 +99,8 @@ const USAGE = `usage: ./locus task study [options]
                        to continue (facts are edited in blocks through every condition, so a partial study is
                        balanced)
   --seed N             fact sample and noise seed (default 0)
+  --drift-every N      essence (Hase et al.) and fluency (ROME) on every N-th edited fact, at every layer,
+                       method and problem (default ${DEFAULT_DRIFT.every}; 1: all, 0: none); short seeded generations
   --v-steps N          ROME/MEMIT optimisation steps (default: the model's hyper-parameters, e.g. 20 for GPT-2/GPT-J, 100 for small models)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
 
@@ -108,6 +121,7 @@ async function main(args: string[]): Promise<number> {
       minutes: { type: "string" },
       seed: { type: "string" },
       "v-steps": { type: "string" },
+      "drift-every": { type: "string" },
       "stats-dir": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -167,6 +181,7 @@ async function main(args: string[]): Promise<number> {
   const settings = defaultSettings(L, seed);
   settings.batchSize = 4;
   settings.overrides = { vNumGradSteps: vSteps };
+  settings.drift.every = intOption("drift-every", values["drift-every"], settings.drift.every, 0);
   const base = {
     name: "study",
     facts: sample.facts,
@@ -179,7 +194,7 @@ async function main(args: string[]): Promise<number> {
     title: "localization + editing",
     plan: {
       ...base,
-      methods: parseNames("methods", values.methods ?? preset.methods, METHODS).map(parseMethod),
+      methods: parseNames("methods", values.methods ?? preset.methods, SWEEP_METHODS),
       problems: parseNames("problems", values.problems ?? preset.problems, PROBLEMS).map(parseProblem),
       localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
       selectors: [...SELECTORS],
@@ -235,6 +250,7 @@ async function main(args: string[]): Promise<number> {
     );
     console.log("Mean scores: Hase et al.'s | the field's standard metrics (docs/metrics.md)");
     for (const line of scoreSummary(store.results({ sweep: "study" }), "study")) console.log(`  ${line}`);
+    console.log(driftDescription(driftSummary(data)));
     const rewrite = r2Table(data, { metric: "rewrite" });
     const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : " n/a ");
     console.log(

@@ -12,11 +12,11 @@ import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
 import { runMain } from "../../engine/main.ts";
 import { exists } from "../../engine/files.ts";
-import { METHODS, parseMethod } from "../editing/methods.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
 import { formatSeconds, intOption, numberOption } from "../output.ts";
 import { mergeStores, parseShard, ResultStore, shardFromEnv, writeCsv } from "../study/store.ts";
 import {
+  DEFAULT_DRIFT,
   defaultSettings,
   LOCALIZATIONS,
   parseLayerList,
@@ -27,6 +27,7 @@ import {
   scoreSummary,
   SELECTORS,
   skippedReport,
+  SWEEP_METHODS,
   type SweepPlan,
 } from "../study/sweep.ts";
 
@@ -42,16 +43,22 @@ const USAGE = `usage: ./locus task sweep [options]
   --proxy-fraction X     share of the edited facts forming the proxy set of layer selection (default 0.1)
   --seed N               fact sample and noise seed (default 0)
   --layers L             all | 3 | 2,3,4 | 2-4 (default all)
-  --methods M            ${METHODS.join(",")} (default rome)
+  --methods M            all | ${SWEEP_METHODS.join(",")} (default rome; ft-5: FT-L on the 5 layers
+                         around the edit layer, Hase et al.'s FT-5)
   --problems P           all | ${PROBLEMS.join(",")} (default all)
   --localizations L      ${LOCALIZATIONS.join(",")} | none (default causal-tracing)
   --selectors S          ${SELECTORS.join(",")} | none (default all)
   --trace-window N       MLP window of the traces (default: ROME's 10 of 48 layers scaled to the model)
   --trace-samples N      noise draws per trace (default 10)
-  --memit-window N       layers of a MEMIT edit (default 3); --ft-window N for FT-L (default 1)
+  --memit-window N       layers of a MEMIT edit (default 3); --ft-window N for ft (default 1)
   --batch N              facts whose edits (at every layer) are computed together (default 8)
   --ig-steps N           integrated-gradients steps (default 20)
   --v-steps N, --ft-steps N   hyper-parameter overrides (fewer steps for speed)
+  --drift-every N        essence and fluency on every N-th edited fact (default ${DEFAULT_DRIFT.every}; 1: all, 0: none)
+  --essence-samples N    Hase et al.'s essence: "{subject} is a" samples per fact (default ${DEFAULT_DRIFT.essenceSamples}; 0: off)
+  --essence-tokens N     new tokens per essence sample (default ${DEFAULT_DRIFT.essenceTokens})
+  --fluency-prompts N    ROME's fluency: generation prompts per fact (default ${DEFAULT_DRIFT.fluencyPrompts}; 0: off)
+  --fluency-tokens N     new tokens per fluency generation (default ${DEFAULT_DRIFT.fluencyTokens})
   --corpus FILE          key statistics / template text (default DIR/corpus.txt)
   --stats-dir DIR        key statistics cache (default runs/editing-stats)
   --shard k/n            run only shard k of n (numbered from 0); merge the stores afterwards. Default in a
@@ -122,6 +129,11 @@ async function main(args: string[]): Promise<number> {
       "ig-steps": { type: "string" },
       "v-steps": { type: "string" },
       "ft-steps": { type: "string" },
+      "drift-every": { type: "string" },
+      "essence-samples": { type: "string" },
+      "essence-tokens": { type: "string" },
+      "fluency-prompts": { type: "string" },
+      "fluency-tokens": { type: "string" },
       corpus: { type: "string" },
       "stats-dir": { type: "string" },
       shard: { type: "string" },
@@ -149,6 +161,15 @@ async function main(args: string[]): Promise<number> {
   settings.ftWindow = intOption("ft-window", values["ft-window"], settings.ftWindow, 1);
   settings.batchSize = intOption("batch", values.batch, settings.batchSize, 1);
   settings.igSteps = intOption("ig-steps", values["ig-steps"], settings.igSteps, 2);
+  const d = settings.drift;
+  settings.drift = {
+    ...d,
+    every: intOption("drift-every", values["drift-every"], d.every, 0),
+    essenceSamples: intOption("essence-samples", values["essence-samples"], d.essenceSamples, 0),
+    essenceTokens: intOption("essence-tokens", values["essence-tokens"], d.essenceTokens, 1),
+    fluencyPrompts: intOption("fluency-prompts", values["fluency-prompts"], d.fluencyPrompts, 0),
+    fluencyTokens: intOption("fluency-tokens", values["fluency-tokens"], d.fluencyTokens, 1),
+  };
   settings.overrides = {
     vNumGradSteps: numberOption("v-steps", values["v-steps"]),
     numSteps: numberOption("ft-steps", values["ft-steps"]),
@@ -176,7 +197,7 @@ async function main(args: string[]): Promise<number> {
     name: values.name!,
     facts: sample.facts,
     layers: parseLayerList(values.layers!, L),
-    methods: parseNames("methods", values.methods!, METHODS).map(parseMethod),
+    methods: parseNames("methods", values.methods!, SWEEP_METHODS),
     problems: parseNames("problems", values.problems!, PROBLEMS).map(parseProblem),
     localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
     selectors: parseNames("selectors", values.selectors!, SELECTORS),

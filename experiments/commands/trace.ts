@@ -37,10 +37,10 @@ import { writeAtomic } from "../../engine/files.ts";
 import {
   averageTraces,
   DEFAULT_NOISE_STDS,
+  factChunks,
   type FactTrace,
   STATE_KINDS,
   type StateKind,
-  traceFact,
   windowFor,
 } from "../localization/tracing.ts";
 import {
@@ -161,12 +161,15 @@ export async function main(argv: string[]): Promise<number> {
   const traces: (FactTrace & { known_id: number | null })[] = [];
   const started = performance.now();
   const progress = facts.length > 1 ? new ProgressBar("tracing", facts.length) : null;
-  for (const [i, fact] of facts.entries()) {
-    const trace = { ...await traceFact(model, tok, fact, options), known_id: fact.known_id };
-    traces.push(trace);
-    gpu.trimPool(); // prompts of other lengths need other buffer sizes: do not hoard this prompt's
-    await writeAtomic(join(outDir, "heatmaps", `fact-${fact.known_id ?? i}.svg`), heatmapSvg(trace));
-    progress?.update(i + 1, `${fact.subject} -> ${fact.target}: p(clean) ${trace.clean.toFixed(3)}`);
+  // Facts are traced in chunks that share their batches (as many as the adapter's limits allow).
+  for await (const chunk of factChunks(model, tok, facts, options)) {
+    gpu.trimPool(); // prompts of other lengths need other buffer sizes: do not hoard this chunk's
+    for (const trace of chunk) {
+      const i = traces.length;
+      traces.push(trace);
+      await writeAtomic(join(outDir, "heatmaps", `fact-${trace.known_id ?? i}.svg`), heatmapSvg(trace));
+      progress?.update(i + 1, `${trace.subject} -> ${trace.target}: p(clean) ${trace.clean.toFixed(3)}`);
+    }
   }
   const seconds = (performance.now() - started) / 1000;
 

@@ -144,7 +144,8 @@ export function editedLayers(mc: MethodConfig): number[] {
   }
 }
 
-const FACT_TOKEN_NAMES: Record<FactToken, string> = {
+/** Where keys are read, in words ("the subject's last token"), for commands to print. */
+export const FACT_TOKEN_NAMES: Record<FactToken, string> = {
   subject_last: "the subject's last token",
   subject_first: "the subject's first token",
   last: "the prompt's last token",

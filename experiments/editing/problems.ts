@@ -58,6 +58,8 @@ export interface EditingCase {
   paraphrases: string[];
   /** Full prompts about other subjects that should not change. */
   neighbors: string[];
+  /** Free-generation starts about the subject (CounterFact's generation_prompts: ROME's fluency). */
+  generationPrompts?: string[];
 }
 
 /** An EditingCase from a dataset case, or an error naming the case and the missing field. */
@@ -72,6 +74,7 @@ export function editingCase(c: EditCase): EditingCase {
     targetNew: c.targetNew ?? missing("target_new"),
     paraphrases: c.paraphrases,
     neighbors: c.neighborhood.map((p) => p.prompt),
+    generationPrompts: c.generationPrompts,
   };
 }
 

@@ -671,13 +671,23 @@ export async function perplexity(
   texts: readonly string[],
   batchSize = DEFAULT_BATCH,
 ): Promise<number[]> {
-  const items = texts.map((text, i) => {
+  const sequences = texts.map((text, i) => {
     const ids = tok.encode(text);
     if (ids.length < 2) {
       throw new Error(`perplexity: text ${i} ${JSON.stringify(text)} has fewer than 2 tokens`);
     }
-    return { context: ids.slice(0, 1), continuation: ids.slice(1) };
+    return ids;
   });
+  return await tokenPerplexity(model, sequences, batchSize);
+}
+
+/** perplexity() of token sequences (each of >= 2 tokens), e.g. generated ones, without re-encoding. */
+export async function tokenPerplexity(
+  model: Model,
+  sequences: readonly number[][],
+  batchSize = DEFAULT_BATCH,
+): Promise<number[]> {
+  const items = sequences.map((ids) => ({ context: ids.slice(0, 1), continuation: ids.slice(1) }));
   const s = await scoreTokens(model, items, batchSize);
   return s.logProbs.map((lp) => Math.exp(-lp.reduce((a, b) => a + b, 0) / (lp.length + 1)));
 }
@@ -700,6 +710,8 @@ export interface Generation {
   continuations: string[];
   /** decode(prompt tokens ++ new tokens): what ROME's fluency is measured on. */
   texts: string[];
+  /** prompt tokens ++ new tokens, per prompt. */
+  sequences: number[][];
 }
 
 /**
@@ -752,6 +764,7 @@ export async function generate(
     tokens,
     continuations: tokens.map((t) => tok.decode(t)),
     texts: sequences.map((s) => tok.decode(s)),
+    sequences,
   };
 }
 

@@ -19,14 +19,17 @@
 // prompt's last position; multi-token objects are scored by their first token only.
 //
 // Speed. Nothing below a cell's window depends on the cell, and nothing before its first token either,
-// so that part is shared: one forward of the clean prompt plus its `samples` corrupted copies captures
-// the residual entering every layer, every layer's attention keys and values, and the clean states of
-// every kind. A cell whose window starts at layer s and whose first token is t then runs only the
-// layers s..L-1 and only the rows t..T-1 (a suffix forward, engine/model.ts), from the captured
-// corrupted residual entering s and with the earlier rows' keys and values as captured. Cells are
-// grouped by s and ordered by t into batches of cells x samples sequences (bounded by maxRows and the
-// adapter's binding size); the batches are submitted back to back without waiting, and one readback
-// returns one number per row (the target's log-probability).
+// so that part is shared: one forward of the clean prompt plus its `samples` corrupted copies (of many
+// prompts at once) captures the residual entering every layer, every layer's attention keys and values,
+// and the clean states of every kind. A cell whose window starts at layer s and whose first token is t
+// then runs only the layers s..L-1 (s+1..L-1 for the residual stream: its state after layer s is the
+// restored one) and only the rows t..T-1 (a suffix forward, engine/model.ts), from the captured
+// residual entering that layer and with the earlier rows' keys and values as captured. Identical cells
+// (ROME's 10-layer windows clipped at both ends) are computed once, and restoring tokens before the
+// subject is the corrupted run itself. Cells of every prompt are grouped by their first layer and
+// ordered by rows into batches of cells x samples sequences (bounded by maxRows and the adapter's binding
+// size); the batches are submitted back to back without waiting, and one readback returns one number
+// per row (the target's log-probability), with the shared runs' own.
 //
 // The noise is added at the engine's "embed" site, wte + wpe: the same sum as ROME's noise on wte.
 import type { Tensor } from "../../engine/gpu.ts";
@@ -170,194 +173,234 @@ export interface Cell {
   from: number;
   /** One past the window's last layer. */
   to: number;
+  /** Which prompt of the TraceRun (an index into its prompts; default 0). */
+  prompt?: number;
+}
+
+/** One prompt of a TraceRun: its tokens, the subject's tokens and the token whose probability is traced. */
+export interface TracePrompt {
+  /** The prompt's token ids. */
+  ids: number[];
+  /** The subject's tokens, [start, end). */
+  subject: [number, number];
+  /** The scored token. */
+  target: number;
 }
 
 /** Noise draws, noise level, seed and batch size of a TraceRun. */
 export interface TraceRunOptions {
-  /** Corrupted copies of the prompt (noise draws); 0 prepares only the clean run (zeroing). */
+  /** Corrupted copies of each prompt (noise draws); 0 prepares only the clean runs (zeroing). */
   samples: number;
-  /** Absolute noise level nu: noise = nu * N(0, 1) added to each subject token's embedding. */
-  noise: number;
-  /** Seed of the noise draws. */
+  /** Absolute noise level nu (one for every prompt, or one per prompt): noise = nu * N(0, 1) added to
+   *  each subject token's embedding. */
+  noise: number | number[];
+  /** Seed of the noise draws (every prompt gets the same draws, as ROME re-seeds per prompt). */
   seed: number;
   /** Upper bound on activation rows (sequences x tokens) per batch, to bound memory. Default 2048. */
   maxRows?: number;
 }
 
 /**
- * The shared part of a trace: the clean and corrupted runs of one prompt, kept on the GPU, and the
- * machinery that scores batches of cells against them (`score`). Call `release` when done.
+ * The shared part of the traces of one or more prompts: their clean and corrupted runs, recorded as one
+ * batch and kept on the GPU, and the machinery that scores batches of cells against them (`score`).
+ * Nothing is read back until the first `score`, which also fills `clean` and `corrupted`. Call
+ * `release` when done.
  */
 export class TraceRun {
+  /** Per prompt, p(target) in the clean run (after the first `score`). */
+  clean: number[] = [];
+  /** Per prompt, the mean p(target) over the corrupted runs (NaN with 0 samples; after the first `score`). */
+  corrupted: number[] = [];
+
   private constructor(
     readonly model: Model,
-    readonly ids: number[],
-    readonly subject: [number, number],
-    readonly target: number,
+    readonly prompts: TracePrompt[],
     readonly options: TraceRunOptions,
-    /** Clean state of each kind at each layer, [T, d]. */
-    private readonly cleanStates: Record<StateKind, Tensor[]>,
-    /** Clean embeddings (wte + wpe), [T, d]: the residual entering layer 0. */
-    private readonly cleanEmbed: Tensor,
-    /** Residual entering each layer in the corrupted runs, [samples * T, d]; sample n is rows n*T.. */
-    private readonly corruptedInputs: Tensor[],
-    /** Attention's q|k|v at each layer, clean [T, width] and corrupted [samples * T, width]. */
-    private readonly qkv: { clean: Tensor[]; corrupted: Tensor[] },
-    /** The scaled noise, [samples * subjectLength, d]; row n*subjectLength + i is sample n's token b+i. */
+    /** Positions per sequence of the shared runs: the longest prompt's. */
+    private readonly T: number,
+    /**
+     * The residual entering each layer l = 0..L (l = L: the last block's output) of every sequence,
+     * [P * (samples + 1) * T, d]: sequence p * (samples + 1) is prompt p clean, the next `samples` its
+     * corrupted copies (see `sequence`); row sequence * T + t is its token t.
+     */
+    private readonly inputs: Tensor[],
+    /** Clean MLP and attention outputs at each layer, [P * T, d]: row p * T + t is prompt p's token t. */
+    private readonly cleanOutputs: Record<"mlp" | "attn", Tensor[]>,
+    /** Attention's q|k|v at each layer, [P * (samples + 1) * T, width], rows as in `inputs`. */
+    private readonly qkv: Tensor[],
+    /** The scaled noise: prompt p's sample n, subject token b + i is row noiseRows[p] + n * (e - b) + i. */
     private readonly noise: Tensor,
-    /** Probability of the target in the clean run. */
-    readonly clean: number,
-    /** Mean probability of the target over the corrupted runs (NaN with 0 samples). */
-    readonly corrupted: number,
+    private readonly noiseRows: number[],
+    /** The clean and corrupted runs' log-probabilities of the target, [sequences], until read. */
+    private baseLogProbs: Tensor | null,
   ) {}
 
-  /** Number of tokens of the prompt. */
-  get T(): number {
-    return this.ids.length;
+  /** Sequence of the shared runs holding prompt p's clean run (n = -1) or its corrupted sample n. */
+  private sequence(p: number, n: number): number {
+    return p * (this.options.samples + 1) + 1 + n;
   }
 
-  /** Runs clean + corrupted once (one batch, one readback) and keeps what every cell needs. */
-  static async prepare(
-    model: Model,
-    ids: number[],
-    subject: [number, number],
-    target: number,
-    options: TraceRunOptions,
-  ): Promise<TraceRun> {
-    const gpu = model.gpu, cfg = model.config, d = cfg.nEmbd, L = cfg.nLayer, T = ids.length;
-    const [b, e] = subject;
-    const N = options.samples;
-    if (T === 0) throw new Error("trace: empty prompt");
-    if (!(Number.isInteger(b) && Number.isInteger(e) && 0 <= b && b < e && e <= T)) {
-      throw new Error(`trace: subject token range [${b}, ${e}) is not inside the prompt's ${T} tokens`);
-    }
-    if (!Number.isInteger(target) || target < 0 || target >= cfg.vocabSize) {
-      throw new Error(`trace: target token ${target} outside the vocabulary (size ${cfg.vocabSize})`);
-    }
+  /**
+   * Records the clean and corrupted runs of every prompt as one batch (nothing is read back) and keeps
+   * what every cell needs: the residual entering each layer, the clean MLP and attention outputs, and
+   * every layer's attention keys and values (the cache of the cells' suffix forwards).
+   */
+  static prepare(model: Model, prompts: TracePrompt[], options: TraceRunOptions): TraceRun {
+    const gpu = model.gpu, cfg = model.config, d = cfg.nEmbd, L = cfg.nLayer;
+    const N = options.samples, P = prompts.length;
+    if (P === 0) throw new Error("trace: no prompts");
     if (!Number.isInteger(N) || N < 0) throw new Error(`trace: samples must be an integer >= 0, got ${N}`);
-    if (!Number.isFinite(options.noise) || options.noise < 0) {
-      throw new Error(`trace: noise level must be a finite number >= 0, got ${options.noise}`);
+    const levels = typeof options.noise === "number"
+      ? prompts.map(() => options.noise as number)
+      : options.noise;
+    if (levels.length !== P) throw new Error(`trace: ${levels.length} noise levels for ${P} prompts`);
+    prompts.forEach(({ ids, subject: [b, e], target }, p) => {
+      const where = P > 1 ? `trace: prompt ${p}:` : "trace:";
+      if (ids.length === 0) throw new Error(`${where} empty prompt`);
+      if (!(Number.isInteger(b) && Number.isInteger(e) && 0 <= b && b < e && e <= ids.length)) {
+        throw new Error(
+          `${where} subject token range [${b}, ${e}) is not inside the prompt's ${ids.length} tokens`,
+        );
+      }
+      if (!Number.isInteger(target) || target < 0 || target >= cfg.vocabSize) {
+        throw new Error(`${where} target token ${target} outside the vocabulary (size ${cfg.vocabSize})`);
+      }
+      if (!Number.isFinite(levels[p]) || levels[p] < 0) {
+        throw new Error(`${where} noise level must be a finite number >= 0, got ${levels[p]}`);
+      }
+    });
+
+    // Every prompt gets the same draws: prompt p's are the first N * (e - b) * d numbers of one draw (a
+    // prefix of a longer draw is the shorter draw), scaled by its level.
+    const lengths = prompts.map(({ subject: [b, e] }) => e - b);
+    const z = gaussianNoise(N * Math.max(...lengths) * d, options.seed);
+    const noiseRows: number[] = [];
+    let rows = 0;
+    for (const len of lengths) {
+      noiseRows.push(rows);
+      rows += N * len;
     }
+    const scaled = new Float32Array(Math.max(1, rows) * d);
+    prompts.forEach((_, p) => {
+      const count = N * lengths[p] * d;
+      for (let i = 0; i < count; i++) scaled[noiseRows[p] * d + i] = z[i] * levels[p];
+    });
+    const noise = gpu.tensor([Math.max(1, rows), d], scaled);
 
-    // Sequence 0 is clean, sequences 1..N are the corrupted copies (ROME's layout).
-    const subjectLength = e - b;
-    const z = gaussianNoise(N * subjectLength * d, options.seed).map((v) => v * options.noise);
-    const noise = gpu.tensor([Math.max(1, N * subjectLength), d], N > 0 ? z : new Float32Array(d));
-    const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
-    const cleanRows = range(0, T), corruptedRows = range(T, N * T);
-
-    const cleanEmbed = gpu.zeros([T, d]);
-    const corruptedInputs = N > 0 ? Array.from({ length: L }, () => gpu.zeros([N * T, d])) : [];
-    const cleanStates = {} as Record<StateKind, Tensor[]>;
-    for (const kind of STATE_KINDS) cleanStates[kind] = Array.from({ length: L }, () => gpu.zeros([T, d]));
-    // q|k|v of all N + 1 sequences per layer, split into clean and corrupted below.
+    const T = Math.max(...prompts.map((x) => x.ids.length)), B = P * (N + 1);
+    const all = Array.from({ length: B * T }, (_, r) => r);
+    const inputs = Array.from({ length: L + 1 }, () => gpu.zeros([B * T, d]));
+    const cleanOutputs = {
+      mlp: Array.from({ length: L }, () => gpu.zeros([P * T, d])),
+      attn: Array.from({ length: L }, () => gpu.zeros([P * T, d])),
+    };
     const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
-    const allQkv = Array.from({ length: L }, () => gpu.zeros([(N + 1) * T, width]));
+    const qkv = Array.from({ length: L }, () => gpu.zeros([B * T, width]));
+    const run = new TraceRun(model, prompts, options, T, inputs, cleanOutputs, qkv, noise, noiseRows, null);
 
-    // Hooks run in list order and a hook captures before it patches, so the captures listed after
-    // the noise patch see the noised embeddings.
+    // Hooks run in list order and a hook captures before it patches, so the capture listed after the
+    // noise patch sees the noised embeddings.
+    const noiseEntries: RowEntry[] = [];
+    prompts.forEach(({ subject: [b, e] }, p) => {
+      for (let n = 0; n < N; n++) {
+        for (let t = b; t < e; t++) {
+          noiseEntries.push({
+            dst: run.sequence(p, n) * T + t,
+            src: run.noiseRow(p, n, t),
+            keep: 1,
+            take: 1,
+          });
+        }
+      }
+    });
     const hooks: Hook[] = [
-      { layer: -1, site: "embed", patch: { src: noise, entries: noiseEntries(N, T, subject, (n) => n + 1) } },
-      { layer: -1, site: "embed", capture: { into: cleanEmbed, rows: cleanRows } },
+      { layer: -1, site: "embed", patch: { src: noise, entries: noiseEntries } },
+      { layer: -1, site: "embed", capture: { into: inputs[0], rows: all } },
     ];
-    if (N > 0) {
-      hooks.push({ layer: -1, site: "embed", capture: { into: corruptedInputs[0], rows: corruptedRows } });
-    }
+    const cleanRows = prompts.flatMap((_, p) =>
+      Array.from({ length: T }, (_, t) => run.sequence(p, -1) * T + t)
+    );
     for (let l = 0; l < L; l++) {
-      for (const kind of STATE_KINDS) {
-        hooks.push({ layer: l, site: kind, capture: { into: cleanStates[kind][l], rows: cleanRows } });
+      for (const kind of ["mlp", "attn"] as const) {
+        hooks.push({ layer: l, site: kind, capture: { into: cleanOutputs[kind][l], rows: cleanRows } });
       }
-      if (N > 0 && l + 1 < L) {
-        hooks.push({
-          layer: l,
-          site: "resid",
-          capture: { into: corruptedInputs[l + 1], rows: corruptedRows },
-        });
-      }
+      hooks.push({ layer: l, site: "resid", capture: { into: inputs[l + 1], rows: all } });
     }
-    const sequences = Array.from({ length: N + 1 }, () => ids);
+    const sequences = prompts.flatMap((x) => Array.from({ length: N + 1 }, () => x.ids));
     const res = model.forward(makeBatch(sequences), {
       hooks,
-      captureQkv: new Map(allQkv.map((t, l) => [l, t])),
+      captureQkv: new Map(qkv.map((t, l) => [l, t])),
     });
-    const qkv = {
-      clean: allQkv.map((t) => {
-        const c = gpu.empty([T, width]);
-        gpu.copy(t, c, T * width);
-        return c;
-      }),
-      corrupted: N > 0
-        ? allQkv.map((t) => {
-          const c = gpu.empty([N * T, width]);
-          gpu.copy(t, c, N * T * width, T * width);
-          return c;
-        })
-        : [],
-    };
-    gpu.release(...allQkv);
-    const targets = gpu.upload([N + 1], new Array(N + 1).fill(target), "u32");
-    const logProbs = logProbOf(gpu, res.logits, targets, N + 1, cfg.vocabSize);
+    const targets = gpu.upload([B], prompts.flatMap((x) => new Array(N + 1).fill(x.target)), "u32");
+    run.baseLogProbs = logProbOf(gpu, res.logits, targets, B, cfg.vocabSize);
     model.releaseForward(res);
-    const [lp] = await gpu.readMany([logProbs]);
-    gpu.release(logProbs);
-    let corrupted = 0;
-    for (let n = 1; n <= N; n++) corrupted += Math.exp(lp[n]) / N;
-    return new TraceRun(
-      model,
-      ids,
-      subject,
-      target,
-      options,
-      cleanStates,
-      cleanEmbed,
-      corruptedInputs,
-      qkv,
-      noise,
-      Math.exp(lp[0]),
-      N > 0 ? corrupted : NaN,
-    );
+    return run;
   }
 
-  /** The residual entering layer `l` in the clean run, [T, d]. */
-  private cleanInput(l: number): Tensor {
-    return l === 0 ? this.cleanEmbed : this.cleanStates.resid[l - 1];
+  /** Row of `noise` holding prompt p's sample n at subject token t. */
+  private noiseRow(p: number, n: number, t: number): number {
+    const [b, e] = this.prompts[p].subject;
+    return this.noiseRows[p] + n * (e - b) + t - b;
   }
 
   /**
    * p(target) for each cell: with action "restore" the mean over the corrupted samples with the cell's
    * clean states copied back in; with "zero" the clean run with the cell's states set to zero.
-   * `reuse` (default) starts each batch at its cells' first window layer from the captured residual;
-   * reuse = false recomputes every cell from the embeddings (the naive way; same numbers, slower).
-   * Everything is recorded into one stream and read back once.
+   * `reuse` (default) runs each cell only where it can change something: from the first layer its
+   * window changes (a residual cell's first window layer is its input, the restored or zeroed state)
+   * and from its first token, the rest read from the shared runs; identical cells are computed once,
+   * and a cell that restores only tokens before the subject is the corrupted run (the noise enters at
+   * the subject, so those states are already clean). reuse = false recomputes every cell from the
+   * embeddings (the naive way; same numbers, slower). Everything is recorded into one stream and read
+   * back once (with the shared runs' probabilities on the first call).
    */
   async score(cells: Cell[], action: "restore" | "zero", reuse = true): Promise<number[]> {
-    const gpu = this.model.gpu, cfg = this.model.config, T = this.T;
+    const gpu = this.model.gpu, cfg = this.model.config;
     const S = action === "restore" ? this.options.samples : 1;
     if (S < 1) throw new Error("trace: restoring needs at least one noise sample");
-    cells.forEach((c, i) => checkCell(c, i, T, cfg.nLayer));
+    cells.forEach((c, i) => checkCell(c, i, this.prompts, cfg.nLayer));
+    const promptOf = (c: Cell) => this.prompts[c.prompt ?? 0];
 
     // Bound each batch: activation rows (the widest is the MLP's [rows, f] or [rows, 2f], or q|k|v) and
     // logits [sequences, V] must fit one storage binding, and computed rows stay under maxRows.
-    const limit = gpu.limits.maxStorageBufferBindingSize;
-    const widest = Math.max(this.model.siteWidth("mlp_pre"), (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim);
-    const maxRows = Math.min(this.options.maxRows ?? 2048, Math.floor(limit / (4 * widest)));
-    const maxSequences = Math.floor(limit / (4 * cfg.vocabSize));
+    const { maxRows, maxSequences } = batchLimits(this.model, this.options.maxRows);
     if (S > maxSequences) {
       throw new Error(`trace: ${S} samples exceed the ${maxSequences} sequences one batch can hold`);
     }
 
-    const byStart = new Map<number, number[]>(); // first layer run -> indices of its cells
+    // Which cell's result each cell takes (-1: the corrupted run's), and the cells computed.
+    const sameAs = new Array<number>(cells.length);
+    const computed: number[] = [];
+    const seen = new Map<string, number>();
     cells.forEach((c, i) => {
-      const start = reuse ? c.from : 0;
+      if (reuse && action === "restore" && Math.max(...c.tokens) < promptOf(c).subject[0]) {
+        sameAs[i] = -1;
+        return;
+      }
+      const key = JSON.stringify([c.prompt ?? 0, c.kind, [...c.tokens].sort((a, b) => a - b), c.from, c.to]);
+      const first = reuse ? seen.get(key) : undefined;
+      if (first !== undefined) {
+        sameAs[i] = first;
+        return;
+      }
+      seen.set(key, i);
+      sameAs[i] = i;
+      computed.push(i);
+    });
+
+    const byStart = new Map<number, number[]>(); // first layer run -> indices of its cells
+    for (const i of computed) {
+      const c = cells[i];
+      const start = !reuse ? 0 : c.kind === "resid" ? c.from + 1 : c.from;
       if (!byStart.has(start)) byStart.set(start, []);
       byStart.get(start)!.push(i);
-    });
-    // A batch computes the rows from its cells' first token on (all rows without reuse): ordered by
-    // that token, each batch's cells start close together and it pads little.
-    const firstRow = (i: number) => reuse ? Math.min(...cells[i].tokens) : 0;
+    }
+    // A batch computes each sequence's rows from its cell's first token on (all rows without reuse) and
+    // pads them to its longest: ordered longest first, a batch's cells are close in length.
+    const rowsOf = (i: number) => promptOf(cells[i]).ids.length - (reuse ? Math.min(...cells[i].tokens) : 0);
     const batches: { cells: number[]; logProbs: Tensor }[] = [];
     for (const [start, indices] of byStart) {
-      indices.sort((a, b) => firstRow(a) - firstRow(b));
+      indices.sort((a, b) => rowsOf(b) - rowsOf(a));
       let chunk: number[] = [];
       const flush = () => {
         batches.push({
@@ -366,16 +409,37 @@ export class TraceRun {
         });
         chunk = [];
       };
+      let needed = 0; // rows the chunk's cells need (without padding)
       for (const i of indices) {
-        // Rows of the chunk with cell i: (cells) x S sequences x the longest suffix (its first cell's).
-        const rows = (chunk.length + 1) * S * (T - firstRow(chunk[0] ?? i));
-        if (chunk.length > 0 && (rows > maxRows || (chunk.length + 1) * S > maxSequences)) flush();
+        const rows = (chunk.length + 1) * S * rowsOf(chunk[0] ?? i);
+        needed += S * rowsOf(i);
+        // Padding rows cost as much as real ones, and each batch its dispatches: at most a quarter of a
+        // batch's rows, or 128, are padding.
+        const padding = rows - needed;
+        const full = rows > maxRows || (chunk.length + 1) * S > maxSequences ||
+          (padding > rows / 4 && padding > 128);
+        if (chunk.length > 0 && full) {
+          flush();
+          needed = S * rowsOf(i);
+        }
         chunk.push(i);
       }
       if (chunk.length > 0) flush();
     }
-    const values = await gpu.readMany(batches.map((b) => b.logProbs));
+    const base = this.baseLogProbs;
+    const values = await gpu.readMany([...(base ? [base] : []), ...batches.map((b) => b.logProbs)]);
     gpu.release(...batches.map((b) => b.logProbs));
+    if (base) {
+      const N = this.options.samples, lp = values.shift()!;
+      this.clean = this.prompts.map((_, p) => Math.exp(lp[this.sequence(p, -1)]));
+      this.corrupted = this.prompts.map((_, p) => {
+        let sum = 0;
+        for (let n = 0; n < N; n++) sum += Math.exp(lp[this.sequence(p, n)]);
+        return N > 0 ? sum / N : NaN;
+      });
+      gpu.release(base);
+      this.baseLogProbs = null;
+    }
     const out = new Array<number>(cells.length);
     batches.forEach((batch, k) => {
       batch.cells.forEach((cellIndex, c) => {
@@ -384,7 +448,7 @@ export class TraceRun {
         out[cellIndex] = p / S;
       });
     });
-    return out;
+    return cells.map((c, i) => (sameAs[i] === -1 ? this.corrupted[c.prompt ?? 0] : out[sameAs[i]]));
   }
 
   /**
@@ -404,35 +468,48 @@ export class TraceRun {
     // Submit what is recorded so far (the previous batch): the GPU starts on it while this one is recorded.
     gpu.flush();
     const hooks: Hook[] = [];
-    // Sequence j's first computed position, and its rows per sequence.
+    const promptOf = (j: number) => cells[Math.floor(j / S)].prompt ?? 0;
+    // Sequence j's first computed position, and the shared runs' sequence it starts from.
     const starts = cells.flatMap((c) => new Array<number>(S).fill(reuse ? Math.min(...c.tokens) : 0));
-    const Tq = T - Math.min(...starts);
+    const baseOf = (j: number) => this.sequence(promptOf(j), action === "restore" ? j % S : -1);
+    const sequences = starts.map((s, j) => this.prompts[promptOf(j)].ids.slice(s));
+    const batch = makeBatch(sequences);
+    const Tq = batch.T;
     let input: Tensor | undefined;
     let suffix: Suffix | undefined;
     if (reuse) {
       // The residual entering `start` at the computed rows; the earlier rows' keys and values at every
       // later layer are those of corrupted sample n (restore) or of the clean run (zero), as captured.
-      const base = action === "restore" ? this.corruptedInputs[start] : this.cleanInput(start);
-      const baseQkv = action === "restore" ? this.qkv.corrupted : this.qkv.clean;
-      const sampleOf = (j: number) => action === "restore" ? j % S : 0;
+      // A residual cell whose window began at start - 1 has its tokens' rows restored (the clean run's)
+      // or zeroed (left 0) there.
       input = gpu.zeros([B * Tq, d]); // padding rows stay 0
       const entries: RowEntry[] = [];
       for (let j = 0; j < B; j++) {
-        for (let t = starts[j]; t < T; t++) {
-          entries.push({ dst: j * Tq + t - starts[j], src: sampleOf(j) * T + t, keep: 0, take: 1 });
+        const c = cells[Math.floor(j / S)], p = promptOf(j);
+        const set = c.kind === "resid" && c.from === start - 1 ? c.tokens : [];
+        for (let t = starts[j]; t < sequences[j].length + starts[j]; t++) {
+          const patched = set.includes(t);
+          if (patched && action === "zero") continue;
+          const src = (patched ? this.sequence(p, -1) : baseOf(j)) * T + t;
+          entries.push({ dst: j * Tq + t - starts[j], src, keep: 0, take: 1 });
         }
       }
-      rowOps(gpu, input, base, d, entries);
-      suffix = { starts, qkv: baseQkv.slice(start), bases: starts.map((_, j) => sampleOf(j) * T), T };
+      rowOps(gpu, input, this.inputs[start], d, entries);
+      suffix = {
+        starts,
+        qkv: this.qkv.slice(start),
+        bases: starts.map((_, j) => baseOf(j) * T),
+        T,
+      };
     } else if (action === "restore") {
-      hooks.push({
-        layer: -1,
-        site: "embed",
-        patch: {
-          src: this.noise,
-          entries: noiseEntries(S, T, this.subject, (n, c) => c * S + n, cells.length),
-        },
-      });
+      const entries: RowEntry[] = [];
+      for (let j = 0; j < B; j++) {
+        const p = promptOf(j), [b, e] = this.prompts[p].subject;
+        for (let t = b; t < e; t++) {
+          entries.push({ dst: j * Tq + t, src: this.noiseRow(p, j % S, t), keep: 1, take: 1 });
+        }
+      }
+      hooks.push({ layer: -1, site: "embed", patch: { src: this.noise, entries } });
     }
     const lastLayer = Math.max(...cells.map((c) => c.to));
     for (const kind of STATE_KINDS) {
@@ -440,32 +517,29 @@ export class TraceRun {
         const entries: RowEntry[] = [];
         cells.forEach((cell, c) => {
           if (cell.kind !== kind || l < cell.from || l >= cell.to) return;
+          const p = cell.prompt ?? 0;
           for (let n = 0; n < S; n++) {
             for (const t of cell.tokens) {
               const j = c * S + n, dst = j * Tq + t - starts[j];
+              const src = kind === "resid" ? this.sequence(p, -1) * T + t : p * T + t;
               entries.push(
-                action === "restore"
-                  ? { dst, src: t, keep: 0, take: 1 }
-                  : { dst, src: dst, keep: 0, take: 0 },
+                action === "restore" ? { dst, src, keep: 0, take: 1 } : { dst, src: dst, keep: 0, take: 0 },
               );
             }
           }
         });
         if (entries.length === 0) continue;
-        const src = action === "restore" ? this.cleanStates[kind][l] : null;
+        const src = action === "zero"
+          ? null
+          : kind === "resid"
+          ? this.inputs[l + 1]
+          : this.cleanOutputs[kind][l];
         hooks.push({ layer: l, site: kind, patch: { src, entries } });
       }
     }
-    const sequences = starts.map((s) => this.ids.slice(s));
-    const outputRows = starts.map((s, j) => j * Tq + T - 1 - s);
-    const res = model.forward(makeBatch(sequences), {
-      startLayer: reuse ? start : 0,
-      input,
-      suffix,
-      hooks,
-      outputRows,
-    });
-    const targets = gpu.upload([B], new Array(B).fill(this.target), "u32");
+    const outputRows = sequences.map((s, j) => j * Tq + s.length - 1);
+    const res = model.forward(batch, { startLayer: reuse ? start : 0, input, suffix, hooks, outputRows });
+    const targets = gpu.upload([B], starts.map((_, j) => this.prompts[promptOf(j)].target), "u32");
     const logProbs = logProbOf(gpu, res.logits, targets, B, cfg.vocabSize);
     model.releaseForward(res);
     gpu.release(input);
@@ -474,42 +548,69 @@ export class TraceRun {
 
   /** Returns every kept tensor to the buffer pool. */
   release(): void {
-    const gpu = this.model.gpu;
-    gpu.release(
-      this.cleanEmbed,
+    this.model.gpu.release(
       this.noise,
-      ...this.corruptedInputs,
-      ...this.qkv.clean,
-      ...this.qkv.corrupted,
+      ...this.inputs,
+      ...this.qkv,
+      ...this.cleanOutputs.mlp,
+      ...this.cleanOutputs.attn,
+      ...(this.baseLogProbs ? [this.baseLogProbs] : []),
     );
-    for (const kind of STATE_KINDS) gpu.release(...this.cleanStates[kind]);
   }
+}
+
+/** Rows and sequences one scoring batch may hold on this adapter (and under the caller's row cap). */
+function batchLimits(model: Model, rowCap = 2048): { maxRows: number; maxSequences: number } {
+  const cfg = model.config, limit = model.gpu.limits.maxStorageBufferBindingSize;
+  const widest = Math.max(model.siteWidth("mlp_pre"), (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim);
+  return {
+    maxRows: Math.min(rowCap, Math.floor(limit / (4 * widest))),
+    maxSequences: Math.floor(limit / (4 * cfg.vocabSize)),
+  };
 }
 
 /**
- * Row entries adding the noise to the subject tokens of `copies` x `samples` sequences: sequence
- * `sequenceOf(n, copy)` gets sample n's draws.
+ * Consecutive prompts whose shared runs one TraceRun can hold, as [first, end) ranges: the prepare
+ * batch (prompts x (samples + 1) sequences of the longest prompt's length) within the scoring
+ * batches' row and sequence limits, every kept tensor (q|k|v and the residual per layer) within one
+ * storage binding and all of them within the smaller of the largest buffer and four bindings (as
+ * `fitsOneBatch` bounds v*'s batches: WebGPU exposes no memory size). A chunk holds at least one prompt.
  */
-function noiseEntries(
+export function promptChunks(
+  model: Model,
+  prompts: TracePrompt[],
   samples: number,
-  T: number,
-  [b, e]: [number, number],
-  sequenceOf: (n: number, copy: number) => number,
-  copies = 1,
-): RowEntry[] {
-  const entries: RowEntry[] = [];
-  for (let copy = 0; copy < copies; copy++) {
-    for (let n = 0; n < samples; n++) {
-      for (let t = b; t < e; t++) {
-        entries.push({ dst: sequenceOf(n, copy) * T + t, src: n * (e - b) + (t - b), keep: 1, take: 1 });
-      }
+  maxRows?: number,
+): [number, number][] {
+  const cfg = model.config, limits = model.gpu.limits, L = cfg.nLayer, d = cfg.nEmbd;
+  const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+  const binding = limits.maxStorageBufferBindingSize;
+  const limit = batchLimits(model, maxRows);
+  const fits = (first: number, end: number) => {
+    const P = end - first, T = Math.max(...prompts.slice(first, end).map((x) => x.ids.length));
+    const rows = P * (samples + 1) * T;
+    const kept = 4 * ((L + 1) * rows * d + L * rows * width + 2 * L * P * T * d);
+    return rows <= limit.maxRows && P * (samples + 1) <= limit.maxSequences &&
+      4 * rows * Math.max(width, d) <= binding && kept <= Math.min(limits.maxBufferSize, 4 * binding);
+  };
+  const chunks: [number, number][] = [];
+  let first = 0;
+  for (let end = 1; end <= prompts.length; end++) {
+    if (end - first > 1 && !fits(first, end)) {
+      chunks.push([first, end - 1]);
+      first = end - 1;
     }
   }
-  return entries;
+  if (prompts.length > first) chunks.push([first, prompts.length]);
+  return chunks;
 }
 
-function checkCell(c: Cell, index: number, T: number, L: number): void {
+function checkCell(c: Cell, index: number, prompts: TracePrompt[], L: number): void {
   const where = `trace: cell ${index} ${JSON.stringify(c)}`;
+  const p = c.prompt ?? 0;
+  if (!Number.isInteger(p) || p < 0 || p >= prompts.length) {
+    throw new Error(`${where}: prompt must be an index into the run's ${prompts.length} prompts`);
+  }
   if (!STATE_KINDS.includes(c.kind)) {
     throw new Error(`${where}: kind must be one of ${STATE_KINDS.join(", ")}`);
   }
@@ -519,6 +620,7 @@ function checkCell(c: Cell, index: number, T: number, L: number): void {
   if (c.tokens.length === 0 || new Set(c.tokens).size !== c.tokens.length) {
     throw new Error(`${where}: tokens must be distinct and non-empty`);
   }
+  const T = prompts[p].ids.length;
   if (c.tokens.some((t) => !Number.isInteger(t) || t < 0 || t >= T)) {
     throw new Error(`${where}: token outside [0, ${T})`);
   }
@@ -616,81 +718,112 @@ export async function traceTokens(
   targetId: number,
   o: TraceOptions = {},
 ): Promise<GridTrace> {
+  const [trace] = await tracePrompts(model, [{ ids, subject: subjectRange, target: targetId }], o);
+  return trace;
+}
+
+/** The grids of many prompts, traced together (see traceChunks); in the prompts' order. */
+export async function tracePrompts(
+  model: Model,
+  prompts: TracePrompt[],
+  o: TraceOptions = {},
+): Promise<GridTrace[]> {
+  const traces: GridTrace[] = [];
+  for await (const chunk of traceChunks(model, prompts, o)) traces.push(...chunk);
+  return traces;
+}
+
+/**
+ * The grids of many prompts, yielded a chunk at a time (in the prompts' order): each chunk's clean and
+ * corrupted runs are one batch (promptChunks sizes the chunks from the adapter's limits) and all its
+ * cells are scored together, cells of different prompts sharing batches, with one readback per chunk.
+ * Without a noise level, each prompt's is ROME's rule over its own subject tokens.
+ */
+export async function* traceChunks(
+  model: Model,
+  prompts: TracePrompt[],
+  o: TraceOptions = {},
+): AsyncGenerator<GridTrace[]> {
   const method = o.method ?? "noise";
   const kinds = o.kinds ?? STATE_KINDS;
-  const L = model.config.nLayer, T = ids.length;
+  const L = model.config.nLayer;
   const samples = method === "noise" ? o.samples ?? 10 : 0;
-  // Without a level from the caller: ROME's rule over this prompt's own subject tokens.
-  const noise = method === "noise"
-    ? o.noise ?? (await tokenNoiseLevel(model, ids.slice(subjectRange[0], subjectRange[1]), 1)).level
-    : 0;
   const seed = o.seed ?? 1;
   if (method === "noise" && samples < 1) throw new Error(`trace: samples must be >= 1, got ${samples}`);
-  const run = await TraceRun.prepare(model, ids, subjectRange, targetId, {
-    samples,
-    noise,
-    seed,
-    maxRows: o.maxRows,
-  });
-  try {
-    // All kinds in one `score` call: cells of every kind starting at the same layer share batches.
-    const cells: Cell[] = [];
-    const [b, e] = subjectRange;
-    const subjectTokens = Array.from({ length: e - b }, (_, i) => b + i);
-    for (const kind of kinds) {
-      const w = windowFor(kind, o.window);
-      for (let t = 0; t < T; t++) {
-        for (let l = 0; l < L; l++) {
-          const [from, to] = windowLayers(l, w, L);
-          cells.push({ kind, tokens: [t], from, to });
-        }
-      }
-      if (method === "zero") {
-        for (let l = 0; l < L; l++) {
-          const [from, to] = windowLayers(l, w, L);
-          cells.push({ kind, tokens: subjectTokens, from, to });
-        }
-      }
+  for (const [first, end] of promptChunks(model, prompts, samples, o.maxRows)) {
+    const chunk = prompts.slice(first, end);
+    const noise: number[] = [];
+    for (const x of chunk) {
+      noise.push(
+        method === "noise"
+          ? o.noise ?? (await tokenNoiseLevel(model, x.ids.slice(x.subject[0], x.subject[1]), 1)).level
+          : 0,
+      );
     }
-    const probs = await run.score(cells, method === "noise" ? "restore" : "zero", o.reuse ?? true);
-
-    const clean = run.clean, low = run.corrupted;
-    const effectOf = (p: number) => (method === "noise" ? p - low : clean - p);
-    const denominator = method === "noise" ? clean - low : clean;
-    const fractionOf = (p: number) => (denominator === 0 ? NaN : effectOf(p) / denominator);
-    let next = 0;
-    const grids = kinds.map((kind): KindGrid => {
-      const prob = Array.from({ length: T }, () => Array.from({ length: L }, () => probs[next++]));
-      const effect = prob.map((row) => row.map(effectOf));
-      const fraction = prob.map((row) => row.map(fractionOf));
-      const grid: KindGrid = {
-        kind,
-        window: windowFor(kind, o.window),
-        prob,
-        effect,
-        fraction,
-        layers: summarise(effect, fraction, e - 1),
-      };
-      if (method === "zero") {
-        const p = Array.from({ length: L }, () => probs[next++]);
-        grid.subjectZeroed = { prob: p, fraction: p.map(fractionOf) };
-      }
-      return grid;
-    });
-    return {
-      method,
-      ids,
-      subjectRange,
-      targetId,
-      clean,
-      corrupted: method === "noise" ? low : null,
-      noise: method === "noise" ? noise : null,
-      samples,
-      seed,
-      grids,
-    };
-  } finally {
-    run.release();
+    const run = TraceRun.prepare(model, chunk, { samples, noise, seed, maxRows: o.maxRows });
+    try {
+      // Every cell of the chunk in one `score` call: cells of every prompt and kind starting at the same
+      // layer share batches.
+      const cells: Cell[] = [];
+      chunk.forEach(({ ids, subject: [b, e] }, prompt) => {
+        for (const kind of kinds) {
+          const w = windowFor(kind, o.window);
+          for (let t = 0; t < ids.length; t++) {
+            for (let l = 0; l < L; l++) {
+              const [from, to] = windowLayers(l, w, L);
+              cells.push({ kind, tokens: [t], from, to, prompt });
+            }
+          }
+          if (method === "zero") {
+            const tokens = Array.from({ length: e - b }, (_, i) => b + i);
+            for (let l = 0; l < L; l++) {
+              const [from, to] = windowLayers(l, w, L);
+              cells.push({ kind, tokens, from, to, prompt });
+            }
+          }
+        }
+      });
+      const probs = await run.score(cells, method === "noise" ? "restore" : "zero", o.reuse ?? true);
+      let next = 0;
+      yield chunk.map(({ ids, subject, target }, p): GridTrace => {
+        const T = ids.length, clean = run.clean[p], low = run.corrupted[p];
+        const effectOf = (x: number) => (method === "noise" ? x - low : clean - x);
+        const denominator = method === "noise" ? clean - low : clean;
+        const fractionOf = (x: number) => (denominator === 0 ? NaN : effectOf(x) / denominator);
+        const grids = kinds.map((kind): KindGrid => {
+          const prob = Array.from({ length: T }, () => Array.from({ length: L }, () => probs[next++]));
+          const effect = prob.map((row) => row.map(effectOf));
+          const fraction = prob.map((row) => row.map(fractionOf));
+          const grid: KindGrid = {
+            kind,
+            window: windowFor(kind, o.window),
+            prob,
+            effect,
+            fraction,
+            layers: summarise(effect, fraction, subject[1] - 1),
+          };
+          if (method === "zero") {
+            const zeroed = Array.from({ length: L }, () => probs[next++]);
+            grid.subjectZeroed = { prob: zeroed, fraction: zeroed.map(fractionOf) };
+          }
+          return grid;
+        });
+        return {
+          method,
+          ids,
+          subjectRange: subject,
+          targetId: target,
+          clean,
+          corrupted: method === "noise" ? low : null,
+          noise: method === "noise" ? noise[p] : null,
+          samples,
+          seed,
+          grids,
+        };
+      });
+    } finally {
+      run.release();
+    }
   }
 }
 
@@ -740,16 +873,46 @@ export async function traceFact(
   fact: FactQuery,
   o: TraceOptions = {},
 ): Promise<FactTrace> {
-  const ids = tok.encode(fact.prompt);
-  const subjectRange = subjectTokenRange(tok, fact.prompt, fact.subject);
-  const targetId = targetTokenId(tok, fact.prompt, fact.target);
-  const grid = await traceTokens(model, ids, subjectRange, targetId, o);
-  return {
-    ...fact,
-    tokens: ids.map((id) => tok.tokenString(id)),
-    targetToken: tok.tokenString(targetId),
-    ...grid,
-  };
+  const [trace] = await traceFacts(model, tok, [fact], o);
+  return trace;
+}
+
+/** Traces many facts together (tracePrompts: shared batches, a readback per chunk); in their order. */
+export async function traceFacts<F extends FactQuery>(
+  model: Model,
+  tok: Tokenizer,
+  facts: F[],
+  o: TraceOptions = {},
+): Promise<(FactTrace & F)[]> {
+  const traces: (FactTrace & F)[] = [];
+  for await (const chunk of factChunks(model, tok, facts, o)) traces.push(...chunk);
+  return traces;
+}
+
+/** traceChunks for facts as text: each chunk's traces as soon as they are done (for progress and output). */
+export async function* factChunks<F extends FactQuery>(
+  model: Model,
+  tok: Tokenizer,
+  facts: F[],
+  o: TraceOptions = {},
+): AsyncGenerator<(FactTrace & F)[]> {
+  const prompts = facts.map((fact): TracePrompt => ({
+    ids: tok.encode(fact.prompt),
+    subject: subjectTokenRange(tok, fact.prompt, fact.subject),
+    target: targetTokenId(tok, fact.prompt, fact.target),
+  }));
+  let next = 0;
+  for await (const chunk of traceChunks(model, prompts, o)) {
+    yield chunk.map((grid) => {
+      const fact = facts[next++];
+      return {
+        ...fact,
+        tokens: grid.ids.map((id) => tok.tokenString(id)),
+        targetToken: tok.tokenString(grid.targetId),
+        ...grid,
+      };
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -56,8 +56,17 @@ import type { FactTrace } from "../localization/tracing.ts";
 import { STANDARD_METRICS } from "../evaluation/metrics.ts";
 
 /** Edit scores: Hase et al.'s three, their harmonic mean ("overall") and their raw mean ("average",
- *  the overall score of Hase et al.'s table 6). */
-export const METRICS = ["rewrite", "paraphrase", "neighborhood", "overall", "average"] as const;
+ *  the overall score of Hase et al.'s table 6), the essence score and the harmonic mean of all four
+ *  ("overallEssence", their target_score_v2; both NaN where essence was not measured). */
+export const METRICS = [
+  "rewrite",
+  "paraphrase",
+  "neighborhood",
+  "overall",
+  "average",
+  "essence",
+  "overallEssence",
+] as const;
 /** One of the edit scores in METRICS. */
 export type Metric = typeof METRICS[number];
 
@@ -85,6 +94,12 @@ export interface EditRow {
   /** The field's standard metrics (evaluation/metrics.ts STANDARD_METRICS: CounterFact ES/PS/NS/EM/PM/NM,
    *  EasyEdit's reliability ...; NaN where a case has no such prompts), or null where they do not apply. */
   standard: Record<string, number> | null;
+  /** ROME's fluency (n-gram entropy) of generations after the edit, and of the unedited model with the
+   *  same draws; NaN where not measured (evaluation/drift.ts). */
+  fluency: { post: number; pre: number };
+  /** How essence and fluency were measured (the sweep's DriftSettings with the fact's seed and whether
+   *  it was measured), or null in a store from before they were recorded. */
+  drift: { [key: string]: Json } | null;
 }
 
 /** One fact's localization result (causal tracing or zeroing), as read from a sweep's trace records. */
@@ -164,6 +179,10 @@ export interface SweepData {
 // Reading records
 
 const num = (v: Json | undefined): number => (typeof v === "number" ? v : NaN);
+const isObject = (v: Json | undefined): v is { [key: string]: Json } =>
+  v !== null && typeof v === "object" && !Array.isArray(v);
+/** `v[key]` of a stored object, undefined where `v` is not one (null: not measured; absent: an old store). */
+const field = (v: Json | undefined, key: string): Json | undefined => (isObject(v) ? v[key] : undefined);
 
 function numbers(v: Json | undefined, where: string): number[] {
   if (!Array.isArray(v)) throw new Error(`${where}: expected an array of numbers`);
@@ -278,7 +297,13 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
         editedLayers: r.hparams.editedLayers === undefined
           ? [r.layer]
           : numbers(r.hparams.editedLayers, `${r.key}: hparams.editedLayers`),
-        scores: { ...s, overall: num(m.overall), average: (s.rewrite + s.paraphrase + s.neighborhood) / 3 },
+        scores: {
+          ...s,
+          overall: num(m.overall),
+          average: (s.rewrite + s.paraphrase + s.neighborhood) / 3,
+          essence: num(field(m.essence, "score")),
+          overallEssence: num(m.overallEssence),
+        },
         noop: isNoop(m.pre, m.post),
         seconds: num(r.timings.edit) + num(r.timings.score),
         standard: m.standard !== null && typeof m.standard === "object" && !Array.isArray(m.standard)
@@ -286,6 +311,8 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
             STANDARD_METRICS.map((k) => [k.key, num((m.standard as { [k: string]: Json })[k.key])]),
           )
           : null,
+        fluency: { post: num(field(m.fluency, "post")), pre: num(field(m.fluency, "pre")) },
+        drift: isObject(r.hparams.drift) ? r.hparams.drift : null,
       });
     } else if (r.localization.startsWith("select:")) {
       data.selections.push({
@@ -889,6 +916,9 @@ export interface StandardRow {
   n: number;
   /** Per STANDARD_METRICS key: the mean over test facts with its 95% bootstrap interval (NaN: no prompts). */
   metrics: Record<string, ConfidenceInterval>;
+  /** ROME's fluency after the edit and of the unedited model, over the test facts it was measured on
+   *  (NaN: not measured), and on how many. */
+  fluency: { post: ConfidenceInterval; pre: ConfidenceInterval; n: number };
 }
 
 /**
@@ -907,6 +937,7 @@ export function standardTable(data: SweepData, o: IntervalOptions = {}): Standar
     if (matrix.size === 0) continue;
     const layer = data.layers[goldenIndex(matrix, [...matrix.keys()], data.layers.length)];
     const chosen = rows.filter((e) => e.split === "test" && e.layer === layer && e.standard);
+    const fluent = chosen.filter((e) => Number.isFinite(e.fluency.post) && Number.isFinite(e.fluency.pre));
     out.push({
       problem,
       method,
@@ -918,6 +949,11 @@ export function standardTable(data: SweepData, o: IntervalOptions = {}): Standar
           k,
         ) => [k.key, meanCI(chosen.map((e) => e.standard![k.key]).filter(Number.isFinite), o)]),
       ),
+      fluency: {
+        post: meanCI(fluent.map((e) => e.fluency.post), o),
+        pre: meanCI(fluent.map((e) => e.fluency.pre), o),
+        n: fluent.length,
+      },
     });
   }
   return out;
@@ -952,6 +988,54 @@ export function massCurves(data: SweepData, o: IntervalOptions = {}): MassCurve[
       seconds: rows.map((r) => r.seconds),
     };
   });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Essence and fluency: what was measured
+
+/** How many edits have essence and fluency, and the settings they were measured with. */
+export interface DriftSummary {
+  /** Edit records in the sweep. */
+  edits: number;
+  /** Edits with an essence score. */
+  essence: number;
+  /** Edits with a fluency measurement. */
+  fluency: number;
+  /** Distinct facts with either. */
+  facts: number;
+  /** The settings stored with the first measured edit (sweep.ts DriftSettings), or null when no edit
+   *  records any (a store from before essence and fluency were recorded). */
+  settings: { [key: string]: Json } | null;
+}
+
+/** What the sweep measured of essence and fluency. */
+export function driftSummary(data: SweepData): DriftSummary {
+  const essence = data.edits.filter((e) => Number.isFinite(e.scores.essence));
+  const fluency = data.edits.filter((e) => Number.isFinite(e.fluency.post));
+  return {
+    edits: data.edits.length,
+    essence: essence.length,
+    fluency: fluency.length,
+    facts: new Set([...essence, ...fluency].map((e) => e.fact)).size,
+    settings: data.edits.find((e) => e.drift?.measured === true)?.drift ??
+      data.edits.find((e) => e.drift)?.drift ?? null,
+  };
+}
+
+/** One sentence for captions and the summary: what was measured, on how much, and how. */
+export function driftDescription(d: DriftSummary): string {
+  if (d.essence === 0 && d.fluency === 0) {
+    return d.settings === null
+      ? "Essence and fluency: not measured (the store's edit records predate them)."
+      : "Essence and fluency: not measured (switched off in this sweep's settings).";
+  }
+  const s = d.settings ?? {};
+  const every = Number(s.every);
+  return `Essence measured on ${d.essence} and fluency on ${d.fluency} of ${d.edits} edits (${d.facts} facts` +
+    (every > 1 ? `: 1 in ${every} of the seeded sample` : "") + `, at every layer, method and problem); ` +
+    `essence: ${s.essenceSamples} samples of ${s.essenceTokens} new tokens after "{subject} is a", ` +
+    `fluency: ${s.fluencyTokens} new tokens after each of up to ${s.fluencyPrompts} generation prompts; ` +
+    `top-${s.topK} sampling seeded per fact.`;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ import {
   caveats,
   concentratedFacts,
   type CorrelationRow,
+  driftDescription,
+  driftSummary,
   type EffectOptions,
   findings,
   formatP,
@@ -54,6 +56,7 @@ import { layerCurvesSvg, lgaChartSvg } from "../pictures/attribution.ts";
 import { barChartSvg, formatTick, lineChart, ticks } from "../pictures/charts.ts";
 import { averageCurvesSvg, heatmapSvg } from "../pictures/heatmap.ts";
 import { averageTraces } from "../localization/tracing.ts";
+import { METHOD_TITLES, type SweepMethod } from "./sweep.ts";
 
 // ------------------------------------------------------------------------------------------------
 // HTML and SVG helpers
@@ -218,10 +221,13 @@ const METRIC_NAMES: Record<Metric, string> = {
   neighborhood: "Neighborhood",
   overall: "Overall",
   average: "Average",
+  essence: "Essence",
+  overallEssence: "Overall + essence",
 };
 
+/** "FT-L (5 layers)": the method as the papers name it, with the layers its widest edit changed. */
 const withLayer = (method: string, nLayers: number) =>
-  `${method} (${nLayers} layer${nLayers === 1 ? "" : "s"})`;
+  `${METHOD_TITLES[method as SweepMethod] ?? method} (${nLayers} layer${nLayers === 1 ? "" : "s"})`;
 
 /** Rows of Hase et al.'s tables 3-6: the problem cell spans its methods. */
 function r2Body(rows: R2Row[], methodLabel: (m: string) => string): Cell[][] {
@@ -456,44 +462,31 @@ function tracingSection(data: SweepData, heatmaps: number): string {
   return parts.join("\n");
 }
 
-function layersSection(data: SweepData): string {
+function layersSection(data: SweepData, methodLabel: (m: string) => string): string {
   const parts = [`<section id="layers"><h2>Edit success by layer</h2>`];
   if (data.edits.length === 0) {
     parts.push(missing("fig-layer-curves", "figure", "no edit results"));
     parts.push(missing("table-correlations", "table", "no edit results"));
     return parts.join("\n") + "\n</section>";
   }
-  const svgs: string[] = [];
-  for (const problem of data.problems) {
-    for (const metric of ["rewrite", "paraphrase", "neighborhood"] as Metric[]) {
-      const curves = layerCurves(data, metric).filter((c) => c.problem === problem);
-      svgs.push(lineChart(
-        curves.map((c) => ({
-          name: c.method,
-          points: c.layers.map((l, i) => [l, c.mean[i]] as [number, number]),
-          band: c.layers.map((_, i) => [c.lower[i], c.upper[i]] as [number, number]),
-        })),
-        {
-          title: `${problem}: ${METRIC_NAMES[metric]} score`,
-          xLabel: "edit layer",
-          yLabel: "mean score",
-          width: 420,
-          height: 280,
-        },
-      ));
-    }
-  }
+  const svgs = problemMajorCharts(
+    data,
+    ["rewrite", "paraphrase", "neighborhood"],
+    data.problems,
+    methodLabel,
+  );
   parts.push(figure(
     "fig-layer-curves",
     "Mean rewrite, paraphrase and neighborhood scores by edit layer (Hase et al. figure 7), per editing problem; " +
       "bands are 95% bootstrap intervals over facts.",
     svgs,
   ));
+  parts.push(essenceFigure(data, methodLabel));
   const correlations = perLayerCorrelations(data);
   if (correlations.length === 0 || !data.traces.some((t) => t.localization === "causal-tracing")) {
     parts.push(missing("table-correlations", "table", "the sweep has no causal-tracing records"));
   } else {
-    parts.push(correlationTable(data, correlations));
+    parts.push(correlationTable(data, correlations, methodLabel));
     for (const [k, { problem, method }] of pairs(data).entries()) {
       const effects = new Map(
         data.traces.filter((t) => t.localization === "causal-tracing").map((t) => [t.fact, t.effect]),
@@ -512,12 +505,14 @@ function layersSection(data: SweepData): string {
       });
       parts.push(figure(
         `fig-scatter-${k}`,
-        `${method}, ${problem}: rewrite score vs tracing effect at the edited layer (Hase et al. figures 4 and 15). ` +
+        `${
+          methodLabel(method)
+        }, ${problem}: rewrite score vs tracing effect at the edited layer (Hase et al. figures 4 and 15). ` +
           `The dashed red line is a perfect relationship; every point is drawn (axes widen for values outside ` +
           `[0, 1], whose square is shaded).`,
         chunks(panels, LAYERS_PER_ROW).map((row) =>
           scatterPanelsSvg(row, {
-            title: `${method} · ${problem}: rewrite score by tracing effect`,
+            title: `${methodLabel(method)} · ${problem}: rewrite score by tracing effect`,
             xLabel: "tracing effect (fraction of p restored, max over tokens)",
             yLabel: "rewrite score",
             also: panels.flatMap((p) => p.points),
@@ -528,6 +523,53 @@ function layersSection(data: SweepData): string {
   }
   parts.push(`</section>`);
   return parts.join("\n");
+}
+
+/** Per-layer curves of each score per (problem, method) with 95% bootstrap bands: a chart per problem and
+ *  score, problem by problem. */
+function problemMajorCharts(
+  data: SweepData,
+  metrics: Metric[],
+  problems: string[],
+  methodLabel: (m: string) => string,
+): string[] {
+  const curves = new Map(metrics.map((m) => [m, layerCurves(data, m)]));
+  return problems.flatMap((problem) =>
+    metrics.map((metric) =>
+      lineChart(
+        curves.get(metric)!.filter((c) => c.problem === problem && c.n.some((n) => n > 0)).map((c) => ({
+          name: methodLabel(c.method),
+          points: c.layers.map((l, i) => [l, c.mean[i]] as [number, number]),
+          band: c.layers.map((_, i) => [c.lower[i], c.upper[i]] as [number, number]),
+        })),
+        {
+          title: `${problem}: ${METRIC_NAMES[metric]} score`,
+          xLabel: "edit layer",
+          yLabel: "mean score",
+          width: 420,
+          height: 280,
+        },
+      )
+    )
+  );
+}
+
+/** Hase et al.'s essence figure (their figure 8) and overall scores without and with essence (figure 9),
+ *  per editing problem where essence was measured. */
+function essenceFigure(data: SweepData, methodLabel: (m: string) => string): string {
+  const drift = driftSummary(data);
+  const problems = data.problems.filter((p) =>
+    data.edits.some((e) => e.problem === p && Number.isFinite(e.scores.essence))
+  );
+  if (problems.length === 0) return missing("fig-essence", "figure", driftDescription(drift));
+  return figure(
+    "fig-essence",
+    "Essence score by edit layer (Hase et al. figure 8: 1 − clip(Δ perplexity of the unedited model's " +
+      `"{subject} is a" samples, 0, 5)/5), and the overall score without and with essence (figure 9: the ` +
+      "harmonic mean of rewrite, paraphrase and neighborhood, and of those and essence), per editing problem; " +
+      `bands are 95% bootstrap intervals over facts. ${driftDescription(drift)}`,
+    problemMajorCharts(data, ["essence", "overall", "overallEssence"], problems, methodLabel),
+  );
 }
 
 function pairs(data: SweepData): { problem: string; method: string }[] {
@@ -545,7 +587,11 @@ function chunks<T>(xs: readonly T[], size: number): T[][] {
   return Array.from({ length: Math.ceil(xs.length / size) }, (_, i) => xs.slice(i * size, (i + 1) * size));
 }
 
-function correlationTable(data: SweepData, rows: CorrelationRow[]): string {
+function correlationTable(
+  data: SweepData,
+  rows: CorrelationRow[],
+  methodLabel: (m: string) => string,
+): string {
   const groups = chunks(data.layers, LAYERS_PER_ROW);
   const layerHeads = (layers: number[]) => layers.map((l) => `layer ${l}`);
   const body: Cell[][] = groups.flatMap((layers, k) => [
@@ -553,7 +599,7 @@ function correlationTable(data: SweepData, rows: CorrelationRow[]): string {
     ...(k === 0 ? [] : [["", "", ...layerHeads(layers)].map((text) => ({ text, cls: "subhead" }))]),
     ...pairs(data).map(({ problem, method }) => [
       problem,
-      method,
+      methodLabel(method),
       ...layers.map((l) => {
         const r = rows.find((c) => c.problem === problem && c.method === method && c.layer === l)!;
         return Number.isFinite(r.r)
@@ -779,17 +825,30 @@ function standardSection(data: SweepData, methodLabel: (m: string) => string): s
   } else {
     parts.push(table(
       "table-counterfact",
-      "CounterFact's ES/PS/NS with magnitudes (ROME, MEMIT) and EasyEdit's reliability, generalization, " +
-        "locality and portability (the integrated-gradients paper's table 1) of the test facts edited at " +
-        "the golden layer found on the proxy facts; means over test facts with 95% bootstrap intervals " +
-        "(n/a: no such prompts in the dataset).",
-      [["Editing Problem", "Method", "Layer", ...STANDARD_METRICS.map((m) => m.short), "n facts"]],
+      "CounterFact's ES/PS/NS with magnitudes (ROME, MEMIT), EasyEdit's reliability, generalization, " +
+        "locality and portability (the integrated-gradients paper's table 1) and ROME's fluency (the weighted " +
+        "bi- and trigram entropy of sampled generations from the generation prompts, after the edit and of the " +
+        "unedited model with the same draws) of the test facts edited at the golden layer found on the proxy " +
+        "facts; means over test facts with 95% bootstrap intervals (n/a: no such prompts in the dataset). " +
+        driftDescription(driftSummary(data)),
+      [[
+        "Editing Problem",
+        "Method",
+        "Layer",
+        ...STANDARD_METRICS.map((m) => m.short),
+        "Fluency",
+        "Fluency (unedited)",
+        "n facts",
+      ]],
       rows.map((r) => [
         r.problem,
         methodLabel(r.method),
         `${r.layer}${r.layerFrom === "test" ? " (test)" : ""}`,
         ...STANDARD_METRICS.map((m) => withCI(r.metrics[m.key].estimate, r.metrics[m.key])),
-        r.n,
+        ...[r.fluency.post, r.fluency.pre].map((f) =>
+          r.fluency.n ? withCI(f.estimate, f) : { text: "not measured", cls: "note" }
+        ),
+        r.fluency.n && r.fluency.n !== r.n ? `${r.n} (fluency: ${r.fluency.n})` : r.n,
       ]),
     ));
   }
@@ -923,6 +982,7 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
       data.selections.map((s) => `${STRATEGY_NAMES[s.selector] ?? s.selector} → layer ${s.layers.join(",")}`)
         .join("; ") || "none",
     ],
+    ["essence and fluency", driftDescription(driftSummary(data))],
     [
       "skipped records",
       data.skipped.length
@@ -962,7 +1022,7 @@ outputs restored over a window, max over tokens).</p>
 </section>
 ${tracingSection(data, o.heatmaps ?? 3)}
 ${localizationSection(data, methodLabel)}
-${layersSection(data)}
+${layersSection(data, methodLabel)}
 ${standardSection(data, methodLabel)}
 ${massSection(data)}
 ${goldenSection(data, methodLabel)}

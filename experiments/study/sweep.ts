@@ -28,6 +28,10 @@
 //
 // Scores: every edit stores Hase et al.'s scores and, beside them, the field's standard metrics
 // (metrics.ts standardScores: CounterFact ES/PS/NS/EM/PM/NM, EasyEdit's reliability ...) where they apply.
+// The edits of every `drift.every`-th fact also store Hase et al.'s essence and ROME's fluency
+// (evaluation/drift.ts; DriftSettings says why only some), with the settings and seed used.
+//
+// Methods: the engine's five and "ft-5", FT-L on the 5 layers around the edit layer (SWEEP_METHODS).
 //
 // Noise: causal tracing, fact forcing and tracing reversal use ROME's rule, 3 x the std of the
 // subject-token embeddings of the dataset's known facts (tracing.ts subjectNoiseLevel), recorded with
@@ -94,6 +98,7 @@ import {
 } from "../localization/layer_selection.ts";
 import {
   formatStandardScores,
+  harmonicMean,
   localityReference,
   meanStandardScores,
   standardCaseOf,
@@ -120,9 +125,43 @@ import {
   windowLayers,
 } from "../localization/tracing.ts";
 import { exists } from "../../engine/files.ts";
+import {
+  type Essence,
+  essenceOf,
+  type EssenceTexts,
+  essenceTexts,
+  generationFluency,
+} from "../evaluation/drift.ts";
 
 // ------------------------------------------------------------------------------------------------
 // The plan
+
+/**
+ * The sweep's editing methods: the engine's (editing/methods.ts METHODS, "ft" training `ftWindow` layers)
+ * and "ft-5", Hase et al.'s FT-L over 5 layers ("Does Localization Inform Editing?", section 5:
+ * constrained fine-tuning of the five layers around the edit layer, the window clipped at the first and
+ * last layers as MEMIT's is; editing/hparams.ts divides FT-L's radius by the layers it trains).
+ */
+export const SWEEP_METHODS = [...METHODS, "ft-5"] as const;
+/** One of SWEEP_METHODS. */
+export type SweepMethod = typeof SWEEP_METHODS[number];
+/** The layers "ft-5" trains. */
+export const FT5_WINDOW = 5;
+
+/** The engine's method a sweep method runs ("ft-5" is FT-L over its window). */
+export function engineMethod(method: SweepMethod): MethodName {
+  return method === "ft-5" ? "ft" : method;
+}
+
+/** The name a table gives a method, as the papers write it ("FT-L"; methodLabel adds the layers). */
+export const METHOD_TITLES: Readonly<Record<SweepMethod, string>> = {
+  "rome": "ROME",
+  "r-rome": "R-ROME",
+  "memit": "MEMIT",
+  "emmet": "EMMET",
+  "ft": "FT-L",
+  "ft-5": "FT-L",
+};
 
 /** Per-fact localization measurements. */
 export const LOCALIZATIONS = ["causal-tracing", "zeroing"] as const;
@@ -176,6 +215,50 @@ export interface SweepSettings {
   igSteps: number;
   /** Hyper-parameter overrides applied to every edit (e.g. fewer v* steps for speed). */
   overrides: Overrides;
+  /** Essence and fluency of the edits (evaluation/drift.ts). */
+  drift: DriftSettings;
+}
+
+/**
+ * Essence (Hase et al.) and fluency (ROME) of the edits: generation is the costliest scoring there is on
+ * a software adapter (one forward per new token), so they are measured on every `every`-th edited fact
+ * of the seeded sample (at every layer, method and problem, so per-layer curves stay balanced), with
+ * short texts. Each fact's draws are seeded by the sweep's seed and its record index (driftSeed).
+ */
+export interface DriftSettings {
+  /** Essence samples per subject (Hase et al.: 5); 0: essence not measured. */
+  essenceSamples: number;
+  /** New tokens per essence sample. */
+  essenceTokens: number;
+  /** The case's first generation prompts whose generations' fluency is measured; 0: not measured. */
+  fluencyPrompts: number;
+  /** New tokens per fluency generation (ROME: 100 on GPT-2's 1024 positions). */
+  fluencyTokens: number;
+  /** top-k sampling (Hase et al. and ROME: 5). */
+  topK: number;
+  /** Measure every `every`-th edited fact (1: all of them; 0: none). */
+  every: number;
+}
+
+/** The default: Hase et al.'s 5 essence samples and ROME's top-5, with texts and a share of the facts
+ *  chosen so that essence and fluency add about a fifth to the sweep's time (bench/RESULTS.md). */
+export const DEFAULT_DRIFT: DriftSettings = {
+  essenceSamples: 5,
+  essenceTokens: 20,
+  fluencyPrompts: 5,
+  fluencyTokens: 20,
+  topK: 5,
+  every: 4,
+};
+
+/** Whether the edited fact at `index` (in the sample's order, proxy facts first) is measured. */
+export function driftMeasured(d: DriftSettings, index: number): boolean {
+  return d.every > 0 && (d.essenceSamples > 0 || d.fluencyPrompts > 0) && index % d.every === 0;
+}
+
+/** The seed of a fact's essence samples and fluency generations (before and after every edit). */
+export function driftSeed(seed: number, recordIndex: number): number {
+  return (seed * 1_000_003 + recordIndex) >>> 0;
 }
 
 export interface SweepPlan {
@@ -183,7 +266,7 @@ export interface SweepPlan {
   name: string;
   facts: SweepFact[];
   layers: number[];
-  methods: MethodName[];
+  methods: SweepMethod[];
   problems: EditingProblem[];
   localizations: Localization[];
   selectors: SelectorName[];
@@ -218,6 +301,7 @@ export function defaultSettings(nLayer: number, seed = 0): SweepSettings {
     batchSize: 8,
     igSteps: 20,
     overrides: {},
+    drift: { ...DEFAULT_DRIFT },
   };
 }
 
@@ -228,7 +312,7 @@ export type WorkItem =
     kind: "edit";
     key: ResultKey;
     fact: SweepFact;
-    method: MethodName;
+    method: SweepMethod;
     layer: number;
     problem: EditingProblem;
   }
@@ -327,9 +411,10 @@ export interface FactSample {
 
 /**
  * Per problem x method, the mean of Hase et al.'s scores over the sweep's edits and, beside them, the
- * field's standard metrics (metrics.ts STANDARD_METRICS; n/a for the problems they do not judge):
+ * field's standard metrics (metrics.ts STANDARD_METRICS; n/a for the problems they do not judge), then
+ * essence and fluency over the edits they were measured on:
  *   "error-injection rome (18 edits): rewrite 0.912  paraphrase 0.403  neighborhood 0.977  overall 0.611 |
- *    ES 1.00  PS 0.56 ..."
+ *    ES 1.00  PS 0.56 ... | essence 0.950 (6 edits)  fluency 4.610 (unedited 4.650; 6 edits)"
  */
 export function scoreSummary(results: Iterable<StoredResult>, sweep: string): string[] {
   const groups = new Map<string, StoredResult[]>();
@@ -339,17 +424,24 @@ export function scoreSummary(results: Iterable<StoredResult>, sweep: string): st
     if (!groups.has(g)) groups.set(g, []);
     groups.get(g)!.push(r);
   }
-  const mean = (rows: StoredResult[], key: string) => {
-    const xs = rows.map((r) => r.metrics[key]).filter((x): x is number => typeof x === "number");
-    return xs.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3) : "n/a";
-  };
+  // The mean of a stored number over the rows that have it: metrics[key], or metrics[key][field].
+  const values = (rows: StoredResult[], key: string, field?: string) =>
+    rows.map((r) => r.metrics[key])
+      .map((x) => (field && x !== null && typeof x === "object" && !Array.isArray(x) ? x[field] : x))
+      .filter((x): x is number => typeof x === "number");
+  const mean = (xs: number[]) => (xs.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(3) : "n/a");
   return [...groups].map(([name, rows]) => {
-    const hase = ["rewrite", "paraphrase", "neighborhood", "overall"].map((k) => `${k} ${mean(rows, k)}`);
+    const hase = ["rewrite", "paraphrase", "neighborhood", "overall"].map((k) =>
+      `${k} ${mean(values(rows, k))}`
+    );
     const standard = rows.map((r) => r.metrics.standard).filter((x) => x !== null && typeof x === "object");
+    const essence = values(rows, "essence", "score"), fluency = values(rows, "fluency", "post");
     return `${name} (${rows.length} edits): ${hase.join("  ")} | ` +
       (standard.length
         ? formatStandardScores(meanStandardScores(standard as unknown as StandardScores[]))
-        : "standard metrics n/a (they compare a new object against the true one)");
+        : "standard metrics n/a (they compare a new object against the true one)") +
+      ` | essence ${mean(essence)} (${essence.length} edits)  fluency ${mean(fluency)} ` +
+      `(unedited ${mean(values(rows, "fluency", "pre"))}; ${fluency.length} edits)`;
   });
 }
 
@@ -532,18 +624,20 @@ export interface SweepSummary {
 }
 
 /** The layers `method` edits for the sweep layer `layer`. */
-export function methodLayers(plan: SweepPlan, method: MethodName, layer: number, nLayer: number): number[] {
+export function methodLayers(plan: SweepPlan, method: SweepMethod, layer: number, nLayer: number): number[] {
   const window = method === "memit"
     ? plan.settings.memitWindow
     : method === "ft"
     ? plan.settings.ftWindow
+    : method === "ft-5"
+    ? FT5_WINDOW
     : 1;
   const [from, to] = windowLayers(layer, window, nLayer);
   return Array.from({ length: to - from }, (_, i) => from + i);
 }
 
-function configFor(model: Model, plan: SweepPlan, method: MethodName, layer: number): MethodConfig {
-  return methodConfig(model, method, {
+function configFor(model: Model, plan: SweepPlan, method: SweepMethod, layer: number): MethodConfig {
+  return methodConfig(model, engineMethod(method), {
     ...plan.settings.overrides,
     layers: methodLayers(plan, method, layer, model.nLayer),
   });
@@ -752,6 +846,35 @@ export async function runSweep(
       missing.forEach((it, i) => pres.set(`${it.fact.id}|${it.problem}`, probs[i]));
     };
 
+    // Essence texts and pre-edit fluency of the measured facts, once per fact (the unedited model).
+    const edited = plan.facts.filter((f) => f.split !== "trace-only");
+    const measured = new Set(edited.filter((_, i) => driftMeasured(s.drift, i)).map((f) => f.id));
+    const drifts = new Map<string, Promise<DriftBefore>>();
+    const driftBefore = (fact: SweepFact): Promise<DriftBefore> => {
+      if (!drifts.has(fact.id)) {
+        const sampling = { topK: s.drift.topK, seed: driftSeed(s.seed, fact.recordIndex) };
+        const prompts = (fact.case.generationPrompts ?? []).slice(0, s.drift.fluencyPrompts);
+        drifts.set(
+          fact.id,
+          (async () => ({
+            essence: s.drift.essenceSamples > 0
+              ? await essenceTexts(model, tok, fact.case.subject, {
+                ...sampling,
+                samples: s.drift.essenceSamples,
+                tokens: s.drift.essenceTokens,
+              })
+              : null,
+            prompts,
+            sampling: { ...sampling, tokens: s.drift.fluencyTokens },
+            fluency: prompts.length
+              ? await generationFluency(model, tok, prompts, { ...sampling, tokens: s.drift.fluencyTokens })
+              : null,
+          }))(),
+        );
+      }
+      return drifts.get(fact.id)!;
+    };
+
     // Blocks of `batchSize` facts, each through every (problem, method, layer): a sweep stopped early
     // (killed, or out of time) holds every condition for fewer facts, not some conditions for all.
     const factOrder = [...new Set(edits.map((e) => e.fact.id))];
@@ -763,14 +886,14 @@ export async function runSweep(
         if (!block.has(it.fact.id)) continue;
         // ROME, R-ROME, MEMIT and EMMET: one group over every layer (layer by layer, so their v* / z
         // batches mostly hold one layer each and straddle two only where a layer's requests leave room).
-        const batched = it.method !== "ft";
+        const batched = engineMethod(it.method) !== "ft";
         const g = `${it.problem}|${it.method}|${batched ? "all" : it.layer}`;
         if (!groups.has(g)) groups.set(g, []);
         groups.get(g)!.push(it);
       }
       for (const group of groups.values()) {
         // A block's edits (facts x layers) are computed together; FT-L's one fact at a time.
-        if (group[0].method !== "ft") chunks.push(group);
+        if (engineMethod(group[0].method) !== "ft") chunks.push(group);
         else chunks.push(...group.map((it) => [it]));
       }
     }
@@ -832,18 +955,36 @@ export async function runSweep(
         // The field's standard metrics beside Hase et al.'s scores, where they apply (metrics.ts): they
         // score other prompts (locality references, generations), so the edit is applied for them.
         const standardCase = standardCaseOf(it.fact.case, reqs[j]);
-        let standard = null;
-        if (standardCase) {
-          const reference = await localityReference(model, tok, standardCase);
+        const before = measured.has(it.fact.id) ? await driftBefore(it.fact) : null;
+        let standard = null, essence: Essence | null = null, fluency: number | null = null, driftSeconds = 0;
+        if (standardCase || before) {
+          const reference = standardCase && await localityReference(model, tok, standardCase);
           const applied = await applyEdit(model, computed[j]);
-          standard = await standardScores(model, tok, standardCase, reference);
-          applied.undo();
+          try {
+            if (standardCase) standard = await standardScores(model, tok, standardCase, reference!);
+            const t2 = performance.now();
+            if (before?.essence) essence = await essenceOf(model, before.essence);
+            if (before?.fluency !== null && before?.fluency !== undefined) {
+              fluency = await generationFluency(model, tok, before.prompts, before.sampling);
+            }
+            driftSeconds = (performance.now() - t2) / 1000;
+          } finally {
+            applied.undo();
+          }
         }
         const scores = caseScores(reqs[j], pre, post);
+        const parts = [scores.rewrite, scores.paraphrase, scores.neighborhood].filter((x) =>
+          !Number.isNaN(x)
+        );
         put(it.key, {
           metrics: jsonSafe({
             ...scores,
             standard,
+            // Hase et al.'s essence and their four-way overall score (target_score_v2), ROME's fluency
+            // after the edit and of the unedited model with the same draws; null where not measured.
+            essence,
+            overallEssence: essence ? harmonicMean([...parts, essence.score]) : null,
+            fluency: fluency === null ? null : { post: fluency, pre: before!.fluency },
             target: reqs[j].target,
             direction: reqs[j].direction ?? "increase",
             pre,
@@ -855,11 +996,23 @@ export async function runSweep(
             editedLayers: editedLayers(mc),
             ...mc.hparams,
             noise: reqs[j].noise ? { ...reqs[j].noise, rule: noise!.rule } : null,
+            drift: {
+              ...s.drift,
+              measured: before !== null,
+              seed: driftSeed(s.seed, it.fact.recordIndex),
+              prompts: before?.prompts.length ?? 0,
+            },
           }) as { [k: string]: Json },
           model: ctx.meta.model,
           dataset: datasetOf(it.fact),
           adapter: ctx.meta.adapter,
-          timings: { edit: editSeconds, batch: part.length, score: scoreSeconds, virtual: virtual ? 1 : 0 },
+          timings: {
+            edit: editSeconds,
+            batch: part.length,
+            score: scoreSeconds,
+            virtual: virtual ? 1 : 0,
+            drift: driftSeconds,
+          },
         });
       }
       show(`${problem} ${method} layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`);
@@ -934,6 +1087,17 @@ export async function runSweep(
   };
 }
 
+/** A measured fact's essence texts and fluency on the unedited model, and how its generations are drawn. */
+interface DriftBefore {
+  /** null: essence not measured (essenceSamples 0). */
+  essence: EssenceTexts | null;
+  /** The generation prompts whose fluency is measured (none: fluency not measured). */
+  prompts: string[];
+  sampling: { tokens: number; topK: number; seed: number };
+  /** Mean fluency of the unedited model's generations; null without prompts. */
+  fluency: number | null;
+}
+
 /** What a trace record keeps: the per-layer regressors and the whole grid (for the report). */
 function traceMetrics(trace: FactTrace): { [k: string]: Json } {
   const mlp = trace.grids.find((g) => g.kind === "mlp");
@@ -979,6 +1143,14 @@ function checkPlan(plan: SweepPlan, nLayer: number): void {
     ids.add(f.id);
   }
   if (plan.settings.batchSize < 1) throw new Error(`${where}: batch size must be >= 1`);
+  const d = plan.settings.drift;
+  for (
+    const [name, min] of [["every", 0], ["topK", 1], ["essenceSamples", 0], ["fluencyPrompts", 0]] as const
+  ) {
+    if (!Number.isInteger(d[name]) || d[name] < min) {
+      throw new Error(`${where}: drift.${name} must be an integer >= ${min}, got ${d[name]}`);
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+// Essence drift and fluency: the generation-based measurements of what an edit does to the rest of the
+// model, on the GPU (metrics.ts generate, tokenPerplexity, fluency). Both are seeded: the same seed gives
+// the same samples and generations on every run, so a pre-edit and a post-edit measurement differ only
+// by the edit.
+//
+//  - Essence (Hase et al., "Does Localization Inform Editing?", appendix B, "Measuring essence drift"):
+//    `samples` texts sampled (top-k) from the unedited model after "{subject} is a", which tend to
+//    describe what the subject is; their mean perplexity before and after the edit; essence score
+//    = 1 - clip(post - pre, 0, 5) / 5 (metrics.ts essenceScore), part of their four-way overall score.
+//  - Fluency (Meng et al., "Locating and Editing Factual Associations in GPT", section 4.2, "generation
+//    entropy"): the weighted bi- and trigram entropy (metrics.ts fluency) of top-k sampled generations
+//    from the case's generation prompts, averaged over the prompts. Repetitive text after a bad edit
+//    scores low.
+import type { Model } from "../../engine/model.ts";
+import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { essenceScore, fluency, generate, tokenPerplexity } from "./metrics.ts";
+
+/** Hase et al.'s essence prompt; "{}" is the subject. */
+export const ESSENCE_TEMPLATE = "{} is a";
+
+/** Sampling of one generation-based measurement. */
+export interface SamplingOptions {
+  /** New tokens per text (fewer where the model's positions run out). */
+  tokens: number;
+  /** Sample among the k most likely tokens (Hase et al. and ROME: 5). */
+  topK: number;
+  /** PRNG seed of the draws. */
+  seed: number;
+}
+
+/** The unedited model's essence texts of one subject and their mean perplexity. */
+export interface EssenceTexts {
+  /** The prompt the texts continue ("{subject} is a"). */
+  prompt: string;
+  /** prompt tokens ++ sampled tokens, per sample: [samples][tokens]. */
+  sequences: number[][];
+  /** The decoded samples. */
+  texts: string[];
+  /** Mean perplexity of the samples (metrics.ts perplexity) under the model that sampled them. */
+  perplexity: number;
+}
+
+/** An edit's essence: the samples' mean perplexity before and after it, and the score. */
+export interface Essence {
+  /** 1 - clip(post - pre, 0, 5) / 5. */
+  score: number;
+  /** Mean perplexity of the essence texts before the edit. */
+  pre: number;
+  /** The same after the edit. */
+  post: number;
+}
+
+const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/**
+ * `samples` essence texts of `subject`, sampled from the model as it is now (call it before editing).
+ * A word of the prompt outside a word-level vocabulary is an error naming it (the model would see its
+ * unknown token instead).
+ */
+export async function essenceTexts(
+  model: Model,
+  tok: Tokenizer,
+  subject: string,
+  o: SamplingOptions & { samples: number },
+): Promise<EssenceTexts> {
+  if (!Number.isInteger(o.samples) || o.samples < 1) {
+    throw new Error(`essence: samples must be a positive integer, got ${o.samples}`);
+  }
+  const prompt = ESSENCE_TEMPLATE.replace("{}", subject);
+  try {
+    targetIds(tok, subject, ESSENCE_TEMPLATE.replace("{} ", ""), { refuseUnknown: true });
+  } catch (e) {
+    throw new Error(`essence prompt ${JSON.stringify(prompt)}: ${(e as Error).message}`);
+  }
+  const g = await generate(model, tok, Array(o.samples).fill(prompt), {
+    maxNewTokens: o.tokens,
+    topK: o.topK,
+    seed: o.seed,
+  });
+  return {
+    prompt,
+    sequences: g.sequences,
+    texts: g.texts,
+    perplexity: mean(await tokenPerplexity(model, g.sequences)),
+  };
+}
+
+/** The essence of the model as it is now (call it with the edit applied) against the unedited texts. */
+export async function essenceOf(model: Model, texts: EssenceTexts): Promise<Essence> {
+  const post = mean(await tokenPerplexity(model, texts.sequences));
+  return { score: essenceScore(texts.perplexity, post), pre: texts.perplexity, post };
+}
+
+/** ROME's fluency of the model as it is now: the mean n-gram entropy of one sampled generation from
+ *  each prompt (the whole text, prompt included, as ROME measures it). */
+export async function generationFluency(
+  model: Model,
+  tok: Tokenizer,
+  prompts: readonly string[],
+  o: SamplingOptions,
+): Promise<number> {
+  if (prompts.length === 0) throw new Error("fluency: no generation prompts");
+  const g = await generate(model, tok, prompts, { maxNewTokens: o.tokens, topK: o.topK, seed: o.seed });
+  return mean(g.texts.map(fluency));
+}
