@@ -14,10 +14,12 @@ import type { Activation } from "./config.ts";
 import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
 import {
   ACTIVATION_CODE,
+  activationMirrors,
   type AttentionOptions,
   attentionSettings,
   normExtent,
   type NormRows,
+  placeholderTexture,
   queryRows,
   rowKernels,
   runRowsWorkgroup,
@@ -245,11 +247,21 @@ export function attentionBackward(
     ] as const
   ) need(op, what, t, size);
   const u = () => uniforms().u32(B, T, nHead, nKvHead, hd).f32(scale, softcap).u32(Tq);
+  // The score pass reads dy and the values from texture mirrors where one can be made (same bits).
+  const mirrors = !o.queries && hd % 4 === 0 ? activationMirrors(gpu, B * T, [[qkv, width], [dy, d]]) : null;
   // The whole file needs every compile-time parameter.
-  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries };
+  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries, TEXTURE: !!mirrors };
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", params),
-    [dy, qkv, probs, offsets, cache, dscores],
+    [
+      dy,
+      qkv,
+      probs,
+      offsets,
+      cache,
+      dscores,
+      ...(mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu)]),
+    ],
     [cdiv(B * nHead * Tq, WG)],
     u(),
   );

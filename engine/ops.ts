@@ -36,7 +36,7 @@ function placeholder(gpu: Gpu): Tensor {
 
 const placeholderTextures = new WeakMap<Gpu, GPUTextureView>();
 /** A 1x1 rgba32float texture bound in place of a switched-off texture operand (never read). */
-function placeholderTexture(gpu: Gpu): GPUTextureView {
+export function placeholderTexture(gpu: Gpu): GPUTextureView {
   let v = placeholderTextures.get(gpu);
   if (!v) {
     const texture = gpu.device.createTexture({
@@ -47,6 +47,24 @@ function placeholderTexture(gpu: Gpu): GPUTextureView {
     placeholderTextures.set(gpu, v = texture.createView());
   }
   return v;
+}
+
+/**
+ * Texture mirrors of activation operands, each the first [rows, cols] of its tensor, where the matmuls
+ * read activations from textures (CPU adapters: see MatmulTiles.texture) and each fits one texture of
+ * whole 64-float rows within the mirror budget; null otherwise (the kernels then read the buffers,
+ * which gives the same bits).
+ */
+export function activationMirrors(
+  gpu: Gpu,
+  rows: number,
+  operands: [Tensor, number][],
+): GPUTextureView[] | null {
+  const tiles = matmulTiles(gpu).texture, maxDim = gpu.limits.maxTextureDimension2D;
+  if (!tiles || tiles.activations === false || rows > maxDim) return null;
+  const fits = ([t, cols]: [Tensor, number]) =>
+    cols % 64 === 0 && cols / 4 <= maxDim && gpu.canMirror(t, rows, cols);
+  return operands.every(fits) ? operands.map(([t, cols]) => gpu.mirror(t, rows, cols)[0].view) : null;
 }
 
 /** Throws unless `t` holds at least `count` values of type `dtype`. */
@@ -737,19 +755,15 @@ export function attention(
     need("attention", "probs", o.probs, B * nHead * Tq * T);
     distinct("attention", o.probs, { qkv, out });
   }
-  // Keys and values from a texture mirror of qkv where the matmuls read activations from textures (CPU
-  // adapters), the whole of qkv fits one texture and its rows are whole texels (same bits as from the
-  // buffer).
-  const maxDim = gpu.limits.maxTextureDimension2D, tiles = matmulTiles(gpu).texture;
-  const texture = !o.queries && tiles !== undefined && tiles.activations !== false && hd % 4 === 0 &&
-    width % 64 === 0 && width / 4 <= maxDim && B * T <= maxDim && gpu.canMirror(qkv, B * T, width);
+  // Keys and values from a texture mirror of qkv where one can be made (whole texels per head).
+  const mirrors = !o.queries && hd % 4 === 0 ? activationMirrors(gpu, B * T, [[qkv, width]]) : null;
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,
       WG: ROW_WG,
       WITH_PROBS: !!o.probs,
       OFFSETS: !!o.queries,
-      TEXTURE: texture,
+      TEXTURE: mirrors !== null,
     }),
     [
       qkv,
@@ -757,7 +771,7 @@ export function attention(
       o.probs ?? placeholder(gpu),
       offsets,
       cache,
-      texture ? gpu.mirror(qkv, B * T, width)[0].view : placeholderTexture(gpu),
+      mirrors?.[0] ?? placeholderTexture(gpu),
     ],
     grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
     uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),

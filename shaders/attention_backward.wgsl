@@ -20,7 +20,11 @@
 //
 // Masked keys have p = 0, hence ds = dc = 0: no mask is needed in pass 2.
 // Compile-time parameters: WG (invocations per workgroup); TM, TN (pass 2's register block:
-// rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS.
+// rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS;
+// TEXTURE (not with OFFSETS; hd % 4 == 0): pass 1 reads dy and the values from rgba32float mirrors of
+// dy and qkv (texel (c, r) = row r's values 4c .. 4c+3), inlined loads on llvmpipe where storage
+// loads are per-lane gathers; each texel's four products are added one at a time, in the order of
+// the buffer loop, so both give the same bits.
 // Each entry point binds its own tensors (auto layouts), followed by its uniform block.
 
 struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f32, Tq: u32 }
@@ -48,9 +52,12 @@ fn kv(B: u32, Tq: u32, stride: u32, b: u32, j: u32, col: u32, e: u32) -> f32 {
   return qkv[(b * Tq + j) * stride + col + e];
 }
 
-// ---- attention_backward_scores. Bindings: dy, qkv, probs, rows, cache, dscores (written), dims.
+// ---- attention_backward_scores. Bindings: dy, qkv, probs, rows, cache, dscores (written), the
+// mirrors of qkv and dy (TEXTURE; placeholders otherwise), dims.
 @group(0) @binding(5) var<storage, read_write> dscores_out: array<f32>; // [B, H, Tq, T], 0 after P(i)
-@group(0) @binding(6) var<uniform> dims: Dims;
+@group(0) @binding(6) var qkvT: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var dyT: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(8) var<uniform> dims: Dims;
 
 @compute @workgroup_size(WG)
 fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -70,7 +77,18 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   let v_col = (dims.H + dims.Hkv + g) * dims.hd;
   for (var j = 0u; j <= i && j < dims.T; j++) {
     var dp = 0.0;
-    for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * kv(dims.B, dims.Tq, stride, b, j, v_col, e); }
+    if (TEXTURE) {
+      for (var c = 0u; c < dims.hd / 4u; c++) {
+        let g4 = textureLoad(dyT, vec2<u32>(h * dims.hd / 4u + c, b * dims.Tq + i_q));
+        let v4 = textureLoad(qkvT, vec2<u32>(v_col / 4u + c, b * dims.Tq + j));
+        dp += g4.x * v4.x;
+        dp += g4.y * v4.y;
+        dp += g4.z * v4.z;
+        dp += g4.w * v4.w;
+      }
+    } else {
+      for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * kv(dims.B, dims.Tq, stride, b, j, v_col, e); }
+    }
     dscores_out[row + j] = dp;
     mean_dp += probs[row + j] * dp;
   }

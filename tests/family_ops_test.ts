@@ -114,7 +114,7 @@ Deno.test("attention with a soft-cap: the cap changes the result (the check abov
   assert.ok(Math.max(...capped.map((v, i) => Math.abs(v - uncapped[i]))) > 0.05);
 });
 
-Deno.test("attention from a texture mirror of qkv: the float64 result, and the buffer kernel's bits", async () => {
+Deno.test("attention and its backward from texture mirrors: the float64 result, the buffer kernels' bits", async () => {
   // Width (4 + 2*2) * 16 = 128: whole texels, rows of 64 floats, so the mirror is used where matmuls read
   // textures (forced here on any adapter); grouped heads, cap and window as in the first case.
   const c: AttentionCase = { ...ATTENTION_CASES[0][1], T: 7, hd: 16 };
@@ -131,17 +131,20 @@ Deno.test("attention from a texture mirror of qkv: the float64 result, and the b
     const probs = gpu.empty([c.B, c.H, c.T, c.T]);
     const y = attention(gpu, t, c.B, c.T, d, c.H, { ...opts, probs });
     assert.equal(gpu.mirrorBytes - mirrored, texture ? R * width * 4 : 0, "qkv mirrored (or not)");
-    return [y, probs, attention(gpu, t, c.B, c.T, d, c.H, opts)];
+    const dy = gpu.tensor([R, d], randomArray(R * d, 14));
+    const dqkv = attentionBackward(gpu, dy, t, probs, c.B, c.T, d, c.H, opts);
+    assert.equal(gpu.mirrorBytes - mirrored, texture ? R * (width + d) * 4 : 0, "dy mirrored (or not)");
+    return [y, probs, attention(gpu, t, c.B, c.T, d, c.H, opts), dqkv];
   };
   try {
     const [textured, buffered, poisonedRun] = [run(true, qkv), run(false, qkv), run(true, poisoned)];
     const got = await gpu.readMany([...textured, ...buffered, poisonedRun[0]]);
     const expected = attention64(qkv, c);
     assertClose(got[0], expected, 1e-5, "y");
-    got.slice(0, 3).forEach((g, i) => assert.deepEqual(g, got[3 + i], `output ${i}: texture vs buffer`));
+    got.slice(0, 4).forEach((g, i) => assert.deepEqual(g, got[4 + i], `output ${i}: texture vs buffer`));
     for (let b = 0; b < c.B; b++) {
       const rows = [b * c.T * d, (b * c.T + c.T - 1) * d];
-      assertClose(got[6].subarray(...rows), expected.subarray(...rows), 1e-5, `poisoned, sequence ${b}`);
+      assertClose(got[8].subarray(...rows), expected.subarray(...rows), 1e-5, `poisoned, sequence ${b}`);
     }
   } finally {
     setMatmulTiles(gpu, saved);
