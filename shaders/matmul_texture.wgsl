@@ -62,6 +62,21 @@ fn window_row(m0: u32, i: u32) -> u32 {
   return (min(m0 + i, d.m_end - 1u) - d.a_row0) * K4;
 }
 
+// Stores the block of rows m0.. and column groups (wy*TN4 + j)*WG + ly (4 columns each) that acc holds,
+// acc[i*TN4 + j] = C[m0+i, 4*((wy*TN4 + j)*WG + ly) .. +3], skipping rows at or past m_end and columns
+// past N (the clamped duplicates).
+fn store_block(m0: u32, wy: u32, ly: u32, acc: ptr<function, array<vec4<f32>, TM * TN4>>) {
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN4; j++) {
+      let n = 4u * ((wy * TN4 + j) * WG + ly);
+      if (m0 + i < d.m_end && n < d.N) {
+        let v = (*acc)[i * TN4 + j];
+        for (var c = 0u; c < 4u; c++) { store(m0 + i, n + c, v[c]); }
+      }
+    }
+  }
+}
+
 // Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
 // acc[i*TN4 + j] holds C[m0+i, 4*col4[j] .. +3]; k runs in order (like matmul.wgsl's kernels).
 @compute @workgroup_size(1, WG, 1)
@@ -87,15 +102,7 @@ fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
     for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].w * bk[j]; } }
   }
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN4; j++) {
-      let n = 4u * ((wid.y * TN4 + j) * WG + lid.y);
-      if (m0 + i < d.m_end && n < d.N) {
-        let v = acc[i * TN4 + j];
-        for (var c = 0u; c < 4u; c++) { store(m0 + i, n + c, v[c]); }
-      }
-    }
-  }
+  store_block(m0, wid.y, lid.y, &acc);
 }
 
 // Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (TN4*WG)). acc[i*TN4 + j] holds four
@@ -157,13 +164,5 @@ fn matmul_texture_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
       for (var j = 0u; j < TN4; j++) { acc[(4u * i + 3u) * TN4 + j] += a.w * bk[j]; }
     }
   }
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN4; j++) {
-      let n = 4u * ((wid.y * TN4 + j) * WG + lid.y);
-      if (m0 + i < d.m_end && n < d.N) {
-        let v = acc[i * TN4 + j];
-        for (var c = 0u; c < 4u; c++) { store(m0 + i, n + c, v[c]); }
-      }
-    }
-  }
+  store_block(m0, wid.y, lid.y, &acc);
 }
