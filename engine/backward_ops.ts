@@ -14,10 +14,12 @@ import type { Activation } from "./config.ts";
 import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
 import {
   ACTIVATION_CODE,
+  activationMirrors,
   type AttentionOptions,
   attentionSettings,
   normExtent,
   type NormRows,
+  placeholderTexture,
   queryRows,
   rowKernels,
   runRowsWorkgroup,
@@ -245,17 +247,22 @@ export function attentionBackward(
     ] as const
   ) need(op, what, t, size);
   const u = () => uniforms().u32(B, T, nHead, nKvHead, hd).f32(scale, softcap).u32(Tq);
+  // Both passes read dy, q, k and v from texture mirrors where they can be made (same bits).
+  const mirrors = !o.queries && hd % 4 === 0 && ATTENTION_BLOCK.TN === 4
+    ? activationMirrors(gpu, B * T, [[qkv, width], [dy, d]])
+    : null;
+  const textures = mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu)];
   // The whole file needs every compile-time parameter.
-  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries };
+  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries, TEXTURE: !!mirrors };
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", params),
-    [dy, qkv, probs, offsets, cache, dscores],
+    [dy, qkv, probs, offsets, cache, dscores, ...textures],
     [cdiv(B * nHead * Tq, WG)],
     u(),
   );
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_qkv", params),
-    [dy, qkv, probs, offsets, cache, dscores, dqkv],
+    [dy, qkv, probs, offsets, cache, dscores, dqkv, ...textures],
     [cdiv(nHead * cdiv(hd, params.TN), WG), cdiv(Tq, params.TM), 3 * B],
     u(),
   );
