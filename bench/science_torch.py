@@ -11,9 +11,10 @@ through transformers' GPT2LMHeadModel on the embedded model's folder:
          rank-one update of mlp.c_proj, the edit's evaluation prompts in one forward, undo;
   trace  a batched causal-trace grid: the clean run once, then per kind one forward over every
          (token, layer, sample) with the subject's embeddings noised and the cell's clean states
-         restored over its window.
+         restored over its window (the median of `repeats` runs); then every fact's grid in turn.
 
-Writes {"threads", "rome": {"perEdit", "edits": [...]}, "trace": {"seconds", "maxDiff"}} to OUT.
+Writes {"threads", "rome": {"perEdit", "edits": [...]}, "trace": {"seconds", "timings", "maxDiff"},
+"traces": {"seconds", "maxDiff"}} to OUT.
 usage: python3 bench/science_torch.py JOB.json OUT.json
 """
 import json
@@ -127,8 +128,7 @@ def rome_edit(model, job, edit, layer, chol):
     return probs[0]
 
 
-def trace_grid(model, job):
-    tr = job["trace"]
+def trace_grid(model, tr):
     ids, (b, e), target, N = tr["ids"], tr["subject"], tr["target"], tr["samples"]
     T, L, d = len(ids), model.config.n_layer, model.config.n_embd
     noise = torch.tensor(tr["noise"], dtype=torch.float32).view(N, e - b, d)
@@ -187,6 +187,14 @@ def trace_grid(model, job):
     return grids
 
 
+def grid_diff(grids, locus):
+    """Largest |p torch - p Locus| over every kind, token and layer of a grid."""
+    return max(
+        abs(grids[k][t][layer] - locus[k][t][layer])
+        for k in grids for t in range(len(grids[k])) for layer in range(len(grids[k][t]))
+    )
+
+
 def main():
     job = json.load(open(sys.argv[1]))
     model = GPT2LMHeadModel.from_pretrained(job["model"], dtype=torch.float32).eval()
@@ -206,19 +214,27 @@ def main():
             edits.append({"fact": edit["fact"], "layer": layer, "rewrite": rome_edit(model, job, edit, layer, chol[layer])})
     per_edit = (time.perf_counter() - start) / len(edits)
 
-    trace_grid(model, job)  # warm-up
+    trace_grid(model, job["trace"])  # warm-up
+    timings = []
+    for _ in range(job["repeats"]):
+        start = time.perf_counter()
+        grids = trace_grid(model, job["trace"])
+        timings.append(time.perf_counter() - start)
     start = time.perf_counter()
-    grids = trace_grid(model, job)
-    trace_seconds = time.perf_counter() - start
-    locus = job["trace"]["locus"]
-    max_diff = max(
-        abs(grids[k][t][layer] - locus[k][t][layer])
-        for k in grids for t in range(len(grids[k])) for layer in range(len(grids[k][t]))
-    )
+    many = [trace_grid(model, tr) for tr in job["traces"]]
+    many_seconds = time.perf_counter() - start
     out = {
         "threads": torch.get_num_threads(),
         "rome": {"perEdit": per_edit, "edits": edits},
-        "trace": {"seconds": trace_seconds, "maxDiff": max_diff},
+        "trace": {
+            "seconds": sorted(timings)[len(timings) // 2],
+            "timings": timings,
+            "maxDiff": grid_diff(grids, job["trace"]["locus"]),
+        },
+        "traces": {
+            "seconds": many_seconds,
+            "maxDiff": max(grid_diff(g, tr["locus"]) for g, tr in zip(many, job["traces"])),
+        },
     }
     with open(sys.argv[2], "w") as fh:
         json.dump(out, fh)

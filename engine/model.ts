@@ -198,6 +198,12 @@ export interface ForwardOptions {
   /** With startLayer: the residual [B*T, d] entering that block. */
   input?: Tensor;
   /**
+   * Run blocks [startLayer, endLayer) only, without the head (default: every block, then the head):
+   * `logits` then holds the residual leaving block endLayer - 1 at outputRows, [outputRows.length, d]
+   * (a part of the model run on its own, as causal tracing runs a cell's first layer). Not with keep.
+   */
+  endLayer?: number;
+  /**
    * Low-rank edits of MLP output projections applied per row without writing the weights
    * (engine/virtual_edits.ts): added to the "mlp" state before that site's hooks run, so captures
    * and patches see the edited output. Not differentiated: refused with `keep`.
@@ -690,6 +696,12 @@ export class Model {
     const hooks = o.hooks ?? [];
     const keep = o.keep ?? false;
     const start = o.startLayer ?? 0;
+    const end = o.endLayer ?? cfg.nLayer;
+    if (!(Number.isInteger(end) && start <= end && end <= cfg.nLayer)) {
+      throw new Error(`forward: endLayer ${end} outside [${start}, ${cfg.nLayer}]`);
+    }
+    const headless = o.endLayer !== undefined;
+    if (headless && keep) throw new Error("forward: a pass that stops at endLayer cannot be kept");
     const outputRows = o.outputRows ?? batch.lengths.map((n, b) => b * T + n - 1);
     for (const h of hooks) {
       if (h.site !== "embed" && (h.layer < 0 || h.layer >= cfg.nLayer)) {
@@ -773,7 +785,7 @@ export class Model {
 
     const sequential = cfg.residual === "sequential";
     const layers: LayerActivations[] = [];
-    for (let l = start; l < cfg.nLayer; l++) {
+    for (let l = start; l < end; l++) {
       const p = `h.${l}.`;
       // An op whose input no hook needs on its own rides in the epilogue of the matmul before it, with
       // the same sums: each residual add of a sequential block in its projection's (beta = 1 into the
@@ -907,6 +919,11 @@ export class Model {
     const n = outputRows.length;
     const selected = gpu.empty([n, d]);
     rowOps(gpu, selected, x, d, outputRows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })));
+    if (headless) {
+      if (x !== o.input) gpu.release(x);
+      gpu.release(suffixState?.offsets);
+      return { logits: selected, outputRows, batch, hooks, startLayer: start, input: o.input };
+    }
     const lnfStats = gpu.empty([n, 2]);
     const lnf = this.norm(selected, "ln_f", n, lnfStats);
     const logits = gpu.empty([n, cfg.vocabSize]);

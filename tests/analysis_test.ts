@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   caveats,
   concentratedFacts,
+  driftDescription,
   findings,
   formatP,
   goldenVsSampleWise,
@@ -19,6 +20,7 @@ import {
   r2Table,
   selectionScores,
   type SweepData,
+  windowStudy,
 } from "../experiments/study/analysis.ts";
 import { fSurvival, holm } from "../experiments/study/stats.ts";
 import type { Json, StoredResult } from "../experiments/study/store.ts";
@@ -66,10 +68,16 @@ function edit(
   );
 }
 
-function trace(fact: string, effect: (number | null)[], localization = "causal-tracing"): StoredResult {
+function trace(
+  fact: string,
+  effect: (number | null)[],
+  localization = "causal-tracing",
+  window?: number,
+): StoredResult {
   return record(
     { fact, method: "none", layer: null, problem: "none", localization },
     { effect, lastSubjectEffect: effect.map((e) => (e === null ? null : e / 2)), trace: { grids: [] } },
+    window === undefined ? {} : { hparams: { window } },
   );
 }
 
@@ -468,4 +476,114 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
   );
   assert.match(findings(weak).join("\n"), /Neither predictor explains much: median R² of the layer \d/);
   assert.doesNotMatch(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /Neither predictor/);
+});
+
+Deno.test("driftDescription: what was measured, or why essence and fluency were not", () => {
+  const none = { edits: 12, essence: 0, fluency: 0, facts: 0 };
+  const settings = {
+    essenceSamples: 5,
+    essenceTokens: 20,
+    fluencyPrompts: 5,
+    fluencyTokens: 20,
+    topK: 5,
+    every: 4,
+  };
+  assert.match(
+    driftDescription({ ...none, settings: null }),
+    /not measured \(the store's edit records predate them\)/,
+  );
+  assert.match(
+    driftDescription({ ...none, settings: { ...settings, every: 0 } }),
+    /not measured \(switched off/,
+  );
+  assert.match(
+    driftDescription({ ...none, settings: { ...settings, essenceSamples: 0, fluencyPrompts: 0 } }),
+    /switched off/,
+  );
+  assert.match(
+    driftDescription({ ...none, settings }),
+    /not measured \(no edit of a measured fact is stored yet\)/,
+  );
+  assert.equal(
+    driftDescription({ edits: 12, essence: 6, fluency: 3, facts: 1, settings }),
+    "Essence measured on 6 and fluency on 3 of 12 edits (1 fact: 1 in 4 of the seeded sample, at every layer, " +
+      'method and problem); essence: 5 samples of 20 new tokens after "{subject} is a", fluency: 20 new tokens ' +
+      "after each of up to 5 generation prompts; top-5 sampling seeded per fact.",
+  );
+});
+
+Deno.test("windowStudy: the regressions per tracing window on the facts traced with every window, one Holm family", () => {
+  // 30 facts x 3 layers, two methods. Windows: 1 (the main causal-tracing records), 2 and 3 (window-study
+  // records). The rewrite score follows the window-3 effect; the window-1 and window-2 effects are noise.
+  // Fact f29 lacks its window-2 trace: left out of every window's regressions, kept in no mean.
+  const random = rng(5);
+  const results: StoredResult[] = [];
+  const effects = new Map<number, number[][]>([[1, []], [2, []], [3, []]]);
+  for (let f = 0; f < 30; f++) {
+    for (const w of [1, 2, 3]) {
+      const effect = [0, 1, 2].map(() => random() * w / 3);
+      effects.get(w)!.push(effect);
+      if (w === 2 && f === 29) continue;
+      results.push(trace(`f${f}`, effect, w === 1 ? "causal-tracing" : `tracing-window:${w}`, w));
+    }
+    for (const method of ["rome", "memit"]) {
+      for (let l = 0; l < 3; l++) {
+        const y = 0.3 * l + 2 * effects.get(3)![f][l] + 0.05 * random();
+        results.push(edit(`f${f}`, l, y, { method }));
+      }
+    }
+  }
+  // A zeroing record and one without a window are not windows of the study.
+  results.push(trace("f0", [0.1, 0.2, 0.3], "zeroing", 1), trace("f1", [0.1, 0.2, 0.3], "tracing-window:9"));
+  const data = loadSweep(results);
+  const study = windowStudy(data, { resamples: 200 });
+  assert.deepEqual(study.windows.map((w) => [w.window, w.localization, w.facts]), [
+    [1, "causal-tracing", 30],
+    [2, "tracing-window:2", 29],
+    [3, "tracing-window:3", 30],
+  ]);
+  assert.equal(study.facts, 29);
+  // Figure 10's mean peak: by hand, over the 29 facts traced with every window.
+  for (const w of study.windows) {
+    const peaks = effects.get(w.window)!.slice(0, 29).map((e) => Math.max(...e));
+    close(w.peak.estimate, avg(peaks), 1e-12, `window ${w.window} mean peak`);
+    assert.ok(w.peak.lower <= w.peak.estimate && w.peak.estimate <= w.peak.upper);
+    // Figure 11: where each of those facts peaks.
+    const counts = [0, 0, 0];
+    for (const e of effects.get(w.window)!.slice(0, 29)) counts[e.indexOf(Math.max(...e))]++;
+    assert.deepEqual([w.peakLayers, w.noPeak], [counts, 0], `window ${w.window} peak layers`);
+  }
+  // Each window's rows are r2Table's with that window's records on the same 29 facts ...
+  assert.deepEqual(study.rows.map((r) => [r.window, r.method]), [
+    [1, "rome"],
+    [1, "memit"],
+    [2, "rome"],
+    [2, "memit"],
+    [3, "rome"],
+    [3, "memit"],
+  ]);
+  const facts = new Set(Array.from({ length: 29 }, (_, f) => `f${f}`));
+  for (const w of study.windows) {
+    const own = r2Table(data, { localization: w.localization, facts, resamples: 200 });
+    const mine = study.rows.filter((r) => r.window === w.window);
+    for (const [i, r] of mine.entries()) {
+      assert.equal(r.n, 29 * 3);
+      for (const k of ["layer", "trace", "both", "diff", "f2", "p"] as const) {
+        assert.equal(r[k], own[i][k], `window ${w.window} ${r.method} ${k}`);
+      }
+      assert.deepEqual(r.ci, own[i].ci);
+    }
+  }
+  // ... Holm-corrected over all six rows (one family, not per window).
+  assert.deepEqual(study.rows.map((r) => r.pAdjusted), holm(study.rows.map((r) => r.p)));
+  assert.notDeepEqual(
+    study.rows.filter((r) => r.window === 3).map((r) => r.pAdjusted),
+    holm(study.rows.filter((r) => r.window === 3).map((r) => r.p)),
+  );
+  // The informative window explains the score; the noise windows do not.
+  for (const r of study.rows) {
+    if (r.window === 3) {
+      assert.ok(r.trace > 0.5 && r.verdict === "effect", `window 3 ${r.method}: ${r.trace} ${r.verdict}`);
+    } else assert.ok(r.trace < 0.2, `window ${r.window} ${r.method}: trace R² ${r.trace}`);
+  }
 });

@@ -50,6 +50,7 @@ Deno.test("qualityBar: ROME needs >= 100 edits at ES >= 0.9, PS >= 0.8, NS >= 0.
     generalization: null,
     locality: null,
     portability: null,
+    specificity: null,
   });
   const rome = (cases: number, es: number, ps: number, ns: number, spread = 0): QualityRow => ({
     label: "x",

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import {
   type CounterfactRecord,
   counterfactRecords,
+  datasetFiles,
   ENTITY_TYPE_TEMPLATE,
   generateKnowledgeBase,
   INTERJECTIONS,
@@ -13,13 +14,18 @@ import {
   knownFactsRecords,
   SUBJECT_TYPES,
   trainingCorpus,
+  type ZsreRecord,
+  zsreRecords,
 } from "../experiments/knowledge/knowledge_base.ts";
+import { parseDataset } from "../experiments/data/datasets.ts";
+import { DEFAULT_TRAIN } from "../experiments/knowledge/train.ts";
 
 interface Built {
   kb: KnowledgeBase;
   corpus: string[];
   counterfact: CounterfactRecord[];
   known: ReturnType<typeof knownFactsRecords>;
+  zsre: ZsreRecord[];
 }
 
 function build(opts: KbOptions): Built {
@@ -29,6 +35,7 @@ function build(opts: KbOptions): Built {
     corpus: trainingCorpus(kb),
     counterfact: counterfactRecords(kb),
     known: knownFactsRecords(kb),
+    zsre: zsreRecords(kb),
   };
 }
 
@@ -66,7 +73,7 @@ const statedAs = (template: string, subject: string, object: string) =>
 
 Deno.test("same seed gives byte-identical output, another seed a different one", () => {
   const again = build({ seed: 0 });
-  for (const key of ["kb", "corpus", "counterfact", "known"] as const) {
+  for (const key of ["kb", "corpus", "counterfact", "known", "zsre"] as const) {
     assert.equal(
       JSON.stringify(again[key]),
       JSON.stringify(DEFAULT[key]),
@@ -74,7 +81,7 @@ Deno.test("same seed gives byte-identical output, another seed a different one",
     );
   }
   const other = build({ seed: 1 });
-  for (const key of ["kb", "corpus", "counterfact", "known"] as const) {
+  for (const key of ["kb", "corpus", "counterfact", "known", "zsre"] as const) {
     assert.notEqual(
       JSON.stringify(other[key]),
       JSON.stringify(DEFAULT[key]),
@@ -116,7 +123,7 @@ Deno.test("options set the sizes, and bad options name the field", () => {
   }
 });
 
-for (const [label, { kb, corpus, counterfact, known }] of VARIANTS) {
+for (const [label, { kb, corpus, counterfact, known, zsre }] of VARIANTS) {
   const relationById = new Map(kb.relations.map((r) => [r.id, r]));
   const subjectNames = kb.subjects.map((s) => s.name);
 
@@ -311,6 +318,61 @@ for (const [label, { kb, corpus, counterfact, known }] of VARIANTS) {
     }
   });
 
+  Deno.test(`${label}: zsRE records follow MEND's schema and mean what they say`, () => {
+    assert.equal(zsre.length, kb.facts.length);
+    const lines = new Set(corpus);
+    const seenRephrase = new Set<string>(), seenLoc = new Set<string>();
+    zsre.forEach((z, i) => {
+      const where = `zsre record ${i}`;
+      const fact = kb.facts[i], relation = relationById.get(fact.relation)!;
+      assert.deepEqual(
+        Object.keys(z),
+        ["subject", "src", "pred", "rephrase", "alt", "answers", "loc", "loc_ans", "cond"],
+        where,
+      );
+      assert.equal(z.subject, fact.subject, where);
+      // src: the fact's training template, which the corpus states (so the model was taught it).
+      assert.equal(z.src, render(fact.template, fact.subject), where);
+      assert.ok(statedAs(fact.template, fact.subject, fact.object).some((l) => lines.has(l)), where);
+      assert.deepEqual([z.pred, z.answers, z.alt], [fact.object, [fact.object], fact.counterfactual], where);
+      assert.notEqual(z.alt, fact.object, where);
+      // rephrase: one of the relation's held-out templates, never in the corpus.
+      assert.ok(relation.heldOutTemplates.map((t) => render(t, fact.subject)).includes(z.rephrase), where);
+      seenRephrase.add(z.rephrase.replace(fact.subject, "{}"));
+      // loc: another subject's fact in its own training template, with that fact's true object.
+      const other = kb.facts.find((f) => render(f.template, f.subject) === z.loc);
+      assert.ok(other, `${where}: loc "${z.loc}" is no fact's prompt`);
+      assert.notEqual(other.subject, fact.subject, where);
+      assert.equal(z.loc_ans, other.object, where);
+      seenLoc.add(other.subject);
+      assert.equal(z.cond, `${z.pred} >> ${z.alt} || ${z.src}`, where);
+    });
+    // Both held-out templates and many subjects are drawn (a constant draw would pass the checks above).
+    if (zsre.length >= 20) {
+      assert.ok(seenRephrase.size > kb.relations.length, `${seenRephrase.size} rephrase templates used`);
+      assert.ok(seenLoc.size > kb.subjects.length / 4, `${seenLoc.size} loc subjects used`);
+    }
+    // Locus's dataset reader takes them as zsRE cases: src as the prompt, alt as the new object.
+    const { format, cases } = parseDataset(JSON.stringify(zsre), "zsre.json");
+    assert.equal(format, "zsre");
+    assert.deepEqual(
+      [
+        cases[0].template,
+        cases[0].targetNew,
+        cases[0].targetTrue,
+        cases[0].paraphrases,
+        cases[0].neighborhood,
+      ],
+      [
+        kb.facts[0].template,
+        zsre[0].alt,
+        zsre[0].pred,
+        [zsre[0].rephrase],
+        [{ prompt: zsre[0].loc, answer: zsre[0].loc_ans, kind: "locality" }],
+      ],
+    );
+  });
+
   Deno.test(`${label}: CounterFact records follow ROME's schema and mean what they say`, () => {
     assert.equal(counterfact.length, kb.facts.length);
     // Every training prompt of every fact, to look up which fact a rendered prompt belongs to.
@@ -444,7 +506,7 @@ for (const [label, { kb, corpus, counterfact, known }] of VARIANTS) {
   });
 }
 
-Deno.test("CLI writes the four files, identical to the library's output", async () => {
+Deno.test("CLI writes the five files, identical to the library's output", async () => {
   const out = await Deno.makeTempDir({ prefix: "locus_kb_" });
   try {
     const args = [
@@ -477,6 +539,36 @@ Deno.test("CLI writes the four files, identical to the library's output", async 
     assert.deepEqual(JSON.parse(await Deno.readTextFile(`${out}/kb.json`)), kb);
     assert.deepEqual(JSON.parse(await Deno.readTextFile(`${out}/counterfact.json`)), counterfact);
     assert.deepEqual(JSON.parse(await Deno.readTextFile(`${out}/known_facts.json`)), known);
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(`${out}/zsre.json`)), VARIANTS[1][1].zsre);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("CLI --embedded writes the embedded model's datasets as train does, and refuses other options", async () => {
+  const out = await Deno.makeTempDir({ prefix: "locus_kb_embedded_" });
+  const run = (...extra: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "experiments/commands/generate_kb.ts", "--embedded", "--out", out, ...extra],
+      cwd: new URL("..", import.meta.url),
+    }).output();
+  try {
+    const result = await run();
+    assert.equal(result.code, 0, new TextDecoder().decode(result.stderr));
+    const expected = datasetFiles(
+      generateKnowledgeBase({ seed: DEFAULT_TRAIN.seed, subjectsPerType: DEFAULT_TRAIN.subjects }),
+    );
+    const written = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    assert.deepEqual(written, Object.keys(expected).sort()); // no kb.json in a model folder
+    for (const [name, text] of Object.entries(expected)) {
+      assert.ok((await Deno.readTextFile(`${out}/${name}`)) === text, `${name} differs from datasetFiles`);
+    }
+    const refused = await run("--seed", "3");
+    assert.equal(refused.code, 1);
+    assert.match(
+      new TextDecoder().decode(refused.stderr),
+      /--embedded fixes the knowledge base; drop --seed/,
+    );
   } finally {
     await Deno.remove(out, { recursive: true });
   }

@@ -410,6 +410,32 @@ Deno.test("standard metrics (ES/PS/NS, EM/PM/NM, EasyEdit's four) of one case ma
   assert.equal(s.generalization, mean(c.paraphrases.map((p) => acc(p, c.targetNew))));
   assert.equal(s.portability, acc(c.portability[0].prompt, c.portability[0].answer));
   assert.equal(s.locality, 1);
+  assert.equal(s.specificity, mean(c.neighbors.map((p) => acc(p, c.targetTrue))));
+  // zsRE: each neighbour has its own answer (loc_ans); NS, NM, specificity and locality's reference use it.
+  const z = { ...c, neighborAnswers: ["a famous old river", "Paris"] };
+  const zs = await standardScores(model, tok, z, await localityReference(model, tok, z));
+  const answer = (i: number) => z.neighborAnswers[i];
+  assert.equal(zs.specificity, mean(z.neighbors.map((p, i) => acc(p, answer(i)))));
+  assert.equal(
+    zs.neighborhoodSuccess,
+    mean(z.neighbors.map((p, i) => (ref(p, answer(i)).nll < ref(p, c.targetNew).nll ? 1 : 0))),
+  );
+  near(
+    zs.neighborhoodMagnitude!,
+    mean(z.neighbors.map((p, i) => Math.exp(-ref(p, answer(i)).nll) - Math.exp(-ref(p, c.targetNew).nll))),
+    1e-4,
+    "zsRE NM",
+  );
+  assert.equal(zs.locality, 1);
+  assert.deepEqual(
+    (await localityReference(model, tok, z)).map((r) => r.length),
+    z.neighborAnswers.map((a) => tok.encode(" " + a).length),
+    "the locality reference scores each neighbour's own answer",
+  );
+  await assert.rejects(
+    () => localityReference(model, tok, { ...c, neighborAnswers: ["Paris"] }),
+    /1 neighbour answers for 2 neighbours/,
+  );
   // Against a reference that differs in one of a neighbour's tokens, locality drops to 1/2 for it.
   const changed = reference.map((r, i) => (i === 0 ? r.map((id) => (id + 1) % WORDS.length) : r));
   assert.equal((await standardScores(model, tok, c, changed)).locality, 0.5);
@@ -421,7 +447,14 @@ Deno.test("standard metrics (ES/PS/NS, EM/PM/NM, EasyEdit's four) of one case ma
     [],
   );
   for (
-    const key of ["paraphraseSuccess", "neighborhoodSuccess", "generalization", "locality", "portability"]
+    const key of [
+      "paraphraseSuccess",
+      "neighborhoodSuccess",
+      "generalization",
+      "locality",
+      "portability",
+      "specificity",
+    ]
   ) {
     assert.equal(bare[key as keyof typeof bare], null, key);
   }

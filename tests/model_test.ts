@@ -155,6 +155,27 @@ Deno.test("starting mid-model from a captured residual reproduces the full forwa
   const tail = model.forward(batch, { startLayer: 2, input: resid1 });
   assertClose(await tail.logits.read(), fullLogits, 1e-5, "resumed at layer 2");
   assert.deepEqual(await resid1.read(), captured, "the residual adds never write into the caller's input");
+  // Blocks 2..3 alone, without the head: the residual leaving block 3 at the chosen rows.
+  const resid3 = gpu.zeros([7, cfg.nEmbd]);
+  model.releaseForward(model.forward(batch, {
+    hooks: [{ layer: 3, site: "resid", capture: { into: resid3, rows: [0, 1, 2, 3, 4, 5, 6] } }],
+  }));
+  const part = model.forward(batch, { startLayer: 2, endLayer: 4, input: resid1, outputRows: [6, 2] });
+  const d = cfg.nEmbd, want = await resid3.read();
+  assertClose(
+    await part.logits.read(),
+    [...want.subarray(6 * d, 7 * d), ...want.subarray(2 * d, 3 * d)],
+    1e-5,
+    "blocks 2..3",
+  );
+  // A pass of no blocks gives its input's rows back; endLayer out of range or kept is refused.
+  const none = model.forward(batch, { startLayer: 2, endLayer: 2, input: resid1, outputRows: [6] });
+  assert.deepEqual(await none.logits.read(), captured.subarray(6 * d, 7 * d));
+  assert.throws(
+    () => model.forward(batch, { startLayer: 2, endLayer: 1, input: resid1 }),
+    /endLayer 1 outside \[2, 4\]/,
+  );
+  assert.throws(() => model.forward(batch, { endLayer: 2, keep: true }), /stops at endLayer cannot be kept/);
 });
 
 Deno.test("the fused forward (GELU and residual adds in matmul epilogues) gives the unfused one's bits", async () => {

@@ -3,7 +3,14 @@
 // network, a sweep without traces still names every table and figure; and the page opens in headless
 // Chromium (DOM dumped, screenshot written) with the network blocked.
 import assert from "node:assert/strict";
-import { formatP, layerCurves, loadSweep, r2Table } from "../experiments/study/analysis.ts";
+import {
+  formatP,
+  layerCurves,
+  loadSweep,
+  r2Table,
+  standardTable,
+  windowStudy,
+} from "../experiments/study/analysis.ts";
 import { type ResultRecord, ResultStore } from "../experiments/study/store.ts";
 import type { FactTrace, KindGrid, StateKind } from "../experiments/localization/tracing.ts";
 import { rng, runScript, type ScriptRun } from "./util.ts";
@@ -73,7 +80,7 @@ const DRIFT = {
 /** 10 facts (2 proxy) x 4 layers x 2 methods x 2 problems; the rewrite score depends mostly on the layer.
  *  With `drift`, the even facts' edits carry essence and fluency as the sweep stores them. */
 function syntheticRecords(
-  o: { traces: boolean; drift?: boolean; methods?: string[] },
+  o: { traces: boolean; drift?: boolean; methods?: string[]; zsre?: boolean },
 ): ResultRecord[] {
   const methods = o.methods ?? METHODS;
   const random = rng(11);
@@ -82,15 +89,23 @@ function syntheticRecords(
   for (let f = 0; f < 10; f++) {
     // The subject of fact 0 needs escaping in HTML.
     const subject = f === 0 ? `<b>Ann & "Bo"</b> Berg` : `Person${f} Surname${f}`;
-    const fact = `counterfact:${f}`, split = f < 2 ? "proxy" : "test";
+    const fact = `${o.zsre ? "zsre" : "counterfact"}:${f}`, split = f < 2 ? "proxy" : "test";
     const peak = f % L;
     const effect = Array.from(
       { length: L },
       (_, l) => (l === peak ? 0.9 : f % 3 === 0 ? 0.1 : 0.55 * random()),
     );
     if (o.traces) {
-      for (const localization of ["causal-tracing", "zeroing"]) {
-        const trace = syntheticTrace(subject, effect);
+      // The main traces (window 1) and the window study's (window 2: each layer gains from its next one).
+      const wide = effect.map((e, l) => e + 0.5 * (effect[l + 1] ?? 0));
+      for (
+        const [localization, window, e] of [
+          ["causal-tracing", 1, effect],
+          ["zeroing", 1, effect],
+          ["tracing-window:2", 2, wide],
+        ] as const
+      ) {
+        const trace = syntheticTrace(subject, e);
         records.push({
           ...base,
           fact,
@@ -98,7 +113,8 @@ function syntheticRecords(
           layer: null,
           problem: "none",
           localization,
-          metrics: JSON.parse(JSON.stringify({ effect, lastSubjectEffect: effect.map((e) => e / 2), trace })),
+          metrics: JSON.parse(JSON.stringify({ effect: e, lastSubjectEffect: e.map((x) => x / 2), trace })),
+          hparams: { window },
           dataset: { ...DATASET, caseId: fact, split },
         });
       }
@@ -159,6 +175,7 @@ function syntheticRecords(
                 generalization: 0.4,
                 locality: 1,
                 portability: null,
+                ...(o.zsre ? { specificity: 0.25 + 0.01 * f } : {}),
               }
               : null,
           };
@@ -235,6 +252,8 @@ const TABLES = [
   "table-selection-000",
   "table-counterfact",
   "table-mass-editing",
+  "table-window-effects",
+  "table-window",
 ];
 const FIGURES = [
   "fig-heatmaps",
@@ -247,6 +266,7 @@ const FIGURES = [
   "fig-selection",
   "fig-selection-runtime",
   "fig-mass-editing",
+  "fig-window-r2",
   "fig-essence",
 ];
 
@@ -273,7 +293,7 @@ function bodyRows(tableHtml: string): string[][] {
 Deno.test("deno task report: every table and figure, cells that match the analysis, no network, escaped text", async () => {
   const r = await report(fullDb);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /study\.html: report of sweep "study" \(160 edits, 20 traces\)/);
+  assert.match(r.stdout, /study\.html: report of sweep "study" \(160 edits, 30 traces\)/);
   const html = await Deno.readTextFile(`${dir}/study.html`);
   for (const id of TABLES) {
     assert.equal(html.split(`id="${id}"`).length, 2, `${id} appears once`);
@@ -282,9 +302,14 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   for (const id of FIGURES) {
     assert.match(element(html, id), /^<figure id=.*<svg /s, `${id} is a figure with SVG`);
   }
-  assert.ok(
-    !html.includes('class="missing"'),
-    `nothing is missing: ${html.match(/<p id="[^"]*" class="missing">[^<]*/g)}`,
+  // Nothing is missing but the zsRE table (these facts are CounterFact records), which says why.
+  assert.deepEqual(
+    [...html.matchAll(/<p id="([^"]*)" class="missing">/g)].map((m) => m[1]),
+    ["table-zsre"],
+  );
+  assert.match(
+    element(html, "table-zsre"),
+    /the sweep&#39;s facts are not zsRE records \(run it with --dataset/,
   );
   assert.equal(element(html, "fig-heatmaps").split("<svg ").length - 1, 3, "3 heatmaps");
   assert.equal(element(html, "fig-tracing-curves").split("<svg ").length - 1, 3, "a curve chart per kind");
@@ -365,12 +390,13 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   assert.deepEqual(counterfact[0].slice(0, 3), ["error-injection", "ROME (1 layer)", "1"]);
   assert.match(counterfact[0][3], /^1\.000<br>/, "ES: every rewrite at layer 1 is above 0.5");
   assert.match(counterfact[0][12], /^n\/a<br>/, "no portability prompts");
+  assert.match(counterfact[0][13], /^n\/a<br>/, "no specificity stored in these records");
   // ROME's fluency at that layer over the 4 measured test facts (the even ones: 2, 4, 6, 8), and the
   // unedited model's.
   const fluency = [2, 4, 6, 8].reduce((sum, f) => sum + syntheticFluency(f, 1), 0) / 4;
-  assert.match(counterfact[0][13], new RegExp(`^${fluency.toFixed(3)}<br>`));
-  assert.match(counterfact[0][14], /^4\.600<br>/);
-  assert.equal(counterfact[0][15], "8 (fluency: 4)");
+  assert.match(counterfact[0][14], new RegExp(`^${fluency.toFixed(3)}<br>`));
+  assert.match(counterfact[0][15], /^4\.600<br>/);
+  assert.equal(counterfact[0][16], "8 (fluency: 4)");
   // Hase et al.'s essence figure: essence, overall and overall with essence by layer, per problem, from the
   // 5 measured facts (the analysis' curves are the stored values' means).
   const essence = element(html, "fig-essence");
@@ -400,11 +426,85 @@ Deno.test("deno task report: every table and figure, cells that match the analys
     ["memit", "1", "0.880", "2.00"],
     ["memit", "8", (0.74 + 0.035).toFixed(3), "16.00"],
   ]);
+  // The window study: per window its mean peak effect, and r2Table's numbers with that window's effects
+  // (on the 4-layer model, the paper's windows 1, 3, 5 are 1 layer and 10 is 1 too; the synthetic window 2
+  // is none of them), Holm-corrected over the whole table.
+  const study = windowStudy(data, { metric: "rewrite" });
+  const effects = bodyRows(element(html, "table-window-effects"));
+  assert.deepEqual(effects.map((r) => r.slice(0, 3)), [
+    ["1 layer (paper 1, 3, 5, 10)", "causal-tracing", "10"],
+    ["2 layers", "tracing-window:2", "10"],
+  ]);
+  assert.equal(effects[1][3], withCI(study.windows[1].peak.estimate, study.windows[1].peak));
+  // Where the facts peak (fact f peaks at layer f mod 4 with window 1).
+  assert.equal(effects[0][4], "3 · 3 · 2 · 2");
+  assert.equal(effects[1][4], study.windows[1].peakLayers.join(" · "));
+  assert.ok(study.windows[1].peak.estimate > study.windows[0].peak.estimate, "wider windows, larger peaks");
+  const windowRows = bodyRows(element(html, "table-window"));
+  assert.equal(windowRows.length, PROBLEMS.length * METHODS.length * 2);
+  const w2 = study.rows.find((r) =>
+    r.window === 2 && r.problem === "error-injection" && r.method === "rome"
+  )!;
+  assert.deepEqual(windowRows[1].slice(0, 5), [
+    "2 layers",
+    withCI(w2.layer, w2.ci.layer),
+    withCI(w2.trace, w2.ci.trace),
+    withCI(w2.both, w2.ci.both),
+    withCI(w2.diff, w2.ci.diff),
+  ]);
+  assert.equal(windowRows[1][7], formatP(w2.pAdjusted));
+  assert.deepEqual(windowRows[0].slice(0, 3), [
+    "error-injection",
+    "ROME (1 layer)",
+    "1 layer (paper 1, 3, 5, 10)",
+  ]);
+  assert.match(element(html, "table-window"), /round\(w × 4 \/ 28\)\) .*layers: 1, 3, 5, 10 → 1\./);
+  // Its chart: two bar charts (trace R², Both − Layer), a bar per window in each (problem, method) group.
+  assert.equal(element(html, "fig-window-r2").split("<svg ").length - 1, 2);
   const seed000 = bodyRows(element(html, "table-selection-000"));
   assert.deepEqual(seed000.map((r) => [r[0], r[1]]), [["Attribution score (IG)", "3"], [
     "Causal tracing",
     "0",
   ]]);
+});
+
+Deno.test("report: on zsRE facts, the zsRE table names MEMIT's metrics, with the standard metrics' numbers", async () => {
+  const db = `${dir}/zsre.db`;
+  writeStore(
+    db,
+    syntheticRecords({ traces: false, zsre: true }).filter((r) => r.localization === "layer-grid"),
+  );
+  const r = await report(db, "--out", `${dir}/zsre.html`);
+  assert.equal(r.code, 0, r.stderr);
+  const html = await Deno.readTextFile(`${dir}/zsre.html`);
+  const zsre = element(html, "table-zsre");
+  assert.match(zsre, /^<table id="table-zsre">/);
+  assert.match(
+    zsre,
+    /<th>Efficacy<\/th><th>Paraphrase<\/th><th>Specificity<\/th><th>Locality \(EasyEdit\)<\/th><th>n facts<\/th>/,
+  );
+  const store = ResultStore.open(db);
+  const data = loadSweep(store.results());
+  store.close();
+  const expected = standardTable(data);
+  const rows = bodyRows(zsre);
+  assert.equal(rows.length, METHODS.length, "error injection only");
+  const cell = (ci: { estimate: number; lower: number; upper: number }) =>
+    `${ci.estimate.toFixed(3)}<br><span class="ci">[${ci.lower.toFixed(3)}, ${ci.upper.toFixed(3)}]</span>`;
+  for (const [i, e] of expected.entries()) {
+    assert.deepEqual(rows[i], [
+      "error-injection",
+      e.method === "memit" ? "MEMIT (3 layers)" : "ROME (1 layer)",
+      "1",
+      cell(e.metrics.reliability),
+      cell(e.metrics.generalization),
+      cell(e.metrics.specificity),
+      cell(e.metrics.locality),
+      "8",
+    ]);
+  }
+  // Specificity: the mean of the 8 test facts' (2..9) stored values.
+  assert.equal(expected[0].metrics.specificity.estimate.toFixed(4), (0.25 + 0.01 * 5.5).toFixed(4));
 });
 
 Deno.test("report: a sweep without traces or selections still names every table and figure", async () => {
@@ -425,7 +525,7 @@ Deno.test("report: a sweep without traces or selections still names every table 
   );
   const counterfact = bodyRows(element(html, "table-counterfact"));
   assert.deepEqual(
-    counterfact.map((r) => r.slice(13)),
+    counterfact.map((r) => r.slice(14)),
     METHODS.map(() => ["not measured", "not measured", "8"]),
   );
   // The edit tables hold the edits' numbers, not only a table: the same golden-layer table as the full

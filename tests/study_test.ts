@@ -1,5 +1,6 @@
 // deno task study end to end on a tiny model folder: the store, CSV and report are written and the
-// findings printed; a run out of time stops early and the next run completes it without redoing work.
+// findings printed; a run out of time stops early and the next run completes it without redoing work;
+// the window-size study's traces; a zsRE file as the dataset gives the report's zsRE table.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { ResultStore } from "../experiments/study/store.ts";
@@ -34,6 +35,9 @@ async function study(...args: string[]): Promise<string> {
       "memit",
       "--v-steps",
       "3",
+      // 3 layers: Hase et al.'s window 1 is the main traces' (1 layer), 28 of GPT-J's 28 layers is all 3.
+      "--windows",
+      "1,28",
       "--drift-every",
       "2",
       ...args,
@@ -56,8 +60,9 @@ function stored(): number {
 }
 
 // 3-layer model: 4 facts x 3 layers x (ROME + FT-L) x 2 problems = 48 edits,
-// + 5 facts x 2 localizations + 3 layer selections + MEMIT editing 1 and all 3 test facts at once.
-const TOTAL = 48 + 10 + 3 + 2;
+// + 5 facts x 2 localizations + the 4 edited facts traced with window 3 + 3 layer selections + MEMIT
+// editing 1 and all 3 test facts at once.
+const TOTAL = 48 + 10 + 4 + 3 + 2;
 
 Deno.test("study: out of time it stops; run again it resumes; the findings, CSV and report", async () => {
   const none = await study("--minutes", "0.0001");
@@ -78,7 +83,7 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
     out,
     /\[1\/1 localization \+ editing\] rome, ft x 2 problems x 3 layers \+ causal-tracing and zeroing/,
   );
-  assert.match(out, /=== Findings \(48 edits, 10 localization records\) ===/);
+  assert.match(out, /=== Findings \(48 edits, 14 localization records\) ===/);
   // Hase et al.'s means beside the standard metrics, per problem x method (n/a where they do not apply).
   assert.match(
     out,
@@ -99,6 +104,10 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
   assert.match(
     out,
     /error-injection rome +-?\d\.\d{3} \| -?\d\.\d{3} \| -?\d\.\d{3} +Diff -?\d\.\d{3} \[.*\], f² .*, Holm p \S+: (effect|no effect|n\/a)/,
+  );
+  assert.match(
+    out,
+    /Window study \(rome error-injection, 4 facts traced with every window\): window 1: trace R² -?\d\.\d{3} \[.*\], Diff .*; window 3: trace R² /,
   );
   assert.match(out, /=== Summary \(.*; results sha256 [0-9a-f]{16}…\) ===/);
   assert.match(
@@ -127,10 +136,13 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
       "table-selection-004",
       "table-counterfact",
       "table-mass-editing",
+      "table-window",
     ]
   ) {
     assert.ok(html.includes(`id="${id}"`), `report has ${id}`);
   }
+  assert.match(html, /<table id="table-window">/, "the window study has its windows 1 and 3");
+  assert.match(html, /<figure id="fig-window-r2">/);
   assert.ok(!html.includes('id="table-mass-editing" class="missing"'), "the mass-editing table is there");
   assert.match(html, /<figure id="fig-essence">/, "Hase et al.'s essence figure is there");
   const csv = (await Deno.readTextFile(`${dir}/study/results.csv`)).trimEnd().split("\r\n");
@@ -138,4 +150,78 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
 
   // A third run finds everything stored.
   assert.match(await study("--methods", "rome,ft"), /\n0 results computed in/);
+});
+
+Deno.test("study --dataset zsre.json: the zsRE facts are edited and the report gives MEMIT's zsRE metrics", async () => {
+  // The tiny folder's facts in MEND's zsRE schema: src = the prompt, rephrase = the paraphrase, alt = the
+  // new object, loc = the neighbour prompt (another subject) with that case's true object as loc_ans.
+  const cases = JSON.parse(await Deno.readTextFile(`${kb.dir}/counterfact.json`));
+  const byPrompt = new Map(
+    cases.map((
+      c: { requested_rewrite: { prompt: string; subject: string; target_true: { str: string } } },
+    ) => [
+      c.requested_rewrite.prompt.replace("{}", c.requested_rewrite.subject),
+      c.requested_rewrite.target_true.str,
+    ]),
+  );
+  const zsre = cases.map((c: {
+    requested_rewrite: {
+      prompt: string;
+      subject: string;
+      target_new: { str: string };
+      target_true: { str: string };
+    };
+    paraphrase_prompts: string[];
+    neighborhood_prompts: string[];
+  }) => {
+    const rw = c.requested_rewrite, src = rw.prompt.replace("{}", rw.subject);
+    return {
+      subject: rw.subject,
+      src,
+      pred: rw.target_true.str,
+      rephrase: c.paraphrase_prompts[0],
+      alt: rw.target_new.str,
+      answers: [rw.target_true.str],
+      loc: c.neighborhood_prompts[0],
+      loc_ans: byPrompt.get(c.neighborhood_prompts[0]),
+      cond: `${rw.target_true.str} >> ${rw.target_new.str} || ${src}`,
+    };
+  });
+  const file = `${dir}/zsre.json`;
+  await Deno.writeTextFile(file, JSON.stringify(zsre));
+  const out = await study(
+    "--dataset",
+    file,
+    "--out",
+    `${dir}/zsre-study`,
+    "--methods",
+    "rome",
+    "--problems",
+    "error-injection",
+    "--mass",
+    "none",
+    "--localizations",
+    "none",
+    "--windows",
+    "none",
+  );
+  assert.match(out, /zsre\.json: the model knows \d+ of 24 facts; 4 edited \(1 proxy\)/);
+  assert.match(
+    out,
+    /error-injection rome \(12 edits\): .* \| ES [\d.]+ .*Reliability [\d.]+ .*Specificity [\d.]+/,
+  );
+  const html = await Deno.readTextFile(`${dir}/zsre-study/report.html`);
+  assert.match(html, /<table id="table-zsre">/);
+  assert.match(html, /<th>Efficacy<\/th><th>Paraphrase<\/th><th>Specificity<\/th>/);
+  const store = ResultStore.open(`${dir}/zsre-study/results.db`);
+  try {
+    const edits = [...store.results({ sweep: "study" })].filter((r) => r.localization === "layer-grid");
+    assert.ok(edits.length === 12 && edits.every((r) => r.fact.startsWith("zsre:")), "zsRE facts edited");
+    for (const r of edits) {
+      const std = r.metrics.standard as Record<string, number>;
+      assert.ok(std.specificity >= 0 && std.specificity <= 1, `${r.key}: specificity ${std.specificity}`);
+    }
+  } finally {
+    store.close();
+  }
 });

@@ -8,7 +8,11 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { existsSync } from "../engine/files.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { loadSweep } from "../experiments/study/analysis.ts";
+import { loadSweep, windowStudy } from "../experiments/study/analysis.ts";
+import { Model } from "../engine/model.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
+import { loadDataset } from "../experiments/data/datasets.ts";
+import { traceFact } from "../experiments/localization/tracing.ts";
 import { renderReport } from "../experiments/study/report.ts";
 import { resultKey, ResultStore, type StoredResult } from "../experiments/study/store.ts";
 import {
@@ -18,12 +22,14 @@ import {
   methodLayers,
   parseLayerList,
   parseNames,
+  parseWindowSizes,
   planItems,
   SELECTORS,
   SWEEP_METHODS,
   type SweepFact,
   type SweepPlan,
 } from "../experiments/study/sweep.ts";
+import { studyWindows } from "../experiments/localization/layer_selection.ts";
 import { ftHparams } from "../experiments/editing/hparams.ts";
 import { essenceScore, harmonicMean, STANDARD_METRICS } from "../experiments/evaluation/metrics.ts";
 import { EDITING_CONFIG, makeTinyKb } from "./fixtures_tiny_kb.ts";
@@ -111,6 +117,48 @@ Deno.test("planItems: traces, selections, then every fact x layer x method x pro
     problem: "none",
     localization: "select:causal-tracing",
   });
+});
+
+Deno.test("window study: Hase et al.'s windows scaled to depth; planItems traces only the edited facts, only missing windows", () => {
+  // 1, 3, 5, 10 of GPT-J's 28 layers: one layer stays one; the others keep their share of the depth.
+  assert.deepEqual(studyWindows(28), [[1], [3], [5], [10]].map(([w]) => ({ layers: w, paper: [w] })));
+  assert.deepEqual(studyWindows(48).map((w) => w.layers), [1, 5, 9, 17]);
+  assert.deepEqual(studyWindows(12).map((w) => w.layers), [1, 2, 4]);
+  assert.deepEqual(studyWindows(6), [{ layers: 1, paper: [1, 3, 5] }, { layers: 2, paper: [10] }]);
+  assert.deepEqual(parseWindowSizes("windows", "10,1", 28), [1, 10]);
+  assert.deepEqual(parseWindowSizes("windows", "none", 28), []);
+  assert.throws(() => parseWindowSizes("windows", "1,0", 28), /--windows: expected "none" or window sizes/);
+  const settings = { ...defaultSettings(6), traceWindow: 1 };
+  const base: SweepPlan = {
+    name: "w",
+    facts: [fact(0, "proxy"), fact(1, "test"), fact(2, "trace-only")],
+    layers: [0],
+    methods: ["rome"],
+    problems: ["error-injection"],
+    localizations: ["causal-tracing"],
+    selectors: [],
+    settings,
+    windows: [1, 2, 3],
+  };
+  const traces = (plan: SweepPlan) =>
+    planItems(plan).flatMap((it) =>
+      it.kind === "trace" ? [[it.key.localization, it.fact.id, it.window]] : []
+    );
+  // Window 1 is the main traces' window: reused, not traced again; windows 2 and 3 for the 2 edited facts.
+  assert.deepEqual(traces(base), [
+    ["causal-tracing", "counterfact:0", undefined],
+    ["causal-tracing", "counterfact:1", undefined],
+    ["causal-tracing", "counterfact:2", undefined],
+    ["tracing-window:2", "counterfact:0", 2],
+    ["tracing-window:2", "counterfact:1", 2],
+    ["tracing-window:3", "counterfact:0", 3],
+    ["tracing-window:3", "counterfact:1", 3],
+  ]);
+  // Without the main causal traces, window 1 is traced by the study itself.
+  assert.deepEqual(
+    traces({ ...base, localizations: ["zeroing"], windows: [1] }).filter(([l]) => l !== "zeroing"),
+    [["tracing-window:1", "counterfact:0", 1], ["tracing-window:1", "counterfact:1", 1]],
+  );
 });
 
 Deno.test("option parsing and helpers: layer lists, names, the trace window, JSON-safe values", () => {
@@ -391,6 +439,64 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   ) {
     assert.ok(csv[0].split(",").includes(column), `CSV column ${column}`);
   }
+});
+
+Deno.test("sweep: --windows adds the window study's traces to a finished sweep, only those missing, each with its window", async () => {
+  const db = `${dir}/windows.db`;
+  await Deno.copyFile(full, db);
+  // 3 layers: window sizes 1, 20 and 28 of GPT-J's 28 layers are 1, 2 and 3 layers here. Window 1 is the
+  // main traces' (causal-tracing), so only the 3 edited facts' window-2 traces are new; then window 3.
+  const first = await sweep(...SWEEP_ARGS, "--out", db, "--windows", "1,20");
+  assert.match(first, new RegExp(`${TOTAL} already stored, 3 to run`));
+  const second = await sweep(...SWEEP_ARGS, "--out", db, "--windows", "1,20,28");
+  assert.match(second, new RegExp(`${TOTAL + 3} already stored, 3 to run`));
+  const rows = readAll(db);
+  const study = rows.filter((r) => r.localization.startsWith("tracing-window:"));
+  assert.deepEqual(
+    study.map((r) => [r.localization, r.hparams.window]).sort(),
+    [...Array(3).fill(["tracing-window:2", 2]), ...Array(3).fill(["tracing-window:3", 3])],
+  );
+  const edited = new Set(
+    fullRows.filter((r) => r.localization === "layer-grid").map((r) => r.fact),
+  );
+  assert.deepEqual(new Set(study.map((r) => r.fact)), edited);
+  // Each stored trace is the MLP trace with its window: recomputed here, it gives the stored effects (and
+  // they differ from the main window-1 trace's, so a wrong window could not pass).
+  const model = await Model.load(gpu, kb.dir);
+  const tok = await loadTokenizer(kb.dir);
+  const { cases } = await loadDataset(`${kb.dir}/counterfact.json`);
+  const r = study.find((x) => x.hparams.window === 2)!;
+  const c = cases.find((x) => x.id === r.fact)!;
+  const grids = (r.metrics.trace as { grids: { kind: string; window: number }[] }).grids;
+  assert.deepEqual(grids.map((g) => [g.kind, g.window]), [["mlp", 2]]);
+  const trace = await traceFact(model, tok, { prompt: c.prompt, subject: c.subject, target: c.targetTrue! }, {
+    kinds: ["mlp"],
+    window: 2,
+    samples: 3,
+    seed: 1,
+    noise: (r.hparams.noise as { level: number }).level,
+  });
+  const stored = r.metrics.effect as number[];
+  trace.grids[0].layers.maxFraction.forEach((e, l) =>
+    assert.ok(Math.abs(e - stored[l]) <= 1e-5, `layer ${l}: ${e} vs stored ${stored[l]}`)
+  );
+  const main = rows.find((x) => x.localization === "causal-tracing" && x.fact === r.fact)!;
+  assert.ok(
+    (main.metrics.effect as number[]).some((e, l) => Math.abs(e - stored[l]) > 1e-3),
+    "the window-2 effects equal the window-1 ones",
+  );
+  // The analysis and the report read the three windows.
+  const data = loadSweep(rows, "sweep");
+  const windows = windowStudy(data, { resamples: 50 });
+  assert.deepEqual(windows.windows.map((w) => [w.window, w.localization]), [
+    [1, "causal-tracing"],
+    [2, "tracing-window:2"],
+    [3, "tracing-window:3"],
+  ]);
+  assert.equal(windows.rows.length, 3 * 2 * 2);
+  const html = renderReport(data);
+  assert.match(html, /<table id="table-window">/);
+  assert.match(html, /<figure id="fig-window-r2">/);
 });
 
 Deno.test("sweep: batched virtual scoring stores what applying, scoring and undoing each edit stores", async () => {

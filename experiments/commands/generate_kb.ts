@@ -1,24 +1,31 @@
 // Writes the invented knowledge base and its datasets (see experiments/knowledge/knowledge_base.ts):
-//   ./locus run -A experiments/commands/generate_kb.ts --seed 0 --out DIR
+//   ./locus task generate-kb --seed 0 --out DIR
 // DIR/kb.json (the whole knowledge base), DIR/corpus.txt (training sentences, one per line),
-// DIR/counterfact.json (ROME's CounterFact schema), DIR/known_facts.json (known_1000 schema).
+// DIR/counterfact.json (ROME's CounterFact schema), DIR/known_facts.json (known_1000 schema),
+// DIR/zsre.json (zsRE in MEND's schema). The datasets are written exactly as `./locus task train` writes
+// them into a model folder, so `--embedded` regenerates the embedded model's files byte for byte.
 import { parseArgs } from "node:util";
+import { writeAtomic } from "../../engine/files.ts";
 import {
-  counterfactRecords,
+  datasetFiles,
   generateKnowledgeBase,
-  knownFactsRecords,
+  type KnowledgeBase,
   SUBJECT_TYPES,
   type SubjectType,
   trainingCorpus,
 } from "../knowledge/knowledge_base.ts";
+import { DEFAULT_TRAIN } from "../knowledge/train.ts";
 
-const USAGE = `Usage: ./locus run -A experiments/commands/generate_kb.ts --out DIR [options]
+const USAGE = `Usage: ./locus task generate-kb --out DIR [options]
 
 Generates Locus's invented knowledge base and writes DIR/kb.json, DIR/corpus.txt,
-DIR/counterfact.json and DIR/known_facts.json. The same options give byte-identical files.
+DIR/counterfact.json, DIR/known_facts.json and DIR/zsre.json. The same options give byte-identical files.
 
 Options:
   --out DIR                   output folder (created if missing)            [required]
+  --embedded                  the embedded model's knowledge base (./locus task train's seed and
+                              subjects): --out weights/locus-kb rewrites its datasets unchanged and
+                              writes zsre.json (no kb.json); no other option may be given
   --seed N                    random seed                                   [default 0]
   --persons N                 person subjects                               [default 150]
   --places N                  place subjects                                [default 90]
@@ -56,6 +63,7 @@ async function main(): Promise<void> {
       works: { type: "string" },
       "objects-per-relation": { type: "string" },
       neighbors: { type: "string" },
+      embedded: { type: "boolean" },
       help: { type: "boolean" },
     },
   });
@@ -65,37 +73,41 @@ async function main(): Promise<void> {
   }
   if (!values.out) throw new Error("--out DIR is required (see --help)");
 
-  const subjectsPerType: Partial<Record<SubjectType, number>> = {};
-  for (const type of SUBJECT_TYPES) {
-    const n = integerFlag(values, SIZE_FLAGS[type]);
-    if (n !== undefined) subjectsPerType[type] = n;
-  }
-  const kb = generateKnowledgeBase({
-    seed: integerFlag(values, "seed") ?? 0,
-    subjectsPerType,
-    objectsPerRelation: integerFlag(values, "objects-per-relation"),
-    maxNeighbors: integerFlag(values, "neighbors"),
-  });
-  const corpus = trainingCorpus(kb);
-  const counterfact = counterfactRecords(kb);
-  const known = knownFactsRecords(kb);
-
   const out = values.out;
+  let kb: KnowledgeBase;
+  if (values.embedded) {
+    const other = ["seed", ...Object.values(SIZE_FLAGS), "objects-per-relation", "neighbors"]
+      .filter((k) => values[k as keyof typeof values] !== undefined);
+    if (other.length) throw new Error(`--embedded fixes the knowledge base; drop --${other.join(", --")}`);
+    kb = generateKnowledgeBase({ seed: DEFAULT_TRAIN.seed, subjectsPerType: DEFAULT_TRAIN.subjects });
+  } else {
+    const subjectsPerType: Partial<Record<SubjectType, number>> = {};
+    for (const type of SUBJECT_TYPES) {
+      const n = integerFlag(values, SIZE_FLAGS[type]);
+      if (n !== undefined) subjectsPerType[type] = n;
+    }
+    kb = generateKnowledgeBase({
+      seed: integerFlag(values, "seed") ?? 0,
+      subjectsPerType,
+      objectsPerRelation: integerFlag(values, "objects-per-relation"),
+      maxNeighbors: integerFlag(values, "neighbors"),
+    });
+  }
+  const files = datasetFiles(kb);
   await Deno.mkdir(out, { recursive: true });
-  const writeJson = (name: string, value: unknown) =>
-    Deno.writeTextFile(`${out}/${name}`, JSON.stringify(value, null, 2) + "\n");
-  await writeJson("kb.json", kb);
-  await Deno.writeTextFile(`${out}/corpus.txt`, corpus.join("\n") + "\n");
-  await writeJson("counterfact.json", counterfact);
-  await writeJson("known_facts.json", known);
+  // A model folder holds the datasets only; kb.json (the whole knowledge base) is for other outputs.
+  if (!values.embedded) await writeAtomic(`${out}/kb.json`, JSON.stringify(kb, null, 2) + "\n");
+  for (const [name, text] of Object.entries(files)) await writeAtomic(`${out}/${name}`, text);
 
+  const corpus = trainingCorpus(kb);
   const words = corpus.reduce((n, line) => n + line.split(" ").length, 0);
   const typeCounts = SUBJECT_TYPES.map((t) => `${kb.options.subjectsPerType[t]} ${t}`).join(", ");
   console.log(
     `Knowledge base (seed ${kb.seed}): ${kb.subjects.length} subjects (${typeCounts}), ` +
       `${kb.relations.length} relations, ${kb.facts.length} facts. Corpus: ${corpus.length} sentences, ` +
       `${words} words, vocabulary of ${kb.vocabulary.length} words. ` +
-      `${counterfact.length} CounterFact records and ${known.length} known-fact records. Written to ${out}/.`,
+      `${kb.facts.length} CounterFact, known-fact and zsRE records each. ` +
+      `Written to ${out}/.`,
   );
 }
 

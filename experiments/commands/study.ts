@@ -1,9 +1,11 @@
 // ./locus task study: the whole localization-vs-editing study on the embedded model (or any --model),
 // at the papers' scale by default, resumable under a time budget; --quick is a small smoke test.
 //
-//   1. facts: a seeded sample of the CounterFact facts the model knows: --proxy facts for layer
-//      selection, then --facts test facts (disjoint), more traced up to --trace-facts;
-//   2. localization: causal tracing (and representation zeroing) of every traced fact;
+//   1. facts: a seeded sample of the dataset's facts the model knows (DIR/counterfact.json, or any file
+//      Locus reads: --dataset zsre.json): --proxy facts for layer selection, then --facts test facts
+//      (disjoint), more traced up to --trace-facts;
+//   2. localization: causal tracing (and representation zeroing) of every traced fact, and the
+//      window-size study's traces of the edited facts (Hase et al.'s windows 1, 3, 5, 10 scaled to depth);
 //   3. layer selection on the proxy facts: causal tracing (CMA), integrated gradients, LGA;
 //   4. edits: every method (ROME, R-ROME, MEMIT, EMMET, FT-L on 1 and on 5 layers) at every layer for every edited fact x
 //      Hase et al.'s five editing problems, in blocks of facts through every condition;
@@ -14,7 +16,8 @@
 // Every result goes to OUT/results.db as it is produced (experiments/study/sweep.ts): a study stopped by
 // its time budget or killed resumes where it stopped when run again with the same options.
 //
-//   ./locus task study [--quick] [--model DIR] [--out runs/study] [--facts 250] [--proxy 50] [--minutes 30]
+//   ./locus task study [--quick] [--model DIR] [--dataset FILE] [--out runs/study] [--facts 250] [--proxy 50]
+//                      [--windows 1,3,5,10] [--minutes 30]
 import { writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
@@ -31,6 +34,7 @@ import {
   headline,
   loadSweep,
   r2Table,
+  windowStudy,
 } from "../study/analysis.ts";
 import { VERDICT_RULE } from "../study/stats.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
@@ -44,6 +48,7 @@ import {
   MASS_METHODS,
   MASS_SIZES,
   parseNames,
+  parseWindowSizes,
   runMeta,
   runSweep,
   sampleFacts,
@@ -55,6 +60,7 @@ import {
   type SweepSummary,
 } from "../study/sweep.ts";
 import { runMain } from "../../engine/main.ts";
+import { WINDOW_STUDY } from "../localization/layer_selection.ts";
 
 /** The default study (the papers' scale: Hase et al. edit 652 facts, the golden-layer paper hundreds)
  *  and --quick, a smoke test of the whole pipeline. Every option below overrides its preset. */
@@ -66,6 +72,7 @@ const PRESETS = {
     methods: "all",
     problems: "all",
     mass: "memit,emmet",
+    windows: WINDOW_STUDY.join(","),
     minutes: 30,
   },
   quick: {
@@ -75,6 +82,8 @@ const PRESETS = {
     methods: "rome,memit",
     problems: "error-injection,fact-forcing",
     mass: "memit",
+    // The smallest and the widest window: the window study's whole code path at a fraction of the traces.
+    windows: `${WINDOW_STUDY[0]},${WINDOW_STUDY.at(-1)}`,
     minutes: 10,
   },
 } as const;
@@ -83,6 +92,8 @@ const USAGE = `usage: ./locus task study [options]
   --quick              a small smoke-test preset: ${PRESETS.quick.facts} test + ${PRESETS.quick.proxy} proxy facts,
                        ${PRESETS.quick.methods} on ${PRESETS.quick.problems}
   --model DIR          model folder with counterfact.json and corpus.txt (default: the embedded model)
+  --dataset FILE       the facts: any dataset file Locus reads (default DIR/counterfact.json); a zsRE file
+                       (MEND's schema, e.g. weights/locus-kb/zsre.json) adds the ZsRE metrics to the report
   --out DIR            results.db, results.csv and report.html go here (default runs/study)
   --facts N            test facts edited at every layer (default ${PRESETS.default.facts})
   --proxy N            proxy facts for layer selection, disjoint from the test facts (default ${PRESETS.default.proxy})
@@ -95,13 +106,16 @@ const USAGE = `usage: ./locus task study [options]
 }
                        of the test facts at once
   --localizations L    ${LOCALIZATIONS.join(",")} (default both)
+  --windows W          the window-size study: Hase et al.'s tracing windows (of GPT-J's 28 layers) scaled
+                       to the model's depth, or none (default ${PRESETS.default.windows}; --quick ${PRESETS.quick.windows})
   --minutes M          time budget: no new work starts after M minutes (default ${PRESETS.default.minutes}); run again
                        to continue (facts are edited in blocks through every condition, so a partial study is
                        balanced)
   --seed N             fact sample and noise seed (default 0)
   --drift-every N      essence (Hase et al.) and fluency (ROME) on every N-th edited fact, at every layer,
                        method and problem (default ${DEFAULT_DRIFT.every}; 1: all, 0: none); short seeded generations
-  --v-steps N          ROME/MEMIT optimisation steps (default: the model's hyper-parameters, e.g. 20 for GPT-2/GPT-J, 100 for small models)
+  --v-steps N          ROME/MEMIT optimisation steps (default: the model's hyper-parameters, e.g. 20 for
+                       GPT-2/GPT-J and for ROME on small models, 100 for MEMIT on small models)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
 
 async function main(args: string[]): Promise<number> {
@@ -118,6 +132,8 @@ async function main(args: string[]): Promise<number> {
       problems: { type: "string" },
       mass: { type: "string" },
       localizations: { type: "string", default: "all" },
+      windows: { type: "string" },
+      dataset: { type: "string" },
       minutes: { type: "string" },
       seed: { type: "string" },
       "v-steps": { type: "string" },
@@ -134,7 +150,7 @@ async function main(args: string[]): Promise<number> {
   const started = performance.now();
   const deadline = started + positiveNumber("minutes", values.minutes, preset.minutes) * 60_000;
   const dir = await resolveModelDir(values.model!), out = values.out!;
-  const datasetPath = `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
+  const datasetPath = values.dataset ?? `${dir}/counterfact.json`, corpus = `${dir}/corpus.txt`;
   // Weights in one file or sharded (real Llama/Gemma checkpoints are: model.safetensors.index.json).
   const index = `${dir}/model.safetensors.index.json`;
   const weights = await Deno.stat(index).then(() => index, () => `${dir}/model.safetensors`);
@@ -143,7 +159,9 @@ async function main(args: string[]): Promise<number> {
       await Deno.stat(path);
     } catch {
       throw new Error(
-        `${path} is missing${dir === DEFAULT_MODEL_DIR ? " (train it: ./locus task train)" : ""}`,
+        `${path} is missing${
+          dir === DEFAULT_MODEL_DIR && path !== values.dataset ? " (train it: ./locus task train)" : ""
+        }`,
       );
     }
   }
@@ -199,6 +217,7 @@ async function main(args: string[]): Promise<number> {
       localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
       selectors: [...SELECTORS],
       massMethods: parseNames("mass", values.mass ?? preset.mass, MASS_METHODS),
+      windows: parseWindowSizes("windows", values.windows ?? preset.windows, L),
     },
   }];
 
@@ -266,6 +285,20 @@ async function main(args: string[]): Promise<number> {
       );
     }
     const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
+    const windows = windowStudy(data, { metric: "rewrite" });
+    if (main && windows.windows.length > 1) {
+      // The window-size study for the headline's condition (the report has every condition).
+      const rows = windows.rows.filter((r) => r.problem === main.problem && r.method === main.method);
+      console.log(
+        `Window study (${main.method} ${main.problem}, ${windows.facts} facts traced with every window): ` +
+          rows.map((r) =>
+            `window ${r.window}: trace R² ${f3(r.trace)} [${f3(r.ci.trace.lower)}, ${
+              f3(r.ci.trace.upper)
+            }], ` +
+            `Diff ${f3(r.diff)}, Holm p ${formatP(r.pAdjusted)}`
+          ).join("; "),
+      );
+    }
     if (main) console.log(`\n${headline(main)}`);
     console.log(
       `\n=== Summary (${data.model.name ?? dir}, ${model.config.family}; ${gpu.describe()}; results sha256 ${

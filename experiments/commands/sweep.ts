@@ -21,6 +21,7 @@ import {
   LOCALIZATIONS,
   parseLayerList,
   parseNames,
+  parseWindowSizes,
   runMeta,
   runSweep,
   sampleFacts,
@@ -35,7 +36,7 @@ const USAGE = `usage: ./locus task sweep [options]
        ./locus task sweep merge TARGET.db SHARD.db...      combine shard stores
        ./locus task sweep csv STORE.db OUT.csv [--name N] [--method M]   export results as CSV
   --model DIR            GPT-2 folder (default: the embedded model ${DEFAULT_MODEL_DIR})
-  --dataset FILE         CounterFact-style file (default: DIR/counterfact.json)
+  --dataset FILE         a dataset file Locus reads (CounterFact, zsRE, ...; default: DIR/counterfact.json)
   --out FILE             results store (SQLite; default runs/sweep.db)
   --name NAME            sweep name in the result keys (default "sweep")
   --facts N              facts edited (default 20), a seeded sample of the facts the model knows
@@ -49,6 +50,8 @@ const USAGE = `usage: ./locus task sweep [options]
   --localizations L      ${LOCALIZATIONS.join(",")} | none (default causal-tracing)
   --selectors S          ${SELECTORS.join(",")} | none (default all)
   --trace-window N       MLP window of the traces (default: ROME's 10 of 48 layers scaled to the model)
+  --windows W            the window-size study: Hase et al.'s window sizes (e.g. 1,3,5,10, of GPT-J's 28
+                         layers, scaled to the model) the edited facts are also traced with (default none)
   --trace-samples N      noise draws per trace (default 10)
   --memit-window N       layers of a MEMIT edit (default 3); --ft-window N for ft (default 1)
   --batch N              facts whose edits (at every layer) are computed together (default 8)
@@ -122,6 +125,7 @@ async function main(args: string[]): Promise<number> {
       localizations: { type: "string", default: "causal-tracing" },
       selectors: { type: "string", default: "all" },
       "trace-window": { type: "string" },
+      windows: { type: "string", default: "none" },
       "trace-samples": { type: "string" },
       "memit-window": { type: "string" },
       "ft-window": { type: "string" },
@@ -201,6 +205,7 @@ async function main(args: string[]): Promise<number> {
     problems: parseNames("problems", values.problems!, PROBLEMS).map(parseProblem),
     localizations: parseNames("localizations", values.localizations!, LOCALIZATIONS),
     selectors: parseNames("selectors", values.selectors!, SELECTORS),
+    windows: parseWindowSizes("windows", values.windows!, L),
     settings,
     noiseSubjects: sample.knownSubjects,
     skipped: sample.skipped,

@@ -58,6 +58,9 @@ export interface EditingCase {
   paraphrases: string[];
   /** Full prompts about other subjects that should not change. */
   neighbors: string[];
+  /** The answer each neighbour expects (zsRE's loc_ans); absent: the true object, as in CounterFact, whose
+   *  neighbours share it. */
+  neighborAnswers?: string[];
   /** Free-generation starts about the subject (CounterFact's generation_prompts: ROME's fluency). */
   generationPrompts?: string[];
 }
@@ -74,6 +77,7 @@ export function editingCase(c: EditCase): EditingCase {
     targetNew: c.targetNew ?? missing("target_new"),
     paraphrases: c.paraphrases,
     neighbors: c.neighborhood.map((p) => p.prompt),
+    neighborAnswers: c.neighborhood.map((p) => p.answer),
     generationPrompts: c.generationPrompts,
   };
 }

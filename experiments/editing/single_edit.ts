@@ -65,6 +65,7 @@ export async function resolveCase(model: Model, tok: Tokenizer, f: CaseFields): 
       targetNew: c.targetNew ?? undefined,
       paraphrases: c.paraphrases,
       neighbors: c.neighborhood.map((p) => p.prompt),
+      neighborAnswers: c.neighborhood.map((p) => p.answer),
     };
   }
   const subject = f.subject ?? base.subject;
@@ -88,7 +89,9 @@ export async function resolveCase(model: Model, tok: Tokenizer, f: CaseFields): 
   if (!targetNew) throw new Error("give --target-new (or --case N)");
   const paraphrases = f.paraphrases ?? base.paraphrases ?? [];
   const neighbors = f.neighbors ?? base.neighbors ?? [];
-  return { prompt, subject, targetTrue, targetNew, paraphrases, neighbors };
+  // Neighbours given by the caller expect the true object (CounterFact's); the record's their own answers.
+  const neighborAnswers = f.neighbors ? undefined : base.neighborAnswers;
+  return { prompt, subject, targetTrue, targetNew, paraphrases, neighbors, neighborAnswers };
 }
 
 /** Where a method's key statistics come from. */

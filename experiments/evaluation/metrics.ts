@@ -10,7 +10,9 @@
 //     - fluency: ROME's weighted bi/tri-gram entropy of generated text;
 //     - STANDARD_METRICS: the names the field compares editors by (CounterFact's ES/PS/NS and EM/PM/NM,
 //       MEMIT's efficacy/generalization/specificity, EasyEdit's reliability/generalization/locality/
-//       portability), each with its definition and source, printed next to the papers' own scores.
+//       portability, MEMIT's zsRE specificity), each with its definition and source, printed next to the
+//       papers' own scores. MEMIT's zsRE efficacy and paraphrase are EasyEdit's reliability and
+//       generalization (token-level top-1 accuracy of the new answer, teacher forced).
 //  2. GPU scorers that compute the probabilities those need with batched forward passes of a Model:
 //     scoreContinuations (mean NLL, per-token log-probabilities and argmaxes of a target after a
 //     prompt, teacher-forced), probabilityOfContinuation, teacherForcedAccuracy, perplexity, and
@@ -208,6 +210,9 @@ export interface StandardMetric {
 
 const ROME_PAPER =
   "Meng et al. (2022), Locating and Editing Factual Associations in GPT, section 4 (CounterFact)";
+const MEMIT_PAPER =
+  "Meng et al. (2023), Mass-Editing Memory in a Transformer, section 5.2 (zsRE: efficacy, " +
+  "paraphrase, specificity)";
 const EASYEDIT_PAPER =
   "Wang et al. (2024), EasyEdit: An Easy-to-use Knowledge Editing Framework for Large Language Models; " +
   "Yao et al. (2023), Editing Large Language Models: Problems, Methods, and Opportunities";
@@ -299,6 +304,17 @@ export const STANDARD_METRICS: readonly StandardMetric[] = [
       "n/a without such prompts",
     source: EASYEDIT_PAPER,
   },
+  {
+    key: "specificity",
+    short: "Specificity",
+    name: "Specificity (neighbourhood accuracy)",
+    aliases: ["specificity (MEMIT, zsRE)", "neighborhood accuracy"],
+    definition:
+      "fraction of the neighbour (locality) prompts' own answer tokens that are the model's argmax " +
+      "after the edit (teacher forced); unlike locality it compares with the answer, not with the unedited " +
+      "model's predictions",
+    source: MEMIT_PAPER,
+  },
 ];
 
 /** ROME's six CounterFact numbers and EasyEdit's four of one edit; null where the case has no prompts
@@ -312,6 +328,8 @@ export interface StandardScores extends RomeCaseMetrics {
   locality: number | null;
   /** EasyEdit's portability: token agreement with the answers the edit should imply. */
   portability: number | null;
+  /** MEMIT's zsRE specificity: token agreement of the neighbours' own answers after the edit. */
+  specificity: number | null;
 }
 
 /** The prompts an edit is judged by (prompts with the subject filled in). */
@@ -320,8 +338,10 @@ export interface StandardCase {
   prompt: string;
   /** Rephrasings of the prompt about the same subject. */
   paraphrases: readonly string[];
-  /** Prompts about other subjects; their answer is the case's true object (CounterFact). */
+  /** Prompts about other subjects. */
   neighbors: readonly string[];
+  /** Each neighbour's answer (zsRE's loc_ans); absent: the true object (CounterFact's neighbours share it). */
+  neighborAnswers?: readonly string[];
   /** Prompts with the answer the edit should imply. */
   portability?: readonly { prompt: string; answer: string }[];
   /** The true object. */
@@ -341,6 +361,7 @@ export function standardCaseOf(
     subject: string;
     paraphrases: readonly string[];
     neighbors: readonly string[];
+    neighborAnswers?: readonly string[];
     targetTrue: string;
   },
   request: { target: string; direction?: string; noise?: unknown },
@@ -350,6 +371,7 @@ export function standardCaseOf(
     prompt: c.prompt.replace("{}", c.subject),
     paraphrases: c.paraphrases,
     neighbors: c.neighbors,
+    neighborAnswers: c.neighborAnswers,
     targetTrue: c.targetTrue,
     targetNew: request.target,
   };
@@ -374,8 +396,17 @@ export async function localityReference(
   c: StandardCase,
 ): Promise<LocalityReference> {
   if (c.neighbors.length === 0) return [];
-  const s = await scoreContinuations(model, tok, c.neighbors, c.neighbors.map(() => c.targetTrue));
+  const s = await scoreContinuations(model, tok, c.neighbors, neighborAnswers(c));
   return s.predicted;
+}
+
+/** What each neighbour of `c` should still answer after the edit. */
+function neighborAnswers(c: StandardCase): string[] {
+  const answers = c.neighborAnswers ?? c.neighbors.map(() => c.targetTrue);
+  if (answers.length !== c.neighbors.length) {
+    throw new Error(`${answers.length} neighbour answers for ${c.neighbors.length} neighbours`);
+  }
+  return [...answers];
 }
 
 /** Every standard metric of one case on the model as it is now (after the edit); `reference` is
@@ -394,9 +425,12 @@ export async function standardScores(
   const rewrite = [c.prompt, ...c.paraphrases], neighbors = [...c.neighbors];
   const portability = c.portability ?? [];
   const prompts = [...rewrite, ...neighbors, ...rewrite, ...neighbors, ...portability.map((p) => p.prompt)];
+  // The first block scores the new object everywhere; the second the truth: the true object after the
+  // rewrite prompts, each neighbour's own answer after it (the true object in CounterFact).
   const targets = [
     ...[...rewrite, ...neighbors].map(() => c.targetNew),
-    ...[...rewrite, ...neighbors].map(() => c.targetTrue),
+    ...rewrite.map(() => c.targetTrue),
+    ...neighborAnswers(c),
     ...portability.map((p) => p.answer),
   ];
   const s = await scoreContinuations(model, tok, prompts, targets);
@@ -418,6 +452,7 @@ export async function standardScores(
       neighbors.map((_, i) => tokenAgreement(s.predicted[n + rewrite.length + i], reference[i])),
     ),
     portability: mean(portability.map((_, i) => accuracy(2 * n + i))),
+    specificity: mean(neighbors.map((_, i) => accuracy(n + rewrite.length + i))),
   };
 }
 

@@ -7,7 +7,8 @@
 //     its type; objects are real, common, single words (cities, languages, occupations...);
 //   - the training corpus: every fact in every TRAINING template, one sentence per line;
 //   - CounterFact-style and known_1000-style records (the ROME repo's schemas) for editing and
-//     tracing. Paraphrase prompts use HELD-OUT templates that never appear in the corpus.
+//     tracing, and zsRE records (MEND's schema) for the zsRE metrics. Paraphrase prompts use
+//     HELD-OUT templates that never appear in the corpus.
 //
 // Text conventions (so a word-level tokenizer with HF's Whitespace pre-tokenizer, \w+|[^\w\s]+,
 // sees exactly one token per space-separated word): words and punctuation are separated by
@@ -159,6 +160,29 @@ export interface CounterfactRecord {
   attribute_prompts: string[];
   /** Free-generation starts about the subject. */
   generation_prompts: string[];
+}
+
+/** One record of zsRE in MEND's schema (the question-answering edits of Mitchell et al.'s MEND and Meng et
+ *  al.'s MEMIT), built from one fact. */
+export interface ZsreRecord {
+  /** The subject's name. */
+  subject: string;
+  /** The edit prompt: the fact's training template with the subject filled in. */
+  src: string;
+  /** zsRE's prediction of the unedited model; here the object the corpus teaches. */
+  pred: string;
+  /** One held-out template with the subject (never in the corpus). */
+  rephrase: string;
+  /** The new object: the fact's counterfactual (CounterFact's target_new). */
+  alt: string;
+  /** The true objects: the fact's object. */
+  answers: string[];
+  /** Another subject's fact prompt (its own training template), which the edit must not change. */
+  loc: string;
+  /** That fact's true object. */
+  loc_ans: string;
+  /** MEND's condition string, "pred >> alt || src". */
+  cond: string;
 }
 
 /** One record of ROME's known_1000.json. */
@@ -708,7 +732,14 @@ function resolveOptions(opts: KbOptions): ResolvedKbOptions {
 }
 
 // Stream ids: one PRNG stream per part of the generator.
-const NAMES = 1, OBJECTS = 2, TEMPLATES = 3, COUNTERFACTUALS = 4, CORPUS_ORDER = 5, RECORDS = 6, ASIDES = 7;
+const NAMES = 1,
+  OBJECTS = 2,
+  TEMPLATES = 3,
+  COUNTERFACTUALS = 4,
+  CORPUS_ORDER = 5,
+  RECORDS = 6,
+  ASIDES = 7,
+  ZSRE = 8;
 
 /** Draws a knowledge base of invented subjects and their facts from `opts` (deterministic in the seed). */
 export function generateKnowledgeBase(opts: KbOptions): KnowledgeBase {
@@ -875,4 +906,48 @@ export function knownFactsRecords(kb: KnowledgeBase): KnownFactRecord[] {
     prompt: renderTemplate(fact.template, fact.subject),
     relation_id: fact.relation,
   }));
+}
+
+/**
+ * zsRE records (MEND's schema), one per fact in fact order: the fact's training-template prompt as
+ * `src`, a held-out template as `rephrase` (drawn by the seed), the counterfactual as `alt` and the object
+ * as the answer; `loc` / `loc_ans` are a fact of another subject (drawn by the seed) in its own training
+ * template, with its true object. Draws from its own stream, so the other files stay as they were.
+ */
+export function zsreRecords(kb: KnowledgeBase): ZsreRecord[] {
+  const rand = stream(kb.seed, ZSRE);
+  const relationById = new Map(kb.relations.map((r) => [r.id, r]));
+  if (kb.subjects.length < 2) {
+    throw new Error("zsRE records need at least 2 subjects (loc is another subject's)");
+  }
+  return kb.facts.map((fact) => {
+    const src = renderTemplate(fact.template, fact.subject);
+    // Rejection keeps the draw uniform over the other subjects' facts (most draws succeed at once).
+    let loc = pick(rand, kb.facts);
+    while (loc.subject === fact.subject) loc = pick(rand, kb.facts);
+    return {
+      subject: fact.subject,
+      src,
+      pred: fact.object,
+      rephrase: renderTemplate(pick(rand, relationById.get(fact.relation)!.heldOutTemplates), fact.subject),
+      alt: fact.counterfactual,
+      answers: [fact.object],
+      loc: renderTemplate(loc.template, loc.subject),
+      loc_ans: loc.object,
+      cond: `${fact.object} >> ${fact.counterfactual} || ${src}`,
+    };
+  });
+}
+
+/** The files a model folder ships, by name, as `./locus task train` and `./locus task generate-kb` write
+ *  them (one format, so regenerating a folder reproduces its files byte for byte): the training corpus and
+ *  the CounterFact, known_1000 and zsRE datasets. */
+export function datasetFiles(kb: KnowledgeBase): Record<string, string> {
+  const json = (value: unknown) => JSON.stringify(value, null, 1) + "\n";
+  return {
+    "corpus.txt": trainingCorpus(kb).join("\n") + "\n",
+    "counterfact.json": json(counterfactRecords(kb)),
+    "known_facts.json": json(knownFactsRecords(kb)),
+    "zsre.json": json(zsreRecords(kb)),
+  };
 }

@@ -25,13 +25,7 @@ import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { WordLevelTokenizer } from "../../engine/tokenizer.ts";
 import { lineChart } from "../pictures/charts.ts";
-import {
-  counterfactRecords,
-  generateKnowledgeBase,
-  type KnowledgeBase,
-  knownFactsRecords,
-  trainingCorpus,
-} from "./knowledge_base.ts";
+import { datasetFiles, generateKnowledgeBase, type KnowledgeBase, trainingCorpus } from "./knowledge_base.ts";
 import { ProgressBar } from "../output.ts";
 import { factRecall, type RecallItem, type RecallResult } from "../evaluation/recall.ts";
 import { sem } from "../study/stats.ts";
@@ -444,15 +438,7 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   await Deno.mkdir(outDir, { recursive: true });
   await model.save(outDir, { locus_seed: String(o.seed) });
   await writeAtomic(`${outDir}/tokenizer.json`, tok.toTokenizerJson());
-  await writeAtomic(
-    `${outDir}/counterfact.json`,
-    JSON.stringify(counterfactRecords(kb), null, 1) + "\n",
-  );
-  await writeAtomic(
-    `${outDir}/known_facts.json`,
-    JSON.stringify(knownFactsRecords(kb), null, 1) + "\n",
-  );
-  await writeAtomic(`${outDir}/corpus.txt`, corpus.join("\n") + "\n");
+  for (const [name, text] of Object.entries(datasetFiles(kb))) await writeAtomic(`${outDir}/${name}`, text);
   const smooth = meta.losses.map(([s], i, a) => {
     const w = a.slice(Math.max(0, i - 19), i + 1);
     return [s, w.reduce((x, [, l]) => x + l, 0) / w.length] as [number, number];
@@ -489,8 +475,8 @@ facts, so that localization and editing experiments run offline on any machine.
 Reproduce: \`./locus task train --seed ${o.seed} --steps ${o.steps}\` (writes this folder; checkpoints in runs/).
 
 Files: config.json and model.safetensors (Hugging Face GPT-2 layout), tokenizer.json (word level),
-counterfact.json (ROME's CounterFact schema), known_facts.json (ROME's known_1000 schema),
-corpus.txt (the training text), loss_curve.svg.
+counterfact.json (ROME's CounterFact schema), known_facts.json (ROME's known_1000 schema), zsre.json
+(zsRE in MEND's schema), corpus.txt (the training text), loss_curve.svg.
 `;
   await writeAtomic(`${outDir}/MODEL_CARD.md`, card);
   console.log(`wrote ${outDir}`);

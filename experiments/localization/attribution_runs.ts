@@ -18,7 +18,7 @@ import {
   type LgaResult,
 } from "./attribution.ts";
 import { type SelectionRequest, selectionRequests } from "./layer_selection.ts";
-import { traceFact } from "./tracing.ts";
+import { factChunks } from "./tracing.ts";
 
 /** Integrated gradients over MLP neurons, or Layer Gradient Analysis. */
 export type AttributionMethod = "ig" | "lga";
@@ -142,12 +142,9 @@ export async function runIntegratedGradients(
   if (o.trace) {
     const report = requests.length > 1 ? o.onProgress?.("facts traced") : undefined;
     tracing = [];
-    for (const r of requests) {
-      const t = await traceFact(model, tok, { prompt: r.prompt, subject: r.subject, target: r.targetTrue }, {
-        kinds: ["mlp"],
-        ...o.trace,
-      });
-      tracing.push(t.grids[0].layers.lastSubjectEffect);
+    const facts = requests.map((r) => ({ prompt: r.prompt, subject: r.subject, target: r.targetTrue }));
+    for await (const chunk of factChunks(model, tok, facts, { kinds: ["mlp"], ...o.trace })) {
+      for (const t of chunk) tracing.push(t.grids[0].layers.lastSubjectEffect);
       report?.(tracing.length, requests.length);
     }
   }

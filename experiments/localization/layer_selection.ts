@@ -24,7 +24,7 @@ import {
   type LgaOptions,
 } from "./attribution.ts";
 import type { EditCase } from "../data/datasets.ts";
-import { type FactTrace, type StateKind, traceFact, type TraceOptions } from "./tracing.ts";
+import { type FactTrace, type StateKind, traceFacts, type TraceOptions } from "./tracing.ts";
 
 /** One edit request: the prompt with the subject filled in, the subject, the true answer and the new target. */
 export interface SelectionRequest {
@@ -73,7 +73,47 @@ function requireRequests(name: string, requests: SelectionRequest[]): void {
  * would get the same score (the embedded model has 6).
  */
 export function scaledMlpWindow(nLayer: number): number {
-  return Math.max(1, Math.round((10 * nLayer) / 48));
+  return scaleWindow(10, 48, nLayer);
+}
+
+/** A tracing window of `window` layers in a model of `depth` layers, scaled to one of `nLayer` layers with
+ *  the same share of the depth: max(1, round(window x nLayer / depth)). Clipping at the first and last
+ *  layers is windowLayers' (tracing.ts), as for every window. */
+export function scaleWindow(window: number, depth: number, nLayer: number): number {
+  return Math.max(1, Math.round((window * nLayer) / depth));
+}
+
+/** Hase et al.'s tracing window sizes ("Does Localization Inform Editing?", section 3.2 and the appendix's
+ *  window-size figures: 1, 3, 5 (their default) and 10 (ROME's)), on GPT-J's WINDOW_STUDY_DEPTH layers. */
+export const WINDOW_STUDY = [1, 3, 5, 10] as const;
+/** GPT-J's depth, the model Hase et al.'s window sizes were chosen for. */
+export const WINDOW_STUDY_DEPTH = 28;
+
+/** One window of the window-size study: the model's window in layers and the paper's sizes that scale to
+ *  it (several coincide in a shallow model: the 6-layer embedded model restores 1 layer for 1, 3 and 5). */
+export interface StudyWindow {
+  /** Layers restored around each layer, in this model. */
+  layers: number;
+  /** Hase et al.'s window sizes (of GPT-J's 28 layers) that scale to it. */
+  paper: number[];
+}
+
+/**
+ * Hase et al.'s window sizes (default WINDOW_STUDY) scaled to a model of `nLayer` layers, distinct and
+ * ascending: a window of one layer stays one layer (the finest a trace can be), a wider one keeps its share
+ * of the depth, scaleWindow(w, 28, nLayer), so GPT-2 XL's 48 layers trace 1, 5, 9 and 17 layers.
+ */
+export function studyWindows(nLayer: number, paper: readonly number[] = WINDOW_STUDY): StudyWindow[] {
+  const out: StudyWindow[] = [];
+  for (const w of [...paper].sort((a, b) => a - b)) {
+    if (!Number.isInteger(w) || w < 1) throw new Error(`window sizes must be integers >= 1, got ${w}`);
+    const layers = w === 1 ? 1 : scaleWindow(w, WINDOW_STUDY_DEPTH, nLayer);
+    const same = out.find((x) => x.layers === layers);
+    if (same) {
+      if (!same.paper.includes(w)) same.paper.push(w);
+    } else out.push({ layers, paper: [w] });
+  }
+  return out.sort((a, b) => a.layers - b.layers);
 }
 
 /** The windows every command traces with by default: one layer for the residual stream (ROME restores a
@@ -125,17 +165,14 @@ export function causalTracingSelector(o: { span?: number; trace?: TraceOptions }
       timed(async () => {
         requireRequests("causal tracing", requests);
         const scores = new Array(model.nLayer).fill(0);
-        for (const r of requests) {
-          const trace = await traceFact(model, tok, {
-            prompt: r.prompt,
-            subject: r.subject,
-            target: r.targetTrue,
-          }, {
-            window: scaledMlpWindow(model.nLayer),
-            ...o.trace,
-            method: "noise",
-            kinds: ["mlp"],
-          });
+        const facts = requests.map((r) => ({ prompt: r.prompt, subject: r.subject, target: r.targetTrue }));
+        const traces = await traceFacts(model, tok, facts, {
+          window: scaledMlpWindow(model.nLayer),
+          ...o.trace,
+          method: "noise",
+          kinds: ["mlp"],
+        });
+        for (const trace of traces) {
           trace.grids[0].layers.lastSubjectEffect.forEach((e, l) => (scores[l] += e / requests.length));
         }
         return { layers: bestWindow(scores, span), scores };

@@ -22,14 +22,16 @@
 // so that part is shared: one forward of the clean prompt plus its `samples` corrupted copies (of many
 // prompts at once) captures the residual entering every layer, every layer's attention keys and values,
 // and the clean states of every kind. A cell whose window starts at layer s and whose first token is t
-// then runs only the layers s..L-1 (s+1..L-1 for the residual stream: its state after layer s is the
-// restored one) and only the rows t..T-1 (a suffix forward, engine/model.ts), from the captured
-// residual entering that layer and with the earlier rows' keys and values as captured. Identical cells
-// (ROME's 10-layer windows clipped at both ends) are computed once, and restoring tokens before the
-// subject is the corrupted run itself. Cells of every prompt are grouped by their first layer and
-// ordered by rows into batches of cells x samples sequences (bounded by maxRows and the adapter's binding
-// size); the batches are submitted back to back without waiting, and one readback returns one number
-// per row (the target's log-probability), with the shared runs' own.
+// changes only its own rows in layer s: it runs layer s on those rows alone (nothing for the residual
+// stream, whose state there is the restored one), then layers s+1..L-1 on rows t..T-1 only (suffix
+// forwards, engine/model.ts), from the captured residual entering s+1 (its own rows replaced) and with
+// the earlier rows' keys and values as captured. Identical cells are computed once; a cell whose window
+// only ends later than another's (ROME's 10-layer windows clipped at the first layer) continues from the
+// state the shorter one leaves at its end; restoring tokens before the subject is the corrupted run
+// itself. Cells of every prompt are grouped by their first layer and ordered by rows into batches of
+// cells x samples sequences (bounded by maxRows and the adapter's binding size, little padding); the
+// batches are submitted back to back without waiting, and one readback returns one number per row (the
+// target's log-probability), with the shared runs' own.
 //
 // The noise is added at the engine's "embed" site, wte + wpe: the same sum as ROME's noise on wte.
 import type { Tensor } from "../../engine/gpu.ts";
@@ -211,6 +213,8 @@ export class TraceRun {
   clean: number[] = [];
   /** Per prompt, the mean p(target) over the corrupted runs (NaN with 0 samples; after the first `score`). */
   corrupted: number[] = [];
+  /** During a `score`: the states cells leave for the cells that continue from them (see Link). */
+  private carry: Tensor | null = null;
 
   private constructor(
     readonly model: Model,
@@ -346,11 +350,13 @@ export class TraceRun {
   /**
    * p(target) for each cell: with action "restore" the mean over the corrupted samples with the cell's
    * clean states copied back in; with "zero" the clean run with the cell's states set to zero.
-   * `reuse` (default) runs each cell only where it can change something: from the first layer its
-   * window changes (a residual cell's first window layer is its input, the restored or zeroed state)
-   * and from its first token, the rest read from the shared runs; identical cells are computed once,
-   * and a cell that restores only tokens before the subject is the corrupted run (the noise enters at
-   * the subject, so those states are already clean). reuse = false recomputes every cell from the
+   * `reuse` (default) runs each cell only where it can change something: its first window layer only
+   * on its own rows (the others are the shared run's there; a residual cell's rows are the restored or
+   * zeroed state itself), the later layers from its first token on, the rest read from the shared runs
+   * (engine/model.ts's suffix forward); identical cells are computed once, a cell whose window only
+   * ends later than another's continues from the state that one leaves at its end, and a cell that
+   * restores only tokens before the subject is the corrupted run (the noise enters at the subject, so
+   * those states are already clean). reuse = false recomputes every cell from the
    * embeddings (the naive way; same numbers, slower). Everything is recorded into one stream and read
    * back once (with the shared runs' probabilities on the first call).
    */
@@ -372,12 +378,15 @@ export class TraceRun {
     const sameAs = new Array<number>(cells.length);
     const computed: number[] = [];
     const seen = new Map<string, number>();
+    // A cell without its window's end: cells with one key differ at most in where their window ends.
+    const startKey = (c: Cell) =>
+      JSON.stringify([c.prompt ?? 0, c.kind, [...c.tokens].sort((a, b) => a - b), c.from]);
     cells.forEach((c, i) => {
       if (reuse && action === "restore" && Math.max(...c.tokens) < promptOf(c).subject[0]) {
         sameAs[i] = -1;
         return;
       }
-      const key = JSON.stringify([c.prompt ?? 0, c.kind, [...c.tokens].sort((a, b) => a - b), c.from, c.to]);
+      const key = `${startKey(c)} ${c.to}`;
       const first = reuse ? seen.get(key) : undefined;
       if (first !== undefined) {
         sameAs[i] = first;
@@ -388,24 +397,56 @@ export class TraceRun {
       computed.push(i);
     });
 
-    const byStart = new Map<number, number[]>(); // first layer run -> indices of its cells
-    for (const i of computed) {
-      const c = cells[i];
-      const start = !reuse ? 0 : c.kind === "resid" ? c.from + 1 : c.from;
-      if (!byStart.has(start)) byStart.set(start, []);
-      byStart.get(start)!.push(i);
-    }
     // A batch computes each sequence's rows from its cell's first token on (all rows without reuse) and
     // pads them to its longest: ordered longest first, a batch's cells are close in length.
     const rowsOf = (i: number) => promptOf(cells[i]).ids.length - (reuse ? Math.min(...cells[i].tokens) : 0);
+    // Cells that differ only in where their window ends share everything before the shorter one's end
+    // (ROME's windows clipped at the first layers): such a cell continues from the state its predecessor
+    // (the next shorter window) leaves there, carried in one tensor: S x rows per predecessor.
+    const links = cells.map((): Link => ({}));
+    let carryRows = 0;
+    if (reuse) {
+      const chains = new Map<string, number[]>();
+      for (const i of computed) {
+        const key = startKey(cells[i]);
+        if (!chains.has(key)) chains.set(key, []);
+        chains.get(key)!.push(i);
+      }
+      for (const chain of chains.values()) {
+        chain.sort((a, b) => cells[a].to - cells[b].to);
+        for (let k = 1; k < chain.length; k++) {
+          const before = chain[k - 1];
+          if (cells[before].to < cells[before].from + 2) continue; // no layer of its own past the first
+          links[before].into = carryRows;
+          links[chain[k]].from = carryRows;
+          links[chain[k]].start = cells[before].to;
+          carryRows += S * rowsOf(before);
+        }
+      }
+    }
+    this.carry = carryRows > 0 ? gpu.zeros([carryRows, cfg.nEmbd]) : null;
+    const byStart = new Map<number, number[]>(); // first layer run -> indices of its cells
+    for (const i of computed) {
+      const start = reuse ? links[i].start ?? cells[i].from + 1 : 0;
+      if (!byStart.has(start)) byStart.set(start, []);
+      byStart.get(start)!.push(i);
+    }
     const batches: { cells: number[]; logProbs: Tensor }[] = [];
-    for (const [start, indices] of byStart) {
+    // In order of their first layer: a predecessor's batch is recorded before its successors'.
+    for (const [start, indices] of [...byStart].sort((a, b) => a[0] - b[0])) {
       indices.sort((a, b) => rowsOf(b) - rowsOf(a));
       let chunk: number[] = [];
       const flush = () => {
         batches.push({
           cells: chunk,
-          logProbs: this.recordBatch(chunk.map((j) => cells[j]), start, action, reuse, S),
+          logProbs: this.recordBatch(
+            chunk.map((j) => cells[j]),
+            chunk.map((j) => links[j]),
+            start,
+            action,
+            reuse,
+            S,
+          ),
         });
         chunk = [];
       };
@@ -428,7 +469,8 @@ export class TraceRun {
     }
     const base = this.baseLogProbs;
     const values = await gpu.readMany([...(base ? [base] : []), ...batches.map((b) => b.logProbs)]);
-    gpu.release(...batches.map((b) => b.logProbs));
+    gpu.release(...batches.map((b) => b.logProbs), this.carry ?? undefined);
+    this.carry = null;
     if (base) {
       const N = this.options.samples, lp = values.shift()!;
       this.clean = this.prompts.map((_, p) => Math.exp(lp[this.sequence(p, -1)]));
@@ -453,11 +495,15 @@ export class TraceRun {
 
   /**
    * Records the forward of `cells` x S sequences (sequence c*S + n = cell c, sample n) starting at
-   * layer `start`; returns the target's log-probability per sequence, [cells * S]. With `reuse`,
-   * sequence c*S + n computes only the rows from cell c's first token on.
+   * layer `start`; returns the target's log-probability per sequence, [cells * S]. With `reuse`, every
+   * cell's window began at start - 1, where only the cell's own rows changed: a residual cell's rows
+   * enter `start` restored (the clean run's) or zeroed, an MLP or attention cell's rows as its first
+   * layer computed them on their own (`recordFirstLayer`), every other row as the shared run has it;
+   * and sequence c*S + n computes only the rows from cell c's first token on.
    */
   private recordBatch(
     cells: Cell[],
+    links: Link[],
     start: number,
     action: "restore" | "zero",
     reuse: boolean,
@@ -467,7 +513,7 @@ export class TraceRun {
     const B = cells.length * S;
     // Submit what is recorded so far (the previous batch): the GPU starts on it while this one is recorded.
     gpu.flush();
-    const hooks: Hook[] = [];
+    const hooks: Hook[] = [], captures: Hook[] = [];
     const promptOf = (j: number) => cells[Math.floor(j / S)].prompt ?? 0;
     // Sequence j's first computed position, and the shared runs' sequence it starts from.
     const starts = cells.flatMap((c) => new Array<number>(S).fill(reuse ? Math.min(...c.tokens) : 0));
@@ -478,29 +524,61 @@ export class TraceRun {
     let input: Tensor | undefined;
     let suffix: Suffix | undefined;
     if (reuse) {
-      // The residual entering `start` at the computed rows; the earlier rows' keys and values at every
-      // later layer are those of corrupted sample n (restore) or of the clean run (zero), as captured.
-      // A residual cell whose window began at start - 1 has its tokens' rows restored (the clean run's)
-      // or zeroed (left 0) there.
+      const own = cells.flatMap((c, i) => (c.kind === "resid" || links[i].from !== undefined ? [] : [i]));
+      const first = own.length > 0
+        ? this.recordFirstLayer(own.map((i) => cells[i]), start - 1, action, S)
+        : undefined;
       input = gpu.zeros([B * Tq, d]); // padding rows stay 0
-      const entries: RowEntry[] = [];
+      const shared: RowEntry[] = [], firstRows: RowEntry[] = [], carried: RowEntry[] = [];
       for (let j = 0; j < B; j++) {
-        const c = cells[Math.floor(j / S)], p = promptOf(j);
-        const set = c.kind === "resid" && c.from === start - 1 ? c.tokens : [];
+        const c = cells[Math.floor(j / S)], p = promptOf(j), link = links[Math.floor(j / S)];
+        const k = own.indexOf(Math.floor(j / S)); // the cell's place in `first`
         for (let t = starts[j]; t < sequences[j].length + starts[j]; t++) {
-          const patched = set.includes(t);
-          if (patched && action === "zero") continue;
-          const src = (patched ? this.sequence(p, -1) : baseOf(j)) * T + t;
-          entries.push({ dst: j * Tq + t - starts[j], src, keep: 0, take: 1 });
+          const dst = j * Tq + t - starts[j];
+          if (link.from !== undefined) {
+            carried.push({
+              dst,
+              src: link.from + (j % S) * sequences[j].length + t - starts[j],
+              keep: 0,
+              take: 1,
+            });
+          } else if (k >= 0 && t <= Math.max(...c.tokens)) {
+            firstRows.push({ dst, src: (k * S + j % S) * first!.Tq + t - starts[j], keep: 0, take: 1 });
+          } else if (c.kind === "resid" && c.tokens.includes(t)) {
+            if (action === "restore") {
+              shared.push({ dst, src: this.sequence(p, -1) * T + t, keep: 0, take: 1 });
+            }
+          } else {
+            shared.push({ dst, src: baseOf(j) * T + t, keep: 0, take: 1 });
+          }
         }
       }
-      rowOps(gpu, input, this.inputs[start], d, entries);
-      suffix = {
-        starts,
-        qkv: this.qkv.slice(start),
-        bases: starts.map((_, j) => baseOf(j) * T),
-        T,
-      };
+      rowOps(gpu, input, this.inputs[start], d, shared);
+      if (first) {
+        rowOps(gpu, input, first.rows, d, firstRows);
+        gpu.release(first.rows);
+      }
+      if (carried.length > 0) rowOps(gpu, input, this.carry!, d, carried);
+      // What a predecessor leaves its successor: the residual after its window's last layer.
+      links.forEach((link, c) => {
+        if (link.into === undefined) return;
+        const rows: number[] = [], intoRows: number[] = [];
+        for (let n = 0; n < S; n++) {
+          const j = c * S + n, length = sequences[j].length;
+          for (let i = 0; i < length; i++) {
+            rows.push(j * Tq + i);
+            intoRows.push(link.into + n * length + i);
+          }
+        }
+        captures.push({
+          layer: cells[c].to - 1,
+          site: "resid",
+          capture: { into: this.carry!, rows, intoRows },
+        });
+      });
+      // The earlier rows' keys and values at every later layer are those of corrupted sample n (restore)
+      // or of the clean run (zero), as captured.
+      suffix = { starts, qkv: this.qkv.slice(start), bases: starts.map((_, j) => baseOf(j) * T), T };
     } else if (action === "restore") {
       const entries: RowEntry[] = [];
       for (let j = 0; j < B; j++) {
@@ -511,9 +589,74 @@ export class TraceRun {
       }
       hooks.push({ layer: -1, site: "embed", patch: { src: this.noise, entries } });
     }
-    const lastLayer = Math.max(...cells.map((c) => c.to));
+    // The captures after the patches: they see the restored states.
+    hooks.push(...this.cellHooks(cells, S, starts, Tq, start, action), ...captures);
+    const outputRows = sequences.map((s, j) => j * Tq + s.length - 1);
+    const res = model.forward(batch, { startLayer: reuse ? start : 0, input, suffix, hooks, outputRows });
+    const targets = gpu.upload([B], starts.map((_, j) => this.prompts[promptOf(j)].target), "u32");
+    const logProbs = logProbOf(gpu, res.logits, targets, B, cfg.vocabSize);
+    model.releaseForward(res);
+    gpu.release(input);
+    return logProbs;
+  }
+
+  /**
+   * The first window layer of MLP or attention cells, run on the cells' own rows only (a suffix forward
+   * of one layer from each cell's first token to its last): the residual those rows leave `layer` with,
+   * [cells * S * Tq, d], row (c*S + n) * Tq + i being cell c's sample n at its first token + i.
+   */
+  private recordFirstLayer(
+    cells: Cell[],
+    layer: number,
+    action: "restore" | "zero",
+    S: number,
+  ): { rows: Tensor; Tq: number } {
+    const gpu = this.model.gpu, T = this.T, d = this.model.config.nEmbd, B = cells.length * S;
+    const cellOf = (j: number) => cells[Math.floor(j / S)];
+    const starts = cells.flatMap((c) => new Array<number>(S).fill(Math.min(...c.tokens)));
+    const baseOf = (j: number) => this.sequence(cellOf(j).prompt ?? 0, action === "restore" ? j % S : -1);
+    const sequences = starts.map((s, j) => {
+      const c = cellOf(j);
+      return this.prompts[c.prompt ?? 0].ids.slice(s, Math.max(...c.tokens) + 1);
+    });
+    const batch = makeBatch(sequences);
+    const Tq = batch.T;
+    const input = gpu.zeros([B * Tq, d]);
+    const entries: RowEntry[] = [];
+    sequences.forEach((s, j) => {
+      for (let i = 0; i < s.length; i++) {
+        entries.push({ dst: j * Tq + i, src: baseOf(j) * T + starts[j] + i, keep: 0, take: 1 });
+      }
+    });
+    rowOps(gpu, input, this.inputs[layer], d, entries);
+    const res = this.model.forward(batch, {
+      startLayer: layer,
+      endLayer: layer + 1,
+      input,
+      suffix: { starts, qkv: this.qkv.slice(layer), bases: starts.map((_, j) => baseOf(j) * T), T },
+      hooks: this.cellHooks(cells, S, starts, Tq, layer, action, layer + 1),
+      outputRows: Array.from({ length: B * Tq }, (_, r) => r),
+    });
+    gpu.release(input);
+    return { rows: res.logits, Tq };
+  }
+
+  /**
+   * The patches of `cells` x S sequences (rows from starts[j], Tq per sequence) at layers [from, to)
+   * (to: every layer the cells reach): restore copies the clean run's state, zero writes zeros.
+   */
+  private cellHooks(
+    cells: Cell[],
+    S: number,
+    starts: number[],
+    Tq: number,
+    from: number,
+    action: "restore" | "zero",
+    to = Math.max(...cells.map((c) => c.to)),
+  ): Hook[] {
+    const T = this.T, hooks: Hook[] = [];
     for (const kind of STATE_KINDS) {
-      for (let l = start; l < lastLayer; l++) {
+      for (let l = from; l < to; l++) {
         const entries: RowEntry[] = [];
         cells.forEach((cell, c) => {
           if (cell.kind !== kind || l < cell.from || l >= cell.to) return;
@@ -537,13 +680,7 @@ export class TraceRun {
         hooks.push({ layer: l, site: kind, patch: { src, entries } });
       }
     }
-    const outputRows = sequences.map((s, j) => j * Tq + s.length - 1);
-    const res = model.forward(batch, { startLayer: reuse ? start : 0, input, suffix, hooks, outputRows });
-    const targets = gpu.upload([B], starts.map((_, j) => this.prompts[promptOf(j)].target), "u32");
-    const logProbs = logProbOf(gpu, res.logits, targets, B, cfg.vocabSize);
-    model.releaseForward(res);
-    gpu.release(input);
-    return logProbs;
+    return hooks;
   }
 
   /** Returns every kept tensor to the buffer pool. */
@@ -557,6 +694,16 @@ export class TraceRun {
       ...(this.baseLogProbs ? [this.baseLogProbs] : []),
     );
   }
+}
+
+/** A cell's place in a chain of cells that differ only in their window's end (rows of TraceRun's carry). */
+interface Link {
+  /** The first row of the state this cell continues from (S x its rows; it starts at `start`). */
+  from?: number;
+  /** The layer this cell starts at: its predecessor's window end. */
+  start?: number;
+  /** The first row this cell leaves its state in, after its window's last layer, for its successor. */
+  into?: number;
 }
 
 /** Rows and sequences one scoring batch may hold on this adapter (and under the caller's row cap). */
@@ -590,8 +737,9 @@ export function promptChunks(
     const P = end - first, T = Math.max(...prompts.slice(first, end).map((x) => x.ids.length));
     const rows = P * (samples + 1) * T;
     const kept = 4 * ((L + 1) * rows * d + L * rows * width + 2 * L * P * T * d);
+    // Within maxRows every activation of the prepare batch (the widest included) fits one binding.
     return rows <= limit.maxRows && P * (samples + 1) <= limit.maxSequences &&
-      4 * rows * Math.max(width, d) <= binding && kept <= Math.min(limits.maxBufferSize, 4 * binding);
+      kept <= Math.min(limits.maxBufferSize, 4 * binding);
   };
   const chunks: [number, number][] = [];
   let first = 0;

@@ -12,6 +12,9 @@
 //                           is r2Table on these facts).
 //   perLayerCorrelations    Pearson's r of score vs tracing effect at each edit layer (figures 4, 15).
 //   layerCurves             mean score per layer (figure 7).
+//   windowStudy             the same regressions with the tracing effect of each tracing window size
+//                           (appendix: window sizes 1, 3, 5, 10 scaled to the model's depth, figures
+//                           10-12), one family of tests over every window.
 // Chun & Hur, "Integrated Gradients vs. Causal Tracing" and "Golden Layers and Where to Find Them" (section 4):
 //   goldenVsSampleWise      the golden layer (best mean score) vs each fact's own best layer, with a
 //                           paired t-test over facts (Golden Layers table 1).
@@ -106,8 +109,11 @@ export interface EditRow {
 export interface TraceRow {
   /** The fact's id. */
   fact: string;
-  /** "causal-tracing" or "zeroing". */
+  /** "causal-tracing", "zeroing" or the window study's "tracing-window:W". */
   localization: string;
+  /** Layers restored (or zeroed) around each layer in the MLP grid the effects come from, as the sweep
+   *  recorded it (hparams.window); NaN where the record does not say. */
+  window: number;
   /** The regressor per layer: the effect maximised over tokens (NaN where undefined); [layers]. */
   effect: number[];
   /** The effect at the last subject token per layer (Hase et al.'s figure 16); [layers]. */
@@ -306,10 +312,8 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
         },
         noop: isNoop(m.pre, m.post),
         seconds: num(r.timings.edit) + num(r.timings.score),
-        standard: m.standard !== null && typeof m.standard === "object" && !Array.isArray(m.standard)
-          ? Object.fromEntries(
-            STANDARD_METRICS.map((k) => [k.key, num((m.standard as { [k: string]: Json })[k.key])]),
-          )
+        standard: isObject(m.standard)
+          ? Object.fromEntries(STANDARD_METRICS.map((k) => [k.key, num(field(m.standard, k.key))]))
           : null,
         fluency: { post: num(field(m.fluency, "post")), pre: num(field(m.fluency, "pre")) },
         drift: isObject(r.hparams.drift) ? r.hparams.drift : null,
@@ -340,6 +344,7 @@ export function loadSweep(results: Iterable<StoredResult>, sweep?: string): Swee
       data.traces.push({
         fact: r.fact,
         localization: r.localization,
+        window: num(r.hparams.window),
         effect: numbers(m.effect, `${r.key}: metrics.effect`),
         lastSubjectEffect: numbers(m.lastSubjectEffect, `${r.key}: metrics.lastSubjectEffect`),
         trace: restoreTrace(m.trace, r.key),
@@ -566,12 +571,111 @@ export function r2Table(
       note: [...new Set(notes)].join("; "),
     };
   });
-  const adjusted = holm(out.map((r) => r.p));
-  out.forEach((r, i) => {
+  return correctR2Family(out);
+}
+
+/** Holm's correction over `rows` as one family of tests, and the verdict rule on each (in place). */
+function correctR2Family<T extends R2Row>(rows: T[]): T[] {
+  const adjusted = holm(rows.map((r) => r.p));
+  rows.forEach((r, i) => {
     r.pAdjusted = adjusted[i];
     r.verdict = verdict(r.pAdjusted, r.f2, MIN_EFFECT.f2);
   });
-  return out;
+  return rows;
+}
+
+/** One tracing window of the window-size study: its traces and how large their effects are. */
+export interface StudyWindowTraces {
+  /** Layers restored around each layer. */
+  window: number;
+  /** The localization whose records hold these traces ("causal-tracing" or "tracing-window:W"). */
+  localization: string;
+  /** Facts traced with this window. */
+  facts: number;
+  /** Mean of the peak (max over layers) tracing effect over the facts traced with every window, with
+   *  its 95% bootstrap interval: Hase et al.'s figure 10 (effects grow as the window widens). */
+  peak: ConfidenceInterval;
+  /** Over the same facts, how many peak at each layer (layerChoice; indexed by layer): Hase et al.'s
+   *  figure 11 (peaks move towards the first and last layers as the window narrows). */
+  peakLayers: number[];
+  /** Facts among them without a peak (a tie, or no effect above 0). */
+  noPeak: number;
+}
+
+/** The window-size study: per window its traces, and per (window, problem, method) the R² rows. */
+export interface WindowStudy {
+  /** Every window traced, ascending. */
+  windows: StudyWindowTraces[];
+  /** The facts whose edits the regressions use: those traced with every window, so that the windows
+   *  are compared on the same edits. */
+  facts: number;
+  /** r2Table's rows per window, in window order; p Holm-corrected over all of them (one family). */
+  rows: (R2Row & { window: number })[];
+}
+
+/**
+ * Hase et al.'s regressions (r2Table: layer, tracing effect, both; bootstrap intervals over facts) with
+ * the tracing effect of each tracing window size (the appendix's window-size analysis). The windows come
+ * from the sweep's causal-tracing records (their own window) and its window-study records; the
+ * regressions use only facts traced with every window, and the whole table is one family for Holm's
+ * correction.
+ */
+export function windowStudy(
+  data: SweepData,
+  o: IntervalOptions & { metric?: Metric } = {},
+): WindowStudy {
+  const byWindow = new Map<number, Map<string, TraceRow[]>>();
+  for (const t of data.traces) {
+    if (t.localization !== "causal-tracing" && !t.localization.startsWith("tracing-window:")) continue;
+    if (!Number.isInteger(t.window)) continue; // a record that does not say its window
+    if (!byWindow.has(t.window)) byWindow.set(t.window, new Map());
+    const sources = byWindow.get(t.window)!;
+    sources.set(t.localization, [...(sources.get(t.localization) ?? []), t]);
+  }
+  // A window with both kinds of records (stores merged from runs with other main windows): the main
+  // traces win, as planItems would have reused them.
+  const windows = [...byWindow.keys()].sort((a, b) => a - b).map((window) => {
+    const sources = byWindow.get(window)!;
+    const localization = sources.has("causal-tracing") ? "causal-tracing" : [...sources.keys()][0];
+    return { window, localization, traces: sources.get(localization)! };
+  });
+  const tracedByAll = new Set(
+    (windows[0]?.traces ?? []).map((t) => t.fact).filter((f) =>
+      windows.every((w) => w.traces.some((t) => t.fact === f))
+    ),
+  );
+  const common = new Set(data.edits.map((e) => e.fact).filter((f) => tracedByAll.has(f)));
+  const rows = windows.flatMap((w) =>
+    r2Table(data, { ...o, localization: w.localization, facts: common }).map((r) => ({
+      ...r,
+      window: w.window,
+    }))
+  );
+  return {
+    windows: windows.map((w) => {
+      const traces = w.traces.filter((t) => tracedByAll.has(t.fact));
+      const peakLayers = new Array(Math.max(0, ...traces.map((t) => t.effect.length))).fill(0);
+      let noPeak = 0;
+      for (const t of traces) {
+        const { layer } = layerChoice(t.effect);
+        if (layer === null) noPeak++;
+        else peakLayers[layer]++;
+      }
+      return {
+        window: w.window,
+        localization: w.localization,
+        facts: w.traces.length,
+        peak: meanCI(
+          traces.map((t) => Math.max(...t.effect.filter(Number.isFinite))).filter(Number.isFinite),
+          o,
+        ),
+        peakLayers,
+        noPeak,
+      };
+    }),
+    facts: common.size,
+    rows: correctR2Family(rows),
+  };
 }
 
 /** An interval that cannot be computed (fewer than two facts). */
@@ -1025,13 +1129,19 @@ export function driftSummary(data: SweepData): DriftSummary {
 /** One sentence for captions and the summary: what was measured, on how much, and how. */
 export function driftDescription(d: DriftSummary): string {
   if (d.essence === 0 && d.fluency === 0) {
+    const off = d.settings !== null &&
+      (d.settings.every === 0 || (d.settings.essenceSamples === 0 && d.settings.fluencyPrompts === 0));
     return d.settings === null
       ? "Essence and fluency: not measured (the store's edit records predate them)."
-      : "Essence and fluency: not measured (switched off in this sweep's settings).";
+      : off
+      ? "Essence and fluency: not measured (switched off in this sweep's settings)."
+      : "Essence and fluency: not measured (no edit of a measured fact is stored yet).";
   }
   const s = d.settings ?? {};
   const every = Number(s.every);
-  return `Essence measured on ${d.essence} and fluency on ${d.fluency} of ${d.edits} edits (${d.facts} facts` +
+  return `Essence measured on ${d.essence} and fluency on ${d.fluency} of ${d.edits} edits (${d.facts} fact${
+    d.facts === 1 ? "" : "s"
+  }` +
     (every > 1 ? `: 1 in ${every} of the seeded sample` : "") + `, at every layer, method and problem); ` +
     `essence: ${s.essenceSamples} samples of ${s.essenceTokens} new tokens after "{subject} is a", ` +
     `fluency: ${s.fluencyTokens} new tokens after each of up to ${s.fluencyPrompts} generation prompts; ` +

@@ -11,13 +11,16 @@
 //                 concentrated-effects subset), table-hase-3..6 (rewrite, paraphrase, neighborhood,
 //                 average score by problem and method, with Diff and F-test p), fig-r2-bars (figure 6),
 //                 table-zeroing and table-last-subject (robustness: other localizations)
+//   window        table-window-effects, fig-window-r2, table-window (the window-size study: tracing effects
+//                 and the R² regressions with restoration windows of 1, 3, 5, 10 layers scaled to depth)
 //   layers        fig-layer-curves (scores by edit layer, figure 7), table-correlations and
 //                 fig-scatter-* (score vs tracing effect at each layer, figures 4 and 15)
 //   golden        table-golden (Golden Layers table 1), table-proxy-test (Golden Layers tables 3-8),
 //                 table-selection-004 (Golden Layers table 2), table-selection-000 (Chun & Hur table 1),
 //                 fig-selection (the strategies' per-layer scores, LGA with its fences),
 //                 fig-selection-runtime (the strategies' times)
-//   standard      table-counterfact (CounterFact ES/PS/NS and magnitudes, EasyEdit's four metrics)
+//   standard      table-counterfact (CounterFact ES/PS/NS and magnitudes, EasyEdit's four metrics),
+//                 table-zsre (MEMIT's zsRE efficacy, paraphrase and specificity, on a zsRE dataset)
 //   mass          fig-mass-editing, table-mass-editing (MEMIT and EMMET editing 1, 10, 100, 1000 facts at once)
 // The summary opens with what the run supports and the caveats found in its data (analysis.ts findings
 // and caveats), and states the verdict rule once; every R², mean and r carries its 95% bootstrap
@@ -47,7 +50,9 @@ import {
   standardTable,
   STRATEGY_NAMES,
   type SweepData,
+  windowStudy,
 } from "./analysis.ts";
+import { studyWindows, WINDOW_STUDY, WINDOW_STUDY_DEPTH } from "../localization/layer_selection.ts";
 import type { ConfidenceInterval, Verdict } from "./stats.ts";
 import { VERDICT_RULE } from "./stats.ts";
 import { STANDARD_METRICS } from "../evaluation/metrics.ts";
@@ -229,29 +234,33 @@ const METRIC_NAMES: Record<Metric, string> = {
 const withLayer = (method: string, nLayers: number) =>
   `${METHOD_TITLES[method as SweepMethod] ?? method} (${nLayers} layer${nLayers === 1 ? "" : "s"})`;
 
+/** One R² row's cells, from "Layer R²" to "n edits"; the adjusted R² of `adjusted` and of both. */
+function r2Cells(r: R2Row, adjusted: "layer" | "trace"): Cell[] {
+  return [
+    withCI(r.layer, r.ci.layer),
+    withCI(r.trace, r.ci.trace),
+    withCI(r.both, r.ci.both),
+    withCI(r.diff, r.ci.diff),
+    `${f3(r.adjusted[adjusted])} / ${f3(r.adjusted.both)}`,
+    withCI(r.f2, r.ci.f2),
+    formatP(r.pAdjusted),
+    verdictCell(r.verdict),
+    {
+      text: `${r.n} (${r.facts} facts)${r.dropped ? `, ${r.dropped} left out` : ""}${
+        r.noops ? `, ${r.noops} no-op` : ""
+      }${r.note ? `; ${r.note}` : ""}`,
+      cls: "note",
+    },
+  ];
+}
+
 /** Rows of Hase et al.'s tables 3-6: the problem cell spans its methods. */
 function r2Body(rows: R2Row[], methodLabel: (m: string) => string): Cell[][] {
   const body: Cell[][] = [];
   for (const problem of [...new Set(rows.map((r) => r.problem))]) {
     const mine = rows.filter((r) => r.problem === problem);
     mine.forEach((r, i) => {
-      const cells: Cell[] = [
-        methodLabel(r.method),
-        withCI(r.layer, r.ci.layer),
-        withCI(r.trace, r.ci.trace),
-        withCI(r.both, r.ci.both),
-        withCI(r.diff, r.ci.diff),
-        `${f3(r.adjusted.layer)} / ${f3(r.adjusted.both)}`,
-        withCI(r.f2, r.ci.f2),
-        formatP(r.pAdjusted),
-        verdictCell(r.verdict),
-        {
-          text: `${r.n} (${r.facts} facts)${r.dropped ? `, ${r.dropped} left out` : ""}${
-            r.noops ? `, ${r.noops} no-op` : ""
-          }${r.note ? `; ${r.note}` : ""}`,
-          cls: "note",
-        },
-      ];
+      const cells: Cell[] = [methodLabel(r.method), ...r2Cells(r, "layer")];
       body.push(i === 0 ? [{ text: problem, rowspan: mine.length }, ...cells] : cells);
     });
   }
@@ -402,6 +411,127 @@ function localizationSection(data: SweepData, methodLabel: (m: string) => string
         : missing(id, "table", `the sweep has no ${effect.localization ?? "causal-tracing"} records`),
     );
   }
+  parts.push(`</section>`);
+  return parts.join("\n");
+}
+
+/** The window-size study (Hase et al.'s appendix, figures 10-12): how large the tracing effects are and how
+ *  well they predict the rewrite score, per restoration window. */
+function windowSection(data: SweepData, methodLabel: (m: string) => string): string {
+  const parts = [`<section id="window"><h2>Does the tracing window matter? (Hase et al., appendix)</h2>`];
+  const study = windowStudy(data, { metric: "rewrite" });
+  const nLayer = Number(data.model.nLayer);
+  const paper = Number.isInteger(nLayer) && nLayer > 0 ? studyWindows(nLayer) : [];
+  const scaling =
+    `Hase et al. trace GPT-J's ${WINDOW_STUDY_DEPTH} layers with windows of ${
+      WINDOW_STUDY.join(", ")
+    } layers; here each keeps its share of this model's ${nLayer} layers, max(1, round(w × ${nLayer} / ` +
+    `${WINDOW_STUDY_DEPTH})) (a window of 1 stays 1), clipped at the first and last layers: ${
+      paper.map((w) => `${w.paper.join(", ")} → ${w.layers}`).join("; ") || "n/a"
+    }.`;
+  const windowLabel = (w: number) => {
+    const from = paper.find((p) => p.layers === w);
+    return `${w} layer${w === 1 ? "" : "s"}${from ? ` (paper ${from.paper.join(", ")})` : ""}`;
+  };
+  const ids: [string, "table" | "figure"][] = [
+    ["table-window-effects", "table"],
+    ["fig-window-r2", "figure"],
+    ["table-window", "table"],
+  ];
+  if (study.windows.length < 2 || study.rows.length === 0) {
+    const why = study.windows.length < 2
+      ? `the sweep traced ${study.windows.length} window${
+        study.windows.length === 1 ? "" : "s"
+      }; the study ` +
+        `needs two or more (sweep plan.windows, study --windows). ${scaling}`
+      : "no edit results";
+    for (const [id, kind] of ids) parts.push(missing(id, kind, why));
+    return parts.join("\n") + "\n</section>";
+  }
+  parts.push(table(
+    "table-window-effects",
+    `Tracing effects by restoration window, over the facts traced with every window: the mean of each ` +
+      `fact's peak MLP tracing effect (max over tokens and layers; Hase et al. figure 10), 95% bootstrap ` +
+      `interval below, and how many facts peak at each layer (figure 11). ${scaling}`,
+    [["Window", "Records", "Facts traced", "Mean peak effect", "Facts peaking at layer 0, 1, ..."]],
+    study.windows.map((w) => [
+      windowLabel(w.window),
+      w.localization,
+      w.facts,
+      withCI(w.peak.estimate, w.peak),
+      {
+        text: w.peakLayers.join(" · ") + (w.noPeak ? ` (${w.noPeak} without a peak)` : ""),
+        cls: "label",
+      },
+    ]),
+  ));
+  const groups = [...new Set(study.rows.map((r) => `${r.problem}\u0000${r.method}`))].map((g) => {
+    const [problem, method] = g.split("\u0000");
+    return { problem, method, rows: study.rows.filter((r) => r.problem === problem && r.method === method) };
+  });
+  const chart = (
+    title: string,
+    yLabel: string,
+    pick: (r: (typeof study.rows)[number]) => ConfidenceInterval,
+  ) =>
+    barChartSvg(
+      groups.map((g) => ({
+        label: methodLabel(g.method),
+        section: g.problem,
+        bars: g.rows.map((r) => {
+          const ci = pick(r);
+          return { name: windowLabel(r.window), value: ci.estimate, lower: ci.lower, upper: ci.upper };
+        }),
+      })),
+      { title, yLabel },
+    );
+  parts.push(figure(
+    "fig-window-r2",
+    `Rewrite score: R² of the tracing effect alone, and what it adds to the edit layer (Both − Layer), with ` +
+      `each restoration window (Hase et al. figure 12 for windows 5 and 10), on the edits of the ${study.facts} ` +
+      `facts traced with every window; error bars are 95% bootstrap intervals over facts.`,
+    [
+      chart("Tracing effect alone: R² by window", "R²", (r) => ({ ...r.ci.trace, estimate: r.trace })),
+      chart("Added to the layer: Both − Layer by window", "ΔR²", (r) => ({ ...r.ci.diff, estimate: r.diff })),
+    ],
+  ));
+  const body: Cell[][] = [];
+  for (const g of groups) {
+    g.rows.forEach((r, i) => {
+      const cells: Cell[] = [windowLabel(r.window), ...r2Cells(r, "trace")];
+      body.push(
+        i === 0
+          ? [
+            { text: g.problem, rowspan: g.rows.length },
+            { text: methodLabel(g.method), rowspan: g.rows.length },
+            ...cells,
+          ]
+          : cells,
+      );
+    });
+  }
+  parts.push(table(
+    "table-window",
+    `Rewrite-score R² from the edit layer, the tracing effect with each window, and both (Hase et al.'s ` +
+      `regressions; 95% bootstrap intervals over facts below); Diff = Both − Layer; p of the F-test of Both ` +
+      `against Layer, Holm-corrected over every row of this table (all windows: one family); verdict by the ` +
+      `rule in the summary. ${scaling}`,
+    [[
+      "Editing Problem",
+      "Method",
+      "Window",
+      "Layer R²",
+      "Trace R²",
+      "Both R²",
+      "Diff",
+      "adj. R² trace / both",
+      "f²",
+      "p (Holm)",
+      "Verdict",
+      "n edits",
+    ]],
+    body,
+  ));
   parts.push(`</section>`);
   return parts.join("\n");
 }
@@ -852,6 +982,42 @@ function standardSection(data: SweepData, methodLabel: (m: string) => string): s
       ]),
     ));
   }
+  // zsRE's metrics as the MEMIT paper names them, where the sweep's facts are zsRE records.
+  const zsre = data.edits.some((e) => e.fact.startsWith("zsre:"));
+  if (!zsre || rows.length === 0) {
+    parts.push(missing(
+      "table-zsre",
+      "table",
+      zsre
+        ? "no edit of a problem the standard metrics judge"
+        : "the sweep's facts are not zsRE records (run it with --dataset on a file in MEND's zsRE schema, " +
+          "e.g. weights/locus-kb/zsre.json)",
+    ));
+  } else {
+    const columns: [string, string][] = [
+      ["reliability", "Efficacy"],
+      ["generalization", "Paraphrase"],
+      ["specificity", "Specificity"],
+      ["locality", "Locality (EasyEdit)"],
+    ];
+    parts.push(table(
+      "table-zsre",
+      "zsRE (the MEMIT paper's table): token-level top-1 accuracy, teacher forced, after the edit, of the " +
+        "test facts edited at the golden layer found on the proxy facts; means over facts with 95% bootstrap " +
+        "intervals. Efficacy = of the new answer after the edit prompt (EasyEdit's reliability), Paraphrase = " +
+        "after the rephrased prompt (EasyEdit's generalization), Specificity = of the locality prompt's own " +
+        "answer (loc_ans); EasyEdit's locality (the locality prompt's argmax tokens left unchanged by the " +
+        "edit) beside it.",
+      [["Editing Problem", "Method", "Layer", ...columns.map(([, name]) => name), "n facts"]],
+      rows.map((r) => [
+        r.problem,
+        methodLabel(r.method),
+        `${r.layer}${r.layerFrom === "test" ? " (test)" : ""}`,
+        ...columns.map(([key]) => withCI(r.metrics[key].estimate, r.metrics[key])),
+        r.n,
+      ]),
+    ));
+  }
   parts.push(`</section>`);
   return parts.join("\n");
 }
@@ -1022,6 +1188,7 @@ outputs restored over a window, max over tokens).</p>
 </section>
 ${tracingSection(data, o.heatmaps ?? 3)}
 ${localizationSection(data, methodLabel)}
+${windowSection(data, methodLabel)}
 ${layersSection(data, methodLabel)}
 ${standardSection(data, methodLabel)}
 ${massSection(data)}

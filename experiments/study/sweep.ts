@@ -9,6 +9,9 @@
 //            layer); the per-layer regressor is Hase et al.'s fractional effect, max over tokens.
 //            "zeroing": zero the subject's MLP outputs over the window; the regressor is the
 //            fraction of the clean probability removed. The whole grid is kept for the report.
+//            "tracing-window:W": the window-size study (Hase et al., appendix): causal tracing of the
+//            edited facts' MLP outputs with a window of W layers (plan.windows), where the main trace
+//            does not already have that window; same regressor, recorded with its window.
 //   select   one layer-selection strategy run on the proxy facts (fact "proxy-set", method "none"):
 //            causal tracing (CMA), integrated gradients or LGA; its chosen layer and per-layer scores.
 //   edit     one fact x method x layer x editing problem (localization "layer-grid"): the edit made
@@ -95,6 +98,7 @@ import {
   lgaSelector,
   scaledMlpWindow,
   type SelectionRequest,
+  studyWindows,
 } from "../localization/layer_selection.ts";
 import {
   formatStandardScores,
@@ -121,7 +125,7 @@ import {
   type NoiseLevel,
   type StateKind,
   subjectNoiseLevel,
-  traceFact,
+  traceFacts,
   windowLayers,
 } from "../localization/tracing.ts";
 import { exists } from "../../engine/files.ts";
@@ -167,9 +171,16 @@ export const METHOD_TITLES: Readonly<Record<SweepMethod, string>> = {
 export const LOCALIZATIONS = ["causal-tracing", "zeroing"] as const;
 export type Localization = typeof LOCALIZATIONS[number];
 
+/** Facts traced together at most (one batch group of tracing; a time budget stops between groups). */
+const TRACE_GROUP = 8;
+
 /** Layer-selection strategies, run once on the proxy facts. */
 export const SELECTORS = ["causal-tracing", "integrated-gradients", "lga"] as const;
 export type SelectorName = typeof SELECTORS[number];
+
+/** Localization of the window-size study's traces: causal tracing of the MLP outputs with a window of
+ *  `window` layers (the main "causal-tracing" records serve the window they were traced with). */
+export const windowLocalization = (window: number) => `tracing-window:${window}`;
 
 /** Key values of the records that are not edits. */
 export const NONE = "none";
@@ -240,8 +251,9 @@ export interface DriftSettings {
   every: number;
 }
 
-/** The default: Hase et al.'s 5 essence samples and ROME's top-5, with texts and a share of the facts
- *  chosen so that essence and fluency add about a fifth to the sweep's time (bench/RESULTS.md). */
+/** The default: Hase et al.'s 5 essence samples and ROME's top-5, with short texts, on a quarter of the
+ *  facts: essence and fluency on every edit add about 40% to a sweep of the embedded model on this
+ *  machine's software adapter (2.3 s per edit), on every 4th fact about 10% (bench/RESULTS.md). */
 export const DEFAULT_DRIFT: DriftSettings = {
   essenceSamples: 5,
   essenceTokens: 20,
@@ -276,6 +288,9 @@ export interface SweepPlan {
   noiseSubjects?: string[];
   /** Dataset records the fact sample left out (FactSample.skipped), stored as SKIPPED records. */
   skipped?: SkippedRecord[];
+  /** The window-size study: MLP windows (in layers, e.g. layer_selection.ts studyWindows) the edited facts
+   *  are traced with too; a window equal to settings.traceWindow reuses the "causal-tracing" records. */
+  windows?: number[];
   /** The mass-editing curve: these batch methods edit the first n test facts at once (error
    *  injection, at the method's default layers), for each n of massSizes(test facts). */
   massMethods?: (typeof MASS_METHODS)[number][];
@@ -306,7 +321,15 @@ export function defaultSettings(nLayer: number, seed = 0): SweepSettings {
 }
 
 export type WorkItem =
-  | { kind: "trace"; key: ResultKey; fact: SweepFact; localization: Localization }
+  | {
+    kind: "trace";
+    key: ResultKey;
+    fact: SweepFact;
+    /** A Localization, or windowLocalization(window). */
+    localization: string;
+    /** The window-size study's MLP window; undefined: the main trace (settings.traceWindow, every kind). */
+    window?: number;
+  }
   | { kind: "select"; key: ResultKey; selector: SelectorName }
   | {
     kind: "edit";
@@ -324,18 +347,30 @@ export function massSizes(test: number): number[] {
   return test > 0 && !sizes.includes(test) ? [...sizes, test] : sizes;
 }
 
-/** Every work item of the plan, in the order they run: traces, selections, edits, then mass edits. */
+/** Every work item of the plan, in the order they run: traces (the window study's after the main ones),
+ *  selections, edits, then mass edits. */
 export function planItems(plan: SweepPlan): WorkItem[] {
   const sweep = plan.name;
   const items: WorkItem[] = [];
+  const traceKey = (fact: SweepFact, localization: string): ResultKey => ({
+    sweep,
+    fact: fact.id,
+    method: NONE,
+    layer: null,
+    problem: NONE,
+    localization,
+  });
   for (const localization of plan.localizations) {
     for (const fact of plan.facts) {
-      items.push({
-        kind: "trace",
-        key: { sweep, fact: fact.id, method: NONE, layer: null, problem: NONE, localization },
-        fact,
-        localization,
-      });
+      items.push({ kind: "trace", key: traceKey(fact, localization), fact, localization });
+    }
+  }
+  const edited = plan.facts.filter((f) => f.split !== "trace-only");
+  for (const window of new Set(plan.windows ?? [])) {
+    if (window === plan.settings.traceWindow && plan.localizations.includes("causal-tracing")) continue;
+    const localization = windowLocalization(window);
+    for (const fact of edited) {
+      items.push({ kind: "trace", key: traceKey(fact, localization), fact, localization, window });
     }
   }
   for (const selector of plan.selectors) {
@@ -352,7 +387,6 @@ export function planItems(plan: SweepPlan): WorkItem[] {
       selector,
     });
   }
-  const edited = plan.facts.filter((f) => f.split !== "trace-only");
   for (const problem of plan.problems) {
     for (const method of plan.methods) {
       for (const layer of plan.layers) {
@@ -727,42 +761,61 @@ export async function runSweep(
   );
   show("starting");
 
-  // Localization measurements.
+  // Localization measurements: consecutive facts of one localization and window traced together (shared
+  // batches, tracing.ts traceChunks), each stored with its share of its group's time; groups of
+  // TRACE_GROUP facts, so that a time budget stops between them.
   const s = plan.settings;
-  for (const item of pending) {
-    if (item.kind !== "trace") continue;
-    if (outOfTime()) break;
-    const fact = item.fact;
+  const traceItems = pending.filter((item) => item.kind === "trace");
+  for (let at = 0; at < traceItems.length && !outOfTime();) {
+    const localization = traceItems[at].localization;
+    let end = at + 1;
+    while (
+      end < traceItems.length && end - at < TRACE_GROUP && traceItems[end].localization === localization &&
+      traceItems[end].window === traceItems[at].window
+    ) end++;
+    const group = traceItems.slice(at, end);
+    at = end;
     const t0 = performance.now();
-    const zero = item.localization === "zeroing";
-    const trace = await traceFact(model, tok, {
-      prompt: filledPrompt(fact.case),
-      subject: fact.case.subject,
-      target: fact.case.targetTrue,
-    }, {
-      method: zero ? "zero" : "noise",
-      kinds: zero ? ["mlp"] : s.traceKinds,
-      window: { resid: 1, mlp: s.traceWindow, attn: s.traceWindow },
-      samples: s.traceSamples,
-      seed: s.seed + 1,
-      noise: noise!.level,
-    });
-    put(item.key, {
-      metrics: traceMetrics(trace),
-      hparams: jsonSafe({
-        seed: s.seed,
-        window: s.traceWindow,
+    const zero = localization === "zeroing";
+    // The window study traces only the MLP outputs (its regressor), with its own window.
+    const window = group[0].window ?? s.traceWindow;
+    const traces = await traceFacts(
+      model,
+      tok,
+      group.map(({ fact }) => ({
+        prompt: filledPrompt(fact.case),
+        subject: fact.case.subject,
+        target: fact.case.targetTrue,
+      })),
+      {
+        method: zero ? "zero" : "noise",
+        kinds: zero || group[0].window !== undefined ? ["mlp"] : s.traceKinds,
+        window: { resid: 1, mlp: window, attn: window },
         samples: s.traceSamples,
-        kinds: trace.grids.map((g) => g.kind),
-        noise: zero ? null : noise,
-      }) as { [k: string]: Json },
-      model: ctx.meta.model,
-      dataset: datasetOf(fact),
-      adapter: ctx.meta.adapter,
-      timings: { trace: (performance.now() - t0) / 1000 },
+        seed: s.seed + 1,
+        noise: noise!.level,
+      },
+    );
+    const seconds = (performance.now() - t0) / 1000 / group.length;
+    group.forEach((item, i) => {
+      const trace = traces[i];
+      put(item.key, {
+        metrics: traceMetrics(trace),
+        hparams: jsonSafe({
+          seed: s.seed,
+          window,
+          samples: s.traceSamples,
+          kinds: trace.grids.map((g) => g.kind),
+          noise: zero ? null : noise,
+        }) as { [k: string]: Json },
+        model: ctx.meta.model,
+        dataset: datasetOf(item.fact),
+        adapter: ctx.meta.adapter,
+        timings: { trace: seconds },
+      });
+      show(`traced ${item.fact.id} (${localization})`);
     });
-    show(`traced ${fact.id} (${item.localization})`);
-    // Prompts differ in length, so pooled buffers of one trace rarely fit the next: free them.
+    // Prompts differ in length, so pooled buffers of one group rarely fit the next: free them.
     model.gpu.trimPool();
   }
 
@@ -854,6 +907,7 @@ export async function runSweep(
       if (!drifts.has(fact.id)) {
         const sampling = { topK: s.drift.topK, seed: driftSeed(s.seed, fact.recordIndex) };
         const prompts = (fact.case.generationPrompts ?? []).slice(0, s.drift.fluencyPrompts);
+        const fluencySampling = { ...sampling, tokens: s.drift.fluencyTokens };
         drifts.set(
           fact.id,
           (async () => ({
@@ -865,10 +919,8 @@ export async function runSweep(
               })
               : null,
             prompts,
-            sampling: { ...sampling, tokens: s.drift.fluencyTokens },
-            fluency: prompts.length
-              ? await generationFluency(model, tok, prompts, { ...sampling, tokens: s.drift.fluencyTokens })
-              : null,
+            sampling: fluencySampling,
+            fluency: prompts.length ? await generationFluency(model, tok, prompts, fluencySampling) : null,
           }))(),
         );
       }
@@ -964,7 +1016,7 @@ export async function runSweep(
             if (standardCase) standard = await standardScores(model, tok, standardCase, reference!);
             const t2 = performance.now();
             if (before?.essence) essence = await essenceOf(model, before.essence);
-            if (before?.fluency !== null && before?.fluency !== undefined) {
+            if (before && before.fluency !== null) {
               fluency = await generationFluency(model, tok, before.prompts, before.sampling);
             }
             driftSeconds = (performance.now() - t2) / 1000;
@@ -1167,6 +1219,17 @@ export function parseLayerList(text: string, nLayer: number): number[] {
     throw new Error(`--layers: expected "all", "3", "2,3,4" or "2-4" within 0..${nLayer - 1}, got "${text}"`);
   }
   return layers;
+}
+
+/** The window study's option: "none", or window sizes of Hase et al.'s GPT-J ("1,3,5,10"), scaled to the
+ *  model (layer_selection.ts studyWindows); the MLP windows in this model's layers, ascending. */
+export function parseWindowSizes(option: string, text: string, nLayer: number): number[] {
+  if (text === "none" || text === "") return [];
+  const sizes = text.split(",").map((x) => Number(x.trim()));
+  if (sizes.some((w) => !Number.isInteger(w) || w < 1)) {
+    throw new Error(`--${option}: expected "none" or window sizes such as "1,3,5,10", got "${text}"`);
+  }
+  return studyWindows(nLayer, sizes).map((w) => w.layers);
 }
 
 /** A comma-separated list of names from `known` ("all" = every one; "none" = empty). */
