@@ -644,8 +644,10 @@ export function attentionSettings(
  *  projection). Scores are scaled by 1/sqrt(hd) (or o.scale), optionally soft-capped, causal (key <=
  *  query, within o.window), softmax in f32 with max subtraction. Rows of a sequence are b*T + t. If
  *  `probs` ([B, nHead, T, T]) is given the softmax probabilities are stored there (masked entries 0),
- *  for the backward pass. With `o.queries` (Tq rows per sequence) qkv and y hold B*Tq rows and probs
- *  is [B, nHead, Tq, T]. */
+ *  for the backward pass (attentionBackward); or if `lse` ([B, nHead, T]) is given, each row's
+ *  log-sum-exp of its scores, from which attentionBackwardLse recomputes them (no T x T tensor). With
+ *  `o.queries` (Tq rows per sequence) qkv and y hold B*Tq rows, probs is [B, nHead, Tq, T] and lse
+ *  [B, nHead, Tq]. */
 export function attention(
   gpu: Gpu,
   qkv: Tensor,
@@ -653,7 +655,7 @@ export function attention(
   T: number,
   d: number,
   nHead: number,
-  o: { out?: Tensor; probs?: Tensor } & AttentionOptions = {},
+  o: { out?: Tensor; probs?: Tensor; lse?: Tensor } & AttentionOptions = {},
 ): Tensor {
   const nKvHead = o.nKvHead ?? nHead;
   positive("attention", { B, T, d, nHead, nKvHead });
@@ -669,14 +671,20 @@ export function attention(
     need("attention", "probs", o.probs, B * nHead * Tq * T);
     distinct("attention", o.probs, { qkv, out });
   }
+  if (o.lse) {
+    if (o.probs) throw new Error("attention: give probs or lse, not both");
+    need("attention", "lse", o.lse, B * nHead * Tq);
+    distinct("attention", o.lse, { qkv, out });
+  }
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,
       WG: ROW_WG,
       WITH_PROBS: !!o.probs,
+      WITH_LSE: !!o.lse,
       OFFSETS: !!o.queries,
     }),
-    [qkv, out, o.probs ?? placeholder(gpu), offsets, cache],
+    [qkv, out, o.probs ?? o.lse ?? placeholder(gpu), offsets, cache],
     grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
     uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),
   );
