@@ -4,7 +4,7 @@
 // (batch * tokens), all tensors row-major.
 import type { Activation } from "./config.ts";
 import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
-import { type MatmulTiles, type RowKernels, ROWS_WORKGROUP } from "./kernel_choice.ts";
+import { type AttentionSaved, type MatmulTiles, type RowKernels, ROWS_WORKGROUP } from "./kernel_choice.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
  *  8 = one llvmpipe SIMD vector, so that even 16 rows make 2 workgroups for llvmpipe's 2 threads. */
@@ -79,6 +79,19 @@ export function rowKernels(gpu: Gpu): RowKernels {
 /** Overrides rowKernels' choice for this adapter (tests and benchmarks). */
 export function setRowKernels(gpu: Gpu, kernels: RowKernels): void {
   rowKernelsByGpu.set(gpu, kernels);
+}
+
+const attentionSavedByGpu = new WeakMap<Gpu, AttentionSaved>();
+
+/** What attention keeps for a backward on this adapter (engine/kernel_choice.ts chooses; long prompts
+ *  may still switch to "lse", see attentionSaves), unless set by setAttentionSaved. */
+export function attentionSaved(gpu: Gpu): AttentionSaved {
+  return attentionSavedByGpu.get(gpu) ?? gpu.kernels.attention;
+}
+
+/** Overrides attentionSaved's choice for this adapter (tests and benchmarks). */
+export function setAttentionSaved(gpu: Gpu, saved: AttentionSaved): void {
+  attentionSavedByGpu.set(gpu, saved);
 }
 
 /** Dispatches an entry point of shaders/rows_workgroup.wgsl over R rows, one workgroup per row. */
