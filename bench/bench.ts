@@ -2,13 +2,14 @@
 // (so one section's GPU memory never skews the next). Extra arguments go to every section.
 //   kernels.ts  matmul GFLOP/s and memory-bound kernel GB/s on GPT-2 shapes
 //   forward.ts  forward tokens/s for GPT-2 small/medium/XL shapes vs numpy; training throughput
+//   training.ts the embedded model's training loop against the reference loop (same bits), ms per step
 //   tracing.ts  causal-tracing grid time and the speedup of reusing the corrupted run
 //   editing.ts  time per ROME edit, MEMIT batch and FT-L edit
 //   attribution.ts  layer-selection time: LGA vs causal tracing vs integrated gradients vs brute force
 //   science.ts  a ROME sweep with evaluation (batched vs sequential) and a trace grid, next to PyTorch
 import { preferredBackend } from "../engine/io.ts";
 
-const sections = ["kernels.ts", "forward.ts", "tracing.ts", "editing.ts", "attribution.ts", "science.ts"];
+const sections = ["kernels.ts", "forward.ts", "training.ts", "tracing.ts", "editing.ts", "attribution.ts", "science.ts"];
 let failed = 0;
 for (const file of sections) {
   const path = new URL(`./${file}`, import.meta.url).pathname;

@@ -14,10 +14,12 @@ import type { Activation } from "./config.ts";
 import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
 import {
   ACTIVATION_CODE,
+  activationMirrors,
   type AttentionOptions,
   attentionSettings,
   normExtent,
   type NormRows,
+  placeholderTexture,
   queryRows,
   rowKernels,
   runRowsWorkgroup,
@@ -226,7 +228,7 @@ export function attentionBackward(
   o: { dqkv?: Tensor; dscores?: Tensor } & AttentionOptions = {},
 ): Tensor {
   const op = "attentionBackward";
-  const { nKvHead, hd, scale, softcap, Tq, offsets, cache, dqkv } = attentionBackwardSizes(
+  const { nKvHead, hd, width, scale, softcap, Tq, offsets, cache, dqkv } = attentionBackwardSizes(
     gpu,
     op,
     dy,
@@ -241,17 +243,22 @@ export function attentionBackward(
   const dscores = o.dscores ?? gpu.empty([B, nHead, Tq, T]);
   need(op, "dscores", dscores, B * nHead * Tq * T);
   const u = () => uniforms().u32(B, T, nHead, nKvHead, hd).f32(scale, softcap).u32(Tq);
+  // Both passes read dy, q, k and v from texture mirrors where they can be made (same bits).
+  const mirrors = !o.queries && hd % 4 === 0 && ATTENTION_BLOCK.TN === 4
+    ? activationMirrors(gpu, B * T, [[qkv, width], [dy, d]])
+    : null;
+  const textures = mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu)];
   // The whole file needs every compile-time parameter.
-  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries };
+  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries, TEXTURE: !!mirrors };
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", params),
-    [dy, qkv, probs, offsets, cache, dscores],
+    [dy, qkv, probs, offsets, cache, dscores, ...textures],
     [cdiv(B * nHead * Tq, WG)],
     u(),
   );
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_qkv", params),
-    [dy, qkv, probs, offsets, cache, dscores, dqkv],
+    [dy, qkv, probs, offsets, cache, dscores, dqkv, ...textures],
     [cdiv(nHead * cdiv(hd, params.TN), WG), cdiv(Tq, params.TM), 3 * B],
     u(),
   );
@@ -332,7 +339,7 @@ function attentionBackwardSizes(
   need(op, "dy", dy, B * Tq * d);
   need(op, "qkv", qkv, B * Tq * width);
   need(op, "dqkv", dqkv, B * Tq * width);
-  return { nKvHead, hd, ...attentionSettings(hd, o), Tq, offsets, cache, dqkv };
+  return { nKvHead, hd, width, ...attentionSettings(hd, o), Tq, offsets, cache, dqkv };
 }
 
 // ---------------------------------------------------------------- embeddings

@@ -325,10 +325,16 @@ export class Gpu {
   zeros(shape: readonly number[], dtype: "f32" | "u32" = "f32"): Tensor {
     const buffer = this.takeFromPool(shape);
     if (!buffer) return this.tensor(shape, undefined, dtype);
+    const t = new Tensor(this, buffer, shape, dtype);
+    this.clear(t);
+    return t;
+  }
+
+  /** Records t = 0 (the whole buffer) in stream order: a buffer clear, cheaper than a kernel. */
+  clear(t: Tensor): void {
     this.endPass();
-    this.encoder!.clearBuffer(buffer);
-    this.touch(buffer);
-    return new Tensor(this, buffer, shape, dtype);
+    this.encoder!.clearBuffer(t.buffer);
+    this.touch(t.buffer);
   }
 
   /**

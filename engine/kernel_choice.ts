@@ -57,9 +57,12 @@ export interface MatmulTiles {
   /**
    * Read weight operands (MatmulOptions.weight) from texture mirrors (shaders/matmul_texture.wgsl)
    * with this register block: TM rows x TN columns per invocation, WG invocations per workgroup.
-   * Unset: weights are read from their buffers like any operand.
+   * Unset: weights are read from their buffers like any operand. `activations` (default true): some
+   * activations are mirrored too, for products with a transposed A (weight gradients X^T dY, both
+   * operands; matmul_texture_tn, which needs TM % 4 == 0) and for attention's keys and values; false
+   * keeps those on their buffer kernels, which give the same bits.
    */
-  texture?: { TM: number; TN: number; WG: number };
+  texture?: { TM: number; TN: number; WG: number; activations?: boolean };
 }
 
 /** The limits the choice reads (a subset of GPUSupportedLimits). */

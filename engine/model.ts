@@ -792,14 +792,21 @@ export class Model {
     const layers: LayerActivations[] = [];
     for (let l = start; l < end; l++) {
       const p = `h.${l}.`;
-      // Without kept activations (no backward pass follows), an op whose input no hook needs on its
-      // own rides in the epilogue of the matmul before it: GPT-2's GELU in c_fc's, and each residual
-      // add in its projection's (beta = 1 into the stream, so the stream must be ours to overwrite).
-      // Three dispatches fewer per layer, with the same sums.
+      // An op whose input no hook needs on its own rides in the epilogue of the matmul before it, with
+      // the same sums: each residual add of a sequential block in its projection's (beta = 1 into the
+      // stream, or into a copy of it where the stream must survive: kept for the backward pass, or the
+      // caller's input; x + y and y + x are the same float), and, without kept activations (no backward
+      // pass needs GELU's input), GPT-2's GELU in c_fc's. Up to three dispatches fewer per layer.
       const virtual = virtualEdits.filter((v) => v.layer === l);
-      const fuse = (site: Site) =>
-        !keep && !hooks.some((h) => h.site === site && h.layer === l) && !(site === "mlp" && virtual.length);
-      const fuseAdd = (site: Site) => fuse(site) && sequential && !cfg.postNorms;
+      const unhooked = (site: Site) =>
+        !hooks.some((h) => h.site === site && h.layer === l) && !(site === "mlp" && virtual.length);
+      const fuseAdd = (site: Site) => unhooked(site) && sequential && !cfg.postNorms;
+      const ownStream = (t: Tensor) => {
+        if (!keep && t !== o.input) return t;
+        const c = gpu.empty([R, d]);
+        gpu.copy(t, c, R * d);
+        return c;
+      };
       const a: Partial<LayerActivations> = { x };
       a.ln1Stats = gpu.empty([R, 2]);
       a.ln1 = this.norm(x, p + "ln_1", R, a.ln1Stats);
@@ -867,8 +874,8 @@ export class Model {
       // The stream after attention: m = x + attn in a sequential block; the parallel branches add
       // into `out` below.
       let m: Tensor;
-      if (fuseAdd("attn") && x !== o.input) {
-        m = this.linear(a.heads, p + "attn.c_proj", R, qd, d, { out: x, beta: 1 });
+      if (fuseAdd("attn")) {
+        m = this.linear(a.heads, p + "attn.c_proj", R, qd, d, { out: ownStream(x), beta: 1 });
       } else {
         a.attn = this.linear(a.heads, p + "attn.c_proj", R, qd, d);
         applyHooks(l, "attn", a.attn);
@@ -888,7 +895,7 @@ export class Model {
         a.ln2 = this.norm(m, p + "ln_2", R, a.ln2Stats);
       }
       let key: Tensor;
-      if (cfg.mlp === "plain" && cfg.activation === "gelu_tanh" && fuse("mlp_pre")) {
+      if (cfg.mlp === "plain" && cfg.activation === "gelu_tanh" && !keep && unhooked("mlp_pre")) {
         key = this.linear(a.ln2, p + "mlp.c_fc", R, d, f, { gelu: true });
       } else {
         a.pre = this.linear(a.ln2, p + "mlp.c_fc", R, d, fcOut);
@@ -901,7 +908,7 @@ export class Model {
       applyHooks(l, "key", key);
       let out: Tensor;
       if (fuseAdd("mlp")) {
-        out = this.linear(key, p + "mlp.c_proj", R, f, d, { out: m, beta: 1 });
+        out = this.linear(key, p + "mlp.c_proj", R, f, d, { out: ownStream(m), beta: 1 });
       } else {
         a.mlp = this.linear(key, p + "mlp.c_proj", R, f, d);
         for (const v of virtual) applyVirtualEdit(gpu, a.mlp, key, v, R, f, d);

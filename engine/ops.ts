@@ -34,6 +34,39 @@ function placeholder(gpu: Gpu): Tensor {
   return z;
 }
 
+const placeholderTextures = new WeakMap<Gpu, GPUTextureView>();
+/** A 1x1 rgba32float texture bound in place of a switched-off texture operand (never read). */
+export function placeholderTexture(gpu: Gpu): GPUTextureView {
+  let v = placeholderTextures.get(gpu);
+  if (!v) {
+    const texture = gpu.device.createTexture({
+      size: [1, 1],
+      format: "rgba32float",
+      usage: GPUTextureUsage.STORAGE_BINDING,
+    });
+    placeholderTextures.set(gpu, v = texture.createView());
+  }
+  return v;
+}
+
+/**
+ * Texture mirrors of activation operands, each the first [rows, cols] of its tensor, where the matmuls
+ * read activations from textures (CPU adapters: see MatmulTiles.texture) and each fits one texture of
+ * whole 64-float rows within the mirror budget; null otherwise (the kernels then read the buffers,
+ * which gives the same bits).
+ */
+export function activationMirrors(
+  gpu: Gpu,
+  rows: number,
+  operands: [Tensor, number][],
+): GPUTextureView[] | null {
+  const tiles = matmulTiles(gpu).texture, maxDim = gpu.limits.maxTextureDimension2D;
+  if (!tiles || tiles.activations === false || rows > maxDim) return null;
+  const fits = ([t, cols]: [Tensor, number]) =>
+    cols % 64 === 0 && cols / 4 <= maxDim && gpu.canMirror(t, rows, cols);
+  return operands.every(fits) ? operands.map(([t, cols]) => gpu.mirror(t, rows, cols)[0].view) : null;
+}
+
 /** Throws unless `t` holds at least `count` values of type `dtype`. */
 function need(op: string, name: string, t: Tensor, count: number, dtype: "f32" | "u32" = "f32"): void {
   if (t.dtype !== dtype) {
@@ -171,17 +204,34 @@ export type MatmulKernel =
   | "matmul_vec4_k"
   | "matmul_tiled"
   | "matmul_texture_n"
-  | "matmul_texture_k";
+  | "matmul_texture_k"
+  | "matmul_texture_tn";
 
 /**
  * The entry point of shaders/matmul.wgsl that `matmul` records for these operands with the current
- * tiles: the vec4 kernels need 16-byte aligned rows along the vector direction.
+ * tiles: the vec4 kernels need 16-byte aligned rows along the vector direction. `M` (C's rows) matters
+ * only to a transposed A (matmul_texture_tn, which mirrors A whole); without it that kernel is not
+ * considered.
  */
-export function matmulKernel(gpu: Gpu, N: number, K: number, o: MatmulOptions = {}): MatmulKernel {
+export function matmulKernel(
+  gpu: Gpu,
+  N: number,
+  K: number,
+  o: MatmulOptions = {},
+  M?: number,
+): MatmulKernel {
   const t = matmulTiles(gpu);
+  const maxDim = gpu.limits.maxTextureDimension2D;
+  if (
+    t.texture && t.texture.activations !== false && t.texture.TM % 4 === 0 && (o.batch ?? 1) === 1 &&
+    o.transA && !o.transB && M !== undefined &&
+    M % 64 === 0 && N % 64 === 0 && Math.max(M, N) / 4 <= maxDim && K <= maxDim
+  ) {
+    // A weight gradient X^T dY: both operands mirrored whole ([K, M] and [K, N], rows of 64 floats).
+    return "matmul_texture_tn";
+  }
   if (o.weight && t.texture && (o.batch ?? 1) === 1 && !o.transA && uniformWindowRows(gpu, K) > 0) {
     // The mirror copies whole rows: the stored row length must be a multiple of 64 floats.
-    const maxDim = gpu.limits.maxTextureDimension2D;
     if (!o.transB && N % 64 === 0 && N / 4 <= maxDim && K <= maxDim) return "matmul_texture_n";
     if (o.transB && K % 64 === 0 && K / 4 <= maxDim) return "matmul_texture_k";
   }
@@ -253,7 +303,14 @@ export function matmul(
   const half = b.dtype === "f16" || b.dtype === "bf16";
   if (half && o.transA) throw new Error("matmul: a 16-bit B needs an untransposed A");
   if (a.dtype !== "f32" || out.dtype !== "f32") throw new Error("matmul: A and C must be f32");
-  let kernel = half ? "matmul_half" : matmulKernel(gpu, N, K, o);
+  let kernel = half ? "matmul_half" : matmulKernel(gpu, N, K, o, M);
+  if (kernel === "matmul_texture_tn") {
+    if (gpu.canMirror(a, K, M) && gpu.canMirror(b, K, N) && a !== b) {
+      matmulTextureTn(gpu, a, b, out, M, N, K, o, t.texture!);
+      return out;
+    }
+    kernel = matmulKernel(gpu, N, K, o); // over the mirror budget
+  }
   if (kernel === "matmul_texture_n" || kernel === "matmul_texture_k") {
     const [rows, cols] = kernel === "matmul_texture_k" ? [N, K] : [K, N];
     if (gpu.canMirror(b, rows, cols)) {
@@ -347,6 +404,35 @@ function matmulTexture(
     }
     begin = end;
   }
+}
+
+/**
+ * matmul_texture_tn: C = A^T B with A [K,M] and B [K,N] both read from texture mirrors, one dispatch.
+ * The same sums in the same order as matmul_vec4_n with transA (shaders/matmul_texture.wgsl).
+ */
+function matmulTextureTn(
+  gpu: Gpu,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  M: number,
+  N: number,
+  K: number,
+  o: MatmulOptions,
+  tiles: { TM: number; TN: number; WG: number },
+): void {
+  const [aView, bView] = [gpu.mirror(a, K, M)[0].view, gpu.mirror(b, K, N)[0].view];
+  const TN4 = tiles.TN / 4;
+  // K4 and AW size the uniform window of the module's other entry points; this one has none.
+  const params = { K4: 1, AW: 1, TM: tiles.TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
+  const u = uniforms().u32(N, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
+    .u32(o.ldc ?? N, o.outOffset ?? 0, 0, 0, 0, M, K);
+  gpu.run(
+    gpu.pipeline("matmul_texture.wgsl", "matmul_texture_tn", params),
+    [aView, bView, o.bias ?? placeholder(gpu), out],
+    [cdiv(M, tiles.TM), cdiv(N, 4 * TN4 * tiles.WG), 1],
+    u,
+  );
 }
 
 // ---------------------------------------------------------------- normalisation and activations
@@ -689,6 +775,8 @@ export function attention(
     need("attention", "lse", o.lse, B * nHead * Tq);
     distinct("attention", o.lse, { qkv, out });
   }
+  // Keys and values from a texture mirror of qkv where one can be made (whole texels per head).
+  const mirrors = !o.queries && hd % 4 === 0 ? activationMirrors(gpu, B * T, [[qkv, width]]) : null;
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,
@@ -696,8 +784,16 @@ export function attention(
       WITH_PROBS: !!o.probs,
       WITH_LSE: !!o.lse,
       OFFSETS: !!o.queries,
+      TEXTURE: mirrors !== null,
     }),
-    [qkv, out, o.probs ?? o.lse ?? placeholder(gpu), offsets, cache],
+    [
+      qkv,
+      out,
+      o.probs ?? o.lse ?? placeholder(gpu),
+      offsets,
+      cache,
+      mirrors?.[0] ?? placeholderTexture(gpu),
+    ],
     grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
     uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),
   );

@@ -27,9 +27,15 @@
 // A row at a position >= T (padding) gets y = 0 and probs = 0 (lse = 0).
 //
 // Masked keys are never read, so nothing uninitialised can leak in through the mask.
-// Passes over the keys: 1) the max score, 2) the exp-sum and the weighted sum of values,
-// 3) (WITH_PROBS only) the normalised probabilities. Recomputing the dot products is cheaper here
-// than storing a row of T scores per invocation.
+// Passes over the keys: 1) the max score, 2) the exp-sum and the weighted sum of values (with
+// WITH_PROBS the exps are stored in probs), 3) (WITH_PROBS only) the stored exps divided by the sum,
+// zeros for masked keys. Recomputing the dot products in pass 2 is cheaper here than storing a row
+// of T scores per invocation.
+//
+// With TEXTURE (not with OFFSETS; HD % 4 == 0) keys and values are read from `qkvT`, an rgba32float
+// mirror of qkv (texel (c, r) = qkv[r, 4c .. 4c+3]): on llvmpipe a texture load is inlined where a
+// storage-buffer load is a bounds-checked per-lane gather. The sums are the same, term by term in
+// the same order (each texel's four products added one at a time), so both paths give the same bits.
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   HD         : head dimension (sizes the private q and accumulator arrays; any value >= 1)
@@ -37,6 +43,7 @@
 //   WITH_PROBS : write probs
 //   WITH_LSE   : write the rows' log-sum-exp into probs instead (never together with WITH_PROBS)
 //   OFFSETS    : rows start at rows[b], earlier keys and values come from cache
+//   TEXTURE    : keys and values from qkvT (otherwise a placeholder texture is bound there)
 
 struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap: f32, Tq: u32 }
 
@@ -45,7 +52,8 @@ struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap
 @group(0) @binding(2) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(3) var<storage, read> rows: array<u32>;
 @group(0) @binding(4) var<storage, read> cache: array<f32>;
-@group(0) @binding(5) var<uniform> d: Dims;
+@group(0) @binding(5) var qkvT: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(6) var<uniform> d: Dims;
 
 // Where key/value position j of sequence b lives: (1, its row of cache) or (0, its row of qkv).
 fn key_row(b: u32, j: u32) -> vec2<u32> {
@@ -65,7 +73,17 @@ fn kv(r: vec2<u32>, stride: u32, col: u32, i: u32) -> f32 {
 
 fn score(q: ptr<function, array<f32, HD>>, r: vec2<u32>, stride: u32, col: u32) -> f32 {
   var s = 0.0;
-  for (var i = 0u; i < HD; i++) { s += (*q)[i] * kv(r, stride, col, i); }
+  if (TEXTURE) {
+    for (var c = 0u; c < HD / 4u; c++) {
+      let k = textureLoad(qkvT, vec2<u32>(col / 4u + c, r.y));
+      s += (*q)[4u * c] * k.x;
+      s += (*q)[4u * c + 1u] * k.y;
+      s += (*q)[4u * c + 2u] * k.z;
+      s += (*q)[4u * c + 3u] * k.w;
+    }
+  } else {
+    for (var i = 0u; i < HD; i++) { s += (*q)[i] * kv(r, stride, col, i); }
+  }
   if (d.softcap > 0.0) { s = d.softcap * tanh(clamp(s / d.softcap, -15.0, 15.0)); }
   return s;
 }
@@ -104,20 +122,31 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 
   var sum = 0.0;
   var acc: array<f32, HD>;
+  let row = inv * d.T;             // probs[b, h, i_q, :]
   for (var j = j0; j <= t; j++) {
     let r = key_row(b, j);
     let p = exp(score(&q, r, stride, k_col) - max_s);
+    if (WITH_PROBS) { probs[row + j] = p; }
     sum += p;
-    for (var i = 0u; i < HD; i++) { acc[i] += p * kv(r, stride, v_col, i); }
+    if (TEXTURE) {
+      for (var c = 0u; c < HD / 4u; c++) {
+        let v = textureLoad(qkvT, vec2<u32>(v_col / 4u + c, r.y));
+        acc[4u * c] += p * v.x;
+        acc[4u * c + 1u] += p * v.y;
+        acc[4u * c + 2u] += p * v.z;
+        acc[4u * c + 3u] += p * v.w;
+      }
+    } else {
+      for (var i = 0u; i < HD; i++) { acc[i] += p * kv(r, stride, v_col, i); }
+    }
   }
   for (var i = 0u; i < HD; i++) { y[out + i] = acc[i] / sum; }
   if (WITH_LSE) { probs[inv] = max_s + log(sum); }
 
   if (WITH_PROBS) {
-    let row = inv * d.T;           // probs[b, h, i_q, :]
     for (var j = 0u; j < d.T; j++) {
       var p = 0.0;
-      if (j >= j0 && j <= t) { p = exp(score(&q, key_row(b, j), stride, k_col) - max_s) / sum; }
+      if (j >= j0 && j <= t) { p = probs[row + j] / sum; }
       probs[row + j] = p;
     }
   }

@@ -20,7 +20,11 @@
 //
 // Masked keys have p = 0, hence ds = dc = 0: no mask is needed in pass 2.
 // Compile-time parameters: WG (invocations per workgroup); TM, TN (pass 2's register block:
-// rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS.
+// rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS;
+// TEXTURE (not with OFFSETS; hd % 4 == 0; TN == 4): both passes read dy, q, k and v from rgba32float
+// mirrors of dy and qkv (texel (c, r) = row r's values 4c .. 4c+3), inlined loads on llvmpipe where
+// storage loads are per-lane gathers. The values are the same and so is every sum (pass 1 adds each
+// texel's four products one at a time, in the order of the buffer loop): both give the same bits.
 // Each entry point binds its own tensors (auto layouts), followed by its uniform block.
 
 struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f32, Tq: u32 }
@@ -48,9 +52,12 @@ fn kv(B: u32, Tq: u32, stride: u32, b: u32, j: u32, col: u32, e: u32) -> f32 {
   return qkv[(b * Tq + j) * stride + col + e];
 }
 
-// ---- attention_backward_scores. Bindings: dy, qkv, probs, rows, cache, dscores (written), dims.
+// ---- attention_backward_scores. Bindings: dy, qkv, probs, rows, cache, dscores (written), the
+// mirrors of qkv and dy (TEXTURE; placeholders otherwise), dims.
 @group(0) @binding(5) var<storage, read_write> dscores_out: array<f32>; // [B, H, Tq, T], 0 after P(i)
-@group(0) @binding(6) var<uniform> dims: Dims;
+@group(0) @binding(6) var qkvT: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var dyT: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(8) var<uniform> dims: Dims;
 
 @compute @workgroup_size(WG)
 fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -70,7 +77,18 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   let v_col = (dims.H + dims.Hkv + g) * dims.hd;
   for (var j = 0u; j <= i && j < dims.T; j++) {
     var dp = 0.0;
-    for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * kv(dims.B, dims.Tq, stride, b, j, v_col, e); }
+    if (TEXTURE) {
+      for (var c = 0u; c < dims.hd / 4u; c++) {
+        let g4 = textureLoad(dyT, vec2<u32>(h * dims.hd / 4u + c, b * dims.Tq + i_q));
+        let v4 = textureLoad(qkvT, vec2<u32>(v_col / 4u + c, b * dims.Tq + j));
+        dp += g4.x * v4.x;
+        dp += g4.y * v4.y;
+        dp += g4.z * v4.z;
+        dp += g4.w * v4.w;
+      }
+    } else {
+      for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * kv(dims.B, dims.Tq, stride, b, j, v_col, e); }
+    }
     dscores_out[row + j] = dp;
     mean_dp += probs[row + j] * dp;
   }
@@ -90,10 +108,13 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var j = i + 1u; j < dims.T; j++) { dscores_out[row + j] = 0.0; }
 }
 
-// ---- attention_backward_qkv. Bindings: dy, qkv, probs, rows, cache, dscores (read), dqkv (written), dims2.
+// ---- attention_backward_qkv. Bindings: dy, qkv, probs, rows, cache, dscores (read), dqkv (written),
+// the mirrors of qkv and dy (TEXTURE; placeholders otherwise), dims2.
 @group(0) @binding(5) var<storage, read> dscores: array<f32>;     // [B, H, Tq, T]
 @group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;  // [B*Tq, (H + 2 Hkv) hd]
-@group(0) @binding(7) var<uniform> dims2: Dims;
+@group(0) @binding(7) var qkvT2: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(8) var dyT2: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(9) var<uniform> dims2: Dims;
 
 // The three products share one shape, out[t, e] = sum_{h} sum_s A_h(t, s) X_h[s, e] over query
 // rows t (the output's rows):
@@ -121,6 +142,15 @@ fn x_at(part: u32, b: u32, s: u32, h: u32, e: u32) -> f32 {
   }
   if (part == 1u) { return qkv[(b * dims2.Tq + s) * stride + h * hd + e]; }
   return dy[(b * dims2.Tq + s) * dims2.H * hd + h * hd + e];
+}
+
+// X[s, e0 .. e0+3] (TEXTURE, TN == 4, e0 % 4 == 0): one texel of the mirrors.
+fn x_texel(part: u32, b: u32, s: u32, h: u32, e0: u32) -> vec4<f32> {
+  let hd = dims2.hd;
+  let row = b * dims2.Tq + s;
+  if (part == 0u) { return textureLoad(qkvT2, vec2<u32>(((dims2.H + h / (dims2.H / dims2.Hkv)) * hd + e0) / 4u, row)); }
+  if (part == 1u) { return textureLoad(qkvT2, vec2<u32>((h * hd + e0) / 4u, row)); }
+  return textureLoad(dyT2, vec2<u32>((h * hd + e0) / 4u, row));
 }
 
 // grid: x = H * ceil(hd / TN) column blocks (a block never straddles two heads; parts 1 and 2 use
@@ -160,7 +190,12 @@ fn attention_backward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
     let plane = (b * dims2.H + h) * Tq * T;    // start of ds[b,h,:,:] and p[b,h,:,:]
     for (var s = s_begin; s < s_end; s++) {
       var x: array<f32, TN>;
-      for (var k = 0u; k < TN; k++) { x[k] = x_at(part, b, s, h, es[k]); }
+      if (TEXTURE) {
+        let x4 = x_texel(part, b, s, h, e0);
+        for (var k = 0u; k < TN; k++) { x[k] = x4[k]; }
+      } else {
+        for (var k = 0u; k < TN; k++) { x[k] = x_at(part, b, s, h, es[k]); }
+      }
       for (var r = 0u; r < TM; r++) {
         let a = a_at(part, b, plane, ts[r], s);
         for (var k = 0u; k < TN; k++) { acc[r * TN + k] += a * x[k]; }

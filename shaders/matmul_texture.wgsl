@@ -12,6 +12,9 @@
 //   matmul_texture_k : op(B) = B^T stored [N,K] (tied unembedding h wte^T), texel (k/4, n). A
 //                      vocabulary taller than the texture limit is split into row chunks, one
 //                      dispatch each: n_offset is the chunk's first row (for the bias).
+//   matmul_texture_tn: op(A) = A^T and op(B) = B, both stored [K, .] and both mirrored (weight
+//                      gradients X^T dY of the backward pass, whose operands are activations):
+//                      see that entry point.
 //   C[c_offset + m*ldc + n].
 //
 // A [M,K] (row-major) is read through a uniform-buffer window of AW rows starting at row a_row0:
@@ -36,7 +39,7 @@
 struct Dims {
   N: u32, bias_stride: u32, alpha: f32, beta: f32,
   ldc: u32, c_offset: u32, n_offset: u32, a_row0: u32,
-  m_begin: u32, m_end: u32,
+  m_begin: u32, m_end: u32, K: u32,
 }
 
 @group(0) @binding(0) var<uniform> A4: array<vec4<f32>, AW * K4>;
@@ -57,6 +60,21 @@ fn store(m: u32, n: u32, ab: f32) {
 // last row past m_end, never stored).
 fn window_row(m0: u32, i: u32) -> u32 {
   return (min(m0 + i, d.m_end - 1u) - d.a_row0) * K4;
+}
+
+// Stores the block of rows m0.. and column groups (wy*TN4 + j)*WG + ly (4 columns each) that acc holds,
+// acc[i*TN4 + j] = C[m0+i, 4*((wy*TN4 + j)*WG + ly) .. +3], skipping rows at or past m_end and columns
+// past N (the clamped duplicates).
+fn store_block(m0: u32, wy: u32, ly: u32, acc: ptr<function, array<vec4<f32>, TM * TN4>>) {
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN4; j++) {
+      let n = 4u * ((wy * TN4 + j) * WG + ly);
+      if (m0 + i < d.m_end && n < d.N) {
+        let v = (*acc)[i * TN4 + j];
+        for (var c = 0u; c < 4u; c++) { store(m0 + i, n + c, v[c]); }
+      }
+    }
+  }
 }
 
 // Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
@@ -84,15 +102,7 @@ fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
     for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].w * bk[j]; } }
   }
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN4; j++) {
-      let n = 4u * ((wid.y * TN4 + j) * WG + lid.y);
-      if (m0 + i < d.m_end && n < d.N) {
-        let v = acc[i * TN4 + j];
-        for (var c = 0u; c < 4u; c++) { store(m0 + i, n + c, v[c]); }
-      }
-    }
-  }
+  store_block(m0, wid.y, lid.y, &acc);
 }
 
 // Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (TN4*WG)). acc[i*TN4 + j] holds four
@@ -119,4 +129,40 @@ fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
       if (m0 + i < d.m_end && n < d.N) { store(m0 + i, n, dot(acc[i * TN4 + j], vec4<f32>(1.0))); }
     }
   }
+}
+
+@group(0) @binding(0) var At: texture_storage_2d<rgba32float, read>;
+
+// C[M,N] = A^T B with A [K,M] and B [K,N] both in textures, texel (m/4, k) and (n/4, k); M = m_end
+// (m_begin = 0), K = d.K; M and N multiples of 4. A weight gradient's operands are an activation
+// and a gradient, both [R, width] rows, too long in K for a uniform window (and a window over K
+// would split the sum): here both are inlined texture loads, and each lane reads the A texels of
+// its workgroup's rows, so llvmpipe loads them once. Every C[m, n] is the sum over k = 0..K-1 in
+// order of A[k, m] * B[k, n], each step `acc += a * b` with a scalar a and a vec4 b, like
+// matmul.wgsl's matmul_vec4_n with TRANS_A: the two kernels give the same bits.
+// Grid: x = ceil(M / TM), y = ceil(N / (4*TN4*WG)); TM % 4 == 0.
+@compute @workgroup_size(1, WG, 1)
+fn matmul_texture_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = wid.x * TM;
+  let M4 = d.m_end / 4u;
+  let N4 = d.N / 4u;
+  // (The max keeps the type valid in the other entry points' pipelines, whose TM may be below 4.)
+  var row4: array<u32, max(TM / 4u, 1u)>;
+  var col4: array<u32, TN4>;
+  for (var i = 0u; i < TM / 4u; i++) { row4[i] = min(m0 / 4u + i, M4 - 1u); }
+  for (var j = 0u; j < TN4; j++) { col4[j] = min((wid.y * TN4 + j) * WG + lid.y, N4 - 1u); }
+  var acc: array<vec4<f32>, TM * TN4>;
+  for (var k = 0u; k < d.K; k++) {
+    var bk: array<vec4<f32>, TN4>;
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], k)); }
+    for (var i = 0u; i < TM / 4u; i++) {
+      // The four rows of this texel, written out: a loop would index the vec4 components dynamically.
+      let a = textureLoad(At, vec2<u32>(row4[i], k));
+      for (var j = 0u; j < TN4; j++) { acc[(4u * i) * TN4 + j] += a.x * bk[j]; }
+      for (var j = 0u; j < TN4; j++) { acc[(4u * i + 1u) * TN4 + j] += a.y * bk[j]; }
+      for (var j = 0u; j < TN4; j++) { acc[(4u * i + 2u) * TN4 + j] += a.z * bk[j]; }
+      for (var j = 0u; j < TN4; j++) { acc[(4u * i + 3u) * TN4 + j] += a.w * bk[j]; }
+    }
+  }
+  store_block(m0, wid.y, lid.y, &acc);
 }

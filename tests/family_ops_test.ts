@@ -12,7 +12,7 @@ import {
 } from "../engine/backward_ops.ts";
 import type { Activation } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { attention, glu, layernorm, rope } from "../engine/ops.ts";
+import { attention, glu, layernorm, matmulTiles, rope, setMatmulTiles } from "../engine/ops.ts";
 import { finiteDifferenceGradient } from "./reference_backward.ts";
 import { assertClose, randomArray } from "./util.ts";
 
@@ -200,6 +200,43 @@ Deno.test("attention with a soft-cap: the cap changes the result (the check abov
   const qkv = randomArray(c.B * c.T * (c.H + 2 * c.Hkv) * c.hd, 11, 1.5);
   const capped = attention64(qkv, c), uncapped = attention64(qkv, { ...c, softcap: null });
   assert.ok(Math.max(...capped.map((v, i) => Math.abs(v - uncapped[i]))) > 0.05);
+});
+
+Deno.test("attention and its backward from texture mirrors: the float64 result, the buffer kernels' bits", async () => {
+  // Width (4 + 2*2) * 16 = 128: whole texels, rows of 64 floats, so the mirror is used where matmuls read
+  // textures (forced here on any adapter); grouped heads, cap and window as in the first case.
+  const c: AttentionCase = { ...ATTENTION_CASES[0][1], T: 7, hd: 16 };
+  const width = (c.H + 2 * c.Hkv) * c.hd, R = c.B * c.T, d = c.H * c.hd;
+  const qkv = randomArray(R * width, 13, 1.5);
+  // NaN in the keys and values of each sequence's last position: only its own query may read them.
+  const poisoned = Float32Array.from(qkv);
+  for (let b = 0; b < c.B; b++) poisoned.fill(NaN, (b * c.T + c.T - 1) * width + d, (b * c.T + c.T) * width);
+  const opts = { nKvHead: c.Hkv, scale: c.scale, softcap: c.softcap, window: c.window };
+  const saved = matmulTiles(gpu);
+  const run = (texture: boolean, values: Float32Array) => {
+    setMatmulTiles(gpu, { ...saved, texture: { TM: 8, TN: 16, WG: 8, activations: texture } });
+    const [t, mirrored] = [gpu.tensor([R, width], values), gpu.mirrorBytes];
+    const probs = gpu.empty([c.B, c.H, c.T, c.T]);
+    const y = attention(gpu, t, c.B, c.T, d, c.H, { ...opts, probs });
+    assert.equal(gpu.mirrorBytes - mirrored, texture ? R * width * 4 : 0, "qkv mirrored (or not)");
+    const dy = gpu.tensor([R, d], randomArray(R * d, 14));
+    const dqkv = attentionBackward(gpu, dy, t, probs, c.B, c.T, d, c.H, opts);
+    assert.equal(gpu.mirrorBytes - mirrored, texture ? R * (width + d) * 4 : 0, "dy mirrored (or not)");
+    return [y, probs, attention(gpu, t, c.B, c.T, d, c.H, opts), dqkv];
+  };
+  try {
+    const [textured, buffered, poisonedRun] = [run(true, qkv), run(false, qkv), run(true, poisoned)];
+    const got = await gpu.readMany([...textured, ...buffered, poisonedRun[0]]);
+    const expected = attention64(qkv, c);
+    assertClose(got[0], expected, 1e-5, "y");
+    got.slice(0, 4).forEach((g, i) => assert.deepEqual(g, got[4 + i], `output ${i}: texture vs buffer`));
+    for (let b = 0; b < c.B; b++) {
+      const rows = [b * c.T * d, (b * c.T + c.T - 1) * d];
+      assertClose(got[8].subarray(...rows), expected.subarray(...rows), 1e-5, `poisoned, sequence ${b}`);
+    }
+  } finally {
+    setMatmulTiles(gpu, saved);
+  }
 });
 
 // ---------------------------------------------------------------- rotary

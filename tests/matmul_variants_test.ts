@@ -50,7 +50,7 @@ async function checkShapes(
 ): Promise<void> {
   const runs = shapes.map(([M, N, K], i) => {
     assert.equal(
-      matmulKernel(gpu, N, K, { ...layout, ...extra }),
+      matmulKernel(gpu, N, K, { ...layout, ...extra }, M),
       kernel,
       `kernel for [${M},${N},${K}] ${JSON.stringify(layout)}`,
     );
@@ -294,6 +294,41 @@ withTiles(
   },
 );
 
+// Weight gradients X^T dY: both operands mirrored whole, so M and N are multiples of 64 (rows of the
+// mirrors) and K any length (768 and 1025 rows of an activation; 5 fewer than the register block).
+withTiles(
+  "matmul_texture_tn (transposed A) matches reference and the buffer kernel's bits",
+  textures,
+  async () => {
+    const shapes: [number, number, number][] = [[64, 64, 5], [128, 384, 768], [512, 128, 1025], [
+      192,
+      64,
+      33,
+    ]];
+    await checkShapes(TN, shapes, "matmul_texture_tn");
+    await checkBatchedSlice(TN, [64, 128, 9], { batch: 1 });
+    // Bit for bit the buffer kernel's products, accumulated (beta 1) and scaled (alpha) as gradients are.
+    for (const [i, [M, N, K]] of shapes.entries()) {
+      const a = gpu.tensor([K, M], randomArray(K * M, 70 + i)),
+        b = gpu.tensor([K, N], randomArray(K * N, 80 + i));
+      const c0 = randomArray(M * N, 90 + i);
+      const product = (activations: boolean) => {
+        setMatmulTiles(gpu, { ...textures, texture: { ...textures.texture!, activations } });
+        assert.equal(
+          matmulKernel(gpu, N, K, TN, M),
+          activations ? "matmul_texture_tn" : "matmul_vec4_n",
+        );
+        return matmul(gpu, a, b, M, N, K, { ...TN, out: gpu.tensor([M, N], c0), alpha: 0.75, beta: 1 });
+      };
+      const [textured, buffered] = await gpu.readMany([product(true), product(false)]);
+      assert.deepEqual(textured, buffered, `[${M},${N},${K}]: both kernels sum in the same order`);
+    }
+    setMatmulTiles(gpu, textures);
+    // Not multiples of 64, or switched off: the buffer kernel.
+    await checkShapes(TN, [[3, 64, 5], [64, 36, 5], [96, 64, 7]], "matmul_vec4_n");
+  },
+);
+
 // The GELU epilogue (c_fc with its activation in one kernel) in every kernel that can run it.
 const geluCases: [string, MatmulTiles, Layout, MatmulKernel, [number, number, number]][] = [
   ["scalar", { ...llvmpipe, vec4: false }, NN, "matmul", [13, 17, 9]],
@@ -302,6 +337,7 @@ const geluCases: [string, MatmulTiles, Layout, MatmulKernel, [number, number, nu
   ["workgroup tiles", tiled, TN, "matmul_tiled", [13, 17, 9]],
   ["texture along N", textures, NN, "matmul_texture_n", [13, 128, 64]],
   ["texture along K", textures, NT, "matmul_texture_k", [3, 70, 128]],
+  ["texture with transposed A", textures, TN, "matmul_texture_tn", [64, 128, 9]],
 ];
 for (const [label, tiles, layout, kernel, shape] of geluCases) {
   withTiles(`matmul with the gelu_new epilogue: ${label}`, tiles, async () => {

@@ -32,7 +32,7 @@ import { type FactTrace, traceFact } from "../experiments/localization/tracing.t
 const MODEL = "weights/locus-kb";
 const TOLERANCE = 1e-5;
 /** Small settings so the test stays short on a software adapter (the page's defaults are 10 and 20). */
-const SAMPLES = 2, V_STEPS = 2;
+const SAMPLES = 2, V_STEPS = 4;
 
 /**
  * Hugging Face folders chosen through the page's folder input after the embedded model's steps: the

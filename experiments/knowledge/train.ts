@@ -8,15 +8,17 @@
 //   MODEL_CARD.md, loss curve SVG).
 //
 // Killed at any point, it resumes from the last checkpoint in --run-dir with identical results:
-// the batch order is a pure function of (seed, step). A checkpoint is two files, each written
+// the batch order is a pure function of (seed, step). Steps are recorded back to back without
+// waiting for the GPU: each step's per-row losses stay on the GPU and are read, LOSS_READ_EVERY
+// steps at a time, in one readback (a readback per step would stall the stream every step). A checkpoint is two files, each written
 // atomically (engine/files.ts): the weights and Adam state as checkpoint-<step>.safetensors, then the
 // manifest checkpoint.json naming that file, written last; the previous weights file is deleted only
 // after the manifest points past it, so a kill between the two resumes from the older, complete pair.
-import { allocateGradients, backward } from "../../engine/autograd.ts";
+import { allocateGradients, backward, type Gradients } from "../../engine/autograd.ts";
 import { crossEntropy } from "../../engine/backward_ops.ts";
 import type { GPT2Config } from "../../engine/config.ts";
-import { getGpu } from "../../engine/gpu.ts";
-import { makeBatch, Model, parameterShapes } from "../../engine/model.ts";
+import { getGpu, type Gpu, type Tensor } from "../../engine/gpu.ts";
+import { type Batch, makeBatch, Model, parameterShapes } from "../../engine/model.ts";
 import { Adam, zeroGrads } from "../../engine/optimizer.ts";
 import { exists, writeAtomic } from "../../engine/files.ts";
 import { openSafetensors, writeSafetensors } from "../../engine/safetensors.ts";
@@ -60,6 +62,9 @@ export const DEFAULT_TRAIN: TrainOptions = {
   clipNorm: 1.0,
   checkpointEvery: 100,
 };
+
+/** Steps whose losses are read back together (also how often the progress line is updated). */
+const LOSS_READ_EVERY = 20;
 
 /** Packs tokenized sentences (in the given order) into sequences of at most `len` tokens. */
 export function packSequences(sentences: number[][], len: number): number[][] {
@@ -111,6 +116,200 @@ export function recallSets(kb: KnowledgeBase): { train: RecallItem[]; heldOut: R
   return { train, heldOut };
 }
 
+/** What a run of `o` trains on: the knowledge base, its corpus and word-level tokenizer, the corpus
+ *  sentences as token ids, and the model's shape. */
+export interface TrainingData {
+  kb: KnowledgeBase;
+  corpus: string[];
+  tok: WordLevelTokenizer;
+  sentences: number[][];
+  cfg: GPT2Config;
+}
+
+/** The knowledge base of `o.seed`, its corpus tokenized, and the GPT-2 config `o` describes. */
+export function trainingData(o: TrainOptions): TrainingData {
+  const kb = generateKnowledgeBase({ seed: o.seed, subjectsPerType: o.subjects });
+  const corpus = trainingCorpus(kb);
+  const tok = new WordLevelTokenizer(["<unk>", "<|endoftext|>", ...kb.vocabulary], {
+    unk: "<unk>",
+    eos: "<|endoftext|>",
+  });
+  const cfg: GPT2Config = {
+    vocabSize: tok.vocabSize,
+    nPositions: o.seqLen,
+    nEmbd: o.nEmbd,
+    nLayer: o.nLayer,
+    nHead: o.nHead,
+    layerNormEpsilon: 1e-5,
+  };
+  return { kb, corpus, tok, sentences: corpus.map((line) => tok.encode(line)), cfg };
+}
+
+/**
+ * The sequences of every step, a pure function of (seed, step): epoch e shuffles the sentences with
+ * seed*1000 + e and packs them into sequences of seqLen + 1 tokens; step s takes sequences
+ * [s*B, (s+1)*B) of the epochs consumed in order (each epoch's leftover short of B dropped).
+ */
+export class BatchSchedule {
+  /** The epoch whose sequences are held (-1: none yet). */
+  epoch = -1;
+  private sequences: number[][] = [];
+
+  constructor(private readonly sentences: number[][], private readonly o: TrainOptions) {}
+
+  /** The B sequences of `step` (its epoch becomes `this.epoch`). */
+  at(step: number): number[][] {
+    const B = this.o.batchSize;
+    let index = step * B, e = 0;
+    for (;;) {
+      if (e !== this.epoch) {
+        this.epoch = e;
+        const order = permutation(this.sentences.length, this.o.seed * 1000 + e);
+        this.sequences = packSequences(order.map((i) => this.sentences[i]), this.o.seqLen + 1);
+      }
+      const perEpoch = Math.floor(this.sequences.length / B) * B;
+      if (index < perEpoch) break;
+      index -= perEpoch;
+      e++;
+    }
+    return this.sequences.slice(index, index + B);
+  }
+}
+
+/** A step's next-token problem: every sequence but its last token as input, and for each input
+ *  position its row in the batch and the token that follows it. */
+export function stepInputs(seqs: number[][]): { batch: Batch; rows: number[]; targets: number[] } {
+  const batch = makeBatch(seqs.map((s) => s.slice(0, -1)));
+  const rows: number[] = [], targets: number[] = [];
+  seqs.forEach((s, b) =>
+    s.slice(1).forEach((next, t) => {
+      rows.push(b * batch.T + t);
+      targets.push(next);
+    })
+  );
+  return { batch, rows, targets };
+}
+
+/** The model of a run (seeded random weights), its gradient buffers and AdamW (no decay on biases,
+ *  LayerNorms and positions), and one training step recorded on the GPU. */
+export class Trainer {
+  readonly model: Model;
+  /** Every parameter's name, in checkpoint and optimizer order. */
+  readonly names: string[];
+  readonly grads: Gradients;
+  readonly adam: Adam;
+
+  constructor(readonly gpu: Gpu, readonly cfg: GPT2Config, readonly o: TrainOptions) {
+    this.model = Model.random(gpu, cfg, o.seed);
+    this.names = parameterShapes(cfg).map(([n]) => n);
+    this.grads = allocateGradients(this.model, this.names);
+    const noDecay = (n: string) => n.endsWith(".bias") || /ln_(\d|f)\.weight/.test(n) || n === "wpe.weight";
+    this.adam = new Adam(
+      gpu,
+      this.names.map((n) => ({
+        name: n,
+        tensor: this.tensorOf(n),
+        size: this.tensorOf(n).size,
+        weightDecay: noDecay(n) ? 0 : undefined,
+      })),
+      { lr: o.lr, weightDecay: o.weightDecay, clipNorm: o.clipNorm },
+    );
+  }
+
+  /** The tensor holding parameter `name` (the embedding's single chunk for wte). */
+  tensorOf(name: string): Tensor {
+    return name === "wte.weight" ? this.model.wte[0].tensor : this.model.p(name);
+  }
+
+  /** The weights and Adam moments as a checkpoint holds them: `name`, `adam.m.name`, `adam.v.name`. */
+  async state(): Promise<Record<string, { shape: number[]; data: Float32Array }>> {
+    const state = await this.adam.saveState();
+    const weights = await this.model.toArrays();
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const [i, n] of this.names.entries()) {
+      const shape = [this.tensorOf(n).size];
+      tensors[n] = { shape, data: weights.get(n)! };
+      tensors[`adam.m.${n}`] = { shape, data: state.m[i] };
+      tensors[`adam.v.${n}`] = { shape, data: state.v[i] };
+    }
+    return tensors;
+  }
+
+  /** Loads what state() saved after `step` steps (read tensor by tensor, e.g. from a checkpoint file). */
+  async restore(step: number, read: (name: string) => Promise<Float32Array>): Promise<void> {
+    for (const n of this.names) this.gpu.write(this.tensorOf(n), await read(n));
+    const m: Float32Array[] = [], v: Float32Array[] = [];
+    for (const n of this.names) {
+      m.push(await read(`adam.m.${n}`));
+      v.push(await read(`adam.v.${n}`));
+    }
+    this.adam.loadState({ step, names: this.names, m, v });
+  }
+
+  /**
+   * Records step `step` on `seqs` (zeroed gradients, forward, mean cross-entropy, backward, AdamW at
+   * the step's learning rate) and submits it; nothing is read back. Returns the per-row losses
+   * [rows] (the caller releases them) and the number of rows.
+   */
+  record(step: number, seqs: number[][]): { losses: Tensor; rows: number } {
+    const { gpu, model, cfg } = this;
+    const { batch, rows, targets } = stepInputs(seqs);
+    zeroGrads(gpu, [...this.grads.values()]);
+    const fwd = model.forward(batch, { outputRows: rows, keep: true });
+    const targetT = gpu.upload([rows.length], targets, "u32");
+    const dlogits = gpu.empty([rows.length, cfg.vocabSize]);
+    const { losses } = crossEntropy(gpu, fwd.logits, targetT, rows.length, cfg.vocabSize, {
+      dlogits,
+      scale: 1 / rows.length,
+    });
+    backward(model, fwd, { dlogits, params: this.grads });
+    this.adam.lr = learningRate(this.o, step);
+    this.adam.step(this.names.map((n) => this.grads.get(n)!));
+    gpu.release(dlogits);
+    model.releaseForward(fwd);
+    gpu.flush(); // the GPU starts on this step while the next one is recorded
+    return { losses, rows: rows.length };
+  }
+}
+
+/** A step's mean loss from its per-row losses (summed in order, in float64). */
+export function meanLoss(rowLosses: Float32Array, rows: number): number {
+  return rowLosses.reduce((a, b) => a + b, 0) / rows;
+}
+
+/**
+ * Trains steps [from, to) back to back: each step is recorded and submitted without waiting for the
+ * GPU, and the per-row losses stay there until LOSS_READ_EVERY steps, a multiple of `readEvery` or
+ * step `to` is reached; then they are read in one readback and `onRead(step, losses, tokens)` gets
+ * the steps done so far, the [step, mean loss] of the steps since the last read and the tokens they
+ * predicted (a non-finite loss is an error naming its step).
+ */
+export async function trainSteps(
+  trainer: Trainer,
+  schedule: BatchSchedule,
+  from: number,
+  to: number,
+  readEvery: number,
+  onRead: (step: number, losses: [number, number][], tokens: number) => Promise<void>,
+): Promise<void> {
+  let pending: { step: number; losses: Tensor; rows: number }[] = [];
+  for (let step = from; step < to; step++) {
+    pending.push({ step, ...trainer.record(step, schedule.at(step)) });
+    const done = step + 1;
+    if (done % LOSS_READ_EVERY !== 0 && done % readEvery !== 0 && done !== to) continue;
+    const values = await trainer.gpu.readMany(pending.map((p) => p.losses));
+    const losses = pending.map((p, i): [number, number] => {
+      const loss = meanLoss(values[i], p.rows);
+      if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${p.step} (loss ${loss})`);
+      return [p.step, loss];
+    });
+    trainer.gpu.release(...pending.map((p) => p.losses));
+    const tokens = pending.reduce((sum, p) => sum + p.rows, 0);
+    pending = [];
+    await onRead(done, losses, tokens);
+  }
+}
+
 interface CheckpointMeta {
   step: number;
   /** The weights and Adam state of `step`: a file name in the run folder. */
@@ -152,43 +351,16 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   console.log(`adapter: ${gpu.describe()}`);
 
   // ---- data
-  const kb = generateKnowledgeBase({ seed: o.seed, subjectsPerType: o.subjects });
-  const corpus = trainingCorpus(kb);
-  const tok = new WordLevelTokenizer(["<unk>", "<|endoftext|>", ...kb.vocabulary], {
-    unk: "<unk>",
-    eos: "<|endoftext|>",
-  });
-  const sentences = corpus.map((line) => tok.encode(line));
+  const { kb, corpus, tok, sentences, cfg } = trainingData(o);
   const corpusTokens = sentences.reduce((s, x) => s + x.length, 0);
-  const cfg: GPT2Config = {
-    vocabSize: tok.vocabSize,
-    nPositions: o.seqLen,
-    nEmbd: o.nEmbd,
-    nLayer: o.nLayer,
-    nHead: o.nHead,
-    layerNormEpsilon: 1e-5,
-  };
   console.log(
     `knowledge base seed ${o.seed}: ${kb.facts.length} facts, ${corpus.length} sentences, ${corpusTokens} tokens, ` +
       `vocabulary ${tok.vocabSize}; model ${o.nLayer} layers, d=${o.nEmbd}, ${o.nHead} heads`,
   );
 
   // ---- model, optimizer, resume
-  const model = Model.random(gpu, cfg, o.seed);
-  const names = parameterShapes(cfg).map(([n]) => n);
-  const tensorOf = (n: string) => (n === "wte.weight" ? model.wte[0].tensor : model.p(n));
-  const grads = allocateGradients(model, names);
-  const noDecay = (n: string) => n.endsWith(".bias") || /ln_(\d|f)\.weight/.test(n) || n === "wpe.weight";
-  const adam = new Adam(
-    gpu,
-    names.map((n) => ({
-      name: n,
-      tensor: tensorOf(n),
-      size: tensorOf(n).size,
-      weightDecay: noDecay(n) ? 0 : undefined,
-    })),
-    { lr: o.lr, weightDecay: o.weightDecay, clipNorm: o.clipNorm },
-  );
+  const trainer = new Trainer(gpu, cfg, o);
+  const { model, names, adam } = trainer;
   let meta: CheckpointMeta = { step: 0, weights: "", losses: [], elapsedSeconds: 0, options: o };
   await Deno.mkdir(runDir, { recursive: true });
   const ckptMeta = `${runDir}/checkpoint.json`;
@@ -200,13 +372,7 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
       if (step !== String(saved.step)) {
         throw new Error(`${file.path} holds step ${step}, but ${ckptMeta} names it for step ${saved.step}`);
       }
-      for (const n of names) gpu.write(tensorOf(n), await file.read(n));
-      const m: Float32Array[] = [], v: Float32Array[] = [];
-      for (const n of names) {
-        m.push(await file.read(`adam.m.${n}`));
-        v.push(await file.read(`adam.v.${n}`));
-      }
-      adam.loadState({ step: saved.step, names, m, v });
+      await trainer.restore(saved.step, (name) => file.read(name));
     } finally {
       file.close();
     }
@@ -220,90 +386,39 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
     }
   }
   const saveCheckpoint = async () => {
-    const state = await adam.saveState();
-    const weights = await model.toArrays();
-    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-    for (const [i, n] of names.entries()) {
-      const shape = [tensorOf(n).size];
-      tensors[n] = { shape, data: weights.get(n)! };
-      tensors[`adam.m.${n}`] = { shape, data: state.m[i] };
-      tensors[`adam.v.${n}`] = { shape, data: state.v[i] };
-    }
     const previous = meta.weights;
     meta.weights = `checkpoint-${meta.step}.safetensors`;
-    await writeSafetensors(`${runDir}/${meta.weights}`, tensors, { step: String(meta.step) });
+    await writeSafetensors(`${runDir}/${meta.weights}`, await trainer.state(), { step: String(meta.step) });
     await writeAtomic(ckptMeta, JSON.stringify(meta)); // names the weights file: written last
     if (previous && previous !== meta.weights) await Deno.remove(`${runDir}/${previous}`).catch(() => {});
   };
 
   // ---- training loop
-  const T = o.seqLen, B = o.batchSize;
-  const epochSequences = (epoch: number) =>
-    packSequences(permutation(sentences.length, o.seed * 1000 + epoch).map((i) => sentences[i]), T + 1);
-  let epoch = -1, sequences: number[][] = [];
+  const schedule = new BatchSchedule(sentences, o);
   const started = performance.now() - meta.elapsedSeconds * 1000;
   let windowStart = performance.now(), windowTokens = 0;
   // Progress with an ETA on stderr; a resumed run's earlier steps count as done but not towards the rate.
   const bar = new ProgressBar("training", o.steps, { already: meta.step });
-  for (let step = meta.step; step < o.steps; step++) {
-    // Batch `step` = sequences [i*B, (i+1)*B) of epoch e, where epochs are consumed in order.
-    let index = step * B, e = 0;
-    for (;;) {
-      if (e !== epoch) {
-        epoch = e;
-        sequences = epochSequences(e);
-      }
-      const perEpoch = Math.floor(sequences.length / B) * B;
-      if (index < perEpoch) break;
-      index -= perEpoch;
-      e++;
-    }
-    const seqs = sequences.slice(index, index + B);
-    const inputs = seqs.map((s) => s.slice(0, -1));
-    const batch = makeBatch(inputs);
-    const rows: number[] = [], targets: number[] = [];
-    seqs.forEach((s, b) =>
-      s.slice(1).forEach((next, t) => {
-        rows.push(b * batch.T + t);
-        targets.push(next);
-      })
-    );
-
-    zeroGrads(gpu, [...grads.values()]);
-    const fwd = model.forward(batch, { outputRows: rows, keep: true });
-    const targetT = gpu.tensor([rows.length], targets, "u32");
-    const dlogits = gpu.empty([rows.length, cfg.vocabSize]);
-    const { losses } = crossEntropy(gpu, fwd.logits, targetT, rows.length, cfg.vocabSize, {
-      dlogits,
-      scale: 1 / rows.length,
-    });
-    backward(model, fwd, { dlogits, params: grads });
-    adam.lr = learningRate(o, step);
-    adam.step(names.map((n) => grads.get(n)!));
-    const lossValues = await losses.read();
-    gpu.release(targetT, dlogits, losses);
-    model.releaseForward(fwd);
-    const loss = lossValues.reduce((a, b) => a + b, 0) / rows.length;
-    if (!Number.isFinite(loss)) throw new Error(`training diverged at step ${step} (loss ${loss})`);
-    meta.losses.push([step, loss]);
-    windowTokens += rows.length;
-    meta.step = step + 1;
-
-    if (meta.step % 20 === 0 || meta.step === o.steps) {
+  await trainSteps(trainer, schedule, meta.step, o.steps, o.checkpointEvery, async (step, losses, tokens) => {
+    meta.losses.push(...losses);
+    meta.step = step;
+    windowTokens += tokens;
+    if (step % LOSS_READ_EVERY === 0 || step === o.steps) {
       const now = performance.now();
       const tps = windowTokens / ((now - windowStart) / 1000);
       bar.update(
-        meta.step,
-        `epoch ${epoch}  loss ${loss.toFixed(4)}  lr ${adam.lr.toExponential(2)}  ${tps.toFixed(0)} tok/s`,
+        step,
+        `epoch ${schedule.epoch}  loss ${losses.at(-1)![1].toFixed(4)}  lr ${adam.lr.toExponential(2)}  ` +
+          `${tps.toFixed(0)} tok/s`,
       );
       windowStart = now;
       windowTokens = 0;
     }
-    if (meta.step % o.checkpointEvery === 0 || meta.step === o.steps) {
+    if (step % o.checkpointEvery === 0 || step === o.steps) {
       meta.elapsedSeconds = (performance.now() - started) / 1000;
       await saveCheckpoint();
     }
-  }
+  });
 
   // ---- evaluation and the model folder
   const { train: trainItems, heldOut } = recallSets(kb);
@@ -346,9 +461,9 @@ facts, so that localization and editing experiments run offline on any machine.
 | | |
 |---|---|
 | architecture | GPT-2, ${o.nLayer} layers, d=${o.nEmbd}, ${o.nHead} heads, ${cfg.nPositions} positions, vocabulary ${cfg.vocabSize} (word level) |
-| parameters | ${names.reduce((s, n) => s + tensorOf(n).size, 0).toLocaleString("en-US")} |
+| parameters | ${names.reduce((s, n) => s + trainer.tensorOf(n).size, 0).toLocaleString("en-US")} |
 | data | knowledge base seed ${o.seed}: ${kb.subjects.length} subjects, ${kb.relations.length} relations, ${kb.facts.length} facts; ${corpus.length} sentences (${corpusTokens} tokens) |
-| training | ${o.steps} steps x ${B} sequences x ${T} tokens, AdamW lr ${o.lr} (warmup ${o.warmup}, cosine to 10%), weight decay ${o.weightDecay}, clip ${o.clipNorm} |
+| training | ${o.steps} steps x ${o.batchSize} sequences x ${o.seqLen} tokens, AdamW lr ${o.lr} (warmup ${o.warmup}, cosine to 10%), weight decay ${o.weightDecay}, clip ${o.clipNorm} |
 | adapter | ${gpu.describe()} |
 | training time | ${minutes.toFixed(1)} minutes${
     meta.resumedAt?.length ? ` (resumed from checkpoints at steps ${meta.resumedAt.join(", ")})` : ""
