@@ -26,7 +26,7 @@
 //     operands' alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
 //   - attention for a backward: GPUs keep only each query row's log-sum-exp and recompute the scores
 //     in the backward (shaders/attention_backward_lse.wgsl), so no [B, H, Tq, T] tensor is made;
-//     CPU implementations keep the probabilities, whose backward ran 1.5-1.7x faster on llvmpipe
+//     CPU implementations keep the probabilities, whose backward ran 4-8x faster on llvmpipe
 //     (bench/kernels.ts --attention, T = 32..512), unless they would pass attentionSaves' threshold.
 //   - features: "shader-f16" lets the matmul read f16 weights as WGSL f16 (shaders/matmul_f16.wgsl)
 //     instead of unpacking them from u32 words with unpack2x16float (bf16 is always unpacked: WGSL has

@@ -202,7 +202,7 @@ Deno.test("chooseKernels: software adapters by flag or name, GPU tiles by limits
     // allow 64 invocations and 256 bytes of workgroup memory).
     assert.equal(got.rows, software === null ? "workgroup" : "invocation", `${name}: row kernels`);
     // Attention's backward recomputes the scores from each row's log-sum-exp on GPUs; CPU
-    // implementations keep the probabilities (1.5-1.7x faster there, bench/RESULTS.md).
+    // implementations keep the probabilities (4-8x faster there, bench/RESULTS.md).
     assert.equal(got.attention, software === null ? "lse" : "probs", `${name}: attention kept`);
     // The choice never exceeds the adapter's limits.
     const t = got.matmul;
