@@ -32,8 +32,9 @@ export {
   Uniforms,
   uniforms,
 } from "./engine/gpu.ts";
-/** The kernel variants chosen for an adapter (register blocks, texture mirrors, f16). */
+/** The kernel variants chosen for an adapter (register blocks, texture mirrors, f16, what attention keeps). */
 export {
+  type AttentionSaved,
   type KernelChoice,
   type MatmulTiles,
   type RowKernels,

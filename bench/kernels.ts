@@ -3,9 +3,11 @@
 //
 //   ./locus run -A bench/kernels.ts            the kernels ops.ts picks for this adapter
 //   ./locus run -A bench/kernels.ts --sweep    also every candidate tile shape for each matmul
+//   ./locus run -A bench/kernels.ts --attention  only the attention forward+backward, probs vs log-sum-exp
 //
 // Each measurement records `reps` dispatches into one submit and waits once, so the ~10 ms cost of
 // a Deno readback/sync is amortised; reps grows until one run takes >= 0.3 s.
+import { attentionBackward, attentionBackwardLse } from "../engine/backward_ops.ts";
 import { getGpu, type Gpu } from "../engine/gpu.ts";
 import {
   attention,
@@ -22,6 +24,7 @@ import {
 
 const gpu = await getGpu();
 const sweep = Deno.args.includes("--sweep");
+const attentionOnly = Deno.args.includes("--attention");
 
 /** Seconds per call of `record`, measured over enough calls to make the sync cost negligible. */
 async function timePerCall(g: Gpu, record: () => void): Promise<number> {
@@ -106,7 +109,7 @@ const textureCandidates: MatmulTiles["texture"][] = [
 console.log(`adapter: ${gpu.describe()}`);
 console.log(`default matmul tiles: ${JSON.stringify(matmulTiles(gpu))}\n`);
 const defaults = matmulTiles(gpu);
-for (const c of cases) {
+for (const c of attentionOnly ? [] : cases) {
   const flops = 2 * c.M * c.N * c.K;
   // The weight operand read from its buffer and (where the adapter's tiles say so) from a texture mirror.
   const tilesToTry: [string, MatmulTiles, boolean][] = [["default", defaults, false]];
@@ -151,11 +154,42 @@ const memoryBound: [string, number, () => void][] = [
   ["softmax   [16,50257]", 2 * R * V * 4, () => softmax(gpu, logits, R, V, { out: probs })],
 ];
 console.log("");
-for (const [name, bytes, record] of memoryBound) {
+for (const [name, bytes, record] of attentionOnly ? [] : memoryBound) {
   const seconds = await timePerCall(gpu, record);
   console.log(
     `${name.padEnd(32)} ${(bytes / seconds / 1e9).toFixed(2).padStart(6)} GB/s  ${
       (seconds * 1e3).toFixed(3)
     } ms`,
   );
+}
+
+// The attention a backward needs (GPT-2 small's heads, one sequence of T tokens): the forward that
+// keeps probabilities [H, T, T] and its backward, against the forward that keeps each row's
+// log-sum-exp [H, T] and the backward that recomputes the scores (KernelChoice.attention chooses).
+console.log("");
+for (const t of [32, 128, 512]) {
+  const qkvT = gpu.tensor([t, 3 * C], random(t * 3 * C)), dyT = gpu.tensor([t, C], random(t * C));
+  const [yT, dqkv] = [gpu.zeros([t, C]), gpu.zeros([t, 3 * C])];
+  const [probsT, lse] = [gpu.zeros([nHead, t, t]), gpu.zeros([nHead, t])];
+  const dscores = gpu.zeros([nHead, t, t]), delta = gpu.zeros([nHead, t]);
+  for (
+    const [label, record] of [
+      ["probs [H,T,T]", () => {
+        attention(gpu, qkvT, 1, t, C, nHead, { out: yT, probs: probsT });
+        attentionBackward(gpu, dyT, qkvT, probsT, 1, t, C, nHead, { dqkv, dscores });
+      }],
+      ["log-sum-exp [H,T]", () => {
+        attention(gpu, qkvT, 1, t, C, nHead, { out: yT, lse });
+        attentionBackwardLse(gpu, dyT, qkvT, lse, 1, t, C, nHead, { dqkv, delta });
+      }],
+    ] as const
+  ) {
+    const seconds = await timePerCall(gpu, record);
+    console.log(
+      `attention fwd+bwd T=${String(t).padEnd(4)} d=768 h=12  ${label.padEnd(18)} ${
+        (seconds * 1e3).toFixed(2).padStart(8)
+      } ms`,
+    );
+  }
+  gpu.release(qkvT, dyT, yT, dqkv, probsT, lse, dscores, delta);
 }

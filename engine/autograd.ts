@@ -10,6 +10,7 @@
 // in `Gradients`, so micro-batches add up; zero them with optimizer.zeroGrads between steps.
 import {
   attentionBackward,
+  attentionBackwardLse,
   biasBackward,
   embeddingBackward,
   geluBackward,
@@ -273,14 +274,19 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     if (dattnAdded) gpu.release(dattnAdded);
     hookBackward(l, "attn", dattn);
     const dheads = linearBackward(dattn, a.heads, p + "attn.c_proj", qd, d, true)!;
-    let dqkv = attentionBackward(gpu, dheads, a.qkv, a.probs, B, suffix?.T ?? T, qd, H, {
+    const attentionOptions = {
       dqkv: gpu.empty([R, width]),
       nKvHead: Hkv,
       scale: cfg.attnScale,
       softcap: cfg.attnSoftcap,
       window: cfg.windows[l],
       queries: suffix && { Tq: T, offsets: suffix.offsets, cache: suffix.qkv[l - fwd.startLayer] },
-    });
+    };
+    // The forward kept the probabilities or, where they would be too large or the adapter prefers
+    // recomputing them, each row's log-sum-exp (engine/kernel_choice.ts).
+    let dqkv = a.probs
+      ? attentionBackward(gpu, dheads, a.qkv, a.probs, B, suffix?.T ?? T, qd, H, attentionOptions)
+      : attentionBackwardLse(gpu, dheads, a.qkv, a.lse!, B, suffix?.T ?? T, qd, H, attentionOptions);
     gpu.release(dattn, dheads);
     if (cfg.rotary) {
       model.rotate(dqkv, l, R, T, -1, suffix?.offsets);

@@ -228,24 +228,20 @@ export function attentionBackward(
   o: { dqkv?: Tensor; dscores?: Tensor } & AttentionOptions = {},
 ): Tensor {
   const op = "attentionBackward";
-  const nKvHead = o.nKvHead ?? nHead;
-  positiveIntegers(op, { B, T, d, nHead, nKvHead });
-  if (!Number.isInteger(d / nHead)) throw new Error(`${op}: d=${d} is not a multiple of nHead=${nHead}`);
-  if (nHead % nKvHead !== 0) throw new Error(`${op}: nHead=${nHead} is not a multiple of nKvHead=${nKvHead}`);
-  const hd = d / nHead, width = d + 2 * nKvHead * hd;
-  const { scale, softcap } = attentionSettings(hd, o);
-  const [Tq, offsets, cache] = queryRows(gpu, op, B, T, width, o.queries);
-  const dqkv = o.dqkv ?? gpu.zeros([B * Tq, width]);
+  const { nKvHead, hd, width, scale, softcap, Tq, offsets, cache, dqkv } = attentionBackwardSizes(
+    gpu,
+    op,
+    dy,
+    qkv,
+    B,
+    T,
+    d,
+    nHead,
+    o,
+  );
+  need(op, "probs", probs, B * nHead * Tq * T);
   const dscores = o.dscores ?? gpu.empty([B, nHead, Tq, T]);
-  for (
-    const [what, t, size] of [
-      ["dy", dy, B * Tq * d],
-      ["qkv", qkv, B * Tq * width],
-      ["probs", probs, B * nHead * Tq * T],
-      ["dqkv", dqkv, B * Tq * width],
-      ["dscores", dscores, B * nHead * Tq * T],
-    ] as const
-  ) need(op, what, t, size);
+  need(op, "dscores", dscores, B * nHead * Tq * T);
   const u = () => uniforms().u32(B, T, nHead, nKvHead, hd).f32(scale, softcap).u32(Tq);
   // Both passes read dy, q, k and v from texture mirrors where they can be made (same bits).
   const mirrors = !o.queries && hd % 4 === 0 && ATTENTION_BLOCK.TN === 4
@@ -268,6 +264,82 @@ export function attentionBackward(
   );
   if (!o.dscores) gpu.release(dscores);
   return dqkv;
+}
+
+/**
+ * attentionBackward from the rows' log-sum-exp lse [B, nHead, Tq] that attention wrote (its `lse`
+ * option) instead of probabilities: the scores are recomputed from q and k, so no [Tq, T] tensor is
+ * read or allocated (shaders/attention_backward_lse.wgsl). Same operands, options and result (dqkv,
+ * written); `delta` [B, nHead, Tq] is scratch (from the Gpu's pool when not given).
+ */
+export function attentionBackwardLse(
+  gpu: Gpu,
+  dy: Tensor,
+  qkv: Tensor,
+  lse: Tensor,
+  B: number,
+  T: number,
+  d: number,
+  nHead: number,
+  o: { dqkv?: Tensor; delta?: Tensor } & AttentionOptions = {},
+): Tensor {
+  const op = "attentionBackwardLse";
+  const { nKvHead, hd, scale, softcap, window, Tq, offsets, cache, dqkv } = attentionBackwardSizes(
+    gpu,
+    op,
+    dy,
+    qkv,
+    B,
+    T,
+    d,
+    nHead,
+    o,
+  );
+  need(op, "lse", lse, B * nHead * Tq);
+  const delta = o.delta ?? gpu.empty([B, nHead, Tq]);
+  need(op, "delta", delta, B * nHead * Tq);
+  const u = () => uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq);
+  const params = { HD: hd, WG, SOFTCAP: softcap > 0, OFFSETS: !!o.queries };
+  // Rows first (dq and each row's delta), then keys (dk, dv), which read the rows' delta.
+  gpu.run(
+    gpu.pipeline("attention_backward_lse.wgsl", "attention_backward_lse_rows", params),
+    [dy, qkv, lse, offsets, cache, delta, dqkv],
+    elementwiseGrid(gpu, B * nHead * Tq, WG),
+    u(),
+  );
+  gpu.run(
+    gpu.pipeline("attention_backward_lse.wgsl", "attention_backward_lse_keys", params),
+    [dy, qkv, lse, offsets, cache, delta, dqkv],
+    elementwiseGrid(gpu, B * nKvHead * Tq, WG),
+    u(),
+  );
+  if (!o.delta) gpu.release(delta);
+  return dqkv;
+}
+
+/** The checks and sizes both attention backwards share; allocates dqkv (zeros) when not given. */
+function attentionBackwardSizes(
+  gpu: Gpu,
+  op: string,
+  dy: Tensor,
+  qkv: Tensor,
+  B: number,
+  T: number,
+  d: number,
+  nHead: number,
+  o: { dqkv?: Tensor } & AttentionOptions,
+) {
+  const nKvHead = o.nKvHead ?? nHead;
+  positiveIntegers(op, { B, T, d, nHead, nKvHead });
+  if (!Number.isInteger(d / nHead)) throw new Error(`${op}: d=${d} is not a multiple of nHead=${nHead}`);
+  if (nHead % nKvHead !== 0) throw new Error(`${op}: nHead=${nHead} is not a multiple of nKvHead=${nKvHead}`);
+  const hd = d / nHead, width = d + 2 * nKvHead * hd;
+  const [Tq, offsets, cache] = queryRows(gpu, op, B, T, width, o.queries);
+  const dqkv = o.dqkv ?? gpu.zeros([B * Tq, width]);
+  need(op, "dy", dy, B * Tq * d);
+  need(op, "qkv", qkv, B * Tq * width);
+  need(op, "dqkv", dqkv, B * Tq * width);
+  return { nKvHead, hd, width, ...attentionSettings(hd, o), Tq, offsets, cache, dqkv };
 }
 
 // ---------------------------------------------------------------- embeddings

@@ -24,6 +24,10 @@
 //     downlevel limits) get 8x8 invocations of 8x8, or register blocks when even 64 invocations or
 //     the tiles' memory are not there. (Per product, matmulKernel in engine/ops.ts then checks the
 //     operands' alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
+//   - attention for a backward: GPUs keep only each query row's log-sum-exp and recompute the scores
+//     in the backward (shaders/attention_backward_lse.wgsl), so no [B, H, Tq, T] tensor is made;
+//     CPU implementations keep the probabilities, whose backward ran 4-8x faster on llvmpipe
+//     (bench/kernels.ts --attention, T = 32..512), unless they would pass attentionSaves' threshold.
 //   - features: "shader-f16" lets the matmul read f16 weights as WGSL f16 (shaders/matmul_f16.wgsl)
 //     instead of unpacking them from u32 words with unpack2x16float (bf16 is always unpacked: WGSL has
 //     no type for it); Gpu.open requests the feature exactly when this chooses it. Variants for other
@@ -100,6 +104,32 @@ export interface KernelChoice {
    *  (software adapters, where a barrier costs more than a loop over the row) or one workgroup of
    *  ROWS_WORKGROUP lanes per row with tree reductions (GPUs; shaders/rows_workgroup.wgsl). */
   rows: RowKernels;
+  /** What a forward kept for the backward saves of attention: the probabilities [B, H, Tq, T]
+   *  ("probs", the faster backward on CPU implementations) or each row's log-sum-exp [B, H, Tq]
+   *  ("lse", GPUs); attentionSaves may still override "probs" for long prompts. */
+  attention: AttentionSaved;
+}
+
+/** What attention keeps for its backward (see KernelChoice.attention). */
+export type AttentionSaved = "probs" | "lse";
+
+/** Bytes of one layer's probabilities [B, H, Tq, T] above which even "probs" adapters keep the
+ *  log-sum-exp: a backward holds one such tensor per layer (GPT-2 small at T = 1024 needs 48 MiB). */
+export const PROBS_BYTES_MAX = 64 * 2 ** 20;
+
+/** What a kept forward's attention saves for B sequences of Tq query rows over T keys and H heads:
+ *  `preferred` (the adapter's choice), or the log-sum-exp when the probabilities would pass PROBS_BYTES_MAX or
+ *  one storage binding (bindingBytes, the device's maxStorageBufferBindingSize). */
+export function attentionSaves(
+  preferred: AttentionSaved,
+  B: number,
+  H: number,
+  Tq: number,
+  T: number,
+  bindingBytes: number,
+): AttentionSaved {
+  const bytes = 4 * B * H * Tq * T;
+  return bytes > Math.min(PROBS_BYTES_MAX, bindingBytes) ? "lse" : preferred;
 }
 
 /** How row kernels spread a row: one invocation per row, or one workgroup per row (see KernelChoice.rows). */
@@ -131,10 +161,13 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       software,
       nativeF16,
       rows: "invocation",
+      attention: "probs",
       matmul: { ...SOFTWARE_TILES, texture: { TM: textureTM, TN: 16, WG: 8 } },
     };
   }
-  if (software !== null) return { software, nativeF16, rows: "invocation", matmul: SOFTWARE_TILES };
+  if (software !== null) {
+    return { software, nativeF16, rows: "invocation", attention: "probs", matmul: SOFTWARE_TILES };
+  }
   const l = a.limits;
   const rows: RowKernels = ROWS_WORKGROUP <= l.maxComputeInvocationsPerWorkgroup &&
       ROWS_WORKGROUP <= l.maxComputeWorkgroupSizeX && 4 * ROWS_WORKGROUP <= l.maxComputeWorkgroupStorageSize
@@ -151,9 +184,10 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
         software,
         nativeF16,
         rows,
+        attention: "lse",
         matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8 },
       };
     }
   }
-  return { software, nativeF16, rows, matmul: SOFTWARE_TILES };
+  return { software, nativeF16, rows, attention: "lse", matmul: SOFTWARE_TILES };
 }

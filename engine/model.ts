@@ -29,9 +29,11 @@ import {
   parameterShapes as shapesOf,
 } from "./families.ts";
 import { Gpu, Tensor, tensorBytes } from "./gpu.ts";
+import { attentionSaves } from "./kernel_choice.ts";
 import {
   add,
   attention,
+  attentionSaved,
   embed,
   gelu,
   glu,
@@ -107,8 +109,11 @@ export interface LayerActivations {
   qkv: Tensor;
   /** A suffix forward's q|k|v of the whole sequences [B*Tk, width] that attention read (the caller's). */
   kv?: Tensor;
-  /** Attention probabilities [B, H, T, T] ([B, H, T, Tk] in a suffix forward). */
-  probs: Tensor;
+  /** Attention probabilities [B, H, T, T] ([B, H, T, Tk] in a suffix forward), when the adapter keeps
+   *  them (attentionSaves in engine/kernel_choice.ts); otherwise `lse`. */
+  probs?: Tensor;
+  /** Each attention row's log-sum-exp [B, H, T], kept instead of probs (no T x T tensor). */
+  lse?: Tensor;
   /** Attention heads concatenated, the output projection's input [R, H hd]. */
   heads: Tensor;
   /** Attention output [R, d] (before a post-norm). */
@@ -846,10 +851,20 @@ export class Model {
       a.qkv = qkv;
       const into = o.captureQkv?.get(l);
       if (into) gpu.copy(qkv, into, R * width);
-      a.probs = keep ? gpu.empty([B, H, T, Tk]) : undefined;
+      const saves = keep && attentionSaves(
+        attentionSaved(gpu),
+        B,
+        H,
+        T,
+        Tk,
+        gpu.limits.maxStorageBufferBindingSize,
+      );
+      a.probs = saves === "probs" ? gpu.empty([B, H, T, Tk]) : undefined;
+      a.lse = saves === "lse" ? gpu.empty([B, H, T]) : undefined;
       a.heads = attention(gpu, qkv, B, Tk, qd, H, {
         out: gpu.empty([R, qd]),
         probs: a.probs,
+        lse: a.lse,
         nKvHead: Hkv,
         scale: cfg.attnScale,
         softcap: cfg.attnSoftcap,

@@ -4,7 +4,7 @@
 // (batch * tokens), all tensors row-major.
 import type { Activation } from "./config.ts";
 import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
-import { type MatmulTiles, type RowKernels, ROWS_WORKGROUP } from "./kernel_choice.ts";
+import { type AttentionSaved, type MatmulTiles, type RowKernels, ROWS_WORKGROUP } from "./kernel_choice.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
  *  8 = one llvmpipe SIMD vector, so that even 16 rows make 2 workgroups for llvmpipe's 2 threads. */
@@ -112,6 +112,19 @@ export function rowKernels(gpu: Gpu): RowKernels {
 /** Overrides rowKernels' choice for this adapter (tests and benchmarks). */
 export function setRowKernels(gpu: Gpu, kernels: RowKernels): void {
   rowKernelsByGpu.set(gpu, kernels);
+}
+
+const attentionSavedByGpu = new WeakMap<Gpu, AttentionSaved>();
+
+/** What attention keeps for a backward on this adapter (engine/kernel_choice.ts chooses; long prompts
+ *  may still switch to "lse", see attentionSaves), unless set by setAttentionSaved. */
+export function attentionSaved(gpu: Gpu): AttentionSaved {
+  return attentionSavedByGpu.get(gpu) ?? gpu.kernels.attention;
+}
+
+/** Overrides attentionSaved's choice for this adapter (tests and benchmarks). */
+export function setAttentionSaved(gpu: Gpu, saved: AttentionSaved): void {
+  attentionSavedByGpu.set(gpu, saved);
 }
 
 /** Dispatches an entry point of shaders/rows_workgroup.wgsl over R rows, one workgroup per row. */
@@ -730,8 +743,10 @@ export function attentionSettings(
  *  projection). Scores are scaled by 1/sqrt(hd) (or o.scale), optionally soft-capped, causal (key <=
  *  query, within o.window), softmax in f32 with max subtraction. Rows of a sequence are b*T + t. If
  *  `probs` ([B, nHead, T, T]) is given the softmax probabilities are stored there (masked entries 0),
- *  for the backward pass. With `o.queries` (Tq rows per sequence) qkv and y hold B*Tq rows and probs
- *  is [B, nHead, Tq, T]. */
+ *  for the backward pass (attentionBackward); or if `lse` ([B, nHead, T]) is given, each row's
+ *  log-sum-exp of its scores, from which attentionBackwardLse recomputes them (no T x T tensor). With
+ *  `o.queries` (Tq rows per sequence) qkv and y hold B*Tq rows, probs is [B, nHead, Tq, T] and lse
+ *  [B, nHead, Tq]. */
 export function attention(
   gpu: Gpu,
   qkv: Tensor,
@@ -739,7 +754,7 @@ export function attention(
   T: number,
   d: number,
   nHead: number,
-  o: { out?: Tensor; probs?: Tensor } & AttentionOptions = {},
+  o: { out?: Tensor; probs?: Tensor; lse?: Tensor } & AttentionOptions = {},
 ): Tensor {
   const nKvHead = o.nKvHead ?? nHead;
   positive("attention", { B, T, d, nHead, nKvHead });
@@ -755,6 +770,11 @@ export function attention(
     need("attention", "probs", o.probs, B * nHead * Tq * T);
     distinct("attention", o.probs, { qkv, out });
   }
+  if (o.lse) {
+    if (o.probs) throw new Error("attention: give probs or lse, not both");
+    need("attention", "lse", o.lse, B * nHead * Tq);
+    distinct("attention", o.lse, { qkv, out });
+  }
   // Keys and values from a texture mirror of qkv where one can be made (whole texels per head).
   const mirrors = !o.queries && hd % 4 === 0 ? activationMirrors(gpu, B * T, [[qkv, width]]) : null;
   gpu.run(
@@ -762,13 +782,14 @@ export function attention(
       HD: hd,
       WG: ROW_WG,
       WITH_PROBS: !!o.probs,
+      WITH_LSE: !!o.lse,
       OFFSETS: !!o.queries,
       TEXTURE: mirrors !== null,
     }),
     [
       qkv,
       out,
-      o.probs ?? placeholder(gpu),
+      o.probs ?? o.lse ?? placeholder(gpu),
       offsets,
       cache,
       mirrors?.[0] ?? placeholderTexture(gpu),

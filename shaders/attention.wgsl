@@ -14,14 +14,17 @@
 //           [q heads | k heads | v heads], head h at columns h*HD .. h*HD+HD-1 of its part
 //   y     : [B*Tq, H * HD], heads concatenated (the input of the output projection)
 //   probs : [B, H, Tq, T], p written when WITH_PROBS, with 0 for masked keys (the backward pass
-//           needs p); otherwise a 1-element placeholder is bound and never touched.
+//           of shaders/attention_backward.wgsl needs p); or [B, H, Tq] when WITH_LSE: the row's
+//           log-sum-exp max_j s_j + log sum_j exp(s_j - max_j s_j), from which
+//           shaders/attention_backward_lse.wgsl recomputes p_j = exp(s_j - lse) without any
+//           [Tq, T] tensor; otherwise a 1-element placeholder is bound and never touched.
 // Without OFFSETS, Tq = T and row i is position i. With OFFSETS (a forward that computes only the
 // rows from some position on, the earlier rows' keys and values cached):
 //   rows  : [2B] u32: starts[b] = rows[b], the position of sequence b's first row, and
 //           bases[b] = rows[B + b]: key j < starts[b] of sequence b is row bases[b] + j of `cache`
 //           (keys j >= starts[b] are the sequence's own rows of qkv)
 //   cache : [*, (H + 2 Hkv) * HD], q|k|v rows of the earlier positions (read only)
-// A row at a position >= T (padding) gets y = 0 and probs = 0.
+// A row at a position >= T (padding) gets y = 0 and probs = 0 (lse = 0).
 //
 // Masked keys are never read, so nothing uninitialised can leak in through the mask.
 // Passes over the keys: 1) the max score, 2) the exp-sum and the weighted sum of values (with
@@ -38,6 +41,7 @@
 //   HD         : head dimension (sizes the private q and accumulator arrays; any value >= 1)
 //   WG         : invocations per workgroup
 //   WITH_PROBS : write probs
+//   WITH_LSE   : write the rows' log-sum-exp into probs instead (never together with WITH_PROBS)
 //   OFFSETS    : rows start at rows[b], earlier keys and values come from cache
 //   TEXTURE    : keys and values from qkvT (otherwise a placeholder texture is bound there)
 
@@ -100,6 +104,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   if (t >= d.T) {
     for (var i = 0u; i < HD; i++) { y[out + i] = 0.0; }
     if (WITH_PROBS) { for (var j = 0u; j < d.T; j++) { probs[inv * d.T + j] = 0.0; } }
+    if (WITH_LSE) { probs[inv] = 0.0; }
     return;
   }
   let kvh = h / (d.H / d.Hkv);
@@ -136,6 +141,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
   }
   for (var i = 0u; i < HD; i++) { y[out + i] = acc[i] / sum; }
+  if (WITH_LSE) { probs[inv] = max_s + log(sum); }
 
   if (WITH_PROBS) {
     for (var j = 0u; j < d.T; j++) {

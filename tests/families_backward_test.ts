@@ -9,6 +9,7 @@ import { allocateGradients, backward } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
 import { type Hook, makeBatch, Model, parameterShapes } from "../engine/model.ts";
+import { attentionSaved, setAttentionSaved } from "../engine/ops.ts";
 import type { HalfTensor } from "../engine/safetensors.ts";
 import { CASES, loadCase } from "./families_fixtures.ts";
 import { maxAbsDiff, randomArray } from "./util.ts";
@@ -181,5 +182,34 @@ Deno.test("projections split into row chunks (over one storage binding) give the
     const [whole, chunked] = await lossAndGradients([model, split], expected.prompts, ["ln_f.weight"]);
     assertSameValues(whole, chunked, 1e-4, name);
     assert.throws(() => split.p("h.0.mlp.c_fc.weight"), /split into \d+ row chunks/);
+  }
+});
+
+Deno.test("attention kept as rows' log-sum-exp (no T x T probabilities) gives the probabilities' loss and gradients", async () => {
+  // gemma2: grouped heads, soft-cap, a window shorter than the prompts; llama: grouped heads;
+  // gpt2: multi-head. Every attention parameter and the MLP after it, through the whole model.
+  const chosen = attentionSaved(gpu);
+  try {
+    for (const name of ["gemma2", "llama", "gpt2"]) {
+      const { model, expected } = await loadCase(name);
+      const params = parameterShapes(model.config).map(([n]) => n).filter((n) => /\.(attn|mlp)\./.test(n));
+      const runs: number[][][] = [];
+      for (const saved of ["probs", "lse"] as const) {
+        setAttentionSaved(gpu, saved);
+        const fwd = model.forward(makeBatch(expected.prompts), { keep: true });
+        const kept = fwd.acts!.layers.map((a) => [!!a.probs, !!a.lse].join());
+        assert.deepEqual(
+          kept,
+          kept.map(() => saved === "probs" ? "true,false" : "false,true"),
+          `${name}: ${saved}`,
+        );
+        model.releaseForward(fwd);
+        runs.push(...await lossAndGradients([model], expected.prompts, params));
+      }
+      assert.ok(params.length >= 4 * model.nLayer, `${name}: ${params.length} parameters compared`);
+      assertSameValues(runs[0], runs[1], 1e-5, name);
+    }
+  } finally {
+    setAttentionSaved(gpu, chosen);
   }
 });

@@ -4,7 +4,12 @@
 // partial); gated activations (SiLU, exact and tanh GELU); RMSNorm with Gemma's (1 + w) on strided
 // per-head rows.
 import assert from "node:assert/strict";
-import { attentionBackward, gluBackward, layernormBackward } from "../engine/backward_ops.ts";
+import {
+  attentionBackward,
+  attentionBackwardLse,
+  gluBackward,
+  layernormBackward,
+} from "../engine/backward_ops.ts";
 import type { Activation } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { attention, glu, layernorm, matmulTiles, rope, setMatmulTiles } from "../engine/ops.ts";
@@ -88,6 +93,16 @@ const ATTENTION_CASES: [string, AttentionCase][] = [
     softcap: null,
     window: null,
   }],
+  ["multi-head (2 heads, 2 kv), soft-cap 1.1, window 4", {
+    B: 2,
+    T: 7,
+    H: 2,
+    Hkv: 2,
+    hd: 5,
+    scale: 0.7,
+    softcap: 1.1,
+    window: 4,
+  }],
 ];
 
 for (const [name, c] of ATTENTION_CASES) {
@@ -103,9 +118,82 @@ for (const [name, c] of ATTENTION_CASES) {
     const G = randomArray(R * d, 12);
     const dqkv = attentionBackward(gpu, gpu.tensor([R, d], G), tqkv, probs, c.B, c.T, d, c.H, opts);
     const fd = finiteDifferenceGradient((x) => dot(attention64(x, c), G), Float64Array.from(qkv));
-    assertClose(await dqkv.read(), fd, 1e-4, "dqkv");
+    const gotProbsPath = await dqkv.read();
+    assertClose(gotProbsPath, fd, 1e-4, "dqkv");
+    // The recomputing path: only each row's log-sum-exp [B, H, T] is kept (garbage beforehand).
+    const lse = gpu.tensor([c.B, c.H, c.T], new Array(c.B * c.H * c.T).fill(9));
+    const yLse = attention(gpu, tqkv, c.B, c.T, d, c.H, { ...opts, lse });
+    assertClose(await yLse.read(), attention64(qkv, c), 1e-5, "y (lse)");
+    const dqkvLse = attentionBackwardLse(gpu, gpu.tensor([R, d], G), tqkv, lse, c.B, c.T, d, c.H, {
+      ...opts,
+      dqkv: gpu.tensor([R, width], new Array(R * width).fill(9)),
+    });
+    const gotLse = await dqkvLse.read();
+    assertClose(gotLse, fd, 1e-4, "dqkv (lse)");
+    assertClose(gotLse, gotProbsPath, 1e-5, "dqkv (lse) against the probs path");
   });
 }
+
+Deno.test("attention from the rows' log-sum-exp with offsets, a cache, grouped heads, soft-cap and window: the rows of the full float64 gradient", async () => {
+  // Sequence b's Tq rows sit at positions starts[b] + i (rows past T are padding), its earlier keys
+  // in a cache after two NaN rows that must never be read. Their gradient is the full sequence's
+  // with dy zero before starts[b] (no earlier query exists), here by finite differences of attention64.
+  const c = { ...ATTENTION_CASES[0][1], B: 3, T: 9 };
+  const [Tq, startsOf] = [5, [0, 4, 6]];
+  const width = (c.H + 2 * c.Hkv) * c.hd, d = c.H * c.hd;
+  const qkv = randomArray(c.B * c.T * width, 61, 1.5), dyRows = randomArray(c.B * Tq * d, 62);
+  const G = new Float64Array(c.B * c.T * d), rowsOf = new Float32Array(c.B * Tq * width).fill(0.5);
+  const live = (b: number, i: number) => startsOf[b] + i < c.T;
+  for (let b = 0; b < c.B; b++) {
+    for (let i = 0; i < Tq && live(b, i); i++) {
+      const t = startsOf[b] + i;
+      G.set(dyRows.subarray((b * Tq + i) * d, (b * Tq + i + 1) * d), (b * c.T + t) * d);
+      rowsOf.set(qkv.subarray((b * c.T + t) * width, (b * c.T + t + 1) * width), (b * Tq + i) * width);
+    }
+  }
+  const fd = finiteDifferenceGradient((x) => dot(attention64(x, c), G), Float64Array.from(qkv));
+  const yFull = attention64(qkv, c);
+  const [wantY, wantD] = [new Float64Array(c.B * Tq * d), new Float64Array(c.B * Tq * width)];
+  for (let b = 0; b < c.B; b++) {
+    for (let i = 0; i < Tq && live(b, i); i++) {
+      const t = startsOf[b] + i;
+      wantY.set(yFull.subarray((b * c.T + t) * d, (b * c.T + t + 1) * d), (b * Tq + i) * d);
+      wantD.set(fd.subarray((b * c.T + t) * width, (b * c.T + t + 1) * width), (b * Tq + i) * width);
+    }
+  }
+  const cache = new Float32Array((2 + c.B * c.T) * width).fill(NaN);
+  cache.set(qkv, 2 * width);
+  const opts = {
+    nKvHead: c.Hkv,
+    scale: c.scale,
+    softcap: c.softcap,
+    window: c.window,
+    queries: {
+      Tq,
+      offsets: gpu.tensor([2 * c.B], [...startsOf, ...startsOf.map((_, b) => 2 + b * c.T)], "u32"),
+      cache: gpu.tensor([2 + c.B * c.T, width], cache),
+    },
+  };
+  const tqkv = gpu.tensor([c.B * Tq, width], rowsOf), dy = gpu.tensor([c.B * Tq, d], dyRows);
+  const lse = gpu.empty([c.B, c.H, Tq]);
+  const y = attention(gpu, tqkv, c.B, c.T, d, c.H, { ...opts, lse });
+  const dLse = attentionBackwardLse(gpu, dy, tqkv, lse, c.B, c.T, d, c.H, {
+    ...opts,
+    dqkv: gpu.tensor([c.B * Tq, width], new Array(c.B * Tq * width).fill(9)),
+  });
+  const probs = gpu.empty([c.B, c.H, Tq, c.T]);
+  attention(gpu, tqkv, c.B, c.T, d, c.H, { ...opts, probs });
+  const dProbs = attentionBackward(gpu, dy, tqkv, probs, c.B, c.T, d, c.H, opts);
+  const [gy, gl, gp] = await gpu.readMany([y, dLse, dProbs]);
+  assertClose(gy, wantY, 1e-5, "y");
+  assertClose(gl, wantD, 1e-4, "dqkv (lse)");
+  assertClose(gl, gp, 1e-5, "dqkv (lse) against the probs path");
+  assert.throws(() => attention(gpu, tqkv, c.B, c.T, d, c.H, { ...opts, lse, probs }), /probs or lse/);
+  assert.throws(
+    () => attentionBackwardLse(gpu, dy, tqkv, gpu.empty([2]), c.B, c.T, d, c.H, opts),
+    /attentionBackwardLse: lse has 2 values, needs 60/,
+  );
+});
 
 Deno.test("attention with a soft-cap: the cap changes the result (the check above is not vacuous)", () => {
   const c = ATTENTION_CASES[0][1];

@@ -6,7 +6,13 @@
 // uses exactly the choice for its own adapter.
 import * as assert from "node:assert/strict";
 import { adapterFacts, getGpu } from "../engine/gpu.ts";
-import { type AdapterFacts, chooseKernels, type MatmulTiles } from "../engine/kernel_choice.ts";
+import {
+  type AdapterFacts,
+  attentionSaves,
+  chooseKernels,
+  type MatmulTiles,
+  PROBS_BYTES_MAX,
+} from "../engine/kernel_choice.ts";
 import { matmul, matmulTiles, setMatmulTiles } from "../engine/ops.ts";
 import { matmulRef } from "./reference.ts";
 import { assertClose, randomArray } from "./util.ts";
@@ -195,6 +201,9 @@ Deno.test("chooseKernels: software adapters by flag or name, GPU tiles by limits
     // Row kernels: one invocation per row on CPUs, one workgroup per row on every GPU (all of these
     // allow 64 invocations and 256 bytes of workgroup memory).
     assert.equal(got.rows, software === null ? "workgroup" : "invocation", `${name}: row kernels`);
+    // Attention's backward recomputes the scores from each row's log-sum-exp on GPUs; CPU
+    // implementations keep the probabilities (4-8x faster there, bench/RESULTS.md).
+    assert.equal(got.attention, software === null ? "lse" : "probs", `${name}: attention kept`);
     // The choice never exceeds the adapter's limits.
     const t = got.matmul;
     assert.ok(t.WG_X * t.WG_Y <= facts.limits.maxComputeInvocationsPerWorkgroup, name);
@@ -233,4 +242,19 @@ Deno.test("every tile set chosen above computes correct products here (weights f
   } finally {
     setMatmulTiles(gpu, saved);
   }
+});
+
+Deno.test("attentionSaves: the adapter's choice, or the log-sum-exp once probabilities pass the threshold or a binding", () => {
+  const binding = 128 * 2 ** 20;
+  // GPT-2 small's 12 heads: 1 x 12 x 1024 x 1024 floats = 48 MiB, under PROBS_BYTES_MAX.
+  assert.equal(attentionSaves("probs", 1, 12, 1024, 1024, binding), "probs");
+  assert.equal(attentionSaves("lse", 1, 12, 1024, 1024, binding), "lse");
+  // One float more than the threshold, and a prompt over it.
+  const rows = PROBS_BYTES_MAX / 4 / (2 * 8 * 64);
+  assert.equal(attentionSaves("probs", 2, 8, rows, 64, binding), "probs");
+  assert.equal(attentionSaves("probs", 2, 8, rows, 65, binding), "lse");
+  assert.equal(attentionSaves("probs", 1, 32, 2048, 2048, binding), "lse");
+  // A binding smaller than the threshold decides first.
+  assert.equal(attentionSaves("probs", 1, 12, 512, 512, 8 * 2 ** 20), "lse");
+  assert.equal(attentionSaves("probs", 1, 12, 512, 512, 12 * 2 ** 20), "probs");
 });
