@@ -10,7 +10,8 @@ const dir = await Deno.makeTempDir();
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 const kb = await makeTinyKb(await getGpu(), `${dir}/model`);
 
-async function study(...args: string[]): Promise<string> {
+/** The study command on the tiny model with the test's settings and `args`; exit code and output. */
+async function runStudy(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -46,8 +47,14 @@ async function study(...args: string[]): Promise<string> {
     stderr: "piped",
   }).output();
   const dec = new TextDecoder();
-  assert.equal(out.code, 0, dec.decode(out.stderr));
-  return dec.decode(out.stdout);
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** runStudy that must succeed; its output. */
+async function study(...args: string[]): Promise<string> {
+  const out = await runStudy(...args);
+  assert.equal(out.code, 0, out.stderr);
+  return out.stdout;
 }
 
 function stored(): number {
@@ -150,6 +157,14 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
 
   // A third run finds everything stored.
   assert.match(await study("--methods", "rome,ft"), /\n0 results computed in/);
+  // Other settings on this store are refused, naming the difference and --force; with --force (and no
+  // time to compute) the run goes on and says it mixes settings.
+  const other = await runStudy("--methods", "rome,ft", "--v-steps", "4");
+  assert.equal(other.code, 1);
+  assert.match(other.stderr, /was run with other settings \(.*\).*--force/s);
+  assert.equal(stored(), TOTAL, "the refused run wrote nothing");
+  const forced = await study("--methods", "rome,ft", "--v-steps", "4", "--force", "--minutes", "0.0001");
+  assert.match(forced, /--force: this store now holds results computed under other settings/);
 });
 
 Deno.test("study --dataset zsre.json: the zsRE facts are edited and the report gives MEMIT's zsRE metrics", async () => {

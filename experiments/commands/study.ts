@@ -116,7 +116,9 @@ const USAGE = `usage: ./locus task study [options]
                        method and problem (default ${DEFAULT_DRIFT.every}; 1: all, 0: none); short seeded generations
   --v-steps N          ROME/MEMIT optimisation steps (default: the model's hyper-parameters, e.g. 20 for
                        GPT-2/GPT-J and for ROME on small models, 100 for MEMIT on small models)
-  --stats-dir DIR      key statistics cache (default runs/editing-stats)`;
+  --stats-dir DIR      key statistics cache (default runs/editing-stats)
+  --force              continue a store that holds results of other settings (refused otherwise, e.g. a
+                       store made before a setting was added)`;
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -139,6 +141,7 @@ async function main(args: string[]): Promise<number> {
       "v-steps": { type: "string" },
       "drift-every": { type: "string" },
       "stats-dir": { type: "string" },
+      force: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -248,7 +251,7 @@ async function main(args: string[]): Promise<number> {
             progress: { label: phase },
           },
           plan,
-          { deadline },
+          { deadline, force: values.force },
         ),
       );
     }
