@@ -9,7 +9,15 @@
 //   science.ts  a ROME sweep with evaluation (batched vs sequential) and a trace grid, next to PyTorch
 import { preferredBackend } from "../engine/io.ts";
 
-const sections = ["kernels.ts", "forward.ts", "training.ts", "tracing.ts", "editing.ts", "attribution.ts", "science.ts"];
+const sections = [
+  "kernels.ts",
+  "forward.ts",
+  "training.ts",
+  "tracing.ts",
+  "editing.ts",
+  "attribution.ts",
+  "science.ts",
+];
 let failed = 0;
 for (const file of sections) {
   const path = new URL(`./${file}`, import.meta.url).pathname;
