@@ -478,6 +478,21 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
   assert.doesNotMatch(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /Neither predictor/);
 });
 
+Deno.test("findings: essence per method, its lowest and highest layer with intervals; none without essence", () => {
+  const { results } = layerDrivenSweep();
+  assert.doesNotMatch(findings(loadSweep(results)).join("\n"), /Essence/);
+  // Essence on the test facts of layers 0 and 2 only: 0.3 at layer 0 and 0.9 at layer 2 for every fact.
+  const withEssence = results.map((r) => {
+    if (r.localization !== "layer-grid" || r.layer === 1 || r.layer === 3) return r;
+    return { ...r, metrics: { ...r.metrics, essence: { score: r.layer === 0 ? 0.3 : 0.9 } } };
+  });
+  const text = findings(loadSweep(withEssence)).join("\n");
+  assert.match(
+    text,
+    /Essence \(Hase et al\.: .*\), error-injection, lowest to highest mean over layers: rome 0\.30 \[0\.30, 0\.30\] at layer 0 to 0\.90 \[0\.90, 0\.90\] at layer 2\./,
+  );
+});
+
 Deno.test("driftDescription: what was measured, or why essence and fluency were not", () => {
   const none = { edits: 12, essence: 0, fluency: 0, facts: 0 };
   const settings = {

@@ -1499,6 +1499,7 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
       } of ${golden.length} conditions.`,
     );
   }
+  out.push(...essenceFindings(data, o));
   const picks = selectionScores(data, o).filter((s) =>
     s.problem === rows[0].problem && s.method === rows[0].method
   );
@@ -1513,6 +1514,27 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
     );
   }
   return out;
+}
+
+/** Hase et al.'s essence drift per method (on the first problem that has essence scores): the layers
+ *  where the mean essence score is lowest and highest, with 95% bootstrap intervals over facts. */
+function essenceFindings(data: SweepData, o: IntervalOptions): string[] {
+  const curves = layerCurves(data, "essence", o).filter((c) => c.n.some((n) => n > 0));
+  if (curves.length === 0) return [];
+  const problem = curves[0].problem;
+  const parts = curves.filter((c) => c.problem === problem).map((c) => {
+    const measured = c.layers.map((l, i) => ({ l, i })).filter(({ i }) => c.n[i] > 0);
+    const byMean = [...measured].sort((a, b) => c.mean[a.i] - c.mean[b.i]);
+    const at = ({ l, i }: { l: number; i: number }) =>
+      `${c.mean[i].toFixed(2)} [${c.lower[i].toFixed(2)}, ${c.upper[i].toFixed(2)}] at layer ${l}`;
+    return measured.length === 1
+      ? `${c.method} ${at(byMean[0])}`
+      : `${c.method} ${at(byMean[0])} to ${at(byMean.at(-1)!)}`;
+  });
+  return [
+    `Essence (Hase et al.: 1 = the subject's "{subject} is a" texts as likely after the edit as before), ` +
+    `${problem}, lowest to highest mean over layers: ${parts.join("; ")}.`,
+  ];
 }
 
 /** p-values as the papers print them: "<1e-4" below 1e-4, else 3 significant digits. */
