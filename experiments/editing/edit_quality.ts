@@ -15,10 +15,8 @@ import { loadDataset } from "../data/datasets.ts";
 import { knowsAnswers } from "../evaluation/recall.ts";
 import { sem } from "../study/stats.ts";
 import {
-  type LocalityReference,
-  localityReference,
-  type StandardCase,
-  standardCaseOf,
+  type StandardBaseline,
+  standardBaseline,
   type StandardScores,
   standardScores,
 } from "../evaluation/metrics.ts";
@@ -125,18 +123,14 @@ function present(scores: CaseScores[], k: keyof CaseScores): number[] {
   return scores.map((s) => s[k]).filter((x) => !Number.isNaN(x));
 }
 
-/** A case's standard-metric prompts and the unedited model's locality reference, or null where the
- *  standard metrics do not apply. Run before any edit is applied. */
-async function standardReferences(
+/** Each case's standard baseline (metrics.ts standardBaseline), before any edit is applied. */
+async function standardBaselines(
   model: Model,
   tok: Tokenizer,
   cases: QualityCase[],
-): Promise<({ c: StandardCase; reference: LocalityReference } | null)[]> {
+): Promise<(StandardBaseline | null)[]> {
   const out = [];
-  for (const { c, request } of cases) {
-    const sc = standardCaseOf(c, request);
-    out.push(sc && { c: sc, reference: await localityReference(model, tok, sc) });
-  }
+  for (const { c, request } of cases) out.push(await standardBaseline(model, tok, c, request));
   return out;
 }
 
@@ -154,13 +148,13 @@ async function scoreEach(
   cases: QualityCase[],
   pre: CaseProbabilities[],
 ): Promise<Scored> {
-  const refs = await standardReferences(model, tok, cases);
+  const baselines = await standardBaselines(model, tok, cases);
   const out: Scored = { scores: [], standard: [] };
   for (const [i, edit] of edits.entries()) {
     const applied = await applyEdit(model, edit);
     const [post] = await caseProbabilities(model, tok, [cases[i]]);
-    const ref = refs[i];
-    out.standard.push(ref && await standardScores(model, tok, ref.c, ref.reference));
+    const b = baselines[i];
+    out.standard.push(b && await standardScores(model, tok, b.c, b.reference));
     applied.undo();
     out.scores.push(caseScores(cases[i].request, pre[i], post));
   }
@@ -175,11 +169,11 @@ async function scoreBatch(
   cases: QualityCase[],
   pre: CaseProbabilities[],
 ): Promise<Scored> {
-  const refs = await standardReferences(model, tok, cases);
+  const baselines = await standardBaselines(model, tok, cases);
   const applied = await applyEdit(model, edit);
   const post = await caseProbabilities(model, tok, cases);
   const standard = [];
-  for (const ref of refs) standard.push(ref && await standardScores(model, tok, ref.c, ref.reference));
+  for (const b of baselines) standard.push(b && await standardScores(model, tok, b.c, b.reference));
   applied.undo();
   return { scores: cases.map((p, i) => caseScores(p.request, pre[i], post[i])), standard };
 }

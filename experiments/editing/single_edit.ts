@@ -9,8 +9,7 @@ import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
 import {
   greedyGenerate,
-  localityReference,
-  standardCaseOf,
+  standardBaseline,
   type StandardScores,
   standardScores,
 } from "../evaluation/metrics.ts";
@@ -190,13 +189,12 @@ export async function evaluateEdit(
   // The standard metrics judge the edit towards the problem's target against the true object (fact
   // erasure and amplification have no second object: only Hase et al.'s scores apply); a noised-subject
   // problem (fact forcing) is not what they were defined for either.
-  const standardCase = standardCaseOf(c, request);
-  const reference = standardCase ? await localityReference(model, tok, standardCase) : null;
+  const baseline = await standardBaseline(model, tok, c, request);
   const applied = await applyEdit(model, edit);
   try {
     const after = await greedyGenerate(model, tok, texts, tokens);
     const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-    const standard = standardCase ? await standardScores(model, tok, standardCase, reference!) : null;
+    const standard = baseline && await standardScores(model, tok, baseline.c, baseline.reference);
     return {
       probes,
       before: before.continuations,

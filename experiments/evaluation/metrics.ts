@@ -409,6 +409,26 @@ function neighborAnswers(c: StandardCase): string[] {
   return [...answers];
 }
 
+/** What the standard metrics of one edit need from the unedited model: its case and locality reference. */
+export interface StandardBaseline {
+  /** standardCaseOf's case. */
+  c: StandardCase;
+  /** localityReference of `c` on the unedited model. */
+  reference: LocalityReference;
+}
+
+/** standardCaseOf(c, request) with the unedited model's locality reference, or null where the standard
+ *  metrics do not apply. Run before the edit; standardScores(model, tok, b.c, b.reference) after it. */
+export async function standardBaseline(
+  model: Model,
+  tok: Tokenizer,
+  c: Parameters<typeof standardCaseOf>[0],
+  request: Parameters<typeof standardCaseOf>[1],
+): Promise<StandardBaseline | null> {
+  const sc = standardCaseOf(c, request);
+  return sc && { c: sc, reference: await localityReference(model, tok, sc) };
+}
+
 /** Every standard metric of one case on the model as it is now (after the edit); `reference` is
  *  localityReference() of the unedited model. One batch of forwards. */
 export async function standardScores(

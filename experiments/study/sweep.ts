@@ -103,9 +103,8 @@ import {
 import {
   formatStandardScores,
   harmonicMean,
-  localityReference,
   meanStandardScores,
-  standardCaseOf,
+  standardBaseline,
   type StandardScores,
   standardScores,
 } from "../evaluation/metrics.ts";
@@ -1006,14 +1005,13 @@ export async function runSweep(
         const post = posts[j];
         // The field's standard metrics beside Hase et al.'s scores, where they apply (metrics.ts): they
         // score other prompts (locality references, generations), so the edit is applied for them.
-        const standardCase = standardCaseOf(it.fact.case, reqs[j]);
+        const baseline = await standardBaseline(model, tok, it.fact.case, reqs[j]);
         const before = measured.has(it.fact.id) ? await driftBefore(it.fact) : null;
         let standard = null, essence: Essence | null = null, fluency: number | null = null, driftSeconds = 0;
-        if (standardCase || before) {
-          const reference = standardCase && await localityReference(model, tok, standardCase);
+        if (baseline || before) {
           const applied = await applyEdit(model, computed[j]);
           try {
-            if (standardCase) standard = await standardScores(model, tok, standardCase, reference!);
+            if (baseline) standard = await standardScores(model, tok, baseline.c, baseline.reference);
             const t2 = performance.now();
             if (before?.essence) essence = await essenceOf(model, before.essence);
             if (before && before.fluency !== null) {
