@@ -35,22 +35,7 @@ struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f3
 @group(0) @binding(3) var<storage, read> rows: array<u32>;    // [2B] starts, then cache bases (OFFSETS)
 @group(0) @binding(4) var<storage, read> cache: array<f32>;   // [*, (H + 2 Hkv) hd] (OFFSETS)
 
-// The position of row i of sequence b.
-fn position(b: u32, i: u32) -> u32 {
-  if (OFFSETS) { return rows[b] + i; }
-  return i;
-}
-
-// Element e of column block `col` of key position j of sequence b: a row of cache before the
-// sequence's start, else one of its own rows of qkv.
-fn kv(B: u32, Tq: u32, stride: u32, b: u32, j: u32, col: u32, e: u32) -> f32 {
-  if (OFFSETS) {
-    let s = rows[b];
-    if (j < s) { return cache[(rows[B + b] + j) * stride + col + e]; }
-    return qkv[(b * Tq + j - s) * stride + col + e];
-  }
-  return qkv[(b * Tq + j) * stride + col + e];
-}
+// import: attention_keys.wgsl
 
 // ---- attention_backward_scores. Bindings: dy, qkv, probs, rows, cache, dscores (written), the
 // mirrors of qkv and dy (TEXTURE; placeholders otherwise), dims.

@@ -30,26 +30,17 @@ struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap
 @group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
 @group(0) @binding(7) var<uniform> d: Dims;
 
-fn position(b: u32, i: u32) -> u32 {
-  if (OFFSETS) { return rows[b] + i; }
-  return i;
-}
+// import: attention_keys.wgsl
 
-// Element `col + e` of key/value position j of sequence b (a cache row before the sequence's start).
-fn kv(b: u32, j: u32, col: u32, e: u32) -> f32 {
-  let stride = (d.H + 2u * d.Hkv) * HD;
-  if (OFFSETS) {
-    let s = rows[b];
-    if (j < s) { return cache[(rows[d.B + b] + j) * stride + col + e]; }
-    return qkv[(b * d.Tq + j - s) * stride + col + e];
-  }
-  return qkv[(b * d.Tq + j) * stride + col + e];
+// Element `col + e` of key/value position j of sequence b (attention_keys.wgsl kv).
+fn kv_at(b: u32, j: u32, col: u32, e: u32) -> f32 {
+  return kv(d.B, d.Tq, (d.H + 2u * d.Hkv) * HD, b, j, col, e);
 }
 
 // The capped score s of a scaled query and key position j, and the cap's derivative ds/dc.
 fn score(q: ptr<function, array<f32, HD>>, b: u32, j: u32, k_col: u32) -> vec2<f32> {
   var c = 0.0;
-  for (var e = 0u; e < HD; e++) { c += (*q)[e] * kv(b, j, k_col, e); }
+  for (var e = 0u; e < HD; e++) { c += (*q)[e] * kv_at(b, j, k_col, e); }
   if (SOFTCAP) {
     let th = tanh(clamp(c / d.softcap, -15.0, 15.0));
     return vec2<f32>(d.softcap * th, 1.0 - th * th);
@@ -97,16 +88,16 @@ fn attention_backward_lse_rows(@builtin(workgroup_id) wid: vec3<u32>,
   var mean_dp = 0.0;
   for (var j = j0; j <= t; j++) {
     var dp = 0.0;
-    for (var e = 0u; e < HD; e++) { dp += dyi[e] * kv(b, j, v_col, e); }
+    for (var e = 0u; e < HD; e++) { dp += dyi[e] * kv_at(b, j, v_col, e); }
     mean_dp += exp(score(&q, b, j, k_col).x - l) * dp;
   }
   var acc: array<f32, HD>;
   for (var j = j0; j <= t; j++) {
     var dp = 0.0;
-    for (var e = 0u; e < HD; e++) { dp += dyi[e] * kv(b, j, v_col, e); }
+    for (var e = 0u; e < HD; e++) { dp += dyi[e] * kv_at(b, j, v_col, e); }
     let s = score(&q, b, j, k_col);
     let dc = exp(s.x - l) * (dp - mean_dp) * s.y;
-    for (var e = 0u; e < HD; e++) { acc[e] += dc * kv(b, j, k_col, e); }
+    for (var e = 0u; e < HD; e++) { acc[e] += dc * kv_at(b, j, k_col, e); }
   }
   delta_out[inv] = mean_dp;
   for (var e = 0u; e < HD; e++) { dqkv[row + h * HD + e] = d.scale * acc[e]; }
