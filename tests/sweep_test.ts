@@ -579,6 +579,35 @@ Deno.test("sweep: MEMIT and EMMET with a block's z batched and scored virtually 
   }
 });
 
+Deno.test("sweep: ROME and R-ROME share v*, MEMIT and EMMET share z, and store what each method's own sweep stores", async () => {
+  const only = ["--problems", "error-injection", "--localizations", "none", "--selectors", "none"];
+  const args = [...SWEEP_ARGS, ...only, "--name", "share"];
+  const out = await sweep(...args, "--methods", "rome,r-rome,memit,emmet", "--out", `${dir}/shared.db`);
+  // The references: no two methods of a run optimise the same values (v* at the MLP output, z at the
+  // block output), so each method computes its own.
+  const alone = new Map<string, StoredResult>();
+  for (const methods of ["rome,memit", "r-rome,emmet"]) {
+    const db = `${dir}/share-${methods}.db`;
+    assert.match(await sweep(...args, "--methods", methods, "--out", db), /v\* \/ z: 12 optimised, 0 reused/);
+    for (const [key, r] of byKey(readAll(db))) alone.set(key, r);
+  }
+  const shared = readAll(`${dir}/shared.db`);
+  assert.equal(shared.length, 3 * 2 * 4);
+  for (const r of shared) {
+    const other = alone.get(r.key)!;
+    // The same v* / z floats, so the same edits and every score the same, bit for bit.
+    assert.deepEqual(r.metrics, other.metrics, r.key);
+    assert.deepEqual(r.hparams, other.hparams, r.key);
+    assert.equal(other.timings.valuesReused, 0);
+    // On this 3-layer model MEMIT's window around layer 2 is layers 1-2, so its z at layer 2 is EMMET's
+    // at layer 2; its window around layer 0 ends at layer 1, where EMMET never optimises.
+    const reused = r.method === "r-rome" || (r.method === "emmet" && r.layer === 2);
+    assert.equal(r.timings.valuesReused, reused ? 1 : 0, r.key);
+  }
+  // ROME 6 v* and MEMIT 6 z optimised; R-ROME's 6 reused, EMMET's 3 at layer 0 optimised, 3 reused.
+  assert.match(out, /v\* \/ z: 15 optimised, 9 reused from another method/);
+});
+
 Deno.test("sweep: killed with SIGKILL at random moments and resumed, nothing is lost or duplicated", async () => {
   const db = `${dir}/killed.db`;
   const random = rng(31);

@@ -236,6 +236,13 @@ async function main(args: string[]): Promise<number> {
       `${values.out}: ${summary.written} results written in ${formatSeconds(summary.seconds)} ` +
         `(${summary.skipped} were already there; ${summary.total} in this ${shard ? "shard" : "sweep"})`,
     );
+    const { optimised, reused } = summary.values;
+    if (optimised + reused > 0) {
+      console.log(
+        `v* / z: ${optimised} optimised, ${reused} reused from another method with the same request, ` +
+          `layer and settings`,
+      );
+    }
     for (const line of scoreSummary(store.results({ sweep: plan.name }), plan.name)) console.log(`  ${line}`);
     if (summary.stopped) {
       console.log(`--max-minutes ${minutes} ran out: run the same command again to continue`);

@@ -27,6 +27,9 @@ export interface RomeOptions {
   variant?: "rome" | "r-rome";
   /** First words of the context texts (word-level models; see keys.ts). */
   startWords?: string[];
+  /** How v* is optimised (default values.ts optimiseValues): a sweep passes one that reuses the v* another
+   *  method optimised with the same settings (study/shared_values.ts). */
+  optimise?: typeof optimiseValues;
 }
 
 /**
@@ -103,7 +106,7 @@ export async function computeRomeAt(
     });
   }
 
-  const vs = await optimiseValues(model, tok, requests, {
+  const vs = await (o.optimise ?? optimiseValues)(model, tok, requests, {
     ...valueOptions(hp, distinct[0], "mlp", contexts),
     layers,
   });

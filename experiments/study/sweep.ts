@@ -52,7 +52,9 @@
 // the weights are never written); FT-L's dense edits (and every edit under --apply-to-score, the
 // reference) are applied alone, scored and undone. MEMIT and EMMET optimise a block's z (facts x layers)
 // together the same way, then solve each fact's edit on its own; FT-L computes one fact at a time.
-// Pre-edit probabilities are computed once per (fact, problem).
+// Pre-edit probabilities are computed once per (fact, problem). Within a block, a v* or z that another
+// method already optimised with the same request, layer and settings is reused (shared_values.ts: ROME's
+// and R-ROME's v*, MEMIT's and EMMET's z), so the stored edits are those each method computes alone.
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import { Model } from "../../engine/model.ts";
@@ -67,7 +69,7 @@ import {
   VirtualEditSet,
 } from "../editing/edit.ts";
 import { contextTemplates } from "../editing/keys.ts";
-import { optimiseValues, valueOptions } from "../editing/values.ts";
+import { valueOptions } from "../editing/values.ts";
 import { statsHparams } from "../editing/hparams.ts";
 import {
   computeEdits,
@@ -135,6 +137,7 @@ import {
   essenceTexts,
   generationFluency,
 } from "../evaluation/drift.ts";
+import { SharedValues } from "./shared_values.ts";
 
 // ------------------------------------------------------------------------------------------------
 // The plan
@@ -654,6 +657,8 @@ export interface SweepSummary {
   seconds: number;
   /** The deadline passed before every item was done (run again to continue). */
   stopped: boolean;
+  /** Requests whose v* / z were optimised, and those that reused another method's (shared_values.ts). */
+  values: { optimised: number; reused: number };
 }
 
 /** The layers `method` edits for the sweep layer `layer`. */
@@ -870,6 +875,7 @@ export async function runSweep(
     });
   };
   const subjectNoise: SubjectNoise = { seed: s.seed + 1, scale: noise?.level ?? 0 };
+  const valueCounts = { optimised: 0, reused: 0 };
 
   // Edits.
   const edits = pending.filter((it): it is Extract<WorkItem, { kind: "edit" }> => it.kind === "edit");
@@ -929,8 +935,10 @@ export async function runSweep(
     // Blocks of `batchSize` facts, each through every (problem, method, layer): a sweep stopped early
     // (killed, or out of time) holds every condition for fewer facts, not some conditions for all.
     const factOrder = [...new Set(edits.map((e) => e.fact.id))];
-    const chunks: (typeof edits)[] = [];
+    const blocks: (typeof edits)[][] = [];
     for (let b = 0; b < factOrder.length; b += s.batchSize) {
+      const chunks: (typeof edits)[] = [];
+      blocks.push(chunks);
       const block = new Set(factOrder.slice(b, b + s.batchSize));
       const groups = new Map<string, typeof edits>();
       for (const it of edits) {
@@ -948,7 +956,8 @@ export async function runSweep(
         else chunks.push(...group.map((it) => [it]));
       }
     }
-    const runEdits = async (part: typeof edits) => {
+    // `values`: the block's v* / z optimisations, shared between the methods that compute the same ones.
+    const runEdits = async (part: typeof edits, values: SharedValues) => {
       const { method, problem } = part[0];
       const layers = [...new Set(part.map((it) => it.layer))];
       await prepare(part);
@@ -960,13 +969,14 @@ export async function runSweep(
         computed = await computeRomeAt(model, tok, reqs, part.map((it) => it.layer), stats, first.hparams, {
           variant: first.method,
           startWords,
+          optimise: values.optimise,
         });
       } else if (first.method === "memit" || first.method === "emmet") {
         // Every fact's z in one batch (each at its window's last layer), then each fact's own edit.
         const configs = part.map((it) => configFor(model, plan, method, it.layer));
         const zLayers = configs.map((mc) => editedLayers(mc).at(-1)!);
         const contexts = await contextTemplates(model, tok, { ...first.hparams.templates, startWords });
-        const zs = await optimiseValues(model, tok, reqs, {
+        const zs = await values.optimise(model, tok, reqs, {
           ...valueOptions(first.hparams, zLayers[0], "resid", contexts),
           layers: zLayers,
         });
@@ -977,6 +987,10 @@ export async function runSweep(
           );
         }
       } else computed = await computeEdits(model, tok, first, reqs, stats, { startWords });
+      // Per edit, the part's time: a v* / z optimisation shared between methods is counted in the time of
+      // the method that computed it (the first in the plan), and the others' times leave it out
+      // (timings.valuesReused says which edits reused one).
+      const reused = engineMethod(method) === "ft" ? part.map(() => false) : values.lastReused;
       const editSeconds = (performance.now() - t0) / 1000 / part.length;
       // Scoring: every low-rank edit of the part at once, each prompt under its own virtual edit, in
       // one batched pass; a dense delta (FT-L), or o.applyToScore, applies, scores and undoes each.
@@ -1062,22 +1076,28 @@ export async function runSweep(
             score: scoreSeconds,
             virtual: virtual ? 1 : 0,
             drift: driftSeconds,
+            valuesReused: reused[j] ? 1 : 0,
           },
         });
       }
       show(`${problem} ${method} layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`);
     };
-    for (const part of chunks) {
-      if (outOfTime()) break;
-      // A block that was started before and is still not stored was killed: retry it in halves (then
-      // quarters, ...), so frequent kills still let the sweep progress, one edit at a time at worst.
-      const block = `edit block ${resultKey(part[0].key)} x${part.length}`;
-      const retries = part.length > 1 ? store.attempt(block) : 0;
-      const size = Math.max(1, Math.ceil(part.length / 2 ** retries));
-      for (let at = 0; at < part.length && !outOfTime(); at += size) {
-        await runEdits(part.slice(at, at + size));
+    for (const chunks of blocks) {
+      const values = new SharedValues();
+      for (const part of chunks) {
+        if (outOfTime()) break;
+        // A block that was started before and is still not stored was killed: retry it in halves (then
+        // quarters, ...), so frequent kills still let the sweep progress, one edit at a time at worst.
+        const block = `edit block ${resultKey(part[0].key)} x${part.length}`;
+        const retries = part.length > 1 ? store.attempt(block) : 0;
+        const size = Math.max(1, Math.ceil(part.length / 2 ** retries));
+        for (let at = 0; at < part.length && !outOfTime(); at += size) {
+          await runEdits(part.slice(at, at + size), values);
+        }
+        if (part.length > 1 && !stopped) store.finished(block);
       }
-      if (part.length > 1 && !stopped) store.finished(block);
+      valueCounts.optimised += values.optimised;
+      valueCounts.reused += values.reused;
     }
   }
 
@@ -1134,6 +1154,7 @@ export async function runSweep(
     written,
     seconds: (performance.now() - started) / 1000,
     stopped,
+    values: valueCounts,
   };
 }
 

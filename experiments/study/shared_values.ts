@@ -1,0 +1,58 @@
+// Value optimisations (ROME's v*, MEMIT's z: editing/values.ts optimiseValues) shared between the editing
+// methods of a sweep block. ROME and R-ROME optimise the same v* (they differ only in the key the rank-one
+// update is solved for), and MEMIT and EMMET the same z at their window's last layer; the optimisation is
+// the dominant cost of an edit on a software adapter (~1 s per request), so a sweep that runs several of
+// these methods computes each distinct optimisation once and hands the same result to the others.
+//
+// A result is reused only when everything it depends on is equal: the request (prompt, subject, target,
+// direction, subject noise), the layer its delta is added at, and every ValueOptions field (site, context
+// templates, steps, learning rate, weight decay, KL factor and prompt, clamp, fact token, batch row
+// budget); anything else (another hyper-parameter, other templates) computes its own. Requests not seen
+// before are optimised together in one call, as the method would have; values.ts optimises each request
+// exactly as if it ran alone, so a reused value is the one the method would have computed.
+import type { Model } from "../../engine/model.ts";
+import type { Tokenizer } from "../../engine/tokenizer.ts";
+import type { EditRequest } from "../editing/edit.ts";
+import { optimiseValues, type ValueOptions, type ValueResult } from "../editing/values.ts";
+import { canonicalJson, type Json } from "./store.ts";
+
+/** Key text of a JSON-like value: fields left undefined are dropped (they mean the default), object keys sorted. */
+const keyOf = (value: unknown): string => canonicalJson(JSON.parse(JSON.stringify(value)) as Json);
+
+export class SharedValues {
+  #results = new Map<string, ValueResult>();
+  /** Requests optimised, and requests served with an earlier call's result, over every call. */
+  optimised = 0;
+  reused = 0;
+  /** Per request of the latest call, whether its result was computed for another (an earlier call's, or an
+   *  equal request's earlier in the call). */
+  lastReused: boolean[] = [];
+
+  /** optimiseValues's results for `requests`, optimising only those no earlier call computed. */
+  optimise = async (
+    model: Model,
+    tok: Tokenizer,
+    requests: EditRequest[],
+    o: ValueOptions,
+  ): Promise<ValueResult[]> => {
+    const layers = o.layers ?? requests.map(() => o.layer);
+    if (layers.length !== requests.length) {
+      throw new Error(`optimiseValues: ${layers.length} layers for ${requests.length} requests`);
+    }
+    // The per-request layer stands for o.layer / o.layers, which only say where each delta goes.
+    const options = keyOf({ ...o, layer: undefined, layers: undefined });
+    const keys = requests.map((r, i) => `${options}\n${keyOf({ request: r, layer: layers[i] })}`);
+    const firsts = keys.flatMap((k, i) => (!this.#results.has(k) && keys.indexOf(k) === i ? [i] : []));
+    this.lastReused = keys.map((_, i) => !firsts.includes(i));
+    if (firsts.length > 0) {
+      const computed = await optimiseValues(model, tok, firsts.map((i) => requests[i]), {
+        ...o,
+        layers: firsts.map((i) => layers[i]),
+      });
+      firsts.forEach((i, j) => this.#results.set(keys[i], computed[j]));
+    }
+    this.optimised += firsts.length;
+    this.reused += requests.length - firsts.length;
+    return keys.map((k) => this.#results.get(k)!);
+  };
+}

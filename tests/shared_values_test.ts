@@ -1,0 +1,76 @@
+// experiments/study/shared_values.ts: a value optimisation is reused only when the request, its layer and
+// every setting are equal, the reused result is the one optimiseValues computes, and anything that differs
+// (a hyper-parameter, the site, the contexts, the subject noise, the direction, the layer) is optimised
+// anew. The sweep's use of it (ROME + R-ROME, MEMIT + EMMET) is tested end to end in tests/sweep_test.ts.
+import assert from "node:assert/strict";
+import { getGpu } from "../engine/gpu.ts";
+import { Model } from "../engine/model.ts";
+import type { EditRequest } from "../experiments/editing/edit.ts";
+import { optimiseValues, type ValueOptions } from "../experiments/editing/values.ts";
+import { SharedValues } from "../experiments/study/shared_values.ts";
+import { EDITING_CONFIG, EDITING_TOKENIZER } from "./fixtures_tiny_kb.ts";
+
+const gpu = await getGpu();
+const tok = EDITING_TOKENIZER;
+
+Deno.test("SharedValues: equal requests and settings are optimised once; any difference is optimised anew", async () => {
+  const model = Model.random(gpu, EDITING_CONFIG, 31, true);
+  const a: EditRequest = { prompt: "{} lives in", subject: "Anna Berg", target: "Oslo" };
+  const b: EditRequest = { prompt: "{} works at", subject: "Carl", target: "Paris" };
+  const o: ValueOptions = {
+    layer: 1,
+    site: "mlp",
+    contexts: ["{}", "Paris is a city . {}"],
+    steps: 3,
+    lr: 0.05,
+    weightDecay: 0.01,
+    klFactor: 0.1,
+    clampNormFactor: 50,
+  };
+  const shared = new SharedValues();
+  const first = await shared.optimise(model, tok, [a, b], { ...o, layers: [1, 0] });
+  assert.deepEqual(shared.lastReused, [false, false]);
+  // The results are optimiseValues's own, bit for bit.
+  const direct = await optimiseValues(model, tok, [a, b], { ...o, layers: [1, 0] });
+  first.forEach((r, i) => assert.deepEqual(r.target, direct[i].target, `request ${i}`));
+
+  // The same requests at the same layers (an equal copy of a request, o.layer instead of o.layers, a
+  // field left undefined) are served from the first call; b at another layer is not.
+  const again = await shared.optimise(model, tok, [{ ...a, direction: undefined }, b], {
+    ...o,
+    layers: [1, 1],
+  });
+  assert.deepEqual(shared.lastReused, [true, false]);
+  assert.equal(again[0], first[0]);
+  assert.deepEqual([shared.optimised, shared.reused], [3, 1]);
+
+  // Anything the optimisation depends on differs: optimised anew, each once.
+  const noised: EditRequest = { ...a, noise: { seed: 2, scale: 0.5 } };
+  const variants: [string, EditRequest, ValueOptions][] = [
+    ["steps", a, { ...o, steps: 4 }],
+    ["lr", a, { ...o, lr: 0.1 }],
+    ["weight decay", a, { ...o, weightDecay: 0.02 }],
+    ["KL factor", a, { ...o, klFactor: 0.2 }],
+    ["clamp", a, { ...o, clampNormFactor: 40 }],
+    ["KL prompt", a, { ...o, klPrompt: "{} is" }],
+    ["fact token", a, { ...o, factToken: "last" }],
+    ["site", a, { ...o, site: "resid" }],
+    ["contexts", a, { ...o, contexts: ["{}", "Oslo is a city . {}"] }],
+    ["noise", noised, o],
+    ["noise seed", { ...a, noise: { seed: 3, scale: 0.5 } }, o],
+    ["direction", { ...a, direction: "decrease" }, o],
+    ["target", { ...a, target: "Paris" }, o],
+  ];
+  for (const [what, request, options] of variants) {
+    await shared.optimise(model, tok, [request, request], options);
+    assert.deepEqual(shared.lastReused, [false, true], `${what}: optimised once, for both copies`);
+  }
+  assert.deepEqual([shared.optimised, shared.reused], [3 + variants.length, 1 + variants.length]);
+  // ... and each is reused by an equal call.
+  await shared.optimise(model, tok, [noised], o);
+  assert.deepEqual(shared.lastReused, [true]);
+  await assert.rejects(
+    () => shared.optimise(model, tok, [a], { ...o, layers: [0, 1] }),
+    /optimiseValues: 2 layers for 1 requests/,
+  );
+});
