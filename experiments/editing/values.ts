@@ -23,7 +23,7 @@ import { backward } from "../../engine/autograd.ts";
 import { crossEntropy } from "../../engine/backward_ops.ts";
 import type { Tensor } from "../../engine/gpu.ts";
 import { type Batch, type Hook, makeBatch, type Model, type Suffix } from "../../engine/model.ts";
-import { type RowEntry, rowOps } from "../../engine/ops.ts";
+import { rowOps } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "./edit.ts";
