@@ -326,6 +326,9 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     gpu.release(dqkv, ...(dln1 ? [dln1] : []), ...(dln1Extra ? [dln1Extra] : []));
   }
 
+  // The input of a pass that started at a block is the residual leaving the block below: its hooks.
+  if (fwd.startLayer > 0 && lowest < fwd.startLayer) hookBackward(fwd.startLayer - 1, "resid", dx);
+
   // ---- embeddings
   if (lowest < 0 && fwd.startLayer === 0) {
     hookBackward(-1, "embed", dx);

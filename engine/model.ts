@@ -198,7 +198,8 @@ export interface ForwardOptions {
   outputRows?: number[];
   /** Keep every activation for a backward pass. */
   keep?: boolean;
-  /** Start at this block with `input` [B*T, d] as the residual entering it (reuses a shared prefix). */
+  /** Start at this block with `input` [B*T, d] as the residual entering it (reuses a shared prefix).
+   *  Hooks at block startLayer - 1's "resid" site (the residual leaving it) capture or patch the input. */
   startLayer?: number;
   /** With startLayer: the residual [B*T, d] entering that block. */
   input?: Tensor;
@@ -777,6 +778,13 @@ export class Model {
     if (start > 0 || o.input) {
       if (!o.input) throw new Error("forward: startLayer > 0 needs the residual `input` entering that layer");
       x = o.input;
+      if (hooks.some((h) => h.site === "resid" && h.layer === start - 1)) {
+        // The input is the residual leaving block start - 1: that block's "resid" hooks apply to it, on a
+        // copy (the caller's input serves many passes).
+        x = gpu.empty([R, d]);
+        gpu.copy(o.input, x, R * d);
+        applyHooks(start - 1, "resid", x);
+      }
     } else {
       const tokens = gpu.upload([R], batch.ids, "u32");
       x = gpu.empty([R, d]);

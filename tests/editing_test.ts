@@ -25,7 +25,13 @@ import {
 } from "../experiments/editing/linalg.ts";
 import { computeRome, computeRomeAt } from "../experiments/editing/rome.ts";
 import { computeKeyStats, type KeyStats, keyStats, packCorpus } from "../experiments/editing/stats.ts";
-import { fitsOneBatch, optimiseValues, planRequest, ValueObjective } from "../experiments/editing/values.ts";
+import {
+  fitsOneBatch,
+  optimiseValues,
+  planRequest,
+  suffixParts,
+  ValueObjective,
+} from "../experiments/editing/values.ts";
 import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
 import {
   EDITING_CONFIG as cfg,
@@ -378,6 +384,9 @@ for (
       noise: { seed: 3, scale: 0.5 },
       weightDecay: 0.002,
     },
+    // The last layer: the evaluations run no block at all, only the head on the delta-patched input.
+    { layer: 2, site: "mlp" as const, direction: "increase" as const, noise: undefined, weightDecay: 0.002 },
+    { layer: 2, site: "resid" as const, direction: "decrease" as const, noise: undefined, weightDecay: 0 },
   ]
 ) {
   const name = `layer ${variant.layer} ${variant.site}, ${variant.direction}${
@@ -648,4 +657,30 @@ Deno.test("context templates are sampled after BOS where the tokenizer puts one,
     templates(tok.decode([afterEos].filter((id) => id !== tok.eosId))),
     "no BOS: from EOS, as ROME does for GPT-2",
   );
+});
+
+Deno.test("suffixParts: contiguous length ranges of least padded rows + overhead, every instance once", () => {
+  const r = rng(41);
+  const cost = (parts: number[][], lengths: number[], overhead: number) =>
+    parts.reduce((s, p) => s + p.length * Math.max(...p.map((i) => lengths[i])) + overhead, 0);
+  for (let trial = 0; trial < 40; trial++) {
+    const lengths = Array.from({ length: 1 + Math.floor(r() * 30) }, () => 1 + Math.floor(r() * 7));
+    const overhead = [0, 8, 64, 1000][trial % 4];
+    const parts = suffixParts(lengths, overhead);
+    assert.deepEqual(parts.flat().sort((a, b) => a - b), lengths.map((_, i) => i), "each instance once");
+    // Brute force over every split of the sorted distinct lengths into contiguous ranges.
+    const distinct = [...new Set(lengths)].sort((a, b) => a - b);
+    let best = Infinity;
+    for (let mask = 0; mask < 2 ** (distinct.length - 1); mask++) {
+      const split: number[][] = [[]];
+      distinct.forEach((l, i) => {
+        if (i > 0 && (mask >> (i - 1)) & 1) split.push([]);
+        split.at(-1)!.push(...lengths.flatMap((x, k) => (x === l ? [k] : [])));
+      });
+      best = Math.min(best, cost(split, lengths, overhead));
+    }
+    assert.equal(cost(parts, lengths, overhead), best, `trial ${trial}: optimal cost`);
+  }
+  assert.equal(suffixParts([3, 7, 7, 3], 0).length, 2, "no overhead: one part per length");
+  assert.equal(suffixParts([3, 7, 7, 3], 1000).length, 1, "large overhead: one part");
 });

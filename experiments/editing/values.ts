@@ -23,7 +23,7 @@ import { backward } from "../../engine/autograd.ts";
 import { crossEntropy } from "../../engine/backward_ops.ts";
 import type { Tensor } from "../../engine/gpu.ts";
 import { type Batch, type Hook, makeBatch, type Model, type Suffix } from "../../engine/model.ts";
-import { type RowEntry, rowOps } from "../../engine/ops.ts";
+import { rowOps } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "./edit.ts";
@@ -216,31 +216,82 @@ export interface ValueReference {
 }
 
 /**
+ * Instances of similar suffix lengths share a forward: padding every prompt to the longest suffix of
+ * the batch nearly doubled the rows computed (ROME's 21 context templates end 3 to 7 tokens after the
+ * subject), while each extra forward costs its dispatches. A part's cost is counted as its padded rows
+ * plus PART_OVERHEAD_ROWS. Measured on the software adapter (32 requests' v*, 8 steps): one part per
+ * batch 0.95 s per request, overheads of 64 and 256 rows 0.56 and 0.55 s, 0 (a part per length) 0.62 s.
+ */
+const PART_OVERHEAD_ROWS = 128;
+
+/** Splits instances into parts of contiguous suffix lengths minimising padded rows + overhead per part:
+ *  a dynamic programme over the distinct lengths (at most a few dozen). Returns instance indices. */
+export function suffixParts(lengths: number[], overheadRows = PART_OVERHEAD_ROWS): number[][] {
+  const distinct = [...new Set(lengths)].sort((a, b) => a - b);
+  const count = distinct.map((l) => lengths.filter((x) => x === l).length);
+  // best[j]: least cost of the lengths distinct[0..j), cut[j]: where its last part starts.
+  const best = [0], cut = [0];
+  for (let j = 1; j <= distinct.length; j++) {
+    best.push(Infinity);
+    cut.push(0);
+    let members = 0;
+    for (let i = j - 1; i >= 0; i--) {
+      members += count[i];
+      const cost = best[i] + members * distinct[j - 1] + overheadRows;
+      if (cost < best[j]) [best[j], cut[j]] = [cost, i];
+    }
+  }
+  const parts: number[][] = [];
+  for (let j = distinct.length; j > 0; j = cut[j]) {
+    const [lo, hi] = [distinct[cut[j]], distinct[j - 1]];
+    parts.unshift(lengths.flatMap((l, k) => (l >= lo && l <= hi ? [k] : [])));
+  }
+  return parts;
+}
+
+/** One forward of a ValueObjective: some of its prompt instances, their rows from the fact token on. */
+interface ObjectivePart {
+  /** Row b*T + i is position fact + i of the part's prompt b. */
+  batch: Batch;
+  /** The residual entering the objective's first computed block at those rows. */
+  input: Tensor;
+  suffix: Suffix;
+  /** Patches each instance's fact row with its request's delta. */
+  hooks: Hook[];
+  /** Scored rows: the part's target-token rows (indices into the objective's nllRows) then its KL rows. */
+  outputRows: number[];
+  nll: number[];
+  /** Requests whose KL prompt is in this part, in the order of their rows. */
+  kl: number[];
+  targets: Tensor;
+  nllMask: Tensor;
+  losses: Tensor;
+  klLogits: Tensor;
+  dlogits: Tensor;
+}
+
+/**
  * Loss and gradient of one batch of requests as a function of their deltas (see the file header).
  * Delta is added at each prompt's fact token at its request's layer, so neither the layers below the
  * lowest edited layer nor, at any layer, the rows before the fact token depend on it: one delta-free
- * pass over the whole prompts (with the subject noise, if any) records the residual entering the
- * lowest edited layer and every later layer's attention keys and values, and every evaluation is a
- * suffix forward (Model.forward's `suffix`) over the rows from the fact token on, from that layer.
+ * pass over the whole prompts (with the subject noise, if any) records the residual there and every
+ * later layer's attention keys and values, and every evaluation is a suffix forward (Model.forward's
+ * `suffix`) over the rows from the fact token on, in parts of similar suffix lengths (suffixParts).
+ * Where the edited state feeds the residual stream unchanged (a block output; an MLP output without a
+ * post-norm, Gemma's has one), adding delta to it adds it to the block's output, so the pass starts at
+ * the block above the lowest edited layer, delta patched into its input (one block fewer per layer).
  * Requests at higher layers pass the layers below theirs unchanged.
  */
 export class ValueObjective {
   readonly n: number;
-  /** The prompts' rows from their fact tokens on: row b*T + i is position fact_b + i of prompt b. */
-  private readonly batch: Batch;
-  /** The residual entering the lowest edited layer at those rows. */
-  private readonly input: Tensor;
-  private readonly lowest: number;
-  /** The whole prompts' q|k|v at every layer from the lowest edited one on (rows before the fact token read). */
-  private readonly suffix: Suffix;
-  private readonly nllRows: { row: number; target: number; request: number; prompt: number }[] = [];
-  private readonly outputRows: number[];
-  /** One per edited layer: captures h_0 and adds its requests' deltas. */
-  private readonly siteHooks: Hook[];
-  private readonly tensors: Record<
-    "targets" | "nllMask" | "losses" | "klLogits" | "deltas" | "gradDeltas" | "init" | "dlogits",
-    Tensor
-  >;
+  private readonly parts: ObjectivePart[];
+  /** The first block the evaluations compute. */
+  private readonly start: number;
+  /** The whole prompts' q|k|v at every layer from `start` on (rows before the fact token read). */
+  private readonly qkv: Tensor[];
+  /** Every target-token row of every rewrite prompt. */
+  private readonly nllRows: { target: number; request: number; prompt: number }[] = [];
+  private readonly tensors: Record<"deltas" | "gradDeltas" | "init", Tensor>;
   /** Per request; recorded by the first evaluate unless given. */
   references: ValueReference[];
 
@@ -255,89 +306,99 @@ export class ValueObjective {
     this.references = references ?? [];
     const nContexts = o.contexts.length;
     const cfg = model.config, width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const owner = plans.flatMap((p, r) => p.instances.map((_, k) => ({ r, k })));
     const instances = plans.flatMap((p) => p.instances);
-    const whole = batchWithNoise(gpu, d, instances);
-    const Tk = whole.batch.T, Rk = whole.batch.B * Tk;
-    this.lowest = Math.min(...plans.map((p) => p.layer));
-    const entering = gpu.zeros([Rk, d]);
-    const qkv = Array.from({ length: cfg.nLayer - this.lowest }, () => gpu.zeros([Rk, width]));
-    model.releaseForward(model.forward(whole.batch, {
-      hooks: [...whole.hooks, {
-        layer: this.lowest - 1,
-        site: this.lowest === 0 ? "embed" : "resid",
-        capture: { into: entering, rows: Array.from({ length: Rk }, (_, i) => i) },
-      }],
-      captureQkv: new Map(qkv.map((t, i) => [this.lowest + i, t])),
-      outputRows: [0],
-    }));
-    whole.release();
-    const starts = instances.map((p) => p.fact);
-    this.batch = makeBatch(instances.map((p, b) => p.ids.slice(starts[b])));
-    const T = this.batch.T;
-    this.input = gpu.zeros([this.batch.B * T, d]);
-    rowOps(
-      gpu,
-      this.input,
-      entering,
-      d,
-      instances.flatMap((p, b) =>
-        Array.from({ length: p.ids.length - starts[b] }, (_, i) => ({
-          dst: b * T + i,
-          src: b * Tk + starts[b] + i,
-          keep: 0,
-          take: 1,
-        }))
-      ),
-    );
-    gpu.release(entering);
-    this.suffix = { starts, qkv, bases: starts.map((_, b) => b * Tk), T: Tk };
-
-    // Scored rows: every target token of every rewrite prompt, then one KL row per request.
-    const klRows: number[] = [];
-    const sites = new Map<number, { entries: RowEntry[]; rows: number[]; intoRows: number[] }>();
-    let b = 0;
-    plans.forEach((plan, r) => {
-      const m = plan.target.length;
-      if (!sites.has(plan.layer)) sites.set(plan.layer, { entries: [], rows: [], intoRows: [] });
-      const site = sites.get(plan.layer)!;
-      // Row base + i is position fact + i of the prompt: the fact token is the first row.
-      plan.instances.forEach((inst, k) => {
-        const base = (b + k) * T;
-        site.entries.push({ dst: base, src: r, keep: 1, take: 1 });
-        if (k < nContexts) {
-          const promptLength = inst.ids.length - (m - 1);
-          plan.target.forEach((t, j) =>
-            this.nllRows.push({
-              row: base + promptLength - 1 + j - inst.fact,
-              target: t,
-              request: r,
-              prompt: k,
-            })
-          );
-        } else klRows.push(base);
-      });
-      site.rows.push(b * T);
-      site.intoRows.push(r);
-      b += plan.instances.length;
-    });
-    const nRows = this.nllRows.length + this.n;
-    this.outputRows = [...this.nllRows.map((x) => x.row), ...klRows];
+    const lowest = Math.min(...plans.map((p) => p.layer));
+    const skip = o.site === "resid" || !cfg.postNorms;
+    this.start = skip ? lowest + 1 : lowest;
     this.tensors = {
-      targets: gpu.tensor([nRows], [...this.nllRows.map((x) => x.target), ...klRows.map(() => 0)], "u32"),
-      nllMask: gpu.tensor([nRows], [...this.nllRows.map(() => 1), ...klRows.map(() => 0)]),
-      losses: gpu.zeros([nRows]),
-      klLogits: gpu.zeros([this.n, V]),
       deltas: gpu.zeros([this.n, d]),
       gradDeltas: gpu.zeros([this.n, d]),
       init: gpu.zeros([this.n, d]),
-      dlogits: gpu.zeros([nRows, V]),
     };
-    this.siteHooks = [...sites].map(([layer, site]) => ({
-      layer,
-      site: o.site,
-      capture: { into: this.tensors.init, rows: site.rows, intoRows: site.intoRows },
-      patch: { src: this.tensors.deltas, entries: site.entries },
+
+    // The delta-free pass: the residual entering `start`, later blocks' q|k|v, each request's h_0 at the
+    // fact token of its bare prompt (instance 0).
+    const whole = batchWithNoise(gpu, d, instances);
+    const Tk = whole.batch.T, Rk = whole.batch.B * Tk;
+    const entering = gpu.zeros([Rk, d]);
+    this.qkv = Array.from({ length: cfg.nLayer - this.start }, () => gpu.zeros([Rk, width]));
+    const bare = plans.map((_, r) => owner.findIndex((x) => x.r === r && x.k === 0));
+    const initHooks: Hook[] = [...new Set(plans.map((p) => p.layer))].map((layer) => {
+      const mine = plans.flatMap((p, r) => (p.layer === layer ? [r] : []));
+      const rows = mine.map((r) => bare[r] * Tk + instances[bare[r]].fact);
+      return { layer, site: o.site, capture: { into: this.tensors.init, rows, intoRows: mine } };
+    });
+    model.releaseForward(model.forward(whole.batch, {
+      hooks: [...whole.hooks, ...initHooks, {
+        layer: this.start - 1,
+        site: this.start === 0 ? "embed" : "resid",
+        capture: { into: entering, rows: Array.from({ length: Rk }, (_, i) => i) },
+      }],
+      captureQkv: new Map(this.qkv.map((t, i) => [this.start + i, t])),
+      outputRows: [0],
     }));
+    whole.release();
+
+    const lengths = instances.map((p) => p.ids.length - p.fact);
+    this.parts = suffixParts(lengths).map((members) => {
+      const mine = members.map((b) => instances[b]);
+      const batch = makeBatch(mine.map((p) => p.ids.slice(p.fact)));
+      const T = batch.T;
+      const input = gpu.zeros([batch.B * T, d]);
+      rowOps(
+        gpu,
+        input,
+        entering,
+        d,
+        members.flatMap((b, j) =>
+          Array.from(
+            { length: lengths[b] },
+            (_, i) => ({ dst: j * T + i, src: b * Tk + instances[b].fact + i, keep: 0, take: 1 }),
+          )
+        ),
+      );
+      // Each instance's fact row (row j*T) gets its request's delta: on the input for requests at the
+      // block below `start` (the residual leaving it), at their layer's site for the others.
+      const patches = new Map<string, Hook>();
+      const nll: number[] = [], nllOut: number[] = [], kl: number[] = [], klOut: number[] = [];
+      members.forEach((b, j) => {
+        const { r, k } = owner[b], plan = plans[r], inst = instances[b];
+        const [layer, site] = plan.layer < this.start ? [plan.layer, "resid" as const] : [plan.layer, o.site];
+        const key = `${layer}|${site}`;
+        if (!patches.has(key)) {
+          patches.set(key, { layer, site, patch: { src: this.tensors.deltas, entries: [] } });
+        }
+        patches.get(key)!.patch!.entries.push({ dst: j * T, src: r, keep: 1, take: 1 });
+        if (k < nContexts) {
+          const m = plan.target.length, promptLength = inst.ids.length - (m - 1);
+          plan.target.forEach((target, t) => {
+            nll.push(this.nllRows.length);
+            nllOut.push(j * T + promptLength - 1 + t - inst.fact);
+            this.nllRows.push({ target, request: r, prompt: k });
+          });
+        } else {
+          kl.push(r);
+          klOut.push(j * T);
+        }
+      });
+      const rows = nll.length + kl.length;
+      return {
+        batch,
+        input,
+        suffix: { starts: mine.map((p) => p.fact), qkv: this.qkv, bases: members.map((b) => b * Tk), T: Tk },
+        hooks: [...patches.values()],
+        outputRows: [...nllOut, ...klOut],
+        nll,
+        kl,
+        targets: gpu.tensor([rows], [...nll.map((i) => this.nllRows[i].target), ...kl.map(() => 0)], "u32"),
+        nllMask: gpu.tensor([rows], [...nll.map(() => 1), ...kl.map(() => 0)]),
+        losses: gpu.zeros([rows]),
+        klLogits: gpu.zeros([Math.max(1, kl.length), V]),
+        dlogits: gpu.zeros([rows, V]),
+      };
+    });
+    gpu.release(entering);
   }
 
   /**
@@ -351,31 +412,43 @@ export class ValueObjective {
     wantGradient?: (request: number, loss: number) => boolean,
   ): Promise<{ losses: number[]; probs: number[]; grads: (Float64Array | null)[] }> {
     const gpu = this.model.gpu, d = this.model.config.nEmbd, V = this.model.config.vocabSize;
-    const t = this.tensors, o = this.o, n = this.n, nContexts = o.contexts.length;
-    const nNll = this.nllRows.length, nRows = nNll + n;
+    const o = this.o, n = this.n, nContexts = o.contexts.length;
     const first = this.references.length === 0;
     if (first && deltas.some((x) => x.some((v) => v !== 0))) {
       throw new Error("ValueObjective: the first evaluation must be at delta = 0");
     }
     const flat = new Float32Array(n * d);
     deltas.forEach((x, r) => flat.set(x, r * d));
-    gpu.write(t.deltas, flat);
+    gpu.write(this.tensors.deltas, flat);
 
-    const fwd = this.model.forward(this.batch, {
-      startLayer: this.lowest,
-      input: this.input,
-      suffix: this.suffix,
-      hooks: this.siteHooks,
-      outputRows: this.outputRows,
-      keep: !!wantGradient,
+    const fwds = this.parts.map((part) => {
+      const fwd = this.model.forward(part.batch, {
+        startLayer: this.start,
+        input: part.input,
+        suffix: part.suffix,
+        hooks: part.hooks,
+        outputRows: part.outputRows,
+        keep: !!wantGradient,
+      });
+      const rows = part.outputRows.length;
+      crossEntropy(gpu, fwd.logits, part.targets, rows, V, { losses: part.losses, weights: part.nllMask });
+      if (part.kl.length) gpu.copy(fwd.logits, part.klLogits, part.kl.length * V, part.nll.length * V, 0);
+      return fwd;
     });
-    crossEntropy(gpu, fwd.logits, t.targets, nRows, V, { losses: t.losses, weights: t.nllMask });
-    gpu.copy(fwd.logits, t.klLogits, n * V, nNll * V, 0);
-    const read = await gpu.readMany(first ? [t.losses, t.klLogits, t.init] : [t.losses, t.klLogits]);
-    const [rowLoss, klFlat] = read;
+    const read = await gpu.readMany([
+      ...this.parts.flatMap((p) => [p.losses, p.klLogits]),
+      ...(first ? [this.tensors.init] : []),
+    ]);
+    const rowLoss = new Float64Array(this.nllRows.length);
+    const klFlat = new Float32Array(n * V);
+    this.parts.forEach((part, i) => {
+      part.nll.forEach((row, j) => rowLoss[row] = read[2 * i][j]);
+      part.kl.forEach((r, j) => klFlat.set(read[2 * i + 1].subarray(j * V, (j + 1) * V), r * V));
+    });
     if (first) {
+      const init = read[2 * this.parts.length];
       this.references = this.plans.map((_, r) => ({
-        targetInit: read[2].slice(r * d, (r + 1) * d),
+        targetInit: init.slice(r * d, (r + 1) * d),
         klInit: logSoftmax(klFlat.subarray(r * V, (r + 1) * V)),
       }));
     }
@@ -385,7 +458,7 @@ export class ValueObjective {
     this.nllRows.forEach((x, i) =>
       promptNll[x.request][x.prompt] += rowLoss[i] / this.plans[x.request].target.length
     );
-    const rowWeight = new Float32Array(nRows);
+    const rowWeight = new Float32Array(this.nllRows.length);
     const klGrad = new Float32Array(n * V);
     const losses: number[] = [], probs: number[] = [], gradientOf: boolean[] = [];
     this.plans.forEach((plan, r) => {
@@ -424,19 +497,35 @@ export class ValueObjective {
       }
     });
     if (!gradientOf.some(Boolean)) {
-      this.model.releaseForward(fwd);
+      for (const fwd of fwds) this.model.releaseForward(fwd);
       return { losses, probs, grads: gradientOf.map(() => null) };
     }
 
-    // Weighted cross-entropy rows, then the KL rows written over them (gpu.write runs after what is recorded).
-    const weights = gpu.tensor([nRows], rowWeight);
-    crossEntropy(gpu, fwd.logits, t.targets, nRows, V, { losses: t.losses, dlogits: t.dlogits, weights });
-    gpu.write(t.dlogits, klGrad, nNll * V);
-    fill(gpu, t.gradDeltas, 0);
-    backward(this.model, fwd, { dlogits: t.dlogits, patchSources: new Map([[t.deltas, t.gradDeltas]]) });
-    const grad = await t.gradDeltas.read();
-    this.model.releaseForward(fwd);
-    gpu.release(weights);
+    // Per part: weighted cross-entropy rows, then its KL rows written over them (gpu.write runs after
+    // what is recorded), and its backward, every part's adding into the deltas' gradient.
+    fill(gpu, this.tensors.gradDeltas, 0);
+    const weights = this.parts.map((part, i) => {
+      const rows = part.outputRows.length;
+      const w = gpu.tensor([rows], [...part.nll.map((row) => rowWeight[row]), ...part.kl.map(() => 0)]);
+      crossEntropy(gpu, fwds[i].logits, part.targets, rows, V, {
+        losses: part.losses,
+        dlogits: part.dlogits,
+        weights: w,
+      });
+      if (part.kl.length) {
+        const rowsKl = new Float32Array(part.kl.length * V);
+        part.kl.forEach((r, j) => rowsKl.set(klGrad.subarray(r * V, (r + 1) * V), j * V));
+        gpu.write(part.dlogits, rowsKl, part.nll.length * V);
+      }
+      backward(this.model, fwds[i], {
+        dlogits: part.dlogits,
+        patchSources: new Map([[this.tensors.deltas, this.tensors.gradDeltas]]),
+      });
+      return w;
+    });
+    const grad = await this.tensors.gradDeltas.read();
+    for (const fwd of fwds) this.model.releaseForward(fwd);
+    gpu.release(...weights);
     const grads = this.plans.map((_, r) => {
       if (!gradientOf[r]) return null;
       const g = Float64Array.from(grad.subarray(r * d, (r + 1) * d));
@@ -453,7 +542,11 @@ export class ValueObjective {
   }
 
   release(): void {
-    this.model.gpu.release(this.input, ...this.suffix.qkv, ...Object.values(this.tensors));
+    const gpu = this.model.gpu;
+    gpu.release(...this.qkv, ...Object.values(this.tensors));
+    for (const p of this.parts) {
+      gpu.release(p.input, p.targets, p.nllMask, p.losses, p.klLogits, p.dlogits);
+    }
   }
 }
 
