@@ -478,19 +478,38 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
   assert.doesNotMatch(findings(loadSweep(layerDrivenSweep().results)).join("\n"), /Neither predictor/);
 });
 
-Deno.test("findings: essence per method, its lowest and highest layer with intervals; none without essence", () => {
+Deno.test("findings: essence and fluency per method, their lowest and highest layer with intervals; not measured without them", () => {
   const { results } = layerDrivenSweep();
-  assert.doesNotMatch(findings(loadSweep(results)).join("\n"), /Essence/);
-  // Essence on the test facts of layers 0 and 2 only: 0.3 at layer 0 and 0.9 at layer 2 for every fact.
-  const withEssence = results.map((r) => {
+  const none = findings(loadSweep(results)).join("\n");
+  assert.match(none, /\nEssence \(Hase et al\.: [^)]*\): not measured\.\n/);
+  assert.match(none, /\nFluency \(ROME's n-gram entropy [^)]*\): not measured\.\n/);
+  // Essence and fluency on the test facts of layers 0 and 2 only: essence 0.3 at layer 0 and 0.9 at layer 2
+  // for every fact; fluency 4.1 and 3.2 after the edit, and per fact 4.5 or 4.7 (half the facts each) before.
+  const withDrift = results.map((r) => {
     if (r.localization !== "layer-grid" || r.layer === 1 || r.layer === 3) return r;
-    return { ...r, metrics: { ...r.metrics, essence: { score: r.layer === 0 ? 0.3 : 0.9 } } };
+    const pre = Number(r.fact.slice(1)) % 2 === 0 ? 4.5 : 4.7;
+    return {
+      ...r,
+      metrics: {
+        ...r.metrics,
+        essence: { score: r.layer === 0 ? 0.3 : 0.9 },
+        fluency: { post: r.layer === 0 ? 4.1 : 3.2, pre },
+      },
+    };
   });
-  const text = findings(loadSweep(withEssence)).join("\n");
+  const text = findings(loadSweep(withDrift), { resamples: 200 }).join("\n");
   assert.match(
     text,
     /Essence \(Hase et al\.: .*\), error-injection, lowest to highest mean over layers: rome 0\.30 \[0\.30, 0\.30\] at layer 0 to 0\.90 \[0\.90, 0\.90\] at layer 2\./,
   );
+  // The unedited model's mean over the 40 facts (4.6), each counted once although edited at two layers,
+  // with an interval around it that the two values bound.
+  const fluency =
+    /Fluency \(ROME's n-gram entropy of generations after the edit; lower = more repetitive\), error-injection, lowest to highest mean over layers: rome 3\.20 \[3\.20, 3\.20\] at layer 2 to 4\.10 \[4\.10, 4\.10\] at layer 0; the unedited model 4\.60 \[(4\.\d\d), (4\.\d\d)\] \(40 facts\)\./
+      .exec(text);
+  assert.ok(fluency, text);
+  const [lower, upper] = [Number(fluency[1]), Number(fluency[2])];
+  assert.ok(4.5 <= lower && lower < 4.6 && 4.6 < upper && upper <= 4.7, `interval [${lower}, ${upper}]`);
 });
 
 Deno.test("driftDescription: what was measured, or why essence and fluency were not", () => {

@@ -358,6 +358,16 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   assert.match(summary, /<h2>Summary and caveats<\/h2>/);
   assert.match(summary, /results fingerprint<\/dt><dd>sha256 [0-9a-f]{64}/);
   assert.match(summary, /<ul id="findings"><li>The edit layer explains more .* in \d of 4 conditions/);
+  // Essence and fluency per method over layers, from the 5 measured facts (syntheticEssence and
+  // syntheticFluency rise with the layer), with the unedited model's fluency.
+  assert.match(
+    summary,
+    /<li>Essence \(Hase et al\.: [^<]*\), error-injection, lowest to highest mean over layers: rome 0\.64 \[[\d.]+, [\d.]+\] at layer 0 to 0\.94 \[[\d.]+, [\d.]+\] at layer 3; memit 0\.64 /,
+  );
+  assert.match(
+    summary,
+    /<li>Fluency \(ROME&#39;s n-gram entropy [^<]*\), error-injection, lowest to highest mean over layers: rome 4\.44 \[4\.4\d, 4\.4\d\] at layer 0 to 4\.59 \[[\d.]+, [\d.]+\] at layer 3; memit 4\.44 \[[^<]*; the unedited model 4\.60 \[4\.60, 4\.60\] \(5 facts\)\.<\/li>/,
+  );
   assert.match(summary, /<ul id="caveats">.*No-op edits: 4 of 40 error-injection rome edits/s);
   assert.match(summary, /Small sample: as few as 8 test facts per condition \(proxy set: 2 facts\)/);
   assert.equal(html.split("Holm-corrected within its family").length, 2, "the rule is stated once");
@@ -527,6 +537,11 @@ Deno.test("report: a sweep without traces or selections still names every table 
   assert.deepEqual(
     counterfact.map((r) => r.slice(14)),
     METHODS.map(() => ["not measured", "not measured", "8"]),
+  );
+  // Without traces there are no regressions to report, but essence and fluency still say where they stand.
+  assert.match(
+    html,
+    /<ul id="findings"><li>No condition has enough data[^]*<li>Fluency \(ROME&#39;s n-gram entropy [^<]*\): not measured\.<\/li>/,
   );
   // The edit tables hold the edits' numbers, not only a table: the same golden-layer table as the full
   // sweep (its edit records are the same), with layer 1 (best on average by construction) as golden layer.

@@ -125,6 +125,11 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
     out,
     /\n {2}\+ Layer selection \(rome, error-injection\): causal tracing \(CMA\) (layer \d|no choice)/,
   );
+  // Essence and fluency per method, lowest and highest layer, as measured on the 2 facts.
+  assert.match(
+    out,
+    /\n {2}\+ Fluency \(ROME's n-gram entropy .*\), error-injection, lowest to highest mean over layers: rome [\d.]+ \[.*\] at layer \d to [\d.]+ \[.*\] at layer \d; ft .*; the unedited model [\d.]+ \[[\d.]+, [\d.]+\] \(2 facts\)\./,
+  );
   assert.match(
     out,
     /Caveats found in the data:\n {2}! .*Small sample: as few as 3 test facts per condition/s,

@@ -27,8 +27,8 @@
 // Statistics: every mean and R^2 carries a seeded 95% bootstrap interval over facts; every family of
 // tests (one table) is Holm-corrected; verdicts follow stats.ts verdict (corrected test and minimum
 // effect size agree). caveats() lists what the data cannot support (degenerate regressor, ties, ceiling
-// and floor effects, no-op edits, outliers, small samples); findings() what it does, both as sentences
-// for the report and the terminal.
+// and floor effects, no-op edits, outliers, small samples); findings() what it does (with essence and
+// fluency per method over layers), both as sentences for the report and the terminal.
 //
 // The tracing effect of an edit is the fact's localization record at the edited layer: Hase et al.'s
 // fractional causal-tracing effect (max over tokens) by default, or at the last subject token, or
@@ -798,7 +798,7 @@ export interface LayerCurve {
   /** Editing method. */
   method: string;
   /** The score averaged. */
-  metric: Metric;
+  metric: CurveValue;
   /** The sweep's edit layers, ascending. */
   layers: number[];
   /** Mean score over the facts at each layer (NaN where none has a score). */
@@ -813,21 +813,23 @@ export interface LayerCurve {
   n: number[];
 }
 
-/** Mean score per edit layer, per (problem, method). */
-export function layerCurves(data: SweepData, metric: Metric, o: IntervalOptions = {}): LayerCurve[] {
+/** What a layer curve averages per edit: one of the edit scores, or ROME's fluency after the edit. */
+export type CurveValue = Metric | "fluency";
+
+/** Mean score per edit layer, per (problem, method), over the edits that have one. */
+export function layerCurves(data: SweepData, metric: CurveValue, o: IntervalOptions = {}): LayerCurve[] {
+  const value = (e: EditRow) => (metric === "fluency" ? e.fluency.post : e.scores[metric]);
   return byProblemMethod(data).map(({ problem, method, rows }) => {
-    const per = data.layers.map((l) =>
-      rows.filter((e) => e.layer === l && Number.isFinite(e.scores[metric]))
-    );
+    const per = data.layers.map((l) => rows.filter((e) => e.layer === l).map(value).filter(Number.isFinite));
     return {
       problem,
       method,
       metric,
       layers: data.layers,
-      mean: per.map((rs) => (rs.length ? meanOf(rs.map((e) => e.scores[metric])) : NaN)),
-      sem: per.map((rs) => stdOf(rs.map((e) => e.scores[metric])) / Math.sqrt(rs.length)),
-      ...intervals(per.map((rs) => rs.map((e) => e.scores[metric])), o),
-      n: per.map((rs) => rs.length),
+      mean: per.map((xs) => (xs.length ? meanOf(xs) : NaN)),
+      sem: per.map((xs) => stdOf(xs) / Math.sqrt(xs.length)),
+      ...intervals(per, o),
+      n: per.map((xs) => xs.length),
     };
   });
 }
@@ -1452,7 +1454,9 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
   const rows = r2Table(data, { ...o, metric: "rewrite" }).filter((r) =>
     Number.isFinite(r.layer) && Number.isFinite(r.trace)
   );
-  if (rows.length === 0) return ["No condition has enough data for Hase et al.'s regressions."];
+  if (rows.length === 0) {
+    return ["No condition has enough data for Hase et al.'s regressions.", ...driftFindings(data, o)];
+  }
   const layerAbove = rows.filter((r) => r.ci.layer.lower > r.ci.trace.upper);
   const traceAbove = rows.filter((r) => r.ci.trace.lower > r.ci.layer.upper);
   const names = (rs: R2Row[]) => rs.map((r) => `${r.method} ${r.problem}`).join(", ");
@@ -1499,7 +1503,7 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
       } of ${golden.length} conditions.`,
     );
   }
-  out.push(...essenceFindings(data, o));
+  out.push(...driftFindings(data, o));
   const picks = selectionScores(data, o).filter((s) =>
     s.problem === rows[0].problem && s.method === rows[0].method
   );
@@ -1516,25 +1520,54 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
   return out;
 }
 
-/** Hase et al.'s essence drift per method (on the first problem that has essence scores): the layers
- *  where the mean essence score is lowest and highest, with 95% bootstrap intervals over facts. */
-function essenceFindings(data: SweepData, o: IntervalOptions): string[] {
-  const curves = layerCurves(data, "essence", o).filter((c) => c.n.some((n) => n > 0));
-  if (curves.length === 0) return [];
+/** Hase et al.'s essence and ROME's fluency after the edits, per method, or "not measured". */
+function driftFindings(data: SweepData, o: IntervalOptions): string[] {
+  const essence = layerRange(data, "essence", o);
+  const fluency = layerRange(data, "fluency", o);
+  const ranges = (r: { problem: string; text: string }) =>
+    `, ${r.problem}, lowest to highest mean over layers: ${r.text}`;
+  // The unedited model's fluency, once per fact (the same draws before every edit of the fact).
+  const unedited = (problem: string) => {
+    const pre = new Map(
+      data.edits.filter((e) => e.problem === problem && Number.isFinite(e.fluency.pre)).map((
+        e,
+      ) => [e.fact, e.fluency.pre]),
+    );
+    const ci = meanCI([...pre.values()], o);
+    return `; the unedited model ${interval(ci.estimate, ci.lower, ci.upper)} (${pre.size} facts)`;
+  };
+  return [
+    `Essence (Hase et al.: 1 = the subject's "{subject} is a" texts as likely after the edit as before)` +
+    (essence ? `${ranges(essence)}.` : ": not measured."),
+    `Fluency (ROME's n-gram entropy of generations after the edit; lower = more repetitive)` +
+    (fluency ? `${ranges(fluency)}${unedited(fluency.problem)}.` : ": not measured."),
+  ];
+}
+
+/** "0.42 [0.31, 0.55]": a mean and its interval. */
+const interval = (mean: number, lower: number, upper: number) =>
+  `${mean.toFixed(2)} [${lower.toFixed(2)}, ${upper.toFixed(2)}]`;
+
+/** Per method, on the first problem where `metric` was measured: the layers where its mean is lowest and
+ *  highest, with 95% bootstrap intervals over facts; null where no edit has it. */
+function layerRange(
+  data: SweepData,
+  metric: "essence" | "fluency",
+  o: IntervalOptions,
+): { problem: string; text: string } | null {
+  const curves = layerCurves(data, metric, o).filter((c) => c.n.some((n) => n > 0));
+  if (curves.length === 0) return null;
   const problem = curves[0].problem;
   const parts = curves.filter((c) => c.problem === problem).map((c) => {
     const measured = c.layers.map((l, i) => ({ l, i })).filter(({ i }) => c.n[i] > 0);
     const byMean = [...measured].sort((a, b) => c.mean[a.i] - c.mean[b.i]);
     const at = ({ l, i }: { l: number; i: number }) =>
-      `${c.mean[i].toFixed(2)} [${c.lower[i].toFixed(2)}, ${c.upper[i].toFixed(2)}] at layer ${l}`;
+      `${interval(c.mean[i], c.lower[i], c.upper[i])} at layer ${l}`;
     return measured.length === 1
       ? `${c.method} ${at(byMean[0])}`
       : `${c.method} ${at(byMean[0])} to ${at(byMean.at(-1)!)}`;
   });
-  return [
-    `Essence (Hase et al.: 1 = the subject's "{subject} is a" texts as likely after the edit as before), ` +
-    `${problem}, lowest to highest mean over layers: ${parts.join("; ")}.`,
-  ];
+  return { problem, text: parts.join("; ") };
 }
 
 /** p-values as the papers print them: "<1e-4" below 1e-4, else 3 significant digits. */
