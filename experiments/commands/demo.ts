@@ -36,7 +36,6 @@ import {
   probeResults,
   rewriteScore,
   type StandardCase,
-  type StandardScores,
   standardScores,
 } from "../evaluation/metrics.ts";
 import { knowsAnswers } from "../evaluation/recall.ts";
@@ -250,7 +249,7 @@ async function main(args: string[]): Promise<number> {
   );
   const after = await probeAnswers(model, tok, probes, c.targetTrue, c.targetNew);
   const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-  const standard: StandardScores = await standardScores(model, tok, standardCase, reference);
+  const [standard] = await standardScores(model, tok, [{ c: standardCase, reference }]);
   const results = probeResults(probes, before, after);
   for (const r of results) {
     console.log(`   ${r.label.padEnd(13)} "${r.text}"`);
