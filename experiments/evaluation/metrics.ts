@@ -22,9 +22,9 @@
 // space, targetIds(tok, prompt, target) (GPT-2: tok.encode(" " + target)), and scored after the
 // prompt's own tokens; p = exp(-mean NLL) is the geometric-mean token probability of a multi-token target.
 import type { Tensor } from "../../engine/gpu.ts";
-import type { Model } from "../../engine/model.ts";
+import type { ForwardResult, Model } from "../../engine/model.ts";
 import { makeBatch } from "../../engine/model.ts";
-import { logProbOf, topK, TOPK_MAX } from "../../engine/ops.ts";
+import { logProbOf, type RowEntry, rowOps, topK, TOPK_MAX } from "../../engine/ops.ts";
 import { type Prediction, predictNext } from "../../engine/predict.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
@@ -811,9 +811,11 @@ export interface Generation {
 }
 
 /**
- * Batched autoregressive generation without a cache: each step runs the unfinished prompts as
- * right-padded batches of `batchSize` and reads back the top-k of their last positions (one readback per
- * step). With `under`, prompt i is generated under virtual edit under.itemEdit[i] (-1: the model as it is).
+ * Batched autoregressive generation with a key/value cache: the prompts run once, as right-padded
+ * batches of `batchSize` (their attention inputs q|k|v kept per layer, [batchSize * Tmax, width]); each
+ * later step runs only every unfinished sequence's newest token, its earlier positions read from the
+ * cache (Model.forward's suffix), and appends that token's q|k|v. One readback per step for every batch.
+ * With `under`, prompt i is generated under virtual edit under.itemEdit[i] (-1: the model as it is).
  */
 export async function generate(
   model: Model,
@@ -823,7 +825,7 @@ export async function generate(
   under?: ScoredUnder,
   batchSize = DEFAULT_BATCH,
 ): Promise<Generation> {
-  const gpu = model.gpu, V = model.config.vocabSize;
+  const gpu = model.gpu, cfg = model.config, V = cfg.vocabSize;
   const k = o.topK ?? 1;
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0) {
     throw new Error(`generate: maxNewTokens must be >= 0, got ${o.maxNewTokens}`);
@@ -852,36 +854,85 @@ export async function generate(
     return ids;
   });
   const promptLengths = sequences.map((s) => s.length);
-  const finished = sequences.map((s) => s.length >= model.config.nPositions);
-  for (let step = 0; step < o.maxNewTokens; step++) {
-    const active = sequences.flatMap((_, i) => (finished[i] ? [] : [i]));
-    if (active.length === 0) break;
-    // Every batch of the step is recorded before the one readback; [indices, values] per batch.
-    const tops: Tensor[] = [];
-    for (let start = 0; start < active.length; start += batchSize) {
-      const rows = active.slice(start, start + batchSize);
-      const batch = makeBatch(rows.map((i) => sequences[i]));
-      const virtualEdits = under?.edits.forBatch(rows.map((i) => under.itemEdit[i]), batch.T);
-      const res = model.forward(batch, { virtualEdits });
-      const top = topK(gpu, res.logits, rows.length, V, k);
-      model.releaseForward(res);
-      tops.push(top.indices, top.values);
+  const finished = sequences.map((s) => s.length >= cfg.nPositions);
+  // Batches of prompts, fixed for every step; prompt i's cache rows start at row (i % batchSize) * Tmax.
+  const L = cfg.nLayer, width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+  const Tmax = Math.min(cfg.nPositions, Math.max(0, ...promptLengths) + o.maxNewTokens);
+  const batches: { prompts: number[]; cache: Tensor[] }[] = [];
+  if (o.maxNewTokens > 0) {
+    for (let start = 0; start < prompts.length; start += batchSize) {
+      const n = Math.min(batchSize, prompts.length - start);
+      batches.push({
+        prompts: Array.from({ length: n }, (_, i) => start + i),
+        cache: Array.from({ length: L }, () => gpu.empty([n * Tmax, width])),
+      });
     }
-    const read = await gpu.readMany(tops);
-    gpu.release(...tops);
-    // Draws in prompt order within each stream: the order a stream's prompts take generated alone.
-    active.forEach((i, a) => {
-      const b = Math.floor(a / batchSize), r = a % batchSize;
-      const indexValues = read[2 * b], logits = read[2 * b + 1].subarray(r * k, (r + 1) * k);
-      const indices = new Uint32Array(indexValues.buffer, indexValues.byteOffset, indexValues.length);
-      const next = indices[r * k + pickFromTop(logits, randoms[streamOf[i]])];
-      if (next === tok.eosId) {
-        finished[i] = true;
-        return;
+  }
+  const base = (i: number) => (i % batchSize) * Tmax;
+  try {
+    for (let step = 0; step < o.maxNewTokens; step++) {
+      // Every batch of the step is recorded before the one readback: per batch [indices, values] of
+      // its active prompts' top k, and per active prompt (in prompt order) its batch and row there.
+      const tops: Tensor[] = [], drawn: { prompt: number; batch: number; row: number }[] = [];
+      for (const b of batches) {
+        const active = b.prompts.filter((i) => !finished[i]);
+        if (active.length === 0) continue;
+        const edits = (T: number) => under?.edits.forBatch(active.map((i) => under.itemEdit[i]), T);
+        // Each forward row's q|k|v goes to the cache row of its sequence and position.
+        const entries: RowEntry[] = [];
+        let captured: Tensor[], res: ForwardResult;
+        if (step === 0) {
+          const batch = makeBatch(active.map((i) => sequences[i]));
+          captured = Array.from({ length: L }, () => gpu.empty([batch.B * batch.T, width]));
+          const captureQkv = new Map(captured.map((t, l) => [l, t]));
+          res = model.forward(batch, { captureQkv, virtualEdits: edits(batch.T) });
+          active.forEach((i, a) =>
+            sequences[i].forEach((_, t) =>
+              entries.push({ dst: base(i) + t, src: a * batch.T + t, keep: 0, take: 1 })
+            )
+          );
+        } else {
+          // The newest token of each sequence at its position: its embedding (a pass through no block),
+          // then every block on that row alone, the earlier positions' q|k|v read from the cache.
+          const whole = makeBatch(active.map((i) => sequences[i]));
+          const embedded = model.forward(whole, { endLayer: 0 });
+          const last = active.map((i) => sequences[i].length - 1);
+          captured = Array.from({ length: L }, () => gpu.empty([active.length, width]));
+          res = model.forward(makeBatch(active.map((i) => [sequences[i].at(-1)!])), {
+            input: embedded.logits,
+            suffix: { starts: last, qkv: b.cache, bases: active.map(base), T: whole.T },
+            captureQkv: new Map(captured.map((t, l) => [l, t])),
+            virtualEdits: edits(1),
+          });
+          model.releaseForward(embedded);
+          active.forEach((i, a) => entries.push({ dst: base(i) + last[a], src: a, keep: 0, take: 1 }));
+        }
+        captured.forEach((t, l) => rowOps(gpu, b.cache[l], t, width, entries));
+        gpu.release(...captured);
+        const top = topK(gpu, res.logits, active.length, V, k);
+        model.releaseForward(res);
+        active.forEach((prompt, row) => drawn.push({ prompt, batch: tops.length / 2, row }));
+        tops.push(top.indices, top.values);
       }
-      sequences[i].push(next);
-      if (sequences[i].length >= model.config.nPositions) finished[i] = true;
-    });
+      if (drawn.length === 0) break;
+      const read = await gpu.readMany(tops);
+      gpu.release(...tops);
+      // Draws in prompt order (the batches hold consecutive prompts), so a stream's prompts draw in the
+      // order they take generated alone.
+      for (const { prompt: i, batch, row } of drawn) {
+        const indexValues = read[2 * batch], logits = read[2 * batch + 1].subarray(row * k, (row + 1) * k);
+        const indices = new Uint32Array(indexValues.buffer, indexValues.byteOffset, indexValues.length);
+        const next = indices[row * k + pickFromTop(logits, randoms[streamOf[i]])];
+        if (next === tok.eosId) {
+          finished[i] = true;
+          continue;
+        }
+        sequences[i].push(next);
+        if (sequences[i].length >= cfg.nPositions) finished[i] = true;
+      }
+    }
+  } finally {
+    for (const b of batches) gpu.release(...b.cache);
   }
   const tokens = sequences.map((s, i) => s.slice(promptLengths[i]));
   return {
