@@ -257,8 +257,9 @@ export interface DriftSettings {
 }
 
 /** The default: Hase et al.'s 5 essence samples and ROME's top-5, with short texts, on a quarter of the
- *  facts: essence and fluency on every edit add about 40% to a sweep of the embedded model on this
- *  machine's software adapter (2.3 s per edit), on every 4th fact about 10% (bench/RESULTS.md). */
+ *  facts: essence and fluency on every edit added about 40% to a sweep of the embedded model on this
+ *  machine's software adapter (2.3 s per edit) when each edit was applied and generated alone; scored
+ *  under a block's virtual edits with cached generation, about a tenth (0.15 s per edit; bench/RESULTS.md). */
 export const DEFAULT_DRIFT: DriftSettings = {
   essenceSamples: 5,
   essenceTokens: 20,
