@@ -559,6 +559,9 @@ export interface TokenScores {
 
 const DEFAULT_BATCH = 64;
 
+/** The most bytes generate's key/value cache of one batch may take (all layers). */
+const GENERATION_CACHE_BYTES = 1 << 30;
+
 /**
  * Teacher-forced scores of every item's continuation: one forward over context ++ continuation[..m-1)
  * per item (right-padded batches of `batchSize` items), logits only at the m predicting positions,
@@ -812,7 +815,7 @@ export interface Generation {
 
 /**
  * Batched autoregressive generation with a key/value cache: the prompts run once, as right-padded
- * batches of `batchSize` (their attention inputs q|k|v kept per layer, [batchSize * Tmax, width]); each
+ * batches of up to `batchSize` (their attention inputs q|k|v kept per layer, [prompts * Tmax, width]); each
  * later step runs only every unfinished sequence's newest token, its earlier positions read from the
  * cache (Model.forward's suffix), and appends that token's q|k|v. One readback per step for every batch.
  * With `under`, prompt i is generated under virtual edit under.itemEdit[i] (-1: the model as it is).
@@ -855,20 +858,31 @@ export async function generate(
   });
   const promptLengths = sequences.map((s) => s.length);
   const finished = sequences.map((s) => s.length >= cfg.nPositions);
-  // Batches of prompts, fixed for every step; prompt i's cache rows start at row (i % batchSize) * Tmax.
+  // Batches of prompts, fixed for every step; prompt i's cache rows start at row (i % per) * Tmax. A
+  // prompt's cache takes L x Tmax rows of q|k|v: a batch holds at most `batchSize` prompts, one storage
+  // binding per layer and GENERATION_CACHE_BYTES in all (GPT-2 XL's 100-token texts: 10 prompts).
   const L = cfg.nLayer, width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
   const Tmax = Math.min(cfg.nPositions, Math.max(0, ...promptLengths) + o.maxNewTokens);
+  const layerBytes = Tmax * width * 4;
+  const per = Math.max(
+    1,
+    Math.min(
+      batchSize,
+      Math.floor(gpu.limits.maxStorageBufferBindingSize / layerBytes),
+      Math.floor(GENERATION_CACHE_BYTES / (L * layerBytes)),
+    ),
+  );
   const batches: { prompts: number[]; cache: Tensor[] }[] = [];
   if (o.maxNewTokens > 0) {
-    for (let start = 0; start < prompts.length; start += batchSize) {
-      const n = Math.min(batchSize, prompts.length - start);
+    for (let start = 0; start < prompts.length; start += per) {
+      const n = Math.min(per, prompts.length - start);
       batches.push({
         prompts: Array.from({ length: n }, (_, i) => start + i),
         cache: Array.from({ length: L }, () => gpu.empty([n * Tmax, width])),
       });
     }
   }
-  const base = (i: number) => (i % batchSize) * Tmax;
+  const base = (i: number) => (i % per) * Tmax;
   try {
     for (let step = 0; step < o.maxNewTokens; step++) {
       // Every batch of the step is recorded before the one readback: per batch [indices, values] of
