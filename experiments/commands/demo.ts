@@ -28,14 +28,13 @@ import { caseProbabilities, caseScores, editingCase } from "../editing/problems.
 import { methodKeyStats } from "../editing/single_edit.ts";
 import {
   formatStandardScores,
-  localityReference,
   neighborhoodScore,
   type Probe,
   probeAnswers,
   type ProbeResult,
   probeResults,
   rewriteScore,
-  type StandardCase,
+  standardBaseline,
   type StandardScores,
   standardScores,
 } from "../evaluation/metrics.ts";
@@ -240,9 +239,9 @@ async function main(args: string[]): Promise<number> {
   const [edit] = await computeEdits(model, tok, mc, [request], stats, {
     startWords: await templateStartWords(tok, corpus),
   });
-  const standardCase: StandardCase = { ...c, prompt, targetTrue: c.targetTrue, targetNew: c.targetNew };
   const pre = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-  const reference = await localityReference(model, tok, standardCase);
+  // The demo's edit injects a new object, so the standard metrics always apply.
+  const baseline = (await standardBaseline(model, tok, c, request))!;
   const applied = await applyEdit(model, edit);
   console.log(
     `\n4. ROME rewrites "${prompt}" to answer ${c.targetNew}: one rank-one change of layer ${layer}'s MLP, ` +
@@ -250,7 +249,7 @@ async function main(args: string[]): Promise<number> {
   );
   const after = await probeAnswers(model, tok, probes, c.targetTrue, c.targetNew);
   const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-  const standard: StandardScores = await standardScores(model, tok, standardCase, reference);
+  const standard: StandardScores = await standardScores(model, tok, baseline.c, baseline.reference);
   const results = probeResults(probes, before, after);
   for (const r of results) {
     console.log(`   ${r.label.padEnd(13)} "${r.text}"`);
