@@ -4,6 +4,7 @@
 //   ./locus run -A bench/kernels.ts            the kernels ops.ts picks for this adapter
 //   ./locus run -A bench/kernels.ts --sweep    also every candidate tile shape for each matmul
 //   ./locus run -A bench/kernels.ts --attention  only the attention forward+backward, probs vs log-sum-exp
+//   ./locus run -A bench/kernels.ts --only TEXT  only the matmul cases whose name contains TEXT (e.g. "dX")
 //
 // Each measurement records `reps` dispatches into one submit and waits once, so the ~10 ms cost of
 // a Deno readback/sync is amortised; reps grows until one run takes >= 0.3 s.
@@ -25,6 +26,8 @@ import {
 const gpu = await getGpu();
 const sweep = Deno.args.includes("--sweep");
 const attentionOnly = Deno.args.includes("--attention");
+const onlyAt = Deno.args.indexOf("--only");
+const only = onlyAt >= 0 ? Deno.args[onlyAt + 1] : undefined;
 
 /** Seconds per call of `record`, measured over enough calls to make the sync cost negligible. */
 async function timePerCall(g: Gpu, record: () => void): Promise<number> {
@@ -51,6 +54,14 @@ interface MatmulCase {
   transB: boolean;
 }
 
+// The embedded model's (d = 128, MLP 512) products dX = dY W^T: W [in, out] as GPT-2 stores it, read
+// transposed (what the v* optimisation's backward runs). [name, N = in, K = out].
+const embeddedDx: [string, number, number][] = [
+  ["c_fc       ", 128, 512],
+  ["c_attn     ", 128, 384],
+  ["c_proj     ", 512, 128],
+  ["attn c_proj", 128, 128],
+];
 // GPT-2 small (d = 768): a 16-token prompt, a 128-token batch, one generated token, and the
 // last-token unembedding.
 const cases: MatmulCase[] = [
@@ -60,6 +71,16 @@ const cases: MatmulCase[] = [
   { name: "c_attn   [128,768]x[768,2304]", M: 128, N: 2304, K: 768, transB: false },
   { name: "c_attn   [1,768]x[768,2304]", M: 1, N: 2304, K: 768, transB: false },
   { name: "unembed  [1,768]x[50257,768]^T", M: 1, N: 50257, K: 768, transB: true },
+  // The embedded model's backward, for a batch of 2048 and 8192 rows (see embeddedDx).
+  ...[2048, 8192].flatMap((M) =>
+    embeddedDx.map(([name, N, K]) => ({
+      name: `dX ${name} [${M},${K}]x[${N},${K}]^T`,
+      M,
+      N,
+      K,
+      transB: true,
+    }))
+  ),
 ];
 
 /**
@@ -105,31 +126,46 @@ const textureCandidates: MatmulTiles["texture"][] = [
   { TM: 2, TN: 16, WG: 8 },
   { TM: 4, TN: 16, WG: 16 },
 ];
+// Blocks of matmul_texture_kt (a transposed weight from its transposed mirror), for --sweep.
+const transposedCandidates: { TM: number; TN: number; WG: number }[] = [
+  { TM: 8, TN: 16, WG: 8 },
+  { TM: 8, TN: 8, WG: 8 },
+  { TM: 4, TN: 16, WG: 8 },
+  { TM: 4, TN: 8, WG: 16 },
+];
 
 console.log(`adapter: ${gpu.describe()}`);
 console.log(`default matmul tiles: ${JSON.stringify(matmulTiles(gpu))}\n`);
 const defaults = matmulTiles(gpu);
-for (const c of attentionOnly ? [] : cases) {
+for (const c of attentionOnly ? [] : cases.filter((c) => only === undefined || c.name.includes(only))) {
   const flops = 2 * c.M * c.N * c.K;
   // The weight operand read from its buffer and (where the adapter's tiles say so) from a texture mirror.
   const tilesToTry: [string, MatmulTiles, boolean][] = [["default", defaults, false]];
   if (defaults.texture) tilesToTry.push(["default, weight as texture", defaults, true]);
+  if (defaults.texture?.transposed && c.transB) {
+    const texture = { ...defaults.texture, transposed: undefined };
+    tilesToTry.push(["weight as texture, no transposed mirror", { ...defaults, texture }, true]);
+  }
   if (sweep) {
     tilesToTry.push(...candidates.map(([label, t]): [string, MatmulTiles, boolean] => [label, t, false]));
     for (const texture of textureCandidates) {
       tilesToTry.push([`weight as texture`, { ...defaults, texture }, true]);
     }
+    for (const transposed of c.transB && defaults.texture ? transposedCandidates : []) {
+      const texture = { ...defaults.texture!, transposed };
+      tilesToTry.push([`weight as transposed texture`, { ...defaults, texture }, true]);
+    }
   }
   for (const [label, tiles, weight] of tilesToTry) {
     setMatmulTiles(gpu, tiles);
     const seconds = await timePerCall(gpu, matmulRecorder(c, weight));
-    const kernel = matmulKernel(gpu, c.N, c.K, { transB: c.transB, weight });
+    const kernel = matmulKernel(gpu, c.N, c.K, { transB: c.transB, weight }, c.M);
     const shown = weight ? tiles.texture : { ...tiles, texture: undefined };
     console.log(
       `${c.name}  ${(flops / seconds / 1e9).toFixed(1).padStart(6)} GFLOP/s  ${
         (seconds * 1e3).toFixed(2).padStart(7)
       } ms` +
-        `  ${kernel.padEnd(16)}  ${label} ${JSON.stringify(shown)}`,
+        `  ${kernel.padEnd(17)}  ${label} ${JSON.stringify(shown)}`,
     );
   }
   setMatmulTiles(gpu, defaults);
@@ -154,7 +190,7 @@ const memoryBound: [string, number, () => void][] = [
   ["softmax   [16,50257]", 2 * R * V * 4, () => softmax(gpu, logits, R, V, { out: probs })],
 ];
 console.log("");
-for (const [name, bytes, record] of attentionOnly ? [] : memoryBound) {
+for (const [name, bytes, record] of attentionOnly || only !== undefined ? [] : memoryBound) {
   const seconds = await timePerCall(gpu, record);
   console.log(
     `${name.padEnd(32)} ${(bytes / seconds / 1e9).toFixed(2).padStart(6)} GB/s  ${
@@ -167,7 +203,7 @@ for (const [name, bytes, record] of attentionOnly ? [] : memoryBound) {
 // keeps probabilities [H, T, T] and its backward, against the forward that keeps each row's
 // log-sum-exp [H, T] and the backward that recomputes the scores (KernelChoice.attention chooses).
 console.log("");
-for (const t of [32, 128, 512]) {
+for (const t of only !== undefined ? [] : [32, 128, 512]) {
   const qkvT = gpu.tensor([t, 3 * C], random(t * 3 * C)), dyT = gpu.tensor([t, C], random(t * C));
   const [yT, dqkv] = [gpu.zeros([t, C]), gpu.zeros([t, 3 * C])];
   const [probsT, lse] = [gpu.zeros([nHead, t, t]), gpu.zeros([nHead, t])];

@@ -69,7 +69,8 @@ export class Tensor {
   }
 }
 
-/** Rows [rowStart, rowStart + rows) of a matrix, mirrored in one rgba32float texture (cols/4 x rows texels). */
+/** Rows [rowStart, rowStart + rows) of a mirrored matrix (the stored one, or its transpose for a
+ *  transposed mirror) in one rgba32float texture (cols/4 x rows texels). */
 export interface TextureChunk {
   /** The texture's view, bound where the kernel reads the matrix. */
   view: GPUTextureView;
@@ -78,6 +79,9 @@ export interface TextureChunk {
   /** Number of matrix rows (texel rows) in this chunk. */
   rows: number;
 }
+
+/** How a mirror lays out a buffer's matrix: as stored, or transposed (see Gpu.mirror). */
+export type MirrorLayout = "stored" | "transposed";
 
 /** A buffer's texture copy; `stale` once recorded work may have changed the buffer since the copy. */
 interface Mirror {
@@ -188,7 +192,10 @@ export class Gpu {
   mirrorBudgetBytes: number;
   /** Binding indices each pipeline may write (its read_write storage bindings). */
   private writableBindings = new WeakMap<GPUComputePipeline, number[]>();
-  private mirrors = new WeakMap<GPUBuffer, Mirror>();
+  private mirrors: Record<MirrorLayout, WeakMap<GPUBuffer, Mirror>> = {
+    stored: new WeakMap(),
+    transposed: new WeakMap(),
+  };
 
   private constructor(
     readonly adapter: GPUAdapter,
@@ -402,69 +409,97 @@ export class Gpu {
 
   /** Marks a buffer as (possibly) changed by recorded work, so its texture mirror is refreshed. */
   private touch(buffer: GPUBuffer): void {
-    const m = this.mirrors.get(buffer);
-    if (m) m.stale = true;
+    for (const mirrors of Object.values(this.mirrors)) {
+      const m = mirrors.get(buffer);
+      if (m) m.stale = true;
+    }
   }
 
-  /** Whether mirror(t, rows, cols) exists already or fits in the mirror budget. */
-  canMirror(t: Tensor, rows: number, cols: number): boolean {
-    const m = this.mirrors.get(t.buffer);
+  /** Whether mirror(t, rows, cols, layout) exists already or fits in the mirror budget. */
+  canMirror(t: Tensor, rows: number, cols: number, layout: MirrorLayout = "stored"): boolean {
+    const m = this.mirrors[layout].get(t.buffer);
     if (m && m.rows === rows && m.cols === cols) return true;
     return this.mirrorBytes + rows * cols * 4 <= this.mirrorBudgetBytes;
   }
 
   /**
-   * The first rows x cols floats of `t` (a row-major matrix) as rgba32float textures of cols/4 x
-   * rows texels, split into chunks of at most maxTextureDimension2D rows. Created on first use and
-   * refreshed, in stream order, when recorded work has changed the buffer since the last copy; so a
-   * weight that kernels, copies and writes update (edits, optimiser steps, undo) is always seen
-   * current. Needs cols % 64 == 0 (a copy's bytes per row must be a multiple of 256).
+   * The first rows x cols floats of `t` (a row-major matrix [rows, cols]) as rgba32float textures:
+   * "stored", the matrix as it is, cols/4 x rows texels (texel (c, r) = t[r, 4c .. 4c+3]); or
+   * "transposed", its transpose [cols, rows], rows/4 x cols texels (texel (c, r) = t[4c .. 4c+3, r]),
+   * for kernels that read a transposed weight along its rows (matmul_texture_kt). Split into chunks of
+   * at most maxTextureDimension2D texture rows. Created on first use and refreshed, in stream order,
+   * when recorded work has changed the buffer since the last copy; so a weight that kernels, copies
+   * and writes update (edits, optimiser steps, undo) is always seen current. A buffer may have one
+   * mirror of each layout. "stored" needs cols % 64 == 0 (a copy's bytes per row must be a multiple of
+   * 256) and is a buffer-to-texture copy; "transposed" needs rows % 4 == 0, and a kernel
+   * (shaders/mirror_transposed.wgsl) writes it, reading the first rows x cols floats of the buffer
+   * through one storage binding.
    */
-  mirror(t: Tensor, rows: number, cols: number): TextureChunk[] {
+  mirror(t: Tensor, rows: number, cols: number, layout: MirrorLayout = "stored"): TextureChunk[] {
     const maxDim = this.limits.maxTextureDimension2D;
-    if (cols % 64 !== 0 || cols / 4 > maxDim || rows * cols > t.size || rows < 1) {
-      throw new Error(`mirror: a [${rows},${cols}] texture of tensor [${t.shape}] is not possible here`);
+    const transposed = layout === "transposed";
+    // The texture's matrix: texel rows x floats per row.
+    const [height, width] = transposed ? [cols, rows] : [rows, cols];
+    if (
+      width % (transposed ? 4 : 64) !== 0 || width / 4 > maxDim || rows * cols > t.size || rows < 1 ||
+      cols < 1 || (transposed && rows * cols * 4 > this.limits.maxStorageBufferBindingSize)
+    ) {
+      throw new Error(
+        `mirror: a ${layout} [${rows},${cols}] texture of tensor [${t.shape}] is not possible here`,
+      );
     }
-    let m = this.mirrors.get(t.buffer);
+    const mirrors = this.mirrors[layout];
+    let m = mirrors.get(t.buffer);
     if (m && (m.rows !== rows || m.cols !== cols)) {
-      this.dropMirror(t.buffer);
+      this.dropMirror(t.buffer, layout);
       m = undefined;
     }
     if (m && !m.stale) return m.chunks;
-    this.endPass();
     if (!m) {
       m = { rows, cols, stale: true, chunks: [] };
-      for (let rowStart = 0; rowStart < rows; rowStart += maxDim) {
-        const chunkRows = Math.min(maxDim, rows - rowStart);
+      for (let rowStart = 0; rowStart < height; rowStart += maxDim) {
+        const chunkRows = Math.min(maxDim, height - rowStart);
         const texture = this.device.createTexture({
-          size: [cols / 4, chunkRows],
+          size: [width / 4, chunkRows],
           format: "rgba32float",
           usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
         });
         m.chunks.push({ texture, view: texture.createView(), rowStart, rows: chunkRows });
-        this.mirrorBytes += chunkRows * cols * 4;
+        this.mirrorBytes += chunkRows * width * 4;
       }
-      this.mirrors.set(t.buffer, m);
+      mirrors.set(t.buffer, m);
     }
-    for (const { texture, rowStart, rows: chunkRows } of m.chunks) {
+    for (const { texture, view, rowStart, rows: chunkRows } of m.chunks) {
+      if (transposed) {
+        this.run(
+          this.pipeline("mirror_transposed.wgsl", "mirror_transposed"),
+          [{ tensor: t, offset: 0, size: rows * cols * 4 }, view],
+          [cdiv(width / 4, 8), cdiv(chunkRows, 8)],
+          uniforms().u32(width / 4, height, rowStart, chunkRows),
+        );
+        continue;
+      }
+      this.endPass();
       this.encoder!.copyBufferToTexture(
-        { buffer: t.buffer, offset: rowStart * cols * 4, bytesPerRow: cols * 4, rowsPerImage: chunkRows },
+        { buffer: t.buffer, offset: rowStart * width * 4, bytesPerRow: width * 4, rowsPerImage: chunkRows },
         { texture },
-        [cols / 4, chunkRows],
+        [width / 4, chunkRows],
       );
     }
     m.stale = false;
     return m.chunks;
   }
 
-  /** Frees a buffer's texture mirror (after submitting work that may read it). */
-  dropMirror(buffer: GPUBuffer): void {
-    const m = this.mirrors.get(buffer);
-    if (!m) return;
-    this.flush();
-    for (const { texture } of m.chunks) texture.destroy();
-    this.mirrorBytes -= m.rows * m.cols * 4;
-    this.mirrors.delete(buffer);
+  /** Frees a buffer's texture mirrors (of one layout, or both), after submitting work that may read them. */
+  dropMirror(buffer: GPUBuffer, only?: MirrorLayout): void {
+    for (const layout of only ? [only] : (["stored", "transposed"] as const)) {
+      const m = this.mirrors[layout].get(buffer);
+      if (!m) continue;
+      this.flush();
+      for (const { texture } of m.chunks) texture.destroy();
+      this.mirrorBytes -= m.rows * m.cols * 4;
+      this.mirrors[layout].delete(buffer);
+    }
   }
 
   /** Reads tensors back as their stored bytes; one submit and one map for all of them. */

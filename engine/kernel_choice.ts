@@ -13,7 +13,9 @@
 //     and Safari leave isFallbackAdapter out; Chrome names SwiftShader only in architecture).
 //   - which CPU implementation: Mesa's GL driver keeps an 8x16 texture block in registers, its Vulkan
 //     driver spills it (4x16 there; lavapipe reports itself as "llvmpipe" too, so the backend tells them
-//     apart). SwiftShader reads weights from their buffers: it compiles the texture kernels slowly (the
+//     apart). On the GL driver a transposed weight (B^T, B stored [N, K]) is read from a transposed
+//     mirror (matmul_texture_kt, 8x16 blocks: 1.3-1.9x matmul_texture_k on the embedded model's
+//     products); on the Vulkan driver that kernel was no faster, so it keeps matmul_texture_k. SwiftShader reads weights from their buffers: it compiles the texture kernels slowly (the
 //     embedded model's first forward in headless Chromium took 6-7.6 s with them, 1.1-1.4 s without)
 //     and ran the trace and the edit no faster with them (within the noise of a loaded 2-core
 //     machine); 64x64 workgroup tiles were 2-3x slower there. WARP and unnamed ones, unmeasured, get
@@ -62,7 +64,19 @@ export interface MatmulTiles {
    * operands; matmul_texture_tn, which needs TM % 4 == 0) and for attention's keys and values; false
    * keeps those on their buffer kernels, which give the same bits.
    */
-  texture?: { TM: number; TN: number; WG: number; activations?: boolean };
+  texture?: {
+    TM: number;
+    TN: number;
+    WG: number;
+    activations?: boolean;
+    /**
+     * Products with a transposed weight (op(B) = B^T, B stored [N,K]: the forward of [out, in]
+     * weights, the backward's dX = dY W^T of GPT-2's [in, out] ones) read B^T from a transposed
+     * mirror with matmul_texture_kt and this block (TN columns, a multiple of 4, per invocation),
+     * where N % 4 == 0; the same bits as matmul_texture_k, which runs them otherwise.
+     */
+    transposed?: { TM: number; TN: number; WG: number };
+  };
 }
 
 /** The limits the choice reads (a subset of GPUSupportedLimits). */
@@ -156,13 +170,15 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
   const software = softwareAdapter(a);
   const nativeF16 = a.features.includes("shader-f16");
   if (software === "llvmpipe" || software === "lavapipe") {
-    const textureTM = software === "llvmpipe" ? 8 : 4;
+    const texture: MatmulTiles["texture"] = software === "llvmpipe"
+      ? { TM: 8, TN: 16, WG: 8, transposed: { TM: 8, TN: 16, WG: 8 } }
+      : { TM: 4, TN: 16, WG: 8 };
     return {
       software,
       nativeF16,
       rows: "invocation",
       attention: "probs",
-      matmul: { ...SOFTWARE_TILES, texture: { TM: textureTM, TN: 16, WG: 8 } },
+      matmul: { ...SOFTWARE_TILES, texture },
     };
   }
   if (software !== null) {

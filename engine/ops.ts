@@ -157,9 +157,19 @@ export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
     ...(tiles.texture
       ? { textureTM: tiles.texture.TM, textureTN: tiles.texture.TN, textureWG: tiles.texture.WG }
       : {}),
+    ...(tiles.texture?.transposed
+      ? {
+        transposedTM: tiles.texture.transposed.TM,
+        transposedTN: tiles.texture.transposed.TN,
+        transposedWG: tiles.texture.transposed.WG,
+      }
+      : {}),
   });
-  if (tiles.texture && tiles.texture.TN % 4 !== 0) {
-    throw new Error(`setMatmulTiles: texture.TN must be a multiple of 4, got ${tiles.texture.TN}`);
+  const blocks = [["texture", tiles.texture], ["texture.transposed", tiles.texture?.transposed]] as const;
+  for (const [name, block] of blocks) {
+    if (block && block.TN % 4 !== 0) {
+      throw new Error(`setMatmulTiles: ${name}.TN must be a multiple of 4, got ${block.TN}`);
+    }
   }
   tilesByGpu.set(gpu, tiles);
 }
@@ -205,12 +215,15 @@ export type MatmulKernel =
   | "matmul_tiled"
   | "matmul_texture_n"
   | "matmul_texture_k"
+  | "matmul_texture_kt"
   | "matmul_texture_tn";
 
 /**
  * The entry point of shaders/matmul.wgsl that `matmul` records for these operands with the current
  * tiles: the vec4 kernels need 16-byte aligned rows along the vector direction. `M` (C's rows) matters
- * only to a transposed A (matmul_texture_tn, which mirrors A whole); without it that kernel is not
+ * only to a transposed A (matmul_texture_tn, which mirrors A whole) and to a transposed weight
+ * (matmul_texture_kt runs only with M >= its block's TM: below that its widened blocks leave too few
+ * workgroups, and matmul_texture_k was faster, bench/kernels.ts); without it those kernels are not
  * considered.
  */
 export function matmulKernel(
@@ -233,6 +246,13 @@ export function matmulKernel(
   if (o.weight && t.texture && (o.batch ?? 1) === 1 && !o.transA && uniformWindowRows(gpu, K) > 0) {
     // The mirror copies whole rows: the stored row length must be a multiple of 64 floats.
     if (!o.transB && N % 64 === 0 && N / 4 <= maxDim && K <= maxDim) return "matmul_texture_n";
+    // B^T [K, N] in one transposed mirror (K % 64 == 0 already: A's windows need it), bound whole to
+    // the kernel that writes it.
+    const kt = t.texture.transposed;
+    if (
+      o.transB && kt && M !== undefined && M >= kt.TM && N % 4 === 0 && N / 4 <= maxDim && K <= maxDim &&
+      4 * N * K <= gpu.limits.maxStorageBufferBindingSize
+    ) return "matmul_texture_kt";
     if (o.transB && K % 64 === 0 && K / 4 <= maxDim) return "matmul_texture_k";
   }
   if (t.strategy === "workgroup") return "matmul_tiled";
@@ -311,6 +331,13 @@ export function matmul(
     }
     kernel = matmulKernel(gpu, N, K, o); // over the mirror budget
   }
+  if (kernel === "matmul_texture_kt") {
+    if (gpu.canMirror(b, N, K, "transposed")) {
+      matmulTexture(gpu, kernel, a, b, out, M, N, K, o, t.texture!.transposed!);
+      return out;
+    }
+    kernel = "matmul_texture_k"; // over the mirror budget: B's stored mirror, if that fits
+  }
   if (kernel === "matmul_texture_n" || kernel === "matmul_texture_k") {
     const [rows, cols] = kernel === "matmul_texture_k" ? [N, K] : [K, N];
     if (gpu.canMirror(b, rows, cols)) {
@@ -352,12 +379,13 @@ export function matmul(
 }
 
 /**
- * The texture kernels of `matmul`: B is read from its mirror, one dispatch per texture chunk (the
- * rows of a transposed B taller than the texture limit, i.e. the columns of C they produce).
+ * The texture kernels of `matmul`: B is read from its mirror (B^T from its transposed mirror for
+ * matmul_texture_kt), one dispatch per texture chunk (the rows of a transposed B taller than the
+ * texture limit, i.e. the columns of C they produce).
  */
 function matmulTexture(
   gpu: Gpu,
-  kernel: "matmul_texture_n" | "matmul_texture_k",
+  kernel: "matmul_texture_n" | "matmul_texture_k" | "matmul_texture_kt",
   a: Tensor,
   b: Tensor,
   out: Tensor,
@@ -367,12 +395,17 @@ function matmulTexture(
   o: MatmulOptions,
   tiles: { TM: number; TN: number; WG: number },
 ): void {
-  // Each dispatch computes columns [n0, n0 + n) of C from one texture. B^T [N,K] is mirrored in row
-  // chunks, one per slice of columns; B [K,N] fits one texture (matmulKernel checked K).
-  const transposed = kernel === "matmul_texture_k";
-  const slices = transposed
+  // Each dispatch computes columns [n0, n0 + n) of C from one texture. B^T [N,K] stored is mirrored in
+  // row chunks, one per slice of columns; B [K,N] stored, and the transposed mirror of B^T [N,K], fit
+  // one texture (matmulKernel checked K).
+  const columnsAlongRows = kernel === "matmul_texture_k";
+  const slices = columnsAlongRows
     ? gpu.mirror(b, N, K).map((c) => ({ view: c.view, n0: c.rowStart, n: c.rows }))
-    : [{ view: gpu.mirror(b, K, N)[0].view, n0: 0, n: N }];
+    : [{
+      view: (kernel === "matmul_texture_n" ? gpu.mirror(b, K, N) : gpu.mirror(b, N, K, "transposed"))[0].view,
+      n0: 0,
+      n: N,
+    }];
   // A is read in windows of AW rows (see shaders/matmul_texture.wgsl), each a power of two so that
   // the pipelines specialised on AW are few (not one per M): full windows of the largest that fits,
   // then one for the remaining rows, ending at row M (it may overlap the window before it and then
@@ -391,7 +424,7 @@ function matmulTexture(
     const params = { K4: K / 4, AW, TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
     const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, params);
     const window = { tensor: a, offset: row0 * K * 4, size: AW * K * 4 };
-    const columnsPerInvocation = transposed ? TN4 : 4 * TN4;
+    const columnsPerInvocation = columnsAlongRows ? TN4 : 4 * TN4;
     for (const { view, n0, n } of slices) {
       const u = uniforms().u32(n, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
         .u32(o.ldc ?? N, (o.outOffset ?? 0) + n0, n0, row0, begin, end);

@@ -12,6 +12,8 @@
 //   matmul_texture_k : op(B) = B^T stored [N,K] (tied unembedding h wte^T), texel (k/4, n). A
 //                      vocabulary taller than the texture limit is split into row chunks, one
 //                      dispatch each: n_offset is the chunk's first row (for the bias).
+//   matmul_texture_kt: op(B) = B^T stored [N,K], from a transposed mirror: texel (n/4, k), like
+//                      matmul_texture_n; the same bits as matmul_texture_k (see that entry point).
 //   matmul_texture_tn: op(A) = A^T and op(B) = B, both stored [K, .] and both mirrored (weight
 //                      gradients X^T dY of the backward pass, whose operands are activations):
 //                      see that entry point.
@@ -28,7 +30,7 @@
 //   K4   : K / 4 (K is a multiple of 4)
 //   AW   : rows of A in the window
 //   TM   : rows of C per invocation
-//   TN4  : vec4 column groups per invocation (matmul_texture_n: 4*TN4 columns; matmul_texture_k:
+//   TN4  : vec4 column groups per invocation (matmul_texture_n, _kt: 4*TN4 columns; matmul_texture_k:
 //          TN4 columns, each as four partial sums)
 //   WG   : invocations per workgroup, all along columns. Neighbouring invocations read neighbouring
 //          texels: invocation l of workgroup w owns column group (w*TN4 + j)*WG + l for j < TN4.
@@ -129,6 +131,55 @@ fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
       if (m0 + i < d.m_end && n < d.N) { store(m0 + i, n, dot(acc[i * TN4 + j], vec4<f32>(1.0))); }
     }
   }
+}
+
+// op(B) = B^T with B stored [N,K], read from its transposed mirror (engine/gpu.ts mirror() with
+// `transposed`: texel (n/4, k) = B[n .. n+3, k], like matmul_texture_n's B); needs N % 4 == 0.
+// The same sums as matmul_texture_k, bit for bit: each C[m, n] is four partial sums, partial c
+// adding A[m, 4*k4 + c] * B[n, 4*k4 + c] for k4 in order, finished by the same dot with 1.0. Here
+// partial c of the 4 columns of a texel is one vec4, acc[4*(i*TN4 + j) + c], so neighbouring lanes
+// read neighbouring texels of a row (matmul_texture_k's lanes read texels of different rows), at
+// 4x the accumulators of matmul_texture_n for the same block.
+// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
+@compute @workgroup_size(1, WG, 1)
+fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = d.m_begin + wid.x * TM;
+  let N4 = d.N / 4u;
+  var rows: array<u32, TM>;
+  var col4: array<u32, TN4>;
+  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
+  for (var j = 0u; j < TN4; j++) { col4[j] = min((wid.y * TN4 + j) * WG + lid.y, N4 - 1u); }
+  var acc: array<vec4<f32>, 4u * TM * TN4>;
+  for (var k4 = 0u; k4 < K4; k4++) {
+    var a: array<vec4<f32>, TM>;
+    for (var i = 0u; i < TM; i++) { a[i] = A4[rows[i] + k4]; }
+    // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
+    var bk: array<vec4<f32>, TN4>;
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j)] += a[i].x * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 1u] += a[i].y * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 2u] += a[i].z * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 3u] += a[i].w * bk[j]; } }
+  }
+  // sums[i*TN4 + j][c]: matmul_texture_k's dot over the four partial sums of column 4*col4[j] + c.
+  var sums: array<vec4<f32>, TM * TN4>;
+  for (var b = 0u; b < TM * TN4; b++) {
+    let p0 = acc[4u * b];
+    let p1 = acc[4u * b + 1u];
+    let p2 = acc[4u * b + 2u];
+    let p3 = acc[4u * b + 3u];
+    let one = vec4<f32>(1.0);
+    sums[b] = vec4<f32>(
+      dot(vec4<f32>(p0.x, p1.x, p2.x, p3.x), one),
+      dot(vec4<f32>(p0.y, p1.y, p2.y, p3.y), one),
+      dot(vec4<f32>(p0.z, p1.z, p2.z, p3.z), one),
+      dot(vec4<f32>(p0.w, p1.w, p2.w, p3.w), one),
+    );
+  }
+  store_block(m0, wid.y, lid.y, &sums);
 }
 
 @group(0) @binding(0) var At: texture_storage_2d<rgba32float, read>;

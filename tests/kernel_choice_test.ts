@@ -1,6 +1,6 @@
 // engine/kernel_choice.ts, the one place kernel variants are chosen, on the adapter infos that Deno and
 // the browsers report: the software ones recognised by flag or by name (llvmpipe through GL keeps its
-// 8x16 texture blocks, lavapipe gets 4x16, SwiftShader/WARP register blocks on buffers), GPUs on
+// 8x16 texture blocks and transposed mirrors, lavapipe gets 4x16, SwiftShader/WARP register blocks on buffers), GPUs on
 // workgroup-memory tiles sized to the limits, f16 weights read as f16 where "shader-f16" is there;
 // every tile set chosen computes correct products on this machine's adapter; and the engine's Gpu
 // uses exactly the choice for its own adapter.
@@ -164,7 +164,10 @@ const SOFTWARE = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
 const GPU_TILES: MatmulTiles = { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 };
 const EXPECTED: Record<string, [string | null, MatmulTiles]> = {
   // The fastest variants on llvmpipe-GL (bench/kernels.ts): kept exactly.
-  "Deno, Mesa llvmpipe through GL": ["llvmpipe", { ...SOFTWARE, texture: { TM: 8, TN: 16, WG: 8 } }],
+  "Deno, Mesa llvmpipe through GL": ["llvmpipe", {
+    ...SOFTWARE,
+    texture: { TM: 8, TN: 16, WG: 8, transposed: { TM: 8, TN: 16, WG: 8 } },
+  }],
   "Deno, Mesa lavapipe through Vulkan": ["lavapipe", { ...SOFTWARE, texture: { TM: 4, TN: 16, WG: 8 } }],
   // SwiftShader compiles the texture kernels slowly: weights from buffers there.
   "Chrome, SwiftShader": ["swiftshader", SOFTWARE],
@@ -226,18 +229,23 @@ Deno.test("the engine's Gpu runs the choice for its own adapter", async () => {
 Deno.test("every tile set chosen above computes correct products here (weights from buffers and textures)", async () => {
   const gpu = await getGpu();
   const distinct = new Map(Object.values(EXPECTED).map(([, t]) => [JSON.stringify(t), t]));
-  const [M, N, K] = [20, 128, 72];
-  const a = randomArray(M * K, 1), b = randomArray(K * N, 2), bias = randomArray(N, 3);
-  const ref = matmulRef(a, b, M, N, K, { transA: false, transB: false, bias });
+  // K = 72 for B [K, N] stored (no uniform windows: buffer kernels), 128 for B [N, K] (windows and
+  // textures, the transposed mirror where the tiles have one).
   const saved = matmulTiles(gpu);
   try {
-    for (const [key, tiles] of distinct) {
-      setMatmulTiles(gpu, tiles);
-      const out = matmul(gpu, gpu.tensor([M * K], a), gpu.tensor([K * N], b), M, N, K, {
-        bias: gpu.tensor([N], bias),
-        weight: true,
-      });
-      assertClose(await out.read(), ref, 1e-4 * Math.sqrt(K), key);
+    for (const [transB, K] of [[false, 72], [true, 128]] as const) {
+      const [M, N] = [20, 128];
+      const a = randomArray(M * K, 1), b = randomArray(K * N, 2), bias = randomArray(N, 3);
+      const ref = matmulRef(a, b, M, N, K, { transA: false, transB, bias });
+      for (const [key, tiles] of distinct) {
+        setMatmulTiles(gpu, tiles);
+        const out = matmul(gpu, gpu.tensor([M * K], a), gpu.tensor([K * N], b), M, N, K, {
+          transB,
+          bias: gpu.tensor([N], bias),
+          weight: true,
+        });
+        assertClose(await out.read(), ref, 1e-4 * Math.sqrt(K), `${key} transB=${transB}`);
+      }
     }
   } finally {
     setMatmulTiles(gpu, saved);

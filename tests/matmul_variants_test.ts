@@ -215,6 +215,98 @@ for (const block of [{ TM: 4, TN: 16, WG: 8 }, { TM: 8, TN: 16, WG: 8 }]) {
   });
 }
 
+// Transposed weights read from transposed mirrors (matmul_texture_kt): the float64 reference, and the
+// bits of matmul_texture_k (the kernel it replaces, which the recorded training hashes were made with).
+// M not a multiple of the block (13, 37, 2049: a last window of one row), M >= the block's TM (shorter
+// products run on matmul_texture_k), N a multiple of 4 but not of 16 or 64 (12, 68, 1000), K a
+// multiple of 64 (A's windows): 64 .. 3072 (a window of 4 rows).
+const ktShapes: [number, number, number][] = [
+  [8, 128, 512],
+  [13, 128, 384],
+  [37, 512, 128],
+  [9, 12, 192],
+  [33, 1000, 64],
+  [9, 68, 3072],
+  [2049, 64, 64],
+];
+for (const transposed of [{ TM: 8, TN: 16, WG: 8 }, { TM: 2, TN: 4, WG: 4 }]) {
+  const block = `${transposed.TM}x${transposed.TN}x${transposed.WG}`;
+  const tiles: MatmulTiles = { ...llvmpipe, texture: { TM: 8, TN: 16, WG: 8, transposed } };
+  const shapes = ktShapes.filter(([M]) => M >= transposed.TM);
+  withTiles(`matmul_texture_kt (transposed mirror) ${block} matches reference`, tiles, async () => {
+    await checkShapes(NT, shapes, "matmul_texture_kt", WEIGHT);
+    await checkShapes(NT, [[transposed.TM + 3, 64, 128]], "matmul_texture_kt", { ...WEIGHT, gelu: true });
+    await checkBatchedSlice(NT, [11, 8, 64], WEIGHT);
+  });
+
+  withTiles(`matmul_texture_kt ${block} gives matmul_texture_k's bits`, tiles, async () => {
+    const runs = shapes.map(([M, N, K], i) => {
+      const a = gpu.tensor([M, K], randomArray(M * K, 110 + i)),
+        b = gpu.tensor([N, K], randomArray(N * K, 120 + i));
+      const [bias, c0] = [gpu.tensor([N], randomArray(N, 130 + i)), randomArray(M * N, 140 + i)];
+      const product = (kt: boolean) => {
+        setMatmulTiles(gpu, {
+          ...tiles,
+          texture: { ...tiles.texture!, transposed: kt ? transposed : undefined },
+        });
+        assert.equal(
+          matmulKernel(gpu, N, K, { ...NT, ...WEIGHT }, M),
+          kt ? "matmul_texture_kt" : "matmul_texture_k",
+        );
+        const o = { ...NT, ...WEIGHT, bias, alpha: 0.75, beta: 1, gelu: i % 2 === 1 };
+        return matmul(gpu, a, b, M, N, K, { ...o, out: gpu.tensor([M, N], c0) });
+      };
+      return { shape: [M, N, K], outs: [product(true), product(false)] };
+    });
+    const got = await gpu.readMany(runs.flatMap((r) => r.outs));
+    runs.forEach(({ shape }, i) => {
+      const [kt, k] = [new Uint32Array(got[2 * i].buffer), new Uint32Array(got[2 * i + 1].buffer)];
+      const at = k.findIndex((x, j) => kt[j] !== x);
+      assert.equal(at, -1, `[${shape}]: C[${at}] ${got[2 * i][at]} vs ${got[2 * i + 1][at]}`);
+    });
+  });
+}
+
+withTiles(
+  "matmul_texture_kt: short products, N % 4 != 0 and a weight over the mirror budget use matmul_texture_k",
+  { ...textures, texture: { ...textures.texture!, transposed: { TM: 8, TN: 16, WG: 8 } } },
+  async () => {
+    await checkShapes(NT, [[1, 128, 64], [7, 128, 64]], "matmul_texture_k", WEIGHT); // M < TM
+    await checkShapes(NT, [[9, 70, 128]], "matmul_texture_k", WEIGHT); // N % 4 != 0
+    assert.equal(matmulKernel(gpu, 128, 64, { ...NT, ...WEIGHT }), "matmul_texture_k", "M unknown");
+    const [M, N, K] = [9, 64, 128];
+    const a = randomArray(M * K, 150), w = randomArray(N * K, 151);
+    const [A, W] = [gpu.tensor([M, K], a), gpu.tensor([N, K], w)];
+    const budget = gpu.mirrorBudgetBytes, mirrored = gpu.mirrorBytes;
+    const product = () => matmul(gpu, A, W, M, N, K, { ...NT, ...WEIGHT });
+    try {
+      gpu.mirrorBudgetBytes = mirrored + N * K * 4 - 1; // one float short of either mirror
+      const fromBuffer = product();
+      assert.equal(gpu.mirrorBytes, mirrored, "no mirror was made");
+      gpu.mirrorBudgetBytes = budget;
+      gpu.mirror(W, N, K); // the stored mirror, which matmul_texture_k reads
+      gpu.mirrorBudgetBytes = gpu.mirrorBytes; // no room for the transposed one
+      const fromStored = product();
+      assert.equal(gpu.mirrorBytes, mirrored + N * K * 4, "no transposed mirror was made");
+      gpu.mirrorBudgetBytes = budget;
+      const fromTransposed = product();
+      assert.equal(gpu.mirrorBytes, mirrored + 2 * N * K * 4, "now both mirrors exist");
+      const got = await gpu.readMany([fromBuffer, fromStored, fromTransposed]);
+      assertClose(got[0], matmulRef(a, w, M, N, K, NT), 1e-4 * Math.sqrt(K));
+      assert.deepEqual(got[1], got[0], "matmul_texture_k sums as the buffer kernel does");
+      assert.deepEqual(got[2], got[0], "matmul_texture_kt sums as matmul_texture_k does");
+      W.destroy();
+      assert.equal(gpu.mirrorBytes, mirrored, "destroying the weight frees both mirrors");
+    } finally {
+      gpu.mirrorBudgetBytes = budget;
+    }
+    assert.throws(
+      () => gpu.mirror(A, 6, 128, "transposed"),
+      /a transposed \[6,128\] texture of tensor \[9,128\]/,
+    );
+  },
+);
+
 withTiles("matmul_texture_k splits a transposed weight taller than the texture limit", textures, async () => {
   const [M, N, K] = [2, gpu.limits.maxTextureDimension2D + 300, 64];
   await checkShapes(NT, [[M, N, K]], "matmul_texture_k", WEIGHT);
@@ -233,40 +325,56 @@ withTiles(
   },
 );
 
-withTiles("texture mirrors follow writes, copies and kernels that change the weight", textures, async () => {
-  // One weight W [K,N] changed three ways between products recorded in one stream; each product
-  // must see W as it was at that point of the stream.
-  const [M, N, K] = [3, 64, 64];
-  const mirrored = gpu.mirrorBytes;
-  const a = randomArray(M * K, 50);
-  const versions = [randomArray(K * N, 51), randomArray(K * N, 52), randomArray(K * N, 53)];
-  const delta = randomArray(K * N, 54);
-  const A = gpu.tensor([M, K], a), W = gpu.tensor([K, N], versions[0]);
-  const product = () => matmul(gpu, A, W, M, N, K, WEIGHT);
-  const first = product();
-  gpu.write(W, versions[1]); // queue write (flushes recorded work first)
-  const second = product();
-  gpu.copy(gpu.tensor([K, N], versions[2]), W); // copy recorded in stream order
-  const third = product();
-  const sum = add(gpu, W, gpu.tensor([K, N], delta), K * N); // a kernel writing W: W = v2 + delta
-  gpu.copy(sum, W);
-  const fourth = product();
-  const viaKernel = gpu.tensor([K, N], delta);
-  add(gpu, gpu.tensor([K, N], versions[0]), viaKernel, K * N, { out: W }); // W = v0 + delta
-  const fifth = product();
-  const got = await gpu.readMany([first, second, third, fourth, fifth]);
-  const plus = (x: Float32Array, y: Float32Array) => x.map((v, i) => v + y[i]);
-  const expected = [
-    versions[0],
-    versions[1],
-    versions[2],
-    plus(versions[2], delta),
-    plus(versions[0], delta),
-  ];
-  expected.forEach((w, i) => assertClose(got[i], matmulRef(a, w, M, N, K, NN), 1e-4, `product ${i + 1}`));
-  W.destroy();
-  assert.equal(gpu.mirrorBytes, mirrored, "destroying the weight frees its mirror");
-});
+// Both mirror layouts: the stored one (matmul_texture_n) and the transposed one (matmul_texture_kt).
+const followed: [string, Layout, MatmulKernel][] = [["", NN, "matmul_texture_n"], [
+  " (transposed mirror)",
+  NT,
+  "matmul_texture_kt",
+]];
+for (const [label, layout, kernel] of followed) {
+  const tiles = { ...textures, texture: { ...textures.texture!, transposed: { TM: 4, TN: 8, WG: 8 } } };
+  withTiles(
+    `texture mirrors follow writes, copies and kernels that change the weight${label}`,
+    tiles,
+    async () => {
+      // One weight W [K,N] (or [N,K]) changed three ways between products recorded in one stream; each
+      // product must see W as it was at that point of the stream.
+      const [M, N, K] = [5, 64, 64];
+      const mirrored = gpu.mirrorBytes;
+      const a = randomArray(M * K, 50);
+      const versions = [randomArray(K * N, 51), randomArray(K * N, 52), randomArray(K * N, 53)];
+      const delta = randomArray(K * N, 54);
+      const A = gpu.tensor([M, K], a), W = gpu.tensor([K, N], versions[0]);
+      assert.equal(matmulKernel(gpu, N, K, { ...layout, ...WEIGHT }, M), kernel);
+      const product = () => matmul(gpu, A, W, M, N, K, { ...layout, ...WEIGHT });
+      const first = product();
+      gpu.write(W, versions[1]); // queue write (flushes recorded work first)
+      const second = product();
+      gpu.copy(gpu.tensor([K, N], versions[2]), W); // copy recorded in stream order
+      const third = product();
+      const sum = add(gpu, W, gpu.tensor([K, N], delta), K * N); // a kernel writing W: W = v2 + delta
+      gpu.copy(sum, W);
+      const fourth = product();
+      const viaKernel = gpu.tensor([K, N], delta);
+      add(gpu, gpu.tensor([K, N], versions[0]), viaKernel, K * N, { out: W }); // W = v0 + delta
+      const fifth = product();
+      const got = await gpu.readMany([first, second, third, fourth, fifth]);
+      const plus = (x: Float32Array, y: Float32Array) => x.map((v, i) => v + y[i]);
+      const expected = [
+        versions[0],
+        versions[1],
+        versions[2],
+        plus(versions[2], delta),
+        plus(versions[0], delta),
+      ];
+      expected.forEach((w, i) =>
+        assertClose(got[i], matmulRef(a, w, M, N, K, layout), 1e-4, `product ${i + 1}`)
+      );
+      W.destroy();
+      assert.equal(gpu.mirrorBytes, mirrored, "destroying the weight frees its mirror");
+    },
+  );
+}
 
 withTiles(
   "a weight over the mirror budget is read from its buffer, with bit-identical results",

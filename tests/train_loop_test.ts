@@ -5,7 +5,8 @@
 // kernel to run; and a run stopped and restored from its state goes on to the same bits. On the adapter
 // the reference was recorded on, both a tiny run and 4 steps of the default configuration also hash to
 // what the loop gave before it was changed (kernels included: a change to any kernel's arithmetic
-// fails here, where the side-by-side comparison, running the same kernels twice, cannot see it).
+// fails here, where the side-by-side comparison, running the same kernels twice, cannot see it; the
+// hashes predate matmul_texture_kt, which replaced matmul_texture_k in the backward with its bits).
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { matmulKernel } from "../engine/ops.ts";
@@ -120,6 +121,10 @@ Deno.test("training loop: the same bits as before it was changed (on the recorde
     return;
   }
   for (const { name, o, steps, sha256, lastLoss } of RECORDED) {
+    // The backward's dX = dY W^T (here c_fc's: W [d, 4d]) reads W^T from its transposed mirror, so the
+    // hashes, recorded with matmul_texture_k, check that matmul_texture_kt gives its bits.
+    const [rows, d] = [o.batchSize * o.seqLen, o.nEmbd];
+    assert.equal(matmulKernel(gpu, d, 4 * d, { transB: true, weight: true }, rows), "matmul_texture_kt");
     await t.step(name, async () => {
       const { trainer, losses } = await trained([steps], o, trainingData(o));
       const state = Object.values(await trainer.state()).map(({ data }) => new Uint8Array(data.buffer));
