@@ -111,7 +111,7 @@ Deno.test("embedded model: ROME with the small-model defaults rewrites a fact, k
   const reference = await localityReference(model, tok, standardCase);
   const applied = await applyEdit(model, edit);
   const [post] = await caseProbabilities(model, tok, [{ c, request }]);
-  const standard = await standardScores(model, tok, standardCase, reference);
+  const [standard] = await standardScores(model, tok, [{ c: standardCase, reference }]);
   applied.undo();
   const s = caseScores(request, pre, post);
   const text = JSON.stringify({ ...s, ...standard });

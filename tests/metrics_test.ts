@@ -1,6 +1,7 @@
 // experiments/evaluation/metrics.ts: the pure metrics against hand-computed values, and the GPU scorers on a
 // tiny random GPT-2 against the float64 reference forward in tests/reference_model.ts; the same for
-// experiments/evaluation/drift.ts (essence and fluency of an edited model).
+// experiments/evaluation/drift.ts (essence and fluency of an edited model); the scorers under virtual edits against
+// applying each edit.
 import assert from "node:assert/strict";
 import type { GPT2Config } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
@@ -24,13 +25,17 @@ import {
   romeSummary,
   scoreContinuations,
   STANDARD_METRICS,
+  type StandardBaseline,
+  type StandardScores,
   standardScores,
   teacherForcedAccuracy,
   tokenAgreement,
   wordTokens,
 } from "../experiments/evaluation/metrics.ts";
-import { essenceOf, essenceTexts, generationFluency } from "../experiments/evaluation/drift.ts";
+import { type Essence, essenceOf, essenceTexts, generationFluency } from "../experiments/evaluation/drift.ts";
+import { applyEdit, type Edit, keyValueDelta, VirtualEditSet } from "../experiments/editing/edit.ts";
 import { referenceForward } from "./reference_model.ts";
+import { randomArray } from "./util.ts";
 
 function near(actual: number, expected: number, tol: number, what: string): void {
   assert.ok(
@@ -370,6 +375,28 @@ Deno.test("top-k sampling: seeded, inside the reference top k, k = 1 is greedy",
   );
 });
 
+Deno.test("generation streams: runs batched together (in batches of any size) sample what each samples alone", async () => {
+  const o = { maxNewTokens: 5, topK: 3 };
+  const first = await generate(model, tok, PROMPTS.slice(0, 2), { ...o, seed: 3 });
+  const second = await generate(model, tok, PROMPTS.slice(2), { ...o, seed: 4 });
+  const streams = [{ seed: 3, prompts: 2 }, { seed: 4, prompts: 3 }];
+  for (const batchSize of [64, 2]) {
+    const both = await generate(model, tok, PROMPTS, { ...o, streams }, undefined, batchSize);
+    assert.deepEqual(both.tokens, [...first.tokens, ...second.tokens], `batches of ${batchSize}`);
+  }
+  // One stream over all the prompts draws them in turn: not what each run draws alone.
+  const one = await generate(model, tok, PROMPTS, { ...o, seed: 3 });
+  assert.notDeepEqual(one.tokens.slice(2), second.tokens, "a shared stream interleaves the draws");
+  await assert.rejects(
+    () => generate(model, tok, PROMPTS, { ...o, seed: 3, streams }),
+    /give a seed or streams, not both/,
+  );
+  await assert.rejects(
+    () => generate(model, tok, PROMPTS, { ...o, streams: streams.slice(1) }),
+    /the streams hold 3 prompts, there are 5/,
+  );
+});
+
 Deno.test("standard metrics (ES/PS/NS, EM/PM/NM, EasyEdit's four) of one case match the float64 reference", async () => {
   const c = {
     prompt: "the capital of France is",
@@ -399,7 +426,7 @@ Deno.test("standard metrics (ES/PS/NS, EM/PM/NM, EasyEdit's four) of one case ma
   };
   // The same model before and after: locality is 1 by construction; the rest come from the reference.
   const reference = await localityReference(model, tok, c);
-  const s = await standardScores(model, tok, c, reference);
+  const [s] = await standardScores(model, tok, [{ c, reference }]);
   assert.equal(s.efficacySuccess, wins([c.prompt], true)[0]);
   assert.equal(s.paraphraseSuccess, mean(wins(c.paraphrases, true)));
   assert.equal(s.neighborhoodSuccess, mean(wins(c.neighbors, false)));
@@ -413,7 +440,10 @@ Deno.test("standard metrics (ES/PS/NS, EM/PM/NM, EasyEdit's four) of one case ma
   assert.equal(s.specificity, mean(c.neighbors.map((p) => acc(p, c.targetTrue))));
   // zsRE: each neighbour has its own answer (loc_ans); NS, NM, specificity and locality's reference use it.
   const z = { ...c, neighborAnswers: ["a famous old river", "Paris"] };
-  const zs = await standardScores(model, tok, z, await localityReference(model, tok, z));
+  const [zs] = await standardScores(model, tok, [{
+    c: z,
+    reference: await localityReference(model, tok, z),
+  }]);
   const answer = (i: number) => z.neighborAnswers[i];
   assert.equal(zs.specificity, mean(z.neighbors.map((p, i) => acc(p, answer(i)))));
   assert.equal(
@@ -438,14 +468,12 @@ Deno.test("standard metrics (ES/PS/NS, EM/PM/NM, EasyEdit's four) of one case ma
   );
   // Against a reference that differs in one of a neighbour's tokens, locality drops to 1/2 for it.
   const changed = reference.map((r, i) => (i === 0 ? r.map((id) => (id + 1) % WORDS.length) : r));
-  assert.equal((await standardScores(model, tok, c, changed)).locality, 0.5);
+  assert.equal((await standardScores(model, tok, [{ c, reference: changed }]))[0].locality, 0.5);
   // Without paraphrases, neighbours or portability prompts those metrics are null, not 0.
-  const bare = await standardScores(
-    model,
-    tok,
-    { ...c, paraphrases: [], neighbors: [], portability: [] },
-    [],
-  );
+  const [bare] = await standardScores(model, tok, [{
+    c: { ...c, paraphrases: [], neighbors: [], portability: [] },
+    reference: [],
+  }]);
   for (
     const key of [
       "paraphraseSuccess",
@@ -459,7 +487,10 @@ Deno.test("standard metrics (ES/PS/NS, EM/PM/NM, EasyEdit's four) of one case ma
     assert.equal(bare[key as keyof typeof bare], null, key);
   }
   assert.deepEqual(STANDARD_METRICS.map((m) => m.short).slice(0, 6), ["ES", "PS", "NS", "EM", "PM", "NM"]);
-  await assert.rejects(() => standardScores(model, tok, c, []), /0 locality references for 2 neighbours/);
+  await assert.rejects(
+    () => standardScores(model, tok, [{ c, reference }, { c, reference: [] }]),
+    /case 1 has 0 locality references for 2 neighbours/,
+  );
 });
 
 /** The reference perplexity of a token sequence under `w`: exp(-(1/N) sum_{t>=1} log p(x_t | x_<t)). */
@@ -493,13 +524,13 @@ Deno.test('essence (drift.ts): seeded samples of "{subject} is a", perplexities 
   near(texts.perplexity, mean(texts.sequences.map((ids) => referencePerplexity(weights, ids))), 1e-3, "pre");
   // Unchanged, the score is 1; under other weights (an "edit") the texts' perplexity is theirs, and the
   // score is Hase et al.'s 1 - clip(post - pre, 0, 5) / 5.
-  const same = await essenceOf(model, texts);
+  const [same] = await essenceOf(model, [texts]);
   assert.deepEqual(same, { score: 1, pre: texts.perplexity, post: texts.perplexity });
   const otherWeights = new Map(
     [...weights].map(([name, w]) => [name, w.map((v) => (name.includes("mlp") ? 1.3 * v : v))]),
   );
   const edited = Model.fromArrays(gpu, cfg, otherWeights);
-  const after = await essenceOf(edited, texts);
+  const [after] = await essenceOf(edited, [texts]);
   near(
     after.post,
     mean(texts.sequences.map((ids) => referencePerplexity(otherWeights, ids))),
@@ -524,12 +555,130 @@ Deno.test('essence (drift.ts): seeded samples of "{subject} is a", perplexities 
 });
 
 Deno.test("fluency (drift.ts): the mean n-gram entropy of seeded generations from the prompts", async () => {
-  const o = { tokens: 6, topK: 3, seed: 2 };
+  const o = { tokens: 6, topK: 3 };
   const prompts = PROMPTS.slice(0, 2);
   const g = await generate(model, tok, prompts, { maxNewTokens: 6, topK: 3, seed: 2 });
   const expected = g.texts.map(fluency).reduce((a, b) => a + b, 0) / prompts.length;
   assert.ok(expected > 0, "the generations have several distinct n-grams");
-  assert.equal(await generationFluency(model, tok, prompts, o), expected);
-  assert.equal(await generationFluency(model, tok, prompts, o), expected, "seeded");
-  await assert.rejects(() => generationFluency(model, tok, [], o), /fluency: no generation prompts/);
+  assert.deepEqual(await generationFluency(model, tok, [{ prompts, seed: 2 }], o), [expected]);
+  assert.deepEqual(await generationFluency(model, tok, [{ prompts, seed: 2 }], o), [expected], "seeded");
+  // Runs generated together: each its own draws, the fluency it has generated alone.
+  const other = { prompts: PROMPTS.slice(1), seed: 7 };
+  const [alone] = await generationFluency(model, tok, [other], o);
+  assert.deepEqual(await generationFluency(model, tok, [other, { prompts, seed: 2 }], o), [alone, expected]);
+  await assert.rejects(
+    () => generationFluency(model, tok, [{ prompts, seed: 2 }, { prompts: [], seed: 2 }], o),
+    /fluency: run 1 has no generation prompts/,
+  );
+});
+
+/** Random low-rank edits of c_proj at the given (layer, rank), large enough to change the generations. */
+function randomEdits(parts: [number, number][]): Edit[] {
+  const f = model.config.nInner, d = model.config.nEmbd;
+  return parts.map(([layer, rank], i) => ({
+    method: "random",
+    requests: [],
+    deltas: [
+      keyValueDelta(model, layer, randomArray(f * rank, 40 + i, 2), randomArray(rank * d, 50 + i, 2), rank),
+    ],
+    info: {},
+  }));
+}
+
+Deno.test("under virtual edits, one batched pass gives each edit's standard metrics, essence, fluency and samples as applying it", async () => {
+  const edits = randomEdits([[0, 1], [1, 1], [1, 2]]);
+  const base = {
+    prompt: "the capital of France is",
+    paraphrases: ["the Eiffel Tower is located in the city of", "Paris is"],
+    neighbors: ["Rome", "a famous old river"],
+    targetTrue: "Paris",
+    targetNew: "Rome",
+  };
+  const cases = [base, { ...base, targetNew: "Lyon" }, { ...base, prompt: "Paris is", targetNew: "Italy" }];
+  const baselines: StandardBaseline[] = [];
+  for (const c of cases) baselines.push({ c, reference: await localityReference(model, tok, c) });
+  const sampling = { topK: 3, tokens: 5 };
+  const texts = [];
+  for (const [i, subject] of ["Paris", "Rome", "Paris"].entries()) {
+    texts.push(await essenceTexts(model, tok, subject, { ...sampling, seed: i, samples: 3 }));
+  }
+  const runs = [
+    { prompts: PROMPTS.slice(0, 2), seed: 3 },
+    { prompts: PROMPTS.slice(2), seed: 4 },
+    { prompts: PROMPTS.slice(0, 2), seed: 3 },
+  ];
+  const unedited = await generationFluency(model, tok, runs, sampling);
+  const uneditedTokens: number[][][] = [];
+  for (const r of runs) {
+    uneditedTokens.push(
+      (await generate(model, tok, r.prompts, { maxNewTokens: 5, topK: 3, seed: r.seed })).tokens,
+    );
+  }
+  // Each edit applied alone, its own case, texts and run scored, then undone.
+  const expected: { standard: StandardScores; essence: Essence; fluency: number; tokens: number[][] }[] = [];
+  for (const [e, edit] of edits.entries()) {
+    const applied = await applyEdit(model, edit);
+    const g = await generate(model, tok, runs[e].prompts, { maxNewTokens: 5, topK: 3, seed: runs[e].seed });
+    expected.push({
+      standard: (await standardScores(model, tok, [baselines[e]]))[0],
+      essence: (await essenceOf(model, [texts[e]]))[0],
+      fluency: (await generationFluency(model, tok, [runs[e]], sampling))[0],
+      tokens: g.tokens,
+    });
+    applied.undo();
+  }
+  assert.ok(
+    expected.some((x, e) => JSON.stringify(x.tokens) !== JSON.stringify(uneditedTokens[e])),
+    "the edits change what is generated",
+  );
+  // All at once under virtual edits, with an unedited item (-1) among them.
+  const set = new VirtualEditSet(model, edits);
+  const itemEdit = [2, 0, -1, 1];
+  const under = { edits: set, itemEdit };
+  const pick = <T>(xs: T[], unedited: T) => itemEdit.map((e) => (e === -1 ? unedited : xs[e]));
+  const standard = await standardScores(model, tok, pick(baselines, baselines[0]), under);
+  const essence = await essenceOf(model, pick(texts, texts[0]), under);
+  const fluent = await generationFluency(model, tok, pick(runs, runs[0]), sampling, under);
+  const prompts = pick(runs, runs[0]).flatMap((r) => r.prompts);
+  const g = await generate(
+    model,
+    tok,
+    prompts,
+    {
+      maxNewTokens: 5,
+      topK: 3,
+      streams: pick(runs, runs[0]).map((r) => ({ seed: r.seed, prompts: r.prompts.length })),
+    },
+    { edits: set, itemEdit: pick(runs, runs[0]).flatMap((r, i) => r.prompts.map(() => itemEdit[i])) },
+  );
+  set.release();
+  const [uneditedStandard] = await standardScores(model, tok, [baselines[0]]);
+  const [uneditedEssence] = await essenceOf(model, [texts[0]]);
+  let at = 0;
+  for (const [i, e] of itemEdit.entries()) {
+    const want: (typeof expected)[number] = e === -1
+      ? {
+        standard: uneditedStandard,
+        essence: uneditedEssence,
+        fluency: unedited[0],
+        tokens: uneditedTokens[0],
+      }
+      : expected[e];
+    const what = `item ${i} (edit ${e})`;
+    for (const m of STANDARD_METRICS) {
+      const [x, y] = [standard[i][m.key], want.standard[m.key]];
+      assert.ok(
+        x === y || (x !== null && y !== null && Math.abs(x - y) <= 1e-5),
+        `${what}: ${m.key} ${x} vs ${y}`,
+      );
+    }
+    assert.equal(essence[i].pre, want.essence.pre);
+    near(essence[i].post, want.essence.post, 1e-5 * want.essence.post, `${what}: essence after`);
+    assert.deepEqual(g.tokens.slice(at, at += want.tokens.length), want.tokens, `${what}: the same samples`);
+    assert.equal(fluent[i], want.fluency, `${what}: fluency`);
+  }
+  await assert.rejects(
+    () => standardScores(model, tok, baselines, { edits: set, itemEdit: [0] }),
+    /1 item edits for 3 items/,
+  );
 });

@@ -514,6 +514,7 @@ Deno.test("sweep: batched virtual scoring stores what applying, scoring and undo
   const applied = readAll(db).filter((r) => r.method === "rome");
   const reference = byKey(fullRows);
   assert.equal(applied.length, 3 * 2 * 2);
+  let measured = 0;
   for (const r of applied) {
     const batched = reference.get(r.key)!;
     assert.equal(batched.timings.virtual, 1, `${r.key} was scored virtually in the full run`);
@@ -527,7 +528,26 @@ Deno.test("sweep: batched virtual scoring stores what applying, scoring and undo
       );
     }
     assertSameMetrics(r, batched);
+    // The standard metrics, essence and fluency were batched too (every prompt under its edit, each
+    // fact's generations with their own draws): the values of the edit applied, the same samples.
+    const [sa, sb] = [r, batched].map((x) => x.metrics.standard as Record<string, number | null> | null);
+    assert.equal(sa === null, sb === null, r.key);
+    for (const m of sa ? STANDARD_METRICS : []) {
+      const [x, y] = [sa![m.key], sb![m.key]];
+      assert.ok(x === y || Math.abs(x! - y!) <= 1e-5, `${r.key}: ${m.key} ${x} vs ${y}`);
+    }
+    const [ea, eb] = [r, batched].map((x) => x.metrics.essence as Record<string, number> | null);
+    assert.equal(ea === null, eb === null, r.key);
+    if (ea) {
+      assert.ok(
+        Math.abs(ea.post - eb!.post) <= 1e-5 * ea.post,
+        `${r.key}: essence ${ea.post} vs ${eb!.post}`,
+      );
+    }
+    assert.deepEqual(r.metrics.fluency, batched.metrics.fluency, `${r.key}: fluency`);
+    measured += ea ? 1 : 0;
   }
+  assert.ok(measured > 0, "essence and fluency were measured on some edits");
   assert.ok(fullRows.some((r) => r.method === "ft" && r.timings.virtual === 0), "FT-L is applied to score");
 });
 

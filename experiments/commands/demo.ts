@@ -35,7 +35,6 @@ import {
   probeResults,
   rewriteScore,
   standardBaseline,
-  type StandardScores,
   standardScores,
 } from "../evaluation/metrics.ts";
 import { knowsAnswers } from "../evaluation/recall.ts";
@@ -249,7 +248,7 @@ async function main(args: string[]): Promise<number> {
   );
   const after = await probeAnswers(model, tok, probes, c.targetTrue, c.targetNew);
   const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-  const standard: StandardScores = await standardScores(model, tok, baseline.c, baseline.reference);
+  const [standard] = await standardScores(model, tok, [baseline]);
   const results = probeResults(probes, before, after);
   for (const r of results) {
     console.log(`   ${r.label.padEnd(13)} "${r.text}"`);

@@ -322,6 +322,28 @@ export class VirtualEditSet {
   }
 }
 
+/**
+ * Virtual edits to score under: item i (a prompt, a case, a text: whatever the scorer takes) is scored
+ * with edit itemEdit[i] of the set (-1: the model as it is).
+ */
+export interface ScoredUnder {
+  /** The edits, uploaded once. */
+  edits: VirtualEditSet;
+  /** Per item, the edit it is scored under (-1: none). */
+  itemEdit: number[];
+}
+
+/** `under` with item i repeated counts[i] times: an edit per case becomes an edit per prompt of the case. */
+export function repeatUnder(under: ScoredUnder, counts: readonly number[]): ScoredUnder {
+  if (counts.length !== under.itemEdit.length) {
+    throw new Error(`${under.itemEdit.length} item edits for ${counts.length} items`);
+  }
+  return {
+    edits: under.edits,
+    itemEdit: under.itemEdit.flatMap((e, i) => new Array<number>(counts[i]).fill(e)),
+  };
+}
+
 /** A delta of an MLP output projection as its components: u [rank, f] key directions, v [rank, d] value
  *  changes (W_math += sum_c v_c u_c^T), whatever the family's layout (keyValueDelta's inverse). */
 function keyValueFactors(model: Model, delta: LowRankDelta): { u: Float32Array; v: Float32Array } {

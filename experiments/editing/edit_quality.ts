@@ -154,7 +154,7 @@ async function scoreEach(
     const applied = await applyEdit(model, edit);
     const [post] = await caseProbabilities(model, tok, [cases[i]]);
     const b = baselines[i];
-    out.standard.push(b && await standardScores(model, tok, b.c, b.reference));
+    out.standard.push(b && (await standardScores(model, tok, [b]))[0]);
     applied.undo();
     out.scores.push(caseScores(cases[i].request, pre[i], post));
   }
@@ -172,8 +172,9 @@ async function scoreBatch(
   const baselines = await standardBaselines(model, tok, cases);
   const applied = await applyEdit(model, edit);
   const post = await caseProbabilities(model, tok, cases);
-  const standard = [];
-  for (const b of baselines) standard.push(b && await standardScores(model, tok, b.c, b.reference));
+  const applicable = baselines.filter((b): b is StandardBaseline => b !== null);
+  const scored = await standardScores(model, tok, applicable);
+  const standard = baselines.map((b) => b && scored[applicable.indexOf(b)]);
   applied.undo();
   return { scores: cases.map((p, i) => caseScores(p.request, pre[i], post[i])), standard };
 }

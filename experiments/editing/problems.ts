@@ -22,7 +22,7 @@ import { logProbOf, topK } from "../../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditCase } from "../data/datasets.ts";
 import { erasureScore, harmonicMean, neighborhoodScore, rewriteScore } from "../evaluation/metrics.ts";
-import type { EditRequest, SubjectNoise, VirtualEditSet } from "./edit.ts";
+import type { EditRequest, ScoredUnder, SubjectNoise, VirtualEditSet } from "./edit.ts";
 import { batchWithNoise, instantiate, type PromptInstance } from "./keys.ts";
 
 /** Hase et al.'s editing problems ("Does Localization Inform Editing?", section 4). */
@@ -148,17 +148,6 @@ export interface ScoredPrompt {
   instance: PromptInstance;
   /** The target's token ids. */
   target: number[];
-}
-
-/**
- * Virtual edits to score under (experiments/editing/edit.ts VirtualEditSet): item i is scored with
- * edit itemEdit[i] of the set (-1: the model as it is).
- */
-export interface ScoredUnder {
-  /** The edits, uploaded once. */
-  edits: VirtualEditSet;
-  /** Per item, the edit it is scored under (-1: none). */
-  itemEdit: number[];
 }
 
 /** p = exp(-mean NLL) of each item's target after its prompt (noise applied where the instance has it),

@@ -194,7 +194,7 @@ export async function evaluateEdit(
   try {
     const after = await greedyGenerate(model, tok, texts, tokens);
     const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-    const standard = baseline && await standardScores(model, tok, baseline.c, baseline.reference);
+    const standard = baseline && (await standardScores(model, tok, [baseline]))[0];
     return {
       probes,
       before: before.continuations,

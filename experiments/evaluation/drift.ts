@@ -1,7 +1,9 @@
 // Essence drift and fluency: the generation-based measurements of what an edit does to the rest of the
 // model, on the GPU (metrics.ts generate, tokenPerplexity, fluency). Both are seeded: the same seed gives
 // the same samples and generations on every run, so a pre-edit and a post-edit measurement differ only
-// by the edit.
+// by the edit. Both take many measurements at once (a sweep block's edits), each of them under its own
+// virtual edit if asked (experiments/editing/edit.ts ScoredUnder), in shared batches; every fluency run
+// draws from its own PRNG stream, so it samples the tokens it samples alone.
 //
 //  - Essence (Hase et al., "Does Localization Inform Editing?", appendix B, "Measuring essence drift"):
 //    `samples` texts sampled (top-k) from the unedited model after "{subject} is a", which tend to
@@ -13,6 +15,7 @@
 //    scores low.
 import type { Model } from "../../engine/model.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { repeatUnder, type ScoredUnder } from "../editing/edit.ts";
 import { essenceScore, fluency, generate, tokenPerplexity } from "./metrics.ts";
 
 /** Hase et al.'s essence prompt; "{}" is the subject. */
@@ -85,21 +88,64 @@ export async function essenceTexts(
   };
 }
 
-/** The essence of the model as it is now (call it with the edit applied) against the unedited texts. */
-export async function essenceOf(model: Model, texts: EssenceTexts): Promise<Essence> {
-  const post = mean(await tokenPerplexity(model, texts.sequences));
-  return { score: essenceScore(texts.perplexity, post), pre: texts.perplexity, post };
+/**
+ * The essence of the model as it is now (call it with the edit applied) against each set of unedited
+ * texts; with `under`, texts[i] are scored under virtual edit under.itemEdit[i] instead (every edit's
+ * texts in the same batches).
+ */
+export async function essenceOf(
+  model: Model,
+  texts: readonly EssenceTexts[],
+  under?: ScoredUnder,
+): Promise<Essence[]> {
+  const perplexities = await tokenPerplexity(
+    model,
+    texts.flatMap((t) => t.sequences),
+    undefined,
+    under && repeatUnder(under, texts.map((t) => t.sequences.length)),
+  );
+  let at = 0;
+  return texts.map((t) => {
+    const post = mean(perplexities.slice(at, at += t.sequences.length));
+    return { score: essenceScore(t.perplexity, post), pre: t.perplexity, post };
+  });
 }
 
-/** ROME's fluency of the model as it is now: the mean n-gram entropy of one sampled generation from
- *  each prompt (the whole text, prompt included, as ROME measures it). */
+/** One fluency measurement: its generation prompts and the seed of their draws. */
+export interface FluencyRun {
+  /** The generation prompts, one sampled generation each. */
+  prompts: readonly string[];
+  /** PRNG seed of the run's draws. */
+  seed: number;
+}
+
+/**
+ * ROME's fluency of the model as it is now, per run: the mean n-gram entropy of one sampled generation
+ * from each of its prompts (the whole text, prompt included, as ROME measures it). The runs are
+ * generated together, each with its own stream of draws (the tokens it gets generated alone); with
+ * `under`, run i under virtual edit under.itemEdit[i].
+ */
 export async function generationFluency(
   model: Model,
   tok: Tokenizer,
-  prompts: readonly string[],
-  o: SamplingOptions,
-): Promise<number> {
-  if (prompts.length === 0) throw new Error("fluency: no generation prompts");
-  const g = await generate(model, tok, prompts, { maxNewTokens: o.tokens, topK: o.topK, seed: o.seed });
-  return mean(g.texts.map(fluency));
+  runs: readonly FluencyRun[],
+  o: Omit<SamplingOptions, "seed">,
+  under?: ScoredUnder,
+): Promise<number[]> {
+  runs.forEach((r, i) => {
+    if (r.prompts.length === 0) throw new Error(`fluency: run ${i} has no generation prompts`);
+  });
+  const g = await generate(
+    model,
+    tok,
+    runs.flatMap((r) => r.prompts),
+    {
+      maxNewTokens: o.tokens,
+      topK: o.topK,
+      streams: runs.map((r) => ({ seed: r.seed, prompts: r.prompts.length })),
+    },
+    under && repeatUnder(under, runs.map((r) => r.prompts.length)),
+  );
+  let at = 0;
+  return runs.map((r) => mean(g.texts.slice(at, at += r.prompts.length).map(fluency)));
 }

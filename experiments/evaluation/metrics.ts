@@ -21,12 +21,14 @@
 // Conventions shared with ROME and EasyEdit: a target is tokenized as it follows the prompt after a
 // space, targetIds(tok, prompt, target) (GPT-2: tok.encode(" " + target)), and scored after the
 // prompt's own tokens; p = exp(-mean NLL) is the geometric-mean token probability of a multi-token target.
-import type { Model } from "../../engine/model.ts";
+import type { Tensor } from "../../engine/gpu.ts";
+import type { ForwardResult, Model } from "../../engine/model.ts";
 import { makeBatch } from "../../engine/model.ts";
-import { logProbOf, topK, TOPK_MAX } from "../../engine/ops.ts";
+import { logProbOf, type RowEntry, rowOps, topK, TOPK_MAX } from "../../engine/ops.ts";
 import { type Prediction, predictNext } from "../../engine/predict.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
+import { repeatUnder, type ScoredUnder } from "../editing/edit.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Hase et al. (2023), "Does Localization Inform Editing?": scores normalised to [0, 1]
@@ -418,7 +420,7 @@ export interface StandardBaseline {
 }
 
 /** standardCaseOf(c, request) with the unedited model's locality reference, or null where the standard
- *  metrics do not apply. Run before the edit; standardScores(model, tok, b.c, b.reference) after it. */
+ *  metrics do not apply. Run before the edit; standardScores(model, tok, [b]) after it. */
 export async function standardBaseline(
   model: Model,
   tok: Tokenizer,
@@ -429,51 +431,74 @@ export async function standardBaseline(
   return sc && { c: sc, reference: await localityReference(model, tok, sc) };
 }
 
-/** Every standard metric of one case on the model as it is now (after the edit); `reference` is
- *  localityReference() of the unedited model. One batch of forwards. */
+/**
+ * Every standard metric of each case on the model as it is now (after the edit); each case's
+ * `reference` is localityReference() of the unedited model. With `under`, case i is scored under virtual
+ * edit under.itemEdit[i] (every edit's cases in the same batches, instead of apply / score / undo per
+ * edit). One batch of forwards for all cases.
+ */
 export async function standardScores(
   model: Model,
   tok: Tokenizer,
-  c: StandardCase,
-  reference: LocalityReference,
-): Promise<StandardScores> {
-  if (reference.length !== c.neighbors.length) {
-    throw new Error(
-      `standardScores: ${reference.length} locality references for ${c.neighbors.length} neighbours`,
+  cases: readonly StandardBaseline[],
+  under?: ScoredUnder,
+): Promise<StandardScores[]> {
+  const prompts: string[] = [], targets: string[] = [], counts: number[] = [];
+  const layouts = cases.map(({ c, reference }, i) => {
+    if (reference.length !== c.neighbors.length) {
+      throw new Error(
+        `standardScores: case ${i} has ${reference.length} locality references for ${c.neighbors.length} ` +
+          "neighbours",
+      );
+    }
+    const rewrite = [c.prompt, ...c.paraphrases], neighbors = [...c.neighbors];
+    const portability = c.portability ?? [];
+    // The first block scores the new object everywhere; the second the truth: the true object after the
+    // rewrite prompts, each neighbour's own answer after it (the true object in CounterFact).
+    const own = [...rewrite, ...neighbors, ...rewrite, ...neighbors, ...portability.map((p) => p.prompt)];
+    const at = prompts.length;
+    prompts.push(...own);
+    targets.push(
+      ...[...rewrite, ...neighbors].map(() => c.targetNew),
+      ...rewrite.map(() => c.targetTrue),
+      ...neighborAnswers(c),
+      ...portability.map((p) => p.answer),
     );
-  }
-  const rewrite = [c.prompt, ...c.paraphrases], neighbors = [...c.neighbors];
-  const portability = c.portability ?? [];
-  const prompts = [...rewrite, ...neighbors, ...rewrite, ...neighbors, ...portability.map((p) => p.prompt)];
-  // The first block scores the new object everywhere; the second the truth: the true object after the
-  // rewrite prompts, each neighbour's own answer after it (the true object in CounterFact).
-  const targets = [
-    ...[...rewrite, ...neighbors].map(() => c.targetNew),
-    ...rewrite.map(() => c.targetTrue),
-    ...neighborAnswers(c),
-    ...portability.map((p) => p.answer),
-  ];
-  const s = await scoreContinuations(model, tok, prompts, targets);
-  const n = rewrite.length + neighbors.length;
-  const pair = (i: number): NllPair => ({ nllNew: s.nll[i], nllTrue: s.nll[n + i] });
-  const counterfact = romeCaseMetrics({
-    rewrite: [pair(0)],
-    paraphrase: c.paraphrases.map((_, i) => pair(1 + i)),
-    neighborhood: neighbors.map((_, i) => pair(rewrite.length + i)),
+    counts.push(own.length);
+    return { at, rewrite, neighbors, portability };
   });
-  const accuracy = (i: number) => tokenAgreement(s.predicted[i], s.targets[i]);
+  const s = await scoreContinuations(
+    model,
+    tok,
+    prompts,
+    targets,
+    DEFAULT_BATCH,
+    under && repeatUnder(under, counts),
+  );
   const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
-  return {
-    ...counterfact,
-    reliability: accuracy(0),
-    generalization: mean(c.paraphrases.map((_, i) => accuracy(1 + i))),
-    // The post-edit argmax tokens on neighbour + true object (the second block) against the reference.
-    locality: mean(
-      neighbors.map((_, i) => tokenAgreement(s.predicted[n + rewrite.length + i], reference[i])),
-    ),
-    portability: mean(portability.map((_, i) => accuracy(2 * n + i))),
-    specificity: mean(neighbors.map((_, i) => accuracy(n + rewrite.length + i))),
-  };
+  return cases.map(({ c, reference }, k) => {
+    // Index i of this case's prompts is row at + i of the scores.
+    const { at, rewrite, neighbors, portability } = layouts[k];
+    const n = rewrite.length + neighbors.length;
+    const pair = (i: number): NllPair => ({ nllNew: s.nll[at + i], nllTrue: s.nll[at + n + i] });
+    const counterfact = romeCaseMetrics({
+      rewrite: [pair(0)],
+      paraphrase: c.paraphrases.map((_, i) => pair(1 + i)),
+      neighborhood: neighbors.map((_, i) => pair(rewrite.length + i)),
+    });
+    const accuracy = (i: number) => tokenAgreement(s.predicted[at + i], s.targets[at + i]);
+    return {
+      ...counterfact,
+      reliability: accuracy(0),
+      generalization: mean(c.paraphrases.map((_, i) => accuracy(1 + i))),
+      // The post-edit argmax tokens on neighbour + true object (the second block) against the reference.
+      locality: mean(
+        neighbors.map((_, i) => tokenAgreement(s.predicted[at + n + rewrite.length + i], reference[i])),
+      ),
+      portability: mean(portability.map((_, i) => accuracy(2 * n + i))),
+      specificity: mean(neighbors.map((_, i) => accuracy(n + rewrite.length + i))),
+    };
+  });
 }
 
 /** "ES 1.00  PS 0.50  NS 0.80  EM 0.97 ..." (n/a for a metric without prompts). */
@@ -534,17 +559,25 @@ export interface TokenScores {
 
 const DEFAULT_BATCH = 64;
 
+/** The most bytes generate's key/value cache of one batch may take (all layers). */
+const GENERATION_CACHE_BYTES = 1 << 30;
+
 /**
  * Teacher-forced scores of every item's continuation: one forward over context ++ continuation[..m-1)
  * per item (right-padded batches of `batchSize` items), logits only at the m predicting positions,
- * log-probabilities and argmaxes computed on the GPU, one readback per batch.
+ * log-probabilities and argmaxes computed on the GPU, one readback per batch. With `under`, item i is
+ * scored under virtual edit under.itemEdit[i] (the model as it is for -1), in the same batches.
  */
 export async function scoreTokens(
   model: Model,
   items: readonly ScoringItem[],
   batchSize = DEFAULT_BATCH,
+  under?: ScoredUnder,
 ): Promise<TokenScores> {
   const gpu = model.gpu, V = model.config.vocabSize;
+  if (under && under.itemEdit.length !== items.length) {
+    throw new Error(`scoreTokens: ${under.itemEdit.length} item edits for ${items.length} items`);
+  }
   items.forEach((it, i) => {
     if (it.context.length === 0) throw new Error(`scoreTokens: item ${i} has an empty context`);
     if (it.continuation.length === 0) throw new Error(`scoreTokens: item ${i} has an empty continuation`);
@@ -564,7 +597,8 @@ export async function scoreTokens(
       it.continuation.map((_, j) => b * batch.T + it.context.length - 1 + j)
     );
     const R = outputRows.length;
-    const res = model.forward(batch, { outputRows });
+    const virtualEdits = under?.edits.forBatch(under.itemEdit.slice(start, start + batchSize), batch.T);
+    const res = model.forward(batch, { outputRows, virtualEdits });
     const targets = gpu.upload([R], chunk.flatMap((it) => it.continuation), "u32");
     const lp = logProbOf(gpu, res.logits, targets, R, V);
     const top = topK(gpu, res.logits, R, V, 1);
@@ -607,16 +641,17 @@ function encodeItems(tok: Tokenizer, prompts: readonly string[], targets: readon
   });
 }
 
-/** Teacher-forced scores of `targets[i]` after `prompts[i]`. */
+/** Teacher-forced scores of `targets[i]` after `prompts[i]` (under virtual edits: scoreTokens). */
 export async function scoreContinuations(
   model: Model,
   tok: Tokenizer,
   prompts: readonly string[],
   targets: readonly string[],
   batchSize = DEFAULT_BATCH,
+  under?: ScoredUnder,
 ): Promise<ContinuationScores> {
   const items = encodeItems(tok, prompts, targets);
-  const s = await scoreTokens(model, items, batchSize);
+  const s = await scoreTokens(model, items, batchSize, under);
   const nll = s.logProbs.map((lp) => -lp.reduce((a, b) => a + b, 0) / lp.length);
   return { ...s, nll, targets: items.map((it) => it.continuation) };
 }
@@ -736,14 +771,16 @@ export async function perplexity(
   return await tokenPerplexity(model, sequences, batchSize);
 }
 
-/** perplexity() of token sequences (each of >= 2 tokens), e.g. generated ones, without re-encoding. */
+/** perplexity() of token sequences (each of >= 2 tokens), e.g. generated ones, without re-encoding
+ *  (under virtual edits: scoreTokens). */
 export async function tokenPerplexity(
   model: Model,
   sequences: readonly number[][],
   batchSize = DEFAULT_BATCH,
+  under?: ScoredUnder,
 ): Promise<number[]> {
   const items = sequences.map((ids) => ({ context: ids.slice(0, 1), continuation: ids.slice(1) }));
-  const s = await scoreTokens(model, items, batchSize);
+  const s = await scoreTokens(model, items, batchSize, under);
   return s.logProbs.map((lp) => Math.exp(-lp.reduce((a, b) => a + b, 0) / (lp.length + 1)));
 }
 
@@ -753,8 +790,15 @@ export interface GenerateOptions {
   maxNewTokens: number;
   /** Sample among the k most likely tokens (softmax restricted to them); 1 = greedy (default). */
   topK?: number;
-  /** PRNG seed for sampling (default 0). */
+  /** PRNG seed for sampling (default 0): one stream of draws, taken prompt by prompt at each step. */
   seed?: number;
+  /**
+   * Instead of `seed`, one stream of draws per run of consecutive prompts: the first streams[0].prompts
+   * prompts draw from a PRNG seeded streams[0].seed, the next streams[1].prompts from their own, and so
+   * on, so that batching runs together (e.g. every edit's prompts, each under its own virtual edit)
+   * samples each run's tokens exactly as generating it alone with its seed would.
+   */
+  streams?: readonly { seed: number; prompts: number }[];
 }
 
 /** Generated tokens and text per prompt. */
@@ -770,16 +814,21 @@ export interface Generation {
 }
 
 /**
- * Batched autoregressive generation without a cache: each step runs the unfinished prompts as one
- * right-padded batch and reads back the top-k of their last positions (one readback per step).
+ * Batched autoregressive generation with a key/value cache: the prompts run once, as right-padded
+ * batches of up to `batchSize` (their attention inputs q|k|v kept per layer, [prompts * Tmax, width]); each
+ * later step runs only every unfinished sequence's newest token, its earlier positions read from the
+ * cache (Model.forward's suffix), and appends that token's q|k|v. One readback per step for every batch.
+ * With `under`, prompt i is generated under virtual edit under.itemEdit[i] (-1: the model as it is).
  */
 export async function generate(
   model: Model,
   tok: Tokenizer,
   prompts: readonly string[],
   o: GenerateOptions,
+  under?: ScoredUnder,
+  batchSize = DEFAULT_BATCH,
 ): Promise<Generation> {
-  const gpu = model.gpu, V = model.config.vocabSize;
+  const gpu = model.gpu, cfg = model.config, V = cfg.vocabSize;
   const k = o.topK ?? 1;
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0) {
     throw new Error(`generate: maxNewTokens must be >= 0, got ${o.maxNewTokens}`);
@@ -787,32 +836,117 @@ export async function generate(
   if (!Number.isInteger(k) || k < 1 || k > Math.min(TOPK_MAX, V)) {
     throw new Error(`generate: topK must be in [1, ${Math.min(TOPK_MAX, V)}], got ${k}`);
   }
-  const random = mulberry32(o.seed ?? 0);
+  if (under && under.itemEdit.length !== prompts.length) {
+    throw new Error(`generate: ${under.itemEdit.length} prompt edits for ${prompts.length} prompts`);
+  }
+  if (o.streams && o.seed !== undefined) throw new Error("generate: give a seed or streams, not both");
+  const streams = o.streams ?? [{ seed: o.seed ?? 0, prompts: prompts.length }];
+  const streamOf = streams.flatMap((st, j) => {
+    if (!Number.isInteger(st.prompts) || st.prompts < 0) {
+      throw new Error(`generate: stream ${j} has ${st.prompts} prompts`);
+    }
+    return new Array<number>(st.prompts).fill(j);
+  });
+  if (streamOf.length !== prompts.length) {
+    throw new Error(`generate: the streams hold ${streamOf.length} prompts, there are ${prompts.length}`);
+  }
+  const randoms = streams.map((st) => mulberry32(st.seed));
   const sequences = prompts.map((p, i) => {
     const ids = tok.encode(p);
     if (ids.length === 0) throw new Error(`generate: prompt ${i} ${JSON.stringify(p)} has no tokens`);
     return ids;
   });
   const promptLengths = sequences.map((s) => s.length);
-  const finished = sequences.map((s) => s.length >= model.config.nPositions);
-  for (let step = 0; step < o.maxNewTokens; step++) {
-    const active = sequences.flatMap((_, i) => (finished[i] ? [] : [i]));
-    if (active.length === 0) break;
-    const res = model.forward(makeBatch(active.map((i) => sequences[i])));
-    const top = topK(gpu, res.logits, active.length, V, k);
-    const [indexValues, logits] = await gpu.readMany([top.indices, top.values]);
-    const indices = new Uint32Array(indexValues.buffer, indexValues.byteOffset, indexValues.length);
-    gpu.release(top.indices, top.values);
-    model.releaseForward(res);
-    active.forEach((i, a) => {
-      const next = indices[a * k + pickFromTop(logits.subarray(a * k, (a + 1) * k), random)];
-      if (next === tok.eosId) {
-        finished[i] = true;
-        return;
+  const finished = sequences.map((s) => s.length >= cfg.nPositions);
+  // Batches of prompts, fixed for every step; prompt i's cache rows start at row (i % per) * Tmax. A
+  // prompt's cache takes L x Tmax rows of q|k|v: a batch holds at most `batchSize` prompts, one storage
+  // binding per layer and GENERATION_CACHE_BYTES in all (GPT-2 XL's 100-token texts: 10 prompts).
+  const L = cfg.nLayer, width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+  const Tmax = Math.min(cfg.nPositions, Math.max(0, ...promptLengths) + o.maxNewTokens);
+  const layerBytes = Tmax * width * 4;
+  const per = Math.max(
+    1,
+    Math.min(
+      batchSize,
+      Math.floor(gpu.limits.maxStorageBufferBindingSize / layerBytes),
+      Math.floor(GENERATION_CACHE_BYTES / (L * layerBytes)),
+    ),
+  );
+  const batches: { prompts: number[]; cache: Tensor[] }[] = [];
+  if (o.maxNewTokens > 0) {
+    for (let start = 0; start < prompts.length; start += per) {
+      const n = Math.min(per, prompts.length - start);
+      batches.push({
+        prompts: Array.from({ length: n }, (_, i) => start + i),
+        cache: Array.from({ length: L }, () => gpu.empty([n * Tmax, width])),
+      });
+    }
+  }
+  const base = (i: number) => (i % per) * Tmax;
+  try {
+    for (let step = 0; step < o.maxNewTokens; step++) {
+      // Every batch of the step is recorded before the one readback: per batch [indices, values] of
+      // its active prompts' top k, and per active prompt (in prompt order) its batch and row there.
+      const tops: Tensor[] = [], drawn: { prompt: number; batch: number; row: number }[] = [];
+      for (const b of batches) {
+        const active = b.prompts.filter((i) => !finished[i]);
+        if (active.length === 0) continue;
+        const edits = (T: number) => under?.edits.forBatch(active.map((i) => under.itemEdit[i]), T);
+        // Each forward row's q|k|v goes to the cache row of its sequence and position.
+        const entries: RowEntry[] = [];
+        let captured: Tensor[], res: ForwardResult;
+        if (step === 0) {
+          const batch = makeBatch(active.map((i) => sequences[i]));
+          captured = Array.from({ length: L }, () => gpu.empty([batch.B * batch.T, width]));
+          const captureQkv = new Map(captured.map((t, l) => [l, t]));
+          res = model.forward(batch, { captureQkv, virtualEdits: edits(batch.T) });
+          active.forEach((i, a) =>
+            sequences[i].forEach((_, t) =>
+              entries.push({ dst: base(i) + t, src: a * batch.T + t, keep: 0, take: 1 })
+            )
+          );
+        } else {
+          // The newest token of each sequence at its position: its embedding (a pass through no block),
+          // then every block on that row alone, the earlier positions' q|k|v read from the cache.
+          const whole = makeBatch(active.map((i) => sequences[i]));
+          const embedded = model.forward(whole, { endLayer: 0 });
+          const last = active.map((i) => sequences[i].length - 1);
+          captured = Array.from({ length: L }, () => gpu.empty([active.length, width]));
+          res = model.forward(makeBatch(active.map((i) => [sequences[i].at(-1)!])), {
+            input: embedded.logits,
+            suffix: { starts: last, qkv: b.cache, bases: active.map(base), T: whole.T },
+            captureQkv: new Map(captured.map((t, l) => [l, t])),
+            virtualEdits: edits(1),
+          });
+          model.releaseForward(embedded);
+          active.forEach((i, a) => entries.push({ dst: base(i) + last[a], src: a, keep: 0, take: 1 }));
+        }
+        captured.forEach((t, l) => rowOps(gpu, b.cache[l], t, width, entries));
+        gpu.release(...captured);
+        const top = topK(gpu, res.logits, active.length, V, k);
+        model.releaseForward(res);
+        active.forEach((prompt, row) => drawn.push({ prompt, batch: tops.length / 2, row }));
+        tops.push(top.indices, top.values);
       }
-      sequences[i].push(next);
-      if (sequences[i].length >= model.config.nPositions) finished[i] = true;
-    });
+      if (drawn.length === 0) break;
+      const read = await gpu.readMany(tops);
+      gpu.release(...tops);
+      // Draws in prompt order (the batches hold consecutive prompts), so a stream's prompts draw in the
+      // order they take generated alone.
+      for (const { prompt: i, batch, row } of drawn) {
+        const indexValues = read[2 * batch], logits = read[2 * batch + 1].subarray(row * k, (row + 1) * k);
+        const indices = new Uint32Array(indexValues.buffer, indexValues.byteOffset, indexValues.length);
+        const next = indices[row * k + pickFromTop(logits, randoms[streamOf[i]])];
+        if (next === tok.eosId) {
+          finished[i] = true;
+          continue;
+        }
+        sequences[i].push(next);
+        if (sequences[i].length >= cfg.nPositions) finished[i] = true;
+      }
+    }
+  } finally {
+    for (const b of batches) gpu.release(...b.cache);
   }
   const tokens = sequences.map((s, i) => s.slice(promptLengths[i]));
   return {

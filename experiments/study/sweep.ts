@@ -48,8 +48,10 @@
 // method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
 // compute a block's edits of one (problem, method) at every layer together (independent rank-one edits;
 // their v* batches filled layer by layer up to the row budget, editing/values.ts), then score them all
-// in one batched pass where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts:
-// the weights are never written); FT-L's dense edits (and every edit under --apply-to-score, the
+// in batched passes where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts:
+// the weights are never written): Hase et al.'s probabilities, the standard metrics, the essence texts'
+// perplexities and the fluency generations (each fact's with its own stream of draws, so the samples are
+// those of the edit applied); FT-L's dense edits (and every edit under --apply-to-score, the
 // reference) are applied alone, scored and undone. MEMIT and EMMET optimise a block's z (facts x layers)
 // together the same way, then solve each fact's edit on its own; FT-L computes one fact at a time.
 // Pre-edit probabilities are computed once per (fact, problem). Within a block, a v* or z that another
@@ -106,6 +108,7 @@ import {
   formatStandardScores,
   harmonicMean,
   meanStandardScores,
+  type StandardBaseline,
   standardBaseline,
   type StandardScores,
   standardScores,
@@ -254,8 +257,9 @@ export interface DriftSettings {
 }
 
 /** The default: Hase et al.'s 5 essence samples and ROME's top-5, with short texts, on a quarter of the
- *  facts: essence and fluency on every edit add about 40% to a sweep of the embedded model on this
- *  machine's software adapter (2.3 s per edit), on every 4th fact about 10% (bench/RESULTS.md). */
+ *  facts: essence and fluency on every edit added about 40% to a sweep of the embedded model on this
+ *  machine's software adapter (2.3 s per edit) when each edit was applied and generated alone; scored
+ *  under a block's virtual edits with cached generation, about a tenth (0.15 s per edit; bench/RESULTS.md). */
 export const DEFAULT_DRIFT: DriftSettings = {
   essenceSamples: 5,
   essenceTokens: 20,
@@ -888,13 +892,15 @@ export async function runSweep(
     const startWords = await templateStartWords(tok, ctx.corpus);
     const requests = new Map<string, EditRequest>();
     const pres = new Map<string, CaseProbabilities>();
+    // The unedited model's standard baseline (metrics.ts) of each fact and problem, or null where the
+    // standard metrics do not apply.
+    const standards = new Map<string, StandardBaseline | null>();
     const prepare = async (group: typeof edits) => {
       const missing = group.filter((it) => !pres.has(`${it.fact.id}|${it.problem}`));
       for (const it of missing) {
-        requests.set(
-          `${it.fact.id}|${it.problem}`,
-          await problemRequest(model, tok, it.fact.case, it.problem, subjectNoise),
-        );
+        const key = `${it.fact.id}|${it.problem}`;
+        requests.set(key, await problemRequest(model, tok, it.fact.case, it.problem, subjectNoise));
+        standards.set(key, await standardBaseline(model, tok, it.fact.case, requests.get(key)!));
       }
       const probs = await caseProbabilities(
         model,
@@ -907,25 +913,29 @@ export async function runSweep(
     // Essence texts and pre-edit fluency of the measured facts, once per fact (the unedited model).
     const edited = plan.facts.filter((f) => f.split !== "trace-only");
     const measured = new Set(edited.filter((_, i) => driftMeasured(s.drift, i)).map((f) => f.id));
+    // The fluency generations' length and top-k, before and after every edit.
+    const fluencySampling = { tokens: s.drift.fluencyTokens, topK: s.drift.topK };
     const drifts = new Map<string, Promise<DriftBefore>>();
     const driftBefore = (fact: SweepFact): Promise<DriftBefore> => {
       if (!drifts.has(fact.id)) {
-        const sampling = { topK: s.drift.topK, seed: driftSeed(s.seed, fact.recordIndex) };
+        const seed = driftSeed(s.seed, fact.recordIndex);
         const prompts = (fact.case.generationPrompts ?? []).slice(0, s.drift.fluencyPrompts);
-        const fluencySampling = { ...sampling, tokens: s.drift.fluencyTokens };
         drifts.set(
           fact.id,
           (async () => ({
             essence: s.drift.essenceSamples > 0
               ? await essenceTexts(model, tok, fact.case.subject, {
-                ...sampling,
+                topK: s.drift.topK,
+                seed,
                 samples: s.drift.essenceSamples,
                 tokens: s.drift.essenceTokens,
               })
               : null,
             prompts,
-            sampling: fluencySampling,
-            fluency: prompts.length ? await generationFluency(model, tok, prompts, fluencySampling) : null,
+            seed,
+            fluency: prompts.length
+              ? (await generationFluency(model, tok, [{ prompts, seed }], fluencySampling))[0]
+              : null,
           }))(),
         );
       }
@@ -992,50 +1002,67 @@ export async function runSweep(
       // (timings.valuesReused says which edits reused one).
       const reused = engineMethod(method) === "ft" ? part.map(() => false) : values.lastReused;
       const editSeconds = (performance.now() - t0) / 1000 / part.length;
-      // Scoring: every low-rank edit of the part at once, each prompt under its own virtual edit, in
-      // one batched pass; a dense delta (FT-L), or o.applyToScore, applies, scores and undoes each.
-      const t1 = performance.now();
+      // Scoring: Hase et al.'s probabilities, the field's standard metrics (where they apply) and, on the
+      // measured facts, essence and fluency. Every low-rank edit of the part at once, each prompt under
+      // its own virtual edit, in batched passes; a dense delta (FT-L), or o.applyToScore, applies, scores
+      // and undoes each edit through the same functions.
       const pairs = part.map((it, j) => ({ c: it.fact.case, request: reqs[j] }));
+      const baselines = part.map((it) => standards.get(`${it.fact.id}|${it.problem}`)!);
+      // The unedited model's measurements of the measured facts, before any edit is applied.
+      const befores: (DriftBefore | null)[] = [];
+      for (const it of part) befores.push(measured.has(it.fact.id) ? await driftBefore(it.fact) : null);
       const virtual = !o.applyToScore && computed.every((e) => e.deltas.every((d) => d.kind === "low-rank"));
       const posts: CaseProbabilities[] = [];
+      const standard: (StandardScores | null)[] = part.map(() => null);
+      const essence: (Essence | null)[] = part.map(() => null);
+      const fluency: (number | null)[] = part.map(() => null);
+      const seconds = { score: 0, standard: 0, drift: 0 };
+      // Scores edits js of the part: on the model as it is (with one of them applied), or with `set`,
+      // edit j's prompts under virtual edit j of the set (js then holds every edit of the part).
+      const scoreEdits = async (js: number[], set?: VirtualEditSet) => {
+        const under = (edits: number[]) => set && { edits: set, itemEdit: edits };
+        let t = performance.now();
+        const lap = (what: keyof typeof seconds) => {
+          seconds[what] += (performance.now() - t) / 1000;
+          t = performance.now();
+        };
+        posts.push(...await caseProbabilities(model, tok, js.map((j) => pairs[j]), set));
+        lap("score");
+        const std = js.filter((j) => baselines[j] !== null);
+        const scored = await standardScores(model, tok, std.map((j) => baselines[j]!), under(std));
+        std.forEach((j, i) => standard[j] = scored[i]);
+        lap("standard");
+        const ess = js.filter((j) => befores[j]?.essence);
+        const essences = await essenceOf(model, ess.map((j) => befores[j]!.essence!), under(ess));
+        ess.forEach((j, i) => essence[j] = essences[i]);
+        const flu = js.filter((j) => befores[j] && befores[j]!.fluency !== null);
+        const runs = flu.map((j) => ({ prompts: befores[j]!.prompts, seed: befores[j]!.seed }));
+        const fluencies = await generationFluency(model, tok, runs, fluencySampling, under(flu));
+        flu.forEach((j, i) => fluency[j] = fluencies[i]);
+        lap("drift");
+      };
       if (virtual) {
         const set = new VirtualEditSet(model, computed);
         try {
-          posts.push(...await caseProbabilities(model, tok, pairs, set));
+          await scoreEdits(part.map((_, j) => j), set);
         } finally {
           set.release();
         }
       } else {
-        for (const [j, pair] of pairs.entries()) {
-          const applied = await applyEdit(model, computed[j]);
-          posts.push(...await caseProbabilities(model, tok, [pair]));
-          applied.undo();
-        }
-      }
-      const scoreSeconds = (performance.now() - t1) / 1000 / part.length;
-      for (const [j, it] of part.entries()) {
-        const mc = configFor(model, plan, method, it.layer);
-        const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
-        const post = posts[j];
-        // The field's standard metrics beside Hase et al.'s scores, where they apply (metrics.ts): they
-        // score other prompts (locality references, generations), so the edit is applied for them.
-        const baseline = await standardBaseline(model, tok, it.fact.case, reqs[j]);
-        const before = measured.has(it.fact.id) ? await driftBefore(it.fact) : null;
-        let standard = null, essence: Essence | null = null, fluency: number | null = null, driftSeconds = 0;
-        if (baseline || before) {
+        for (const j of part.keys()) {
           const applied = await applyEdit(model, computed[j]);
           try {
-            if (baseline) standard = await standardScores(model, tok, baseline.c, baseline.reference);
-            const t2 = performance.now();
-            if (before?.essence) essence = await essenceOf(model, before.essence);
-            if (before && before.fluency !== null) {
-              fluency = await generationFluency(model, tok, before.prompts, before.sampling);
-            }
-            driftSeconds = (performance.now() - t2) / 1000;
+            await scoreEdits([j]);
           } finally {
             applied.undo();
           }
         }
+      }
+      const driftMeasuredEdits = befores.filter((b) => b !== null).length;
+      for (const [j, it] of part.entries()) {
+        const mc = configFor(model, plan, method, it.layer);
+        const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
+        const post = posts[j], before = befores[j];
         const scores = caseScores(reqs[j], pre, post);
         const parts = [scores.rewrite, scores.paraphrase, scores.neighborhood].filter((x) =>
           !Number.isNaN(x)
@@ -1043,12 +1070,12 @@ export async function runSweep(
         put(it.key, {
           metrics: jsonSafe({
             ...scores,
-            standard,
+            standard: standard[j],
             // Hase et al.'s essence and their four-way overall score (target_score_v2), ROME's fluency
             // after the edit and of the unedited model with the same draws; null where not measured.
-            essence,
-            overallEssence: essence ? harmonicMean([...parts, essence.score]) : null,
-            fluency: fluency === null ? null : { post: fluency, pre: before!.fluency },
+            essence: essence[j],
+            overallEssence: essence[j] ? harmonicMean([...parts, essence[j]!.score]) : null,
+            fluency: fluency[j] === null ? null : { post: fluency[j], pre: before!.fluency },
             target: reqs[j].target,
             direction: reqs[j].direction ?? "increase",
             pre,
@@ -1073,9 +1100,11 @@ export async function runSweep(
           timings: {
             edit: editSeconds,
             batch: part.length,
-            score: scoreSeconds,
+            // Per edit, its share of the part's scoring time, and each measured edit's of essence and fluency.
+            score: seconds.score / part.length,
+            standard: seconds.standard / part.length,
             virtual: virtual ? 1 : 0,
-            drift: driftSeconds,
+            drift: before ? seconds.drift / driftMeasuredEdits : 0,
             valuesReused: reused[j] ? 1 : 0,
           },
         });
@@ -1164,7 +1193,8 @@ interface DriftBefore {
   essence: EssenceTexts | null;
   /** The generation prompts whose fluency is measured (none: fluency not measured). */
   prompts: string[];
-  sampling: { tokens: number; topK: number; seed: number };
+  /** The seed of the essence samples and of the fluency generations, before and after every edit. */
+  seed: number;
   /** Mean fluency of the unedited model's generations; null without prompts. */
   fluency: number | null;
 }
