@@ -14,8 +14,8 @@
 //   - which CPU implementation: Mesa's GL driver keeps an 8x16 texture block in registers, its Vulkan
 //     driver spills it (4x16 there; lavapipe reports itself as "llvmpipe" too, so the backend tells them
 //     apart). On the GL driver a transposed weight (B^T, B stored [N, K]) is read from a transposed
-//     mirror (matmul_texture_kt, 8x16 blocks: 1.3-1.9x matmul_texture_k on the embedded model's
-//     products); on the Vulkan driver that kernel was no faster, so it keeps matmul_texture_k. SwiftShader reads weights from their buffers: it compiles the texture kernels slowly (the
+//     mirror (matmul_texture_kt, 8x16 blocks: 1.0-3x matmul_texture_k on the embedded model's
+//     backward products, bench/RESULTS.md); on the Vulkan driver that kernel was no faster, so it keeps matmul_texture_k. SwiftShader reads weights from their buffers: it compiles the texture kernels slowly (the
 //     embedded model's first forward in headless Chromium took 6-7.6 s with them, 1.1-1.4 s without)
 //     and ran the trace and the edit no faster with them (within the noise of a loaded 2-core
 //     machine); 64x64 workgroup tiles were 2-3x slower there. WARP and unnamed ones, unmeasured, get

@@ -221,9 +221,7 @@ export type MatmulKernel =
 /**
  * The entry point of shaders/matmul.wgsl that `matmul` records for these operands with the current
  * tiles: the vec4 kernels need 16-byte aligned rows along the vector direction. `M` (C's rows) matters
- * only to a transposed A (matmul_texture_tn, which mirrors A whole) and to a transposed weight
- * (matmul_texture_kt runs only with M >= its block's TM: below that its widened blocks leave too few
- * workgroups, and matmul_texture_k was faster, bench/kernels.ts); without it those kernels are not
+ * only to a transposed A (matmul_texture_tn, which mirrors A whole); without it that kernel is not
  * considered.
  */
 export function matmulKernel(
@@ -248,9 +246,8 @@ export function matmulKernel(
     if (!o.transB && N % 64 === 0 && N / 4 <= maxDim && K <= maxDim) return "matmul_texture_n";
     // B^T [K, N] in one transposed mirror (K % 64 == 0 already: A's windows need it), bound whole to
     // the kernel that writes it.
-    const kt = t.texture.transposed;
     if (
-      o.transB && kt && M !== undefined && M >= kt.TM && N % 4 === 0 && N / 4 <= maxDim && K <= maxDim &&
+      o.transB && t.texture.transposed && N % 4 === 0 && N / 4 <= maxDim && K <= maxDim &&
       4 * N * K <= gpu.limits.maxStorageBufferBindingSize
     ) return "matmul_texture_kt";
     if (o.transB && K % 64 === 0 && K / 4 <= maxDim) return "matmul_texture_k";
@@ -418,9 +415,12 @@ function matmulTexture(
     // A block taller than the window would compute clamped duplicates: shrink it. As in the register
     // kernels, a short A (M = 1 for the last token) spends up to 4x the freed accumulators on more
     // columns; a window cut short by a long K does not, as wider blocks would leave too few
-    // workgroups to share between threads.
+    // workgroups to share between threads. Nor does matmul_texture_kt, whose columns already come
+    // 4 per texel (at M = 1..4 its widened blocks ran slower than matmul_texture_k, its plain ones
+    // mostly faster: bench/RESULTS.md).
     const TM = Math.min(tiles.TM, AW);
-    const TN4 = (tiles.TN / 4) * (AW < windowRows ? Math.min(4, Math.floor(tiles.TM / TM)) : 1);
+    const widen = AW < windowRows && kernel !== "matmul_texture_kt";
+    const TN4 = (tiles.TN / 4) * (widen ? Math.min(4, Math.floor(tiles.TM / TM)) : 1);
     const params = { K4: K / 4, AW, TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
     const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, params);
     const window = { tensor: a, offset: row0 * K * 4, size: AW * K * 4 };
