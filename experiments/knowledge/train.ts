@@ -379,11 +379,14 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
     meta = { ...saved, resumedAt: [...(saved.resumedAt ?? []), saved.step] };
     console.log(`resumed from ${runDir} at step ${meta.step}`);
   }
-  // A kill can leave a temp file, or a weights file written before its manifest: not part of the run.
+  // A kill can leave a temp file of either atomic write (the weights' or the manifest's, which the
+  // manifest's fsync makes a wide window under load), or a weights file written before its manifest:
+  // not part of the run.
   for (const entry of Deno.readDirSync(runDir)) {
-    if (/^checkpoint-\d+\.safetensors/.test(entry.name) && entry.name !== meta.weights) {
-      await Deno.remove(`${runDir}/${entry.name}`);
-    }
+    const stale = /^checkpoint-\d+\.safetensors/.test(entry.name)
+      ? entry.name !== meta.weights
+      : entry.name.startsWith("checkpoint.json.tmp-");
+    if (stale) await Deno.remove(`${runDir}/${entry.name}`);
   }
   const saveCheckpoint = async () => {
     const previous = meta.weights;
