@@ -402,6 +402,9 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   let windowStart = performance.now(), windowTokens = 0;
   // Progress with an ETA on stderr; a resumed run's earlier steps count as done but not towards the rate.
   const bar = new ProgressBar("training", o.steps, { already: meta.step });
+  // A run killed after its last checkpoint (while evaluating or writing the model folder) has no step
+  // left to train: its bar still ends at 100%, as every finished run's does.
+  if (meta.step === o.steps) bar.update(meta.step, "no steps left");
   await trainSteps(trainer, schedule, meta.step, o.steps, o.checkpointEvery, async (step, losses, tokens) => {
     meta.losses.push(...losses);
     meta.step = step;
