@@ -114,6 +114,9 @@ Deno.test("train: killed with SIGKILL at random moments and resumed, the model i
   // temp file was left by one whole-suite run in three on a loaded machine).
   await Deno.writeTextFile(`${runDir}/checkpoint-${STEPS}.safetensors.tmp-1-x`, "torn");
   await Deno.writeTextFile(`${runDir}/checkpoint.json.tmp-1-x`, "torn");
+  // And a kill while the model folder is written leaves a temp file there.
+  await Deno.mkdir(`${dir}/killed/out`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/killed/out/model.safetensors.tmp-1-x`, "torn");
   await Deno.writeTextFile(`${runDir}/checkpoint-${STEPS + 3}.safetensors`, "not named by the manifest");
   const resumed = await train("killed");
   assert.match(resumed.stdout, /resumed from .* at step \d+/);
@@ -125,6 +128,18 @@ Deno.test("train: killed with SIGKILL at random moments and resumed, the model i
   // Only the manifest and the one weights file it names are left: no temp files, no stale weights.
   const files = [...Deno.readDirSync(runDir)].map((e) => e.name).sort();
   assert.deepEqual(files, [`checkpoint-${STEPS}.safetensors`, "checkpoint.json"]);
+  // The model folder holds exactly the files a run writes.
+  assert.deepEqual([...Deno.readDirSync(`${dir}/killed/out`)].map((e) => e.name).sort(), [
+    "MODEL_CARD.md",
+    "config.json",
+    "corpus.txt",
+    "counterfact.json",
+    "known_facts.json",
+    "loss_curve.svg",
+    "model.safetensors",
+    "tokenizer.json",
+    "zsre.json",
+  ]);
 
   // A kill after the last checkpoint (while evaluating or writing the model folder) leaves a finished
   // manifest: rerun, nothing is trained, the bar still ends at 100% and the model is the same.
