@@ -49,6 +49,12 @@ function checkpointStep(runDir: string): number {
   }
 }
 
+/** Asserts that the file at `path` holds exactly `expected` (no diff of a megabyte on failure). */
+async function assertSameBytes(path: string, expected: Uint8Array): Promise<void> {
+  const bytes = await Deno.readFile(path);
+  assert.ok(bytes.length === expected.length && bytes.every((b, i) => b === expected[i]), `${path} differs`);
+}
+
 interface Manifest {
   step: number;
   losses: [number, number][];
@@ -103,23 +109,47 @@ Deno.test("train: killed with SIGKILL at random moments and resumed, the model i
     if (status.signal === "SIGKILL") resumedAt.push(checkpointStep(runDir));
   }
   assert.ok(resumedAt.some((s) => s > 0 && s < STEPS), `no kill landed mid-training (${resumedAt})`);
-  // What a kill mid-checkpoint leaves: a temp file, and weights written before their manifest.
+  // What a kill mid-checkpoint leaves: a temp file of the weights or of the manifest, and weights
+  // written before their manifest (the kills above leave these only at some moments: the manifest's
+  // temp file was left by one whole-suite run in three on a loaded machine).
   await Deno.writeTextFile(`${runDir}/checkpoint-${STEPS}.safetensors.tmp-1-x`, "torn");
+  await Deno.writeTextFile(`${runDir}/checkpoint.json.tmp-1-x`, "torn");
+  // And a kill while the model folder is written leaves a temp file there.
+  await Deno.mkdir(`${dir}/killed/out`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/killed/out/model.safetensors.tmp-1-x`, "torn");
   await Deno.writeTextFile(`${runDir}/checkpoint-${STEPS + 3}.safetensors`, "not named by the manifest");
   const resumed = await train("killed");
   assert.match(resumed.stdout, /resumed from .* at step \d+/);
   assert.match(resumed.stderr, new RegExp(`training \\[#{20}\\] ${STEPS}/${STEPS} 100%`));
 
-  const model = await Deno.readFile(`${dir}/killed/out/model.safetensors`);
-  assert.ok(
-    model.length === reference.length && model.every((b, i) => b === reference[i]),
-    "model bytes differ",
-  );
+  await assertSameBytes(`${dir}/killed/out/model.safetensors`, reference);
   const manifest = JSON.parse(await Deno.readTextFile(`${runDir}/checkpoint.json`)) as Manifest;
   assert.deepEqual(manifest.losses, referenceLosses, "loss curves differ");
   // Only the manifest and the one weights file it names are left: no temp files, no stale weights.
   const files = [...Deno.readDirSync(runDir)].map((e) => e.name).sort();
   assert.deepEqual(files, [`checkpoint-${STEPS}.safetensors`, "checkpoint.json"]);
+  // The model folder holds exactly the files a run writes.
+  assert.deepEqual([...Deno.readDirSync(`${dir}/killed/out`)].map((e) => e.name).sort(), [
+    "MODEL_CARD.md",
+    "config.json",
+    "corpus.txt",
+    "counterfact.json",
+    "known_facts.json",
+    "loss_curve.svg",
+    "model.safetensors",
+    "tokenizer.json",
+    "zsre.json",
+  ]);
+
+  // A kill after the last checkpoint (while evaluating or writing the model folder) leaves a finished
+  // manifest: rerun, nothing is trained, the bar still ends at 100% and the model is the same.
+  const rerun = await train("reference");
+  assert.match(rerun.stdout, new RegExp(`resumed from .* at step ${STEPS}\n`));
+  assert.match(
+    rerun.stderr,
+    new RegExp(`^training \\[#{20}\\] ${STEPS}/${STEPS} 100%  \\S+ elapsed  no steps left\n$`),
+  );
+  await assertSameBytes(`${dir}/reference/out/model.safetensors`, reference);
 });
 
 Deno.test("train: bad options and a foreign manifest are one-line errors naming the option or file", async () => {

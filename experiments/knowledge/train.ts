@@ -321,6 +321,16 @@ interface CheckpointMeta {
   options: TrainOptions;
 }
 
+/** Deletes the temp files that killed atomic writes of `names` left in `dir` (engine/files.ts writes
+ *  `<name>.tmp-<pid>-<uuid>`, then renames it over `<name>`). */
+async function removeTempFiles(dir: string, names: string[]): Promise<void> {
+  for (const entry of Deno.readDirSync(dir)) {
+    if (names.some((name) => entry.name.startsWith(`${name}.tmp-`))) {
+      await Deno.remove(`${dir}/${entry.name}`);
+    }
+  }
+}
+
 /** The manifest of a run folder, checked field by field (a hand-edited or foreign file is an error). */
 async function readManifest(path: string, o: TrainOptions): Promise<CheckpointMeta> {
   let saved: CheckpointMeta;
@@ -379,12 +389,15 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
     meta = { ...saved, resumedAt: [...(saved.resumedAt ?? []), saved.step] };
     console.log(`resumed from ${runDir} at step ${meta.step}`);
   }
-  // A kill can leave a temp file, or a weights file written before its manifest: not part of the run.
+  // A kill can leave a temp file of either atomic write (the weights' or the manifest's, which the
+  // manifest's fsync makes a wide window under load), or a weights file written before its manifest:
+  // not part of the run.
   for (const entry of Deno.readDirSync(runDir)) {
     if (/^checkpoint-\d+\.safetensors/.test(entry.name) && entry.name !== meta.weights) {
       await Deno.remove(`${runDir}/${entry.name}`);
     }
   }
+  await removeTempFiles(runDir, ["checkpoint.json"]);
   const saveCheckpoint = async () => {
     const previous = meta.weights;
     meta.weights = `checkpoint-${meta.step}.safetensors`;
@@ -399,6 +412,9 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
   let windowStart = performance.now(), windowTokens = 0;
   // Progress with an ETA on stderr; a resumed run's earlier steps count as done but not towards the rate.
   const bar = new ProgressBar("training", o.steps, { already: meta.step });
+  // A run killed after its last checkpoint (while evaluating or writing the model folder) has no step
+  // left to train: its bar still ends at 100%, as every finished run's does.
+  if (meta.step === o.steps) bar.update(meta.step, "no steps left");
   await trainSteps(trainer, schedule, meta.step, o.steps, o.checkpointEvery, async (step, losses, tokens) => {
     meta.losses.push(...losses);
     meta.step = step;
@@ -436,6 +452,15 @@ export async function train(o: TrainOptions, outDir: string, runDir: string): Pr
     })`,
   );
   await Deno.mkdir(outDir, { recursive: true });
+  // What a run killed while writing the folder left of these files' atomic writes.
+  await removeTempFiles(outDir, [
+    "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    ...Object.keys(datasetFiles(kb)),
+    "loss_curve.svg",
+    "MODEL_CARD.md",
+  ]);
   await model.save(outDir, { locus_seed: String(o.seed) });
   await writeAtomic(`${outDir}/tokenizer.json`, tok.toTokenizerJson());
   for (const [name, text] of Object.entries(datasetFiles(kb))) await writeAtomic(`${outDir}/${name}`, text);
