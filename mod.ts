@@ -25,6 +25,7 @@ export {
   getGpu,
   Gpu,
   type KernelParams,
+  type MirrorLayout,
   NoAdapterError,
   Tensor,
   type TensorWindow,
