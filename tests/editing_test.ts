@@ -567,8 +567,18 @@ Deno.test("v* grouping: requests split over several batches (fitsOneBatch's row 
   assert.ok(fitsOneBatch(model, plans), "three small requests fit the adapter's limits");
   assert.ok(!fitsOneBatch(model, plans, 10), "but not a cap of 10 rows");
   const together = await optimiseValues(model, tok, requests, o);
-  const split = await optimiseValues(model, tok, requests, { ...o, maxRowsPerBatch: 1 });
+  const progress: [number, number][] = [];
+  const split = await optimiseValues(model, tok, requests, {
+    ...o,
+    maxRowsPerBatch: 1,
+    onProgress: (done, total) => progress.push([done, total]),
+  });
   for (const i of requests.keys()) assertClose(split[i].target, together[i].target, 1e-6, `request ${i}`);
+  // Three batches of at most 3 steps each: progress rises step by step (a batch stopping early jumps to
+  // its share's end) and ends at the total.
+  assert.ok(progress.every(([, total]) => total === 9), JSON.stringify(progress));
+  assert.ok(progress.every(([done], k) => k === 0 || done > progress[k - 1][0]), JSON.stringify(progress));
+  assert.deepEqual(progress.at(-1), [9, 9]);
 });
 
 Deno.test("v* and ROME edits of requests at different layers in one call equal each computed at its layer alone", async () => {

@@ -51,6 +51,9 @@ export interface ValueOptions {
   /** Most computed rows (sequences x rows from the fact token on) per batch, on top of the adapter's
    *  limits (fitsOneBatch); requests are grouped to stay under both. */
   maxRowsPerBatch?: number;
+  /** Called after every evaluation step with the steps done and the most there can be (every batch's
+   *  steps; a batch whose requests all stop early skips the rest of its share): progress of long runs. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** The optimisation settings of a method's hyper-parameters (ROME's v*, MEMIT's z) at a layer and site. */
@@ -118,23 +121,28 @@ export async function optimiseValues(
   const order = plans.map((_, i) => i).sort((a, b) =>
     plans[a].layer - plans[b].layer || suffixLength(plans[a]) - suffixLength(plans[b])
   );
-  const results: ValueResult[] = new Array(plans.length);
-  let group: number[] = [];
-  const run = async () => {
-    const out = await optimiseGroup(model, group.map((i) => plans[i]), o);
-    group.forEach((i, k) => results[i] = out[k]);
-    group = [];
-  };
+  const groups: number[][] = [];
   for (const i of order) {
-    const full = group.length > 0 &&
-      (plans[group[0]].layer !== plans[i].layer ||
-        !fitsOneBatch(model, [...group, i].map((k) => plans[k]), o.maxRowsPerBatch));
-    if (full) {
-      await run();
-    }
-    group.push(i);
+    const group = groups.at(-1);
+    const full = !group ||
+      plans[group[0]].layer !== plans[i].layer ||
+      !fitsOneBatch(model, [...group, i].map((k) => plans[k]), o.maxRowsPerBatch);
+    if (full) groups.push([i]);
+    else group.push(i);
   }
-  if (group.length > 0) await run();
+  const results: ValueResult[] = new Array(plans.length);
+  const total = groups.length * o.steps;
+  for (const [g, group] of groups.entries()) {
+    let step = 0;
+    const out = await optimiseGroup(
+      model,
+      group.map((i) => plans[i]),
+      o,
+      () => o.onProgress?.(g * o.steps + ++step, total),
+    );
+    group.forEach((i, k) => results[i] = out[k]);
+    if (step < o.steps) o.onProgress?.((g + 1) * o.steps, total);
+  }
   return results;
 }
 
@@ -555,7 +563,12 @@ export class ValueObjective {
  * each update. Finished requests leave the batch (it is rebuilt for the rest once a quarter is done),
  * which changes nothing for the others: their rows never interact.
  */
-async function optimiseGroup(model: Model, plans: RequestPlan[], o: ValueOptions): Promise<ValueResult[]> {
+async function optimiseGroup(
+  model: Model,
+  plans: RequestPlan[],
+  o: ValueOptions,
+  onStep: () => void,
+): Promise<ValueResult[]> {
   const d = model.config.nEmbd;
   const delta = plans.map(() => new Float64Array(d));
   const adamM = plans.map(() => new Float64Array(d)), adamV = plans.map(() => new Float64Array(d));
@@ -575,6 +588,7 @@ async function optimiseGroup(model: Model, plans: RequestPlan[], o: ValueOptions
         if (loss < STOP_LOSS || it === o.steps - 1) done[i] = true;
         return !done[i];
       });
+      onStep();
       if (it === 0) references.push(...objective.references);
       members.forEach((i, r) => {
         probs[i] = evaluated.probs[r];

@@ -974,12 +974,15 @@ export async function runSweep(
       const reqs = part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!);
       const t0 = performance.now();
       const first = configFor(model, plan, method, part[0].layer);
+      // The bar's note follows the value optimisation, the long part of a block's edits.
+      const onProgress = (step: number, steps: number) =>
+        show(`${problem} ${method} layers ${layers.join(",")}: v*/z step ${step}/${steps}`);
       let computed: Edit[];
       if (first.method === "rome" || first.method === "r-rome") {
         computed = await computeRomeAt(model, tok, reqs, part.map((it) => it.layer), stats, first.hparams, {
           variant: first.method,
           startWords,
-          optimise: values.optimise,
+          optimise: (m, t, r, vo) => values.optimise(m, t, r, { ...vo, onProgress }),
         });
       } else if (first.method === "memit" || first.method === "emmet") {
         // Every fact's z in one batch (each at its window's last layer), then each fact's own edit.
@@ -989,6 +992,7 @@ export async function runSweep(
         const zs = await values.optimise(model, tok, reqs, {
           ...valueOptions(first.hparams, zLayers[0], "resid", contexts),
           layers: zLayers,
+          onProgress,
         });
         computed = [];
         for (const [j, mc] of configs.entries()) {
