@@ -74,3 +74,34 @@ Deno.test("SharedValues: equal requests and settings are optimised once; any dif
     /optimiseValues: 2 layers for 1 requests/,
   );
 });
+
+Deno.test("SharedValues.prefetch: results optimised ahead are served as the first user's own, with its share of the time", async () => {
+  const model = Model.random(gpu, EDITING_CONFIG, 37, true);
+  const a: EditRequest = { prompt: "{} lives in", subject: "Anna Berg", target: "Oslo" };
+  const b: EditRequest = { prompt: "{} works at", subject: "Carl", target: "Paris", direction: "decrease" };
+  const o: ValueOptions = {
+    layer: 0,
+    site: "mlp",
+    contexts: ["{}", "Paris is a city . {}"],
+    steps: 3,
+    lr: 0.05,
+    weightDecay: 0.01,
+    klFactor: 0.1,
+    clampNormFactor: 50,
+  };
+  const shared = new SharedValues();
+  // Two later calls' requests (another problem's direction; layers 0 and 1) in one prefetch.
+  await shared.prefetch(model, tok, [a, b, a], { ...o, layers: [0, 0, 1] });
+  assert.deepEqual([shared.optimised, shared.reused], [0, 0], "a prefetch counts nothing itself");
+  const direct = await optimiseValues(model, tok, [a, b, a], { ...o, layers: [0, 0, 1] });
+  const first = await shared.optimise(model, tok, [a, a], { ...o, layers: [0, 1] });
+  assert.deepEqual(shared.lastReused, [false, false], "the first user's own");
+  assert.ok(shared.lastPrefetchSeconds.every((s) => s > 0), "with its share of the prefetch's time");
+  assert.deepEqual(first[0].target, direct[0].target);
+  assert.deepEqual(first[1].target, direct[2].target);
+  const second = await shared.optimise(model, tok, [b, a], o);
+  assert.deepEqual(shared.lastReused, [false, true], "b is its first user's; a was used before");
+  assert.deepEqual(shared.lastPrefetchSeconds.map((s) => s > 0), [true, false]);
+  assert.deepEqual(second[0].target, direct[1].target);
+  assert.deepEqual([shared.optimised, shared.reused], [3, 1]);
+});

@@ -9,7 +9,8 @@
 // templates, steps, learning rate, weight decay, KL factor and prompt, clamp, fact token, batch row
 // budget); anything else (another hyper-parameter, other templates) computes its own. Requests not seen
 // before are optimised together in one call, as the method would have; values.ts optimises each request
-// exactly as if it ran alone, so a reused value is the one the method would have computed.
+// exactly as if it ran alone, so a reused value is the one the method would have computed. `prefetch`
+// optimises ahead what several later calls will ask for, in bigger batches.
 import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "../editing/edit.ts";
@@ -21,12 +22,38 @@ const keyOf = (value: unknown): string => canonicalJson(JSON.parse(JSON.stringif
 
 export class SharedValues {
   #results = new Map<string, ValueResult>();
+  /** Seconds per request of the prefetch calls' results that no method has used yet. */
+  #prefetched = new Map<string, number>();
   /** Requests optimised, and requests served with an earlier call's result, over every call. */
   optimised = 0;
   reused = 0;
   /** Per request of the latest call, whether its result was computed for another (an earlier call's, or an
    *  equal request's earlier in the call). */
   lastReused: boolean[] = [];
+  /** Per request of the latest call, the prefetch's seconds charged to it: its share of a prefetch call, for
+   *  the first method to use that result (which the call does not time itself), else 0. */
+  lastPrefetchSeconds: number[] = [];
+
+  /**
+   * Optimises ahead, in one call, the values several later calls will ask for with these options (a
+   * sweep block's problems share ROME's options: each request carries its own target, direction and
+   * noise), so that their batches hold more requests; each result is then served to the first call that
+   * asks for it as its own (not reused), with its share of this call's time.
+   */
+  prefetch = async (
+    model: Model,
+    tok: Tokenizer,
+    requests: EditRequest[],
+    o: ValueOptions,
+  ): Promise<void> => {
+    const t0 = performance.now();
+    const before = new Set(this.#results.keys());
+    await this.optimise(model, tok, requests, o);
+    const fresh = [...this.#results.keys()].filter((k) => !before.has(k));
+    for (const k of fresh) this.#prefetched.set(k, (performance.now() - t0) / 1000 / fresh.length);
+    this.optimised -= fresh.length;
+    this.reused -= requests.length - fresh.length;
+  };
 
   /** optimiseValues's results for `requests`, optimising only those no earlier call computed. */
   optimise = async (
@@ -43,7 +70,12 @@ export class SharedValues {
     const options = keyOf({ ...o, layer: undefined, layers: undefined });
     const keys = requests.map((r, i) => `${options}\n${keyOf({ request: r, layer: layers[i] })}`);
     const firsts = keys.flatMap((k, i) => (!this.#results.has(k) && keys.indexOf(k) === i ? [i] : []));
-    this.lastReused = keys.map((_, i) => !firsts.includes(i));
+    // A prefetched result counts as computed by its first user, as if that call had optimised it.
+    const claimed = keys.flatMap((k, i) => (this.#prefetched.has(k) && keys.indexOf(k) === i ? [i] : []));
+    this.lastPrefetchSeconds = keys.map((k, i) => (claimed.includes(i) ? this.#prefetched.get(k)! : 0));
+    for (const i of claimed) this.#prefetched.delete(keys[i]);
+    const own = [...firsts, ...claimed];
+    this.lastReused = keys.map((_, i) => !own.includes(i));
     if (firsts.length > 0) {
       const computed = await optimiseValues(model, tok, firsts.map((i) => requests[i]), {
         ...o,
@@ -51,8 +83,8 @@ export class SharedValues {
       });
       firsts.forEach((i, j) => this.#results.set(keys[i], computed[j]));
     }
-    this.optimised += firsts.length;
-    this.reused += requests.length - firsts.length;
+    this.optimised += own.length;
+    this.reused += requests.length - own.length;
     return keys.map((k) => this.#results.get(k)!);
   };
 }
