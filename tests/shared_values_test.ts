@@ -90,8 +90,12 @@ Deno.test("SharedValues.prefetch: results optimised ahead are served as the firs
     clampNormFactor: 50,
   };
   const shared = new SharedValues();
-  // Two later calls' requests (another problem's direction; layers 0 and 1) in one prefetch.
-  await shared.prefetch(model, tok, [a, b, a], { ...o, layers: [0, 0, 1] });
+  // Two later calls' requests (another problem's direction; layers 0 and 1), with equal options, merged
+  // into one optimisation.
+  await shared.prefetch(model, tok, [
+    { requests: [a, b], o: { ...o, layers: [0, 0] } },
+    { requests: [a], o: { ...o, layer: 1 } },
+  ]);
   assert.deepEqual([shared.optimised, shared.reused], [0, 0], "a prefetch counts nothing itself");
   const direct = await optimiseValues(model, tok, [a, b, a], { ...o, layers: [0, 0, 1] });
   const first = await shared.optimise(model, tok, [a, a], { ...o, layers: [0, 1] });

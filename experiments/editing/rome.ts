@@ -20,7 +20,7 @@ import type { RomeHparams } from "./hparams.ts";
 import { contextTemplates, factStates, instantiate } from "./keys.ts";
 import { dot, meanOf, norm } from "./linalg.ts";
 import type { KeyStats } from "./stats.ts";
-import { optimiseValues, valueOptions } from "./values.ts";
+import { optimiseValues, type ValueOptions, valueOptions } from "./values.ts";
 
 export interface RomeOptions {
   /** "rome" (default) or "r-rome". */
@@ -47,6 +47,19 @@ export async function computeRome(
   // Keyed by the edited layer, so that statistics of another layer are named as such below.
   const all = new Map(stats ? [[hp.layer, stats]] : []);
   return await computeRomeAt(model, tok, requests, requests.map(() => hp.layer), all, hp, o);
+}
+
+/** The v* optimisation of ROME / R-ROME edits at `layers` (one per request): at the MLP output, over the
+ *  method's context templates (the bare "{}" first). The sweep asks for the same ahead of its edits. */
+export async function romeValueOptions(
+  model: Model,
+  tok: Tokenizer,
+  hp: RomeHparams,
+  layers: number[],
+  startWords?: string[],
+): Promise<ValueOptions & { layers: number[] }> {
+  const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords });
+  return { ...valueOptions(hp, layers[0], "mlp", contexts), layers };
 }
 
 /**
@@ -83,8 +96,8 @@ export async function computeRomeAt(
   // The factorisations of C run while the values are optimised (on the GPU), awaited before the solves.
   const factors = Promise.all(hp.mom2Adjustment ? distinct.map((l) => stats.get(l)!.prepareSolve()) : []);
   factors.catch(() => {}); // a failure surfaces at the await below, not as an unhandled rejection
-  const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
-  const n = contexts.length;
+  const valueCall = await romeValueOptions(model, tok, hp, layers, o.startWords);
+  const contexts = valueCall.contexts, n = contexts.length;
 
   // Keys and MLP outputs at the subject's last token, in every context (context 0 = the bare prompt),
   // read per layer for the requests edited there.
@@ -106,10 +119,7 @@ export async function computeRomeAt(
     });
   }
 
-  const vs = await (o.optimise ?? optimiseValues)(model, tok, requests, {
-    ...valueOptions(hp, distinct[0], "mlp", contexts),
-    layers,
-  });
+  const vs = await (o.optimise ?? optimiseValues)(model, tok, requests, valueCall);
 
   await factors;
   return requests.map((request, i) => {

@@ -331,7 +331,7 @@ export class ValueObjective {
     const Tk = whole.batch.T, Rk = whole.batch.B * Tk;
     const entering = gpu.zeros([Rk, d]);
     this.qkv = Array.from({ length: cfg.nLayer - this.start }, () => gpu.zeros([Rk, width]));
-    const bare = plans.map((_, r) => owner.findIndex((x) => x.r === r && x.k === 0));
+    const bare = owner.flatMap((x, b) => (x.k === 0 ? [b] : [])); // per request, its bare prompt's instance
     const initHooks: Hook[] = [...new Set(plans.map((p) => p.layer))].map((layer) => {
       const mine = plans.flatMap((p, r) => (p.layer === layer ? [r] : []));
       const rows = mine.map((r) => bare[r] * Tk + instances[bare[r]].fact);
@@ -372,7 +372,7 @@ export class ValueObjective {
       const nll: number[] = [], nllOut: number[] = [], kl: number[] = [], klOut: number[] = [];
       members.forEach((b, j) => {
         const { r, k } = owner[b], plan = plans[r], inst = instances[b];
-        const [layer, site] = plan.layer < this.start ? [plan.layer, "resid" as const] : [plan.layer, o.site];
+        const layer = plan.layer, site = layer < this.start ? "resid" : o.site;
         const key = `${layer}|${site}`;
         if (!patches.has(key)) {
           patches.set(key, { layer, site, patch: { src: this.tensors.deltas, entries: [] } });

@@ -20,6 +20,10 @@ import { canonicalJson, type Json } from "./store.ts";
 /** Key text of a JSON-like value: fields left undefined are dropped (they mean the default), object keys sorted. */
 const keyOf = (value: unknown): string => canonicalJson(JSON.parse(JSON.stringify(value)) as Json);
 
+/** Key text of a call's options: the per-request layer (in the request's key) stands for o.layer / o.layers,
+ *  which only say where each delta goes; callbacks (progress) are not settings. */
+const optionsKey = (o: ValueOptions): string => keyOf({ ...o, layer: undefined, layers: undefined });
+
 export class SharedValues {
   #results = new Map<string, ValueResult>();
   /** Seconds per request of the prefetch calls' results that no method has used yet. */
@@ -35,24 +39,34 @@ export class SharedValues {
   lastPrefetchSeconds: number[] = [];
 
   /**
-   * Optimises ahead, in one call, the values several later calls will ask for with these options (a
-   * sweep block's problems share ROME's options: each request carries its own target, direction and
-   * noise), so that their batches hold more requests; each result is then served to the first call that
-   * asks for it as its own (not reused), with its share of this call's time.
+   * Optimises ahead what several later calls will ask for (`calls`: their requests and options), in one
+   * optimisation per set of options (a sweep block's problems share ROME's options: each request carries
+   * its own target, direction and noise), so that their batches hold more requests; each result is then
+   * served to the first call that asks for it as its own (not reused), with its share of the time.
    */
   prefetch = async (
     model: Model,
     tok: Tokenizer,
-    requests: EditRequest[],
-    o: ValueOptions,
+    calls: { requests: EditRequest[]; o: ValueOptions }[],
+    onProgress?: ValueOptions["onProgress"],
   ): Promise<void> => {
-    const t0 = performance.now();
-    const before = new Set(this.#results.keys());
-    await this.optimise(model, tok, requests, o);
-    const fresh = [...this.#results.keys()].filter((k) => !before.has(k));
-    for (const k of fresh) this.#prefetched.set(k, (performance.now() - t0) / 1000 / fresh.length);
-    this.optimised -= fresh.length;
-    this.reused -= requests.length - fresh.length;
+    const merged = new Map<string, { requests: EditRequest[]; layers: number[]; o: ValueOptions }>();
+    for (const { requests, o } of calls) {
+      const key = optionsKey(o);
+      if (!merged.has(key)) merged.set(key, { requests: [], layers: [], o });
+      const m = merged.get(key)!;
+      m.requests.push(...requests);
+      m.layers.push(...(o.layers ?? requests.map(() => o.layer)));
+    }
+    for (const { requests, layers, o } of merged.values()) {
+      const t0 = performance.now();
+      const before = new Set(this.#results.keys());
+      await this.optimise(model, tok, requests, { ...o, layers, onProgress });
+      const fresh = [...this.#results.keys()].filter((k) => !before.has(k));
+      for (const k of fresh) this.#prefetched.set(k, (performance.now() - t0) / 1000 / fresh.length);
+      this.optimised -= fresh.length;
+      this.reused -= requests.length - fresh.length;
+    }
   };
 
   /** optimiseValues's results for `requests`, optimising only those no earlier call computed. */
@@ -66,8 +80,7 @@ export class SharedValues {
     if (layers.length !== requests.length) {
       throw new Error(`optimiseValues: ${layers.length} layers for ${requests.length} requests`);
     }
-    // The per-request layer stands for o.layer / o.layers, which only say where each delta goes.
-    const options = keyOf({ ...o, layer: undefined, layers: undefined });
+    const options = optionsKey(o);
     const keys = requests.map((r, i) => `${options}\n${keyOf({ request: r, layer: layers[i] })}`);
     const firsts = keys.flatMap((k, i) => (!this.#results.has(k) && keys.indexOf(k) === i ? [i] : []));
     // A prefetched result counts as computed by its first user, as if that call had optimised it.

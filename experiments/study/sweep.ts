@@ -95,7 +95,7 @@ import {
   type EditingProblem,
   problemRequest,
 } from "../editing/problems.ts";
-import { computeRomeAt } from "../editing/rome.ts";
+import { computeRomeAt, romeValueOptions } from "../editing/rome.ts";
 import { type KeyStats, keyStats } from "../editing/stats.ts";
 import {
   causalTracingSelector,
@@ -974,33 +974,30 @@ export async function runSweep(
     const valueCall = async (part: typeof edits) => {
       const first = configFor(model, plan, part[0].method, part[0].layer);
       if (first.method === "ft") return null;
+      if (first.method === "rome" || first.method === "r-rome") {
+        return await romeValueOptions(model, tok, first.hparams, part.map((it) => it.layer), startWords);
+      }
       const contexts = await contextTemplates(model, tok, { ...first.hparams.templates, startWords });
-      const rome = first.method === "rome" || first.method === "r-rome";
-      const layers = rome
-        ? part.map((it) => it.layer)
-        : part.map((it) => editedLayers(configFor(model, plan, part[0].method, it.layer)).at(-1)!);
-      return { ...valueOptions(first.hparams, layers[0], rome ? "mlp" : "resid", contexts), layers };
+      const layers = part.map((it) => editedLayers(configFor(model, plan, part[0].method, it.layer)).at(-1)!);
+      return { ...valueOptions(first.hparams, layers[0], "resid", contexts), layers };
     };
     // The block's v* / z ahead of its parts, one optimisation per set of options: a part's batches hold
     // one layer's requests of one problem (4 in the study's blocks of 4 facts); together, every problem's
     // (v* of 8 facts x 6 layers: 0.67 s per request, of 32 facts: 0.45 s on the software adapter).
     const prefetch = async (chunks: (typeof edits)[], values: SharedValues) => {
-      const calls = new Map<string, { o: ValueOptions; reqs: EditRequest[]; layers: number[] }>();
+      const calls: { requests: EditRequest[]; o: ValueOptions }[] = [];
       for (const part of chunks) {
         const o = await valueCall(part);
         if (!o) continue;
         await prepare(part);
-        const key = JSON.stringify({ ...o, layers: undefined, layer: undefined });
-        if (!calls.has(key)) calls.set(key, { o, reqs: [], layers: [] });
-        const call = calls.get(key)!;
-        call.reqs.push(...part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!));
-        call.layers.push(...o.layers);
+        calls.push({ requests: part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!), o });
       }
-      for (const { o, reqs, layers } of calls.values()) {
-        const onProgress = (step: number, steps: number) =>
-          show(`${reqs.length} v*/z of the block: step ${step}/${steps}`);
-        await values.prefetch(model, tok, reqs, { ...o, layers, onProgress });
-      }
+      await values.prefetch(
+        model,
+        tok,
+        calls,
+        (step, steps) => show(`the block's v*/z: step ${step}/${steps}`),
+      );
     };
     // `values`: the block's v* / z optimisations, shared between the methods that compute the same ones.
     const runEdits = async (part: typeof edits, values: SharedValues) => {
