@@ -30,14 +30,14 @@ import type { EmmetHparams, MemitHparams } from "./hparams.ts";
 import { contextTemplates, factStates, groupMean, instantiate } from "./keys.ts";
 import { norm, solveSpd } from "./linalg.ts";
 import type { KeyStats } from "./stats.ts";
-import { optimiseValues, valueOptions, type ValueResult } from "./values.ts";
+import { optimiseValues, type ValueOptions, valueOptions, type ValueResult } from "./values.ts";
 
 export interface BatchEditOptions {
   /** First words of the context texts (word-level models; see keys.ts). */
   startWords?: string[];
   log?: (line: string) => void;
-  /** Each request's z, already optimised at the last edited layer with these hyper-parameters (a sweep
-   *  optimises many facts' z in one batch: they are independent until the joint solve). */
+  /** Each request's z, already optimised with batchValueOptions's options (a sweep optimises many facts'
+   *  z in one batch: they are independent until the joint solve). */
   values?: ValueResult[];
 }
 
@@ -76,6 +76,18 @@ export function computeEmmet(
   }, o);
 }
 
+/** The z optimisation of a MEMIT / EMMET edit: at the block output of the last edited layer, over the
+ *  method's context templates. The sweep's mass edits ask for the same ahead (values optimised once). */
+export async function batchValueOptions(
+  model: Model,
+  tok: Tokenizer,
+  hp: MemitHparams | EmmetHparams,
+  startWords?: string[],
+): Promise<ValueOptions> {
+  const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords });
+  return valueOptions(hp, hp.layers[hp.layers.length - 1], "resid", contexts);
+}
+
 /** X = (K^T U + ridge I)^-1 R^T with U = scale * C^-1 K. */
 interface Solver {
   ridge: number;
@@ -108,14 +120,14 @@ async function computeBatchEdit(
   const choleskys = Promise.all(layers.map((l) => stats.get(l)!.prepareSolve()));
   choleskys.catch(() => {}); // a failure surfaces at the await below, not as an unhandled rejection
   const zLayer = layers[layers.length - 1];
-  const contexts = await contextTemplates(model, tok, { ...hp.templates, startWords: o.startWords });
+  const zOptions = await batchValueOptions(model, tok, hp, o.startWords);
+  const contexts = zOptions.contexts;
 
   // z: target block outputs at the last edited layer.
   if (o.values && o.values.length !== n) {
     throw new Error(`${method}: ${o.values.length} precomputed z for ${n} requests`);
   }
-  const values = o.values ??
-    await optimiseValues(model, tok, requests, valueOptions(hp, zLayer, "resid", contexts));
+  const values = o.values ?? await optimiseValues(model, tok, requests, zOptions);
   log(
     `${method}: z of ${n} facts at layer ${zLayer}, mean target probability ${
       (values.reduce((s, v) => s + v.targetProb, 0) / n).toFixed(3)

@@ -95,6 +95,7 @@ import {
   type EditingProblem,
   problemRequest,
 } from "../editing/problems.ts";
+import { batchValueOptions } from "../editing/memit.ts";
 import { computeRomeAt, romeValueOptions } from "../editing/rome.ts";
 import { type KeyStats, keyStats } from "../editing/stats.ts";
 import {
@@ -348,6 +349,8 @@ export type WorkItem =
     problem: EditingProblem;
   }
   | { kind: "mass"; key: ResultKey; method: (typeof MASS_METHODS)[number]; facts: SweepFact[] };
+
+type MassItem = Extract<WorkItem, { kind: "mass" }>;
 
 /** The batch sizes of the mass-editing curve for `test` test facts: MASS_SIZES up to `test`, and `test`. */
 export function massSizes(test: number): number[] {
@@ -1165,51 +1168,79 @@ export async function runSweep(
     }
   }
 
-  // Mass editing: one batch edit of n test facts at once, applied, every fact scored, undone.
-  for (const item of pending) {
-    if (item.kind !== "mass" || outOfTime()) continue;
-    const mc = methodConfig(model, item.method, plan.settings.overrides);
-    const stats = await statsFor(new Set(statsLayers(mc)), [item.method]);
+  // Mass editing: one batch edit of n test facts at once, applied, every fact scored, undone. A fact's z
+  // depends only on its request and the z options (values.ts optimises each request as if alone), and the
+  // curve edits the first n test facts for every n and both methods (whose z options are one set when their
+  // last edited layers agree, as at the defaults): every fact's z is optimised once, ahead, for the items
+  // not stored yet, in one batch per set of options, and each item's edit is computed from them.
+  const massItems = pending.filter((it): it is MassItem => it.kind === "mass");
+  if (massItems.length > 0 && !outOfTime()) {
     const startWords = await templateStartWords(tok, ctx.corpus);
-    const reqs = await Promise.all(
-      item.facts.map((f) => problemRequest(model, tok, f.case, "error-injection", subjectNoise)),
-    );
-    const pairs = item.facts.map((f, j) => ({ c: f.case, request: reqs[j] }));
-    const pre = await caseProbabilities(model, tok, pairs);
-    const t0 = performance.now();
-    const [edit] = await computeEdits(model, tok, mc, reqs, stats, { startWords });
-    const editSeconds = (performance.now() - t0) / 1000;
-    const applied = await applyEdit(model, edit);
-    let post: CaseProbabilities[];
-    try {
-      post = await caseProbabilities(model, tok, pairs);
-    } finally {
-      applied.undo();
+    const massRequests = new Map<string, EditRequest>();
+    const massCall = async (item: MassItem) => {
+      const mc = methodConfig(model, item.method, s.overrides);
+      for (const f of item.facts) {
+        if (massRequests.has(f.id)) continue;
+        massRequests.set(f.id, await problemRequest(model, tok, f.case, "error-injection", subjectNoise));
+      }
+      const requests = item.facts.map((f) => massRequests.get(f.id)!);
+      return { mc, requests, o: await batchValueOptions(model, tok, mc.hparams, startWords) };
+    };
+    // Only the items still pending: the z of items already stored are not needed again.
+    const values = new SharedValues();
+    const calls = [];
+    for (const item of massItems) calls.push(await massCall(item));
+    await values.prefetch(model, tok, calls, (step, steps) => show(`mass edits' z: step ${step}/${steps}`));
+    for (const item of massItems) {
+      if (outOfTime()) break;
+      const { mc, requests: reqs, o: zOptions } = await massCall(item);
+      const stats = await statsFor(new Set(statsLayers(mc)), [item.method]);
+      const pairs = item.facts.map((f, j) => ({ c: f.case, request: reqs[j] }));
+      const pre = await caseProbabilities(model, tok, pairs);
+      const t0 = performance.now();
+      const zs = await values.optimise(model, tok, reqs, zOptions);
+      const [edit] = await computeEdits(model, tok, mc, reqs, stats, { startWords, values: zs });
+      // The item's own time (keys and solves, and any z not prefetched) plus the prefetch's share of the z
+      // it is the first item to use: a z shared by several items is charged once, to the first (the
+      // smallest n of the first method), and the others' times leave it out (timings.valuesReused counts
+      // the item's reused z).
+      const editSeconds = (performance.now() - t0) / 1000 +
+        values.lastPrefetchSeconds.reduce((a, b) => a + b, 0);
+      const valuesReused = values.lastReused.filter((r) => r).length;
+      const applied = await applyEdit(model, edit);
+      let post: CaseProbabilities[];
+      try {
+        post = await caseProbabilities(model, tok, pairs);
+      } finally {
+        applied.undo();
+      }
+      const scores = reqs.map((r, j) => caseScores(r, pre[j], post[j]));
+      put(item.key, {
+        metrics: jsonSafe({
+          n: item.facts.length,
+          facts: item.facts.map((f) => f.id),
+          rewrite: scores.map((x) => x.rewrite),
+          paraphrase: scores.map((x) => x.paraphrase),
+          neighborhood: scores.map((x) => x.neighborhood),
+          overall: scores.map((x) => x.overall),
+        }) as { [k: string]: Json },
+        hparams: jsonSafe({
+          seed: s.seed,
+          method: item.method,
+          editedLayers: editedLayers(mc),
+          ...mc.hparams,
+        }) as {
+          [k: string]: Json;
+        },
+        model: ctx.meta.model,
+        dataset: { ...ctx.meta.dataset, split: "test", facts: item.facts.length },
+        adapter: ctx.meta.adapter,
+        timings: { edit: editSeconds, valuesReused },
+      });
+      show(`mass edit: ${item.method} x ${item.facts.length} facts`);
     }
-    const scores = reqs.map((r, j) => caseScores(r, pre[j], post[j]));
-    put(item.key, {
-      metrics: jsonSafe({
-        n: item.facts.length,
-        facts: item.facts.map((f) => f.id),
-        rewrite: scores.map((x) => x.rewrite),
-        paraphrase: scores.map((x) => x.paraphrase),
-        neighborhood: scores.map((x) => x.neighborhood),
-        overall: scores.map((x) => x.overall),
-      }) as { [k: string]: Json },
-      hparams: jsonSafe({
-        seed: s.seed,
-        method: item.method,
-        editedLayers: editedLayers(mc),
-        ...mc.hparams,
-      }) as {
-        [k: string]: Json;
-      },
-      model: ctx.meta.model,
-      dataset: { ...ctx.meta.dataset, split: "test", facts: item.facts.length },
-      adapter: ctx.meta.adapter,
-      timings: { edit: editSeconds },
-    });
-    show(`mass edit: ${item.method} x ${item.facts.length} facts`);
+    valueCounts.optimised += values.optimised;
+    valueCounts.reused += values.reused;
   }
   if (stopped) log(`stopped: out of time at ${done}/${mine.length} results`);
   return {
