@@ -1,8 +1,9 @@
-// The sweep's mass-editing curve (experiments/study/sweep.ts runSweep, its "mass" items) on the tiny model
-// folder: MEMIT and EMMET editing the first 1 and 3 test facts at once, each fact's z optimised once for
-// the whole curve and handed to every edit that needs it, store what the methods' own computeEdits (which
-// optimise their z themselves) give, and charge each shared z's time once; a run stopped between mass
-// items resumes with only the missing items, optimising only their facts' z.
+// The sweep's mass-editing curve (experiments/study/sweep.ts runSweep, its "mass" items) on the embedded
+// model (whose MEMIT / EMMET edits move its facts by tenths; the tiny random model's barely move them):
+// MEMIT and EMMET editing the first 1 and 3 test facts at once, each fact's z optimised once for the whole
+// curve and handed to every edit that needs it, store what the methods' own computeEdits (which optimise
+// their z themselves) give, and charge each shared z's time once; a run stopped between mass items
+// resumes with only the missing items, optimising only their facts' z.
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { applyEdit } from "../experiments/editing/edit.ts";
@@ -26,22 +27,21 @@ import {
   type SweepContext,
   type SweepPlan,
 } from "../experiments/study/sweep.ts";
+import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { makeTinyKb } from "./fixtures_tiny_kb.ts";
 
 const dir = await Deno.makeTempDir();
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 const gpu = await getGpu();
-const kb = await makeTinyKb(gpu, `${dir}/model`);
-const model = await Model.load(gpu, kb.dir);
-const tok = await loadTokenizer(kb.dir);
-const datasetPath = `${kb.dir}/counterfact.json`, corpus = `${kb.dir}/corpus.txt`;
+const model = await Model.load(gpu, DEFAULT_MODEL_DIR);
+const tok = await loadTokenizer(DEFAULT_MODEL_DIR);
+const datasetPath = `${DEFAULT_MODEL_DIR}/counterfact.json`, corpus = `${DEFAULT_MODEL_DIR}/corpus.txt`;
 const sample = await sampleFacts(model, tok, datasetPath, { edit: 4, traceOnly: 0, proxy: 1, seed: 0 });
 const test = sample.facts.filter((f) => f.split === "test");
 const settings = defaultSettings(model.nLayer);
-settings.overrides = { vNumGradSteps: 5 };
+settings.overrides = { vNumGradSteps: 25 };
 // Only the mass-editing curve: 3 test facts give the sizes 1 and 3.
 const plan: SweepPlan = {
   name: "mass",
@@ -54,7 +54,7 @@ const plan: SweepPlan = {
   settings,
   massMethods: ["memit", "emmet"],
 };
-const meta = await runMeta(model, kb.dir, datasetPath);
+const meta = await runMeta(model, DEFAULT_MODEL_DIR, datasetPath);
 
 /** runSweep of the plan into the store at `path`; its summary and stored records. */
 async function sweepInto(path: string, deadline?: number) {
@@ -119,8 +119,17 @@ Deno.test("mass editing: each fact's z optimised once for every size and method;
       const scores = reqs.map((r, j) => caseScores(r, pre[j], post[j]));
       const stored = rowOf(rows, method, n);
       assert.deepEqual(stored.metrics.facts, facts.map((f) => f.id));
+      // The same z up to the float rounding of another batch (the sweep optimised every fact's z in one
+      // batch of 3, computeEdits in one of n): the same scores to 1e-6 (a wrong fact's z moves them by
+      // tenths).
       for (const part of ["rewrite", "paraphrase", "neighborhood", "overall"] as const) {
-        assert.deepEqual(stored.metrics[part], scores.map((x) => x[part]), `${stored.key}: ${part}`);
+        const got = stored.metrics[part] as number[];
+        scores.forEach((x, j) =>
+          assert.ok(
+            Math.abs(got[j] - x[part]) <= 1e-6,
+            `${stored.key}: ${part}[${j}] ${got[j]} vs ${x[part]}`,
+          )
+        );
       }
     }
   }
