@@ -2,7 +2,9 @@
 // methods of a sweep block. ROME and R-ROME optimise the same v* (they differ only in the key the rank-one
 // update is solved for), and MEMIT and EMMET the same z at their window's last layer; the optimisation is
 // the dominant cost of an edit on a software adapter (~1 s per request), so a sweep that runs several of
-// these methods computes each distinct optimisation once and hands the same result to the others.
+// these methods computes each distinct optimisation once and hands the same result to the others. The
+// mass-editing curve shares z the same way between its items (every batch size of MEMIT and EMMET edits
+// the first n test facts).
 //
 // A result is reused only when everything it depends on is equal: the request (prompt, subject, target,
 // direction, subject noise), the layer its delta is added at, and every ValueOptions field (site, context
