@@ -162,6 +162,8 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
   ): Tensor | undefined => {
     const dW = want(prefix + ".weight"), db = want(prefix + ".bias");
     const outIn = cfg.linearLayout === "out_in";
+    const groupedWeight = fwd.grouped?.tensors.get(prefix + ".weight");
+    if (groupedWeight) return groupedLinearBackward(dy, x, prefix, groupedWeight, nIn, nOut, needDx);
     const split = model.rowChunks.get(prefix + ".weight");
     if (split) {
       // W [out, in] split by output rows: dx = sum over chunks of dy[:, chunk rows] W_chunk.
@@ -185,6 +187,56 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     return matmul(gpu, dy, model.p(prefix + ".weight"), R, nIn, nOut, {
       transB: !outIn,
       weight: true,
+      out: gpu.empty([R, nIn]),
+    });
+  };
+
+  // The same for a linear whose weight (and maybe bias) has a copy per group of rows (GroupedParams):
+  // group g's rows [g*rows, (g+1)*rows) give copy g's gradient, dW[g] [shape] += x_g^T dy_g (GPT-2's
+  // [in, out]) or dy_g^T x_g ([out, in]), db[g] += the column sums of dy_g, and dx_g = dy_g W_g^T.
+  const groupedLinearBackward = (
+    dy: Tensor,
+    x: Tensor,
+    prefix: string,
+    W: Tensor,
+    nIn: number,
+    nOut: number,
+    needDx: boolean,
+  ): Tensor | undefined => {
+    const G = fwd.grouped!.groups, rows = R / G;
+    const outIn = cfg.linearLayout === "out_in";
+    const dW = want(prefix + ".weight"), db = want(prefix + ".bias");
+    const groupedBias = fwd.grouped!.tensors.has(prefix + ".bias");
+    for (const [name, g, size] of [[".weight", dW, nIn * nOut], [".bias", db, nOut]] as const) {
+      if (g && (name === ".weight" || groupedBias) && g.size !== G * size) {
+        throw new Error(`backward: the gradient of grouped ${prefix}${name} needs ${G} x ${size} values`);
+      }
+    }
+    if (dW) {
+      const [a, b, M, N] = outIn ? [dy, x, nOut, nIn] : [x, dy, nIn, nOut];
+      matmul(gpu, a, b, M, N, rows, {
+        transA: true,
+        batch: G,
+        strides: { a: rows * M, b: rows * N, c: M * N },
+        out: dW,
+        beta: 1,
+      });
+    }
+    if (db && groupedBias) {
+      const ones = gpu.tensor([rows], new Float32Array(rows).fill(1));
+      matmul(gpu, ones, dy, 1, nOut, rows, {
+        batch: G,
+        strides: { a: 0, b: rows * nOut, c: nOut },
+        out: db,
+        beta: 1,
+      });
+      gpu.release(ones);
+    } else if (db) biasBackward(gpu, dy, R, nOut, { dbias: db });
+    if (!needDx) return undefined;
+    return matmul(gpu, dy, W, rows, nIn, nOut, {
+      transB: !outIn,
+      batch: G,
+      strides: { a: rows * nOut, b: nIn * nOut, c: rows * nIn },
       out: gpu.empty([R, nIn]),
     });
   };

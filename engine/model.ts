@@ -165,7 +165,27 @@ export interface ForwardResult {
   input?: Tensor;
   /** A suffix forward's caches and its starts and bases (u32 [2B], released with the result). */
   suffix?: { qkv: Tensor[]; T: number; offsets: Tensor };
+  /** The per-group parameters the forward ran with (a backward differentiates them). */
+  grouped?: GroupedParams;
 }
+
+/**
+ * Per-group copies of MLP output projections' parameters: FT-L of many edits in one pass, each edit
+ * fine-tuning its own copy (experiments/editing/ft.ts computeFtBatch). The batch's B sequences form
+ * `groups` groups of B / groups consecutive sequences, and the rows of group g use copy g in place of
+ * the model's parameter; a backward pass gives each copy its own gradient ([groups, ...shape], keyed
+ * by the same name in BackwardRequest.params). A grouped weight without a grouped bias uses the
+ * model's bias for every group.
+ */
+export interface GroupedParams {
+  /** Number of groups; divides the batch's sequences. */
+  groups: number;
+  /** By Locus name (`h.L.mlp.c_proj.weight` or `.bias`), the groups' copies [groups, ...shape]. */
+  tensors: Map<string, Tensor>;
+}
+
+/** The parameter names GroupedParams may hold. */
+const GROUPED_NAME = /^h\.\d+\.mlp\.c_proj\.(weight|bias)$/;
 
 /**
  * A forward over the rows of each sequence from a position on, the rows before it cached: row
@@ -220,6 +240,8 @@ export interface ForwardOptions {
   /** Copies each listed layer's attention input q|k|v (after q/k norms and rotary), [B*T, width], into
    *  the tensor: the cache of a later suffix forward. */
   captureQkv?: Map<number, Tensor>;
+  /** Per-group copies of MLP output projections' parameters (see GroupedParams). Not with `suffix`. */
+  grouped?: GroupedParams;
 }
 
 /** A row chunk of a [V, d] matrix (token embedding or head): rows [rowStart, rowStart + rows). */
@@ -625,16 +647,64 @@ export class Model {
     );
   }
 
-  /** y = x W (+ b) for a Locus linear parameter, in the family's layout. */
+  /** Refuses GroupedParams a forward of B sequences cannot use, naming the parameter. */
+  private checkGrouped(g: GroupedParams, B: number, suffix: boolean): void {
+    if (suffix) throw new Error("forward: grouped parameters cannot run with a suffix forward");
+    if (!(Number.isInteger(g.groups) && g.groups >= 1 && B % g.groups === 0)) {
+      throw new Error(`forward: ${g.groups} parameter groups do not divide the batch's ${B} sequences`);
+    }
+    for (const [name, t] of g.tensors) {
+      if (!GROUPED_NAME.test(name)) {
+        throw new Error(
+          `forward: grouped parameter ${name} is not an MLP output projection's weight or bias`,
+        );
+      }
+      const shape = this.p(name).shape;
+      if (t.shape.join(",") !== [g.groups, ...shape].join(",") || t.dtype !== "f32") {
+        throw new Error(
+          `forward: grouped ${name} is [${t.shape}] ${t.dtype}, expected f32 [${[g.groups, ...shape]}]`,
+        );
+      }
+    }
+  }
+
+  /** y = x W (+ b) for a Locus linear parameter, in the family's layout; with `grouped` holding the
+   *  parameter, each group of R / groups rows uses its own copy. */
   linear(
     x: Tensor,
     prefix: string,
     R: number,
     nIn: number,
     nOut: number,
-    o: { out?: Tensor; beta?: number; gelu?: boolean } = {},
+    o: { out?: Tensor; beta?: number; gelu?: boolean; grouped?: GroupedParams } = {},
   ): Tensor {
     const out = o.out ?? this.gpu.empty([R, nOut]);
+    const groupedWeight = o.grouped?.tensors.get(prefix + ".weight");
+    if (groupedWeight) {
+      // One product per group of rows with its own weight copy (a batched matmul), then each group's bias.
+      const G = o.grouped!.groups, rows = R / G;
+      const groupedBias = o.grouped!.tensors.get(prefix + ".bias");
+      if (groupedBias && o.gelu) {
+        throw new Error(`linear ${prefix}: a grouped bias cannot precede a fused GELU`);
+      }
+      matmul(this.gpu, x, groupedWeight, rows, nOut, nIn, {
+        bias: groupedBias ? undefined : this.maybe(prefix + ".bias") ?? undefined,
+        transB: this.config.linearLayout === "out_in",
+        batch: G,
+        strides: { a: rows * nIn, b: nIn * nOut, c: rows * nOut },
+        out,
+        beta: o.beta,
+        gelu: o.gelu,
+      });
+      if (groupedBias) {
+        const entries = Array.from(
+          { length: R },
+          (_, r) => ({ dst: r, src: Math.floor(r / rows), keep: 1, take: 1 }),
+        );
+        rowOps(this.gpu, out, groupedBias, nOut, entries);
+      }
+      return out;
+    }
     const split = this.rowChunks.get(prefix + ".weight");
     if (split) {
       // One product per row chunk of W [out, in], each writing its own columns of y.
@@ -725,6 +795,8 @@ export class Model {
         );
       }
     }
+    const grouped = o.grouped;
+    if (grouped) this.checkGrouped(grouped, B, !!suffix);
     let suffixState: ForwardResult["suffix"];
     if (suffix) {
       if (!o.input) throw new Error("forward: a suffix forward needs the residual `input` of its rows");
@@ -916,9 +988,9 @@ export class Model {
       applyHooks(l, "key", key);
       let out: Tensor;
       if (fuseAdd("mlp")) {
-        out = this.linear(key, p + "mlp.c_proj", R, f, d, { out: ownStream(m), beta: 1 });
+        out = this.linear(key, p + "mlp.c_proj", R, f, d, { out: ownStream(m), beta: 1, grouped });
       } else {
-        a.mlp = this.linear(key, p + "mlp.c_proj", R, f, d);
+        a.mlp = this.linear(key, p + "mlp.c_proj", R, f, d, { grouped });
         for (const v of virtual) applyVirtualEdit(gpu, a.mlp, key, v, R, f, d);
         applyHooks(l, "mlp", a.mlp);
         let added = a.mlp;
@@ -961,7 +1033,15 @@ export class Model {
       });
     }
     if (cfg.finalSoftcap) softcap(gpu, logits, n * cfg.vocabSize, cfg.finalSoftcap);
-    const result: ForwardResult = { logits, outputRows, batch, hooks, startLayer: start, input: o.input };
+    const result: ForwardResult = {
+      logits,
+      outputRows,
+      batch,
+      hooks,
+      startLayer: start,
+      input: o.input,
+      grouped,
+    };
     if (keep) {
       result.acts = { embed: embedOut ?? o.input!, layers, final: x, selected, lnf, lnfStats };
       result.suffix = suffixState;

@@ -3,10 +3,12 @@
 // adds sum_c (key . u_c) v_c to the MLP output of every token, so a batched forward can give each
 // row its own edit: row r of the batch gets its edit's correction at the "mlp" site, and rows of
 // other edits (or none) are left alone. Many edits are then scored in one forward over all their
-// prompts instead of apply / score / undo one at a time (shaders/virtual_edit.wgsl).
+// prompts instead of apply / score / undo one at a time (shaders/virtual_edit.wgsl). A dense change
+// (FT-L) is d components, one per output column, plus a change of the projection's bias per edit.
 import { elementwiseGrid, WG_ELEMENTWISE } from "./backward_ops.ts";
 import type { Gpu, Tensor } from "./gpu.ts";
 import { uniforms } from "./gpu.ts";
+import { rowOps } from "./ops.ts";
 
 /** The edits acting at one layer's MLP output in a forward (Model.forward's `virtualEdits`). */
 export interface VirtualEdit {
@@ -18,6 +20,8 @@ export interface VirtualEdit {
   values: Tensor;
   /** Components of each edit: edit e owns the next ranks[e] rows of keys/values (default: 1 each). */
   ranks?: number[];
+  /** Each edit's change of the projection's bias, [edits, d], added to its rows (FT-L's dense edits). */
+  biases?: Tensor;
   /** The edit acting on each row b*T + t of the batch (-1: none), [B*T]. */
   rowEdit: number[];
 }
@@ -28,7 +32,8 @@ export function promptRowEdits(promptEdit: number[], T: number): number[] {
 }
 
 /**
- * Records mlp[r, :] += sum over the components c of row r's edit of (key[r, :] . u_c) v_c.
+ * Records mlp[r, :] += sum over the components c of row r's edit of (key[r, :] . u_c) v_c (+ the edit's
+ * bias change).
  * mlp [R, d] (updated in place), key [R, f] (the c_proj input of the same rows).
  */
 export function applyVirtualEdit(
@@ -89,4 +94,13 @@ export function applyVirtualEdit(
     uniforms().u32(R, d, K),
   );
   gpu.release(scores);
+  if (edit.biases) {
+    if (edit.biases.size !== ranks.length * d) {
+      throw new Error(
+        `${where}: biases [${edit.biases.shape}] must be [${ranks.length}, ${d}], one per edit`,
+      );
+    }
+    const entries = edit.rowEdit.flatMap((e, r) => e === -1 ? [] : [{ dst: r, src: e, keep: 1, take: 1 }]);
+    rowOps(gpu, mlp, edit.biases, d, entries);
+  }
 }

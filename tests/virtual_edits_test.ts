@@ -1,8 +1,8 @@
 // Virtual edits (engine/virtual_edits.ts): the kernel against its float64 reference, and a batched
 // forward where each prompt carries its own edit against applying that edit to the weights, scoring
 // the prompt alone and undoing it, on GPT-2 (Conv1D layout) and rotary families (nn.Linear layout):
-// a ROME-shaped rank-one edit at one layer and MEMIT-shaped edits spread over two layers, with
-// unedited prompts in the same batch.
+// a ROME-shaped rank-one edit at one layer, MEMIT-shaped edits spread over two layers and an FT-L-shaped
+// dense change of a layer's weight and bias, with unedited prompts in the same batch.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { makeBatch } from "../engine/model.ts";
@@ -78,6 +78,23 @@ function randomEdit(
   };
 }
 
+/** A random dense change of a layer's c_proj weight (and bias, where the family has one), FT-L's kind. */
+function denseEdit(model: Awaited<ReturnType<typeof loadCase>>["model"], layer: number, seed: number): Edit {
+  const deltas: Edit["deltas"] = [];
+  for (const [part, scale] of [["weight", 0.05], ["bias", 0.5]] as const) {
+    const param = `h.${layer}.mlp.c_proj.${part}`;
+    if (!model.params.has(param)) continue;
+    const t = model.p(param);
+    deltas.push({
+      kind: "dense",
+      param,
+      shape: [...t.shape],
+      values: randomArray(t.size, seed + deltas.length, scale),
+    });
+  }
+  return { method: "ft", requests: [], deltas, info: {} };
+}
+
 for (const name of ["gpt2", "llama", "gptj", "gpt_neox_parallel"]) {
   Deno.test(`${name}: a batched forward with virtual edits equals apply / forward / undo per prompt`, async () => {
     const { model } = await loadCase(name);
@@ -86,9 +103,10 @@ for (const name of ["gpt2", "llama", "gptj", "gpt_neox_parallel"]) {
       randomEdit(model, [[0, 1]], 1), // ROME: rank one at one layer
       randomEdit(model, [[0, 2], [1, 2]], 2), // MEMIT: two facts spread over two layers
       randomEdit(model, [[1, 1], [1, 1]], 3), // two deltas of one layer (a combined edit)
+      denseEdit(model, 1, 4), // FT-L: a dense change of a layer's weight (and bias)
     ];
-    const prompts = [[5, 9, 3, 17], [2, 4, 8], [11, 12, 13, 14], [7, 1], [30, 31, 32]];
-    const promptEdit = [0, 1, -1, 2, 1];
+    const prompts = [[5, 9, 3, 17], [2, 4, 8], [11, 12, 13, 14], [7, 1], [30, 31, 32], [6, 2, 9]];
+    const promptEdit = [0, 1, -1, 2, 1, 3];
     const batch = makeBatch(prompts);
     const rows = prompts.flatMap((p, b) => p.map((_, t) => b * batch.T + t));
     const set = new VirtualEditSet(model, edits);
@@ -136,18 +154,22 @@ Deno.test("virtual edits are refused with kept activations and outside the forwa
   assert.throws(() => model.forward(batch, { virtualEdits, keep: true }), /backward/);
   assert.throws(() => set.forBatch([1], batch.T), /outside \[-1, 1\)/);
   assert.equal(promptRowEdits([2, -1], 2).join(","), "2,2,-1,-1");
-  const W = model.p("h.0.mlp.c_proj.weight");
-  const dense: Edit = {
-    method: "ft",
-    requests: [],
-    deltas: [{
-      kind: "dense",
-      param: "h.0.mlp.c_proj.weight",
-      shape: [...W.shape],
-      values: new Float32Array(W.size),
-    }],
-    info: {},
+  const denseOf = (param: string): Edit => {
+    const t = model.p(param);
+    return {
+      method: "ft",
+      requests: [],
+      deltas: [{ kind: "dense", param, shape: [...t.shape], values: new Float32Array(t.size) }],
+      info: {},
+    };
   };
-  assert.throws(() => new VirtualEditSet(model, [dense]), /only low-rank deltas .* apply it instead/);
+  assert.throws(
+    () => new VirtualEditSet(model, [denseOf("h.0.attn.c_proj.weight")]),
+    /only deltas of an MLP output projection .* h\.0\.attn\.c_proj\.weight; apply it instead/,
+  );
+  assert.throws(
+    () => new VirtualEditSet(model, [denseOf("h.0.mlp.c_proj.bias")]),
+    /a bias change at layer 0 without a weight change/,
+  );
   set.release();
 });

@@ -237,9 +237,10 @@ export async function applyEdit(model: Model, edit: Edit): Promise<AppliedEdit> 
 // Virtual edits (engine/virtual_edits.ts): many edits scored in one batched forward
 
 /**
- * The low-rank deltas of many edits, uploaded once per edited layer as u [C, f] and v [C, d] rows, so
- * that any batch can give each prompt its own edit (forBatch) without the weights being written.
- * Only low-rank deltas of MLP output projections can be virtual; FT-L's dense delta must be applied.
+ * The deltas of many edits' MLP output projections, uploaded once per edited layer as u [C, f] and
+ * v [C, d] rows (and per-edit bias changes [edits, d]), so that any batch can give each prompt its own
+ * edit (forBatch) without the weights being written. A low-rank delta gives its rank's components; a
+ * dense one (FT-L) its d columns: W_math += sum_j (column j of the delta) e_j^T, rank d, exact.
  */
 export class VirtualEditSet {
   /** Per edited layer: its tensors, the components of each edit there, and edit index -> local index. */
@@ -248,35 +249,58 @@ export class VirtualEditSet {
     keys: Tensor;
     values: Tensor;
     ranks: number[];
+    biases?: Tensor;
     local: Map<number, number>;
   }[] = [];
 
-  /** Uploads the low-rank components of `edits` (rank-one or low-rank deltas of MLP output projections). */
+  /** Uploads the deltas of `edits` (low-rank or dense deltas of MLP output projections' weights, dense
+   *  deltas of their biases). */
   constructor(readonly model: Model, readonly edits: Edit[]) {
     const f = model.config.nInner, d = model.config.nEmbd;
-    const perLayer = new Map<number, { edit: number; u: Float32Array; v: Float32Array; rank: number }[]>();
+    type Part = { edit: number; u: Float32Array; v: Float32Array; rank: number } | {
+      edit: number;
+      bias: Float32Array;
+    };
+    const perLayer = new Map<number, Part[]>();
     edits.forEach((edit, e) => {
       edit.deltas.forEach((delta, i) => {
         const where = `virtual edit ${e} (${edit.method}, delta ${i})`;
         checkDelta(model, delta, where);
-        const m = /^h\.(\d+)\.mlp\.c_proj\.weight$/.exec(delta.param);
-        if (delta.kind !== "low-rank" || !m) {
+        const m = /^h\.(\d+)\.mlp\.c_proj\.(weight|bias)$/.exec(delta.param);
+        if (!m) {
           throw new Error(
-            `${where}: only low-rank deltas of an MLP output projection can be virtual, got a ${delta.kind} ` +
-              `delta of ${delta.param}; apply it instead`,
+            `${where}: only deltas of an MLP output projection can be virtual, got one of ${delta.param}; ` +
+              `apply it instead`,
           );
         }
-        const { u, v } = keyValueFactors(model, delta);
         const layer = Number(m[1]);
         if (!perLayer.has(layer)) perLayer.set(layer, []);
-        perLayer.get(layer)!.push({ edit: e, u, v, rank: delta.rank });
+        perLayer.get(layer)!.push(
+          delta.kind === "low-rank"
+            ? { edit: e, ...keyValueFactors(model, delta), rank: delta.rank }
+            : m[2] === "bias"
+            ? { edit: e, bias: delta.values }
+            : { edit: e, ...denseFactors(model, delta), rank: d },
+        );
       });
     });
     for (const [layer, parts] of [...perLayer].sort((a, b) => a[0] - b[0])) {
-      // One edit with several deltas at a layer (combined edits) sums them: its components concatenate.
-      const byEdit = new Map<number, typeof parts>();
+      // One edit with several deltas at a layer (combined edits, a weight and its bias) sums them: its
+      // components concatenate, its bias changes add up.
+      const byEdit = new Map<number, Part[]>();
       for (const p of parts) byEdit.set(p.edit, [...(byEdit.get(p.edit) ?? []), p]);
-      const ordered = [...byEdit.values()].flat();
+      const components = [...byEdit.values()].map((ps) => ps.flatMap((p) => "rank" in p ? [p] : []));
+      components.forEach((c, i) => {
+        if (c.length === 0) {
+          throw new Error(
+            `virtual edit ${
+              [...byEdit.keys()][i]
+            }: a bias change at layer ${layer} without a weight change ` +
+              `there cannot be virtual; apply it instead`,
+          );
+        }
+      });
+      const ordered = components.flat();
       const C = ordered.reduce((s, p) => s + p.rank, 0);
       const U = new Float32Array(C * f), Vs = new Float32Array(C * d);
       let at = 0;
@@ -285,11 +309,20 @@ export class VirtualEditSet {
         Vs.set(p.v, at * d);
         at += p.rank;
       }
+      let biases: Tensor | undefined;
+      if (parts.some((p) => "bias" in p)) {
+        const B = new Float32Array(byEdit.size * d);
+        [...byEdit.values()].forEach((ps, i) => {
+          for (const p of ps) if ("bias" in p) p.bias.forEach((x, j) => B[i * d + j] += x);
+        });
+        biases = model.gpu.tensor([byEdit.size, d], B);
+      }
       this.layers.push({
         layer,
         keys: model.gpu.tensor([C, f], U),
         values: model.gpu.tensor([C, d], Vs),
-        ranks: [...byEdit.values()].map((ps) => ps.reduce((s, p) => s + p.rank, 0)),
+        ranks: components.map((ps) => ps.reduce((s, p) => s + p.rank, 0)),
+        biases,
         local: new Map([...byEdit.keys()].map((e, i) => [e, i])),
       });
     }
@@ -311,6 +344,7 @@ export class VirtualEditSet {
         keys: l.keys,
         values: l.values,
         ranks: l.ranks,
+        biases: l.biases,
         rowEdit: promptRowEdits(local, T),
       }];
     });
@@ -318,7 +352,7 @@ export class VirtualEditSet {
 
   /** Frees the uploaded components; forBatch must not be called afterwards. */
   release(): void {
-    for (const l of this.layers) this.model.gpu.release(l.keys, l.values);
+    for (const l of this.layers) this.model.gpu.release(l.keys, l.values, l.biases);
   }
 }
 
@@ -356,6 +390,21 @@ function keyValueFactors(model: Model, delta: LowRankDelta): { u: Float32Array; 
   return model.config.linearLayout === "in_out"
     ? { u: transpose(delta.left, f), v: delta.right }
     : { u: delta.right, v: transpose(delta.left, d) };
+}
+
+/** A dense delta of an MLP output projection's weight as d components (u_j [f], v_j = e_j [d]): u_j is
+ *  the delta's column j of W_math [d, f], i.e. its column j in GPT-2's Conv1D [f, d], its row j in an
+ *  nn.Linear [d, f]. */
+function denseFactors(model: Model, delta: DenseDelta): { u: Float32Array; v: Float32Array } {
+  const f = model.config.nInner, d = model.config.nEmbd;
+  let u = delta.values;
+  if (model.config.linearLayout === "in_out") {
+    u = new Float32Array(d * f);
+    for (let a = 0; a < f; a++) for (let j = 0; j < d; j++) u[j * f + a] = delta.values[a * d + j];
+  }
+  const v = new Float32Array(d * d);
+  for (let j = 0; j < d; j++) v[j * d + j] = 1;
+  return { u, v };
 }
 
 /** One edit holding all deltas of `edits`, in order (applying it = applying them one after another). */

@@ -7,8 +7,15 @@
 // over target tokens, then over the batch. For fact erasure ("decrease") -log p becomes -log(1 - p).
 // A batch steps only while its loss is >= 1e-2, and training stops once an epoch's mean loss is
 // below 1e-2. The edit is the dense change of the trained tensors; the model is restored afterwards.
+//
+// computeFtBatch trains many edits at once without touching the model: each edit's prompts form one group
+// of a batch with its own copy of the trained tensors (engine/model.ts GroupedParams), so one forward and
+// backward per step serve every edit, and the blocks below the lowest trained layer, which never change,
+// run once. Each edit steps and stops exactly as computeFt would (its own loss, its own Adam moments and
+// L-infinity ball); results equal computeFt's to float tolerance (the grouped products sum in another order).
 import { allocateGradients, backward } from "../../engine/autograd.ts";
-import type { Model } from "../../engine/model.ts";
+import type { Tensor } from "../../engine/gpu.ts";
+import type { GroupedParams, Model } from "../../engine/model.ts";
 import { Adam, projectLinf, zeroGrads } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { DenseDelta, Edit, EditRequest } from "./edit.ts";
@@ -17,13 +24,8 @@ import { batchWithNoise, instantiate } from "./keys.ts";
 
 const STOP_LOSS = 1e-2;
 
-export async function computeFt(
-  model: Model,
-  tok: Tokenizer,
-  requests: EditRequest[],
-  hp: FtHparams,
-): Promise<Edit> {
-  const gpu = model.gpu, V = model.config.vocabSize;
+/** The parameters FT-L trains on `layers`, after checking the request list and hyper-parameters. */
+function trainedParams(model: Model, requests: EditRequest[], hp: FtHparams): string[] {
   if (requests.length === 0) throw new Error("ft: no requests");
   for (const l of hp.layers) {
     if (!Number.isInteger(l) || l < 0 || l >= model.nLayer) {
@@ -31,11 +33,52 @@ export async function computeFt(
     }
   }
   if (!(hp.normConstraint >= 0)) throw new Error(`ft: normConstraint must be >= 0, got ${hp.normConstraint}`);
-  const names = hp.layers.flatMap((l) =>
+  return hp.layers.flatMap((l) =>
     model.config.mlpBias
       ? [`h.${l}.mlp.c_proj.weight`, `h.${l}.mlp.c_proj.bias`]
       : [`h.${l}.mlp.c_proj.weight`]
   );
+}
+
+/**
+ * The "prompt_last" loss of one request of a batch of n from its prompt's last-token logits `row` [V]:
+ * the mean over its target tokens `ys` of -log p(y) (fact erasure: -log(1 - p(y))), over n; adds the
+ * loss's gradient w.r.t. the logits into `out` [V]:
+ * d loss / d logits = sum_j c_j (softmax - onehot(y_j)), c_j = d loss / d NLL_j.
+ */
+function promptLastLoss(
+  row: Float32Array,
+  ys: number[],
+  decrease: boolean,
+  n: number,
+  out: Float32Array,
+): number {
+  let mx = -Infinity;
+  for (const v of row) mx = Math.max(mx, v);
+  let z = 0;
+  for (const v of row) z += Math.exp(v - mx);
+  const prob = (t: number) => Math.exp(row[t] - mx) / z;
+  const m = ys.length;
+  let loss = 0, cSum = 0;
+  for (const y of ys) {
+    const p = Math.min(prob(y), 1 - 1e-7);
+    loss += (decrease ? -Math.log(1 - p) : -Math.log(p)) / (m * n);
+    const c = (decrease ? -p / (1 - p) : 1) / (m * n);
+    cSum += c;
+    out[y] -= c;
+  }
+  for (let v = 0; v < row.length; v++) out[v] += cSum * Math.exp(row[v] - mx) / z;
+  return loss;
+}
+
+export async function computeFt(
+  model: Model,
+  tok: Tokenizer,
+  requests: EditRequest[],
+  hp: FtHparams,
+): Promise<Edit> {
+  const gpu = model.gpu, V = model.config.vocabSize;
+  const names = trainedParams(model, requests, hp);
   const tensors = await Promise.all(names.map((n) => model.writable(n)));
   const originals = (await gpu.readMany(tensors)).map((a) => a.slice());
   const anchors = originals.map((a, i) => gpu.tensor(tensors[i].shape, a));
@@ -65,25 +108,9 @@ export async function computeFt(
         const dlogits = new Float32Array(idx.length * V);
         let loss = 0;
         idx.forEach((req, b) => {
-          const row = logits.subarray(b * V, (b + 1) * V);
-          let mx = -Infinity;
-          for (const v of row) mx = Math.max(mx, v);
-          let z = 0;
-          for (const v of row) z += Math.exp(v - mx);
-          const prob = (t: number) => Math.exp(row[t] - mx) / z;
-          const ys = targets[req], m = ys.length;
           const decrease = requests[req].direction === "decrease";
-          // d loss_b / d logits = sum_j c_j (softmax - onehot(y_j)), c_j = d loss_b / d NLL_j.
-          let cSum = 0;
-          const out = dlogits.subarray(b * V, (b + 1) * V);
-          for (const y of ys) {
-            const p = Math.min(prob(y), 1 - 1e-7);
-            loss += (decrease ? -Math.log(1 - p) : -Math.log(p)) / (m * idx.length);
-            const c = (decrease ? -p / (1 - p) : 1) / (m * idx.length);
-            cSum += c;
-            out[y] -= c;
-          }
-          for (let v = 0; v < V; v++) out[v] += cSum * Math.exp(row[v] - mx) / z;
+          const row = logits.subarray(b * V, (b + 1) * V), out = dlogits.subarray(b * V, (b + 1) * V);
+          loss += promptLastLoss(row, targets[req], decrease, idx.length, out);
         });
         losses.push(loss);
         epochLoss += loss * idx.length / requests.length;
@@ -101,21 +128,209 @@ export async function computeFt(
       if (epochLoss < STOP_LOSS) break;
     }
     const trained = await gpu.readMany(tensors);
-    const deltas: DenseDelta[] = names.map((param, i) => ({
-      kind: "dense",
-      param,
-      shape: [...tensors[i].shape],
-      values: trained[i].map((v, j) => v - originals[i][j]),
-    }));
-    return {
-      method: "ft",
-      requests,
-      deltas,
-      info: { hparams: hp, layers: hp.layers, losses, epochs: steps },
-    };
+    return ftEdit(requests, hp, names, tensors.map((t) => t.shape), trained, originals, losses, steps);
   } finally {
     tensors.forEach((t, i) => gpu.write(t, originals[i]));
     adam.destroy();
     for (const t of [...anchors, ...grads.values()]) t.destroy();
+  }
+}
+
+/** An FT-L edit: the dense changes trained - original of the trained parameters. */
+function ftEdit(
+  requests: EditRequest[],
+  hp: FtHparams,
+  names: string[],
+  shapes: readonly (readonly number[])[],
+  trained: Float32Array[],
+  originals: Float32Array[],
+  losses: number[],
+  epochs: number,
+): Edit {
+  const deltas: DenseDelta[] = names.map((param, i) => ({
+    kind: "dense",
+    param,
+    shape: [...shapes[i]],
+    values: trained[i].map((v, j) => v - originals[i][j]),
+  }));
+  return { method: "ft", requests, deltas, info: { hparams: hp, layers: hp.layers, losses, epochs } };
+}
+
+/** One edit of computeFtBatch: the requests it is trained on and its hyper-parameters. */
+export interface FtJob {
+  requests: EditRequest[];
+  hp: FtHparams;
+}
+
+/** GPU bytes one batch's per-edit tensors may take: copies, anchors, final copies, gradients and Adam's
+ *  two moments of every trained parameter (6 per edit; the embedded model's c_proj: 1.6 MB per edit). */
+const BATCH_BYTES = 512 * 2 ** 20;
+
+/**
+ * FT-L edits of many jobs, each as computeFt(model, tok, job.requests, job.hp) would compute it, trained
+ * together: jobs with equal hyper-parameters (the same layers) share batches, as many per batch as
+ * BATCH_BYTES and the adapter's storage bindings allow. A job with more requests than hp.batchSize (more
+ * than one mini-batch per epoch) runs through computeFt. `onProgress(step, steps)` counts the steps of
+ * every batch. The model is never written.
+ */
+export async function computeFtBatch(
+  model: Model,
+  tok: Tokenizer,
+  jobs: FtJob[],
+  o: { onProgress?: (step: number, steps: number) => void } = {},
+): Promise<Edit[]> {
+  const results: Edit[] = new Array(jobs.length);
+  const batches = new Map<string, number[]>();
+  for (const [j, job] of jobs.entries()) {
+    trainedParams(model, job.requests, job.hp); // refuses a bad job before any training
+    if (job.requests.length > job.hp.batchSize) continue;
+    const key = JSON.stringify(job.hp);
+    if (!batches.has(key)) batches.set(key, []);
+    batches.get(key)!.push(j);
+  }
+  // Chunks of jobs that fit one batch's memory.
+  const chunks: number[][] = [];
+  for (const members of batches.values()) {
+    const sizes = trainedParams(model, jobs[members[0]].requests, jobs[members[0]].hp).map((n) =>
+      model.p(n).size
+    );
+    const perJob = 6 * 4 * sizes.reduce((a, b) => a + b, 0);
+    const fit = Math.max(
+      1,
+      Math.min(
+        Math.floor(BATCH_BYTES / perJob),
+        Math.floor(model.gpu.limits.maxStorageBufferBindingSize / (4 * Math.max(...sizes))),
+      ),
+    );
+    for (let at = 0; at < members.length; at += fit) chunks.push(members.slice(at, at + fit));
+  }
+  const totalSteps = chunks.reduce((s, c) => s + jobs[c[0]].hp.numSteps, 0);
+  let stepsBefore = 0;
+  for (const chunk of chunks) {
+    const edits = await trainGroups(
+      model,
+      tok,
+      chunk.map((j) => jobs[j]),
+      (step) => o.onProgress?.(stepsBefore + step, totalSteps),
+    );
+    chunk.forEach((j, i) => results[j] = edits[i]);
+    stepsBefore += jobs[chunk[0]].hp.numSteps;
+  }
+  for (const [j, job] of jobs.entries()) {
+    if (!results[j]) results[j] = await computeFt(model, tok, job.requests, job.hp);
+  }
+  return results;
+}
+
+/** computeFt for jobs of equal hyper-parameters, each at most one mini-batch, in one batch: job g's
+ *  requests are group g's sequences (padded to the longest list with repeats scored at zero weight). */
+async function trainGroups(
+  model: Model,
+  tok: Tokenizer,
+  jobs: FtJob[],
+  onStep: (step: number) => void,
+): Promise<Edit[]> {
+  const gpu = model.gpu, V = model.config.vocabSize, hp = jobs[0].hp;
+  const names = trainedParams(model, jobs[0].requests, hp);
+  const tensors = await Promise.all(names.map((n) => model.writable(n)));
+  const originals = await gpu.readMany(tensors);
+  const G = jobs.length, S = Math.max(...jobs.map((j) => j.requests.length));
+  const perGroup = (values: Float32Array) => {
+    const all = new Float32Array(G * values.length);
+    for (let g = 0; g < G; g++) all.set(values, g * values.length);
+    return all;
+  };
+  const shapes = tensors.map((t) => [G, ...t.shape]);
+  const copies = originals.map((w, i) => gpu.tensor(shapes[i], perGroup(w)));
+  const anchors = originals.map((w, i) => gpu.tensor(shapes[i], perGroup(w)));
+  // Each group's tensors at the step it stopped (later steps move stopped groups by Adam's momentum,
+  // which nothing reads: their rows get no gradient and their outputs are not scored).
+  const finals = shapes.map((shape) => gpu.zeros(shape));
+  const grads = new Map(names.map((n, i) => [n, gpu.zeros(shapes[i])]));
+  const grouped: GroupedParams = { groups: G, tensors: new Map(names.map((n, i) => [n, copies[i]])) };
+  const adam = new Adam(gpu, names.map((name, i) => ({ name, tensor: copies[i], size: copies[i].size })), {
+    lr: hp.lr,
+  });
+  const requestOf = (g: number, s: number) => jobs[g].requests[Math.min(s, jobs[g].requests.length - 1)];
+  const instances = jobs.flatMap((_, g) =>
+    Array.from({ length: S }, (_, s) => {
+      const r = requestOf(g, s);
+      return instantiate(tok, "{}", r.prompt, r.subject, r.noise);
+    })
+  );
+  const targets = jobs.flatMap((_, g) =>
+    Array.from({ length: S }, (_, s) => {
+      const r = requestOf(g, s);
+      return targetIds(tok, r.prompt.replace("{}", r.subject), r.target, { refuseUnknown: true });
+    })
+  );
+  const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, instances);
+  // The blocks below the lowest trained layer never change: the residual entering it, once.
+  const lowest = Math.min(...hp.layers);
+  let input: Tensor | undefined;
+  if (lowest > 0) {
+    const rows = Array.from({ length: batch.B * batch.T }, (_, r) => r);
+    input = model.forward(batch, { hooks, endLayer: lowest, outputRows: rows }).logits;
+  }
+  const losses: number[][] = jobs.map(() => []);
+  const epochs: number[] = jobs.map(() => hp.numSteps);
+  const active = new Set(jobs.keys());
+  const stop = (g: number) => {
+    copies.forEach((c, i) => gpu.copy(c, finals[i], c.size / G, g * (c.size / G), g * (c.size / G)));
+    active.delete(g);
+  };
+  try {
+    for (let step = 0; step < hp.numSteps && active.size > 0; step++) {
+      const fwd = model.forward(
+        batch,
+        input ? { startLayer: lowest, input, keep: true, grouped } : { hooks, keep: true, grouped },
+      );
+      const logits = await fwd.logits.read();
+      const dlogits = new Float32Array(G * S * V);
+      for (const g of [...active]) {
+        const n = jobs[g].requests.length;
+        let loss = 0;
+        for (let s = 0; s < n; s++) {
+          const b = g * S + s;
+          const row = logits.subarray(b * V, (b + 1) * V), out = dlogits.subarray(b * V, (b + 1) * V);
+          loss += promptLastLoss(row, targets[b], requestOf(g, s).direction === "decrease", n, out);
+        }
+        losses[g].push(loss);
+        if (loss < STOP_LOSS) {
+          dlogits.fill(0, g * S * V, (g + 1) * S * V);
+          epochs[g] = step + 1;
+          stop(g);
+        }
+      }
+      if (active.size > 0) {
+        const dl = gpu.tensor([G * S, V], dlogits);
+        zeroGrads(gpu, [...grads.values()]);
+        backward(model, fwd, { dlogits: dl, params: grads });
+        adam.step(names.map((n) => grads.get(n)!));
+        copies.forEach((c, i) => projectLinf(gpu, c, anchors[i], hp.normConstraint));
+        gpu.release(dl);
+      }
+      model.releaseForward(fwd);
+      onStep(step + 1);
+    }
+    for (const g of [...active]) stop(g);
+    const trained = await gpu.readMany(finals);
+    return jobs.map((job, g) =>
+      ftEdit(
+        job.requests,
+        job.hp,
+        names,
+        tensors.map((t) => t.shape),
+        trained.map((t, i) => t.subarray(g * originals[i].length, (g + 1) * originals[i].length)),
+        originals,
+        losses[g],
+        epochs[g],
+      )
+    );
+  } finally {
+    release();
+    adam.destroy();
+    gpu.release(input);
+    for (const t of [...copies, ...anchors, ...finals, ...grads.values()]) t.destroy();
   }
 }

@@ -72,6 +72,7 @@ import {
   type SubjectNoise,
   VirtualEditSet,
 } from "../editing/edit.ts";
+import { computeFtBatch } from "../editing/ft.ts";
 import { contextTemplates } from "../editing/keys.ts";
 import { type ValueOptions, valueOptions } from "../editing/values.ts";
 import { statsHparams } from "../editing/hparams.ts";
@@ -958,18 +959,13 @@ export async function runSweep(
       const groups = new Map<string, typeof edits>();
       for (const it of edits) {
         if (!block.has(it.fact.id)) continue;
-        // ROME, R-ROME, MEMIT and EMMET: one group over every layer (layer by layer, so their v* / z
-        // batches mostly hold one layer each and straddle two only where a layer's requests leave room).
-        const batched = engineMethod(it.method) !== "ft";
-        const g = `${it.problem}|${it.method}|${batched ? "all" : it.layer}`;
+        // Every method: one group over every layer, its edits (facts x layers) computed together (ROME's
+        // v* / MEMIT's z batches layer by layer, FT-L's edits in batches of one layer window).
+        const g = `${it.problem}|${it.method}`;
         if (!groups.has(g)) groups.set(g, []);
         groups.get(g)!.push(it);
       }
-      for (const group of groups.values()) {
-        // A block's edits (facts x layers) are computed together; FT-L's one fact at a time.
-        if (engineMethod(group[0].method) !== "ft") chunks.push(group);
-        else chunks.push(...group.map((it) => [it]));
-      }
+      chunks.push(...groups.values());
     }
     // The value optimisation a low-rank part asks for (null for FT-L): ROME / R-ROME's v* at the MLP output
     // of each edit's layer, with the options computeRomeAt builds, or MEMIT / EMMET's z at the block output
@@ -984,16 +980,36 @@ export async function runSweep(
       const layers = part.map((it) => editedLayers(configFor(model, plan, part[0].method, it.layer)).at(-1)!);
       return { ...valueOptions(first.hparams, layers[0], "resid", contexts), layers };
     };
+    // FT-L's edits of a block, trained ahead (by item key: the edit and its share of the training time).
+    type Trained = Map<string, { edit: Edit; seconds: number }>;
+    const ftJob = (it: (typeof edits)[number]) => {
+      const mc = configFor(model, plan, it.method, it.layer);
+      if (mc.method !== "ft") throw new Error(`sweep: ${it.method} is not FT-L`);
+      return { requests: [requests.get(`${it.fact.id}|${it.problem}`)!], hp: mc.hparams };
+    };
+    const trainFt = async (items: typeof edits, trained: Trained) => {
+      const t0 = performance.now();
+      const computed = await computeFtBatch(
+        model,
+        tok,
+        items.map(ftJob),
+        { onProgress: (step, steps) => show(`the block's FT-L: step ${step}/${steps}`) },
+      );
+      const seconds = (performance.now() - t0) / 1000 / items.length;
+      items.forEach((it, i) => trained.set(resultKey(it.key), { edit: computed[i], seconds }));
+    };
     // The block's v* / z ahead of its parts, one optimisation per set of options: a part's batches hold
     // one layer's requests of one problem (4 in the study's blocks of 4 facts); together, every problem's
-    // (v* of 8 facts x 6 layers: 0.67 s per request, of 32 facts: 0.45 s on the software adapter).
-    const prefetch = async (chunks: (typeof edits)[], values: SharedValues) => {
+    // (v* of 8 facts x 6 layers: 0.67 s per request, of 32 facts: 0.45 s on the software adapter). Its
+    // FT-L edits likewise: every problem's at one layer window in one batch.
+    const prefetch = async (chunks: (typeof edits)[], values: SharedValues, trained: Trained) => {
       const calls: { requests: EditRequest[]; o: ValueOptions }[] = [];
+      const ft: typeof edits = [];
       for (const part of chunks) {
-        const o = await valueCall(part);
-        if (!o) continue;
         await prepare(part);
-        calls.push({ requests: part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!), o });
+        if (engineMethod(part[0].method) === "ft") ft.push(...part);
+        const o = await valueCall(part);
+        if (o) calls.push({ requests: part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!), o });
       }
       await values.prefetch(
         model,
@@ -1001,9 +1017,10 @@ export async function runSweep(
         calls,
         (step, steps) => show(`the block's v*/z: step ${step}/${steps}`),
       );
+      if (ft.length) await trainFt(ft, trained);
     };
     // `values`: the block's v* / z optimisations, shared between the methods that compute the same ones.
-    const runEdits = async (part: typeof edits, values: SharedValues) => {
+    const runEdits = async (part: typeof edits, values: SharedValues, trained: Trained) => {
       const { method, problem } = part[0];
       const layers = [...new Set(part.map((it) => it.layer))];
       await prepare(part);
@@ -1030,23 +1047,31 @@ export async function runSweep(
             ...await computeEdits(model, tok, mc, [reqs[j]], stats, { startWords, values: [zs[j]] }),
           );
         }
-      } else computed = await computeEdits(model, tok, first, reqs, stats, { startWords });
+      } else {
+        // FT-L: trained ahead with the block (a part retried after a kill trains its own edits).
+        const missing = part.filter((it) => !trained.has(resultKey(it.key)));
+        if (missing.length) await trainFt(missing, trained);
+        computed = part.map((it) => trained.get(resultKey(it.key))!.edit);
+      }
       // Per edit, the part's time: a v* / z optimisation shared between methods is counted in the time of
       // the method that computed it (the first in the plan), and the others' times leave it out
-      // (timings.valuesReused says which edits reused one).
-      const reused = engineMethod(method) === "ft" ? part.map(() => false) : values.lastReused;
-      const prefetched = engineMethod(method) === "ft" ? part.map(() => 0) : values.lastPrefetchSeconds;
-      const editSeconds = (performance.now() - t0) / 1000 / part.length;
+      // (timings.valuesReused says which edits reused one); an FT-L edit's is its share of its batch's.
+      const ft = engineMethod(method) === "ft";
+      const reused = ft ? part.map(() => false) : values.lastReused;
+      const prefetched = ft
+        ? part.map((it) => trained.get(resultKey(it.key))!.seconds)
+        : values.lastPrefetchSeconds;
+      const editSeconds = ft ? 0 : (performance.now() - t0) / 1000 / part.length;
       // Scoring: Hase et al.'s probabilities, the field's standard metrics (where they apply) and, on the
-      // measured facts, essence and fluency. Every low-rank edit of the part at once, each prompt under
-      // its own virtual edit, in batched passes; a dense delta (FT-L), or o.applyToScore, applies, scores
-      // and undoes each edit through the same functions.
+      // measured facts, essence and fluency. Every edit of the part at once, each prompt under its own
+      // virtual edit, in batched passes; o.applyToScore applies, scores and undoes each edit through the
+      // same functions.
       const pairs = part.map((it, j) => ({ c: it.fact.case, request: reqs[j] }));
       const baselines = part.map((it) => standards.get(`${it.fact.id}|${it.problem}`)!);
       // The unedited model's measurements of the measured facts, before any edit is applied.
       const befores: (DriftBefore | null)[] = [];
       for (const it of part) befores.push(measured.has(it.fact.id) ? await driftBefore(it.fact) : null);
-      const virtual = !o.applyToScore && computed.every((e) => e.deltas.every((d) => d.kind === "low-rank"));
+      const virtual = !o.applyToScore;
       const posts: CaseProbabilities[] = [];
       const standard: (StandardScores | null)[] = part.map(() => null);
       const essence: (Essence | null)[] = part.map(() => null);
@@ -1148,8 +1173,11 @@ export async function runSweep(
     };
     for (const chunks of blocks) {
       const values = new SharedValues();
+      const trained: Trained = new Map();
       if (!outOfTime()) {
-        await prefetch(chunks.filter((part) => part.some((it) => !store.has(it.key))), values);
+        // Only what is not stored yet (a resumed block's stored edits are not recomputed).
+        const todo = chunks.map((part) => part.filter((it) => !store.has(it.key))).filter((p) => p.length);
+        await prefetch(todo, values, trained);
       }
       for (const part of chunks) {
         if (outOfTime()) break;
@@ -1159,7 +1187,7 @@ export async function runSweep(
         const retries = part.length > 1 ? store.attempt(block) : 0;
         const size = Math.max(1, Math.ceil(part.length / 2 ** retries));
         for (let at = 0; at < part.length && !outOfTime(); at += size) {
-          await runEdits(part.slice(at, at + size), values);
+          await runEdits(part.slice(at, at + size), values, trained);
         }
         if (part.length > 1 && !stopped) store.finished(block);
       }

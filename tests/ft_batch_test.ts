@@ -1,0 +1,66 @@
+// FT-L of many edits in one batch (experiments/editing/ft.ts computeFtBatch) against computeFt, one edit
+// at a time, on the embedded model and its CounterFact facts: every editing problem's request (fact
+// erasure's "decrease", fact forcing's noised subject), one layer and five, and an edit of two requests
+// (the batch pads it); the same deltas, losses and stopping steps, and the model is never written.
+import assert from "node:assert/strict";
+import { getGpu } from "../engine/gpu.ts";
+import { Model } from "../engine/model.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
+import { loadDataset } from "../experiments/data/datasets.ts";
+import { computeFt, computeFtBatch, type FtJob } from "../experiments/editing/ft.ts";
+import { ftHparams } from "../experiments/editing/hparams.ts";
+import { editingCase, problemRequest, PROBLEMS } from "../experiments/editing/problems.ts";
+import { embeddingStd } from "../experiments/localization/tracing.ts";
+import { maxAbsDiff } from "./util.ts";
+
+const DIR = new URL("../weights/locus-kb", import.meta.url).pathname;
+const gpu = await getGpu();
+
+Deno.test("computeFtBatch trains each edit as computeFt does alone: deltas, losses, stopping steps", async () => {
+  const model = await Model.load(gpu, DIR);
+  const tok = await loadTokenizer(DIR);
+  const { cases } = await loadDataset(`${DIR}/counterfact.json`);
+  const noise = { seed: 1, scale: 3 * await embeddingStd(model) };
+  const before = await model.toArrays();
+  const one = ftHparams(model.config, [2]), five = ftHparams(model.config, [0, 1, 2, 3, 4]);
+  const jobs: FtJob[] = [];
+  for (const [i, problem] of PROBLEMS.entries()) {
+    const request = await problemRequest(model, tok, editingCase(cases[i]), problem, noise);
+    jobs.push({ requests: [request], hp: one });
+    if (i < 2) jobs.push({ requests: [request], hp: five });
+  }
+  const extra = await problemRequest(model, tok, editingCase(cases[7]), "error-injection", noise);
+  jobs.push({ requests: [jobs[0].requests[0], extra], hp: one });
+  let progress = 0;
+  const batched = await computeFtBatch(model, tok, jobs, { onProgress: (step) => progress = step });
+  assert.equal(progress, one.numSteps + five.numSteps, "progress counts both batches' steps");
+  assert.deepEqual(await model.toArrays(), before, "the model was never written");
+
+  const epochs: number[] = [];
+  for (const [j, job] of jobs.entries()) {
+    const alone = await computeFt(model, tok, job.requests, job.hp);
+    const got = batched[j];
+    assert.deepEqual(got.deltas.map((d) => d.param), alone.deltas.map((d) => d.param), `job ${j}`);
+    assert.deepEqual(got.info.epochs, alone.info.epochs, `job ${j}: stopping step`);
+    epochs.push(alone.info.epochs as number);
+    const [a, b] = [got, alone].map((e) => e.info.losses as number[]);
+    assert.equal(a.length, b.length, `job ${j}: losses`);
+    a.forEach((x, s) =>
+      assert.ok(Math.abs(x - b[s]) <= 1e-4 * Math.max(1, b[s]), `job ${j} step ${s}: ${x} vs ${b[s]}`)
+    );
+    got.deltas.forEach((d, i) => {
+      const want = alone.deltas[i];
+      assert.ok(d.kind === "dense" && want.kind === "dense");
+      // Trained weights stay in an L-infinity ball of radius eps; a few entries whose gradient is at float
+      // noise may take another sign on the first Adam steps, so compare by the fraction of the radius.
+      const eps = job.hp.normConstraint;
+      const far = d.values.filter((v, k) => Math.abs(v - want.values[k]) > 0.05 * eps).length;
+      assert.ok(
+        far <= 1e-3 * d.values.length,
+        `job ${j} ${d.param}: ${far} of ${d.values.length} values differ`,
+      );
+      assert.ok(maxAbsDiff(d.values, want.values) <= 2 * eps + 1e-7, `job ${j} ${d.param}: outside the ball`);
+    });
+  }
+  assert.ok(epochs.some((e) => e < one.numSteps), `some edit stopped early (steps ${epochs})`);
+});
