@@ -78,6 +78,7 @@ export async function computeFt(
   hp: FtHparams,
 ): Promise<Edit> {
   const gpu = model.gpu, V = model.config.vocabSize;
+  const started = performance.now();
   const names = trainedParams(model, requests, hp);
   const tensors = await Promise.all(names.map((n) => model.writable(n)));
   const originals = (await gpu.readMany(tensors)).map((a) => a.slice());
@@ -128,7 +129,18 @@ export async function computeFt(
       if (epochLoss < STOP_LOSS) break;
     }
     const trained = await gpu.readMany(tensors);
-    return ftEdit(requests, hp, names, tensors.map((t) => t.shape), trained, originals, losses, steps);
+    const seconds = (performance.now() - started) / 1000;
+    return ftEdit(
+      requests,
+      hp,
+      names,
+      tensors.map((t) => t.shape),
+      trained,
+      originals,
+      losses,
+      steps,
+      seconds,
+    );
   } finally {
     tensors.forEach((t, i) => gpu.write(t, originals[i]));
     adam.destroy();
@@ -136,7 +148,8 @@ export async function computeFt(
   }
 }
 
-/** An FT-L edit: the dense changes trained - original of the trained parameters. */
+/** An FT-L edit: the dense changes trained - original of the trained parameters; `seconds` its training
+ *  time (computeFtBatch: its share of its batch's). */
 function ftEdit(
   requests: EditRequest[],
   hp: FtHparams,
@@ -146,6 +159,7 @@ function ftEdit(
   originals: Float32Array[],
   losses: number[],
   epochs: number,
+  seconds: number,
 ): Edit {
   const deltas: DenseDelta[] = names.map((param, i) => ({
     kind: "dense",
@@ -153,7 +167,12 @@ function ftEdit(
     shape: [...shapes[i]],
     values: trained[i].map((v, j) => v - originals[i][j]),
   }));
-  return { method: "ft", requests, deltas, info: { hparams: hp, layers: hp.layers, losses, epochs } };
+  return {
+    method: "ft",
+    requests,
+    deltas,
+    info: { hparams: hp, layers: hp.layers, losses, epochs, seconds },
+  };
 }
 
 /** One edit of computeFtBatch: the requests it is trained on and its hyper-parameters. */
@@ -231,6 +250,7 @@ async function trainGroups(
   onStep: (step: number) => void,
 ): Promise<Edit[]> {
   const gpu = model.gpu, V = model.config.vocabSize, hp = jobs[0].hp;
+  const started = performance.now();
   const names = trainedParams(model, jobs[0].requests, hp);
   const tensors = await Promise.all(names.map((n) => model.writable(n)));
   const originals = await gpu.readMany(tensors);
@@ -315,6 +335,7 @@ async function trainGroups(
     }
     for (const g of [...active]) stop(g);
     const trained = await gpu.readMany(finals);
+    const seconds = (performance.now() - started) / 1000 / G;
     return jobs.map((job, g) =>
       ftEdit(
         job.requests,
@@ -325,6 +346,7 @@ async function trainGroups(
         originals,
         losses[g],
         epochs[g],
+        seconds,
       )
     );
   } finally {

@@ -73,8 +73,7 @@ import {
   VirtualEditSet,
 } from "../editing/edit.ts";
 import { computeFtBatch } from "../editing/ft.ts";
-import { contextTemplates } from "../editing/keys.ts";
-import { type ValueOptions, valueOptions } from "../editing/values.ts";
+import type { ValueOptions } from "../editing/values.ts";
 import { statsHparams } from "../editing/hparams.ts";
 import {
   computeEdits,
@@ -976,27 +975,25 @@ export async function runSweep(
       if (first.method === "rome" || first.method === "r-rome") {
         return await romeValueOptions(model, tok, first.hparams, part.map((it) => it.layer), startWords);
       }
-      const contexts = await contextTemplates(model, tok, { ...first.hparams.templates, startWords });
       const layers = part.map((it) => editedLayers(configFor(model, plan, part[0].method, it.layer)).at(-1)!);
-      return { ...valueOptions(first.hparams, layers[0], "resid", contexts), layers };
+      return { ...await batchValueOptions(model, tok, first.hparams, startWords), layers };
     };
-    // FT-L's edits of a block, trained ahead (by item key: the edit and its share of the training time).
-    type Trained = Map<string, { edit: Edit; seconds: number }>;
+    // FT-L's edits of a block, trained ahead, by item key (each edit's info.seconds: its share of its
+    // batch's training time).
+    type Trained = Map<string, Edit>;
     const ftJob = (it: (typeof edits)[number]) => {
       const mc = configFor(model, plan, it.method, it.layer);
       if (mc.method !== "ft") throw new Error(`sweep: ${it.method} is not FT-L`);
       return { requests: [requests.get(`${it.fact.id}|${it.problem}`)!], hp: mc.hparams };
     };
     const trainFt = async (items: typeof edits, trained: Trained) => {
-      const t0 = performance.now();
       const computed = await computeFtBatch(
         model,
         tok,
         items.map(ftJob),
         { onProgress: (step, steps) => show(`the block's FT-L: step ${step}/${steps}`) },
       );
-      const seconds = (performance.now() - t0) / 1000 / items.length;
-      items.forEach((it, i) => trained.set(resultKey(it.key), { edit: computed[i], seconds }));
+      items.forEach((it, i) => trained.set(resultKey(it.key), computed[i]));
     };
     // The block's v* / z ahead of its parts, one optimisation per set of options: a part's batches hold
     // one layer's requests of one problem (4 in the study's blocks of 4 facts); together, every problem's
@@ -1051,16 +1048,14 @@ export async function runSweep(
         // FT-L: trained ahead with the block (a part retried after a kill trains its own edits).
         const missing = part.filter((it) => !trained.has(resultKey(it.key)));
         if (missing.length) await trainFt(missing, trained);
-        computed = part.map((it) => trained.get(resultKey(it.key))!.edit);
+        computed = part.map((it) => trained.get(resultKey(it.key))!);
       }
       // Per edit, the part's time: a v* / z optimisation shared between methods is counted in the time of
       // the method that computed it (the first in the plan), and the others' times leave it out
       // (timings.valuesReused says which edits reused one); an FT-L edit's is its share of its batch's.
       const ft = engineMethod(method) === "ft";
       const reused = ft ? part.map(() => false) : values.lastReused;
-      const prefetched = ft
-        ? part.map((it) => trained.get(resultKey(it.key))!.seconds)
-        : values.lastPrefetchSeconds;
+      const prefetched = ft ? computed.map((e) => e.info.seconds as number) : values.lastPrefetchSeconds;
       const editSeconds = ft ? 0 : (performance.now() - t0) / 1000 / part.length;
       // Scoring: Hase et al.'s probabilities, the field's standard metrics (where they apply) and, on the
       // measured facts, essence and fluency. Every edit of the part at once, each prompt under its own
