@@ -384,7 +384,7 @@ export class Gpu {
   /** Destroys every pooled buffer (after flushing work that may still use them). */
   trimPool(): void {
     this.flush();
-    for (const list of this.pool.values()) for (const b of list) b.destroy();
+    for (const list of this.pool.values()) for (const b of list) this.destroyBuffer(b);
     this.pool.clear();
     this.pooledBytes = 0;
   }
@@ -488,6 +488,14 @@ export class Gpu {
     }
     m.stale = false;
     return m.chunks;
+  }
+
+  /** Destroys a buffer and its texture mirrors (an activation's, read by matmul_texture_n_at or _tn),
+   *  once the work recorded so far is submitted: a pooled buffer mirrored earlier would otherwise leave
+   *  its textures, and their bytes in the mirror budget, behind. */
+  private destroyBuffer(buffer: GPUBuffer): void {
+    this.dropMirror(buffer);
+    buffer.destroy();
   }
 
   /** Frees a buffer's texture mirrors (of one layout, or both), after submitting work that may read them. */
@@ -688,7 +696,7 @@ export class Gpu {
     }
     this.device.queue.submit([this.encoder!.finish()]);
     this.encoder = null;
-    for (const b of this.transients) b.destroy();
+    for (const b of this.transients) this.destroyBuffer(b);
     this.transients = [];
     this.submitCount++;
   }

@@ -9,6 +9,7 @@
 //
 // The texture holds B as stored, rows x cols floats, texel (c, r) = B[r, 4c .. 4c+3]:
 //   matmul_texture_n : op(B) = B   stored [K,N] (Conv1D forward x W), texel (n/4, k); needs N % 4 == 0
+//   matmul_texture_n_at: the same with A read from a texture mirror instead of uniform windows
 //   matmul_texture_k : op(B) = B^T stored [N,K] (tied unembedding h wte^T), texel (k/4, n). A
 //                      vocabulary taller than the texture limit is split into row chunks, one
 //                      dispatch each: n_offset is the chunk's first row (for the bias).
@@ -79,30 +80,61 @@ fn store_block(m0: u32, wy: u32, ly: u32, acc: ptr<function, array<vec4<f32>, TM
   }
 }
 
+// The column groups of this invocation's block, col4[j] = (wy*TN4 + j)*WG + ly (clamped to the last).
+fn column_groups(wy: u32, ly: u32) -> array<u32, TN4> {
+  var col4: array<u32, TN4>;
+  for (var j = 0u; j < TN4; j++) { col4[j] = min((wy * TN4 + j) * WG + ly, d.N / 4u - 1u); }
+  return col4;
+}
+
+// acc[i*TN4 + j] += a[i][c] * B[4*k4 + c, 4*col4[j] .. +3] for c = 0..3 in order: one k4 step of
+// matmul_texture_n (the same sums whichever binding A comes from).
+fn accumulate_n(a: array<vec4<f32>, TM>, col4: array<u32, TN4>, k4: u32, acc: ptr<function, array<vec4<f32>, TM * TN4>>) {
+  // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
+  var bk: array<vec4<f32>, TN4>;
+  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
+  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[i * TN4 + j] += a[i].x * bk[j]; } }
+  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
+  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[i * TN4 + j] += a[i].y * bk[j]; } }
+  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
+  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[i * TN4 + j] += a[i].z * bk[j]; } }
+  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
+  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[i * TN4 + j] += a[i].w * bk[j]; } }
+}
+
 // Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
 // acc[i*TN4 + j] holds C[m0+i, 4*col4[j] .. +3]; k runs in order (like matmul.wgsl's kernels).
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
-  let N4 = d.N / 4u;
   var rows: array<u32, TM>;
-  var col4: array<u32, TN4>;
   for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
-  for (var j = 0u; j < TN4; j++) { col4[j] = min((wid.y * TN4 + j) * WG + lid.y, N4 - 1u); }
+  let col4 = column_groups(wid.y, lid.y);
   var acc: array<vec4<f32>, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
     var a: array<vec4<f32>, TM>;
     for (var i = 0u; i < TM; i++) { a[i] = A4[rows[i] + k4]; }
-    // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
-    var bk: array<vec4<f32>, TN4>;
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].x * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].y * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].z * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].w * bk[j]; } }
+    accumulate_n(a, col4, k4, &acc);
+  }
+  store_block(m0, wid.y, lid.y, &acc);
+}
+
+// matmul_texture_n with A [M, K] read from a texture mirror (texel (k4, m - a_row0) = A[m, 4*k4 ..
+// +3]; rows [a_row0, a_row0 + the texture's height) of A), all rows [m_begin, m_end) in one dispatch:
+// the same sums. A product of more rows than one uniform window holds would otherwise take one
+// dispatch per window (K = 512: 32 rows each), each too small to keep llvmpipe's threads busy; every
+// lane still loads A at workgroup-uniform coordinates. Grid as matmul_texture_n's.
+@compute @workgroup_size(1, WG, 1)
+fn matmul_texture_n_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = d.m_begin + wid.x * TM;
+  var rows: array<u32, TM>;
+  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.m_end - 1u) - d.a_row0; }
+  let col4 = column_groups(wid.y, lid.y);
+  var acc: array<vec4<f32>, TM * TN4>;
+  for (var k4 = 0u; k4 < K4; k4++) {
+    var a: array<vec4<f32>, TM>;
+    for (var i = 0u; i < TM; i++) { a[i] = textureLoad(At, vec2<u32>(k4, rows[i])); }
+    accumulate_n(a, col4, k4, &acc);
   }
   store_block(m0, wid.y, lid.y, &acc);
 }
@@ -144,11 +176,9 @@ fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
-  let N4 = d.N / 4u;
   var rows: array<u32, TM>;
-  var col4: array<u32, TN4>;
   for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
-  for (var j = 0u; j < TN4; j++) { col4[j] = min((wid.y * TN4 + j) * WG + lid.y, N4 - 1u); }
+  let col4 = column_groups(wid.y, lid.y);
   var acc: array<vec4<f32>, 4u * TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
     var a: array<vec4<f32>, TM>;
