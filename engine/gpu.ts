@@ -490,7 +490,7 @@ export class Gpu {
     return m.chunks;
   }
 
-  /** Destroys a buffer and its texture mirrors (an activation's, read by matmul_texture_n_at or _tn),
+  /** Destroys a buffer and its texture mirrors (an activation's, read by the matmul_texture_*_at kernels or _tn),
    *  once the work recorded so far is submitted: a pooled buffer mirrored earlier would otherwise leave
    *  its textures, and their bytes in the mirror budget, behind. */
   private destroyBuffer(buffer: GPUBuffer): void {

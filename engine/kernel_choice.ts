@@ -61,8 +61,8 @@ export interface MatmulTiles {
    * with this register block: TM rows x TN columns per invocation, WG invocations per workgroup.
    * Unset: weights are read from their buffers like any operand. `activations` (default true): some
    * activations are mirrored too, for products with a transposed A (weight gradients X^T dY, both
-   * operands; matmul_texture_tn, which needs TM % 4 == 0), for the A of a matmul_texture_n product
-   * longer than one uniform window (matmul_texture_n_at) and for attention's keys and values; false
+   * operands; matmul_texture_tn, which needs TM % 4 == 0), for the A of a matmul_texture_n or _kt
+   * product longer than one uniform window (their _at entry points) and for attention's keys and values; false
    * keeps those on their buffer kernels or uniform windows, which give the same bits.
    */
   texture?: {

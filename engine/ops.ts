@@ -409,14 +409,15 @@ function matmulTexture(
   // computes only the rows after it).
   const windowRows = uniformWindowRows(gpu, K);
   if (
-    kernel === "matmul_texture_n" && M > windowRows && matmulTiles(gpu).texture?.activations !== false &&
+    kernel !== "matmul_texture_k" && M > windowRows && matmulTiles(gpu).texture?.activations !== false &&
     gpu.canMirror(a, M, K)
   ) {
-    // More rows than one window holds: A from its texture mirror, one dispatch per mirror chunk instead
-    // of one per window (bench/RESULTS.md: 1.3-2x on the embedded model's products of 4096 rows).
+    // More rows than one window holds (matmul_texture_n, _kt): A from its texture mirror, one dispatch per
+    // mirror chunk instead of one per window (bench/RESULTS.md: 1.3-2x on the embedded model's products
+    // of 4096 rows).
     const TN4 = tiles.TN / 4;
     const params = { K4: K / 4, AW: 1, TM: tiles.TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
-    const pipeline = gpu.pipeline("matmul_texture.wgsl", "matmul_texture_n_at", params);
+    const pipeline = gpu.pipeline("matmul_texture.wgsl", `${kernel}_at`, params);
     for (const { view, rowStart, rows } of gpu.mirror(a, M, K)) {
       const u = uniforms().u32(N, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
         .u32(o.ldc ?? N, o.outOffset ?? 0, 0, rowStart, rowStart, rowStart + rows);

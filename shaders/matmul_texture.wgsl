@@ -9,7 +9,8 @@
 //
 // The texture holds B as stored, rows x cols floats, texel (c, r) = B[r, 4c .. 4c+3]:
 //   matmul_texture_n : op(B) = B   stored [K,N] (Conv1D forward x W), texel (n/4, k); needs N % 4 == 0
-//   matmul_texture_n_at: the same with A read from a texture mirror instead of uniform windows
+//   matmul_texture_n_at, matmul_texture_kt_at: the same with A read from a texture mirror instead of
+//                      uniform windows
 //   matmul_texture_k : op(B) = B^T stored [N,K] (tied unembedding h wte^T), texel (k/4, n). A
 //                      vocabulary taller than the texture limit is split into row chunks, one
 //                      dispatch each: n_offset is the chunk's first row (for the bias).
@@ -63,6 +64,12 @@ fn store(m: u32, n: u32, ab: f32) {
 // last row past m_end, never stored).
 fn window_row(m0: u32, i: u32) -> u32 {
   return (min(m0 + i, d.m_end - 1u) - d.a_row0) * K4;
+}
+
+// Row i of this invocation's block in A's texture mirror, whose first row is A's row a_row0 (the
+// _at entry points; a clamped duplicate of the last row past m_end, never stored).
+fn texture_row(m0: u32, i: u32) -> u32 {
+  return min(m0 + i, d.m_end - 1u) - d.a_row0;
 }
 
 // Stores the block of rows m0.. and column groups (wy*TN4 + j)*WG + ly (4 columns each) that acc holds,
@@ -128,7 +135,7 @@ fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 fn matmul_texture_n_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
   var rows: array<u32, TM>;
-  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.m_end - 1u) - d.a_row0; }
+  for (var i = 0u; i < TM; i++) { rows[i] = texture_row(m0, i); }
   let col4 = column_groups(wid.y, lid.y);
   var acc: array<vec4<f32>, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
@@ -172,6 +179,41 @@ fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 // partial c of the 4 columns of a texel is one vec4, acc[4*(i*TN4 + j) + c], so neighbouring lanes
 // read neighbouring texels of a row (matmul_texture_k's lanes read texels of different rows), at
 // 4x the accumulators of matmul_texture_n for the same block.
+// acc[4*(i*TN4 + j) + c] += a[i][c] * B^T[4*k4 + c, 4*col4[j] .. +3] for c = 0..3: one k4 step of
+// matmul_texture_kt (the same sums whichever binding A comes from).
+fn accumulate_kt(a: array<vec4<f32>, TM>, col4: array<u32, TN4>, k4: u32, acc: ptr<function, array<vec4<f32>, 4u * TM * TN4>>) {
+  // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
+  var bk: array<vec4<f32>, TN4>;
+  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
+  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[4u * (i * TN4 + j)] += a[i].x * bk[j]; } }
+  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
+  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[4u * (i * TN4 + j) + 1u] += a[i].y * bk[j]; } }
+  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
+  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[4u * (i * TN4 + j) + 2u] += a[i].z * bk[j]; } }
+  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
+  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[4u * (i * TN4 + j) + 3u] += a[i].w * bk[j]; } }
+}
+
+// Stores matmul_texture_kt's block: sums[i*TN4 + j][c], matmul_texture_k's dot over the four partial
+// sums of column 4*col4[j] + c.
+fn store_kt(m0: u32, wy: u32, ly: u32, acc: ptr<function, array<vec4<f32>, 4u * TM * TN4>>) {
+  var sums: array<vec4<f32>, TM * TN4>;
+  for (var b = 0u; b < TM * TN4; b++) {
+    let p0 = (*acc)[4u * b];
+    let p1 = (*acc)[4u * b + 1u];
+    let p2 = (*acc)[4u * b + 2u];
+    let p3 = (*acc)[4u * b + 3u];
+    let one = vec4<f32>(1.0);
+    sums[b] = vec4<f32>(
+      dot(vec4<f32>(p0.x, p1.x, p2.x, p3.x), one),
+      dot(vec4<f32>(p0.y, p1.y, p2.y, p3.y), one),
+      dot(vec4<f32>(p0.z, p1.z, p2.z, p3.z), one),
+      dot(vec4<f32>(p0.w, p1.w, p2.w, p3.w), one),
+    );
+  }
+  store_block(m0, wy, ly, &sums);
+}
+
 // Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -183,33 +225,25 @@ fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
   for (var k4 = 0u; k4 < K4; k4++) {
     var a: array<vec4<f32>, TM>;
     for (var i = 0u; i < TM; i++) { a[i] = A4[rows[i] + k4]; }
-    // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
-    var bk: array<vec4<f32>, TN4>;
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j)] += a[i].x * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 1u] += a[i].y * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 2u] += a[i].z * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 3u] += a[i].w * bk[j]; } }
+    accumulate_kt(a, col4, k4, &acc);
   }
-  // sums[i*TN4 + j][c]: matmul_texture_k's dot over the four partial sums of column 4*col4[j] + c.
-  var sums: array<vec4<f32>, TM * TN4>;
-  for (var b = 0u; b < TM * TN4; b++) {
-    let p0 = acc[4u * b];
-    let p1 = acc[4u * b + 1u];
-    let p2 = acc[4u * b + 2u];
-    let p3 = acc[4u * b + 3u];
-    let one = vec4<f32>(1.0);
-    sums[b] = vec4<f32>(
-      dot(vec4<f32>(p0.x, p1.x, p2.x, p3.x), one),
-      dot(vec4<f32>(p0.y, p1.y, p2.y, p3.y), one),
-      dot(vec4<f32>(p0.z, p1.z, p2.z, p3.z), one),
-      dot(vec4<f32>(p0.w, p1.w, p2.w, p3.w), one),
-    );
+  store_kt(m0, wid.y, lid.y, &acc);
+}
+
+// matmul_texture_kt with A read from its texture mirror, like matmul_texture_n_at.
+@compute @workgroup_size(1, WG, 1)
+fn matmul_texture_kt_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = d.m_begin + wid.x * TM;
+  var rows: array<u32, TM>;
+  for (var i = 0u; i < TM; i++) { rows[i] = texture_row(m0, i); }
+  let col4 = column_groups(wid.y, lid.y);
+  var acc: array<vec4<f32>, 4u * TM * TN4>;
+  for (var k4 = 0u; k4 < K4; k4++) {
+    var a: array<vec4<f32>, TM>;
+    for (var i = 0u; i < TM; i++) { a[i] = textureLoad(At, vec2<u32>(k4, rows[i])); }
+    accumulate_kt(a, col4, k4, &acc);
   }
-  store_block(m0, wid.y, lid.y, &sums);
+  store_kt(m0, wid.y, lid.y, &acc);
 }
 
 @group(0) @binding(0) var At: texture_storage_2d<rgba32float, read>;

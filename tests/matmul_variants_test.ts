@@ -377,44 +377,51 @@ for (const [label, layout, kernel] of followed) {
 }
 
 // A longer than one uniform window: read from its own texture mirror in one dispatch per mirror chunk
-// (matmul_texture_n_at), the same bits as the windows; 16390 rows of K = 64 take two chunks of a
-// 16384-row texture limit, K = 3072 windows of 4 rows.
-withTiles(
-  "matmul_texture_n reads an A longer than one window from its texture mirror, with the windows' bits",
-  textures,
-  async () => {
-    const shapes: [number, number, number][] = [[300, 64, 64], [37, 128, 512], [13, 64, 3072]];
-    if (gpu.limits.maxTextureDimension2D < 16390) shapes.push([gpu.limits.maxTextureDimension2D + 6, 64, 64]);
-    else shapes.push([16390, 64, 64]);
-    await checkShapes(NN, shapes, "matmul_texture_n", WEIGHT);
-    for (const [i, [M, N, K]] of shapes.entries()) {
-      const a = gpu.tensor([M, K], randomArray(M * K, 40 + i)),
-        w = gpu.tensor([K, N], randomArray(K * N, 50 + i));
-      const c0 = randomArray(M * N, 55 + i);
-      const product = (activations: boolean) => {
-        setMatmulTiles(gpu, { ...textures, texture: { ...textures.texture!, activations } });
-        const mirrored = gpu.mirrorBytes;
-        const out = matmul(gpu, a, w, M, N, K, {
-          ...WEIGHT,
-          out: gpu.tensor([M, N], c0),
-          beta: 0.5,
-          gelu: true,
-        });
-        gpu.flush();
-        return { out, grew: gpu.mirrorBytes - mirrored };
-      };
-      const windows = product(false);
-      assert.equal(windows.grew, K * N * 4, `[${M},${N},${K}]: only the weight is mirrored`);
-      const textured = product(true);
-      assert.equal(textured.grew, M * K * 4, `[${M},${N},${K}]: A is mirrored`);
-      const [x, y] = await gpu.readMany([windows.out, textured.out]);
-      assert.deepEqual(y, x, `[${M},${N},${K}]: both read A into the same sums`);
-      a.destroy();
-      w.destroy();
-    }
-    setMatmulTiles(gpu, textures);
-  },
-);
+// (matmul_texture_n_at and _kt_at), the same bits as the windows; 16390 rows of K = 64 take two chunks
+// of a 16384-row texture limit, K = 3072 windows of 4 rows.
+const longA: [Layout, MatmulKernel, MatmulTiles][] = [
+  [NN, "matmul_texture_n", textures],
+  [NT, "matmul_texture_kt", {
+    ...textures,
+    texture: { ...textures.texture!, transposed: { TM: 8, TN: 16, WG: 8 } },
+  }],
+];
+for (const [layout, kernel, tiles] of longA) {
+  withTiles(
+    `${kernel} reads an A longer than one window from its texture mirror, with the windows' bits`,
+    tiles,
+    async () => {
+      const rows = Math.min(gpu.limits.maxTextureDimension2D, 16384) + 6;
+      const shapes: [number, number, number][] = [[300, 64, 64], [37, 128, 512], [13, 64, 3072], [
+        rows,
+        64,
+        64,
+      ]];
+      await checkShapes(layout, shapes, kernel, WEIGHT);
+      for (const [i, [M, N, K]] of shapes.entries()) {
+        const a = gpu.tensor([M, K], randomArray(M * K, 40 + i)),
+          w = gpu.tensor([K * N], randomArray(K * N, 50 + i));
+        const c0 = randomArray(M * N, 55 + i);
+        const product = (activations: boolean) => {
+          setMatmulTiles(gpu, { ...tiles, texture: { ...tiles.texture!, activations } });
+          const mirrored = gpu.mirrorBytes;
+          const o = { ...layout, ...WEIGHT, out: gpu.tensor([M, N], c0), beta: 0.5, gelu: true };
+          const out = matmul(gpu, a, w, M, N, K, o);
+          gpu.flush();
+          return { out, grew: gpu.mirrorBytes - mirrored };
+        };
+        const windows = product(false);
+        assert.equal(windows.grew, K * N * 4, `[${M},${N},${K}]: only the weight is mirrored`);
+        const textured = product(true);
+        assert.equal(textured.grew, M * K * 4, `[${M},${N},${K}]: A is mirrored`);
+        const [x, y] = await gpu.readMany([windows.out, textured.out]);
+        assert.deepEqual(y, x, `[${M},${N},${K}]: both read A into the same sums`);
+        a.destroy();
+        w.destroy();
+      }
+    },
+  );
+}
 
 withTiles(
   "a weight over the mirror budget is read from its buffer, with bit-identical results",
