@@ -63,6 +63,7 @@ export {
   type EmbeddingChunk,
   type ForwardOptions,
   type ForwardResult,
+  type GroupedParams,
   type Hook,
   type LayerActivations,
   makeBatch,
@@ -73,8 +74,8 @@ export {
   type Site,
   type Suffix,
 } from "./engine/model.ts";
-/** Low-rank edits of a layer's MLP output projection, evaluated per batch row in the forward without
- *  writing the weights. */
+/** Edits of a layer's MLP output projection (low-rank, or dense as d components plus a bias change),
+ *  evaluated per batch row in the forward without writing the weights. */
 export { type VirtualEdit } from "./engine/virtual_edits.ts";
 /** Forward kernels as TypeScript functions that record WGSL dispatches (shapes in each one's comment). */
 export * as ops from "./engine/ops.ts";
@@ -140,6 +141,8 @@ export * as layerSelection from "./experiments/localization/layer_selection.ts";
 export * as editing from "./experiments/editing/methods.ts";
 /** Edits as weight deltas: apply, undo (bit-exact), combine, save and load. */
 export * as edits from "./experiments/editing/edit.ts";
+/** FT-L (constrained fine-tuning): one edit, or many trained together in one batch (computeFtBatch). */
+export * as fineTuning from "./experiments/editing/ft.ts";
 /** Hase et al.'s five editing problems and their per-case probabilities and scores. */
 export * as editingProblems from "./experiments/editing/problems.ts";
 /** Fact-editing datasets (CounterFact, known_1000, zsRE, KnowEdit), validated record by record. */

@@ -71,6 +71,7 @@ function promptLastLoss(
   return loss;
 }
 
+/** One FT-L edit of `requests`, trained in place on the model's own tensors, which are restored after. */
 export async function computeFt(
   model: Model,
   tok: Tokenizer,
@@ -177,7 +178,9 @@ function ftEdit(
 
 /** One edit of computeFtBatch: the requests it is trained on and its hyper-parameters. */
 export interface FtJob {
+  /** The facts the edit is trained on (one mini-batch: at most hp.batchSize of them batch with others). */
   requests: EditRequest[];
+  /** Its hyper-parameters; jobs with equal ones share batches. */
   hp: FtHparams;
 }
 
