@@ -830,8 +830,19 @@ export function attention(
     need("attention", "lse", o.lse, B * nHead * Tq);
     distinct("attention", o.lse, { qkv, out });
   }
-  // Keys and values from a texture mirror of qkv where one can be made (whole texels per head).
-  const mirrors = !o.queries && hd % 4 === 0 ? activationMirrors(gpu, B * T, [[qkv, width]]) : null;
+  // Keys and values from texture mirrors of qkv (and of the cache) where they can be made (whole texels
+  // per head). A cache is mirrored only for several query rows per sequence (v* and z, whose cache
+  // serves every step), not for generation's one new token (its cache grows every token).
+  let mirrors: GPUTextureView[] | null = null;
+  if (hd % 4 === 0 && !o.queries) mirrors = activationMirrors(gpu, B * T, [[qkv, width]]);
+  if (hd % 4 === 0 && o.queries && o.queries.Tq > 1) {
+    const own = activationMirrors(gpu, B * Tq, [[qkv, width]]);
+    const cached = activationMirrors(gpu, Math.floor(o.queries.cache.size / width), [[
+      o.queries.cache,
+      width,
+    ]]);
+    if (own && cached) mirrors = [...own, ...cached];
+  }
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,
@@ -848,6 +859,7 @@ export function attention(
       offsets,
       cache,
       mirrors?.[0] ?? placeholderTexture(gpu),
+      mirrors?.[1] ?? placeholderTexture(gpu),
     ],
     grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
     uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),

@@ -32,10 +32,11 @@
 // zeros for masked keys. Recomputing the dot products in pass 2 is cheaper here than storing a row
 // of T scores per invocation.
 //
-// With TEXTURE (not with OFFSETS; HD % 4 == 0) keys and values are read from `qkvT`, an rgba32float
-// mirror of qkv (texel (c, r) = qkv[r, 4c .. 4c+3]): on llvmpipe a texture load is inlined where a
-// storage-buffer load is a bounds-checked per-lane gather. The sums are the same, term by term in
-// the same order (each texel's four products added one at a time), so both paths give the same bits.
+// With TEXTURE (HD % 4 == 0) keys and values are read from `qkvT`, an rgba32float mirror of qkv
+// (texel (c, r) = qkv[r, 4c .. 4c+3]), and with OFFSETS the cached ones from `cacheT`, the same mirror
+// of cache: on llvmpipe a texture load is inlined where a storage-buffer load is a bounds-checked
+// per-lane gather. The sums are the same, term by term in the same order (each texel's four products
+// added one at a time), so both paths give the same bits.
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   HD         : head dimension (sizes the private q and accumulator arrays; any value >= 1)
@@ -43,7 +44,7 @@
 //   WITH_PROBS : write probs
 //   WITH_LSE   : write the rows' log-sum-exp into probs instead (never together with WITH_PROBS)
 //   OFFSETS    : rows start at rows[b], earlier keys and values come from cache
-//   TEXTURE    : keys and values from qkvT (otherwise a placeholder texture is bound there)
+//   TEXTURE    : keys and values from qkvT and cacheT (otherwise placeholder textures are bound there)
 
 struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap: f32, Tq: u32 }
 
@@ -53,7 +54,8 @@ struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap
 @group(0) @binding(3) var<storage, read> rows: array<u32>;
 @group(0) @binding(4) var<storage, read> cache: array<f32>;
 @group(0) @binding(5) var qkvT: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(6) var<uniform> d: Dims;
+@group(0) @binding(6) var cacheT: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(7) var<uniform> d: Dims;
 
 // Where key/value position j of sequence b lives: (1, its row of cache) or (0, its row of qkv).
 fn key_row(b: u32, j: u32) -> vec2<u32> {
@@ -71,11 +73,17 @@ fn kv(r: vec2<u32>, stride: u32, col: u32, i: u32) -> f32 {
   return qkv[r.y * stride + col + i];
 }
 
+// Texel c4 (elements 4*c4 .. 4*c4+3) of key row r (from key_row), from the mirrors (TEXTURE).
+fn kv4(r: vec2<u32>, c4: u32) -> vec4<f32> {
+  if (OFFSETS && r.x == 1u) { return textureLoad(cacheT, vec2<u32>(c4, r.y)); }
+  return textureLoad(qkvT, vec2<u32>(c4, r.y));
+}
+
 fn score(q: ptr<function, array<f32, HD>>, r: vec2<u32>, stride: u32, col: u32) -> f32 {
   var s = 0.0;
   if (TEXTURE) {
     for (var c = 0u; c < HD / 4u; c++) {
-      let k = textureLoad(qkvT, vec2<u32>(col / 4u + c, r.y));
+      let k = kv4(r, col / 4u + c);
       s += (*q)[4u * c] * k.x;
       s += (*q)[4u * c + 1u] * k.y;
       s += (*q)[4u * c + 2u] * k.z;
@@ -130,7 +138,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     sum += p;
     if (TEXTURE) {
       for (var c = 0u; c < HD / 4u; c++) {
-        let v = textureLoad(qkvT, vec2<u32>(v_col / 4u + c, r.y));
+        let v = kv4(r, v_col / 4u + c);
         acc[4u * c] += p * v.x;
         acc[4u * c + 1u] += p * v.y;
         acc[4u * c + 2u] += p * v.z;

@@ -239,6 +239,44 @@ Deno.test("attention and its backward from texture mirrors: the float64 result, 
   }
 });
 
+Deno.test("attention with offsets and a cache from texture mirrors: the buffer kernel's bits, cache rows never past the prefix", async () => {
+  // A suffix forward's attention (v*'s): each sequence's Tq = 4 rows from starts[b] on, its earlier keys
+  // and values in a cache whose mirror serves every call; width (4 + 2*2) * 16 = 128 (whole texels).
+  const c: AttentionCase = { ...ATTENTION_CASES[0][1], B: 3, T: 9, hd: 16 };
+  const [Tq, starts] = [4, [0, 3, 5]];
+  const width = (c.H + 2 * c.Hkv) * c.hd, d = c.H * c.hd;
+  const cacheRows = 2 + c.B * c.T;
+  const cacheValues = randomArray(cacheRows * width, 71, 1.5);
+  // Cached positions at or after a sequence's start must never be read: NaN there.
+  starts.forEach((s, b) => cacheValues.fill(NaN, (2 + b * c.T + s) * width, (2 + (b + 1) * c.T) * width));
+  const rowsValues = randomArray(c.B * Tq * width, 72, 1.5);
+  const saved = matmulTiles(gpu);
+  const run = (texture: boolean) => {
+    setMatmulTiles(gpu, { ...saved, texture: { TM: 8, TN: 16, WG: 8, activations: texture } });
+    const cache = gpu.tensor([cacheRows, width], cacheValues),
+      qkv = gpu.tensor([c.B * Tq, width], rowsValues);
+    const mirrored = gpu.mirrorBytes;
+    const probs = gpu.empty([c.B, c.H, Tq, c.T]);
+    const queries = {
+      Tq,
+      offsets: gpu.tensor([2 * c.B], [...starts, ...starts.map((_, b) => 2 + b * c.T)], "u32"),
+      cache,
+    };
+    const opts = { nKvHead: c.Hkv, scale: c.scale, softcap: c.softcap, window: c.window, queries };
+    const y = attention(gpu, qkv, c.B, c.T, d, c.H, { ...opts, probs });
+    assert.equal(gpu.mirrorBytes - mirrored, texture ? (cacheRows + c.B * Tq) * width * 4 : 0, "mirrors");
+    return [y, probs];
+  };
+  try {
+    const got = await gpu.readMany([...run(true), ...run(false)]);
+    assert.ok(got[0].every(Number.isFinite), "no cached row past a sequence's start was read");
+    assert.deepEqual(got[0], got[2], "y: texture vs buffer");
+    assert.deepEqual(got[1], got[3], "probs: texture vs buffer");
+  } finally {
+    setMatmulTiles(gpu, saved);
+  }
+});
+
 // ---------------------------------------------------------------- rotary
 
 function rope64(
