@@ -66,6 +66,20 @@ fn window_row(m0: u32, i: u32) -> u32 {
   return (min(m0 + i, d.m_end - 1u) - d.a_row0) * K4;
 }
 
+// A[rows[i], 4*k4 .. +3] for the block's rows, from the uniform window (rows from window_row) or from A's
+// texture mirror (rows from texture_row): every lane of a workgroup loads the same values.
+fn window_a(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
+  var a: array<vec4<f32>, TM>;
+  for (var i = 0u; i < TM; i++) { a[i] = A4[rows[i] + k4]; }
+  return a;
+}
+
+fn texture_a(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
+  var a: array<vec4<f32>, TM>;
+  for (var i = 0u; i < TM; i++) { a[i] = textureLoad(At, vec2<u32>(k4, rows[i])); }
+  return a;
+}
+
 // Row i of this invocation's block in A's texture mirror, whose first row is A's row a_row0 (the
 // _at entry points; a clamped duplicate of the last row past m_end, never stored).
 fn texture_row(m0: u32, i: u32) -> u32 {
@@ -119,8 +133,7 @@ fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
   let col4 = column_groups(wid.y, lid.y);
   var acc: array<vec4<f32>, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
-    var a: array<vec4<f32>, TM>;
-    for (var i = 0u; i < TM; i++) { a[i] = A4[rows[i] + k4]; }
+    let a = window_a(rows, k4);
     accumulate_n(a, col4, k4, &acc);
   }
   store_block(m0, wid.y, lid.y, &acc);
@@ -139,8 +152,7 @@ fn matmul_texture_n_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
   let col4 = column_groups(wid.y, lid.y);
   var acc: array<vec4<f32>, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
-    var a: array<vec4<f32>, TM>;
-    for (var i = 0u; i < TM; i++) { a[i] = textureLoad(At, vec2<u32>(k4, rows[i])); }
+    let a = texture_a(rows, k4);
     accumulate_n(a, col4, k4, &acc);
   }
   store_block(m0, wid.y, lid.y, &acc);
@@ -223,8 +235,7 @@ fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
   let col4 = column_groups(wid.y, lid.y);
   var acc: array<vec4<f32>, 4u * TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
-    var a: array<vec4<f32>, TM>;
-    for (var i = 0u; i < TM; i++) { a[i] = A4[rows[i] + k4]; }
+    let a = window_a(rows, k4);
     accumulate_kt(a, col4, k4, &acc);
   }
   store_kt(m0, wid.y, lid.y, &acc);
@@ -239,8 +250,7 @@ fn matmul_texture_kt_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
   let col4 = column_groups(wid.y, lid.y);
   var acc: array<vec4<f32>, 4u * TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
-    var a: array<vec4<f32>, TM>;
-    for (var i = 0u; i < TM; i++) { a[i] = textureLoad(At, vec2<u32>(k4, rows[i])); }
+    let a = texture_a(rows, k4);
     accumulate_kt(a, col4, k4, &acc);
   }
   store_kt(m0, wid.y, lid.y, &acc);

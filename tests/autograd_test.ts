@@ -7,7 +7,7 @@ import type { GPT2Config } from "../engine/config.ts";
 import { getGpu, Tensor } from "../engine/gpu.ts";
 import { type ForwardOptions, makeBatch, Model, parameterShapes, randomWeights } from "../engine/model.ts";
 import { referenceForward, type RefHook } from "./reference_model.ts";
-import { rng } from "./util.ts";
+import { nextTokenTargets, rng } from "./util.ts";
 
 const gpu = await getGpu();
 const cfg: GPT2Config = {
@@ -21,13 +21,7 @@ const cfg: GPT2Config = {
 const prompts = [[1, 4, 2, 7, 3], [5, 9, 0]];
 const batch = makeBatch(prompts);
 // Score every position but the last of each prompt against the next token.
-const rows: number[] = [], targets: number[] = [];
-prompts.forEach((p, b) =>
-  p.slice(0, -1).forEach((_, t) => {
-    rows.push(b * batch.T + t);
-    targets.push(p[t + 1]);
-  })
-);
+const { rows, targets } = nextTokenTargets(prompts, batch.T);
 
 /** A reference hook whose patch also learns which prompt (b) it is applied to. */
 interface BatchHook {

@@ -12,7 +12,7 @@ import { type Hook, makeBatch, Model, parameterShapes } from "../engine/model.ts
 import { attentionSaved, setAttentionSaved } from "../engine/ops.ts";
 import type { HalfTensor } from "../engine/safetensors.ts";
 import { CASES, loadCase } from "./families_fixtures.ts";
-import { maxAbsDiff, randomArray } from "./util.ts";
+import { maxAbsDiff, nextTokenTargets, randomArray } from "./util.ts";
 
 const gpu = await getGpu();
 
@@ -24,13 +24,7 @@ async function loss(
   back?: { grads: Map<string, Tensor>; ddelta: Tensor },
 ): Promise<number> {
   const batch = makeBatch(prompts);
-  const rows: number[] = [], targets: number[] = [];
-  prompts.forEach((p, b) =>
-    p.slice(0, -1).forEach((_, t) => {
-      rows.push(b * batch.T + t);
-      targets.push(p[t + 1]);
-    })
-  );
+  const { rows, targets } = nextTokenTargets(prompts, batch.T);
   // ROME's path: a delta added to the MLP output of layer 0 at each prompt's last token.
   const hooks: Hook[] = [{
     layer: 0,

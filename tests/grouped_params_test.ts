@@ -9,7 +9,7 @@ import { crossEntropy } from "../engine/backward_ops.ts";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
 import { type GroupedParams, makeBatch, Model } from "../engine/model.ts";
 import { loadCase } from "./families_fixtures.ts";
-import { assertClose, maxAbsDiff, randomArray } from "./util.ts";
+import { assertClose, maxAbsDiff, nextTokenTargets, randomArray } from "./util.ts";
 
 const gpu = await getGpu();
 
@@ -22,13 +22,7 @@ async function lossOf(
   grads?: Map<string, Tensor>,
 ): Promise<{ loss: number; logits: Float32Array }> {
   const batch = makeBatch(prompts);
-  const rows: number[] = [], targets: number[] = [];
-  prompts.forEach((p, b) =>
-    p.slice(0, -1).forEach((_, t) => {
-      rows.push(b * batch.T + t);
-      targets.push(p[t + 1]);
-    })
-  );
+  const { rows, targets } = nextTokenTargets(prompts, batch.T);
   const fwd = model.forward(batch, { outputRows: rows, keep: !!grads, grouped });
   const V = model.config.vocabSize;
   const dlogits = grads ? gpu.empty([rows.length, V]) : undefined;

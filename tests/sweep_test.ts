@@ -548,7 +548,10 @@ Deno.test("sweep: batched virtual scoring (ROME's low-rank and FT-L's dense edit
     measured += ea ? 1 : 0;
   }
   assert.ok(measured > 0, "essence and fluency were measured on some edits");
-  assert.ok(applied.some((r) => r.method === "ft" && r.timings.batch === 4), "FT-L edits were trained together");
+  assert.ok(
+    applied.some((r) => r.method === "ft" && r.timings.batch === 4),
+    "FT-L edits were trained together",
+  );
 });
 
 Deno.test("sweep: ft-5 trains the 5 layers around the edit layer (clipped), each within FT-L's radius over their number", async () => {

@@ -58,3 +58,16 @@ export async function runScriptEnv(
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
+
+/** Every position but the last of each prompt (row b*T + t of a batch of T slots) and the token after it:
+ *  the rows and targets of a summed next-token cross-entropy. */
+export function nextTokenTargets(prompts: number[][], T: number): { rows: number[]; targets: number[] } {
+  const rows: number[] = [], targets: number[] = [];
+  prompts.forEach((p, b) =>
+    p.slice(0, -1).forEach((_, t) => {
+      rows.push(b * T + t);
+      targets.push(p[t + 1]);
+    })
+  );
+  return { rows, targets };
+}
