@@ -178,7 +178,8 @@ function ftEdit(
 
 /** One edit of computeFtBatch: the requests it is trained on and its hyper-parameters. */
 export interface FtJob {
-  /** The facts the edit is trained on (one mini-batch: at most hp.batchSize of them batch with others). */
+  /** The facts the edit is trained on; an edit of at most hp.batchSize of them (one mini-batch per epoch)
+   *  trains in a batch with other edits, a longer one alone through computeFt. */
   requests: EditRequest[];
   /** Its hyper-parameters; jobs with equal ones share batches. */
   hp: FtHparams;
