@@ -163,7 +163,9 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     const dW = want(prefix + ".weight"), db = want(prefix + ".bias");
     const outIn = cfg.linearLayout === "out_in";
     const groupedWeight = fwd.grouped?.tensors.get(prefix + ".weight");
-    if (groupedWeight) return groupedLinearBackward(dy, x, prefix, groupedWeight, nIn, nOut, needDx);
+    if (groupedWeight) {
+      return groupedLinearBackward(dy, x, prefix, groupedWeight, { dW, db }, nIn, nOut, needDx);
+    }
     const split = model.rowChunks.get(prefix + ".weight");
     if (split) {
       // W [out, in] split by output rows: dx = sum over chunks of dy[:, chunk rows] W_chunk.
@@ -199,19 +201,21 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     x: Tensor,
     prefix: string,
     W: Tensor,
+    { dW, db }: { dW?: Tensor; db?: Tensor },
     nIn: number,
     nOut: number,
     needDx: boolean,
   ): Tensor | undefined => {
     const G = fwd.grouped!.groups, rows = R / G;
     const outIn = cfg.linearLayout === "out_in";
-    const dW = want(prefix + ".weight"), db = want(prefix + ".bias");
     const groupedBias = fwd.grouped!.tensors.has(prefix + ".bias");
-    for (const [name, g, size] of [[".weight", dW, nIn * nOut], [".bias", db, nOut]] as const) {
-      if (g && (name === ".weight" || groupedBias) && g.size !== G * size) {
+    const perGroup = (g: Tensor, name: string, size: number) => {
+      if (g.size !== G * size) {
         throw new Error(`backward: the gradient of grouped ${prefix}${name} needs ${G} x ${size} values`);
       }
-    }
+    };
+    if (dW) perGroup(dW, ".weight", nIn * nOut);
+    if (db && groupedBias) perGroup(db, ".bias", nOut);
     if (dW) {
       const [a, b, M, N] = outIn ? [dy, x, nOut, nIn] : [x, dy, nIn, nOut];
       matmul(gpu, a, b, M, N, rows, {

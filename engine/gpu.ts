@@ -490,9 +490,9 @@ export class Gpu {
     return m.chunks;
   }
 
-  /** Destroys a buffer and its texture mirrors (an activation's, read by the matmul_texture_*_at kernels or _tn),
-   *  once the work recorded so far is submitted: a pooled buffer mirrored earlier would otherwise leave
-   *  its textures, and their bytes in the mirror budget, behind. */
+  /** Destroys a buffer and its texture mirrors (an activation's, read by the matmul_texture_*_at
+   *  kernels or _tn), once the work recorded so far is submitted: a pooled buffer mirrored earlier would
+   *  otherwise leave its textures, and their bytes in the mirror budget, behind. */
   private destroyBuffer(buffer: GPUBuffer): void {
     this.dropMirror(buffer);
     buffer.destroy();

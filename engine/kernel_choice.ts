@@ -15,10 +15,11 @@
 //     driver spills it (4x16 there; lavapipe reports itself as "llvmpipe" too, so the backend tells them
 //     apart). On the GL driver a transposed weight (B^T, B stored [N, K]) is read from a transposed
 //     mirror (matmul_texture_kt, 8x16 blocks: 1.0-3x matmul_texture_k on the embedded model's
-//     backward products, bench/RESULTS.md); on the Vulkan driver that kernel was no faster, so it keeps matmul_texture_k. SwiftShader reads weights from their buffers: it compiles the texture kernels slowly (the
-//     embedded model's first forward in headless Chromium took 6-7.6 s with them, 1.1-1.4 s without)
-//     and ran the trace and the edit no faster with them (within the noise of a loaded 2-core
-//     machine); 64x64 workgroup tiles were 2-3x slower there. WARP and unnamed ones, unmeasured, get
+//     backward products, bench/RESULTS.md); on the Vulkan driver that kernel was no faster, so it
+//     keeps matmul_texture_k. SwiftShader reads weights from their buffers: it compiles the texture
+//     kernels slowly (the embedded model's first forward in headless Chromium took 6-7.6 s with them,
+//     1.1-1.4 s without) and ran the trace and the edit no faster with them (within the noise of a
+//     loaded 2-core machine); 64x64 workgroup tiles were 2-3x slower there. WARP and unnamed ones, unmeasured, get
 //     SwiftShader's choice.
 //   - the limits: GPUs get 64x64 workgroup-memory tiles (16x16 invocations of 4x4) when the adapter
 //     allows 256 invocations and their 4 KiB of workgroup memory (WebGPU's defaults are 256 and
@@ -62,8 +63,8 @@ export interface MatmulTiles {
    * Unset: weights are read from their buffers like any operand. `activations` (default true): some
    * activations are mirrored too, for products with a transposed A (weight gradients X^T dY, both
    * operands; matmul_texture_tn, which needs TM % 4 == 0), for the A of a matmul_texture_n or _kt
-   * product longer than one uniform window (their _at entry points) and for attention's keys and values; false
-   * keeps those on their buffer kernels or uniform windows, which give the same bits.
+   * product longer than one uniform window (their _at entry points) and for attention's keys and
+   * values; false keeps those on their buffer kernels or uniform windows, which give the same bits.
    */
   texture?: {
     TM: number;

@@ -3,7 +3,7 @@
 // the Gpu's shared encoder; nothing is read back. Shapes are given in each comment; R = rows
 // (batch * tokens), all tensors row-major.
 import type { Activation } from "./config.ts";
-import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, uniforms } from "./gpu.ts";
+import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, type TensorWindow, uniforms } from "./gpu.ts";
 import { type AttentionSaved, type MatmulTiles, type RowKernels, ROWS_WORKGROUP } from "./kernel_choice.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
@@ -403,10 +403,19 @@ function matmulTexture(
       n0: 0,
       n: N,
     }];
-  // A is read in windows of AW rows (see shaders/matmul_texture.wgsl), each a power of two so that
-  // the pipelines specialised on AW are few (not one per M): full windows of the largest that fits,
-  // then one for the remaining rows, ending at row M (it may overlap the window before it and then
-  // computes only the rows after it).
+  // Where each dispatch reads A: rows [begin, end) of C from `a`'s binding, whose first row is A's row
+  // row0, with the entry point and register block that binding needs.
+  type APart = {
+    binding: GPUTextureView | TensorWindow;
+    entry: string;
+    AW: number;
+    TM: number;
+    TN4: number;
+    row0: number;
+    begin: number;
+    end: number;
+  };
+  const parts: APart[] = [];
   const windowRows = uniformWindowRows(gpu, K);
   if (
     kernel !== "matmul_texture_k" && M > windowRows && matmulTiles(gpu).texture?.activations !== false &&
@@ -415,49 +424,56 @@ function matmulTexture(
     // More rows than one window holds (matmul_texture_n, _kt): A from its texture mirror, one dispatch per
     // mirror chunk instead of one per window (bench/RESULTS.md: 1.3-2x on the embedded model's products
     // of 4096 rows).
-    const TN4 = tiles.TN / 4;
-    const params = { K4: K / 4, AW: 1, TM: tiles.TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
-    const pipeline = gpu.pipeline("matmul_texture.wgsl", `${kernel}_at`, params);
     for (const { view, rowStart, rows } of gpu.mirror(a, M, K)) {
-      const u = uniforms().u32(N, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
-        .u32(o.ldc ?? N, o.outOffset ?? 0, 0, rowStart, rowStart, rowStart + rows);
-      gpu.run(
-        pipeline,
-        [view, slices[0].view, o.bias ?? placeholder(gpu), out],
-        [cdiv(rows, tiles.TM), cdiv(N, 4 * TN4 * tiles.WG), 1],
-        u,
-      );
+      const [begin, end] = [rowStart, rowStart + rows];
+      parts.push({
+        binding: view,
+        entry: `${kernel}_at`,
+        AW: 1,
+        TM: tiles.TM,
+        TN4: tiles.TN / 4,
+        row0: begin,
+        begin,
+        end,
+      });
     }
-    return;
+  } else {
+    // A in uniform windows of AW rows (see shaders/matmul_texture.wgsl), each a power of two so that the
+    // pipelines specialised on AW are few (not one per M): full windows of the largest that fits, then
+    // one for the remaining rows, ending at row M (it may overlap the window before it and then
+    // computes only the rows after it).
+    const fullRows = Math.min(windowRows, 2 ** Math.floor(Math.log2(M)));
+    for (let begin = 0; begin < M;) {
+      const AW = M - begin >= fullRows ? fullRows : pow2AtLeast(M - begin);
+      const end = Math.min(M, begin + AW), row0 = end - AW;
+      // A block taller than the window would compute clamped duplicates: shrink it. As in the register
+      // kernels, a short A (M = 1 for the last token) spends up to 4x the freed accumulators on more
+      // columns; a window cut short by a long K does not, as wider blocks would leave too few
+      // workgroups to share between threads. Nor does matmul_texture_kt, whose columns already come
+      // 4 per texel (at M = 1..4 its widened blocks ran slower than matmul_texture_k, its plain ones
+      // mostly faster: bench/RESULTS.md).
+      const TM = Math.min(tiles.TM, AW);
+      const widen = AW < windowRows && kernel !== "matmul_texture_kt";
+      const TN4 = (tiles.TN / 4) * (widen ? Math.min(4, Math.floor(tiles.TM / TM)) : 1);
+      const binding = { tensor: a, offset: row0 * K * 4, size: AW * K * 4 };
+      parts.push({ binding, entry: kernel, AW, TM, TN4, row0, begin, end });
+      begin = end;
+    }
   }
-  const fullRows = Math.min(windowRows, 2 ** Math.floor(Math.log2(M)));
-  for (let begin = 0; begin < M;) {
-    const AW = M - begin >= fullRows ? fullRows : pow2AtLeast(M - begin);
-    const end = Math.min(M, begin + AW), row0 = end - AW;
-    // A block taller than the window would compute clamped duplicates: shrink it. As in the register
-    // kernels, a short A (M = 1 for the last token) spends up to 4x the freed accumulators on more
-    // columns; a window cut short by a long K does not, as wider blocks would leave too few
-    // workgroups to share between threads. Nor does matmul_texture_kt, whose columns already come
-    // 4 per texel (at M = 1..4 its widened blocks ran slower than matmul_texture_k, its plain ones
-    // mostly faster: bench/RESULTS.md).
-    const TM = Math.min(tiles.TM, AW);
-    const widen = AW < windowRows && kernel !== "matmul_texture_kt";
-    const TN4 = (tiles.TN / 4) * (widen ? Math.min(4, Math.floor(tiles.TM / TM)) : 1);
+  for (const { binding, entry, AW, TM, TN4, row0, begin, end } of parts) {
     const params = { K4: K / 4, AW, TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
-    const pipeline = gpu.pipeline("matmul_texture.wgsl", kernel, params);
-    const window = { tensor: a, offset: row0 * K * 4, size: AW * K * 4 };
+    const pipeline = gpu.pipeline("matmul_texture.wgsl", entry, params);
     const columnsPerInvocation = columnsAlongRows ? TN4 : 4 * TN4;
     for (const { view, n0, n } of slices) {
       const u = uniforms().u32(n, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
         .u32(o.ldc ?? N, (o.outOffset ?? 0) + n0, n0, row0, begin, end);
       gpu.run(
         pipeline,
-        [window, view, o.bias ?? placeholder(gpu), out],
+        [binding, view, o.bias ?? placeholder(gpu), out],
         [cdiv(end - begin, TM), cdiv(n, columnsPerInvocation * tiles.WG), 1],
         u,
       );
     }
-    begin = end;
   }
 }
 

@@ -13,20 +13,23 @@ import { EDITING_CONFIG, EDITING_TOKENIZER } from "./fixtures_tiny_kb.ts";
 const gpu = await getGpu();
 const tok = EDITING_TOKENIZER;
 
+/** A request both tests optimise, and small v* settings at layer 1 (3 steps, 2 contexts). */
+const a: EditRequest = { prompt: "{} lives in", subject: "Anna Berg", target: "Oslo" };
+const small: ValueOptions = {
+  layer: 1,
+  site: "mlp",
+  contexts: ["{}", "Paris is a city . {}"],
+  steps: 3,
+  lr: 0.05,
+  weightDecay: 0.01,
+  klFactor: 0.1,
+  clampNormFactor: 50,
+};
+
 Deno.test("SharedValues: equal requests and settings are optimised once; any difference is optimised anew", async () => {
   const model = Model.random(gpu, EDITING_CONFIG, 31, true);
-  const a: EditRequest = { prompt: "{} lives in", subject: "Anna Berg", target: "Oslo" };
   const b: EditRequest = { prompt: "{} works at", subject: "Carl", target: "Paris" };
-  const o: ValueOptions = {
-    layer: 1,
-    site: "mlp",
-    contexts: ["{}", "Paris is a city . {}"],
-    steps: 3,
-    lr: 0.05,
-    weightDecay: 0.01,
-    klFactor: 0.1,
-    clampNormFactor: 50,
-  };
+  const o = small;
   const shared = new SharedValues();
   const first = await shared.optimise(model, tok, [a, b], { ...o, layers: [1, 0] });
   assert.deepEqual(shared.lastReused, [false, false]);
@@ -77,18 +80,8 @@ Deno.test("SharedValues: equal requests and settings are optimised once; any dif
 
 Deno.test("SharedValues.prefetch: results optimised ahead are served as the first user's own, with its share of the time", async () => {
   const model = Model.random(gpu, EDITING_CONFIG, 37, true);
-  const a: EditRequest = { prompt: "{} lives in", subject: "Anna Berg", target: "Oslo" };
   const b: EditRequest = { prompt: "{} works at", subject: "Carl", target: "Paris", direction: "decrease" };
-  const o: ValueOptions = {
-    layer: 0,
-    site: "mlp",
-    contexts: ["{}", "Paris is a city . {}"],
-    steps: 3,
-    lr: 0.05,
-    weightDecay: 0.01,
-    klFactor: 0.1,
-    clampNormFactor: 50,
-  };
+  const o: ValueOptions = { ...small, layer: 0 };
   const shared = new SharedValues();
   // Two later calls' requests (another problem's direction; layers 0 and 1), with equal options, merged
   // into one optimisation.

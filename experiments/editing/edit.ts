@@ -289,16 +289,15 @@ export class VirtualEditSet {
       // components concatenate, its bias changes add up.
       const byEdit = new Map<number, Part[]>();
       for (const p of parts) byEdit.set(p.edit, [...(byEdit.get(p.edit) ?? []), p]);
-      const components = [...byEdit.values()].map((ps) => ps.flatMap((p) => "rank" in p ? [p] : []));
-      components.forEach((c, i) => {
-        if (c.length === 0) {
+      const components = [...byEdit].map(([e, ps]) => {
+        const own = ps.flatMap((p) => "rank" in p ? [p] : []);
+        if (own.length === 0) {
           throw new Error(
-            `virtual edit ${
-              [...byEdit.keys()][i]
-            }: a bias change at layer ${layer} without a weight change ` +
-              `there cannot be virtual; apply it instead`,
+            `virtual edit ${e}: a bias change at layer ${layer} without a weight change there cannot be ` +
+              `virtual; apply it instead`,
           );
         }
+        return own;
       });
       const ordered = components.flat();
       const C = ordered.reduce((s, p) => s + p.rank, 0);

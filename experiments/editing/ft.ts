@@ -89,10 +89,7 @@ export async function computeFt(
     lr: hp.lr,
   });
 
-  const prompts = requests.map((r) => instantiate(tok, "{}", r.prompt, r.subject, r.noise));
-  const targets = requests.map((r) =>
-    targetIds(tok, r.prompt.replace("{}", r.subject), r.target, { refuseUnknown: true })
-  );
+  const { prompts, targets } = promptsAndTargets(tok, requests);
   const losses: number[] = [];
   let steps = 0;
   try {
@@ -147,6 +144,16 @@ export async function computeFt(
     adam.destroy();
     for (const t of [...anchors, ...grads.values()]) t.destroy();
   }
+}
+
+/** Each request's bare prompt (subject noised where it says) and its target token ids. */
+function promptsAndTargets(tok: Tokenizer, requests: EditRequest[]) {
+  return {
+    prompts: requests.map((r) => instantiate(tok, "{}", r.prompt, r.subject, r.noise)),
+    targets: requests.map((r) =>
+      targetIds(tok, r.prompt.replace("{}", r.subject), r.target, { refuseUnknown: true })
+    ),
+  };
 }
 
 /** An FT-L edit: the dense changes trained - original of the trained parameters; `seconds` its training
@@ -275,20 +282,12 @@ async function trainGroups(
   const adam = new Adam(gpu, names.map((name, i) => ({ name, tensor: copies[i], size: copies[i].size })), {
     lr: hp.lr,
   });
-  const requestOf = (g: number, s: number) => jobs[g].requests[Math.min(s, jobs[g].requests.length - 1)];
-  const instances = jobs.flatMap((_, g) =>
-    Array.from({ length: S }, (_, s) => {
-      const r = requestOf(g, s);
-      return instantiate(tok, "{}", r.prompt, r.subject, r.noise);
-    })
+  // Sequence g*S + s: request s of job g, or its last again past the end of its list.
+  const padded = jobs.flatMap((job) =>
+    Array.from({ length: S }, (_, s) => job.requests[Math.min(s, job.requests.length - 1)])
   );
-  const targets = jobs.flatMap((_, g) =>
-    Array.from({ length: S }, (_, s) => {
-      const r = requestOf(g, s);
-      return targetIds(tok, r.prompt.replace("{}", r.subject), r.target, { refuseUnknown: true });
-    })
-  );
-  const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, instances);
+  const { prompts, targets } = promptsAndTargets(tok, padded);
+  const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, prompts);
   // The blocks below the lowest trained layer never change: the residual entering it, once.
   const lowest = Math.min(...hp.layers);
   let input: Tensor | undefined;
@@ -317,7 +316,7 @@ async function trainGroups(
         for (let s = 0; s < n; s++) {
           const b = g * S + s;
           const row = logits.subarray(b * V, (b + 1) * V), out = dlogits.subarray(b * V, (b + 1) * V);
-          loss += promptLastLoss(row, targets[b], requestOf(g, s).direction === "decrease", n, out);
+          loss += promptLastLoss(row, targets[b], padded[b].direction === "decrease", n, out);
         }
         losses[g].push(loss);
         if (loss < STOP_LOSS) {

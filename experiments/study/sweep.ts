@@ -1214,9 +1214,9 @@ export async function runSweep(
     const calls = [];
     for (const item of massItems) calls.push(await massCall(item));
     await values.prefetch(model, tok, calls, (step, steps) => show(`mass edits' z: step ${step}/${steps}`));
-    for (const item of massItems) {
+    for (const [i, item] of massItems.entries()) {
       if (outOfTime()) break;
-      const { mc, requests: reqs, o: zOptions } = await massCall(item);
+      const { mc, requests: reqs, o: zOptions } = calls[i];
       const stats = await statsFor(new Set(statsLayers(mc)), [item.method]);
       const pairs = item.facts.map((f, j) => ({ c: f.case, request: reqs[j] }));
       const pre = await caseProbabilities(model, tok, pairs);
