@@ -4,7 +4,8 @@
 // row its own edit: row r of the batch gets its edit's correction at the "mlp" site, and rows of
 // other edits (or none) are left alone. Many edits are then scored in one forward over all their
 // prompts instead of apply / score / undo one at a time (shaders/virtual_edit.wgsl). A dense change
-// (FT-L) is d components, one per output column, plus a change of the projection's bias per edit.
+// (FT-L) is d key rows, one per output column, whose scores are the correction itself, plus a change
+// of the projection's bias per edit.
 import { elementwiseGrid, WG_ELEMENTWISE } from "./backward_ops.ts";
 import type { Gpu, Tensor } from "./gpu.ts";
 import { uniforms } from "./gpu.ts";
@@ -14,12 +15,16 @@ import { rowOps } from "./ops.ts";
 export interface VirtualEdit {
   /** The block whose MLP output the edits change. */
   layer: number;
-  /** Key directions u_c of every component of every edit, [C, f] (f = the MLP's inner width). */
+  /** Key rows of every edit in turn, [C, f] (f = the MLP's inner width): edit e's ranks[e] low-rank
+   *  key directions u_c, then, where dense[e], the d columns of its dense change (of W_math [d, f]). */
   keys: Tensor;
-  /** Value changes v_c, [C, d]. */
+  /** Value changes v_c of the low-rank components in the same order, [max(1, sum of ranks), d] (a
+   *  placeholder row when every edit is dense). */
   values: Tensor;
-  /** Components of each edit: edit e owns the next ranks[e] rows of keys/values (default: 1 each). */
+  /** Low-rank components of each edit (default: 1 each; 0 for an edit that is only dense). */
   ranks?: number[];
+  /** Whether each edit also holds a dense change (default: none do). */
+  dense?: boolean[];
   /** Each edit's change of the projection's bias, [edits, d], added to its rows (FT-L's dense edits). */
   biases?: Tensor;
   /** The edit acting on each row b*T + t of the batch (-1: none), [B*T]. */
@@ -32,8 +37,8 @@ export function promptRowEdits(promptEdit: number[], T: number): number[] {
 }
 
 /**
- * Records mlp[r, :] += sum over the components c of row r's edit of (key[r, :] . u_c) v_c (+ the edit's
- * bias change).
+ * Records mlp[r, :] += sum over the components c of row r's edit of (key[r, :] . u_c) v_c (+ its dense
+ * change applied to key[r, :], + its bias change).
  * mlp [R, d] (updated in place), key [R, f] (the c_proj input of the same rows).
  */
 export function applyVirtualEdit(
@@ -50,36 +55,53 @@ export function applyVirtualEdit(
   if (!Number.isInteger(C) || C < 1 || edit.keys.shape.at(-1) !== f) {
     throw new Error(`${where}: keys [${edit.keys.shape}] must be [components, ${f}]`);
   }
-  if (edit.values.size !== C * d || edit.values.shape.at(-1) !== d) {
-    throw new Error(`${where}: values [${edit.values.shape}] must be [${C}, ${d}] like the keys`);
-  }
+  if (edit.dense && !edit.ranks) throw new Error(`${where}: dense changes need the edits' ranks`);
   const ranks = edit.ranks ?? new Array<number>(C).fill(1);
-  if (ranks.some((k) => !Number.isInteger(k) || k < 1)) {
-    throw new Error(`${where}: ranks must be positive integers, got [${ranks}]`);
+  const dense = edit.dense ?? ranks.map(() => false);
+  if (dense.length !== ranks.length) {
+    throw new Error(`${where}: dense has ${dense.length} entries for ${ranks.length} edits`);
   }
-  const firsts: number[] = [];
-  let total = 0;
-  for (const k of ranks) {
-    firsts.push(total);
-    total += k;
+  const keyRows = ranks.map((k, e) => k + (dense[e] ? d : 0));
+  if (ranks.some((k, e) => !Number.isInteger(k) || k < 0 || keyRows[e] < 1)) {
+    throw new Error(
+      `${where}: ranks must be integers >= 0 (>= 1 where an edit is not dense), got [${ranks}]`,
+    );
   }
+  const total = keyRows.reduce((a, b) => a + b, 0), lowRank = ranks.reduce((a, b) => a + b, 0);
   if (total !== C) {
-    throw new Error(`${where}: ranks [${ranks}] sum to ${total}, the keys have ${C} components`);
+    const denseCount = dense.filter(Boolean).length;
+    throw new Error(
+      `${where}: ranks [${ranks}]${denseCount ? ` and ${denseCount} dense changes of ${d} rows` : ""} ` +
+        `give ${total} key rows, the keys have ${C}`,
+    );
+  }
+  const valueRows = Math.max(1, lowRank);
+  if (edit.values.size !== valueRows * d || edit.values.shape.at(-1) !== d) {
+    throw new Error(
+      `${where}: values [${edit.values.shape}] must be [${valueRows}, ${d}], a row per low-rank component`,
+    );
   }
   if (edit.rowEdit.length !== R) {
     throw new Error(`${where}: rowEdit has ${edit.rowEdit.length} entries, the batch has ${R} rows`);
   }
-  const table = new Uint32Array(2 * R);
+  // Per edit: (first key row, key rows, first value row, low-rank components).
+  let keyAt = 0, valueAt = 0;
+  const entries = keyRows.map((k, e) => {
+    const entry = [keyAt, k, valueAt, ranks[e]];
+    keyAt += k;
+    valueAt += ranks[e];
+    return entry;
+  });
+  const table = new Uint32Array(4 * R);
   edit.rowEdit.forEach((e, r) => {
     if (e === -1) return;
     if (!Number.isInteger(e) || e < 0 || e >= ranks.length) {
       throw new Error(`${where}: row ${r} names edit ${e}, there are ${ranks.length} (or -1 for none)`);
     }
-    table[2 * r] = firsts[e];
-    table[2 * r + 1] = ranks[e];
+    table.set(entries[e], 4 * r);
   });
-  const K = Math.max(...ranks);
-  const rows = gpu.upload([R, 2], table, "u32");
+  const K = Math.max(...keyRows);
+  const rows = gpu.upload([R, 4], table, "u32");
   const scores = gpu.empty([R, K]);
   gpu.run(
     gpu.pipeline("virtual_edit.wgsl", "virtual_scores", { WG: WG_ELEMENTWISE }),
@@ -100,7 +122,7 @@ export function applyVirtualEdit(
         `${where}: biases [${edit.biases.shape}] must be [${ranks.length}, ${d}], one per edit`,
       );
     }
-    const entries = edit.rowEdit.flatMap((e, r) => e === -1 ? [] : [{ dst: r, src: e, keep: 1, take: 1 }]);
-    rowOps(gpu, mlp, edit.biases, d, entries);
+    const add = edit.rowEdit.flatMap((e, r) => e === -1 ? [] : [{ dst: r, src: e, keep: 1, take: 1 }]);
+    rowOps(gpu, mlp, edit.biases, d, add);
   }
 }

@@ -1,14 +1,18 @@
-// Virtual low-rank edits of the MLP output projection: each row of a batch gets its own edit's
-// correction without the weights being written (engine/virtual_edits.ts). For a row r whose edit owns
-// components c = first_r .. first_r + count_r - 1 (u_c a key direction, v_c a value change):
+// Virtual edits of the MLP output projection: each row of a batch gets its own edit's correction
+// without the weights being written (engine/virtual_edits.ts). Row r's edit owns `keys_r` key rows
+// from first_key_r: its `low_r` low-rank components (u_c a key direction, v_c a value change, v_c at
+// value row first_value_r + c), then, where keys_r > low_r, a dense change as D rows u_j (column j of
+// the change; its value would be the unit vector e_j, so its score is the correction's column j):
 //
-//   virtual_scores : scores[r, k] = key[r, :] . U[first_r + k, :]        (k < count_r, else 0)
-//   virtual_apply  : out[r, j]   += sum_{k < count_r} scores[r, k] V[first_r + k, j]
+//   virtual_scores : scores[r, k] = key[r, :] . U[first_key_r + k, :]          (k < keys_r, else 0)
+//   virtual_apply  : out[r, j]   += sum_{c < low_r} scores[r, c] V[first_value_r + c, j]
+//                                   + scores[r, low_r + j]                     (if dense)
 //
-// which is exactly what W += sum_c u_c v_c^T would add to key W at that row.
+// which is exactly what W += sum_c u_c v_c^T (+ the dense change) would add to key W at that row. A
+// dense change read as D components with identity values would cost R*D*D more and a [D, D] upload.
 //
-//   key : [R, F]; U : [C, F]; V : [C, D]; rows : [R] (first, count) u32 pairs; scores : [R, K], K = max count
-//   out : [R, D], updated in place
+//   key : [R, F]; U : [C, F]; V : [L, D]; rows : [R] (first_key, keys, first_value, low) u32
+//   scores : [R, K], K = max keys_r; out : [R, D], updated in place
 //
 // Compile-time parameter: WG, invocations per workgroup. Grids are 1-D over R*K (scores) and R*D
 // (apply) invocations, spilling into y past the per-dimension limit (engine/backward_ops.ts
@@ -20,14 +24,14 @@ struct Dims { R: u32, C: u32, K: u32 }
 @group(0) @binding(0) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(1) var<storage, read> key: array<f32>;
 @group(0) @binding(2) var<storage, read> U: array<f32>;
-@group(0) @binding(3) var<storage, read> rows: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read> rows: array<vec4<u32>>;
 @group(0) @binding(4) var<uniform> d_scores: Dims;
 
 // virtual_apply: C = D
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> scores_in: array<f32>;
 @group(0) @binding(2) var<storage, read> V: array<f32>;
-@group(0) @binding(3) var<storage, read> rows_apply: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read> rows_apply: array<vec4<u32>>;
 @group(0) @binding(4) var<uniform> d_apply: Dims;
 
 @compute @workgroup_size(WG)
@@ -57,6 +61,7 @@ fn virtual_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
   let row = rows_apply[r];
   if (row.y == 0u) { return; }
   var s = 0.0;
-  for (var k = 0u; k < row.y; k++) { s += scores_in[r * dm.K + k] * V[(row.x + k) * dm.C + j]; }
+  for (var c = 0u; c < row.w; c++) { s += scores_in[r * dm.K + c] * V[(row.z + c) * dm.C + j]; }
+  if (row.y > row.w) { s += scores_in[r * dm.K + row.w + j]; }
   out[i] = out[i] + s;
 }

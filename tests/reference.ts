@@ -200,16 +200,25 @@ export function virtualEditRef(
   rowEdit: number[],
   F: number,
   D: number,
+  dense: boolean[] = ranks.map(() => false),
 ): Float64Array {
   const out = Float64Array.from(mlp);
-  const firsts = ranks.map((_, e) => ranks.slice(0, e).reduce((a, b) => a + b, 0));
+  // Edit e's key rows: its ranks[e] components, then D dense columns; its value rows: its components.
+  const keyRows = ranks.map((k, e) => k + (dense[e] ? D : 0));
+  const firstKey = keyRows.map((_, e) => keyRows.slice(0, e).reduce((a, b) => a + b, 0));
+  const firstValue = ranks.map((_, e) => ranks.slice(0, e).reduce((a, b) => a + b, 0));
+  const dot = (r: number, u: number) => {
+    let s = 0;
+    for (let a = 0; a < F; a++) s += key[r * F + a] * U[u * F + a];
+    return s;
+  };
   rowEdit.forEach((e, r) => {
     if (e < 0) return;
-    for (let c = firsts[e]; c < firsts[e] + ranks[e]; c++) {
-      let s = 0;
-      for (let a = 0; a < F; a++) s += key[r * F + a] * U[c * F + a];
-      for (let j = 0; j < D; j++) out[r * D + j] += s * V[c * D + j];
+    for (let c = 0; c < ranks[e]; c++) {
+      const s = dot(r, firstKey[e] + c);
+      for (let j = 0; j < D; j++) out[r * D + j] += s * V[(firstValue[e] + c) * D + j];
     }
+    if (dense[e]) { for (let j = 0; j < D; j++) out[r * D + j] += dot(r, firstKey[e] + ranks[e] + j); }
   });
   return out;
 }

@@ -7,37 +7,45 @@ import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { makeBatch } from "../engine/model.ts";
 import { applyVirtualEdit, promptRowEdits } from "../engine/virtual_edits.ts";
-import { applyEdit, type Edit, keyValueDelta, VirtualEditSet } from "../experiments/editing/edit.ts";
+import {
+  applyEdit,
+  combineEdits,
+  type Edit,
+  keyValueDelta,
+  VirtualEditSet,
+} from "../experiments/editing/edit.ts";
 import { loadCase } from "./families_fixtures.ts";
 import { softmaxRef, virtualEditRef } from "./reference.ts";
 import { assertClose, maxAbsDiff, randomArray } from "./util.ts";
 
 const gpu = await getGpu();
 
-Deno.test("virtual edit kernel matches its float64 reference (mixed ranks, unedited rows)", async () => {
-  for (const [R, F, D, ranks] of [[1, 1, 1, [1]], [9, 13, 7, [1, 3, 2]], [40, 64, 32, [2, 1]]] as const) {
-    const C = ranks.reduce((a, b) => a + b, 0);
+Deno.test("virtual edit kernel matches its float64 reference (mixed ranks, dense changes, unedited rows)", async () => {
+  const cases: [number, number, number, number[], boolean[]][] = [
+    [1, 1, 1, [1], [false]],
+    [9, 13, 7, [1, 3, 2], [false, false, false]],
+    [40, 64, 32, [2, 1], [false, false]],
+    [11, 12, 5, [0, 2, 1], [true, true, false]], // only dense; dense with low rank; low rank
+    [6, 8, 4, [0], [true]], // every edit dense: a placeholder value row
+  ];
+  for (const [R, F, D, ranks, dense] of cases) {
+    const C = ranks.reduce((a, k, e) => a + k + (dense[e] ? D : 0), 0);
+    const L = Math.max(1, ranks.reduce((a, b) => a + b, 0));
     const rowEdit = Array.from({ length: R }, (_, r) => (r % (ranks.length + 1)) - 1);
     const mlp = randomArray(R * D, 1), key = randomArray(R * F, 2), U = randomArray(C * F, 3);
-    const V = randomArray(C * D, 4);
+    const V = randomArray(L * D, 4);
     const out = gpu.tensor([R, D], mlp);
     applyVirtualEdit(
       gpu,
       out,
       gpu.tensor([R, F], key),
-      {
-        layer: 0,
-        keys: gpu.tensor([C, F], U),
-        values: gpu.tensor([C, D], V),
-        ranks: [...ranks],
-        rowEdit,
-      },
+      { layer: 0, keys: gpu.tensor([C, F], U), values: gpu.tensor([L, D], V), ranks, dense, rowEdit },
       R,
       F,
       D,
     );
-    const ref = virtualEditRef(mlp, key, U, V, [...ranks], rowEdit, F, D);
-    assertClose(await out.read(), ref, 1e-5, `virtual edit [${R},${F},${D}] ranks ${ranks}`);
+    const ref = virtualEditRef(mlp, key, U, V, ranks, rowEdit, F, D, dense);
+    assertClose(await out.read(), ref, 1e-5, `virtual edit [${R},${F},${D}] ranks ${ranks} dense ${dense}`);
   }
 });
 
@@ -51,7 +59,19 @@ Deno.test("virtual edit refuses a row naming a missing edit and mismatched shape
   assert.throws(() => applyVirtualEdit(gpu, t(6), t(8), { ...edit, rowEdit: [0] }, 2, 4, 3), /2 rows/);
   assert.throws(
     () => applyVirtualEdit(gpu, t(6), t(8), { ...edit, ranks: [2], rowEdit: [0, 0] }, 2, 4, 3),
-    /sum to 2/,
+    /give 2 key rows, the keys have 1/,
+  );
+  assert.throws(
+    () => applyVirtualEdit(gpu, t(6), t(8), { ...edit, dense: [true], rowEdit: [0, 0] }, 2, 4, 3),
+    /dense changes need the edits' ranks/,
+  );
+  assert.throws(
+    () => applyVirtualEdit(gpu, t(6), t(8), { ...edit, ranks: [0], rowEdit: [0, 0] }, 2, 4, 3),
+    /ranks must be integers >= 0 \(>= 1 where an edit is not dense\), got \[0\]/,
+  );
+  assert.throws(
+    () => applyVirtualEdit(gpu, t(6), t(8), { ...edit, ranks: [0], dense: [true], rowEdit: [0, 0] }, 2, 4, 3),
+    /ranks \[0\] and 1 dense changes of 3 rows give 3 key rows, the keys have 1/,
   );
 });
 
@@ -104,9 +124,10 @@ for (const name of ["gpt2", "llama", "gptj", "gpt_neox_parallel"]) {
       randomEdit(model, [[0, 2], [1, 2]], 2), // MEMIT: two facts spread over two layers
       randomEdit(model, [[1, 1], [1, 1]], 3), // two deltas of one layer (a combined edit)
       denseEdit(model, 1, 4), // FT-L: a dense change of a layer's weight (and bias)
+      combineEdits([randomEdit(model, [[1, 1]], 5), denseEdit(model, 1, 6)]), // low rank and dense at one layer
     ];
-    const prompts = [[5, 9, 3, 17], [2, 4, 8], [11, 12, 13, 14], [7, 1], [30, 31, 32], [6, 2, 9]];
-    const promptEdit = [0, 1, -1, 2, 1, 3];
+    const prompts = [[5, 9, 3, 17], [2, 4, 8], [11, 12, 13, 14], [7, 1], [30, 31, 32], [6, 2, 9], [3, 3, 5]];
+    const promptEdit = [0, 1, -1, 2, 1, 3, 4];
     const batch = makeBatch(prompts);
     const rows = prompts.flatMap((p, b) => p.map((_, t) => b * batch.T + t));
     const set = new VirtualEditSet(model, edits);

@@ -237,18 +237,19 @@ export async function applyEdit(model: Model, edit: Edit): Promise<AppliedEdit> 
 // Virtual edits (engine/virtual_edits.ts): many edits scored in one batched forward
 
 /**
- * The deltas of many edits' MLP output projections, uploaded once per edited layer as u [C, f] and
- * v [C, d] rows (and per-edit bias changes [edits, d]), so that any batch can give each prompt its own
+ * The deltas of many edits' MLP output projections, uploaded once per edited layer as key rows [C, f],
+ * value rows [L, d] and per-edit bias changes [edits, d], so that any batch can give each prompt its own
  * edit (forBatch) without the weights being written. A low-rank delta gives its rank's components; a
- * dense one (FT-L) its d columns: W_math += sum_j (column j of the delta) e_j^T, rank d, exact.
+ * dense one (FT-L) its d columns of W_math, whose scores are the correction itself (no value rows).
  */
 export class VirtualEditSet {
-  /** Per edited layer: its tensors, the components of each edit there, and edit index -> local index. */
+  /** Per edited layer: its tensors, each edit's components there, and edit index -> local index. */
   private readonly layers: {
     layer: number;
     keys: Tensor;
     values: Tensor;
     ranks: number[];
+    dense: boolean[];
     biases?: Tensor;
     local: Map<number, number>;
   }[] = [];
@@ -257,11 +258,14 @@ export class VirtualEditSet {
    *  deltas of their biases). */
   constructor(readonly model: Model, readonly edits: Edit[]) {
     const f = model.config.nInner, d = model.config.nEmbd;
-    type Part = { edit: number; u: Float32Array; v: Float32Array; rank: number } | {
-      edit: number;
-      bias: Float32Array;
+    // Per layer, per edit there: its low-rank components and the sums of its dense weight and bias changes
+    // (one edit with several deltas at a layer, a combined edit, sums them).
+    type Share = {
+      low: { u: Float32Array; v: Float32Array; rank: number }[];
+      dense?: Float32Array;
+      bias?: Float32Array;
     };
-    const perLayer = new Map<number, Part[]>();
+    const perLayer = new Map<number, Map<number, Share>>();
     edits.forEach((edit, e) => {
       edit.deltas.forEach((delta, i) => {
         const where = `virtual edit ${e} (${edit.method}, delta ${i})`;
@@ -274,55 +278,57 @@ export class VirtualEditSet {
           );
         }
         const layer = Number(m[1]);
-        if (!perLayer.has(layer)) perLayer.set(layer, []);
-        perLayer.get(layer)!.push(
-          delta.kind === "low-rank"
-            ? { edit: e, ...keyValueFactors(model, delta), rank: delta.rank }
-            : m[2] === "bias"
-            ? { edit: e, bias: delta.values }
-            : { edit: e, ...denseFactors(model, delta), rank: d },
-        );
+        if (!perLayer.has(layer)) perLayer.set(layer, new Map());
+        const shares = perLayer.get(layer)!;
+        if (!shares.has(e)) shares.set(e, { low: [] });
+        const share = shares.get(e)!;
+        if (delta.kind === "low-rank") share.low.push({ ...keyValueFactors(model, delta), rank: delta.rank });
+        else if (m[2] === "bias") share.bias = addInto(share.bias, delta.values);
+        else share.dense = addInto(share.dense, denseColumns(model, delta));
       });
     });
-    for (const [layer, parts] of [...perLayer].sort((a, b) => a[0] - b[0])) {
-      // One edit with several deltas at a layer (combined edits, a weight and its bias) sums them: its
-      // components concatenate, its bias changes add up.
-      const byEdit = new Map<number, Part[]>();
-      for (const p of parts) byEdit.set(p.edit, [...(byEdit.get(p.edit) ?? []), p]);
-      const components = [...byEdit].map(([e, ps]) => {
-        const own = ps.flatMap((p) => "rank" in p ? [p] : []);
-        if (own.length === 0) {
+    for (const [layer, shares] of [...perLayer].sort((a, b) => a[0] - b[0])) {
+      for (const [e, share] of shares) {
+        if (!share.low.length && !share.dense) {
           throw new Error(
             `virtual edit ${e}: a bias change at layer ${layer} without a weight change there cannot be ` +
               `virtual; apply it instead`,
           );
         }
-        return own;
-      });
-      const ordered = components.flat();
-      const C = ordered.reduce((s, p) => s + p.rank, 0);
-      const U = new Float32Array(C * f), Vs = new Float32Array(C * d);
-      let at = 0;
-      for (const p of ordered) {
-        U.set(p.u, at * f);
-        Vs.set(p.v, at * d);
-        at += p.rank;
+      }
+      const list = [...shares.values()];
+      const ranks = list.map((x) => x.low.reduce((s, p) => s + p.rank, 0));
+      const dense = list.map((x) => !!x.dense);
+      const keyRows = ranks.reduce((a, k, i) => a + k + (dense[i] ? d : 0), 0);
+      const U = new Float32Array(keyRows * f),
+        Vs = new Float32Array(Math.max(1, ranks.reduce((a, b) => a + b, 0)) * d);
+      let keyAt = 0, valueAt = 0;
+      for (const x of list) {
+        for (const p of x.low) {
+          U.set(p.u, keyAt * f);
+          Vs.set(p.v, valueAt * d);
+          keyAt += p.rank;
+          valueAt += p.rank;
+        }
+        if (x.dense) {
+          U.set(x.dense, keyAt * f);
+          keyAt += d;
+        }
       }
       let biases: Tensor | undefined;
-      if (parts.some((p) => "bias" in p)) {
-        const B = new Float32Array(byEdit.size * d);
-        [...byEdit.values()].forEach((ps, i) => {
-          for (const p of ps) if ("bias" in p) p.bias.forEach((x, j) => B[i * d + j] += x);
-        });
-        biases = model.gpu.tensor([byEdit.size, d], B);
+      if (list.some((x) => x.bias)) {
+        const B = new Float32Array(list.length * d);
+        list.forEach((x, i) => x.bias && B.set(x.bias, i * d));
+        biases = model.gpu.tensor([list.length, d], B);
       }
       this.layers.push({
         layer,
-        keys: model.gpu.tensor([C, f], U),
-        values: model.gpu.tensor([C, d], Vs),
-        ranks: components.map((ps) => ps.reduce((s, p) => s + p.rank, 0)),
+        keys: model.gpu.tensor([keyRows, f], U),
+        values: model.gpu.tensor([Vs.length / d, d], Vs),
+        ranks,
+        dense,
         biases,
-        local: new Map([...byEdit.keys()].map((e, i) => [e, i])),
+        local: new Map([...shares.keys()].map((e, i) => [e, i])),
       });
     }
   }
@@ -343,6 +349,7 @@ export class VirtualEditSet {
         keys: l.keys,
         values: l.values,
         ranks: l.ranks,
+        dense: l.dense,
         biases: l.biases,
         rowEdit: promptRowEdits(local, T),
       }];
@@ -391,19 +398,21 @@ function keyValueFactors(model: Model, delta: LowRankDelta): { u: Float32Array; 
     : { u: delta.right, v: transpose(delta.left, d) };
 }
 
-/** A dense delta of an MLP output projection's weight as d components (u_j [f], v_j = e_j [d]): u_j is
- *  the delta's column j of W_math [d, f], i.e. its column j in GPT-2's Conv1D [f, d], its row j in an
- *  nn.Linear [d, f]. */
-function denseFactors(model: Model, delta: DenseDelta): { u: Float32Array; v: Float32Array } {
+/** A dense delta of an MLP output projection's weight as its d columns of W_math [d, f], [d, f]: its
+ *  columns in GPT-2's Conv1D [f, d], itself in an nn.Linear [d, f]. */
+function denseColumns(model: Model, delta: DenseDelta): Float32Array {
   const f = model.config.nInner, d = model.config.nEmbd;
-  let u = delta.values;
-  if (model.config.linearLayout === "in_out") {
-    u = new Float32Array(d * f);
-    for (let a = 0; a < f; a++) for (let j = 0; j < d; j++) u[j * f + a] = delta.values[a * d + j];
-  }
-  const v = new Float32Array(d * d);
-  for (let j = 0; j < d; j++) v[j * d + j] = 1;
-  return { u, v };
+  if (model.config.linearLayout !== "in_out") return delta.values;
+  const u = new Float32Array(d * f);
+  for (let a = 0; a < f; a++) for (let j = 0; j < d; j++) u[j * f + a] = delta.values[a * d + j];
+  return u;
+}
+
+/** sum + x (a copy of x when there is no sum yet). */
+function addInto(sum: Float32Array | undefined, x: Float32Array): Float32Array {
+  if (!sum) return x.slice();
+  for (let i = 0; i < x.length; i++) sum[i] += x[i];
+  return sum;
 }
 
 /** One edit holding all deltas of `edits`, in order (applying it = applying them one after another). */
