@@ -1,14 +1,28 @@
-// MEMIT and EMMET closed forms against their textbook formulas (float64, small f), and every method
-// on the five editing problems of Hase et al.: the problem's target probability must move the right
+// MEMIT and EMMET closed forms against their textbook formulas (float64, small f), their batched path
+// against the papers' one-edit-at-a-time order, and every method on the five editing problems of Hase et al.: the problem's target probability must move the right
 // way on a tiny random model (directions only; the embedded model's quality is ./locus task quality).
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { Model, randomWeights } from "../engine/model.ts";
-import { applyEdit, type Edit, type EditRequest } from "../experiments/editing/edit.ts";
+import { applyEdit, type Edit, type EditRequest, keyValueDelta } from "../experiments/editing/edit.ts";
 import { computeFt } from "../experiments/editing/ft.ts";
-import { emmetHparams, ftHparams, memitHparams, romeHparams } from "../experiments/editing/hparams.ts";
+import {
+  type EmmetHparams,
+  emmetHparams,
+  ftHparams,
+  type MemitHparams,
+  memitHparams,
+  romeHparams,
+} from "../experiments/editing/hparams.ts";
+import { factStates, groupMean, instantiate } from "../experiments/editing/keys.ts";
 import { solveSpd } from "../experiments/editing/linalg.ts";
-import { computeEmmet, computeMemit, solveUpdate } from "../experiments/editing/memit.ts";
+import {
+  batchValueOptions,
+  computeBatchEdits,
+  computeEmmet,
+  computeMemit,
+  solveUpdate,
+} from "../experiments/editing/memit.ts";
 import {
   caseProbabilities,
   type EditingCase,
@@ -16,6 +30,7 @@ import {
   PROBLEMS,
 } from "../experiments/editing/problems.ts";
 import { computeRome } from "../experiments/editing/rome.ts";
+import { optimiseValues, type ValueResult } from "../experiments/editing/values.ts";
 import { computeKeyStats, KeyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
 import { embeddingStd } from "../experiments/localization/tracing.ts";
@@ -194,4 +209,95 @@ Deno.test("problem requests: targets, direction and noise follow the problem", a
     WORDS.includes(requests["tracing-reversal"].target) && requests["tracing-reversal"].target !== targetTrue,
   );
   assert.equal(requests["tracing-reversal"].noise, undefined, "tracing reversal edits the clean prompt");
+});
+
+/** MEMIT / EMMET as the papers' code runs it, one edit at a time: each layer's keys and residuals read
+ *  with the edit's lower layers' updates applied to the weights (then undone). The reference for the
+ *  batched path, which reads every edit's states in one pass with those updates as virtual edits. */
+async function sequentialDeltas(
+  method: "memit" | "emmet",
+  requests: EditRequest[],
+  hp: MemitHparams | EmmetHparams,
+  values: ValueResult[],
+): Promise<Float32Array[]> {
+  const contexts = (await batchValueOptions(model, tok, hp, startWords)).contexts;
+  const n = requests.length, f = cfg.nEmbd * 4, d = cfg.nEmbd, zLayer = hp.layers.at(-1)!;
+  const [ridge, scale] = method === "memit"
+    ? [hp.mom2UpdateWeight, 1]
+    : [(hp as EmmetHparams).emmetLambda, 1 / hp.mom2UpdateWeight];
+  const applied = [], out: Float32Array[] = [];
+  for (const [i, layer] of hp.layers.entries()) {
+    const keyInstances = requests.flatMap((r) =>
+      contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise, hp.factToken))
+    );
+    const [keys] = await factStates(model, keyInstances, layer, ["key"]);
+    const bare = requests.map((r) => instantiate(tok, "{}", r.prompt, r.subject, r.noise, hp.factToken));
+    const [current] = await factStates(model, bare, zLayer, ["resid"]);
+    const K = new Float64Array(f * n), Rt = new Float64Array(n * d);
+    requests.forEach((_, j) => {
+      const mine = keys.slice(j * contexts.length, (j + 1) * contexts.length);
+      const k = groupMean([mine.slice(0, 1), mine.slice(1)]);
+      for (let a = 0; a < f; a++) K[a * n + j] = k[a];
+      for (let c = 0; c < d; c++) {
+        Rt[j * d + c] = (values[j].target[c] - current[j][c]) / (hp.layers.length - i);
+      }
+    });
+    const factors = solveUpdate(stats.get(layer)!, K, Rt, n, d, ridge, scale, "reference");
+    const delta = keyValueDelta(model, layer, factors.keys, factors.values, n);
+    out.push(Float32Array.from(matmulRef(delta.left, delta.right, delta.rows, delta.cols, n)));
+    applied.push(await applyEdit(model, { method, requests, deltas: [delta], info: {} }));
+  }
+  for (const a of applied.reverse()) a.undo();
+  return out;
+}
+
+Deno.test("MEMIT and EMMET: independent edits computed together equal each edit with its lower layers' updates applied", async () => {
+  const request = (subject: string, target: string, noise?: EditRequest["noise"]): EditRequest => ({
+    prompt: "Eva lives in {}",
+    subject,
+    target,
+    noise,
+  });
+  const base = { ...value, mom2UpdateWeight: 10, templates };
+  const jobs = [
+    { requests: [request("Anna Berg", "Oslo"), request("Carl Dorn", "Lima")], layers: [0, 1] },
+    { requests: [request("Carl Dorn", "Oslo")], layers: [1] },
+    { requests: [request("Anna Berg", "Lima", noise)], layers: [0, 1] }, // fact forcing's noised subject
+  ];
+  for (const method of ["memit", "emmet"] as const) {
+    const hps = jobs.map((j) =>
+      method === "memit"
+        ? { ...memitHparams(cfg), ...base, layers: j.layers }
+        : { ...emmetHparams(cfg), ...base, layers: j.layers }
+    );
+    const values = await Promise.all(
+      jobs.map(async (j, e) =>
+        await optimiseValues(model, tok, j.requests, await batchValueOptions(model, tok, hps[e], startWords))
+      ),
+    );
+    const batched = await computeBatchEdits(
+      model,
+      tok,
+      method,
+      jobs.map((j, e) => ({ requests: j.requests, hp: hps[e], values: values[e] })),
+      stats,
+      { startWords },
+    );
+    for (const [e, job] of jobs.entries()) {
+      const expected = await sequentialDeltas(method, job.requests, hps[e], values[e]);
+      assert.equal(batched[e].deltas.length, job.layers.length);
+      batched[e].deltas.forEach((delta, i) => {
+        assert.ok(delta.kind === "low-rank");
+        const got = matmulRef(delta.left, delta.right, delta.rows, delta.cols, delta.rank);
+        const scale = Math.max(...expected[i].map(Math.abs));
+        assert.ok(scale > 1e-4, `${method} edit ${e} layer ${job.layers[i]}: a real update`);
+        assertClose(
+          got.map((v) => v / scale),
+          expected[i].map((v) => v / scale),
+          1e-4,
+          `${method} edit ${e} layer ${job.layers[i]}`,
+        );
+      });
+    }
+  }
 });

@@ -16,7 +16,7 @@ import { topK } from "../../engine/ops.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { subjectTokenRange, type Tokenizer } from "../../engine/tokenizer.ts";
 import { gaussianNoise } from "../localization/tracing.ts";
-import type { SubjectNoise } from "./edit.ts";
+import type { ScoredUnder, SubjectNoise } from "./edit.ts";
 
 /** A prompt as token ids, with the subject's token range [start, end) and the fact token. */
 export interface PromptInstance {
@@ -117,32 +117,70 @@ export function batchWithNoise(
 
 /**
  * The states of `sites` at layer `layer` at the fact token of each instance: result[s][i] is site
- * s of instance i (length 4d for "key"/"mlp_pre", d otherwise). Runs in batches of `batchSize`
- * prompts, one readback each; the unembedding is skipped down to one row.
+ * s of instance i (length 4d for "key"/"mlp_pre", d otherwise).
  */
 export async function factStates(
   model: Model,
   instances: PromptInstance[],
   layer: number,
   sites: Site[],
-  batchSize = 128,
 ): Promise<Float32Array[][]> {
+  const reads = sites.flatMap((site) => instances.map((_, instance) => ({ instance, layer, site })));
+  const states = await readFactStates(model, instances, reads);
+  return sites.map((_, s) => states.slice(s * instances.length, (s + 1) * instances.length));
+}
+
+/** One state to read at an instance's fact token. */
+export interface StateRead {
+  instance: number;
+  layer: number;
+  site: Site;
+}
+
+/**
+ * The state of each read at the fact token of its instance, each prompt under its own virtual edit
+ * (under.itemEdit[i] for instance i; a MEMIT step reads every edit's keys with its lower layers' updates
+ * in place). Runs in batches of `batchSize` prompts, one readback each; the unembedding is skipped down
+ * to one row.
+ */
+export async function readFactStates(
+  model: Model,
+  instances: PromptInstance[],
+  reads: StateRead[],
+  under?: ScoredUnder,
+  batchSize = 128,
+): Promise<Float32Array[]> {
   const gpu = model.gpu;
-  const out: Float32Array[][] = sites.map(() => []);
+  const out: Float32Array[] = new Array(reads.length);
   for (let start = 0; start < instances.length; start += batchSize) {
     const chunk = instances.slice(start, start + batchSize);
+    // This chunk's reads, one capture per (layer, site).
+    const captures = new Map<string, { layer: number; site: Site; reads: number[] }>();
+    reads.forEach((r, i) => {
+      if (r.instance < start || r.instance >= start + chunk.length) return;
+      const key = `${r.layer}|${r.site}`;
+      if (!captures.has(key)) captures.set(key, { layer: r.layer, site: r.site, reads: [] });
+      captures.get(key)!.reads.push(i);
+    });
+    if (captures.size === 0) continue;
     const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, chunk);
-    const rows = chunk.map((p, b) => b * batch.T + p.fact);
-    const captures = sites.map((site) => gpu.empty([rows.length, model.siteWidth(site)]));
-    sites.forEach((site, s) => hooks.push({ layer, site, capture: { into: captures[s], rows } }));
-    const res = model.forward(batch, { hooks, outputRows: [0] });
+    const groups = [...captures.values()].map((c) => {
+      const rows = c.reads.map((i) =>
+        (reads[i].instance - start) * batch.T + instances[reads[i].instance].fact
+      );
+      const into = gpu.empty([rows.length, model.siteWidth(c.site)]);
+      hooks.push({ layer: c.layer, site: c.site, capture: { into, rows } });
+      return { ...c, into };
+    });
+    const virtualEdits = under?.edits.forBatch(under.itemEdit.slice(start, start + chunk.length), batch.T);
+    const res = model.forward(batch, { hooks, outputRows: [0], virtualEdits });
     release();
-    const arrays = await gpu.readMany(captures);
+    const arrays = await gpu.readMany(groups.map((g) => g.into));
     model.releaseForward(res);
-    gpu.release(...captures);
-    arrays.forEach((a, s) => {
-      const w = model.siteWidth(sites[s]);
-      for (let i = 0; i < rows.length; i++) out[s].push(a.slice(i * w, (i + 1) * w));
+    gpu.release(...groups.map((g) => g.into));
+    groups.forEach((g, k) => {
+      const w = model.siteWidth(g.site);
+      g.reads.forEach((i, j) => out[i] = arrays[k].slice(j * w, (j + 1) * w));
     });
   }
   return out;

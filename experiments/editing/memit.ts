@@ -16,18 +16,24 @@
 // that (K^T C'^-1 K + eps I = (K^T C^-1 K + lambda_m eps I) / lambda_m). So the two differ by their
 // regulariser (MEMIT lambda, EMMET lambda_m * eps) and by MEMIT's spreading over layers; f^3 work
 // only happens once per layer, in the factorisation.
+//
+// Independent edits (a sweep's one-fact edits at every layer window) are computed together: at step i
+// every edit's keys and residuals come from one batched pass in which each prompt carries its own
+// edit's updates of steps < i as a virtual edit (edit.ts VirtualEditSet), instead of applying, reading
+// and undoing each edit's updates one edit at a time; an edit alone takes the same path.
 import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
-import {
-  type AppliedEdit,
-  applyEdit,
-  type Edit,
-  type EditRequest,
-  keyValueDelta,
-  type LowRankDelta,
-} from "./edit.ts";
+import type { Site } from "../../engine/model.ts";
+import { type Edit, type EditRequest, keyValueDelta, type LowRankDelta, VirtualEditSet } from "./edit.ts";
 import type { EmmetHparams, MemitHparams } from "./hparams.ts";
-import { contextTemplates, factStates, groupMean, instantiate } from "./keys.ts";
+import {
+  contextTemplates,
+  groupMean,
+  instantiate,
+  type PromptInstance,
+  readFactStates,
+  type StateRead,
+} from "./keys.ts";
 import { norm, solveSpd } from "./linalg.ts";
 import type { KeyStats } from "./stats.ts";
 import { optimiseValues, type ValueOptions, valueOptions, type ValueResult } from "./values.ts";
@@ -49,16 +55,7 @@ export function computeMemit(
   hp: MemitHparams,
   o: BatchEditOptions = {},
 ): Promise<Edit> {
-  return computeBatchEdit(
-    model,
-    tok,
-    requests,
-    stats,
-    "memit",
-    hp,
-    { ridge: hp.mom2UpdateWeight, scale: 1 },
-    o,
-  );
+  return computeOne(model, tok, "memit", { requests, hp, values: o.values }, stats, o);
 }
 
 export function computeEmmet(
@@ -69,11 +66,26 @@ export function computeEmmet(
   hp: EmmetHparams,
   o: BatchEditOptions = {},
 ): Promise<Edit> {
-  // U = C'^-1 K = C^-1 K / lambda_m; D = K^T U + eps I.
-  return computeBatchEdit(model, tok, requests, stats, "emmet", hp, {
-    ridge: hp.emmetLambda,
-    scale: 1 / hp.mom2UpdateWeight,
-  }, o);
+  return computeOne(model, tok, "emmet", { requests, hp, values: o.values }, stats, o);
+}
+
+/** One MEMIT or EMMET edit among independent ones: its facts, its hyper-parameters (its layers) and, when
+ *  optimised ahead, its facts' z (BatchEditOptions.values). */
+export interface BatchEditJob {
+  requests: EditRequest[];
+  hp: MemitHparams | EmmetHparams;
+  values?: ValueResult[];
+}
+
+async function computeOne(
+  model: Model,
+  tok: Tokenizer,
+  method: "memit" | "emmet",
+  job: BatchEditJob,
+  stats: Map<number, KeyStats>,
+  o: BatchEditOptions,
+): Promise<Edit> {
+  return (await computeBatchEdits(model, tok, method, [job], stats, o))[0];
 }
 
 /** The z optimisation of a MEMIT / EMMET edit: at the block output of the last edited layer, over the
@@ -88,113 +100,144 @@ export async function batchValueOptions(
   return valueOptions(hp, hp.layers[hp.layers.length - 1], "resid", contexts);
 }
 
-/** X = (K^T U + ridge I)^-1 R^T with U = scale * C^-1 K. */
-interface Solver {
-  ridge: number;
-  scale: number;
-}
-
-async function computeBatchEdit(
-  model: Model,
-  tok: Tokenizer,
-  requests: EditRequest[],
-  stats: Map<number, KeyStats>,
+/** X = (K^T U + ridge I)^-1 R^T with U = scale * C^-1 K: MEMIT's ridge is lambda; EMMET's U = C'^-1 K =
+ *  C^-1 K / lambda_m and its ridge eps (D = K^T U + eps I). */
+function solverOf(
   method: "memit" | "emmet",
   hp: MemitHparams | EmmetHparams,
-  solver: Solver,
-  o: BatchEditOptions,
-): Promise<Edit> {
+): { ridge: number; scale: number } {
+  return method === "memit"
+    ? { ridge: hp.mom2UpdateWeight, scale: 1 }
+    : { ridge: (hp as EmmetHparams).emmetLambda, scale: 1 / hp.mom2UpdateWeight };
+}
+
+/** Independent MEMIT or EMMET edits, computed together (the file header); edit i equals computeMemit /
+ *  computeEmmet of job i to float tolerance. */
+export async function computeBatchEdits(
+  model: Model,
+  tok: Tokenizer,
+  method: "memit" | "emmet",
+  jobs: BatchEditJob[],
+  stats: Map<number, KeyStats>,
+  o: Omit<BatchEditOptions, "values">,
+): Promise<Edit[]> {
   const log = o.log ?? (() => {});
-  const d = model.config.nEmbd, f = model.config.nInner, n = requests.length;
-  if (n === 0) throw new Error(`${method}: no requests`);
-  if (hp.layers.length === 0) throw new Error(`${method}: no layers`);
-  const layers = [...hp.layers];
-  for (const l of layers) {
-    const s = stats.get(l);
-    if (!s) throw new Error(`${method}: no key statistics for layer ${l}`);
-    if (s.width !== f) {
-      throw new Error(`${method}: key statistics of layer ${l} have width ${s.width}, the model's keys ${f}`);
+  const d = model.config.nEmbd, f = model.config.nInner;
+  jobs.forEach((job, e) => {
+    const where = jobs.length > 1 ? `${method} edit ${e}` : method;
+    if (job.requests.length === 0) throw new Error(`${where}: no requests`);
+    if (job.hp.layers.length === 0) throw new Error(`${where}: no layers`);
+    for (const l of job.hp.layers) {
+      const s = stats.get(l);
+      if (!s) throw new Error(`${where}: no key statistics for layer ${l}`);
+      if (s.width !== f) {
+        throw new Error(
+          `${where}: key statistics of layer ${l} have width ${s.width}, the model's keys ${f}`,
+        );
+      }
     }
-  }
-  // The factorisations of C run while z is optimised (on the GPU), awaited before each layer's solve.
-  const choleskys = Promise.all(layers.map((l) => stats.get(l)!.prepareSolve()));
+    if (job.values && job.values.length !== job.requests.length) {
+      throw new Error(`${where}: ${job.values.length} precomputed z for ${job.requests.length} requests`);
+    }
+  });
+  // The factorisations of C run while z is optimised (on the GPU), awaited before the first solve.
+  const allLayers = [...new Set(jobs.flatMap((j) => j.hp.layers))];
+  const choleskys = Promise.all(allLayers.map((l) => stats.get(l)!.prepareSolve()));
   choleskys.catch(() => {}); // a failure surfaces at the await below, not as an unhandled rejection
-  const zLayer = layers[layers.length - 1];
-  const zOptions = await batchValueOptions(model, tok, hp, o.startWords);
-  const contexts = zOptions.contexts;
 
-  // z: target block outputs at the last edited layer.
-  if (o.values && o.values.length !== n) {
-    throw new Error(`${method}: ${o.values.length} precomputed z for ${n} requests`);
+  // z: target block outputs at each edit's last edited layer.
+  const plans = [];
+  for (const job of jobs) {
+    const layers = [...job.hp.layers], zLayer = layers[layers.length - 1], n = job.requests.length;
+    const zOptions = await batchValueOptions(model, tok, job.hp, o.startWords);
+    const values = job.values ?? await optimiseValues(model, tok, job.requests, zOptions);
+    log(
+      `${method}: z of ${n} facts at layer ${zLayer}, mean target probability ${
+        (values.reduce((s, v) => s + v.targetProb, 0) / n).toFixed(3)
+      }`,
+    );
+    plans.push({
+      job,
+      layers,
+      zLayer,
+      n,
+      contexts: zOptions.contexts,
+      values,
+      deltas: [] as LowRankDelta[],
+      residualNorms: [] as number[],
+    });
   }
-  const values = o.values ?? await optimiseValues(model, tok, requests, zOptions);
-  log(
-    `${method}: z of ${n} facts at layer ${zLayer}, mean target probability ${
-      (values.reduce((s, v) => s + v.targetProb, 0) / n).toFixed(3)
-    }`,
-  );
 
-  const keyInstances = requests.flatMap((r) =>
-    contexts.map((c) => instantiate(tok, c, r.prompt, r.subject, r.noise, hp.factToken))
-  );
-  const bareInstances = requests.map((r) =>
-    instantiate(tok, "{}", r.prompt, r.subject, r.noise, hp.factToken)
-  );
-  const deltas: LowRankDelta[] = [];
-  const applied: AppliedEdit[] = [];
-  const residualNorms: number[] = [];
-  try {
-    for (const [i, layer] of layers.entries()) {
-      const [keyRows] = await factStates(model, keyInstances, layer, ["key"]);
-      const [current] = await factStates(model, bareInstances, zLayer, ["resid"]);
+  // Step i: the keys at each edit's i-th layer (over its context templates) and its residual at z's layer,
+  // with its own updates of the layers below in place (virtual), then its solve.
+  const steps = Math.max(...plans.map((p) => p.layers.length));
+  for (let i = 0; i < steps; i++) {
+    const active = plans.filter((p) => i < p.layers.length);
+    const instances: PromptInstance[] = [], reads: StateRead[] = [], itemEdit: number[] = [];
+    const sofar: Edit[] = [];
+    const at = active.map((p) => {
+      const edit = i > 0
+        ? sofar.push({ method, requests: p.job.requests, deltas: p.deltas, info: {} }) - 1
+        : -1;
+      const add = (inst: PromptInstance, layer: number, site: Site) => {
+        reads.push({ instance: instances.length, layer, site });
+        instances.push(inst);
+        itemEdit.push(edit);
+        return reads.length - 1;
+      };
+      const keys = p.job.requests.flatMap((r) =>
+        p.contexts.map((c) =>
+          add(instantiate(tok, c, r.prompt, r.subject, r.noise, p.job.hp.factToken), p.layers[i], "key")
+        )
+      );
+      const current = p.job.requests.map((r) =>
+        add(instantiate(tok, "{}", r.prompt, r.subject, r.noise, p.job.hp.factToken), p.zLayer, "resid")
+      );
+      return { keys, current };
+    });
+    const set = sofar.length ? new VirtualEditSet(model, sofar) : undefined;
+    let states: Float32Array[];
+    try {
+      states = await readFactStates(model, instances, reads, set && { edits: set, itemEdit });
+    } finally {
+      set?.release();
+    }
+    await choleskys;
+    active.forEach((p, a) => {
+      const { n, contexts } = p, layer = p.layers[i];
       // K [f,n] stored row-major; R^T [n,d].
       const K = new Float64Array(f * n);
       const Rt = new Float64Array(n * d);
-      requests.forEach((_, j) => {
-        const mine = keyRows.slice(j * contexts.length, (j + 1) * contexts.length);
+      for (let j = 0; j < n; j++) {
+        const mine = at[a].keys.slice(j * contexts.length, (j + 1) * contexts.length).map((r) => states[r]);
         const k = groupMean([mine.slice(0, 1), mine.slice(1)].filter((g) => g.length > 0));
-        for (let a = 0; a < f; a++) K[a * n + j] = k[a];
+        for (let x = 0; x < f; x++) K[x * n + j] = k[x];
+        const current = states[at[a].current[j]];
         for (let c = 0; c < d; c++) {
-          Rt[j * d + c] = (values[j].target[c] - current[j][c]) / (layers.length - i);
+          Rt[j * d + c] = (p.values[j].target[c] - current[c]) / (p.layers.length - i);
         }
-      });
-      residualNorms.push(norm(Rt) / Math.sqrt(n));
-      await choleskys;
-      const factors = solveUpdate(
-        stats.get(layer)!,
-        K,
-        Rt,
-        n,
-        d,
-        solver.ridge,
-        solver.scale,
-        `${method} layer ${layer}`,
-      );
-      const delta = keyValueDelta(model, layer, factors.keys, factors.values, n);
-      deltas.push(delta);
-      log(`${method}: layer ${layer}: mean residual norm ${residualNorms.at(-1)!.toFixed(4)}`);
-      // The next layer's keys and residuals see this layer's update.
-      if (i < layers.length - 1) {
-        applied.push(await applyEdit(model, { method, requests, deltas: [delta], info: {} }));
       }
-    }
-  } finally {
-    for (const a of applied.reverse()) a.undo();
+      p.residualNorms.push(norm(Rt) / Math.sqrt(n));
+      const { ridge, scale } = solverOf(method, p.job.hp);
+      const factors = solveUpdate(stats.get(layer)!, K, Rt, n, d, ridge, scale, `${method} layer ${layer}`);
+      p.deltas.push(keyValueDelta(model, layer, factors.keys, factors.values, n));
+      log(`${method}: layer ${layer}: mean residual norm ${p.residualNorms.at(-1)!.toFixed(4)}`);
+    });
   }
-  return {
+  return plans.map((p) => ({
     method,
-    requests,
-    deltas,
+    requests: p.job.requests,
+    deltas: p.deltas,
     info: {
-      layers,
-      zLayer,
-      hparams: hp,
-      contexts: contexts.length,
-      residualNorms,
-      valueLosses: values.map((v) => v.losses.at(-1)),
-      targetProbsDuringOptimisation: values.map((v) => v.targetProb),
+      layers: p.layers,
+      zLayer: p.zLayer,
+      hparams: p.job.hp,
+      contexts: p.contexts.length,
+      residualNorms: p.residualNorms,
+      valueLosses: p.values.map((v) => v.losses.at(-1)),
+      targetProbsDuringOptimisation: p.values.map((v) => v.targetProb),
     },
-  };
+  }));
 }
 
 /**

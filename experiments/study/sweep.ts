@@ -95,7 +95,7 @@ import {
   type EditingProblem,
   problemRequest,
 } from "../editing/problems.ts";
-import { batchValueOptions } from "../editing/memit.ts";
+import { batchValueOptions, computeBatchEdits } from "../editing/memit.ts";
 import { computeRomeAt, romeValueOptions } from "../editing/rome.ts";
 import { type KeyStats, keyStats } from "../editing/stats.ts";
 import {
@@ -1035,15 +1035,15 @@ export async function runSweep(
           optimise: (m, t, r, vo) => values.optimise(m, t, r, { ...vo, onProgress }),
         });
       } else if (first.method === "memit" || first.method === "emmet") {
-        // Every fact's z in one batch (each at its window's last layer), then each fact's own edit.
-        const configs = part.map((it) => configFor(model, plan, method, it.layer));
+        // Every fact's z in one batch (each at its window's last layer), then every fact's own edit
+        // together (memit.ts computeBatchEdits).
         const zs = await values.optimise(model, tok, reqs, { ...(await valueCall(part))!, onProgress });
-        computed = [];
-        for (const [j, mc] of configs.entries()) {
-          computed.push(
-            ...await computeEdits(model, tok, mc, [reqs[j]], stats, { startWords, values: [zs[j]] }),
-          );
-        }
+        const jobs = part.map((it, j) => {
+          const mc = configFor(model, plan, method, it.layer);
+          if (mc.method !== first.method) throw new Error(`sweep: ${mc.method} in a ${first.method} part`);
+          return { requests: [reqs[j]], hp: mc.hparams, values: [zs[j]] };
+        });
+        computed = await computeBatchEdits(model, tok, first.method, jobs, stats, { startWords });
       } else {
         // FT-L: trained ahead with the block (a part retried after a kill trains its own edits).
         const missing = part.filter((it) => !trained.has(resultKey(it.key)));
