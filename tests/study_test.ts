@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { ResultStore } from "../experiments/study/store.ts";
 import { makeTinyKb } from "./fixtures_tiny_kb.ts";
+import { assertSameMetrics } from "./util.ts";
 
 const dir = await Deno.makeTempDir();
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
@@ -170,6 +171,33 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
   assert.equal(stored(), TOTAL, "the refused run wrote nothing");
   const forced = await study("--methods", "rome,ft", "--v-steps", "4", "--force", "--minutes", "0.0001");
   assert.match(forced, /--force: this store now holds results computed under other settings/);
+});
+
+Deno.test("study --processes 2: a worker runs shard 1/2 beside this process into one store; the same results as one process", async () => {
+  const out = await study("--methods", "rome,ft", "--out", `${dir}/study2`, "--processes", "2");
+  const log = await Deno.readTextFile(`${dir}/study2/worker-1.log`);
+  // Each process ran its shard (a fact's traces and edits in one), then this one found nothing left.
+  for (const [k, text] of [out, log].entries()) {
+    const m = new RegExp(`sweep "study": (\\d+) results in shard ${k}/2, 0 already stored, (\\d+) to run`)
+      .exec(text);
+    assert.ok(m && Number(m[2]) > 0, `shard ${k}/2 ran work:\n${text}`);
+  }
+  assert.match(log, /\nShard 1\/2: \d+ results computed in .* Run without --shard for the report\./);
+  assert.match(out, /worker 1\/2 finished \(.*worker-1\.log\)/);
+  assert.match(out, /sweep "study": \d+ results, (\d+) already stored, 0 to run/);
+  assert.match(out, new RegExp(`\\n${TOTAL} results computed in`));
+  assert.match(out, /=== Findings \(48 edits, 14 localization records\) ===/);
+  const rows = (path: string) => {
+    const store = ResultStore.open(path);
+    try {
+      return new Map([...store.results({ sweep: "study" })].map((r) => [r.key, r]));
+    } finally {
+      store.close();
+    }
+  };
+  const [one, two] = [rows(`${dir}/study/results.db`), rows(`${dir}/study2/results.db`)];
+  assert.deepEqual([...two.keys()].sort(), [...one.keys()].sort());
+  for (const [key, r] of two) assertSameMetrics(r, one.get(key)!);
 });
 
 Deno.test("study --dataset zsre.json: the zsRE facts are edited and the report gives MEMIT's zsRE metrics", async () => {

@@ -33,7 +33,7 @@ import { studyWindows } from "../experiments/localization/layer_selection.ts";
 import { ftHparams } from "../experiments/editing/hparams.ts";
 import { essenceScore, harmonicMean, STANDARD_METRICS } from "../experiments/evaluation/metrics.ts";
 import { EDITING_CONFIG, makeTinyKb } from "./fixtures_tiny_kb.ts";
-import { rng } from "./util.ts";
+import { assertSameMetrics, rng } from "./util.ts";
 
 const delay = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms));
 
@@ -305,24 +305,6 @@ function countRows(path: string): number {
 }
 
 const byKey = (rows: StoredResult[]) => new Map(rows.map((r) => [r.key, r]));
-
-/** The same result from two runs: same key, and metrics within float noise of each other; the unedited
- *  model's essence texts and fluency generations are seeded, so their measurements repeat exactly. */
-function assertSameMetrics(a: StoredResult, b: StoredResult): void {
-  const close = (x: unknown, y: unknown, what: string) =>
-    assert.ok(
-      typeof x === "number" && typeof y === "number" && Math.abs(x - y) <= 1e-4 + 1e-3 * Math.abs(x),
-      `${a.key}: ${what} ${x} vs ${y}`,
-    );
-  for (const name of ["rewrite", "paraphrase", "neighborhood"]) {
-    if (a.metrics[name] !== undefined) close(a.metrics[name], b.metrics[name], name);
-  }
-  const [ea, eb] = [a, b].map((r) => r.metrics.essence as Record<string, number> | null | undefined);
-  const [fa, fb] = [a, b].map((r) => r.metrics.fluency as Record<string, number> | null | undefined);
-  assert.equal(ea?.pre, eb?.pre, `${a.key}: essence before the edit`);
-  assert.equal(fa?.pre, fb?.pre, `${a.key}: fluency before the edit`);
-  if (ea) close(ea.post, eb!.post, "essence after the edit");
-}
 
 const full = `${dir}/full.db`;
 let fullRows: StoredResult[] = [];

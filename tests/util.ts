@@ -1,6 +1,7 @@
 // Shared test helpers: seeded random data, tolerant comparisons, and running a CLI script.
 import assert from "node:assert/strict";
 import { mulberry32 as rng } from "../engine/random.ts";
+import type { StoredResult } from "../experiments/study/store.ts";
 
 export { rng };
 
@@ -70,4 +71,27 @@ export function nextTokenTargets(prompts: number[][], T: number): { rows: number
     })
   );
   return { rows, targets };
+}
+
+/** The same result from two runs: same key, and metrics (a mass edit's per fact) within float noise of each other; the unedited
+ *  model's essence texts and fluency generations are seeded, so their measurements repeat exactly. */
+export function assertSameMetrics(a: StoredResult, b: StoredResult): void {
+  const close = (x: unknown, y: unknown, what: string) =>
+    assert.ok(
+      typeof x === "number" && typeof y === "number" && Math.abs(x - y) <= 1e-4 + 1e-3 * Math.abs(x),
+      `${a.key}: ${what} ${x} vs ${y}`,
+    );
+  for (const name of ["rewrite", "paraphrase", "neighborhood"]) {
+    const [x, y] = [a.metrics[name], b.metrics[name]];
+    if (x === undefined) continue;
+    // A mass edit's scores are per fact.
+    if (Array.isArray(x) && Array.isArray(y) && x.length === y.length) {
+      x.forEach((v, i) => close(v, y[i], `${name}[${i}]`));
+    } else close(x, y, name);
+  }
+  const [ea, eb] = [a, b].map((r) => r.metrics.essence as Record<string, number> | null | undefined);
+  const [fa, fb] = [a, b].map((r) => r.metrics.fluency as Record<string, number> | null | undefined);
+  assert.equal(ea?.pre, eb?.pre, `${a.key}: essence before the edit`);
+  assert.equal(fa?.pre, fb?.pre, `${a.key}: fluency before the edit`);
+  if (ea) close(ea.post, eb!.post, "essence after the edit");
 }

@@ -40,10 +40,13 @@ import { VERDICT_RULE } from "../study/stats.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
 import { formatSeconds, intOption, positiveInt, positiveNumber } from "../output.ts";
 import { renderReport } from "../study/report.ts";
-import { ResultStore, writeCsv } from "../study/store.ts";
+import { keyStats } from "../editing/stats.ts";
+import { statsHparams } from "../editing/hparams.ts";
+import { parseShard, ResultStore, type Shard, writeCsv } from "../study/store.ts";
 import {
   DEFAULT_DRIFT,
   defaultSettings,
+  engineMethod,
   LOCALIZATIONS,
   MASS_METHODS,
   MASS_SIZES,
@@ -54,6 +57,7 @@ import {
   sampleFacts,
   scoreSummary,
   SELECTORS,
+  SKIPPED,
   skippedReport,
   SWEEP_METHODS,
   type SweepPlan,
@@ -111,6 +115,12 @@ const USAGE = `usage: ./locus task study [options]
   --minutes M          time budget: no new work starts after M minutes (default ${PRESETS.default.minutes}); run again
                        to continue (facts are edited in blocks through every condition, so a partial study is
                        balanced)
+  --processes N        run the study's traces and edits in N processes on this machine (default 1), all
+                       writing to OUT/results.db (workers log to OUT/worker-K.log), then report: a software
+                       adapter keeps about one core of two busy (bench/RESULTS.md: 2 processes finish the
+                       --quick study 1.3x sooner on 2 cores); with a GPU, 1
+  --shard k/n          run only shard k of n of the study's work (a job array's task; no report): a fact's
+                       traces and edits are in one shard; run without --shard on the merged store to report
   --seed N             fact sample and noise seed (default 0)
   --drift-every N      essence (Hase et al.) and fluency (ROME) on every N-th edited fact, at every layer,
                        method and problem (default ${DEFAULT_DRIFT.every}; 1: all, 0: none); short seeded generations
@@ -142,6 +152,8 @@ async function main(args: string[]): Promise<number> {
       "drift-every": { type: "string" },
       "stats-dir": { type: "string" },
       force: { type: "boolean", default: false },
+      processes: { type: "string" },
+      shard: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -179,6 +191,9 @@ async function main(args: string[]): Promise<number> {
     throw new Error(`--seed: expected an integer >= 0, got "${values.seed}"`);
   }
   const vSteps = values["v-steps"] === undefined ? undefined : positiveInt("v-steps", values["v-steps"], 20);
+  const processes = positiveInt("processes", values.processes, 1);
+  const shard = values.shard === undefined ? undefined : parseShard(values.shard);
+  if (shard && processes > 1) throw new Error("--shard and --processes: give one of them");
 
   const gpu = await getGpu();
   const model = await Model.load(gpu, dir);
@@ -226,39 +241,82 @@ async function main(args: string[]): Promise<number> {
 
   await Deno.mkdir(out, { recursive: true });
   const storePath = `${out}/results.db`;
-  const store = ResultStore.open(storePath);
+  let store = ResultStore.open(storePath);
   const summaries: SweepSummary[] = [];
+  // Results in the store (every process's), not the sample's skipped records.
+  const results = () =>
+    store.count({ sweep: "study" }) - store.count({ sweep: "study", localization: SKIPPED });
+  const before = results();
   try {
     const meta = await runMeta(model, dir, datasetPath);
-    for (const [i, { title, plan }] of plans.entries()) {
-      const phase = `[${i + 1}/${plans.length} ${title}]`;
-      console.log(
-        `\n${phase} ${
-          plan.methods.join(", ")
-        } x ${plan.problems.length} problems x ${plan.layers.length} layers` +
-          (plan.localizations.length ? ` + ${plan.localizations.join(" and ")} + layer selection` : ""),
-      );
-      summaries.push(
-        await runSweep(
-          {
-            model,
-            tok,
-            store,
-            meta,
-            corpus,
-            statsDir: values["stats-dir"],
-            log: (line) => console.log(`${phase} ${line}`),
-            progress: { label: phase },
-          },
-          plan,
-          { deadline, force: values.force },
-        ),
-      );
+    const runPlans = async (o: { shard?: Shard; quiet?: boolean }) => {
+      for (const [i, { title, plan }] of plans.entries()) {
+        const phase = `[${i + 1}/${plans.length} ${title}]`;
+        if (!o.quiet) {
+          console.log(
+            `\n${phase} ${
+              plan.methods.join(", ")
+            } x ${plan.problems.length} problems x ${plan.layers.length} layers` +
+              (plan.localizations.length ? ` + ${plan.localizations.join(" and ")} + layer selection` : ""),
+          );
+        }
+        summaries.push(
+          await runSweep(
+            {
+              model,
+              tok,
+              store,
+              meta,
+              corpus,
+              statsDir: values["stats-dir"],
+              log: (line) => console.log(`${phase} ${line}`),
+              progress: { label: phase },
+            },
+            plan,
+            { deadline, force: values.force, shard: o.shard },
+          ),
+        );
+      }
+    };
+    // Workers run shards 1..n-1 beside this process's shard 0; what a worker left undone (it failed, or
+    // its time ran out) this process then runs, from the store as the workers left it.
+    if (processes > 1 && plans.some(({ plan }) => plan.methods.some((m) => engineMethod(m) !== "ft"))) {
+      // Key statistics first (every layer is edited), so that the processes do not each compute them.
+      await keyStats(model, tok, {
+        corpus,
+        layers: Array.from({ length: L }, (_, l) => l),
+        samples: statsHparams(model.config).samples,
+        cacheDir: values["stats-dir"],
+        log: (line) => console.log(line),
+      });
+    }
+    const workers = Array.from({ length: processes - 1 }, (_, k) => startWorker(args, k + 1, processes, out));
+    try {
+      await runPlans({ shard: workers.length ? { index: 0, count: processes } : shard });
+    } catch (e) {
+      for (const w of workers) w.child.kill();
+      throw e;
+    }
+    if (workers.length) {
+      for (const [k, code] of (await Promise.all(workers.map((w) => w.code))).entries()) {
+        console.log(
+          `worker ${k + 1}/${processes} ${
+            code === 0 ? "finished" : `exited with code ${code}`
+          } (${out}/worker-${k + 1}.log)`,
+        );
+      }
+      store.close();
+      store = ResultStore.open(storePath);
+      await runPlans({ quiet: true });
     }
     const stopped = summaries.some((s) => s.stopped);
-    const written = summaries.reduce((s, x) => s + x.written, 0);
+    const written = workers.length ? results() - before : summaries.reduce((s, x) => s + x.written, 0);
     const timing = `${written} results computed in ${formatSeconds((performance.now() - started) / 1000)}` +
       (stopped ? "; the time budget ran out: run the same command again to continue the study." : ".");
+    if (shard) {
+      console.log(`\nShard ${shard.index}/${shard.count}: ${timing} Run without --shard for the report.`);
+      return 0;
+    }
     if (store.count({ sweep: "study" }) === 0) {
       console.log(`\nNo results yet, so no report. ${timing}`);
       return 0;
@@ -320,6 +378,33 @@ async function main(args: string[]): Promise<number> {
     store.close();
   }
   return 0;
+}
+
+/** Starts this command with `args` as shard k of n (--processes' worker), its output into OUT/worker-K.log;
+ *  `code` resolves to its exit code once its output is written. */
+function startWorker(
+  args: string[],
+  k: number,
+  n: number,
+  out: string,
+): { child: Deno.ChildProcess; code: Promise<number> } {
+  const own = args.filter((a, i) => !a.startsWith("--processes") && args[i - 1] !== "--processes");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(import.meta.url).pathname, ...own, "--shard", `${k}/${n}`],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const code = (async () => {
+    const log = await Deno.open(`${out}/worker-${k}.log`, { write: true, create: true, truncate: true });
+    const writer = log.writable.getWriter();
+    const copy = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream) await writer.write(chunk);
+    };
+    await Promise.all([copy(child.stdout), copy(child.stderr)]);
+    await writer.close();
+    return (await child.status).code;
+  })();
+  return { child, code };
 }
 
 if (import.meta.main) await runMain("study", main);

@@ -13,8 +13,9 @@
 // often a unit of work was started, so a sweep can shrink work that keeps getting killed.
 //
 // Long sweeps split across processes or machines with `--shard k/n`: a work item belongs to shard
-// hash(item key) mod n, so the n shards partition the items exactly; mergeStores then combines the
-// shard files into one, and writeCsv exports it for pandas/R.
+// hash(its shard key) mod n (the sweep's: the fact of a trace or edit, else the item's key), so the n
+// shards partition the items exactly; mergeStores then combines the shard files into one, and writeCsv
+// exports it for pandas/R.
 //
 //   ./locus task sweep merge all.db shard0.db shard1.db ...   (experiments/commands/sweep.ts)
 //   ./locus task sweep csv all.db results.csv [--name NAME] [--method NAME]

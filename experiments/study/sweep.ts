@@ -40,9 +40,10 @@
 // subject-token embeddings of the dataset's known facts (tracing.ts subjectNoiseLevel), recorded with
 // every result using it.
 //
-// Sharding: item i belongs to shard hash(key) mod n (store.ts shardItems); shards write their own
-// stores, merged afterwards. Facts are sampled with a seeded shuffle of the facts the model knows, so
-// every process sees the same plan.
+// Sharding: a fact's traces and edits belong to shard hash(fact) mod n, every other item (a layer
+// selection, a mass edit) to hash(its key) mod n (store.ts shardItems), so a shard edits in whole blocks
+// of its own facts; shards write their own stores (merged afterwards) or one store together. Facts are
+// sampled with a seeded shuffle of the facts the model knows, so every process sees the same plan.
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
 // method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
@@ -729,7 +730,9 @@ export async function runSweep(
   let stopped = false;
   const outOfTime = () => (stopped ||= o.deadline !== undefined && performance.now() > o.deadline);
   const all = planItems(plan);
-  const mine = o.shard ? shardItems(all, (it) => resultKey(it.key), o.shard) : all;
+  const shardKey = (it: WorkItem) =>
+    it.kind === "edit" || it.kind === "trace" ? it.key.fact : resultKey(it.key);
+  const mine = o.shard ? shardItems(all, shardKey, o.shard) : all;
   const pending = mine.filter((it) => !store.has(it.key));
   // The bar counts this shard's results; those stored before count as done, not towards the ETA.
   const already = mine.length - pending.length;
