@@ -13,7 +13,7 @@
 // often a unit of work was started, so a sweep can shrink work that keeps getting killed.
 //
 // Long sweeps split across processes or machines with `--shard k/n`: a work item belongs to shard
-// hash(its shard key) mod n (the sweep's: the fact of a trace or edit, else the item's key), so the n
+// hash(item key) mod n, or to one its sweep deals it to (a fact's traces and edits together), so the n
 // shards partition the items exactly; mergeStores then combines the shard files into one, and writeCsv
 // exports it for pandas/R.
 //
@@ -429,9 +429,15 @@ export function shardOf(itemKey: string, count: number): number {
   return fnv1a(itemKey) % count;
 }
 
-/** The work items of one shard, in their original order. */
-export function shardItems<T>(items: readonly T[], keyOf: (item: T) => string, shard: Shard): T[] {
-  return items.filter((item) => shardOf(keyOf(item), shard.count) === shard.index);
+/** The work items of one shard, in their original order; `shardOfItem` gives an item's shard (0..count-1),
+ *  by default from the hash of its key (`keyOf`). */
+export function shardItems<T>(
+  items: readonly T[],
+  keyOf: (item: T) => string,
+  shard: Shard,
+  shardOfItem = (item: T, count: number) => shardOf(keyOf(item), count),
+): T[] {
+  return items.filter((item) => shardOfItem(item, shard.count) === shard.index);
 }
 
 // ------------------------------------------------------------------------------------------------

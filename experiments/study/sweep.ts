@@ -40,10 +40,12 @@
 // subject-token embeddings of the dataset's known facts (tracing.ts subjectNoiseLevel), recorded with
 // every result using it.
 //
-// Sharding: a fact's traces and edits belong to shard hash(fact) mod n, every other item (a layer
-// selection, a mass edit) to hash(its key) mod n (store.ts shardItems), so a shard edits in whole blocks
-// of its own facts; shards write their own stores (merged afterwards) or one store together. Facts are
-// sampled with a seeded shuffle of the facts the model knows, so every process sees the same plan.
+// Sharding: the edited facts are dealt out in turn to the n shards (fact i of them to shard i mod n),
+// and so are the facts only traced; a fact's traces and edits go with it, so a shard edits whole blocks of
+// its own facts and shards hold as many facts as can be. Every other item (a layer selection, a mass
+// edit) goes to shard hash(its key) mod n (store.ts shardItems). Shards write their own stores (merged
+// afterwards) or one store together. Facts are sampled with a seeded shuffle of the facts the model
+// knows, so every process sees the same plan.
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
 // method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
@@ -126,6 +128,7 @@ import {
   ResultStore,
   type Shard,
   shardItems,
+  shardOf,
   type StoredResult,
 } from "./store.ts";
 import {
@@ -730,9 +733,21 @@ export async function runSweep(
   let stopped = false;
   const outOfTime = () => (stopped ||= o.deadline !== undefined && performance.now() > o.deadline);
   const all = planItems(plan);
-  const shardKey = (it: WorkItem) =>
-    it.kind === "edit" || it.kind === "trace" ? it.key.fact : resultKey(it.key);
-  const mine = o.shard ? shardItems(all, shardKey, o.shard) : all;
+  const dealt = new Map<string, number>();
+  for (const traceOnly of [false, true]) {
+    plan.facts.filter((f) => (f.split === "trace-only") === traceOnly).forEach((f, i) => dealt.set(f.id, i));
+  }
+  const mine = o.shard
+    ? shardItems(
+      all,
+      (it) => resultKey(it.key),
+      o.shard,
+      (it, count) =>
+        it.kind === "edit" || it.kind === "trace"
+          ? dealt.get(it.fact.id)! % count
+          : shardOf(resultKey(it.key), count),
+    )
+    : all;
   const pending = mine.filter((it) => !store.has(it.key));
   // The bar counts this shard's results; those stored before count as done, not towards the ETA.
   const already = mine.length - pending.length;
