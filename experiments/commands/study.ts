@@ -42,7 +42,7 @@ import { formatSeconds, intOption, positiveInt, positiveNumber } from "../output
 import { renderReport } from "../study/report.ts";
 import { keyStats } from "../editing/stats.ts";
 import { statsHparams } from "../editing/hparams.ts";
-import { parseShard, ResultStore, type Shard, writeCsv } from "../study/store.ts";
+import { parseShard, ResultStore, type Shard, shardFromEnv, writeCsv } from "../study/store.ts";
 import {
   DEFAULT_DRIFT,
   defaultSettings,
@@ -119,8 +119,9 @@ const USAGE = `usage: ./locus task study [options]
                        writing to OUT/results.db (workers log to OUT/worker-K.log), then report: a software
                        adapter keeps about one core of two busy (bench/RESULTS.md: 2 processes finish the
                        --quick study 1.3x sooner on 2 cores); with a GPU, 1
-  --shard k/n          run only shard k of n of the study's work (a job array's task; no report): a fact's
-                       traces and edits are in one shard; run without --shard on the merged store to report
+  --shard k/n          run only shard k of n of the study's work (no report); default in a SLURM array or a
+                       Kubernetes Indexed Job: the scheduler's task (as the sweep command's --shard); merge
+                       the stores (./locus task sweep merge) and run without --shard for the report
   --seed N             fact sample and noise seed (default 0)
   --drift-every N      essence (Hase et al.) and fluency (ROME) on every N-th edited fact, at every layer,
                        method and problem (default ${DEFAULT_DRIFT.every}; 1: all, 0: none); short seeded generations
@@ -192,8 +193,15 @@ async function main(args: string[]): Promise<number> {
   }
   const vSteps = values["v-steps"] === undefined ? undefined : positiveInt("v-steps", values["v-steps"], 20);
   const processes = positiveInt("processes", values.processes, 1);
-  const shard = values.shard === undefined ? undefined : parseShard(values.shard);
-  if (shard && processes > 1) throw new Error("--shard and --processes: give one of them");
+  if (values.shard !== undefined && processes > 1) {
+    throw new Error("--shard and --processes: give one of them");
+  }
+  // A job array's task takes its shard from the scheduler's variables (as the sweep command does).
+  const fromEnv = values.shard === undefined && processes === 1
+    ? shardFromEnv(Deno.env.toObject())
+    : undefined;
+  const shard = values.shard === undefined ? fromEnv?.shard : parseShard(values.shard);
+  if (fromEnv) console.log(`shard ${fromEnv.shard.index}/${fromEnv.shard.count} from ${fromEnv.source}`);
 
   const gpu = await getGpu();
   const model = await Model.load(gpu, dir);
