@@ -527,6 +527,41 @@ Deno.test("v* of several requests optimised in one batch (finished ones leaving 
   }
 });
 
+Deno.test("v* at the last layer: a gradient of exactly 0 at delta = 0 stops the request at once with the losses of running on", async () => {
+  const model = Model.random(gpu, cfg, 13, true);
+  const last = cfg.nLayer - 1;
+  const stuck = { prompt: "{} works at", subject: "Carl", target: "Rome" }; // the fact row is not scored
+  const o = { ...BATCH_VALUES, layer: last, steps: 6 };
+  // The premise: every evaluation at delta = 0 gives the same loss and a gradient of exactly 0 (the KL
+  // row is the fact row itself, flat at delta = 0; the target rows come after it at the last layer).
+  const objective = new ValueObjective(model, [planRequest(tok, stuck, o)], o);
+  const zero = [new Float64Array(cfg.nEmbd)];
+  const first = await objective.evaluate(zero, () => true);
+  const again = await objective.evaluate(zero, () => true);
+  objective.release();
+  assert.ok(first.grads[0]!.every((g) => g === 0) && again.grads[0]!.every((g) => g === 0));
+  assert.equal(again.losses[0], first.losses[0]);
+  assert.ok(first.losses[0] > 5e-2, "not stopped by the loss");
+  // Beside a request one layer lower (which moves), optimised in the same call.
+  const [atLast, below] = await optimiseValues(model, tok, [stuck, stuck], {
+    ...o,
+    layers: [last, last - 1],
+  });
+  assert.deepEqual(atLast.losses, new Array(o.steps).fill(first.losses[0]));
+  assert.equal(atLast.updates, o.steps - 1);
+  assert.ok(atLast.delta.every((x) => x === 0));
+  assert.deepEqual(atLast.target, atLast.targetInit);
+  // Alone, it takes one evaluation instead of six.
+  const evaluations: number[] = [];
+  const [alone] = await optimiseValues(model, tok, [stuck], {
+    ...o,
+    onProgress: (done) => evaluations.push(done),
+  });
+  assert.deepEqual(evaluations, [1, 6], "one evaluation, then the rest of the bar at once");
+  assert.deepEqual(alone.losses, atLast.losses);
+  assert.ok(below.delta.some((x) => x !== 0) && new Set(below.losses).size > 1, "the lower layer's v* moves");
+});
+
 Deno.test("v* objective over requests at two layers equals each request's objective alone", async () => {
   const model = Model.random(gpu, cfg, 23, true);
   const o = { ...BATCH_VALUES, layer: 0, steps: 1 };

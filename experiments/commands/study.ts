@@ -126,7 +126,7 @@ const USAGE = `usage: ./locus task study [options]
   --drift-every N      essence (Hase et al.) and fluency (ROME) on every N-th edited fact, at every layer,
                        method and problem (default ${DEFAULT_DRIFT.every}; 1: all, 0: none); short seeded generations
   --v-steps N          ROME/MEMIT optimisation steps (default: the model's hyper-parameters, e.g. 20 for
-                       GPT-2/GPT-J and for ROME on small models, 100 for MEMIT on small models)
+                       GPT-2/GPT-J and for ROME on small models, 50 for MEMIT on small models)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)
   --force              continue a store that holds results of other settings (refused otherwise, e.g. a
                        store made before a setting was added)`;

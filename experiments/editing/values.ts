@@ -561,7 +561,8 @@ export class ValueObjective {
 /**
  * ROME's loop: Adam on each delta, a request stops once its loss < 5e-2, its delta is clamped after
  * each update. Finished requests leave the batch (it is rebuilt for the rest once a quarter is done),
- * which changes nothing for the others: their rows never interact.
+ * which changes nothing for the others: their rows never interact. A request whose first gradient is
+ * exactly 0 is at Adam's fixed point and stops at once with the losses and updates of running on.
  */
 async function optimiseGroup(
   model: Model,
@@ -594,6 +595,15 @@ async function optimiseGroup(
         probs[i] = evaluated.probs[r];
         const grad = evaluated.grads[r];
         if (!grad) return;
+        if (updates[i] === 0 && grad.every((g) => g === 0)) {
+          // At delta = 0 with a gradient of exactly 0 (delta cannot reach a scored row: an edit at the
+          // last layer's fact token, whose own row is only the KL term's, flat there), Adam from zero
+          // moments takes zero steps: every later step repeats this one. Stop, recording what they would.
+          lossHistory[i].push(...new Array<number>(o.steps - 1 - it).fill(lossHistory[i][it]));
+          updates[i] = o.steps - 1;
+          done[i] = true;
+          return;
+        }
         const t = ++updates[i];
         for (let j = 0; j < d; j++) {
           adamM[i][j] = beta1 * adamM[i][j] + (1 - beta1) * grad[j];
