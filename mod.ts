@@ -74,8 +74,8 @@ export {
   type Site,
   type Suffix,
 } from "./engine/model.ts";
-/** Edits of a layer's MLP output projection (low-rank, or dense as d components plus a bias change),
- *  evaluated per batch row in the forward without writing the weights. */
+/** Edits of a layer's MLP output projection (low-rank, or dense plus a bias change), evaluated per batch
+ *  row in the forward without writing the weights. */
 export { type VirtualEdit } from "./engine/virtual_edits.ts";
 /** Forward kernels as TypeScript functions that record WGSL dispatches (shapes in each one's comment). */
 export * as ops from "./engine/ops.ts";
@@ -143,6 +143,10 @@ export * as editing from "./experiments/editing/methods.ts";
 export * as edits from "./experiments/editing/edit.ts";
 /** FT-L (constrained fine-tuning): one edit, or many trained together in one batch (computeFtBatch). */
 export * as fineTuning from "./experiments/editing/ft.ts";
+/** MEMIT and EMMET: one batch edit, or many independent ones solved together (computeBatchEdits). */
+export * as memit from "./experiments/editing/memit.ts";
+/** Keys, values and states at the fact token: prompt instances, context templates, readFactStates. */
+export * as factKeys from "./experiments/editing/keys.ts";
 /** Hase et al.'s five editing problems and their per-case probabilities and scores. */
 export * as editingProblems from "./experiments/editing/problems.ts";
 /** Fact-editing datasets (CounterFact, known_1000, zsRE, KnowEdit), validated record by record. */

@@ -118,7 +118,7 @@ const USAGE = `usage: ./locus task study [options]
   --processes N        run the study's traces and edits in N processes on this machine (default 1), all
                        writing to OUT/results.db (workers log to OUT/worker-K.log), then report: a software
                        adapter keeps about one core of two busy (bench/RESULTS.md: 2 processes finish the
-                       --quick study 1.3x sooner on 2 cores); with a GPU, 1
+                       studies 1.2-1.4x sooner on 2 cores); with a GPU, 1
   --shard k/n          run only shard k of n of the study's work (no report); default in a SLURM array or a
                        Kubernetes Indexed Job: the scheduler's task (as the sweep command's --shard); merge
                        the stores (./locus task sweep merge) and run without --shard for the report

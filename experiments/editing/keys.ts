@@ -20,10 +20,13 @@ import type { ScoredUnder, SubjectNoise } from "./edit.ts";
 
 /** A prompt as token ids, with the subject's token range [start, end) and the fact token. */
 export interface PromptInstance {
+  /** The prompt's token ids. */
   ids: number[];
+  /** The subject's token range [start, end). */
   subject: [number, number];
   /** Index of the fact token: where keys are read and values written. */
   fact: number;
+  /** Fact forcing's and tracing's noise on the subject's embeddings. */
   noise?: SubjectNoise;
 }
 
@@ -132,8 +135,11 @@ export async function factStates(
 
 /** One state to read at an instance's fact token. */
 export interface StateRead {
+  /** Index of the prompt instance. */
   instance: number;
+  /** The layer whose site is read. */
   layer: number;
+  /** The site read. */
   site: Site;
 }
 
@@ -189,9 +195,11 @@ export async function readFactStates(
 // ---------------------------------------------------------------------------------------------
 // Context templates
 
+/** How context templates are sampled (ROME's get_context_templates). */
 export interface TemplateSpec {
   /** [tokens per text (the start token included), how many texts] pairs; ROME: [[5,10],[10,10]]. */
   lengths: [number, number][];
+  /** Seed of the sampling. */
   seed: number;
   /** Sample among the k most likely next tokens (ROME: 5). */
   topK: number;

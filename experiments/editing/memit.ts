@@ -38,15 +38,18 @@ import { norm, solveSpd } from "./linalg.ts";
 import type { KeyStats } from "./stats.ts";
 import { optimiseValues, type ValueOptions, valueOptions, type ValueResult } from "./values.ts";
 
+/** Options of a MEMIT / EMMET computation. */
 export interface BatchEditOptions {
   /** First words of the context texts (word-level models; see keys.ts). */
   startWords?: string[];
+  /** Where lines about each layer's solve go. */
   log?: (line: string) => void;
   /** Each request's z, already optimised with batchValueOptions's options (a sweep optimises many facts'
    *  z in one batch: they are independent until the joint solve). */
   values?: ValueResult[];
 }
 
+/** One MEMIT edit of all `requests` (rank n at each of hp.layers). */
 export function computeMemit(
   model: Model,
   tok: Tokenizer,
@@ -58,6 +61,7 @@ export function computeMemit(
   return computeOne(model, tok, "memit", { requests, hp, values: o.values }, stats, o);
 }
 
+/** One EMMET edit of all `requests` (equality-constrained, rank n at each of hp.layers). */
 export function computeEmmet(
   model: Model,
   tok: Tokenizer,
@@ -72,8 +76,11 @@ export function computeEmmet(
 /** One MEMIT or EMMET edit among independent ones: its facts, its hyper-parameters (its layers) and, when
  *  optimised ahead, its facts' z (BatchEditOptions.values). */
 export interface BatchEditJob {
+  /** The facts this edit writes. */
   requests: EditRequest[];
+  /** Its hyper-parameters (MEMIT's or EMMET's, as the method computed). */
   hp: MemitHparams | EmmetHparams;
+  /** Each request's z, when optimised ahead (else optimised here). */
   values?: ValueResult[];
 }
 
