@@ -123,7 +123,7 @@ export interface FluencyRun {
  * ROME's fluency of the model as it is now, per run: the mean n-gram entropy of one sampled generation
  * from each of its prompts (the whole text, prompt included, as ROME measures it). The runs are
  * generated together, each with its own stream of draws (the tokens it gets generated alone); with
- * `under`, run i under virtual edit under.itemEdit[i].
+ * `under`, run i under virtual edit under.itemEdit[i]; `batchSize`: generate's prompts per batch.
  */
 export async function generationFluency(
   model: Model,
@@ -131,6 +131,7 @@ export async function generationFluency(
   runs: readonly FluencyRun[],
   o: Omit<SamplingOptions, "seed">,
   under?: ScoredUnder,
+  batchSize?: number,
 ): Promise<number[]> {
   runs.forEach((r, i) => {
     if (r.prompts.length === 0) throw new Error(`fluency: run ${i} has no generation prompts`);
@@ -145,6 +146,7 @@ export async function generationFluency(
       streams: runs.map((r) => ({ seed: r.seed, prompts: r.prompts.length })),
     },
     under && repeatUnder(under, runs.map((r) => r.prompts.length)),
+    batchSize,
   );
   let at = 0;
   return runs.map((r) => mean(g.texts.slice(at, at += r.prompts.length).map(fluency)));

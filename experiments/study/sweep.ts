@@ -48,20 +48,21 @@
 // knows, so every process sees the same plan.
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
-// method, layer), so a sweep stopped early holds every condition for fewer facts. ROME and R-ROME
-// compute a block's edits of one (problem, method) at every layer together (independent rank-one edits;
-// their v* batches filled layer by layer up to the row budget, editing/values.ts; the v* / z of every
-// problem of the block are optimised ahead in one call per set of options, shared_values.ts prefetch, so
-// a layer's batch holds all problems' requests), then score them all
-// in batched passes where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts:
-// the weights are never written): Hase et al.'s probabilities, the standard metrics, the essence texts'
-// perplexities and the fluency generations (each fact's with its own stream of draws, so the samples are
-// those of the edit applied); FT-L's dense edits (and every edit under --apply-to-score, the
-// reference) are applied alone, scored and undone. MEMIT and EMMET optimise a block's z (facts x layers)
-// together the same way, then solve each fact's edit on its own; FT-L computes one fact at a time.
-// Pre-edit probabilities are computed once per (fact, problem). Within a block, a v* or z that another
-// method already optimised with the same request, layer and settings is reused (shared_values.ts: ROME's
-// and R-ROME's v*, MEMIT's and EMMET's z), so the stored edits are those each method computes alone.
+// method, layer), so a sweep stopped early holds every condition for fewer facts. The v* / z of every
+// problem of the block are optimised ahead, in one call per set of options (shared_values.ts prefetch;
+// editing/values.ts fills a layer's batch with every problem's requests), and the block's FT-L edits of
+// every problem at one layer window train in one batch (editing/ft.ts computeFtBatch). A part, one
+// (problem, method) at every layer, then computes its edits together (ROME and R-ROME: independent
+// rank-one edits; MEMIT and EMMET: editing/memit.ts computeBatchEdits) and scores them all in batched
+// passes where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts: the weights
+// are never written): Hase et al.'s probabilities, the standard metrics and the essence texts'
+// perplexities. The fluency generations of a block's measured edits wait for one generation per block
+// (each fact's with its own stream of draws, so the samples are those of the edit applied), and the
+// part's records are stored then. Under --apply-to-score, the reference, every edit is applied alone,
+// scored and undone. Pre-edit probabilities are computed once per (fact, problem). Within a block, a v*
+// or z that another method already optimised with the same request, layer and settings is reused
+// (shared_values.ts: ROME's and R-ROME's v*, MEMIT's and EMMET's z), so the stored edits are those each
+// method computes alone.
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
 import { Model } from "../../engine/model.ts";
@@ -145,6 +146,7 @@ import {
   essenceOf,
   type EssenceTexts,
   essenceTexts,
+  type FluencyRun,
   generationFluency,
 } from "../evaluation/drift.ts";
 import { SharedValues } from "./shared_values.ts";
@@ -1035,7 +1037,31 @@ export async function runSweep(
       if (ft.length) await trainFt(ft, trained);
     };
     // `values`: the block's v* / z optimisations, shared between the methods that compute the same ones.
-    const runEdits = async (part: typeof edits, values: SharedValues, trained: Trained) => {
+    // A block's deferred fluency generations in one: every measured edit's generation prompts under its
+    // own virtual edit, each run with its fact's stream of draws (the same draws as alone), then the parts'
+    // records are stored; each measured edit's drift time gets an equal share.
+    const flushFluency = async (queue: FluencyQueue) => {
+      if (queue.entries.length === 0) return;
+      const t0 = performance.now();
+      const edits = queue.entries.flatMap((q) => q.edits), runs = queue.entries.flatMap((q) => q.runs);
+      const set = new VirtualEditSet(model, edits);
+      let fluencies: number[];
+      try {
+        const under = { edits: set, itemEdit: runs.map((_, i) => i) };
+        fluencies = await generationFluency(model, tok, runs, fluencySampling, under, FLUENCY_BATCH);
+      } finally {
+        set.release();
+      }
+      const each = (performance.now() - t0) / 1000 / runs.length;
+      let at = 0;
+      for (const q of queue.entries.splice(0)) q.done(fluencies.slice(at, at += q.runs.length), each);
+    };
+    const runEdits = async (
+      part: typeof edits,
+      values: SharedValues,
+      trained: Trained,
+      fluencyQueue: FluencyQueue,
+    ) => {
       const { method, problem } = part[0];
       const layers = [...new Set(part.map((it) => it.layer))];
       await prepare(part);
@@ -1109,11 +1135,18 @@ export async function runSweep(
         const essences = await essenceOf(model, ess.map((j) => befores[j]!.essence!), under(ess));
         ess.forEach((j, i) => essence[j] = essences[i]);
         const flu = js.filter((j) => befores[j] && befores[j]!.fluency !== null);
-        const runs = flu.map((j) => ({ prompts: befores[j]!.prompts, seed: befores[j]!.seed }));
-        const fluencies = await generationFluency(model, tok, runs, fluencySampling, under(flu));
-        flu.forEach((j, i) => fluency[j] = fluencies[i]);
+        if (set) deferred.push(...flu);
+        else {
+          const runs = flu.map((j) => ({ prompts: befores[j]!.prompts, seed: befores[j]!.seed }));
+          const fluencies = await generationFluency(model, tok, runs, fluencySampling);
+          flu.forEach((j, i) => fluency[j] = fluencies[i]);
+        }
         lap("drift");
       };
+      // Under virtual edits, the fluency generations wait for the block's (flushFluency): one generation
+      // for every measured edit of the block, not one per part.
+      const deferred: number[] = [];
+      const fluencySeconds: number[] = part.map(() => 0);
       if (virtual) {
         const set = new VirtualEditSet(model, computed);
         try {
@@ -1132,61 +1165,80 @@ export async function runSweep(
         }
       }
       const driftMeasuredEdits = befores.filter((b) => b !== null).length;
-      for (const [j, it] of part.entries()) {
-        const mc = configFor(model, plan, method, it.layer);
-        const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
-        const post = posts[j], before = befores[j];
-        const scores = caseScores(reqs[j], pre, post);
-        const parts = [scores.rewrite, scores.paraphrase, scores.neighborhood].filter((x) =>
-          !Number.isNaN(x)
-        );
-        put(it.key, {
-          metrics: jsonSafe({
-            ...scores,
-            standard: standard[j],
-            // Hase et al.'s essence and their four-way overall score (target_score_v2), ROME's fluency
-            // after the edit and of the unedited model with the same draws; null where not measured.
-            essence: essence[j],
-            overallEssence: essence[j] ? harmonicMean([...parts, essence[j]!.score]) : null,
-            fluency: fluency[j] === null ? null : { post: fluency[j], pre: before!.fluency },
-            target: reqs[j].target,
-            direction: reqs[j].direction ?? "increase",
-            pre,
-            post,
-          }) as { [k: string]: Json },
-          hparams: jsonSafe({
-            seed: s.seed,
-            method,
-            editedLayers: editedLayers(mc),
-            ...mc.hparams,
-            noise: reqs[j].noise ? { ...reqs[j].noise, rule: noise!.rule } : null,
-            drift: {
-              ...s.drift,
-              measured: before !== null,
-              seed: driftSeed(s.seed, it.fact.recordIndex),
-              prompts: before?.prompts.length ?? 0,
+      const putRecords = () => {
+        for (const [j, it] of part.entries()) {
+          const mc = configFor(model, plan, method, it.layer);
+          const pre = pres.get(`${it.fact.id}|${it.problem}`)!;
+          const post = posts[j], before = befores[j];
+          const scores = caseScores(reqs[j], pre, post);
+          const parts = [scores.rewrite, scores.paraphrase, scores.neighborhood].filter((x) =>
+            !Number.isNaN(x)
+          );
+          put(it.key, {
+            metrics: jsonSafe({
+              ...scores,
+              standard: standard[j],
+              // Hase et al.'s essence and their four-way overall score (target_score_v2), ROME's fluency
+              // after the edit and of the unedited model with the same draws; null where not measured.
+              essence: essence[j],
+              overallEssence: essence[j] ? harmonicMean([...parts, essence[j]!.score]) : null,
+              fluency: fluency[j] === null ? null : { post: fluency[j], pre: before!.fluency },
+              target: reqs[j].target,
+              direction: reqs[j].direction ?? "increase",
+              pre,
+              post,
+            }) as { [k: string]: Json },
+            hparams: jsonSafe({
+              seed: s.seed,
+              method,
+              editedLayers: editedLayers(mc),
+              ...mc.hparams,
+              noise: reqs[j].noise ? { ...reqs[j].noise, rule: noise!.rule } : null,
+              drift: {
+                ...s.drift,
+                measured: before !== null,
+                seed: driftSeed(s.seed, it.fact.recordIndex),
+                prompts: before?.prompts.length ?? 0,
+              },
+            }) as { [k: string]: Json },
+            model: ctx.meta.model,
+            dataset: datasetOf(it.fact),
+            adapter: ctx.meta.adapter,
+            timings: {
+              edit: editSeconds + prefetched[j],
+              batch: part.length,
+              // Per edit, its share of the part's scoring time, and each measured edit's of essence and fluency.
+              score: seconds.score / part.length,
+              standard: seconds.standard / part.length,
+              virtual: virtual ? 1 : 0,
+              drift: before ? seconds.drift / driftMeasuredEdits + fluencySeconds[j] : 0,
+              valuesReused: reused[j] ? 1 : 0,
             },
-          }) as { [k: string]: Json },
-          model: ctx.meta.model,
-          dataset: datasetOf(it.fact),
-          adapter: ctx.meta.adapter,
-          timings: {
-            edit: editSeconds + prefetched[j],
-            batch: part.length,
-            // Per edit, its share of the part's scoring time, and each measured edit's of essence and fluency.
-            score: seconds.score / part.length,
-            standard: seconds.standard / part.length,
-            virtual: virtual ? 1 : 0,
-            drift: before ? seconds.drift / driftMeasuredEdits : 0,
-            valuesReused: reused[j] ? 1 : 0,
+          });
+        }
+      };
+      const where = `${problem} ${method} layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`;
+      if (deferred.length) {
+        fluencyQueue.push({
+          edits: deferred.map((j) => computed[j]),
+          runs: deferred.map((j) => ({ prompts: befores[j]!.prompts, seed: befores[j]!.seed })),
+          done: (fluencies, secondsEach) => {
+            deferred.forEach((j, i) => [fluency[j], fluencySeconds[j]] = [fluencies[i], secondsEach]);
+            putRecords();
+            show(where);
           },
         });
+        show(`${where}; their fluency with the block's`);
+        if (fluencyQueue.bytes() > FLUENCY_QUEUE_BYTES) await flushFluency(fluencyQueue);
+      } else {
+        putRecords();
+        show(where);
       }
-      show(`${problem} ${method} layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`);
     };
     for (const chunks of blocks) {
       const values = new SharedValues();
       const trained: Trained = new Map();
+      const fluencyQueue = new FluencyQueue();
       if (!outOfTime()) {
         // Only what is not stored yet (a resumed block's stored edits are not recomputed).
         const todo = chunks.map((part) => part.filter((it) => !store.has(it.key))).filter((p) => p.length);
@@ -1200,10 +1252,11 @@ export async function runSweep(
         const retries = part.length > 1 ? store.attempt(block) : 0;
         const size = Math.max(1, Math.ceil(part.length / 2 ** retries));
         for (let at = 0; at < part.length && !outOfTime(); at += size) {
-          await runEdits(part.slice(at, at + size), values, trained);
+          await runEdits(part.slice(at, at + size), values, trained, fluencyQueue);
         }
         if (part.length > 1 && !stopped) store.finished(block);
       }
+      await flushFluency(fluencyQueue);
       valueCounts.optimised += values.optimised;
       valueCounts.reused += values.reused;
     }
@@ -1292,6 +1345,41 @@ export async function runSweep(
     stopped,
     values: valueCounts,
   };
+}
+
+/** Generation prompts per batch of a block's fluency generations (generate's batchSize): one block's
+ *  measured edits (up to a few hundred runs of 5 prompts) in a few batches per new token. */
+const FLUENCY_BATCH = 256;
+
+/** Deltas a block's queue of fluency generations may hold before it is generated early: a large model's
+ *  dense FT-L deltas (GPT-2 XL's FT-5: 200 MB an edit) would not all fit. */
+const FLUENCY_QUEUE_BYTES = 512 * 2 ** 20;
+
+/** Fluency generations waiting for one generation per block (runSweep): each part's measured edits, their
+ *  generation runs, and what stores the part's records once their fluencies are known. */
+class FluencyQueue {
+  readonly entries: {
+    edits: Edit[];
+    runs: FluencyRun[];
+    done: (fluencies: number[], secondsEach: number) => void;
+  }[] = [];
+
+  push(entry: FluencyQueue["entries"][number]): void {
+    this.entries.push(entry);
+  }
+
+  /** Bytes of the queued edits' deltas. */
+  bytes(): number {
+    let n = 0;
+    for (const e of this.entries) {
+      for (const edit of e.edits) {
+        for (const d of edit.deltas) {
+          n += 4 * (d.kind === "dense" ? d.values.length : d.left.length + d.right.length);
+        }
+      }
+    }
+    return n;
+  }
 }
 
 /** A measured fact's essence texts and fluency on the unedited model, and how its generations are drawn. */
