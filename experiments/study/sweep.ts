@@ -56,8 +56,8 @@
 // rank-one edits; MEMIT and EMMET: editing/memit.ts computeBatchEdits) and scores them all in batched
 // passes where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts: the weights
 // are never written): Hase et al.'s probabilities, the standard metrics and the essence texts'
-// perplexities. The fluency generations of a block's measured edits wait for one generation per block
-// (each fact's with its own stream of draws, so the samples are those of the edit applied), and the
+// perplexities. The essence and fluency of a block's measured edits wait for one pass per block (each
+// fact's fluency with its own stream of draws, so the samples are those of the edit applied), and the
 // part's records are stored then. Under --apply-to-score, the reference, every edit is applied alone,
 // scored and undone. Pre-edit probabilities are computed once per (fact, problem). Within a block, a v*
 // or z that another method already optimised with the same request, layer and settings is reused
@@ -1037,30 +1037,53 @@ export async function runSweep(
       if (ft.length) await trainFt(ft, trained);
     };
     // `values`: the block's v* / z optimisations, shared between the methods that compute the same ones.
-    // A block's deferred fluency generations in one: every measured edit's generation prompts under its
-    // own virtual edit, each run with its fact's stream of draws (the same draws as alone), then the parts'
-    // records are stored; each measured edit's drift time gets an equal share.
-    const flushFluency = async (queue: FluencyQueue) => {
-      if (queue.entries.length === 0) return;
+    // A block's deferred essence and fluency in one: every measured edit's essence texts scored and its
+    // generation prompts generated under its own virtual edit (each fact's fluency with its own stream of
+    // draws, the same draws as alone), then the parts' records are stored; each measured edit's drift
+    // time gets an equal share.
+    const flushDrift = async (queue: DriftQueue) => {
+      const entries = queue.entries.splice(0);
+      if (entries.length === 0) return;
       const t0 = performance.now();
-      const edits = queue.entries.flatMap((q) => q.edits), runs = queue.entries.flatMap((q) => q.runs);
-      const set = new VirtualEditSet(model, edits);
-      let fluencies: number[];
+      const set = new VirtualEditSet(model, entries.flatMap((e) => e.edits));
+      let essences: Essence[], fluencies: number[];
+      const firsts = entries.map((_, k) => entries.slice(0, k).reduce((n, e) => n + e.edits.length, 0));
+      const items = <T>(pick: (e: DriftQueue["entries"][number]) => (T | null)[]) =>
+        entries.flatMap((e, k) =>
+          pick(e).flatMap((x, i) => (x === null ? [] : [{ x, edit: firsts[k] + i }]))
+        );
+      const texts = items((e) => e.essence), runs = items((e) => e.runs);
       try {
-        const under = { edits: set, itemEdit: runs.map((_, i) => i) };
-        fluencies = await generationFluency(model, tok, runs, fluencySampling, under, FLUENCY_BATCH);
+        const under = (list: { edit: number }[]) => ({ edits: set, itemEdit: list.map((x) => x.edit) });
+        essences = await essenceOf(model, texts.map((t) => t.x), under(texts));
+        fluencies = await generationFluency(
+          model,
+          tok,
+          runs.map((r) => r.x),
+          fluencySampling,
+          under(runs),
+          FLUENCY_BATCH,
+        );
       } finally {
         set.release();
       }
-      const each = (performance.now() - t0) / 1000 / runs.length;
-      let at = 0;
-      for (const q of queue.entries.splice(0)) q.done(fluencies.slice(at, at += q.runs.length), each);
+      const essenceOfEdit = new Map(texts.map((t, i) => [t.edit, essences[i]]));
+      const fluencyOfEdit = new Map(runs.map((r, i) => [r.edit, fluencies[i]]));
+      const each = (performance.now() - t0) / 1000 / set.edits.length;
+      entries.forEach((e, k) => {
+        const at = e.edits.map((_, i) => firsts[k] + i);
+        e.done(
+          at.map((x) => essenceOfEdit.get(x) ?? null),
+          at.map((x) => fluencyOfEdit.get(x) ?? null),
+          each,
+        );
+      });
     };
     const runEdits = async (
       part: typeof edits,
       values: SharedValues,
       trained: Trained,
-      fluencyQueue: FluencyQueue,
+      driftQueue: DriftQueue,
     ) => {
       const { method, problem } = part[0];
       const layers = [...new Set(part.map((it) => it.layer))];
@@ -1131,22 +1154,22 @@ export async function runSweep(
         const scored = await standardScores(model, tok, std.map((j) => baselines[j]!), under(std));
         std.forEach((j, i) => standard[j] = scored[i]);
         lap("standard");
+        if (set) {
+          // Under virtual edits, essence and fluency wait for the block's (flushDrift).
+          deferred.push(...js.filter((j) => befores[j] !== null));
+          return;
+        }
         const ess = js.filter((j) => befores[j]?.essence);
-        const essences = await essenceOf(model, ess.map((j) => befores[j]!.essence!), under(ess));
+        const essences = await essenceOf(model, ess.map((j) => befores[j]!.essence!));
         ess.forEach((j, i) => essence[j] = essences[i]);
         const flu = js.filter((j) => befores[j] && befores[j]!.fluency !== null);
-        if (set) deferred.push(...flu);
-        else {
-          const runs = flu.map((j) => ({ prompts: befores[j]!.prompts, seed: befores[j]!.seed }));
-          const fluencies = await generationFluency(model, tok, runs, fluencySampling);
-          flu.forEach((j, i) => fluency[j] = fluencies[i]);
-        }
+        const runs = flu.map((j) => ({ prompts: befores[j]!.prompts, seed: befores[j]!.seed }));
+        const fluencies = await generationFluency(model, tok, runs, fluencySampling);
+        flu.forEach((j, i) => fluency[j] = fluencies[i]);
         lap("drift");
       };
-      // Under virtual edits, the fluency generations wait for the block's (flushFluency): one generation
-      // for every measured edit of the block, not one per part.
       const deferred: number[] = [];
-      const fluencySeconds: number[] = part.map(() => 0);
+      const driftShare: number[] = part.map(() => 0);
       if (virtual) {
         const set = new VirtualEditSet(model, computed);
         try {
@@ -1211,7 +1234,7 @@ export async function runSweep(
               score: seconds.score / part.length,
               standard: seconds.standard / part.length,
               virtual: virtual ? 1 : 0,
-              drift: before ? seconds.drift / driftMeasuredEdits + fluencySeconds[j] : 0,
+              drift: before ? seconds.drift / driftMeasuredEdits + driftShare[j] : 0,
               valuesReused: reused[j] ? 1 : 0,
             },
           });
@@ -1219,17 +1242,22 @@ export async function runSweep(
       };
       const where = `${problem} ${method} layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`;
       if (deferred.length) {
-        fluencyQueue.push({
+        driftQueue.push({
           edits: deferred.map((j) => computed[j]),
-          runs: deferred.map((j) => ({ prompts: befores[j]!.prompts, seed: befores[j]!.seed })),
-          done: (fluencies, secondsEach) => {
-            deferred.forEach((j, i) => [fluency[j], fluencySeconds[j]] = [fluencies[i], secondsEach]);
+          essence: deferred.map((j) => befores[j]!.essence),
+          runs: deferred.map((j) =>
+            befores[j]!.fluency === null ? null : { prompts: befores[j]!.prompts, seed: befores[j]!.seed }
+          ),
+          done: (essences, fluencies, secondsEach) => {
+            deferred.forEach((j, i) => {
+              [essence[j], fluency[j], driftShare[j]] = [essences[i], fluencies[i], secondsEach];
+            });
             putRecords();
             show(where);
           },
         });
-        show(`${where}; their fluency with the block's`);
-        if (fluencyQueue.bytes() > FLUENCY_QUEUE_BYTES) await flushFluency(fluencyQueue);
+        show(`${where}; their essence and fluency with the block's`);
+        if (driftQueue.bytes() > DRIFT_QUEUE_BYTES) await flushDrift(driftQueue);
       } else {
         putRecords();
         show(where);
@@ -1238,7 +1266,7 @@ export async function runSweep(
     for (const chunks of blocks) {
       const values = new SharedValues();
       const trained: Trained = new Map();
-      const fluencyQueue = new FluencyQueue();
+      const driftQueue = new DriftQueue();
       if (!outOfTime()) {
         // Only what is not stored yet (a resumed block's stored edits are not recomputed).
         const todo = chunks.map((part) => part.filter((it) => !store.has(it.key))).filter((p) => p.length);
@@ -1252,11 +1280,11 @@ export async function runSweep(
         const retries = part.length > 1 ? store.attempt(block) : 0;
         const size = Math.max(1, Math.ceil(part.length / 2 ** retries));
         for (let at = 0; at < part.length && !outOfTime(); at += size) {
-          await runEdits(part.slice(at, at + size), values, trained, fluencyQueue);
+          await runEdits(part.slice(at, at + size), values, trained, driftQueue);
         }
         if (part.length > 1 && !stopped) store.finished(block);
       }
-      await flushFluency(fluencyQueue);
+      await flushDrift(driftQueue);
       valueCounts.optimised += values.optimised;
       valueCounts.reused += values.reused;
     }
@@ -1351,20 +1379,22 @@ export async function runSweep(
  *  measured edits (up to a few hundred runs of 5 prompts) in a few batches per new token. */
 const FLUENCY_BATCH = 256;
 
-/** Deltas a block's queue of fluency generations may hold before it is generated early: a large model's
- *  dense FT-L deltas (GPT-2 XL's FT-5: 200 MB an edit) would not all fit. */
-const FLUENCY_QUEUE_BYTES = 512 * 2 ** 20;
+/** Deltas a block's queue of essence and fluency measurements may hold before they are measured early: a
+ *  large model's dense FT-L deltas (GPT-2 XL's FT-5: 200 MB an edit) would not all fit. */
+const DRIFT_QUEUE_BYTES = 512 * 2 ** 20;
 
-/** Fluency generations waiting for one generation per block (runSweep): each part's measured edits, their
- *  generation runs, and what stores the part's records once their fluencies are known. */
-class FluencyQueue {
+/** Essence and fluency measurements waiting for one pass per block (runSweep): per part, its measured
+ *  edits, their essence texts and generation runs (null: not measured), and what stores the part's records
+ *  once they are known. */
+class DriftQueue {
   readonly entries: {
     edits: Edit[];
-    runs: FluencyRun[];
-    done: (fluencies: number[], secondsEach: number) => void;
+    essence: (EssenceTexts | null)[];
+    runs: (FluencyRun | null)[];
+    done: (essences: (Essence | null)[], fluencies: (number | null)[], secondsEach: number) => void;
   }[] = [];
 
-  push(entry: FluencyQueue["entries"][number]): void {
+  push(entry: DriftQueue["entries"][number]): void {
     this.entries.push(entry);
   }
 
