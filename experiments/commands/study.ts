@@ -40,18 +40,16 @@ import { VERDICT_RULE } from "../study/stats.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
 import { formatSeconds, intOption, positiveInt, positiveNumber } from "../output.ts";
 import { renderReport } from "../study/report.ts";
-import { keyStats } from "../editing/stats.ts";
-import { statsHparams } from "../editing/hparams.ts";
 import { parseShard, ResultStore, type Shard, shardFromEnv, writeCsv } from "../study/store.ts";
 import {
   DEFAULT_DRIFT,
   defaultSettings,
-  engineMethod,
   LOCALIZATIONS,
   MASS_METHODS,
   MASS_SIZES,
   parseNames,
   parseWindowSizes,
+  planStatsLayers,
   runMeta,
   runSweep,
   sampleFacts,
@@ -60,6 +58,8 @@ import {
   SKIPPED,
   skippedReport,
   SWEEP_METHODS,
+  type SweepContext,
+  sweepKeyStats,
   type SweepPlan,
   type SweepSummary,
 } from "../study/sweep.ts";
@@ -257,9 +257,20 @@ async function main(args: string[]): Promise<number> {
   const before = results();
   try {
     const meta = await runMeta(model, dir, datasetPath);
+    const phaseOf = (i: number) => `[${i + 1}/${plans.length} ${plans[i].title}]`;
+    const contextOf = (phase: string): SweepContext => ({
+      model,
+      tok,
+      store,
+      meta,
+      corpus,
+      statsDir: values["stats-dir"],
+      log: (line) => console.log(`${phase} ${line}`),
+      progress: { label: phase },
+    });
     const runPlans = async (o: { shard?: Shard; quiet?: boolean }) => {
-      for (const [i, { title, plan }] of plans.entries()) {
-        const phase = `[${i + 1}/${plans.length} ${title}]`;
+      for (const [i, { plan }] of plans.entries()) {
+        const phase = phaseOf(i);
         if (!o.quiet) {
           console.log(
             `\n${phase} ${
@@ -269,34 +280,17 @@ async function main(args: string[]): Promise<number> {
           );
         }
         summaries.push(
-          await runSweep(
-            {
-              model,
-              tok,
-              store,
-              meta,
-              corpus,
-              statsDir: values["stats-dir"],
-              log: (line) => console.log(`${phase} ${line}`),
-              progress: { label: phase },
-            },
-            plan,
-            { deadline, force: values.force, shard: o.shard },
-          ),
+          await runSweep(contextOf(phase), plan, { deadline, force: values.force, shard: o.shard }),
         );
       }
     };
     // Workers run shards 1..n-1 beside this process's shard 0; what a worker left undone (it failed, or
     // its time ran out) this process then runs, from the store as the workers left it.
-    if (processes > 1 && plans.some(({ plan }) => plan.methods.some((m) => engineMethod(m) !== "ft"))) {
-      // Key statistics first (every layer is edited), so that the processes do not each compute them.
-      await keyStats(model, tok, {
-        corpus,
-        layers: Array.from({ length: L }, (_, l) => l),
-        samples: statsHparams(model.config).samples,
-        cacheDir: values["stats-dir"],
-        log: (line) => console.log(line),
-      });
+    if (processes > 1) {
+      // Key statistics first, so that the processes do not each compute them.
+      for (const [i, { plan }] of plans.entries()) {
+        await sweepKeyStats(contextOf(phaseOf(i)), plan, planStatsLayers(model, plan), plan.methods);
+      }
     }
     const workers = Array.from({ length: processes - 1 }, (_, k) => startWorker(args, k + 1, processes, out));
     try {

@@ -21,9 +21,8 @@
 // every edit's keys and residuals come from one batched pass in which each prompt carries its own
 // edit's updates of steps < i as a virtual edit (edit.ts VirtualEditSet), instead of applying, reading
 // and undoing each edit's updates one edit at a time; an edit alone takes the same path.
-import type { Model } from "../../engine/model.ts";
+import type { Model, Site } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
-import type { Site } from "../../engine/model.ts";
 import { type Edit, type EditRequest, keyValueDelta, type LowRankDelta, VirtualEditSet } from "./edit.ts";
 import type { EmmetHparams, MemitHparams } from "./hparams.ts";
 import {
@@ -113,9 +112,9 @@ function solverOf(
   method: "memit" | "emmet",
   hp: MemitHparams | EmmetHparams,
 ): { ridge: number; scale: number } {
-  return method === "memit"
-    ? { ridge: hp.mom2UpdateWeight, scale: 1 }
-    : { ridge: (hp as EmmetHparams).emmetLambda, scale: 1 / hp.mom2UpdateWeight };
+  if (method === "memit") return { ridge: hp.mom2UpdateWeight, scale: 1 };
+  if (!("emmetLambda" in hp)) throw new Error("emmet: hyper-parameters without emmetLambda (MEMIT's?)");
+  return { ridge: hp.emmetLambda, scale: 1 / hp.mom2UpdateWeight };
 }
 
 /** Independent MEMIT or EMMET edits, computed together (the file header); edit i equals computeMemit /

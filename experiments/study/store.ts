@@ -430,12 +430,11 @@ export function shardOf(itemKey: string, count: number): number {
 }
 
 /** The work items of one shard, in their original order; `shardOfItem` gives an item's shard (0..count-1),
- *  by default from the hash of its key (`keyOf`). */
+ *  e.g. shardOf of its key. */
 export function shardItems<T>(
   items: readonly T[],
-  keyOf: (item: T) => string,
   shard: Shard,
-  shardOfItem = (item: T, count: number) => shardOf(keyOf(item), count),
+  shardOfItem: (item: T, count: number) => number,
 ): T[] {
   return items.filter((item) => shardOfItem(item, shard.count) === shard.index);
 }

@@ -676,6 +676,42 @@ export interface SweepSummary {
   values: { optimised: number; reused: number };
 }
 
+/** The layers whose key statistics the plan's edits and mass edits read. */
+export function planStatsLayers(model: Model, plan: SweepPlan): Set<number> {
+  const layers = new Set<number>();
+  for (const method of plan.methods) {
+    for (const layer of plan.layers) {
+      for (const l of statsLayers(configFor(model, plan, method, layer))) layers.add(l);
+    }
+  }
+  for (const method of plan.massMethods ?? []) {
+    for (const l of statsLayers(methodConfig(model, method, plan.settings.overrides))) layers.add(l);
+  }
+  return layers;
+}
+
+/** The key statistics of `layers` as the sweep reads them (shipped, cached or computed: keyStats). */
+export async function sweepKeyStats(
+  ctx: SweepContext,
+  plan: SweepPlan,
+  layers: Set<number>,
+  methods: string[],
+  onProgress?: (keys: number, total: number) => void,
+): Promise<Map<number, KeyStats>> {
+  if (layers.size === 0) return new Map<number, KeyStats>();
+  if (!ctx.corpus) {
+    throw new Error(`sweep "${plan.name}": ${methods.join(", ")} need key statistics; give a corpus`);
+  }
+  return await keyStats(ctx.model, ctx.tok, {
+    corpus: ctx.corpus,
+    layers: [...layers].sort((a, b) => a - b),
+    samples: statsHparams(ctx.model.config).samples,
+    cacheDir: ctx.statsDir,
+    log: ctx.log,
+    onProgress,
+  });
+}
+
 /** The layers `method` edits for the sweep layer `layer`. */
 export function methodLayers(plan: SweepPlan, method: SweepMethod, layer: number, nLayer: number): number[] {
   const window = method === "memit"
@@ -742,7 +778,6 @@ export async function runSweep(
   const mine = o.shard
     ? shardItems(
       all,
-      (it) => resultKey(it.key),
       o.shard,
       (it, count) =>
         it.kind === "edit" || it.kind === "trace"
@@ -889,20 +924,8 @@ export async function runSweep(
   }
 
   // Key statistics of the layers an edit needs (cached on disk by keyStats).
-  const statsFor = async (layers: Set<number>, methods: string[]) => {
-    if (layers.size === 0) return new Map<number, KeyStats>();
-    if (!ctx.corpus) {
-      throw new Error(`sweep "${plan.name}": ${methods.join(", ")} need key statistics; give a corpus`);
-    }
-    return await keyStats(model, tok, {
-      corpus: ctx.corpus,
-      layers: [...layers].sort((a, b) => a - b),
-      samples: statsHparams(model.config).samples,
-      cacheDir: ctx.statsDir,
-      log,
-      onProgress: (keys, total) => show(`key statistics ${keys}/${total} keys`),
-    });
-  };
+  const statsFor = (layers: Set<number>, methods: string[]) =>
+    sweepKeyStats(ctx, plan, layers, methods, (keys, total) => show(`key statistics ${keys}/${total} keys`));
   const subjectNoise: SubjectNoise = { seed: s.seed + 1, scale: noise?.level ?? 0 };
   const valueCounts = { optimised: 0, reused: 0 };
 
@@ -1242,7 +1265,7 @@ export async function runSweep(
       };
       const where = `${problem} ${method} layer${layers.length > 1 ? "s" : ""} ${layers.join(",")}`;
       if (deferred.length) {
-        driftQueue.push({
+        driftQueue.entries.push({
           edits: deferred.map((j) => computed[j]),
           essence: deferred.map((j) => befores[j]!.essence),
           runs: deferred.map((j) =>
@@ -1393,10 +1416,6 @@ class DriftQueue {
     runs: (FluencyRun | null)[];
     done: (essences: (Essence | null)[], fluencies: (number | null)[], secondsEach: number) => void;
   }[] = [];
-
-  push(entry: DriftQueue["entries"][number]): void {
-    this.entries.push(entry);
-  }
 
   /** Bytes of the queued edits' deltas. */
   bytes(): number {
