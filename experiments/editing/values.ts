@@ -130,18 +130,39 @@ export async function optimiseValues(
     if (full) groups.push([i]);
     else group.push(i);
   }
+  // Consecutive groups share one delta-free pass while it fits (passFits): a fact's prompts are the same
+  // at every layer, so the pass computes them once.
+  const sets: number[][] = [];
+  groups.forEach((_, g) => {
+    const set = sets.at(-1);
+    if (set && passFits(model, [...set, g].flatMap((k) => groups[k]).map((i) => plans[i]), o.site)) {
+      set.push(g);
+    } else sets.push([g]);
+  });
   const results: ValueResult[] = new Array(plans.length);
   const total = groups.length * o.steps;
-  for (const [g, group] of groups.entries()) {
-    let step = 0;
-    const out = await optimiseGroup(
-      model,
-      group.map((i) => plans[i]),
-      o,
-      () => o.onProgress?.(g * o.steps + ++step, total),
-    );
-    group.forEach((i, k) => results[i] = out[k]);
-    if (step < o.steps) o.onProgress?.((g + 1) * o.steps, total);
+  for (const set of sets) {
+    const members = set.flatMap((g) => groups[g]);
+    const mine = members.map((i) => plans[i]);
+    const starts = set.map((g) => firstComputedBlock(model, o.site, plans[groups[g][0]].layer));
+    const pass = new DeltaFreePass(model, mine, o.site, starts);
+    try {
+      for (const g of set) {
+        let step = 0;
+        const inPass = groups[g].map((i) => members.indexOf(i));
+        const out = await optimiseGroup(
+          model,
+          groups[g].map((i) => plans[i]),
+          o,
+          () => o.onProgress?.(g * o.steps + ++step, total),
+          { pass, inPass },
+        );
+        groups[g].forEach((i, k) => results[i] = out[k]);
+        if (step < o.steps) o.onProgress?.((g + 1) * o.steps, total);
+      }
+    } finally {
+      pass.release();
+    }
   }
   return results;
 }
@@ -278,75 +299,227 @@ interface ObjectivePart {
   dlogits: Tensor;
 }
 
+/** The first block a value objective computes for requests at `lowest` and up. Where the edited state
+ *  feeds the residual stream unchanged (a block output; an MLP output without a post-norm, Gemma's has
+ *  one), adding delta to it adds it to the block's output, so the pass starts at the block above. */
+function firstComputedBlock(model: Model, site: ValueOptions["site"], lowest: number): number {
+  return site === "resid" || !model.config.postNorms ? lowest + 1 : lowest;
+}
+
+/** Prompt instances with the same key have the same delta-free states. */
+function promptKey(x: PromptInstance): string {
+  return `${x.ids.join(",")}|${x.fact}|${x.subject.join(",")}|${x.noise?.seed},${x.noise?.scale}`;
+}
+
+/**
+ * Whether one DeltaFreePass can serve these plans at site `site`: its q|k|v caches [prefixRows, width]
+ * (one per layer from the lowest first block on) and residuals [suffixRows, d] (one per first block) of
+ * their distinct prompts each fit one storage binding, and together half of what fitsOneBatch allows a
+ * batch (the objectives built on the pass take the rest).
+ */
+function passFits(model: Model, plans: RequestPlan[], site: ValueOptions["site"]): boolean {
+  const cfg = model.config, limits = model.gpu.limits;
+  const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+  const seen = new Set<string>();
+  let prefixRows = 0, suffixRows = 0;
+  for (const x of plans.flatMap((p) => p.instances)) {
+    const key = promptKey(x);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    prefixRows += x.fact;
+    suffixRows += x.ids.length - x.fact;
+  }
+  const starts = new Set(plans.map((p) => firstComputedBlock(model, site, p.layer)));
+  const qkvLayers = cfg.nLayer - Math.min(...starts);
+  const binding = limits.maxStorageBufferBindingSize;
+  const total = 4 * (prefixRows * width * qkvLayers + suffixRows * cfg.nEmbd * starts.size);
+  return 4 * Math.max(prefixRows * width, suffixRows * cfg.nEmbd) <= binding &&
+    total <= Math.min(limits.maxBufferSize, 4 * binding) / 2;
+}
+
+/**
+ * The delta-free pass of a set of requests' prompts, shared by every ValueObjective built on it: the
+ * groups of one optimiseValues call (one per layer) and their rebuilds as requests finish. Delta is
+ * added at a prompt's fact token, so no row before it, and below the edited layer no row at all,
+ * depends on delta. One forward over each distinct prompt (the same fact's prompts at every layer are
+ * computed once) records
+ *   - the q|k|v rows of its positions before the fact token at every layer from `lowestStart` on,
+ *     [prefixRows, width], prompt u's position j at row prefixBase[u] + j (the suffix forwards' cache);
+ *   - the residual entering each served first block s at its rows from the fact token on,
+ *     entering(s) [suffixRows, d], prompt u's fact token at row suffixBase[u];
+ *   - each request's h_0, its state at its layer and site at its bare prompt's fact token, init [n, d].
+ * Prompts run in chunks of similar lengths (suffixParts), so padding costs little.
+ */
+export class DeltaFreePass {
+  /** Distinct prompt instances, and per plan per instance its index among them. */
+  readonly prompts: PromptInstance[] = [];
+  readonly promptOf: number[][];
+  readonly prefixBase: number[] = [];
+  readonly suffixBase: number[] = [];
+  /** The lowest first block served; qkv[i] is layer lowestStart + i. */
+  readonly lowestStart: number;
+  readonly qkv: Tensor[];
+  readonly init: Tensor;
+  private readonly entering = new Map<number, Tensor>();
+  /** Per plan, the layer whose state is its h_0. */
+  private readonly layerOf: number[];
+
+  constructor(readonly model: Model, plans: RequestPlan[], site: ValueOptions["site"], starts: number[]) {
+    const gpu = model.gpu, cfg = model.config, d = cfg.nEmbd;
+    const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    this.layerOf = plans.map((p) => p.layer);
+    const index = new Map<string, number>();
+    this.promptOf = plans.map((p) =>
+      p.instances.map((x) => {
+        const key = promptKey(x);
+        if (!index.has(key)) {
+          index.set(key, this.prompts.length);
+          this.prompts.push(x);
+        }
+        return index.get(key)!;
+      })
+    );
+    let prefixRows = 0, suffixRows = 0;
+    for (const x of this.prompts) {
+      this.prefixBase.push(prefixRows);
+      this.suffixBase.push(suffixRows);
+      prefixRows += x.fact;
+      suffixRows += x.ids.length - x.fact;
+    }
+    const served = [...new Set(starts)].sort((a, b) => a - b);
+    this.lowestStart = served[0];
+    this.qkv = Array.from(
+      { length: cfg.nLayer - this.lowestStart },
+      () => gpu.zeros([Math.max(1, prefixRows), width]),
+    );
+    for (const s of served) this.entering.set(s, gpu.zeros([suffixRows, d]));
+    this.init = gpu.zeros([plans.length, d]);
+
+    // Which requests read h_0 in which prompt: their bare prompt (instance 0).
+    const readers = new Map<number, number[]>();
+    this.promptOf.forEach((of, r) => readers.set(of[0], [...(readers.get(of[0]) ?? []), r]));
+    const fcOut = model.siteWidth("mlp_pre");
+    const perRow = 4 * (Math.max(fcOut, cfg.nInner, width) + 3 * d + this.qkv.length * width);
+    const maxRows = Math.max(1, Math.floor(gpu.limits.maxStorageBufferBindingSize / perRow));
+    for (const part of suffixParts(this.prompts.map((x) => x.ids.length))) {
+      const longest = Math.max(...part.map((u) => this.prompts[u].ids.length));
+      const perChunk = Math.max(1, Math.floor(maxRows / longest));
+      for (let at = 0; at < part.length; at += perChunk) {
+        this.run(part.slice(at, at + perChunk), readers, site);
+      }
+    }
+  }
+
+  /** The forward of some distinct prompts, its rows copied into the pass's tensors. */
+  private run(members: number[], readers: Map<number, number[]>, site: ValueOptions["site"]): void {
+    const model = this.model, gpu = model.gpu, cfg = model.config, d = cfg.nEmbd;
+    const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const whole = batchWithNoise(gpu, d, members.map((u) => this.prompts[u]));
+    const T = whole.batch.T, R = whole.batch.B * T;
+    const hooks: Hook[] = [...whole.hooks];
+    for (const [s, into] of this.entering) {
+      const rows: number[] = [], intoRows: number[] = [];
+      members.forEach((u, b) => {
+        const x = this.prompts[u];
+        for (let i = 0; i < x.ids.length - x.fact; i++) {
+          rows.push(b * T + x.fact + i);
+          intoRows.push(this.suffixBase[u] + i);
+        }
+      });
+      hooks.push({ layer: s - 1, site: s === 0 ? "embed" : "resid", capture: { into, rows, intoRows } });
+    }
+    members.forEach((u, b) => {
+      for (const r of readers.get(u) ?? []) {
+        const row = b * T + this.prompts[u].fact;
+        hooks.push({
+          layer: this.layerOf[r],
+          site,
+          capture: { into: this.init, rows: [row], intoRows: [r] },
+        });
+      }
+    });
+    const captured = this.qkv.map(() => gpu.empty([R, width]));
+    model.releaseForward(model.forward(whole.batch, {
+      hooks,
+      captureQkv: new Map(captured.map((t, i) => [this.lowestStart + i, t])),
+      outputRows: [0],
+      endLayer: cfg.nLayer,
+    }));
+    const prefix = members.flatMap((u, b) =>
+      Array.from(
+        { length: this.prompts[u].fact },
+        (_, j) => ({ dst: this.prefixBase[u] + j, src: b * T + j, keep: 0, take: 1 }),
+      )
+    );
+    captured.forEach((t, i) => rowOps(gpu, this.qkv[i], t, width, prefix));
+    gpu.release(...captured);
+    whole.release();
+  }
+
+  /** The residual entering block `start` at every prompt's rows from its fact token on. */
+  enteringAt(start: number): Tensor {
+    const t = this.entering.get(start);
+    if (!t) throw new Error(`DeltaFreePass: block ${start} is not among the first blocks it serves`);
+    return t;
+  }
+
+  release(): void {
+    this.model.gpu.release(...this.qkv, ...this.entering.values(), this.init);
+  }
+}
+
 /**
  * Loss and gradient of one batch of requests as a function of their deltas (see the file header).
  * Delta is added at each prompt's fact token at its request's layer, so neither the layers below the
- * lowest edited layer nor, at any layer, the rows before the fact token depend on it: one delta-free
- * pass over the whole prompts (with the subject noise, if any) records the residual there and every
- * later layer's attention keys and values, and every evaluation is a suffix forward (Model.forward's
- * `suffix`) over the rows from the fact token on, in parts of similar suffix lengths (suffixParts).
- * Where the edited state feeds the residual stream unchanged (a block output; an MLP output without a
- * post-norm, Gemma's has one), adding delta to it adds it to the block's output, so the pass starts at
- * the block above the lowest edited layer, delta patched into its input (one block fewer per layer).
- * Requests at higher layers pass the layers below theirs unchanged.
+ * lowest edited layer nor, at any layer, the rows before the fact token depend on it: a delta-free pass
+ * (DeltaFreePass, shared by the batches of one optimiseValues call) records the residual there and
+ * every later layer's attention keys and values, and every evaluation is a suffix forward
+ * (Model.forward's `suffix`) over the rows from the fact token on, in parts of similar suffix lengths
+ * (suffixParts). The pass starts at firstComputedBlock of the lowest edited layer, delta patched into
+ * its input where that block is above the edited one. Requests at higher layers pass the layers below
+ * theirs unchanged.
  */
 export class ValueObjective {
   readonly n: number;
   private readonly parts: ObjectivePart[];
   /** The first block the evaluations compute. */
   private readonly start: number;
-  /** The whole prompts' q|k|v at every layer from `start` on (rows before the fact token read). */
-  private readonly qkv: Tensor[];
+  private readonly pass: DeltaFreePass;
+  /** Per request, its plan's index in the pass. */
+  private readonly inPass: number[];
+  /** Whether this objective made its pass (and releases it). */
+  private readonly ownsPass: boolean;
   /** Every target-token row of every rewrite prompt. */
   private readonly nllRows: { target: number; request: number; prompt: number }[] = [];
-  private readonly tensors: Record<"deltas" | "gradDeltas" | "init", Tensor>;
+  private readonly tensors: Record<"deltas" | "gradDeltas", Tensor>;
   /** Per request; recorded by the first evaluate unless given. */
   references: ValueReference[];
 
+  /**
+   * `shared`: a pass made for a superset of these plans (`inPass`: each plan's index in it), serving
+   * this objective's first block, and the requests' references if already recorded. Without it the
+   * objective makes its own pass.
+   */
   constructor(
     readonly model: Model,
     private readonly plans: RequestPlan[],
     private readonly o: ValueOptions,
-    references?: ValueReference[],
+    shared: { pass?: DeltaFreePass; inPass?: number[]; references?: ValueReference[] } = {},
   ) {
     const gpu = model.gpu, d = model.config.nEmbd, V = model.config.vocabSize;
     this.n = plans.length;
-    this.references = references ?? [];
+    this.references = shared.references ?? [];
     const nContexts = o.contexts.length;
-    const cfg = model.config, width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    this.start = firstComputedBlock(model, o.site, Math.min(...plans.map((p) => p.layer)));
+    this.ownsPass = !shared.pass;
+    this.pass = shared.pass ?? new DeltaFreePass(model, plans, o.site, [this.start]);
+    this.inPass = shared.inPass ?? plans.map((_, r) => r);
+    this.tensors = { deltas: gpu.zeros([this.n, d]), gradDeltas: gpu.zeros([this.n, d]) };
+    const entering = this.pass.enteringAt(this.start);
+    const qkv = this.pass.qkv.slice(this.start - this.pass.lowestStart);
     const owner = plans.flatMap((p, r) => p.instances.map((_, k) => ({ r, k })));
     const instances = plans.flatMap((p) => p.instances);
-    const lowest = Math.min(...plans.map((p) => p.layer));
-    const skip = o.site === "resid" || !cfg.postNorms;
-    this.start = skip ? lowest + 1 : lowest;
-    this.tensors = {
-      deltas: gpu.zeros([this.n, d]),
-      gradDeltas: gpu.zeros([this.n, d]),
-      init: gpu.zeros([this.n, d]),
-    };
-
-    // The delta-free pass: the residual entering `start`, later blocks' q|k|v, each request's h_0 at the
-    // fact token of its bare prompt (instance 0).
-    const whole = batchWithNoise(gpu, d, instances);
-    const Tk = whole.batch.T, Rk = whole.batch.B * Tk;
-    const entering = gpu.zeros([Rk, d]);
-    this.qkv = Array.from({ length: cfg.nLayer - this.start }, () => gpu.zeros([Rk, width]));
-    const bare = owner.flatMap((x, b) => (x.k === 0 ? [b] : [])); // per request, its bare prompt's instance
-    const initHooks: Hook[] = [...new Set(plans.map((p) => p.layer))].map((layer) => {
-      const mine = plans.flatMap((p, r) => (p.layer === layer ? [r] : []));
-      const rows = mine.map((r) => bare[r] * Tk + instances[bare[r]].fact);
-      return { layer, site: o.site, capture: { into: this.tensors.init, rows, intoRows: mine } };
-    });
-    model.releaseForward(model.forward(whole.batch, {
-      hooks: [...whole.hooks, ...initHooks, {
-        layer: this.start - 1,
-        site: this.start === 0 ? "embed" : "resid",
-        capture: { into: entering, rows: Array.from({ length: Rk }, (_, i) => i) },
-      }],
-      captureQkv: new Map(this.qkv.map((t, i) => [this.start + i, t])),
-      outputRows: [0],
-    }));
-    whole.release();
+    const prompt = owner.map(({ r, k }) => this.pass.promptOf[this.inPass[r]][k]);
 
     const lengths = instances.map((p) => p.ids.length - p.fact);
     this.parts = suffixParts(lengths).map((members) => {
@@ -362,7 +535,7 @@ export class ValueObjective {
         members.flatMap((b, j) =>
           Array.from(
             { length: lengths[b] },
-            (_, i) => ({ dst: j * T + i, src: b * Tk + instances[b].fact + i, keep: 0, take: 1 }),
+            (_, i) => ({ dst: j * T + i, src: this.pass.suffixBase[prompt[b]] + i, keep: 0, take: 1 }),
           )
         ),
       );
@@ -394,7 +567,12 @@ export class ValueObjective {
       return {
         batch,
         input,
-        suffix: { starts: mine.map((p) => p.fact), qkv: this.qkv, bases: members.map((b) => b * Tk), T: Tk },
+        suffix: {
+          starts: mine.map((p) => p.fact),
+          qkv,
+          bases: members.map((b) => this.pass.prefixBase[prompt[b]]),
+          T: Math.max(...mine.map((p) => p.ids.length)),
+        },
         hooks: [...patches.values()],
         outputRows: [...nllOut, ...klOut],
         nll,
@@ -406,7 +584,6 @@ export class ValueObjective {
         dlogits: gpu.zeros([rows, V]),
       };
     });
-    gpu.release(entering);
   }
 
   /**
@@ -445,7 +622,7 @@ export class ValueObjective {
     });
     const read = await gpu.readMany([
       ...this.parts.flatMap((p) => [p.losses, p.klLogits]),
-      ...(first ? [this.tensors.init] : []),
+      ...(first ? [this.pass.init] : []),
     ]);
     const rowLoss = new Float64Array(this.nllRows.length);
     const klFlat = new Float32Array(n * V);
@@ -456,7 +633,7 @@ export class ValueObjective {
     if (first) {
       const init = read[2 * this.parts.length];
       this.references = this.plans.map((_, r) => ({
-        targetInit: init.slice(r * d, (r + 1) * d),
+        targetInit: init.slice(this.inPass[r] * d, (this.inPass[r] + 1) * d),
         klInit: logSoftmax(klFlat.subarray(r * V, (r + 1) * V)),
       }));
     }
@@ -551,7 +728,8 @@ export class ValueObjective {
 
   release(): void {
     const gpu = this.model.gpu;
-    gpu.release(...this.qkv, ...Object.values(this.tensors));
+    gpu.release(...Object.values(this.tensors));
+    if (this.ownsPass) this.pass.release();
     for (const p of this.parts) {
       gpu.release(p.input, p.targets, p.nllMask, p.losses, p.klLogits, p.dlogits);
     }
@@ -569,6 +747,7 @@ async function optimiseGroup(
   plans: RequestPlan[],
   o: ValueOptions,
   onStep: () => void,
+  shared: { pass: DeltaFreePass; inPass: number[] },
 ): Promise<ValueResult[]> {
   const d = model.config.nEmbd;
   const delta = plans.map(() => new Float64Array(d));
@@ -580,7 +759,7 @@ async function optimiseGroup(
   const probs = plans.map(() => 0);
   const references: ValueReference[] = [];
   let members = plans.map((_, i) => i); // plans in the current objective's batch
-  let objective = new ValueObjective(model, plans, o);
+  let objective = new ValueObjective(model, plans, o, shared);
   try {
     for (let it = 0; it < o.steps; it++) {
       const evaluated = await objective.evaluate(members.map((i) => delta[i]), (r, loss) => {
@@ -619,12 +798,11 @@ async function optimiseGroup(
       if (active.length <= 0.75 * members.length) {
         objective.release();
         members = active;
-        objective = new ValueObjective(
-          model,
-          members.map((i) => plans[i]),
-          o,
-          members.map((i) => references[i]),
-        );
+        objective = new ValueObjective(model, members.map((i) => plans[i]), o, {
+          pass: shared.pass,
+          inPass: members.map((i) => shared.inPass[i]),
+          references: members.map((i) => references[i]),
+        });
       }
     }
   } finally {
