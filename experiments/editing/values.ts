@@ -141,26 +141,46 @@ export async function optimiseValues(
   });
   const results: ValueResult[] = new Array(plans.length);
   const total = groups.length * o.steps;
+  let stepsDone = 0;
   for (const set of sets) {
     const members = set.flatMap((g) => groups[g]);
     const mine = members.map((i) => plans[i]);
     const starts = set.map((g) => firstComputedBlock(model, o.site, plans[groups[g][0]].layer));
     const pass = new DeltaFreePass(model, mine, o.site, starts);
+    const runGroup = async (g: number) => {
+      let step = 0;
+      const out = await optimiseGroup(
+        model,
+        groups[g].map((i) => plans[i]),
+        o,
+        () => {
+          step++;
+          o.onProgress?.(++stepsDone, total);
+        },
+        { pass, inPass: groups[g].map((i) => members.indexOf(i)) },
+      );
+      groups[g].forEach((i, k) => results[i] = out[k]);
+      if (step < o.steps) o.onProgress?.(stepsDone += o.steps - step, total);
+    };
+    // The set's groups run side by side, as many at a time as fit one batch together: Deno resolves a
+    // readback (mapAsync) 10 ms after the work it waits for is done (it polls the device, then sleeps),
+    // a group reads back twice a step, and meanwhile the other groups' steps run. Groups never share a
+    // row, so each gives the same results as alone.
+    const running = new Map<number, Promise<void>>();
+    const fitWith = (g: number) =>
+      fitsOneBatch(
+        model,
+        [...running.keys(), g].flatMap((k) => groups[k]).map((i) => plans[i]),
+        o.maxRowsPerBatch,
+      );
     try {
       for (const g of set) {
-        let step = 0;
-        const inPass = groups[g].map((i) => members.indexOf(i));
-        const out = await optimiseGroup(
-          model,
-          groups[g].map((i) => plans[i]),
-          o,
-          () => o.onProgress?.(g * o.steps + ++step, total),
-          { pass, inPass },
-        );
-        groups[g].forEach((i, k) => results[i] = out[k]);
-        if (step < o.steps) o.onProgress?.((g + 1) * o.steps, total);
+        while (running.size > 0 && !fitWith(g)) await Promise.race(running.values());
+        running.set(g, runGroup(g).finally(() => running.delete(g)));
       }
+      await Promise.all(running.values());
     } finally {
+      await Promise.allSettled(running.values());
       pass.release();
     }
   }
