@@ -17,6 +17,7 @@ import {
   activationMirrors,
   type AttentionOptions,
   attentionSettings,
+  distinct,
   normExtent,
   type NormRows,
   placeholderTexture,
@@ -514,4 +515,78 @@ export function crossEntropy(
   if (rowKernels(gpu) === "workgroup") runRowsWorkgroup(gpu, "cross_entropy_rows", buffers, R, u);
   else gpu.run(gpu.pipeline("crossentropy.wgsl", "cross_entropy", { WG }), buffers, [cdiv(R, WG)], u);
   return { losses, dlogits: o.dlogits };
+}
+
+/** One target-token row of a rewrite prompt, for rewriteWeights. */
+export interface RewriteRow {
+  /** The prompt's target rows in `losses`: [first, first + count). */
+  first: number;
+  count: number;
+  /** d objective / d NLL of the prompt for an "increase" objective (0 leaves the row out). */
+  scale: number;
+  /** The prompt's objective is -log(1 - p) (p = exp(-NLL)), not NLL. */
+  decrease: boolean;
+}
+
+/**
+ * The cross-entropy weights of the v* and z objective's target-token rows (shaders/value_loss.wgsl): row i
+ * gets scale_i, or for a "decrease" prompt scale_i * -q / (1 - q) with q = min(exp(-NLL), 1 - 1e-7) and
+ * NLL the mean of its prompt's losses. Written into `weights` [rows.length].
+ */
+export function rewriteWeights(gpu: Gpu, losses: Tensor, rows: RewriteRow[], weights: Tensor): void {
+  const op = "rewriteWeights";
+  if (rows.length === 0) return;
+  need(op, "weights", weights, rows.length);
+  const words = new Uint32Array(4 * rows.length), floats = new Float32Array(words.buffer);
+  rows.forEach((r, i) => {
+    if (!(Number.isInteger(r.first) && r.first >= 0 && Number.isInteger(r.count) && r.count >= 1)) {
+      throw new Error(`${op}: row ${i} has target rows [${r.first}, ${r.first}+${r.count})`);
+    }
+    need(op, "losses", losses, r.first + r.count);
+    words[4 * i] = r.first;
+    words[4 * i + 1] = r.count;
+    floats[4 * i + 2] = r.scale;
+    words[4 * i + 3] = r.decrease ? 1 : 0;
+  });
+  const table = gpu.upload([words.length], words, "u32");
+  gpu.run(
+    gpu.pipeline("value_loss.wgsl", "rewrite_weights", { WG }),
+    [losses, table, weights],
+    [cdiv(rows.length, WG)],
+    uniforms().u32(rows.length),
+  );
+}
+
+/**
+ * d (factor_j * KL(softmax(x_j) || softmax(x0_j))) / d x_j for n rows of logits [*, V] (rows
+ * logitsRow0 + j) against reference logits x0 (rows referenceRows[j] of `reference`), written into rows
+ * dlogitsRow0 + j of `dlogits` (shaders/value_loss.wgsl). Exactly 0 where x_j equals its reference.
+ */
+export function klGradient(
+  gpu: Gpu,
+  logits: Tensor,
+  reference: Tensor,
+  V: number,
+  rows: { referenceRow: number; factor: number }[],
+  dlogits: Tensor,
+  o: { logitsRow0?: number; dlogitsRow0?: number } = {},
+): void {
+  const op = "klGradient";
+  if (rows.length === 0) return;
+  const [logitsRow0, dlogitsRow0] = [o.logitsRow0 ?? 0, o.dlogitsRow0 ?? 0];
+  need(op, "logits", logits, (logitsRow0 + rows.length) * V);
+  need(op, "dlogits", dlogits, (dlogitsRow0 + rows.length) * V);
+  const words = new Uint32Array(2 * rows.length), floats = new Float32Array(words.buffer);
+  rows.forEach((r, j) => {
+    need(op, "reference", reference, (r.referenceRow + 1) * V);
+    words[2 * j] = r.referenceRow;
+    floats[2 * j + 1] = r.factor;
+  });
+  distinct(op, dlogits, { logits, reference });
+  gpu.run(
+    gpu.pipeline("value_loss.wgsl", "kl_gradient", { WG }),
+    [logits, reference, gpu.upload([words.length], words, "u32"), dlogits],
+    [cdiv(rows.length, WG)],
+    uniforms().u32(rows.length, V, logitsRow0, dlogitsRow0),
+  );
 }

@@ -77,7 +77,7 @@ function need(op: string, name: string, t: Tensor, count: number, dtype: "f32" |
 
 /** Throws if `out` is also one of the inputs: WebGPU cannot bind one buffer as both read and
  *  read_write in a dispatch (it would drop the dispatch with only a console warning). */
-function distinct(op: string, out: Tensor, inputs: Record<string, Tensor>): void {
+export function distinct(op: string, out: Tensor, inputs: Record<string, Tensor>): void {
   for (const [name, t] of Object.entries(inputs)) {
     if (t === out) throw new Error(`${op}: the output must not be the input ${name} (no in-place variant)`);
   }

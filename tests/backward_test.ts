@@ -7,7 +7,9 @@ import {
   crossEntropy,
   embeddingBackward,
   geluBackward,
+  klGradient,
   layernormBackward,
+  rewriteWeights,
   sumOfSquares,
   tokenRows,
 } from "../engine/backward_ops.ts";
@@ -420,4 +422,70 @@ Deno.test("crossEntropy without weights or dlogits reports losses only; a bad ta
   const ref = crossEntropyRef(logits, targets.slice(0, 3), 3, V);
   assertClose(got.subarray(0, 3), ref.losses, 1e-5, "losses");
   assert.ok(Number.isNaN(got[3]), `target 9 >= V=9 should give NaN, got ${got[3]}`);
+});
+
+// float64 log-softmax of a row.
+function logSoftmax64(x: ArrayLike<number>): number[] {
+  const m = Math.max(...Array.from(x));
+  const lse = m + Math.log(Array.from(x).reduce((s, v) => s + Math.exp(v - m), 0));
+  return Array.from(x, (v) => v - lse);
+}
+
+// KL(softmax(x) || softmax(x0)) in float64.
+function klDivergence64(x: ArrayLike<number>, x0: ArrayLike<number>): number {
+  const [lp, lp0] = [logSoftmax64(x), logSoftmax64(x0)];
+  return lp.reduce((s, v, i) => s + Math.exp(v) * (v - lp0[i]), 0);
+}
+
+Deno.test("klGradient matches the float64 gradient of factor * KL (checked by finite differences), 0 at the reference", async () => {
+  const V = 37;
+  const logits = randomArray(5 * V, 41, 2), reference = randomArray(4 * V, 42, 2);
+  // Row 2 of the reference equals logits row 1 + 1 = its third KL row: a zero gradient, exactly.
+  reference.set(logits.subarray(3 * V, 4 * V), 2 * V);
+  const rows = [{ referenceRow: 3, factor: 0.7 }, { referenceRow: 0, factor: 2 }, {
+    referenceRow: 2,
+    factor: 1.5,
+  }];
+  const tl = gpu.tensor([5, V], logits), tr = gpu.tensor([4, V], reference), out = gpu.zeros([6, V]);
+  klGradient(gpu, tl, tr, V, rows, out, { logitsRow0: 1, dlogitsRow0: 2 });
+  const got = await out.read();
+  gpu.release(tl, tr, out);
+  assert.ok(
+    got.subarray(0, 2 * V).every((v) => v === 0) && got.subarray(5 * V).every((v) => v === 0),
+    "other rows untouched",
+  );
+  rows.forEach(({ referenceRow, factor }, j) => {
+    const x = Float64Array.from(logits.subarray((1 + j) * V, (2 + j) * V));
+    const x0 = reference.subarray(referenceRow * V, (referenceRow + 1) * V);
+    const fd = finiteDifferenceGradient((y) => factor * klDivergence64(y, x0), x);
+    assertClose(got.subarray((2 + j) * V, (3 + j) * V), fd, 1e-5, `KL row ${j}`);
+  });
+  assert.ok(got.subarray(4 * V, 5 * V).every((v) => v === 0), "x = x0 gives exactly 0");
+});
+
+Deno.test("rewriteWeights: scale for increase, scale * -q/(1-q) of the prompt's mean NLL for decrease", async () => {
+  const losses = Float32Array.from([0.3, 2.1, 0.05, 1e-9, 4.2, 0.7]);
+  const rows = [
+    { first: 0, count: 2, scale: 0.25, decrease: false },
+    { first: 0, count: 2, scale: 0.25, decrease: true },
+    { first: 2, count: 2, scale: 1, decrease: true }, // p near 1: q capped at 1 - 1e-7
+    { first: 4, count: 1, scale: 0.5, decrease: true },
+    { first: 5, count: 1, scale: 0, decrease: true },
+  ];
+  const tl = gpu.tensor([6], losses), w = gpu.zeros([rows.length]);
+  rewriteWeights(gpu, tl, rows, w);
+  const got = await w.read();
+  assert.throws(
+    () => rewriteWeights(gpu, tl, [{ first: 5, count: 2, scale: 1, decrease: false }], w),
+    /losses/,
+  );
+  gpu.release(tl, w);
+  const want = rows.map((r) => {
+    if (!r.decrease) return r.scale;
+    let nll = 0;
+    for (let t = 0; t < r.count; t++) nll += losses[r.first + t];
+    const q = Math.min(Math.exp(-nll / r.count), 1 - 1e-7);
+    return r.scale * -q / (1 - q);
+  });
+  assertClose(got, want, 1e-5 * Math.max(...want.map(Math.abs)), "weights");
 });

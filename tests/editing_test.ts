@@ -420,10 +420,10 @@ for (
     const d = cfg.nEmbd;
     await objective.evaluate([new Float64Array(d)]);
     const delta = Float64Array.from(randomArray(d, 12, 1));
-    const { losses, grads } = await objective.evaluate([delta], () => true);
+    const { losses, grads } = await objective.evaluate([delta], [true]);
     // Repeated evaluations reuse pooled buffers; they must not disturb the objective's own tensors.
     for (let i = 0; i < 3; i++) {
-      const again = await objective.evaluate([delta], () => true);
+      const again = await objective.evaluate([delta], [true]);
       assert.deepEqual(again.grads[0], grads[0], `evaluation ${i + 2} gives the same gradient`);
     }
     objective.release();
@@ -536,8 +536,8 @@ Deno.test("v* at the last layer: a gradient of exactly 0 at delta = 0 stops the 
   // row is the fact row itself, flat at delta = 0; the target rows come after it at the last layer).
   const objective = new ValueObjective(model, [planRequest(tok, stuck, o)], o);
   const zero = [new Float64Array(cfg.nEmbd)];
-  const first = await objective.evaluate(zero, () => true);
-  const again = await objective.evaluate(zero, () => true);
+  const first = await objective.evaluate(zero, [true]);
+  const again = await objective.evaluate(zero, [true]);
   objective.release();
   assert.ok(first.grads[0]!.every((g) => g === 0) && again.grads[0]!.every((g) => g === 0));
   assert.equal(again.losses[0], first.losses[0]);
@@ -573,12 +573,12 @@ Deno.test("v* objective over requests at two layers equals each request's object
   const deltas = [Float64Array.from(randomArray(d, 24, 0.5)), Float64Array.from(randomArray(d, 25, 0.5))];
   const both = new ValueObjective(model, plans, o);
   await both.evaluate([zero(), zero()]);
-  const together = await both.evaluate(deltas, () => true);
+  const together = await both.evaluate(deltas, [true, true]);
   both.release();
   for (const r of [0, 1]) {
     const alone = new ValueObjective(model, [plans[r]], o);
     await alone.evaluate([zero()]);
-    const got = await alone.evaluate([deltas[r]], () => true);
+    const got = await alone.evaluate([deltas[r]], [true]);
     alone.release();
     assert.ok(Math.abs(got.losses[0] - together.losses[r]) < 1e-5, `request ${r} loss`);
     assertClose(

@@ -71,7 +71,7 @@ for (const name of CASES) {
       try {
         await objective.evaluate([new Float64Array(d)]);
         const delta = Float64Array.from(randomArray(d, 5 + layer, 0.5));
-        const { losses, grads } = await objective.evaluate([delta], () => true);
+        const { losses, grads } = await objective.evaluate([delta], [true]);
         const expected = await wholePromptNll(model, plan, contexts.length, site, delta);
         const where = `${name}, layer ${layer} ${site} at the ${factToken} token`;
         assert.ok(

@@ -14,13 +14,15 @@
 // For fact erasure ("decrease") the per-prompt NLL is replaced by -log(1 - p), p = exp(-NLL):
 // bounded, and small once the target is unlikely.
 //
-// Gradients come from the engine's backward pass: d loss / d logits (fused cross-entropy on the GPU,
-// the KL row on the CPU), then autograd's patchSources gives d loss / d delta. Adam on a
-// d-vector runs on the CPU. Several requests are optimised in one batch: their prompts and deltas
-// are disjoint, so the summed loss has the same per-request gradients, and each request stops on
-// its own (its delta frozen) exactly as if it ran alone.
+// Gradients come from the engine's backward pass: d loss / d logits (weighted cross-entropy rows and
+// the KL rows, made on the GPU from the same forward: shaders/value_loss.wgsl), then autograd's
+// patchSources gives d loss / d delta; losses and gradients come back in one readback per step (Deno
+// resolves each readback 10 ms after its work is done). Adam on a d-vector runs on the CPU. Several
+// requests are optimised in one batch: their prompts and deltas are disjoint, so the summed loss has
+// the same per-request gradients, and each request stops on its own (its delta frozen) exactly as if
+// it ran alone. A call's batches (one per layer) share one delta-free pass and run side by side.
 import { backward } from "../../engine/autograd.ts";
-import { crossEntropy } from "../../engine/backward_ops.ts";
+import { crossEntropy, klGradient, type RewriteRow, rewriteWeights } from "../../engine/backward_ops.ts";
 import type { Tensor } from "../../engine/gpu.ts";
 import { type Batch, type Hook, makeBatch, type Model, type Suffix } from "../../engine/model.ts";
 import { rowOps } from "../../engine/ops.ts";
@@ -261,6 +263,8 @@ function l2(v: ArrayLike<number>): number {
 /** h_0 and the KL reference distribution of each request, recorded at delta = 0. */
 export interface ValueReference {
   targetInit: Float32Array;
+  /** The KL prompt's logits at delta = 0 [V], and their log-softmax in float64. */
+  klLogits: Float32Array;
   klInit: Float64Array;
 }
 
@@ -310,11 +314,16 @@ interface ObjectivePart {
   /** Scored rows: the part's target-token rows (indices into the objective's nllRows) then its KL rows. */
   outputRows: number[];
   nll: number[];
+  /** Per target-token row, its prompt's rows among them and its request (rewriteWeights' table). */
+  rewrite: (RewriteRow & { request: number })[];
   /** Requests whose KL prompt is in this part, in the order of their rows. */
   kl: number[];
   targets: Tensor;
   nllMask: Tensor;
+  /** Per scored row: its target's -log p (0 on KL rows), and the gradient pass's weights and losses. */
   losses: Tensor;
+  weights: Tensor;
+  weightedLosses: Tensor;
   klLogits: Tensor;
   dlogits: Tensor;
 }
@@ -511,7 +520,8 @@ export class ValueObjective {
   private readonly ownsPass: boolean;
   /** Every target-token row of every rewrite prompt. */
   private readonly nllRows: { target: number; request: number; prompt: number }[] = [];
-  private readonly tensors: Record<"deltas" | "gradDeltas", Tensor>;
+  /** deltas and their gradient [n, d]; each request's KL logits at delta = 0 [n, V]. */
+  private readonly tensors: Record<"deltas" | "gradDeltas" | "klReference", Tensor>;
   /** Per request; recorded by the first evaluate unless given. */
   references: ValueReference[];
 
@@ -534,7 +544,16 @@ export class ValueObjective {
     this.ownsPass = !shared.pass;
     this.pass = shared.pass ?? new DeltaFreePass(model, plans, o.site, [this.start]);
     this.inPass = shared.inPass ?? plans.map((_, r) => r);
-    this.tensors = { deltas: gpu.zeros([this.n, d]), gradDeltas: gpu.zeros([this.n, d]) };
+    this.tensors = {
+      deltas: gpu.zeros([this.n, d]),
+      gradDeltas: gpu.zeros([this.n, d]),
+      klReference: gpu.zeros([this.n, V]),
+    };
+    if (this.references.length) {
+      const reference = new Float32Array(this.n * V);
+      this.references.forEach((x, r) => reference.set(x.klLogits, r * V));
+      gpu.write(this.tensors.klReference, reference);
+    }
     const entering = this.pass.enteringAt(this.start);
     const qkv = this.pass.qkv.slice(this.start - this.pass.lowestStart);
     const owner = plans.flatMap((p, r) => p.instances.map((_, k) => ({ r, k })));
@@ -563,6 +582,7 @@ export class ValueObjective {
       // block below `start` (the residual leaving it), at their layer's site for the others.
       const patches = new Map<string, Hook>();
       const nll: number[] = [], nllOut: number[] = [], kl: number[] = [], klOut: number[] = [];
+      const rewrite: ObjectivePart["rewrite"] = [];
       members.forEach((b, j) => {
         const { r, k } = owner[b], plan = plans[r], inst = instances[b];
         const layer = plan.layer, site = layer < this.start ? "resid" : o.site;
@@ -573,7 +593,9 @@ export class ValueObjective {
         patches.get(key)!.patch!.entries.push({ dst: j * T, src: r, keep: 1, take: 1 });
         if (k < nContexts) {
           const m = plan.target.length, promptLength = inst.ids.length - (m - 1);
+          const first = nll.length, decrease = plan.request.direction === "decrease";
           plan.target.forEach((target, t) => {
+            rewrite.push({ first, count: m, scale: 1 / (nContexts * m), decrease, request: r });
             nll.push(this.nllRows.length);
             nllOut.push(j * T + promptLength - 1 + t - inst.fact);
             this.nllRows.push({ target, request: r, prompt: k });
@@ -596,10 +618,13 @@ export class ValueObjective {
         hooks: [...patches.values()],
         outputRows: [...nllOut, ...klOut],
         nll,
+        rewrite,
         kl,
         targets: gpu.tensor([rows], [...nll.map((i) => this.nllRows[i].target), ...kl.map(() => 0)], "u32"),
         nllMask: gpu.tensor([rows], [...nll.map(() => 1), ...kl.map(() => 0)]),
         losses: gpu.zeros([rows]),
+        weights: gpu.zeros([rows]),
+        weightedLosses: gpu.zeros([rows]),
         klLogits: gpu.zeros([Math.max(1, kl.length), V]),
         dlogits: gpu.zeros([rows, V]),
       };
@@ -607,14 +632,16 @@ export class ValueObjective {
   }
 
   /**
-   * Losses (and mean target probabilities) at `deltas`. With `wantGradient`, also d loss / d delta
-   * (from the same forward pass) for each request r for which wantGradient(r, its loss) is true;
-   * the others get an empty gradient. The first call must be at delta = 0: it records h_0 and the
-   * KL reference distribution.
+   * Losses (and mean target probabilities) at `deltas`. With `gradients` (per request, whether its
+   * gradient is wanted), also d loss / d delta of those requests, from the same forward pass and the
+   * same readback: the loss's gradient at the logits is made on the GPU (shaders/value_loss.wgsl: each
+   * target row's weight from its prompt's losses, each KL row's gradient against the logits at delta =
+   * 0), so a step of the optimisation waits for one readback. The others get null. The first call must
+   * be at delta = 0: it records h_0 and the KL reference (where the KL term's gradient is exactly 0).
    */
   async evaluate(
     deltas: Float64Array[],
-    wantGradient?: (request: number, loss: number) => boolean,
+    gradients?: boolean[],
   ): Promise<{ losses: number[]; probs: number[]; grads: (Float64Array | null)[] }> {
     const gpu = this.model.gpu, d = this.model.config.nEmbd, V = this.model.config.vocabSize;
     const o = this.o, n = this.n, nContexts = o.contexts.length;
@@ -622,9 +649,14 @@ export class ValueObjective {
     if (first && deltas.some((x) => x.some((v) => v !== 0))) {
       throw new Error("ValueObjective: the first evaluation must be at delta = 0");
     }
+    if (gradients && gradients.length !== n) {
+      throw new Error(`ValueObjective: ${gradients.length} gradient flags for ${n} requests`);
+    }
+    const wanted = gradients?.some(Boolean) ?? false;
     const flat = new Float32Array(n * d);
     deltas.forEach((x, r) => flat.set(x, r * d));
     gpu.write(this.tensors.deltas, flat);
+    if (wanted) fill(gpu, this.tensors.gradDeltas, 0);
 
     const fwds = this.parts.map((part) => {
       const fwd = this.model.forward(part.batch, {
@@ -633,17 +665,49 @@ export class ValueObjective {
         suffix: part.suffix,
         hooks: part.hooks,
         outputRows: part.outputRows,
-        keep: !!wantGradient,
+        keep: wanted,
       });
-      const rows = part.outputRows.length;
+      const rows = part.outputRows.length, klRow0 = part.nll.length;
       crossEntropy(gpu, fwd.logits, part.targets, rows, V, { losses: part.losses, weights: part.nllMask });
-      if (part.kl.length) gpu.copy(fwd.logits, part.klLogits, part.kl.length * V, part.nll.length * V, 0);
+      if (part.kl.length) gpu.copy(fwd.logits, part.klLogits, part.kl.length * V, klRow0 * V, 0);
+      if (first) {
+        part.kl.forEach((r, j) => gpu.copy(fwd.logits, this.tensors.klReference, V, (klRow0 + j) * V, r * V));
+      }
+      if (wanted) {
+        // d loss / d logits: weighted cross-entropy rows (a request not wanted weighs 0), then the KL rows.
+        rewriteWeights(
+          gpu,
+          part.losses,
+          part.rewrite.map((x) => ({ ...x, scale: gradients![x.request] ? x.scale : 0 })),
+          part.weights,
+        );
+        crossEntropy(gpu, fwd.logits, part.targets, rows, V, {
+          losses: part.weightedLosses,
+          dlogits: part.dlogits,
+          weights: part.weights,
+        });
+        klGradient(
+          gpu,
+          fwd.logits,
+          this.tensors.klReference,
+          V,
+          part.kl.map((r) => ({ referenceRow: r, factor: gradients![r] ? o.klFactor : 0 })),
+          part.dlogits,
+          { logitsRow0: klRow0, dlogitsRow0: klRow0 },
+        );
+        backward(this.model, fwd, {
+          dlogits: part.dlogits,
+          patchSources: new Map([[this.tensors.deltas, this.tensors.gradDeltas]]),
+        });
+      }
       return fwd;
     });
     const read = await gpu.readMany([
       ...this.parts.flatMap((p) => [p.losses, p.klLogits]),
       ...(first ? [this.pass.init] : []),
+      ...(wanted ? [this.tensors.gradDeltas] : []),
     ]);
+    for (const fwd of fwds) this.model.releaseForward(fwd);
     const rowLoss = new Float64Array(this.nllRows.length);
     const klFlat = new Float32Array(n * V);
     this.parts.forEach((part, i) => {
@@ -652,87 +716,41 @@ export class ValueObjective {
     });
     if (first) {
       const init = read[2 * this.parts.length];
-      this.references = this.plans.map((_, r) => ({
-        targetInit: init.slice(this.inPass[r] * d, (this.inPass[r] + 1) * d),
-        klInit: logSoftmax(klFlat.subarray(r * V, (r + 1) * V)),
-      }));
+      this.references = this.plans.map((_, r) => {
+        const klLogits = klFlat.slice(r * V, (r + 1) * V);
+        return {
+          targetInit: init.slice(this.inPass[r] * d, (this.inPass[r] + 1) * d),
+          klLogits,
+          klInit: logSoftmax(klLogits),
+        };
+      });
     }
 
-    // Per prompt NLL (mean over target tokens), then each request's loss and d loss / d logits.
+    // Per prompt NLL (mean over target tokens), then each request's loss: the objective (NLL, or
+    // -log(1 - p) for "decrease"), the KL term and weight decay.
     const promptNll = this.plans.map(() => new Float64Array(nContexts));
     this.nllRows.forEach((x, i) =>
       promptNll[x.request][x.prompt] += rowLoss[i] / this.plans[x.request].target.length
     );
-    const rowWeight = new Float32Array(this.nllRows.length);
-    const klGrad = new Float32Array(n * V);
-    const losses: number[] = [], probs: number[] = [], gradientOf: boolean[] = [];
+    const losses: number[] = [], probs: number[] = [];
     this.plans.forEach((plan, r) => {
       const decrease = plan.request.direction === "decrease";
       let objective = 0, prob = 0;
-      const slope = new Float64Array(nContexts); // d objective_k / d NLL_k
-      promptNll[r].forEach((nll, k) => {
+      for (const nll of promptNll[r]) {
         const p = Math.exp(-nll);
         prob += p / nContexts;
-        if (decrease) {
-          const q = Math.min(p, 1 - 1e-7);
-          objective += -Math.log(1 - q) / nContexts;
-          slope[k] = -q / (1 - q);
-        } else {
-          objective += nll / nContexts;
-          slope[k] = 1;
-        }
-      });
+        objective += (decrease ? -Math.log(1 - Math.min(p, 1 - 1e-7)) : nll) / nContexts;
+      }
       const logCur = logSoftmax(klFlat.subarray(r * V, (r + 1) * V));
       let kl = 0;
       for (let v = 0; v < V; v++) kl += Math.exp(logCur[v]) * (logCur[v] - this.references[r].klInit[v]);
       const initNorm = l2(this.references[r].targetInit);
-      const loss = objective + o.klFactor * kl + o.weightDecay * l2(deltas[r]) / (initNorm * initNorm);
-      losses.push(loss);
+      losses.push(objective + o.klFactor * kl + o.weightDecay * l2(deltas[r]) / (initNorm * initNorm));
       probs.push(prob);
-      gradientOf.push(wantGradient?.(r, loss) ?? false);
-      if (gradientOf[r]) {
-        const scale = 1 / (nContexts * plan.target.length);
-        this.nllRows.forEach((x, i) => {
-          if (x.request === r) rowWeight[i] = scale * slope[x.prompt];
-        });
-        for (let v = 0; v < V; v++) {
-          klGrad[r * V + v] = o.klFactor * Math.exp(logCur[v]) *
-            (logCur[v] - this.references[r].klInit[v] - kl);
-        }
-      }
     });
-    if (!gradientOf.some(Boolean)) {
-      for (const fwd of fwds) this.model.releaseForward(fwd);
-      return { losses, probs, grads: gradientOf.map(() => null) };
-    }
-
-    // Per part: weighted cross-entropy rows, then its KL rows written over them (gpu.write runs after
-    // what is recorded), and its backward, every part's adding into the deltas' gradient.
-    fill(gpu, this.tensors.gradDeltas, 0);
-    const weights = this.parts.map((part, i) => {
-      const rows = part.outputRows.length;
-      const w = gpu.tensor([rows], [...part.nll.map((row) => rowWeight[row]), ...part.kl.map(() => 0)]);
-      crossEntropy(gpu, fwds[i].logits, part.targets, rows, V, {
-        losses: part.losses,
-        dlogits: part.dlogits,
-        weights: w,
-      });
-      if (part.kl.length) {
-        const rowsKl = new Float32Array(part.kl.length * V);
-        part.kl.forEach((r, j) => rowsKl.set(klGrad.subarray(r * V, (r + 1) * V), j * V));
-        gpu.write(part.dlogits, rowsKl, part.nll.length * V);
-      }
-      backward(this.model, fwds[i], {
-        dlogits: part.dlogits,
-        patchSources: new Map([[this.tensors.deltas, this.tensors.gradDeltas]]),
-      });
-      return w;
-    });
-    const grad = await this.tensors.gradDeltas.read();
-    for (const fwd of fwds) this.model.releaseForward(fwd);
-    gpu.release(...weights);
+    const grad = wanted ? read.at(-1)! : null;
     const grads = this.plans.map((_, r) => {
-      if (!gradientOf[r]) return null;
+      if (!grad || !gradients![r]) return null;
       const g = Float64Array.from(grad.subarray(r * d, (r + 1) * d));
       // The weight decay term weight_decay * |delta| / |h_0|^2 (its gradient is taken as 0 at delta = 0).
       const initNorm = l2(this.references[r].targetInit), deltaNorm = l2(deltas[r]);
@@ -751,7 +769,16 @@ export class ValueObjective {
     gpu.release(...Object.values(this.tensors));
     if (this.ownsPass) this.pass.release();
     for (const p of this.parts) {
-      gpu.release(p.input, p.targets, p.nllMask, p.losses, p.klLogits, p.dlogits);
+      gpu.release(
+        p.input,
+        p.targets,
+        p.nllMask,
+        p.losses,
+        p.weights,
+        p.weightedLosses,
+        p.klLogits,
+        p.dlogits,
+      );
     }
   }
 }
@@ -782,23 +809,29 @@ async function optimiseGroup(
   let objective = new ValueObjective(model, plans, o, shared);
   try {
     for (let it = 0; it < o.steps; it++) {
-      const evaluated = await objective.evaluate(members.map((i) => delta[i]), (r, loss) => {
-        const i = members[r];
-        lossHistory[i].push(loss);
-        if (loss < STOP_LOSS || it === o.steps - 1) done[i] = true;
-        return !done[i];
-      });
+      // Gradients of the requests still optimising, except at the last step, which only evaluates.
+      const last = it === o.steps - 1;
+      const evaluated = await objective.evaluate(
+        members.map((i) => delta[i]),
+        last ? undefined : members.map((i) => !done[i]),
+      );
       onStep();
       if (it === 0) references.push(...objective.references);
       members.forEach((i, r) => {
+        if (done[i]) return; // finished at an earlier step, in the batch until it is rebuilt
+        const loss = evaluated.losses[r];
+        lossHistory[i].push(loss);
         probs[i] = evaluated.probs[r];
-        const grad = evaluated.grads[r];
-        if (!grad) return;
+        if (loss < STOP_LOSS || last) {
+          done[i] = true;
+          return;
+        }
+        const grad = evaluated.grads[r]!;
         if (updates[i] === 0 && grad.every((g) => g === 0)) {
           // At delta = 0 with a gradient of exactly 0 (delta cannot reach a scored row: an edit at the
           // last layer's fact token, whose own row is only the KL term's, flat there), Adam from zero
           // moments takes zero steps: every later step repeats this one. Stop, recording what they would.
-          lossHistory[i].push(...new Array<number>(o.steps - 1 - it).fill(lossHistory[i][it]));
+          lossHistory[i].push(...new Array<number>(o.steps - 1 - it).fill(loss));
           updates[i] = o.steps - 1;
           done[i] = true;
           return;
