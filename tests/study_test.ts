@@ -42,6 +42,8 @@ async function runStudy(...args: string[]): Promise<{ code: number; stdout: stri
       "1,28",
       "--drift-every",
       "2",
+      "--processes",
+      "1",
       ...args,
     ],
     stdout: "piped",
@@ -173,8 +175,18 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
   assert.match(forced, /--force: this store now holds results computed under other settings/);
 });
 
-Deno.test("study --processes 2: a worker runs shard 1/2 beside this process into one store; the same results as one process", async () => {
-  const out = await study("--methods", "rome,ft", "--out", `${dir}/study2`, "--processes", "2");
+Deno.test("study --processes 2 (auto on a software adapter): a worker runs shard 1/2 beside this process into one store; the same results as one process", async () => {
+  const gpu = await getGpu();
+  const auto = gpu.info.software !== null && navigator.hardwareConcurrency >= 2;
+  const out = await study(
+    "--methods",
+    "rome,ft",
+    "--out",
+    `${dir}/study2`,
+    "--processes",
+    auto ? "auto" : "2",
+  );
+  if (auto) assert.match(out, /\n2 processes \(--processes auto: a software adapter on 2\+ cores\)\n/);
   const log = await Deno.readTextFile(`${dir}/study2/worker-1.log`);
   // Each process ran its shard (a fact's traces and edits in one), then this one found nothing left.
   for (const [k, text] of [out, log].entries()) {

@@ -22,7 +22,8 @@ import { writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { resolveModelDir } from "../../engine/hub.ts";
-import { getGpu } from "../../engine/gpu.ts";
+import { getGpu, type Gpu } from "../../engine/gpu.ts";
+import { io } from "../../engine/io.ts";
 import { Model } from "../../engine/model.ts";
 import { loadTokenizer } from "../../engine/tokenizer.ts";
 import {
@@ -115,10 +116,10 @@ const USAGE = `usage: ./locus task study [options]
   --minutes M          time budget: no new work starts after M minutes (default ${PRESETS.default.minutes}); run again
                        to continue (facts are edited in blocks through every condition, so a partial study is
                        balanced)
-  --processes N        run the study's traces and edits in N processes on this machine (default 1), all
-                       writing to OUT/results.db (workers log to OUT/worker-K.log), then report: a software
-                       adapter keeps about one core of two busy (bench/RESULTS.md: 2 processes finish the
-                       studies 1.2-1.4x sooner on 2 cores); with a GPU, 1
+  --processes N|auto   run the study's traces and edits in N processes on this machine, all writing to
+                       OUT/results.db (workers log to OUT/worker-K.log), then report (default auto: 2 on a
+                       software adapter with 2+ cores and memory for 4 copies of the model, which keeps about
+                       one core of two busy, so 2 processes finish 1.2-1.4x sooner: bench/RESULTS.md; else 1)
   --shard k/n          run only shard k of n of the study's work (no report); default in a SLURM array or a
                        Kubernetes Indexed Job: the scheduler's task (as the sweep command's --shard); merge
                        the stores (./locus task sweep merge) and run without --shard for the report
@@ -192,12 +193,14 @@ async function main(args: string[]): Promise<number> {
     throw new Error(`--seed: expected an integer >= 0, got "${values.seed}"`);
   }
   const vSteps = values["v-steps"] === undefined ? undefined : positiveInt("v-steps", values["v-steps"], 20);
-  const processes = positiveInt("processes", values.processes, 1);
-  if (values.shard !== undefined && processes > 1) {
+  const chosenProcesses = values.processes === undefined || values.processes === "auto"
+    ? undefined
+    : positiveInt("processes", values.processes, 1);
+  if (values.shard !== undefined && (chosenProcesses ?? 1) > 1) {
     throw new Error("--shard and --processes: give one of them");
   }
   // A job array's task takes its shard from the scheduler's variables (as the sweep command does).
-  const fromEnv = values.shard === undefined && processes === 1
+  const fromEnv = values.shard === undefined && (chosenProcesses ?? 1) === 1
     ? shardFromEnv(Deno.env.toObject())
     : undefined;
   const shard = values.shard === undefined ? fromEnv?.shard : parseShard(values.shard);
@@ -205,10 +208,16 @@ async function main(args: string[]): Promise<number> {
 
   const gpu = await getGpu();
   const model = await Model.load(gpu, dir);
+  const processes = chosenProcesses ?? (shard ? 1 : autoProcesses(gpu, model));
   const tok = await loadTokenizer(dir);
   const L = model.nLayer;
   console.log(`Locus study: does localization (causal tracing) tell us where to edit?`);
   console.log(`model ${dir} (${L} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
+  if (processes > 1) {
+    console.log(
+      `${processes} processes${chosenProcesses ? "" : " (--processes auto: a software adapter on 2+ cores)"}`,
+    );
+  }
   const sample = await sampleFacts(model, tok, datasetPath, {
     edit: editFacts,
     traceOnly: traceFacts - editFacts,
@@ -380,6 +389,18 @@ async function main(args: string[]): Promise<number> {
     store.close();
   }
   return 0;
+}
+
+/**
+ * The default process count: 2 on a software adapter (llvmpipe keeps about 1.2 of 2 cores busy, so a
+ * second process overlaps its idle time: bench/RESULTS.md) with 2+ cores and memory for 4 copies of the
+ * model's weights (each process holds one, as CPU memory), else 1 (a GPU is busy with one process).
+ */
+function autoProcesses(gpu: Gpu, model: Model): number {
+  const memory = io().memoryBytes();
+  const weights = [...model.params.values()].reduce((s, t) => s + t.bytes, 0);
+  const cores = navigator.hardwareConcurrency ?? 1;
+  return gpu.info.software && cores >= 2 && memory !== null && 4 * weights <= memory ? 2 : 1;
 }
 
 /** Starts this command with `args` as shard k of n (--processes' worker), its output into OUT/worker-K.log;
