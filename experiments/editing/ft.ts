@@ -219,7 +219,7 @@ export async function computeFtBatch(
     batches.get(key)!.push(j);
   }
   // Chunks of jobs that fit one batch's memory.
-  const chunks: number[][] = [];
+  const chunks: { members: number[]; bytes: number }[] = [];
   for (const members of batches.values()) {
     const sizes = trainedParams(model, jobs[members[0]].requests, jobs[members[0]].hp).map((n) =>
       model.p(n).size
@@ -232,24 +232,72 @@ export async function computeFtBatch(
         Math.floor(model.gpu.limits.maxStorageBufferBindingSize / (4 * Math.max(...sizes))),
       ),
     );
-    for (let at = 0; at < members.length; at += fit) chunks.push(members.slice(at, at + fit));
+    for (let at = 0; at < members.length; at += fit) {
+      const chunk = members.slice(at, at + fit);
+      chunks.push({ members: chunk, bytes: perJob * chunk.length });
+    }
   }
-  const totalSteps = chunks.reduce((s, c) => s + jobs[c[0]].hp.numSteps, 0);
-  let stepsBefore = 0;
-  for (const chunk of chunks) {
-    const edits = await trainGroups(
-      model,
-      tok,
-      chunk.map((j) => jobs[j]),
-      (step) => o.onProgress?.(stepsBefore + step, totalSteps),
-    );
-    chunk.forEach((j, i) => results[j] = edits[i]);
-    stepsBefore += jobs[chunk[0]].hp.numSteps;
+  const totalSteps = chunks.reduce((s, c) => s + jobs[c.members[0]].hp.numSteps, 0);
+  let stepsDone = 0;
+  const started = performance.now();
+  const trained: TrainedJob[] = new Array(jobs.length);
+  const train = async ({ members }: (typeof chunks)[number]) => {
+    let steps = 0;
+    const out = await trainGroups(model, tok, members.map((j) => jobs[j]), () => {
+      steps++;
+      o.onProgress?.(++stepsDone, totalSteps);
+    });
+    members.forEach((j, i) => trained[j] = out[i]);
+    stepsDone += jobs[members[0]].hp.numSteps - steps;
+  };
+  // A 16-bit weight is widened to float32 once (Model.writable), before chunks that train it run side by side.
+  for (const { members } of chunks) {
+    for (const n of trainedParams(model, jobs[members[0]].requests, jobs[members[0]].hp)) {
+      await model.writable(n);
+    }
   }
+  // Chunks train side by side while their tensors fit BATCH_BYTES together: every step reads its losses
+  // back (Deno resolves a readback 10 ms after its work is done), and meanwhile another chunk's step runs.
+  const running = new Map<number, Promise<void>>();
+  let runningBytes = 0;
+  try {
+    for (const [c, chunk] of chunks.entries()) {
+      while (running.size > 0 && runningBytes + chunk.bytes > BATCH_BYTES) {
+        await Promise.race(running.values());
+      }
+      runningBytes += chunk.bytes;
+      running.set(
+        c,
+        train(chunk).finally(() => {
+          running.delete(c);
+          runningBytes -= chunk.bytes;
+        }),
+      );
+    }
+    await Promise.all(running.values());
+  } finally {
+    await Promise.allSettled(running.values());
+  }
+  // Each batched edit's share of the wall time (the chunks overlap).
+  const batched = chunks.reduce((n, c) => n + c.members.length, 0);
+  const seconds = (performance.now() - started) / 1000 / Math.max(1, batched);
   for (const [j, job] of jobs.entries()) {
-    if (!results[j]) results[j] = await computeFt(model, tok, job.requests, job.hp);
+    const t = trained[j];
+    results[j] = t
+      ? ftEdit(job.requests, job.hp, t.names, t.shapes, t.trained, t.originals, t.losses, t.epochs, seconds)
+      : await computeFt(model, tok, job.requests, job.hp);
   }
   return results;
+}
+
+/** What trainGroups trained for one job: its parameters' values before and after, losses and epochs. */
+interface TrainedJob {
+  names: string[];
+  shapes: readonly (readonly number[])[];
+  trained: Float32Array[];
+  originals: Float32Array[];
+  losses: number[];
+  epochs: number;
 }
 
 /** computeFt for jobs of equal hyper-parameters, each at most one mini-batch, in one batch: job g's
@@ -259,9 +307,8 @@ async function trainGroups(
   tok: Tokenizer,
   jobs: FtJob[],
   onStep: (step: number) => void,
-): Promise<Edit[]> {
+): Promise<TrainedJob[]> {
   const gpu = model.gpu, V = model.config.vocabSize, hp = jobs[0].hp;
-  const started = performance.now();
   const names = trainedParams(model, jobs[0].requests, hp);
   const tensors = await Promise.all(names.map((n) => model.writable(n)));
   const originals = await gpu.readMany(tensors);
@@ -338,20 +385,14 @@ async function trainGroups(
     }
     for (const g of [...active]) stop(g);
     const trained = await gpu.readMany(finals);
-    const seconds = (performance.now() - started) / 1000 / G;
-    return jobs.map((job, g) =>
-      ftEdit(
-        job.requests,
-        job.hp,
-        names,
-        tensors.map((t) => t.shape),
-        trained.map((t, i) => t.subarray(g * originals[i].length, (g + 1) * originals[i].length)),
-        originals,
-        losses[g],
-        epochs[g],
-        seconds,
-      )
-    );
+    return jobs.map((_, g) => ({
+      names,
+      shapes: tensors.map((t) => t.shape),
+      trained: trained.map((t, i) => t.subarray(g * originals[i].length, (g + 1) * originals[i].length)),
+      originals,
+      losses: losses[g],
+      epochs: epochs[g],
+    }));
   } finally {
     release();
     adam.destroy();
