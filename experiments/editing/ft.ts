@@ -241,7 +241,9 @@ export async function computeFtBatch(
   let stepsDone = 0;
   const started = performance.now();
   const trained: TrainedJob[] = new Array(jobs.length);
-  const train = async ({ members }: (typeof chunks)[number]) => {
+  const wall: number[] = chunks.map(() => 0); // each chunk's seconds from start to end
+  const train = async ({ members }: (typeof chunks)[number], c: number) => {
+    const t0 = performance.now();
     let steps = 0;
     const out = await trainGroups(model, tok, members.map((j) => jobs[j]), () => {
       steps++;
@@ -249,6 +251,7 @@ export async function computeFtBatch(
     });
     members.forEach((j, i) => trained[j] = out[i]);
     stepsDone += jobs[members[0]].hp.numSteps - steps;
+    wall[c] = (performance.now() - t0) / 1000;
   };
   // A 16-bit weight is widened to float32 once (Model.writable), before chunks that train it run side by side.
   for (const { members } of chunks) {
@@ -268,7 +271,7 @@ export async function computeFtBatch(
       runningBytes += chunk.bytes;
       running.set(
         c,
-        train(chunk).finally(() => {
+        train(chunk, c).finally(() => {
           running.delete(c);
           runningBytes -= chunk.bytes;
         }),
@@ -278,13 +281,26 @@ export async function computeFtBatch(
   } finally {
     await Promise.allSettled(running.values());
   }
-  // Each batched edit's share of the wall time (the chunks overlap).
-  const batched = chunks.reduce((n, c) => n + c.members.length, 0);
-  const seconds = (performance.now() - started) / 1000 / Math.max(1, batched);
+  // Each batched edit's seconds: its chunk's share of the call's wall time (chunks overlap, so each
+  // chunk's own span, scaled to add up to the call's), split among the chunk's edits.
+  const scale = (performance.now() - started) / 1000 / Math.max(1e-9, wall.reduce((a, b) => a + b, 0));
+  const seconds = new Map(
+    chunks.flatMap((c, k) => c.members.map((j) => [j, wall[k] * scale / c.members.length])),
+  );
   for (const [j, job] of jobs.entries()) {
     const t = trained[j];
     results[j] = t
-      ? ftEdit(job.requests, job.hp, t.names, t.shapes, t.trained, t.originals, t.losses, t.epochs, seconds)
+      ? ftEdit(
+        job.requests,
+        job.hp,
+        t.names,
+        t.shapes,
+        t.trained,
+        t.originals,
+        t.losses,
+        t.epochs,
+        seconds.get(j)!,
+      )
       : await computeFt(model, tok, job.requests, job.hp);
   }
   return results;
