@@ -52,20 +52,18 @@ fn rewrite_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(4) var<uniform> kdims: KlDims;
 
-// log-sum-exp of a row of V values starting at `base` of `values` (a max pass, then a sum pass).
-fn logsumexp_logits(base: u32) -> f32 {
-  var m = logits[base];
-  for (var v = 1u; v < kdims.V; v++) { m = max(m, logits[base + v]); }
-  var s = 0.0;
-  for (var v = 0u; v < kdims.V; v++) { s += exp(logits[base + v] - m); }
-  return m + log(s);
+// Element i of the current logits (from_reference false) or of the reference logits.
+fn logit(from_reference: bool, i: u32) -> f32 {
+  if (from_reference) { return reference[i]; }
+  return logits[i];
 }
 
-fn logsumexp_reference(base: u32) -> f32 {
-  var m = reference[base];
-  for (var v = 1u; v < kdims.V; v++) { m = max(m, reference[base + v]); }
+// log-sum-exp of the row of V logits starting at `base` (a max pass, then a sum pass).
+fn logsumexp(from_reference: bool, base: u32) -> f32 {
+  var m = logit(from_reference, base);
+  for (var v = 1u; v < kdims.V; v++) { m = max(m, logit(from_reference, base + v)); }
   var s = 0.0;
-  for (var v = 0u; v < kdims.V; v++) { s += exp(reference[base + v] - m); }
+  for (var v = 0u; v < kdims.V; v++) { s += exp(logit(from_reference, base + v) - m); }
   return m + log(s);
 }
 
@@ -77,8 +75,8 @@ fn kl_gradient(@builtin(global_invocation_id) gid: vec3<u32>) {
   let base0 = kl_rows[j].x * kdims.V;
   let factor = bitcast<f32>(kl_rows[j].y);
   let out = (kdims.dlogits_row0 + j) * kdims.V;
-  let lse = logsumexp_logits(base);
-  let lse0 = logsumexp_reference(base0);
+  let lse = logsumexp(false, base);
+  let lse0 = logsumexp(true, base0);
   var kl = 0.0;
   for (var v = 0u; v < kdims.V; v++) {
     let lp = logits[base + v] - lse;
