@@ -149,6 +149,7 @@ export async function optimiseValues(
     const mine = members.map((i) => plans[i]);
     const starts = set.map((g) => firstComputedBlock(model, o.site, plans[groups[g][0]].layer));
     const pass = new DeltaFreePass(model, mine, o.site, starts);
+    const inPass = new Map(members.map((i, k) => [i, k]));
     const runGroup = async (g: number) => {
       let step = 0;
       const out = await optimiseGroup(
@@ -159,14 +160,14 @@ export async function optimiseValues(
           step++;
           o.onProgress?.(++stepsDone, total);
         },
-        { pass, inPass: groups[g].map((i) => members.indexOf(i)) },
+        { pass, inPass: groups[g].map((i) => inPass.get(i)!) },
       );
       groups[g].forEach((i, k) => results[i] = out[k]);
       if (step < o.steps) o.onProgress?.(stepsDone += o.steps - step, total);
     };
     // The set's groups run side by side, as many at a time as fit one batch together: Deno resolves a
     // readback (mapAsync) 10 ms after the work it waits for is done (it polls the device, then sleeps),
-    // a group reads back twice a step, and meanwhile the other groups' steps run. Groups never share a
+    // a group reads back once a step, and meanwhile the other groups' steps run. Groups never share a
     // row, so each gives the same results as alone.
     const running = new Map<number, Promise<void>>();
     const fitWith = (g: number) =>
