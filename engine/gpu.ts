@@ -724,3 +724,26 @@ export function getGpu(): Promise<Gpu> {
 export function cdiv(a: number, b: number): number {
   return Math.ceil(a / b);
 }
+
+/**
+ * Runs tasks 0..count-1 side by side: task k starts once fits(running, k) holds for the tasks still
+ * running (at once when none is). On Deno every readback resolves 10 ms after its work is done (mapAsync
+ * polls the device, then sleeps), so independent tasks that wait on readbacks overlap one's wait with
+ * another's work. Returns, or throws the first failure, once every started task has settled.
+ */
+export async function sideBySide(
+  count: number,
+  fits: (running: number[], next: number) => boolean,
+  run: (k: number) => Promise<void>,
+): Promise<void> {
+  const running = new Map<number, Promise<void>>();
+  try {
+    for (let k = 0; k < count; k++) {
+      while (running.size > 0 && !fits([...running.keys()], k)) await Promise.race(running.values());
+      running.set(k, run(k).finally(() => running.delete(k)));
+    }
+    await Promise.all(running.values());
+  } finally {
+    await Promise.allSettled(running.values());
+  }
+}

@@ -1,6 +1,6 @@
 // The GPU runtime itself: recording across the automatic flush, uploads' lifetime, the pool.
 import assert from "node:assert/strict";
-import { getGpu } from "../engine/gpu.ts";
+import { getGpu, sideBySide } from "../engine/gpu.ts";
 import { rowOps } from "../engine/ops.ts";
 
 const gpu = await getGpu();
@@ -140,4 +140,34 @@ Deno.test({
   assert.notEqual(out.code, 0);
   assert.match(stderr, /No WebGPU adapter found \(backend: metal\)/);
   assert.match(stderr, /mesa-vulkan-drivers/);
+});
+
+Deno.test("sideBySide: starts a task only while it fits beside the running ones; waits for all, also on failure", async () => {
+  const sizes = [3, 2, 2, 4, 1];
+  const running = new Set<number>(), started: number[] = [], peaks: number[] = [];
+  const run = async (k: number) => {
+    running.add(k);
+    started.push(k);
+    peaks.push([...running].reduce((s, j) => s + sizes[j], 0));
+    await new Promise((resolve) => setTimeout(resolve, 5 * (5 - k)));
+    running.delete(k);
+  };
+  const fits = (now: number[], next: number) => now.reduce((s, j) => s + sizes[j], sizes[next]) <= 5;
+  await sideBySide(sizes.length, fits, run);
+  assert.deepEqual(started, [0, 1, 2, 3, 4], "in order");
+  assert.ok(peaks.every((p) => p <= 5), `never over the budget: ${peaks}`);
+  assert.ok(peaks.some((p) => p > Math.max(...sizes.slice(0, 1))), "some ran together");
+  assert.equal(running.size, 0);
+
+  // A failing task: the error comes out once the others have settled.
+  const settled: number[] = [];
+  await assert.rejects(
+    sideBySide(3, () => true, async (k) => {
+      await new Promise((resolve) => setTimeout(resolve, k === 0 ? 1 : 20));
+      settled.push(k);
+      if (k === 0) throw new Error("task 0 failed");
+    }),
+    /task 0 failed/,
+  );
+  assert.deepEqual(settled.sort(), [0, 1, 2], "every task settled first");
 });

@@ -14,7 +14,7 @@
 // run once. Each edit steps and stops exactly as computeFt would (its own loss, its own Adam moments and
 // L-infinity ball); results equal computeFt's to float tolerance (the grouped products sum in another order).
 import { allocateGradients, backward } from "../../engine/autograd.ts";
-import type { Tensor } from "../../engine/gpu.ts";
+import { sideBySide, type Tensor } from "../../engine/gpu.ts";
 import type { GroupedParams, Model } from "../../engine/model.ts";
 import { Adam, projectLinf, zeroGrads } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
@@ -261,26 +261,11 @@ export async function computeFtBatch(
   }
   // Chunks train side by side while their tensors fit BATCH_BYTES together: every step reads its losses
   // back (Deno resolves a readback 10 ms after its work is done), and meanwhile another chunk's step runs.
-  const running = new Map<number, Promise<void>>();
-  let runningBytes = 0;
-  try {
-    for (const [c, chunk] of chunks.entries()) {
-      while (running.size > 0 && runningBytes + chunk.bytes > BATCH_BYTES) {
-        await Promise.race(running.values());
-      }
-      runningBytes += chunk.bytes;
-      running.set(
-        c,
-        train(chunk, c).finally(() => {
-          running.delete(c);
-          runningBytes -= chunk.bytes;
-        }),
-      );
-    }
-    await Promise.all(running.values());
-  } finally {
-    await Promise.allSettled(running.values());
-  }
+  await sideBySide(
+    chunks.length,
+    (running, next) => running.reduce((s, c) => s + chunks[c].bytes, chunks[next].bytes) <= BATCH_BYTES,
+    (c) => train(chunks[c], c),
+  );
   // Each batched edit's seconds: its chunk's share of the call's wall time (chunks overlap, so each
   // chunk's own span, scaled to add up to the call's), split among the chunk's edits.
   const scale = (performance.now() - started) / 1000 / Math.max(1e-9, wall.reduce((a, b) => a + b, 0));

@@ -23,7 +23,7 @@
 // it ran alone. A call's batches (one per layer) share one delta-free pass and run side by side.
 import { backward } from "../../engine/autograd.ts";
 import { crossEntropy, klGradient, type RewriteRow, rewriteWeights } from "../../engine/backward_ops.ts";
-import type { Tensor } from "../../engine/gpu.ts";
+import { sideBySide, type Tensor } from "../../engine/gpu.ts";
 import { type Batch, type Hook, makeBatch, type Model, type Suffix } from "../../engine/model.ts";
 import { rowOps } from "../../engine/ops.ts";
 import { fill } from "../../engine/optimizer.ts";
@@ -169,21 +169,18 @@ export async function optimiseValues(
     // readback (mapAsync) 10 ms after the work it waits for is done (it polls the device, then sleeps),
     // a group reads back once a step, and meanwhile the other groups' steps run. Groups never share a
     // row, so each gives the same results as alone.
-    const running = new Map<number, Promise<void>>();
-    const fitWith = (g: number) =>
-      fitsOneBatch(
-        model,
-        [...running.keys(), g].flatMap((k) => groups[k]).map((i) => plans[i]),
-        o.maxRowsPerBatch,
-      );
     try {
-      for (const g of set) {
-        while (running.size > 0 && !fitWith(g)) await Promise.race(running.values());
-        running.set(g, runGroup(g).finally(() => running.delete(g)));
-      }
-      await Promise.all(running.values());
+      await sideBySide(
+        set.length,
+        (running, next) =>
+          fitsOneBatch(
+            model,
+            [...running, next].flatMap((k) => groups[set[k]]).map((i) => plans[i]),
+            o.maxRowsPerBatch,
+          ),
+        (k) => runGroup(set[k]),
+      );
     } finally {
-      await Promise.allSettled(running.values());
       pass.release();
     }
   }
