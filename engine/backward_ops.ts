@@ -519,8 +519,9 @@ export function crossEntropy(
 
 /** One target-token row of a rewrite prompt, for rewriteWeights. */
 export interface RewriteRow {
-  /** The prompt's target rows in `losses`: [first, first + count). */
+  /** The prompt's first target row in `losses`. */
   first: number;
+  /** Its target rows: [first, first + count). */
   count: number;
   /** d objective / d NLL of the prompt for an "increase" objective (0 leaves the row out). */
   scale: number;
