@@ -191,8 +191,9 @@ export async function optimiseValues(
  * Whether one batch can optimise these requests together, from the adapter's limits. Each step keeps,
  * per layer from the lowest edited one, every activation of the rows from the fact tokens on (per row
  * about 6d + the q|k|v width + the heads' width + the MLP's input and output widths, plus attention
- * probabilities over the T_k positions per head); the batch also holds its whole prompts' q|k|v per
- * layer [rows, width] and the scored rows' logits and their gradient [rows, V]. Every single tensor
+ * probabilities over the T_k positions per head); the batch also reads its prompts' cached q|k|v per
+ * layer (counted as whole prompts [rows, width], an upper bound of the DeltaFreePass's prefix rows) and
+ * holds the scored rows' logits and their gradient [rows, V]. Every single tensor
  * must fit one storage binding (maxStorageBufferBindingSize) and the total the smaller of the largest
  * buffer the adapter allows (maxBufferSize) and four bindings: WebGPU exposes no memory size, and a GPU
  * may report a maxBufferSize far beyond its memory. `maxRows` (tests, benchmarks) also caps the
