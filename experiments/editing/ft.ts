@@ -221,9 +221,11 @@ export async function computeFtBatch(
   // Chunks of jobs that fit one batch's memory.
   const chunks: { members: number[]; bytes: number }[] = [];
   for (const members of batches.values()) {
-    const sizes = trainedParams(model, jobs[members[0]].requests, jobs[members[0]].hp).map((n) =>
-      model.p(n).size
-    );
+    const names = trainedParams(model, jobs[members[0]].requests, jobs[members[0]].hp);
+    // A 16-bit weight is widened to float32 once (Model.writable), before chunks that train it run side
+    // by side.
+    for (const n of names) await model.writable(n);
+    const sizes = names.map((n) => model.p(n).size);
     const perJob = 6 * 4 * sizes.reduce((a, b) => a + b, 0);
     const fit = Math.max(
       1,
@@ -253,12 +255,6 @@ export async function computeFtBatch(
     stepsDone += jobs[members[0]].hp.numSteps - steps;
     wall[c] = (performance.now() - t0) / 1000;
   };
-  // A 16-bit weight is widened to float32 once (Model.writable), before chunks that train it run side by side.
-  for (const { members } of chunks) {
-    for (const n of trainedParams(model, jobs[members[0]].requests, jobs[members[0]].hp)) {
-      await model.writable(n);
-    }
-  }
   // Chunks train side by side while their tensors fit BATCH_BYTES together: every step reads its losses
   // back (Deno resolves a readback 10 ms after its work is done), and meanwhile another chunk's step runs.
   await sideBySide(

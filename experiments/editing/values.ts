@@ -334,9 +334,39 @@ function firstComputedBlock(model: Model, site: ValueOptions["site"], lowest: nu
   return site === "resid" || !model.config.postNorms ? lowest + 1 : lowest;
 }
 
-/** Prompt instances with the same key have the same delta-free states. */
-function promptKey(x: PromptInstance): string {
-  return `${x.ids.join(",")}|${x.fact}|${x.subject.join(",")}|${x.noise?.seed},${x.noise?.scale}`;
+/**
+ * The plans' distinct prompt instances (the same ids, fact token, subject and noise have the same
+ * delta-free states), per plan per instance its index among them, and their rows laid end to end: those
+ * before the fact token (prompt u's from prefixBase[u]) and those from it on (from suffixBase[u]).
+ */
+function distinctPrompts(plans: RequestPlan[]): {
+  prompts: PromptInstance[];
+  promptOf: number[][];
+  prefixBase: number[];
+  suffixBase: number[];
+  prefixRows: number;
+  suffixRows: number;
+} {
+  const prompts: PromptInstance[] = [], index = new Map<string, number>();
+  const promptOf = plans.map((p) =>
+    p.instances.map((x) => {
+      const key = `${x.ids.join(",")}|${x.fact}|${x.subject.join(",")}|${x.noise?.seed},${x.noise?.scale}`;
+      if (!index.has(key)) {
+        index.set(key, prompts.length);
+        prompts.push(x);
+      }
+      return index.get(key)!;
+    })
+  );
+  const prefixBase: number[] = [], suffixBase: number[] = [];
+  let prefixRows = 0, suffixRows = 0;
+  for (const x of prompts) {
+    prefixBase.push(prefixRows);
+    suffixBase.push(suffixRows);
+    prefixRows += x.fact;
+    suffixRows += x.ids.length - x.fact;
+  }
+  return { prompts, promptOf, prefixBase, suffixBase, prefixRows, suffixRows };
 }
 
 /**
@@ -348,15 +378,7 @@ function promptKey(x: PromptInstance): string {
 function passFits(model: Model, plans: RequestPlan[], site: ValueOptions["site"]): boolean {
   const cfg = model.config, limits = model.gpu.limits;
   const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
-  const seen = new Set<string>();
-  let prefixRows = 0, suffixRows = 0;
-  for (const x of plans.flatMap((p) => p.instances)) {
-    const key = promptKey(x);
-    if (seen.has(key)) continue;
-    seen.add(key);
-    prefixRows += x.fact;
-    suffixRows += x.ids.length - x.fact;
-  }
+  const { prefixRows, suffixRows } = distinctPrompts(plans);
   const starts = new Set(plans.map((p) => firstComputedBlock(model, site, p.layer)));
   const qkvLayers = cfg.nLayer - Math.min(...starts);
   const binding = limits.maxStorageBufferBindingSize;
@@ -380,10 +402,11 @@ function passFits(model: Model, plans: RequestPlan[], site: ValueOptions["site"]
  */
 export class DeltaFreePass {
   /** Distinct prompt instances, and per plan per instance its index among them. */
-  readonly prompts: PromptInstance[] = [];
+  readonly prompts: PromptInstance[];
   readonly promptOf: number[][];
-  readonly prefixBase: number[] = [];
-  readonly suffixBase: number[] = [];
+  /** Per distinct prompt, its first row in the q|k|v caches and in the residuals (DeltaFreePass header). */
+  readonly prefixBase: number[];
+  readonly suffixBase: number[];
   /** The lowest first block served; qkv[i] is layer lowestStart + i. */
   readonly lowestStart: number;
   readonly qkv: Tensor[];
@@ -391,29 +414,17 @@ export class DeltaFreePass {
   private readonly entering = new Map<number, Tensor>();
   /** Per plan, the layer whose state is its h_0. */
   private readonly layerOf: number[];
+  /** Columns of a q|k|v row. */
+  private readonly width: number;
 
   constructor(readonly model: Model, plans: RequestPlan[], site: ValueOptions["site"], starts: number[]) {
     const gpu = model.gpu, cfg = model.config, d = cfg.nEmbd;
-    const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const width = this.width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
     this.layerOf = plans.map((p) => p.layer);
-    const index = new Map<string, number>();
-    this.promptOf = plans.map((p) =>
-      p.instances.map((x) => {
-        const key = promptKey(x);
-        if (!index.has(key)) {
-          index.set(key, this.prompts.length);
-          this.prompts.push(x);
-        }
-        return index.get(key)!;
-      })
-    );
-    let prefixRows = 0, suffixRows = 0;
-    for (const x of this.prompts) {
-      this.prefixBase.push(prefixRows);
-      this.suffixBase.push(suffixRows);
-      prefixRows += x.fact;
-      suffixRows += x.ids.length - x.fact;
-    }
+    const distinct = distinctPrompts(plans);
+    [this.prompts, this.promptOf] = [distinct.prompts, distinct.promptOf];
+    [this.prefixBase, this.suffixBase] = [distinct.prefixBase, distinct.suffixBase];
+    const { prefixRows, suffixRows } = distinct;
     const served = [...new Set(starts)].sort((a, b) => a - b);
     this.lowestStart = served[0];
     this.qkv = Array.from(
@@ -440,8 +451,7 @@ export class DeltaFreePass {
 
   /** The forward of some distinct prompts, its rows copied into the pass's tensors. */
   private run(members: number[], readers: Map<number, number[]>, site: ValueOptions["site"]): void {
-    const model = this.model, gpu = model.gpu, cfg = model.config, d = cfg.nEmbd;
-    const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const model = this.model, gpu = model.gpu, cfg = model.config, d = cfg.nEmbd, width = this.width;
     const whole = batchWithNoise(gpu, d, members.map((u) => this.prompts[u]));
     const T = whole.batch.T, R = whole.batch.B * T;
     const hooks: Hook[] = [...whole.hooks];
