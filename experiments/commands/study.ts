@@ -398,7 +398,11 @@ async function main(args: string[]): Promise<number> {
  */
 function autoProcesses(gpu: Gpu, model: Model): number {
   const memory = io().memoryBytes();
-  const weights = [...model.params.values()].reduce((s, t) => s + t.bytes, 0);
+  const tensors = [
+    ...model.params.values(),
+    ...[...model.wte, ...(model.config.tiedHead ? [] : model.head)].map((c) => c.tensor),
+  ];
+  const weights = tensors.reduce((s, t) => s + t.bytes, 0);
   const cores = navigator.hardwareConcurrency ?? 1;
   return gpu.info.software && cores >= 2 && memory !== null && 4 * weights <= memory ? 2 : 1;
 }
