@@ -100,18 +100,22 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
   for (const s of req.states ?? []) lowest = Math.min(lowest, s.site === "embed" ? -1 : s.layer);
   lowest = Math.max(lowest, fwd.startLayer - 1);
 
-  // Gradients through the hooks of one site, in reverse order of application.
-  const hookBackward = (layer: number, site: Site, dstate: Tensor) => {
+  // Gradients through the hooks of one site, in reverse order of application. `rows`: the batch rows
+  // dstate holds, when not all (a trimmed last block's, where the forward ran no hooks): a requested
+  // row it does not hold reached no logit, its gradient is 0.
+  const hookBackward = (layer: number, site: Site, dstate: Tensor, rows?: number[]) => {
     for (const s of req.states ?? []) {
-      if (s.site === site && (site === "embed" || s.layer === layer)) {
-        rowOps(
-          gpu,
-          s.into,
-          dstate,
-          model.siteWidth(site),
-          s.rows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })),
-        );
+      if (s.site !== site || (site !== "embed" && s.layer !== layer)) continue;
+      const width = model.siteWidth(site);
+      if (!rows) {
+        rowOps(gpu, s.into, dstate, width, s.rows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })));
+        continue;
       }
+      // Each requested row's copies among `rows` (a repeated output row ran once per copy) add up.
+      const copies = s.rows.map((r) => rows.flatMap((x, j) => (x === r ? [j] : [])));
+      rowOps(gpu, s.into, null, width, s.rows.map((_, i) => ({ dst: i, src: i, keep: 0, take: 0 })));
+      const entries = copies.flatMap((js, i) => js.map((j) => ({ dst: i, src: j, keep: 1, take: 1 })));
+      for (const round of distinctRounds(entries)) rowOps(gpu, s.into, dstate, width, round);
     }
     const hooks: Hook[] = fwd.hooks.filter((h) =>
       h.patch && h.site === site && (site === "embed" || h.layer === layer)
@@ -150,8 +154,8 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     }
   };
 
-  // Linear layer y = x W + b (GPT-2's [in, out] layout) or y = x W^T + b ([out, in]): accumulate dW,
-  // db if requested; return dx (or nothing).
+  // Linear layer y = x W + b (GPT-2's [in, out] layout) or y = x W^T + b ([out, in]) of R rows:
+  // accumulate dW, db if requested; return dx (or nothing).
   const linearBackward = (
     dy: Tensor,
     x: Tensor,
@@ -159,12 +163,13 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     nIn: number,
     nOut: number,
     needDx: boolean,
+    R: number,
   ): Tensor | undefined => {
     const dW = want(prefix + ".weight"), db = want(prefix + ".bias");
     const outIn = cfg.linearLayout === "out_in";
     const groupedWeight = fwd.grouped?.tensors.get(prefix + ".weight");
     if (groupedWeight) {
-      return groupedLinearBackward(dy, x, prefix, groupedWeight, { dW, db }, nIn, nOut, needDx);
+      return groupedLinearBackward(dy, x, prefix, groupedWeight, { dW, db }, nIn, nOut, needDx, R);
     }
     const split = model.rowChunks.get(prefix + ".weight");
     if (split) {
@@ -205,6 +210,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     nIn: number,
     nOut: number,
     needDx: boolean,
+    R: number,
   ): Tensor | undefined => {
     const G = fwd.grouped!.groups, rows = R / G;
     const outIn = cfg.linearLayout === "out_in";
@@ -278,18 +284,27 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
   if (dlogits !== req.dlogits) gpu.release(dlogits);
   const dselected = gpu.zeros([n, d]);
   normBackward(dlnf, acts.selected, "ln_f", acts.lnfStats, n, dselected);
-  const dx = gpu.zeros([R, d]);
-  for (const round of distinctRounds(fwd.outputRows.map((r, i) => ({ dst: r, src: i, keep: 1, take: 1 })))) {
-    rowOps(gpu, dx, dselected, d, round);
-  }
-  gpu.release(dlnf, dselected);
+  gpu.release(dlnf);
+  // t [rows.length, width] at the batch rows `rows` -> [R, width], zero elsewhere (a repeated row sums).
+  const widen = (t: Tensor, rows: number[], width: number): Tensor => {
+    const all = gpu.zeros([R, width]);
+    for (const round of distinctRounds(rows.map((r, i) => ({ dst: r, src: i, keep: 1, take: 1 })))) {
+      rowOps(gpu, all, t, width, round);
+    }
+    gpu.release(t);
+    return all;
+  };
+  // The stream's gradient: at the outputRows while in a trimmed last block (which ran at them), else [R, d].
+  let dx = acts.layers.at(-1)?.rows ? dselected : widen(dselected, fwd.outputRows, d);
 
-  // A branch's output: the post-norm's backward (Gemma 2/3) gives the gradient of the state before it.
+  // A branch's output of R rows: the post-norm's backward (Gemma 2/3) gives the gradient of the state
+  // before it.
   const branchBackward = (
     dadded: Tensor,
     state: Tensor,
     prefix: string,
     stats: Tensor | undefined,
+    R: number,
   ): Tensor => {
     const dstate = gpu.zeros([R, d]);
     if (cfg.postNorms) normBackward(dadded, state, prefix, stats!, R, dstate);
@@ -302,34 +317,41 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     const a = acts.layers[l - fwd.startLayer];
     const p = `h.${l}.`;
     const below = l > lowest; // does anything below this block need gradients?
-    hookBackward(l, "resid", dx);
+    // Rows from attention's output on: a trimmed last block's outputRows, else all R.
+    const Rb = a.rows?.length ?? R;
+    hookBackward(l, "resid", dx, a.rows);
     // The gradient reaching the attention branch: d out in parallel blocks, d m in sequential ones.
-    const dattnAdded = sequential ? undefined : gpu.empty([R, d]);
+    const dattnAdded = sequential ? undefined : gpu.empty([Rb, d]);
     if (dattnAdded) gpu.copy(dx, dattnAdded);
     // MLP branch: out = m + [post-norm] mlp.
-    const dmlp = branchBackward(dx, a.mlp, p + "ln_mlp_out", a.mlpNormStats);
-    hookBackward(l, "mlp", dmlp);
-    const dkey = linearBackward(dmlp, a.key, p + "mlp.c_proj", f, d, true)!;
-    hookBackward(l, "key", dkey);
+    const dmlp = branchBackward(dx, a.mlp, p + "ln_mlp_out", a.mlpNormStats, Rb);
+    hookBackward(l, "mlp", dmlp, a.rows);
+    const dkey = linearBackward(dmlp, a.key, p + "mlp.c_proj", f, d, true, Rb)!;
+    hookBackward(l, "key", dkey, a.rows);
     const dpre = cfg.mlp === "gated"
-      ? gluBackward(gpu, dkey, a.pre, R, f, cfg.activation, { dx: gpu.empty([R, 2 * f]) })
-      : geluBackward(gpu, dkey, a.pre, R * f, { dx: gpu.empty([R, f]), activation: cfg.activation });
-    hookBackward(l, "mlp_pre", dpre);
-    const dln2 = linearBackward(dpre, a.ln2, p + "mlp.c_fc", d, fcOut, true)!;
+      ? gluBackward(gpu, dkey, a.pre, Rb, f, cfg.activation, { dx: gpu.empty([Rb, 2 * f]) })
+      : geluBackward(gpu, dkey, a.pre, Rb * f, { dx: gpu.empty([Rb, f]), activation: cfg.activation });
+    hookBackward(l, "mlp_pre", dpre, a.rows);
+    const dln2 = linearBackward(dpre, a.ln2, p + "mlp.c_fc", d, fcOut, true, Rb)!;
     gpu.release(dmlp, dkey, dpre);
     // ln_2 reads m (sequential) or x (parallel): its backward adds into dx, the stream's gradient,
     // which then is d m (sequential) or d x so far (parallel). GPT-J's MLP reads ln_1's output.
     let dln1Extra: Tensor | undefined;
-    if (cfg.residual === "parallel_shared_norm") dln1Extra = dln2;
+    if (cfg.residual === "parallel_shared_norm") dln1Extra = a.rows ? widen(dln2, a.rows, d) : dln2;
     else {
-      normBackward(dln2, a.m, p + "ln_2", a.ln2Stats, R, dx);
+      normBackward(dln2, a.m, p + "ln_2", a.ln2Stats, Rb, dx);
       gpu.release(dln2);
     }
     // Attention branch.
-    const dattn = branchBackward(dattnAdded ?? dx, a.attn, p + "ln_attn_out", a.attnNormStats);
+    const dattn = branchBackward(dattnAdded ?? dx, a.attn, p + "ln_attn_out", a.attnNormStats, Rb);
     if (dattnAdded) gpu.release(dattnAdded);
-    hookBackward(l, "attn", dattn);
-    const dheads = linearBackward(dattn, a.heads, p + "attn.c_proj", qd, d, true)!;
+    hookBackward(l, "attn", dattn, a.rows);
+    let dheads = linearBackward(dattn, a.heads, p + "attn.c_proj", qd, d, true, Rb)!;
+    // Below a trimmed block's attention output every row takes part again.
+    if (a.rows) {
+      dheads = widen(dheads, a.rows, qd);
+      dx = widen(dx, a.rows, d);
+    }
     const attentionOptions = {
       dqkv: gpu.empty([R, width]),
       nKvHead: Hkv,
@@ -373,7 +395,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
       dqkv = dprojected;
     }
     const needLn1 = below || want(p + "ln_1.weight") || want(p + "ln_1.bias");
-    const dln1 = linearBackward(dqkv, a.ln1, p + "attn.c_attn", d, width, !!needLn1);
+    const dln1 = linearBackward(dqkv, a.ln1, p + "attn.c_attn", d, width, !!needLn1, R);
     if (dln1) {
       if (dln1Extra) add(gpu, dln1, dln1Extra, R * d, { out: dln1 });
       // dx_in = d(stream) + norm_1 backward

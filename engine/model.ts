@@ -95,6 +95,12 @@ export function makeBatch(sequences: number[][], pad = 0): Batch {
 export interface LayerActivations {
   /** Block input (the residual entering it) [R, d]. */
   x: Tensor;
+  /**
+   * The rows this block computed after attention, when not all R (the last block of a forward, at its
+   * outputRows: see ForwardOptions.fullLastBlock). From `heads` on, every tensor below is [rows.length,
+   * ...] at these rows, in this order; x, ln1, qkv and attention's saved state stay [R, ...].
+   */
+  rows?: number[];
   /** The first norm's output, the attention's input [R, d]. */
   ln1: Tensor;
   /** The first norm's per-row statistics [R, 2]: mean, rstd. */
@@ -114,7 +120,7 @@ export interface LayerActivations {
   probs?: Tensor;
   /** Each attention row's log-sum-exp [B, H, T], kept instead of probs (no T x T tensor). */
   lse?: Tensor;
-  /** Attention heads concatenated, the output projection's input [R, H hd]. */
+  /** Attention heads concatenated, the output projection's input [R, H hd] (at `rows` if set). */
   heads: Tensor;
   /** Attention output [R, d] (before a post-norm). */
   attn: Tensor;
@@ -242,6 +248,15 @@ export interface ForwardOptions {
   captureQkv?: Map<number, Tensor>;
   /** Per-group copies of MLP output projections' parameters (see GroupedParams). Not with `suffix`. */
   grouped?: GroupedParams;
+  /**
+   * Compute the last block's attention output and MLP at every row. By default they run only at the
+   * outputRows (nanoGPT's inference trick, taken one block lower): the other rows of the last block only
+   * give keys and values, which attention reads, and nothing else of theirs reaches a logit (virtual
+   * edits act on the rows run; a backward's state gradients there are 0 at the rows not run). Kept
+   * whole when a hook acts on the last block after attention (its rows index the whole batch), or when
+   * grouped parameters meet outputRows other than the default (their groups are runs of rows).
+   */
+  fullLastBlock?: boolean;
 }
 
 /** A row chunk of a [V, d] matrix (token embedding or head): rows [rowStart, rowStart + rows). */
@@ -869,6 +884,12 @@ export class Model {
     }
 
     const sequential = cfg.residual === "sequential";
+    // The last block after attention at the outputRows only (see ForwardOptions.fullLastBlock): `trimmed`.
+    const last = cfg.nLayer - 1;
+    const lateSites: Site[] = ["attn", "mlp_pre", "key", "mlp", "resid"];
+    const trimmed = !o.fullLastBlock && !headless && start <= last && outputRows.length < R &&
+      !hooks.some((h) => h.layer === last && lateSites.includes(h.site)) &&
+      (!grouped || o.outputRows === undefined);
     const layers: LayerActivations[] = [];
     for (let l = start; l < end; l++) {
       const p = `h.${l}.`;
@@ -877,14 +898,20 @@ export class Model {
       // stream, or into a copy of it where the stream must survive: kept for the backward pass, or the
       // caller's input; x + y and y + x are the same float), and, without kept activations (no backward
       // pass needs GELU's input), GPT-2's GELU in c_fc's. Up to three dispatches fewer per layer.
-      const virtual = virtualEdits.filter((v) => v.layer === l);
+      const trim = trimmed && l === last;
+      // Rows from attention's output on: R, or the outputRows in the trimmed last block (whose virtual
+      // edits then act on those rows).
+      const Rb = trim ? outputRows.length : R;
+      const virtual = virtualEdits.filter((v) => v.layer === l).map((v) =>
+        trim ? { ...v, rowEdit: outputRows.map((r) => v.rowEdit[r]) } : v
+      );
       const unhooked = (site: Site) =>
         !hooks.some((h) => h.site === site && h.layer === l) && !(site === "mlp" && virtual.length);
       const fuseAdd = (site: Site) => unhooked(site) && sequential && !cfg.postNorms;
       const ownStream = (t: Tensor) => {
         if (!keep && t !== o.input) return t;
-        const c = gpu.empty([R, d]);
-        gpu.copy(t, c, R * d);
+        const c = gpu.empty([t.size / d, d]);
+        gpu.copy(t, c);
         return c;
       };
       const a: Partial<LayerActivations> = { x };
@@ -951,55 +978,74 @@ export class Model {
         window: cfg.windows[l],
         queries: suffixState && { Tq: T, offsets: suffixState.offsets, cache: suffixState.qkv[l - start] },
       });
+      // The trimmed block goes on at the outputRows: their heads, and their rows of the stream (and of
+      // ln_1, GPT-J's MLP input). Attention's backward needs no heads of the other rows.
+      const pick = (t: Tensor, width: number) => {
+        const out = gpu.empty([Rb, width]);
+        rowOps(gpu, out, t, width, outputRows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })));
+        return out;
+      };
+      let stream = x;
+      if (trim) {
+        a.rows = outputRows;
+        const heads = a.heads;
+        a.heads = pick(heads, qd);
+        gpu.release(heads);
+        stream = pick(x, d);
+      }
       // The stream after attention: m = x + attn in a sequential block; the parallel branches add
       // into `out` below.
       let m: Tensor;
       if (fuseAdd("attn")) {
-        m = this.linear(a.heads, p + "attn.c_proj", R, qd, d, { out: ownStream(x), beta: 1 });
+        m = this.linear(a.heads, p + "attn.c_proj", Rb, qd, d, {
+          out: trim ? stream : ownStream(x),
+          beta: 1,
+        });
       } else {
-        a.attn = this.linear(a.heads, p + "attn.c_proj", R, qd, d);
+        a.attn = this.linear(a.heads, p + "attn.c_proj", Rb, qd, d);
         applyHooks(l, "attn", a.attn);
         let added = a.attn;
         if (cfg.postNorms) {
-          a.attnNormStats = gpu.empty([R, 2]);
-          added = a.attnNormed = this.norm(a.attn, p + "ln_attn_out", R, a.attnNormStats);
+          a.attnNormStats = gpu.empty([Rb, 2]);
+          added = a.attnNormed = this.norm(a.attn, p + "ln_attn_out", Rb, a.attnNormStats);
         }
-        m = sequential ? add(gpu, x, added, R * d, { out: gpu.empty([R, d]) }) : x;
+        m = sequential ? add(gpu, stream, added, Rb * d, { out: gpu.empty([Rb, d]) }) : stream;
+        if (sequential && trim) gpu.release(stream);
       }
       a.m = m;
       if (cfg.residual === "parallel_shared_norm") {
-        a.ln2 = a.ln1;
+        a.ln2 = trim ? pick(a.ln1, d) : a.ln1;
         a.ln2Stats = a.ln1Stats;
       } else {
-        a.ln2Stats = gpu.empty([R, 2]);
-        a.ln2 = this.norm(m, p + "ln_2", R, a.ln2Stats);
+        a.ln2Stats = gpu.empty([Rb, 2]);
+        a.ln2 = this.norm(m, p + "ln_2", Rb, a.ln2Stats);
       }
       let key: Tensor;
       if (cfg.mlp === "plain" && cfg.activation === "gelu_tanh" && !keep && unhooked("mlp_pre")) {
-        key = this.linear(a.ln2, p + "mlp.c_fc", R, d, f, { gelu: true });
+        key = this.linear(a.ln2, p + "mlp.c_fc", Rb, d, f, { gelu: true });
       } else {
-        a.pre = this.linear(a.ln2, p + "mlp.c_fc", R, d, fcOut);
+        a.pre = this.linear(a.ln2, p + "mlp.c_fc", Rb, d, fcOut);
         applyHooks(l, "mlp_pre", a.pre);
         key = cfg.mlp === "gated"
-          ? glu(gpu, a.pre, R, f, cfg.activation, { out: gpu.empty([R, f]) })
-          : gelu(gpu, a.pre, R * f, { out: gpu.empty([R, f]), activation: cfg.activation });
+          ? glu(gpu, a.pre, Rb, f, cfg.activation, { out: gpu.empty([Rb, f]) })
+          : gelu(gpu, a.pre, Rb * f, { out: gpu.empty([Rb, f]), activation: cfg.activation });
       }
       a.key = key;
       applyHooks(l, "key", key);
       let out: Tensor;
       if (fuseAdd("mlp")) {
-        out = this.linear(key, p + "mlp.c_proj", R, f, d, { out: ownStream(m), beta: 1, grouped });
+        out = this.linear(key, p + "mlp.c_proj", Rb, f, d, { out: ownStream(m), beta: 1, grouped });
       } else {
-        a.mlp = this.linear(key, p + "mlp.c_proj", R, f, d, { grouped });
-        for (const v of virtual) applyVirtualEdit(gpu, a.mlp, key, v, R, f, d);
+        a.mlp = this.linear(key, p + "mlp.c_proj", Rb, f, d, { grouped });
+        for (const v of virtual) applyVirtualEdit(gpu, a.mlp, key, v, Rb, f, d);
         applyHooks(l, "mlp", a.mlp);
         let added = a.mlp;
         if (cfg.postNorms) {
-          a.mlpNormStats = gpu.empty([R, 2]);
-          added = a.mlpNormed = this.norm(a.mlp, p + "ln_mlp_out", R, a.mlpNormStats);
+          a.mlpNormStats = gpu.empty([Rb, 2]);
+          added = a.mlpNormed = this.norm(a.mlp, p + "ln_mlp_out", Rb, a.mlpNormStats);
         }
-        out = add(gpu, m, added, R * d, { out: gpu.empty([R, d]) });
-        if (!sequential) add(gpu, out, a.attnNormed ?? a.attn!, R * d, { out });
+        out = add(gpu, m, added, Rb * d, { out: gpu.empty([Rb, d]) });
+        if (!sequential) add(gpu, out, a.attnNormed ?? a.attn!, Rb * d, { out });
       }
       applyHooks(l, "resid", out);
       if (keep) {
@@ -1013,7 +1059,9 @@ export class Model {
     // Final norm and unembedding only at the rows that are scored.
     const n = outputRows.length;
     const selected = gpu.empty([n, d]);
-    rowOps(gpu, selected, x, d, outputRows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })));
+    // (x is already at the outputRows, in order, after a trimmed last block.)
+    const at = (r: number, i: number) => trimmed ? i : r;
+    rowOps(gpu, selected, x, d, outputRows.map((r, i) => ({ dst: i, src: at(r, i), keep: 0, take: 1 })));
     if (headless) {
       if (x !== o.input) gpu.release(x);
       gpu.release(suffixState?.offsets);

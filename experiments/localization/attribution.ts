@@ -490,7 +490,8 @@ export async function lgaInnerProducts(
         weights.push(1 / answer.length); // mean over the answer's tokens
       });
     });
-    const fwd = model.forward(batch, { outputRows, keep: true });
+    // Every row's keys and gradients of every layer, the last one's too (the Gram blocks below).
+    const fwd = model.forward(batch, { outputRows, keep: true, fullLastBlock: true });
     const n = outputRows.length;
     const dlogits = gpu.empty([n, V]);
     const { losses } = crossEntropy(gpu, fwd.logits, gpu.upload([n], targets, "u32"), n, V, {
