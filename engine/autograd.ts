@@ -53,7 +53,8 @@ export interface BackwardRequest {
   states?: { layer: number; site: Site; rows: number[]; into: Tensor }[];
 }
 
-/** Splits entries into rounds in which no destination row repeats (each round is one dispatch). */
+/** Splits entries into rounds in which no destination row repeats (each round is one dispatch): for rowOps in
+ *  place, which refuses repeated rows (from another buffer it applies them in order itself). */
 function distinctRounds(entries: RowEntry[]): RowEntry[][] {
   const rounds: { used: Set<number>; list: RowEntry[] }[] = [];
   for (const e of entries) {
@@ -114,8 +115,13 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
       // Each requested row's copies among `rows` (a repeated output row ran once per copy) add up.
       const copies = s.rows.map((r) => rows.flatMap((x, j) => (x === r ? [j] : [])));
       rowOps(gpu, s.into, null, width, s.rows.map((_, i) => ({ dst: i, src: i, keep: 0, take: 0 })));
-      const entries = copies.flatMap((js, i) => js.map((j) => ({ dst: i, src: j, keep: 1, take: 1 })));
-      for (const round of distinctRounds(entries)) rowOps(gpu, s.into, dstate, width, round);
+      rowOps(
+        gpu,
+        s.into,
+        dstate,
+        width,
+        copies.flatMap((js, i) => js.map((j) => ({ dst: i, src: j, keep: 1, take: 1 }))),
+      );
     }
     const hooks: Hook[] = fwd.hooks.filter((h) =>
       h.patch && h.site === site && (site === "embed" || h.layer === layer)
@@ -133,15 +139,16 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
           rowOps(gpu, dstate, null, width, round);
         }
       } else {
+        // Many rows may patch from one source row (a v* request's prompts): one ordered scatter-add.
         const g = req.patchSources?.get(h.patch!.src);
         if (g) {
-          for (
-            const round of distinctRounds(
-              entries.map((e) => ({ dst: e.src, src: e.dst, keep: 1, take: e.take })),
-            )
-          ) {
-            rowOps(gpu, g, dstate, width, round);
-          }
+          rowOps(
+            gpu,
+            g,
+            dstate,
+            width,
+            entries.map((e) => ({ dst: e.src, src: e.dst, keep: 1, take: e.take })),
+          );
         }
       }
       rowOps(
@@ -288,9 +295,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
   // t [rows.length, width] at the batch rows `rows` -> [R, width], zero elsewhere (a repeated row sums).
   const widen = (t: Tensor, rows: number[], width: number): Tensor => {
     const all = gpu.zeros([R, width]);
-    for (const round of distinctRounds(rows.map((r, i) => ({ dst: r, src: i, keep: 1, take: 1 })))) {
-      rowOps(gpu, all, t, width, round);
-    }
+    rowOps(gpu, all, t, width, rows.map((r, i) => ({ dst: r, src: i, keep: 1, take: 1 })));
     gpu.release(t);
     return all;
   };

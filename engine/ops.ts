@@ -944,7 +944,8 @@ export interface RowEntry {
 }
 
 /** Row copies and mixes dst[e.dst] = keep * dst[e.dst] + take * src[e.src] over `C` columns, one per entry
- *  (the patches of hooks and causal tracing's restores). */
+ *  (the patches of hooks and causal tracing's restores). From another buffer, a dst row may repeat: its
+ *  entries then apply one after another in list order (scatter-adds), still in one dispatch. */
 export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, entries: RowEntry[]): void {
   positive("rowOps", { C });
   if (entries.length === 0) return;
@@ -969,7 +970,7 @@ export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, ent
     if (!Number.isFinite(e.keep) || !Number.isFinite(e.take)) {
       throw new Error(`${where}: keep and take must be finite`);
     }
-    if (written.has(e.dst)) throw new Error(`${where}: dst row ${e.dst} appears twice`);
+    if (written.has(e.dst) && !src) throw new Error(`${where}: in place, dst row ${e.dst} appears twice`);
     written.add(e.dst);
     words[4 * i] = e.dst;
     words[4 * i + 1] = e.src;
@@ -985,6 +986,24 @@ export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, ent
         );
       }
     });
+  }
+  if (src && written.size < entries.length) {
+    // Runs of entries by dst row, in list order: one invocation per run and column applies its entries.
+    const runsOf = new Map<number, number[]>();
+    entries.forEach((e, i) => runsOf.set(e.dst, [...(runsOf.get(e.dst) ?? []), i]));
+    const runs = new Uint32Array(4 * runsOf.size), ordered = new Uint32Array(words.length);
+    let first = 0;
+    [...runsOf].forEach(([dstRow, members], r) => {
+      runs.set([dstRow, first, members.length, 0], 4 * r);
+      for (const i of members) ordered.set(words.subarray(4 * i, 4 * i + 4), 4 * first++);
+    });
+    gpu.run(
+      gpu.pipeline("rows.wgsl", "row_ops_ordered", { WG: ELEMENT_WG }),
+      [dst, src, gpu.upload([runs.length], runs, "u32"), gpu.upload([ordered.length], ordered, "u32")],
+      [cdiv(C, ELEMENT_WG), runsOf.size],
+      uniforms().u32(C),
+    );
+    return;
   }
   const table = gpu.upload([words.length], words, "u32");
   const groups: [number, number] = [cdiv(C, ELEMENT_WG), entries.length];

@@ -14,6 +14,10 @@
 //   row_ops_in_place : src is dst itself (rows copied within one buffer; the host checks that no
 //                      entry's src row is another entry's dst row). A separate entry point because
 //                      WebGPU forbids binding one buffer as both read and read_write.
+//   row_ops_ordered  : src is its own buffer and dst rows repeat (a backward pass's scatter-adds: the
+//                      many prompts of one v* request add into its delta's gradient): each dst row's
+//                      entries, in list order, are one run, applied one after another by the same
+//                      invocation, the float operations of one row_ops dispatch per entry.
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   WG : invocations per workgroup, along columns
@@ -51,5 +55,29 @@ fn row_ops_in_place(@builtin(global_invocation_id) gid: vec3<u32>) {
   var v = 0.0;
   if (e.take != 0.0) { v = e.take * dst[e.src * d_in_place.C + c]; }
   if (e.keep != 0.0) { v += e.keep * dst[at]; }
+  dst[at] = v;
+}
+
+struct RowRun { dst: u32, first: u32, count: u32, unused: u32 }
+
+@group(0) @binding(2) var<storage, read> runs: array<RowRun>;
+@group(0) @binding(3) var<storage, read> run_entries: array<RowEntry>; // .dst unused: the run's
+@group(0) @binding(4) var<uniform> d_ordered: Dims;
+
+// grid: x = ceil(C / WG) column blocks, y = one per run (distinct dst row).
+@compute @workgroup_size(WG)
+fn row_ops_ordered(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= d_ordered.C) { return; }
+  let run = runs[gid.y];
+  let at = run.dst * d_ordered.C + c;
+  var v = dst[at];
+  for (var i = 0u; i < run.count; i++) {
+    let e = run_entries[run.first + i];
+    var next = 0.0;
+    if (e.take != 0.0) { next = e.take * src[e.src * d_ordered.C + c]; }
+    if (e.keep != 0.0) { next += e.keep * v; }
+    v = next;
+  }
   dst[at] = v;
 }

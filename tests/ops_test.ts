@@ -236,7 +236,40 @@ test("rowOps in place copies and mixes between disjoint rows of one buffer", asy
   assertClose(await t.read(), rowOpsRef(data, null, C, entries), 1e-6, "in place");
 });
 
-test("rowOps rejects duplicate dst rows, out-of-range rows and in-place overlaps", () => {
+test("rowOps from another buffer applies a repeated dst row's entries in order, in one dispatch", async () => {
+  const [rows, C] = [5, 37];
+  const dst = randomArray(rows * C, 21), src = randomArray(6 * C, 22);
+  dst.fill(NaN, 3 * C, 4 * C); // row 3 is garbage: its first entry copies over it
+  const entries: RowEntry[] = [
+    { dst: 1, src: 0, keep: 1, take: 1 },
+    { dst: 3, src: 5, keep: 0, take: 1 }, // copy, then adds
+    { dst: 1, src: 4, keep: 1, take: -2 },
+    { dst: 0, src: 2, keep: 0.5, take: 1 }, // a single entry among runs
+    { dst: 3, src: 1, keep: 1, take: 1 },
+    { dst: 1, src: 4, keep: 0.25, take: 0 }, // scale
+    { dst: 3, src: 3, keep: 1, take: 0.5 },
+  ];
+  // float64 reference: the entries one after another.
+  const want = Float64Array.from(dst);
+  for (const e of entries) {
+    for (let c = 0; c < C; c++) {
+      const kept = e.keep === 0 ? 0 : e.keep * want[e.dst * C + c];
+      want[e.dst * C + c] = kept + (e.take === 0 ? 0 : e.take * src[e.src * C + c]);
+    }
+  }
+  const t = gpu.tensor([rows, C], dst), from = gpu.tensor([6, C], src);
+  const before = gpu.dispatchCount;
+  rowOps(gpu, t, from, C, entries);
+  assert.equal(gpu.dispatchCount - before, 1);
+  const got = await t.read();
+  assertClose(got, want, 1e-6, "ordered rowOps");
+  // The same bits as one dispatch per entry.
+  const each = gpu.tensor([rows, C], dst);
+  for (const e of entries) rowOps(gpu, each, from, C, [e]);
+  assert.deepEqual(got, await each.read());
+});
+
+test("rowOps in place rejects duplicate dst rows; out-of-range rows and in-place overlaps too", () => {
   const t = gpu.zeros([4, 3]);
   assert.throws(
     () =>
