@@ -112,16 +112,15 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
         rowOps(gpu, s.into, dstate, width, s.rows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })));
         continue;
       }
-      // Each requested row's copies among `rows` (a repeated output row ran once per copy) add up.
-      const copies = s.rows.map((r) => rows.flatMap((x, j) => (x === r ? [j] : [])));
-      rowOps(gpu, s.into, null, width, s.rows.map((_, i) => ({ dst: i, src: i, keep: 0, take: 0 })));
-      rowOps(
-        gpu,
-        s.into,
-        dstate,
-        width,
-        copies.flatMap((js, i) => js.map((j) => ({ dst: i, src: j, keep: 1, take: 1 }))),
-      );
+      // Each requested row's copies among `rows` (a repeated output row ran once per copy) add up; a row
+      // without one gets 0.
+      const entries = s.rows.flatMap((r, i) => {
+        const copies = rows.flatMap((x, j) => (x === r ? [j] : []));
+        return copies.length === 0
+          ? [{ dst: i, src: 0, keep: 0, take: 0 }]
+          : copies.map((j, k) => ({ dst: i, src: j, keep: k === 0 ? 0 : 1, take: 1 }));
+      });
+      rowOps(gpu, s.into, dstate, width, entries);
     }
     const hooks: Hook[] = fwd.hooks.filter((h) =>
       h.patch && h.site === site && (site === "embed" || h.layer === layer)

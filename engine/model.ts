@@ -158,7 +158,7 @@ export interface ForwardResult {
   acts?: {
     embed: Tensor;
     layers: LayerActivations[];
-    final: Tensor; // residual after the last block [R,d]
+    final: Tensor; // residual after the last block [R,d] ([n,d] at outputRows after a trimmed last block)
     selected: Tensor; // final residual at outputRows [n,d]
     lnf: Tensor; // ln_f(selected)
     lnfStats: Tensor;

@@ -990,7 +990,11 @@ export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, ent
   if (src && written.size < entries.length) {
     // Runs of entries by dst row, in list order: one invocation per run and column applies its entries.
     const runsOf = new Map<number, number[]>();
-    entries.forEach((e, i) => runsOf.set(e.dst, [...(runsOf.get(e.dst) ?? []), i]));
+    entries.forEach((e, i) => {
+      const run = runsOf.get(e.dst);
+      if (run) run.push(i);
+      else runsOf.set(e.dst, [i]);
+    });
     const runs = new Uint32Array(4 * runsOf.size), ordered = new Uint32Array(words.length);
     let first = 0;
     [...runsOf].forEach(([dstRow, members], r) => {
