@@ -885,11 +885,16 @@ export class Model {
 
     const sequential = cfg.residual === "sequential";
     // The last block after attention at the outputRows only (see ForwardOptions.fullLastBlock): `trimmed`.
+    // Every hook site but "embed" lies after a block's attention.
     const last = cfg.nLayer - 1;
-    const lateSites: Site[] = ["attn", "mlp_pre", "key", "mlp", "resid"];
     const trimmed = !o.fullLastBlock && !headless && start <= last && outputRows.length < R &&
-      !hooks.some((h) => h.layer === last && lateSites.includes(h.site)) &&
-      (!grouped || o.outputRows === undefined);
+      !hooks.some((h) => h.site !== "embed" && h.layer === last) && (!grouped || o.outputRows === undefined);
+    // Rows of t [R, width] at the outputRows, in their order [outputRows.length, width].
+    const atOutputRows = (t: Tensor, width: number) => {
+      const out = gpu.empty([outputRows.length, width]);
+      rowOps(gpu, out, t, width, outputRows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })));
+      return out;
+    };
     const layers: LayerActivations[] = [];
     for (let l = start; l < end; l++) {
       const p = `h.${l}.`;
@@ -980,18 +985,13 @@ export class Model {
       });
       // The trimmed block goes on at the outputRows: their heads, and their rows of the stream (and of
       // ln_1, GPT-J's MLP input). Attention's backward needs no heads of the other rows.
-      const pick = (t: Tensor, width: number) => {
-        const out = gpu.empty([Rb, width]);
-        rowOps(gpu, out, t, width, outputRows.map((r, i) => ({ dst: i, src: r, keep: 0, take: 1 })));
-        return out;
-      };
       let stream = x;
       if (trim) {
         a.rows = outputRows;
         const heads = a.heads;
-        a.heads = pick(heads, qd);
+        a.heads = atOutputRows(heads, qd);
         gpu.release(heads);
-        stream = pick(x, d);
+        stream = atOutputRows(x, d);
       }
       // The stream after attention: m = x + attn in a sequential block; the parallel branches add
       // into `out` below.
@@ -1014,7 +1014,7 @@ export class Model {
       }
       a.m = m;
       if (cfg.residual === "parallel_shared_norm") {
-        a.ln2 = trim ? pick(a.ln1, d) : a.ln1;
+        a.ln2 = trim ? atOutputRows(a.ln1, d) : a.ln1;
         a.ln2Stats = a.ln1Stats;
       } else {
         a.ln2Stats = gpu.empty([Rb, 2]);
@@ -1057,11 +1057,11 @@ export class Model {
     }
 
     // Final norm and unembedding only at the rows that are scored.
+    // (After a trimmed last block x is at the outputRows already: a copy, which the caller may keep apart.)
     const n = outputRows.length;
-    const selected = gpu.empty([n, d]);
-    // (x is already at the outputRows, in order, after a trimmed last block.)
-    const at = (r: number, i: number) => trimmed ? i : r;
-    rowOps(gpu, selected, x, d, outputRows.map((r, i) => ({ dst: i, src: at(r, i), keep: 0, take: 1 })));
+    let selected: Tensor;
+    if (trimmed) gpu.copy(x, selected = gpu.empty([n, d]));
+    else selected = atOutputRows(x, d);
     if (headless) {
       if (x !== o.input) gpu.release(x);
       gpu.release(suffixState?.offsets);
