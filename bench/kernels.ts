@@ -17,6 +17,7 @@ import {
   matmul,
   matmulKernel,
   type MatmulOptions,
+  matmulSplitK,
   type MatmulTiles,
   matmulTiles,
   setMatmulTiles,
@@ -104,10 +105,10 @@ function matmulRecorder(c: MatmulCase, weight: boolean): () => void {
   };
 }
 
-// Alternatives to the adapter's default for --sweep. On llvmpipe every storage-buffer load is a
-// per-lane loop, so throughput follows FMAs per loaded float (TM*TN / (TM+TN)) until the accumulators
-// no longer fit in registers (more than 16 vec4).
-const candidates: [string, MatmulTiles][] = [
+// Alternatives to the adapter's default for --sweep on a software adapter. On llvmpipe every
+// storage-buffer load is a per-lane loop, so throughput follows FMAs per loaded float (TM*TN / (TM+TN))
+// until the accumulators no longer fit in registers (more than 16 vec4).
+const softwareCandidates: [string, MatmulTiles][] = [
   ["16x4 block", { TM: 16, TN: 4, WG_X: 1, WG_Y: 8 }],
   ["4x16 block", { TM: 4, TN: 16, WG_X: 1, WG_Y: 8 }],
   ["8x16 block (spills)", { TM: 8, TN: 16, WG_X: 1, WG_Y: 8 }],
@@ -116,6 +117,18 @@ const candidates: [string, MatmulTiles][] = [
   ["scalar, the original default", { TM: 8, TN: 8, WG_X: 8, WG_Y: 1, vec4: false }],
   ["workgroup tiles", { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 }],
 ];
+// On a GPU: the workgroup-memory tiles with other k-tile depths, tile shapes and split-K targets (on an
+// H200 the register and texture kernels above ran 1.2-4x slower than these tiles on every shape).
+const tiles64: MatmulTiles = { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 };
+const gpuCandidates: [string, MatmulTiles][] = [
+  ["unsplit", tiles64],
+  ["split-K 256", { ...tiles64, splitK: 256 }],
+  ["split-K 4096", { ...tiles64, splitK: 4096 }],
+  ["BK 32, split-K 1024", { ...tiles64, BK: 32, splitK: 1024 }],
+  ["8x8 blocks of 8x8, split-K 1024", { ...tiles64, TM: 8, TN: 8, WG_X: 8, WG_Y: 8, splitK: 1024 }],
+  ["32x32 tiles, split-K 1024", { ...tiles64, TM: 2, TN: 2, splitK: 1024 }],
+];
+const candidates = gpu.kernels.software ? softwareCandidates : gpuCandidates;
 // Register blocks of the texture kernels (B, a weight, read from its texture mirror); the first two
 // are the defaults of Mesa's Vulkan and GL drivers (matmulTiles), so each backend shows the other's.
 const textureCandidates: MatmulTiles["texture"][] = [
@@ -148,7 +161,7 @@ for (const c of attentionOnly ? [] : cases.filter((c) => only === undefined || c
   }
   if (sweep) {
     tilesToTry.push(...candidates.map(([label, t]): [string, MatmulTiles, boolean] => [label, t, false]));
-    for (const texture of textureCandidates) {
+    for (const texture of gpu.kernels.software ? textureCandidates : []) {
       tilesToTry.push([`weight as texture`, { ...defaults, texture }, true]);
     }
     for (const transposed of c.transB && defaults.texture ? transposedCandidates : []) {
@@ -160,12 +173,13 @@ for (const c of attentionOnly ? [] : cases.filter((c) => only === undefined || c
     setMatmulTiles(gpu, tiles);
     const seconds = await timePerCall(gpu, matmulRecorder(c, weight));
     const kernel = matmulKernel(gpu, c.N, c.K, { transB: c.transB, weight }, c.M);
+    const slices = kernel === "matmul_tiled" ? matmulSplitK(gpu, c.M, c.N, c.K) : 1;
     const shown = weight ? tiles.texture : { ...tiles, texture: undefined };
     console.log(
       `${c.name}  ${(flops / seconds / 1e9).toFixed(1).padStart(6)} GFLOP/s  ${
         (seconds * 1e3).toFixed(2).padStart(7)
       } ms` +
-        `  ${kernel.padEnd(17)}  ${label} ${JSON.stringify(shown)}`,
+        `  ${(slices > 1 ? `${kernel} x${slices}` : kernel).padEnd(17)}  ${label} ${JSON.stringify(shown)}`,
     );
   }
   setMatmulTiles(gpu, defaults);

@@ -1,4 +1,5 @@
-// The science section: what a study costs, side by side with PyTorch on the CPU of the same machine.
+// The science section: what a study costs, side by side with PyTorch on the same machine (on its GPU
+// when torch sees one through CUDA, else on its CPU).
 //
 //   ./locus run -A bench/science.ts [--facts 100] [--sequential-facts 4] [--peer-facts 4] [--layers all]
 //       [--trace-samples 10] [--trace-repeats 3] [--no-peer] [--out FILE.json]
@@ -283,6 +284,7 @@ if (missing) {
   if (!out.success) throw new Error(`bench/science_torch.py failed (exit code ${out.code})`);
   const peer = JSON.parse(await Deno.readTextFile(`${work}/peer.json`)) as {
     threads: number;
+    device: string;
     rome: { perEdit: number; edits: { fact: string; layer: number; rewrite: number }[] };
     trace: { seconds: number; timings: number[]; maxDiff: number };
     traces: { seconds: number; maxDiff: number };
@@ -291,7 +293,9 @@ if (missing) {
   const romeDiff = Math.max(
     ...peer.rome.edits.map((x) => Math.abs(x.rewrite - locusPost.get(`${x.fact}|${x.layer}`)!)),
   );
-  console.log(`\nPyTorch ${peer.threads} threads, CPU, same machine`);
+  console.log(
+    `\nPyTorch on ${peer.device === "CPU" ? `the CPU, ${peer.threads} threads` : peer.device}, same machine`,
+  );
   line(
     `  per-edit ROME + evaluation (${peerFacts.length} facts x ${layers.length} layers), per edit`,
     peer.rome.perEdit,

@@ -1,4 +1,5 @@
-"""The PyTorch peer of bench/science.ts: the same science in torch on the CPU of the same machine.
+"""The PyTorch peer of bench/science.ts: the same science in torch on the same machine, on its GPU when
+torch sees one (CUDA) and on its CPU otherwise.
 
 Reads the job that bench/science.ts writes (token ids of every prompt, fact-token positions, the
 key second moments C per layer, ROME's hyper-parameters, a trace prompt with its noise) and runs,
@@ -13,7 +14,7 @@ through transformers' GPT2LMHeadModel on the embedded model's folder:
          (token, layer, sample) with the subject's embeddings noised and the cell's clean states
          restored over its window (the median of `repeats` runs); then every fact's grid in turn.
 
-Writes {"threads", "rome": {"perEdit", "edits": [...]}, "trace": {"seconds", "timings", "maxDiff"},
+Writes {"threads", "device", "rome": {"perEdit", "edits": [...]}, "trace": {"seconds", "timings", "maxDiff"},
 "traces": {"seconds", "maxDiff"}} to OUT.
 usage: python3 bench/science_torch.py JOB.json OUT.json
 """
@@ -32,13 +33,19 @@ import torch  # noqa: E402
 from transformers import GPT2LMHeadModel  # noqa: E402
 
 STOP_LOSS = 5e-2
+# Where the peer runs: the GPU when torch has one (the same device Locus's WebGPU adapter then uses).
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def tensor(values, **kw):
+    return torch.tensor(values, device=DEVICE, **kw)
 
 
 def padded(seqs):
     ids = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s)
-    return ids
+    return ids.to(DEVICE)
 
 
 def first(out):
@@ -55,7 +62,7 @@ def target_rows(seqs, targets):
     for i, (ids, tgt) in enumerate(zip(seqs, targets)):
         start = len(ids) - (len(tgt) - 1) - 1
         rows += [(i, start + j, t) for j, t in enumerate(tgt)]
-    return [torch.tensor(c) for c in zip(*rows)]
+    return [tensor(c) for c in zip(*rows)]
 
 
 def rome_edit(model, job, edit, layer, chol):
@@ -63,8 +70,8 @@ def rome_edit(model, job, edit, layer, chol):
     prompts = edit["prompts"]
     n_ctx = len(prompts) - 1
     ids = padded([p["ids"] for p in prompts])
-    rows = torch.arange(len(prompts))
-    facts = torch.tensor([p["fact"] for p in prompts])
+    rows = torch.arange(len(prompts), device=DEVICE)
+    facts = tensor([p["fact"] for p in prompts])
     mlp = model.transformer.h[layer].mlp
     captured = {}
     hooks = [
@@ -131,7 +138,7 @@ def rome_edit(model, job, edit, layer, chol):
 def trace_grid(model, tr):
     ids, (b, e), target, N = tr["ids"], tr["subject"], tr["target"], tr["samples"]
     T, L, d = len(ids), model.config.n_layer, model.config.n_embd
-    noise = torch.tensor(tr["noise"], dtype=torch.float32).view(N, e - b, d)
+    noise = tensor(tr["noise"], dtype=torch.float32).view(N, e - b, d)
     blocks = model.transformer.h
     modules = {
         "resid": list(blocks),
@@ -146,7 +153,7 @@ def trace_grid(model, tr):
                 clean[kind][layer] = first(o)[0].detach()
             hooks.append(mod.register_forward_hook(keep))
     with torch.no_grad():
-        model(torch.tensor([ids]))
+        model(tensor([ids]))
     for h in hooks:
         h.remove()
 
@@ -154,7 +161,7 @@ def trace_grid(model, tr):
     for kind, window in tr["windows"].items():
         # Rows: (token t, layer l, sample n); the row restores token t at layers window(l).
         cells = [(t, layer, n) for t in range(T) for layer in range(L) for n in range(N)]
-        sample = torch.tensor([c[2] for c in cells])
+        sample = tensor([c[2] for c in cells])
 
         def corrupt(m, i, o):
             out = o.clone()
@@ -169,8 +176,8 @@ def trace_grid(model, tr):
             ]
             if not picked:
                 continue
-            rows = torch.tensor([p[0] for p in picked])
-            toks = torch.tensor([p[1] for p in picked])
+            rows = tensor([p[0] for p in picked])
+            toks = tensor([p[1] for p in picked])
 
             def restore(m, i, o, rows=rows, toks=toks, j=j):
                 out = first(o).clone()
@@ -179,7 +186,7 @@ def trace_grid(model, tr):
 
             hooks.append(mod.register_forward_hook(restore))
         with torch.no_grad():
-            logits = model(torch.tensor([ids] * len(cells))).logits[:, T - 1]
+            logits = model(tensor([ids] * len(cells))).logits[:, T - 1]
         for h in hooks:
             h.remove()
         p = torch.softmax(logits, -1)[:, target].view(T, L, N).mean(-1)
@@ -197,13 +204,15 @@ def grid_diff(grids, locus):
 
 def main():
     job = json.load(open(sys.argv[1]))
-    model = GPT2LMHeadModel.from_pretrained(job["model"], dtype=torch.float32).eval()
+    model = GPT2LMHeadModel.from_pretrained(job["model"], dtype=torch.float32).to(DEVICE).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     f = model.transformer.h[0].mlp.c_proj.weight.shape[0]
     # Factorised once per layer, outside the per-edit clock (Locus also factorises C once per layer).
     chol = {
-        int(layer): torch.linalg.cholesky(torch.from_numpy(np.fromfile(path, dtype=np.float32).reshape(f, f)).double())
+        int(layer): torch.linalg.cholesky(
+            torch.from_numpy(np.fromfile(path, dtype=np.float32).reshape(f, f)).double().to(DEVICE)
+        )
         for layer, path in job["stats"].items()
     }
 
@@ -225,6 +234,7 @@ def main():
     many_seconds = time.perf_counter() - start
     out = {
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "CPU",
         "rome": {"perEdit": per_edit, "edits": edits},
         "trace": {
             "seconds": sorted(timings)[len(timings) // 2],

@@ -615,12 +615,12 @@ export class Gpu {
 
   /**
    * Records one dispatch. `buffers` (tensors, byte windows of tensors, or texture views from
-   * mirror()) bind to @group(0) @binding(0..n-1) in order; a uniform block, if given, binds to
-   * @binding(n) (the next index).
+   * mirror()) bind to @group(0) @binding(0..n-1) in order (null for a binding this entry point does
+   * not use); a uniform block, if given, binds to @binding(n) (the next index).
    */
   run(
     pipeline: GPUComputePipeline,
-    buffers: (Tensor | TensorWindow | GPUTextureView)[],
+    buffers: (Tensor | TensorWindow | GPUTextureView | null)[],
     workgroups: [number, number?, number?],
     u?: Uniforms,
   ): void {
@@ -633,14 +633,17 @@ export class Gpu {
       );
     }
     this.ensureEncoder();
-    const entries: GPUBindGroupEntry[] = buffers.map((t, i) => ({
-      binding: i,
-      resource: t instanceof Tensor
-        ? { buffer: t.buffer }
-        : "tensor" in t
-        ? { buffer: t.tensor.buffer, offset: t.offset, size: t.size }
-        : t,
-    }));
+    // null: a binding of the shader module that this entry point does not use (its layout has none).
+    const entries: GPUBindGroupEntry[] = buffers.flatMap((t, i) =>
+      t === null ? [] : [{
+        binding: i,
+        resource: t instanceof Tensor
+          ? { buffer: t.buffer }
+          : "tensor" in t
+          ? { buffer: t.tensor.buffer, offset: t.offset, size: t.size }
+          : t,
+      }]
+    );
     for (const i of this.writableBindings.get(pipeline)!) {
       const t = buffers[i];
       if (t instanceof Tensor) this.touch(t.buffer);

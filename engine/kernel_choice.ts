@@ -27,10 +27,11 @@
 //     downlevel limits) get 8x8 invocations of 8x8, or register blocks when even 64 invocations or
 //     the tiles' memory are not there. (Per product, matmulKernel in engine/ops.ts then checks the
 //     operands' alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
-//   - attention for a backward: GPUs keep only each query row's log-sum-exp and recompute the scores
-//     in the backward (shaders/attention_backward_lse.wgsl), so no [B, H, Tq, T] tensor is made;
-//     CPU implementations keep the probabilities, whose backward ran 4-8x faster on llvmpipe
-//     (bench/kernels.ts --attention, T = 32..512), unless they would pass attentionSaves' threshold.
+//   - attention for a backward: every adapter measured keeps the probabilities [B, H, Tq, T], whose
+//     backward ran 4-8x faster than recomputing the scores from each row's log-sum-exp
+//     (shaders/attention_backward_lse.wgsl) on llvmpipe and 2-2.5x faster on an NVIDIA H200
+//     (bench/kernels.ts --attention, T = 32..512); the log-sum-exp is kept where the probabilities would
+//     pass attentionSaves' memory threshold.
 //   - features: "shader-f16" lets the matmul read f16 weights as WGSL f16 (shaders/matmul_f16.wgsl)
 //     instead of unpacking them from u32 words with unpack2x16float (bf16 is always unpacked: WGSL has
 //     no type for it); Gpu.open requests the feature exactly when this chooses it. Variants for other
@@ -55,6 +56,12 @@ export interface MatmulTiles {
   strategy?: "registers" | "workgroup";
   /** Depth of a staged k-tile for the "workgroup" strategy (default 8). */
   BK?: number;
+  /**
+   * Split-K for the "workgroup" strategy: a product with fewer workgroup tiles than this splits K into
+   * up to splitK / tiles slices (a power of two, each at least 4 k-tiles deep), whose partial sums a
+   * second kernel adds (shaders/matmul.wgsl matmul_split_reduce). Unset: never split.
+   */
+  splitK?: number;
   /** Use the vec4 register kernels where the layout allows (default true). */
   vec4?: boolean;
   /**
@@ -121,8 +128,8 @@ export interface KernelChoice {
    *  ROWS_WORKGROUP lanes per row with tree reductions (GPUs; shaders/rows_workgroup.wgsl). */
   rows: RowKernels;
   /** What a forward kept for the backward saves of attention: the probabilities [B, H, Tq, T]
-   *  ("probs", the faster backward on CPU implementations) or each row's log-sum-exp [B, H, Tq]
-   *  ("lse", GPUs); attentionSaves may still override "probs" for long prompts. */
+   *  ("probs", the faster backward on every adapter measured) or each row's log-sum-exp [B, H, Tq]
+   *  ("lse"); attentionSaves overrides "probs" for long prompts. */
   attention: AttentionSaved;
 }
 
@@ -166,6 +173,14 @@ export function softwareAdapter(a: AdapterFacts): SoftwareAdapter | null {
 /** Register blocks for CPU implementations: 8 lanes (one AVX2 vector) along columns, so that the
  *  16-row matrices of a prompt still fill them (bench/kernels.ts). */
 const SOFTWARE_TILES: MatmulTiles = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
+/**
+ * Workgroups a GPU's tiled product is split up to along K (MatmulTiles.splitK). On an H200 (Vulkan) an
+ * unsplit product of a short prompt took about 1.5 us per unit of K however few its tiles (GPT-2's
+ * [16,3072]x[3072,768]: 12 workgroups, 4.5 ms), each tile walking all of K while most of the GPU
+ * waited. Split up to 64 / 256 / 1024 workgroups it took 1.26 / 0.50 / 0.39 ms, and 1024 was the
+ * fastest of the three on every product measured (bench/kernels.ts --sweep, bench/RESULTS.md).
+ */
+export const GPU_SPLIT_K = 1024;
 
 /** The kernel variants for an adapter (see the file's header for the reasons). */
 export function chooseKernels(a: AdapterFacts): KernelChoice {
@@ -202,10 +217,10 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
         software,
         nativeF16,
         rows,
-        attention: "lse",
-        matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8 },
+        attention: "probs",
+        matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8, splitK: GPU_SPLIT_K },
       };
     }
   }
-  return { software, nativeF16, rows, attention: "lse", matmul: SOFTWARE_TILES };
+  return { software, nativeF16, rows, attention: "probs", matmul: SOFTWARE_TILES };
 }

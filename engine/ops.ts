@@ -154,6 +154,7 @@ export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles): void {
     WG_X: tiles.WG_X,
     WG_Y: tiles.WG_Y,
     BK: tiles.BK ?? 8,
+    splitK: tiles.splitK ?? 1,
     ...(tiles.texture
       ? { textureTM: tiles.texture.TM, textureTN: tiles.texture.TN, textureWG: tiles.texture.WG }
       : {}),
@@ -282,6 +283,24 @@ function uniformWindowRows(gpu: Gpu, K: number): number {
   return rows < 1 ? 0 : 2 ** Math.floor(Math.log2(rows));
 }
 
+/**
+ * Slices of K that a matmul_tiled product of this shape runs with the current tiles (MatmulTiles.splitK):
+ * the largest power of two that keeps the workgroups (tiles x slices) within splitK, each slice at
+ * least 4 k-tiles deep and the partial sums within one storage binding; 1 = no split.
+ */
+export function matmulSplitK(gpu: Gpu, M: number, N: number, K: number, batch = 1): number {
+  const t = matmulTiles(gpu);
+  if (!t.splitK) return 1;
+  const tiles = cdiv(M, t.TM * t.WG_X) * cdiv(N, t.TN * t.WG_Y) * batch;
+  const minSliceDepth = 4 * (t.BK ?? 8);
+  const fits = (s: number) =>
+    4 * s * batch * M * N <= gpu.limits.maxStorageBufferBindingSize &&
+    s * batch <= gpu.limits.maxComputeWorkgroupsPerDimension;
+  let slices = 1;
+  while (2 * slices * tiles <= t.splitK && 2 * slices * minSliceDepth <= K && fits(2 * slices)) slices *= 2;
+  return slices;
+}
+
 /** Smallest power of two >= n. */
 function pow2AtLeast(n: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
@@ -351,12 +370,14 @@ export function matmul(
     TM = Math.min(t.TM, pow2AtLeast(M));
     TN = t.TN * Math.min(4, Math.floor(t.TM / TM));
   }
+  const ksplit = kernel === "matmul_tiled" ? matmulSplitK(gpu, M, N, K, batch) : 1;
   const params: KernelParams = {
     TM,
     TN,
     WG_X: t.WG_X,
     WG_Y: t.WG_Y,
     BK: t.BK ?? 8,
+    KSPLIT: ksplit,
     TRANS_A: !!o.transA,
     GELU: !!o.gelu,
     ACT: 0, // activation.wgsl's selector; the fused epilogue is gelu_new
@@ -366,6 +387,25 @@ export function matmul(
   const columnsPerInvocation = kernel === "matmul_vec4_k" ? TN / 4 : TN;
   const u = uniforms().u32(M, N, K, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
     .u32(strides.a, strides.b, strides.c, ldc, outOffset);
+  if (ksplit > 1) {
+    // Split-K: the slices' partial sums [batch * ksplit, M, N], then their sum with the epilogue.
+    const partials = gpu.empty([batch * ksplit * M * N]);
+    const bias = o.bias ?? placeholder(gpu);
+    gpu.run(
+      gpu.pipeline("matmul.wgsl", kernel, params),
+      [a, b, bias, partials],
+      [cdiv(M, TM * t.WG_X), cdiv(N, TN * t.WG_Y), batch * ksplit],
+      u,
+    );
+    gpu.run(
+      gpu.pipeline("matmul.wgsl", "matmul_split_reduce", params),
+      [partials, null, bias, out],
+      [cdiv(N, t.WG_X), cdiv(M, t.WG_Y), batch],
+      u,
+    );
+    gpu.release(partials);
+    return out;
+  }
   gpu.run(
     gpu.pipeline(kernel === "matmul_half" ? halfMatmulShader(gpu, b.dtype) : "matmul.wgsl", kernel, params),
     [a, b, o.bias ?? placeholder(gpu), out],

@@ -17,7 +17,12 @@
 //                   unembedding), K % 4 == 0, stride_a and stride_b % 4 == 0, TN % 4 == 0
 //   Both vec4 kernels hold TM x TN/4 vec4 accumulators, as many floats as the scalar kernel's TM x TN.
 //   matmul_tiled  : BK-deep tiles of A and B staged in workgroup memory, any layout and shape;
-//                   the habit of real GPUs (slow on llvmpipe, whose barriers are expensive)
+//                   the habit of real GPUs (slow on llvmpipe, whose barriers are expensive).
+//                   With KSPLIT > 1 (split-K) each workgroup sums one of KSPLIT slices of K and writes
+//                   its raw partial sums to C bound as a [batch * KSPLIT, M, N] scratch buffer;
+//   matmul_split_reduce : then adds the KSPLIT partials of each element (A bound as that scratch) and
+//                   applies the epilogue. For products whose tiles are too few to fill a GPU (a prompt
+//                   of 16 rows: 12 workgroups on a GPU of 100+ cores, each looping over all of K).
 //   (matmul_half, B a model weight kept in its checkpoint's 16-bit format, is matmul_half_kernel.wgsl,
 //   reached through matmul_half.wgsl or matmul_f16.wgsl; it runs matmul's register block,
 //   matmul_register.wgsl, with B converted as it is loaded.)
@@ -27,6 +32,7 @@
 //              computes TN/4 columns, each as four partial sums
 //   WG_X     : invocations per workgroup along rows; WG_Y along columns
 //   BK       : (matmul_tiled) depth of a staged k-tile
+//   KSPLIT   : (matmul_tiled, matmul_split_reduce) slices of K, 1 = no split
 //   TRANS_A, TRANS_B : storage layouts above
 //   GELU     : apply gelu_new in the epilogue (the MLP's c_fc, one kernel instead of two)
 //
@@ -136,19 +142,24 @@ const THREADS = WG_X * WG_Y;
 var<workgroup> tile_a: array<f32, BK * BM>;
 var<workgroup> tile_b: array<f32, BK * BN>;
 
-// grid: x = ceil(M / BM), y = ceil(N / BN), z = batch. Invocation (lx, ly) owns rows
+// grid: x = ceil(M / BM), y = ceil(N / BN), z = batch * KSPLIT. Invocation (lx, ly) owns rows
 // row0 + lx + i*WG_X and columns col0 + ly + j*WG_Y: interleaved, so neighbouring invocations
 // read neighbouring workgroup-memory words. No early return: every invocation must reach the barriers.
+// Slice s of K is [s * k_per, (s + 1) * k_per), k_per a multiple of BK (KSPLIT = 1: all of K).
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(local_invocation_index) tid: u32) {
+  let batch = wid.z / KSPLIT;
+  let k_per = (d.K + KSPLIT * BK - 1u) / (KSPLIT * BK) * BK;
+  let k_begin = (wid.z % KSPLIT) * k_per;
+  let k_end = min(d.K, k_begin + k_per);
   let row0 = wid.x * BM;
   let col0 = wid.y * BN;
-  let base_a = wid.z * d.stride_a;
-  let base_b = wid.z * d.stride_b;
-  let base_c = d.c_offset + wid.z * d.stride_c;
+  let base_a = batch * d.stride_a;
+  let base_b = batch * d.stride_b;
+  let base_c = d.c_offset + batch * d.stride_c;
   var acc: array<f32, TM * TN>;
-  for (var k0 = 0u; k0 < d.K; k0 += BK) {
+  for (var k0 = k_begin; k0 < k_end; k0 += BK) {
     // Cooperative loads; consecutive e walk the operand's contiguous dimension.
     for (var e = tid; e < BK * BM; e += THREADS) {
       var mm = e / BK;
@@ -157,7 +168,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
       let m = row0 + mm;
       let k = k0 + kk;
       var v = 0.0;
-      if (m < d.M && k < d.K) { v = a_at(base_a, m, k); }
+      if (m < d.M && k < k_end) { v = a_at(base_a, m, k); }
       tile_a[kk * BM + mm] = v;
     }
     for (var e = tid; e < BK * BN; e += THREADS) {
@@ -167,7 +178,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
       let n = col0 + nn;
       let k = k0 + kk;
       var v = 0.0;
-      if (n < d.N && k < d.K) { v = b_at(base_b, k, n); }
+      if (n < d.N && k < k_end) { v = b_at(base_b, k, n); }
       tile_b[kk * BN + nn] = v;
     }
     workgroupBarrier();
@@ -185,7 +196,24 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     for (var j = 0u; j < TN; j++) {
       let m = row0 + lid.x + i * WG_X;
       let n = col0 + lid.y + j * WG_Y;
-      if (m < d.M && n < d.N) { store(base_c, m, n, acc[i * TN + j]); }
+      if (m >= d.M || n >= d.N) { continue; }
+      if (KSPLIT == 1u) {
+        store(base_c, m, n, acc[i * TN + j]);
+      } else {
+        C[(wid.z * d.M + m) * d.N + n] = acc[i * TN + j];
+      }
     }
   }
+}
+
+// grid: x = ceil(N / WG_X), y = ceil(M / WG_Y), z = batch; one invocation per element of C, which adds
+// its KSPLIT partial sums (A bound as matmul_tiled's scratch) in slice order and stores the result.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn matmul_split_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let n = gid.x;
+  let m = gid.y;
+  if (m >= d.M || n >= d.N) { return; }
+  var sum = 0.0;
+  for (var s = 0u; s < KSPLIT; s++) { sum += A[((gid.z * KSPLIT + s) * d.M + m) * d.N + n]; }
+  store(d.c_offset + gid.z * d.stride_c, m, n, sum);
 }

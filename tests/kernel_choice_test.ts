@@ -10,6 +10,7 @@ import {
   type AdapterFacts,
   attentionSaves,
   chooseKernels,
+  GPU_SPLIT_K,
   type MatmulTiles,
   PROBS_BYTES_MAX,
 } from "../engine/kernel_choice.ts";
@@ -161,7 +162,15 @@ const ADAPTERS: Record<string, AdapterFacts> = {
 };
 
 const SOFTWARE = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
-const GPU_TILES: MatmulTiles = { TM: 4, TN: 4, WG_X: 16, WG_Y: 16, strategy: "workgroup", BK: 8 };
+const GPU_TILES: MatmulTiles = {
+  TM: 4,
+  TN: 4,
+  WG_X: 16,
+  WG_Y: 16,
+  strategy: "workgroup",
+  BK: 8,
+  splitK: GPU_SPLIT_K,
+};
 const EXPECTED: Record<string, [string | null, MatmulTiles]> = {
   // The fastest variants on llvmpipe-GL (bench/kernels.ts): kept exactly.
   "Deno, Mesa llvmpipe through GL": ["llvmpipe", {
@@ -188,6 +197,7 @@ const EXPECTED: Record<string, [string | null, MatmulTiles]> = {
     WG_Y: 8,
     strategy: "workgroup",
     BK: 8,
+    splitK: GPU_SPLIT_K,
   }],
   // 64x64 tiles need 4 KiB: register blocks, without texture mirrors (a GPU reads buffers well).
   "a GPU with 2 KiB of workgroup memory": [null, SOFTWARE],
@@ -206,7 +216,7 @@ Deno.test("chooseKernels: software adapters by flag or name, GPU tiles by limits
     assert.equal(got.rows, software === null ? "workgroup" : "invocation", `${name}: row kernels`);
     // Attention's backward recomputes the scores from each row's log-sum-exp on GPUs; CPU
     // implementations keep the probabilities (4-8x faster there, bench/RESULTS.md).
-    assert.equal(got.attention, software === null ? "lse" : "probs", `${name}: attention kept`);
+    assert.equal(got.attention, "probs", `${name}: attention kept`);
     // The choice never exceeds the adapter's limits.
     const t = got.matmul;
     assert.ok(t.WG_X * t.WG_Y <= facts.limits.maxComputeInvocationsPerWorkgroup, name);

@@ -10,10 +10,12 @@ import {
   type MatmulKernel,
   matmulKernel,
   type MatmulOptions,
+  matmulSplitK,
   type MatmulTiles,
   matmulTiles,
   setMatmulTiles,
 } from "../engine/ops.ts";
+import { GPU_SPLIT_K } from "../engine/kernel_choice.ts";
 import { bf16ArrayToF32, f16ArrayToF32 } from "../engine/safetensors.ts";
 import { geluRef, matmulRef } from "./reference.ts";
 import { assertClose, randomArray } from "./util.ts";
@@ -165,16 +167,37 @@ for (const layout of [NN, TN, NT, TT]) {
   });
 }
 
-withTiles("matmul_tiled with the real-GPU default tiles (64x64, BK 8)", {
+// Split-K: few tiles and a deep K, so K is cut into slices of at least 4 k-tiles whose partial sums a
+// second kernel adds. [1, 3, 129] runs 8 slices of 20, the last one empty; [9, 13, 70] 4 of 20, the last
+// one partial; the batched slice 3 x 4 slices.
+const splitShapes: [number, number, number][] = [[5, 7, 200], [1, 3, 129], [9, 13, 70]];
+for (const layout of [NN, TN, NT, TT]) {
+  withTiles(
+    `matmul_tiled split-K ${JSON.stringify(layout)} matches reference`,
+    { ...tiled, splitK: 64 },
+    async () => {
+      assert.deepEqual(splitShapes.map(([M, N, K]) => matmulSplitK(gpu, M, N, K)), [8, 8, 4]);
+      assert.equal(matmulSplitK(gpu, 5, 6, 100, 3), 4);
+      await checkShapes(layout, splitShapes, "matmul_tiled");
+      await checkShapes(layout, [[5, 7, 200]], "matmul_tiled", { gelu: true });
+      await checkBatchedSlice(layout, [5, 6, 100]);
+    },
+  );
+}
+
+withTiles("matmul_tiled with the real-GPU default tiles (64x64, BK 8, split-K)", {
   TM: 4,
   TN: 4,
   WG_X: 16,
   WG_Y: 16,
   strategy: "workgroup",
   BK: 8,
+  splitK: GPU_SPLIT_K,
 }, async () => {
   await checkShapes(NN, [[70, 130, 33]], "matmul_tiled");
   await checkShapes(NT, [[3, 65, 20]], "matmul_tiled");
+  assert.equal(matmulSplitK(gpu, 16, 70, 1024), 32);
+  await checkShapes(NN, [[16, 70, 1024]], "matmul_tiled");
 });
 
 // Weights read through texture mirrors: rows of 64 floats (N for NN, K for NT) are what the mirror
