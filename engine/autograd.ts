@@ -8,6 +8,7 @@
 // Weight gradients are matmuls and deterministic column reductions (no float atomics), so a
 // backward pass is bit-reproducible on one adapter. Gradients accumulate (+=) into the tensors
 // in `Gradients`, so micro-batches add up; zero them with optimizer.zeroGrads between steps.
+import { qkvWidth } from "./config.ts";
 import {
   attentionBackward,
   attentionBackwardLse,
@@ -74,7 +75,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
   if (!acts) throw new Error("backward needs a forward run with keep: true");
   const { B, T } = fwd.batch;
   const R = B * T, d = cfg.nEmbd, f = cfg.nInner, n = fwd.outputRows.length, V = cfg.vocabSize;
-  const H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim, qd = H * hd, width = (H + 2 * Hkv) * hd;
+  const H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim, qd = H * hd, width = qkvWidth(cfg);
   const fcOut = model.siteWidth("mlp_pre");
   const grads = req.params ?? new Map<string, Tensor>();
   const suffix = fwd.suffix;

@@ -118,6 +118,11 @@ export interface ModelConfig extends GPT2Config {
   linearLayout: "in_out" | "out_in";
 }
 
+/** Width of the fused q|k|v projection's output: nHead query heads, then nKvHead key and value heads. */
+export function qkvWidth(c: ModelConfig): number {
+  return (c.nHead + 2 * c.nKvHead) * c.headDim;
+}
+
 /** A config.json that Locus refuses, with the field named in the message. */
 export class ConfigError extends Error {}
 

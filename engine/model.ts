@@ -21,7 +21,14 @@
 // patch rows of it (copy from another tensor or from other rows of the same batch, add noise or a
 // delta, zero, scale). All hooks are recorded into the same submit as the forward pass itself, so a
 // whole causal-tracing grid is one batch with one readback.
-import { configJson, type GPT2Config, type ModelConfig, parseConfig, resolveConfig } from "./config.ts";
+import {
+  configJson,
+  type GPT2Config,
+  type ModelConfig,
+  parseConfig,
+  qkvWidth,
+  resolveConfig,
+} from "./config.ts";
 import {
   checkpointPrefixes,
   checkpointSource,
@@ -773,7 +780,7 @@ export class Model {
     const gpu = this.gpu, cfg = this.config;
     const { B, T } = batch;
     const R = B * T, d = cfg.nEmbd, f = cfg.nInner, H = cfg.nHead, Hkv = cfg.nKvHead, hd = cfg.headDim;
-    const qd = H * hd, width = (H + 2 * Hkv) * hd, fcOut = this.siteWidth("mlp_pre");
+    const qd = H * hd, width = qkvWidth(cfg), fcOut = this.siteWidth("mlp_pre");
     const suffix = o.suffix;
     const Tk = suffix?.T ?? T; // key rows per sequence
     if (Tk > cfg.nPositions) {

@@ -21,6 +21,7 @@
 // requests are optimised in one batch: their prompts and deltas are disjoint, so the summed loss has
 // the same per-request gradients, and each request stops on its own (its delta frozen) exactly as if
 // it ran alone. A call's batches (one per layer) share one delta-free pass and run side by side.
+import { qkvWidth } from "../../engine/config.ts";
 import { backward } from "../../engine/autograd.ts";
 import { crossEntropy, klGradient, type RewriteRow, rewriteWeights } from "../../engine/backward_ops.ts";
 import { sideBySide, type Tensor } from "../../engine/gpu.ts";
@@ -201,7 +202,7 @@ export async function optimiseValues(
  */
 export function fitsOneBatch(model: Model, plans: RequestPlan[], maxRows = Infinity): boolean {
   const cfg = model.config, limits = model.gpu.limits;
-  const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim, qd = cfg.nHead * cfg.headDim;
+  const width = qkvWidth(cfg), qd = cfg.nHead * cfg.headDim;
   const instances = plans.flatMap((p) => p.instances);
   const B = instances.length;
   const Tk = Math.max(...instances.map((x) => x.ids.length));
@@ -377,7 +378,7 @@ function distinctPrompts(plans: RequestPlan[]): {
  */
 function passFits(model: Model, plans: RequestPlan[], site: ValueOptions["site"]): boolean {
   const cfg = model.config, limits = model.gpu.limits;
-  const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+  const width = qkvWidth(cfg);
   const { prefixRows, suffixRows } = distinctPrompts(plans);
   const starts = new Set(plans.map((p) => firstComputedBlock(model, site, p.layer)));
   const qkvLayers = cfg.nLayer - Math.min(...starts);
@@ -419,7 +420,7 @@ export class DeltaFreePass {
 
   constructor(readonly model: Model, plans: RequestPlan[], site: ValueOptions["site"], starts: number[]) {
     const gpu = model.gpu, cfg = model.config, d = cfg.nEmbd;
-    const width = this.width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const width = this.width = qkvWidth(cfg);
     this.layerOf = plans.map((p) => p.layer);
     const distinct = distinctPrompts(plans);
     [this.prompts, this.promptOf] = [distinct.prompts, distinct.promptOf];

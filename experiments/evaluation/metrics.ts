@@ -21,6 +21,7 @@
 // Conventions shared with ROME and EasyEdit: a target is tokenized as it follows the prompt after a
 // space, targetIds(tok, prompt, target) (GPT-2: tok.encode(" " + target)), and scored after the
 // prompt's own tokens; p = exp(-mean NLL) is the geometric-mean token probability of a multi-token target.
+import { qkvWidth } from "../../engine/config.ts";
 import type { Tensor } from "../../engine/gpu.ts";
 import type { ForwardResult, Model } from "../../engine/model.ts";
 import { makeBatch } from "../../engine/model.ts";
@@ -861,7 +862,7 @@ export async function generate(
   // Batches of prompts, fixed for every step; prompt i's cache rows start at row (i % per) * Tmax. A
   // prompt's cache takes L x Tmax rows of q|k|v: a batch holds at most `batchSize` prompts, one storage
   // binding per layer and GENERATION_CACHE_BYTES in all (GPT-2 XL's 100-token texts: 10 prompts).
-  const L = cfg.nLayer, width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+  const L = cfg.nLayer, width = qkvWidth(cfg);
   const Tmax = Math.min(cfg.nPositions, Math.max(0, ...promptLengths) + o.maxNewTokens);
   const layerBytes = Tmax * width * 4;
   const per = Math.max(

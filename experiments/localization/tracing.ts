@@ -34,6 +34,7 @@
 // target's log-probability), with the shared runs' own.
 //
 // The noise is added at the engine's "embed" site, wte + wpe: the same sum as ROME's noise on wte.
+import { qkvWidth } from "../../engine/config.ts";
 import type { Tensor } from "../../engine/gpu.ts";
 import { type Hook, makeBatch, type Model, type Suffix } from "../../engine/model.ts";
 import { logProbOf, type RowEntry, rowOps } from "../../engine/ops.ts";
@@ -298,7 +299,7 @@ export class TraceRun {
       mlp: Array.from({ length: L }, () => gpu.zeros([P * T, d])),
       attn: Array.from({ length: L }, () => gpu.zeros([P * T, d])),
     };
-    const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const width = qkvWidth(cfg);
     const qkv = Array.from({ length: L }, () => gpu.zeros([B * T, width]));
     const run = new TraceRun(model, prompts, options, T, inputs, cleanOutputs, qkv, noise, noiseRows, null);
 
@@ -709,7 +710,7 @@ interface Link {
 /** Rows and sequences one scoring batch may hold on this adapter (and under the caller's row cap). */
 function batchLimits(model: Model, rowCap = 2048): { maxRows: number; maxSequences: number } {
   const cfg = model.config, limit = model.gpu.limits.maxStorageBufferBindingSize;
-  const widest = Math.max(model.siteWidth("mlp_pre"), (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim);
+  const widest = Math.max(model.siteWidth("mlp_pre"), qkvWidth(cfg));
   return {
     maxRows: Math.min(rowCap, Math.floor(limit / (4 * widest))),
     maxSequences: Math.floor(limit / (4 * cfg.vocabSize)),
@@ -730,7 +731,7 @@ export function promptChunks(
   maxRows?: number,
 ): [number, number][] {
   const cfg = model.config, limits = model.gpu.limits, L = cfg.nLayer, d = cfg.nEmbd;
-  const width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+  const width = qkvWidth(cfg);
   const binding = limits.maxStorageBufferBindingSize;
   const limit = batchLimits(model, maxRows);
   const fits = (first: number, end: number) => {
