@@ -14,7 +14,7 @@ import type { Activation } from "./config.ts";
 import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
 import {
   ACTIVATION_CODE,
-  activationMirrors,
+  attentionMirrors,
   type AttentionOptions,
   attentionSettings,
   distinct,
@@ -244,11 +244,12 @@ export function attentionBackward(
   const dscores = o.dscores ?? gpu.empty([B, nHead, Tq, T]);
   need(op, "dscores", dscores, B * nHead * Tq * T);
   const u = () => uniforms().u32(B, T, nHead, nKvHead, hd).f32(scale, softcap).u32(Tq);
-  // Both passes read dy, q, k and v from texture mirrors where they can be made (same bits).
-  const mirrors = !o.queries && hd % 4 === 0 && ATTENTION_BLOCK.TN === 4
-    ? activationMirrors(gpu, B * T, [[qkv, width], [dy, d]])
+  // Both passes read dy, q, k and v (and cached keys and values) from texture mirrors where they can be
+  // made (same bits).
+  const mirrors = hd % 4 === 0 && ATTENTION_BLOCK.TN === 4
+    ? attentionMirrors(gpu, B * Tq, [[qkv, width], [dy, d]], width, o.queries)
     : null;
-  const textures = mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu)];
+  const textures = mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu), placeholderTexture(gpu)];
   // The whole file needs every compile-time parameter.
   const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries, TEXTURE: !!mirrors };
   gpu.run(

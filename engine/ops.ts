@@ -55,7 +55,7 @@ export function placeholderTexture(gpu: Gpu): GPUTextureView {
  * whole 64-float rows within the mirror budget; null otherwise (the kernels then read the buffers,
  * which gives the same bits).
  */
-export function activationMirrors(
+function activationMirrors(
   gpu: Gpu,
   rows: number,
   operands: [Tensor, number][],
@@ -65,6 +65,28 @@ export function activationMirrors(
   const fits = ([t, cols]: [Tensor, number]) =>
     cols % 64 === 0 && cols / 4 <= maxDim && gpu.canMirror(t, rows, cols);
   return operands.every(fits) ? operands.map(([t, cols]) => gpu.mirror(t, rows, cols)[0].view) : null;
+}
+
+/**
+ * Texture mirrors for the attention kernels, forward and backward: `operands` (each [rows, cols], rows =
+ * B * Tq) and then the cache of `queries` (a forward after a cached prefix), or a placeholder without
+ * queries; null where any cannot be made. A cache is mirrored only for several query rows per sequence
+ * (v* and z, whose cache serves every step), not for generation's one new token (its cache grows every
+ * token).
+ */
+export function attentionMirrors(
+  gpu: Gpu,
+  rows: number,
+  operands: [Tensor, number][],
+  width: number,
+  queries?: { Tq: number; cache: Tensor },
+): GPUTextureView[] | null {
+  if (queries && queries.Tq < 2) return null;
+  const own = activationMirrors(gpu, rows, operands);
+  if (!own) return null;
+  if (!queries) return [...own, placeholderTexture(gpu)];
+  const cached = activationMirrors(gpu, Math.floor(queries.cache.size / width), [[queries.cache, width]]);
+  return cached ? [...own, ...cached] : null;
 }
 
 /** Throws unless `t` holds at least `count` values of type `dtype`. */
@@ -887,18 +909,8 @@ export function attention(
     distinct("attention", o.lse, { qkv, out });
   }
   // Keys and values from texture mirrors of qkv (and of the cache) where they can be made (whole texels
-  // per head). A cache is mirrored only for several query rows per sequence (v* and z, whose cache
-  // serves every step), not for generation's one new token (its cache grows every token).
-  let mirrors: GPUTextureView[] | null = null;
-  if (hd % 4 === 0 && !o.queries) mirrors = activationMirrors(gpu, B * T, [[qkv, width]]);
-  if (hd % 4 === 0 && o.queries && o.queries.Tq > 1) {
-    const own = activationMirrors(gpu, B * Tq, [[qkv, width]]);
-    const cached = activationMirrors(gpu, Math.floor(o.queries.cache.size / width), [[
-      o.queries.cache,
-      width,
-    ]]);
-    if (own && cached) mirrors = [...own, ...cached];
-  }
+  // per head).
+  const mirrors = hd % 4 === 0 ? attentionMirrors(gpu, B * Tq, [[qkv, width]], width, o.queries) : null;
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,
@@ -914,8 +926,7 @@ export function attention(
       o.probs ?? o.lse ?? placeholder(gpu),
       offsets,
       cache,
-      mirrors?.[0] ?? placeholderTexture(gpu),
-      mirrors?.[1] ?? placeholderTexture(gpu),
+      ...(mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu)]),
     ],
     grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
     uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),

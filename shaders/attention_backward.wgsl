@@ -21,9 +21,9 @@
 // Masked keys have p = 0, hence ds = dc = 0: no mask is needed in pass 2.
 // Compile-time parameters: WG (invocations per workgroup); TM, TN (pass 2's register block:
 // rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS;
-// TEXTURE (not with OFFSETS; hd % 4 == 0; TN == 4): both passes read dy, q, k and v from rgba32float
-// mirrors of dy and qkv (texel (c, r) = row r's values 4c .. 4c+3), inlined loads on llvmpipe where
-// storage loads are per-lane gathers. The values are the same and so is every sum (pass 1 adds each
+// TEXTURE (hd % 4 == 0; TN == 4): both passes read dy, q, k and v from rgba32float mirrors of dy and
+// qkv (texel (c, r) = row r's values 4c .. 4c+3), and with OFFSETS the cached keys and values from the
+// cache's mirror: inlined loads on llvmpipe where storage loads are per-lane gathers. The values are the same and so is every sum (pass 1 adds each
 // texel's four products one at a time, in the order of the buffer loop): both give the same bits.
 // Each entry point binds its own tensors (auto layouts), followed by its uniform block.
 
@@ -38,11 +38,21 @@ struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f3
 // import: attention_keys.wgsl
 
 // ---- attention_backward_scores. Bindings: dy, qkv, probs, rows, cache, dscores (written), the
-// mirrors of qkv and dy (TEXTURE; placeholders otherwise), dims.
+// mirrors of qkv, dy and the cache (TEXTURE; placeholders otherwise, and for the cache without
+// OFFSETS), dims.
 @group(0) @binding(5) var<storage, read_write> dscores_out: array<f32>; // [B, H, Tq, T], 0 after P(i)
 @group(0) @binding(6) var qkvT: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(7) var dyT: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(8) var<uniform> dims: Dims;
+@group(0) @binding(8) var cacheT: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(9) var<uniform> dims: Dims;
+
+// Texel c4 (elements 4*c4 .. 4*c4+3) of key/value position j of sequence b, from the mirror of qkv or
+// of the cache (TEXTURE; pass 2 has its own, below: each entry point binds its own textures).
+fn kv_texel_scores(b: u32, j: u32, c4: u32) -> vec4<f32> {
+  let r = key_row(dims.B, dims.Tq, b, j);
+  if (r.x == 1u) { return textureLoad(cacheT, vec2<u32>(c4, r.y)); }
+  return textureLoad(qkvT, vec2<u32>(c4, r.y));
+}
 
 @compute @workgroup_size(WG)
 fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -65,7 +75,7 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (TEXTURE) {
       for (var c = 0u; c < dims.hd / 4u; c++) {
         let g4 = textureLoad(dyT, vec2<u32>(h * dims.hd / 4u + c, b * dims.Tq + i_q));
-        let v4 = textureLoad(qkvT, vec2<u32>(v_col / 4u + c, b * dims.Tq + j));
+        let v4 = kv_texel_scores(b, j, v_col / 4u + c);
         dp += g4.x * v4.x;
         dp += g4.y * v4.y;
         dp += g4.z * v4.z;
@@ -94,12 +104,19 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // ---- attention_backward_qkv. Bindings: dy, qkv, probs, rows, cache, dscores (read), dqkv (written),
-// the mirrors of qkv and dy (TEXTURE; placeholders otherwise), dims2.
+// the mirrors of qkv, dy and the cache (as in pass 1), dims2.
 @group(0) @binding(5) var<storage, read> dscores: array<f32>;     // [B, H, Tq, T]
 @group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;  // [B*Tq, (H + 2 Hkv) hd]
 @group(0) @binding(7) var qkvT2: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(8) var dyT2: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(9) var<uniform> dims2: Dims;
+@group(0) @binding(9) var cacheT2: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(10) var<uniform> dims2: Dims;
+
+fn kv_texel_qkv(b: u32, j: u32, c4: u32) -> vec4<f32> {
+  let r = key_row(dims2.B, dims2.Tq, b, j);
+  if (r.x == 1u) { return textureLoad(cacheT2, vec2<u32>(c4, r.y)); }
+  return textureLoad(qkvT2, vec2<u32>(c4, r.y));
+}
 
 // The three products share one shape, out[t, e] = sum_{h} sum_s A_h(t, s) X_h[s, e] over query
 // rows t (the output's rows):
@@ -133,7 +150,10 @@ fn x_at(part: u32, b: u32, s: u32, h: u32, e: u32) -> f32 {
 fn x_texel(part: u32, b: u32, s: u32, h: u32, e0: u32) -> vec4<f32> {
   let hd = dims2.hd;
   let row = b * dims2.Tq + s;
-  if (part == 0u) { return textureLoad(qkvT2, vec2<u32>(((dims2.H + h / (dims2.H / dims2.Hkv)) * hd + e0) / 4u, row)); }
+  if (part == 0u) {
+    let c4 = ((dims2.H + h / (dims2.H / dims2.Hkv)) * hd + e0) / 4u;
+    return kv_texel_qkv(b, s, c4);
+  }
   if (part == 1u) { return textureLoad(qkvT2, vec2<u32>((h * hd + e0) / 4u, row)); }
   return textureLoad(dyT2, vec2<u32>((h * hd + e0) / 4u, row));
 }

@@ -10,13 +10,20 @@ fn position(b: u32, i: u32) -> u32 {
   return i;
 }
 
-// Element e of column block `col` of key position j of sequence b (B sequences of Tq rows): a row of
-// cache before the sequence's start, else one of its own rows of qkv.
-fn kv(B: u32, Tq: u32, stride: u32, b: u32, j: u32, col: u32, e: u32) -> f32 {
+// Where key/value position j of sequence b (B sequences of Tq rows) lives: (1, its row of cache) before
+// the sequence's start, else (0, its own row of qkv).
+fn key_row(B: u32, Tq: u32, b: u32, j: u32) -> vec2<u32> {
   if (OFFSETS) {
     let s = rows[b];
-    if (j < s) { return cache[(rows[B + b] + j) * stride + col + e]; }
-    return qkv[(b * Tq + j - s) * stride + col + e];
+    if (j < s) { return vec2<u32>(1u, rows[B + b] + j); }
+    return vec2<u32>(0u, b * Tq + j - s);
   }
-  return qkv[(b * Tq + j) * stride + col + e];
+  return vec2<u32>(0u, b * Tq + j);
+}
+
+// Element e of column block `col` of key position j of sequence b.
+fn kv(B: u32, Tq: u32, stride: u32, b: u32, j: u32, col: u32, e: u32) -> f32 {
+  let r = key_row(B, Tq, b, j);
+  if (r.x == 1u) { return cache[r.y * stride + col + e]; }
+  return qkv[r.y * stride + col + e];
 }

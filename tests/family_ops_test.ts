@@ -239,7 +239,7 @@ Deno.test("attention and its backward from texture mirrors: the float64 result, 
   }
 });
 
-Deno.test("attention with offsets and a cache from texture mirrors: the buffer kernel's bits, cache rows never past the prefix", async () => {
+Deno.test("attention and its backward with offsets and a cache from texture mirrors: the buffer kernels' bits, cache rows never past the prefix", async () => {
   // A suffix forward's attention (v*'s): each sequence's Tq = 4 rows from starts[b] on, its earlier keys
   // and values in a cache whose mirror serves every call; width (4 + 2*2) * 16 = 128 (whole texels).
   const c: AttentionCase = { ...ATTENTION_CASES[0][1], B: 3, T: 9, hd: 16 };
@@ -249,7 +249,7 @@ Deno.test("attention with offsets and a cache from texture mirrors: the buffer k
   const cacheValues = randomArray(cacheRows * width, 71, 1.5);
   // Cached positions at or after a sequence's start must never be read: NaN there.
   starts.forEach((s, b) => cacheValues.fill(NaN, (2 + b * c.T + s) * width, (2 + (b + 1) * c.T) * width));
-  const rowsValues = randomArray(c.B * Tq * width, 72, 1.5);
+  const rowsValues = randomArray(c.B * Tq * width, 72, 1.5), dyValues = randomArray(c.B * Tq * d, 73);
   const saved = matmulTiles(gpu);
   const run = (texture: boolean) => {
     setMatmulTiles(gpu, { ...saved, texture: { TM: 8, TN: 16, WG: 8, activations: texture } });
@@ -265,13 +265,22 @@ Deno.test("attention with offsets and a cache from texture mirrors: the buffer k
     const opts = { nKvHead: c.Hkv, scale: c.scale, softcap: c.softcap, window: c.window, queries };
     const y = attention(gpu, qkv, c.B, c.T, d, c.H, { ...opts, probs });
     assert.equal(gpu.mirrorBytes - mirrored, texture ? (cacheRows + c.B * Tq) * width * 4 : 0, "mirrors");
-    return [y, probs];
+    const dy = gpu.tensor([c.B * Tq, d], dyValues);
+    const dqkv = attentionBackward(gpu, dy, qkv, probs, c.B, c.T, d, c.H, opts);
+    assert.equal(
+      gpu.mirrorBytes - mirrored,
+      texture ? ((cacheRows + c.B * Tq) * width + c.B * Tq * d) * 4 : 0,
+      "the backward's mirrors: dy's added, the cache's and qkv's reused",
+    );
+    return [y, probs, dqkv];
   };
   try {
     const got = await gpu.readMany([...run(true), ...run(false)]);
     assert.ok(got[0].every(Number.isFinite), "no cached row past a sequence's start was read");
-    assert.deepEqual(got[0], got[2], "y: texture vs buffer");
-    assert.deepEqual(got[1], got[3], "probs: texture vs buffer");
+    assert.ok(got[2].every(Number.isFinite), "nor by the backward");
+    assert.deepEqual(got[0], got[3], "y: texture vs buffer");
+    assert.deepEqual(got[1], got[4], "probs: texture vs buffer");
+    assert.deepEqual(got[2], got[5], "dqkv: texture vs buffer");
   } finally {
     setMatmulTiles(gpu, saved);
   }
