@@ -17,6 +17,12 @@ export interface AdamParam {
   size: number;
   /** Overrides the optimizer's weight decay for this parameter (e.g. 0 for biases and LayerNorm). */
   weightDecay?: number;
+  /**
+   * After each step the parameter is clamped into [center - radius, center + radius], elementwise (an
+   * L-infinity ball: constrained fine-tuning), in the update's own pass: projectLinf's bits, one pass
+   * over the parameter fewer.
+   */
+  linf?: { center: Tensor; radius: number };
 }
 
 export interface AdamOptions {
@@ -28,6 +34,9 @@ export interface AdamOptions {
   weightDecay?: number;
   /** Rescale all gradients so their global L2 norm is at most clipNorm (PyTorch clip_grad_norm_). */
   clipNorm?: number;
+  /** Compute the gradients' global norm at every step, for gradNorm() (default true). Without clipping,
+   *  false skips that reduction. */
+  trackNorm?: boolean;
 }
 
 /** Optimizer state for checkpoints: step count and the moments, one array per parameter (in order). */
@@ -56,6 +65,8 @@ export class Adam {
   readonly weightDecay: number;
   /** Global L2 norm the gradients are clipped to; undefined: no clipping. */
   readonly clipNorm: number | undefined;
+  /** Whether each step computes the gradients' global norm (clipping, or AdamOptions.trackNorm). */
+  readonly computesNorm: boolean;
   /** Steps taken so far (Adam's t; bias corrections use t+1 on the next step). */
   stepCount = 0;
   /** [1] squared global norm of the gradients given to the last step (before clipping). */
@@ -71,6 +82,7 @@ export class Adam {
     this.eps = o.eps ?? 1e-8;
     this.weightDecay = o.weightDecay ?? 0;
     this.clipNorm = o.clipNorm;
+    this.computesNorm = o.clipNorm !== undefined || (o.trackNorm ?? true);
     if (!(this.lr >= 0)) throw new Error(`Adam: lr must be >= 0, got ${this.lr}`);
     for (const [name, b] of [["beta1", this.beta1], ["beta2", this.beta2]] as const) {
       if (!(b >= 0 && b < 1)) throw new Error(`Adam: ${name} must be in [0, 1), got ${b}`);
@@ -84,6 +96,12 @@ export class Adam {
       if (seen.has(p.name)) throw new Error(`Adam: parameter name "${p.name}" appears twice`);
       seen.add(p.name);
       need("Adam", `parameter "${p.name}"`, p.tensor, p.size);
+      if (p.linf) {
+        need("Adam", `L-infinity center of "${p.name}"`, p.linf.center, p.size);
+        if (!(p.linf.radius >= 0)) {
+          throw new Error(`Adam: the L-infinity radius of "${p.name}" must be >= 0, got ${p.linf.radius}`);
+        }
+      }
     }
     this.m = params.map((p) => gpu.zeros([p.size]));
     this.v = params.map((p) => gpu.zeros([p.size]));
@@ -96,12 +114,13 @@ export class Adam {
       throw new Error(`Adam.step: got ${grads.length} gradients for ${this.params.length} parameters`);
     }
     this.params.forEach((p, i) => need("Adam.step", `gradient of "${p.name}"`, grads[i], p.size));
-    sumOfSquares(this.gpu, grads.map((g, i) => ({ tensor: g, size: this.params[i].size })), {
-      out: this.normSq,
-    });
+    if (this.computesNorm) {
+      sumOfSquares(this.gpu, grads.map((g, i) => ({ tensor: g, size: this.params[i].size })), {
+        out: this.normSq,
+      });
+    }
     this.stepCount++;
     const t = this.stepCount;
-    const pipeline = this.gpu.pipeline("optimizer.wgsl", "adam", { WG: WG_ELEMENTWISE });
     this.params.forEach((p, i) => {
       const u = uniforms().u32(p.size).f32(
         this.lr,
@@ -112,10 +131,11 @@ export class Adam {
         1 - this.beta1 ** t,
         1 - this.beta2 ** t,
         this.clipNorm ?? 0,
+        p.linf?.radius ?? 0,
       );
       this.gpu.run(
-        pipeline,
-        [p.tensor, grads[i], this.m[i], this.v[i], this.normSq],
+        this.gpu.pipeline("optimizer.wgsl", p.linf ? "adam_linf" : "adam", { WG: WG_ELEMENTWISE }),
+        [p.tensor, grads[i], this.m[i], this.v[i], this.normSq, ...(p.linf ? [p.linf.center] : [])],
         elementwiseGrid(this.gpu, p.size, WG_ELEMENTWISE),
         u,
       );
@@ -125,6 +145,9 @@ export class Adam {
   /** Global L2 norm of the last step's gradients, before clipping (reads back: for logging). */
   async gradNorm(): Promise<number> {
     if (this.stepCount === 0) throw new Error("Adam.gradNorm: no step has been taken yet");
+    if (!this.computesNorm) {
+      throw new Error("Adam.gradNorm: this optimizer was made with trackNorm: false and no clipping");
+    }
     return Math.sqrt((await this.normSq.read())[0]);
   }
 

@@ -3,6 +3,7 @@
 //
 //   adam:         one Adam/AdamW step (PyTorch semantics), gradients optionally pre-scaled by
 //                 global-norm clipping read from the GPU (no readback)
+//   adam_linf:    the same step, then project_linf's clamp around `center`, in one pass
 //   project_linf: w = clamp(w, w0 - eps, w0 + eps)       constrained fine-tuning
 //   fill:         x = value                              zeroing gradients
 //
@@ -12,7 +13,7 @@ fn element_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
   return gid.x + gid.y * groups.x * WG;
 }
 
-// ---- adam. Bindings: param, grad, m, v, norm_sq, dims.
+// ---- adam, adam_linf. Bindings: param, grad, m, v, norm_sq, (adam_linf: center,) dims.
 // With t the step number (1-based), c = clip scale, lr_t = lr / (1 - beta1^t):
 //   g = c * grad
 //   param -= lr * weight_decay * param           (decoupled weight decay, AdamW)
@@ -20,10 +21,12 @@ fn element_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
 //   param -= lr_t * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // Clipping (clip_norm > 0): c = min(1, clip_norm / (||all grads||_2 + 1e-6)), where norm_sq[0]
 // holds the squared global norm computed earlier in the same command stream.
+// adam_linf then sets param = clamp(param, center - radius, center + radius) (constrained fine-tuning),
+// the bits of adam followed by project_linf.
 struct AdamDims {
   n: u32, lr: f32, beta1: f32, beta2: f32,
   eps: f32, weight_decay: f32, bias_correction1: f32, bias_correction2: f32,
-  clip_norm: f32,
+  clip_norm: f32, radius: f32,
 }
 
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;
@@ -32,12 +35,11 @@ struct AdamDims {
 @group(0) @binding(3) var<storage, read_write> v: array<f32>;
 @group(0) @binding(4) var<storage, read> norm_sq: array<f32>;
 @group(0) @binding(5) var<uniform> adam_dims: AdamDims;
+@group(0) @binding(5) var<storage, read> center: array<f32>;
+@group(0) @binding(6) var<uniform> adam_linf_dims: AdamDims;
 
-@compute @workgroup_size(WG)
-fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let i = element_index(gid, groups);
-  let a = adam_dims;
-  if (i >= a.n) { return; }
+// Updates m[i] and v[i] and returns param[i] after the step.
+fn adam_update(i: u32, a: AdamDims) -> f32 {
   var clip = 1.0;
   if (a.clip_norm > 0.0) { clip = min(1.0, a.clip_norm / (sqrt(norm_sq[0]) + 1e-6)); }
   let g = clip * grad[i];
@@ -48,7 +50,22 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   m[i] = m_i;
   v[i] = v_i;
   let denom = sqrt(v_i) / sqrt(a.bias_correction2) + a.eps;
-  param[i] = p - (a.lr / a.bias_correction1) * m_i / denom;
+  return p - (a.lr / a.bias_correction1) * m_i / denom;
+}
+
+@compute @workgroup_size(WG)
+fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let i = element_index(gid, groups);
+  if (i >= adam_dims.n) { return; }
+  param[i] = adam_update(i, adam_dims);
+}
+
+@compute @workgroup_size(WG)
+fn adam_linf(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+  let i = element_index(gid, groups);
+  let a = adam_linf_dims;
+  if (i >= a.n) { return; }
+  param[i] = clamp(adam_update(i, a), center[i] - a.radius, center[i] + a.radius);
 }
 
 // ---- project_linf. Bindings: w (updated), w0, dims.

@@ -144,6 +144,47 @@ Deno.test("projectLinf clamps into [w0 - eps, w0 + eps], including a 2-D grid of
   }
 });
 
+Deno.test("Adam with an L-infinity ball: the bits of each step followed by projectLinf; trackNorm: false", async () => {
+  // Gradients large enough (lr 0.3) that the ball of radius 0.05 clamps most values after a few steps.
+  const initial = sizes.map((n, i) => randomArray(n, 800 + i));
+  const centers = initial.map((a) => gpu.tensor([a.length], a));
+  const [fused, separate] = [0, 1].map(() =>
+    initial.map((a, i) => ({ name: `p${i}`, tensor: gpu.tensor([a.length], a), size: a.length }))
+  );
+  const radius = 0.05;
+  const ball = new Adam(
+    gpu,
+    fused.map((p, i) => ({ ...p, linf: { center: centers[i], radius } })),
+    { lr: 0.3, weightDecay: 0.1, trackNorm: false },
+  );
+  const plain = new Adam(gpu, separate, { lr: 0.3, weightDecay: 0.1 });
+  for (let s = 0; s < 4; s++) {
+    const grads = sizes.map((n, i) => gpu.tensor([n], randomArray(n, 900 + 10 * s + i)));
+    ball.step(grads);
+    plain.step(grads);
+    separate.forEach((p, i) => projectLinf(gpu, p.tensor, centers[i], radius));
+  }
+  const got = await gpu.readMany([...fused, ...separate].map((p) => p.tensor));
+  const n = sizes.length;
+  got.slice(0, n).forEach((g, i) => assert.deepEqual(g, got[n + i], `parameter ${i}: fused vs separate`));
+  const clamped = got.slice(0, n).flatMap((g, i) => [...g].map((v, j) => Math.abs(v - initial[i][j])));
+  assert.ok(clamped.every((d) => d <= radius + 1e-7), "every value within the ball");
+  assert.ok(clamped.filter((d) => d > radius - 1e-6).length > 100, "the ball is reached (not vacuous)");
+  await assert.rejects(() => ball.gradNorm(), /trackNorm: false and no clipping/);
+  const t = gpu.tensor([4], [1, 2, 3, 4]);
+  assert.throws(
+    () => new Adam(gpu, [{ name: "a", tensor: t, size: 4, linf: { center: t, radius: -1 } }], { lr: 1 }),
+    /L-infinity radius of "a" must be >= 0, got -1/,
+  );
+  assert.throws(
+    () =>
+      new Adam(gpu, [{ name: "a", tensor: t, size: 4, linf: { center: gpu.zeros([2]), radius: 1 } }], {
+        lr: 1,
+      }),
+    /L-infinity center of "a" has 2 values, needs 4/,
+  );
+});
+
 Deno.test("zeroGrads and fill write every value", async () => {
   const a = gpu.tensor([1000], randomArray(1000, 600)), b = gpu.tensor([3], [1, 2, 3]);
   zeroGrads(gpu, [a, b]);

@@ -16,7 +16,7 @@
 import { allocateGradients, backward } from "../../engine/autograd.ts";
 import { sideBySide, type Tensor } from "../../engine/gpu.ts";
 import type { GroupedParams, Model } from "../../engine/model.ts";
-import { Adam, projectLinf, zeroGrads } from "../../engine/optimizer.ts";
+import { Adam, type AdamParam, zeroGrads } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { DenseDelta, Edit, EditRequest } from "./edit.ts";
 import type { FtHparams } from "./hparams.ts";
@@ -71,6 +71,17 @@ function promptLastLoss(
   return loss;
 }
 
+/** The trained tensors as Adam's parameters, each kept within hp.normConstraint of its anchor (the
+ *  original weights) after every step. */
+function constrained(names: string[], tensors: Tensor[], anchors: Tensor[], hp: FtHparams): AdamParam[] {
+  return names.map((name, i) => ({
+    name,
+    tensor: tensors[i],
+    size: tensors[i].size,
+    linf: { center: anchors[i], radius: hp.normConstraint },
+  }));
+}
+
 /** One FT-L edit of `requests`, trained in place on the model's own tensors, which are restored after. */
 export async function computeFt(
   model: Model,
@@ -85,9 +96,7 @@ export async function computeFt(
   const originals = (await gpu.readMany(tensors)).map((a) => a.slice());
   const anchors = originals.map((a, i) => gpu.tensor(tensors[i].shape, a));
   const grads = allocateGradients(model, names);
-  const adam = new Adam(gpu, names.map((name, i) => ({ name, tensor: tensors[i], size: tensors[i].size })), {
-    lr: hp.lr,
-  });
+  const adam = new Adam(gpu, constrained(names, tensors, anchors, hp), { lr: hp.lr, trackNorm: false });
 
   const { prompts, targets } = promptsAndTargets(tok, requests);
   const losses: number[] = [];
@@ -118,7 +127,6 @@ export async function computeFt(
           zeroGrads(gpu, [...grads.values()]);
           backward(model, fwd, { dlogits: dl, params: grads });
           adam.step(names.map((n) => grads.get(n)!));
-          tensors.forEach((t, i) => projectLinf(gpu, t, anchors[i], hp.normConstraint));
           gpu.release(dl);
         }
         model.releaseForward(fwd);
@@ -323,9 +331,7 @@ async function trainGroups(
   const finals = shapes.map((shape) => gpu.zeros(shape));
   const grads = new Map(names.map((n, i) => [n, gpu.zeros(shapes[i])]));
   const grouped: GroupedParams = { groups: G, tensors: new Map(names.map((n, i) => [n, copies[i]])) };
-  const adam = new Adam(gpu, names.map((name, i) => ({ name, tensor: copies[i], size: copies[i].size })), {
-    lr: hp.lr,
-  });
+  const adam = new Adam(gpu, constrained(names, copies, anchors, hp), { lr: hp.lr, trackNorm: false });
   // Sequence g*S + s: request s of job g, or its last again past the end of its list.
   const padded = jobs.flatMap((job) =>
     Array.from({ length: S }, (_, s) => job.requests[Math.min(s, job.requests.length - 1)])
@@ -374,7 +380,6 @@ async function trainGroups(
         zeroGrads(gpu, [...grads.values()]);
         backward(model, fwd, { dlogits: dl, params: grads });
         adam.step(names.map((n) => grads.get(n)!));
-        copies.forEach((c, i) => projectLinf(gpu, c, anchors[i], hp.normConstraint));
         gpu.release(dl);
       }
       model.releaseForward(fwd);
