@@ -101,6 +101,20 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
   }
   for (const s of req.states ?? []) lowest = Math.min(lowest, s.site === "embed" ? -1 : s.layer);
   lowest = Math.max(lowest, fwd.startLayer - 1);
+  // Whether the walk must go on below the lowest block's MLP output projection: a parameter of that
+  // block other than the projection's own (and the MLP branch's post-norm), a site gradient or a hook's
+  // source below it. Without one (FT-L training that projection, v*'s delta at the MLP output) the block
+  // ends with the projection's weight gradient: its input gradient and everything under it would feed
+  // nothing.
+  const lowestBlockGoesOn =
+    [...grads.keys()].some((name) =>
+      name.startsWith(`h.${lowest}.`) && !/^h\.\d+\.(mlp\.c_proj\.|ln_mlp_out\.)/.test(name)
+    ) ||
+    (req.states ?? []).some((s) => s.layer === lowest && s.site !== "resid" && s.site !== "mlp") ||
+    fwd.hooks.some((h) =>
+      h.layer === lowest && h.site !== "resid" && h.site !== "mlp" && !!h.patch?.src &&
+      !!req.patchSources?.has(h.patch.src)
+    );
 
   // Gradients through the hooks of one site, in reverse order of application. `rows`: the batch rows
   // dstate holds, when not all (a trimmed last block's, where the forward ran no hooks): a requested
@@ -331,7 +345,12 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     // MLP branch: out = m + [post-norm] mlp.
     const dmlp = branchBackward(dx, a.mlp, p + "ln_mlp_out", a.mlpNormStats, Rb);
     hookBackward(l, "mlp", dmlp, a.rows);
-    const dkey = linearBackward(dmlp, a.key, p + "mlp.c_proj", f, d, true, Rb)!;
+    const goesOn = below || lowestBlockGoesOn;
+    const dkey = linearBackward(dmlp, a.key, p + "mlp.c_proj", f, d, goesOn, Rb);
+    if (!dkey) {
+      gpu.release(dmlp, ...(dattnAdded ? [dattnAdded] : []));
+      break;
+    }
     hookBackward(l, "key", dkey, a.rows);
     const dpre = cfg.mlp === "gated"
       ? gluBackward(gpu, dkey, a.pre, Rb, f, cfg.activation, { dx: gpu.empty([Rb, 2 * f]) })

@@ -2,6 +2,8 @@
 // runs it whole): on every family's transformers-made fixture, the logits, every parameter's gradient,
 // a hooked delta's gradient and a state gradient at the last block equal the whole block's. The whole path itself is checked against transformers (families_test.ts)
 // and finite differences (families_backward_test.ts run trimmed; attribution's LGA runs whole).
+// At the other end, a backward that needs nothing under the lowest block's MLP output projection ends
+// there (engine/autograd.ts), with the same bits.
 import assert from "node:assert/strict";
 import { allocateGradients, backward } from "../engine/autograd.ts";
 import { getGpu } from "../engine/gpu.ts";
@@ -77,5 +79,37 @@ for (const name of CASES) {
       const scored = [...new Set(outputRows)].sort((a, b) => a - b);
       assert.deepEqual([...rowsWithGradient].sort((a, b) => a - b), scored, `${name} ${site}: rows`);
     }
+  });
+}
+
+for (const name of ["gpt2", "gptj", "gemma2"]) {
+  Deno.test(`${name}: a backward asked only for the lowest block's MLP output projection ends there, with its bits`, async () => {
+    // FT-L's request (the projection's weight and bias at one layer), alone and with a parameter under it
+    // (c_fc's weight) that makes the walk go through the whole block: the projection's gradients agree
+    // bit for bit, and the first walk stops early (fewer dispatches).
+    const { model, expected } = await loadCase(name);
+    const layer = 1, p = `h.${layer}.mlp.`;
+    const batch = makeBatch(expected.prompts);
+    const outputRows = expected.prompts.map((q, b) => b * batch.T + q.length - 1);
+    const V = model.config.vocabSize;
+    const dlogitValues = randomArray(outputRows.length * V, 9, 1);
+    const run = async (names: string[]) => {
+      const grads = allocateGradients(model, names);
+      const fwd = model.forward(batch, { outputRows, keep: true });
+      const before = gpu.dispatchCount;
+      backward(model, fwd, { dlogits: gpu.tensor([outputRows.length, V], dlogitValues), params: grads });
+      const dispatches = gpu.dispatchCount - before;
+      const got = await gpu.readMany([grads.get(`${p}c_proj.weight`)!]);
+      model.releaseForward(fwd);
+      return { dW: got[0], dispatches };
+    };
+    const alone = await run([`${p}c_proj.weight`]);
+    const through = await run([`${p}c_proj.weight`, `${p}c_fc.weight`]);
+    assert.deepEqual(alone.dW, through.dW, "the projection's weight gradient");
+    assert.ok(alone.dW.some((v) => v !== 0), "a gradient that is not all zeros");
+    assert.ok(
+      alone.dispatches < through.dispatches,
+      `the walk ends at the projection: ${alone.dispatches} dispatches against ${through.dispatches}`,
+    );
   });
 }
