@@ -25,8 +25,9 @@
 //     allows 256 invocations and their 4 KiB of workgroup memory (WebGPU's defaults are 256 and
 //     16 KiB, so every conforming adapter does); adapters below that (compatibility-mode or
 //     downlevel limits) get 8x8 invocations of 8x8, or register blocks when even 64 invocations or
-//     the tiles' memory are not there. (Per product, matmulKernel in engine/ops.ts then checks the
-//     operands' alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
+//     the tiles' memory are not there. A product of too few tiles to fill the GPU splits K over up to
+//     GPU_SPLIT_K workgroups. (Per product, matmulKernel in engine/ops.ts then checks the operands'
+//     alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
 //   - attention for a backward: every adapter measured keeps the probabilities [B, H, Tq, T], whose
 //     backward ran 4-8x faster than recomputing the scores from each row's log-sum-exp
 //     (shaders/attention_backward_lse.wgsl) on llvmpipe and 2-2.5x faster on an NVIDIA H200
