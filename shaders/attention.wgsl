@@ -57,21 +57,7 @@ struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap
 @group(0) @binding(6) var cacheT: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(7) var<uniform> d: Dims;
 
-// Where key/value position j of sequence b lives: (1, its row of cache) or (0, its row of qkv).
-fn key_row(b: u32, j: u32) -> vec2<u32> {
-  if (OFFSETS) {
-    let s = rows[b];
-    if (j < s) { return vec2<u32>(1u, rows[d.B + b] + j); }
-    return vec2<u32>(0u, b * d.Tq + j - s);
-  }
-  return vec2<u32>(0u, b * d.Tq + j);
-}
-
-// Element `col + i` of key row r (from key_row).
-fn kv(r: vec2<u32>, stride: u32, col: u32, i: u32) -> f32 {
-  if (OFFSETS && r.x == 1u) { return cache[r.y * stride + col + i]; }
-  return qkv[r.y * stride + col + i];
-}
+// import: attention_keys.wgsl
 
 // Texel c4 (elements 4*c4 .. 4*c4+3) of key row r (from key_row), from the mirrors (TEXTURE).
 fn kv4(r: vec2<u32>, c4: u32) -> vec4<f32> {
@@ -106,8 +92,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   let i_q = inv % d.Tq;
   let h = (inv / d.Tq) % d.H;
   let b = inv / (d.Tq * d.H);
-  var t = i_q;
-  if (OFFSETS) { t = rows[b] + i_q; }
+  let t = position(b, i_q);
   let out = (b * d.Tq + i_q) * d.H * HD + h * HD;
   if (t >= d.T) {
     for (var i = 0u; i < HD; i++) { y[out + i] = 0.0; }
@@ -126,13 +111,13 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   for (var i = 0u; i < HD; i++) { q[i] = qkv[(b * d.Tq + i_q) * stride + h * HD + i] * d.scale; }
 
   var max_s = -3.0e38;
-  for (var j = j0; j <= t; j++) { max_s = max(max_s, score(&q, key_row(b, j), stride, k_col)); }
+  for (var j = j0; j <= t; j++) { max_s = max(max_s, score(&q, key_row(d.B, d.Tq, b, j), stride, k_col)); }
 
   var sum = 0.0;
   var acc: array<f32, HD>;
   let row = inv * d.T;             // probs[b, h, i_q, :]
   for (var j = j0; j <= t; j++) {
-    let r = key_row(b, j);
+    let r = key_row(d.B, d.Tq, b, j);
     let p = exp(score(&q, r, stride, k_col) - max_s);
     if (WITH_PROBS) { probs[row + j] = p; }
     sum += p;

@@ -23,8 +23,9 @@
 // rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS;
 // TEXTURE (hd % 4 == 0; TN == 4): both passes read dy, q, k and v from rgba32float mirrors of dy and
 // qkv (texel (c, r) = row r's values 4c .. 4c+3), and with OFFSETS the cached keys and values from the
-// cache's mirror: inlined loads on llvmpipe where storage loads are per-lane gathers. The values are the same and so is every sum (pass 1 adds each
-// texel's four products one at a time, in the order of the buffer loop): both give the same bits.
+// cache's mirror: inlined loads on llvmpipe where storage loads are per-lane gathers. The values are the
+// same and so is every sum (pass 1 adds each texel's four products one at a time, in the order of the
+// buffer loop): both give the same bits.
 // Each entry point binds its own tensors (auto layouts), followed by its uniform block.
 
 struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f32, Tq: u32 }
@@ -82,7 +83,7 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
         dp += g4.w * v4.w;
       }
     } else {
-      for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * kv(dims.B, dims.Tq, stride, b, j, v_col, e); }
+      for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * kv(key_row(dims.B, dims.Tq, b, j), stride, v_col, e); }
     }
     dscores_out[row + j] = dp;
     mean_dp += probs[row + j] * dp;
@@ -93,7 +94,7 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
     var ds = probs[row + j] * (dscores_out[row + j] - mean_dp);
     if (SOFTCAP) {
       var c = 0.0;
-      for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * kv(dims.B, dims.Tq, stride, b, j, k_col, e); }
+      for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * kv(key_row(dims.B, dims.Tq, b, j), stride, k_col, e); }
       let th = tanh(clamp(c * dims.scale / dims.softcap, -15.0, 15.0));
       ds *= 1.0 - th * th;
     }
@@ -140,7 +141,7 @@ fn x_at(part: u32, b: u32, s: u32, h: u32, e: u32) -> f32 {
   let hd = dims2.hd;
   let stride = (dims2.H + 2u * dims2.Hkv) * hd;
   if (part == 0u) {
-    return kv(dims2.B, dims2.Tq, stride, b, s, (dims2.H + h / (dims2.H / dims2.Hkv)) * hd, e);
+    return kv(key_row(dims2.B, dims2.Tq, b, s), stride, (dims2.H + h / (dims2.H / dims2.Hkv)) * hd, e);
   }
   if (part == 1u) { return qkv[(b * dims2.Tq + s) * stride + h * hd + e]; }
   return dy[(b * dims2.Tq + s) * dims2.H * hd + h * hd + e];

@@ -32,9 +32,9 @@ struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap
 
 // import: attention_keys.wgsl
 
-// Element `col + e` of key/value position j of sequence b (attention_keys.wgsl kv).
+// Element `col + e` of key/value position j of sequence b (attention_keys.wgsl key_row and kv).
 fn kv_at(b: u32, j: u32, col: u32, e: u32) -> f32 {
-  return kv(d.B, d.Tq, (d.H + 2u * d.Hkv) * HD, b, j, col, e);
+  return kv(key_row(d.B, d.Tq, b, j), (d.H + 2u * d.Hkv) * HD, col, e);
 }
 
 // The capped score s of a scaled query and key position j, and the cap's derivative ds/dc.

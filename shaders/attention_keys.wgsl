@@ -1,5 +1,5 @@
-// Where the attention backward kernels find a key/value position (imported by attention_backward.wgsl and
-// attention_backward_lse.wgsl). With OFFSETS (a forward that computed only the rows from some position
+// Where the attention kernels find a key/value position (imported by attention.wgsl,
+// attention_backward.wgsl and attention_backward_lse.wgsl). With OFFSETS (a forward that computed only the rows from some position
 // on), sequence b's rows start at position rows[b], and key j < rows[b] is row rows[B + b] + j of `cache`;
 // without it row i is position i. The importing shader declares rows (array<u32>), qkv and cache
 // (array<f32>, rows of `stride` floats) and the constant OFFSETS.
@@ -21,9 +21,8 @@ fn key_row(B: u32, Tq: u32, b: u32, j: u32) -> vec2<u32> {
   return vec2<u32>(0u, b * Tq + j);
 }
 
-// Element e of column block `col` of key position j of sequence b.
-fn kv(B: u32, Tq: u32, stride: u32, b: u32, j: u32, col: u32, e: u32) -> f32 {
-  let r = key_row(B, Tq, b, j);
-  if (r.x == 1u) { return cache[r.y * stride + col + e]; }
+// Element `col + e` of key row r (from key_row).
+fn kv(r: vec2<u32>, stride: u32, col: u32, e: u32) -> f32 {
+  if (OFFSETS && r.x == 1u) { return cache[r.y * stride + col + e]; }
   return qkv[r.y * stride + col + e];
 }
