@@ -107,8 +107,12 @@ export interface AdapterSummary {
   backend: string;
 }
 
-const UNIFORM_SLOT = 256; // bytes per dispatch's uniform block (minUniformBufferOffsetAlignment <= 256)
-const UNIFORM_SLOTS = 4096; // dispatches per flush before an automatic flush
+const UNIFORM_SLOT = 256; // bytes per uniform block (minUniformBufferOffsetAlignment <= 256)
+const UNIFORM_SLOTS = 4096; // distinct uniform blocks per uniform buffer (then a fresh buffer starts)
+const DISPATCHES_PER_SUBMIT = 4096; // dispatches recorded before an automatic flush
+const BIND_GROUPS_KEPT = 16384; // bind groups cached for reuse; beyond this the cache starts over
+const UPLOADS_KEPT = 1024; // upload() tables kept by content; beyond this the cache starts over
+const UPLOAD_KEPT_ELEMENTS = 16384; // longer uploads are not kept
 const POOL_LIMIT_BYTES = 1 << 30; // released buffers kept for reuse; beyond this they are freed
 
 /** Builds the little uniform block a kernel reads its sizes from (all fields 4 bytes). */
@@ -133,6 +137,10 @@ export class Uniforms {
   /** The whole 256-byte block (fields in order, zeros after them), as uploaded for one dispatch. */
   bytes(): Uint8Array {
     return new Uint8Array(this.view.buffer, 0, UNIFORM_SLOT);
+  }
+  /** The fields' bits as a string: blocks with equal keys have equal bytes. */
+  key(): string {
+    return new Uint32Array(this.view.buffer, 0, this.n).join(",");
   }
 }
 
@@ -171,9 +179,21 @@ export class Gpu {
   private shaderSources = new Map<string, string>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
+  // Uniform blocks are stored once per distinct content (a loop's steps repeat theirs): slot of each
+  // block in uniformBuffer, mirrored in uniformStaging; slots from uploadedSlots on are not uploaded yet.
   private uniformBuffer: GPUBuffer;
   private uniformStaging = new Uint8Array(UNIFORM_SLOT * UNIFORM_SLOTS);
-  private uniformSlot = 0;
+  private uniformSlots = new Map<string, number>();
+  private uploadedSlots = 0;
+  private dispatchesSinceFlush = 0;
+  // createBindGroup is most of a dispatch's recording cost (about 20 us in Deno, 40 on some hosts), and
+  // a loop binds the same pooled buffers, uniform slots and pipelines step after step: bind groups are
+  // kept by what they bind. Keys name objects by number; a destroyed buffer's number is never reused.
+  private bindGroups = new Map<string, GPUBindGroup>();
+  private objectIds = new WeakMap<object, number>();
+  private uploads = new Map<string, Tensor>();
+  private uploadBuffers = new WeakSet<GPUBuffer>();
+  private nextObjectId = 0;
   /** Number of dispatches recorded since the Gpu was opened (for benchmarks and tests). */
   dispatchCount = 0;
   /** Number of queue submits since the Gpu was opened (for benchmarks and tests). */
@@ -206,7 +226,11 @@ export class Gpu {
   ) {
     // Where the memory is unknown (a browser may not say), 256 MiB: the embedded model whole.
     this.mirrorBudgetBytes = info.software ? (io().memoryBytes() ?? 2 ** 32) / 16 : Infinity;
-    this.uniformBuffer = device.createBuffer({
+    this.uniformBuffer = this.newUniformBuffer();
+  }
+
+  private newUniformBuffer(): GPUBuffer {
+    return this.device.createBuffer({
       size: this.uniformStaging.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     });
@@ -319,12 +343,29 @@ export class Gpu {
   }
 
   /**
-   * Uploads small per-dispatch data (index tables, token ids). The buffer is destroyed right
-   * after the next submit: the submitted work keeps it alive, nothing else may use it later.
+   * Uploads small per-dispatch data (index tables, token ids) that kernels only read. Tables are kept
+   * by content, so a loop that records the same table step after step uploads it once (and its
+   * dispatches reuse their bind groups); the caller may use the tensor until the next submit, and
+   * must neither write nor release it.
    */
   upload(shape: readonly number[], data: ArrayLike<number>, dtype: "f32" | "u32" = "f32"): Tensor {
-    const t = this.tensor(shape, data, dtype);
-    this.transients.push(t.buffer);
+    if (data.length > UPLOAD_KEPT_ELEMENTS) {
+      const t = this.tensor(shape, data, dtype);
+      this.transients.push(t.buffer);
+      this.uploadBuffers.add(t.buffer);
+      return t;
+    }
+    const key = `${dtype} ${shape} ${Array.prototype.join.call(data, ",")}`;
+    let t = this.uploads.get(key);
+    if (t) return t;
+    if (this.uploads.size >= UPLOADS_KEPT) {
+      // Destroyed after the next submit, like any upload: work recorded so far may still read them.
+      for (const kept of this.uploads.values()) this.transients.push(kept.buffer);
+      this.uploads.clear();
+    }
+    t = this.tensor(shape, data, dtype);
+    this.uploads.set(key, t);
+    this.uploadBuffers.add(t.buffer);
     return t;
   }
 
@@ -370,6 +411,9 @@ export class Gpu {
   release(...tensors: (Tensor | undefined)[]): void {
     for (const t of tensors) {
       if (!t) continue;
+      if (this.uploadBuffers.has(t.buffer)) {
+        throw new Error("release: upload() tensors are not the caller's to release");
+      }
       if (this.pooledBytes + t.buffer.size > POOL_LIMIT_BYTES) {
         this.transients.push(t.buffer); // over the cap: destroyed after the next submit
         continue;
@@ -633,40 +677,99 @@ export class Gpu {
       );
     }
     this.ensureEncoder();
-    // null: a binding of the shader module that this entry point does not use (its layout has none).
-    const entries: GPUBindGroupEntry[] = buffers.flatMap((t, i) =>
-      t === null ? [] : [{
-        binding: i,
-        resource: t instanceof Tensor
-          ? { buffer: t.buffer }
-          : "tensor" in t
-          ? { buffer: t.tensor.buffer, offset: t.offset, size: t.size }
-          : t,
-      }]
-    );
     for (const i of this.writableBindings.get(pipeline)!) {
       const t = buffers[i];
       if (t instanceof Tensor) this.touch(t.buffer);
       else if (t && "tensor" in t) this.touch(t.tensor.buffer);
     }
-    if (u) {
-      const off = this.uniformSlot * UNIFORM_SLOT;
-      this.uniformStaging.set(u.bytes(), off);
-      this.uniformSlot++;
-      entries.push({
-        binding: buffers.length,
-        resource: { buffer: this.uniformBuffer, offset: off, size: UNIFORM_SLOT },
-      });
+    const slot = u ? this.uniformSlot(u) : -1;
+    const key =
+      [pipeline, ...buffers].map((t) =>
+        t === null
+          ? "-"
+          : t instanceof Tensor
+          ? this.idOf(t.buffer)
+          : "tensor" in t
+          ? `${this.idOf(t.tensor.buffer)}:${t.offset}:${t.size}`
+          : this.idOf(t)
+      ).join(" ") + ` u${slot}`;
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      // null: a binding of the shader module that this entry point does not use (its layout has none).
+      const entries: GPUBindGroupEntry[] = buffers.flatMap((t, i) =>
+        t === null ? [] : [{
+          binding: i,
+          resource: t instanceof Tensor
+            ? { buffer: t.buffer }
+            : "tensor" in t
+            ? { buffer: t.tensor.buffer, offset: t.offset, size: t.size }
+            : t,
+        }]
+      );
+      if (u) {
+        entries.push({
+          binding: buffers.length,
+          resource: { buffer: this.uniformBuffer, offset: slot * UNIFORM_SLOT, size: UNIFORM_SLOT },
+        });
+      }
+      if (this.bindGroups.size >= BIND_GROUPS_KEPT) this.bindGroups.clear();
+      bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      this.bindGroups.set(key, bindGroup);
     }
-    const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
     if (!this.pass) this.pass = this.encoder!.beginComputePass();
     this.pass.setPipeline(pipeline);
     this.pass.setBindGroup(0, bindGroup);
     this.pass.dispatchWorkgroups(x, y, z);
     this.dispatchCount++;
-    // Flush once the uniform ring is full. Only *after* recording: tensors uploaded for this
-    // dispatch (gpu.upload) are destroyed after the submit that uses them, never before.
-    if (this.uniformSlot >= UNIFORM_SLOTS) this.flush();
+    // Flush every so many dispatches, so a GPU starts on them while more are recorded. Only *after*
+    // recording: tensors uploaded for this dispatch (gpu.upload) are destroyed after the submit that
+    // uses them, never before.
+    if (++this.dispatchesSinceFlush >= DISPATCHES_PER_SUBMIT) this.flush();
+  }
+
+  /** A number naming a buffer, texture view or pipeline in bind-group keys. */
+  private idOf(o: object): number {
+    let id = this.objectIds.get(o);
+    if (id === undefined) this.objectIds.set(o, id = this.nextObjectId++);
+    return id;
+  }
+
+  /**
+   * The slot of uniformBuffer holding `u`'s block, added (and uploaded at the next flush) if no slot
+   * holds those bytes yet. A full buffer is left to the work already recorded (destroyed after the next
+   * submit) and a fresh one starts, with no slots and no bind groups (theirs bind the old buffer).
+   */
+  private uniformSlot(u: Uniforms): number {
+    const key = u.key();
+    let slot = this.uniformSlots.get(key);
+    if (slot !== undefined) return slot;
+    if (this.uniformSlots.size === UNIFORM_SLOTS) {
+      this.uploadUniforms();
+      this.transients.push(this.uniformBuffer);
+      this.uniformBuffer = this.newUniformBuffer();
+      this.uniformSlots.clear();
+      this.uploadedSlots = 0;
+      this.bindGroups.clear();
+    }
+    slot = this.uniformSlots.size;
+    this.uniformSlots.set(key, slot);
+    this.uniformStaging.set(u.bytes(), slot * UNIFORM_SLOT);
+    return slot;
+  }
+
+  /** Uploads the uniform slots added since the last upload (before the submit that reads them). */
+  private uploadUniforms(): void {
+    const from = this.uploadedSlots, to = this.uniformSlots.size;
+    if (to === from) return;
+    const offset = from * UNIFORM_SLOT;
+    this.device.queue.writeBuffer(
+      this.uniformBuffer,
+      offset,
+      this.uniformStaging,
+      offset,
+      (to - from) * UNIFORM_SLOT,
+    );
+    this.uploadedSlots = to;
   }
 
   /** Opens a command encoder if none is recording. */
@@ -687,16 +790,8 @@ export class Gpu {
   flush(): void {
     if (!this.encoder) return;
     this.endPass();
-    if (this.uniformSlot > 0) {
-      this.device.queue.writeBuffer(
-        this.uniformBuffer,
-        0,
-        this.uniformStaging,
-        0,
-        this.uniformSlot * UNIFORM_SLOT,
-      );
-      this.uniformSlot = 0;
-    }
+    this.uploadUniforms();
+    this.dispatchesSinceFlush = 0;
     this.device.queue.submit([this.encoder!.finish()]);
     this.encoder = null;
     for (const b of this.transients) this.destroyBuffer(b);
