@@ -198,6 +198,8 @@ export class Gpu {
   dispatchCount = 0;
   /** Number of queue submits since the Gpu was opened (for benchmarks and tests). */
   submitCount = 0;
+  /** Bind groups created (a steady loop should stop adding to this: see run()). */
+  bindGroupsCreated = 0;
   /** empty()/zeros() calls that had to create a buffer (a steady loop should stop adding to this). */
   poolMisses = 0;
   /** Bytes held by texture mirrors of buffers (see mirror()). */
@@ -714,6 +716,7 @@ export class Gpu {
       }
       if (this.bindGroups.size >= BIND_GROUPS_KEPT) this.bindGroups.clear();
       bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      this.bindGroupsCreated++;
       this.bindGroups.set(key, bindGroup);
     }
     if (!this.pass) this.pass = this.encoder!.beginComputePass();

@@ -1,7 +1,8 @@
-// The GPU runtime itself: recording across the automatic flush, uploads' lifetime, the pool.
+// The GPU runtime itself: recording across the automatic flush, uniform blocks, uploads' lifetime,
+// bind-group reuse, the pool.
 import assert from "node:assert/strict";
 import { getGpu, sideBySide } from "../engine/gpu.ts";
-import { rowOps } from "../engine/ops.ts";
+import { matmul, rowOps } from "../engine/ops.ts";
 
 const gpu = await getGpu();
 
@@ -9,11 +10,32 @@ Deno.test("thousands of recorded dispatches with per-dispatch uploads survive th
   const x = gpu.zeros([2, 3]);
   const one = gpu.tensor([1, 3], [1, 2, 3]);
   const submitsBefore = gpu.submitCount;
-  // Each rowOps uploads its own entry table; 5000 dispatches cross the 4096-slot uniform ring.
+  // Each rowOps uploads its entry table (kept by content: one upload); 5000 dispatches cross the
+  // automatic flush after 4096.
   for (let i = 0; i < 5000; i++) rowOps(gpu, x, one, 3, [{ dst: i % 2, src: 0, keep: 1, take: 1 }]);
   const got = await x.read();
   assert.deepEqual([...got], [2500, 5000, 7500, 2500, 5000, 7500]);
   assert.ok(gpu.submitCount - submitsBefore >= 2, "the recording was split across submits");
+});
+
+Deno.test("more distinct uniform blocks and upload tables than one stream keeps: every dispatch reads its own", async () => {
+  // 5000 products out[0, i] = i * (1 x 1): each its own alpha and output offset (5000 distinct uniform
+  // blocks, over the 4096 one uniform buffer holds), recorded before one readback.
+  const n = 5000, one = gpu.tensor([1, 1], [1]), out = gpu.zeros([1, n]);
+  for (let i = 0; i < n; i++) matmul(gpu, one, one, 1, 1, 1, { out, alpha: i, ldc: n, outOffset: i });
+  assert.deepEqual([...await out.read()], Array.from({ length: n }, (_, i) => i));
+  // 3000 distinct row tables (over the 1024 uploads kept): row i of x gets row 0 of `ones` added.
+  const x = gpu.zeros([3000, 1]), ones = gpu.tensor([1, 1], [1]);
+  for (let i = 0; i < 3000; i++) rowOps(gpu, x, ones, 1, [{ dst: i, src: 0, keep: 1, take: 1 }]);
+  assert.deepEqual([...await x.read()], new Array(3000).fill(1));
+});
+
+Deno.test("upload() keeps a table by content; its tensor is not the caller's to release", () => {
+  const a = gpu.upload([3], [1, 2, 3], "u32"), b = gpu.upload([3], [1, 2, 3], "u32");
+  assert.equal(a, b);
+  assert.notEqual(gpu.upload([3], [1, 2, 4], "u32"), a);
+  assert.notEqual(gpu.upload([3], [1, 2, 3], "f32"), a);
+  assert.throws(() => gpu.release(a), /upload\(\) tensors are not the caller's to release/);
 });
 
 Deno.test("released buffers are reused by empty() of the same size", () => {
@@ -66,10 +88,12 @@ Deno.test("a training step in steady state allocates no new buffers (no pool lea
     model.releaseForward(fwd);
   };
   await step();
-  const misses = gpu.poolMisses;
+  await step();
+  const [misses, bindGroups] = [gpu.poolMisses, gpu.bindGroupsCreated];
   await step();
   await step();
   assert.equal(gpu.poolMisses, misses, "later steps reuse every buffer of the first");
+  assert.equal(gpu.bindGroupsCreated, bindGroups, "later steps reuse every bind group");
 });
 
 Deno.test("the backend: DENO_WEBGPU_BACKEND wins; without it, GL on a Linux machine with Mesa's EGL and no GPU", async () => {
