@@ -146,8 +146,8 @@ export interface StateRead {
 /**
  * The state of each read at the fact token of its instance, each prompt under its own virtual edit
  * (under.itemEdit[i] for instance i; a MEMIT step reads every edit's keys with its lower layers' updates
- * in place). Runs in batches of `batchSize` prompts, one readback each; the unembedding is skipped down
- * to one row.
+ * in place). Runs in batches of `batchSize` prompts, one readback each, each pass up to the highest
+ * layer read.
  */
 export async function readFactStates(
   model: Model,
@@ -179,7 +179,9 @@ export async function readFactStates(
       return { ...c, into };
     });
     const virtualEdits = under?.edits.forBatch(under.itemEdit.slice(start, start + chunk.length), batch.T);
-    const res = model.forward(batch, { hooks, outputRows: [0], virtualEdits });
+    // The blocks above the highest read change nothing read: the pass ends there (without the head).
+    const endLayer = Math.max(...groups.map((g) => g.layer)) + 1;
+    const res = model.forward(batch, { hooks, outputRows: [0], virtualEdits, endLayer });
     release();
     const arrays = await gpu.readMany(groups.map((g) => g.into));
     model.releaseForward(res);

@@ -60,7 +60,7 @@ export function sem(xs: readonly number[]): number {
 export function quantile(xs: readonly number[], q: number): number {
   requireValues("quantile", xs, 1);
   if (!(q >= 0 && q <= 1)) throw new Error(`quantile: q must be in [0, 1], got ${q}`);
-  const sorted = [...xs].sort((a, b) => a - b);
+  const sorted = Float64Array.from(xs).sort();
   const h = (sorted.length - 1) * q;
   const lo = Math.floor(h), hi = Math.ceil(h);
   return sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]);
