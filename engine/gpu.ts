@@ -371,6 +371,17 @@ export class Gpu {
     return t;
   }
 
+  /**
+   * A tensor holding `data`: a recycled buffer filled in stream order (a copy from upload()'s table),
+   * for inputs a loop makes again and again and releases after use. (tensor(shape, data) makes a new
+   * buffer every time, which release() then adds to the pool for good.)
+   */
+  filled(shape: readonly number[], data: ArrayLike<number>, dtype: "f32" | "u32" = "f32"): Tensor {
+    const t = this.empty(shape, dtype);
+    this.copy(this.upload(shape, data, dtype), t);
+    return t;
+  }
+
   /** A zero-filled tensor: a recycled buffer cleared in stream order, or a new (zeroed) one. */
   zeros(shape: readonly number[], dtype: "f32" | "u32" = "f32"): Tensor {
     const buffer = this.takeFromPool(shape);

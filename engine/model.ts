@@ -846,7 +846,7 @@ export class Model {
           );
         }
       });
-      const offsets = gpu.tensor([2 * B], [...suffix.starts, ...suffix.bases], "u32");
+      const offsets = gpu.filled([2 * B], [...suffix.starts, ...suffix.bases], "u32");
       suffixState = { qkv: suffix.qkv, T: Tk, offsets };
     }
     const applyHooks = (layer: number, site: Site, state: Tensor) => {

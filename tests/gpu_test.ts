@@ -2,7 +2,7 @@
 // bind-group reuse, the pool.
 import assert from "node:assert/strict";
 import { getGpu, sideBySide } from "../engine/gpu.ts";
-import { matmul, rowOps } from "../engine/ops.ts";
+import { add, matmul, rowOps } from "../engine/ops.ts";
 
 const gpu = await getGpu();
 
@@ -36,6 +36,16 @@ Deno.test("upload() keeps a table by content; its tensor is not the caller's to 
   assert.notEqual(gpu.upload([3], [1, 2, 4], "u32"), a);
   assert.notEqual(gpu.upload([3], [1, 2, 3], "f32"), a);
   assert.throws(() => gpu.release(a), /upload\(\) tensors are not the caller's to release/);
+});
+
+Deno.test("filled() recycles a released buffer and fills it in stream order, after the work that read it", async () => {
+  const a = gpu.tensor([4], [1, 2, 3, 4]), out = gpu.zeros([4]);
+  add(gpu, a, a, 4, { out }); // recorded, not yet submitted: reads a's old contents
+  gpu.release(a);
+  const f = gpu.filled([4], [10, 20, 30, 40]);
+  assert.equal(f.buffer, a.buffer);
+  assert.deepEqual([...await out.read()], [2, 4, 6, 8]);
+  assert.deepEqual([...await f.read()], [10, 20, 30, 40]);
 });
 
 Deno.test("released buffers are reused by empty() of the same size", () => {
