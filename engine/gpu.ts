@@ -110,7 +110,7 @@ export interface AdapterSummary {
 const UNIFORM_SLOT = 256; // bytes per uniform block (minUniformBufferOffsetAlignment <= 256)
 const UNIFORM_SLOTS = 4096; // distinct uniform blocks per uniform buffer (then a fresh buffer starts)
 const DISPATCHES_PER_SUBMIT = 4096; // dispatches recorded before an automatic flush
-const BIND_GROUPS_KEPT = 16384; // bind groups cached for reuse; beyond this the cache starts over
+const BIND_GROUPS_KEPT = 8192; // bind groups kept for reuse (the most recently used)
 const UPLOADS_KEPT = 1024; // upload() tables kept by content; beyond this the cache starts over
 const UPLOAD_KEPT_ELEMENTS = 16384; // longer uploads are not kept
 const POOL_LIMIT_BYTES = 1 << 30; // released buffers kept for reuse; beyond this they are freed
@@ -189,7 +189,10 @@ export class Gpu {
   // createBindGroup is most of a dispatch's recording cost (about 20 us in Deno, 40 on some hosts), and
   // a loop binds the same pooled buffers, uniform slots and pipelines step after step: bind groups are
   // kept by what they bind. Keys name objects by number; a destroyed buffer's number is never reused.
+  // Two generations: a bind group found in the older one moves to the newer; when the newer one is full
+  // it becomes the older and the older's (not used since) are dropped.
   private bindGroups = new Map<string, GPUBindGroup>();
+  private olderBindGroups = new Map<string, GPUBindGroup>();
   private objectIds = new WeakMap<object, number>();
   private uploads = new Map<string, Tensor>();
   private uploadBuffers = new WeakSet<GPUBuffer>();
@@ -708,6 +711,10 @@ export class Gpu {
       ).join(" ") + ` u${slot}`;
     let bindGroup = this.bindGroups.get(key);
     if (!bindGroup) {
+      bindGroup = this.olderBindGroups.get(key);
+      if (bindGroup) this.keepBindGroup(key, bindGroup);
+    }
+    if (!bindGroup) {
       // null: a binding of the shader module that this entry point does not use (its layout has none).
       const entries: GPUBindGroupEntry[] = buffers.flatMap((t, i) =>
         t === null ? [] : [{
@@ -725,10 +732,9 @@ export class Gpu {
           resource: { buffer: this.uniformBuffer, offset: slot * UNIFORM_SLOT, size: UNIFORM_SLOT },
         });
       }
-      if (this.bindGroups.size >= BIND_GROUPS_KEPT) this.bindGroups.clear();
       bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
       this.bindGroupsCreated++;
-      this.bindGroups.set(key, bindGroup);
+      this.keepBindGroup(key, bindGroup);
     }
     if (!this.pass) this.pass = this.encoder!.beginComputePass();
     this.pass.setPipeline(pipeline);
@@ -739,6 +745,14 @@ export class Gpu {
     // recording: tensors uploaded for this dispatch (gpu.upload) are destroyed after the submit that
     // uses them, never before.
     if (++this.dispatchesSinceFlush >= DISPATCHES_PER_SUBMIT) this.flush();
+  }
+
+  private keepBindGroup(key: string, bindGroup: GPUBindGroup): void {
+    if (this.bindGroups.size >= BIND_GROUPS_KEPT / 2) {
+      this.olderBindGroups = this.bindGroups;
+      this.bindGroups = new Map();
+    }
+    this.bindGroups.set(key, bindGroup);
   }
 
   /** A number naming a buffer, texture view or pipeline in bind-group keys. */
@@ -764,6 +778,7 @@ export class Gpu {
       this.uniformSlots.clear();
       this.uploadedSlots = 0;
       this.bindGroups.clear();
+      this.olderBindGroups.clear();
     }
     slot = this.uniformSlots.size;
     this.uniformSlots.set(key, slot);
