@@ -85,10 +85,11 @@ Deno.test("SharedValues.prefetch: results optimised ahead are served as the firs
   const shared = new SharedValues();
   // Two later calls' requests (another problem's direction; layers 0 and 1), with equal options, merged
   // into one optimisation.
-  await shared.prefetch(model, tok, [
+  const keys = await shared.prefetch(model, tok, [
     { requests: [a, b], o: { ...o, layers: [0, 0] } },
     { requests: [a], o: { ...o, layer: 1 } },
   ]);
+  assert.equal(keys.length, 3, "the keys of the three results it optimised");
   assert.deepEqual([shared.optimised, shared.reused], [0, 0], "a prefetch counts nothing itself");
   const direct = await optimiseValues(model, tok, [a, b, a], { ...o, layers: [0, 0, 1] });
   const first = await shared.optimise(model, tok, [a, a], { ...o, layers: [0, 1] });
@@ -101,4 +102,11 @@ Deno.test("SharedValues.prefetch: results optimised ahead are served as the firs
   assert.deepEqual(shared.lastPrefetchSeconds.map((s) => s > 0), [true, false]);
   assert.deepEqual(second[0].target, direct[1].target);
   assert.deepEqual([shared.optimised, shared.reused], [3, 1]);
+
+  // A prefetch that ran beside other work is charged a share of its span: scaled by 0 here, nothing.
+  const beside = new SharedValues();
+  const besideKeys = await beside.prefetch(model, tok, [{ requests: [a], o }]);
+  beside.scaleSeconds(besideKeys, 0);
+  assert.deepEqual((await beside.optimise(model, tok, [a], o))[0].target, direct[0].target);
+  assert.deepEqual([beside.lastReused, beside.lastPrefetchSeconds], [[false], [0]]);
 });

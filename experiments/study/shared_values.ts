@@ -45,13 +45,15 @@ export class SharedValues {
    * optimisation per set of options (a sweep block's problems share ROME's options: each request carries
    * its own target, direction and noise), so that their batches hold more requests; each result is then
    * served to the first call that asks for it as its own (not reused), with its share of the time.
+   * Returns the keys of the results it optimised (for scaleSeconds).
    */
   prefetch = async (
     model: Model,
     tok: Tokenizer,
     calls: { requests: EditRequest[]; o: ValueOptions }[],
     onProgress?: ValueOptions["onProgress"],
-  ): Promise<void> => {
+  ): Promise<string[]> => {
+    const optimised: string[] = [];
     const merged = new Map<string, { requests: EditRequest[]; layers: number[]; o: ValueOptions }>();
     for (const { requests, o } of calls) {
       const key = optionsKey(o);
@@ -66,10 +68,21 @@ export class SharedValues {
       await this.optimise(model, tok, requests, { ...o, layers, onProgress });
       const fresh = [...this.#results.keys()].filter((k) => !before.has(k));
       for (const k of fresh) this.#prefetched.set(k, (performance.now() - t0) / 1000 / fresh.length);
+      optimised.push(...fresh);
       this.optimised -= fresh.length;
       this.reused -= requests.length - fresh.length;
     }
+    return optimised;
   };
+
+  /** Multiplies the seconds charged to prefetched results (`keys`, from prefetch) by `factor`: a prefetch
+   *  that ran beside other work is charged its share of the wall time, not its whole span. */
+  scaleSeconds(keys: string[], factor: number): void {
+    for (const k of keys) {
+      const seconds = this.#prefetched.get(k);
+      if (seconds !== undefined) this.#prefetched.set(k, seconds * factor);
+    }
+  }
 
   /** optimiseValues's results for `requests`, optimising only those no earlier call computed. */
   optimise = async (

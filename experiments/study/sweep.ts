@@ -1051,13 +1051,37 @@ export async function runSweep(
         const o = await valueCall(part);
         if (o) calls.push({ requests: part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!), o });
       }
-      await values.prefetch(
-        model,
-        tok,
-        calls,
-        (step, steps) => show(`the block's v*/z: step ${step}/${steps}`),
-      );
-      if (ft.length) await trainFt(ft, trained);
+      // The v*/z optimisations and the FT-L training are independent: they run side by side, so that each
+      // one's readback waits (Deno resolves a readback 10 ms after its work is done; a GPU runs a step in
+      // far less) overlap the other's steps. Each side is charged its own span scaled so that the two add
+      // up to the wall time, as computeFtBatch charges its chunks.
+      const started = performance.now();
+      const spans = [0, 0];
+      const timed = async <T>(side: number, run: () => Promise<T>): Promise<T> => {
+        const t0 = performance.now();
+        try {
+          return await run();
+        } finally {
+          spans[side] = (performance.now() - t0) / 1000;
+        }
+      };
+      const [optimised, training] = await Promise.allSettled([
+        timed(0, () =>
+          values.prefetch(
+            model,
+            tok,
+            calls,
+            (step, steps) => show(`the block's v*/z: step ${step}/${steps}`),
+          )),
+        timed(1, async () => ft.length ? await trainFt(ft, trained) : undefined),
+      ]);
+      for (const side of [optimised, training]) if (side.status === "rejected") throw side.reason;
+      const share = (performance.now() - started) / 1000 / Math.max(1e-9, spans[0] + spans[1]);
+      values.scaleSeconds((optimised as PromiseFulfilledResult<string[]>).value, share);
+      for (const it of ft) {
+        const info = trained.get(resultKey(it.key))!.info;
+        info.seconds = (info.seconds as number) * share;
+      }
     };
     // `values`: the block's v* / z optimisations, shared between the methods that compute the same ones.
     // A block's deferred essence and fluency in one: every measured edit's essence texts scored and its
