@@ -234,6 +234,7 @@ export class Gpu {
     this.uniformBuffer = this.newUniformBuffer();
   }
 
+  /** A buffer of UNIFORM_SLOTS uniform blocks. */
   private newUniformBuffer(): GPUBuffer {
     return this.device.createBuffer({
       size: this.uniformStaging.byteLength,
@@ -747,6 +748,7 @@ export class Gpu {
     if (++this.dispatchesSinceFlush >= DISPATCHES_PER_SUBMIT) this.flush();
   }
 
+  /** Keeps a bind group in the newer generation (which first becomes the older one when full). */
   private keepBindGroup(key: string, bindGroup: GPUBindGroup): void {
     if (this.bindGroups.size >= BIND_GROUPS_KEPT / 2) {
       this.olderBindGroups = this.bindGroups;
