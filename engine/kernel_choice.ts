@@ -28,11 +28,11 @@
 //     the tiles' memory are not there. A product of too few tiles to fill the GPU splits K over up to
 //     GPU_SPLIT_K workgroups. (Per product, matmulKernel in engine/ops.ts then checks the operands'
 //     alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
-//   - attention for a backward: every adapter measured keeps the probabilities [B, H, Tq, T], whose
+//   - not a choice: attention keeps the probabilities [B, H, Tq, T] for a backward on every adapter, whose
 //     backward ran 4-8x faster than recomputing the scores from each row's log-sum-exp
 //     (shaders/attention_backward_lse.wgsl) on llvmpipe and 2-2.5x faster on an NVIDIA H200
-//     (bench/kernels.ts --attention, T = 32..512); the log-sum-exp is kept where the probabilities would
-//     pass attentionSaves' memory threshold.
+//     (bench/kernels.ts --attention, T = 32..512); only size decides (attentionSaves below): the
+//     log-sum-exp is kept where the probabilities would pass its memory threshold.
 //   - features: "shader-f16" lets the matmul read f16 weights as WGSL f16 (shaders/matmul_f16.wgsl)
 //     instead of unpacking them from u32 words with unpack2x16float (bf16 is always unpacked: WGSL has
 //     no type for it); Gpu.open requests the feature exactly when this chooses it. Variants for other
@@ -128,13 +128,11 @@ export interface KernelChoice {
    *  (software adapters, where a barrier costs more than a loop over the row) or one workgroup of
    *  ROWS_WORKGROUP lanes per row with tree reductions (GPUs; shaders/rows_workgroup.wgsl). */
   rows: RowKernels;
-  /** What a forward kept for the backward saves of attention: the probabilities [B, H, Tq, T]
-   *  ("probs", the faster backward on every adapter measured) or each row's log-sum-exp [B, H, Tq]
-   *  ("lse"); attentionSaves overrides "probs" for long prompts. */
-  attention: AttentionSaved;
 }
 
-/** What attention keeps for its backward (see KernelChoice.attention). */
+/** What a kept forward's attention saves for the backward: the probabilities [B, H, Tq, T] ("probs",
+ *  the faster backward on every adapter measured: llvmpipe 4-8x, an NVIDIA H200 2-2.5x) or each row's
+ *  log-sum-exp [B, H, Tq] ("lse", which attentionSaves picks for long prompts). */
 export type AttentionSaved = "probs" | "lse";
 
 /** Bytes of one layer's probabilities [B, H, Tq, T] above which even "probs" adapters keep the
@@ -142,7 +140,7 @@ export type AttentionSaved = "probs" | "lse";
 export const PROBS_BYTES_MAX = 64 * 2 ** 20;
 
 /** What a kept forward's attention saves for B sequences of Tq query rows over T keys and H heads:
- *  `preferred` (the adapter's choice), or the log-sum-exp when the probabilities would pass PROBS_BYTES_MAX or
+ *  `preferred` (ops.ts attentionSaved: the probabilities unless a test sets otherwise), or the log-sum-exp when the probabilities would pass PROBS_BYTES_MAX or
  *  one storage binding (bindingBytes, the device's maxStorageBufferBindingSize). */
 export function attentionSaves(
   preferred: AttentionSaved,
@@ -195,12 +193,11 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       software,
       nativeF16,
       rows: "invocation",
-      attention: "probs",
       matmul: { ...SOFTWARE_TILES, texture },
     };
   }
   if (software !== null) {
-    return { software, nativeF16, rows: "invocation", attention: "probs", matmul: SOFTWARE_TILES };
+    return { software, nativeF16, rows: "invocation", matmul: SOFTWARE_TILES };
   }
   const l = a.limits;
   const rows: RowKernels = ROWS_WORKGROUP <= l.maxComputeInvocationsPerWorkgroup &&
@@ -218,10 +215,9 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
         software,
         nativeF16,
         rows,
-        attention: "probs",
         matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8, splitK: GPU_SPLIT_K },
       };
     }
   }
-  return { software, nativeF16, rows, attention: "probs", matmul: SOFTWARE_TILES };
+  return { software, nativeF16, rows, matmul: SOFTWARE_TILES };
 }

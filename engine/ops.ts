@@ -138,10 +138,10 @@ export function setRowKernels(gpu: Gpu, kernels: RowKernels): void {
 
 const attentionSavedByGpu = new WeakMap<Gpu, AttentionSaved>();
 
-/** What attention keeps for a backward on this adapter (engine/kernel_choice.ts chooses; long prompts
- *  may still switch to "lse", see attentionSaves), unless set by setAttentionSaved. */
+/** What attention keeps for a backward: the probabilities (long prompts may still switch to "lse", see
+ *  attentionSaves), unless set by setAttentionSaved. */
 export function attentionSaved(gpu: Gpu): AttentionSaved {
-  return attentionSavedByGpu.get(gpu) ?? gpu.kernels.attention;
+  return attentionSavedByGpu.get(gpu) ?? "probs";
 }
 
 /** Overrides attentionSaved's choice for this adapter (tests and benchmarks). */
