@@ -141,7 +141,16 @@ export function bootstrapCI(
   o: BootstrapOptions & { statistic?: (xs: number[]) => number } = {},
 ): ConfidenceInterval {
   requireValues("bootstrapCI", xs, 1);
-  const statistic = o.statistic ?? mean;
+  if (!o.statistic) {
+    // The mean of the resample [xs[0] x counts[0], xs[1] x counts[1], ...], summed in that order as mean()
+    // sums it (the same bits), without building the resample.
+    return bootstrapUnits(xs.length, (counts) => {
+      let sum = 0;
+      for (let i = 0; i < xs.length; i++) for (let k = 0; k < counts[i]; k++) sum += xs[i];
+      return [sum / xs.length];
+    }, o)[0];
+  }
+  const statistic = o.statistic;
   const sample: number[] = [];
   return bootstrapUnits(xs.length, (counts) => {
     sample.length = 0;
