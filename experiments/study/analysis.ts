@@ -1231,10 +1231,16 @@ export function selectionCheck(s: SelectionRow): { layer: number | null; reason:
  * counted in its note.
  */
 export function selectionScores(data: SweepData, o: EffectOptions & IntervalOptions = {}): SelectionScore[] {
+  // The findings, the caveats and the report each ask, and its bootstrap intervals are most of an
+  // analysis's time: computed once per sweep and options.
+  const key = JSON.stringify([o.localization, o.site, o.resamples, o.seed]);
+  const cached = selectionCache.get(data)?.get(key);
+  if (cached) return cached;
   const effects = effectIndex(data, o);
   const out: SelectionScore[] = [];
   for (const { problem, method, rows } of byProblemMethod(data)) {
     const test = rows.filter((e) => e.split === "test");
+    const atLayer = new Map<number | null, ReturnType<typeof at>>(); // strategies often agree on a layer
     const at = (layerOf: (fact: string) => number | null | undefined) => {
       const chosen = test.filter((e) => e.layer === layerOf(e.fact));
       const ci = Object.fromEntries(
@@ -1248,7 +1254,8 @@ export function selectionScores(data: SweepData, o: EffectOptions & IntervalOpti
       const note = layer === null || data.layers.includes(layer)
         ? ""
         : `layer ${layer} is not in the sweep's layer grid`;
-      out.push({ strategy, problem, method, layer, noChoice: choice.reason, ...at(() => layer), note });
+      if (!atLayer.has(layer)) atLayer.set(layer, at(() => layer));
+      out.push({ strategy, problem, method, layer, noChoice: choice.reason, ...atLayer.get(layer)!, note });
     };
     for (const s of data.selections) {
       // The selector's own choice, unless its scores tie at the top or are a structural zero.
@@ -1284,8 +1291,11 @@ export function selectionScores(data: SweepData, o: EffectOptions & IntervalOpti
       });
     }
   }
+  if (!selectionCache.has(data)) selectionCache.set(data, new Map());
+  selectionCache.get(data)!.set(key, out);
   return out;
 }
+const selectionCache = new WeakMap<SweepData, Map<string, SelectionScore[]>>();
 
 // ------------------------------------------------------------------------------------------------
 // Verdicts, and what the data cannot support
