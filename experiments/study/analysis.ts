@@ -493,6 +493,28 @@ export function r2Table(
   data: SweepData,
   o: EffectOptions & IntervalOptions & { metric?: Metric; facts?: ReadonlySet<string> } = {},
 ): R2Row[] {
+  // The findings and the report ask for the same tables; their bootstrap is most of an analysis's time.
+  const key = JSON.stringify([
+    o.metric,
+    o.localization,
+    o.site,
+    o.resamples,
+    o.seed,
+    o.facts && [...o.facts],
+  ]);
+  const cached = r2Cache.get(data)?.get(key);
+  if (cached) return cached;
+  if (!r2Cache.has(data)) r2Cache.set(data, new Map());
+  const rows = r2Rows(data, o);
+  r2Cache.get(data)!.set(key, rows);
+  return rows;
+}
+const r2Cache = new WeakMap<SweepData, Map<string, R2Row[]>>();
+
+function r2Rows(
+  data: SweepData,
+  o: EffectOptions & IntervalOptions & { metric?: Metric; facts?: ReadonlySet<string> },
+): R2Row[] {
   const metric = o.metric ?? "rewrite";
   const effects = effectIndex(data, o);
   const rows = o.facts ? data.edits.filter((e) => o.facts!.has(e.fact)) : data.edits;

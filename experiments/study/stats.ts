@@ -764,34 +764,43 @@ export function groupedLineR2(
   w: ArrayLike<number>,
   flatRange = 0,
 ): GroupedR2 {
-  const sums = new Map<number, { n: number; x: number; y: number; lo: number; hi: number }>();
+  // Groups as dense indices 0.. in order of first appearance (a bootstrap calls this per resample: arrays,
+  // not maps); every sum adds in row order, and the groups' RSS in that order.
+  const slot = new Map<number, number>(), index = new Int32Array(y.length), order: number[] = [];
+  for (let i = 0; i < y.length; i++) {
+    if (w[i] === 0) continue;
+    let k = slot.get(group[i]);
+    if (k === undefined) slot.set(group[i], k = order.push(group[i]) - 1);
+    index[i] = k;
+  }
+  const G = order.length;
+  const [gn, gx, gy] = [new Float64Array(G), new Float64Array(G), new Float64Array(G)];
+  const [lo, hi] = [new Float64Array(G).fill(Infinity), new Float64Array(G).fill(-Infinity)];
   let n = 0, sx = 0, sy = 0;
   for (let i = 0; i < y.length; i++) {
     if (w[i] === 0) continue;
-    let g = sums.get(group[i]);
-    if (!g) sums.set(group[i], g = { n: 0, x: 0, y: 0, lo: Infinity, hi: -Infinity });
-    g.n += w[i], g.x += w[i] * x[i], g.y += w[i] * y[i];
-    g.lo = Math.min(g.lo, x[i]), g.hi = Math.max(g.hi, x[i]);
+    const k = index[i];
+    gn[k] += w[i], gx[k] += w[i] * x[i], gy[k] += w[i] * y[i];
+    lo[k] = Math.min(lo[k], x[i]), hi[k] = Math.max(hi[k], x[i]);
     n += w[i], sx += w[i] * x[i], sy += w[i] * y[i];
   }
   // Second pass: centred sums (stable where the raw moments would cancel).
-  const c = new Map<number, { xx: number; xy: number; yy: number }>();
+  const [cxx, cxy, cyy] = [new Float64Array(G), new Float64Array(G), new Float64Array(G)];
   let txx = 0, txy = 0, tyy = 0;
   const [mx, my] = [sx / n, sy / n];
   for (let i = 0; i < y.length; i++) {
     if (w[i] === 0) continue;
-    const g = sums.get(group[i])!;
-    const dx = x[i] - g.x / g.n, dy = y[i] - g.y / g.n;
-    let s = c.get(group[i]);
-    if (!s) c.set(group[i], s = { xx: 0, xy: 0, yy: 0 });
-    s.xx += w[i] * dx * dx, s.xy += w[i] * dx * dy, s.yy += w[i] * dy * dy;
+    const k = index[i];
+    const dx = x[i] - gx[k] / gn[k], dy = y[i] - gy[k] / gn[k];
+    cxx[k] += w[i] * dx * dx, cxy[k] += w[i] * dx * dy, cyy[k] += w[i] * dy * dy;
     txx += w[i] * (x[i] - mx) ** 2, txy += w[i] * (x[i] - mx) * (y[i] - my), tyy += w[i] * (y[i] - my) ** 2;
   }
   let rssGroup = 0, rssBoth = 0;
-  for (const [key, s] of c) {
-    const g = sums.get(key)!;
-    rssGroup += s.yy;
-    rssBoth += g.hi - g.lo > flatRange && s.xx > 0 ? Math.max(0, s.yy - (s.xy * s.xy) / s.xx) : s.yy;
+  for (let k = 0; k < G; k++) {
+    rssGroup += cyy[k];
+    rssBoth += hi[k] - lo[k] > flatRange && cxx[k] > 0
+      ? Math.max(0, cyy[k] - (cxy[k] * cxy[k]) / cxx[k])
+      : cyy[k];
   }
   const rssLine = txx > 0 ? Math.max(0, tyy - (txy * txy) / txx) : tyy;
   if (!(tyy > 0)) return { group: NaN, line: NaN, both: NaN };
