@@ -88,6 +88,8 @@ Deno.test("bootstrap CI: seeded, reproducible, sensible", () => {
   const c = bootstrapCI(xs, { seed: 43 });
   assert.deepEqual(a, b);
   assert.notDeepEqual(a, c);
+  // The default (the mean, summed from the resample's counts) gives the bits of mean() of each resample.
+  assert.deepEqual(a, bootstrapCI(xs, { seed: 42, statistic: mean }));
   near(a.estimate, mean(xs), 1e-15, "estimate");
   assert.ok(a.lower < a.estimate && a.estimate < a.upper);
   // For a mean, the percentile interval is close to mean +- 1.96 sem.
