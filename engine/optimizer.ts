@@ -187,6 +187,27 @@ export class Adam {
     this.stepCount = s.step;
   }
 
+  /**
+   * Records copies of this optimizer's moments into `to` (an Adam over other tensors of the same
+   * parameters) and gives it this step count: for parameter i, each range moves elements [from, from +
+   * count) to [at, at + count). How a batch of grouped parameters continues with some groups only
+   * (experiments/editing/ft.ts); the moved elements then step exactly as they would have here.
+   */
+  copyMomentsTo(to: Adam, ranges: { from: number; at: number; count: number }[][]): void {
+    if (to.params.length !== this.params.length || ranges.length !== this.params.length) {
+      throw new Error(
+        `Adam.copyMomentsTo: ${to.params.length} parameters and ${ranges.length} range lists for ${this.params.length}`,
+      );
+    }
+    ranges.forEach((list, i) => {
+      for (const r of list) {
+        this.gpu.copy(this.m[i], to.m[i], r.count, r.from, r.at);
+        this.gpu.copy(this.v[i], to.v[i], r.count, r.from, r.at);
+      }
+    });
+    to.stepCount = this.stepCount;
+  }
+
   /** Frees the moment buffers; the parameters themselves are the caller's. */
   destroy(): void {
     for (const t of [...this.m, ...this.v, this.normSq]) t.destroy();

@@ -305,8 +305,13 @@ interface TrainedJob {
   epochs: number;
 }
 
-/** computeFt for jobs of equal hyper-parameters, each at most one mini-batch, in one batch: job g's
- *  requests are group g's sequences (padded to the longest list with repeats scored at zero weight). */
+/**
+ * computeFt for jobs of equal hyper-parameters, each at most one mini-batch, in one batch: job g's
+ * requests are group g's sequences (padded to the longest list with repeats scored at zero weight).
+ * A stopped job's rows still ride every step of its batch (unscored, no gradient); once a quarter of the
+ * batch has stopped, the others continue in a batch of their own, their tensors and Adam's moments
+ * copied across, so each steps exactly as before.
+ */
 async function trainGroups(
   model: Model,
   tok: Tokenizer,
@@ -317,66 +322,102 @@ async function trainGroups(
   const names = trainedParams(model, jobs[0].requests, hp);
   const tensors = await Promise.all(names.map((n) => model.writable(n)));
   const originals = await gpu.readMany(tensors);
-  const G = jobs.length, S = Math.max(...jobs.map((j) => j.requests.length));
-  const perGroup = (values: Float32Array) => {
-    const all = new Float32Array(G * values.length);
-    for (let g = 0; g < G; g++) all.set(values, g * values.length);
-    return all;
-  };
-  const shapes = tensors.map((t) => [G, ...t.shape]);
-  const copies = originals.map((w, i) => gpu.tensor(shapes[i], perGroup(w)));
-  const anchors = originals.map((w, i) => gpu.tensor(shapes[i], perGroup(w)));
-  // Each group's tensors at the step it stopped (later steps move stopped groups by Adam's momentum,
-  // which nothing reads: their rows get no gradient and their outputs are not scored).
-  const finals = shapes.map((shape) => gpu.zeros(shape));
-  const grads = new Map(names.map((n, i) => [n, gpu.zeros(shapes[i])]));
-  const grouped: GroupedParams = { groups: G, tensors: new Map(names.map((n, i) => [n, copies[i]])) };
-  const adam = new Adam(gpu, constrained(names, copies, anchors, hp), { lr: hp.lr, trackNorm: false });
-  // Sequence g*S + s: request s of job g, or its last again past the end of its list.
+  const sizes = originals.map((w) => w.length);
+  const S = Math.max(...jobs.map((j) => j.requests.length));
+  // Sequence s of job g (g * S + s): request s, or its last again past the end of its list.
   const padded = jobs.flatMap((job) =>
     Array.from({ length: S }, (_, s) => job.requests[Math.min(s, job.requests.length - 1)])
   );
   const { prompts, targets } = promptsAndTargets(tok, padded);
-  const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, prompts);
-  // The blocks below the lowest trained layer never change: the residual entering it, once.
+  // The blocks below the lowest trained layer never change: the residual entering it, once per batch.
   const lowest = Math.min(...hp.layers);
-  let input: Tensor | undefined;
-  if (lowest > 0) {
-    const rows = Array.from({ length: batch.B * batch.T }, (_, r) => r);
-    input = model.forward(batch, { hooks, endLayer: lowest, outputRows: rows }).logits;
-  }
+  // Each job's tensors at the step it stopped (later steps move a stopped job by Adam's momentum, which
+  // nothing reads: its rows get no gradient and its outputs are not scored).
+  const finals = tensors.map((t) => gpu.zeros([jobs.length, ...t.shape]));
+
+  /** A batch of the jobs `members` (in batch order); fill(i, copy) records their trained tensor i. */
+  const makeBatch = (members: number[], fill: (i: number, copy: Tensor) => void) => {
+    const G = members.length;
+    const shapes = tensors.map((t) => [G, ...t.shape]);
+    const copies = shapes.map((shape, i) => {
+      const t = gpu.empty(shape);
+      fill(i, t);
+      return t;
+    });
+    const anchors = originals.map((w, i) => {
+      const all = new Float32Array(G * w.length);
+      for (let g = 0; g < G; g++) all.set(w, g * w.length);
+      return gpu.tensor(shapes[i], all);
+    });
+    const grads = new Map(names.map((n, i) => [n, gpu.zeros(shapes[i])]));
+    const grouped: GroupedParams = { groups: G, tensors: new Map(names.map((n, i) => [n, copies[i]])) };
+    const adam = new Adam(gpu, constrained(names, copies, anchors, hp), { lr: hp.lr, trackNorm: false });
+    const sequences = members.flatMap((g) => Array.from({ length: S }, (_, s) => g * S + s));
+    const { batch, hooks, release } = batchWithNoise(
+      gpu,
+      model.config.nEmbd,
+      sequences.map((b) => prompts[b]),
+    );
+    let input: Tensor | undefined;
+    if (lowest > 0) {
+      const rows = Array.from({ length: batch.B * batch.T }, (_, r) => r);
+      input = model.forward(batch, { hooks, endLayer: lowest, outputRows: rows }).logits;
+    }
+    const free = () => {
+      release();
+      adam.destroy();
+      gpu.release(input);
+      for (const t of [...copies, ...anchors, ...grads.values()]) t.destroy();
+    };
+    return { members, copies, grads, grouped, adam, batch, hooks, input, free };
+  };
+
   const losses: number[][] = jobs.map(() => []);
   const epochs: number[] = jobs.map(() => hp.numSteps);
   const active = new Set(jobs.keys());
-  const stop = (g: number) => {
-    copies.forEach((c, i) => gpu.copy(c, finals[i], c.size / G, g * (c.size / G), g * (c.size / G)));
+  let current = makeBatch([...jobs.keys()], (i, copy) => {
+    for (let g = 0; g < jobs.length; g++) gpu.copy(tensors[i], copy, sizes[i], 0, g * sizes[i]);
+  });
+  // Job g, at position p of the current batch, stops: its tensors now are its result.
+  const stop = (p: number, g: number) => {
+    current.copies.forEach((c, i) => gpu.copy(c, finals[i], sizes[i], p * sizes[i], g * sizes[i]));
     active.delete(g);
   };
+  let stoppedInBatch = 0;
   try {
     for (let step = 0; step < hp.numSteps && active.size > 0; step++) {
+      const { members, batch, hooks, input, grouped, grads, adam } = current;
       const fwd = model.forward(
         batch,
         input ? { startLayer: lowest, input, keep: true, grouped } : { hooks, keep: true, grouped },
       );
       const logits = await fwd.logits.read();
-      const dlogits = new Float32Array(G * S * V);
-      for (const g of [...active]) {
+      const dlogits = new Float32Array(members.length * S * V);
+      members.forEach((g, p) => {
+        if (!active.has(g)) return;
         const n = jobs[g].requests.length;
         let loss = 0;
         for (let s = 0; s < n; s++) {
-          const b = g * S + s;
-          const row = logits.subarray(b * V, (b + 1) * V), out = dlogits.subarray(b * V, (b + 1) * V);
-          loss += promptLastLoss(row, targets[b], padded[b].direction === "decrease", n, out);
+          const row = p * S + s, b = g * S + s;
+          const out = dlogits.subarray(row * V, (row + 1) * V);
+          loss += promptLastLoss(
+            logits.subarray(row * V, (row + 1) * V),
+            targets[b],
+            padded[b].direction === "decrease",
+            n,
+            out,
+          );
         }
         losses[g].push(loss);
         if (loss < STOP_LOSS) {
-          dlogits.fill(0, g * S * V, (g + 1) * S * V);
+          dlogits.fill(0, p * S * V, (p + 1) * S * V);
           epochs[g] = step + 1;
-          stop(g);
+          stop(p, g);
+          stoppedInBatch++;
         }
-      }
+      });
       if (active.size > 0) {
-        const dl = gpu.tensor([G * S, V], dlogits);
+        const dl = gpu.tensor([members.length * S, V], dlogits);
         zeroGrads(gpu, [...grads.values()]);
         backward(model, fwd, { dlogits: dl, params: grads });
         adam.step(names.map((n) => grads.get(n)!));
@@ -384,21 +425,35 @@ async function trainGroups(
       }
       model.releaseForward(fwd);
       onStep(step + 1);
+      if (active.size > 0 && 4 * stoppedInBatch >= members.length) {
+        // The jobs still training continue alone: their slices of the tensors and moments, copied.
+        const kept = members.flatMap((g, p) => (active.has(g) ? [{ g, p }] : []));
+        const next = makeBatch(kept.map((k) => k.g), (i, copy) => {
+          kept.forEach(({ p }, q) => gpu.copy(current.copies[i], copy, sizes[i], p * sizes[i], q * sizes[i]));
+        });
+        current.adam.copyMomentsTo(
+          next.adam,
+          sizes.map((n) => kept.map(({ p }, q) => ({ from: p * n, at: q * n, count: n }))),
+        );
+        current.free();
+        current = next;
+        stoppedInBatch = 0;
+      }
     }
-    for (const g of [...active]) stop(g);
+    current.members.forEach((g, p) => {
+      if (active.has(g)) stop(p, g);
+    });
     const trained = await gpu.readMany(finals);
     return jobs.map((_, g) => ({
       names,
       shapes: tensors.map((t) => t.shape),
-      trained: trained.map((t, i) => t.subarray(g * originals[i].length, (g + 1) * originals[i].length)),
+      trained: trained.map((t, i) => t.subarray(g * sizes[i], (g + 1) * sizes[i])),
       originals,
       losses: losses[g],
       epochs: epochs[g],
     }));
   } finally {
-    release();
-    adam.destroy();
-    gpu.release(input);
-    for (const t of [...copies, ...anchors, ...finals, ...grads.values()]) t.destroy();
+    current.free();
+    for (const t of finals) t.destroy();
   }
 }
