@@ -17,7 +17,13 @@ import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { type Edit, type EditRequest, keyValueDelta } from "./edit.ts";
 import type { RomeHparams } from "./hparams.ts";
-import { contextTemplates, factStates, instantiate } from "./keys.ts";
+import {
+  contextTemplates,
+  instantiate,
+  type PromptInstance,
+  readFactStates,
+  type StateRead,
+} from "./keys.ts";
 import { dot, meanOf, norm } from "./linalg.ts";
 import type { KeyStats } from "./stats.ts";
 import { optimiseValues, type ValueOptions, valueOptions } from "./values.ts";
@@ -99,25 +105,23 @@ export async function computeRomeAt(
   const valueCall = await romeValueOptions(model, tok, hp, layers, o.startWords);
   const contexts = valueCall.contexts, n = contexts.length;
 
-  // Keys and MLP outputs at the subject's last token, in every context (context 0 = the bare prompt),
-  // read per layer for the requests edited there.
-  const keys: Float32Array[] = new Array(requests.length * n);
-  const values: Float32Array[] = new Array(requests.length * n);
-  for (const layer of distinct) {
-    const mine = layers.flatMap((l, i) => (l === layer ? [i] : []));
-    const instances = mine.flatMap((i) =>
-      contexts.map((c) =>
-        instantiate(tok, c, requests[i].prompt, requests[i].subject, requests[i].noise, hp.factToken)
-      )
-    );
-    const [k, v] = await factStates(model, instances, layer, ["key", "mlp"]);
-    mine.forEach((i, j) => {
-      for (let c = 0; c < n; c++) {
-        keys[i * n + c] = k[j * n + c];
-        values[i * n + c] = v[j * n + c];
+  // Keys and MLP outputs at the subject's last token, in every context (context 0 = the bare prompt), at
+  // each request's layer: one pass for every layer, each prompt once (a sweep edits the same facts at
+  // every layer), reading key i*n + c and value i*n + c of request i in context c.
+  const instances: PromptInstance[] = [], seen = new Map<string, number>(), reads: StateRead[] = [];
+  requests.forEach((r, i) =>
+    contexts.forEach((c) => {
+      const key = JSON.stringify([c, r.prompt, r.subject, r.noise ?? null]);
+      let instance = seen.get(key);
+      if (instance === undefined) {
+        seen.set(key, instance = instances.length);
+        instances.push(instantiate(tok, c, r.prompt, r.subject, r.noise, hp.factToken));
       }
-    });
-  }
+      reads.push({ instance, layer: layers[i], site: "key" }, { instance, layer: layers[i], site: "mlp" });
+    })
+  );
+  const states = await readFactStates(model, instances, reads);
+  const keys = states.filter((_, k) => k % 2 === 0), values = states.filter((_, k) => k % 2 === 1);
 
   const vs = await (o.optimise ?? optimiseValues)(model, tok, requests, valueCall);
 
