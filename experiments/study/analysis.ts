@@ -493,23 +493,27 @@ export function r2Table(
   data: SweepData,
   o: EffectOptions & IntervalOptions & { metric?: Metric; facts?: ReadonlySet<string> } = {},
 ): R2Row[] {
-  // The findings and the report ask for the same tables; their bootstrap is most of an analysis's time.
-  const key = JSON.stringify([
-    o.metric,
-    o.localization,
-    o.site,
-    o.resamples,
-    o.seed,
-    o.facts && [...o.facts],
-  ]);
-  const cached = r2Cache.get(data)?.get(key);
-  if (cached) return cached;
-  if (!r2Cache.has(data)) r2Cache.set(data, new Map());
-  const rows = r2Rows(data, o);
-  r2Cache.get(data)!.set(key, rows);
-  return rows;
+  const key = [o.metric, o.localization, o.site, o.resamples, o.seed, o.facts && [...o.facts]];
+  return oncePerSweep(r2Cache, data, key, () => r2Rows(data, o));
 }
 const r2Cache = new WeakMap<SweepData, Map<string, R2Row[]>>();
+
+/**
+ * compute() once per sweep and key (the options it depends on): the findings, the caveats and the report
+ * ask for the same tables, and their bootstrap intervals are most of an analysis's time.
+ */
+function oncePerSweep<T>(
+  cache: WeakMap<SweepData, Map<string, T>>,
+  data: SweepData,
+  key: unknown[],
+  compute: () => T,
+): T {
+  const text = JSON.stringify(key);
+  let byKey = cache.get(data);
+  if (!byKey) cache.set(data, byKey = new Map());
+  if (!byKey.has(text)) byKey.set(text, compute());
+  return byKey.get(text)!;
+}
 
 function r2Rows(
   data: SweepData,
@@ -1253,11 +1257,16 @@ export function selectionCheck(s: SelectionRow): { layer: number | null; reason:
  * counted in its note.
  */
 export function selectionScores(data: SweepData, o: EffectOptions & IntervalOptions = {}): SelectionScore[] {
-  // The findings, the caveats and the report each ask, and its bootstrap intervals are most of an
-  // analysis's time: computed once per sweep and options.
-  const key = JSON.stringify([o.localization, o.site, o.resamples, o.seed]);
-  const cached = selectionCache.get(data)?.get(key);
-  if (cached) return cached;
+  return oncePerSweep(
+    selectionCache,
+    data,
+    [o.localization, o.site, o.resamples, o.seed],
+    () => selectionRows(data, o),
+  );
+}
+const selectionCache = new WeakMap<SweepData, Map<string, SelectionScore[]>>();
+
+function selectionRows(data: SweepData, o: EffectOptions & IntervalOptions): SelectionScore[] {
   const effects = effectIndex(data, o);
   const out: SelectionScore[] = [];
   for (const { problem, method, rows } of byProblemMethod(data)) {
@@ -1313,11 +1322,8 @@ export function selectionScores(data: SweepData, o: EffectOptions & IntervalOpti
       });
     }
   }
-  if (!selectionCache.has(data)) selectionCache.set(data, new Map());
-  selectionCache.get(data)!.set(key, out);
   return out;
 }
-const selectionCache = new WeakMap<SweepData, Map<string, SelectionScore[]>>();
 
 // ------------------------------------------------------------------------------------------------
 // Verdicts, and what the data cannot support
