@@ -335,20 +335,21 @@ async function trainGroups(
   // nothing reads: its rows get no gradient and its outputs are not scored).
   const finals = tensors.map((t) => gpu.zeros([jobs.length, ...t.shape]));
 
+  /** Records trained tensor i's original values into every group's slice of `t` [G, ...shape]. */
+  const repeatOriginal = (i: number, t: Tensor) => {
+    for (let g = 0; g < t.size / sizes[i]; g++) gpu.copy(tensors[i], t, sizes[i], 0, g * sizes[i]);
+  };
   /** A batch of the jobs `members` (in batch order); fill(i, copy) records their trained tensor i. */
   const makeBatch = (members: number[], fill: (i: number, copy: Tensor) => void) => {
     const G = members.length;
     const shapes = tensors.map((t) => [G, ...t.shape]);
-    const copies = shapes.map((shape, i) => {
-      const t = gpu.empty(shape);
-      fill(i, t);
-      return t;
-    });
-    const anchors = originals.map((w, i) => {
-      const all = new Float32Array(G * w.length);
-      for (let g = 0; g < G; g++) all.set(w, g * w.length);
-      return gpu.tensor(shapes[i], all);
-    });
+    const filled = (each: (i: number, t: Tensor) => void) =>
+      shapes.map((shape, i) => {
+        const t = gpu.empty(shape);
+        each(i, t);
+        return t;
+      });
+    const copies = filled(fill), anchors = filled(repeatOriginal);
     const grads = new Map(names.map((n, i) => [n, gpu.zeros(shapes[i])]));
     const grouped: GroupedParams = { groups: G, tensors: new Map(names.map((n, i) => [n, copies[i]])) };
     const adam = new Adam(gpu, constrained(names, copies, anchors, hp), { lr: hp.lr, trackNorm: false });
@@ -375,9 +376,7 @@ async function trainGroups(
   const losses: number[][] = jobs.map(() => []);
   const epochs: number[] = jobs.map(() => hp.numSteps);
   const active = new Set(jobs.keys());
-  let current = makeBatch([...jobs.keys()], (i, copy) => {
-    for (let g = 0; g < jobs.length; g++) gpu.copy(tensors[i], copy, sizes[i], 0, g * sizes[i]);
-  });
+  let current = makeBatch([...jobs.keys()], repeatOriginal);
   // Job g, at position p of the current batch, stops: its tensors now are its result.
   const stop = (p: number, g: number) => {
     current.copies.forEach((c, i) => gpu.copy(c, finals[i], sizes[i], p * sizes[i], g * sizes[i]));
