@@ -16,7 +16,7 @@ import {
 } from "../engine/kernel_choice.ts";
 import { matmul, matmulTiles, setMatmulTiles } from "../engine/ops.ts";
 import { matmulRef } from "./reference.ts";
-import { assertClose, randomArray } from "./util.ts";
+import { assertClose, GPU_TILES, randomArray } from "./util.ts";
 
 /** WebGPU's default limits, which every adapter supports at least. */
 const DEFAULT_LIMITS = {
@@ -162,15 +162,6 @@ const ADAPTERS: Record<string, AdapterFacts> = {
 };
 
 const SOFTWARE = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
-const GPU_TILES: MatmulTiles = {
-  TM: 4,
-  TN: 4,
-  WG_X: 16,
-  WG_Y: 16,
-  strategy: "workgroup",
-  BK: 8,
-  splitK: GPU_SPLIT_K,
-};
 const EXPECTED: Record<string, [string | null, MatmulTiles]> = {
   // The fastest variants on llvmpipe-GL (bench/kernels.ts): kept exactly.
   "Deno, Mesa llvmpipe through GL": ["llvmpipe", {

@@ -15,10 +15,9 @@ import {
   matmulTiles,
   setMatmulTiles,
 } from "../engine/ops.ts";
-import { GPU_SPLIT_K } from "../engine/kernel_choice.ts";
 import { bf16ArrayToF32, f16ArrayToF32 } from "../engine/safetensors.ts";
 import { geluRef, matmulRef } from "./reference.ts";
-import { assertClose, randomArray } from "./util.ts";
+import { assertClose, GPU_TILES, randomArray } from "./util.ts";
 
 const gpu = await getGpu();
 
@@ -185,15 +184,7 @@ for (const layout of [NN, TN, NT, TT]) {
   );
 }
 
-withTiles("matmul_tiled with the real-GPU default tiles (64x64, BK 8, split-K)", {
-  TM: 4,
-  TN: 4,
-  WG_X: 16,
-  WG_Y: 16,
-  strategy: "workgroup",
-  BK: 8,
-  splitK: GPU_SPLIT_K,
-}, async () => {
+withTiles("matmul_tiled with the real-GPU default tiles (64x64, BK 8, split-K)", GPU_TILES, async () => {
   await checkShapes(NN, [[70, 130, 33]], "matmul_tiled");
   await checkShapes(NT, [[3, 65, 20]], "matmul_tiled");
   assert.equal(matmulSplitK(gpu, 16, 70, 1024), 32);

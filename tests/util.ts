@@ -1,9 +1,22 @@
 // Shared test helpers: seeded random data, tolerant comparisons, and running a CLI script.
 import assert from "node:assert/strict";
+import { GPU_SPLIT_K, type MatmulTiles } from "../engine/kernel_choice.ts";
 import { mulberry32 as rng } from "../engine/random.ts";
 import type { StoredResult } from "../experiments/study/store.ts";
 
 export { rng };
+
+/** The matmul tiles every GPU with WebGPU's default limits should get (engine/kernel_choice.ts): 64x64
+ *  workgroup tiles of 16x16 invocations of 4x4, 8-deep k-tiles, split-K. */
+export const GPU_TILES: MatmulTiles = {
+  TM: 4,
+  TN: 4,
+  WG_X: 16,
+  WG_Y: 16,
+  strategy: "workgroup",
+  BK: 8,
+  splitK: GPU_SPLIT_K,
+};
 
 /** n uniform values in [-scale, scale). */
 export function randomArray(n: number, seed: number, scale = 1): Float32Array {
