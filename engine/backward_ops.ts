@@ -18,6 +18,7 @@ import {
   type AttentionOptions,
   attentionSettings,
   distinct,
+  elementwise,
   normExtent,
   type NormRows,
   placeholderTexture,
@@ -153,13 +154,14 @@ export function geluBackward(
   need("geluBackward", "dy", dy, n);
   need("geluBackward", "x", x, n);
   need("geluBackward", "dx", dx, n);
+  const { params, grid } = elementwise(gpu, n);
   gpu.run(
     gpu.pipeline("gelu_backward.wgsl", "gelu_backward", {
-      WG: WG_ELEMENTWISE,
+      ...params,
       ACT: ACTIVATION_CODE[o.activation ?? "gelu_tanh"],
     }),
     [dy, x, dx],
-    elementwiseGrid(gpu, n, WG_ELEMENTWISE),
+    grid,
     uniforms().u32(n, 0),
   );
   return dx;
@@ -181,13 +183,11 @@ export function gluBackward(
   need("gluBackward", "dy", dy, R * F);
   need("gluBackward", "x", x, 2 * R * F);
   need("gluBackward", "dx", dx, 2 * R * F);
+  const { params, grid } = elementwise(gpu, R * F);
   gpu.run(
-    gpu.pipeline("gelu_backward.wgsl", "glu_backward", {
-      WG: WG_ELEMENTWISE,
-      ACT: ACTIVATION_CODE[activation],
-    }),
+    gpu.pipeline("gelu_backward.wgsl", "glu_backward", { ...params, ACT: ACTIVATION_CODE[activation] }),
     [dy, x, dx],
-    elementwiseGrid(gpu, R * F, WG_ELEMENTWISE),
+    grid,
     uniforms().u32(R * F, F),
   );
   return dx;
@@ -198,10 +198,11 @@ export function softcapBackward(gpu: Gpu, grad: Tensor, capped: Tensor, n: numbe
   positiveIntegers("softcapBackward", { n });
   need("softcapBackward", "grad", grad, n);
   need("softcapBackward", "capped", capped, n);
+  const { params, grid } = elementwise(gpu, n);
   gpu.run(
-    gpu.pipeline("elementwise.wgsl", "softcap_backward", { WG: WG_ELEMENTWISE }),
+    gpu.pipeline("elementwise.wgsl", "softcap_backward", params),
     [grad, capped],
-    elementwiseGrid(gpu, n, WG_ELEMENTWISE),
+    grid,
     uniforms().u32(n).f32(cap),
   );
 }

@@ -5,7 +5,8 @@
 // sumOfSquares, a fixed-order reduction), then one `adam` kernel per parameter that reads that norm
 // to scale its gradient. Nothing is read back unless gradNorm() or saveState() is called.
 import { Gpu, Tensor, uniforms } from "./gpu.ts";
-import { elementwiseGrid, need, sumOfSquares, WG_ELEMENTWISE } from "./backward_ops.ts";
+import { need, sumOfSquares } from "./backward_ops.ts";
+import { elementwise } from "./ops.ts";
 
 /** One parameter an Adam optimises. */
 export interface AdamParam {
@@ -133,10 +134,11 @@ export class Adam {
         this.clipNorm ?? 0,
         p.linf?.radius ?? 0,
       );
+      const { params, grid } = elementwise(this.gpu, p.size);
       this.gpu.run(
-        this.gpu.pipeline("optimizer.wgsl", p.linf ? "adam_linf" : "adam", { WG: WG_ELEMENTWISE }),
+        this.gpu.pipeline("optimizer.wgsl", p.linf ? "adam_linf" : "adam", params),
         [p.tensor, grads[i], this.m[i], this.v[i], this.normSq, ...(p.linf ? [p.linf.center] : [])],
-        elementwiseGrid(this.gpu, p.size, WG_ELEMENTWISE),
+        grid,
         u,
       );
     });
@@ -223,10 +225,11 @@ export function zeroGrads(gpu: Gpu, grads: Tensor[]): void {
 /** Records x[0..n) = value. */
 export function fill(gpu: Gpu, x: Tensor, value: number, n = x.size): void {
   need("fill", "x", x, n);
+  const { params, grid } = elementwise(gpu, n);
   gpu.run(
-    gpu.pipeline("optimizer.wgsl", "fill", { WG: WG_ELEMENTWISE }),
+    gpu.pipeline("optimizer.wgsl", "fill", params),
     [x],
-    elementwiseGrid(gpu, n, WG_ELEMENTWISE),
+    grid,
     uniforms().u32(n).f32(value),
   );
 }
@@ -236,10 +239,11 @@ export function projectLinf(gpu: Gpu, w: Tensor, w0: Tensor, eps: number, n = w.
   if (!(eps >= 0)) throw new Error(`projectLinf: eps must be >= 0, got ${eps}`);
   need("projectLinf", "w", w, n);
   need("projectLinf", "w0", w0, n);
+  const { params, grid } = elementwise(gpu, n);
   gpu.run(
-    gpu.pipeline("optimizer.wgsl", "project_linf", { WG: WG_ELEMENTWISE }),
+    gpu.pipeline("optimizer.wgsl", "project_linf", params),
     [w, w0],
-    elementwiseGrid(gpu, n, WG_ELEMENTWISE),
+    grid,
     uniforms().u32(n).f32(eps),
   );
 }

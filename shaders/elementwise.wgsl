@@ -7,7 +7,9 @@
 //   gather_columns   : a column slice of a matrix, made contiguous (see its entry point)
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
-//   WG : invocations per workgroup, one value each
+//   WG, PER : invocations per workgroup, values per invocation (elements.wgsl)
+//
+// import: elements.wgsl
 
 struct Dims { n: u32 }
 
@@ -22,19 +24,25 @@ struct Dims { n: u32 }
 @group(0) @binding(1) var<storage, read> addend: array<f32>;
 @group(0) @binding(2) var<uniform> d_in_place: Dims;
 
-// grid: ceil(n / WG) workgroups, split over x and y when over the per-dimension limit.
+// grid: ceil(n / (WG*PER)) workgroups, split over x and y when over the per-dimension limit.
 @compute @workgroup_size(WG)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i < d.n) { out[i] = a[i] + b[i]; }
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d.n) { break; }
+    out[i] = a[i] + b[i];
+  }
 }
 
 @compute @workgroup_size(WG)
 fn add_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i < d_in_place.n) { acc[i] += addend[i]; }
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d_in_place.n) { break; }
+    acc[i] += addend[i];
+  }
 }
 
 struct Cap { n: u32, cap: f32 }
@@ -45,8 +53,11 @@ struct Cap { n: u32, cap: f32 }
 @compute @workgroup_size(WG)
 fn softcap_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i < d_cap.n) { capped[i] = d_cap.cap * tanh(clamp(capped[i] / d_cap.cap, -15.0, 15.0)); }
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d_cap.n) { break; }
+    capped[i] = d_cap.cap * tanh(clamp(capped[i] / d_cap.cap, -15.0, 15.0));
+  }
 }
 
 @group(0) @binding(0) var<storage, read_write> grad: array<f32>;
@@ -56,10 +67,12 @@ fn softcap_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 @compute @workgroup_size(WG)
 fn softcap_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i >= d_cap_grad.n) { return; }
-  let th = capped_values[i] / d_cap_grad.cap;
-  grad[i] *= 1.0 - th * th;
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d_cap_grad.n) { break; }
+    let th = capped_values[i] / d_cap_grad.cap;
+    grad[i] *= 1.0 - th * th;
+  }
 }
 
 // gather_columns: out[r, j] = src[r * ld + off + j] for r < R, j < C (a column slice of a wider
@@ -73,8 +86,10 @@ struct Slice { R: u32, C: u32, ld: u32, off: u32 }
 @compute @workgroup_size(WG)
 fn gather_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i >= d_slice.R * d_slice.C) { return; }
-  let r = i / d_slice.C;
-  slice_out[i] = slice_src[r * d_slice.ld + d_slice.off + i % d_slice.C];
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d_slice.R * d_slice.C) { break; }
+    let r = i / d_slice.C;
+    slice_out[i] = slice_src[r * d_slice.ld + d_slice.off + i % d_slice.C];
+  }
 }

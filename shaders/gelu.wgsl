@@ -7,10 +7,11 @@
 // row, the gate's activation times the up projection is the key the down projection reads.
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
-//   WG  : invocations per workgroup, one value each
-//   ACT : 0 gelu_new, 1 exact gelu, 2 silu
+//   WG, PER : invocations per workgroup, values per invocation (elements.wgsl)
+//   ACT     : 0 gelu_new, 1 exact gelu, 2 silu
 //
 // import: activation.wgsl
+// import: elements.wgsl
 
 struct Dims { n: u32, F: u32 }
 
@@ -22,26 +23,35 @@ struct Dims { n: u32, F: u32 }
 @group(0) @binding(0) var<storage, read_write> xy: array<f32>;
 @group(0) @binding(1) var<uniform> d_in_place: Dims;
 
-// grid: ceil(n / WG) workgroups, split over x and y when over the per-dimension limit (n = R*F for glu).
+// grid: ceil(n / (WG*PER)) workgroups, split over x and y when over the per-dimension limit (n = R*F
+// for glu).
 @compute @workgroup_size(WG)
 fn gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i < d.n) { y[i] = activate(x[i]); }
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d.n) { break; }
+    y[i] = activate(x[i]);
+  }
 }
 
 @compute @workgroup_size(WG)
 fn gelu_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i < d_in_place.n) { xy[i] = activate(xy[i]); }
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d_in_place.n) { break; }
+    xy[i] = activate(xy[i]);
+  }
 }
 
 @compute @workgroup_size(WG)
 fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i >= d.n) { return; }
-  let gate = (i / d.F) * 2u * d.F + i % d.F;
-  y[i] = activate(x[gate]) * x[gate + d.F];
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d.n) { break; }
+    let gate = (i / d.F) * 2u * d.F + i % d.F;
+    y[i] = activate(x[gate]) * x[gate + d.F];
+  }
 }

@@ -4,10 +4,11 @@
 //                   dx[r, j] = dy[r,j] * u * act'(g),   dx[r, F + j] = dy[r,j] * act(g)
 // Both are written, not accumulated: x is an MLP hidden activation.
 //
-// Compile-time parameters: WG, ACT. The grid may be 2-D (more than 65535 workgroups), so the
-// element index is rebuilt from the number of workgroups along x.
+// Compile-time parameters: WG and PER (elements.wgsl), ACT. The grid may be 2-D (more than 65535
+// workgroups), so the element index is rebuilt from the number of workgroups along x.
 //
 // import: activation.wgsl
+// import: elements.wgsl
 
 struct Dims { n: u32, F: u32 }
 
@@ -17,18 +18,24 @@ struct Dims { n: u32, F: u32 }
 @group(0) @binding(3) var<uniform> dims: Dims;
 
 @compute @workgroup_size(WG)
-fn gelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let i = gid.x + gid.y * groups.x * WG;
-  if (i >= dims.n) { return; }
-  dx[i] = dy[i] * activate_grad(x[i]);
+fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= dims.n) { break; }
+    dx[i] = dy[i] * activate_grad(x[i]);
+  }
 }
 
 @compute @workgroup_size(WG)
-fn glu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let i = gid.x + gid.y * groups.x * WG;
-  if (i >= dims.n) { return; }
-  let gate = (i / dims.F) * 2u * dims.F + i % dims.F;
-  let g = x[gate];
-  dx[gate] = dy[i] * x[gate + dims.F] * activate_grad(g);
-  dx[gate + dims.F] = dy[i] * activate(g);
+fn glu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= dims.n) { break; }
+    let gate = (i / dims.F) * 2u * dims.F + i % dims.F;
+    let g = x[gate];
+    dx[gate] = dy[i] * x[gate + dims.F] * activate_grad(g);
+    dx[gate + dims.F] = dy[i] * activate(g);
+  }
 }

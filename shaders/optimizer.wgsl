@@ -7,11 +7,10 @@
 //   project_linf: w = clamp(w, w0 - eps, w0 + eps)       constrained fine-tuning
 //   fill:         x = value                              zeroing gradients
 //
-// Compile-time parameters: WG. Each entry point binds its own tensors, then its uniforms.
-
-fn element_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
-  return gid.x + gid.y * groups.x * WG;
-}
+// Compile-time parameters: WG and PER (elements.wgsl). Each entry point binds its own tensors, then
+// its uniforms.
+//
+// import: elements.wgsl
 
 // ---- adam, adam_linf. Bindings: param, grad, m, v, norm_sq, (adam_linf: center,) dims.
 // With t the step number (1-based), c = clip scale, lr_t = lr / (1 - beta1^t):
@@ -54,18 +53,24 @@ fn adam_update(i: u32, a: AdamDims) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let i = element_index(gid, groups);
-  if (i >= adam_dims.n) { return; }
-  param[i] = adam_update(i, adam_dims);
+fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= adam_dims.n) { break; }
+    param[i] = adam_update(i, adam_dims);
+  }
 }
 
 @compute @workgroup_size(WG)
-fn adam_linf(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let i = element_index(gid, groups);
+fn adam_linf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
   let a = adam_linf_dims;
-  if (i >= a.n) { return; }
-  param[i] = clamp(adam_update(i, a), center[i] - a.radius, center[i] + a.radius);
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= a.n) { break; }
+    param[i] = clamp(adam_update(i, a), center[i] - a.radius, center[i] + a.radius);
+  }
 }
 
 // ---- project_linf. Bindings: w (updated), w0, dims.
@@ -75,10 +80,13 @@ struct ProjectDims { n: u32, eps: f32 }
 @group(0) @binding(2) var<uniform> project_dims: ProjectDims;
 
 @compute @workgroup_size(WG)
-fn project_linf(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let i = element_index(gid, groups);
-  if (i >= project_dims.n) { return; }
-  w[i] = clamp(w[i], w0[i] - project_dims.eps, w0[i] + project_dims.eps);
+fn project_linf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= project_dims.n) { break; }
+    w[i] = clamp(w[i], w0[i] - project_dims.eps, w0[i] + project_dims.eps);
+  }
 }
 
 // ---- fill. Bindings: x (written), dims.
@@ -87,8 +95,11 @@ struct FillDims { n: u32, value: f32 }
 @group(0) @binding(1) var<uniform> fill_dims: FillDims;
 
 @compute @workgroup_size(WG)
-fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-  let i = element_index(gid, groups);
-  if (i >= fill_dims.n) { return; }
-  x[i] = fill_dims.value;
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= fill_dims.n) { break; }
+    x[i] = fill_dims.value;
+  }
 }

@@ -6,6 +6,7 @@ import {
   add,
   attention,
   ELEMENT_WG,
+  ELEMENTS_PER_INVOCATION,
   embed,
   gelu,
   layernorm,
@@ -95,9 +96,15 @@ test("add: new output, given output, and in place on either operand", async () =
 });
 
 test("add over more values than one grid dimension holds (the workgroup grid spills into y)", async () => {
-  const n = gpu.limits.maxComputeWorkgroupsPerDimension * ELEMENT_WG + 100;
-  const a = Float32Array.from({ length: n }, (_, i) => i % 7),
-    b = Float32Array.from({ length: n }, (_, i) => i % 5);
+  // 65535 workgroups of 64 invocations x 8 values, and 100 more (134 MB per tensor, under the 128 MiB
+  // binding limit): the last values are added by workgroups of the grid's second row.
+  const n = gpu.limits.maxComputeWorkgroupsPerDimension * ELEMENT_WG * ELEMENTS_PER_INVOCATION + 100;
+  // Filled by a loop: Float32Array.from with a map function takes seconds at this size.
+  const a = new Float32Array(n), b = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    a[i] = i % 7;
+    b[i] = i % 5;
+  }
   const got = await add(gpu, gpu.tensor([n], a), gpu.tensor([n], b), n).read();
   let wrong = 0;
   for (let i = 0; i < n; i++) if (got[i] !== a[i] + b[i]) wrong++;
