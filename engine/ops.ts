@@ -13,7 +13,7 @@ const ROW_WG = 8;
  *  with 8, by paying its per-workgroup cost 8x less often (bench/kernels.ts). */
 export const ELEMENT_WG = 64;
 /** Values per invocation of the elementwise kernels that import shaders/elements.wgsl (GELU and its
- *  backward, additions, Adam, fills): on llvmpipe 8 ran GELU over 65k-300k values 2-2.5x faster than
+ *  backward, additions, Adam, fills, embeddings): on llvmpipe 8 ran GELU over 65k-300k values 2-2.5x faster than
  *  1 (an invocation's fixed cost, its index and bounds checks, was most of the time); on a GPU each
  *  lane then covers 8 values WG apart, still coalesced. */
 export const ELEMENTS_PER_INVOCATION = 8;
@@ -983,14 +983,15 @@ export function embed(
   need("embed", "out", o.out, R * C);
   distinct("embed", o.out, { tokens, wte, ...(wpe ? { wpe } : {}) });
   const wteRows = Math.floor(wte.size / C);
+  const { params, grid } = elementwise(gpu, R * C);
   gpu.run(
     gpu.pipeline("embedding.wgsl", half ? "embed_half" : "embed", {
-      WG: ELEMENT_WG,
+      ...params,
       WITH_POSITIONS: wpe !== null,
       HALF_BF16: wte.dtype === "bf16",
     }),
     [tokens, wte, wpe ?? placeholder(gpu), o.out],
-    grid1d(gpu, cdiv(R * C, ELEMENT_WG)),
+    grid,
     uniforms().u32(R, T, C, rowStart, wteRows).f32(o.scale ?? 1),
   );
   return o.out;

@@ -134,9 +134,12 @@ export class Adam {
         this.clipNorm ?? 0,
         p.linf?.radius ?? 0,
       );
-      const { params, grid } = elementwise(this.gpu, p.size);
+      // Four values per storage access where the size allows (the same bits; shaders/optimizer.wgsl).
+      const vec4 = p.size % 4 === 0;
+      const { params, grid } = elementwise(this.gpu, vec4 ? p.size / 4 : p.size);
+      const entry = `${p.linf ? "adam_linf" : "adam"}${vec4 ? "_vec4" : ""}`;
       this.gpu.run(
-        this.gpu.pipeline("optimizer.wgsl", p.linf ? "adam_linf" : "adam", params),
+        this.gpu.pipeline("optimizer.wgsl", entry, params),
         [p.tensor, grads[i], this.m[i], this.v[i], this.normSq, ...(p.linf ? [p.linf.center] : [])],
         grid,
         u,

@@ -11,6 +11,9 @@ import type { Gpu, Tensor } from "./gpu.ts";
 import { uniforms } from "./gpu.ts";
 import { rowOps } from "./ops.ts";
 
+/** Scores of one row per invocation of virtual_scores_vec4 (shaders/virtual_edit.wgsl). */
+const SCORES_PER_INVOCATION = 4;
+
 /** The edits acting at one layer's MLP output in a forward (Model.forward's `virtualEdits`). */
 export interface VirtualEdit {
   /** The block whose MLP output the edits change. */
@@ -103,14 +106,19 @@ export function applyVirtualEdit(
   const K = Math.max(...keyRows);
   const rows = gpu.upload([R, 4], table, "u32");
   const scores = gpu.empty([R, K]);
+  // Four values per storage access where the key width allows (the same sums, shaders/virtual_edit.wgsl).
+  const vec4 = f % 4 === 0;
+  const sizes = { WG: WG_ELEMENTWISE, KB: SCORES_PER_INVOCATION }; // every entry point of the module
   gpu.run(
-    gpu.pipeline("virtual_edit.wgsl", "virtual_scores", { WG: WG_ELEMENTWISE }),
+    vec4
+      ? gpu.pipeline("virtual_edit.wgsl", "virtual_scores_vec4", sizes)
+      : gpu.pipeline("virtual_edit.wgsl", "virtual_scores", sizes),
     [scores, key, edit.keys, rows],
-    elementwiseGrid(gpu, R * K, WG_ELEMENTWISE),
+    elementwiseGrid(gpu, R * (vec4 ? Math.ceil(K / SCORES_PER_INVOCATION) : K), WG_ELEMENTWISE),
     uniforms().u32(R, f, K),
   );
   gpu.run(
-    gpu.pipeline("virtual_edit.wgsl", "virtual_apply", { WG: WG_ELEMENTWISE }),
+    gpu.pipeline("virtual_edit.wgsl", "virtual_apply", sizes),
     [mlp, scores, edit.values, rows],
     elementwiseGrid(gpu, R * d, WG_ELEMENTWISE),
     uniforms().u32(R, d, K),

@@ -1,4 +1,4 @@
-// Which elements an invocation of an elementwise kernel takes (imported by gelu.wgsl,
+// Which elements an invocation of an elementwise kernel takes (imported by gelu.wgsl, embedding.wgsl,
 // gelu_backward.wgsl, elementwise.wgsl, optimizer.wgsl): PER of them. Workgroup w (its index
 // flattened from a grid split over x and y when over the per-dimension limit) covers elements
 // [w*WG*PER, (w+1)*WG*PER); lane l takes w*WG*PER + k*WG + l for k = 0 .. PER-1. Neighbouring lanes

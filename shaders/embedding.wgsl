@@ -1,4 +1,4 @@
-// Token + position embedding, one invocation per output value:
+// Token + position embedding, PER output values per invocation (elements.wgsl):
 //
 //   out[r, c] = wte[tokens[r] - row_start, c] * scale + wpe[r % T, c]   (wpe only WITH_POSITIONS)
 //       for rows r whose token lies in [row_start, row_start + wte_rows); other rows are untouched.
@@ -14,11 +14,12 @@
 // half.wgsl); a chunk of 16-bit rows starts on a whole word (engine/model.ts splits them so).
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
-//   WG             : invocations per workgroup
+//   WG, PER        : invocations per workgroup, values per invocation (elements.wgsl)
 //   WITH_POSITIONS : add wpe
 //   HALF_BF16      : (embed_half) wte holds bf16, else f16
 //
 // import: half.wgsl
+// import: elements.wgsl
 
 struct Dims { R: u32, T: u32, C: u32, row_start: u32, wte_rows: u32, scale: f32 }
 
@@ -34,10 +35,8 @@ struct Dims { R: u32, T: u32, C: u32, row_start: u32, wte_rows: u32, scale: f32 
 // Output element i = r*C + c and the element of the wte chunk it reads, or none (a token outside the chunk).
 struct Site { i: u32, r: u32, e: u32, inside: bool }
 
-// grid: ceil(R*C / WG) workgroups, split over x and y when over the per-dimension limit.
-fn site(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Site {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (i >= d.R * d.C) { return Site(i, 0u, 0u, false); }
+// Element i < R*C of the output (grid: ceil(R*C / (WG*PER)) workgroups, elements.wgsl).
+fn site(i: u32) -> Site {
   let r = i / d.C;
   // token < row_start wraps around to a huge u32, so one comparison rejects both sides.
   let local_row = tokens[r] - d.row_start;
@@ -53,13 +52,21 @@ fn write(s: Site, value: f32) {
 @compute @workgroup_size(WG)
 fn embed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let s = site(wid, nwg, lid);
-  if (s.inside) { write(s, wte[s.e]); }
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d.R * d.C) { break; }
+    let s = site(i);
+    if (s.inside) { write(s, wte[s.e]); }
+  }
 }
 
 @compute @workgroup_size(WG)
 fn embed_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-  let s = site(wid, nwg, lid);
-  if (s.inside) { write(s, half_value(wte16[s.e >> 1u], (s.e & 1u) == 1u)); }
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d.R * d.C) { break; }
+    let s = site(i);
+    if (s.inside) { write(s, half_value(wte16[s.e >> 1u], (s.e & 1u) == 1u)); }
+  }
 }

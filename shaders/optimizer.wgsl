@@ -4,6 +4,7 @@
 //   adam:         one Adam/AdamW step (PyTorch semantics), gradients optionally pre-scaled by
 //                 global-norm clipping read from the GPU (no readback)
 //   adam_linf:    the same step, then project_linf's clamp around `center`, in one pass
+//   adam_vec4, adam_linf_vec4: the same, four values per storage access (n % 4 == 0)
 //   project_linf: w = clamp(w, w0 - eps, w0 + eps)       constrained fine-tuning
 //   fill:         x = value                              zeroing gradients
 //
@@ -37,28 +38,45 @@ struct AdamDims {
 @group(0) @binding(5) var<storage, read> center: array<f32>;
 @group(0) @binding(6) var<uniform> adam_linf_dims: AdamDims;
 
-// Updates m[i] and v[i] and returns param[i] after the step.
-fn adam_update(i: u32, a: AdamDims) -> f32 {
-  var clip = 1.0;
-  if (a.clip_norm > 0.0) { clip = min(1.0, a.clip_norm / (sqrt(norm_sq[0]) + 1e-6)); }
-  let g = clip * grad[i];
-  var p = param[i];
-  p -= a.lr * a.weight_decay * p;
-  let m_i = a.beta1 * m[i] + (1.0 - a.beta1) * g;
-  let v_i = a.beta2 * v[i] + (1.0 - a.beta2) * g * g;
-  m[i] = m_i;
-  v[i] = v_i;
+// The same tensors four values at a time, for adam_vec4 and adam_linf_vec4 (n % 4 == 0): on llvmpipe
+// every storage access is a per-lane loop, and a quarter of the accesses ran a step 1.8x faster.
+@group(0) @binding(0) var<storage, read_write> param4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> grad4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> m4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> v4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> center4: array<vec4<f32>>;
+
+// The clipping scale c (1 without clipping).
+fn clip_scale(a: AdamDims) -> f32 {
+  if (a.clip_norm > 0.0) { return min(1.0, a.clip_norm / (sqrt(norm_sq[0]) + 1e-6)); }
+  return 1.0;
+}
+
+// One step of four values, component by component (the scalar entry points use component x, so both
+// give the same bits): param after the step, before any clamp, and the new moments.
+struct AdamStep { p: vec4<f32>, m: vec4<f32>, v: vec4<f32> }
+
+fn adam_step(param0: vec4<f32>, grad0: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>, a: AdamDims, clip: f32) -> AdamStep {
+  let g = clip * grad0;
+  let p = param0 - a.lr * a.weight_decay * param0;
+  let m_i = a.beta1 * m0 + (1.0 - a.beta1) * g;
+  let v_i = a.beta2 * v0 + (1.0 - a.beta2) * g * g;
   let denom = sqrt(v_i) / sqrt(a.bias_correction2) + a.eps;
-  return p - (a.lr / a.bias_correction1) * m_i / denom;
+  return AdamStep(p - (a.lr / a.bias_correction1) * m_i / denom, m_i, v_i);
 }
 
 @compute @workgroup_size(WG)
 fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
+  let a = adam_dims;
+  let clip = clip_scale(a);
   for (var k = 0u; k < PER; k++) {
     let i = element_index(wid, nwg, lid, k);
-    if (i >= adam_dims.n) { break; }
-    param[i] = adam_update(i, adam_dims);
+    if (i >= a.n) { break; }
+    let s = adam_step(vec4<f32>(param[i]), vec4<f32>(grad[i]), vec4<f32>(m[i]), vec4<f32>(v[i]), a, clip);
+    m[i] = s.m.x;
+    v[i] = s.v.x;
+    param[i] = s.p.x;
   }
 }
 
@@ -66,10 +84,45 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 fn adam_linf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
   let a = adam_linf_dims;
+  let clip = clip_scale(a);
   for (var k = 0u; k < PER; k++) {
     let i = element_index(wid, nwg, lid, k);
     if (i >= a.n) { break; }
-    param[i] = clamp(adam_update(i, a), center[i] - a.radius, center[i] + a.radius);
+    let s = adam_step(vec4<f32>(param[i]), vec4<f32>(grad[i]), vec4<f32>(m[i]), vec4<f32>(v[i]), a, clip);
+    m[i] = s.m.x;
+    v[i] = s.v.x;
+    param[i] = clamp(s.p.x, center[i] - a.radius, center[i] + a.radius);
+  }
+}
+
+// adam and adam_linf over n / 4 groups of four values (grid: elements.wgsl over n / 4).
+@compute @workgroup_size(WG)
+fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+  let a = adam_dims;
+  let clip = clip_scale(a);
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= a.n / 4u) { break; }
+    let s = adam_step(param4[i], grad4[i], m4[i], v4[i], a, clip);
+    m4[i] = s.m;
+    v4[i] = s.v;
+    param4[i] = s.p;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn adam_linf_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+  let a = adam_linf_dims;
+  let clip = clip_scale(a);
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= a.n / 4u) { break; }
+    let s = adam_step(param4[i], grad4[i], m4[i], v4[i], a, clip);
+    m4[i] = s.m;
+    v4[i] = s.v;
+    param4[i] = clamp(s.p, center4[i] - a.radius, center4[i] + a.radius);
   }
 }
 
