@@ -62,7 +62,8 @@ fn virtual_scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 }
 
 // Scores k0 .. k0+KB-1 of row r (invocation r * ceil(K / KB) + k0 / KB); a row's scores past its
-// keys_r are 0 (their sums run on its last key row and are not kept).
+// keys_r are 0 (within a block that has some of its keys, their sums run on its last key row and
+// are not kept).
 @compute @workgroup_size(WG)
 fn virtual_scores_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
   let i = gid.x + gid.y * groups.x * WG;
@@ -72,6 +73,11 @@ fn virtual_scores_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
   let r = i / blocks;
   let k0 = (i % blocks) * KB;
   let row = rows[r];
+  if (k0 >= row.y) {
+    // Past this row's keys (an unedited row, or a low-rank edit in a set with dense ones): zeros.
+    for (var t = 0u; t < KB; t++) { if (k0 + t < dm.K) { scores[r * dm.K + k0 + t] = 0.0; } }
+    return;
+  }
   let C4 = dm.C / 4u;
   var u_at: array<u32, KB>;
   for (var t = 0u; t < KB; t++) { u_at[t] = (row.x + min(k0 + t, max(row.y, 1u) - 1u)) * C4; }
