@@ -115,6 +115,11 @@ const UPLOADS_KEPT = 1024; // upload() tables kept by content; beyond this the c
 const UPLOAD_KEPT_ELEMENTS = 16384; // longer uploads are not kept
 const POOL_LIMIT_BYTES = 1 << 30; // released buffers kept for reuse; beyond this they are freed
 
+/** The spacing of the buffer pool's sizes around `bytes`: 8 sizes per power of two (Gpu.poolBytes). */
+function poolStep(bytes: number): number {
+  return 2 ** Math.max(2, Math.floor(Math.log2(bytes)) - 3);
+}
+
 /** Builds the little uniform block a kernel reads its sizes from (all fields 4 bytes). */
 export class Uniforms {
   private view = new DataView(new ArrayBuffer(UNIFORM_SLOT));
@@ -315,8 +320,14 @@ export class Gpu {
 
   // ---------------------------------------------------------------- tensors
 
-  /** Allocates a tensor; `data` (if given) is uploaded at creation, so it never races recorded work. */
-  tensor(shape: readonly number[], data?: ArrayLike<number>, dtype: Dtype = "f32"): Tensor {
+  /** Allocates a tensor; `data` (if given) is uploaded at creation, so it never races recorded work.
+   *  `bufferBytes` (at least the tensor's bytes) sizes the buffer of a pooled tensor (poolBytes). */
+  tensor(
+    shape: readonly number[],
+    data?: ArrayLike<number>,
+    dtype: Dtype = "f32",
+    bufferBytes?: number,
+  ): Tensor {
     const size = shape.reduce((a, b) => a * b, 1);
     if (!Number.isInteger(size) || size < 0) throw new Error(`bad tensor shape [${shape}]`);
     const bytes = tensorBytes(size, dtype);
@@ -328,7 +339,7 @@ export class Gpu {
       );
     }
     const buffer = this.device.createBuffer({
-      size: Math.ceil(bytes / 4) * 4,
+      size: Math.max(Math.ceil(bytes / 4) * 4, bufferBytes ?? 0),
       // UNIFORM too: the texture matmuls read their activation operand through uniform windows.
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC |
         GPUBufferUsage.COPY_DST,
@@ -389,7 +400,7 @@ export class Gpu {
   /** A zero-filled tensor: a recycled buffer cleared in stream order, or a new (zeroed) one. */
   zeros(shape: readonly number[], dtype: "f32" | "u32" = "f32"): Tensor {
     const buffer = this.takeFromPool(shape);
-    if (!buffer) return this.tensor(shape, undefined, dtype);
+    if (!buffer) return this.tensor(shape, undefined, dtype, this.poolBytes(shape));
     const t = new Tensor(this, buffer, shape, dtype);
     this.clear(t);
     return t;
@@ -409,12 +420,26 @@ export class Gpu {
    */
   empty(shape: readonly number[], dtype: "f32" | "u32" = "f32"): Tensor {
     const buffer = this.takeFromPool(shape);
-    return buffer ? new Tensor(this, buffer, shape, dtype) : this.tensor(shape, undefined, dtype);
+    return buffer
+      ? new Tensor(this, buffer, shape, dtype)
+      : this.tensor(shape, undefined, dtype, this.poolBytes(shape));
   }
 
-  /** A released f32 buffer of the shape's size, if the pool holds one. */
-  private takeFromPool(shape: readonly number[]): GPUBuffer | undefined {
+  /**
+   * The buffer size of a pooled tensor of this shape: its bytes rounded up to one of 8 sizes per
+   * power of two (at most 1/8 more), so that activations whose row counts differ a little from batch
+   * to batch (suffix parts, generation, FT batches) reuse each other's buffers, and their bind groups.
+   * Kernels read only the tensor's own values; a tensor near the binding limit keeps its exact size.
+   */
+  private poolBytes(shape: readonly number[]): number {
     const bytes = Math.max(4, shape.reduce((a, b) => a * b, 1) * 4);
+    const rounded = Math.ceil(bytes / poolStep(bytes)) * poolStep(bytes);
+    return rounded <= this.limits.maxStorageBufferBindingSize ? rounded : bytes;
+  }
+
+  /** A released buffer of the shape's pool size (poolBytes), if the pool holds one. */
+  private takeFromPool(shape: readonly number[]): GPUBuffer | undefined {
+    const bytes = this.poolBytes(shape);
     const buffer = this.pool.get(bytes)?.pop();
     if (buffer) this.pooledBytes -= buffer.size;
     else this.poolMisses++;
@@ -435,9 +460,12 @@ export class Gpu {
         this.transients.push(t.buffer); // over the cap: destroyed after the next submit
         continue;
       }
-      const list = this.pool.get(t.buffer.size) ?? [];
+      // Kept under the largest pool size it holds, so that a buffer of any size (an exact one from
+      // tensor(), or a pooled one) serves every request of that pool size (poolBytes).
+      const key = Math.floor(t.buffer.size / poolStep(t.buffer.size)) * poolStep(t.buffer.size);
+      const list = this.pool.get(key) ?? [];
       list.push(t.buffer);
-      this.pool.set(t.buffer.size, list);
+      this.pool.set(key, list);
       this.pooledBytes += t.buffer.size;
     }
   }

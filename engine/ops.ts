@@ -794,6 +794,10 @@ export function add(gpu: Gpu, a: Tensor, b: Tensor, n: number, o: { out?: Tensor
   positive("add", { n });
   need("add", "a", a, n);
   need("add", "b", b, n);
+  if (a === b && o.out === a) {
+    // WebGPU forbids binding one buffer as both the accumulator and the addend of one dispatch.
+    throw new Error("add: a, b and out are the same tensor; give out another tensor");
+  }
   const { params, grid: groups } = elementwise(gpu, n);
   if (o.out === a || o.out === b) {
     const [acc, addend] = o.out === a ? [a, b] : [b, a];

@@ -57,6 +57,31 @@ Deno.test("released buffers are reused by empty() of the same size", () => {
   assert.notEqual(c.buffer, a.buffer);
 });
 
+Deno.test("the pool serves nearby sizes from one buffer (8 sizes per power of two); a tensor sees only its values", async () => {
+  // 1000 and 990 floats share a pool size (4096 bytes); a zeroed or read tensor in the larger buffer
+  // is exactly its own length.
+  const a = gpu.tensor([1000], Float32Array.from({ length: 1000 }, (_, i) => i + 1));
+  gpu.release(a);
+  // a's buffer has 4000 bytes: it serves pool sizes up to 3840 bytes (960 floats), not 990 floats'.
+  const b = gpu.zeros([990]);
+  assert.notEqual(b.buffer, a.buffer);
+  const c = gpu.empty([950]);
+  assert.equal(c.buffer, a.buffer);
+  assert.equal((await c.read()).length, 950);
+  gpu.release(b);
+  const d = gpu.zeros([1000]);
+  assert.equal(d.buffer, b.buffer, "990 and 1000 floats share a pool size");
+  assert.equal(d.buffer.size, 4096);
+  const ones = gpu.tensor([1000], new Float32Array(1000).fill(1));
+  add(gpu, d, ones, 1000, { out: d });
+  assert.deepEqual([...await d.read()].slice(995), [1, 1, 1, 1, 1]);
+  gpu.release(d);
+  const e = gpu.zeros([993]);
+  assert.equal(e.buffer, d.buffer);
+  assert.deepEqual([...await e.read()], new Array(993).fill(0));
+  gpu.release(c, e, ones);
+});
+
 Deno.test("bad shapes and oversize tensors give clear errors", () => {
   assert.throws(() => gpu.tensor([2, -1]), /bad tensor shape \[2,-1\]/);
   assert.throws(() => gpu.tensor([2], [1, 2, 3]), /3 values, shape \[2\] needs 2/);

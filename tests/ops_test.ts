@@ -95,6 +95,12 @@ test("add: new output, given output, and in place on either operand", async () =
   }
 });
 
+test("add refuses one tensor as a, b and out (one buffer cannot be both read and written in a dispatch)", () => {
+  const x = gpu.tensor([3], [1, 2, 3]);
+  assert.throws(() => add(gpu, x, x, 3, { out: x }), /add: a, b and out are the same tensor/);
+  gpu.release(x);
+});
+
 test("add over more values than one grid dimension holds (the workgroup grid spills into y)", async () => {
   // 65535 workgroups of 64 invocations x 8 values, and 100 more (134 MB per tensor, under the 128 MiB
   // binding limit): the last values are added by workgroups of the grid's second row.
