@@ -132,15 +132,14 @@ export class Adam {
         1 - this.beta1 ** t,
         1 - this.beta2 ** t,
         this.clipNorm ?? 0,
-        p.linf?.radius ?? 0,
+        p.linf?.radius ?? -1, // < 0: no ball (the kernel then leaves `center`, bound to the gradient, unread)
       );
       // Four values per storage access where the size allows (the same bits; shaders/optimizer.wgsl).
       const vec4 = p.size % 4 === 0;
       const { params, grid } = elementwise(this.gpu, vec4 ? p.size / 4 : p.size);
-      const entry = `${p.linf ? "adam_linf" : "adam"}${vec4 ? "_vec4" : ""}`;
       this.gpu.run(
-        this.gpu.pipeline("optimizer.wgsl", entry, params),
-        [p.tensor, grads[i], this.m[i], this.v[i], this.normSq, ...(p.linf ? [p.linf.center] : [])],
+        this.gpu.pipeline("optimizer.wgsl", vec4 ? "adam_vec4" : "adam", params),
+        [p.tensor, grads[i], this.m[i], this.v[i], this.normSq, p.linf?.center ?? grads[i]],
         grid,
         u,
       );

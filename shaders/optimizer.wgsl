@@ -2,9 +2,9 @@
 // workgroups: the index is rebuilt from the number of workgroups along x).
 //
 //   adam:         one Adam/AdamW step (PyTorch semantics), gradients optionally pre-scaled by
-//                 global-norm clipping read from the GPU (no readback)
-//   adam_linf:    the same step, then project_linf's clamp around `center`, in one pass
-//   adam_vec4, adam_linf_vec4: the same, four values per storage access (n % 4 == 0)
+//                 global-norm clipping read from the GPU (no readback), then, with a radius >= 0,
+//                 project_linf's clamp around `center` in the same pass
+//   adam_vec4:    the same, four values per storage access (n % 4 == 0)
 //   project_linf: w = clamp(w, w0 - eps, w0 + eps)       constrained fine-tuning
 //   fill:         x = value                              zeroing gradients
 //
@@ -13,7 +13,7 @@
 //
 // import: elements.wgsl
 
-// ---- adam, adam_linf. Bindings: param, grad, m, v, norm_sq, (adam_linf: center,) dims.
+// ---- adam, adam_vec4. Bindings: param, grad, m, v, norm_sq, center, dims.
 // With t the step number (1-based), c = clip scale, lr_t = lr / (1 - beta1^t):
 //   g = c * grad
 //   param -= lr * weight_decay * param           (decoupled weight decay, AdamW)
@@ -21,8 +21,9 @@
 //   param -= lr_t * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // Clipping (clip_norm > 0): c = min(1, clip_norm / (||all grads||_2 + 1e-6)), where norm_sq[0]
 // holds the squared global norm computed earlier in the same command stream.
-// adam_linf then sets param = clamp(param, center - radius, center + radius) (constrained fine-tuning),
-// the bits of adam followed by project_linf.
+// With radius >= 0, param = clamp(param, center - radius, center + radius) (constrained fine-tuning):
+// the bits of the plain step followed by project_linf. With radius < 0 `center` is not read (the host
+// binds the gradient there).
 struct AdamDims {
   n: u32, lr: f32, beta1: f32, beta2: f32,
   eps: f32, weight_decay: f32, bias_correction1: f32, bias_correction2: f32,
@@ -34,12 +35,11 @@ struct AdamDims {
 @group(0) @binding(2) var<storage, read_write> m: array<f32>;
 @group(0) @binding(3) var<storage, read_write> v: array<f32>;
 @group(0) @binding(4) var<storage, read> norm_sq: array<f32>;
-@group(0) @binding(5) var<uniform> adam_dims: AdamDims;
 @group(0) @binding(5) var<storage, read> center: array<f32>;
-@group(0) @binding(6) var<uniform> adam_linf_dims: AdamDims;
+@group(0) @binding(6) var<uniform> adam_dims: AdamDims;
 
-// The same tensors four values at a time, for adam_vec4 and adam_linf_vec4 (n % 4 == 0): on llvmpipe
-// every storage access is a per-lane loop, and a quarter of the accesses ran a step 1.8x faster.
+// The same tensors four values at a time, for adam_vec4 (n % 4 == 0): on llvmpipe every storage
+// access is a per-lane loop, and a quarter of the accesses ran a step 1.8x faster.
 @group(0) @binding(0) var<storage, read_write> param4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> grad4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> m4: array<vec4<f32>>;
@@ -52,77 +52,53 @@ fn clip_scale(a: AdamDims) -> f32 {
   return 1.0;
 }
 
-// One step of four values, component by component (the scalar entry points use component x, so both
-// give the same bits): param after the step, before any clamp, and the new moments.
+// One step of four values, component by component (adam uses component x, so both entry points give
+// the same bits): param after the step (clamped into the ball when radius >= 0; `ball_center` is then
+// the values' centre) and the new moments.
 struct AdamStep { p: vec4<f32>, m: vec4<f32>, v: vec4<f32> }
 
-fn adam_step(param0: vec4<f32>, grad0: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>, a: AdamDims, clip: f32) -> AdamStep {
+fn adam_step(param0: vec4<f32>, grad0: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>, ball_center: vec4<f32>, clip: f32) -> AdamStep {
+  let a = adam_dims;
   let g = clip * grad0;
   let p = param0 - a.lr * a.weight_decay * param0;
   let m_i = a.beta1 * m0 + (1.0 - a.beta1) * g;
   let v_i = a.beta2 * v0 + (1.0 - a.beta2) * g * g;
   let denom = sqrt(v_i) / sqrt(a.bias_correction2) + a.eps;
-  return AdamStep(p - (a.lr / a.bias_correction1) * m_i / denom, m_i, v_i);
+  let stepped = p - (a.lr / a.bias_correction1) * m_i / denom;
+  if (a.radius < 0.0) { return AdamStep(stepped, m_i, v_i); }
+  return AdamStep(clamp(stepped, ball_center - a.radius, ball_center + a.radius), m_i, v_i);
 }
 
 @compute @workgroup_size(WG)
 fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let a = adam_dims;
-  let clip = clip_scale(a);
+  let clip = clip_scale(adam_dims);
   for (var k = 0u; k < PER; k++) {
     let i = element_index(wid, nwg, lid, k);
-    if (i >= a.n) { break; }
-    let s = adam_step(vec4<f32>(param[i]), vec4<f32>(grad[i]), vec4<f32>(m[i]), vec4<f32>(v[i]), a, clip);
+    if (i >= adam_dims.n) { break; }
+    var c = 0.0;
+    if (adam_dims.radius >= 0.0) { c = center[i]; }
+    let s = adam_step(vec4<f32>(param[i]), vec4<f32>(grad[i]), vec4<f32>(m[i]), vec4<f32>(v[i]), vec4<f32>(c), clip);
     m[i] = s.m.x;
     v[i] = s.v.x;
     param[i] = s.p.x;
   }
 }
 
-@compute @workgroup_size(WG)
-fn adam_linf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-  let a = adam_linf_dims;
-  let clip = clip_scale(a);
-  for (var k = 0u; k < PER; k++) {
-    let i = element_index(wid, nwg, lid, k);
-    if (i >= a.n) { break; }
-    let s = adam_step(vec4<f32>(param[i]), vec4<f32>(grad[i]), vec4<f32>(m[i]), vec4<f32>(v[i]), a, clip);
-    m[i] = s.m.x;
-    v[i] = s.v.x;
-    param[i] = clamp(s.p.x, center[i] - a.radius, center[i] + a.radius);
-  }
-}
-
-// adam and adam_linf over n / 4 groups of four values (grid: elements.wgsl over n / 4).
+// adam over n / 4 groups of four values (grid: elements.wgsl over n / 4).
 @compute @workgroup_size(WG)
 fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-  let a = adam_dims;
-  let clip = clip_scale(a);
+  let clip = clip_scale(adam_dims);
   for (var k = 0u; k < PER; k++) {
     let i = element_index(wid, nwg, lid, k);
-    if (i >= a.n / 4u) { break; }
-    let s = adam_step(param4[i], grad4[i], m4[i], v4[i], a, clip);
+    if (i >= adam_dims.n / 4u) { break; }
+    var c = vec4<f32>(0.0);
+    if (adam_dims.radius >= 0.0) { c = center4[i]; }
+    let s = adam_step(param4[i], grad4[i], m4[i], v4[i], c, clip);
     m4[i] = s.m;
     v4[i] = s.v;
     param4[i] = s.p;
-  }
-}
-
-@compute @workgroup_size(WG)
-fn adam_linf_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-  let a = adam_linf_dims;
-  let clip = clip_scale(a);
-  for (var k = 0u; k < PER; k++) {
-    let i = element_index(wid, nwg, lid, k);
-    if (i >= a.n / 4u) { break; }
-    let s = adam_step(param4[i], grad4[i], m4[i], v4[i], a, clip);
-    m4[i] = s.m;
-    v4[i] = s.v;
-    param4[i] = clamp(s.p, center4[i] - a.radius, center4[i] + a.radius);
   }
 }
 
