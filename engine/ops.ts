@@ -445,8 +445,14 @@ export function matmul(
     gpu.release(partials);
     return out;
   }
+  // matmul_vec4_n writes C four values at a time where C's rows and batches start on a vec4.
+  const c4 = kernel === "matmul_vec4_n" && ldc % 4 === 0 && outOffset % 4 === 0 && strides.c % 4 === 0;
   gpu.run(
-    gpu.pipeline(kernel === "matmul_half" ? halfMatmulShader(gpu, b.dtype) : "matmul.wgsl", kernel, params),
+    gpu.pipeline(
+      kernel === "matmul_half" ? halfMatmulShader(gpu, b.dtype) : "matmul.wgsl",
+      c4 ? "matmul_vec4_n_c4" : kernel,
+      params,
+    ),
     [a, b, o.bias ?? placeholder(gpu), out],
     [cdiv(M, TM * t.WG_X), cdiv(N, columnsPerInvocation * t.WG_Y), batch],
     u,
