@@ -13,9 +13,9 @@ const ROW_WG = 8;
  *  with 8, by paying its per-workgroup cost 8x less often (bench/kernels.ts). */
 export const ELEMENT_WG = 64;
 /** Values per invocation of the elementwise kernels that import shaders/elements.wgsl (GELU and its
- *  backward, additions, Adam, fills, embeddings): on llvmpipe 8 ran GELU over 65k-300k values 2-2.5x faster than
- *  1 (an invocation's fixed cost, its index and bounds checks, was most of the time); on a GPU each
- *  lane then covers 8 values WG apart, still coalesced. */
+ *  backward, additions, Adam, fills, embeddings): on llvmpipe 8 ran GELU over 65k-300k values 2-2.5x
+ *  faster than 1 (an invocation's fixed cost, its index and bounds checks, was most of the time); on a
+ *  GPU each lane then covers 8 values WG apart, still coalesced. */
 export const ELEMENTS_PER_INVOCATION = 8;
 
 /** The compile-time parameters (WG, PER) and grid of an elementwise kernel over n values
