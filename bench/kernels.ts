@@ -1,5 +1,6 @@
 // Kernel throughput on GPT-2 small shapes: GFLOP/s of matmul (the hot spot of everything) and GB/s
-// of the memory-bound forward kernels, on whatever adapter WebGPU gives.
+// of the memory-bound kernels (the forward's, and FT-L's optimiser step and dense virtual-edit scores
+// at the embedded model's shapes), on whatever adapter WebGPU gives.
 //
 //   ./locus run -A bench/kernels.ts            the kernels ops.ts picks for this adapter
 //   ./locus run -A bench/kernels.ts --sweep    also every candidate tile shape for each matmul
@@ -10,6 +11,8 @@
 // a Deno readback/sync is amortised; reps grows until one run takes >= 0.3 s.
 import { attentionBackward, attentionBackwardLse } from "../engine/backward_ops.ts";
 import { getGpu, type Gpu } from "../engine/gpu.ts";
+import { Adam } from "../engine/optimizer.ts";
+import { applyVirtualEdit, type VirtualEdit } from "../engine/virtual_edits.ts";
 import {
   attention,
   gelu,
@@ -193,9 +196,35 @@ const y = gpu.zeros([R, 4 * C]);
 const qkv = gpu.tensor([R, 3 * C], random(R * 3 * C));
 const logits = gpu.tensor([R, V], random(R * V));
 const probs = gpu.zeros([R, V]);
+// FT-L's Adam step over 16 edits' copies of the embedded model's MLP projection (512 x 128), inside their
+// L-infinity balls (reads param, gradient, both moments, centre; writes param and moments); and the dense
+// scores of 16 FT-L edits (128 columns of a 512-wide key each) for 400 rows under virtual edits.
+const [ftValues, ftEdits, f, d, scoredRows] = [16 * 512 * 128, 16, 512, 128, 400];
+const ftParam = gpu.tensor([ftValues], random(ftValues)), ftGrad = gpu.tensor([ftValues], random(ftValues));
+const adam = new Adam(gpu, [{
+  name: "ft",
+  tensor: ftParam,
+  size: ftValues,
+  linf: { center: gpu.tensor([ftValues], random(ftValues)), radius: 0.05 },
+}], { lr: 5e-4, trackNorm: false });
+const denseEdit: VirtualEdit = {
+  layer: 0,
+  keys: gpu.tensor([ftEdits * d, f], random(ftEdits * d * f)),
+  values: gpu.zeros([1, d]),
+  ranks: new Array(ftEdits).fill(0),
+  dense: new Array(ftEdits).fill(true),
+  rowEdit: Array.from({ length: scoredRows }, (_, r) => r % ftEdits),
+};
+const keyRows = gpu.tensor([scoredRows, f], random(scoredRows * f)), mlpRows = gpu.zeros([scoredRows, d]);
 const memoryBound: [string, number, () => void][] = [
   ["layernorm [16,768]", 2 * R * C * 4, () => layernorm(gpu, x, gamma, beta, R, C, 1e-5, { out: y })],
   ["gelu      [16,3072]", 2 * R * 4 * C * 4, () => gelu(gpu, x, R * 4 * C, { out: y })],
+  ["adam, L-inf ball [16x512x128]", 8 * ftValues * 4, () => adam.step([ftGrad])],
+  [
+    "virtual dense scores [400 rows]",
+    (scoredRows * f + ftEdits * d * f + 2 * scoredRows * d) * 4,
+    () => applyVirtualEdit(gpu, mlpRows, keyRows, denseEdit, scoredRows, f, d),
+  ],
   [
     "attention B=1 T=16 d=768 h=12",
     (R * 3 * C + R * C) * 4,
