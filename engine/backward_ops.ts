@@ -19,6 +19,7 @@ import {
   attentionSettings,
   distinct,
   elementwise,
+  grid1d,
   normExtent,
   type NormRows,
   placeholderTexture,
@@ -29,19 +30,10 @@ import {
 
 /** Invocations per workgroup for row/column kernels: one llvmpipe SIMD vector. */
 const WG = 8;
-/** Invocations per workgroup for elementwise kernels (more work per workgroup, fewer workgroups). */
-export const WG_ELEMENTWISE = 64;
 /** Rows x columns of one attention-gradient product computed per invocation (register block). */
 const ATTENTION_BLOCK = { TM: 8, TN: 4 };
 /** Invocations of the first stage of a squared norm (each strides over the tensor). */
 const NORM_PARTS = 1024;
-
-/** Workgroups [x, y] covering n items; y > 1 only when x would pass the per-dimension limit. */
-export function elementwiseGrid(gpu: Gpu, n: number, wg: number): [number, number] {
-  const groups = cdiv(n, wg);
-  const maxX = gpu.limits.maxComputeWorkgroupsPerDimension;
-  return groups <= maxX ? [groups, 1] : [maxX, cdiv(groups, maxX)];
-}
 
 /** Throws a clear error when tensor `t` (named `what` in op `op`) is too small or of the wrong type. */
 export function need(op: string, what: string, t: Tensor, size: number, dtype: "f32" | "u32" = "f32"): void {
@@ -307,13 +299,13 @@ export function attentionBackwardLse(
   gpu.run(
     gpu.pipeline("attention_backward_lse.wgsl", "attention_backward_lse_rows", params),
     [dy, qkv, lse, offsets, cache, delta, dqkv],
-    elementwiseGrid(gpu, B * nHead * Tq, WG),
+    grid1d(gpu, cdiv(B * nHead * Tq, WG)),
     u(),
   );
   gpu.run(
     gpu.pipeline("attention_backward_lse.wgsl", "attention_backward_lse_keys", params),
     [dy, qkv, lse, offsets, cache, delta, dqkv],
-    elementwiseGrid(gpu, B * nKvHead * Tq, WG),
+    grid1d(gpu, cdiv(B * nKvHead * Tq, WG)),
     u(),
   );
   if (!o.delta) gpu.release(delta);

@@ -28,8 +28,8 @@
 //     the tiles' memory are not there. A product of too few tiles to fill the GPU splits K over up to
 //     GPU_SPLIT_K workgroups. (Per product, matmulKernel in engine/ops.ts then checks the operands'
 //     alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
-//   - not a choice: attention keeps the probabilities [B, H, Tq, T] for a backward on every adapter, whose
-//     backward ran 4-8x faster than recomputing the scores from each row's log-sum-exp
+//   - not a choice: attention keeps the probabilities [B, H, Tq, T] for a backward on every adapter,
+//     whose backward ran 4-8x faster than recomputing the scores from each row's log-sum-exp
 //     (shaders/attention_backward_lse.wgsl) on llvmpipe and 2-2.5x faster on an NVIDIA H200
 //     (bench/kernels.ts --attention, T = 32..512); only size decides (attentionSaves below): the
 //     log-sum-exp is kept where the probabilities would pass its memory threshold.
@@ -140,8 +140,9 @@ export type AttentionSaved = "probs" | "lse";
 export const PROBS_BYTES_MAX = 64 * 2 ** 20;
 
 /** What a kept forward's attention saves for B sequences of Tq query rows over T keys and H heads:
- *  `preferred` (ops.ts attentionSaved: the probabilities unless a test sets otherwise), or the log-sum-exp when the probabilities would pass PROBS_BYTES_MAX or
- *  one storage binding (bindingBytes, the device's maxStorageBufferBindingSize). */
+ *  `preferred` (ops.ts attentionSaved: the probabilities unless a test sets otherwise), or the
+ *  log-sum-exp when the probabilities would pass PROBS_BYTES_MAX or one storage binding (bindingBytes,
+ *  the device's maxStorageBufferBindingSize). */
 export function attentionSaves(
   preferred: AttentionSaved,
   B: number,

@@ -35,7 +35,7 @@ export function elementwise(
  * in y. Kernels recover the flat workgroup index as wid.y * num_workgroups.x + wid.x and skip the
  * few extra invocations of the last row.
  */
-function grid1d(gpu: Gpu, groups: number): [number, number] {
+export function grid1d(gpu: Gpu, groups: number): [number, number] {
   const maxX = gpu.limits.maxComputeWorkgroupsPerDimension;
   if (groups <= maxX) return [groups, 1];
   const y = cdiv(groups, maxX);

@@ -6,10 +6,8 @@
 // prompts instead of apply / score / undo one at a time (shaders/virtual_edit.wgsl). A dense change
 // (FT-L) is d key rows, one per output column, whose scores are the correction itself, plus a change
 // of the projection's bias per edit.
-import { elementwiseGrid, WG_ELEMENTWISE } from "./backward_ops.ts";
-import type { Gpu, Tensor } from "./gpu.ts";
-import { uniforms } from "./gpu.ts";
-import { rowOps } from "./ops.ts";
+import { cdiv, type Gpu, type Tensor, uniforms } from "./gpu.ts";
+import { ELEMENT_WG, grid1d, rowOps } from "./ops.ts";
 
 /** Scores of one row per invocation of virtual_scores_vec4 (shaders/virtual_edit.wgsl). */
 const SCORES_PER_INVOCATION = 4;
@@ -108,19 +106,17 @@ export function applyVirtualEdit(
   const scores = gpu.empty([R, K]);
   // Four values per storage access where the key width allows (the same sums, shaders/virtual_edit.wgsl).
   const vec4 = f % 4 === 0;
-  const sizes = { WG: WG_ELEMENTWISE, KB: SCORES_PER_INVOCATION }; // every entry point of the module
+  const sizes = { WG: ELEMENT_WG, KB: SCORES_PER_INVOCATION }; // every entry point of the module
   gpu.run(
-    vec4
-      ? gpu.pipeline("virtual_edit.wgsl", "virtual_scores_vec4", sizes)
-      : gpu.pipeline("virtual_edit.wgsl", "virtual_scores", sizes),
+    gpu.pipeline("virtual_edit.wgsl", vec4 ? "virtual_scores_vec4" : "virtual_scores", sizes),
     [scores, key, edit.keys, rows],
-    elementwiseGrid(gpu, R * (vec4 ? Math.ceil(K / SCORES_PER_INVOCATION) : K), WG_ELEMENTWISE),
+    grid1d(gpu, cdiv(R * (vec4 ? Math.ceil(K / SCORES_PER_INVOCATION) : K), ELEMENT_WG)),
     uniforms().u32(R, f, K),
   );
   gpu.run(
     gpu.pipeline("virtual_edit.wgsl", "virtual_apply", sizes),
     [mlp, scores, edit.values, rows],
-    elementwiseGrid(gpu, R * d, WG_ELEMENTWISE),
+    grid1d(gpu, cdiv(R * d, ELEMENT_WG)),
     uniforms().u32(R, d, K),
   );
   gpu.release(scores);

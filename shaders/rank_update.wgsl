@@ -11,7 +11,7 @@
 //
 // Compile-time parameter: WG, invocations per workgroup (64: elementwise, see engine/ops.ts).
 // Grid: 1-D over M*N elements, spilling into y past the per-dimension limit
-// (engine/backward_ops.ts elementwiseGrid).
+// (engine/ops.ts grid1d).
 //
 // import: half.wgsl
 

@@ -21,7 +21,7 @@
 //
 // Compile-time parameters: WG, invocations per workgroup; KB (virtual_scores_vec4), scores per
 // invocation. Grids are 1-D over R*K (scores; R*ceil(K/KB) for the vec4 one) and R*D (apply)
-// invocations, spilling into y past the per-dimension limit (engine/backward_ops.ts elementwiseGrid).
+// invocations, spilling into y past the per-dimension limit (engine/ops.ts grid1d).
 // Each sum runs in a fixed order, so results are reproducible.
 
 struct Dims { R: u32, C: u32, K: u32 }

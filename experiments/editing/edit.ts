@@ -13,10 +13,9 @@
 // A closed-form edit is a low-rank delta W[rows, cols] += left[rows, rank] right[rank, cols]
 // (ROME rank 1, a MEMIT/EMMET batch of n facts rank n), applied by shaders/rank_update.wgsl;
 // fine-tuning gives a dense delta.
-import { elementwiseGrid, WG_ELEMENTWISE } from "../../engine/backward_ops.ts";
-import { Gpu, Tensor, uniforms } from "../../engine/gpu.ts";
+import { cdiv, Gpu, Tensor, uniforms } from "../../engine/gpu.ts";
 import type { Model } from "../../engine/model.ts";
-import { add } from "../../engine/ops.ts";
+import { add, ELEMENT_WG, grid1d } from "../../engine/ops.ts";
 import { promptRowEdits, type VirtualEdit } from "../../engine/virtual_edits.ts";
 import { openSafetensors, SafetensorsError, writeSafetensors } from "../../engine/safetensors.ts";
 
@@ -140,11 +139,11 @@ export function rankUpdate(
   }
   gpu.run(
     gpu.pipeline("rank_update.wgsl", half ? "rank_update_half" : "rank_update", {
-      WG: WG_ELEMENTWISE,
+      WG: ELEMENT_WG,
       HALF_BF16: W.dtype === "bf16",
     }),
     [W, U, V],
-    elementwiseGrid(gpu, half ? Math.ceil(M * N / 2) : M * N, WG_ELEMENTWISE),
+    grid1d(gpu, cdiv(half ? Math.ceil(M * N / 2) : M * N, ELEMENT_WG)),
     uniforms().u32(M, N, rank),
   );
 }
