@@ -128,6 +128,11 @@ export interface KernelChoice {
    *  (software adapters, where a barrier costs more than a loop over the row) or one workgroup of
    *  ROWS_WORKGROUP lanes per row with tree reductions (GPUs; shaders/rows_workgroup.wgsl). */
   rows: RowKernels;
+  /** Query rows per invocation of the attention forward (shaders/attention.wgsl QB; ops.ts uses the
+   *  largest power of two up to it and to the rows of a sequence): 4 on software adapters, where each
+   *  key and value texel is a per-lane load that an invocation's rows then share (ROME's v* batches on
+   *  llvmpipe: 1.5x a call, bench/RESULTS.md), 1 on GPUs, whose lanes share them through the cache. */
+  attentionQueryRows: number;
 }
 
 /** What a kept forward's attention saves for the backward: the probabilities [B, H, Tq, T] ("probs",
@@ -170,6 +175,10 @@ export function softwareAdapter(a: AdapterFacts): SoftwareAdapter | null {
   return a.isFallbackAdapter ? "unnamed" : null;
 }
 
+/** Attention query rows per invocation on software adapters (KernelChoice.attentionQueryRows): 2 and
+ *  8 ran slower than 4 on llvmpipe (ROME's v* batches, bench/RESULTS.md). */
+const SOFTWARE_ATTENTION_ROWS = 4;
+
 /** Register blocks for CPU implementations: 8 lanes (one AVX2 vector) along columns, so that the
  *  16-row matrices of a prompt still fill them (bench/kernels.ts). */
 const SOFTWARE_TILES: MatmulTiles = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
@@ -194,11 +203,18 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       software,
       nativeF16,
       rows: "invocation",
+      attentionQueryRows: SOFTWARE_ATTENTION_ROWS,
       matmul: { ...SOFTWARE_TILES, texture },
     };
   }
   if (software !== null) {
-    return { software, nativeF16, rows: "invocation", matmul: SOFTWARE_TILES };
+    return {
+      software,
+      nativeF16,
+      rows: "invocation",
+      attentionQueryRows: SOFTWARE_ATTENTION_ROWS,
+      matmul: SOFTWARE_TILES,
+    };
   }
   const l = a.limits;
   const rows: RowKernels = ROWS_WORKGROUP <= l.maxComputeInvocationsPerWorkgroup &&
@@ -216,9 +232,10 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
         software,
         nativeF16,
         rows,
+        attentionQueryRows: 1,
         matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8, splitK: GPU_SPLIT_K },
       };
     }
   }
-  return { software, nativeF16, rows, matmul: SOFTWARE_TILES };
+  return { software, nativeF16, rows, attentionQueryRows: 1, matmul: SOFTWARE_TILES };
 }

@@ -153,6 +153,22 @@ export function setRowKernels(gpu: Gpu, kernels: RowKernels): void {
   rowKernelsByGpu.set(gpu, kernels);
 }
 
+const attentionRowsByGpu = new WeakMap<Gpu, number>();
+
+/** Query rows per attention-forward invocation on this adapter (engine/kernel_choice.ts chooses), unless
+ *  set by setAttentionQueryRows. */
+export function attentionQueryRows(gpu: Gpu): number {
+  return attentionRowsByGpu.get(gpu) ?? gpu.kernels.attentionQueryRows;
+}
+
+/** Overrides attentionQueryRows' choice for this adapter (tests and benchmarks). */
+export function setAttentionQueryRows(gpu: Gpu, rows: number): void {
+  if (!Number.isInteger(rows) || rows < 1) {
+    throw new Error(`setAttentionQueryRows: expected a positive integer, got ${rows}`);
+  }
+  attentionRowsByGpu.set(gpu, rows);
+}
+
 const attentionSavedByGpu = new WeakMap<Gpu, AttentionSaved>();
 
 /** What attention keeps for a backward: the probabilities (long prompts may still switch to "lse", see
@@ -941,6 +957,9 @@ export function attention(
   // Keys and values from texture mirrors of qkv (and of the cache) where they can be made (whole texels
   // per head).
   const mirrors = hd % 4 === 0 ? attentionMirrors(gpu, B * Tq, [[qkv, width]], width, o.queries) : null;
+  // Query rows per invocation: the largest power of two up to the adapter's choice and to Tq (a
+  // generation step's single row takes one).
+  const QB = 2 ** Math.floor(Math.log2(Math.min(attentionQueryRows(gpu), Tq)));
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,
@@ -949,6 +968,7 @@ export function attention(
       WITH_LSE: !!o.lse,
       OFFSETS: !!o.queries,
       TEXTURE: mirrors !== null,
+      QB,
     }),
     [
       qkv,
@@ -958,7 +978,7 @@ export function attention(
       cache,
       ...(mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu)]),
     ],
-    grid1d(gpu, cdiv(B * nHead * Tq, ROW_WG)),
+    grid1d(gpu, cdiv(B * nHead * cdiv(Tq, QB), ROW_WG)),
     uniforms().u32(B, T, nHead, nKvHead, window).f32(scale, softcap).u32(Tq),
   );
   return out;

@@ -65,82 +65,118 @@ fn kv4(r: vec2<u32>, c4: u32) -> vec4<f32> {
   return textureLoad(qkvT, vec2<u32>(c4, r.y));
 }
 
-fn score(q: ptr<function, array<f32, HD>>, r: vec2<u32>, stride: u32, col: u32) -> f32 {
-  var s = 0.0;
+// Key or value row r (from key_row) at columns col .. col + HD - 1, read once for every query row of
+// an invocation (texels from the mirrors with TEXTURE).
+fn key_values(r: vec2<u32>, stride: u32, col: u32) -> array<f32, HD> {
+  var x: array<f32, HD>;
   if (TEXTURE) {
     for (var c = 0u; c < HD / 4u; c++) {
-      let k = kv4(r, col / 4u + c);
-      s += (*q)[4u * c] * k.x;
-      s += (*q)[4u * c + 1u] * k.y;
-      s += (*q)[4u * c + 2u] * k.z;
-      s += (*q)[4u * c + 3u] * k.w;
+      let t = kv4(r, col / 4u + c);
+      x[4u * c] = t.x;
+      x[4u * c + 1u] = t.y;
+      x[4u * c + 2u] = t.z;
+      x[4u * c + 3u] = t.w;
     }
   } else {
-    for (var i = 0u; i < HD; i++) { s += (*q)[i] * kv(r, stride, col, i); }
+    for (var i = 0u; i < HD; i++) { x[i] = kv(r, stride, col, i); }
   }
+  return x;
+}
+
+// s_j of one query row from its scaled query q and key k, the terms added in index order.
+fn score_of(q: ptr<function, array<f32, HD>>, k: ptr<function, array<f32, HD>>) -> f32 {
+  var s = 0.0;
+  for (var i = 0u; i < HD; i++) { s += (*q)[i] * (*k)[i]; }
   if (d.softcap > 0.0) { s = d.softcap * tanh(clamp(s / d.softcap, -15.0, 15.0)); }
   return s;
 }
 
-// grid: ceil(B*H*Tq / WG) workgroups (split over x and y when over the per-dimension limit);
-// invocation ((b*H + h)*Tq + i), so neighbouring lanes share the keys and values of one head.
+// grid: ceil(B*H*ceil(Tq/QB) / WG) workgroups (split over x and y when over the per-dimension limit);
+// invocation ((b*H + h)*ceil(Tq/QB) + ib) computes query rows ib*QB .. ib*QB + QB - 1 of head h of
+// sequence b, so neighbouring lanes share the keys and values of one head, and an invocation reads each
+// key and value row once for its QB rows (QB, query rows per invocation: on llvmpipe every key texel is a
+// per-lane load, which QB rows share; 1 on GPUs, whose lanes share them through the cache). Each row's
+// sums are the same terms in the same order whatever QB is.
 @compute @workgroup_size(WG)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
+  let blocks = (d.Tq + QB - 1u) / QB;
   let inv = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (inv >= d.B * d.H * d.Tq) { return; }
-  let i_q = inv % d.Tq;
-  let h = (inv / d.Tq) % d.H;
-  let b = inv / (d.Tq * d.H);
-  let t = position(b, i_q);
-  let out = (b * d.Tq + i_q) * d.H * HD + h * HD;
-  if (t >= d.T) {
-    for (var i = 0u; i < HD; i++) { y[out + i] = 0.0; }
-    if (WITH_PROBS) { for (var j = 0u; j < d.T; j++) { probs[inv * d.T + j] = 0.0; } }
-    if (WITH_LSE) { probs[inv] = 0.0; }
-    return;
-  }
+  if (inv >= d.B * d.H * blocks) { return; }
+  let ib = inv % blocks;
+  let h = (inv / blocks) % d.H;
+  let b = inv / (blocks * d.H);
   let kvh = h / (d.H / d.Hkv);
   let stride = (d.H + 2u * d.Hkv) * HD;   // elements per qkv row
   let k_col = (d.H + kvh) * HD;
   let v_col = (d.H + d.Hkv + kvh) * HD;
-  var j0 = 0u;
-  if (d.window > 0u && t + 1u > d.window) { j0 = t + 1u - d.window; }
 
-  var q: array<f32, HD>;
-  for (var i = 0u; i < HD; i++) { q[i] = qkv[(b * d.Tq + i_q) * stride + h * HD + i] * d.scale; }
+  // Row r of the block: query row i = ib*QB + r at position t[r], keys [j0[r], t[r]]; `live` rows are
+  // inside Tq and before T (a row at a position >= T is padding: y = 0, probs = 0, lse = 0).
+  var t: array<u32, QB>;
+  var j0: array<u32, QB>;
+  var live: array<bool, QB>;
+  var q: array<array<f32, HD>, QB>;
+  var j_first = 0xffffffffu;
+  var j_last = 0u;
+  for (var r = 0u; r < QB; r++) {
+    let i_q = ib * QB + r;
+    live[r] = false;
+    if (i_q >= d.Tq) { continue; }
+    let row = (b * d.H + h) * d.Tq + i_q;   // probs[b, h, i_q, :] (lse[b, h, i_q])
+    let out = (b * d.Tq + i_q) * d.H * HD + h * HD;
+    t[r] = position(b, i_q);
+    if (t[r] >= d.T) {
+      for (var i = 0u; i < HD; i++) { y[out + i] = 0.0; }
+      if (WITH_PROBS) { for (var j = 0u; j < d.T; j++) { probs[row * d.T + j] = 0.0; } }
+      if (WITH_LSE) { probs[row] = 0.0; }
+      continue;
+    }
+    live[r] = true;
+    j0[r] = 0u;
+    if (d.window > 0u && t[r] + 1u > d.window) { j0[r] = t[r] + 1u - d.window; }
+    for (var i = 0u; i < HD; i++) { q[r][i] = qkv[(b * d.Tq + i_q) * stride + h * HD + i] * d.scale; }
+    j_first = min(j_first, j0[r]);
+    j_last = max(j_last, t[r]);
+  }
+  if (j_first > j_last) { return; }
 
-  var max_s = -3.0e38;
-  for (var j = j0; j <= t; j++) { max_s = max(max_s, score(&q, key_row(d.B, d.Tq, b, j), stride, k_col)); }
-
-  var sum = 0.0;
-  var acc: array<f32, HD>;
-  let row = inv * d.T;             // probs[b, h, i_q, :]
-  for (var j = j0; j <= t; j++) {
-    let r = key_row(d.B, d.Tq, b, j);
-    let p = exp(score(&q, r, stride, k_col) - max_s);
-    if (WITH_PROBS) { probs[row + j] = p; }
-    sum += p;
-    if (TEXTURE) {
-      for (var c = 0u; c < HD / 4u; c++) {
-        let v = kv4(r, v_col / 4u + c);
-        acc[4u * c] += p * v.x;
-        acc[4u * c + 1u] += p * v.y;
-        acc[4u * c + 2u] += p * v.z;
-        acc[4u * c + 3u] += p * v.w;
-      }
-    } else {
-      for (var i = 0u; i < HD; i++) { acc[i] += p * kv(r, stride, v_col, i); }
+  var max_s: array<f32, QB>;
+  for (var r = 0u; r < QB; r++) { max_s[r] = -3.0e38; }
+  for (var j = j_first; j <= j_last; j++) {
+    var k = key_values(key_row(d.B, d.Tq, b, j), stride, k_col);
+    for (var r = 0u; r < QB; r++) {
+      if (live[r] && j >= j0[r] && j <= t[r]) { max_s[r] = max(max_s[r], score_of(&q[r], &k)); }
     }
   }
-  for (var i = 0u; i < HD; i++) { y[out + i] = acc[i] / sum; }
-  if (WITH_LSE) { probs[inv] = max_s + log(sum); }
 
-  if (WITH_PROBS) {
-    for (var j = 0u; j < d.T; j++) {
-      var p = 0.0;
-      if (j >= j0 && j <= t) { p = probs[row + j] / sum; }
-      probs[row + j] = p;
+  var sum: array<f32, QB>;
+  var acc: array<array<f32, HD>, QB>;
+  for (var j = j_first; j <= j_last; j++) {
+    let kr = key_row(d.B, d.Tq, b, j);
+    var k = key_values(kr, stride, k_col);
+    let v = key_values(kr, stride, v_col);
+    for (var r = 0u; r < QB; r++) {
+      if (!(live[r] && j >= j0[r] && j <= t[r])) { continue; }
+      let p = exp(score_of(&q[r], &k) - max_s[r]);
+      if (WITH_PROBS) { probs[((b * d.H + h) * d.Tq + ib * QB + r) * d.T + j] = p; }
+      sum[r] += p;
+      for (var i = 0u; i < HD; i++) { acc[r][i] += p * v[i]; }
+    }
+  }
+  for (var r = 0u; r < QB; r++) {
+    if (!live[r]) { continue; }
+    let i_q = ib * QB + r;
+    let row = (b * d.H + h) * d.Tq + i_q;
+    let out = (b * d.Tq + i_q) * d.H * HD + h * HD;
+    for (var i = 0u; i < HD; i++) { y[out + i] = acc[r][i] / sum[r]; }
+    if (WITH_LSE) { probs[row] = max_s[r] + log(sum[r]); }
+    if (WITH_PROBS) {
+      for (var j = 0u; j < d.T; j++) {
+        var p = 0.0;
+        if (j >= j0[r] && j <= t[r]) { p = probs[row * d.T + j] / sum[r]; }
+        probs[row * d.T + j] = p;
+      }
     }
   }
 }

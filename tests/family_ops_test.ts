@@ -12,7 +12,16 @@ import {
 } from "../engine/backward_ops.ts";
 import type { Activation } from "../engine/config.ts";
 import { getGpu } from "../engine/gpu.ts";
-import { attention, glu, layernorm, matmulTiles, rope, setMatmulTiles } from "../engine/ops.ts";
+import {
+  attention,
+  attentionQueryRows,
+  glu,
+  layernorm,
+  matmulTiles,
+  rope,
+  setAttentionQueryRows,
+  setMatmulTiles,
+} from "../engine/ops.ts";
 import { finiteDifferenceGradient } from "./reference_backward.ts";
 import { assertClose, randomArray } from "./util.ts";
 
@@ -193,6 +202,48 @@ Deno.test("attention from the rows' log-sum-exp with offsets, a cache, grouped h
     () => attentionBackwardLse(gpu, dy, tqkv, gpu.empty([2]), c.B, c.T, d, c.H, opts),
     /attentionBackwardLse: lse has 2 values, needs 60/,
   );
+});
+
+Deno.test("attention: 1, 2, 4 or 8 query rows per invocation give the same bits (texels or buffers, offsets and padding)", async () => {
+  // ATTENTION_CASES[0] reads keys from texture mirrors (hd = 4), [2] from buffers (hd = 5); the offset
+  // runs put sequence b's Tq = 5 rows at starts[b] + i (rows past T are padding) after a cache.
+  const chosen = attentionQueryRows(gpu);
+  const runs: { y: Float32Array; saved: Float32Array }[][] = [];
+  try {
+    for (const rows of [1, 2, 4, 8]) {
+      setAttentionQueryRows(gpu, rows);
+      const got: { y: Float32Array; saved: Float32Array }[] = [];
+      for (const c of [ATTENTION_CASES[0][1], ATTENTION_CASES[2][1]]) {
+        const width = (c.H + 2 * c.Hkv) * c.hd, d = c.H * c.hd, T = 9, Tq = 5, starts = [0, 6];
+        const opts = { nKvHead: c.Hkv, scale: c.scale, softcap: c.softcap, window: c.window };
+        const full = gpu.tensor([c.B * T, width], randomArray(c.B * T * width, 71, 1.5));
+        const queries = {
+          Tq,
+          offsets: gpu.tensor([2 * c.B], [...starts, ...starts.map((_, b) => b * T)], "u32"),
+          cache: full,
+        };
+        const rowsOf = gpu.tensor([c.B * Tq, width], randomArray(c.B * Tq * width, 72, 1.5));
+        for (const q of [undefined, queries]) {
+          const [qkv, Tq2] = q ? [rowsOf, Tq] : [full, T];
+          const probs = gpu.empty([c.B, c.H, Tq2, T]), lse = gpu.empty([c.B, c.H, Tq2]);
+          const y = attention(gpu, qkv, c.B, T, d, c.H, { ...opts, queries: q, probs });
+          const yLse = attention(gpu, qkv, c.B, T, d, c.H, { ...opts, queries: q, lse });
+          const [a, b, e, f] = await gpu.readMany([y, probs, yLse, lse]);
+          got.push({ y: a, saved: b }, { y: e, saved: f });
+        }
+      }
+      runs.push(got);
+    }
+  } finally {
+    setAttentionQueryRows(gpu, chosen);
+  }
+  for (const [k, got] of runs.entries()) {
+    got.forEach((g, i) => {
+      assert.deepEqual(g.y, runs[0][i].y, `${[1, 2, 4, 8][k]} rows: output ${i}`);
+      assert.deepEqual(g.saved, runs[0][i].saved, `${[1, 2, 4, 8][k]} rows: probabilities or lse ${i}`);
+    });
+  }
+  assert.throws(() => setAttentionQueryRows(gpu, 0), /positive integer, got 0/);
 });
 
 Deno.test("attention with a soft-cap: the cap changes the result (the check above is not vacuous)", () => {

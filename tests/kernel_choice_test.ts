@@ -205,6 +205,8 @@ Deno.test("chooseKernels: software adapters by flag or name, GPU tiles by limits
     // Row kernels: one invocation per row on CPUs, one workgroup per row on every GPU (all of these
     // allow 64 invocations and 256 bytes of workgroup memory).
     assert.equal(got.rows, software === null ? "workgroup" : "invocation", `${name}: row kernels`);
+    // Attention: query rows share key texels in an invocation on CPUs, one row per invocation on GPUs.
+    assert.equal(got.attentionQueryRows, software === null ? 1 : 4, `${name}: attention query rows`);
     // The choice never exceeds the adapter's limits.
     const t = got.matmul;
     assert.ok(t.WG_X * t.WG_Y <= facts.limits.maxComputeInvocationsPerWorkgroup, name);
