@@ -52,9 +52,19 @@ struct Dims {
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @group(0) @binding(4) var<uniform> d: Dims;
 
+// Column n's bias (bias[0] of a zero placeholder when bias_stride = 0).
+fn bias_of(n: u32) -> f32 {
+  return bias[(d.n_offset + n) * d.bias_stride];
+}
+
 fn store(m: u32, n: u32, ab: f32) {
+  store_biased(m, n, ab, bias_of(n));
+}
+
+// store with column n's bias `b` already read (a block reads each of its columns' once).
+fn store_biased(m: u32, n: u32, ab: f32, b: f32) {
   let idx = d.c_offset + m * d.ldc + n;
-  var v = d.alpha * ab + bias[(d.n_offset + n) * d.bias_stride];
+  var v = d.alpha * ab + b;
   if (d.beta != 0.0) { v += d.beta * C[idx]; }
   if (GELU) { v = gelu_new(v); }
   C[idx] = v;
@@ -90,12 +100,19 @@ fn texture_row(m0: u32, i: u32) -> u32 {
 // acc[i*TN4 + j] = C[m0+i, 4*((wy*TN4 + j)*WG + ly) .. +3], skipping rows at or past m_end and columns
 // past N (the clamped duplicates).
 fn store_block(m0: u32, wy: u32, ly: u32, acc: ptr<function, array<vec4<f32>, TM * TN4>>) {
+  // Each column's bias once per block, not once per row (on llvmpipe every storage load is a per-lane
+  // loop); a column past N reads the last one's, never stored.
+  var b: array<vec4<f32>, TN4>;
+  for (var j = 0u; j < TN4; j++) {
+    let n = min(4u * ((wy * TN4 + j) * WG + ly), d.N - 4u);
+    b[j] = vec4<f32>(bias_of(n), bias_of(n + 1u), bias_of(n + 2u), bias_of(n + 3u));
+  }
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN4; j++) {
       let n = 4u * ((wy * TN4 + j) * WG + ly);
       if (m0 + i < d.m_end && n < d.N) {
         let v = (*acc)[i * TN4 + j];
-        for (var c = 0u; c < 4u; c++) { store(m0 + i, n + c, v[c]); }
+        for (var c = 0u; c < 4u; c++) { store_biased(m0 + i, n + c, v[c], b[j][c]); }
       }
     }
   }
