@@ -244,7 +244,14 @@ export function attentionBackward(
     : null;
   const textures = mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu), placeholderTexture(gpu)];
   // The whole file needs every compile-time parameter.
-  const params = { WG, ...ATTENTION_BLOCK, SOFTCAP: softcap > 0, OFFSETS: !!o.queries, TEXTURE: !!mirrors };
+  const params = {
+    WG,
+    ...ATTENTION_BLOCK,
+    SOFTCAP: softcap > 0,
+    OFFSETS: !!o.queries,
+    TEXTURE: !!mirrors,
+    HD_MAX4: Math.max(1, Math.floor(hd / 4)),
+  };
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", params),
     [dy, qkv, probs, offsets, cache, dscores, ...textures],

@@ -21,6 +21,7 @@
 // Masked keys have p = 0, hence ds = dc = 0: no mask is needed in pass 2.
 // Compile-time parameters: WG (invocations per workgroup); TM, TN (pass 2's register block:
 // rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS;
+// HD_MAX4 (hd / 4: pass 1 keeps its row of dy as that many texels);
 // TEXTURE (hd % 4 == 0; TN == 4): both passes read dy, q, k and v from rgba32float mirrors of dy and
 // qkv (texel (c, r) = row r's values 4c .. 4c+3), and with OFFSETS the cached keys and values from the
 // cache's mirror: inlined loads on llvmpipe where storage loads are per-lane gathers. The values are the
@@ -71,11 +72,18 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   // First loop: dp[i,j] (stored in dscores for now) and its probability-weighted mean.
   var mean_dp = 0.0;
   let v_col = (dims.H + dims.Hkv + g) * dims.hd;
+  // dy_i's texels, read once for every key (TEXTURE; HD_MAX4 bounds hd / 4).
+  var dy4: array<vec4<f32>, HD_MAX4>;
+  if (TEXTURE) {
+    for (var c = 0u; c < dims.hd / 4u; c++) {
+      dy4[c] = textureLoad(dyT, vec2<u32>(h * dims.hd / 4u + c, b * dims.Tq + i_q));
+    }
+  }
   for (var j = 0u; j <= i && j < dims.T; j++) {
     var dp = 0.0;
     if (TEXTURE) {
       for (var c = 0u; c < dims.hd / 4u; c++) {
-        let g4 = textureLoad(dyT, vec2<u32>(h * dims.hd / 4u + c, b * dims.Tq + i_q));
+        let g4 = dy4[c];
         let v4 = kv_texel_scores(b, j, v_col / 4u + c);
         dp += g4.x * v4.x;
         dp += g4.y * v4.y;
