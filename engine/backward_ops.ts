@@ -14,6 +14,7 @@ import type { Activation } from "./config.ts";
 import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
 import {
   ACTIVATION_CODE,
+  attentionKernels,
   attentionMirrors,
   type AttentionOptions,
   attentionSettings,
@@ -30,8 +31,6 @@ import {
 
 /** Invocations per workgroup for row/column kernels: one llvmpipe SIMD vector. */
 const WG = 8;
-/** Rows x columns of one attention-gradient product computed per invocation (register block). */
-const ATTENTION_BLOCK = { TM: 8, TN: 4 };
 /** Invocations of the first stage of a squared norm (each strides over the tensor). */
 const NORM_PARTS = 1024;
 
@@ -239,14 +238,15 @@ export function attentionBackward(
   const u = () => uniforms().u32(B, T, nHead, nKvHead, hd).f32(scale, softcap).u32(Tq);
   // Both passes read dy, q, k and v (and cached keys and values) from texture mirrors where they can be
   // made (same bits).
-  const mirrors = hd % 4 === 0 && ATTENTION_BLOCK.TN === 4
+  const mirrors = hd % 4 === 0
     ? attentionMirrors(gpu, B * Tq, [[qkv, width], [dy, d]], width, o.queries)
     : null;
   const textures = mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu), placeholderTexture(gpu)];
   // The whole file needs every compile-time parameter.
   const params = {
     WG,
-    ...ATTENTION_BLOCK,
+    // Rows x columns of one gradient product per invocation (the adapter's register block).
+    ...attentionKernels(gpu).backwardBlock,
     SOFTCAP: softcap > 0,
     OFFSETS: !!o.queries,
     TEXTURE: !!mirrors,

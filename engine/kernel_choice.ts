@@ -128,12 +128,30 @@ export interface KernelChoice {
    *  (software adapters, where a barrier costs more than a loop over the row) or one workgroup of
    *  ROWS_WORKGROUP lanes per row with tree reductions (GPUs; shaders/rows_workgroup.wgsl). */
   rows: RowKernels;
-  /** Query rows per invocation of the attention forward (shaders/attention.wgsl QB; ops.ts uses the
-   *  largest power of two up to it and to the rows of a sequence): 4 on software adapters, where each
-   *  key and value texel is a per-lane load that an invocation's rows then share (ROME's v* batches on
-   *  llvmpipe: 1.5x a call, bench/RESULTS.md), 1 on GPUs, whose lanes share them through the cache. */
-  attentionQueryRows: number;
+  /** How the attention kernels spread their work (AttentionKernels). */
+  attention: AttentionKernels;
 }
+
+/**
+ * The attention kernels' work per invocation. On software adapters every key, value and gradient
+ * texel is a per-lane load, so an invocation does more with each (ROME's v* batches on llvmpipe:
+ * the forward 1.5x a call, the backward's products 1.9x, bench/RESULTS.md); GPUs keep one query row
+ * and a 4-wide block per invocation, which gives them more invocations and shares loads through
+ * their caches. Every choice gives the same bits (each sum keeps its terms and order).
+ */
+export interface AttentionKernels {
+  /** Query rows per invocation of the forward (shaders/attention.wgsl QB; ops.ts uses the largest
+   *  power of two up to it and to the rows of a sequence). */
+  queryRows: number;
+  /** The backward's register block (shaders/attention_backward.wgsl TM, TN: rows and columns of one
+   *  gradient per invocation; TN a multiple of 4). */
+  backwardBlock: { TM: number; TN: number };
+}
+
+/** Software adapters' attention kernels: 2 or 8 query rows, and blocks of 8x4, 8x8, 8x16, 2x16 or 4x32,
+ *  ran slower on llvmpipe (ROME's v* batches, bench/RESULTS.md). */
+const SOFTWARE_ATTENTION: AttentionKernels = { queryRows: 4, backwardBlock: { TM: 4, TN: 16 } };
+const GPU_ATTENTION: AttentionKernels = { queryRows: 1, backwardBlock: { TM: 8, TN: 4 } };
 
 /** What a kept forward's attention saves for the backward: the probabilities [B, H, Tq, T] ("probs",
  *  the faster backward on every adapter measured: llvmpipe 4-8x, an NVIDIA H200 2-2.5x) or each row's
@@ -175,10 +193,6 @@ export function softwareAdapter(a: AdapterFacts): SoftwareAdapter | null {
   return a.isFallbackAdapter ? "unnamed" : null;
 }
 
-/** Attention query rows per invocation on software adapters (KernelChoice.attentionQueryRows): 2 and
- *  8 ran slower than 4 on llvmpipe (ROME's v* batches, bench/RESULTS.md). */
-const SOFTWARE_ATTENTION_ROWS = 4;
-
 /** Register blocks for CPU implementations: 8 lanes (one AVX2 vector) along columns, so that the
  *  16-row matrices of a prompt still fill them (bench/kernels.ts). */
 const SOFTWARE_TILES: MatmulTiles = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
@@ -203,7 +217,7 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       software,
       nativeF16,
       rows: "invocation",
-      attentionQueryRows: SOFTWARE_ATTENTION_ROWS,
+      attention: SOFTWARE_ATTENTION,
       matmul: { ...SOFTWARE_TILES, texture },
     };
   }
@@ -212,7 +226,7 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       software,
       nativeF16,
       rows: "invocation",
-      attentionQueryRows: SOFTWARE_ATTENTION_ROWS,
+      attention: SOFTWARE_ATTENTION,
       matmul: SOFTWARE_TILES,
     };
   }
@@ -232,10 +246,10 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
         software,
         nativeF16,
         rows,
-        attentionQueryRows: 1,
+        attention: GPU_ATTENTION,
         matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8, splitK: GPU_SPLIT_K },
       };
     }
   }
-  return { software, nativeF16, rows, attentionQueryRows: 1, matmul: SOFTWARE_TILES };
+  return { software, nativeF16, rows, attention: GPU_ATTENTION, matmul: SOFTWARE_TILES };
 }

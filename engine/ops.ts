@@ -4,7 +4,13 @@
 // (batch * tokens), all tensors row-major.
 import type { Activation } from "./config.ts";
 import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, type TensorWindow, uniforms } from "./gpu.ts";
-import { type AttentionSaved, type MatmulTiles, type RowKernels, ROWS_WORKGROUP } from "./kernel_choice.ts";
+import {
+  type AttentionKernels,
+  type AttentionSaved,
+  type MatmulTiles,
+  type RowKernels,
+  ROWS_WORKGROUP,
+} from "./kernel_choice.ts";
 
 /** Invocations per workgroup of kernels with one row (or one attention query) per invocation:
  *  8 = one llvmpipe SIMD vector, so that even 16 rows make 2 workgroups for llvmpipe's 2 threads. */
@@ -153,20 +159,25 @@ export function setRowKernels(gpu: Gpu, kernels: RowKernels): void {
   rowKernelsByGpu.set(gpu, kernels);
 }
 
-const attentionRowsByGpu = new WeakMap<Gpu, number>();
+const attentionKernelsByGpu = new WeakMap<Gpu, AttentionKernels>();
 
-/** Query rows per attention-forward invocation on this adapter (engine/kernel_choice.ts chooses), unless
- *  set by setAttentionQueryRows. */
-export function attentionQueryRows(gpu: Gpu): number {
-  return attentionRowsByGpu.get(gpu) ?? gpu.kernels.attentionQueryRows;
+/** How the attention kernels spread their work on this adapter (engine/kernel_choice.ts chooses), unless
+ *  set by setAttentionKernels. */
+export function attentionKernels(gpu: Gpu): AttentionKernels {
+  return attentionKernelsByGpu.get(gpu) ?? gpu.kernels.attention;
 }
 
-/** Overrides attentionQueryRows' choice for this adapter (tests and benchmarks). */
-export function setAttentionQueryRows(gpu: Gpu, rows: number): void {
-  if (!Number.isInteger(rows) || rows < 1) {
-    throw new Error(`setAttentionQueryRows: expected a positive integer, got ${rows}`);
+/** Overrides attentionKernels' choice for this adapter (tests and benchmarks). */
+export function setAttentionKernels(gpu: Gpu, kernels: AttentionKernels): void {
+  const { queryRows, backwardBlock: { TM, TN } } = kernels;
+  if (![queryRows, TM, TN].every((x) => Number.isInteger(x) && x >= 1) || TN % 4 !== 0) {
+    throw new Error(
+      `setAttentionKernels: query rows and block sizes must be positive integers, TN a multiple of 4; got ${
+        JSON.stringify(kernels)
+      }`,
+    );
   }
-  attentionRowsByGpu.set(gpu, rows);
+  attentionKernelsByGpu.set(gpu, kernels);
 }
 
 const attentionSavedByGpu = new WeakMap<Gpu, AttentionSaved>();
@@ -959,7 +970,7 @@ export function attention(
   const mirrors = hd % 4 === 0 ? attentionMirrors(gpu, B * Tq, [[qkv, width]], width, o.queries) : null;
   // Query rows per invocation: the largest power of two up to the adapter's choice and to Tq (a
   // generation step's single row takes one).
-  const QB = 2 ** Math.floor(Math.log2(Math.min(attentionQueryRows(gpu), Tq)));
+  const QB = 2 ** Math.floor(Math.log2(Math.min(attentionKernels(gpu).queryRows, Tq)));
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,

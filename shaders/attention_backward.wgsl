@@ -22,7 +22,7 @@
 // Compile-time parameters: WG (invocations per workgroup); TM, TN (pass 2's register block:
 // rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS;
 // HD_MAX4 (hd / 4: pass 1 keeps its row of dy as that many texels);
-// TEXTURE (hd % 4 == 0; TN == 4): both passes read dy, q, k and v from rgba32float mirrors of dy and
+// TEXTURE (hd % 4 == 0; TN a multiple of 4): both passes read dy, q, k and v from rgba32float mirrors of dy and
 // qkv (texel (c, r) = row r's values 4c .. 4c+3), and with OFFSETS the cached keys and values from the
 // cache's mirror: inlined loads on llvmpipe where storage loads are per-lane gathers. The values are the
 // same and so is every sum (pass 1 adds each texel's four products one at a time, in the order of the
@@ -155,7 +155,7 @@ fn x_at(part: u32, b: u32, s: u32, h: u32, e: u32) -> f32 {
   return dy[(b * dims2.Tq + s) * dims2.H * hd + h * hd + e];
 }
 
-// X[s, e0 .. e0+3] (TEXTURE, TN == 4, e0 % 4 == 0): one texel of the mirrors.
+// X[s, e0 .. e0+3] (TEXTURE, e0 % 4 == 0): one texel of the mirrors.
 fn x_texel(part: u32, b: u32, s: u32, h: u32, e0: u32) -> vec4<f32> {
   let hd = dims2.hd;
   let row = b * dims2.Tq + s;
@@ -205,8 +205,12 @@ fn attention_backward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var s = s_begin; s < s_end; s++) {
       var x: array<f32, TN>;
       if (TEXTURE) {
-        let x4 = x_texel(part, b, s, h, e0);
-        for (var k = 0u; k < TN; k++) { x[k] = x4[k]; }
+        // TN / 4 texels; a block's columns past hd (clamped duplicates, never stored) read none.
+        for (var k4 = 0u; k4 < TN / 4u; k4++) {
+          if (e0 + 4u * k4 >= hd) { break; }
+          let x4 = x_texel(part, b, s, h, e0 + 4u * k4);
+          for (var c = 0u; c < 4u; c++) { x[4u * k4 + c] = x4[c]; }
+        }
       } else {
         for (var k = 0u; k < TN; k++) { x[k] = x_at(part, b, s, h, es[k]); }
       }

@@ -11,15 +11,16 @@ import {
   layernormBackward,
 } from "../engine/backward_ops.ts";
 import type { Activation } from "../engine/config.ts";
+import type { AttentionKernels } from "../engine/kernel_choice.ts";
 import { getGpu } from "../engine/gpu.ts";
 import {
   attention,
-  attentionQueryRows,
+  attentionKernels,
   glu,
   layernorm,
   matmulTiles,
   rope,
-  setAttentionQueryRows,
+  setAttentionKernels,
   setMatmulTiles,
 } from "../engine/ops.ts";
 import { finiteDifferenceGradient } from "./reference_backward.ts";
@@ -204,15 +205,21 @@ Deno.test("attention from the rows' log-sum-exp with offsets, a cache, grouped h
   );
 });
 
-Deno.test("attention: 1, 2, 4 or 8 query rows per invocation give the same bits (texels or buffers, offsets and padding)", async () => {
+Deno.test("attention kernels: any query rows per invocation and any backward block give the same bits (texels or buffers, offsets and padding)", async () => {
   // ATTENTION_CASES[0] reads keys from texture mirrors (hd = 4), [2] from buffers (hd = 5); the offset
   // runs put sequence b's Tq = 5 rows at starts[b] + i (rows past T are padding) after a cache.
-  const chosen = attentionQueryRows(gpu);
-  const runs: { y: Float32Array; saved: Float32Array }[][] = [];
+  const chosen = attentionKernels(gpu);
+  const choices: AttentionKernels[] = [
+    { queryRows: 1, backwardBlock: { TM: 8, TN: 4 } },
+    { queryRows: 2, backwardBlock: { TM: 4, TN: 16 } },
+    { queryRows: 4, backwardBlock: { TM: 2, TN: 8 } },
+    { queryRows: 8, backwardBlock: { TM: 3, TN: 12 } },
+  ];
+  const runs: Float32Array[][] = [];
   try {
-    for (const rows of [1, 2, 4, 8]) {
-      setAttentionQueryRows(gpu, rows);
-      const got: { y: Float32Array; saved: Float32Array }[] = [];
+    for (const choice of choices) {
+      setAttentionKernels(gpu, choice);
+      const got: Float32Array[] = [];
       for (const c of [ATTENTION_CASES[0][1], ATTENTION_CASES[2][1]]) {
         const width = (c.H + 2 * c.Hkv) * c.hd, d = c.H * c.hd, T = 9, Tq = 5, starts = [0, 6];
         const opts = { nKvHead: c.Hkv, scale: c.scale, softcap: c.softcap, window: c.window };
@@ -224,26 +231,35 @@ Deno.test("attention: 1, 2, 4 or 8 query rows per invocation give the same bits 
         };
         const rowsOf = gpu.tensor([c.B * Tq, width], randomArray(c.B * Tq * width, 72, 1.5));
         for (const q of [undefined, queries]) {
-          const [qkv, Tq2] = q ? [rowsOf, Tq] : [full, T];
-          const probs = gpu.empty([c.B, c.H, Tq2, T]), lse = gpu.empty([c.B, c.H, Tq2]);
-          const y = attention(gpu, qkv, c.B, T, d, c.H, { ...opts, queries: q, probs });
-          const yLse = attention(gpu, qkv, c.B, T, d, c.H, { ...opts, queries: q, lse });
-          const [a, b, e, f] = await gpu.readMany([y, probs, yLse, lse]);
-          got.push({ y: a, saved: b }, { y: e, saved: f });
+          const [qkv, rows] = q ? [rowsOf, Tq] : [full, T];
+          const o = { ...opts, queries: q };
+          const probs = gpu.empty([c.B, c.H, rows, T]), lse = gpu.empty([c.B, c.H, rows]);
+          const y = attention(gpu, qkv, c.B, T, d, c.H, { ...o, probs });
+          const yLse = attention(gpu, qkv, c.B, T, d, c.H, { ...o, lse });
+          const dy = gpu.tensor([c.B * rows, d], randomArray(c.B * rows * d, 73));
+          const dqkv = attentionBackward(gpu, dy, qkv, probs, c.B, T, d, c.H, o);
+          got.push(...await gpu.readMany([y, probs, yLse, lse, dqkv]));
         }
       }
       runs.push(got);
     }
   } finally {
-    setAttentionQueryRows(gpu, chosen);
+    setAttentionKernels(gpu, chosen);
   }
+  const what = ["output", "probabilities", "output (lse)", "lse", "dqkv"];
   for (const [k, got] of runs.entries()) {
-    got.forEach((g, i) => {
-      assert.deepEqual(g.y, runs[0][i].y, `${[1, 2, 4, 8][k]} rows: output ${i}`);
-      assert.deepEqual(g.saved, runs[0][i].saved, `${[1, 2, 4, 8][k]} rows: probabilities or lse ${i}`);
-    });
+    got.forEach((g, i) =>
+      assert.deepEqual(g, runs[0][i], `${JSON.stringify(choices[k])}: ${what[i % 5]} (${i})`)
+    );
   }
-  assert.throws(() => setAttentionQueryRows(gpu, 0), /positive integer, got 0/);
+  assert.throws(
+    () => setAttentionKernels(gpu, { queryRows: 0, backwardBlock: { TM: 4, TN: 16 } }),
+    /positive integers/,
+  );
+  assert.throws(
+    () => setAttentionKernels(gpu, { queryRows: 1, backwardBlock: { TM: 4, TN: 6 } }),
+    /TN a multiple of 4/,
+  );
 });
 
 Deno.test("attention with a soft-cap: the cap changes the result (the check above is not vacuous)", () => {

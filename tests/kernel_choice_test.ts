@@ -205,8 +205,14 @@ Deno.test("chooseKernels: software adapters by flag or name, GPU tiles by limits
     // Row kernels: one invocation per row on CPUs, one workgroup per row on every GPU (all of these
     // allow 64 invocations and 256 bytes of workgroup memory).
     assert.equal(got.rows, software === null ? "workgroup" : "invocation", `${name}: row kernels`);
-    // Attention: query rows share key texels in an invocation on CPUs, one row per invocation on GPUs.
-    assert.equal(got.attentionQueryRows, software === null ? 1 : 4, `${name}: attention query rows`);
+    // Attention: an invocation shares its key and gradient texels among more rows and columns on CPUs.
+    assert.deepEqual(
+      got.attention,
+      software === null
+        ? { queryRows: 1, backwardBlock: { TM: 8, TN: 4 } }
+        : { queryRows: 4, backwardBlock: { TM: 4, TN: 16 } },
+      `${name}: attention kernels`,
+    );
     // The choice never exceeds the adapter's limits.
     const t = got.matmul;
     assert.ok(t.WG_X * t.WG_Y <= facts.limits.maxComputeInvocationsPerWorkgroup, name);
