@@ -27,11 +27,26 @@ Deno.test("virtual edit kernel matches its float64 reference (mixed ranks, dense
     [40, 64, 32, [2, 1], [false, false]],
     [11, 12, 5, [0, 2, 1], [true, true, false]], // only dense; dense with low rank; low rank
     [6, 8, 4, [0], [true]], // every edit dense: a placeholder value row
+    [23, 16, 8, [1, 0, 2], [false, true, true]],
   ];
-  for (const [R, F, D, ranks, dense] of cases) {
+  // Rows take turns between the edits, or come in runs of one edit (a prompt's tokens), which the
+  // vec4 kernel scores four rows at a time from shared key loads (runs of 1-6 rows, some unedited).
+  const layouts = {
+    interleaved: (R: number, n: number) => Array.from({ length: R }, (_, r) => (r % (n + 1)) - 1),
+    runs: (R: number, n: number) => {
+      const out: number[] = [];
+      for (let run = 0; out.length < R; run++) out.push(...Array(1 + (run % 6)).fill((run % (n + 1)) - 1));
+      return out.slice(0, R);
+    },
+  };
+  for (
+    const [R, F, D, ranks, dense, layout] of cases.flatMap((c) =>
+      [[...c, "interleaved"], [...c, "runs"]] as const
+    )
+  ) {
     const C = ranks.reduce((a, k, e) => a + k + (dense[e] ? D : 0), 0);
     const L = Math.max(1, ranks.reduce((a, b) => a + b, 0));
-    const rowEdit = Array.from({ length: R }, (_, r) => (r % (ranks.length + 1)) - 1);
+    const rowEdit = layouts[layout](R, ranks.length);
     const mlp = randomArray(R * D, 1), key = randomArray(R * F, 2), U = randomArray(C * F, 3);
     const V = randomArray(L * D, 4);
     const out = gpu.tensor([R, D], mlp);
@@ -45,7 +60,12 @@ Deno.test("virtual edit kernel matches its float64 reference (mixed ranks, dense
       D,
     );
     const ref = virtualEditRef(mlp, key, U, V, ranks, rowEdit, F, D, dense);
-    assertClose(await out.read(), ref, 1e-5, `virtual edit [${R},${F},${D}] ranks ${ranks} dense ${dense}`);
+    assertClose(
+      await out.read(),
+      ref,
+      1e-5,
+      `virtual edit [${R},${F},${D}] ranks ${ranks} dense ${dense}, ${layout}`,
+    );
   }
 });
 
