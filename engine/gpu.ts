@@ -233,6 +233,8 @@ export class Gpu {
     readonly info: AdapterSummary,
     /** The kernel variants chosen for this adapter (engine/kernel_choice.ts). */
     readonly kernels: KernelChoice,
+    /** WebGPU errors reported since the last readback or sync (throwIfFailed takes them). */
+    private readonly errors: string[] = [],
   ) {
     // Where the memory is unknown (a browser may not say), 256 MiB: the embedded model whole.
     this.mirrorBudgetBytes = info.software ? (io().memoryBytes() ?? 2 ** 32) / 16 : Infinity;
@@ -289,8 +291,14 @@ export class Gpu {
     // The features the chosen kernels need (shader-f16: f16 weights read as f16 by the matmul).
     const requiredFeatures: GPUFeatureName[] = kernels.nativeF16 ? ["shader-f16"] : [];
     const device = await adapter.requestDevice({ requiredLimits: wanted, requiredFeatures });
+    // A WebGPU error (a shader that does not compile, an invalid binding) drops the work it names and
+    // is only reported here: the next readback or sync throws it (firstError), so that results computed
+    // from dropped work are never stored.
+    const errors: string[] = [];
     device.addEventListener?.("uncapturederror", (e: Event) => {
-      console.error("WebGPU error:", (e as GPUUncapturedErrorEvent).error.message);
+      const message = (e as GPUUncapturedErrorEvent).error.message;
+      console.error("WebGPU error:", message);
+      errors.push(message);
     });
     const info: AdapterSummary = {
       // Chromium leaves description and device empty and names the implementation in vendor and
@@ -303,7 +311,7 @@ export class Gpu {
       software: kernels.software,
       backend,
     };
-    return new Gpu(adapter, device, info, kernels);
+    return new Gpu(adapter, device, info, kernels, errors);
   }
 
   /** One line naming the adapter, for logs and result records. */
@@ -624,7 +632,20 @@ export class Gpu {
     });
     staging.unmap();
     staging.destroy();
+    this.throwIfFailed();
     return out;
+  }
+
+  /** Throws the WebGPU errors reported since the last readback or sync (the work they name was dropped,
+   *  so what was read may be wrong), once. */
+  private throwIfFailed(): void {
+    if (this.errors.length === 0) return;
+    const messages = this.errors.splice(0);
+    throw new Error(
+      `WebGPU reported ${messages.length} error(s) in the work before this readback: ${
+        messages.slice(0, 3).join(" | ")
+      }`,
+    );
   }
 
   /** Reads tensors back as f32 (16-bit tensors widened, exactly); one submit for all of them. */
@@ -862,6 +883,7 @@ export class Gpu {
   async sync(): Promise<void> {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
+    this.throwIfFailed();
   }
 
   /** Destroys the device; the Gpu and its tensors are unusable afterwards. */

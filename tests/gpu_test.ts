@@ -230,3 +230,11 @@ Deno.test("sideBySide: starts a task only while it fits beside the running ones;
   );
   assert.deepEqual(settled.sort(), [0, 1, 2], "every task settled first");
 });
+
+Deno.test("a WebGPU error (dropped work) makes the next readback throw, once, instead of returning stale values", async () => {
+  const t = gpu.tensor([4], [1, 2, 3, 4]);
+  // An invalid buffer (MAP_READ with STORAGE): a validation error that WebGPU only reports as an event.
+  gpu.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
+  await assert.rejects(() => t.read(), /WebGPU reported 1 error\(s\) in the work before this readback: .+/);
+  assert.deepEqual([...await t.read()], [1, 2, 3, 4]);
+});
