@@ -28,6 +28,10 @@
 //     the tiles' memory are not there. A product of too few tiles to fill the GPU splits K over up to
 //     GPU_SPLIT_K workgroups. (Per product, matmulKernel in engine/ops.ts then checks the operands'
 //     alignment and maxTextureDimension2D / maxUniformBufferBindingSize for the texture path.)
+//   - attention's work per invocation (AttentionKernels): on a software adapter every key, value and
+//     gradient texel is a per-lane load, so the forward gives an invocation 4 query rows of one head
+//     (each key read once for the 4) and the backward's products 4x16 blocks; GPUs keep one query row
+//     and 8x4 blocks, which give them more invocations. The same bits either way.
 //   - not a choice: attention keeps the probabilities [B, H, Tq, T] for a backward on every adapter,
 //     whose backward ran 4-8x faster than recomputing the scores from each row's log-sum-exp
 //     (shaders/attention_backward_lse.wgsl) on llvmpipe and 2-2.5x faster on an NVIDIA H200
