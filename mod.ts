@@ -35,6 +35,7 @@ export {
 } from "./engine/gpu.ts";
 /** The kernel variants chosen for an adapter (register blocks, texture mirrors, f16, what attention keeps). */
 export {
+  type AttentionKernels,
   type AttentionSaved,
   type KernelChoice,
   type MatmulTiles,
