@@ -65,30 +65,52 @@ fn kv4(r: vec2<u32>, c4: u32) -> vec4<f32> {
   return textureLoad(qkvT, vec2<u32>(c4, r.y));
 }
 
-// Key or value row r (from key_row) at columns col .. col + HD - 1, read once for every query row of
-// an invocation (texels from the mirrors with TEXTURE).
-fn key_values(r: vec2<u32>, stride: u32, col: u32) -> array<f32, HD> {
-  var x: array<f32, HD>;
+// The scores s_j of an invocation's QB query rows at key row r (from key_row): each key texel (or value,
+// without TEXTURE) read once for all of them, every row's terms added in index order.
+fn block_scores(q: ptr<function, array<array<f32, HD>, QB>>, r: vec2<u32>, stride: u32, col: u32) -> array<f32, QB> {
+  var s: array<f32, QB>;
   if (TEXTURE) {
     for (var c = 0u; c < HD / 4u; c++) {
-      let t = kv4(r, col / 4u + c);
-      x[4u * c] = t.x;
-      x[4u * c + 1u] = t.y;
-      x[4u * c + 2u] = t.z;
-      x[4u * c + 3u] = t.w;
+      let k = kv4(r, col / 4u + c);
+      for (var b = 0u; b < QB; b++) {
+        s[b] += (*q)[b][4u * c] * k.x;
+        s[b] += (*q)[b][4u * c + 1u] * k.y;
+        s[b] += (*q)[b][4u * c + 2u] * k.z;
+        s[b] += (*q)[b][4u * c + 3u] * k.w;
+      }
     }
   } else {
-    for (var i = 0u; i < HD; i++) { x[i] = kv(r, stride, col, i); }
+    for (var i = 0u; i < HD; i++) {
+      let k = kv(r, stride, col, i);
+      for (var b = 0u; b < QB; b++) { s[b] += (*q)[b][i] * k; }
+    }
   }
-  return x;
+  if (d.softcap > 0.0) {
+    for (var b = 0u; b < QB; b++) { s[b] = d.softcap * tanh(clamp(s[b] / d.softcap, -15.0, 15.0)); }
+  }
+  return s;
 }
 
-// s_j of one query row from its scaled query q and key k, the terms added in index order.
-fn score_of(q: ptr<function, array<f32, HD>>, k: ptr<function, array<f32, HD>>) -> f32 {
-  var s = 0.0;
-  for (var i = 0u; i < HD; i++) { s += (*q)[i] * (*k)[i]; }
-  if (d.softcap > 0.0) { s = d.softcap * tanh(clamp(s / d.softcap, -15.0, 15.0)); }
-  return s;
+// acc[b] += p[b] * v_j for the rows b with p[b] != 0 (the others are outside this key's range), each value
+// texel (or value) read once for all of them, every row's elements updated in index order.
+fn add_values(acc: ptr<function, array<array<f32, HD>, QB>>, p: ptr<function, array<f32, QB>>, seen: ptr<function, array<bool, QB>>, r: vec2<u32>, stride: u32, col: u32) {
+  if (TEXTURE) {
+    for (var c = 0u; c < HD / 4u; c++) {
+      let v = kv4(r, col / 4u + c);
+      for (var b = 0u; b < QB; b++) {
+        if (!(*seen)[b]) { continue; }
+        (*acc)[b][4u * c] += (*p)[b] * v.x;
+        (*acc)[b][4u * c + 1u] += (*p)[b] * v.y;
+        (*acc)[b][4u * c + 2u] += (*p)[b] * v.z;
+        (*acc)[b][4u * c + 3u] += (*p)[b] * v.w;
+      }
+    }
+  } else {
+    for (var i = 0u; i < HD; i++) {
+      let v = kv(r, stride, col, i);
+      for (var b = 0u; b < QB; b++) { if ((*seen)[b]) { (*acc)[b][i] += (*p)[b] * v; } }
+    }
+  }
 }
 
 // grid: ceil(B*H*ceil(Tq/QB) / WG) workgroups (split over x and y when over the per-dimension limit);
@@ -144,9 +166,9 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   var max_s: array<f32, QB>;
   for (var r = 0u; r < QB; r++) { max_s[r] = -3.0e38; }
   for (var j = j_first; j <= j_last; j++) {
-    var k = key_values(key_row(d.B, d.Tq, b, j), stride, k_col);
+    let s = block_scores(&q, key_row(d.B, d.Tq, b, j), stride, k_col);
     for (var r = 0u; r < QB; r++) {
-      if (live[r] && j >= j0[r] && j <= t[r]) { max_s[r] = max(max_s[r], score_of(&q[r], &k)); }
+      if (live[r] && j >= j0[r] && j <= t[r]) { max_s[r] = max(max_s[r], s[r]); }
     }
   }
 
@@ -154,15 +176,17 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   var acc: array<array<f32, HD>, QB>;
   for (var j = j_first; j <= j_last; j++) {
     let kr = key_row(d.B, d.Tq, b, j);
-    var k = key_values(kr, stride, k_col);
-    let v = key_values(kr, stride, v_col);
+    let s = block_scores(&q, kr, stride, k_col);
+    var p: array<f32, QB>;
+    var seen: array<bool, QB>;
     for (var r = 0u; r < QB; r++) {
-      if (!(live[r] && j >= j0[r] && j <= t[r])) { continue; }
-      let p = exp(score_of(&q[r], &k) - max_s[r]);
-      if (WITH_PROBS) { probs[((b * d.H + h) * d.Tq + ib * QB + r) * d.T + j] = p; }
-      sum[r] += p;
-      for (var i = 0u; i < HD; i++) { acc[r][i] += p * v[i]; }
+      seen[r] = live[r] && j >= j0[r] && j <= t[r];
+      if (!seen[r]) { continue; }
+      p[r] = exp(s[r] - max_s[r]);
+      if (WITH_PROBS) { probs[((b * d.H + h) * d.Tq + ib * QB + r) * d.T + j] = p[r]; }
+      sum[r] += p[r];
     }
+    add_values(&acc, &p, &seen, kr, stride, v_col);
   }
   for (var r = 0u; r < QB; r++) {
     if (!live[r]) { continue; }
