@@ -31,7 +31,8 @@
 //   - attention's work per invocation (AttentionKernels): on a software adapter every key, value and
 //     gradient texel is a per-lane load, so the forward gives an invocation 4 query rows of one head
 //     (each key read once for the 4) and the backward's products 4x16 blocks; GPUs keep one query row
-//     and 8x4 blocks, which give them more invocations. The same bits either way.
+//     and 8x4 blocks, which give them more invocations. The same bits either way. Likewise the scores of
+//     virtual edits: 4 rows of one edit per invocation on a software adapter, 1 on a GPU.
 //   - not a choice: attention keeps the probabilities [B, H, Tq, T] for a backward on every adapter,
 //     whose backward ran 4-8x faster than recomputing the scores from each row's log-sum-exp
 //     (shaders/attention_backward_lse.wgsl) on llvmpipe and 2-2.5x faster on an NVIDIA H200
@@ -134,6 +135,10 @@ export interface KernelChoice {
   rows: RowKernels;
   /** How the attention kernels spread their work (AttentionKernels). */
   attention: AttentionKernels;
+  /** Rows per invocation of the virtual-edit scores (shaders/virtual_edit.wgsl RB): on software
+   *  adapters 4 rows of one edit share their key-row loads (FT-L's dense scores 1.8x on llvmpipe,
+   *  bench/RESULTS.md); 1 on GPUs, which get 4x the invocations instead. The same sums either way. */
+  virtualScoreRows: number;
 }
 
 /**
@@ -222,6 +227,7 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       nativeF16,
       rows: "invocation",
       attention: SOFTWARE_ATTENTION,
+      virtualScoreRows: 4,
       matmul: { ...SOFTWARE_TILES, texture },
     };
   }
@@ -231,6 +237,7 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
       nativeF16,
       rows: "invocation",
       attention: SOFTWARE_ATTENTION,
+      virtualScoreRows: 4,
       matmul: SOFTWARE_TILES,
     };
   }
@@ -251,9 +258,10 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
         nativeF16,
         rows,
         attention: GPU_ATTENTION,
+        virtualScoreRows: 1,
         matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8, splitK: GPU_SPLIT_K },
       };
     }
   }
-  return { software, nativeF16, rows, attention: GPU_ATTENTION, matmul: SOFTWARE_TILES };
+  return { software, nativeF16, rows, attention: GPU_ATTENTION, virtualScoreRows: 1, matmul: SOFTWARE_TILES };
 }

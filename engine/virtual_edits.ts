@@ -11,9 +11,6 @@ import { ELEMENT_WG, grid1d, rowOps } from "./ops.ts";
 
 /** Scores of one row per invocation of virtual_scores_vec4 (shaders/virtual_edit.wgsl). */
 const SCORES_PER_INVOCATION = 4;
-/** Rows per invocation of virtual_scores_vec4: rows of one edit (a prompt's tokens) read its key rows
- *  once for all of them (FT-L's dense scores in a study 1.8x faster on llvmpipe, bench/RESULTS.md). */
-const ROWS_PER_INVOCATION = 4;
 
 /** The edits acting at one layer's MLP output in a forward (Model.forward's `virtualEdits`). */
 export interface VirtualEdit {
@@ -110,13 +107,15 @@ export function applyVirtualEdit(
   // Four values per storage access where the key width allows (the same sums, shaders/virtual_edit.wgsl).
   const vec4 = f % 4 === 0;
   // every entry point of the module
-  const sizes = { WG: ELEMENT_WG, KB: SCORES_PER_INVOCATION, RB: ROWS_PER_INVOCATION };
+  // Rows per invocation of the vec4 scores: the adapter's choice (rows of one edit share their key rows).
+  const RB = gpu.kernels.virtualScoreRows;
+  const sizes = { WG: ELEMENT_WG, KB: SCORES_PER_INVOCATION, RB };
   gpu.run(
     gpu.pipeline("virtual_edit.wgsl", vec4 ? "virtual_scores_vec4" : "virtual_scores", sizes),
     [scores, key, edit.keys, rows],
     grid1d(
       gpu,
-      cdiv(vec4 ? cdiv(R, ROWS_PER_INVOCATION) * Math.ceil(K / SCORES_PER_INVOCATION) : R * K, ELEMENT_WG),
+      cdiv(vec4 ? cdiv(R, RB) * Math.ceil(K / SCORES_PER_INVOCATION) : R * K, ELEMENT_WG),
     ),
     uniforms().u32(R, f, K),
   );

@@ -213,6 +213,7 @@ Deno.test("chooseKernels: software adapters by flag or name, GPU tiles by limits
         : { queryRows: 4, backwardBlock: { TM: 4, TN: 16 } },
       `${name}: attention kernels`,
     );
+    assert.equal(got.virtualScoreRows, software === null ? 1 : 4, `${name}: virtual-edit score rows`);
     // The choice never exceeds the adapter's limits.
     const t = got.matmul;
     assert.ok(t.WG_X * t.WG_Y <= facts.limits.maxComputeInvocationsPerWorkgroup, name);

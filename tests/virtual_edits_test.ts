@@ -49,23 +49,31 @@ Deno.test("virtual edit kernel matches its float64 reference (mixed ranks, dense
     const rowEdit = layouts[layout](R, ranks.length);
     const mlp = randomArray(R * D, 1), key = randomArray(R * F, 2), U = randomArray(C * F, 3);
     const V = randomArray(L * D, 4);
-    const out = gpu.tensor([R, D], mlp);
-    applyVirtualEdit(
-      gpu,
-      out,
-      gpu.tensor([R, F], key),
-      { layer: 0, keys: gpu.tensor([C, F], U), values: gpu.tensor([L, D], V), ranks, dense, rowEdit },
-      R,
-      F,
-      D,
-    );
-    const ref = virtualEditRef(mlp, key, U, V, ranks, rowEdit, F, D, dense);
-    assertClose(
-      await out.read(),
-      ref,
-      1e-5,
-      `virtual edit [${R},${F},${D}] ranks ${ranks} dense ${dense}, ${layout}`,
-    );
+    // The scores one row per invocation (GPUs' choice) and four (software adapters'): the same bits.
+    const got: Float32Array[] = [];
+    const choice = gpu.kernels as { virtualScoreRows: number };
+    const chosen = choice.virtualScoreRows;
+    try {
+      for (const rows of [1, 4]) {
+        choice.virtualScoreRows = rows;
+        const out = gpu.tensor([R, D], mlp);
+        applyVirtualEdit(
+          gpu,
+          out,
+          gpu.tensor([R, F], key),
+          { layer: 0, keys: gpu.tensor([C, F], U), values: gpu.tensor([L, D], V), ranks, dense, rowEdit },
+          R,
+          F,
+          D,
+        );
+        got.push(await out.read());
+      }
+    } finally {
+      choice.virtualScoreRows = chosen;
+    }
+    const what = `virtual edit [${R},${F},${D}] ranks ${ranks} dense ${dense}, ${layout}`;
+    assertClose(got[0], virtualEditRef(mlp, key, U, V, ranks, rowEdit, F, D, dense), 1e-5, what);
+    assert.deepEqual(got[1], got[0], `${what}: 4 rows per invocation against 1`);
   }
 });
 
