@@ -145,9 +145,11 @@ export function geluBackward(
   need("geluBackward", "dy", dy, n);
   need("geluBackward", "x", x, n);
   need("geluBackward", "dx", dx, n);
-  const { params, grid } = elementwise(gpu, n);
+  // Four values per access where n allows (the same values).
+  const vec4 = n % 4 === 0;
+  const { params, grid } = elementwise(gpu, vec4 ? n / 4 : n);
   gpu.run(
-    gpu.pipeline("gelu_backward.wgsl", "gelu_backward", {
+    gpu.pipeline("gelu_backward.wgsl", vec4 ? "gelu_backward_vec4" : "gelu_backward", {
       ...params,
       ACT: ACTIVATION_CODE[o.activation ?? "gelu_tanh"],
     }),

@@ -708,15 +708,28 @@ export function gelu(
 ): Tensor {
   positive("gelu", { n });
   need("gelu", "x", x, n);
-  const { params: sizes, grid: groups } = elementwise(gpu, n);
-  const params = { ...sizes, ACT: ACTIVATION_CODE[o.activation ?? "gelu_tanh"] };
+  const act = { ACT: ACTIVATION_CODE[o.activation ?? "gelu_tanh"] };
   if (o.out === x) {
-    gpu.run(gpu.pipeline("gelu.wgsl", "gelu_in_place", params), [x], groups, uniforms().u32(n, 0));
+    const { params, grid } = elementwise(gpu, n);
+    gpu.run(
+      gpu.pipeline("gelu.wgsl", "gelu_in_place", { ...params, ...act }),
+      [x],
+      grid,
+      uniforms().u32(n, 0),
+    );
     return x;
   }
   const out = o.out ?? gpu.zeros([n]);
   need("gelu", "out", out, n);
-  gpu.run(gpu.pipeline("gelu.wgsl", "gelu", params), [x, out], groups, uniforms().u32(n, 0));
+  // Four values per access where n allows (the same values).
+  const vec4 = n % 4 === 0;
+  const { params, grid } = elementwise(gpu, vec4 ? n / 4 : n);
+  gpu.run(
+    gpu.pipeline("gelu.wgsl", vec4 ? "gelu_vec4" : "gelu", { ...params, ...act }),
+    [x, out],
+    grid,
+    uniforms().u32(n, 0),
+  );
   return out;
 }
 

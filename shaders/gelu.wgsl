@@ -45,6 +45,22 @@ fn gelu_in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   }
 }
 
+// gelu four values per access (n % 4 == 0; grid over n / 4): on llvmpipe every storage access is a per-lane
+// loop. Each component is gelu's value.
+@group(0) @binding(0) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> y4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn gelu_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+  for (var k = 0u; k < PER; k++) {
+    let i = element_index(wid, nwg, lid, k);
+    if (i >= d.n / 4u) { break; }
+    let v = x4[i];
+    y4[i] = vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w));
+  }
+}
+
 @compute @workgroup_size(WG)
 fn glu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {

@@ -78,6 +78,9 @@ test("gelu matches gelu_new reference, including large |x| and in place", async 
   assertClose(scaled(gy), scaled(ref), 1e-6, "gelu");
   assertClose(scaled(gi), scaled(ref), 1e-6, "gelu in place");
   assertClose(g1, geluRef([0.5]), 1e-6, "gelu n=1");
+  // n % 4 == 0 runs four values per access: the same bits as one at a time (the first 1004 of the above).
+  const vec4 = await gelu(gpu, gpu.tensor([1004], x.subarray(0, 1004)), 1004).read();
+  assert.deepEqual(vec4, gy.subarray(0, 1004), "gelu four values per access");
 });
 
 test("add: new output, given output, and in place on either operand", async () => {
