@@ -106,8 +106,14 @@ export function layernormBackward(
   need(op, "dx", dx, extent);
   const u = () => uniforms().u32(R, C).f32(o.gainOffset ?? 0).u32(rows.G, rows.ld, rows.off);
   const params = { WG, RMS: !!o.rms, ACCUMULATE: o.accumulate ?? true };
+  // Four values per access where every row starts on a vec4 (the same values).
+  const vec4 = C % 4 === 0 && rows.ld % 4 === 0 && rows.off % 4 === 0;
   gpu.run(
-    gpu.pipeline("layernorm_backward.wgsl", "layernorm_backward_input", params),
+    gpu.pipeline(
+      "layernorm_backward.wgsl",
+      vec4 ? "layernorm_backward_input_vec4" : "layernorm_backward_input",
+      params,
+    ),
     [dy, x, stats, gamma, dx],
     [cdiv(R, WG)],
     u(),

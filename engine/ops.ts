@@ -685,9 +685,12 @@ export function layernorm(
   const u = uniforms().u32(R, C).f32(eps, o.gainOffset ?? 0).u32(rows.G, rows.ld, rows.off);
   if (rowKernels(gpu) === "workgroup") runRowsWorkgroup(gpu, "layernorm_rows", buffers, R, u, flags);
   else {
+    // Four values per access where every row starts on a vec4 (the same values); beta's binding then
+    // takes gamma when there is none (a vec4 binding needs 16 bytes; it is not read).
+    const vec4 = C % 4 === 0 && rows.ld % 4 === 0 && rows.off % 4 === 0;
     gpu.run(
-      gpu.pipeline("layernorm.wgsl", "layernorm", { WG: ROW_WG, ...flags }),
-      buffers,
+      gpu.pipeline("layernorm.wgsl", vec4 ? "layernorm_vec4" : "layernorm", { WG: ROW_WG, ...flags }),
+      vec4 ? [x, gamma, beta ?? gamma, out, o.stats ?? placeholder(gpu)] : buffers,
       grid1d(gpu, cdiv(R, ROW_WG)),
       u,
     );

@@ -60,3 +60,50 @@ fn layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     stats[2u * r + 1u] = rstd;
   }
 }
+
+// layernorm four values per access, where C, ld and off are multiples of 4 (on llvmpipe every storage
+// access is a per-lane loop): the same values, each sum still adding one value at a time in order.
+// Binds beta4 = gamma when there is no beta (never read then).
+@group(0) @binding(0) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> gamma4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> beta4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn layernorm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+  let r = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (r >= d.R) { return; }
+  let row = ((r / d.G) * d.ld + d.off + (r % d.G) * d.C) / 4u;
+  let C4 = d.C / 4u;
+  var mean = 0.0;
+  if (!RMS) {
+    var sum = 0.0;
+    for (var c = 0u; c < C4; c++) {
+      let v = x4[row + c];
+      sum += v.x;
+      sum += v.y;
+      sum += v.z;
+      sum += v.w;
+    }
+    mean = sum / f32(d.C);
+  }
+  var sq = 0.0;
+  for (var c = 0u; c < C4; c++) {
+    let dev = x4[row + c] - mean;
+    sq += dev.x * dev.x;
+    sq += dev.y * dev.y;
+    sq += dev.z * dev.z;
+    sq += dev.w * dev.w;
+  }
+  let rstd = inverseSqrt(sq / f32(d.C) + d.eps);
+  for (var c = 0u; c < C4; c++) {
+    var v = (x4[row + c] - mean) * rstd * (gamma4[c] + d.gain_offset);
+    if (HAS_BETA) { v += beta4[c]; }
+    y4[row + c] = v;
+  }
+  if (WITH_STATS) {
+    stats[2u * r] = mean;
+    stats[2u * r + 1u] = rstd;
+  }
+}

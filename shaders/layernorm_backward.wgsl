@@ -52,6 +52,46 @@ fn layernorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
 }
 
+// layernorm_backward_input four values per access, where C, ld and off are multiples of 4 (on llvmpipe
+// every storage access is a per-lane loop): the same values, each sum adding one value at a time in order.
+@group(0) @binding(0) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> gamma4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> dx4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn layernorm_backward_input_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let r = gid.x;
+  if (r >= dims.R) { return; }
+  let base = row_start(r) / 4u;
+  let C4 = dims.C / 4u;
+  let mean = stats[2u * r];
+  let rstd = stats[2u * r + 1u];
+  var sum_g = 0.0;
+  var sum_g_xhat = 0.0;
+  for (var c = 0u; c < C4; c++) {
+    let g = dy4[base + c] * (gamma4[c] + dims.gain_offset);
+    let gx = g * (x4[base + c] - mean) * rstd;
+    sum_g += g.x;
+    sum_g_xhat += gx.x;
+    sum_g += g.y;
+    sum_g_xhat += gx.y;
+    sum_g += g.z;
+    sum_g_xhat += gx.z;
+    sum_g += g.w;
+    sum_g_xhat += gx.w;
+  }
+  var mean_g = sum_g / f32(dims.C);
+  if (RMS) { mean_g = 0.0; }
+  let mean_g_xhat = sum_g_xhat / f32(dims.C);
+  for (var c = 0u; c < C4; c++) {
+    let xhat = (x4[base + c] - mean) * rstd;
+    let g = dy4[base + c] * (gamma4[c] + dims.gain_offset);
+    let v = rstd * (g - mean_g - xhat * mean_g_xhat);
+    if (ACCUMULATE) { dx4[base + c] += v; } else { dx4[base + c] = v; }
+  }
+}
+
 // ---- layernorm_backward_params: one invocation per column, rows summed in order 0..R-1.
 // Bindings: dy, x, stats (as above), dgamma, dbeta, dims.
 @group(0) @binding(3) var<storage, read_write> dgamma: array<f32>; // [C] accumulated

@@ -2,6 +2,7 @@
 // T = 1, several heads, B > 1). Each test records all its dispatches and reads back once.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
+import { layernormBackward } from "../engine/backward_ops.ts";
 import {
   add,
   attention,
@@ -60,6 +61,58 @@ test("layernorm matches reference, with and without stats, on rows with a large 
       assertClose([s[2 * r]], [ref.stats[2 * r]], 1e-4, `mean row ${r}`);
       const rstd = ref.stats[2 * r + 1];
       assertClose([s[2 * r + 1] / rstd], [1], 1e-3, `rstd row ${r} (relative)`);
+    }
+  }
+});
+
+test("layernorm and its input gradient four values per access: the bits of one value at a time", async () => {
+  // The same rows as a plain [R, C] tensor (C % 4 == 0: four values per access) and at odd offsets inside
+  // wider rows (one value at a time); LayerNorm and RMSNorm, accumulating and not.
+  const R = 5, C = 12, ld = 15, off = 1;
+  const plain = randomArray(R * C, 81, 3), dyPlain = randomArray(R * C, 82);
+  const wide = new Float32Array(R * ld).fill(NaN), dyWide = new Float32Array(R * ld).fill(NaN);
+  for (let r = 0; r < R; r++) {
+    wide.set(plain.subarray(r * C, (r + 1) * C), r * ld + off);
+    dyWide.set(dyPlain.subarray(r * C, (r + 1) * C), r * ld + off);
+  }
+  const gamma = gpu.tensor([C], randomArray(C, 83)), beta = gpu.tensor([C], randomArray(C, 84));
+  const rows = { G: 1, ld, off };
+  for (const rms of [false, true]) {
+    for (const accumulate of [true, false]) {
+      const b = rms ? null : beta;
+      const stats4 = gpu.zeros([R, 2]), stats1 = gpu.zeros([R, 2]);
+      const y4 = layernorm(gpu, gpu.tensor([R, C], plain), gamma, b, R, C, 1e-5, { stats: stats4, rms });
+      const y1 = layernorm(gpu, gpu.tensor([R, ld], wide), gamma, b, R, C, 1e-5, {
+        stats: stats1,
+        rms,
+        rows,
+        out: gpu.zeros([R, ld]),
+      });
+      const dx4 =
+        layernormBackward(gpu, gpu.tensor([R, C], dyPlain), gpu.tensor([R, C], plain), gamma, stats4, R, C, {
+          rms,
+          accumulate,
+          dx: gpu.tensor([R, C], randomArray(R * C, 85)),
+        }).dx;
+      const dx1Init = new Float32Array(R * ld).fill(0);
+      for (let r = 0; r < R; r++) {
+        dx1Init.set(randomArray(R * C, 85).subarray(r * C, (r + 1) * C), r * ld + off);
+      }
+      const dx1 =
+        layernormBackward(gpu, gpu.tensor([R, ld], dyWide), gpu.tensor([R, ld], wide), gamma, stats1, R, C, {
+          rms,
+          accumulate,
+          rows,
+          dx: gpu.tensor([R, ld], dx1Init),
+        }).dx;
+      const [gy4, gy1, gs4, gs1, gd4, gd1] = await gpu.readMany([y4, y1, stats4, stats1, dx4, dx1]);
+      const at = (a: Float32Array, r: number) => a.subarray(r * ld + off, r * ld + off + C);
+      for (let r = 0; r < R; r++) {
+        const what = `${rms ? "RMSNorm" : "LayerNorm"}${accumulate ? ", accumulated" : ""}, row ${r}`;
+        assert.deepEqual(gy4.subarray(r * C, (r + 1) * C), at(gy1, r), `${what}: y`);
+        assert.deepEqual(gd4.subarray(r * C, (r + 1) * C), at(gd1, r), `${what}: dx`);
+      }
+      assert.deepEqual(gs4, gs1, "stats");
     }
   }
 });
