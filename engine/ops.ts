@@ -1141,10 +1141,12 @@ export function rowOps(gpu: Gpu, dst: Tensor, src: Tensor | null, C: number, ent
   const table = gpu.upload([words.length], words, "u32");
   const groups: [number, number] = [cdiv(C, ELEMENT_WG), entries.length];
   if (src) {
+    // Four values per access where rows start on a vec4 (the same values).
+    const vec4 = C % 4 === 0;
     gpu.run(
-      gpu.pipeline("rows.wgsl", "row_ops", { WG: ELEMENT_WG }),
+      gpu.pipeline("rows.wgsl", vec4 ? "row_ops_vec4" : "row_ops", { WG: ELEMENT_WG }),
       [dst, src, table],
-      groups,
+      vec4 ? [cdiv(C / 4, ELEMENT_WG), entries.length] : groups,
       uniforms().u32(C),
     );
   } else {

@@ -46,6 +46,24 @@ fn row_ops(@builtin(global_invocation_id) gid: vec3<u32>) {
   dst[at] = v;
 }
 
+// row_ops four values per access (C % 4 == 0; grid x over C / 4): on llvmpipe every storage access is a
+// per-lane loop. The same values.
+@group(0) @binding(0) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn row_ops_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let C4 = d.C / 4u;
+  let c = gid.x;
+  if (c >= C4) { return; }
+  let e = entries[gid.y];
+  let at = e.dst * C4 + c;
+  var v = vec4<f32>(0.0);
+  if (e.take != 0.0) { v = e.take * src4[e.src * C4 + c]; }
+  if (e.keep != 0.0) { v += e.keep * dst4[at]; }
+  dst4[at] = v;
+}
+
 @compute @workgroup_size(WG)
 fn row_ops_in_place(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c = gid.x;

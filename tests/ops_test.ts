@@ -269,8 +269,12 @@ test("embed rejects f32 tokens and a wpe shorter than T", () => {
   );
 });
 
-test("rowOps: copy, add, zero and scale from another buffer in one dispatch", async () => {
-  const [rows, C] = [6, 13];
+test("rowOps: copy, add, zero and scale from another buffer in one dispatch (one value or four per access)", async () => {
+  for (const C of [13, 12]) await rowOpsCase(C);
+});
+
+async function rowOpsCase(C: number): Promise<void> {
+  const rows = 6;
   const dst = randomArray(rows * C, 11), src = randomArray(4 * C, 12);
   dst.fill(NaN, 0, C); // row 0 is garbage: copy must overwrite it exactly, not compute 0 * NaN
   dst[2 * C + 3] = Infinity; // row 2 likewise for zero
@@ -287,9 +291,9 @@ test("rowOps: copy, add, zero and scale from another buffer in one dispatch", as
   assert.equal(gpu.dispatchCount - before, 1);
   const got = await t.read();
   const ref = rowOpsRef(dst, src, C, entries);
-  assert.ok(got.every(Number.isFinite), "every row is finite after copy/zero over garbage");
-  assertClose(got, ref, 1e-6, "rowOps");
-});
+  assert.ok(got.every(Number.isFinite), `C=${C}: every row is finite after copy/zero over garbage`);
+  assertClose(got, ref, 1e-6, `rowOps, C=${C}`);
+}
 
 test("rowOps in place copies and mixes between disjoint rows of one buffer", async () => {
   const [rows, C] = [8, 7];
