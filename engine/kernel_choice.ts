@@ -214,6 +214,14 @@ const SOFTWARE_TILES: MatmulTiles = { TM: 8, TN: 8, WG_X: 1, WG_Y: 8 };
  */
 export const GPU_SPLIT_K = 1024;
 
+/** What every software adapter runs besides its matmul tiles: one row per invocation for row kernels,
+ *  attention and virtual-edit scores that share their loads among more rows (see KernelChoice). */
+const SOFTWARE_KERNELS = {
+  rows: "invocation",
+  attention: SOFTWARE_ATTENTION,
+  virtualScoreRows: 4,
+} as const satisfies Pick<KernelChoice, "rows" | "attention" | "virtualScoreRows">;
+
 /** The kernel variants for an adapter (see the file's header for the reasons). */
 export function chooseKernels(a: AdapterFacts): KernelChoice {
   const software = softwareAdapter(a);
@@ -222,25 +230,9 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
     const texture: MatmulTiles["texture"] = software === "llvmpipe"
       ? { TM: 8, TN: 16, WG: 8, transposed: { TM: 8, TN: 16, WG: 8 } }
       : { TM: 4, TN: 16, WG: 8 };
-    return {
-      software,
-      nativeF16,
-      rows: "invocation",
-      attention: SOFTWARE_ATTENTION,
-      virtualScoreRows: 4,
-      matmul: { ...SOFTWARE_TILES, texture },
-    };
+    return { software, nativeF16, ...SOFTWARE_KERNELS, matmul: { ...SOFTWARE_TILES, texture } };
   }
-  if (software !== null) {
-    return {
-      software,
-      nativeF16,
-      rows: "invocation",
-      attention: SOFTWARE_ATTENTION,
-      virtualScoreRows: 4,
-      matmul: SOFTWARE_TILES,
-    };
-  }
+  if (software !== null) return { software, nativeF16, ...SOFTWARE_KERNELS, matmul: SOFTWARE_TILES };
   const l = a.limits;
   const rows: RowKernels = ROWS_WORKGROUP <= l.maxComputeInvocationsPerWorkgroup &&
       ROWS_WORKGROUP <= l.maxComputeWorkgroupSizeX && 4 * ROWS_WORKGROUP <= l.maxComputeWorkgroupStorageSize
