@@ -292,7 +292,7 @@ export class Gpu {
     const requiredFeatures: GPUFeatureName[] = kernels.nativeF16 ? ["shader-f16"] : [];
     const device = await adapter.requestDevice({ requiredLimits: wanted, requiredFeatures });
     // A WebGPU error (a shader that does not compile, an invalid binding) drops the work it names and
-    // is only reported here: the next readback or sync throws it (firstError), so that results computed
+    // is only reported here: the next readback or sync throws it (throwIfFailed), so that results computed
     // from dropped work are never stored.
     const errors: string[] = [];
     device.addEventListener?.("uncapturederror", (e: Event) => {

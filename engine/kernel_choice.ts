@@ -221,6 +221,12 @@ const SOFTWARE_KERNELS = {
   attention: SOFTWARE_ATTENTION,
   virtualScoreRows: 4,
 } as const satisfies Pick<KernelChoice, "rows" | "attention" | "virtualScoreRows">;
+/** What every GPU runs for attention and virtual-edit scores: one query row and one scored row per
+ *  invocation, 8x4 backward blocks (more invocations; their caches share the loads). */
+const GPU_KERNELS = {
+  attention: GPU_ATTENTION,
+  virtualScoreRows: 1,
+} as const satisfies Pick<KernelChoice, "attention" | "virtualScoreRows">;
 
 /** The kernel variants for an adapter (see the file's header for the reasons). */
 export function chooseKernels(a: AdapterFacts): KernelChoice {
@@ -249,11 +255,10 @@ export function chooseKernels(a: AdapterFacts): KernelChoice {
         software,
         nativeF16,
         rows,
-        attention: GPU_ATTENTION,
-        virtualScoreRows: 1,
+        ...GPU_KERNELS,
         matmul: { TM: tm, TN: tm, WG_X: wg, WG_Y: wg, strategy: "workgroup", BK: 8, splitK: GPU_SPLIT_K },
       };
     }
   }
-  return { software, nativeF16, rows, attention: GPU_ATTENTION, virtualScoreRows: 1, matmul: SOFTWARE_TILES };
+  return { software, nativeF16, rows, ...GPU_KERNELS, matmul: SOFTWARE_TILES };
 }

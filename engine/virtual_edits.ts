@@ -106,10 +106,9 @@ export function applyVirtualEdit(
   const scores = gpu.empty([R, K]);
   // Four values per storage access where the key width allows (the same sums, shaders/virtual_edit.wgsl).
   const vec4 = f % 4 === 0;
-  // every entry point of the module
   // Rows per invocation of the vec4 scores: the adapter's choice (rows of one edit share their key rows).
   const RB = gpu.kernels.virtualScoreRows;
-  const sizes = { WG: ELEMENT_WG, KB: SCORES_PER_INVOCATION, RB };
+  const sizes = { WG: ELEMENT_WG, KB: SCORES_PER_INVOCATION, RB }; // every entry point of the module
   gpu.run(
     gpu.pipeline("virtual_edit.wgsl", vec4 ? "virtual_scores_vec4" : "virtual_scores", sizes),
     [scores, key, edit.keys, rows],

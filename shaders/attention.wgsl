@@ -1,5 +1,5 @@
 // Causal self-attention core with grouped key/value heads, one invocation per (sequence b,
-// query head h, query row i), the query at position t = i (or t = rows[b] + i with OFFSETS):
+// query head h, block of QB query rows i), the query at position t = i (or t = rows[b] + i with OFFSETS):
 //
 //   s_j   = (q_t . k_j) * scale                     for keys j in [j0, t]
 //   s_j   = softcap * tanh(s_j / softcap)           when softcap > 0 (Gemma 2)
@@ -45,6 +45,7 @@
 //   WITH_LSE   : write the rows' log-sum-exp into probs instead (never together with WITH_PROBS)
 //   OFFSETS    : rows start at rows[b], earlier keys and values come from cache
 //   TEXTURE    : keys and values from qkvT and cacheT (otherwise placeholder textures are bound there)
+//   QB         : query rows per invocation (of one sequence and head; see the entry point)
 
 struct Dims { B: u32, T: u32, H: u32, Hkv: u32, window: u32, scale: f32, softcap: f32, Tq: u32 }
 
@@ -91,7 +92,7 @@ fn block_scores(q: ptr<function, array<array<f32, HD>, QB>>, r: vec2<u32>, strid
   return s;
 }
 
-// acc[b] += p[b] * v_j for the rows b with p[b] != 0 (the others are outside this key's range), each value
+// acc[b] += p[b] * v_j for the rows b that see key j (seen[b]; the others are outside its range), each value
 // texel (or value) read once for all of them, every row's elements updated in index order.
 fn add_values(acc: ptr<function, array<array<f32, HD>, QB>>, p: ptr<function, array<f32, QB>>, seen: ptr<function, array<bool, QB>>, r: vec2<u32>, stride: u32, col: u32) {
   if (TEXTURE) {

@@ -62,6 +62,12 @@ fn virtual_scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
   scores[i] = s;
 }
 
+// s + x.x u.x + x.y u.y + x.z u.z + x.w u.w, added one product at a time in that order (the scalar
+// kernel's order over four consecutive values).
+fn add_products(s: f32, x: vec4<f32>, u: vec4<f32>) -> f32 {
+  return (((s + x.x * u.x) + x.y * u.y) + x.z * u.z) + x.w * u.w;
+}
+
 // Scores k0 .. k0+KB-1 of rows RB*q0 .. RB*q0 + RB - 1 (invocation q0 * ceil(K / KB) + k0 / KB). Rows
 // of one edit (the same key rows U, as a prompt's tokens are) read each U texel once for all of them;
 // rows of different edits are scored one after another. A row's scores past its keys_r are 0 (within a
@@ -92,12 +98,7 @@ fn virtual_scores_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
       for (var t = 0u; t < KB; t++) { u[t] = U4[u_at[t] + j]; }
       for (var q = 0u; q < RB; q++) {
         let x = key4[min(r0 + q, dm.R - 1u) * C4 + j];
-        for (var t = 0u; t < KB; t++) {
-          s[q][t] += x.x * u[t].x;
-          s[q][t] += x.y * u[t].y;
-          s[q][t] += x.z * u[t].z;
-          s[q][t] += x.w * u[t].w;
-        }
+        for (var t = 0u; t < KB; t++) { s[q][t] = add_products(s[q][t], x, u[t]); }
       }
     }
   } else if (!one_edit) {
@@ -108,13 +109,7 @@ fn virtual_scores_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
       let a = min(r0 + q, dm.R - 1u) * C4;
       for (var j = 0u; j < C4; j++) {
         let x = key4[a + j];
-        for (var t = 0u; t < KB; t++) {
-          let u = U4[u_at[t] + j];
-          s[q][t] += x.x * u.x;
-          s[q][t] += x.y * u.y;
-          s[q][t] += x.z * u.z;
-          s[q][t] += x.w * u.w;
-        }
+        for (var t = 0u; t < KB; t++) { s[q][t] = add_products(s[q][t], x, U4[u_at[t] + j]); }
       }
     }
   }
