@@ -432,6 +432,54 @@ Deno.test("r2Table and perLayerCorrelations: Holm's correction over each table's
   assert.deepEqual(r2Table(data).map((r) => r.ci), rows.map((r) => r.ci));
 });
 
+Deno.test("caveats: one per kind over every condition; no-op layers at the model's last layer explained", () => {
+  // 6 facts x 2 problems x 2 methods x layers 0-2 of a 3-layer model; neighborhood at the ceiling
+  // everywhere; every edit at layer 2 leaves p(target) where it was (MEMIT's window there is [1, 2]),
+  // and one more no-op elsewhere.
+  const sweep = (nLayer: number) => {
+    const results: StoredResult[] = [];
+    for (let f = 0; f < 6; f++) {
+      results.push(trace(`f${f}`, [0.3, 0.1 * f, 0.2]));
+      for (const problem of ["error-injection", "fact-forcing"]) {
+        for (const method of ["rome", "memit"]) {
+          for (let l = 0; l < 3; l++) {
+            const noop = l === 2 || (f === 0 && l === 0 && method === "memit" && problem === "fact-forcing");
+            const r = edit(`f${f}`, l, noop ? 0 : 0.3 + 0.1 * f + 0.05 * l, {
+              problem,
+              method,
+              neighborhood: 1,
+            });
+            r.metrics.pre = { rewrite: 0.1 };
+            r.metrics.post = { rewrite: noop ? 0.1 : 0.6 };
+            r.hparams = { editedLayers: method === "memit" ? [Math.max(0, l - 1), l] : [l] };
+            results.push(r);
+          }
+        }
+      }
+    }
+    return caveats(loadSweep(results.map((r) => ({ ...r, model: { ...MODEL, nLayer } }))));
+  };
+  const lines = sweep(3);
+  assert.equal(lines.filter((c) => c.startsWith("Ceiling effect")).length, 1, lines.join("\n"));
+  assert.ok(
+    lines.includes(
+      "Ceiling effect: neighborhood scores within 0.01 of 1 in all 4 conditions (problem × method; 100% of " +
+        "each condition's scores); they cannot separate layers or facts.",
+    ),
+    lines.join("\n"),
+  );
+  const noops = lines.filter((c) => c.startsWith("No-op edits"));
+  assert.equal(noops.length, 1);
+  assert.match(
+    noops[0],
+    /^No-op edits: 25 of 72 edits left p\(target\) unchanged \(\|Δp\| ≤ 1e-7\); every edit of rome at layer 2 and memit at layer 2 was one \(each of these edits reaches the model's last layer, 2, .*\); 1 more: fact-forcing memit \(1\)\. They stay in the statistics/,
+  );
+  // In a deeper model those layers are not the last: the dead cells are named, no reason is given.
+  const deeper = sweep(4).find((c) => c.startsWith("No-op edits"))!;
+  assert.match(deeper, /every edit of rome at layer 2 and memit at layer 2 was one; 1 more/);
+  assert.doesNotMatch(deeper, /last layer/);
+});
+
 Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op edits, outliers, small sample", () => {
   const results: StoredResult[] = [];
   for (let f = 0; f < 10; f++) {
@@ -453,9 +501,18 @@ Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op e
     /Degenerate regressor: the causal-tracing effect at the last subject token is at most 0.002/,
   );
   assert.match(text, /One layer dominates: \d+ of 10 facts peak at layer 0/);
-  assert.match(text, /Ceiling effect: 29 of 30 error-injection rome rewrite scores/);
-  assert.match(text, /No-op edits: 3 of 30 error-injection rome edits/);
-  assert.match(text, /Outliers: 1 error-injection rome rewrite scores .*\(-3.37\)/);
+  assert.match(
+    text,
+    /Ceiling effect: rewrite scores within 0.01 of 1 in 1 of 1 condition: error-injection rome \(29 of 30\)/,
+  );
+  assert.match(
+    text,
+    /No-op edits: 3 of 30 edits left p\(target\) unchanged \(\|Δp\| ≤ 1e-7\); error-injection rome \(3\)\./,
+  );
+  assert.match(
+    text,
+    /Outliers: 1 rewrite score lies beyond 3 IQR of their condition's quartiles, in 1 of 1 condition: error-injection rome \(1: -3.37\)/,
+  );
   assert.match(text, /Small sample: as few as 10 test facts per condition/);
   assert.equal(r2Table(data)[0].noops, 3);
   // A healthy sweep has none of these.

@@ -1429,42 +1429,7 @@ export function caveats(data: SweepData, o: EffectOptions & IntervalOptions = {}
       );
     }
   }
-  for (const { problem, method, rows } of byProblemMethod(data)) {
-    for (const metric of ["rewrite", "paraphrase", "neighborhood"] as const) {
-      const xs = rows.map((e) => e.scores[metric]).filter(Number.isFinite);
-      if (xs.length < 2) continue;
-      const ceiling = xs.filter((x) => x >= 1 - T.bound).length,
-        floor = xs.filter((x) => Math.abs(x) <= T.bound).length;
-      for (const [name, k] of [["Ceiling", ceiling], ["Floor", floor]] as const) {
-        if (k >= T.boundShare * xs.length) {
-          out.push(
-            `${name} effect: ${k} of ${xs.length} ${problem} ${method} ${metric} scores are within ${T.bound} of ` +
-              `${name === "Ceiling" ? 1 : 0}; they cannot separate layers or facts.`,
-          );
-        }
-      }
-      if (metric === "rewrite" && xs.length >= 4) {
-        const fences = tukeyFences(xs, T.outlierK);
-        if (fences.outliers.length > 0) {
-          const shown = fences.outliers.map((i) => xs[i]).sort((a, b) => a - b);
-          out.push(
-            `Outliers: ${fences.outliers.length} ${problem} ${method} rewrite scores lie beyond ${T.outlierK} IQR ` +
-              `of the quartiles (${shown.slice(0, 3).map((x) => x.toFixed(2)).join(", ")}${
-                shown.length > 3 ? ", ..." : ""
-              }); they are kept in every statistic and drawn in the scatter plots.`,
-          );
-        }
-      }
-    }
-    const noops = rows.filter((e) => e.noop).length;
-    if (noops > 0) {
-      out.push(
-        `No-op edits: ${noops} of ${rows.length} ${problem} ${method} edits left p(target) unchanged ` +
-          `(|Δp| ≤ ${NOOP_TOLERANCE}); they stay in the statistics (a method that need not change anything ` +
-          `succeeded or failed as it is) and are counted per table row.`,
-      );
-    }
-  }
+  out.push(...boundCaveats(data), ...outlierCaveats(data), ...noopCaveats(data));
   const perCondition = byProblemMethod(data).map((g) =>
     new Set(g.rows.filter((e) => e.split === "test").map((e) => e.fact)).size
   );
@@ -1477,6 +1442,124 @@ export function caveats(data: SweepData, o: EffectOptions & IntervalOptions = {}
     );
   }
   return out;
+}
+
+/** "error-injection rome (309 of 360), ..." for the first `shown` of `items`, then "and N more". */
+function conditionList(items: { problem: string; method: string; detail: string }[], shown = 4): string {
+  const listed = items.slice(0, shown).map((x) => `${x.problem} ${x.method} (${x.detail})`);
+  return listed.join(", ") + (items.length > shown ? `, and ${items.length - shown} more` : "");
+}
+
+const percent = (x: number) => `${Math.round(100 * x)}%`;
+
+/**
+ * Ceiling and floor effects, one caveat per score and bound over every (problem, method) condition:
+ * a condition has one when at least CAVEAT_THRESHOLDS.boundShare of its scores lie within `bound` of 1
+ * (or 0). All conditions at once are stated with the range of their shares, fewer are named.
+ */
+function boundCaveats(data: SweepData): string[] {
+  const T = CAVEAT_THRESHOLDS, out: string[] = [];
+  const conditions = byProblemMethod(data);
+  for (const metric of ["rewrite", "paraphrase", "neighborhood"] as const) {
+    for (const [name, bound] of [["Ceiling", 1], ["Floor", 0]] as const) {
+      const hits: { problem: string; method: string; detail: string; share: number }[] = [];
+      let measured = 0;
+      for (const { problem, method, rows } of conditions) {
+        const xs = rows.map((e) => e.scores[metric]).filter(Number.isFinite);
+        if (xs.length < 2) continue;
+        measured++;
+        const k = xs.filter((x) => Math.abs(x - bound) <= T.bound).length;
+        if (k >= T.boundShare * xs.length) {
+          hits.push({ problem, method, detail: `${k} of ${xs.length}`, share: k / xs.length });
+        }
+      }
+      if (hits.length === 0) continue;
+      const shares = hits.map((h) => h.share);
+      const where = hits.length === measured && measured > 1
+        ? `all ${measured} conditions (problem × method; ${
+          [...new Set([Math.min(...shares), Math.max(...shares)].map(percent))].join("-")
+        } of each condition's scores)`
+        : `${hits.length} of ${measured} condition${measured === 1 ? "" : "s"}: ${conditionList(hits)}`;
+      out.push(
+        `${name} effect: ${metric} scores within ${T.bound} of ${bound} in ${where}; they cannot separate ` +
+          `layers or facts.`,
+      );
+    }
+  }
+  return out;
+}
+
+/** Far outliers of the rewrite score (Tukey's fences at CAVEAT_THRESHOLDS.outlierK IQR within each
+ *  condition), in one caveat: how many, in which conditions (most first), and the values. */
+function outlierCaveats(data: SweepData): string[] {
+  const T = CAVEAT_THRESHOLDS;
+  const hits: { problem: string; method: string; detail: string; count: number }[] = [];
+  let measured = 0;
+  for (const { problem, method, rows } of byProblemMethod(data)) {
+    const xs = rows.map((e) => e.scores.rewrite).filter(Number.isFinite);
+    if (xs.length < 4) continue;
+    measured++;
+    const { outliers } = tukeyFences(xs, T.outlierK);
+    if (outliers.length === 0) continue;
+    const shown = outliers.map((i) => xs[i]).sort((a, b) => a - b);
+    const values = shown.slice(0, 3).map((x) => x.toFixed(2)).join(", ") + (shown.length > 3 ? ", ..." : "");
+    hits.push({ problem, method, detail: `${outliers.length}: ${values}`, count: outliers.length });
+  }
+  if (hits.length === 0) return [];
+  const total = hits.reduce((s, h) => s + h.count, 0);
+  hits.sort((a, b) => b.count - a.count);
+  return [
+    `Outliers: ${total} rewrite score${total === 1 ? " lies" : "s lie"} beyond ${T.outlierK} IQR of ` +
+    `their condition's quartiles, in ${hits.length} of ${measured} condition${measured === 1 ? "" : "s"}: ` +
+    `${conditionList(hits, 3)}; they are kept in every statistic and drawn in the scatter plots.`,
+  ];
+}
+
+/**
+ * No-op edits in one caveat: how many, the (method, layer) cells where every edit was one, and why when
+ * the data shows it (each such edit's highest edited layer is the model's last: what it writes at the
+ * subject token reaches no later position, so its value optimisation has no gradient), then the rest
+ * by condition.
+ */
+function noopCaveats(data: SweepData): string[] {
+  const noops = data.edits.filter((e) => e.noop);
+  if (noops.length === 0) return [];
+  const cells = new Map<string, { method: string; layer: number; rows: EditRow[] }>();
+  for (const e of data.edits) {
+    const key = `${e.method}|${e.layer}`;
+    if (!cells.has(key)) cells.set(key, { method: e.method, layer: e.layer, rows: [] });
+    cells.get(key)!.rows.push(e);
+  }
+  const dead = [...cells.values()].filter((c) => c.rows.length > 1 && c.rows.every((e) => e.noop));
+  const deadEdits = new Set(dead.flatMap((c) => c.rows));
+  const lastLayer = Number(data.model.nLayer) - 1;
+  const atLast = dead.length > 0 &&
+    dead.every((c) => c.rows.every((e) => Math.max(e.layer, ...e.editedLayers) === lastLayer));
+  const byMethod = data.methods.flatMap((m) => {
+    const layers = dead.filter((c) => c.method === m).map((c) => c.layer).sort((a, b) => a - b);
+    return layers.length ? [`${m} at layer${layers.length > 1 ? "s" : ""} ${layers.join(", ")}`] : [];
+  });
+  const rest = byProblemMethod(data, noops.filter((e) => !deadEdits.has(e)))
+    .map(({ problem, method, rows }) => ({ problem, method, detail: `${rows.length}`, count: rows.length }))
+    .sort((a, b) => b.count - a.count);
+  const restCount = noops.length - deadEdits.size;
+  return [
+    `No-op edits: ${noops.length} of ${data.edits.length} edits left p(target) unchanged (|Δp| ≤ ` +
+    `${NOOP_TOLERANCE})` +
+    (dead.length
+      ? `; every edit of ${
+        byMethod.length > 1 ? `${byMethod.slice(0, -1).join(", ")} and ${byMethod.at(-1)}` : byMethod[0]
+      } was one` +
+        (atLast
+          ? ` (each of these edits reaches the model's last layer, ${lastLayer}, where what it writes at the ` +
+            `subject token reaches no later position: its value optimisation gets no gradient; the ` +
+            `layer-only regressions include these layers)`
+          : "")
+      : "") +
+    (restCount > 0 ? `; ${dead.length ? `${restCount} more: ` : ""}${conditionList(rest, 4)}` : "") +
+    `. They stay in the statistics (a method that need not change anything succeeded or failed as it is) ` +
+    `and are counted per table row.`,
+  ];
 }
 
 /** Below this R² a predictor "explains little" (findings says so rather than ranking the two). */
