@@ -15,12 +15,14 @@ import {
   layerChoice,
   layerCurves,
   loadSweep,
+  noopCells,
   perLayerCorrelations,
   proxyVsTest,
   r2Table,
   selectionScores,
   type SweepData,
   windowStudy,
+  withoutNoopCells,
 } from "../experiments/study/analysis.ts";
 import { fSurvival, holm } from "../experiments/study/stats.ts";
 import type { Json, StoredResult } from "../experiments/study/store.ts";
@@ -436,7 +438,7 @@ Deno.test("caveats: one per kind over every condition; no-op layers at the model
   // 6 facts x 2 problems x 2 methods x layers 0-2 of a 3-layer model; neighborhood at the ceiling
   // everywhere; every edit at layer 2 leaves p(target) where it was (MEMIT's window there is [1, 2]),
   // and one more no-op elsewhere.
-  const sweep = (nLayer: number) => {
+  const records = (nLayer: number) => {
     const results: StoredResult[] = [];
     for (let f = 0; f < 6; f++) {
       results.push(trace(`f${f}`, [0.3, 0.1 * f, 0.2]));
@@ -457,8 +459,9 @@ Deno.test("caveats: one per kind over every condition; no-op layers at the model
         }
       }
     }
-    return caveats(loadSweep(results.map((r) => ({ ...r, model: { ...MODEL, nLayer } }))));
+    return loadSweep(results.map((r) => ({ ...r, model: { ...MODEL, nLayer } })));
   };
+  const sweep = (nLayer: number) => caveats(records(nLayer));
   const lines = sweep(3);
   assert.equal(lines.filter((c) => c.startsWith("Ceiling effect")).length, 1, lines.join("\n"));
   assert.ok(
@@ -478,6 +481,26 @@ Deno.test("caveats: one per kind over every condition; no-op layers at the model
   const deeper = sweep(4).find((c) => c.startsWith("No-op edits"))!;
   assert.match(deeper, /every edit of rome at layer 2 and memit at layer 2 was one; 1 more/);
   assert.doesNotMatch(deeper, /last layer/);
+  // The dead cells, and the regressions without them: the same rows less those cells' edits.
+  const data = records(3);
+  assert.deepEqual(noopCells(data).map((c) => [c.method, c.layer, c.edits.length]), [["rome", 2, 12], [
+    "memit",
+    2,
+    12,
+  ]]);
+  const live = withoutNoopCells(data);
+  assert.equal(live.edits.length, 48);
+  assert.ok(live.edits.every((e) => e.layer !== 2));
+  assert.equal(withoutNoopCells(data), live, "once per sweep");
+  assert.deepEqual(r2Table(live).map((r) => r.n), [12, 12, 12, 12]);
+  assert.match(
+    findings(data).join("\n"),
+    /Without the cells where every edit was a no-op \(rome at layer 2 and memit at layer 2\): the edit layer explains more than the tracing effect \(intervals apart\) in \d of 4 conditions, the tracing effect more in \d; median R² of the layer [\d.]+% \([\d.]+% with them\)/,
+  );
+  // Without dead cells the sweep is its own robustness check: no such finding.
+  const healthy = loadSweep(layerDrivenSweep().results);
+  assert.equal(withoutNoopCells(healthy), healthy);
+  assert.doesNotMatch(findings(healthy).join("\n"), /Without the cells/);
 });
 
 Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op edits, outliers, small sample", () => {

@@ -10,8 +10,10 @@ import {
   r2Table,
   standardTable,
   windowStudy,
+  withoutNoopCells,
 } from "../experiments/study/analysis.ts";
 import { type ResultRecord, ResultStore } from "../experiments/study/store.ts";
+import { renderReport } from "../experiments/study/report.ts";
 import type { FactTrace, KindGrid, StateKind } from "../experiments/localization/tracing.ts";
 import { rng, runScript, type ScriptRun } from "./util.ts";
 
@@ -302,10 +304,12 @@ Deno.test("deno task report: every table and figure, cells that match the analys
   for (const id of FIGURES) {
     assert.match(element(html, id), /^<figure id=.*<svg /s, `${id} is a figure with SVG`);
   }
-  // Nothing is missing but the zsRE table (these facts are CounterFact records), which says why.
+  // Nothing is missing but the robustness table without no-op cells (no method and layer of these edits
+  // has only no-ops: tested with some below) and the zsRE table (these facts are CounterFact records),
+  // each saying why.
   assert.deepEqual(
     [...html.matchAll(/<p id="([^"]*)" class="missing">/g)].map((m) => m[1]),
-    ["table-zsre"],
+    ["table-without-noop-cells", "table-zsre"],
   );
   assert.match(
     element(html, "table-zsre"),
@@ -558,6 +562,48 @@ Deno.test("report: a sweep without traces or selections still names every table 
   assert.equal((await report(fullDb, "--out", `${dir}/full-for-edits.html`)).code, 0);
   const full = await Deno.readTextFile(`${dir}/full-for-edits.html`);
   assert.deepEqual(golden, bodyRows(element(full, "table-golden")));
+});
+
+Deno.test("report: the regressions again without the method-layer cells where every edit was a no-op", () => {
+  // ROME's edits at the last layer (3) leave p(target) where it was, as on a real model.
+  const records = syntheticRecords({ traces: true }).map((r) =>
+    r.method === "rome" && r.layer === L - 1 && r.localization === "layer-grid"
+      ? { ...r, metrics: { ...r.metrics, post: r.metrics.pre } }
+      : r
+  );
+  const sweepOf = (name: string, records: ResultRecord[]) => {
+    writeStore(`${dir}/${name}.db`, records);
+    const store = ResultStore.open(`${dir}/${name}.db`);
+    try {
+      return loadSweep(store.results());
+    } finally {
+      store.close();
+    }
+  };
+  const data = sweepOf("dead-cells", records);
+  const html = renderReport(data);
+  const robustness = element(html, "table-without-noop-cells");
+  assert.match(robustness, /without the cells where every edit was a no-op \(rome at layer 3; intervals/);
+  const rows = bodyRows(robustness);
+  const expected = r2Table(withoutNoopCells(data), { metric: "rewrite" });
+  assert.equal(rows.length, expected.length);
+  // ROME's rows hold 3 layers of the 10 facts' edits, MEMIT's all 4; the numbers are the analysis's.
+  assert.deepEqual(rows.map((r) => r.at(-1)!.split(" ")[0]), ["30", "40", "30", "40"]);
+  // (Layer R² is the ninth cell from the end: the problem cell spans its rows.)
+  assert.deepEqual(rows.map((r) => r.at(-9)!.split("<br>")[0]), expected.map((e) => e.layer.toFixed(3)));
+  assert.match(html, /<li>Without the cells where every edit was a no-op \(rome at layer 3\)/);
+  assert.match(
+    html,
+    /every edit of rome at layer 3 was one \(each of these edits reaches the model&#39;s last/,
+  );
+  // Without such cells the table says why it is not there.
+  assert.match(
+    element(
+      renderReport(sweepOf("live-cells", syntheticRecords({ traces: true }))),
+      "table-without-noop-cells",
+    ),
+    /^<p id="table-without-noop-cells" class="missing">Table not available: no method and layer has only no-op edits/,
+  );
 });
 
 Deno.test("report: FT-L on 1 and on 5 layers are two methods, named as Hase et al. name them", async () => {

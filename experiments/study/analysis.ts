@@ -1515,6 +1515,54 @@ function outlierCaveats(data: SweepData): string[] {
   ];
 }
 
+/** A (method, layer) cell of the layer grid where every edit (at least two) left p(target) unchanged. */
+export interface NoopCell {
+  method: string;
+  layer: number;
+  edits: EditRow[];
+}
+
+/** The cells of the layer grid where every edit was a no-op (e.g. ROME at a model's last layer, where
+ *  what it writes at the subject token reaches no later position), in method then layer order. */
+export function noopCells(data: SweepData): NoopCell[] {
+  const cells = new Map<string, NoopCell>();
+  for (const e of data.edits) {
+    const key = `${e.method}|${e.layer}`;
+    if (!cells.has(key)) cells.set(key, { method: e.method, layer: e.layer, edits: [] });
+    cells.get(key)!.edits.push(e);
+  }
+  return [...cells.values()]
+    .filter((c) => c.edits.length > 1 && c.edits.every((e) => e.noop))
+    .sort((a, b) => data.methods.indexOf(a.method) - data.methods.indexOf(b.method) || a.layer - b.layer);
+}
+
+/**
+ * `data` without the edits of its noopCells (the same object when there are none), once per sweep: the
+ * robustness check of the layer regressions on the layers where an edit can change something (a layer
+ * where nothing moves is a layer effect of its own).
+ */
+export function withoutNoopCells(data: SweepData): SweepData {
+  let out = withoutNoopCache.get(data);
+  if (!out) {
+    const dead = new Set(noopCells(data).flatMap((c) => c.edits));
+    out = dead.size ? { ...data, edits: data.edits.filter((e) => !dead.has(e)) } : data;
+    withoutNoopCache.set(data, out);
+  }
+  return out;
+}
+const withoutNoopCache = new WeakMap<SweepData, SweepData>();
+
+/** "rome at layer 5, memit at layers 4, 5 and emmet at layer 5". */
+export function describeNoopCells(data: SweepData, cells: NoopCell[]): string {
+  const byMethod = data.methods.flatMap((m) => {
+    const layers = cells.filter((c) => c.method === m).map((c) => c.layer);
+    return layers.length ? [`${m} at layer${layers.length > 1 ? "s" : ""} ${layers.join(", ")}`] : [];
+  });
+  return byMethod.length > 1
+    ? `${byMethod.slice(0, -1).join(", ")} and ${byMethod.at(-1)}`
+    : byMethod[0] ?? "";
+}
+
 /**
  * No-op edits in one caveat: how many, the (method, layer) cells where every edit was one, and why when
  * the data shows it (each such edit's highest edited layer is the model's last: what it writes at the
@@ -1524,21 +1572,11 @@ function outlierCaveats(data: SweepData): string[] {
 function noopCaveats(data: SweepData): string[] {
   const noops = data.edits.filter((e) => e.noop);
   if (noops.length === 0) return [];
-  const cells = new Map<string, { method: string; layer: number; rows: EditRow[] }>();
-  for (const e of data.edits) {
-    const key = `${e.method}|${e.layer}`;
-    if (!cells.has(key)) cells.set(key, { method: e.method, layer: e.layer, rows: [] });
-    cells.get(key)!.rows.push(e);
-  }
-  const dead = [...cells.values()].filter((c) => c.rows.length > 1 && c.rows.every((e) => e.noop));
-  const deadEdits = new Set(dead.flatMap((c) => c.rows));
+  const dead = noopCells(data);
+  const deadEdits = new Set(dead.flatMap((c) => c.edits));
   const lastLayer = Number(data.model.nLayer) - 1;
   const atLast = dead.length > 0 &&
-    dead.every((c) => c.rows.every((e) => Math.max(e.layer, ...e.editedLayers) === lastLayer));
-  const byMethod = data.methods.flatMap((m) => {
-    const layers = dead.filter((c) => c.method === m).map((c) => c.layer).sort((a, b) => a - b);
-    return layers.length ? [`${m} at layer${layers.length > 1 ? "s" : ""} ${layers.join(", ")}`] : [];
-  });
+    dead.every((c) => c.edits.every((e) => Math.max(e.layer, ...e.editedLayers) === lastLayer));
   const rest = byProblemMethod(data, noops.filter((e) => !deadEdits.has(e)))
     .map(({ problem, method, rows }) => ({ problem, method, detail: `${rows.length}`, count: rows.length }))
     .sort((a, b) => b.count - a.count);
@@ -1547,13 +1585,11 @@ function noopCaveats(data: SweepData): string[] {
     `No-op edits: ${noops.length} of ${data.edits.length} edits left p(target) unchanged (|Δp| ≤ ` +
     `${NOOP_TOLERANCE})` +
     (dead.length
-      ? `; every edit of ${
-        byMethod.length > 1 ? `${byMethod.slice(0, -1).join(", ")} and ${byMethod.at(-1)}` : byMethod[0]
-      } was one` +
+      ? `; every edit of ${describeNoopCells(data, dead)} was one` +
         (atLast
           ? ` (each of these edits reaches the model's last layer, ${lastLayer}, where what it writes at the ` +
             `subject token reaches no later position: its value optimisation gets no gradient; the ` +
-            `layer-only regressions include these layers)`
+            `summary and the report repeat the regressions without these cells)`
           : "")
       : "") +
     (restCount > 0 ? `; ${dead.length ? `${restCount} more: ` : ""}${conditionList(rest, 4)}` : "") +
@@ -1608,6 +1644,26 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
       (effects.length ? ` (${names(effects)})` : "") +
       (diffs.length ? `; median gain in R² ${pct(median(diffs))}` : "") + ".",
   );
+  const dead = noopCells(data);
+  const live = dead.length
+    ? r2Table(withoutNoopCells(data), { ...o, metric: "rewrite" }).filter((r) =>
+      Number.isFinite(r.layer) && Number.isFinite(r.trace)
+    )
+    : [];
+  if (live.length) {
+    // A layer where no edit can change anything is a layer effect of its own: the same two claims
+    // without those cells.
+    out.push(
+      `Without the cells where every edit was a no-op (${describeNoopCells(data, dead)}): the edit layer ` +
+        `explains more than the tracing effect (intervals apart) in ${
+          live.filter((r) => r.ci.layer.lower > r.ci.trace.upper).length
+        } of ${live.length} conditions, the tracing effect more in ${
+          live.filter((r) => r.ci.trace.lower > r.ci.layer.upper).length
+        }; median R² of the layer ${pct(median(live.map((r) => r.layer)))} (${pct(layerR2)} with them); ` +
+        `adding the tracing effect: an effect in ${live.filter((r) => r.verdict === "effect").length} of ` +
+        `${live.length}.`,
+    );
+  }
   const corr = perLayerCorrelations(data, o).filter((c) => c.verdict !== "n/a");
   if (corr.length) {
     out.push(

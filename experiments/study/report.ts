@@ -10,7 +10,8 @@
 //   localization  table-hase-1 (R^2 of ROME's rewrite score, Hase et al. table 1), table-hase-2 (the
 //                 concentrated-effects subset), table-hase-3..6 (rewrite, paraphrase, neighborhood,
 //                 average score by problem and method, with Diff and F-test p), fig-r2-bars (figure 6),
-//                 table-zeroing and table-last-subject (robustness: other localizations)
+//                 table-zeroing and table-last-subject (robustness: other localizations),
+//                 table-without-noop-cells (robustness: without the method-layer cells of no-op edits)
 //   window        table-window-effects, fig-window-r2, table-window (the window-size study: tracing effects
 //                 and the R² regressions with restoration windows of 1, 3, 5, 10 layers scaled to depth)
 //   layers        fig-layer-curves (scores by edit layer, figure 7), table-correlations and
@@ -30,6 +31,7 @@ import {
   caveats,
   concentratedFacts,
   type CorrelationRow,
+  describeNoopCells,
   driftDescription,
   driftSummary,
   type EffectOptions,
@@ -41,6 +43,7 @@ import {
   layerCurves,
   massCurves,
   type Metric,
+  noopCells,
   perLayerCorrelations,
   proxyVsTest,
   type R2Row,
@@ -51,6 +54,7 @@ import {
   STRATEGY_NAMES,
   type SweepData,
   windowStudy,
+  withoutNoopCells,
 } from "./analysis.ts";
 import { studyWindows, WINDOW_STUDY, WINDOW_STUDY_DEPTH } from "../localization/layer_selection.ts";
 import type { ConfidenceInterval, Verdict } from "./stats.ts";
@@ -411,6 +415,20 @@ function localizationSection(data: SweepData, methodLabel: (m: string) => string
         : missing(id, "table", `the sweep has no ${effect.localization ?? "causal-tracing"} records`),
     );
   }
+  // A layer where no edit can change anything (the caveats name them) is a layer effect of its own.
+  const dead = noopCells(data);
+  parts.push(
+    dead.length
+      ? table(
+        "table-without-noop-cells",
+        `Robustness: rewrite-score R² without the cells where every edit was a no-op (${
+          describeNoopCells(data, dead)
+        }; intervals, Holm and verdicts as in Table 3).`,
+        R2_HEAD,
+        r2Body(r2Table(withoutNoopCells(data), { metric: "rewrite" }), methodLabel),
+      )
+      : missing("table-without-noop-cells", "table", "no method and layer has only no-op edits"),
+  );
   parts.push(`</section>`);
   return parts.join("\n");
 }
