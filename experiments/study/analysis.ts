@@ -1517,8 +1517,11 @@ function outlierCaveats(data: SweepData): string[] {
 
 /** A (method, layer) cell of the layer grid where every edit (at least two) left p(target) unchanged. */
 export interface NoopCell {
+  /** The editing method. */
   method: string;
+  /** The grid layer. */
   layer: number;
+  /** Its edits, every problem's. */
   edits: EditRow[];
 }
 
