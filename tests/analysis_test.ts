@@ -16,6 +16,7 @@ import {
   layerCurves,
   loadSweep,
   noopCells,
+  pctCI,
   perLayerCorrelations,
   proxyVsTest,
   r2Table,
@@ -501,6 +502,15 @@ Deno.test("caveats: one per kind over every condition; no-op layers at the model
   const healthy = loadSweep(layerDrivenSweep().results);
   assert.equal(withoutNoopCells(healthy), healthy);
   assert.doesNotMatch(findings(healthy).join("\n"), /Without the cells/);
+  // The headline says it for its own condition, with the sweep; a healthy sweep's headline is unchanged.
+  const main = r2Table(data)[0], alive = r2Table(live)[0];
+  assert.equal(
+    headline(main, data),
+    `${headline(main)} Without its layer 2, where every edit was a no-op: the layer ${
+      pctCI(alive.layer, alive.ci.layer)
+    }, the tracing effect ${pctCI(alive.trace, alive.ci.trace)}.`,
+  );
+  assert.equal(headline(r2Table(healthy)[0], healthy), headline(r2Table(healthy)[0]));
 });
 
 Deno.test("caveats: degenerate regressor, one layer dominating, ceiling, no-op edits, outliers, small sample", () => {

@@ -371,7 +371,7 @@ async function main(args: string[]): Promise<number> {
           ).join("; "),
       );
     }
-    if (main) console.log(`\n${headline(main)}`);
+    if (main) console.log(`\n${headline(main, data)}`);
     console.log(
       `\n=== Summary (${data.model.name ?? dir}, ${model.config.family}; ${gpu.describe()}; results sha256 ${
         data.fingerprint.slice(0, 16)

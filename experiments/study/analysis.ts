@@ -1337,11 +1337,25 @@ export const pctCI = (x: number, ci: ConfidenceInterval): string =>
   }]`;
 
 /** The headline of Hase et al. for one condition: the three R^2 with their intervals and the verdict
- *  rule on what the tracing effect adds to the layer. */
-export function headline(row: R2Row): string {
+ *  rule on what the tracing effect adds to the layer; with the sweep `data`, also the layer's and the
+ *  tracing effect's R^2 without the method's layers where every edit was a no-op (noopCells). */
+export function headline(row: R2Row, data?: SweepData): string {
   if (!Number.isFinite(row.layer) || !Number.isFinite(row.trace)) {
     return `${row.method} ${row.problem}: not enough data for the regressions (${row.note || "n/a"})`;
   }
+  // With the sweep: the same regressions without the method's layers where every edit was a no-op.
+  const dead = data ? noopCells(data).filter((c) => c.method === row.method).map((c) => c.layer) : [];
+  const live = dead.length
+    ? r2Table(withoutNoopCells(data!), { metric: row.metric }).find((r) =>
+      r.problem === row.problem && r.method === row.method
+    )
+    : undefined;
+  const without = live && Number.isFinite(live.layer) && Number.isFinite(live.trace)
+    ? ` Without its layer${dead.length > 1 ? "s" : ""} ${
+      dead.join(", ")
+    }, where every edit was a no-op: the ` +
+      `layer ${pctCI(live.layer, live.ci.layer)}, the tracing effect ${pctCI(live.trace, live.ci.trace)}.`
+    : "";
   return `${row.method} ${row.problem} (${row.n} edits of ${row.facts} facts): the edit layer explains ` +
     `${pctCI(row.layer, row.ci.layer)} of the variance in ${row.metric} score, the tracing effect ` +
     `${pctCI(row.trace, row.ci.trace)}; adding the tracing effect to the layer adds ${
@@ -1350,7 +1364,7 @@ export function headline(row: R2Row): string {
       formatP(row.pAdjusted)
     }): ${
       row.verdict === "effect" ? "an effect" : row.verdict === "no effect" ? "no effect" : "n/a"
-    } by the study's rule.`;
+    } by the study's rule.${without}`;
 }
 
 /** Thresholds of the caveats (all computed from the data; none is a conclusion in itself). */

@@ -1187,7 +1187,7 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
 <section id="summary">
 <h2>Summary and caveats</h2>
 <dl class="meta">${meta.map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`).join("")}</dl>
-<p id="headline" class="headline">${escapeHtml(main ? headline(main) : "No edit results yet.")}</p>
+<p id="headline" class="headline">${escapeHtml(main ? headline(main, data) : "No edit results yet.")}</p>
 <h3>What this run supports (on ${escapeHtml(String(data.model.name ?? "this model"))})</h3>
 <ul id="findings">${findings(data).map((f) => `<li>${escapeHtml(f)}</li>`).join("\n")}</ul>
 <h3>What it does not support: caveats found in the data</h3>
