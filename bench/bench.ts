@@ -7,6 +7,7 @@
 //   editing.ts  time per ROME edit, MEMIT batch and FT-L edit
 //   attribution.ts  layer-selection time: LGA vs causal tracing vs integrated gradients vs brute force
 //   science.ts  a ROME sweep with evaluation (batched vs sequential) and a trace grid, next to PyTorch
+//   study.ts    the study's wall time (--quick and every method x problem x layer on 6 facts) per process count
 import { preferredBackend } from "../engine/io.ts";
 
 const sections = [
@@ -17,6 +18,7 @@ const sections = [
   "editing.ts",
   "attribution.ts",
   "science.ts",
+  "study.ts",
 ];
 let failed = 0;
 for (const file of sections) {
