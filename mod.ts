@@ -154,6 +154,9 @@ export * as editingProblems from "./experiments/editing/problems.ts";
 export * as datasets from "./experiments/data/datasets.ts";
 /** Edit metrics: Hase et al.'s scores, CounterFact's and EasyEdit's, fluency, and the GPU scorers. */
 export * as metrics from "./experiments/evaluation/metrics.ts";
+/** The unedited model's residuals kept per scored sequence, so that passes under virtual edits start at
+ *  each edit's lowest block (VirtualEditSet's `residuals`). */
+export * as residuals from "./experiments/evaluation/residuals.ts";
 /** Statistics of the study: bootstrap intervals, regressions, Tukey's fences. */
 export * as stats from "./experiments/study/stats.ts";
 /** The sweep's resumable SQLite results store. */

@@ -14,6 +14,10 @@ import {
   keyValueDelta,
   VirtualEditSet,
 } from "../experiments/editing/edit.ts";
+import { scoreTokens, type ScoringItem } from "../experiments/evaluation/metrics.ts";
+import { ResidualCache } from "../experiments/evaluation/residuals.ts";
+import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
+import { Model } from "../engine/model.ts";
 import { loadCase } from "./families_fixtures.ts";
 import { softmaxRef, virtualEditRef } from "./reference.ts";
 import { assertClose, maxAbsDiff, randomArray } from "./util.ts";
@@ -191,6 +195,72 @@ for (const name of ["gpt2", "llama", "gptj", "gpt_neox_parallel"]) {
       const got = virtual.subarray(at * V, (at + ids.length) * V);
       assertClose(got, expected, 1e-5, `${name}: prompt ${b} (edit ${promptEdit[b]}) probabilities`);
       at += ids.length;
+    }
+  });
+}
+
+for (const name of ["gpt2", "llama", "gptj", "gpt_neox_parallel", "gemma3_text", "embedded"]) {
+  Deno.test(`${name}: scores under virtual edits that start at each edit's block from cached residuals are the same bits`, async () => {
+    const model = name === "embedded"
+      ? await Model.load(gpu, DEFAULT_MODEL_DIR)
+      : (await loadCase(name)).model;
+    const L = model.nLayer, top = L - 1, mid = Math.min(1, top);
+    const edits = [
+      randomEdit(model, [[0, 1]], 1), // from block 0: the whole model
+      randomEdit(model, [[top, 1]], 2), // the last block only
+      randomEdit(model, [[mid, 2], [top, 2]], 3), // a window: from its lowest block
+      denseEdit(model, mid, 4), // FT-L's dense change
+      combineEdits([randomEdit(model, [[top, 1]], 5), denseEdit(model, top, 6)]),
+    ];
+    // Items of several lengths, each under an edit or none (-1: unedited, from the last block), the same
+    // sequence under several edits (cached once), in small batches so that groups span batches.
+    const V = model.config.vocabSize;
+    const ids = (seed: number, n: number) => Array.from({ length: n }, (_, i) => (seed * 7 + i * 13) % V);
+    const items: ScoringItem[] = [];
+    const itemEdit: number[] = [];
+    for (let k = 0; k < 14; k++) {
+      items.push({ context: ids(k % 5, 2 + (k % 4)), continuation: ids(k + 3, 1 + (k % 3)) });
+      itemEdit.push((k % (edits.length + 1)) - 1);
+    }
+    const plain = new VirtualEditSet(model, edits);
+    const residuals = new ResidualCache(model);
+    const cached = new VirtualEditSet(model, edits, residuals);
+    try {
+      const want = await scoreTokens(model, items, 3, { edits: plain, itemEdit });
+      const got = await scoreTokens(model, items, 3, { edits: cached, itemEdit });
+      assert.deepEqual(got, want);
+      assert.equal(cached.firstLayer(2), mid);
+      assert.equal(cached.firstLayer(-1), L);
+      // Every sequence scored from a block above 0 was cached, once.
+      const fromAbove = new Set(
+        items.flatMap((it, i) =>
+          Math.min(cached.firstLayer(itemEdit[i]), top) > 0
+            ? [[...it.context, ...it.continuation.slice(0, -1)].join(",")]
+            : []
+        ),
+      );
+      assert.equal(residuals.size, fromAbove.size);
+      // A cache with room for 5 positions: a sequence or two; the others start at block 0, the same bits.
+      const small = new ResidualCache(model, 4 * 5 * model.config.nEmbd * (L - 1));
+      const smallSet = new VirtualEditSet(model, edits, small);
+      try {
+        assert.deepEqual(await scoreTokens(model, items, 3, { edits: smallSet, itemEdit }), want);
+        assert.ok(
+          small.size >= 1 && small.size < fromAbove.size,
+          `${small.size} of ${fromAbove.size} cached`,
+        );
+      } finally {
+        smallSet.release();
+        small.release();
+      }
+      // The unedited items too: the model as it is (no set) gives the same bits.
+      const unedited = items.filter((_, i) => itemEdit[i] === -1);
+      const alone = await scoreTokens(model, unedited, 3);
+      assert.deepEqual(alone.logProbs, got.logProbs.filter((_, i) => itemEdit[i] === -1));
+    } finally {
+      plain.release();
+      cached.release();
+      residuals.release();
     }
   });
 }

@@ -17,6 +17,7 @@ import { cdiv, Gpu, Tensor, uniforms } from "../../engine/gpu.ts";
 import type { Model } from "../../engine/model.ts";
 import { add, ELEMENT_WG, grid1d } from "../../engine/ops.ts";
 import { promptRowEdits, type VirtualEdit } from "../../engine/virtual_edits.ts";
+import type { ResidualCache } from "../evaluation/residuals.ts";
 import { openSafetensors, SafetensorsError, writeSafetensors } from "../../engine/safetensors.ts";
 
 /** Fixed Gaussian noise added to the subject's token embeddings (causal tracing's corruption). */
@@ -254,8 +255,10 @@ export class VirtualEditSet {
   }[] = [];
 
   /** Uploads the deltas of `edits` (low-rank or dense deltas of MLP output projections' weights, dense
-   *  deltas of their biases). */
-  constructor(readonly model: Model, readonly edits: Edit[]) {
+   *  deltas of their biases). With `residuals`, passes scored under the set start at each prompt's
+   *  edit's lowest edited block from the unedited residuals kept there (evaluation/metrics.ts
+   *  scoreTokens; the same scores, less of the model run), and the owner releases it. */
+  constructor(readonly model: Model, readonly edits: Edit[], readonly residuals?: ResidualCache) {
     const f = model.config.nInner, d = model.config.nEmbd;
     // Per layer, per edit there: its low-rank components and the sums of its dense weight and bias changes
     // (one edit with several deltas at a layer, a combined edit, sums them).
@@ -330,6 +333,12 @@ export class VirtualEditSet {
         local: new Map([...shares.keys()].map((e, i) => [e, i])),
       });
     }
+  }
+
+  /** The lowest block whose MLP output projection edit `e` changes; the model's depth for -1 (unedited)
+   *  or an edit of nothing. */
+  firstLayer(e: number): number {
+    return this.layers.find((l) => l.local.has(e))?.layer ?? this.model.nLayer;
   }
 
   /** The forward's virtualEdits for a batch of prompts of T slots, prompt b scored under edit promptEdit[b]

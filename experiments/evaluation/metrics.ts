@@ -589,30 +589,48 @@ export async function scoreTokens(
       );
     }
   });
-  const logProbs: number[][] = [], predicted: number[][] = [];
-  for (let start = 0; start < items.length; start += batchSize) {
-    const chunk = items.slice(start, start + batchSize);
-    const batch = makeBatch(chunk.map((it) => [...it.context, ...it.continuation.slice(0, -1)]));
-    // Row b*T + |context| - 1 + j predicts continuation[j].
-    const outputRows = chunk.flatMap((it, b) =>
-      it.continuation.map((_, j) => b * batch.T + it.context.length - 1 + j)
-    );
-    const R = outputRows.length;
-    const virtualEdits = under?.edits.forBatch(under.itemEdit.slice(start, start + batchSize), batch.T);
-    const res = model.forward(batch, { outputRows, virtualEdits });
-    const targets = gpu.upload([R], chunk.flatMap((it) => it.continuation), "u32");
-    const lp = logProbOf(gpu, res.logits, targets, R, V);
-    const top = topK(gpu, res.logits, R, V, 1);
-    const [lpValues, topValues] = await gpu.readMany([lp, top.indices]);
-    const argmax = new Uint32Array(topValues.buffer, topValues.byteOffset, topValues.length);
-    gpu.release(lp, top.indices, top.values);
-    model.releaseForward(res);
-    let row = 0;
-    for (const it of chunk) {
-      const m = it.continuation.length;
-      logProbs.push(Array.from(lpValues.subarray(row, row + m)));
-      predicted.push(Array.from(argmax.subarray(row, row + m)));
-      row += m;
+  const logProbs: number[][] = new Array(items.length), predicted: number[][] = new Array(items.length);
+  const sequences = items.map((it) => [...it.context, ...it.continuation.slice(0, -1)]);
+  // Under a set that keeps the unedited residuals, each item starts at its edit's lowest edited block
+  // (an unedited item at the last block): groups of items by that block, in item order within each.
+  // (A sequence the cache has no room for starts at block 0.)
+  const residuals = under?.edits.residuals;
+  const wanted = items.map((_, i) =>
+    residuals ? Math.min(under!.edits.firstLayer(under!.itemEdit[i]), residuals.deepest) : 0
+  );
+  residuals?.ensure(sequences.filter((_, i) => wanted[i] > 0));
+  const groups = new Map<number, number[]>();
+  items.forEach((_, i) => {
+    const first = wanted[i] > 0 && residuals!.has(sequences[i]) ? wanted[i] : 0;
+    if (!groups.has(first)) groups.set(first, []);
+    groups.get(first)!.push(i);
+  });
+  for (const [first, members] of [...groups].sort((a, b) => a[0] - b[0])) {
+    for (let start = 0; start < members.length; start += batchSize) {
+      const chunk = members.slice(start, start + batchSize);
+      const batch = makeBatch(chunk.map((i) => sequences[i]));
+      // Row b*T + |context| - 1 + j predicts continuation[j].
+      const outputRows = chunk.flatMap((i, b) =>
+        items[i].continuation.map((_, j) => b * batch.T + items[i].context.length - 1 + j)
+      );
+      const R = outputRows.length;
+      const virtualEdits = under?.edits.forBatch(chunk.map((i) => under.itemEdit[i]), batch.T);
+      const input = first > 0 ? residuals!.input(first, chunk.map((i) => sequences[i]), batch.T) : undefined;
+      const res = model.forward(batch, { outputRows, virtualEdits, startLayer: first, input });
+      const targets = gpu.upload([R], chunk.flatMap((i) => items[i].continuation), "u32");
+      const lp = logProbOf(gpu, res.logits, targets, R, V);
+      const top = topK(gpu, res.logits, R, V, 1);
+      const [lpValues, topValues] = await gpu.readMany([lp, top.indices]);
+      const argmax = new Uint32Array(topValues.buffer, topValues.byteOffset, topValues.length);
+      gpu.release(lp, top.indices, top.values, input);
+      model.releaseForward(res);
+      let row = 0;
+      for (const i of chunk) {
+        const m = items[i].continuation.length;
+        logProbs[i] = Array.from(lpValues.subarray(row, row + m));
+        predicted[i] = Array.from(argmax.subarray(row, row + m));
+        row += m;
+      }
     }
   }
   return { logProbs, predicted };

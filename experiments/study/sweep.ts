@@ -56,7 +56,8 @@
 // rank-one edits; MEMIT and EMMET: editing/memit.ts computeBatchEdits) and scores them all in batched
 // passes where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts: the weights
 // are never written): Hase et al.'s probabilities, the standard metrics and the essence texts'
-// perplexities. The essence and fluency of a block's measured edits wait for one pass per block (each
+// perplexities, each pass starting at its edits' lowest edited block from the unedited residuals the
+// block keeps of the sequences it scores (evaluation/residuals.ts: the same bits, less of the model run). The essence and fluency of a block's measured edits wait for one pass per block (each
 // fact's fluency with its own stream of draws, so the samples are those of the edit applied), and the
 // part's records are stored then. Under --apply-to-score, the reference, every edit is applied alone,
 // scored and undone. Pre-edit probabilities are computed once per (fact, problem). Within a block, a v*
@@ -77,6 +78,7 @@ import {
   VirtualEditSet,
 } from "../editing/edit.ts";
 import { computeFtBatch } from "../editing/ft.ts";
+import { ResidualCache } from "../evaluation/residuals.ts";
 import type { ValueOptions } from "../editing/values.ts";
 import { statsHparams } from "../editing/hparams.ts";
 import {
@@ -1088,11 +1090,15 @@ export async function runSweep(
     // generation prompts generated under its own virtual edit (each fact's fluency with its own stream of
     // draws, the same draws as alone), then the parts' records are stored; each measured edit's drift
     // time gets an equal share.
+    // The block's unedited residuals of the sequences it scores (evaluation/residuals.ts): every fact's
+    // prompts are scored under each method, problem and layer, each pass starting at its edit's lowest
+    // edited block. Set for the block being run.
+    let blockResiduals: ResidualCache | undefined;
     const flushDrift = async (queue: DriftQueue) => {
       const entries = queue.entries.splice(0);
       if (entries.length === 0) return;
       const t0 = performance.now();
-      const set = new VirtualEditSet(model, entries.flatMap((e) => e.edits));
+      const set = new VirtualEditSet(model, entries.flatMap((e) => e.edits), blockResiduals);
       let essences: Essence[], fluencies: number[];
       const firsts = entries.map((_, k) => entries.slice(0, k).reduce((n, e) => n + e.edits.length, 0));
       const items = <T>(pick: (e: DriftQueue["entries"][number]) => (T | null)[]) =>
@@ -1218,7 +1224,7 @@ export async function runSweep(
       const deferred: number[] = [];
       const driftShare: number[] = part.map(() => 0);
       if (virtual) {
-        const set = new VirtualEditSet(model, computed);
+        const set = new VirtualEditSet(model, computed, blockResiduals);
         try {
           await scoreEdits(part.map((_, j) => j), set);
         } finally {
@@ -1314,24 +1320,30 @@ export async function runSweep(
       const values = new SharedValues();
       const trained: Trained = new Map();
       const driftQueue = new DriftQueue();
-      if (!outOfTime()) {
-        // Only what is not stored yet (a resumed block's stored edits are not recomputed).
-        const todo = chunks.map((part) => part.filter((it) => !store.has(it.key))).filter((p) => p.length);
-        await prefetch(todo, values, trained);
-      }
-      for (const part of chunks) {
-        if (outOfTime()) break;
-        // A block that was started before and is still not stored was killed: retry it in halves (then
-        // quarters, ...), so frequent kills still let the sweep progress, one edit at a time at worst.
-        const block = `edit block ${resultKey(part[0].key)} x${part.length}`;
-        const retries = part.length > 1 ? store.attempt(block) : 0;
-        const size = Math.max(1, Math.ceil(part.length / 2 ** retries));
-        for (let at = 0; at < part.length && !outOfTime(); at += size) {
-          await runEdits(part.slice(at, at + size), values, trained, driftQueue);
+      blockResiduals = new ResidualCache(model);
+      try {
+        if (!outOfTime()) {
+          // Only what is not stored yet (a resumed block's stored edits are not recomputed).
+          const todo = chunks.map((part) => part.filter((it) => !store.has(it.key))).filter((p) => p.length);
+          await prefetch(todo, values, trained);
         }
-        if (part.length > 1 && !stopped) store.finished(block);
+        for (const part of chunks) {
+          if (outOfTime()) break;
+          // A block that was started before and is still not stored was killed: retry it in halves (then
+          // quarters, ...), so frequent kills still let the sweep progress, one edit at a time at worst.
+          const block = `edit block ${resultKey(part[0].key)} x${part.length}`;
+          const retries = part.length > 1 ? store.attempt(block) : 0;
+          const size = Math.max(1, Math.ceil(part.length / 2 ** retries));
+          for (let at = 0; at < part.length && !outOfTime(); at += size) {
+            await runEdits(part.slice(at, at + size), values, trained, driftQueue);
+          }
+          if (part.length > 1 && !stopped) store.finished(block);
+        }
+        await flushDrift(driftQueue);
+      } finally {
+        blockResiduals.release();
+        blockResiduals = undefined;
       }
-      await flushDrift(driftQueue);
       valueCounts.optimised += values.optimised;
       valueCounts.reused += values.reused;
     }
