@@ -605,6 +605,9 @@ export async function scoreTokens(
     if (!groups.has(first)) groups.set(first, []);
     groups.get(first)!.push(i);
   });
+  // Every batch is recorded before one readback of all their (small) results: Deno resolves a readback
+  // 10 ms after its work at the soonest, so one per call, however many groups and batches.
+  const recorded: { chunk: number[]; lp: Tensor; top: { indices: Tensor; values: Tensor } }[] = [];
   for (const [first, members] of [...groups].sort((a, b) => a[0] - b[0])) {
     for (let start = 0; start < members.length; start += batchSize) {
       const chunk = members.slice(start, start + batchSize);
@@ -620,19 +623,24 @@ export async function scoreTokens(
       const targets = gpu.upload([R], chunk.flatMap((i) => items[i].continuation), "u32");
       const lp = logProbOf(gpu, res.logits, targets, R, V);
       const top = topK(gpu, res.logits, R, V, 1);
-      const [lpValues, topValues] = await gpu.readMany([lp, top.indices]);
-      const argmax = new Uint32Array(topValues.buffer, topValues.byteOffset, topValues.length);
-      gpu.release(lp, top.indices, top.values, input);
+      gpu.release(input);
       model.releaseForward(res);
-      let row = 0;
-      for (const i of chunk) {
-        const m = items[i].continuation.length;
-        logProbs[i] = Array.from(lpValues.subarray(row, row + m));
-        predicted[i] = Array.from(argmax.subarray(row, row + m));
-        row += m;
-      }
+      recorded.push({ chunk, lp, top });
     }
   }
+  const read = await gpu.readMany(recorded.flatMap((r) => [r.lp, r.top.indices]));
+  recorded.forEach(({ chunk, lp, top }, k) => {
+    const [lpValues, topValues] = [read[2 * k], read[2 * k + 1]];
+    const argmax = new Uint32Array(topValues.buffer, topValues.byteOffset, topValues.length);
+    let row = 0;
+    for (const i of chunk) {
+      const m = items[i].continuation.length;
+      logProbs[i] = Array.from(lpValues.subarray(row, row + m));
+      predicted[i] = Array.from(argmax.subarray(row, row + m));
+      row += m;
+    }
+    gpu.release(lp, top.indices, top.values);
+  });
   return { logProbs, predicted };
 }
 
