@@ -21,7 +21,13 @@ import type { Model } from "../../engine/model.ts";
 import { logProbOf, topK } from "../../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditCase } from "../data/datasets.ts";
-import { erasureScore, harmonicMean, neighborhoodScore, rewriteScore } from "../evaluation/metrics.ts";
+import {
+  erasureScore,
+  harmonicMean,
+  neighborhoodScore,
+  rewriteScore,
+  scoreTokens,
+} from "../evaluation/metrics.ts";
 import type { EditRequest, ScoredUnder, SubjectNoise, VirtualEditSet } from "./edit.ts";
 import { batchWithNoise, instantiate, type PromptInstance } from "./keys.ts";
 
@@ -162,30 +168,51 @@ export async function targetProbabilities(
     throw new Error(`targetProbabilities: ${under.itemEdit.length} item edits for ${items.length} items`);
   }
   const gpu = model.gpu, V = model.config.vocabSize;
-  const out: number[] = [];
-  for (let start = 0; start < items.length; start += batchSize) {
-    const chunk = items.slice(start, start + batchSize);
+  const out: number[] = new Array(items.length);
+  const meanProbability = (logProbs: ArrayLike<number>) => {
+    let sum = 0;
+    for (let j = 0; j < logProbs.length; j++) sum += logProbs[j];
+    return Math.exp(sum / logProbs.length);
+  };
+  // Items without noise through scoreTokens, which starts each at its edit's lowest edited block where
+  // the set keeps the unedited residuals (the same bits as a whole pass); noised ones whole, here.
+  const clean = items.flatMap((it, i) => (it.instance.noise ? [] : [i]));
+  if (clean.length) {
+    const s = await scoreTokens(
+      model,
+      clean.map((i) => ({ context: items[i].instance.ids, continuation: items[i].target })),
+      batchSize,
+      under && { edits: under.edits, itemEdit: clean.map((i) => under.itemEdit[i]) },
+    );
+    clean.forEach((i, k) => out[i] = meanProbability(s.logProbs[k]));
+  }
+  const noised = items.flatMap((it, i) => (it.instance.noise ? [i] : []));
+  for (let start = 0; start < noised.length; start += batchSize) {
+    const chunk = noised.slice(start, start + batchSize);
     const { batch, hooks, release } = batchWithNoise(
       gpu,
       model.config.nEmbd,
-      chunk.map((it) => ({ ...it.instance, ids: [...it.instance.ids, ...it.target.slice(0, -1)] })),
+      chunk.map((i) => ({
+        ...items[i].instance,
+        ids: [...items[i].instance.ids, ...items[i].target.slice(0, -1)],
+      })),
     );
-    const outputRows = chunk.flatMap((it, b) =>
-      it.target.map((_, j) => b * batch.T + it.instance.ids.length - 1 + j)
+    const outputRows = chunk.flatMap((i, b) =>
+      items[i].target.map((_, j) => b * batch.T + items[i].instance.ids.length - 1 + j)
     );
-    const virtualEdits = under?.edits.forBatch(under.itemEdit.slice(start, start + batchSize), batch.T);
+    const virtualEdits = under?.edits.forBatch(chunk.map((i) => under.itemEdit[i]), batch.T);
     const res = model.forward(batch, { hooks, outputRows, virtualEdits });
     release();
-    const targets = gpu.tensor([outputRows.length], chunk.flatMap((it) => it.target), "u32");
+    const targets = gpu.tensor([outputRows.length], chunk.flatMap((i) => items[i].target), "u32");
     const lp = logProbOf(gpu, res.logits, targets, outputRows.length, V);
     const logProbs = await lp.read();
     gpu.release(lp, targets);
     model.releaseForward(res);
     let row = 0;
-    for (const it of chunk) {
-      let sum = 0;
-      for (let j = 0; j < it.target.length; j++) sum += logProbs[row++];
-      out.push(Math.exp(sum / it.target.length));
+    for (const i of chunk) {
+      const m = items[i].target.length;
+      out[i] = meanProbability(logProbs.subarray(row, row + m));
+      row += m;
     }
   }
   return out;
