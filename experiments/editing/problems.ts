@@ -18,7 +18,7 @@
 // the neighborhood prompts, identical for every problem as in the paper. p = exp(-mean NLL) of the
 // target's tokens, teacher forced.
 import type { Model } from "../../engine/model.ts";
-import { logProbOf, topK } from "../../engine/ops.ts";
+import { topK } from "../../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditCase } from "../data/datasets.ts";
 import {
@@ -167,55 +167,18 @@ export async function targetProbabilities(
   if (under && under.itemEdit.length !== items.length) {
     throw new Error(`targetProbabilities: ${under.itemEdit.length} item edits for ${items.length} items`);
   }
-  const gpu = model.gpu, V = model.config.vocabSize;
-  const out: number[] = new Array(items.length);
-  const meanProbability = (logProbs: ArrayLike<number>) => {
-    let sum = 0;
-    for (let j = 0; j < logProbs.length; j++) sum += logProbs[j];
-    return Math.exp(sum / logProbs.length);
-  };
-  // Items without noise through scoreTokens, which starts each at its edit's lowest edited block where
-  // the set keeps the unedited residuals (the same bits as a whole pass); noised ones whole, here.
-  const clean = items.flatMap((it, i) => (it.instance.noise ? [] : [i]));
-  if (clean.length) {
-    const s = await scoreTokens(
-      model,
-      clean.map((i) => ({ context: items[i].instance.ids, continuation: items[i].target })),
-      batchSize,
-      under && { edits: under.edits, itemEdit: clean.map((i) => under.itemEdit[i]) },
-    );
-    clean.forEach((i, k) => out[i] = meanProbability(s.logProbs[k]));
-  }
-  const noised = items.flatMap((it, i) => (it.instance.noise ? [i] : []));
-  for (let start = 0; start < noised.length; start += batchSize) {
-    const chunk = noised.slice(start, start + batchSize);
-    const { batch, hooks, release } = batchWithNoise(
-      gpu,
-      model.config.nEmbd,
-      chunk.map((i) => ({
-        ...items[i].instance,
-        ids: [...items[i].instance.ids, ...items[i].target.slice(0, -1)],
-      })),
-    );
-    const outputRows = chunk.flatMap((i, b) =>
-      items[i].target.map((_, j) => b * batch.T + items[i].instance.ids.length - 1 + j)
-    );
-    const virtualEdits = under?.edits.forBatch(chunk.map((i) => under.itemEdit[i]), batch.T);
-    const res = model.forward(batch, { hooks, outputRows, virtualEdits });
-    release();
-    const targets = gpu.tensor([outputRows.length], chunk.flatMap((i) => items[i].target), "u32");
-    const lp = logProbOf(gpu, res.logits, targets, outputRows.length, V);
-    const logProbs = await lp.read();
-    gpu.release(lp, targets);
-    model.releaseForward(res);
-    let row = 0;
-    for (const i of chunk) {
-      const m = items[i].target.length;
-      out[i] = meanProbability(logProbs.subarray(row, row + m));
-      row += m;
-    }
-  }
-  return out;
+  // Each item's mean log-probability over its target tokens, summed in order.
+  const s = await scoreTokens(
+    model,
+    items.map(({ instance, target }) => ({
+      context: instance.ids,
+      continuation: target,
+      noise: instance.noise && { subject: instance.subject, noise: instance.noise },
+    })),
+    batchSize,
+    under,
+  );
+  return s.logProbs.map((lp) => Math.exp(lp.reduce((a, b) => a + b, 0) / lp.length));
 }
 
 /** Probabilities an edit is judged by: the request's target after the prompt and the paraphrases, o_false after the neighbors. */

@@ -29,7 +29,8 @@ import { logProbOf, type RowEntry, rowOps, topK, TOPK_MAX } from "../../engine/o
 import { type Prediction, predictNext } from "../../engine/predict.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
-import { repeatUnder, type ScoredUnder } from "../editing/edit.ts";
+import { repeatUnder, type ScoredUnder, type SubjectNoise } from "../editing/edit.ts";
+import { batchWithNoise } from "../editing/keys.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Hase et al. (2023), "Does Localization Inform Editing?": scores normalised to [0, 1]
@@ -548,6 +549,9 @@ export interface ScoringItem {
   context: number[];
   /** Token ids scored, each given the context and the earlier ones. */
   continuation: number[];
+  /** Fact forcing's and tracing's noise on the subject's embeddings, at its token range in the context
+   *  (such an item's rows are never the unedited model's: it runs every block). */
+  noise?: { subject: [number, number]; noise: SubjectNoise };
 }
 
 /** Teacher-forced log-probabilities and argmaxes of continuations, per item and token. */
@@ -595,8 +599,8 @@ export async function scoreTokens(
   // (an unedited item at the last block): groups of items by that block, in item order within each.
   // (A sequence the cache has no room for starts at block 0.)
   const residuals = under?.edits.residuals;
-  const wanted = items.map((_, i) =>
-    residuals ? Math.min(under!.edits.firstLayer(under!.itemEdit[i]), residuals.deepest) : 0
+  const wanted = items.map((it, i) =>
+    residuals && !it.noise ? Math.min(under!.edits.firstLayer(under!.itemEdit[i]), residuals.deepest) : 0
   );
   residuals?.ensure(sequences.filter((_, i) => wanted[i] > 0));
   const groups = new Map<number, number[]>();
@@ -611,7 +615,16 @@ export async function scoreTokens(
   for (const [first, members] of [...groups].sort((a, b) => a[0] - b[0])) {
     for (let start = 0; start < members.length; start += batchSize) {
       const chunk = members.slice(start, start + batchSize);
-      const batch = makeBatch(chunk.map((i) => sequences[i]));
+      const { batch, hooks, release } = batchWithNoise(
+        gpu,
+        model.config.nEmbd,
+        chunk.map((i) => ({
+          ids: sequences[i],
+          subject: items[i].noise?.subject ?? [0, 0],
+          fact: 0,
+          noise: items[i].noise?.noise,
+        })),
+      );
       // Row b*T + |context| - 1 + j predicts continuation[j].
       const outputRows = chunk.flatMap((i, b) =>
         items[i].continuation.map((_, j) => b * batch.T + items[i].context.length - 1 + j)
@@ -619,7 +632,8 @@ export async function scoreTokens(
       const R = outputRows.length;
       const virtualEdits = under?.edits.forBatch(chunk.map((i) => under.itemEdit[i]), batch.T);
       const input = first > 0 ? residuals!.input(first, chunk.map((i) => sequences[i]), batch.T) : undefined;
-      const res = model.forward(batch, { outputRows, virtualEdits, startLayer: first, input });
+      const res = model.forward(batch, { hooks, outputRows, virtualEdits, startLayer: first, input });
+      release();
       const targets = gpu.upload([R], chunk.flatMap((i) => items[i].continuation), "u32");
       const lp = logProbOf(gpu, res.logits, targets, R, V);
       const top = topK(gpu, res.logits, R, V, 1);
