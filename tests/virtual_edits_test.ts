@@ -14,6 +14,7 @@ import {
   keyValueDelta,
   VirtualEditSet,
 } from "../experiments/editing/edit.ts";
+import { type PromptInstance, readFactStates, type StateRead } from "../experiments/editing/keys.ts";
 import { scoreTokens, type ScoringItem } from "../experiments/evaluation/metrics.ts";
 import { ResidualCache } from "../experiments/evaluation/residuals.ts";
 import { DEFAULT_MODEL_DIR } from "../engine/cli.ts";
@@ -257,6 +258,72 @@ for (const name of ["gpt2", "llama", "gptj", "gpt_neox_parallel", "gemma3_text",
       const unedited = items.filter((_, i) => itemEdit[i] === -1);
       const alone = await scoreTokens(model, unedited, 3);
       assert.deepEqual(alone.logProbs, got.logProbs.filter((_, i) => itemEdit[i] === -1));
+    } finally {
+      plain.release();
+      cached.release();
+      residuals.release();
+    }
+  });
+}
+
+for (const name of ["gpt2", "llama", "embedded"]) {
+  Deno.test(`${name}: fact-state reads, identical passes merged and started from cached residuals, equal each read's own pass`, async () => {
+    const model = name === "embedded"
+      ? await Model.load(gpu, DEFAULT_MODEL_DIR)
+      : (await loadCase(name)).model;
+    const L = model.nLayer, top = L - 1, mid = Math.min(1, top);
+    const edits = [
+      randomEdit(model, [[0, 1]], 1),
+      randomEdit(model, [[mid, 2], [top, 2]], 3),
+      denseEdit(model, top, 4),
+    ];
+    const V = model.config.vocabSize;
+    const A = [3, 9, 27, 5, 11].map((x) => x % V), B = [8, 2, 14, 6].map((x) => x % V);
+    const noise = { seed: 7, scale: 3 };
+    // (tokens, edit, noised): instance 1 repeats 0's pass, 4 repeats 3's; 5 is 3 with subject noise.
+    const spec: [number[], number, boolean][] = [
+      [A, -1, false],
+      [A, -1, false],
+      [A, 0, false],
+      [B, 1, false],
+      [B, 1, false],
+      [B, 1, true],
+      [A, 2, false],
+      [B, -1, false],
+    ];
+    const instances: PromptInstance[] = spec.map(([ids, , noised], k) => ({
+      ids,
+      subject: [1, 3],
+      fact: 1 + (k % 3),
+      noise: noised ? noise : undefined,
+    }));
+    const itemEdit = spec.map(([, e]) => e);
+    const reads: StateRead[] = instances.flatMap((_, k) => [
+      { instance: k, layer: k === 0 ? 0 : top, site: "key" as const },
+      { instance: k, layer: top, site: "resid" as const },
+      { instance: k, layer: mid, site: "mlp" as const },
+    ]);
+    const plain = new VirtualEditSet(model, edits);
+    const residuals = new ResidualCache(model);
+    const cached = new VirtualEditSet(model, edits, residuals);
+    try {
+      const want: Float32Array[] = [];
+      for (const r of reads) {
+        const [one] = await readFactStates(model, [instances[r.instance]], [{ ...r, instance: 0 }], {
+          edits: plain,
+          itemEdit: [itemEdit[r.instance]],
+        });
+        want.push(one);
+      }
+      assert.deepEqual(await readFactStates(model, instances, reads, { edits: cached, itemEdit }, 3), want);
+      // A (under the dense edit at the top, read from block 1) and B (from block 1) cached once each.
+      assert.equal(residuals.size, 2);
+      // Without a set: the unedited reads alone, the same bits.
+      const unedited = reads.filter((r) => itemEdit[r.instance] === -1);
+      assert.deepEqual(
+        await readFactStates(model, instances, unedited),
+        want.filter((_, i) => itemEdit[reads[i].instance] === -1),
+      );
     } finally {
       plain.release();
       cached.release();

@@ -10,7 +10,7 @@
 //   - the embedded word-level model: the first word of a seeded-random corpus line. Its corpus never
 //     contains <|endoftext|> (sentences are packed back to back), so generations from eos would start
 //     from an untrained embedding; a sentence-initial corpus word gives corpus-like prefixes.
-import type { Gpu } from "../../engine/gpu.ts";
+import type { Gpu, Tensor } from "../../engine/gpu.ts";
 import { type Batch, type Hook, makeBatch, type Model, type Site } from "../../engine/model.ts";
 import { topK } from "../../engine/ops.ts";
 import { mulberry32 } from "../../engine/random.ts";
@@ -146,8 +146,12 @@ export interface StateRead {
 /**
  * The state of each read at the fact token of its instance, each prompt under its own virtual edit
  * (under.itemEdit[i] for instance i; a MEMIT step reads every edit's keys with its lower layers' updates
- * in place). Runs in batches of `batchSize` prompts, one readback each, each pass up to the highest
- * layer read.
+ * in place). Instances with the same tokens, subject noise and edit are one pass (a MEMIT call's jobs of
+ * one fact at different layers read the same unedited prompts). Under a set that keeps the unedited
+ * residuals (VirtualEditSet's `residuals`), a noise-free pass starts at its edit's lowest edited block or
+ * its lowest read, whichever is lower: the rows below are the unedited model's, the same bits
+ * (evaluation/residuals.ts). Passes run in batches of `batchSize` sequences, each up to the highest layer
+ * it reads, all read back at once.
  */
 export async function readFactStates(
   model: Model,
@@ -157,40 +161,86 @@ export async function readFactStates(
   batchSize = 128,
 ): Promise<Float32Array[]> {
   const gpu = model.gpu;
-  const out: Float32Array[] = new Array(reads.length);
-  for (let start = 0; start < instances.length; start += batchSize) {
-    const chunk = instances.slice(start, start + batchSize);
-    // This chunk's reads, one capture per (layer, site).
-    const captures = new Map<string, { layer: number; site: Site; reads: number[] }>();
-    reads.forEach((r, i) => {
-      if (r.instance < start || r.instance >= start + chunk.length) return;
-      const key = `${r.layer}|${r.site}`;
-      if (!captures.has(key)) captures.set(key, { layer: r.layer, site: r.site, reads: [] });
-      captures.get(key)!.reads.push(i);
-    });
-    if (captures.size === 0) continue;
-    const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, chunk);
-    const groups = [...captures.values()].map((c) => {
-      const rows = c.reads.map((i) =>
-        (reads[i].instance - start) * batch.T + instances[reads[i].instance].fact
-      );
-      const into = gpu.empty([rows.length, model.siteWidth(c.site)]);
-      hooks.push({ layer: c.layer, site: c.site, capture: { into, rows } });
-      return { ...c, into };
-    });
-    const virtualEdits = under?.edits.forBatch(under.itemEdit.slice(start, start + chunk.length), batch.T);
-    // The blocks above the highest read change nothing read: the pass ends there (without the head).
-    const endLayer = Math.max(...groups.map((g) => g.layer)) + 1;
-    const res = model.forward(batch, { hooks, outputRows: [0], virtualEdits, endLayer });
-    release();
-    const arrays = await gpu.readMany(groups.map((g) => g.into));
-    model.releaseForward(res);
-    gpu.release(...groups.map((g) => g.into));
-    groups.forEach((g, k) => {
-      const w = model.siteWidth(g.site);
-      g.reads.forEach((i, j) => out[i] = arrays[k].slice(j * w, (j + 1) * w));
-    });
+  const editOf = (i: number) => under?.itemEdit[i] ?? -1;
+  // One pass per distinct (tokens, subject noise, edit); the reads of each.
+  const passes: { instance: number; reads: number[] }[] = [];
+  const passOf = new Map<string, number>();
+  reads.forEach((r, i) => {
+    const inst = instances[r.instance];
+    const key = JSON.stringify([
+      editOf(r.instance),
+      inst.ids,
+      inst.noise ? [inst.noise, inst.subject] : null,
+    ]);
+    let pass = passOf.get(key);
+    if (pass === undefined) {
+      passOf.set(key, pass = passes.length);
+      passes.push({ instance: r.instance, reads: [] });
+    }
+    passes[pass].reads.push(i);
+  });
+  // Each pass's first block, and the passes grouped by it.
+  const residuals = under?.edits.residuals;
+  const wanted = passes.map((p) => {
+    const inst = instances[p.instance];
+    if (!residuals || inst.noise) return 0;
+    const lowestRead = Math.min(...p.reads.map((i) => reads[i].site === "embed" ? 0 : reads[i].layer));
+    return Math.min(under!.edits.firstLayer(editOf(p.instance)), lowestRead, residuals.deepest);
+  });
+  residuals?.ensure(passes.filter((_, k) => wanted[k] > 0).map((p) => instances[p.instance].ids));
+  const groups = new Map<number, number[]>();
+  passes.forEach((p, k) => {
+    const first = wanted[k] > 0 && residuals!.has(instances[p.instance].ids) ? wanted[k] : 0;
+    if (!groups.has(first)) groups.set(first, []);
+    groups.get(first)!.push(k);
+  });
+  const recorded: { into: Tensor; reads: number[]; width: number }[] = [];
+  for (const [first, members] of [...groups].sort((a, b) => a[0] - b[0])) {
+    for (let start = 0; start < members.length; start += batchSize) {
+      const chunk = members.slice(start, start + batchSize);
+      const chunkInstances = chunk.map((k) => instances[passes[k].instance]);
+      const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, chunkInstances);
+      // This batch's reads, one capture per (layer, site).
+      const captures = new Map<string, { layer: number; site: Site; reads: number[]; rows: number[] }>();
+      chunk.forEach((k, b) => {
+        for (const i of passes[k].reads) {
+          const r = reads[i], key = `${r.layer}|${r.site}`;
+          if (!captures.has(key)) captures.set(key, { layer: r.layer, site: r.site, reads: [], rows: [] });
+          const c = captures.get(key)!;
+          c.reads.push(i);
+          c.rows.push(b * batch.T + instances[r.instance].fact);
+        }
+      });
+      for (const c of captures.values()) {
+        const width = model.siteWidth(c.site), into = gpu.empty([c.rows.length, width]);
+        hooks.push({ layer: c.layer, site: c.site, capture: { into, rows: c.rows } });
+        recorded.push({ into, reads: c.reads, width });
+      }
+      const virtualEdits = under?.edits.forBatch(chunk.map((k) => editOf(passes[k].instance)), batch.T);
+      const input = first > 0
+        ? residuals!.input(first, chunkInstances.map((x) => x.ids), batch.T)
+        : undefined;
+      // The blocks above the highest read change nothing read: the pass ends there (without the head).
+      const endLayer = Math.max(...[...captures.values()].map((c) => c.layer)) + 1;
+      const res = model.forward(batch, {
+        hooks,
+        outputRows: [0],
+        virtualEdits,
+        startLayer: first,
+        input,
+        endLayer,
+      });
+      release();
+      gpu.release(input);
+      model.releaseForward(res);
+    }
   }
+  const arrays = await gpu.readMany(recorded.map((c) => c.into));
+  const out: Float32Array[] = new Array(reads.length);
+  recorded.forEach((c, k) => {
+    c.reads.forEach((i, j) => out[i] = arrays[k].slice(j * c.width, (j + 1) * c.width));
+    gpu.release(c.into);
+  });
   return out;
 }
 

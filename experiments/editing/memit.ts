@@ -22,6 +22,7 @@
 // edit's updates of steps < i as a virtual edit (edit.ts VirtualEditSet), instead of applying, reading
 // and undoing each edit's updates one edit at a time; an edit alone takes the same path.
 import type { Model, Site } from "../../engine/model.ts";
+import type { ResidualCache } from "../evaluation/residuals.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { type Edit, type EditRequest, keyValueDelta, type LowRankDelta, VirtualEditSet } from "./edit.ts";
 import type { EmmetHparams, MemitHparams } from "./hparams.ts";
@@ -46,6 +47,10 @@ export interface BatchEditOptions {
   /** Each request's z, already optimised with batchValueOptions's options (a sweep optimises many facts'
    *  z in one batch: they are independent until the joint solve). */
   values?: ValueResult[];
+  /** The unedited residuals of the prompts whose keys are read (evaluation/residuals.ts; the caller owns
+   *  them): each step's passes start at the lowest of their edits' layers and the layers they read, the
+   *  same bits with less of the model run. A sweep passes its block's, shared by its calls. */
+  residuals?: ResidualCache;
 }
 
 /** One MEMIT edit of all `requests` (rank n at each of hp.layers). */
@@ -201,7 +206,7 @@ export async function computeBatchEdits(
       );
       return { keys, current };
     });
-    const set = sofar.length ? new VirtualEditSet(model, sofar) : undefined;
+    const set = sofar.length || o.residuals ? new VirtualEditSet(model, sofar, o.residuals) : undefined;
     let states: Float32Array[];
     try {
       states = await readFactStates(model, instances, reads, set && { edits: set, itemEdit });

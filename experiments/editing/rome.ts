@@ -15,7 +15,8 @@
 // the same average in both (the "consistent keys" fix).
 import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
-import { type Edit, type EditRequest, keyValueDelta } from "./edit.ts";
+import type { ResidualCache } from "../evaluation/residuals.ts";
+import { type Edit, type EditRequest, keyValueDelta, VirtualEditSet } from "./edit.ts";
 import type { RomeHparams } from "./hparams.ts";
 import {
   contextTemplates,
@@ -36,6 +37,9 @@ export interface RomeOptions {
   /** How v* is optimised (default values.ts optimiseValues): a sweep passes one that reuses the v* another
    *  method optimised with the same settings (study/shared_values.ts). */
   optimise?: typeof optimiseValues;
+  /** The unedited residuals of the prompts whose keys are read (evaluation/residuals.ts; the caller owns
+   *  them): each pass starts at the layer it reads. A sweep passes its block's, shared by its calls. */
+  residuals?: ResidualCache;
 }
 
 /**
@@ -106,21 +110,27 @@ export async function computeRomeAt(
   const contexts = valueCall.contexts, n = contexts.length;
 
   // Keys and MLP outputs at the subject's last token, in every context (context 0 = the bare prompt), at
-  // each request's layer: one pass for every layer, each prompt once (a sweep edits the same facts at
-  // every layer), reading key i*n + c and value i*n + c of request i in context c.
-  const instances: PromptInstance[] = [], seen = new Map<string, number>(), reads: StateRead[] = [];
+  // each request's layer, reading key i*n + c and value i*n + c of request i in context c: one pass for
+  // every layer, each prompt once (readFactStates merges a sweep's requests of one fact at every layer),
+  // from the layer read where the unedited residuals are kept.
+  const instances: PromptInstance[] = [], reads: StateRead[] = [];
   requests.forEach((r, i) =>
     contexts.forEach((c) => {
-      const key = JSON.stringify([c, r.prompt, r.subject, r.noise ?? null]);
-      let instance = seen.get(key);
-      if (instance === undefined) {
-        seen.set(key, instance = instances.length);
-        instances.push(instantiate(tok, c, r.prompt, r.subject, r.noise, hp.factToken));
-      }
+      const instance = instances.push(instantiate(tok, c, r.prompt, r.subject, r.noise, hp.factToken)) - 1;
       reads.push({ instance, layer: layers[i], site: "key" }, { instance, layer: layers[i], site: "mlp" });
     })
   );
-  const states = await readFactStates(model, instances, reads);
+  const unedited = o.residuals && new VirtualEditSet(model, [], o.residuals);
+  const states = await readFactStates(
+    model,
+    instances,
+    reads,
+    unedited && {
+      edits: unedited,
+      itemEdit: instances.map(() => -1),
+    },
+  );
+  unedited?.release();
   const keys = states.filter((_, k) => k % 2 === 0), values = states.filter((_, k) => k % 2 === 1);
 
   const vs = await (o.optimise ?? optimiseValues)(model, tok, requests, valueCall);

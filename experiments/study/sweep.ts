@@ -1153,6 +1153,7 @@ export async function runSweep(
           variant: first.method,
           startWords,
           optimise: (m, t, r, vo) => values.optimise(m, t, r, { ...vo, onProgress }),
+          residuals: blockResiduals,
         });
       } else if (first.method === "memit" || first.method === "emmet") {
         // Every fact's z in one batch (each at its window's last layer), then every fact's own edit
@@ -1163,7 +1164,10 @@ export async function runSweep(
           if (mc.method !== first.method) throw new Error(`sweep: ${mc.method} in a ${first.method} part`);
           return { requests: [reqs[j]], hp: mc.hparams, values: [zs[j]] };
         });
-        computed = await computeBatchEdits(model, tok, first.method, jobs, stats, { startWords });
+        computed = await computeBatchEdits(model, tok, first.method, jobs, stats, {
+          startWords,
+          residuals: blockResiduals,
+        });
       } else {
         // FT-L: trained ahead with the block (a part retried after a kill trains its own edits).
         const missing = part.filter((it) => !trained.has(resultKey(it.key)));
