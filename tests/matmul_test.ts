@@ -1,6 +1,7 @@
 // engine/ops.ts's matmul against the float64 reference: every storage layout (NN, NT, TN, TT) at odd
 // sizes, alpha/beta and batch strides, every tile parameter set giving the same result, column slices.
 // (tests/matmul_variants_test.ts covers each kernel variant and the 16-bit weights.)
+import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { matmul, matmulTiles, setMatmulTiles } from "../engine/ops.ts";
 import { matmulRef } from "./reference.ts";
@@ -68,6 +69,38 @@ Deno.test("matmul tile parameters all give the same result", async () => {
     }
   } finally {
     setMatmulTiles(gpu, saved);
+  }
+});
+
+Deno.test("matmul of few rows (a register block of exactly M rows; grouped, both vec4 layouts): the reference, and each row's bits alone", async () => {
+  const TM = matmulTiles(gpu).TM;
+  const [N, K, batch] = [24, 36, 3];
+  for (const M of [5, TM + 1, TM + 3, 2 * TM]) {
+    for (const transB of [false, true]) {
+      const a = randomArray(batch * M * K, M), b = randomArray(batch * K * N, M + 1);
+      const strides = { a: M * K, b: K * N, c: M * N };
+      const got = await matmul(gpu, gpu.tensor([a.length], a), gpu.tensor([b.length], b), M, N, K, {
+        transB,
+        batch,
+        strides,
+      }).read();
+      for (let g = 0; g < batch; g++) {
+        const [ag, bg] = [a.subarray(g * M * K, (g + 1) * M * K), b.subarray(g * K * N, (g + 1) * K * N)];
+        const where = `M=${M} transB=${transB} batch ${g}`;
+        assertClose(
+          got.subarray(g * M * N, (g + 1) * M * N),
+          matmulRef(ag, bg, M, N, K, { transB }),
+          1e-3,
+          where,
+        );
+        // The first and last rows alone (a one-row block): the same sums in the same order.
+        for (const r of [0, M - 1]) {
+          const row = gpu.tensor([K], ag.subarray(r * K, (r + 1) * K));
+          const alone = await matmul(gpu, row, gpu.tensor([K * N], bg), 1, N, K, { transB }).read();
+          assert.deepEqual(alone, got.subarray((g * M + r) * N, (g * M + r + 1) * N), `${where} row ${r}`);
+        }
+      }
+    }
   }
 });
 
