@@ -179,23 +179,20 @@ export async function readFactStates(
     }
     passes[pass].reads.push(i);
   });
-  // Each pass's first block, and the passes grouped by it.
+  // The passes grouped by their first block.
   const residuals = under?.edits.residuals;
-  const wanted = passes.map((p) => {
-    const inst = instances[p.instance];
-    if (!residuals || inst.noise) return 0;
-    const lowestRead = Math.min(...p.reads.map((i) => reads[i].site === "embed" ? 0 : reads[i].layer));
-    return Math.min(under!.edits.firstLayer(editOf(p.instance)), lowestRead, residuals.deepest);
-  });
-  residuals?.ensure(passes.filter((_, k) => wanted[k] > 0).map((p) => instances[p.instance].ids));
-  const groups = new Map<number, number[]>();
-  passes.forEach((p, k) => {
-    const first = wanted[k] > 0 && residuals!.has(instances[p.instance].ids) ? wanted[k] : 0;
-    if (!groups.has(first)) groups.set(first, []);
-    groups.get(first)!.push(k);
-  });
+  const groups = residuals
+    ? residuals.startGroups(
+      passes.map((p) => instances[p.instance].ids),
+      passes.map((p) => {
+        if (instances[p.instance].noise) return 0;
+        const lowestRead = Math.min(...p.reads.map((i) => reads[i].site === "embed" ? 0 : reads[i].layer));
+        return Math.min(under!.edits.firstLayer(editOf(p.instance)), lowestRead, residuals.deepest);
+      }),
+    )
+    : [[0, passes.map((_, k) => k)] as [number, number[]]];
   const recorded: { into: Tensor; reads: number[]; width: number }[] = [];
-  for (const [first, members] of [...groups].sort((a, b) => a[0] - b[0])) {
+  for (const [first, members] of groups) {
     for (let start = 0; start < members.length; start += batchSize) {
       const chunk = members.slice(start, start + batchSize);
       const chunkInstances = chunk.map((k) => instances[passes[k].instance]);

@@ -599,20 +599,18 @@ export async function scoreTokens(
   // (an unedited item at the last block): groups of items by that block, in item order within each.
   // (A sequence the cache has no room for starts at block 0.)
   const residuals = under?.edits.residuals;
-  const wanted = items.map((it, i) =>
-    residuals && !it.noise ? Math.min(under!.edits.firstLayer(under!.itemEdit[i]), residuals.deepest) : 0
-  );
-  residuals?.ensure(sequences.filter((_, i) => wanted[i] > 0));
-  const groups = new Map<number, number[]>();
-  items.forEach((_, i) => {
-    const first = wanted[i] > 0 && residuals!.has(sequences[i]) ? wanted[i] : 0;
-    if (!groups.has(first)) groups.set(first, []);
-    groups.get(first)!.push(i);
-  });
+  const groups = residuals
+    ? residuals.startGroups(
+      sequences,
+      items.map((it, i) =>
+        it.noise ? 0 : Math.min(under!.edits.firstLayer(under!.itemEdit[i]), residuals.deepest)
+      ),
+    )
+    : [[0, items.map((_, i) => i)] as [number, number[]]];
   // Every batch is recorded before one readback of all their (small) results: Deno resolves a readback
   // 10 ms after its work at the soonest, so one per call, however many groups and batches.
   const recorded: { chunk: number[]; lp: Tensor; top: { indices: Tensor; values: Tensor } }[] = [];
-  for (const [first, members] of [...groups].sort((a, b) => a[0] - b[0])) {
+  for (const [first, members] of groups) {
     for (let start = 0; start < members.length; start += batchSize) {
       const chunk = members.slice(start, start + batchSize);
       const { batch, hooks, release } = batchWithNoise(

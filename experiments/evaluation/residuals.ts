@@ -90,6 +90,22 @@ export class ResidualCache {
   }
 
   /**
+   * Passes grouped by the block each starts at, lowest first: pass i at block wanted[i] where its
+   * sequence is cached (cached here first while the budget allows), else at block 0 (from the
+   * embeddings). Each group lists its passes in order.
+   */
+  startGroups(sequences: readonly number[][], wanted: readonly number[]): [number, number[]][] {
+    this.ensure(sequences.filter((_, i) => wanted[i] > 0));
+    const groups = new Map<number, number[]>();
+    sequences.forEach((s, i) => {
+      const first = wanted[i] > 0 && this.has(s) ? wanted[i] : 0;
+      if (!groups.has(first)) groups.set(first, []);
+      groups.get(first)!.push(i);
+    });
+    return [...groups].sort((a, b) => a[0] - b[0]);
+  }
+
+  /**
    * The residual entering block `layer` (1..L-1) of `sequences`, laid out as a batch of T slots per
    * sequence ([B*T, d], sequence b's position i at row b*T + i, padding rows 0): a forward's `input` at
    * startLayer `layer`. Every sequence must have been cached (ensure).
