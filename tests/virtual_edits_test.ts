@@ -316,6 +316,11 @@ for (const name of ["gpt2", "llama", "embedded"]) {
         want.push(one);
       }
       assert.deepEqual(await readFactStates(model, instances, reads, { edits: cached, itemEdit }, 3), want);
+      // Read back after every batch (a budget of one byte): the same states.
+      assert.deepEqual(
+        await readFactStates(model, instances, reads, { edits: cached, itemEdit }, 3, 1),
+        want,
+      );
       // A (under the dense edit at the top, read from block 1) and B (from block 1) cached once each.
       assert.equal(residuals.size, 2);
       // Without a set: the unedited reads alone, the same bits.

@@ -143,6 +143,9 @@ export interface StateRead {
   site: Site;
 }
 
+/** Captured bytes after which readFactStates reads its states back before recording more passes (default). */
+const READ_BACK_BYTES = 64 * 2 ** 20;
+
 /**
  * The state of each read at the fact token of its instance, each prompt under its own virtual edit
  * (under.itemEdit[i] for instance i; a MEMIT step reads every edit's keys with its lower layers' updates
@@ -151,7 +154,7 @@ export interface StateRead {
  * residuals (VirtualEditSet's `residuals`), a noise-free pass starts at its edit's lowest edited block or
  * its lowest read, whichever is lower: the rows below are the unedited model's, the same bits
  * (evaluation/residuals.ts). Passes run in batches of `batchSize` sequences, each up to the highest layer
- * it reads, all read back at once.
+ * it reads, read back at once (every `readBackBytes` of states, 64 MB by default).
  */
 export async function readFactStates(
   model: Model,
@@ -159,6 +162,7 @@ export async function readFactStates(
   reads: StateRead[],
   under?: ScoredUnder,
   batchSize = 128,
+  readBackBytes = READ_BACK_BYTES,
 ): Promise<Float32Array[]> {
   const gpu = model.gpu;
   const editOf = (i: number) => under?.itemEdit[i] ?? -1;
@@ -191,7 +195,20 @@ export async function readFactStates(
       }),
     )
     : [[0, passes.map((_, k) => k)] as [number, number[]]];
+  // Captured states wait on the GPU for one readback (Deno resolves each 10 ms after its work at the
+  // soonest), or for one per `readBackBytes` where there are more (a mass edit of a large model's keys).
+  const out: Float32Array[] = new Array(reads.length);
   const recorded: { into: Tensor; reads: number[]; width: number }[] = [];
+  let recordedBytes = 0;
+  const readBack = async () => {
+    const done = recorded.splice(0);
+    recordedBytes = 0;
+    const arrays = await gpu.readMany(done.map((c) => c.into));
+    done.forEach((c, k) => {
+      c.reads.forEach((i, j) => out[i] = arrays[k].slice(j * c.width, (j + 1) * c.width));
+      gpu.release(c.into);
+    });
+  };
   for (const [first, members] of groups) {
     for (let start = 0; start < members.length; start += batchSize) {
       const chunk = members.slice(start, start + batchSize);
@@ -212,6 +229,7 @@ export async function readFactStates(
         const width = model.siteWidth(c.site), into = gpu.empty([c.rows.length, width]);
         hooks.push({ layer: c.layer, site: c.site, capture: { into, rows: c.rows } });
         recorded.push({ into, reads: c.reads, width });
+        recordedBytes += 4 * into.size;
       }
       const virtualEdits = under?.edits.forBatch(chunk.map((k) => editOf(passes[k].instance)), batch.T);
       const input = first > 0
@@ -230,14 +248,10 @@ export async function readFactStates(
       release();
       gpu.release(input);
       model.releaseForward(res);
+      if (recordedBytes >= readBackBytes) await readBack();
     }
   }
-  const arrays = await gpu.readMany(recorded.map((c) => c.into));
-  const out: Float32Array[] = new Array(reads.length);
-  recorded.forEach((c, k) => {
-    c.reads.forEach((i, j) => out[i] = arrays[k].slice(j * c.width, (j + 1) * c.width));
-    gpu.release(c.into);
-  });
+  await readBack();
   return out;
 }
 
