@@ -24,6 +24,8 @@ import {
   romeCaseMetrics,
   romeSummary,
   scoreContinuations,
+  scoreTokens,
+  type ScoringItem,
   STANDARD_METRICS,
   type StandardBaseline,
   type StandardScores,
@@ -286,6 +288,26 @@ Deno.test("scoreContinuations: NLL, token log-probs and argmaxes match the float
     () => scoreContinuations(model, tok, [Array(17).fill("the").join(" ")], ["Paris"]),
     /needs 17 positions, the model has 16/,
   );
+});
+
+Deno.test("scoreTokens: items of one sequence share it in the batch, each with the scores it gets alone", async () => {
+  const a = tok.encode(PROMPTS[0]), b = tok.encode(PROMPTS[1]);
+  const [x, y] = [tok.encode(" Paris")[0], tok.encode(" Rome")[0]];
+  const items: ScoringItem[] = [
+    { context: a, continuation: [x] },
+    { context: b, continuation: [y] },
+    { context: a, continuation: [y] }, // the sequence of item 0, another target
+    { context: a, continuation: [x] }, // item 0 again
+    { context: a.slice(0, -1), continuation: [a.at(-1)!, y] }, // the sequence of item 0, split earlier
+    { context: b, continuation: [x, y] },
+  ];
+  const together = await scoreTokens(model, items, 2);
+  for (const [i, it] of items.entries()) {
+    const alone = await scoreTokens(model, [it]);
+    assert.deepEqual(together.logProbs[i], alone.logProbs[0], `item ${i} log p`);
+    assert.deepEqual(together.predicted[i], alone.predicted[0], `item ${i} argmax`);
+  }
+  assert.notDeepEqual(together.logProbs[0], together.logProbs[2]);
 });
 
 Deno.test("teacherForcedAccuracy: 1 for the model's own greedy text, fractions otherwise", async () => {

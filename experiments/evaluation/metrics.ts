@@ -569,9 +569,10 @@ const GENERATION_CACHE_BYTES = 1 << 30;
 
 /**
  * Teacher-forced scores of every item's continuation: one forward over context ++ continuation[..m-1)
- * per item (right-padded batches of `batchSize` items), logits only at the m predicting positions,
- * log-probabilities and argmaxes computed on the GPU, one readback per batch. With `under`, item i is
- * scored under virtual edit under.itemEdit[i] (the model as it is for -1), in the same batches.
+ * per distinct sequence (items of the same tokens, edit and noise share one; right-padded batches of
+ * `batchSize` sequences), logits only at the m predicting positions of each item, log-probabilities and
+ * argmaxes computed on the GPU, one readback per call. With `under`, item i is scored under virtual edit
+ * under.itemEdit[i] (the model as it is for -1), in the same batches.
  */
 export async function scoreTokens(
   model: Model,
@@ -595,41 +596,57 @@ export async function scoreTokens(
   });
   const logProbs: number[][] = new Array(items.length), predicted: number[][] = new Array(items.length);
   const sequences = items.map((it) => [...it.context, ...it.continuation.slice(0, -1)]);
-  // Under a set that keeps the unedited residuals, each item starts at its edit's lowest edited block
-  // (an unedited item at the last block): groups of items by that block, in item order within each.
+  // Items of the same tokens, edit and noise are one sequence of a batch, read at each item's rows
+  // (CounterFact's standard metrics score every prompt's new and true object: one-token objects make the
+  // same sequence twice).
+  const editOf = (i: number) => under?.itemEdit[i] ?? -1;
+  const passes: number[][] = [];
+  const passOf = new Map<string, number>();
+  items.forEach((it, i) => {
+    const key = JSON.stringify([editOf(i), sequences[i], it.noise ?? null]);
+    let pass = passOf.get(key);
+    if (pass === undefined) passOf.set(key, pass = passes.push([]) - 1);
+    passes[pass].push(i);
+  });
+  // Under a set that keeps the unedited residuals, each sequence starts at its edit's lowest edited block
+  // (an unedited one at the last block): groups of sequences by that block, in order within each.
   // (A sequence the cache has no room for starts at block 0.)
   const residuals = under?.edits.residuals;
   const groups = residuals
     ? residuals.startGroups(
-      sequences,
-      items.map((it, i) =>
-        it.noise ? 0 : Math.min(under!.edits.firstLayer(under!.itemEdit[i]), residuals.deepest)
+      passes.map((p) => sequences[p[0]]),
+      passes.map((p) =>
+        items[p[0]].noise ? 0 : Math.min(under!.edits.firstLayer(editOf(p[0])), residuals.deepest)
       ),
     )
-    : [[0, items.map((_, i) => i)] as [number, number[]]];
+    : [[0, passes.map((_, k) => k)] as [number, number[]]];
   // Every batch is recorded before one readback of all their (small) results: Deno resolves a readback
   // 10 ms after its work at the soonest, so one per call, however many groups and batches.
   const recorded: { chunk: number[]; lp: Tensor; top: { indices: Tensor; values: Tensor } }[] = [];
   for (const [first, members] of groups) {
     for (let start = 0; start < members.length; start += batchSize) {
-      const chunk = members.slice(start, start + batchSize);
+      const batchPasses = members.slice(start, start + batchSize);
+      const heads = batchPasses.map((k) => passes[k][0]);
       const { batch, hooks, release } = batchWithNoise(
         gpu,
         model.config.nEmbd,
-        chunk.map((i) => ({
+        heads.map((i) => ({
           ids: sequences[i],
           subject: items[i].noise?.subject ?? [0, 0],
           fact: 0,
           noise: items[i].noise?.noise,
         })),
       );
-      // Row b*T + |context| - 1 + j predicts continuation[j].
-      const outputRows = chunk.flatMap((i, b) =>
-        items[i].continuation.map((_, j) => b * batch.T + items[i].context.length - 1 + j)
+      // The batch's items, sequence by sequence; row b*T + |context| - 1 + j predicts continuation[j].
+      const chunk = batchPasses.flatMap((k) => passes[k]);
+      const outputRows = batchPasses.flatMap((k, b) =>
+        passes[k].flatMap((i) =>
+          items[i].continuation.map((_, j) => b * batch.T + items[i].context.length - 1 + j)
+        )
       );
       const R = outputRows.length;
-      const virtualEdits = under?.edits.forBatch(chunk.map((i) => under.itemEdit[i]), batch.T);
-      const input = first > 0 ? residuals!.input(first, chunk.map((i) => sequences[i]), batch.T) : undefined;
+      const virtualEdits = under?.edits.forBatch(heads.map(editOf), batch.T);
+      const input = first > 0 ? residuals!.input(first, heads.map((i) => sequences[i]), batch.T) : undefined;
       const res = model.forward(batch, { hooks, outputRows, virtualEdits, startLayer: first, input });
       release();
       const targets = gpu.upload([R], chunk.flatMap((i) => items[i].continuation), "u32");
