@@ -120,17 +120,22 @@ export async function computeRomeAt(
       reads.push({ instance, layer: layers[i], site: "key" }, { instance, layer: layers[i], site: "mlp" });
     })
   );
+  // The unedited model with the kept residuals: an empty set of virtual edits.
   const unedited = o.residuals && new VirtualEditSet(model, [], o.residuals);
-  const states = await readFactStates(
-    model,
-    instances,
-    reads,
-    unedited && {
-      edits: unedited,
-      itemEdit: instances.map(() => -1),
-    },
-  );
-  unedited?.release();
+  let states: Float32Array[];
+  try {
+    states = await readFactStates(
+      model,
+      instances,
+      reads,
+      unedited && {
+        edits: unedited,
+        itemEdit: instances.map(() => -1),
+      },
+    );
+  } finally {
+    unedited?.release();
+  }
   const keys = states.filter((_, k) => k % 2 === 0), values = states.filter((_, k) => k % 2 === 1);
 
   const vs = await (o.optimise ?? optimiseValues)(model, tok, requests, valueCall);
