@@ -15,6 +15,7 @@ import { type Batch, type Hook, makeBatch, type Model, type Site } from "../../e
 import { topK } from "../../engine/ops.ts";
 import { mulberry32 } from "../../engine/random.ts";
 import { subjectTokenRange, type Tokenizer } from "../../engine/tokenizer.ts";
+import { sharedPasses, startGroups } from "../evaluation/residuals.ts";
 import { gaussianNoise } from "../localization/tracing.ts";
 import type { ScoredUnder, SubjectNoise } from "./edit.ts";
 
@@ -166,35 +167,20 @@ export async function readFactStates(
 ): Promise<Float32Array[]> {
   const gpu = model.gpu;
   const editOf = (i: number) => under?.itemEdit[i] ?? -1;
-  // One pass per distinct (tokens, subject noise, edit); the reads of each.
-  const passes: { instance: number; reads: number[] }[] = [];
-  const passOf = new Map<string, number>();
-  reads.forEach((r, i) => {
-    const inst = instances[r.instance];
-    const key = JSON.stringify([
-      editOf(r.instance),
-      inst.ids,
-      inst.noise ? [inst.noise, inst.subject] : null,
-    ]);
-    let pass = passOf.get(key);
-    if (pass === undefined) {
-      passOf.set(key, pass = passes.length);
-      passes.push({ instance: r.instance, reads: [] });
-    }
-    passes[pass].reads.push(i);
+  // One pass per distinct (tokens, subject noise, edit): the reads it serves, the first one's instance.
+  const passes = sharedPasses(reads.length, (i) => {
+    const inst = instances[reads[i].instance];
+    return [editOf(reads[i].instance), inst.ids, inst.noise ? [inst.noise, inst.subject] : null];
   });
-  // The passes grouped by their first block.
+  const instanceOf = (k: number) => reads[passes[k][0]].instance;
+  // The passes grouped by their first block: a noise-free one from the lowest of its edit's first block
+  // and its reads.
   const residuals = under?.edits.residuals;
-  const groups = residuals
-    ? residuals.startGroups(
-      passes.map((p) => instances[p.instance].ids),
-      passes.map((p) => {
-        if (instances[p.instance].noise) return 0;
-        const lowestRead = Math.min(...p.reads.map((i) => reads[i].site === "embed" ? 0 : reads[i].layer));
-        return Math.min(under!.edits.firstLayer(editOf(p.instance)), lowestRead, residuals.deepest);
-      }),
-    )
-    : [[0, passes.map((_, k) => k)] as [number, number[]]];
+  const groups = startGroups(residuals, passes.map((_, k) => instances[instanceOf(k)].ids), (k) => {
+    if (instances[instanceOf(k)].noise) return 0;
+    const lowestRead = Math.min(...passes[k].map((i) => reads[i].site === "embed" ? 0 : reads[i].layer));
+    return Math.min(under!.edits.firstLayer(editOf(instanceOf(k))), lowestRead, residuals!.deepest);
+  });
   // Captured states wait on the GPU for one readback (Deno resolves each 10 ms after its work at the
   // soonest), or for one per `readBackBytes` where there are more (a mass edit of a large model's keys).
   const out: Float32Array[] = new Array(reads.length);
@@ -212,12 +198,12 @@ export async function readFactStates(
   for (const [first, members] of groups) {
     for (let start = 0; start < members.length; start += batchSize) {
       const chunk = members.slice(start, start + batchSize);
-      const chunkInstances = chunk.map((k) => instances[passes[k].instance]);
+      const chunkInstances = chunk.map((k) => instances[instanceOf(k)]);
       const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, chunkInstances);
       // This batch's reads, one capture per (layer, site).
       const captures = new Map<string, { layer: number; site: Site; reads: number[]; rows: number[] }>();
       chunk.forEach((k, b) => {
-        for (const i of passes[k].reads) {
+        for (const i of passes[k]) {
           const r = reads[i], key = `${r.layer}|${r.site}`;
           if (!captures.has(key)) captures.set(key, { layer: r.layer, site: r.site, reads: [], rows: [] });
           const c = captures.get(key)!;
@@ -231,7 +217,7 @@ export async function readFactStates(
         recorded.push({ into, reads: c.reads, width });
         recordedBytes += 4 * into.size;
       }
-      const virtualEdits = under?.edits.forBatch(chunk.map((k) => editOf(passes[k].instance)), batch.T);
+      const virtualEdits = under?.edits.forBatch(chunk.map((k) => editOf(instanceOf(k))), batch.T);
       const input = first > 0
         ? residuals!.input(first, chunkInstances.map((x) => x.ids), batch.T)
         : undefined;

@@ -31,6 +31,7 @@ import { mulberry32 } from "../../engine/random.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { repeatUnder, type ScoredUnder, type SubjectNoise } from "../editing/edit.ts";
 import { batchWithNoise } from "../editing/keys.ts";
+import { sharedPasses, startGroups } from "./residuals.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Hase et al. (2023), "Does Localization Inform Editing?": scores normalised to [0, 1]
@@ -600,26 +601,19 @@ export async function scoreTokens(
   // (CounterFact's standard metrics score every prompt's new and true object: one-token objects make the
   // same sequence twice).
   const editOf = (i: number) => under?.itemEdit[i] ?? -1;
-  const passes: number[][] = [];
-  const passOf = new Map<string, number>();
-  items.forEach((it, i) => {
-    const key = JSON.stringify([editOf(i), sequences[i], it.noise ?? null]);
-    let pass = passOf.get(key);
-    if (pass === undefined) passOf.set(key, pass = passes.push([]) - 1);
-    passes[pass].push(i);
-  });
+  const passes = sharedPasses(items.length, (i) => [editOf(i), sequences[i], items[i].noise ?? null]);
   // Under a set that keeps the unedited residuals, each sequence starts at its edit's lowest edited block
   // (an unedited one at the last block): groups of sequences by that block, in order within each.
   // (A sequence the cache has no room for starts at block 0.)
   const residuals = under?.edits.residuals;
-  const groups = residuals
-    ? residuals.startGroups(
-      passes.map((p) => sequences[p[0]]),
-      passes.map((p) =>
-        items[p[0]].noise ? 0 : Math.min(under!.edits.firstLayer(editOf(p[0])), residuals.deepest)
-      ),
-    )
-    : [[0, passes.map((_, k) => k)] as [number, number[]]];
+  const groups = startGroups(
+    residuals,
+    passes.map((p) => sequences[p[0]]),
+    (k) =>
+      items[passes[k][0]].noise
+        ? 0
+        : Math.min(under!.edits.firstLayer(editOf(passes[k][0])), residuals!.deepest),
+  );
   // Every batch is recorded before one readback of all their (small) results: Deno resolves a readback
   // 10 ms after its work at the soonest, so one per call, however many groups and batches.
   const recorded: { chunk: number[]; lp: Tensor; top: { indices: Tensor; values: Tensor } }[] = [];

@@ -90,22 +90,6 @@ export class ResidualCache {
   }
 
   /**
-   * Passes grouped by the block each starts at, lowest first: pass i at block wanted[i] where its
-   * sequence is cached (cached here first while the budget allows), else at block 0 (from the
-   * embeddings). Each group lists its passes in order.
-   */
-  startGroups(sequences: readonly number[][], wanted: readonly number[]): [number, number[]][] {
-    this.ensure(sequences.filter((_, i) => wanted[i] > 0));
-    const groups = new Map<number, number[]>();
-    sequences.forEach((s, i) => {
-      const first = wanted[i] > 0 && this.has(s) ? wanted[i] : 0;
-      if (!groups.has(first)) groups.set(first, []);
-      groups.get(first)!.push(i);
-    });
-    return [...groups].sort((a, b) => a[0] - b[0]);
-  }
-
-  /**
    * The residual entering block `layer` (1..L-1) of `sequences`, laid out as a batch of T slots per
    * sequence ([B*T, d], sequence b's position i at row b*T + i, padding rows 0): a forward's `input` at
    * startLayer `layer`. Every sequence must have been cached (ensure).
@@ -138,4 +122,39 @@ export class ResidualCache {
     this.places.clear();
     this.bytes = 0;
   }
+}
+
+/** Indices 0..count-1 grouped by `key` (compared as JSON), in order of first appearance: the requests one
+ *  forward pass serves (scoreTokens' items, readFactStates' reads of the same tokens, edit and noise). */
+export function sharedPasses(count: number, key: (i: number) => unknown): number[][] {
+  const passes: number[][] = [], passOf = new Map<string, number>();
+  for (let i = 0; i < count; i++) {
+    const k = JSON.stringify(key(i));
+    let pass = passOf.get(k);
+    if (pass === undefined) passOf.set(k, pass = passes.push([]) - 1);
+    passes[pass].push(i);
+  }
+  return passes;
+}
+
+/**
+ * Passes grouped by the block each starts at, lowest first: pass k at block wanted(k) where `cache` holds
+ * its sequence (cached here first while the budget allows), else at block 0 (from the embeddings); without
+ * a cache every pass starts at block 0. Each group lists its passes in order.
+ */
+export function startGroups(
+  cache: ResidualCache | undefined,
+  sequences: readonly number[][],
+  wanted: (k: number) => number,
+): [number, number[]][] {
+  if (!cache) return [[0, sequences.map((_, k) => k)]];
+  const first = sequences.map((_, k) => wanted(k));
+  cache.ensure(sequences.filter((_, k) => first[k] > 0));
+  const groups = new Map<number, number[]>();
+  sequences.forEach((s, k) => {
+    const block = first[k] > 0 && cache.has(s) ? first[k] : 0;
+    if (!groups.has(block)) groups.set(block, []);
+    groups.get(block)!.push(k);
+  });
+  return [...groups].sort((a, b) => a[0] - b[0]);
 }
