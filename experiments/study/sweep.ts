@@ -57,7 +57,8 @@
 // passes where each prompt carries its own edit as a virtual edit (engine/virtual_edits.ts: the weights
 // are never written): Hase et al.'s probabilities, the standard metrics and the essence texts'
 // perplexities, each pass starting at its edits' lowest edited block from the unedited residuals the
-// block keeps of the sequences it scores (evaluation/residuals.ts: the same bits, less of the model run). The essence and fluency of a block's measured edits wait for one pass per block (each
+// block keeps of the sequences it scores or reads keys from (evaluation/residuals.ts: the same bits, less
+// of the model run). The essence and fluency of a block's measured edits wait for one pass per block (each
 // fact's fluency with its own stream of draws, so the samples are those of the edit applied), and the
 // part's records are stored then. Under --apply-to-score, the reference, every edit is applied alone,
 // scored and undone. Pre-edit probabilities are computed once per (fact, problem). Within a block, a v*
@@ -1090,9 +1091,9 @@ export async function runSweep(
     // generation prompts generated under its own virtual edit (each fact's fluency with its own stream of
     // draws, the same draws as alone), then the parts' records are stored; each measured edit's drift
     // time gets an equal share.
-    // The block's unedited residuals of the sequences it scores (evaluation/residuals.ts): every fact's
-    // prompts are scored under each method, problem and layer, each pass starting at its edit's lowest
-    // edited block. Set for the block being run.
+    // The block's unedited residuals of the sequences it scores and reads keys from (evaluation/residuals.ts):
+    // every fact's prompts are scored under each method, problem and layer, each pass starting at its
+    // edit's lowest edited block (a key read at the layer it reads). Set for the block being run.
     let blockResiduals: ResidualCache | undefined;
     const flushDrift = async (queue: DriftQueue) => {
       const entries = queue.entries.splice(0);
