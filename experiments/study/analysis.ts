@@ -1559,15 +1559,12 @@ export function noopCells(data: SweepData): NoopCell[] {
  * where nothing moves is a layer effect of its own).
  */
 export function withoutNoopCells(data: SweepData): SweepData {
-  let out = withoutNoopCache.get(data);
-  if (!out) {
+  return oncePerSweep(withoutNoopCache, data, [], () => {
     const dead = new Set(noopCells(data).flatMap((c) => c.edits));
-    out = dead.size ? { ...data, edits: data.edits.filter((e) => !dead.has(e)) } : data;
-    withoutNoopCache.set(data, out);
-  }
-  return out;
+    return dead.size ? { ...data, edits: data.edits.filter((e) => !dead.has(e)) } : data;
+  });
 }
-const withoutNoopCache = new WeakMap<SweepData, SweepData>();
+const withoutNoopCache = new WeakMap<SweepData, Map<string, SweepData>>();
 
 /** "rome at layer 5, memit at layers 4, 5 and emmet at layer 5". */
 export function describeNoopCells(data: SweepData, cells: NoopCell[]): string {
