@@ -24,18 +24,21 @@ import {
   romeCaseMetrics,
   romeSummary,
   scoreContinuations,
+  scorePlans,
   scoreTokens,
   type ScoringItem,
   STANDARD_METRICS,
   type StandardBaseline,
   type StandardScores,
   standardScores,
+  standardScoresPlan,
   teacherForcedAccuracy,
   tokenAgreement,
   wordTokens,
 } from "../experiments/evaluation/metrics.ts";
 import { type Essence, essenceOf, essenceTexts, generationFluency } from "../experiments/evaluation/drift.ts";
 import { applyEdit, type Edit, keyValueDelta, VirtualEditSet } from "../experiments/editing/edit.ts";
+import { caseProbabilities, caseProbabilitiesPlan } from "../experiments/editing/problems.ts";
 import { referenceForward } from "./reference_model.ts";
 import { randomArray } from "./util.ts";
 
@@ -703,4 +706,89 @@ Deno.test("under virtual edits, one batched pass gives each edit's standard metr
     () => standardScores(model, tok, baselines, { edits: set, itemEdit: [0] }),
     /1 item edits for 3 items/,
   );
+});
+
+Deno.test("scorePlans: Hase et al.'s probabilities and the standard metrics of the same edits in one call, each as scored alone", async () => {
+  const edits = randomEdits([[0, 1], [1, 2]]);
+  const c = {
+    prompt: "the capital of {} is",
+    subject: "France",
+    paraphrases: ["the capital city of France is"],
+    neighbors: ["Rome", "a famous old river"],
+    targetTrue: "Paris",
+    targetNew: "Rome",
+  };
+  const cases = [c, { ...c, targetNew: "Lyon" }, {
+    ...c,
+    paraphrases: ["the capital city of Italy is"],
+    subject: "Italy",
+    targetNew: "Paris",
+    targetTrue: "Rome",
+  }];
+  const pairs = cases.map((x) => ({
+    c: x,
+    request: { prompt: x.prompt, subject: x.subject, target: x.targetNew },
+  }));
+  const baselines: StandardBaseline[] = [];
+  for (const x of cases) {
+    const sc = { ...x, prompt: x.prompt.replace("{}", x.subject) };
+    baselines.push({ c: sc, reference: await localityReference(model, tok, sc) });
+  }
+  const set = new VirtualEditSet(model, [edits[0], edits[1], edits[0]]);
+  try {
+    // Case 1 has no standard metrics here; case 2's are scored on the unedited model (edit -1).
+    const standardUnder = { edits: set, itemEdit: [0, -1] };
+    const alone = {
+      probabilities: await caseProbabilities(model, tok, pairs, set),
+      standard: await standardScores(model, tok, [baselines[0], baselines[2]], standardUnder),
+    };
+    const [probabilities, standard] = await scorePlans(model, [
+      caseProbabilitiesPlan(tok, pairs, set),
+      standardScoresPlan(tok, [baselines[0], baselines[2]], standardUnder),
+    ]);
+    assert.equal(probabilities.length, 3);
+    assert.ok(
+      probabilities[0].rewrite !== probabilities[1].rewrite,
+      "the cases' objects differ, so do their probabilities",
+    );
+    probabilities.forEach((p, i) => {
+      const want = alone.probabilities[i];
+      near(p.rewrite, want.rewrite, 1e-6, `case ${i} rewrite`);
+      p.paraphrase.forEach((x, j) => near(x, want.paraphrase[j], 1e-6, `case ${i} paraphrase ${j}`));
+      p.neighborhood.forEach((x, j) => near(x, want.neighborhood[j], 1e-6, `case ${i} neighbour ${j}`));
+    });
+    standard.forEach((s, i) => {
+      for (const m of STANDARD_METRICS) {
+        const [x, y] = [s[m.key], alone.standard[i][m.key]];
+        assert.ok(
+          x === y || (x !== null && y !== null && Math.abs(x - y) <= 1e-6),
+          `case ${i}: ${m.key} ${x} vs ${y}`,
+        );
+      }
+    });
+    // A plan without virtual edits is scored on the model as it is, beside one under them.
+    const [[plain], [editedCase]] = await scorePlans(model, [
+      caseProbabilitiesPlan(tok, [pairs[1]]),
+      caseProbabilitiesPlan(tok, pairs, set),
+    ]);
+    const [uneditedAlone] = await caseProbabilities(model, tok, [pairs[1]]);
+    near(plain.rewrite, uneditedAlone.rewrite, 1e-6, "unedited rewrite");
+    assert.ok(Math.abs(plain.rewrite - alone.probabilities[1].rewrite) > 1e-4, "edit 1 changes case 1");
+    near(editedCase.rewrite, alone.probabilities[0].rewrite, 1e-6, "edited rewrite beside an unedited plan");
+    const other = new VirtualEditSet(model, [edits[0]]);
+    try {
+      await assert.rejects(
+        () =>
+          scorePlans(model, [
+            caseProbabilitiesPlan(tok, [pairs[0]], other),
+            caseProbabilitiesPlan(tok, pairs, set),
+          ]),
+        /different virtual-edit sets/,
+      );
+    } finally {
+      other.release();
+    }
+  } finally {
+    set.release();
+  }
 });

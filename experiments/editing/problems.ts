@@ -26,7 +26,11 @@ import {
   harmonicMean,
   neighborhoodScore,
   rewriteScore,
+  scorePlans,
   scoreTokens,
+  type ScoringItem,
+  type ScoringPlan,
+  type TokenScores,
 } from "../evaluation/metrics.ts";
 import type { EditRequest, ScoredUnder, SubjectNoise, VirtualEditSet } from "./edit.ts";
 import { batchWithNoise, instantiate, type PromptInstance } from "./keys.ts";
@@ -167,17 +171,20 @@ export async function targetProbabilities(
   if (under && under.itemEdit.length !== items.length) {
     throw new Error(`targetProbabilities: ${under.itemEdit.length} item edits for ${items.length} items`);
   }
-  // Each item's mean log-probability over its target tokens, summed in order.
-  const s = await scoreTokens(
-    model,
-    items.map(({ instance, target }) => ({
-      context: instance.ids,
-      continuation: target,
-      noise: instance.noise && { subject: instance.subject, noise: instance.noise },
-    })),
-    batchSize,
-    under,
-  );
+  return meanProbabilities(await scoreTokens(model, items.map(scoringItem), batchSize, under));
+}
+
+/** A scored prompt as scoreTokens' item: its noise, if any, on its subject's tokens. */
+function scoringItem({ instance, target }: ScoredPrompt): ScoringItem {
+  return {
+    context: instance.ids,
+    continuation: target,
+    noise: instance.noise && { subject: instance.subject, noise: instance.noise },
+  };
+}
+
+/** Each item's exp(mean log-probability) over its target tokens (summed in order). */
+function meanProbabilities(s: TokenScores): number[] {
   return s.logProbs.map((lp) => Math.exp(lp.reduce((a, b) => a + b, 0) / lp.length));
 }
 
@@ -239,12 +246,26 @@ export async function caseProbabilities(
   cases: { c: EditingCase; request: EditRequest }[],
   edits?: VirtualEditSet,
 ): Promise<CaseProbabilities[]> {
+  const [probabilities] = await scorePlans(model, [caseProbabilitiesPlan(tok, cases, edits)], 128);
+  return probabilities;
+}
+
+/** caseProbabilities as a ScoringPlan, to be scored with other measurements of the same edits
+ *  (metrics.ts scorePlans: with the standard metrics, the prompts both score run once). */
+export function caseProbabilitiesPlan(
+  tok: Tokenizer,
+  cases: { c: EditingCase; request: EditRequest }[],
+  edits?: VirtualEditSet,
+): ScoringPlan<CaseProbabilities[]> {
   const { items, regroup, caseOf } = caseItems(tok, cases);
   if (edits && edits.edits.length !== cases.length) {
     throw new Error(`caseProbabilities: ${edits.edits.length} virtual edits for ${cases.length} cases`);
   }
-  const under = edits && { edits, itemEdit: caseOf };
-  return regroup(await targetProbabilities(model, items, 128, under));
+  return {
+    items: items.map(scoringItem),
+    under: edits && { edits, itemEdit: caseOf },
+    read: (s) => regroup(meanProbabilities(s)),
+  };
 }
 
 /** Hase et al.'s scores of one edited case (NaN where the case has no prompts of a kind). */

@@ -446,6 +446,16 @@ export async function standardScores(
   cases: readonly StandardBaseline[],
   under?: ScoredUnder,
 ): Promise<StandardScores[]> {
+  const [scores] = await scorePlans(model, [standardScoresPlan(tok, cases, under)]);
+  return scores;
+}
+
+/** standardScores as a ScoringPlan, to be scored with other measurements of the same edits (scorePlans). */
+export function standardScoresPlan(
+  tok: Tokenizer,
+  cases: readonly StandardBaseline[],
+  under?: ScoredUnder,
+): ScoringPlan<StandardScores[]> {
   const prompts: string[] = [], targets: string[] = [], counts: number[] = [];
   const layouts = cases.map(({ c, reference }, i) => {
     if (reference.length !== c.neighbors.length) {
@@ -470,38 +480,35 @@ export async function standardScores(
     counts.push(own.length);
     return { at, rewrite, neighbors, portability };
   });
-  const s = await scoreContinuations(
-    model,
-    tok,
-    prompts,
-    targets,
-    DEFAULT_BATCH,
-    under && repeatUnder(under, counts),
-  );
-  const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
-  return cases.map(({ c, reference }, k) => {
-    // Index i of this case's prompts is row at + i of the scores.
-    const { at, rewrite, neighbors, portability } = layouts[k];
-    const n = rewrite.length + neighbors.length;
-    const pair = (i: number): NllPair => ({ nllNew: s.nll[at + i], nllTrue: s.nll[at + n + i] });
-    const counterfact = romeCaseMetrics({
-      rewrite: [pair(0)],
-      paraphrase: c.paraphrases.map((_, i) => pair(1 + i)),
-      neighborhood: neighbors.map((_, i) => pair(rewrite.length + i)),
+  const items = encodeItems(tok, prompts, targets);
+  const read = (t: TokenScores): StandardScores[] => {
+    const s = continuationScores(items, t);
+    const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+    return cases.map(({ c, reference }, k) => {
+      // Index i of this case's prompts is row at + i of the scores.
+      const { at, rewrite, neighbors, portability } = layouts[k];
+      const n = rewrite.length + neighbors.length;
+      const pair = (i: number): NllPair => ({ nllNew: s.nll[at + i], nllTrue: s.nll[at + n + i] });
+      const counterfact = romeCaseMetrics({
+        rewrite: [pair(0)],
+        paraphrase: c.paraphrases.map((_, i) => pair(1 + i)),
+        neighborhood: neighbors.map((_, i) => pair(rewrite.length + i)),
+      });
+      const accuracy = (i: number) => tokenAgreement(s.predicted[at + i], s.targets[at + i]);
+      return {
+        ...counterfact,
+        reliability: accuracy(0),
+        generalization: mean(c.paraphrases.map((_, i) => accuracy(1 + i))),
+        // The post-edit argmax tokens on neighbour + true object (the second block) against the reference.
+        locality: mean(
+          neighbors.map((_, i) => tokenAgreement(s.predicted[at + n + rewrite.length + i], reference[i])),
+        ),
+        portability: mean(portability.map((_, i) => accuracy(2 * n + i))),
+        specificity: mean(neighbors.map((_, i) => accuracy(n + rewrite.length + i))),
+      };
     });
-    const accuracy = (i: number) => tokenAgreement(s.predicted[at + i], s.targets[at + i]);
-    return {
-      ...counterfact,
-      reliability: accuracy(0),
-      generalization: mean(c.paraphrases.map((_, i) => accuracy(1 + i))),
-      // The post-edit argmax tokens on neighbour + true object (the second block) against the reference.
-      locality: mean(
-        neighbors.map((_, i) => tokenAgreement(s.predicted[at + n + rewrite.length + i], reference[i])),
-      ),
-      portability: mean(portability.map((_, i) => accuracy(2 * n + i))),
-      specificity: mean(neighbors.map((_, i) => accuracy(n + rewrite.length + i))),
-    };
-  });
+  };
+  return { items, under: under && repeatUnder(under, counts), read };
 }
 
 /** "ES 1.00  PS 0.50  NS 0.80  EM 0.97 ..." (n/a for a metric without prompts). */
@@ -701,9 +708,55 @@ export async function scoreContinuations(
   under?: ScoredUnder,
 ): Promise<ContinuationScores> {
   const items = encodeItems(tok, prompts, targets);
-  const s = await scoreTokens(model, items, batchSize, under);
+  return continuationScores(items, await scoreTokens(model, items, batchSize, under));
+}
+
+/** The ContinuationScores of `items` from their token scores. */
+function continuationScores(items: readonly ScoringItem[], s: TokenScores): ContinuationScores {
   const nll = s.logProbs.map((lp) => -lp.reduce((a, b) => a + b, 0) / lp.length);
   return { ...s, nll, targets: items.map((it) => it.continuation) };
+}
+
+/**
+ * A measurement made of teacher-forced scores: the items it scores (item i under virtual edit
+ * under.itemEdit[i] when `under` is given, else on the model as it is) and how it reads their scores.
+ * Measurements of the same edits run as one scoreTokens call through scorePlans.
+ */
+export interface ScoringPlan<R> {
+  /** What is scored. */
+  items: readonly ScoringItem[];
+  /** Per item, the virtual edit it is scored under (absent: the model as it is). */
+  under?: ScoredUnder;
+  /** The measurement from the items' scores (in the items' order). */
+  read(scores: TokenScores): R;
+}
+
+/**
+ * Every plan's measurement from one scoreTokens call over all their items, so that a sequence several
+ * plans score runs once: Hase et al.'s probabilities and CounterFact's standard metrics of an edit score
+ * the same prompts and new object (problems.ts caseProbabilitiesPlan, standardScoresPlan). Plans under
+ * virtual edits must share one VirtualEditSet; a plan without `under` is scored on the model as it is.
+ */
+export async function scorePlans<R extends readonly unknown[]>(
+  model: Model,
+  plans: { readonly [K in keyof R]: ScoringPlan<R[K]> },
+  batchSize = DEFAULT_BATCH,
+): Promise<R> {
+  const all: readonly ScoringPlan<unknown>[] = plans;
+  const edits = all.find((p) => p.under)?.under?.edits;
+  if (all.some((p) => p.under && p.under.edits !== edits)) {
+    throw new Error("scorePlans: plans under different virtual-edit sets cannot share a call");
+  }
+  const under = edits &&
+    { edits, itemEdit: all.flatMap((p) => p.under?.itemEdit ?? p.items.map(() => -1)) };
+  const s = await scoreTokens(model, all.flatMap((p) => p.items), batchSize, under);
+  let at = 0;
+  return all.map((p) => {
+    const n = p.items.length;
+    const own = { logProbs: s.logProbs.slice(at, at + n), predicted: s.predicted.slice(at, at + n) };
+    at += n;
+    return p.read(own);
+  }) as unknown as R;
 }
 
 /** p(targetTrue) and p(targetNew), each as a whole continuation, after each prompt: [pTrue, pNew] per

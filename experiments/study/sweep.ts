@@ -96,6 +96,7 @@ import {
 import {
   type CaseProbabilities,
   caseProbabilities,
+  caseProbabilitiesPlan,
   caseScores,
   type EditingCase,
   editingCase,
@@ -118,10 +119,11 @@ import {
   formatStandardScores,
   harmonicMean,
   meanStandardScores,
+  scorePlans,
   type StandardBaseline,
   standardBaseline,
   type StandardScores,
-  standardScores,
+  standardScoresPlan,
 } from "../evaluation/metrics.ts";
 import { ProgressBar, type ProgressOptions } from "../output.ts";
 import { knowsAnswers } from "../evaluation/recall.ts";
@@ -1196,7 +1198,7 @@ export async function runSweep(
       const standard: (StandardScores | null)[] = part.map(() => null);
       const essence: (Essence | null)[] = part.map(() => null);
       const fluency: (number | null)[] = part.map(() => null);
-      const seconds = { score: 0, standard: 0, drift: 0 };
+      const seconds = { score: 0, drift: 0 };
       // Scores edits js of the part: on the model as it is (with one of them applied), or with `set`,
       // edit j's prompts under virtual edit j of the set (js then holds every edit of the part).
       const scoreEdits = async (js: number[], set?: VirtualEditSet) => {
@@ -1206,12 +1208,16 @@ export async function runSweep(
           seconds[what] += (performance.now() - t) / 1000;
           t = performance.now();
         };
-        posts.push(...await caseProbabilities(model, tok, js.map((j) => pairs[j]), set));
-        lap("score");
+        // Hase et al.'s probabilities and the standard metrics in one call: error injection's and tracing
+        // reversal's standard metrics score the same prompts and objects, which then run once.
         const std = js.filter((j) => baselines[j] !== null);
-        const scored = await standardScores(model, tok, std.map((j) => baselines[j]!), under(std));
+        const [probabilities, scored] = await scorePlans(model, [
+          caseProbabilitiesPlan(tok, js.map((j) => pairs[j]), set),
+          standardScoresPlan(tok, std.map((j) => baselines[j]!), under(std)),
+        ], 128);
+        posts.push(...probabilities);
         std.forEach((j, i) => standard[j] = scored[i]);
-        lap("standard");
+        lap("score");
         if (set) {
           // Under virtual edits, essence and fluency wait for the block's (flushDrift).
           deferred.push(...js.filter((j) => befores[j] !== null));
@@ -1288,9 +1294,9 @@ export async function runSweep(
             timings: {
               edit: editSeconds + prefetched[j],
               batch: part.length,
-              // Per edit, its share of the part's scoring time, and each measured edit's of essence and fluency.
+              // Per edit, its share of the part's scoring time (Hase et al.'s probabilities and the standard
+              // metrics), and each measured edit's of essence and fluency.
               score: seconds.score / part.length,
-              standard: seconds.standard / part.length,
               virtual: virtual ? 1 : 0,
               drift: before ? seconds.drift / driftMeasuredEdits + driftShare[j] : 0,
               valuesReused: reused[j] ? 1 : 0,
