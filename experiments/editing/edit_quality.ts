@@ -14,15 +14,11 @@ import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
 import { knowsAnswers } from "../evaluation/recall.ts";
 import { sem } from "../study/stats.ts";
-import {
-  type StandardBaseline,
-  standardBaseline,
-  type StandardScores,
-  standardScores,
-} from "../evaluation/metrics.ts";
+import { type StandardBaseline, standardBaseline, type StandardScores } from "../evaluation/metrics.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
 import { computeEdits, describeEdit, editedLayers, type MethodConfig, type MethodName } from "./methods.ts";
 import {
+  caseMeasurements,
   type CaseProbabilities,
   caseProbabilities,
   type CaseScores,
@@ -152,11 +148,10 @@ async function scoreEach(
   const out: Scored = { scores: [], standard: [] };
   for (const [i, edit] of edits.entries()) {
     const applied = await applyEdit(model, edit);
-    const [post] = await caseProbabilities(model, tok, [cases[i]]);
-    const b = baselines[i];
-    out.standard.push(b && (await standardScores(model, tok, [b]))[0]);
+    const measured = await caseMeasurements(model, tok, [cases[i]], [baselines[i]]);
     applied.undo();
-    out.scores.push(caseScores(cases[i].request, pre[i], post));
+    out.standard.push(measured.standard[0]);
+    out.scores.push(caseScores(cases[i].request, pre[i], measured.probabilities[0]));
   }
   return out;
 }
@@ -171,10 +166,7 @@ async function scoreBatch(
 ): Promise<Scored> {
   const baselines = await standardBaselines(model, tok, cases);
   const applied = await applyEdit(model, edit);
-  const post = await caseProbabilities(model, tok, cases);
-  const applicable = baselines.filter((b): b is StandardBaseline => b !== null);
-  const scored = await standardScores(model, tok, applicable);
-  const standard = baselines.map((b) => b && scored[applicable.indexOf(b)]);
+  const { probabilities: post, standard } = await caseMeasurements(model, tok, cases, baselines);
   applied.undo();
   return { scores: cases.map((p, i) => caseScores(p.request, pre[i], post[i])), standard };
 }

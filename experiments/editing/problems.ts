@@ -27,12 +27,14 @@ import {
   neighborhoodScore,
   rewriteScore,
   scorePlans,
-  scoreTokens,
   type ScoringItem,
   type ScoringPlan,
+  type StandardBaseline,
+  type StandardScores,
+  standardScoresPlan,
   type TokenScores,
 } from "../evaluation/metrics.ts";
-import type { EditRequest, ScoredUnder, SubjectNoise, VirtualEditSet } from "./edit.ts";
+import type { EditRequest, SubjectNoise, VirtualEditSet } from "./edit.ts";
 import { batchWithNoise, instantiate, type PromptInstance } from "./keys.ts";
 
 /** Hase et al.'s editing problems ("Does Localization Inform Editing?", section 4). */
@@ -160,19 +162,9 @@ export interface ScoredPrompt {
   target: number[];
 }
 
-/** p = exp(-mean NLL) of each item's target after its prompt (noise applied where the instance has it),
- *  each under its own virtual edit when `under` is given. */
-export async function targetProbabilities(
-  model: Model,
-  items: ScoredPrompt[],
-  batchSize = 128,
-  under?: ScoredUnder,
-): Promise<number[]> {
-  if (under && under.itemEdit.length !== items.length) {
-    throw new Error(`targetProbabilities: ${under.itemEdit.length} item edits for ${items.length} items`);
-  }
-  return meanProbabilities(await scoreTokens(model, items.map(scoringItem), batchSize, under));
-}
+/** Sequences per batch of caseProbabilities' forwards (and of the sweep's, which score the standard metrics
+ *  with them). */
+export const CASE_BATCH = 128;
 
 /** A scored prompt as scoreTokens' item: its noise, if any, on its subject's tokens. */
 function scoringItem({ instance, target }: ScoredPrompt): ScoringItem {
@@ -246,7 +238,7 @@ export async function caseProbabilities(
   cases: { c: EditingCase; request: EditRequest }[],
   edits?: VirtualEditSet,
 ): Promise<CaseProbabilities[]> {
-  const [probabilities] = await scorePlans(model, [caseProbabilitiesPlan(tok, cases, edits)], 128);
+  const [probabilities] = await scorePlans(model, [caseProbabilitiesPlan(tok, cases, edits)], CASE_BATCH);
   return probabilities;
 }
 
@@ -266,6 +258,32 @@ export function caseProbabilitiesPlan(
     under: edits && { edits, itemEdit: caseOf },
     read: (s) => regroup(meanProbabilities(s)),
   };
+}
+
+/**
+ * caseProbabilities of every (case, request) and standardScores of each case with a baseline (null
+ * where the standard metrics do not apply), in one scoring call (metrics.ts scorePlans: error injection's
+ * and tracing reversal's standard metrics score the same prompts and objects, which then run once). With
+ * `edits`, case i is scored under edit i of the set.
+ */
+export async function caseMeasurements(
+  model: Model,
+  tok: Tokenizer,
+  cases: { c: EditingCase; request: EditRequest }[],
+  baselines: readonly (StandardBaseline | null)[],
+  edits?: VirtualEditSet,
+): Promise<{ probabilities: CaseProbabilities[]; standard: (StandardScores | null)[] }> {
+  if (baselines.length !== cases.length) {
+    throw new Error(`caseMeasurements: ${baselines.length} baselines for ${cases.length} cases`);
+  }
+  const applicable = baselines.flatMap((b, i) => (b ? [i] : []));
+  const [probabilities, scored] = await scorePlans(model, [
+    caseProbabilitiesPlan(tok, cases, edits),
+    standardScoresPlan(tok, applicable.map((i) => baselines[i]!), edits && { edits, itemEdit: applicable }),
+  ], CASE_BATCH);
+  const standard = baselines.map(() => null as StandardScores | null);
+  applicable.forEach((i, k) => standard[i] = scored[k]);
+  return { probabilities, standard };
 }
 
 /** Hase et al.'s scores of one edited case (NaN where the case has no prompts of a kind). */

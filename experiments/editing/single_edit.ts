@@ -7,16 +7,12 @@ import { joinPath as join } from "../../engine/io.ts";
 import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
-import {
-  greedyGenerate,
-  standardBaseline,
-  type StandardScores,
-  standardScores,
-} from "../evaluation/metrics.ts";
+import { greedyGenerate, standardBaseline, type StandardScores } from "../evaluation/metrics.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
 import { statsHparams } from "./hparams.ts";
 import { type MethodConfig, statsLayers } from "./methods.ts";
 import {
+  caseMeasurements,
   type CaseProbabilities,
   caseProbabilities,
   type CaseScores,
@@ -193,8 +189,8 @@ export async function evaluateEdit(
   const applied = await applyEdit(model, edit);
   try {
     const after = await greedyGenerate(model, tok, texts, tokens);
-    const post = (await caseProbabilities(model, tok, [{ c, request }]))[0];
-    const standard = baseline && (await standardScores(model, tok, [baseline]))[0];
+    const measured = await caseMeasurements(model, tok, [{ c, request }], [baseline]);
+    const [post, standard] = [measured.probabilities[0], measured.standard[0]];
     return {
       probes,
       before: before.continuations,

@@ -94,9 +94,9 @@ import {
   templateStartWords,
 } from "../editing/methods.ts";
 import {
+  caseMeasurements,
   type CaseProbabilities,
   caseProbabilities,
-  caseProbabilitiesPlan,
   caseScores,
   type EditingCase,
   editingCase,
@@ -119,11 +119,9 @@ import {
   formatStandardScores,
   harmonicMean,
   meanStandardScores,
-  scorePlans,
   type StandardBaseline,
   standardBaseline,
   type StandardScores,
-  standardScoresPlan,
 } from "../evaluation/metrics.ts";
 import { ProgressBar, type ProgressOptions } from "../output.ts";
 import { knowsAnswers } from "../evaluation/recall.ts";
@@ -1202,21 +1200,21 @@ export async function runSweep(
       // Scores edits js of the part: on the model as it is (with one of them applied), or with `set`,
       // edit j's prompts under virtual edit j of the set (js then holds every edit of the part).
       const scoreEdits = async (js: number[], set?: VirtualEditSet) => {
-        const under = (edits: number[]) => set && { edits: set, itemEdit: edits };
         let t = performance.now();
         const lap = (what: keyof typeof seconds) => {
           seconds[what] += (performance.now() - t) / 1000;
           t = performance.now();
         };
-        // Hase et al.'s probabilities and the standard metrics in one call: error injection's and tracing
-        // reversal's standard metrics score the same prompts and objects, which then run once.
-        const std = js.filter((j) => baselines[j] !== null);
-        const [probabilities, scored] = await scorePlans(model, [
-          caseProbabilitiesPlan(tok, js.map((j) => pairs[j]), set),
-          standardScoresPlan(tok, std.map((j) => baselines[j]!), under(std)),
-        ], 128);
-        posts.push(...probabilities);
-        std.forEach((j, i) => standard[j] = scored[i]);
+        // Hase et al.'s probabilities and the standard metrics, in one call.
+        const measured = await caseMeasurements(
+          model,
+          tok,
+          js.map((j) => pairs[j]),
+          js.map((j) => baselines[j]),
+          set,
+        );
+        posts.push(...measured.probabilities);
+        js.forEach((j, i) => standard[j] = measured.standard[i]);
         lap("score");
         if (set) {
           // Under virtual edits, essence and fluency wait for the block's (flushDrift).
