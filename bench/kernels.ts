@@ -207,6 +207,23 @@ const adam = new Adam(gpu, [{
   size: ftValues,
   linf: { center: gpu.tensor([ftValues], random(ftValues)), radius: 0.05 },
 }], { lr: 5e-4, trackNorm: false });
+// The same step with the gradient left as its factors (x^T dy of each edit's 8 rows, engine/autograd.ts
+// FactoredGradient), formed inside the update (shaders/adam_factored.wgsl): no gradient written or read.
+const ftRows = 8;
+const ftFactors = {
+  a: gpu.tensor([ftEdits * ftRows * f], random(ftEdits * ftRows * f)),
+  b: gpu.tensor([ftEdits * ftRows * d], random(ftEdits * ftRows * d)),
+  groups: ftEdits,
+  rows: ftRows,
+  M: f,
+  N: d,
+};
+const adamFactored = new Adam(gpu, [{
+  name: "ft",
+  tensor: gpu.tensor([ftValues], random(ftValues)),
+  size: ftValues,
+  linf: { center: gpu.tensor([ftValues], random(ftValues)), radius: 0.05 },
+}], { lr: 5e-4, trackNorm: false });
 const denseEdit: VirtualEdit = {
   layer: 0,
   keys: gpu.tensor([ftEdits * d, f], random(ftEdits * d * f)),
@@ -220,6 +237,26 @@ const memoryBound: [string, number, () => void][] = [
   ["layernorm [16,768]", 2 * R * C * 4, () => layernorm(gpu, x, gamma, beta, R, C, 1e-5, { out: y })],
   ["gelu      [16,3072]", 2 * R * 4 * C * 4, () => gelu(gpu, x, R * 4 * C, { out: y })],
   ["adam, L-inf ball [16x512x128]", 8 * ftValues * 4, () => adam.step([ftGrad])],
+  [
+    "x^T dy written, then adam",
+    (8 * ftValues + ftEdits * ftRows * (f + d)) * 4,
+    () => {
+      gpu.clear(ftGrad);
+      matmul(gpu, ftFactors.a, ftFactors.b, f, d, ftRows, {
+        transA: true,
+        batch: ftEdits,
+        strides: { a: ftRows * f, b: ftRows * d, c: f * d },
+        out: ftGrad,
+        beta: 1,
+      });
+      adam.step([ftGrad]);
+    },
+  ],
+  [
+    "adam, factored [16x512x128]",
+    (7 * ftValues + ftEdits * ftRows * (f + d)) * 4,
+    () => adamFactored.step([{ ...ftFactors, held: ftFactors.b }]),
+  ],
   [
     "virtual dense scores [400 rows]",
     (scoredRows * f + ftEdits * d * f + 2 * scoredRows * d) * 4,

@@ -19,7 +19,7 @@ import {
   layernormBackward,
   softcapBackward,
 } from "./backward_ops.ts";
-import { Tensor } from "./gpu.ts";
+import { type Gpu, Tensor } from "./gpu.ts";
 import type { ForwardResult, Hook, Model, Site } from "./model.ts";
 import { add, gatherColumns, matmul, type RowEntry, rowOps } from "./ops.ts";
 
@@ -42,12 +42,47 @@ export function allocateGradients(model: Model, names: Iterable<string>): Gradie
   return grads;
 }
 
+/**
+ * A grouped weight's gradient left as its factors by `backward` (BackwardRequest.factored): copy g's
+ * gradient [M, N] is a_g^T b_g, where a_g and b_g are rows [g * rows, (g + 1) * rows) of a [groups *
+ * rows, M] and b [groups * rows, N] (x and dy for GPT-2's [in, out] weights, dy and x for [out, in]).
+ * Adam.step forms it inside its update instead of writing it out. `held` is the backward's own gradient
+ * tensor among a and b, kept for the step: releaseFactors frees it once the step is recorded.
+ */
+export interface FactoredGradient {
+  a: Tensor;
+  b: Tensor;
+  groups: number;
+  rows: number;
+  M: number;
+  N: number;
+  held: Tensor;
+}
+
+/** What `backward` leaves to its caller. */
+export interface BackwardResult {
+  /** The gradients of BackwardRequest.factored, by name. */
+  factors: Map<string, FactoredGradient>;
+}
+
+/** Releases the tensors factored gradients hold, once the steps that read them are recorded. */
+export function releaseFactors(gpu: Gpu, factors: Map<string, FactoredGradient>): void {
+  for (const f of factors.values()) gpu.release(f.held);
+}
+
 /** What `backward` differentiates: the loss gradient at the logits and what to return gradients of. */
 export interface BackwardRequest {
   /** d loss / d logits [outputRows.length, V] of the forward. */
   dlogits: Tensor;
   /** Parameter gradients to accumulate into. */
   params?: Gradients;
+  /**
+   * Grouped weights (a forward's GroupedParams) whose gradients are left as their factors
+   * (BackwardResult.factors) instead of being accumulated into `params`: an optimiser step then forms
+   * each in its own pass (FT-L's weight copies, whose gradients would otherwise be written out, read
+   * back and zeroed at every step).
+   */
+  factored?: Set<string>;
   /** Gradients w.r.t. hook patch sources: grad[e.src] += e.take * d state[e.dst]. Keyed by the source tensor. */
   patchSources?: Map<Tensor, Tensor>;
   /** Gradient of a site's state (after its patches) at `rows`, written into `into` rows 0..n-1. */
@@ -69,7 +104,7 @@ function distinctRounds(entries: RowEntry[]): RowEntry[][] {
 
 /** The hand-written backward pass of a forward kept with `keep: true`: fills the requested parameter,
  *  hook-source and site gradients (recorded into the same submit stream, no readback). */
-export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest): void {
+export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest): BackwardResult {
   const gpu = model.gpu, cfg = model.config;
   const acts = fwd.acts;
   if (!acts) throw new Error("backward needs a forward run with keep: true");
@@ -85,12 +120,25 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     );
   }
   const want = (name: string) => grads.get(name);
+  const factored = req.factored ?? new Set<string>();
+  for (const name of factored) {
+    if (grads.has(name)) throw new Error(`backward: ${name} is asked for both factored and accumulated`);
+    if (!fwd.grouped?.tensors.has(name) || !name.endsWith(".weight")) {
+      throw new Error(`backward: only grouped weights can be factored, not ${name}`);
+    }
+  }
+  const factors = new Map<string, FactoredGradient>();
+  // The gradient tensors factors hold are released by the caller (releaseFactors), not here.
+  const held = new Set<Tensor>();
+  const release = (...tensors: (Tensor | undefined)[]) =>
+    gpu.release(...tensors.filter((t) => !t || !held.has(t)));
+  const requested = [...grads.keys(), ...factored];
   const rms = cfg.norm === "rmsnorm";
   const sequential = cfg.residual === "sequential";
 
   // Lowest layer anything is requested for; below it nothing needs a gradient.
   let lowest = cfg.nLayer;
-  for (const name of grads.keys()) {
+  for (const name of requested) {
     const m = /^h\.(\d+)\./.exec(name);
     lowest = Math.min(lowest, m ? Number(m[1]) : /^(ln_f|lm_head)/.test(name) ? cfg.nLayer : -1);
   }
@@ -107,7 +155,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
   // ends with the projection's weight gradient: its input gradient and everything under it would feed
   // nothing.
   const lowestBlockGoesOn =
-    [...grads.keys()].some((name) =>
+    requested.some((name) =>
       name.startsWith(`h.${lowest}.`) && !/^h\.\d+\.(mlp\.c_proj\.|ln_mlp_out\.)/.test(name)
     ) ||
     (req.states ?? []).some((s) => s.layer === lowest && s.site !== "resid" && s.site !== "mlp") ||
@@ -243,8 +291,11 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     };
     if (dW) perGroup(dW, ".weight", nIn * nOut);
     if (db && groupedBias) perGroup(db, ".bias", nOut);
-    if (dW) {
-      const [a, b, M, N] = outIn ? [dy, x, nOut, nIn] : [x, dy, nIn, nOut];
+    const [a, b, M, N] = outIn ? [dy, x, nOut, nIn] : [x, dy, nIn, nOut];
+    if (factored.has(prefix + ".weight")) {
+      factors.set(prefix + ".weight", { a, b, groups: G, rows, M, N, held: dy });
+      held.add(dy);
+    } else if (dW) {
       matmul(gpu, a, b, M, N, rows, {
         transA: true,
         batch: G,
@@ -348,7 +399,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     const goesOn = below || lowestBlockGoesOn;
     const dkey = linearBackward(dmlp, a.key, p + "mlp.c_proj", f, d, goesOn, Rb);
     if (!dkey) {
-      gpu.release(dmlp, ...(dattnAdded ? [dattnAdded] : []));
+      release(dmlp, ...(dattnAdded ? [dattnAdded] : []));
       break;
     }
     hookBackward(l, "key", dkey, a.rows);
@@ -357,7 +408,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
       : geluBackward(gpu, dkey, a.pre, Rb * f, { dx: gpu.empty([Rb, f]), activation: cfg.activation });
     hookBackward(l, "mlp_pre", dpre, a.rows);
     const dln2 = linearBackward(dpre, a.ln2, p + "mlp.c_fc", d, fcOut, true, Rb)!;
-    gpu.release(dmlp, dkey, dpre);
+    release(dmlp, dkey, dpre);
     // ln_2 reads m (sequential) or x (parallel): its backward adds into dx, the stream's gradient,
     // which then is d m (sequential) or d x so far (parallel). GPT-J's MLP reads ln_1's output.
     let dln1Extra: Tensor | undefined;
@@ -389,7 +440,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     let dqkv = a.probs
       ? attentionBackward(gpu, dheads, a.qkv, a.probs, B, suffix?.T ?? T, qd, H, attentionOptions)
       : attentionBackwardLse(gpu, dheads, a.qkv, a.lse!, B, suffix?.T ?? T, qd, H, attentionOptions);
-    gpu.release(dattn, dheads);
+    release(dattn, dheads);
     if (cfg.rotary) {
       model.rotate(dqkv, l, R, T, -1, suffix?.offsets);
     }
@@ -415,7 +466,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
           accumulate: false,
         });
       }
-      gpu.release(dqkv);
+      release(dqkv);
       dqkv = dprojected;
     }
     const needLn1 = below || want(p + "ln_1.weight") || want(p + "ln_1.bias");
@@ -425,7 +476,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
       // dx_in = d(stream) + norm_1 backward
       normBackward(dln1, a.x, p + "ln_1", a.ln1Stats, R, dx);
     }
-    gpu.release(dqkv, ...(dln1 ? [dln1] : []), ...(dln1Extra ? [dln1Extra] : []));
+    release(dqkv, ...(dln1 ? [dln1] : []), ...(dln1Extra ? [dln1Extra] : []));
   }
 
   // The input of a pass that started at a block is the residual leaving the block below: its hooks.
@@ -443,4 +494,5 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     }
   }
   gpu.release(dx);
+  return { factors };
 }

@@ -3,10 +3,13 @@
 //
 // A step records, in one command stream: the squared global gradient norm (engine/backward_ops.ts
 // sumOfSquares, a fixed-order reduction), then one `adam` kernel per parameter that reads that norm
-// to scale its gradient. Nothing is read back unless gradNorm() or saveState() is called.
+// to scale its gradient. Nothing is read back unless gradNorm() or saveState() is called. A gradient
+// backward left as its factors (engine/autograd.ts FactoredGradient) is formed inside its parameter's
+// update (shaders/adam_factored.wgsl).
+import type { FactoredGradient } from "./autograd.ts";
 import { Gpu, Tensor, uniforms } from "./gpu.ts";
 import { need, sumOfSquares } from "./backward_ops.ts";
-import { elementwise } from "./ops.ts";
+import { elementwise, matmul, matmulTiles } from "./ops.ts";
 
 /** One parameter an Adam optimises. */
 export interface AdamParam {
@@ -109,21 +112,54 @@ export class Adam {
     this.normSq = gpu.zeros([1]);
   }
 
-  /** Records one optimisation step; grads[i] is the gradient of params[i]. */
-  step(grads: Tensor[]): void {
+  /**
+   * Records one optimisation step; grads[i] is the gradient of params[i], as a tensor or as the factors
+   * backward left it in. A factored gradient is formed inside the update where its columns come four at
+   * a time and the step needs no global norm (no clipping, trackNorm false); otherwise it is written
+   * out first (the same values either way).
+   */
+  step(grads: (Tensor | FactoredGradient)[]): void {
     if (grads.length !== this.params.length) {
       throw new Error(`Adam.step: got ${grads.length} gradients for ${this.params.length} parameters`);
     }
-    this.params.forEach((p, i) => need("Adam.step", `gradient of "${p.name}"`, grads[i], p.size));
+    const fused = grads.map((g, i) => {
+      if (g instanceof Tensor) return false;
+      const p = this.params[i];
+      if (g.groups * g.M * g.N !== p.size) {
+        throw new Error(
+          `Adam.step: the factored gradient of "${p.name}" has ${g.groups} x ${g.M} x ${g.N} values, the parameter ${p.size}`,
+        );
+      }
+      return !this.computesNorm && g.N % 4 === 0;
+    });
+    const formed: Tensor[] = [];
+    const tensors = grads.map((g, i) => {
+      if (g instanceof Tensor || fused[i]) return g as Tensor;
+      const t = this.gpu.zeros([this.params[i].size]);
+      matmul(this.gpu, g.a, g.b, g.M, g.N, g.rows, {
+        transA: true,
+        batch: g.groups,
+        strides: { a: g.rows * g.M, b: g.rows * g.N, c: g.M * g.N },
+        out: t,
+        beta: 1,
+      });
+      formed.push(t);
+      return t;
+    });
+    this.params.forEach((p, i) => {
+      if (!fused[i]) need("Adam.step", `gradient of "${p.name}"`, tensors[i], p.size);
+    });
     if (this.computesNorm) {
-      sumOfSquares(this.gpu, grads.map((g, i) => ({ tensor: g, size: this.params[i].size })), {
+      sumOfSquares(this.gpu, tensors.map((g, i) => ({ tensor: g, size: this.params[i].size })), {
         out: this.normSq,
       });
     }
     this.stepCount++;
     const t = this.stepCount;
     this.params.forEach((p, i) => {
-      const u = uniforms().u32(p.size).f32(
+      // lr, beta1, beta2, eps, weight decay, both bias corrections and the ball's radius
+      // (shaders/adam_step.wgsl AdamHyper; < 0: no ball, and `center` is not read).
+      const hyper = [
         this.lr,
         this.beta1,
         this.beta2,
@@ -131,19 +167,42 @@ export class Adam {
         p.weightDecay ?? this.weightDecay,
         1 - this.beta1 ** t,
         1 - this.beta2 ** t,
-        this.clipNorm ?? 0,
-        p.linf?.radius ?? -1, // < 0: no ball (the kernel then leaves `center`, bound to the gradient, unread)
-      );
+        p.linf?.radius ?? -1,
+      ];
+      if (fused[i]) {
+        this.stepFactored(i, grads[i] as FactoredGradient, hyper);
+        return;
+      }
+      const u = uniforms().u32(p.size).f32(...hyper.slice(0, 7), this.clipNorm ?? 0, hyper[7]);
       // Four values per storage access where the size allows (the same bits; shaders/optimizer.wgsl).
       const vec4 = p.size % 4 === 0;
       const { params, grid } = elementwise(this.gpu, vec4 ? p.size / 4 : p.size);
       this.gpu.run(
         this.gpu.pipeline("optimizer.wgsl", vec4 ? "adam_vec4" : "adam", params),
-        [p.tensor, grads[i], this.m[i], this.v[i], this.normSq, p.linf?.center ?? grads[i]],
+        [p.tensor, tensors[i], this.m[i], this.v[i], this.normSq, p.linf?.center ?? tensors[i]],
         grid,
         u,
       );
     });
+    this.gpu.release(...formed);
+  }
+
+  /** Parameter i's update with its gradient formed from factors g in the same pass, on the register
+   *  blocks of the adapter's matmul tiles (their columns rounded to whole vec4s). */
+  private stepFactored(i: number, g: FactoredGradient, hyper: number[]): void {
+    const p = this.params[i], tiles = matmulTiles(this.gpu);
+    const TM = tiles.TM, TN = Math.max(4, tiles.TN - (tiles.TN % 4));
+    this.gpu.run(
+      this.gpu.pipeline("adam_factored.wgsl", "adam_factored", {
+        TM,
+        TN,
+        WG_X: tiles.WG_X,
+        WG_Y: tiles.WG_Y,
+      }),
+      [g.a, g.b, p.tensor, this.m[i], this.v[i], p.linf?.center ?? g.a],
+      [Math.ceil(g.M / (TM * tiles.WG_X)), Math.ceil(g.N / (TN * tiles.WG_Y)), g.groups],
+      uniforms().u32(g.M, g.N, g.rows, 0).f32(...hyper),
+    );
   }
 
   /** Global L2 norm of the last step's gradients, before clipping (reads back: for logging). */

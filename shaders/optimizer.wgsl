@@ -12,17 +12,12 @@
 // its uniforms.
 //
 // import: elements.wgsl
+// import: adam_step.wgsl
 
 // ---- adam, adam_vec4. Bindings: param, grad, m, v, norm_sq, center, dims.
-// With t the step number (1-based), c = clip scale, lr_t = lr / (1 - beta1^t):
-//   g = c * grad
-//   param -= lr * weight_decay * param           (decoupled weight decay, AdamW)
-//   m = beta1 m + (1 - beta1) g,   v = beta2 v + (1 - beta2) g^2
-//   param -= lr_t * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-// Clipping (clip_norm > 0): c = min(1, clip_norm / (||all grads||_2 + 1e-6)), where norm_sq[0]
-// holds the squared global norm computed earlier in the same command stream.
-// With radius >= 0, param = clamp(param, center - radius, center + radius) (constrained fine-tuning):
-// the bits of the plain step followed by project_linf. With radius < 0 `center` is not read (the host
+// adam_step.wgsl's step of g = c * grad, c the clipping scale: with clip_norm > 0,
+// c = min(1, clip_norm / (||all grads||_2 + 1e-6)), where norm_sq[0] holds the squared global norm
+// computed earlier in the same command stream; else 1. With radius < 0 `center` is not read (the host
 // binds the gradient there).
 struct AdamDims {
   n: u32, lr: f32, beta1: f32, beta2: f32,
@@ -52,33 +47,22 @@ fn clip_scale(a: AdamDims) -> f32 {
   return 1.0;
 }
 
-// One step of four values, component by component (adam uses component x, so both entry points give
-// the same bits): param after the step (clamped into the ball when radius >= 0; `ball_center` is then
-// the values' centre) and the new moments.
-struct AdamStep { p: vec4<f32>, m: vec4<f32>, v: vec4<f32> }
-
-fn adam_step(param0: vec4<f32>, grad0: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>, ball_center: vec4<f32>, clip: f32) -> AdamStep {
-  let a = adam_dims;
-  let g = clip * grad0;
-  let p = param0 - a.lr * a.weight_decay * param0;
-  let m_i = a.beta1 * m0 + (1.0 - a.beta1) * g;
-  let v_i = a.beta2 * v0 + (1.0 - a.beta2) * g * g;
-  let denom = sqrt(v_i) / sqrt(a.bias_correction2) + a.eps;
-  let stepped = p - (a.lr / a.bias_correction1) * m_i / denom;
-  if (a.radius < 0.0) { return AdamStep(stepped, m_i, v_i); }
-  return AdamStep(clamp(stepped, ball_center - a.radius, ball_center + a.radius), m_i, v_i);
+fn adam_hyper(a: AdamDims) -> AdamHyper {
+  return AdamHyper(a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.bias_correction1, a.bias_correction2, a.radius);
 }
 
+// adam uses component x of adam_step's vec4s, so both entry points give the same bits.
 @compute @workgroup_size(WG)
 fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let clip = clip_scale(adam_dims);
+  let h = adam_hyper(adam_dims);
   for (var k = 0u; k < PER; k++) {
     let i = element_index(wid, nwg, lid, k);
     if (i >= adam_dims.n) { break; }
     var c = 0.0;
     if (adam_dims.radius >= 0.0) { c = center[i]; }
-    let s = adam_step(vec4<f32>(param[i]), vec4<f32>(grad[i]), vec4<f32>(m[i]), vec4<f32>(v[i]), vec4<f32>(c), clip);
+    let s = adam_step(h, vec4<f32>(param[i]), clip * vec4<f32>(grad[i]), vec4<f32>(m[i]), vec4<f32>(v[i]), vec4<f32>(c));
     m[i] = s.m.x;
     v[i] = s.v.x;
     param[i] = s.p.x;
@@ -90,12 +74,13 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
   let clip = clip_scale(adam_dims);
+  let h = adam_hyper(adam_dims);
   for (var k = 0u; k < PER; k++) {
     let i = element_index(wid, nwg, lid, k);
     if (i >= adam_dims.n / 4u) { break; }
     var c = vec4<f32>(0.0);
     if (adam_dims.radius >= 0.0) { c = center4[i]; }
-    let s = adam_step(param4[i], grad4[i], m4[i], v4[i], c, clip);
+    let s = adam_step(h, param4[i], clip * grad4[i], m4[i], v4[i], c);
     m4[i] = s.m;
     v4[i] = s.v;
     param4[i] = s.p;

@@ -4,7 +4,7 @@
 // post-norms), each group's logits and gradients equal those of a model holding that group's copy, run on
 // the group's sequences alone, and the grouped gradients match central finite differences.
 import assert from "node:assert/strict";
-import { allocateGradients, backward } from "../engine/autograd.ts";
+import { allocateGradients, backward, releaseFactors } from "../engine/autograd.ts";
 import { crossEntropy } from "../engine/backward_ops.ts";
 import { getGpu, type Tensor } from "../engine/gpu.ts";
 import { type GroupedParams, makeBatch, Model } from "../engine/model.ts";
@@ -14,13 +14,15 @@ import { assertClose, maxAbsDiff, nextTokenTargets, randomArray } from "./util.t
 const gpu = await getGpu();
 
 /** Summed next-token cross-entropy over every position of `prompts` and the logits of those rows; with
- *  `grads`, also the backward pass into them. */
+ *  `grads`, also the backward pass into them, leaving the `factored` weights' gradients as factors, whose
+ *  products (each group's a^T b, in float64) come back as `formed`. */
 async function lossOf(
   model: Model,
   prompts: number[][],
   grouped?: GroupedParams,
   grads?: Map<string, Tensor>,
-): Promise<{ loss: number; logits: Float32Array }> {
+  factored?: Set<string>,
+): Promise<{ loss: number; logits: Float32Array; formed: Map<string, Float64Array> }> {
   const batch = makeBatch(prompts);
   const { rows, targets } = nextTokenTargets(prompts, batch.T);
   const fwd = model.forward(batch, { outputRows: rows, keep: !!grads, grouped });
@@ -36,10 +38,26 @@ async function lossOf(
       dlogits,
     },
   );
-  if (grads) backward(model, fwd, { dlogits: dlogits!, params: grads });
+  const factors = grads
+    ? backward(model, fwd, { dlogits: dlogits!, params: grads, factored }).factors
+    : new Map();
+  const formed = new Map<string, Float64Array>();
+  for (const [name, f] of factors) {
+    const [a, b] = await gpu.readMany([f.a, f.b]);
+    const out = new Float64Array(f.groups * f.M * f.N);
+    for (let g = 0; g < f.groups; g++) {
+      for (let r = g * f.rows; r < (g + 1) * f.rows; r++) {
+        for (let m = 0; m < f.M; m++) {
+          for (let n = 0; n < f.N; n++) out[(g * f.M + m) * f.N + n] += a[r * f.M + m] * b[r * f.N + n];
+        }
+      }
+    }
+    formed.set(name, out);
+  }
+  releaseFactors(gpu, factors);
   const [l, logits] = await gpu.readMany([losses, fwd.logits]);
   model.releaseForward(fwd);
-  return { loss: l.reduce((a, b) => a + b, 0), logits };
+  return { loss: l.reduce((a, b) => a + b, 0), logits, formed };
 }
 
 for (const name of ["gpt2", "llama", "gemma2"]) {
@@ -102,6 +120,21 @@ for (const name of ["gpt2", "llama", "gemma2"]) {
     }
     assert.ok(Math.abs(all.loss - total) < 1e-4 * Math.abs(total), `${name}: loss ${all.loss} vs ${total}`);
 
+    // The weights' gradients left as factors (FT-L's, formed inside Adam's step): each group's a^T b is
+    // the gradient accumulated above; the biases still accumulate, as before.
+    const weightNames = new Set(names.filter((n) => n.endsWith(".weight")));
+    const biasGrads = new Map(
+      names.filter((n) => !weightNames.has(n)).map((n) => [n, gpu.zeros([G, ...model.p(n).shape])]),
+    );
+    const { formed } = await lossOf(model, groupPrompts.flat(), grouped, biasGrads, weightNames);
+    assert.deepEqual([...formed.keys()].sort(), [...weightNames].sort());
+    for (const n of names) {
+      const want = await grads.get(n)!.read();
+      const got = formed.get(n) ?? await biasGrads.get(n)!.read();
+      const scale = Math.max(1e-3, ...want.map(Math.abs));
+      assert.ok(maxAbsDiff(got, want) < 1e-5 * scale, `${name}: ${n} factored vs accumulated`);
+    }
+
     // Central differences along a random direction over every group's copies.
     const direction = new Map(
       names.map((n, i) => [n, randomArray(G * weights.get(n)!.length, 50 + i, 1e-3)]),
@@ -144,4 +177,22 @@ Deno.test("grouped parameters are refused when they cannot apply, naming the par
     run({ groups: 1, tensors: new Map([["h.0.attn.c_proj.weight", gpu.zeros([1, 4])]]) }),
     /h\.0\.attn\.c_proj\.weight is not an MLP output projection/,
   );
+  // Factored gradients: grouped weights only, and not also accumulated.
+  const grouped = { groups: 2, tensors: new Map([[name, gpu.zeros([2, ...shape])]]) };
+  const fwd = model.forward(batch, { grouped, keep: true });
+  const dlogits = gpu.zeros([fwd.outputRows.length, model.config.vocabSize]);
+  assert.throws(
+    () => backward(model, fwd, { dlogits, factored: new Set(["h.1.mlp.c_proj.weight"]) }),
+    /only grouped weights can be factored, not h\.1\.mlp\.c_proj\.weight/,
+  );
+  assert.throws(
+    () =>
+      backward(model, fwd, {
+        dlogits,
+        params: new Map([[name, gpu.zeros([2, ...shape])]]),
+        factored: new Set([name]),
+      }),
+    /h\.0\.mlp\.c_proj\.weight is asked for both factored and accumulated/,
+  );
+  model.releaseForward(fwd);
 });

@@ -249,3 +249,78 @@ Deno.test("end to end: softmax regression trained with matmul + crossEntropy + b
   const last = await meanLoss();
   assert.ok(first > 1.3 && last < 0.5 * first, `loss went from ${first} to ${last}`);
 });
+
+Deno.test("Adam forms a factored gradient in its update: the float64 reference, and the step of the gradient written out", async () => {
+  // Two grouped parameters whose gradients are each group's a^T b (engine/autograd.ts FactoredGradient):
+  // [3, 20, 12] (formed inside the update, shaders/adam_factored.wgsl: 20 rows are two and a half register
+  // blocks) and [2, 5, 6] (6 columns are not whole vec4s: written out first).
+  const shapes = [{ groups: 3, rows: 5, M: 20, N: 12 }, { groups: 2, rows: 3, M: 5, N: 6 }];
+  const sizeOf = (s: (typeof shapes)[number]) => s.groups * s.M * s.N;
+  const initial = shapes.map((s, i) => randomArray(sizeOf(s), 1000 + i));
+  const steps = 4, lr = 0.05, radius = 0.04;
+  const factorsAt = (step: number) =>
+    shapes.map((s, i) => {
+      const a = randomArray(s.groups * s.rows * s.M, 1100 + 10 * step + i);
+      const b = randomArray(s.groups * s.rows * s.N, 1200 + 10 * step + i);
+      const grad = new Float64Array(sizeOf(s));
+      for (let g = 0; g < s.groups; g++) {
+        for (let r = g * s.rows; r < (g + 1) * s.rows; r++) {
+          for (let m = 0; m < s.M; m++) {
+            for (let n = 0; n < s.N; n++) grad[(g * s.M + m) * s.N + n] += a[r * s.M + m] * b[r * s.N + n];
+          }
+        }
+      }
+      const held = gpu.tensor([b.length], b);
+      return { factor: { ...s, a: gpu.tensor([a.length], a), b: held, held }, grad };
+    });
+  const params = (tag: string, ball: boolean) =>
+    initial.map((w, i) => ({
+      name: `${tag}${i}`,
+      tensor: gpu.tensor([w.length], w),
+      size: w.length,
+      ...(ball ? { linf: { center: gpu.tensor([w.length], w), radius } } : {}),
+    }));
+  // Without a ball against the float64 reference; with one, factored against written-out gradients.
+  const free = params("free", false), fused = params("fused", true), written = params("written", true);
+  const adamFree = new Adam(gpu, free, { lr, weightDecay: 0.1, trackNorm: false });
+  const adamFused = new Adam(gpu, fused, { lr, weightDecay: 0.1, trackNorm: false });
+  const adamWritten = new Adam(gpu, written, { lr, weightDecay: 0.1, trackNorm: false });
+  const ref = new AdamRef(shapes.map(sizeOf), {
+    lr,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    weightDecay: [0.1, 0.1],
+  });
+  const refParams = initial.map((w) => Float64Array.from(w));
+  for (let s = 0; s < steps; s++) {
+    const at = factorsAt(s);
+    adamFree.step(at.map((x) => x.factor));
+    adamFused.step(at.map((x) => x.factor));
+    adamWritten.step(at.map((x) => gpu.tensor([x.grad.length], Float32Array.from(x.grad))));
+    ref.step(refParams, at.map((x) => x.grad));
+    const got = await gpu.readMany(free.map((p) => p.tensor));
+    got.forEach((g, i) => assertClose(g, refParams[i], 2e-5, `step ${s + 1} parameter ${i}`));
+  }
+  const [f0, f1, w0, w1] = await gpu.readMany([...fused, ...written].map((p) => p.tensor));
+  assertClose(f0, w0, 1e-6, "formed in the update vs written out");
+  assertClose(f1, w1, 1e-6, "written out by the step vs by the caller");
+  const moved = [...f0].map((v, j) => Math.abs(v - initial[0][j]));
+  assert.ok(moved.every((d) => d <= radius + 1e-7), "every value within the ball");
+  assert.ok(moved.filter((d) => d > radius - 1e-6).length > 50, "the ball is reached (not vacuous)");
+
+  // With clipping the step needs every gradient's norm first: the factored one is written out.
+  const clipped = (tag: string) => params(tag, false).slice(0, 1);
+  const [c1, c2] = [clipped("c"), clipped("d")];
+  const clipA = new Adam(gpu, c1, { lr, clipNorm: 0.5 }), clipB = new Adam(gpu, c2, { lr, clipNorm: 0.5 });
+  const at = factorsAt(9)[0];
+  clipA.step([at.factor]);
+  clipB.step([gpu.tensor([at.grad.length], Float32Array.from(at.grad))]);
+  const [normA, normB] = [await clipA.gradNorm(), await clipB.gradNorm()];
+  assert.ok(normA > 1 && Math.abs(normA - normB) <= 1e-5 * normB, `gradient norm ${normA} vs ${normB}`);
+  assertClose(await c1[0].tensor.read(), await c2[0].tensor.read(), 1e-6, "clipped step");
+  assert.throws(
+    () => clipA.step([{ ...at.factor, groups: 2 }]),
+    /factored gradient of "c0" has 2 x 20 x 12 values, the parameter 720/,
+  );
+});

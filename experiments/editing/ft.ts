@@ -13,7 +13,7 @@
 // backward per step serve every edit, and the blocks below the lowest trained layer, which never change,
 // run once. Each edit steps and stops exactly as computeFt would (its own loss, its own Adam moments and
 // L-infinity ball); results equal computeFt's to float tolerance (the grouped products sum in another order).
-import { allocateGradients, backward } from "../../engine/autograd.ts";
+import { allocateGradients, backward, releaseFactors } from "../../engine/autograd.ts";
 import { sideBySide, type Tensor } from "../../engine/gpu.ts";
 import type { GroupedParams, Model } from "../../engine/model.ts";
 import { Adam, type AdamParam, zeroGrads } from "../../engine/optimizer.ts";
@@ -331,6 +331,7 @@ async function trainGroups(
   const { prompts, targets } = promptsAndTargets(tok, padded);
   // The blocks below the lowest trained layer never change: the residual entering it, once per batch.
   const lowest = Math.min(...hp.layers);
+  const factored = new Set(names.filter((n) => n.endsWith(".weight")));
   // Each job's tensors at the step it stopped (later steps move a stopped job by Adam's momentum, which
   // nothing reads: its rows get no gradient and its outputs are not scored).
   const finals = tensors.map((t) => gpu.zeros([jobs.length, ...t.shape]));
@@ -350,7 +351,9 @@ async function trainGroups(
         return t;
       });
     const copies = filled(fill), anchors = filled(repeatOriginal);
-    const grads = new Map(names.map((n, i) => [n, gpu.zeros(shapes[i])]));
+    // The weights' gradients stay factored (backward's x^T dy of each copy), formed inside Adam's
+    // update; the biases' are accumulated.
+    const grads = new Map(names.flatMap((n, i) => (factored.has(n) ? [] : [[n, gpu.zeros(shapes[i])]])));
     const grouped: GroupedParams = { groups: G, tensors: new Map(names.map((n, i) => [n, copies[i]])) };
     const adam = new Adam(gpu, constrained(names, copies, anchors, hp), { lr: hp.lr, trackNorm: false });
     const sequences = members.flatMap((g) => Array.from({ length: S }, (_, s) => g * S + s));
@@ -418,8 +421,9 @@ async function trainGroups(
       if (active.size > 0) {
         const dl = gpu.tensor([members.length * S, V], dlogits);
         zeroGrads(gpu, [...grads.values()]);
-        backward(model, fwd, { dlogits: dl, params: grads });
-        adam.step(names.map((n) => grads.get(n)!));
+        const { factors } = backward(model, fwd, { dlogits: dl, params: grads, factored });
+        adam.step(names.map((n) => factors.get(n) ?? grads.get(n)!));
+        releaseFactors(gpu, factors);
         gpu.release(dl);
       }
       model.releaseForward(fwd);
