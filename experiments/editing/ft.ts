@@ -55,9 +55,11 @@ function promptLastLoss(
 ): number {
   let mx = -Infinity;
   for (const v of row) mx = Math.max(mx, v);
+  // exp(logit - max) of every vocabulary entry, computed once (the softmax's numerators).
+  const e = new Float64Array(row.length);
   let z = 0;
-  for (const v of row) z += Math.exp(v - mx);
-  const prob = (t: number) => Math.exp(row[t] - mx) / z;
+  for (let v = 0; v < row.length; v++) z += e[v] = Math.exp(row[v] - mx);
+  const prob = (t: number) => e[t] / z;
   const m = ys.length;
   let loss = 0, cSum = 0;
   for (const y of ys) {
@@ -67,7 +69,7 @@ function promptLastLoss(
     cSum += c;
     out[y] -= c;
   }
-  for (let v = 0; v < row.length; v++) out[v] += cSum * Math.exp(row[v] - mx) / z;
+  for (let v = 0; v < row.length; v++) out[v] += cSum * e[v] / z;
   return loss;
 }
 
