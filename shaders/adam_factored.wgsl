@@ -2,9 +2,9 @@
 // as its factors, formed in the same pass instead of being written out and read back:
 //   grad[g] [M, N] = A_g^T B_g,   A_g = A[g*K .. (g+1)*K) [K, M],  B_g = B[g*K .. (g+1)*K) [K, N]
 // FT-L's weight copies (experiments/editing/ft.ts): x^T dy of each copy's K rows (GPT-2's [in, out]
-// weights) or dy^T x ([out, in]). The product is matmul_vec4_n's with TRANS_A (shaders/matmul.wgsl:
-// the same loads, sums and order), so the step has the bits of that product into zeroed gradients
-// followed by adam_vec4; it saves writing the gradient, reading it back and zeroing it (on llvmpipe,
+// weights) or dy^T x ([out, in]). The product is matmul_vec4_n's with TRANS_A (the register block of
+// matmul_vec4_block.wgsl), so the step has the bits of that product into zeroed gradients followed by
+// adam_vec4; it saves writing the gradient, reading it back and zeroing it (on llvmpipe,
 // where every storage access is a per-lane loop, about a quarter of the two passes' time).
 //
 // Bindings: A, B (as vec4), param, m, v (as vec4, read_write), center (as vec4; not read when radius
@@ -14,6 +14,7 @@
 // Compile-time parameters: TM rows x TN columns of a parameter per invocation, workgroups of WG_X x WG_Y.
 //
 // import: adam_step.wgsl
+// import: matmul_vec4_block.wgsl
 
 struct FactoredDims {
   M: u32, N: u32, K: u32, _pad: u32,
@@ -30,28 +31,16 @@ struct FactoredDims {
 
 const TN4 = TN / 4u;
 
+// A_g^T [M, K]: op(A) transposed as stored, like matmul_vec4_n's TRANS_A.
+fn block_a(base: u32, m: u32, k: u32) -> f32 { return A[base + k * fd.M + m]; }
+
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn adam_factored(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.x * TM;
   let n0 = gid.y * TN;
   if (m0 >= fd.M || n0 >= fd.N) { return; }
   let N4 = fd.N / 4u;
-  let base_a = gid.z * fd.K * fd.M;
-  let base_b4 = gid.z * fd.K * N4;
-  // Rows and columns past the end repeat the last one (clamped loads, never stored).
-  var rows: array<u32, TM>;
-  var cols4: array<u32, TN4>;
-  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, fd.M - 1u); }
-  for (var j = 0u; j < TN4; j++) { cols4[j] = min(n0 / 4u + j, N4 - 1u); }
-  var acc: array<vec4<f32>, TM * TN4>;
-  for (var k = 0u; k < fd.K; k++) {
-    var bk: array<vec4<f32>, TN4>;
-    for (var j = 0u; j < TN4; j++) { bk[j] = B4[base_b4 + k * N4 + cols4[j]]; }
-    for (var i = 0u; i < TM; i++) {
-      let a = A[base_a + k * fd.M + rows[i]];
-      for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
-    }
-  }
+  let acc = vec4_n_block(m0, n0, fd.M, fd.N, fd.K, gid.z * fd.K * fd.M, gid.z * fd.K * N4);
   let base_p4 = gid.z * fd.M * N4;
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN4; j++) {

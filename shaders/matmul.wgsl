@@ -39,6 +39,7 @@
 //
 // import: matmul_common.wgsl
 // import: matmul_register.wgsl
+// import: matmul_vec4_block.wgsl
 // Register blocking without workgroup memory is the fast shape on llvmpipe (bench/kernels.ts measures it).
 // There every storage-buffer load is a per-lane scalar loop with a bounds check (about 13
 // instructions per lane and float, vec4 or not), so throughput follows the FMAs per loaded float,
@@ -67,28 +68,13 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) { register_block(gid); 
 // when TN % 4 == 0 (the max keeps their array types valid in pipelines built for other entry points).
 const TN4 = max(TN / 4u, 1u);
 
-// Same grid as matmul. Each invocation: TM rows x TN4 vec4 columns; accumulator acc[i*TN4 + j]
-// holds C[m0+i, n0+4j .. n0+4j+3] (vec4_n_block computes them, m0 = gid.x*TM < M and n0 = gid.y*TN < N).
-fn vec4_n_block(gid: vec3<u32>) -> array<vec4<f32>, TM * TN4> {
-  let m0 = gid.x * TM;
-  let n0 = gid.y * TN;
-  let N4 = d.N / 4u;
-  let base_a = gid.z * d.stride_a;
-  let base_b4 = gid.z * d.stride_b / 4u;
-  var rows: array<u32, TM>;
-  var cols4: array<u32, TN4>;
-  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.M - 1u); }
-  for (var j = 0u; j < TN4; j++) { cols4[j] = min(n0 / 4u + j, N4 - 1u); }
-  var acc: array<vec4<f32>, TM * TN4>;
-  for (var k = 0u; k < d.K; k++) {
-    var bk: array<vec4<f32>, TN4>;
-    for (var j = 0u; j < TN4; j++) { bk[j] = B4[base_b4 + k * N4 + cols4[j]]; }
-    for (var i = 0u; i < TM; i++) {
-      let a = a_at(base_a, rows[i], k);
-      for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
-    }
-  }
-  return acc;
+// The vec4 kernels' register blocks (matmul_vec4_block.wgsl) read op(A) as the scalar kernel does.
+fn block_a(base: u32, m: u32, k: u32) -> f32 { return a_at(base, m, k); }
+
+// Same grid as matmul. Each invocation: TM rows x TN4 vec4 columns from m0 = gid.x*TM < M and
+// n0 = gid.y*TN < N; accumulator acc[i*TN4 + j] holds C[m0+i, n0+4j .. n0+4j+3].
+fn vec4_n_acc(gid: vec3<u32>) -> array<vec4<f32>, TM * TN4> {
+  return vec4_n_block(gid.x * TM, gid.y * TN, d.M, d.N, d.K, gid.z * d.stride_a, gid.z * d.stride_b / 4u);
 }
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
@@ -96,7 +82,7 @@ fn matmul_vec4_n(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.x * TM;
   let n0 = gid.y * TN;
   if (m0 >= d.M || n0 >= d.N) { return; }
-  let acc = vec4_n_block(gid);
+  let acc = vec4_n_acc(gid);
   let base_c = d.c_offset + gid.z * d.stride_c;
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN4; j++) {
@@ -121,7 +107,7 @@ fn matmul_vec4_n_c4(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.x * TM;
   let n0 = gid.y * TN;
   if (m0 >= d.M || n0 >= d.N) { return; }
-  let acc = vec4_n_block(gid);
+  let acc = vec4_n_acc(gid);
   let base_c4 = (d.c_offset + gid.z * d.stride_c) / 4u;
   for (var j = 0u; j < TN4; j++) {
     let n = n0 + 4u * j;
