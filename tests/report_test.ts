@@ -606,6 +606,43 @@ Deno.test("report: the regressions again without the method-layer cells where ev
   );
 });
 
+Deno.test("report: how far the run got through its plan, an incomplete run's caveat first", () => {
+  const store = ResultStore.open(fullDb);
+  const data = loadSweep(store.results());
+  store.close();
+  const facts = new Set(data.edits.map((e) => e.fact)).size;
+  const proxy = new Set(data.edits.filter((e) => e.split === "proxy").map((e) => e.fact)).size;
+  assert.ok(proxy > 0 && proxy < facts, "the synthetic sweep has proxy and test facts");
+  const meta = (html: string) => /<dt>run<\/dt><dd>([^<]*)<\/dd>/.exec(html)?.[1]?.replaceAll("&#39;", "'");
+  const caveatItems = (html: string) => {
+    const list = html.slice(
+      html.indexOf('<ul id="caveats">'),
+      html.indexOf("</ul>", html.indexOf('<ul id="caveats">')),
+    );
+    return [...list.matchAll(/<li>([^<]*)<\/li>/g)].map((m) => m[1]);
+  };
+
+  // The budget ran out with 6 more test facts and 1 more proxy fact planned.
+  const partial = renderReport(data, { plan: { facts: facts + 7, proxyFacts: proxy + 1, complete: false } });
+  const done = `${facts} of the ${facts + 7} facts the plan edits (${proxy} of ${proxy + 1} proxy, ` +
+    `${facts - proxy} of ${facts + 6 - proxy} test facts)`;
+  assert.equal(meta(partial), `incomplete: results for ${done}; the time budget ran out`);
+  assert.equal(
+    caveatItems(partial)[0],
+    `Incomplete run: results for ${done}, as the time budget ran out. Every figure and test here is of the ` +
+      `facts done so far; run the same command again to continue.`,
+  );
+  // Complete: said in the summary, no such caveat; without a plan (deno task report) neither.
+  const complete = renderReport(data, { plan: { facts, proxyFacts: proxy, complete: true } });
+  assert.equal(
+    meta(complete),
+    `complete: the plan's ${facts} edited facts (${proxy} proxy, ${facts - proxy} test)`,
+  );
+  assert.deepEqual(caveatItems(complete), caveatItems(renderReport(data)));
+  assert.ok(!caveatItems(complete).some((c) => c.startsWith("Incomplete run")));
+  assert.equal(meta(renderReport(data)), undefined);
+});
+
 Deno.test("report: FT-L on 1 and on 5 layers are two methods, named as Hase et al. name them", async () => {
   const db = `${dir}/ft.db`;
   writeStore(db, syntheticRecords({ traces: false, methods: ["ft", "ft-5"] }));

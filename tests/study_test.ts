@@ -140,6 +140,7 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
   assert.match(out, /Verdict rule: An effect is reported only when .*Holm-corrected/);
 
   const html = await Deno.readTextFile(`${dir}/study/report.html`);
+  assert.match(html, /<dt>run<\/dt><dd>complete: the plan&#39;s 4 edited facts \(1 proxy, 3 test\)<\/dd>/);
   for (
     const id of [
       "caveats",

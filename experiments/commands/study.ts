@@ -35,6 +35,8 @@ import {
   headline,
   loadSweep,
   r2Table,
+  type RunPlan,
+  runProgress,
   windowStudy,
 } from "../study/analysis.ts";
 import { VERDICT_RULE } from "../study/stats.ts";
@@ -334,7 +336,15 @@ async function main(args: string[]): Promise<number> {
     }
     const csvCount = await writeCsv(store, `${out}/results.csv`, { sweep: "study" });
     const data = loadSweep(store.results({ sweep: "study" }), "study");
-    await writeAtomic(`${out}/report.html`, renderReport(data, { title: `Locus study on ${dir}` }));
+    const runPlan: RunPlan = {
+      facts: edited.length,
+      proxyFacts: edited.filter((f) => f.split === "proxy").length,
+      complete: !stopped,
+    };
+    await writeAtomic(
+      `${out}/report.html`,
+      renderReport(data, { title: `Locus study on ${dir}`, plan: runPlan }),
+    );
 
     console.log(
       `\n=== Findings (${data.edits.length} edits, ${data.traces.length} localization records) ===`,
@@ -379,7 +389,8 @@ async function main(args: string[]): Promise<number> {
     );
     for (const line of findings(data)) console.log(`  + ${line}`);
     console.log("Caveats found in the data:");
-    const warnings = caveats(data);
+    const incomplete = runProgress(data, runPlan).caveat;
+    const warnings = [...(incomplete ? [incomplete] : []), ...caveats(data)];
     for (const line of warnings.length ? warnings : ["none detected"]) console.log(`  ! ${line}`);
     console.log(`Verdict rule: ${VERDICT_RULE}`);
     console.log(

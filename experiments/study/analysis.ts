@@ -1384,6 +1384,36 @@ export const CAVEAT_THRESHOLDS = {
   smallSample: 250,
 };
 
+/** What a run set out to edit, when its caller knows (the study command): the facts its plan edits, the
+ *  proxy facts among them, and whether the run got through its plan (false: its time budget ran out). */
+export interface RunPlan {
+  facts: number;
+  proxyFacts: number;
+  complete: boolean;
+}
+
+/** How far the data got through `plan`: a line for the report's summary ("complete: ..." or "incomplete:
+ *  ..."), and for an incomplete run the caveat that every figure is of the facts done so far. */
+export function runProgress(data: SweepData, plan: RunPlan): { line: string; caveat?: string } {
+  const facts = new Set(data.edits.map((e) => e.fact));
+  const proxy = new Set(data.edits.filter((e) => e.split === "proxy").map((e) => e.fact));
+  const test = plan.facts - plan.proxyFacts;
+  if (plan.complete) {
+    return {
+      line: `complete: the plan's ${plan.facts} edited facts (${plan.proxyFacts} proxy, ${test} test)`,
+    };
+  }
+  const done =
+    `${facts.size} of the ${plan.facts} facts the plan edits (${proxy.size} of ${plan.proxyFacts} ` +
+    `proxy, ${facts.size - proxy.size} of ${test} test facts)`;
+  return {
+    line: `incomplete: results for ${done}; the time budget ran out`,
+    caveat:
+      `Incomplete run: results for ${done}, as the time budget ran out. Every figure and test here is ` +
+      `of the facts done so far; run the same command again to continue.`,
+  };
+}
+
 /**
  * Everything in the data that limits what the run can support, as sentences: a degenerate regressor
  * (near-zero tracing effects, one layer dominating the peaks), selections made on ties or structural

@@ -48,6 +48,8 @@ import {
   proxyVsTest,
   type R2Row,
   r2Table,
+  type RunPlan,
+  runProgress,
   selectionCheck,
   selectionScores,
   standardTable,
@@ -1122,6 +1124,9 @@ export interface ReportOptions {
   title?: string;
   /** Per-fact heatmaps shown (default 3). */
   heatmaps?: number;
+  /** What the run set out to edit (the study command knows): the summary then says how far it got, and an
+   *  incomplete run says so first among its caveats. */
+  plan?: RunPlan;
 }
 
 /** The whole page. */
@@ -1134,9 +1139,11 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
   const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
   const facts = new Set(data.edits.map((e) => e.fact));
   const proxyFacts = new Set(data.edits.filter((e) => e.split === "proxy").map((e) => e.fact));
-  const warnings = caveats(data);
+  const progress = o.plan && runProgress(data, o.plan);
+  const warnings = [...(progress?.caveat ? [progress.caveat] : []), ...caveats(data)];
   const title = o.title ?? `Locus sweep "${data.sweep}": does localization inform editing?`;
   const meta: [string, string][] = [
+    ...(progress ? [["run", progress.line] as [string, string]] : []),
     [
       "model",
       `${data.model.name ?? "?"} (${data.model.family ?? "gpt2"}, ${nLayer} layers, d=${data.model.nEmbd}, ` +
