@@ -85,7 +85,15 @@ export { type RowEntry } from "./engine/ops.ts";
 /** Backward kernels, the same way. */
 export * as backwardOps from "./engine/backward_ops.ts";
 /** The hand-written backward pass: gradients of chosen parameters, hook sources and site states. */
-export { allocateGradients, backward, type BackwardRequest, type Gradients } from "./engine/autograd.ts";
+export {
+  allocateGradients,
+  backward,
+  type BackwardRequest,
+  type BackwardResult,
+  type FactoredGradient,
+  type Gradients,
+  releaseFactors,
+} from "./engine/autograd.ts";
 /** Adam/AdamW with clipping on the GPU, and the L-infinity projection of constrained fine-tuning. */
 export { Adam, type AdamParam, type AdamState, projectLinf, zeroGrads } from "./engine/optimizer.ts";
 /** Validated safetensors reading and writing (single files and sharded checkpoints). */

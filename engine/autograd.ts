@@ -50,12 +50,19 @@ export function allocateGradients(model: Model, names: Iterable<string>): Gradie
  * tensor among a and b, kept for the step: releaseFactors frees it once the step is recorded.
  */
 export interface FactoredGradient {
+  /** [groups * rows, M] */
   a: Tensor;
+  /** [groups * rows, N] */
   b: Tensor;
+  /** Weight copies (GroupedParams.groups). */
   groups: number;
+  /** Rows of a and b per copy. */
   rows: number;
+  /** Rows of a copy's gradient [M, N] (the weight's stored shape). */
   M: number;
+  /** Its columns. */
   N: number;
+  /** The backward's own tensor among a and b, released by releaseFactors. */
   held: Tensor;
 }
 

@@ -1387,8 +1387,11 @@ export const CAVEAT_THRESHOLDS = {
 /** What a run set out to edit, when its caller knows (the study command): the facts its plan edits, the
  *  proxy facts among them, and whether the run got through its plan (false: its time budget ran out). */
 export interface RunPlan {
+  /** Facts the plan edits (proxy and test). */
   facts: number;
+  /** Proxy facts among them. */
   proxyFacts: number;
+  /** Whether the run got through the plan. */
   complete: boolean;
 }
 
