@@ -58,7 +58,10 @@ function promptLastLoss(
   // exp(logit - max) of every vocabulary entry, computed once (the softmax's numerators).
   const e = new Float64Array(row.length);
   let z = 0;
-  for (let v = 0; v < row.length; v++) z += e[v] = Math.exp(row[v] - mx);
+  for (let v = 0; v < row.length; v++) {
+    e[v] = Math.exp(row[v] - mx);
+    z += e[v];
+  }
   const prob = (t: number) => e[t] / z;
   const m = ys.length;
   let loss = 0, cSum = 0;
