@@ -1,21 +1,22 @@
 // Above the engine, every family runs the same experiments: on each transformers-made fixture
 // (tests/fixtures/families) every editing method (ROME and R-ROME on one fact; MEMIT, EMMET and FT-L on
 // two) raises the new targets' probabilities and undo restores the weights bit-exactly, the low-rank
-// edits scored as virtual edits give the probabilities of the applied edits (to 1e-5), and causal
-// tracing returns a full grid.
+// edits scored as virtual edits give the probabilities of the applied edits (to 1e-5), FT-L's batched
+// training gives each edit as trained alone, and causal tracing returns a full grid.
 // The fixtures have no tokenizer of their own: a word-level one maps the editing words onto the
 // first ids of the model's vocabulary and fills the rest with placeholder words.
 import assert from "node:assert/strict";
 import { logProbOf } from "../engine/ops.ts";
 import { makeBatch } from "../engine/model.ts";
 import { applyEdit, type EditRequest, VirtualEditSet } from "../experiments/editing/edit.ts";
+import { computeFt, computeFtBatch } from "../experiments/editing/ft.ts";
 import { computeEdits, methodConfig, METHODS } from "../experiments/editing/methods.ts";
 import { computeKeyStats, packCorpus } from "../experiments/editing/stats.ts";
 import { traceFact } from "../experiments/localization/tracing.ts";
 import { CASES, loadCase } from "./families_fixtures.ts";
 import { WordLevelTokenizer } from "../engine/tokenizer.ts";
 import { EDITING_START_WORDS, EDITING_TEMPLATES, EDITING_WORDS } from "./fixtures_tiny_kb.ts";
-import { rng } from "./util.ts";
+import { maxAbsDiff, rng } from "./util.ts";
 
 /** Random sentences over every word but <unk> and <eos>: parallel-block families key layer 0's MLP
  *  on single tokens, so C needs more distinct tokens than the MLP has neurons. */
@@ -104,6 +105,25 @@ for (const name of CASES) {
         original,
         `${name} ${method}: undo restores ${param} bit-exactly`,
       );
+    }
+
+    // FT-L's batched training (each edit its own weight copy, whose gradient Adam forms from backward's
+    // factors in its step) gives each edit as computeFt trains it alone, on this family's block form.
+    const ftHp = methodConfig(model, "ft", { layers: [layer], normConstraint: 0.05, numSteps: 10 }).hparams;
+    const together = await computeFtBatch(model, tok, requests.map((r) => ({ requests: [r], hp: ftHp })));
+    for (const [i, r] of requests.entries()) {
+      const alone = await computeFt(model, tok, [r], ftHp);
+      assert.deepEqual(together[i].info.epochs, alone.info.epochs, `${name}: FT-L edit ${i} stopping step`);
+      together[i].deltas.forEach((d, k) => {
+        const want = alone.deltas[k];
+        assert.ok(d.kind === "dense" && want.kind === "dense" && d.param === want.param);
+        const scale = Math.max(...want.values.map(Math.abs));
+        assert.ok(scale > 0, `${name}: FT-L edit ${i} moved ${d.param}`);
+        assert.ok(
+          maxAbsDiff(d.values, want.values) <= 1e-3 * scale,
+          `${name}: FT-L edit ${i} ${d.param} batched vs alone`,
+        );
+      });
     }
 
     const trace = await traceFact(model, tok, {
