@@ -205,9 +205,17 @@ export interface FtJob {
   hp: FtHparams;
 }
 
-/** GPU bytes one batch's per-edit tensors may take: copies, anchors, final copies, gradients and Adam's
- *  two moments of every trained parameter (6 per edit; the embedded model's c_proj: 1.6 MB per edit). */
+/** GPU bytes one batch's per-edit tensors may take: copies, anchors, final copies and Adam's two moments
+ *  of every trained parameter, and the gradients of those not factored (perEditTensors; the embedded
+ *  model's c_proj: 1.3 MB per edit). */
 const BATCH_BYTES = 512 * 2 ** 20;
+
+/** The trained parameters whose gradients backward leaves factored (formed inside Adam's step, never
+ *  stored): the weights; the biases' are accumulated. */
+const isFactored = (name: string) => name.endsWith(".weight");
+
+/** Per-edit tensors of a batch for a trained parameter (see BATCH_BYTES). */
+const perEditTensors = (name: string) => (isFactored(name) ? 5 : 6);
 
 /**
  * FT-L edits of many jobs, each as computeFt(model, tok, job.requests, job.hp) would compute it, trained
@@ -239,7 +247,7 @@ export async function computeFtBatch(
     // by side.
     for (const n of names) await model.writable(n);
     const sizes = names.map((n) => model.p(n).size);
-    const perJob = 6 * 4 * sizes.reduce((a, b) => a + b, 0);
+    const perJob = 4 * names.reduce((a, n, i) => a + perEditTensors(n) * sizes[i], 0);
     const fit = Math.max(
       1,
       Math.min(
@@ -336,7 +344,7 @@ async function trainGroups(
   const { prompts, targets } = promptsAndTargets(tok, padded);
   // The blocks below the lowest trained layer never change: the residual entering it, once per batch.
   const lowest = Math.min(...hp.layers);
-  const factored = new Set(names.filter((n) => n.endsWith(".weight")));
+  const factored = new Set(names.filter(isFactored));
   // Each job's tensors at the step it stopped (later steps move a stopped job by Adam's momentum, which
   // nothing reads: its rows get no gradient and its outputs are not scored).
   const finals = tensors.map((t) => gpu.zeros([jobs.length, ...t.shape]));
