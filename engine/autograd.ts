@@ -72,6 +72,18 @@ export interface BackwardResult {
   factors: Map<string, FactoredGradient>;
 }
 
+/** Records into[g] += a_g^T b_g for every copy g of factored gradient `f` (into: [groups, M, N]): the
+ *  gradient written out, as backward accumulates an unfactored grouped weight's. */
+export function addFactoredGradient(gpu: Gpu, f: Omit<FactoredGradient, "held">, into: Tensor): void {
+  matmul(gpu, f.a, f.b, f.M, f.N, f.rows, {
+    transA: true,
+    batch: f.groups,
+    strides: { a: f.rows * f.M, b: f.rows * f.N, c: f.M * f.N },
+    out: into,
+    beta: 1,
+  });
+}
+
 /** Releases the tensors factored gradients hold, once the steps that read them are recorded. */
 export function releaseFactors(gpu: Gpu, factors: Map<string, FactoredGradient>): void {
   for (const f of factors.values()) gpu.release(f.held);
@@ -299,18 +311,11 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     if (dW) perGroup(dW, ".weight", nIn * nOut);
     if (db && groupedBias) perGroup(db, ".bias", nOut);
     const [a, b, M, N] = outIn ? [dy, x, nOut, nIn] : [x, dy, nIn, nOut];
+    const factor = { a, b, groups: G, rows, M, N, held: dy };
     if (factored.has(prefix + ".weight")) {
-      factors.set(prefix + ".weight", { a, b, groups: G, rows, M, N, held: dy });
+      factors.set(prefix + ".weight", factor);
       held.add(dy);
-    } else if (dW) {
-      matmul(gpu, a, b, M, N, rows, {
-        transA: true,
-        batch: G,
-        strides: { a: rows * M, b: rows * N, c: M * N },
-        out: dW,
-        beta: 1,
-      });
-    }
+    } else if (dW) addFactoredGradient(gpu, factor, dW);
     if (db && groupedBias) {
       const ones = gpu.tensor([rows], new Float32Array(rows).fill(1));
       matmul(gpu, ones, dy, 1, nOut, rows, {

@@ -6,10 +6,10 @@
 // to scale its gradient. Nothing is read back unless gradNorm() or saveState() is called. A gradient
 // backward left as its factors (engine/autograd.ts FactoredGradient) is formed inside its parameter's
 // update (shaders/adam_factored.wgsl).
-import type { FactoredGradient } from "./autograd.ts";
+import { addFactoredGradient, type FactoredGradient } from "./autograd.ts";
 import { Gpu, Tensor, uniforms } from "./gpu.ts";
 import { need, sumOfSquares } from "./backward_ops.ts";
-import { elementwise, matmul, matmulTiles } from "./ops.ts";
+import { elementwise, matmulTiles } from "./ops.ts";
 
 /** One parameter an Adam optimises. */
 export interface AdamParam {
@@ -136,13 +136,7 @@ export class Adam {
     const tensors = grads.map((g, i) => {
       if (g instanceof Tensor || fused[i]) return g as Tensor;
       const t = this.gpu.zeros([this.params[i].size]);
-      matmul(this.gpu, g.a, g.b, g.M, g.N, g.rows, {
-        transA: true,
-        batch: g.groups,
-        strides: { a: g.rows * g.M, b: g.rows * g.N, c: g.M * g.N },
-        out: t,
-        beta: 1,
-      });
+      addFactoredGradient(this.gpu, g, t);
       formed.push(t);
       return t;
     });

@@ -36,7 +36,6 @@ import {
   loadSweep,
   r2Table,
   type RunPlan,
-  runProgress,
   windowStudy,
 } from "../study/analysis.ts";
 import { VERDICT_RULE } from "../study/stats.ts";
@@ -389,8 +388,7 @@ async function main(args: string[]): Promise<number> {
     );
     for (const line of findings(data)) console.log(`  + ${line}`);
     console.log("Caveats found in the data:");
-    const incomplete = runProgress(data, runPlan).caveat;
-    const warnings = [...(incomplete ? [incomplete] : []), ...caveats(data)];
+    const warnings = caveats(data, { plan: runPlan });
     for (const line of warnings.length ? warnings : ["none detected"]) console.log(`  ! ${line}`);
     console.log(`Verdict rule: ${VERDICT_RULE}`);
     console.log(

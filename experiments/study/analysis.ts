@@ -1421,10 +1421,15 @@ export function runProgress(data: SweepData, plan: RunPlan): { line: string; cav
  * Everything in the data that limits what the run can support, as sentences: a degenerate regressor
  * (near-zero tracing effects, one layer dominating the peaks), selections made on ties or structural
  * zeros, ceiling and floor effects, no-op edits, far outliers and small samples. Each names its
- * condition and numbers, so the caveats of a run are its own, never fixed text.
+ * condition and numbers, so the caveats of a run are its own, never fixed text. With `o.plan`, a run
+ * that did not get through it says so first (runProgress).
  */
-export function caveats(data: SweepData, o: EffectOptions & IntervalOptions = {}): string[] {
-  const out: string[] = [];
+export function caveats(
+  data: SweepData,
+  o: EffectOptions & IntervalOptions & { plan?: RunPlan } = {},
+): string[] {
+  const incomplete = o.plan && runProgress(data, o.plan).caveat;
+  const out: string[] = incomplete ? [incomplete] : [];
   const T = CAVEAT_THRESHOLDS;
   const localization = o.localization ?? "causal-tracing";
   const traces = data.traces.filter((t) => t.localization === localization);

@@ -1139,11 +1139,10 @@ export function renderReport(data: SweepData, o: ReportOptions = {}): string {
   const main = rewrite.find((r) => r.problem === "error-injection" && r.method === "rome") ?? rewrite[0];
   const facts = new Set(data.edits.map((e) => e.fact));
   const proxyFacts = new Set(data.edits.filter((e) => e.split === "proxy").map((e) => e.fact));
-  const progress = o.plan && runProgress(data, o.plan);
-  const warnings = [...(progress?.caveat ? [progress.caveat] : []), ...caveats(data)];
+  const warnings = caveats(data, { plan: o.plan });
   const title = o.title ?? `Locus sweep "${data.sweep}": does localization inform editing?`;
   const meta: [string, string][] = [
-    ...(progress ? [["run", progress.line] as [string, string]] : []),
+    ...(o.plan ? [["run", runProgress(data, o.plan).line] as [string, string]] : []),
     [
       "model",
       `${data.model.name ?? "?"} (${data.model.family ?? "gpt2"}, ${nLayer} layers, d=${data.model.nEmbd}, ` +
