@@ -1,13 +1,21 @@
 // experiments/study/shared_values.ts: a value optimisation is reused only when the request, its layer and
 // every setting are equal, the reused result is the one optimiseValues computes, and anything that differs
 // (a hyper-parameter, the site, the contexts, the subject noise, the direction, the layer) is optimised
-// anew. The sweep's use of it (ROME + R-ROME, MEMIT + EMMET) is tested end to end in tests/sweep_test.ts.
+// anew; results kept in a sweep's store serve another SharedValues (another process). The sweep's use of it
+// (ROME + R-ROME, MEMIT + EMMET, the mass-editing curve) is tested end to end in tests/sweep_test.ts.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { Model } from "../engine/model.ts";
 import type { EditRequest } from "../experiments/editing/edit.ts";
 import { optimiseValues, type ValueOptions } from "../experiments/editing/values.ts";
-import { SharedValues } from "../experiments/study/shared_values.ts";
+import {
+  type KeptValues,
+  SharedValues,
+  valueFromJson,
+  valueKeys,
+  valueToJson,
+} from "../experiments/study/shared_values.ts";
+import { ResultStore } from "../experiments/study/store.ts";
 import { EDITING_CONFIG, EDITING_TOKENIZER } from "./fixtures_tiny_kb.ts";
 
 const gpu = await getGpu();
@@ -109,4 +117,48 @@ Deno.test("SharedValues.prefetch: results optimised ahead are served as the firs
   beside.scaleSeconds(besideKeys, 0);
   assert.deepEqual((await beside.optimise(model, tok, [a], o))[0].target, direct[0].target);
   assert.deepEqual([beside.lastReused, beside.lastPrefetchSeconds], [[false], [0]]);
+});
+
+Deno.test("SharedValues with kept values: wanted results are kept in the store as computed and served from it to another SharedValues (another process), exactly; others are not kept", async () => {
+  const model = Model.random(gpu, EDITING_CONFIG, 41, true);
+  const b: EditRequest = { prompt: "{} works at", subject: "Carl", target: "Paris" };
+  const dir = await Deno.makeTempDir();
+  try {
+    const [wantedKey, otherKey] = valueKeys([a, b], small);
+    const keptIn = (store: ResultStore): KeptValues => ({
+      wanted: (k) => k === wantedKey,
+      get: (k) => {
+        const json = store.kept(k);
+        return json === undefined ? undefined : valueFromJson(json);
+      },
+      put: (k, r) => store.keep(k, valueToJson(r)!),
+    });
+    // One process optimises a (wanted) and b (not) beside each other, as a sweep block does.
+    const writer = ResultStore.open(`${dir}/s.db`);
+    const first = await new SharedValues(keptIn(writer)).optimise(model, tok, [a, b], small);
+    assert.ok(writer.kept(wantedKey) !== undefined && writer.kept(otherKey) === undefined);
+    writer.close();
+
+    // Another process on the same store: a is served from the store, the same values bit for bit (float32
+    // values as JSON numbers), counted as reused; b is optimised again.
+    const reader = ResultStore.open(`${dir}/s.db`);
+    const shared = new SharedValues(keptIn(reader));
+    const [servedA, servedB] = await shared.prefetch(model, tok, [{ requests: [a, b], o: small }]).then(() =>
+      shared.optimise(model, tok, [a, b], small)
+    );
+    assert.deepEqual(shared.lastReused, [true, false]);
+    assert.deepEqual(shared.lastPrefetchSeconds.map((s) => s > 0), [false, true], "b was prefetched, a not");
+    for (const field of ["targetInit", "delta", "target", "losses", "targetProb", "updates"] as const) {
+      assert.deepEqual(servedA[field], first[0][field], field);
+    }
+    assert.deepEqual(servedB.target, first[1].target);
+    // The first value kept under a key stays.
+    reader.keep(wantedKey, valueToJson({ ...first[1] })!);
+    assert.deepEqual(valueFromJson(reader.kept(wantedKey)!).delta, first[0].delta);
+    reader.close();
+    // A value that is not finite is not kept (JSON cannot hold it).
+    assert.equal(valueToJson({ ...first[0], losses: [NaN] }), null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -213,6 +213,33 @@ Deno.test("study --processes 2 (auto on a software adapter): a worker runs shard
   for (const [key, r] of two) assertSameMetrics(r, one.get(key)!);
 });
 
+Deno.test("study: the mass-editing curve takes its z from the store where the sweep's EMMET edits kept them; the same scores as optimising them", async () => {
+  const common = ["--problems", "error-injection", "--localizations", "none", "--windows", "none"];
+  // EMMET at the default layer optimises the z the curve's MEMIT edits need (equal request and options).
+  await study(...common, "--methods", "emmet", "--drift-every", "0", "--out", `${dir}/mass-kept`);
+  // ROME's v* are other values: the curve optimises its own z.
+  await study(...common, "--methods", "rome", "--drift-every", "0", "--out", `${dir}/mass-own`);
+  const massRows = (path: string) => {
+    const store = ResultStore.open(path);
+    try {
+      return [...store.results({ sweep: "study" })].filter((r) => r.localization.startsWith("mass:"));
+    } finally {
+      store.close();
+    }
+  };
+  const [kept, own] = [massRows(`${dir}/mass-kept/results.db`), massRows(`${dir}/mass-own/results.db`)];
+  assert.deepEqual(kept.map((r) => r.localization), ["mass:1", "mass:3"]);
+  for (const r of kept) {
+    assert.equal(r.timings.valuesReused, r.metrics.n, `${r.localization}: every z taken from the store`);
+  }
+  assert.deepEqual(
+    own.map((r) => r.timings.valuesReused),
+    [0, 1],
+    "optimised by the curve (mass:3 reuses mass:1's)",
+  );
+  own.forEach((r, i) => assertSameMetrics(kept[i], r));
+});
+
 Deno.test("study --dataset zsre.json: the zsRE facts are edited and the report gives MEMIT's zsRE metrics", async () => {
   // The tiny folder's facts in MEND's zsRE schema: src = the prompt, rephrase = the paraphrase, alt = the
   // new object, loc = the neighbour prompt (another subject) with that case's true object as loc_ans.

@@ -16,6 +16,7 @@ import { traceFact } from "../experiments/localization/tracing.ts";
 import { renderReport } from "../experiments/study/report.ts";
 import { resultKey, ResultStore, type StoredResult } from "../experiments/study/store.ts";
 import {
+  dealFacts,
   defaultSettings,
   driftMeasured,
   jsonSafe,
@@ -109,6 +110,21 @@ Deno.test("planItems: traces, selections, then every fact x layer x method x pro
   assert.deepEqual([0, 1, 2, 3, 6].map((i) => driftMeasured(drift, i)), [true, false, false, true, true]);
   assert.ok(![0, 1].some((i) => driftMeasured({ ...drift, every: 0 }, i)));
   assert.ok(!driftMeasured({ ...drift, essenceSamples: 0, fluencyPrompts: 0 }, 0), "nothing to measure");
+  // The deal of facts to shards gives each shard its share of the measured facts (the costlier ones), of
+  // the other edited facts and of the facts only traced: with every 4th fact measured and 2 shards, a deal
+  // of the edited facts in one turn would give shard 0 every measured fact.
+  const many = [
+    ...Array.from({ length: 4 }, (_, i) => fact(i, "proxy")),
+    ...Array.from({ length: 12 }, (_, i) => fact(4 + i, "test")),
+    ...Array.from({ length: 3 }, (_, i) => fact(16 + i, "trace-only")),
+  ];
+  const deal = dealFacts({ facts: many, settings: { ...plan.settings, drift: { ...drift, every: 4 } } });
+  assert.deepEqual([...deal.values()].sort((a, b) => a - b), many.map((_, i) => i), "one place per fact");
+  const perShard = (ids: string[]) => [0, 1].map((k) => ids.filter((id) => deal.get(id)! % 2 === k).length);
+  const measuredIds = [0, 4, 8, 12].map((i) => `counterfact:${i}`);
+  assert.deepEqual(perShard(measuredIds), [2, 2], "measured facts");
+  assert.deepEqual(perShard(many.map((f) => f.id)), [10, 9], "all facts");
+  assert.deepEqual(perShard(many.filter((f) => f.split === "trace-only").map((f) => f.id)), [2, 1]);
   assert.deepEqual(items.find((it) => it.kind === "select")!.key, {
     sweep: "p",
     fact: "proxy-set",

@@ -26,8 +26,68 @@ const keyOf = (value: unknown): string => canonicalJson(JSON.parse(JSON.stringif
  *  which only say where each delta goes; callbacks (progress) are not settings. */
 const optionsKey = (o: ValueOptions): string => keyOf({ ...o, layer: undefined, layers: undefined });
 
+/** The key of request i's result of a call (its options, then the request and its layer): equal keys,
+ *  equal results. */
+export function valueKeys(requests: EditRequest[], o: ValueOptions): string[] {
+  const layers = o.layers ?? requests.map(() => o.layer);
+  if (layers.length !== requests.length) {
+    throw new Error(`optimiseValues: ${layers.length} layers for ${requests.length} requests`);
+  }
+  const options = optionsKey(o);
+  return requests.map((r, i) => `${options}\n${keyOf({ request: r, layer: layers[i] })}`);
+}
+
+/**
+ * Results kept beyond one SharedValues (in a sweep's store, so that every process of the sweep sees
+ * them): `wanted` says which keys a later call will ask for; those are kept once computed and looked up
+ * before optimising.
+ */
+export interface KeptValues {
+  wanted(key: string): boolean;
+  get(key: string): ValueResult | undefined;
+  put(key: string, result: ValueResult): void;
+}
+
+/** A ValueResult as JSON (float32 values are exact as JSON numbers) and back; null where a value is not
+ *  finite (not kept). */
+export function valueToJson(r: ValueResult): Json | null {
+  const all = [...r.targetInit, ...r.delta, ...r.losses, r.targetProb];
+  if (!all.every(Number.isFinite)) return null;
+  return {
+    targetInit: [...r.targetInit],
+    delta: [...r.delta],
+    losses: r.losses,
+    targetProb: r.targetProb,
+    updates: r.updates,
+  };
+}
+
+export function valueFromJson(j: Json): ValueResult {
+  const o = j as {
+    targetInit: number[];
+    delta: number[];
+    losses: number[];
+    targetProb: number;
+    updates: number;
+  };
+  const targetInit = Float32Array.from(o.targetInit), delta = Float32Array.from(o.delta);
+  return {
+    targetInit,
+    delta,
+    target: targetInit.map((v, i) => v + delta[i]),
+    losses: o.losses,
+    targetProb: o.targetProb,
+    updates: o.updates,
+  };
+}
+
 export class SharedValues {
+  /** `kept`: results that outlive this object (see KeptValues). */
+  constructor(private readonly kept?: KeptValues) {}
+
   #results = new Map<string, ValueResult>();
+  /** The keys the latest call optimised (not found computed or kept). */
+  #lastOptimised: string[] = [];
   /** Seconds per request of the prefetch calls' results that no method has used yet. */
   #prefetched = new Map<string, number>();
   /** Requests optimised, and requests served with an earlier call's result, over every call. */
@@ -64,9 +124,8 @@ export class SharedValues {
     }
     for (const { requests, layers, o } of merged.values()) {
       const t0 = performance.now();
-      const before = new Set(this.#results.keys());
       await this.optimise(model, tok, requests, { ...o, layers, onProgress });
-      const fresh = [...this.#results.keys()].filter((k) => !before.has(k));
+      const fresh = this.#lastOptimised;
       for (const k of fresh) this.#prefetched.set(k, (performance.now() - t0) / 1000 / fresh.length);
       optimised.push(...fresh);
       this.optimised -= fresh.length;
@@ -92,11 +151,13 @@ export class SharedValues {
     o: ValueOptions,
   ): Promise<ValueResult[]> => {
     const layers = o.layers ?? requests.map(() => o.layer);
-    if (layers.length !== requests.length) {
-      throw new Error(`optimiseValues: ${layers.length} layers for ${requests.length} requests`);
+    const keys = valueKeys(requests, o);
+    // Results kept by an earlier call elsewhere (another process of the sweep) count as reused.
+    for (const k of keys) {
+      if (this.#results.has(k) || !this.kept?.wanted(k)) continue;
+      const found = this.kept.get(k);
+      if (found) this.#results.set(k, found);
     }
-    const options = optionsKey(o);
-    const keys = requests.map((r, i) => `${options}\n${keyOf({ request: r, layer: layers[i] })}`);
     const firsts = keys.flatMap((k, i) => (!this.#results.has(k) && keys.indexOf(k) === i ? [i] : []));
     // A prefetched result counts as computed by its first user, as if that call had optimised it.
     const claimed = keys.flatMap((k, i) => (this.#prefetched.has(k) && keys.indexOf(k) === i ? [i] : []));
@@ -104,12 +165,16 @@ export class SharedValues {
     for (const i of claimed) this.#prefetched.delete(keys[i]);
     const own = [...firsts, ...claimed];
     this.lastReused = keys.map((_, i) => !own.includes(i));
+    this.#lastOptimised = firsts.map((i) => keys[i]);
     if (firsts.length > 0) {
       const computed = await optimiseValues(model, tok, firsts.map((i) => requests[i]), {
         ...o,
         layers: firsts.map((i) => layers[i]),
       });
-      firsts.forEach((i, j) => this.#results.set(keys[i], computed[j]));
+      firsts.forEach((i, j) => {
+        this.#results.set(keys[i], computed[j]);
+        if (this.kept?.wanted(keys[i])) this.kept.put(keys[i], computed[j]);
+      });
     }
     this.optimised += own.length;
     this.reused += requests.length - own.length;

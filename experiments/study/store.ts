@@ -10,7 +10,9 @@
 // a silently shorter table). A sweep's settings (everything that changes a result's value) are kept
 // in a `settings` table under a fingerprint: resuming under other settings is refused with the
 // differences listed, unless forced (then both fingerprints are recorded). `attempts` counts how
-// often a unit of work was started, so a sweep can shrink work that keeps getting killed.
+// often a unit of work was started, so a sweep can shrink work that keeps getting killed. `kept` holds
+// intermediate values a later item of the sweep reuses, whichever process of it computed them (the
+// value optimisations of the mass-editing curve's facts): not results, so never merged or exported.
 //
 // Long sweeps split across processes or machines with `--shard k/n`: a work item belongs to shard
 // hash(item key) mod n, or to one its sweep deals it to (a fact's traces and edits together), so the n
@@ -100,6 +102,10 @@ CREATE TABLE IF NOT EXISTS settings (
 CREATE TABLE IF NOT EXISTS attempts (
   key TEXT PRIMARY KEY,
   count INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS kept (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
 ) STRICT;
 `;
 
@@ -298,6 +304,21 @@ export class ResultStore {
   /** Forgets the starts of `key` once its work is stored (deleting results later starts it afresh). */
   finished(key: string): void {
     this.db.prepare("DELETE FROM attempts WHERE key = ?").run(key);
+  }
+
+  /** Keeps an intermediate value under `key` for later work of any process on this store; the first
+   *  value kept under a key stays. */
+  keep(key: string, value: Json): void {
+    checkJson(value, `kept value ${key}`);
+    this.db.prepare("INSERT OR IGNORE INTO kept VALUES (?, ?)").run(key, JSON.stringify(value));
+  }
+
+  /** The value kept under `key`, or undefined. */
+  kept(key: string): Json | undefined {
+    const row = this.db.prepare("SELECT value FROM kept WHERE key = ?").get(key) as
+      | { value: string }
+      | undefined;
+    return row && JSON.parse(row.value);
   }
 
   /**

@@ -40,9 +40,10 @@
 // subject-token embeddings of the dataset's known facts (tracing.ts subjectNoiseLevel), recorded with
 // every result using it.
 //
-// Sharding: the edited facts are dealt out in turn to the n shards (fact i of them to shard i mod n),
-// and so are the facts only traced; a fact's traces and edits go with it, so a shard edits whole blocks of
-// its own facts and shards hold as many facts as can be. Every other item (a layer selection, a mass
+// Sharding: the facts are dealt out in turn to the n shards (dealFacts), those whose edits also measure
+// essence and fluency first, then the other edited facts, then those only traced; a fact's traces and edits
+// go with it, so a shard edits whole blocks of its own facts and shards hold as many facts, and as many
+// measured facts, as can be. Every other item (a layer selection, a mass
 // edit) goes to shard hash(its key) mod n (store.ts shardItems). Shards write their own stores (merged
 // afterwards) or one store together. Facts are sampled with a seeded shuffle of the facts the model
 // knows, so every process sees the same plan.
@@ -152,7 +153,7 @@ import {
   type FluencyRun,
   generationFluency,
 } from "../evaluation/drift.ts";
-import { SharedValues } from "./shared_values.ts";
+import { type KeptValues, SharedValues, valueFromJson, valueKeys, valueToJson } from "./shared_values.ts";
 
 // ------------------------------------------------------------------------------------------------
 // The plan
@@ -284,6 +285,24 @@ export const DEFAULT_DRIFT: DriftSettings = {
 /** Whether the edited fact at `index` (in the sample's order, proxy facts first) is measured. */
 export function driftMeasured(d: DriftSettings, index: number): boolean {
   return d.every > 0 && (d.essenceSamples > 0 || d.fluencyPrompts > 0) && index % d.every === 0;
+}
+
+/**
+ * Each fact's place in the deal of facts to shards (fact at place i goes to shard i mod n): the edited
+ * facts whose edits also measure essence and fluency (driftMeasured), then the other edited facts, then the
+ * facts only traced, each in the sample's order. Measured facts cost about a third more than the others;
+ * dealt among the edited facts in one turn they all went to shard 0 whenever n divided drift.every (the
+ * default 4 with 2 processes: one shard ran ~15% longer than the other, bench/RESULTS.md).
+ */
+export function dealFacts(plan: Pick<SweepPlan, "facts" | "settings">): Map<string, number> {
+  const edited = plan.facts.filter((f) => f.split !== "trace-only");
+  const measured = new Set(edited.filter((_, i) => driftMeasured(plan.settings.drift, i)));
+  const order = [
+    ...edited.filter((f) => measured.has(f)),
+    ...edited.filter((f) => !measured.has(f)),
+    ...plan.facts.filter((f) => f.split === "trace-only"),
+  ];
+  return new Map(order.map((f, i) => [f.id, i]));
 }
 
 /** The seed of a fact's essence samples and fluency generations (before and after every edit). */
@@ -774,10 +793,7 @@ export async function runSweep(
   let stopped = false;
   const outOfTime = () => (stopped ||= o.deadline !== undefined && performance.now() > o.deadline);
   const all = planItems(plan);
-  const dealt = new Map<string, number>();
-  for (const traceOnly of [false, true]) {
-    plan.facts.filter((f) => (f.split === "trace-only") === traceOnly).forEach((f, i) => dealt.set(f.id, i));
-  }
+  const dealt = dealFacts(plan);
   const mine = o.shard
     ? shardItems(
       all,
@@ -931,6 +947,43 @@ export async function runSweep(
     sweepKeyStats(ctx, plan, layers, methods, (keys, total) => show(`key statistics ${keys}/${total} keys`));
   const subjectNoise: SubjectNoise = { seed: s.seed + 1, scale: noise?.level ?? 0 };
   const valueCounts = { optimised: 0, reused: 0 };
+
+  // The mass-editing curve's z (error injection of the test facts at each mass method's default layers):
+  // the sweep's own MEMIT / EMMET edits compute the same z where a layer window and its options agree (at
+  // the defaults, EMMET's at the default layer), in whichever process edits the fact. Those z are kept in
+  // the store (KeptValues) as they are computed, and the curve, in whichever process runs it, takes them
+  // from there instead of optimising them again; any it does not find it optimises itself.
+  const massItems = all.filter((it): it is MassItem => it.kind === "mass");
+  const massRequests = new Map<string, EditRequest>();
+  const massCall = async (item: MassItem, startWords: string[] | undefined) => {
+    const mc = methodConfig(model, item.method, s.overrides);
+    for (const f of item.facts) {
+      if (massRequests.has(f.id)) continue;
+      massRequests.set(f.id, await problemRequest(model, tok, f.case, "error-injection", subjectNoise));
+    }
+    const requests = item.facts.map((f) => massRequests.get(f.id)!);
+    return { mc, requests, o: await batchValueOptions(model, tok, mc.hparams, startWords) };
+  };
+  let keptValues: KeptValues | undefined;
+  if (massItems.some((it) => !store.has(it.key))) {
+    const startWords = await templateStartWords(tok, ctx.corpus);
+    const wanted = new Set<string>();
+    for (const item of massItems) {
+      const { requests, o } = await massCall(item, startWords);
+      for (const k of valueKeys(requests, o)) wanted.add(k);
+    }
+    keptValues = {
+      wanted: (key) => wanted.has(key),
+      get: (key) => {
+        const json = store.kept(key);
+        return json === undefined ? undefined : valueFromJson(json);
+      },
+      put: (key, result) => {
+        const json = valueToJson(result);
+        if (json !== null) store.keep(key, json);
+      },
+    };
+  }
 
   // Edits.
   const edits = pending.filter((it): it is Extract<WorkItem, { kind: "edit" }> => it.kind === "edit");
@@ -1326,7 +1379,7 @@ export async function runSweep(
       }
     };
     for (const chunks of blocks) {
-      const values = new SharedValues();
+      const values = new SharedValues(keptValues);
       const trained: Trained = new Map();
       const driftQueue = new DriftQueue();
       blockResiduals = new ResidualCache(model);
@@ -1363,25 +1416,15 @@ export async function runSweep(
   // curve edits the first n test facts for every n and both methods (whose z options are one set when their
   // last edited layers agree, as at the defaults): every fact's z is optimised once, ahead, for the items
   // not stored yet, in one batch per set of options, and each item's edit is computed from them.
-  const massItems = pending.filter((it): it is MassItem => it.kind === "mass");
-  if (massItems.length > 0 && !outOfTime()) {
+  const massPending = pending.filter((it): it is MassItem => it.kind === "mass");
+  if (massPending.length > 0 && !outOfTime()) {
     const startWords = await templateStartWords(tok, ctx.corpus);
-    const massRequests = new Map<string, EditRequest>();
-    const massCall = async (item: MassItem) => {
-      const mc = methodConfig(model, item.method, s.overrides);
-      for (const f of item.facts) {
-        if (massRequests.has(f.id)) continue;
-        massRequests.set(f.id, await problemRequest(model, tok, f.case, "error-injection", subjectNoise));
-      }
-      const requests = item.facts.map((f) => massRequests.get(f.id)!);
-      return { mc, requests, o: await batchValueOptions(model, tok, mc.hparams, startWords) };
-    };
     // Only the items still pending: the z of items already stored are not needed again.
-    const values = new SharedValues();
+    const values = new SharedValues(keptValues);
     const calls = [];
-    for (const item of massItems) calls.push(await massCall(item));
+    for (const item of massPending) calls.push(await massCall(item, startWords));
     await values.prefetch(model, tok, calls, (step, steps) => show(`mass edits' z: step ${step}/${steps}`));
-    for (const [i, item] of massItems.entries()) {
+    for (const [i, item] of massPending.entries()) {
       if (outOfTime()) break;
       const { mc, requests: reqs, o: zOptions } = calls[i];
       const stats = await statsFor(new Set(statsLayers(mc)), [item.method]);
