@@ -43,10 +43,9 @@
 // Sharding: the facts are dealt out in turn to the n shards (dealFacts), those whose edits also measure
 // essence and fluency first, then the other edited facts, then those only traced; a fact's traces and edits
 // go with it, so a shard edits whole blocks of its own facts and shards hold as many facts, and as many
-// measured facts, as can be. Every other item (a layer selection, a mass
-// edit) goes to shard hash(its key) mod n (store.ts shardItems). Shards write their own stores (merged
-// afterwards) or one store together. Facts are sampled with a seeded shuffle of the facts the model
-// knows, so every process sees the same plan.
+// measured facts, as can be. Every other item (a layer selection, a mass edit) goes to shard hash(its key)
+// mod n (store.ts shardItems). Shards write their own stores (merged afterwards) or one store together.
+// Facts are sampled with a seeded shuffle of the facts the model knows, so every process sees the same plan.
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
 // method, layer), so a sweep stopped early holds every condition for fewer facts. The v* / z of every
@@ -1415,7 +1414,8 @@ export async function runSweep(
   // depends only on its request and the z options (values.ts optimises each request as if alone), and the
   // curve edits the first n test facts for every n and both methods (whose z options are one set when their
   // last edited layers agree, as at the defaults): every fact's z is optimised once, ahead, for the items
-  // not stored yet, in one batch per set of options, and each item's edit is computed from them.
+  // not stored yet, in one batch per set of options (but those the sweep's edits kept: keptValues above),
+  // and each item's edit is computed from them.
   const massPending = pending.filter((it): it is MassItem => it.kind === "mass");
   if (massPending.length > 0 && !outOfTime()) {
     const startWords = await templateStartWords(tok, ctx.corpus);
