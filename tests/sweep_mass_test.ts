@@ -156,16 +156,31 @@ Deno.test("mass editing: stopped between items, the next run computes only the m
       reused: [["memit", 1, 0], ["emmet", 1, 1]],
     },
   ] as const;
+  // Each case twice: with the z the first run kept in the store (store.ts `kept`) forgotten, and with them
+  // there, when every z the missing items need is taken from the store (reused, none optimised).
   for (const { missing, values, reused } of cases) {
-    const resumed = `${dir}/resumed.db`;
-    await Deno.copyFile(full, resumed);
-    const db = new DatabaseSync(resumed);
-    db.prepare(`DELETE FROM results WHERE ${missing}`).run();
-    db.close();
-    const { summary, rows } = await sweepInto(resumed);
-    assert.equal(summary.written, 2, missing);
-    assert.deepEqual(summary.values, values, missing);
-    for (const r of rows) assert.deepEqual(r.metrics, fullRows.find((x) => x.key === r.key)!.metrics, r.key);
-    for (const [method, n, count] of reused) assert.equal(rowOf(rows, method, n).timings.valuesReused, count);
+    for (const forget of [true, false]) {
+      const resumed = `${dir}/resumed.db`;
+      await Deno.copyFile(full, resumed);
+      const db = new DatabaseSync(resumed);
+      db.prepare(`DELETE FROM results WHERE ${missing}`).run();
+      if (forget) db.prepare("DELETE FROM kept").run();
+      db.close();
+      const { summary, rows } = await sweepInto(resumed);
+      const what = `${missing}, kept z ${forget ? "forgotten" : "there"}`;
+      assert.equal(summary.written, 2, what);
+      const zs = values.optimised + values.reused;
+      assert.deepEqual(summary.values, forget ? values : { optimised: 0, reused: zs }, what);
+      for (const r of rows) {
+        assert.deepEqual(
+          r.metrics,
+          fullRows.find((x) => x.key === r.key)!.metrics,
+          r.key,
+        );
+      }
+      for (const [method, n, count] of reused) {
+        assert.equal(rowOf(rows, method, n).timings.valuesReused, forget ? count : n, what);
+      }
+    }
   }
 });
