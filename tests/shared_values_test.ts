@@ -9,7 +9,7 @@ import { Model } from "../engine/model.ts";
 import type { EditRequest } from "../experiments/editing/edit.ts";
 import { optimiseValues, type ValueOptions } from "../experiments/editing/values.ts";
 import {
-  type KeptValues,
+  keptInStore,
   SharedValues,
   valueFromJson,
   valueKeys,
@@ -125,14 +125,7 @@ Deno.test("SharedValues with kept values: wanted results are kept in the store a
   const dir = await Deno.makeTempDir();
   try {
     const [wantedKey, otherKey] = valueKeys([a, b], small);
-    const keptIn = (store: ResultStore): KeptValues => ({
-      wanted: (k) => k === wantedKey,
-      get: (k) => {
-        const json = store.kept(k);
-        return json === undefined ? undefined : valueFromJson(json);
-      },
-      put: (k, r) => store.keep(k, valueToJson(r)!),
-    });
+    const keptIn = (store: ResultStore) => keptInStore(store, (k) => k === wantedKey);
     // One process optimises a (wanted) and b (not) beside each other, as a sweep block does.
     const writer = ResultStore.open(`${dir}/s.db`);
     const first = await new SharedValues(keptIn(writer)).optimise(model, tok, [a, b], small);

@@ -17,7 +17,7 @@ import type { Model } from "../../engine/model.ts";
 import type { Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditRequest } from "../editing/edit.ts";
 import { optimiseValues, type ValueOptions, type ValueResult } from "../editing/values.ts";
-import { canonicalJson, type Json } from "./store.ts";
+import { canonicalJson, type Json, type ResultStore } from "./store.ts";
 
 /** Key text of a JSON-like value: fields left undefined are dropped (they mean the default), object keys sorted. */
 const keyOf = (value: unknown): string => canonicalJson(JSON.parse(JSON.stringify(value)) as Json);
@@ -78,6 +78,22 @@ export function valueFromJson(j: Json): ValueResult {
     losses: o.losses,
     targetProb: o.targetProb,
     updates: o.updates,
+  };
+}
+
+/** KeptValues in a results store (store.ts `keep` / `kept`), of the keys `wanted` accepts; a value that
+ *  JSON cannot hold is not kept. */
+export function keptInStore(store: ResultStore, wanted: (key: string) => boolean): KeptValues {
+  return {
+    wanted,
+    get: (key) => {
+      const json = store.kept(key);
+      return json === undefined ? undefined : valueFromJson(json);
+    },
+    put: (key, result) => {
+      const json = valueToJson(result);
+      if (json !== null) store.keep(key, json);
+    },
   };
 }
 

@@ -152,7 +152,7 @@ import {
   type FluencyRun,
   generationFluency,
 } from "../evaluation/drift.ts";
-import { type KeptValues, SharedValues, valueFromJson, valueKeys, valueToJson } from "./shared_values.ts";
+import { keptInStore, SharedValues, valueKeys } from "./shared_values.ts";
 
 // ------------------------------------------------------------------------------------------------
 // The plan
@@ -963,26 +963,14 @@ export async function runSweep(
     const requests = item.facts.map((f) => massRequests.get(f.id)!);
     return { mc, requests, o: await batchValueOptions(model, tok, mc.hparams, startWords) };
   };
-  let keptValues: KeptValues | undefined;
-  if (massItems.some((it) => !store.has(it.key))) {
-    const startWords = await templateStartWords(tok, ctx.corpus);
-    const wanted = new Set<string>();
-    for (const item of massItems) {
-      const { requests, o } = await massCall(item, startWords);
-      for (const k of valueKeys(requests, o)) wanted.add(k);
-    }
-    keptValues = {
-      wanted: (key) => wanted.has(key),
-      get: (key) => {
-        const json = store.kept(key);
-        return json === undefined ? undefined : valueFromJson(json);
-      },
-      put: (key, result) => {
-        const json = valueToJson(result);
-        if (json !== null) store.keep(key, json);
-      },
-    };
-  }
+  // Every mass item not stored yet: its z requests and options, computed once here (for the keys the
+  // sweep keeps) and used again by the curve below.
+  const unstoredMass = massItems.filter((it) => !store.has(it.key));
+  const massStartWords = unstoredMass.length ? await templateStartWords(tok, ctx.corpus) : undefined;
+  const massCalls = new Map<MassItem, Awaited<ReturnType<typeof massCall>>>();
+  for (const item of unstoredMass) massCalls.set(item, await massCall(item, massStartWords));
+  const wanted = new Set([...massCalls.values()].flatMap(({ requests, o }) => valueKeys(requests, o)));
+  const keptValues = wanted.size ? keptInStore(store, (key) => wanted.has(key)) : undefined;
 
   // Edits.
   const edits = pending.filter((it): it is Extract<WorkItem, { kind: "edit" }> => it.kind === "edit");
@@ -1418,11 +1406,9 @@ export async function runSweep(
   // and each item's edit is computed from them.
   const massPending = pending.filter((it): it is MassItem => it.kind === "mass");
   if (massPending.length > 0 && !outOfTime()) {
-    const startWords = await templateStartWords(tok, ctx.corpus);
     // Only the items still pending: the z of items already stored are not needed again.
     const values = new SharedValues(keptValues);
-    const calls = [];
-    for (const item of massPending) calls.push(await massCall(item, startWords));
+    const calls = massPending.map((item) => massCalls.get(item)!);
     await values.prefetch(model, tok, calls, (step, steps) => show(`mass edits' z: step ${step}/${steps}`));
     for (const [i, item] of massPending.entries()) {
       if (outOfTime()) break;
@@ -1432,7 +1418,10 @@ export async function runSweep(
       const pre = await caseProbabilities(model, tok, pairs);
       const t0 = performance.now();
       const zs = await values.optimise(model, tok, reqs, zOptions);
-      const [edit] = await computeEdits(model, tok, mc, reqs, stats, { startWords, values: zs });
+      const [edit] = await computeEdits(model, tok, mc, reqs, stats, {
+        startWords: massStartWords,
+        values: zs,
+      });
       // The item's own time (keys and solves, and any z not prefetched) plus the prefetch's share of the z
       // it is the first item to use: a z shared by several items is charged once, to the first (the
       // smallest n of the first method), and the others' times leave it out (timings.valuesReused counts
