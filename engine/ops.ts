@@ -557,7 +557,7 @@ function matmulTexture(
       });
     }
   } else {
-    // A in uniform windows of AW rows (see shaders/matmul_texture.wgsl), each a power of two so that the
+    // A in uniform windows of AW rows (see shaders/matmul_texture_window.wgsl), each a power of two so that the
     // pipelines specialised on AW are few (not one per M): full windows of the largest that fits, then
     // one for the remaining rows, ending at row M (it may overlap the window before it and then
     // computes only the rows after it).
@@ -581,7 +581,8 @@ function matmulTexture(
   }
   for (const { binding, entry, AW, TM, TN4, row0, begin, end } of parts) {
     const params = { K4: K / 4, AW, TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
-    const pipeline = gpu.pipeline("matmul_texture.wgsl", entry, params);
+    const file = entry.endsWith("_at") ? "matmul_texture_at.wgsl" : "matmul_texture_window.wgsl";
+    const pipeline = gpu.pipeline(file, entry, params);
     const columnsPerInvocation = columnsAlongRows ? TN4 : 4 * TN4;
     for (const { view, n0, n } of slices) {
       const u = uniforms().u32(n, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
@@ -598,7 +599,7 @@ function matmulTexture(
 
 /**
  * matmul_texture_tn: C = A^T B with A [K,M] and B [K,N] both read from texture mirrors, one dispatch.
- * The same sums in the same order as matmul_vec4_n with transA (shaders/matmul_texture.wgsl).
+ * The same sums in the same order as matmul_vec4_n with transA (shaders/matmul_texture_at.wgsl).
  */
 function matmulTextureTn(
   gpu: Gpu,
@@ -618,7 +619,7 @@ function matmulTextureTn(
   const u = uniforms().u32(N, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
     .u32(o.ldc ?? N, o.outOffset ?? 0, 0, 0, 0, M, K);
   gpu.run(
-    gpu.pipeline("matmul_texture.wgsl", "matmul_texture_tn", params),
+    gpu.pipeline("matmul_texture_at.wgsl", "matmul_texture_tn", params),
     [aView, bView, o.bias ?? placeholder(gpu), out],
     [cdiv(M, tiles.TM), cdiv(N, 4 * TN4 * tiles.WG), 1],
     u,

@@ -21,16 +21,16 @@
 //                      see that entry point.
 //   C[c_offset + m*ldc + n].
 //
-// A [M,K] (row-major) is read through a uniform-buffer window of AW rows starting at row a_row0:
-// every lane of a workgroup reads the same A value, and llvmpipe loads a uniform buffer at a
-// workgroup-uniform index once, where a storage-buffer load is a bounds-checked per-lane gather
-// (on GL: 27 -> 40 GFLOP/s for [16,768]x[768,3072], bench/kernels.ts). A window holds at most
-// maxUniformBufferBindingSize bytes, so ops.ts records one dispatch per window; each computes rows
-// [m_begin, m_end) of C, all inside its window.
+// This file holds what the entry points share: the bindings of B, the bias, C and the dimensions, the
+// epilogue and the register blocks' products, which read A through a_rows(rows, k4). The entry points
+// live in two files that import it, each with its own A binding at @binding(0) (an entry point may
+// not use two resources at one binding): matmul_texture_window.wgsl (A in uniform windows:
+// matmul_texture_n, _k, _kt) and matmul_texture_at.wgsl (A from a texture mirror: matmul_texture_n_at,
+// _kt_at, _tn).
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   K4   : K / 4 (K is a multiple of 4)
-//   AW   : rows of A in the window
+//   AW   : rows of A in a uniform window (matmul_texture_window.wgsl; 1 where A is a texture)
 //   TM   : rows of C per invocation
 //   TN4  : vec4 column groups per invocation (matmul_texture_n, _kt: 4*TN4 columns; matmul_texture_k:
 //          TN4 columns, each as four partial sums)
@@ -46,7 +46,6 @@ struct Dims {
   m_begin: u32, m_end: u32, K: u32,
 }
 
-@group(0) @binding(0) var<uniform> A4: array<vec4<f32>, AW * K4>;
 @group(0) @binding(1) var Bt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
@@ -68,32 +67,6 @@ fn store_biased(m: u32, n: u32, ab: f32, b: f32) {
   if (d.beta != 0.0) { v += d.beta * C[idx]; }
   if (GELU) { v = gelu_new(v); }
   C[idx] = v;
-}
-
-// First element of row i of this invocation's block in the window (a clamped duplicate of the
-// last row past m_end, never stored).
-fn window_row(m0: u32, i: u32) -> u32 {
-  return (min(m0 + i, d.m_end - 1u) - d.a_row0) * K4;
-}
-
-// A[rows[i], 4*k4 .. +3] for the block's rows, from the uniform window (rows from window_row) or from A's
-// texture mirror (rows from texture_row): every lane of a workgroup loads the same values.
-fn window_a(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
-  var a: array<vec4<f32>, TM>;
-  for (var i = 0u; i < TM; i++) { a[i] = A4[rows[i] + k4]; }
-  return a;
-}
-
-fn texture_a(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
-  var a: array<vec4<f32>, TM>;
-  for (var i = 0u; i < TM; i++) { a[i] = textureLoad(At, vec2<u32>(k4, rows[i])); }
-  return a;
-}
-
-// Row i of this invocation's block in A's texture mirror, whose first row is A's row a_row0 (the
-// _at entry points; a clamped duplicate of the last row past m_end, never stored).
-fn texture_row(m0: u32, i: u32) -> u32 {
-  return min(m0 + i, d.m_end - 1u) - d.a_row0;
 }
 
 // Stores the block of rows m0.. and column groups (wy*TN4 + j)*WG + ly (4 columns each) that acc holds,
@@ -125,80 +98,27 @@ fn column_groups(wy: u32, ly: u32) -> array<u32, TN4> {
   return col4;
 }
 
-// acc[i*TN4 + j] += a[i][c] * B[4*k4 + c, 4*col4[j] .. +3] for c = 0..3 in order: one k4 step of
-// matmul_texture_n (the same sums whichever binding A comes from).
-fn accumulate_n(a: array<vec4<f32>, TM>, col4: array<u32, TN4>, k4: u32, acc: ptr<function, array<vec4<f32>, TM * TN4>>) {
-  // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
-  var bk: array<vec4<f32>, TN4>;
-  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
-  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[i * TN4 + j] += a[i].x * bk[j]; } }
-  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
-  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[i * TN4 + j] += a[i].y * bk[j]; } }
-  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
-  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[i * TN4 + j] += a[i].z * bk[j]; } }
-  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
-  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[i * TN4 + j] += a[i].w * bk[j]; } }
-}
-
-// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
-// acc[i*TN4 + j] holds C[m0+i, 4*col4[j] .. +3]; k runs in order (like matmul.wgsl's kernels).
-@compute @workgroup_size(1, WG, 1)
-fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
-  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
-  let col4 = column_groups(wid.y, lid.y);
+// The block of matmul_texture_n: acc[i*TN4 + j] = C[rows[i], 4*col4[j] .. +3] before the epilogue, k
+// in order (like matmul.wgsl's kernels), A from the importing file's a_rows: the same sums whichever
+// binding A comes from. One function owns the accumulators from start to end: llvmpipe compiled a
+// k-step helper that updated them through a pointer 10-25% slower, and larger blocks slower still
+// (bench/RESULTS.md, seventh session).
+fn product_n(rows: array<u32, TM>, col4: array<u32, TN4>) -> array<vec4<f32>, TM * TN4> {
   var acc: array<vec4<f32>, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
-    let a = window_a(rows, k4);
-    accumulate_n(a, col4, k4, &acc);
-  }
-  store_block(m0, wid.y, lid.y, &acc);
-}
-
-// matmul_texture_n with A [M, K] read from a texture mirror (texel (k4, m - a_row0) = A[m, 4*k4 ..
-// +3]; rows [a_row0, a_row0 + the texture's height) of A), all rows [m_begin, m_end) in one dispatch:
-// the same sums. A product of more rows than one uniform window holds would otherwise take one
-// dispatch per window (K = 512: 32 rows each), each too small to keep llvmpipe's threads busy; every
-// lane still loads A at workgroup-uniform coordinates. Grid as matmul_texture_n's.
-@compute @workgroup_size(1, WG, 1)
-fn matmul_texture_n_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
-  for (var i = 0u; i < TM; i++) { rows[i] = texture_row(m0, i); }
-  let col4 = column_groups(wid.y, lid.y);
-  var acc: array<vec4<f32>, TM * TN4>;
-  for (var k4 = 0u; k4 < K4; k4++) {
-    let a = texture_a(rows, k4);
-    accumulate_n(a, col4, k4, &acc);
-  }
-  store_block(m0, wid.y, lid.y, &acc);
-}
-
-// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (TN4*WG)). acc[i*TN4 + j] holds four
-// partial sums of C[m0+i, col[j]], added up only at the end (like matmul_vec4_k).
-@compute @workgroup_size(1, WG, 1)
-fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
-  var col: array<u32, TN4>;
-  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
-  for (var j = 0u; j < TN4; j++) { col[j] = min((wid.y * TN4 + j) * WG + lid.y, d.N - 1u); }
-  var acc: array<vec4<f32>, TM * TN4>;
-  for (var k4 = 0u; k4 < K4; k4++) {
+    let a = a_rows(rows, k4);
+    // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
     var bk: array<vec4<f32>, TN4>;
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(k4, col[j])); }
-    for (var i = 0u; i < TM; i++) {
-      let a = A4[rows[i] + k4];
-      for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
-    }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].x * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].y * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].z * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].w * bk[j]; } }
   }
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN4; j++) {
-      let n = (wid.y * TN4 + j) * WG + lid.y;
-      if (m0 + i < d.m_end && n < d.N) { store(m0 + i, n, dot(acc[i * TN4 + j], vec4<f32>(1.0))); }
-    }
-  }
+  return acc;
 }
 
 // op(B) = B^T with B stored [N,K], read from its transposed mirror (engine/gpu.ts mirror() with
@@ -208,19 +128,23 @@ fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 // partial c of the 4 columns of a texel is one vec4, acc[4*(i*TN4 + j) + c], so neighbouring lanes
 // read neighbouring texels of a row (matmul_texture_k's lanes read texels of different rows), at
 // 4x the accumulators of matmul_texture_n for the same block.
-// acc[4*(i*TN4 + j) + c] += a[i][c] * B^T[4*k4 + c, 4*col4[j] .. +3] for c = 0..3: one k4 step of
-// matmul_texture_kt (the same sums whichever binding A comes from).
-fn accumulate_kt(a: array<vec4<f32>, TM>, col4: array<u32, TN4>, k4: u32, acc: ptr<function, array<vec4<f32>, 4u * TM * TN4>>) {
-  // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
-  var bk: array<vec4<f32>, TN4>;
-  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
-  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[4u * (i * TN4 + j)] += a[i].x * bk[j]; } }
-  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
-  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[4u * (i * TN4 + j) + 1u] += a[i].y * bk[j]; } }
-  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
-  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[4u * (i * TN4 + j) + 2u] += a[i].z * bk[j]; } }
-  for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
-  for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { (*acc)[4u * (i * TN4 + j) + 3u] += a[i].w * bk[j]; } }
+// The block of matmul_texture_kt: acc[4*(i*TN4 + j) + c] = the sum over k4 in order of a[i][c] *
+// B^T[4*k4 + c, 4*col4[j] .. +3], A as in product_n.
+fn product_kt(rows: array<u32, TM>, col4: array<u32, TN4>) -> array<vec4<f32>, 4u * TM * TN4> {
+  var acc: array<vec4<f32>, 4u * TM * TN4>;
+  for (var k4 = 0u; k4 < K4; k4++) {
+    let a = a_rows(rows, k4);
+    var bk: array<vec4<f32>, TN4>;
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j)] += a[i].x * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 1u] += a[i].y * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 2u] += a[i].z * bk[j]; } }
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
+    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 3u] += a[i].w * bk[j]; } }
+  }
+  return acc;
 }
 
 // Stores matmul_texture_kt's block: sums[i*TN4 + j][c], matmul_texture_k's dot over the four partial
@@ -241,70 +165,4 @@ fn store_kt(m0: u32, wy: u32, ly: u32, acc: ptr<function, array<vec4<f32>, 4u * 
     );
   }
   store_block(m0, wy, ly, &sums);
-}
-
-// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
-@compute @workgroup_size(1, WG, 1)
-fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
-  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
-  let col4 = column_groups(wid.y, lid.y);
-  var acc: array<vec4<f32>, 4u * TM * TN4>;
-  for (var k4 = 0u; k4 < K4; k4++) {
-    let a = window_a(rows, k4);
-    accumulate_kt(a, col4, k4, &acc);
-  }
-  store_kt(m0, wid.y, lid.y, &acc);
-}
-
-// matmul_texture_kt with A read from its texture mirror, like matmul_texture_n_at.
-@compute @workgroup_size(1, WG, 1)
-fn matmul_texture_kt_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
-  for (var i = 0u; i < TM; i++) { rows[i] = texture_row(m0, i); }
-  let col4 = column_groups(wid.y, lid.y);
-  var acc: array<vec4<f32>, 4u * TM * TN4>;
-  for (var k4 = 0u; k4 < K4; k4++) {
-    let a = texture_a(rows, k4);
-    accumulate_kt(a, col4, k4, &acc);
-  }
-  store_kt(m0, wid.y, lid.y, &acc);
-}
-
-@group(0) @binding(0) var At: texture_storage_2d<rgba32float, read>;
-
-// C[M,N] = A^T B with A [K,M] and B [K,N] both in textures, texel (m/4, k) and (n/4, k); M = m_end
-// (m_begin = 0), K = d.K; M and N multiples of 4. A weight gradient's operands are an activation
-// and a gradient, both [R, width] rows, too long in K for a uniform window (and a window over K
-// would split the sum): here both are inlined texture loads, and each lane reads the A texels of
-// its workgroup's rows, so llvmpipe loads them once. Every C[m, n] is the sum over k = 0..K-1 in
-// order of A[k, m] * B[k, n], each step `acc += a * b` with a scalar a and a vec4 b, like
-// matmul.wgsl's matmul_vec4_n with TRANS_A: the two kernels give the same bits.
-// Grid: x = ceil(M / TM), y = ceil(N / (4*TN4*WG)); TM % 4 == 0.
-@compute @workgroup_size(1, WG, 1)
-fn matmul_texture_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = wid.x * TM;
-  let M4 = d.m_end / 4u;
-  let N4 = d.N / 4u;
-  // (The max keeps the type valid in the other entry points' pipelines, whose TM may be below 4.)
-  var row4: array<u32, max(TM / 4u, 1u)>;
-  var col4: array<u32, TN4>;
-  for (var i = 0u; i < TM / 4u; i++) { row4[i] = min(m0 / 4u + i, M4 - 1u); }
-  for (var j = 0u; j < TN4; j++) { col4[j] = min((wid.y * TN4 + j) * WG + lid.y, N4 - 1u); }
-  var acc: array<vec4<f32>, TM * TN4>;
-  for (var k = 0u; k < d.K; k++) {
-    var bk: array<vec4<f32>, TN4>;
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], k)); }
-    for (var i = 0u; i < TM / 4u; i++) {
-      // The four rows of this texel, written out: a loop would index the vec4 components dynamically.
-      let a = textureLoad(At, vec2<u32>(row4[i], k));
-      for (var j = 0u; j < TN4; j++) { acc[(4u * i) * TN4 + j] += a.x * bk[j]; }
-      for (var j = 0u; j < TN4; j++) { acc[(4u * i + 1u) * TN4 + j] += a.y * bk[j]; }
-      for (var j = 0u; j < TN4; j++) { acc[(4u * i + 2u) * TN4 + j] += a.z * bk[j]; }
-      for (var j = 0u; j < TN4; j++) { acc[(4u * i + 3u) * TN4 + j] += a.w * bk[j]; }
-    }
-  }
-  store_block(m0, wid.y, lid.y, &acc);
 }

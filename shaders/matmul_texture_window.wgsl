@@ -1,0 +1,71 @@
+// The texture matmuls whose A [M,K] is read through a uniform-buffer window of AW rows starting at
+// row a_row0 (matmul_texture_n, _k, _kt; see matmul_texture.wgsl for the kernels, their layouts and
+// parameters): every lane of a workgroup reads the same A value, and llvmpipe loads a uniform buffer
+// at a workgroup-uniform index once, where a storage-buffer load is a bounds-checked per-lane gather
+// (on GL: 27 -> 40 GFLOP/s for [16,768]x[768,3072], bench/kernels.ts). A window holds at most
+// maxUniformBufferBindingSize bytes, so ops.ts records one dispatch per window; each computes rows
+// [m_begin, m_end) of C, all inside its window.
+//
+// import: matmul_texture.wgsl
+
+@group(0) @binding(0) var<uniform> A4: array<vec4<f32>, AW * K4>;
+
+// First element of row i of this invocation's block in the window (a clamped duplicate of the
+// last row past m_end, never stored).
+fn window_row(m0: u32, i: u32) -> u32 {
+  return (min(m0 + i, d.m_end - 1u) - d.a_row0) * K4;
+}
+
+// A[rows[i], 4*k4 .. +3] for the block's rows (from window_row), from the uniform window: every lane
+// of a workgroup loads the same values.
+fn a_rows(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
+  var a: array<vec4<f32>, TM>;
+  for (var i = 0u; i < TM; i++) { a[i] = A4[rows[i] + k4]; }
+  return a;
+}
+
+// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
+@compute @workgroup_size(1, WG, 1)
+fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = d.m_begin + wid.x * TM;
+  var rows: array<u32, TM>;
+  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
+  var acc = product_n(rows, column_groups(wid.y, lid.y));
+  store_block(m0, wid.y, lid.y, &acc);
+}
+
+// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (TN4*WG)). acc[i*TN4 + j] holds four
+// partial sums of C[m0+i, col[j]], added up only at the end (like matmul_vec4_k).
+@compute @workgroup_size(1, WG, 1)
+fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = d.m_begin + wid.x * TM;
+  var rows: array<u32, TM>;
+  var col: array<u32, TN4>;
+  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
+  for (var j = 0u; j < TN4; j++) { col[j] = min((wid.y * TN4 + j) * WG + lid.y, d.N - 1u); }
+  var acc: array<vec4<f32>, TM * TN4>;
+  for (var k4 = 0u; k4 < K4; k4++) {
+    var bk: array<vec4<f32>, TN4>;
+    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(k4, col[j])); }
+    for (var i = 0u; i < TM; i++) {
+      let a = A4[rows[i] + k4];
+      for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
+    }
+  }
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN4; j++) {
+      let n = (wid.y * TN4 + j) * WG + lid.y;
+      if (m0 + i < d.m_end && n < d.N) { store(m0 + i, n, dot(acc[i * TN4 + j], vec4<f32>(1.0))); }
+    }
+  }
+}
+
+// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
+@compute @workgroup_size(1, WG, 1)
+fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = d.m_begin + wid.x * TM;
+  var rows: array<u32, TM>;
+  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
+  var acc = product_kt(rows, column_groups(wid.y, lid.y));
+  store_kt(m0, wid.y, lid.y, &acc);
+}
