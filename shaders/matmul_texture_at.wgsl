@@ -5,13 +5,15 @@
 
 @group(0) @binding(0) var At: texture_storage_2d<rgba32float, read>;
 
-// Row i of this invocation's block in A's texture mirror, whose first row is A's row a_row0 (the
-// _at entry points; a clamped duplicate of the last row past m_end, never stored).
-fn texture_row(m0: u32, i: u32) -> u32 {
-  return min(m0 + i, d.m_end - 1u) - d.a_row0;
+// The row in A's texture mirror, whose first row is A's row a_row0, of each row of the block from row
+// m0 (a clamped duplicate of the last row past m_end, never stored).
+fn block_rows(m0: u32) -> array<u32, TM> {
+  var rows: array<u32, TM>;
+  for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.m_end - 1u) - d.a_row0; }
+  return rows;
 }
 
-// A[rows[i], 4*k4 .. +3] for the block's rows (from texture_row), from A's texture mirror: every lane
+// A[rows[i], 4*k4 .. +3] for the block's rows (from block_rows), from A's texture mirror: every lane
 // of a workgroup loads the same values.
 fn a_rows(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
   var a: array<vec4<f32>, TM>;
@@ -27,9 +29,7 @@ fn a_rows(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_n_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
-  for (var i = 0u; i < TM; i++) { rows[i] = texture_row(m0, i); }
-  var acc = product_n(rows, column_groups(wid.y, lid.y));
+  var acc = product_n(block_rows(m0), column_groups(wid.y, lid.y));
   store_block(m0, wid.y, lid.y, &acc);
 }
 
@@ -37,9 +37,7 @@ fn matmul_texture_n_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_kt_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
-  for (var i = 0u; i < TM; i++) { rows[i] = texture_row(m0, i); }
-  var acc = product_kt(rows, column_groups(wid.y, lid.y));
+  var acc = product_kt(block_rows(m0), column_groups(wid.y, lid.y));
   store_kt(m0, wid.y, lid.y, &acc);
 }
 

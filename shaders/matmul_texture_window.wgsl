@@ -10,13 +10,15 @@
 
 @group(0) @binding(0) var<uniform> A4: array<vec4<f32>, AW * K4>;
 
-// First element of row i of this invocation's block in the window (a clamped duplicate of the
+// The first element in the window of each row of the block from row m0 (a clamped duplicate of the
 // last row past m_end, never stored).
-fn window_row(m0: u32, i: u32) -> u32 {
-  return (min(m0 + i, d.m_end - 1u) - d.a_row0) * K4;
+fn block_rows(m0: u32) -> array<u32, TM> {
+  var rows: array<u32, TM>;
+  for (var i = 0u; i < TM; i++) { rows[i] = (min(m0 + i, d.m_end - 1u) - d.a_row0) * K4; }
+  return rows;
 }
 
-// A[rows[i], 4*k4 .. +3] for the block's rows (from window_row), from the uniform window: every lane
+// A[rows[i], 4*k4 .. +3] for the block's rows (from block_rows), from the uniform window: every lane
 // of a workgroup loads the same values.
 fn a_rows(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
   var a: array<vec4<f32>, TM>;
@@ -28,9 +30,7 @@ fn a_rows(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
-  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
-  var acc = product_n(rows, column_groups(wid.y, lid.y));
+  var acc = product_n(block_rows(m0), column_groups(wid.y, lid.y));
   store_block(m0, wid.y, lid.y, &acc);
 }
 
@@ -39,9 +39,8 @@ fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
+  let rows = block_rows(m0);
   var col: array<u32, TN4>;
-  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
   for (var j = 0u; j < TN4; j++) { col[j] = min((wid.y * TN4 + j) * WG + lid.y, d.N - 1u); }
   var acc: array<vec4<f32>, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
@@ -64,8 +63,6 @@ fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
-  var rows: array<u32, TM>;
-  for (var i = 0u; i < TM; i++) { rows[i] = window_row(m0, i); }
-  var acc = product_kt(rows, column_groups(wid.y, lid.y));
+  var acc = product_kt(block_rows(m0), column_groups(wid.y, lid.y));
   store_kt(m0, wid.y, lid.y, &acc);
 }
