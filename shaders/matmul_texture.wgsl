@@ -98,7 +98,7 @@ fn column_groups(wy: u32, ly: u32) -> array<u32, TN4> {
   return col4;
 }
 
-// The block of matmul_texture_n: acc[i*TN4 + j] = C[rows[i], 4*col4[j] .. +3] before the epilogue, k
+// The block of matmul_texture_n (and _n_at): acc[i*TN4 + j] = C[rows[i], 4*col4[j] .. +3] before the epilogue, k
 // in order (like matmul.wgsl's kernels), A from the importing file's a_rows: the same sums whichever
 // binding A comes from. One function owns the accumulators from start to end: llvmpipe compiled a
 // k-step helper that updated them through a pointer 10-25% slower, and larger blocks slower still
@@ -128,8 +128,9 @@ fn product_n(rows: array<u32, TM>, col4: array<u32, TN4>) -> array<vec4<f32>, TM
 // partial c of the 4 columns of a texel is one vec4, acc[4*(i*TN4 + j) + c], so neighbouring lanes
 // read neighbouring texels of a row (matmul_texture_k's lanes read texels of different rows), at
 // 4x the accumulators of matmul_texture_n for the same block.
-// The block of matmul_texture_kt: acc[4*(i*TN4 + j) + c] = the sum over k4 in order of a[i][c] *
-// B^T[4*k4 + c, 4*col4[j] .. +3], A as in product_n.
+//
+// The block of matmul_texture_kt (and _kt_at): acc[4*(i*TN4 + j) + c] = the sum over k4 in order of
+// a[i][c] * B^T[4*k4 + c, 4*col4[j] .. +3], A and the accumulators as in product_n.
 fn product_kt(rows: array<u32, TM>, col4: array<u32, TN4>) -> array<vec4<f32>, 4u * TM * TN4> {
   var acc: array<vec4<f32>, 4u * TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
