@@ -22,11 +22,11 @@
 //   C[c_offset + m*ldc + n].
 //
 // This file holds what the entry points share: the bindings of B, the bias, C and the dimensions, the
-// epilogue and the register blocks' products, which read A through a_rows(rows, k4). The entry points
-// live in two files that import it, each with its own A binding at @binding(0) (an entry point may
-// not use two resources at one binding): matmul_texture_window.wgsl (A in uniform windows:
-// matmul_texture_n, _k, _kt) and matmul_texture_at.wgsl (A from a texture mirror: matmul_texture_n_at,
-// _kt_at, _tn).
+// epilogue and the register blocks (block_n, block_kt), which find A's rows through block_rows(m0)
+// and read them through a_rows(rows, k4). The entry points live in two files that import it, each
+// with its own A binding at @binding(0) and those two functions (an entry point may not use two
+// resources at one binding): matmul_texture_window.wgsl (A in uniform windows: matmul_texture_n, _k,
+// _kt) and matmul_texture_at.wgsl (A from a texture mirror: matmul_texture_n_at, _kt_at, _tn).
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   K4   : K / 4 (K is a multiple of 4)
@@ -166,4 +166,20 @@ fn store_kt(m0: u32, wy: u32, ly: u32, acc: ptr<function, array<vec4<f32>, 4u * 
     );
   }
   store_block(m0, wy, ly, &sums);
+}
+
+// The whole invocation of matmul_texture_n and _n_at (and below of _kt and _kt_at): the block of rows
+// from m0 and column groups of lane ly of workgroup column wy, A's rows from the importing file's
+// block_rows (its binding's addressing). Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N /
+// (4*TN4*WG)).
+fn block_n(wid: vec3<u32>, lid: vec3<u32>) {
+  let m0 = d.m_begin + wid.x * TM;
+  var acc = product_n(block_rows(m0), column_groups(wid.y, lid.y));
+  store_block(m0, wid.y, lid.y, &acc);
+}
+
+fn block_kt(wid: vec3<u32>, lid: vec3<u32>) {
+  let m0 = d.m_begin + wid.x * TM;
+  var acc = product_kt(block_rows(m0), column_groups(wid.y, lid.y));
+  store_kt(m0, wid.y, lid.y, &acc);
 }

@@ -28,17 +28,13 @@ fn a_rows(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
 // lane still loads A at workgroup-uniform coordinates. Grid as matmul_texture_n's.
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_n_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var acc = product_n(block_rows(m0), column_groups(wid.y, lid.y));
-  store_block(m0, wid.y, lid.y, &acc);
+  block_n(wid, lid);
 }
 
 // matmul_texture_kt with A read from its texture mirror, like matmul_texture_n_at.
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_kt_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var acc = product_kt(block_rows(m0), column_groups(wid.y, lid.y));
-  store_kt(m0, wid.y, lid.y, &acc);
+  block_kt(wid, lid);
 }
 
 // C[M,N] = A^T B with A [K,M] and B [K,N] both in textures, texel (m/4, k) and (n/4, k); M = m_end

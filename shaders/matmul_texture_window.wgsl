@@ -29,9 +29,7 @@ fn a_rows(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
 // Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var acc = product_n(block_rows(m0), column_groups(wid.y, lid.y));
-  store_block(m0, wid.y, lid.y, &acc);
+  block_n(wid, lid);
 }
 
 // Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (TN4*WG)). acc[i*TN4 + j] holds four
@@ -59,10 +57,8 @@ fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
   }
 }
 
-// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
+// Grid as matmul_texture_n's.
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var acc = product_kt(block_rows(m0), column_groups(wid.y, lid.y));
-  store_kt(m0, wid.y, lid.y, &acc);
+  block_kt(wid, lid);
 }
