@@ -1,5 +1,5 @@
-// Kernel throughput on GPT-2 small shapes: GFLOP/s of matmul (the hot spot of everything) and GB/s
-// of the memory-bound kernels (the forward's, and FT-L's optimiser step and dense virtual-edit scores
+// Kernel throughput on GPT-2 small shapes: GFLOP/s of matmul (the hot spot of everything), each also as
+// a share of the adapter's arithmetic ceiling (bench/ceiling.ts), and GB/s of the memory-bound kernels (the forward's, and FT-L's optimiser step and dense virtual-edit scores
 // at the embedded model's shapes), on whatever adapter WebGPU gives.
 //
 //   ./locus run -A bench/kernels.ts            the kernels ops.ts picks for this adapter
@@ -11,6 +11,7 @@
 // a Deno readback/sync is amortised; reps grows until one run takes >= 0.3 s.
 import { attentionBackward, attentionBackwardLse } from "../engine/backward_ops.ts";
 import { getGpu, type Gpu } from "../engine/gpu.ts";
+import { arithmeticPeak } from "./ceiling.ts";
 import { Adam } from "../engine/optimizer.ts";
 import { applyVirtualEdit, type VirtualEdit } from "../engine/virtual_edits.ts";
 import {
@@ -151,7 +152,16 @@ const transposedCandidates: { TM: number; TN: number; WG: number }[] = [
 ];
 
 console.log(`adapter: ${gpu.describe()}`);
-console.log(`default matmul tiles: ${JSON.stringify(matmulTiles(gpu))}\n`);
+console.log(`default matmul tiles: ${JSON.stringify(matmulTiles(gpu))}`);
+// What the adapter reaches with registers alone: the matmuls' GFLOP/s read as a share of it.
+const ceiling = attentionOnly ? undefined : await arithmeticPeak(gpu, (record) => timePerCall(gpu, record));
+if (ceiling) {
+  console.log(
+    `arithmetic ceiling: ${ceiling.gflops.toFixed(1)} GFLOP/s (fma chains on registers alone, ` +
+      `shaders/arithmetic_peak.wgsl ${JSON.stringify(ceiling.shape)})`,
+  );
+}
+console.log("");
 const defaults = matmulTiles(gpu);
 for (const c of attentionOnly ? [] : cases.filter((c) => only === undefined || c.name.includes(only))) {
   const flops = 2 * c.M * c.N * c.K;
@@ -178,8 +188,9 @@ for (const c of attentionOnly ? [] : cases.filter((c) => only === undefined || c
     const kernel = matmulKernel(gpu, c.N, c.K, { transB: c.transB, weight }, c.M);
     const slices = kernel === "matmul_tiled" ? matmulSplitK(gpu, c.M, c.N, c.K) : 1;
     const shown = weight ? tiles.texture : { ...tiles, texture: undefined };
+    const share = ceiling ? `${(100 * flops / seconds / 1e9 / ceiling.gflops).toFixed(0).padStart(3)}%` : "";
     console.log(
-      `${c.name}  ${(flops / seconds / 1e9).toFixed(1).padStart(6)} GFLOP/s  ${
+      `${c.name}  ${(flops / seconds / 1e9).toFixed(1).padStart(6)} GFLOP/s ${share} ${
         (seconds * 1e3).toFixed(2).padStart(7)
       } ms` +
         `  ${(slices > 1 ? `${kernel} x${slices}` : kernel).padEnd(17)}  ${label} ${JSON.stringify(shown)}`,
