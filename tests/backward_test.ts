@@ -6,7 +6,6 @@ import {
   biasBackward,
   crossEntropy,
   embeddingBackward,
-  geluBackward,
   klGradient,
   layernormBackward,
   rewriteWeights,
@@ -29,7 +28,7 @@ import {
   sumOfSquaresRef,
 } from "./reference_backward.ts";
 import { matmulRef } from "./reference.ts";
-import { attention } from "../engine/ops.ts";
+import { attention, geluBackward } from "../engine/ops.ts";
 import { assertClose, randomArray, rng } from "./util.ts";
 
 type Arr = ArrayLike<number>;
