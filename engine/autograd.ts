@@ -14,13 +14,14 @@ import {
   attentionBackwardLse,
   biasBackward,
   embeddingBackward,
+  geluBackward,
   gluBackward,
   layernormBackward,
   softcapBackward,
 } from "./backward_ops.ts";
 import { type Gpu, Tensor } from "./gpu.ts";
 import type { ForwardResult, Hook, Model, Site } from "./model.ts";
-import { add, gatherColumns, geluBackward, matmul, type RowEntry, rowOps } from "./ops.ts";
+import { add, gatherColumns, matmul, type RowEntry, rowOps } from "./ops.ts";
 
 /** Gradient accumulators by parameter name (same shapes as the parameters). */
 export type Gradients = Map<string, Tensor>;
@@ -251,22 +252,12 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     nOut: number,
     needDx: boolean,
     R: number,
-    geluGradOf?: Tensor,
   ): Tensor | undefined => {
     const dW = want(prefix + ".weight"), db = want(prefix + ".bias");
     const outIn = cfg.linearLayout === "out_in";
-    // dx times gelu_new'(geluGradOf), for the products that cannot fuse it.
-    const throughGelu = (dx: Tensor | undefined) => {
-      if (!dx || !geluGradOf) return dx;
-      const dpre = geluBackward(gpu, dx, geluGradOf, R * nIn, { dx: gpu.empty([R, nIn]) });
-      gpu.release(dx);
-      return dpre;
-    };
     const groupedWeight = fwd.grouped?.tensors.get(prefix + ".weight");
     if (groupedWeight) {
-      return throughGelu(
-        groupedLinearBackward(dy, x, prefix, groupedWeight, { dW, db }, nIn, nOut, needDx, R),
-      );
+      return groupedLinearBackward(dy, x, prefix, groupedWeight, { dW, db }, nIn, nOut, needDx, R);
     }
     const split = model.rowChunks.get(prefix + ".weight");
     if (split) {
@@ -280,7 +271,7 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
         matmul(gpu, slice, c.tensor, R, nIn, c.rows, { weight: true, out: dx, beta: i === 0 ? 0 : 1 });
         gpu.release(slice);
       });
-      return throughGelu(dx);
+      return dx;
     }
     if (dW) {
       if (outIn) matmul(gpu, dy, x, nOut, nIn, R, { transA: true, out: dW, beta: 1 });
@@ -292,7 +283,6 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
       transB: !outIn,
       weight: true,
       out: gpu.empty([R, nIn]),
-      geluGradOf,
     });
   };
 
@@ -419,35 +409,18 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     const dmlp = branchBackward(dx, a.mlp, p + "ln_mlp_out", a.mlpNormStats, Rb);
     hookBackward(l, "mlp", dmlp, a.rows);
     const goesOn = below || lowestBlockGoesOn;
-    // Where nothing reads d key itself (no state or hook at this block's "key"), gelu_new's backward
-    // rides on d key's product (MatmulOptions.geluGradOf: the same bits as the two passes).
-    const keyRead = (req.states ?? []).some((s) => s.site === "key" && s.layer === l) ||
-      fwd.hooks.some((h) => h.patch && h.site === "key" && h.layer === l);
-    const fuseGelu = cfg.mlp === "plain" && cfg.activation === "gelu_tanh" && !keyRead;
-    const dkey = linearBackward(
-      dmlp,
-      a.key,
-      p + "mlp.c_proj",
-      f,
-      d,
-      goesOn,
-      Rb,
-      fuseGelu ? a.pre : undefined,
-    );
+    const dkey = linearBackward(dmlp, a.key, p + "mlp.c_proj", f, d, goesOn, Rb);
     if (!dkey) {
       release(dmlp, ...(dattnAdded ? [dattnAdded] : []));
       break;
     }
-    let dpre = dkey;
-    if (!fuseGelu) {
-      hookBackward(l, "key", dkey, a.rows);
-      dpre = cfg.mlp === "gated"
-        ? gluBackward(gpu, dkey, a.pre, Rb, f, cfg.activation, { dx: gpu.empty([Rb, 2 * f]) })
-        : geluBackward(gpu, dkey, a.pre, Rb * f, { dx: gpu.empty([Rb, f]), activation: cfg.activation });
-    }
+    hookBackward(l, "key", dkey, a.rows);
+    const dpre = cfg.mlp === "gated"
+      ? gluBackward(gpu, dkey, a.pre, Rb, f, cfg.activation, { dx: gpu.empty([Rb, 2 * f]) })
+      : geluBackward(gpu, dkey, a.pre, Rb * f, { dx: gpu.empty([Rb, f]), activation: cfg.activation });
     hookBackward(l, "mlp_pre", dpre, a.rows);
     const dln2 = linearBackward(dpre, a.ln2, p + "mlp.c_fc", d, fcOut, true, Rb)!;
-    release(dmlp, ...(dpre === dkey ? [dkey] : [dkey, dpre]));
+    release(dmlp, dkey, dpre);
     // ln_2 reads m (sequential) or x (parallel): its backward adds into dx, the stream's gradient,
     // which then is d m (sequential) or d x so far (parallel). GPT-J's MLP reads ln_1's output.
     let dln1Extra: Tensor | undefined;

@@ -5,8 +5,7 @@
 //  - Gradients of parameters (dgamma, dbeta, dbias, dwte, dwpe) and of the residual stream (the
 //    LayerNorm dx) ACCUMULATE into the tensor given, so micro-batches and branches add up; zero
 //    them (zeroGrads in engine/optimizer.ts) before a fresh backward pass.
-//  - Gradients of intermediate activations (attention dqkv, dlogits; GELU's dx, geluBackward, lives in
-//    engine/ops.ts beside gelu, as matmul's fallback for a product fused with it) are WRITTEN.
+//  - Gradients of intermediate activations (GELU dx, attention dqkv, dlogits) are WRITTEN.
 //  - An output that is not given is allocated zero-filled and returned.
 //  - No float atomics: every reduction runs in a fixed order, so gradients are bit-reproducible.
 //  - Weight gradients of y = x W + b are matmuls (engine/ops.ts): dW += x^T dy (transA, beta 1),
@@ -138,6 +137,34 @@ export function layernormBackward(
 }
 
 // ---------------------------------------------------------------- GELU
+
+/** MLP activation backward (default GPT-2's tanh GELU): dx[n] = dy * act'(x), x the pre-activation. Writes dx. */
+export function geluBackward(
+  gpu: Gpu,
+  dy: Tensor,
+  x: Tensor,
+  n: number,
+  o: { dx?: Tensor; activation?: Activation } = {},
+): Tensor {
+  positiveIntegers("geluBackward", { n });
+  const dx = o.dx ?? gpu.zeros([n]);
+  need("geluBackward", "dy", dy, n);
+  need("geluBackward", "x", x, n);
+  need("geluBackward", "dx", dx, n);
+  // Four values per access where n allows (the same values).
+  const vec4 = n % 4 === 0;
+  const { params, grid } = elementwise(gpu, vec4 ? n / 4 : n);
+  gpu.run(
+    gpu.pipeline("gelu_backward.wgsl", vec4 ? "gelu_backward_vec4" : "gelu_backward", {
+      ...params,
+      ACT: ACTIVATION_CODE[o.activation ?? "gelu_tanh"],
+    }),
+    [dy, x, dx],
+    grid,
+    uniforms().u32(n, 0),
+  );
+  return dx;
+}
 
 /** Gated activation backward: x [R, 2F] = [gate | up], dy [R, F] the gradient of act(gate) * up.
  *  Writes dx [R, 2F]. */

@@ -255,13 +255,6 @@ export interface MatmulOptions {
   beta?: number;
   /** C = gelu_new(alpha*AB + bias + beta*C): the MLP's activation fused into c_fc's epilogue. */
   gelu?: boolean;
-  /**
-   * C = (alpha*AB + bias + beta*C) * gelu_new'(geluGradOf): the backward through the MLP's activation
-   * fused into the product dKey = dMlp W_proj^T, geluGradOf [M, N] the pre-activation (C's layout: no
-   * batch, ldc or offset). The texture kernels do it in their epilogue; the others run the product,
-   * then gelu_backward.wgsl, with the same bits.
-   */
-  geluGradOf?: Tensor;
   /** Where C is written (default: a new tensor). */
   out?: Tensor;
   /** Batched product: `batch` independent products with element strides (0 = shared operand). */
@@ -407,15 +400,6 @@ export function matmul(
     );
   }
   distinct("matmul", out, o.bias ? { a, b, bias: o.bias } : { a, b });
-  if (o.geluGradOf) {
-    if (batch !== 1 || ldc !== N || outOffset !== 0 || o.gelu) {
-      throw new Error(
-        "matmul: geluGradOf needs one product written whole (no batch, ldc, outOffset or gelu)",
-      );
-    }
-    need("matmul", "geluGradOf", o.geluGradOf, M * N);
-    distinct("matmul", out, { geluGradOf: o.geluGradOf });
-  }
   const t = matmulTiles(gpu);
   // A weight kept in 16 bits (f16/bf16 checkpoints): the scalar kernel that converts it as it loads.
   const half = b.dtype === "f16" || b.dtype === "bf16";
@@ -443,13 +427,6 @@ export function matmul(
       return out;
     }
     kernel = matmulKernel(gpu, N, K, { ...o, weight: false }); // over the mirror budget
-  }
-  if (o.geluGradOf) {
-    // The buffer kernels have no such epilogue: the product, then the activation's backward.
-    const product = matmul(gpu, a, b, M, N, K, { ...o, geluGradOf: undefined, out: gpu.empty([M, N]) });
-    geluBackward(gpu, product, o.geluGradOf, M * N, { dx: out });
-    gpu.release(product);
-    return out;
   }
   let [TM, TN] = [t.TM, t.TN];
   if (kernel === "matmul_half" && t.strategy === "workgroup") [TM, TN] = [4, 4];
@@ -603,16 +580,7 @@ function matmulTexture(
     }
   }
   for (const { binding, entry, AW, TM, TN4, row0, begin, end } of parts) {
-    const params = {
-      K4: K / 4,
-      AW,
-      TM,
-      TN4,
-      WG: tiles.WG,
-      GELU: !!o.gelu,
-      GELU_GRAD: !!o.geluGradOf,
-      ACT: 0,
-    };
+    const params = { K4: K / 4, AW, TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
     const file = entry.endsWith("_at") ? "matmul_texture_at.wgsl" : "matmul_texture_window.wgsl";
     const pipeline = gpu.pipeline(file, entry, params);
     const columnsPerInvocation = columnsAlongRows ? TN4 : 4 * TN4;
@@ -621,7 +589,7 @@ function matmulTexture(
         .u32(o.ldc ?? N, (o.outOffset ?? 0) + n0, n0, row0, begin, end);
       gpu.run(
         pipeline,
-        [binding, view, o.bias ?? placeholder(gpu), out, o.geluGradOf ?? placeholder(gpu)],
+        [binding, view, o.bias ?? placeholder(gpu), out],
         [cdiv(end - begin, TM), cdiv(n, columnsPerInvocation * tiles.WG), 1],
         u,
       );
@@ -647,21 +615,12 @@ function matmulTextureTn(
   const [aView, bView] = [gpu.mirror(a, K, M)[0].view, gpu.mirror(b, K, N)[0].view];
   const TN4 = tiles.TN / 4;
   // K4 and AW size the uniform window of the module's other entry points; this one has none.
-  const params = {
-    K4: 1,
-    AW: 1,
-    TM: tiles.TM,
-    TN4,
-    WG: tiles.WG,
-    GELU: !!o.gelu,
-    GELU_GRAD: !!o.geluGradOf,
-    ACT: 0,
-  };
+  const params = { K4: 1, AW: 1, TM: tiles.TM, TN4, WG: tiles.WG, GELU: !!o.gelu, ACT: 0 };
   const u = uniforms().u32(N, o.bias ? 1 : 0).f32(o.alpha ?? 1, o.beta ?? 0)
     .u32(o.ldc ?? N, o.outOffset ?? 0, 0, 0, 0, M, K);
   gpu.run(
     gpu.pipeline("matmul_texture_at.wgsl", "matmul_texture_tn", params),
-    [aView, bView, o.bias ?? placeholder(gpu), out, o.geluGradOf ?? placeholder(gpu)],
+    [aView, bView, o.bias ?? placeholder(gpu), out],
     [cdiv(M, tiles.TM), cdiv(N, 4 * TN4 * tiles.WG), 1],
     u,
   );
@@ -783,34 +742,6 @@ export function gelu(
     uniforms().u32(n, 0),
   );
   return out;
-}
-
-/** MLP activation backward (default GPT-2's tanh GELU): dx[n] = dy * act'(x), x the pre-activation. Writes dx. */
-export function geluBackward(
-  gpu: Gpu,
-  dy: Tensor,
-  x: Tensor,
-  n: number,
-  o: { dx?: Tensor; activation?: Activation } = {},
-): Tensor {
-  positive("geluBackward", { n });
-  const dx = o.dx ?? gpu.zeros([n]);
-  need("geluBackward", "dy", dy, n);
-  need("geluBackward", "x", x, n);
-  need("geluBackward", "dx", dx, n);
-  // Four values per access where n allows (the same values).
-  const vec4 = n % 4 === 0;
-  const { params, grid } = elementwise(gpu, vec4 ? n / 4 : n);
-  gpu.run(
-    gpu.pipeline("gelu_backward.wgsl", vec4 ? "gelu_backward_vec4" : "gelu_backward", {
-      ...params,
-      ACT: ACTIVATION_CODE[o.activation ?? "gelu_tanh"],
-    }),
-    [dy, x, dx],
-    grid,
-    uniforms().u32(n, 0),
-  );
-  return dx;
 }
 
 /** Gated MLP activation (SwiGLU, GeGLU): x [R, 2F] = [gate | up] per row, y [R, F] = act(gate) * up. */

@@ -21,7 +21,7 @@
 //                      see that entry point.
 //   C[c_offset + m*ldc + n].
 //
-// This file holds what the entry points share: the bindings of B, the bias, C, GELU_GRAD's pre and the dimensions, the
+// This file holds what the entry points share: the bindings of B, the bias, C and the dimensions, the
 // epilogue and the register blocks (block_n, block_kt), which find A's rows through block_rows(m0)
 // and read them through a_rows(rows, k4). The entry points live in two files that import it, each
 // with its own A binding at @binding(0) and those two functions (an entry point may not use two
@@ -37,9 +37,6 @@
 //   WG   : invocations per workgroup, all along columns. Neighbouring invocations read neighbouring
 //          texels: invocation l of workgroup w owns column group (w*TN4 + j)*WG + l for j < TN4.
 //   GELU : apply gelu_new in the epilogue
-//   GELU_GRAD : multiply by gelu_new'(pre) in the epilogue: C = (A op(B)) * gelu_new'(pre), the backward
-//               through an MLP's activation fused into the product dKey = dMlp W_proj^T (pre [M, N] laid
-//               out like C; the bits of the product followed by gelu_backward.wgsl)
 //
 // import: activation.wgsl
 
@@ -52,9 +49,7 @@ struct Dims {
 @group(0) @binding(1) var Bt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
-// The pre-activation of GELU_GRAD (a placeholder otherwise, never read).
-@group(0) @binding(4) var<storage, read> pre: array<f32>;
-@group(0) @binding(5) var<uniform> d: Dims;
+@group(0) @binding(4) var<uniform> d: Dims;
 
 // Column n's bias (bias[0] of a zero placeholder when bias_stride = 0).
 fn bias_of(n: u32) -> f32 {
@@ -71,7 +66,6 @@ fn store_biased(m: u32, n: u32, ab: f32, b: f32) {
   var v = d.alpha * ab + b;
   if (d.beta != 0.0) { v += d.beta * C[idx]; }
   if (GELU) { v = gelu_new(v); }
-  if (GELU_GRAD) { v = v * gelu_new_grad(pre[idx]); }
   C[idx] = v;
 }
 

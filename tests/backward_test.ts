@@ -6,6 +6,7 @@ import {
   biasBackward,
   crossEntropy,
   embeddingBackward,
+  geluBackward,
   klGradient,
   layernormBackward,
   rewriteWeights,
@@ -28,7 +29,7 @@ import {
   sumOfSquaresRef,
 } from "./reference_backward.ts";
 import { matmulRef } from "./reference.ts";
-import { attention, geluBackward } from "../engine/ops.ts";
+import { attention } from "../engine/ops.ts";
 import { assertClose, randomArray, rng } from "./util.ts";
 
 type Arr = ArrayLike<number>;

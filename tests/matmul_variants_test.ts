@@ -5,7 +5,6 @@ import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import {
   add,
-  geluBackward,
   halfMatmulShader,
   matmul,
   type MatmulKernel,
@@ -18,7 +17,6 @@ import {
 } from "../engine/ops.ts";
 import { bf16ArrayToF32, f16ArrayToF32 } from "../engine/safetensors.ts";
 import { geluRef, matmulRef } from "./reference.ts";
-import { geluBackwardRef } from "./reference_backward.ts";
 import { assertClose, GPU_TILES, randomArray } from "./util.ts";
 
 const gpu = await getGpu();
@@ -614,46 +612,3 @@ Deno.test(F16_TEST, async () => {
   assert(line, `the child process ran no check:\n${text}`);
   console.log(`${gpu.describe()} has no shader-f16; in a child process on Vulkan: ${line}`);
 });
-
-// The gelu_new backward epilogue (MatmulOptions.geluGradOf: d key's product times gelu_new'(pre), the
-// MLP backward's dKey = dMlp W_proj^T): fused in the texture kernels' epilogue, the product then
-// gelu_backward.wgsl elsewhere; both the float64 reference and, bit for bit, the two passes.
-const kt = { ...textures, texture: { ...textures.texture!, transposed: { TM: 8, TN: 16, WG: 8 } } };
-const geluGradCases: [string, MatmulTiles, Layout, MatmulKernel, [number, number, number]][] = [
-  ["transposed weight mirror, A in windows", kt, NT, "matmul_texture_kt", [13, 64, 64]],
-  ["transposed weight mirror, A mirrored", kt, NT, "matmul_texture_kt", [300, 64, 64]],
-  ["weight mirror along K", textures, NT, "matmul_texture_k", [7, 70, 128]],
-  ["weight mirror along N", textures, NN, "matmul_texture_n", [13, 128, 64]],
-  ["buffer kernel (vec4 along K)", llvmpipe, NT, "matmul_vec4_k", [5, 7, 12]],
-  ["buffer kernel (workgroup tiles)", tiled, NT, "matmul_tiled", [13, 17, 9]],
-];
-for (const [label, tiles, layout, kernel, [M, N, K]] of geluGradCases) {
-  withTiles(`matmul with the gelu_new backward epilogue (geluGradOf): ${label}`, tiles, async () => {
-    assert.equal(matmulKernel(gpu, N, K, { ...layout, ...WEIGHT }, M), kernel);
-    const a = randomArray(M * K, 100), w = randomArray(K * N, 101), x = randomArray(M * N, 102);
-    // Pre-activations across GELU's range, saturated ends included.
-    x.forEach((v, i) => (x[i] = 6 * v + (i % 7 === 0 ? 9 : 0)));
-    const [A, W, pre] = [gpu.tensor([M, K], a), gpu.tensor([K * N], w), gpu.tensor([M, N], x)];
-    const fused = matmul(gpu, A, W, M, N, K, { ...layout, ...WEIGHT, geluGradOf: pre });
-    const product = matmul(gpu, A, W, M, N, K, { ...layout, ...WEIGHT });
-    const twoPasses = geluBackward(gpu, product, pre, M * N);
-    const [got, expected] = await gpu.readMany([fused, twoPasses]);
-    assertClose(got, geluBackwardRef(matmulRef(a, w, M, N, K, layout), x), 1e-4 * Math.sqrt(K), label);
-    assert.deepEqual(got, expected, `${label}: the bits of the product followed by gelu_backward`);
-    assert.throws(
-      () =>
-        matmul(gpu, A, W, M, N, K, {
-          ...layout,
-          ...WEIGHT,
-          geluGradOf: pre,
-          ldc: N + 4,
-          out: gpu.zeros([M, N + 4]),
-        }),
-      /geluGradOf needs one product written whole/,
-    );
-    assert.throws(
-      () => matmul(gpu, A, W, M, N, K, { ...layout, ...WEIGHT, geluGradOf: gpu.zeros([M * N - 1]) }),
-      /geluGradOf/,
-    );
-  });
-}
