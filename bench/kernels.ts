@@ -1,6 +1,7 @@
-// Kernel throughput on GPT-2 small shapes: GFLOP/s of matmul (the hot spot of everything), each also as
-// a share of the adapter's arithmetic ceiling (bench/ceiling.ts), and GB/s of the memory-bound kernels (the forward's, and FT-L's optimiser step and dense virtual-edit scores
-// at the embedded model's shapes), on whatever adapter WebGPU gives.
+// Kernel throughput on GPT-2 small shapes: GFLOP/s of matmul (the hot spot of everything), each also
+// as a share of the adapter's arithmetic ceiling (bench/ceiling.ts), and GB/s of the memory-bound
+// kernels (the forward's, and FT-L's optimiser step and dense virtual-edit scores at the embedded
+// model's shapes), on whatever adapter WebGPU gives.
 //
 //   ./locus run -A bench/kernels.ts            the kernels ops.ts picks for this adapter
 //   ./locus run -A bench/kernels.ts --sweep    also every candidate tile shape for each matmul
