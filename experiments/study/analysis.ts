@@ -597,15 +597,20 @@ function r2Rows(
       note: [...new Set(notes)].join("; "),
     };
   });
-  return correctR2Family(out);
+  return correctFamily(out, (r) => r.f2, MIN_EFFECT.f2);
 }
 
-/** Holm's correction over `rows` as one family of tests, and the verdict rule on each (in place). */
-function correctR2Family<T extends R2Row>(rows: T[]): T[] {
+/** Holm's correction over `rows` as one family of tests, and the verdict rule on each with its effect
+ *  size `effect(row)` against `minimum` (in place). */
+function correctFamily<T extends { p: number; pAdjusted: number; verdict: Verdict }>(
+  rows: T[],
+  effect: (row: T) => number,
+  minimum: number,
+): T[] {
   const adjusted = holm(rows.map((r) => r.p));
   rows.forEach((r, i) => {
     r.pAdjusted = adjusted[i];
-    r.verdict = verdict(r.pAdjusted, r.f2, MIN_EFFECT.f2);
+    r.verdict = verdict(r.pAdjusted, effect(r), minimum);
   });
   return rows;
 }
@@ -700,7 +705,7 @@ export function windowStudy(
       };
     }),
     facts: common.size,
-    rows: correctR2Family(rows),
+    rows: correctFamily(rows, (r) => r.f2, MIN_EFFECT.f2),
   };
 }
 
@@ -809,12 +814,7 @@ export function perLayerCorrelations(
       out.push(row);
     }
   }
-  const adjusted = holm(out.map((r) => r.p));
-  out.forEach((r, i) => {
-    r.pAdjusted = adjusted[i];
-    r.verdict = verdict(r.pAdjusted, r.r, MIN_EFFECT.r);
-  });
-  return out;
+  return correctFamily(out, (r) => r.r, MIN_EFFECT.r);
 }
 
 /** Mean score per edit layer for one (problem, method) (Hase et al. figure 7); arrays are [layers]. */
@@ -977,12 +977,7 @@ export function goldenVsSampleWise(data: SweepData, metric: Metric = "rewrite"):
       verdict: "n/a",
     });
   }
-  const adjusted = holm(out.map((r) => r.p));
-  out.forEach((r, i) => {
-    r.pAdjusted = adjusted[i];
-    r.verdict = verdict(r.pAdjusted, r.dz, MIN_EFFECT.dz);
-  });
-  return out;
+  return correctFamily(out, (r) => r.dz, MIN_EFFECT.dz);
 }
 
 /** Golden layer found on the proxy facts vs on the test facts for one condition (Golden Layers tables 3-8). */
