@@ -98,25 +98,43 @@ fn column_groups(wy: u32, ly: u32) -> array<u32, TN4> {
   return col4;
 }
 
-// The block of matmul_texture_n (and _n_at): acc[i*TN4 + j] = C[rows[i], 4*col4[j] .. +3] before the epilogue, k
-// in order (like matmul.wgsl's kernels), A from the importing file's a_rows: the same sums whichever
-// binding A comes from. One function owns the accumulators from start to end: llvmpipe compiled a
-// k-step helper that updated them through a pointer 10-25% slower, and larger blocks slower still
-// (bench/RESULTS.md, seventh session).
+// The block of matmul_texture_n (and _n_at): acc[i*TN4 + j] = C[rows[i], 4*col4[j] .. +3] before the
+// epilogue, k in order (like matmul.wgsl's kernels), A from the importing file's a_rows: the same sums
+// whichever binding A comes from. One function owns the accumulators from start to end: llvmpipe
+// compiled a k-step helper that updated them through a pointer 10-25% slower, and larger blocks slower
+// still (bench/RESULTS.md, seventh session).
+//
+// Each accumulator takes the four k of a step in one statement, so it is loaded and stored once a step
+// instead of four times (the block's accumulators do not fit llvmpipe's registers): the same additions
+// in the same order, so the same bits. The rows go in two loops of half the block each: the compiler
+// unrolls a loop nest only up to a size, and a nest over all 8 rows x 4 column groups x 4 k stayed a
+// loop, whose run-time indices put the accumulators in memory (3x slower; bench/RESULTS.md).
 fn product_n(rows: array<u32, TM>, col4: array<u32, TN4>) -> array<vec4<f32>, TM * TN4> {
   var acc: array<vec4<f32>, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
     let a = a_rows(rows, k4);
-    // The four k of this vec4, written out: a loop would index the vec4 components dynamically.
-    var bk: array<vec4<f32>, TN4>;
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].x * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].y * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].z * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a[i].w * bk[j]; } }
+    // The four k of this vec4 as four arrays: one array of vec4 indexed by k would index the vec4
+    // components at run time.
+    var b0: array<vec4<f32>, TN4>;
+    var b1: array<vec4<f32>, TN4>;
+    var b2: array<vec4<f32>, TN4>;
+    var b3: array<vec4<f32>, TN4>;
+    for (var j = 0u; j < TN4; j++) {
+      b0[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4));
+      b1[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u));
+      b2[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u));
+      b3[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u));
+    }
+    for (var i = 0u; i < TM / 2u; i++) {
+      for (var j = 0u; j < TN4; j++) {
+        acc[i * TN4 + j] = (((acc[i * TN4 + j] + a[i].x * b0[j]) + a[i].y * b1[j]) + a[i].z * b2[j]) + a[i].w * b3[j];
+      }
+    }
+    for (var i = TM / 2u; i < TM; i++) {
+      for (var j = 0u; j < TN4; j++) {
+        acc[i * TN4 + j] = (((acc[i * TN4 + j] + a[i].x * b0[j]) + a[i].y * b1[j]) + a[i].z * b2[j]) + a[i].w * b3[j];
+      }
+    }
   }
   return acc;
 }
