@@ -1,0 +1,165 @@
+// The test suite's runner (`./locus task test`): every tests/*_test.ts file in a `deno test` process
+// of its own, as many at a time as the machine has cores (DENO_JOBS overrides).
+//
+// Why not `deno test --parallel tests/`: Deno's WebGPU on Mesa's GL driver (Locus's default backend
+// without a GPU) corrupts the C heap when a process holds GL-backed instances in several isolates, as
+// `deno test` does with one isolate per file: the tests pass, then glibc aborts the process at exit
+// ("corrupted size vs. prev_size in fastbins", exit code 134). Six small GPU test files in one process
+// aborted in 13% of runs, with or without --parallel; on Vulkan never (bench/RESULTS.md, "2026-12-06
+// (third session)"). One file per process removes that. What remains is rarer and outside Locus too:
+// `deno test` runs a file on a worker thread, and that thread's GL state is torn down while the process
+// exits (libglvnd's EGL destructor on the main thread, the worker's thread-local destructors on its
+// own); one GPU file alone aborted at exit in 1-3% of runs on a loaded machine, a `deno run` script
+// doing the same work never (0 of 120), so Locus's commands are not affected. A file whose process
+// aborts (SIGABRT) with no failed test therefore runs again, at most twice; the summary names it.
+//
+//   ./locus task test                       all files
+//   ./locus task test --filter "ROME"       extra arguments go to every file's `deno test`
+//
+// Type checking runs once over all files first (one module graph), then each file runs unchecked.
+// A file's output is printed whole when it ends, so that concurrent files never interleave.
+
+const deno = Deno.execPath();
+
+/** One file's outcome: counts from `deno test`'s summary line, its exit code and how long it took. */
+export interface FileResult {
+  file: string;
+  passed: number;
+  failed: number;
+  code: number;
+  seconds: number;
+  output: string;
+  /** The last line of each earlier run of this file that aborted with no failed test (then rerun). */
+  aborts: string[];
+}
+
+/** SIGABRT's exit status (128 + 6): glibc's reaction to a corrupted heap. */
+const ABORTED = 134;
+/** Runs after the first when a file's process aborts with no failed test. */
+const RERUNS_AFTER_ABORT = 2;
+
+// deno test colours its output; the counts are read without the colour codes.
+// deno-lint-ignore no-control-regex
+const ANSI = /\x1b\[[0-9;]*m/g;
+
+/** Reads "ok | 12 passed (2 steps) | 0 failed (1s)" (or FAILED | ...) from the end of `deno test`'s output. */
+export function summaryCounts(output: string): { passed: number; failed: number } | null {
+  const lines = output.replace(ANSI, "").trimEnd().split("\n").reverse();
+  const line = lines.find((l) => /^(ok|FAILED) \| \d+ passed/.test(l));
+  if (!line) return null;
+  return { passed: Number(/(\d+) passed/.exec(line)![1]), failed: Number(/(\d+) failed/.exec(line)![1]) };
+}
+
+function lastLine(output: string): string {
+  return output.replace(ANSI, "").trimEnd().split("\n").at(-1) ?? "";
+}
+
+/** Why a file counts as failed, or null when it passed: failed tests, or a non-zero exit. */
+export function failure(r: FileResult): string | null {
+  if (r.failed > 0) return `${r.failed} failed`;
+  if (r.code !== 0) {
+    return `exit code ${r.code}${summaryCounts(r.output) ? " after its tests passed" : ""}: ${
+      lastLine(r.output)
+    }`;
+  }
+  return null;
+}
+
+/** The teardown abort described at the top: SIGABRT with no test reported failed. */
+function abortedWithoutFailure(r: FileResult): boolean {
+  return r.code === ABORTED && r.failed === 0 && !/\.\.\. .*FAILED/.test(r.output.replace(ANSI, ""));
+}
+
+async function testFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.isFile && entry.name.endsWith("_test.ts")) files.push(`${dir}/${entry.name}`);
+  }
+  return files.sort();
+}
+
+async function runFileOnce(file: string, args: string[]): Promise<FileResult> {
+  const start = performance.now();
+  const { code, stdout, stderr } = await new Deno.Command(deno, {
+    args: ["test", "-A", "--no-check", file, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  const output = decoder.decode(stdout) + decoder.decode(stderr);
+  const counts = summaryCounts(output) ?? { passed: 0, failed: 0 };
+  return { file, ...counts, code, seconds: (performance.now() - start) / 1000, output, aborts: [] };
+}
+
+/** Runs a file, again (at most RERUNS_AFTER_ABORT times) while its process aborts with no failed test. */
+async function runFile(file: string, args: string[]): Promise<FileResult> {
+  const aborts: string[] = [];
+  for (let attempt = 0;; attempt++) {
+    const r = await runFileOnce(file, args);
+    if (!abortedWithoutFailure(r) || attempt === RERUNS_AFTER_ABORT) return { ...r, aborts };
+    aborts.push(lastLine(r.output));
+    console.error(
+      `${file}: aborted (exit code ${ABORTED}) with no failed test: ${lastLine(r.output)}; running it again`,
+    );
+  }
+}
+
+function minutes(seconds: number): string {
+  return seconds >= 60
+    ? `${Math.floor(seconds / 60)}m${Math.round(seconds % 60)}s`
+    : `${Math.round(seconds)}s`;
+}
+
+/**
+ * Type-checks every *_test.ts file of `dir` at once, then runs each in its own `deno test` process,
+ * `jobs` at a time, printing each file's output whole as it ends and a summary line at the end.
+ * Returns every file's result (none when the type check failed) and whether the suite passed.
+ */
+export async function runSuite(
+  options: { dir: string; args?: string[]; jobs?: number },
+): Promise<{ ok: boolean; results: FileResult[] }> {
+  const start = performance.now();
+  const args = options.args ?? [];
+  const files = await testFiles(options.dir);
+  const jobs = Math.min(options.jobs ?? 1, files.length);
+  const check = await new Deno.Command(deno, { args: ["check", "--quiet", ...files] }).spawn().status;
+  if (!check.success) return { ok: false, results: [] };
+
+  const results: FileResult[] = [];
+  const queue = [...files];
+  const worker = async () => {
+    for (let file = queue.shift(); file; file = queue.shift()) {
+      const r = await runFile(file, args);
+      results.push(r);
+      await Deno.stdout.write(new TextEncoder().encode(r.output));
+      const why = failure(r);
+      if (why) console.error(`${r.file}: ${why}`);
+    }
+  };
+  await Promise.all(Array.from({ length: jobs }, worker));
+
+  const passed = results.reduce((s, r) => s + r.passed, 0);
+  const failedTests = results.reduce((s, r) => s + r.failed, 0);
+  const failedFiles = results.filter((r) => failure(r) !== null);
+  const slowest = [...results].sort((a, b) => b.seconds - a.seconds).slice(0, 3)
+    .map((r) => `${r.file} ${minutes(r.seconds)}`).join(", ");
+  const verdict = failedFiles.length ? "FAILED" : "ok";
+  const seconds = (performance.now() - start) / 1000;
+  console.log(
+    `\n${verdict} | ${files.length} files, ${jobs} at a time | ${passed} passed | ${failedTests} failed | ` +
+      `${minutes(seconds)} (slowest: ${slowest})`,
+  );
+  for (const r of failedFiles) console.log(`  ${r.file}: ${failure(r)}`);
+  for (const r of results.filter((r) => r.aborts.length && !failure(r))) {
+    console.log(
+      `  ${r.file}: passed after ${r.aborts.length} abort(s) with no failed test (${r.aborts.join("; ")})`,
+    );
+  }
+  return { ok: failedFiles.length === 0, results };
+}
+
+if (import.meta.main) {
+  const jobs = Number(Deno.env.get("DENO_JOBS")) || navigator.hardwareConcurrency || 1;
+  const { ok } = await runSuite({ dir: "tests", args: Deno.args, jobs });
+  Deno.exit(ok ? 0 : 1);
+}
