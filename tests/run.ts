@@ -1,4 +1,4 @@
-// The test suite's runner (`./locus task test`): every tests/*_test.ts file in a `deno test` process
+// The test suite's runner (`./locus task test`): every test file under tests/ in a `deno test` process
 // of its own, as many at a time as the machine has cores (DENO_JOBS overrides).
 //
 // Why not `deno test --parallel tests/`: Deno's WebGPU on Mesa's GL driver (Locus's default backend
@@ -70,10 +70,13 @@ function abortedWithoutFailure(r: FileResult): boolean {
   return r.code === ABORTED && r.failed === 0 && !/\.\.\. .*FAILED/.test(r.output.replace(ANSI, ""));
 }
 
+/** The files `deno test DIR` would run: test.ts, *_test.ts and *.test.ts (and .tsx/.js/.mjs/.jsx), in every folder. */
 async function testFiles(dir: string): Promise<string[]> {
   const files: string[] = [];
   for await (const entry of Deno.readDir(dir)) {
-    if (entry.isFile && entry.name.endsWith("_test.ts")) files.push(`${dir}/${entry.name}`);
+    const path = `${dir}/${entry.name}`;
+    if (entry.isDirectory) files.push(...await testFiles(path));
+    else if (entry.isFile && /(^|[._])test\.(ts|tsx|mts|js|mjs|jsx)$/.test(entry.name)) files.push(path);
   }
   return files.sort();
 }

@@ -83,13 +83,21 @@ Deno.test("runSuite: a file whose process aborted once with no failed test passe
 
 Deno.test("runSuite: passing files pass; extra arguments such as --filter reach every file", async () => {
   const dir = await suiteDir({ "a_test.ts": passing, "b_test.ts": passing });
+  // Files in sub-folders and named as deno test names them run too, as under `deno test DIR`.
+  await Deno.mkdir(`${dir}/nested`);
+  await Deno.writeTextFile(`${dir}/nested/c.test.ts`, passing);
   try {
     const all = await runSuite({ dir, jobs: 1 });
     assert.equal(all.ok, true);
-    assert.equal(all.results.reduce((s, r) => s + r.passed, 0), 4);
+    assert.deepEqual(all.results.map((r) => r.file.slice(dir.length + 1)).sort(), [
+      "a_test.ts",
+      "b_test.ts",
+      "nested/c.test.ts",
+    ]);
+    assert.equal(all.results.reduce((s, r) => s + r.passed, 0), 6);
     const filtered = await runSuite({ dir, jobs: 2, args: ["--filter", "adds"] });
     assert.equal(filtered.ok, true);
-    assert.deepEqual(filtered.results.map((r) => r.passed), [1, 1]);
+    assert.deepEqual(filtered.results.map((r) => r.passed), [1, 1, 1]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
