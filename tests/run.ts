@@ -81,28 +81,44 @@ async function testFiles(dir: string): Promise<string[]> {
   return files.sort();
 }
 
-async function runFileOnce(file: string, args: string[]): Promise<FileResult> {
+/** Where and how a `deno test` process runs: its arguments after `test`, folder and extra environment. */
+export interface DenoTestRun {
+  /** What the results name it by (a file, or a description). */
+  name: string;
+  args: string[];
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+async function denoTestOnce(run: DenoTestRun): Promise<FileResult> {
   const start = performance.now();
   const { code, stdout, stderr } = await new Deno.Command(deno, {
-    args: ["test", "-A", "--no-check", file, ...args],
+    args: ["test", ...run.args],
+    cwd: run.cwd,
+    env: run.env,
     stdout: "piped",
     stderr: "piped",
   }).output();
   const decoder = new TextDecoder();
   const output = decoder.decode(stdout) + decoder.decode(stderr);
   const counts = summaryCounts(output) ?? { passed: 0, failed: 0 };
-  return { file, ...counts, code, seconds: (performance.now() - start) / 1000, output, aborts: [] };
+  return { file: run.name, ...counts, code, seconds: (performance.now() - start) / 1000, output, aborts: [] };
 }
 
-/** Runs a file, again (at most RERUNS_AFTER_ABORT times) while its process aborts with no failed test. */
-async function runFile(file: string, args: string[]): Promise<FileResult> {
+/**
+ * Runs `deno test`, again (at most RERUNS_AFTER_ABORT times) while its process aborts with no failed
+ * test: the GL teardown race described at the top. Also for tests that start `deno test` themselves.
+ */
+export async function denoTest(run: DenoTestRun): Promise<FileResult> {
   const aborts: string[] = [];
   for (let attempt = 0;; attempt++) {
-    const r = await runFileOnce(file, args);
+    const r = await denoTestOnce(run);
     if (!abortedWithoutFailure(r) || attempt === RERUNS_AFTER_ABORT) return { ...r, aborts };
     aborts.push(lastLine(r.output));
     console.error(
-      `${file}: aborted (exit code ${ABORTED}) with no failed test: ${lastLine(r.output)}; running it again`,
+      `${run.name}: aborted (exit code ${ABORTED}) with no failed test: ${
+        lastLine(r.output)
+      }; running it again`,
     );
   }
 }
@@ -132,7 +148,7 @@ export async function runSuite(
   const queue = [...files];
   const worker = async () => {
     for (let file = queue.shift(); file; file = queue.shift()) {
-      const r = await runFile(file, args);
+      const r = await denoTest({ name: file, args: ["-A", "--no-check", file, ...args] });
       results.push(r);
       await Deno.stdout.write(new TextEncoder().encode(r.output));
       const why = failure(r);
