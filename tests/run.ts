@@ -124,15 +124,14 @@ export async function denoTest(run: DenoTestRun): Promise<FileResult> {
 }
 
 function minutes(seconds: number): string {
-  return seconds >= 60
-    ? `${Math.floor(seconds / 60)}m${Math.round(seconds % 60)}s`
-    : `${Math.round(seconds)}s`;
+  const whole = Math.round(seconds);
+  return whole >= 60 ? `${Math.floor(whole / 60)}m${whole % 60}s` : `${whole}s`;
 }
 
 /**
- * Type-checks every *_test.ts file of `dir` at once, then runs each in its own `deno test` process,
- * `jobs` at a time, printing each file's output whole as it ends and a summary line at the end.
- * Returns every file's result (none when the type check failed) and whether the suite passed.
+ * Type-checks every test file of `dir` at once, then runs each in its own `deno test` process, `jobs`
+ * at a time, printing each file's output whole as it ends and a summary line at the end. Returns every
+ * file's result (none when the type check failed or `dir` has no test file) and whether the suite passed.
  */
 export async function runSuite(
   options: { dir: string; args?: string[]; jobs?: number },
@@ -140,6 +139,10 @@ export async function runSuite(
   const start = performance.now();
   const args = options.args ?? [];
   const files = await testFiles(options.dir);
+  if (files.length === 0) {
+    console.error(`${options.dir}: no test files (test.ts, *_test.ts, *.test.ts)`);
+    return { ok: false, results: [] };
+  }
   const jobs = Math.min(options.jobs ?? 1, files.length);
   const check = await new Deno.Command(deno, { args: ["check", "--quiet", ...files] }).spawn().status;
   if (!check.success) return { ok: false, results: [] };

@@ -103,6 +103,15 @@ Deno.test("runSuite: passing files pass; extra arguments such as --filter reach 
   }
 });
 
+Deno.test("runSuite: a folder without test files fails rather than passing with nothing run", async () => {
+  const dir = await suiteDir({ "helper.ts": `export const notATest = 1;\n` });
+  try {
+    assert.deepEqual(await runSuite({ dir, jobs: 2 }), { ok: false, results: [] });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runSuite: a file that does not type-check stops the suite before any file runs", async () => {
   const dir = await suiteDir({
     "a_test.ts": passing,
