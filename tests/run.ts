@@ -70,13 +70,23 @@ function abortedWithoutFailure(r: FileResult): boolean {
   return r.code === ABORTED && r.failed === 0 && !/\.\.\. .*FAILED/.test(r.output.replace(ANSI, ""));
 }
 
+const TEST_FILE = /(^|[._/])test\.(ts|tsx|mts|js|mjs|jsx)$/;
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
 /** The files `deno test DIR` would run: test.ts, *_test.ts and *.test.ts (and .tsx/.js/.mjs/.jsx), in every folder. */
 async function testFiles(dir: string): Promise<string[]> {
   const files: string[] = [];
   for await (const entry of Deno.readDir(dir)) {
     const path = `${dir}/${entry.name}`;
     if (entry.isDirectory) files.push(...await testFiles(path));
-    else if (entry.isFile && /(^|[._])test\.(ts|tsx|mts|js|mjs|jsx)$/.test(entry.name)) files.push(path);
+    else if (entry.isFile && TEST_FILE.test(entry.name)) files.push(path);
   }
   return files.sort();
 }
@@ -181,6 +191,12 @@ export async function runSuite(
 }
 
 if (import.meta.main) {
+  // Arguments go to every file's run, so a test file among them would run once per file.
+  const file = Deno.args.find((a) => !a.startsWith("-") && TEST_FILE.test(a) && isFile(a));
+  if (file) {
+    console.error(`${file}: the suite runs every file; one file runs with ./locus test -A ${file}`);
+    Deno.exit(2);
+  }
   const jobs = Number(Deno.env.get("DENO_JOBS")) || navigator.hardwareConcurrency || 1;
   const { ok } = await runSuite({ dir: "tests", args: Deno.args, jobs });
   Deno.exit(ok ? 0 : 1);

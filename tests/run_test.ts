@@ -123,3 +123,18 @@ Deno.test("runSuite: a file that does not type-check stops the suite before any 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("./locus task test with a test file among its arguments refuses and says how to run one file", async () => {
+  const runner = new URL("./run.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", runner, "--filter", "x", "tests/run_test.ts"],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 2);
+  assert.match(
+    new TextDecoder().decode(out.stderr),
+    /tests\/run_test\.ts: .*\.\/locus test -A tests\/run_test\.ts/,
+  );
+});
