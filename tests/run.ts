@@ -105,7 +105,8 @@ async function denoTestOnce(run: DenoTestRun): Promise<FileResult> {
   const { code, stdout, stderr } = await new Deno.Command(deno, {
     args: ["test", ...run.args],
     cwd: run.cwd,
-    env: run.env,
+    // glibc writes an abort's message to the terminal when there is one; this keeps it in the output.
+    env: { LIBC_FATAL_STDERR_: "1", ...run.env },
     stdout: "piped",
     stderr: "piped",
   }).output();
