@@ -2,6 +2,7 @@
 // both fail the suite, extra arguments reach every file.
 import assert from "node:assert/strict";
 import { failure, runSuite, summaryCounts } from "./run.ts";
+import { runScript } from "./util.ts";
 
 async function suiteDir(files: Record<string, string>): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "locus-run-test-" });
@@ -125,16 +126,7 @@ Deno.test("runSuite: a file that does not type-check stops the suite before any 
 });
 
 Deno.test("./locus task test with a test file among its arguments refuses and says how to run one file", async () => {
-  const runner = new URL("./run.ts", import.meta.url).pathname;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", runner, "--filter", "x", "tests/run_test.ts"],
-    cwd: new URL("..", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const out = await runScript("tests/run.ts", "--filter", "x", "tests/run_test.ts");
   assert.equal(out.code, 2);
-  assert.match(
-    new TextDecoder().decode(out.stderr),
-    /tests\/run_test\.ts: .*\.\/locus test -A tests\/run_test\.ts/,
-  );
+  assert.match(out.stderr, /tests\/run_test\.ts: .*\.\/locus test -A tests\/run_test\.ts/);
 });
