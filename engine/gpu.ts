@@ -1,13 +1,15 @@
 // GPU runtime: adapter/device acquisition, a pipeline cache, and a recorder that
 // batches every dispatch into one command encoder until something must be read back.
 //
-// Why batching: on Deno every mapAsync costs >= 10 ms, and one submit per dispatch is
-// 4x slower than many dispatches in one pass. So kernels are *recorded* (gpu.run) and
+// Why batching: every readback waits for the work recorded before it (and Deno's mapAsync 10 ms more,
+// where engine/readback.ts cannot avoid it), and one submit per dispatch is 4x slower than many
+// dispatches in one pass. So kernels are *recorded* (gpu.run) and
 // only submitted when a result is read (gpu.read) or gpu.flush() is called.
 //
 // WGSL lives in shaders/*.wgsl, one kernel family per file. A kernel's compile-time
 // parameters (tile sizes, flags) are prepended as `const NAME = value;` lines, so one
 // file yields a specialised pipeline per parameter set (cached by file+entry+params).
+import { CanvasReadback } from "./readback.ts";
 import { widenHalf } from "./safetensors.ts";
 import { io } from "./io.ts";
 import {
@@ -235,6 +237,8 @@ export class Gpu {
     readonly kernels: KernelChoice,
     /** WebGPU errors reported since the last readback or sync (throwIfFailed takes them). */
     private readonly errors: string[] = [],
+    /** Readbacks without Deno's 10 ms wait where this runtime offers them (engine/readback.ts). */
+    private readonly canvasReadback: CanvasReadback | null = null,
   ) {
     // Where the memory is unknown (a browser may not say), 256 MiB: the embedded model whole.
     this.mirrorBudgetBytes = info.software ? (io().memoryBytes() ?? 2 ** 32) / 16 : Infinity;
@@ -311,7 +315,7 @@ export class Gpu {
       software: kernels.software,
       backend,
     };
-    return new Gpu(adapter, device, info, kernels, errors);
+    return new Gpu(adapter, device, info, kernels, errors, await CanvasReadback.create(device));
   }
 
   /** One line naming the adapter, for logs and result records. */
@@ -607,31 +611,49 @@ export class Gpu {
     }
   }
 
-  /** Reads tensors back as their stored bytes; one submit and one map for all of them. */
+  /** How readbacks reach the CPU here: "canvas" (engine/readback.ts: Deno without its 10 ms wait, up to
+   *  CANVAS_READ_MAX_BYTES a read) or "map" (GPUBuffer.mapAsync). */
+  get readbackPath(): "canvas" | "map" {
+    return this.canvasReadback ? "canvas" : "map";
+  }
+
+  /** Reads tensors back as their stored bytes: one submit and one readback for all of them. */
   async readBytes(tensors: Tensor[]): Promise<ArrayBuffer[]> {
     this.ensureEncoder();
     this.endPass();
     const total = tensors.reduce((s, t) => s + t.bytes, 0);
+    const canvasBytes = this.canvasReadback?.stagingBytes(total) ?? null;
     const staging = this.device.createBuffer({
-      size: Math.max(4, total),
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      size: canvasBytes ?? Math.max(4, total),
+      usage: canvasBytes === null
+        ? GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST
+        : GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     });
     let off = 0;
     for (const t of tensors) {
       if (t.size > 0) this.encoder!.copyBufferToBuffer(t.buffer, 0, staging, off, t.bytes);
       off += t.bytes;
     }
-    this.flush();
-    await staging.mapAsync(GPUMapMode.READ);
-    const all = staging.getMappedRange();
-    off = 0;
-    const out = tensors.map((t) => {
-      const bytes = all.slice(off, off + t.bytes);
-      off += t.bytes;
-      return bytes;
-    });
-    staging.unmap();
-    staging.destroy();
+    const split = (all: ArrayBuffer) => {
+      let at = 0;
+      return tensors.map((t) => all.slice(at, at += t.bytes));
+    };
+    let out: ArrayBuffer[];
+    if (canvasBytes !== null) {
+      const shape = this.canvasReadback!.record(this.encoder!, staging, total);
+      this.flush();
+      try {
+        out = split(await this.canvasReadback!.collect(shape, total));
+      } finally {
+        staging.destroy();
+      }
+    } else {
+      this.flush();
+      await staging.mapAsync(GPUMapMode.READ);
+      out = split(staging.getMappedRange());
+      staging.unmap();
+      staging.destroy();
+    }
     this.throwIfFailed();
     return out;
   }
@@ -881,6 +903,11 @@ export class Gpu {
 
   /** Waits until the GPU has finished everything submitted (for timing). */
   async sync(): Promise<void> {
+    // A readback of nothing waits for the work before it like onSubmittedWorkDone, without Deno's 10 ms.
+    if (this.canvasReadback) {
+      await this.readBytes([]);
+      return;
+    }
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
     this.throwIfFailed();
@@ -906,9 +933,9 @@ export function cdiv(a: number, b: number): number {
 
 /**
  * Runs tasks 0..count-1 side by side: task k starts once fits(running, k) holds for the tasks still
- * running (at once when none is). On Deno every readback resolves 10 ms after its work is done (mapAsync
- * polls the device, then sleeps), so independent tasks that wait on readbacks overlap one's wait with
- * another's work. Returns, or throws the first failure, once every started task has settled.
+ * running (at once when none is). A readback waits for its work (a GPU's kernels, and 10 ms more where
+ * Deno's mapAsync serves it: engine/readback.ts), so independent tasks that wait on readbacks overlap
+ * one's wait with another's work. Returns, or throws the first failure, once every started task has settled.
  */
 export async function sideBySide(
   count: number,

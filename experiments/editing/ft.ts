@@ -277,7 +277,7 @@ export async function computeFtBatch(
     wall[c] = (performance.now() - t0) / 1000;
   };
   // Chunks train side by side while their tensors fit BATCH_BYTES together: every step reads its losses
-  // back (Deno resolves a readback 10 ms after its work is done), and meanwhile another chunk's step runs.
+  // back, waiting for its kernels (engine/gpu.ts sideBySide), and meanwhile another chunk's step runs.
   await sideBySide(
     chunks.length,
     (running, next) => running.reduce((s, c) => s + chunks[c].bytes, chunks[next].bytes) <= BATCH_BYTES,

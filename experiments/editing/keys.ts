@@ -181,8 +181,8 @@ export async function readFactStates(
     const lowestRead = Math.min(...passes[k].map((i) => reads[i].site === "embed" ? 0 : reads[i].layer));
     return Math.min(under!.edits.firstLayer(editOf(instanceOf(k))), lowestRead, residuals!.deepest);
   });
-  // Captured states wait on the GPU for one readback (Deno resolves each 10 ms after its work at the
-  // soonest), or for one per `readBackBytes` where there are more (a mass edit of a large model's keys).
+  // Captured states wait on the GPU for one readback (each waits for all the work recorded before it),
+  // or for one per `readBackBytes` where there are more (a mass edit of a large model's keys).
   const out: Float32Array[] = new Array(reads.length);
   const recorded: { into: Tensor; reads: number[]; width: number }[] = [];
   let recordedBytes = 0;

@@ -16,11 +16,11 @@
 //
 // Gradients come from the engine's backward pass: d loss / d logits (weighted cross-entropy rows and
 // the KL rows, made on the GPU from the same forward: shaders/value_loss.wgsl), then autograd's
-// patchSources gives d loss / d delta; losses and gradients come back in one readback per step (Deno
-// resolves each readback 10 ms after its work is done). Adam on a d-vector runs on the CPU. Several
-// requests are optimised in one batch: their prompts and deltas are disjoint, so the summed loss has
-// the same per-request gradients, and each request stops on its own (its delta frozen) exactly as if
-// it ran alone. A call's batches (one per layer) share one delta-free pass and run side by side.
+// patchSources gives d loss / d delta; losses and gradients come back in one readback per step (which
+// waits for the step's kernels). Adam on a d-vector runs on the CPU. Several requests are optimised in
+// one batch: their prompts and deltas are disjoint, so the summed loss has the same per-request
+// gradients, and each request stops on its own (its delta frozen) exactly as if it ran alone. A call's
+// batches (one per layer) share one delta-free pass and run side by side.
 import { qkvWidth } from "../../engine/config.ts";
 import { backward } from "../../engine/autograd.ts";
 import { crossEntropy, klGradient, type RewriteRow, rewriteWeights } from "../../engine/backward_ops.ts";
@@ -166,10 +166,9 @@ export async function optimiseValues(
       groups[g].forEach((i, k) => results[i] = out[k]);
       if (step < o.steps) o.onProgress?.(stepsDone += o.steps - step, total);
     };
-    // The set's groups run side by side, as many at a time as fit one batch together: Deno resolves a
-    // readback (mapAsync) 10 ms after the work it waits for is done (it polls the device, then sleeps),
-    // a group reads back once a step, and meanwhile the other groups' steps run. Groups never share a
-    // row, so each gives the same results as alone.
+    // The set's groups run side by side, as many at a time as fit one batch together: a group reads back
+    // once a step, waiting for its kernels (engine/gpu.ts sideBySide), and meanwhile the other groups'
+    // steps run. Groups never share a row, so each gives the same results as alone.
     try {
       await sideBySide(
         set.length,

@@ -621,8 +621,9 @@ export async function scoreTokens(
         ? 0
         : Math.min(under!.edits.firstLayer(editOf(passes[k][0])), residuals!.deepest),
   );
-  // Every batch is recorded before one readback of all their (small) results: Deno resolves a readback
-  // 10 ms after its work at the soonest, so one per call, however many groups and batches.
+  // Every batch is recorded before one readback of all their (small) results: a readback waits for all
+  // the work before it (and 10 ms more where Deno's mapAsync serves it), so one per call, however many
+  // groups and batches.
   const recorded: { chunk: number[]; lp: Tensor; top: { indices: Tensor; values: Tensor } }[] = [];
   for (const [first, members] of groups) {
     for (let start = 0; start < members.length; start += batchSize) {

@@ -1095,9 +1095,8 @@ export async function runSweep(
         if (o) calls.push({ requests: part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!), o });
       }
       // The v*/z optimisations and the FT-L training are independent: they run side by side, so that each
-      // one's readback waits (Deno resolves a readback 10 ms after its work is done; a GPU runs a step in
-      // far less) overlap the other's steps. Each side is charged its own span scaled so that the two add
-      // up to the wall time, as computeFtBatch charges its chunks.
+      // one's readback waits (engine/gpu.ts sideBySide) overlap the other's steps. Each side is charged its
+      // own span scaled so that the two add up to the wall time, as computeFtBatch charges its chunks.
       const started = performance.now();
       const spans = [0, 0];
       const timed = async <T>(side: number, run: () => Promise<T>): Promise<T> => {
