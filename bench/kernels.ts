@@ -8,8 +8,9 @@
 //   ./locus run -A bench/kernels.ts --attention  only the attention forward+backward, probs vs log-sum-exp
 //   ./locus run -A bench/kernels.ts --only TEXT  only the matmul cases whose name contains TEXT (e.g. "dX")
 //
-// Each measurement records `reps` dispatches into one submit and waits once, so the ~10 ms cost of
-// a Deno readback/sync is amortised; reps grows until one run takes >= 0.3 s.
+// Each measurement records `reps` dispatches into one submit and waits once, so the cost of a sync
+// (under a millisecond through engine/readback.ts, 10 ms with Deno's mapAsync) is amortised; reps grows
+// until one run takes >= 0.3 s.
 import { attentionBackward, attentionBackwardLse } from "../engine/backward_ops.ts";
 import { getGpu, type Gpu } from "../engine/gpu.ts";
 import { arithmeticPeak } from "./ceiling.ts";

@@ -3,8 +3,8 @@
 //
 // Why batching: every readback waits for the work recorded before it (and Deno's mapAsync 10 ms more,
 // where engine/readback.ts cannot avoid it), and one submit per dispatch is 4x slower than many
-// dispatches in one pass. So kernels are *recorded* (gpu.run) and
-// only submitted when a result is read (gpu.read) or gpu.flush() is called.
+// dispatches in one pass. So kernels are *recorded* (gpu.run) and only submitted when a result is read
+// (gpu.read) or gpu.flush() is called.
 //
 // WGSL lives in shaders/*.wgsl, one kernel family per file. A kernel's compile-time
 // parameters (tile sizes, flags) are prepended as `const NAME = value;` lines, so one
