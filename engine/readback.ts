@@ -16,7 +16,7 @@
 // browser, which has no OffscreenCanvas.convertToBlob to BMP, or a Deno that changes it) readbacks
 // use mapAsync.
 
-/** The widest canvas: bytes per row are a multiple of 256 (64 texels) up to maxTextureDimension2D. */
+/** The narrowest canvas: a buffer-to-texture copy's rows are whole multiples of 256 bytes (64 texels). */
 const MIN_WIDTH = 64;
 /** Reads above this size use mapAsync: its 10 ms are small beside them, and the canvas path holds
  *  several copies of the bytes at once (texture, image, BMP, blob, result). */
@@ -95,6 +95,7 @@ export class CanvasReadback {
         device,
         format: "rgba8unorm",
         usage: GPUTextureUsage.COPY_DST,
+        // Not "opaque", which lets an implementation treat alpha as 1: the alpha byte is a value's byte.
         alphaMode: "premultiplied",
       });
       const path = new CanvasReadback(device, canvas, context);
@@ -104,10 +105,11 @@ export class CanvasReadback {
     }
   }
 
-  /** Every byte value in every byte of a texel, and NaN, -0, a subnormal and both infinities. */
+  /** Every byte value in each of a texel's four bytes, and NaN, -0, a subnormal and both infinities. */
   private async roundTrips(): Promise<boolean> {
     const probe = new Uint8Array(4 * 256 + 20);
-    for (let i = 0; i < 1024; i++) probe[i] = (i * 4 + (i >> 8)) & 0xff;
+    // Byte c of texel t holds (t + 64 c) mod 256: over the 256 texels, every value in every byte.
+    for (let i = 0; i < 1024; i++) probe[i] = ((i >> 2) + 64 * (i & 3)) & 0xff;
     new Float32Array(probe.buffer, 1024).set([NaN, -0, 1e-42, Infinity, -Infinity]);
     const buffer = this.device.createBuffer({
       size: this.stagingBytes(probe.length)!,
