@@ -8,6 +8,8 @@
 //   ./locus run -A bench/kernels.ts --attention  only the attention forward+backward, probs vs log-sum-exp
 //   ./locus run -A bench/kernels.ts --only TEXT  only the matmul cases whose name contains TEXT (e.g. "dX")
 //
+// It first prints the adapter's arithmetic ceiling and what a readback of 4 KiB, 48 KiB and 1 MiB costs.
+//
 // Each measurement records `reps` dispatches into one submit and waits once, so the cost of a sync
 // (under a millisecond through engine/readback.ts, 10 ms with Deno's mapAsync) is amortised; reps grows
 // until one run takes >= 0.3 s.
@@ -162,6 +164,41 @@ if (ceiling) {
     `arithmetic ceiling: ${ceiling.gflops.toFixed(1)} GFLOP/s (fma chains on registers alone, ` +
       `shaders/arithmetic_peak.wgsl ${JSON.stringify(ceiling.shape)})`,
   );
+}
+// A readback as the engine makes it (gpu.readbackPath: through an OffscreenCanvas in Deno, engine/readback.ts)
+// next to a bare mapAsync of the same bytes, median of 9 each.
+if (!attentionOnly && only === undefined) {
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  for (const bytes of [4 << 10, 48 << 10, 1 << 20]) {
+    const t = gpu.tensor([bytes / 4], random(bytes / 4));
+    const timed = async (read: () => Promise<unknown>) => {
+      const ms: number[] = [];
+      for (let i = 0; i < 9; i++) {
+        const start = performance.now();
+        await read();
+        ms.push(performance.now() - start);
+      }
+      return median(ms);
+    };
+    const engine = await timed(() => t.read());
+    const mapped = await timed(async () => {
+      const staging = gpu.device.createBuffer({
+        size: bytes,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      const encoder = gpu.device.createCommandEncoder();
+      encoder.copyBufferToBuffer(t.buffer, 0, staging, 0, bytes);
+      gpu.device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      staging.destroy();
+    });
+    console.log(
+      `readback of ${bytes >> 10} KiB: ${engine.toFixed(2)} ms (${gpu.readbackPath}), mapAsync ${
+        mapped.toFixed(2)
+      } ms`,
+    );
+    t.destroy();
+  }
 }
 console.log("");
 const defaults = matmulTiles(gpu);

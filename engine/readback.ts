@@ -18,9 +18,10 @@
 
 /** The narrowest canvas: a buffer-to-texture copy's rows are whole multiples of 256 bytes (64 texels). */
 const MIN_WIDTH = 64;
-/** Reads above this size use mapAsync: its 10 ms are small beside them, and the canvas path holds
- *  several copies of the bytes at once (texture, image, BMP, blob, result). */
-export const CANVAS_READ_MAX_BYTES = 8 << 20;
+/** Reads above this size use mapAsync: the canvas path copies the bytes several times (texture, image,
+ *  BMP, blob, result), so that from about 4 MiB it is no faster than mapAsync's 10 ms (llvmpipe, median
+ *  reads of 1, 2, 3, 4 and 8 MiB: 4.8, 4.0, 6.1, 10.5 and 31 ms against 11.4-12.8 ms). */
+export const CANVAS_READ_MAX_BYTES = 2 << 20;
 
 /** A canvas of W x H texels (W a power of two) holding `bytes`, H as small as it can be. */
 export function canvasShape(bytes: number, maxDim: number): { width: number; height: number } | null {
