@@ -612,9 +612,9 @@ export class Gpu {
   }
 
   /** How readbacks reach the CPU here: "canvas" (engine/readback.ts: Deno without its 10 ms wait, up to
-   *  CANVAS_READ_MAX_BYTES a read) or "map" (GPUBuffer.mapAsync). */
+   *  CANVAS_READ_MAX_BYTES a read and CANVAS_READS_MAX reads) or "map" (GPUBuffer.mapAsync). */
   get readbackPath(): "canvas" | "map" {
-    return this.canvasReadback ? "canvas" : "map";
+    return this.canvasReadback?.stagingBytes(0) ? "canvas" : "map";
   }
 
   /** Reads tensors back as their stored bytes: one submit and one readback for all of them. */

@@ -14,7 +14,10 @@
 // Whether the path gives back exactly what it was given is checked once per device, on every byte
 // value and on floats' special patterns (NaN, -0, subnormals, infinities); where it does not (a
 // browser, which has no OffscreenCanvas.convertToBlob to BMP, or a Deno that changes it) readbacks
-// use mapAsync.
+// use mapAsync. Deno 2.9's convertToBlob keeps about 3 KB of native memory per call (also without
+// Locus's copy, and on a new canvas each time; not given back by garbage collection): a full-coverage
+// study makes about 1900 readbacks, the papers' scale about 50,000 per process. A device reads through
+// the canvas at most CANVAS_READS_MAX times (about 750 MB), then through mapAsync.
 
 /** The narrowest canvas: a buffer-to-texture copy's rows are whole multiples of 256 bytes (64 texels). */
 const MIN_WIDTH = 64;
@@ -22,6 +25,8 @@ const MIN_WIDTH = 64;
  *  BMP, blob, result), so that from about 4 MiB it is no faster than mapAsync's 10 ms (llvmpipe, median
  *  reads of 1, 2, 3, 4 and 8 MiB: 4.8, 4.0, 6.1, 10.5 and 31 ms against 11.4-12.8 ms). */
 export const CANVAS_READ_MAX_BYTES = 2 << 20;
+/** Canvas reads per device before mapAsync takes over (the memory Deno keeps per call: the header). */
+export const CANVAS_READS_MAX = 250_000;
 
 /** A canvas of W x H texels (W a power of two) holding `bytes`, H as small as it can be. */
 export function canvasShape(bytes: number, maxDim: number): { width: number; height: number } | null {
@@ -80,10 +85,13 @@ export class CanvasReadback {
     private device: GPUDevice,
     private canvas: ReadbackCanvas,
     private context: GPUCanvasContext,
+    /** Canvas reads left (the probe's included) before stagingBytes sends every read to mapAsync. */
+    private readsLeft: number,
   ) {}
 
-  /** The path for `device` if it returns exactly the bytes it is given here, else null. */
-  static async create(device: GPUDevice): Promise<CanvasReadback | null> {
+  /** The path for `device` if it returns exactly the bytes it is given here, else null; at most `reads`
+   *  canvas reads, the probe's included. */
+  static async create(device: GPUDevice, reads = CANVAS_READS_MAX): Promise<CanvasReadback | null> {
     const Offscreen = (globalThis as { OffscreenCanvas?: new (w: number, h: number) => ReadbackCanvas })
       .OffscreenCanvas;
     if (typeof Deno === "undefined" || !Offscreen) return null;
@@ -99,7 +107,7 @@ export class CanvasReadback {
         // Not "opaque", which lets an implementation treat alpha as 1: the alpha byte is a value's byte.
         alphaMode: "premultiplied",
       });
-      const path = new CanvasReadback(device, canvas, context);
+      const path = new CanvasReadback(device, canvas, context, reads);
       return (await path.roundTrips()) ? path : null;
     } catch {
       return null;
@@ -134,6 +142,7 @@ export class CanvasReadback {
    */
   record(encoder: GPUCommandEncoder, buffer: GPUBuffer, bytes: number): { width: number; height: number } {
     const shape = canvasShape(bytes, this.device.limits.maxTextureDimension2D)!;
+    this.readsLeft--;
     if (this.canvas.width !== shape.width) this.canvas.width = shape.width;
     if (this.canvas.height !== shape.height) this.canvas.height = shape.height;
     encoder.copyBufferToTexture(
@@ -158,7 +167,7 @@ export class CanvasReadback {
 
   /** The staging size a read of `bytes` needs (the canvas's texels), or null where it takes mapAsync. */
   stagingBytes(bytes: number): number | null {
-    if (bytes > CANVAS_READ_MAX_BYTES) return null;
+    if (bytes > CANVAS_READ_MAX_BYTES || this.readsLeft <= 0) return null;
     const shape = canvasShape(bytes, this.device.limits.maxTextureDimension2D);
     return shape && shape.width * shape.height * 4;
   }

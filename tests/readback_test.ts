@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { add } from "../engine/ops.ts";
-import { bmpBytes, CANVAS_READ_MAX_BYTES, canvasShape } from "../engine/readback.ts";
+import { bmpBytes, CANVAS_READ_MAX_BYTES, CanvasReadback, canvasShape } from "../engine/readback.ts";
 import { rng } from "./util.ts";
 
 /** A 32-bit BMP (BITMAPV4 header, BI_BITFIELDS) of width x height texels given as R, G, B, A bytes,
@@ -118,4 +118,26 @@ Deno.test("a WebGPU error of work before a canvas readback makes that readback t
   gpu.device.queue.writeBuffer(t.buffer, 16, new Float32Array([5]));
   await assert.rejects(() => t.read(), /WebGPU reported 1 error\(s\) in the work before this readback: .+/);
   assert.deepEqual([...await t.read()], [1, 2, 3, 4]);
+});
+
+Deno.test("a device reads through the canvas at most the reads it was given (Deno keeps memory per call), then through mapAsync", async () => {
+  const path = (await CanvasReadback.create(gpu.device, 3))!;
+  assert.ok(path, "the probe passed");
+  const staging = gpu.device.createBuffer({
+    size: path.stagingBytes(64)!,
+    usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+  });
+  gpu.device.queue.writeBuffer(staging, 0, new Uint8Array(64).map((_, i) => i));
+  for (let read = 0; read < 2; read++) {
+    assert.ok(path.stagingBytes(64) !== null, `read ${read + 2} of 3 goes through the canvas`);
+    const encoder = gpu.device.createCommandEncoder();
+    const shape = path.record(encoder, staging, 64);
+    gpu.device.queue.submit([encoder.finish()]);
+    assert.deepEqual(
+      [...new Uint8Array(await path.collect(shape, 64))],
+      Array.from({ length: 64 }, (_, i) => i),
+    );
+  }
+  assert.equal(path.stagingBytes(64), null, "the fourth read takes mapAsync");
+  staging.destroy();
 });
