@@ -8,7 +8,7 @@
 // at once, in the call of convertToBlob (a copy, a blocking wait for that work, the bytes): so a
 // readback copies the bytes into the texture of an rgba8unorm canvas (one texel holds four bytes of
 // any value, copied as they are), asks for a BMP (uncompressed: the texels' bytes in B, G, R, A order,
-// rows bottom-up) and takes the bytes out again. Measured on llvmpipe: 0.8 ms against 11.5 ms for a
+// rows bottom-up) and takes the bytes out again. Measured on llvmpipe: 0.25-0.8 ms against 11.5 ms for a
 // 48 KiB read (bench/RESULTS.md).
 //
 // Whether the path gives back exactly what it was given is checked once per device, on every byte
