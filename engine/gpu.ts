@@ -647,6 +647,10 @@ export class Gpu {
       } finally {
         staging.destroy();
       }
+      // Deno reports a WebGPU error of the work read (the "uncapturederror" event that fills `errors`)
+      // from a task of the next turn of its event loop: wait for that turn (microseconds; mapAsync's
+      // 10 ms hid it), so that throwIfFailed below sees it.
+      await new Promise((resolve) => setImmediate(resolve));
     } else {
       this.flush();
       await staging.mapAsync(GPUMapMode.READ);

@@ -157,12 +157,7 @@ export class CanvasReadback {
   async collect(shape: { width: number; height: number }, bytes: number): Promise<ArrayBuffer> {
     // convertToBlob reads the texture before it returns: a later record() cannot change what it read.
     const blob = await this.canvas.convertToBlob({ type: "image/bmp" });
-    const out = bmpBytes(new Uint8Array(await blob.arrayBuffer()), shape.width, shape.height, bytes);
-    // Deno reports a WebGPU error of the work read here (the device's "uncapturederror" event, which
-    // engine/gpu.ts collects for its readbacks to throw) from a task of the next turn of its event loop:
-    // wait for that turn (a few microseconds; mapAsync's 10 ms hid it).
-    await new Promise((resolve) => setImmediate(resolve));
-    return out;
+    return bmpBytes(new Uint8Array(await blob.arrayBuffer()), shape.width, shape.height, bytes);
   }
 
   /** The staging size a read of `bytes` needs (the canvas's texels), or null where it takes mapAsync. */
