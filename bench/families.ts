@@ -19,6 +19,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { makeBatch, Model, parameterShapes } from "../engine/model.ts";
 import { mulberry32 } from "../engine/random.ts";
 import type { HalfTensor } from "../engine/safetensors.ts";
+import { median } from "../experiments/study/stats.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -71,11 +72,6 @@ function randomModel(cfg: ModelConfig, half: "f16" | "bf16" | null): Model {
 
 function gib(bytes: number): string {
   return (bytes / 2 ** 30).toFixed(2);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 async function timed(run: () => Promise<void>, reps: number): Promise<number> {

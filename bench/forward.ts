@@ -11,6 +11,7 @@ import { getGpu } from "../engine/gpu.ts";
 import { makeBatch, Model, parameterShapes } from "../engine/model.ts";
 import { topK } from "../engine/ops.ts";
 import { DEFAULT_TRAIN } from "../experiments/knowledge/train.ts";
+import { median } from "../experiments/study/stats.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -57,11 +58,6 @@ async function numpyForwardMs(cfg: GPT2Config): Promise<number | null> {
   } catch {
     return null; // no python3 or numpy: the ratio is simply not printed
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 console.log("| shape | tokens | Locus forward (ms) | tokens/s | numpy (ms) | Locus / numpy |");

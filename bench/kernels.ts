@@ -16,6 +16,7 @@
 import { attentionBackward, attentionBackwardLse } from "../engine/backward_ops.ts";
 import { getGpu, type Gpu } from "../engine/gpu.ts";
 import { arithmeticPeak } from "./ceiling.ts";
+import { median } from "../experiments/study/stats.ts";
 import { Adam } from "../engine/optimizer.ts";
 import { applyVirtualEdit, type VirtualEdit } from "../engine/virtual_edits.ts";
 import {
@@ -168,7 +169,6 @@ if (ceiling) {
 // A readback as the engine makes it (gpu.readbackPath: through an OffscreenCanvas in Deno, engine/readback.ts)
 // next to a bare mapAsync of the same bytes, median of 9 each.
 if (!attentionOnly && only === undefined) {
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   for (const bytes of [4 << 10, 48 << 10, 1 << 20]) {
     const t = gpu.tensor([bytes / 4], random(bytes / 4));
     const timed = async (read: () => Promise<unknown>) => {

@@ -32,6 +32,7 @@ import { caseItems } from "../experiments/editing/problems.ts";
 import { keyStats } from "../experiments/editing/stats.ts";
 import { planRequest, valueOptions } from "../experiments/editing/values.ts";
 import { ResultStore } from "../experiments/study/store.ts";
+import { median } from "../experiments/study/stats.ts";
 import {
   defaultSettings,
   filledPrompt,
@@ -164,8 +165,6 @@ results.sweep = {
 // ------------------------------------------------------------------------------------------------
 // 3. Causal-trace grids: the first fact's (warm: one untimed grid first), then every fact's together
 
-/** Median of a few timings (the machine is shared: one run can land on a busy second). */
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const prompts = facts.map((f): TracePrompt => {
   const text = filledPrompt(f.case);
   return {

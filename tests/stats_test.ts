@@ -14,6 +14,7 @@ import {
   holm,
   logGamma,
   mean,
+  median,
   nestedFTest,
   ols,
   pairedTTest,
@@ -66,6 +67,12 @@ Deno.test("quantile interpolates like numpy's default", () => {
   ], [1, 100]];
   for (const [q, v] of expected) near(quantile(xs, q), v, 1e-12, `q=${q}`);
   assert.throws(() => quantile(xs, 1.5), /q must be in \[0, 1\]/);
+});
+
+Deno.test("median: the middle value, or the mean of the two middle values", () => {
+  assert.equal(median([9, 1, 5]), 5);
+  assert.equal(median([4, 1, 3, 2]), 2.5); // numpy.median([4, 1, 3, 2]) = 2.5
+  assert.throws(() => median([]), /quantile/);
 });
 
 Deno.test("Tukey's fences flag the value outside q1 - 1.5 IQR .. q3 + 1.5 IQR", () => {

@@ -41,12 +41,12 @@ import {
   fitOls,
   groupedLineR2,
   holm,
+  median,
   MIN_EFFECT,
   nestedFTest,
   type OlsFit,
   pairedTTest,
   pearson,
-  quantile,
   tukeyFences,
   type Verdict,
   verdict,
@@ -1676,8 +1676,8 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
           : ""
       }.`,
   );
-  const median = (xs: number[]) => (xs.length ? quantile(xs, 0.5) : NaN);
-  const [layerR2, traceR2] = [median(rows.map((r) => r.layer)), median(rows.map((r) => r.trace))];
+  const medianOf = (xs: number[]) => (xs.length ? median(xs) : NaN);
+  const [layerR2, traceR2] = [medianOf(rows.map((r) => r.layer)), medianOf(rows.map((r) => r.trace))];
   if (Math.max(layerR2, traceR2) < WEAK_R2) {
     out.push(
       `Neither predictor explains much: median R² of the layer ${pct(layerR2)}, of the tracing effect ` +
@@ -1689,7 +1689,7 @@ export function findings(data: SweepData, o: EffectOptions & IntervalOptions = {
   out.push(
     `Adding the tracing effect to the layer: an effect in ${effects.length} of ${rows.length} conditions` +
       (effects.length ? ` (${names(effects)})` : "") +
-      (diffs.length ? `; median gain in R² ${pct(median(diffs))}` : "") + ".",
+      (diffs.length ? `; median gain in R² ${pct(medianOf(diffs))}` : "") + ".",
   );
   const dead = noopCells(data);
   const live = dead.length

@@ -66,6 +66,11 @@ export function quantile(xs: readonly number[], q: number): number {
   return sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]);
 }
 
+/** The median: the 0.5-quantile (the mean of the two middle values for an even count). */
+export function median(xs: readonly number[]): number {
+  return quantile(xs, 0.5);
+}
+
 /** Settings of the percentile bootstrap (bootstrapUnits and its callers). */
 export interface BootstrapOptions {
   /** Number of resamples (default 2000). */
