@@ -12,6 +12,7 @@
 //    dx = dy W^T (transB); only the bias gradient needs a kernel here (biasBackward).
 import type { Activation } from "./config.ts";
 import { cdiv, Gpu, Tensor, uniforms } from "./gpu.ts";
+import { evenBlockRows } from "./kernel_choice.ts";
 import {
   ACTIVATION_CODE,
   attentionKernels,
@@ -251,10 +252,13 @@ export function attentionBackward(
     : null;
   const textures = mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu), placeholderTexture(gpu)];
   // The whole file needs every compile-time parameter.
+  const block = attentionKernels(gpu).backwardBlock;
   const params = {
     WG,
-    // Rows x columns of one gradient product per invocation (the adapter's register block).
-    ...attentionKernels(gpu).backwardBlock,
+    // Rows x columns of one gradient product per invocation: the adapter's register block, its rows
+    // spread evenly over the row blocks it makes.
+    TM: evenBlockRows(Tq, block.TM),
+    TN: block.TN,
     SOFTCAP: softcap > 0,
     OFFSETS: !!o.queries,
     TEXTURE: !!mirrors,

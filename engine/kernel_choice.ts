@@ -149,12 +149,21 @@ export interface KernelChoice {
  * their caches. Every choice gives the same bits (each sum keeps its terms and order).
  */
 export interface AttentionKernels {
-  /** Query rows per invocation of the forward (shaders/attention.wgsl QB; ops.ts uses the largest
-   *  power of two up to it and to the rows of a sequence). */
+  /** Query rows per invocation of the forward, at most (shaders/attention.wgsl QB; ops.ts spreads a
+   *  sequence's rows evenly over the blocks this makes: evenBlockRows). */
   queryRows: number;
   /** The backward's register block (shaders/attention_backward.wgsl TM, TN: rows and columns of one
    *  gradient per invocation; TN a multiple of 4). */
   backwardBlock: { TM: number; TN: number };
+}
+
+/**
+ * Rows per block for `rows` rows in blocks of at most `most`: as few as keep the number of blocks (6
+ * rows, at most 4: 2 blocks of 3, not of 4 and 2), so that no block runs more rows past the end than
+ * it must (llvmpipe's v* attention, 2026-12-06 fifth session in bench/RESULTS.md).
+ */
+export function evenBlockRows(rows: number, most: number): number {
+  return Math.ceil(rows / Math.ceil(rows / Math.min(most, rows)));
 }
 
 /** Software adapters' attention kernels: 2 or 8 query rows, and blocks of 8x4, 8x8, 8x16, 2x16 or 4x32,

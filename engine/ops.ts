@@ -7,6 +7,7 @@ import { cdiv, type Dtype, Gpu, type KernelParams, Tensor, type TensorWindow, un
 import {
   type AttentionKernels,
   type AttentionSaved,
+  evenBlockRows,
   type MatmulTiles,
   type RowKernels,
   ROWS_WORKGROUP,
@@ -992,9 +993,9 @@ export function attention(
   // Keys and values from texture mirrors of qkv (and of the cache) where they can be made (whole texels
   // per head).
   const mirrors = hd % 4 === 0 ? attentionMirrors(gpu, B * Tq, [[qkv, width]], width, o.queries) : null;
-  // Query rows per invocation: the largest power of two up to the adapter's choice and to Tq (a
+  // Query rows per invocation: up to the adapter's choice, spread evenly over a sequence's blocks (a
   // generation step's single row takes one).
-  const QB = 2 ** Math.floor(Math.log2(Math.min(attentionKernels(gpu).queryRows, Tq)));
+  const QB = evenBlockRows(Tq, attentionKernels(gpu).queryRows);
   gpu.run(
     gpu.pipeline("attention.wgsl", "attention", {
       HD: hd,

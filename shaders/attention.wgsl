@@ -158,16 +158,27 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     live[r] = true;
     j0[r] = 0u;
     if (d.window > 0u && t[r] + 1u > d.window) { j0[r] = t[r] + 1u - d.window; }
-    for (var i = 0u; i < HD; i++) { q[r][i] = qkv[(b * d.Tq + i_q) * stride + h * HD + i] * d.scale; }
+    if (TEXTURE) {
+      for (var c = 0u; c < HD / 4u; c++) {
+        let q4 = textureLoad(qkvT, vec2<u32>(h * HD / 4u + c, b * d.Tq + i_q)) * d.scale;
+        q[r][4u * c] = q4.x;
+        q[r][4u * c + 1u] = q4.y;
+        q[r][4u * c + 2u] = q4.z;
+        q[r][4u * c + 3u] = q4.w;
+      }
+    } else {
+      for (var i = 0u; i < HD; i++) { q[r][i] = qkv[(b * d.Tq + i_q) * stride + h * HD + i] * d.scale; }
+    }
     j_first = min(j_first, j0[r]);
     j_last = max(j_last, t[r]);
   }
   if (j_first > j_last) { return; }
+  let keys = sequence_keys(d.B, d.Tq, b);
 
   var max_s: array<f32, QB>;
   for (var r = 0u; r < QB; r++) { max_s[r] = -3.0e38; }
   for (var j = j_first; j <= j_last; j++) {
-    let s = block_scores(&q, key_row(d.B, d.Tq, b, j), stride, k_col);
+    let s = block_scores(&q, key_row_in(keys, j), stride, k_col);
     for (var r = 0u; r < QB; r++) {
       if (live[r] && j >= j0[r] && j <= t[r]) { max_s[r] = max(max_s[r], s[r]); }
     }
@@ -176,7 +187,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   var sum: array<f32, QB>;
   var acc: array<array<f32, HD>, QB>;
   for (var j = j_first; j <= j_last; j++) {
-    let kr = key_row(d.B, d.Tq, b, j);
+    let kr = key_row_in(keys, j);
     let s = block_scores(&q, kr, stride, k_col);
     var p: array<f32, QB>;
     var seen: array<bool, QB>;

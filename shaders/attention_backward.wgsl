@@ -50,8 +50,7 @@ struct Dims { B: u32, T: u32, H: u32, Hkv: u32, hd: u32, scale: f32, softcap: f3
 
 // Texel c4 (elements 4*c4 .. 4*c4+3) of key/value position j of sequence b, from the mirror of qkv or
 // of the cache (TEXTURE; pass 2 has its own, below: each entry point binds its own textures).
-fn kv_texel_scores(b: u32, j: u32, c4: u32) -> vec4<f32> {
-  let r = key_row(dims.B, dims.Tq, b, j);
+fn kv_texel_scores(r: vec2<u32>, c4: u32) -> vec4<f32> {
   if (r.x == 1u) { return textureLoad(cacheT, vec2<u32>(c4, r.y)); }
   return textureLoad(qkvT, vec2<u32>(c4, r.y));
 }
@@ -79,12 +78,14 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
       dy4[c] = textureLoad(dyT, vec2<u32>(h * dims.hd / 4u + c, b * dims.Tq + i_q));
     }
   }
+  let keys = sequence_keys(dims.B, dims.Tq, b);
   for (var j = 0u; j <= i && j < dims.T; j++) {
     var dp = 0.0;
     if (TEXTURE) {
+      let r = key_row_in(keys, j);
       for (var c = 0u; c < dims.hd / 4u; c++) {
         let g4 = dy4[c];
-        let v4 = kv_texel_scores(b, j, v_col / 4u + c);
+        let v4 = kv_texel_scores(r, v_col / 4u + c);
         dp += g4.x * v4.x;
         dp += g4.y * v4.y;
         dp += g4.z * v4.z;
@@ -121,8 +122,7 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(9) var cacheT2: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(10) var<uniform> dims2: Dims;
 
-fn kv_texel_qkv(b: u32, j: u32, c4: u32) -> vec4<f32> {
-  let r = key_row(dims2.B, dims2.Tq, b, j);
+fn kv_texel_qkv(r: vec2<u32>, c4: u32) -> vec4<f32> {
   if (r.x == 1u) { return textureLoad(cacheT2, vec2<u32>(c4, r.y)); }
   return textureLoad(qkvT2, vec2<u32>(c4, r.y));
 }
@@ -135,10 +135,10 @@ fn kv_texel_qkv(b: u32, j: u32, c4: u32) -> vec4<f32> {
 // A is zero outside the causal triangle, so a block of rows t0..t0+TM-1 sums s over keys
 // [0, P(t0+TM-1)] for part 0 and over query rows [t0, Tq) otherwise (P is increasing).
 
-fn a_at(part: u32, b: u32, plane: u32, t: u32, s: u32) -> f32 {
+// p: position(b, t), read by the caller once per row.
+fn a_at(part: u32, plane: u32, t: u32, p: u32, s: u32) -> f32 {
   let T = dims2.T;
   if (part == 0u) { return dscores[plane + t * T + s]; }
-  let p = position(b, t);
   if (p >= T) { return 0.0; }     // a padding row past the keys
   if (part == 1u) { return dscores[plane + s * T + p]; }
   return probs[plane + s * T + p];
@@ -156,12 +156,13 @@ fn x_at(part: u32, b: u32, s: u32, h: u32, e: u32) -> f32 {
 }
 
 // X[s, e0 .. e0+3] (TEXTURE, e0 % 4 == 0): one texel of the mirrors.
-fn x_texel(part: u32, b: u32, s: u32, h: u32, e0: u32) -> vec4<f32> {
+// keys: sequence_keys of sequence b (part 0 reads key s through it).
+fn x_texel(part: u32, b: u32, keys: SequenceKeys, s: u32, h: u32, e0: u32) -> vec4<f32> {
   let hd = dims2.hd;
   let row = b * dims2.Tq + s;
   if (part == 0u) {
     let c4 = ((dims2.H + h / (dims2.H / dims2.Hkv)) * hd + e0) / 4u;
-    return kv_texel_qkv(b, s, c4);
+    return kv_texel_qkv(key_row_in(keys, s), c4);
   }
   if (part == 1u) { return textureLoad(qkvT2, vec2<u32>((h * hd + e0) / 4u, row)); }
   return textureLoad(dyT2, vec2<u32>((h * hd + e0) / 4u, row));
@@ -196,9 +197,12 @@ fn attention_backward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
   var es: array<u32, TN>;
   for (var r = 0u; r < TM; r++) { ts[r] = min(t0 + r, Tq - 1u); }
   for (var k = 0u; k < TN; k++) { es[k] = min(e0 + k, hd - 1u); }
+  var ps: array<u32, TM>;   // the rows' positions
+  for (var r = 0u; r < TM; r++) { ps[r] = position(b, ts[r]); }
+  let keys = sequence_keys(dims2.B, Tq, b);
   var s_begin = t0;
   var s_end = Tq;
-  if (part == 0u) { s_begin = 0u; s_end = min(position(b, ts[TM - 1u]) + 1u, T); }
+  if (part == 0u) { s_begin = 0u; s_end = min(ps[TM - 1u] + 1u, T); }
   var acc: array<f32, TM * TN>;
   for (var h = h_begin; h < h_end; h++) {
     let plane = (b * dims2.H + h) * Tq * T;    // start of ds[b,h,:,:] and p[b,h,:,:]
@@ -208,14 +212,14 @@ fn attention_backward_qkv(@builtin(global_invocation_id) gid: vec3<u32>) {
         // TN / 4 texels; a block's columns past hd (clamped duplicates, never stored) read none.
         for (var k4 = 0u; k4 < TN / 4u; k4++) {
           if (e0 + 4u * k4 >= hd) { break; }
-          let x4 = x_texel(part, b, s, h, e0 + 4u * k4);
+          let x4 = x_texel(part, b, keys, s, h, e0 + 4u * k4);
           for (var c = 0u; c < 4u; c++) { x[4u * k4 + c] = x4[c]; }
         }
       } else {
         for (var k = 0u; k < TN; k++) { x[k] = x_at(part, b, s, h, es[k]); }
       }
       for (var r = 0u; r < TM; r++) {
-        let a = a_at(part, b, plane, ts[r], s);
+        let a = a_at(part, plane, ts[r], ps[r], s);
         for (var k = 0u; k < TN; k++) { acc[r * TN + k] += a * x[k]; }
       }
     }

@@ -21,6 +21,21 @@ fn key_row(B: u32, Tq: u32, b: u32, j: u32) -> vec2<u32> {
   return vec2<u32>(0u, b * Tq + j);
 }
 
+// Sequence b's rows of the key/value positions (key_row with the sequence's offsets read once, for
+// a loop over its keys): its start and base (rows[b], rows[B + b] with OFFSETS) and its own first row.
+struct SequenceKeys { start: u32, base: u32, own: u32 }
+
+fn sequence_keys(B: u32, Tq: u32, b: u32) -> SequenceKeys {
+  if (OFFSETS) { return SequenceKeys(rows[b], rows[B + b], b * Tq); }
+  return SequenceKeys(0u, 0u, b * Tq);
+}
+
+// key_row(B, Tq, b, j) from sequence_keys(B, Tq, b).
+fn key_row_in(s: SequenceKeys, j: u32) -> vec2<u32> {
+  if (OFFSETS && j < s.start) { return vec2<u32>(1u, s.base + j); }
+  return vec2<u32>(0u, s.own + j - s.start);
+}
+
 // Element `col + e` of key row r (from key_row).
 fn kv(r: vec2<u32>, stride: u32, col: u32, e: u32) -> f32 {
   if (OFFSETS && r.x == 1u) { return cache[r.y * stride + col + e]; }

@@ -253,84 +253,88 @@ Deno.test("attention over rows from per-sequence offsets, earlier keys and value
   // j are rows bases[b] + j of a cache (here after two rows of NaN that must never be read). Rows at
   // positions >= T are padding (zeros). The backward of those rows alone is the full backward with dy
   // zero at the prefix: no query before starts[b] exists to send gradient to a key at or after it.
-  const [B, T, d, nHead, Tq] = [3, 9, 12, 3, 5];
-  const startsOf = [0, 4, 7];
-  const qkv = randomArray(B * T * 3 * d, 46, 1.5), dyRows = randomArray(B * Tq * d, 47);
-  const full = attentionForward64(qkv, B, T, d, nHead);
-  const dyFull = new Float64Array(B * T * d);
-  const position = (b: number, i: number) => startsOf[b] + i;
-  for (let b = 0; b < B; b++) {
-    for (let i = 0; i < Tq; i++) {
-      if (position(b, i) < T) {
-        dyFull.set(dyRows.subarray((b * Tq + i) * d, (b * Tq + i + 1) * d), (b * T + position(b, i)) * d);
+  // hd = 4 with q|k|v rows of 36 floats: the storage-buffer path (no texture mirrors); hd = 16 with rows
+  // of 192 floats: keys, values and the cache from texture mirrors. Tq = 5 and 6 make blocks of 3 query
+  // rows (ops.ts attention, backward_ops.ts attentionBackward) on a software adapter.
+  for (const [B, T, d, nHead, Tq] of [[3, 9, 12, 3, 5], [3, 11, 64, 4, 6]]) {
+    const startsOf = [0, 4, 7];
+    const qkv = randomArray(B * T * 3 * d, 46, 1.5), dyRows = randomArray(B * Tq * d, 47);
+    const full = attentionForward64(qkv, B, T, d, nHead);
+    const dyFull = new Float64Array(B * T * d);
+    const position = (b: number, i: number) => startsOf[b] + i;
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < Tq; i++) {
+        if (position(b, i) < T) {
+          dyFull.set(dyRows.subarray((b * Tq + i) * d, (b * Tq + i + 1) * d), (b * T + position(b, i)) * d);
+        }
       }
     }
-  }
-  const dFull = attentionBackwardRef(dyFull, qkv, full.probs, B, T, d, nHead);
-  const [y, probs, dqkv] = [
-    new Float64Array(B * Tq * d),
-    new Float64Array(B * nHead * Tq * T),
-    new Float64Array(B * Tq * 3 * d),
-  ];
-  for (let b = 0; b < B; b++) {
-    for (let i = 0; i < Tq; i++) {
-      const t = position(b, i);
-      if (t >= T) continue;
-      y.set(full.y.subarray((b * T + t) * d, (b * T + t + 1) * d), (b * Tq + i) * d);
-      dqkv.set(dFull.subarray((b * T + t) * 3 * d, (b * T + t + 1) * 3 * d), (b * Tq + i) * 3 * d);
-      for (let h = 0; h < nHead; h++) {
-        const from = ((b * nHead + h) * T + t) * T, to = ((b * nHead + h) * Tq + i) * T;
-        probs.set(full.probs.subarray(from, from + T), to);
+    const dFull = attentionBackwardRef(dyFull, qkv, full.probs, B, T, d, nHead);
+    const [y, probs, dqkv] = [
+      new Float64Array(B * Tq * d),
+      new Float64Array(B * nHead * Tq * T),
+      new Float64Array(B * Tq * 3 * d),
+    ];
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < Tq; i++) {
+        const t = position(b, i);
+        if (t >= T) continue;
+        y.set(full.y.subarray((b * T + t) * d, (b * T + t + 1) * d), (b * Tq + i) * d);
+        dqkv.set(dFull.subarray((b * T + t) * 3 * d, (b * T + t + 1) * 3 * d), (b * Tq + i) * 3 * d);
+        for (let h = 0; h < nHead; h++) {
+          const from = ((b * nHead + h) * T + t) * T, to = ((b * nHead + h) * Tq + i) * T;
+          probs.set(full.probs.subarray(from, from + T), to);
+        }
       }
     }
-  }
-  const rowsOf = new Float32Array(B * Tq * 3 * d).fill(0.5); // padding rows: any finite values
-  for (let b = 0; b < B; b++) {
-    for (let i = 0; i < Tq && position(b, i) < T; i++) {
-      const t = position(b, i);
-      rowsOf.set(qkv.subarray((b * T + t) * 3 * d, (b * T + t + 1) * 3 * d), (b * Tq + i) * 3 * d);
+    const rowsOf = new Float32Array(B * Tq * 3 * d).fill(0.5); // padding rows: any finite values
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < Tq && position(b, i) < T; i++) {
+        const t = position(b, i);
+        rowsOf.set(qkv.subarray((b * T + t) * 3 * d, (b * T + t + 1) * 3 * d), (b * Tq + i) * 3 * d);
+      }
     }
-  }
-  const cache = new Float32Array((2 + B * T) * 3 * d).fill(NaN);
-  cache.set(qkv, 2 * 3 * d);
-  const queries = {
-    Tq,
-    offsets: gpu.tensor([2 * B], [...startsOf, ...startsOf.map((_, b) => 2 + b * T)], "u32"),
-    cache: gpu.tensor([2 + B * T, 3 * d], cache),
-  };
-  const tqkv = gpu.tensor([B * Tq, 3 * d], rowsOf);
-  // Garbage beforehand: padding rows and masked entries must be written, not left alone.
-  const gotProbs = gpu.tensor([B, nHead, Tq, T], new Array(B * nHead * Tq * T).fill(9));
-  const gotY = attention(gpu, tqkv, B, T, d, nHead, {
-    probs: gotProbs,
-    queries,
-    out: gpu.tensor([B * Tq, d], new Array(B * Tq * d).fill(9)),
-  });
-  const gotD = attentionBackward(
-    gpu,
-    gpu.tensor([B * Tq, d], dyRows),
-    tqkv,
-    gpu.tensor([B, nHead, Tq, T], Float32Array.from(probs)),
-    B,
-    T,
-    d,
-    nHead,
-    {
+    const cache = new Float32Array((2 + B * T) * 3 * d).fill(NaN);
+    cache.set(qkv, 2 * 3 * d);
+    const queries = {
+      Tq,
+      offsets: gpu.tensor([2 * B], [...startsOf, ...startsOf.map((_, b) => 2 + b * T)], "u32"),
+      cache: gpu.tensor([2 + B * T, 3 * d], cache),
+    };
+    const tqkv = gpu.tensor([B * Tq, 3 * d], rowsOf);
+    // Garbage beforehand: padding rows and masked entries must be written, not left alone.
+    const gotProbs = gpu.tensor([B, nHead, Tq, T], new Array(B * nHead * Tq * T).fill(9));
+    const gotY = attention(gpu, tqkv, B, T, d, nHead, {
+      probs: gotProbs,
       queries,
-      dqkv: gpu.tensor([B * Tq, 3 * d], new Array(B * Tq * 3 * d).fill(9)),
-    },
-  );
-  const [gy, gp, gd] = await gpu.readMany([gotY, gotProbs, gotD]);
-  assertClose(gy, y, 1e-5, "y");
-  assertClose(gp, probs, 1e-6, "probs");
-  assertClose(gd, dqkv, 1e-5, "dqkv");
-  assert.throws(
-    () =>
-      attention(gpu, tqkv, B, T, d, nHead, {
-        queries: { ...queries, offsets: gpu.tensor([2], [0, 1], "u32") },
-      }),
-    /queries.offsets/,
-  );
+      out: gpu.tensor([B * Tq, d], new Array(B * Tq * d).fill(9)),
+    });
+    const gotD = attentionBackward(
+      gpu,
+      gpu.tensor([B * Tq, d], dyRows),
+      tqkv,
+      gpu.tensor([B, nHead, Tq, T], Float32Array.from(probs)),
+      B,
+      T,
+      d,
+      nHead,
+      {
+        queries,
+        dqkv: gpu.tensor([B * Tq, 3 * d], new Array(B * Tq * 3 * d).fill(9)),
+      },
+    );
+    const [gy, gp, gd] = await gpu.readMany([gotY, gotProbs, gotD]);
+    assertClose(gy, y, 1e-5, "y");
+    assertClose(gp, probs, 1e-6, "probs");
+    assertClose(gd, dqkv, 1e-5, "dqkv");
+    assert.throws(
+      () =>
+        attention(gpu, tqkv, B, T, d, nHead, {
+          queries: { ...queries, offsets: gpu.tensor([2], [0, 1], "u32") },
+        }),
+      /queries.offsets/,
+    );
+  }
 });
 
 Deno.test("embeddingBackward accumulates dwte and dwpe like the float64 reference", async () => {

@@ -10,6 +10,7 @@ import {
   type AdapterFacts,
   attentionSaves,
   chooseKernels,
+  evenBlockRows,
   GPU_SPLIT_K,
   type MatmulTiles,
   PROBS_BYTES_MAX,
@@ -193,6 +194,26 @@ const EXPECTED: Record<string, [string | null, MatmulTiles]> = {
   // 64x64 tiles need 4 KiB: register blocks, without texture mirrors (a GPU reads buffers well).
   "a GPU with 2 KiB of workgroup memory": [null, SOFTWARE],
 };
+
+Deno.test("evenBlockRows spreads rows evenly over the fewest blocks of at most `most` rows", () => {
+  // [rows, most, rows per block]: 6 rows at most 4 make 2 blocks, of 3 each.
+  for (
+    const [rows, most, want] of [
+      [6, 4, 3],
+      [5, 4, 3],
+      [3, 4, 3],
+      [4, 4, 4],
+      [8, 4, 4],
+      [9, 4, 3],
+      [20, 4, 4],
+      [1, 4, 1],
+      [7, 1, 1],
+    ]
+  ) {
+    assert.equal(evenBlockRows(rows, most), want, `${rows} rows, at most ${most}`);
+    assert.equal(Math.ceil(rows / want), Math.ceil(rows / Math.min(most, rows)), "the same number of blocks");
+  }
+});
 
 Deno.test("chooseKernels: software adapters by flag or name, GPU tiles by limits, for each runtime's adapter info", () => {
   assert.deepEqual(Object.keys(EXPECTED).sort(), Object.keys(ADAPTERS).sort());
