@@ -259,6 +259,8 @@ export function attentionBackward(
     // spread evenly over the row blocks it makes.
     TM: evenBlockRows(Tq, block.TM),
     TN: block.TN,
+    // Query rows per invocation of pass 1 (the forward's choice).
+    QB: evenBlockRows(Tq, attentionKernels(gpu).queryRows),
     SOFTCAP: softcap > 0,
     OFFSETS: !!o.queries,
     TEXTURE: !!mirrors,
@@ -267,7 +269,7 @@ export function attentionBackward(
   gpu.run(
     gpu.pipeline("attention_backward.wgsl", "attention_backward_scores", params),
     [dy, qkv, probs, offsets, cache, dscores, ...textures],
-    [cdiv(B * nHead * Tq, WG)],
+    [cdiv(B * nHead * cdiv(Tq, params.QB), WG)],
     u(),
   );
   gpu.run(

@@ -11,7 +11,7 @@
 // by queries at positions >= starts[b], all of which are among the rows).
 //
 // Backward, two passes (no atomics, every sum in a fixed order => bit-reproducible):
-//   pass 1, one invocation per (b, h, i), loops over keys j <= P(i):
+//   pass 1, one invocation per (b, h, block of QB query rows i), loops over keys j <= P(i):
 //     dp[i,j] = dy_i . v_j
 //     ds[i,j] = p[i,j] (dp[i,j] - sum_k p[i,k] dp[i,k])        softmax backward
 //     dc[i,j] = ds[i,j] (1 - (s[i,j] / softcap)^2)             through the cap (SOFTCAP only)
@@ -19,9 +19,9 @@
 //     dq_h = scale * dc_h k_g,   dk_g = scale * sum_{h in g} dc_h^T q_h,   dv_g = sum_{h in g} p_h^T dy_h
 //
 // Masked keys have p = 0, hence ds = dc = 0: no mask is needed in pass 2.
-// Compile-time parameters: WG (invocations per workgroup); TM, TN (pass 2's register block:
-// rows and columns of one output computed per invocation, as in matmul.wgsl); SOFTCAP; OFFSETS;
-// HD_MAX4 (hd / 4: pass 1 keeps its row of dy as that many texels);
+// Compile-time parameters: WG (invocations per workgroup); QB (pass 1's query rows per invocation);
+// TM, TN (pass 2's register block: rows and columns of one output computed per invocation, as in
+// matmul.wgsl); SOFTCAP; OFFSETS; HD_MAX4 (hd / 4: pass 1 keeps each row's dy as that many texels);
 // TEXTURE (hd % 4 == 0; TN a multiple of 4): both passes read dy, q, k and v from rgba32float mirrors of dy and
 // qkv (texel (c, r) = row r's values 4c .. 4c+3), and with OFFSETS the cached keys and values from the
 // cache's mirror: inlined loads on llvmpipe where storage loads are per-lane gathers. The values are the
@@ -55,62 +55,90 @@ fn kv_texel_scores(r: vec2<u32>, c4: u32) -> vec4<f32> {
   return textureLoad(qkvT, vec2<u32>(c4, r.y));
 }
 
+// grid: ceil(B*H*ceil(Tq/QB) / WG) workgroups; invocation ((b*H + h)*ceil(Tq/QB) + ib) takes query rows
+// ib*QB .. ib*QB + QB - 1 of head h of sequence b, and reads each value texel once for all of them (QB,
+// as attention.wgsl's: on llvmpipe every texel is a per-lane load). Each row's sums are the same terms
+// in the same order whatever QB is.
 @compute @workgroup_size(WG)
 fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
-  // gid.x enumerates (b, h, i) with i fastest.
-  let i_q = gid.x % dims.Tq;
-  let bh = gid.x / dims.Tq;
+  let blocks = (dims.Tq + QB - 1u) / QB;
+  let ib = gid.x % blocks;
+  let bh = gid.x / blocks;
   if (bh >= dims.B * dims.H) { return; }
   let b = bh / dims.H;
   let h = bh % dims.H;
   let g = h / (dims.H / dims.Hkv);
   let stride = (dims.H + 2u * dims.Hkv) * dims.hd;
-  let row = gid.x * dims.T;                       // start of p[b,h,i,:]
-  let i = min(position(b, i_q), dims.T);          // = T: a padding row past the keys, all zero
-  let dy_i = (b * dims.Tq + i_q) * dims.H * dims.hd + h * dims.hd;
-  // First loop: dp[i,j] (stored in dscores for now) and its probability-weighted mean.
-  var mean_dp = 0.0;
   let v_col = (dims.H + dims.Hkv + g) * dims.hd;
-  // dy_i's texels, read once for every key (TEXTURE; HD_MAX4 bounds hd / 4).
-  var dy4: array<vec4<f32>, HD_MAX4>;
-  if (TEXTURE) {
-    for (var c = 0u; c < dims.hd / 4u; c++) {
-      dy4[c] = textureLoad(dyT, vec2<u32>(h * dims.hd / 4u + c, b * dims.Tq + i_q));
+  // Row r of the block: query row i_q = ib*QB + r (live when < Tq), its last key i (= T for a padding
+  // row past the keys, all zero) and the start of its p[b,h,i_q,:].
+  var live: array<bool, QB>;
+  var last: array<u32, QB>;
+  var row: array<u32, QB>;
+  var dy4: array<array<vec4<f32>, HD_MAX4>, QB>;  // the rows' dy texels (TEXTURE; HD_MAX4 bounds hd / 4)
+  var j_end = 0u;                                  // keys [0, j_end) cover every row's
+  for (var r = 0u; r < QB; r++) {
+    let i_q = ib * QB + r;
+    live[r] = i_q < dims.Tq;
+    if (!live[r]) { continue; }
+    row[r] = ((b * dims.H + h) * dims.Tq + i_q) * dims.T;
+    last[r] = min(position(b, i_q), dims.T);
+    j_end = max(j_end, min(last[r] + 1u, dims.T));
+    if (TEXTURE) {
+      for (var c = 0u; c < dims.hd / 4u; c++) {
+        dy4[r][c] = textureLoad(dyT, vec2<u32>(h * dims.hd / 4u + c, b * dims.Tq + i_q));
+      }
     }
   }
+  // First loop: dp[i,j] (stored in dscores for now) and its probability-weighted mean.
+  var mean_dp: array<f32, QB>;
   let keys = sequence_keys(dims.B, dims.Tq, b);
-  for (var j = 0u; j <= i && j < dims.T; j++) {
-    var dp = 0.0;
+  for (var j = 0u; j < j_end; j++) {
+    var dp = array<f32, QB>();  // zeros, every key (a loop body's var without an initializer is not re-zeroed on every backend)
     if (TEXTURE) {
-      let r = key_row_in(keys, j);
+      let kr = key_row_in(keys, j);
       for (var c = 0u; c < dims.hd / 4u; c++) {
-        let g4 = dy4[c];
-        let v4 = kv_texel_scores(r, v_col / 4u + c);
-        dp += g4.x * v4.x;
-        dp += g4.y * v4.y;
-        dp += g4.z * v4.z;
-        dp += g4.w * v4.w;
+        let v4 = kv_texel_scores(kr, v_col / 4u + c);
+        for (var r = 0u; r < QB; r++) {
+          let g4 = dy4[r][c];
+          dp[r] += g4.x * v4.x;
+          dp[r] += g4.y * v4.y;
+          dp[r] += g4.z * v4.z;
+          dp[r] += g4.w * v4.w;
+        }
       }
     } else {
-      for (var e = 0u; e < dims.hd; e++) { dp += dy[dy_i + e] * kv(key_row(dims.B, dims.Tq, b, j), stride, v_col, e); }
+      for (var e = 0u; e < dims.hd; e++) {
+        let v = kv(key_row_in(keys, j), stride, v_col, e);
+        for (var r = 0u; r < QB; r++) {
+          if (live[r]) { dp[r] += dy[(b * dims.Tq + ib * QB + r) * dims.H * dims.hd + h * dims.hd + e] * v; }
+        }
+      }
     }
-    dscores_out[row + j] = dp;
-    mean_dp += probs[row + j] * dp;
+    for (var r = 0u; r < QB; r++) {
+      if (!live[r] || j > last[r]) { continue; }
+      dscores_out[row[r] + j] = dp[r];
+      mean_dp[r] += probs[row[r] + j] * dp[r];
+    }
   }
-  let q_i = (b * dims.Tq + i_q) * stride + h * dims.hd;
   let k_col = (dims.H + g) * dims.hd;
-  for (var j = 0u; j <= i && j < dims.T; j++) {
-    var ds = probs[row + j] * (dscores_out[row + j] - mean_dp);
-    if (SOFTCAP) {
-      var c = 0.0;
-      for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * kv(key_row(dims.B, dims.Tq, b, j), stride, k_col, e); }
-      let th = tanh(clamp(c * dims.scale / dims.softcap, -15.0, 15.0));
-      ds *= 1.0 - th * th;
+  for (var r = 0u; r < QB; r++) {
+    if (!live[r]) { continue; }
+    let i = last[r];
+    let q_i = (b * dims.Tq + ib * QB + r) * stride + h * dims.hd;
+    for (var j = 0u; j <= i && j < dims.T; j++) {
+      var ds = probs[row[r] + j] * (dscores_out[row[r] + j] - mean_dp[r]);
+      if (SOFTCAP) {
+        var c = 0.0;
+        for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * kv(key_row(dims.B, dims.Tq, b, j), stride, k_col, e); }
+        let th = tanh(clamp(c * dims.scale / dims.softcap, -15.0, 15.0));
+        ds *= 1.0 - th * th;
+      }
+      dscores_out[row[r] + j] = ds;
     }
-    dscores_out[row + j] = ds;
+    // Zeros above the diagonal let pass 2 sweep whole blocks of rows without per-row bounds.
+    for (var j = i + 1u; j < dims.T; j++) { dscores_out[row[r] + j] = 0.0; }
   }
-  // Zeros above the diagonal let pass 2 sweep whole blocks of rows without per-row bounds.
-  for (var j = i + 1u; j < dims.T; j++) { dscores_out[row + j] = 0.0; }
 }
 
 // ---- attention_backward_qkv. Bindings: dy, qkv, probs, rows, cache, dscores (read), dqkv (written),
