@@ -257,6 +257,21 @@ Deno.test("attempts count starts until the work is finished; missing and damaged
   });
 });
 
+Deno.test("claims: among the processes of one run (two handles on one file) the first to claim a block gets it; another run claims afresh", async () => {
+  await withTempDir(async (dir) => {
+    const [a, b] = [ResultStore.open(`${dir}/r.db`), ResultStore.open(`${dir}/r.db`)];
+    try {
+      assert.deepEqual([a.claim("run1", "block 0"), b.claim("run1", "block 0")], [true, false]);
+      assert.deepEqual([b.claim("run1", "block 1"), a.claim("run1", "block 1")], [true, false]);
+      // A later run (a resumed study) takes every block again; what is stored it then skips.
+      assert.deepEqual([b.claim("run2", "block 0"), a.claim("run2", "block 0")], [true, false]);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+});
+
 Deno.test("a database of another schema version is refused", async () => {
   await withTempDir((dir) => {
     ResultStore.open(`${dir}/r.db`).close();

@@ -176,7 +176,7 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
   assert.match(forced, /--force: this store now holds results computed under other settings/);
 });
 
-Deno.test("study --processes 2 (auto on a software adapter): a worker runs shard 1/2 beside this process into one store; the same results as one process", async () => {
+Deno.test("study --processes 2 (auto on a software adapter): a worker runs shard 1/2 beside this process into one store, the edits' blocks claimed by whichever is free; the same records as one process", async () => {
   const gpu = await getGpu();
   const auto = gpu.info.software !== null && navigator.hardwareConcurrency >= 2;
   const out = await study(
@@ -210,7 +210,8 @@ Deno.test("study --processes 2 (auto on a software adapter): a worker runs shard
   };
   const [one, two] = [rows(`${dir}/study/results.db`), rows(`${dir}/study2/results.db`)];
   assert.deepEqual([...two.keys()].sort(), [...one.keys()].sort());
-  for (const [key, r] of two) assertSameMetrics(r, one.get(key)!);
+  // The processes claim the edits' blocks of one process's run (runSweep's claims): the same bits.
+  for (const [key, r] of two) assert.deepEqual(r.metrics, one.get(key)!.metrics, key);
 });
 
 Deno.test("study: the mass-editing curve takes its z from the store where the sweep's EMMET edits kept them; the same scores as optimising them", async () => {

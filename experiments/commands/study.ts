@@ -124,6 +124,9 @@ const USAGE = `usage: ./locus task study [options]
   --shard k/n          run only shard k of n of the study's work (no report); default in a SLURM array or a
                        Kubernetes Indexed Job: the scheduler's task (as the sweep command's --shard); merge
                        the stores (./locus task sweep merge) and run without --shard for the report
+  --claims TOKEN       with --shard, on a store every shard writes to: the edits go by blocks to whichever
+                       shard claims a block first, among the shards given the same TOKEN (--processes sets it
+                       for its workers; the other work still goes by shard)
   --seed N             fact sample and noise seed (default 0)
   --drift-every N      essence (Hase et al.) and fluency (ROME) on every N-th edited fact, at every layer,
                        method and problem (default ${DEFAULT_DRIFT.every}; 1: all, 0: none); short seeded generations
@@ -157,6 +160,7 @@ async function main(args: string[]): Promise<number> {
       force: { type: "boolean", default: false },
       processes: { type: "string" },
       shard: { type: "string" },
+      claims: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -206,6 +210,7 @@ async function main(args: string[]): Promise<number> {
     : undefined;
   const shard = values.shard === undefined ? fromEnv?.shard : parseShard(values.shard);
   if (fromEnv) console.log(`shard ${fromEnv.shard.index}/${fromEnv.shard.count} from ${fromEnv.source}`);
+  if (values.claims !== undefined && shard === undefined) throw new Error("--claims goes with --shard");
 
   const gpu = await getGpu();
   const model = await Model.load(gpu, dir);
@@ -278,7 +283,7 @@ async function main(args: string[]): Promise<number> {
       log: (line) => console.log(`${phase} ${line}`),
       progress: { label: phase },
     });
-    const runPlans = async (o: { shard?: Shard; quiet?: boolean }) => {
+    const runPlans = async (o: { shard?: Shard; claims?: string; quiet?: boolean }) => {
       for (const [i, { plan }] of plans.entries()) {
         const phase = phaseOf(i);
         if (!o.quiet) {
@@ -290,7 +295,12 @@ async function main(args: string[]): Promise<number> {
           );
         }
         summaries.push(
-          await runSweep(contextOf(phase), plan, { deadline, force: values.force, shard: o.shard }),
+          await runSweep(contextOf(phase), plan, {
+            deadline,
+            force: values.force,
+            shard: o.shard,
+            claims: o.claims,
+          }),
         );
       }
     };
@@ -302,9 +312,15 @@ async function main(args: string[]): Promise<number> {
         await sweepKeyStats(contextOf(phaseOf(i)), plan, planStatsLayers(model, plan), plan.methods);
       }
     }
-    const workers = Array.from({ length: processes - 1 }, (_, k) => startWorker(args, k + 1, processes, out));
+    // The processes claim the edits' blocks from the store as each comes free (runSweep's claims), so they
+    // finish together and every block's records are those one process would write.
+    const claims = processes > 1 ? crypto.randomUUID() : values.claims;
+    const workers = Array.from(
+      { length: processes - 1 },
+      (_, k) => startWorker(args, k + 1, processes, out, claims!),
+    );
     try {
-      await runPlans({ shard: workers.length ? { index: 0, count: processes } : shard });
+      await runPlans({ shard: workers.length ? { index: 0, count: processes } : shard, claims });
     } catch (e) {
       for (const w of workers) w.child.kill();
       throw e;
@@ -416,17 +432,28 @@ function autoProcesses(gpu: Gpu, model: Model): number {
   return gpu.info.software && cores >= 2 && memory !== null && 4 * weights <= memory ? 2 : 1;
 }
 
-/** Starts this command with `args` as shard k of n (--processes' worker), its output into OUT/worker-K.log;
- *  `code` resolves to its exit code once its output is written. */
+/** Starts this command with `args` as shard k of n (--processes' worker) claiming edit blocks with the run's
+ *  `claims` token, its output into OUT/worker-K.log; `code` resolves to its exit code once its output is
+ *  written. */
 function startWorker(
   args: string[],
   k: number,
   n: number,
   out: string,
+  claims: string,
 ): { child: Deno.ChildProcess; code: Promise<number> } {
   const own = args.filter((a, i) => !a.startsWith("--processes") && args[i - 1] !== "--processes");
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(import.meta.url).pathname, ...own, "--shard", `${k}/${n}`],
+    args: [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      ...own,
+      "--shard",
+      `${k}/${n}`,
+      "--claims",
+      claims,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).spawn();

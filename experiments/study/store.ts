@@ -13,6 +13,8 @@
 // often a unit of work was started, so a sweep can shrink work that keeps getting killed. `kept` holds
 // intermediate values a later item of the sweep reuses, whichever process of it computed them (the
 // value optimisations of the mass-editing curve's facts): not results, so never merged or exported.
+// `claims` records which units of work the processes of one run on this store have taken (a block of
+// edits goes to whichever process is free first).
 //
 // Long sweeps split across processes or machines with `--shard k/n`: a work item belongs to shard
 // hash(item key) mod n, or to one its sweep deals it to (a fact's traces and edits together), so the n
@@ -106,6 +108,11 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE TABLE IF NOT EXISTS kept (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS claims (
+  run TEXT NOT NULL,
+  key TEXT NOT NULL,
+  PRIMARY KEY (run, key)
 ) STRICT;
 `;
 
@@ -304,6 +311,13 @@ export class ResultStore {
   /** Forgets the starts of `key` once its work is stored (deleting results later starts it afresh). */
   finished(key: string): void {
     this.db.prepare("DELETE FROM attempts WHERE key = ?").run(key);
+  }
+
+  /** Takes the unit of work `key` for this process among the processes of one run (`run`, a token they
+   *  share): true for the first to ask, false for every later one. A run with another token claims afresh
+   *  (what a killed run claimed and did not store is then run again). */
+  claim(run: string, key: string): boolean {
+    return this.db.prepare("INSERT OR IGNORE INTO claims VALUES (?, ?)").run(run, key).changes === 1;
   }
 
   /** Keeps an intermediate value under `key` for later work of any process on this store; the first

@@ -44,7 +44,10 @@
 // essence and fluency first, then the other edited facts, then those only traced; a fact's traces and edits
 // go with it, so a shard edits whole blocks of its own facts and shards hold as many facts, and as many
 // measured facts, as can be. Every other item (a layer selection, a mass edit) goes to shard hash(its key)
-// mod n (store.ts shardItems). Shards write their own stores (merged afterwards) or one store together.
+// mod n (store.ts shardItems). Shards write their own stores (merged afterwards) or one store together;
+// on one store with a `claims` token (the study's --processes) the edits go instead by the plan's blocks
+// to whichever shard claims a block first (store.ts claim), so the shards finish together and a block's
+// records are the same bits whichever process, or how many, ran the sweep.
 // Facts are sampled with a seeded shuffle of the facts the model knows, so every process sees the same plan.
 //
 // Order and batching: edits run in blocks of `batchSize` facts, each block through every (problem,
@@ -777,7 +780,7 @@ function selectorFor(plan: SweepPlan, name: SelectorName, noise: NoiseLevel): La
 export async function runSweep(
   ctx: SweepContext,
   plan: SweepPlan,
-  o: { shard?: Shard; deadline?: number; force?: boolean; applyToScore?: boolean } = {},
+  o: { shard?: Shard; claims?: string; deadline?: number; force?: boolean; applyToScore?: boolean } = {},
 ): Promise<SweepSummary> {
   const { model, tok, store } = ctx;
   const log = ctx.log ?? (() => {});
@@ -793,12 +796,15 @@ export async function runSweep(
   const outOfTime = () => (stopped ||= o.deadline !== undefined && performance.now() > o.deadline);
   const all = planItems(plan);
   const dealt = dealFacts(plan);
+  // With `claims`, every edit is this process's to claim (by blocks, below); the other items follow the shard.
   const mine = o.shard
     ? shardItems(
       all,
       o.shard,
       (it, count) =>
-        it.kind === "edit" || it.kind === "trace"
+        it.kind === "edit" && o.claims !== undefined
+          ? o.shard!.index
+          : it.kind === "edit" || it.kind === "trace"
           ? dealt.get(it.fact.id)! % count
           : shardOf(resultKey(it.key), count),
     )
@@ -1034,8 +1040,15 @@ export async function runSweep(
     };
 
     // Blocks of `batchSize` facts, each through every (problem, method, layer): a sweep stopped early
-    // (killed, or out of time) holds every condition for fewer facts, not some conditions for all.
-    const factOrder = [...new Set(edits.map((e) => e.fact.id))];
+    // (killed, or out of time) holds every condition for fewer facts, not some conditions for all. With
+    // `claims` the blocks are the plan's, whatever is stored yet (so a block's batches, and its records,
+    // are the same whichever process runs it, and the same as one process's), and each process runs those
+    // it claims first.
+    const factOrder = [
+      ...new Set(
+        (o.claims !== undefined ? mine.filter((it) => it.kind === "edit") : edits).map((e) => e.fact.id),
+      ),
+    ];
     const blocks: (typeof edits)[][] = [];
     for (let b = 0; b < factOrder.length; b += s.batchSize) {
       const chunks: (typeof edits)[] = [];
@@ -1364,7 +1377,17 @@ export async function runSweep(
         show(where);
       }
     };
-    for (const chunks of blocks) {
+    for (const [b, chunks] of blocks.entries()) {
+      if (outOfTime()) break;
+      const items = chunks.reduce((n, part) => n + part.length, 0);
+      if (items === 0) continue;
+      if (o.claims !== undefined && !store.claim(o.claims, `${plan.name} edit block ${b}`)) {
+        // Another process of this run has the block: counted as done here, so that each process's bar
+        // shows how far the run as a whole has come.
+        done += items;
+        show("a block another process runs");
+        continue;
+      }
       const values = new SharedValues(keptValues);
       const trained: Trained = new Map();
       const driftQueue = new DriftQueue();
