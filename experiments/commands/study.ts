@@ -18,7 +18,7 @@
 //
 //   ./locus task study [--quick] [--model DIR] [--dataset FILE] [--out runs/study] [--facts 250] [--proxy 50]
 //                      [--windows 1,3,5,10] [--minutes 30]
-import { writeAtomic } from "../../engine/files.ts";
+import { writeAll, writeAtomic } from "../../engine/files.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_DIR } from "../../engine/cli.ts";
 import { resolveModelDir } from "../../engine/hub.ts";
@@ -459,12 +459,14 @@ function startWorker(
   }).spawn();
   const code = (async () => {
     const log = await Deno.open(`${out}/worker-${k}.log`, { write: true, create: true, truncate: true });
-    const writer = log.writable.getWriter();
+    // Each chunk written as it comes, one after another (a file's WritableStream kept a worker's whole output
+    // until it closed, so the log stayed empty while the worker ran).
+    let written = Promise.resolve();
     const copy = async (stream: ReadableStream<Uint8Array>) => {
-      for await (const chunk of stream) await writer.write(chunk);
+      for await (const chunk of stream) await (written = written.then(() => writeAll(log, chunk)));
     };
     await Promise.all([copy(child.stdout), copy(child.stderr)]);
-    await writer.close();
+    log.close();
     return (await child.status).code;
   })();
   return { child, code };
