@@ -252,15 +252,15 @@ export function attentionBackward(
     : null;
   const textures = mirrors ?? [placeholderTexture(gpu), placeholderTexture(gpu), placeholderTexture(gpu)];
   // The whole file needs every compile-time parameter.
-  const block = attentionKernels(gpu).backwardBlock;
+  const { backwardBlock, queryRows } = attentionKernels(gpu);
   const params = {
     WG,
     // Rows x columns of one gradient product per invocation: the adapter's register block, its rows
     // spread evenly over the row blocks it makes.
-    TM: evenBlockRows(Tq, block.TM),
-    TN: block.TN,
+    TM: evenBlockRows(Tq, backwardBlock.TM),
+    TN: backwardBlock.TN,
     // Query rows per invocation of pass 1 (the forward's choice).
-    QB: evenBlockRows(Tq, attentionKernels(gpu).queryRows),
+    QB: evenBlockRows(Tq, queryRows),
     SOFTCAP: softcap > 0,
     OFFSETS: !!o.queries,
     TEXTURE: !!mirrors,

@@ -95,8 +95,8 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   let keys = sequence_keys(dims.B, dims.Tq, b);
   for (var j = 0u; j < j_end; j++) {
     var dp = array<f32, QB>();  // zeros, every key (a loop body's var without an initializer is not re-zeroed on every backend)
+    let kr = key_row_in(keys, j);
     if (TEXTURE) {
-      let kr = key_row_in(keys, j);
       for (var c = 0u; c < dims.hd / 4u; c++) {
         let v4 = kv_texel_scores(kr, v_col / 4u + c);
         for (var r = 0u; r < QB; r++) {
@@ -109,7 +109,7 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
       }
     } else {
       for (var e = 0u; e < dims.hd; e++) {
-        let v = kv(key_row_in(keys, j), stride, v_col, e);
+        let v = kv(kr, stride, v_col, e);
         for (var r = 0u; r < QB; r++) {
           if (live[r]) { dp[r] += dy[(b * dims.Tq + ib * QB + r) * dims.H * dims.hd + h * dims.hd + e] * v; }
         }
@@ -130,7 +130,8 @@ fn attention_backward_scores(@builtin(global_invocation_id) gid: vec3<u32>) {
       var ds = probs[row[r] + j] * (dscores_out[row[r] + j] - mean_dp[r]);
       if (SOFTCAP) {
         var c = 0.0;
-        for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * kv(key_row(dims.B, dims.Tq, b, j), stride, k_col, e); }
+        let kr = key_row_in(keys, j);
+        for (var e = 0u; e < dims.hd; e++) { c += qkv[q_i + e] * kv(kr, stride, k_col, e); }
         let th = tanh(clamp(c * dims.scale / dims.softcap, -15.0, 15.0));
         ds *= 1.0 - th * th;
       }

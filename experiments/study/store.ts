@@ -317,7 +317,7 @@ export class ResultStore {
    *  share): true for the first to ask, false for every later one. A run with another token claims afresh
    *  (what a killed run claimed and did not store is then run again). */
   claim(run: string, key: string): boolean {
-    return this.db.prepare("INSERT OR IGNORE INTO claims VALUES (?, ?)").run(run, key).changes === 1;
+    return Number(this.db.prepare("INSERT OR IGNORE INTO claims VALUES (?, ?)").run(run, key).changes) === 1;
   }
 
   /** Keeps an intermediate value under `key` for later work of any process on this store; the first
