@@ -16,7 +16,8 @@
 //   matmul_vec4_n_c4 : the same, C written as vec4; also needs c_offset, ldc and stride_c % 4 == 0
 //   matmul_vec4_k : A and B read as vec4 along K; needs TRANS_A = false, TRANS_B = true (the NT
 //                   unembedding), K % 4 == 0, stride_a and stride_b % 4 == 0, TN % 4 == 0
-//   Both vec4 kernels hold TM x TN/4 vec4 accumulators, as many floats as the scalar kernel's TM x TN.
+//   matmul_vec4_n holds TM x TN/4 vec4 accumulators, as many floats as the scalar kernel's TM x TN;
+//   matmul_vec4_k one float per column of its TM x TN/4 block.
 //   matmul_tiled  : BK-deep tiles of A and B staged in workgroup memory, any layout and shape;
 //                   the habit of real GPUs (slow on llvmpipe, whose barriers are expensive).
 //                   With KSPLIT > 1 (split-K) each workgroup sums one of KSPLIT slices of K and writes
@@ -30,7 +31,7 @@
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   TM, TN   : rows and columns of C computed by one invocation (register block); matmul_vec4_k
-//              computes TN/4 columns, each as four partial sums
+//              computes TN/4 columns
 //   WG_X     : invocations per workgroup along rows; WG_Y along columns
 //   BK       : (matmul_tiled) depth of a staged k-tile
 //   KSPLIT   : (matmul_tiled, matmul_split_reduce) slices of K, 1 = no split
@@ -128,8 +129,8 @@ fn matmul_vec4_n_c4(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // Grid: x = ceil(M / (TM*WG_X)), y = ceil(N / (TN4*WG_Y)), z = batch. Each invocation: TM rows x
-// TN4 columns, each a dot product of K/4 vec4 pairs; acc keeps the four partial sums apart until
-// the end (no horizontal add per step).
+// TN4 columns, each a dot product of K/4 vec4 pairs summed over k in order into one accumulator (the
+// bits of the register kernels and of matmul_texture.wgsl's, whichever runs a product).
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn matmul_vec4_k(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.x * TM;
@@ -143,18 +144,21 @@ fn matmul_vec4_k(@builtin(global_invocation_id) gid: vec3<u32>) {
   var cols: array<u32, TN4>;
   for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.M - 1u); }
   for (var j = 0u; j < TN4; j++) { cols[j] = min(n0 + j, d.N - 1u); }
-  var acc: array<vec4<f32>, TM * TN4>;
+  var acc: array<f32, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
     var bk: array<vec4<f32>, TN4>;
     for (var j = 0u; j < TN4; j++) { bk[j] = B4[base_b4 + cols[j] * K4 + k4]; }
     for (var i = 0u; i < TM; i++) {
       let a = A4[base_a4 + rows[i] * K4 + k4];
-      for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
+      for (var j = 0u; j < TN4; j++) {
+        let p = a * bk[j];
+        acc[i * TN4 + j] = (((acc[i * TN4 + j] + p.x) + p.y) + p.z) + p.w;
+      }
     }
   }
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN4; j++) {
-      if (m0 + i < d.M && n0 + j < d.N) { store(base_c, m0 + i, n0 + j, dot(acc[i * TN4 + j], vec4<f32>(1.0))); }
+      if (m0 + i < d.M && n0 + j < d.N) { store(base_c, m0 + i, n0 + j, acc[i * TN4 + j]); }
     }
   }
 }

@@ -14,26 +14,34 @@
 //   matmul_texture_k : op(B) = B^T stored [N,K] (tied unembedding h wte^T), texel (k/4, n). A
 //                      vocabulary taller than the texture limit is split into row chunks, one
 //                      dispatch each: n_offset is the chunk's first row (for the bias).
-//   matmul_texture_kt: op(B) = B^T stored [N,K], from a transposed mirror: texel (n/4, k), like
-//                      matmul_texture_n; the same bits as matmul_texture_k (see that entry point).
+//   matmul_texture_kt: op(B) = B^T stored [N,K], from a transposed mirror: texel (n/4, k), the layout
+//                      of matmul_texture_n's B, so it runs matmul_texture_n's block on that mirror.
 //   matmul_texture_tn: op(A) = A^T and op(B) = B, both stored [K, .] and both mirrored (weight
 //                      gradients X^T dY of the backward pass, whose operands are activations):
 //                      see that entry point.
 //   C[c_offset + m*ldc + n].
 //
+// Every entry point sums C[m, n] over k in order into one accumulator, as matmul.wgsl's register
+// kernels do, so a product gives the same bits whichever of them runs it: matmul_texture_kt (a
+// transposed mirror) and matmul_texture_k (the stored mirror) and matmul_vec4_k (no mirror, when the
+// mirrors' budget is spent) agree, and so does matmul_texture_n on a weight stored transposed.
+// (matmul_texture_kt and _k used to keep four partial sums per element, one per k of a texel, added
+// at the end: 4x the accumulators of a block, which spilled on llvmpipe and ran the backward's
+// products 20-30% slower than the forward's on the same shapes; bench/RESULTS.md.)
+//
 // This file holds what the entry points share: the bindings of B, the bias, C and the dimensions, the
-// epilogue and the register blocks (block_n, block_kt), which find A's rows through block_rows(m0)
-// and read them through a_rows(rows, k4). The entry points live in two files that import it, each
-// with its own A binding at @binding(0) and those two functions (an entry point may not use two
-// resources at one binding): matmul_texture_window.wgsl (A in uniform windows: matmul_texture_n, _k,
-// _kt) and matmul_texture_at.wgsl (A from a texture mirror: matmul_texture_n_at, _kt_at, _tn).
+// epilogue and the register block (block_n), which finds A's rows through block_rows(m0) and reads
+// them through a_rows(rows, k4). The entry points live in two files that import it, each with its
+// own A binding at @binding(0) and those two functions (an entry point may not use two resources at
+// one binding): matmul_texture_window.wgsl (A in uniform windows: matmul_texture_n, _k, _kt) and
+// matmul_texture_at.wgsl (A from a texture mirror: matmul_texture_n_at, _kt_at, _tn).
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   K4   : K / 4 (K is a multiple of 4)
 //   AW   : rows of A in a uniform window (matmul_texture_window.wgsl; 1 where A is a texture)
 //   TM   : rows of C per invocation
 //   TN4  : vec4 column groups per invocation (matmul_texture_n, _kt: 4*TN4 columns; matmul_texture_k:
-//          TN4 columns, each as four partial sums)
+//          TN4 columns)
 //   WG   : invocations per workgroup, all along columns. Neighbouring invocations read neighbouring
 //          texels: invocation l of workgroup w owns column group (w*TN4 + j)*WG + l for j < TN4.
 //   GELU : apply gelu_new in the epilogue
@@ -139,65 +147,11 @@ fn product_n(rows: array<u32, TM>, col4: array<u32, TN4>) -> array<vec4<f32>, TM
   return acc;
 }
 
-// op(B) = B^T with B stored [N,K], read from its transposed mirror (engine/gpu.ts mirror() with
-// `transposed`: texel (n/4, k) = B[n .. n+3, k], like matmul_texture_n's B); needs N % 4 == 0.
-// The same sums as matmul_texture_k, bit for bit: each C[m, n] is four partial sums, partial c
-// adding A[m, 4*k4 + c] * B[n, 4*k4 + c] for k4 in order, finished by the same dot with 1.0. Here
-// partial c of the 4 columns of a texel is one vec4, acc[4*(i*TN4 + j) + c], so neighbouring lanes
-// read neighbouring texels of a row (matmul_texture_k's lanes read texels of different rows), at
-// 4x the accumulators of matmul_texture_n for the same block.
-//
-// The block of matmul_texture_kt (and _kt_at): acc[4*(i*TN4 + j) + c] = the sum over k4 in order of
-// a[i][c] * B^T[4*k4 + c, 4*col4[j] .. +3], A and the accumulators as in product_n.
-fn product_kt(rows: array<u32, TM>, col4: array<u32, TN4>) -> array<vec4<f32>, 4u * TM * TN4> {
-  var acc: array<vec4<f32>, 4u * TM * TN4>;
-  for (var k4 = 0u; k4 < K4; k4++) {
-    let a = a_rows(rows, k4);
-    var bk: array<vec4<f32>, TN4>;
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j)] += a[i].x * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 1u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 1u] += a[i].y * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 2u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 2u] += a[i].z * bk[j]; } }
-    for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(col4[j], 4u * k4 + 3u)); }
-    for (var i = 0u; i < TM; i++) { for (var j = 0u; j < TN4; j++) { acc[4u * (i * TN4 + j) + 3u] += a[i].w * bk[j]; } }
-  }
-  return acc;
-}
-
-// Stores matmul_texture_kt's block: sums[i*TN4 + j][c], matmul_texture_k's dot over the four partial
-// sums of column 4*col4[j] + c.
-fn store_kt(m0: u32, wy: u32, ly: u32, acc: ptr<function, array<vec4<f32>, 4u * TM * TN4>>) {
-  var sums: array<vec4<f32>, TM * TN4>;
-  for (var b = 0u; b < TM * TN4; b++) {
-    let p0 = (*acc)[4u * b];
-    let p1 = (*acc)[4u * b + 1u];
-    let p2 = (*acc)[4u * b + 2u];
-    let p3 = (*acc)[4u * b + 3u];
-    let one = vec4<f32>(1.0);
-    sums[b] = vec4<f32>(
-      dot(vec4<f32>(p0.x, p1.x, p2.x, p3.x), one),
-      dot(vec4<f32>(p0.y, p1.y, p2.y, p3.y), one),
-      dot(vec4<f32>(p0.z, p1.z, p2.z, p3.z), one),
-      dot(vec4<f32>(p0.w, p1.w, p2.w, p3.w), one),
-    );
-  }
-  store_block(m0, wy, ly, &sums);
-}
-
-// The whole invocation of matmul_texture_n and _n_at (and below of _kt and _kt_at): the block of rows
-// from m0 and column groups of lane ly of workgroup column wy, A's rows from the importing file's
-// block_rows (its binding's addressing). Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N /
-// (4*TN4*WG)).
+// The whole invocation of matmul_texture_n, _n_at, _kt and _kt_at: the block of rows from m0 and
+// column groups of lane ly of workgroup column wy, A's rows from the importing file's block_rows (its
+// binding's addressing). Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (4*TN4*WG)).
 fn block_n(wid: vec3<u32>, lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
   var acc = product_n(block_rows(m0), column_groups(wid.y, lid.y));
   store_block(m0, wid.y, lid.y, &acc);
-}
-
-fn block_kt(wid: vec3<u32>, lid: vec3<u32>) {
-  let m0 = d.m_begin + wid.x * TM;
-  var acc = product_kt(block_rows(m0), column_groups(wid.y, lid.y));
-  store_kt(m0, wid.y, lid.y, &acc);
 }

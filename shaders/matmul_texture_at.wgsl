@@ -34,7 +34,7 @@ fn matmul_texture_n_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_inv
 // matmul_texture_kt with A read from its texture mirror, like matmul_texture_n_at.
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_kt_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  block_kt(wid, lid);
+  block_n(wid, lid);
 }
 
 // C[M,N] = A^T B with A [K,M] and B [K,N] both in textures, texel (m/4, k) and (n/4, k); M = m_end

@@ -32,27 +32,30 @@ fn matmul_texture_n(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
   block_n(wid, lid);
 }
 
-// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (TN4*WG)). acc[i*TN4 + j] holds four
-// partial sums of C[m0+i, col[j]], added up only at the end (like matmul_vec4_k).
+// Grid: x = ceil((m_end - m_begin) / TM), y = ceil(N / (TN4*WG)). acc[i*TN4 + j] = C[m0+i, col[j]]
+// before the epilogue, its four k of a texel step added in order in one statement (as product_n does).
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = d.m_begin + wid.x * TM;
   let rows = block_rows(m0);
   var col: array<u32, TN4>;
   for (var j = 0u; j < TN4; j++) { col[j] = min((wid.y * TN4 + j) * WG + lid.y, d.N - 1u); }
-  var acc: array<vec4<f32>, TM * TN4>;
+  var acc: array<f32, TM * TN4>;
   for (var k4 = 0u; k4 < K4; k4++) {
     var bk: array<vec4<f32>, TN4>;
     for (var j = 0u; j < TN4; j++) { bk[j] = textureLoad(Bt, vec2<u32>(k4, col[j])); }
     for (var i = 0u; i < TM; i++) {
       let a = A4[rows[i] + k4];
-      for (var j = 0u; j < TN4; j++) { acc[i * TN4 + j] += a * bk[j]; }
+      for (var j = 0u; j < TN4; j++) {
+        let p = a * bk[j];
+        acc[i * TN4 + j] = (((acc[i * TN4 + j] + p.x) + p.y) + p.z) + p.w;
+      }
     }
   }
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN4; j++) {
       let n = (wid.y * TN4 + j) * WG + lid.y;
-      if (m0 + i < d.m_end && n < d.N) { store(m0 + i, n, dot(acc[i * TN4 + j], vec4<f32>(1.0))); }
+      if (m0 + i < d.m_end && n < d.N) { store(m0 + i, n, acc[i * TN4 + j]); }
     }
   }
 }
@@ -60,5 +63,5 @@ fn matmul_texture_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 // Grid as matmul_texture_n's.
 @compute @workgroup_size(1, WG, 1)
 fn matmul_texture_kt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  block_kt(wid, lid);
+  block_n(wid, lid);
 }

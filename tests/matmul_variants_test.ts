@@ -255,32 +255,48 @@ for (const transposed of [{ TM: 8, TN: 16, WG: 8 }, { TM: 2, TN: 4, WG: 4 }]) {
     await checkBatchedSlice(NT, [11, 8, 64], WEIGHT);
   });
 
-  withTiles(`matmul_texture_kt ${block} gives matmul_texture_k's bits`, tiles, async () => {
-    const runs = ktShapes.map(([M, N, K], i) => {
-      const a = gpu.tensor([M, K], randomArray(M * K, 110 + i)),
-        b = gpu.tensor([N, K], randomArray(N * K, 120 + i));
-      const [bias, c0] = [gpu.tensor([N], randomArray(N, 130 + i)), randomArray(M * N, 140 + i)];
-      const product = (kt: boolean) => {
-        setMatmulTiles(gpu, {
-          ...tiles,
-          texture: { ...tiles.texture!, transposed: kt ? transposed : undefined },
-        });
-        assert.equal(
-          matmulKernel(gpu, N, K, { ...NT, ...WEIGHT }, M),
-          kt ? "matmul_texture_kt" : "matmul_texture_k",
+  withTiles(
+    `matmul_texture_kt ${block} gives matmul_texture_k's bits, and the forward kernels' on B^T`,
+    tiles,
+    async () => {
+      const runs = ktShapes.map(([M, N, K], i) => {
+        const bValues = randomArray(N * K, 120 + i);
+        const a = gpu.tensor([M, K], randomArray(M * K, 110 + i)), b = gpu.tensor([N, K], bValues);
+        // B^T stored [K, N]: the forward's layout (matmul_texture_n, or matmul_vec4_n for a few rows).
+        const bt = gpu.tensor(
+          [K, N],
+          Float32Array.from({ length: K * N }, (_, e) => bValues[(e % N) * K + Math.floor(e / N)]),
         );
-        const o = { ...NT, ...WEIGHT, bias, alpha: 0.75, beta: 1, gelu: i % 2 === 1 };
-        return matmul(gpu, a, b, M, N, K, { ...o, out: gpu.tensor([M, N], c0) });
-      };
-      return { shape: [M, N, K], outs: [product(true), product(false)] };
-    });
-    const got = await gpu.readMany(runs.flatMap((r) => r.outs));
-    runs.forEach(({ shape }, i) => {
-      const [kt, k] = [new Uint32Array(got[2 * i].buffer), new Uint32Array(got[2 * i + 1].buffer)];
-      const at = k.findIndex((x, j) => kt[j] !== x);
-      assert.equal(at, -1, `[${shape}]: C[${at}] ${got[2 * i][at]} vs ${got[2 * i + 1][at]}`);
-    });
-  });
+        const [bias, c0] = [gpu.tensor([N], randomArray(N, 130 + i)), randomArray(M * N, 140 + i)];
+        const product = (kt: boolean) => {
+          setMatmulTiles(gpu, {
+            ...tiles,
+            texture: { ...tiles.texture!, transposed: kt ? transposed : undefined },
+          });
+          assert.equal(
+            matmulKernel(gpu, N, K, { ...NT, ...WEIGHT }, M),
+            kt ? "matmul_texture_kt" : "matmul_texture_k",
+          );
+          const o = { ...NT, ...WEIGHT, bias, alpha: 0.75, beta: 1, gelu: i % 2 === 1 };
+          return matmul(gpu, a, b, M, N, K, { ...o, out: gpu.tensor([M, N], c0) });
+        };
+        const forward = () => {
+          assert.match(matmulKernel(gpu, N, K, WEIGHT, M), /^matmul_(texture|vec4)_n$/);
+          const o = { ...WEIGHT, bias, alpha: 0.75, beta: 1, gelu: i % 2 === 1 };
+          return matmul(gpu, a, bt, M, N, K, { ...o, out: gpu.tensor([M, N], c0) });
+        };
+        return { shape: [M, N, K], outs: [product(true), product(false), forward()] };
+      });
+      const got = await gpu.readMany(runs.flatMap((r) => r.outs));
+      runs.forEach(({ shape }, i) => {
+        const [kt, k, n] = [0, 1, 2].map((o) => new Uint32Array(got[3 * i + o].buffer));
+        for (const [other, name] of [[k, "matmul_texture_k"], [n, "the forward product on B^T"]] as const) {
+          const at = other.findIndex((x, j) => kt[j] !== x);
+          assert.equal(at, -1, `[${shape}] against ${name}: C[${at}] ${kt[at]} vs ${other[at]}`);
+        }
+      });
+    },
+  );
 }
 
 withTiles(
