@@ -85,6 +85,12 @@ export interface TextureChunk {
 /** How a mirror lays out a buffer's matrix: as stored, or transposed (see Gpu.mirror). */
 export type MirrorLayout = "stored" | "transposed";
 
+/** The bytes of the textures mirroring a [rows, cols] matrix in `layout` (a transposed mirror's texel
+ *  rows hold ceil(rows / 4) texels: its last may be part padding). */
+function mirrorTextureBytes(rows: number, cols: number, layout: MirrorLayout): number {
+  return layout === "transposed" ? Math.ceil(rows / 4) * 16 * cols : rows * cols * 4;
+}
+
 /** A buffer's texture copy; `stale` once recorded work may have changed the buffer since the copy. */
 interface Mirror {
   rows: number;
@@ -520,29 +526,31 @@ export class Gpu {
   canMirror(t: Tensor, rows: number, cols: number, layout: MirrorLayout = "stored"): boolean {
     const m = this.mirrors[layout].get(t.buffer);
     if (m && m.rows === rows && m.cols === cols) return true;
-    return this.mirrorBytes + rows * cols * 4 <= this.mirrorBudgetBytes;
+    return this.mirrorBytes + mirrorTextureBytes(rows, cols, layout) <= this.mirrorBudgetBytes;
   }
 
   /**
    * The first rows x cols floats of `t` (a row-major matrix [rows, cols]) as rgba32float textures:
    * "stored", the matrix as it is, cols/4 x rows texels (texel (c, r) = t[r, 4c .. 4c+3]); or
-   * "transposed", its transpose [cols, rows], rows/4 x cols texels (texel (c, r) = t[4c .. 4c+3, r]),
-   * for kernels that read a transposed weight along its rows (matmul_texture_kt). Split into chunks of
+   * "transposed", its transpose [cols, rows], ceil(rows/4) x cols texels (texel (c, r) = t[4c .. 4c+3,
+   * r], zeros past the last row: a vocabulary of 451 rows ends in a texel of 3), for kernels that read
+   * a transposed weight along its rows (matmul_texture_kt). Split into chunks of
    * at most maxTextureDimension2D texture rows. Created on first use and refreshed, in stream order,
    * when recorded work has changed the buffer since the last copy; so a weight that kernels, copies
    * and writes update (edits, optimiser steps, undo) is always seen current. A buffer may have one
    * mirror of each layout. "stored" needs cols % 64 == 0 (a copy's bytes per row must be a multiple of
-   * 256) and is a buffer-to-texture copy; "transposed" needs rows % 4 == 0, and a kernel
-   * (shaders/mirror_transposed.wgsl) writes it, reading the first rows x cols floats of the buffer
-   * through one storage binding.
+   * 256) and is a buffer-to-texture copy; "transposed" is written by a kernel
+   * (shaders/mirror_transposed.wgsl) that reads the first rows x cols floats of the buffer through one
+   * storage binding.
    */
   mirror(t: Tensor, rows: number, cols: number, layout: MirrorLayout = "stored"): TextureChunk[] {
     const maxDim = this.limits.maxTextureDimension2D;
     const transposed = layout === "transposed";
-    // The texture's matrix: texel rows x floats per row.
+    // The texture's matrix: texel rows x floats per row (a transposed one's last texel maybe part padding).
     const [height, width] = transposed ? [cols, rows] : [rows, cols];
+    const texelsPerRow = Math.ceil(width / 4);
     if (
-      width % (transposed ? 4 : 64) !== 0 || width / 4 > maxDim || rows * cols > t.size || rows < 1 ||
+      (!transposed && width % 64 !== 0) || texelsPerRow > maxDim || rows * cols > t.size || rows < 1 ||
       cols < 1 || (transposed && rows * cols * 4 > this.limits.maxStorageBufferBindingSize)
     ) {
       throw new Error(
@@ -561,12 +569,12 @@ export class Gpu {
       for (let rowStart = 0; rowStart < height; rowStart += maxDim) {
         const chunkRows = Math.min(maxDim, height - rowStart);
         const texture = this.device.createTexture({
-          size: [width / 4, chunkRows],
+          size: [texelsPerRow, chunkRows],
           format: "rgba32float",
           usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
         });
         m.chunks.push({ texture, view: texture.createView(), rowStart, rows: chunkRows });
-        this.mirrorBytes += chunkRows * width * 4;
+        this.mirrorBytes += chunkRows * texelsPerRow * 16;
       }
       mirrors.set(t.buffer, m);
     }
@@ -575,8 +583,8 @@ export class Gpu {
         this.run(
           this.pipeline("mirror_transposed.wgsl", "mirror_transposed"),
           [{ tensor: t, offset: 0, size: rows * cols * 4 }, view],
-          [cdiv(width / 4, 8), cdiv(chunkRows, 8)],
-          uniforms().u32(width / 4, height, rowStart, chunkRows),
+          [cdiv(texelsPerRow, 8), cdiv(chunkRows, 8)],
+          uniforms().u32(width, height, rowStart, chunkRows),
         );
         continue;
       }
@@ -606,7 +614,7 @@ export class Gpu {
       if (!m) continue;
       this.flush();
       for (const { texture } of m.chunks) texture.destroy();
-      this.mirrorBytes -= m.rows * m.cols * 4;
+      this.mirrorBytes -= mirrorTextureBytes(m.rows, m.cols, layout);
       this.mirrors[layout].delete(buffer);
     }
   }

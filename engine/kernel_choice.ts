@@ -87,8 +87,8 @@ export interface MatmulTiles {
     /**
      * Products with a transposed weight (op(B) = B^T, B stored [N,K]: the forward of [out, in]
      * weights, the backward's dX = dY W^T of GPT-2's [in, out] ones) read B^T from a transposed
-     * mirror with matmul_texture_kt and this block (TN columns, a multiple of 4, per invocation),
-     * where N % 4 == 0; the same bits as matmul_texture_k, which runs them otherwise.
+     * mirror with matmul_texture_kt and this block (TN columns, a multiple of 4, per invocation);
+     * the same bits as matmul_texture_k, which runs them otherwise.
      */
     transposed?: { TM: number; TN: number; WG: number };
   };

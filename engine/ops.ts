@@ -313,9 +313,10 @@ export function matmulKernel(
     // The mirror copies whole rows: the stored row length must be a multiple of 64 floats.
     if (!o.transB && N % 64 === 0 && N / 4 <= maxDim && K <= maxDim) return "matmul_texture_n";
     // B^T [K, N] in one transposed mirror (K % 64 == 0 already: A's windows need it), bound whole to
-    // the kernel that writes it.
+    // the kernel that writes it; any N (a last texel of fewer than 4 columns is padded: the tied
+    // unembedding of a vocabulary like the embedded model's 451 tokens).
     if (
-      o.transB && t.texture.transposed && N % 4 === 0 && N / 4 <= maxDim && K <= maxDim &&
+      o.transB && t.texture.transposed && Math.ceil(N / 4) <= maxDim && K <= maxDim &&
       4 * N * K <= gpu.limits.maxStorageBufferBindingSize
     ) return "matmul_texture_kt";
     if (o.transB && K % 64 === 0 && K / 4 <= maxDim) return "matmul_texture_k";

@@ -15,7 +15,8 @@
 //                      vocabulary taller than the texture limit is split into row chunks, one
 //                      dispatch each: n_offset is the chunk's first row (for the bias).
 //   matmul_texture_kt: op(B) = B^T stored [N,K], from a transposed mirror: texel (n/4, k), the layout
-//                      of matmul_texture_n's B, so it runs matmul_texture_n's block on that mirror.
+//                      of matmul_texture_n's B, so it runs matmul_texture_n's block on that mirror;
+//                      any N (the mirror's last texel of a row is padded with zeros, never stored).
 //   matmul_texture_tn: op(A) = A^T and op(B) = B, both stored [K, .] and both mirrored (weight
 //                      gradients X^T dY of the backward pass, whose operands are activations):
 //                      see that entry point.
@@ -79,30 +80,43 @@ fn store_biased(m: u32, n: u32, ab: f32, b: f32) {
 
 // Stores the block of rows m0.. and column groups (wy*TN4 + j)*WG + ly (4 columns each) that acc holds,
 // acc[i*TN4 + j] = C[m0+i, 4*((wy*TN4 + j)*WG + ly) .. +3], skipping rows at or past m_end and columns
-// past N (the clamped duplicates).
+// at or past N (the clamped duplicates, and the padding of a last group of fewer than 4 columns:
+// matmul_texture_kt on a transposed mirror of N % 4 != 0 rows).
 fn store_block(m0: u32, wy: u32, ly: u32, acc: ptr<function, array<vec4<f32>, TM * TN4>>) {
   // Each column's bias once per block, not once per row (on llvmpipe every storage load is a per-lane
   // loop); a column past N reads the last one's, never stored.
   var b: array<vec4<f32>, TN4>;
   for (var j = 0u; j < TN4; j++) {
-    let n = min(4u * ((wy * TN4 + j) * WG + ly), d.N - 4u);
-    b[j] = vec4<f32>(bias_of(n), bias_of(n + 1u), bias_of(n + 2u), bias_of(n + 3u));
+    let n = 4u * min((wy * TN4 + j) * WG + ly, column_group_count() - 1u);
+    b[j] = vec4<f32>(
+      bias_of(n),
+      bias_of(min(n + 1u, d.N - 1u)),
+      bias_of(min(n + 2u, d.N - 1u)),
+      bias_of(min(n + 3u, d.N - 1u)),
+    );
   }
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN4; j++) {
       let n = 4u * ((wy * TN4 + j) * WG + ly);
       if (m0 + i < d.m_end && n < d.N) {
         let v = (*acc)[i * TN4 + j];
-        for (var c = 0u; c < 4u; c++) { store_biased(m0 + i, n + c, v[c], b[j][c]); }
+        for (var c = 0u; c < 4u; c++) {
+          if (n + c < d.N) { store_biased(m0 + i, n + c, v[c], b[j][c]); }
+        }
       }
     }
   }
 }
 
+// Column groups of 4 (the last may hold fewer than 4 columns).
+fn column_group_count() -> u32 {
+  return (d.N + 3u) / 4u;
+}
+
 // The column groups of this invocation's block, col4[j] = (wy*TN4 + j)*WG + ly (clamped to the last).
 fn column_groups(wy: u32, ly: u32) -> array<u32, TN4> {
   var col4: array<u32, TN4>;
-  for (var j = 0u; j < TN4; j++) { col4[j] = min((wy * TN4 + j) * WG + ly, d.N / 4u - 1u); }
+  for (var j = 0u; j < TN4; j++) { col4[j] = min((wy * TN4 + j) * WG + ly, column_group_count() - 1u); }
   return col4;
 }
 
