@@ -570,9 +570,9 @@ function matmulTexture(
       // A block taller than the window would compute clamped duplicates: shrink it. As in the register
       // kernels, a short A (M = 1 for the last token) spends up to 4x the freed accumulators on more
       // columns; a window cut short by a long K does not, as wider blocks would leave too few
-      // workgroups to share between threads. Nor does matmul_texture_kt, whose columns already come
-      // 4 per texel (at M = 1..4 its widened blocks ran slower than matmul_texture_k, its plain ones
-      // mostly faster: bench/RESULTS.md).
+      // workgroups to share between threads. Nor does matmul_texture_kt: at M = 1..4 its widened blocks
+      // ran slower than matmul_texture_k's, and since it runs matmul_texture_n's block no faster than
+      // its plain ones (30-90 us a call either way, a dispatch's cost: bench/RESULTS.md).
       const TM = Math.min(tiles.TM, AW);
       const widen = AW < windowRows && kernel !== "matmul_texture_kt";
       const TN4 = (tiles.TN / 4) * (widen ? Math.min(4, Math.floor(tiles.TM / TM)) : 1);
