@@ -5,7 +5,7 @@
 // sumOfSquares, a fixed-order reduction), then one `adam` kernel per parameter that reads that norm
 // to scale its gradient. Nothing is read back unless gradNorm() or saveState() is called. A gradient
 // backward left as its factors (engine/autograd.ts FactoredGradient) is formed inside its parameter's
-// update (shaders/adam_factored.wgsl).
+// update (shaders/adam_factored_block.wgsl).
 import { addFactoredGradient, type FactoredGradient } from "./autograd.ts";
 import { Gpu, Tensor, uniforms } from "./gpu.ts";
 import { need, sumOfSquares } from "./backward_ops.ts";
@@ -26,7 +26,16 @@ export interface AdamParam {
    * L-infinity ball: constrained fine-tuning), in the update's own pass: projectLinf's bits, one pass
    * over the parameter fewer.
    */
-  linf?: { center: Tensor; radius: number };
+  linf?: {
+    center: Tensor;
+    radius: number;
+    /**
+     * The parameter is this many equal copies (GroupedParams: FT-L's weight copies) around one center:
+     * `center` holds size / copies values, each copy's. Only with factored gradients (Adam.step then
+     * reads it from its texture mirror where the adapter's matmuls read textures, else from its buffer).
+     */
+    copies?: number;
+  };
 }
 
 export interface AdamOptions {
@@ -101,7 +110,13 @@ export class Adam {
       seen.add(p.name);
       need("Adam", `parameter "${p.name}"`, p.tensor, p.size);
       if (p.linf) {
-        need("Adam", `L-infinity center of "${p.name}"`, p.linf.center, p.size);
+        const copies = p.linf.copies ?? 1;
+        if (!Number.isInteger(copies) || copies < 1 || p.size % copies !== 0) {
+          throw new Error(
+            `Adam: "${p.name}" of ${p.size} values cannot be ${copies} copies around one center`,
+          );
+        }
+        need("Adam", `L-infinity center of "${p.name}"`, p.linf.center, p.size / copies);
         if (!(p.linf.radius >= 0)) {
           throw new Error(`Adam: the L-infinity radius of "${p.name}" must be >= 0, got ${p.linf.radius}`);
         }
@@ -131,6 +146,14 @@ export class Adam {
         );
       }
       return !this.computesNorm && g.N % 4 === 0;
+    });
+    this.params.forEach((p, i) => {
+      const copies = p.linf?.copies ?? 1;
+      if (copies > 1 && !(fused[i] && (grads[i] as FactoredGradient).groups === copies)) {
+        throw new Error(
+          `Adam.step: "${p.name}" shares one center among ${copies} copies, which needs a factored gradient of as many groups formed in the update`,
+        );
+      }
     });
     const formed: Tensor[] = [];
     const tensors = grads.map((g, i) => {
@@ -184,16 +207,26 @@ export class Adam {
   /** Parameter i's update with its gradient formed from factors g in the same pass, on the register
    *  blocks of the adapter's matmul tiles (their columns rounded to whole vec4s). */
   private stepFactored(i: number, g: FactoredGradient, hyper: number[]): void {
-    const p = this.params[i], tiles = matmulTiles(this.gpu);
+    const p = this.params[i], tiles = matmulTiles(this.gpu), gpu = this.gpu;
     const TM = tiles.TM, TN = Math.max(4, tiles.TN - (tiles.TN % 4));
-    this.gpu.run(
-      this.gpu.pipeline("adam_factored.wgsl", "adam_factored", {
-        TM,
-        TN,
-        WG_X: tiles.WG_X,
-        WG_Y: tiles.WG_Y,
-      }),
-      [g.a, g.b, p.tensor, this.m[i], this.v[i], p.linf?.center ?? g.a],
+    const block = { TM, TN, WG_X: tiles.WG_X, WG_Y: tiles.WG_Y };
+    // A center shared by the copies, from its texture mirror where the matmuls read textures (one chunk).
+    const shared = (p.linf?.copies ?? 1) > 1 ? p.linf!.center : undefined;
+    const maxDim = gpu.limits.maxTextureDimension2D;
+    const mirrored = shared && tiles.texture && g.N % 64 === 0 && g.N / 4 <= maxDim && g.M <= maxDim &&
+      gpu.canMirror(shared, g.M, g.N);
+    gpu.run(
+      mirrored
+        ? gpu.pipeline("adam_factored_texture.wgsl", "adam_factored_texture", block)
+        : gpu.pipeline("adam_factored.wgsl", "adam_factored", { ...block, CENTER_SHARED: !!shared }),
+      [
+        g.a,
+        g.b,
+        p.tensor,
+        this.m[i],
+        this.v[i],
+        mirrored ? gpu.mirror(shared, g.M, g.N)[0].view : p.linf?.center ?? g.a,
+      ],
       [Math.ceil(g.M / (TM * tiles.WG_X)), Math.ceil(g.N / (TN * tiles.WG_Y)), g.groups],
       uniforms().u32(g.M, g.N, g.rows, 0).f32(...hyper),
     );

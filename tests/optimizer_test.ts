@@ -250,6 +250,64 @@ Deno.test("end to end: softmax regression trained with matmul + crossEntropy + b
   assert.ok(first > 1.3 && last < 0.5 * first, `loss went from ${first} to ${last}`);
 });
 
+Deno.test("Adam: copies around one shared center (its texture mirror, or its buffer) step as with a center per copy, bit for bit", async () => {
+  // FT-L's weight copies all start at, and stay within a ball around, the model's own weight. [3, 16, 64]
+  // reads the shared center from its texture mirror on a software adapter (64 columns), [3, 20, 12] from
+  // its buffer (shaders/adam_factored.wgsl CENTER_SHARED).
+  for (
+    const { groups, rows, M, N } of [{ groups: 3, rows: 5, M: 16, N: 64 }, {
+      groups: 3,
+      rows: 4,
+      M: 20,
+      N: 12,
+    }]
+  ) {
+    const size = groups * M * N, radius = 0.02;
+    const center = randomArray(M * N, 1300 + N);
+    const repeated = new Float32Array(size);
+    for (let g = 0; g < groups; g++) repeated.set(center, g * M * N);
+    const shared = { name: "w", tensor: gpu.tensor([size], repeated), size };
+    const perCopy = { name: "w", tensor: gpu.tensor([size], repeated), size };
+    const adamShared = new Adam(gpu, [{
+      ...shared,
+      linf: { center: gpu.tensor([M * N], center), radius, copies: groups },
+    }], {
+      lr: 0.05,
+      trackNorm: false,
+    });
+    const adamPerCopy = new Adam(gpu, [{
+      ...perCopy,
+      linf: { center: gpu.tensor([size], repeated), radius },
+    }], {
+      lr: 0.05,
+      trackNorm: false,
+    });
+    for (let step = 0; step < 4; step++) {
+      const a = gpu.tensor([groups * rows * M], randomArray(groups * rows * M, 1400 + step));
+      const b = gpu.tensor([groups * rows * N], randomArray(groups * rows * N, 1500 + step));
+      const factor = { groups, rows, M, N, a, b, held: b };
+      adamShared.step([factor]);
+      adamPerCopy.step([factor]);
+    }
+    const [got, want] = await gpu.readMany([shared.tensor, perCopy.tensor]);
+    assert.deepEqual(new Uint32Array(got.buffer), new Uint32Array(want.buffer), `[${groups}, ${M}, ${N}]`);
+    const moved = [...got].map((v, j) => Math.abs(v - repeated[j]));
+    assert.ok(moved.filter((d) => d > radius - 1e-6).length > 20, "the ball is reached (not vacuous)");
+    // A shared center needs the gradient formed in the update, of as many groups.
+    assert.throws(() => adamShared.step([gpu.zeros([size])]), /shares one center among 3 copies/);
+  }
+  assert.throws(
+    () =>
+      new Adam(gpu, [{
+        name: "x",
+        tensor: gpu.zeros([10]),
+        size: 10,
+        linf: { center: gpu.zeros([5]), radius: 1, copies: 3 },
+      }], { lr: 1 }),
+    /of 10 values cannot be 3 copies/,
+  );
+});
+
 Deno.test("Adam forms a factored gradient in its update: the float64 reference, and the step of the gradient written out", async () => {
   // Two grouped parameters whose gradients are each group's a^T b (engine/autograd.ts FactoredGradient):
   // [3, 20, 12] (formed inside the update, shaders/adam_factored.wgsl: 20 rows are two and a half register

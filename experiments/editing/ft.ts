@@ -205,9 +205,9 @@ export interface FtJob {
   hp: FtHparams;
 }
 
-/** GPU bytes one batch's per-edit tensors may take: copies, anchors, final copies and Adam's two moments
- *  of every trained parameter, and the gradients of those not factored (perEditTensors; the embedded
- *  model's c_proj: 1.3 MB per edit). */
+/** GPU bytes one batch's per-edit tensors may take: copies, final copies and Adam's two moments of every
+ *  trained parameter, and the anchors and gradients of those not factored (perEditTensors; the embedded
+ *  model's c_proj: 1 MB per edit). */
 const BATCH_BYTES = 512 * 2 ** 20;
 
 /** The trained parameters whose gradients backward leaves factored (formed inside Adam's step, never
@@ -215,7 +215,7 @@ const BATCH_BYTES = 512 * 2 ** 20;
 const isFactored = (name: string) => name.endsWith(".weight");
 
 /** Per-edit tensors of a batch for a trained parameter (see BATCH_BYTES). */
-const perEditTensors = (name: string) => (isFactored(name) ? 5 : 6);
+const perEditTensors = (name: string) => (isFactored(name) ? 4 : 6);
 
 /**
  * FT-L edits of many jobs, each as computeFt(model, tok, job.requests, job.hp) would compute it, trained
@@ -363,12 +363,28 @@ async function trainGroups(
         each(i, t);
         return t;
       });
-    const copies = filled(fill), anchors = filled(repeatOriginal);
+    const copies = filled(fill);
+    // The L-infinity balls' centers: every weight copy's is the model's own weight (never written here),
+    // one tensor for all of them; the biases' are repeated per copy.
+    const anchors = names.map((n, i) => {
+      if (factored.has(n)) return undefined;
+      const t = gpu.empty(shapes[i]);
+      repeatOriginal(i, t);
+      return t;
+    });
     // The weights' gradients stay factored (backward's x^T dy of each copy), formed inside Adam's
     // update; the biases' are accumulated.
     const grads = new Map(names.flatMap((n, i) => (factored.has(n) ? [] : [[n, gpu.zeros(shapes[i])]])));
     const grouped: GroupedParams = { groups: G, tensors: new Map(names.map((n, i) => [n, copies[i]])) };
-    const adam = new Adam(gpu, constrained(names, copies, anchors, hp), { lr: hp.lr, trackNorm: false });
+    const params: AdamParam[] = names.map((name, i) => ({
+      name,
+      tensor: copies[i],
+      size: copies[i].size,
+      linf: anchors[i]
+        ? { center: anchors[i]!, radius: hp.normConstraint }
+        : { center: tensors[i], radius: hp.normConstraint, copies: G },
+    }));
+    const adam = new Adam(gpu, params, { lr: hp.lr, trackNorm: false });
     const sequences = members.flatMap((g) => Array.from({ length: S }, (_, s) => g * S + s));
     const { batch, hooks, release } = batchWithNoise(
       gpu,
@@ -384,7 +400,8 @@ async function trainGroups(
       release();
       adam.destroy();
       gpu.release(input);
-      for (const t of [...copies, ...anchors, ...grads.values()]) t.destroy();
+      for (const t of [...copies, ...grads.values()]) t.destroy();
+      for (const t of anchors) t?.destroy();
     };
     return { members, copies, grads, grouped, adam, batch, hooks, input, free };
   };
