@@ -94,3 +94,23 @@ Deno.test("computeFtBatch: once a quarter of a batch has stopped, the rest train
     assertSameFt(batched[j], await computeFt(model, tok, job.requests, job.hp), job.hp, `job ${j}`);
   }
 });
+
+Deno.test("computeFtBatch with weights of columns not whole vec4s (each copy its own center, written-out gradients), as alone", async () => {
+  // The embedded model's tokenizer and shapes with d = 18: c_proj [72, 18] has 18 columns, so Adam writes
+  // its gradient out and the copies keep a repeated center each (ft.ts sharesCenter) instead of sharing
+  // the model's weight.
+  const tok = await loadTokenizer(DIR);
+  const trained = await Model.load(gpu, DIR);
+  const cfg = { ...trained.config, nEmbd: 18, nHead: 3, nKvHead: 3, nLayer: 2 };
+  const model = Model.random(gpu, cfg, 5, true);
+  const { cases } = await loadDataset(`${DIR}/counterfact.json`);
+  const hp = { ...ftHparams(model.config, [1]), normConstraint: 0.05, lr: 0.01 };
+  const jobs: FtJob[] = cases.slice(0, 3).map(editingCase).map((c) => ({
+    requests: [{ prompt: c.prompt, subject: c.subject, target: c.targetNew }],
+    hp,
+  }));
+  const batched = await computeFtBatch(model, tok, jobs);
+  for (const [j, job] of jobs.entries()) {
+    assertSameFt(batched[j], await computeFt(model, tok, job.requests, job.hp), job.hp, `job ${j}`);
+  }
+});

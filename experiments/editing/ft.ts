@@ -205,17 +205,22 @@ export interface FtJob {
   hp: FtHparams;
 }
 
-/** GPU bytes one batch's per-edit tensors may take: copies, final copies and Adam's two moments of every
- *  trained parameter, and the anchors and gradients of those not factored (perEditTensors; the embedded
- *  model's c_proj: 1 MB per edit). */
+/** GPU bytes one batch's per-edit tensors may take (perEditTensors; the embedded model's c_proj: 1 MB per
+ *  edit). */
 const BATCH_BYTES = 512 * 2 ** 20;
 
 /** The trained parameters whose gradients backward leaves factored (formed inside Adam's step, never
  *  stored): the weights; the biases' are accumulated. */
 const isFactored = (name: string) => name.endsWith(".weight");
 
-/** Per-edit tensors of a batch for a trained parameter (see BATCH_BYTES). */
-const perEditTensors = (name: string) => (isFactored(name) ? 4 : 6);
+/** Whether a trained parameter's copies share one L-infinity center, the model's own tensor: a factored
+ *  weight whose gradient Adam forms in its update (whole vec4s of columns), see engine/optimizer.ts. */
+const sharesCenter = (name: string, shape: readonly number[]) => isFactored(name) && shape.at(-1)! % 4 === 0;
+
+/** Per-edit tensors of a batch for a trained parameter of this stored shape (see BATCH_BYTES): copies,
+ *  final copies and two moments, an anchor unless the copies share one, a gradient unless factored. */
+const perEditTensors = (name: string, shape: readonly number[]) =>
+  4 + (sharesCenter(name, shape) ? 0 : 1) + (isFactored(name) ? 0 : 1);
 
 /**
  * FT-L edits of many jobs, each as computeFt(model, tok, job.requests, job.hp) would compute it, trained
@@ -247,7 +252,7 @@ export async function computeFtBatch(
     // by side.
     for (const n of names) await model.writable(n);
     const sizes = names.map((n) => model.p(n).size);
-    const perJob = 4 * names.reduce((a, n, i) => a + perEditTensors(n) * sizes[i], 0);
+    const perJob = 4 * names.reduce((a, n, i) => a + perEditTensors(n, model.p(n).shape) * sizes[i], 0);
     const fit = Math.max(
       1,
       Math.min(
@@ -365,9 +370,9 @@ async function trainGroups(
       });
     const copies = filled(fill);
     // The L-infinity balls' centers: every weight copy's is the model's own weight (never written here),
-    // one tensor for all of them; the biases' are repeated per copy.
+    // one tensor for all of them (sharesCenter); the others' are repeated per copy.
     const anchors = names.map((n, i) => {
-      if (factored.has(n)) return undefined;
+      if (sharesCenter(n, tensors[i].shape)) return undefined;
       const t = gpu.empty(shapes[i]);
       repeatOriginal(i, t);
       return t;
