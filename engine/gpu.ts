@@ -574,8 +574,8 @@ export class Gpu {
           usage: GPUTextureUsage.STORAGE_BINDING | GPUTextureUsage.COPY_DST,
         });
         m.chunks.push({ texture, view: texture.createView(), rowStart, rows: chunkRows });
-        this.mirrorBytes += chunkRows * texelsPerRow * 16;
       }
+      this.mirrorBytes += mirrorTextureBytes(rows, cols, layout);
       mirrors.set(t.buffer, m);
     }
     for (const { texture, view, rowStart, rows: chunkRows } of m.chunks) {

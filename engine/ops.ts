@@ -84,11 +84,22 @@ function activationMirrors(
   rows: number,
   operands: [Tensor, number][],
 ): GPUTextureView[] | null {
-  const tiles = matmulTiles(gpu).texture, maxDim = gpu.limits.maxTextureDimension2D;
-  if (!tiles || tiles.activations === false || rows > maxDim) return null;
-  const fits = ([t, cols]: [Tensor, number]) =>
-    cols % 64 === 0 && cols / 4 <= maxDim && gpu.canMirror(t, rows, cols);
-  return operands.every(fits) ? operands.map(([t, cols]) => gpu.mirror(t, rows, cols)[0].view) : null;
+  const tiles = matmulTiles(gpu).texture;
+  if (!tiles || tiles.activations === false) return null;
+  return operands.every(([t, cols]) => fitsWholeMirror(gpu, t, rows, cols))
+    ? operands.map(([t, cols]) => gpu.mirror(t, rows, cols)[0].view)
+    : null;
+}
+
+/**
+ * Whether `t`'s [rows, cols] can be read from one stored texture mirror here: the adapter's kernels
+ * read textures, the matrix fits one texture (a mirror's rows whole multiples of 64 floats) and the
+ * mirror budget (engine/gpu.ts mirror()).
+ */
+export function fitsWholeMirror(gpu: Gpu, t: Tensor, rows: number, cols: number): boolean {
+  const maxDim = gpu.limits.maxTextureDimension2D;
+  return !!matmulTiles(gpu).texture && rows <= maxDim && cols % 64 === 0 && cols / 4 <= maxDim &&
+    gpu.canMirror(t, rows, cols);
 }
 
 /**

@@ -9,7 +9,7 @@
 import { addFactoredGradient, type FactoredGradient } from "./autograd.ts";
 import { Gpu, Tensor, uniforms } from "./gpu.ts";
 import { need, sumOfSquares } from "./backward_ops.ts";
-import { elementwise, matmulTiles } from "./ops.ts";
+import { elementwise, fitsWholeMirror, matmulTiles } from "./ops.ts";
 
 /** One parameter an Adam optimises. */
 export interface AdamParam {
@@ -212,9 +212,7 @@ export class Adam {
     const block = { TM, TN, WG_X: tiles.WG_X, WG_Y: tiles.WG_Y };
     // A center shared by the copies, from its texture mirror where the matmuls read textures (one chunk).
     const shared = (p.linf?.copies ?? 1) > 1 ? p.linf!.center : undefined;
-    const maxDim = gpu.limits.maxTextureDimension2D;
-    const mirrored = shared && tiles.texture && g.N % 64 === 0 && g.N / 4 <= maxDim && g.M <= maxDim &&
-      gpu.canMirror(shared, g.M, g.N);
+    const mirrored = shared !== undefined && fitsWholeMirror(gpu, shared, g.M, g.N);
     gpu.run(
       mirrored
         ? gpu.pipeline("adam_factored_texture.wgsl", "adam_factored_texture", block)

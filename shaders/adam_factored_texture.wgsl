@@ -1,8 +1,8 @@
 // adam_factored (adam_factored_block.wgsl) with one L-infinity center for every copy, [M, N], read from
 // its texture mirror (engine/gpu.ts mirror(): texel (n4, i) = center[i, 4*n4 .. +3]): on llvmpipe a
-// storage load is a per-lane loop and the center's was about a third of the step's time (20 copies of
-// [512, 128]: 3.4-3.6 ms with the ball, 2.0-2.4 ms without; bench/RESULTS.md), while a read-only
-// texture load is inlined. The same values, so the same bits as adam_factored.
+// storage load is a per-lane loop, while a read-only texture load is inlined (20 copies of [512, 128]
+// from 10-row factors: 3.08 ms with a center per copy, 2.88 ms with this one, 2.69 ms without a ball;
+// bench/RESULTS.md). The same values, so the same bits as adam_factored.
 //
 // import: adam_factored_block.wgsl
 

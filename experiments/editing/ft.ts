@@ -77,13 +77,19 @@ function promptLastLoss(
 }
 
 /** The trained tensors as Adam's parameters, each kept within hp.normConstraint of its anchor (the
- *  original weights) after every step. */
-function constrained(names: string[], tensors: Tensor[], anchors: Tensor[], hp: FtHparams): AdamParam[] {
+ *  original weights) after every step; an anchor with `copies` is the one center of that many copies
+ *  (AdamParam's linf.copies). */
+function constrained(
+  names: string[],
+  tensors: Tensor[],
+  anchors: { center: Tensor; copies?: number }[],
+  hp: FtHparams,
+): AdamParam[] {
   return names.map((name, i) => ({
     name,
     tensor: tensors[i],
     size: tensors[i].size,
-    linf: { center: anchors[i], radius: hp.normConstraint },
+    linf: { ...anchors[i], radius: hp.normConstraint },
   }));
 }
 
@@ -101,7 +107,10 @@ export async function computeFt(
   const originals = (await gpu.readMany(tensors)).map((a) => a.slice());
   const anchors = originals.map((a, i) => gpu.tensor(tensors[i].shape, a));
   const grads = allocateGradients(model, names);
-  const adam = new Adam(gpu, constrained(names, tensors, anchors, hp), { lr: hp.lr, trackNorm: false });
+  const adam = new Adam(gpu, constrained(names, tensors, anchors.map((center) => ({ center })), hp), {
+    lr: hp.lr,
+    trackNorm: false,
+  });
 
   const { prompts, targets } = promptsAndTargets(tok, requests);
   const losses: number[] = [];
@@ -381,15 +390,8 @@ async function trainGroups(
     // update; the biases' are accumulated.
     const grads = new Map(names.flatMap((n, i) => (factored.has(n) ? [] : [[n, gpu.zeros(shapes[i])]])));
     const grouped: GroupedParams = { groups: G, tensors: new Map(names.map((n, i) => [n, copies[i]])) };
-    const params: AdamParam[] = names.map((name, i) => ({
-      name,
-      tensor: copies[i],
-      size: copies[i].size,
-      linf: anchors[i]
-        ? { center: anchors[i]!, radius: hp.normConstraint }
-        : { center: tensors[i], radius: hp.normConstraint, copies: G },
-    }));
-    const adam = new Adam(gpu, params, { lr: hp.lr, trackNorm: false });
+    const centers = anchors.map((a, i) => (a ? { center: a } : { center: tensors[i], copies: G }));
+    const adam = new Adam(gpu, constrained(names, copies, centers, hp), { lr: hp.lr, trackNorm: false });
     const sequences = members.flatMap((g) => Array.from({ length: S }, (_, s) => g * S + s));
     const { batch, hooks, release } = batchWithNoise(
       gpu,
