@@ -527,6 +527,31 @@ Deno.test("v* of several requests optimised in one batch (finished ones leaving 
   }
 });
 
+Deno.test("v* of a request has the same bits in any batch, whichever forward parts its prompts run in", async () => {
+  // A reused value (experiments/study/shared_values.ts) must be the one its request gets alone: in a
+  // large batch the short KL prompts run in a part of their own, before the rewrite prompts, while alone
+  // they share one part; the request's gradient still sums its prompts in one order.
+  const model = Model.random(gpu, cfg, 23, true);
+  const names = ["Anna", "Berg", "Carl", "Dorn", "Eva", "Falk"];
+  const places = ["Paris", "Rome", "Oslo", "Lima"];
+  const requests: EditRequest[] = Array.from({ length: 24 }, (_, i) => ({
+    prompt: "{} lives in a city in",
+    subject: `${names[i % 6]} ${names[(i + 1 + Math.floor(i / 6)) % 6]}`,
+    target: Array.from({ length: 5 }, (_, t) => places[(i + t) % 4]).join(" "),
+  }));
+  const o = { ...BATCH_VALUES, layer: 1, steps: 4 };
+  const suffixLengths = (rs: EditRequest[]) =>
+    rs.flatMap((r) => planRequest(tok, r, o).instances.map((p) => p.ids.length - p.fact));
+  assert.ok(suffixParts(suffixLengths(requests)).length > 1, "the batch runs in several parts");
+  const together = await optimiseValues(model, tok, requests, o);
+  for (const i of [0, 7, 23]) {
+    assert.equal(suffixParts(suffixLengths([requests[i]])).length, 1, `request ${i} alone runs in one part`);
+    const [alone] = await optimiseValues(model, tok, [requests[i]], o);
+    assert.deepEqual(together[i].target, alone.target, `request ${i}: v* bits`);
+    assert.deepEqual(together[i].losses, alone.losses, `request ${i}: losses`);
+  }
+});
+
 Deno.test("v* at the last layer: a gradient of exactly 0 at delta = 0 stops the request at once with the losses of running on", async () => {
   const model = Model.random(gpu, cfg, 13, true);
   const last = cfg.nLayer - 1;

@@ -19,8 +19,10 @@
 // patchSources gives d loss / d delta; losses and gradients come back in one readback per step (which
 // waits for the step's kernels). Adam on a d-vector runs on the CPU. Several requests are optimised in
 // one batch: their prompts and deltas are disjoint, so the summed loss has the same per-request
-// gradients, and each request stops on its own (its delta frozen) exactly as if it ran alone. A call's
-// batches (one per layer) share one delta-free pass and run side by side.
+// gradients, and each request stops on its own (its delta frozen) exactly as if it ran alone, to the
+// bit: each prompt's delta gradient lands in a row of its own, and a request's rows are summed in prompt
+// order, whichever forward parts (suffixParts) the batch put them in. A call's batches (one per layer)
+// share one delta-free pass and run side by side.
 import { qkvWidth } from "../../engine/config.ts";
 import { backward } from "../../engine/autograd.ts";
 import { crossEntropy, klGradient, type RewriteRow, rewriteWeights } from "../../engine/backward_ops.ts";
@@ -529,8 +531,14 @@ export class ValueObjective {
   private readonly ownsPass: boolean;
   /** Every target-token row of every rewrite prompt. */
   private readonly nllRows: { target: number; request: number; prompt: number }[] = [];
-  /** deltas and their gradient [n, d]; each request's KL logits at delta = 0 [n, V]. */
-  private readonly tensors: Record<"deltas" | "gradDeltas" | "klReference", Tensor>;
+  /** deltas and their gradient [n, d]; each prompt instance's copy of its request's delta and that copy's
+   *  gradient [instances, d]; each request's KL logits at delta = 0 [n, V]. */
+  private readonly tensors: Record<
+    "deltas" | "gradDeltas" | "instanceDeltas" | "gradInstances" | "klReference",
+    Tensor
+  >;
+  /** Per prompt instance (requests' instances in order), its request. */
+  private readonly owners: number[];
   /** Per request; recorded by the first evaluate unless given. */
   references: ValueReference[];
 
@@ -553,9 +561,12 @@ export class ValueObjective {
     this.ownsPass = !shared.pass;
     this.pass = shared.pass ?? new DeltaFreePass(model, plans, o.site, [this.start]);
     this.inPass = shared.inPass ?? plans.map((_, r) => r);
+    this.owners = plans.flatMap((p, r) => p.instances.map(() => r));
     this.tensors = {
       deltas: gpu.zeros([this.n, d]),
       gradDeltas: gpu.zeros([this.n, d]),
+      instanceDeltas: gpu.zeros([this.owners.length, d]),
+      gradInstances: gpu.zeros([this.owners.length, d]),
       klReference: gpu.zeros([this.n, V]),
     };
     if (this.references.length) {
@@ -597,9 +608,9 @@ export class ValueObjective {
         const layer = plan.layer, site = layer < this.start ? "resid" : o.site;
         const key = `${layer}|${site}`;
         if (!patches.has(key)) {
-          patches.set(key, { layer, site, patch: { src: this.tensors.deltas, entries: [] } });
+          patches.set(key, { layer, site, patch: { src: this.tensors.instanceDeltas, entries: [] } });
         }
-        patches.get(key)!.patch!.entries.push({ dst: j * T, src: r, keep: 1, take: 1 });
+        patches.get(key)!.patch!.entries.push({ dst: j * T, src: b, keep: 1, take: 1 });
         if (k < nContexts) {
           const m = plan.target.length, promptLength = inst.ids.length - (m - 1);
           const first = nll.length, decrease = plan.request.direction === "decrease";
@@ -665,7 +676,15 @@ export class ValueObjective {
     const flat = new Float32Array(n * d);
     deltas.forEach((x, r) => flat.set(x, r * d));
     gpu.write(this.tensors.deltas, flat);
-    if (wanted) fill(gpu, this.tensors.gradDeltas, 0);
+    const { instanceDeltas, gradInstances, gradDeltas } = this.tensors;
+    rowOps(
+      gpu,
+      instanceDeltas,
+      this.tensors.deltas,
+      d,
+      this.owners.map((r, b) => ({ dst: b, src: r, keep: 0, take: 1 })),
+    );
+    if (wanted) fill(gpu, gradInstances, 0);
 
     const fwds = this.parts.map((part) => {
       const fwd = this.model.forward(part.batch, {
@@ -706,11 +725,27 @@ export class ValueObjective {
         );
         backward(this.model, fwd, {
           dlogits: part.dlogits,
-          patchSources: new Map([[this.tensors.deltas, this.tensors.gradDeltas]]),
+          patchSources: new Map([[instanceDeltas, gradInstances]]),
         });
       }
       return fwd;
     });
+    if (wanted) {
+      // Each request's gradient: its instances' in instance order, whatever parts they ran in, so that
+      // a request's float32 sum is the same in any batch (a reused value is the one computed alone).
+      rowOps(
+        gpu,
+        gradDeltas,
+        gradInstances,
+        d,
+        this.owners.map((r, b) => ({
+          dst: r,
+          src: b,
+          keep: b > 0 && this.owners[b - 1] === r ? 1 : 0,
+          take: 1,
+        })),
+      );
+    }
     const read = await gpu.readMany([
       ...this.parts.flatMap((p) => [p.losses, p.klLogits]),
       ...(first ? [this.pass.init] : []),
