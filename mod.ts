@@ -72,6 +72,7 @@ export {
   ModelLoadError,
   parameterShapes,
   randomWeights,
+  type ResumePoint,
   type Site,
   type Suffix,
 } from "./engine/model.ts";

@@ -409,6 +409,11 @@ export function backward(model: Model, fwd: ForwardResult, req: BackwardRequest)
     const dmlp = branchBackward(dx, a.mlp, p + "ln_mlp_out", a.mlpNormStats, Rb);
     hookBackward(l, "mlp", dmlp, a.rows);
     const goesOn = below || lowestBlockGoesOn;
+    if (goesOn && a.resumed) {
+      throw new Error(
+        `backward: block ${l} started at its MLP output projection (a resume point): no gradient below it`,
+      );
+    }
     const dkey = linearBackward(dmlp, a.key, p + "mlp.c_proj", f, d, goesOn, Rb);
     if (!dkey) {
       release(dmlp, ...(dattnAdded ? [dattnAdded] : []));

@@ -100,8 +100,11 @@ export function makeBatch(sequences: number[][], pad = 0): Batch {
 
 /** Activations of one block kept for the backward pass (all [R, width] unless noted). */
 export interface LayerActivations {
-  /** Block input (the residual entering it) [R, d]. */
+  /** Block input (the residual entering it) [R, d]; a resumed block's m. */
   x: Tensor;
+  /** The block started at its MLP output projection (ForwardOptions.resume): only m, key and what
+   *  follows them are set. */
+  resumed?: boolean;
   /**
    * The rows this block computed after attention, when not all R (the last block of a forward, at its
    * outputRows: see ForwardOptions.fullLastBlock). From `heads` on, every tensor below is [rows.length,
@@ -153,6 +156,22 @@ export interface LayerActivations {
   mlpNormed?: Tensor;
 }
 
+/**
+ * Where a forward may start inside a block: at `layer`'s MLP output projection, from what a kept
+ * forward of the same rows computed there (Model.resumePoint). FT-L trains that projection only, so
+ * the block's attention and MLP input are the same at every training step. All [B*T, ...] rows.
+ */
+export interface ResumePoint {
+  /** The block whose MLP output projection the forward starts at. */
+  layer: number;
+  /** The stream the MLP branch adds to: x + attn in sequential blocks, x in parallel ones [R, d]. */
+  m: Tensor;
+  /** The MLP's keys, the projection's input [R, f]. */
+  key: Tensor;
+  /** Parallel blocks: the attention branch's output as added to the stream [R, d] (after a post-norm). */
+  attn?: Tensor;
+}
+
 /** What a forward returns: the requested rows' logits, and the activations when `keep` is set. */
 export interface ForwardResult {
   /** Logits [outputRows.length, V] for the requested rows (after the final soft-cap, if any). */
@@ -163,7 +182,8 @@ export interface ForwardResult {
   batch: Batch;
   /** Present when the forward was run with keep: true. */
   acts?: {
-    embed: Tensor;
+    /** The embedding's output, or the caller's input (none after a resume point). */
+    embed?: Tensor;
     layers: LayerActivations[];
     final: Tensor; // residual after the last block [R,d] ([n,d] at outputRows after a trimmed last block)
     selected: Tensor; // final residual at outputRows [n,d]
@@ -176,6 +196,8 @@ export interface ForwardResult {
   startLayer: number;
   /** The caller's `input` tensor, if the pass was given one (never released by releaseForward). */
   input?: Tensor;
+  /** The caller's resume point, if the pass started from one (never released by releaseForward). */
+  resume?: ResumePoint;
   /** A suffix forward's caches and its starts and bases (u32 [2B], released with the result). */
   suffix?: { qkv: Tensor[]; T: number; offsets: Tensor };
   /** The per-group parameters the forward ran with (a backward differentiates them). */
@@ -236,6 +258,13 @@ export interface ForwardOptions {
   startLayer?: number;
   /** With startLayer: the residual [B*T, d] entering that block. */
   input?: Tensor;
+  /**
+   * Start at resume.layer's MLP output projection instead (startLayer, if given, must be that layer; no
+   * `input`): the block's attention and MLP input are taken from the resume point. Not with hooks at
+   * that block before its "mlp" site, nor with a suffix; a backward gives no gradient below the
+   * projection (FT-L's, which trains it, needs none).
+   */
+  resume?: ResumePoint;
   /**
    * Run blocks [startLayer, endLayer) only, without the head (default: every block, then the head):
    * `logits` then holds the residual leaving block endLayer - 1 at outputRows, [outputRows.length, d]
@@ -669,6 +698,59 @@ export class Model {
     );
   }
 
+  /** Refuses a resume point the forward `o` cannot start from (see ForwardOptions.resume). */
+  private checkResume(r: ResumePoint, start: number, R: number, o: ForwardOptions, hooks: Hook[]): void {
+    const cfg = this.config, where = `forward: resume at block ${r.layer}`;
+    if (!Number.isInteger(r.layer) || r.layer < 0 || r.layer >= cfg.nLayer) {
+      throw new Error(`${where}: no such block`);
+    }
+    if (start !== r.layer) throw new Error(`${where} with startLayer ${start}`);
+    if (o.input || o.suffix) throw new Error(`${where}: the resume point replaces an input or a suffix`);
+    const early = hooks.find((h) =>
+      h.site === "embed" || h.layer < r.layer ||
+      (h.layer === r.layer && ["attn", "mlp_pre", "key"].includes(h.site))
+    );
+    if (early) {
+      throw new Error(`${where}: a hook at ${early.site} ${early.layer} acts before the resume point`);
+    }
+    const parallel = cfg.residual !== "sequential";
+    const sizes: [string, Tensor | undefined, number][] = [
+      ["m", r.m, R * cfg.nEmbd],
+      ["key", r.key, R * this.siteWidth("key")],
+      ["attn", r.attn, parallel ? R * cfg.nEmbd : 0],
+    ];
+    for (const [name, t, size] of sizes) {
+      if ((t?.size ?? 0) !== size) {
+        throw new Error(`${where}: ${name} has ${t?.size ?? 0} values, the batch needs ${size}`);
+      }
+    }
+  }
+
+  /**
+   * The resume point of block `layer` of a kept forward (keep: true, every row of that block computed:
+   * fullLastBlock for the last), as copies the caller releases (gpu.release): what a later forward of
+   * the same rows starts from when only that block's MLP output projection, or parameters above it,
+   * have changed.
+   */
+  resumePoint(fwd: ForwardResult, layer: number): ResumePoint {
+    const a = fwd.acts?.layers[layer - fwd.startLayer];
+    if (!a || a.rows || a.resumed) {
+      throw new Error(`resumePoint: the forward kept no whole block ${layer} (keep: true, fullLastBlock)`);
+    }
+    const copy = (t: Tensor) => {
+      const c = this.gpu.empty([...t.shape]);
+      this.gpu.copy(t, c);
+      return c;
+    };
+    const parallel = this.config.residual !== "sequential";
+    return {
+      layer,
+      m: copy(a.m),
+      key: copy(a.key),
+      attn: parallel ? copy(a.attnNormed ?? a.attn) : undefined,
+    };
+  }
+
   /** Refuses GroupedParams a forward of B sequences cannot use, naming the parameter. */
   private checkGrouped(g: GroupedParams, B: number, suffix: boolean): void {
     if (suffix) throw new Error("forward: grouped parameters cannot run with a suffix forward");
@@ -793,7 +875,9 @@ export class Model {
     }
     const hooks = o.hooks ?? [];
     const keep = o.keep ?? false;
-    const start = o.startLayer ?? 0;
+    const resume = o.resume;
+    const start = o.startLayer ?? resume?.layer ?? 0;
+    if (resume) this.checkResume(resume, start, R, o, hooks);
     const end = o.endLayer ?? cfg.nLayer;
     if (!(Number.isInteger(end) && start <= end && end <= cfg.nLayer)) {
       throw new Error(`forward: endLayer ${end} outside [${start}, ${cfg.nLayer}]`);
@@ -869,7 +953,11 @@ export class Model {
 
     let x: Tensor;
     let embedOut: Tensor | undefined;
-    if (start > 0 || o.input) {
+    // The caller's tensors, read and never released or written here.
+    const borrowed = [o.input, resume?.m, resume?.key, resume?.attn];
+    if (resume) {
+      x = resume.m;
+    } else if (start > 0 || o.input) {
       if (!o.input) throw new Error("forward: startLayer > 0 needs the residual `input` entering that layer");
       x = o.input;
       if (hooks.some((h) => h.site === "resid" && h.layer === start - 1)) {
@@ -921,124 +1009,136 @@ export class Model {
         !hooks.some((h) => h.site === site && h.layer === l) && !(site === "mlp" && virtual.length);
       const fuseAdd = (site: Site) => unhooked(site) && sequential && !cfg.postNorms;
       const ownStream = (t: Tensor) => {
-        if (!keep && t !== o.input) return t;
+        if (!keep && !borrowed.includes(t)) return t;
         const c = gpu.empty([t.size / d, d]);
         gpu.copy(t, c);
         return c;
       };
       const a: Partial<LayerActivations> = { x };
-      a.ln1Stats = gpu.empty([R, 2]);
-      a.ln1 = this.norm(x, p + "ln_1", R, a.ln1Stats);
-      let qkv = this.linear(a.ln1, p + "attn.c_attn", R, d, width);
-      if (cfg.qkNorm) {
-        // Gemma 3: RMSNorm over each head's hd values of q and of k (v passes through).
-        a.qkvProjected = qkv;
-        qkv = gpu.empty([R, width]);
-        gpu.copy(a.qkvProjected, qkv);
-        a.qNormStats = gpu.empty([R * H, 2]);
-        a.kNormStats = gpu.empty([R * Hkv, 2]);
-        for (
-          const [part, heads, off, stats] of [["q", H, 0, a.qNormStats], [
-            "k",
-            Hkv,
-            qd,
-            a.kNormStats,
-          ]] as const
-        ) {
-          layernorm(
-            gpu,
-            a.qkvProjected,
-            this.p(`${p}attn.${part}_norm.weight`),
-            null,
-            R * heads,
-            hd,
-            cfg.layerNormEpsilon,
-            {
-              out: qkv,
-              stats,
-              rms: true,
-              gainOffset: cfg.normGainOffset,
-              rows: { G: heads, ld: width, off },
-            },
-          );
+      let m: Tensor, key: Tensor;
+      if (resume && l === start) {
+        // From the MLP output projection on (ForwardOptions.resume): the block's attention and MLP
+        // input are the caller's, at the trimmed block's rows where it is trimmed.
+        a.resumed = true;
+        if (trim) a.rows = outputRows;
+        const rowsOf = (t: Tensor, width: number) => (trim ? atOutputRows(t, width) : t);
+        m = rowsOf(resume.m, d);
+        key = rowsOf(resume.key, f);
+        if (resume.attn) a.attn = rowsOf(resume.attn, d);
+        a.m = m;
+        a.key = key;
+      } else {
+        a.ln1Stats = gpu.empty([R, 2]);
+        a.ln1 = this.norm(x, p + "ln_1", R, a.ln1Stats);
+        let qkv = this.linear(a.ln1, p + "attn.c_attn", R, d, width);
+        if (cfg.qkNorm) {
+          // Gemma 3: RMSNorm over each head's hd values of q and of k (v passes through).
+          a.qkvProjected = qkv;
+          qkv = gpu.empty([R, width]);
+          gpu.copy(a.qkvProjected, qkv);
+          a.qNormStats = gpu.empty([R * H, 2]);
+          a.kNormStats = gpu.empty([R * Hkv, 2]);
+          for (
+            const [part, heads, off, stats] of [["q", H, 0, a.qNormStats], [
+              "k",
+              Hkv,
+              qd,
+              a.kNormStats,
+            ]] as const
+          ) {
+            layernorm(
+              gpu,
+              a.qkvProjected,
+              this.p(`${p}attn.${part}_norm.weight`),
+              null,
+              R * heads,
+              hd,
+              cfg.layerNormEpsilon,
+              {
+                out: qkv,
+                stats,
+                rms: true,
+                gainOffset: cfg.normGainOffset,
+                rows: { G: heads, ld: width, off },
+              },
+            );
+          }
         }
-      }
-      if (cfg.rotary) {
-        // In place: a rotation is undone exactly in the backward pass, nothing to keep.
-        this.rotate(qkv, l, R, T, 1, suffixState?.offsets);
-      }
-      a.qkv = qkv;
-      const into = o.captureQkv?.get(l);
-      if (into) gpu.copy(qkv, into, R * width);
-      const saves = keep && attentionSaves(
-        attentionSaved(gpu),
-        B,
-        H,
-        T,
-        Tk,
-        gpu.limits.maxStorageBufferBindingSize,
-      );
-      a.probs = saves === "probs" ? gpu.empty([B, H, T, Tk]) : undefined;
-      a.lse = saves === "lse" ? gpu.empty([B, H, T]) : undefined;
-      a.heads = attention(gpu, qkv, B, Tk, qd, H, {
-        out: gpu.empty([R, qd]),
-        probs: a.probs,
-        lse: a.lse,
-        nKvHead: Hkv,
-        scale: cfg.attnScale,
-        softcap: cfg.attnSoftcap,
-        window: cfg.windows[l],
-        queries: suffixState && { Tq: T, offsets: suffixState.offsets, cache: suffixState.qkv[l - start] },
-      });
-      // The trimmed block goes on at the outputRows: their heads, and their rows of the stream (and of
-      // ln_1, GPT-J's MLP input). Attention's backward needs no heads of the other rows.
-      let stream = x;
-      if (trim) {
-        a.rows = outputRows;
-        const heads = a.heads;
-        a.heads = atOutputRows(heads, qd);
-        gpu.release(heads);
-        stream = atOutputRows(x, d);
-      }
-      // The stream after attention: m = x + attn in a sequential block; the parallel branches add
-      // into `out` below.
-      let m: Tensor;
-      if (fuseAdd("attn")) {
-        m = this.linear(a.heads, p + "attn.c_proj", Rb, qd, d, {
-          out: trim ? stream : ownStream(x),
-          beta: 1,
+        if (cfg.rotary) {
+          // In place: a rotation is undone exactly in the backward pass, nothing to keep.
+          this.rotate(qkv, l, R, T, 1, suffixState?.offsets);
+        }
+        a.qkv = qkv;
+        const into = o.captureQkv?.get(l);
+        if (into) gpu.copy(qkv, into, R * width);
+        const saves = keep && attentionSaves(
+          attentionSaved(gpu),
+          B,
+          H,
+          T,
+          Tk,
+          gpu.limits.maxStorageBufferBindingSize,
+        );
+        a.probs = saves === "probs" ? gpu.empty([B, H, T, Tk]) : undefined;
+        a.lse = saves === "lse" ? gpu.empty([B, H, T]) : undefined;
+        a.heads = attention(gpu, qkv, B, Tk, qd, H, {
+          out: gpu.empty([R, qd]),
+          probs: a.probs,
+          lse: a.lse,
+          nKvHead: Hkv,
+          scale: cfg.attnScale,
+          softcap: cfg.attnSoftcap,
+          window: cfg.windows[l],
+          queries: suffixState && { Tq: T, offsets: suffixState.offsets, cache: suffixState.qkv[l - start] },
         });
-      } else {
-        a.attn = this.linear(a.heads, p + "attn.c_proj", Rb, qd, d);
-        applyHooks(l, "attn", a.attn);
-        let added = a.attn;
-        if (cfg.postNorms) {
-          a.attnNormStats = gpu.empty([Rb, 2]);
-          added = a.attnNormed = this.norm(a.attn, p + "ln_attn_out", Rb, a.attnNormStats);
+        // The trimmed block goes on at the outputRows: their heads, and their rows of the stream (and of
+        // ln_1, GPT-J's MLP input). Attention's backward needs no heads of the other rows.
+        let stream = x;
+        if (trim) {
+          a.rows = outputRows;
+          const heads = a.heads;
+          a.heads = atOutputRows(heads, qd);
+          gpu.release(heads);
+          stream = atOutputRows(x, d);
         }
-        m = sequential ? add(gpu, stream, added, Rb * d, { out: gpu.empty([Rb, d]) }) : stream;
-        if (sequential && trim) gpu.release(stream);
+        // The stream after attention: m = x + attn in a sequential block; the parallel branches add
+        // into `out` below.
+        if (fuseAdd("attn")) {
+          m = this.linear(a.heads, p + "attn.c_proj", Rb, qd, d, {
+            out: trim ? stream : ownStream(x),
+            beta: 1,
+          });
+        } else {
+          a.attn = this.linear(a.heads, p + "attn.c_proj", Rb, qd, d);
+          applyHooks(l, "attn", a.attn);
+          let added = a.attn;
+          if (cfg.postNorms) {
+            a.attnNormStats = gpu.empty([Rb, 2]);
+            added = a.attnNormed = this.norm(a.attn, p + "ln_attn_out", Rb, a.attnNormStats);
+          }
+          m = sequential ? add(gpu, stream, added, Rb * d, { out: gpu.empty([Rb, d]) }) : stream;
+          if (sequential && trim) gpu.release(stream);
+        }
+        a.m = m;
+        if (cfg.residual === "parallel_shared_norm") {
+          a.ln2 = trim ? atOutputRows(a.ln1, d) : a.ln1;
+          a.ln2Stats = a.ln1Stats;
+        } else {
+          a.ln2Stats = gpu.empty([Rb, 2]);
+          a.ln2 = this.norm(m, p + "ln_2", Rb, a.ln2Stats);
+        }
+        if (cfg.mlp === "plain" && cfg.activation === "gelu_tanh" && !keep && unhooked("mlp_pre")) {
+          key = this.linear(a.ln2, p + "mlp.c_fc", Rb, d, f, { gelu: true });
+        } else {
+          a.pre = this.linear(a.ln2, p + "mlp.c_fc", Rb, d, fcOut);
+          applyHooks(l, "mlp_pre", a.pre);
+          key = cfg.mlp === "gated"
+            ? glu(gpu, a.pre, Rb, f, cfg.activation, { out: gpu.empty([Rb, f]) })
+            : gelu(gpu, a.pre, Rb * f, { out: gpu.empty([Rb, f]), activation: cfg.activation });
+        }
+        a.key = key;
+        applyHooks(l, "key", key);
       }
-      a.m = m;
-      if (cfg.residual === "parallel_shared_norm") {
-        a.ln2 = trim ? atOutputRows(a.ln1, d) : a.ln1;
-        a.ln2Stats = a.ln1Stats;
-      } else {
-        a.ln2Stats = gpu.empty([Rb, 2]);
-        a.ln2 = this.norm(m, p + "ln_2", Rb, a.ln2Stats);
-      }
-      let key: Tensor;
-      if (cfg.mlp === "plain" && cfg.activation === "gelu_tanh" && !keep && unhooked("mlp_pre")) {
-        key = this.linear(a.ln2, p + "mlp.c_fc", Rb, d, f, { gelu: true });
-      } else {
-        a.pre = this.linear(a.ln2, p + "mlp.c_fc", Rb, d, fcOut);
-        applyHooks(l, "mlp_pre", a.pre);
-        key = cfg.mlp === "gated"
-          ? glu(gpu, a.pre, Rb, f, cfg.activation, { out: gpu.empty([Rb, f]) })
-          : gelu(gpu, a.pre, Rb * f, { out: gpu.empty([Rb, f]), activation: cfg.activation });
-      }
-      a.key = key;
-      applyHooks(l, "key", key);
       let out: Tensor;
       if (fuseAdd("mlp")) {
         out = this.linear(key, p + "mlp.c_proj", Rb, f, d, { out: ownStream(m), beta: 1, grouped });
@@ -1058,7 +1158,7 @@ export class Model {
       if (keep) {
         layers.push(a as LayerActivations);
       } else {
-        releaseLayer(gpu, a, [out, o.input]);
+        releaseLayer(gpu, a, [out, ...borrowed]);
       }
       x = out;
     }
@@ -1070,7 +1170,7 @@ export class Model {
     if (trimmed) gpu.copy(x, selected = gpu.empty([n, d]));
     else selected = atOutputRows(x, d);
     if (headless) {
-      if (x !== o.input) gpu.release(x);
+      if (!borrowed.includes(x)) gpu.release(x);
       gpu.release(suffixState?.offsets);
       return { logits: selected, outputRows, batch, hooks, startLayer: start, input: o.input };
     }
@@ -1095,13 +1195,14 @@ export class Model {
       hooks,
       startLayer: start,
       input: o.input,
+      resume,
       grouped,
     };
     if (keep) {
-      result.acts = { embed: embedOut ?? o.input!, layers, final: x, selected, lnf, lnfStats };
+      result.acts = { embed: embedOut ?? o.input, layers, final: x, selected, lnf, lnfStats };
       result.suffix = suffixState;
     } else {
-      if (x !== o.input) gpu.release(x);
+      if (!borrowed.includes(x)) gpu.release(x);
       gpu.release(selected, lnf, lnfStats, suffixState?.offsets);
     }
     return result;
@@ -1136,7 +1237,9 @@ export class Model {
     const gpu = this.gpu;
     gpu.release(r.logits);
     if (!r.acts) return;
-    for (const a of r.acts.layers) releaseLayer(gpu, a, [r.input]);
+    for (const a of r.acts.layers) {
+      releaseLayer(gpu, a, [r.input, r.resume?.m, r.resume?.key, r.resume?.attn]);
+    }
     gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats, r.suffix?.offsets);
     r.acts = undefined;
     r.suffix = undefined;

@@ -196,3 +196,82 @@ Deno.test("grouped parameters are refused when they cannot apply, naming the par
   );
   model.releaseForward(fwd);
 });
+
+// FT-L's steps start at the lowest trained block's MLP output projection (Model.resumePoint): the blocks
+// below and that block's attention and MLP input are the same at every step. On every block form (fused
+// residual adds, GPT-J's and NeoX's parallel branches, Gemma 2's post-norms, Llama's gated MLP), at the
+// first block and at the last (trimmed to the scored rows), the resumed forward's logits and its
+// backward's grouped gradients are the bits of the whole forward's.
+for (const name of ["gpt2", "gptj", "gpt_neox_parallel", "gemma2", "llama"]) {
+  Deno.test(`${name}: a forward resumed at an MLP output projection gives the whole forward's bits`, async () => {
+    const { model, expected } = await loadCase(name);
+    const cfg = model.config, V = cfg.vocabSize;
+    const batch = makeBatch([expected.prompts[0], expected.prompts[1]]);
+    for (const layer of [...new Set([0, cfg.nLayer - 1])]) {
+      const names = [`h.${layer}.mlp.c_proj.weight`, `h.${layer}.mlp.c_proj.bias`].filter((n) =>
+        model.params.has(n)
+      );
+      const grouped: GroupedParams = {
+        groups: 2,
+        tensors: new Map(names.map((n, i) => {
+          const shape = model.p(n).shape, size = model.p(n).size;
+          return [n, gpu.tensor([2, ...shape], randomArray(2 * size, 7 + i, 0.05))];
+        })),
+      };
+      const weight = names[0], bias = names[1];
+      const whole = model.forward(batch, { keep: true, fullLastBlock: true });
+      const point = model.resumePoint(whole, layer);
+      model.releaseForward(whole);
+      const run = async (resume?: typeof point) => {
+        const fwd = model.forward(batch, { keep: true, grouped, resume });
+        const dlogits = gpu.tensor([fwd.outputRows.length, V], randomArray(fwd.outputRows.length * V, 3, 1));
+        const params = new Map(bias ? [[bias, gpu.zeros([2, ...model.p(bias).shape])]] : []);
+        const { factors } = backward(model, fwd, { dlogits, params, factored: new Set([weight]) });
+        const f = factors.get(weight)!;
+        const out = await gpu.readMany([fwd.logits, f.a, f.b, ...params.values()]);
+        releaseFactors(gpu, factors);
+        model.releaseForward(fwd);
+        gpu.release(dlogits, ...params.values());
+        return out;
+      };
+      const [full, resumed] = [await run(), await run(point)];
+      ["logits", "factor a", "factor b", "bias gradient"].slice(0, full.length).forEach((what, i) =>
+        assert.deepEqual(resumed[i], full[i], `${name} block ${layer}: ${what}`)
+      );
+      gpu.release(point.m, point.key, point.attn, ...grouped.tensors.values());
+    }
+  });
+}
+
+Deno.test("resume points are refused where they cannot apply, and give no gradient below them", async () => {
+  const { model, expected } = await loadCase("gpt2");
+  const batch = makeBatch([expected.prompts[0], expected.prompts[1]]);
+  const whole = model.forward(batch, { keep: true });
+  assert.throws(() => model.resumePoint(whole, model.config.nLayer - 1), /kept no whole block/);
+  const point = model.resumePoint(whole, 0);
+  model.releaseForward(whole);
+  const into = gpu.zeros([batch.B * batch.T, model.config.nEmbd]);
+  const rows = [0];
+  assert.throws(
+    () =>
+      model.forward(batch, { resume: point, hooks: [{ layer: 0, site: "attn", capture: { into, rows } }] }),
+    /a hook at attn 0 acts before the resume point/,
+  );
+  assert.throws(
+    () => model.forward(batch, { resume: point, startLayer: 1 }),
+    /resume at block 0 with startLayer 1/,
+  );
+  assert.throws(
+    () => model.forward(makeBatch([expected.prompts[0]]), { resume: point }),
+    /m has \d+ values, the batch needs \d+/,
+  );
+  const fwd = model.forward(batch, { resume: point, keep: true });
+  const dlogits = gpu.zeros([fwd.outputRows.length, model.config.vocabSize]);
+  const params = new Map([["h.0.attn.c_proj.weight", gpu.zeros(model.p("h.0.attn.c_proj.weight").shape)]]);
+  assert.throws(
+    () => backward(model, fwd, { dlogits, params }),
+    /block 0 started at its MLP output projection/,
+  );
+  model.releaseForward(fwd);
+  gpu.release(point.m, point.key, into, dlogits, ...params.values());
+});

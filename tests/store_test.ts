@@ -258,7 +258,7 @@ Deno.test("attempts count starts until the work is finished; missing and damaged
 });
 
 Deno.test("claims: among the processes of one run (two handles on one file) the first to claim a block gets it; another run claims afresh", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     const [a, b] = [ResultStore.open(`${dir}/r.db`), ResultStore.open(`${dir}/r.db`)];
     try {
       assert.deepEqual([a.claim("run1", "block 0"), b.claim("run1", "block 0")], [true, false]);

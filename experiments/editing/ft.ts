@@ -10,8 +10,8 @@
 //
 // computeFtBatch trains many edits at once without touching the model: each edit's prompts form one group
 // of a batch with its own copy of the trained tensors (engine/model.ts GroupedParams), so one forward and
-// backward per step serve every edit, and the blocks below the lowest trained layer, which never change,
-// run once. Each edit steps and stops exactly as computeFt would (its own loss, its own Adam moments and
+// backward per step serve every edit, and what never changes (the blocks below the lowest trained layer,
+// and that block up to its MLP output projection) runs once per batch (engine/model.ts ResumePoint). Each edit steps and stops exactly as computeFt would (its own loss, its own Adam moments and
 // L-infinity ball); results equal computeFt's to float tolerance (the grouped products sum in another order).
 import { allocateGradients, backward, releaseFactors } from "../../engine/autograd.ts";
 import { sideBySide, type Tensor } from "../../engine/gpu.ts";
@@ -356,7 +356,7 @@ async function trainGroups(
     Array.from({ length: S }, (_, s) => job.requests[Math.min(s, job.requests.length - 1)])
   );
   const { prompts, targets } = promptsAndTargets(tok, padded);
-  // The blocks below the lowest trained layer never change: the residual entering it, once per batch.
+  // Where every step's forward starts (makeBatch's resume point).
   const lowest = Math.min(...hp.layers);
   const factored = new Set(names.filter(isFactored));
   // Each job's tensors at the step it stopped (later steps move a stopped job by Adam's momentum, which
@@ -398,19 +398,20 @@ async function trainGroups(
       model.config.nEmbd,
       sequences.map((b) => prompts[b]),
     );
-    let input: Tensor | undefined;
-    if (lowest > 0) {
-      const rows = Array.from({ length: batch.B * batch.T }, (_, r) => r);
-      input = model.forward(batch, { hooks, endLayer: lowest, outputRows: rows }).logits;
-    }
+    // The blocks below the lowest trained layer and that block up to its MLP output projection never
+    // change: one kept forward gives the resume point of every step (the tensors a step's own forward
+    // would compute there, so the same bits).
+    const first = model.forward(batch, { hooks, keep: true, fullLastBlock: true });
+    const resume = model.resumePoint(first, lowest);
+    model.releaseForward(first);
+    release();
     const free = () => {
-      release();
       adam.destroy();
-      gpu.release(input);
+      gpu.release(resume.m, resume.key, resume.attn);
       for (const t of [...copies, ...grads.values()]) t.destroy();
       for (const t of anchors) t?.destroy();
     };
-    return { members, copies, grads, grouped, adam, batch, hooks, input, free };
+    return { members, copies, grads, grouped, adam, batch, resume, free };
   };
 
   const losses: number[][] = jobs.map(() => []);
@@ -425,11 +426,8 @@ async function trainGroups(
   let stoppedInBatch = 0;
   try {
     for (let step = 0; step < hp.numSteps && active.size > 0; step++) {
-      const { members, batch, hooks, input, grouped, grads, adam } = current;
-      const fwd = model.forward(
-        batch,
-        input ? { startLayer: lowest, input, keep: true, grouped } : { hooks, keep: true, grouped },
-      );
+      const { members, batch, resume, grouped, grads, adam } = current;
+      const fwd = model.forward(batch, { resume, keep: true, grouped });
       const logits = await fwd.logits.read();
       const dlogits = new Float32Array(members.length * S * V);
       members.forEach((g, p) => {
