@@ -11,8 +11,9 @@
 // computeFtBatch trains many edits at once without touching the model: each edit's prompts form one group
 // of a batch with its own copy of the trained tensors (engine/model.ts GroupedParams), so one forward and
 // backward per step serve every edit, and what never changes (the blocks below the lowest trained layer,
-// and that block up to its MLP output projection) runs once per batch (engine/model.ts ResumePoint). Each edit steps and stops exactly as computeFt would (its own loss, its own Adam moments and
-// L-infinity ball); results equal computeFt's to float tolerance (the grouped products sum in another order).
+// and that block up to its MLP output projection) runs once per batch (engine/model.ts ResumePoint). Each
+// edit steps and stops exactly as computeFt would (its own loss, its own Adam moments and L-infinity
+// ball); results equal computeFt's to float tolerance (the grouped products sum in another order).
 import { allocateGradients, backward, releaseFactors } from "../../engine/autograd.ts";
 import { sideBySide, type Tensor } from "../../engine/gpu.ts";
 import type { GroupedParams, Model } from "../../engine/model.ts";
