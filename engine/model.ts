@@ -954,7 +954,7 @@ export class Model {
     let x: Tensor;
     let embedOut: Tensor | undefined;
     // The caller's tensors, read and never released or written here.
-    const borrowed = [o.input, resume?.m, resume?.key, resume?.attn];
+    const borrowed = callersTensors(o);
     if (resume) {
       x = resume.m;
     } else if (start > 0 || o.input) {
@@ -1237,13 +1237,16 @@ export class Model {
     const gpu = this.gpu;
     gpu.release(r.logits);
     if (!r.acts) return;
-    for (const a of r.acts.layers) {
-      releaseLayer(gpu, a, [r.input, r.resume?.m, r.resume?.key, r.resume?.attn]);
-    }
+    for (const a of r.acts.layers) releaseLayer(gpu, a, callersTensors(r));
     gpu.release(r.acts.final, r.acts.selected, r.acts.lnf, r.acts.lnfStats, r.suffix?.offsets);
     r.acts = undefined;
     r.suffix = undefined;
   }
+}
+
+/** The tensors a forward reads from its caller (its input, its resume point), which it never releases. */
+function callersTensors(o: { input?: Tensor; resume?: ResumePoint }): (Tensor | undefined)[] {
+  return [o.input, o.resume?.m, o.resume?.key, o.resume?.attn];
 }
 
 /** Returns a layer's activations to the pool, except the tensors in `keep` (the stream passed on, the
