@@ -176,7 +176,7 @@ Deno.test("study: out of time it stops; run again it resumes; the findings, CSV 
   assert.match(forced, /--force: this store now holds results computed under other settings/);
 });
 
-Deno.test("study --processes 2 (auto on a software adapter): a worker runs shard 1/2 beside this process into one store, the edits' blocks claimed by whichever is free; the same records as one process", async () => {
+Deno.test("study --processes 2 (auto on a software adapter): a worker runs shard 1/2 beside this process into one store, the edits' blocks claimed by whichever is free; the same records as one process editing all 4 facts in one block", async () => {
   const gpu = await getGpu();
   const auto = gpu.info.software !== null && navigator.hardwareConcurrency >= 2;
   const out = await study(
@@ -186,6 +186,9 @@ Deno.test("study --processes 2 (auto on a software adapter): a worker runs shard
     `${dir}/study2`,
     "--processes",
     auto ? "auto" : "2",
+    // Two blocks of 2 facts (the one-process run above: one block of all 4), so either process can claim one.
+    "--block-facts",
+    "2",
   );
   if (auto) assert.match(out, /\n2 processes \(--processes auto: a software adapter on 2\+ cores\)\n/);
   const log = await Deno.readTextFile(`${dir}/study2/worker-1.log`);
@@ -210,7 +213,7 @@ Deno.test("study --processes 2 (auto on a software adapter): a worker runs shard
   };
   const [one, two] = [rows(`${dir}/study/results.db`), rows(`${dir}/study2/results.db`)];
   assert.deepEqual([...two.keys()].sort(), [...one.keys()].sort());
-  // The processes claim the edits' blocks of one process's run (runSweep's claims): the same bits.
+  // Other blocks, claimed by either process (runSweep's claims), batch other edits together: the same bits.
   for (const [key, r] of two) assert.deepEqual(r.metrics, one.get(key)!.metrics, key);
 });
 

@@ -16,6 +16,7 @@ import { traceFact } from "../experiments/localization/tracing.ts";
 import { renderReport } from "../experiments/study/report.ts";
 import { resultKey, ResultStore, type StoredResult } from "../experiments/study/store.ts";
 import {
+  blockSizes,
   dealFacts,
   defaultSettings,
   driftMeasured,
@@ -175,6 +176,17 @@ Deno.test("window study: Hase et al.'s windows scaled to depth; planItems traces
     traces({ ...base, localizations: ["zeroing"], windows: [1] }).filter(([l]) => l !== "zeroing"),
     [["tracing-window:1", "counterfact:0", 1], ["tracing-window:1", "counterfact:1", 1]],
   );
+});
+
+Deno.test("blockSizes: blocks of the largest size while much is left, then a quarter of what is left, never below the smallest", () => {
+  const sizes = blockSizes(300, 24);
+  assert.deepEqual(sizes, [24, 24, 24, 24, 24, 24, 24, 24, 24, 21, 16, 12, 9, 7, 5, 4, 4, 4, 2]);
+  assert.equal(sizes.reduce((a, b) => a + b, 0), 300);
+  assert.deepEqual(blockSizes(4, 24), [4]);
+  assert.deepEqual(blockSizes(4, 2), [2, 2]);
+  assert.deepEqual(blockSizes(9, 8), [4, 4, 1]);
+  assert.deepEqual(blockSizes(5, 1), [1, 1, 1, 1, 1]);
+  assert.deepEqual(blockSizes(0, 24), []);
 });
 
 Deno.test("option parsing and helpers: layer lists, names, the trace window, JSON-safe values", () => {
