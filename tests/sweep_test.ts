@@ -178,15 +178,17 @@ Deno.test("window study: Hase et al.'s windows scaled to depth; planItems traces
   );
 });
 
-Deno.test("blockSizes: blocks of the largest size while much is left, then a quarter of what is left, never below the smallest", () => {
-  const sizes = blockSizes(300, 24);
+Deno.test("blockSizes: one process runs blocks of the largest size; several, sharing blocks, take 1 / (2 x processes) of what is left once it is small, never below the smallest", () => {
+  assert.deepEqual(blockSizes(50, 24), [24, 24, 2]);
+  const sizes = blockSizes(300, 24, 2);
   assert.deepEqual(sizes, [24, 24, 24, 24, 24, 24, 24, 24, 24, 21, 16, 12, 9, 7, 5, 4, 4, 4, 2]);
   assert.equal(sizes.reduce((a, b) => a + b, 0), 300);
-  assert.deepEqual(blockSizes(4, 24), [4]);
-  assert.deepEqual(blockSizes(4, 2), [2, 2]);
-  assert.deepEqual(blockSizes(9, 8), [4, 4, 1]);
-  assert.deepEqual(blockSizes(5, 1), [1, 1, 1, 1, 1]);
-  assert.deepEqual(blockSizes(0, 24), []);
+  assert.deepEqual(blockSizes(300, 24, 3).slice(-13), [16, 13, 11, 9, 7, 6, 5, 4, 4, 4, 4, 4, 4]);
+  assert.deepEqual(blockSizes(4, 24, 2), [4]);
+  assert.deepEqual(blockSizes(4, 2, 2), [2, 2]);
+  assert.deepEqual(blockSizes(9, 8, 2), [4, 4, 1]);
+  assert.deepEqual(blockSizes(5, 1, 2), [1, 1, 1, 1, 1]);
+  assert.deepEqual(blockSizes(0, 24, 2), []);
 });
 
 Deno.test("option parsing and helpers: layer lists, names, the trace window, JSON-safe values", () => {
