@@ -68,13 +68,13 @@ import {
 import { runMain } from "../../engine/main.ts";
 import { WINDOW_STUDY } from "../localization/layer_selection.ts";
 
-/** The default study (the papers' scale: Hase et al. edit 652 facts, the golden-layer paper hundreds)
- *  and --quick, a smoke test of the whole pipeline. Every option below overrides its preset. */
-/** Facts per edit block (runSweep's blocks): a papers'-scale study in blocks of 24 facts took 10-15% less
- *  time than in blocks of 4 (larger v* / z and FT-L batches, fewer per-block passes; bench/RESULTS.md),
- *  each process's memory about 3.4 against 2.4 GB on the embedded model. */
+/** Facts per edit block (runSweep's blocks): the papers'-scale study in blocks of 24 facts took 19% less
+ *  time than in blocks of 4 (larger v* / z and FT-L batches, fewer per-block passes; bench/RESULTS.md);
+ *  on the embedded model a 24-fact block of the low-rank methods peaked at 3.4 GB against 2.4 GB. */
 const STUDY_BLOCK_FACTS = 24;
 
+/** The default study (the papers' scale: Hase et al. edit 652 facts, the golden-layer paper hundreds)
+ *  and --quick, a smoke test of the whole pipeline. Every option below overrides its preset. */
 const PRESETS = {
   default: {
     facts: 250,
@@ -137,7 +137,7 @@ const USAGE = `usage: ./locus task study [options]
                        method and problem (default ${DEFAULT_DRIFT.every}; 1: all, 0: none); short seeded generations
   --block-facts N      edit the facts in blocks of at most N through every condition (default ${STUDY_BLOCK_FACTS}; the
                        last blocks shorter so that processes finish together): larger blocks are larger
-                       batches and take more memory; the records are the same for any N on this adapter
+                       batches and take more memory; on a software adapter the records are the same for any N
   --v-steps N          ROME/MEMIT optimisation steps (default: the model's hyper-parameters, e.g. 20 for
                        GPT-2/GPT-J and for ROME on small models, 50 for MEMIT on small models)
   --stats-dir DIR      key statistics cache (default runs/editing-stats)
