@@ -1064,10 +1064,10 @@ export async function runSweep(
     };
 
     // Blocks of up to `batchSize` facts (blockSizes), each through every (problem, method, layer): a sweep
-    // stopped early (killed, or out of time) holds every condition for fewer facts, not some conditions for all. With
-    // `claims` the blocks are the plan's, whatever is stored yet (so a block's batches, and its records,
-    // are the same whichever process runs it, and the same as one process's), and each process runs those
-    // it claims first.
+    // stopped early (killed, or out of time) holds every condition for fewer facts, not some conditions
+    // for all. With `claims` the blocks are the plan's, whatever is stored yet (so a block's batches, and
+    // its records, are the same whichever process runs it, and the same as one process's), and each
+    // process runs those it claims first.
     const factOrder = [
       ...new Set(
         (o.claims !== undefined ? mine.filter((it) => it.kind === "edit") : edits).map((e) => e.fact.id),
