@@ -36,8 +36,20 @@ import {
   tokenAgreement,
   wordTokens,
 } from "../experiments/evaluation/metrics.ts";
-import { type Essence, essenceOf, essenceTexts, generationFluency } from "../experiments/evaluation/drift.ts";
-import { applyEdit, type Edit, keyValueDelta, VirtualEditSet } from "../experiments/editing/edit.ts";
+import {
+  type Essence,
+  essenceOf,
+  essenceTexts,
+  generationFluency,
+  unchangedEssence,
+} from "../experiments/evaluation/drift.ts";
+import {
+  applyEdit,
+  changesNothing,
+  type Edit,
+  keyValueDelta,
+  VirtualEditSet,
+} from "../experiments/editing/edit.ts";
 import { caseProbabilities, caseProbabilitiesPlan } from "../experiments/editing/problems.ts";
 import { referenceForward } from "./reference_model.ts";
 import { randomArray } from "./util.ts";
@@ -706,6 +718,78 @@ Deno.test("under virtual edits, one batched pass gives each edit's standard metr
     () => standardScores(model, tok, baselines, { edits: set, itemEdit: [0] }),
     /1 item edits for 3 items/,
   );
+});
+
+Deno.test("an edit that changes no weight is scored as the unedited model: its scores, essence and fluency are those measured before it", async () => {
+  const f = model.config.nInner, d = model.config.nEmbd;
+  const zeros = (n: number) => new Float32Array(n);
+  const lowRank = (keys: Float32Array, values: Float32Array, rank: number): Edit => ({
+    method: "rome",
+    requests: [],
+    deltas: [keyValueDelta(model, 1, keys, values, rank)],
+    info: {},
+  });
+  // keys [f, rank] (component i in column i), values [rank, d].
+  const columnZero = (rank: number, zeroColumn: number) => {
+    const k = randomArray(f * rank, 61, 2);
+    for (let a = 0; a < f; a++) k[a * rank + zeroColumn] = 0;
+    return k;
+  };
+  const values2 = randomArray(2 * d, 62, 2);
+  const noValueOf1 = values2.slice();
+  noValueOf1.fill(0, d, 2 * d);
+  const denseZero: Edit = {
+    method: "ft",
+    requests: [],
+    deltas: ["weight", "bias"].filter((part) => model.params.has(`h.0.mlp.c_proj.${part}`)).map((part) => {
+      const t = model.p(`h.0.mlp.c_proj.${part}`);
+      return {
+        kind: "dense" as const,
+        param: `h.0.mlp.c_proj.${part}`,
+        shape: [...t.shape],
+        values: zeros(t.size),
+      };
+    }),
+    info: {},
+  };
+  const edits = [
+    lowRank(zeros(f), randomArray(d, 63, 2), 1), // MEMIT's z equal to the current state: no key direction
+    lowRank(randomArray(f, 64, 2), zeros(d), 1), // no value change
+    lowRank(columnZero(2, 0), noValueOf1, 2), // each component zero on one side
+    denseZero,
+    lowRank(columnZero(2, 0), values2, 2), // component 1 changes the weights
+  ];
+  assert.deepEqual(edits.map(changesNothing), [true, true, true, true, false]);
+  const set = new VirtualEditSet(model, edits);
+  try {
+    assert.deepEqual([-1, 0, 1, 2, 3, 4].map((e) => set.acting(e)), [-1, -1, -1, -1, -1, 4]);
+    assert.equal(set.firstLayer(0), model.nLayer, "an edit of nothing acts at no block");
+    assert.equal(set.firstLayer(4), 1);
+    // Scores, essence and fluency under each edit that changes nothing: the unedited model's, bit for bit
+    // (in a batch with the edit that acts, which changes them).
+    const sampling = { topK: 3, tokens: 5 };
+    const texts = await essenceTexts(model, tok, "Paris", { ...sampling, seed: 8, samples: 3 });
+    const run = { prompts: PROMPTS.slice(0, 2), seed: 5 };
+    const [before] = await generationFluency(model, tok, [run], sampling);
+    const itemEdit = [0, 1, 2, 3, 4];
+    const under = { edits: set, itemEdit };
+    const essence = await essenceOf(model, itemEdit.map(() => texts), under);
+    const fluent = await generationFluency(model, tok, itemEdit.map(() => run), sampling, under);
+    for (const e of [0, 1, 2, 3]) {
+      assert.deepEqual(essence[e], unchangedEssence(texts), `edit ${e}: essence`);
+      assert.equal(fluent[e], before, `edit ${e}: fluency`);
+    }
+    assert.notEqual(essence[4].post, texts.perplexity, "the edit that acts moves the perplexity");
+    const items = [{ context: tok.encode("the capital of France is"), continuation: tok.encode(" Paris") }];
+    const alone = await scoreTokens(model, items);
+    const scored = await scoreTokens(model, itemEdit.map(() => items[0]), 2, under);
+    for (const e of [0, 1, 2, 3]) {
+      assert.deepEqual(scored.logProbs[e], alone.logProbs[0], `edit ${e}: scores`);
+    }
+    assert.notDeepEqual(scored.logProbs[4], alone.logProbs[0]);
+  } finally {
+    set.release();
+  }
 });
 
 Deno.test("scorePlans: Hase et al.'s probabilities and the standard metrics of the same edits in one call, each as scored alone", async () => {

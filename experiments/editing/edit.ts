@@ -268,6 +268,7 @@ export class VirtualEditSet {
       bias?: Float32Array;
     };
     const perLayer = new Map<number, Map<number, Share>>();
+    const nothing = edits.map(changesNothing);
     edits.forEach((edit, e) => {
       edit.deltas.forEach((delta, i) => {
         const where = `virtual edit ${e} (${edit.method}, delta ${i})`;
@@ -298,6 +299,14 @@ export class VirtualEditSet {
           );
         }
       }
+      // An edit that changes nothing (changesNothing) acts nowhere: its prompts are the unedited model's.
+      for (const e of shares.keys()) {
+        if (nothing[e]) {
+          this.unchanged.add(e);
+          shares.delete(e);
+        }
+      }
+      if (shares.size === 0) continue;
       const list = [...shares.values()];
       const ranks = list.map((x) => x.low.reduce((s, p) => s + p.rank, 0));
       const dense = list.map((x) => !!x.dense);
@@ -333,6 +342,15 @@ export class VirtualEditSet {
         local: new Map([...shares.keys()].map((e, i) => [e, i])),
       });
     }
+  }
+
+  /** The edits that change nothing (changesNothing): scored as the unedited model (`acting`). */
+  private readonly unchanged = new Set<number>();
+
+  /** Edit `e` as it acts on a prompt: -1 (the unedited model) for -1 and for an edit that changes nothing,
+   *  so that scorers share one pass between such a prompt and the same prompt under any other of them. */
+  acting(e: number): number {
+    return this.unchanged.has(e) ? -1 : e;
   }
 
   /** The lowest block whose MLP output projection edit `e` changes; the model's depth for -1 (unedited)
@@ -390,6 +408,28 @@ export function repeatUnder(under: ScoredUnder, counts: readonly number[]): Scor
     edits: under.edits,
     itemEdit: under.itemEdit.flatMap((e, i) => new Array<number>(counts[i]).fill(e)),
   };
+}
+
+/**
+ * Whether applying `edit` leaves every weight as it is: each delta exactly zero (a dense change of zeros;
+ * low-rank components each with a zero key direction or value change). MEMIT's and EMMET's edits of a fact
+ * the model already predicts with a loss under the stopping threshold are such (their z is the current
+ * hidden state); the model under one is bit for bit the unedited model.
+ */
+export function changesNothing(edit: Edit): boolean {
+  const zero = (x: Float32Array, from = 0, to = x.length, step = 1) => {
+    for (let i = from; i < to; i += step) if (x[i] !== 0) return false;
+    return true;
+  };
+  return edit.deltas.every((delta) => {
+    if (delta.kind === "dense") return zero(delta.values);
+    // Component c: column c of left [rows, rank], row c of right [rank, cols].
+    for (let c = 0; c < delta.rank; c++) {
+      const leftZero = zero(delta.left, c, delta.left.length, delta.rank);
+      if (!leftZero && !zero(delta.right, c * delta.cols, (c + 1) * delta.cols)) return false;
+    }
+    return true;
+  });
 }
 
 /** A delta of an MLP output projection as its components: u [rank, f] key directions, v [rank, d] value

@@ -14,7 +14,7 @@ import type { Tokenizer } from "../../engine/tokenizer.ts";
 import { loadDataset } from "../data/datasets.ts";
 import { knowsAnswers } from "../evaluation/recall.ts";
 import { sem } from "../study/stats.ts";
-import { type StandardBaseline, standardBaseline, type StandardScores } from "../evaluation/metrics.ts";
+import { standardBaselines, type StandardScores } from "../evaluation/metrics.ts";
 import { applyEdit, type Edit, type EditRequest } from "./edit.ts";
 import { computeEdits, describeEdit, editedLayers, type MethodConfig, type MethodName } from "./methods.ts";
 import {
@@ -117,17 +117,6 @@ export function scoreSem(scores: CaseScores[], k: keyof CaseScores): number {
 
 function present(scores: CaseScores[], k: keyof CaseScores): number[] {
   return scores.map((s) => s[k]).filter((x) => !Number.isNaN(x));
-}
-
-/** Each case's standard baseline (metrics.ts standardBaseline), before any edit is applied. */
-async function standardBaselines(
-  model: Model,
-  tok: Tokenizer,
-  cases: QualityCase[],
-): Promise<(StandardBaseline | null)[]> {
-  const out = [];
-  for (const { c, request } of cases) out.push(await standardBaseline(model, tok, c, request));
-  return out;
 }
 
 /** Hase et al.'s scores and the standard metrics of the cases, on the model as it is now (edited). */

@@ -18,6 +18,7 @@
 // the neighborhood prompts, identical for every problem as in the paper. p = exp(-mean NLL) of the
 // target's tokens, teacher forced.
 import type { Model } from "../../engine/model.ts";
+import type { Tensor } from "../../engine/gpu.ts";
 import { topK } from "../../engine/ops.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { EditCase } from "../data/datasets.ts";
@@ -114,41 +115,67 @@ export async function problemRequest(
   problem: EditingProblem,
   noise: SubjectNoise,
 ): Promise<EditRequest> {
-  const base = { prompt: c.prompt, subject: c.subject };
-  switch (problem) {
-    case "error-injection":
-      return { ...base, target: c.targetNew };
-    case "fact-erasure":
-      return { ...base, target: c.targetTrue, direction: "decrease" };
-    case "fact-amplification":
-      return { ...base, target: c.targetTrue };
-    case "fact-forcing":
-      return { ...base, target: c.targetTrue, noise };
-    case "tracing-reversal":
-      return { ...base, target: await noisedPrediction(model, tok, c, noise) };
-  }
+  return (await problemRequests(model, tok, [{ c, problem }], noise))[0];
 }
 
-/** The most likely next token (as text) after the noised prompt, other than o_true's first token. */
-async function noisedPrediction(
+/** problemRequest of many (case, problem) pairs: the tracing reversals' noised predictions in one forward
+ *  (a sweep block poses every problem of its facts). */
+export async function problemRequests(
   model: Model,
   tok: Tokenizer,
-  c: EditingCase,
+  posed: readonly { c: EditingCase; problem: EditingProblem }[],
   noise: SubjectNoise,
-): Promise<string> {
+): Promise<EditRequest[]> {
+  const reversals = posed.flatMap(({ c, problem }) => problem === "tracing-reversal" ? [c] : []);
+  const predicted = await noisedPredictions(model, tok, reversals, noise);
+  let reversal = 0;
+  return posed.map(({ c, problem }) => {
+    const base = { prompt: c.prompt, subject: c.subject };
+    switch (problem) {
+      case "error-injection":
+        return { ...base, target: c.targetNew };
+      case "fact-erasure":
+        return { ...base, target: c.targetTrue, direction: "decrease" };
+      case "fact-amplification":
+        return { ...base, target: c.targetTrue };
+      case "fact-forcing":
+        return { ...base, target: c.targetTrue, noise };
+      case "tracing-reversal":
+        return { ...base, target: predicted[reversal++] };
+    }
+  });
+}
+
+/** Per case, the most likely next token (as text) after its noised prompt, other than o_true's first token:
+ *  forwards of CASE_BATCH prompts (each row the one it gets alone) and one readback. */
+async function noisedPredictions(
+  model: Model,
+  tok: Tokenizer,
+  cases: readonly EditingCase[],
+  noise: SubjectNoise,
+): Promise<string[]> {
   const gpu = model.gpu, V = model.config.vocabSize;
-  const { batch, hooks, release } = batchWithNoise(gpu, model.config.nEmbd, [
-    instantiate(tok, "{}", c.prompt, c.subject, noise),
-  ]);
-  const res = model.forward(batch, { hooks });
-  release();
-  const top = topK(gpu, res.logits, 1, V, 2);
-  const ids = await gpu.readU32(top.indices);
-  gpu.release(top.indices, top.values);
-  model.releaseForward(res);
-  const trueFirst =
-    targetIds(tok, c.prompt.replace("{}", c.subject), c.targetTrue, { refuseUnknown: true })[0];
-  return tok.decode([ids[0] === trueFirst ? ids[1] : ids[0]]).trim();
+  const tops: { indices: Tensor; values: Tensor }[] = [];
+  for (let at = 0; at < cases.length; at += CASE_BATCH) {
+    const part = cases.slice(at, at + CASE_BATCH);
+    const { batch, hooks, release } = batchWithNoise(
+      gpu,
+      model.config.nEmbd,
+      part.map((c) => instantiate(tok, "{}", c.prompt, c.subject, noise)),
+    );
+    const res = model.forward(batch, { hooks });
+    release();
+    tops.push(topK(gpu, res.logits, part.length, V, 2));
+    model.releaseForward(res);
+  }
+  const read = await gpu.readMany(tops.map((t) => t.indices));
+  for (const t of tops) gpu.release(t.indices, t.values);
+  const ids = read.flatMap((r) => Array.from(new Uint32Array(r.buffer, r.byteOffset, r.length)));
+  return cases.map((c, i) => {
+    const trueFirst =
+      targetIds(tok, c.prompt.replace("{}", c.subject), c.targetTrue, { refuseUnknown: true })[0];
+    return tok.decode([ids[2 * i] === trueFirst ? ids[2 * i + 1] : ids[2 * i]]).trim();
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

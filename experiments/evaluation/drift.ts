@@ -66,26 +66,46 @@ export async function essenceTexts(
   subject: string,
   o: SamplingOptions & { samples: number },
 ): Promise<EssenceTexts> {
+  return (await essenceTextsOf(model, tok, [{ subject, seed: o.seed }], o))[0];
+}
+
+/**
+ * essenceTexts of several subjects, each with its own seed: sampled together (each subject's draws from
+ * its own stream, the samples it gets alone) and their perplexities scored in one call.
+ */
+export async function essenceTextsOf(
+  model: Model,
+  tok: Tokenizer,
+  subjects: readonly { subject: string; seed: number }[],
+  o: Omit<SamplingOptions, "seed"> & { samples: number },
+): Promise<EssenceTexts[]> {
   if (!Number.isInteger(o.samples) || o.samples < 1) {
     throw new Error(`essence: samples must be a positive integer, got ${o.samples}`);
   }
-  const prompt = ESSENCE_TEMPLATE.replace("{}", subject);
-  try {
-    targetIds(tok, subject, ESSENCE_TEMPLATE.replace("{} ", ""), { refuseUnknown: true });
-  } catch (e) {
-    throw new Error(`essence prompt ${JSON.stringify(prompt)}: ${(e as Error).message}`);
-  }
-  const g = await generate(model, tok, Array(o.samples).fill(prompt), {
+  const prompts = subjects.map(({ subject }) => {
+    const prompt = ESSENCE_TEMPLATE.replace("{}", subject);
+    try {
+      targetIds(tok, subject, ESSENCE_TEMPLATE.replace("{} ", ""), { refuseUnknown: true });
+    } catch (e) {
+      throw new Error(`essence prompt ${JSON.stringify(prompt)}: ${(e as Error).message}`);
+    }
+    return prompt;
+  });
+  const g = await generate(model, tok, prompts.flatMap((p) => Array(o.samples).fill(p)), {
     maxNewTokens: o.tokens,
     topK: o.topK,
-    seed: o.seed,
+    streams: subjects.map(({ seed }) => ({ seed, prompts: o.samples })),
   });
-  return {
-    prompt,
-    sequences: g.sequences,
-    texts: g.texts,
-    perplexity: mean(await tokenPerplexity(model, g.sequences)),
-  };
+  const perplexities = await tokenPerplexity(model, g.sequences);
+  return prompts.map((prompt, i) => {
+    const at = i * o.samples, to = at + o.samples;
+    return {
+      prompt,
+      sequences: g.sequences.slice(at, to),
+      texts: g.texts.slice(at, to),
+      perplexity: mean(perplexities.slice(at, to)),
+    };
+  });
 }
 
 /**
@@ -109,6 +129,16 @@ export async function essenceOf(
     const post = mean(perplexities.slice(at, at += t.sequences.length));
     return { score: essenceScore(t.perplexity, post), pre: t.perplexity, post };
   });
+}
+
+/** The essence of an edit that changes no weight (editing/edit.ts changesNothing): the model after it is
+ *  the unedited model, whose perplexity of the texts is the one they were sampled with, bit for bit. */
+export function unchangedEssence(texts: EssenceTexts): Essence {
+  return {
+    score: essenceScore(texts.perplexity, texts.perplexity),
+    pre: texts.perplexity,
+    post: texts.perplexity,
+  };
 }
 
 /** One fluency measurement: its generation prompts and the seed of their draws. */

@@ -430,8 +430,26 @@ export async function standardBaseline(
   c: Parameters<typeof standardCaseOf>[0],
   request: Parameters<typeof standardCaseOf>[1],
 ): Promise<StandardBaseline | null> {
-  const sc = standardCaseOf(c, request);
-  return sc && { c: sc, reference: await localityReference(model, tok, sc) };
+  return (await standardBaselines(model, tok, [{ c, request }]))[0];
+}
+
+/** standardBaseline of many (case, request) pairs: every locality reference in one scoring call. */
+export async function standardBaselines(
+  model: Model,
+  tok: Tokenizer,
+  pairs: readonly {
+    c: Parameters<typeof standardCaseOf>[0];
+    request: Parameters<typeof standardCaseOf>[1];
+  }[],
+): Promise<(StandardBaseline | null)[]> {
+  const cases = pairs.map(({ c, request }) => standardCaseOf(c, request));
+  const neighbors = cases.flatMap((sc) => sc?.neighbors ?? []);
+  const answers = cases.flatMap((sc) => (sc ? neighborAnswers(sc) : []));
+  const predicted = neighbors.length
+    ? (await scoreContinuations(model, tok, neighbors, answers)).predicted
+    : [];
+  let at = 0;
+  return cases.map((sc) => sc && { c: sc, reference: predicted.slice(at, at += sc.neighbors.length) });
 }
 
 /**
@@ -575,6 +593,9 @@ const DEFAULT_BATCH = 64;
 /** The most bytes generate's key/value cache of one batch may take (all layers). */
 const GENERATION_CACHE_BYTES = 1 << 30;
 
+/** generate's cache rows per prompt are a multiple of this (up to the model's positions). */
+const CACHE_ROW_STEP = 64;
+
 /**
  * Teacher-forced scores of every item's continuation: one forward over context ++ continuation[..m-1)
  * per distinct sequence (items of the same tokens, edit and noise share one; right-padded batches of
@@ -606,8 +627,8 @@ export async function scoreTokens(
   const sequences = items.map((it) => [...it.context, ...it.continuation.slice(0, -1)]);
   // Items of the same tokens, edit and noise are one sequence of a batch, read at each item's rows
   // (CounterFact's standard metrics score every prompt's new and true object: one-token objects make the
-  // same sequence twice).
-  const editOf = (i: number) => under?.itemEdit[i] ?? -1;
+  // same sequence twice; the edits that change nothing are all the unedited model, VirtualEditSet.acting).
+  const editOf = (i: number) => under ? under.edits.acting(under.itemEdit[i]) : -1;
   const passes = sharedPasses(items.length, (i) => [editOf(i), sequences[i], items[i].noise ?? null]);
   // Under a set that keeps the unedited residuals, each sequence starts at its edit's lowest edited block
   // (an unedited one at the last block): groups of sequences by that block, in order within each.
@@ -965,8 +986,12 @@ export async function generate(
   // Batches of prompts, fixed for every step; prompt i's cache rows start at row (i % per) * Tmax. A
   // prompt's cache takes L x Tmax rows of q|k|v: a batch holds at most `batchSize` prompts, one storage
   // binding per layer and GENERATION_CACHE_BYTES in all (GPT-2 XL's 100-token texts: 10 prompts).
+  // Every batch's cache has room for as many prompts as the first (`room`) of Tmax rows, Tmax rounded up
+  // to CACHE_ROW_STEP: the same buffer sizes call after call, which the buffer pool serves (a sweep
+  // generates block after block; fresh buffers of a few hundred MB cost seconds of page faults each time).
   const L = cfg.nLayer, width = qkvWidth(cfg);
-  const Tmax = Math.min(cfg.nPositions, Math.max(0, ...promptLengths) + o.maxNewTokens);
+  const needed = Math.max(0, ...promptLengths) + o.maxNewTokens;
+  const Tmax = Math.min(cfg.nPositions, Math.ceil(needed / CACHE_ROW_STEP) * CACHE_ROW_STEP);
   const layerBytes = Tmax * width * 4;
   const per = Math.max(
     1,
@@ -977,12 +1002,13 @@ export async function generate(
     ),
   );
   const batches: { prompts: number[]; cache: Tensor[] }[] = [];
+  const room = Math.min(per, prompts.length);
   if (o.maxNewTokens > 0) {
     for (let start = 0; start < prompts.length; start += per) {
       const n = Math.min(per, prompts.length - start);
       batches.push({
         prompts: Array.from({ length: n }, (_, i) => start + i),
-        cache: Array.from({ length: L }, () => gpu.empty([n * Tmax, width])),
+        cache: Array.from({ length: L }, () => gpu.empty([room * Tmax, width])),
       });
     }
   }

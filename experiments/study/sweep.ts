@@ -76,6 +76,7 @@ import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { checkRecord, loadDataset, recordLabel } from "../data/datasets.ts";
 import {
   applyEdit,
+  changesNothing,
   type Edit,
   type EditRequest,
   type SubjectNoise,
@@ -105,6 +106,7 @@ import {
   editingCase,
   type EditingProblem,
   problemRequest,
+  problemRequests,
 } from "../editing/problems.ts";
 import { batchValueOptions, computeBatchEdits } from "../editing/memit.ts";
 import { computeRomeAt, romeValueOptions } from "../editing/rome.ts";
@@ -123,7 +125,7 @@ import {
   harmonicMean,
   meanStandardScores,
   type StandardBaseline,
-  standardBaseline,
+  standardBaselines,
   type StandardScores,
 } from "../evaluation/metrics.ts";
 import { ProgressBar, type ProgressOptions } from "../output.ts";
@@ -151,9 +153,10 @@ import {
   type Essence,
   essenceOf,
   type EssenceTexts,
-  essenceTexts,
+  essenceTextsOf,
   type FluencyRun,
   generationFluency,
+  unchangedEssence,
 } from "../evaluation/drift.ts";
 import { keptInStore, SharedValues, valueKeys } from "./shared_values.ts";
 
@@ -1017,12 +1020,29 @@ export async function runSweep(
     // standard metrics do not apply.
     const standards = new Map<string, StandardBaseline | null>();
     const prepare = async (group: typeof edits) => {
-      const missing = group.filter((it) => !pres.has(`${it.fact.id}|${it.problem}`));
-      for (const it of missing) {
-        const key = `${it.fact.id}|${it.problem}`;
-        requests.set(key, await problemRequest(model, tok, it.fact.case, it.problem, subjectNoise));
-        standards.set(key, await standardBaseline(model, tok, it.fact.case, requests.get(key)!));
-      }
+      // Each (fact, problem) once, in batched passes: its request (a tracing reversal's noised
+      // prediction), its standard metrics' locality reference and its probabilities before the edit.
+      const missing = [
+        ...new Map(
+          group.filter((it) => !pres.has(`${it.fact.id}|${it.problem}`))
+            .map((it) => [`${it.fact.id}|${it.problem}`, it]),
+        ).values(),
+      ];
+      const posed = await problemRequests(
+        model,
+        tok,
+        missing.map((it) => ({ c: it.fact.case, problem: it.problem })),
+        subjectNoise,
+      );
+      const baselines = await standardBaselines(
+        model,
+        tok,
+        missing.map((it, i) => ({ c: it.fact.case, request: posed[i] })),
+      );
+      missing.forEach((it, i) => {
+        requests.set(`${it.fact.id}|${it.problem}`, posed[i]);
+        standards.set(`${it.fact.id}|${it.problem}`, baselines[i]);
+      });
       const probs = await caseProbabilities(
         model,
         tok,
@@ -1036,31 +1056,43 @@ export async function runSweep(
     const measured = new Set(edited.filter((_, i) => driftMeasured(s.drift, i)).map((f) => f.id));
     // The fluency generations' length and top-k, before and after every edit.
     const fluencySampling = { tokens: s.drift.fluencyTokens, topK: s.drift.topK };
-    const drifts = new Map<string, Promise<DriftBefore>>();
-    const driftBefore = (fact: SweepFact): Promise<DriftBefore> => {
-      if (!drifts.has(fact.id)) {
-        const seed = driftSeed(s.seed, fact.recordIndex);
-        const prompts = (fact.case.generationPrompts ?? []).slice(0, s.drift.fluencyPrompts);
-        drifts.set(
-          fact.id,
-          (async () => ({
-            essence: s.drift.essenceSamples > 0
-              ? await essenceTexts(model, tok, fact.case.subject, {
-                topK: s.drift.topK,
-                seed,
-                samples: s.drift.essenceSamples,
-                tokens: s.drift.essenceTokens,
-              })
-              : null,
-            prompts,
-            seed,
-            fluency: prompts.length
-              ? (await generationFluency(model, tok, [{ prompts, seed }], fluencySampling))[0]
-              : null,
-          }))(),
-        );
-      }
-      return drifts.get(fact.id)!;
+    const drifts = new Map<string, DriftBefore>();
+    // The unedited model's essence texts and fluency of the measured facts among `facts` not measured yet,
+    // all of them together (each fact's draws from its own stream: what it gets alone).
+    const measureBefore = async (facts: SweepFact[]) => {
+      const todo = [
+        ...new Map(facts.filter((f) => measured.has(f.id) && !drifts.has(f.id)).map((f) => [f.id, f]))
+          .values(),
+      ];
+      if (todo.length === 0) return;
+      const seeds = todo.map((f) => driftSeed(s.seed, f.recordIndex));
+      const prompts = todo.map((f) => (f.case.generationPrompts ?? []).slice(0, s.drift.fluencyPrompts));
+      const essences = s.drift.essenceSamples > 0
+        ? await essenceTextsOf(
+          model,
+          tok,
+          todo.map((f, i) => ({ subject: f.case.subject, seed: seeds[i] })),
+          { topK: s.drift.topK, samples: s.drift.essenceSamples, tokens: s.drift.essenceTokens },
+        )
+        : null;
+      const generated = todo.flatMap((_, i) => (prompts[i].length ? [i] : []));
+      const fluencies = generated.length
+        ? await generationFluency(
+          model,
+          tok,
+          generated.map((i) => ({ prompts: prompts[i], seed: seeds[i] })),
+          fluencySampling,
+        )
+        : [];
+      todo.forEach((f, i) => {
+        const k = generated.indexOf(i);
+        drifts.set(f.id, {
+          essence: essences ? essences[i] : null,
+          prompts: prompts[i],
+          seed: seeds[i],
+          fluency: k === -1 ? null : fluencies[k],
+        });
+      });
     };
 
     // Blocks of up to `batchSize` facts (blockSizes), each through every (problem, method, layer): a sweep
@@ -1127,8 +1159,8 @@ export async function runSweep(
     const prefetch = async (chunks: (typeof edits)[], values: SharedValues, trained: Trained) => {
       const calls: { requests: EditRequest[]; o: ValueOptions }[] = [];
       const ft: typeof edits = [];
+      await prepare(chunks.flat());
       for (const part of chunks) {
-        await prepare(part);
         if (engineMethod(part[0].method) === "ft") ft.push(...part);
         const o = await valueCall(part);
         if (o) calls.push({ requests: part.map((it) => requests.get(`${it.fact.id}|${it.problem}`)!), o });
@@ -1268,7 +1300,8 @@ export async function runSweep(
       const baselines = part.map((it) => standards.get(`${it.fact.id}|${it.problem}`)!);
       // The unedited model's measurements of the measured facts, before any edit is applied.
       const befores: (DriftBefore | null)[] = [];
-      for (const it of part) befores.push(measured.has(it.fact.id) ? await driftBefore(it.fact) : null);
+      await measureBefore(part.map((it) => it.fact));
+      for (const it of part) befores.push(measured.has(it.fact.id) ? drifts.get(it.fact.id)! : null);
       const virtual = !o.applyToScore;
       const posts: CaseProbabilities[] = [];
       const standard: (StandardScores | null)[] = part.map(() => null);
@@ -1295,8 +1328,19 @@ export async function runSweep(
         js.forEach((j, i) => standard[j] = measured.standard[i]);
         lap("score");
         if (set) {
-          // Under virtual edits, essence and fluency wait for the block's (flushDrift).
-          deferred.push(...js.filter((j) => befores[j] !== null));
+          // Under virtual edits, essence and fluency wait for the block's (flushDrift), except an edit's
+          // that changes no weight: the model after it is the unedited one, whose essence texts' perplexity
+          // and fluency (the same prompts and draws) were measured before any edit.
+          for (const j of js) {
+            const before = befores[j];
+            if (before === null) continue;
+            if (!changesNothing(computed[j])) {
+              deferred.push(j);
+              continue;
+            }
+            essence[j] = before.essence && unchangedEssence(before.essence);
+            fluency[j] = before.fluency;
+          }
           return;
         }
         const ess = js.filter((j) => befores[j]?.essence);
