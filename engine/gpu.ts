@@ -188,6 +188,8 @@ export class Gpu {
   private pipelines = new Map<string, GPUComputePipeline>();
   private pool = new Map<number, GPUBuffer[]>();
   private pooledBytes = 0;
+  /** Every pooled buffer with its pool size, the longest pooled first (what the pool gives up first). */
+  private pooledOrder = new Map<GPUBuffer, number>();
   private transients: GPUBuffer[] = [];
   private shaderSources = new Map<string, string>();
   private encoder: GPUCommandEncoder | null = null;
@@ -218,6 +220,8 @@ export class Gpu {
   bindGroupsCreated = 0;
   /** empty()/zeros() calls that had to create a buffer (a steady loop should stop adding to this). */
   poolMisses = 0;
+  /** The most bytes of released buffers the pool keeps for reuse. */
+  poolLimitBytes = POOL_LIMIT_BYTES;
   /** Bytes held by texture mirrors of buffers (see mirror()). */
   mirrorBytes = 0;
   /**
@@ -459,8 +463,10 @@ export class Gpu {
   private takeFromPool(shape: readonly number[]): GPUBuffer | undefined {
     const bytes = this.poolBytes(shape);
     const buffer = this.pool.get(bytes)?.pop();
-    if (buffer) this.pooledBytes -= buffer.size;
-    else this.poolMisses++;
+    if (buffer) {
+      this.pooledBytes -= buffer.size;
+      this.pooledOrder.delete(buffer);
+    } else this.poolMisses++;
     return buffer;
   }
 
@@ -474,9 +480,20 @@ export class Gpu {
       if (this.uploadBuffers.has(t.buffer)) {
         throw new Error("release: upload() tensors are not the caller's to release");
       }
-      if (this.pooledBytes + t.buffer.size > POOL_LIMIT_BYTES) {
+      if (t.buffer.size > this.poolLimitBytes) {
         this.transients.push(t.buffer); // over the cap: destroyed after the next submit
         continue;
+      }
+      // Over the cap, the buffers pooled longest make room (destroyed after the next submit): the pool
+      // keeps what the work of the moment uses (a sweep's generation caches, released and asked for
+      // again block after block, stayed out of a pool full of an earlier phase's sizes).
+      for (const [old, key] of this.pooledOrder) {
+        if (this.pooledBytes + t.buffer.size <= this.poolLimitBytes) break;
+        const list = this.pool.get(key)!;
+        list.splice(list.indexOf(old), 1);
+        this.pooledOrder.delete(old);
+        this.pooledBytes -= old.size;
+        this.transients.push(old);
       }
       // Kept under the largest pool size it holds, so that a buffer of any size (an exact one from
       // tensor(), or a pooled one) serves every request of that pool size (poolBytes).
@@ -484,6 +501,7 @@ export class Gpu {
       const list = this.pool.get(key) ?? [];
       list.push(t.buffer);
       this.pool.set(key, list);
+      this.pooledOrder.set(t.buffer, key);
       this.pooledBytes += t.buffer.size;
     }
   }
@@ -493,6 +511,7 @@ export class Gpu {
     this.flush();
     for (const list of this.pool.values()) for (const b of list) this.destroyBuffer(b);
     this.pool.clear();
+    this.pooledOrder.clear();
     this.pooledBytes = 0;
   }
 

@@ -82,6 +82,32 @@ Deno.test("the pool serves nearby sizes from one buffer (8 sizes per power of tw
   gpu.release(c, e, ones);
 });
 
+Deno.test("over its byte limit the pool gives up the buffers it has held longest", () => {
+  const limit = gpu.poolLimitBytes;
+  gpu.poolLimitBytes = 8192;
+  try {
+    const [a, b, c] = [gpu.empty([1024]), gpu.empty([1024]), gpu.empty([2048])];
+    gpu.release(a, b); // 4096 bytes each: the pool is full
+    gpu.release(c); // 8192 bytes: a and b make room
+    const misses = gpu.poolMisses;
+    const again = gpu.empty([2048]);
+    assert.equal(again.buffer, c.buffer, "the newest buffer is kept");
+    const small = gpu.empty([1024]);
+    assert.ok(small.buffer !== a.buffer && small.buffer !== b.buffer, "the oldest were given up");
+    assert.equal(gpu.poolMisses, misses + 1);
+    gpu.release(again, small); // 12288 bytes: again (the older) makes room for small
+    assert.equal(gpu.empty([1024]).buffer, small.buffer);
+    assert.equal(gpu.poolMisses, misses + 1);
+    assert.notEqual(gpu.empty([2048]).buffer, again.buffer);
+    // A buffer over the whole limit is never pooled.
+    const big = gpu.empty([4096]);
+    gpu.release(big);
+    assert.notEqual(gpu.empty([4096]).buffer, big.buffer);
+  } finally {
+    gpu.poolLimitBytes = limit;
+  }
+});
+
 Deno.test("bad shapes and oversize tensors give clear errors", () => {
   assert.throws(() => gpu.tensor([2, -1]), /bad tensor shape \[2,-1\]/);
   assert.throws(() => gpu.tensor([2], [1, 2, 3]), /3 values, shape \[2\] needs 2/);

@@ -591,6 +591,26 @@ Deno.test('essence (drift.ts): seeded samples of "{subject} is a", perplexities 
   );
 });
 
+Deno.test("generate: streams in groups that fit a small cache budget get the tokens they get all at once and alone", async () => {
+  const streams = [3, 1, 4, 2].map((n, j) => ({ seed: 10 + j, prompts: n }));
+  const prompts = streams.flatMap((st, j) => PROMPTS.slice(j % 2, j % 2 + st.prompts));
+  const o = { maxNewTokens: 6, topK: 3, streams };
+  const together = await generate(model, tok, prompts, o, undefined, 2);
+  // A budget below one batch's cache: each group holds one batch (2 prompts) or one longer stream.
+  const grouped = await generate(model, tok, prompts, { ...o, cacheBytes: 1 }, undefined, 2);
+  assert.deepEqual(grouped, together);
+  let at = 0;
+  for (const st of streams) {
+    const alone = await generate(model, tok, prompts.slice(at, at + st.prompts), {
+      maxNewTokens: 6,
+      topK: 3,
+      seed: st.seed,
+    });
+    assert.deepEqual(alone.tokens, together.tokens.slice(at, at += st.prompts), `stream seeded ${st.seed}`);
+  }
+  assert.ok(new Set(together.texts).size > 2, "the streams' draws differ");
+});
+
 Deno.test("fluency (drift.ts): the mean n-gram entropy of seeded generations from the prompts", async () => {
   const o = { tokens: 6, topK: 3 };
   const prompts = PROMPTS.slice(0, 2);

@@ -593,6 +593,9 @@ const DEFAULT_BATCH = 64;
 /** The most bytes generate's key/value cache of one batch may take (all layers). */
 const GENERATION_CACHE_BYTES = 1 << 30;
 
+/** The most bytes of key/value cache a generate call keeps at once, beyond one batch's. */
+const GENERATION_GROUP_BYTES = 256 * 2 ** 20;
+
 /** generate's cache rows per prompt are a multiple of this (up to the model's positions). */
 const CACHE_ROW_STEP = 64;
 
@@ -924,6 +927,9 @@ export interface GenerateOptions {
    * samples each run's tokens exactly as generating it alone with its seed would.
    */
   streams?: readonly { seed: number; prompts: number }[];
+  /** The most bytes of key/value cache kept at once, beyond one batch's (default GENERATION_GROUP_BYTES,
+   *  256 MB): streams are generated in groups that fit it, the same tokens either way. */
+  cacheBytes?: number;
 }
 
 /** Generated tokens and text per prompt. */
@@ -942,7 +948,8 @@ export interface Generation {
  * Batched autoregressive generation with a key/value cache: the prompts run once, as right-padded
  * batches of up to `batchSize` (their attention inputs q|k|v kept per layer, [prompts * Tmax, width]); each
  * later step runs only every unfinished sequence's newest token, its earlier positions read from the
- * cache (Model.forward's suffix), and appends that token's q|k|v. One readback per step for every batch.
+ * cache (Model.forward's suffix), and appends that token's q|k|v. One readback per step for every batch
+ * of a group (streams' prompts whose caches fit GENERATION_GROUP_BYTES; the groups run one after another).
  * With `under`, prompt i is generated under virtual edit under.itemEdit[i] (-1: the model as it is).
  */
 export async function generate(
@@ -983,12 +990,12 @@ export async function generate(
   });
   const promptLengths = sequences.map((s) => s.length);
   const finished = sequences.map((s) => s.length >= cfg.nPositions);
-  // Batches of prompts, fixed for every step; prompt i's cache rows start at row (i % per) * Tmax. A
-  // prompt's cache takes L x Tmax rows of q|k|v: a batch holds at most `batchSize` prompts, one storage
-  // binding per layer and GENERATION_CACHE_BYTES in all (GPT-2 XL's 100-token texts: 10 prompts).
-  // Every batch's cache has room for as many prompts as the first (`room`) of Tmax rows, Tmax rounded up
-  // to CACHE_ROW_STEP: the same buffer sizes call after call, which the buffer pool serves (a sweep
-  // generates block after block; fresh buffers of a few hundred MB cost seconds of page faults each time).
+  // Batches of prompts, fixed for every step; prompt i's cache rows start at row (i - first) * Tmax of its
+  // batch's cache, `first` the batch's first prompt. A prompt's cache takes L x Tmax rows of q|k|v: a
+  // batch holds at most `batchSize` prompts, one storage binding per layer and GENERATION_CACHE_BYTES in
+  // all (GPT-2 XL's 100-token texts: 10 prompts). Tmax is rounded up to CACHE_ROW_STEP and every batch's
+  // cache has room for as many prompts as the first (`room`): the same buffer sizes call after call,
+  // which the buffer pool serves (fresh buffers of hundreds of MB cost seconds of page faults each time).
   const L = cfg.nLayer, width = qkvWidth(cfg);
   const needed = Math.max(0, ...promptLengths) + o.maxNewTokens;
   const Tmax = Math.min(cfg.nPositions, Math.ceil(needed / CACHE_ROW_STEP) * CACHE_ROW_STEP);
@@ -1001,19 +1008,45 @@ export async function generate(
       Math.floor(GENERATION_CACHE_BYTES / (L * layerBytes)),
     ),
   );
-  const batches: { prompts: number[]; cache: Tensor[] }[] = [];
   const room = Math.min(per, prompts.length);
-  if (o.maxNewTokens > 0) {
-    for (let start = 0; start < prompts.length; start += per) {
-      const n = Math.min(per, prompts.length - start);
-      batches.push({
-        prompts: Array.from({ length: n }, (_, i) => start + i),
-        cache: Array.from({ length: L }, () => gpu.empty([room * Tmax, width])),
-      });
+  // Groups of whole streams, generated one group after another, each to the end: a group's batches step
+  // together (one readback per step) and the next group reuses their caches, so a call keeps at most
+  // o.cacheBytes of cache (or one batch's, or one stream's) however many prompts it has (a
+  // sweep block's 5000 fluency prompts took 2.6 GB at once). A stream's draws come in the same order
+  // either way (step by step, its prompts in order), so every prompt gets the same tokens.
+  const cacheBytes = o.cacheBytes ?? GENERATION_GROUP_BYTES;
+  const groupPrompts = per * Math.max(1, Math.floor(cacheBytes / (L * layerBytes * room)));
+  const groups: [number, number][] = [];
+  let groupStart = 0, at = 0;
+  for (const st of streams) {
+    if (at > groupStart && at + st.prompts - groupStart > groupPrompts) {
+      groups.push([groupStart, at]);
+      groupStart = at;
     }
+    at += st.prompts;
   }
-  const base = (i: number) => (i % per) * Tmax;
+  if (at > groupStart) groups.push([groupStart, at]);
+  const caches: Tensor[][] = []; // per batch of a group, its layers' caches
   try {
+    for (const [groupStart, groupEnd] of o.maxNewTokens > 0 ? groups : []) {
+      const batches: { first: number; prompts: number[]; cache: Tensor[] }[] = [];
+      for (let start = groupStart; start < groupEnd; start += per) {
+        const n = Math.min(per, groupEnd - start);
+        caches[batches.length] ??= Array.from({ length: L }, () => gpu.empty([room * Tmax, width]));
+        batches.push({
+          first: start,
+          prompts: Array.from({ length: n }, (_, i) => start + i),
+          cache: caches[batches.length],
+        });
+      }
+      await generateGroup(batches);
+    }
+  } finally {
+    for (const c of caches) gpu.release(...c);
+  }
+
+  /** Every step of one group's batches. */
+  async function generateGroup(batches: { first: number; prompts: number[]; cache: Tensor[] }[]) {
     for (let step = 0; step < o.maxNewTokens; step++) {
       // Every batch of the step is recorded before the one readback: per batch [indices, values] of
       // its active prompts' top k, and per active prompt (in prompt order) its batch and row there.
@@ -1021,6 +1054,7 @@ export async function generate(
       for (const b of batches) {
         const active = b.prompts.filter((i) => !finished[i]);
         if (active.length === 0) continue;
+        const base = (i: number) => (i - b.first) * Tmax;
         const edits = (T: number) => under?.edits.forBatch(active.map((i) => under.itemEdit[i]), T);
         // Each forward row's q|k|v goes to the cache row of its sequence and position.
         const entries: RowEntry[] = [];
@@ -1075,8 +1109,6 @@ export async function generate(
         if (sequences[i].length >= cfg.nPositions) finished[i] = true;
       }
     }
-  } finally {
-    for (const b of batches) gpu.release(...b.cache);
   }
   const tokens = sequences.map((s, i) => s.slice(promptLengths[i]));
   return {
