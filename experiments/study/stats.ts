@@ -744,6 +744,9 @@ export function nestedFTest(reduced: OlsFit, full: OlsFit): FTest {
   return { F, df1, df2, p: fSurvival(F, df1, df2), r2Gain: full.r2 - reduced.r2 };
 }
 
+/** groupedLineR2 indexes groups below this (layers) directly. */
+const SMALL_GROUPS = 4096;
+
 /** The R^2 of Hase et al.'s three regressions of y on a group (the edit layer) and x (groupedLineR2). */
 export interface GroupedR2 {
   /** R^2 of y on the group alone (a mean per group). */
@@ -769,16 +772,31 @@ export function groupedLineR2(
   w: ArrayLike<number>,
   flatRange = 0,
 ): GroupedR2 {
-  // Groups as dense indices 0.. in order of first appearance (a bootstrap calls this per resample: arrays,
-  // not maps); every sum adds in row order, and the groups' RSS in that order.
-  const slot = new Map<number, number>(), index = new Int32Array(y.length), order: number[] = [];
-  for (let i = 0; i < y.length; i++) {
-    if (w[i] === 0) continue;
-    let k = slot.get(group[i]);
-    if (k === undefined) slot.set(group[i], k = order.push(group[i]) - 1);
-    index[i] = k;
+  // Groups as dense indices 0.. in order of first appearance among the weighted rows (a bootstrap calls this
+  // per resample: arrays, not maps, where the groups are small integers such as layers); every sum adds in
+  // row order, and the groups' RSS in that order.
+  const index = new Int32Array(y.length);
+  let G = 0;
+  let top = -1;
+  for (let i = 0; i < y.length && top < SMALL_GROUPS; i++) {
+    top = Number.isInteger(group[i]) && group[i] >= 0 ? Math.max(top, group[i]) : SMALL_GROUPS;
   }
-  const G = order.length;
+  if (top < SMALL_GROUPS) {
+    const slot = new Int32Array(top + 1).fill(-1);
+    for (let i = 0; i < y.length; i++) {
+      if (w[i] === 0) continue;
+      if (slot[group[i]] === -1) slot[group[i]] = G++;
+      index[i] = slot[group[i]];
+    }
+  } else {
+    const slot = new Map<number, number>();
+    for (let i = 0; i < y.length; i++) {
+      if (w[i] === 0) continue;
+      let k = slot.get(group[i]);
+      if (k === undefined) slot.set(group[i], k = G++);
+      index[i] = k;
+    }
+  }
   const [gn, gx, gy] = [new Float64Array(G), new Float64Array(G), new Float64Array(G)];
   const [lo, hi] = [new Float64Array(G).fill(Infinity), new Float64Array(G).fill(-Infinity)];
   let n = 0, sx = 0, sy = 0;
