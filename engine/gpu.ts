@@ -221,7 +221,7 @@ export class Gpu {
   /** empty()/zeros() calls that had to create a buffer (a steady loop should stop adding to this). */
   poolMisses = 0;
   /** The most bytes of released buffers the pool keeps for reuse. */
-  poolLimitBytes = POOL_LIMIT_BYTES;
+  poolLimitBytes: number = POOL_LIMIT_BYTES;
   /** Bytes held by texture mirrors of buffers (see mirror()). */
   mirrorBytes = 0;
   /**

@@ -269,6 +269,7 @@ export class VirtualEditSet {
     };
     const perLayer = new Map<number, Map<number, Share>>();
     const nothing = edits.map(changesNothing);
+    nothing.forEach((n, e) => n && this.unchanged.add(e));
     edits.forEach((edit, e) => {
       edit.deltas.forEach((delta, i) => {
         const where = `virtual edit ${e} (${edit.method}, delta ${i})`;
@@ -300,12 +301,7 @@ export class VirtualEditSet {
         }
       }
       // An edit that changes nothing (changesNothing) acts nowhere: its prompts are the unedited model's.
-      for (const e of shares.keys()) {
-        if (nothing[e]) {
-          this.unchanged.add(e);
-          shares.delete(e);
-        }
-      }
+      for (const e of shares.keys()) if (nothing[e]) shares.delete(e);
       if (shares.size === 0) continue;
       const list = [...shares.values()];
       const ranks = list.map((x) => x.low.reduce((s, p) => s + p.rank, 0));
