@@ -253,6 +253,8 @@ export class VirtualEditSet {
     biases?: Tensor;
     local: Map<number, number>;
   }[] = [];
+  /** The edits that change nothing (changesNothing): scored as the unedited model (`acting`). */
+  private readonly unchanged = new Set<number>();
 
   /** Uploads the deltas of `edits` (low-rank or dense deltas of MLP output projections' weights, dense
    *  deltas of their biases). With `residuals`, passes scored under the set start at each prompt's
@@ -339,9 +341,6 @@ export class VirtualEditSet {
       });
     }
   }
-
-  /** The edits that change nothing (changesNothing): scored as the unedited model (`acting`). */
-  private readonly unchanged = new Set<number>();
 
   /** Edit `e` as it acts on a prompt: -1 (the unedited model) for -1 and for an edit that changes nothing,
    *  so that scorers share one pass between such a prompt and the same prompt under any other of them. */

@@ -400,9 +400,22 @@ export async function localityReference(
   tok: Tokenizer,
   c: StandardCase,
 ): Promise<LocalityReference> {
-  if (c.neighbors.length === 0) return [];
-  const s = await scoreContinuations(model, tok, c.neighbors, neighborAnswers(c));
-  return s.predicted;
+  return (await localityReferences(model, tok, [c]))[0];
+}
+
+/** localityReference of many cases: every neighbour of every case in one scoring call. */
+async function localityReferences(
+  model: Model,
+  tok: Tokenizer,
+  cases: readonly StandardCase[],
+): Promise<LocalityReference[]> {
+  const neighbors = cases.flatMap((c) => c.neighbors);
+  const answers = cases.flatMap(neighborAnswers);
+  const predicted = neighbors.length
+    ? (await scoreContinuations(model, tok, neighbors, answers)).predicted
+    : [];
+  let at = 0;
+  return cases.map((c) => predicted.slice(at, at += c.neighbors.length));
 }
 
 /** What each neighbour of `c` should still answer after the edit. */
@@ -443,13 +456,10 @@ export async function standardBaselines(
   }[],
 ): Promise<(StandardBaseline | null)[]> {
   const cases = pairs.map(({ c, request }) => standardCaseOf(c, request));
-  const neighbors = cases.flatMap((sc) => sc?.neighbors ?? []);
-  const answers = cases.flatMap((sc) => (sc ? neighborAnswers(sc) : []));
-  const predicted = neighbors.length
-    ? (await scoreContinuations(model, tok, neighbors, answers)).predicted
-    : [];
-  let at = 0;
-  return cases.map((sc) => sc && { c: sc, reference: predicted.slice(at, at += sc.neighbors.length) });
+  const applicable = cases.filter((sc) => sc !== null);
+  const references = await localityReferences(model, tok, applicable);
+  let next = 0;
+  return cases.map((sc) => sc && { c: sc, reference: references[next++] });
 }
 
 /**

@@ -76,7 +76,6 @@ import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import { checkRecord, loadDataset, recordLabel } from "../data/datasets.ts";
 import {
   applyEdit,
-  changesNothing,
   type Edit,
   type EditRequest,
   type SubjectNoise,
@@ -1334,7 +1333,7 @@ export async function runSweep(
           for (const j of js) {
             const before = befores[j];
             if (before === null) continue;
-            if (!changesNothing(computed[j])) {
+            if (set.acting(j) !== -1) {
               deferred.push(j);
               continue;
             }
