@@ -420,7 +420,8 @@ export function matmul(
   if (a.dtype !== "f32" || out.dtype !== "f32") throw new Error("matmul: A and C must be f32");
   let kernel = half ? "matmul_half" : matmulKernel(gpu, N, K, o, M);
   if (kernel === "matmul_texture_tn") {
-    if (gpu.canMirror(a, K, M) && gpu.canMirror(b, K, N) && a !== b) {
+    // One tensor as both operands (a second moment K^T K) reads one mirror; in two shapes it would need two.
+    if (gpu.canMirror(a, K, M) && gpu.canMirror(b, K, N) && (a !== b || M === N)) {
       matmulTextureTn(gpu, a, b, out, M, N, K, o, t.texture!);
       return out;
     }

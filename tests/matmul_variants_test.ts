@@ -514,6 +514,27 @@ withTiles(
       const [textured, buffered] = await gpu.readMany([product(true), product(false)]);
       assert.deepEqual(textured, buffered, `[${M},${N},${K}]: both kernels sum in the same order`);
     }
+    // One tensor as both operands (key statistics' K^T K): its one mirror read twice, the same bits.
+    {
+      const [F, K] = [128, 300];
+      const k = randomArray(K * F, 99), keys = gpu.tensor([K, F], k);
+      const product = (activations: boolean) => {
+        setMatmulTiles(gpu, { ...textures, texture: { ...textures.texture!, activations } });
+        const mirrored = gpu.mirrorBytes;
+        const out = matmul(gpu, keys, keys, F, F, K, {
+          ...TN,
+          out: gpu.tensor([F, F], new Float32Array(F * F)),
+        });
+        gpu.flush();
+        return { out, grew: gpu.mirrorBytes - mirrored };
+      };
+      const textured = product(true), buffered = product(false);
+      assert.equal(textured.grew, K * F * 4, "one mirror of the keys");
+      const [x, y] = await gpu.readMany([textured.out, buffered.out]);
+      assertClose(x, matmulRef(k, k, F, F, K, TN), 1e-4 * Math.sqrt(K));
+      assert.deepEqual(x, y, "K^T K: both kernels sum in the same order");
+      keys.destroy();
+    }
     setMatmulTiles(gpu, textures);
     // Not multiples of 64, or switched off: the buffer kernel.
     await checkShapes(TN, [[3, 64, 5], [64, 36, 5], [96, 64, 7]], "matmul_vec4_n");

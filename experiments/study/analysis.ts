@@ -39,7 +39,7 @@ import {
   cohensF2,
   type ConfidenceInterval,
   fitOls,
-  groupedLineR2,
+  GroupedLines,
   holm,
   median,
   MIN_EFFECT,
@@ -564,13 +564,14 @@ function r2Rows(
     const factIds = [...new Set(usable.map((e) => e.fact))];
     const unitOf = usable.map((e) => factIds.indexOf(e.fact));
     const w = new Float64Array(usable.length);
+    const lines = new GroupedLines(table.layer, effect, table.y, CONSTANT_EFFECT_RANGE);
     const [ciLayer, ciTrace, ciBoth, ciDiff, ciF2] = factIds.length < 2
       ? [nanCI(), nanCI(), nanCI(), nanCI(), nanCI()]
       : bootstrapUnits(
         factIds.length,
         (counts) => {
-          unitOf.forEach((u, i) => (w[i] = counts[u]));
-          const g = groupedLineR2(table.layer, effect, table.y, w, CONSTANT_EFFECT_RANGE);
+          for (let i = 0; i < w.length; i++) w[i] = counts[unitOf[i]];
+          const g = lines.r2(w);
           return [g.group, g.line, g.both, g.both - g.group, cohensF2(g.group, g.both)];
         },
         { resamples: o.resamples ?? DEFAULT_RESAMPLES, seed: o.seed ?? 0 },
@@ -844,6 +845,12 @@ export type CurveValue = Metric | "fluency";
 
 /** Mean score per edit layer, per (problem, method), over the edits that have one. */
 export function layerCurves(data: SweepData, metric: CurveValue, o: IntervalOptions = {}): LayerCurve[] {
+  return oncePerSweep(curveCache, data, [metric, o.resamples, o.seed], () => layerCurveRows(data, metric, o));
+}
+
+const curveCache = new WeakMap<SweepData, Map<string, LayerCurve[]>>();
+
+function layerCurveRows(data: SweepData, metric: CurveValue, o: IntervalOptions): LayerCurve[] {
   const value = (e: EditRow) => (metric === "fluency" ? e.fluency.post : e.scores[metric]);
   return byProblemMethod(data).map(({ problem, method, rows }) => {
     const per = data.layers.map((l) => rows.filter((e) => e.layer === l).map(value).filter(Number.isFinite));

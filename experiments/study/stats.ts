@@ -59,8 +59,12 @@ export function sem(xs: readonly number[]): number {
  *  position h = (n - 1) q in the sorted values. */
 export function quantile(xs: readonly number[], q: number): number {
   requireValues("quantile", xs, 1);
+  return sortedQuantile(Float64Array.from(xs).sort(), q);
+}
+
+/** quantile() of values already sorted ascending (a bootstrap takes two quantiles of one sort). */
+function sortedQuantile(sorted: Float64Array, q: number): number {
   if (!(q >= 0 && q <= 1)) throw new Error(`quantile: q must be in [0, 1], got ${q}`);
-  const sorted = Float64Array.from(xs).sort();
   const h = (sorted.length - 1) * q;
   const lo = Math.floor(h), hi = Math.ceil(h);
   return sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]);
@@ -118,26 +122,67 @@ export function bootstrapUnits(
   }
   if (!(level > 0 && level < 1)) throw new Error(`bootstrap: level must be in (0, 1), got ${level}`);
   const estimate = statistic(new Float64Array(n).fill(1));
-  const random = mulberry32(o.seed ?? 0);
   const draws: number[][] = estimate.map(() => []);
-  const counts = new Float64Array(n);
-  for (let r = 0; r < resamples; r++) {
-    counts.fill(0);
-    for (let i = 0; i < n; i++) counts[Math.floor(random() * n)]++;
+  forEachResample(n, resamples, o.seed ?? 0, (counts) =>
     statistic(counts).forEach((v, j) => {
       if (Number.isFinite(v)) draws[j].push(v);
-    });
-  }
+    }));
   return estimate.map((e, j) => {
     const xs = draws[j];
     const defined = xs.length >= (1 - MAX_UNDEFINED_RESAMPLES) * resamples && Number.isFinite(e);
+    const sorted = defined ? Float64Array.from(xs).sort() : null;
     return {
       estimate: e,
-      lower: defined ? quantile(xs, (1 - level) / 2) : NaN,
-      upper: defined ? quantile(xs, (1 + level) / 2) : NaN,
+      lower: sorted ? sortedQuantile(sorted, (1 - level) / 2) : NaN,
+      upper: sorted ? sortedQuantile(sorted, (1 + level) / 2) : NaN,
       level,
     };
   });
+}
+
+/** Resample tables kept by forEachResample (a report asks for a few sizes thousands of times), and the
+ *  largest kept (values; 32 MB). */
+const COUNT_TABLES_KEPT = 8;
+const COUNT_TABLE_VALUES = 4_000_000;
+const countTables = new Map<string, Float64Array>();
+
+/**
+ * Calls `use` with the bootstrap's draws of n units in each of `resamples` resamples from a PRNG seeded
+ * `seed`: counts[i] = how often unit i was drawn (read-only for `use`). The draws depend on nothing else,
+ * so the tables of the last few (n, resamples, seed) are kept: a report's thousands of intervals over
+ * the same facts draw once (the draws were most of a mean's interval). Tables over COUNT_TABLE_VALUES are
+ * drawn resample by resample, the same numbers.
+ */
+function forEachResample(
+  n: number,
+  resamples: number,
+  seed: number,
+  use: (counts: Float64Array) => void,
+): void {
+  const draw = (random: () => number, counts: Float64Array) => {
+    for (let i = 0; i < n; i++) counts[Math.floor(random() * n)]++;
+  };
+  if (n * resamples > COUNT_TABLE_VALUES) {
+    const random = mulberry32(seed), counts = new Float64Array(n);
+    for (let r = 0; r < resamples; r++) {
+      counts.fill(0);
+      draw(random, counts);
+      use(counts);
+    }
+    return;
+  }
+  const key = `${n} ${resamples} ${seed}`;
+  let table = countTables.get(key);
+  if (table) {
+    countTables.delete(key); // kept as the most recently used, last
+  } else {
+    table = new Float64Array(resamples * n);
+    const random = mulberry32(seed);
+    for (let r = 0; r < resamples; r++) draw(random, table.subarray(r * n, (r + 1) * n));
+    if (countTables.size >= COUNT_TABLES_KEPT) countTables.delete(countTables.keys().next().value!);
+  }
+  countTables.set(key, table);
+  for (let r = 0; r < resamples; r++) use(table.subarray(r * n, (r + 1) * n));
 }
 
 /** Percentile bootstrap of one statistic of a sample of independent values (default: the mean). */
@@ -149,10 +194,14 @@ export function bootstrapCI(
   if (!o.statistic) {
     // The mean of the resample [xs[0] x counts[0], xs[1] x counts[1], ...], summed in that order as mean()
     // sums it (the same bits), without building the resample.
-    return bootstrapUnits(xs.length, (counts) => {
+    const values = Float64Array.from(xs), n = values.length;
+    return bootstrapUnits(n, (counts) => {
       let sum = 0;
-      for (let i = 0; i < xs.length; i++) for (let k = 0; k < counts[i]; k++) sum += xs[i];
-      return [sum / xs.length];
+      for (let i = 0; i < n; i++) {
+        const x = values[i];
+        for (let k = counts[i]; k > 0; k--) sum += x;
+      }
+      return [sum / n];
     }, o)[0];
   }
   const statistic = o.statistic;
@@ -744,9 +793,6 @@ export function nestedFTest(reduced: OlsFit, full: OlsFit): FTest {
   return { F, df1, df2, p: fSurvival(F, df1, df2), r2Gain: full.r2 - reduced.r2 };
 }
 
-/** groupedLineR2 indexes groups below this (layers) directly. */
-const SMALL_GROUPS = 4096;
-
 /** The R^2 of Hase et al.'s three regressions of y on a group (the edit layer) and x (groupedLineR2). */
 export interface GroupedR2 {
   /** R^2 of y on the group alone (a mean per group). */
@@ -772,60 +818,78 @@ export function groupedLineR2(
   w: ArrayLike<number>,
   flatRange = 0,
 ): GroupedR2 {
-  // Groups as dense indices 0.. in order of first appearance among the weighted rows (a bootstrap calls this
-  // per resample: arrays, not maps, where the groups are small integers such as layers); every sum adds in
-  // row order, and the groups' RSS in that order.
-  const index = new Int32Array(y.length);
-  let G = 0;
-  let top = -1;
-  for (let i = 0; i < y.length && top < SMALL_GROUPS; i++) {
-    top = Number.isInteger(group[i]) && group[i] >= 0 ? Math.max(top, group[i]) : SMALL_GROUPS;
-  }
-  if (top < SMALL_GROUPS) {
-    const slot = new Int32Array(top + 1).fill(-1);
-    for (let i = 0; i < y.length; i++) {
-      if (w[i] === 0) continue;
-      if (slot[group[i]] === -1) slot[group[i]] = G++;
-      index[i] = slot[group[i]];
+  return new GroupedLines(group, x, y, flatRange).r2(w);
+}
+
+/**
+ * groupedLineR2's rows prepared once for many weightings (a bootstrap's thousand resamples of one table):
+ * the groups numbered once, the values in typed arrays.
+ */
+export class GroupedLines {
+  /** Each row's group as a dense number 0.. (in order of first appearance). */
+  private readonly id: Int32Array;
+  private readonly groups: number;
+  private readonly x: Float64Array;
+  private readonly y: Float64Array;
+
+  constructor(group: readonly number[], x: readonly number[], y: readonly number[], readonly flatRange = 0) {
+    if (x.length !== y.length || group.length !== y.length) {
+      throw new Error(`groupedLineR2: ${group.length} groups, ${x.length} x and ${y.length} y values`);
     }
-  } else {
-    const slot = new Map<number, number>();
-    for (let i = 0; i < y.length; i++) {
-      if (w[i] === 0) continue;
-      let k = slot.get(group[i]);
-      if (k === undefined) slot.set(group[i], k = G++);
-      index[i] = k;
+    const ids = new Map<number, number>();
+    this.id = Int32Array.from(group, (g) => {
+      let k = ids.get(g);
+      if (k === undefined) ids.set(g, k = ids.size);
+      return k;
+    });
+    this.groups = ids.size;
+    [this.x, this.y] = [Float64Array.from(x), Float64Array.from(y)];
+  }
+
+  /** The three R^2 with row i weighted w[i]. */
+  r2(w: ArrayLike<number>): GroupedR2 {
+    const { id, x, y } = this, rows = y.length;
+    // The groups numbered by first appearance among the weighted rows (every sum adds in row order, and
+    // the groups' RSS in that order): slot[id] = the group's place, -1 while unseen.
+    const slot = new Int32Array(this.groups).fill(-1);
+    let G = 0;
+    for (let i = 0; i < rows && G < this.groups; i++) {
+      if (w[i] !== 0 && slot[id[i]] === -1) slot[id[i]] = G++;
     }
+    const [gn, gx, gy] = [new Float64Array(G), new Float64Array(G), new Float64Array(G)];
+    const [lo, hi] = [new Float64Array(G).fill(Infinity), new Float64Array(G).fill(-Infinity)];
+    let n = 0, sx = 0, sy = 0;
+    for (let i = 0; i < rows; i++) {
+      const wi = w[i];
+      if (wi === 0) continue;
+      const k = slot[id[i]], xi = x[i], yi = y[i];
+      gn[k] += wi, gx[k] += wi * xi, gy[k] += wi * yi;
+      if (xi < lo[k]) lo[k] = xi;
+      if (xi > hi[k]) hi[k] = xi;
+      n += wi, sx += wi * xi, sy += wi * yi;
+    }
+    // Second pass: centred sums (stable where the raw moments would cancel).
+    const [cxx, cxy, cyy] = [new Float64Array(G), new Float64Array(G), new Float64Array(G)];
+    for (let k = 0; k < G; k++) gx[k] /= gn[k], gy[k] /= gn[k]; // the groups' means
+    let txx = 0, txy = 0, tyy = 0;
+    const [mx, my] = [sx / n, sy / n];
+    for (let i = 0; i < rows; i++) {
+      const wi = w[i];
+      if (wi === 0) continue;
+      const k = slot[id[i]];
+      const dx = x[i] - gx[k], dy = y[i] - gy[k], ex = x[i] - mx, ey = y[i] - my;
+      cxx[k] += wi * dx * dx, cxy[k] += wi * dx * dy, cyy[k] += wi * dy * dy;
+      txx += wi * ex ** 2, txy += wi * ex * ey, tyy += wi * ey ** 2;
+    }
+    let rssGroup = 0, rssBoth = 0;
+    for (let k = 0; k < G; k++) {
+      rssGroup += cyy[k];
+      rssBoth += hi[k] - lo[k] > this.flatRange && cxx[k] > 0
+        ? Math.max(0, cyy[k] - (cxy[k] * cxy[k]) / cxx[k])
+        : cyy[k];
+    }
+    const rssLine = txx > 0 ? Math.max(0, tyy - (txy * txy) / txx) : tyy;
+    if (!(tyy > 0)) return { group: NaN, line: NaN, both: NaN };
+    return { group: 1 - rssGroup / tyy, line: 1 - rssLine / tyy, both: 1 - rssBoth / tyy };
   }
-  const [gn, gx, gy] = [new Float64Array(G), new Float64Array(G), new Float64Array(G)];
-  const [lo, hi] = [new Float64Array(G).fill(Infinity), new Float64Array(G).fill(-Infinity)];
-  let n = 0, sx = 0, sy = 0;
-  for (let i = 0; i < y.length; i++) {
-    if (w[i] === 0) continue;
-    const k = index[i];
-    gn[k] += w[i], gx[k] += w[i] * x[i], gy[k] += w[i] * y[i];
-    lo[k] = Math.min(lo[k], x[i]), hi[k] = Math.max(hi[k], x[i]);
-    n += w[i], sx += w[i] * x[i], sy += w[i] * y[i];
-  }
-  // Second pass: centred sums (stable where the raw moments would cancel).
-  const [cxx, cxy, cyy] = [new Float64Array(G), new Float64Array(G), new Float64Array(G)];
-  let txx = 0, txy = 0, tyy = 0;
-  const [mx, my] = [sx / n, sy / n];
-  for (let i = 0; i < y.length; i++) {
-    if (w[i] === 0) continue;
-    const k = index[i];
-    const dx = x[i] - gx[k] / gn[k], dy = y[i] - gy[k] / gn[k];
-    cxx[k] += w[i] * dx * dx, cxy[k] += w[i] * dx * dy, cyy[k] += w[i] * dy * dy;
-    txx += w[i] * (x[i] - mx) ** 2, txy += w[i] * (x[i] - mx) * (y[i] - my), tyy += w[i] * (y[i] - my) ** 2;
-  }
-  let rssGroup = 0, rssBoth = 0;
-  for (let k = 0; k < G; k++) {
-    rssGroup += cyy[k];
-    rssBoth += hi[k] - lo[k] > flatRange && cxx[k] > 0
-      ? Math.max(0, cyy[k] - (cxy[k] * cxy[k]) / cxx[k])
-      : cyy[k];
-  }
-  const rssLine = txx > 0 ? Math.max(0, tyy - (txy * txy) / txx) : tyy;
-  if (!(tyy > 0)) return { group: NaN, line: NaN, both: NaN };
-  return { group: 1 - rssGroup / tyy, line: 1 - rssLine / tyy, both: 1 - rssBoth / tyy };
 }
