@@ -225,7 +225,8 @@ const GROUPED_NAME = /^h\.\d+\.mlp\.c_proj\.(weight|bias)$/;
 /**
  * A forward over the rows of each sequence from a position on, the rows before it cached: row
  * b*T + i of the batch (T its padded length) is sequence b's position starts[b] + i, and the
- * residual entering startLayer is given as `input` [B*T, d] for those rows only. Attention reads the
+ * residual entering startLayer is given as `input` [B*T, d] for those rows only (at layer 0 it may be
+ * left out: the batch's tokens are then embedded at those positions). Attention reads the
  * keys and values of sequence b's earlier positions j < starts[b] from row bases[b] + j of `qkv[l]`,
  * one tensor per layer from startLayer on holding attention inputs q|k|v [rows, (H + 2 Hkv) hd] as a
  * forward with `captureQkv` wrote them (read only: sequences that share a prefix share its rows).
@@ -905,7 +906,13 @@ export class Model {
     if (grouped) this.checkGrouped(grouped, B, !!suffix);
     let suffixState: ForwardResult["suffix"];
     if (suffix) {
-      if (!o.input) throw new Error("forward: a suffix forward needs the residual `input` of its rows");
+      // Without `input` the suffix's rows are embedded at their positions, starts[b] + t.
+      if (!o.input && !cfg.rotary && Math.max(...suffix.starts) + T > cfg.nPositions) {
+        throw new Error(
+          `forward: suffix rows up to position ${Math.max(...suffix.starts) + T - 1}, beyond the model's ` +
+            `${cfg.nPositions} positions`,
+        );
+      }
       if (suffix.starts.length !== B || suffix.bases.length !== B) {
         throw new Error(
           `forward: suffix has ${suffix.starts.length} starts and ${suffix.bases.length} cache bases ` +
@@ -972,7 +979,12 @@ export class Model {
       x = gpu.empty([R, d]);
       const wpe = cfg.rotary ? null : this.p("wpe.weight");
       for (const c of this.wte) {
-        embed(gpu, tokens, c.tensor, wpe, R, T, d, { out: x, rowStart: c.rowStart, scale: cfg.embedScale });
+        embed(gpu, tokens, c.tensor, wpe, R, T, d, {
+          out: x,
+          rowStart: c.rowStart,
+          scale: cfg.embedScale,
+          starts: suffixState?.offsets,
+        });
       }
       applyHooks(-1, "embed", x);
       embedOut = x;

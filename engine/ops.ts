@@ -1034,7 +1034,9 @@ export function attention(
 }
 
 /** out[r, :] = wte[tokens[r] - rowStart, :] * scale + wpe[r % T, :] for every r in [0, R) whose token
- *  lies in [rowStart, rowStart + rows of wte); other rows are left untouched. (A vocabulary larger than
+ *  lies in [rowStart, rowStart + rows of wte); other rows are left untouched. With `starts` (u32 [R / T],
+ *  each sequence's first position: a suffix forward's rows) row r is at position starts[r / T] + r % T
+ *  (a row of wpe: the caller checks). (A vocabulary larger than
  *  one storage binding is split into row chunks; the model calls this once per chunk. rowStart = 0 and a
  *  whole wte is the normal case.) wte is f32, or f16/bf16 as the checkpoint stores it (a 16-bit chunk
  *  starts on a whole word). tokens is a u32 tensor [R]. wpe is [nPositions, C], or null for
@@ -1047,9 +1049,10 @@ export function embed(
   R: number,
   T: number,
   C: number,
-  o: { out: Tensor; rowStart?: number; scale?: number },
+  o: { out: Tensor; rowStart?: number; scale?: number; starts?: Tensor },
 ): Tensor {
   positive("embed", { R, T, C });
+  if (o.starts) need("embed", "starts", o.starts, R / T, "u32");
   const rowStart = o.rowStart ?? 0;
   if (!Number.isInteger(rowStart) || rowStart < 0) {
     throw new Error(`embed: rowStart must be >= 0, got ${rowStart}`);
@@ -1060,16 +1063,22 @@ export function embed(
   else if (wte.size < C) throw new Error(`embed: wte [${wte.shape}] has fewer than ${C} values`);
   if (wpe) need("embed", "wpe", wpe, T * C);
   need("embed", "out", o.out, R * C);
-  distinct("embed", o.out, { tokens, wte, ...(wpe ? { wpe } : {}) });
+  distinct("embed", o.out, {
+    tokens,
+    wte,
+    ...(wpe ? { wpe } : {}),
+    ...(o.starts ? { starts: o.starts } : {}),
+  });
   const wteRows = Math.floor(wte.size / C);
   const { params, grid } = elementwise(gpu, R * C);
   gpu.run(
     gpu.pipeline("embedding.wgsl", half ? "embed_half" : "embed", {
       ...params,
       WITH_POSITIONS: wpe !== null,
+      OFFSETS: !!o.starts,
       HALF_BF16: wte.dtype === "bf16",
     }),
-    [tokens, wte, wpe ?? placeholder(gpu), o.out],
+    [tokens, wte, wpe ?? placeholder(gpu), o.out, o.starts ?? placeholder(gpu)],
     grid,
     uniforms().u32(R, T, C, rowStart, wteRows).f32(o.scale ?? 1),
   );

@@ -1,7 +1,9 @@
 // Token + position embedding, PER output values per invocation (elements.wgsl):
 //
-//   out[r, c] = wte[tokens[r] - row_start, c] * scale + wpe[r % T, c]   (wpe only WITH_POSITIONS)
-//       for rows r whose token lies in [row_start, row_start + wte_rows); other rows are untouched.
+//   out[r, c] = wte[tokens[r] - row_start, c] * scale + wpe[p(r), c]   (wpe only WITH_POSITIONS)
+//       for rows r whose token lies in [row_start, row_start + wte_rows); other rows are untouched;
+//       position p(r) = r % T, or with OFFSETS starts[r / T] + r % T (a suffix forward's rows: generation
+//       embeds only each sequence's newest tokens, at their positions)
 //
 //   tokens : [R] u32, rows of a sequence are b*T + t
 //   wte    : [wte_rows, C], rows row_start .. row_start + wte_rows - 1 of the token embedding
@@ -9,6 +11,7 @@
 //   wpe    : [nPositions, C], nPositions >= T (learned positions; rotary models bind a placeholder)
 //   scale  : 1, or sqrt(C) for Gemma's scaled embeddings
 //   out    : [R, C]
+//   starts : [R / T] u32, each sequence's first position (OFFSETS only)
 //
 // embed_half: the same with wte kept in its checkpoint's 16-bit format (f16/bf16 words, decoded by
 // half.wgsl); a chunk of 16-bit rows starts on a whole word (engine/model.ts splits them so).
@@ -16,6 +19,7 @@
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   WG, PER        : invocations per workgroup, values per invocation (elements.wgsl)
 //   WITH_POSITIONS : add wpe
+//   OFFSETS        : sequence b's rows start at position starts[b]
 //   HALF_BF16      : (embed_half) wte holds bf16, else f16
 //
 // import: half.wgsl
@@ -27,7 +31,8 @@ struct Dims { R: u32, T: u32, C: u32, row_start: u32, wte_rows: u32, scale: f32 
 @group(0) @binding(1) var<storage, read> wte: array<f32>;
 @group(0) @binding(2) var<storage, read> wpe: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> d: Dims;
+@group(0) @binding(4) var<storage, read> starts: array<u32>;
+@group(0) @binding(5) var<uniform> d: Dims;
 
 // wte as packed 16-bit pairs (embed_half binds this instead of wte).
 @group(0) @binding(1) var<storage, read> wte16: array<u32>;
@@ -45,7 +50,11 @@ fn site(i: u32) -> Site {
 
 fn write(s: Site, value: f32) {
   var v = value * d.scale;
-  if (WITH_POSITIONS) { v += wpe[(s.r % d.T) * d.C + s.i % d.C]; }
+  if (WITH_POSITIONS) {
+    var position = s.r % d.T;
+    if (OFFSETS) { position += starts[s.r / d.T]; }
+    v += wpe[position * d.C + s.i % d.C];
+  }
   out[s.i] = v;
 }
 

@@ -257,6 +257,43 @@ test("embed: whole vocabulary, and the same result from two row chunks with rowS
   assert.equal(gf[3 * C], -3);
 });
 
+test("embed with starts: sequence b's rows at positions starts[b] + t, each row the whole embedding's", async () => {
+  const [B, T, C, V, nPositions] = [3, 2, 8, 10, 7];
+  const R = B * T, starts = [0, 4, 2];
+  const tokens = [9, 0, 5, 6, 2, 9];
+  const wte = randomArray(V * C, 11), wpe = randomArray(nPositions * C, 12);
+  const twte = gpu.tensor([V, C], wte), twpe = gpu.tensor([nPositions, C], wpe);
+  const got = gpu.zeros([R, C]);
+  embed(gpu, gpu.tensor([R], tokens, "u32"), twte, twpe, R, T, C, {
+    out: got,
+    starts: gpu.tensor([B], starts, "u32"),
+  });
+  // The same rows of a whole embedding of nPositions rows per sequence (sequence b's tokens placed at
+  // starts[b]..), bit for bit.
+  const wholeTokens = new Array(B * nPositions).fill(0);
+  tokens.forEach((
+    tk,
+    r,
+  ) => (wholeTokens[Math.floor(r / T) * nPositions + starts[Math.floor(r / T)] + (r % T)] = tk));
+  const whole = gpu.zeros([B * nPositions, C]);
+  embed(gpu, gpu.tensor([B * nPositions], wholeTokens, "u32"), twte, twpe, B * nPositions, nPositions, C, {
+    out: whole,
+  });
+  const [g, w] = await gpu.readMany([got, whole]);
+  const expected = new Float32Array(R * C);
+  for (let r = 0; r < R; r++) {
+    const at = Math.floor(r / T) * nPositions + starts[Math.floor(r / T)] + (r % T);
+    expected.set(w.subarray(at * C, (at + 1) * C), r * C);
+  }
+  assert.deepEqual(g, expected);
+  const positions = Array.from({ length: R }, (_, r) => starts[Math.floor(r / T)] + (r % T));
+  const ref = new Float64Array(R * C);
+  for (let r = 0; r < R; r++) {
+    for (let c = 0; c < C; c++) ref[r * C + c] = wte[tokens[r] * C + c] + wpe[positions[r] * C + c];
+  }
+  assertClose(g, ref, 1e-6, "float64 reference");
+});
+
 test("embed rejects f32 tokens and a wpe shorter than T", () => {
   const wte = gpu.zeros([4, 3]);
   assert.throws(

@@ -117,6 +117,30 @@ for (const name of CASES) {
   });
 }
 
+for (const name of CASES) {
+  Deno.test(`a suffix forward from layer 0 embeds its tokens at their positions (${name})`, async () => {
+    // Generation's steps: each sequence's newest token alone, its earlier positions from the cache.
+    const { model, expected } = await loadCase(name);
+    const cfg = model.config, width = (cfg.nHead + 2 * cfg.nKvHead) * cfg.headDim;
+    const prompts = [...expected.prompts, expected.prompts[0].slice(0, 3)];
+    const full = makeBatch(prompts), B = full.B, Tk = full.T;
+    const last = prompts.map((p) => p.length - 1);
+    const qkv = Array.from({ length: cfg.nLayer }, () => gpu.zeros([B * Tk, width]));
+    const whole = model.forward(full, {
+      outputRows: last.map((t, b) => b * Tk + t),
+      captureQkv: new Map(qkv.map((t, l) => [l, t])),
+    });
+    const step = model.forward(makeBatch(prompts.map((p) => [p.at(-1)!])), {
+      suffix: { starts: last, qkv, bases: prompts.map((_, b) => b * Tk), T: Tk },
+    });
+    const [w, s] = await gpu.readMany([whole.logits, step.logits]);
+    assertClose(s, w, 1e-4 * Math.max(...w.map(Math.abs)), `${name}: the newest tokens' logits`);
+    model.releaseForward(whole);
+    model.releaseForward(step);
+    gpu.release(...qkv);
+  });
+}
+
 Deno.test("suffix forward: parameter gradients and bad caches are refused", async () => {
   const { model } = await loadCase("gpt2");
   const cfg = model.config, width = 3 * cfg.nEmbd;
@@ -140,6 +164,14 @@ Deno.test("suffix forward: parameter gradients and bad caches are refused", asyn
     () => model.forward(batch, { input, suffix: { ...suffix, starts: [2], bases: [3] } }),
     /cache rows \[3, 5\) of sequence 0 are not among the 4 q\|k\|v rows/,
   );
+  // Embedded by the forward itself: every row must be one of the model's positions.
+  const late = cfg.nPositions - 1;
+  const longCache = Array.from({ length: cfg.nLayer }, () => gpu.zeros([(late + 1) * width]));
+  assert.throws(
+    () => model.forward(batch, { suffix: { starts: [late], qkv: longCache, bases: [0], T: late + 1 } }),
+    new RegExp(`suffix rows up to position ${late + 1}, beyond the model's ${cfg.nPositions} positions`),
+  );
+  gpu.release(...longCache);
   const fwd = model.forward(batch, { input, suffix, keep: true });
   assert.throws(
     () =>

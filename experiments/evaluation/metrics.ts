@@ -1080,19 +1080,15 @@ export async function generate(
             )
           );
         } else {
-          // The newest token of each sequence at its position: its embedding (a pass through no block),
-          // then every block on that row alone, the earlier positions' q|k|v read from the cache.
-          const whole = makeBatch(active.map((i) => sequences[i]));
-          const embedded = model.forward(whole, { endLayer: 0 });
+          // The newest token of each sequence, embedded at its position, then every block on that row
+          // alone, the earlier positions' q|k|v read from the cache.
           const last = active.map((i) => sequences[i].length - 1);
           captured = Array.from({ length: L }, () => gpu.empty([active.length, width]));
           res = model.forward(makeBatch(active.map((i) => [sequences[i].at(-1)!])), {
-            input: embedded.logits,
-            suffix: { starts: last, qkv: b.cache, bases: active.map(base), T: whole.T },
+            suffix: { starts: last, qkv: b.cache, bases: active.map(base), T: Math.max(...last) + 1 },
             captureQkv: new Map(captured.map((t, l) => [l, t])),
             virtualEdits: edits(1),
           });
-          model.releaseForward(embedded);
           active.forEach((i, a) => entries.push({ dst: base(i) + last[a], src: a, keep: 0, take: 1 }));
         }
         captured.forEach((t, l) => rowOps(gpu, b.cache[l], t, width, entries));
