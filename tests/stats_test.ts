@@ -2,6 +2,7 @@
 // in Python (numpy 2.4 for least squares, mpmath 1.3 at 30-40 digits for the incomplete beta, t and
 // F distributions); each expected number says where it came from.
 import assert from "node:assert/strict";
+import { mulberry32 } from "../engine/random.ts";
 import {
   bootstrapCI,
   bootstrapUnits,
@@ -515,6 +516,21 @@ Deno.test("bootstrapUnits: the estimate uses every unit once, clusters resample 
   assert.ok(ci.lower >= 1 && ci.upper <= 8 && ci.lower < 3.8 && 3.8 < ci.upper);
   const again = bootstrapUnits(5, (c) => [weightedMean([1, 5, 2, 8, 3], c)], { seed: 3, resamples: 300 })[0];
   assert.deepEqual(again, ci); // the same draws whatever the rows per unit
+  // The draws are mulberry32's, unit by unit: from a kept table (small n) or drawn resample by resample
+  // (a table over 4M values, n = 4001 here), and the same again from a kept table.
+  for (const [n, resamples] of [[7, 50], [4001, 1000], [7, 50]]) {
+    const random = mulberry32(11), expected = new Float64Array(n);
+    let calls = 0;
+    bootstrapUnits(n, (counts) => {
+      if (calls++ === 0) return [0]; // the estimate's (every unit once)
+      expected.fill(0);
+      for (let i = 0; i < n; i++) expected[Math.floor(random() * n)]++;
+      const at = counts.findIndex((c, i) => c !== expected[i]);
+      assert.equal(at, -1, `n ${n}, resample ${calls - 1}: unit ${at} drawn ${counts[at]} times`);
+      return [0];
+    }, { seed: 11, resamples });
+    assert.equal(calls, resamples + 1);
+  }
   // Mostly undefined resamples give an undefined interval, not a narrow one.
   const undef = bootstrapUnits(3, (c) => [c[0] === 1 ? 1 : NaN], { resamples: 100 })[0];
   assert.ok(Number.isNaN(undef.lower) && undef.estimate === 1);

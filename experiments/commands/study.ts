@@ -42,7 +42,7 @@ import { VERDICT_RULE } from "../study/stats.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
 import { formatSeconds, intOption, positiveInt, positiveNumber } from "../output.ts";
 import { renderReport } from "../study/report.ts";
-import { parseShard, ResultStore, type Shard, shardFromEnv, writeCsv } from "../study/store.ts";
+import { parseShard, ResultStore, type Shard, shardFromEnv, toCsv } from "../study/store.ts";
 import {
   DEFAULT_DRIFT,
   defaultSettings,
@@ -358,8 +358,10 @@ async function main(args: string[]): Promise<number> {
       console.log(`\nNo results yet, so no report. ${timing}`);
       return 0;
     }
-    const csvCount = await writeCsv(store, `${out}/results.csv`, { sweep: "study" });
-    const data = loadSweep(store.results({ sweep: "study" }), "study");
+    // Every result read from the store once, for the CSV, the analyses and the score summary.
+    const stored = [...store.results({ sweep: "study" })];
+    await writeAtomic(`${out}/results.csv`, toCsv(stored));
+    const data = loadSweep(stored, "study");
     const runPlan: RunPlan = {
       facts: edited.length,
       proxyFacts: edited.filter((f) => f.split === "proxy").length,
@@ -374,7 +376,7 @@ async function main(args: string[]): Promise<number> {
       `\n=== Findings (${data.edits.length} edits, ${data.traces.length} localization records) ===`,
     );
     console.log("Mean scores: Hase et al.'s | the field's standard metrics (docs/metrics.md)");
-    for (const line of scoreSummary(store.results({ sweep: "study" }), "study")) console.log(`  ${line}`);
+    for (const line of scoreSummary(stored, "study")) console.log(`  ${line}`);
     console.log(driftDescription(driftSummary(data)));
     const rewrite = r2Table(data, { metric: "rewrite" });
     const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : " n/a ");
@@ -417,7 +419,7 @@ async function main(args: string[]): Promise<number> {
     for (const line of warnings.length ? warnings : ["none detected"]) console.log(`  ! ${line}`);
     console.log(`Verdict rule: ${VERDICT_RULE}`);
     console.log(
-      `\n${out}/report.html (the full report), ${out}/results.csv (${csvCount} results), ${storePath}\n${timing}`,
+      `\n${out}/report.html (the full report), ${out}/results.csv (${stored.length} results), ${storePath}\n${timing}`,
     );
   } finally {
     store.close();
