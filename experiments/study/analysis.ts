@@ -561,14 +561,19 @@ function r2Rows(
       [F, p] = [test.F, test.p];
     }
     const adj = (f: OlsFit | string) => (typeof f === "string" ? NaN : f.adjR2);
-    const factIds = [...new Set(usable.map((e) => e.fact))];
-    const unitOf = usable.map((e) => factIds.indexOf(e.fact));
+    // Each row's fact as a unit 0.. in order of first appearance (a map: thousands of rows and facts).
+    const units = new Map<string, number>();
+    const unitOf = usable.map((e) => {
+      let u = units.get(e.fact);
+      if (u === undefined) units.set(e.fact, u = units.size);
+      return u;
+    });
     const w = new Float64Array(usable.length);
     const lines = new GroupedLines(table.layer, effect, table.y, CONSTANT_EFFECT_RANGE);
-    const [ciLayer, ciTrace, ciBoth, ciDiff, ciF2] = factIds.length < 2
+    const [ciLayer, ciTrace, ciBoth, ciDiff, ciF2] = units.size < 2
       ? [nanCI(), nanCI(), nanCI(), nanCI(), nanCI()]
       : bootstrapUnits(
-        factIds.length,
+        units.size,
         (counts) => {
           for (let i = 0; i < w.length; i++) w[i] = counts[unitOf[i]];
           const g = lines.r2(w);
@@ -581,7 +586,7 @@ function r2Rows(
       method,
       metric,
       n: usable.length,
-      facts: factIds.length,
+      facts: units.size,
       dropped: rows.length - usable.length,
       layer: r2(layerFit),
       trace: r2(traceFit),
