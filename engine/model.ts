@@ -907,10 +907,10 @@ export class Model {
     let suffixState: ForwardResult["suffix"];
     if (suffix) {
       // Without `input` the suffix's rows are embedded at their positions, starts[b] + t.
-      if (!o.input && !cfg.rotary && Math.max(...suffix.starts) + T > cfg.nPositions) {
+      const lastPosition = Math.max(...suffix.starts) + T - 1;
+      if (!o.input && !cfg.rotary && lastPosition >= cfg.nPositions) {
         throw new Error(
-          `forward: suffix rows up to position ${Math.max(...suffix.starts) + T - 1}, beyond the model's ` +
-            `${cfg.nPositions} positions`,
+          `forward: suffix rows up to position ${lastPosition}, beyond the model's ${cfg.nPositions} positions`,
         );
       }
       if (suffix.starts.length !== B || suffix.bases.length !== B) {

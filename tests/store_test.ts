@@ -439,7 +439,7 @@ Deno.test("CSV: RFC 4180 quoting, flattened JSON columns, missing fields empty",
     const store = ResultStore.open(`${dir}/r.db`);
     for (let i = 0; i < 6; i++) store.put(recordFor(i));
     store.put({ ...recordFor(6), sweep: "sweep-b" });
-    assert.equal(await writeCsv(store, `${dir}/a.csv`, { sweep: "sweep-a" }), 6);
+    assert.equal(await writeCsv(store.results({ sweep: "sweep-a" }), `${dir}/a.csv`), 6);
     const lines = Deno.readTextFileSync(`${dir}/a.csv`).trimEnd().split("\r\n");
     assert.equal(lines.length, 7);
     assert.ok(

@@ -42,7 +42,7 @@ import { VERDICT_RULE } from "../study/stats.ts";
 import { parseProblem, PROBLEMS } from "../editing/problems.ts";
 import { formatSeconds, intOption, positiveInt, positiveNumber } from "../output.ts";
 import { renderReport } from "../study/report.ts";
-import { parseShard, ResultStore, type Shard, shardFromEnv, toCsv } from "../study/store.ts";
+import { parseShard, ResultStore, type Shard, shardFromEnv, writeCsv } from "../study/store.ts";
 import {
   DEFAULT_DRIFT,
   defaultSettings,
@@ -360,7 +360,7 @@ async function main(args: string[]): Promise<number> {
     }
     // Every result read from the store once, for the CSV, the analyses and the score summary.
     const stored = [...store.results({ sweep: "study" })];
-    await writeAtomic(`${out}/results.csv`, toCsv(stored));
+    await writeCsv(stored, `${out}/results.csv`);
     const data = loadSweep(stored, "study");
     const runPlan: RunPlan = {
       facts: edited.length,

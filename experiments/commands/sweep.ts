@@ -98,10 +98,10 @@ async function main(args: string[]): Promise<number> {
     const store = ResultStore.open(positionals[0], { create: false });
     try {
       console.log(
-        `${positionals[1]}: ${await writeCsv(store, positionals[1], {
-          sweep: values.name,
-          method: values.method,
-        })} results`,
+        `${positionals[1]}: ${await writeCsv(
+          store.results({ sweep: values.name, method: values.method }),
+          positionals[1],
+        )} results`,
       );
     } finally {
       store.close();
@@ -248,7 +248,9 @@ async function main(args: string[]): Promise<number> {
       console.log(`--max-minutes ${minutes} ran out: run the same command again to continue`);
     }
     if (values.csv) {
-      console.log(`${values.csv}: ${await writeCsv(store, values.csv, { sweep: plan.name })} results`);
+      console.log(
+        `${values.csv}: ${await writeCsv(store.results({ sweep: plan.name }), values.csv)} results`,
+      );
     }
   } finally {
     store.close();

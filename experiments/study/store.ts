@@ -591,9 +591,9 @@ export function toCsv(results: Iterable<StoredResult>): string {
   return lines.join("\r\n") + "\r\n";
 }
 
-/** Writes the results matching `filter` as CSV (atomically: engine/files.ts). */
-export async function writeCsv(store: ResultStore, path: string, filter: ResultFilter = {}): Promise<number> {
-  const results = [...store.results(filter)];
-  await writeAtomic(path, toCsv(results));
-  return results.length;
+/** Writes `results` (e.g. a store's results(filter)) as CSV (atomically: engine/files.ts); returns how many. */
+export async function writeCsv(results: Iterable<StoredResult>, path: string): Promise<number> {
+  const rows = [...results];
+  await writeAtomic(path, toCsv(rows));
+  return rows.length;
 }
