@@ -832,6 +832,8 @@ export class GroupedLines {
   private readonly x: Float64Array;
   private readonly y: Float64Array;
 
+  /** Rows i of (group[i], x[i], y[i]); a group counts as flat (no slope) when its x range is at most
+   *  `flatRange`. */
   constructor(group: readonly number[], x: readonly number[], y: readonly number[], readonly flatRange = 0) {
     if (x.length !== y.length || group.length !== y.length) {
       throw new Error(`groupedLineR2: ${group.length} groups, ${x.length} x and ${y.length} y values`);
