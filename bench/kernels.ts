@@ -257,8 +257,10 @@ const adam = new Adam(gpu, [{
   size: ftValues,
   linf: { center: gpu.tensor([ftValues], random(ftValues)), radius: 0.05 },
 }], { lr: 5e-4, trackNorm: false });
-// The same step with the gradient left as its factors (x^T dy of each edit's 8 rows, engine/autograd.ts
-// FactoredGradient), formed inside the update (shaders/adam_factored.wgsl): no gradient written or read.
+// The same step as FT-L takes it (experiments/editing/ft.ts): the gradient left as its factors (x^T dy of
+// each edit's 8 rows, engine/autograd.ts FactoredGradient), formed inside the update, and every copy's ball
+// around one center, the model's own weight (shaders/adam_factored_texture.wgsl where the adapter reads
+// textures, else adam_factored.wgsl): no gradient written or read, the center read once per value of a copy.
 const ftRows = 8;
 const ftFactors = {
   a: gpu.tensor([ftEdits * ftRows * f], random(ftEdits * ftRows * f)),
@@ -272,7 +274,7 @@ const adamFactored = new Adam(gpu, [{
   name: "ft",
   tensor: gpu.tensor([ftValues], random(ftValues)),
   size: ftValues,
-  linf: { center: gpu.tensor([ftValues], random(ftValues)), radius: 0.05 },
+  linf: { center: gpu.tensor([f * d], random(f * d)), radius: 0.05, copies: ftEdits },
 }], { lr: 5e-4, trackNorm: false });
 const denseEdit: VirtualEdit = {
   layer: 0,
@@ -303,7 +305,7 @@ const memoryBound: [string, number, () => void][] = [
     },
   ],
   [
-    "adam, factored [16x512x128]",
+    "adam, one center [16x512x128]",
     (7 * ftValues + ftEdits * ftRows * (f + d)) * 4,
     () => adamFactored.step([{ ...ftFactors, held: ftFactors.b }]),
   ],
