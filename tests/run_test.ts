@@ -82,6 +82,37 @@ Deno.test("runSuite: a file whose process aborted once with no failed test passe
   }
 });
 
+// A real segmentation fault: libc's strlen of a null pointer (V8 handles a SIGSEGV merely sent to the
+// process, so a kill would not do).
+const faulting =
+  `const libc = Deno.dlopen("libc.so.6", { strlen: { parameters: ["pointer"], result: "usize" } });\n` +
+  `const fault = () => { libc.symbols.strlen(null); };\n`;
+
+Deno.test("runSuite: a segmentation fault after every test passed runs the file again; one during a test fails it at once", async () => {
+  const dir = await suiteDir({
+    // Faults (a null pointer read through FFI: SIGSEGV, exit code 139) as its process ends, after its
+    // tests passed, at its first run only.
+    "a_test.ts": faulting + `const marker = new URL("./faulted-once", import.meta.url);\n` +
+      `if (!(await Deno.stat(marker).catch(() => null))) {\n` +
+      `  await Deno.writeTextFile(marker, "");\n` +
+      `  globalThis.addEventListener("unload", fault);\n` +
+      `}\n` + passing,
+    // The same fault inside a test, which is left without its result: never rerun.
+    "b_test.ts": faulting + `Deno.test("crashes", fault);\n`,
+  });
+  try {
+    const { ok, results } = await runSuite({ dir, jobs: 2 });
+    assert.equal(ok, false);
+    const [a, b] = ["a_test.ts", "b_test.ts"].map((name) => results.find((r) => r.file.endsWith(name))!);
+    assert.deepEqual([a.passed, a.failed, a.code, a.aborts.length], [2, 0, 0, 1]);
+    assert.match(a.aborts[0], /^exit code 139: /);
+    assert.deepEqual([b.code, b.aborts.length], [139, 0]);
+    assert.match(failure(b)!, /^exit code 139/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runSuite: passing files pass; extra arguments such as --filter reach every file", async () => {
   const dir = await suiteDir({ "a_test.ts": passing, "b_test.ts": passing });
   // Files in sub-folders and named as deno test names them run too, as under `deno test DIR`.
