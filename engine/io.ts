@@ -49,17 +49,26 @@ export function preferredBackend(): string {
   const chosen = Deno.env.get("DENO_WEBGPU_BACKEND");
   if (chosen) return chosen;
   if (Deno.build.os !== "linux") return "default";
-  const names = (dir: string) => {
-    try {
-      return [...Deno.readDirSync(dir)].map((e) => e.name);
-    } catch {
-      return [];
-    }
-  };
-  const gpuNode = names("/dev/dri").some((n) => n.startsWith("renderD")) ||
-    names("/dev").some((n) => /^nvidia\d+$/.test(n) || n === "dxg" || n === "kfd");
-  const mesaEgl = names("/usr/share/glvnd/egl_vendor.d").some((n) => n.endsWith("_mesa.json"));
-  return !gpuNode && mesaEgl ? "gl" : "default";
+  const mesaEgl = folderNames("/usr/share/glvnd/egl_vendor.d").some((n) => n.endsWith("_mesa.json"));
+  return !hasGpuDeviceNode() && mesaEgl ? "gl" : "default";
+}
+
+/** The names in a folder, or none when it cannot be read (or does not exist). */
+export function folderNames(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Whether this (Linux) machine has a GPU device node: a DRM render node, NVIDIA's, WSL's dxg or AMD's
+ * kfd. Without one, WebGPU has only Mesa's CPU drivers (`./locus`'s has_gpu asks the same).
+ */
+export function hasGpuDeviceNode(): boolean {
+  return folderNames("/dev/dri").some((n) => n.startsWith("renderD")) ||
+    folderNames("/dev").some((n) => /^nvidia\d+$/.test(n) || n === "dxg" || n === "kfd");
 }
 
 const denoIo: Io = {

@@ -2,6 +2,7 @@
 // bind-group reuse, the pool.
 import assert from "node:assert/strict";
 import { getGpu, sideBySide } from "../engine/gpu.ts";
+import { folderNames } from "../engine/io.ts";
 import { add, matmul, rowOps } from "../engine/ops.ts";
 
 const gpu = await getGpu();
@@ -185,17 +186,10 @@ console.log(preferredBackend());`;
     return new TextDecoder().decode(out.stdout).trim();
   };
   assert.equal(await preferred({ DENO_WEBGPU_BACKEND: "vulkan" }), "vulkan");
-  const entries = (dir: string) => {
-    try {
-      return [...Deno.readDirSync(dir)].map((e) => e.name);
-    } catch {
-      return [];
-    }
-  };
   const softwareOnly = Deno.build.os === "linux" &&
-    !entries("/dev/dri").some((n) => n.startsWith("renderD")) &&
-    !entries("/dev").some((n) => n.startsWith("nvidia") || n === "dxg" || n === "kfd");
-  const mesaEgl = entries("/usr/share/glvnd/egl_vendor.d").includes("50_mesa.json");
+    !folderNames("/dev/dri").some((n) => n.startsWith("renderD")) &&
+    !folderNames("/dev").some((n) => n.startsWith("nvidia") || n === "dxg" || n === "kfd");
+  const mesaEgl = folderNames("/usr/share/glvnd/egl_vendor.d").includes("50_mesa.json");
   const auto = softwareOnly && mesaEgl ? "gl" : "default";
   assert.equal(await preferred({}), auto);
   assert.equal(await preferred({ DENO_WEBGPU_BACKEND: "gl" }), "gl");

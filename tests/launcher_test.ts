@@ -1,16 +1,9 @@
 // The `./locus` launcher's environment: jemalloc preloaded without a GPU where it is installed (why: the
 // comment above preload_jemalloc in ./locus), never twice, and never with LOCUS_MALLOC=system.
 import assert from "node:assert/strict";
+import { folderNames, hasGpuDeviceNode } from "../engine/io.ts";
 
 const launcher = new URL("../locus", import.meta.url).pathname;
-
-function entries(dir: string): string[] {
-  try {
-    return [...Deno.readDirSync(dir)].map((e) => e.name);
-  } catch {
-    return [];
-  }
-}
 
 /** LD_PRELOAD as Deno started by `./locus` sees it, given these variables on top of a clean environment. */
 async function preloadSeen(env: Record<string, string>): Promise<string> {
@@ -35,14 +28,12 @@ Deno.test({
     "./locus preloads jemalloc on a Linux machine without a GPU when it is installed, once, unless LOCUS_MALLOC=system",
   ignore: Deno.build.os !== "linux",
 }, async () => {
-  const noGpu = !entries("/dev/dri").some((n) => n.startsWith("renderD")) &&
-    !entries("/dev").some((n) => /^nvidia[0-9]/.test(n) || n === "dxg" || n === "kfd");
   const libraries = ["/usr/lib", "/usr/lib64"].flatMap((root) =>
-    [root, ...entries(root).map((d) => `${root}/${d}`)].filter((dir) =>
-      entries(dir).includes("libjemalloc.so.2")
+    [root, ...folderNames(root).map((d) => `${root}/${d}`)].filter((dir) =>
+      folderNames(dir).includes("libjemalloc.so.2")
     )
   ).map((dir) => `${dir}/libjemalloc.so.2`);
-  const expected = noGpu && libraries.length ? libraries : [];
+  const expected = hasGpuDeviceNode() ? [] : libraries;
 
   const plain = await preloadSeen({});
   if (expected.length) assert.ok(expected.includes(plain), `jemalloc preloaded: ${plain}`);
