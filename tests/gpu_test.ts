@@ -2,7 +2,7 @@
 // bind-group reuse, the pool.
 import assert from "node:assert/strict";
 import { getGpu, sideBySide } from "../engine/gpu.ts";
-import { folderNames } from "../engine/io.ts";
+import { folderNames, hasGpuDeviceNode } from "../engine/io.ts";
 import { add, matmul, rowOps } from "../engine/ops.ts";
 
 const gpu = await getGpu();
@@ -186,9 +186,7 @@ console.log(preferredBackend());`;
     return new TextDecoder().decode(out.stdout).trim();
   };
   assert.equal(await preferred({ DENO_WEBGPU_BACKEND: "vulkan" }), "vulkan");
-  const softwareOnly = Deno.build.os === "linux" &&
-    !folderNames("/dev/dri").some((n) => n.startsWith("renderD")) &&
-    !folderNames("/dev").some((n) => n.startsWith("nvidia") || n === "dxg" || n === "kfd");
+  const softwareOnly = Deno.build.os === "linux" && !hasGpuDeviceNode();
   const mesaEgl = folderNames("/usr/share/glvnd/egl_vendor.d").includes("50_mesa.json");
   const auto = softwareOnly && mesaEgl ? "gl" : "default";
   assert.equal(await preferred({}), auto);
