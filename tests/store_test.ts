@@ -257,12 +257,15 @@ Deno.test("attempts count starts until the work is finished; missing and damaged
   });
 });
 
-Deno.test("claims: among the processes of one run (two handles on one file) the first to claim a block gets it; another run claims afresh", async () => {
+Deno.test("claims: among the processes of one run (two handles on one file) the first to claim a block gets it; another run claims afresh; claimed only asks", async () => {
   await withTempDir((dir) => {
     const [a, b] = [ResultStore.open(`${dir}/r.db`), ResultStore.open(`${dir}/r.db`)];
     try {
       assert.deepEqual([a.claim("run1", "block 0"), b.claim("run1", "block 0")], [true, false]);
       assert.deepEqual([b.claim("run1", "block 1"), a.claim("run1", "block 1")], [true, false]);
+      // Asking whether a block is held claims nothing.
+      assert.deepEqual([a.claimed("run1", "block 1"), a.claimed("run1", "block 2")], [true, false]);
+      assert.deepEqual([a.claimed("run2", "block 0"), b.claim("run1", "block 2")], [false, true]);
       // A later run (a resumed study) takes every block again; what is stored it then skips.
       assert.deepEqual([b.claim("run2", "block 0"), a.claim("run2", "block 0")], [true, false]);
     } finally {

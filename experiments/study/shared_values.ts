@@ -121,7 +121,8 @@ export class SharedValues {
    * optimisation per set of options (a sweep block's problems share ROME's options: each request carries
    * its own target, direction and noise), so that their batches hold more requests; each result is then
    * served to the first call that asks for it as its own (not reused), with its share of the time.
-   * Returns the keys of the results it optimised (for scaleSeconds).
+   * Returns the keys of the results it optimised (for scaleSeconds). `onProgress(done, total)` counts
+   * the whole call, each set's steps weighted by its requests times its most steps.
    */
   prefetch = async (
     model: Model,
@@ -138,9 +139,18 @@ export class SharedValues {
       m.requests.push(...requests);
       m.layers.push(...(o.layers ?? requests.map(() => o.layer)));
     }
-    for (const { requests, layers, o } of merged.values()) {
+    // Progress over the whole call: each set's steps weighted by its requests times its most steps.
+    const sets = [...merged.values()];
+    const weights = sets.map(({ requests, o }) => requests.length * o.steps);
+    const total = weights.reduce((a, b) => a + b, 0);
+    let before = 0;
+    for (const [k, { requests, layers, o }] of sets.entries()) {
       const t0 = performance.now();
-      await this.optimise(model, tok, requests, { ...o, layers, onProgress });
+      const progress = onProgress &&
+        ((step: number, steps: number) =>
+          onProgress(Math.round(before + weights[k] * Math.min(1, step / Math.max(1, steps))), total));
+      await this.optimise(model, tok, requests, { ...o, layers, onProgress: progress });
+      before += weights[k];
       const fresh = this.#lastOptimised;
       for (const k of fresh) this.#prefetched.set(k, (performance.now() - t0) / 1000 / fresh.length);
       optimised.push(...fresh);

@@ -320,6 +320,11 @@ export class ResultStore {
     return Number(this.db.prepare("INSERT OR IGNORE INTO claims VALUES (?, ?)").run(run, key).changes) === 1;
   }
 
+  /** Whether a process of run `run` has claimed `key` (claim), without claiming it. */
+  claimed(run: string, key: string): boolean {
+    return this.db.prepare("SELECT 1 FROM claims WHERE run = ? AND key = ?").get(run, key) !== undefined;
+  }
+
   /** Keeps an intermediate value under `key` for later work of any process on this store; the first
    *  value kept under a key stays. */
   keep(key: string, value: Json): void {

@@ -196,6 +196,11 @@ export type Localization = typeof LOCALIZATIONS[number];
 /** Facts traced together at most (one batch group of tracing; a time budget stops between groups). */
 const TRACE_GROUP = 8;
 
+/** The share of an edit block's time its v* / z optimisations and FT-L training take, run ahead of its
+ *  scoring (72% of a 24-fact block on the software adapter, bench/RESULTS.md): what the progress bar
+ *  credits the block's results with as those steps advance. */
+const BLOCK_OPTIMISATION_SHARE = 0.7;
+
 /** Layer-selection strategies, run once on the proxy facts. */
 export const SELECTORS = ["causal-tracing", "integrated-gradients", "lga"] as const;
 export type SelectorName = typeof SELECTORS[number];
@@ -845,7 +850,39 @@ export async function runSweep(
     })
     : null;
   let done = already, written = 0;
-  const show = (what: string) => bar?.update(done, what);
+  // What the bar counts besides the stored results: the edit block this process runs, credited by its
+  // optimisations' steps (most of a block's time, stored only after them), and the blocks other processes
+  // of the run hold ahead of this one's loop (they started about when this block did: credited as far as
+  // it has come; counted whole once the loop passes them). Without this credit the bar stood still for a
+  // block's minutes and then jumped, and the ETA swung between a third and three times the time left.
+  const inFlight = {
+    block: -1, // the running block's index
+    peeked: 0, // when the blocks after it were last looked up (performance.now())
+    items: 0, // the running block's results (0: none running)
+    doneAtStart: 0, // `done` when it started: the results it has stored since are done - doneAtStart
+    steps: new Map<string, number>(), // each of its optimisation sides' share of steps done, 0..1
+    ahead: 0, // results of the blocks other processes hold ahead of the loop
+  };
+  const blockShare = () => {
+    if (inFlight.items === 0) return 0;
+    const sides = [...inFlight.steps.values()];
+    const optimised = sides.length ? sides.reduce((a, b) => a + b, 0) / sides.length : 1;
+    const stored = done - inFlight.doneAtStart;
+    return (stored + BLOCK_OPTIMISATION_SHARE * optimised * (inFlight.items - stored)) / inFlight.items;
+  };
+  const show = (what: string) => {
+    if (inFlight.items && performance.now() - inFlight.peeked > 1000) peekAhead();
+    const share = blockShare(), stored = inFlight.items ? done - inFlight.doneAtStart : 0;
+    // Once this block is stored, the blocks beside it count whole until the loop passes them.
+    const credit = share * inFlight.items - stored + (inFlight.items ? share : 1) * inFlight.ahead;
+    bar?.update(Math.min(mine.length, done + Math.floor(Math.max(0, credit))), what);
+  };
+  // Looks up the blocks other processes hold after the running one (set where the blocks are made).
+  let peekAhead = () => {};
+  const stepped = (side: string, what: string) => (step: number, steps: number) => {
+    if (inFlight.items) inFlight.steps.set(side, Math.min(1, step / Math.max(1, steps)));
+    show(`${what}: step ${step}/${steps}`);
+  };
   const put = (key: ResultKey, record: Omit<Parameters<ResultStore["put"]>[0], keyof ResultKey>) => {
     if (store.put({ ...key, ...record })) written++;
     done++;
@@ -1147,7 +1184,7 @@ export async function runSweep(
         model,
         tok,
         items.map(ftJob),
-        { onProgress: (step, steps) => show(`the block's FT-L: step ${step}/${steps}`) },
+        { onProgress: stepped("ft", "the block's FT-L") },
       );
       items.forEach((it, i) => trained.set(resultKey(it.key), computed[i]));
     };
@@ -1177,14 +1214,10 @@ export async function runSweep(
           spans[side] = (performance.now() - t0) / 1000;
         }
       };
+      if (calls.length) inFlight.steps.set("values", 0);
+      if (ft.length) inFlight.steps.set("ft", 0);
       const [optimised, training] = await Promise.allSettled([
-        timed(0, () =>
-          values.prefetch(
-            model,
-            tok,
-            calls,
-            (step, steps) => show(`the block's v*/z: step ${step}/${steps}`),
-          )),
+        timed(0, () => values.prefetch(model, tok, calls, stepped("values", "the block's v*/z"))),
         timed(1, async () => ft.length ? await trainFt(ft, trained) : undefined),
       ]);
       for (const side of [optimised, training]) if (side.status === "rejected") throw side.reason;
@@ -1446,17 +1479,36 @@ export async function runSweep(
         show(where);
       }
     };
+    // Blocks of other processes credited ahead (inFlight.ahead), by index: their results.
+    const aheadCounted = new Map<number, number>();
+    // The blocks right after the running one that other processes hold: they run beside it (inFlight).
+    peekAhead = () => {
+      inFlight.peeked = performance.now();
+      for (
+        let k = inFlight.block + 1;
+        o.claims !== undefined && k < blocks.length && store.claimed(o.claims, claimKey(k));
+        k++
+      ) {
+        if (aheadCounted.has(k)) continue;
+        const n = blocks[k].reduce((m, part) => m + part.length, 0);
+        aheadCounted.set(k, n);
+        inFlight.ahead += n;
+      }
+    };
+    const claimKey = (k: number) => `${plan.name} edit block ${k}`;
     for (const [b, chunks] of blocks.entries()) {
       if (outOfTime()) break;
       const items = chunks.reduce((n, part) => n + part.length, 0);
       if (items === 0) continue;
-      if (o.claims !== undefined && !store.claim(o.claims, `${plan.name} edit block ${b}`)) {
+      inFlight.ahead -= aheadCounted.get(b) ?? 0;
+      if (o.claims !== undefined && !store.claim(o.claims, claimKey(b))) {
         // Another process of this run has the block: counted as done here, so that each process's bar
         // shows how far the run as a whole has come.
         done += items;
         show("a block another process runs");
         continue;
       }
+      Object.assign(inFlight, { block: b, peeked: 0, items, doneAtStart: done, steps: new Map() });
       const values = new SharedValues(keptValues);
       const trained: Trained = new Map();
       const driftQueue = new DriftQueue();
@@ -1483,6 +1535,7 @@ export async function runSweep(
       } finally {
         blockResiduals.release();
         blockResiduals = undefined;
+        inFlight.items = 0;
       }
       valueCounts.optimised += values.optimised;
       valueCounts.reused += values.reused;
