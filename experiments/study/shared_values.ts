@@ -144,13 +144,13 @@ export class SharedValues {
     const weights = sets.map(({ requests, o }) => requests.length * o.steps);
     const total = weights.reduce((a, b) => a + b, 0);
     let before = 0;
-    for (const [k, { requests, layers, o }] of sets.entries()) {
+    for (const [set, { requests, layers, o }] of sets.entries()) {
       const t0 = performance.now();
       const progress = onProgress &&
         ((step: number, steps: number) =>
-          onProgress(Math.round(before + weights[k] * Math.min(1, step / Math.max(1, steps))), total));
+          onProgress(Math.round(before + weights[set] * Math.min(1, step / Math.max(1, steps))), total));
       await this.optimise(model, tok, requests, { ...o, layers, onProgress: progress });
-      before += weights[k];
+      before += weights[set];
       const fresh = this.#lastOptimised;
       for (const k of fresh) this.#prefetched.set(k, (performance.now() - t0) / 1000 / fresh.length);
       optimised.push(...fresh);
