@@ -856,31 +856,40 @@ export async function runSweep(
   // it has come; counted whole once the loop passes them). Without this credit the bar stood still for a
   // block's minutes and then jumped, and the ETA swung between a third and three times the time left.
   const inFlight = {
-    block: -1, // the running block's index
-    peeked: 0, // when the blocks after it were last looked up (performance.now())
-    items: 0, // the running block's results (0: none running)
+    blockItems: [] as number[], // each edit block's results (set where the blocks are made)
+    running: false, // whether this process runs a block now
+    block: -1, // the block it runs (or ran last)
     doneAtStart: 0, // `done` when it started: the results it has stored since are done - doneAtStart
     steps: new Map<string, number>(), // each of its optimisation sides' share of steps done, 0..1
-    ahead: 0, // results of the blocks other processes hold ahead of the loop
+    ahead: new Set<number>(), // blocks other processes hold right after it, until the loop passes them
+    peeked: 0, // when those were last looked up (performance.now())
   };
-  const blockShare = () => {
-    if (inFlight.items === 0) return 0;
+  const claimKey = (b: number) => `${plan.name} edit block ${b}`;
+  const peekAhead = () => {
+    inFlight.peeked = performance.now();
+    for (
+      let k = inFlight.block + 1;
+      o.claims !== undefined && k < inFlight.blockItems.length && store.claimed(o.claims, claimKey(k));
+      k++
+    ) inFlight.ahead.add(k);
+  };
+  /** The results the bar counts beyond `done` (see inFlight). */
+  const credit = () => {
+    const ahead = [...inFlight.ahead].reduce((n, k) => n + inFlight.blockItems[k], 0);
+    // Once this block is stored, the blocks beside it count whole until the loop passes them.
+    if (!inFlight.running) return ahead;
+    const items = inFlight.blockItems[inFlight.block], stored = done - inFlight.doneAtStart;
     const sides = [...inFlight.steps.values()];
     const optimised = sides.length ? sides.reduce((a, b) => a + b, 0) / sides.length : 1;
-    const stored = done - inFlight.doneAtStart;
-    return (stored + BLOCK_OPTIMISATION_SHARE * optimised * (inFlight.items - stored)) / inFlight.items;
+    const pending = BLOCK_OPTIMISATION_SHARE * optimised * (items - stored);
+    return pending + ahead * (stored + pending) / items;
   };
   const show = (what: string) => {
-    if (inFlight.items && performance.now() - inFlight.peeked > 1000) peekAhead();
-    const share = blockShare(), stored = inFlight.items ? done - inFlight.doneAtStart : 0;
-    // Once this block is stored, the blocks beside it count whole until the loop passes them.
-    const credit = share * inFlight.items - stored + (inFlight.items ? share : 1) * inFlight.ahead;
-    bar?.update(Math.min(mine.length, done + Math.floor(Math.max(0, credit))), what);
+    if (inFlight.running && performance.now() - inFlight.peeked > 1000) peekAhead();
+    bar?.update(Math.min(mine.length, done + Math.floor(credit())), what);
   };
-  // Looks up the blocks other processes hold after the running one (set where the blocks are made).
-  let peekAhead = () => {};
   const stepped = (side: string, what: string) => (step: number, steps: number) => {
-    if (inFlight.items) inFlight.steps.set(side, Math.min(1, step / Math.max(1, steps)));
+    if (inFlight.running) inFlight.steps.set(side, Math.min(1, step / Math.max(1, steps)));
     show(`${what}: step ${step}/${steps}`);
   };
   const put = (key: ResultKey, record: Omit<Parameters<ResultStore["put"]>[0], keyof ResultKey>) => {
@@ -1159,6 +1168,7 @@ export async function runSweep(
       }
       chunks.push(...groups.values());
     }
+    inFlight.blockItems = blocks.map((chunks) => chunks.reduce((n, part) => n + part.length, 0));
     // The value optimisation a low-rank part asks for (null for FT-L): ROME / R-ROME's v* at the MLP output
     // of each edit's layer, with the options computeRomeAt builds, or MEMIT / EMMET's z at the block output
     // of each window's last layer.
@@ -1479,28 +1489,11 @@ export async function runSweep(
         show(where);
       }
     };
-    // Blocks of other processes credited ahead (inFlight.ahead), by index: their results.
-    const aheadCounted = new Map<number, number>();
-    // The blocks right after the running one that other processes hold: they run beside it (inFlight).
-    peekAhead = () => {
-      inFlight.peeked = performance.now();
-      for (
-        let k = inFlight.block + 1;
-        o.claims !== undefined && k < blocks.length && store.claimed(o.claims, claimKey(k));
-        k++
-      ) {
-        if (aheadCounted.has(k)) continue;
-        const n = blocks[k].reduce((m, part) => m + part.length, 0);
-        aheadCounted.set(k, n);
-        inFlight.ahead += n;
-      }
-    };
-    const claimKey = (k: number) => `${plan.name} edit block ${k}`;
     for (const [b, chunks] of blocks.entries()) {
       if (outOfTime()) break;
-      const items = chunks.reduce((n, part) => n + part.length, 0);
+      const items = inFlight.blockItems[b];
       if (items === 0) continue;
-      inFlight.ahead -= aheadCounted.get(b) ?? 0;
+      inFlight.ahead.delete(b);
       if (o.claims !== undefined && !store.claim(o.claims, claimKey(b))) {
         // Another process of this run has the block: counted as done here, so that each process's bar
         // shows how far the run as a whole has come.
@@ -1508,7 +1501,7 @@ export async function runSweep(
         show("a block another process runs");
         continue;
       }
-      Object.assign(inFlight, { block: b, peeked: 0, items, doneAtStart: done, steps: new Map() });
+      Object.assign(inFlight, { running: true, block: b, peeked: 0, doneAtStart: done, steps: new Map() });
       const values = new SharedValues(keptValues);
       const trained: Trained = new Map();
       const driftQueue = new DriftQueue();
@@ -1535,7 +1528,7 @@ export async function runSweep(
       } finally {
         blockResiduals.release();
         blockResiduals = undefined;
-        inFlight.items = 0;
+        inFlight.running = false;
       }
       valueCounts.optimised += values.optimised;
       valueCounts.reused += values.reused;
