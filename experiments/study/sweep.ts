@@ -158,6 +158,7 @@ import {
   unchangedEssence,
 } from "../evaluation/drift.ts";
 import { keptInStore, SharedValues, valueKeys } from "./shared_values.ts";
+import { BlockProgress } from "./block_progress.ts";
 
 // ------------------------------------------------------------------------------------------------
 // The plan
@@ -195,11 +196,6 @@ export type Localization = typeof LOCALIZATIONS[number];
 
 /** Facts traced together at most (one batch group of tracing; a time budget stops between groups). */
 const TRACE_GROUP = 8;
-
-/** The share of an edit block's time its v* / z optimisations and FT-L training take, run ahead of its
- *  scoring (72% of a 24-fact block on the software adapter, bench/RESULTS.md): what the progress bar
- *  credits the block's results with as those steps advance. */
-const BLOCK_OPTIMISATION_SHARE = 0.7;
 
 /** Layer-selection strategies, run once on the proxy facts. */
 export const SELECTORS = ["causal-tracing", "integrated-gradients", "lga"] as const;
@@ -850,46 +846,15 @@ export async function runSweep(
     })
     : null;
   let done = already, written = 0;
-  // What the bar counts besides the stored results: the edit block this process runs, credited by its
-  // optimisations' steps (most of a block's time, stored only after them), and the blocks other processes
-  // of the run hold ahead of this one's loop (they started about when this block did: credited as far as
-  // it has come; counted whole once the loop passes them). Without this credit the bar stood still for a
-  // block's minutes and then jumped, and the ETA swung between a third and three times the time left.
-  const inFlight = {
-    blockItems: [] as number[], // each edit block's results (set where the blocks are made)
-    running: false, // whether this process runs a block now
-    block: -1, // the block it runs (or ran last)
-    doneAtStart: 0, // `done` when it started: the results it has stored since are done - doneAtStart
-    steps: new Map<string, number>(), // each of its optimisation sides' share of steps done, 0..1
-    ahead: new Set<number>(), // blocks other processes hold right after it, until the loop passes them
-    peeked: 0, // when those were last looked up (performance.now())
-  };
+  // What the bar counts beyond the stored results while edit blocks run (block_progress.ts; made with the
+  // blocks, below).
+  let blockProgress: BlockProgress | null = null;
   const claimKey = (b: number) => `${plan.name} edit block ${b}`;
-  const peekAhead = () => {
-    inFlight.peeked = performance.now();
-    for (
-      let k = inFlight.block + 1;
-      o.claims !== undefined && k < inFlight.blockItems.length && store.claimed(o.claims, claimKey(k));
-      k++
-    ) inFlight.ahead.add(k);
-  };
-  /** The results the bar counts beyond `done` (see inFlight). */
-  const credit = () => {
-    const ahead = [...inFlight.ahead].reduce((n, k) => n + inFlight.blockItems[k], 0);
-    // Once this block is stored, the blocks beside it count whole until the loop passes them.
-    if (!inFlight.running) return ahead;
-    const items = inFlight.blockItems[inFlight.block], stored = done - inFlight.doneAtStart;
-    const sides = [...inFlight.steps.values()];
-    const optimised = sides.length ? sides.reduce((a, b) => a + b, 0) / sides.length : 1;
-    const pending = BLOCK_OPTIMISATION_SHARE * optimised * (items - stored);
-    return pending + ahead * (stored + pending) / items;
-  };
   const show = (what: string) => {
-    if (inFlight.running && performance.now() - inFlight.peeked > 1000) peekAhead();
-    bar?.update(Math.min(mine.length, done + Math.floor(credit())), what);
+    bar?.update(Math.min(mine.length, done + Math.floor(blockProgress?.credit(done) ?? 0)), what);
   };
   const stepped = (side: string, what: string) => (step: number, steps: number) => {
-    if (inFlight.running) inFlight.steps.set(side, Math.min(1, step / Math.max(1, steps)));
+    blockProgress?.step(side, step / Math.max(1, steps));
     show(`${what}: step ${step}/${steps}`);
   };
   const put = (key: ResultKey, record: Omit<Parameters<ResultStore["put"]>[0], keyof ResultKey>) => {
@@ -1168,7 +1133,13 @@ export async function runSweep(
       }
       chunks.push(...groups.values());
     }
-    inFlight.blockItems = blocks.map((chunks) => chunks.reduce((n, part) => n + part.length, 0));
+    const progress = blockProgress = new BlockProgress(
+      blocks.map((chunks) => chunks.flat().map((it) => resultKey(it.key))),
+      o.claims === undefined ? null : {
+        claimed: (k) => store.claimed(o.claims!, claimKey(k)),
+        stored: (key) => store.has(key),
+      },
+    );
     // The value optimisation a low-rank part asks for (null for FT-L): ROME / R-ROME's v* at the MLP output
     // of each edit's layer, with the options computeRomeAt builds, or MEMIT / EMMET's z at the block output
     // of each window's last layer.
@@ -1224,8 +1195,8 @@ export async function runSweep(
           spans[side] = (performance.now() - t0) / 1000;
         }
       };
-      if (calls.length) inFlight.steps.set("values", 0);
-      if (ft.length) inFlight.steps.set("ft", 0);
+      if (calls.length) progress.step("values", 0);
+      if (ft.length) progress.step("ft", 0);
       const [optimised, training] = await Promise.allSettled([
         timed(0, () => values.prefetch(model, tok, calls, stepped("values", "the block's v*/z"))),
         timed(1, async () => ft.length ? await trainFt(ft, trained) : undefined),
@@ -1491,17 +1462,15 @@ export async function runSweep(
     };
     for (const [b, chunks] of blocks.entries()) {
       if (outOfTime()) break;
-      const items = inFlight.blockItems[b];
-      if (items === 0) continue;
-      inFlight.ahead.delete(b);
+      if (progress.items(b) === 0) continue;
       if (o.claims !== undefined && !store.claim(o.claims, claimKey(b))) {
-        // Another process of this run has the block: counted as done here, so that each process's bar
+        // Another process of this run has the block: credited as it goes, so that each process's bar
         // shows how far the run as a whole has come.
-        done += items;
+        progress.passOther(b);
         show("a block another process runs");
         continue;
       }
-      Object.assign(inFlight, { running: true, block: b, peeked: 0, doneAtStart: done, steps: new Map() });
+      progress.start(b, done);
       const values = new SharedValues(keptValues);
       const trained: Trained = new Map();
       const driftQueue = new DriftQueue();
@@ -1528,11 +1497,12 @@ export async function runSweep(
       } finally {
         blockResiduals.release();
         blockResiduals = undefined;
-        inFlight.running = false;
+        progress.finish();
       }
       valueCounts.optimised += values.optimised;
       valueCounts.reused += values.reused;
     }
+    if (!stopped) done += progress.endLoop();
   }
 
   // Mass editing: one batch edit of n test facts at once, applied, every fact scored, undone. A fact's z
