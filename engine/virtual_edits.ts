@@ -7,7 +7,7 @@
 // (FT-L) is d key rows, one per output column, whose scores are the correction itself, plus a change
 // of the projection's bias per edit.
 import { cdiv, type Gpu, type Tensor, uniforms } from "./gpu.ts";
-import { ELEMENT_WG, grid1d, rowOps } from "./ops.ts";
+import { ELEMENT_WG, grid1d, matmulTiles, rowOps } from "./ops.ts";
 
 /** Scores of one row per invocation of virtual_scores_vec4 (shaders/virtual_edit.wgsl). */
 const SCORES_PER_INVOCATION = 4;
@@ -40,7 +40,9 @@ export function promptRowEdits(promptEdit: number[], T: number): number[] {
 /**
  * Records mlp[r, :] += sum over the components c of row r's edit of (key[r, :] . u_c) v_c (+ its dense
  * change applied to key[r, :], + its bias change).
- * mlp [R, d] (updated in place), key [R, f] (the c_proj input of the same rows).
+ * mlp [R, d] (updated in place), key [R, f] (the c_proj input of the same rows). `denseProducts: false`
+ * keeps the dense changes on the scores kernel where the adapter would run them as products (the same
+ * bits either way; tests compare the two).
  */
 export function applyVirtualEdit(
   gpu: Gpu,
@@ -50,6 +52,7 @@ export function applyVirtualEdit(
   R: number,
   f: number,
   d: number,
+  o: { denseProducts?: boolean } = {},
 ): void {
   const where = `virtual edit at layer ${edit.layer}`;
   const C = edit.keys.size / f;
@@ -93,15 +96,32 @@ export function applyVirtualEdit(
     valueAt += ranks[e];
     return entry;
   });
-  const table = new Uint32Array(4 * R);
   edit.rowEdit.forEach((e, r) => {
-    if (e === -1) return;
-    if (!Number.isInteger(e) || e < 0 || e >= ranks.length) {
+    if (e !== -1 && (!Number.isInteger(e) || e < 0 || e >= ranks.length)) {
       throw new Error(`${where}: row ${r} names edit ${e}, there are ${ranks.length} (or -1 for none)`);
     }
-    table.set(entries[e], 4 * r);
   });
-  const K = Math.max(...keyRows);
+  // The rows of edits that are only a dense change go through denseProducts where the adapter allows it
+  // (the same bits); the others through the scores below.
+  const firstKeys = entries.map(([first]) => first);
+  const byProduct = o.denseProducts === false ? null : denseProducts(
+    gpu,
+    mlp,
+    key,
+    edit,
+    firstKeys.map((first, e) => ranks[e] === 0 && dense[e] && first % 4 === 0),
+    firstKeys,
+    R,
+    f,
+    d,
+  );
+  const table = new Uint32Array(4 * R);
+  edit.rowEdit.forEach((e, r) => {
+    if (e !== -1 && !byProduct?.[e]) table.set(entries[e], 4 * r);
+  });
+  const scored = keyRows.filter((_, e) => !byProduct?.[e]);
+  if (scored.length === 0) return addBiases(gpu, mlp, edit, ranks.length, d, where);
+  const K = Math.max(...scored);
   const rows = gpu.upload([R, 4], table, "u32");
   const scores = gpu.empty([R, K]);
   // Four values per storage access where the key width allows (the same sums, shaders/virtual_edit.wgsl).
@@ -125,13 +145,67 @@ export function applyVirtualEdit(
     uniforms().u32(R, d, K),
   );
   gpu.release(scores);
-  if (edit.biases) {
-    if (edit.biases.size !== ranks.length * d) {
-      throw new Error(
-        `${where}: biases [${edit.biases.shape}] must be [${ranks.length}, ${d}], one per edit`,
-      );
-    }
-    const add = edit.rowEdit.flatMap((e, r) => e === -1 ? [] : [{ dst: r, src: e, keep: 1, take: 1 }]);
-    rowOps(gpu, mlp, edit.biases, d, add);
+  addBiases(gpu, mlp, edit, ranks.length, d, where);
+}
+
+/** Adds each edit's bias change (VirtualEdit.biases, [edits, d]) to its rows of mlp [R, d]. */
+function addBiases(gpu: Gpu, mlp: Tensor, edit: VirtualEdit, edits: number, d: number, where: string): void {
+  if (!edit.biases) return;
+  if (edit.biases.size !== edits * d) {
+    throw new Error(`${where}: biases [${edit.biases.shape}] must be [${edits}, ${d}], one per edit`);
   }
+  const add = edit.rowEdit.flatMap((e, r) => e === -1 ? [] : [{ dst: r, src: e, keep: 1, take: 1 }]);
+  rowOps(gpu, mlp, edit.biases, d, add);
+}
+
+/**
+ * Records mlp[r, :] += key[r, :] (the dense change of row r's edit) for the rows of the edits `eligible`
+ * names (only a dense change, its first key row in edit.keys, firstKeys[e], a multiple of 4), as one
+ * grouped product reading the keys
+ * and the changes from texture mirrors (shaders/virtual_dense.wgsl): the same sums in the same order as
+ * the scores kernel, so the same bits. Only where the adapter reads activations and transposed weights
+ * from textures (llvmpipe: FT-L's dense scores 6-8x faster, bench/RESULTS.md) and the mirrors fit;
+ * returns which edits it did, or null.
+ */
+function denseProducts(
+  gpu: Gpu,
+  mlp: Tensor,
+  key: Tensor,
+  edit: VirtualEdit,
+  eligible: boolean[],
+  firstKeys: number[],
+  R: number,
+  f: number,
+  d: number,
+): boolean[] | null {
+  const texture = matmulTiles(gpu).texture, tiles = texture?.transposed;
+  const C = edit.keys.size / f, limits = gpu.limits;
+  if (
+    !tiles || texture.activations === false || !eligible.some(Boolean) || f % 64 !== 0 ||
+    Math.ceil(C / 4) > limits.maxTextureDimension2D || C * f * 4 > limits.maxStorageBufferBindingSize ||
+    !gpu.canMirror(key, R, f) || !gpu.canMirror(edit.keys, C, f, "transposed")
+  ) return null;
+  const changes = gpu.mirror(edit.keys, C, f, "transposed")[0].view;
+  const params = { K4: f / 4, AW: 1, TM: tiles.TM, TN4: tiles.TN / 4, WG: tiles.WG, GELU: false, ACT: 0 };
+  const pipeline = gpu.pipeline("virtual_dense.wgsl", "virtual_dense", params);
+  // One dispatch per chunk of the keys' mirror; its blocks: runs of one edit's rows, TM rows at most.
+  for (const { view, rowStart, rows } of gpu.mirror(key, R, f)) {
+    const blocks: number[] = [];
+    for (let r = rowStart; r < rowStart + rows;) {
+      const e = edit.rowEdit[r];
+      let end = r + 1;
+      while (end < rowStart + rows && end - r < tiles.TM && edit.rowEdit[end] === e) end++;
+      if (e !== -1 && eligible[e]) blocks.push(r, end - r, firstKeys[e] / 4, 0);
+      r = end;
+    }
+    if (blocks.length === 0) continue;
+    const table = gpu.upload([blocks.length / 4, 4], Uint32Array.from(blocks), "u32");
+    gpu.run(
+      pipeline,
+      [view, changes, table, mlp],
+      [blocks.length / 4, cdiv(d, tiles.TN * tiles.WG)],
+      uniforms().u32(d, 0).f32(1, 1).u32(d, 0, 0, rowStart, 0, R, f),
+    );
+  }
+  return eligible;
 }

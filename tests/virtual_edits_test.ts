@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 import { makeBatch } from "../engine/model.ts";
+import { matmulTiles } from "../engine/ops.ts";
 import { applyVirtualEdit, promptRowEdits } from "../engine/virtual_edits.ts";
 import {
   applyEdit,
@@ -79,6 +80,67 @@ Deno.test("virtual edit kernel matches its float64 reference (mixed ranks, dense
     const what = `virtual edit [${R},${F},${D}] ranks ${ranks} dense ${dense}, ${layout}`;
     assertClose(got[0], virtualEditRef(mlp, key, U, V, ranks, rowEdit, F, D, dense), 1e-5, what);
     assert.deepEqual(got[1], got[0], `${what}: 4 rows per invocation against 1`);
+  }
+});
+
+Deno.test("virtual edit: edits that are only a dense change run as one grouped product from texture mirrors where the adapter reads them, with the scores kernel's bits", async () => {
+  const maxDim = gpu.limits.maxTextureDimension2D;
+  const cases: [number, number, number, number[], boolean[]][] = [
+    // Dense only (first key rows 0 and 12); low rank (24); dense only from key row 25, not a multiple of 4
+    // (a texel column), so on the scores kernel beside the others.
+    [60, 128, 12, [0, 0, 1, 0], [true, true, false, true]],
+    // More rows than a texture holds: the keys' mirror in two chunks, a dispatch each.
+    [maxDim + 37, 64, 8, [0, 0], [true, true]],
+  ];
+  // Runs of 1-20 rows of one edit (a prompt's tokens: blocks of up to TM rows, the last shorter), some
+  // unedited; or rows taking turns (blocks of one row).
+  const layouts = {
+    runs: (R: number, n: number) => {
+      const out: number[] = [];
+      for (let run = 0; out.length < R; run++) out.push(...Array(1 + (run % 20)).fill((run % (n + 1)) - 1));
+      return out.slice(0, R);
+    },
+    interleaved: (R: number, n: number) => Array.from({ length: R }, (_, r) => (r % (n + 1)) - 1),
+  };
+  const texture = matmulTiles(gpu).texture;
+  const products = texture?.transposed !== undefined && texture.activations !== false;
+  for (const [R, F, D, ranks, dense] of cases) {
+    for (const layout of ["runs", "interleaved"] as const) {
+      const C = ranks.reduce((a, k, e) => a + k + (dense[e] ? D : 0), 0);
+      const L = Math.max(1, ranks.reduce((a, b) => a + b, 0));
+      const rowEdit = layouts[layout](R, ranks.length);
+      const mlp = randomArray(R * D, 5), key = randomArray(R * F, 6), U = randomArray(C * F, 7);
+      const V = randomArray(L * D, 8);
+      const edit = {
+        layer: 0,
+        keys: gpu.tensor([C, F], U),
+        values: gpu.tensor([L, D], V),
+        ranks,
+        dense,
+        rowEdit,
+      };
+      const keys = gpu.tensor([R, F], key);
+      const got: Float32Array[] = [];
+      const entries = new Set<string>();
+      const pipeline = gpu.pipeline;
+      gpu.pipeline = (file, entry, params) => (entries.add(entry), pipeline.call(gpu, file, entry, params));
+      try {
+        for (const denseProducts of [true, false]) {
+          const out = gpu.tensor([R, D], mlp);
+          applyVirtualEdit(gpu, out, keys, edit, R, F, D, { denseProducts });
+          got.push(await out.read());
+          if (denseProducts) assert.equal(entries.has("virtual_dense"), products, "the grouped product ran");
+        }
+      } finally {
+        delete (gpu as { pipeline?: unknown }).pipeline;
+      }
+      const what = `virtual edit [${R},${F},${D}] ranks ${ranks} dense ${dense}, ${layout}`;
+      assert.ok(
+        got[0].every((v, i) => Object.is(v, got[1][i])),
+        `${what}: the product's bits against the scores'`,
+      );
+      assertClose(got[0], virtualEditRef(mlp, key, U, V, ranks, rowEdit, F, D, dense), 1e-5, what);
+    }
   }
 });
 
