@@ -248,7 +248,8 @@ const logits = gpu.tensor([R, V], random(R * V));
 const probs = gpu.zeros([R, V]);
 // FT-L's Adam step over 16 edits' copies of the embedded model's MLP projection (512 x 128), inside their
 // L-infinity balls (reads param, gradient, both moments, centre; writes param and moments); and the dense
-// scores of 16 FT-L edits (128 columns of a 512-wide key each) for 400 rows under virtual edits.
+// scores of 16 FT-L edits (128 columns of a 512-wide key each) for 400 rows under virtual edits, as the
+// adapter runs them (a grouped product from texture mirrors on llvmpipe) and through the scores kernel.
 const [ftValues, ftEdits, f, d, scoredRows] = [16 * 512 * 128, 16, 512, 128, 400];
 const ftParam = gpu.tensor([ftValues], random(ftValues)), ftGrad = gpu.tensor([ftValues], random(ftValues));
 const adam = new Adam(gpu, [{
@@ -282,7 +283,8 @@ const denseEdit: VirtualEdit = {
   values: gpu.zeros([1, d]),
   ranks: new Array(ftEdits).fill(0),
   dense: new Array(ftEdits).fill(true),
-  rowEdit: Array.from({ length: scoredRows }, (_, r) => r % ftEdits),
+  // Each edit's rows together, as a batch of prompts holds them (25 rows an edit here).
+  rowEdit: Array.from({ length: scoredRows }, (_, r) => Math.floor(r / (scoredRows / ftEdits))),
 };
 const keyRows = gpu.tensor([scoredRows, f], random(scoredRows * f)), mlpRows = gpu.zeros([scoredRows, d]);
 const memoryBound: [string, number, () => void][] = [
@@ -310,9 +312,14 @@ const memoryBound: [string, number, () => void][] = [
     () => adamFactored.step([{ ...ftFactors, held: ftFactors.b }]),
   ],
   [
-    "virtual dense scores [400 rows]",
+    "virtual dense, adapter's [400 rows]",
     (scoredRows * f + ftEdits * d * f + 2 * scoredRows * d) * 4,
     () => applyVirtualEdit(gpu, mlpRows, keyRows, denseEdit, scoredRows, f, d),
+  ],
+  [
+    "virtual dense, scores [400 rows]",
+    (scoredRows * f + ftEdits * d * f + 2 * scoredRows * d) * 4,
+    () => applyVirtualEdit(gpu, mlpRows, keyRows, denseEdit, scoredRows, f, d, { denseProducts: false }),
   ],
   [
     "attention B=1 T=16 d=768 h=12",
