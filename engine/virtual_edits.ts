@@ -161,11 +161,10 @@ function addBiases(gpu: Gpu, mlp: Tensor, edit: VirtualEdit, edits: number, d: n
 /**
  * Records mlp[r, :] += key[r, :] (the dense change of row r's edit) for the rows of the edits `eligible`
  * names (only a dense change, its first key row in edit.keys, firstKeys[e], a multiple of 4), as one
- * grouped product reading the keys
- * and the changes from texture mirrors (shaders/virtual_dense.wgsl): the same sums in the same order as
- * the scores kernel, so the same bits. Only where the adapter reads activations and transposed weights
- * from textures (llvmpipe: FT-L's dense scores 6-8x faster, bench/RESULTS.md) and the mirrors fit;
- * returns which edits it did, or null.
+ * grouped product reading the keys and the changes from texture mirrors (shaders/virtual_dense.wgsl):
+ * the same sums in the same order as the scores kernel, so the same bits. Only where the adapter reads
+ * activations and transposed weights from textures (llvmpipe: FT-L's dense scores 3-4.5x faster,
+ * bench/RESULTS.md) and the mirrors fit; returns which edits it did, or null.
  */
 function denseProducts(
   gpu: Gpu,

@@ -9,8 +9,8 @@
 // transposed texture mirror (texel (c, k) = U[4c .. 4c+3, k], the layout of a forward weight's mirror,
 // each edit's change a slice of texel columns from first_key / 4) and the keys from their texture mirror,
 // with the texture products' register block (matmul_texture.wgsl product_n): on llvmpipe
-// virtual_scores_vec4 reloaded U per block of 4 rows through storage loads, a per-lane loop each (16
-// edits x 25 rows, f = 512: 8-10 ms, against ~1.3 ms for a product of the same size from textures).
+// virtual_scores_vec4 reloads U per block of 4 rows through storage loads, a per-lane loop each: 16
+// edits x 25 rows, f = 512, d = 128 took it 8.3 ms, this kernel 1.8 ms (bench/RESULTS.md).
 //
 //   At : the keys' mirror (a chunk of it: row r of the batch is texel row r - a_row0)
 //   Bt : U's transposed mirror
