@@ -18,7 +18,8 @@
 // KB scores of RB rows per invocation with keys and U read four values per access: on llvmpipe every
 // storage access is a per-lane loop, and this ran FT-L's dense scores (16 edits' 128 columns, F = 512,
 // 400 rows) 3x faster than one score per invocation of scalar reads (KB = 4, RB = 1), and RB = 4 rows
-// of one edit, sharing their U loads, 1.8x faster again.
+// of one edit, sharing their U loads, 1.8x faster again. Where the adapter reads textures (llvmpipe),
+// the edits that are only a dense change skip these kernels: virtual_dense.wgsl, the same sums.
 //
 // Compile-time parameters: WG, invocations per workgroup; KB and RB (virtual_scores_vec4), scores and
 // rows per invocation. Grids are 1-D over R*K (scores; ceil(R/RB)*ceil(K/KB) for the vec4 one) and R*D
