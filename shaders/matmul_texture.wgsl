@@ -32,10 +32,11 @@
 //
 // This file holds what the entry points share: the bindings of B, the bias, C and the dimensions, the
 // epilogue and the register block (block_n), which finds A's rows through block_rows(m0) and reads
-// them through a_rows(rows, k4). The entry points live in two files that import it, each with its
+// them through a_rows(rows, k4). The entry points live in the files that import it, each with its
 // own A binding at @binding(0) and those two functions (an entry point may not use two resources at
-// one binding): matmul_texture_window.wgsl (A in uniform windows: matmul_texture_n, _k, _kt) and
-// matmul_texture_at.wgsl (A from a texture mirror: matmul_texture_n_at, _kt_at, _tn).
+// one binding): matmul_texture_window.wgsl (A in uniform windows: matmul_texture_n, _k, _kt), and
+// matmul_texture_at.wgsl (matmul_texture_n_at, _kt_at, _tn) and virtual_dense.wgsl (FT-L's virtual
+// edits), both with A from a texture mirror (matmul_texture_a.wgsl).
 //
 // Compile-time parameters (prepended by engine/gpu.ts):
 //   K4   : K / 4 (K is a multiple of 4)

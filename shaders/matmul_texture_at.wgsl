@@ -2,8 +2,7 @@
 // matmul_texture.wgsl for the kernels, their layouts and parameters). AW is 1 here (no window).
 //
 // import: matmul_texture.wgsl
-
-@group(0) @binding(0) var At: texture_storage_2d<rgba32float, read>;
+// import: matmul_texture_a.wgsl
 
 // The row in A's texture mirror, whose first row is A's row a_row0, of each row of the block from row
 // m0 (a clamped duplicate of the last row past m_end, never stored).
@@ -11,14 +10,6 @@ fn block_rows(m0: u32) -> array<u32, TM> {
   var rows: array<u32, TM>;
   for (var i = 0u; i < TM; i++) { rows[i] = min(m0 + i, d.m_end - 1u) - d.a_row0; }
   return rows;
-}
-
-// A[rows[i], 4*k4 .. +3] for the block's rows (from block_rows), from A's texture mirror: every lane
-// of a workgroup loads the same values.
-fn a_rows(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
-  var a: array<vec4<f32>, TM>;
-  for (var i = 0u; i < TM; i++) { a[i] = textureLoad(At, vec2<u32>(k4, rows[i])); }
-  return a;
 }
 
 // matmul_texture_n with A [M, K] read from a texture mirror (texel (k4, m - a_row0) = A[m, 4*k4 ..

@@ -22,8 +22,8 @@
 // Grid: x = G, y = ceil(N / (4*TN4*WG)).
 //
 // import: matmul_texture.wgsl
+// import: matmul_texture_a.wgsl
 
-@group(0) @binding(0) var At: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read> blocks: array<vec4<u32>>;
 
 // The rows of block b in the keys' mirror (its last row again past its end, computed and never stored).
@@ -33,12 +33,6 @@ fn block_rows(b: u32) -> array<u32, TM> {
   var rows: array<u32, TM>;
   for (var i = 0u; i < TM; i++) { rows[i] = block.x + min(i, block.y - 1u) - d.a_row0; }
   return rows;
-}
-
-fn a_rows(rows: array<u32, TM>, k4: u32) -> array<vec4<f32>, TM> {
-  var a: array<vec4<f32>, TM>;
-  for (var i = 0u; i < TM; i++) { a[i] = textureLoad(At, vec2<u32>(k4, rows[i])); }
-  return a;
 }
 
 @compute @workgroup_size(1, WG, 1)
