@@ -541,11 +541,22 @@ export class Gpu {
     }
   }
 
-  /** Whether mirror(t, rows, cols, layout) exists already or fits in the mirror budget. */
+  /** Whether mirror(t, rows, cols, layout) is possible here (see mirror()) and exists already or fits in
+   *  the mirror budget. */
   canMirror(t: Tensor, rows: number, cols: number, layout: MirrorLayout = "stored"): boolean {
+    if (!this.mirrorPossible(t, rows, cols, layout)) return false;
     const m = this.mirrors[layout].get(t.buffer);
     if (m && m.rows === rows && m.cols === cols) return true;
     return this.mirrorBytes + mirrorTextureBytes(rows, cols, layout) <= this.mirrorBudgetBytes;
+  }
+
+  /** Whether this adapter's textures can hold mirror(t, rows, cols, layout) (the conditions its doc gives). */
+  private mirrorPossible(t: Tensor, rows: number, cols: number, layout: MirrorLayout): boolean {
+    const transposed = layout === "transposed";
+    const width = transposed ? rows : cols;
+    return (transposed || width % 64 === 0) && Math.ceil(width / 4) <= this.limits.maxTextureDimension2D &&
+      rows * cols <= t.size && rows >= 1 && cols >= 1 &&
+      (!transposed || rows * cols * 4 <= this.limits.maxStorageBufferBindingSize);
   }
 
   /**
@@ -568,10 +579,7 @@ export class Gpu {
     // The texture's matrix: texel rows x floats per row (a transposed one's last texel maybe part padding).
     const [height, width] = transposed ? [cols, rows] : [rows, cols];
     const texelsPerRow = Math.ceil(width / 4);
-    if (
-      (!transposed && width % 64 !== 0) || texelsPerRow > maxDim || rows * cols > t.size || rows < 1 ||
-      cols < 1 || (transposed && rows * cols * 4 > this.limits.maxStorageBufferBindingSize)
-    ) {
+    if (!this.mirrorPossible(t, rows, cols, layout)) {
       throw new Error(
         `mirror: a ${layout} [${rows},${cols}] texture of tensor [${t.shape}] is not possible here`,
       );

@@ -97,8 +97,7 @@ function activationMirrors(
  * mirror budget (engine/gpu.ts mirror()).
  */
 export function fitsWholeMirror(gpu: Gpu, t: Tensor, rows: number, cols: number): boolean {
-  const maxDim = gpu.limits.maxTextureDimension2D;
-  return !!matmulTiles(gpu).texture && rows <= maxDim && cols % 64 === 0 && cols / 4 <= maxDim &&
+  return !!matmulTiles(gpu).texture && rows <= gpu.limits.maxTextureDimension2D &&
     gpu.canMirror(t, rows, cols);
 }
 

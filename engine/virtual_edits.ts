@@ -178,11 +178,10 @@ function denseProducts(
   d: number,
 ): boolean[] | null {
   const texture = matmulTiles(gpu).texture, tiles = texture?.transposed;
-  const C = edit.keys.size / f, limits = gpu.limits;
+  const C = edit.keys.size / f;
   if (
-    !tiles || texture.activations === false || !eligible.some(Boolean) || f % 64 !== 0 ||
-    Math.ceil(C / 4) > limits.maxTextureDimension2D || C * f * 4 > limits.maxStorageBufferBindingSize ||
-    !gpu.canMirror(key, R, f) || !gpu.canMirror(edit.keys, C, f, "transposed")
+    !tiles || texture.activations === false || !eligible.some(Boolean) || !gpu.canMirror(key, R, f) ||
+    !gpu.canMirror(edit.keys, C, f, "transposed")
   ) return null;
   const changes = gpu.mirror(edit.keys, C, f, "transposed")[0].view;
   const params = { K4: f / 4, AW: 1, TM: tiles.TM, TN4: tiles.TN / 4, WG: tiles.WG, GELU: false, ACT: 0 };

@@ -346,8 +346,8 @@ Deno.test("sweep: a full run stores every result once, with run metadata", async
   assert.ok(bars.length >= 3, stderr);
   assert.match(bars.at(-1)!, new RegExp(`^sweep "sweep" \\[#{20}\\] ${TOTAL}/${TOTAL} 100%  \\S+ elapsed  `));
   assert.ok(bars.slice(1, -1).every((l) => /\d+\/\d+ \d+% {2}\S+ elapsed, ETA \S+ {2}/.test(l)), stderr);
-  // It moves while an edit block's v* / z and FT-L steps run, before the block stores a result (runSweep's
-  // inFlight credit), and never goes back.
+  // It moves while an edit block's v* / z and FT-L steps run, before the block stores a result
+  // (experiments/study/block_progress.ts), and never goes back.
   const counts = bars.map((l) => Number(/\] (\d+)\//.exec(l)![1]));
   assert.ok(counts.every((c, i) => i === 0 || c >= counts[i - 1]), stderr);
   assert.ok(bars.some((l) => /the block's (v\*\/z|FT-L): step \d+\/\d+$/.test(l)), stderr);
