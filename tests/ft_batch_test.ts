@@ -70,7 +70,7 @@ Deno.test("computeFtBatch trains each edit as computeFt does alone: deltas, loss
   assert.ok(epochs.some((e) => e < one.numSteps), `some edit stopped early (steps ${epochs})`);
 });
 
-Deno.test("computeFtBatch: once a quarter of a batch has stopped, the rest train on in a batch of their own, as alone", async () => {
+Deno.test("computeFtBatch: once jobs stop, the rest train on in a batch of their own (rows of the resume point copied), as alone", async () => {
   const model = await Model.load(gpu, DIR);
   const tok = await loadTokenizer(DIR);
   const { cases } = await loadDataset(`${DIR}/counterfact.json`);

@@ -16,7 +16,14 @@
 // ball); results equal computeFt's to float tolerance (the grouped products sum in another order).
 import { allocateGradients, backward, releaseFactors } from "../../engine/autograd.ts";
 import { sideBySide, type Tensor } from "../../engine/gpu.ts";
-import type { GroupedParams, Model } from "../../engine/model.ts";
+import {
+  type Batch,
+  type GroupedParams,
+  makeBatch,
+  type Model,
+  type ResumePoint,
+} from "../../engine/model.ts";
+import { rowOps } from "../../engine/ops.ts";
 import { Adam, type AdamParam, zeroGrads } from "../../engine/optimizer.ts";
 import { targetIds, type Tokenizer } from "../../engine/tokenizer.ts";
 import type { DenseDelta, Edit, EditRequest } from "./edit.ts";
@@ -344,9 +351,10 @@ interface TrainedJob {
 /**
  * computeFt for jobs of equal hyper-parameters, each at most one mini-batch, in one batch: job g's
  * requests are group g's sequences (padded to the longest list with repeats scored at zero weight).
- * A stopped job's rows still ride every step of its batch (unscored, no gradient); once a quarter of the
- * batch has stopped, the others continue in a batch of their own, their tensors and Adam's moments
- * copied across, so each steps exactly as before.
+ * After a step at which jobs stop, the others continue in a batch of their own: their tensors, Adam's
+ * moments and their rows of the resume point copied across (no forward), so each steps exactly as
+ * before. (Stopped jobs riding on to a quarter of the batch, as before, cost a block's FT-L 11% more
+ * job-steps and about 9% more CPU: bench/RESULTS.md.)
  */
 async function trainGroups(
   model: Model,
@@ -376,8 +384,14 @@ async function trainGroups(
   const repeatOriginal = (i: number, t: Tensor) => {
     for (let g = 0; g < t.size / sizes[i]; g++) gpu.copy(tensors[i], t, sizes[i], 0, g * sizes[i]);
   };
-  /** A batch of the jobs `members` (in batch order); fill(i, copy) records their trained tensor i. */
-  const makeBatch = (members: number[], fill: (i: number, copy: Tensor) => void) => {
+  /** A batch of the jobs `members` (in batch order); fill(i, copy) records their trained tensor i. Its
+   *  resume point is a forward's, or with `from` the rows of its members' sequences in an earlier batch
+   *  of them (`at`: each member's position there): the same values, row by row, without the forward. */
+  const batchOf = (
+    members: number[],
+    fill: (i: number, copy: Tensor) => void,
+    from?: { batch: Batch; resume: ResumePoint; at: number[] },
+  ) => {
     const G = members.length;
     const shapes = tensors.map((t) => [G, ...t.shape]);
     const filled = (each: (i: number, t: Tensor) => void) =>
@@ -402,18 +416,42 @@ async function trainGroups(
     const centers = anchors.map((a, i) => (a ? { center: a } : { center: tensors[i], copies: G }));
     const adam = new Adam(gpu, constrained(names, copies, centers, hp), { lr: hp.lr, trackNorm: false });
     const sequences = members.flatMap((g) => Array.from({ length: S }, (_, s) => g * S + s));
-    const { batch, hooks, release } = batchWithNoise(
-      gpu,
-      model.config.nEmbd,
-      sequences.map((b) => prompts[b]),
-    );
-    // The blocks below the lowest trained layer and that block up to its MLP output projection never
-    // change: one kept forward gives the resume point of every step (the tensors a step's own forward
-    // would compute there, so the same bits).
-    const first = model.forward(batch, { hooks, keep: true, fullLastBlock: true });
-    const resume = model.resumePoint(first, lowest);
-    model.releaseForward(first);
-    release();
+    let batch: Batch, resume: ResumePoint;
+    if (from) {
+      // Every row of a sequence is computed alone (no kernel mixes sequences), so its rows in the earlier
+      // batch are what a forward of this one computes; padding rows stay zero (no real row reads them,
+      // and their gradients are exactly zero).
+      batch = makeBatch(sequences.map((b) => prompts[b].ids));
+      const entries = members.flatMap((_, q) =>
+        Array.from({ length: S }, (_, s) => {
+          const [now, before] = [q * S + s, from.at[q] * S + s];
+          return Array.from({ length: batch.lengths[now] }, (_, t) => ({
+            dst: now * batch.T + t,
+            src: before * from.batch.T + t,
+            keep: 0,
+            take: 1,
+          }));
+        }).flat()
+      );
+      const rows = (t: Tensor) => {
+        const width = t.shape[1];
+        const out = gpu.zeros([batch.B * batch.T, width]);
+        rowOps(gpu, out, t, width, entries);
+        return out;
+      };
+      const { m, key, attn } = from.resume;
+      resume = { layer: lowest, m: rows(m), key: rows(key), attn: attn && rows(attn) };
+    } else {
+      const noised = batchWithNoise(gpu, model.config.nEmbd, sequences.map((b) => prompts[b]));
+      batch = noised.batch;
+      // The blocks below the lowest trained layer and that block up to its MLP output projection never
+      // change: one kept forward gives the resume point of every step (the tensors a step's own forward
+      // would compute there, so the same bits).
+      const first = model.forward(batch, { hooks: noised.hooks, keep: true, fullLastBlock: true });
+      resume = model.resumePoint(first, lowest);
+      model.releaseForward(first);
+      noised.release();
+    }
     const free = () => {
       adam.destroy();
       gpu.release(resume.m, resume.key, resume.attn);
@@ -426,13 +464,12 @@ async function trainGroups(
   const losses: number[][] = jobs.map(() => []);
   const epochs: number[] = jobs.map(() => hp.numSteps);
   const active = new Set(jobs.keys());
-  let current = makeBatch([...jobs.keys()], repeatOriginal);
+  let current = batchOf([...jobs.keys()], repeatOriginal);
   // Job g, at position p of the current batch, stops: its tensors now are its result.
   const stop = (p: number, g: number) => {
     current.copies.forEach((c, i) => gpu.copy(c, finals[i], sizes[i], p * sizes[i], g * sizes[i]));
     active.delete(g);
   };
-  let stoppedInBatch = 0;
   try {
     for (let step = 0; step < hp.numSteps && active.size > 0; step++) {
       const { members, batch, resume, grouped, grads, adam } = current;
@@ -459,7 +496,6 @@ async function trainGroups(
           dlogits.fill(0, p * S * V, (p + 1) * S * V);
           epochs[g] = step + 1;
           stop(p, g);
-          stoppedInBatch++;
         }
       });
       if (active.size > 0) {
@@ -472,19 +508,18 @@ async function trainGroups(
       }
       model.releaseForward(fwd);
       onStep(step + 1);
-      if (active.size > 0 && 4 * stoppedInBatch >= members.length) {
-        // The jobs still training continue alone: their slices of the tensors and moments, copied.
-        const kept = members.flatMap((g, p) => (active.has(g) ? [{ g, p }] : []));
-        const next = makeBatch(kept.map((k) => k.g), (i, copy) => {
+      // The jobs still training, once others have stopped, continue in a batch of their own.
+      const kept = members.flatMap((g, p) => (active.has(g) ? [{ g, p }] : []));
+      if (kept.length > 0 && kept.length < members.length) {
+        const next = batchOf(kept.map((k) => k.g), (i, copy) => {
           kept.forEach(({ p }, q) => gpu.copy(current.copies[i], copy, sizes[i], p * sizes[i], q * sizes[i]));
-        });
+        }, { batch: current.batch, resume: current.resume, at: kept.map((k) => k.p) });
         current.adam.copyMomentsTo(
           next.adam,
           sizes.map((n) => kept.map(({ p }, q) => ({ from: p * n, at: q * n, count: n }))),
         );
         current.free();
         current = next;
-        stoppedInBatch = 0;
       }
     }
     current.members.forEach((g, p) => {
