@@ -329,7 +329,7 @@ for (const name of ["gpt2", "llama", "gptj", "gpt_neox_parallel", "gemma3_text",
 }
 
 for (const name of ["gpt2", "llama", "embedded"]) {
-  Deno.test(`${name}: fact-state reads, identical passes merged and started from cached residuals, equal each read's own pass`, async () => {
+  Deno.test(`${name}: fact-state reads, identical passes merged, started from cached residuals and unedited states kept, equal each read's own pass`, async () => {
     const model = name === "embedded"
       ? await Model.load(gpu, DEFAULT_MODEL_DIR)
       : (await loadCase(name)).model;
@@ -342,7 +342,8 @@ for (const name of ["gpt2", "llama", "embedded"]) {
     const V = model.config.vocabSize;
     const A = [3, 9, 27, 5, 11].map((x) => x % V), B = [8, 2, 14, 6].map((x) => x % V);
     const noise = { seed: 7, scale: 3 };
-    // (tokens, edit, noised): instance 1 repeats 0's pass, 4 repeats 3's; 5 is 3 with subject noise.
+    // (tokens, edit, noised): instance 1 repeats 0's pass, 4 repeats 3's; 5 is 3 with subject noise, 9 is 0
+    // with subject noise, unedited.
     const spec: [number[], number, boolean][] = [
       [A, -1, false],
       [A, -1, false],
@@ -352,6 +353,8 @@ for (const name of ["gpt2", "llama", "embedded"]) {
       [B, 1, true],
       [A, 2, false],
       [B, -1, false],
+      [B, -1, true],
+      [A, -1, true],
     ];
     const instances: PromptInstance[] = spec.map(([ids, , noised], k) => ({
       ids,
@@ -378,6 +381,26 @@ for (const name of ["gpt2", "llama", "embedded"]) {
         want.push(one);
       }
       assert.deepEqual(await readFactStates(model, instances, reads, { edits: cached, itemEdit }, 3), want);
+      // The unedited noise-free reads were kept: read again they need no pass and come back as copies; a
+      // noised or edited read is never kept.
+      const isKept = (r: StateRead) => itemEdit[r.instance] === -1 && !instances[r.instance].noise;
+      const keptWant = want.filter((_, i) => isKept(reads[i]));
+      let dispatches = gpu.dispatchCount;
+      const again = await readFactStates(model, instances, reads.filter(isKept), { edits: cached, itemEdit });
+      assert.equal(gpu.dispatchCount, dispatches, "kept states are read without a pass");
+      assert.deepEqual(again, keptWant);
+      again[0].fill(0);
+      assert.deepEqual(
+        await readFactStates(model, instances, reads.filter(isKept), { edits: cached, itemEdit }),
+        keptWant,
+      );
+      dispatches = gpu.dispatchCount;
+      const rest = reads.filter((r) => !isKept(r));
+      assert.deepEqual(
+        await readFactStates(model, instances, rest, { edits: cached, itemEdit }),
+        want.filter((_, i) => !isKept(reads[i])),
+      );
+      assert.ok(gpu.dispatchCount > dispatches, "edited and noised reads are computed");
       // Read back after every batch (a budget of one byte): the same states.
       assert.deepEqual(
         await readFactStates(model, instances, reads, { edits: cached, itemEdit }, 3, 1),

@@ -154,8 +154,10 @@ const READ_BACK_BYTES = 64 * 2 ** 20;
  * one fact at different layers read the same unedited prompts). Under a set that keeps the unedited
  * residuals (VirtualEditSet's `residuals`), a noise-free pass starts at its edit's lowest edited block or
  * its lowest read, whichever is lower: the rows below are the unedited model's, the same bits
- * (evaluation/residuals.ts). Passes run in batches of `batchSize` sequences, each up to the highest layer
- * it reads, read back at once (every `readBackBytes` of states, 64 MB by default).
+ * (evaluation/residuals.ts); and the states of unedited noise-free prompts are kept there, so a later
+ * call's read of a kept state needs no pass (a sweep block's problems and methods read the same keys).
+ * Passes run in batches of `batchSize` sequences, each up to the highest layer it reads, read back at
+ * once (every `readBackBytes` of states, 64 MB by default).
  */
 export async function readFactStates(
   model: Model,
@@ -164,6 +166,45 @@ export async function readFactStates(
   under?: ScoredUnder,
   batchSize = 128,
   readBackBytes = READ_BACK_BYTES,
+): Promise<Float32Array[]> {
+  const kept = under?.edits.residuals;
+  if (!kept) return await computeFactStates(model, instances, reads, under, batchSize, readBackBytes);
+  const out: (Float32Array | undefined)[] = reads.map(() => undefined);
+  const unedited = (i: number) =>
+    under.itemEdit[reads[i].instance] === -1 && !instances[reads[i].instance].noise;
+  reads.forEach((r, i) => {
+    const inst = instances[r.instance];
+    if (unedited(i)) out[i] = kept.factState(inst.ids, inst.fact, r.layer, r.site);
+  });
+  const todo = reads.flatMap((_, i) => (out[i] ? [] : [i]));
+  if (todo.length > 0) {
+    const computed = await computeFactStates(
+      model,
+      instances,
+      todo.map((i) => reads[i]),
+      under,
+      batchSize,
+      readBackBytes,
+    );
+    todo.forEach((i, j) => {
+      out[i] = computed[j];
+      const r = reads[i], inst = instances[r.instance];
+      if (unedited(i)) kept.keepFactState(inst.ids, inst.fact, r.layer, r.site, computed[j]);
+    });
+  }
+  return out as Float32Array[];
+}
+
+/**
+ * readFactStates' passes: every read computed.
+ */
+async function computeFactStates(
+  model: Model,
+  instances: PromptInstance[],
+  reads: StateRead[],
+  under: ScoredUnder | undefined,
+  batchSize: number,
+  readBackBytes: number,
 ): Promise<Float32Array[]> {
   const gpu = model.gpu;
   const editOf = (i: number) => under?.itemEdit[i] ?? -1;

@@ -23,11 +23,14 @@ interface Place {
   row: number;
 }
 
-/** Per distinct sequence, the unedited residual entering each block 1..L-1, within a byte budget. */
+/** Per distinct sequence, the unedited residual entering each block 1..L-1, and the unedited states read
+ *  at its fact tokens (experiments/editing/keys.ts readFactStates), within a byte budget. */
 export class ResidualCache {
   /** Per chunk (one unedited pass), per block l = 1..L-1 the rows entering it: layers[l - 1] [rows, d]. */
   private readonly chunks: Tensor[][] = [];
   private readonly places = new Map<string, Place>();
+  /** States read at a token of an unedited noise-free pass, by factStateKey. */
+  private readonly states = new Map<string, Float32Array>();
   private bytes = 0;
 
   /** `maxBytes`: the most the cached rows may take (sequences past it are not cached). */
@@ -115,14 +118,44 @@ export class ResidualCache {
     return out;
   }
 
-  /** Frees every cached row. */
+  /** The unedited state of `site` at `layer` at token `token` of `sequence`, if kept (a copy). A sweep block
+   *  reads the same keys for every problem and method that edits a fact at a layer (ROME's k*, MEMIT's
+   *  first layer): each is computed once. */
+  factState(
+    sequence: readonly number[],
+    token: number,
+    layer: number,
+    site: string,
+  ): Float32Array | undefined {
+    return this.states.get(factStateKey(sequence, token, layer, site))?.slice();
+  }
+
+  /** Keeps an unedited state read at a token (factState), while the budget allows. */
+  keepFactState(
+    sequence: readonly number[],
+    token: number,
+    layer: number,
+    site: string,
+    state: Float32Array,
+  ): void {
+    const key = factStateKey(sequence, token, layer, site);
+    if (this.states.has(key) || this.bytes + 4 * state.length > this.maxBytes) return;
+    this.states.set(key, state.slice());
+    this.bytes += 4 * state.length;
+  }
+
+  /** Frees every cached row and state. */
   release(): void {
     for (const layers of this.chunks) this.model.gpu.release(...layers);
     this.chunks.length = 0;
     this.places.clear();
+    this.states.clear();
     this.bytes = 0;
   }
 }
+
+const factStateKey = (sequence: readonly number[], token: number, layer: number, site: string) =>
+  `${sequence.join(",")}|${token}|${layer}|${site}`;
 
 /** Indices 0..count-1 grouped by `key` (compared as JSON), in order of first appearance: the requests one
  *  forward pass serves (scoreTokens' items, readFactStates' reads of the same tokens, edit and noise). */
