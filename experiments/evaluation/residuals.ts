@@ -6,7 +6,7 @@
 // a whole forward (no kernel mixes sequences, and a sequence's rows come out the same in any batch), so
 // the scores are the same bits either way (tests/virtual_edits_test.ts).
 import type { Tensor } from "../../engine/gpu.ts";
-import { makeBatch, type Model } from "../../engine/model.ts";
+import { makeBatch, type Model, type Site } from "../../engine/model.ts";
 import { type RowEntry, rowOps } from "../../engine/ops.ts";
 
 /** Sequences cached per unedited pass (one batch of the model's forward). */
@@ -125,7 +125,7 @@ export class ResidualCache {
     sequence: readonly number[],
     token: number,
     layer: number,
-    site: string,
+    site: Site,
   ): Float32Array | undefined {
     return this.states.get(factStateKey(sequence, token, layer, site))?.slice();
   }
@@ -135,7 +135,7 @@ export class ResidualCache {
     sequence: readonly number[],
     token: number,
     layer: number,
-    site: string,
+    site: Site,
     state: Float32Array,
   ): void {
     const key = factStateKey(sequence, token, layer, site);
@@ -154,7 +154,7 @@ export class ResidualCache {
   }
 }
 
-const factStateKey = (sequence: readonly number[], token: number, layer: number, site: string) =>
+const factStateKey = (sequence: readonly number[], token: number, layer: number, site: Site) =>
   `${sequence.join(",")}|${token}|${layer}|${site}`;
 
 /** Indices 0..count-1 grouped by `key` (compared as JSON), in order of first appearance: the requests one
