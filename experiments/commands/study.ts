@@ -125,7 +125,9 @@ const USAGE = `usage: ./locus task study [options]
   --processes N|auto   run the study's traces and edits in N processes on this machine, all writing to
                        OUT/results.db (workers log to OUT/worker-K.log), then report (default auto: 2 on a
                        software adapter with 2+ cores and memory for 4 copies of the model, which keeps about
-                       one core of two busy, so 2 processes finish 1.2-1.4x sooner: bench/RESULTS.md; else 1)
+                       one core of two busy, so 2 processes finish 1.2-1.4x sooner: bench/RESULTS.md; else 1);
+                       on a software adapter each process gets its share of the cores as llvmpipe threads
+                       (LP_NUM_THREADS, unless set)
   --shard k/n          run only shard k of n of the study's work (no report); default in a SLURM array or a
                        Kubernetes Indexed Job: the scheduler's task (as the sweep command's --shard); merge
                        the stores (./locus task sweep merge) and run without --shard for the report
@@ -224,13 +226,24 @@ async function main(args: string[]): Promise<number> {
   const gpu = await getGpu();
   const model = await Model.load(gpu, dir);
   const processes = chosenProcesses ?? (shard ? 1 : autoProcesses(gpu, model));
+  const threads = Deno.env.get(LLVMPIPE_THREADS);
+  if (processes > 1 && gpu.info.software && threads === undefined) {
+    // llvmpipe made its compute threads with the adapter, one per core, and so would every worker: the
+    // processes would share each core among as many threads (3.6% slower with 2 on 2 cores:
+    // bench/RESULTS.md). The command runs again with each process's share of the cores.
+    const share = Math.max(1, Math.floor((navigator.hardwareConcurrency ?? 1) / processes));
+    return await rerunWith({ [LLVMPIPE_THREADS]: String(share) }, args);
+  }
   const tok = await loadTokenizer(dir);
   const L = model.nLayer;
   console.log(`Locus study: does localization (causal tracing) tell us where to edit?`);
   console.log(`model ${dir} (${L} layers, d=${model.config.nEmbd}); ${gpu.describe()}`);
   if (processes > 1) {
     console.log(
-      `${processes} processes${chosenProcesses ? "" : " (--processes auto: a software adapter on 2+ cores)"}`,
+      `${processes} processes${
+        chosenProcesses ? "" : " (--processes auto: a software adapter on 2+ cores)"
+      }` +
+        (gpu.info.software && threads !== undefined ? `, ${LLVMPIPE_THREADS}=${threads} each` : ""),
     );
   }
   const sample = await sampleFacts(model, tok, datasetPath, {
@@ -441,6 +454,23 @@ function autoProcesses(gpu: Gpu, model: Model): number {
   const weights = tensors.reduce((s, t) => s + t.bytes, 0);
   const cores = navigator.hardwareConcurrency ?? 1;
   return gpu.info.software && cores >= 2 && memory !== null && 4 * weights <= memory ? 2 : 1;
+}
+
+/** The variable llvmpipe (Mesa's software adapter, GL and Vulkan) reads its compute thread count from when
+ *  the adapter is made (default: one per core). */
+const LLVMPIPE_THREADS = "LP_NUM_THREADS";
+
+/** Runs this command again with `args` and the variables `env` added, its output this process's; its exit
+ *  code. */
+async function rerunWith(env: Record<string, string>, args: string[]): Promise<number> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(import.meta.url).pathname, ...args],
+    env,
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  return (await child.status).code;
 }
 
 /** Starts this command with `args` as shard k of n (--processes' worker) claiming edit blocks with the run's
