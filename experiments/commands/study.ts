@@ -460,11 +460,14 @@ function autoProcesses(gpu: Gpu, model: Model): number {
  *  the adapter is made (default: one per core). */
 const LLVMPIPE_THREADS = "LP_NUM_THREADS";
 
+/** Deno's arguments that run this command with `args`. */
+const commandLine = (args: string[]) => ["run", "-A", new URL(import.meta.url).pathname, ...args];
+
 /** Runs this command again with `args` and the variables `env` added, its output this process's; its exit
  *  code. */
 async function rerunWith(env: Record<string, string>, args: string[]): Promise<number> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(import.meta.url).pathname, ...args],
+    args: commandLine(args),
     env,
     stdin: "inherit",
     stdout: "inherit",
@@ -485,16 +488,7 @@ function startWorker(
 ): { child: Deno.ChildProcess; code: Promise<number> } {
   const own = args.filter((a, i) => !a.startsWith("--processes") && args[i - 1] !== "--processes");
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL(import.meta.url).pathname,
-      ...own,
-      "--shard",
-      `${k}/${n}`,
-      "--claims",
-      claims,
-    ],
+    args: commandLine([...own, "--shard", `${k}/${n}`, "--claims", claims]),
     stdout: "piped",
     stderr: "piped",
   }).spawn();

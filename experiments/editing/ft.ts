@@ -376,8 +376,8 @@ async function trainGroups(
   // Where every step's forward starts (makeBatch's resume point).
   const lowest = Math.min(...hp.layers);
   const factored = new Set(names.filter(isFactored));
-  // Each job's tensors at the step it stopped (later steps move a stopped job by Adam's momentum, which
-  // nothing reads: its rows get no gradient and its outputs are not scored).
+  // Each job's tensors at the step it stopped (copied before that step's update, which moves a stopped
+  // job by Adam's momentum only; it then leaves the batch).
   const finals = tensors.map((t) => gpu.zeros([jobs.length, ...t.shape]));
 
   /** Records trained tensor i's original values into every group's slice of `t` [G, ...shape]. */
@@ -476,8 +476,8 @@ async function trainGroups(
       const fwd = model.forward(batch, { resume, keep: true, grouped });
       const logits = await fwd.logits.read();
       const dlogits = new Float32Array(members.length * S * V);
+      // Every member is training (a batch is rebuilt after any step at which one stops).
       members.forEach((g, p) => {
-        if (!active.has(g)) return;
         const n = jobs[g].requests.length;
         let loss = 0;
         for (let s = 0; s < n; s++) {
