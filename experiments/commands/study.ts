@@ -230,9 +230,9 @@ async function main(args: string[]): Promise<number> {
   if (processes > 1 && gpu.info.software && threads === undefined) {
     // llvmpipe made its compute threads with the adapter, one per core, and so would every worker: the
     // processes would share each core among as many threads (3.6% slower with 2 on 2 cores:
-    // bench/RESULTS.md). The command runs again with each process's share of the cores.
-    const share = llvmpipeThreads(navigator.hardwareConcurrency ?? 1, processes);
-    return await rerunWith({ [LLVMPIPE_THREADS]: String(share) }, args);
+    // bench/RESULTS.md). The command runs again with each process's share of the cores (llvmpipeThreads).
+    const perProcess = llvmpipeThreads(navigator.hardwareConcurrency ?? 1, processes);
+    return await rerunWith({ [LLVMPIPE_THREADS]: String(perProcess) }, args);
   }
   const tok = await loadTokenizer(dir);
   const L = model.nLayer;
