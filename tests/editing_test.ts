@@ -31,6 +31,7 @@ import {
   planRequest,
   suffixParts,
   ValueObjective,
+  valueOptions,
 } from "../experiments/editing/values.ts";
 import { greedyNextTokens } from "../experiments/evaluation/recall.ts";
 import {
@@ -466,7 +467,9 @@ for (
       return z.map((v) => v - lse);
     };
     let h0: Float64Array = new Float64Array(d);
-    const kl = plan.instances.at(-1)!;
+    // The whole KL prompt, as the reference code runs it (the plan ends it at the fact token).
+    const kl = instantiate(tok, "{}", "{} is a", req.subject, req.noise);
+    assert.ok(kl.ids.length > kl.fact + 1, "the KL prompt has tokens after its fact token");
     const klInit = logSoftmax(forward(kl.ids, kl.fact, kl.subject, null)[kl.fact]);
     forward(
       plan.instances[0].ids,
@@ -697,6 +700,22 @@ Deno.test("prompt instances: subject range after the context (also when the cont
   assert.equal(instantiate(tok, "{}", "{} works at", "Anna Berg", undefined, "last").fact, 3);
   assert.throws(() => instantiate(tok, "no slot", "{} works at", "Anna"), /has no "\{\}" for the prompt/);
   assert.throws(() => instantiate(tok, "{}", "Anna works at", "Anna"), /has no "\{\}" for the subject/);
+});
+
+Deno.test("request plans: the KL prompt ends at its fact token, or at the subject's end when that is later", () => {
+  const o = valueOptions(hp, 0, "mlp", ["{}", "Carl lives in Oslo . {}"]);
+  const request = { prompt: "{} works at", subject: "Anna Berg", target: "Rome" };
+  const plan = planRequest(tok, request, o);
+  assert.equal(plan.instances.length, 3);
+  assert.deepEqual(plan.instances[0].ids, tok.encode("Anna Berg works at"), "rewrite prompts are whole");
+  assert.deepEqual(plan.instances.at(-1), {
+    ...instantiate(tok, "{}", "{} is a", "Anna Berg"),
+    ids: tok.encode("Anna Berg"),
+  });
+  const first = planRequest(tok, request, { ...o, factToken: "subject_first" }).instances.at(-1)!;
+  assert.deepEqual([first.ids, first.fact, first.subject], [tok.encode("Anna Berg"), 0, [0, 2]]);
+  const last = planRequest(tok, request, { ...o, factToken: "last" }).instances.at(-1)!;
+  assert.deepEqual([last.ids, last.fact], [tok.encode("Anna Berg is a"), 3]);
 });
 
 Deno.test("context templates are sampled after BOS where the tokenizer puts one, from EOS where not", async () => {

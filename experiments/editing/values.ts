@@ -240,9 +240,10 @@ export function planRequest(
     const p = instantiate(tok, c, request.prompt, request.subject, request.noise, o.factToken);
     return { ...p, ids: [...p.ids, ...target.slice(0, -1)] };
   });
-  instances.push(
-    instantiate(tok, "{}", o.klPrompt ?? "{} is a", request.subject, request.noise, o.factToken),
-  );
+  // The KL term reads the KL prompt at its fact token only, and attention is causal: the tokens after
+  // it (and after the subject, which the noise covers) change nothing, so the prompt ends there.
+  const kl = instantiate(tok, "{}", o.klPrompt ?? "{} is a", request.subject, request.noise, o.factToken);
+  instances.push({ ...kl, ids: kl.ids.slice(0, Math.max(kl.fact, kl.subject[1] - 1) + 1) });
   return { request, layer, target, instances };
 }
 
