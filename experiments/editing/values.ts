@@ -241,7 +241,8 @@ export function planRequest(
     return { ...p, ids: [...p.ids, ...target.slice(0, -1)] };
   });
   // The KL term reads the KL prompt at its fact token only, and attention is causal: the tokens after
-  // it (and after the subject, which the noise covers) change nothing, so the prompt ends there.
+  // it change nothing, so the prompt ends there (at the subject's end where the fact token is earlier,
+  // so that fact forcing's noise keeps the whole subject).
   const kl = instantiate(tok, "{}", o.klPrompt ?? "{} is a", request.subject, request.noise, o.factToken);
   instances.push({ ...kl, ids: kl.ids.slice(0, Math.max(kl.fact, kl.subject[1] - 1) + 1) });
   return { request, layer, target, instances };
