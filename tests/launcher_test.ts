@@ -45,3 +45,19 @@ Deno.test({
   assert.equal(await preloadSeen({ LD_PRELOAD: other }), expected.length ? `${plain}:${other}` : other);
   if (expected.length) assert.equal(await preloadSeen({ LD_PRELOAD: plain }), plain);
 });
+
+// `./locus setup` builds Mesa with Locus's change to llvmpipe (toolchain/llvmpipe-uniform-loads.patch) and
+// records in toolchain/mesa/locus-patch the patch's sha256 and whether it applied: the build this suite runs
+// on must carry the current version of the change (setup rebuilds one that does not).
+const builtMesa = new URL("../toolchain/mesa/", import.meta.url).pathname;
+Deno.test({
+  name: "toolchain/mesa/, where ./locus setup built it, carries the current llvmpipe change",
+  ignore: !folderNames(builtMesa).includes("lib"),
+}, async () => {
+  const patch = await Deno.readFile(new URL("../toolchain/llvmpipe-uniform-loads.patch", import.meta.url));
+  const digest = [...new Uint8Array(await crypto.subtle.digest("SHA-256", patch))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  const [id, status] = Deno.readTextFileSync(`${builtMesa}locus-patch`).split("\n");
+  assert.equal(id, digest, "toolchain/mesa/ was built with another version of the patch: run ./locus setup");
+  assert.equal(status, "applied", `the patch did not apply to the Mesa built (${status})`);
+});
