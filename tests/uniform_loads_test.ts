@@ -4,7 +4,8 @@
 // vector (the first active invocation's address, broadcast), as the texture products read their A
 // operand. This checks the cases the change must get right, on whatever adapter runs the suite, against
 // values computed here: a uniform loop, a divergent branch, a loop whose trip count differs between
-// invocations, a branch that no invocation of a vector takes, and an address read from a buffer. The values are small integers and every sum stays below 2^24, so exact in float32.
+// invocations, a branch that no invocation of a vector takes, and an address read from a buffer. The
+// values are small integers and every sum stays below 2^24, so exact in float32.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
 
