@@ -46,16 +46,18 @@ Deno.test({
   if (expected.length) assert.equal(await preloadSeen({ LD_PRELOAD: plain }), plain);
 });
 
-// `./locus setup` builds Mesa with Locus's change to llvmpipe (toolchain/llvmpipe-uniform-loads.patch) and
-// records in toolchain/mesa/locus-patch the patch's sha256 and whether it applied: the build this suite runs
-// on must carry the current version of the change (setup rebuilds one that does not).
+// `./locus setup` builds Mesa with Locus's changes to llvmpipe (toolchain/llvmpipe.patch) and records in
+// toolchain/mesa/locus-patch the sha256 of the patch's diff (from its first "--- " line) and whether it
+// applied: the build this suite runs on must carry the current version of the changes (setup rebuilds one
+// that does not).
 const builtMesa = new URL("../toolchain/mesa/", import.meta.url).pathname;
 Deno.test({
-  name: "toolchain/mesa/, where ./locus setup built it, carries the current llvmpipe change",
+  name: "toolchain/mesa/, where ./locus setup built it, carries the current llvmpipe changes",
   ignore: !folderNames(builtMesa).includes("lib"),
 }, async () => {
-  const patch = await Deno.readFile(new URL("../toolchain/llvmpipe-uniform-loads.patch", import.meta.url));
-  const digest = [...new Uint8Array(await crypto.subtle.digest("SHA-256", patch))]
+  const patch = Deno.readTextFileSync(new URL("../toolchain/llvmpipe.patch", import.meta.url));
+  const diff = new TextEncoder().encode(patch.slice(patch.search(/^--- /m)));
+  const digest = [...new Uint8Array(await crypto.subtle.digest("SHA-256", diff))]
     .map((b) => b.toString(16).padStart(2, "0")).join("");
   const [id, status] = Deno.readTextFileSync(`${builtMesa}locus-patch`).split("\n");
   assert.equal(id, digest, "toolchain/mesa/ was built with another version of the patch: run ./locus setup");

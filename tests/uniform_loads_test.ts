@@ -1,8 +1,7 @@
 // Loads whose address is the same in every invocation of a workgroup, under divergent control flow and
 // in a partly filled SIMD vector. On a machine without a GPU, ./locus setup builds Mesa with a change to
-// llvmpipe (toolchain/llvmpipe-uniform-loads.patch) that turns such loads into one scalar load per
-// vector (the first active invocation's address, broadcast), as the texture products read their A
-// operand. This checks the cases the change must get right, on whatever adapter runs the suite, against
+// llvmpipe (toolchain/llvmpipe.patch) that turns such loads into one scalar load per vector (the first
+// active invocation's address, broadcast), as the texture products read their A operand. This checks the cases the change must get right, on whatever adapter runs the suite, against
 // values computed here: a uniform loop, a divergent branch, a loop whose trip count differs between
 // invocations, a branch that no invocation of a vector takes, and an address read from a buffer. The
 // values are small integers and every sum stays below 2^24, so exact in float32.
