@@ -10,6 +10,7 @@
 // end; the parameters are read from a buffer, so the compiler cannot fold them.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
+import { dispatchShader } from "./util.ts";
 
 const gpu = await getGpu();
 
@@ -110,24 +111,7 @@ Deno.test("variables carried through uniform and divergent loops and branches", 
   ];
   const P = gpu.tensor([params.length * 4], Uint32Array.from(params.flat()), "u32");
   const out = gpu.zeros([params.length * 12 * 3], "u32");
-  const pipeline = gpu.device.createComputePipeline({
-    layout: "auto",
-    compute: { module: gpu.device.createShaderModule({ code: SHADER }), entryPoint: "main" },
-  });
-  const bindGroup = gpu.device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [
-      { binding: 0, resource: { buffer: P.buffer } },
-      { binding: 1, resource: { buffer: out.buffer } },
-    ],
-  });
-  const encoder = gpu.device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(params.length);
-  pass.end();
-  gpu.device.queue.submit([encoder.finish()]);
+  dispatchShader(gpu, SHADER, [{ buffer: P.buffer }, { buffer: out.buffer }], params.length);
   const got = await gpu.readU32(out);
   const wrong: string[] = [];
   params.forEach((p, w) => {

@@ -7,6 +7,7 @@
 // vector skip, and the last element of a buffer.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
+import { dispatchShader } from "./util.ts";
 
 const gpu = await getGpu();
 
@@ -64,21 +65,7 @@ Deno.test("storage accesses at per-invocation addresses are right under divergen
 
   const inputs = [s, s2, s4].map((a) => gpu.tensor([a.length], a));
   const outputs = [o4, o2, o].map((a) => gpu.zeros([a.length]));
-  const pipeline = gpu.device.createComputePipeline({
-    layout: "auto",
-    compute: { module: gpu.device.createShaderModule({ code: SHADER }), entryPoint: "main" },
-  });
-  const bindGroup = gpu.device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [...inputs, ...outputs].map((t, binding) => ({ binding, resource: { buffer: t.buffer } })),
-  });
-  const encoder = gpu.device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(groups);
-  pass.end();
-  gpu.device.queue.submit([encoder.finish()]);
+  dispatchShader(gpu, SHADER, [...inputs, ...outputs].map((t) => ({ buffer: t.buffer })), groups);
   const got = await gpu.readMany(outputs);
   const wrong: string[] = [];
   [o4, o2, o].forEach((want, b) => {

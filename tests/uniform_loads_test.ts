@@ -7,6 +7,7 @@
 // values are small integers and every sum stays below 2^24, so exact in float32.
 import assert from "node:assert/strict";
 import { getGpu } from "../engine/gpu.ts";
+import { dispatchShader } from "./util.ts";
 
 const gpu = await getGpu();
 
@@ -74,27 +75,14 @@ Deno.test("loads at workgroup-uniform addresses are right under divergent contro
   });
   gpu.device.queue.writeBuffer(uniformBuffer, 0, uniform);
   await gpu.sync(); // the mirror's copy submitted before the dispatch below
-  const pipeline = gpu.device.createComputePipeline({
-    layout: "auto",
-    compute: { module: gpu.device.createShaderModule({ code: SHADER }), entryPoint: "main" },
-  });
-  const bindGroup = gpu.device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [
-      { binding: 0, resource: view },
-      { binding: 1, resource: { buffer: storageBuffer.buffer } },
-      { binding: 2, resource: { buffer: uniformBuffer } },
-      { binding: 3, resource: { buffer: out.buffer } },
-      { binding: 4, resource: { buffer: indexBuffer.buffer } },
-    ],
-  });
-  const encoder = gpu.device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(groups);
-  pass.end();
-  gpu.device.queue.submit([encoder.finish()]);
+  const resources = [
+    view,
+    { buffer: storageBuffer.buffer },
+    { buffer: uniformBuffer },
+    { buffer: out.buffer },
+    { buffer: indexBuffer.buffer },
+  ];
+  dispatchShader(gpu, SHADER, resources, groups);
   const got = await gpu.read(out);
   const wrong: string[] = [];
   for (let i = 0; i < expected.length; i++) {

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { GPU_SPLIT_K, type MatmulTiles } from "../engine/kernel_choice.ts";
 import { mulberry32 as rng } from "../engine/random.ts";
 import type { StoredResult } from "../experiments/study/store.ts";
+import type { Gpu } from "../engine/gpu.ts";
 
 export { rng };
 
@@ -107,4 +108,29 @@ export function assertSameMetrics(a: StoredResult, b: StoredResult): void {
   assert.equal(ea?.pre, eb?.pre, `${a.key}: essence before the edit`);
   assert.equal(fa?.pre, fb?.pre, `${a.key}: fluency before the edit`);
   if (ea) close(ea.post, eb!.post, "essence after the edit");
+}
+
+/** Runs the entry point `main` of a WGSL shader once over `workgroups` workgroups, `resources` bound at
+ *  bindings 0, 1, ... of group 0: the tests of the driver's code generation dispatch raw shaders this way. */
+export function dispatchShader(
+  gpu: Gpu,
+  code: string,
+  resources: GPUBindingResource[],
+  workgroups: number,
+): void {
+  const pipeline = gpu.device.createComputePipeline({
+    layout: "auto",
+    compute: { module: gpu.device.createShaderModule({ code }), entryPoint: "main" },
+  });
+  const bindGroup = gpu.device.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: resources.map((resource, binding) => ({ binding, resource })),
+  });
+  const encoder = gpu.device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, bindGroup);
+  pass.dispatchWorkgroups(workgroups);
+  pass.end();
+  gpu.device.queue.submit([encoder.finish()]);
 }
