@@ -1,6 +1,7 @@
 // The `./locus` launcher's environment: jemalloc preloaded without a GPU where it is installed (why: the
 // comment above preload_jemalloc in ./locus), never twice, and never with LOCUS_MALLOC=system.
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { folderNames, hasGpuDeviceNode } from "../engine/io.ts";
 
 const launcher = new URL("../locus", import.meta.url).pathname;
@@ -54,11 +55,9 @@ const builtMesa = new URL("../toolchain/mesa/", import.meta.url).pathname;
 Deno.test({
   name: "toolchain/mesa/, where ./locus setup built it, carries the current llvmpipe changes",
   ignore: !folderNames(builtMesa).includes("lib"),
-}, async () => {
+}, () => {
   const patch = Deno.readTextFileSync(new URL("../toolchain/llvmpipe.patch", import.meta.url));
-  const diff = new TextEncoder().encode(patch.slice(patch.search(/^--- /m)));
-  const digest = [...new Uint8Array(await crypto.subtle.digest("SHA-256", diff))]
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  const digest = createHash("sha256").update(patch.slice(patch.search(/^--- /m))).digest("hex");
   const [id, status] = Deno.readTextFileSync(`${builtMesa}locus-patch`).split("\n");
   assert.equal(id, digest, "toolchain/mesa/ was built with another version of the patch: run ./locus setup");
   assert.equal(status, "applied", `the patch did not apply to the Mesa built (${status})`);
